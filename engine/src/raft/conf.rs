@@ -1,0 +1,332 @@
+//! Group membership: the configuration ([`ConfState`]), the changes that move between
+//! configurations ([`ConfChange`]), and the rules for applying them (joint consensus,
+//! Raft thesis §4.3; single-step changes, thesis §4.1).
+//!
+//! Owns the pure function "configuration + change -> new configuration or typed error".
+//! Never touches progress, logs or messages: `raft.rs` decides when a change applies.
+
+use thiserror::Error;
+
+use super::types::{Replica, ReplicaId};
+
+/// A group's configuration. In a joint configuration (`voters_outgoing` non-empty) a
+/// decision needs a majority of `voters` AND a majority of `voters_outgoing`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfState {
+    /// The (incoming) voters.
+    pub voters: Vec<Replica>,
+    /// The outgoing voters of a joint configuration; empty when not joint.
+    pub voters_outgoing: Vec<Replica>,
+    /// Non-voting members.
+    pub learners: Vec<Replica>,
+    /// Voters being demoted: still outgoing voters now, learners once the joint
+    /// configuration is left.
+    pub learners_next: Vec<Replica>,
+    /// Leave the joint configuration automatically once it is applied.
+    pub auto_leave: bool,
+    /// The highest replica id ever admitted; a new replica must have a higher id, so ids
+    /// are never reused.
+    pub max_replica_id: ReplicaId,
+}
+
+impl ConfState {
+    /// A configuration of the given voters.
+    pub fn with_voters(voters: impl IntoIterator<Item = Replica>) -> Self {
+        let voters: Vec<Replica> = voters.into_iter().collect();
+        let max_replica_id = voters.iter().map(|r| r.id).max().unwrap_or(0);
+        ConfState { voters, max_replica_id, ..Default::default() }
+    }
+
+    /// Whether this is a joint configuration.
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Whether `id` votes in either half of the configuration.
+    pub fn is_voter(&self, id: ReplicaId) -> bool {
+        contains(&self.voters, id) || contains(&self.voters_outgoing, id)
+    }
+
+    /// Whether `id` is an incoming voter.
+    pub fn is_incoming_voter(&self, id: ReplicaId) -> bool {
+        contains(&self.voters, id)
+    }
+
+    /// Whether `id` is a learner (now or after leaving the joint configuration).
+    pub fn is_learner(&self, id: ReplicaId) -> bool {
+        contains(&self.learners, id)
+    }
+
+    /// Whether `id` is a member in any role.
+    pub fn contains(&self, id: ReplicaId) -> bool {
+        self.find(id).is_some()
+    }
+
+    /// The member with replica id `id`, if any.
+    pub fn find(&self, id: ReplicaId) -> Option<Replica> {
+        self.voters
+            .iter()
+            .chain(&self.voters_outgoing)
+            .chain(&self.learners)
+            .chain(&self.learners_next)
+            .find(|r| r.id == id)
+            .copied()
+    }
+
+    /// Every member once (voters, outgoing voters, learners), in that order.
+    pub fn members(&self) -> Vec<Replica> {
+        let mut out: Vec<Replica> = Vec::with_capacity(self.voters.len() + self.learners.len());
+        for r in self.voters.iter().chain(&self.voters_outgoing).chain(&self.learners) {
+            if !out.iter().any(|o| o.id == r.id) {
+                out.push(*r);
+            }
+        }
+        out
+    }
+
+    /// Applies `cc` and returns the resulting configuration.
+    pub fn apply(&self, cc: &ConfChange) -> Result<ConfState, ConfChangeError> {
+        if cc.changes.is_empty() {
+            return self.leave_joint();
+        }
+        let joint = match cc.transition {
+            Transition::Auto => cc.changes.len() > 1 && self.voter_changes(cc) > 1,
+            Transition::JointAuto | Transition::JointExplicit => true,
+        };
+        if joint {
+            self.enter_joint(cc.transition != Transition::JointExplicit, cc)
+        } else {
+            self.simple(cc)
+        }
+    }
+
+    /// How many incoming voters `cc` would add or remove (promotions and demotions count).
+    fn voter_changes(&self, cc: &ConfChange) -> usize {
+        let mut n = 0;
+        for ch in &cc.changes {
+            let is_voter = self.is_incoming_voter(ch.replica.id);
+            match ch.kind {
+                ChangeKind::AddVoter if !is_voter => n += 1,
+                ChangeKind::AddLearner | ChangeKind::Remove if is_voter => n += 1,
+                _ => {}
+            }
+        }
+        n
+    }
+
+    fn simple(&self, cc: &ConfChange) -> Result<ConfState, ConfChangeError> {
+        if self.is_joint() {
+            return Err(ConfChangeError::InJoint);
+        }
+        let mut next = self.clone();
+        next.apply_changes(cc)?;
+        let diff = symmetric_difference(&self.voters, &next.voters);
+        if diff > 1 {
+            return Err(ConfChangeError::TooManyVoterChanges);
+        }
+        Ok(next)
+    }
+
+    fn enter_joint(&self, auto_leave: bool, cc: &ConfChange) -> Result<ConfState, ConfChangeError> {
+        if self.is_joint() {
+            return Err(ConfChangeError::InJoint);
+        }
+        if self.voters.is_empty() {
+            return Err(ConfChangeError::NoVoters);
+        }
+        let mut next = self.clone();
+        next.voters_outgoing = self.voters.clone();
+        next.apply_changes(cc)?;
+        next.auto_leave = auto_leave;
+        Ok(next)
+    }
+
+    fn leave_joint(&self) -> Result<ConfState, ConfChangeError> {
+        if !self.is_joint() {
+            return Err(ConfChangeError::NotJoint);
+        }
+        let mut next = self.clone();
+        let promoted = std::mem::take(&mut next.learners_next);
+        next.learners.extend(promoted);
+        next.voters_outgoing.clear();
+        next.auto_leave = false;
+        Ok(next)
+    }
+
+    fn apply_changes(&mut self, cc: &ConfChange) -> Result<(), ConfChangeError> {
+        for ch in &cc.changes {
+            let r = ch.replica;
+            if r.id == 0 || r.node == 0 {
+                return Err(ConfChangeError::ZeroId);
+            }
+            match self.find(r.id) {
+                Some(existing) if existing.node != r.node => {
+                    return Err(ConfChangeError::NodeMismatch { replica: r.id, node: existing.node });
+                }
+                Some(_) => {}
+                None => {
+                    if ch.kind == ChangeKind::Remove {
+                        continue;
+                    }
+                    if r.id <= self.max_replica_id {
+                        return Err(ConfChangeError::ReplicaIdReused {
+                            replica: r.id,
+                            max: self.max_replica_id,
+                        });
+                    }
+                    if let Some(other) = self.members().into_iter().find(|m| m.node == r.node) {
+                        return Err(ConfChangeError::NodeAlreadyMember { node: r.node, replica: other.id });
+                    }
+                    self.max_replica_id = r.id;
+                }
+            }
+            match ch.kind {
+                ChangeKind::AddVoter => self.make_voter(r),
+                ChangeKind::AddLearner => self.make_learner(r),
+                ChangeKind::Remove => self.remove(r.id),
+            }
+        }
+        if self.voters.is_empty() {
+            return Err(ConfChangeError::NoVoters);
+        }
+        Ok(())
+    }
+
+    fn make_voter(&mut self, r: Replica) {
+        if self.is_incoming_voter(r.id) {
+            return;
+        }
+        self.learners.retain(|x| x.id != r.id);
+        self.learners_next.retain(|x| x.id != r.id);
+        self.voters.push(r);
+    }
+
+    fn make_learner(&mut self, r: Replica) {
+        if self.is_learner(r.id) || contains(&self.learners_next, r.id) {
+            return;
+        }
+        self.voters.retain(|x| x.id != r.id);
+        if contains(&self.voters_outgoing, r.id) {
+            self.learners_next.push(r);
+        } else {
+            self.learners.push(r);
+        }
+    }
+
+    fn remove(&mut self, id: ReplicaId) {
+        self.voters.retain(|x| x.id != id);
+        self.learners.retain(|x| x.id != id);
+        self.learners_next.retain(|x| x.id != id);
+    }
+}
+
+fn contains(set: &[Replica], id: ReplicaId) -> bool {
+    set.iter().any(|r| r.id == id)
+}
+
+fn symmetric_difference(a: &[Replica], b: &[Replica]) -> usize {
+    a.iter().filter(|x| !contains(b, x.id)).count() + b.iter().filter(|x| !contains(a, x.id)).count()
+}
+
+/// What a single change does to one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// Add as a voter, or promote a learner.
+    AddVoter,
+    /// Add as a learner, or demote a voter.
+    AddLearner,
+    /// Remove from the group.
+    Remove,
+}
+
+/// One change to one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SingleChange {
+    /// What to do.
+    pub kind: ChangeKind,
+    /// To whom.
+    pub replica: Replica,
+}
+
+/// How a change moves between configurations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// Single step when at most one voter changes, otherwise a joint configuration left
+    /// automatically.
+    #[default]
+    Auto,
+    /// Always through a joint configuration, left automatically once applied.
+    JointAuto,
+    /// Always through a joint configuration, left only by an explicit empty change.
+    JointExplicit,
+}
+
+/// A membership change. An empty `changes` leaves the current joint configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ConfChange {
+    /// How to move between configurations.
+    pub transition: Transition,
+    /// The changes; empty means "leave the joint configuration".
+    pub changes: Vec<SingleChange>,
+}
+
+impl ConfChange {
+    /// A change of one replica, single step.
+    pub fn single(kind: ChangeKind, replica: Replica) -> Self {
+        ConfChange { transition: Transition::Auto, changes: vec![SingleChange { kind, replica }] }
+    }
+
+    /// The change that leaves a joint configuration.
+    pub fn leave_joint() -> Self {
+        ConfChange::default()
+    }
+
+    /// Whether this change leaves a joint configuration.
+    pub fn is_leave_joint(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// Why a membership change cannot be applied to a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfChangeError {
+    /// A replica or node id of 0.
+    #[error("replica and node ids must be non-zero")]
+    ZeroId,
+    /// The configuration is joint; leave it first.
+    #[error("the configuration is joint; leave it before another change")]
+    InJoint,
+    /// Leaving a joint configuration that is not joint.
+    #[error("the configuration is not joint; there is nothing to leave")]
+    NotJoint,
+    /// A single-step change may add or remove at most one voter.
+    #[error("a single-step change may change at most one voter; use a joint change")]
+    TooManyVoterChanges,
+    /// The change would leave no voter.
+    #[error("the change would leave the group without voters")]
+    NoVoters,
+    /// A new replica must have an id above every id ever used in the group.
+    #[error("replica id {replica} was used before (highest admitted id is {max}); ids are never reused")]
+    ReplicaIdReused {
+        /// The id refused.
+        replica: ReplicaId,
+        /// The highest id ever admitted.
+        max: ReplicaId,
+    },
+    /// The replica exists on a different node.
+    #[error("replica {replica} lives on node {node}, not the node named")]
+    NodeMismatch {
+        /// The replica.
+        replica: ReplicaId,
+        /// Its real node.
+        node: u64,
+    },
+    /// The node already hosts a replica of this group.
+    #[error("node {node} already hosts replica {replica} of this group")]
+    NodeAlreadyMember {
+        /// The node.
+        node: u64,
+        /// Its existing replica.
+        replica: ReplicaId,
+    },
+}

@@ -1,0 +1,262 @@
+//! The configuration of one Raft replica, validated once into a [`ValidConfig`].
+//!
+//! Owns the knobs, their defaults and bounds, and one error variant per rule. Never read
+//! from files or the environment: the embedding API builds a `Config` and validates it.
+
+use thiserror::Error;
+
+use super::types::ReplicaId;
+
+/// How ReadIndex requests are confirmed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Every read is confirmed by a heartbeat round sent after it arrived (thesis §6.4).
+    #[default]
+    Safe,
+    /// Reads are served at once while the leader holds a lease (thesis §6.4.1): the
+    /// minimum election timeout minus `lease_clock_drift_ticks`, counted from when a
+    /// quorum-confirmed heartbeat round was sent. Requires `check_quorum`. Relies on
+    /// bounded clock drift.
+    LeaseBased,
+}
+
+/// A deliberately broken Raft rule, compiled only with the test-only `mutants` feature, so
+/// the simulator can prove its checker catches it.
+#[cfg(feature = "mutants")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutant {
+    /// Commit an entry of an earlier term by counting replicas (breaks Figure 8).
+    CommitWithoutTermCheck,
+    /// Send vote grants (and candidates' requests) before the hard state is durable.
+    GrantVoteBeforeDurable,
+    /// Send the leader's full commit index in heartbeats, not min(commit, match).
+    HeartbeatCommitUnclamped,
+    /// Serve ReadIndex before an entry of the leader's term has committed.
+    ReadIndexWithoutTermCheck,
+    /// Count the leader's own entries toward commit when appended, not when durable.
+    LeaderCountsUndurable,
+}
+
+/// The configuration of one replica. Build with [`Config::new`], adjust fields, then
+/// [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This replica's id. Required; must be non-zero.
+    pub id: ReplicaId,
+    /// Lower bound (inclusive) of the randomized election timeout, in ticks.
+    /// Default 10; must exceed `heartbeat_interval_ticks`.
+    pub election_timeout_min_ticks: u32,
+    /// Upper bound (exclusive) of the randomized election timeout, in ticks.
+    /// Default 20; must exceed `election_timeout_min_ticks`.
+    pub election_timeout_max_ticks: u32,
+    /// Ticks between leader heartbeats. Default 2; at least 1.
+    pub heartbeat_interval_ticks: u32,
+    /// Most append messages in flight to one follower in Replicate state. Default 256;
+    /// at least 1.
+    pub max_inflight_msgs: usize,
+    /// Most entry bytes in flight to one follower. Default 32 MiB; at least 1.
+    pub max_inflight_bytes: u64,
+    /// Most entry bytes in one append message (at least one entry is always sent).
+    /// Default 1 MiB; at least 1.
+    pub max_append_bytes: u64,
+    /// Most entry bytes handed out for apply in one `Ready`. Default 16 MiB; at least 1.
+    pub max_apply_bytes: u64,
+    /// Run a PreVote round before raising the term (thesis §9.6). Default true.
+    pub pre_vote: bool,
+    /// Leader steps down when it has not heard from a quorum within an election timeout;
+    /// followers that heard from a leader within it refuse votes. Default true.
+    pub check_quorum: bool,
+    /// How reads are confirmed. Default [`ReadMode::Safe`].
+    pub read_mode: ReadMode,
+    /// Clock-drift margin subtracted from the lease (LeaseBased reads). Default 2 ticks;
+    /// must be below `election_timeout_min_ticks`.
+    pub lease_clock_drift_ticks: u32,
+    /// A leader removed from the configuration steps down once the removal is applied.
+    /// Default true. When false it keeps leading (without counting itself) until a new
+    /// leader emerges, as etcd/raft does without StepDownOnRemoval.
+    pub step_down_on_removal: bool,
+    /// The index the application's state machine has already applied (it keeps its data
+    /// in its own storage); only later entries are handed out for apply. Default 0.
+    pub applied: u64,
+    /// Seed of the replica's random number generator (election timeouts). Default 0; use
+    /// distinct seeds for distinct replicas.
+    pub seed: u64,
+    /// Test-only: a deliberately broken rule. Default none.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<Mutant>,
+}
+
+impl Config {
+    /// The default configuration for replica `id`.
+    pub fn new(id: ReplicaId) -> Self {
+        Config {
+            id,
+            election_timeout_min_ticks: 10,
+            election_timeout_max_ticks: 20,
+            heartbeat_interval_ticks: 2,
+            max_inflight_msgs: 256,
+            max_inflight_bytes: 32 << 20,
+            max_append_bytes: 1 << 20,
+            max_apply_bytes: 16 << 20,
+            pre_vote: true,
+            check_quorum: true,
+            read_mode: ReadMode::Safe,
+            lease_clock_drift_ticks: 2,
+            step_down_on_removal: true,
+            applied: 0,
+            seed: 0,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+
+    /// Checks every rule and returns the checked configuration.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        if self.heartbeat_interval_ticks == 0 {
+            return Err(ConfigError::ZeroHeartbeatInterval);
+        }
+        if self.election_timeout_min_ticks <= self.heartbeat_interval_ticks {
+            return Err(ConfigError::ElectionTimeoutNotAboveHeartbeat {
+                election: self.election_timeout_min_ticks,
+                heartbeat: self.heartbeat_interval_ticks,
+            });
+        }
+        if self.election_timeout_max_ticks <= self.election_timeout_min_ticks {
+            return Err(ConfigError::ElectionTimeoutRangeEmpty {
+                min: self.election_timeout_min_ticks,
+                max: self.election_timeout_max_ticks,
+            });
+        }
+        if self.max_inflight_msgs == 0 {
+            return Err(ConfigError::ZeroMaxInflightMsgs);
+        }
+        if self.max_inflight_bytes == 0 {
+            return Err(ConfigError::ZeroMaxInflightBytes);
+        }
+        if self.max_append_bytes == 0 {
+            return Err(ConfigError::ZeroMaxAppendBytes);
+        }
+        if self.max_apply_bytes == 0 {
+            return Err(ConfigError::ZeroMaxApplyBytes);
+        }
+        if self.read_mode == ReadMode::LeaseBased && !self.check_quorum {
+            return Err(ConfigError::LeaseWithoutCheckQuorum);
+        }
+        if self.lease_clock_drift_ticks >= self.election_timeout_min_ticks {
+            return Err(ConfigError::LeaseDriftTooLarge {
+                drift: self.lease_clock_drift_ticks,
+                election: self.election_timeout_min_ticks,
+            });
+        }
+        Ok(ValidConfig(self))
+    }
+}
+
+/// A [`Config`] that passed [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidConfig(Config);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+/// A broken rule of [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// `id` is 0.
+    #[error("replica id must be non-zero")]
+    ZeroId,
+    /// `heartbeat_interval_ticks` is 0.
+    #[error("heartbeat_interval_ticks must be at least 1")]
+    ZeroHeartbeatInterval,
+    /// The election timeout must exceed the heartbeat interval.
+    #[error("election_timeout_min_ticks ({election}) must exceed heartbeat_interval_ticks ({heartbeat})")]
+    ElectionTimeoutNotAboveHeartbeat {
+        /// The minimum election timeout.
+        election: u32,
+        /// The heartbeat interval.
+        heartbeat: u32,
+    },
+    /// The randomized range `[min, max)` is empty.
+    #[error("election_timeout_max_ticks ({max}) must exceed election_timeout_min_ticks ({min})")]
+    ElectionTimeoutRangeEmpty {
+        /// Lower bound.
+        min: u32,
+        /// Upper bound.
+        max: u32,
+    },
+    /// `max_inflight_msgs` is 0.
+    #[error("max_inflight_msgs must be at least 1")]
+    ZeroMaxInflightMsgs,
+    /// `max_inflight_bytes` is 0.
+    #[error("max_inflight_bytes must be at least 1")]
+    ZeroMaxInflightBytes,
+    /// `max_append_bytes` is 0.
+    #[error("max_append_bytes must be at least 1")]
+    ZeroMaxAppendBytes,
+    /// `max_apply_bytes` is 0.
+    #[error("max_apply_bytes must be at least 1")]
+    ZeroMaxApplyBytes,
+    /// Lease reads are only safe with CheckQuorum.
+    #[error("read_mode LeaseBased requires check_quorum")]
+    LeaseWithoutCheckQuorum,
+    /// The drift margin would leave no lease.
+    #[error("lease_clock_drift_ticks ({drift}) must be below election_timeout_min_ticks ({election})")]
+    LeaseDriftTooLarge {
+        /// The drift margin.
+        drift: u32,
+        /// The minimum election timeout.
+        election: u32,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(f: impl FnOnce(&mut Config), want: ConfigError) {
+        let mut c = Config::new(1);
+        f(&mut c);
+        assert_eq!(c.validate().unwrap_err(), want);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::new(1).validate().is_ok());
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        check(|c| c.id = 0, ConfigError::ZeroId);
+        check(|c| c.heartbeat_interval_ticks = 0, ConfigError::ZeroHeartbeatInterval);
+        check(
+            |c| c.election_timeout_min_ticks = 2,
+            ConfigError::ElectionTimeoutNotAboveHeartbeat { election: 2, heartbeat: 2 },
+        );
+        check(
+            |c| c.election_timeout_max_ticks = 10,
+            ConfigError::ElectionTimeoutRangeEmpty { min: 10, max: 10 },
+        );
+        check(|c| c.max_inflight_msgs = 0, ConfigError::ZeroMaxInflightMsgs);
+        check(|c| c.max_inflight_bytes = 0, ConfigError::ZeroMaxInflightBytes);
+        check(|c| c.max_append_bytes = 0, ConfigError::ZeroMaxAppendBytes);
+        check(|c| c.max_apply_bytes = 0, ConfigError::ZeroMaxApplyBytes);
+        check(
+            |c| {
+                c.read_mode = ReadMode::LeaseBased;
+                c.check_quorum = false
+            },
+            ConfigError::LeaseWithoutCheckQuorum,
+        );
+        check(
+            |c| c.lease_clock_drift_ticks = 10,
+            ConfigError::LeaseDriftTooLarge { drift: 10, election: 10 },
+        );
+    }
+}

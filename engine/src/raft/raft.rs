@@ -1,0 +1,1352 @@
+//! [`Raft`]: the protocol rules of one replica (Raft paper §5, thesis §3-§6, §9.6, §10.2.1).
+//!
+//! Owns roles, terms and votes, the leader's replication bookkeeping, membership, leadership
+//! transfer, ReadIndex and snapshots. Never performs I/O, reads a clock or spawns a thread:
+//! every effect leaves through [`Ready`].
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::conf::{ConfChange, ConfState};
+use super::config::{ReadMode, ValidConfig};
+use super::error::{CompactError, NewRaftError, ProposeError, ReadIndexError, StepError, TransferError};
+use super::log::RaftLog;
+use super::message::{
+    Entry, EntryPayload, HardState, Message, MessageBody, ReadState, Snapshot, SnapshotChunk, SnapshotMeta,
+};
+use super::progress::{Progress, ProgressState};
+use super::quorum::{joint_value, vote_result, VoteResult};
+use super::ready::Ready;
+use super::rng::SplitMix64;
+use super::status::{FollowerStatus, Stats, Status};
+use super::storage::{LogStore, StorageError};
+use super::types::{Replica, ReplicaId, Role, NO_REPLICA};
+
+#[cfg(feature = "mutants")]
+use super::config::Mutant;
+
+/// How a campaign starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Campaign {
+    /// A PreVote round (thesis §9.6): the term is not raised.
+    PreElection,
+    /// A normal election.
+    Election,
+    /// An election ordered by TimeoutNow: no PreVote, voters ignore their lease.
+    Transfer,
+}
+
+/// A snapshot being received chunk by chunk.
+#[derive(Debug)]
+struct PartialSnapshot {
+    term: u64,
+    meta: SnapshotMeta,
+    next_seq: u32,
+    data: Vec<u8>,
+}
+
+/// A ReadIndex request waiting for its heartbeat round to be confirmed by a quorum.
+#[derive(Debug, Clone, Copy)]
+struct PendingRead {
+    ctx: u64,
+    index: u64,
+    round: u64,
+}
+
+/// How many sent heartbeat rounds are remembered for lease bookkeeping.
+const ROUND_HISTORY: usize = 64;
+
+/// The Raft state machine of one replica of one group.
+pub struct Raft<S> {
+    id: ReplicaId,
+    cfg: ValidConfig,
+    term: u64,
+    vote: ReplicaId,
+    log: RaftLog<S>,
+    role: Role,
+    leader: ReplicaId,
+    /// The applied configuration.
+    conf: ConfState,
+    /// Per-member progress (meaningful on the leader), sorted by nothing; groups are small.
+    progress: Vec<(ReplicaId, Progress)>,
+    votes: Vec<(ReplicaId, bool)>,
+    msgs: Vec<Message>,
+    msgs_after_persist: Vec<Message>,
+    /// Whether this leader's term is known durable (so its messages may go before its
+    /// writes are).
+    term_durable: bool,
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_timeout: u32,
+    rng: SplitMix64,
+    ticks: u64,
+    transferee: ReplicaId,
+    transfer_elapsed: u32,
+    /// Index of the last membership change in the log (or the last index at election).
+    pending_conf_index: u64,
+    /// Membership changes handed out for apply, not yet reported applied.
+    pending_conf_entries: Vec<(u64, ConfChange)>,
+    /// The configuration after each applied change since the compaction point.
+    conf_history: Vec<(u64, ConfState)>,
+    round: u64,
+    round_sent: VecDeque<(u64, u64)>,
+    reads_waiting_commit: Vec<u64>,
+    reads_pending: VecDeque<PendingRead>,
+    read_states: Vec<ReadState>,
+    lease_until: u64,
+    need_bcast: bool,
+    need_heartbeat: bool,
+    snapshot_recv: Option<PartialSnapshot>,
+    snapshot_ready: Option<Snapshot>,
+    prev_hs: HardState,
+    stats: Stats,
+    /// The current candidacy was ordered by TimeoutNow.
+    transfer_campaign: bool,
+}
+
+impl<S> std::fmt::Debug for Raft<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("term", &self.term)
+            .field("leader", &self.leader)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: LogStore> Raft<S> {
+    /// Creates (or recovers) a replica from `storage`: the durable hard state, snapshot and
+    /// entries. Membership changes between the snapshot and `cfg.applied` are re-applied.
+    pub fn new(cfg: ValidConfig, storage: S) -> Result<Self, NewRaftError> {
+        let init = storage.initial_state()?;
+        let hs = init.hard_state;
+        let conf = init.snapshot.conf.clone();
+        let log = RaftLog::new(storage, init.snapshot, hs.commit, cfg.applied)?;
+        let mut r = Raft {
+            id: cfg.id,
+            rng: SplitMix64::new(cfg.seed ^ cfg.id.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            cfg,
+            term: hs.term,
+            vote: hs.vote,
+            log,
+            role: Role::Follower,
+            leader: NO_REPLICA,
+            conf: ConfState::default(),
+            progress: Vec::new(),
+            votes: Vec::new(),
+            msgs: Vec::new(),
+            msgs_after_persist: Vec::new(),
+            term_durable: false,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: 0,
+            ticks: 0,
+            transferee: NO_REPLICA,
+            transfer_elapsed: 0,
+            pending_conf_index: 0,
+            pending_conf_entries: Vec::new(),
+            conf_history: Vec::new(),
+            round: 0,
+            round_sent: VecDeque::new(),
+            reads_waiting_commit: Vec::new(),
+            reads_pending: VecDeque::new(),
+            read_states: Vec::new(),
+            lease_until: 0,
+            need_bcast: false,
+            need_heartbeat: false,
+            snapshot_recv: None,
+            snapshot_ready: None,
+            prev_hs: hs,
+            stats: Stats::default(),
+            transfer_campaign: false,
+        };
+        r.set_conf(conf);
+        // Re-apply membership changes the state machine already applied.
+        let (lo, hi) = (r.log.first_index(), r.log.applied);
+        if hi >= lo {
+            let ents = r.log.entries(lo, hi + 1, u64::MAX)?;
+            for e in ents {
+                if let EntryPayload::ConfChange(cc) = &e.payload {
+                    r.apply_conf_change(e.index, cc);
+                }
+            }
+        }
+        r.become_follower(hs.term, NO_REPLICA);
+        Ok(r)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Accessors
+    // ----------------------------------------------------------------------------------
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The leader this replica knows of (0: none).
+    pub fn leader(&self) -> ReplicaId {
+        self.leader
+    }
+    /// Commit index.
+    pub fn committed(&self) -> u64 {
+        self.log.committed
+    }
+    /// Applied index (as reported by the runtime).
+    pub fn applied(&self) -> u64 {
+        self.log.applied
+    }
+    /// Last log index.
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+    /// Last index known durable.
+    pub fn stable_index(&self) -> u64 {
+        self.log.stable_index()
+    }
+    /// The applied configuration.
+    pub fn conf(&self) -> &ConfState {
+        &self.conf
+    }
+    /// The compaction point (latest snapshot metadata).
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.log.snap
+    }
+    /// Term of the entry at `index`.
+    pub fn term_at(&self, index: u64) -> Result<u64, StorageError> {
+        self.log.term(index)
+    }
+    /// Entries `[lo, hi)` of the log (durable or not).
+    pub fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, StorageError> {
+        self.log.entries(lo, hi, u64::MAX)
+    }
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.log.storage
+    }
+    /// The storage, mutably (the runtime persists through it).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.log.storage
+    }
+    /// Counters of what this replica did.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// The hard state as it stands (durable or not).
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+    }
+    /// The leader this replica knows of, with its node id, if known.
+    pub fn leader_hint(&self) -> Option<Replica> {
+        if self.leader == NO_REPLICA {
+            None
+        } else {
+            self.conf.find(self.leader).or(Some(Replica::new(0, self.leader)))
+        }
+    }
+    /// A read-only view for operators.
+    pub fn status(&self) -> Status {
+        let followers = if self.role == Role::Leader {
+            self.progress
+                .iter()
+                .filter(|(id, _)| *id != self.id)
+                .map(|(id, p)| FollowerStatus { id: *id, matched: p.matched, next: p.next, state: p.state })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Status {
+            id: self.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit: self.log.committed,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            first_index: self.log.first_index(),
+            conf: self.conf.clone(),
+            transferee: self.transferee,
+            followers,
+        }
+    }
+
+    #[cfg(feature = "mutants")]
+    fn mutant(&self, m: Mutant) -> bool {
+        self.cfg.mutant == Some(m)
+    }
+
+    #[cfg(not(feature = "mutants"))]
+    #[inline(always)]
+    fn mutant(&self, _m: Mutant) -> bool {
+        false
+    }
+
+    fn promotable(&self) -> bool {
+        self.conf.is_voter(self.id)
+    }
+
+    fn committed_in_current_term(&self) -> bool {
+        self.log.term(self.log.committed).map(|t| t == self.term).unwrap_or(false)
+    }
+
+    fn progress_mut(&mut self, id: ReplicaId) -> Option<&mut Progress> {
+        self.progress.iter_mut().find(|(i, _)| *i == id).map(|(_, p)| p)
+    }
+
+    fn progress(&self, id: ReplicaId) -> Option<&Progress> {
+        self.progress.iter().find(|(i, _)| *i == id).map(|(_, p)| p)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Sending
+    // ----------------------------------------------------------------------------------
+
+    fn send_term(&mut self, to: ReplicaId, term: u64, body: MessageBody) {
+        let m = Message { from: self.id, to, term, body };
+        // A follower or candidate says nothing before its state is durable: votes are
+        // granted and entries acknowledged only from disk. A leader whose term is durable
+        // may send before its own writes are (thesis §10.2.1).
+        let immediate =
+            (self.role == Role::Leader && self.term_durable) || self.mutant(Mutant::GrantVoteBeforeDurable);
+        if immediate {
+            self.msgs.push(m);
+        } else {
+            self.msgs_after_persist.push(m);
+        }
+    }
+
+    fn send(&mut self, to: ReplicaId, body: MessageBody) {
+        self.send_term(to, self.term, body);
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Role changes
+    // ----------------------------------------------------------------------------------
+
+    fn reset(&mut self, term: u64) {
+        if term != self.term {
+            self.term = term;
+            self.vote = NO_REPLICA;
+            self.term_durable = false;
+        }
+        self.leader = NO_REPLICA;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.randomized_timeout = self.rng.range(
+            u64::from(self.cfg.election_timeout_min_ticks),
+            u64::from(self.cfg.election_timeout_max_ticks),
+        ) as u32;
+        if self.transferee != NO_REPLICA {
+            self.abort_transfer();
+        }
+        self.votes.clear();
+        let next = self.log.last_index() + 1;
+        let stable = self.log.stable_index();
+        let me = self.id;
+        for (id, p) in &mut self.progress {
+            *p = Progress::new(next);
+            if *id == me {
+                p.matched = stable;
+            }
+        }
+        self.reads_waiting_commit.clear();
+        self.reads_pending.clear();
+        self.lease_until = 0;
+        self.need_bcast = false;
+        self.need_heartbeat = false;
+        self.pending_conf_index = 0;
+    }
+
+    fn become_follower(&mut self, term: u64, leader: ReplicaId) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.votes.clear();
+        self.leader = NO_REPLICA;
+        self.role = Role::PreCandidate;
+    }
+
+    fn become_candidate(&mut self) {
+        self.reset(self.term + 1);
+        self.vote = self.id;
+        self.role = Role::Candidate;
+    }
+
+    fn become_leader(&mut self, by_transfer: bool) {
+        let won_with_others = self.votes.iter().any(|&(id, granted)| granted && id != self.id);
+        self.reset(self.term);
+        self.role = Role::Leader;
+        self.leader = self.id;
+        // Our RequestVotes went out only after the term was durable, so a vote from
+        // another replica proves it; a lone voter waits for its first write.
+        self.term_durable = won_with_others;
+        self.stats.leaderships += 1;
+        if by_transfer {
+            self.stats.leaderships_by_transfer += 1;
+        }
+        for (_, p) in &mut self.progress {
+            p.recent_active = true;
+        }
+        // No membership change until everything in the log at election is applied.
+        self.pending_conf_index = self.log.last_index();
+        // The no-op of the new term (Raft §8): committing it commits all before it.
+        self.append_entry(EntryPayload::Noop);
+        self.need_bcast = true;
+    }
+
+    fn campaign(&mut self, kind: Campaign) {
+        if !self.promotable() {
+            return;
+        }
+        self.stats.campaigns += 1;
+        let vote_term = if kind == Campaign::PreElection {
+            self.become_pre_candidate();
+            self.term + 1
+        } else {
+            self.become_candidate();
+            self.term
+        };
+        self.votes.push((self.id, true));
+        if self.poll() == VoteResult::Won {
+            // A lone voter wins at once.
+            if kind == Campaign::PreElection {
+                self.campaign(Campaign::Election);
+            } else {
+                self.become_leader(kind == Campaign::Transfer);
+            }
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let pre_vote = kind == Campaign::PreElection;
+        let transfer = kind == Campaign::Transfer;
+        let voters: Vec<ReplicaId> = self
+            .conf
+            .voters
+            .iter()
+            .chain(&self.conf.voters_outgoing)
+            .map(|r| r.id)
+            .filter(|&id| id != self.id)
+            .collect();
+        let mut sent: Vec<ReplicaId> = Vec::with_capacity(voters.len());
+        for id in voters {
+            if sent.contains(&id) {
+                continue;
+            }
+            sent.push(id);
+            self.send_term(
+                id,
+                vote_term,
+                MessageBody::RequestVote { pre_vote, last_index, last_term, transfer },
+            );
+        }
+        self.transfer_campaign = transfer;
+    }
+
+    fn poll(&self) -> VoteResult {
+        vote_result(&self.conf, |id| self.votes.iter().find(|(i, _)| *i == id).map(|&(_, g)| g))
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Inputs
+    // ----------------------------------------------------------------------------------
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.promotable() && self.election_elapsed >= self.randomized_timeout {
+            self.election_elapsed = 0;
+            self.campaign(if self.cfg.pre_vote { Campaign::PreElection } else { Campaign::Election });
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_timeout_min_ticks {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum {
+                if !self.quorum_active() {
+                    self.stats.check_quorum_step_downs += 1;
+                    self.become_follower(self.term, NO_REPLICA);
+                    return;
+                }
+                let me = self.id;
+                for (id, p) in &mut self.progress {
+                    if *id != me {
+                        p.recent_active = false;
+                    }
+                }
+            }
+        }
+        if self.transferee != NO_REPLICA {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.cfg.election_timeout_min_ticks {
+                self.abort_transfer();
+            }
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.need_heartbeat = true;
+        }
+    }
+
+    fn quorum_active(&self) -> bool {
+        vote_result(&self.conf, |id| {
+            if id == self.id {
+                Some(true)
+            } else {
+                Some(self.progress(id).map(|p| p.recent_active).unwrap_or(false))
+            }
+        }) == VoteResult::Won
+    }
+
+    /// Proposes application data. Returns the (index, term) the entry got; it is committed
+    /// when an entry at that index with that term is applied.
+    pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64), ProposeError> {
+        self.check_can_propose()?;
+        let index = self.append_entry(EntryPayload::Normal(data));
+        Ok((index, self.term))
+    }
+
+    fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader || !self.conf.contains(self.id) {
+            return Err(ProposeError::NotLeader { leader_hint: self.leader_hint() });
+        }
+        if self.transferee != NO_REPLICA {
+            return Err(ProposeError::TransferInProgress { to: self.transferee });
+        }
+        Ok(())
+    }
+
+    /// Proposes a membership change. One at a time: refused while another is pending, and
+    /// by a new leader until an entry of its term committed and every change in its log
+    /// was applied.
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(u64, u64), ProposeError> {
+        self.check_can_propose()?;
+        if self.pending_conf_index > self.log.applied {
+            return Err(ProposeError::ConfChangePending);
+        }
+        if !self.committed_in_current_term() {
+            return Err(ProposeError::LeaderNotReady);
+        }
+        self.conf.apply(&cc)?;
+        let index = self.append_entry(EntryPayload::ConfChange(cc));
+        self.pending_conf_index = index;
+        Ok((index, self.term))
+    }
+
+    fn append_entry(&mut self, payload: EntryPayload) -> u64 {
+        let index = self.log.last_index() + 1;
+        self.log.append(std::iter::once(Entry { term: self.term, index, payload }));
+        self.need_bcast = true;
+        if self.mutant(Mutant::LeaderCountsUndurable) {
+            let me = self.id;
+            if let Some(p) = self.progress_mut(me) {
+                p.maybe_update(index);
+            }
+            self.maybe_commit();
+        }
+        index
+    }
+
+    /// Starts a leadership transfer to `to` (thesis §3.10): the leader catches `to` up,
+    /// then sends TimeoutNow. Proposals are refused meanwhile; the transfer aborts after an
+    /// election timeout or if `to` leaves the configuration.
+    pub fn transfer_leader(&mut self, to: ReplicaId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader { leader_hint: self.leader_hint() });
+        }
+        if to == self.id {
+            return Err(TransferError::ToSelf(to));
+        }
+        if !self.conf.contains(to) {
+            return Err(TransferError::NotMember(to));
+        }
+        if !self.conf.is_incoming_voter(to) {
+            return Err(TransferError::NotVoter(to));
+        }
+        if self.transferee == to {
+            return Ok(());
+        }
+        if self.transferee != NO_REPLICA {
+            self.abort_transfer();
+        }
+        self.stats.transfers_started += 1;
+        self.transferee = to;
+        self.transfer_elapsed = 0;
+        let last = self.log.last_index();
+        if self.progress(to).map(|p| p.matched == last).unwrap_or(false) {
+            self.send_timeout_now(to);
+        } else {
+            self.maybe_send_append(to, true);
+        }
+        Ok(())
+    }
+
+    fn abort_transfer(&mut self) {
+        if self.transferee != NO_REPLICA {
+            self.stats.transfers_aborted += 1;
+            self.transferee = NO_REPLICA;
+            self.transfer_elapsed = 0;
+        }
+    }
+
+    fn send_timeout_now(&mut self, to: ReplicaId) {
+        // The target will campaign past every voter's lease: ours ends now.
+        self.lease_until = 0;
+        self.stats.timeout_now_sent += 1;
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
+    /// Requests a linearizable read (thesis §6.4). `ctx` comes back in a [`ReadState`] once
+    /// the leader has confirmed its leadership; serve the read once applied reaches its
+    /// index.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadIndexError> {
+        if self.role != Role::Leader {
+            return Err(ReadIndexError::NotLeader { leader_hint: self.leader_hint() });
+        }
+        if !self.committed_in_current_term() && !self.mutant(Mutant::ReadIndexWithoutTermCheck) {
+            // The commit index of an earlier term may be stale: wait for our no-op.
+            self.reads_waiting_commit.push(ctx);
+            return Ok(());
+        }
+        self.start_read(ctx);
+        Ok(())
+    }
+
+    fn start_read(&mut self, ctx: u64) {
+        let index = self.log.committed;
+        if self.cfg.read_mode == ReadMode::LeaseBased
+            && self.transferee == NO_REPLICA
+            && self.ticks < self.lease_until
+        {
+            self.stats.lease_reads += 1;
+            self.release_read(ctx, index);
+            return;
+        }
+        // Confirmed by the next heartbeat round, sent after this read arrived.
+        self.reads_pending.push_back(PendingRead { ctx, index, round: self.round + 1 });
+        self.need_heartbeat = true;
+    }
+
+    fn release_read(&mut self, ctx: u64, index: u64) {
+        self.stats.reads_served += 1;
+        self.read_states.push(ReadState { ctx, index });
+    }
+
+    /// The runtime finished (or failed) streaming the snapshot requested by a
+    /// [`MessageBody::SendSnapshot`] to `to`.
+    pub fn report_snapshot(&mut self, to: ReplicaId, success: bool) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress_mut(to) else { return };
+        if p.state != ProgressState::Snapshot {
+            return;
+        }
+        if !success {
+            p.pending_snapshot = 0;
+        }
+        p.become_probe();
+        // Wait for a heartbeat response (or the follower's answer) before probing.
+        p.probe_sent = true;
+    }
+
+    /// Compacts the log up to `index` (at most the applied index): the application took a
+    /// snapshot of its state machine there. Returns the snapshot's metadata (with the
+    /// configuration at `index`) for the runtime to store with the data; the runtime may
+    /// then drop entries up to `index` from storage.
+    pub fn compact_to(&mut self, index: u64) -> Result<SnapshotMeta, CompactError> {
+        if index > self.log.applied {
+            return Err(CompactError::NotApplied { index, applied: self.log.applied });
+        }
+        if index <= self.log.snap.index {
+            return Err(CompactError::AlreadyCompacted(self.log.snap.index));
+        }
+        let term = self.log.term(index)?;
+        let conf = self.conf_at(index);
+        let meta = SnapshotMeta { index, term, conf };
+        self.conf_history.retain(|(i, _)| *i > index);
+        self.log.snap = meta.clone();
+        Ok(meta)
+    }
+
+    fn conf_at(&self, index: u64) -> ConfState {
+        self.conf_history
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| self.log.snap.conf.clone())
+    }
+
+    /// The runtime made entries up to (`index`, `term`) durable (and with them every
+    /// earlier write of this replica). Ignored if the log no longer holds `term` at `index`.
+    pub fn on_persisted(&mut self, index: u64, term: u64) {
+        if !self.log.stable_to(index, term) {
+            return;
+        }
+        if term == self.term {
+            self.term_durable = true;
+        }
+        if self.role == Role::Leader {
+            let me = self.id;
+            if let Some(p) = self.progress_mut(me) {
+                p.maybe_update(index);
+            }
+            if self.maybe_commit() {
+                self.need_bcast = true;
+            }
+        }
+    }
+
+    /// The runtime applied committed entries up to `index`. Membership changes among them
+    /// take effect now.
+    pub fn on_applied(&mut self, index: u64) {
+        let index = index.min(self.log.applying);
+        if index <= self.log.applied {
+            return;
+        }
+        let due: Vec<(u64, ConfChange)> = {
+            let n = self.pending_conf_entries.iter().take_while(|(i, _)| *i <= index).count();
+            self.pending_conf_entries.drain(..n).collect()
+        };
+        self.log.applied = index;
+        for (i, cc) in due {
+            self.apply_conf_change(i, &cc);
+        }
+    }
+
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) {
+        let Ok(next) = self.conf.apply(cc) else {
+            // Validated when proposed; a change that no longer applies is a no-op.
+            return;
+        };
+        if cc.is_leave_joint() {
+            self.stats.joint_left += 1;
+        } else if next.is_joint() {
+            self.stats.joint_entered += 1;
+        } else {
+            self.stats.simple_changes += 1;
+        }
+        self.conf_history.push((index, next.clone()));
+        self.set_conf(next);
+    }
+
+    fn set_conf(&mut self, conf: ConfState) {
+        self.conf = conf;
+        let members = self.conf.members();
+        self.progress.retain(|(id, _)| members.iter().any(|m| m.id == *id));
+        let next = self.log.last_index() + 1;
+        for m in &members {
+            if !self.progress.iter().any(|(id, _)| *id == m.id) {
+                let mut p = Progress::new(next);
+                if m.id == self.id {
+                    p.matched = self.log.stable_index();
+                }
+                self.progress.push((m.id, p));
+            }
+        }
+        if self.role != Role::Leader {
+            return;
+        }
+        if !self.conf.is_voter(self.id) && self.cfg.step_down_on_removal {
+            self.become_follower(self.term, NO_REPLICA);
+            return;
+        }
+        if self.transferee != NO_REPLICA && !self.conf.is_incoming_voter(self.transferee) {
+            self.abort_transfer();
+        }
+        // The quorum changed: commits and reads may now be decided.
+        if self.maybe_commit() {
+            self.need_bcast = true;
+        }
+        self.process_reads();
+    }
+
+    /// Steps a message from another replica.
+    pub fn step(&mut self, m: Message) -> Result<(), StepError> {
+        if m.to != self.id {
+            return Err(StepError::WrongRecipient { to: m.to, me: self.id });
+        }
+        if matches!(m.body, MessageBody::SendSnapshot { .. }) {
+            return Err(StepError::NotAWireMessage);
+        }
+        if m.term > self.term {
+            if let MessageBody::RequestVote { transfer, .. } = m.body {
+                // CheckQuorum lease (thesis §4.2.3): a replica that heard from a leader
+                // within the minimum election timeout ignores campaigns, unless the
+                // leader itself ordered it by TimeoutNow.
+                let in_lease = self.cfg.check_quorum
+                    && self.leader != NO_REPLICA
+                    && self.election_elapsed < self.cfg.election_timeout_min_ticks;
+                if in_lease && !transfer {
+                    return Ok(());
+                }
+            }
+            match &m.body {
+                MessageBody::RequestVote { pre_vote: true, .. } => {}
+                MessageBody::RequestVoteResponse { pre_vote: true, reject: false } => {}
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::SnapshotChunk(_) => self.become_follower(m.term, m.from),
+                _ => self.become_follower(m.term, NO_REPLICA),
+            }
+        } else if m.term < self.term {
+            match &m.body {
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
+                    // Tell a stale leader (perhaps cut off and back) about the new term so
+                    // it steps down; with PreVote it could otherwise never learn it.
+                    self.send(
+                        m.from,
+                        MessageBody::AppendResponse { index: 0, reject: true, reject_hint: 0, hint_term: 0 },
+                    );
+                }
+                MessageBody::RequestVote { pre_vote: true, .. } => {
+                    self.send(m.from, MessageBody::RequestVoteResponse { pre_vote: true, reject: true });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        if let MessageBody::RequestVote { pre_vote, last_index, last_term, .. } = m.body {
+            self.handle_vote_request(m.from, m.term, pre_vote, last_index, last_term);
+            return Ok(());
+        }
+        match self.role {
+            Role::Leader => self.step_leader(m),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(m),
+            Role::Follower => self.step_follower(m),
+        }
+        Ok(())
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        from: ReplicaId,
+        term: u64,
+        pre_vote: bool,
+        last_index: u64,
+        last_term: u64,
+    ) {
+        let can_vote = self.vote == from
+            || (self.vote == NO_REPLICA && self.leader == NO_REPLICA)
+            || (pre_vote && term > self.term);
+        if can_vote && self.log.is_up_to_date(last_index, last_term) {
+            // A PreVote grant answers in the term asked about, so the pre-candidate counts it.
+            self.send_term(from, term, MessageBody::RequestVoteResponse { pre_vote, reject: false });
+            if !pre_vote {
+                self.election_elapsed = 0;
+                self.vote = from;
+            }
+        } else {
+            self.send(from, MessageBody::RequestVoteResponse { pre_vote, reject: true });
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) {
+        match m.body {
+            MessageBody::Append { prev_index, prev_term, entries, commit } => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.handle_append(m.from, prev_index, prev_term, entries, commit);
+            }
+            MessageBody::Heartbeat { commit, round } => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.handle_heartbeat(m.from, commit, round);
+            }
+            MessageBody::SnapshotChunk(chunk) => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.handle_snapshot_chunk(m.from, chunk);
+            }
+            MessageBody::TimeoutNow => {
+                // Campaign at once, past PreVote and past the voters' leases.
+                self.campaign(Campaign::Transfer);
+            }
+            _ => {}
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message) {
+        match m.body {
+            MessageBody::Append { prev_index, prev_term, entries, commit } => {
+                self.become_follower(m.term, m.from);
+                self.handle_append(m.from, prev_index, prev_term, entries, commit);
+            }
+            MessageBody::Heartbeat { commit, round } => {
+                self.become_follower(m.term, m.from);
+                self.handle_heartbeat(m.from, commit, round);
+            }
+            MessageBody::SnapshotChunk(chunk) => {
+                self.become_follower(m.term, m.from);
+                self.handle_snapshot_chunk(m.from, chunk);
+            }
+            MessageBody::RequestVoteResponse { pre_vote, reject } => {
+                if pre_vote != (self.role == Role::PreCandidate) {
+                    return;
+                }
+                if !self.votes.iter().any(|(id, _)| *id == m.from) {
+                    self.votes.push((m.from, !reject));
+                }
+                match self.poll() {
+                    VoteResult::Won => {
+                        if self.role == Role::PreCandidate {
+                            self.campaign(Campaign::Election);
+                        } else {
+                            let by_transfer = self.transfer_campaign;
+                            self.become_leader(by_transfer);
+                        }
+                    }
+                    VoteResult::Lost => self.become_follower(self.term, NO_REPLICA),
+                    VoteResult::Pending => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) {
+        match m.body {
+            MessageBody::AppendResponse { index, reject, reject_hint, hint_term } => {
+                self.handle_append_response(m.from, index, reject, reject_hint, hint_term);
+            }
+            MessageBody::HeartbeatResponse { round } => {
+                let last = self.log.last_index();
+                let Some(p) = self.progress_mut(m.from) else { return };
+                p.recent_active = true;
+                p.probe_sent = false;
+                p.acked_round = p.acked_round.max(round);
+                let lagging = p.matched < last;
+                if lagging {
+                    self.maybe_send_append(m.from, true);
+                }
+                self.process_reads();
+            }
+            _ => {}
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Follower handlers
+    // ----------------------------------------------------------------------------------
+
+    fn handle_append(
+        &mut self,
+        from: ReplicaId,
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<Entry>,
+        commit: u64,
+    ) {
+        if prev_index < self.log.committed {
+            let index = self.log.committed;
+            self.send(
+                from,
+                MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 },
+            );
+            return;
+        }
+        match self.log.maybe_append(prev_index, prev_term, entries) {
+            Ok(Some(last_new)) => {
+                self.log.commit_to(commit.min(last_new));
+                self.send(
+                    from,
+                    MessageBody::AppendResponse {
+                        index: last_new,
+                        reject: false,
+                        reject_hint: 0,
+                        hint_term: 0,
+                    },
+                );
+            }
+            Ok(None) => {
+                // Fast backtracking (etcd's findConflictByTerm): point the leader at the
+                // last index whose term could match, skipping whole terms.
+                let hint = prev_index.min(self.log.last_index());
+                let (reject_hint, hint_term) = self.log.find_conflict_by_term(hint, prev_term);
+                self.send(
+                    from,
+                    MessageBody::AppendResponse { index: prev_index, reject: true, reject_hint, hint_term },
+                );
+            }
+            Err(_) => {
+                // The sender contradicts our committed entries: never truncate them.
+                self.stats.append_conflicts_refused += 1;
+            }
+        }
+    }
+
+    fn handle_heartbeat(&mut self, from: ReplicaId, commit: u64, round: u64) {
+        self.log.commit_to(commit);
+        self.send(from, MessageBody::HeartbeatResponse { round });
+    }
+
+    fn handle_snapshot_chunk(&mut self, from: ReplicaId, chunk: SnapshotChunk) {
+        let same = self.snapshot_recv.as_ref().is_some_and(|p| {
+            p.term == self.term && p.meta.index == chunk.meta.index && p.meta.term == chunk.meta.term
+        });
+        if !same && self.snapshot_recv.take().is_some() {
+            self.stats.snapshot_streams_discarded += 1;
+        }
+        if chunk.seq == 0 {
+            if same {
+                self.stats.snapshot_streams_discarded += 1;
+            }
+            self.snapshot_recv = Some(PartialSnapshot {
+                term: self.term,
+                meta: chunk.meta.clone(),
+                next_seq: 0,
+                data: Vec::new(),
+            });
+        }
+        let Some(p) = self.snapshot_recv.as_mut() else { return };
+        if chunk.seq != p.next_seq {
+            self.snapshot_recv = None;
+            self.stats.snapshot_streams_discarded += 1;
+            return;
+        }
+        p.data.extend_from_slice(&chunk.data);
+        p.next_seq += 1;
+        if chunk.last {
+            if let Some(p) = self.snapshot_recv.take() {
+                self.handle_snapshot(from, p.meta, Bytes::from(p.data));
+            }
+        }
+    }
+
+    fn handle_snapshot(&mut self, from: ReplicaId, meta: SnapshotMeta, data: Bytes) {
+        if meta.index <= self.log.committed {
+            // Nothing new: acknowledge what we have so the leader moves on.
+            self.stats.snapshots_skipped += 1;
+            let index = self.log.committed;
+            self.send(
+                from,
+                MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 },
+            );
+            return;
+        }
+        if self.log.match_term(meta.index, meta.term) {
+            // Our log already holds the snapshot's last entry: fast-forward the commit.
+            self.stats.snapshots_skipped += 1;
+            self.log.commit_to(meta.index);
+            let index = self.log.committed;
+            self.send(
+                from,
+                MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 },
+            );
+            return;
+        }
+        self.stats.snapshots_installed += 1;
+        let index = meta.index;
+        self.log.restore(meta.clone());
+        self.pending_conf_entries.clear();
+        self.conf_history.clear();
+        self.set_conf(meta.conf.clone());
+        self.snapshot_ready = Some(Snapshot { meta, data });
+        self.send(from, MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 });
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Leader replication
+    // ----------------------------------------------------------------------------------
+
+    fn handle_append_response(
+        &mut self,
+        from: ReplicaId,
+        index: u64,
+        reject: bool,
+        reject_hint: u64,
+        hint_term: u64,
+    ) {
+        let next_probe = if reject && hint_term > 0 {
+            self.log.find_conflict_by_term(reject_hint, hint_term).0
+        } else {
+            reject_hint
+        };
+        let first_index = self.log.first_index();
+        let last_index = self.log.last_index();
+        let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+        let Some(p) = self.progress_mut(from) else { return };
+        p.recent_active = true;
+        if reject {
+            if p.maybe_decr_to(index, next_probe) {
+                if p.state == ProgressState::Replicate {
+                    p.become_probe();
+                }
+                self.maybe_send_append(from, true);
+            }
+            return;
+        }
+        let was_paused = p.is_paused(max_msgs, max_bytes);
+        if !p.maybe_update(index) {
+            return;
+        }
+        match p.state {
+            ProgressState::Probe => p.become_replicate(),
+            ProgressState::Snapshot => {
+                // The follower caught up (from the snapshot or otherwise).
+                if p.matched + 1 >= first_index {
+                    p.become_probe();
+                    p.become_replicate();
+                }
+            }
+            ProgressState::Replicate => p.inflights.free_to(index),
+        }
+        let matched = p.matched;
+        if self.maybe_commit() {
+            self.need_bcast = true;
+        } else if was_paused {
+            self.maybe_send_append(from, false);
+        }
+        // Fill the window with whatever is left to send.
+        for _ in 0..self.cfg.max_inflight_msgs {
+            if !self.maybe_send_append(from, false) {
+                break;
+            }
+        }
+        if from == self.transferee && matched == last_index {
+            self.send_timeout_now(from);
+        }
+    }
+
+    /// Recomputes the commit index from the quorum's match. Only an entry of the current
+    /// term commits by counting replicas (Raft §5.4.2, Figure 8).
+    fn maybe_commit(&mut self) -> bool {
+        let mci = joint_value(&self.conf, |id| self.progress(id).map(|p| p.matched).unwrap_or(0));
+        if mci == u64::MAX || mci <= self.log.committed {
+            return false;
+        }
+        let term_ok = self.log.term(mci).map(|t| t == self.term).unwrap_or(false);
+        if !term_ok && !self.mutant(Mutant::CommitWithoutTermCheck) {
+            return false;
+        }
+        let was_current = self.committed_in_current_term();
+        self.log.commit_to(mci);
+        if !was_current && self.committed_in_current_term() {
+            // Reads that arrived before our term's first commit may proceed (thesis §6.4).
+            let waiting = std::mem::take(&mut self.reads_waiting_commit);
+            for ctx in waiting {
+                self.start_read(ctx);
+            }
+        }
+        true
+    }
+
+    fn bcast_append(&mut self) {
+        let ids: Vec<ReplicaId> =
+            self.progress.iter().map(|(id, _)| *id).filter(|&id| id != self.id).collect();
+        for id in ids {
+            self.maybe_send_append(id, true);
+        }
+    }
+
+    /// Sends the follower what it lacks, or a snapshot when that is compacted away.
+    /// Returns whether a message was sent.
+    fn maybe_send_append(&mut self, to: ReplicaId, send_if_empty: bool) -> bool {
+        let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+        let Some(p) = self.progress(to) else { return false };
+        if p.is_paused(max_msgs, max_bytes) {
+            return false;
+        }
+        let next = p.next;
+        let recent_active = p.recent_active;
+        let last = self.log.last_index();
+        let prev_index = next - 1;
+        let prev_term = self.log.term(prev_index);
+        let entries = if next <= last {
+            self.log.entries(next, last + 1, self.cfg.max_append_bytes)
+        } else {
+            Ok(Vec::new())
+        };
+        let (prev_term, entries) = match (prev_term, entries) {
+            (Ok(t), Ok(e)) => (t, e),
+            (Err(StorageError::Compacted(_)), _) | (_, Err(StorageError::Compacted(_))) => {
+                // The follower is behind the compaction point: it needs the snapshot.
+                if !recent_active {
+                    return false;
+                }
+                let meta = self.log.snap.clone();
+                let Some(p) = self.progress_mut(to) else { return false };
+                p.become_snapshot(meta.index);
+                self.stats.snapshots_sent += 1;
+                self.send(to, MessageBody::SendSnapshot { meta });
+                return true;
+            }
+            _ => return false,
+        };
+        if entries.is_empty() && !send_if_empty {
+            return false;
+        }
+        let bytes: u64 = entries.iter().map(|e| e.size() as u64).sum();
+        let last_sent = entries.last().map(|e| e.index);
+        let commit = self.log.committed;
+        let Some(p) = self.progress_mut(to) else { return false };
+        p.sent_entries(last_sent, bytes);
+        self.send(to, MessageBody::Append { prev_index, prev_term, entries, commit });
+        true
+    }
+
+    fn bcast_heartbeat(&mut self) {
+        self.round += 1;
+        self.round_sent.push_back((self.round, self.ticks));
+        if self.round_sent.len() > ROUND_HISTORY {
+            self.round_sent.pop_front();
+        }
+        let committed = self.log.committed;
+        let unclamped = self.mutant(Mutant::HeartbeatCommitUnclamped);
+        let targets: Vec<(ReplicaId, u64)> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| *id != self.id)
+            .map(|(id, p)| (*id, if unclamped { committed } else { committed.min(p.matched) }))
+            .collect();
+        let round = self.round;
+        for (id, commit) in targets {
+            self.send(id, MessageBody::Heartbeat { commit, round });
+        }
+    }
+
+    /// Releases reads whose heartbeat round a quorum has echoed, and extends the lease.
+    fn process_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let me = self.id;
+        let round = self.round;
+        let confirmed = joint_value(&self.conf, |id| {
+            if id == me {
+                round
+            } else {
+                self.progress(id).map(|p| p.acked_round).unwrap_or(0)
+            }
+        });
+        if confirmed == u64::MAX {
+            return;
+        }
+        if self.cfg.read_mode == ReadMode::LeaseBased && self.transferee == NO_REPLICA {
+            if let Some(&(_, sent)) = self.round_sent.iter().find(|(r, _)| *r == confirmed) {
+                let lease = u64::from(self.cfg.election_timeout_min_ticks - self.cfg.lease_clock_drift_ticks);
+                self.lease_until = self.lease_until.max(sent + lease);
+            }
+        }
+        while let Some(r) = self.reads_pending.front().copied() {
+            if r.round > confirmed {
+                break;
+            }
+            self.reads_pending.pop_front();
+            self.release_read(r.ctx, r.index);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Ready
+    // ----------------------------------------------------------------------------------
+
+    /// A leader in an auto-leave joint configuration proposes the leave once the joint
+    /// configuration is applied and it may propose changes (also a new leader that finds
+    /// one).
+    fn should_auto_leave(&self) -> bool {
+        self.role == Role::Leader
+            && self.conf.is_joint()
+            && self.conf.auto_leave
+            && self.transferee == NO_REPLICA
+            && self.pending_conf_index <= self.log.applied
+            && self.committed_in_current_term()
+    }
+
+    fn maybe_auto_leave(&mut self) {
+        if self.should_auto_leave() {
+            let index = self.append_entry(EntryPayload::ConfChange(ConfChange::leave_joint()));
+            self.pending_conf_index = index;
+        }
+    }
+
+    /// Whether [`Raft::ready`] has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        self.need_bcast
+            || self.need_heartbeat
+            || !self.msgs.is_empty()
+            || !self.msgs_after_persist.is_empty()
+            || self.hard_state() != self.prev_hs
+            || self.log.has_unpersisted()
+            || self.log.has_committed()
+            || self.snapshot_ready.is_some()
+            || !self.read_states.is_empty()
+            || self.should_auto_leave()
+    }
+
+    /// Hands out everything the runtime must do now (see [`Ready`] for the order).
+    pub fn ready(&mut self) -> Ready {
+        self.maybe_auto_leave();
+        if self.need_heartbeat && self.role == Role::Leader {
+            self.need_heartbeat = false;
+            self.bcast_heartbeat();
+            self.process_reads();
+        }
+        if self.need_bcast && self.role == Role::Leader {
+            self.need_bcast = false;
+            self.bcast_append();
+        }
+        let hs = self.hard_state();
+        let hard_state = if hs != self.prev_hs {
+            self.prev_hs = hs;
+            Some(hs)
+        } else {
+            None
+        };
+        let entries = self.log.take_unpersisted();
+        let snapshot = self.snapshot_ready.take();
+        let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes);
+        for e in &committed_entries {
+            if let EntryPayload::ConfChange(cc) = &e.payload {
+                self.pending_conf_entries.push((e.index, cc.clone()));
+            }
+        }
+        Ready {
+            hard_state,
+            entries,
+            snapshot,
+            messages: std::mem::take(&mut self.msgs),
+            persisted_messages: std::mem::take(&mut self.msgs_after_persist),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+        }
+    }
+}
+
+#[cfg(not(feature = "mutants"))]
+#[derive(Debug, Clone, Copy)]
+enum Mutant {
+    CommitWithoutTermCheck,
+    GrantVoteBeforeDurable,
+    HeartbeatCommitUnclamped,
+    ReadIndexWithoutTermCheck,
+    LeaderCountsUndurable,
+}

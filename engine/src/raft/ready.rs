@@ -1,0 +1,51 @@
+//! [`Ready`]: everything the core asks its runtime to do after a batch of inputs.
+//!
+//! Owns the shape of the hand-off only; `raft.rs` fills it.
+
+use super::message::{Entry, HardState, Message, ReadState, Snapshot};
+
+/// What the runtime must do, in this order:
+///
+/// 1. Send `messages` now (a leader's appends may go before its own write is durable,
+///    thesis §10.2.1).
+/// 2. Persist `snapshot` (install into the state machine and storage), `entries` (replacing
+///    any stored entries at or after the first one) and `hard_state`, as ONE durable write
+///    ordered after every earlier `Ready`'s write.
+/// 3. Once that write is durable: call `Raft::on_persisted` with the last entry's (index,
+///    term) if there were entries, and send `persisted_messages` (votes, acknowledgements:
+///    nothing a follower says may get ahead of its disk).
+/// 4. Apply `committed_entries` in order, then call `Raft::on_applied`.
+/// 5. Serve each of `read_states` once applied >= its index.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Hard state to persist, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to persist.
+    pub entries: Vec<Entry>,
+    /// A snapshot to install (received from the leader), if any.
+    pub snapshot: Option<Snapshot>,
+    /// Messages to send immediately.
+    pub messages: Vec<Message>,
+    /// Messages to send only after this Ready's write is durable.
+    pub persisted_messages: Vec<Message>,
+    /// Committed, locally durable entries to apply, in order.
+    pub committed_entries: Vec<Entry>,
+    /// Reads that may be served once applied reaches their index.
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Whether there is anything to persist (the write of step 2).
+    pub fn must_persist(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
+    }
+
+    /// Whether the Ready asks for nothing at all.
+    pub fn is_empty(&self) -> bool {
+        !self.must_persist()
+            && self.messages.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+    }
+}
