@@ -95,6 +95,13 @@ pub struct Raft<S> {
     reads_pending: VecDeque<PendingRead>,
     read_states: Vec<ReadState>,
     lease_until: u64,
+    /// Heartbeat rounds up to this one may not extend the lease (a TimeoutNow went out
+    /// after them).
+    lease_min_round: u64,
+    /// Set at start-up under LeaseBased reads: refuse votes for one minimum election
+    /// timeout, as if a leader had just been heard, since a leader may hold a lease that
+    /// counted this replica before it restarted.
+    startup_lease: bool,
     need_bcast: bool,
     need_heartbeat: bool,
     snapshot_recv: Option<PartialSnapshot>,
@@ -154,6 +161,8 @@ impl<S: LogStore> Raft<S> {
             reads_pending: VecDeque::new(),
             read_states: Vec::new(),
             lease_until: 0,
+            lease_min_round: 0,
+            startup_lease: false,
             need_bcast: false,
             need_heartbeat: false,
             snapshot_recv: None,
@@ -174,6 +183,7 @@ impl<S: LogStore> Raft<S> {
             }
         }
         r.become_follower(hs.term, NO_REPLICA);
+        r.startup_lease = r.cfg.read_mode == ReadMode::LeaseBased;
         Ok(r)
     }
 
@@ -475,6 +485,9 @@ impl<S: LogStore> Raft<S> {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_timeout_min_ticks {
+            self.startup_lease = false;
+        }
         if self.promotable() && self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
             self.campaign(if self.cfg.pre_vote { Campaign::PreElection } else { Campaign::Election });
@@ -616,6 +629,7 @@ impl<S: LogStore> Raft<S> {
     fn send_timeout_now(&mut self, to: ReplicaId) {
         // The target will campaign past every voter's lease: ours ends now.
         self.lease_until = 0;
+        self.lease_min_round = self.round;
         self.stats.timeout_now_sent += 1;
         self.send(to, MessageBody::TimeoutNow);
     }
@@ -800,7 +814,7 @@ impl<S: LogStore> Raft<S> {
                 // within the minimum election timeout ignores campaigns, unless the
                 // leader itself ordered it by TimeoutNow.
                 let in_lease = self.cfg.check_quorum
-                    && self.leader != NO_REPLICA
+                    && (self.leader != NO_REPLICA || self.startup_lease)
                     && self.election_elapsed < self.cfg.election_timeout_min_ticks;
                 if in_lease && !transfer {
                     return Ok(());
@@ -1250,7 +1264,10 @@ impl<S: LogStore> Raft<S> {
         if confirmed == u64::MAX {
             return;
         }
-        if self.cfg.read_mode == ReadMode::LeaseBased && self.transferee == NO_REPLICA {
+        if self.cfg.read_mode == ReadMode::LeaseBased
+            && self.transferee == NO_REPLICA
+            && confirmed > self.lease_min_round
+        {
             if let Some(&(_, sent)) = self.round_sent.iter().find(|(r, _)| *r == confirmed) {
                 let lease = u64::from(self.cfg.election_timeout_min_ticks - self.cfg.lease_clock_drift_ticks);
                 self.lease_until = self.lease_until.max(sent + lease);
