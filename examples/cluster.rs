@@ -33,7 +33,7 @@ impl Cluster {
         let conf = ConfState::with_voters(ids.iter().map(|&i| Replica::new(i, i)));
         let mut nodes = BTreeMap::new();
         for &id in ids {
-            nodes.insert(id, Self::node(id, MemStorage::new_with_conf(conf.clone())));
+            nodes.insert(id, Self::node(id, MemStorage::bootstrap(&conf)));
         }
         Cluster { nodes }
     }

@@ -37,6 +37,19 @@ impl ConfState {
         ConfState { voters, max_replica_id, ..Default::default() }
     }
 
+    /// The change that creates this configuration from an empty one (voters, then
+    /// learners, in ascending replica id): the first entry of a bootstrapped group's log.
+    pub fn bootstrap_change(&self) -> ConfChange {
+        let mut changes: Vec<SingleChange> = self
+            .voters
+            .iter()
+            .map(|&replica| SingleChange { kind: ChangeKind::AddVoter, replica })
+            .chain(self.learners.iter().map(|&replica| SingleChange { kind: ChangeKind::AddLearner, replica }))
+            .collect();
+        changes.sort_by_key(|c| c.replica.id);
+        ConfChange { transition: Transition::Auto, changes }
+    }
+
     /// Whether this is a joint configuration.
     pub fn is_joint(&self) -> bool {
         !self.voters_outgoing.is_empty()
@@ -90,7 +103,8 @@ impl ConfState {
             return self.leave_joint();
         }
         let joint = match cc.transition {
-            Transition::Auto => cc.changes.len() > 1 && self.voter_changes(cc) > 1,
+            // Bootstrapping (no voters yet): one step, whatever its size.
+            Transition::Auto => !self.voters.is_empty() && cc.changes.len() > 1 && self.voter_changes(cc) > 1,
             Transition::JointAuto | Transition::JointExplicit => true,
         };
         if joint {
@@ -121,7 +135,7 @@ impl ConfState {
         let mut next = self.clone();
         next.apply_changes(cc)?;
         let diff = symmetric_difference(&self.voters, &next.voters);
-        if diff > 1 {
+        if diff > 1 && !self.voters.is_empty() {
             return Err(ConfChangeError::TooManyVoterChanges);
         }
         Ok(next)
@@ -329,4 +343,80 @@ pub enum ConfChangeError {
         /// Its existing replica.
         replica: ReplicaId,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(i: u64) -> Replica {
+        Replica::new(i, i)
+    }
+
+    #[test]
+    fn bootstrap_from_empty_is_one_step() {
+        let want = ConfState::with_voters([r(1), r(2), r(3)]);
+        let got = ConfState::default().apply(&want.bootstrap_change()).unwrap();
+        assert_eq!(got.voters, want.voters);
+        assert!(!got.is_joint());
+        assert_eq!(got.max_replica_id, 3);
+        // From a non-empty configuration two voter additions need a joint configuration.
+        let cc = ConfChange {
+            transition: Transition::Auto,
+            changes: vec![
+                SingleChange { kind: ChangeKind::AddVoter, replica: r(4) },
+                SingleChange { kind: ChangeKind::AddVoter, replica: r(5) },
+            ],
+        };
+        let joint = got.apply(&cc).unwrap();
+        assert!(joint.is_joint() && joint.auto_leave);
+        assert_eq!(joint.voters_outgoing, want.voters);
+    }
+
+    #[test]
+    fn single_step_refuses_two_voter_changes() {
+        let c = ConfState::with_voters([r(1), r(2), r(3)]);
+        let cc = ConfChange {
+            transition: Transition::Auto,
+            changes: vec![
+                SingleChange { kind: ChangeKind::Remove, replica: r(1) },
+                SingleChange { kind: ChangeKind::AddLearner, replica: r(2) },
+            ],
+        };
+        // Auto picks joint for two voter changes; a forced simple path would refuse.
+        assert!(c.apply(&cc).unwrap().is_joint());
+        assert_eq!(c.simple(&cc), Err(ConfChangeError::TooManyVoterChanges));
+    }
+
+    #[test]
+    fn demotion_in_joint_goes_through_learners_next() {
+        let c = ConfState::with_voters([r(1), r(2), r(3)]);
+        let cc = ConfChange {
+            transition: Transition::JointExplicit,
+            changes: vec![SingleChange { kind: ChangeKind::AddLearner, replica: r(3) }],
+        };
+        let j = c.apply(&cc).unwrap();
+        assert_eq!(j.learners_next, vec![r(3)]);
+        assert!(j.is_voter(3) && !j.is_incoming_voter(3) && !j.auto_leave);
+        let left = j.apply(&ConfChange::leave_joint()).unwrap();
+        assert_eq!(left.learners, vec![r(3)]);
+        assert!(!left.is_voter(3) && !left.is_joint());
+        assert_eq!(left.apply(&ConfChange::leave_joint()), Err(ConfChangeError::NotJoint));
+    }
+
+    #[test]
+    fn replica_ids_are_never_reused() {
+        let c = ConfState::with_voters([r(1), r(2), r(3)]);
+        let c = c.apply(&ConfChange::single(ChangeKind::Remove, r(3))).unwrap();
+        assert_eq!(
+            c.apply(&ConfChange::single(ChangeKind::AddVoter, Replica::new(3, 3))),
+            Err(ConfChangeError::ReplicaIdReused { replica: 3, max: 3 })
+        );
+        let c = c.apply(&ConfChange::single(ChangeKind::AddVoter, Replica::new(3, 4))).unwrap();
+        assert!(c.is_incoming_voter(4));
+        assert!(matches!(
+            c.apply(&ConfChange::single(ChangeKind::AddLearner, Replica::new(1, 9))),
+            Err(ConfChangeError::NodeAlreadyMember { node: 1, replica: 1 })
+        ));
+    }
 }

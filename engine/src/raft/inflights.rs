@@ -30,6 +30,15 @@ impl Inflights {
         }
     }
 
+    /// Frees the oldest message: a heartbeat answer shows the follower is alive although
+    /// the window is full, so the appends that filled it may all have been lost; letting
+    /// one more out draws a rejection (or an acceptance) that resynchronizes the window.
+    pub fn free_first_one(&mut self) {
+        if let Some((_, b)) = self.window.pop_front() {
+            self.bytes -= b;
+        }
+    }
+
     /// Whether the window allows no further message.
     pub fn full(&self, max_msgs: usize, max_bytes: u64) -> bool {
         self.window.len() >= max_msgs || self.bytes >= max_bytes

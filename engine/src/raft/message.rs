@@ -156,6 +156,11 @@ pub enum MessageBody {
         last_term: u64,
         /// Sent because of TimeoutNow: voters honour it despite their leader lease.
         transfer: bool,
+        /// The candidate's commit index; a voter whose log holds (`commit`, `commit_term`)
+        /// commits up to it (see `RequestVoteResponse::commit`).
+        commit: u64,
+        /// Term of the entry at `commit` (0 if unknown).
+        commit_term: u64,
     },
     /// Answer to `RequestVote`.
     RequestVoteResponse {
@@ -163,6 +168,14 @@ pub enum MessageBody {
         pre_vote: bool,
         /// Whether the vote was refused.
         reject: bool,
+        /// The voter's commit index. A candidate whose log holds the entry (`commit`,
+        /// `commit_term`) commits up to it (log matching makes the prefixes equal). With no
+        /// leader, this is how replicas whose applied configuration is stale learn that a
+        /// membership change committed; without it an election can deadlock (e.g. the
+        /// longest log is on a replica that is not a voter in its own stale view).
+        commit: u64,
+        /// Term of the entry at `commit` (0 if unknown).
+        commit_term: u64,
     },
     /// Leadership transfer: the receiver campaigns at once (thesis §3.10).
     TimeoutNow,

@@ -95,8 +95,10 @@ pub struct Raft<S> {
     reads_pending: VecDeque<PendingRead>,
     read_states: Vec<ReadState>,
     lease_until: u64,
-    /// Heartbeat rounds up to this one may not extend the lease (a TimeoutNow went out
-    /// after them).
+    /// Heartbeat rounds up to this one may not extend the lease. Set to `u64::MAX` once a
+    /// TimeoutNow went out: a TimeoutNow delayed past an aborted transfer can still make
+    /// its target campaign past every lease, so this leader holds no lease again in its
+    /// term (reads fall back to heartbeat rounds).
     lease_min_round: u64,
     /// Set at start-up under LeaseBased reads: refuse votes for one minimum election
     /// timeout, as if a leader had just been heard, since a leader may hold a lease that
@@ -301,6 +303,19 @@ impl<S: LogStore> Raft<S> {
         false
     }
 
+    /// Whether a membership change is committed but not yet applied (unknown if storage
+    /// fails: then assume there is).
+    fn has_unapplied_conf_changes(&self) -> bool {
+        let (applied, committed) = (self.log.applied, self.log.committed);
+        if applied >= committed {
+            return false;
+        }
+        match self.log.entries(applied + 1, committed + 1, u64::MAX) {
+            Ok(ents) => ents.iter().any(|e| matches!(e.payload, EntryPayload::ConfChange(_))),
+            Err(_) => true,
+        }
+    }
+
     fn promotable(&self) -> bool {
         self.conf.is_voter(self.id)
     }
@@ -356,9 +371,10 @@ impl<S: LogStore> Raft<S> {
             u64::from(self.cfg.election_timeout_min_ticks),
             u64::from(self.cfg.election_timeout_max_ticks),
         ) as u32;
-        if self.transferee != NO_REPLICA {
-            self.abort_transfer();
-        }
+        // A role or term change ends any transfer. It is not counted as aborted: the
+        // usual cause is that the target won (aborts are timeout, target left, superseded).
+        self.transferee = NO_REPLICA;
+        self.transfer_elapsed = 0;
         self.votes.clear();
         let next = self.log.last_index() + 1;
         let stable = self.log.stable_index();
@@ -372,6 +388,7 @@ impl<S: LogStore> Raft<S> {
         self.reads_waiting_commit.clear();
         self.reads_pending.clear();
         self.lease_until = 0;
+        self.lease_min_round = 0;
         self.need_bcast = false;
         self.need_heartbeat = false;
         self.pending_conf_index = 0;
@@ -418,7 +435,9 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn campaign(&mut self, kind: Campaign) {
-        if !self.promotable() {
+        if !self.promotable() || self.has_unapplied_conf_changes() {
+            // A replica whose applied configuration lags committed changes would count
+            // votes in a stale configuration (two leaders in one term); etcd's hup() check.
             return;
         }
         self.stats.campaigns += 1;
@@ -440,6 +459,8 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let commit = self.log.committed;
+        let commit_term = self.log.term(commit).unwrap_or(0);
         let pre_vote = kind == Campaign::PreElection;
         let transfer = kind == Campaign::Transfer;
         let voters: Vec<ReplicaId> = self
@@ -459,7 +480,7 @@ impl<S: LogStore> Raft<S> {
             self.send_term(
                 id,
                 vote_term,
-                MessageBody::RequestVote { pre_vote, last_index, last_term, transfer },
+                MessageBody::RequestVote { pre_vote, last_index, last_term, transfer, commit, commit_term },
             );
         }
         self.transfer_campaign = transfer;
@@ -517,6 +538,9 @@ impl<S: LogStore> Raft<S> {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.cfg.election_timeout_min_ticks {
                 self.abort_transfer();
+                if !self.conf.is_voter(self.id) && self.cfg.step_down_on_removal {
+                    self.leave_leadership();
+                }
             }
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
@@ -629,7 +653,7 @@ impl<S: LogStore> Raft<S> {
     fn send_timeout_now(&mut self, to: ReplicaId) {
         // The target will campaign past every voter's lease: ours ends now.
         self.lease_until = 0;
-        self.lease_min_round = self.round;
+        self.lease_min_round = u64::MAX;
         self.stats.timeout_now_sent += 1;
         self.send(to, MessageBody::TimeoutNow);
     }
@@ -769,6 +793,39 @@ impl<S: LogStore> Raft<S> {
         self.set_conf(next);
     }
 
+    /// A leader that is no longer a voter hands leadership to a caught-up voter of the new
+    /// configuration, then steps down. Stepping down at once could leave the group without
+    /// a leader for good: voters that do not yet know the change committed still count
+    /// this replica's vote, which it refuses to any log shorter than its own, and its log
+    /// may hold entries nobody else has. Until a voter is caught up, it keeps leading as a
+    /// transfer (refusing proposals), and retries if the transfer times out.
+    fn leave_leadership(&mut self) {
+        let (me, last) = (self.id, self.log.last_index());
+        let mut best: Option<(u64, ReplicaId)> = None;
+        for r in &self.conf.voters {
+            let matched = self.progress(r.id).map(|p| p.matched).unwrap_or(0);
+            if r.id != me && best.map_or(true, |(m, _)| matched > m) {
+                best = Some((matched, r.id));
+            }
+        }
+        match best {
+            Some((matched, to)) if matched < last => {
+                if self.transferee != to {
+                    self.abort_transfer();
+                    self.stats.transfers_started += 1;
+                    self.transferee = to;
+                    self.transfer_elapsed = 0;
+                }
+                self.maybe_send_append(to, true);
+            }
+            Some((_, to)) => {
+                self.send_timeout_now(to);
+                self.become_follower(self.term, NO_REPLICA);
+            }
+            None => self.become_follower(self.term, NO_REPLICA),
+        }
+    }
+
     fn set_conf(&mut self, conf: ConfState) {
         self.conf = conf;
         let members = self.conf.members();
@@ -787,7 +844,7 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         if !self.conf.is_voter(self.id) && self.cfg.step_down_on_removal {
-            self.become_follower(self.term, NO_REPLICA);
+            self.leave_leadership();
             return;
         }
         if self.transferee != NO_REPLICA && !self.conf.is_incoming_voter(self.transferee) {
@@ -822,7 +879,7 @@ impl<S: LogStore> Raft<S> {
             }
             match &m.body {
                 MessageBody::RequestVote { pre_vote: true, .. } => {}
-                MessageBody::RequestVoteResponse { pre_vote: true, reject: false } => {}
+                MessageBody::RequestVoteResponse { pre_vote: true, reject: false, .. } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::SnapshotChunk(_) => self.become_follower(m.term, m.from),
@@ -841,13 +898,23 @@ impl<S: LogStore> Raft<S> {
                     );
                 }
                 MessageBody::RequestVote { pre_vote: true, .. } => {
-                    self.send(m.from, MessageBody::RequestVoteResponse { pre_vote: true, reject: true });
+                    let body = self.vote_response(true, true);
+                    self.send(m.from, body);
                 }
                 _ => {}
             }
             return Ok(());
         }
 
+        if let MessageBody::RequestVote { commit, commit_term, .. }
+        | MessageBody::RequestVoteResponse { commit, commit_term, .. } = m.body
+        {
+            // The sender knows (commit, commit_term) is committed. If our log holds that
+            // entry, our log up to it is the sender's (log matching): committed here too.
+            if commit > self.log.committed && self.log.match_term(commit, commit_term) {
+                self.log.commit_to(commit);
+            }
+        }
         if let MessageBody::RequestVote { pre_vote, last_index, last_term, .. } = m.body {
             self.handle_vote_request(m.from, m.term, pre_vote, last_index, last_term);
             return Ok(());
@@ -858,6 +925,12 @@ impl<S: LogStore> Raft<S> {
             Role::Follower => self.step_follower(m),
         }
         Ok(())
+    }
+
+    fn vote_response(&self, pre_vote: bool, reject: bool) -> MessageBody {
+        let commit = self.log.committed;
+        let commit_term = self.log.term(commit).unwrap_or(0);
+        MessageBody::RequestVoteResponse { pre_vote, reject, commit, commit_term }
     }
 
     fn handle_vote_request(
@@ -873,13 +946,15 @@ impl<S: LogStore> Raft<S> {
             || (pre_vote && term > self.term);
         if can_vote && self.log.is_up_to_date(last_index, last_term) {
             // A PreVote grant answers in the term asked about, so the pre-candidate counts it.
-            self.send_term(from, term, MessageBody::RequestVoteResponse { pre_vote, reject: false });
+            let body = self.vote_response(pre_vote, false);
+            self.send_term(from, term, body);
             if !pre_vote {
                 self.election_elapsed = 0;
                 self.vote = from;
             }
         } else {
-            self.send(from, MessageBody::RequestVoteResponse { pre_vote, reject: true });
+            let body = self.vote_response(pre_vote, true);
+            self.send(from, body);
         }
     }
 
@@ -922,7 +997,7 @@ impl<S: LogStore> Raft<S> {
                 self.become_follower(m.term, m.from);
                 self.handle_snapshot_chunk(m.from, chunk);
             }
-            MessageBody::RequestVoteResponse { pre_vote, reject } => {
+            MessageBody::RequestVoteResponse { pre_vote, reject, .. } => {
                 if pre_vote != (self.role == Role::PreCandidate) {
                     return;
                 }
@@ -953,10 +1028,16 @@ impl<S: LogStore> Raft<S> {
             }
             MessageBody::HeartbeatResponse { round } => {
                 let last = self.log.last_index();
+                let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
                 let Some(p) = self.progress_mut(m.from) else { return };
                 p.recent_active = true;
                 p.probe_sent = false;
                 p.acked_round = p.acked_round.max(round);
+                // The follower is alive: if a full window holds appends that were lost,
+                // free one so the next append resynchronizes (etcd's FreeFirstOne).
+                if p.state == ProgressState::Replicate && p.inflights.full(max_msgs, max_bytes) {
+                    p.inflights.free_first_one();
+                }
                 let lagging = p.matched < last;
                 if lagging {
                     self.maybe_send_append(m.from, true);
@@ -1147,6 +1228,10 @@ impl<S: LogStore> Raft<S> {
         }
         if from == self.transferee && matched == last_index {
             self.send_timeout_now(from);
+            if !self.conf.is_voter(self.id) && self.cfg.step_down_on_removal {
+                // A removed leader's successor is caught up (see `leave_leadership`).
+                self.become_follower(self.term, NO_REPLICA);
+            }
         }
     }
 

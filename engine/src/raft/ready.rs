@@ -11,9 +11,10 @@ use super::message::{Entry, HardState, Message, ReadState, Snapshot};
 /// 2. Persist `snapshot` (install into the state machine and storage), `entries` (replacing
 ///    any stored entries at or after the first one) and `hard_state`, as ONE durable write
 ///    ordered after every earlier `Ready`'s write.
-/// 3. Once that write is durable: call `Raft::on_persisted` with the last entry's (index,
-///    term) if there were entries, and send `persisted_messages` (votes, acknowledgements:
-///    nothing a follower says may get ahead of its disk).
+/// 3. Once that write and every earlier `Ready`'s write are durable (also when this
+///    `Ready` has nothing to write): call `Raft::on_persisted` with the last entry's
+///    (index, term) if there were entries, and send `persisted_messages` (votes,
+///    acknowledgements: nothing a follower says may get ahead of its disk).
 /// 4. Apply `committed_entries` in order, then call `Raft::on_applied`.
 /// 5. Serve each of `read_states` once applied >= its index.
 #[derive(Debug, Default)]

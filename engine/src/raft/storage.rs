@@ -62,9 +62,30 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
-    /// Storage for a new group whose initial configuration is `conf`.
+    /// Storage for a replica of a new group whose initial configuration is `conf`, held as
+    /// the configuration at index 0. Every replica that ever joins the group must then be
+    /// created with the same `conf` (it cannot be learned from the log); for groups that
+    /// grow from empty replicas use [`MemStorage::bootstrap`].
     pub fn new_with_conf(conf: ConfState) -> Self {
         MemStorage { snapshot: SnapshotMeta { index: 0, term: 0, conf }, ..Default::default() }
+    }
+
+    /// Storage for a founding replica of a new group: the first log entry (index 1,
+    /// term 1, committed) creates `conf` from the empty configuration. Replicas that join
+    /// later start from [`MemStorage::default`] (empty log, empty configuration) and learn
+    /// the configuration from that entry or from a snapshot, so a founder and a joiner
+    /// always derive the same configuration at every index.
+    pub fn bootstrap(conf: &ConfState) -> Self {
+        let entry = Entry {
+            term: 1,
+            index: 1,
+            payload: super::message::EntryPayload::ConfChange(conf.bootstrap_change()),
+        };
+        MemStorage {
+            hard_state: HardState { term: 1, vote: 0, commit: 1 },
+            entries: vec![entry],
+            ..Default::default()
+        }
     }
 
     /// Records the hard state.
