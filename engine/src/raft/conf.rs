@@ -44,7 +44,9 @@ impl ConfState {
             .voters
             .iter()
             .map(|&replica| SingleChange { kind: ChangeKind::AddVoter, replica })
-            .chain(self.learners.iter().map(|&replica| SingleChange { kind: ChangeKind::AddLearner, replica }))
+            .chain(
+                self.learners.iter().map(|&replica| SingleChange { kind: ChangeKind::AddLearner, replica }),
+            )
             .collect();
         changes.sort_by_key(|c| c.replica.id);
         ConfChange { transition: Transition::Auto, changes }
