@@ -1452,3 +1452,63 @@ enum Mutant {
     ReadIndexWithoutTermCheck,
     LeaderCountsUndurable,
 }
+
+/// Regressions found by the cluster simulator (tests/simulation.rs); each names the seed
+/// class that found it.
+#[cfg(test)]
+mod simulator_regressions {
+    use super::*;
+    use crate::raft::conf::{ChangeKind, ConfChange};
+    use crate::raft::config::Config;
+    use crate::raft::storage::MemStorage;
+
+    fn ent(index: u64, term: u64, payload: EntryPayload) -> Entry {
+        Entry { index, term, payload }
+    }
+
+    /// Replica 1 of {1, 2, 3} with `entries` durable and `commit` committed, nothing applied.
+    fn replica(entries: &[Entry], term: u64, commit: u64) -> Raft<MemStorage> {
+        let conf = ConfState::with_voters((1..=3).map(|i| Replica::new(i, i)));
+        let mut st = MemStorage::new_with_conf(conf);
+        st.append(entries);
+        st.set_hard_state(HardState { term, vote: 0, commit });
+        Raft::new(Config::new(1).validate().unwrap(), st).unwrap()
+    }
+
+    /// Election safety (simulator: two leaders in one term): a replica that has not applied
+    /// a committed membership change counts votes in a stale configuration, so it must not
+    /// campaign until it has applied it (etcd's hup() check).
+    #[test]
+    fn no_campaign_with_unapplied_committed_conf_change() {
+        let cc = ConfChange::single(ChangeKind::Remove, Replica::new(3, 3));
+        let mut r = replica(&[ent(1, 1, EntryPayload::Noop), ent(2, 1, EntryPayload::ConfChange(cc))], 1, 2);
+        for _ in 0..100 {
+            r.tick();
+        }
+        assert_eq!(r.stats().campaigns, 0, "campaigned with a committed, unapplied change");
+        let rd = r.ready();
+        assert_eq!(rd.committed_entries.len(), 2);
+        r.on_applied(2);
+        for _ in 0..100 {
+            r.tick();
+        }
+        assert!(r.stats().campaigns > 0);
+    }
+
+    /// Liveness (simulator: no leader forever after a joint configuration was left): vote
+    /// messages carry the sender's commit, adopted when the receiver's log holds it.
+    #[test]
+    fn vote_messages_carry_commit() {
+        let mut r = replica(&[ent(1, 1, EntryPayload::Noop), ent(2, 1, EntryPayload::Noop)], 1, 0);
+        let resp = |commit_term| Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: MessageBody::RequestVoteResponse { pre_vote: false, reject: true, commit: 2, commit_term },
+        };
+        r.step(resp(2)).unwrap();
+        assert_eq!(r.committed(), 0, "a different entry at the commit index proves nothing");
+        r.step(resp(1)).unwrap();
+        assert_eq!(r.committed(), 2);
+    }
+}
