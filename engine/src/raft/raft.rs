@@ -568,8 +568,12 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
-        if self.role != Role::Leader || !self.conf.contains(self.id) {
+        if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader_hint: self.leader_hint() });
+        }
+        if !self.conf.contains(self.id) {
+            // A leader removed without stepping down knows no better leader to name.
+            return Err(ProposeError::NotLeader { leader_hint: None });
         }
         if self.transferee != NO_REPLICA {
             return Err(ProposeError::TransferInProgress { to: self.transferee });
