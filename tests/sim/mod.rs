@@ -237,6 +237,8 @@ pub struct Counters {
     pub simple_changes: u64,
     /// Reads released by leaders (stats).
     pub reads_released: u64,
+    /// Reads followers forwarded to their leader (stats).
+    pub reads_forwarded: u64,
     /// Reads served by the harness (applied reached the read index).
     pub reads_served: u64,
     /// CheckQuorum step-downs (stats).
@@ -298,6 +300,7 @@ impl Counters {
             joint_left,
             simple_changes,
             reads_released,
+            reads_forwarded,
             reads_served,
             check_quorum_step_downs,
             crashes,
@@ -333,6 +336,7 @@ impl Counters {
         self.joint_left += s.joint_left;
         self.simple_changes += s.simple_changes;
         self.reads_released += s.reads_served;
+        self.reads_forwarded += s.reads_forwarded;
         self.check_quorum_step_downs += s.check_quorum_step_downs;
     }
 }
@@ -1472,7 +1476,9 @@ impl Sim {
             }
         }
         if self.rng.chance(self.p.read) {
-            self.read(l)?;
+            // Mostly at the leader; sometimes at a follower or learner, which forwards it.
+            let at = if self.rng.chance(0.3) { self.rng.pick(self.nodes.len()) } else { l };
+            self.read(at)?;
         }
         if self.faults {
             if self.rng.chance(self.p.conf) {
