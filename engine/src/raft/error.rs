@@ -81,6 +81,17 @@ pub enum StepError {
     /// A `SendSnapshot` instruction is for the runtime, never stepped.
     #[error("SendSnapshot is a runtime instruction, not a wire message")]
     NotAWireMessage,
+    /// The message contradicts itself (a bug or corruption at the sender); it was dropped
+    /// and nothing changed.
+    #[error("malformed {kind} from replica {from}: {why}")]
+    Malformed {
+        /// The message kind.
+        kind: &'static str,
+        /// The sender.
+        from: ReplicaId,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 /// Why the log could not be compacted.

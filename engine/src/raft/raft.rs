@@ -56,6 +56,13 @@ struct PendingRead {
     round: u64,
 }
 
+/// Terms at or above this are refused: no group gets anywhere near, and refusing them keeps
+/// `term + 1` from overflowing however a message lies.
+const MAX_TERM: u64 = u64::MAX / 2;
+
+/// Log indexes at or above this are refused, for the same reason.
+const MAX_INDEX: u64 = u64::MAX / 2;
+
 /// How many forwarded reads a follower remembers; older ones are given up (their callers
 /// time out).
 const MAX_FORWARDED_READS: usize = 4096;
@@ -902,6 +909,9 @@ impl<S: LogStore> Raft<S> {
         if matches!(m.body, MessageBody::SendSnapshot { .. }) {
             return Err(StepError::NotAWireMessage);
         }
+        if let Err(why) = self.check_well_formed(&m) {
+            return Err(StepError::Malformed { kind: m.body.kind(), from: m.from, why });
+        }
         if m.term > self.term {
             if let MessageBody::RequestVote { transfer, .. } = m.body {
                 // CheckQuorum lease (thesis §4.2.3): a replica that heard from a leader
@@ -960,6 +970,63 @@ impl<S: LogStore> Raft<S> {
             Role::Leader => self.step_leader(m),
             Role::Candidate | Role::PreCandidate => self.step_candidate(m),
             Role::Follower => self.step_follower(m),
+        }
+        Ok(())
+    }
+
+    /// Rejects messages that contradict themselves, before they touch any state: a
+    /// malformed message must never corrupt the log or panic the core.
+    fn check_well_formed(&self, m: &Message) -> Result<(), &'static str> {
+        if m.term >= MAX_TERM {
+            return Err("term out of range");
+        }
+        let index_in_range = match &m.body {
+            MessageBody::Append { prev_index, entries, commit, .. } => {
+                prev_index.saturating_add(entries.len() as u64) < MAX_INDEX && *commit < MAX_INDEX
+            }
+            MessageBody::AppendResponse { index, reject_hint, .. } => {
+                *index < MAX_INDEX && *reject_hint < MAX_INDEX
+            }
+            MessageBody::Heartbeat { commit, .. } => *commit < MAX_INDEX,
+            MessageBody::RequestVote { last_index, commit, .. } => {
+                *last_index < MAX_INDEX && *commit < MAX_INDEX
+            }
+            MessageBody::RequestVoteResponse { commit, .. } => *commit < MAX_INDEX,
+            MessageBody::ReadIndexResponse { index, .. } => *index < MAX_INDEX,
+            MessageBody::SnapshotChunk(c) => c.meta.index < MAX_INDEX,
+            _ => true,
+        };
+        if !index_in_range {
+            return Err("log index out of range");
+        }
+        match &m.body {
+            MessageBody::Append { prev_index, prev_term, entries, .. } => {
+                let mut last_term = *prev_term;
+                for (i, e) in entries.iter().enumerate() {
+                    if Some(e.index) != prev_index.checked_add(1 + i as u64) {
+                        return Err("entries are not contiguous after prev_index");
+                    }
+                    if e.term < last_term || e.term > m.term {
+                        return Err("entry terms must not decrease nor exceed the message term");
+                    }
+                    last_term = e.term;
+                }
+                if *prev_term > m.term {
+                    return Err("prev_term exceeds the message term");
+                }
+            }
+            MessageBody::AppendResponse { index, reject: false, .. }
+                if m.term == self.term && self.role == Role::Leader && *index > self.log.last_index() =>
+            {
+                return Err("acknowledges entries this leader never had");
+            }
+            MessageBody::SnapshotChunk(c) if c.meta.term > m.term => {
+                return Err("snapshot term exceeds the message term");
+            }
+            MessageBody::RequestVote { last_term, .. } if *last_term > m.term => {
+                return Err("last_term exceeds the campaign term");
+            }
+            _ => {}
         }
         Ok(())
     }
