@@ -1,0 +1,2 @@
+//! Placeholder: the transport benchmark comes later in this branch.
+fn main() {}
