@@ -1,6 +1,7 @@
 //! Loopback tests with real QUIC endpoints: ordering and integrity per lane, one
 //! connection per pair, restart with a new incarnation, a 64 MiB snapshot alongside
 //! heartbeats, and drop reports.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
