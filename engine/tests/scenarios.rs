@@ -1004,7 +1004,8 @@ fn confchange_v1_remove_leader_without_step_down() {
     let (cc_index, _) = net.propose_cc(1, ConfChange::single(ChangeKind::Remove, r(1)));
     assert_eq!(net.raft(1).conf(), &voters(&[2, 3]));
     assert_eq!(net.raft(1).role(), Role::Leader);
-    assert!(matches!(net.raft_mut(1).propose(data(1)), Err(ProposeError::NotLeader { .. })));
+    // Refused, and without naming itself as the leader to try.
+    assert_eq!(net.raft_mut(1).propose(data(1)), Err(ProposeError::NotLeader { leader_hint: None }));
     // It still propagates the commit of its removal to the remaining voters, and keeps
     // leading past CheckQuorum (2 and 3 answer it).
     for _ in 0..30 {
@@ -1492,16 +1493,69 @@ fn read_index_served_after_heartbeat_quorum() {
     let out = step_drain(&mut l, hb_resp(2, 1, round));
     assert_eq!(out.read_states, vec![ReadState { ctx: 7, index: 1 }]);
     assert_eq!(l.stats().reads_served, 1);
-    // A follower refuses with a hint.
+    // A follower forwards the read to its leader (after its own writes, like everything
+    // a follower says); one that knows no leader refuses.
     let mut f = new_raft(2, three(), |_| {});
+    assert_eq!(f.read_index(1), Err(ReadIndexError::NotLeader { leader_hint: None }));
     f.step(append(1, 2, 1, (0, 0), vec![], 0)).unwrap();
-    assert_eq!(f.read_index(1), Err(ReadIndexError::NotLeader { leader_hint: Some(r(1)) }));
+    drain(&mut f);
+    f.read_index(1).unwrap();
+    let out = drain(&mut f);
+    assert!(out.messages.is_empty());
+    assert_eq!(out.persisted_messages, vec![msg(2, 1, 1, MessageBody::ReadIndex { ctx: 1 })]);
     // A single voter serves at once.
     let mut s = new_raft(1, voters(&[1]), |_| {});
     tick_until_campaign(&mut s);
     drain(&mut s);
     s.read_index(3).unwrap();
     assert_eq!(drain(&mut s).read_states, vec![ReadState { ctx: 3, index: 1 }]);
+}
+
+/// ReadIndex on a follower (etcd's MsgReadIndex forwarding): the leader confirms the read
+/// with a heartbeat round sent after the forwarded request arrived, and answers the
+/// follower with its commit index; the read then comes out of the follower's Ready, to be
+/// served once the follower has applied that index. A read forwarded to a leader that has
+/// not committed an entry of its term waits for it (thesis §6.4).
+#[test]
+fn read_index_forwarded_from_follower() {
+    let mut net = Network::new(&[1, 2, 3, 4, 5], |_| {});
+    net.elect(1);
+    let (index, _) = net.propose(1, data(1));
+    net.settle();
+    net.raft_mut(3).read_index(42).unwrap();
+    net.settle();
+    assert_eq!(net.node(3).read_states, vec![ReadState { ctx: 42, index }]);
+    assert!(net.node(1).read_states.is_empty(), "the leader answered by message, not locally");
+    assert_eq!(net.raft(1).stats().reads_served, 1);
+    assert_eq!(net.raft(3).stats().reads_forwarded, 1);
+    assert!(net.raft(3).applied() >= index);
+    // A leader that only the asking follower still reaches never confirms the read (2 of 5
+    // answer its round); once the others answer again, it does.
+    for other in [2, 4, 5] {
+        net.cut_both(1, other);
+    }
+    net.raft_mut(3).read_index(43).unwrap();
+    net.settle();
+    assert_eq!(net.node(3).read_states.len(), 1, "no quorum answered the round: read 43 is not served");
+    net.heal();
+    net.tick_all_n(2);
+    net.settle();
+    assert_eq!(net.node(3).read_states.len(), 2, "a later round confirmed read 43");
+}
+
+/// A follower releases only answers to reads it forwarded in this life: after a restart an
+/// answer meant for its previous incarnation is ignored.
+#[test]
+fn read_index_answer_for_unknown_read_is_ignored() {
+    let mut f = new_raft(2, three(), |_| {});
+    f.step(append(1, 2, 1, (0, 0), vec![], 0)).unwrap();
+    drain(&mut f);
+    let answer = |ctx| msg(1, 2, 1, MessageBody::ReadIndexResponse { ctx, index: 0 });
+    assert!(step_drain(&mut f, answer(9)).read_states.is_empty());
+    f.read_index(9).unwrap();
+    drain(&mut f);
+    assert_eq!(step_drain(&mut f, answer(9)).read_states, vec![ReadState { ctx: 9, index: 0 }]);
+    assert!(step_drain(&mut f, answer(9)).read_states.is_empty(), "answered once only");
 }
 
 /// Only replies to a heartbeat round sent after the read arrived confirm it.

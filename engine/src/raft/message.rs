@@ -179,6 +179,18 @@ pub enum MessageBody {
     },
     /// Leadership transfer: the receiver campaigns at once (thesis §3.10).
     TimeoutNow,
+    /// A follower forwards a ReadIndex request to its leader.
+    ReadIndex {
+        /// The follower's context for the read.
+        ctx: u64,
+    },
+    /// The leader's answer to a forwarded read: serve it once applied >= `index`.
+    ReadIndexResponse {
+        /// The follower's context for the read.
+        ctx: u64,
+        /// The read index confirmed by the leader.
+        index: u64,
+    },
     /// Emitted by a leader for its runtime: stream the stored snapshot described by `meta`
     /// to `to` as [`MessageBody::SnapshotChunk`]s, then call `Raft::report_snapshot`.
     /// Never sent on the wire as is.
@@ -203,6 +215,8 @@ impl MessageBody {
             MessageBody::RequestVoteResponse { pre_vote: true, .. } => "PreVoteResponse",
             MessageBody::RequestVoteResponse { .. } => "RequestVoteResponse",
             MessageBody::TimeoutNow => "TimeoutNow",
+            MessageBody::ReadIndex { .. } => "ReadIndex",
+            MessageBody::ReadIndexResponse { .. } => "ReadIndexResponse",
             MessageBody::SendSnapshot { .. } => "SendSnapshot",
             MessageBody::SnapshotChunk(_) => "SnapshotChunk",
         }

@@ -49,10 +49,16 @@ struct PartialSnapshot {
 /// A ReadIndex request waiting for its heartbeat round to be confirmed by a quorum.
 #[derive(Debug, Clone, Copy)]
 struct PendingRead {
+    /// The replica that asked (this leader, or a follower that forwarded the read).
+    from: ReplicaId,
     ctx: u64,
     index: u64,
     round: u64,
 }
+
+/// How many forwarded reads a follower remembers; older ones are given up (their callers
+/// time out).
+const MAX_FORWARDED_READS: usize = 4096;
 
 /// How many sent heartbeat rounds are remembered for lease bookkeeping.
 const ROUND_HISTORY: usize = 64;
@@ -91,7 +97,10 @@ pub struct Raft<S> {
     conf_history: Vec<(u64, ConfState)>,
     round: u64,
     round_sent: VecDeque<(u64, u64)>,
-    reads_waiting_commit: Vec<u64>,
+    reads_waiting_commit: Vec<(ReplicaId, u64)>,
+    /// Reads this follower forwarded to its leader and not yet answered (bounded; only
+    /// answers to these are released).
+    reads_forwarded: VecDeque<u64>,
     reads_pending: VecDeque<PendingRead>,
     read_states: Vec<ReadState>,
     lease_until: u64,
@@ -160,6 +169,7 @@ impl<S: LogStore> Raft<S> {
             round: 0,
             round_sent: VecDeque::new(),
             reads_waiting_commit: Vec::new(),
+            reads_forwarded: VecDeque::new(),
             reads_pending: VecDeque::new(),
             read_states: Vec::new(),
             lease_until: 0,
@@ -387,6 +397,7 @@ impl<S: LogStore> Raft<S> {
         }
         self.reads_waiting_commit.clear();
         self.reads_pending.clear();
+        self.reads_forwarded.clear();
         self.lease_until = 0;
         self.lease_min_round = 0;
         self.need_bcast = false;
@@ -568,8 +579,12 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
-        if self.role != Role::Leader || !self.conf.contains(self.id) {
+        if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader_hint: self.leader_hint() });
+        }
+        if !self.conf.contains(self.id) {
+            // A leader removed without stepping down knows no better leader to name.
+            return Err(ProposeError::NotLeader { leader_hint: None });
         }
         if self.transferee != NO_REPLICA {
             return Err(ProposeError::TransferInProgress { to: self.transferee });
@@ -658,40 +673,62 @@ impl<S: LogStore> Raft<S> {
         self.send(to, MessageBody::TimeoutNow);
     }
 
-    /// Requests a linearizable read (thesis §6.4). `ctx` comes back in a [`ReadState`] once
+    /// Requests a linearizable read (thesis §6.4). `ctx` must be unique across the
+    /// replica's restarts too (an answer meant for an earlier life must not match a new
+    /// read); it comes back in a [`ReadState`] once
     /// the leader has confirmed its leadership; serve the read once applied reaches its
-    /// index.
+    /// index. On a follower or learner the request is forwarded to the known leader, whose
+    /// answer becomes the `ReadState` here (or never comes, if a message is lost or the
+    /// leadership changes: the runtime times the read out).
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadIndexError> {
         if self.role != Role::Leader {
+            if self.role == Role::Follower && self.leader != NO_REPLICA {
+                self.stats.reads_forwarded += 1;
+                if self.reads_forwarded.len() >= MAX_FORWARDED_READS {
+                    self.reads_forwarded.pop_front();
+                }
+                self.reads_forwarded.push_back(ctx);
+                let leader = self.leader;
+                self.send(leader, MessageBody::ReadIndex { ctx });
+                return Ok(());
+            }
             return Err(ReadIndexError::NotLeader { leader_hint: self.leader_hint() });
         }
-        if !self.committed_in_current_term() && !self.mutant(Mutant::ReadIndexWithoutTermCheck) {
-            // The commit index of an earlier term may be stale: wait for our no-op.
-            self.reads_waiting_commit.push(ctx);
-            return Ok(());
-        }
-        self.start_read(ctx);
+        self.accept_read(self.id, ctx);
         Ok(())
     }
 
-    fn start_read(&mut self, ctx: u64) {
+    fn accept_read(&mut self, from: ReplicaId, ctx: u64) {
+        if !self.committed_in_current_term() && !self.mutant(Mutant::ReadIndexWithoutTermCheck) {
+            // The commit index of an earlier term may be stale: wait for our no-op.
+            self.reads_waiting_commit.push((from, ctx));
+            return;
+        }
+        self.start_read(from, ctx);
+    }
+
+    fn start_read(&mut self, from: ReplicaId, ctx: u64) {
         let index = self.log.committed;
         if self.cfg.read_mode == ReadMode::LeaseBased
             && self.transferee == NO_REPLICA
             && self.ticks < self.lease_until
         {
             self.stats.lease_reads += 1;
-            self.release_read(ctx, index);
+            self.release_read(from, ctx, index);
             return;
         }
         // Confirmed by the next heartbeat round, sent after this read arrived.
-        self.reads_pending.push_back(PendingRead { ctx, index, round: self.round + 1 });
+        self.reads_pending.push_back(PendingRead { from, ctx, index, round: self.round + 1 });
         self.need_heartbeat = true;
     }
 
-    fn release_read(&mut self, ctx: u64, index: u64) {
+    fn release_read(&mut self, from: ReplicaId, ctx: u64, index: u64) {
         self.stats.reads_served += 1;
-        self.read_states.push(ReadState { ctx, index });
+        if from == self.id {
+            self.read_states.push(ReadState { ctx, index });
+        } else {
+            self.send(from, MessageBody::ReadIndexResponse { ctx, index });
+        }
     }
 
     /// The runtime finished (or failed) streaming the snapshot requested by a
@@ -975,6 +1012,14 @@ impl<S: LogStore> Raft<S> {
                 self.leader = m.from;
                 self.handle_snapshot_chunk(m.from, chunk);
             }
+            MessageBody::ReadIndexResponse { ctx, index } => {
+                // The leader of our term confirmed a read we forwarded (and not one of a
+                // previous life of this replica): serve it once applied >= index.
+                if let Some(pos) = self.reads_forwarded.iter().position(|&c| c == ctx) {
+                    self.reads_forwarded.remove(pos);
+                    self.read_states.push(ReadState { ctx, index });
+                }
+            }
             MessageBody::TimeoutNow => {
                 // Campaign at once, past PreVote and past the voters' leases.
                 self.campaign(Campaign::Transfer);
@@ -1023,6 +1068,10 @@ impl<S: LogStore> Raft<S> {
 
     fn step_leader(&mut self, m: Message) {
         match m.body {
+            // A member's forwarded read, confirmed like our own.
+            MessageBody::ReadIndex { ctx } if self.progress(m.from).is_some() => {
+                self.accept_read(m.from, ctx);
+            }
             MessageBody::AppendResponse { index, reject, reject_hint, hint_term } => {
                 self.handle_append_response(m.from, index, reject, reject_hint, hint_term);
             }
@@ -1251,8 +1300,8 @@ impl<S: LogStore> Raft<S> {
         if !was_current && self.committed_in_current_term() {
             // Reads that arrived before our term's first commit may proceed (thesis §6.4).
             let waiting = std::mem::take(&mut self.reads_waiting_commit);
-            for ctx in waiting {
-                self.start_read(ctx);
+            for (from, ctx) in waiting {
+                self.start_read(from, ctx);
             }
         }
         true
@@ -1363,7 +1412,7 @@ impl<S: LogStore> Raft<S> {
                 break;
             }
             self.reads_pending.pop_front();
-            self.release_read(r.ctx, r.index);
+            self.release_read(r.from, r.ctx, r.index);
         }
     }
 
@@ -1451,4 +1500,64 @@ enum Mutant {
     HeartbeatCommitUnclamped,
     ReadIndexWithoutTermCheck,
     LeaderCountsUndurable,
+}
+
+/// Regressions found by the cluster simulator (tests/simulation.rs); each names the seed
+/// class that found it.
+#[cfg(test)]
+mod simulator_regressions {
+    use super::*;
+    use crate::raft::conf::{ChangeKind, ConfChange};
+    use crate::raft::config::Config;
+    use crate::raft::storage::MemStorage;
+
+    fn ent(index: u64, term: u64, payload: EntryPayload) -> Entry {
+        Entry { index, term, payload }
+    }
+
+    /// Replica 1 of {1, 2, 3} with `entries` durable and `commit` committed, nothing applied.
+    fn replica(entries: &[Entry], term: u64, commit: u64) -> Raft<MemStorage> {
+        let conf = ConfState::with_voters((1..=3).map(|i| Replica::new(i, i)));
+        let mut st = MemStorage::new_with_conf(conf);
+        st.append(entries);
+        st.set_hard_state(HardState { term, vote: 0, commit });
+        Raft::new(Config::new(1).validate().unwrap(), st).unwrap()
+    }
+
+    /// Election safety (simulator: two leaders in one term): a replica that has not applied
+    /// a committed membership change counts votes in a stale configuration, so it must not
+    /// campaign until it has applied it (etcd's hup() check).
+    #[test]
+    fn no_campaign_with_unapplied_committed_conf_change() {
+        let cc = ConfChange::single(ChangeKind::Remove, Replica::new(3, 3));
+        let mut r = replica(&[ent(1, 1, EntryPayload::Noop), ent(2, 1, EntryPayload::ConfChange(cc))], 1, 2);
+        for _ in 0..100 {
+            r.tick();
+        }
+        assert_eq!(r.stats().campaigns, 0, "campaigned with a committed, unapplied change");
+        let rd = r.ready();
+        assert_eq!(rd.committed_entries.len(), 2);
+        r.on_applied(2);
+        for _ in 0..100 {
+            r.tick();
+        }
+        assert!(r.stats().campaigns > 0);
+    }
+
+    /// Liveness (simulator: no leader forever after a joint configuration was left): vote
+    /// messages carry the sender's commit, adopted when the receiver's log holds it.
+    #[test]
+    fn vote_messages_carry_commit() {
+        let mut r = replica(&[ent(1, 1, EntryPayload::Noop), ent(2, 1, EntryPayload::Noop)], 1, 0);
+        let resp = |commit_term| Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: MessageBody::RequestVoteResponse { pre_vote: false, reject: true, commit: 2, commit_term },
+        };
+        r.step(resp(2)).unwrap();
+        assert_eq!(r.committed(), 0, "a different entry at the commit index proves nothing");
+        r.step(resp(1)).unwrap();
+        assert_eq!(r.committed(), 2);
+    }
 }

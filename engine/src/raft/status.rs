@@ -82,6 +82,8 @@ pub struct Stats {
     pub simple_changes: u64,
     /// Reads released (ReadIndex confirmed or lease).
     pub reads_served: u64,
+    /// Reads a follower forwarded to its leader.
+    pub reads_forwarded: u64,
     /// Reads served from the lease without a heartbeat round.
     pub lease_reads: u64,
     /// Appends refused because they conflicted with committed entries.

@@ -1,0 +1,1873 @@
+//! The deterministic cluster simulator for the Raft core (issue 2, "How it is proven").
+//!
+//! Owns three things, all driven by one seeded RNG ([`Rng`], SplitMix64) so that a seed
+//! replays exactly (no wall clock, no threads, no `HashMap` iteration):
+//!
+//! - the harness: nodes hosting one replica each of a single group, an in-memory durable
+//!   store per node ([`MemStorage`]) that receives each `Ready`'s write only when the
+//!   scheduler makes it durable (FIFO per node, or never if the node crashes first), a
+//!   hash-chain state machine, snapshot streaming in chunks, and restarts that rebuild a
+//!   replica from durable storage only;
+//! - the fault scheduler: message drops, duplicates, delays and reordering, partitions
+//!   (symmetric, one-way, leader isolated, ring), crashes that lose unsynced writes,
+//!   slow disks, failing snapshot streams, and a client mix of proposals, ReadIndex reads,
+//!   membership changes (single step and joint, auto and explicit leave, new replicas on
+//!   new or wiped nodes), leadership transfers and compaction;
+//! - the checker: election safety, log matching, leader completeness, state machine
+//!   safety, monotonic commit/apply, applied <= committed, configuration consistency,
+//!   linearizable reads, and (after a liveness phase) that every acknowledged proposal is
+//!   applied by every member. Violations are returned as [`Violation`], never panics, so
+//!   mutant tests can assert on them.
+#![allow(dead_code)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use bytes::Bytes;
+use flotilla::raft::*;
+
+// ----------------------------------------------------------------------------------------
+// Randomness
+// ----------------------------------------------------------------------------------------
+
+/// SplitMix64: the simulator's only source of randomness.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5eed_f107_111a_0001)
+    }
+    /// 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+    /// Uniform in `[0, n)` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    /// Uniform in `[lo, hi]`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64) < p * (1u64 << 53) as f64
+    }
+    /// A random element index of a slice of length `n` (n > 0).
+    pub fn pick(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+}
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn entry_hash(e: &Entry) -> u64 {
+    let body = match &e.payload {
+        EntryPayload::Noop => 1,
+        EntryPayload::Normal(d) => {
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            for b in d.iter() {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+            h ^ 2
+        }
+        EntryPayload::ConfChange(cc) => {
+            let mut h = DefaultHasher::new();
+            cc.hash(&mut h);
+            h.finish() ^ 3
+        }
+    };
+    mix64(body ^ mix64(e.index ^ mix64(e.term)))
+}
+
+fn chain(prev: u64, eh: u64) -> u64 {
+    mix64(prev.rotate_left(23) ^ eh) | 1
+}
+
+const GENESIS_CHAIN: u64 = 1;
+
+// ----------------------------------------------------------------------------------------
+// Options, profile, counters, violations
+// ----------------------------------------------------------------------------------------
+
+/// What one run of the simulator does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Fault steps (one tick each) before the liveness phase.
+    pub steps: u64,
+    /// Bound on the liveness phase, in ticks.
+    pub liveness_ticks: u64,
+    /// Print a trace of events to stderr.
+    pub trace: bool,
+    /// A deliberately broken rule to run on every replica.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<Mutant>,
+}
+
+impl Options {
+    /// The CI options: `SIM_STEPS` overrides the step count, `SIM_TRACE=1` traces.
+    pub fn from_env(default_steps: u64) -> Self {
+        Options {
+            steps: env_u64("SIM_STEPS").unwrap_or(default_steps),
+            liveness_ticks: 3000,
+            trace: std::env::var("SIM_TRACE").is_ok_and(|v| v == "1"),
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+}
+
+/// An environment variable parsed as a number.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// The fault and workload mix of one seed (drawn from the seed).
+#[derive(Debug, Clone)]
+struct Profile {
+    nodes: usize,
+    max_nodes: usize,
+    drop: f64,
+    dup: f64,
+    max_delay: u64,
+    long_delay: f64,
+    partition: f64,
+    crash: f64,
+    crash_leader: f64,
+    down_max: u64,
+    disk_max: u64,
+    disk_stall: f64,
+    propose: f64,
+    read: f64,
+    conf: f64,
+    transfer: f64,
+    compact: f64,
+    compact_every: u64,
+    snapshot_fail: f64,
+    eager_ready: f64,
+    elect_min: u32,
+    elect_span: u32,
+    heartbeat: u32,
+    inflight: usize,
+    append_bytes: u64,
+    apply_bytes: u64,
+    pre_vote: bool,
+    check_quorum: bool,
+}
+
+impl Profile {
+    fn draw(rng: &mut Rng) -> Self {
+        let nodes = if rng.chance(0.5) { 3 } else { 5 };
+        let (pre_vote, check_quorum) = match rng.below(6) {
+            0 => (true, false),
+            1 => (false, true),
+            _ => (true, true),
+        };
+        let heartbeat = rng.range(1, 2) as u32;
+        Profile {
+            nodes,
+            max_nodes: nodes + 2,
+            drop: [0.0, 0.02, 0.05, 0.15][rng.pick(4)],
+            dup: [0.0, 0.02, 0.08][rng.pick(3)],
+            max_delay: rng.range(1, 3),
+            long_delay: [0.0, 0.02, 0.08][rng.pick(3)],
+            partition: [0.002, 0.01, 0.03][rng.pick(3)],
+            crash: [0.002, 0.006, 0.015][rng.pick(3)],
+            crash_leader: [0.2, 0.5, 0.8][rng.pick(3)],
+            down_max: [5, 20, 80][rng.pick(3)],
+            disk_max: rng.range(0, 4),
+            disk_stall: [0.0, 0.01, 0.05][rng.pick(3)],
+            propose: [0.1, 0.3, 0.6][rng.pick(3)],
+            read: [0.05, 0.2][rng.pick(2)],
+            conf: [0.005, 0.02, 0.05][rng.pick(3)],
+            transfer: [0.002, 0.01, 0.03][rng.pick(3)],
+            compact: [0.01, 0.05, 0.2][rng.pick(3)],
+            compact_every: rng.range(1, 40),
+            snapshot_fail: [0.0, 0.2, 0.5][rng.pick(3)],
+            eager_ready: [0.0, 0.3, 0.9][rng.pick(3)],
+            elect_min: heartbeat * 5 + rng.range(0, 8) as u32,
+            elect_span: rng.range(5, 12) as u32,
+            heartbeat,
+            inflight: rng.range(1, 8) as usize,
+            append_bytes: [100, 400, 1 << 20][rng.pick(3)],
+            apply_bytes: [1, 100, 1 << 20][rng.pick(3)],
+            pre_vote,
+            check_quorum,
+        }
+    }
+}
+
+/// What a run exercised (the simulator's own counters plus the replicas' [`Stats`],
+/// accumulated across incarnations).
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Fault steps run.
+    pub steps: u64,
+    /// Leaderships won (stats).
+    pub elections: u64,
+    /// Leaderships won through a transfer: transfers completed (stats).
+    pub transfers_completed: u64,
+    /// Transfers started (stats).
+    pub transfers_started: u64,
+    /// Transfers aborted (stats).
+    pub transfers_aborted: u64,
+    /// Snapshots installed (stats).
+    pub snapshots_installed: u64,
+    /// Snapshots received at or below the commit (stats).
+    pub snapshots_skipped: u64,
+    /// Joint configurations entered (stats, per replica).
+    pub joint_entered: u64,
+    /// Joint configurations left (stats, per replica).
+    pub joint_left: u64,
+    /// Single-step changes applied (stats, per replica).
+    pub simple_changes: u64,
+    /// Reads released by leaders (stats).
+    pub reads_released: u64,
+    /// Reads followers forwarded to their leader (stats).
+    pub reads_forwarded: u64,
+    /// Reads served by the harness (applied reached the read index).
+    pub reads_served: u64,
+    /// CheckQuorum step-downs (stats).
+    pub check_quorum_step_downs: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Crashes that lost writes not yet durable.
+    pub crashes_lost_writes: u64,
+    /// Proposals accepted by a leader.
+    pub proposals: u64,
+    /// Proposals acknowledged (applied at the proposing leader).
+    pub acked: u64,
+    /// Membership changes accepted by a leader.
+    pub conf_changes: u64,
+    /// Joint changes (entering) accepted by a leader.
+    pub joint_proposed: u64,
+    /// Explicit leaves accepted by a leader.
+    pub explicit_leaves: u64,
+    /// New replicas created (on new or wiped nodes).
+    pub replicas_added: u64,
+    /// New replicas created while the leader had compacted its log.
+    pub replicas_added_after_compaction: u64,
+    /// Leaders crashed right after applying a joint configuration.
+    pub leader_crash_after_joint: u64,
+    /// Leaders crashed right after proposing a single-step change.
+    pub leader_crash_uncommitted_change: u64,
+    /// Compactions.
+    pub compactions: u64,
+    /// Compactions past a joint configuration entry (or while joint).
+    pub compactions_past_joint: u64,
+    /// Snapshot streams started.
+    pub snapshot_streams: u64,
+    /// Snapshot streams failed midway.
+    pub snapshot_streams_failed: u64,
+    /// Snapshot requests for a snapshot already replaced by a later compaction.
+    pub snapshot_requests_superseded: u64,
+    /// Partitions started.
+    pub partitions: u64,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Messages dropped by the scheduler or partitions.
+    pub dropped: u64,
+}
+
+impl Counters {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &Counters) {
+        macro_rules! add { ($($f:ident),*) => { $( self.$f += o.$f; )* } }
+        add!(
+            seeds,
+            steps,
+            elections,
+            transfers_completed,
+            transfers_started,
+            transfers_aborted,
+            snapshots_installed,
+            snapshots_skipped,
+            joint_entered,
+            joint_left,
+            simple_changes,
+            reads_released,
+            reads_forwarded,
+            reads_served,
+            check_quorum_step_downs,
+            crashes,
+            crashes_lost_writes,
+            proposals,
+            acked,
+            conf_changes,
+            joint_proposed,
+            explicit_leaves,
+            replicas_added,
+            replicas_added_after_compaction,
+            leader_crash_after_joint,
+            leader_crash_uncommitted_change,
+            compactions,
+            compactions_past_joint,
+            snapshot_streams,
+            snapshot_streams_failed,
+            snapshot_requests_superseded,
+            partitions,
+            delivered,
+            dropped
+        );
+    }
+
+    fn add_stats(&mut self, s: &Stats) {
+        self.elections += s.leaderships;
+        self.transfers_completed += s.leaderships_by_transfer;
+        self.transfers_started += s.transfers_started;
+        self.transfers_aborted += s.transfers_aborted;
+        self.snapshots_installed += s.snapshots_installed;
+        self.snapshots_skipped += s.snapshots_skipped;
+        self.joint_entered += s.joint_entered;
+        self.joint_left += s.joint_left;
+        self.simple_changes += s.simple_changes;
+        self.reads_released += s.reads_served;
+        self.reads_forwarded += s.reads_forwarded;
+        self.check_quorum_step_downs += s.check_quorum_step_downs;
+    }
+}
+
+/// A broken invariant, with where it happened.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// The seed.
+    pub seed: u64,
+    /// The step (tick) at which it was detected.
+    pub step: u64,
+    /// What broke.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} step {}: {}\n  replay: SIM_SEED={} cargo test --test simulation -- --nocapture \
+             (SIM_TRACE=1 for a trace)",
+            self.seed, self.step, self.what, self.seed
+        )
+    }
+}
+
+type R = Result<(), String>;
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(format!($($t)*)) };
+}
+
+// ----------------------------------------------------------------------------------------
+// The cluster
+// ----------------------------------------------------------------------------------------
+
+/// One write handed out by a `Ready`, durable at step `due`.
+struct Write {
+    due: u64,
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    snapshot: Option<Snapshot>,
+    messages: Vec<Message>,
+}
+
+impl Write {
+    fn must_persist(&self) -> bool {
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
+    }
+}
+
+/// The hash-chain state machine: the index applied and the chain hash of every entry up
+/// to it. Its snapshot data is these two numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sm {
+    index: u64,
+    chain: u64,
+}
+
+impl Sm {
+    fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&self.index.to_le_bytes());
+        v.extend_from_slice(&self.chain.to_le_bytes());
+        Bytes::from(v)
+    }
+    fn decode(b: &[u8]) -> Option<Sm> {
+        if b.is_empty() {
+            return Some(Sm { index: 0, chain: GENESIS_CHAIN });
+        }
+        if b.len() != 16 {
+            return None;
+        }
+        let index = u64::from_le_bytes(b[..8].try_into().ok()?);
+        let chain = u64::from_le_bytes(b[8..].try_into().ok()?);
+        Some(Sm { index, chain })
+    }
+}
+
+struct Node {
+    /// The replica hosted here (0: none yet).
+    replica: ReplicaId,
+    raft: Option<Raft<MemStorage>>,
+    /// Durable storage while the node is down.
+    stored: MemStorage,
+    writes: VecDeque<Write>,
+    last_due: u64,
+    sm: Sm,
+    /// Proposals made by this incarnation: (index, term, proposal id).
+    proposals: VecDeque<(u64, u64, u64)>,
+    /// Reads released, waiting for apply: (ctx, index).
+    reads: Vec<(u64, u64)>,
+    incarnation: u64,
+    /// Crashed: restart at this step.
+    down_until: Option<u64>,
+    last_commit: u64,
+    last_applied: u64,
+    /// The term in which this incarnation was last seen leading.
+    led_term: u64,
+    slow_disk: bool,
+}
+
+impl Node {
+    fn empty() -> Self {
+        Node {
+            replica: 0,
+            raft: None,
+            stored: MemStorage::default(),
+            writes: VecDeque::new(),
+            last_due: 0,
+            sm: Sm { index: 0, chain: GENESIS_CHAIN },
+            proposals: VecDeque::new(),
+            reads: Vec::new(),
+            incarnation: 0,
+            down_until: None,
+            last_commit: 0,
+            last_applied: 0,
+            led_term: 0,
+            slow_disk: false,
+        }
+    }
+}
+
+struct Flight {
+    at: u64,
+    from: usize,
+    to: usize,
+    msg: Message,
+}
+
+struct Stream {
+    from: usize,
+    from_inc: u64,
+    leader: ReplicaId,
+    to: usize,
+    to_replica: ReplicaId,
+    chunks: Vec<Message>,
+    next: usize,
+    next_at: u64,
+    fail_at: Option<usize>,
+}
+
+/// Where a read came from and what it must see.
+struct ReadStart {
+    node: usize,
+    incarnation: u64,
+    /// The highest index of a write acknowledged before the read began.
+    required: u64,
+}
+
+/// The simulated cluster and its checker.
+pub struct Sim {
+    seed: u64,
+    rng: Rng,
+    p: Profile,
+    opts: Options,
+    now: u64,
+    faults: bool,
+    nodes: Vec<Node>,
+    /// Replica id -> node index.
+    replica_node: Vec<Option<usize>>,
+    next_replica: u64,
+    genesis: ConfState,
+    net: Vec<Flight>,
+    streams: Vec<Stream>,
+    blocked: Vec<Vec<bool>>,
+    heal_at: u64,
+    // --- checker state ---
+    leaders: HashMap<u64, ReplicaId>,
+    /// (index, term) -> (entry hash, term at index - 1): log matching.
+    seen: HashMap<(u64, u64), (u64, u64)>,
+    /// index -> term of the committed entry (0: unknown).
+    committed_terms: Vec<u64>,
+    /// observed term -> highest commit index first observed at a replica in that term.
+    commit_marks: BTreeMap<u64, u64>,
+    global_commit: u64,
+    /// index -> chain hash of the state machine after applying it.
+    chains: Vec<u64>,
+    /// (index, configuration after applying it), from the genesis configuration.
+    confs: Vec<(u64, ConfState)>,
+    acked_max: u64,
+    read_starts: HashMap<u64, ReadStart>,
+    next_ctx: u64,
+    next_proposal: u64,
+    /// Nodes that just became leader and get a read at once.
+    fresh_leaders: Vec<usize>,
+    /// Membership changes accepted by a leader and not yet resolved (nobody applied their
+    /// index yet): (index, replicas they name). Their replicas' nodes are not reused.
+    pending_changes: Vec<(u64, Vec<ReplicaId>)>,
+    /// Counters of this run.
+    pub c: Counters,
+}
+
+impl Sim {
+    /// A cluster for `seed`.
+    pub fn new(seed: u64, opts: Options) -> Self {
+        let mut rng = Rng::new(seed);
+        let p = Profile::draw(&mut rng);
+        let genesis = ConfState::with_voters((1..=p.nodes as u64).map(|i| Replica::new(i, i)));
+        let max_nodes = p.max_nodes;
+        let mut sim = Sim {
+            seed,
+            rng,
+            opts,
+            now: 0,
+            faults: true,
+            nodes: (0..max_nodes).map(|_| Node::empty()).collect(),
+            replica_node: vec![None; p.nodes + 1],
+            next_replica: p.nodes as u64 + 1,
+            genesis: genesis.clone(),
+            net: Vec::new(),
+            streams: Vec::new(),
+            blocked: vec![vec![false; max_nodes]; max_nodes],
+            heal_at: 0,
+            leaders: HashMap::new(),
+            seen: HashMap::new(),
+            committed_terms: vec![0],
+            commit_marks: BTreeMap::new(),
+            global_commit: 0,
+            chains: vec![GENESIS_CHAIN],
+            confs: vec![(0, genesis.clone())],
+            acked_max: 0,
+            read_starts: HashMap::new(),
+            next_ctx: 1,
+            next_proposal: 1,
+            fresh_leaders: Vec::new(),
+            pending_changes: Vec::new(),
+            c: Counters::default(),
+            p,
+        };
+        for n in 0..sim.p.nodes {
+            let id = n as u64 + 1;
+            sim.nodes[n].replica = id;
+            sim.nodes[n].stored = MemStorage::new_with_conf(genesis.clone());
+            sim.replica_node[id as usize] = Some(n);
+            sim.nodes[n].slow_disk = sim.rng.chance(0.2);
+        }
+        for n in 0..sim.p.nodes {
+            sim.start(n).expect("a fresh replica starts");
+        }
+        sim
+    }
+
+    fn trace(&self, f: impl FnOnce() -> String) {
+        if self.opts.trace {
+            eprintln!("[{:5}] {}", self.now, f());
+        }
+    }
+
+    /// Runs the fault phase and the liveness phase; returns the first violation.
+    pub fn run(&mut self) -> Result<(), Violation> {
+        self.c.seeds = 1;
+        let res = self.run_inner();
+        for n in 0..self.nodes.len() {
+            if let Some(r) = &self.nodes[n].raft {
+                let s = *r.stats();
+                self.c.add_stats(&s);
+            }
+        }
+        res.map_err(|what| Violation { seed: self.seed, step: self.now, what })
+    }
+
+    fn run_inner(&mut self) -> R {
+        for _ in 0..self.opts.steps {
+            self.step()?;
+            self.c.steps += 1;
+        }
+        self.liveness()
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Node lifecycle
+    // ------------------------------------------------------------------------------------
+
+    fn config(&mut self, id: ReplicaId, applied: u64) -> Result<ValidConfig, String> {
+        let mut c = Config::new(id);
+        c.election_timeout_min_ticks = self.p.elect_min;
+        c.election_timeout_max_ticks = self.p.elect_min + self.p.elect_span;
+        c.heartbeat_interval_ticks = self.p.heartbeat;
+        c.max_inflight_msgs = self.p.inflight;
+        c.max_append_bytes = self.p.append_bytes;
+        c.max_apply_bytes = self.p.apply_bytes;
+        c.pre_vote = self.p.pre_vote;
+        c.check_quorum = self.p.check_quorum;
+        c.applied = applied;
+        c.seed = self.rng.next();
+        #[cfg(feature = "mutants")]
+        {
+            c.mutant = self.opts.mutant;
+        }
+        c.validate().map_err(|e| format!("config: {e}"))
+    }
+
+    /// Starts (or restarts) the replica of node `n` from its durable storage only.
+    fn start(&mut self, n: usize) -> R {
+        let storage = std::mem::take(&mut self.nodes[n].stored);
+        let snap = storage.snapshot();
+        let hs = storage.hard_state();
+        let Some(sm) = Sm::decode(&snap.data) else { bail!("node {n}: undecodable snapshot data") };
+        if sm.index != snap.meta.index {
+            bail!("node {n}: snapshot data at {} for meta index {}", sm.index, snap.meta.index);
+        }
+        if self.chains.get(sm.index as usize).is_some_and(|&c| c != sm.chain) {
+            bail!("node {n}: durable snapshot at {} has a different state", sm.index);
+        }
+        let replica = self.nodes[n].replica;
+        let cfg = self.config(replica, snap.meta.index)?;
+        let raft = Raft::new(cfg, storage).map_err(|e| format!("node {n}: Raft::new: {e}"))?;
+        if raft.committed() < hs.commit {
+            bail!(
+                "node {n} (replica {replica}): commit went back across restart: durable {} now {}",
+                hs.commit,
+                raft.committed()
+            );
+        }
+        if raft.applied() != sm.index {
+            bail!("node {n}: restarted applied {} but state machine at {}", raft.applied(), sm.index);
+        }
+        let want = self.conf_at(sm.index);
+        if raft.conf() != &want {
+            bail!(
+                "node {n}: restarted configuration {:?} differs from the one at {}: {:?}",
+                raft.conf(),
+                sm.index,
+                want
+            );
+        }
+        let node = &mut self.nodes[n];
+        node.incarnation += 1;
+        node.sm = sm;
+        node.last_commit = raft.committed();
+        node.last_applied = raft.applied();
+        node.led_term = 0;
+        node.down_until = None;
+        node.writes.clear();
+        node.last_due = self.now;
+        node.proposals.clear();
+        node.reads.clear();
+        node.raft = Some(raft);
+        self.trace(|| format!("node {n} (replica {replica}) starts: hs {hs:?} snap {}", snap.meta.index));
+        self.observe(n)
+    }
+
+    fn stop(&mut self, n: usize) -> bool {
+        let node = &mut self.nodes[n];
+        let Some(mut raft) = node.raft.take() else { return false };
+        let lost = node.writes.iter().any(|w| w.must_persist());
+        node.stored = std::mem::take(raft.storage_mut());
+        node.writes.clear();
+        node.proposals.clear();
+        node.reads.clear();
+        let s = *raft.stats();
+        self.c.add_stats(&s);
+        // Streams from this node end; streams to it fail at their next chunk.
+        self.streams.retain(|s| s.from != n);
+        lost
+    }
+
+    fn crash(&mut self, n: usize) {
+        if self.nodes[n].raft.is_none() {
+            return;
+        }
+        let lost = self.stop(n);
+        self.c.crashes += 1;
+        if lost {
+            self.c.crashes_lost_writes += 1;
+        }
+        let down = self.rng.range(1, self.p.down_max);
+        self.nodes[n].down_until = Some(self.now + down);
+        self.trace(|| format!("node {n} CRASHES (lost unsynced writes: {lost}), down for {down}"));
+    }
+
+    /// Wipes node `n` and starts a brand-new replica `id` there (genesis configuration,
+    /// empty log: it learns the group from the leader's log or snapshot).
+    fn host_new_replica(&mut self, n: usize, id: ReplicaId) -> R {
+        self.stop(n);
+        let old = self.nodes[n].replica;
+        if old != 0 {
+            self.replica_node[old as usize] = None;
+        }
+        if self.replica_node.len() <= id as usize {
+            self.replica_node.resize(id as usize + 1, None);
+        }
+        self.replica_node[id as usize] = Some(n);
+        self.nodes[n].replica = id;
+        self.nodes[n].stored = MemStorage::new_with_conf(self.genesis.clone());
+        self.nodes[n].slow_disk = self.rng.chance(0.2);
+        self.c.replicas_added += 1;
+        self.trace(|| format!("node {n}: wiped, now hosts new replica {id} (was {old})"));
+        self.start(n)
+    }
+
+    fn leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(r) = &node.raft {
+                if r.role() == Role::Leader && best.map_or(true, |(t, _)| r.term() > t) {
+                    best = Some((r.term(), i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    fn conf_at(&self, index: u64) -> ConfState {
+        let i = self.confs.partition_point(|(ix, _)| *ix <= index);
+        self.confs[i.saturating_sub(1)].1.clone()
+    }
+
+    // ------------------------------------------------------------------------------------
+    // The step
+    // ------------------------------------------------------------------------------------
+
+    fn step(&mut self) -> R {
+        self.now += 1;
+        if self.faults {
+            self.fault_actions()?;
+        }
+        self.deliver()?;
+        self.progress_streams()?;
+        for n in 0..self.nodes.len() {
+            if let Some(r) = self.nodes[n].raft.as_mut() {
+                r.tick();
+                self.observe(n)?;
+            }
+        }
+        self.client_actions()?;
+        for n in 0..self.nodes.len() {
+            self.process_ready(n)?;
+        }
+        for n in 0..self.nodes.len() {
+            self.flush(n)?;
+        }
+        for n in 0..self.nodes.len() {
+            self.process_ready(n)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a message emitted by node `from` (or starts a snapshot stream).
+    fn send(&mut self, from: usize, msg: Message) -> R {
+        if let MessageBody::SendSnapshot { meta } = &msg.body {
+            return self.start_stream(from, msg.to, meta.clone());
+        }
+        let Some(to) = self.replica_node.get(msg.to as usize).copied().flatten() else {
+            self.c.dropped += 1;
+            return Ok(());
+        };
+        if self.faults && self.rng.chance(self.p.drop) {
+            self.c.dropped += 1;
+            return Ok(());
+        }
+        if self.faults && self.rng.chance(self.p.dup) {
+            let at = self.now + self.delay();
+            self.net.push(Flight { at, from, to, msg: msg.clone() });
+        }
+        let at = self.now + self.delay();
+        self.net.push(Flight { at, from, to, msg });
+        Ok(())
+    }
+
+    fn delay(&mut self) -> u64 {
+        if !self.faults {
+            // The healed network of the liveness phase: one tick, in order.
+            return 1;
+        }
+        if self.rng.chance(self.p.long_delay) {
+            self.rng.range(4, 25)
+        } else {
+            self.rng.range(1, self.p.max_delay)
+        }
+    }
+
+    fn deliver(&mut self) -> R {
+        let now = self.now;
+        let (mut due, rest): (Vec<Flight>, Vec<Flight>) =
+            std::mem::take(&mut self.net).into_iter().partition(|f| f.at <= now);
+        self.net = rest;
+        // Reorder the messages due now.
+        for i in (1..due.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            due.swap(i, j);
+        }
+        for f in due {
+            if self.blocked[f.from][f.to] {
+                self.c.dropped += 1;
+                continue;
+            }
+            let node = &mut self.nodes[f.to];
+            if node.replica != f.msg.to {
+                self.c.dropped += 1;
+                continue;
+            }
+            let Some(r) = node.raft.as_mut() else {
+                self.c.dropped += 1;
+                continue;
+            };
+            self.c.delivered += 1;
+            if self.opts.trace {
+                eprintln!(
+                    "[{:5}] deliver {} -> {} t{} {:?}",
+                    now, f.msg.from, f.msg.to, f.msg.term, f.msg.body
+                );
+            }
+            if let Err(e) = r.step(f.msg) {
+                bail!("node {}: step refused a routed message: {e}", f.to);
+            }
+            self.observe(f.to)?;
+            if self.rng.chance(self.p.eager_ready) {
+                self.process_ready(f.to)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start_stream(&mut self, from: usize, to_replica: ReplicaId, meta: SnapshotMeta) -> R {
+        let Some(r) = self.nodes[from].raft.as_ref() else { return Ok(()) };
+        let snap = r.storage().snapshot();
+        if snap.meta.index > meta.index {
+            // Compacted again since the request was made: that snapshot is gone. Report the
+            // send failed; the leader asks again with its latest compaction point.
+            self.c.snapshot_requests_superseded += 1;
+            if let Some(r) = self.nodes[from].raft.as_mut() {
+                r.report_snapshot(to_replica, false);
+            }
+            return self.observe(from);
+        }
+        if snap.meta != meta {
+            bail!(
+                "node {from}: SendSnapshot for {:?} but the stored snapshot is {:?}",
+                (meta.index, meta.term),
+                (snap.meta.index, snap.meta.term)
+            );
+        }
+        let (leader, term) = (r.id(), r.term());
+        self.c.snapshot_streams += 1;
+        let Some(to) = self.replica_node.get(to_replica as usize).copied().flatten() else {
+            // Nobody hosts it: the stream fails at once.
+            if let Some(r) = self.nodes[from].raft.as_mut() {
+                r.report_snapshot(to_replica, false);
+            }
+            return Ok(());
+        };
+        let k = self.rng.range(1, 4) as usize;
+        let data = snap.data.clone();
+        let mut cuts: Vec<usize> =
+            (0..k - 1).map(|_| self.rng.below(data.len() as u64 + 1) as usize).collect();
+        cuts.sort_unstable();
+        cuts.push(data.len());
+        let mut chunks = Vec::with_capacity(k);
+        let mut lo = 0;
+        for (seq, &hi) in cuts.iter().enumerate() {
+            chunks.push(Message {
+                from: leader,
+                to: to_replica,
+                term,
+                body: MessageBody::SnapshotChunk(SnapshotChunk {
+                    meta: meta.clone(),
+                    seq: seq as u32,
+                    last: seq + 1 == k,
+                    data: data.slice(lo..hi),
+                }),
+            });
+            lo = hi;
+        }
+        let fail_at =
+            if self.faults && self.rng.chance(self.p.snapshot_fail) { Some(self.rng.pick(k)) } else { None };
+        let next_at = self.now + self.rng.range(1, self.p.max_delay + 2);
+        let from_inc = self.nodes[from].incarnation;
+        self.trace(|| {
+            format!(
+                "stream snapshot {} from node {from} to replica {to_replica} ({k} chunks, fail {fail_at:?})",
+                meta.index
+            )
+        });
+        self.streams.push(Stream {
+            from,
+            from_inc,
+            leader,
+            to,
+            to_replica,
+            chunks,
+            next: 0,
+            next_at,
+            fail_at,
+        });
+        Ok(())
+    }
+
+    fn progress_streams(&mut self) -> R {
+        let mut i = 0;
+        for _ in 0..1000 {
+            if i >= self.streams.len() {
+                break;
+            }
+            let mut outcome: Option<bool> = None;
+            for _ in 0..16 {
+                let s = &self.streams[i];
+                if s.next >= s.chunks.len() {
+                    outcome = Some(true);
+                    break;
+                }
+                if s.next_at > self.now {
+                    break;
+                }
+                let (to, next) = (s.to, s.next);
+                let alive = self.nodes[to].raft.is_some() && self.nodes[to].replica == s.to_replica;
+                if s.fail_at == Some(next) || self.blocked[s.from][to] || !alive {
+                    outcome = Some(false);
+                    break;
+                }
+                let msg = self.streams[i].chunks[next].clone();
+                self.streams[i].next += 1;
+                let gap = self.rng.below(2);
+                self.streams[i].next_at = self.now + gap;
+                if let Some(r) = self.nodes[to].raft.as_mut() {
+                    if let Err(e) = r.step(msg) {
+                        bail!("node {to}: step refused a snapshot chunk: {e}");
+                    }
+                }
+                self.c.delivered += 1;
+                self.observe(to)?;
+            }
+            match outcome {
+                None => i += 1,
+                Some(ok) => {
+                    let s = self.streams.swap_remove(i);
+                    if !ok {
+                        self.c.snapshot_streams_failed += 1;
+                    }
+                    self.trace(|| format!("snapshot stream to replica {} done: ok={ok}", s.to_replica));
+                    let node = &mut self.nodes[s.from];
+                    if node.incarnation == s.from_inc {
+                        if let Some(r) = node.raft.as_mut() {
+                            if r.id() == s.leader {
+                                r.report_snapshot(s.to_replica, ok);
+                                self.observe(s.from)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Ready processing, durability, apply
+    // ------------------------------------------------------------------------------------
+
+    fn process_ready(&mut self, n: usize) -> R {
+        for _ in 0..8 {
+            let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
+            if !r.has_ready() {
+                break;
+            }
+            let rd = r.ready();
+            // Log matching: every entry that enters any log passes through a Ready.
+            if let Some(first) = rd.entries.first() {
+                let mut prev_term = match r.term_at(first.index - 1) {
+                    Ok(t) => t,
+                    Err(e) => bail!("node {n}: no term before its new entries at {}: {e}", first.index),
+                };
+                for e in &rd.entries {
+                    let h = entry_hash(e);
+                    match self.seen.get(&(e.index, e.term)) {
+                        Some(&(h0, p0)) => {
+                            if h0 != h {
+                                bail!(
+                                    "log matching: two different entries at index {} term {}",
+                                    e.index,
+                                    e.term
+                                );
+                            }
+                            if p0 != prev_term {
+                                bail!(
+                                    "log matching: entry ({}, {}) follows term {} in one log and {} in another",
+                                    e.index,
+                                    e.term,
+                                    p0,
+                                    prev_term
+                                );
+                            }
+                        }
+                        None => {
+                            self.seen.insert((e.index, e.term), (h, prev_term));
+                        }
+                    }
+                    prev_term = e.term;
+                }
+            }
+            if self.opts.trace {
+                let r = self.nodes[n].raft.as_ref().expect("live");
+                eprintln!(
+                    "[{:5}] node {n} ready: role {:?} t{} commit {} hs {:?} ents {:?} snap {:?} msgs {} pmsgs {} apply {:?} reads {}",
+                    self.now,
+                    r.role(),
+                    r.term(),
+                    r.committed(),
+                    rd.hard_state,
+                    rd.entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+                    rd.snapshot.as_ref().map(|s| s.meta.index),
+                    rd.messages.len(),
+                    rd.persisted_messages.len(),
+                    rd.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+                    rd.read_states.len()
+                );
+            }
+            // 1. Messages go now.
+            for m in rd.messages {
+                self.send(n, m)?;
+            }
+            // 2. A received snapshot is installed into the state machine now; it reaches
+            //    storage with its write.
+            let had_snapshot = rd.snapshot.is_some();
+            if let Some(s) = &rd.snapshot {
+                let Some(sm) = Sm::decode(&s.data) else { bail!("node {n}: undecodable snapshot") };
+                if sm.index != s.meta.index {
+                    bail!("node {n}: snapshot data at {} for meta {}", sm.index, s.meta.index);
+                }
+                match self.chains.get(sm.index as usize) {
+                    Some(&c) if c == sm.chain => {}
+                    Some(_) => bail!("node {n}: installed a snapshot at {} with a different state", sm.index),
+                    None => bail!("node {n}: installed a snapshot at {} nobody applied", sm.index),
+                }
+                let want = self.conf_at(s.meta.index);
+                if s.meta.conf != want {
+                    bail!(
+                        "node {n}: snapshot at {} carries configuration {:?}, expected {:?}",
+                        s.meta.index,
+                        s.meta.conf,
+                        want
+                    );
+                }
+                if sm.index <= self.nodes[n].sm.index {
+                    bail!(
+                        "node {n}: installed snapshot at {} at or below applied {}",
+                        sm.index,
+                        self.nodes[n].sm.index
+                    );
+                }
+                self.nodes[n].sm = sm;
+                // Proposals and reads below the snapshot resolve as the snapshot says.
+                while self.nodes[n].proposals.front().is_some_and(|p| p.0 <= sm.index) {
+                    self.nodes[n].proposals.pop_front();
+                }
+            }
+            // 3. The write (and the messages that must wait for it).
+            let w = Write {
+                due: 0,
+                hard_state: rd.hard_state,
+                entries: rd.entries,
+                snapshot: rd.snapshot,
+                messages: rd.persisted_messages,
+            };
+            if w.must_persist() || !w.messages.is_empty() {
+                let delay = if self.faults && self.rng.chance(self.p.disk_stall) {
+                    self.rng.range(5, 30)
+                } else if self.nodes[n].slow_disk && self.faults {
+                    self.rng.range(0, self.p.disk_max * 2 + 2)
+                } else if self.faults {
+                    self.rng.range(0, self.p.disk_max)
+                } else {
+                    self.rng.range(0, 1)
+                };
+                let due = (self.now + delay).max(self.nodes[n].last_due);
+                self.nodes[n].last_due = due;
+                self.nodes[n].writes.push_back(Write { due, ..w });
+            }
+            // 4. Apply.
+            let mut conf_changed = had_snapshot;
+            let mut entered_joint = false;
+            if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
+                for e in &rd.committed_entries {
+                    if let EntryPayload::ConfChange(cc) = &e.payload {
+                        conf_changed = true;
+                        entered_joint |= !cc.is_leave_joint();
+                    }
+                    self.apply(n, e)?;
+                }
+                let r = self.nodes[n].raft.as_mut().expect("live");
+                r.on_applied(last);
+                if r.applied() != last {
+                    bail!("node {n}: on_applied({last}) left applied at {}", r.applied());
+                }
+            }
+            if conf_changed {
+                let r = self.nodes[n].raft.as_ref().expect("live");
+                let want = self.conf_at(r.applied());
+                if r.conf() != &want {
+                    bail!(
+                        "node {n}: configuration {:?} at applied {} differs from the log's {:?}",
+                        r.conf(),
+                        r.applied(),
+                        want
+                    );
+                }
+            }
+            // 5. Reads.
+            for rs in rd.read_states {
+                let Some(start) = self.read_starts.get(&rs.ctx) else {
+                    bail!("node {n}: released unknown read {}", rs.ctx)
+                };
+                if start.node != n || start.incarnation != self.nodes[n].incarnation {
+                    bail!("node {n}: released read {} it never accepted", rs.ctx);
+                }
+                if rs.index < start.required {
+                    bail!(
+                        "linearizability: read {} released at index {} but a write at {} was acknowledged \
+                         before it began",
+                        rs.ctx,
+                        rs.index,
+                        start.required
+                    );
+                }
+                self.nodes[n].reads.push((rs.ctx, rs.index));
+            }
+            self.serve_reads(n);
+            self.observe(n)?;
+            let is_leader = self.nodes[n].raft.as_ref().is_some_and(|r| r.role() == Role::Leader);
+            if entered_joint && is_leader && self.faults {
+                let joint = self.nodes[n].raft.as_ref().is_some_and(|r| r.conf().is_joint());
+                if joint && self.rng.chance(0.3) {
+                    self.c.leader_crash_after_joint += 1;
+                    self.trace(|| format!("node {n}: leader crashes right after entering a joint config"));
+                    self.crash(n);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn serve_reads(&mut self, n: usize) {
+        let applied = self.nodes[n].sm.index;
+        let mut served = 0;
+        let node = &mut self.nodes[n];
+        node.reads.retain(|&(ctx, index)| {
+            if index <= applied {
+                served += 1;
+                let _ = ctx;
+                false
+            } else {
+                true
+            }
+        });
+        self.c.reads_served += served;
+    }
+
+    fn apply(&mut self, n: usize, e: &Entry) -> R {
+        let node = &mut self.nodes[n];
+        if e.index != node.sm.index + 1 {
+            bail!("node {n}: applies index {} after {}", e.index, node.sm.index);
+        }
+        let c = chain(node.sm.chain, entry_hash(e));
+        node.sm = Sm { index: e.index, chain: c };
+        // Acknowledge our proposals at this index.
+        while node.proposals.front().is_some_and(|p| p.0 < e.index) {
+            node.proposals.pop_front();
+        }
+        if node.proposals.front().is_some_and(|p| p.0 == e.index) {
+            let (_, term, id) = node.proposals.pop_front().expect("front");
+            let ours =
+                matches!(&e.payload, EntryPayload::Normal(d) if d.len() >= 8 && d[..8] == id.to_le_bytes());
+            if term == e.term && ours {
+                self.acked_max = self.acked_max.max(e.index);
+                self.c.acked += 1;
+            }
+        }
+        let i = e.index as usize;
+        if i < self.chains.len() {
+            if self.chains[i] != c {
+                bail!(
+                    "state machine safety: node {n} applied a different entry (or history) at index {}",
+                    e.index
+                );
+            }
+        } else if i == self.chains.len() {
+            self.chains.push(c);
+            if let EntryPayload::ConfChange(cc) = &e.payload {
+                let prev = self.conf_at(e.index);
+                if let Ok(next) = prev.apply(cc) {
+                    self.confs.push((e.index, next));
+                }
+            }
+        } else {
+            bail!("node {n}: applied index {} before anyone applied {}", e.index, self.chains.len());
+        }
+        Ok(())
+    }
+
+    /// Makes node `n`'s writes due by now durable, in order.
+    fn flush(&mut self, n: usize) -> R {
+        for _ in 0..10_000 {
+            let node = &mut self.nodes[n];
+            let Some(raft) = node.raft.as_mut() else { return Ok(()) };
+            if !node.writes.front().is_some_and(|w| w.due <= self.now) {
+                break;
+            }
+            let w = node.writes.pop_front().expect("front");
+            let st = raft.storage_mut();
+            if let Some(s) = &w.snapshot {
+                st.apply_snapshot(s);
+            }
+            st.append(&w.entries);
+            if let Some(hs) = w.hard_state {
+                st.set_hard_state(hs);
+            }
+            if let Some(e) = w.entries.last() {
+                raft.on_persisted(e.index, e.term);
+            }
+            for m in w.messages {
+                self.send(n, m)?;
+            }
+            self.observe(n)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // The checker (runs after every input to a replica)
+    // ------------------------------------------------------------------------------------
+
+    fn observe(&mut self, n: usize) -> R {
+        let node = &self.nodes[n];
+        let Some(r) = node.raft.as_ref() else { return Ok(()) };
+        let (role, term, commit, applied) = (r.role(), r.term(), r.committed(), r.applied());
+        if applied > commit {
+            bail!("node {n}: applied {applied} > committed {commit}");
+        }
+        if commit < node.last_commit {
+            bail!("node {n}: commit moved back from {} to {commit}", node.last_commit);
+        }
+        if applied < node.last_applied {
+            bail!("node {n}: applied moved back from {} to {applied}", node.last_applied);
+        }
+        if role == Role::Leader {
+            let id = r.id();
+            match self.leaders.get(&term) {
+                Some(&other) if other != id => {
+                    bail!("election safety: replicas {other} and {id} both led term {term}")
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(term, id);
+                }
+            }
+            if node.led_term != term {
+                // A new leadership: leader completeness against everything committed in
+                // an earlier term.
+                let c = self.commit_marks.range(..term).map(|(_, &i)| i).max().unwrap_or(0);
+                if c > 0 && !self.holds(r, c) {
+                    bail!(
+                        "leader completeness: replica {id} leads term {term} without committed entry {c} \
+                         (term {}); its last index is {}",
+                        self.committed_terms[c as usize],
+                        r.last_index()
+                    );
+                }
+                self.nodes[n].led_term = term;
+                self.fresh_leaders.push(n);
+                self.trace(|| format!("node {n} (replica {id}) LEADS term {term}"));
+            }
+        }
+        let node = &self.nodes[n];
+        let r = node.raft.as_ref().expect("live");
+        if commit > node.last_commit {
+            let from = node.last_commit + 1;
+            if self.committed_terms.len() <= commit as usize {
+                self.committed_terms.resize(commit as usize + 1, 0);
+            }
+            for i in from..=commit {
+                if let Ok(t) = r.term_at(i) {
+                    let known = self.committed_terms[i as usize];
+                    if known == 0 {
+                        self.committed_terms[i as usize] = t;
+                    } else if known != t {
+                        bail!("node {n}: committed index {i} with term {t}, but term {known} was committed there");
+                    }
+                }
+            }
+            if commit > self.global_commit {
+                self.global_commit = commit;
+                let m = self.commit_marks.entry(term).or_insert(0);
+                *m = (*m).max(commit);
+                // Every leader of a later term must hold it.
+                for (k, other) in self.nodes.iter().enumerate() {
+                    if let Some(o) = other.raft.as_ref() {
+                        if o.role() == Role::Leader && o.term() > term && !self.holds(o, commit) {
+                            bail!(
+                                "leader completeness: node {k} leads term {} without entry {commit} committed \
+                                 in term {term}",
+                                o.term()
+                            );
+                        }
+                    }
+                }
+            }
+            self.nodes[n].last_commit = commit;
+        }
+        self.nodes[n].last_applied = applied;
+        Ok(())
+    }
+
+    /// Whether `r`'s log holds the committed entry at `index`.
+    fn holds(&self, r: &Raft<MemStorage>, index: u64) -> bool {
+        let want = self.committed_terms.get(index as usize).copied().unwrap_or(0);
+        if want == 0 || index <= r.snapshot_meta().index {
+            return true;
+        }
+        r.term_at(index) == Ok(want)
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Scheduler: faults and the client
+    // ------------------------------------------------------------------------------------
+
+    fn fault_actions(&mut self) -> R {
+        // Restarts.
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].down_until.is_some_and(|t| t <= self.now) {
+                self.start(n)?;
+            }
+        }
+        // Partitions.
+        if self.heal_at != 0 && self.now >= self.heal_at {
+            self.heal();
+        } else if self.heal_at == 0 && self.rng.chance(self.p.partition) {
+            self.partition();
+        }
+        // Crashes.
+        if self.rng.chance(self.p.crash) {
+            let target = match self.leader() {
+                Some(l) if self.rng.chance(self.p.crash_leader) => Some(l),
+                _ => {
+                    let live: Vec<usize> =
+                        (0..self.nodes.len()).filter(|&n| self.nodes[n].raft.is_some()).collect();
+                    if live.is_empty() {
+                        None
+                    } else {
+                        Some(live[self.rng.pick(live.len())])
+                    }
+                }
+            };
+            if let Some(n) = target {
+                self.crash(n);
+            }
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self) {
+        for row in &mut self.blocked {
+            row.iter_mut().for_each(|b| *b = false);
+        }
+        self.heal_at = 0;
+        self.trace(|| "partition healed".to_string());
+    }
+
+    fn partition(&mut self) {
+        let m = self.nodes.len();
+        let hosted: Vec<usize> = (0..m).filter(|&n| self.nodes[n].replica != 0).collect();
+        if hosted.len() < 2 {
+            return;
+        }
+        self.c.partitions += 1;
+        let kind = self.rng.below(4);
+        match kind {
+            0 => {
+                // Symmetric: a random side against the rest.
+                let side: Vec<bool> = (0..m).map(|_| self.rng.chance(0.5)).collect();
+                for a in 0..m {
+                    for b in 0..m {
+                        self.blocked[a][b] = side[a] != side[b];
+                    }
+                }
+            }
+            1 => {
+                // One-way: some links drop in one direction only.
+                for _ in 0..self.rng.range(1, 4) {
+                    let a = hosted[self.rng.pick(hosted.len())];
+                    let b = hosted[self.rng.pick(hosted.len())];
+                    if a != b {
+                        self.blocked[a][b] = true;
+                    }
+                }
+            }
+            2 => {
+                // The leader isolated.
+                let l = self.leader().unwrap_or(hosted[self.rng.pick(hosted.len())]);
+                for b in 0..m {
+                    if b != l {
+                        self.blocked[l][b] = true;
+                        self.blocked[b][l] = true;
+                    }
+                }
+            }
+            _ => {
+                // Ring: each node reaches only its two neighbours.
+                let mut order = hosted.clone();
+                for i in (1..order.len()).rev() {
+                    let j = self.rng.below(i as u64 + 1) as usize;
+                    order.swap(i, j);
+                }
+                for a in 0..m {
+                    for b in 0..m {
+                        self.blocked[a][b] = a != b;
+                    }
+                }
+                let k = order.len();
+                for i in 0..k {
+                    let (a, b) = (order[i], order[(i + 1) % k]);
+                    self.blocked[a][b] = false;
+                    self.blocked[b][a] = false;
+                }
+            }
+        }
+        self.heal_at = self.now + self.rng.range(10, 150);
+        self.trace(|| format!("partition kind {kind} until {}", self.heal_at));
+    }
+
+    fn client_actions(&mut self) -> R {
+        // Reads at fresh leaders, before their term's first commit.
+        let fresh = std::mem::take(&mut self.fresh_leaders);
+        for n in fresh {
+            if self.rng.chance(0.7) {
+                self.read(n)?;
+            }
+        }
+        let Some(l) = self.leader() else { return Ok(()) };
+        let propose = if self.faults { self.p.propose } else { 0.05 };
+        if self.rng.chance(propose) {
+            let burst = if self.rng.chance(0.2) { self.rng.range(2, 6) } else { 1 };
+            let target = if self.rng.chance(0.1) { self.rng.pick(self.nodes.len()) } else { l };
+            for _ in 0..burst {
+                self.propose(target)?;
+            }
+        }
+        if self.rng.chance(self.p.read) {
+            // Mostly at the leader; sometimes at a follower or learner, which forwards it.
+            let at = if self.rng.chance(0.3) { self.rng.pick(self.nodes.len()) } else { l };
+            self.read(at)?;
+        }
+        if self.faults {
+            if self.rng.chance(self.p.conf) {
+                self.conf_change(l)?;
+            }
+            if self.rng.chance(self.p.transfer) {
+                self.transfer(l)?;
+            }
+        }
+        if self.rng.chance(self.p.compact) {
+            let n = self.rng.pick(self.nodes.len());
+            self.compact(n)?;
+        }
+        Ok(())
+    }
+
+    fn propose(&mut self, n: usize) -> R {
+        let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        let mut data = id.to_le_bytes().to_vec();
+        let pad = self.rng.below(40) as usize;
+        data.resize(8 + pad, 0xab);
+        if let Ok((index, term)) = r.propose(Bytes::from(data)) {
+            self.c.proposals += 1;
+            // Earlier proposals at or past this index left this leader's log, so they can
+            // never commit (leader completeness): forget them.
+            let props = &mut self.nodes[n].proposals;
+            while props.back().is_some_and(|p| p.0 >= index) {
+                props.pop_back();
+            }
+            props.push_back((index, term, id));
+        }
+        self.observe(n)
+    }
+
+    fn read(&mut self, n: usize) -> R {
+        let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        if r.read_index(ctx).is_ok() {
+            let start =
+                ReadStart { node: n, incarnation: self.nodes[n].incarnation, required: self.acked_max };
+            self.read_starts.insert(ctx, start);
+        }
+        self.observe(n)
+    }
+
+    fn transfer(&mut self, l: usize) -> R {
+        let Some(r) = self.nodes[l].raft.as_mut() else { return Ok(()) };
+        let members = r.conf().members();
+        if members.is_empty() {
+            return Ok(());
+        }
+        let to = members[self.rng.pick(members.len())].id;
+        let res = r.transfer_leader(to);
+        self.trace(|| format!("node {l}: transfer to {to}: {res:?}"));
+        self.observe(l)
+    }
+
+    fn compact(&mut self, n: usize) -> R {
+        let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
+        let applied = r.applied();
+        let snap = r.snapshot_meta().index;
+        if applied < snap + self.p.compact_every {
+            return Ok(());
+        }
+        let meta = match r.compact_to(applied) {
+            Ok(m) => m,
+            Err(e) => bail!("node {n}: compact_to({applied}) refused: {e}"),
+        };
+        let sm = self.nodes[n].sm;
+        if meta.index != applied || sm.index != applied {
+            bail!(
+                "node {n}: compaction meta {} / state machine {} / applied {applied}",
+                meta.index,
+                sm.index
+            );
+        }
+        let want = self.conf_at(applied);
+        if meta.conf != want {
+            bail!(
+                "node {n}: compaction at {applied} records configuration {:?}, expected {:?}",
+                meta.conf,
+                want
+            );
+        }
+        let past_joint =
+            self.confs.iter().any(|(i, c)| *i > snap && *i <= applied && c.is_joint()) || want.is_joint();
+        self.c.compactions += 1;
+        if past_joint {
+            self.c.compactions_past_joint += 1;
+        }
+        let r = self.nodes[n].raft.as_mut().expect("live");
+        r.storage_mut().compact(&meta, sm.encode());
+        self.trace(|| format!("node {n}: compacted to {applied}"));
+        self.observe(n)
+    }
+
+    /// A free node for a new replica: never used, or hosting a replica that is not a member.
+    fn free_node(&mut self, conf: &ConfState) -> Option<usize> {
+        // A node may be wiped only if its replica is in neither the leader's configuration
+        // nor the latest committed one, nor named by a change that may still commit.
+        let applied = self.chains.len() as u64;
+        self.pending_changes.retain(|(i, _)| *i >= applied);
+        // And, like an operator, only once every member of the latest configuration has
+        // applied the replica's removal: members that do not know the removal committed may
+        // still need its vote.
+        let committed = &self.confs.last().expect("genesis").1;
+        let members_applied = committed
+            .members()
+            .iter()
+            .map(|m| match self.replica_node.get(m.id as usize).copied().flatten() {
+                Some(n) if self.nodes[n].raft.is_some() => self.nodes[n].sm.index,
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0);
+        let removed_at = |rep: ReplicaId| {
+            let last_with = self.confs.iter().rposition(|(_, c)| c.contains(rep));
+            match last_with {
+                Some(k) => self.confs.get(k + 1).map(|(i, _)| *i).unwrap_or(u64::MAX),
+                None => 0,
+            }
+        };
+        let free: Vec<usize> = (0..self.nodes.len())
+            .filter(|&n| {
+                let rep = self.nodes[n].replica;
+                rep == 0
+                    || (!conf.contains(rep)
+                        && !committed.contains(rep)
+                        && removed_at(rep) <= members_applied
+                        && !self.pending_changes.iter().any(|(_, reps)| reps.contains(&rep)))
+            })
+            .collect();
+        if free.is_empty() {
+            None
+        } else {
+            Some(free[self.rng.pick(free.len())])
+        }
+    }
+
+    fn conf_change(&mut self, l: usize) -> R {
+        let Some(r) = self.nodes[l].raft.as_ref() else { return Ok(()) };
+        let conf = r.conf().clone();
+        let compacted = r.snapshot_meta().index > 0;
+        let me = r.id();
+        if conf.is_joint() {
+            if !conf.auto_leave {
+                let res =
+                    self.nodes[l].raft.as_mut().expect("live").propose_conf_change(ConfChange::leave_joint());
+                if res.is_ok() {
+                    self.c.conf_changes += 1;
+                    self.c.explicit_leaves += 1;
+                }
+                self.trace(|| format!("node {l}: explicit leave: {res:?}"));
+                return self.observe(l);
+            }
+            return Ok(());
+        }
+        let voters = conf.voters.clone();
+        let learners = conf.learners.clone();
+        let mut new_replica: Option<(usize, Replica)> = None;
+        let mut fresh = |sim: &mut Sim| -> Option<Replica> {
+            let n = sim.free_node(&conf)?;
+            let id = sim.next_replica.max(conf.max_replica_id + 1);
+            let rep = Replica::new(n as u64 + 1, id);
+            new_replica = Some((n, rep));
+            Some(rep)
+        };
+        let single = |kind, replica| SingleChange { kind, replica };
+        let kind = self.rng.below(8);
+        let cc = match kind {
+            0 => fresh(self).map(|r| ConfChange::single(ChangeKind::AddLearner, r)),
+            1 => fresh(self).map(|r| ConfChange::single(ChangeKind::AddVoter, r)),
+            2 if !learners.is_empty() => {
+                Some(ConfChange::single(ChangeKind::AddVoter, learners[self.rng.pick(learners.len())]))
+            }
+            3 if voters.len() >= 3 => {
+                Some(ConfChange::single(ChangeKind::AddLearner, voters[self.rng.pick(voters.len())]))
+            }
+            4 if voters.len() >= 3 => {
+                Some(ConfChange::single(ChangeKind::Remove, voters[self.rng.pick(voters.len())]))
+            }
+            5 if !learners.is_empty() => {
+                Some(ConfChange::single(ChangeKind::Remove, learners[self.rng.pick(learners.len())]))
+            }
+            _ => {
+                // Joint: replace a voter (removed or demoted) by a learner or a new replica.
+                let out = voters[self.rng.pick(voters.len())];
+                let incoming = if !learners.is_empty() && self.rng.chance(0.5) {
+                    Some(learners[self.rng.pick(learners.len())])
+                } else {
+                    fresh(self)
+                };
+                incoming.map(|inc| {
+                    let out_kind =
+                        if self.rng.chance(0.5) { ChangeKind::Remove } else { ChangeKind::AddLearner };
+                    let transition = match self.rng.below(3) {
+                        0 => Transition::Auto,
+                        1 => Transition::JointAuto,
+                        _ => Transition::JointExplicit,
+                    };
+                    ConfChange {
+                        transition,
+                        changes: vec![single(out_kind, out), single(ChangeKind::AddVoter, inc)],
+                    }
+                })
+            }
+        };
+        let Some(cc) = cc else { return Ok(()) };
+        let res = self.nodes[l].raft.as_mut().expect("live").propose_conf_change(cc.clone());
+        self.trace(|| format!("node {l}: conf change {cc:?}: {res:?}"));
+        let Ok((index, _)) = res else { return self.observe(l) };
+        self.pending_changes.push((index, cc.changes.iter().map(|c| c.replica.id).collect()));
+        self.c.conf_changes += 1;
+        let joint = conf.apply(&cc).is_ok_and(|c| c.is_joint());
+        if joint {
+            self.c.joint_proposed += 1;
+        }
+        if let Some((n, rep)) = new_replica {
+            self.next_replica = rep.id + 1;
+            if compacted {
+                self.c.replicas_added_after_compaction += 1;
+            }
+            if n == l {
+                bail!("harness: picked the leader's node for a new replica");
+            }
+            self.host_new_replica(n, rep.id)?;
+        }
+        self.observe(l)?;
+        if !joint && self.rng.chance(0.15) && self.nodes[l].raft.as_ref().is_some_and(|r| r.id() == me) {
+            // The leader crashes with its single-step change uncommitted.
+            self.c.leader_crash_uncommitted_change += 1;
+            self.trace(|| format!("node {l}: leader crashes with an uncommitted single-step change"));
+            self.crash(l);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Liveness
+    // ------------------------------------------------------------------------------------
+
+    fn liveness(&mut self) -> R {
+        self.faults = false;
+        self.heal();
+        // In-flight snapshot streams keep going; everything down comes back.
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].down_until.is_some() {
+                self.start(n)?;
+            }
+        }
+        let acked_before = self.c.acked;
+        let mut caught_up_at = None;
+        for t in 0..self.opts.liveness_ticks {
+            self.step()?;
+            if self.c.acked >= acked_before + 3 {
+                // Every member of the leader's configuration must apply every acknowledged
+                // proposal.
+                if let Some(l) = self.leader() {
+                    let conf = self.nodes[l].raft.as_ref().expect("live").conf().clone();
+                    let all = conf.members().iter().all(|m| {
+                        self.replica_node
+                            .get(m.id as usize)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|n| self.nodes[n].sm.index >= self.acked_max)
+                    });
+                    if all {
+                        caught_up_at = Some(t);
+                        break;
+                    }
+                }
+            }
+        }
+        if caught_up_at.is_none() {
+            let mut s = String::new();
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(r) = &n.raft {
+                    let st = r.status();
+                    s += &format!(
+                        "\n    node {i} replica {} {:?} t{} leader {} commit {} applied {} last {} stable {} \
+                         first {} conf {:?} followers {:?} writes {}",
+                        st.id,
+                        st.role,
+                        st.term,
+                        st.leader,
+                        st.commit,
+                        st.applied,
+                        st.last_index,
+                        r.stable_index(),
+                        st.first_index,
+                        st.conf,
+                        st.followers,
+                        n.writes.len()
+                    );
+                }
+            }
+            bail!(
+                "liveness: within {} ticks after faults stopped, no leader committed 3 proposals that every \
+                 member applied (acked {} -> {}, acked max {}){s}",
+                self.opts.liveness_ticks,
+                acked_before,
+                self.c.acked,
+                self.acked_max
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs `seeds` on `threads` threads; returns the totals and the first violation (lowest
+/// seed index among those found; a thread stops at its first).
+pub fn run_seeds(
+    all: &[u64],
+    threads: usize,
+    opts: &Options,
+    stop_at_first: bool,
+) -> (Counters, Option<Violation>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<(Counters, Option<Violation>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut total = Counters::default();
+                    let mut first: Option<Violation> = None;
+                    for (k, &seed) in all.iter().enumerate() {
+                        if k % threads != t {
+                            continue;
+                        }
+                        if stop_at_first && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let (c, v) = run_one(seed, opts);
+                        total.add(&c);
+                        if let Some(v) = v {
+                            if !stop_at_first {
+                                let line = v.to_string();
+                                eprintln!("VIOLATION {}", line.lines().next().unwrap_or_default());
+                            }
+                            if first.is_none() {
+                                first = Some(v);
+                            }
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                            if stop_at_first {
+                                break;
+                            }
+                        }
+                    }
+                    (total, first)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("simulator thread")).collect()
+    });
+    let mut total = Counters::default();
+    let mut first: Option<Violation> = None;
+    for (c, v) in results {
+        total.add(&c);
+        if let Some(v) = v {
+            if first.as_ref().map_or(true, |f| v.seed < f.seed) {
+                first = Some(v);
+            }
+        }
+    }
+    (total, first)
+}
+
+/// Runs one seed, turning a panic in the core into a violation.
+pub fn run_one(seed: u64, opts: &Options) -> (Counters, Option<Violation>) {
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut sim = Sim::new(seed, opts.clone());
+        let v = sim.run().err();
+        (sim.c, v)
+    }));
+    match res {
+        Ok(r) => r,
+        Err(e) => {
+            let what = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            (
+                Counters { seeds: 1, ..Default::default() },
+                Some(Violation { seed, step: 0, what: format!("panic: {what}") }),
+            )
+        }
+    }
+}
