@@ -226,6 +226,8 @@ const K_VOTE: u8 = 5;
 const K_VOTE_RESP: u8 = 6;
 const K_TIMEOUT_NOW: u8 = 7;
 const K_SNAPSHOT_CHUNK: u8 = 8;
+const K_READ_INDEX: u8 = 9;
+const K_READ_INDEX_RESP: u8 = 10;
 
 const P_NOOP: u8 = 0;
 const P_NORMAL: u8 = 1;
@@ -296,6 +298,15 @@ pub fn encode_message(b: &mut BytesMut, m: &Message) -> Result<(), EncodeError> 
             put_varint(b, *commit_term);
         }
         MessageBody::TimeoutNow => b.put_u8(K_TIMEOUT_NOW),
+        MessageBody::ReadIndex { ctx } => {
+            b.put_u8(K_READ_INDEX);
+            put_varint(b, *ctx);
+        }
+        MessageBody::ReadIndexResponse { ctx, index } => {
+            b.put_u8(K_READ_INDEX_RESP);
+            put_varint(b, *ctx);
+            put_varint(b, *index);
+        }
         MessageBody::SendSnapshot { .. } => return Err(EncodeError::LocalOnly),
         MessageBody::SnapshotChunk(c) => {
             b.put_u8(K_SNAPSHOT_CHUNK);
@@ -542,6 +553,10 @@ impl Reader<'_> {
                 }
             }
             K_TIMEOUT_NOW => MessageBody::TimeoutNow,
+            K_READ_INDEX => MessageBody::ReadIndex { ctx: self.varint()? },
+            K_READ_INDEX_RESP => {
+                MessageBody::ReadIndexResponse { ctx: self.varint()?, index: self.varint()? }
+            }
             K_SNAPSHOT_CHUNK => {
                 let meta = self.meta()?;
                 let at = self.pos;

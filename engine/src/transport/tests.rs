@@ -121,6 +121,8 @@ fn every_kind() -> Vec<WireItem> {
         },
         MessageBody::RequestVoteResponse { pre_vote: false, reject: true, commit: 3, commit_term: 2 },
         MessageBody::TimeoutNow,
+        MessageBody::ReadIndex { ctx: 12345 },
+        MessageBody::ReadIndexResponse { ctx: 12345, index: 99 },
         MessageBody::SnapshotChunk(SnapshotChunk {
             meta: SnapshotMeta { index: 100, term: 7, conf: conf() },
             seq: u32::MAX,
