@@ -1,0 +1,183 @@
+//! An in-memory [`Transport`] for tests and the simulator: nodes of one [`MemoryNetwork`]
+//! exchange encoded batches through bounded channels.
+//!
+//! Owns the network's links (cut/heal), its bounded per-node queues and per-pair frame
+//! counters. Batches go through the real codec (encoded on send, decoded on receive) so
+//! tests exercise it. Never touches sockets or threads.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
+use super::{Transport, TransportError, TransportEvent};
+use crate::raft::message::{Message, MessageBody};
+use crate::raft::types::NodeId;
+
+enum Delivery {
+    Frame { from: NodeId, bytes: Bytes },
+    Event(TransportEvent),
+}
+
+#[derive(Default)]
+struct Inner {
+    nodes: HashMap<NodeId, SyncSender<Delivery>>,
+    cut: HashSet<(NodeId, NodeId)>,
+    frames: HashMap<(NodeId, NodeId), u64>,
+}
+
+/// A set of in-memory nodes.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for MemoryNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryNetwork").finish_non_exhaustive()
+    }
+}
+
+fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
+    (a.min(b), a.max(b))
+}
+
+impl MemoryNetwork {
+    /// An empty network.
+    pub fn new() -> MemoryNetwork {
+        MemoryNetwork::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update is a single map operation: consistent even after a panic elsewhere.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds node `id` with an inbound queue of `capacity` batches (at least 1); replaces a
+    /// node of the same id (a restart).
+    pub fn join(&self, id: NodeId, capacity: usize) -> MemoryTransport {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let mut inner = self.lock();
+        let restarted = inner.nodes.insert(id, tx).is_some();
+        for (&other, q) in inner.nodes.iter() {
+            if other != id {
+                let _ = q.try_send(Delivery::Event(if restarted {
+                    TransportEvent::PeerDown { node: id }
+                } else {
+                    TransportEvent::PeerUp { node: id, incarnation: 1 }
+                }));
+            }
+        }
+        MemoryTransport { id, net: self.clone(), rx, limits: DecodeLimits::default() }
+    }
+
+    /// Cuts the link between `a` and `b`: batches between them are dropped and reported.
+    pub fn cut(&self, a: NodeId, b: NodeId) {
+        self.lock().cut.insert(pair(a, b));
+    }
+
+    /// Heals the link between `a` and `b`.
+    pub fn heal(&self, a: NodeId, b: NodeId) {
+        self.lock().cut.remove(&pair(a, b));
+    }
+
+    /// Batches sent from `from` to `to` so far (each is one frame on a real transport).
+    pub fn frames(&self, from: NodeId, to: NodeId) -> u64 {
+        self.lock().frames.get(&(from, to)).copied().unwrap_or(0)
+    }
+}
+
+/// One node's end of a [`MemoryNetwork`].
+pub struct MemoryTransport {
+    id: NodeId,
+    net: MemoryNetwork,
+    rx: Receiver<Delivery>,
+    limits: DecodeLimits,
+}
+
+impl std::fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransport").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl MemoryTransport {
+    fn deliver(&self, to: NodeId, tag: u64, bytes: Bytes) -> Result<(), TransportError> {
+        let mut inner = self.net.lock();
+        let own = inner.nodes.get(&self.id).cloned();
+        let report = |own: Option<SyncSender<Delivery>>| {
+            if let Some(own) = own {
+                let _ = own.try_send(Delivery::Event(TransportEvent::Dropped { to, tags: vec![tag] }));
+            }
+        };
+        if inner.cut.contains(&pair(self.id, to)) {
+            report(own);
+            return Ok(());
+        }
+        let Some(q) = inner.nodes.get(&to).cloned() else {
+            return Err(TransportError::InvalidPeer { to });
+        };
+        match q.try_send(Delivery::Frame { from: self.id, bytes }) {
+            Ok(()) => {
+                *inner.frames.entry((self.id, to)).or_default() += 1;
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(TransportError::QueueFull { to, tag }),
+            Err(TrySendError::Disconnected(_)) => {
+                report(own);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        if to == 0 || to == self.id {
+            return Err(TransportError::InvalidPeer { to });
+        }
+        let bytes = encode_batch(items)?;
+        self.deliver(to, tag, bytes)
+    }
+
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        tag: u64,
+        group: u64,
+        chunks: Vec<Message>,
+    ) -> Result<(), TransportError> {
+        if chunks.iter().any(|m| !matches!(m.body, MessageBody::SnapshotChunk(_))) {
+            return Err(TransportError::NotAChunk);
+        }
+        let mut ok = true;
+        for msg in chunks {
+            let bytes = encode_batch(&[WireItem::Msg { group, msg }])?;
+            if self.deliver(to, tag, bytes).is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if let Some(own) = self.net.lock().nodes.get(&self.id) {
+            let _ = own.try_send(Delivery::Event(TransportEvent::SnapshotSent { to, tag, ok }));
+        }
+        Ok(())
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent> {
+        match self.rx.recv_timeout(timeout).ok()? {
+            Delivery::Event(e) => Some(e),
+            Delivery::Frame { from, bytes } => Some(match decode_batch(&bytes, self.limits) {
+                Ok(items) => TransportEvent::Items { from, items },
+                Err(error) => TransportEvent::Malformed { from, error },
+            }),
+        }
+    }
+}

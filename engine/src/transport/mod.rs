@@ -1,0 +1,134 @@
+//! How the engine reaches other nodes: the [`Transport`] trait it defines, the wire codec
+//! of its messages, the per-tick heartbeat coalescer, an in-memory transport for tests and
+//! the simulator, and the adapter over `flotilla-net` (QUIC).
+//!
+//! Owns the engine's view of the network (batches of [`WireItem`]s between node ids, peer
+//! up/down, drop reports). Never runs Raft rules: the runtime steps groups with what
+//! arrives here.
+
+pub mod coalescer;
+pub mod codec;
+pub mod memory;
+pub mod quic;
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use coalescer::Outbox;
+pub use codec::{DecodeError, DecodeLimits, EncodeError, HeartbeatAck, HeartbeatEntry, WireItem};
+pub use memory::{MemoryNetwork, MemoryTransport};
+pub use quic::QuicTransport;
+
+use crate::raft::message::Message;
+use crate::raft::types::NodeId;
+
+/// Something that arrived from, or happened on, the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportEvent {
+    /// A decoded batch from `from` (batches from one node arrive in send order).
+    Items {
+        /// The sending node.
+        from: NodeId,
+        /// The batch.
+        items: Vec<WireItem>,
+    },
+    /// A batch from `from` failed to decode and was discarded.
+    Malformed {
+        /// The sending node.
+        from: NodeId,
+        /// Why.
+        error: DecodeError,
+    },
+    /// The connection to `node` is up; a new `incarnation` means the node restarted.
+    PeerUp {
+        /// The node.
+        node: NodeId,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// The connection to `node` is lost: move followers on it to Probe, wake groups led
+    /// there.
+    PeerDown {
+        /// The node.
+        node: NodeId,
+    },
+    /// Batches sent to `to` with these tags were dropped (move the followers they were for
+    /// from Replicate back to Probe).
+    Dropped {
+        /// The destination.
+        to: NodeId,
+        /// The tags given to [`Transport::send`].
+        tags: Vec<u64>,
+    },
+    /// A snapshot stream finished: the leader reports it to Raft (`report_snapshot`).
+    SnapshotSent {
+        /// The destination.
+        to: NodeId,
+        /// The tag given to [`Transport::send_snapshot`].
+        tag: u64,
+        /// Whether the receiver acknowledged every chunk.
+        ok: bool,
+    },
+}
+
+/// Why a send was refused at once. Each carries what the caller needs to react.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TransportError {
+    /// The destination's queue is full (backpressure): the batch was not queued.
+    #[error("queue to node {to} full; batch {tag} not sent")]
+    QueueFull {
+        /// The destination.
+        to: NodeId,
+        /// The batch's tag.
+        tag: u64,
+    },
+    /// The encoded batch or snapshot chunk exceeds the transport's frame limit.
+    #[error("batch {tag} of {len} bytes exceeds the frame limit")]
+    TooLarge {
+        /// The batch's tag.
+        tag: u64,
+        /// Encoded length.
+        len: usize,
+    },
+    /// Node id 0, this node, or a node the transport cannot name.
+    #[error("invalid destination node {to}")]
+    InvalidPeer {
+        /// The destination.
+        to: NodeId,
+    },
+    /// A message has no wire form.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A snapshot message list held something other than `SnapshotChunk`s.
+    #[error("snapshot stream may only carry SnapshotChunk messages")]
+    NotAChunk,
+}
+
+/// The engine's network: batches of wire items between node ids, snapshot streams, and
+/// events. Implemented over QUIC by [`QuicTransport`] and in memory by [`MemoryTransport`].
+pub trait Transport: Send {
+    /// This node's id.
+    fn node_id(&self) -> NodeId;
+
+    /// Sends one batch to `to` on the message lane, without blocking. `tag` names it in
+    /// [`TransportEvent::Dropped`].
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError>;
+
+    /// Streams the `SnapshotChunk` messages of one snapshot of `group` to `to` on a bulk
+    /// lane, never delaying the message lane; completion arrives as
+    /// [`TransportEvent::SnapshotSent`].
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        tag: u64,
+        group: u64,
+        chunks: Vec<Message>,
+    ) -> Result<(), TransportError>;
+
+    /// The next event, waiting up to `timeout`.
+    fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent>;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The adapter that implements [`Transport`] over `flotilla-net` (QUIC, mutual TLS).
+//!
+//! Owns the mapping between the engine's batches and the transport's frames: a batch is
+//! encoded into one message-lane frame; a snapshot's chunks each become one bulk-lane chunk
+//! on their own stream, sent from a helper thread so the caller never blocks; transport
+//! events become [`TransportEvent`]s. Never interprets messages beyond the codec.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use flotilla_net::{Endpoint, Event, Inbox};
+
+use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
+use super::{Transport, TransportError, TransportEvent};
+use crate::raft::message::{Message, MessageBody};
+use crate::raft::types::NodeId;
+
+/// [`Transport`] over a running [`flotilla_net::Endpoint`].
+pub struct QuicTransport {
+    ep: std::sync::Arc<Endpoint>,
+    inbox: Inbox,
+    limits: DecodeLimits,
+    done_tx: mpsc::Sender<TransportEvent>,
+    done_rx: mpsc::Receiver<TransportEvent>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport").field("node", &self.ep.node_id()).finish_non_exhaustive()
+    }
+}
+
+impl QuicTransport {
+    /// Wraps a started endpoint and its inbox.
+    pub fn new(ep: Endpoint, inbox: Inbox, limits: DecodeLimits) -> QuicTransport {
+        let (done_tx, done_rx) = mpsc::channel();
+        QuicTransport { ep: std::sync::Arc::new(ep), inbox, limits, done_tx, done_rx }
+    }
+
+    /// The endpoint (addresses, stats).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    fn decode(&self, from: NodeId, bytes: &bytes::Bytes) -> TransportEvent {
+        match decode_batch(bytes, self.limits) {
+            Ok(items) => TransportEvent::Items { from, items },
+            Err(error) => TransportEvent::Malformed { from, error },
+        }
+    }
+}
+
+fn net_err(e: flotilla_net::SendError) -> TransportError {
+    match e {
+        flotilla_net::SendError::QueueFull { to, tag } => TransportError::QueueFull { to, tag },
+        flotilla_net::SendError::TooLarge { tag, len, .. } => TransportError::TooLarge { tag, len },
+        flotilla_net::SendError::InvalidPeer { to } => TransportError::InvalidPeer { to },
+    }
+}
+
+impl Transport for QuicTransport {
+    fn node_id(&self) -> NodeId {
+        self.ep.node_id()
+    }
+
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        let bytes = encode_batch(items)?;
+        self.ep.send(to, tag, bytes).map_err(net_err)
+    }
+
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        tag: u64,
+        group: u64,
+        chunks: Vec<Message>,
+    ) -> Result<(), TransportError> {
+        if chunks.iter().any(|m| !matches!(m.body, MessageBody::SnapshotChunk(_))) {
+            return Err(TransportError::NotAChunk);
+        }
+        let encoded: Vec<bytes::Bytes> = chunks
+            .into_iter()
+            .map(|msg| encode_batch(&[WireItem::Msg { group, msg }]))
+            .collect::<Result<_, _>>()?;
+        let bulk = self.ep.open_bulk(to, tag).map_err(net_err)?;
+        let done = self.done_tx.clone();
+        std::thread::Builder::new()
+            .name("flotilla-snapshot-send".into())
+            .spawn(move || {
+                let ok = encoded.into_iter().all(|c| bulk.send_chunk(c).is_ok()) && bulk.finish().is_ok();
+                let _ = done.send(TransportEvent::SnapshotSent { to, tag, ok });
+            })
+            .map_err(|_| TransportError::InvalidPeer { to })?;
+        Ok(())
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(e) = self.done_rx.try_recv() {
+                return Some(e);
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            // Short slices so snapshot completions are not held behind a long wait.
+            let ev = match self.inbox.recv_timeout(left.min(Duration::from_millis(20))) {
+                Ok(ev) => ev,
+                Err(flotilla_net::RecvError::Timeout) => continue,
+                Err(_) => return None,
+            };
+            match ev {
+                Event::Frame { from, payload } => return Some(self.decode(from, &payload)),
+                Event::BulkChunk { from, payload, .. } => return Some(self.decode(from, &payload)),
+                Event::BulkEnd { .. } | Event::BulkAborted { .. } => {}
+                Event::PeerUp { node, incarnation } => {
+                    return Some(TransportEvent::PeerUp { node, incarnation })
+                }
+                Event::PeerDown { node, .. } => return Some(TransportEvent::PeerDown { node }),
+                Event::Dropped { to, tags, .. } => return Some(TransportEvent::Dropped { to, tags }),
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Bulk (snapshot) lanes: each bulk transfer is its own QUIC bidirectional stream at a
+//! lower priority than the message lane, sent in chunks under QUIC flow control, and
+//! acknowledged by the receiver at its end so the sender learns success or failure.
+//!
+//! Owns [`BulkSender`], [`BulkError`], the sending task and the receiving side. Never
+//! touches the message lane or the connection's lifecycle (`peer.rs`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::conn::read_frame;
+use crate::endpoint::Ctx;
+use crate::event::{Event, NodeId};
+use crate::frame::{
+    decode_bulk_start, encode_bulk_start, encode_frame, encode_header, FrameKind, HEADER_LEN,
+};
+use crate::peer::PeerHandle;
+
+/// Chunks buffered between a [`BulkSender`] and its stream.
+const CHUNK_QUEUE: usize = 4;
+
+/// Why a bulk transfer failed, or a chunk was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BulkError {
+    /// No connection to the peer could be had within the connect timeout.
+    #[error("bulk stream {tag}: peer {to} unreachable")]
+    Unreachable {
+        /// The destination.
+        to: NodeId,
+        /// The stream's tag.
+        tag: u64,
+    },
+    /// The connection or stream failed before the receiver acknowledged the end.
+    #[error("bulk stream {tag} to {to} failed: {detail}")]
+    Failed {
+        /// The destination.
+        to: NodeId,
+        /// The stream's tag.
+        tag: u64,
+        /// What failed.
+        detail: String,
+    },
+    /// A chunk is larger than `bulk_chunk_size`.
+    #[error("bulk chunk of {len} bytes exceeds bulk_chunk_size {max}")]
+    ChunkTooLarge {
+        /// The chunk's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A blocking method was called from inside an async runtime; use the `_async` one.
+    #[error("blocking bulk call from an async context")]
+    InAsyncContext,
+}
+
+enum Cmd {
+    Chunk(Bytes),
+    Finish,
+}
+
+/// The sending end of one bulk stream. Push chunks with [`BulkSender::send_chunk`] (which
+/// waits while the stream is flow-controlled), then [`BulkSender::finish`] to learn whether
+/// the receiver got everything. Dropping it without finishing aborts the stream.
+#[derive(Debug)]
+pub struct BulkSender {
+    to: NodeId,
+    tag: u64,
+    max_chunk: usize,
+    tx: mpsc::Sender<Cmd>,
+    done: oneshot::Receiver<Result<(), BulkError>>,
+}
+
+pub(crate) fn open(
+    ctx: &Arc<Ctx>,
+    rt: &tokio::runtime::Handle,
+    peer: Arc<PeerHandle>,
+    tag: u64,
+) -> BulkSender {
+    let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
+    let (done_tx, done) = oneshot::channel();
+    let to = peer.node;
+    let ctx2 = ctx.clone();
+    rt.spawn(async move {
+        let r = run_send(ctx2, peer, tag, rx).await;
+        let _ = done_tx.send(r);
+    });
+    BulkSender { to, tag, max_chunk: ctx.cfg.bulk_chunk_size, tx, done }
+}
+
+impl BulkSender {
+    fn failed(&self, detail: &str) -> BulkError {
+        BulkError::Failed { to: self.to, tag: self.tag, detail: detail.to_owned() }
+    }
+
+    fn check(&self, chunk: &Bytes) -> Result<(), BulkError> {
+        if chunk.len() > self.max_chunk {
+            return Err(BulkError::ChunkTooLarge { len: chunk.len(), max: self.max_chunk });
+        }
+        Ok(())
+    }
+
+    /// Queues one chunk, blocking this (non-async) thread while the stream is behind.
+    pub fn send_chunk(&self, chunk: Bytes) -> Result<(), BulkError> {
+        self.check(&chunk)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(BulkError::InAsyncContext);
+        }
+        self.tx.blocking_send(Cmd::Chunk(chunk)).map_err(|_| self.failed("stream task ended"))
+    }
+
+    /// Queues one chunk (async).
+    pub async fn send_chunk_async(&self, chunk: Bytes) -> Result<(), BulkError> {
+        self.check(&chunk)?;
+        self.tx.send(Cmd::Chunk(chunk)).await.map_err(|_| self.failed("stream task ended"))
+    }
+
+    /// Ends the stream and blocks until the receiver acknowledged it (or it failed).
+    pub fn finish(self) -> Result<(), BulkError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(BulkError::InAsyncContext);
+        }
+        let _ = self.tx.blocking_send(Cmd::Finish);
+        let err = self.failed("stream task ended");
+        self.done.blocking_recv().unwrap_or(Err(err))
+    }
+
+    /// Ends the stream and waits for the receiver's acknowledgement (async).
+    pub async fn finish_async(self) -> Result<(), BulkError> {
+        let _ = self.tx.send(Cmd::Finish).await;
+        let err = self.failed("stream task ended");
+        self.done.await.unwrap_or(Err(err))
+    }
+}
+
+/// Decrements the peer's bulk-waiter count when dropped.
+struct Waiting<'a>(&'a PeerHandle);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.bulk_waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn run_send(
+    ctx: Arc<Ctx>,
+    peer: Arc<PeerHandle>,
+    tag: u64,
+    mut rx: mpsc::Receiver<Cmd>,
+) -> Result<(), BulkError> {
+    let to = peer.node;
+    let fail = |detail: String| BulkError::Failed { to, tag, detail };
+    let conn = {
+        peer.bulk_waiters.fetch_add(1, Ordering::AcqRel);
+        let _w = Waiting(&peer);
+        peer.wake();
+        let mut watch = peer.conn.subscribe();
+        let got = tokio::time::timeout(ctx.cfg.connect_timeout, watch.wait_for(|c| c.is_some())).await;
+        match got {
+            Ok(Ok(c)) => c.clone(),
+            _ => None,
+        }
+    };
+    let conn = conn.ok_or(BulkError::Unreachable { to, tag })?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(e.to_string()))?;
+    let _ = send.set_priority(0);
+    send.write_all(&encode_bulk_start(tag)).await.map_err(|e| fail(e.to_string()))?;
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            Cmd::Chunk(b) => {
+                let mut h = BytesMut::with_capacity(HEADER_LEN);
+                h.put_slice(&encode_header(FrameKind::BulkChunk, b.len()));
+                let mut parts = [h.freeze(), b];
+                send.write_all_chunks(&mut parts).await.map_err(|e| fail(e.to_string()))?;
+            }
+            Cmd::Finish => {
+                send.write_all(&encode_frame(FrameKind::BulkEnd, &[]))
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                let _ = send.finish();
+                let wait = ctx.cfg.idle_timeout.max(ctx.cfg.connect_timeout);
+                return match tokio::time::timeout(wait, read_frame(&mut recv, 64)).await {
+                    Ok(Ok(f)) if f.kind == FrameKind::BulkAck => Ok(()),
+                    Ok(Ok(_)) => Err(fail("unexpected frame instead of the acknowledgement".into())),
+                    Ok(Err(e)) => Err(fail(e.to_string())),
+                    Err(_) => Err(fail("no acknowledgement in time".into())),
+                };
+            }
+        }
+    }
+    let _ = send.reset(1u32.into());
+    Err(fail("abandoned before finish".into()))
+}
+
+/// Accepts the bulk streams a peer opens on connection `conn` until it closes.
+pub(crate) async fn accept_streams(ctx: Arc<Ctx>, from: NodeId, conn: quinn::Connection) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(receive(ctx.clone(), from, send, recv));
+    }
+}
+
+async fn receive(ctx: Arc<Ctx>, from: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let max = ctx.cfg.max_frame_size;
+    let Ok(first) = read_frame(&mut recv, max).await else { return };
+    let tag = match (first.kind, decode_bulk_start(&first.payload)) {
+        (FrameKind::BulkStart, Ok(tag)) => tag,
+        _ => {
+            ctx.stats.protocol_errors.inc();
+            let _ = recv.stop(2u32.into());
+            return;
+        }
+    };
+    loop {
+        match read_frame(&mut recv, max).await {
+            Ok(f) if f.kind == FrameKind::BulkChunk => {
+                if ctx.events.send(Event::BulkChunk { from, tag, payload: f.payload }).await.is_err() {
+                    return;
+                }
+            }
+            Ok(f) if f.kind == FrameKind::BulkEnd => {
+                let _ = ctx.events.send(Event::BulkEnd { from, tag }).await;
+                let _ = send.write_all(&encode_frame(FrameKind::BulkAck, &[])).await;
+                let _ = send.finish();
+                // Let the acknowledgement leave before the stream is dropped.
+                let _ = tokio::time::timeout(ctx.cfg.connect_timeout, send.stopped()).await;
+                return;
+            }
+            _ => {
+                let _ = recv.stop(2u32.into());
+                let _ = ctx.events.send(Event::BulkAborted { from, tag }).await;
+                return;
+            }
+        }
+    }
+}

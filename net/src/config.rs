@@ -1,0 +1,216 @@
+//! The transport's configuration and its validation into a checked [`ValidNetConfig`].
+//!
+//! Owns the knobs, their defaults and bounds, and one [`NetConfigError`] variant per rule.
+//! Never opens sockets or reads files.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Transport settings. Build with [`NetConfig::new`], adjust fields, then
+/// [`NetConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// This node's id. Required; never 0. Must be the id named by the node's certificate.
+    pub node_id: u64,
+    /// UDP address to listen on (dials also leave from it). Default `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// This process's incarnation, reported to peers so they can tell a restart. Default
+    /// `None`: derived from the wall clock at start (nanoseconds), so it changes on restart.
+    /// Bounds: any non-zero value.
+    pub incarnation: Option<u64>,
+    /// Largest frame payload accepted or sent, in bytes. Default 16 MiB; bounds 4 KiB ..=
+    /// 256 MiB.
+    pub max_frame_size: usize,
+    /// Frames queued per peer before `send` reports `QueueFull`. Default 8192; bounds 1 ..=
+    /// 1,048,576.
+    pub queue_frames: usize,
+    /// Bytes queued per peer before `send` reports `QueueFull`. Default 64 MiB; bounds
+    /// `max_frame_size` ..= 4 GiB.
+    pub queue_bytes: usize,
+    /// Inbound events buffered before readers stop reading (QUIC flow control then pushes
+    /// back on senders). Default 65,536; bounds 16 ..= 16,777,216.
+    pub inbox_capacity: usize,
+    /// Keep-alive ping interval on an idle connection. Default 1 s; bounds 10 ms ..= 60 s and
+    /// below `idle_timeout`.
+    pub keep_alive: Duration,
+    /// A connection with no traffic for this long is declared lost (peer down). Default 5 s;
+    /// bounds 100 ms ..= 600 s.
+    pub idle_timeout: Duration,
+    /// Longest a dial (QUIC + TLS handshake + hello) may take. Default 3 s; bounds 10 ms ..=
+    /// 60 s.
+    pub connect_timeout: Duration,
+    /// First reconnect delay after a failed dial. Default 50 ms; bounds 1 ms ..=
+    /// `backoff_max`.
+    pub backoff_initial: Duration,
+    /// Cap of the exponential reconnect delay. Default 5 s; bounds `backoff_initial` ..=
+    /// 300 s.
+    pub backoff_max: Duration,
+    /// Largest bulk (snapshot) chunk; bigger chunks are refused. Default 1 MiB; bounds 1 KiB
+    /// ..= `max_frame_size`.
+    pub bulk_chunk_size: usize,
+    /// Concurrent bulk streams a peer may open towards this node. Default 8; bounds 1 ..=
+    /// 1024.
+    pub max_bulk_streams: u32,
+    /// Threads of the transport's own tokio runtime. Default 1; bounds 1 ..= 16.
+    pub threads: usize,
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+impl NetConfig {
+    /// Defaults for node `node_id`.
+    pub fn new(node_id: u64) -> NetConfig {
+        NetConfig {
+            node_id,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            incarnation: None,
+            max_frame_size: 16 * MIB,
+            queue_frames: 8192,
+            queue_bytes: 64 * MIB,
+            inbox_capacity: 65_536,
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            bulk_chunk_size: MIB,
+            max_bulk_streams: 8,
+            threads: 1,
+        }
+    }
+
+    /// Checks every rule once.
+    pub fn validate(self) -> Result<ValidNetConfig, NetConfigError> {
+        use NetConfigError as E;
+        let c = &self;
+        if c.node_id == 0 {
+            return Err(E::ZeroNodeId);
+        }
+        if c.incarnation == Some(0) {
+            return Err(E::ZeroIncarnation);
+        }
+        if !(4 * KIB..=256 * MIB).contains(&c.max_frame_size) {
+            return Err(E::MaxFrameSize(c.max_frame_size));
+        }
+        if !(1..=1_048_576).contains(&c.queue_frames) {
+            return Err(E::QueueFrames(c.queue_frames));
+        }
+        if !(c.max_frame_size..=4096 * MIB).contains(&c.queue_bytes) {
+            return Err(E::QueueBytes(c.queue_bytes));
+        }
+        if !(16..=16_777_216).contains(&c.inbox_capacity) {
+            return Err(E::InboxCapacity(c.inbox_capacity));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&c.idle_timeout) {
+            return Err(E::IdleTimeout(c.idle_timeout));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&c.keep_alive)
+            || c.keep_alive >= c.idle_timeout
+        {
+            return Err(E::KeepAlive(c.keep_alive));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&c.connect_timeout) {
+            return Err(E::ConnectTimeout(c.connect_timeout));
+        }
+        if c.backoff_initial < Duration::from_millis(1) || c.backoff_initial > c.backoff_max {
+            return Err(E::BackoffInitial(c.backoff_initial));
+        }
+        if c.backoff_max > Duration::from_secs(300) {
+            return Err(E::BackoffMax(c.backoff_max));
+        }
+        if !(KIB..=c.max_frame_size).contains(&c.bulk_chunk_size) {
+            return Err(E::BulkChunkSize(c.bulk_chunk_size));
+        }
+        if !(1..=1024).contains(&c.max_bulk_streams) {
+            return Err(E::MaxBulkStreams(c.max_bulk_streams));
+        }
+        if !(1..=16).contains(&c.threads) {
+            return Err(E::Threads(c.threads));
+        }
+        Ok(ValidNetConfig(self))
+    }
+}
+
+/// A [`NetConfig`] that passed [`NetConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidNetConfig(NetConfig);
+
+impl std::ops::Deref for ValidNetConfig {
+    type Target = NetConfig;
+    fn deref(&self) -> &NetConfig {
+        &self.0
+    }
+}
+
+/// A broken rule of [`NetConfig`]; one variant per rule.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NetConfigError {
+    /// `node_id` is 0.
+    #[error("node_id must not be 0")]
+    ZeroNodeId,
+    /// `incarnation` is `Some(0)`.
+    #[error("incarnation must not be 0")]
+    ZeroIncarnation,
+    /// `max_frame_size` is outside 4 KiB ..= 256 MiB.
+    #[error("max_frame_size {0} outside 4 KiB ..= 256 MiB")]
+    MaxFrameSize(usize),
+    /// `queue_frames` is outside 1 ..= 1,048,576.
+    #[error("queue_frames {0} outside 1 ..= 1048576")]
+    QueueFrames(usize),
+    /// `queue_bytes` is outside `max_frame_size` ..= 4 GiB.
+    #[error("queue_bytes {0} outside max_frame_size ..= 4 GiB")]
+    QueueBytes(usize),
+    /// `inbox_capacity` is outside 16 ..= 16,777,216.
+    #[error("inbox_capacity {0} outside 16 ..= 16777216")]
+    InboxCapacity(usize),
+    /// `idle_timeout` is outside 100 ms ..= 600 s.
+    #[error("idle_timeout {0:?} outside 100 ms ..= 600 s")]
+    IdleTimeout(Duration),
+    /// `keep_alive` is outside 10 ms ..= 60 s or not below `idle_timeout`.
+    #[error("keep_alive {0:?} outside 10 ms ..= 60 s or not below idle_timeout")]
+    KeepAlive(Duration),
+    /// `connect_timeout` is outside 10 ms ..= 60 s.
+    #[error("connect_timeout {0:?} outside 10 ms ..= 60 s")]
+    ConnectTimeout(Duration),
+    /// `backoff_initial` is below 1 ms or above `backoff_max`.
+    #[error("backoff_initial {0:?} below 1 ms or above backoff_max")]
+    BackoffInitial(Duration),
+    /// `backoff_max` is above 300 s.
+    #[error("backoff_max {0:?} above 300 s")]
+    BackoffMax(Duration),
+    /// `bulk_chunk_size` is outside 1 KiB ..= `max_frame_size`.
+    #[error("bulk_chunk_size {0} outside 1 KiB ..= max_frame_size")]
+    BulkChunkSize(usize),
+    /// `max_bulk_streams` is outside 1 ..= 1024.
+    #[error("max_bulk_streams {0} outside 1 ..= 1024")]
+    MaxBulkStreams(u32),
+    /// `threads` is outside 1 ..= 16.
+    #[error("threads {0} outside 1 ..= 16")]
+    Threads(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_each_rule_fires() {
+        assert!(NetConfig::new(1).validate().is_ok());
+        assert_eq!(NetConfig::new(0).validate(), Err(NetConfigError::ZeroNodeId));
+        let mut c = NetConfig::new(1);
+        c.keep_alive = c.idle_timeout;
+        assert_eq!(c.validate(), Err(NetConfigError::KeepAlive(Duration::from_secs(5))));
+        let mut c = NetConfig::new(1);
+        c.bulk_chunk_size = c.max_frame_size + 1;
+        assert!(matches!(c.validate(), Err(NetConfigError::BulkChunkSize(_))));
+        let mut c = NetConfig::new(1);
+        c.backoff_initial = Duration::from_secs(10);
+        assert!(matches!(c.validate(), Err(NetConfigError::BackoffInitial(_))));
+        let mut c = NetConfig::new(1);
+        c.queue_frames = 0;
+        assert!(matches!(c.validate(), Err(NetConfigError::QueueFrames(0))));
+    }
+}

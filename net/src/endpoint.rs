@@ -1,0 +1,293 @@
+//! The transport endpoint: one QUIC endpoint (one UDP socket) per node on the transport's
+//! own tokio runtime, the registry of peers, and the synchronous API the engine's workers
+//! call (send, open a bulk stream, set a peer's address, shut down).
+//!
+//! Owns the runtime, the accept loop and the per-peer send queues' admission (bounded;
+//! a full queue is reported, never grown). Never interprets payloads, and never blocks a
+//! caller: `send` only enqueues.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::bulk::{self, BulkSender};
+use crate::config::ValidNetConfig;
+use crate::event::{Event, Inbox, NodeId};
+use crate::peer::{self, PeerHandle};
+use crate::tls::{NodeIdentity, TlsError};
+
+/// Why an endpoint could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The runtime could not start or the socket could not be bound.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a frame or bulk stream was not accepted for sending. Each carries the caller's tag.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// The peer's queue is at its frame or byte limit: back off, or treat the frame as
+    /// dropped.
+    #[error("send queue to node {to} is full (frame {tag} not queued)")]
+    QueueFull {
+        /// The destination.
+        to: NodeId,
+        /// The refused frame's tag.
+        tag: u64,
+    },
+    /// The payload exceeds `max_frame_size`.
+    #[error("frame {tag} of {len} bytes exceeds max_frame_size {max}")]
+    TooLarge {
+        /// The refused frame's tag.
+        tag: u64,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Node id 0 or this node's own id.
+    #[error("invalid destination node {to}")]
+    InvalidPeer {
+        /// The destination given.
+        to: NodeId,
+    },
+}
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connections: Counter,
+    pub refused: Counter,
+    pub duplicates: Counter,
+    pub frames_sent: Counter,
+    pub bytes_sent: Counter,
+    pub frames_received: Counter,
+    pub frames_dropped: Counter,
+    pub protocol_errors: Counter,
+}
+
+/// Counters of one endpoint since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Connections installed (dialed or accepted and kept), one per pair unless a
+    /// connection was lost and re-established.
+    pub connections: u64,
+    /// Inbound connections refused (TLS failure, bad hello, identity mismatch).
+    pub refused: u64,
+    /// Duplicate connections of a pair closed by the tie-break.
+    pub duplicates: u64,
+    /// Message-lane frames written to a connection.
+    pub frames_sent: u64,
+    /// Message-lane bytes written (payload and header).
+    pub bytes_sent: u64,
+    /// Message-lane frames received.
+    pub frames_received: u64,
+    /// Frames reported dropped.
+    pub frames_dropped: u64,
+    /// Connections closed for a protocol violation.
+    pub protocol_errors: u64,
+}
+
+/// State shared by the endpoint handle and its tasks.
+pub(crate) struct Ctx {
+    pub cfg: ValidNetConfig,
+    pub me: NodeId,
+    pub incarnation: u64,
+    pub endpoint: quinn::Endpoint,
+    pub events: mpsc::Sender<Event>,
+    pub stats: Counters,
+    peers: Mutex<HashMap<NodeId, Arc<PeerHandle>>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Ctx {
+    /// The handle of peer `node`, created (with its task) on first use.
+    pub(crate) fn peer(self: &Arc<Self>, node: NodeId) -> Arc<PeerHandle> {
+        // A poisoned lock means a task panicked while holding it; the map itself is still
+        // consistent (inserts are single calls), so keep going.
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers
+            .entry(node)
+            .or_insert_with(|| {
+                let (handle, incoming) = PeerHandle::new(node, &self.cfg);
+                let handle = Arc::new(handle);
+                self.rt.spawn(peer::run(self.clone(), handle.clone(), incoming));
+                handle
+            })
+            .clone()
+    }
+}
+
+/// A running transport endpoint. Dropping it stops its runtime.
+pub struct Endpoint {
+    ctx: Arc<Ctx>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("node", &self.ctx.me).finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Starts the endpoint: its runtime, its UDP socket on `cfg.listen`, its accept loop.
+    /// Returns the handle and the inbox of events.
+    pub fn start(cfg: ValidNetConfig, identity: &NodeIdentity) -> Result<(Endpoint, Inbox), StartError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads)
+            .thread_name(format!("flotilla-net-{}", cfg.node_id))
+            .enable_all()
+            .build()?;
+        let server = identity.server_config(&cfg)?;
+        let client = identity.client_config(&cfg)?;
+        let endpoint = {
+            let _guard = rt.enter();
+            let mut ep = quinn::Endpoint::server(server, cfg.listen)?;
+            ep.set_default_client_config(client);
+            ep
+        };
+        let incarnation = cfg.incarnation.unwrap_or_else(|| {
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1);
+            (nanos as u64).max(1)
+        });
+        let (events, rx) = mpsc::channel(cfg.inbox_capacity);
+        let ctx = Arc::new(Ctx {
+            me: cfg.node_id,
+            incarnation,
+            endpoint,
+            events,
+            stats: Counters::default(),
+            peers: Mutex::new(HashMap::new()),
+            rt: rt.handle().clone(),
+            cfg,
+        });
+        let acceptor = ctx.clone();
+        rt.spawn(async move {
+            while let Some(incoming) = acceptor.endpoint.accept().await {
+                tokio::spawn(crate::conn::accept(acceptor.clone(), incoming));
+            }
+        });
+        Ok((Endpoint { ctx, rt: Some(rt) }, Inbox::new(rx)?))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.ctx.me
+    }
+
+    /// This process's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.ctx.incarnation
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.ctx.endpoint.local_addr()
+    }
+
+    /// Sets (or changes) where node `node` is reached. Takes effect at the next dial.
+    pub fn set_peer_addr(&self, node: NodeId, addr: SocketAddr) {
+        if node == 0 || node == self.ctx.me {
+            return;
+        }
+        let p = self.ctx.peer(node);
+        *p.addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    /// Queues `payload` for node `to` on the message lane. Never blocks. `tag` is the
+    /// caller's name for the frame: if the frame is later dropped, an [`Event::Dropped`]
+    /// names it. Frames to one peer are delivered in order.
+    pub fn send(&self, to: NodeId, tag: u64, payload: Bytes) -> Result<(), SendError> {
+        if to == 0 || to == self.ctx.me {
+            return Err(SendError::InvalidPeer { to });
+        }
+        let max = self.ctx.cfg.max_frame_size;
+        if payload.len() > max {
+            return Err(SendError::TooLarge { tag, len: payload.len(), max });
+        }
+        self.ctx.peer(to).enqueue(&self.ctx.cfg, tag, payload)
+    }
+
+    /// Frames and bytes queued for `to` and not yet written.
+    pub fn queued(&self, to: NodeId) -> (usize, usize) {
+        self.ctx.peer(to).queued()
+    }
+
+    /// Opens a bulk (snapshot) stream to `to`, on its own QUIC stream at a lower priority
+    /// than the message lane. `tag` names it at the receiver and in errors.
+    pub fn open_bulk(&self, to: NodeId, tag: u64) -> Result<BulkSender, SendError> {
+        if to == 0 || to == self.ctx.me {
+            return Err(SendError::InvalidPeer { to });
+        }
+        let peer = self.ctx.peer(to);
+        Ok(bulk::open(&self.ctx, &self.ctx.rt, peer, tag))
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        let s = &self.ctx.stats;
+        Stats {
+            connections: s.connections.get(),
+            refused: s.refused.get(),
+            duplicates: s.duplicates.get(),
+            frames_sent: s.frames_sent.get(),
+            bytes_sent: s.bytes_sent.get(),
+            frames_received: s.frames_received.get(),
+            frames_dropped: s.frames_dropped.get(),
+            protocol_errors: s.protocol_errors.get(),
+        }
+    }
+
+    /// Closes every connection and stops the runtime, waiting up to `grace` for the
+    /// close to reach peers. Must not be called from inside an async context (it then
+    /// stops the runtime in the background instead of waiting).
+    pub fn shutdown(mut self, grace: Duration) {
+        self.ctx.endpoint.close(crate::conn::CLOSE_NORMAL.into(), b"shutdown");
+        if let Some(rt) = self.rt.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                let ep = self.ctx.endpoint.clone();
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(grace, ep.wait_idle()).await;
+                });
+                rt.shutdown_timeout(grace);
+            }
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            self.ctx.endpoint.close(crate::conn::CLOSE_NORMAL.into(), b"shutdown");
+            rt.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! What the transport tells its user: inbound frames, bulk chunks, peer up/down, and
+//! reports of frames it dropped. Also the [`Inbox`] they arrive through.
+//!
+//! Owns the event types and the bounded inbox. Never decides when events happen: the
+//! peer and connection tasks do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// A node id, as the transport knows it: a non-zero number named by a certificate.
+pub type NodeId = u64;
+
+/// Why a peer is considered down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// The connection closed, timed out (no traffic within the idle timeout) or failed.
+    ConnectionLost(String),
+    /// The peer came back with a new incarnation; the old connection was retired.
+    Restarted,
+}
+
+/// Why frames were dropped without being handed to a live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The connection was lost with these frames queued or being written.
+    ConnectionLost,
+    /// No connection could be established (dial failed, timed out or was refused).
+    Unreachable,
+    /// The peer has no known address.
+    NoAddress,
+    /// The endpoint is shutting down.
+    Shutdown,
+}
+
+/// Something that happened on the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A message-lane frame from `from`. Frames from one peer arrive in send order.
+    Frame {
+        /// The sender.
+        from: NodeId,
+        /// The payload, as given to `Endpoint::send`.
+        payload: Bytes,
+    },
+    /// A chunk of bulk stream `tag` from `from` (chunks of one stream arrive in order).
+    BulkChunk {
+        /// The sender.
+        from: NodeId,
+        /// The sender's tag for the stream.
+        tag: u64,
+        /// The chunk.
+        payload: Bytes,
+    },
+    /// Bulk stream `tag` from `from` is complete (every chunk was delivered before).
+    BulkEnd {
+        /// The sender.
+        from: NodeId,
+        /// The sender's tag.
+        tag: u64,
+    },
+    /// Bulk stream `tag` from `from` broke before its end; discard its chunks.
+    BulkAborted {
+        /// The sender.
+        from: NodeId,
+        /// The sender's tag.
+        tag: u64,
+    },
+    /// A connection to `node` is up. A different `incarnation` than last time means the
+    /// peer restarted.
+    PeerUp {
+        /// The peer.
+        node: NodeId,
+        /// The peer's incarnation.
+        incarnation: u64,
+    },
+    /// The connection to `node` (incarnation `incarnation`) is gone. Frames written to it
+    /// may have been lost as well: treat every follower on that node as needing a probe.
+    PeerDown {
+        /// The peer.
+        node: NodeId,
+        /// The incarnation of the connection that went down.
+        incarnation: u64,
+        /// Why.
+        reason: DownReason,
+    },
+    /// Frames sent to `to` with these tags were dropped, never handed to a connection.
+    Dropped {
+        /// The destination.
+        to: NodeId,
+        /// The tags given to `Endpoint::send`, in send order.
+        tags: Vec<u64>,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Why [`Inbox::recv_timeout`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RecvError {
+    /// Nothing arrived in time.
+    #[error("timed out")]
+    Timeout,
+    /// The endpoint is gone.
+    #[error("endpoint shut down")]
+    Closed,
+    /// Called from inside an async runtime, where blocking is not allowed; use
+    /// [`Inbox::recv`] instead.
+    #[error("blocking receive called from an async context")]
+    InAsyncContext,
+}
+
+/// The bounded stream of [`Event`]s of one endpoint. When it is full, readers stop reading
+/// and QUIC flow control pushes back on the senders.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Event>,
+    /// A thread-less runtime used only to time blocking receives, so they keep working
+    /// after the endpoint's runtime has shut down.
+    timer: tokio::runtime::Runtime,
+}
+
+impl Inbox {
+    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> std::io::Result<Inbox> {
+        let timer = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        Ok(Inbox { rx, timer })
+    }
+
+    /// Waits for the next event (async).
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for the next event, blocking this (non-async) thread.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Event, RecvError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(RecvError::InAsyncContext);
+        }
+        let rx = &mut self.rx;
+        match self.timer.block_on(async { tokio::time::timeout(timeout, rx.recv()).await }) {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(RecvError::Closed),
+            Err(_) => Err(RecvError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Flotilla's transport: authenticated, length-prefixed frames of bytes between node ids.
+//!
+//! Knows nothing of Raft. One QUIC connection (quinn, on this crate's own small tokio
+//! runtime) per node pair, mutual TLS against a cluster CA with the node id bound to the
+//! certificate, a low-latency in-order message lane, and bulk lanes (one QUIC stream per
+//! snapshot, lower priority) so a large snapshot never holds back the message lane.
+//!
+//! - [`frame`]: the versioned, length-prefixed frame and its typed-error decoder.
+//! - [`NetConfig`] / [`ValidNetConfig`]: knobs, defaults, bounds.
+//! - [`ClusterCa`] (rcgen) and [`NodeIdentity`]: certificates and TLS identity.
+//! - [`Endpoint`]: start, [`Endpoint::send`] (bounded per-peer queue), [`Endpoint::open_bulk`].
+//! - [`Event`] / [`Inbox`]: frames, bulk chunks, peer up/down with incarnations, drop reports.
+//! - [`fault`]: a UDP relay that cuts, heals and delays links between chosen nodes (tests).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod bulk;
+pub mod certs;
+pub mod config;
+mod conn;
+pub mod endpoint;
+pub mod event;
+pub mod fault;
+pub mod frame;
+mod peer;
+pub mod tls;
+
+pub use bulk::{BulkError, BulkSender};
+pub use certs::{node_server_name, CertError, ClusterCa, PemPair};
+pub use config::{NetConfig, NetConfigError, ValidNetConfig};
+pub use endpoint::{Endpoint, SendError, StartError, Stats};
+pub use event::{DownReason, DropReason, Event, Inbox, NodeId, RecvError};
+pub use frame::{Frame, FrameError, FrameKind, FORMAT_VERSION};
+pub use tls::{NodeIdentity, TlsError};

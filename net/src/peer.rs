@@ -1,0 +1,392 @@
+//! One task per peer node: owns the single connection of the pair, its bounded send queue,
+//! dialing with exponential backoff, the tie-break between simultaneous dials, incarnation
+//! tracking and the up/down/dropped reports.
+//!
+//! The pair rule: at most one connection per node pair. When both nodes dial at once, the
+//! connection dialed by the lower node id wins; a node always accepts a hello from a new
+//! incarnation of its peer (the peer restarted) and from a peer that dials while the
+//! current connection is one the peer itself dialed (the peer saw it die). Nothing is sent
+//! on a connection before its hello is acknowledged, so the loser of a tie-break carries
+//! no frames and loses none.
+//!
+//! Never reads inbound frames (`conn.rs`) nor runs bulk streams (`bulk.rs`).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::certs::node_server_name;
+use crate::config::ValidNetConfig;
+use crate::conn::{self, Incoming, CLOSE_REJECT_BASE, CLOSE_REPLACED};
+use crate::endpoint::{Ctx, SendError};
+use crate::event::{DownReason, DropReason, Event, NodeId};
+use crate::frame::{encode_header, FrameKind, Hello, HelloReply, RejectReason, HEADER_LEN};
+
+/// Most bytes written to the message lane in one write.
+const BATCH_BYTES: usize = 1 << 20;
+/// Most frames written to the message lane in one write.
+const BATCH_FRAMES: usize = 1024;
+/// Priority of the message lane (bulk streams use 0; higher goes first).
+pub(crate) const LANE_PRIORITY: i32 = 100;
+
+#[derive(Default)]
+struct SendQueue {
+    items: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+/// The shared half of a peer: its address, its send queue, and its live connection.
+pub(crate) struct PeerHandle {
+    pub node: NodeId,
+    pub addr: Mutex<Option<SocketAddr>>,
+    queue: Mutex<SendQueue>,
+    wake: Notify,
+    /// Inbound connections claiming this node, handed over by the accept path.
+    pub incoming: mpsc::Sender<Incoming>,
+    /// The live connection, if any, for bulk streams.
+    pub conn: watch::Sender<Option<quinn::Connection>>,
+    /// Bulk streams waiting for a connection (makes the task dial with an empty queue).
+    pub bulk_waiters: AtomicUsize,
+}
+
+impl PeerHandle {
+    pub(crate) fn new(node: NodeId, _cfg: &ValidNetConfig) -> (PeerHandle, mpsc::Receiver<Incoming>) {
+        let (tx, rx) = mpsc::channel(4);
+        let (conn, _) = watch::channel(None);
+        let h = PeerHandle {
+            node,
+            addr: Mutex::new(None),
+            queue: Mutex::new(SendQueue::default()),
+            wake: Notify::new(),
+            incoming: tx,
+            conn,
+            bulk_waiters: AtomicUsize::new(0),
+        };
+        (h, rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SendQueue> {
+        // The queue is a plain VecDeque updated in single calls: still consistent after a
+        // panic elsewhere.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn enqueue(&self, cfg: &ValidNetConfig, tag: u64, payload: Bytes) -> Result<(), SendError> {
+        {
+            let mut q = self.lock();
+            if q.items.len() >= cfg.queue_frames || q.bytes + payload.len() > cfg.queue_bytes {
+                return Err(SendError::QueueFull { to: self.node, tag });
+            }
+            q.bytes += payload.len();
+            q.items.push_back((tag, payload));
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let q = self.lock();
+        (q.items.len(), q.bytes)
+    }
+
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn has_work(&self) -> bool {
+        !self.lock().items.is_empty() || self.bulk_waiters.load(Ordering::Acquire) > 0
+    }
+
+    /// Takes up to one batch from the queue.
+    fn take_batch(&self) -> Vec<(u64, Bytes)> {
+        let mut q = self.lock();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, p)) = q.items.front() {
+            if !out.is_empty() && (out.len() >= BATCH_FRAMES || bytes + p.len() > BATCH_BYTES) {
+                break;
+            }
+            bytes += p.len();
+            if let Some(item) = q.items.pop_front() {
+                out.push(item);
+            }
+        }
+        q.bytes -= bytes;
+        out
+    }
+
+    fn drain(&self) -> Vec<u64> {
+        let mut q = self.lock();
+        q.bytes = 0;
+        q.items.drain(..).map(|(t, _)| t).collect()
+    }
+}
+
+/// Aborts the task when dropped.
+struct TaskGuard(JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The connection of the pair, admitted on both sides.
+struct Live {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    incarnation: u64,
+    dialed_by_me: bool,
+    _tasks: [TaskGuard; 2],
+}
+
+/// Exponential backoff with jitter.
+struct Backoff {
+    next: Duration,
+    initial: Duration,
+    max: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    fn new(cfg: &ValidNetConfig, seed: u64) -> Backoff {
+        Backoff {
+            next: cfg.backoff_initial,
+            initial: cfg.backoff_initial,
+            max: cfg.backoff_max,
+            seed: seed | 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    /// The delay to wait now (between half and all of the current step), and doubles it.
+    fn step(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d / 2 + d.mul_f64((self.seed % 1000) as f64 / 2000.0)
+    }
+}
+
+enum DialError {
+    NoAddress,
+    Rejected(RejectReason),
+    Failed,
+}
+
+async fn report(ctx: &Ctx, e: Event) {
+    if let Event::Dropped { tags, .. } = &e {
+        if tags.is_empty() {
+            return;
+        }
+        ctx.stats.frames_dropped.add(tags.len() as u64);
+    }
+    let _ = ctx.events.send(e).await;
+}
+
+/// The peer task.
+pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc::Receiver<Incoming>) {
+    let mut backoff = Backoff::new(&ctx.cfg, ctx.incarnation ^ peer.node.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut next_dial = Instant::now();
+    let mut live: Option<Live> = None;
+    loop {
+        if let Some(mut l) = live.take() {
+            // Connected: write what is queued, then wait for more, a new hello or a close.
+            let batch = peer.take_batch();
+            if !batch.is_empty() {
+                if write_batch(&ctx, &mut l, &batch).await {
+                    live = Some(l);
+                } else {
+                    let mut tags: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
+                    tags.extend(peer.drain());
+                    down(&ctx, &peer, l, DownReason::ConnectionLost("write failed".into())).await;
+                    report(&ctx, Event::Dropped { to: peer.node, tags, reason: DropReason::ConnectionLost })
+                        .await;
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                inc = incoming.recv() => {
+                    let Some(inc) = inc else { return };
+                    let keep_mine = inc.hello.incarnation == l.incarnation && l.dialed_by_me && ctx.me < peer.node;
+                    if keep_mine {
+                        ctx.stats.duplicates.inc();
+                        reject(inc).await;
+                        live = Some(l);
+                    } else {
+                        let reason = if inc.hello.incarnation != l.incarnation {
+                            DownReason::Restarted
+                        } else {
+                            DownReason::ConnectionLost("replaced by the peer's new connection".into())
+                        };
+                        down(&ctx, &peer, l, reason).await;
+                        live = Some(admit(&ctx, &peer, inc).await);
+                    }
+                }
+                e = l.conn.closed() => {
+                    down(&ctx, &peer, l, DownReason::ConnectionLost(e.to_string())).await;
+                    next_dial = Instant::now();
+                }
+                _ = peer.wake.notified() => live = Some(l),
+            }
+            continue;
+        }
+        // Not connected.
+        if peer.has_work() && Instant::now() >= next_dial {
+            let dial = dial(&ctx, &peer);
+            tokio::pin!(dial);
+            let outcome = loop {
+                tokio::select! {
+                    res = &mut dial => break Some(res),
+                    inc = incoming.recv() => {
+                        let Some(inc) = inc else { return };
+                        if ctx.me < peer.node {
+                            // My dial wins the tie-break.
+                            ctx.stats.duplicates.inc();
+                            reject(inc).await;
+                        } else {
+                            live = Some(admit(&ctx, &peer, inc).await);
+                            break None;
+                        }
+                    }
+                }
+            };
+            match outcome {
+                None => backoff.reset(),
+                Some(Ok(l)) => {
+                    backoff.reset();
+                    up(&ctx, &peer, &l).await;
+                    live = Some(l);
+                }
+                Some(Err(DialError::Rejected(RejectReason::Duplicate))) => {
+                    // The peer is dialing us; wait for its hello, keep the queue.
+                    next_dial = Instant::now() + backoff.step();
+                }
+                Some(Err(e)) => {
+                    let reason = match e {
+                        DialError::NoAddress => DropReason::NoAddress,
+                        _ => DropReason::Unreachable,
+                    };
+                    let tags = peer.drain();
+                    report(&ctx, Event::Dropped { to: peer.node, tags, reason }).await;
+                    next_dial = Instant::now() + backoff.step();
+                }
+            }
+            continue;
+        }
+        let want = peer.has_work();
+        tokio::select! {
+            inc = incoming.recv() => {
+                let Some(inc) = inc else { return };
+                backoff.reset();
+                live = Some(admit(&ctx, &peer, inc).await);
+            }
+            _ = peer.wake.notified() => {}
+            _ = tokio::time::sleep_until(next_dial), if want => {}
+        }
+    }
+}
+
+async fn reject(mut inc: Incoming) {
+    conn::reject(&inc.conn, &mut inc.send, RejectReason::Duplicate).await;
+}
+
+/// Accepts an inbound connection: acknowledges the hello and installs it.
+async fn admit(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>, mut inc: Incoming) -> Live {
+    let ack = HelloReply::Ack { incarnation: ctx.incarnation }.encode();
+    // A failed ack write shows up as a closed connection on the next loop.
+    let _ = inc.send.write_all(&ack).await;
+    let l = install(ctx, peer, inc.conn, inc.send, inc.recv, inc.hello.incarnation, false);
+    up(ctx, peer, &l).await;
+    l
+}
+
+fn install(
+    ctx: &Arc<Ctx>,
+    peer: &Arc<PeerHandle>,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    incarnation: u64,
+    dialed_by_me: bool,
+) -> Live {
+    let _ = send.set_priority(LANE_PRIORITY);
+    let reader = tokio::spawn(conn::read_lane(ctx.clone(), peer.node, conn.clone(), recv));
+    let bulk = tokio::spawn(crate::bulk::accept_streams(ctx.clone(), peer.node, conn.clone()));
+    ctx.stats.connections.inc();
+    peer.conn.send_replace(Some(conn.clone()));
+    Live { conn, send, incarnation, dialed_by_me, _tasks: [TaskGuard(reader), TaskGuard(bulk)] }
+}
+
+async fn up(ctx: &Ctx, peer: &PeerHandle, l: &Live) {
+    report(ctx, Event::PeerUp { node: peer.node, incarnation: l.incarnation }).await;
+}
+
+async fn down(ctx: &Ctx, peer: &PeerHandle, l: Live, reason: DownReason) {
+    peer.conn.send_replace(None);
+    l.conn.close(CLOSE_REPLACED.into(), b"closed");
+    report(ctx, Event::PeerDown { node: peer.node, incarnation: l.incarnation, reason }).await;
+}
+
+/// Writes one batch as consecutive frames in one write. Returns false if the connection
+/// failed.
+async fn write_batch(ctx: &Ctx, l: &mut Live, batch: &[(u64, Bytes)]) -> bool {
+    let total: usize = batch.iter().map(|(_, p)| HEADER_LEN + p.len()).sum();
+    let mut buf = BytesMut::with_capacity(total);
+    for (_, p) in batch {
+        buf.put_slice(&encode_header(FrameKind::Data, p.len()));
+        buf.put_slice(p);
+    }
+    if l.send.write_all(&buf).await.is_err() {
+        return false;
+    }
+    ctx.stats.frames_sent.add(batch.len() as u64);
+    ctx.stats.bytes_sent.add(total as u64);
+    true
+}
+
+async fn dial(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>) -> Result<Live, DialError> {
+    let addr = (*peer.addr.lock().unwrap_or_else(|e| e.into_inner())).ok_or(DialError::NoAddress)?;
+    let attempt = async {
+        let connecting =
+            ctx.endpoint.connect(addr, &node_server_name(peer.node)).map_err(|_| DialError::Failed)?;
+        let conn = connecting.await.map_err(|_| DialError::Failed)?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|_| DialError::Failed)?;
+        let hello = Hello { from: ctx.me, incarnation: ctx.incarnation, to: peer.node };
+        send.write_all(&hello.encode()).await.map_err(|_| DialError::Failed)?;
+        let reply = match conn::read_frame(&mut recv, 64).await {
+            Ok(f) => HelloReply::decode(&f).map_err(|_| DialError::Failed)?,
+            Err(_) => {
+                // A refusal may arrive only as the close code.
+                if let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason() {
+                    let code = c.error_code.into_inner();
+                    if code == (CLOSE_REJECT_BASE + RejectReason::Duplicate as u32) as u64 {
+                        return Err(DialError::Rejected(RejectReason::Duplicate));
+                    }
+                }
+                return Err(DialError::Failed);
+            }
+        };
+        match reply {
+            HelloReply::Ack { incarnation } => Ok(install(ctx, peer, conn, send, recv, incarnation, true)),
+            HelloReply::Reject(r) => Err(DialError::Rejected(r)),
+        }
+    };
+    match tokio::time::timeout(ctx.cfg.connect_timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(DialError::Failed),
+    }
+}

@@ -1,0 +1,151 @@
+//! Mutual TLS: a node's identity (cluster CA, its certificate chain and key) and the
+//! quinn client/server configurations built from it.
+//!
+//! Owns the admission rules: a peer's certificate must chain to the cluster CA (checked by
+//! rustls during the handshake, both ways), the acceptor's certificate must name the node
+//! id that was dialed (server name check), and the dialer's certificate must name the node
+//! id its hello claims ([`cert_names_node`]). There is no plaintext path. Never creates
+//! certificates: `certs.rs` does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::RootCertStore;
+use thiserror::Error;
+
+use crate::certs::node_server_name;
+use crate::config::ValidNetConfig;
+
+/// The ALPN protocol id of Flotilla's transport.
+pub const ALPN: &[u8] = b"flotilla/1";
+
+/// Why a node identity or its TLS configuration could not be built.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A PEM input holds no certificate or key, or is not PEM.
+    #[error("bad PEM for {what}: {detail}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// The parser's message.
+        detail: String,
+    },
+    /// The CA certificate cannot be used as a trust anchor.
+    #[error("bad CA certificate: {0}")]
+    Ca(rustls::Error),
+    /// rustls refused the certificate/key pair or the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client verifier: {0}")]
+    Verifier(String),
+    /// QUIC needs TLS 1.3 with an initial cipher suite.
+    #[error("QUIC crypto: {0}")]
+    Quic(String),
+}
+
+/// What a node needs to join the cluster's TLS: the CA to trust, and its own certificate
+/// chain and key (issued for its node id).
+#[derive(Debug)]
+pub struct NodeIdentity {
+    ca: CertificateDer<'static>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for NodeIdentity {
+    fn clone(&self) -> Self {
+        NodeIdentity { ca: self.ca.clone(), chain: self.chain.clone(), key: self.key.clone_key() }
+    }
+}
+
+impl NodeIdentity {
+    /// Parses the cluster CA certificate, the node certificate (chain) and its key, all PEM.
+    pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<NodeIdentity, TlsError> {
+        let pem_err =
+            |what| move |e: rustls::pki_types::pem::Error| TlsError::Pem { what, detail: e.to_string() };
+        let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(pem_err("CA certificate"))?;
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem_err("node certificate"))?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem { what: "node certificate", detail: "no certificate".into() });
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem_err("node key"))?;
+        Ok(NodeIdentity { ca, chain, key })
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone()).map_err(TlsError::Ca)?;
+        Ok(Arc::new(roots))
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// The quinn server configuration: requires a client certificate chaining to the CA.
+    pub(crate) fn server_config(&self, cfg: &ValidNetConfig) -> Result<quinn::ServerConfig, TlsError> {
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        sc.transport_config(transport_config(cfg));
+        Ok(sc)
+    }
+
+    /// The quinn client configuration: presents this node's certificate and trusts only the
+    /// cluster CA.
+    pub(crate) fn client_config(&self, cfg: &ValidNetConfig) -> Result<quinn::ClientConfig, TlsError> {
+        let mut tls = rustls::ClientConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+        let mut cc = quinn::ClientConfig::new(Arc::new(quic));
+        cc.transport_config(transport_config(cfg));
+        Ok(cc)
+    }
+}
+
+fn transport_config(cfg: &ValidNetConfig) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(cfg.keep_alive));
+    // Validation bounds idle_timeout to 600 s, far below QUIC's 2^62 ms limit.
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(cfg.idle_timeout).ok());
+    // One control/message stream each way plus the bulk streams.
+    t.max_concurrent_bidi_streams((cfg.max_bulk_streams + 1).into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Loopback and LAN links: generous windows so a bulk stream can fill the pipe while the
+    // message lane, at higher priority, keeps going first.
+    let stream_window = (8 * 1024 * 1024u32).max(cfg.bulk_chunk_size as u32 * 2);
+    t.stream_receive_window(stream_window.into());
+    t.receive_window(
+        (stream_window as u64 * 4).min(u32::MAX as u64).try_into().unwrap_or(quinn::VarInt::MAX),
+    );
+    t.send_window(stream_window as u64 * 4);
+    t.initial_rtt(Duration::from_millis(10));
+    Arc::new(t)
+}
+
+/// Whether the end-entity certificate in `chain` names node `id` (its subject alternative
+/// name is [`node_server_name`]`(id)`). The chain itself was verified against the cluster
+/// CA during the handshake.
+pub fn cert_names_node(chain: &[CertificateDer<'_>], id: u64) -> bool {
+    let Some(leaf) = chain.first() else { return false };
+    let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else { return false };
+    let Ok(name) = ServerName::try_from(node_server_name(id)) else { return false };
+    ee.verify_is_valid_for_subject_name(&name).is_ok()
+}

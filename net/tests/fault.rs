@@ -1,0 +1,84 @@
+//! The fault-injecting relay partitions a real QUIC cluster: cut, heal and delay links
+//! between chosen nodes at run time.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use flotilla_net::fault::FaultyNet;
+use flotilla_net::{ClusterCa, Endpoint, Event, Inbox};
+
+/// Sends from `e` to `to` until a frame from `e` arrives in `inbox` or `limit` passes;
+/// returns how long it took.
+fn reach(e: &Endpoint, to: u64, inbox: &mut Inbox, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut tag = 0;
+    while start.elapsed() < limit {
+        let _ = e.send(to, tag, Bytes::from_static(b"ping"));
+        tag += 1;
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match inbox.recv_timeout(left) {
+                Ok(Event::Frame { from, .. }) if from == e.node_id() => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn cut_heal_and_delay_links_of_a_real_cluster() {
+    let ca = ClusterCa::generate().unwrap();
+    let mut eps: Vec<(Endpoint, Inbox)> = (1..=3)
+        .map(|id| {
+            start(test_config(id, "127.0.0.1:0".parse().unwrap()).validate().unwrap(), &identity(&ca, id))
+        })
+        .collect();
+    let real: Vec<(u64, std::net::SocketAddr)> =
+        eps.iter().map(|(e, _)| (e.node_id(), e.local_addr().unwrap())).collect();
+    let net = FaultyNet::start(&real).unwrap();
+    for (e, _) in &eps {
+        for (peer, addr) in net.address_book(e.node_id()) {
+            e.set_peer_addr(peer, addr);
+        }
+    }
+    let (e3, mut i3) = eps.pop().unwrap();
+    let (e2, mut i2) = eps.pop().unwrap();
+    let (e1, mut i1) = eps.pop().unwrap();
+    let fast = Duration::from_secs(5);
+    assert!(reach(&e1, 2, &mut i2, fast).is_some());
+    assert!(reach(&e1, 3, &mut i3, fast).is_some());
+
+    // Cut 1-2: node 1 learns node 2 is down (idle timeout), 1-3 keeps working.
+    net.cut(1, 2);
+    let t = Instant::now();
+    let down = wait_for(&mut i1, Duration::from_secs(5), |e| matches!(e, Event::PeerDown { node: 2, .. }));
+    assert!(down.is_some(), "no peer-down after the cut");
+    eprintln!("peer down {:?} after the cut", t.elapsed());
+    assert!(reach(&e2, 1, &mut i1, Duration::from_millis(500)).is_none(), "frames crossed a cut link");
+    assert!(reach(&e3, 1, &mut i1, fast).is_some(), "an uncut link stopped working");
+    // While cut, sends to 2 are reported dropped (the redial fails).
+    e1.send(2, 4242, Bytes::from_static(b"lost")).unwrap();
+    let dropped = wait_for(&mut i1, Duration::from_secs(5), |e| matches!(e, Event::Dropped { to: 2, .. }));
+    assert!(matches!(dropped, Some(Event::Dropped { tags, .. }) if tags.contains(&4242)));
+
+    // Heal: the pair reconnects (backoff) and frames flow again.
+    net.heal(1, 2);
+    let back = reach(&e1, 2, &mut i2, Duration::from_secs(10));
+    assert!(back.is_some(), "no recovery after heal");
+    eprintln!("recovered {back:?} after heal");
+
+    // Delay 1-3 by 150 ms each way: a frame now takes at least that long.
+    while i3.try_recv().is_some() {}
+    net.delay(1, 3, Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(50));
+    let took = reach(&e1, 3, &mut i3, fast).unwrap();
+    assert!(took >= Duration::from_millis(150), "delay not applied: {took:?}");
+    net.delay(1, 3, Duration::ZERO);
+    let _ = (e2, e3);
+}
