@@ -432,10 +432,12 @@ fn follower_checks_append_consistency() {
     ];
     for (pt, pi, (index, reject, reject_hint, hint_term)) in cases {
         let mut f = raft_with(config(1), storage_with_log(three(), &[1, 2], hs(2, 0, 1)));
-        let out = step_drain(&mut f, append(2, 1, 2, (pi, pt), vec![], 1));
+        // A leader's prev_term never exceeds its own term.
+        let term = pt.max(2);
+        let out = step_drain(&mut f, append(2, 1, term, (pi, pt), vec![], 1));
         assert_eq!(
             out.all(),
-            vec![msg(1, 2, 2, MessageBody::AppendResponse { index, reject, reject_hint, hint_term })],
+            vec![msg(1, 2, term, MessageBody::AppendResponse { index, reject, reject_hint, hint_term })],
             "prev ({pi}, {pt})"
         );
     }
@@ -456,7 +458,9 @@ fn follower_appends_entries() {
     ];
     for (prev, (first, terms), want_log, want_unstable) in cases {
         let mut f = raft_with(config(1), storage_with_log(three(), &[1, 2], hs(2, 0, 0)));
-        f.step(append(2, 1, 2, prev, ents(first, &terms), 0)).unwrap();
+        // A leader's entries never carry a term above its own.
+        let term = terms.iter().copied().max().unwrap_or(2).max(2);
+        f.step(append(2, 1, term, prev, ents(first, &terms), 0)).unwrap();
         let log: Vec<u64> = f.entries(1, f.last_index() + 1).unwrap().iter().map(|e| e.term).collect();
         assert_eq!(log, want_log, "prev {prev:?}");
         let rd = f.ready();
