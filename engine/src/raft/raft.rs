@@ -912,6 +912,18 @@ impl<S: LogStore> Raft<S> {
         if let Err(why) = self.check_well_formed(&m) {
             return Err(StepError::Malformed { kind: m.body.kind(), from: m.from, why });
         }
+        if let MessageBody::RequestVote { commit, commit_term, .. }
+        | MessageBody::RequestVoteResponse { commit, commit_term, .. } = m.body
+        {
+            // The sender knows (commit, commit_term) is committed. If our log holds that
+            // entry, our log up to it is the sender's (log matching): committed here too.
+            // A fact whatever the message's term, so learnt before stale terms are dropped:
+            // a demoted replica stuck in an older term may be the only one that knows a
+            // joint configuration was left.
+            if commit > self.log.committed && self.log.match_term(commit, commit_term) {
+                self.log.commit_to(commit);
+            }
+        }
         if m.term > self.term {
             if let MessageBody::RequestVote { transfer, .. } = m.body {
                 // CheckQuorum lease (thesis §4.2.3): a replica that heard from a leader
@@ -953,15 +965,6 @@ impl<S: LogStore> Raft<S> {
             return Ok(());
         }
 
-        if let MessageBody::RequestVote { commit, commit_term, .. }
-        | MessageBody::RequestVoteResponse { commit, commit_term, .. } = m.body
-        {
-            // The sender knows (commit, commit_term) is committed. If our log holds that
-            // entry, our log up to it is the sender's (log matching): committed here too.
-            if commit > self.log.committed && self.log.match_term(commit, commit_term) {
-                self.log.commit_to(commit);
-            }
-        }
         if let MessageBody::RequestVote { pre_vote, last_index, last_term, .. } = m.body {
             self.handle_vote_request(m.from, m.term, pre_vote, last_index, last_term);
             return Ok(());
@@ -1625,6 +1628,29 @@ mod simulator_regressions {
         r.step(resp(2)).unwrap();
         assert_eq!(r.committed(), 0, "a different entry at the commit index proves nothing");
         r.step(resp(1)).unwrap();
+        assert_eq!(r.committed(), 2);
+    }
+
+    /// Simulator seed 216791: a demoted replica stuck in an older term rejects PreVotes in
+    /// that term; its commit hint must still be learnt, or the voters that do not know the
+    /// joint configuration was left wait for its vote forever.
+    #[test]
+    fn stale_vote_response_still_carries_commit() {
+        let mut r = replica(&[ent(1, 1, EntryPayload::Noop), ent(2, 1, EntryPayload::Noop)], 1, 0);
+        r.term = 5;
+        let stale = Message {
+            from: 2,
+            to: 1,
+            term: 4,
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                reject: true,
+                commit: 2,
+                commit_term: 1,
+            },
+        };
+        r.step(stale).unwrap();
+        assert_eq!(r.term(), 5, "the stale term changes nothing else");
         assert_eq!(r.committed(), 2);
     }
 }
