@@ -100,6 +100,7 @@ impl Cluster {
                             let chunk = SnapshotChunk {
                                 meta: meta.clone(),
                                 seq: seq as u32,
+                                offset: (seq * 64) as u64,
                                 last: seq + 1 == n,
                                 data,
                             };

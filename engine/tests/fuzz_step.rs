@@ -110,6 +110,7 @@ fn random_message(r: &mut Rng, raft: &Raft<MemStorage>) -> Message {
             MessageBody::SnapshotChunk(SnapshotChunk {
                 meta: SnapshotMeta { index: r.near(last), term: r.near(term), conf },
                 seq: r.below(3) as u32,
+                offset: r.near(0),
                 last: r.below(2) == 0,
                 data: Bytes::from(vec![1u8; r.below(16) as usize]),
             })

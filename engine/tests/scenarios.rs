@@ -890,6 +890,28 @@ fn snapshot_chunk_out_of_order_discards() {
     assert_eq!(drain(&mut f).snapshots.len(), 1);
 }
 
+/// Two streams of the same snapshot (a retry racing the stream it replaces) cut at
+/// different boundaries never splice: chunks carry their byte offset, and a chunk that does
+/// not continue the partial snapshot discards it (simulator seeds 313668, 314072).
+#[test]
+fn snapshot_retry_streams_never_splice() {
+    let a = snapshot(10, 1, three(), b"0123456789ab");
+    let first = chunk_msgs(1, 2, 1, &a, 4); // 0123 4567 89ab
+    let retry = chunk_msgs(1, 2, 1, &a, 5); // 01234 56789 ab
+    let mut f = new_raft(2, three(), |_| {});
+    f.step(first[0].clone()).unwrap();
+    f.step(retry[0].clone()).unwrap(); // the retry restarts the snapshot
+    f.step(first[1].clone()).unwrap(); // seq 1 of the old stream: offset 4, not 5
+    f.step(first[2].clone()).unwrap();
+    assert!(drain(&mut f).snapshots.is_empty(), "spliced chunks must not install");
+    assert_eq!(f.committed(), 0);
+    for m in &retry {
+        f.step(m.clone()).unwrap();
+    }
+    let out = drain(&mut f);
+    assert_eq!(out.snapshots, vec![a.clone()], "the retry alone installs, byte for byte");
+}
+
 /// A snapshot at or below the commit index is acknowledged (with the commit index) but
 /// not installed.
 #[test]

@@ -896,6 +896,7 @@ impl Sim {
                 body: MessageBody::SnapshotChunk(SnapshotChunk {
                     meta: meta.clone(),
                     seq: seq as u32,
+                    offset: lo as u64,
                     last: seq + 1 == k,
                     data: data.slice(lo..hi),
                 }),

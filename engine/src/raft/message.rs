@@ -88,6 +88,9 @@ pub struct SnapshotChunk {
     pub meta: SnapshotMeta,
     /// Position of this chunk in the stream, from 0.
     pub seq: u32,
+    /// Byte offset of `data` in the snapshot. Chunks of two streams of one snapshot (a
+    /// retry racing the stream it replaces) never splice, whatever their boundaries.
+    pub offset: u64,
     /// Whether this is the final chunk.
     pub last: bool,
     /// The chunk's bytes.

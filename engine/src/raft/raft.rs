@@ -556,9 +556,14 @@ impl<S: LogStore> Raft<S> {
             self.transfer_elapsed += 1;
             if self.transfer_elapsed >= self.cfg.election_timeout_min_ticks {
                 self.abort_transfer();
-                if !self.conf.is_voter(self.id) && self.cfg.step_down_on_removal {
-                    self.leave_leadership();
-                }
+            }
+        }
+        if self.transferee == NO_REPLICA && !self.conf.is_voter(self.id) && self.cfg.step_down_on_removal {
+            // Removed (or demoted) and no handover under way (it timed out or was cut
+            // short): try again, so a removed leader never lingers.
+            self.leave_leadership();
+            if self.role != Role::Leader {
+                return;
             }
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
@@ -1241,7 +1246,7 @@ impl<S: LogStore> Raft<S> {
             });
         }
         let Some(p) = self.snapshot_recv.as_mut() else { return };
-        if chunk.seq != p.next_seq {
+        if chunk.seq != p.next_seq || chunk.offset != p.data.len() as u64 {
             self.snapshot_recv = None;
             self.stats.snapshot_streams_discarded += 1;
             return;

@@ -312,6 +312,7 @@ pub fn encode_message(b: &mut BytesMut, m: &Message) -> Result<(), EncodeError> 
             b.put_u8(K_SNAPSHOT_CHUNK);
             put_meta(b, &c.meta);
             put_varint(b, c.seq.into());
+            put_varint(b, c.offset);
             b.put_u8(c.last as u8);
             put_bytes(b, &c.data);
         }
@@ -562,8 +563,9 @@ impl Reader<'_> {
                 let at = self.pos;
                 let seq =
                     u32::try_from(self.varint()?).map_err(|_| DecodeError::Invalid { what: "seq", at })?;
+                let offset = self.varint()?;
                 let last = self.bool("last")?;
-                MessageBody::SnapshotChunk(SnapshotChunk { meta, seq, last, data: self.bytes()? })
+                MessageBody::SnapshotChunk(SnapshotChunk { meta, seq, offset, last, data: self.bytes()? })
             }
             tag => return Err(DecodeError::UnknownTag { what: "message kind", tag, at }),
         };

@@ -126,6 +126,7 @@ fn every_kind() -> Vec<WireItem> {
         MessageBody::SnapshotChunk(SnapshotChunk {
             meta: SnapshotMeta { index: 100, term: 7, conf: conf() },
             seq: u32::MAX,
+            offset: u64::MAX,
             last: true,
             data: Bytes::from_static(b"snapshot bytes"),
         }),
@@ -538,6 +539,7 @@ fn quic_adapter_carries_batches_and_snapshots() {
             body: MessageBody::SnapshotChunk(SnapshotChunk {
                 meta: meta.clone(),
                 seq,
+                offset: u64::from(seq) * 100_000,
                 last: seq == 3,
                 data: Bytes::from(vec![seq as u8; 100_000]),
             }),

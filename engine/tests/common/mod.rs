@@ -560,6 +560,12 @@ pub fn chunk_snapshot(snap: &Snapshot, size: usize) -> Vec<SnapshotChunk> {
     parts
         .into_iter()
         .enumerate()
-        .map(|(i, data)| SnapshotChunk { meta: snap.meta.clone(), seq: i as u32, last: i + 1 == n, data })
+        .map(|(i, data)| SnapshotChunk {
+            meta: snap.meta.clone(),
+            seq: i as u32,
+            offset: (i * size) as u64,
+            last: i + 1 == n,
+            data,
+        })
         .collect()
 }
