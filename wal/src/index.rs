@@ -22,6 +22,23 @@ pub(crate) struct EntryLoc {
     pub len: u32,
 }
 
+impl EntryLoc {
+    /// A placeholder for an entry whose record is further on in the log. Exists only
+    /// while recovery replays the log (a rewritten record can come after a record that
+    /// follows it in index order); recovery fails if one is left.
+    pub(crate) const HOLE: EntryLoc = EntryLoc {
+        term: 0,
+        seg: u64::MAX,
+        off: 0,
+        len: 0,
+    };
+
+    /// Whether this is a [`EntryLoc::HOLE`].
+    pub(crate) fn is_hole(&self) -> bool {
+        self.seg == u64::MAX
+    }
+}
+
 /// Where one (non-entry) record lives, for usage accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecLoc {
@@ -80,6 +97,30 @@ impl GroupIndex {
     pub(crate) fn truncate_from(&mut self, index: u64) -> Vec<EntryLoc> {
         let keep = index.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
         self.entries.drain(keep..).collect()
+    }
+
+    /// Extends the log with holes up to `last` (at most `max` of them; false if more
+    /// would be needed).
+    pub(crate) fn pad_to(&mut self, last: u64, max: u64) -> bool {
+        let cur = self.last();
+        if last <= cur {
+            return true;
+        }
+        if last - cur > max {
+            return false;
+        }
+        for _ in cur..last {
+            self.entries.push_back(EntryLoc::HOLE);
+        }
+        true
+    }
+
+    /// Index of the first hole, if any.
+    pub(crate) fn first_hole(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .position(|e| e.is_hole())
+            .map(|i| self.first + i as u64)
     }
 
     /// Removes entries below `index` and makes `index` the first index (when it is above

@@ -29,7 +29,15 @@ impl Preallocator {
     pub(crate) fn run(self) {
         let mut backoff = Duration::from_millis(10);
         while !self.shared.stop.load(Ordering::Acquire) {
-            match self.step() {
+            let r = self.step();
+            self.shared
+                .prealloc_failing
+                .store(r.is_err(), Ordering::Release);
+            if r.is_err() {
+                // Let a writer waiting for a spare know it should not wait any longer.
+                self.shared.spares_cv.notify_all();
+            }
+            match r {
                 Ok(true) => {
                     backoff = Duration::from_millis(10);
                     continue;
@@ -89,6 +97,7 @@ impl Preallocator {
                     // The old identity is durably gone: forget the segment.
                     self.shared.state.write().segs.remove(&seq);
                     if let Some(s) = spare {
+                        self.shared.recycled.fetch_add(1, Ordering::Relaxed);
                         self.shared.spares.lock().push_back(s);
                         self.shared.spares_cv.notify_all();
                     }
@@ -103,6 +112,7 @@ impl Preallocator {
         if self.shared.spares.lock().len() < cfg.spare_segments {
             let seq = self.shared.next_seq.fetch_add(1, Ordering::SeqCst);
             let seg = Segment::create(fs, &cfg.dir, seq, cfg.segment_size)?;
+            self.shared.created.fetch_add(1, Ordering::Relaxed);
             self.shared.spares.lock().push_back(seg);
             self.shared.spares_cv.notify_all();
             return Ok(true);

@@ -344,6 +344,15 @@ impl<'a> Recovery<'a> {
                 x.seq
             );
         }
+        for (g, gi) in &state.groups {
+            if let Some(index) = gi.first_hole() {
+                return Err(Self::corrupt(
+                    dir,
+                    0,
+                    format!("group {g}: no record of entry {index} was found"),
+                ));
+            }
+        }
         let next_seq = seqs.last().copied().unwrap_or(0) + 1;
         let mut spares = Vec::new();
         let later: Vec<Arc<Segment>> = segs.drain(ti + 1..).collect();

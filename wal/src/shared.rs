@@ -41,6 +41,13 @@ pub(crate) struct Shared {
     pub writes: AtomicU64,
     /// Batches made durable.
     pub batches: AtomicU64,
+    /// Segments created by zero-filling.
+    pub created: AtomicU64,
+    /// Segments recycled.
+    pub recycled: AtomicU64,
+    /// Set while the preallocator's last attempt failed (the writer then stops waiting
+    /// for it).
+    pub prealloc_failing: AtomicBool,
 }
 
 impl Shared {

@@ -98,6 +98,9 @@ pub(crate) struct LogState {
     pub active: u64,
 }
 
+/// Most holes recovery leaves for entries whose records come later in the log.
+const MAX_HOLES: u64 = 1 << 26;
+
 fn entry_bytes(l: &EntryLoc) -> u64 {
     (ENTRY_HEADER_LEN as u64) + l.len as u64
 }
@@ -164,8 +167,9 @@ impl LogState {
                         let removed = g.truncate_from(first);
                         Self::drop_entries(segs, group, &removed);
                         self.cache.truncate_from(group, first);
-                        if first > g.last() + 1 {
-                            // A hole (never accepted at run time): restart the log here.
+                        if first > g.last() + 1 && !g.pad_to(first - 1, MAX_HOLES) {
+                            // Never accepted at run time; bounded so that no input can
+                            // make recovery allocate without limit: restart the log here.
                             let removed = g.compact_below(first);
                             Self::drop_entries(segs, group, &removed);
                             self.cache.remove_group(group);
@@ -183,6 +187,10 @@ impl LogState {
                         }
                     }
                     Some(last) => {
+                        // At replay, records of earlier entries may come later in the
+                        // log (rewritten after this one): leave holes for them.
+                        let end = (first + locs.len() as u64).saturating_sub(1);
+                        g.pad_to(last.max(end), MAX_HOLES);
                         for (i, loc) in locs.iter().enumerate() {
                             let index = first + i as u64;
                             if let Some(old) = g.get_mut(index) {

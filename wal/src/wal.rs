@@ -85,6 +85,10 @@ pub struct WalStats {
     pub batches: u64,
     /// Groups known.
     pub groups: usize,
+    /// Segments created (zero-filled) by the preallocator since open.
+    pub segments_created: u64,
+    /// Segments recycled since open.
+    pub segments_recycled: u64,
 }
 
 /// One node's shared write-ahead log. Thread-safe: share it by reference or `Arc`.
@@ -157,6 +161,9 @@ impl Wal {
             syncs: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            recycled: AtomicU64::new(0),
+            prealloc_failing: AtomicBool::new(false),
         });
         let writer = SegmentWriter::new(
             shared.clone(),
@@ -421,6 +428,8 @@ impl Wal {
             syncs: self.shared.syncs.load(Ordering::Relaxed),
             batches: self.shared.batches.load(Ordering::Relaxed),
             groups: st.groups.len(),
+            segments_created: self.shared.created.load(Ordering::Relaxed),
+            segments_recycled: self.shared.recycled.load(Ordering::Relaxed),
         }
     }
 }

@@ -502,6 +502,9 @@ impl SegmentWriter {
                     break;
                 }
             }
+            if self.shared.prealloc_failing.load(Ordering::Acquire) {
+                break;
+            }
             self.shared.kick();
             let mut q = self.shared.spares.lock();
             if q.is_empty() {

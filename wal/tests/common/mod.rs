@@ -161,6 +161,34 @@ impl Model {
     }
 }
 
+/// A short description of how two models differ.
+pub fn diff(got: &Model, want: &Model) -> String {
+    let mut out = String::new();
+    let keys: std::collections::BTreeSet<u64> =
+        got.groups.keys().chain(want.groups.keys()).copied().collect();
+    for g in keys {
+        match (got.groups.get(&g), want.groups.get(&g)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(a), Some(b)) => {
+                let idx = a
+                    .entries
+                    .iter()
+                    .zip(b.entries.iter())
+                    .position(|(x, y)| x != y);
+                out += &format!(
+                    "group {g}: got first {} last {} hs {:?} meta {:?}; want first {} last {} hs {:?} meta {:?}; first differing entry offset {:?}\n",
+                    a.first, a.last(), a.hs, a.meta.as_ref().map(|m| m.len()),
+                    b.first, b.last(), b.hs, b.meta.as_ref().map(|m| m.len()), idx
+                );
+            }
+            (Some(_), None) => out += &format!("group {g}: present, should not be\n"),
+            (None, Some(_)) => out += &format!("group {g}: missing\n"),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
 /// A tiny deterministic RNG for test workloads.
 pub struct Rng(pub u64);
 
