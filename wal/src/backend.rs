@@ -62,7 +62,10 @@ pub(crate) fn pwrite_all(
             WriteFault::Eio => Err(eio()),
         };
         let res = match res {
-            Ok(0) => Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote 0 bytes")),
+            Ok(0) => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwrite wrote 0 bytes",
+            )),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => other,
         };

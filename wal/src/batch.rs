@@ -4,9 +4,7 @@
 //! Owns: collecting operations and their payloads, and knowing their exact encoded size.
 //! Never: encodes checksums or touches a file (the writer encodes it into a segment).
 
-use crate::codec::{
-    ENTRIES_BODY_PREFIX, ENTRY_HEADER_LEN, RECORD_HEADER_LEN, REWRITE_BODY_PREFIX,
-};
+use crate::codec::{ENTRIES_BODY_PREFIX, ENTRY_HEADER_LEN, RECORD_HEADER_LEN, REWRITE_BODY_PREFIX};
 use crate::types::HardState;
 
 /// One operation of a batch; payload ranges point into the batch's data arena.
@@ -135,9 +133,7 @@ impl WriteBatch {
     /// Sets the opaque metadata of `group` (the engine stores the membership here).
     pub fn set_meta(&mut self, group: u64, meta: &[u8]) {
         let start = self.push_data(meta);
-        self.encoded = self
-            .encoded
-            .saturating_add(RECORD_HEADER_LEN + meta.len());
+        self.encoded = self.encoded.saturating_add(RECORD_HEADER_LEN + meta.len());
         self.ops.push(Op::Meta {
             group,
             start,
@@ -164,7 +160,13 @@ impl WriteBatch {
     }
 
     /// Internal: rewritten entries copied from an old segment.
-    pub(crate) fn add_rewrite(&mut self, group: u64, last: u64, first: u64, entries: Vec<(u64, &[u8])>) {
+    pub(crate) fn add_rewrite(
+        &mut self,
+        group: u64,
+        last: u64,
+        first: u64,
+        entries: Vec<(u64, &[u8])>,
+    ) {
         let mut v = Vec::with_capacity(entries.len());
         self.encoded = self
             .encoded

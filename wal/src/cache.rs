@@ -11,13 +11,16 @@ use std::collections::{HashMap, VecDeque};
 /// Bookkeeping bytes charged per cached entry on top of its payload.
 const ENTRY_OVERHEAD: usize = 48;
 
+/// A group's cached run: index of its first entry, and the payloads.
+type Run = (u64, VecDeque<Box<[u8]>>);
+
 /// Bounded cache of recent entries, per group a contiguous run of indexes.
 #[derive(Debug, Default)]
 pub(crate) struct EntryCache {
     budget: usize,
     used: usize,
     live: usize,
-    groups: HashMap<u64, (u64, VecDeque<Box<[u8]>>)>,
+    groups: HashMap<u64, Run>,
     fifo: VecDeque<(u64, u64)>,
 }
 

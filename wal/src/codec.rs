@@ -459,8 +459,8 @@ mod tests {
         RecordCodec::finish_batch(&mut buf, start, 1, 11);
         let h = RecordCodec::decode_batch(&buf, 11).expect("valid");
         assert_eq!(h.len, buf.len());
-        let recs = RecordCodec::decode_records(&buf[BATCH_HEADER_LEN..], 1000, 1, 11)
-            .expect("records");
+        let recs =
+            RecordCodec::decode_records(&buf[BATCH_HEADER_LEN..], 1000, 1, 11).expect("records");
         assert_eq!(recs[0].group, 5);
         match &recs[0].body {
             RecordBody::Entries { first, entries } => {

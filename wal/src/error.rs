@@ -36,7 +36,9 @@ pub enum OpenError {
         reason: String,
     },
     /// A header was written by a newer format version than this code understands.
-    #[error("wal file {file} at offset {offset} has format version {version}, newer than supported")]
+    #[error(
+        "wal file {file} at offset {offset} has format version {version}, newer than supported"
+    )]
     NewerFormat {
         /// The segment file.
         file: PathBuf,

@@ -52,6 +52,7 @@ struct State {
     power_budget: Option<u64>,
     power_off: bool,
     syncs: u64,
+    segment_syncs: u64,
     failed_syncs: u64,
     writes: u64,
     trash_seq: u64,
@@ -101,6 +102,10 @@ pub struct FaultFs {
     st: Mutex<State>,
 }
 
+fn is_segment(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wal")
+}
+
 fn eio() -> io::Error {
     io::Error::from_raw_os_error(libc::EIO)
 }
@@ -121,12 +126,14 @@ impl FaultFs {
         })
     }
 
-    /// The next write submission suffers `f` (queued: one fault per write).
+    /// The next write submission to a live segment file (`*.wal`, where group commits
+    /// go; not the preallocator's files) suffers `f` (queued: one fault per write).
     pub fn fail_next_write(&self, f: WriteFault) {
         self.st.lock().next_write_faults.push_back(f);
     }
 
-    /// The next data sync suffers `f` (queued: one fault per sync).
+    /// The next data sync of a live segment file (`*.wal`) suffers `f` (queued: one
+    /// fault per sync).
     pub fn fail_next_sync(&self, f: SyncFault) {
         self.st.lock().next_sync_faults.push_back(f);
     }
@@ -146,6 +153,12 @@ impl FaultFs {
     /// Successful data syncs so far.
     pub fn syncs(&self) -> u64 {
         self.st.lock().syncs
+    }
+
+    /// Successful data syncs of live segment files (`*.wal`): the group-commit syncs
+    /// (preallocation and recycling sync other names).
+    pub fn segment_syncs(&self) -> u64 {
+        self.st.lock().segment_syncs
     }
 
     /// Failed data syncs so far.
@@ -200,7 +213,11 @@ impl FaultFs {
             if writes.is_empty() {
                 continue;
             }
-            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+            {
                 Ok(f) => f,
                 Err(_) => continue,
             };
@@ -284,7 +301,10 @@ impl FileSystem for FaultFs {
         let existed = path.exists();
         let f = self.inner.open(path, create)?;
         if create && !existed {
-            self.st.lock().dir_ops.push(DirOp::Created(path.to_path_buf()));
+            self.st
+                .lock()
+                .dir_ops
+                .push(DirOp::Created(path.to_path_buf()));
         }
         Ok(f)
     }
@@ -312,14 +332,16 @@ impl FileSystem for FaultFs {
         st.trash_seq += 1;
         let trash = self.trash.join(format!("{}", st.trash_seq));
         std::fs::rename(path, &trash)?;
-        st.dir_ops
-            .push(DirOp::Removed(path.to_path_buf(), trash));
+        st.dir_ops.push(DirOp::Removed(path.to_path_buf(), trash));
         // Writes to a removed file no longer matter... unless the removal is undone, in
         // which case they are rolled back with it below.
         if let Some(u) = st.undo.remove(path) {
             // Apply the rollback now to the trashed copy: a removed file that comes back
             // after a crash comes back with only its durable content.
-            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(self.trash.join(format!("{}", st.trash_seq))) {
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.trash.join(format!("{}", st.trash_seq)))
+            {
                 for (off, old) in u.iter().rev() {
                     f.write_all_at(old, *off)?;
                 }
@@ -357,7 +379,11 @@ impl FileSystem for FaultFs {
             }
         } else {
             st.spend();
-            st.next_write_faults.pop_front().unwrap_or(WriteFault::None)
+            if is_segment(path) {
+                st.next_write_faults.pop_front().unwrap_or(WriteFault::None)
+            } else {
+                WriteFault::None
+            }
         };
         let n = match fault {
             WriteFault::None => len,
@@ -380,12 +406,16 @@ impl FileSystem for FaultFs {
         fault
     }
 
-    fn before_sync(&self, _path: &Path) -> SyncFault {
+    fn before_sync(&self, path: &Path) -> SyncFault {
         let mut st = self.st.lock();
         if st.spend() {
             return SyncFault::Eio;
         }
-        st.next_sync_faults.pop_front().unwrap_or(SyncFault::None)
+        if is_segment(path) {
+            st.next_sync_faults.pop_front().unwrap_or(SyncFault::None)
+        } else {
+            SyncFault::None
+        }
     }
 
     fn after_sync(&self, path: &Path, result: &io::Result<()>) {
@@ -393,6 +423,9 @@ impl FileSystem for FaultFs {
         match result {
             Ok(()) => {
                 st.syncs += 1;
+                if is_segment(path) {
+                    st.segment_syncs += 1;
+                }
                 st.undo.remove(path);
             }
             Err(_) => st.failed_syncs += 1,

@@ -116,4 +116,3 @@ impl FileSystem for StdFs {
         File::open(dir)?.sync_all()
     }
 }
-

@@ -95,7 +95,9 @@ impl GroupIndex {
 
     /// Removes entries at or above `index`; returns them.
     pub(crate) fn truncate_from(&mut self, index: u64) -> Vec<EntryLoc> {
-        let keep = index.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
+        let keep = index
+            .saturating_sub(self.first)
+            .min(self.entries.len() as u64) as usize;
         self.entries.drain(keep..).collect()
     }
 

@@ -50,7 +50,8 @@ impl Preallocator {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
-            self.shared.wait_kick(backoff.max(Duration::from_millis(100)));
+            self.shared
+                .wait_kick(backoff.max(Duration::from_millis(100)));
         }
     }
 
@@ -68,7 +69,11 @@ impl Preallocator {
                     s.retired && s.seg.as_ref().is_some_and(|a| Arc::strong_count(a) == 1)
                 })
                 .map(|(k, _)| *k);
-            seq.and_then(|k| st.segs.get_mut(&k).and_then(|s| s.seg.take().map(|a| (k, a))))
+            seq.and_then(|k| {
+                st.segs
+                    .get_mut(&k)
+                    .and_then(|s| s.seg.take().map(|a| (k, a)))
+            })
         };
         if let Some((seq, arc)) = taken {
             let seg = match Arc::try_unwrap(arc) {

@@ -120,7 +120,10 @@ pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>
             })
             .collect::<Vec<_>>()
     };
-    let rec = RecLoc { seg: seq, len: r.len };
+    let rec = RecLoc {
+        seg: seq,
+        len: r.len,
+    };
     Some(match &r.body {
         RecordBody::Entries { first, entries } => Applied::Entries {
             group: r.group,
@@ -147,7 +150,9 @@ pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>
         },
         RecordBody::Meta(off, len) => Applied::Meta {
             group: r.group,
-            data: seg.bytes().get(*off as usize..(*off as usize + *len as usize))?,
+            data: seg
+                .bytes()
+                .get(*off as usize..(*off as usize + *len as usize))?,
             rec,
         },
         RecordBody::Compact { index, last } => Applied::Compact {
@@ -199,8 +204,7 @@ impl<'a> Recovery<'a> {
         seqs.sort_unstable();
         let mut state = LogState::new(self.cfg.cache_bytes);
         if seqs.is_empty() {
-            let seg = Segment::create(fs, dir, 1, self.cfg.segment_size)
-                .map_err(io_err(dir))?;
+            let seg = Segment::create(fs, dir, 1, self.cfg.segment_size).map_err(io_err(dir))?;
             let seg = Arc::new(seg);
             state.active = 1;
             state
@@ -248,9 +252,10 @@ impl<'a> Recovery<'a> {
         let mut tail = (0usize, SEGMENT_HEADER_LEN as u64);
         'segments: for i in 0..segs.len() {
             let seg = segs[i].clone();
-            state
-                .segs
-                .insert(seg.seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
+            state.segs.insert(
+                seg.seq,
+                SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64),
+            );
             let mut off = SEGMENT_HEADER_LEN as u64;
             loop {
                 match read_batch(&seg, off) {
@@ -373,7 +378,11 @@ impl<'a> Recovery<'a> {
                 match Arc::try_unwrap(seg) {
                     Ok(s) => spares.push(s),
                     Err(_) => {
-                        return Err(Self::corrupt(dir, 0, "internal: spare segment still shared"))
+                        return Err(Self::corrupt(
+                            dir,
+                            0,
+                            "internal: spare segment still shared",
+                        ))
                     }
                 }
             }

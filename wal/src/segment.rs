@@ -84,7 +84,12 @@ impl Segment {
     /// Creates segment `seq` of `size` bytes in `dir`: writes zeros over the whole file
     /// (so later fdatasyncs do not pay for allocating blocks), writes the header, syncs
     /// the data, renames it into place and syncs the directory.
-    pub(crate) fn create(fs: &dyn FileSystem, dir: &Path, seq: u64, size: u64) -> io::Result<Segment> {
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        seq: u64,
+        size: u64,
+    ) -> io::Result<Segment> {
         let tmp = dir.join(format!("{seq:020}{PREALLOC_SUFFIX}"));
         let file = fs.open(&tmp, true)?;
         fs.set_len(&tmp, &file, size)?;
@@ -119,7 +124,12 @@ impl Segment {
     /// come back), writes a new header with a new salt, syncs, renames it to its new name
     /// and syncs the directory. Records of the old life stay in the file but never verify
     /// under the new seed.
-    pub(crate) fn recycle(mut self, fs: &dyn FileSystem, dir: &Path, seq: u64) -> io::Result<Segment> {
+    pub(crate) fn recycle(
+        mut self,
+        fs: &dyn FileSystem,
+        dir: &Path,
+        seq: u64,
+    ) -> io::Result<Segment> {
         let tmp = dir.join(format!("{seq:020}{RECYCLE_SUFFIX}"));
         fs.rename(&self.path, &tmp)?;
         fs.sync_dir(dir)?;

@@ -123,9 +123,9 @@ fn choose_backend(choice: BackendChoice) -> Result<Box<dyn IoBackend>, OpenError
     #[cfg(not(target_os = "linux"))]
     {
         match choice {
-            BackendChoice::IoUring => Err(OpenError::IoUringUnavailable(
-                std::io::Error::other("io_uring exists only on Linux"),
-            )),
+            BackendChoice::IoUring => Err(OpenError::IoUringUnavailable(std::io::Error::other(
+                "io_uring exists only on Linux",
+            ))),
             _ => Ok(Box::new(PwriteBackend)),
         }
     }
@@ -144,7 +144,10 @@ impl Wal {
         let cfg = checked.get().clone();
         let backend = choose_backend(cfg.backend)?;
         let kind = backend.kind();
-        log::info!("flotilla-wal: opening {} with backend {kind:?}", cfg.dir.display());
+        log::info!(
+            "flotilla-wal: opening {} with backend {kind:?}",
+            cfg.dir.display()
+        );
         let rec = Recovery::new(&cfg, &*fs).run()?;
         let (tx, rx) = bounded(cfg.queue_len);
         let shared = Arc::new(Shared {
@@ -256,7 +259,8 @@ impl Wal {
     pub fn maintain(&self) -> Result<MaintainReport, WriteError> {
         let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
         let (rtx, rrx) = bounded(1);
-        tx.send(Cmd::Maintain(rtx)).map_err(|_| WriteError::Shutdown)?;
+        tx.send(Cmd::Maintain(rtx))
+            .map_err(|_| WriteError::Shutdown)?;
         rrx.recv().map_err(|_| WriteError::Shutdown)
     }
 
@@ -275,7 +279,10 @@ impl Wal {
         max_bytes: Option<u64>,
     ) -> Result<Vec<Entry>, ReadError> {
         let st = self.shared.state.read();
-        let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
         if lo < g.first {
             return Err(ReadError::Compacted {
                 group,
@@ -330,7 +337,10 @@ impl Wal {
 
     fn bounds_check(&self, group: u64, index: u64) -> Result<u64, ReadError> {
         let st = self.shared.state.read();
-        let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
         if index < g.first {
             return Err(ReadError::Compacted {
                 group,
@@ -371,14 +381,20 @@ impl Wal {
     /// The latest hard state of `group`, if it has one.
     pub fn hard_state(&self, group: u64) -> Result<Option<HardState>, ReadError> {
         let st = self.shared.state.read();
-        let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
         Ok(g.hard_state.map(|(hs, _)| hs))
     }
 
     /// The latest metadata of `group`, if it has any.
     pub fn meta(&self, group: u64) -> Result<Option<Vec<u8>>, ReadError> {
         let st = self.shared.state.read();
-        let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
         Ok(g.meta.as_ref().map(|(m, _)| m.to_vec()))
     }
 
@@ -410,9 +426,15 @@ impl Wal {
             .collect()
     }
 
-    /// Sequence numbers of the log's segments (excluding spares), oldest first.
+    /// Sequence numbers of the log's live segments, oldest first (excluding spares and
+    /// retired segments waiting to be deleted or recycled).
     pub fn segment_seqs(&self) -> Vec<u64> {
-        self.shared.state.read().segs.keys().copied().collect()
+        let st = self.shared.state.read();
+        st.segs
+            .iter()
+            .filter(|(_, s)| !s.retired)
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Counters and sizes.

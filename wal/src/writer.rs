@@ -19,8 +19,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::backend::IoBackend;
 use crate::batch::{Op, WriteBatch};
 use crate::codec::{
-    RecordCodec, BATCH_HEADER_LEN, ENTRY_HEADER_LEN, KIND_COMPACT, KIND_ENTRIES,
-    KIND_HARD_STATE, KIND_META, KIND_REMOVE, KIND_REWRITE, SEGMENT_HEADER_LEN,
+    RecordCodec, BATCH_HEADER_LEN, ENTRY_HEADER_LEN, KIND_COMPACT, KIND_ENTRIES, KIND_HARD_STATE,
+    KIND_META, KIND_REMOVE, KIND_REWRITE, SEGMENT_HEADER_LEN,
 };
 use crate::error::WriteError;
 use crate::index::{EntryLoc, RecLoc};
@@ -347,7 +347,11 @@ impl SegmentWriter {
             }
             let len = sub.batch.encoded_len();
             let room = self.active.size.saturating_sub(self.pos) as usize;
-            let need = if begun { self.buf.len() } else { BATCH_HEADER_LEN } + len;
+            let need = if begun {
+                self.buf.len()
+            } else {
+                BATCH_HEADER_LEN
+            } + len;
             if need > room {
                 if begun {
                     if let Err(e) = self.flush(std::mem::take(&mut chunk), count) {
@@ -396,7 +400,11 @@ impl SegmentWriter {
     }
 
     /// Finishes, writes and syncs the batch in `buf`, applies it, tells the submitters.
-    fn flush(&mut self, chunk: Vec<(Submission, Vec<Placed>)>, count: u32) -> Result<(), WriteError> {
+    fn flush(
+        &mut self,
+        chunk: Vec<(Submission, Vec<Placed>)>,
+        count: u32,
+    ) -> Result<(), WriteError> {
         RecordCodec::finish_batch(&mut self.buf, 0, count, self.active.seed);
         let res = self.backend.write_and_sync(
             &*self.shared.fs,
@@ -496,7 +504,9 @@ impl SegmentWriter {
                     // Overtaken by a segment created here while the preallocator was
                     // behind: it would break the log's order, drop it.
                     let fs = &*self.shared.fs;
-                    let _ = fs.remove(&s.path).and_then(|_| fs.sync_dir(&self.shared.cfg.dir));
+                    let _ = fs
+                        .remove(&s.path)
+                        .and_then(|_| fs.sync_dir(&self.shared.cfg.dir));
                 }
                 if spare.is_some() {
                     break;
@@ -531,8 +541,10 @@ impl SegmentWriter {
         {
             let mut st = self.shared.state.write();
             st.active = seg.seq;
-            st.segs
-                .insert(seg.seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
+            st.segs.insert(
+                seg.seq,
+                SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64),
+            );
         }
         self.active = seg;
         self.pos = SEGMENT_HEADER_LEN as u64;
@@ -557,7 +569,8 @@ impl SegmentWriter {
                             && !s.retired
                             && s.live > 0
                             && (s.live as f64)
-                                < ratio * (s.written.saturating_sub(SEGMENT_HEADER_LEN as u64)) as f64
+                                < ratio
+                                    * (s.written.saturating_sub(SEGMENT_HEADER_LEN as u64)) as f64
                             && !st.has_live_tombstone(**seq)
                     })
                     .map(|(seq, _)| *seq)

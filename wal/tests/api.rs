@@ -97,7 +97,10 @@ fn overwrite_tail_is_never_returned_again_also_after_restart() {
     assert_eq!(wal.term(7, 15), Ok(3));
     assert_eq!(wal.term(7, 14), Ok(1));
     assert_eq!(wal.entry(7, 16).unwrap().data, vec![3, 1, 7, 7]);
-    assert!(matches!(wal.entry(7, 17), Err(ReadError::Unavailable { .. })));
+    assert!(matches!(
+        wal.entry(7, 17),
+        Err(ReadError::Unavailable { .. })
+    ));
 }
 
 #[test]
@@ -144,7 +147,14 @@ fn recreated_group_sees_none_of_the_old_groups_records() {
     {
         let wal = Wal::open(config(dir.path())).unwrap();
         let mut b = entries(4, 1, 5, 1, 1);
-        b.set_hard_state(4, HardState { term: 1, vote: 1, commit: 5 });
+        b.set_hard_state(
+            4,
+            HardState {
+                term: 1,
+                vote: 1,
+                commit: 5,
+            },
+        );
         b.set_meta(4, b"old");
         wal.write(b).unwrap();
         // Fill a couple of segments with another group so the old records are in an
@@ -176,7 +186,10 @@ fn batch_larger_than_a_segment_is_refused() {
     let wal = Wal::open(config(dir.path())).unwrap();
     let mut b = WriteBatch::new();
     b.add_entry(1, 1, 1, &vec![0u8; 70 * 1024]);
-    assert!(matches!(wal.write(b), Err(WriteError::BatchTooLarge { .. })));
+    assert!(matches!(
+        wal.write(b),
+        Err(WriteError::BatchTooLarge { .. })
+    ));
     wal.write(entries(1, 1, 1, 1, 1)).unwrap();
 }
 
@@ -198,9 +211,20 @@ fn cache_memory_is_bounded_with_100k_groups() {
     wal.write(b).unwrap();
     let s = wal.stats();
     assert_eq!(s.groups, 100_000);
-    assert!(s.cache_bytes <= 256 * 1024, "cache {} over budget", s.cache_bytes);
-    assert!(s.cache_bytes > 128 * 1024, "cache unused: {}", s.cache_bytes);
+    assert!(
+        s.cache_bytes <= 256 * 1024,
+        "cache {} over budget",
+        s.cache_bytes
+    );
+    assert!(
+        s.cache_bytes > 128 * 1024,
+        "cache unused: {}",
+        s.cache_bytes
+    );
     // Evicted entries still read from the segment maps.
     assert_eq!(wal.entry(0, 1).unwrap().data, vec![0u8; 32]);
-    assert_eq!(wal.entry(99_999, 1).unwrap().data, vec![99_999u64 as u8; 32]);
+    assert_eq!(
+        wal.entry(99_999, 1).unwrap().data,
+        vec![99_999u64 as u8; 32]
+    );
 }

@@ -39,7 +39,10 @@ pub fn assert_backend(wal: &Wal) {
 /// `FaultFs` in the tests that need it, and tmpfs keeps the many fsyncs cheap.
 pub fn scratch() -> tempfile::TempDir {
     if Path::new("/dev/shm").is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("flotilla-wal-").tempdir_in("/dev/shm") {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("flotilla-wal-")
+            .tempdir_in("/dev/shm")
+        {
             return d;
         }
     }
@@ -99,7 +102,10 @@ impl Model {
         match op {
             MOp::Append(g, first, es) => {
                 let m = self.groups.entry(*g).or_default();
-                assert!(*first >= m.first && *first <= m.last() + 1, "model: bad append");
+                assert!(
+                    *first >= m.first && *first <= m.last() + 1,
+                    "model: bad append"
+                );
                 m.entries.truncate((*first - m.first) as usize);
                 m.entries.extend(es.iter().cloned());
             }
@@ -164,8 +170,12 @@ impl Model {
 /// A short description of how two models differ.
 pub fn diff(got: &Model, want: &Model) -> String {
     let mut out = String::new();
-    let keys: std::collections::BTreeSet<u64> =
-        got.groups.keys().chain(want.groups.keys()).copied().collect();
+    let keys: std::collections::BTreeSet<u64> = got
+        .groups
+        .keys()
+        .chain(want.groups.keys())
+        .copied()
+        .collect();
     for g in keys {
         match (got.groups.get(&g), want.groups.get(&g)) {
             (Some(a), Some(b)) if a == b => {}
