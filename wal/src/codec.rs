@@ -19,7 +19,9 @@
 //! `crc` is CRC32C seeded with the segment seed over header bytes 0..32 and every
 //! record byte: a batch is valid as a whole or not at all. `durable_*` is the log
 //! position known durable when the batch was written (see `recovery` for the rule it
-//! serves).
+//! serves). Flag bit 0 marks a *seal*: a batch without records that ends its segment
+//! (the writer seals a segment before moving to the next one; recovery goes on in the
+//! next existing segment only after a seal). Other flag bits are invalid in version 1.
 //!
 //! Record, [`RECORD_HEADER_LEN`] bytes then body:
 //! `len u32 (header + body) | crc u32 (segment seed, then bytes 8..len) | group u64 |
@@ -44,6 +46,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// Bytes of a batch header.
 pub const BATCH_HEADER_LEN: usize = 40;
+/// Batch flag: the batch seals its segment.
+pub const BATCH_FLAG_SEAL: u16 = 1;
 /// Bytes of a record header.
 pub const RECORD_HEADER_LEN: usize = 17;
 /// Bytes of an entry's header inside an entries record.
@@ -109,6 +113,8 @@ pub struct BatchHeader {
     pub count: u32,
     /// Position known durable when the batch was written.
     pub durable: Position,
+    /// Whether the batch seals its segment.
+    pub sealed: bool,
 }
 
 /// A record's decoded body. Offsets are relative to the start of the slice given to
@@ -222,10 +228,22 @@ impl RecordCodec {
     /// Writes a batch header (with a zero checksum) at the end of `buf`; returns its
     /// offset in `buf`. Finish it with [`RecordCodec::finish_batch`].
     pub fn begin_batch(buf: &mut Vec<u8>, durable: Position) -> usize {
+        Self::begin_batch_flags(buf, durable, 0)
+    }
+
+    /// A complete seal batch (no records) for a segment with checksum seed `seed`.
+    pub fn encode_seal(durable: Position, seed: u32) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(BATCH_HEADER_LEN);
+        Self::begin_batch_flags(&mut buf, durable, BATCH_FLAG_SEAL);
+        Self::finish_batch(&mut buf, 0, 0, seed);
+        buf
+    }
+
+    fn begin_batch_flags(buf: &mut Vec<u8>, durable: Position, flags: u16) -> usize {
         let start = buf.len();
         buf.extend_from_slice(&BATCH_MAGIC.to_le_bytes());
         buf.extend_from_slice(&(FORMAT_VERSION as u16).to_le_bytes());
-        buf.extend_from_slice(&0u16.to_le_bytes());
+        buf.extend_from_slice(&flags.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes()); // len
         buf.extend_from_slice(&0u32.to_le_bytes()); // count
         buf.extend_from_slice(&durable.seq.to_le_bytes());
@@ -277,7 +295,17 @@ impl RecordCodec {
         if version > FORMAT_VERSION {
             return Err(HeaderError::NewerVersion(version));
         }
+        let flags = u16::from_le_bytes([b[6], b[7]]);
+        if flags & !BATCH_FLAG_SEAL != 0 {
+            return Err(HeaderError::BadLength);
+        }
+        let count = le_u32(b, 12).ok_or(HeaderError::Truncated)?;
+        let sealed = flags & BATCH_FLAG_SEAL != 0;
+        if sealed && (count != 0 || len != BATCH_HEADER_LEN) {
+            return Err(HeaderError::BadLength);
+        }
         Ok(BatchHeader {
+            sealed,
             len,
             count: le_u32(b, 12).ok_or(HeaderError::Truncated)?,
             durable: Position {

@@ -104,7 +104,7 @@ impl WalConfig {
         if self.segment_size % 4096 != 0 {
             return Err(ConfigError::SegmentSizeNotAligned(self.segment_size));
         }
-        let room = self.segment_size as usize - SEGMENT_HEADER_LEN - BATCH_HEADER_LEN;
+        let room = self.segment_size as usize - SEGMENT_HEADER_LEN - 2 * BATCH_HEADER_LEN;
         if self.max_write_bytes < 4096 || self.max_write_bytes > room {
             return Err(ConfigError::MaxWriteBytesOutOfBounds(self.max_write_bytes));
         }

@@ -6,20 +6,21 @@
 //!
 //! # The torn-tail rule
 //! Segments are read in sequence order, batches one after another from each segment's
-//! header. Each batch header records the log position known durable when the batch was
-//! written (the writer syncs each write before the next, so normally the batch's own
-//! start; for the first batch of a segment, the end of the previous segment). The scan
-//! stops at the first position `X` where no valid batch starts. The segment ended cleanly
-//! there when the next segment's first batch is valid and claims exactly `X` as durable;
-//! the scan then goes on in that segment. Otherwise `X` is the end of the log, and every
-//! valid batch found later (at any byte offset of the rest of that segment, or anywhere in
-//! later segments) is examined:
-//! - if one claims a durable position past `X`, the data at `X` had been synced before it
-//!   went bad: the open fails with [`OpenError::Corrupt`] naming the file and offset;
+//! header. The writer syncs each write before the next, and before moving to a new
+//! segment it writes and syncs a *seal* batch at the end of the old one. A seal ends a
+//! segment cleanly and the scan goes on in the next existing segment (segments between
+//! may have been freed). Each batch header records the log position known durable when
+//! it was written (normally its own start). The scan stops at the first position `X`
+//! where no valid batch starts, before any seal. `X` is the end of the log, unless a
+//! valid batch found later (at any byte offset of the rest of that segment, or anywhere
+//! in later segments) claims a durable position past `X`:
+//! - if one does, the data at `X` had been synced before it went bad: the open fails
+//!   with [`OpenError::Corrupt`] naming the file and offset;
 //! - otherwise `X` is a torn tail (a batch is all or nothing): valid batches after it were
 //!   never acknowledged; those in `X`'s segment are zeroed and later segments holding any
 //!   are deleted, so none can come back once new batches are written from `X`.
 //!
+//! When every segment is sealed, the log continues in a new segment.
 //! A corrupt final batch with nothing after it is therefore a torn tail.
 
 use std::path::{Path, PathBuf};
@@ -66,7 +67,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
 type Found = (u64, u64, Position);
 
 /// Decodes the batch at `off` of a segment, fully verified.
-fn read_batch(seg: &Segment, off: u64) -> Result<(u64, Position, Vec<Record>), HeaderError> {
+fn read_batch(seg: &Segment, off: u64) -> Result<(u64, Position, Vec<Record>, bool), HeaderError> {
     let bytes = seg.bytes();
     let end = (seg.size as usize).min(bytes.len());
     let start = off as usize;
@@ -78,7 +79,7 @@ fn read_batch(seg: &Segment, off: u64) -> Result<(u64, Position, Vec<Record>), H
         h.count,
         seg.seed,
     )?;
-    Ok((h.len as u64, h.durable, recs))
+    Ok((h.len as u64, h.durable, recs, h.sealed))
 }
 
 /// Every valid batch starting at any offset in `[from, size)` of `seg`.
@@ -90,7 +91,7 @@ fn scan_valid(seg: &Segment, from: u64) -> Result<Vec<Found>, OpenError> {
     while o + BATCH_HEADER_LEN <= end {
         if RecordCodec::has_batch_magic(&bytes[o..]) {
             match read_batch(seg, o as u64) {
-                Ok((len, durable, _)) => out.push((o as u64, len, durable)),
+                Ok((len, durable, _, _)) => out.push((o as u64, len, durable)),
                 Err(HeaderError::NewerVersion(v)) => {
                     return Err(OpenError::NewerFormat {
                         file: seg.path.clone(),
@@ -247,21 +248,21 @@ impl<'a> Recovery<'a> {
             }
             segs.push(Arc::new(Segment::from_parts(path, file, map, &h)));
         }
-        // Sequential scan.
+        // Sequential scan: batches in order; a seal ends a segment cleanly.
         let mut scanned = 0u64;
-        let mut tail = (0usize, SEGMENT_HEADER_LEN as u64);
-        'segments: for i in 0..segs.len() {
-            let seg = segs[i].clone();
+        let mut tail = None;
+        for (i, seg) in segs.iter().enumerate() {
             state.segs.insert(
                 seg.seq,
                 SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64),
             );
             let mut off = SEGMENT_HEADER_LEN as u64;
+            let mut sealed = false;
             loop {
-                match read_batch(&seg, off) {
-                    Ok((len, _, recs)) => {
+                match read_batch(seg, off) {
+                    Ok((len, _, recs, seal)) => {
                         for r in &recs {
-                            if let Some(op) = to_applied(&seg, r) {
+                            if let Some(op) = to_applied(seg, r) {
                                 state.apply(op);
                             }
                         }
@@ -269,6 +270,10 @@ impl<'a> Recovery<'a> {
                         scanned += len;
                         if let Some(s) = state.segs.get_mut(&seg.seq) {
                             s.written = off;
+                        }
+                        if seal {
+                            sealed = true;
+                            break;
                         }
                     }
                     Err(HeaderError::NewerVersion(version)) => {
@@ -281,20 +286,27 @@ impl<'a> Recovery<'a> {
                     Err(_) => break,
                 }
             }
-            let here = Position {
-                seq: seg.seq,
-                offset: off,
-            };
-            if let Some(next) = segs.get(i + 1) {
-                if let Ok((_, durable, _)) = read_batch(next, SEGMENT_HEADER_LEN as u64) {
-                    if durable == here {
-                        continue 'segments;
-                    }
-                }
+            if !sealed {
+                tail = Some((i, off));
+                break;
             }
-            tail = (i, off);
-            break;
         }
+        let tail = match tail {
+            Some(t) => t,
+            None => {
+                // Every segment is sealed: the log continues in a new one.
+                let seq = seqs.last().copied().unwrap_or(0) + 1;
+                let seg = Arc::new(
+                    Segment::create(fs, dir, seq, self.cfg.segment_size).map_err(io_err(dir))?,
+                );
+                state
+                    .segs
+                    .insert(seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
+                seqs.push(seq);
+                segs.push(seg);
+                (segs.len() - 1, SEGMENT_HEADER_LEN as u64)
+            }
+        };
         let (ti, toff) = tail;
         let x = Position {
             seq: segs[ti].seq,

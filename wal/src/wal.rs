@@ -186,7 +186,8 @@ impl Wal {
             .spawn(move || pre.run())
             .map_err(OpenError::Thread)?;
         Ok(Wal {
-            max_batch: cfg.segment_size as usize - SEGMENT_HEADER_LEN - BATCH_HEADER_LEN,
+            // Room for the batch header, and for the seal that ends every segment.
+            max_batch: cfg.segment_size as usize - SEGMENT_HEADER_LEN - 2 * BATCH_HEADER_LEN,
             shared,
             tx: Some(tx),
             writer: Some(writer),

@@ -346,7 +346,11 @@ impl SegmentWriter {
                 }
             }
             let len = sub.batch.encoded_len();
-            let room = self.active.size.saturating_sub(self.pos) as usize;
+            // Keep room for the seal that ends the segment.
+            let room = self
+                .active
+                .size
+                .saturating_sub(self.pos + BATCH_HEADER_LEN as u64) as usize;
             let need = if begun {
                 self.buf.len()
             } else {
@@ -371,7 +375,11 @@ impl SegmentWriter {
                     return;
                 }
             }
-            let room = self.active.size.saturating_sub(self.pos) as usize;
+            // Keep room for the seal that ends the segment.
+            let room = self
+                .active
+                .size
+                .saturating_sub(self.pos + BATCH_HEADER_LEN as u64) as usize;
             if !begun && BATCH_HEADER_LEN + len > room {
                 if let Some(d) = sub.done.take() {
                     let _ = d.send(Err(WriteError::BatchTooLarge {
@@ -490,6 +498,20 @@ impl SegmentWriter {
     /// Moves to the next segment: a spare prepared off the write path, or (when the
     /// preallocator is behind for long) one created here.
     fn rotate(&mut self) -> std::io::Result<()> {
+        // Seal the segment: recovery goes on into the next existing segment only after a
+        // seal, so a segment that ends early without one is a torn tail or corruption.
+        let seal = RecordCodec::encode_seal(self.durable, self.active.seed);
+        self.backend.write_and_sync(
+            &*self.shared.fs,
+            &self.active.path,
+            &self.active.file,
+            self.pos,
+            &seal,
+        )?;
+        self.pos += seal.len() as u64;
+        if let Some(info) = self.shared.state.write().segs.get_mut(&self.active.seq) {
+            info.written = self.pos;
+        }
         let mut spare = None;
         // Bounded wait: 200 x 50 ms.
         for _ in 0..200 {
@@ -548,8 +570,10 @@ impl SegmentWriter {
         }
         self.active = seg;
         self.pos = SEGMENT_HEADER_LEN as u64;
-        // `durable` stays at the end of the previous segment: the first batch here claims
-        // it, which is how recovery knows the previous segment ended there cleanly.
+        self.durable = Position {
+            seq: self.active.seq,
+            offset: self.pos,
+        };
         self.maintain_due = true;
         self.shared.kick();
         Ok(())

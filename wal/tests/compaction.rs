@@ -288,3 +288,64 @@ fn rewritten_records_never_override_newer_operations() {
         diff(&Model::read(&wal), &model)
     );
 }
+
+#[test]
+fn a_rewritten_overwrite_still_truncates_the_old_tail_after_restart() {
+    let dir = scratch();
+    let mut c = config(dir.path());
+    c.auto_maintain = false;
+    let mut model = Model::default();
+    {
+        let wal = Wal::open(c.clone()).unwrap();
+        // Segment A: group 1 entries 1..=20 and dense, never compacted group 2 data.
+        apply(
+            &wal,
+            &mut model,
+            vec![MOp::Append(
+                1,
+                1,
+                (0..20).map(|i| (1, vec![i; 100])).collect(),
+            )],
+        );
+        for i in 0..16u64 {
+            apply(
+                &wal,
+                &mut model,
+                vec![MOp::Append(2, i + 1, vec![(1, vec![2; 3900])])],
+            );
+        }
+        assert_eq!(
+            wal.segment_seqs().len(),
+            2,
+            "the 16th entry starts segment B"
+        );
+        // Segment B: the overwrite of group 1 at 15 (dropping 16..=20), then filler that
+        // is compacted away, so B is sparse while A stays dense.
+        apply(
+            &wal,
+            &mut model,
+            vec![MOp::Append(1, 15, vec![(2, vec![15; 100])])],
+        );
+        for i in 0..40u64 {
+            apply(
+                &wal,
+                &mut model,
+                vec![
+                    MOp::Append(3, i + 1, vec![(1, vec![3; 3000])]),
+                    MOp::Compact(3, i + 2),
+                ],
+            );
+        }
+        let report = wal.maintain().unwrap();
+        assert!(report.segments_rewritten >= 1, "{report:?}");
+        assert_eq!(Model::read(&wal), model);
+    }
+    let wal = Wal::open(c).unwrap();
+    assert_eq!(wal.last_index(1), Ok(15));
+    assert_eq!(
+        Model::read(&wal),
+        model,
+        "{}",
+        diff(&Model::read(&wal), &model)
+    );
+}
