@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -80,6 +80,10 @@ pub(crate) struct SegmentWriter {
     rx: Receiver<Cmd>,
     carry: Option<Cmd>,
     maintain_due: bool,
+    /// Batches carried by the previous group-commit write.
+    last_batches: usize,
+    /// Duration of the previous write + sync.
+    last_sync: Duration,
 }
 
 /// Projected (first, last) of groups touched by the batches of this round.
@@ -104,6 +108,8 @@ impl SegmentWriter {
             rx,
             carry: None,
             maintain_due: false,
+            last_batches: 0,
+            last_sync: Duration::ZERO,
         }
     }
 
@@ -142,6 +148,14 @@ impl SegmentWriter {
                     break;
                 }
                 next = self.rx.try_recv().ok();
+                if next.is_none() && subs.len() < self.last_batches {
+                    // Submitters of the last write are likely preparing their next
+                    // batches: give them a moment to join this one.
+                    let wait = self.shared.cfg.group_commit_wait.min(self.last_sync / 2);
+                    if !wait.is_zero() {
+                        next = self.rx.recv_timeout(wait).ok();
+                    }
+                }
             }
             if !subs.is_empty() {
                 self.write_round(subs, false);
@@ -414,6 +428,7 @@ impl SegmentWriter {
         count: u32,
     ) -> Result<(), WriteError> {
         RecordCodec::finish_batch(&mut self.buf, 0, count, self.active.seed);
+        let started = Instant::now();
         let res = self.backend.write_and_sync(
             &*self.shared.fs,
             &self.active.path,
@@ -433,6 +448,8 @@ impl SegmentWriter {
             Self::fail_all(chunk.into_iter().map(|(s, _)| s).collect(), err);
             return Err(WriteError::Poisoned);
         }
+        self.last_sync = started.elapsed();
+        self.last_batches = chunk.iter().filter(|(s, _)| s.done.is_some()).count();
         self.pos += self.buf.len() as u64;
         self.durable = Position {
             seq: self.active.seq,
