@@ -373,6 +373,9 @@ fn summary(vs: &mut [Variant], bytes: usize) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(9);
+    if rounds == 0 {
+        return;
+    }
     let mut rates = vec![Vec::new(); vs.len()];
     for _round in 0..rounds {
         for (i, v) in vs.iter_mut().enumerate() {

@@ -266,7 +266,7 @@ impl RecordCodec {
 
     /// Whether `b` starts with the batch magic number (a cheap pre-check for scans).
     pub fn has_batch_magic(b: &[u8]) -> bool {
-        le_u32(b, 0) == Some(BATCH_MAGIC)
+        b.first() == Some(&(BATCH_MAGIC as u8)) && le_u32(b, 0) == Some(BATCH_MAGIC)
     }
 
     /// Decodes and verifies the batch starting at `b[0]` (header checksum over the whole

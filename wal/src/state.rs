@@ -116,6 +116,9 @@ impl LogState {
     }
 
     fn add_live(segs: &mut BTreeMap<u64, SegInfo>, seg: u64, group: u64, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
         if let Some(s) = segs.get_mut(&seg) {
             s.live += bytes;
             *s.groups_live.entry(group).or_insert(0) += bytes;
@@ -136,8 +139,21 @@ impl LogState {
     }
 
     fn drop_entries(segs: &mut BTreeMap<u64, SegInfo>, group: u64, removed: &[EntryLoc]) {
-        for r in removed {
-            Self::sub_live(segs, r.seg, group, entry_bytes(r));
+        // Runs of entries in one segment are accounted at once.
+        let mut run: Option<(u64, u64)> = None;
+        for r in removed.iter().filter(|r| !r.is_hole()) {
+            match run {
+                Some((seg, ref mut bytes)) if seg == r.seg => *bytes += entry_bytes(r),
+                _ => {
+                    if let Some((seg, bytes)) = run {
+                        Self::sub_live(segs, seg, group, bytes);
+                    }
+                    run = Some((r.seg, entry_bytes(r)));
+                }
+            }
+        }
+        if let Some((seg, bytes)) = run {
+            Self::sub_live(segs, seg, group, bytes);
         }
     }
 
@@ -174,16 +190,21 @@ impl LogState {
                             Self::drop_entries(segs, group, &removed);
                             self.cache.remove_group(group);
                         }
+                        let mut added = 0u64;
                         for (i, loc) in locs.iter().enumerate() {
                             let index = first + i as u64;
                             if index < g.first {
                                 continue;
                             }
                             g.entries.push_back(*loc);
-                            Self::add_live(segs, loc.seg, group, entry_bytes(loc));
+                            added += entry_bytes(loc);
                             if let Some(p) = payloads.get(i) {
                                 self.cache.insert(group, index, p);
                             }
+                        }
+                        // All entries of one record are in the same segment.
+                        if let Some(l) = locs.first() {
+                            Self::add_live(segs, l.seg, group, added);
                         }
                     }
                     Some(last) => {
