@@ -332,7 +332,9 @@ impl Wal {
 
     /// Entry `index` of `group`.
     pub fn entry(&self, group: u64, index: u64) -> Result<Entry, ReadError> {
-        let mut v = self.entries(group, index, index + 1, None)?;
+        // In bounds means `index <= last < u64::MAX`, so `index + 1` cannot overflow.
+        self.bounds_check(group, index)?;
+        let mut v = self.entries(group, index, index.saturating_add(1), None)?;
         v.pop().ok_or(ReadError::Lost { group, index })
     }
 

@@ -209,20 +209,29 @@ impl SegmentWriter {
             };
             let nb = match op {
                 Op::Entries { first, entries, .. } => {
-                    if *first < f || *first > l + 1 {
-                        return Err(WriteError::NonContiguous {
-                            group,
-                            index: *first,
-                            first: f,
-                            last: l,
-                        });
+                    let end = first.checked_add(entries.len() as u64 - 1);
+                    match end {
+                        Some(end)
+                            if *first >= f && *first <= l.saturating_add(1) && end < u64::MAX =>
+                        {
+                            (f, end)
+                        }
+                        _ => {
+                            return Err(WriteError::NonContiguous {
+                                group,
+                                index: *first,
+                                first: f,
+                                last: l,
+                            })
+                        }
                     }
-                    (f, *first + entries.len() as u64 - 1)
                 }
                 Op::Rewrite { .. } | Op::HardState { .. } | Op::Meta { .. } => (f, l),
                 Op::Compact { index, last, .. } => {
+                    // The last index must stay representable.
+                    *index = (*index).min(u64::MAX - 1);
                     let nf = f.max(*index);
-                    let nl = if nf > l + 1 { nf - 1 } else { l };
+                    let nl = if nf > l.saturating_add(1) { nf - 1 } else { l };
                     if last.is_none() {
                         *last = Some(nl);
                     }

@@ -228,3 +228,33 @@ fn cache_memory_is_bounded_with_100k_groups() {
         vec![99_999u64 as u8; 32]
     );
 }
+
+#[test]
+fn extreme_indexes_are_refused_or_served_without_panicking() {
+    let dir = scratch();
+    let wal = Wal::open(config(dir.path())).unwrap();
+    let mut b = WriteBatch::new();
+    b.compact_to(1, u64::MAX);
+    wal.write(b).unwrap();
+    assert_eq!(wal.first_index(1), Ok(u64::MAX - 1));
+    assert!(matches!(
+        wal.write(entries(1, u64::MAX - 1, 2, 1, 1)),
+        Err(WriteError::NonContiguous { .. })
+    ));
+    assert!(matches!(
+        wal.write(entries(1, u64::MAX, 1, 1, 1)),
+        Err(WriteError::NonContiguous { .. })
+    ));
+    assert!(matches!(
+        wal.entry(1, u64::MAX),
+        Err(ReadError::Unavailable { .. })
+    ));
+    assert!(matches!(wal.term(1, 0), Err(ReadError::Compacted { .. })));
+    assert!(matches!(
+        wal.write(entries(2, 0, 1, 1, 1)),
+        Err(WriteError::NonContiguous { .. })
+    ));
+    drop(wal);
+    let wal = Wal::open(config(dir.path())).unwrap();
+    assert_eq!(wal.first_index(1), Ok(u64::MAX - 1));
+}
