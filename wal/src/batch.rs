@@ -5,24 +5,36 @@
 //! Never: encodes checksums or touches a file (the writer encodes it into a segment).
 
 use crate::codec::{ENTRIES_BODY_PREFIX, ENTRY_HEADER_LEN, RECORD_HEADER_LEN, REWRITE_BODY_PREFIX};
+use std::sync::Arc;
+
 use crate::types::HardState;
 
-/// One operation of a batch; payload ranges point into the batch's data arena.
+/// One entry of a batch: its term and where its payload is in the data arena.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryRef {
+    pub term: u64,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// One operation of a batch; entries are `from..to` of the batch's entry list, payloads
+/// ranges of its data arena.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
     /// Entries replacing the group's log from `first`.
     Entries {
         group: u64,
         first: u64,
-        /// (term, start in arena, length)
-        entries: Vec<(u64, usize, usize)>,
+        from: usize,
+        to: usize,
     },
     /// Entries copied by a rewrite (internal).
     Rewrite {
         group: u64,
         last: u64,
         first: u64,
-        entries: Vec<(u64, usize, usize)>,
+        from: usize,
+        to: usize,
     },
     HardState {
         group: u64,
@@ -50,7 +62,9 @@ pub(crate) enum Op {
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<Op>,
-    pub(crate) data: Vec<u8>,
+    pub(crate) entries: Vec<EntryRef>,
+    /// Payloads. Shared with the entry cache once the batch is durable.
+    pub(crate) data: Arc<Vec<u8>>,
     encoded: usize,
     oversize: bool,
 }
@@ -80,8 +94,11 @@ impl WriteBatch {
         if d.len() > u32::MAX as usize {
             self.oversize = true;
         }
-        let start = self.data.len();
-        self.data.extend_from_slice(d);
+        // The arena is shared only after the batch is submitted; before that the batch
+        // owns it alone and `make_mut` never copies.
+        let data = Arc::make_mut(&mut self.data);
+        let start = data.len();
+        data.extend_from_slice(d);
         start
     }
 
@@ -91,14 +108,21 @@ impl WriteBatch {
     pub fn add_entry(&mut self, group: u64, index: u64, term: u64, data: &[u8]) {
         let start = self.push_data(data);
         self.encoded = self.encoded.saturating_add(ENTRY_HEADER_LEN + data.len());
+        let n = self.entries.len();
+        self.entries.push(EntryRef {
+            term,
+            start,
+            len: data.len(),
+        });
         if let Some(Op::Entries {
             group: g,
             first,
-            entries,
+            from,
+            to,
         }) = self.ops.last_mut()
         {
-            if *g == group && *first + entries.len() as u64 == index {
-                entries.push((term, start, data.len()));
+            if *g == group && *to == n && *first + (*to - *from) as u64 == index {
+                *to += 1;
                 return;
             }
         }
@@ -108,7 +132,8 @@ impl WriteBatch {
         self.ops.push(Op::Entries {
             group,
             first: index,
-            entries: vec![(term, start, data.len())],
+            from: n,
+            to: n + 1,
         });
     }
 
@@ -167,20 +192,26 @@ impl WriteBatch {
         first: u64,
         entries: Vec<(u64, &[u8])>,
     ) {
-        let mut v = Vec::with_capacity(entries.len());
         self.encoded = self
             .encoded
             .saturating_add(RECORD_HEADER_LEN + REWRITE_BODY_PREFIX);
+        let from = self.entries.len();
         for (term, d) in entries {
             let start = self.push_data(d);
             self.encoded = self.encoded.saturating_add(ENTRY_HEADER_LEN + d.len());
-            v.push((term, start, d.len()));
+            self.entries.push(EntryRef {
+                term,
+                start,
+                len: d.len(),
+            });
         }
+        let to = self.entries.len();
         self.ops.push(Op::Rewrite {
             group,
             last,
             first,
-            entries: v,
+            from,
+            to,
         });
     }
 

@@ -29,6 +29,7 @@ mod config;
 mod error;
 pub mod fault;
 mod fs;
+mod hash;
 mod index;
 mod prealloc;
 mod recovery;

@@ -131,7 +131,7 @@ pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>
             first: *first,
             locs: locs(entries),
             rewrite_last: None,
-            payloads: Vec::new(),
+            payloads: None,
         },
         RecordBody::Rewrite {
             last,
@@ -142,7 +142,7 @@ pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>
             first: *first,
             locs: locs(entries),
             rewrite_last: Some(*last),
-            payloads: Vec::new(),
+            payloads: None,
         },
         RecordBody::HardState(hs) => Applied::HardState {
             group: r.group,

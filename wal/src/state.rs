@@ -15,11 +15,13 @@
 //! a compaction, a rewrite) is superseded only by a later record that drops at least as
 //! much, and the latest of them is always live (see `codec` for each kind's effect).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::batch::EntryRef;
 use crate::cache::EntryCache;
 use crate::codec::ENTRY_HEADER_LEN;
+use crate::hash::{IdMap, IdSet};
 use crate::index::{EntryLoc, GroupIndex, RecLoc};
 use crate::segment::Segment;
 use crate::types::HardState;
@@ -33,9 +35,9 @@ pub(crate) struct SegInfo {
     /// Bytes of live records.
     pub live: u64,
     /// Live bytes per group.
-    pub groups_live: HashMap<u64, u64>,
+    pub groups_live: IdMap<u64>,
     /// Every group that ever wrote a record here.
-    pub groups_ever: HashSet<u64>,
+    pub groups_ever: IdSet,
     /// Groups removed by a record here.
     pub tombstones: Vec<u64>,
     /// Dead: waiting to be deleted or recycled.
@@ -48,8 +50,8 @@ impl SegInfo {
             seg: Some(seg),
             written,
             live: 0,
-            groups_live: HashMap::new(),
-            groups_ever: HashSet::new(),
+            groups_live: IdMap::default(),
+            groups_ever: IdSet::default(),
             tombstones: Vec::new(),
             retired: false,
         }
@@ -64,8 +66,8 @@ pub(crate) enum Applied<'a> {
         locs: Vec<EntryLoc>,
         /// `Some(last)` for rewritten entries.
         rewrite_last: Option<u64>,
-        /// Payloads to cache (empty when not cached).
-        payloads: Vec<&'a [u8]>,
+        /// The submission's data arena and its entries, to cache (None: not cached).
+        payloads: Option<(&'a Arc<Vec<u8>>, &'a [EntryRef])>,
     },
     HardState {
         group: u64,
@@ -91,7 +93,7 @@ pub(crate) enum Applied<'a> {
 
 /// The in-memory state of the log.
 pub(crate) struct LogState {
-    pub groups: HashMap<u64, GroupIndex>,
+    pub groups: IdMap<GroupIndex>,
     pub segs: BTreeMap<u64, SegInfo>,
     pub cache: EntryCache,
     /// Sequence number of the segment being written.
@@ -108,7 +110,7 @@ fn entry_bytes(l: &EntryLoc) -> u64 {
 impl LogState {
     pub(crate) fn new(cache_bytes: usize) -> LogState {
         LogState {
-            groups: HashMap::new(),
+            groups: IdMap::default(),
             segs: BTreeMap::new(),
             cache: EntryCache::new(cache_bytes),
             active: 0,
@@ -198,8 +200,10 @@ impl LogState {
                             }
                             g.entries.push_back(*loc);
                             added += entry_bytes(loc);
-                            if let Some(p) = payloads.get(i) {
-                                self.cache.insert(group, index, p);
+                            if let Some((arena, refs)) = payloads {
+                                if let Some(e) = refs.get(i) {
+                                    self.cache.insert(group, index, arena, e.start, e.len);
+                                }
                             }
                         }
                         // All entries of one record are in the same segment.

@@ -9,7 +9,6 @@
 //! Never: reads from disk on the write path, creates segments while a spare is available,
 //! or deletes files (the preallocator frees retired segments off the write path).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +22,11 @@ use crate::codec::{
     KIND_META, KIND_REMOVE, KIND_REWRITE, SEGMENT_HEADER_LEN,
 };
 use crate::error::WriteError;
+use crate::hash::IdMap;
 use crate::index::{EntryLoc, RecLoc};
 use crate::segment::Segment;
 use crate::shared::Shared;
-use crate::state::{Applied, SegInfo};
+use crate::state::{Applied, LogState, SegInfo};
 use crate::types::Position;
 
 /// A batch waiting for the writer.
@@ -60,8 +60,8 @@ enum Placed {
         first: u64,
         locs: Vec<EntryLoc>,
         rewrite_last: Option<u64>,
-        /// (start, len) of payloads in the submission's arena, to cache.
-        payloads: Vec<(usize, usize)>,
+        /// Entries `from..to` of the submission, whose payloads are cached.
+        payloads: Option<(usize, usize)>,
     },
     HardState(u64, crate::types::HardState, RecLoc),
     Meta(u64, usize, usize, RecLoc),
@@ -87,7 +87,7 @@ pub(crate) struct SegmentWriter {
 }
 
 /// Projected (first, last) of groups touched by the batches of this round.
-type View = HashMap<u64, (u64, u64)>;
+type View = IdMap<(u64, u64)>;
 
 impl SegmentWriter {
     pub(crate) fn new(
@@ -179,11 +179,10 @@ impl SegmentWriter {
         }
     }
 
-    fn bounds(&self, view: &View, group: u64) -> (u64, u64) {
+    fn bounds(st: &LogState, view: &View, group: u64) -> (u64, u64) {
         if let Some(b) = view.get(&group) {
             return *b;
         }
-        let st = self.shared.state.read();
         match st.groups.get(&group) {
             Some(g) => (g.first, g.last()),
             None => (1, 0),
@@ -193,7 +192,10 @@ impl SegmentWriter {
     /// Checks a batch against the projected logs and, when valid, updates the projection
     /// and fills in compaction marks' last index.
     fn validate(&self, batch: &mut WriteBatch, view: &mut View) -> Result<(), WriteError> {
-        let mut local: View = HashMap::new();
+        // The writer is the only thread that changes the state: holding the read lock
+        // here blocks nobody but other writers of it (none).
+        let st = self.shared.state.read();
+        let mut local: View = IdMap::default();
         for op in batch.ops.iter_mut() {
             let group = match op {
                 Op::Entries { group, .. }
@@ -205,11 +207,13 @@ impl SegmentWriter {
             };
             let (f, l) = match local.get(&group) {
                 Some(b) => *b,
-                None => self.bounds(view, group),
+                None => Self::bounds(&st, view, group),
             };
             let nb = match op {
-                Op::Entries { first, entries, .. } => {
-                    let end = first.checked_add(entries.len() as u64 - 1);
+                Op::Entries {
+                    first, from, to, ..
+                } => {
+                    let end = first.checked_add((*to - *from) as u64 - 1);
                     match end {
                         Some(end)
                             if *first >= f && *first <= l.saturating_add(1) && end < u64::MAX =>
@@ -259,18 +263,21 @@ impl SegmentWriter {
                 Op::Entries {
                     group,
                     first,
-                    entries,
+                    from,
+                    to,
                 }
                 | Op::Rewrite {
                     group,
                     first,
-                    entries,
+                    from,
+                    to,
                     ..
                 } => {
                     let (kind, last) = match op {
                         Op::Rewrite { last, .. } => (KIND_REWRITE, Some(*last)),
                         _ => (KIND_ENTRIES, None),
                     };
+                    let entries = &sub.batch.entries[*from..*to];
                     let r = RecordCodec::begin_record(buf, *group, kind);
                     if let Some(l) = last {
                         buf.extend_from_slice(&l.to_le_bytes());
@@ -278,19 +285,15 @@ impl SegmentWriter {
                     buf.extend_from_slice(&first.to_le_bytes());
                     buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
                     let mut locs = Vec::with_capacity(entries.len());
-                    let mut payloads = Vec::with_capacity(entries.len());
-                    for &(term, start, len) in entries {
+                    for e in entries {
                         let off = base + buf.len() + ENTRY_HEADER_LEN;
-                        RecordCodec::put_entry(buf, term, &data[start..start + len]);
+                        RecordCodec::put_entry(buf, e.term, &data[e.start..e.start + e.len]);
                         locs.push(EntryLoc {
-                            term,
+                            term: e.term,
                             seg: seq,
                             off: off as u32,
-                            len: len as u32,
+                            len: e.len as u32,
                         });
-                        if last.is_none() {
-                            payloads.push((start, len));
-                        }
                     }
                     RecordCodec::finish_record(buf, r, seed);
                     out.push(Placed::Entries {
@@ -298,7 +301,11 @@ impl SegmentWriter {
                         first: *first,
                         locs,
                         rewrite_last: last,
-                        payloads,
+                        payloads: if last.is_none() {
+                            Some((*from, *to))
+                        } else {
+                            None
+                        },
                     });
                 }
                 Op::HardState { group, hs } => {
@@ -353,7 +360,7 @@ impl SegmentWriter {
             Self::fail_all(subs, WriteError::Poisoned);
             return;
         }
-        let mut view = View::new();
+        let mut view = View::default();
         let mut chunk: Vec<(Submission, Vec<Placed>)> = Vec::new();
         let mut count = 0u32;
         self.buf.clear();
@@ -433,7 +440,7 @@ impl SegmentWriter {
     /// Finishes, writes and syncs the batch in `buf`, applies it, tells the submitters.
     fn flush(
         &mut self,
-        chunk: Vec<(Submission, Vec<Placed>)>,
+        mut chunk: Vec<(Submission, Vec<Placed>)>,
         count: u32,
     ) -> Result<(), WriteError> {
         RecordCodec::finish_batch(&mut self.buf, 0, count, self.active.seed);
@@ -469,9 +476,10 @@ impl SegmentWriter {
             if let Some(info) = st.segs.get_mut(&self.active.seq) {
                 info.written = self.pos;
             }
-            for (sub, placed) in &chunk {
+            for (sub, placed) in chunk.iter_mut() {
                 let data = &sub.batch.data;
-                for p in placed {
+                let erefs = &sub.batch.entries;
+                for p in placed.drain(..) {
                     let op = match p {
                         Placed::Entries {
                             group,
@@ -480,32 +488,25 @@ impl SegmentWriter {
                             rewrite_last,
                             payloads,
                         } => Applied::Entries {
-                            group: *group,
-                            first: *first,
-                            locs: locs.clone(),
-                            rewrite_last: *rewrite_last,
-                            payloads: payloads.iter().map(|&(s, l)| &data[s..s + l]).collect(),
+                            group,
+                            first,
+                            locs,
+                            rewrite_last,
+                            payloads: payloads.map(|(from, to)| (data, &erefs[from..to])),
                         },
-                        Placed::HardState(g, hs, rec) => Applied::HardState {
-                            group: *g,
-                            hs: *hs,
-                            rec: *rec,
-                        },
+                        Placed::HardState(g, hs, rec) => Applied::HardState { group: g, hs, rec },
                         Placed::Meta(g, s, l, rec) => Applied::Meta {
-                            group: *g,
-                            data: &data[*s..*s + *l],
-                            rec: *rec,
+                            group: g,
+                            data: &data[s..s + l],
+                            rec,
                         },
                         Placed::Compact(g, index, last, rec) => Applied::Compact {
-                            group: *g,
-                            index: *index,
-                            last: *last,
-                            rec: *rec,
+                            group: g,
+                            index,
+                            last,
+                            rec,
                         },
-                        Placed::Remove(g, seg) => Applied::Remove {
-                            group: *g,
-                            seg: *seg,
-                        },
+                        Placed::Remove(g, seg) => Applied::Remove { group: g, seg },
                     };
                     st.apply(op);
                 }
