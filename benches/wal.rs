@@ -7,8 +7,9 @@
 //! to fsync, as flotilla-wal's io_uring backend does). Also the recovery speed of a large log as a
 //! fraction of sequential read bandwidth.
 //!
-//! Criterion measures each variant; a summary pass then runs the variants interleaved
-//! (to share the machine's noise fairly) and prints entries/s, MB/s and the ratios.
+//! Criterion measures each variant; a summary pass then runs the variants interleaved a
+//! few batches at a time (to share the machine's noise fairly) and prints entries/s, MB/s
+//! and the ratios.
 //! Environment: `FLOTILLA_WAL_BENCH_DIR` (default: a temp dir under the target dir's
 //! disk), `FLOTILLA_WAL_BENCH_SECS` (summary seconds per variant and round, default 3),
 //! `FLOTILLA_WAL_BENCH_RECOVERY_MB` (log size for the recovery figure, default 1024; 0
@@ -356,64 +357,43 @@ fn bench(c: &mut Criterion) {
     recovery();
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Interleaved rounds; prints median entries/s and MB/s, and the median of the per-round
-/// ratios (each ratio compares runs made back to back, which keeps the shared disk's
-/// drifting speed out of it as far as possible).
+/// The variants take turns a few batches at a time for the whole duration, so that the
+/// shared disk's speed, which drifts by a factor of ten within seconds here, weighs on
+/// all of them alike; prints entries/s, MB/s and ratios of the totals.
 fn summary(vs: &mut [Variant], bytes: usize) {
     let secs: f64 = std::env::var("FLOTILLA_WAL_BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let rounds: usize = std::env::var("FLOTILLA_WAL_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(9);
-    if rounds == 0 {
+        .unwrap_or(30.0);
+    if secs <= 0.0 {
         return;
     }
-    let mut rates = vec![Vec::new(); vs.len()];
-    for _round in 0..rounds {
+    let mut totals = vec![(0u64, Duration::ZERO); vs.len()];
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
         for (i, v) in vs.iter_mut().enumerate() {
-            let start = Instant::now();
-            let (mut n, mut t) = (0u64, Duration::ZERO);
-            while start.elapsed().as_secs_f64() < secs {
-                t += run(&*v.target, &mut v.streams, 8);
-                n += 8 * v.streams.len() as u64;
-            }
-            rates[i].push(n as f64 * PER_BATCH as f64 / t.as_secs_f64());
+            totals[i].1 += run(&*v.target, &mut v.streams, 4);
+            totals[i].0 += 4 * v.streams.len() as u64;
         }
     }
-    let ratio = |i: usize, j: usize| {
-        median(
-            rates[i]
-                .iter()
-                .zip(rates[j].iter())
-                .map(|(a, b)| a / b)
-                .collect(),
-        )
-    };
+    let rate = |i: usize| totals[i].0 as f64 * PER_BATCH as f64 / totals[i].1.as_secs_f64();
     println!(
-        "\n## WAL summary ({bytes} bytes per batch; medians of {rounds} interleaved rounds of {secs}s per variant)\n"
+        "\n## WAL summary ({bytes} bytes per batch; variants interleaved 4 batches at a time for {secs}s)\n"
     );
     println!("| variant | entries/s | MB/s (payload) | MB/s (written) | vs raft-engine | vs raw pwrite | vs raw io_uring |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (i, v) in vs.iter().enumerate() {
         let base = i - i % 4;
-        let e = median(rates[i].clone());
+        let e = rate(i);
         println!(
             "| {} | {:.0} | {:.1} | {:.1} | {:.2}x | {:.0}% | {:.0}% |",
             v.name,
             e,
             e * ENTRY as f64 / 1e6,
             e / PER_BATCH as f64 * bytes as f64 / 1e6,
-            ratio(i, base + 1),
-            100.0 * ratio(i, base + 2),
-            100.0 * ratio(i, base + 3)
+            e / rate(base + 1),
+            100.0 * e / rate(base + 2),
+            100.0 * e / rate(base + 3)
         );
     }
 }
