@@ -25,14 +25,6 @@ struct Cached {
     len: usize,
 }
 
-impl Cached {
-    fn bytes(&self) -> &[u8] {
-        self.arena
-            .get(self.start..self.start + self.len)
-            .unwrap_or(&[])
-    }
-}
-
 /// A group's cached run: index of its first entry, and the payloads.
 type Run = (u64, VecDeque<Cached>);
 
@@ -134,10 +126,25 @@ impl EntryCache {
     }
 
     /// The cached payload of `index` of `group`.
+    #[cfg(test)]
     pub(crate) fn get(&self, group: u64, index: u64) -> Option<&[u8]> {
         let (first, run) = self.groups.get(&group)?;
         let i = index.checked_sub(*first)?;
-        run.get(usize::try_from(i).ok()?).map(|c| c.bytes())
+        run.get(usize::try_from(i).ok()?)
+            .and_then(|c| c.arena.get(c.start..c.start + c.len))
+    }
+
+    /// The cached payload of `index` of `group` as (arena, start, len), to copy after
+    /// the caller released its locks.
+    pub(crate) fn get_shared(
+        &self,
+        group: u64,
+        index: u64,
+    ) -> Option<(Arc<Vec<u8>>, usize, usize)> {
+        let (first, run) = self.groups.get(&group)?;
+        let i = index.checked_sub(*first)?;
+        run.get(usize::try_from(i).ok()?)
+            .map(|c| (c.arena.clone(), c.start, c.len))
     }
 
     /// Drops cached entries of `group` at or above `index`.

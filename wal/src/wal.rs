@@ -20,6 +20,7 @@ use crate::error::{OpenError, ReadError, WriteError};
 use crate::fs::{FileSystem, StdFs};
 use crate::prealloc::Preallocator;
 use crate::recovery::Recovery;
+use crate::segment::Segment;
 use crate::shared::Shared;
 use crate::types::{Entry, HardState};
 use crate::writer::{Cmd, MaintainReport, SegmentWriter, Submission};
@@ -271,7 +272,9 @@ impl Wal {
     }
 
     /// Entries `[lo, hi)` of `group`, stopping early (but after at least one entry) once
-    /// `max_bytes` of payload are gathered.
+    /// `max_bytes` of payload are gathered. Payloads are copied after the index lock is
+    /// released: the reader holds the segments (or cached batches) it copies from, and a
+    /// held segment is neither recycled nor deleted until the copy is done.
     pub fn entries(
         &self,
         group: u64,
@@ -279,55 +282,65 @@ impl Wal {
         hi: u64,
         max_bytes: Option<u64>,
     ) -> Result<Vec<Entry>, ReadError> {
-        let st = self.shared.state.read();
-        let g = st
-            .groups
-            .get(&group)
-            .ok_or(ReadError::GroupNotFound(group))?;
-        if lo < g.first {
-            return Err(ReadError::Compacted {
-                group,
-                index: lo,
-                first: g.first,
-            });
+        enum Src {
+            Cached(Arc<Vec<u8>>, usize, usize),
+            Mapped(Arc<Segment>, usize, usize),
         }
-        if hi > lo && hi - 1 > g.last() {
-            return Err(ReadError::Unavailable {
-                group,
-                index: hi - 1,
-                last: g.last(),
-            });
-        }
-        let mut out = Vec::with_capacity(hi.saturating_sub(lo).min(1024) as usize);
-        let mut bytes = 0u64;
-        for index in lo..hi {
-            let loc = g.get(index).ok_or(ReadError::Lost { group, index })?;
-            if let Some(limit) = max_bytes {
-                if !out.is_empty() && bytes + loc.len as u64 > limit {
-                    break;
-                }
+        let mut plan = Vec::with_capacity(hi.saturating_sub(lo).min(1024) as usize);
+        {
+            let st = self.shared.state.read();
+            let g = st
+                .groups
+                .get(&group)
+                .ok_or(ReadError::GroupNotFound(group))?;
+            if lo < g.first {
+                return Err(ReadError::Compacted {
+                    group,
+                    index: lo,
+                    first: g.first,
+                });
             }
-            let data = match st.cache.get(group, index) {
-                Some(d) => d.to_vec(),
-                None => st
-                    .segs
-                    .get(&loc.seg)
-                    .and_then(|s| s.seg.as_ref())
-                    .and_then(|s| {
-                        s.bytes()
-                            .get(loc.off as usize..loc.off as usize + loc.len as usize)
-                    })
-                    .ok_or(ReadError::Lost { group, index })?
-                    .to_vec(),
-            };
-            bytes += loc.len as u64;
-            out.push(Entry {
-                index,
-                term: loc.term,
-                data,
-            });
+            if hi > lo && hi - 1 > g.last() {
+                return Err(ReadError::Unavailable {
+                    group,
+                    index: hi - 1,
+                    last: g.last(),
+                });
+            }
+            let mut bytes = 0u64;
+            let mut seg: Option<Arc<Segment>> = None;
+            for index in lo..hi {
+                let loc = g.get(index).ok_or(ReadError::Lost { group, index })?;
+                if let Some(limit) = max_bytes {
+                    if !plan.is_empty() && bytes + loc.len as u64 > limit {
+                        break;
+                    }
+                }
+                bytes += loc.len as u64;
+                let src = match st.cache.get_shared(group, index) {
+                    Some((arena, start, len)) => Src::Cached(arena, start, len),
+                    None => {
+                        if seg.as_ref().map(|s| s.seq) != Some(loc.seg) {
+                            seg = st.segs.get(&loc.seg).and_then(|s| s.seg.clone());
+                        }
+                        let s = seg.clone().ok_or(ReadError::Lost { group, index })?;
+                        Src::Mapped(s, loc.off as usize, loc.len as usize)
+                    }
+                };
+                plan.push((index, loc.term, src));
+            }
         }
-        Ok(out)
+        plan.into_iter()
+            .map(|(index, term, src)| {
+                let data = match &src {
+                    Src::Cached(a, start, len) => a.get(*start..*start + *len),
+                    Src::Mapped(s, off, len) => s.bytes().get(*off..*off + *len),
+                }
+                .ok_or(ReadError::Lost { group, index })?
+                .to_vec();
+                Ok(Entry { index, term, data })
+            })
+            .collect()
     }
 
     /// Entry `index` of `group`.
