@@ -118,7 +118,7 @@ pub struct BatchHeader {
 }
 
 /// A record's decoded body. Offsets are relative to the start of the slice given to
-/// [`RecordCodec::decode_record`] plus `base`.
+/// [`RecordCodec::decode_records`] plus `base`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordBody {
     /// Entries replacing the log from `first`.

@@ -19,6 +19,13 @@
 //!   groups holding the oldest segments.
 //! - Every file operation goes through [`FileSystem`], so tests inject torn and short
 //!   writes, failed syncs, lost directory entries and bit flips ([`fault::FaultFs`]).
+//!
+//! # Tests
+//! The suite runs once per backend: `FLOTILLA_WAL_BACKEND=pwrite cargo test -p
+//! flotilla-wal` and `FLOTILLA_WAL_BACKEND=io_uring cargo test -p flotilla-wal` (the
+//! latter asserts io_uring really is in use). `FLOTILLA_WAL_CRASH_ITERS` (default 1000)
+//! sets the iterations of the randomized crash test, `PROPTEST_CASES` (default 256) the
+//! cases of the model-based test.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backend;
