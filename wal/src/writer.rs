@@ -366,7 +366,21 @@ impl SegmentWriter {
         self.buf.clear();
         let mut begun = false;
         let mut iter = subs.into_iter();
+        // Largest batch any segment can take (header, batch header, seal).
+        let fits_fresh = (self.active.size as usize)
+            .saturating_sub(crate::codec::SEGMENT_HEADER_LEN + 2 * BATCH_HEADER_LEN);
         while let Some(mut sub) = iter.next() {
+            let len = sub.batch.encoded_len();
+            if len > fits_fresh {
+                // Checked before validation, so the projection never includes it.
+                if let Some(d) = sub.done.take() {
+                    let _ = d.send(Err(WriteError::BatchTooLarge {
+                        len,
+                        max: fits_fresh,
+                    }));
+                }
+                continue;
+            }
             if !internal {
                 if let Err(e) = self.validate(&mut sub.batch, &mut view) {
                     if let Some(d) = sub.done.take() {
@@ -375,7 +389,6 @@ impl SegmentWriter {
                     continue;
                 }
             }
-            let len = sub.batch.encoded_len();
             // Keep room for the seal that ends the segment.
             let room = self
                 .active
