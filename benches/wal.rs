@@ -31,12 +31,10 @@ const ENTRY: usize = 128;
 const PER_BATCH: usize = 256;
 
 fn bench_dir() -> tempfile::TempDir {
-    let base = std::env::var("FLOTILLA_WAL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let t = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-            PathBuf::from(t).join("wal-bench")
-        });
+    let base = std::env::var("FLOTILLA_WAL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        let t = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        PathBuf::from(t).join("wal-bench")
+    });
     std::fs::create_dir_all(&base).unwrap();
     tempfile::tempdir_in(base).unwrap()
 }
@@ -72,13 +70,7 @@ struct Stream {
 impl Stream {
     fn new(writer: u64, writers: u64, payloads: Arc<Vec<Vec<u8>>>) -> Stream {
         let groups: Vec<u64> = (0..GROUPS).filter(|g| g % writers == writer).collect();
-        Stream {
-            next: vec![1; groups.len()],
-            groups,
-            cursor: 0,
-            p: writer as usize * 997,
-            payloads,
-        }
+        Stream { next: vec![1; groups.len()], groups, cursor: 0, p: writer as usize * 997, payloads }
     }
 
     /// Calls `f(group, index, payload)` for the 256 entries of the next batch.
@@ -123,12 +115,7 @@ impl Target for RaftEngine {
         let mut lb = raft_engine::LogBatch::default();
         // raft-engine takes entries per region: one add per (group, entry).
         s.batch(|g, i, d| {
-            let e = RaftEntry {
-                index: i,
-                term: 1,
-                data: d.to_vec().into(),
-                ..Default::default()
-            };
+            let e = RaftEntry { index: i, term: 1, data: d.to_vec().into(), ..Default::default() };
             lb.add_entries::<Ext>(g, &[e]).unwrap();
         });
         self.0.write(&mut lb, true).unwrap();
@@ -159,15 +146,8 @@ impl Raw {
         }
         file.sync_all().unwrap();
         let p = payloads();
-        let data = (0..bytes)
-            .map(|i| p[i / ENTRY % p.len()][i % ENTRY])
-            .collect();
-        Raw {
-            file,
-            size,
-            bytes: data,
-            off: parking_lot::Mutex::new(0),
-        }
+        let data = (0..bytes).map(|i| p[i / ENTRY % p.len()][i % ENTRY]).collect();
+        Raw { file, size, bytes: data, off: parking_lot::Mutex::new(0) }
     }
 }
 
@@ -208,10 +188,7 @@ impl RawUring {
                     .build()
                     .flags(squeue::Flags::IO_LINK)
                     .user_data(1);
-                let f = opcode::Fsync::new(fd)
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build()
-                    .user_data(2);
+                let f = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
                 // SAFETY: the buffer outlives the submission; we wait for both completions.
                 unsafe {
                     ring.submission().push(&w).unwrap();
@@ -225,9 +202,7 @@ impl RawUring {
                 let _ = done.send(());
             }
         });
-        RawUring {
-            tx: parking_lot::Mutex::new(tx),
-        }
+        RawUring { tx: parking_lot::Mutex::new(tx) }
     }
 }
 
@@ -275,24 +250,15 @@ fn variants(bytes_per_batch: usize) -> Vec<Variant> {
     let mut out = Vec::new();
     for writers in [1u64, 2] {
         let streams = |p: &Arc<Vec<Vec<u8>>>| {
-            (0..writers)
-                .map(|w| Stream::new(w, writers, p.clone()))
-                .collect::<Vec<_>>()
+            (0..writers).map(|w| Stream::new(w, writers, p.clone())).collect::<Vec<_>>()
         };
         let dir = bench_dir();
         let wal = Wal::open(flotilla_config(dir.path())).unwrap();
         let name = format!("flotilla-wal ({:?}) x{writers}", wal.backend());
-        out.push(Variant {
-            name,
-            target: Box::new(Flotilla(wal)),
-            streams: streams(&p),
-            _dir: dir,
-        });
+        out.push(Variant { name, target: Box::new(Flotilla(wal)), streams: streams(&p), _dir: dir });
         let dir = bench_dir();
-        let cfg = raft_engine::Config {
-            dir: dir.path().to_string_lossy().into_owned(),
-            ..Default::default()
-        };
+        let cfg =
+            raft_engine::Config { dir: dir.path().to_string_lossy().into_owned(), ..Default::default() };
         out.push(Variant {
             name: format!("raft-engine 0.4 x{writers}"),
             target: Box::new(RaftEngine(raft_engine::Engine::open(cfg).unwrap())),
@@ -347,9 +313,7 @@ fn bench(c: &mut Criterion) {
             g.throughput(Throughput::Elements(PER_BATCH as u64 * writers));
             let target = &*v.target;
             let streams = &mut v.streams;
-            g.bench_function(v.name.as_str(), |b| {
-                b.iter_custom(|iters| run(target, streams, iters))
-            });
+            g.bench_function(v.name.as_str(), |b| b.iter_custom(|iters| run(target, streams, iters)));
         }
         g.finish();
     }
@@ -361,10 +325,8 @@ fn bench(c: &mut Criterion) {
 /// shared disk's speed, which drifts by a factor of ten within seconds here, weighs on
 /// all of them alike; prints entries/s, MB/s and ratios of the totals.
 fn summary(vs: &mut [Variant], bytes: usize) {
-    let secs: f64 = std::env::var("FLOTILLA_WAL_BENCH_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30.0);
+    let secs: f64 =
+        std::env::var("FLOTILLA_WAL_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30.0);
     if secs <= 0.0 {
         return;
     }
@@ -401,10 +363,8 @@ fn summary(vs: &mut [Variant], bytes: usize) {
 /// Recovery of a large log, as a fraction of sequential read bandwidth (page cache warm
 /// for both; and cold for both when the page cache can be dropped).
 fn recovery() {
-    let mb: u64 = std::env::var("FLOTILLA_WAL_BENCH_RECOVERY_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
+    let mb: u64 =
+        std::env::var("FLOTILLA_WAL_BENCH_RECOVERY_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     if mb == 0 {
         return;
     }

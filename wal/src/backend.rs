@@ -56,16 +56,11 @@ pub(crate) fn pwrite_all(
         let res = match fault {
             WriteFault::None => file.write_at(buf, offset),
             WriteFault::Short(n) => file.write_at(&buf[..n.clamp(1, buf.len())], offset),
-            WriteFault::Torn(n) => file
-                .write_at(&buf[..n.min(buf.len())], offset)
-                .and_then(|_| Err(eio())),
+            WriteFault::Torn(n) => file.write_at(&buf[..n.min(buf.len())], offset).and_then(|_| Err(eio())),
             WriteFault::Eio => Err(eio()),
         };
         let res = match res {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "pwrite wrote 0 bytes",
-            )),
+            Ok(0) => Err(io::Error::new(io::ErrorKind::WriteZero, "pwrite wrote 0 bytes")),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => other,
         };
@@ -205,11 +200,7 @@ mod uring {
                     }
                 };
                 let whole = len == buf.len() && !torn;
-                let sync_fault = if whole {
-                    fs.before_sync(path)
-                } else {
-                    SyncFault::None
-                };
+                let sync_fault = if whole { fs.before_sync(path) } else { SyncFault::None };
                 let link_sync = whole && sync_fault == SyncFault::None;
                 let mut n = 0;
                 if len > 0 {
@@ -227,10 +218,8 @@ mod uring {
                     n += 1;
                 }
                 if link_sync {
-                    let s = opcode::Fsync::new(fd)
-                        .flags(types::FsyncFlags::DATASYNC)
-                        .build()
-                        .user_data(SYNC_TAG);
+                    let s =
+                        opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(SYNC_TAG);
                     // SAFETY: an fsync references no user memory.
                     unsafe { self.ring.submission().push(&s) }
                         .map_err(|_| io::Error::other("io_uring submission queue full"))?;

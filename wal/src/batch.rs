@@ -109,32 +109,15 @@ impl WriteBatch {
         let start = self.push_data(data);
         self.encoded = self.encoded.saturating_add(ENTRY_HEADER_LEN + data.len());
         let n = self.entries.len();
-        self.entries.push(EntryRef {
-            term,
-            start,
-            len: data.len(),
-        });
-        if let Some(Op::Entries {
-            group: g,
-            first,
-            from,
-            to,
-        }) = self.ops.last_mut()
-        {
+        self.entries.push(EntryRef { term, start, len: data.len() });
+        if let Some(Op::Entries { group: g, first, from, to }) = self.ops.last_mut() {
             if *g == group && *to == n && *first + (*to - *from) as u64 == index {
                 *to += 1;
                 return;
             }
         }
-        self.encoded = self
-            .encoded
-            .saturating_add(RECORD_HEADER_LEN + ENTRIES_BODY_PREFIX);
-        self.ops.push(Op::Entries {
-            group,
-            first: index,
-            from: n,
-            to: n + 1,
-        });
+        self.encoded = self.encoded.saturating_add(RECORD_HEADER_LEN + ENTRIES_BODY_PREFIX);
+        self.ops.push(Op::Entries { group, first: index, from: n, to: n + 1 });
     }
 
     /// Appends entries of `group` starting at `first`, each `(term, data)`.
@@ -159,22 +142,14 @@ impl WriteBatch {
     pub fn set_meta(&mut self, group: u64, meta: &[u8]) {
         let start = self.push_data(meta);
         self.encoded = self.encoded.saturating_add(RECORD_HEADER_LEN + meta.len());
-        self.ops.push(Op::Meta {
-            group,
-            start,
-            len: meta.len(),
-        });
+        self.ops.push(Op::Meta { group, start, len: meta.len() });
     }
 
     /// Discards the entries of `group` below `index`; `index` becomes its first index.
     /// Past the last entry, the group's log becomes empty and continues at `index`.
     pub fn compact_to(&mut self, group: u64, index: u64) {
         self.encoded = self.encoded.saturating_add(RECORD_HEADER_LEN + 16);
-        self.ops.push(Op::Compact {
-            group,
-            index,
-            last: None,
-        });
+        self.ops.push(Op::Compact { group, index, last: None });
     }
 
     /// Removes `group` with every record it has. A group later created with the same id
@@ -185,43 +160,21 @@ impl WriteBatch {
     }
 
     /// Internal: rewritten entries copied from an old segment.
-    pub(crate) fn add_rewrite(
-        &mut self,
-        group: u64,
-        last: u64,
-        first: u64,
-        entries: Vec<(u64, &[u8])>,
-    ) {
-        self.encoded = self
-            .encoded
-            .saturating_add(RECORD_HEADER_LEN + REWRITE_BODY_PREFIX);
+    pub(crate) fn add_rewrite(&mut self, group: u64, last: u64, first: u64, entries: Vec<(u64, &[u8])>) {
+        self.encoded = self.encoded.saturating_add(RECORD_HEADER_LEN + REWRITE_BODY_PREFIX);
         let from = self.entries.len();
         for (term, d) in entries {
             let start = self.push_data(d);
             self.encoded = self.encoded.saturating_add(ENTRY_HEADER_LEN + d.len());
-            self.entries.push(EntryRef {
-                term,
-                start,
-                len: d.len(),
-            });
+            self.entries.push(EntryRef { term, start, len: d.len() });
         }
         let to = self.entries.len();
-        self.ops.push(Op::Rewrite {
-            group,
-            last,
-            first,
-            from,
-            to,
-        });
+        self.ops.push(Op::Rewrite { group, last, first, from, to });
     }
 
     /// Internal: a compaction mark with a known last index (rewrites).
     pub(crate) fn add_compact_with_last(&mut self, group: u64, index: u64, last: u64) {
         self.encoded = self.encoded.saturating_add(RECORD_HEADER_LEN + 16);
-        self.ops.push(Op::Compact {
-            group,
-            index,
-            last: Some(last),
-        });
+        self.ops.push(Op::Compact { group, index, last: Some(last) });
     }
 }

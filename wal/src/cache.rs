@@ -41,10 +41,7 @@ pub(crate) struct EntryCache {
 impl EntryCache {
     /// A cache holding at most `budget` bytes (payloads plus overhead).
     pub(crate) fn new(budget: usize) -> EntryCache {
-        EntryCache {
-            budget,
-            ..EntryCache::default()
-        }
+        EntryCache { budget, ..EntryCache::default() }
     }
 
     /// Bytes currently charged.
@@ -54,14 +51,7 @@ impl EntryCache {
 
     /// Caches entry `index` of `group`, which must directly follow the group's cached run
     /// (otherwise the run is dropped and restarts here).
-    pub(crate) fn insert(
-        &mut self,
-        group: u64,
-        index: u64,
-        arena: &Arc<Vec<u8>>,
-        start: usize,
-        len: usize,
-    ) {
+    pub(crate) fn insert(&mut self, group: u64, index: u64, arena: &Arc<Vec<u8>>, start: usize, len: usize) {
         let cost = len + ENTRY_OVERHEAD;
         if cost > self.budget {
             self.truncate_from(group, index);
@@ -74,18 +64,11 @@ impl EntryCache {
         if !contiguous {
             self.remove_group(group);
         }
-        let (first, run) = self
-            .groups
-            .entry(group)
-            .or_insert_with(|| (index, VecDeque::new()));
+        let (first, run) = self.groups.entry(group).or_insert_with(|| (index, VecDeque::new()));
         if run.is_empty() {
             *first = index;
         }
-        run.push_back(Cached {
-            arena: arena.clone(),
-            start,
-            len,
-        });
+        run.push_back(Cached { arena: arena.clone(), start, len });
         self.used += cost;
         self.live += 1;
         self.fifo.push_back((group, index));
@@ -130,21 +113,15 @@ impl EntryCache {
     pub(crate) fn get(&self, group: u64, index: u64) -> Option<&[u8]> {
         let (first, run) = self.groups.get(&group)?;
         let i = index.checked_sub(*first)?;
-        run.get(usize::try_from(i).ok()?)
-            .and_then(|c| c.arena.get(c.start..c.start + c.len))
+        run.get(usize::try_from(i).ok()?).and_then(|c| c.arena.get(c.start..c.start + c.len))
     }
 
     /// The cached payload of `index` of `group` as (arena, start, len), to copy after
     /// the caller released its locks.
-    pub(crate) fn get_shared(
-        &self,
-        group: u64,
-        index: u64,
-    ) -> Option<(Arc<Vec<u8>>, usize, usize)> {
+    pub(crate) fn get_shared(&self, group: u64, index: u64) -> Option<(Arc<Vec<u8>>, usize, usize)> {
         let (first, run) = self.groups.get(&group)?;
         let i = index.checked_sub(*first)?;
-        run.get(usize::try_from(i).ok()?)
-            .map(|c| (c.arena.clone(), c.start, c.len))
+        run.get(usize::try_from(i).ok()?).map(|c| (c.arena.clone(), c.start, c.len))
     }
 
     /// Drops cached entries of `group` at or above `index`.

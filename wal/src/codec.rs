@@ -343,12 +343,7 @@ impl RecordCodec {
 
     /// Decodes and verifies the `count` records of a batch body `b`, which starts at
     /// segment offset `base`.
-    pub fn decode_records(
-        b: &[u8],
-        base: usize,
-        count: u32,
-        seed: u32,
-    ) -> Result<Vec<Record>, HeaderError> {
+    pub fn decode_records(b: &[u8], base: usize, count: u32, seed: u32) -> Result<Vec<Record>, HeaderError> {
         let mut out = Vec::with_capacity(count.min(1 << 16) as usize);
         let mut at = 0usize;
         for _ in 0..count {
@@ -365,12 +360,7 @@ impl RecordCodec {
             let kind = rec[16];
             let body_base = base + at + RECORD_HEADER_LEN;
             let body = Self::decode_body(kind, &rec[RECORD_HEADER_LEN..], body_base)?;
-            out.push(Record {
-                group,
-                offset: (base + at) as u32,
-                len: len as u32,
-                body,
-            });
+            out.push(Record { group, offset: (base + at) as u32, len: len as u32, body });
             at += len;
         }
         if at != b.len() {
@@ -411,11 +401,7 @@ impl RecordCodec {
                 let last = le_u64(b, 0).ok_or(bad)?;
                 let first = le_u64(b, 8).ok_or(bad)?;
                 let entries = Self::decode_entries(b.get(16..).ok_or(bad)?, base + 16)?;
-                RecordBody::Rewrite {
-                    last,
-                    first,
-                    entries,
-                }
+                RecordBody::Rewrite { last, first, entries }
             }
             KIND_HARD_STATE => {
                 if b.len() != 24 {
@@ -432,10 +418,7 @@ impl RecordCodec {
                 if b.len() != 16 {
                     return Err(bad);
                 }
-                RecordBody::Compact {
-                    index: le_u64(b, 0).ok_or(bad)?,
-                    last: le_u64(b, 8).ok_or(bad)?,
-                }
+                RecordBody::Compact { index: le_u64(b, 0).ok_or(bad)?, last: le_u64(b, 8).ok_or(bad)? }
             }
             KIND_REMOVE => {
                 if !b.is_empty() {
@@ -454,25 +437,15 @@ mod tests {
 
     #[test]
     fn segment_header_roundtrip_and_newer_version_refused() {
-        let h = SegmentHeader {
-            seq: 7,
-            salt: 99,
-            size: 1 << 20,
-        };
+        let h = SegmentHeader { seq: 7, salt: 99, size: 1 << 20 };
         let mut b = RecordCodec::encode_segment_header(&h);
         assert_eq!(RecordCodec::decode_segment_header(&b), Ok(h));
         b[8] = 2;
         let crc = crc32c::crc32c(&b[0..40]);
         b[40..44].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(
-            RecordCodec::decode_segment_header(&b),
-            Err(HeaderError::NewerVersion(2))
-        );
+        assert_eq!(RecordCodec::decode_segment_header(&b), Err(HeaderError::NewerVersion(2)));
         b[17] ^= 1;
-        assert_eq!(
-            RecordCodec::decode_segment_header(&b),
-            Err(HeaderError::BadChecksum)
-        );
+        assert_eq!(RecordCodec::decode_segment_header(&b), Err(HeaderError::BadChecksum));
     }
 
     #[test]
@@ -487,8 +460,7 @@ mod tests {
         RecordCodec::finish_batch(&mut buf, start, 1, 11);
         let h = RecordCodec::decode_batch(&buf, 11).expect("valid");
         assert_eq!(h.len, buf.len());
-        let recs =
-            RecordCodec::decode_records(&buf[BATCH_HEADER_LEN..], 1000, 1, 11).expect("records");
+        let recs = RecordCodec::decode_records(&buf[BATCH_HEADER_LEN..], 1000, 1, 11).expect("records");
         assert_eq!(recs[0].group, 5);
         match &recs[0].body {
             RecordBody::Entries { first, entries } => {

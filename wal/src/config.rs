@@ -130,9 +130,7 @@ impl WalConfig {
             return Err(ConfigError::RecyclePoolOutOfBounds(self.recycle_pool));
         }
         if self.group_commit_wait > std::time::Duration::from_millis(10) {
-            return Err(ConfigError::GroupCommitWaitOutOfBounds(
-                self.group_commit_wait,
-            ));
+            return Err(ConfigError::GroupCommitWaitOutOfBounds(self.group_commit_wait));
         }
         Ok(CheckedConfig { raw: self.clone() })
     }

@@ -36,9 +36,7 @@ pub enum OpenError {
         reason: String,
     },
     /// A header was written by a newer format version than this code understands.
-    #[error(
-        "wal file {file} at offset {offset} has format version {version}, newer than supported"
-    )]
+    #[error("wal file {file} at offset {offset} has format version {version}, newer than supported")]
     NewerFormat {
         /// The segment file.
         file: PathBuf,
@@ -101,10 +99,7 @@ pub enum WriteError {
 
 impl WriteError {
     pub(crate) fn io(e: &io::Error) -> WriteError {
-        WriteError::Io {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
+        WriteError::Io { kind: e.kind(), message: e.to_string() }
     }
 }
 

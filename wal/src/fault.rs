@@ -116,14 +116,7 @@ impl FaultFs {
     pub fn new(trash: impl Into<PathBuf>, seed: u64) -> io::Result<FaultFs> {
         let trash = trash.into();
         std::fs::create_dir_all(&trash)?;
-        Ok(FaultFs {
-            inner: StdFs,
-            trash,
-            st: Mutex::new(State {
-                rng: seed | 1,
-                ..State::default()
-            }),
-        })
+        Ok(FaultFs { inner: StdFs, trash, st: Mutex::new(State { rng: seed | 1, ..State::default() }) })
     }
 
     /// The next write submission to a live segment file (`*.wal`, where group commits
@@ -173,12 +166,7 @@ impl FaultFs {
 
     /// Bytes written but not yet synced, over all files.
     pub fn unsynced_bytes(&self) -> u64 {
-        self.st
-            .lock()
-            .undo
-            .values()
-            .flat_map(|v| v.iter().map(|(_, b)| b.len() as u64))
-            .sum()
+        self.st.lock().undo.values().flat_map(|v| v.iter().map(|(_, b)| b.len() as u64)).sum()
     }
 
     /// Simulates a power loss and reboot: unsynced directory operations are lost (a random
@@ -213,11 +201,7 @@ impl FaultFs {
             if writes.is_empty() {
                 continue;
             }
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-            {
+            let file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
                 Ok(f) => f,
                 Err(_) => continue,
             };
@@ -229,19 +213,11 @@ impl FaultFs {
             };
             modes.push(mode);
             let lo = writes.iter().map(|(o, _)| *o).min().unwrap_or(0);
-            let hi = writes
-                .iter()
-                .map(|(o, b)| o + b.len() as u64)
-                .max()
-                .unwrap_or(0);
+            let hi = writes.iter().map(|(o, b)| o + b.len() as u64).max().unwrap_or(0);
             match mode {
                 CrashMode::KeepAll => {}
                 CrashMode::RevertAll | CrashMode::Cut => {
-                    let cut = if mode == CrashMode::Cut {
-                        lo + st.below(hi - lo + 1)
-                    } else {
-                        0
-                    };
+                    let cut = if mode == CrashMode::Cut { lo + st.below(hi - lo + 1) } else { 0 };
                     for (off, old) in writes.iter().rev() {
                         let end = off + old.len() as u64;
                         if end <= cut {
@@ -301,10 +277,7 @@ impl FileSystem for FaultFs {
         let existed = path.exists();
         let f = self.inner.open(path, create)?;
         if create && !existed {
-            self.st
-                .lock()
-                .dir_ops
-                .push(DirOp::Created(path.to_path_buf()));
+            self.st.lock().dir_ops.push(DirOp::Created(path.to_path_buf()));
         }
         Ok(f)
     }
@@ -318,8 +291,7 @@ impl FileSystem for FaultFs {
         self.dir_op_allowed()?;
         self.inner.rename(from, to)?;
         let mut st = self.st.lock();
-        st.dir_ops
-            .push(DirOp::Renamed(from.to_path_buf(), to.to_path_buf()));
+        st.dir_ops.push(DirOp::Renamed(from.to_path_buf(), to.to_path_buf()));
         if let Some(u) = st.undo.remove(from) {
             st.undo.insert(to.to_path_buf(), u);
         }
@@ -338,9 +310,8 @@ impl FileSystem for FaultFs {
         if let Some(u) = st.undo.remove(path) {
             // Apply the rollback now to the trashed copy: a removed file that comes back
             // after a crash comes back with only its durable content.
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .write(true)
-                .open(self.trash.join(format!("{}", st.trash_seq)))
+            if let Ok(f) =
+                std::fs::OpenOptions::new().write(true).open(self.trash.join(format!("{}", st.trash_seq)))
             {
                 for (off, old) in u.iter().rev() {
                     f.write_all_at(old, *off)?;
@@ -398,10 +369,7 @@ impl FileSystem for FaultFs {
             if avail > 0 && file.read_exact_at(&mut old, offset).is_err() {
                 old.clear();
             }
-            st.undo
-                .entry(path.to_path_buf())
-                .or_default()
-                .push((offset, old));
+            st.undo.entry(path.to_path_buf()).or_default().push((offset, old));
         }
         fault
     }

@@ -92,12 +92,7 @@ impl FileSystem for StdFs {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)
+        OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)
     }
 
     fn set_len(&self, _path: &Path, file: &File, len: u64) -> io::Result<()> {

@@ -26,12 +26,7 @@ impl EntryLoc {
     /// A placeholder for an entry whose record is further on in the log. Exists only
     /// while recovery replays the log (a rewritten record can come after a record that
     /// follows it in index order); recovery fails if one is left.
-    pub(crate) const HOLE: EntryLoc = EntryLoc {
-        term: 0,
-        seg: u64::MAX,
-        off: 0,
-        len: 0,
-    };
+    pub(crate) const HOLE: EntryLoc = EntryLoc { term: 0, seg: u64::MAX, off: 0, len: 0 };
 
     /// Whether this is a [`EntryLoc::HOLE`].
     pub(crate) fn is_hole(&self) -> bool {
@@ -65,13 +60,7 @@ pub(crate) struct GroupIndex {
 
 impl Default for GroupIndex {
     fn default() -> Self {
-        GroupIndex {
-            first: 1,
-            entries: VecDeque::new(),
-            hard_state: None,
-            meta: None,
-            compact: None,
-        }
+        GroupIndex { first: 1, entries: VecDeque::new(), hard_state: None, meta: None, compact: None }
     }
 }
 
@@ -95,9 +84,7 @@ impl GroupIndex {
 
     /// Removes entries at or above `index`; returns them.
     pub(crate) fn truncate_from(&mut self, index: u64) -> Vec<EntryLoc> {
-        let keep = index
-            .saturating_sub(self.first)
-            .min(self.entries.len() as u64) as usize;
+        let keep = index.saturating_sub(self.first).min(self.entries.len() as u64) as usize;
         self.entries.drain(keep..).collect()
     }
 
@@ -119,10 +106,7 @@ impl GroupIndex {
 
     /// Index of the first hole, if any.
     pub(crate) fn first_hole(&self) -> Option<u64> {
-        self.entries
-            .iter()
-            .position(|e| e.is_hole())
-            .map(|i| self.first + i as u64)
+        self.entries.iter().position(|e| e.is_hole()).map(|i| self.first + i as u64)
     }
 
     /// Removes entries below `index` and makes `index` the first index (when it is above

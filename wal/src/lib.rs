@@ -49,9 +49,7 @@ mod writer;
 
 pub use backend::BackendKind;
 pub use batch::WriteBatch;
-pub use config::{
-    BackendChoice, CheckedConfig, ConfigError, WalConfig, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-};
+pub use config::{BackendChoice, CheckedConfig, ConfigError, WalConfig, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 pub use error::{OpenError, ReadError, WriteError};
 pub use fs::{FileSystem, StdFs, SyncFault, WriteFault};
 pub use types::{Entry, HardState, Position};

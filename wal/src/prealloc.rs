@@ -30,9 +30,7 @@ impl Preallocator {
         let mut backoff = Duration::from_millis(10);
         while !self.shared.stop.load(Ordering::Acquire) {
             let r = self.step();
-            self.shared
-                .prealloc_failing
-                .store(r.is_err(), Ordering::Release);
+            self.shared.prealloc_failing.store(r.is_err(), Ordering::Release);
             if r.is_err() {
                 // Let a writer waiting for a spare know it should not wait any longer.
                 self.shared.spares_cv.notify_all();
@@ -50,8 +48,7 @@ impl Preallocator {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
-            self.shared
-                .wait_kick(backoff.max(Duration::from_millis(100)));
+            self.shared.wait_kick(backoff.max(Duration::from_millis(100)));
         }
     }
 
@@ -65,15 +62,9 @@ impl Preallocator {
             let seq = st
                 .segs
                 .iter()
-                .find(|(_, s)| {
-                    s.retired && s.seg.as_ref().is_some_and(|a| Arc::strong_count(a) == 1)
-                })
+                .find(|(_, s)| s.retired && s.seg.as_ref().is_some_and(|a| Arc::strong_count(a) == 1))
                 .map(|(k, _)| *k);
-            seq.and_then(|k| {
-                st.segs
-                    .get_mut(&k)
-                    .and_then(|s| s.seg.take().map(|a| (k, a)))
-            })
+            seq.and_then(|k| st.segs.get_mut(&k).and_then(|s| s.seg.take().map(|a| (k, a))))
         };
         if let Some((seq, arc)) = taken {
             let seg = match Arc::try_unwrap(arc) {
@@ -93,9 +84,7 @@ impl Preallocator {
                 seg.recycle(fs, &cfg.dir, new_seq).map(Some)
             } else {
                 drop(seg);
-                fs.remove(&path)
-                    .and_then(|_| fs.sync_dir(&cfg.dir))
-                    .map(|_| None)
+                fs.remove(&path).and_then(|_| fs.sync_dir(&cfg.dir)).map(|_| None)
             };
             match result {
                 Ok(spare) => {

@@ -27,9 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{datasync, pwrite_all};
-use crate::codec::{
-    HeaderError, Record, RecordBody, RecordCodec, BATCH_HEADER_LEN, SEGMENT_HEADER_LEN,
-};
+use crate::codec::{HeaderError, Record, RecordBody, RecordCodec, BATCH_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::config::WalConfig;
 use crate::error::OpenError;
 use crate::fs::FileSystem;
@@ -57,10 +55,7 @@ pub(crate) struct Recovery<'a> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
-    move |source| OpenError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| OpenError::Io { path: path.to_path_buf(), source }
 }
 
 /// A valid batch found while scanning: (offset, length, durable claim).
@@ -111,20 +106,9 @@ fn scan_valid(seg: &Segment, from: u64) -> Result<Vec<Found>, OpenError> {
 pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>> {
     let seq = seg.seq;
     let locs = |entries: &[(u64, u32, u32)]| {
-        entries
-            .iter()
-            .map(|&(term, off, len)| EntryLoc {
-                term,
-                seg: seq,
-                off,
-                len,
-            })
-            .collect::<Vec<_>>()
+        entries.iter().map(|&(term, off, len)| EntryLoc { term, seg: seq, off, len }).collect::<Vec<_>>()
     };
-    let rec = RecLoc {
-        seg: seq,
-        len: r.len,
-    };
+    let rec = RecLoc { seg: seq, len: r.len };
     Some(match &r.body {
         RecordBody::Entries { first, entries } => Applied::Entries {
             group: r.group,
@@ -133,39 +117,23 @@ pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>
             rewrite_last: None,
             payloads: None,
         },
-        RecordBody::Rewrite {
-            last,
-            first,
-            entries,
-        } => Applied::Entries {
+        RecordBody::Rewrite { last, first, entries } => Applied::Entries {
             group: r.group,
             first: *first,
             locs: locs(entries),
             rewrite_last: Some(*last),
             payloads: None,
         },
-        RecordBody::HardState(hs) => Applied::HardState {
-            group: r.group,
-            hs: *hs,
-            rec,
-        },
+        RecordBody::HardState(hs) => Applied::HardState { group: r.group, hs: *hs, rec },
         RecordBody::Meta(off, len) => Applied::Meta {
             group: r.group,
-            data: seg
-                .bytes()
-                .get(*off as usize..(*off as usize + *len as usize))?,
+            data: seg.bytes().get(*off as usize..(*off as usize + *len as usize))?,
             rec,
         },
-        RecordBody::Compact { index, last } => Applied::Compact {
-            group: r.group,
-            index: *index,
-            last: *last,
-            rec,
-        },
-        RecordBody::Remove => Applied::Remove {
-            group: r.group,
-            seg: seq,
-        },
+        RecordBody::Compact { index, last } => {
+            Applied::Compact { group: r.group, index: *index, last: *last, rec }
+        }
+        RecordBody::Remove => Applied::Remove { group: r.group, seg: seq },
     })
 }
 
@@ -175,11 +143,7 @@ impl<'a> Recovery<'a> {
     }
 
     fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> OpenError {
-        OpenError::Corrupt {
-            file: file.to_path_buf(),
-            offset,
-            reason: reason.into(),
-        }
+        OpenError::Corrupt { file: file.to_path_buf(), offset, reason: reason.into() }
     }
 
     /// Recovers the log in the configured directory (creating an empty one if needed).
@@ -208,17 +172,12 @@ impl<'a> Recovery<'a> {
             let seg = Segment::create(fs, dir, 1, self.cfg.segment_size).map_err(io_err(dir))?;
             let seg = Arc::new(seg);
             state.active = 1;
-            state
-                .segs
-                .insert(1, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
+            state.segs.insert(1, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
             return Ok(Recovered {
                 state,
                 active: seg,
                 pos: SEGMENT_HEADER_LEN as u64,
-                durable: Position {
-                    seq: 1,
-                    offset: SEGMENT_HEADER_LEN as u64,
-                },
+                durable: Position { seq: 1, offset: SEGMENT_HEADER_LEN as u64 },
                 spares: Vec::new(),
                 next_seq: 2,
                 scanned: 0,
@@ -231,11 +190,7 @@ impl<'a> Recovery<'a> {
             let h = match RecordCodec::decode_segment_header(&map) {
                 Ok(h) => h,
                 Err(HeaderError::NewerVersion(version)) => {
-                    return Err(OpenError::NewerFormat {
-                        file: path,
-                        offset: 0,
-                        version,
-                    })
+                    return Err(OpenError::NewerFormat { file: path, offset: 0, version })
                 }
                 Err(e) => return Err(Self::corrupt(&path, 0, format!("segment header: {e}"))),
             };
@@ -252,10 +207,7 @@ impl<'a> Recovery<'a> {
         let mut scanned = 0u64;
         let mut tail = None;
         for (i, seg) in segs.iter().enumerate() {
-            state.segs.insert(
-                seg.seq,
-                SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64),
-            );
+            state.segs.insert(seg.seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
             let mut off = SEGMENT_HEADER_LEN as u64;
             let mut sealed = false;
             loop {
@@ -277,11 +229,7 @@ impl<'a> Recovery<'a> {
                         }
                     }
                     Err(HeaderError::NewerVersion(version)) => {
-                        return Err(OpenError::NewerFormat {
-                            file: seg.path.clone(),
-                            offset: off,
-                            version,
-                        })
+                        return Err(OpenError::NewerFormat { file: seg.path.clone(), offset: off, version })
                     }
                     Err(_) => break,
                 }
@@ -296,31 +244,21 @@ impl<'a> Recovery<'a> {
             None => {
                 // Every segment is sealed: the log continues in a new one.
                 let seq = seqs.last().copied().unwrap_or(0) + 1;
-                let seg = Arc::new(
-                    Segment::create(fs, dir, seq, self.cfg.segment_size).map_err(io_err(dir))?,
-                );
-                state
-                    .segs
-                    .insert(seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
+                let seg =
+                    Arc::new(Segment::create(fs, dir, seq, self.cfg.segment_size).map_err(io_err(dir))?);
+                state.segs.insert(seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
                 seqs.push(seq);
                 segs.push(seg);
                 (segs.len() - 1, SEGMENT_HEADER_LEN as u64)
             }
         };
         let (ti, toff) = tail;
-        let x = Position {
-            seq: segs[ti].seq,
-            offset: toff,
-        };
+        let x = Position { seq: segs[ti].seq, offset: toff };
         // The torn-tail rule: look at every valid batch after X.
         let mut zero_to = toff;
         let mut doomed = Vec::new();
         for (j, seg) in segs.iter().enumerate().skip(ti) {
-            let from = if j == ti {
-                toff + 1
-            } else {
-                SEGMENT_HEADER_LEN as u64
-            };
+            let from = if j == ti { toff + 1 } else { SEGMENT_HEADER_LEN as u64 };
             let found = scan_valid(seg, from)?;
             for &(o, len, durable) in &found {
                 if durable > x {
@@ -389,25 +327,11 @@ impl<'a> Recovery<'a> {
             } else {
                 match Arc::try_unwrap(seg) {
                     Ok(s) => spares.push(s),
-                    Err(_) => {
-                        return Err(Self::corrupt(
-                            dir,
-                            0,
-                            "internal: spare segment still shared",
-                        ))
-                    }
+                    Err(_) => return Err(Self::corrupt(dir, 0, "internal: spare segment still shared")),
                 }
             }
         }
         state.active = x.seq;
-        Ok(Recovered {
-            state,
-            active,
-            pos: toff,
-            durable: x,
-            spares,
-            next_seq,
-            scanned,
-        })
+        Ok(Recovered { state, active, pos: toff, durable: x, spares, next_seq, scanned })
     }
 }

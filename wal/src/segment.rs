@@ -60,10 +60,7 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 /// A fresh random-enough salt: time, a counter and the process id, mixed.
 fn new_salt() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let c = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut x = t ^ c.rotate_left(32) ^ (std::process::id() as u64).rotate_left(48);
     // splitmix64 finaliser
@@ -84,12 +81,7 @@ impl Segment {
     /// Creates segment `seq` of `size` bytes in `dir`: writes zeros over the whole file
     /// (so later fdatasyncs do not pay for allocating blocks), writes the header, syncs
     /// the data, renames it into place and syncs the directory.
-    pub(crate) fn create(
-        fs: &dyn FileSystem,
-        dir: &Path,
-        seq: u64,
-        size: u64,
-    ) -> io::Result<Segment> {
+    pub(crate) fn create(fs: &dyn FileSystem, dir: &Path, seq: u64, size: u64) -> io::Result<Segment> {
         let tmp = dir.join(format!("{seq:020}{PREALLOC_SUFFIX}"));
         let file = fs.open(&tmp, true)?;
         fs.set_len(&tmp, &file, size)?;
@@ -108,15 +100,7 @@ impl Segment {
         fs.rename(&tmp, &path)?;
         fs.sync_dir(dir)?;
         let map = map_file(&file)?;
-        Ok(Segment {
-            seq,
-            salt,
-            seed: RecordCodec::seed(seq, salt),
-            size,
-            path,
-            file,
-            map,
-        })
+        Ok(Segment { seq, salt, seed: RecordCodec::seed(seq, salt), size, path, file, map })
     }
 
     /// Gives this (freed, unshared) segment a new life as segment `seq`: renames it out of
@@ -124,21 +108,12 @@ impl Segment {
     /// come back), writes a new header with a new salt, syncs, renames it to its new name
     /// and syncs the directory. Records of the old life stay in the file but never verify
     /// under the new seed.
-    pub(crate) fn recycle(
-        mut self,
-        fs: &dyn FileSystem,
-        dir: &Path,
-        seq: u64,
-    ) -> io::Result<Segment> {
+    pub(crate) fn recycle(mut self, fs: &dyn FileSystem, dir: &Path, seq: u64) -> io::Result<Segment> {
         let tmp = dir.join(format!("{seq:020}{RECYCLE_SUFFIX}"));
         fs.rename(&self.path, &tmp)?;
         fs.sync_dir(dir)?;
         let salt = new_salt();
-        let header = RecordCodec::encode_segment_header(&SegmentHeader {
-            seq,
-            salt,
-            size: self.size,
-        });
+        let header = RecordCodec::encode_segment_header(&SegmentHeader { seq, salt, size: self.size });
         pwrite_all(fs, &tmp, &self.file, 0, &header)?;
         datasync(fs, &tmp, &self.file)?;
         let path = dir.join(segment_name(seq));

@@ -168,13 +168,7 @@ impl LogState {
     /// Applies one operation (see the module documentation and `codec` for semantics).
     pub(crate) fn apply(&mut self, op: Applied<'_>) {
         match op {
-            Applied::Entries {
-                group,
-                first,
-                locs,
-                rewrite_last,
-                payloads,
-            } => {
+            Applied::Entries { group, first, locs, rewrite_last, payloads } => {
                 if let Some(l) = locs.first() {
                     self.note_record(l.seg, group);
                 }
@@ -247,12 +241,7 @@ impl LogState {
                 }
                 Self::add_live(&mut self.segs, rec.seg, group, rec.len as u64);
             }
-            Applied::Compact {
-                group,
-                index,
-                last,
-                rec,
-            } => {
+            Applied::Compact { group, index, last, rec } => {
                 self.note_record(rec.seg, group);
                 let segs = &mut self.segs;
                 let g = self.groups.entry(group).or_default();
@@ -293,9 +282,7 @@ impl LogState {
 
     /// Whether the removal of `group` recorded in segment `seq` is still needed.
     pub(crate) fn tombstone_live(&self, seq: u64, group: u64) -> bool {
-        self.segs
-            .range(..seq)
-            .any(|(_, s)| s.groups_ever.contains(&group))
+        self.segs.range(..seq).any(|(_, s)| s.groups_ever.contains(&group))
     }
 
     /// Whether segment `seq` can be freed: not the active one, no live record, no live

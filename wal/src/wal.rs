@@ -124,9 +124,9 @@ fn choose_backend(choice: BackendChoice) -> Result<Box<dyn IoBackend>, OpenError
     #[cfg(not(target_os = "linux"))]
     {
         match choice {
-            BackendChoice::IoUring => Err(OpenError::IoUringUnavailable(std::io::Error::other(
-                "io_uring exists only on Linux",
-            ))),
+            BackendChoice::IoUring => {
+                Err(OpenError::IoUringUnavailable(std::io::Error::other("io_uring exists only on Linux")))
+            }
             _ => Ok(Box::new(PwriteBackend)),
         }
     }
@@ -145,10 +145,7 @@ impl Wal {
         let cfg = checked.get().clone();
         let backend = choose_backend(cfg.backend)?;
         let kind = backend.kind();
-        log::info!(
-            "flotilla-wal: opening {} with backend {kind:?}",
-            cfg.dir.display()
-        );
+        log::info!("flotilla-wal: opening {} with backend {kind:?}", cfg.dir.display());
         let rec = Recovery::new(&cfg, &*fs).run()?;
         let (tx, rx) = bounded(cfg.queue_len);
         let shared = Arc::new(Shared {
@@ -169,14 +166,7 @@ impl Wal {
             recycled: AtomicU64::new(0),
             prealloc_failing: AtomicBool::new(false),
         });
-        let writer = SegmentWriter::new(
-            shared.clone(),
-            backend,
-            rec.active,
-            rec.pos,
-            rec.durable,
-            rx,
-        );
+        let writer = SegmentWriter::new(shared.clone(), backend, rec.active, rec.pos, rec.durable, rx);
         let writer = std::thread::Builder::new()
             .name("flotilla-wal-writer".into())
             .spawn(move || writer.run())
@@ -214,19 +204,10 @@ impl Wal {
         }
         let len = batch.encoded_len();
         if len > self.max_batch {
-            return Err(WriteError::BatchTooLarge {
-                len,
-                max: self.max_batch,
-            });
+            return Err(WriteError::BatchTooLarge { len, max: self.max_batch });
         }
         let (done, rx) = bounded(1);
-        Ok((
-            Cmd::Write(Submission {
-                batch,
-                done: Some(done),
-            }),
-            Ticket { rx },
-        ))
+        Ok((Cmd::Write(Submission { batch, done: Some(done) }), Ticket { rx }))
     }
 
     /// Queues `batch` for the next group commit and returns at once (blocking only while
@@ -261,8 +242,7 @@ impl Wal {
     pub fn maintain(&self) -> Result<MaintainReport, WriteError> {
         let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
         let (rtx, rrx) = bounded(1);
-        tx.send(Cmd::Maintain(rtx))
-            .map_err(|_| WriteError::Shutdown)?;
+        tx.send(Cmd::Maintain(rtx)).map_err(|_| WriteError::Shutdown)?;
         rrx.recv().map_err(|_| WriteError::Shutdown)
     }
 
@@ -289,23 +269,12 @@ impl Wal {
         let mut plan = Vec::with_capacity(hi.saturating_sub(lo).min(1024) as usize);
         {
             let st = self.shared.state.read();
-            let g = st
-                .groups
-                .get(&group)
-                .ok_or(ReadError::GroupNotFound(group))?;
+            let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
             if lo < g.first {
-                return Err(ReadError::Compacted {
-                    group,
-                    index: lo,
-                    first: g.first,
-                });
+                return Err(ReadError::Compacted { group, index: lo, first: g.first });
             }
             if hi > lo && hi - 1 > g.last() {
-                return Err(ReadError::Unavailable {
-                    group,
-                    index: hi - 1,
-                    last: g.last(),
-                });
+                return Err(ReadError::Unavailable { group, index: hi - 1, last: g.last() });
             }
             let mut bytes = 0u64;
             let mut seg: Option<Arc<Segment>> = None;
@@ -353,22 +322,11 @@ impl Wal {
 
     fn bounds_check(&self, group: u64, index: u64) -> Result<u64, ReadError> {
         let st = self.shared.state.read();
-        let g = st
-            .groups
-            .get(&group)
-            .ok_or(ReadError::GroupNotFound(group))?;
+        let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
         if index < g.first {
-            return Err(ReadError::Compacted {
-                group,
-                index,
-                first: g.first,
-            });
+            return Err(ReadError::Compacted { group, index, first: g.first });
         }
-        g.get(index).map(|l| l.term).ok_or(ReadError::Unavailable {
-            group,
-            index,
-            last: g.last(),
-        })
+        g.get(index).map(|l| l.term).ok_or(ReadError::Unavailable { group, index, last: g.last() })
     }
 
     /// The term of entry `index` of `group`.
@@ -379,38 +337,26 @@ impl Wal {
     /// First index of `group` (its compaction point; `last + 1` when the log is empty).
     pub fn first_index(&self, group: u64) -> Result<u64, ReadError> {
         let st = self.shared.state.read();
-        st.groups
-            .get(&group)
-            .map(|g| g.first)
-            .ok_or(ReadError::GroupNotFound(group))
+        st.groups.get(&group).map(|g| g.first).ok_or(ReadError::GroupNotFound(group))
     }
 
     /// Last index of `group` (`first - 1` when its log is empty).
     pub fn last_index(&self, group: u64) -> Result<u64, ReadError> {
         let st = self.shared.state.read();
-        st.groups
-            .get(&group)
-            .map(|g| g.last())
-            .ok_or(ReadError::GroupNotFound(group))
+        st.groups.get(&group).map(|g| g.last()).ok_or(ReadError::GroupNotFound(group))
     }
 
     /// The latest hard state of `group`, if it has one.
     pub fn hard_state(&self, group: u64) -> Result<Option<HardState>, ReadError> {
         let st = self.shared.state.read();
-        let g = st
-            .groups
-            .get(&group)
-            .ok_or(ReadError::GroupNotFound(group))?;
+        let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
         Ok(g.hard_state.map(|(hs, _)| hs))
     }
 
     /// The latest metadata of `group`, if it has any.
     pub fn meta(&self, group: u64) -> Result<Option<Vec<u8>>, ReadError> {
         let st = self.shared.state.read();
-        let g = st
-            .groups
-            .get(&group)
-            .ok_or(ReadError::GroupNotFound(group))?;
+        let g = st.groups.get(&group).ok_or(ReadError::GroupNotFound(group))?;
         Ok(g.meta.as_ref().map(|(m, _)| m.to_vec()))
     }
 
@@ -433,11 +379,7 @@ impl Wal {
             .map(|(seq, s)| {
                 let mut g: Vec<(u64, u64)> = s.groups_live.iter().map(|(g, b)| (*g, *b)).collect();
                 g.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                SegmentPins {
-                    seq: *seq,
-                    live_bytes: s.live,
-                    groups: g.into_iter().map(|(g, _)| g).collect(),
-                }
+                SegmentPins { seq: *seq, live_bytes: s.live, groups: g.into_iter().map(|(g, _)| g).collect() }
             })
             .collect()
     }
@@ -446,11 +388,7 @@ impl Wal {
     /// retired segments waiting to be deleted or recycled).
     pub fn segment_seqs(&self) -> Vec<u64> {
         let st = self.shared.state.read();
-        st.segs
-            .iter()
-            .filter(|(_, s)| !s.retired)
-            .map(|(k, _)| *k)
-            .collect()
+        st.segs.iter().filter(|(_, s)| !s.retired).map(|(k, _)| *k).collect()
     }
 
     /// Counters and sizes.

@@ -18,8 +18,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::backend::IoBackend;
 use crate::batch::{Op, WriteBatch};
 use crate::codec::{
-    RecordCodec, BATCH_HEADER_LEN, ENTRY_HEADER_LEN, KIND_COMPACT, KIND_ENTRIES, KIND_HARD_STATE,
-    KIND_META, KIND_REMOVE, KIND_REWRITE, SEGMENT_HEADER_LEN,
+    RecordCodec, BATCH_HEADER_LEN, ENTRY_HEADER_LEN, KIND_COMPACT, KIND_ENTRIES, KIND_HARD_STATE, KIND_META,
+    KIND_REMOVE, KIND_REWRITE, SEGMENT_HEADER_LEN,
 };
 use crate::error::WriteError;
 use crate::hash::IdMap;
@@ -210,23 +210,14 @@ impl SegmentWriter {
                 None => Self::bounds(&st, view, group),
             };
             let nb = match op {
-                Op::Entries {
-                    first, from, to, ..
-                } => {
+                Op::Entries { first, from, to, .. } => {
                     let end = first.checked_add((*to - *from) as u64 - 1);
                     match end {
-                        Some(end)
-                            if *first >= f && *first <= l.saturating_add(1) && end < u64::MAX =>
-                        {
+                        Some(end) if *first >= f && *first <= l.saturating_add(1) && end < u64::MAX => {
                             (f, end)
                         }
                         _ => {
-                            return Err(WriteError::NonContiguous {
-                                group,
-                                index: *first,
-                                first: f,
-                                last: l,
-                            })
+                            return Err(WriteError::NonContiguous { group, index: *first, first: f, last: l })
                         }
                     }
                 }
@@ -260,19 +251,7 @@ impl SegmentWriter {
         for op in &sub.batch.ops {
             count += 1;
             match op {
-                Op::Entries {
-                    group,
-                    first,
-                    from,
-                    to,
-                }
-                | Op::Rewrite {
-                    group,
-                    first,
-                    from,
-                    to,
-                    ..
-                } => {
+                Op::Entries { group, first, from, to } | Op::Rewrite { group, first, from, to, .. } => {
                     let (kind, last) = match op {
                         Op::Rewrite { last, .. } => (KIND_REWRITE, Some(*last)),
                         _ => (KIND_ENTRIES, None),
@@ -288,12 +267,7 @@ impl SegmentWriter {
                     for e in entries {
                         let off = base + buf.len() + ENTRY_HEADER_LEN;
                         RecordCodec::put_entry(buf, e.term, &data[e.start..e.start + e.len]);
-                        locs.push(EntryLoc {
-                            term: e.term,
-                            seg: seq,
-                            off: off as u32,
-                            len: e.len as u32,
-                        });
+                        locs.push(EntryLoc { term: e.term, seg: seq, off: off as u32, len: e.len as u32 });
                     }
                     RecordCodec::finish_record(buf, r, seed);
                     out.push(Placed::Entries {
@@ -301,11 +275,7 @@ impl SegmentWriter {
                         first: *first,
                         locs,
                         rewrite_last: last,
-                        payloads: if last.is_none() {
-                            Some((*from, *to))
-                        } else {
-                            None
-                        },
+                        payloads: if last.is_none() { Some((*from, *to)) } else { None },
                     });
                 }
                 Op::HardState { group, hs } => {
@@ -314,20 +284,14 @@ impl SegmentWriter {
                     buf.extend_from_slice(&hs.vote.to_le_bytes());
                     buf.extend_from_slice(&hs.commit.to_le_bytes());
                     RecordCodec::finish_record(buf, r, seed);
-                    let rec = RecLoc {
-                        seg: seq,
-                        len: (buf.len() - r) as u32,
-                    };
+                    let rec = RecLoc { seg: seq, len: (buf.len() - r) as u32 };
                     out.push(Placed::HardState(*group, *hs, rec));
                 }
                 Op::Meta { group, start, len } => {
                     let r = RecordCodec::begin_record(buf, *group, KIND_META);
                     buf.extend_from_slice(&data[*start..*start + *len]);
                     RecordCodec::finish_record(buf, r, seed);
-                    let rec = RecLoc {
-                        seg: seq,
-                        len: (buf.len() - r) as u32,
-                    };
+                    let rec = RecLoc { seg: seq, len: (buf.len() - r) as u32 };
                     out.push(Placed::Meta(*group, *start, *len, rec));
                 }
                 Op::Compact { group, index, last } => {
@@ -337,10 +301,7 @@ impl SegmentWriter {
                     buf.extend_from_slice(&index.to_le_bytes());
                     buf.extend_from_slice(&last.to_le_bytes());
                     RecordCodec::finish_record(buf, r, seed);
-                    let rec = RecLoc {
-                        seg: seq,
-                        len: (buf.len() - r) as u32,
-                    };
+                    let rec = RecLoc { seg: seq, len: (buf.len() - r) as u32 };
                     out.push(Placed::Compact(*group, *index, last, rec));
                 }
                 Op::Remove { group } => {
@@ -374,10 +335,7 @@ impl SegmentWriter {
             if len > fits_fresh {
                 // Checked before validation, so the projection never includes it.
                 if let Some(d) = sub.done.take() {
-                    let _ = d.send(Err(WriteError::BatchTooLarge {
-                        len,
-                        max: fits_fresh,
-                    }));
+                    let _ = d.send(Err(WriteError::BatchTooLarge { len, max: fits_fresh }));
                 }
                 continue;
             }
@@ -390,15 +348,8 @@ impl SegmentWriter {
                 }
             }
             // Keep room for the seal that ends the segment.
-            let room = self
-                .active
-                .size
-                .saturating_sub(self.pos + BATCH_HEADER_LEN as u64) as usize;
-            let need = if begun {
-                self.buf.len()
-            } else {
-                BATCH_HEADER_LEN
-            } + len;
+            let room = self.active.size.saturating_sub(self.pos + BATCH_HEADER_LEN as u64) as usize;
+            let need = if begun { self.buf.len() } else { BATCH_HEADER_LEN } + len;
             if need > room {
                 if begun {
                     if let Err(e) = self.flush(std::mem::take(&mut chunk), count) {
@@ -419,10 +370,7 @@ impl SegmentWriter {
                 }
             }
             // Keep room for the seal that ends the segment.
-            let room = self
-                .active
-                .size
-                .saturating_sub(self.pos + BATCH_HEADER_LEN as u64) as usize;
+            let room = self.active.size.saturating_sub(self.pos + BATCH_HEADER_LEN as u64) as usize;
             if !begun && BATCH_HEADER_LEN + len > room {
                 if let Some(d) = sub.done.take() {
                     let _ = d.send(Err(WriteError::BatchTooLarge {
@@ -451,11 +399,7 @@ impl SegmentWriter {
     }
 
     /// Finishes, writes and syncs the batch in `buf`, applies it, tells the submitters.
-    fn flush(
-        &mut self,
-        mut chunk: Vec<(Submission, Vec<Placed>)>,
-        count: u32,
-    ) -> Result<(), WriteError> {
+    fn flush(&mut self, mut chunk: Vec<(Submission, Vec<Placed>)>, count: u32) -> Result<(), WriteError> {
         RecordCodec::finish_batch(&mut self.buf, 0, count, self.active.seed);
         let started = Instant::now();
         let res = self.backend.write_and_sync(
@@ -480,10 +424,7 @@ impl SegmentWriter {
         self.last_sync = started.elapsed();
         self.last_batches = chunk.iter().filter(|(s, _)| s.done.is_some()).count();
         self.pos += self.buf.len() as u64;
-        self.durable = Position {
-            seq: self.active.seq,
-            offset: self.pos,
-        };
+        self.durable = Position { seq: self.active.seq, offset: self.pos };
         {
             let mut st = self.shared.state.write();
             if let Some(info) = st.segs.get_mut(&self.active.seq) {
@@ -494,13 +435,7 @@ impl SegmentWriter {
                 let erefs = &sub.batch.entries;
                 for p in placed.drain(..) {
                     let op = match p {
-                        Placed::Entries {
-                            group,
-                            first,
-                            locs,
-                            rewrite_last,
-                            payloads,
-                        } => Applied::Entries {
+                        Placed::Entries { group, first, locs, rewrite_last, payloads } => Applied::Entries {
                             group,
                             first,
                             locs,
@@ -508,17 +443,10 @@ impl SegmentWriter {
                             payloads: payloads.map(|(from, to)| (data, &erefs[from..to])),
                         },
                         Placed::HardState(g, hs, rec) => Applied::HardState { group: g, hs, rec },
-                        Placed::Meta(g, s, l, rec) => Applied::Meta {
-                            group: g,
-                            data: &data[s..s + l],
-                            rec,
-                        },
-                        Placed::Compact(g, index, last, rec) => Applied::Compact {
-                            group: g,
-                            index,
-                            last,
-                            rec,
-                        },
+                        Placed::Meta(g, s, l, rec) => Applied::Meta { group: g, data: &data[s..s + l], rec },
+                        Placed::Compact(g, index, last, rec) => {
+                            Applied::Compact { group: g, index, last, rec }
+                        }
                         Placed::Remove(g, seg) => Applied::Remove { group: g, seg },
                     };
                     st.apply(op);
@@ -566,9 +494,7 @@ impl SegmentWriter {
                     // Overtaken by a segment created here while the preallocator was
                     // behind: it would break the log's order, drop it.
                     let fs = &*self.shared.fs;
-                    let _ = fs
-                        .remove(&s.path)
-                        .and_then(|_| fs.sync_dir(&self.shared.cfg.dir));
+                    let _ = fs.remove(&s.path).and_then(|_| fs.sync_dir(&self.shared.cfg.dir));
                 }
                 if spare.is_some() {
                     break;
@@ -580,10 +506,7 @@ impl SegmentWriter {
             self.shared.kick();
             let mut q = self.shared.spares.lock();
             if q.is_empty() {
-                let _ = self
-                    .shared
-                    .spares_cv
-                    .wait_for(&mut q, Duration::from_millis(50));
+                let _ = self.shared.spares_cv.wait_for(&mut q, Duration::from_millis(50));
             }
         }
         let seg = match spare {
@@ -591,29 +514,18 @@ impl SegmentWriter {
             None => {
                 log::warn!("flotilla-wal: no spare segment ready, creating one on the write path");
                 let seq = self.shared.next_seq.fetch_add(1, Ordering::SeqCst);
-                Segment::create(
-                    &*self.shared.fs,
-                    &self.shared.cfg.dir,
-                    seq,
-                    self.shared.cfg.segment_size,
-                )?
+                Segment::create(&*self.shared.fs, &self.shared.cfg.dir, seq, self.shared.cfg.segment_size)?
             }
         };
         let seg = Arc::new(seg);
         {
             let mut st = self.shared.state.write();
             st.active = seg.seq;
-            st.segs.insert(
-                seg.seq,
-                SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64),
-            );
+            st.segs.insert(seg.seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
         }
         self.active = seg;
         self.pos = SEGMENT_HEADER_LEN as u64;
-        self.durable = Position {
-            seq: self.active.seq,
-            offset: self.pos,
-        };
+        self.durable = Position { seq: self.active.seq, offset: self.pos };
         self.maintain_due = true;
         self.shared.kick();
         Ok(())
@@ -633,8 +545,7 @@ impl SegmentWriter {
                             && !s.retired
                             && s.live > 0
                             && (s.live as f64)
-                                < ratio
-                                    * (s.written.saturating_sub(SEGMENT_HEADER_LEN as u64)) as f64
+                                < ratio * (s.written.saturating_sub(SEGMENT_HEADER_LEN as u64)) as f64
                             && !st.has_live_tombstone(**seq)
                     })
                     .map(|(seq, _)| *seq)
@@ -644,10 +555,7 @@ impl SegmentWriter {
             for seq in candidates {
                 let batches = self.rewrite_batches(seq);
                 let bytes: usize = batches.iter().map(|b| b.encoded_len()).sum();
-                let subs = batches
-                    .into_iter()
-                    .map(|batch| Submission { batch, done: None })
-                    .collect();
+                let subs = batches.into_iter().map(|batch| Submission { batch, done: None }).collect();
                 self.write_round(subs, true);
                 if self.shared.is_poisoned() {
                     break;
@@ -703,11 +611,8 @@ impl SegmentWriter {
             for (i, loc) in gi.entries.iter().enumerate() {
                 let index = gi.first + i as u64;
                 let here = loc.seg == seq;
-                let data = if here {
-                    map.get(loc.off as usize..loc.off as usize + loc.len as usize)
-                } else {
-                    None
-                };
+                let data =
+                    if here { map.get(loc.off as usize..loc.off as usize + loc.len as usize) } else { None };
                 match data {
                     Some(d) if run_bytes + d.len() <= limit || run.is_empty() => {
                         if run.is_empty() {

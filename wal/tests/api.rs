@@ -31,49 +31,20 @@ fn append_read_term_bounds_and_typed_errors() {
     // max_bytes stops early but returns at least one entry.
     assert_eq!(wal.entries(1, 1, 11, Some(5)).unwrap().len(), 1);
     assert_eq!(wal.entries(1, 1, 11, Some(8)).unwrap().len(), 2);
-    assert_eq!(
-        wal.entries(1, 5, 12, None),
-        Err(ReadError::Unavailable {
-            group: 1,
-            index: 11,
-            last: 10
-        })
-    );
+    assert_eq!(wal.entries(1, 5, 12, None), Err(ReadError::Unavailable { group: 1, index: 11, last: 10 }));
     assert_eq!(wal.entries(2, 1, 2, None), Err(ReadError::GroupNotFound(2)));
     let mut b = WriteBatch::new();
     b.compact_to(1, 4);
     wal.write(b).unwrap();
-    assert_eq!(
-        wal.entries(1, 3, 5, None),
-        Err(ReadError::Compacted {
-            group: 1,
-            index: 3,
-            first: 4
-        })
-    );
-    assert_eq!(
-        wal.term(1, 3),
-        Err(ReadError::Compacted {
-            group: 1,
-            index: 3,
-            first: 4
-        })
-    );
+    assert_eq!(wal.entries(1, 3, 5, None), Err(ReadError::Compacted { group: 1, index: 3, first: 4 }));
+    assert_eq!(wal.term(1, 3), Err(ReadError::Compacted { group: 1, index: 3, first: 4 }));
     assert_eq!(wal.first_index(1), Ok(4));
     // A hole is refused with a typed error, and the WAL keeps working.
     assert_eq!(
         wal.write(entries(1, 12, 1, 2, 0)),
-        Err(WriteError::NonContiguous {
-            group: 1,
-            index: 12,
-            first: 4,
-            last: 10
-        })
+        Err(WriteError::NonContiguous { group: 1, index: 12, first: 4, last: 10 })
     );
-    assert!(matches!(
-        wal.write(entries(1, 2, 1, 2, 0)),
-        Err(WriteError::NonContiguous { .. })
-    ));
+    assert!(matches!(wal.write(entries(1, 2, 1, 2, 0)), Err(WriteError::NonContiguous { .. })));
     wal.write(entries(1, 11, 1, 2, 0)).unwrap();
     assert_eq!(wal.last_index(1), Ok(11));
 }
@@ -97,20 +68,13 @@ fn overwrite_tail_is_never_returned_again_also_after_restart() {
     assert_eq!(wal.term(7, 15), Ok(3));
     assert_eq!(wal.term(7, 14), Ok(1));
     assert_eq!(wal.entry(7, 16).unwrap().data, vec![3, 1, 7, 7]);
-    assert!(matches!(
-        wal.entry(7, 17),
-        Err(ReadError::Unavailable { .. })
-    ));
+    assert!(matches!(wal.entry(7, 17), Err(ReadError::Unavailable { .. })));
 }
 
 #[test]
 fn hard_state_meta_compaction_and_removal_recover() {
     let dir = scratch();
-    let hs = HardState {
-        term: 5,
-        vote: 2,
-        commit: 9,
-    };
+    let hs = HardState { term: 5, vote: 2, commit: 9 };
     {
         let wal = Wal::open(config(dir.path())).unwrap();
         let mut b = entries(1, 1, 10, 5, 1);
@@ -147,14 +111,7 @@ fn recreated_group_sees_none_of_the_old_groups_records() {
     {
         let wal = Wal::open(config(dir.path())).unwrap();
         let mut b = entries(4, 1, 5, 1, 1);
-        b.set_hard_state(
-            4,
-            HardState {
-                term: 1,
-                vote: 1,
-                commit: 5,
-            },
-        );
+        b.set_hard_state(4, HardState { term: 1, vote: 1, commit: 5 });
         b.set_meta(4, b"old");
         wal.write(b).unwrap();
         // Fill a couple of segments with another group so the old records are in an
@@ -186,10 +143,7 @@ fn batch_larger_than_a_segment_is_refused() {
     let wal = Wal::open(config(dir.path())).unwrap();
     let mut b = WriteBatch::new();
     b.add_entry(1, 1, 1, &vec![0u8; 70 * 1024]);
-    assert!(matches!(
-        wal.write(b),
-        Err(WriteError::BatchTooLarge { .. })
-    ));
+    assert!(matches!(wal.write(b), Err(WriteError::BatchTooLarge { .. })));
     wal.write(entries(1, 1, 1, 1, 1)).unwrap();
 }
 
@@ -211,22 +165,11 @@ fn cache_memory_is_bounded_with_100k_groups() {
     wal.write(b).unwrap();
     let s = wal.stats();
     assert_eq!(s.groups, 100_000);
-    assert!(
-        s.cache_bytes <= 256 * 1024,
-        "cache {} over budget",
-        s.cache_bytes
-    );
-    assert!(
-        s.cache_bytes > 128 * 1024,
-        "cache unused: {}",
-        s.cache_bytes
-    );
+    assert!(s.cache_bytes <= 256 * 1024, "cache {} over budget", s.cache_bytes);
+    assert!(s.cache_bytes > 128 * 1024, "cache unused: {}", s.cache_bytes);
     // Evicted entries still read from the segment maps.
     assert_eq!(wal.entry(0, 1).unwrap().data, vec![0u8; 32]);
-    assert_eq!(
-        wal.entry(99_999, 1).unwrap().data,
-        vec![99_999u64 as u8; 32]
-    );
+    assert_eq!(wal.entry(99_999, 1).unwrap().data, vec![99_999u64 as u8; 32]);
 }
 
 #[test]
@@ -237,23 +180,11 @@ fn extreme_indexes_are_refused_or_served_without_panicking() {
     b.compact_to(1, u64::MAX);
     wal.write(b).unwrap();
     assert_eq!(wal.first_index(1), Ok(u64::MAX - 1));
-    assert!(matches!(
-        wal.write(entries(1, u64::MAX - 1, 2, 1, 1)),
-        Err(WriteError::NonContiguous { .. })
-    ));
-    assert!(matches!(
-        wal.write(entries(1, u64::MAX, 1, 1, 1)),
-        Err(WriteError::NonContiguous { .. })
-    ));
-    assert!(matches!(
-        wal.entry(1, u64::MAX),
-        Err(ReadError::Unavailable { .. })
-    ));
+    assert!(matches!(wal.write(entries(1, u64::MAX - 1, 2, 1, 1)), Err(WriteError::NonContiguous { .. })));
+    assert!(matches!(wal.write(entries(1, u64::MAX, 1, 1, 1)), Err(WriteError::NonContiguous { .. })));
+    assert!(matches!(wal.entry(1, u64::MAX), Err(ReadError::Unavailable { .. })));
     assert!(matches!(wal.term(1, 0), Err(ReadError::Compacted { .. })));
-    assert!(matches!(
-        wal.write(entries(2, 0, 1, 1, 1)),
-        Err(WriteError::NonContiguous { .. })
-    ));
+    assert!(matches!(wal.write(entries(2, 0, 1, 1, 1)), Err(WriteError::NonContiguous { .. })));
     drop(wal);
     let wal = Wal::open(config(dir.path())).unwrap();
     assert_eq!(wal.first_index(1), Ok(u64::MAX - 1));

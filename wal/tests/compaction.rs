@@ -13,13 +13,7 @@ use flotilla_wal::{HardState, Wal, WalConfig};
 fn segment_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".wal")
-        })
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".wal"))
         .count()
 }
 
@@ -41,11 +35,7 @@ fn steady_append_and_compact_keeps_disk_use_bounded() {
         let mut ops = Vec::new();
         for g in 0..4u64 {
             let idx = round + 1;
-            ops.push(MOp::Append(
-                g,
-                idx,
-                vec![(1, vec![(round % 256) as u8; 1000])],
-            ));
+            ops.push(MOp::Append(g, idx, vec![(1, vec![(round % 256) as u8; 1000])]));
             if idx > 10 {
                 ops.push(MOp::Compact(g, idx - 10));
             }
@@ -57,10 +47,7 @@ fn steady_append_and_compact_keeps_disk_use_bounded() {
     let s = wal.stats();
     eprintln!("max segment files {max_files}, stats {s:?}");
     assert!(s.segments_recycled > 0, "no segment was recycled");
-    assert!(
-        max_files <= 10,
-        "disk use not bounded: {max_files} segment files"
-    );
+    assert!(max_files <= 10, "disk use not bounded: {max_files} segment files");
     assert_eq!(Model::read(&wal), model);
     drop(wal);
     let wal = Wal::open(c).unwrap();
@@ -78,14 +65,7 @@ fn sparse_workload(wal: &Wal, model: &mut Model, rounds: u64) {
         if r % 20 == 0 {
             let i = r / 20 + 1;
             ops.push(MOp::Append(1, i, vec![(3, vec![i as u8; 200])]));
-            ops.push(MOp::Hs(
-                1,
-                HardState {
-                    term: 3,
-                    vote: 1,
-                    commit: i,
-                },
-            ));
+            ops.push(MOp::Hs(1, HardState { term: 3, vote: 1, commit: i }));
         }
         apply(wal, model, ops);
     }
@@ -115,18 +95,11 @@ fn sparse_segments_are_rewritten_and_read_back_identical_after_restart() {
     assert!(report.segments_rewritten >= 3, "{report:?}");
     assert!(report.segments_freed >= 3, "{report:?}");
     let after = wal.segment_seqs();
-    assert!(
-        after[0] > before[0],
-        "oldest segment not freed: {before:?} -> {after:?}"
-    );
+    assert!(after[0] > before[0], "oldest segment not freed: {before:?} -> {after:?}");
     assert_eq!(Model::read(&wal), model, "rewritten records differ");
     drop(wal);
     let wal = Wal::open(c).unwrap();
-    assert_eq!(
-        Model::read(&wal),
-        model,
-        "rewritten records differ after restart"
-    );
+    assert_eq!(Model::read(&wal), model, "rewritten records differ after restart");
 }
 
 #[test]
@@ -148,11 +121,7 @@ fn a_crash_in_the_middle_of_a_rewrite_loses_nothing() {
         drop(wal);
         fs.crash().unwrap();
         let wal = Wal::open(c.clone()).unwrap();
-        assert_eq!(
-            Model::read(&wal),
-            model,
-            "crash after {k} i/o operations of a rewrite"
-        );
+        assert_eq!(Model::read(&wal), model, "crash after {k} i/o operations of a rewrite");
         // And the interrupted compaction can run again.
         wal.maintain().unwrap();
         assert_eq!(Model::read(&wal), model);
@@ -166,23 +135,8 @@ fn pinning_groups_names_the_holders_of_the_oldest_segments() {
     no_rewrite(&mut c);
     let wal = Wal::open(c).unwrap();
     let mut model = Model::default();
-    apply(
-        &wal,
-        &mut model,
-        vec![MOp::Append(7, 1, vec![(1, vec![1; 100])])],
-    );
-    apply(
-        &wal,
-        &mut model,
-        vec![MOp::Hs(
-            8,
-            HardState {
-                term: 1,
-                vote: 0,
-                commit: 0,
-            },
-        )],
-    );
+    apply(&wal, &mut model, vec![MOp::Append(7, 1, vec![(1, vec![1; 100])])]);
+    apply(&wal, &mut model, vec![MOp::Hs(8, HardState { term: 1, vote: 0, commit: 0 })]);
     for r in 0..60u64 {
         let mut ops = vec![MOp::Append(9, r + 1, vec![(1, vec![0; 3000])])];
         if r > 0 {
@@ -195,11 +149,7 @@ fn pinning_groups_names_the_holders_of_the_oldest_segments() {
     assert_eq!(pins[0].seq, wal.segment_seqs()[0]);
     assert_eq!(pins[0].groups, vec![7, 8], "{pins:?}");
     // Snapshot-and-compact the named groups: the segment is then freed.
-    apply(
-        &wal,
-        &mut model,
-        vec![MOp::Compact(7, 2), MOp::Compact(8, 1), MOp::Remove(8)],
-    );
+    apply(&wal, &mut model, vec![MOp::Compact(7, 2), MOp::Compact(8, 1), MOp::Remove(8)]);
     let oldest = pins[0].seq;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -207,11 +157,7 @@ fn pinning_groups_names_the_holders_of_the_oldest_segments() {
         if !wal.segment_seqs().contains(&oldest) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "segment {oldest} never freed: {:?}",
-            wal.pinning_groups(3)
-        );
+        assert!(Instant::now() < deadline, "segment {oldest} never freed: {:?}", wal.pinning_groups(3));
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(Model::read(&wal), model);
@@ -226,42 +172,16 @@ fn rewritten_records_never_override_newer_operations() {
     let mut model = Model::default();
     let e = |t: u64, b: u8| (t, vec![b; 500]);
     // Old records of groups 1 and 2 in the first segment.
+    apply(&wal, &mut model, vec![MOp::Append(1, 1, (0..20).map(|i| e(1, i)).collect())]);
+    apply(&wal, &mut model, vec![MOp::Append(2, 1, (0..5).map(|i| e(1, i)).collect())]);
     apply(
         &wal,
         &mut model,
-        vec![MOp::Append(1, 1, (0..20).map(|i| e(1, i)).collect())],
-    );
-    apply(
-        &wal,
-        &mut model,
-        vec![MOp::Append(2, 1, (0..5).map(|i| e(1, i)).collect())],
-    );
-    apply(
-        &wal,
-        &mut model,
-        vec![
-            MOp::Meta(2, b"old".to_vec()),
-            MOp::Hs(
-                1,
-                HardState {
-                    term: 1,
-                    vote: 1,
-                    commit: 3,
-                },
-            ),
-        ],
+        vec![MOp::Meta(2, b"old".to_vec()), MOp::Hs(1, HardState { term: 1, vote: 1, commit: 3 })],
     );
     // Newer operations in later segments: overwrite, compaction, removal and re-creation.
     for r in 0..30u64 {
-        apply(
-            &wal,
-            &mut model,
-            vec![MOp::Append(
-                3,
-                4 * r + 1,
-                vec![e(1, 0), e(1, 1), e(1, 2), e(1, 3)],
-            )],
-        );
+        apply(&wal, &mut model, vec![MOp::Append(3, 4 * r + 1, vec![e(1, 0), e(1, 1), e(1, 2), e(1, 3)])]);
         if r == 5 {
             apply(&wal, &mut model, vec![MOp::Append(1, 15, vec![e(2, 99)])]);
         }
@@ -281,12 +201,7 @@ fn rewritten_records_never_override_newer_operations() {
     assert_eq!(Model::read(&wal), model);
     drop(wal);
     let wal = Wal::open(c).unwrap();
-    assert_eq!(
-        Model::read(&wal),
-        model,
-        "{}",
-        diff(&Model::read(&wal), &model)
-    );
+    assert_eq!(Model::read(&wal), model, "{}", diff(&Model::read(&wal), &model));
 }
 
 #[test]
@@ -298,42 +213,19 @@ fn a_rewritten_overwrite_still_truncates_the_old_tail_after_restart() {
     {
         let wal = Wal::open(c.clone()).unwrap();
         // Segment A: group 1 entries 1..=20 and dense, never compacted group 2 data.
-        apply(
-            &wal,
-            &mut model,
-            vec![MOp::Append(
-                1,
-                1,
-                (0..20).map(|i| (1, vec![i; 100])).collect(),
-            )],
-        );
+        apply(&wal, &mut model, vec![MOp::Append(1, 1, (0..20).map(|i| (1, vec![i; 100])).collect())]);
         for i in 0..16u64 {
-            apply(
-                &wal,
-                &mut model,
-                vec![MOp::Append(2, i + 1, vec![(1, vec![2; 3900])])],
-            );
+            apply(&wal, &mut model, vec![MOp::Append(2, i + 1, vec![(1, vec![2; 3900])])]);
         }
-        assert_eq!(
-            wal.segment_seqs().len(),
-            2,
-            "the 16th entry starts segment B"
-        );
+        assert_eq!(wal.segment_seqs().len(), 2, "the 16th entry starts segment B");
         // Segment B: the overwrite of group 1 at 15 (dropping 16..=20), then filler that
         // is compacted away, so B is sparse while A stays dense.
-        apply(
-            &wal,
-            &mut model,
-            vec![MOp::Append(1, 15, vec![(2, vec![15; 100])])],
-        );
+        apply(&wal, &mut model, vec![MOp::Append(1, 15, vec![(2, vec![15; 100])])]);
         for i in 0..40u64 {
             apply(
                 &wal,
                 &mut model,
-                vec![
-                    MOp::Append(3, i + 1, vec![(1, vec![3; 3000])]),
-                    MOp::Compact(3, i + 2),
-                ],
+                vec![MOp::Append(3, i + 1, vec![(1, vec![3; 3000])]), MOp::Compact(3, i + 2)],
             );
         }
         let report = wal.maintain().unwrap();
@@ -342,12 +234,7 @@ fn a_rewritten_overwrite_still_truncates_the_old_tail_after_restart() {
     }
     let wal = Wal::open(c).unwrap();
     assert_eq!(wal.last_index(1), Ok(15));
-    assert_eq!(
-        Model::read(&wal),
-        model,
-        "{}",
-        diff(&Model::read(&wal), &model)
-    );
+    assert_eq!(Model::read(&wal), model, "{}", diff(&Model::read(&wal), &model));
 }
 
 fn payload(g: u64, i: u64) -> Vec<u8> {
@@ -381,12 +268,7 @@ fn readers_never_see_a_freed_or_recycled_segment() {
                     match wal.entries(g, first, last + 1, None) {
                         Ok(es) => {
                             for e in es {
-                                assert_eq!(
-                                    e.data,
-                                    payload(g, e.index),
-                                    "group {g} entry {}",
-                                    e.index
-                                );
+                                assert_eq!(e.data, payload(g, e.index), "group {g} entry {}", e.index);
                             }
                             reads.fetch_add(1, Ordering::Relaxed);
                         }
@@ -421,13 +303,7 @@ fn readers_never_see_a_freed_or_recycled_segment() {
         r.join().unwrap();
     }
     let s = wal.stats();
-    eprintln!(
-        "{i} batches, {} reads, {s:?}",
-        reads.load(Ordering::Relaxed)
-    );
-    assert!(
-        s.segments_recycled > 0,
-        "no segment was recycled under the readers"
-    );
+    eprintln!("{i} batches, {} reads, {s:?}", reads.load(Ordering::Relaxed));
+    assert!(s.segments_recycled > 0, "no segment was recycled under the readers");
     assert!(reads.load(Ordering::Relaxed) > 10);
 }

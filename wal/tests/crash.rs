@@ -31,10 +31,7 @@ fn check_recovered(got: &Model, before: &Model, after: &[Model], acked: usize, c
 }
 
 fn iterations() -> u64 {
-    std::env::var("FLOTILLA_WAL_CRASH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+    std::env::var("FLOTILLA_WAL_CRASH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
 }
 
 #[test]
@@ -43,10 +40,7 @@ fn randomized_crashes_recover_exactly_the_acknowledged_batches() {
     let iters = iterations();
     let mut crashed_with_loss = 0u64;
     for it in 0..iters {
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "time bound at {it}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(300), "time bound at {it}");
         let dir = scratch();
         let mut rng = Rng(it.wrapping_mul(0x1234_5678_9abc_def1) ^ 0x55);
         let mut model = Model::default();
@@ -125,11 +119,7 @@ fn seg_path(dir: &Path, seq: u64) -> PathBuf {
 
 fn flip(path: &Path, at: u64) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     b[0] ^= 0x04;
@@ -149,10 +139,7 @@ fn corruption_in_a_synced_segment_refuses_open_naming_file_and_offset() {
     match Wal::open(config(dir.path())) {
         Err(OpenError::Corrupt { file, offset, .. }) => {
             assert_eq!(file, first);
-            assert!(
-                offset > SEGMENT_HEADER_LEN as u64 && offset <= 20_000,
-                "offset {offset}"
-            );
+            assert!(offset > SEGMENT_HEADER_LEN as u64 && offset <= 20_000, "offset {offset}");
         }
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("corrupt log opened"),
@@ -195,14 +182,7 @@ fn corrupt_final_batch_is_a_torn_tail() {
 }
 
 /// Builds a valid one-entry batch for segment (`seq`, `salt`) claiming `durable`.
-fn craft_batch(
-    seq: u64,
-    salt: u64,
-    durable: Position,
-    group: u64,
-    index: u64,
-    data: &[u8],
-) -> Vec<u8> {
+fn craft_batch(seq: u64, salt: u64, durable: Position, group: u64, index: u64, data: &[u8]) -> Vec<u8> {
     let seed = RecordCodec::seed(seq, salt);
     let mut buf = Vec::new();
     RecordCodec::begin_batch(&mut buf, durable);
@@ -228,33 +208,13 @@ fn craft_after_torn(dir: &Path, claim_past: bool) -> u64 {
     let h = RecordCodec::decode_segment_header(&bytes).unwrap();
     // B: a torn batch exactly as long as a 1-entry batch of 100 bytes (magic kept, so it
     // looks like a batch start, but its checksum is wrong).
-    let mut b = craft_batch(
-        h.seq,
-        h.salt,
-        Position {
-            seq: 1,
-            offset: pos,
-        },
-        1,
-        2,
-        &[5u8; 100],
-    );
+    let mut b = craft_batch(h.seq, h.salt, Position { seq: 1, offset: pos }, 1, 2, &[5u8; 100]);
     let l = b.len();
     b[l - 1] ^= 0xff;
     // C: valid, written after B while B was not yet durable (pipelined), or claiming B
     // durable.
     let claim = if claim_past { pos + 1 } else { pos };
-    let c = craft_batch(
-        h.seq,
-        h.salt,
-        Position {
-            seq: 1,
-            offset: claim,
-        },
-        1,
-        3,
-        &[6u8; 100],
-    );
+    let c = craft_batch(h.seq, h.salt, Position { seq: 1, offset: claim }, 1, 3, &[6u8; 100]);
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.write_all_at(&b, pos).unwrap();
     f.write_all_at(&c, pos + b.len() as u64).unwrap();
@@ -271,11 +231,7 @@ fn torn_batch_followed_by_an_unsynced_valid_batch_is_a_torn_tail_that_never_come
     write_some(&wal, 1, 2, 1, 100);
     drop(wal);
     let wal = Wal::open(config(dir.path())).unwrap();
-    assert_eq!(
-        wal.last_index(1),
-        Ok(2),
-        "a batch from before the torn tail came back"
-    );
+    assert_eq!(wal.last_index(1), Ok(2), "a batch from before the torn tail came back");
     assert_eq!(wal.entry(1, 2).unwrap().data, vec![0u8; 100]);
 }
 
@@ -307,17 +263,7 @@ fn newer_format_versions_are_refused() {
     let bytes = std::fs::read(&p).unwrap();
     let h = RecordCodec::decode_segment_header(&bytes).unwrap();
     // A batch of format version 2 (valid checksum) at the tail.
-    let mut b = craft_batch(
-        h.seq,
-        h.salt,
-        Position {
-            seq: 1,
-            offset: pos,
-        },
-        1,
-        3,
-        b"v2",
-    );
+    let mut b = craft_batch(h.seq, h.salt, Position { seq: 1, offset: pos }, 1, 3, b"v2");
     b[4] = 2;
     let seed = RecordCodec::seed(h.seq, h.salt);
     let crc = crc32c::crc32c_append(crc32c::crc32c_append(seed, &b[0..32]), &b[40..]);
@@ -336,11 +282,7 @@ fn newer_format_versions_are_refused() {
     f.write_all_at(&hdr, 0).unwrap();
     assert!(matches!(
         Wal::open(config(dir.path())),
-        Err(OpenError::NewerFormat {
-            version: 2,
-            offset: 0,
-            ..
-        })
+        Err(OpenError::NewerFormat { version: 2, offset: 0, .. })
     ));
 }
 

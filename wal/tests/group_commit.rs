@@ -53,10 +53,7 @@ fn concurrent_writers_are_merged_into_far_fewer_fsyncs() {
     let total = WRITERS * PER;
     eprintln!("{total} blocking batches from {WRITERS} threads: {syncs} fsyncs");
     assert!(syncs > 0);
-    assert!(
-        syncs <= total / 2,
-        "{syncs} fsyncs for {total} batches: no group commit"
-    );
+    assert!(syncs <= total / 2, "{syncs} fsyncs for {total} batches: no group commit");
     assert_eq!(wal.stats().syncs, syncs);
     drop(wal);
     let (_, wal) = open_disk(dir.path());
@@ -142,10 +139,7 @@ fn torn_write_refuses_further_writes_and_is_dropped_at_recovery() {
     let (fs, wal) = open_fault(dir.path(), 4);
     wal.write(one(1, 1, 1)).unwrap();
     fs.fail_next_write(WriteFault::Torn(50));
-    assert!(matches!(
-        wal.write(one(1, 2, 2)),
-        Err(WriteError::Io { .. })
-    ));
+    assert!(matches!(wal.write(one(1, 2, 2)), Err(WriteError::Io { .. })));
     assert_eq!(wal.write(one(1, 2, 2)), Err(WriteError::Poisoned));
     drop(wal);
     let wal = Wal::open(config(&dir.path().join("wal"))).unwrap();

@@ -77,30 +77,15 @@ fn step() -> impl Strategy<Value = Step> {
 fn to_op(s: &Step, model: &Model, salt: u8) -> Option<MOp> {
     let m = |g: u64| model.groups.get(&g).cloned().unwrap_or_default();
     Some(match s {
-        Step::Append {
-            g,
-            back,
-            n,
-            term,
-            len,
-        } => {
+        Step::Append { g, back, n, term, len } => {
             let mg = m(*g);
             let first = (mg.last() + 1).saturating_sub(*back).max(mg.first);
-            let es = (0..*n)
-                .map(|i| (*term, vec![salt ^ (i as u8); *len]))
-                .collect();
+            let es = (0..*n).map(|i| (*term, vec![salt ^ (i as u8); *len])).collect();
             MOp::Append(*g, first, es)
         }
         Step::Compact { g, ahead } => MOp::Compact(*g, m(*g).first + ahead),
         Step::Remove { g } => MOp::Remove(*g),
-        Step::Hs { g, term, vote } => MOp::Hs(
-            *g,
-            HardState {
-                term: *term,
-                vote: *vote,
-                commit: 1,
-            },
-        ),
+        Step::Hs { g, term, vote } => MOp::Hs(*g, HardState { term: *term, vote: *vote, commit: 1 }),
         Step::Meta { g, len } => MOp::Meta(*g, vec![salt; *len]),
         _ => return None,
     })
@@ -127,10 +112,7 @@ fn run(steps: Vec<Step>) {
                 let w = wal.as_ref().unwrap();
                 for _ in 0..*n {
                     let next = model.groups.get(&9).map(|m| m.last() + 1).unwrap_or(1);
-                    let ops = [
-                        MOp::Append(9, next, vec![(1, vec![9; 4000])]),
-                        MOp::Compact(9, next + 1),
-                    ];
+                    let ops = [MOp::Append(9, next, vec![(1, vec![9; 4000])]), MOp::Compact(9, next + 1)];
                     for op in &ops {
                         model.apply(op);
                     }
@@ -161,16 +143,8 @@ fn run(steps: Vec<Step>) {
                 if got == after {
                     model = after;
                 } else {
-                    assert!(
-                        !acked,
-                        "step {i}: acknowledged batch lost:\n{}",
-                        diff(&got, &after)
-                    );
-                    assert!(
-                        got == model,
-                        "step {i}: partial batch after crash:\n{}",
-                        diff(&got, &model)
-                    );
+                    assert!(!acked, "step {i}: acknowledged batch lost:\n{}", diff(&got, &after));
+                    assert!(got == model, "step {i}: partial batch after crash:\n{}", diff(&got, &model));
                 }
                 wal = Some(w);
             }

@@ -39,10 +39,7 @@ pub fn assert_backend(wal: &Wal) {
 /// `FaultFs` in the tests that need it, and tmpfs keeps the many fsyncs cheap.
 pub fn scratch() -> tempfile::TempDir {
     if Path::new("/dev/shm").is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
-            .prefix("flotilla-wal-")
-            .tempdir_in("/dev/shm")
-        {
+        if let Ok(d) = tempfile::Builder::new().prefix("flotilla-wal-").tempdir_in("/dev/shm") {
             return d;
         }
     }
@@ -67,12 +64,7 @@ pub struct ModelGroup {
 
 impl Default for ModelGroup {
     fn default() -> Self {
-        ModelGroup {
-            first: 1,
-            entries: Vec::new(),
-            hs: None,
-            meta: None,
-        }
+        ModelGroup { first: 1, entries: Vec::new(), hs: None, meta: None }
     }
 }
 
@@ -102,10 +94,7 @@ impl Model {
         match op {
             MOp::Append(g, first, es) => {
                 let m = self.groups.entry(*g).or_default();
-                assert!(
-                    *first >= m.first && *first <= m.last() + 1,
-                    "model: bad append"
-                );
+                assert!(*first >= m.first && *first <= m.last() + 1, "model: bad append");
                 m.entries.truncate((*first - m.first) as usize);
                 m.entries.extend(es.iter().cloned());
             }
@@ -129,9 +118,7 @@ impl Model {
         let mut b = WriteBatch::new();
         for op in ops {
             match op {
-                MOp::Append(g, first, es) => {
-                    b.add_entries(*g, *first, es.iter().map(|(t, d)| (*t, &d[..])))
-                }
+                MOp::Append(g, first, es) => b.add_entries(*g, *first, es.iter().map(|(t, d)| (*t, &d[..]))),
                 MOp::Hs(g, hs) => b.set_hard_state(*g, *hs),
                 MOp::Meta(g, d) => b.set_meta(*g, d),
                 MOp::Compact(g, i) => b.compact_to(*g, *i),
@@ -155,12 +142,7 @@ impl Model {
                 .collect();
             groups.insert(
                 g,
-                ModelGroup {
-                    first,
-                    entries,
-                    hs: wal.hard_state(g).unwrap(),
-                    meta: wal.meta(g).unwrap(),
-                },
+                ModelGroup { first, entries, hs: wal.hard_state(g).unwrap(), meta: wal.meta(g).unwrap() },
             );
         }
         Model { groups }
@@ -170,21 +152,13 @@ impl Model {
 /// A short description of how two models differ.
 pub fn diff(got: &Model, want: &Model) -> String {
     let mut out = String::new();
-    let keys: std::collections::BTreeSet<u64> = got
-        .groups
-        .keys()
-        .chain(want.groups.keys())
-        .copied()
-        .collect();
+    let keys: std::collections::BTreeSet<u64> =
+        got.groups.keys().chain(want.groups.keys()).copied().collect();
     for g in keys {
         match (got.groups.get(&g), want.groups.get(&g)) {
             (Some(a), Some(b)) if a == b => {}
             (Some(a), Some(b)) => {
-                let idx = a
-                    .entries
-                    .iter()
-                    .zip(b.entries.iter())
-                    .position(|(x, y)| x != y);
+                let idx = a.entries.iter().zip(b.entries.iter()).position(|(x, y)| x != y);
                 out += &format!(
                     "group {g}: got first {} last {} hs {:?} meta {:?}; want first {} last {} hs {:?} meta {:?}; first differing entry offset {:?}\n",
                     a.first, a.last(), a.hs, a.meta.as_ref().map(|m| m.len()),
@@ -247,14 +221,9 @@ pub fn random_ops(rng: &mut Rng, model: &mut Model, groups: u64, max_entry: usiz
                     .collect();
                 MOp::Append(g, first, es)
             }
-            12..=14 => MOp::Hs(
-                g,
-                HardState {
-                    term: rng.below(100),
-                    vote: rng.below(5),
-                    commit: rng.below(100),
-                },
-            ),
+            12..=14 => {
+                MOp::Hs(g, HardState { term: rng.below(100), vote: rng.below(5), commit: rng.below(100) })
+            }
             15 => {
                 let len = rng.below(40) as usize;
                 MOp::Meta(g, rng.bytes(len))
