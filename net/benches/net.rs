@@ -207,16 +207,38 @@ fn bench(c: &mut Criterion, quic: &mut Quic, tcp: &mut Tcp, frames: &[Bytes]) {
     g.finish();
 }
 
-/// Runs iterations for about `secs`; returns messages per second.
-fn measure(link: &mut dyn Link, frames: &[Bytes], secs: f64) -> f64 {
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`
+/// (Linux; `None` elsewhere), in seconds.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split(' ').skip(11);
+    let ticks: f64 = f.next()?.parse::<f64>().ok()? + f.next()?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// One measurement: messages per second, and CPU nanoseconds per message (all threads of
+/// the process: sender, both endpoints' runtimes or the kernel's TCP work, the receiver).
+#[derive(Clone, Copy)]
+struct Rate {
+    msgs: f64,
+    cpu_ns: f64,
+}
+
+/// Runs iterations for about `secs`.
+fn measure(link: &mut dyn Link, frames: &[Bytes], secs: f64) -> Rate {
     link.iteration(frames);
+    let cpu0 = cpu_secs().unwrap_or(0.0);
     let start = Instant::now();
     let mut n = 0u64;
     while n == 0 || start.elapsed().as_secs_f64() < secs {
         link.iteration(frames);
         n += 1;
     }
-    (n * (FRAMES * PER_FRAME) as u64) as f64 / start.elapsed().as_secs_f64()
+    let msgs = (n * (FRAMES * PER_FRAME) as u64) as f64;
+    let cpu = cpu_secs().unwrap_or(0.0) - cpu0;
+    Rate { msgs: msgs / start.elapsed().as_secs_f64(), cpu_ns: cpu * 1e9 / msgs }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -229,42 +251,47 @@ fn report(quic: &mut Quic, tcp: &mut Tcp, frames: &[Bytes], rounds: usize, secs:
     println!(
         "\nnet report: {MSG}-byte messages, {PER_FRAME} per frame, {FRAMES} frames per iteration, \
          received and verified end to end; {rounds} interleaved round(s) of {secs} s per link; \
-         messages/s (MB/s)"
+         messages/s (MB/s) [CPU ns per message, whole process]"
     );
     println!(
-        "{:>6} {:>22} {:>22} {:>8} | {:>22} {:>8}",
-        "round", "QUIC", "TCP", "ratio", "QUIC 1452 B datagrams", "ratio"
+        "{:>6} {:>28} {:>28} {:>8} | {:>28} {:>8}",
+        "round", "QUIC", "TCP", "ratio", "QUIC, 1452 B datagrams", "ratio"
     );
-    let cell = |m: f64| format!("{m:.0} ({:.0})", m * MSG as f64 / 1e6);
-    let mut runs: [Vec<f64>; 5] = Default::default();
-    for r in 0..rounds.max(1) {
+    let cell = |r: Rate| format!("{:.0} ({:.0}) [{:.0}]", r.msgs, r.msgs * MSG as f64 / 1e6, r.cpu_ns);
+    let mut runs: [Vec<Rate>; 3] = Default::default();
+    for round in 0..rounds.max(1) {
         let q = measure(quic, frames, secs);
         let t = measure(tcp, frames, secs);
         let l = measure(&mut lan, frames, secs);
         println!(
-            "{r:>6} {:>22} {:>22} {:>7.1}% | {:>22} {:>7.1}%",
+            "{round:>6} {:>28} {:>28} {:>7.1}% | {:>28} {:>7.1}%",
             cell(q),
             cell(t),
-            100.0 * q / t,
+            100.0 * q.msgs / t.msgs,
             cell(l),
-            100.0 * l / t
+            100.0 * l.msgs / t.msgs
         );
-        for (v, x) in runs.iter_mut().zip([q, t, q / t, l, l / t]) {
+        for (v, x) in runs.iter_mut().zip([q, t, l]) {
             v.push(x);
         }
     }
-    let [q, t, r, l, lr] = runs.map(median);
+    let ratio = |a: usize| median(runs[a].iter().zip(&runs[1]).map(|(x, t)| x.msgs / t.msgs).collect());
+    let med = |a: usize| Rate {
+        msgs: median(runs[a].iter().map(|r| r.msgs).collect()),
+        cpu_ns: median(runs[a].iter().map(|r| r.cpu_ns).collect()),
+    };
     println!(
-        "median {:>22} {:>22} {:>7.1}% | {:>22} {:>7.1}%",
-        cell(q),
-        cell(t),
-        100.0 * r,
-        cell(l),
-        100.0 * lr
+        "median {:>28} {:>28} {:>7.1}% | {:>28} {:>7.1}%",
+        cell(med(0)),
+        cell(med(1)),
+        100.0 * ratio(0),
+        cell(med(2)),
+        100.0 * ratio(2)
     );
     println!(
-        "QUIC: mutual TLS 1.3 (AES-128-GCM), max_udp_payload {LOOPBACK_UDP_PAYLOAD} (loopback MTU, as TCP \
-         uses); the last columns use the default 1452 (LAN-safe). Bar 50%, goal 80%. MB = 10^6 bytes."
+        "ratio: QUIC / TCP messages/s, median of the rounds' ratios (bar 50%, goal 80%). QUIC: mutual \
+         TLS 1.3 (AES-128-GCM), max_udp_payload {LOOPBACK_UDP_PAYLOAD} (the loopback MTU, which TCP uses \
+         too); the last columns: the default 1452 (LAN-safe). MB = 10^6 bytes."
     );
 }
 
@@ -288,8 +315,13 @@ fn main() {
             "tcp" => Box::new(Tcp::new()),
             _ => panic!("NET_PROFILE: quic or tcp"),
         };
-        let rate = measure(link.as_mut(), &frames, secs);
-        println!("{side}: {rate:.0} messages/s, {:.0} MB/s", rate * MSG as f64 / 1e6);
+        let r = measure(link.as_mut(), &frames, secs);
+        println!(
+            "{side}: {:.0} messages/s, {:.0} MB/s, {:.0} CPU ns per message",
+            r.msgs,
+            r.msgs * MSG as f64 / 1e6,
+            r.cpu_ns
+        );
         return;
     }
     let mut quic = Quic::new(LOOPBACK_UDP_PAYLOAD);
