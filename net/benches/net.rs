@@ -20,7 +20,7 @@
 //! the report: messages/s, MB/s and QUIC/TCP ratio, median of interleaved rounds).
 //! `NET_QUICK=1` runs the report alone; `NET_ROUNDS` (default 5) and `NET_SECS` (seconds
 //! per measurement, default 2) tune it; `NET_PROFILE=quic|tcp` runs one side alone for
-//! `NET_SECS` (for perf).
+//! `NET_SECS` (for perf). `NET_THREADS` sets the endpoints' runtime threads (default 1).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -102,6 +102,7 @@ impl Quic {
         let cfg = |id| {
             let mut c = NetConfig::new(id);
             c.max_udp_payload = max_udp_payload;
+            c.threads = env("NET_THREADS", 1);
             c.validate().unwrap()
         };
         let (e1, _i1) = Endpoint::start(cfg(1), &ident(&ca, 1)).unwrap();
