@@ -55,6 +55,24 @@ pub struct NetConfig {
     pub max_bulk_streams: u32,
     /// Threads of the transport's own tokio runtime. Default 1; bounds 1 ..= 16.
     pub threads: usize,
+    /// Largest UDP payload this node sends or accepts: the upper bound of path MTU discovery
+    /// (QUIC starts at 1200 bytes and probes up to it; lost probes cost nothing but the
+    /// probe). Default 1452 (Ethernet MTU 1500 minus IPv6/UDP headers, safe on any LAN); on
+    /// loopback or jumbo-frame networks raise it (loopback: 65527) for far fewer packets,
+    /// hence far less CPU per byte. Above 16 KiB, UDP segmentation offload is turned off:
+    /// one datagram then already amortises a send call, and a GSO batch of such datagrams
+    /// would exceed the kernel's 64 KiB limit. Bounds 1200 ..= 65527.
+    pub max_udp_payload: u16,
+    /// Requested size of the UDP socket's kernel send and receive buffers (the kernel
+    /// clamps it to `net.core.{w,r}mem_max`; best effort). Large buffers keep bursts from
+    /// overflowing the receive queue, which QUIC would treat as congestion. Default 4 MiB;
+    /// bounds 64 KiB ..= 256 MiB.
+    pub udp_buffer_bytes: usize,
+    /// Flow-control window of each QUIC stream (the message lane and each bulk stream),
+    /// in bytes; the connection's window is twice it. Default 4 MiB; bounds 64 KiB ..=
+    /// 256 MiB, and at least twice `bulk_chunk_size`. Keep the connection window within
+    /// what the receiver's socket buffer holds, or a slow receiver drops datagrams.
+    pub stream_window: usize,
 }
 
 const KIB: usize = 1024;
@@ -79,6 +97,9 @@ impl NetConfig {
             bulk_chunk_size: MIB,
             max_bulk_streams: 8,
             threads: 1,
+            max_udp_payload: 1452,
+            udp_buffer_bytes: 4 * MIB,
+            stream_window: 4 * MIB,
         }
     }
 
@@ -129,6 +150,15 @@ impl NetConfig {
         }
         if !(1..=16).contains(&c.threads) {
             return Err(E::Threads(c.threads));
+        }
+        if !(1200..=65527).contains(&c.max_udp_payload) {
+            return Err(E::MaxUdpPayload(c.max_udp_payload));
+        }
+        if !(64 * KIB..=256 * MIB).contains(&c.udp_buffer_bytes) {
+            return Err(E::UdpBufferBytes(c.udp_buffer_bytes));
+        }
+        if !(64 * KIB..=256 * MIB).contains(&c.stream_window) || c.stream_window < 2 * c.bulk_chunk_size {
+            return Err(E::StreamWindow(c.stream_window));
         }
         Ok(ValidNetConfig(self))
     }
@@ -190,6 +220,15 @@ pub enum NetConfigError {
     /// `threads` is outside 1 ..= 16.
     #[error("threads {0} outside 1 ..= 16")]
     Threads(usize),
+    /// `max_udp_payload` is outside 1200 ..= 65527.
+    #[error("max_udp_payload {0} outside 1200 ..= 65527")]
+    MaxUdpPayload(u16),
+    /// `udp_buffer_bytes` is outside 64 KiB ..= 256 MiB.
+    #[error("udp_buffer_bytes {0} outside 64 KiB ..= 256 MiB")]
+    UdpBufferBytes(usize),
+    /// `stream_window` is outside 64 KiB ..= 256 MiB or below twice `bulk_chunk_size`.
+    #[error("stream_window {0} outside 64 KiB ..= 256 MiB or below twice bulk_chunk_size")]
+    StreamWindow(usize),
 }
 
 #[cfg(test)]
@@ -212,5 +251,14 @@ mod tests {
         let mut c = NetConfig::new(1);
         c.queue_frames = 0;
         assert!(matches!(c.validate(), Err(NetConfigError::QueueFrames(0))));
+        let mut c = NetConfig::new(1);
+        c.max_udp_payload = 1199;
+        assert!(matches!(c.validate(), Err(NetConfigError::MaxUdpPayload(1199))));
+        let mut c = NetConfig::new(1);
+        c.udp_buffer_bytes = 1024;
+        assert!(matches!(c.validate(), Err(NetConfigError::UdpBufferBytes(1024))));
+        let mut c = NetConfig::new(1);
+        c.stream_window = c.bulk_chunk_size;
+        assert!(matches!(c.validate(), Err(NetConfigError::StreamWindow(_))));
     }
 }

@@ -168,7 +168,19 @@ impl Endpoint {
         let client = identity.client_config(&cfg)?;
         let endpoint = {
             let _guard = rt.enter();
-            let mut ep = quinn::Endpoint::server(server, cfg.listen)?;
+            let mut epc = quinn::EndpointConfig::default();
+            // Validation bounds max_udp_payload to quinn's own range, 1200 ..= 65527.
+            epc.max_udp_payload_size(cfg.max_udp_payload)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let sock = std::net::UdpSocket::bind(cfg.listen)?;
+            let state = quinn::udp::UdpSocketState::new((&sock).into())?;
+            // Best effort: the kernel clamps to its maximum, and a smaller buffer only costs
+            // throughput under bursts.
+            let _ = state.set_recv_buffer_size((&sock).into(), cfg.udp_buffer_bytes);
+            let _ = state.set_send_buffer_size((&sock).into(), cfg.udp_buffer_bytes);
+            let runtime =
+                quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+            let mut ep = quinn::Endpoint::new(epc, Some(server), sock, runtime)?;
             ep.set_default_client_config(client);
             ep
         };

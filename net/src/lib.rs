@@ -29,5 +29,5 @@ pub use certs::{node_server_name, CertError, ClusterCa, PemPair};
 pub use config::{NetConfig, NetConfigError, ValidNetConfig};
 pub use endpoint::{Endpoint, SendError, StartError, Stats};
 pub use event::{DownReason, DropReason, Event, Inbox, NodeId, RecvError};
-pub use frame::{Frame, FrameError, FrameKind, FORMAT_VERSION};
+pub use frame::{Frame, FrameError, FrameKind, FrameReader, FORMAT_VERSION};
 pub use tls::{NodeIdentity, TlsError};

@@ -341,16 +341,39 @@ async fn down(ctx: &Ctx, peer: &PeerHandle, l: Live, reason: DownReason) {
     report(ctx, Event::PeerDown { node: peer.node, incarnation: l.incarnation, reason }).await;
 }
 
-/// Writes one batch as consecutive frames in one write. Returns false if the connection
-/// failed.
+/// Payloads at least this long are handed to quinn as their own chunk (no copy); shorter
+/// ones are copied next to their header, so a batch of small frames stays a few chunks.
+const INLINE_MAX: usize = 1024;
+
+/// Writes one batch as consecutive frames in one write, without copying large payloads.
+/// Returns false if the connection failed.
 async fn write_batch(ctx: &Ctx, l: &mut Live, batch: &[(u64, Bytes)]) -> bool {
-    let total: usize = batch.iter().map(|(_, p)| HEADER_LEN + p.len()).sum();
-    let mut buf = BytesMut::with_capacity(total);
+    let mut total = 0;
+    let mut inline = 0;
+    let mut large = 0;
+    for (_, p) in batch {
+        total += HEADER_LEN + p.len();
+        if p.len() < INLINE_MAX {
+            inline += p.len();
+        } else {
+            large += 1;
+        }
+    }
+    let mut buf = BytesMut::with_capacity(batch.len() * HEADER_LEN + inline);
+    let mut chunks = Vec::with_capacity(2 * large + 1);
     for (_, p) in batch {
         buf.put_slice(&encode_header(FrameKind::Data, p.len()));
-        buf.put_slice(p);
+        if p.len() < INLINE_MAX {
+            buf.put_slice(p);
+        } else {
+            chunks.push(buf.split().freeze());
+            chunks.push(p.clone());
+        }
     }
-    if l.send.write_all(&buf).await.is_err() {
+    if !buf.is_empty() {
+        chunks.push(buf.freeze());
+    }
+    if l.send.write_all_chunks(&mut chunks).await.is_err() {
         return false;
     }
     ctx.stats.frames_sent.add(batch.len() as u64);

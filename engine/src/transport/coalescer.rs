@@ -11,10 +11,31 @@
 //! into per-group messages. Never sends: the caller hands each batch to a `Transport`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::codec::{HeartbeatAck, HeartbeatEntry, WireItem};
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
+
+/// A multiplicative hasher for the (group, replica) keys of `last_append`: ids this node
+/// assigned, never chosen by a peer, so no need for SipHash's flooding resistance, and a
+/// lookup per heartbeat is on the tick's hot path.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -40,8 +61,11 @@ pub struct Outbox {
     interval: u64,
     now: u64,
     /// (group, follower replica) -> tick of the last append sent to it.
-    last_append: HashMap<(u64, u64), u64>,
+    last_append: HashMap<(u64, u64), u64, BuildHasherDefault<IdHasher>>,
     pending: BTreeMap<NodeId, Pending>,
+    /// Heartbeats and answers flushed to each node last time: the capacity reserved for the
+    /// next round, so 100,000 heartbeats are not pushed through repeated reallocations.
+    sizes: BTreeMap<NodeId, (usize, usize)>,
     stats: OutboxStats,
 }
 
@@ -51,8 +75,9 @@ impl Outbox {
         Outbox {
             interval: heartbeat_interval_ticks.max(1),
             now: 0,
-            last_append: HashMap::new(),
+            last_append: HashMap::default(),
             pending: BTreeMap::new(),
+            sizes: BTreeMap::new(),
             stats: OutboxStats::default(),
         }
     }
@@ -82,7 +107,11 @@ impl Outbox {
     /// Like [`Outbox::push`]; with `skippable == false` a heartbeat is always sent (use it
     /// while a ReadIndex of the group waits for the round).
     pub fn push_with(&mut self, to: NodeId, group: u64, msg: Message, skippable: bool) -> bool {
-        let p = self.pending.entry(to).or_default();
+        let sizes = &self.sizes;
+        let p = self.pending.entry(to).or_insert_with(|| {
+            let (h, a) = sizes.get(&to).copied().unwrap_or_default();
+            Pending { items: Vec::new(), heartbeats: Vec::with_capacity(h), acks: Vec::with_capacity(a) }
+        });
         match msg.body {
             MessageBody::Heartbeat { commit, round } => {
                 let recent =
@@ -124,6 +153,9 @@ impl Outbox {
         let pending = std::mem::take(&mut self.pending);
         let mut out = Vec::with_capacity(pending.len());
         for (to, mut p) in pending {
+            if p.heartbeats.len() + p.acks.len() > 0 || self.sizes.contains_key(&to) {
+                self.sizes.insert(to, (p.heartbeats.len(), p.acks.len()));
+            }
             if !p.heartbeats.is_empty() {
                 p.items.push(WireItem::Heartbeats(p.heartbeats));
             }
