@@ -111,7 +111,9 @@ impl WriteBatch {
         let n = self.entries.len();
         self.entries.push(EntryRef { term, start, len: data.len() });
         if let Some(Op::Entries { group: g, first, from, to }) = self.ops.last_mut() {
-            if *g == group && *to == n && *first + (*to - *from) as u64 == index {
+            // Checked: a caller's index near `u64::MAX` must not overflow (the writer
+            // refuses such entries with a typed error).
+            if *g == group && *to == n && first.checked_add((*to - *from) as u64) == Some(index) {
                 *to += 1;
                 return;
             }
@@ -128,7 +130,8 @@ impl WriteBatch {
         entries: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) {
         for (i, (term, data)) in entries.into_iter().enumerate() {
-            self.add_entry(group, first + i as u64, term, data);
+            // Wrapping: an index past `u64::MAX` is refused by the writer, not a panic here.
+            self.add_entry(group, first.wrapping_add(i as u64), term, data);
         }
     }
 

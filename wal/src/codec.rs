@@ -389,18 +389,30 @@ impl RecordCodec {
         Ok(out)
     }
 
+    /// Whether entries `first..first + count` stay below `u64::MAX` (the writer never
+    /// accepts more: see `SegmentWriter::validate`), so applying them cannot overflow.
+    fn index_range_ok(first: u64, count: usize) -> bool {
+        first >= 1 && first.checked_add(count as u64).is_some()
+    }
+
     fn decode_body(kind: u8, b: &[u8], base: usize) -> Result<RecordBody, HeaderError> {
         let bad = HeaderError::BadLength;
         Ok(match kind {
             KIND_ENTRIES => {
                 let first = le_u64(b, 0).ok_or(bad)?;
-                let entries = Self::decode_entries(&b[8..], base + 8)?;
+                let entries = Self::decode_entries(b.get(8..).ok_or(bad)?, base + 8)?;
+                if !Self::index_range_ok(first, entries.len()) {
+                    return Err(bad);
+                }
                 RecordBody::Entries { first, entries }
             }
             KIND_REWRITE => {
                 let last = le_u64(b, 0).ok_or(bad)?;
                 let first = le_u64(b, 8).ok_or(bad)?;
                 let entries = Self::decode_entries(b.get(16..).ok_or(bad)?, base + 16)?;
+                if !Self::index_range_ok(first, entries.len()) || last == u64::MAX {
+                    return Err(bad);
+                }
                 RecordBody::Rewrite { last, first, entries }
             }
             KIND_HARD_STATE => {
@@ -418,7 +430,11 @@ impl RecordCodec {
                 if b.len() != 16 {
                     return Err(bad);
                 }
-                RecordBody::Compact { index: le_u64(b, 0).ok_or(bad)?, last: le_u64(b, 8).ok_or(bad)? }
+                let (index, last) = (le_u64(b, 0).ok_or(bad)?, le_u64(b, 8).ok_or(bad)?);
+                if index == u64::MAX || last == u64::MAX {
+                    return Err(bad);
+                }
+                RecordBody::Compact { index, last }
             }
             KIND_REMOVE => {
                 if !b.is_empty() {
@@ -480,5 +496,24 @@ mod tests {
             c[i] ^= 0x10;
             assert!(RecordCodec::decode_batch(&c, 11).is_err(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn records_whose_indexes_would_overflow_are_refused() {
+        for (first, ok) in [(1u64, true), (u64::MAX - 1, true), (u64::MAX, false), (0, false)] {
+            let mut buf = Vec::new();
+            let r = RecordCodec::begin_record(&mut buf, 5, KIND_ENTRIES);
+            buf.extend_from_slice(&first.to_le_bytes());
+            buf.extend_from_slice(&1u32.to_le_bytes());
+            RecordCodec::put_entry(&mut buf, 2, b"x");
+            RecordCodec::finish_record(&mut buf, r, 3);
+            assert_eq!(RecordCodec::decode_records(&buf, 0, 1, 3).is_ok(), ok, "first {first}");
+        }
+        let mut buf = Vec::new();
+        let r = RecordCodec::begin_record(&mut buf, 5, KIND_COMPACT);
+        buf.extend_from_slice(&u64::MAX.to_le_bytes());
+        buf.extend_from_slice(&0u64.to_le_bytes());
+        RecordCodec::finish_record(&mut buf, r, 3);
+        assert_eq!(RecordCodec::decode_records(&buf, 0, 1, 3), Err(HeaderError::BadLength));
     }
 }

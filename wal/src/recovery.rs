@@ -150,7 +150,15 @@ impl<'a> Recovery<'a> {
     pub(crate) fn run(&self) -> Result<Recovered, OpenError> {
         let dir = &self.cfg.dir;
         let fs = self.fs;
+        // Directories about to be created: each one's entry in its parent is synced, so
+        // that a crash cannot lose the log directory itself after writes were acknowledged.
+        let created: Vec<&Path> =
+            dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
         fs.create_dir_all(dir).map_err(io_err(dir))?;
+        for d in &created {
+            let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            fs.sync_dir(parent).map_err(io_err(parent))?;
+        }
         let names = fs.list(dir).map_err(io_err(dir))?;
         let mut seqs = Vec::new();
         let mut strays = false;
@@ -160,6 +168,10 @@ impl<'a> Recovery<'a> {
                 fs.remove(&p).map_err(io_err(&p))?;
                 strays = true;
             } else if let Some(seq) = parse_segment_name(n) {
+                // The WAL never gets near such numbers; they would overflow `next_seq`.
+                if seq > u64::MAX / 2 {
+                    return Err(Self::corrupt(&dir.join(n), 0, "segment sequence number out of range"));
+                }
                 seqs.push(seq);
             }
         }

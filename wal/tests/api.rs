@@ -189,3 +189,77 @@ fn extreme_indexes_are_refused_or_served_without_panicking() {
     let wal = Wal::open(config(dir.path())).unwrap();
     assert_eq!(wal.first_index(1), Ok(u64::MAX - 1));
 }
+
+#[test]
+fn indexes_near_u64_max_in_a_batch_do_not_panic() {
+    let dir = scratch();
+    let wal = Wal::open(config(dir.path())).unwrap();
+    let mut b = WriteBatch::new();
+    b.add_entry(1, u64::MAX, 1, b"a");
+    b.add_entry(1, 5, 1, b"b");
+    assert!(matches!(wal.write(b), Err(WriteError::NonContiguous { .. })));
+    let mut b = WriteBatch::new();
+    b.add_entries(1, u64::MAX, [(1, &b"a"[..]), (1, &b"b"[..])]);
+    assert!(matches!(wal.write(b), Err(WriteError::NonContiguous { .. })));
+    wal.write(entries(1, 1, 1, 1, 1)).unwrap();
+}
+
+#[test]
+fn a_segment_number_out_of_range_is_refused_not_overflowed() {
+    let dir = scratch();
+    drop(Wal::open(config(dir.path())).unwrap());
+    // A well-formed (empty) segment numbered u64::MAX.
+    use flotilla_wal::codec::{RecordCodec, SegmentHeader};
+    let h = SegmentHeader { seq: u64::MAX, salt: 1, size: 64 * 1024 };
+    let mut bytes = vec![0u8; 64 * 1024];
+    bytes[..64].copy_from_slice(&RecordCodec::encode_segment_header(&h));
+    let bad = dir.path().join(format!("{:020}.wal", u64::MAX));
+    std::fs::write(&bad, bytes).unwrap();
+    match Wal::open(config(dir.path())) {
+        Err(flotilla_wal::OpenError::Corrupt { file, .. }) => assert_eq!(file, bad),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
+/// Records the directories synced, on the real file system.
+#[derive(Default)]
+struct DirSyncs(std::sync::Mutex<Vec<std::path::PathBuf>>);
+
+impl flotilla_wal::FileSystem for DirSyncs {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        flotilla_wal::StdFs.list(dir)
+    }
+    fn open(&self, path: &std::path::Path, create: bool) -> std::io::Result<std::fs::File> {
+        flotilla_wal::StdFs.open(path, create)
+    }
+    fn set_len(&self, path: &std::path::Path, file: &std::fs::File, len: u64) -> std::io::Result<()> {
+        flotilla_wal::StdFs.set_len(path, file, len)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.rename(from, to)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(dir.to_path_buf());
+        flotilla_wal::StdFs.sync_dir(dir)
+    }
+}
+
+#[test]
+fn creating_the_log_directory_syncs_each_new_directory_in_its_parent() {
+    let dir = scratch();
+    let fs = std::sync::Arc::new(DirSyncs::default());
+    let wal_dir = dir.path().join("a").join("b");
+    let wal = Wal::open_with_fs(config(&wal_dir), fs.clone()).unwrap();
+    wal.write(entries(1, 1, 1, 1, 1)).unwrap();
+    let synced = fs.0.lock().unwrap().clone();
+    for d in [dir.path().to_path_buf(), dir.path().join("a"), wal_dir.clone()] {
+        assert!(synced.contains(&d), "{} never synced: {synced:?}", d.display());
+    }
+}
