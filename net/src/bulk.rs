@@ -216,12 +216,12 @@ async fn receive(ctx: Arc<Ctx>, from: NodeId, mut send: quinn::SendStream, mut r
     loop {
         match read_frame(&mut recv, max).await {
             Ok(f) if f.kind == FrameKind::BulkChunk => {
-                if ctx.events.send(Event::BulkChunk { from, tag, payload: f.payload }).await.is_err() {
+                if ctx.bulk_events.send(Event::BulkChunk { from, tag, payload: f.payload }).await.is_err() {
                     return;
                 }
             }
             Ok(f) if f.kind == FrameKind::BulkEnd => {
-                let _ = ctx.events.send(Event::BulkEnd { from, tag }).await;
+                let _ = ctx.bulk_events.send(Event::BulkEnd { from, tag }).await;
                 let _ = send.write_all(&encode_frame(FrameKind::BulkAck, &[])).await;
                 let _ = send.finish();
                 // Let the acknowledgement leave before the stream is dropped.
@@ -230,7 +230,7 @@ async fn receive(ctx: Arc<Ctx>, from: NodeId, mut send: quinn::SendStream, mut r
             }
             _ => {
                 let _ = recv.stop(2u32.into());
-                let _ = ctx.events.send(Event::BulkAborted { from, tag }).await;
+                let _ = ctx.bulk_events.send(Event::BulkAborted { from, tag }).await;
                 return;
             }
         }

@@ -29,8 +29,9 @@ pub struct NetConfig {
     /// Bytes queued per peer before `send` reports `QueueFull`. Default 64 MiB; bounds
     /// `max_frame_size` ..= 4 GiB.
     pub queue_bytes: usize,
-    /// Inbound events buffered before readers stop reading (QUIC flow control then pushes
-    /// back on senders). Default 65,536; bounds 16 ..= 16,777,216.
+    /// Inbound message-lane frames and peer events buffered before readers stop reading
+    /// (QUIC flow control then pushes back on senders). Bulk events have their own channel
+    /// of twice `max_bulk_streams`. Default 65,536; bounds 16 ..= 16,777,216.
     pub inbox_capacity: usize,
     /// Keep-alive ping interval on an idle connection. Default 1 s; bounds 10 ms ..= 60 s and
     /// below `idle_timeout`.

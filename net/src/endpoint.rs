@@ -120,6 +120,8 @@ pub(crate) struct Ctx {
     pub incarnation: u64,
     pub endpoint: quinn::Endpoint,
     pub events: mpsc::Sender<Event>,
+    /// Bulk-lane events: a separate small channel (see [`Inbox`]).
+    pub bulk_events: mpsc::Sender<Event>,
     pub stats: Counters,
     peers: Mutex<HashMap<NodeId, Arc<PeerHandle>>>,
     rt: tokio::runtime::Handle,
@@ -189,11 +191,14 @@ impl Endpoint {
             (nanos as u64).max(1)
         });
         let (events, rx) = mpsc::channel(cfg.inbox_capacity);
+        // Validation bounds max_bulk_streams to 1 ..= 1024.
+        let (bulk_events, bulk_rx) = mpsc::channel(2 * cfg.max_bulk_streams as usize);
         let ctx = Arc::new(Ctx {
             me: cfg.node_id,
             incarnation,
             endpoint,
             events,
+            bulk_events,
             stats: Counters::default(),
             peers: Mutex::new(HashMap::new()),
             rt: rt.handle().clone(),
@@ -205,7 +210,7 @@ impl Endpoint {
                 tokio::spawn(crate::conn::accept(acceptor.clone(), incoming));
             }
         });
-        Ok((Endpoint { ctx, rt: Some(rt) }, Inbox::new(rx)?))
+        Ok((Endpoint { ctx, rt: Some(rt) }, Inbox::new(rx, bulk_rx)?))
     }
 
     /// This node's id.
@@ -216,6 +221,11 @@ impl Endpoint {
     /// This process's incarnation.
     pub fn incarnation(&self) -> u64 {
         self.ctx.incarnation
+    }
+
+    /// The largest bulk chunk [`BulkSender::send_chunk`] accepts (`bulk_chunk_size`).
+    pub fn bulk_chunk_size(&self) -> usize {
+        self.ctx.cfg.bulk_chunk_size
     }
 
     /// The bound UDP address.

@@ -112,30 +112,46 @@ pub enum RecvError {
     InAsyncContext,
 }
 
-/// The bounded stream of [`Event`]s of one endpoint. When it is full, readers stop reading
-/// and QUIC flow control pushes back on the senders.
+/// The bounded streams of [`Event`]s of one endpoint: message-lane frames and peer events
+/// in one channel (`inbox_capacity` events), bulk events (chunks, ends, aborts) in a small
+/// one of their own (twice `max_bulk_streams` events). When either is full, its readers stop
+/// reading and QUIC flow control pushes back on the senders, so a snapshot buffers at most
+/// a few chunks here. Receiving prefers the message channel: a frame never waits behind
+/// bulk chunks that arrived before it (bulk events wait while frames are ready, so the two
+/// kinds are ordered only within their own channel).
 #[derive(Debug)]
 pub struct Inbox {
     rx: mpsc::Receiver<Event>,
+    bulk_rx: mpsc::Receiver<Event>,
     /// A thread-less runtime used only to time blocking receives, so they keep working
     /// after the endpoint's runtime has shut down.
     timer: tokio::runtime::Runtime,
 }
 
+/// The next event, message channel first; `None` once both channels are closed and empty.
+async fn next(rx: &mut mpsc::Receiver<Event>, bulk_rx: &mut mpsc::Receiver<Event>) -> Option<Event> {
+    tokio::select! {
+        biased;
+        Some(e) = rx.recv() => Some(e),
+        Some(e) = bulk_rx.recv() => Some(e),
+        else => None,
+    }
+}
+
 impl Inbox {
-    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> std::io::Result<Inbox> {
+    pub(crate) fn new(rx: mpsc::Receiver<Event>, bulk_rx: mpsc::Receiver<Event>) -> std::io::Result<Inbox> {
         let timer = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
-        Ok(Inbox { rx, timer })
+        Ok(Inbox { rx, bulk_rx, timer })
     }
 
     /// Waits for the next event (async).
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        next(&mut self.rx, &mut self.bulk_rx).await
     }
 
     /// The next event if one is ready.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().or_else(|_| self.bulk_rx.try_recv()).ok()
     }
 
     /// Waits up to `timeout` for the next event, blocking this (non-async) thread.
@@ -143,8 +159,8 @@ impl Inbox {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(RecvError::InAsyncContext);
         }
-        let rx = &mut self.rx;
-        match self.timer.block_on(async { tokio::time::timeout(timeout, rx.recv()).await }) {
+        let (rx, bulk_rx) = (&mut self.rx, &mut self.bulk_rx);
+        match self.timer.block_on(async { tokio::time::timeout(timeout, next(rx, bulk_rx)).await }) {
             Ok(Some(e)) => Ok(e),
             Ok(None) => Err(RecvError::Closed),
             Err(_) => Err(RecvError::Timeout),

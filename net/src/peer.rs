@@ -413,3 +413,28 @@ async fn dial(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>) -> Result<Live, DialError>
         Err(_) => Err(DialError::Failed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NetConfig;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut c = NetConfig::new(1);
+        c.backoff_initial = Duration::from_millis(10);
+        c.backoff_max = Duration::from_millis(100);
+        let mut b = Backoff::new(&c.validate().unwrap(), 42);
+        let mut step = Duration::from_millis(10);
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            let d = b.step();
+            assert!(d >= step / 2 && d <= step, "{d:?} outside [{:?}, {step:?}]", step / 2);
+            delays.push(d);
+            step = (step * 2).min(Duration::from_millis(100));
+        }
+        assert!(delays[6..].iter().any(|d| *d > Duration::from_millis(50)), "never reached the cap");
+        b.reset();
+        assert!(b.step() <= Duration::from_millis(10));
+    }
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use flotilla_net::{ClusterCa, DropReason, Event, NetConfig, SendError};
+use flotilla_net::{BulkError, ClusterCa, DropReason, Event, NetConfig, SendError};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -209,4 +209,105 @@ fn dropped_frames_are_reported_to_the_sender() {
     // Oversized frames are refused at send time.
     let big = Bytes::from(vec![0u8; NetConfig::new(1).max_frame_size + 1]);
     assert!(matches!(e1.send(2, 1, big), Err(SendError::TooLarge { .. })));
+}
+
+#[test]
+fn frames_overtake_buffered_snapshot_chunks_and_bulk_buffering_is_bounded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let ca = ClusterCa::generate().unwrap();
+    let mut eps = cluster(&ca, 2);
+    let (_e2, mut inbox2) = eps.pop().unwrap();
+    let (e1, _i1) = eps.pop().unwrap();
+    e1.send(2, 0, Bytes::from_static(b"warm")).unwrap();
+    assert!(wait_for(&mut inbox2, WAIT, |e| matches!(e, Event::Frame { .. })).is_some());
+    // Node 2 reads nothing while node 1 streams 64 chunks of 1 MiB.
+    const CHUNKS: usize = 64;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let bulk = e1.open_bulk(2, 5).unwrap();
+    let counter = sent.clone();
+    let sender = std::thread::spawn(move || {
+        for i in 0..CHUNKS {
+            bulk.send_chunk(Bytes::from(vec![i as u8; 1 << 20])).unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        bulk.finish()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // The receiver buffers a few chunks, then QUIC flow control stops the sender.
+    let before = sent.load(Ordering::SeqCst);
+    assert!(
+        before > 0 && before < CHUNKS,
+        "{before} of {CHUNKS} chunks sent to a receiver that reads nothing"
+    );
+    // A frame sent now is received before the chunks buffered ahead of it.
+    e1.send(2, 1, Bytes::from_static(b"heartbeat")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    match inbox2.recv_timeout(WAIT).unwrap() {
+        Event::Frame { from: 1, payload } => assert_eq!(&payload[..], b"heartbeat"),
+        other => panic!("a frame waited behind buffered bulk events: got {other:?} first"),
+    }
+    let mut chunks = 0;
+    loop {
+        match inbox2.recv_timeout(WAIT).unwrap() {
+            Event::BulkChunk { from: 1, tag: 5, payload } => {
+                assert_eq!(payload, Bytes::from(vec![chunks as u8; 1 << 20]), "chunk {chunks}");
+                chunks += 1;
+            }
+            Event::BulkEnd { from: 1, tag: 5 } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(chunks, CHUNKS);
+    assert_eq!(sender.join().unwrap(), Ok(()));
+}
+
+#[test]
+fn connection_is_opened_lazily_and_kept_alive_while_idle() {
+    let ca = ClusterCa::generate().unwrap();
+    let mut eps = cluster(&ca, 2);
+    let (e2, mut inbox2) = eps.pop().unwrap();
+    let (e1, mut inbox1) = eps.pop().unwrap();
+    // Addresses are known but nothing is to be sent: nobody dials.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!((e1.stats().connections, e2.stats().connections), (0, 0), "dialed without work");
+    assert_eq!(inbox1.try_recv(), None);
+    e1.send(2, 1, Bytes::from_static(b"first")).unwrap();
+    assert!(wait_for(&mut inbox2, WAIT, |e| matches!(e, Event::Frame { .. })).is_some());
+    // Idle for more than two idle timeouts (1.5 s): keep-alives hold the connection.
+    let lost = wait_for(&mut inbox1, Duration::from_millis(3500), |e| matches!(e, Event::PeerDown { .. }));
+    assert_eq!(lost, None, "the idle connection was lost");
+    assert!(!std::iter::from_fn(|| inbox2.try_recv()).any(|e| matches!(e, Event::PeerDown { .. })));
+    e1.send(2, 2, Bytes::from_static(b"second")).unwrap();
+    let got = wait_for(&mut inbox2, WAIT, |e| matches!(e, Event::Frame { .. }));
+    assert_eq!(got, Some(Event::Frame { from: 1, payload: Bytes::from_static(b"second") }));
+    assert_eq!((e1.stats().connections, e2.stats().connections), (1, 1), "the connection was replaced");
+}
+
+#[test]
+fn bulk_stream_reports_failure_to_its_sender() {
+    let ca = ClusterCa::generate().unwrap();
+    // Unreachable: the peer never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = test_config(1, "127.0.0.1:0".parse().unwrap());
+    cfg.connect_timeout = Duration::from_millis(300);
+    let (e1, _i1) = start(cfg.validate().unwrap(), &identity(&ca, 1));
+    e1.set_peer_addr(2, silent.local_addr().unwrap());
+    let bulk = e1.open_bulk(2, 3).unwrap();
+    bulk.send_chunk(Bytes::from_static(b"chunk")).unwrap();
+    assert_eq!(bulk.finish(), Err(BulkError::Unreachable { to: 2, tag: 3 }));
+    drop(e1);
+
+    // Failed: the receiver goes away in the middle of the stream.
+    let mut eps = cluster(&ca, 2);
+    let (e2, mut inbox2) = eps.pop().unwrap();
+    let (e1, _i1) = eps.pop().unwrap();
+    let bulk = e1.open_bulk(2, 4).unwrap();
+    bulk.send_chunk(Bytes::from(vec![1u8; 1 << 20])).unwrap();
+    assert!(wait_for(&mut inbox2, WAIT, |e| matches!(e, Event::BulkChunk { tag: 4, .. })).is_some());
+    e2.shutdown(Duration::from_millis(200));
+    drop(inbox2);
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline && bulk.send_chunk(Bytes::from(vec![2u8; 1 << 20])).is_ok() {}
+    assert!(matches!(bulk.finish(), Err(BulkError::Failed { to: 2, tag: 4, .. })));
 }

@@ -100,6 +100,13 @@ fn flotilla_certs_command_creates_a_working_cluster_pki() {
     // Refuses to overwrite, and refuses node id 0.
     assert!(!Command::new(bin).args(["node", dir.to_str().unwrap(), "3"]).status().unwrap().success());
     assert!(!Command::new(bin).args(["node", dir.to_str().unwrap(), "0"]).status().unwrap().success());
+    // Private keys are readable by their owner only.
+    #[cfg(unix)]
+    for key in ["ca.key", "node-1.key", "node-3.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(key)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{key} has mode {mode:o}");
+    }
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     let id = |n: u64| {
         NodeIdentity::from_pem(

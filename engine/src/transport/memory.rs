@@ -27,6 +27,8 @@ struct Inner {
     nodes: HashMap<NodeId, SyncSender<Delivery>>,
     cut: HashSet<(NodeId, NodeId)>,
     frames: HashMap<(NodeId, NodeId), u64>,
+    /// Joins of each node so far: its incarnation.
+    incarnations: HashMap<NodeId, u64>,
 }
 
 /// A set of in-memory nodes.
@@ -57,18 +59,23 @@ impl MemoryNetwork {
     }
 
     /// Adds node `id` with an inbound queue of `capacity` batches (at least 1); replaces a
-    /// node of the same id (a restart).
+    /// node of the same id (a restart: the others see it down, then up with a new
+    /// incarnation).
     pub fn join(&self, id: NodeId, capacity: usize) -> MemoryTransport {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let mut inner = self.lock();
         let restarted = inner.nodes.insert(id, tx).is_some();
+        let incarnation = {
+            let n = inner.incarnations.entry(id).or_default();
+            *n += 1;
+            *n
+        };
         for (&other, q) in inner.nodes.iter() {
             if other != id {
-                let _ = q.try_send(Delivery::Event(if restarted {
-                    TransportEvent::PeerDown { node: id }
-                } else {
-                    TransportEvent::PeerUp { node: id, incarnation: 1 }
-                }));
+                if restarted {
+                    let _ = q.try_send(Delivery::Event(TransportEvent::PeerDown { node: id }));
+                }
+                let _ = q.try_send(Delivery::Event(TransportEvent::PeerUp { node: id, incarnation }));
             }
         }
         MemoryTransport { id, net: self.clone(), rx, limits: DecodeLimits::default() }

@@ -83,7 +83,8 @@ pub enum TransportError {
         /// The batch's tag.
         tag: u64,
     },
-    /// The encoded batch or snapshot chunk exceeds the transport's frame limit.
+    /// The encoded batch exceeds the transport's frame limit, or an encoded snapshot chunk
+    /// its bulk chunk limit.
     #[error("batch {tag} of {len} bytes exceeds the frame limit")]
     TooLarge {
         /// The batch's tag.

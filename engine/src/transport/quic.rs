@@ -82,6 +82,10 @@ impl Transport for QuicTransport {
             .into_iter()
             .map(|msg| encode_batch(&[WireItem::Msg { group, msg }]))
             .collect::<Result<_, _>>()?;
+        // Refused now rather than failing the stream later with no cause.
+        if let Some(c) = encoded.iter().find(|c| c.len() > self.ep.bulk_chunk_size()) {
+            return Err(TransportError::TooLarge { tag, len: c.len() });
+        }
         let bulk = self.ep.open_bulk(to, tag).map_err(net_err)?;
         let done = self.done_tx.clone();
         std::thread::Builder::new()

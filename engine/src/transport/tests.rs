@@ -398,6 +398,13 @@ fn ten_thousand_groups_one_heartbeat_frame_per_node_pair_and_one_reply() {
     let batches = out1.flush();
     assert_eq!(batches.len(), 2, "one batch per destination node");
     for (to, items) in &batches {
+        let want = if *to == 2 { GROUPS - GROUPS / 10 } else { GROUPS } as usize;
+        assert!(
+            matches!(&items[..], [WireItem::Heartbeats(hs)] if hs.len() == want),
+            "node {to}: the heartbeats are not ONE coalesced item"
+        );
+    }
+    for (to, items) in &batches {
         t1.send(*to, 1, items).unwrap();
     }
     assert_eq!(net.frames(1, 2) - before.0, 1, "exactly one heartbeat frame 1->2");
@@ -491,6 +498,14 @@ fn memory_transport_cut_heal_and_backpressure() {
     assert_eq!(b.recv_timeout(Duration::ZERO), Some(TransportEvent::Items { from: 1, items: hb.clone() }));
     assert_eq!(a.send(2, 0, &hb), Ok(()));
     assert_eq!(a.send(1, 0, &hb), Err(TransportError::InvalidPeer { to: 1 }));
+    // Node 2 restarts: node 1 sees it down, then up with a new incarnation.
+    drop(b);
+    let _b = net.join(2, 2);
+    let events: Vec<_> = std::iter::from_fn(|| a.recv_timeout(Duration::ZERO)).collect();
+    assert_eq!(
+        events,
+        vec![TransportEvent::PeerDown { node: 2 }, TransportEvent::PeerUp { node: 2, incarnation: 2 }]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -560,4 +575,11 @@ fn quic_adapter_carries_batches_and_snapshots() {
     assert_eq!(done, Some(TransportEvent::SnapshotSent { to: 2, tag: 99, ok: true }));
     let not_chunk = vec![Message { from: 1, to: 2, term: 1, body: MessageBody::TimeoutNow }];
     assert_eq!(a.send_snapshot(2, 1, 1, not_chunk), Err(TransportError::NotAChunk));
+    // A chunk whose encoding exceeds the bulk chunk size is refused at once, with its size.
+    let mut big = chunks[0].clone();
+    if let MessageBody::SnapshotChunk(c) = &mut big.body {
+        c.data = Bytes::from(vec![0u8; a.endpoint().bulk_chunk_size()]);
+    }
+    let len = encode_batch(&[WireItem::Msg { group: 5, msg: big.clone() }]).unwrap().len();
+    assert_eq!(a.send_snapshot(2, 100, 5, vec![big]), Err(TransportError::TooLarge { tag: 100, len }));
 }

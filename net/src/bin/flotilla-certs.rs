@@ -14,16 +14,24 @@ use flotilla_net::{ClusterCa, PemPair};
 
 const USAGE: &str = "usage:\n  flotilla-certs init DIR [--nodes 1,2,3]\n  flotilla-certs node DIR ID";
 
-fn write_new(path: &Path, contents: &str) -> Result<(), String> {
-    if path.exists() {
-        return Err(format!("{} exists; refusing to overwrite", path.display()));
-    }
-    fs::write(path, contents).map_err(|e| format!("{}: {e}", path.display()))
+/// Creates `path` (never overwriting: `create_new` fails if it exists, with no window
+/// between check and write). Private keys (`secret`) are readable by their owner only.
+fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), String> {
+    use std::io::Write;
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, if secret { 0o600 } else { 0o644 });
+    let mut f = opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => format!("{} exists; refusing to overwrite", path.display()),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    f.write_all(contents.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn write_node(dir: &Path, id: u64, pair: &PemPair) -> Result<(), String> {
-    write_new(&dir.join(format!("node-{id}.pem")), &pair.cert_pem)?;
-    write_new(&dir.join(format!("node-{id}.key")), &pair.key_pem)?;
+    write_new(&dir.join(format!("node-{id}.pem")), &pair.cert_pem, false)?;
+    write_new(&dir.join(format!("node-{id}.key")), &pair.key_pem, true)?;
     println!("wrote {}/node-{id}.pem and node-{id}.key", dir.display());
     Ok(())
 }
@@ -48,8 +56,8 @@ fn run(args: &[String]) -> Result<(), String> {
             let dir = Path::new(dir);
             fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let ca = ClusterCa::generate().map_err(|e| e.to_string())?;
-            write_new(&dir.join("ca.pem"), &ca.pem().cert_pem)?;
-            write_new(&dir.join("ca.key"), &ca.pem().key_pem)?;
+            write_new(&dir.join("ca.pem"), &ca.pem().cert_pem, false)?;
+            write_new(&dir.join("ca.key"), &ca.pem().key_pem, true)?;
             println!("wrote {}/ca.pem and ca.key", dir.display());
             for id in ids {
                 write_node(dir, id, &ca.issue_node(id).map_err(|e| e.to_string())?)?;
