@@ -1,0 +1,506 @@
+//! The shared WAL against its references, in the same run (issue 3):
+//! 1,000 groups, 128-byte incompressible entries, batches of 256 entries spread across
+//! groups (one entry per group per batch), an fsync per batch; one writer and two writers
+//! (group commit). References: raft-engine 0.4 (default config) on the identical workload
+//! and sync setting, and the raw limit: the same bytes per batch written with pwrite +
+//! fdatasync into an already-written file (and, for reference, with io_uring write linked
+//! to fsync, as flotilla-wal's io_uring backend does). Also the recovery speed of a large log as a
+//! fraction of sequential read bandwidth.
+//!
+//! Criterion measures each variant; a summary pass then runs the variants interleaved
+//! (to share the machine's noise fairly) and prints entries/s, MB/s and the ratios.
+//! Environment: `FLOTILLA_WAL_BENCH_DIR` (default: a temp dir under the target dir's
+//! disk), `FLOTILLA_WAL_BENCH_SECS` (summary seconds per variant and round, default 3),
+//! `FLOTILLA_WAL_BENCH_RECOVERY_MB` (log size for the recovery figure, default 1024; 0
+//! skips it).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use flotilla_wal::{BackendChoice, Wal, WalConfig, WriteBatch};
+use raft::eraftpb::Entry as RaftEntry;
+
+const GROUPS: u64 = 1000;
+const ENTRY: usize = 128;
+const PER_BATCH: usize = 256;
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var("FLOTILLA_WAL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let t = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            PathBuf::from(t).join("wal-bench")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+/// Incompressible payloads (xorshift bytes), reused round-robin.
+fn payloads() -> Arc<Vec<Vec<u8>>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    Arc::new(
+        (0..4096)
+            .map(|_| {
+                (0..ENTRY)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// One writer's stream of batches: round-robin over its share of the groups.
+struct Stream {
+    groups: Vec<u64>,
+    next: Vec<u64>,
+    cursor: usize,
+    p: usize,
+    payloads: Arc<Vec<Vec<u8>>>,
+}
+
+impl Stream {
+    fn new(writer: u64, writers: u64, payloads: Arc<Vec<Vec<u8>>>) -> Stream {
+        let groups: Vec<u64> = (0..GROUPS).filter(|g| g % writers == writer).collect();
+        Stream {
+            next: vec![1; groups.len()],
+            groups,
+            cursor: 0,
+            p: writer as usize * 997,
+            payloads,
+        }
+    }
+
+    /// Calls `f(group, index, payload)` for the 256 entries of the next batch.
+    fn batch(&mut self, mut f: impl FnMut(u64, u64, &[u8])) {
+        for _ in 0..PER_BATCH {
+            let i = self.cursor % self.groups.len();
+            self.cursor += 1;
+            self.p = (self.p + 1) % self.payloads.len();
+            f(self.groups[i], self.next[i], &self.payloads[self.p]);
+            self.next[i] += 1;
+        }
+    }
+}
+
+trait Target: Sync {
+    fn write(&self, s: &mut Stream);
+}
+
+struct Flotilla(Wal);
+
+impl Target for Flotilla {
+    fn write(&self, s: &mut Stream) {
+        let mut b = WriteBatch::new();
+        s.batch(|g, i, d| b.add_entry(g, i, 1, d));
+        self.0.write(b).unwrap();
+    }
+}
+
+#[derive(Clone)]
+struct Ext;
+impl raft_engine::MessageExt for Ext {
+    type Entry = RaftEntry;
+    fn index(e: &RaftEntry) -> u64 {
+        e.index
+    }
+}
+
+struct RaftEngine(raft_engine::Engine);
+
+impl Target for RaftEngine {
+    fn write(&self, s: &mut Stream) {
+        let mut lb = raft_engine::LogBatch::default();
+        // raft-engine takes entries per region: one add per (group, entry).
+        s.batch(|g, i, d| {
+            let e = RaftEntry {
+                index: i,
+                term: 1,
+                data: d.to_vec().into(),
+                ..Default::default()
+            };
+            lb.add_entries::<Ext>(g, &[e]).unwrap();
+        });
+        self.0.write(&mut lb, true).unwrap();
+    }
+}
+
+/// The raw limit: `bytes` per batch, pwrite + fdatasync, into an already-written file.
+struct Raw {
+    file: File,
+    size: u64,
+    bytes: Vec<u8>,
+    off: parking_lot::Mutex<u64>,
+}
+
+impl Raw {
+    fn new(dir: &Path, bytes: usize) -> Raw {
+        let size = 256u64 << 20;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("raw"))
+            .unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for i in 0..(size >> 20) {
+            file.write_all_at(&zeros, i << 20).unwrap();
+        }
+        file.sync_all().unwrap();
+        let p = payloads();
+        let data = (0..bytes)
+            .map(|i| p[i / ENTRY % p.len()][i % ENTRY])
+            .collect();
+        Raw {
+            file,
+            size,
+            bytes: data,
+            off: parking_lot::Mutex::new(0),
+        }
+    }
+}
+
+impl Target for Raw {
+    fn write(&self, _s: &mut Stream) {
+        let mut off = self.off.lock();
+        if *off + self.bytes.len() as u64 > self.size {
+            *off = 0;
+        }
+        self.file.write_all_at(&self.bytes, *off).unwrap();
+        self.file.sync_data().unwrap();
+        *off += self.bytes.len() as u64;
+    }
+}
+
+/// A second raw reference: the same bytes with io_uring, write linked to
+/// fsync(DATASYNC), submitted from one long-lived thread like flotilla-wal's writer (a
+/// ring used from short-lived threads would pay for new io-wq workers each time).
+struct RawUring {
+    tx: parking_lot::Mutex<crossbeam_channel::Sender<crossbeam_channel::Sender<()>>>,
+}
+
+impl RawUring {
+    fn new(raw: Raw) -> RawUring {
+        let (tx, rx) = crossbeam_channel::unbounded::<crossbeam_channel::Sender<()>>();
+        std::thread::spawn(move || {
+            use io_uring::{opcode, squeue, types};
+            use std::os::fd::AsRawFd;
+            let mut ring = io_uring::IoUring::new(8).unwrap();
+            let fd = types::Fd(raw.file.as_raw_fd());
+            let mut off = 0u64;
+            for done in rx {
+                if off + raw.bytes.len() as u64 > raw.size {
+                    off = 0;
+                }
+                let w = opcode::Write::new(fd, raw.bytes.as_ptr(), raw.bytes.len() as u32)
+                    .offset(off)
+                    .build()
+                    .flags(squeue::Flags::IO_LINK)
+                    .user_data(1);
+                let f = opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build()
+                    .user_data(2);
+                // SAFETY: the buffer outlives the submission; we wait for both completions.
+                unsafe {
+                    ring.submission().push(&w).unwrap();
+                    ring.submission().push(&f).unwrap();
+                }
+                ring.submit_and_wait(2).unwrap();
+                let res: Vec<i32> = ring.completion().map(|c| c.result()).collect();
+                assert_eq!(res.len(), 2);
+                assert!(res.iter().all(|r| *r >= 0), "{res:?}");
+                off += raw.bytes.len() as u64;
+                let _ = done.send(());
+            }
+        });
+        RawUring {
+            tx: parking_lot::Mutex::new(tx),
+        }
+    }
+}
+
+impl Target for RawUring {
+    fn write(&self, _s: &mut Stream) {
+        let (dtx, drx) = crossbeam_channel::bounded(1);
+        self.tx.lock().send(dtx).unwrap();
+        drx.recv().unwrap();
+    }
+}
+
+/// Runs `batches_per_writer` batches on each of `writers` threads; returns elapsed time.
+fn run(t: &dyn Target, streams: &mut [Stream], batches_per_writer: u64) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|sc| {
+        for s in streams.iter_mut() {
+            sc.spawn(move || {
+                for _ in 0..batches_per_writer {
+                    t.write(s);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+struct Variant {
+    name: String,
+    target: Box<dyn Target>,
+    streams: Vec<Stream>,
+    _dir: tempfile::TempDir,
+}
+
+fn flotilla_config(dir: &Path) -> WalConfig {
+    let mut c = WalConfig::new(dir);
+    c.backend = match BackendChoice::from_env() {
+        BackendChoice::Auto => BackendChoice::Auto,
+        b => b,
+    };
+    c
+}
+
+fn variants(bytes_per_batch: usize) -> Vec<Variant> {
+    let p = payloads();
+    let mut out = Vec::new();
+    for writers in [1u64, 2] {
+        let streams = |p: &Arc<Vec<Vec<u8>>>| {
+            (0..writers)
+                .map(|w| Stream::new(w, writers, p.clone()))
+                .collect::<Vec<_>>()
+        };
+        let dir = bench_dir();
+        let wal = Wal::open(flotilla_config(dir.path())).unwrap();
+        let name = format!("flotilla-wal ({:?}) x{writers}", wal.backend());
+        out.push(Variant {
+            name,
+            target: Box::new(Flotilla(wal)),
+            streams: streams(&p),
+            _dir: dir,
+        });
+        let dir = bench_dir();
+        let cfg = raft_engine::Config {
+            dir: dir.path().to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        out.push(Variant {
+            name: format!("raft-engine 0.4 x{writers}"),
+            target: Box::new(RaftEngine(raft_engine::Engine::open(cfg).unwrap())),
+            streams: streams(&p),
+            _dir: dir,
+        });
+        let dir = bench_dir();
+        out.push(Variant {
+            name: format!("raw pwrite+fdatasync x{writers}"),
+            target: Box::new(Raw::new(dir.path(), bytes_per_batch)),
+            streams: streams(&p),
+            _dir: dir,
+        });
+        let dir = bench_dir();
+        out.push(Variant {
+            name: format!("raw io_uring write+fsync x{writers}"),
+            target: Box::new(RawUring::new(Raw::new(dir.path(), bytes_per_batch))),
+            streams: streams(&p),
+            _dir: dir,
+        });
+    }
+    out
+}
+
+/// Bytes flotilla-wal writes per batch on this workload.
+fn flotilla_bytes_per_batch() -> usize {
+    let dir = bench_dir();
+    let wal = Wal::open(flotilla_config(dir.path())).unwrap();
+    let mut s = Stream::new(0, 1, payloads());
+    let t = Flotilla(wal);
+    for _ in 0..64 {
+        t.write(&mut s);
+    }
+    let st = t.0.stats();
+    ((st.written_bytes - 64) / st.batches) as usize
+}
+
+fn bench(c: &mut Criterion) {
+    let bytes = flotilla_bytes_per_batch();
+    eprintln!(
+        "flotilla-wal writes {bytes} bytes per batch of {PER_BATCH} entries ({} per entry)",
+        bytes / PER_BATCH
+    );
+    let mut vs = variants(bytes);
+    {
+        let mut g = c.benchmark_group("wal_1000_groups_256x128B_fsync_per_batch");
+        g.sample_size(10);
+        g.warm_up_time(Duration::from_secs(1));
+        g.measurement_time(Duration::from_secs(4));
+        for v in vs.iter_mut() {
+            let writers = v.streams.len() as u64;
+            g.throughput(Throughput::Elements(PER_BATCH as u64 * writers));
+            let target = &*v.target;
+            let streams = &mut v.streams;
+            g.bench_function(v.name.as_str(), |b| {
+                b.iter_custom(|iters| run(target, streams, iters))
+            });
+        }
+        g.finish();
+    }
+    summary(&mut vs, bytes);
+    recovery();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Interleaved rounds; prints median entries/s and MB/s, and the median of the per-round
+/// ratios (each ratio compares runs made back to back, which keeps the shared disk's
+/// drifting speed out of it as far as possible).
+fn summary(vs: &mut [Variant], bytes: usize) {
+    let secs: f64 = std::env::var("FLOTILLA_WAL_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let rounds: usize = std::env::var("FLOTILLA_WAL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    if rounds == 0 {
+        return;
+    }
+    let mut rates = vec![Vec::new(); vs.len()];
+    for _round in 0..rounds {
+        for (i, v) in vs.iter_mut().enumerate() {
+            let start = Instant::now();
+            let (mut n, mut t) = (0u64, Duration::ZERO);
+            while start.elapsed().as_secs_f64() < secs {
+                t += run(&*v.target, &mut v.streams, 8);
+                n += 8 * v.streams.len() as u64;
+            }
+            rates[i].push(n as f64 * PER_BATCH as f64 / t.as_secs_f64());
+        }
+    }
+    let ratio = |i: usize, j: usize| {
+        median(
+            rates[i]
+                .iter()
+                .zip(rates[j].iter())
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    };
+    println!(
+        "\n## WAL summary ({bytes} bytes per batch; medians of {rounds} interleaved rounds of {secs}s per variant)\n"
+    );
+    println!("| variant | entries/s | MB/s (payload) | MB/s (written) | vs raft-engine | vs raw pwrite | vs raw io_uring |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (i, v) in vs.iter().enumerate() {
+        let base = i - i % 4;
+        let e = median(rates[i].clone());
+        println!(
+            "| {} | {:.0} | {:.1} | {:.1} | {:.2}x | {:.0}% | {:.0}% |",
+            v.name,
+            e,
+            e * ENTRY as f64 / 1e6,
+            e / PER_BATCH as f64 * bytes as f64 / 1e6,
+            ratio(i, base + 1),
+            100.0 * ratio(i, base + 2),
+            100.0 * ratio(i, base + 3)
+        );
+    }
+}
+
+/// Recovery of a large log, as a fraction of sequential read bandwidth (page cache warm
+/// for both; and cold for both when the page cache can be dropped).
+fn recovery() {
+    let mb: u64 = std::env::var("FLOTILLA_WAL_BENCH_RECOVERY_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    if mb == 0 {
+        return;
+    }
+    let dir = bench_dir();
+    {
+        let wal = Wal::open(flotilla_config(dir.path())).unwrap();
+        let mut streams = [Stream::new(0, 1, payloads())];
+        let t = Flotilla(wal);
+        let mut pending = Vec::new();
+        while t.0.stats().written_bytes < mb << 20 {
+            // Pipelined submissions: group commit makes the setup fast.
+            let mut b = WriteBatch::new();
+            streams[0].batch(|g, i, d| b.add_entry(g, i, 1, d));
+            pending.push(t.0.submit(b).unwrap());
+            if pending.len() >= 64 {
+                for p in pending.drain(..) {
+                    p.wait().unwrap();
+                }
+            }
+        }
+        for p in pending.drain(..) {
+            p.wait().unwrap();
+        }
+    }
+    let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    let read_all = || {
+        let mut buf = vec![0u8; 8 << 20];
+        let mut n = 0u64;
+        for f in &files {
+            let file = File::open(f).unwrap();
+            let mut off = 0;
+            loop {
+                let r = file.read_at(&mut buf, off).unwrap();
+                if r == 0 {
+                    break;
+                }
+                off += r as u64;
+                n += r as u64;
+            }
+        }
+        n
+    };
+    let drop_caches = || std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+    for cold in [false, true] {
+        if cold && !drop_caches() {
+            println!("(cannot drop the page cache here: cold figures skipped)");
+            break;
+        }
+        let t = Instant::now();
+        let n = read_all();
+        let read_s = t.elapsed().as_secs_f64();
+        if cold {
+            drop_caches();
+        }
+        let t = Instant::now();
+        let wal = Wal::open(flotilla_config(dir.path())).unwrap();
+        let open_s = t.elapsed().as_secs_f64();
+        let rec = wal.recovered_bytes();
+        drop(wal);
+        println!(
+            "recovery ({}): {:.0} MiB of log in {:.2}s = {:.0} MB/s; sequential read of the {} files ({:.0} MiB) {:.0} MB/s; recovery = {:.0}% of read bandwidth",
+            if cold { "cold cache" } else { "warm cache" },
+            rec as f64 / 1048576.0,
+            open_s,
+            rec as f64 / open_s / 1e6,
+            files.len(),
+            n as f64 / 1048576.0,
+            n as f64 / read_s / 1e6,
+            100.0 * (rec as f64 / open_s) / (n as f64 / read_s)
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,118 @@
+//! The file-system seam: every file and directory operation of the WAL goes through the
+//! [`FileSystem`] trait, so tests can inject faults ([`crate::fault::FaultFs`]).
+//!
+//! Owns: the trait, the fault hooks both I/O backends call at submission and completion,
+//! and [`StdFs`], the real implementation. Never: decides what to write, or retries.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+/// What a write submission should suffer (decided by [`FileSystem::before_write`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFault {
+    /// Write normally.
+    None,
+    /// Write only the first `n` bytes and report a short write of `n` (the writer must
+    /// go on with the rest).
+    Short(usize),
+    /// Write only the first `n` bytes, then fail with EIO (a torn write).
+    Torn(usize),
+    /// Write nothing and fail with EIO.
+    Eio,
+}
+
+/// What a sync should suffer (decided by [`FileSystem::before_sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncFault {
+    /// Sync normally.
+    None,
+    /// Do not sync; fail with EIO.
+    Eio,
+    /// Do not sync; fail with ECANCELED (a linked io_uring fsync cancelled).
+    Canceled,
+}
+
+/// Every file-system operation the WAL performs. Implementations must be cheap to call
+/// from the writer thread. The `before_*`/`after_*` hooks are called by both I/O backends
+/// around each write and data sync; the default hooks inject nothing.
+pub trait FileSystem: Send + Sync + 'static {
+    /// Creates `dir` and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the entries of `dir` (file names only).
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens `path` for reading and writing; creates it (empty) when `create`.
+    fn open(&self, path: &Path, create: bool) -> io::Result<File>;
+    /// Sets the length of a file that is not mapped (used only while creating one).
+    fn set_len(&self, path: &Path, file: &File, len: u64) -> io::Result<()>;
+    /// Renames a file.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, deletions) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Called before `len` bytes at `offset` of `path` are submitted for writing.
+    fn before_write(&self, path: &Path, file: &File, offset: u64, len: usize) -> WriteFault {
+        let _ = (path, file, offset, len);
+        WriteFault::None
+    }
+    /// Called after a write of `path` completed (successfully or not).
+    fn after_write(&self, path: &Path, result: &io::Result<usize>) {
+        let _ = (path, result);
+    }
+    /// Called before a data sync of `path` is submitted.
+    fn before_sync(&self, path: &Path) -> SyncFault {
+        let _ = path;
+        SyncFault::None
+    }
+    /// Called after a data sync of `path` completed.
+    fn after_sync(&self, path: &Path, result: &io::Result<()>) {
+        let _ = (path, result);
+    }
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+impl FileSystem for StdFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if let Some(n) = e.file_name().to_str() {
+                out.push(n.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)
+    }
+
+    fn set_len(&self, _path: &Path, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}

@@ -1,0 +1,127 @@
+//! [`Preallocator`]: the background thread that keeps spare segments ready ahead of the
+//! writer and frees retired ones, so that neither zero-filling nor deleting happens on the
+//! write path.
+//!
+//! Owns: turning retired segments into spares (recycling: new sequence number and salt)
+//! or deleting them, and creating zero-filled spares when none can be recycled. A segment
+//! is recycled or deleted only once no reader holds its map (its `Arc` is unique) and only
+//! then leaves the log state, after its old identity is durably gone. Never: touches the
+//! active segment, or truncates a file.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::segment::Segment;
+use crate::shared::Shared;
+
+/// The preallocator thread.
+pub(crate) struct Preallocator {
+    shared: Arc<Shared>,
+}
+
+impl Preallocator {
+    pub(crate) fn new(shared: Arc<Shared>) -> Preallocator {
+        Preallocator { shared }
+    }
+
+    /// Runs until asked to stop.
+    pub(crate) fn run(self) {
+        let mut backoff = Duration::from_millis(10);
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let r = self.step();
+            self.shared
+                .prealloc_failing
+                .store(r.is_err(), Ordering::Release);
+            if r.is_err() {
+                // Let a writer waiting for a spare know it should not wait any longer.
+                self.shared.spares_cv.notify_all();
+            }
+            match r {
+                Ok(true) => {
+                    backoff = Duration::from_millis(10);
+                    continue;
+                }
+                Ok(false) => {
+                    backoff = Duration::from_millis(10);
+                }
+                Err(e) => {
+                    log::warn!("flotilla-wal: preallocator i/o error (will retry): {e}");
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+            self.shared
+                .wait_kick(backoff.max(Duration::from_millis(100)));
+        }
+    }
+
+    /// One unit of work; returns whether it did something.
+    pub(crate) fn step(&self) -> std::io::Result<bool> {
+        let cfg = &self.shared.cfg;
+        let fs = &*self.shared.fs;
+        // Take one retired segment no reader maps any more.
+        let taken = {
+            let mut st = self.shared.state.write();
+            let seq = st
+                .segs
+                .iter()
+                .find(|(_, s)| {
+                    s.retired && s.seg.as_ref().is_some_and(|a| Arc::strong_count(a) == 1)
+                })
+                .map(|(k, _)| *k);
+            seq.and_then(|k| {
+                st.segs
+                    .get_mut(&k)
+                    .and_then(|s| s.seg.take().map(|a| (k, a)))
+            })
+        };
+        if let Some((seq, arc)) = taken {
+            let seg = match Arc::try_unwrap(arc) {
+                Ok(s) => s,
+                Err(a) => {
+                    // Cannot happen (count was 1 under the lock); put it back.
+                    if let Some(s) = self.shared.state.write().segs.get_mut(&seq) {
+                        s.seg = Some(a);
+                    }
+                    return Ok(false);
+                }
+            };
+            let keep = self.shared.spares.lock().len() < cfg.spare_segments + cfg.recycle_pool;
+            let path = seg.path.clone();
+            let result = if keep {
+                let new_seq = self.shared.next_seq.fetch_add(1, Ordering::SeqCst);
+                seg.recycle(fs, &cfg.dir, new_seq).map(Some)
+            } else {
+                drop(seg);
+                fs.remove(&path)
+                    .and_then(|_| fs.sync_dir(&cfg.dir))
+                    .map(|_| None)
+            };
+            match result {
+                Ok(spare) => {
+                    // The old identity is durably gone: forget the segment.
+                    self.shared.state.write().segs.remove(&seq);
+                    if let Some(s) = spare {
+                        self.shared.recycled.fetch_add(1, Ordering::Relaxed);
+                        self.shared.spares.lock().push_back(s);
+                        self.shared.spares_cv.notify_all();
+                    }
+                    return Ok(true);
+                }
+                Err(e) => {
+                    log::warn!("flotilla-wal: freeing {} failed: {e}", path.display());
+                    return Err(e);
+                }
+            }
+        }
+        if self.shared.spares.lock().len() < cfg.spare_segments {
+            let seq = self.shared.next_seq.fetch_add(1, Ordering::SeqCst);
+            let seg = Segment::create(fs, &cfg.dir, seq, cfg.segment_size)?;
+            self.shared.created.fetch_add(1, Ordering::Relaxed);
+            self.shared.spares.lock().push_back(seg);
+            self.shared.spares_cv.notify_all();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}

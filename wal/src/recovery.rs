@@ -1,0 +1,413 @@
+//! [`Recovery`]: rebuilds the log state from the segment files at open.
+//!
+//! Owns: the scan order, verification of every header and record, the torn-tail rule, and
+//! cleaning up what a crash left (half-made spares, a torn tail, unacknowledged batches
+//! written past it). Never: skips a bad record silently; writes anything but that cleanup.
+//!
+//! # The torn-tail rule
+//! Segments are read in sequence order, batches one after another from each segment's
+//! header. The writer syncs each write before the next, and before moving to a new
+//! segment it writes and syncs a *seal* batch at the end of the old one. A seal ends a
+//! segment cleanly and the scan goes on in the next existing segment (segments between
+//! may have been freed). Each batch header records the log position known durable when
+//! it was written (normally its own start). The scan stops at the first position `X`
+//! where no valid batch starts, before any seal. `X` is the end of the log, unless a
+//! valid batch found later (at any byte offset of the rest of that segment, or anywhere
+//! in later segments) claims a durable position past `X`:
+//! - if one does, the data at `X` had been synced before it went bad: the open fails
+//!   with [`OpenError::Corrupt`] naming the file and offset;
+//! - otherwise `X` is a torn tail (a batch is all or nothing): valid batches after it were
+//!   never acknowledged; those in `X`'s segment are zeroed and later segments holding any
+//!   are deleted, so none can come back once new batches are written from `X`.
+//!
+//! When every segment is sealed, the log continues in a new segment.
+//! A corrupt final batch with nothing after it is therefore a torn tail.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::backend::{datasync, pwrite_all};
+use crate::codec::{
+    HeaderError, Record, RecordBody, RecordCodec, BATCH_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::config::WalConfig;
+use crate::error::OpenError;
+use crate::fs::FileSystem;
+use crate::index::{EntryLoc, RecLoc};
+use crate::segment::{parse_segment_name, Segment, PREALLOC_SUFFIX, RECYCLE_SUFFIX};
+use crate::state::{Applied, LogState, SegInfo};
+use crate::types::Position;
+
+/// The result of recovery.
+pub(crate) struct Recovered {
+    pub state: LogState,
+    pub active: Arc<Segment>,
+    pub pos: u64,
+    pub durable: Position,
+    pub spares: Vec<Segment>,
+    pub next_seq: u64,
+    /// Bytes of valid batches scanned.
+    pub scanned: u64,
+}
+
+/// Recovery of a log directory.
+pub(crate) struct Recovery<'a> {
+    cfg: &'a WalConfig,
+    fs: &'a dyn FileSystem,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A valid batch found while scanning: (offset, length, durable claim).
+type Found = (u64, u64, Position);
+
+/// Decodes the batch at `off` of a segment, fully verified.
+fn read_batch(seg: &Segment, off: u64) -> Result<(u64, Position, Vec<Record>, bool), HeaderError> {
+    let bytes = seg.bytes();
+    let end = (seg.size as usize).min(bytes.len());
+    let start = off as usize;
+    let b = bytes.get(start..end).ok_or(HeaderError::Truncated)?;
+    let h = RecordCodec::decode_batch(b, seg.seed)?;
+    let recs = RecordCodec::decode_records(
+        &b[BATCH_HEADER_LEN..h.len],
+        start + BATCH_HEADER_LEN,
+        h.count,
+        seg.seed,
+    )?;
+    Ok((h.len as u64, h.durable, recs, h.sealed))
+}
+
+/// Every valid batch starting at any offset in `[from, size)` of `seg`.
+fn scan_valid(seg: &Segment, from: u64) -> Result<Vec<Found>, OpenError> {
+    let bytes = seg.bytes();
+    let end = (seg.size as usize).min(bytes.len());
+    let mut out = Vec::new();
+    let mut o = from as usize;
+    while o + BATCH_HEADER_LEN <= end {
+        if RecordCodec::has_batch_magic(&bytes[o..]) {
+            match read_batch(seg, o as u64) {
+                Ok((len, durable, _, _)) => out.push((o as u64, len, durable)),
+                Err(HeaderError::NewerVersion(v)) => {
+                    return Err(OpenError::NewerFormat {
+                        file: seg.path.clone(),
+                        offset: o as u64,
+                        version: v,
+                    })
+                }
+                Err(_) => {}
+            }
+        }
+        o += 1;
+    }
+    Ok(out)
+}
+
+/// Converts a verified record of segment `seg` into the operation it applies.
+pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>> {
+    let seq = seg.seq;
+    let locs = |entries: &[(u64, u32, u32)]| {
+        entries
+            .iter()
+            .map(|&(term, off, len)| EntryLoc {
+                term,
+                seg: seq,
+                off,
+                len,
+            })
+            .collect::<Vec<_>>()
+    };
+    let rec = RecLoc {
+        seg: seq,
+        len: r.len,
+    };
+    Some(match &r.body {
+        RecordBody::Entries { first, entries } => Applied::Entries {
+            group: r.group,
+            first: *first,
+            locs: locs(entries),
+            rewrite_last: None,
+            payloads: None,
+        },
+        RecordBody::Rewrite {
+            last,
+            first,
+            entries,
+        } => Applied::Entries {
+            group: r.group,
+            first: *first,
+            locs: locs(entries),
+            rewrite_last: Some(*last),
+            payloads: None,
+        },
+        RecordBody::HardState(hs) => Applied::HardState {
+            group: r.group,
+            hs: *hs,
+            rec,
+        },
+        RecordBody::Meta(off, len) => Applied::Meta {
+            group: r.group,
+            data: seg
+                .bytes()
+                .get(*off as usize..(*off as usize + *len as usize))?,
+            rec,
+        },
+        RecordBody::Compact { index, last } => Applied::Compact {
+            group: r.group,
+            index: *index,
+            last: *last,
+            rec,
+        },
+        RecordBody::Remove => Applied::Remove {
+            group: r.group,
+            seg: seq,
+        },
+    })
+}
+
+impl<'a> Recovery<'a> {
+    pub(crate) fn new(cfg: &'a WalConfig, fs: &'a dyn FileSystem) -> Recovery<'a> {
+        Recovery { cfg, fs }
+    }
+
+    fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> OpenError {
+        OpenError::Corrupt {
+            file: file.to_path_buf(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Recovers the log in the configured directory (creating an empty one if needed).
+    pub(crate) fn run(&self) -> Result<Recovered, OpenError> {
+        let dir = &self.cfg.dir;
+        let fs = self.fs;
+        fs.create_dir_all(dir).map_err(io_err(dir))?;
+        let names = fs.list(dir).map_err(io_err(dir))?;
+        let mut seqs = Vec::new();
+        let mut strays = false;
+        for n in &names {
+            if n.ends_with(PREALLOC_SUFFIX) || n.ends_with(RECYCLE_SUFFIX) {
+                let p = dir.join(n);
+                fs.remove(&p).map_err(io_err(&p))?;
+                strays = true;
+            } else if let Some(seq) = parse_segment_name(n) {
+                seqs.push(seq);
+            }
+        }
+        if strays {
+            fs.sync_dir(dir).map_err(io_err(dir))?;
+        }
+        seqs.sort_unstable();
+        let mut state = LogState::new(self.cfg.cache_bytes);
+        if seqs.is_empty() {
+            let seg = Segment::create(fs, dir, 1, self.cfg.segment_size).map_err(io_err(dir))?;
+            let seg = Arc::new(seg);
+            state.active = 1;
+            state
+                .segs
+                .insert(1, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
+            return Ok(Recovered {
+                state,
+                active: seg,
+                pos: SEGMENT_HEADER_LEN as u64,
+                durable: Position {
+                    seq: 1,
+                    offset: SEGMENT_HEADER_LEN as u64,
+                },
+                spares: Vec::new(),
+                next_seq: 2,
+                scanned: 0,
+            });
+        }
+        let mut segs: Vec<Arc<Segment>> = Vec::with_capacity(seqs.len());
+        for &seq in &seqs {
+            let path: PathBuf = dir.join(crate::segment::segment_name(seq));
+            let (file, map) = Segment::open(fs, &path).map_err(io_err(&path))?;
+            let h = match RecordCodec::decode_segment_header(&map) {
+                Ok(h) => h,
+                Err(HeaderError::NewerVersion(version)) => {
+                    return Err(OpenError::NewerFormat {
+                        file: path,
+                        offset: 0,
+                        version,
+                    })
+                }
+                Err(e) => return Err(Self::corrupt(&path, 0, format!("segment header: {e}"))),
+            };
+            if h.seq != seq {
+                return Err(Self::corrupt(
+                    &path,
+                    0,
+                    format!("header names segment {} in file of segment {seq}", h.seq),
+                ));
+            }
+            segs.push(Arc::new(Segment::from_parts(path, file, map, &h)));
+        }
+        // Sequential scan: batches in order; a seal ends a segment cleanly.
+        let mut scanned = 0u64;
+        let mut tail = None;
+        for (i, seg) in segs.iter().enumerate() {
+            state.segs.insert(
+                seg.seq,
+                SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64),
+            );
+            let mut off = SEGMENT_HEADER_LEN as u64;
+            let mut sealed = false;
+            loop {
+                match read_batch(seg, off) {
+                    Ok((len, _, recs, seal)) => {
+                        for r in &recs {
+                            if let Some(op) = to_applied(seg, r) {
+                                state.apply(op);
+                            }
+                        }
+                        off += len;
+                        scanned += len;
+                        if let Some(s) = state.segs.get_mut(&seg.seq) {
+                            s.written = off;
+                        }
+                        if seal {
+                            sealed = true;
+                            break;
+                        }
+                    }
+                    Err(HeaderError::NewerVersion(version)) => {
+                        return Err(OpenError::NewerFormat {
+                            file: seg.path.clone(),
+                            offset: off,
+                            version,
+                        })
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !sealed {
+                tail = Some((i, off));
+                break;
+            }
+        }
+        let tail = match tail {
+            Some(t) => t,
+            None => {
+                // Every segment is sealed: the log continues in a new one.
+                let seq = seqs.last().copied().unwrap_or(0) + 1;
+                let seg = Arc::new(
+                    Segment::create(fs, dir, seq, self.cfg.segment_size).map_err(io_err(dir))?,
+                );
+                state
+                    .segs
+                    .insert(seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
+                seqs.push(seq);
+                segs.push(seg);
+                (segs.len() - 1, SEGMENT_HEADER_LEN as u64)
+            }
+        };
+        let (ti, toff) = tail;
+        let x = Position {
+            seq: segs[ti].seq,
+            offset: toff,
+        };
+        // The torn-tail rule: look at every valid batch after X.
+        let mut zero_to = toff;
+        let mut doomed = Vec::new();
+        for (j, seg) in segs.iter().enumerate().skip(ti) {
+            let from = if j == ti {
+                toff + 1
+            } else {
+                SEGMENT_HEADER_LEN as u64
+            };
+            let found = scan_valid(seg, from)?;
+            for &(o, len, durable) in &found {
+                if durable > x {
+                    return Err(Self::corrupt(
+                        &segs[ti].path,
+                        toff,
+                        format!(
+                            "invalid batch, but a later valid batch (segment {} offset {o}) \
+                             was written after it was durable",
+                            seg.seq
+                        ),
+                    ));
+                }
+                if j == ti {
+                    zero_to = zero_to.max(o + len);
+                }
+            }
+            if j > ti && !found.is_empty() {
+                doomed.push(j);
+            }
+        }
+        let active = segs[ti].clone();
+        if zero_to > toff {
+            log::warn!(
+                "flotilla-wal: zeroing {} bytes of unacknowledged batches after the torn tail of {}",
+                zero_to - toff,
+                active.path.display()
+            );
+            let zeros = vec![0u8; (zero_to - toff) as usize];
+            pwrite_all(fs, &active.path, &active.file, toff, &zeros)
+                .and_then(|_| datasync(fs, &active.path, &active.file))
+                .map_err(io_err(&active.path))?;
+        }
+        if toff > SEGMENT_HEADER_LEN as u64 || ti > 0 {
+            log::info!(
+                "flotilla-wal: recovered {} segments, log ends at segment {} offset {toff}",
+                ti + 1,
+                x.seq
+            );
+        }
+        for (g, gi) in &state.groups {
+            if let Some(index) = gi.first_hole() {
+                return Err(Self::corrupt(
+                    dir,
+                    0,
+                    format!("group {g}: no record of entry {index} was found"),
+                ));
+            }
+        }
+        let next_seq = seqs.last().copied().unwrap_or(0) + 1;
+        let mut spares = Vec::new();
+        let later: Vec<Arc<Segment>> = segs.drain(ti + 1..).collect();
+        drop(segs);
+        for (k, seg) in later.into_iter().enumerate() {
+            let j = ti + 1 + k;
+            state.segs.remove(&seg.seq);
+            if doomed.contains(&j) {
+                log::warn!(
+                    "flotilla-wal: deleting {} (unacknowledged batches after the torn tail)",
+                    seg.path.display()
+                );
+                let path = seg.path.clone();
+                drop(seg);
+                fs.remove(&path).map_err(io_err(&path))?;
+                fs.sync_dir(dir).map_err(io_err(dir))?;
+            } else {
+                match Arc::try_unwrap(seg) {
+                    Ok(s) => spares.push(s),
+                    Err(_) => {
+                        return Err(Self::corrupt(
+                            dir,
+                            0,
+                            "internal: spare segment still shared",
+                        ))
+                    }
+                }
+            }
+        }
+        state.active = x.seq;
+        Ok(Recovered {
+            state,
+            active,
+            pos: toff,
+            durable: x,
+            spares,
+            next_seq,
+            scanned,
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! [`Shared`]: the state the API handle, the writer thread and the preallocator thread
+//! share: configuration, file system, the in-memory log state, the spare segments and
+//! the poison flag.
+//!
+//! Owns: nothing but these shared values and the signalling between threads. Never:
+//! performs I/O.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::config::WalConfig;
+use crate::fs::FileSystem;
+use crate::segment::Segment;
+use crate::state::LogState;
+
+/// Values shared by the WAL's threads.
+pub(crate) struct Shared {
+    pub cfg: WalConfig,
+    pub fs: Arc<dyn FileSystem>,
+    pub state: RwLock<LogState>,
+    /// Set after a failed write or fsync: no further write is accepted.
+    pub poisoned: AtomicBool,
+    /// Preallocated segments, in increasing sequence order.
+    pub spares: Mutex<VecDeque<Segment>>,
+    /// Signalled when a spare is added (writer waits) or needed / a segment retired
+    /// (preallocator waits).
+    pub spares_cv: Condvar,
+    pub work_cv: Condvar,
+    pub work: Mutex<bool>,
+    /// Next sequence number to give a new or recycled segment.
+    pub next_seq: AtomicU64,
+    /// Asks the preallocator to stop.
+    pub stop: AtomicBool,
+    /// Data syncs of group-commit writes.
+    pub syncs: AtomicU64,
+    /// Group-commit writes.
+    pub writes: AtomicU64,
+    /// Batches made durable.
+    pub batches: AtomicU64,
+    /// Segments created by zero-filling.
+    pub created: AtomicU64,
+    /// Segments recycled.
+    pub recycled: AtomicU64,
+    /// Set while the preallocator's last attempt failed (the writer then stops waiting
+    /// for it).
+    pub prealloc_failing: AtomicBool,
+}
+
+impl Shared {
+    /// Wakes the preallocator.
+    pub(crate) fn kick(&self) {
+        let mut w = self.work.lock();
+        *w = true;
+        self.work_cv.notify_all();
+    }
+
+    /// Waits (at most `d`) for a kick; returns whether one came.
+    pub(crate) fn wait_kick(&self, d: Duration) -> bool {
+        let mut w = self.work.lock();
+        if !*w {
+            let _ = self.work_cv.wait_for(&mut w, d);
+        }
+        std::mem::replace(&mut *w, false)
+    }
+
+    /// Whether writes are refused.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,475 @@
+//! [`Wal`]: the handle to one node's write-ahead log, shared by every worker.
+//!
+//! Owns: opening (config check, backend choice, recovery, starting the writer and
+//! preallocator threads), the submission API (blocking and non-blocking), the read API,
+//! compaction requests and reports, and an orderly shutdown on drop. Never: writes to a
+//! file itself (the writer thread does), or blocks a reader on an fsync.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::backend::{BackendKind, IoBackend, PwriteBackend};
+use crate::batch::WriteBatch;
+use crate::codec::{BATCH_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::config::{BackendChoice, WalConfig};
+use crate::error::{OpenError, ReadError, WriteError};
+use crate::fs::{FileSystem, StdFs};
+use crate::prealloc::Preallocator;
+use crate::recovery::Recovery;
+use crate::shared::Shared;
+use crate::types::{Entry, HardState};
+use crate::writer::{Cmd, MaintainReport, SegmentWriter, Submission};
+
+/// Tells a submitter when its batch is durable (or why it is not). Usable blocking
+/// ([`Ticket::wait`]), polled ([`Ticket::try_wait`]) or in a `crossbeam_channel::select!`
+/// ([`Ticket::receiver`]).
+#[derive(Debug)]
+pub struct Ticket {
+    rx: Receiver<Result<(), WriteError>>,
+}
+
+impl Ticket {
+    /// Blocks until the batch is durable or failed.
+    pub fn wait(self) -> Result<(), WriteError> {
+        self.rx.recv().unwrap_or(Err(WriteError::Shutdown))
+    }
+
+    /// The outcome, if known yet.
+    pub fn try_wait(&self) -> Option<Result<(), WriteError>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(WriteError::Shutdown)),
+        }
+    }
+
+    /// The channel the outcome arrives on (exactly one message).
+    pub fn receiver(&self) -> &Receiver<Result<(), WriteError>> {
+        &self.rx
+    }
+}
+
+/// Groups that keep one old segment alive, for the engine to snapshot and compact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPins {
+    /// Sequence number of the segment.
+    pub seq: u64,
+    /// Live bytes in it.
+    pub live_bytes: u64,
+    /// Groups with live records in it, most live bytes first.
+    pub groups: Vec<u64>,
+}
+
+/// Counters and sizes of the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Segment files in the log (including retired ones not yet freed, excluding spares).
+    pub segments: usize,
+    /// Spare segments ready.
+    pub spares: usize,
+    /// Bytes of live records.
+    pub live_bytes: u64,
+    /// Bytes written in segment files (excluding spares).
+    pub written_bytes: u64,
+    /// Bytes of the entry cache.
+    pub cache_bytes: usize,
+    /// Group-commit writes issued.
+    pub writes: u64,
+    /// Data syncs issued for group-commit writes.
+    pub syncs: u64,
+    /// Batches made durable.
+    pub batches: u64,
+    /// Groups known.
+    pub groups: usize,
+    /// Segments created (zero-filled) by the preallocator since open.
+    pub segments_created: u64,
+    /// Segments recycled since open.
+    pub segments_recycled: u64,
+}
+
+/// One node's shared write-ahead log. Thread-safe: share it by reference or `Arc`.
+pub struct Wal {
+    shared: Arc<Shared>,
+    tx: Option<Sender<Cmd>>,
+    writer: Option<JoinHandle<()>>,
+    prealloc: Option<JoinHandle<()>>,
+    backend: BackendKind,
+    max_batch: usize,
+    recovered_bytes: u64,
+}
+
+fn choose_backend(choice: BackendChoice) -> Result<Box<dyn IoBackend>, OpenError> {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::backend::UringBackend;
+        match choice {
+            BackendChoice::Pwrite => Ok(Box::new(PwriteBackend)),
+            BackendChoice::IoUring => UringBackend::new()
+                .map(|b| Box::new(b) as Box<dyn IoBackend>)
+                .map_err(OpenError::IoUringUnavailable),
+            BackendChoice::Auto => match UringBackend::new() {
+                Ok(b) => Ok(Box::new(b)),
+                Err(e) => {
+                    log::warn!("flotilla-wal: io_uring refused ({e}); using pwrite + fdatasync");
+                    Ok(Box::new(PwriteBackend))
+                }
+            },
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        match choice {
+            BackendChoice::IoUring => Err(OpenError::IoUringUnavailable(std::io::Error::other(
+                "io_uring exists only on Linux",
+            ))),
+            _ => Ok(Box::new(PwriteBackend)),
+        }
+    }
+}
+
+impl Wal {
+    /// Opens (recovering) or creates the log described by `config` on the real file
+    /// system.
+    pub fn open(config: WalConfig) -> Result<Wal, OpenError> {
+        Wal::open_with_fs(config, Arc::new(StdFs))
+    }
+
+    /// Opens the log through the given file system (tests inject faults this way).
+    pub fn open_with_fs(config: WalConfig, fs: Arc<dyn FileSystem>) -> Result<Wal, OpenError> {
+        let checked = config.check()?;
+        let cfg = checked.get().clone();
+        let backend = choose_backend(cfg.backend)?;
+        let kind = backend.kind();
+        log::info!(
+            "flotilla-wal: opening {} with backend {kind:?}",
+            cfg.dir.display()
+        );
+        let rec = Recovery::new(&cfg, &*fs).run()?;
+        let (tx, rx) = bounded(cfg.queue_len);
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            fs,
+            state: RwLock::new(rec.state),
+            poisoned: AtomicBool::new(false),
+            spares: Mutex::new(rec.spares.into_iter().collect()),
+            spares_cv: Condvar::new(),
+            work_cv: Condvar::new(),
+            work: Mutex::new(true),
+            next_seq: AtomicU64::new(rec.next_seq),
+            stop: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            recycled: AtomicU64::new(0),
+            prealloc_failing: AtomicBool::new(false),
+        });
+        let writer = SegmentWriter::new(
+            shared.clone(),
+            backend,
+            rec.active,
+            rec.pos,
+            rec.durable,
+            rx,
+        );
+        let writer = std::thread::Builder::new()
+            .name("flotilla-wal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(OpenError::Thread)?;
+        let pre = Preallocator::new(shared.clone());
+        let prealloc = std::thread::Builder::new()
+            .name("flotilla-wal-prealloc".into())
+            .spawn(move || pre.run())
+            .map_err(OpenError::Thread)?;
+        Ok(Wal {
+            // Room for the batch header, and for the seal that ends every segment.
+            max_batch: cfg.segment_size as usize - SEGMENT_HEADER_LEN - 2 * BATCH_HEADER_LEN,
+            shared,
+            tx: Some(tx),
+            writer: Some(writer),
+            prealloc: Some(prealloc),
+            backend: kind,
+            recovered_bytes: rec.scanned,
+        })
+    }
+
+    /// The I/O backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// Bytes of valid batches read by recovery at open.
+    pub fn recovered_bytes(&self) -> u64 {
+        self.recovered_bytes
+    }
+
+    fn prepare(&self, batch: WriteBatch) -> Result<(Cmd, Ticket), WriteError> {
+        if self.shared.is_poisoned() {
+            return Err(WriteError::Poisoned);
+        }
+        let len = batch.encoded_len();
+        if len > self.max_batch {
+            return Err(WriteError::BatchTooLarge {
+                len,
+                max: self.max_batch,
+            });
+        }
+        let (done, rx) = bounded(1);
+        Ok((
+            Cmd::Write(Submission {
+                batch,
+                done: Some(done),
+            }),
+            Ticket { rx },
+        ))
+    }
+
+    /// Queues `batch` for the next group commit and returns at once (blocking only while
+    /// the queue is full); the [`Ticket`] tells when it is durable. Batches submitted by
+    /// one thread are made durable in submission order.
+    pub fn submit(&self, batch: WriteBatch) -> Result<Ticket, WriteError> {
+        let (cmd, ticket) = self.prepare(batch)?;
+        let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
+        tx.send(cmd).map_err(|_| WriteError::Shutdown)?;
+        Ok(ticket)
+    }
+
+    /// Like [`Wal::submit`] but never blocks: fails with [`WriteError::Busy`] when the
+    /// queue is full.
+    pub fn try_submit(&self, batch: WriteBatch) -> Result<Ticket, WriteError> {
+        let (cmd, ticket) = self.prepare(batch)?;
+        let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
+        tx.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => WriteError::Busy,
+            TrySendError::Disconnected(_) => WriteError::Shutdown,
+        })?;
+        Ok(ticket)
+    }
+
+    /// Submits `batch` and waits until it is durable.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), WriteError> {
+        self.submit(batch)?.wait()
+    }
+
+    /// Runs a compaction pass now (rewrite sparse segments, retire dead ones; retired
+    /// segments are deleted or recycled in the background).
+    pub fn maintain(&self) -> Result<MaintainReport, WriteError> {
+        let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
+        let (rtx, rrx) = bounded(1);
+        tx.send(Cmd::Maintain(rtx))
+            .map_err(|_| WriteError::Shutdown)?;
+        rrx.recv().map_err(|_| WriteError::Shutdown)
+    }
+
+    /// Whether writes are refused after an I/O failure.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.is_poisoned()
+    }
+
+    /// Entries `[lo, hi)` of `group`, stopping early (but after at least one entry) once
+    /// `max_bytes` of payload are gathered.
+    pub fn entries(
+        &self,
+        group: u64,
+        lo: u64,
+        hi: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<Entry>, ReadError> {
+        let st = self.shared.state.read();
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
+        if lo < g.first {
+            return Err(ReadError::Compacted {
+                group,
+                index: lo,
+                first: g.first,
+            });
+        }
+        if hi > lo && hi - 1 > g.last() {
+            return Err(ReadError::Unavailable {
+                group,
+                index: hi - 1,
+                last: g.last(),
+            });
+        }
+        let mut out = Vec::with_capacity(hi.saturating_sub(lo).min(1024) as usize);
+        let mut bytes = 0u64;
+        for index in lo..hi {
+            let loc = g.get(index).ok_or(ReadError::Lost { group, index })?;
+            if let Some(limit) = max_bytes {
+                if !out.is_empty() && bytes + loc.len as u64 > limit {
+                    break;
+                }
+            }
+            let data = match st.cache.get(group, index) {
+                Some(d) => d.to_vec(),
+                None => st
+                    .segs
+                    .get(&loc.seg)
+                    .and_then(|s| s.seg.as_ref())
+                    .and_then(|s| {
+                        s.bytes()
+                            .get(loc.off as usize..loc.off as usize + loc.len as usize)
+                    })
+                    .ok_or(ReadError::Lost { group, index })?
+                    .to_vec(),
+            };
+            bytes += loc.len as u64;
+            out.push(Entry {
+                index,
+                term: loc.term,
+                data,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Entry `index` of `group`.
+    pub fn entry(&self, group: u64, index: u64) -> Result<Entry, ReadError> {
+        // In bounds means `index <= last < u64::MAX`, so `index + 1` cannot overflow.
+        self.bounds_check(group, index)?;
+        let mut v = self.entries(group, index, index.saturating_add(1), None)?;
+        v.pop().ok_or(ReadError::Lost { group, index })
+    }
+
+    fn bounds_check(&self, group: u64, index: u64) -> Result<u64, ReadError> {
+        let st = self.shared.state.read();
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
+        if index < g.first {
+            return Err(ReadError::Compacted {
+                group,
+                index,
+                first: g.first,
+            });
+        }
+        g.get(index).map(|l| l.term).ok_or(ReadError::Unavailable {
+            group,
+            index,
+            last: g.last(),
+        })
+    }
+
+    /// The term of entry `index` of `group`.
+    pub fn term(&self, group: u64, index: u64) -> Result<u64, ReadError> {
+        self.bounds_check(group, index)
+    }
+
+    /// First index of `group` (its compaction point; `last + 1` when the log is empty).
+    pub fn first_index(&self, group: u64) -> Result<u64, ReadError> {
+        let st = self.shared.state.read();
+        st.groups
+            .get(&group)
+            .map(|g| g.first)
+            .ok_or(ReadError::GroupNotFound(group))
+    }
+
+    /// Last index of `group` (`first - 1` when its log is empty).
+    pub fn last_index(&self, group: u64) -> Result<u64, ReadError> {
+        let st = self.shared.state.read();
+        st.groups
+            .get(&group)
+            .map(|g| g.last())
+            .ok_or(ReadError::GroupNotFound(group))
+    }
+
+    /// The latest hard state of `group`, if it has one.
+    pub fn hard_state(&self, group: u64) -> Result<Option<HardState>, ReadError> {
+        let st = self.shared.state.read();
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
+        Ok(g.hard_state.map(|(hs, _)| hs))
+    }
+
+    /// The latest metadata of `group`, if it has any.
+    pub fn meta(&self, group: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        let st = self.shared.state.read();
+        let g = st
+            .groups
+            .get(&group)
+            .ok_or(ReadError::GroupNotFound(group))?;
+        Ok(g.meta.as_ref().map(|(m, _)| m.to_vec()))
+    }
+
+    /// Every group with at least one record, in increasing order.
+    pub fn groups(&self) -> Vec<u64> {
+        let st = self.shared.state.read();
+        let mut v: Vec<u64> = st.groups.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The oldest `max_segments` segments that are still live, each with the groups that
+    /// keep it alive: snapshotting and compacting those groups frees the most disk.
+    pub fn pinning_groups(&self, max_segments: usize) -> Vec<SegmentPins> {
+        let st = self.shared.state.read();
+        st.segs
+            .iter()
+            .filter(|(seq, s)| **seq != st.active && !s.retired)
+            .take(max_segments)
+            .map(|(seq, s)| {
+                let mut g: Vec<(u64, u64)> = s.groups_live.iter().map(|(g, b)| (*g, *b)).collect();
+                g.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                SegmentPins {
+                    seq: *seq,
+                    live_bytes: s.live,
+                    groups: g.into_iter().map(|(g, _)| g).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Sequence numbers of the log's live segments, oldest first (excluding spares and
+    /// retired segments waiting to be deleted or recycled).
+    pub fn segment_seqs(&self) -> Vec<u64> {
+        let st = self.shared.state.read();
+        st.segs
+            .iter()
+            .filter(|(_, s)| !s.retired)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> WalStats {
+        let st = self.shared.state.read();
+        WalStats {
+            segments: st.segs.len(),
+            spares: self.shared.spares.lock().len(),
+            live_bytes: st.segs.values().map(|s| s.live).sum(),
+            written_bytes: st.segs.values().map(|s| s.written).sum(),
+            cache_bytes: st.cache.used(),
+            writes: self.shared.writes.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+            batches: self.shared.batches.load(Ordering::Relaxed),
+            groups: st.groups.len(),
+            segments_created: self.shared.created.load(Ordering::Relaxed),
+            segments_recycled: self.shared.recycled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what is queued, then stop.
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.kick();
+        if let Some(p) = self.prealloc.take() {
+            let _ = p.join();
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The WAL's API: reads, bounds, typed errors, overwrite, hard state, metadata,
+//! compaction marks, group removal, recovery of all of it.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use flotilla_wal::{HardState, ReadError, Wal, WriteBatch, WriteError};
+
+fn entries(g: u64, first: u64, n: u64, term: u64, tag: u8) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    for i in 0..n {
+        b.add_entry(g, first + i, term, &[tag, i as u8, 7, 7]);
+    }
+    b
+}
+
+#[test]
+fn append_read_term_bounds_and_typed_errors() {
+    let dir = scratch();
+    let wal = Wal::open(config(dir.path())).unwrap();
+    assert_backend(&wal);
+    wal.write(entries(1, 1, 10, 2, 0xaa)).unwrap();
+    assert_eq!(wal.first_index(1), Ok(1));
+    assert_eq!(wal.last_index(1), Ok(10));
+    assert_eq!(wal.term(1, 5), Ok(2));
+    let es = wal.entries(1, 3, 6, None).unwrap();
+    assert_eq!(es.len(), 3);
+    assert_eq!(es[0].index, 3);
+    assert_eq!(es[0].data, vec![0xaa, 2, 7, 7]);
+    // max_bytes stops early but returns at least one entry.
+    assert_eq!(wal.entries(1, 1, 11, Some(5)).unwrap().len(), 1);
+    assert_eq!(wal.entries(1, 1, 11, Some(8)).unwrap().len(), 2);
+    assert_eq!(
+        wal.entries(1, 5, 12, None),
+        Err(ReadError::Unavailable {
+            group: 1,
+            index: 11,
+            last: 10
+        })
+    );
+    assert_eq!(wal.entries(2, 1, 2, None), Err(ReadError::GroupNotFound(2)));
+    let mut b = WriteBatch::new();
+    b.compact_to(1, 4);
+    wal.write(b).unwrap();
+    assert_eq!(
+        wal.entries(1, 3, 5, None),
+        Err(ReadError::Compacted {
+            group: 1,
+            index: 3,
+            first: 4
+        })
+    );
+    assert_eq!(
+        wal.term(1, 3),
+        Err(ReadError::Compacted {
+            group: 1,
+            index: 3,
+            first: 4
+        })
+    );
+    assert_eq!(wal.first_index(1), Ok(4));
+    // A hole is refused with a typed error, and the WAL keeps working.
+    assert_eq!(
+        wal.write(entries(1, 12, 1, 2, 0)),
+        Err(WriteError::NonContiguous {
+            group: 1,
+            index: 12,
+            first: 4,
+            last: 10
+        })
+    );
+    assert!(matches!(
+        wal.write(entries(1, 2, 1, 2, 0)),
+        Err(WriteError::NonContiguous { .. })
+    ));
+    wal.write(entries(1, 11, 1, 2, 0)).unwrap();
+    assert_eq!(wal.last_index(1), Ok(11));
+}
+
+#[test]
+fn overwrite_tail_is_never_returned_again_also_after_restart() {
+    let dir = scratch();
+    {
+        let wal = Wal::open(config(dir.path())).unwrap();
+        wal.write(entries(7, 1, 20, 1, 1)).unwrap();
+        // A new leader truncates the follower's log at 15 with 2 entries of term 3.
+        wal.write(entries(7, 15, 2, 3, 3)).unwrap();
+        assert_eq!(wal.last_index(7), Ok(16));
+        assert_eq!(wal.term(7, 15), Ok(3));
+        assert_eq!(wal.entry(7, 16).unwrap().data, vec![3, 1, 7, 7]);
+        assert!(wal.entry(7, 17).is_err());
+        assert_eq!(wal.entry(7, 14).unwrap().data, vec![1, 13, 7, 7]);
+    }
+    let wal = Wal::open(config(dir.path())).unwrap();
+    assert_eq!(wal.last_index(7), Ok(16));
+    assert_eq!(wal.term(7, 15), Ok(3));
+    assert_eq!(wal.term(7, 14), Ok(1));
+    assert_eq!(wal.entry(7, 16).unwrap().data, vec![3, 1, 7, 7]);
+    assert!(matches!(
+        wal.entry(7, 17),
+        Err(ReadError::Unavailable { .. })
+    ));
+}
+
+#[test]
+fn hard_state_meta_compaction_and_removal_recover() {
+    let dir = scratch();
+    let hs = HardState {
+        term: 5,
+        vote: 2,
+        commit: 9,
+    };
+    {
+        let wal = Wal::open(config(dir.path())).unwrap();
+        let mut b = entries(1, 1, 10, 5, 1);
+        b.set_hard_state(1, hs);
+        b.set_meta(1, b"members:1,2,3");
+        b.add_entry(2, 1, 1, b"two");
+        b.set_hard_state(2, HardState::default());
+        wal.write(b).unwrap();
+        let mut b = WriteBatch::new();
+        b.compact_to(1, 6);
+        b.remove_group(2);
+        // Compacting past the end leaves an empty log continuing there.
+        b.compact_to(3, 100);
+        wal.write(b).unwrap();
+        assert_eq!(wal.groups(), vec![1, 3]);
+    }
+    let wal = Wal::open(config(dir.path())).unwrap();
+    assert_eq!(wal.groups(), vec![1, 3]);
+    assert_eq!(wal.hard_state(1), Ok(Some(hs)));
+    assert_eq!(wal.meta(1), Ok(Some(b"members:1,2,3".to_vec())));
+    assert_eq!(wal.first_index(1), Ok(6));
+    assert_eq!(wal.last_index(1), Ok(10));
+    assert_eq!(wal.first_index(3), Ok(100));
+    assert_eq!(wal.last_index(3), Ok(99));
+    assert_eq!(wal.hard_state(2), Err(ReadError::GroupNotFound(2)));
+    // Appending to the compacted-past-the-end group continues at its first index.
+    wal.write(entries(3, 100, 1, 1, 0)).unwrap();
+    assert_eq!(wal.last_index(3), Ok(100));
+}
+
+#[test]
+fn recreated_group_sees_none_of_the_old_groups_records() {
+    let dir = scratch();
+    {
+        let wal = Wal::open(config(dir.path())).unwrap();
+        let mut b = entries(4, 1, 5, 1, 1);
+        b.set_hard_state(
+            4,
+            HardState {
+                term: 1,
+                vote: 1,
+                commit: 5,
+            },
+        );
+        b.set_meta(4, b"old");
+        wal.write(b).unwrap();
+        // Fill a couple of segments with another group so the old records are in an
+        // older segment than the removal.
+        for i in 0..40u64 {
+            let mut b = WriteBatch::new();
+            b.add_entry(9, i + 1, 1, &[0u8; 3000]);
+            wal.write(b).unwrap();
+        }
+        let mut b = WriteBatch::new();
+        b.remove_group(4);
+        wal.write(b).unwrap();
+        wal.write(entries(4, 1, 2, 7, 2)).unwrap();
+        assert_eq!(wal.hard_state(4), Ok(None));
+        assert_eq!(wal.meta(4), Ok(None));
+        assert_eq!(wal.last_index(4), Ok(2));
+    }
+    let wal = Wal::open(config(dir.path())).unwrap();
+    assert_eq!(wal.hard_state(4), Ok(None));
+    assert_eq!(wal.meta(4), Ok(None));
+    assert_eq!(wal.last_index(4), Ok(2));
+    assert_eq!(wal.term(4, 1), Ok(7));
+    assert_eq!(wal.entry(4, 1).unwrap().data, vec![2, 0, 7, 7]);
+}
+
+#[test]
+fn batch_larger_than_a_segment_is_refused() {
+    let dir = scratch();
+    let wal = Wal::open(config(dir.path())).unwrap();
+    let mut b = WriteBatch::new();
+    b.add_entry(1, 1, 1, &vec![0u8; 70 * 1024]);
+    assert!(matches!(
+        wal.write(b),
+        Err(WriteError::BatchTooLarge { .. })
+    ));
+    wal.write(entries(1, 1, 1, 1, 1)).unwrap();
+}
+
+#[test]
+fn cache_memory_is_bounded_with_100k_groups() {
+    let dir = scratch();
+    let mut c = config(dir.path());
+    c.segment_size = 16 << 20;
+    c.max_write_bytes = 4 << 20;
+    c.cache_bytes = 256 * 1024;
+    let wal = Wal::open(c).unwrap();
+    let mut b = WriteBatch::new();
+    for g in 0..100_000u64 {
+        b.add_entry(g, 1, 1, &[g as u8; 32]);
+        if b.encoded_len() > 1 << 20 {
+            wal.write(std::mem::take(&mut b)).unwrap();
+        }
+    }
+    wal.write(b).unwrap();
+    let s = wal.stats();
+    assert_eq!(s.groups, 100_000);
+    assert!(
+        s.cache_bytes <= 256 * 1024,
+        "cache {} over budget",
+        s.cache_bytes
+    );
+    assert!(
+        s.cache_bytes > 128 * 1024,
+        "cache unused: {}",
+        s.cache_bytes
+    );
+    // Evicted entries still read from the segment maps.
+    assert_eq!(wal.entry(0, 1).unwrap().data, vec![0u8; 32]);
+    assert_eq!(
+        wal.entry(99_999, 1).unwrap().data,
+        vec![99_999u64 as u8; 32]
+    );
+}
+
+#[test]
+fn extreme_indexes_are_refused_or_served_without_panicking() {
+    let dir = scratch();
+    let wal = Wal::open(config(dir.path())).unwrap();
+    let mut b = WriteBatch::new();
+    b.compact_to(1, u64::MAX);
+    wal.write(b).unwrap();
+    assert_eq!(wal.first_index(1), Ok(u64::MAX - 1));
+    assert!(matches!(
+        wal.write(entries(1, u64::MAX - 1, 2, 1, 1)),
+        Err(WriteError::NonContiguous { .. })
+    ));
+    assert!(matches!(
+        wal.write(entries(1, u64::MAX, 1, 1, 1)),
+        Err(WriteError::NonContiguous { .. })
+    ));
+    assert!(matches!(
+        wal.entry(1, u64::MAX),
+        Err(ReadError::Unavailable { .. })
+    ));
+    assert!(matches!(wal.term(1, 0), Err(ReadError::Compacted { .. })));
+    assert!(matches!(
+        wal.write(entries(2, 0, 1, 1, 1)),
+        Err(WriteError::NonContiguous { .. })
+    ));
+    drop(wal);
+    let wal = Wal::open(config(dir.path())).unwrap();
+    assert_eq!(wal.first_index(1), Ok(u64::MAX - 1));
+}

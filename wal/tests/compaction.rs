@@ -1,0 +1,351 @@
+//! Compaction: dead segments are freed, disk use stays bounded, sparse segments are
+//! rewritten (records read back identical, also after a restart or a crash mid-rewrite),
+//! rewritten records never override newer operations, pinning groups are reported.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use flotilla_wal::{HardState, Wal, WalConfig};
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".wal")
+        })
+        .count()
+}
+
+fn apply(wal: &Wal, model: &mut Model, ops: Vec<MOp>) {
+    for op in &ops {
+        model.apply(op);
+    }
+    wal.write(Model::batch(&ops)).unwrap();
+}
+
+#[test]
+fn steady_append_and_compact_keeps_disk_use_bounded() {
+    let dir = scratch();
+    let c = config(dir.path());
+    let wal = Wal::open(c.clone()).unwrap();
+    let mut model = Model::default();
+    let mut max_files = 0;
+    for round in 0..400u64 {
+        let mut ops = Vec::new();
+        for g in 0..4u64 {
+            let idx = round + 1;
+            ops.push(MOp::Append(
+                g,
+                idx,
+                vec![(1, vec![(round % 256) as u8; 1000])],
+            ));
+            if idx > 10 {
+                ops.push(MOp::Compact(g, idx - 10));
+            }
+        }
+        apply(&wal, &mut model, ops);
+        max_files = max_files.max(segment_files(dir.path()));
+    }
+    // 1.6 MB went through 64 KiB segments; live data is ~40 KB.
+    let s = wal.stats();
+    eprintln!("max segment files {max_files}, stats {s:?}");
+    assert!(s.segments_recycled > 0, "no segment was recycled");
+    assert!(
+        max_files <= 10,
+        "disk use not bounded: {max_files} segment files"
+    );
+    assert_eq!(Model::read(&wal), model);
+    drop(wal);
+    let wal = Wal::open(c).unwrap();
+    assert_eq!(Model::read(&wal), model);
+}
+
+/// A cold group leaves a few records in each segment while a hot group fills and
+/// compacts them.
+fn sparse_workload(wal: &Wal, model: &mut Model, rounds: u64) {
+    for r in 0..rounds {
+        let mut ops = vec![MOp::Append(2, r + 1, vec![(1, vec![7u8; 3000])])];
+        if r > 0 {
+            ops.push(MOp::Compact(2, r + 1));
+        }
+        if r % 20 == 0 {
+            let i = r / 20 + 1;
+            ops.push(MOp::Append(1, i, vec![(3, vec![i as u8; 200])]));
+            ops.push(MOp::Hs(
+                1,
+                HardState {
+                    term: 3,
+                    vote: 1,
+                    commit: i,
+                },
+            ));
+        }
+        apply(wal, model, ops);
+    }
+}
+
+fn no_rewrite(c: &mut WalConfig) {
+    c.rewrite_ratio = 0.0;
+}
+
+#[test]
+fn sparse_segments_are_rewritten_and_read_back_identical_after_restart() {
+    let dir = scratch();
+    let mut c = config(dir.path());
+    no_rewrite(&mut c);
+    let mut model = Model::default();
+    {
+        let wal = Wal::open(c.clone()).unwrap();
+        sparse_workload(&wal, &mut model, 100);
+        // Without rewriting, the cold group pins the old segments.
+        assert!(wal.segment_seqs().len() >= 4);
+        assert_eq!(wal.pinning_groups(1)[0].groups, vec![1]);
+    }
+    c.rewrite_ratio = 0.5;
+    let wal = Wal::open(c.clone()).unwrap();
+    let before = wal.segment_seqs();
+    let report = wal.maintain().unwrap();
+    assert!(report.segments_rewritten >= 3, "{report:?}");
+    assert!(report.segments_freed >= 3, "{report:?}");
+    let after = wal.segment_seqs();
+    assert!(
+        after[0] > before[0],
+        "oldest segment not freed: {before:?} -> {after:?}"
+    );
+    assert_eq!(Model::read(&wal), model, "rewritten records differ");
+    drop(wal);
+    let wal = Wal::open(c).unwrap();
+    assert_eq!(
+        Model::read(&wal),
+        model,
+        "rewritten records differ after restart"
+    );
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_rewrite_loses_nothing() {
+    for k in 0..24u64 {
+        let dir = scratch();
+        let (fs, wal) = open_fault(dir.path(), k);
+        drop(wal);
+        let mut c = config(&dir.path().join("wal"));
+        no_rewrite(&mut c);
+        let wal = Wal::open_with_fs(c.clone(), fs.clone()).unwrap();
+        let mut model = Model::default();
+        sparse_workload(&wal, &mut model, 80);
+        drop(wal);
+        c.rewrite_ratio = 0.5;
+        let wal = Wal::open_with_fs(c.clone(), fs.clone()).unwrap();
+        fs.power_off_after(k);
+        let _ = wal.maintain();
+        drop(wal);
+        fs.crash().unwrap();
+        let wal = Wal::open(c.clone()).unwrap();
+        assert_eq!(
+            Model::read(&wal),
+            model,
+            "crash after {k} i/o operations of a rewrite"
+        );
+        // And the interrupted compaction can run again.
+        wal.maintain().unwrap();
+        assert_eq!(Model::read(&wal), model);
+    }
+}
+
+#[test]
+fn pinning_groups_names_the_holders_of_the_oldest_segments() {
+    let dir = scratch();
+    let mut c = config(dir.path());
+    no_rewrite(&mut c);
+    let wal = Wal::open(c).unwrap();
+    let mut model = Model::default();
+    apply(
+        &wal,
+        &mut model,
+        vec![MOp::Append(7, 1, vec![(1, vec![1; 100])])],
+    );
+    apply(
+        &wal,
+        &mut model,
+        vec![MOp::Hs(
+            8,
+            HardState {
+                term: 1,
+                vote: 0,
+                commit: 0,
+            },
+        )],
+    );
+    for r in 0..60u64 {
+        let mut ops = vec![MOp::Append(9, r + 1, vec![(1, vec![0; 3000])])];
+        if r > 0 {
+            ops.push(MOp::Compact(9, r + 1));
+        }
+        apply(&wal, &mut model, ops);
+    }
+    let pins = wal.pinning_groups(2);
+    assert!(!pins.is_empty());
+    assert_eq!(pins[0].seq, wal.segment_seqs()[0]);
+    assert_eq!(pins[0].groups, vec![7, 8], "{pins:?}");
+    // Snapshot-and-compact the named groups: the segment is then freed.
+    apply(
+        &wal,
+        &mut model,
+        vec![MOp::Compact(7, 2), MOp::Compact(8, 1), MOp::Remove(8)],
+    );
+    let oldest = pins[0].seq;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        wal.maintain().unwrap();
+        if !wal.segment_seqs().contains(&oldest) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "segment {oldest} never freed: {:?}",
+            wal.pinning_groups(3)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(Model::read(&wal), model);
+}
+
+#[test]
+fn rewritten_records_never_override_newer_operations() {
+    let dir = scratch();
+    let mut c = config(dir.path());
+    c.rewrite_ratio = 1.0;
+    let wal = Wal::open(c.clone()).unwrap();
+    let mut model = Model::default();
+    let e = |t: u64, b: u8| (t, vec![b; 500]);
+    // Old records of groups 1 and 2 in the first segment.
+    apply(
+        &wal,
+        &mut model,
+        vec![MOp::Append(1, 1, (0..20).map(|i| e(1, i)).collect())],
+    );
+    apply(
+        &wal,
+        &mut model,
+        vec![MOp::Append(2, 1, (0..5).map(|i| e(1, i)).collect())],
+    );
+    apply(
+        &wal,
+        &mut model,
+        vec![
+            MOp::Meta(2, b"old".to_vec()),
+            MOp::Hs(
+                1,
+                HardState {
+                    term: 1,
+                    vote: 1,
+                    commit: 3,
+                },
+            ),
+        ],
+    );
+    // Newer operations in later segments: overwrite, compaction, removal and re-creation.
+    for r in 0..30u64 {
+        apply(
+            &wal,
+            &mut model,
+            vec![MOp::Append(
+                3,
+                4 * r + 1,
+                vec![e(1, 0), e(1, 1), e(1, 2), e(1, 3)],
+            )],
+        );
+        if r == 5 {
+            apply(&wal, &mut model, vec![MOp::Append(1, 15, vec![e(2, 99)])]);
+        }
+        if r == 10 {
+            apply(&wal, &mut model, vec![MOp::Compact(1, 4), MOp::Remove(2)]);
+        }
+        if r == 12 {
+            apply(&wal, &mut model, vec![MOp::Append(2, 1, vec![e(5, 55)])]);
+        }
+        if r % 7 == 0 {
+            wal.maintain().unwrap();
+        }
+        apply(&wal, &mut model, vec![MOp::Compact(3, 4 * r + 1)]);
+    }
+    wal.maintain().unwrap();
+    wal.maintain().unwrap();
+    assert_eq!(Model::read(&wal), model);
+    drop(wal);
+    let wal = Wal::open(c).unwrap();
+    assert_eq!(
+        Model::read(&wal),
+        model,
+        "{}",
+        diff(&Model::read(&wal), &model)
+    );
+}
+
+#[test]
+fn a_rewritten_overwrite_still_truncates_the_old_tail_after_restart() {
+    let dir = scratch();
+    let mut c = config(dir.path());
+    c.auto_maintain = false;
+    let mut model = Model::default();
+    {
+        let wal = Wal::open(c.clone()).unwrap();
+        // Segment A: group 1 entries 1..=20 and dense, never compacted group 2 data.
+        apply(
+            &wal,
+            &mut model,
+            vec![MOp::Append(
+                1,
+                1,
+                (0..20).map(|i| (1, vec![i; 100])).collect(),
+            )],
+        );
+        for i in 0..16u64 {
+            apply(
+                &wal,
+                &mut model,
+                vec![MOp::Append(2, i + 1, vec![(1, vec![2; 3900])])],
+            );
+        }
+        assert_eq!(
+            wal.segment_seqs().len(),
+            2,
+            "the 16th entry starts segment B"
+        );
+        // Segment B: the overwrite of group 1 at 15 (dropping 16..=20), then filler that
+        // is compacted away, so B is sparse while A stays dense.
+        apply(
+            &wal,
+            &mut model,
+            vec![MOp::Append(1, 15, vec![(2, vec![15; 100])])],
+        );
+        for i in 0..40u64 {
+            apply(
+                &wal,
+                &mut model,
+                vec![
+                    MOp::Append(3, i + 1, vec![(1, vec![3; 3000])]),
+                    MOp::Compact(3, i + 2),
+                ],
+            );
+        }
+        let report = wal.maintain().unwrap();
+        assert!(report.segments_rewritten >= 1, "{report:?}");
+        assert_eq!(Model::read(&wal), model);
+    }
+    let wal = Wal::open(c).unwrap();
+    assert_eq!(wal.last_index(1), Ok(15));
+    assert_eq!(
+        Model::read(&wal),
+        model,
+        "{}",
+        diff(&Model::read(&wal), &model)
+    );
+}

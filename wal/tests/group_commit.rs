@@ -1,0 +1,172 @@
+//! Group commit (many writers, few fsyncs), the non-blocking submission path, and the
+//! fsyncgate rule: after a failed write or sync the WAL refuses every further write.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use flotilla_wal::fault::FaultFs;
+use flotilla_wal::{SyncFault, Wal, WriteBatch, WriteError, WriteFault};
+
+/// On the real disk (fsyncs take milliseconds, so writers pile up behind each one).
+fn open_disk(dir: &std::path::Path) -> (Arc<FaultFs>, Wal) {
+    let fs = Arc::new(FaultFs::new(dir.join("trash"), 1).unwrap());
+    let mut c = config(&dir.join("wal"));
+    c.segment_size = 8 << 20;
+    c.max_write_bytes = 1 << 20;
+    let wal = Wal::open_with_fs(c, fs.clone()).unwrap();
+    assert_backend(&wal);
+    (fs, wal)
+}
+
+fn one(group: u64, index: u64, tag: u8) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    b.add_entry(group, index, 1, &[tag; 100]);
+    b
+}
+
+#[test]
+fn concurrent_writers_are_merged_into_far_fewer_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fs, wal) = open_disk(dir.path());
+    let wal = Arc::new(wal);
+    let before = fs.segment_syncs();
+    const WRITERS: u64 = 8;
+    const PER: u64 = 40;
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                for i in 0..PER {
+                    wal.write(one(w, i + 1, w as u8)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let syncs = fs.segment_syncs() - before;
+    let total = WRITERS * PER;
+    eprintln!("{total} blocking batches from {WRITERS} threads: {syncs} fsyncs");
+    assert!(syncs > 0);
+    assert!(
+        syncs <= total / 2,
+        "{syncs} fsyncs for {total} batches: no group commit"
+    );
+    assert_eq!(wal.stats().syncs, syncs);
+    drop(wal);
+    let (_, wal) = open_disk(dir.path());
+    for w in 0..WRITERS {
+        assert_eq!(wal.last_index(w), Ok(PER));
+        assert_eq!(wal.entry(w, PER).unwrap().data, vec![w as u8; 100]);
+    }
+}
+
+#[test]
+fn nonblocking_submission_reports_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fs, wal) = open_disk(dir.path());
+    let before = fs.segment_syncs();
+    let mut tickets = Vec::new();
+    for i in 0..300u64 {
+        // try_submit never blocks; on a full queue fall back to the blocking submit.
+        let t = match wal.try_submit(one(1, i + 1, 9)) {
+            Ok(t) => t,
+            Err(WriteError::Busy) => wal.submit(one(1, i + 1, 9)).unwrap(),
+            Err(e) => panic!("{e}"),
+        };
+        tickets.push(t);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pending = tickets;
+    while !pending.is_empty() {
+        assert!(Instant::now() < deadline, "tickets never resolved");
+        pending.retain(|t| match t.try_wait() {
+            Some(r) => {
+                r.unwrap();
+                false
+            }
+            None => true,
+        });
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(wal.last_index(1), Ok(300));
+    let syncs = fs.segment_syncs() - before;
+    assert!(syncs < 150, "{syncs} fsyncs for 300 pipelined batches");
+}
+
+fn poison_case(fault: impl FnOnce(&FaultFs)) {
+    let dir = scratch();
+    let (fs, wal) = open_fault(dir.path(), 3);
+    wal.write(one(1, 1, 1)).unwrap();
+    fault(&fs);
+    match wal.write(one(1, 2, 2)) {
+        Err(WriteError::Io { .. }) => {}
+        other => panic!("failed i/o not reported: {other:?}"),
+    }
+    assert!(wal.is_poisoned());
+    // Every further write is refused, even though the next fsync would succeed.
+    assert_eq!(wal.write(one(1, 2, 3)), Err(WriteError::Poisoned));
+    assert_eq!(wal.write(one(2, 1, 3)), Err(WriteError::Poisoned));
+    // Reads of durable data still work.
+    assert_eq!(wal.entry(1, 1).unwrap().data, vec![1; 100]);
+    drop(wal);
+    let wal = Wal::open(config(&dir.path().join("wal"))).unwrap();
+    assert_eq!(wal.entry(1, 1).unwrap().data, vec![1; 100]);
+    assert!(wal.last_index(1).unwrap() <= 2);
+    wal.write(one(3, 1, 4)).unwrap();
+}
+
+#[test]
+fn failed_fsync_refuses_further_writes() {
+    poison_case(|fs| fs.fail_next_sync(SyncFault::Eio));
+}
+
+#[test]
+fn cancelled_linked_fsync_refuses_further_writes() {
+    poison_case(|fs| fs.fail_next_sync(SyncFault::Canceled));
+}
+
+#[test]
+fn eio_write_refuses_further_writes() {
+    poison_case(|fs| fs.fail_next_write(WriteFault::Eio));
+}
+
+#[test]
+fn torn_write_refuses_further_writes_and_is_dropped_at_recovery() {
+    let dir = scratch();
+    let (fs, wal) = open_fault(dir.path(), 4);
+    wal.write(one(1, 1, 1)).unwrap();
+    fs.fail_next_write(WriteFault::Torn(50));
+    assert!(matches!(
+        wal.write(one(1, 2, 2)),
+        Err(WriteError::Io { .. })
+    ));
+    assert_eq!(wal.write(one(1, 2, 2)), Err(WriteError::Poisoned));
+    drop(wal);
+    let wal = Wal::open(config(&dir.path().join("wal"))).unwrap();
+    assert_eq!(wal.last_index(1), Ok(1));
+}
+
+#[test]
+fn short_writes_are_completed() {
+    let dir = scratch();
+    let (fs, wal) = open_fault(dir.path(), 5);
+    fs.fail_next_write(WriteFault::Short(7));
+    fs.fail_next_write(WriteFault::Short(30));
+    let mut b = WriteBatch::new();
+    for i in 0..5 {
+        b.add_entry(1, i + 1, 1, &[i as u8; 300]);
+    }
+    wal.write(b).unwrap();
+    assert!(!wal.is_poisoned());
+    wal.write(one(1, 6, 6)).unwrap();
+    drop(wal);
+    let wal = Wal::open(config(&dir.path().join("wal"))).unwrap();
+    assert_eq!(wal.last_index(1), Ok(6));
+    assert_eq!(wal.entry(1, 3).unwrap().data, vec![2; 300]);
+}
