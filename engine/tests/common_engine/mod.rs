@@ -215,6 +215,30 @@ impl Cluster {
         panic!("group {group}: proposal never applied");
     }
 
+    /// Moves `group`'s leadership to `to`, retrying (a transfer aborts after an election
+    /// timeout, e.g. when the target has not applied a recent membership change yet).
+    pub fn transfer(&self, group: u64, to: NodeId, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last_try: Option<Instant> = None;
+        loop {
+            let leader = self.leader(group);
+            if leader == Some(to) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "group {group}: leadership not moved to {to} (leader {leader:?})"
+            );
+            if let Some(l) = leader {
+                if last_try.is_none_or(|t| t.elapsed() > Duration::from_millis(300)) {
+                    let _ = self.engine(l).transfer_leader(group, to);
+                    last_try = Some(Instant::now());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn state(&self, node: NodeId, group: u64) -> Option<SmState> {
         self.node(node).reg.lock().unwrap().get(&group).map(|s| *s.lock().unwrap())
     }
