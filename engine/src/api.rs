@@ -789,3 +789,67 @@ impl Engine {
         self.rt.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> EngineConfig {
+        EngineConfig::new(1, "/tmp/flotilla-config-test")
+    }
+
+    #[test]
+    fn defaults_validate_and_resolve_workers() {
+        let v = base().validate().unwrap();
+        assert!(v.get().workers >= 1);
+        assert_eq!(v.get().wal.dir, PathBuf::from("/tmp/flotilla-config-test/wal"));
+        assert_eq!(v.raft_for(7, 3, 9).unwrap().id, 7);
+    }
+
+    #[test]
+    fn one_error_per_rule() {
+        let check = |f: &dyn Fn(&mut EngineConfig), want: &dyn Fn(&ConfigError) -> bool| {
+            let mut c = base();
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(want(&e), "got {e:?}");
+        };
+        check(&|c| c.node_id = 0, &|e| matches!(e, ConfigError::ZeroNodeId));
+        check(&|c| c.data_dir = PathBuf::new(), &|e| matches!(e, ConfigError::EmptyDataDir));
+        check(&|c| c.workers = MAX_WORKERS + 1, &|e| matches!(e, ConfigError::WorkersOutOfBounds(_)));
+        check(&|c| c.tick_interval = Duration::ZERO, &|e| {
+            matches!(e, ConfigError::TickIntervalOutOfBounds(_))
+        });
+        check(&|c| c.tick_interval = Duration::from_secs(2), &|e| {
+            matches!(e, ConfigError::TickIntervalOutOfBounds(_))
+        });
+        check(&|c| c.raft.heartbeat_interval_ticks = 0, &|e| matches!(e, ConfigError::Raft(_)));
+        check(&|c| c.wal.segment_size = 1000, &|e| matches!(e, ConfigError::Wal(_)));
+        check(&|c| c.mailbox_capacity = 1, &|e| matches!(e, ConfigError::MailboxCapacityOutOfBounds(1)));
+        check(&|c| c.max_uncommitted_bytes = 0, &|e| {
+            matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_uncommitted_bytes = c.wal.segment_size, &|e| {
+            matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_pending_proposals = 0, &|e| {
+            matches!(e, ConfigError::MaxPendingProposalsOutOfBounds(0))
+        });
+        check(&|c| c.max_entry_bytes = 0, &|e| matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. }));
+        check(&|c| c.max_entry_bytes = c.wal.max_write_bytes, &|e| {
+            matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. })
+        });
+        check(&|c| c.read_timeout_ticks = 1, &|e| matches!(e, ConfigError::ReadTimeoutTooShort { .. }));
+        check(&|c| c.compact_entries = 0, &|e| matches!(e, ConfigError::ZeroCompactEntries));
+    }
+
+    #[test]
+    fn error_classes() {
+        assert_eq!(ProposeError::NotLeader { leader_hint: Some(2) }.class(), ErrorClass::Redirect);
+        assert_eq!(ProposeError::Busy(BusyReason::Mailbox).class(), ErrorClass::Retry);
+        assert_eq!(ProposeError::Dropped.class(), ErrorClass::Outcome);
+        assert_eq!(ProposeError::Indeterminate.class(), ErrorClass::Outcome);
+        assert_eq!(ProposeError::StorageFailed.class(), ErrorClass::Fatal);
+        assert_eq!(ProposeError::Shutdown.class(), ErrorClass::Fatal);
+    }
+}

@@ -290,3 +290,52 @@ fn restart_all_preserves_acknowledged_state() {
         c.wait_converged(g, &[1, 2, 3], 26, LONG);
     }
 }
+
+/// A leader cut off from its followers: proposals it appends pile up until `Busy`
+/// (bounded memory); after the partition heals, the entries another leader committed at
+/// those indexes win and every waiter of the old leader resolves `Dropped`, never `Ok`.
+#[test]
+fn partitioned_leader_answers_busy_then_dropped() {
+    let c = Cluster::new(3, 10_000);
+    let g = 11;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"first");
+    c.net.cut(1, 2);
+    c.net.cut(1, 3);
+    // Flood the isolated leader with 3 MiB of 1 KiB proposals (the bound is 1 MiB of
+    // unapplied bytes per group): the excess is refused with Busy by the worker.
+    let waiters: Vec<Proposal> =
+        (0..3000u32).map(|i| c.engine(1).propose(g, Bytes::from(vec![i as u8; 1024])).unwrap()).collect();
+    // Nodes 2 and 3 elect a leader and commit other entries.
+    let deadline = Instant::now() + LONG;
+    let new_leader = loop {
+        assert!(Instant::now() < deadline, "no new leader");
+        if let Some(l) = [2, 3].into_iter().find(|&n| {
+            c.engine(n).group_status(g).is_some_and(|s| s.role == flotilla_engine::raft::Role::Leader)
+        }) {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for i in 0..3u8 {
+        let p = c.engine(new_leader).propose(g, Bytes::from(vec![b'n', i])).unwrap();
+        assert!(p.wait_timeout(LONG).unwrap().is_ok());
+    }
+    c.net.heal(1, 2);
+    c.net.heal(1, 3);
+    let mut outcomes = std::collections::HashMap::new();
+    for p in waiters {
+        let r = p.wait_timeout(LONG).unwrap_or_else(|_| panic!("a waiter of the old leader never resolved"));
+        let key = match r {
+            Ok(_) => panic!("an overwritten entry reported success"),
+            Err(ProposeError::Dropped) => "dropped",
+            Err(ProposeError::Busy(BusyReason::GroupUncommitted)) => "busy",
+            Err(e) => panic!("unexpected outcome {e}"),
+        };
+        *outcomes.entry(key).or_insert(0u32) += 1;
+    }
+    assert!(outcomes.get("dropped").copied().unwrap_or(0) > 0, "{outcomes:?}");
+    assert!(outcomes.get("busy").copied().unwrap_or(0) > 0, "flood never hit the bound: {outcomes:?}");
+    c.wait_converged(g, &[1, 2, 3], 4, LONG);
+}

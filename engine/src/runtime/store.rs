@@ -165,6 +165,23 @@ mod tests {
     use crate::raft::types::Replica;
 
     #[test]
+    fn payloads_round_trip_and_garbage_is_refused() {
+        use crate::raft::conf::{ChangeKind, ConfChange};
+        use crate::raft::message::EntryPayload;
+        for payload in [
+            EntryPayload::Noop,
+            EntryPayload::Normal(Bytes::from_static(b"abc")),
+            EntryPayload::ConfChange(ConfChange::single(ChangeKind::AddLearner, Replica::new(4, 9))),
+        ] {
+            let e = Entry { index: 3, term: 2, payload };
+            assert_eq!(decode_payload(&entry_bytes(&e), DecodeLimits::default()).unwrap(), e.payload);
+        }
+        for bad in [&b""[..], &[9u8][..], &[1u8, 5, 1][..], &[0u8, 0][..]] {
+            assert!(decode_payload(&Bytes::copy_from_slice(bad), DecodeLimits::default()).is_err());
+        }
+    }
+
+    #[test]
     fn meta_round_trips_and_rejects_garbage() {
         let conf = ConfState::with_voters([Replica::new(1, 1), Replica::new(2, 2)]);
         for m in [

@@ -10,7 +10,8 @@
 //!
 //! Waiters are keyed by the (index, term) their entry got: an entry of that term applied
 //! at that index completes them with the state machine's result; another term's entry
-//! there completes them with `Dropped`; a snapshot installed past them, the replica's
+//! there, or a newer term's entry applied before their index, completes them with
+//! `Dropped`; a snapshot installed past them, the replica's
 //! removal or a shutdown completes them with `Indeterminate`.
 //!
 //! Not yet here (see the issue): quiescence (every group ticks), rate-limited replica
@@ -1125,6 +1126,16 @@ fn complete_waiters(g: &mut Group, index: u64, term: u64, result: Bytes) -> usiz
         } else {
             w.complete(Outcome::Dropped);
         }
+    }
+    // An entry of term T committed at `index` means no entry of an older term can ever
+    // commit after it (every later leader's log holds it, and terms never decrease along
+    // a log): waiters past `index` with an older term are dropped now, not when (if ever)
+    // the log reaches their index. Waiters' terms never decrease along the queue.
+    while g.waiters.front().is_some_and(|w| w.term < term) {
+        let Some(w) = g.waiters.pop_front() else { break };
+        g.uncommitted = g.uncommitted.saturating_sub(w.size);
+        n += 1;
+        w.complete(Outcome::Dropped);
     }
     n
 }

@@ -230,7 +230,7 @@ impl Cluster {
                 "group {group}: leadership not moved to {to} (leader {leader:?})"
             );
             if let Some(l) = leader {
-                if last_try.is_none_or(|t| t.elapsed() > Duration::from_millis(300)) {
+                if last_try.map_or(true, |t| t.elapsed() > Duration::from_millis(300)) {
                     let _ = self.engine(l).transfer_leader(group, to);
                     last_try = Some(Instant::now());
                 }
