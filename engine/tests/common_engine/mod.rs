@@ -88,8 +88,45 @@ pub struct Node {
     pub engine: Option<Engine>,
 }
 
+/// Real QUIC on loopback: a cluster CA and a fixed 127.0.0.1 address per node (kept
+/// across restarts).
+pub struct Quic {
+    pub ca: flotilla_net::ClusterCa,
+    pub addrs: HashMap<NodeId, std::net::SocketAddr>,
+}
+
+impl Quic {
+    fn transport(&self, id: NodeId) -> flotilla_engine::transport::QuicTransport {
+        let pem = self.ca.issue_node(id).unwrap();
+        let ident =
+            flotilla_net::NodeIdentity::from_pem(&self.ca.pem().cert_pem, &pem.cert_pem, &pem.key_pem)
+                .unwrap();
+        let mut cfg = flotilla_net::NetConfig::new(id);
+        cfg.listen = self.addrs[&id];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // A restarted node binds its old port, which the previous endpoint may still hold
+        // for a moment.
+        let (ep, inbox) = loop {
+            match flotilla_net::Endpoint::start(cfg.clone().validate().unwrap(), &ident) {
+                Ok(x) => break x,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "node {id}: cannot bind {}: {e}", cfg.listen);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        for (&n, &a) in &self.addrs {
+            if n != id {
+                ep.set_peer_addr(n, a);
+            }
+        }
+        flotilla_engine::transport::QuicTransport::new(ep, inbox, Default::default())
+    }
+}
+
 pub struct Cluster {
     pub net: MemoryNetwork,
+    pub quic: Option<Quic>,
     pub nodes: Vec<Node>,
     pub compact_entries: u64,
     _tmp: tempfile::TempDir,
@@ -112,7 +149,32 @@ impl Cluster {
     /// `n` engines (node ids 1..=n) over one in-memory network.
     pub fn new(n: u64, compact_entries: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let mut c = Cluster { net: MemoryNetwork::new(), nodes: Vec::new(), compact_entries, _tmp: tmp };
+        let mut c =
+            Cluster { net: MemoryNetwork::new(), quic: None, nodes: Vec::new(), compact_entries, _tmp: tmp };
+        for id in 1..=n {
+            c.add_node(id);
+        }
+        c
+    }
+
+    /// `n` engines over real QUIC (mutual TLS) on 127.0.0.1.
+    pub fn new_quic(n: u64, compact_entries: u64) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let addrs = (1..=n)
+            .map(|id| {
+                // Reserve a free loopback port, then release it for the endpoint.
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                (id, s.local_addr().unwrap())
+            })
+            .collect();
+        let quic = Quic { ca: flotilla_net::ClusterCa::generate().unwrap(), addrs };
+        let mut c = Cluster {
+            net: MemoryNetwork::new(),
+            quic: Some(quic),
+            nodes: Vec::new(),
+            compact_entries,
+            _tmp: tmp,
+        };
         for id in 1..=n {
             c.add_node(id);
         }
@@ -140,13 +202,15 @@ impl Cluster {
     /// Starts (or restarts from its directory) node `id`.
     pub fn start(&mut self, id: NodeId) {
         let compact = self.compact_entries;
-        let net = self.net.clone();
+        let transport: Box<dyn flotilla_engine::transport::Transport> = match &self.quic {
+            Some(q) => Box::new(q.transport(id)),
+            None => Box::new(self.net.join(id, 1 << 16)),
+        };
         let n = self.node_mut(id);
         n.reg = Registry::default();
         let reg = n.reg.clone();
         let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&reg, g));
-        let e = Engine::open(config(id, n.dir.clone(), compact), Box::new(net.join(id, 1 << 16)), factory)
-            .unwrap();
+        let e = Engine::open(config(id, n.dir.clone(), compact), transport, factory).unwrap();
         n.engine = Some(e);
     }
 
