@@ -395,6 +395,12 @@ pub enum ReadError {
     Shutdown,
 }
 
+impl Abandoned for Result<(), ProposeError> {
+    fn abandoned() -> Self {
+        Err(ProposeError::Shutdown)
+    }
+}
+
 impl Abandoned for Result<u64, ReadError> {
     fn abandoned() -> Self {
         Err(ReadError::Shutdown)
@@ -672,9 +678,11 @@ pub struct Metrics {
 // ---------------------------------------------------------------------------------------
 // The engine
 
-/// A node of the multi-raft engine: its workers, its WAL and its transport. Cheap to
-/// share by reference across threads; every method is non-blocking except
-/// [`Engine::status`] (waits for the workers' answers) and [`Engine::shutdown`].
+/// A node of the multi-raft engine: its workers, its WAL and its transport. Share it by
+/// reference across threads. `propose`, `read_index` and `change_membership` return at
+/// once with a handle; `create_group` and `transfer_leader` wait for the owning worker's
+/// answer (creating a founding replica waits for one WAL write); `status` waits for every
+/// worker; `shutdown` waits for the writes in flight.
 pub struct Engine {
     rt: runtime::Runtime,
 }
@@ -702,7 +710,26 @@ impl Engine {
                 transport: transport.node_id(),
             });
         }
-        Ok(Engine { rt: runtime::Runtime::start(cfg, transport, factory)? })
+        Ok(Engine { rt: runtime::Runtime::start(cfg, transport, factory, None)? })
+    }
+
+    /// Like [`Engine::open`], with the WAL's file operations going through `fs` (tests
+    /// inject write and sync failures and power loss with [`flotilla_wal::fault::FaultFs`]).
+    /// Snapshot files do not go through `fs`.
+    pub fn open_with_fs(
+        config: EngineConfig,
+        transport: Box<dyn Transport>,
+        factory: StateMachineFactory,
+        fs: Arc<dyn flotilla_wal::FileSystem>,
+    ) -> Result<Engine, OpenError> {
+        let cfg = config.validate()?;
+        if transport.node_id() != cfg.get().node_id {
+            return Err(OpenError::NodeMismatch {
+                config: cfg.get().node_id,
+                transport: transport.node_id(),
+            });
+        }
+        Ok(Engine { rt: runtime::Runtime::start(cfg, transport, factory, Some(fs))? })
     }
 
     /// This node's id.
@@ -737,6 +764,15 @@ impl Engine {
         let conf =
             ConfState::with_voters(members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)));
         self.rt.create_group(group, pos as u64 + 1, conf, state_machine).wait()
+    }
+
+    /// Removes this node's replica of `group` without a membership change (use it when the
+    /// whole group is deleted on every node; to move a replica away use
+    /// [`Engine::change_membership`]). Its records leave the WAL and a tombstone stays, so
+    /// messages from the group never recreate it. Pending proposals resolve
+    /// `Indeterminate`.
+    pub fn remove_group(&self, group: u64) -> Result<(), ProposeError> {
+        self.rt.remove_group(group).wait()
     }
 
     /// Proposes `data` to `group`. Resolves with the state machine's result once the entry

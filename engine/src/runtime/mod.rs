@@ -87,6 +87,10 @@ pub(crate) enum Cmd {
         replica: ReplicaId,
         ok: bool,
     },
+    Remove {
+        group: u64,
+        done: Completer<Result<(), ProposeError>>,
+    },
     Shutdown,
 }
 
@@ -144,12 +148,16 @@ impl Runtime {
         cfg: ValidEngineConfig,
         transport: Box<dyn Transport>,
         factory: StateMachineFactory,
+        fs: Option<Arc<dyn flotilla_wal::FileSystem>>,
     ) -> Result<Runtime, OpenError> {
         let c = cfg.get();
         std::fs::create_dir_all(&c.data_dir)?;
         let snap_dir = c.data_dir.join("snap");
         std::fs::create_dir_all(&snap_dir)?;
-        let wal = Arc::new(Wal::open(c.wal.clone())?);
+        let wal = Arc::new(match fs {
+            Some(fs) => Wal::open_with_fs(c.wal.clone(), fs)?,
+            None => Wal::open(c.wal.clone())?,
+        });
         let (net_tx, net_rx) = unbounded();
         let n = c.workers;
         let shared = Arc::new(Shared {
@@ -241,6 +249,18 @@ impl Runtime {
                 Err(ProposeError::Busy(crate::api::BusyReason::Mailbox))
             }
             Err(false) => Err(ProposeError::Shutdown),
+        }
+    }
+
+    pub(crate) fn remove_group(&self, group: u64) -> Pending<Result<(), ProposeError>> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Pending::ready(Err(ProposeError::StorageFailed));
+        }
+        let (p, done) = pending();
+        match self.send(group, Cmd::Remove { group, done }) {
+            Ok(()) => p,
+            Err(true) => Pending::ready(Err(ProposeError::Busy(crate::api::BusyReason::Mailbox))),
+            Err(false) => Pending::ready(Err(ProposeError::Shutdown)),
         }
     }
 

@@ -14,8 +14,8 @@
 //! `Dropped`; a snapshot installed past them, the replica's
 //! removal or a shutdown completes them with `Indeterminate`.
 //!
-//! Not yet here (see the issue): quiescence (every group ticks), rate-limited replica
-//! creation, apply off the worker thread, snapshots taken off the worker thread.
+//! Not yet here (see the issue): quiescence (every group ticks), apply off the worker
+//! thread, snapshots taken off the worker thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -48,6 +48,9 @@ const MAX_CMDS_PER_TURN: usize = 4096;
 const READY_ROUNDS: usize = 4;
 /// Bytes of state-machine data per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 256 << 10;
+/// Replicas a worker creates from leaders' messages per tick; further messages for unknown
+/// groups are dropped until the next tick (the leader retries).
+const MAX_CREATES_PER_TICK: u32 = 64;
 /// How long shutdown waits for the writes in flight.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -255,12 +258,12 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
             GroupMeta::Live { replica, snapshot } => {
                 let mut sm = (sh.factory)(group);
                 if snapshot.index > 0 && sm.applied_index() < snapshot.index {
-                    let (_, data) = snapfile::load(&sh.snap_dir, group, snapshot.index)
+                    let (_, data) = snapfile::load(&sh.snap_dir, group, replica, snapshot.index)
                         .map_err(|e| err(format!("snapshot file at {}: {e}", snapshot.index)))?;
                     sm.restore(snapshot.index, snapshot.term, &mut &data[..])
                         .map_err(|e| err(format!("restore: {e}")))?;
                 }
-                snapfile::prune(&sh.snap_dir, group, snapshot.index);
+                snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
                 out.groups.push(new_group(sh, group, replica, snapshot, sm).map_err(err)?);
             }
         }
@@ -276,6 +279,9 @@ type AfterWrite = (u64, Option<(u64, u64)>, Vec<Message>);
 /// A write in flight and what waits for it.
 struct Inflight {
     ticket: Option<Ticket>,
+    /// Snapshot files superseded by metadata in this write: (group, replica, files below
+    /// this index).
+    prune: Vec<(u64, ReplicaId, u64)>,
     /// Per group: the last entry written (for `on_persisted`) and messages to send after.
     after: Vec<AfterWrite>,
 }
@@ -308,7 +314,10 @@ pub(crate) struct Worker {
     stopping: bool,
     batch: WriteBatch,
     after: Vec<AfterWrite>,
+    prune: Vec<(u64, ReplicaId, u64)>,
     batch_groups: u64,
+    /// Replicas created from messages since the last tick (rate limit).
+    created_this_tick: u32,
 }
 
 impl Worker {
@@ -341,7 +350,9 @@ impl Worker {
             stopping: false,
             batch: WriteBatch::new(),
             after: Vec::new(),
+            prune: Vec::new(),
             batch_groups: 0,
+            created_this_tick: 0,
         }
     }
 
@@ -430,6 +441,21 @@ impl Worker {
                     Self::touch(&mut self.touched, g);
                 }
             }
+            Cmd::Remove { group, done } => {
+                if self.failed {
+                    return done.complete(Err(ProposeError::StorageFailed));
+                }
+                if !self.creates.is_empty() {
+                    self.flush_creates();
+                }
+                match self.groups.remove(&group) {
+                    Some(g) => {
+                        self.destroy(g);
+                        done.complete(Ok(()));
+                    }
+                    None => done.complete(Err(ProposeError::GroupNotFound(group))),
+                }
+            }
             Cmd::Shutdown => self.stopping = true,
         }
     }
@@ -515,6 +541,10 @@ impl Worker {
         if self.tombstones.get(&group).is_some_and(|&t| m.to <= t) {
             return false;
         }
+        if self.created_this_tick >= MAX_CREATES_PER_TICK {
+            return false;
+        }
+        self.created_this_tick += 1;
         let sm = (self.sh.factory)(group);
         match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm) {
             Ok(mut g) => {
@@ -714,6 +744,7 @@ impl Worker {
 
     fn tick(&mut self) {
         self.ticks += 1;
+        self.created_this_tick = 0;
         self.outbox.tick();
         let now = self.ticks;
         for g in self.groups.values_mut() {
@@ -842,7 +873,7 @@ impl Worker {
     /// Installs a snapshot received from the leader: the file (fsynced) first, then the
     /// state machine, then the WAL reset (in this turn's batch).
     fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
-        snapfile::save(&self.sh.snap_dir, g.id, meta, data)?;
+        snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
         g.sm.restore(meta.index, meta.term, &mut &data[..])?;
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
@@ -860,6 +891,7 @@ impl Worker {
         self.batch.compact_to(gid, meta.index + 1);
         self.batch.set_hard_state(gid, wal_hs(g.raft.hard_state()));
         g.meta_dirty = false;
+        self.prune.push((gid, g.raft.id(), meta.index));
         bump(&self.sh.counters.snapshots_installed);
         log::info!("flotilla: group {gid}: installed snapshot at {}", meta.index);
         Ok(())
@@ -886,7 +918,7 @@ impl Worker {
                 return;
             }
         };
-        if let Err(e) = snapfile::save(&self.sh.snap_dir, g.id, &meta, &data) {
+        if let Err(e) = snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), &meta, &data) {
             log::error!("flotilla: group {}: snapshot file: {e}", g.id);
             self.storage_failed();
             return;
@@ -894,6 +926,7 @@ impl Worker {
         g.raft.storage_mut().snap = meta.clone();
         self.batch.set_meta(g.id, &g.meta().encode());
         self.batch.compact_to(g.id, meta.index + 1);
+        self.prune.push((g.id, g.raft.id(), meta.index));
         bump(&self.sh.counters.compactions);
         log::debug!("flotilla: group {}: compacted to {}", g.id, meta.index);
     }
@@ -910,6 +943,7 @@ impl Worker {
         self.batch.remove_group(gid);
         self.batch.set_meta(gid, &GroupMeta::Tombstone { replica: g.raft.id() }.encode());
         self.tombstones.insert(gid, g.raft.id());
+        self.prune.push((gid, g.raft.id(), u64::MAX));
         self.outbox.forget_group(gid);
         bump(&self.sh.counters.replicas_destroyed);
     }
@@ -933,7 +967,7 @@ impl Worker {
 
     fn send_snapshot(&mut self, g: &mut Group, to: ReplicaId, meta: SnapshotMeta) {
         let (Some(node), Ok((file_meta, data))) =
-            (g.node_of(to), snapfile::load(&self.sh.snap_dir, g.id, meta.index))
+            (g.node_of(to), snapfile::load(&self.sh.snap_dir, g.id, g.raft.id(), meta.index))
         else {
             g.raft.report_snapshot(to, false);
             return;
@@ -971,10 +1005,12 @@ impl Worker {
         if self.failed {
             self.batch = WriteBatch::new();
             self.after.clear();
+            self.prune.clear();
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         let after = std::mem::take(&mut self.after);
+        let prune = std::mem::take(&mut self.prune);
         let ticket = if batch.is_empty() {
             None
         } else {
@@ -991,7 +1027,7 @@ impl Worker {
             }
         };
         if ticket.is_some() || !after.is_empty() {
-            self.inflight.push_back(Inflight { ticket, after });
+            self.inflight.push_back(Inflight { ticket, after, prune });
         }
         // Writes that need nothing durable complete at once (in order).
         self.poll_inflight();
@@ -1012,6 +1048,9 @@ impl Worker {
                 }
             }
             let Some(done) = self.inflight.pop_front() else { return };
+            for (gid, replica, keep) in done.prune {
+                snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
+            }
             for (gid, last, msgs) in done.after {
                 let Some(g) = self.groups.get_mut(&gid) else { continue };
                 if let Some((i, t)) = last {
@@ -1047,6 +1086,7 @@ impl Worker {
         self.inflight.clear();
         self.batch = WriteBatch::new();
         self.after.clear();
+        self.prune.clear();
         let _ = self.outbox.flush();
         for g in self.groups.values_mut() {
             g.fail_all(|| Outcome::StorageFailed, || ReadError::StorageFailed);
