@@ -465,6 +465,10 @@ pub enum MembershipChange {
     /// Removes the member on `node`; its replica destroys itself when it applies the
     /// change.
     Remove(NodeId),
+    /// Several of the changes above at once through a joint configuration (Raft thesis
+    /// §4.3), left automatically once applied. Resolves when the joint configuration is
+    /// entered; the leader then proposes leaving it.
+    Joint(Vec<MembershipChange>),
 }
 
 /// Why a membership change did not (or may not) take effect.

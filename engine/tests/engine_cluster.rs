@@ -339,3 +339,62 @@ fn partitioned_leader_answers_busy_then_dropped() {
     assert!(outcomes.get("busy").copied().unwrap_or(0) > 0, "flood never hit the bound: {outcomes:?}");
     c.wait_converged(g, &[1, 2, 3], 4, LONG);
 }
+
+/// `remove_group` on every node deletes the group; its tombstone keeps stale messages
+/// from recreating it, across restarts too.
+#[test]
+fn remove_group_everywhere() {
+    let mut c = Cluster::new(3, 10_000);
+    for g in [41, 42] {
+        c.create_group(g, &[1, 2, 3]);
+        c.wait_leader(g, LONG);
+        c.propose(g, b"x");
+    }
+    for n in 1..=3 {
+        c.engine(n).remove_group(41).unwrap();
+    }
+    assert_eq!(c.engine(1).remove_group(41), Err(ProposeError::GroupNotFound(41)));
+    std::thread::sleep(Duration::from_millis(200));
+    for n in 1..=3 {
+        assert!(c.engine(n).group_status(41).is_none(), "node {n} recreated the removed group");
+    }
+    c.stop(2);
+    c.start(2);
+    assert!(c.engine(2).group_status(41).is_none());
+    assert!(matches!(
+        c.engine(2).create_group(41, &[1, 2, 3], ChainSm::boxed(&Registry::default(), 41)),
+        Err(CreateGroupError::Tombstoned(41))
+    ));
+    // The other group is untouched and keeps committing.
+    c.propose(42, b"y");
+    c.wait_converged(42, &[1, 2, 3], 2, LONG);
+}
+
+/// A joint change replaces a member in one step: node 4 in, node 3 out.
+#[test]
+fn joint_change_replaces_a_member() {
+    let c = Cluster::new(4, 10_000);
+    let g = 51;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"a");
+    change(&c, g, MembershipChange::Joint(vec![MembershipChange::AddVoter(4), MembershipChange::Remove(3)]));
+    let deadline = Instant::now() + LONG;
+    loop {
+        let s = c.engine(1).group_status(g).unwrap();
+        let mut nodes: Vec<u64> = s.members.voters.iter().map(|r| r.node).collect();
+        nodes.sort_unstable();
+        if !s.members.is_joint() && nodes == [1, 2, 4] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "joint configuration not left: {:?}", s.members);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.propose(g, b"b");
+    c.wait_converged(g, &[1, 2, 4], 2, LONG);
+    let deadline = Instant::now() + LONG;
+    while c.engine(3).group_status(g).is_some() {
+        assert!(Instant::now() < deadline, "node 3's replica not destroyed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -33,7 +33,7 @@ use crate::api::{
     BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, OpenError, PeerStatus,
     ProposeError, ReadError, StateMachine, TransferError,
 };
-use crate::raft::conf::{ChangeKind, ConfChange, ConfState};
+use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
 use crate::raft::error::{ProposeError as CoreProposeError, TransferError as CoreTransferError};
 use crate::raft::message::{
     Entry, EntryPayload, HardState, Message, MessageBody, SnapshotChunk, SnapshotMeta,
@@ -637,47 +637,30 @@ impl Worker {
         if g.raft.role() != Role::Leader {
             return done.complete(Err(MembershipError::NotLeader { leader_hint: g.leader_node() }));
         }
-        let conf = g.raft.conf();
-        let on = |node: NodeId| conf.members().into_iter().find(|r| r.node == node);
-        let invalid = |node: NodeId, why: &str| Err(MembershipError::Invalid { node, why: why.to_string() });
         let cc = match change {
-            MembershipChange::AddLearner(node) | MembershipChange::AddVoter(node) => {
-                if on(node).is_some() {
-                    return done.complete(invalid(node, "already a member"));
-                }
-                let kind = if matches!(change, MembershipChange::AddLearner(_)) {
-                    ChangeKind::AddLearner
-                } else {
-                    ChangeKind::AddVoter
-                };
-                ConfChange::single(kind, Replica::new(node, conf.max_replica_id + 1))
-            }
-            MembershipChange::Promote { node, force } => {
-                let Some(r) = on(node).filter(|r| conf.is_learner(r.id)) else {
-                    return done.complete(invalid(node, "not a learner"));
-                };
-                if !force {
-                    let last = g.raft.last_index();
-                    let matched = g
-                        .raft
-                        .status()
-                        .followers
-                        .iter()
-                        .find(|f| f.id == r.id)
-                        .map(|f| f.matched)
-                        .unwrap_or(0);
-                    let lag = last.saturating_sub(matched);
-                    if lag > lag_max {
-                        return done.complete(Err(MembershipError::LearnerNotCaughtUp { node, lag }));
+            MembershipChange::Joint(changes) => {
+                let mut next_id = g.raft.conf().max_replica_id;
+                let mut out = Vec::with_capacity(changes.len());
+                for ch in &changes {
+                    if matches!(ch, MembershipChange::Joint(_)) {
+                        return done.complete(Err(MembershipError::Invalid {
+                            node: 0,
+                            why: "nested joint change".to_string(),
+                        }));
+                    }
+                    match single_change(g, ch, &mut next_id, lag_max) {
+                        Ok(c) => out.push(c),
+                        Err(e) => return done.complete(Err(e)),
                     }
                 }
-                ConfChange::single(ChangeKind::AddVoter, r)
+                ConfChange { transition: Transition::JointAuto, changes: out }
             }
-            MembershipChange::Remove(node) => {
-                let Some(r) = on(node) else {
-                    return done.complete(invalid(node, "not a member"));
-                };
-                ConfChange::single(ChangeKind::Remove, r)
+            other => {
+                let mut next_id = g.raft.conf().max_replica_id;
+                match single_change(g, &other, &mut next_id, lag_max) {
+                    Ok(c) => ConfChange { transition: Transition::Auto, changes: vec![c] },
+                    Err(e) => return done.complete(Err(e)),
+                }
             }
         };
         match g.raft.propose_conf_change(cc) {
@@ -1190,6 +1173,55 @@ fn serve_reads(g: &mut Group) {
             i += 1;
         }
     }
+}
+
+/// One change of a membership request, checked against the leader's configuration.
+/// New replicas get ids above `next_id` (advanced).
+fn single_change(
+    g: &Group,
+    change: &MembershipChange,
+    next_id: &mut ReplicaId,
+    lag_max: u64,
+) -> Result<SingleChange, MembershipError> {
+    let conf = g.raft.conf();
+    let on = |node: NodeId| conf.members().into_iter().find(|r| r.node == node);
+    let invalid = |node: NodeId, why: &str| MembershipError::Invalid { node, why: why.to_string() };
+    Ok(match *change {
+        MembershipChange::AddLearner(node) | MembershipChange::AddVoter(node) => {
+            if on(node).is_some() {
+                return Err(invalid(node, "already a member"));
+            }
+            let kind = if matches!(change, MembershipChange::AddLearner(_)) {
+                ChangeKind::AddLearner
+            } else {
+                ChangeKind::AddVoter
+            };
+            *next_id += 1;
+            SingleChange { kind, replica: Replica::new(node, *next_id) }
+        }
+        MembershipChange::Promote { node, force } => {
+            let Some(r) = on(node).filter(|r| conf.is_learner(r.id)) else {
+                return Err(invalid(node, "not a learner"));
+            };
+            if !force {
+                let last = g.raft.last_index();
+                let matched =
+                    g.raft.status().followers.iter().find(|f| f.id == r.id).map(|f| f.matched).unwrap_or(0);
+                let lag = last.saturating_sub(matched);
+                if lag > lag_max {
+                    return Err(MembershipError::LearnerNotCaughtUp { node, lag });
+                }
+            }
+            SingleChange { kind: ChangeKind::AddVoter, replica: r }
+        }
+        MembershipChange::Remove(node) => {
+            let Some(r) = on(node) else {
+                return Err(invalid(node, "not a member"));
+            };
+            SingleChange { kind: ChangeKind::Remove, replica: r }
+        }
+        MembershipChange::Joint(_) => return Err(invalid(0, "nested joint change")),
+    })
 }
 
 fn map_propose_err(g: &Group, e: CoreProposeError) -> ProposeError {
