@@ -67,12 +67,15 @@ pub(crate) fn load(dir: &Path, group: u64, replica: u64, index: u64) -> io::Resu
     let mut n = [0u8; 8];
     n.copy_from_slice(&buf[8..16]);
     let mlen = usize::try_from(u64::from_le_bytes(n)).map_err(|_| bad("meta length"))?;
-    let mend = 16usize.checked_add(mlen).filter(|&e| e + 8 <= buf.len()).ok_or_else(|| bad("meta length"))?;
+    let mend = 16usize
+        .checked_add(mlen)
+        .filter(|&e| e.checked_add(8).is_some_and(|x| x <= buf.len()))
+        .ok_or_else(|| bad("meta length"))?;
     let (meta, _) = decode_snapshot_meta(&buf.slice(16..mend), DecodeLimits::default())
         .map_err(|e| bad(&e.to_string()))?;
     n.copy_from_slice(&buf[mend..mend + 8]);
     let dlen = usize::try_from(u64::from_le_bytes(n)).map_err(|_| bad("data length"))?;
-    if mend + 8 + dlen != buf.len() {
+    if (mend + 8).checked_add(dlen) != Some(buf.len()) {
         return Err(bad("data length"));
     }
     if meta.index != index {

@@ -36,9 +36,12 @@ pub struct ChainSm {
 }
 
 impl ChainSm {
+    /// A state machine for `group` registered in `reg`. If the registry already holds the
+    /// group (the engine created the replica from its leader's first message before the
+    /// test's `create_group`, which then keeps the engine's), the state is shared so the
+    /// test reads the replica the engine runs.
     pub fn boxed(reg: &Registry, group: u64) -> Box<dyn StateMachine> {
-        let st = Arc::new(Mutex::new(SmState::default()));
-        reg.lock().unwrap().insert(group, st.clone());
+        let st = reg.lock().unwrap().entry(group).or_default().clone();
         Box::new(ChainSm { st })
     }
 }
