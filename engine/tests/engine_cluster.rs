@@ -398,3 +398,40 @@ fn joint_change_replaces_a_member() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// 5 engines, 100 groups placed on rotating sets of 3 nodes: each group replicates on
+/// exactly its members; stopping one node moves the leadership of its groups.
+#[test]
+fn five_engines_sharded_placement() {
+    let mut c = Cluster::new(5, 10_000);
+    let members = |g: u64| -> Vec<u64> { (0..3).map(|k| (g + k) % 5 + 1).collect() };
+    let groups: Vec<u64> = (1000..1100).collect();
+    for &g in &groups {
+        c.create_group(g, &members(g));
+    }
+    std::thread::scope(|s| {
+        for chunk in groups.chunks(25) {
+            let c = &c;
+            s.spawn(move || {
+                for &g in chunk {
+                    c.propose(g, &[1, g as u8]);
+                    c.propose(g, &[2, g as u8]);
+                }
+            });
+        }
+    });
+    for &g in &groups {
+        let m = members(g);
+        c.wait_converged(g, &m, 2, LONG);
+        for n in 1..=5u64 {
+            assert_eq!(c.engine(n).group_status(g).is_some(), m.contains(&n), "group {g} on node {n}");
+        }
+    }
+    c.stop(5);
+    for &g in &groups {
+        let live: Vec<u64> = members(g).into_iter().filter(|&n| n != 5).collect();
+        c.propose(g, b"3");
+        let st = c.wait_converged(g, &live, 3, LONG);
+        assert_eq!(st.commands, 3);
+    }
+}

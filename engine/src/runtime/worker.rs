@@ -608,7 +608,7 @@ impl Worker {
         }
         match g.raft.propose(data) {
             Ok((index, term)) => {
-                self.waiting -= drop_overtaken(g, index);
+                self.waiting = self.waiting.saturating_sub(drop_overtaken(g, index));
                 g.uncommitted += size;
                 g.waiters.push_back(Waiter { index, term, size, done: WaiterDone::Propose(done) });
                 self.waiting += 1;
@@ -665,7 +665,7 @@ impl Worker {
         };
         match g.raft.propose_conf_change(cc) {
             Ok((index, term)) => {
-                self.waiting -= drop_overtaken(g, index);
+                self.waiting = self.waiting.saturating_sub(drop_overtaken(g, index));
                 g.waiters.push_back(Waiter { index, term, size: 0, done: WaiterDone::Conf(done) });
                 self.waiting += 1;
                 Self::touch(&mut self.touched, g);
@@ -765,11 +765,18 @@ impl Worker {
                     break;
                 }
             }
+            if self.failed {
+                // `storage_failed` failed the waiters of the groups in the map; this one
+                // was out of it while its Ready was handled.
+                g.fail_all(|| Outcome::StorageFailed, || ReadError::StorageFailed);
+                self.groups.insert(gid, g);
+                continue;
+            }
             if removed {
                 destroyed.push(g);
                 continue;
             }
-            if !self.failed && g.raft.has_ready() {
+            if g.raft.has_ready() {
                 g.touched = true;
                 self.touched.push(gid);
             }
@@ -834,7 +841,7 @@ impl Worker {
                         g.sm.apply(e.index, e.term, None)
                     }
                 };
-                self.waiting -= complete_waiters(g, e.index, e.term, result);
+                self.waiting = self.waiting.saturating_sub(complete_waiters(g, e.index, e.term, result));
             }
             bump_by(&self.sh.counters.applied_entries, rd.committed_entries.len() as u64);
             g.raft.on_applied(last_applied);
@@ -866,7 +873,7 @@ impl Worker {
                 n += 1;
             }
         }
-        self.waiting -= n;
+        self.waiting = self.waiting.saturating_sub(n);
         g.raft.storage_mut().snap = meta.clone();
         let gid = g.id;
         self.batch.remove_group(gid);
@@ -921,7 +928,7 @@ impl Worker {
             self.sh.node,
             g.raft.id()
         );
-        self.waiting -= g.waiters.len();
+        self.waiting = self.waiting.saturating_sub(g.waiters.len());
         g.fail_all(|| Outcome::Indeterminate, || ReadError::GroupNotFound(gid));
         self.batch.remove_group(gid);
         self.batch.set_meta(gid, &GroupMeta::Tombstone { replica: g.raft.id() }.encode());
