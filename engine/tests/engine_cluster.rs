@@ -151,8 +151,11 @@ fn add_learner_promote_and_remove() {
     }
     for &g in &groups {
         c.wait_converged(g, &[1, 2, 3, 4], 5, LONG);
-        let s = c.engine(4).group_status(g).unwrap();
-        assert!(s.members.is_learner(s.replica));
+        let deadline = Instant::now() + LONG;
+        while !c.engine(4).group_status(g).is_some_and(|s| s.members.is_learner(s.replica)) {
+            assert!(Instant::now() < deadline, "group {g}: node 4 never applied its addition");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         change(&c, g, MembershipChange::Promote { node: 4, force: false });
         // Removing the leader's own node: move leadership away first.
         if c.leader(g) == Some(1) {
@@ -433,5 +436,41 @@ fn five_engines_sharded_placement() {
         c.propose(g, b"3");
         let st = c.wait_converged(g, &live, 3, LONG);
         assert_eq!(st.commands, 3);
+    }
+}
+
+/// Promoting a learner that lags more than `promote_lag_max` (1,000) entries is refused
+/// with `LearnerNotCaughtUp` unless forced; once it caught up, promotion succeeds.
+#[test]
+fn promotion_waits_for_the_learner_to_catch_up() {
+    let mut c = Cluster::new(4, 100_000);
+    let g = 61;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.stop(4);
+    change(&c, g, MembershipChange::AddLearner(4));
+    // 1,100 entries the stopped learner does not have (pipelined, then awaited).
+    let waiters: Vec<Proposal> = (0..1100u32)
+        .map(|i| c.engine(1).propose(g, Bytes::copy_from_slice(&i.to_le_bytes())).unwrap())
+        .collect();
+    for p in waiters {
+        p.wait_timeout(LONG).unwrap().unwrap();
+    }
+    match c
+        .engine(1)
+        .change_membership(g, MembershipChange::Promote { node: 4, force: false })
+        .unwrap()
+        .wait()
+    {
+        Err(MembershipError::LearnerNotCaughtUp { node: 4, lag }) => assert!(lag > 1000, "lag {lag}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    c.start(4);
+    c.wait_converged(g, &[1, 2, 3, 4], 1100, LONG);
+    change(&c, g, MembershipChange::Promote { node: 4, force: false });
+    let deadline = Instant::now() + LONG;
+    while !c.engine(4).group_status(g).is_some_and(|s| s.members.is_voter(s.replica)) {
+        assert!(Instant::now() < deadline, "node 4 never applied its promotion");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
