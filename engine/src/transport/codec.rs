@@ -678,6 +678,56 @@ pub fn decode_batch(buf: &Bytes, limits: DecodeLimits) -> Result<Vec<WireItem>, 
     Ok(items)
 }
 
+// ---------------------------------------------------------------------------------------
+// Storage forms (used by the runtime's WAL adapter): an entry payload and a snapshot's
+// metadata, each on its own, in the same encoding as inside a message.
+
+/// Encodes an entry's payload as stored in the WAL (the WAL keeps index and term).
+pub fn encode_payload(p: &EntryPayload) -> Bytes {
+    let mut b = BytesMut::with_capacity(8 + if let EntryPayload::Normal(d) = p { d.len() } else { 32 });
+    match p {
+        EntryPayload::Noop => b.put_u8(P_NOOP),
+        EntryPayload::Normal(d) => {
+            b.put_u8(P_NORMAL);
+            put_bytes(&mut b, d);
+        }
+        EntryPayload::ConfChange(cc) => {
+            b.put_u8(P_CONF);
+            put_conf_change(&mut b, cc);
+        }
+    }
+    b.freeze()
+}
+
+/// Decodes a payload written by [`encode_payload`]; data is a slice of `buf` (no copy).
+pub fn decode_payload(buf: &Bytes, limits: DecodeLimits) -> Result<EntryPayload, DecodeError> {
+    let mut r = Reader { buf, pos: 0, limits };
+    let at = r.pos;
+    let p = match r.u8()? {
+        P_NOOP => EntryPayload::Noop,
+        P_NORMAL => EntryPayload::Normal(r.bytes()?),
+        P_CONF => EntryPayload::ConfChange(r.conf_change()?),
+        tag => return Err(DecodeError::UnknownTag { what: "entry payload", tag, at }),
+    };
+    if r.left() != 0 {
+        return Err(DecodeError::Trailing(r.left()));
+    }
+    Ok(p)
+}
+
+/// Appends the encoding of a snapshot's metadata (index, term, configuration).
+pub fn encode_snapshot_meta(b: &mut BytesMut, m: &SnapshotMeta) {
+    put_meta(b, m);
+}
+
+/// Decodes metadata written by [`encode_snapshot_meta`] at the start of `buf`; returns it
+/// with the number of bytes it took.
+pub fn decode_snapshot_meta(buf: &Bytes, limits: DecodeLimits) -> Result<(SnapshotMeta, usize), DecodeError> {
+    let mut r = Reader { buf, pos: 0, limits };
+    let m = r.meta()?;
+    Ok((m, r.pos))
+}
+
 #[cfg(test)]
 mod size_tests {
     use super::*;

@@ -1,0 +1,895 @@
+//! The embedding API: [`Engine`], its configuration ([`EngineConfig`], validated once into a
+//! [`ValidEngineConfig`]), the [`StateMachine`] an application plugs in, and the typed
+//! answers of every operation.
+//!
+//! Owns the public surface and its error types. Never runs Raft rules or touches the WAL or
+//! the network itself: every operation becomes a command in the mailbox of the worker that
+//! owns the group (see [`crate::runtime`]).
+//!
+//! Errors: "not appended, try elsewhere" answers ([`ProposeError::NotLeader`],
+//! [`ProposeError::TransferInProgress`]) are kept apart from outcomes of appended
+//! proposals ([`ProposeError::Dropped`], [`ProposeError::Indeterminate`]), from
+//! backpressure ([`ProposeError::Busy`]) and from fatal errors
+//! ([`ProposeError::StorageFailed`], [`ProposeError::Shutdown`]); see
+//! [`ProposeError::class`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::raft::conf::{ConfChangeError, ConfState};
+use crate::raft::config::{Config as RaftConfig, ConfigError as RaftConfigError, ValidConfig};
+use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
+use crate::runtime::{self, Abandoned, Pending};
+use crate::transport::Transport;
+
+pub use flotilla_wal::WalConfig;
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+/// Most worker threads allowed.
+pub const MAX_WORKERS: usize = 256;
+/// Shortest tick interval allowed.
+pub const MIN_TICK: Duration = Duration::from_millis(1);
+/// Longest tick interval allowed.
+pub const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
+/// fields, and hand it to [`Engine::open`] (which validates it with
+/// [`EngineConfig::validate`]).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's id. Required; non-zero; must equal the transport's node id.
+    pub node_id: NodeId,
+    /// Directory of the node's durable state (the WAL lives in `data_dir/wal`). Required.
+    pub data_dir: PathBuf,
+    /// Worker threads; 0 means one per available core. Default 0; bounds 0..=[`MAX_WORKERS`].
+    pub workers: usize,
+    /// Wall time of one Raft tick. Default 10 ms; bounds [`MIN_TICK`]..=[`MAX_TICK`].
+    pub tick_interval: Duration,
+    /// Template of every replica's Raft configuration (election and heartbeat ticks,
+    /// flow control, PreVote, CheckQuorum, read mode). Its `id`, `applied` and `seed`
+    /// are set per replica by the engine. Default [`RaftConfig::new`]; validated by its own
+    /// rules.
+    pub raft: RaftConfig,
+    /// The WAL's configuration. Its `dir` is ignored: the WAL lives in `data_dir/wal`.
+    /// Default [`WalConfig::new`]; validated by its own rules.
+    pub wal: WalConfig,
+    /// Capacity of each worker's mailbox in commands. A full mailbox makes operations
+    /// answer `Busy` and drops incoming network messages (Raft retransmits). Default
+    /// 65,536; bounds 64..=16,777,216.
+    pub mailbox_capacity: usize,
+    /// Bytes of proposals appended but not yet applied that a group may hold before
+    /// `propose` answers `Busy`. Default 8 MiB; bounds 1..=`wal.segment_size / 4` (so one
+    /// turn's write batch always fits in a WAL segment).
+    pub max_uncommitted_bytes: u64,
+    /// Proposals appended but not yet applied that one worker may hold before `propose`
+    /// answers `Busy`. Default 262,144; bounds 1..=16,777,216.
+    pub max_pending_proposals: usize,
+    /// Largest proposal payload accepted. Default 4 MiB; bounds 1..=`wal.max_write_bytes / 2`.
+    pub max_entry_bytes: usize,
+    /// Ticks after which a read barrier that was not confirmed resolves as
+    /// [`ReadError::Timeout`]. Default 200; must be at least the Raft template's
+    /// `election_timeout_max_ticks`.
+    pub read_timeout_ticks: u32,
+    /// A learner is promoted only if its match is within this many entries of the
+    /// leader's last index (else [`MembershipError::LearnerNotCaughtUp`]). Default 1,000.
+    pub promote_lag_max: u64,
+    /// Applied entries past a group's compaction point that make the engine snapshot its
+    /// state machine to a file and compact the group's log. Default 10,000; at least 1.
+    pub compact_entries: u64,
+}
+
+impl EngineConfig {
+    /// A configuration with every default for node `node_id` storing into `data_dir`.
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> EngineConfig {
+        let data_dir = data_dir.into();
+        EngineConfig {
+            node_id,
+            wal: WalConfig::new(data_dir.join("wal")),
+            data_dir,
+            workers: 0,
+            tick_interval: Duration::from_millis(10),
+            raft: RaftConfig::new(1),
+            mailbox_capacity: 1 << 16,
+            max_uncommitted_bytes: 8 << 20,
+            max_pending_proposals: 1 << 18,
+            max_entry_bytes: 4 << 20,
+            read_timeout_ticks: 200,
+            promote_lag_max: 1000,
+            compact_entries: 10_000,
+        }
+    }
+
+    /// Checks every rule once and resolves defaults (the worker count).
+    pub fn validate(self) -> Result<ValidEngineConfig, ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::ZeroNodeId);
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::EmptyDataDir);
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::WorkersOutOfBounds(self.workers));
+        }
+        if self.tick_interval < MIN_TICK || self.tick_interval > MAX_TICK {
+            return Err(ConfigError::TickIntervalOutOfBounds(self.tick_interval));
+        }
+        let mut raft = self.raft.clone();
+        raft.id = 1;
+        raft.applied = 0;
+        let raft = raft.validate().map_err(ConfigError::Raft)?;
+        let mut wal = self.wal.clone();
+        wal.dir = self.data_dir.join("wal");
+        wal.check().map_err(ConfigError::Wal)?;
+        if !(64..=1 << 24).contains(&self.mailbox_capacity) {
+            return Err(ConfigError::MailboxCapacityOutOfBounds(self.mailbox_capacity));
+        }
+        if self.max_uncommitted_bytes == 0 || self.max_uncommitted_bytes > wal.segment_size / 4 {
+            return Err(ConfigError::MaxUncommittedBytesOutOfBounds {
+                value: self.max_uncommitted_bytes,
+                max: wal.segment_size / 4,
+            });
+        }
+        if !(1..=1 << 24).contains(&self.max_pending_proposals) {
+            return Err(ConfigError::MaxPendingProposalsOutOfBounds(self.max_pending_proposals));
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > wal.max_write_bytes / 2 {
+            return Err(ConfigError::MaxEntryBytesOutOfBounds {
+                value: self.max_entry_bytes,
+                max: wal.max_write_bytes / 2,
+            });
+        }
+        if self.read_timeout_ticks < self.raft.election_timeout_max_ticks {
+            return Err(ConfigError::ReadTimeoutTooShort {
+                read: self.read_timeout_ticks,
+                election: self.raft.election_timeout_max_ticks,
+            });
+        }
+        if self.compact_entries == 0 {
+            return Err(ConfigError::ZeroCompactEntries);
+        }
+        let workers = if self.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
+        } else {
+            self.workers
+        };
+        Ok(ValidEngineConfig { raw: EngineConfig { workers, wal, ..self }, raft })
+    }
+}
+
+/// An [`EngineConfig`] that passed every rule, with defaults resolved.
+#[derive(Debug, Clone)]
+pub struct ValidEngineConfig {
+    raw: EngineConfig,
+    raft: ValidConfig,
+}
+
+impl ValidEngineConfig {
+    /// The checked values (with `workers` resolved and `wal.dir` set).
+    pub fn get(&self) -> &EngineConfig {
+        &self.raw
+    }
+
+    /// The Raft configuration of replica `id` (template with its id, applied index and
+    /// seed).
+    pub(crate) fn raft_for(
+        &self,
+        id: ReplicaId,
+        applied: u64,
+        seed: u64,
+    ) -> Result<ValidConfig, RaftConfigError> {
+        let mut c: RaftConfig = (*self.raft).clone();
+        c.id = id;
+        c.applied = applied;
+        c.seed = seed;
+        c.validate()
+    }
+}
+
+/// Why an [`EngineConfig`] was refused: one variant per rule.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// `node_id` is 0.
+    #[error("node id must be non-zero")]
+    ZeroNodeId,
+    /// `data_dir` is empty.
+    #[error("data_dir must be set")]
+    EmptyDataDir,
+    /// `workers` exceeds [`MAX_WORKERS`].
+    #[error("workers {0} out of bounds 0..={MAX_WORKERS}")]
+    WorkersOutOfBounds(usize),
+    /// `tick_interval` outside [`MIN_TICK`]..=[`MAX_TICK`].
+    #[error("tick interval {0:?} out of bounds 1ms..=1s")]
+    TickIntervalOutOfBounds(Duration),
+    /// The Raft template broke one of its rules.
+    #[error("raft template: {0}")]
+    Raft(RaftConfigError),
+    /// The WAL configuration broke one of its rules.
+    #[error("wal: {0}")]
+    Wal(flotilla_wal::ConfigError),
+    /// `mailbox_capacity` outside 64..=16,777,216.
+    #[error("mailbox capacity {0} out of bounds 64..=16777216")]
+    MailboxCapacityOutOfBounds(usize),
+    /// `max_uncommitted_bytes` is 0 or above a quarter of the WAL's segment size.
+    #[error("max_uncommitted_bytes {value} out of bounds 1..={max}")]
+    MaxUncommittedBytesOutOfBounds {
+        /// The value given.
+        value: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// `max_pending_proposals` outside 1..=16,777,216.
+    #[error("max_pending_proposals {0} out of bounds 1..=16777216")]
+    MaxPendingProposalsOutOfBounds(usize),
+    /// `max_entry_bytes` is 0 or above half the WAL's write size.
+    #[error("max_entry_bytes {value} out of bounds 1..={max}")]
+    MaxEntryBytesOutOfBounds {
+        /// The value given.
+        value: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// `compact_entries` is 0.
+    #[error("compact_entries must be at least 1")]
+    ZeroCompactEntries,
+    /// `read_timeout_ticks` is below the maximum election timeout.
+    #[error("read timeout {read} ticks is below the election timeout {election}")]
+    ReadTimeoutTooShort {
+        /// The value given.
+        read: u32,
+        /// The template's `election_timeout_max_ticks`.
+        election: u32,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// The state machine
+
+/// The application's replicated state of one group. Called only from the worker that
+/// owns the group, in log order.
+pub trait StateMachine: Send + 'static {
+    /// Applies the committed entry at (`index`, `term`). `command` is the proposal's bytes,
+    /// or `None` for an entry the engine appended itself (a leader's no-op, a membership
+    /// change), which still advances the applied index. The returned bytes resolve the
+    /// proposal's waiter on the node that proposed it.
+    fn apply(&mut self, index: u64, term: u64, command: Option<&[u8]>) -> Bytes;
+
+    /// The index this state machine has durably applied (0 for a state machine that keeps
+    /// its data in memory only). On open, the engine replays only entries after it.
+    fn applied_index(&self) -> u64;
+
+    /// Writes a snapshot of the current state (which reflects `applied_index`) to `out`.
+    fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+
+    /// Replaces the whole state with the snapshot read from `input`, which reflects the
+    /// log up to (`index`, `term`).
+    fn restore(&mut self, index: u64, term: u64, input: &mut dyn std::io::Read) -> std::io::Result<()>;
+}
+
+/// Makes the state machine of a replica the engine creates by itself: recovered on open,
+/// or created when a group's leader first contacts this node after adding it.
+pub type StateMachineFactory = Arc<dyn Fn(u64) -> Box<dyn StateMachine> + Send + Sync>;
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// How a caller should treat an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Not done; retry at another node (the hint, if any).
+    Redirect,
+    /// Not done; retry later (backpressure, no leader yet).
+    Retry,
+    /// The operation was accepted and its outcome is known to be failure
+    /// (`Dropped`) or cannot be known (`Indeterminate`): retrying may apply it twice.
+    Outcome,
+    /// The engine cannot continue (storage failed, shut down), or the request is invalid.
+    Fatal,
+}
+
+/// Why a bounded resource refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyReason {
+    /// The worker's mailbox is full.
+    Mailbox,
+    /// The group's appended but unapplied bytes exceed `max_uncommitted_bytes`.
+    GroupUncommitted,
+    /// The worker's appended but unapplied proposals exceed `max_pending_proposals`.
+    WorkerPending,
+}
+
+/// Why a proposal did not (or may not) take effect.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProposeError {
+    /// Not appended: this replica is not the leader. Try the hinted node.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node hosting the leader this replica knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// Not appended: a leadership transfer is in progress; retry at its target.
+    #[error("leadership transfer in progress (to node {to:?})")]
+    TransferInProgress {
+        /// The transfer's target node.
+        to: Option<NodeId>,
+    },
+    /// This node hosts no replica of the group.
+    #[error("group {0} not found")]
+    GroupNotFound(u64),
+    /// Not appended: a bound was reached.
+    #[error("busy: {0:?}")]
+    Busy(BusyReason),
+    /// Not appended: the payload exceeds `max_entry_bytes`.
+    #[error("proposal of {len} bytes exceeds the maximum {max}")]
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// `max_entry_bytes`.
+        max: usize,
+    },
+    /// Appended, then replaced by another leader's entry: it will never apply.
+    #[error("proposal dropped: another entry was committed at its index")]
+    Dropped,
+    /// Appended, but the engine cannot know whether it applied (the replica was removed or
+    /// installed a snapshot past it, or the engine shut down first).
+    #[error("proposal outcome unknown")]
+    Indeterminate,
+    /// The WAL failed; the engine stopped.
+    #[error("storage failed; the engine stopped")]
+    StorageFailed,
+    /// The engine is shut down (and the proposal was not appended).
+    #[error("engine shut down")]
+    Shutdown,
+}
+
+impl ProposeError {
+    /// How to treat this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ProposeError::NotLeader { .. } | ProposeError::TransferInProgress { .. } => ErrorClass::Redirect,
+            ProposeError::Busy(_) => ErrorClass::Retry,
+            ProposeError::Dropped | ProposeError::Indeterminate => ErrorClass::Outcome,
+            ProposeError::GroupNotFound(_)
+            | ProposeError::TooLarge { .. }
+            | ProposeError::StorageFailed
+            | ProposeError::Shutdown => ErrorClass::Fatal,
+        }
+    }
+}
+
+impl Abandoned for Result<Bytes, ProposeError> {
+    fn abandoned() -> Self {
+        Err(ProposeError::Indeterminate)
+    }
+}
+
+/// Why a read barrier failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReadError {
+    /// No leader is known to confirm the read; retry later or at the hinted node.
+    #[error("no leader to confirm the read (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node hosting the leader this replica knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// This node hosts no replica of the group.
+    #[error("group {0} not found")]
+    GroupNotFound(u64),
+    /// The worker's mailbox is full.
+    #[error("busy")]
+    Busy,
+    /// The read was not confirmed within `read_timeout_ticks` (leadership changed or a
+    /// message was lost); retry.
+    #[error("read not confirmed in time")]
+    Timeout,
+    /// The WAL failed; the engine stopped.
+    #[error("storage failed; the engine stopped")]
+    StorageFailed,
+    /// The engine is shut down.
+    #[error("engine shut down")]
+    Shutdown,
+}
+
+impl Abandoned for Result<(), ProposeError> {
+    fn abandoned() -> Self {
+        Err(ProposeError::Shutdown)
+    }
+}
+
+impl Abandoned for Result<u64, ReadError> {
+    fn abandoned() -> Self {
+        Err(ReadError::Shutdown)
+    }
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TransferError {
+    /// This replica is not the leader; ask the hinted node.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node hosting the leader this replica knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// This node hosts no replica of the group.
+    #[error("group {0} not found")]
+    GroupNotFound(u64),
+    /// The target node hosts no member of the group.
+    #[error("node {0} is not a member of the group")]
+    NotMember(NodeId),
+    /// The target's replica is a learner (or outgoing voter) and cannot lead.
+    #[error("node {0} is not a voter of the group")]
+    NotVoter(NodeId),
+    /// The target is this node, the leader already.
+    #[error("node {0} already leads the group")]
+    ToSelf(NodeId),
+    /// The worker's mailbox is full.
+    #[error("busy")]
+    Busy,
+    /// The WAL failed; the engine stopped.
+    #[error("storage failed; the engine stopped")]
+    StorageFailed,
+    /// The engine is shut down.
+    #[error("engine shut down")]
+    Shutdown,
+}
+
+impl Abandoned for Result<(), TransferError> {
+    fn abandoned() -> Self {
+        Err(TransferError::Shutdown)
+    }
+}
+
+/// A membership change of one group, by node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Adds `node` as a learner under a new replica id. The node creates its replica when
+    /// the leader first contacts it.
+    AddLearner(NodeId),
+    /// Promotes the learner on `node` to voter. Refused with
+    /// [`MembershipError::LearnerNotCaughtUp`] unless its match is within
+    /// `promote_lag_max` of the leader's last index, or `force` is set.
+    Promote {
+        /// The learner's node.
+        node: NodeId,
+        /// Skip the catch-up check.
+        force: bool,
+    },
+    /// Adds `node` directly as a voter under a new replica id.
+    AddVoter(NodeId),
+    /// Removes the member on `node`; its replica destroys itself when it applies the
+    /// change.
+    Remove(NodeId),
+    /// Several of the changes above at once through a joint configuration (Raft thesis
+    /// §4.3), left automatically once applied. Resolves when the joint configuration is
+    /// entered; the leader then proposes leaving it.
+    Joint(Vec<MembershipChange>),
+}
+
+/// Why a membership change did not (or may not) take effect.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MembershipError {
+    /// Not appended: this replica is not the leader; ask the hinted node.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node hosting the leader this replica knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// This node hosts no replica of the group.
+    #[error("group {0} not found")]
+    GroupNotFound(u64),
+    /// Not appended: another change is still pending.
+    #[error("a membership change is pending")]
+    ChangePending,
+    /// Not appended: the new leader has not committed an entry of its term; retry.
+    #[error("the leader is not ready for membership changes yet")]
+    LeaderNotReady,
+    /// Not appended: a leadership transfer is in progress.
+    #[error("leadership transfer in progress")]
+    TransferInProgress,
+    /// Not appended: the learner lags too far behind to be promoted.
+    #[error("learner on node {node} lags {lag} entries behind")]
+    LearnerNotCaughtUp {
+        /// The learner's node.
+        node: NodeId,
+        /// Entries behind the leader's last index.
+        lag: u64,
+    },
+    /// Not appended: the node is already a member (adds) or not a member (promote,
+    /// remove).
+    #[error("invalid change for node {node}: {why}")]
+    Invalid {
+        /// The node named.
+        node: NodeId,
+        /// What is wrong.
+        why: String,
+    },
+    /// Not appended: the change is invalid for the current configuration.
+    #[error("invalid membership change: {0}")]
+    Conf(#[from] ConfChangeError),
+    /// The worker's mailbox is full.
+    #[error("busy")]
+    Busy,
+    /// Appended, then replaced by another leader's entry.
+    #[error("change dropped: another entry was committed at its index")]
+    Dropped,
+    /// Appended; the outcome cannot be known.
+    #[error("change outcome unknown")]
+    Indeterminate,
+    /// The WAL failed; the engine stopped.
+    #[error("storage failed; the engine stopped")]
+    StorageFailed,
+    /// The engine is shut down.
+    #[error("engine shut down")]
+    Shutdown,
+}
+
+impl Abandoned for Result<(), MembershipError> {
+    fn abandoned() -> Self {
+        Err(MembershipError::Indeterminate)
+    }
+}
+
+/// Why a group could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CreateGroupError {
+    /// The member list is empty.
+    #[error("a group needs at least one member")]
+    NoMembers,
+    /// A node is listed twice.
+    #[error("node {0} listed twice")]
+    DuplicateMember(NodeId),
+    /// This node is not among the members (it joins when a leader adds it).
+    #[error("this node is not among the members")]
+    NotAMember,
+    /// The group was removed from this node; its tombstone forbids recreating it here.
+    #[error("group {0} was removed from this node")]
+    Tombstoned(u64),
+    /// The group exists here with another replica id.
+    #[error("group {group} exists here as replica {existing}")]
+    Conflict {
+        /// The group.
+        group: u64,
+        /// The replica id it has here.
+        existing: ReplicaId,
+    },
+    /// The worker's mailbox is full.
+    #[error("busy")]
+    Busy,
+    /// The WAL failed; the engine stopped.
+    #[error("storage failed; the engine stopped")]
+    StorageFailed,
+    /// The engine is shut down.
+    #[error("engine shut down")]
+    Shutdown,
+}
+
+impl Abandoned for Result<(), CreateGroupError> {
+    fn abandoned() -> Self {
+        Err(CreateGroupError::Shutdown)
+    }
+}
+
+/// Why [`Engine::open`] failed.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// The configuration broke a rule.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// The transport belongs to another node.
+    #[error("transport is node {transport}, config says {config}")]
+    NodeMismatch {
+        /// `config.node_id`.
+        config: NodeId,
+        /// The transport's node id.
+        transport: NodeId,
+    },
+    /// The data directory could not be created or read.
+    #[error("data dir: {0}")]
+    Io(#[from] std::io::Error),
+    /// The WAL could not be opened or recovered.
+    #[error("wal: {0}")]
+    Wal(#[from] flotilla_wal::OpenError),
+    /// A group's durable state is inconsistent.
+    #[error("recovering group {group}: {reason}")]
+    Recovery {
+        /// The group.
+        group: u64,
+        /// What failed.
+        reason: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// Handles and status
+
+/// A proposal's outcome: the state machine's result once applied. Wait with
+/// [`Pending::wait`] or `.await` it.
+pub type Proposal = Pending<Result<Bytes, ProposeError>>;
+/// A read barrier: resolves with the index applied locally once the read is linearizable.
+pub type ReadBarrier = Pending<Result<u64, ReadError>>;
+/// A membership change's outcome: resolves once the change is applied here.
+pub type MembershipProposal = Pending<Result<(), MembershipError>>;
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The follower's replica.
+    pub replica: Replica,
+    /// Highest index known durable there.
+    pub matched: u64,
+    /// Entries behind the leader's last index.
+    pub lag: u64,
+}
+
+/// One replica's state, for operators and rebalancers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: u64,
+    /// This node's replica id in the group.
+    pub replica: ReplicaId,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<Replica>,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// The configuration.
+    pub members: ConfState,
+    /// Followers (leaders only).
+    pub peers: Vec<PeerStatus>,
+}
+
+/// Engine-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// WAL write batches submitted by the workers.
+    pub wal_batches: u64,
+    /// Group writes (one per `Ready` that wrote something) carried by those batches.
+    pub wal_batch_groups: u64,
+    /// Snapshots taken and logs compacted.
+    pub compactions: u64,
+    /// Snapshot streams started to followers.
+    pub snapshots_sent: u64,
+    /// Snapshots received and installed.
+    pub snapshots_installed: u64,
+    /// Entries applied.
+    pub applied_entries: u64,
+    /// Proposals refused with `Busy`.
+    pub refused_busy: u64,
+    /// Proposals refused with `NotLeader` or `TransferInProgress`.
+    pub refused_not_leader: u64,
+    /// Replicas created on a leader's first message.
+    pub replicas_created: u64,
+    /// Replicas destroyed after their removal.
+    pub replicas_destroyed: u64,
+    /// Network messages dropped because a mailbox was full.
+    pub messages_dropped: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// The engine
+
+/// A node of the multi-raft engine: its workers, its WAL and its transport. Share it by
+/// reference across threads. `propose`, `read_index` and `change_membership` return at
+/// once with a handle; `create_group` and `transfer_leader` wait for the owning worker's
+/// answer (creating a founding replica waits for one WAL write); `status` waits for every
+/// worker; `shutdown` waits for the writes in flight.
+pub struct Engine {
+    rt: runtime::Runtime,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("node", &self.rt.node_id()).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the node: validates `config`, opens (recovering) the WAL in
+    /// `data_dir/wal`, recovers every group found there (state machines from `factory`,
+    /// replaying the entries after their `applied_index`), and starts the workers and the
+    /// network thread over `transport`.
+    pub fn open(
+        config: EngineConfig,
+        transport: Box<dyn Transport>,
+        factory: StateMachineFactory,
+    ) -> Result<Engine, OpenError> {
+        let cfg = config.validate()?;
+        if transport.node_id() != cfg.get().node_id {
+            return Err(OpenError::NodeMismatch {
+                config: cfg.get().node_id,
+                transport: transport.node_id(),
+            });
+        }
+        Ok(Engine { rt: runtime::Runtime::start(cfg, transport, factory, None)? })
+    }
+
+    /// Like [`Engine::open`], with the WAL's file operations going through `fs` (tests
+    /// inject write and sync failures and power loss with [`flotilla_wal::fault::FaultFs`]).
+    /// Snapshot files do not go through `fs`.
+    pub fn open_with_fs(
+        config: EngineConfig,
+        transport: Box<dyn Transport>,
+        factory: StateMachineFactory,
+        fs: Arc<dyn flotilla_wal::FileSystem>,
+    ) -> Result<Engine, OpenError> {
+        let cfg = config.validate()?;
+        if transport.node_id() != cfg.get().node_id {
+            return Err(OpenError::NodeMismatch {
+                config: cfg.get().node_id,
+                transport: transport.node_id(),
+            });
+        }
+        Ok(Engine { rt: runtime::Runtime::start(cfg, transport, factory, Some(fs))? })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.rt.node_id()
+    }
+
+    /// Creates this node's replica of a new group whose founding voters are `members`
+    /// (given in the same order on every node; replica ids are assigned 1, 2, ... in that
+    /// order). The founding configuration is the group's first log entry, so replicas
+    /// added later learn it from the log. Every founding node calls this; if the replica
+    /// already exists here (recovered, created earlier, or created by its leader's first
+    /// message) nothing changes and `Ok` is returned (`state_machine` is then dropped).
+    pub fn create_group(
+        &self,
+        group: u64,
+        members: &[NodeId],
+        state_machine: Box<dyn StateMachine>,
+    ) -> Result<(), CreateGroupError> {
+        if members.is_empty() {
+            return Err(CreateGroupError::NoMembers);
+        }
+        for (i, n) in members.iter().enumerate() {
+            if members[..i].contains(n) {
+                return Err(CreateGroupError::DuplicateMember(*n));
+            }
+        }
+        let me = self.node_id();
+        let Some(pos) = members.iter().position(|&n| n == me) else {
+            return Err(CreateGroupError::NotAMember);
+        };
+        let conf =
+            ConfState::with_voters(members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)));
+        self.rt.create_group(group, pos as u64 + 1, conf, state_machine).wait()
+    }
+
+    /// Removes this node's replica of `group` without a membership change (use it when the
+    /// whole group is deleted on every node; to move a replica away use
+    /// [`Engine::change_membership`]). Its records leave the WAL and a tombstone stays, so
+    /// messages from the group never recreate it. Pending proposals resolve
+    /// `Indeterminate`.
+    pub fn remove_group(&self, group: u64) -> Result<(), ProposeError> {
+        self.rt.remove_group(group).wait()
+    }
+
+    /// Proposes `data` to `group`. Resolves with the state machine's result once the entry
+    /// is applied here (so only a leader accepts proposals).
+    pub fn propose(&self, group: u64, data: Bytes) -> Result<Proposal, ProposeError> {
+        self.rt.propose(group, data)
+    }
+
+    /// A linearizable read barrier on `group` (on a leader, follower or learner): resolves
+    /// with the locally applied index once every write acknowledged before the call is
+    /// applied here; read the state machine after it resolves.
+    pub fn read_index(&self, group: u64) -> Result<ReadBarrier, ReadError> {
+        self.rt.read_index(group)
+    }
+
+    /// Starts transferring `group`'s leadership to its voter on `node`. Returns once the
+    /// transfer started; proposals are refused until it ends (watch [`Engine::status`]).
+    pub fn transfer_leader(&self, group: u64, node: NodeId) -> Result<(), TransferError> {
+        self.rt.transfer_leader(group, node).wait()
+    }
+
+    /// Proposes a membership change; resolves once it is applied here.
+    pub fn change_membership(
+        &self,
+        group: u64,
+        change: MembershipChange,
+    ) -> Result<MembershipProposal, MembershipError> {
+        self.rt.change_membership(group, change)
+    }
+
+    /// Every replica on this node, by group id.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        self.rt.status()
+    }
+
+    /// One group's replica on this node, if it exists.
+    pub fn group_status(&self, group: u64) -> Option<GroupStatus> {
+        self.rt.group_status(group)
+    }
+
+    /// Engine-wide counters.
+    pub fn metrics(&self) -> Metrics {
+        self.rt.metrics()
+    }
+
+    /// Stops the node gracefully: workers finish the writes in flight (so everything
+    /// acknowledged is durable), pending waiters resolve (`Indeterminate` for appended
+    /// proposals, `Shutdown` otherwise), then the network thread and the WAL stop.
+    pub fn shutdown(self) {
+        self.rt.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> EngineConfig {
+        EngineConfig::new(1, "/tmp/flotilla-config-test")
+    }
+
+    #[test]
+    fn defaults_validate_and_resolve_workers() {
+        let v = base().validate().unwrap();
+        assert!(v.get().workers >= 1);
+        assert_eq!(v.get().wal.dir, PathBuf::from("/tmp/flotilla-config-test/wal"));
+        assert_eq!(v.raft_for(7, 3, 9).unwrap().id, 7);
+    }
+
+    #[test]
+    fn one_error_per_rule() {
+        let check = |f: &dyn Fn(&mut EngineConfig), want: &dyn Fn(&ConfigError) -> bool| {
+            let mut c = base();
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(want(&e), "got {e:?}");
+        };
+        check(&|c| c.node_id = 0, &|e| matches!(e, ConfigError::ZeroNodeId));
+        check(&|c| c.data_dir = PathBuf::new(), &|e| matches!(e, ConfigError::EmptyDataDir));
+        check(&|c| c.workers = MAX_WORKERS + 1, &|e| matches!(e, ConfigError::WorkersOutOfBounds(_)));
+        check(&|c| c.tick_interval = Duration::ZERO, &|e| {
+            matches!(e, ConfigError::TickIntervalOutOfBounds(_))
+        });
+        check(&|c| c.tick_interval = Duration::from_secs(2), &|e| {
+            matches!(e, ConfigError::TickIntervalOutOfBounds(_))
+        });
+        check(&|c| c.raft.heartbeat_interval_ticks = 0, &|e| matches!(e, ConfigError::Raft(_)));
+        check(&|c| c.wal.segment_size = 1000, &|e| matches!(e, ConfigError::Wal(_)));
+        check(&|c| c.mailbox_capacity = 1, &|e| matches!(e, ConfigError::MailboxCapacityOutOfBounds(1)));
+        check(&|c| c.max_uncommitted_bytes = 0, &|e| {
+            matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_uncommitted_bytes = c.wal.segment_size, &|e| {
+            matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_pending_proposals = 0, &|e| {
+            matches!(e, ConfigError::MaxPendingProposalsOutOfBounds(0))
+        });
+        check(&|c| c.max_entry_bytes = 0, &|e| matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. }));
+        check(&|c| c.max_entry_bytes = c.wal.max_write_bytes, &|e| {
+            matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. })
+        });
+        check(&|c| c.read_timeout_ticks = 1, &|e| matches!(e, ConfigError::ReadTimeoutTooShort { .. }));
+        check(&|c| c.compact_entries = 0, &|e| matches!(e, ConfigError::ZeroCompactEntries));
+    }
+
+    #[test]
+    fn error_classes() {
+        assert_eq!(ProposeError::NotLeader { leader_hint: Some(2) }.class(), ErrorClass::Redirect);
+        assert_eq!(ProposeError::Busy(BusyReason::Mailbox).class(), ErrorClass::Retry);
+        assert_eq!(ProposeError::Dropped.class(), ErrorClass::Outcome);
+        assert_eq!(ProposeError::Indeterminate.class(), ErrorClass::Outcome);
+        assert_eq!(ProposeError::StorageFailed.class(), ErrorClass::Fatal);
+        assert_eq!(ProposeError::Shutdown.class(), ErrorClass::Fatal);
+    }
+}

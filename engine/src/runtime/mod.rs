@@ -1,0 +1,469 @@
+//! The multi-raft runtime: thread-per-core workers that own their groups outright, the
+//! network thread that owns the [`Transport`], and the commands between them.
+//!
+//! Owns threads, mailboxes (crossbeam channels), routing (group -> worker by id) and
+//! recovery at start. Each worker runs the ready loop of its groups (see `worker`). Never
+//! shares Raft state between threads: a group is touched only by its worker; the only
+//! shared objects are the WAL (thread-safe), counters and flags.
+//!
+//! The network thread polls the transport (which is `Send` but not `Sync`) with a short
+//! timeout (200 µs) and, between polls, sends the batches the workers queued: outgoing
+//! messages may wait up to that long. Known limit of this first landing.
+
+mod pending;
+mod snapfile;
+mod store;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use flotilla_wal::Wal;
+
+pub(crate) use pending::{pending, Completer};
+pub use pending::{Abandoned, Pending};
+
+use crate::api::{
+    CreateGroupError, GroupStatus, MembershipChange, MembershipError, MembershipProposal, Metrics, OpenError,
+    Proposal, ProposeError, ReadBarrier, ReadError, StateMachine, StateMachineFactory, TransferError,
+    ValidEngineConfig,
+};
+use crate::raft::conf::ConfState;
+use crate::raft::message::Message;
+use crate::raft::types::{NodeId, ReplicaId};
+use crate::transport::coalescer::expand;
+use crate::transport::{Transport, TransportEvent, WireItem};
+
+/// How long the network thread waits for an event before sending queued batches.
+const NET_POLL: Duration = Duration::from_micros(200);
+/// Events handled per network-thread turn before sending again.
+const NET_EVENTS_PER_TURN: usize = 256;
+
+/// A command in a worker's mailbox.
+pub(crate) enum Cmd {
+    /// Messages from node `from`, by group.
+    Msgs {
+        from: NodeId,
+        msgs: Vec<(u64, Message)>,
+    },
+    Propose {
+        group: u64,
+        data: Bytes,
+        done: Completer<Result<Bytes, ProposeError>>,
+    },
+    Conf {
+        group: u64,
+        change: MembershipChange,
+        done: Completer<Result<(), MembershipError>>,
+    },
+    Read {
+        group: u64,
+        done: Completer<Result<u64, ReadError>>,
+    },
+    Transfer {
+        group: u64,
+        node: NodeId,
+        done: Completer<Result<(), TransferError>>,
+    },
+    Create {
+        group: u64,
+        replica: ReplicaId,
+        conf: ConfState,
+        sm: Box<dyn StateMachine>,
+        done: Completer<Result<(), CreateGroupError>>,
+    },
+    Status {
+        group: Option<u64>,
+        done: Sender<Vec<GroupStatus>>,
+    },
+    SnapshotSent {
+        group: u64,
+        replica: ReplicaId,
+        ok: bool,
+    },
+    Remove {
+        group: u64,
+        done: Completer<Result<(), ProposeError>>,
+    },
+    Shutdown,
+}
+
+/// A request to the network thread.
+pub(crate) enum NetCmd {
+    Send { to: NodeId, items: Vec<WireItem> },
+    Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: Vec<Message> },
+    Stop,
+}
+
+/// Engine-wide counters, updated by workers.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub wal_batches: AtomicU64,
+    pub wal_batch_groups: AtomicU64,
+    pub compactions: AtomicU64,
+    pub snapshots_sent: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub applied_entries: AtomicU64,
+    pub refused_busy: AtomicU64,
+    pub refused_not_leader: AtomicU64,
+    pub replicas_created: AtomicU64,
+    pub replicas_destroyed: AtomicU64,
+    pub messages_dropped: AtomicU64,
+}
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub node: NodeId,
+    pub cfg: ValidEngineConfig,
+    pub wal: Arc<Wal>,
+    pub snap_dir: PathBuf,
+    pub factory: StateMachineFactory,
+    pub net: Sender<NetCmd>,
+    /// Set once a WAL write failed: the engine stopped.
+    pub failed: AtomicBool,
+    pub counters: Counters,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The running engine: worker threads, the network thread, the WAL.
+pub(crate) struct Runtime {
+    shared: Arc<Shared>,
+    workers: Vec<Sender<Cmd>>,
+    threads: Vec<JoinHandle<()>>,
+    net_thread: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Opens the WAL, recovers every group and starts the threads.
+    pub(crate) fn start(
+        cfg: ValidEngineConfig,
+        transport: Box<dyn Transport>,
+        factory: StateMachineFactory,
+        fs: Option<Arc<dyn flotilla_wal::FileSystem>>,
+    ) -> Result<Runtime, OpenError> {
+        let c = cfg.get();
+        std::fs::create_dir_all(&c.data_dir)?;
+        let snap_dir = c.data_dir.join("snap");
+        std::fs::create_dir_all(&snap_dir)?;
+        let wal = Arc::new(match fs {
+            Some(fs) => Wal::open_with_fs(c.wal.clone(), fs)?,
+            None => Wal::open(c.wal.clone())?,
+        });
+        let (net_tx, net_rx) = unbounded();
+        let n = c.workers;
+        let shared = Arc::new(Shared {
+            node: c.node_id,
+            cfg: cfg.clone(),
+            wal,
+            snap_dir,
+            factory,
+            net: net_tx,
+            failed: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let mut recovered = worker::recover(&shared)?;
+        let mut workers = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        let mut start = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = bounded(c.mailbox_capacity);
+            workers.push(tx);
+            let mine = recovered.take_for(i, n);
+            start.push((rx, mine));
+        }
+        for (i, (rx, mine)) in start.into_iter().enumerate() {
+            let w = worker::Worker::new(i, shared.clone(), rx, mine);
+            let t = std::thread::Builder::new()
+                .name(format!("flotilla-worker-{i}"))
+                .spawn(move || w.run())
+                .map_err(OpenError::Io)?;
+            threads.push(t);
+        }
+        let routes = workers.clone();
+        let sh = shared.clone();
+        let net_thread = std::thread::Builder::new()
+            .name("flotilla-net".into())
+            .spawn(move || net_loop(transport, net_rx, routes, sh))
+            .map_err(OpenError::Io)?;
+        log::info!("flotilla: node {} open with {n} workers", c.node_id);
+        Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread) })
+    }
+
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.shared.node
+    }
+
+    fn worker_of(&self, group: u64) -> &Sender<Cmd> {
+        // `workers` is never empty (validated: at least one worker).
+        &self.workers[route(group, self.workers.len())]
+    }
+
+    fn send(&self, group: u64, cmd: Cmd) -> Result<(), bool> {
+        match self.worker_of(group).try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(true),
+            Err(TrySendError::Disconnected(_)) => Err(false),
+        }
+    }
+
+    pub(crate) fn create_group(
+        &self,
+        group: u64,
+        replica: ReplicaId,
+        conf: ConfState,
+        sm: Box<dyn StateMachine>,
+    ) -> Pending<Result<(), CreateGroupError>> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Pending::ready(Err(CreateGroupError::StorageFailed));
+        }
+        let (p, done) = pending();
+        match self.send(group, Cmd::Create { group, replica, conf, sm, done }) {
+            Ok(()) => p,
+            Err(true) => Pending::ready(Err(CreateGroupError::Busy)),
+            Err(false) => Pending::ready(Err(CreateGroupError::Shutdown)),
+        }
+    }
+
+    pub(crate) fn propose(&self, group: u64, data: Bytes) -> Result<Proposal, ProposeError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(ProposeError::StorageFailed);
+        }
+        let max = self.shared.cfg.get().max_entry_bytes;
+        if data.len() > max {
+            return Err(ProposeError::TooLarge { len: data.len(), max });
+        }
+        let (p, done) = pending();
+        match self.send(group, Cmd::Propose { group, data, done }) {
+            Ok(()) => Ok(p),
+            Err(true) => {
+                bump(&self.shared.counters.refused_busy);
+                Err(ProposeError::Busy(crate::api::BusyReason::Mailbox))
+            }
+            Err(false) => Err(ProposeError::Shutdown),
+        }
+    }
+
+    pub(crate) fn remove_group(&self, group: u64) -> Pending<Result<(), ProposeError>> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Pending::ready(Err(ProposeError::StorageFailed));
+        }
+        let (p, done) = pending();
+        match self.send(group, Cmd::Remove { group, done }) {
+            Ok(()) => p,
+            Err(true) => Pending::ready(Err(ProposeError::Busy(crate::api::BusyReason::Mailbox))),
+            Err(false) => Pending::ready(Err(ProposeError::Shutdown)),
+        }
+    }
+
+    pub(crate) fn read_index(&self, group: u64) -> Result<ReadBarrier, ReadError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(ReadError::StorageFailed);
+        }
+        let (p, done) = pending();
+        match self.send(group, Cmd::Read { group, done }) {
+            Ok(()) => Ok(p),
+            Err(true) => Err(ReadError::Busy),
+            Err(false) => Err(ReadError::Shutdown),
+        }
+    }
+
+    pub(crate) fn transfer_leader(&self, group: u64, node: NodeId) -> Pending<Result<(), TransferError>> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Pending::ready(Err(TransferError::StorageFailed));
+        }
+        let (p, done) = pending();
+        match self.send(group, Cmd::Transfer { group, node, done }) {
+            Ok(()) => p,
+            Err(true) => Pending::ready(Err(TransferError::Busy)),
+            Err(false) => Pending::ready(Err(TransferError::Shutdown)),
+        }
+    }
+
+    pub(crate) fn change_membership(
+        &self,
+        group: u64,
+        change: MembershipChange,
+    ) -> Result<MembershipProposal, MembershipError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(MembershipError::StorageFailed);
+        }
+        let (p, done) = pending();
+        match self.send(group, Cmd::Conf { group, change, done }) {
+            Ok(()) => Ok(p),
+            Err(true) => Err(MembershipError::Busy),
+            Err(false) => Err(MembershipError::Shutdown),
+        }
+    }
+
+    fn collect_status(&self, group: Option<u64>) -> Vec<GroupStatus> {
+        let (tx, rx) = unbounded();
+        let targets: Vec<&Sender<Cmd>> = match group {
+            Some(g) => vec![self.worker_of(g)],
+            None => self.workers.iter().collect(),
+        };
+        let mut asked = 0;
+        for w in targets {
+            // Status waits for room: it is an operator call, not on the data path.
+            if w.send_timeout(Cmd::Status { group, done: tx.clone() }, Duration::from_secs(5)).is_ok() {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        for _ in 0..asked {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(v) => out.extend(v),
+                Err(_) => break,
+            }
+        }
+        out.sort_by_key(|s| s.group);
+        out
+    }
+
+    pub(crate) fn status(&self) -> Vec<GroupStatus> {
+        self.collect_status(None)
+    }
+
+    pub(crate) fn group_status(&self, group: u64) -> Option<GroupStatus> {
+        self.collect_status(Some(group)).into_iter().next()
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Metrics {
+            wal_batches: l(&c.wal_batches),
+            wal_batch_groups: l(&c.wal_batch_groups),
+            compactions: l(&c.compactions),
+            snapshots_sent: l(&c.snapshots_sent),
+            snapshots_installed: l(&c.snapshots_installed),
+            applied_entries: l(&c.applied_entries),
+            refused_busy: l(&c.refused_busy),
+            refused_not_leader: l(&c.refused_not_leader),
+            replicas_created: l(&c.replicas_created),
+            replicas_destroyed: l(&c.replicas_destroyed),
+            messages_dropped: l(&c.messages_dropped),
+        }
+    }
+
+    pub(crate) fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for w in &self.workers {
+            // A worker whose mailbox is full still sees the disconnect below.
+            let _ = w.send_timeout(Cmd::Shutdown, Duration::from_secs(1));
+        }
+        self.workers.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = self.shared.net.send(NetCmd::Stop);
+        if let Some(t) = self.net_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() || self.net_thread.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// The worker owning `group` among `n`.
+pub(crate) fn route(group: u64, n: usize) -> usize {
+    // Mix the id so that ids with a common stride still spread over the workers.
+    let mut z = group.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % n.max(1) as u64) as usize
+}
+
+fn net_loop(
+    mut transport: Box<dyn Transport>,
+    rx: Receiver<NetCmd>,
+    workers: Vec<Sender<Cmd>>,
+    sh: Arc<Shared>,
+) {
+    let n = workers.len();
+    let mut snap_tags: HashMap<u64, (u64, ReplicaId)> = HashMap::new();
+    let mut next_tag: u64 = 1;
+    loop {
+        // Send everything queued.
+        loop {
+            match rx.try_recv() {
+                Ok(NetCmd::Send { to, items }) => {
+                    if let Err(e) = transport.send(to, 0, &items) {
+                        log::debug!("flotilla: send to node {to} failed: {e}");
+                    }
+                }
+                Ok(NetCmd::Snapshot { to, group, replica, chunks }) => {
+                    let tag = next_tag;
+                    next_tag += 1;
+                    match transport.send_snapshot(to, tag, group, chunks) {
+                        Ok(()) => {
+                            snap_tags.insert(tag, (group, replica));
+                        }
+                        Err(e) => {
+                            log::warn!("flotilla: snapshot of group {group} to node {to} refused: {e}");
+                            let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent {
+                                group,
+                                replica,
+                                ok: false,
+                            });
+                        }
+                    }
+                }
+                Ok(NetCmd::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+            }
+        }
+        // Receive for a short while.
+        let mut wait = NET_POLL;
+        for _ in 0..NET_EVENTS_PER_TURN {
+            let Some(ev) = transport.recv_timeout(wait) else { break };
+            wait = Duration::from_micros(1);
+            match ev {
+                TransportEvent::Items { from, items } => {
+                    let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
+                    for (g, m) in expand(items) {
+                        per[route(g, n)].push((g, m));
+                    }
+                    for (i, msgs) in per.into_iter().enumerate() {
+                        if msgs.is_empty() {
+                            continue;
+                        }
+                        if workers[i].try_send(Cmd::Msgs { from, msgs }).is_err() {
+                            bump(&sh.counters.messages_dropped);
+                        }
+                    }
+                }
+                TransportEvent::SnapshotSent { tag, ok, .. } => {
+                    if let Some((group, replica)) = snap_tags.remove(&tag) {
+                        let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent { group, replica, ok });
+                    }
+                }
+                TransportEvent::Malformed { from, error } => {
+                    log::warn!("flotilla: malformed batch from node {from}: {error}");
+                }
+                TransportEvent::PeerUp { .. }
+                | TransportEvent::PeerDown { .. }
+                | TransportEvent::Dropped { .. } => {}
+            }
+        }
+    }
+}

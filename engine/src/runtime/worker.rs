@@ -1,0 +1,1246 @@
+//! One worker thread and the groups it owns outright, and recovery of groups at open.
+//!
+//! Owns the ready loop: drain the mailbox (messages, proposals, admin), tick, step the
+//! groups touched, collect their `Ready`s, send their `messages` at once, hand ONE WAL
+//! write batch for all of them to the WAL without waiting for it, apply committed entries
+//! and complete waiters; once a batch is durable (its ticket resolves, in submission
+//! order), call `on_persisted` and send the `persisted_messages`. The worker waits on its
+//! mailbox, the oldest ticket and its tick deadline together, so it never sits on an
+//! fsync while other groups have work. Never touches another worker's groups.
+//!
+//! Waiters are keyed by the (index, term) their entry got: an entry of that term applied
+//! at that index completes them with the state machine's result; another term's entry
+//! there, or a newer term's entry applied before their index, completes them with
+//! `Dropped`; a snapshot installed past them, the replica's
+//! removal or a shutdown completes them with `Indeterminate`.
+//!
+//! Not yet here (see the issue): quiescence (every group ticks), apply off the worker
+//! thread, snapshots taken off the worker thread.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Select, TryRecvError};
+use flotilla_wal::{Ticket, WriteBatch};
+
+use super::snapfile;
+use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
+use super::{bump, Cmd, Completer, NetCmd, Shared};
+use crate::api::{
+    BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, OpenError, PeerStatus,
+    ProposeError, ReadError, StateMachine, TransferError,
+};
+use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
+use crate::raft::error::{ProposeError as CoreProposeError, TransferError as CoreTransferError};
+use crate::raft::message::{
+    Entry, EntryPayload, HardState, Message, MessageBody, SnapshotChunk, SnapshotMeta,
+};
+use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
+use crate::raft::Raft;
+use crate::transport::Outbox;
+
+/// Commands taken from the mailbox per loop turn (then the turn's work is done).
+const MAX_CMDS_PER_TURN: usize = 4096;
+/// `ready()` rounds per group per turn; a group with more work is carried to the next turn.
+const READY_ROUNDS: usize = 4;
+/// Bytes of state-machine data per snapshot chunk.
+const SNAPSHOT_CHUNK: usize = 256 << 10;
+/// Replicas a worker creates from leaders' messages per tick; further messages for unknown
+/// groups are dropped until the next tick (the leader retries).
+const MAX_CREATES_PER_TICK: u32 = 64;
+/// How long shutdown waits for the writes in flight.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// What a waiter learns.
+enum Outcome {
+    Applied(Bytes),
+    Dropped,
+    Indeterminate,
+    StorageFailed,
+}
+
+enum WaiterDone {
+    Propose(Completer<Result<Bytes, ProposeError>>),
+    Conf(Completer<Result<(), MembershipError>>),
+}
+
+struct Waiter {
+    index: u64,
+    term: u64,
+    size: u64,
+    done: WaiterDone,
+}
+
+impl Waiter {
+    fn complete(self, o: Outcome) {
+        match self.done {
+            WaiterDone::Propose(c) => c.complete(match o {
+                Outcome::Applied(b) => Ok(b),
+                Outcome::Dropped => Err(ProposeError::Dropped),
+                Outcome::Indeterminate => Err(ProposeError::Indeterminate),
+                Outcome::StorageFailed => Err(ProposeError::StorageFailed),
+            }),
+            WaiterDone::Conf(c) => c.complete(match o {
+                Outcome::Applied(_) => Ok(()),
+                Outcome::Dropped => Err(MembershipError::Dropped),
+                Outcome::Indeterminate => Err(MembershipError::Indeterminate),
+                Outcome::StorageFailed => Err(MembershipError::StorageFailed),
+            }),
+        }
+    }
+}
+
+struct PendingRead {
+    ctx: u64,
+    /// The confirmed read index, once known.
+    index: Option<u64>,
+    deadline: u64,
+    done: Completer<Result<u64, ReadError>>,
+}
+
+/// One replica owned by this worker.
+pub(crate) struct Group {
+    id: u64,
+    raft: Raft<WalStore>,
+    sm: Box<dyn StateMachine>,
+    /// Nodes of replicas learnt from received messages (for replicas not in the applied
+    /// configuration yet, e.g. while a new replica has not applied the founding entry).
+    peers: Vec<(ReplicaId, NodeId)>,
+    waiters: VecDeque<Waiter>,
+    uncommitted: u64,
+    reads: Vec<PendingRead>,
+    touched: bool,
+    /// The group's metadata record must be (re)written with the next batch.
+    meta_dirty: bool,
+}
+
+impl Group {
+    fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
+        self.raft
+            .conf()
+            .find(replica)
+            .map(|r| r.node)
+            .or_else(|| self.peers.iter().find(|(r, _)| *r == replica).map(|(_, n)| *n))
+    }
+
+    fn learn_peer(&mut self, replica: ReplicaId, node: NodeId) {
+        if self.raft.conf().contains(replica) {
+            return;
+        }
+        if let Some(p) = self.peers.iter_mut().find(|(r, _)| *r == replica) {
+            p.1 = node;
+        } else {
+            if self.peers.len() >= 16 {
+                self.peers.remove(0);
+            }
+            self.peers.push((replica, node));
+        }
+    }
+
+    fn leader_node(&self) -> Option<NodeId> {
+        self.raft.leader_hint().map(|r| r.node)
+    }
+
+    fn meta(&self) -> GroupMeta {
+        GroupMeta::Live { replica: self.raft.id(), snapshot: self.raft.storage().snap.clone() }
+    }
+
+    fn status(&self) -> GroupStatus {
+        let s = self.raft.status();
+        let last = s.last_index;
+        let conf = &s.conf;
+        GroupStatus {
+            group: self.id,
+            replica: s.id,
+            role: s.role,
+            term: s.term,
+            leader: self.raft.leader_hint(),
+            commit: s.commit,
+            applied: s.applied,
+            last_index: last,
+            peers: s
+                .followers
+                .iter()
+                .filter_map(|f| {
+                    conf.find(f.id).map(|replica| PeerStatus {
+                        replica,
+                        matched: f.matched,
+                        lag: last.saturating_sub(f.matched),
+                    })
+                })
+                .collect(),
+            members: s.conf,
+        }
+    }
+
+    fn fail_all(&mut self, o: impl Fn() -> Outcome, read: impl Fn() -> ReadError) {
+        for w in self.waiters.drain(..) {
+            w.complete(o());
+        }
+        for r in self.reads.drain(..) {
+            r.done.complete(Err(read()));
+        }
+        self.uncommitted = 0;
+    }
+}
+
+/// Groups recovered at open, to be handed to their workers.
+pub(crate) struct Recovered {
+    groups: Vec<Group>,
+    tombstones: HashMap<u64, ReplicaId>,
+}
+
+impl Recovered {
+    /// The groups and tombstones of worker `i` of `n`.
+    pub(crate) fn take_for(&mut self, i: usize, n: usize) -> Recovered {
+        let (mine, rest): (Vec<Group>, Vec<Group>) =
+            std::mem::take(&mut self.groups).into_iter().partition(|g| super::route(g.id, n) == i);
+        self.groups = rest;
+        let tombstones = self
+            .tombstones
+            .iter()
+            .filter(|(g, _)| super::route(**g, n) == i)
+            .map(|(g, r)| (*g, *r))
+            .collect();
+        Recovered { groups: mine, tombstones }
+    }
+}
+
+fn seed(sh: &Shared, group: u64) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    sh.node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ group.rotate_left(17) ^ t
+}
+
+fn new_group(
+    sh: &Shared,
+    group: u64,
+    replica: ReplicaId,
+    snap: SnapshotMeta,
+    sm: Box<dyn StateMachine>,
+) -> Result<Group, String> {
+    let applied = sm.applied_index().max(snap.index);
+    let cfg = sh.cfg.raft_for(replica, applied, seed(sh, group)).map_err(|e| e.to_string())?;
+    let store = WalStore::new(sh.wal.clone(), group, snap);
+    let raft = Raft::new(cfg, store).map_err(|e| e.to_string())?;
+    Ok(Group {
+        id: group,
+        raft,
+        sm,
+        peers: Vec::new(),
+        waiters: VecDeque::new(),
+        uncommitted: 0,
+        reads: Vec::new(),
+        touched: true,
+        meta_dirty: false,
+    })
+}
+
+/// Recovers every group in the WAL: its metadata, its state machine (restored from the
+/// snapshot file when it is behind the compaction point) and its Raft state.
+pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
+    let mut out = Recovered { groups: Vec::new(), tombstones: HashMap::new() };
+    for group in sh.wal.groups() {
+        let err = |reason: String| OpenError::Recovery { group, reason };
+        let Some(meta) = sh.wal.meta(group).map_err(|e| err(e.to_string()))? else {
+            // Records without metadata: a group whose creation never completed.
+            continue;
+        };
+        match GroupMeta::decode(&meta).map_err(err)? {
+            GroupMeta::Tombstone { replica } => {
+                out.tombstones.insert(group, replica);
+            }
+            GroupMeta::Live { replica, snapshot } => {
+                let mut sm = (sh.factory)(group);
+                if snapshot.index > 0 && sm.applied_index() < snapshot.index {
+                    let (_, data) = snapfile::load(&sh.snap_dir, group, replica, snapshot.index)
+                        .map_err(|e| err(format!("snapshot file at {}: {e}", snapshot.index)))?;
+                    sm.restore(snapshot.index, snapshot.term, &mut &data[..])
+                        .map_err(|e| err(format!("restore: {e}")))?;
+                }
+                snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
+                out.groups.push(new_group(sh, group, replica, snapshot, sm).map_err(err)?);
+            }
+        }
+    }
+    log::info!("flotilla: node {} recovered {} groups", sh.node, out.groups.len());
+    Ok(out)
+}
+
+/// What one group waits for from a write: the last entry written (for `on_persisted`)
+/// and the messages to send once it is durable.
+type AfterWrite = (u64, Option<(u64, u64)>, Vec<Message>);
+
+/// A write in flight and what waits for it.
+struct Inflight {
+    ticket: Option<Ticket>,
+    /// Snapshot files superseded by metadata in this write: (group, replica, files below
+    /// this index).
+    prune: Vec<(u64, ReplicaId, u64)>,
+    /// Per group: the last entry written (for `on_persisted`) and messages to send after.
+    after: Vec<AfterWrite>,
+}
+
+struct PendingCreate {
+    group: u64,
+    replica: ReplicaId,
+    conf: ConfState,
+    sm: Box<dyn StateMachine>,
+    done: Completer<Result<(), CreateGroupError>>,
+}
+
+/// One worker: its groups, mailbox, outbox and writes in flight.
+pub(crate) struct Worker {
+    idx: usize,
+    sh: Arc<Shared>,
+    rx: Receiver<Cmd>,
+    groups: HashMap<u64, Group>,
+    tombstones: HashMap<u64, ReplicaId>,
+    touched: Vec<u64>,
+    outbox: Outbox,
+    inflight: VecDeque<Inflight>,
+    creates: Vec<PendingCreate>,
+    /// Read contexts: unique across restarts (seeded from the clock).
+    next_ctx: u64,
+    ticks: u64,
+    /// Waiters across all groups.
+    waiting: usize,
+    failed: bool,
+    stopping: bool,
+    batch: WriteBatch,
+    after: Vec<AfterWrite>,
+    prune: Vec<(u64, ReplicaId, u64)>,
+    batch_groups: u64,
+    /// Replicas created from messages since the last tick (rate limit).
+    created_this_tick: u32,
+}
+
+impl Worker {
+    pub(crate) fn new(idx: usize, sh: Arc<Shared>, rx: Receiver<Cmd>, rec: Recovered) -> Worker {
+        let hb = sh.cfg.raft_for(1, 0, 0).map(|c| c.heartbeat_interval_ticks).unwrap_or(2);
+        let mut groups = HashMap::with_capacity(rec.groups.len());
+        let mut touched = Vec::with_capacity(rec.groups.len());
+        for g in rec.groups {
+            touched.push(g.id);
+            groups.insert(g.id, g);
+        }
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        Worker {
+            idx,
+            sh,
+            rx,
+            groups,
+            tombstones: rec.tombstones,
+            touched,
+            outbox: Outbox::new(hb.into()),
+            inflight: VecDeque::new(),
+            creates: Vec::new(),
+            next_ctx: clock << 16,
+            ticks: 0,
+            waiting: 0,
+            failed: false,
+            stopping: false,
+            batch: WriteBatch::new(),
+            after: Vec::new(),
+            prune: Vec::new(),
+            batch_groups: 0,
+            created_this_tick: 0,
+        }
+    }
+
+    /// The ready loop; returns on shutdown.
+    pub(crate) fn run(mut self) {
+        let interval = self.sh.cfg.get().tick_interval;
+        let mut next_tick = Instant::now() + interval;
+        log::debug!("flotilla: worker {} starts with {} groups", self.idx, self.groups.len());
+        while !self.stopping {
+            let now = Instant::now();
+            let timeout = if self.touched.is_empty() {
+                next_tick.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            self.wait(timeout);
+            for _ in 0..MAX_CMDS_PER_TURN {
+                match self.rx.try_recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.stopping = true;
+                        break;
+                    }
+                }
+            }
+            self.flush_creates();
+            self.poll_inflight();
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick += interval;
+                let now = Instant::now();
+                if next_tick < now {
+                    next_tick = now + interval;
+                }
+            }
+            self.process();
+            self.flush_outbox();
+        }
+        self.finish();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let mut sel = Select::new();
+        sel.recv(&self.rx);
+        if let Some(t) = self.inflight.front().and_then(|f| f.ticket.as_ref()) {
+            sel.recv(t.receiver());
+        }
+        let _ = sel.ready_timeout(timeout);
+    }
+
+    fn touch(touched: &mut Vec<u64>, g: &mut Group) {
+        if !g.touched {
+            g.touched = true;
+            touched.push(g.id);
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Msgs { from, msgs } => {
+                if !self.creates.is_empty() {
+                    self.flush_creates();
+                }
+                for (group, m) in msgs {
+                    self.step(from, group, m);
+                }
+            }
+            Cmd::Propose { group, data, done } => self.propose(group, data, done),
+            Cmd::Conf { group, change, done } => self.conf_change(group, change, done),
+            Cmd::Read { group, done } => self.read(group, done),
+            Cmd::Transfer { group, node, done } => done.complete(self.transfer(group, node)),
+            Cmd::Create { group, replica, conf, sm, done } => {
+                self.creates.push(PendingCreate { group, replica, conf, sm, done })
+            }
+            Cmd::Status { group, done } => {
+                let v = match group {
+                    Some(g) => self.groups.get(&g).map(|g| vec![g.status()]).unwrap_or_default(),
+                    None => self.groups.values().map(Group::status).collect(),
+                };
+                let _ = done.send(v);
+            }
+            Cmd::SnapshotSent { group, replica, ok } => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.raft.report_snapshot(replica, ok);
+                    Self::touch(&mut self.touched, g);
+                }
+            }
+            Cmd::Remove { group, done } => {
+                if self.failed {
+                    return done.complete(Err(ProposeError::StorageFailed));
+                }
+                if !self.creates.is_empty() {
+                    self.flush_creates();
+                }
+                match self.groups.remove(&group) {
+                    Some(g) => {
+                        self.destroy(g);
+                        done.complete(Ok(()));
+                    }
+                    None => done.complete(Err(ProposeError::GroupNotFound(group))),
+                }
+            }
+            Cmd::Shutdown => self.stopping = true,
+        }
+    }
+
+    // ------------------------------------------------------------------------------
+    // Group lifecycle
+
+    /// Creates the founding replicas requested this turn with ONE synchronous write (the
+    /// founding entry and hard state must be durable before the replica reads them).
+    fn flush_creates(&mut self) {
+        if self.creates.is_empty() {
+            return;
+        }
+        let creates = std::mem::take(&mut self.creates);
+        let mut batch = WriteBatch::new();
+        let mut todo = Vec::new();
+        for c in creates {
+            if self.failed {
+                c.done.complete(Err(CreateGroupError::StorageFailed));
+                continue;
+            }
+            if let Some(g) = self.groups.get(&c.group) {
+                let r = if g.raft.id() == c.replica {
+                    Ok(())
+                } else {
+                    Err(CreateGroupError::Conflict { group: c.group, existing: g.raft.id() })
+                };
+                c.done.complete(r);
+                continue;
+            }
+            if self.tombstones.contains_key(&c.group)
+                || todo.iter().any(|t: &PendingCreate| t.group == c.group)
+            {
+                c.done.complete(Err(CreateGroupError::Tombstoned(c.group)));
+                continue;
+            }
+            let meta = GroupMeta::Live { replica: c.replica, snapshot: SnapshotMeta::default() };
+            batch.set_meta(c.group, &meta.encode());
+            let first =
+                Entry { index: 1, term: 1, payload: EntryPayload::ConfChange(c.conf.bootstrap_change()) };
+            batch.add_entry(c.group, 1, 1, &entry_bytes(&first));
+            batch.set_hard_state(c.group, wal_hs(HardState { term: 1, vote: 0, commit: 1 }));
+            todo.push(c);
+        }
+        if todo.is_empty() {
+            return;
+        }
+        if let Err(e) = self.sh.wal.write(batch) {
+            log::error!("flotilla: wal write creating groups failed: {e}");
+            self.storage_failed();
+            for c in todo {
+                c.done.complete(Err(CreateGroupError::StorageFailed));
+            }
+            return;
+        }
+        for c in todo {
+            match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm) {
+                Ok(mut g) => {
+                    g.touched = false;
+                    Self::touch(&mut self.touched, &mut g);
+                    self.groups.insert(c.group, g);
+                    c.done.complete(Ok(()));
+                }
+                Err(e) => {
+                    log::error!("flotilla: group {} could not start: {e}", c.group);
+                    c.done.complete(Err(CreateGroupError::StorageFailed));
+                }
+            }
+        }
+    }
+
+    /// A message for a group not hosted here creates an empty replica if it comes from
+    /// a leader (append, heartbeat or snapshot), names a replica id newer than any
+    /// tombstone of the group here.
+    fn maybe_create(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
+        let from_leader = matches!(
+            m.body,
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)
+        );
+        if !from_leader || m.to == 0 || self.failed || self.stopping {
+            return false;
+        }
+        if self.tombstones.get(&group).is_some_and(|&t| m.to <= t) {
+            return false;
+        }
+        if self.created_this_tick >= MAX_CREATES_PER_TICK {
+            return false;
+        }
+        self.created_this_tick += 1;
+        let sm = (self.sh.factory)(group);
+        match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm) {
+            Ok(mut g) => {
+                log::info!(
+                    "flotilla: node {} creates replica {} of group {group} (leader on node {from})",
+                    self.sh.node,
+                    m.to
+                );
+                g.meta_dirty = true;
+                g.touched = false;
+                Self::touch(&mut self.touched, &mut g);
+                self.tombstones.remove(&group);
+                self.groups.insert(group, g);
+                bump(&self.sh.counters.replicas_created);
+                true
+            }
+            Err(e) => {
+                log::warn!("flotilla: cannot create replica of group {group}: {e}");
+                false
+            }
+        }
+    }
+
+    fn step(&mut self, from: NodeId, group: u64, m: Message) {
+        if self.failed {
+            return;
+        }
+        if !self.groups.contains_key(&group) && !self.maybe_create(from, group, &m) {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&group) else { return };
+        g.learn_peer(m.from, from);
+        if let Err(e) = g.raft.step(m) {
+            log::debug!("flotilla: group {group}: message refused: {e}");
+        }
+        Self::touch(&mut self.touched, g);
+    }
+
+    // ------------------------------------------------------------------------------
+    // Operations
+
+    fn propose(&mut self, group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>>) {
+        if self.failed {
+            return done.complete(Err(ProposeError::StorageFailed));
+        }
+        if self.stopping {
+            return done.complete(Err(ProposeError::Shutdown));
+        }
+        let cfg = self.sh.cfg.get();
+        let Some(g) = self.groups.get_mut(&group) else {
+            return done.complete(Err(ProposeError::GroupNotFound(group)));
+        };
+        let size = data.len() as u64;
+        if g.uncommitted + size > cfg.max_uncommitted_bytes && g.uncommitted > 0 {
+            bump(&self.sh.counters.refused_busy);
+            return done.complete(Err(ProposeError::Busy(BusyReason::GroupUncommitted)));
+        }
+        if self.waiting >= cfg.max_pending_proposals {
+            bump(&self.sh.counters.refused_busy);
+            return done.complete(Err(ProposeError::Busy(BusyReason::WorkerPending)));
+        }
+        match g.raft.propose(data) {
+            Ok((index, term)) => {
+                self.waiting = self.waiting.saturating_sub(drop_overtaken(g, index));
+                g.uncommitted += size;
+                g.waiters.push_back(Waiter { index, term, size, done: WaiterDone::Propose(done) });
+                self.waiting += 1;
+                Self::touch(&mut self.touched, g);
+            }
+            Err(e) => {
+                bump(&self.sh.counters.refused_not_leader);
+                done.complete(Err(map_propose_err(g, e)));
+            }
+        }
+    }
+
+    fn conf_change(
+        &mut self,
+        group: u64,
+        change: MembershipChange,
+        done: Completer<Result<(), MembershipError>>,
+    ) {
+        if self.failed {
+            return done.complete(Err(MembershipError::StorageFailed));
+        }
+        let lag_max = self.sh.cfg.get().promote_lag_max;
+        let Some(g) = self.groups.get_mut(&group) else {
+            return done.complete(Err(MembershipError::GroupNotFound(group)));
+        };
+        if g.raft.role() != Role::Leader {
+            return done.complete(Err(MembershipError::NotLeader { leader_hint: g.leader_node() }));
+        }
+        let cc = match change {
+            MembershipChange::Joint(changes) => {
+                let mut next_id = g.raft.conf().max_replica_id;
+                let mut out = Vec::with_capacity(changes.len());
+                for ch in &changes {
+                    if matches!(ch, MembershipChange::Joint(_)) {
+                        return done.complete(Err(MembershipError::Invalid {
+                            node: 0,
+                            why: "nested joint change".to_string(),
+                        }));
+                    }
+                    match single_change(g, ch, &mut next_id, lag_max) {
+                        Ok(c) => out.push(c),
+                        Err(e) => return done.complete(Err(e)),
+                    }
+                }
+                ConfChange { transition: Transition::JointAuto, changes: out }
+            }
+            other => {
+                let mut next_id = g.raft.conf().max_replica_id;
+                match single_change(g, &other, &mut next_id, lag_max) {
+                    Ok(c) => ConfChange { transition: Transition::Auto, changes: vec![c] },
+                    Err(e) => return done.complete(Err(e)),
+                }
+            }
+        };
+        match g.raft.propose_conf_change(cc) {
+            Ok((index, term)) => {
+                self.waiting = self.waiting.saturating_sub(drop_overtaken(g, index));
+                g.waiters.push_back(Waiter { index, term, size: 0, done: WaiterDone::Conf(done) });
+                self.waiting += 1;
+                Self::touch(&mut self.touched, g);
+            }
+            Err(e) => done.complete(Err(match e {
+                CoreProposeError::NotLeader { leader_hint } => {
+                    MembershipError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+                }
+                CoreProposeError::TransferInProgress { .. } => MembershipError::TransferInProgress,
+                CoreProposeError::ConfChangePending => MembershipError::ChangePending,
+                CoreProposeError::LeaderNotReady => MembershipError::LeaderNotReady,
+                CoreProposeError::InvalidConfChange(c) => MembershipError::Conf(c),
+            })),
+        }
+    }
+
+    fn read(&mut self, group: u64, done: Completer<Result<u64, ReadError>>) {
+        if self.failed {
+            return done.complete(Err(ReadError::StorageFailed));
+        }
+        let timeout = u64::from(self.sh.cfg.get().read_timeout_ticks);
+        let Some(g) = self.groups.get_mut(&group) else {
+            return done.complete(Err(ReadError::GroupNotFound(group)));
+        };
+        self.next_ctx = self.next_ctx.wrapping_add(1);
+        let ctx = self.next_ctx;
+        match g.raft.read_index(ctx) {
+            Ok(()) => {
+                g.reads.push(PendingRead { ctx, index: None, deadline: self.ticks + timeout, done });
+                Self::touch(&mut self.touched, g);
+            }
+            Err(crate::raft::ReadIndexError::NotLeader { leader_hint }) => {
+                done.complete(Err(ReadError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }))
+            }
+        }
+    }
+
+    fn transfer(&mut self, group: u64, node: NodeId) -> Result<(), TransferError> {
+        if self.failed {
+            return Err(TransferError::StorageFailed);
+        }
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Err(TransferError::GroupNotFound(group));
+        };
+        let Some(to) = g.raft.conf().members().into_iter().find(|r| r.node == node) else {
+            return Err(TransferError::NotMember(node));
+        };
+        let r = g.raft.transfer_leader(to.id).map_err(|e| match e {
+            CoreTransferError::NotLeader { leader_hint } => {
+                TransferError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+            }
+            CoreTransferError::ToSelf(_) => TransferError::ToSelf(node),
+            CoreTransferError::NotVoter(_) => TransferError::NotVoter(node),
+            CoreTransferError::NotMember(_) => TransferError::NotMember(node),
+        });
+        Self::touch(&mut self.touched, g);
+        r
+    }
+
+    fn tick(&mut self) {
+        self.ticks += 1;
+        self.created_this_tick = 0;
+        self.outbox.tick();
+        let now = self.ticks;
+        for g in self.groups.values_mut() {
+            g.raft.tick();
+            if !g.reads.is_empty() {
+                let mut i = 0;
+                while i < g.reads.len() {
+                    if g.reads[i].deadline <= now {
+                        g.reads.swap_remove(i).done.complete(Err(ReadError::Timeout));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Self::touch(&mut self.touched, g);
+        }
+    }
+
+    // ------------------------------------------------------------------------------
+    // The ready loop
+
+    fn process(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        let mut destroyed = Vec::new();
+        for gid in touched {
+            let Some(mut g) = self.groups.remove(&gid) else { continue };
+            g.touched = false;
+            let mut removed = false;
+            for _ in 0..READY_ROUNDS {
+                if self.failed || !g.raft.has_ready() {
+                    break;
+                }
+                removed = self.handle_ready(&mut g);
+                if removed {
+                    break;
+                }
+            }
+            if self.failed {
+                // `storage_failed` failed the waiters of the groups in the map; this one
+                // was out of it while its Ready was handled.
+                g.fail_all(|| Outcome::StorageFailed, || ReadError::StorageFailed);
+                self.groups.insert(gid, g);
+                continue;
+            }
+            if removed {
+                destroyed.push(g);
+                continue;
+            }
+            if g.raft.has_ready() {
+                g.touched = true;
+                self.touched.push(gid);
+            }
+            self.groups.insert(gid, g);
+            // Submitted early once it holds half the WAL's write size (one group's Ready
+            // adds at most `max_uncommitted_bytes` plus one append message).
+            if self.batch.encoded_len() >= self.sh.cfg.get().wal.max_write_bytes / 2 {
+                self.submit();
+            }
+        }
+        for g in destroyed {
+            self.destroy(g);
+        }
+        self.submit();
+    }
+
+    /// Handles one `Ready` of `g`; returns whether the replica was removed from the group.
+    fn handle_ready(&mut self, g: &mut Group) -> bool {
+        let rd = g.raft.ready();
+        let gid = g.id;
+        // 1. Messages now.
+        for m in rd.messages {
+            self.send(g, m);
+        }
+        // 2. The write: metadata, a received snapshot, entries, hard state.
+        let wrote_before = self.batch.encoded_len();
+        if let Some(snap) = &rd.snapshot {
+            if let Err(e) = self.install_snapshot(g, &snap.meta, &snap.data) {
+                log::error!("flotilla: group {gid}: installing snapshot {} failed: {e}", snap.meta.index);
+                self.storage_failed();
+                return false;
+            }
+        }
+        if g.meta_dirty {
+            g.meta_dirty = false;
+            self.batch.set_meta(gid, &g.meta().encode());
+        }
+        let last = rd.entries.last().map(|e| (e.index, e.term));
+        for e in &rd.entries {
+            self.batch.add_entry(gid, e.index, e.term, &entry_bytes(e));
+        }
+        if let Some(hs) = rd.hard_state {
+            self.batch.set_hard_state(gid, wal_hs(hs));
+        }
+        if self.batch.encoded_len() != wrote_before {
+            self.batch_groups += 1;
+        }
+        if last.is_some() || !rd.persisted_messages.is_empty() {
+            self.after.push((gid, last, rd.persisted_messages));
+        }
+        // 3. Apply.
+        let me = g.raft.id();
+        let was_member = g.raft.conf().contains(me);
+        let mut conf_applied = false;
+        if let Some(last_applied) = rd.committed_entries.last().map(|e| e.index) {
+            for e in &rd.committed_entries {
+                let result = match &e.payload {
+                    EntryPayload::Normal(d) => g.sm.apply(e.index, e.term, Some(d)),
+                    EntryPayload::Noop => g.sm.apply(e.index, e.term, None),
+                    EntryPayload::ConfChange(_) => {
+                        conf_applied = true;
+                        g.sm.apply(e.index, e.term, None)
+                    }
+                };
+                self.waiting = self.waiting.saturating_sub(complete_waiters(g, e.index, e.term, result));
+            }
+            bump_by(&self.sh.counters.applied_entries, rd.committed_entries.len() as u64);
+            g.raft.on_applied(last_applied);
+        }
+        // 4. Reads.
+        for rs in rd.read_states {
+            if let Some(r) = g.reads.iter_mut().find(|r| r.ctx == rs.ctx) {
+                r.index = Some(rs.index);
+            }
+        }
+        serve_reads(g);
+        if conf_applied && was_member && !g.raft.conf().contains(me) {
+            return true;
+        }
+        self.maybe_compact(g);
+        false
+    }
+
+    /// Installs a snapshot received from the leader: the file (fsynced) first, then the
+    /// state machine, then the WAL reset (in this turn's batch).
+    fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+        snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
+        g.sm.restore(meta.index, meta.term, &mut &data[..])?;
+        let mut n = 0;
+        while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
+            if let Some(w) = g.waiters.pop_front() {
+                g.uncommitted = g.uncommitted.saturating_sub(w.size);
+                w.complete(Outcome::Indeterminate);
+                n += 1;
+            }
+        }
+        self.waiting = self.waiting.saturating_sub(n);
+        g.raft.storage_mut().snap = meta.clone();
+        let gid = g.id;
+        self.batch.remove_group(gid);
+        self.batch.set_meta(gid, &g.meta().encode());
+        self.batch.compact_to(gid, meta.index + 1);
+        self.batch.set_hard_state(gid, wal_hs(g.raft.hard_state()));
+        g.meta_dirty = false;
+        self.prune.push((gid, g.raft.id(), meta.index));
+        bump(&self.sh.counters.snapshots_installed);
+        log::info!("flotilla: group {gid}: installed snapshot at {}", meta.index);
+        Ok(())
+    }
+
+    /// Snapshots the state machine (to a file) and compacts the log once it holds
+    /// `compact_entries` applied entries past the compaction point. The snapshot file
+    /// covers the state machine, so compaction may pass its durable `applied_index`: on
+    /// open a state machine behind the compaction point is restored from the file.
+    fn maybe_compact(&mut self, g: &mut Group) {
+        let applied = g.raft.applied();
+        if applied < g.raft.storage().snap.index.saturating_add(self.sh.cfg.get().compact_entries) {
+            return;
+        }
+        let mut data = Vec::new();
+        if let Err(e) = g.sm.snapshot(&mut data) {
+            log::warn!("flotilla: group {}: snapshot failed: {e}", g.id);
+            return;
+        }
+        let meta = match g.raft.compact_to(applied) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("flotilla: group {}: compaction refused: {e}", g.id);
+                return;
+            }
+        };
+        if let Err(e) = snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), &meta, &data) {
+            log::error!("flotilla: group {}: snapshot file: {e}", g.id);
+            self.storage_failed();
+            return;
+        }
+        g.raft.storage_mut().snap = meta.clone();
+        self.batch.set_meta(g.id, &g.meta().encode());
+        self.batch.compact_to(g.id, meta.index + 1);
+        self.prune.push((g.id, g.raft.id(), meta.index));
+        bump(&self.sh.counters.compactions);
+        log::debug!("flotilla: group {}: compacted to {}", g.id, meta.index);
+    }
+
+    fn destroy(&mut self, mut g: Group) {
+        let gid = g.id;
+        log::info!(
+            "flotilla: node {}: replica {} of group {gid} removed; destroying it",
+            self.sh.node,
+            g.raft.id()
+        );
+        self.waiting = self.waiting.saturating_sub(g.waiters.len());
+        g.fail_all(|| Outcome::Indeterminate, || ReadError::GroupNotFound(gid));
+        self.batch.remove_group(gid);
+        self.batch.set_meta(gid, &GroupMeta::Tombstone { replica: g.raft.id() }.encode());
+        self.tombstones.insert(gid, g.raft.id());
+        self.prune.push((gid, g.raft.id(), u64::MAX));
+        self.outbox.forget_group(gid);
+        bump(&self.sh.counters.replicas_destroyed);
+    }
+
+    fn send(&mut self, g: &mut Group, m: Message) {
+        if let MessageBody::SendSnapshot { meta } = &m.body {
+            self.send_snapshot(g, m.to, meta.clone());
+            return;
+        }
+        let Some(node) = g.node_of(m.to) else {
+            log::debug!("flotilla: group {}: no node for replica {}", g.id, m.to);
+            return;
+        };
+        if node == self.sh.node {
+            return;
+        }
+        // Heartbeats are never skipped: a pending ReadIndex (ours or a follower's) may
+        // wait on the round.
+        self.outbox.push_with(node, g.id, m, false);
+    }
+
+    fn send_snapshot(&mut self, g: &mut Group, to: ReplicaId, meta: SnapshotMeta) {
+        let (Some(node), Ok((file_meta, data))) =
+            (g.node_of(to), snapfile::load(&self.sh.snap_dir, g.id, g.raft.id(), meta.index))
+        else {
+            g.raft.report_snapshot(to, false);
+            return;
+        };
+        if file_meta != meta {
+            g.raft.report_snapshot(to, false);
+            return;
+        }
+        let (from, term) = (g.raft.id(), g.raft.term());
+        let n = data.len().div_ceil(SNAPSHOT_CHUNK).max(1);
+        let chunks = (0..n)
+            .map(|i| Message {
+                from,
+                to,
+                term,
+                body: MessageBody::SnapshotChunk(SnapshotChunk {
+                    meta: meta.clone(),
+                    seq: i as u32,
+                    offset: (i * SNAPSHOT_CHUNK) as u64,
+                    last: i + 1 == n,
+                    data: data.slice(i * SNAPSHOT_CHUNK..((i + 1) * SNAPSHOT_CHUNK).min(data.len())),
+                }),
+            })
+            .collect();
+        bump(&self.sh.counters.snapshots_sent);
+        log::info!(
+            "flotilla: group {}: streaming snapshot {} to replica {to} on node {node}",
+            g.id,
+            meta.index
+        );
+        let _ = self.sh.net.send(NetCmd::Snapshot { to: node, group: g.id, replica: to, chunks });
+    }
+
+    /// Submits this turn's batch (if any) and records what waits for it.
+    fn submit(&mut self) {
+        if self.failed {
+            self.batch = WriteBatch::new();
+            self.after.clear();
+            self.prune.clear();
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let after = std::mem::take(&mut self.after);
+        let prune = std::mem::take(&mut self.prune);
+        let ticket = if batch.is_empty() {
+            None
+        } else {
+            bump(&self.sh.counters.wal_batches);
+            bump_by(&self.sh.counters.wal_batch_groups, self.batch_groups);
+            self.batch_groups = 0;
+            match self.sh.wal.submit(batch) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log::error!("flotilla: wal submit failed: {e}");
+                    self.storage_failed();
+                    return;
+                }
+            }
+        };
+        if ticket.is_some() || !after.is_empty() {
+            self.inflight.push_back(Inflight { ticket, after, prune });
+        }
+        // Writes that need nothing durable complete at once (in order).
+        self.poll_inflight();
+    }
+
+    /// Completes the writes that are durable, oldest first.
+    fn poll_inflight(&mut self) {
+        while let Some(front) = self.inflight.front() {
+            if let Some(t) = &front.ticket {
+                match t.try_wait() {
+                    None => return,
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        log::error!("flotilla: wal write failed, stopping the engine: {e}");
+                        self.storage_failed();
+                        return;
+                    }
+                }
+            }
+            let Some(done) = self.inflight.pop_front() else { return };
+            for (gid, replica, keep) in done.prune {
+                snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
+            }
+            for (gid, last, msgs) in done.after {
+                let Some(g) = self.groups.get_mut(&gid) else { continue };
+                if let Some((i, t)) = last {
+                    g.raft.on_persisted(i, t);
+                }
+                for m in msgs {
+                    // Split borrow: `send` needs the worker and the group.
+                    let node = g.node_of(m.to);
+                    if let Some(node) = node.filter(|&n| n != self.sh.node) {
+                        self.outbox.push_with(node, gid, m, false);
+                    }
+                }
+                Self::touch(&mut self.touched, g);
+            }
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        if self.failed {
+            let _ = self.outbox.flush();
+            return;
+        }
+        for (to, items) in self.outbox.flush() {
+            let _ = self.sh.net.send(NetCmd::Send { to, items });
+        }
+    }
+
+    /// A WAL write failed: nothing that depended on it is sent, every waiter fails, the
+    /// engine refuses further work.
+    fn storage_failed(&mut self) {
+        self.failed = true;
+        self.sh.failed.store(true, Ordering::Release);
+        self.inflight.clear();
+        self.batch = WriteBatch::new();
+        self.after.clear();
+        self.prune.clear();
+        let _ = self.outbox.flush();
+        for g in self.groups.values_mut() {
+            g.fail_all(|| Outcome::StorageFailed, || ReadError::StorageFailed);
+        }
+        self.waiting = 0;
+    }
+
+    /// Shutdown: finish the writes in flight (bounded), then resolve every waiter.
+    fn finish(&mut self) {
+        self.flush_creates();
+        self.submit();
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while !self.failed {
+            let Some(front) = self.inflight.front_mut() else { break };
+            if let Some(t) = front.ticket.take() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match t.receiver().recv_timeout(left) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        log::error!("flotilla: wal write failed during shutdown: {e}");
+                        self.storage_failed();
+                        break;
+                    }
+                    Err(_) => {
+                        log::warn!("flotilla: shutdown gave up waiting for a wal write");
+                        break;
+                    }
+                }
+            }
+            self.poll_inflight();
+        }
+        self.flush_outbox();
+        for g in self.groups.values_mut() {
+            g.fail_all(|| Outcome::Indeterminate, || ReadError::Shutdown);
+        }
+        // Drain commands still queued so their callers learn the engine stopped.
+        while let Ok(cmd) = self.rx.try_recv() {
+            drop(cmd);
+        }
+    }
+}
+
+fn bump_by(c: &std::sync::atomic::AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A new entry at `index` means the log was truncated there: waiters at or after it can
+/// never see their entry. Returns how many were completed.
+fn drop_overtaken(g: &mut Group, index: u64) -> usize {
+    let mut n = 0;
+    while g.waiters.back().is_some_and(|w| w.index >= index) {
+        if let Some(w) = g.waiters.pop_back() {
+            g.uncommitted = g.uncommitted.saturating_sub(w.size);
+            w.complete(Outcome::Dropped);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Completes the waiters an applied entry (index, term) decides. Returns how many.
+fn complete_waiters(g: &mut Group, index: u64, term: u64, result: Bytes) -> usize {
+    let mut n = 0;
+    let mut result = Some(result);
+    while let Some(w) = g.waiters.front() {
+        if w.index > index {
+            break;
+        }
+        let Some(w) = g.waiters.pop_front() else { break };
+        g.uncommitted = g.uncommitted.saturating_sub(w.size);
+        n += 1;
+        if w.index < index {
+            // Its index was passed without being applied here (a snapshot covered it).
+            w.complete(Outcome::Indeterminate);
+        } else if w.term == term {
+            w.complete(Outcome::Applied(result.take().unwrap_or_default()));
+        } else {
+            w.complete(Outcome::Dropped);
+        }
+    }
+    // An entry of term T committed at `index` means no entry of an older term can ever
+    // commit after it (every later leader's log holds it, and terms never decrease along
+    // a log): waiters past `index` with an older term are dropped now, not when (if ever)
+    // the log reaches their index. Waiters' terms never decrease along the queue.
+    while g.waiters.front().is_some_and(|w| w.term < term) {
+        let Some(w) = g.waiters.pop_front() else { break };
+        g.uncommitted = g.uncommitted.saturating_sub(w.size);
+        n += 1;
+        w.complete(Outcome::Dropped);
+    }
+    n
+}
+
+fn serve_reads(g: &mut Group) {
+    let applied = g.raft.applied();
+    let mut i = 0;
+    while i < g.reads.len() {
+        if g.reads[i].index.is_some_and(|idx| idx <= applied) {
+            g.reads.swap_remove(i).done.complete(Ok(applied));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// One change of a membership request, checked against the leader's configuration.
+/// New replicas get ids above `next_id` (advanced).
+fn single_change(
+    g: &Group,
+    change: &MembershipChange,
+    next_id: &mut ReplicaId,
+    lag_max: u64,
+) -> Result<SingleChange, MembershipError> {
+    let conf = g.raft.conf();
+    let on = |node: NodeId| conf.members().into_iter().find(|r| r.node == node);
+    let invalid = |node: NodeId, why: &str| MembershipError::Invalid { node, why: why.to_string() };
+    Ok(match *change {
+        MembershipChange::AddLearner(node) | MembershipChange::AddVoter(node) => {
+            if on(node).is_some() {
+                return Err(invalid(node, "already a member"));
+            }
+            let kind = if matches!(change, MembershipChange::AddLearner(_)) {
+                ChangeKind::AddLearner
+            } else {
+                ChangeKind::AddVoter
+            };
+            *next_id += 1;
+            SingleChange { kind, replica: Replica::new(node, *next_id) }
+        }
+        MembershipChange::Promote { node, force } => {
+            let Some(r) = on(node).filter(|r| conf.is_learner(r.id)) else {
+                return Err(invalid(node, "not a learner"));
+            };
+            if !force {
+                let last = g.raft.last_index();
+                let matched =
+                    g.raft.status().followers.iter().find(|f| f.id == r.id).map(|f| f.matched).unwrap_or(0);
+                let lag = last.saturating_sub(matched);
+                if lag > lag_max {
+                    return Err(MembershipError::LearnerNotCaughtUp { node, lag });
+                }
+            }
+            SingleChange { kind: ChangeKind::AddVoter, replica: r }
+        }
+        MembershipChange::Remove(node) => {
+            let Some(r) = on(node) else {
+                return Err(invalid(node, "not a member"));
+            };
+            SingleChange { kind: ChangeKind::Remove, replica: r }
+        }
+        MembershipChange::Joint(_) => return Err(invalid(0, "nested joint change")),
+    })
+}
+
+fn map_propose_err(g: &Group, e: CoreProposeError) -> ProposeError {
+    match e {
+        CoreProposeError::NotLeader { leader_hint } => {
+            ProposeError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+        }
+        CoreProposeError::TransferInProgress { to } => ProposeError::TransferInProgress { to: g.node_of(to) },
+        // Membership-only refusals; a data proposal never gets them.
+        CoreProposeError::ConfChangePending
+        | CoreProposeError::LeaderNotReady
+        | CoreProposeError::InvalidConfChange(_) => ProposeError::NotLeader { leader_hint: g.leader_node() },
+    }
+}

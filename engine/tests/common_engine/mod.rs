@@ -1,0 +1,344 @@
+//! Shared harness of the engine integration tests: a hash-chain state machine whose state
+//! the test can read, and a cluster of engines in one process over the in-memory transport.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flotilla_engine::api::*;
+use flotilla_engine::raft::{NodeId, Role};
+use flotilla_engine::transport::MemoryNetwork;
+
+/// What a replica has applied: its applied index, the number of commands, and a hash
+/// chain over the commands in order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmState {
+    pub index: u64,
+    pub commands: u64,
+    pub chain: u64,
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+pub type Registry = Arc<Mutex<HashMap<u64, Arc<Mutex<SmState>>>>>;
+
+/// The hash-chain state machine; its state is shared with the test through a registry.
+pub struct ChainSm {
+    st: Arc<Mutex<SmState>>,
+}
+
+impl ChainSm {
+    /// A state machine for `group` registered in `reg`. If the registry already holds the
+    /// group (the engine created the replica from its leader's first message before the
+    /// test's `create_group`, which then keeps the engine's), the state is shared so the
+    /// test reads the replica the engine runs.
+    pub fn boxed(reg: &Registry, group: u64) -> Box<dyn StateMachine> {
+        let st = reg.lock().unwrap().entry(group).or_default().clone();
+        Box::new(ChainSm { st })
+    }
+}
+
+impl StateMachine for ChainSm {
+    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        let mut s = self.st.lock().unwrap();
+        assert_eq!(index, s.index + 1, "applied out of order or twice");
+        s.index = index;
+        if let Some(c) = command {
+            let mut h = s.chain;
+            for b in c {
+                h = mix(h ^ u64::from(*b));
+            }
+            s.chain = mix(h ^ index);
+            s.commands += 1;
+        }
+        Bytes::copy_from_slice(&index.to_le_bytes())
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let s = *self.st.lock().unwrap();
+        for v in [s.index, s.commands, s.chain] {
+            out.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
+        let mut b = [0u8; 24];
+        input.read_exact(&mut b)?;
+        let v = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
+        assert_eq!(v(0), index);
+        *self.st.lock().unwrap() = SmState { index: v(0), commands: v(1), chain: v(2) };
+        Ok(())
+    }
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub dir: PathBuf,
+    pub reg: Registry,
+    pub engine: Option<Engine>,
+}
+
+/// Real QUIC on loopback: a cluster CA and a fixed 127.0.0.1 address per node (kept
+/// across restarts).
+pub struct Quic {
+    pub ca: flotilla_net::ClusterCa,
+    pub addrs: HashMap<NodeId, std::net::SocketAddr>,
+}
+
+impl Quic {
+    fn transport(&self, id: NodeId) -> flotilla_engine::transport::QuicTransport {
+        let pem = self.ca.issue_node(id).unwrap();
+        let ident =
+            flotilla_net::NodeIdentity::from_pem(&self.ca.pem().cert_pem, &pem.cert_pem, &pem.key_pem)
+                .unwrap();
+        let mut cfg = flotilla_net::NetConfig::new(id);
+        cfg.listen = self.addrs[&id];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // A restarted node binds its old port, which the previous endpoint may still hold
+        // for a moment.
+        let (ep, inbox) = loop {
+            match flotilla_net::Endpoint::start(cfg.clone().validate().unwrap(), &ident) {
+                Ok(x) => break x,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "node {id}: cannot bind {}: {e}", cfg.listen);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        for (&n, &a) in &self.addrs {
+            if n != id {
+                ep.set_peer_addr(n, a);
+            }
+        }
+        flotilla_engine::transport::QuicTransport::new(ep, inbox, Default::default())
+    }
+}
+
+pub struct Cluster {
+    pub net: MemoryNetwork,
+    pub quic: Option<Quic>,
+    pub nodes: Vec<Node>,
+    pub compact_entries: u64,
+    _tmp: tempfile::TempDir,
+}
+
+pub fn config(id: NodeId, dir: PathBuf, compact_entries: u64) -> EngineConfig {
+    let mut c = EngineConfig::new(id, dir);
+    c.workers = 2;
+    c.tick_interval = Duration::from_millis(5);
+    c.wal.segment_size = 4 << 20;
+    c.wal.max_write_bytes = 1 << 20;
+    c.wal.cache_bytes = 4 << 20;
+    c.max_uncommitted_bytes = 1 << 20;
+    c.max_entry_bytes = 64 << 10;
+    c.compact_entries = compact_entries;
+    c
+}
+
+impl Cluster {
+    /// `n` engines (node ids 1..=n) over one in-memory network.
+    pub fn new(n: u64, compact_entries: u64) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c =
+            Cluster { net: MemoryNetwork::new(), quic: None, nodes: Vec::new(), compact_entries, _tmp: tmp };
+        for id in 1..=n {
+            c.add_node(id);
+        }
+        c
+    }
+
+    /// `n` engines over real QUIC (mutual TLS) on 127.0.0.1.
+    pub fn new_quic(n: u64, compact_entries: u64) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let addrs = (1..=n)
+            .map(|id| {
+                // Reserve a free loopback port, then release it for the endpoint.
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                (id, s.local_addr().unwrap())
+            })
+            .collect();
+        let quic = Quic { ca: flotilla_net::ClusterCa::generate().unwrap(), addrs };
+        let mut c = Cluster {
+            net: MemoryNetwork::new(),
+            quic: Some(quic),
+            nodes: Vec::new(),
+            compact_entries,
+            _tmp: tmp,
+        };
+        for id in 1..=n {
+            c.add_node(id);
+        }
+        c
+    }
+
+    pub fn add_node(&mut self, id: NodeId) {
+        let dir = self._tmp.path().join(format!("n{id}"));
+        self.nodes.push(Node { id, dir, reg: Registry::default(), engine: None });
+        self.start(id);
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.nodes.iter().find(|n| n.id == id).unwrap()
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id == id).unwrap()
+    }
+
+    pub fn engine(&self, id: NodeId) -> &Engine {
+        self.node(id).engine.as_ref().unwrap()
+    }
+
+    /// Starts (or restarts from its directory) node `id`.
+    pub fn start(&mut self, id: NodeId) {
+        let compact = self.compact_entries;
+        let transport: Box<dyn flotilla_engine::transport::Transport> = match &self.quic {
+            Some(q) => Box::new(q.transport(id)),
+            None => Box::new(self.net.join(id, 1 << 16)),
+        };
+        let n = self.node_mut(id);
+        n.reg = Registry::default();
+        let reg = n.reg.clone();
+        let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&reg, g));
+        let e = Engine::open(config(id, n.dir.clone(), compact), transport, factory).unwrap();
+        n.engine = Some(e);
+    }
+
+    /// Gracefully stops node `id`.
+    pub fn stop(&mut self, id: NodeId) {
+        if let Some(e) = self.node_mut(id).engine.take() {
+            e.shutdown();
+        }
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.engine.is_some())
+    }
+
+    /// Creates `group` on every given node with those nodes as members.
+    pub fn create_group(&self, group: u64, members: &[NodeId]) {
+        for &m in members {
+            let n = self.node(m);
+            let sm = ChainSm::boxed(&n.reg, group);
+            self.engine(m).create_group(group, members, sm).unwrap();
+        }
+    }
+
+    /// The node whose replica of `group` leads, if any live node says so.
+    pub fn leader(&self, group: u64) -> Option<NodeId> {
+        self.live()
+            .find(|n| n.engine.as_ref().unwrap().group_status(group).is_some_and(|s| s.role == Role::Leader))
+            .map(|n| n.id)
+    }
+
+    pub fn wait_leader(&self, group: u64, timeout: Duration) -> NodeId {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader(group) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "group {group}: no leader within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Proposes `data` at the group's leader until it is applied (bounded in tries and
+    /// time). Returns the applied index.
+    pub fn propose(&self, group: u64, data: &[u8]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for _ in 0..2000 {
+            assert!(Instant::now() < deadline, "group {group}: proposal not applied in time");
+            let Some(l) = self.leader(group) else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let p = match self.engine(l).propose(group, Bytes::copy_from_slice(data)) {
+                Ok(p) => p,
+                Err(e) if e.class() == ErrorClass::Fatal => panic!("group {group}: {e}"),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            match p.wait_timeout(Duration::from_secs(5)) {
+                Ok(Ok(b)) => return u64::from_le_bytes(b[..8].try_into().unwrap()),
+                Ok(Err(e)) if e.class() == ErrorClass::Fatal => panic!("group {group}: {e}"),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        panic!("group {group}: proposal never applied");
+    }
+
+    /// Moves `group`'s leadership to `to`, retrying (a transfer aborts after an election
+    /// timeout, e.g. when the target has not applied a recent membership change yet).
+    pub fn transfer(&self, group: u64, to: NodeId, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last_try: Option<Instant> = None;
+        loop {
+            let leader = self.leader(group);
+            if leader == Some(to) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "group {group}: leadership not moved to {to} (leader {leader:?})"
+            );
+            if let Some(l) = leader {
+                if last_try.map_or(true, |t| t.elapsed() > Duration::from_millis(300)) {
+                    let _ = self.engine(l).transfer_leader(group, to);
+                    last_try = Some(Instant::now());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn state(&self, node: NodeId, group: u64) -> Option<SmState> {
+        self.node(node).reg.lock().unwrap().get(&group).map(|s| *s.lock().unwrap())
+    }
+
+    /// Waits until every given node's replica of `group` has the same state with at least
+    /// `commands` commands.
+    pub fn wait_converged(&self, group: u64, nodes: &[NodeId], commands: u64, timeout: Duration) -> SmState {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states: Vec<Option<SmState>> = nodes.iter().map(|&n| self.state(n, group)).collect();
+            if let Some(Some(first)) = states.first() {
+                if first.commands >= commands
+                    && states
+                        .iter()
+                        .all(|s| s.map(|s| (s.commands, s.chain)) == Some((first.commands, first.chain)))
+                {
+                    return *first;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "group {group}: replicas on {nodes:?} did not converge: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.stop(id);
+        }
+    }
+}
