@@ -2,10 +2,12 @@
 //! what is not yet durable, injects faults, and simulates a power loss.
 //!
 //! Owns: the record of unsynced writes (the bytes they overwrote) and unsynced directory
-//! operations, scripted faults (one-shot write/sync faults, a "power off after N
-//! operations" switch), counters of syncs, and [`FaultFs::crash`], which rolls back a
-//! random part of what was not durable. Never: used by production code; it is public so
-//! the integration tests (and the engine's) can use it.
+//! operations (per directory: a directory sync makes only its own entries durable),
+//! scripted faults (one-shot write/sync faults, faults and a hold on the writes that make
+//! spares, a "power off after N operations" switch), counters of syncs, and
+//! [`FaultFs::crash`], which rolls back a random part of what was not durable. Never: used
+//! by production code; it is public so the integration tests (and the engine's) can use
+//! it.
 //!
 //! Faults are decided in the `before_*` hooks that both I/O backends call at submission
 //! and completion, so they reach io_uring and pwrite alike.
@@ -16,7 +18,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::fs::{FileSystem, StdFs, SyncFault, WriteFault};
 
@@ -47,6 +49,10 @@ struct State {
     undo: HashMap<PathBuf, Vec<(u64, Vec<u8>)>>,
     dir_ops: Vec<DirOp>,
     next_write_faults: VecDeque<WriteFault>,
+    /// Faults for the next writes to spares being made (`*.prealloc`, `*.recycle`).
+    next_spare_write_faults: VecDeque<WriteFault>,
+    /// The next write to a spare being made that no queued fault applies to is held.
+    hold_next_spare_write: bool,
     next_sync_faults: VecDeque<SyncFault>,
     /// Operations (writes and syncs) left before the power goes off.
     power_budget: Option<u64>,
@@ -100,10 +106,23 @@ pub struct FaultFs {
     inner: StdFs,
     trash: PathBuf,
     st: Mutex<State>,
+    /// Whether a held spare write is waiting (true) for [`FaultFs::release_spare_write`].
+    held: Mutex<bool>,
+    held_cv: Condvar,
 }
 
 fn is_segment(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "wal")
+}
+
+/// A spare being made: preallocated (`*.prealloc`) or recycled (`*.recycle`).
+fn is_spare_in_making(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "prealloc" || e == "recycle")
+}
+
+/// The directory whose sync makes an operation on `path` durable.
+fn dir_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
 }
 
 fn eio() -> io::Error {
@@ -116,7 +135,40 @@ impl FaultFs {
     pub fn new(trash: impl Into<PathBuf>, seed: u64) -> io::Result<FaultFs> {
         let trash = trash.into();
         std::fs::create_dir_all(&trash)?;
-        Ok(FaultFs { inner: StdFs, trash, st: Mutex::new(State { rng: seed | 1, ..State::default() }) })
+        Ok(FaultFs {
+            inner: StdFs,
+            trash,
+            st: Mutex::new(State { rng: seed | 1, ..State::default() }),
+            held: Mutex::new(false),
+            held_cv: Condvar::new(),
+        })
+    }
+
+    /// The next write to a spare being made (`*.prealloc`, `*.recycle`: the
+    /// preallocator's files, or a segment the writer creates itself) suffers `f` (queued:
+    /// one fault per write).
+    pub fn fail_next_spare_write(&self, f: WriteFault) {
+        self.st.lock().next_spare_write_faults.push_back(f);
+    }
+
+    /// The next write to a spare being made that no queued fault applies to blocks until
+    /// [`FaultFs::release_spare_write`] (a slow preallocation); [`FaultFs::spare_write_held`]
+    /// tells when it is waiting. The write then goes on normally (it fails if the power
+    /// went off meanwhile).
+    pub fn hold_next_spare_write(&self) {
+        self.st.lock().hold_next_spare_write = true;
+    }
+
+    /// Whether a spare write is held, waiting for [`FaultFs::release_spare_write`].
+    pub fn spare_write_held(&self) -> bool {
+        *self.held.lock()
+    }
+
+    /// Lets a held spare write go on (and disarms a hold not reached yet).
+    pub fn release_spare_write(&self) {
+        self.st.lock().hold_next_spare_write = false;
+        *self.held.lock() = false;
+        self.held_cv.notify_all();
     }
 
     /// The next write submission to a live segment file (`*.wal`, where group commits
@@ -249,6 +301,8 @@ impl FaultFs {
         st.power_budget = None;
         st.next_sync_faults.clear();
         st.next_write_faults.clear();
+        st.next_spare_write_faults.clear();
+        st.hold_next_spare_write = false;
         Ok(modes)
     }
 
@@ -324,17 +378,42 @@ impl FileSystem for FaultFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.dir_op_allowed()?;
         self.inner.sync_dir(dir)?;
+        // Only operations on entries of `dir` become durable.
         let mut st = self.st.lock();
+        let mut pending = Vec::new();
         for op in std::mem::take(&mut st.dir_ops) {
-            if let DirOp::Removed(_, trash) = op {
-                let _ = std::fs::remove_file(trash);
+            match op {
+                DirOp::Created(p) if dir_of(&p) == dir => {}
+                DirOp::Removed(orig, trash) if dir_of(&orig) == dir => {
+                    let _ = std::fs::remove_file(trash);
+                }
+                // (A rename across directories counts as durable once either is synced.)
+                DirOp::Renamed(from, to) if dir_of(&from) == dir || dir_of(&to) == dir => {}
+                op => pending.push(op),
             }
         }
+        st.dir_ops = pending;
         Ok(())
     }
 
     fn before_write(&self, path: &Path, file: &File, offset: u64, len: usize) -> WriteFault {
         let mut st = self.st.lock();
+        let mut spare_fault = None;
+        if is_spare_in_making(path) && !st.power_off {
+            spare_fault = st.next_spare_write_faults.pop_front();
+            if spare_fault.is_none() && std::mem::take(&mut st.hold_next_spare_write) {
+                drop(st);
+                let mut held = self.held.lock();
+                *held = true;
+                self.held_cv.notify_all();
+                // Bounded by the test: it releases the write.
+                while *held {
+                    self.held_cv.wait(&mut held);
+                }
+                drop(held);
+                st = self.st.lock();
+            }
+        }
         st.writes += 1;
         let fault = if st.power_off {
             WriteFault::Eio
@@ -353,7 +432,7 @@ impl FileSystem for FaultFs {
             if is_segment(path) {
                 st.next_write_faults.pop_front().unwrap_or(WriteFault::None)
             } else {
-                WriteFault::None
+                spare_fault.unwrap_or(WriteFault::None)
             }
         };
         let n = match fault {

@@ -5,8 +5,10 @@
 //! Owns: turning retired segments into spares (recycling: new sequence number and salt)
 //! or deleting them, and creating zero-filled spares when none can be recycled. A segment
 //! is recycled or deleted only once no reader holds its map (its `Arc` is unique) and only
-//! then leaves the log state, after its old identity is durably gone. Never: touches the
-//! active segment, or truncates a file.
+//! then leaves the log state, after its old identity is durably gone. A spare finished
+//! after the writer gave up waiting and created a later segment itself is deleted, not
+//! published: it would sit below the active segment. Never: touches the active segment,
+//! or truncates a file.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -91,9 +93,9 @@ impl Preallocator {
                     // The old identity is durably gone: forget the segment.
                     self.shared.state.write().segs.remove(&seq);
                     if let Some(s) = spare {
-                        self.shared.recycled.fetch_add(1, Ordering::Relaxed);
-                        self.shared.spares.lock().push_back(s);
-                        self.shared.spares_cv.notify_all();
+                        if self.publish(s)? {
+                            self.shared.recycled.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     return Ok(true);
                 }
@@ -106,11 +108,39 @@ impl Preallocator {
         if self.shared.spares.lock().len() < cfg.spare_segments {
             let seq = self.shared.next_seq.fetch_add(1, Ordering::SeqCst);
             let seg = Segment::create(fs, &cfg.dir, seq, cfg.segment_size)?;
-            self.shared.created.fetch_add(1, Ordering::Relaxed);
-            self.shared.spares.lock().push_back(seg);
-            self.shared.spares_cv.notify_all();
+            if self.publish(seg)? {
+                self.shared.created.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(true);
         }
+        Ok(false)
+    }
+
+    /// Hands a finished spare to the writer; returns false when it was deleted instead
+    /// because the writer overtook it: it took a later sequence number itself (which it
+    /// does under the spares lock, after a last look at the queue) while this spare was
+    /// being made. Published, such a spare would be an empty segment below the active one
+    /// until the writer's next rotation dropped it. (A crash before the deletion below
+    /// leaves it behind all the same: recovery deletes such a skipped spare.)
+    fn publish(&self, seg: Segment) -> std::io::Result<bool> {
+        let active = self.shared.state.read().active;
+        {
+            let mut q = self.shared.spares.lock();
+            if seg.seq > active && self.shared.next_seq.load(Ordering::SeqCst) == seg.seq + 1 {
+                q.push_back(seg);
+                self.shared.spares_cv.notify_all();
+                return Ok(true);
+            }
+        }
+        log::warn!(
+            "flotilla-wal: deleting spare {} (the writer created a later segment while it was made)",
+            seg.path.display()
+        );
+        let path = seg.path.clone();
+        drop(seg);
+        let fs = &*self.shared.fs;
+        fs.remove(&path)?;
+        fs.sync_dir(&self.shared.cfg.dir)?;
         Ok(false)
     }
 }

@@ -1,8 +1,9 @@
 //! [`Recovery`]: rebuilds the log state from the segment files at open.
 //!
 //! Owns: the scan order, verification of every header and record, the torn-tail rule, and
-//! cleaning up what a crash left (half-made spares, a torn tail, unacknowledged batches
-//! written past it). Never: skips a bad record silently; writes anything but that cleanup.
+//! cleaning up what a crash left (half-made spares, skipped spares, a torn tail,
+//! unacknowledged batches written past it). Never: skips a bad record silently; writes
+//! anything but that cleanup.
 //!
 //! # The torn-tail rule
 //! Segments are read in sequence order, batches one after another from each segment's
@@ -22,6 +23,15 @@
 //!
 //! When every segment is sealed, the log continues in a new segment.
 //! A corrupt final batch with nothing after it is therefore a torn tail.
+//!
+//! # Skipped spares
+//! The writer moves to a segment only after sealing the one before, so a valid batch
+//! claiming a durable position in a later segment proves every earlier segment the writer
+//! used was sealed. An unsealed segment with no valid batch anywhere, followed by a
+//! segment holding such a batch, was therefore never used: it is a spare the writer
+//! skipped (it created a later segment itself while the preallocator was slow or failing,
+//! and the spare landed afterwards, or a crash hit before the preallocator deleted it). It
+//! is deleted (then the directory synced) and the scan goes on with the next segment.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,6 +156,33 @@ impl<'a> Recovery<'a> {
         OpenError::Corrupt { file: file.to_path_buf(), offset, reason: reason.into() }
     }
 
+    /// Whether segment `i`, unsealed with no valid batch at its header, is a skipped spare:
+    /// no valid batch anywhere in it, and one in a later segment claiming a durable
+    /// position past it (see the module documentation). `valid` caches each segment's
+    /// valid batches.
+    fn skipped_spare(
+        segs: &[Arc<Segment>],
+        valid: &mut [Option<Vec<Found>>],
+        i: usize,
+    ) -> Result<bool, OpenError> {
+        let seq = segs[i].seq;
+        let mut found = |j: usize, pred: &dyn Fn(&Found) -> bool| -> Result<bool, OpenError> {
+            if valid[j].is_none() {
+                valid[j] = Some(scan_valid(&segs[j], SEGMENT_HEADER_LEN as u64)?);
+            }
+            Ok(valid[j].as_ref().is_some_and(|f| f.iter().any(pred)))
+        };
+        if found(i, &|_| true)? {
+            return Ok(false);
+        }
+        for j in i + 1..segs.len() {
+            if found(j, &|&(_, _, durable)| durable.seq > seq)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Recovers the log in the configured directory (creating an empty one if needed).
     pub(crate) fn run(&self) -> Result<Recovered, OpenError> {
         let dir = &self.cfg.dir;
@@ -218,15 +255,21 @@ impl<'a> Recovery<'a> {
         // Sequential scan: batches in order; a seal ends a segment cleanly.
         let mut scanned = 0u64;
         let mut tail = None;
-        for (i, seg) in segs.iter().enumerate() {
+        // Valid batches anywhere after the header, per segment, once looked for.
+        let mut valid: Vec<Option<Vec<Found>>> = vec![None; segs.len()];
+        let mut skipped = Vec::new();
+        let mut i = 0;
+        // Bounded: each turn moves on (`i += 1`), removes a segment, or breaks.
+        while i < segs.len() {
+            let seg = segs[i].clone();
             state.segs.insert(seg.seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
             let mut off = SEGMENT_HEADER_LEN as u64;
             let mut sealed = false;
             loop {
-                match read_batch(seg, off) {
+                match read_batch(&seg, off) {
                     Ok((len, _, recs, seal)) => {
                         for r in &recs {
-                            if let Some(op) = to_applied(seg, r) {
+                            if let Some(op) = to_applied(&seg, r) {
                                 state.apply(op);
                             }
                         }
@@ -247,9 +290,25 @@ impl<'a> Recovery<'a> {
                 }
             }
             if !sealed {
+                if off == SEGMENT_HEADER_LEN as u64 && Self::skipped_spare(&segs, &mut valid, i)? {
+                    log::warn!("flotilla-wal: deleting {} (a spare the writer skipped)", seg.path.display());
+                    state.segs.remove(&seg.seq);
+                    seqs.retain(|s| *s != seg.seq);
+                    skipped.push(seg.path.clone());
+                    segs.remove(i);
+                    valid.remove(i);
+                    continue;
+                }
                 tail = Some((i, off));
                 break;
             }
+            i += 1;
+        }
+        if !skipped.is_empty() {
+            for p in &skipped {
+                fs.remove(p).map_err(io_err(p))?;
+            }
+            fs.sync_dir(dir).map_err(io_err(dir))?;
         }
         let tail = match tail {
             Some(t) => t,
@@ -270,8 +329,12 @@ impl<'a> Recovery<'a> {
         let mut zero_to = toff;
         let mut doomed = Vec::new();
         for (j, seg) in segs.iter().enumerate().skip(ti) {
-            let from = if j == ti { toff + 1 } else { SEGMENT_HEADER_LEN as u64 };
-            let found = scan_valid(seg, from)?;
+            // Where the sequential scan found no batch at the header, a valid batch
+            // starting there is impossible: the scan from there is the scan from `toff + 1`.
+            let found = match valid.get_mut(j).and_then(Option::take) {
+                Some(f) if j > ti || toff == SEGMENT_HEADER_LEN as u64 => f,
+                _ => scan_valid(seg, if j == ti { toff + 1 } else { SEGMENT_HEADER_LEN as u64 })?,
+            };
             for &(o, len, durable) in &found {
                 if durable > x {
                     return Err(Self::corrupt(

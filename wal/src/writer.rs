@@ -483,22 +483,9 @@ impl SegmentWriter {
         let mut spare = None;
         // Bounded wait: 200 x 50 ms.
         for _ in 0..200 {
-            {
-                let mut q = self.shared.spares.lock();
-                // Bounded by the queue's length.
-                while let Some(s) = q.pop_front() {
-                    if s.seq > self.active.seq {
-                        spare = Some(s);
-                        break;
-                    }
-                    // Overtaken by a segment created here while the preallocator was
-                    // behind: it would break the log's order, drop it.
-                    let fs = &*self.shared.fs;
-                    let _ = fs.remove(&s.path).and_then(|_| fs.sync_dir(&self.shared.cfg.dir));
-                }
-                if spare.is_some() {
-                    break;
-                }
+            spare = self.pop_spare(&mut self.shared.spares.lock());
+            if spare.is_some() {
+                break;
             }
             if self.shared.prealloc_failing.load(Ordering::Acquire) {
                 break;
@@ -512,9 +499,21 @@ impl SegmentWriter {
         let seg = match spare {
             Some(s) => s,
             None => {
-                log::warn!("flotilla-wal: no spare segment ready, creating one on the write path");
-                let seq = self.shared.next_seq.fetch_add(1, Ordering::SeqCst);
-                Segment::create(&*self.shared.fs, &self.shared.cfg.dir, seq, self.shared.cfg.segment_size)?
+                // A last look at the queue and the new number under one lock: the
+                // preallocator publishes a spare under it only while no number was taken
+                // after the spare's, so none it finishes later can land below this segment.
+                let taken = {
+                    let mut q = self.shared.spares.lock();
+                    self.pop_spare(&mut q).ok_or_else(|| self.shared.next_seq.fetch_add(1, Ordering::SeqCst))
+                };
+                match taken {
+                    Ok(s) => s,
+                    Err(seq) => {
+                        log::warn!("flotilla-wal: no spare segment ready, creating one on the write path");
+                        let (fs, cfg) = (&*self.shared.fs, &self.shared.cfg);
+                        Segment::create(fs, &cfg.dir, seq, cfg.segment_size)?
+                    }
+                }
             }
         };
         let seg = Arc::new(seg);
@@ -529,6 +528,20 @@ impl SegmentWriter {
         self.maintain_due = true;
         self.shared.kick();
         Ok(())
+    }
+
+    /// The first spare of the queue that comes after the active segment; spares overtaken
+    /// by a segment created here while the preallocator was behind (which would break the
+    /// log's order) are deleted. Bounded by the queue's length.
+    fn pop_spare(&self, q: &mut std::collections::VecDeque<Segment>) -> Option<Segment> {
+        while let Some(s) = q.pop_front() {
+            if s.seq > self.active.seq {
+                return Some(s);
+            }
+            let fs = &*self.shared.fs;
+            let _ = fs.remove(&s.path).and_then(|_| fs.sync_dir(&self.shared.cfg.dir));
+        }
+        None
     }
 
     /// One compaction pass: rewrite sparse old segments, then retire dead ones.
