@@ -12,16 +12,25 @@ use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::conn::read_frame;
+use crate::conn::{read_frame, ReadFrameError};
 use crate::endpoint::Ctx;
 use crate::event::{Event, NodeId};
 use crate::frame::{
-    decode_bulk_start, encode_bulk_start, encode_frame, encode_header, FrameKind, HEADER_LEN,
+    decode_bulk_start, encode_bulk_start, encode_frame, encode_header, FrameError, FrameKind, HEADER_LEN,
 };
 use crate::peer::PeerHandle;
 
 /// Chunks buffered between a [`BulkSender`] and its stream.
 const CHUNK_QUEUE: usize = 4;
+
+/// Stream error code: the sender abandoned the stream before finishing it.
+const CODE_ABANDONED: u32 = 1;
+/// Stream error code: the receiver refused a malformed or unexpected frame.
+const CODE_PROTOCOL: u32 = 2;
+/// Stream error code: the receiver refused a chunk larger than its `bulk_chunk_size`.
+const CODE_CHUNK_TOO_LARGE: u32 = 3;
+/// Largest payload of a bulk control frame (start: the 8-byte tag; end: empty).
+const CONTROL_MAX: usize = 64;
 
 /// Why a bulk transfer failed, or a chunk was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -43,6 +52,15 @@ pub enum BulkError {
         tag: u64,
         /// What failed.
         detail: String,
+    },
+    /// The receiver refused the stream: a chunk exceeded the receiver's own
+    /// `bulk_chunk_size` (the two nodes are configured differently).
+    #[error("bulk stream {tag} to {to} refused: a chunk exceeds the receiver's bulk_chunk_size")]
+    Refused {
+        /// The destination.
+        to: NodeId,
+        /// The stream's tag.
+        tag: u64,
     },
     /// A chunk is larger than `bulk_chunk_size`.
     #[error("bulk chunk of {len} bytes exceeds bulk_chunk_size {max}")]
@@ -145,6 +163,30 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The error for a write that failed: [`BulkError::Refused`] if the receiver stopped the
+/// stream for an oversized chunk.
+fn write_failed(to: NodeId, tag: u64, e: quinn::WriteError) -> BulkError {
+    match e {
+        quinn::WriteError::Stopped(code) if code == CODE_CHUNK_TOO_LARGE.into() => {
+            BulkError::Refused { to, tag }
+        }
+        e => BulkError::Failed { to, tag, detail: e.to_string() },
+    }
+}
+
+/// The error for an acknowledgement that could not be read: [`BulkError::Refused`] if the
+/// receiver reset the stream for an oversized chunk.
+fn ack_failed(to: NodeId, tag: u64, e: ReadFrameError) -> BulkError {
+    match e {
+        ReadFrameError::Stream(quinn::ReadExactError::ReadError(quinn::ReadError::Reset(code)))
+            if code == CODE_CHUNK_TOO_LARGE.into() =>
+        {
+            BulkError::Refused { to, tag }
+        }
+        e => BulkError::Failed { to, tag, detail: e.to_string() },
+    }
+}
+
 async fn run_send(
     ctx: Arc<Ctx>,
     peer: Arc<PeerHandle>,
@@ -167,31 +209,31 @@ async fn run_send(
     let conn = conn.ok_or(BulkError::Unreachable { to, tag })?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(e.to_string()))?;
     let _ = send.set_priority(0);
-    send.write_all(&encode_bulk_start(tag)).await.map_err(|e| fail(e.to_string()))?;
+    send.write_all(&encode_bulk_start(tag)).await.map_err(|e| write_failed(to, tag, e))?;
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Cmd::Chunk(b) => {
                 let mut h = BytesMut::with_capacity(HEADER_LEN);
                 h.put_slice(&encode_header(FrameKind::BulkChunk, b.len()));
                 let mut parts = [h.freeze(), b];
-                send.write_all_chunks(&mut parts).await.map_err(|e| fail(e.to_string()))?;
+                send.write_all_chunks(&mut parts).await.map_err(|e| write_failed(to, tag, e))?;
             }
             Cmd::Finish => {
                 send.write_all(&encode_frame(FrameKind::BulkEnd, &[]))
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| write_failed(to, tag, e))?;
                 let _ = send.finish();
                 let wait = ctx.cfg.idle_timeout.max(ctx.cfg.connect_timeout);
-                return match tokio::time::timeout(wait, read_frame(&mut recv, 64)).await {
+                return match tokio::time::timeout(wait, read_frame(&mut recv, CONTROL_MAX)).await {
                     Ok(Ok(f)) if f.kind == FrameKind::BulkAck => Ok(()),
                     Ok(Ok(_)) => Err(fail("unexpected frame instead of the acknowledgement".into())),
-                    Ok(Err(e)) => Err(fail(e.to_string())),
+                    Ok(Err(e)) => Err(ack_failed(to, tag, e)),
                     Err(_) => Err(fail("no acknowledgement in time".into())),
                 };
             }
         }
     }
-    let _ = send.reset(1u32.into());
+    let _ = send.reset(CODE_ABANDONED.into());
     Err(fail("abandoned before finish".into()))
 }
 
@@ -202,23 +244,43 @@ pub(crate) async fn accept_streams(ctx: Arc<Ctx>, from: NodeId, conn: quinn::Con
     }
 }
 
+/// Refuses a bulk stream: stops its incoming half and resets the acknowledgement half,
+/// both with `code`, so the sender learns why from either.
+fn refuse(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: u32) {
+    let _ = recv.stop(code.into());
+    let _ = send.reset(code.into());
+}
+
+/// Receives one bulk stream. Control frames are read with a limit of [`CONTROL_MAX`] and
+/// chunks with `bulk_chunk_size`, each checked from its header before anything is
+/// allocated: a stream buffers at most one chunk of the configured size, whatever a peer
+/// announces. An oversized or malformed frame refuses the stream (the sender gets
+/// [`BulkError::Refused`] or [`BulkError::Failed`]) and counts as a protocol error.
 async fn receive(ctx: Arc<Ctx>, from: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let max = ctx.cfg.max_frame_size;
-    let Ok(first) = read_frame(&mut recv, max).await else { return };
-    let tag = match (first.kind, decode_bulk_start(&first.payload)) {
-        (FrameKind::BulkStart, Ok(tag)) => tag,
-        _ => {
+    let tag = match read_frame(&mut recv, CONTROL_MAX).await {
+        Ok(first) => match (first.kind, decode_bulk_start(&first.payload)) {
+            (FrameKind::BulkStart, Ok(tag)) => tag,
+            _ => {
+                ctx.stats.protocol_errors.inc();
+                refuse(&mut send, &mut recv, CODE_PROTOCOL);
+                return;
+            }
+        },
+        Err(ReadFrameError::Frame(_)) => {
             ctx.stats.protocol_errors.inc();
-            let _ = recv.stop(2u32.into());
+            refuse(&mut send, &mut recv, CODE_PROTOCOL);
             return;
         }
+        Err(ReadFrameError::Stream(_)) => return,
     };
+    let max_chunk = ctx.cfg.bulk_chunk_size;
     loop {
-        match read_frame(&mut recv, max).await {
+        let code = match read_frame(&mut recv, max_chunk).await {
             Ok(f) if f.kind == FrameKind::BulkChunk => {
                 if ctx.bulk_events.send(Event::BulkChunk { from, tag, payload: f.payload }).await.is_err() {
                     return;
                 }
+                continue;
             }
             Ok(f) if f.kind == FrameKind::BulkEnd => {
                 let _ = ctx.bulk_events.send(Event::BulkEnd { from, tag }).await;
@@ -228,11 +290,18 @@ async fn receive(ctx: Arc<Ctx>, from: NodeId, mut send: quinn::SendStream, mut r
                 let _ = tokio::time::timeout(ctx.cfg.connect_timeout, send.stopped()).await;
                 return;
             }
-            _ => {
-                let _ = recv.stop(2u32.into());
-                let _ = ctx.bulk_events.send(Event::BulkAborted { from, tag }).await;
-                return;
+            Err(ReadFrameError::Frame(FrameError::Oversized { .. })) => {
+                ctx.stats.protocol_errors.inc();
+                CODE_CHUNK_TOO_LARGE
             }
-        }
+            Ok(_) | Err(ReadFrameError::Frame(_)) => {
+                ctx.stats.protocol_errors.inc();
+                CODE_PROTOCOL
+            }
+            Err(ReadFrameError::Stream(_)) => CODE_PROTOCOL,
+        };
+        refuse(&mut send, &mut recv, code);
+        let _ = ctx.bulk_events.send(Event::BulkAborted { from, tag }).await;
+        return;
     }
 }

@@ -42,14 +42,19 @@ pub struct NetConfig {
     /// Longest a dial (QUIC + TLS handshake + hello) may take. Default 3 s; bounds 10 ms ..=
     /// 60 s.
     pub connect_timeout: Duration,
-    /// First reconnect delay after a failed dial. Default 50 ms; bounds 1 ms ..=
-    /// `backoff_max`.
+    /// First reconnect delay after a failed dial or a lost connection (each delay is a
+    /// random point between half and all of the current step, which doubles per failure).
+    /// Default 50 ms; bounds 1 ms ..= `backoff_max`.
     pub backoff_initial: Duration,
-    /// Cap of the exponential reconnect delay. Default 5 s; bounds `backoff_initial` ..=
-    /// 300 s.
+    /// Cap of the exponential reconnect delay. Also how long a connection must stay up
+    /// before its loss resets the delay to `backoff_initial`: a peer that admits and drops
+    /// connections at once is redialed on the growing schedule. Default 5 s; bounds
+    /// `backoff_initial` ..= 300 s.
     pub backoff_max: Duration,
-    /// Largest bulk (snapshot) chunk; bigger chunks are refused. Default 1 MiB; bounds 1 KiB
-    /// ..= `max_frame_size`.
+    /// Largest bulk (snapshot) chunk; bigger chunks are refused, by the sender when given
+    /// and by the receiver when announced (it refuses the stream: a peer with a larger
+    /// setting gets [`crate::BulkError::Refused`]). Default 1 MiB; bounds 1 KiB ..=
+    /// `max_frame_size`.
     pub bulk_chunk_size: usize,
     /// Concurrent bulk streams a peer may open towards this node. Default 8; bounds 1 ..=
     /// 1024.

@@ -2,6 +2,12 @@
 //! dialing with exponential backoff, the tie-break between simultaneous dials, incarnation
 //! tracking and the up/down/dropped reports.
 //!
+//! Backoff: failed dials and lost connections both wait the next backoff step before the
+//! redial. The backoff resets only when a connection is lost after it stayed up for at
+//! least `backoff_max` (it was stable), so a peer that admits connections and drops them at
+//! once is redialed on the exponential schedule, never in a tight loop, while the loss of a
+//! long-lived connection is redialed after the first (shortest) step.
+//!
 //! The pair rule: at most one connection per node pair. When both nodes dial at once, the
 //! connection dialed by the lower node id wins; a node always accepts a hello from a new
 //! incarnation of its peer (the peer restarted) and from a peer that dials while the
@@ -144,6 +150,8 @@ struct Live {
     send: quinn::SendStream,
     incarnation: u64,
     dialed_by_me: bool,
+    /// When the connection was installed.
+    since: Instant,
     _tasks: [TaskGuard; 2],
 }
 
@@ -167,6 +175,16 @@ impl Backoff {
 
     fn reset(&mut self) {
         self.next = self.initial;
+    }
+
+    /// When to redial after losing a connection installed at `since`: the next step, from
+    /// the first one if the connection had been stable (up for at least `backoff_max`).
+    fn after_loss(&mut self, since: Instant) -> Instant {
+        let now = Instant::now();
+        if now.saturating_duration_since(since) >= self.max {
+            self.reset();
+        }
+        now + self.step()
     }
 
     /// The delay to wait now (between half and all of the current step), and doubles it.
@@ -211,6 +229,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc
                 } else {
                     let mut tags: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
                     tags.extend(peer.drain());
+                    next_dial = backoff.after_loss(l.since);
                     down(&ctx, &peer, l, DownReason::ConnectionLost("write failed".into())).await;
                     report(&ctx, Event::Dropped { to: peer.node, tags, reason: DropReason::ConnectionLost })
                         .await;
@@ -237,8 +256,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc
                     }
                 }
                 e = l.conn.closed() => {
+                    next_dial = backoff.after_loss(l.since);
                     down(&ctx, &peer, l, DownReason::ConnectionLost(e.to_string())).await;
-                    next_dial = Instant::now();
                 }
                 _ = peer.wake.notified() => live = Some(l),
             }
@@ -264,10 +283,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc
                     }
                 }
             };
+            // A connection, dialed or admitted, resets the backoff only once it proved
+            // stable (see `Backoff::after_loss`).
             match outcome {
-                None => backoff.reset(),
+                None => {}
                 Some(Ok(l)) => {
-                    backoff.reset();
                     up(&ctx, &peer, &l).await;
                     live = Some(l);
                 }
@@ -291,7 +311,6 @@ pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc
         tokio::select! {
             inc = incoming.recv() => {
                 let Some(inc) = inc else { return };
-                backoff.reset();
                 live = Some(admit(&ctx, &peer, inc).await);
             }
             _ = peer.wake.notified() => {}
@@ -328,7 +347,14 @@ fn install(
     let bulk = tokio::spawn(crate::bulk::accept_streams(ctx.clone(), peer.node, conn.clone()));
     ctx.stats.connections.inc();
     peer.conn.send_replace(Some(conn.clone()));
-    Live { conn, send, incarnation, dialed_by_me, _tasks: [TaskGuard(reader), TaskGuard(bulk)] }
+    Live {
+        conn,
+        send,
+        incarnation,
+        dialed_by_me,
+        since: Instant::now(),
+        _tasks: [TaskGuard(reader), TaskGuard(bulk)],
+    }
 }
 
 async fn up(ctx: &Ctx, peer: &PeerHandle, l: &Live) {
@@ -436,5 +462,25 @@ mod tests {
         assert!(delays[6..].iter().any(|d| *d > Duration::from_millis(50)), "never reached the cap");
         b.reset();
         assert!(b.step() <= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn losses_of_short_lived_connections_back_off_and_a_stable_one_resets() {
+        let mut c = NetConfig::new(1);
+        c.backoff_initial = Duration::from_millis(10);
+        c.backoff_max = Duration::from_millis(100);
+        let mut b = Backoff::new(&c.validate().unwrap(), 7);
+        // Connections lost right after they came up: the delays grow as for failed dials.
+        let mut step = Duration::from_millis(10);
+        for _ in 0..6 {
+            let now = Instant::now();
+            let d = b.after_loss(now).saturating_duration_since(now);
+            assert!(d >= step / 2, "{d:?} below {:?}", step / 2);
+            step = (step * 2).min(Duration::from_millis(100));
+        }
+        // A connection that stayed up for backoff_max: its loss restarts from the first step.
+        let since = Instant::now() - Duration::from_millis(100);
+        let now = Instant::now();
+        assert!(b.after_loss(since).saturating_duration_since(now) <= Duration::from_millis(11));
     }
 }

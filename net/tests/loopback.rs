@@ -311,3 +311,52 @@ fn bulk_stream_reports_failure_to_its_sender() {
     while Instant::now() < deadline && bulk.send_chunk(Bytes::from(vec![2u8; 1 << 20])).is_ok() {}
     assert!(matches!(bulk.finish(), Err(BulkError::Failed { to: 2, tag: 4, .. })));
 }
+
+#[test]
+fn receiver_refuses_bulk_chunks_above_its_own_bulk_chunk_size() {
+    let ca = ClusterCa::generate().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    // The sender allows 1 MiB chunks, the receiver only 64 KiB.
+    const LIMIT: usize = 64 * 1024;
+    let (e1, _i1) = start(test_config(1, any).validate().unwrap(), &identity(&ca, 1));
+    let mut c2 = test_config(2, any);
+    c2.bulk_chunk_size = LIMIT;
+    let (e2, mut i2) = start(c2.validate().unwrap(), &identity(&ca, 2));
+    e1.set_peer_addr(2, e2.local_addr().unwrap());
+    e2.set_peer_addr(1, e1.local_addr().unwrap());
+    assert!(e1.bulk_chunk_size() > LIMIT);
+    let of_tag = |t: u64| {
+        move |e: &Event| match e {
+            Event::BulkChunk { tag, .. } | Event::BulkEnd { tag, .. } | Event::BulkAborted { tag, .. } => {
+                *tag == t
+            }
+            _ => false,
+        }
+    };
+
+    // Positive twin: a chunk of exactly the receiver's limit is delivered.
+    let bulk = e1.open_bulk(2, 1).unwrap();
+    bulk.send_chunk(Bytes::from(vec![1u8; LIMIT])).unwrap();
+    assert_eq!(bulk.finish(), Ok(()));
+    let ev = wait_for(&mut i2, WAIT, of_tag(1));
+    assert!(matches!(ev, Some(Event::BulkChunk { from: 1, tag: 1, payload }) if payload.len() == LIMIT));
+    assert_eq!(wait_for(&mut i2, WAIT, of_tag(1)), Some(Event::BulkEnd { from: 1, tag: 1 }));
+    assert_eq!(e2.stats().protocol_errors, 0);
+
+    // One byte more: within the sender's limit, refused by the receiver before it buffers
+    // the chunk; the sender learns why.
+    let bulk = e1.open_bulk(2, 2).unwrap();
+    bulk.send_chunk(Bytes::from(vec![2u8; LIMIT + 1])).unwrap();
+    assert_eq!(bulk.finish(), Err(BulkError::Refused { to: 2, tag: 2 }));
+    assert_eq!(wait_for(&mut i2, WAIT, of_tag(2)), Some(Event::BulkAborted { from: 1, tag: 2 }));
+    assert_eq!(e2.stats().protocol_errors, 1);
+
+    // Only the stream was refused: the connection and later streams keep working.
+    e1.send(2, 9, Bytes::from_static(b"still here")).unwrap();
+    let got = wait_for(&mut i2, WAIT, |e| matches!(e, Event::Frame { .. }));
+    assert_eq!(got, Some(Event::Frame { from: 1, payload: Bytes::from_static(b"still here") }));
+    let bulk = e1.open_bulk(2, 3).unwrap();
+    bulk.send_chunk(Bytes::from(vec![3u8; 1000])).unwrap();
+    assert_eq!(bulk.finish(), Ok(()));
+    assert_eq!(e1.stats().connections, 1);
+}
