@@ -5,9 +5,9 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,49 +18,8 @@ use flotilla_engine::transport::MemoryNetwork;
 const GROUPS: u64 = 4;
 const CHILD_ENV: &str = "FLOTILLA_CRASH_CHILD_DIR";
 
-type Applied = Arc<Mutex<HashMap<u64, Vec<u64>>>>;
-
-/// Records every command it applies (a u64 each), per group.
-struct ListSm {
-    group: u64,
-    index: u64,
-    applied: Applied,
-}
-
-impl StateMachine for ListSm {
-    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
-        assert_eq!(index, self.index + 1, "applied out of order or twice");
-        self.index = index;
-        if let Some(c) = command {
-            let v = u64::from_le_bytes(c.try_into().unwrap());
-            self.applied.lock().unwrap().entry(self.group).or_default().push(v);
-        }
-        Bytes::new()
-    }
-
-    fn applied_index(&self) -> u64 {
-        0
-    }
-
-    fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
-        let list = self.applied.lock().unwrap().get(&self.group).cloned().unwrap_or_default();
-        out.write_all(&self.index.to_le_bytes())?;
-        for v in list {
-            out.write_all(&v.to_le_bytes())?;
-        }
-        Ok(())
-    }
-
-    fn restore(&mut self, index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
-        let mut b = Vec::new();
-        input.read_to_end(&mut b)?;
-        let vals: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-        assert_eq!(vals[0], index);
-        self.index = index;
-        self.applied.lock().unwrap().insert(self.group, vals[1..].to_vec());
-        Ok(())
-    }
-}
+mod list_sm;
+use list_sm::{Applied, ListSm};
 
 fn open(dir: &std::path::Path, applied: &Applied) -> Engine {
     let mut c = EngineConfig::new(1, dir);
