@@ -834,6 +834,38 @@ fn chunk_msgs(from: ReplicaId, to: ReplicaId, term: u64, s: &Snapshot, size: usi
     chunk_snapshot(s, size).into_iter().map(|c| msg(from, to, term, MessageBody::SnapshotChunk(c))).collect()
 }
 
+/// etcd ReportUnreachable: when the runtime reports that messages to a follower were lost,
+/// a follower in Replicate goes back to Probe and the next answer resumes replication from
+/// its match instead of after a window of lost appends.
+#[test]
+fn report_unreachable_moves_replicating_follower_to_probe() {
+    let mut net = Network::new(&[1, 2, 3], |_| {});
+    net.elect(1);
+    net.propose(1, data(1));
+    net.settle();
+    let state = |net: &Network| net.raft(1).status().followers.iter().find(|f| f.id == 2).cloned().unwrap();
+    assert_eq!(state(&net).state, ProgressState::Replicate);
+    // Appends to 2 are lost on the way.
+    net.cut_both(1, 2);
+    net.propose(1, data(2));
+    net.propose(1, data(3));
+    net.deliver();
+    let before = state(&net);
+    assert!(before.next > before.matched + 1, "optimistic next ran ahead of the match: {before:?}");
+    net.raft_mut(1).report_unreachable(2);
+    let after = state(&net);
+    assert_eq!(after.state, ProgressState::Probe);
+    assert_eq!(after.next, after.matched + 1);
+    // Reporting a follower that is not replicating, or on a non-leader, changes nothing.
+    net.raft_mut(1).report_unreachable(2);
+    assert_eq!(state(&net), after);
+    net.raft_mut(2).report_unreachable(1);
+    net.heal();
+    net.tick_all_n(3);
+    net.settle();
+    assert_eq!(net.raft(2).committed(), net.raft(1).committed());
+}
+
 /// Snapshot chunks carry (term, snapshot index, sequence); a follower restores the
 /// snapshot once the last chunk arrives in order, acknowledges it only once it is durable,
 /// and a chunk of another snapshot discards the partial one.

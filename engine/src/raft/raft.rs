@@ -743,6 +743,21 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
+    /// The runtime could not deliver messages to `to` (a send queue was full, the
+    /// connection was lost, the peer's node went down): a follower in Replicate state goes
+    /// back to Probe, so replication resumes from its match at the next answer instead of
+    /// waiting out a window of lost appends (etcd's ReportUnreachable).
+    pub fn report_unreachable(&mut self, to: ReplicaId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(p) = self.progress_mut(to) {
+            if p.state == ProgressState::Replicate {
+                p.become_probe();
+            }
+        }
+    }
+
     /// The runtime finished (or failed) streaming the snapshot requested by a
     /// [`MessageBody::SendSnapshot`] to `to`.
     pub fn report_snapshot(&mut self, to: ReplicaId, success: bool) {

@@ -91,6 +91,11 @@ pub(crate) enum Cmd {
         group: u64,
         done: Completer<Result<(), ProposeError>>,
     },
+    /// Messages to `node` were lost (its connection went down, or batches to it were
+    /// dropped): leaders move their followers there from Replicate back to Probe.
+    PeerUnreachable {
+        node: NodeId,
+    },
     Shutdown,
 }
 
@@ -460,9 +465,12 @@ fn net_loop(
                 TransportEvent::Malformed { from, error } => {
                     log::warn!("flotilla: malformed batch from node {from}: {error}");
                 }
-                TransportEvent::PeerUp { .. }
-                | TransportEvent::PeerDown { .. }
-                | TransportEvent::Dropped { .. } => {}
+                TransportEvent::PeerDown { node } | TransportEvent::Dropped { to: node, .. } => {
+                    for w in &workers {
+                        let _ = w.try_send(Cmd::PeerUnreachable { node });
+                    }
+                }
+                TransportEvent::PeerUp { .. } => {}
             }
         }
     }

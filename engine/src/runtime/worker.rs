@@ -435,6 +435,25 @@ impl Worker {
                 };
                 let _ = done.send(v);
             }
+            Cmd::PeerUnreachable { node } => {
+                for g in self.groups.values_mut() {
+                    if g.raft.role() != Role::Leader {
+                        continue;
+                    }
+                    let me = g.raft.id();
+                    let lost: Vec<ReplicaId> = g
+                        .raft
+                        .conf()
+                        .members()
+                        .iter()
+                        .filter(|r| r.node == node && r.id != me)
+                        .map(|r| r.id)
+                        .collect();
+                    for r in lost {
+                        g.raft.report_unreachable(r);
+                    }
+                }
+            }
             Cmd::SnapshotSent { group, replica, ok } => {
                 if let Some(g) = self.groups.get_mut(&group) {
                     g.raft.report_snapshot(replica, ok);
