@@ -71,6 +71,7 @@ fn assert_minimums(c: &Counters) {
     min("transfers aborted", c.transfers_aborted, 500.0);
     min("reads served", c.reads_served, 50_000.0);
     min("reads forwarded by followers", c.reads_forwarded, 5_000.0);
+    min("lost appends reported to the leader", c.unreachable_reports, 5_000.0);
     min("proposals acknowledged", c.acked, 100_000.0);
     min("new replicas after compaction", c.replicas_added_after_compaction, 500.0);
     min("compactions past a joint configuration", c.compactions_past_joint, 500.0);

@@ -237,6 +237,8 @@ pub struct Counters {
     pub simple_changes: u64,
     /// Reads released by leaders (stats).
     pub reads_released: u64,
+    /// Lost appends reported to their sender (`report_unreachable`).
+    pub unreachable_reports: u64,
     /// Reads followers forwarded to their leader (stats).
     pub reads_forwarded: u64,
     /// Reads served by the harness (applied reached the read index).
@@ -301,6 +303,7 @@ impl Counters {
             simple_changes,
             reads_released,
             reads_forwarded,
+            unreachable_reports,
             reads_served,
             check_quorum_step_downs,
             crashes,
@@ -787,6 +790,13 @@ impl Sim {
         };
         if self.faults && self.rng.chance(self.p.drop) {
             self.c.dropped += 1;
+            // Sometimes the transport notices the loss and tells the sender.
+            if matches!(msg.body, MessageBody::Append { .. }) && self.rng.chance(0.5) {
+                if let Some(r) = self.nodes[from].raft.as_mut() {
+                    r.report_unreachable(msg.to);
+                    self.c.unreachable_reports += 1;
+                }
+            }
             return Ok(());
         }
         if self.faults && self.rng.chance(self.p.dup) {
