@@ -6,9 +6,9 @@
 //! shares Raft state between threads: a group is touched only by its worker; the only
 //! shared objects are the WAL (thread-safe), counters and flags.
 //!
-//! The network thread polls the transport (which is `Send` but not `Sync`) with a short
-//! timeout (200 µs) and, between polls, sends the batches the workers queued: outgoing
-//! messages may wait up to that long. Known limit of this first landing.
+//! The network thread polls the transport (which is `Send` but not `Sync`) without waiting,
+//! and when nothing arrived waits up to 200 µs on the queue of batches the workers queued:
+//! outgoing batches leave at once, arriving ones may wait up to that long.
 
 mod pending;
 mod snapfile;
@@ -40,7 +40,8 @@ use crate::raft::types::{NodeId, ReplicaId};
 use crate::transport::coalescer::expand;
 use crate::transport::{Transport, TransportEvent, WireItem};
 
-/// How long the network thread waits for an event before sending queued batches.
+/// How long the idle network thread waits for a batch to send before polling the
+/// transport again (the most an arriving batch waits).
 const NET_POLL: Duration = Duration::from_micros(200);
 /// Events handled per network-thread turn before sending again.
 const NET_EVENTS_PER_TURN: usize = 256;
@@ -437,11 +438,12 @@ fn net_loop(
                 Err(crossbeam_channel::TryRecvError::Empty) => break,
             }
         }
-        // Receive for a short while.
-        let mut wait = NET_POLL;
+        // Receive what has arrived, without waiting: the transport's timed wait may be
+        // coarse (1 ms for QUIC) and would hold the sends queued meanwhile.
+        let mut got = 0;
         for _ in 0..NET_EVENTS_PER_TURN {
-            let Some(ev) = transport.recv_timeout(wait) else { break };
-            wait = Duration::from_micros(1);
+            let Some(ev) = transport.recv_timeout(Duration::ZERO) else { break };
+            got += 1;
             match ev {
                 TransportEvent::Items { from, items } => {
                     let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
@@ -472,6 +474,12 @@ fn net_loop(
                 }
                 TransportEvent::PeerUp { .. } => {}
             }
+        }
+        if got == 0 {
+            // Nothing arrived: wait for something to send, at most NET_POLL.
+            let mut sel = crossbeam_channel::Select::new();
+            sel.recv(&rx);
+            let _ = sel.ready_timeout(NET_POLL);
         }
     }
 }

@@ -104,12 +104,18 @@ impl Transport for QuicTransport {
             if let Ok(e) = self.done_rx.try_recv() {
                 return Some(e);
             }
-            let left = deadline.checked_duration_since(std::time::Instant::now())?;
-            // Short slices so snapshot completions are not held behind a long wait.
-            let ev = match self.inbox.recv_timeout(left.min(Duration::from_millis(20))) {
-                Ok(ev) => ev,
-                Err(flotilla_net::RecvError::Timeout) => continue,
-                Err(_) => return None,
+            // A zero timeout polls without waiting (the inbox's timed wait has the
+            // granularity of the tokio timer, 1 ms).
+            let ev = if timeout.is_zero() {
+                self.inbox.try_recv()?
+            } else {
+                let left = deadline.checked_duration_since(std::time::Instant::now())?;
+                // Short slices so snapshot completions are not held behind a long wait.
+                match self.inbox.recv_timeout(left.min(Duration::from_millis(20))) {
+                    Ok(ev) => ev,
+                    Err(flotilla_net::RecvError::Timeout) => continue,
+                    Err(_) => return None,
+                }
             };
             match ev {
                 Event::Frame { from, payload } => return Some(self.decode(from, &payload)),
