@@ -56,7 +56,7 @@ fn leader_tick(out: &mut Outbox, round: u64) -> Vec<(u64, Bytes)> {
     out.tick();
     for g in 1..=GROUPS {
         for f in FOLLOWERS {
-            let body = MessageBody::Heartbeat { commit: 1000 + g, round };
+            let body = MessageBody::Heartbeat { commit: 1000 + g, round, quiesce: false };
             out.push(f, g, Message { from: 1, to: f, term: 7, body });
         }
     }

@@ -52,9 +52,9 @@ pub struct EngineConfig {
     /// Wall time of one Raft tick. Default 10 ms; bounds [`MIN_TICK`]..=[`MAX_TICK`].
     pub tick_interval: Duration,
     /// Template of every replica's Raft configuration (election and heartbeat ticks,
-    /// flow control, PreVote, CheckQuorum, read mode). Its `id`, `applied` and `seed`
-    /// are set per replica by the engine. Default [`RaftConfig::new`]; validated by its own
-    /// rules.
+    /// flow control, PreVote, CheckQuorum, read mode, quiescence). Its `id`, `applied` and
+    /// `seed` are set per replica by the engine. Default [`RaftConfig::new`] with
+    /// `quiesce` on; validated by its own rules.
     pub raft: RaftConfig,
     /// The WAL's configuration. Its `dir` is ignored: the WAL lives in `data_dir/wal`.
     /// Default [`WalConfig::new`]; validated by its own rules.
@@ -82,6 +82,10 @@ pub struct EngineConfig {
     /// Applied entries past a group's compaction point that make the engine snapshot its
     /// state machine to a file and compact the group's log. Default 10,000; at least 1.
     pub compact_entries: u64,
+    /// Quiesced groups each worker wakes per tick when node liveness concerns them (their
+    /// leader's node went down or restarted), so a liveness blip never wakes every group
+    /// at once. Default 1,024; at least 1.
+    pub max_wakes_per_tick: u32,
 }
 
 impl EngineConfig {
@@ -94,7 +98,7 @@ impl EngineConfig {
             data_dir,
             workers: 0,
             tick_interval: Duration::from_millis(10),
-            raft: RaftConfig::new(1),
+            raft: RaftConfig { quiesce: true, ..RaftConfig::new(1) },
             mailbox_capacity: 1 << 16,
             max_uncommitted_bytes: 8 << 20,
             max_pending_proposals: 1 << 18,
@@ -102,6 +106,7 @@ impl EngineConfig {
             read_timeout_ticks: 200,
             promote_lag_max: 1000,
             compact_entries: 10_000,
+            max_wakes_per_tick: 1024,
         }
     }
 
@@ -152,6 +157,9 @@ impl EngineConfig {
         }
         if self.compact_entries == 0 {
             return Err(ConfigError::ZeroCompactEntries);
+        }
+        if self.max_wakes_per_tick == 0 {
+            return Err(ConfigError::ZeroMaxWakesPerTick);
         }
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
@@ -237,6 +245,9 @@ pub enum ConfigError {
     /// `compact_entries` is 0.
     #[error("compact_entries must be at least 1")]
     ZeroCompactEntries,
+    /// `max_wakes_per_tick` is 0.
+    #[error("max_wakes_per_tick must be at least 1")]
+    ZeroMaxWakesPerTick,
     /// `read_timeout_ticks` is below the maximum election timeout.
     #[error("read timeout {read} ticks is below the election timeout {election}")]
     ReadTimeoutTooShort {
@@ -677,6 +688,16 @@ pub struct Metrics {
     pub replicas_destroyed: u64,
     /// Network messages dropped because a mailbox was full.
     pub messages_dropped: u64,
+    /// Raft ticks given to groups so far; quiesced groups get none, so with every group
+    /// quiesced this stops growing.
+    pub raft_ticks: u64,
+    /// Worker ticks so far (summed over workers).
+    pub worker_ticks: u64,
+    /// Groups quiesced now.
+    pub quiesced_groups: u64,
+    /// Quiesced groups woken because their leader's node went down or restarted (at most
+    /// `max_wakes_per_tick` per worker tick).
+    pub liveness_wakes: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -767,7 +788,41 @@ impl Engine {
         };
         let conf =
             ConfState::with_voters(members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)));
-        self.rt.create_group(group, pos as u64 + 1, conf, state_machine).wait()
+        self.rt.create_group(group, pos as u64 + 1, conf, state_machine, None).wait()
+    }
+
+    /// Like [`Engine::create_group`], with a designated first leader: the replica on
+    /// `first_leader` campaigns as soon as it is created, and the others wait an extra
+    /// maximum election timeout before their first campaign, so creating many groups
+    /// starts one election each rather than a storm. Create the other replicas first
+    /// (a vote request for a replica not created yet is dropped and retried only after an
+    /// election timeout).
+    pub fn create_group_led_by(
+        &self,
+        group: u64,
+        members: &[NodeId],
+        first_leader: NodeId,
+        state_machine: Box<dyn StateMachine>,
+    ) -> Result<(), CreateGroupError> {
+        if !members.contains(&first_leader) {
+            return Err(CreateGroupError::NotAMember);
+        }
+        if members.is_empty() {
+            return Err(CreateGroupError::NoMembers);
+        }
+        for (i, n) in members.iter().enumerate() {
+            if members[..i].contains(n) {
+                return Err(CreateGroupError::DuplicateMember(*n));
+            }
+        }
+        let me = self.node_id();
+        let Some(pos) = members.iter().position(|&n| n == me) else {
+            return Err(CreateGroupError::NotAMember);
+        };
+        let conf =
+            ConfState::with_voters(members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)));
+        let first = Some(me == first_leader);
+        self.rt.create_group(group, pos as u64 + 1, conf, state_machine, first).wait()
     }
 
     /// Removes this node's replica of `group` without a membership change (use it when the

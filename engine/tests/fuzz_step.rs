@@ -85,7 +85,11 @@ fn random_message(r: &mut Rng, raft: &Raft<MemStorage>) -> Message {
             reject_hint: r.near(last),
             hint_term: r.near(term),
         },
-        3 => MessageBody::Heartbeat { commit: r.near(raft.committed()), round: r.near(3) },
+        3 => MessageBody::Heartbeat {
+            commit: r.near(raft.committed()),
+            round: r.near(3),
+            quiesce: r.below(4) == 0,
+        },
         4 => MessageBody::HeartbeatResponse { round: r.near(3) },
         5 => MessageBody::RequestVote {
             pre_vote: r.below(2) == 0,

@@ -81,6 +81,11 @@ pub struct Config {
     /// Seed of the replica's random number generator (election timeouts). Default 0; use
     /// distinct seeds for distinct replicas.
     pub seed: u64,
+    /// Quiesce an idle group: once every follower acknowledged the final commit index and
+    /// nothing is pending, the leader tells its followers (a heartbeat with the quiesce
+    /// flag) and the group stops heartbeating and timing out until a proposal or message
+    /// wakes it (see `Raft::is_quiesced`). Default false.
+    pub quiesce: bool,
     /// Test-only: a deliberately broken rule. Default none.
     #[cfg(feature = "mutants")]
     pub mutant: Option<Mutant>,
@@ -105,6 +110,7 @@ impl Config {
             step_down_on_removal: true,
             applied: 0,
             seed: 0,
+            quiesce: false,
             #[cfg(feature = "mutants")]
             mutant: None,
         }

@@ -143,6 +143,10 @@ pub enum MessageBody {
         commit: u64,
         /// The leader's heartbeat round number.
         round: u64,
+        /// The leader quiesced the group: every follower acknowledged `commit` as the final
+        /// commit index. A follower that can quiesce too does so without answering; one
+        /// that cannot answers as usual, which wakes the leader.
+        quiesce: bool,
     },
     /// Answer to `Heartbeat`, echoing its round.
     HeartbeatResponse {

@@ -128,6 +128,14 @@ pub struct Raft<S> {
     stats: Stats,
     /// The current candidacy was ordered by TimeoutNow.
     transfer_campaign: bool,
+    /// Quiesced (`Config::quiesce`): no heartbeats, no election timeout, until woken.
+    quiesced: bool,
+    /// Leader: the first heartbeat round that told every member commit == `quiesce_last`
+    /// (the last index, committed); 0 if none. Once every member echoed a round at or
+    /// after it, the group may quiesce.
+    quiesce_round: u64,
+    /// The last index `quiesce_round` was about.
+    quiesce_last: u64,
 }
 
 impl<S> std::fmt::Debug for Raft<S> {
@@ -189,6 +197,9 @@ impl<S: LogStore> Raft<S> {
             prev_hs: hs,
             stats: Stats::default(),
             transfer_campaign: false,
+            quiesced: false,
+            quiesce_round: 0,
+            quiesce_last: 0,
         };
         r.set_conf(conf);
         // Re-apply membership changes the state machine already applied.
@@ -410,6 +421,8 @@ impl<S: LogStore> Raft<S> {
         self.need_bcast = false;
         self.need_heartbeat = false;
         self.pending_conf_index = 0;
+        self.quiesced = false;
+        self.quiesce_round = 0;
     }
 
     fn become_follower(&mut self, term: u64, leader: ReplicaId) {
@@ -515,6 +528,10 @@ impl<S: LogStore> Raft<S> {
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        if self.quiesced {
+            self.idle_ticks(1);
+            return;
+        }
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -529,6 +546,10 @@ impl<S: LogStore> Raft<S> {
         }
         if self.promotable() && self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
+            if self.randomized_timeout >= self.cfg.election_timeout_max_ticks {
+                // Stretched by a wake-up (see `wake_inner`): back to the usual range.
+                self.roll_timeout();
+            }
             self.campaign(if self.cfg.pre_vote { Campaign::PreElection } else { Campaign::Election });
         }
     }
@@ -568,7 +589,174 @@ impl<S: LogStore> Raft<S> {
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
+            if self.can_quiesce() {
+                self.quiesce_leader();
+            } else {
+                self.need_heartbeat = true;
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Quiescence
+    // ----------------------------------------------------------------------------------
+
+    /// Whether this replica is quiesced: an idle group whose leader saw every member
+    /// acknowledge the final commit index stops heartbeating and timing out. The runtime
+    /// need not tick a quiesced replica; it credits the wall ticks that passed with
+    /// [`Raft::advance_idle`] before its next input (lazily). Any proposal, read, transfer,
+    /// membership change or message (other than the leader's repeated quiesce) wakes it.
+    pub fn is_quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// Credits `ticks` wall ticks that passed while quiesced without [`Raft::tick`] being
+    /// called: a follower counts them as time since it heard from its leader (up to the
+    /// minimum election timeout, the most that matters: past it, it grants votes), so it
+    /// grants votes correctly after waking. Ignored unless quiesced.
+    pub fn advance_idle(&mut self, ticks: u64) {
+        if self.quiesced {
+            self.ticks = self.ticks.saturating_add(ticks);
+            self.idle_ticks(ticks);
+        }
+    }
+
+    fn idle_ticks(&mut self, ticks: u64) {
+        if self.role != Role::Leader {
+            let cap = self.cfg.election_timeout_min_ticks;
+            let t = u32::try_from(ticks).unwrap_or(u32::MAX);
+            self.election_elapsed =
+                self.election_elapsed.saturating_add(t).min(cap.max(self.election_elapsed));
+            if self.election_elapsed >= cap {
+                self.startup_lease = false;
+            }
+        }
+    }
+
+    /// Wakes a quiesced replica (the runtime: node liveness says its leader's node went
+    /// down or restarted, or another local reason). A follower asks its leader to wake too
+    /// and times out after a full randomized election timeout from now unless it hears
+    /// from it; a leader resumes heartbeats at once (see `wake_inner`). Ignored unless
+    /// quiesced. Credit the idle ticks with [`Raft::advance_idle`] first.
+    pub fn wake(&mut self) {
+        if self.quiesced {
+            self.wake_inner(true);
+        }
+    }
+
+    /// Wakes from quiescence. Leader: CheckQuorum activity starts afresh (every member
+    /// counts as heard from, and a full election timeout runs before the next check), any
+    /// lease is void (its ticks did not run while quiesced), and a heartbeat goes at once.
+    /// Follower: its election timer keeps the idle ticks credited (so it grants votes if
+    /// the leader was silent long enough) but it campaigns only after a full randomized
+    /// timeout from now; with `ping` it sends its leader a heartbeat answer (round 0) so a
+    /// quiesced leader wakes and heartbeats before that.
+    fn wake_inner(&mut self, ping: bool) {
+        self.quiesced = false;
+        self.quiesce_round = 0;
+        self.stats.wakes += 1;
+        if self.role == Role::Leader {
+            self.election_elapsed = 0;
+            self.heartbeat_elapsed = 0;
+            for (_, p) in &mut self.progress {
+                p.recent_active = true;
+            }
+            self.lease_until = 0;
             self.need_heartbeat = true;
+            return;
+        }
+        let extra = self.rng.range(
+            u64::from(self.cfg.election_timeout_min_ticks),
+            u64::from(self.cfg.election_timeout_max_ticks),
+        ) as u32;
+        self.randomized_timeout = self.election_elapsed.saturating_add(extra);
+        if ping && self.leader != NO_REPLICA && self.leader != self.id {
+            let leader = self.leader;
+            self.send(leader, MessageBody::HeartbeatResponse { round: 0 });
+        }
+    }
+
+    fn roll_timeout(&mut self) {
+        self.randomized_timeout = self.rng.range(
+            u64::from(self.cfg.election_timeout_min_ticks),
+            u64::from(self.cfg.election_timeout_max_ticks),
+        ) as u32;
+    }
+
+    /// A leader may quiesce when everything is committed, applied and durable here, every
+    /// member (voters and learners) matches the last index and echoed a heartbeat round
+    /// that told it that index is committed, and nothing is pending: no membership change
+    /// (nor a joint configuration to leave), transfer, read, or snapshot.
+    fn can_quiesce(&self) -> bool {
+        let last = self.log.last_index();
+        if !self.cfg.quiesce
+            || self.role != Role::Leader
+            || !self.term_durable
+            || self.quiesce_round == 0
+            || self.quiesce_last != last
+            || self.log.committed != last
+            || self.log.applied != last
+            || self.log.stable_index() != last
+        {
+            return false;
+        }
+        if self.transferee != NO_REPLICA
+            || self.conf.is_joint()
+            || self.pending_conf_index > self.log.applied
+            || !self.conf.is_voter(self.id)
+            || !self.reads_pending.is_empty()
+            || !self.reads_waiting_commit.is_empty()
+            || !self.read_states.is_empty()
+            || self.need_bcast
+            || self.snapshot_ready.is_some()
+        {
+            return false;
+        }
+        let me = self.id;
+        self.progress.iter().all(|(id, p)| {
+            *id == me
+                || (p.matched == last
+                    && p.acked_round >= self.quiesce_round
+                    && p.state != ProgressState::Snapshot
+                    && p.pending_snapshot == 0)
+        })
+    }
+
+    /// Sends every member the quiesce heartbeat (commit = the last index) and stops.
+    fn quiesce_leader(&mut self) {
+        self.quiesced = true;
+        self.stats.quiesces += 1;
+        self.round += 1;
+        let (commit, round) = (self.log.committed, self.round);
+        let ids: Vec<ReplicaId> =
+            self.progress.iter().map(|(id, _)| *id).filter(|&id| id != self.id).collect();
+        for id in ids {
+            self.send(id, MessageBody::Heartbeat { commit, round, quiesce: true });
+        }
+    }
+
+    /// A new group's designated first leader: campaign now (a normal election; PreVote is
+    /// skipped, as nobody has a leader yet). Ignored unless a follower that may vote.
+    pub fn campaign_now(&mut self) {
+        if self.role == Role::Follower && self.leader == NO_REPLICA && self.promotable() {
+            self.campaign(Campaign::Election);
+        }
+    }
+
+    /// A new group's replica that is NOT its designated first leader: wait one more
+    /// maximum election timeout before the first campaign, so the designated replica's
+    /// election is not raced.
+    pub fn defer_first_election(&mut self) {
+        if self.role == Role::Follower && self.leader == NO_REPLICA {
+            self.randomized_timeout =
+                self.randomized_timeout.saturating_add(self.cfg.election_timeout_max_ticks);
+        }
+    }
+
+    /// A public input arrived while quiesced: wake (a follower also wakes its leader).
+    fn wake_for_input(&mut self) {
+        if self.quiesced {
+            self.wake_inner(true);
         }
     }
 
@@ -585,6 +773,7 @@ impl<S: LogStore> Raft<S> {
     /// Proposes application data. Returns the (index, term) the entry got; it is committed
     /// when an entry at that index with that term is applied.
     pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64), ProposeError> {
+        self.wake_for_input();
         self.check_can_propose()?;
         let index = self.append_entry(EntryPayload::Normal(data));
         Ok((index, self.term))
@@ -608,6 +797,7 @@ impl<S: LogStore> Raft<S> {
     /// by a new leader until an entry of its term committed and every change in its log
     /// was applied.
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(u64, u64), ProposeError> {
+        self.wake_for_input();
         self.check_can_propose()?;
         if self.pending_conf_index > self.log.applied {
             return Err(ProposeError::ConfChangePending);
@@ -639,6 +829,7 @@ impl<S: LogStore> Raft<S> {
     /// then sends TimeoutNow. Proposals are refused meanwhile; the transfer aborts after an
     /// election timeout or if `to` leaves the configuration.
     pub fn transfer_leader(&mut self, to: ReplicaId) -> Result<(), TransferError> {
+        self.wake_for_input();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader { leader_hint: self.leader_hint() });
         }
@@ -693,6 +884,7 @@ impl<S: LogStore> Raft<S> {
     /// answer becomes the `ReadState` here (or never comes, if a message is lost or the
     /// leadership changes: the runtime times the read out).
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadIndexError> {
+        self.wake_for_input();
         if self.role != Role::Leader {
             if self.role == Role::Follower && self.leader != NO_REPLICA {
                 self.stats.reads_forwarded += 1;
@@ -932,6 +1124,14 @@ impl<S: LogStore> Raft<S> {
         if let Err(why) = self.check_well_formed(&m) {
             return Err(StepError::Malformed { kind: m.body.kind(), from: m.from, why });
         }
+        if self.quiesced {
+            let from_leader = m.from == self.leader && m.term == self.term;
+            let repeat = from_leader && matches!(m.body, MessageBody::Heartbeat { quiesce: true, .. });
+            if !repeat {
+                // Any message wakes the group; one from the leader needs no wake-up ping.
+                self.wake_inner(!from_leader);
+            }
+        }
         if let MessageBody::RequestVote { commit, commit_term, .. }
         | MessageBody::RequestVoteResponse { commit, commit_term, .. } = m.body
         {
@@ -1092,10 +1292,20 @@ impl<S: LogStore> Raft<S> {
                 self.leader = m.from;
                 self.handle_append(m.from, prev_index, prev_term, entries, commit);
             }
-            MessageBody::Heartbeat { commit, round } => {
+            MessageBody::Heartbeat { commit, round, quiesce } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
-                self.handle_heartbeat(m.from, commit, round);
+                if quiesce && self.may_follow_quiesce(commit) {
+                    // The leader quiesced with `commit` as the final index, acknowledged by
+                    // every member already: quiesce too, silently (an answer would wake it).
+                    if !self.quiesced {
+                        self.quiesced = true;
+                        self.stats.quiesces += 1;
+                    }
+                } else {
+                    // Not quiescing (or unable to): the answer wakes a quiesced leader.
+                    self.handle_heartbeat(m.from, commit, round);
+                }
             }
             MessageBody::SnapshotChunk(chunk) => {
                 self.election_elapsed = 0;
@@ -1124,7 +1334,7 @@ impl<S: LogStore> Raft<S> {
                 self.become_follower(m.term, m.from);
                 self.handle_append(m.from, prev_index, prev_term, entries, commit);
             }
-            MessageBody::Heartbeat { commit, round } => {
+            MessageBody::Heartbeat { commit, round, .. } => {
                 self.become_follower(m.term, m.from);
                 self.handle_heartbeat(m.from, commit, round);
             }
@@ -1235,6 +1445,18 @@ impl<S: LogStore> Raft<S> {
                 self.stats.append_conflicts_refused += 1;
             }
         }
+    }
+
+    /// Whether a follower told by its leader that the group quiesced at `commit` may stop
+    /// too: it knows `commit` is committed and waits for nothing (a snapshot stream, a
+    /// forwarded read).
+    fn may_follow_quiesce(&mut self, commit: u64) -> bool {
+        self.log.commit_to(commit);
+        self.cfg.quiesce
+            && self.role == Role::Follower
+            && self.log.committed == commit
+            && self.snapshot_recv.is_none()
+            && self.reads_forwarded.is_empty()
     }
 
     fn handle_heartbeat(&mut self, from: ReplicaId, commit: u64, round: u64) {
@@ -1466,8 +1688,19 @@ impl<S: LogStore> Raft<S> {
             .map(|(id, p)| (*id, if unclamped { committed } else { committed.min(p.matched) }))
             .collect();
         let round = self.round;
+        let last = self.log.last_index();
+        if committed == last && targets.iter().all(|&(_, c)| c == last) {
+            // This round tells every member that `last` is committed: once all echo it (or
+            // a later round), the group may quiesce (`can_quiesce`).
+            if self.quiesce_round == 0 || self.quiesce_last != last {
+                self.quiesce_round = round;
+                self.quiesce_last = last;
+            }
+        } else {
+            self.quiesce_round = 0;
+        }
         for (id, commit) in targets {
-            self.send(id, MessageBody::Heartbeat { commit, round });
+            self.send(id, MessageBody::Heartbeat { commit, round, quiesce: false });
         }
     }
 

@@ -90,4 +90,8 @@ pub struct Stats {
     pub append_conflicts_refused: u64,
     /// Times a leader stepped down for lack of a quorum (CheckQuorum).
     pub check_quorum_step_downs: u64,
+    /// Times this replica quiesced (leader: sent the quiesce heartbeats; follower: obeyed).
+    pub quiesces: u64,
+    /// Times this replica woke from quiescence.
+    pub wakes: u64,
 }

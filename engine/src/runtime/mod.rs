@@ -77,6 +77,9 @@ pub(crate) enum Cmd {
         replica: ReplicaId,
         conf: ConfState,
         sm: Box<dyn StateMachine>,
+        /// `Some(true)`: this replica is the designated first leader and campaigns at
+        /// once; `Some(false)`: another one is, wait longer before a first campaign.
+        first_leader: Option<bool>,
         done: Completer<Result<(), CreateGroupError>>,
     },
     Status {
@@ -96,6 +99,12 @@ pub(crate) enum Cmd {
     /// dropped): leaders move their followers there from Replicate back to Probe.
     PeerUnreachable {
         node: NodeId,
+    },
+    /// Node liveness: `node` went down, or reconnected as a new incarnation
+    /// (`restarted`): wake the quiesced groups it concerns (rate-limited).
+    Liveness {
+        node: NodeId,
+        restarted: bool,
     },
     Shutdown,
 }
@@ -121,6 +130,14 @@ pub(crate) struct Counters {
     pub replicas_created: AtomicU64,
     pub replicas_destroyed: AtomicU64,
     pub messages_dropped: AtomicU64,
+    /// Raft ticks given to groups (quiesced groups get none).
+    pub raft_ticks: AtomicU64,
+    /// Worker ticks (each visits only the groups that are not quiesced).
+    pub worker_ticks: AtomicU64,
+    /// Groups quiesced now (a gauge).
+    pub quiesced_groups: AtomicU64,
+    /// Quiesced groups woken by node liveness.
+    pub liveness_wakes: AtomicU64,
 }
 
 /// What every worker shares.
@@ -227,12 +244,13 @@ impl Runtime {
         replica: ReplicaId,
         conf: ConfState,
         sm: Box<dyn StateMachine>,
+        first_leader: Option<bool>,
     ) -> Pending<Result<(), CreateGroupError>> {
         if self.shared.failed.load(Ordering::Acquire) {
             return Pending::ready(Err(CreateGroupError::StorageFailed));
         }
         let (p, done) = pending();
-        match self.send(group, Cmd::Create { group, replica, conf, sm, done }) {
+        match self.send(group, Cmd::Create { group, replica, conf, sm, first_leader, done }) {
             Ok(()) => p,
             Err(true) => Pending::ready(Err(CreateGroupError::Busy)),
             Err(false) => Pending::ready(Err(CreateGroupError::Shutdown)),
@@ -358,6 +376,10 @@ impl Runtime {
             replicas_created: l(&c.replicas_created),
             replicas_destroyed: l(&c.replicas_destroyed),
             messages_dropped: l(&c.messages_dropped),
+            raft_ticks: l(&c.raft_ticks),
+            worker_ticks: l(&c.worker_ticks),
+            quiesced_groups: l(&c.quiesced_groups),
+            liveness_wakes: l(&c.liveness_wakes),
         }
     }
 
@@ -407,6 +429,8 @@ fn net_loop(
 ) {
     let n = workers.len();
     let mut snap_tags: HashMap<u64, (u64, ReplicaId)> = HashMap::new();
+    // The last incarnation seen of each peer: a different one means it restarted.
+    let mut incarnations: HashMap<NodeId, u64> = HashMap::new();
     let mut next_tag: u64 = 1;
     loop {
         // Send everything queued.
@@ -467,12 +491,25 @@ fn net_loop(
                 TransportEvent::Malformed { from, error } => {
                     log::warn!("flotilla: malformed batch from node {from}: {error}");
                 }
-                TransportEvent::PeerDown { node } | TransportEvent::Dropped { to: node, .. } => {
+                TransportEvent::PeerDown { node } => {
+                    for w in &workers {
+                        let _ = w.try_send(Cmd::PeerUnreachable { node });
+                        let _ = w.try_send(Cmd::Liveness { node, restarted: false });
+                    }
+                }
+                TransportEvent::Dropped { to: node, .. } => {
                     for w in &workers {
                         let _ = w.try_send(Cmd::PeerUnreachable { node });
                     }
                 }
-                TransportEvent::PeerUp { .. } => {}
+                TransportEvent::PeerUp { node, incarnation } => {
+                    let before = incarnations.insert(node, incarnation);
+                    if before.is_some_and(|b| b != incarnation) {
+                        for w in &workers {
+                            let _ = w.try_send(Cmd::Liveness { node, restarted: true });
+                        }
+                    }
+                }
             }
         }
         if got == 0 {

@@ -14,10 +14,17 @@
 //! `Dropped`; a snapshot installed past them, the replica's
 //! removal or a shutdown completes them with `Indeterminate`.
 //!
-//! Not yet here (see the issue): quiescence (every group ticks), apply off the worker
-//! thread, snapshots taken off the worker thread.
+//! Quiescence: a group whose Raft replica quiesced leaves the worker's `active` set, so
+//! ticks never visit it (idle CPU does not grow with the number of groups). The wall ticks
+//! it missed are credited lazily (`Raft::advance_idle`) before its next input. Node
+//! liveness (a peer down, or back with a new incarnation) queues the quiesced groups led
+//! there (and, for a restarted node, those led here with a replica there) for waking, at
+//! most `EngineConfig::max_wakes_per_tick` per tick.
+//!
+//! Not yet here (see the issue): apply off the worker thread, snapshots taken off the
+//! worker thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +122,13 @@ pub(crate) struct Group {
     touched: bool,
     /// The group's metadata record must be (re)written with the next batch.
     meta_dirty: bool,
+    /// The worker tick up to which idle (quiesced) ticks were credited to `raft`.
+    idle_since: u64,
+    /// Counted in the engine's quiesced-groups gauge.
+    quiesced_counted: bool,
+    /// The designated first leader of a new group: campaign once the founding
+    /// configuration is applied.
+    first_campaign: bool,
 }
 
 impl Group {
@@ -238,6 +252,9 @@ fn new_group(
         reads: Vec::new(),
         touched: true,
         meta_dirty: false,
+        idle_since: 0,
+        quiesced_counted: false,
+        first_campaign: false,
     })
 }
 
@@ -287,6 +304,7 @@ struct Inflight {
 }
 
 struct PendingCreate {
+    first_leader: Option<bool>,
     group: u64,
     replica: ReplicaId,
     conf: ConfState,
@@ -318,6 +336,10 @@ pub(crate) struct Worker {
     batch_groups: u64,
     /// Replicas created from messages since the last tick (rate limit).
     created_this_tick: u32,
+    /// Groups ticked: every group that is not quiesced (or has reads to time out).
+    active: HashSet<u64>,
+    /// Quiesced groups to wake (node liveness), a bounded number per tick.
+    wake_queue: VecDeque<u64>,
 }
 
 impl Worker {
@@ -353,6 +375,61 @@ impl Worker {
             prune: Vec::new(),
             batch_groups: 0,
             created_this_tick: 0,
+            active: HashSet::new(),
+            wake_queue: VecDeque::new(),
+        }
+    }
+
+    /// Credits the wall ticks a quiesced group missed, before an input reaches it (the
+    /// input may wake it: its follower lease must count that time).
+    fn credit_idle(g: &mut Group, now: u64) {
+        if g.raft.is_quiesced() {
+            g.raft.advance_idle(now.saturating_sub(g.idle_since));
+        }
+        g.idle_since = now;
+    }
+
+    /// After a group's turn: a quiesced group (with no read to time out) leaves the tick
+    /// set; any other joins it.
+    fn settle(&mut self, g: &mut Group) {
+        let idle = g.raft.is_quiesced() && g.reads.is_empty();
+        if idle {
+            if self.active.remove(&g.id) {
+                g.idle_since = self.ticks;
+            }
+        } else {
+            self.active.insert(g.id);
+        }
+        let quiesced = g.raft.is_quiesced();
+        if quiesced != g.quiesced_counted {
+            g.quiesced_counted = quiesced;
+            let c = &self.sh.counters.quiesced_groups;
+            if quiesced {
+                c.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Node liveness: `node` went down, or came back as a new incarnation (`restarted`).
+    /// Queues the quiesced groups whose leader is there (their followers must notice and
+    /// elect another), and for a restart also the quiesced groups led here with a replica
+    /// there (the restarted replica learns its leader at once). Woken by `tick`, a bounded
+    /// number per tick.
+    fn liveness(&mut self, node: NodeId, restarted: bool) {
+        let me = self.sh.node;
+        for g in self.groups.values() {
+            if !g.raft.is_quiesced() {
+                continue;
+            }
+            let led_there = g.leader_node() == Some(node);
+            let follower_there = restarted
+                && g.raft.role() == Role::Leader
+                && g.raft.conf().members().iter().any(|r| r.node == node && r.node != me);
+            if led_there || follower_there {
+                self.wake_queue.push_back(g.id);
+            }
         }
     }
 
@@ -425,8 +502,8 @@ impl Worker {
             Cmd::Conf { group, change, done } => self.conf_change(group, change, done),
             Cmd::Read { group, done } => self.read(group, done),
             Cmd::Transfer { group, node, done } => done.complete(self.transfer(group, node)),
-            Cmd::Create { group, replica, conf, sm, done } => {
-                self.creates.push(PendingCreate { group, replica, conf, sm, done })
+            Cmd::Create { group, replica, conf, sm, first_leader, done } => {
+                self.creates.push(PendingCreate { group, replica, conf, sm, first_leader, done })
             }
             Cmd::Status { group, done } => {
                 let v = match group {
@@ -435,6 +512,7 @@ impl Worker {
                 };
                 let _ = done.send(v);
             }
+            Cmd::Liveness { node, restarted } => self.liveness(node, restarted),
             Cmd::PeerUnreachable { node } => {
                 for g in self.groups.values_mut() {
                     if g.raft.role() != Role::Leader {
@@ -456,6 +534,7 @@ impl Worker {
             }
             Cmd::SnapshotSent { group, replica, ok } => {
                 if let Some(g) = self.groups.get_mut(&group) {
+                    Self::credit_idle(g, self.ticks);
                     g.raft.report_snapshot(replica, ok);
                     Self::touch(&mut self.touched, g);
                 }
@@ -469,6 +548,7 @@ impl Worker {
                 }
                 match self.groups.remove(&group) {
                     Some(g) => {
+                        self.active.remove(&group);
                         self.destroy(g);
                         done.complete(Ok(()));
                     }
@@ -533,6 +613,11 @@ impl Worker {
         for c in todo {
             match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm) {
                 Ok(mut g) => {
+                    match c.first_leader {
+                        Some(true) => g.first_campaign = true,
+                        Some(false) => g.raft.defer_first_election(),
+                        None => {}
+                    }
                     g.touched = false;
                     Self::touch(&mut self.touched, &mut g);
                     self.groups.insert(c.group, g);
@@ -596,6 +681,7 @@ impl Worker {
         }
         let Some(g) = self.groups.get_mut(&group) else { return };
         g.learn_peer(m.from, from);
+        Self::credit_idle(g, self.ticks);
         if let Err(e) = g.raft.step(m) {
             log::debug!("flotilla: group {group}: message refused: {e}");
         }
@@ -616,6 +702,7 @@ impl Worker {
         let Some(g) = self.groups.get_mut(&group) else {
             return done.complete(Err(ProposeError::GroupNotFound(group)));
         };
+        Self::credit_idle(g, self.ticks);
         let size = data.len() as u64;
         if g.uncommitted + size > cfg.max_uncommitted_bytes && g.uncommitted > 0 {
             bump(&self.sh.counters.refused_busy);
@@ -653,6 +740,7 @@ impl Worker {
         let Some(g) = self.groups.get_mut(&group) else {
             return done.complete(Err(MembershipError::GroupNotFound(group)));
         };
+        Self::credit_idle(g, self.ticks);
         if g.raft.role() != Role::Leader {
             return done.complete(Err(MembershipError::NotLeader { leader_hint: g.leader_node() }));
         }
@@ -709,6 +797,7 @@ impl Worker {
         let Some(g) = self.groups.get_mut(&group) else {
             return done.complete(Err(ReadError::GroupNotFound(group)));
         };
+        Self::credit_idle(g, self.ticks);
         self.next_ctx = self.next_ctx.wrapping_add(1);
         let ctx = self.next_ctx;
         match g.raft.read_index(ctx) {
@@ -732,6 +821,7 @@ impl Worker {
         let Some(to) = g.raft.conf().members().into_iter().find(|r| r.node == node) else {
             return Err(TransferError::NotMember(node));
         };
+        Self::credit_idle(g, self.ticks);
         let r = g.raft.transfer_leader(to.id).map_err(|e| match e {
             CoreTransferError::NotLeader { leader_hint } => {
                 TransferError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
@@ -746,11 +836,41 @@ impl Worker {
 
     fn tick(&mut self) {
         self.ticks += 1;
+        bump(&self.sh.counters.worker_ticks);
         self.created_this_tick = 0;
         self.outbox.tick();
         let now = self.ticks;
-        for g in self.groups.values_mut() {
-            g.raft.tick();
+        // Liveness wake-ups, rate-limited.
+        let max_wakes = self.sh.cfg.get().max_wakes_per_tick;
+        let mut woken = 0u64;
+        while woken < u64::from(max_wakes) {
+            let Some(gid) = self.wake_queue.pop_front() else { break };
+            let Some(g) = self.groups.get_mut(&gid) else { continue };
+            if !g.raft.is_quiesced() {
+                continue;
+            }
+            Self::credit_idle(g, now);
+            g.raft.wake();
+            woken += 1;
+            Self::touch(&mut self.touched, g);
+        }
+        if woken > 0 {
+            bump_by(&self.sh.counters.liveness_wakes, woken);
+        }
+        // Only the active groups: quiesced ones cost nothing here.
+        let mut ticked = 0u64;
+        let groups = &mut self.groups;
+        let touched = &mut self.touched;
+        self.active.retain(|gid| groups.contains_key(gid));
+        for gid in &self.active {
+            let Some(g) = groups.get_mut(gid) else { continue };
+            if g.raft.is_quiesced() {
+                // Kept for its reads' deadlines only.
+                Self::credit_idle(g, now);
+            } else {
+                g.raft.tick();
+                ticked += 1;
+            }
             if !g.reads.is_empty() {
                 let mut i = 0;
                 while i < g.reads.len() {
@@ -761,8 +881,9 @@ impl Worker {
                     }
                 }
             }
-            Self::touch(&mut self.touched, g);
+            Self::touch(touched, g);
         }
+        bump_by(&self.sh.counters.raft_ticks, ticked);
     }
 
     // ------------------------------------------------------------------------------
@@ -792,13 +913,19 @@ impl Worker {
                 continue;
             }
             if removed {
+                self.active.remove(&gid);
                 destroyed.push(g);
                 continue;
+            }
+            if g.first_campaign && g.raft.applied() >= g.raft.committed() {
+                g.first_campaign = false;
+                g.raft.campaign_now();
             }
             if g.raft.has_ready() {
                 g.touched = true;
                 self.touched.push(gid);
             }
+            self.settle(&mut g);
             self.groups.insert(gid, g);
             // Submitted early once it holds half the WAL's write size (one group's Ready
             // adds at most `max_uncommitted_bytes` plus one append message).
@@ -954,6 +1081,10 @@ impl Worker {
         self.tombstones.insert(gid, g.raft.id());
         self.prune.push((gid, g.raft.id(), u64::MAX));
         self.outbox.forget_group(gid);
+        self.active.remove(&gid);
+        if g.quiesced_counted {
+            self.sh.counters.quiesced_groups.fetch_sub(1, Ordering::Relaxed);
+        }
         bump(&self.sh.counters.replicas_destroyed);
     }
 

@@ -8,7 +8,8 @@
 //! group's heartbeat is skipped when an append went to that follower within the heartbeat
 //! interval (the append already reset the follower's election timer), unless the caller
 //! says the round is needed (a ReadIndex waits on it). [`expand`] turns received items back
-//! into per-group messages. Never sends: the caller hands each batch to a `Transport`.
+//! into per-group messages. A quiescing heartbeat (the flag set) is never skipped and
+//! travels in the same item. Never sends: the caller hands each batch to a `Transport`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -113,10 +114,11 @@ impl Outbox {
             Pending { items: Vec::new(), heartbeats: Vec::with_capacity(h), acks: Vec::with_capacity(a) }
         });
         match msg.body {
-            MessageBody::Heartbeat { commit, round } => {
+            MessageBody::Heartbeat { commit, round, quiesce } => {
                 let recent =
                     self.last_append.get(&(group, msg.to)).is_some_and(|&t| self.now - t < self.interval);
-                if skippable && recent {
+                // A quiescing heartbeat is never skipped: it is what stops the follower.
+                if skippable && recent && !quiesce {
                     self.stats.heartbeats_skipped += 1;
                     return false;
                 }
@@ -128,6 +130,7 @@ impl Outbox {
                     term: msg.term,
                     commit,
                     round,
+                    quiesce,
                 });
             }
             MessageBody::HeartbeatResponse { round } => {
@@ -182,7 +185,7 @@ pub fn expand(items: Vec<WireItem>) -> impl Iterator<Item = (u64, Message)> {
         match it {
             WireItem::Msg { group, msg } => Box::new(std::iter::once((group, msg))),
             WireItem::Heartbeats(hs) => Box::new(hs.into_iter().map(|h| {
-                let body = MessageBody::Heartbeat { commit: h.commit, round: h.round };
+                let body = MessageBody::Heartbeat { commit: h.commit, round: h.round, quiesce: h.quiesce };
                 (h.group, Message { from: h.from, to: h.to, term: h.term, body })
             })),
             WireItem::HeartbeatAcks(hs) => Box::new(hs.into_iter().map(|h| {

@@ -21,6 +21,8 @@
 //! item    := 1 group:varint message
 //!          | 2 count:varint (group from to term commit round){count}      coalesced heartbeats
 //!          | 3 count:varint (group from to term round){count}             coalesced responses
+//!          | 4 count:varint (group from to term commit round quiesce:u8){count}
+//!                                              coalesced heartbeats, some quiescing
 //! message := from:varint to:varint term:varint kind:u8 fields(kind)
 //! ```
 
@@ -50,6 +52,8 @@ pub struct HeartbeatEntry {
     pub commit: u64,
     /// The leader's heartbeat round.
     pub round: u64,
+    /// The leader quiesced the group (see `MessageBody::Heartbeat`).
+    pub quiesce: bool,
 }
 
 /// One answer inside a coalesced heartbeat-response item.
@@ -174,10 +178,15 @@ fn item_size_hint(it: &WireItem) -> usize {
     match it {
         WireItem::Msg { .. } => 32,
         WireItem::Heartbeats(hs) => {
+            // A flag byte per entry only in an item where some group quiesces.
+            let flag = usize::from(hs.iter().any(|h| h.quiesce));
             10 + hs
                 .iter()
                 .map(|h| {
-                    [h.group, h.from, h.to, h.term, h.commit, h.round].map(varint_len).iter().sum::<usize>()
+                    flag + [h.group, h.from, h.to, h.term, h.commit, h.round]
+                        .map(varint_len)
+                        .iter()
+                        .sum::<usize>()
                 })
                 .sum::<usize>()
         }
@@ -271,6 +280,8 @@ const K_TIMEOUT_NOW: u8 = 7;
 const K_SNAPSHOT_CHUNK: u8 = 8;
 const K_READ_INDEX: u8 = 9;
 const K_READ_INDEX_RESP: u8 = 10;
+/// A heartbeat with the quiesce flag set.
+const K_HEARTBEAT_QUIESCE: u8 = 11;
 
 const P_NOOP: u8 = 0;
 const P_NORMAL: u8 = 1;
@@ -317,8 +328,8 @@ pub fn encode_message(b: &mut BytesMut, m: &Message) -> Result<(), EncodeError> 
             put_varint(b, *reject_hint);
             put_varint(b, *hint_term);
         }
-        MessageBody::Heartbeat { commit, round } => {
-            b.put_u8(K_HEARTBEAT);
+        MessageBody::Heartbeat { commit, round, quiesce } => {
+            b.put_u8(if *quiesce { K_HEARTBEAT_QUIESCE } else { K_HEARTBEAT });
             put_varint(b, *commit);
             put_varint(b, *round);
         }
@@ -375,6 +386,15 @@ pub fn encode_batch(items: &[WireItem]) -> Result<Bytes, EncodeError> {
                 b.put_u8(1);
                 put_varint(&mut b, *group);
                 encode_message(&mut b, msg)?;
+            }
+            WireItem::Heartbeats(hs) if hs.iter().any(|h| h.quiesce) => {
+                // Rare (a group quiesces once per idle period): one flag byte per entry.
+                b.put_u8(4);
+                put_varint(&mut b, hs.len() as u64);
+                for h in hs {
+                    put_varints(&mut b, [h.group, h.from, h.to, h.term, h.commit, h.round]);
+                    b.put_u8(u8::from(h.quiesce));
+                }
             }
             WireItem::Heartbeats(hs) => {
                 b.put_u8(2);
@@ -577,7 +597,12 @@ impl Reader<'_> {
                 reject_hint: self.varint()?,
                 hint_term: self.varint()?,
             },
-            K_HEARTBEAT => MessageBody::Heartbeat { commit: self.varint()?, round: self.varint()? },
+            K_HEARTBEAT => {
+                MessageBody::Heartbeat { commit: self.varint()?, round: self.varint()?, quiesce: false }
+            }
+            K_HEARTBEAT_QUIESCE => {
+                MessageBody::Heartbeat { commit: self.varint()?, round: self.varint()?, quiesce: true }
+            }
             K_HEARTBEAT_RESP => MessageBody::HeartbeatResponse { round: self.varint()? },
             K_VOTE => {
                 let f = self.flags(2)?;
@@ -622,8 +647,9 @@ impl Reader<'_> {
         let at = self.pos;
         match self.u8()? {
             1 => Ok(WireItem::Msg { group: self.varint()?, msg: self.message()? }),
-            2 => {
-                let n = self.count("heartbeat", self.limits.max_heartbeats, 6)?;
+            tag @ (2 | 4) => {
+                let flagged = tag == 4;
+                let n = self.count("heartbeat", self.limits.max_heartbeats, if flagged { 7 } else { 6 })?;
                 // Reserved whole: `count` bounds n by the input (each entry takes at least 6
                 // bytes there, 48 here), so at most 8 bytes per input byte.
                 let mut v = Vec::with_capacity(n);
@@ -635,6 +661,7 @@ impl Reader<'_> {
                         term: self.varint()?,
                         commit: self.varint()?,
                         round: self.varint()?,
+                        quiesce: if flagged { self.bool("quiesce")? } else { false },
                     });
                 }
                 Ok(WireItem::Heartbeats(v))
@@ -740,7 +767,15 @@ mod size_tests {
             assert_eq!(varint_len(v), b.len(), "{v}");
         }
         let hs: Vec<HeartbeatEntry> = (0..1000u64)
-            .map(|g| HeartbeatEntry { group: g * 997, from: 1, to: 2, term: g, commit: g << 20, round: 3 })
+            .map(|g| HeartbeatEntry {
+                group: g * 997,
+                from: 1,
+                to: 2,
+                term: g,
+                commit: g << 20,
+                round: 3,
+                quiesce: false,
+            })
             .collect();
         let item = WireItem::Heartbeats(hs);
         let encoded = encode_batch(std::slice::from_ref(&item)).unwrap();

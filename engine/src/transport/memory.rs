@@ -78,7 +78,7 @@ impl MemoryNetwork {
                 let _ = q.try_send(Delivery::Event(TransportEvent::PeerUp { node: id, incarnation }));
             }
         }
-        MemoryTransport { id, net: self.clone(), rx, limits: DecodeLimits::default() }
+        MemoryTransport { id, incarnation, net: self.clone(), rx, limits: DecodeLimits::default() }
     }
 
     /// Cuts the link between `a` and `b`: batches between them are dropped and reported.
@@ -100,6 +100,7 @@ impl MemoryNetwork {
 /// One node's end of a [`MemoryNetwork`].
 pub struct MemoryTransport {
     id: NodeId,
+    incarnation: u64,
     net: MemoryNetwork,
     rx: Receiver<Delivery>,
     limits: DecodeLimits,
@@ -136,6 +137,22 @@ impl MemoryTransport {
             Err(TrySendError::Disconnected(_)) => {
                 report(own);
                 Ok(())
+            }
+        }
+    }
+}
+
+/// A node that leaves (its engine stopped) is reported down to the others, as a real
+/// transport reports a lost connection, unless it already rejoined as a new incarnation.
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        let inner = self.net.lock();
+        if inner.incarnations.get(&self.id) != Some(&self.incarnation) {
+            return;
+        }
+        for (&other, q) in inner.nodes.iter() {
+            if other != self.id {
+                let _ = q.try_send(Delivery::Event(TransportEvent::PeerDown { node: self.id }));
             }
         }
     }

@@ -109,7 +109,8 @@ fn every_kind() -> Vec<WireItem> {
         MessageBody::Append { prev_index: 10, prev_term: 8, entries, commit: 10 },
         MessageBody::Append { prev_index: u64::MAX, prev_term: 0, entries: vec![], commit: u64::MAX },
         MessageBody::AppendResponse { index: 13, reject: true, reject_hint: 4, hint_term: 3 },
-        MessageBody::Heartbeat { commit: 5, round: 77 },
+        MessageBody::Heartbeat { commit: 5, round: 77, quiesce: false },
+        MessageBody::Heartbeat { commit: 6, round: 78, quiesce: true },
         MessageBody::HeartbeatResponse { round: 77 },
         MessageBody::RequestVote {
             pre_vote: true,
@@ -137,8 +138,13 @@ fn every_kind() -> Vec<WireItem> {
         .map(|(g, b)| WireItem::Msg { group: g as u64 * 1000, msg: m(b) })
         .collect();
     items.push(WireItem::Heartbeats(vec![
-        HeartbeatEntry { group: 1, from: 1, to: 2, term: 3, commit: 4, round: 5 },
-        HeartbeatEntry { group: u64::MAX, from: 1, to: 3, term: 3, commit: 0, round: 6 },
+        HeartbeatEntry { group: 1, from: 1, to: 2, term: 3, commit: 4, round: 5, quiesce: false },
+        HeartbeatEntry { group: u64::MAX, from: 1, to: 3, term: 3, commit: 0, round: 6, quiesce: false },
+    ]));
+    // A coalesced item in which some groups quiesce (item tag 4, a flag per entry).
+    items.push(WireItem::Heartbeats(vec![
+        HeartbeatEntry { group: 7, from: 1, to: 2, term: 3, commit: 4, round: 5, quiesce: true },
+        HeartbeatEntry { group: 8, from: 1, to: 2, term: 3, commit: 9, round: 6, quiesce: false },
     ]));
     items.push(WireItem::HeartbeatAcks(vec![HeartbeatAck { group: 1, from: 2, to: 1, term: 3, round: 5 }]));
     items.push(WireItem::Heartbeats(vec![]));
@@ -302,7 +308,7 @@ proptest! {
     #[test]
     fn proptest_heartbeats_roundtrip(hs in proptest::collection::vec(any::<(u64, u64, u64, u64, u64, u64)>(), 0..200)) {
         let hs: Vec<HeartbeatEntry> = hs.into_iter()
-            .map(|(group, from, to, term, commit, round)| HeartbeatEntry { group, from, to, term, commit, round })
+            .map(|(group, from, to, term, commit, round)| HeartbeatEntry { group, from, to, term, commit, round, quiesce: false })
             .collect();
         let items = vec![WireItem::Heartbeats(hs)];
         let b = encode_batch(&items).unwrap();
@@ -391,7 +397,7 @@ fn ten_thousand_groups_one_heartbeat_frame_per_node_pair_and_one_reply() {
     // Tick 1: every group led on node 1 heartbeats both followers.
     for g in 1..=GROUPS {
         for (node, replica) in [(2, 2), (3, 3)] {
-            let body = MessageBody::Heartbeat { commit: g.min(5), round: 100 + g };
+            let body = MessageBody::Heartbeat { commit: g.min(5), round: 100 + g, quiesce: false };
             out1.push(node, g, Message { from: 1, to: replica, term: 1, body });
         }
     }
@@ -423,7 +429,7 @@ fn ten_thousand_groups_one_heartbeat_frame_per_node_pair_and_one_reply() {
                 continue;
             };
             for (g, m) in expand(items) {
-                if let MessageBody::Heartbeat { commit, round } = m.body {
+                if let MessageBody::Heartbeat { commit, round, .. } = m.body {
                     assert_eq!((m.to, commit, round), (me, g.min(5), 100 + g));
                     heartbeats += 1;
                     let body = MessageBody::HeartbeatResponse { round };
@@ -461,7 +467,12 @@ fn unskippable_heartbeat_is_sent_despite_recent_append() {
     let append = MessageBody::Append { prev_index: 1, prev_term: 1, entries: vec![], commit: 1 };
     out.push(2, 9, Message { from: 1, to: 2, term: 1, body: append });
     out.tick();
-    let hb = || Message { from: 1, to: 2, term: 1, body: MessageBody::Heartbeat { commit: 1, round: 4 } };
+    let hb = || Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: MessageBody::Heartbeat { commit: 1, round: 4, quiesce: false },
+    };
     assert!(!out.push(2, 9, hb()));
     assert!(out.push_with(2, 9, hb(), false));
     // After the interval, heartbeats flow again.
@@ -486,6 +497,7 @@ fn memory_transport_cut_heal_and_backpressure() {
         term: 1,
         commit: 0,
         round: 1,
+        quiesce: false,
     }])];
     assert!(matches!(a.recv_timeout(Duration::ZERO), Some(TransportEvent::PeerUp { node: 2, .. })));
     net.cut(1, 2);
