@@ -1,0 +1,311 @@
+//! Quiescence scenarios of the Raft core (CockroachDB's quiesced ranges, in the style of
+//! `scenarios.rs`): when a leader quiesces a group, what it tells its followers, what a
+//! quiesced group emits (nothing), what wakes it, and that a woken replica counts the
+//! wall ticks it spent quiesced (votes) while a woken leader starts its CheckQuorum
+//! period afresh and holds no lease. Each test names the rule it checks.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use common::*;
+use flotilla_engine::raft::*;
+use flotilla_engine::transport::Outbox;
+
+fn quiet(c: &mut Config) {
+    c.quiesce = true;
+}
+
+/// A 3-voter network with quiescence on (configured further by `f`), replica 1 elected.
+fn net3(f: impl Fn(&mut Config)) -> Network {
+    let mut net = Network::new(&[1, 2, 3], |c| {
+        quiet(c);
+        f(c)
+    });
+    net.elect(1);
+    net
+}
+
+/// Ticks everyone until the leader quiesces; at most `n` ticks. Returns the leader.
+fn tick_until_quiesced(net: &mut Network, n: usize) -> ReplicaId {
+    for _ in 0..n {
+        let l = net.leader();
+        if net.raft(l).is_quiesced() {
+            return l;
+        }
+        net.tick_all();
+    }
+    let l = net.leader();
+    assert!(net.raft(l).is_quiesced(), "leader {l} did not quiesce within {n} ticks");
+    l
+}
+
+fn quiesce_heartbeats(log: &[Message]) -> Vec<(ReplicaId, u64)> {
+    log.iter()
+        .filter_map(|m| match m.body {
+            MessageBody::Heartbeat { commit, quiesce: true, .. } => Some((m.to, commit)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rule: a leader quiesces only after every member echoed a heartbeat round that told it
+/// the last index is committed; it then sends each member ONE heartbeat with the quiesce
+/// flag (commit = last index), which followers obey silently. A quiesced group emits
+/// nothing and nobody campaigns, however long it idles.
+#[test]
+fn leader_quiesces_after_every_member_acked_the_final_commit() {
+    let mut net = net3(|_| {});
+    let last = net.raft(1).last_index();
+    assert_eq!(net.raft(1).committed(), last);
+    // The first heartbeat round carries commit == last to everyone: not quiescent yet,
+    // the echoes were not in when it was sent.
+    net.tick_all();
+    assert!(!net.raft(1).is_quiesced(), "quiesced before the members echoed the final commit");
+    assert!(quiesce_heartbeats(&net.log).is_empty());
+    let before = net.log.len();
+    net.tick_all();
+    assert!(net.raft(1).is_quiesced(), "every member acked the final commit: the leader quiesces");
+    let sent = &net.log[before..];
+    let mut q = quiesce_heartbeats(sent);
+    q.sort();
+    assert_eq!(q, vec![(2, last), (3, last)], "one quiesce heartbeat per member, commit = last index");
+    assert_eq!(sent.len(), 2, "followers do not answer a quiesce heartbeat: {sent:?}");
+    for id in [2, 3] {
+        assert!(net.raft(id).is_quiesced(), "replica {id} obeys");
+        assert_eq!(net.raft(id).committed(), last);
+    }
+    let (before, terms_before) = (net.log.len(), net.raft(2).term());
+    net.tick_all_n(200);
+    assert_eq!(net.log.len(), before, "a quiesced group sends nothing: {:?}", &net.log[before..]);
+    assert_eq!(net.raft(2).term(), terms_before);
+    assert_eq!(net.leader(), 1);
+    for id in [1, 2, 3] {
+        assert_eq!(net.raft(id).stats().campaigns, u64::from(id == 1), "replica {id} never campaigns");
+    }
+}
+
+/// Rule: no quiescence while a member lags (here: cut off, so it never matches nor echoes)
+/// or while a joint configuration stands (it must be left first); both resolved, the group
+/// quiesces.
+#[test]
+fn no_quiescence_while_a_member_lags_or_a_joint_configuration_stands() {
+    let mut net = net3(|c| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    });
+    net.isolate(3);
+    net.propose(1, data(1));
+    net.tick_all_n(40);
+    assert!(!net.raft(1).is_quiesced(), "member 3 never acknowledged the final commit");
+    assert!(quiesce_heartbeats(&net.log).is_empty());
+    net.heal();
+    tick_until_quiesced(&mut net, 20);
+
+    // A joint configuration left only explicitly: everyone is caught up, yet no quiescence.
+    let demote = ConfChange {
+        transition: Transition::JointExplicit,
+        changes: vec![SingleChange { kind: ChangeKind::AddLearner, replica: r(3) }],
+    };
+    net.propose_cc(1, demote);
+    net.tick_all_n(40);
+    assert!(net.raft(1).conf().is_joint());
+    assert!(!net.raft(1).is_quiesced(), "quiesced inside a joint configuration");
+    net.propose_cc(1, ConfChange::leave_joint());
+    tick_until_quiesced(&mut net, 20);
+    assert!(!net.raft(1).conf().is_joint());
+}
+
+/// Rule: any proposal wakes the group. The leader wakes on the proposal and appends; the
+/// followers wake on the leader's append (no wake-up ping: the leader is awake); then the
+/// group quiesces again once idle.
+#[test]
+fn a_proposal_wakes_the_group_and_it_quiesces_again() {
+    let mut net = net3(|_| {});
+    tick_until_quiesced(&mut net, 20);
+    let before = net.log.len();
+    net.raft_mut(1).propose(data(7)).unwrap();
+    assert!(!net.raft(1).is_quiesced(), "a proposal wakes the leader");
+    net.settle();
+    for id in [2, 3] {
+        assert!(!net.raft(id).is_quiesced(), "replica {id} woken by the append");
+        assert_eq!(net.applied_data(id), vec![data(7)]);
+    }
+    let pings = net.log[before..]
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::HeartbeatResponse { round: 0 }))
+        .count();
+    assert_eq!(pings, 0, "followers woken by their leader do not ping it");
+    tick_until_quiesced(&mut net, 20);
+    assert!(net.raft(2).is_quiesced() && net.raft(3).is_quiesced());
+}
+
+/// Rule: a follower woken by a local input (here a read) wakes its leader with a ping (a
+/// heartbeat answer of round 0) so it heartbeats before the follower could time out; the
+/// read is served.
+#[test]
+fn a_follower_woken_locally_wakes_its_leader() {
+    let mut net = net3(|_| {});
+    tick_until_quiesced(&mut net, 20);
+    net.raft_mut(2).read_index(42).unwrap();
+    assert!(!net.raft(2).is_quiesced());
+    let out = net.process(2);
+    let to_leader: Vec<&str> = out.all().iter().filter(|m| m.to == 1).map(|m| m.body.kind()).collect();
+    assert!(to_leader.contains(&"HeartbeatResponse"), "wake-up ping to the leader: {to_leader:?}");
+    net.deliver();
+    assert!(!net.raft(1).is_quiesced(), "the ping (and the read) wake the leader");
+    net.settle();
+    net.tick_all_n(2);
+    assert!(net.node(2).read_states.iter().any(|r| r.ctx == 42), "the read is served");
+    tick_until_quiesced(&mut net, 20);
+}
+
+/// Rule: a quiesced follower counts leader contact in wall ticks. Ticks it was not given
+/// while quiesced are credited with `advance_idle`; once they reach the minimum election
+/// timeout it grants a (pre-)vote after waking, so a group whose leader vanished while
+/// everything was quiesced elects a new one. Without the credit its lease would still hold
+/// (CheckQuorum) and it would ignore the candidate.
+#[test]
+fn woken_follower_grants_votes_after_idle_wall_ticks() {
+    let setup = || {
+        let mut net = net3(|c| {
+            c.pre_vote = true;
+            c.check_quorum = true;
+        });
+        tick_until_quiesced(&mut net, 20);
+        net.isolate(1);
+        net
+    };
+    // Without credit: replica 2 still believes in its leader and ignores the PreVote.
+    let mut net = setup();
+    let before = net.log.len();
+    net.raft_mut(3).wake();
+    tick_until_campaign(net.raft_mut(3));
+    net.process(3);
+    net.deliver();
+    net.process(2);
+    assert!(!net.raft(2).is_quiesced(), "the PreVote wakes replica 2");
+    let answers = of_kind(&net.log[before..], "PreVoteResponse");
+    assert!(answers.is_empty(), "in its lease, replica 2 ignores the PreVote: {answers:?}");
+
+    // With the wall ticks credited (lazily, as the runtime does): it votes, 3 wins.
+    let mut net = setup();
+    for id in [2, 3] {
+        net.raft_mut(id).advance_idle(10);
+    }
+    net.raft_mut(3).wake();
+    tick_until_campaign(net.raft_mut(3));
+    net.settle();
+    for _ in 0..60 {
+        if net.raft(2).role() == Role::Leader || net.raft(3).role() == Role::Leader {
+            break;
+        }
+        net.tick_all();
+    }
+    let leader = net.leader();
+    assert_ne!(leader, 1);
+    assert!(net.raft(leader).term() > net.raft(1).term());
+}
+
+/// Rule: a woken follower times out after a full randomized election timeout from the
+/// wake (not at once), so its leader's heartbeat can reach it first; and it does time out
+/// if nothing comes.
+#[test]
+fn woken_follower_times_out_within_one_election_timeout() {
+    let mut net = net3(|c| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    });
+    tick_until_quiesced(&mut net, 20);
+    net.isolate(1);
+    net.raft_mut(2).advance_idle(1000);
+    net.raft_mut(2).wake();
+    let mut ticks = 0;
+    while net.raft(2).role() == Role::Follower {
+        net.raft_mut(2).tick();
+        ticks += 1;
+        assert!(ticks <= 20, "no campaign within the maximum election timeout");
+    }
+    assert!(ticks >= 10, "campaigned {ticks} ticks after waking: before a minimum election timeout");
+}
+
+/// Rule: waking starts the leader's CheckQuorum period afresh (every member counts as
+/// heard from, the election-timeout clock restarts), so with nobody answering it steps
+/// down exactly two minimum election timeouts after the wake (one period to clear the
+/// activity, one to find it missing), not earlier.
+#[test]
+fn waking_resets_check_quorum_activity() {
+    let mut net = net3(|c| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    });
+    net.tick_all();
+    tick_until_quiesced(&mut net, 20);
+    net.isolate(2);
+    net.isolate(3);
+    net.raft_mut(1).propose(data(1)).unwrap();
+    assert!(!net.raft(1).is_quiesced());
+    for t in 1..20 {
+        net.raft_mut(1).tick();
+        drain(net.raft_mut(1));
+        assert_eq!(net.raft(1).role(), Role::Leader, "stepped down {t} ticks after waking");
+    }
+    net.raft_mut(1).tick();
+    assert_eq!(net.raft(1).role(), Role::Follower);
+    assert_eq!(net.raft(1).stats().check_quorum_step_downs, 1);
+}
+
+/// Rule: waking voids a lease (its ticks did not run while quiesced): the first read after
+/// waking waits for a heartbeat round, where an awake leader within its lease serves it
+/// at once.
+#[test]
+fn waking_voids_the_lease() {
+    // Under LeaseBased reads replicas refuse votes for a minimum election timeout after
+    // start: let the first election happen by timeouts.
+    let mut net = Network::new(&[1, 2, 3], |c| {
+        quiet(c);
+        c.pre_vote = true;
+        c.check_quorum = true;
+        c.read_mode = ReadMode::LeaseBased;
+    });
+    for _ in 0..100 {
+        if net.nodes.values().any(|n| n.raft.role() == Role::Leader) {
+            break;
+        }
+        net.tick_all();
+    }
+    let l = net.leader();
+    net.tick_all();
+    // Awake and within the lease: served at once.
+    net.raft_mut(l).read_index(1).unwrap();
+    assert_eq!(net.raft(l).stats().lease_reads, 1, "an awake leader in its lease serves at once");
+    assert_eq!(tick_until_quiesced(&mut net, 20), l);
+    let out = {
+        net.raft_mut(l).read_index(2).unwrap();
+        net.process(l)
+    };
+    assert!(out.read_states.is_empty(), "the woken leader has no lease: {:?}", out.read_states);
+    assert_eq!(net.raft(l).stats().lease_reads, 1);
+    net.settle();
+    assert!(net.node(l).read_states.iter().any(|r| r.ctx == 2), "served after a heartbeat round");
+}
+
+/// Rule: the heartbeat coalescer never skips a quiesce heartbeat (a plain heartbeat right
+/// after an append is skipped; the quiesce one is what stops the follower), and carries the
+/// flag through `expand`.
+#[test]
+fn coalescer_never_skips_a_quiesce_heartbeat() {
+    let mut ob = Outbox::new(2);
+    let append =
+        msg(1, 2, 3, MessageBody::Append { prev_index: 5, prev_term: 3, entries: vec![], commit: 5 });
+    assert!(ob.push(2, 9, append));
+    let hb = |quiesce| msg(1, 2, 3, MessageBody::Heartbeat { commit: 5, round: 4, quiesce });
+    assert!(!ob.push(2, 9, hb(false)), "a plain heartbeat after an append is skipped");
+    assert!(ob.push(2, 9, hb(true)), "a quiesce heartbeat is not");
+    let batches = ob.flush();
+    let got: Vec<(u64, Message)> = batches
+        .into_iter()
+        .flat_map(|(_, items)| flotilla_engine::transport::coalescer::expand(items))
+        .collect();
+    assert!(got.contains(&(9, hb(true))), "{got:?}");
+}
