@@ -165,6 +165,11 @@ struct Profile {
     apply_bytes: u64,
     pre_vote: bool,
     check_quorum: bool,
+    /// Quiescence on (`Config::quiesce`): idle replicas are not ticked, the ticks they
+    /// missed are credited lazily, node liveness wakes them.
+    quiesce: bool,
+    /// Ticks a broken link or a down node goes unnoticed before liveness reports it.
+    detect: u64,
 }
 
 impl Profile {
@@ -205,6 +210,8 @@ impl Profile {
             apply_bytes: [1, 100, 1 << 20][rng.pick(3)],
             pre_vote,
             check_quorum,
+            quiesce: rng.chance(0.5),
+            detect: rng.range(1, 20),
         }
     }
 }
@@ -283,6 +290,15 @@ pub struct Counters {
     pub delivered: u64,
     /// Messages dropped by the scheduler or partitions.
     pub dropped: u64,
+    /// Replicas that quiesced (stats).
+    pub quiesces: u64,
+    /// Replicas woken from quiescence (stats).
+    pub wakes: u64,
+    /// Quiesced replicas woken by node liveness (their leader's node down, cut off or
+    /// restarted).
+    pub liveness_wakes: u64,
+    /// Client quiet periods (no proposals, reads or changes) in which groups may quiesce.
+    pub quiet_periods: u64,
 }
 
 impl Counters {
@@ -324,7 +340,11 @@ impl Counters {
             snapshot_requests_superseded,
             partitions,
             delivered,
-            dropped
+            dropped,
+            quiesces,
+            wakes,
+            liveness_wakes,
+            quiet_periods
         );
     }
 
@@ -341,6 +361,8 @@ impl Counters {
         self.reads_released += s.reads_served;
         self.reads_forwarded += s.reads_forwarded;
         self.check_quorum_step_downs += s.check_quorum_step_downs;
+        self.quiesces += s.quiesces;
+        self.wakes += s.wakes;
     }
 }
 
@@ -440,6 +462,12 @@ struct Node {
     /// The term in which this incarnation was last seen leading.
     led_term: u64,
     slow_disk: bool,
+    /// The step up to which idle ticks were credited (quiesced replicas are not ticked).
+    idle_from: u64,
+    /// While quiesced as a follower: the leader's node and incarnation when first seen
+    /// quiesced, and since when liveness has found it unreachable.
+    quiesced_leader: Option<(usize, u64)>,
+    suspect_since: Option<u64>,
 }
 
 impl Node {
@@ -459,6 +487,9 @@ impl Node {
             last_applied: 0,
             led_term: 0,
             slow_disk: false,
+            idle_from: 0,
+            quiesced_leader: None,
+            suspect_since: None,
         }
     }
 }
@@ -529,6 +560,8 @@ pub struct Sim {
     /// Membership changes accepted by a leader and not yet resolved (nobody applied their
     /// index yet): (index, replicas they name). Their replicas' nodes are not reused.
     pending_changes: Vec<(u64, Vec<ReplicaId>)>,
+    /// The client is quiet until this step (groups may quiesce).
+    quiet_until: u64,
     /// Counters of this run.
     pub c: Counters,
 }
@@ -567,6 +600,7 @@ impl Sim {
             next_proposal: 1,
             fresh_leaders: Vec::new(),
             pending_changes: Vec::new(),
+            quiet_until: 0,
             c: Counters::default(),
             p,
         };
@@ -624,6 +658,7 @@ impl Sim {
         c.max_apply_bytes = self.p.apply_bytes;
         c.pre_vote = self.p.pre_vote;
         c.check_quorum = self.p.check_quorum;
+        c.quiesce = self.p.quiesce;
         c.applied = applied;
         c.seed = self.rng.next();
         #[cfg(feature = "mutants")]
@@ -678,7 +713,21 @@ impl Sim {
         node.last_due = self.now;
         node.proposals.clear();
         node.reads.clear();
+        node.idle_from = self.now;
+        node.quiesced_leader = None;
+        node.suspect_since = None;
         node.raft = Some(raft);
+        // Peers see this node back as a new incarnation: quiesced leaders with a replica
+        // here wake (the runtime does the same), so it learns its leader at once.
+        let me = self.nodes[n].replica;
+        for m in 0..self.nodes.len() {
+            let wake = self.nodes[m].raft.as_ref().is_some_and(|r| {
+                m != n && r.is_quiesced() && r.role() == Role::Leader && r.conf().contains(me)
+            });
+            if wake {
+                self.wake(m);
+            }
+        }
         self.trace(|| format!("node {n} (replica {replica}) starts: hs {hs:?} snap {}", snap.meta.index));
         self.observe(n)
     }
@@ -760,9 +809,17 @@ impl Sim {
         }
         self.deliver()?;
         self.progress_streams()?;
+        self.detect_liveness();
+        let now = self.now;
         for n in 0..self.nodes.len() {
-            if let Some(r) = self.nodes[n].raft.as_mut() {
-                r.tick();
+            let node = &mut self.nodes[n];
+            if let Some(r) = node.raft.as_mut() {
+                // Quiesced replicas are not ticked (the runtime keeps them out of its tick
+                // loop); the ticks they miss are credited before their next input.
+                if !r.is_quiesced() {
+                    r.tick();
+                    node.idle_from = now;
+                }
                 self.observe(n)?;
             }
         }
@@ -844,6 +901,10 @@ impl Sim {
                 self.c.dropped += 1;
                 continue;
             };
+            if r.is_quiesced() {
+                r.advance_idle(now - node.idle_from);
+                node.idle_from = now;
+            }
             self.c.delivered += 1;
             if self.opts.trace {
                 eprintln!(
@@ -1469,7 +1530,80 @@ impl Sim {
         self.trace(|| format!("partition kind {kind} until {}", self.heal_at));
     }
 
+    /// Credits the ticks a quiesced replica of node `n` missed (before an input).
+    fn credit(&mut self, n: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[n];
+        if let Some(r) = node.raft.as_mut() {
+            if r.is_quiesced() {
+                r.advance_idle(now - node.idle_from);
+                node.idle_from = now;
+            }
+        }
+    }
+
+    /// Node liveness as a transport reports it: wakes the quiesced replica of node `n`.
+    fn wake(&mut self, n: usize) {
+        self.credit(n);
+        if let Some(r) = self.nodes[n].raft.as_mut() {
+            if r.is_quiesced() {
+                r.wake();
+                self.c.liveness_wakes += 1;
+                self.trace(|| format!("node {n}: woken by node liveness"));
+            }
+        }
+    }
+
+    /// A quiesced follower whose leader's node is down, cut off (either direction) or
+    /// restarted (a new incarnation) for `detect` steps is woken, as the runtime wakes it
+    /// on the transport's peer-down or peer-up-with-new-incarnation events.
+    fn detect_liveness(&mut self) {
+        for n in 0..self.nodes.len() {
+            let Some(r) = self.nodes[n].raft.as_ref() else { continue };
+            if !r.is_quiesced() || r.role() == Role::Leader {
+                self.nodes[n].quiesced_leader = None;
+                self.nodes[n].suspect_since = None;
+                continue;
+            }
+            let ln = self.replica_node.get(r.leader() as usize).copied().flatten();
+            let Some(ln) = ln else {
+                self.wake(n);
+                continue;
+            };
+            let inc = self.nodes[ln].incarnation;
+            let seen = *self.nodes[n].quiesced_leader.get_or_insert((ln, inc));
+            let unreachable = seen != (ln, inc)
+                || self.nodes[ln].raft.is_none()
+                || self.blocked[n][ln]
+                || self.blocked[ln][n];
+            if !unreachable {
+                self.nodes[n].suspect_since = None;
+                continue;
+            }
+            let since = *self.nodes[n].suspect_since.get_or_insert(self.now);
+            if self.now >= since + self.p.detect {
+                self.nodes[n].quiesced_leader = None;
+                self.nodes[n].suspect_since = None;
+                self.wake(n);
+            }
+        }
+    }
+
     fn client_actions(&mut self) -> R {
+        for n in 0..self.nodes.len() {
+            self.credit(n);
+        }
+        if self.p.quiesce && self.faults {
+            // Quiet periods let groups go idle and quiesce.
+            if self.now < self.quiet_until {
+                return Ok(());
+            }
+            if self.rng.chance(0.01) {
+                self.quiet_until = self.now + self.rng.range(20, 200);
+                self.c.quiet_periods += 1;
+                return Ok(());
+            }
+        }
         // Reads at fresh leaders, before their term's first commit.
         let fresh = std::mem::take(&mut self.fresh_leaders);
         for n in fresh {

@@ -1,0 +1,132 @@
+//! Quiescence in the runtime: engines in one process over the in-memory transport.
+//! Counted, not timed: the tests read the engine's tick counters (`Metrics::raft_ticks`,
+//! `Metrics::worker_ticks`) and bound every wait by worker ticks and a generous deadline.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common_engine;
+
+use std::time::{Duration, Instant};
+
+use common_engine::*;
+use flotilla_engine::raft::{NodeId, Role};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// Creates `groups` on nodes 1..=3, the first leader of group g on node `leader(g)`,
+/// followers first, from several threads (each creation waits for one WAL write).
+fn create_led(c: &Cluster, groups: &[u64], leader: impl Fn(u64) -> NodeId + Sync) {
+    let members = [1, 2, 3];
+    std::thread::scope(|s| {
+        for chunk in groups.chunks(groups.len().div_ceil(12).max(1)) {
+            let leader = &leader;
+            s.spawn(move || {
+                for &g in chunk {
+                    let l = leader(g);
+                    for &m in members.iter().filter(|&&m| m != l).chain(std::iter::once(&l)) {
+                        let n = c.node(m);
+                        let sm = ChainSm::boxed(&n.reg, g);
+                        c.engine(m).create_group_led_by(g, &members, l, sm).unwrap();
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Waits until every node reports `n` quiesced groups.
+fn wait_all_quiesced(c: &Cluster, n: u64) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let q: Vec<u64> = (1..=3).map(|id| c.engine(id).metrics().quiesced_groups).collect();
+        if q.iter().all(|&x| x == n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all quiesced: {q:?} of {n}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Worker ticks of node `id` so far, per worker.
+fn ticks(c: &Cluster, id: NodeId) -> u64 {
+    c.engine(id).metrics().worker_ticks / 2
+}
+
+/// "10,000 quiesced groups cost zero ticks per worker turn": once every group quiesced,
+/// the workers keep ticking (their clock runs) but give no Raft tick to any group. A
+/// proposal wakes its group, which is ticked again (so the counter does count), and
+/// quiesces again.
+#[test]
+fn ten_thousand_quiesced_groups_cost_zero_ticks() {
+    let c = Cluster::new(3, 10_000);
+    let groups: Vec<u64> = (1..=10_000).collect();
+    create_led(&c, &groups, |g| g % 3 + 1);
+    wait_all_quiesced(&c, groups.len() as u64);
+    for id in 1..=3 {
+        let m = c.engine(id).metrics();
+        assert_eq!(m.quiesced_groups, 10_000);
+    }
+    let before: Vec<u64> = (1..=3).map(|id| c.engine(id).metrics().raft_ticks).collect();
+    let t0 = ticks(&c, 1);
+    let deadline = Instant::now() + LONG;
+    while ticks(&c, 1) < t0 + 50 {
+        assert!(Instant::now() < deadline, "workers stopped ticking");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after: Vec<u64> = (1..=3).map(|id| c.engine(id).metrics().raft_ticks).collect();
+    assert_eq!(after, before, "50 worker ticks with every group quiesced gave Raft ticks");
+    // Everything every node led was elected by design: one election per group.
+    let leaders: usize = groups.iter().filter(|&&g| c.leader(g) == Some(g % 3 + 1)).take(300).count();
+    assert_eq!(leaders, 300, "the designated first leaders lead");
+
+    // A proposal wakes one group: ticks resume (for it), then it quiesces again.
+    let idx = c.propose(7, b"wake");
+    assert!(idx > 1);
+    c.wait_converged(7, &[1, 2, 3], 1, LONG);
+    assert!((1..=3).any(|id| c.engine(id).metrics().raft_ticks > before[id as usize - 1]));
+    wait_all_quiesced(&c, groups.len() as u64);
+}
+
+/// "A node restarted faster than the idle timeout while all groups are quiesced: every
+/// group it led has a leader again within a bounded number of ticks." The followers'
+/// replicas were quiesced, believing in node 1's leaders; node 1 comes back at once with
+/// no memory of leading. The new incarnation (liveness) and the returning replicas'
+/// campaigns wake them; their idle ticks are credited so they vote.
+#[test]
+fn restart_faster_than_idle_timeout_re_elects_every_group() {
+    let mut c = Cluster::new(3, 10_000);
+    let groups: Vec<u64> = (1..=300).collect();
+    create_led(&c, &groups, |_| 1);
+    for &g in &groups {
+        assert_eq!(c.wait_leader(g, LONG), 1);
+    }
+    wait_all_quiesced(&c, groups.len() as u64);
+    let t0 = ticks(&c, 2);
+    c.stop(1);
+    c.start(1);
+    // Bound: a handful of maximum election timeouts (20 ticks each) of node 2's workers.
+    let bound = 10 * 20;
+    let deadline = Instant::now() + LONG;
+    let mut missing: Vec<u64> = groups.clone();
+    while !missing.is_empty() {
+        missing.retain(|&g| c.leader(g).is_none());
+        let t = ticks(&c, 2) - t0;
+        assert!(
+            t <= bound,
+            "after {t} ticks, {} groups have no leader (e.g. {:?})",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let woken = c.engine(2).metrics().liveness_wakes + c.engine(3).metrics().liveness_wakes;
+    assert!(woken > 0, "node 1's new incarnation woke quiesced followers");
+    for &g in groups.iter().step_by(30) {
+        c.propose(g, b"after restart");
+        c.wait_converged(g, &[1, 2, 3], 1, LONG);
+    }
+    assert!(groups.iter().all(|&g| c
+        .leader(g)
+        .is_some_and(|l| { c.engine(l).group_status(g).is_some_and(|s| s.role == Role::Leader) })));
+}
