@@ -698,6 +698,9 @@ pub struct Metrics {
     /// Quiesced groups woken because their leader's node went down or restarted (at most
     /// `max_wakes_per_tick` per worker tick).
     pub liveness_wakes: u64,
+    /// Message batches sent (one frame per destination node per worker turn; heartbeats
+    /// of all groups to one node share a batch).
+    pub net_batches: u64,
 }
 
 // ---------------------------------------------------------------------------------------

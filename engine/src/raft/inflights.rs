@@ -19,6 +19,11 @@ impl Inflights {
         self.bytes += bytes;
     }
 
+    /// Returns the window's spare capacity (an idle follower has nothing in flight).
+    pub fn shrink(&mut self) {
+        self.window.shrink_to_fit();
+    }
+
     /// Frees every message whose last index is `<= index` (they are acknowledged).
     pub fn free_to(&mut self, index: u64) {
         while let Some(&(last, b)) = self.window.front() {

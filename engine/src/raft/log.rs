@@ -217,6 +217,12 @@ impl<S: LogStore> RaftLog<S> {
         true
     }
 
+    /// Returns the spare capacity of the buffer of not-yet-durable entries (an idle
+    /// replica keeps none).
+    pub fn shrink(&mut self) {
+        self.unstable.shrink_to_fit();
+    }
+
     /// Raises the commit index (never lowers it; never past the last index).
     pub fn commit_to(&mut self, index: u64) -> bool {
         let index = index.min(self.last_index());

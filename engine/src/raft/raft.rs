@@ -81,7 +81,8 @@ pub struct Raft<S> {
     leader: ReplicaId,
     /// The applied configuration.
     conf: ConfState,
-    /// Per-member progress (meaningful on the leader), sorted by nothing; groups are small.
+    /// Per-member progress, kept by the leader only (empty on other roles, so an idle
+    /// follower does not carry it); unsorted, groups are small.
     progress: Vec<(ReplicaId, Progress)>,
     votes: Vec<(ReplicaId, bool)>,
     msgs: Vec<Message>,
@@ -122,8 +123,10 @@ pub struct Raft<S> {
     startup_lease: bool,
     need_bcast: bool,
     need_heartbeat: bool,
-    snapshot_recv: Option<PartialSnapshot>,
-    snapshot_ready: Option<Snapshot>,
+    /// Boxed (rare): an idle replica pays a pointer for it.
+    snapshot_recv: Option<Box<PartialSnapshot>>,
+    /// Boxed (rare), as `snapshot_recv`.
+    snapshot_ready: Option<Box<Snapshot>>,
     prev_hs: HardState,
     stats: Stats,
     /// The current candidacy was ordered by TimeoutNow.
@@ -429,15 +432,37 @@ impl<S: LogStore> Raft<S> {
         self.reset(term);
         self.role = Role::Follower;
         self.leader = leader;
+        self.progress = Vec::new();
+    }
+
+    /// The leader's progress of every member, fresh (Raft §5.3: nextIndex = last + 1).
+    fn rebuild_progress(&mut self) {
+        let next = self.log.last_index() + 1;
+        let stable = self.log.stable_index();
+        let me = self.id;
+        self.progress = self
+            .conf
+            .members()
+            .iter()
+            .map(|m| {
+                let mut p = Progress::new(next);
+                if m.id == me {
+                    p.matched = stable;
+                }
+                (m.id, p)
+            })
+            .collect();
     }
 
     fn become_pre_candidate(&mut self) {
+        self.progress = Vec::new();
         self.votes.clear();
         self.leader = NO_REPLICA;
         self.role = Role::PreCandidate;
     }
 
     fn become_candidate(&mut self) {
+        self.progress = Vec::new();
         self.reset(self.term + 1);
         self.vote = self.id;
         self.role = Role::Candidate;
@@ -448,6 +473,7 @@ impl<S: LogStore> Raft<S> {
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader = self.id;
+        self.rebuild_progress();
         // Our RequestVotes went out only after the term was durable, so a vote from
         // another replica proves it; a lone voter waits for its first write.
         self.term_durable = won_with_others;
@@ -722,10 +748,29 @@ impl<S: LogStore> Raft<S> {
         })
     }
 
+    /// Returns the spare capacity of buffers an idle replica does not use, so a quiesced
+    /// group stays small (the runtime holds many).
+    fn shed_idle_memory(&mut self) {
+        self.votes = Vec::new();
+        self.round_sent.shrink_to_fit();
+        self.reads_waiting_commit.shrink_to_fit();
+        self.reads_forwarded.shrink_to_fit();
+        self.reads_pending.shrink_to_fit();
+        self.read_states.shrink_to_fit();
+        self.pending_conf_entries.shrink_to_fit();
+        self.conf_history.shrink_to_fit();
+        self.msgs_after_persist.shrink_to_fit();
+        for (_, p) in &mut self.progress {
+            p.inflights.shrink();
+        }
+        self.log.shrink();
+    }
+
     /// Sends every member the quiesce heartbeat (commit = the last index) and stops.
     fn quiesce_leader(&mut self) {
         self.quiesced = true;
         self.stats.quiesces += 1;
+        self.shed_idle_memory();
         self.round += 1;
         let (commit, round) = (self.log.committed, self.round);
         let ids: Vec<ReplicaId> =
@@ -1084,6 +1129,11 @@ impl<S: LogStore> Raft<S> {
 
     fn set_conf(&mut self, conf: ConfState) {
         self.conf = conf;
+        if self.role != Role::Leader {
+            // Progress is the leader's (rebuilt when it wins).
+            self.progress = Vec::new();
+            return;
+        }
         let members = self.conf.members();
         self.progress.retain(|(id, _)| members.iter().any(|m| m.id == *id));
         let next = self.log.last_index() + 1;
@@ -1301,6 +1351,7 @@ impl<S: LogStore> Raft<S> {
                     if !self.quiesced {
                         self.quiesced = true;
                         self.stats.quiesces += 1;
+                        self.shed_idle_memory();
                     }
                 } else {
                     // Not quiescing (or unable to): the answer wakes a quiesced leader.
@@ -1475,12 +1526,12 @@ impl<S: LogStore> Raft<S> {
             if same {
                 self.stats.snapshot_streams_discarded += 1;
             }
-            self.snapshot_recv = Some(PartialSnapshot {
+            self.snapshot_recv = Some(Box::new(PartialSnapshot {
                 term: self.term,
                 meta: chunk.meta.clone(),
                 next_seq: 0,
                 data: Vec::new(),
-            });
+            }));
         }
         let Some(p) = self.snapshot_recv.as_mut() else { return };
         if chunk.seq != p.next_seq || chunk.offset != p.data.len() as u64 {
@@ -1525,7 +1576,7 @@ impl<S: LogStore> Raft<S> {
         self.pending_conf_entries.clear();
         self.conf_history.clear();
         self.set_conf(meta.conf.clone());
-        self.snapshot_ready = Some(Snapshot { meta, data });
+        self.snapshot_ready = Some(Box::new(Snapshot { meta, data }));
         self.send(from, MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 });
     }
 
@@ -1675,9 +1726,12 @@ impl<S: LogStore> Raft<S> {
 
     fn bcast_heartbeat(&mut self) {
         self.round += 1;
-        self.round_sent.push_back((self.round, self.ticks));
-        if self.round_sent.len() > ROUND_HISTORY {
-            self.round_sent.pop_front();
+        if self.cfg.read_mode == ReadMode::LeaseBased {
+            // Only leases need to know when each round went out.
+            self.round_sent.push_back((self.round, self.ticks));
+            if self.round_sent.len() > ROUND_HISTORY {
+                self.round_sent.pop_front();
+            }
         }
         let committed = self.log.committed;
         let unclamped = self.mutant(Mutant::HeartbeatCommitUnclamped);
@@ -1796,7 +1850,7 @@ impl<S: LogStore> Raft<S> {
             None
         };
         let entries = self.log.take_unpersisted();
-        let snapshot = self.snapshot_ready.take();
+        let snapshot = self.snapshot_ready.take().map(|b| *b);
         let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes);
         for e in &committed_entries {
             if let EntryPayload::ConfChange(cc) = &e.payload {

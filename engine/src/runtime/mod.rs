@@ -138,6 +138,8 @@ pub(crate) struct Counters {
     pub quiesced_groups: AtomicU64,
     /// Quiesced groups woken by node liveness.
     pub liveness_wakes: AtomicU64,
+    /// Message batches (one transport frame each) handed to the network thread.
+    pub net_batches: AtomicU64,
 }
 
 /// What every worker shares.
@@ -380,6 +382,7 @@ impl Runtime {
             worker_ticks: l(&c.worker_ticks),
             quiesced_groups: l(&c.quiesced_groups),
             liveness_wakes: l(&c.liveness_wakes),
+            net_batches: l(&c.net_batches),
         }
     }
 

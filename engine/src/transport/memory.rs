@@ -29,6 +29,8 @@ struct Inner {
     frames: HashMap<(NodeId, NodeId), u64>,
     /// Joins of each node so far: its incarnation.
     incarnations: HashMap<NodeId, u64>,
+    /// Nodes whose transport was dropped (already reported down).
+    gone: HashSet<NodeId>,
 }
 
 /// A set of in-memory nodes.
@@ -64,7 +66,8 @@ impl MemoryNetwork {
     pub fn join(&self, id: NodeId, capacity: usize) -> MemoryTransport {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let mut inner = self.lock();
-        let restarted = inner.nodes.insert(id, tx).is_some();
+        let reported = inner.gone.remove(&id);
+        let restarted = inner.nodes.insert(id, tx).is_some() && !reported;
         let incarnation = {
             let n = inner.incarnations.entry(id).or_default();
             *n += 1;
@@ -146,10 +149,11 @@ impl MemoryTransport {
 /// transport reports a lost connection, unless it already rejoined as a new incarnation.
 impl Drop for MemoryTransport {
     fn drop(&mut self) {
-        let inner = self.net.lock();
+        let mut inner = self.net.lock();
         if inner.incarnations.get(&self.id) != Some(&self.incarnation) {
             return;
         }
+        inner.gone.insert(self.id);
         for (&other, q) in inner.nodes.iter() {
             if other != self.id {
                 let _ = q.try_send(Delivery::Event(TransportEvent::PeerDown { node: self.id }));
