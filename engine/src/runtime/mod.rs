@@ -7,8 +7,10 @@
 //! shared objects are the WAL (thread-safe), counters and flags.
 //!
 //! The network thread polls the transport (which is `Send` but not `Sync`) without waiting,
-//! and when nothing arrived waits up to 200 µs on the queue of batches the workers queued:
-//! outgoing batches leave at once, arriving ones may wait up to that long.
+//! and when nothing arrived sleeps on the queue of batches the workers queued together with
+//! the transport's event signal (`Transport::event_signal`): outgoing batches leave at
+//! once, arriving ones wake it, and an idle node's network thread sleeps. A transport with
+//! no signal is polled every 200 µs instead.
 
 mod pending;
 mod snapfile;
@@ -43,6 +45,9 @@ use crate::transport::{Transport, TransportEvent, WireItem};
 /// How long the idle network thread waits for a batch to send before polling the
 /// transport again (the most an arriving batch waits).
 const NET_POLL: Duration = Duration::from_micros(200);
+/// How long the network thread sleeps at most when the transport has an event signal
+/// (a safety net only: the signal wakes it).
+const NET_IDLE_WAIT: Duration = Duration::from_millis(100);
 /// Events handled per network-thread turn before sending again.
 const NET_EVENTS_PER_TURN: usize = 256;
 
@@ -435,7 +440,12 @@ fn net_loop(
     // The last incarnation seen of each peer: a different one means it restarted.
     let mut incarnations: HashMap<NodeId, u64> = HashMap::new();
     let mut next_tag: u64 = 1;
+    let signal = transport.event_signal();
     loop {
+        // Clear the signal before polling: an event that arrives later sets it again.
+        if let Some(s) = &signal {
+            while s.try_recv().is_ok() {}
+        }
         // Send everything queued.
         loop {
             match rx.try_recv() {
@@ -515,11 +525,20 @@ fn net_loop(
                 }
             }
         }
-        if got == 0 {
-            // Nothing arrived: wait for something to send, at most NET_POLL.
+        if got < NET_EVENTS_PER_TURN {
+            // Drained: wait for something to send or (with a signal) something to arrive.
             let mut sel = crossbeam_channel::Select::new();
             sel.recv(&rx);
-            let _ = sel.ready_timeout(NET_POLL);
+            match &signal {
+                Some(s) => {
+                    sel.recv(s);
+                    let _ = sel.ready_timeout(NET_IDLE_WAIT);
+                }
+                None if got == 0 => {
+                    let _ = sel.ready_timeout(NET_POLL);
+                }
+                None => {}
+            }
         }
     }
 }

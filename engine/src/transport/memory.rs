@@ -31,8 +31,18 @@ struct Inner {
     incarnations: HashMap<NodeId, u64>,
     /// Nodes whose transport was dropped (already reported down).
     gone: HashSet<NodeId>,
+    /// Each node's event signal (see `Transport::event_signal`).
+    signals: HashMap<NodeId, crossbeam_channel::Sender<()>>,
 }
 
+impl Inner {
+    /// Sets node `to`'s event signal (something was queued for it).
+    fn signal(&self, to: NodeId) {
+        if let Some(s) = self.signals.get(&to) {
+            let _ = s.try_send(());
+        }
+    }
+}
 /// A set of in-memory nodes.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
@@ -73,15 +83,18 @@ impl MemoryNetwork {
             *n += 1;
             *n
         };
+        let (sig_tx, sig) = crossbeam_channel::bounded(1);
+        inner.signals.insert(id, sig_tx);
         for (&other, q) in inner.nodes.iter() {
             if other != id {
                 if restarted {
                     let _ = q.try_send(Delivery::Event(TransportEvent::PeerDown { node: id }));
                 }
                 let _ = q.try_send(Delivery::Event(TransportEvent::PeerUp { node: id, incarnation }));
+                inner.signal(other);
             }
         }
-        MemoryTransport { id, incarnation, net: self.clone(), rx, limits: DecodeLimits::default() }
+        MemoryTransport { id, incarnation, net: self.clone(), rx, sig, limits: DecodeLimits::default() }
     }
 
     /// Cuts the link between `a` and `b`: batches between them are dropped and reported.
@@ -106,6 +119,7 @@ pub struct MemoryTransport {
     incarnation: u64,
     net: MemoryNetwork,
     rx: Receiver<Delivery>,
+    sig: crossbeam_channel::Receiver<()>,
     limits: DecodeLimits,
 }
 
@@ -119,13 +133,15 @@ impl MemoryTransport {
     fn deliver(&self, to: NodeId, tag: u64, bytes: Bytes) -> Result<(), TransportError> {
         let mut inner = self.net.lock();
         let own = inner.nodes.get(&self.id).cloned();
-        let report = |own: Option<SyncSender<Delivery>>| {
+        let me = self.id;
+        let report = |inner: &Inner, own: Option<SyncSender<Delivery>>| {
             if let Some(own) = own {
                 let _ = own.try_send(Delivery::Event(TransportEvent::Dropped { to, tags: vec![tag] }));
+                inner.signal(me);
             }
         };
         if inner.cut.contains(&pair(self.id, to)) {
-            report(own);
+            report(&inner, own);
             return Ok(());
         }
         let Some(q) = inner.nodes.get(&to).cloned() else {
@@ -133,12 +149,13 @@ impl MemoryTransport {
         };
         match q.try_send(Delivery::Frame { from: self.id, bytes }) {
             Ok(()) => {
+                inner.signal(to);
                 *inner.frames.entry((self.id, to)).or_default() += 1;
                 Ok(())
             }
             Err(TrySendError::Full(_)) => Err(TransportError::QueueFull { to, tag }),
             Err(TrySendError::Disconnected(_)) => {
-                report(own);
+                report(&inner, own);
                 Ok(())
             }
         }
@@ -157,6 +174,7 @@ impl Drop for MemoryTransport {
         for (&other, q) in inner.nodes.iter() {
             if other != self.id {
                 let _ = q.try_send(Delivery::Event(TransportEvent::PeerDown { node: self.id }));
+                inner.signal(other);
             }
         }
     }
@@ -193,10 +211,16 @@ impl Transport for MemoryTransport {
                 break;
             }
         }
-        if let Some(own) = self.net.lock().nodes.get(&self.id) {
+        let inner = self.net.lock();
+        if let Some(own) = inner.nodes.get(&self.id) {
             let _ = own.try_send(Delivery::Event(TransportEvent::SnapshotSent { to, tag, ok }));
+            inner.signal(self.id);
         }
         Ok(())
+    }
+
+    fn event_signal(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        Some(self.sig.clone())
     }
 
     fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent> {

@@ -129,6 +129,15 @@ pub trait Transport: Send {
 
     /// The next event, waiting up to `timeout`.
     fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent>;
+
+    /// A signal that becomes ready (holds a `()`) whenever an event may have arrived, so
+    /// the runtime's network thread can sleep on it together with its own queue instead of
+    /// polling (an idle node then uses ~no CPU). Drain it before polling
+    /// [`Transport::recv_timeout`]; an event that arrives after that sets it again.
+    /// `None` (the default): no signal, the caller polls.
+    fn event_signal(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! Owns the mapping between the engine's batches and the transport's frames: a batch is
 //! encoded into one message-lane frame; a snapshot's chunks each become one bulk-lane chunk
 //! on their own stream, sent from a helper thread so the caller never blocks; transport
-//! events become [`TransportEvent`]s. Never interprets messages beyond the codec.
+//! events become [`TransportEvent`]s. A helper thread blocks on the inbox and forwards its
+//! events, setting the event signal, so the runtime sleeps until something arrives. Never
+//! interprets messages beyond the codec.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -18,7 +20,11 @@ use crate::raft::types::NodeId;
 /// [`Transport`] over a running [`flotilla_net::Endpoint`].
 pub struct QuicTransport {
     ep: std::sync::Arc<Endpoint>,
-    inbox: Inbox,
+    /// The inbox's events, forwarded by a helper thread that blocks on the inbox and sets
+    /// `sig` for each (see `Transport::event_signal`).
+    events: crossbeam_channel::Receiver<Event>,
+    sig: crossbeam_channel::Receiver<()>,
+    sig_tx: crossbeam_channel::Sender<()>,
     limits: DecodeLimits,
     done_tx: mpsc::Sender<TransportEvent>,
     done_rx: mpsc::Receiver<TransportEvent>,
@@ -34,7 +40,27 @@ impl QuicTransport {
     /// Wraps a started endpoint and its inbox.
     pub fn new(ep: Endpoint, inbox: Inbox, limits: DecodeLimits) -> QuicTransport {
         let (done_tx, done_rx) = mpsc::channel();
-        QuicTransport { ep: std::sync::Arc::new(ep), inbox, limits, done_tx, done_rx }
+        let (sig_tx, sig) = crossbeam_channel::bounded(1);
+        let (ev_tx, events) = crossbeam_channel::unbounded();
+        let signal = sig_tx.clone();
+        let mut inbox = inbox;
+        // Ends when the endpoint shuts down (the inbox closes) or this transport is gone.
+        let spawned = std::thread::Builder::new().name("flotilla-quic-inbox".into()).spawn(move || loop {
+            match inbox.recv_timeout(Duration::from_secs(1)) {
+                Ok(ev) => {
+                    if ev_tx.send(ev).is_err() {
+                        return;
+                    }
+                    let _ = signal.try_send(());
+                }
+                Err(flotilla_net::RecvError::Timeout) => {}
+                Err(_) => return,
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("flotilla: cannot start the QUIC inbox thread: {e}");
+        }
+        QuicTransport { ep: std::sync::Arc::new(ep), events, sig, sig_tx, limits, done_tx, done_rx }
     }
 
     /// The endpoint (addresses, stats).
@@ -88,14 +114,20 @@ impl Transport for QuicTransport {
         }
         let bulk = self.ep.open_bulk(to, tag).map_err(net_err)?;
         let done = self.done_tx.clone();
+        let signal = self.sig_tx.clone();
         std::thread::Builder::new()
             .name("flotilla-snapshot-send".into())
             .spawn(move || {
                 let ok = encoded.into_iter().all(|c| bulk.send_chunk(c).is_ok()) && bulk.finish().is_ok();
                 let _ = done.send(TransportEvent::SnapshotSent { to, tag, ok });
+                let _ = signal.try_send(());
             })
             .map_err(|_| TransportError::InvalidPeer { to })?;
         Ok(())
+    }
+
+    fn event_signal(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        Some(self.sig.clone())
     }
 
     fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent> {
@@ -104,16 +136,14 @@ impl Transport for QuicTransport {
             if let Ok(e) = self.done_rx.try_recv() {
                 return Some(e);
             }
-            // A zero timeout polls without waiting (the inbox's timed wait has the
-            // granularity of the tokio timer, 1 ms).
             let ev = if timeout.is_zero() {
-                self.inbox.try_recv()?
+                self.events.try_recv().ok()?
             } else {
                 let left = deadline.checked_duration_since(std::time::Instant::now())?;
                 // Short slices so snapshot completions are not held behind a long wait.
-                match self.inbox.recv_timeout(left.min(Duration::from_millis(20))) {
+                match self.events.recv_timeout(left.min(Duration::from_millis(20))) {
                     Ok(ev) => ev,
-                    Err(flotilla_net::RecvError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                     Err(_) => return None,
                 }
             };
