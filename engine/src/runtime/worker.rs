@@ -23,15 +23,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Select, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
 use flotilla_wal::{Ticket, WriteBatch};
 
+use super::apply::{AppliedEntry, ApplyCmd, ApplyDone};
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
 use crate::api::{
-    BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, OpenError, PeerStatus,
-    ProposeError, ReadError, StateMachine, TransferError,
+    BusyReason, CreateGroupError, Effect, GroupStatus, MembershipChange, MembershipError, OpenError,
+    PeerStatus, ProposeError, ReadError, StateMachine, TransferError,
 };
 use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
 use crate::raft::error::{ProposeError as CoreProposeError, TransferError as CoreTransferError};
@@ -40,7 +41,7 @@ use crate::raft::message::{
 };
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::raft::Raft;
-use crate::transport::Outbox;
+use crate::transport::{Outbox, WireItem};
 
 /// Commands taken from the mailbox per loop turn (then the turn's work is done).
 const MAX_CMDS_PER_TURN: usize = 4096;
@@ -51,6 +52,9 @@ const SNAPSHOT_CHUNK: usize = 256 << 10;
 /// Replicas a worker creates from leaders' messages per tick; further messages for unknown
 /// groups are dropped until the next tick (the leader retries).
 const MAX_CREATES_PER_TICK: u32 = 64;
+/// How long a worker waits for room in another worker's mailbox to hand it a group
+/// created by an effect.
+const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the writes in flight.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -105,7 +109,6 @@ struct PendingRead {
 pub(crate) struct Group {
     id: u64,
     raft: Raft<WalStore>,
-    sm: Box<dyn StateMachine>,
     /// Nodes of replicas learnt from received messages (for replicas not in the applied
     /// configuration yet, e.g. while a new replica has not applied the founding entry).
     peers: Vec<(ReplicaId, NodeId)>,
@@ -115,6 +118,12 @@ pub(crate) struct Group {
     touched: bool,
     /// The group's metadata record must be (re)written with the next batch.
     meta_dirty: bool,
+    /// A snapshot of the state machine was asked of the apply thread and not answered.
+    snapshotting: bool,
+    /// Raft counters already reported (campaigns, leaderships, transfers started,
+    /// transfers aborted, membership changes applied): the worker reports the difference
+    /// as metrics and events.
+    seen: [u32; 5],
 }
 
 impl Group {
@@ -189,15 +198,15 @@ impl Group {
 
 /// Groups recovered at open, to be handed to their workers.
 pub(crate) struct Recovered {
-    groups: Vec<Group>,
+    groups: Vec<(Group, Box<dyn StateMachine>)>,
     tombstones: HashMap<u64, ReplicaId>,
 }
 
 impl Recovered {
     /// The groups and tombstones of worker `i` of `n`.
     pub(crate) fn take_for(&mut self, i: usize, n: usize) -> Recovered {
-        let (mine, rest): (Vec<Group>, Vec<Group>) =
-            std::mem::take(&mut self.groups).into_iter().partition(|g| super::route(g.id, n) == i);
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.groups).into_iter().partition(|(g, _)| super::route(g.id, n) == i);
         self.groups = rest;
         let tombstones = self
             .tombstones
@@ -222,22 +231,27 @@ fn new_group(
     group: u64,
     replica: ReplicaId,
     snap: SnapshotMeta,
-    sm: Box<dyn StateMachine>,
+    sm_applied: u64,
 ) -> Result<Group, String> {
-    let applied = sm.applied_index().max(snap.index);
+    let applied = sm_applied.max(snap.index);
     let cfg = sh.cfg.raft_for(replica, applied, seed(sh, group)).map_err(|e| e.to_string())?;
     let store = WalStore::new(sh.wal.clone(), group, snap);
     let raft = Raft::new(cfg, store).map_err(|e| e.to_string())?;
     Ok(Group {
         id: group,
         raft,
-        sm,
         peers: Vec::new(),
         waiters: VecDeque::new(),
         uncommitted: 0,
         reads: Vec::new(),
         touched: true,
         meta_dirty: false,
+        snapshotting: false,
+        seen: [0; 5],
+    })
+    .map(|mut g| {
+        g.seen = raft_counts(&g.raft);
+        g
     })
 }
 
@@ -264,7 +278,8 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
                         .map_err(|e| err(format!("restore: {e}")))?;
                 }
                 snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
-                out.groups.push(new_group(sh, group, replica, snapshot, sm).map_err(err)?);
+                let g = new_group(sh, group, replica, snapshot, sm.applied_index()).map_err(err)?;
+                out.groups.push((g, sm));
             }
         }
     }
@@ -284,6 +299,8 @@ struct Inflight {
     prune: Vec<(u64, ReplicaId, u64)>,
     /// Per group: the last entry written (for `on_persisted`) and messages to send after.
     after: Vec<AfterWrite>,
+    /// Encoded bytes of the batch.
+    bytes: u64,
 }
 
 struct PendingCreate {
@@ -318,22 +335,41 @@ pub(crate) struct Worker {
     batch_groups: u64,
     /// Replicas created from messages since the last tick (rate limit).
     created_this_tick: u32,
+    /// The apply thread's queue (`None` once shut down) and its answers.
+    apply_tx: Option<Sender<ApplyCmd>>,
+    apply_rx: Receiver<ApplyDone>,
+    apply_thread: Option<std::thread::JoinHandle<()>>,
+    /// Entries handed to the apply thread and not yet reported applied.
+    apply_backlog: u64,
+    /// Bytes of WAL batches submitted and not yet durable.
+    wal_pending: u64,
 }
 
 impl Worker {
-    pub(crate) fn new(idx: usize, sh: Arc<Shared>, rx: Receiver<Cmd>, rec: Recovered) -> Worker {
+    pub(crate) fn new(
+        idx: usize,
+        sh: Arc<Shared>,
+        rx: Receiver<Cmd>,
+        rec: Recovered,
+    ) -> std::io::Result<Worker> {
         let hb = sh.cfg.raft_for(1, 0, 0).map(|c| c.heartbeat_interval_ticks).unwrap_or(2);
+        let (apply_tx, apply_cmds) = unbounded();
+        let (apply_done, apply_rx) = unbounded();
+        let apply_thread = std::thread::Builder::new()
+            .name(format!("flotilla-apply-{idx}"))
+            .spawn(move || super::apply::run(apply_cmds, apply_done))?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());
-        for g in rec.groups {
+        for (g, sm) in rec.groups {
             touched.push(g.id);
+            let _ = apply_tx.send(ApplyCmd::Add { group: g.id, sm });
             groups.insert(g.id, g);
         }
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1);
-        Worker {
+        Ok(Worker {
             idx,
             sh,
             rx,
@@ -353,6 +389,19 @@ impl Worker {
             prune: Vec::new(),
             batch_groups: 0,
             created_this_tick: 0,
+            apply_tx: Some(apply_tx),
+            apply_rx,
+            apply_thread: Some(apply_thread),
+            apply_backlog: 0,
+            wal_pending: 0,
+        })
+    }
+
+    fn to_apply(&self, cmd: ApplyCmd) {
+        if let Some(tx) = &self.apply_tx {
+            // The apply thread lives as long as the worker holds its sender; it exits only
+            // if a state machine panicked, and then nothing more can be applied anyway.
+            let _ = tx.send(cmd);
         }
     }
 
@@ -380,6 +429,7 @@ impl Worker {
                 }
             }
             self.flush_creates();
+            self.poll_applied();
             self.poll_inflight();
             if Instant::now() >= next_tick {
                 self.tick();
@@ -391,6 +441,10 @@ impl Worker {
             }
             self.process();
             self.flush_outbox();
+            if let Some(gauges) = self.sh.gauges.get(self.idx) {
+                gauges.apply_lag.store(self.apply_backlog, Ordering::Relaxed);
+                gauges.wal_pending_bytes.store(self.wal_pending, Ordering::Relaxed);
+            }
         }
         self.finish();
     }
@@ -398,6 +452,7 @@ impl Worker {
     fn wait(&self, timeout: Duration) {
         let mut sel = Select::new();
         sel.recv(&self.rx);
+        sel.recv(&self.apply_rx);
         if let Some(t) = self.inflight.front().and_then(|f| f.ticket.as_ref()) {
             sel.recv(t.receiver());
         }
@@ -475,8 +530,48 @@ impl Worker {
                     None => done.complete(Err(ProposeError::GroupNotFound(group))),
                 }
             }
+            Cmd::Tombstone { group, replica, conf_index } => self.on_tombstone(group, replica, conf_index),
             Cmd::Shutdown => self.stopping = true,
         }
+    }
+
+    /// A member said `replica` of `group` was removed by its configuration at
+    /// `conf_index`. The replica here is destroyed only if the message proves it: it names
+    /// this exact replica and a configuration newer than the one applied here (a replica
+    /// id is never reused, so a configuration that dropped it never takes it back).
+    fn on_tombstone(&mut self, group: u64, replica: ReplicaId, conf_index: u64) {
+        if self.failed || self.stopping {
+            return;
+        }
+        let Some(g) = self.groups.get(&group) else { return };
+        if g.raft.id() != replica || conf_index <= g.raft.conf_index() {
+            log::debug!(
+                "flotilla: group {group}: tombstone for replica {replica} at {conf_index} ignored \
+                 (replica {} with configuration at {})",
+                g.raft.id(),
+                g.raft.conf_index()
+            );
+            return;
+        }
+        if let Some(g) = self.groups.remove(&group) {
+            self.destroy(g);
+        }
+    }
+
+    /// Answers a message from a replica that this member's applied configuration removed:
+    /// ids at or below the configuration's highest id that it no longer holds were removed
+    /// for good. Returns whether `m` came from such a replica (it is then not stepped).
+    fn answer_removed(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
+        let Some(g) = self.groups.get(&group) else { return false };
+        let conf = g.raft.conf();
+        if m.from == 0 || m.from == g.raft.id() || m.from > conf.max_replica_id || conf.contains(m.from) {
+            return false;
+        }
+        let item = WireItem::Tombstone { group, replica: m.from, conf_index: g.raft.conf_index() };
+        log::debug!("flotilla: group {group}: message from removed replica {} on node {from}", m.from);
+        bump(&self.sh.counters.tombstones_sent);
+        let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
+        true
     }
 
     // ------------------------------------------------------------------------------
@@ -531,8 +626,9 @@ impl Worker {
             return;
         }
         for c in todo {
-            match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm) {
+            match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm.applied_index()) {
                 Ok(mut g) => {
+                    self.to_apply(ApplyCmd::Add { group: c.group, sm: c.sm });
                     g.touched = false;
                     Self::touch(&mut self.touched, &mut g);
                     self.groups.insert(c.group, g);
@@ -565,8 +661,9 @@ impl Worker {
         }
         self.created_this_tick += 1;
         let sm = (self.sh.factory)(group);
-        match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm) {
+        match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm.applied_index()) {
             Ok(mut g) => {
+                self.to_apply(ApplyCmd::Add { group, sm });
                 log::info!(
                     "flotilla: node {} creates replica {} of group {group} (leader on node {from})",
                     self.sh.node,
@@ -594,6 +691,9 @@ impl Worker {
         if !self.groups.contains_key(&group) && !self.maybe_create(from, group, &m) {
             return;
         }
+        if self.answer_removed(from, group, &m) {
+            return;
+        }
         let Some(g) = self.groups.get_mut(&group) else { return };
         g.learn_peer(m.from, from);
         if let Err(e) = g.raft.step(m) {
@@ -617,13 +717,20 @@ impl Worker {
             return done.complete(Err(ProposeError::GroupNotFound(group)));
         };
         let size = data.len() as u64;
-        if g.uncommitted + size > cfg.max_uncommitted_bytes && g.uncommitted > 0 {
-            bump(&self.sh.counters.refused_busy);
-            return done.complete(Err(ProposeError::Busy(BusyReason::GroupUncommitted)));
-        }
-        if self.waiting >= cfg.max_pending_proposals {
-            bump(&self.sh.counters.refused_busy);
-            return done.complete(Err(ProposeError::Busy(BusyReason::WorkerPending)));
+        let busy = if g.uncommitted + size > cfg.max_uncommitted_bytes && g.uncommitted > 0 {
+            Some(BusyReason::GroupUncommitted)
+        } else if self.waiting >= cfg.max_pending_proposals {
+            Some(BusyReason::WorkerPending)
+        } else if self.apply_backlog >= cfg.max_apply_backlog {
+            Some(BusyReason::ApplyBacklog)
+        } else if self.wal_pending + self.batch.encoded_len() as u64 >= cfg.max_pending_wal_bytes {
+            Some(BusyReason::WalPending)
+        } else {
+            None
+        };
+        if let Some(reason) = busy {
+            self.sh.counters.refused(reason);
+            return done.complete(Err(ProposeError::Busy(reason)));
         }
         match g.raft.propose(data) {
             Ok((index, term)) => {
@@ -795,6 +902,7 @@ impl Worker {
                 destroyed.push(g);
                 continue;
             }
+            observe(&self.sh, &mut g);
             if g.raft.has_ready() {
                 g.touched = true;
                 self.touched.push(gid);
@@ -846,24 +954,10 @@ impl Worker {
         if last.is_some() || !rd.persisted_messages.is_empty() {
             self.after.push((gid, last, rd.persisted_messages));
         }
-        // 3. Apply.
-        let me = g.raft.id();
-        let was_member = g.raft.conf().contains(me);
-        let mut conf_applied = false;
-        if let Some(last_applied) = rd.committed_entries.last().map(|e| e.index) {
-            for e in &rd.committed_entries {
-                let result = match &e.payload {
-                    EntryPayload::Normal(d) => g.sm.apply(e.index, e.term, Some(d)),
-                    EntryPayload::Noop => g.sm.apply(e.index, e.term, None),
-                    EntryPayload::ConfChange(_) => {
-                        conf_applied = true;
-                        g.sm.apply(e.index, e.term, None)
-                    }
-                };
-                self.waiting = self.waiting.saturating_sub(complete_waiters(g, e.index, e.term, result));
-            }
-            bump_by(&self.sh.counters.applied_entries, rd.committed_entries.len() as u64);
-            g.raft.on_applied(last_applied);
+        // 3. Apply, on the apply thread: results come back in `poll_applied`.
+        if !rd.committed_entries.is_empty() {
+            self.apply_backlog += rd.committed_entries.len() as u64;
+            self.to_apply(ApplyCmd::Apply { group: gid, entries: rd.committed_entries });
         }
         // 4. Reads.
         for rs in rd.read_states {
@@ -872,18 +966,102 @@ impl Worker {
             }
         }
         serve_reads(g);
-        if conf_applied && was_member && !g.raft.conf().contains(me) {
-            return true;
-        }
-        self.maybe_compact(g);
         false
+    }
+
+    /// Executes an effect returned by the state machine of `parent` at `index`.
+    fn run_effect(&mut self, parent: u64, index: u64, effect: Effect) {
+        match effect {
+            Effect::CreateGroup { group, members } => {
+                let me = self.sh.node;
+                let Some(pos) = members.iter().position(|&n| n == me) else { return };
+                if members.iter().enumerate().any(|(i, n)| members[..i].contains(n)) {
+                    log::warn!("flotilla: group {parent} at {index}: create-group effect lists a node twice");
+                    return;
+                }
+                let conf = ConfState::with_voters(
+                    members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)),
+                );
+                let replica = pos as u64 + 1;
+                let sm = (self.sh.factory)(group);
+                let (_answer, done) = super::pending::<Result<(), CreateGroupError>>();
+                tracing::info!(parent, index, group, replica, "create-group effect");
+                bump(&self.sh.counters.effects_create_group);
+                let n = self.sh.cfg.get().workers;
+                let owner = super::route(group, n);
+                if owner == self.idx {
+                    self.creates.push(PendingCreate { group, replica, conf, sm, done });
+                    return;
+                }
+                let cmd = Cmd::Create { group, replica, conf, sm, done };
+                let to = self.sh.routes.lock().unwrap_or_else(|e| e.into_inner()).get(owner).cloned();
+                // Waits (bounded) for room: a create-group effect must not be lost to a
+                // momentarily full mailbox.
+                if to.map_or(true, |tx| tx.send_timeout(cmd, EFFECT_SEND_WAIT).is_err()) {
+                    log::error!(
+                        "flotilla: group {parent} at {index}: worker {owner} did not take the creation of group {group}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Takes the apply thread's answers, in the order it did the work.
+    fn poll_applied(&mut self) {
+        while let Ok(done) = self.apply_rx.try_recv() {
+            match done {
+                ApplyDone::Applied { group, last, count, results } => {
+                    self.on_applied(group, last, count, results)
+                }
+                ApplyDone::RestoreFailed { group, index, error } => {
+                    log::error!("flotilla: group {group}: restoring snapshot {index} failed: {error}");
+                    tracing::error!(group, index, %error, "snapshot restore failed; engine stops");
+                    self.storage_failed();
+                }
+                ApplyDone::Snapshot { group, index, data } => self.on_snapshot(group, index, data),
+            }
+        }
+    }
+
+    /// Entries of `group` up to `last` were applied: Raft learns it (membership changes
+    /// take effect), effects run, waiters complete with the results, reads are served; a
+    /// replica whose removal was applied is destroyed; a log past the threshold is
+    /// snapshotted.
+    fn on_applied(&mut self, group: u64, last: u64, count: u64, results: Vec<AppliedEntry>) {
+        self.apply_backlog = self.apply_backlog.saturating_sub(count);
+        bump_by(&self.sh.counters.applied_entries, results.len() as u64);
+        if self.failed {
+            return;
+        }
+        let Some(mut g) = self.groups.remove(&group) else { return };
+        let me = g.raft.id();
+        let was_member = g.raft.conf().contains(me);
+        let mut effects = Vec::new();
+        for r in results {
+            for e in r.effects {
+                effects.push((r.index, e));
+            }
+            self.waiting = self.waiting.saturating_sub(complete_waiters(&mut g, r.index, r.term, r.result));
+        }
+        g.raft.on_applied(last);
+        serve_reads(&mut g);
+        if was_member && !g.raft.conf().contains(me) {
+            self.destroy(g);
+        } else {
+            self.maybe_compact(&mut g);
+            Self::touch(&mut self.touched, &mut g);
+            self.groups.insert(group, g);
+        }
+        for (index, e) in effects {
+            self.run_effect(group, index, e);
+        }
     }
 
     /// Installs a snapshot received from the leader: the file (fsynced) first, then the
     /// state machine, then the WAL reset (in this turn's batch).
-    fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+    fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &Bytes) -> std::io::Result<()> {
         snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
-        g.sm.restore(meta.index, meta.term, &mut &data[..])?;
+        self.to_apply(ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() });
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
             if let Some(w) = g.waiters.pop_front() {
@@ -902,42 +1080,65 @@ impl Worker {
         g.meta_dirty = false;
         self.prune.push((gid, g.raft.id(), meta.index));
         bump(&self.sh.counters.snapshots_installed);
+        tracing::info!(group = gid, index = meta.index, term = meta.term, "snapshot installed");
         log::info!("flotilla: group {gid}: installed snapshot at {}", meta.index);
         Ok(())
     }
 
-    /// Snapshots the state machine (to a file) and compacts the log once it holds
-    /// `compact_entries` applied entries past the compaction point. The snapshot file
-    /// covers the state machine, so compaction may pass its durable `applied_index`: on
-    /// open a state machine behind the compaction point is restored from the file.
+    /// Asks the apply thread for a snapshot of the state machine once the log holds
+    /// `compact_entries` applied entries past the compaction point (answered in
+    /// `on_snapshot`).
     fn maybe_compact(&mut self, g: &mut Group) {
         let applied = g.raft.applied();
-        if applied < g.raft.storage().snap.index.saturating_add(self.sh.cfg.get().compact_entries) {
+        if g.snapshotting
+            || applied < g.raft.storage().snap.index.saturating_add(self.sh.cfg.get().compact_entries)
+        {
             return;
         }
-        let mut data = Vec::new();
-        if let Err(e) = g.sm.snapshot(&mut data) {
-            log::warn!("flotilla: group {}: snapshot failed: {e}", g.id);
+        g.snapshotting = true;
+        self.to_apply(ApplyCmd::Snapshot { group: g.id });
+    }
+
+    /// The apply thread snapshotted `group` at `index`: the file is written (fsynced) and
+    /// the log compacted there. The snapshot file covers the state machine, so compaction
+    /// may pass its durable `applied_index`: on open a state machine behind the compaction
+    /// point is restored from the file.
+    fn on_snapshot(&mut self, group: u64, index: u64, data: Result<Vec<u8>, String>) {
+        if self.failed {
             return;
         }
-        let meta = match g.raft.compact_to(applied) {
-            Ok(m) => m,
+        let Some(g) = self.groups.get_mut(&group) else { return };
+        g.snapshotting = false;
+        let data = match data {
+            Ok(d) => d,
             Err(e) => {
-                log::warn!("flotilla: group {}: compaction refused: {e}", g.id);
+                log::warn!("flotilla: group {group}: snapshot failed: {e}");
                 return;
             }
         };
-        if let Err(e) = snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), &meta, &data) {
-            log::error!("flotilla: group {}: snapshot file: {e}", g.id);
+        if index <= g.raft.storage().snap.index {
+            // A snapshot installed meanwhile superseded it.
+            return;
+        }
+        let meta = match g.raft.compact_to(index) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("flotilla: group {group}: compaction refused: {e}");
+                return;
+            }
+        };
+        if let Err(e) = snapfile::save(&self.sh.snap_dir, group, g.raft.id(), &meta, &data) {
+            log::error!("flotilla: group {group}: snapshot file: {e}");
+            tracing::error!(group, %e, "writing a snapshot file failed; engine stops");
             self.storage_failed();
             return;
         }
         g.raft.storage_mut().snap = meta.clone();
-        self.batch.set_meta(g.id, &g.meta().encode());
-        self.batch.compact_to(g.id, meta.index + 1);
-        self.prune.push((g.id, g.raft.id(), meta.index));
+        self.batch.set_meta(group, &g.meta().encode());
+        self.batch.compact_to(group, meta.index + 1);
+        self.prune.push((group, g.raft.id(), meta.index));
         bump(&self.sh.counters.compactions);
-        log::debug!("flotilla: group {}: compacted to {}", g.id, meta.index);
+        tracing::debug!(group, index = meta.index, bytes = data.len(), "snapshot taken, log compacted");
     }
 
     fn destroy(&mut self, mut g: Group) {
@@ -954,7 +1155,9 @@ impl Worker {
         self.tombstones.insert(gid, g.raft.id());
         self.prune.push((gid, g.raft.id(), u64::MAX));
         self.outbox.forget_group(gid);
+        self.to_apply(ApplyCmd::Remove { group: gid });
         bump(&self.sh.counters.replicas_destroyed);
+        tracing::info!(group = gid, replica = g.raft.id(), "replica destroyed after its removal");
     }
 
     fn send(&mut self, g: &mut Group, m: Message) {
@@ -1002,6 +1205,7 @@ impl Worker {
             })
             .collect();
         bump(&self.sh.counters.snapshots_sent);
+        tracing::info!(group = g.id, index = meta.index, to, node, "snapshot stream started");
         log::info!(
             "flotilla: group {}: streaming snapshot {} to replica {to} on node {node}",
             g.id,
@@ -1021,23 +1225,27 @@ impl Worker {
         let batch = std::mem::take(&mut self.batch);
         let after = std::mem::take(&mut self.after);
         let prune = std::mem::take(&mut self.prune);
+        let bytes = batch.encoded_len() as u64;
         let ticket = if batch.is_empty() {
             None
         } else {
             bump(&self.sh.counters.wal_batches);
+            bump_by(&self.sh.counters.wal_batch_bytes, bytes);
+            self.wal_pending += bytes;
             bump_by(&self.sh.counters.wal_batch_groups, self.batch_groups);
             self.batch_groups = 0;
             match self.sh.wal.submit(batch) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     log::error!("flotilla: wal submit failed: {e}");
+                    tracing::error!(%e, "wal submit failed; engine stops");
                     self.storage_failed();
                     return;
                 }
             }
         };
         if ticket.is_some() || !after.is_empty() {
-            self.inflight.push_back(Inflight { ticket, after, prune });
+            self.inflight.push_back(Inflight { ticket, after, prune, bytes });
         }
         // Writes that need nothing durable complete at once (in order).
         self.poll_inflight();
@@ -1052,12 +1260,16 @@ impl Worker {
                     Some(Ok(())) => {}
                     Some(Err(e)) => {
                         log::error!("flotilla: wal write failed, stopping the engine: {e}");
+                        tracing::error!(%e, "wal write failed; engine stops");
                         self.storage_failed();
                         return;
                     }
                 }
             }
             let Some(done) = self.inflight.pop_front() else { return };
+            if done.ticket.is_some() {
+                self.wal_pending = self.wal_pending.saturating_sub(done.bytes);
+            }
             for (gid, replica, keep) in done.prune {
                 snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
             }
@@ -1094,6 +1306,7 @@ impl Worker {
         self.failed = true;
         self.sh.failed.store(true, Ordering::Release);
         self.inflight.clear();
+        self.wal_pending = 0;
         self.batch = WriteBatch::new();
         self.after.clear();
         self.prune.clear();
@@ -1129,6 +1342,15 @@ impl Worker {
             self.poll_inflight();
         }
         self.flush_outbox();
+        // The apply thread finishes what it was handed (a state machine with its own
+        // storage sees every entry it was given); waiters of applied entries get results.
+        self.apply_tx = None;
+        if let Some(t) = self.apply_thread.take() {
+            if t.join().is_err() {
+                log::error!("flotilla: worker {}: a state machine panicked", self.idx);
+            }
+        }
+        self.poll_applied();
         for g in self.groups.values_mut() {
             g.fail_all(|| Outcome::Indeterminate, || ReadError::Shutdown);
         }
@@ -1136,6 +1358,53 @@ impl Worker {
         while let Ok(cmd) = self.rx.try_recv() {
             drop(cmd);
         }
+    }
+}
+
+/// The Raft counters a worker reports as metrics and events (see `Group::seen`).
+fn raft_counts(r: &Raft<WalStore>) -> [u32; 5] {
+    let st = r.stats();
+    [
+        st.campaigns,
+        st.leaderships,
+        st.transfers_started,
+        st.transfers_aborted,
+        st.simple_changes + st.joint_entered + st.joint_left,
+    ]
+    // Truncated on purpose: only differences between two readings are used.
+    .map(|v| v as u32)
+}
+
+/// Reports what changed in `g`'s Raft counters since last seen: metrics and tracing
+/// events (elections, leadership, transfers, membership changes).
+fn observe(sh: &Shared, g: &mut Group) {
+    let now = raft_counts(&g.raft);
+    if now == g.seen {
+        return;
+    }
+    let d: [u64; 5] = std::array::from_fn(|i| u64::from(now[i].wrapping_sub(g.seen[i])));
+    g.seen = now;
+    let c = &sh.counters;
+    let (group, term) = (g.id, g.raft.term());
+    if d[0] > 0 {
+        bump_by(&c.elections, d[0]);
+        tracing::debug!(group, term, replica = g.raft.id(), "election started");
+    }
+    if d[1] > 0 {
+        bump_by(&c.leaders_elected, d[1]);
+        tracing::info!(group, term, replica = g.raft.id(), "became leader");
+    }
+    if d[2] > 0 {
+        bump_by(&c.transfers_started, d[2]);
+        tracing::info!(group, term, "leadership transfer started");
+    }
+    if d[3] > 0 {
+        bump_by(&c.transfers_aborted, d[3]);
+        tracing::info!(group, term, "leadership transfer aborted");
+    }
+    if d[4] > 0 {
+        bump_by(&c.membership_changes, d[4]);
+        tracing::info!(group, term, conf = ?g.raft.conf(), "membership change applied");
     }
 }
 
