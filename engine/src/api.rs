@@ -322,18 +322,44 @@ pub trait StateMachine: Send + 'static {
     /// its data in memory only). On open, the engine replays only entries after it.
     fn applied_index(&self) -> u64;
 
-    /// Writes a snapshot of the current state (which reflects `applied_index`) to `out`.
+    /// Writes a snapshot of the current state (which reflects every entry applied so far)
+    /// to `out`. The simple path: it runs on the apply thread, so apply waits for it. A
+    /// state machine that can hand out a point-in-time view implements
+    /// [`StateMachine::snapshot_source`] instead, and this is then not called.
     fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
 
     /// Replaces the whole state with the snapshot read from `input`, which reflects the
     /// log up to (`index`, `term`).
     fn restore(&mut self, index: u64, term: u64, input: &mut dyn std::io::Read) -> std::io::Result<()>;
 
+    /// A point-in-time view of the current state (reflecting every entry applied so far),
+    /// which the engine reads in chunks on a background thread and writes to the
+    /// snapshot file while apply goes on. Default `None`: the engine calls
+    /// [`StateMachine::snapshot`] on the apply thread instead.
+    fn snapshot_source(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        None
+    }
+
     /// The effects of the entry just applied; called after every [`StateMachine::apply`]
     /// (return them once: the engine executes what it is given). Default: none.
     fn take_effects(&mut self) -> Vec<Effect> {
         Vec::new()
     }
+}
+
+/// A consistent, point-in-time view of a state machine's state (e.g. a storage engine's
+/// snapshot, or a copy-on-write clone), from [`StateMachine::snapshot_source`]. The engine
+/// reads it by offset, in chunks, on a background thread while the state machine goes on
+/// applying; a failed read is retried at the same offset.
+pub trait SnapshotSource: Send + 'static {
+    /// The log position the view reflects: (index, term) of the last entry applied in it.
+    /// The engine checks it against the entries it handed out and refuses a mismatch.
+    fn reflects(&self) -> (u64, u64);
+
+    /// Copies the view's bytes from `offset` into `buf`; returns how many were copied, 0
+    /// at the end. Offsets only grow, except that after an error the same offset is asked
+    /// again.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
 }
 
 /// Makes the state machine of a replica the engine creates by itself: recovered on open,

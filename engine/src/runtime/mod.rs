@@ -111,7 +111,7 @@ pub(crate) enum Cmd {
 /// A request to the network thread.
 pub(crate) enum NetCmd {
     Send { to: NodeId, items: Vec<WireItem> },
-    Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: Vec<Message> },
+    Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: crate::transport::SnapshotChunks },
     Stop,
 }
 

@@ -36,12 +36,10 @@ use crate::api::{
 };
 use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
 use crate::raft::error::{ProposeError as CoreProposeError, TransferError as CoreTransferError};
-use crate::raft::message::{
-    Entry, EntryPayload, HardState, Message, MessageBody, SnapshotChunk, SnapshotMeta,
-};
+use crate::raft::message::{Entry, EntryPayload, HardState, Message, MessageBody, SnapshotMeta};
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::raft::Raft;
-use crate::transport::{Outbox, WireItem};
+use crate::transport::{Outbox, SnapshotChunks, WireItem};
 
 /// Commands taken from the mailbox per loop turn (then the turn's work is done).
 const MAX_CMDS_PER_TURN: usize = 4096;
@@ -272,9 +270,9 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
             GroupMeta::Live { replica, snapshot } => {
                 let mut sm = (sh.factory)(group);
                 if snapshot.index > 0 && sm.applied_index() < snapshot.index {
-                    let (_, data) = snapfile::load(&sh.snap_dir, group, replica, snapshot.index)
+                    let (_, mut data) = snapfile::open(&sh.snap_dir, group, replica, snapshot.index)
                         .map_err(|e| err(format!("snapshot file at {}: {e}", snapshot.index)))?;
-                    sm.restore(snapshot.index, snapshot.term, &mut &data[..])
+                    sm.restore(snapshot.index, snapshot.term, &mut data)
                         .map_err(|e| err(format!("restore: {e}")))?;
                 }
                 snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
@@ -355,14 +353,15 @@ impl Worker {
         let hb = sh.cfg.raft_for(1, 0, 0).map(|c| c.heartbeat_interval_ticks).unwrap_or(2);
         let (apply_tx, apply_cmds) = unbounded();
         let (apply_done, apply_rx) = unbounded();
-        let apply_thread = std::thread::Builder::new()
-            .name(format!("flotilla-apply-{idx}"))
-            .spawn(move || super::apply::run(apply_cmds, apply_done))?;
+        let apply_thread = std::thread::Builder::new().name(format!("flotilla-apply-{idx}")).spawn({
+            let dir = sh.snap_dir.clone();
+            move || super::apply::run(apply_cmds, apply_done, dir)
+        })?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());
         for (g, sm) in rec.groups {
             touched.push(g.id);
-            let _ = apply_tx.send(ApplyCmd::Add { group: g.id, sm });
+            let _ = apply_tx.send(add_cmd(&g, sm));
             groups.insert(g.id, g);
         }
         let clock = std::time::SystemTime::now()
@@ -628,7 +627,7 @@ impl Worker {
         for c in todo {
             match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm.applied_index()) {
                 Ok(mut g) => {
-                    self.to_apply(ApplyCmd::Add { group: c.group, sm: c.sm });
+                    self.to_apply(add_cmd(&g, c.sm));
                     g.touched = false;
                     Self::touch(&mut self.touched, &mut g);
                     self.groups.insert(c.group, g);
@@ -663,7 +662,7 @@ impl Worker {
         let sm = (self.sh.factory)(group);
         match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm.applied_index()) {
             Ok(mut g) => {
-                self.to_apply(ApplyCmd::Add { group, sm });
+                self.to_apply(add_cmd(&g, sm));
                 log::info!(
                     "flotilla: node {} creates replica {} of group {group} (leader on node {from})",
                     self.sh.node,
@@ -1018,7 +1017,7 @@ impl Worker {
                     tracing::error!(group, index, %error, "snapshot restore failed; engine stops");
                     self.storage_failed();
                 }
-                ApplyDone::Snapshot { group, index, data } => self.on_snapshot(group, index, data),
+                ApplyDone::Snapshot { group, meta, result } => self.on_snapshot(group, meta, result),
             }
         }
     }
@@ -1099,46 +1098,49 @@ impl Worker {
         self.to_apply(ApplyCmd::Snapshot { group: g.id });
     }
 
-    /// The apply thread snapshotted `group` at `index`: the file is written (fsynced) and
-    /// the log compacted there. The snapshot file covers the state machine, so compaction
-    /// may pass its durable `applied_index`: on open a state machine behind the compaction
-    /// point is restored from the file.
-    fn on_snapshot(&mut self, group: u64, index: u64, data: Result<Vec<u8>, String>) {
+    /// The snapshot-writer thread wrote (and fsynced) the snapshot file of `group` at
+    /// `meta`: the log is compacted there. The file covers the state machine, so
+    /// compaction may pass its durable `applied_index`: on open a state machine behind the
+    /// compaction point is restored from the file.
+    fn on_snapshot(&mut self, group: u64, meta: SnapshotMeta, result: Result<u64, String>) {
         if self.failed {
             return;
         }
         let Some(g) = self.groups.get_mut(&group) else { return };
         g.snapshotting = false;
-        let data = match data {
-            Ok(d) => d,
+        let replica = g.raft.id();
+        let bytes = match result {
+            Ok(b) => b,
             Err(e) => {
-                log::warn!("flotilla: group {group}: snapshot failed: {e}");
+                log::warn!("flotilla: group {group}: snapshot at {} failed: {e}", meta.index);
+                tracing::warn!(group, index = meta.index, %e, "snapshot failed");
                 return;
             }
         };
-        if index <= g.raft.storage().snap.index {
+        let discard = |why: &str| {
+            log::warn!("flotilla: group {group}: snapshot at {} discarded: {why}", meta.index);
+            snapfile::prune(&self.sh.snap_dir, group, |r, i| r == replica && i == meta.index);
+        };
+        if meta.index <= g.raft.storage().snap.index {
             // A snapshot installed meanwhile superseded it.
-            return;
+            return discard("superseded");
         }
-        let meta = match g.raft.compact_to(index) {
-            Ok(m) => m,
-            Err(e) => {
-                log::warn!("flotilla: group {group}: compaction refused: {e}");
-                return;
+        match g.raft.compact_to(meta.index) {
+            Ok(m) if m == meta => {}
+            Ok(m) => {
+                // Raft compacted already; the file does not match what it says: keep the
+                // old compaction point durable and drop the file.
+                log::error!("flotilla: group {group}: snapshot metadata {meta:?} differs from Raft's {m:?}");
+                return discard("metadata mismatch");
             }
-        };
-        if let Err(e) = snapfile::save(&self.sh.snap_dir, group, g.raft.id(), &meta, &data) {
-            log::error!("flotilla: group {group}: snapshot file: {e}");
-            tracing::error!(group, %e, "writing a snapshot file failed; engine stops");
-            self.storage_failed();
-            return;
+            Err(e) => return discard(&e.to_string()),
         }
         g.raft.storage_mut().snap = meta.clone();
         self.batch.set_meta(group, &g.meta().encode());
         self.batch.compact_to(group, meta.index + 1);
-        self.prune.push((group, g.raft.id(), meta.index));
+        self.prune.push((group, replica, meta.index));
         bump(&self.sh.counters.compactions);
-        tracing::debug!(group, index = meta.index, bytes = data.len(), "snapshot taken, log compacted");
+        tracing::debug!(group, index = meta.index, bytes, "snapshot taken, log compacted");
     }
 
     fn destroy(&mut self, mut g: Group) {
@@ -1177,33 +1179,17 @@ impl Worker {
         self.outbox.push_with(node, g.id, m, false);
     }
 
+    /// Streams the snapshot file at `meta` to replica `to`: the chunks are read from the
+    /// file lazily as the transport sends them (the file is opened now, so pruning it
+    /// meanwhile does not cut the stream).
     fn send_snapshot(&mut self, g: &mut Group, to: ReplicaId, meta: SnapshotMeta) {
-        let (Some(node), Ok((file_meta, data))) =
-            (g.node_of(to), snapfile::load(&self.sh.snap_dir, g.id, g.raft.id(), meta.index))
+        let ids = (g.raft.id(), to, g.raft.term());
+        let (Some(node), Ok(chunks)) =
+            (g.node_of(to), snapfile::chunks(&self.sh.snap_dir, g.id, ids, &meta, 0, SNAPSHOT_CHUNK))
         else {
             g.raft.report_snapshot(to, false);
             return;
         };
-        if file_meta != meta {
-            g.raft.report_snapshot(to, false);
-            return;
-        }
-        let (from, term) = (g.raft.id(), g.raft.term());
-        let n = data.len().div_ceil(SNAPSHOT_CHUNK).max(1);
-        let chunks = (0..n)
-            .map(|i| Message {
-                from,
-                to,
-                term,
-                body: MessageBody::SnapshotChunk(SnapshotChunk {
-                    meta: meta.clone(),
-                    seq: i as u32,
-                    offset: (i * SNAPSHOT_CHUNK) as u64,
-                    last: i + 1 == n,
-                    data: data.slice(i * SNAPSHOT_CHUNK..((i + 1) * SNAPSHOT_CHUNK).min(data.len())),
-                }),
-            })
-            .collect();
         bump(&self.sh.counters.snapshots_sent);
         tracing::info!(group = g.id, index = meta.index, to, node, "snapshot stream started");
         log::info!(
@@ -1211,6 +1197,7 @@ impl Worker {
             g.id,
             meta.index
         );
+        let chunks: SnapshotChunks = Box::new(chunks);
         let _ = self.sh.net.send(NetCmd::Snapshot { to: node, group: g.id, replica: to, chunks });
     }
 
@@ -1358,6 +1345,20 @@ impl Worker {
         while let Ok(cmd) = self.rx.try_recv() {
             drop(cmd);
         }
+    }
+}
+
+/// Hands the state machine of `g` to the apply thread, with the position Raft has it at.
+fn add_cmd(g: &Group, sm: Box<dyn StateMachine>) -> ApplyCmd {
+    let index = g.raft.applied();
+    let snap = g.raft.snapshot_meta();
+    let term = if index == snap.index { snap.term } else { g.raft.term_at(index).unwrap_or(0) };
+    ApplyCmd::Add {
+        group: g.id,
+        replica: g.raft.id(),
+        applied: (index, term),
+        conf: g.raft.conf().clone(),
+        sm,
     }
 }
 
