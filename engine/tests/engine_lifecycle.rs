@@ -552,3 +552,48 @@ fn snapshot_source_is_written_while_apply_continues() {
     assert_eq!(*log2.lock().unwrap(), (0..80u8).collect::<Vec<u8>>());
     e.shutdown();
 }
+
+/// A group whose quorum is down takes a flood of proposals with bounded memory: the
+/// leader accepts at most `max_uncommitted_bytes` of them (1 MiB here) and answers the
+/// rest `Busy(GroupUncommitted)` (or `NotLeader` once CheckQuorum made it step down),
+/// and the refusals are counted by reason.
+#[test]
+fn quorum_down_flood_is_bounded_and_answers_busy() {
+    let mut c = Cluster::new(3, 10_000);
+    let g = 41;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"first");
+    c.stop(2);
+    c.stop(3);
+    let e = c.engine(1);
+    let (mut accepted, mut busy, mut not_leader) = (0u64, 0u64, 0u64);
+    let mut pending = Vec::new();
+    for i in 0..4000u32 {
+        match e.propose(g, Bytes::from(vec![i as u8; 1024])) {
+            Ok(p) => pending.push(p),
+            Err(ProposeError::Busy(_)) => busy += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    // Refusals are answered by the worker at once; give it time to reach them all.
+    wait_until("the flood handled", || e.metrics().mailbox_depth == 0);
+    std::thread::sleep(Duration::from_millis(100));
+    for p in pending {
+        match p.wait_timeout(Duration::ZERO) {
+            Ok(Err(ProposeError::Busy(BusyReason::GroupUncommitted))) => busy += 1,
+            Ok(Err(ProposeError::NotLeader { .. })) => not_leader += 1,
+            Ok(Err(ProposeError::Busy(BusyReason::Mailbox))) => busy += 1,
+            Ok(r) => panic!("nothing can commit without a quorum: {r:?}"),
+            // Appended and waiting for a quorum that is down.
+            Err(_) => accepted += 1,
+        }
+    }
+    assert!(busy > 0, "the flood never hit the bound");
+    assert!(accepted <= (1 << 20) / 1024 + 1, "{accepted} KiB held past the 1 MiB bound");
+    assert!(accepted + busy + not_leader == 4000);
+    let m = e.metrics();
+    assert!(m.refused_busy_group_uncommitted > 0);
+    assert_eq!(m.refused_busy, busy);
+    c.stop(1);
+}

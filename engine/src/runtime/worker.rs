@@ -2,11 +2,13 @@
 //!
 //! Owns the ready loop: drain the mailbox (messages, proposals, admin), tick, step the
 //! groups touched, collect their `Ready`s, send their `messages` at once, hand ONE WAL
-//! write batch for all of them to the WAL without waiting for it, apply committed entries
-//! and complete waiters; once a batch is durable (its ticket resolves, in submission
-//! order), call `on_persisted` and send the `persisted_messages`. The worker waits on its
-//! mailbox, the oldest ticket and its tick deadline together, so it never sits on an
-//! fsync while other groups have work. Never touches another worker's groups.
+//! write batch for all of them to the WAL without waiting for it, hand committed entries
+//! to the worker's apply thread (`apply`), and complete waiters with the results it sends
+//! back; once a batch is durable (its ticket resolves, in submission order), call
+//! `on_persisted` and send the `persisted_messages`. The worker waits on its mailbox, the
+//! apply thread's answers, the oldest ticket and its tick deadline together, so it never
+//! sits on an fsync or a slow state machine while other groups have work. Never touches
+//! another worker's groups, and never calls a state machine (the apply thread owns them).
 //!
 //! Waiters are keyed by the (index, term) their entry got: an entry of that term applied
 //! at that index completes them with the state machine's result; another term's entry
@@ -14,8 +16,17 @@
 //! `Dropped`; a snapshot installed past them, the replica's
 //! removal or a shutdown completes them with `Indeterminate`.
 //!
-//! Not yet here (see the issue): quiescence (every group ticks), apply off the worker
-//! thread, snapshots taken off the worker thread.
+//! Replica lifecycle: a replica that applies its own removal is destroyed (durable
+//! tombstone). A member that receives a message from a replica its applied configuration
+//! removed answers with a `WireItem::Tombstone` (TiKV's stale-peer GC); the receiver
+//! destroys itself only if the tombstone names its exact replica id and a configuration
+//! newer than its own, so a replica cut off during its removal is destroyed once healed.
+//!
+//! Backpressure: `propose` answers `Busy` past the group's unapplied bytes, the worker's
+//! pending proposals, its apply backlog (entries handed to the apply thread and not
+//! reported applied) or its pending WAL bytes (submitted, not durable).
+//!
+//! Not yet here (see the issue): quiescence (every group ticks).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
