@@ -36,12 +36,13 @@ pub(crate) enum ApplyCmd {
     /// Takes over the state machine of `group` (created or recovered), whose replica
     /// `replica` applied up to `applied` = (index, term) with configuration `conf`.
     Add { group: u64, replica: ReplicaId, applied: (u64, u64), conf: ConfState, sm: Box<dyn StateMachine> },
-    /// Applies these committed entries of `group`, in order.
-    Apply { group: u64, entries: Vec<Entry> },
+    /// Applies these committed entries of `group`, in order. `epoch` names the replica
+    /// instance (echoed back, so answers for a destroyed replica never reach a new one).
+    Apply { group: u64, epoch: u64, entries: Vec<Entry> },
     /// Replaces the state of `group` with a snapshot (already durable in its file).
     Restore { group: u64, meta: SnapshotMeta, data: Bytes },
     /// Snapshots the state of `group` as of every entry handed out before this command.
-    Snapshot { group: u64 },
+    Snapshot { group: u64, epoch: u64 },
     /// Drops the state machine of `group` (the replica was destroyed).
     Remove { group: u64 },
 }
@@ -50,12 +51,12 @@ pub(crate) enum ApplyCmd {
 pub(crate) enum ApplyDone {
     /// Entries of `group` applied up to `last`: the state machine's result and effects of
     /// each, by (index, term).
-    Applied { group: u64, last: u64, count: u64, results: Vec<AppliedEntry> },
+    Applied { group: u64, epoch: u64, last: u64, count: u64, results: Vec<AppliedEntry> },
     /// The restore of `group` at `index` failed: the engine cannot go on with this state.
     RestoreFailed { group: u64, index: u64, error: String },
     /// The snapshot file of `group` at `meta` is written and durable (its data length),
     /// or why it failed.
-    Snapshot { group: u64, meta: SnapshotMeta, result: Result<u64, String> },
+    Snapshot { group: u64, epoch: u64, meta: SnapshotMeta, result: Result<u64, String> },
 }
 
 /// One applied entry.
@@ -78,6 +79,7 @@ struct Slot {
 /// A snapshot for the writer thread.
 struct Job {
     group: u64,
+    epoch: u64,
     replica: ReplicaId,
     meta: SnapshotMeta,
     source: Box<dyn SnapshotSource>,
@@ -108,7 +110,7 @@ fn write_snapshots(dir: PathBuf, jobs: Receiver<Job>, tx: Sender<ApplyDone>) {
         let result =
             snapfile::save_from(&dir, job.group, job.replica, &job.meta, &mut *job.source, SOURCE_CHUNK)
                 .map_err(|e| e.to_string());
-        let _ = tx.send(ApplyDone::Snapshot { group: job.group, meta: job.meta, result });
+        let _ = tx.send(ApplyDone::Snapshot { group: job.group, epoch: job.epoch, meta: job.meta, result });
     }
 }
 
@@ -130,12 +132,12 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                 let (applied, term) = applied;
                 sms.insert(group, Slot { sm, replica, applied, term, conf });
             }
-            ApplyCmd::Apply { group, entries } => {
+            ApplyCmd::Apply { group, epoch, entries } => {
                 let count = entries.len() as u64;
                 let last = entries.last().map_or(0, |e| e.index);
                 let Some(slot) = sms.get_mut(&group) else {
                     // Destroyed meanwhile: the worker still counts the entries off.
-                    let _ = tx.send(ApplyDone::Applied { group, last, count, results: Vec::new() });
+                    let _ = tx.send(ApplyDone::Applied { group, epoch, last, count, results: Vec::new() });
                     continue;
                 };
                 let mut results = Vec::with_capacity(entries.len());
@@ -162,7 +164,7 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                     slot.term = e.term;
                     results.push(AppliedEntry { index: e.index, term: e.term, result, effects });
                 }
-                let _ = tx.send(ApplyDone::Applied { group, last, count, results });
+                let _ = tx.send(ApplyDone::Applied { group, epoch, last, count, results });
             }
             ApplyCmd::Restore { group, meta, data } => {
                 let Some(slot) = sms.get_mut(&group) else { continue };
@@ -178,7 +180,7 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                     }
                 }
             }
-            ApplyCmd::Snapshot { group } => {
+            ApplyCmd::Snapshot { group, epoch } => {
                 let Some(slot) = sms.get_mut(&group) else { continue };
                 let at = (slot.applied, slot.term);
                 let meta = SnapshotMeta { index: at.0, term: at.1, conf: slot.conf.clone() };
@@ -193,14 +195,19 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                             .map_err(|e| e.to_string())
                     }
                 };
-                let job =
-                    source.map(|source| Job { group, replica: slot.replica, meta: meta.clone(), source });
+                let job = source.map(|source| Job {
+                    group,
+                    epoch,
+                    replica: slot.replica,
+                    meta: meta.clone(),
+                    source,
+                });
                 let sent = match job {
                     Ok(job) => job_tx.send(job).map_err(|_| "the snapshot writer is gone".to_string()),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = sent {
-                    let _ = tx.send(ApplyDone::Snapshot { group, meta, result: Err(e) });
+                    let _ = tx.send(ApplyDone::Snapshot { group, epoch, meta, result: Err(e) });
                 }
             }
             ApplyCmd::Remove { group } => {

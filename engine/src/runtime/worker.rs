@@ -61,6 +61,8 @@ const SNAPSHOT_CHUNK: usize = 256 << 10;
 /// Replicas a worker creates from leaders' messages per tick; further messages for unknown
 /// groups are dropped until the next tick (the leader retries).
 const MAX_CREATES_PER_TICK: u32 = 64;
+/// Source of `Group::epoch`.
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// How long a worker waits for room in another worker's mailbox to hand it a group
 /// created by an effect.
 const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
@@ -129,6 +131,9 @@ pub(crate) struct Group {
     meta_dirty: bool,
     /// A snapshot of the state machine was asked of the apply thread and not answered.
     snapshotting: bool,
+    /// This replica instance, unique in the process: answers of the apply thread for a
+    /// destroyed replica of the same group are recognised and ignored.
+    epoch: u64,
     /// Raft counters already reported (campaigns, leaderships, transfers started,
     /// transfers aborted, membership changes applied): the worker reports the difference
     /// as metrics and events.
@@ -256,6 +261,7 @@ fn new_group(
         touched: true,
         meta_dirty: false,
         snapshotting: false,
+        epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
         seen: [0; 5],
     })
     .map(|mut g| {
@@ -407,11 +413,15 @@ impl Worker {
         })
     }
 
-    fn to_apply(&self, cmd: ApplyCmd) {
-        if let Some(tx) = &self.apply_tx {
-            // The apply thread lives as long as the worker holds its sender; it exits only
-            // if a state machine panicked, and then nothing more can be applied anyway.
-            let _ = tx.send(cmd);
+    fn to_apply(&mut self, cmd: ApplyCmd) {
+        let Some(tx) = &self.apply_tx else { return };
+        // The apply thread lives as long as the worker holds its sender; it exits early
+        // only if a state machine panicked: nothing can be applied any more, so the
+        // engine stops as on a storage failure.
+        if tx.send(cmd).is_err() && !self.failed {
+            log::error!("flotilla: worker {}: the apply thread died (a state machine panicked)", self.idx);
+            tracing::error!(worker = self.idx, "apply thread died; engine stops");
+            self.storage_failed();
         }
     }
 
@@ -967,7 +977,7 @@ impl Worker {
         // 3. Apply, on the apply thread: results come back in `poll_applied`.
         if !rd.committed_entries.is_empty() {
             self.apply_backlog += rd.committed_entries.len() as u64;
-            self.to_apply(ApplyCmd::Apply { group: gid, entries: rd.committed_entries });
+            self.to_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries: rd.committed_entries });
         }
         // 4. Reads.
         for rs in rd.read_states {
@@ -1020,15 +1030,17 @@ impl Worker {
     fn poll_applied(&mut self) {
         while let Ok(done) = self.apply_rx.try_recv() {
             match done {
-                ApplyDone::Applied { group, last, count, results } => {
-                    self.on_applied(group, last, count, results)
+                ApplyDone::Applied { group, epoch, last, count, results } => {
+                    self.on_applied(group, epoch, last, count, results)
                 }
                 ApplyDone::RestoreFailed { group, index, error } => {
                     log::error!("flotilla: group {group}: restoring snapshot {index} failed: {error}");
                     tracing::error!(group, index, %error, "snapshot restore failed; engine stops");
                     self.storage_failed();
                 }
-                ApplyDone::Snapshot { group, meta, result } => self.on_snapshot(group, meta, result),
+                ApplyDone::Snapshot { group, epoch, meta, result } => {
+                    self.on_snapshot(group, epoch, meta, result)
+                }
             }
         }
     }
@@ -1037,10 +1049,10 @@ impl Worker {
     /// take effect), effects run, waiters complete with the results, reads are served; a
     /// replica whose removal was applied is destroyed; a log past the threshold is
     /// snapshotted.
-    fn on_applied(&mut self, group: u64, last: u64, count: u64, results: Vec<AppliedEntry>) {
+    fn on_applied(&mut self, group: u64, epoch: u64, last: u64, count: u64, results: Vec<AppliedEntry>) {
         self.apply_backlog = self.apply_backlog.saturating_sub(count);
         bump_by(&self.sh.counters.applied_entries, results.len() as u64);
-        if self.failed {
+        if self.failed || self.groups.get(&group).map_or(true, |g| g.epoch != epoch) {
             return;
         }
         let Some(mut g) = self.groups.remove(&group) else { return };
@@ -1106,18 +1118,18 @@ impl Worker {
             return;
         }
         g.snapshotting = true;
-        self.to_apply(ApplyCmd::Snapshot { group: g.id });
+        self.to_apply(ApplyCmd::Snapshot { group: g.id, epoch: g.epoch });
     }
 
     /// The snapshot-writer thread wrote (and fsynced) the snapshot file of `group` at
     /// `meta`: the log is compacted there. The file covers the state machine, so
     /// compaction may pass its durable `applied_index`: on open a state machine behind the
     /// compaction point is restored from the file.
-    fn on_snapshot(&mut self, group: u64, meta: SnapshotMeta, result: Result<u64, String>) {
+    fn on_snapshot(&mut self, group: u64, epoch: u64, meta: SnapshotMeta, result: Result<u64, String>) {
         if self.failed {
             return;
         }
-        let Some(g) = self.groups.get_mut(&group) else { return };
+        let Some(g) = self.groups.get_mut(&group).filter(|g| g.epoch == epoch) else { return };
         g.snapshotting = false;
         let replica = g.raft.id();
         let bytes = match result {
