@@ -413,7 +413,7 @@ impl Worker {
         })
     }
 
-    fn to_apply(&mut self, cmd: ApplyCmd) {
+    fn send_apply(&mut self, cmd: ApplyCmd) {
         let Some(tx) = &self.apply_tx else { return };
         // The apply thread lives as long as the worker holds its sender; it exits early
         // only if a state machine panicked: nothing can be applied any more, so the
@@ -648,7 +648,7 @@ impl Worker {
         for c in todo {
             match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm.applied_index()) {
                 Ok(mut g) => {
-                    self.to_apply(add_cmd(&g, c.sm));
+                    self.send_apply(add_cmd(&g, c.sm));
                     g.touched = false;
                     Self::touch(&mut self.touched, &mut g);
                     self.groups.insert(c.group, g);
@@ -683,7 +683,7 @@ impl Worker {
         let sm = (self.sh.factory)(group);
         match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm.applied_index()) {
             Ok(mut g) => {
-                self.to_apply(add_cmd(&g, sm));
+                self.send_apply(add_cmd(&g, sm));
                 log::info!(
                     "flotilla: node {} creates replica {} of group {group} (leader on node {from})",
                     self.sh.node,
@@ -977,7 +977,7 @@ impl Worker {
         // 3. Apply, on the apply thread: results come back in `poll_applied`.
         if !rd.committed_entries.is_empty() {
             self.apply_backlog += rd.committed_entries.len() as u64;
-            self.to_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries: rd.committed_entries });
+            self.send_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries: rd.committed_entries });
         }
         // 4. Reads.
         for rs in rd.read_states {
@@ -1083,7 +1083,7 @@ impl Worker {
     /// state machine, then the WAL reset (in this turn's batch).
     fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &Bytes) -> std::io::Result<()> {
         snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
-        self.to_apply(ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() });
+        self.send_apply(ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() });
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
             if let Some(w) = g.waiters.pop_front() {
@@ -1118,7 +1118,7 @@ impl Worker {
             return;
         }
         g.snapshotting = true;
-        self.to_apply(ApplyCmd::Snapshot { group: g.id, epoch: g.epoch });
+        self.send_apply(ApplyCmd::Snapshot { group: g.id, epoch: g.epoch });
     }
 
     /// The snapshot-writer thread wrote (and fsynced) the snapshot file of `group` at
@@ -1180,7 +1180,7 @@ impl Worker {
         self.tombstones.insert(gid, g.raft.id());
         self.prune.push((gid, g.raft.id(), u64::MAX));
         self.outbox.forget_group(gid);
-        self.to_apply(ApplyCmd::Remove { group: gid });
+        self.send_apply(ApplyCmd::Remove { group: gid });
         bump(&self.sh.counters.replicas_destroyed);
         tracing::info!(group = gid, replica = g.raft.id(), "replica destroyed after its removal");
     }
