@@ -597,3 +597,103 @@ fn quorum_down_flood_is_bounded_and_answers_busy() {
     assert_eq!(m.refused_busy, busy);
     c.stop(1);
 }
+
+/// The real file system, whose data syncs wait while `slow` is set (at most 20 s).
+struct SlowSyncFs {
+    slow: Arc<AtomicBool>,
+}
+
+impl flotilla_wal::FileSystem for SlowSyncFs {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        flotilla_wal::StdFs.list(dir)
+    }
+    fn open(&self, path: &std::path::Path, create: bool) -> std::io::Result<std::fs::File> {
+        flotilla_wal::StdFs.open(path, create)
+    }
+    fn set_len(&self, path: &std::path::Path, file: &std::fs::File, len: u64) -> std::io::Result<()> {
+        flotilla_wal::StdFs.set_len(path, file, len)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.rename(from, to)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.sync_dir(dir)
+    }
+    fn before_sync(&self, _path: &std::path::Path) -> flotilla_wal::SyncFault {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.slow.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        flotilla_wal::SyncFault::None
+    }
+}
+
+/// The pending-WAL-bytes bound: while the disk does not finish a sync, proposals (to two
+/// groups, each well under its own bound) are accepted until the worker holds
+/// `max_pending_wal_bytes` of unsynced batches, then refused with `Busy(WalPending)`;
+/// once the disk catches up every accepted one applies.
+#[test]
+fn pending_wal_bytes_bound_answers_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(AtomicBool::new(false));
+    let mut cfg = config(1, dir.path().to_path_buf(), 10_000);
+    cfg.workers = 1;
+    cfg.max_pending_wal_bytes = cfg.wal.max_write_bytes as u64; // 1 MiB
+    let bound = cfg.max_pending_wal_bytes;
+    let sms: SmMap = Arc::default();
+    let s = sms.clone();
+    let factory: StateMachineFactory = Arc::new(move |g| {
+        let (applied, gate) = s.lock().unwrap().entry(g).or_default().clone();
+        Box::new(GatedSm { applied, gate, index: 0 })
+    });
+    let fs = Arc::new(SlowSyncFs { slow: slow.clone() });
+    let e = Engine::open_with_fs(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 12)), factory, fs).unwrap();
+    create_single(&e, &sms, 1);
+    create_single(&e, &sms, 2);
+    slow.store(true, Ordering::Release);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..64u64 {
+        let g = 1 + i % 2;
+        let mut p = e.propose(g, Bytes::from(vec![i as u8; 60 << 10])).unwrap();
+        // Each proposal is either refused, or submitted in a batch of its own (the
+        // pending bytes grow past it) before the next is made.
+        let deadline = Instant::now() + LONG;
+        loop {
+            assert!(Instant::now() < deadline, "proposal {i} neither refused nor submitted");
+            match p.wait_timeout(Duration::from_millis(1)) {
+                Ok(Err(ProposeError::Busy(BusyReason::WalPending))) => {
+                    refused += 1;
+                    break;
+                }
+                Ok(r) => panic!("nothing is durable yet: {r:?}"),
+                Err(still) => p = still,
+            }
+            if e.metrics().wal_pending_bytes >= (accepted.len() as u64 + 1) * (60 << 10) {
+                accepted.push(p);
+                break;
+            }
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert_eq!(refused, 1, "the pending WAL bytes never hit the bound");
+    let held = accepted.len() as u64 * (60 << 10);
+    assert!(held <= bound + (60 << 10), "{held} bytes accepted past a bound of {bound}");
+    let m = e.metrics();
+    assert_eq!(m.refused_busy_wal_pending, 1);
+    assert!(m.wal_pending_bytes >= bound - (60 << 10));
+    slow.store(false, Ordering::Release);
+    for p in accepted {
+        assert!(p.wait_timeout(LONG).unwrap().is_ok());
+    }
+    wait_until("nothing pending", || e.metrics().wal_pending_bytes == 0);
+    e.shutdown();
+}
