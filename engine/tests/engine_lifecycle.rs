@@ -377,16 +377,27 @@ fn create_group_effect_runs_on_every_replica() {
             std::thread::sleep(Duration::from_millis(10));
         }
     };
+    // Group 77 belongs to the same worker as group 1 (2 workers), group 78 to the other:
+    // both paths of the effect.
     propose(1, b"split:77");
-    wait_until("group 77 exists on every node", || engines.iter().all(|e| e.group_status(77).is_some()));
+    propose(1, b"split:78");
+    for g in [77, 78] {
+        wait_until("the new group exists on every node", || {
+            engines.iter().all(|e| e.group_status(g).is_some())
+        });
+    }
     for e in &engines {
-        let s = e.group_status(77).unwrap();
-        assert_eq!(s.members.voters.len(), 3);
-        assert_eq!(e.metrics().effects_create_group, 1);
+        for g in [77, 78] {
+            assert_eq!(e.group_status(g).unwrap().members.voters.len(), 3);
+        }
+        assert_eq!(e.metrics().effects_create_group, 2);
     }
     propose(77, b"hello");
-    wait_until("group 77 applied everywhere", || (1..=3).all(|n| count(n, 77) == 1));
-    assert!((1..=3).all(|n| count(n, 1) == 1));
+    propose(78, b"world");
+    wait_until("the new groups applied everywhere", || {
+        (1..=3).all(|n| count(n, 77) == 1 && count(n, 78) == 1)
+    });
+    assert!((1..=3).all(|n| count(n, 1) == 2));
     for e in engines {
         e.shutdown();
     }
