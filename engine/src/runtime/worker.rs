@@ -251,7 +251,7 @@ fn new_group(
     let cfg = sh.cfg.raft_for(replica, applied, seed(sh, group)).map_err(|e| e.to_string())?;
     let store = WalStore::new(sh.wal.clone(), group, snap);
     let raft = Raft::new(cfg, store).map_err(|e| e.to_string())?;
-    Ok(Group {
+    let mut g = Group {
         id: group,
         raft,
         peers: Vec::new(),
@@ -263,11 +263,9 @@ fn new_group(
         snapshotting: false,
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
         seen: [0; 5],
-    })
-    .map(|mut g| {
-        g.seen = raft_counts(&g.raft);
-        g
-    })
+    };
+    g.seen = raft_counts(&g.raft);
+    Ok(g)
 }
 
 /// Recovers every group in the WAL: its metadata, its state machine (restored from the
@@ -940,7 +938,8 @@ impl Worker {
         self.submit();
     }
 
-    /// Handles one `Ready` of `g`; returns whether the replica was removed from the group.
+    /// Handles one `Ready` of `g`; returns whether the replica was removed from the group
+    /// (never, now: a removal is seen once the apply thread reports it, in `on_applied`).
     fn handle_ready(&mut self, g: &mut Group) -> bool {
         let rd = g.raft.ready();
         let gid = g.id;
