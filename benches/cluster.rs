@@ -37,9 +37,10 @@ use crossbeam_channel::{unbounded, Sender};
 use flotilla_engine::api::{
     Engine, EngineConfig, ErrorClass, Metrics, ProposeError, StateMachine, StateMachineFactory,
 };
-use flotilla_engine::raft::message::Message;
 use flotilla_engine::raft::{NodeId, Role};
-use flotilla_engine::transport::{QuicTransport, Transport, TransportError, TransportEvent, WireItem};
+use flotilla_engine::transport::{
+    QuicTransport, SnapshotChunks, Transport, TransportError, TransportEvent, WireItem,
+};
 use flotilla_net::{ClusterCa, Endpoint, Event, Inbox, NetConfig, NodeIdentity, SendError};
 
 const NODES: u64 = 3;
@@ -125,7 +126,7 @@ impl Transport for CountingTransport {
         to: NodeId,
         tag: u64,
         group: u64,
-        chunks: Vec<Message>,
+        chunks: SnapshotChunks,
     ) -> Result<(), TransportError> {
         self.inner.send_snapshot(to, tag, group, chunks)
     }

@@ -37,6 +37,8 @@ pub const MAX_WORKERS: usize = 256;
 pub const MIN_TICK: Duration = Duration::from_millis(1);
 /// Longest tick interval allowed.
 pub const MAX_TICK: Duration = Duration::from_secs(1);
+/// Largest `max_pending_wal_bytes` allowed (16 GiB).
+pub const MAX_PENDING_WAL_BYTES: u64 = 16 << 30;
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -72,6 +74,15 @@ pub struct EngineConfig {
     pub max_pending_proposals: usize,
     /// Largest proposal payload accepted. Default 4 MiB; bounds 1..=`wal.max_write_bytes / 2`.
     pub max_entry_bytes: usize,
+    /// Committed entries one worker may have handed to its apply thread and not seen
+    /// applied before `propose` answers `Busy` ([`BusyReason::ApplyBacklog`]): bounds the
+    /// memory a slow state machine makes the worker hold. Default 65,536; bounds
+    /// 1..=16,777,216.
+    pub max_apply_backlog: u64,
+    /// Bytes of WAL batches one worker may have submitted and not seen durable before
+    /// `propose` answers `Busy` ([`BusyReason::WalPending`]): bounds the memory a slow
+    /// disk makes the worker hold. Default 64 MiB; bounds `wal.max_write_bytes`..=16 GiB.
+    pub max_pending_wal_bytes: u64,
     /// Ticks after which a read barrier that was not confirmed resolves as
     /// [`ReadError::Timeout`]. Default 200; must be at least the Raft template's
     /// `election_timeout_max_ticks`.
@@ -103,6 +114,8 @@ impl EngineConfig {
             max_uncommitted_bytes: 8 << 20,
             max_pending_proposals: 1 << 18,
             max_entry_bytes: 4 << 20,
+            max_apply_backlog: 1 << 16,
+            max_pending_wal_bytes: 64 << 20,
             read_timeout_ticks: 200,
             promote_lag_max: 1000,
             compact_entries: 10_000,
@@ -147,6 +160,16 @@ impl EngineConfig {
             return Err(ConfigError::MaxEntryBytesOutOfBounds {
                 value: self.max_entry_bytes,
                 max: wal.max_write_bytes / 2,
+            });
+        }
+        if !(1..=1 << 24).contains(&self.max_apply_backlog) {
+            return Err(ConfigError::MaxApplyBacklogOutOfBounds(self.max_apply_backlog));
+        }
+        let min_wal = wal.max_write_bytes as u64;
+        if self.max_pending_wal_bytes < min_wal || self.max_pending_wal_bytes > MAX_PENDING_WAL_BYTES {
+            return Err(ConfigError::MaxPendingWalBytesOutOfBounds {
+                value: self.max_pending_wal_bytes,
+                min: min_wal,
             });
         }
         if self.read_timeout_ticks < self.raft.election_timeout_max_ticks {
@@ -242,6 +265,18 @@ pub enum ConfigError {
         /// The largest allowed.
         max: usize,
     },
+    /// `max_apply_backlog` outside 1..=16,777,216.
+    #[error("max_apply_backlog {0} out of bounds 1..=16777216")]
+    MaxApplyBacklogOutOfBounds(u64),
+    /// `max_pending_wal_bytes` below the WAL's `max_write_bytes` (one batch could never
+    /// be accepted) or above [`MAX_PENDING_WAL_BYTES`].
+    #[error("max_pending_wal_bytes {value} out of bounds {min}..={MAX_PENDING_WAL_BYTES}")]
+    MaxPendingWalBytesOutOfBounds {
+        /// The value given.
+        value: u64,
+        /// The smallest allowed: the WAL's `max_write_bytes`.
+        min: u64,
+    },
     /// `compact_entries` is 0.
     #[error("compact_entries must be at least 1")]
     ZeroCompactEntries,
@@ -261,8 +296,32 @@ pub enum ConfigError {
 // ---------------------------------------------------------------------------------------
 // The state machine
 
-/// The application's replicated state of one group. Called only from the worker that
-/// owns the group, in log order.
+/// Something a state machine asks the engine to do when it applies an entry: returned by
+/// [`StateMachine::take_effects`] right after that entry's `apply`, and executed at that
+/// index on every replica that applies it (so on every node hosting the group, the same
+/// way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Create `group` with founding voters `members`, exactly as [`Engine::create_group`]
+    /// does on each of them (replica ids 1, 2, ... in that order; the state machine from
+    /// the engine's factory). Each node among `members` that applies the entry creates its
+    /// replica; a node that already has it, or holds its tombstone, does nothing. The
+    /// building block of a split: the application's factory gives the new group its first
+    /// state (e.g. the split-off half of the parent's data, which the parent's state
+    /// machine set aside when it applied the split). A founding member that does not host
+    /// the applying group is created when the new group's leader first contacts it.
+    CreateGroup {
+        /// The new group's id.
+        group: u64,
+        /// Its founding voters, in replica-id order.
+        members: Vec<NodeId>,
+    },
+}
+
+/// The application's replicated state of one group. Called only from the apply thread of
+/// the worker that owns the group (never from the worker itself, so a slow state machine
+/// does not stall Raft), in log order.
 pub trait StateMachine: Send + 'static {
     /// Applies the committed entry at (`index`, `term`). `command` is the proposal's bytes,
     /// or `None` for an entry the engine appended itself (a leader's no-op, a membership
@@ -274,12 +333,44 @@ pub trait StateMachine: Send + 'static {
     /// its data in memory only). On open, the engine replays only entries after it.
     fn applied_index(&self) -> u64;
 
-    /// Writes a snapshot of the current state (which reflects `applied_index`) to `out`.
+    /// Writes a snapshot of the current state (which reflects every entry applied so far)
+    /// to `out`. The simple path: it runs on the apply thread, so apply waits for it. A
+    /// state machine that can hand out a point-in-time view implements
+    /// [`StateMachine::snapshot_source`] instead, and this is then not called.
     fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
 
     /// Replaces the whole state with the snapshot read from `input`, which reflects the
     /// log up to (`index`, `term`).
     fn restore(&mut self, index: u64, term: u64, input: &mut dyn std::io::Read) -> std::io::Result<()>;
+
+    /// A point-in-time view of the current state (reflecting every entry applied so far),
+    /// which the engine reads in chunks on a background thread and writes to the
+    /// snapshot file while apply goes on. Default `None`: the engine calls
+    /// [`StateMachine::snapshot`] on the apply thread instead.
+    fn snapshot_source(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        None
+    }
+
+    /// The effects of the entry just applied; called after every [`StateMachine::apply`]
+    /// (return them once: the engine executes what it is given). Default: none.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        Vec::new()
+    }
+}
+
+/// A consistent, point-in-time view of a state machine's state (e.g. a storage engine's
+/// snapshot, or a copy-on-write clone), from [`StateMachine::snapshot_source`]. The engine
+/// reads it by offset, in chunks, on a background thread while the state machine goes on
+/// applying; a failed read is retried at the same offset.
+pub trait SnapshotSource: Send + 'static {
+    /// The log position the view reflects: (index, term) of the last entry applied in it.
+    /// The engine checks it against the entries it handed out and refuses a mismatch.
+    fn reflects(&self) -> (u64, u64);
+
+    /// Copies the view's bytes from `offset` into `buf`; returns how many were copied, 0
+    /// at the end. Offsets only grow, except that after an error the same offset is asked
+    /// again.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
 }
 
 /// Makes the state machine of a replica the engine creates by itself: recovered on open,
@@ -312,6 +403,11 @@ pub enum BusyReason {
     GroupUncommitted,
     /// The worker's appended but unapplied proposals exceed `max_pending_proposals`.
     WorkerPending,
+    /// The worker's committed entries waiting for its apply thread exceed
+    /// `max_apply_backlog`.
+    ApplyBacklog,
+    /// The worker's WAL bytes submitted and not yet durable exceed `max_pending_wal_bytes`.
+    WalPending,
 }
 
 /// Why a proposal did not (or may not) take effect.
@@ -663,29 +759,75 @@ pub struct GroupStatus {
     pub peers: Vec<PeerStatus>,
 }
 
-/// Engine-wide counters.
+/// Engine-wide metrics from [`Engine::metrics`]: counters since open (monotonic) and
+/// gauges (a current value, marked so). The set is documented in ARCHITECTURE.md.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Metrics {
     /// WAL write batches submitted by the workers.
     pub wal_batches: u64,
-    /// Group writes (one per `Ready` that wrote something) carried by those batches.
+    /// Group writes (one per `Ready` that wrote something) carried by those batches:
+    /// divided by `wal_batches`, the mean groups per batch.
     pub wal_batch_groups: u64,
+    /// Encoded bytes of those batches: divided by `wal_batches`, the mean batch size.
+    pub wal_batch_bytes: u64,
+    /// Group-commit write+sync calls of the WAL (one covers the batches of all workers
+    /// that were waiting).
+    pub wal_syncs: u64,
+    /// Nanoseconds spent in those calls in total (mean fsync latency: divide by
+    /// `wal_syncs`).
+    pub wal_sync_nanos_total: u64,
+    /// The longest of those calls, in nanoseconds.
+    pub wal_sync_nanos_max: u64,
+    /// Gauge: bytes of WAL batches submitted and not yet durable, over all workers.
+    pub wal_pending_bytes: u64,
+    /// Entries applied by the state machines.
+    pub applied_entries: u64,
+    /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet
+    /// applied, over all workers.
+    pub apply_lag: u64,
+    /// Campaigns started by replicas here (PreVote rounds included).
+    pub elections: u64,
+    /// Times a replica here became leader.
+    pub leaders_elected: u64,
+    /// Leadership transfers started by leaders here.
+    pub transfers_started: u64,
+    /// Leadership transfers aborted (timeout, target left, superseded).
+    pub transfers_aborted: u64,
+    /// Membership changes applied by replicas here.
+    pub membership_changes: u64,
+    /// Gauge: commands queued in the workers' mailboxes.
+    pub mailbox_depth: u64,
+    /// Gauge: batches queued for the network thread.
+    pub net_queue_depth: u64,
     /// Snapshots taken and logs compacted.
     pub compactions: u64,
     /// Snapshot streams started to followers.
     pub snapshots_sent: u64,
     /// Snapshots received and installed.
     pub snapshots_installed: u64,
-    /// Entries applied.
-    pub applied_entries: u64,
-    /// Proposals refused with `Busy`.
+    /// Proposals refused with `Busy`, all reasons (the sum of the `refused_busy_*`).
     pub refused_busy: u64,
+    /// ... because the worker's mailbox was full ([`BusyReason::Mailbox`]).
+    pub refused_busy_mailbox: u64,
+    /// ... because of the group's unapplied bytes ([`BusyReason::GroupUncommitted`]).
+    pub refused_busy_group_uncommitted: u64,
+    /// ... because of the worker's pending proposals ([`BusyReason::WorkerPending`]).
+    pub refused_busy_worker_pending: u64,
+    /// ... because of the worker's apply backlog ([`BusyReason::ApplyBacklog`]).
+    pub refused_busy_apply_backlog: u64,
+    /// ... because of the worker's pending WAL bytes ([`BusyReason::WalPending`]).
+    pub refused_busy_wal_pending: u64,
     /// Proposals refused with `NotLeader` or `TransferInProgress`.
     pub refused_not_leader: u64,
     /// Replicas created on a leader's first message.
     pub replicas_created: u64,
-    /// Replicas destroyed after their removal.
+    /// Replicas destroyed after their removal (applied, or proven by a member's
+    /// tombstone message).
     pub replicas_destroyed: u64,
+    /// Tombstone messages sent to replicas that a configuration here removed.
+    pub tombstones_sent: u64,
+    /// Groups created by [`Effect::CreateGroup`].
+    pub effects_create_group: u64,
     /// Network messages dropped because a mailbox was full.
     pub messages_dropped: u64,
     /// Raft ticks given to groups so far; quiesced groups get none, so with every group
@@ -936,6 +1078,16 @@ mod tests {
         check(&|c| c.max_entry_bytes = 0, &|e| matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. }));
         check(&|c| c.max_entry_bytes = c.wal.max_write_bytes, &|e| {
             matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_apply_backlog = 0, &|e| matches!(e, ConfigError::MaxApplyBacklogOutOfBounds(0)));
+        check(&|c| c.max_apply_backlog = 1 << 25, &|e| {
+            matches!(e, ConfigError::MaxApplyBacklogOutOfBounds(_))
+        });
+        check(&|c| c.max_pending_wal_bytes = 4096, &|e| {
+            matches!(e, ConfigError::MaxPendingWalBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_pending_wal_bytes = MAX_PENDING_WAL_BYTES + 1, &|e| {
+            matches!(e, ConfigError::MaxPendingWalBytesOutOfBounds { .. })
         });
         check(&|c| c.read_timeout_ticks = 1, &|e| matches!(e, ConfigError::ReadTimeoutTooShort { .. }));
         check(&|c| c.compact_entries = 0, &|e| matches!(e, ConfigError::ZeroCompactEntries));

@@ -39,6 +39,10 @@ pub(crate) struct Shared {
     pub syncs: AtomicU64,
     /// Group-commit writes.
     pub writes: AtomicU64,
+    /// Nanoseconds spent in successful group-commit write+sync calls, in total.
+    pub sync_nanos_total: AtomicU64,
+    /// The longest successful group-commit write+sync call, in nanoseconds.
+    pub sync_nanos_max: AtomicU64,
     /// Batches made durable.
     pub batches: AtomicU64,
     /// Segments created by zero-filling.

@@ -82,6 +82,11 @@ pub struct WalStats {
     pub writes: u64,
     /// Data syncs issued for group-commit writes.
     pub syncs: u64,
+    /// Nanoseconds spent in successful group-commit writes with their data sync (write +
+    /// fdatasync, or the linked io_uring pair), in total: divide by `syncs` for the mean.
+    pub sync_nanos_total: u64,
+    /// The longest successful group-commit write with its data sync, in nanoseconds.
+    pub sync_nanos_max: u64,
     /// Batches made durable.
     pub batches: u64,
     /// Groups known.
@@ -161,6 +166,8 @@ impl Wal {
             stop: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            sync_nanos_total: AtomicU64::new(0),
+            sync_nanos_max: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             created: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
@@ -402,6 +409,8 @@ impl Wal {
             cache_bytes: st.cache.used(),
             writes: self.shared.writes.load(Ordering::Relaxed),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
+            sync_nanos_total: self.shared.sync_nanos_total.load(Ordering::Relaxed),
+            sync_nanos_max: self.shared.sync_nanos_max.load(Ordering::Relaxed),
             batches: self.shared.batches.load(Ordering::Relaxed),
             groups: st.groups.len(),
             segments_created: self.shared.created.load(Ordering::Relaxed),

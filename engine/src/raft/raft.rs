@@ -260,6 +260,12 @@ impl<S: LogStore> Raft<S> {
     pub fn conf(&self) -> &ConfState {
         &self.conf
     }
+    /// An index as of which the applied configuration is known to hold: the index of the
+    /// last applied membership change, or the compaction point if none was applied since
+    /// (the replica-removal GC of the runtime compares these).
+    pub fn conf_index(&self) -> u64 {
+        self.conf_history.last().map_or(self.log.snap.index, |(i, _)| *i)
+    }
     /// The compaction point (latest snapshot metadata).
     pub fn snapshot_meta(&self) -> &SnapshotMeta {
         &self.log.snap

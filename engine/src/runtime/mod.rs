@@ -12,6 +12,7 @@
 //! once, arriving ones wake it, and an idle node's network thread sleeps. A transport with
 //! no signal is polled every 200 µs instead.
 
+mod apply;
 mod pending;
 mod snapfile;
 mod store;
@@ -32,9 +33,9 @@ pub(crate) use pending::{pending, Completer};
 pub use pending::{Abandoned, Pending};
 
 use crate::api::{
-    CreateGroupError, GroupStatus, MembershipChange, MembershipError, MembershipProposal, Metrics, OpenError,
-    Proposal, ProposeError, ReadBarrier, ReadError, StateMachine, StateMachineFactory, TransferError,
-    ValidEngineConfig,
+    BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, MembershipProposal,
+    Metrics, OpenError, Proposal, ProposeError, ReadBarrier, ReadError, StateMachine, StateMachineFactory,
+    TransferError, ValidEngineConfig,
 };
 use crate::raft::conf::ConfState;
 use crate::raft::message::Message;
@@ -111,29 +112,48 @@ pub(crate) enum Cmd {
         node: NodeId,
         restarted: bool,
     },
+    /// A member of `group` says replica `replica` was removed by its configuration at
+    /// `conf_index` (see [`WireItem::Tombstone`]).
+    Tombstone {
+        group: u64,
+        replica: ReplicaId,
+        conf_index: u64,
+    },
     Shutdown,
 }
 
 /// A request to the network thread.
 pub(crate) enum NetCmd {
     Send { to: NodeId, items: Vec<WireItem> },
-    Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: Vec<Message> },
+    Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: crate::transport::SnapshotChunks },
     Stop,
 }
 
-/// Engine-wide counters, updated by workers.
+/// Engine-wide counters, updated by workers (see [`Metrics`] for their meaning).
 #[derive(Default)]
 pub(crate) struct Counters {
     pub wal_batches: AtomicU64,
     pub wal_batch_groups: AtomicU64,
+    pub wal_batch_bytes: AtomicU64,
     pub compactions: AtomicU64,
     pub snapshots_sent: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub applied_entries: AtomicU64,
-    pub refused_busy: AtomicU64,
+    pub elections: AtomicU64,
+    pub leaders_elected: AtomicU64,
+    pub transfers_started: AtomicU64,
+    pub transfers_aborted: AtomicU64,
+    pub membership_changes: AtomicU64,
+    pub refused_busy_mailbox: AtomicU64,
+    pub refused_busy_group_uncommitted: AtomicU64,
+    pub refused_busy_worker_pending: AtomicU64,
+    pub refused_busy_apply_backlog: AtomicU64,
+    pub refused_busy_wal_pending: AtomicU64,
     pub refused_not_leader: AtomicU64,
     pub replicas_created: AtomicU64,
     pub replicas_destroyed: AtomicU64,
+    pub tombstones_sent: AtomicU64,
+    pub effects_create_group: AtomicU64,
     pub messages_dropped: AtomicU64,
     /// Raft ticks given to groups (quiesced groups get none).
     pub raft_ticks: AtomicU64,
@@ -147,6 +167,26 @@ pub(crate) struct Counters {
     pub net_batches: AtomicU64,
 }
 
+impl Counters {
+    /// Counts a proposal refused with `Busy(reason)`.
+    pub(crate) fn refused(&self, reason: BusyReason) {
+        bump(match reason {
+            BusyReason::Mailbox => &self.refused_busy_mailbox,
+            BusyReason::GroupUncommitted => &self.refused_busy_group_uncommitted,
+            BusyReason::WorkerPending => &self.refused_busy_worker_pending,
+            BusyReason::ApplyBacklog => &self.refused_busy_apply_backlog,
+            BusyReason::WalPending => &self.refused_busy_wal_pending,
+        });
+    }
+}
+
+/// Gauges one worker keeps current (summed by [`Engine::metrics`](crate::api::Engine)).
+#[derive(Default)]
+pub(crate) struct WorkerGauges {
+    pub apply_lag: AtomicU64,
+    pub wal_pending_bytes: AtomicU64,
+}
+
 /// What every worker shares.
 pub(crate) struct Shared {
     pub node: NodeId,
@@ -157,7 +197,13 @@ pub(crate) struct Shared {
     pub net: Sender<NetCmd>,
     /// Set once a WAL write failed: the engine stopped.
     pub failed: AtomicBool,
+    /// Every worker's mailbox, for work one worker hands another (a group created by an
+    /// effect belongs to the worker its id routes to). Emptied at shutdown, so the
+    /// mailboxes disconnect.
+    pub routes: std::sync::Mutex<Vec<Sender<Cmd>>>,
     pub counters: Counters,
+    /// One per worker, by index.
+    pub gauges: Vec<WorkerGauges>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -198,7 +244,9 @@ impl Runtime {
             factory,
             net: net_tx,
             failed: AtomicBool::new(false),
+            routes: std::sync::Mutex::new(Vec::new()),
             counters: Counters::default(),
+            gauges: (0..n).map(|_| WorkerGauges::default()).collect(),
         });
         let mut recovered = worker::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
@@ -210,8 +258,9 @@ impl Runtime {
             let mine = recovered.take_for(i, n);
             start.push((rx, mine));
         }
+        *shared.routes.lock().unwrap_or_else(|e| e.into_inner()) = workers.clone();
         for (i, (rx, mine)) in start.into_iter().enumerate() {
-            let w = worker::Worker::new(i, shared.clone(), rx, mine);
+            let w = worker::Worker::new(i, shared.clone(), rx, mine).map_err(OpenError::Io)?;
             let t = std::thread::Builder::new()
                 .name(format!("flotilla-worker-{i}"))
                 .spawn(move || w.run())
@@ -276,8 +325,8 @@ impl Runtime {
         match self.send(group, Cmd::Propose { group, data, done }) {
             Ok(()) => Ok(p),
             Err(true) => {
-                bump(&self.shared.counters.refused_busy);
-                Err(ProposeError::Busy(crate::api::BusyReason::Mailbox))
+                self.shared.counters.refused(BusyReason::Mailbox);
+                Err(ProposeError::Busy(BusyReason::Mailbox))
             }
             Err(false) => Err(ProposeError::Shutdown),
         }
@@ -371,17 +420,46 @@ impl Runtime {
     pub(crate) fn metrics(&self) -> Metrics {
         let c = &self.shared.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let wal = self.shared.wal.stats();
+        let gauge = |f: fn(&WorkerGauges) -> &AtomicU64| self.shared.gauges.iter().map(|g| l(f(g))).sum();
+        let busy = [
+            l(&c.refused_busy_mailbox),
+            l(&c.refused_busy_group_uncommitted),
+            l(&c.refused_busy_worker_pending),
+            l(&c.refused_busy_apply_backlog),
+            l(&c.refused_busy_wal_pending),
+        ];
         Metrics {
             wal_batches: l(&c.wal_batches),
             wal_batch_groups: l(&c.wal_batch_groups),
+            wal_batch_bytes: l(&c.wal_batch_bytes),
+            wal_syncs: wal.syncs,
+            wal_sync_nanos_total: wal.sync_nanos_total,
+            wal_sync_nanos_max: wal.sync_nanos_max,
+            wal_pending_bytes: gauge(|g| &g.wal_pending_bytes),
+            applied_entries: l(&c.applied_entries),
+            apply_lag: gauge(|g| &g.apply_lag),
+            elections: l(&c.elections),
+            leaders_elected: l(&c.leaders_elected),
+            transfers_started: l(&c.transfers_started),
+            transfers_aborted: l(&c.transfers_aborted),
+            membership_changes: l(&c.membership_changes),
+            mailbox_depth: self.workers.iter().map(|w| w.len() as u64).sum(),
+            net_queue_depth: self.shared.net.len() as u64,
             compactions: l(&c.compactions),
             snapshots_sent: l(&c.snapshots_sent),
             snapshots_installed: l(&c.snapshots_installed),
-            applied_entries: l(&c.applied_entries),
-            refused_busy: l(&c.refused_busy),
+            refused_busy: busy.iter().sum(),
+            refused_busy_mailbox: busy[0],
+            refused_busy_group_uncommitted: busy[1],
+            refused_busy_worker_pending: busy[2],
+            refused_busy_apply_backlog: busy[3],
+            refused_busy_wal_pending: busy[4],
             refused_not_leader: l(&c.refused_not_leader),
             replicas_created: l(&c.replicas_created),
             replicas_destroyed: l(&c.replicas_destroyed),
+            tombstones_sent: l(&c.tombstones_sent),
+            effects_create_group: l(&c.effects_create_group),
             messages_dropped: l(&c.messages_dropped),
             raft_ticks: l(&c.raft_ticks),
             worker_ticks: l(&c.worker_ticks),
@@ -401,6 +479,7 @@ impl Runtime {
             let _ = w.send_timeout(Cmd::Shutdown, Duration::from_secs(1));
         }
         self.workers.clear();
+        self.shared.routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -482,7 +561,19 @@ fn net_loop(
             let Some(ev) = transport.recv_timeout(Duration::ZERO) else { break };
             got += 1;
             match ev {
-                TransportEvent::Items { from, items } => {
+                TransportEvent::Items { from, mut items } => {
+                    if items.iter().any(|it| matches!(it, WireItem::Tombstone { .. })) {
+                        items.retain(|it| {
+                            let WireItem::Tombstone { group, replica, conf_index } = *it else {
+                                return true;
+                            };
+                            let cmd = Cmd::Tombstone { group, replica, conf_index };
+                            if workers[route(group, n)].try_send(cmd).is_err() {
+                                bump(&sh.counters.messages_dropped);
+                            }
+                            false
+                        });
+                    }
                     let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
                     for (g, m) in expand(items) {
                         per[route(g, n)].push((g, m));

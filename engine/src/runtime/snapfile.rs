@@ -4,17 +4,25 @@
 //! Owns the file format (magic, meta length, meta, data length, data) and its
 //! crash-atomic write: the file is written under a temporary name, fsynced, renamed, and
 //! the directory fsynced, so a file under its final name is always complete; lengths are
-//! checked on load. Never decides when to snapshot or which file is current: the WAL's
-//! group metadata names the replica and index.
+//! checked on load. A snapshot is written from a [`SnapshotSource`] chunk by chunk (by
+//! offset, a failed read retried at the same offset) and read back for sending as a lazy
+//! sequence of chunks ([`chunks`]), so neither holds the whole snapshot in memory. Never
+//! decides when to snapshot or which file is current: the WAL's group metadata names the
+//! replica and index.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::raft::message::SnapshotMeta;
+use crate::api::SnapshotSource;
+use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
+use crate::raft::types::ReplicaId;
 use crate::transport::codec::{decode_snapshot_meta, encode_snapshot_meta, DecodeLimits};
+
+/// Reads of a source retried at the same offset before the snapshot is given up.
+const READ_RETRIES: u32 = 3;
 
 const MAGIC: &[u8; 8] = b"FLOSNAP1";
 
@@ -51,11 +59,163 @@ pub(crate) fn save(dir: &Path, group: u64, replica: u64, meta: &SnapshotMeta, da
     File::open(dir)?.sync_all()
 }
 
+/// Writes the snapshot from `source` crash-atomically, reading it by offset in chunks of
+/// `chunk` bytes (a failed read is retried at the same offset, [`READ_RETRIES`] times).
+/// Returns the data's length.
+pub(crate) fn save_from(
+    dir: &Path,
+    group: u64,
+    replica: u64,
+    meta: &SnapshotMeta,
+    source: &mut dyn SnapshotSource,
+    chunk: usize,
+) -> io::Result<u64> {
+    fs::create_dir_all(dir)?;
+    let final_path = path(dir, group, replica, meta.index);
+    let tmp = final_path.with_extension("tmp");
+    let mut m = BytesMut::new();
+    encode_snapshot_meta(&mut m, meta);
+    let mut len = 0u64;
+    {
+        let mut f = io::BufWriter::with_capacity(chunk.max(4096), File::create(&tmp)?);
+        f.write_all(MAGIC)?;
+        f.write_all(&(m.len() as u64).to_le_bytes())?;
+        f.write_all(&m)?;
+        let len_at = (MAGIC.len() + 8 + m.len()) as u64;
+        f.write_all(&0u64.to_le_bytes())?;
+        let mut buf = vec![0u8; chunk.max(1)];
+        let mut failures = 0;
+        loop {
+            match source.read_at(len, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let n = n.min(buf.len());
+                    f.write_all(&buf[..n])?;
+                    len += n as u64;
+                    failures = 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failures += 1;
+                    if failures > READ_RETRIES {
+                        drop(f);
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut f = f.into_inner().map_err(|e| e.into_error())?;
+        f.seek(SeekFrom::Start(len_at))?;
+        f.write_all(&len.to_le_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &final_path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(len)
+}
+
+/// Reads a file's header: its metadata and the data's offset and length, checking the
+/// lengths against the file's size.
+fn header(f: &mut File, index: u64) -> io::Result<(SnapshotMeta, u64, u64)> {
+    let size = f.metadata()?.len();
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).map_err(|_| bad("not a snapshot file"))?;
+    if &head[..8] != MAGIC {
+        return Err(bad("not a snapshot file"));
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&head[8..16]);
+    let mlen = u64::from_le_bytes(n);
+    if mlen.checked_add(24).map_or(true, |e| e > size) {
+        return Err(bad("meta length"));
+    }
+    // mlen <= size: fits in memory as the file does.
+    let mut mbuf = vec![0u8; usize::try_from(mlen).map_err(|_| bad("meta length"))?];
+    f.read_exact(&mut mbuf)?;
+    let (meta, _) =
+        decode_snapshot_meta(&Bytes::from(mbuf), DecodeLimits::default()).map_err(|e| bad(&e.to_string()))?;
+    f.read_exact(&mut n)?;
+    let dlen = u64::from_le_bytes(n);
+    let start = 24 + mlen;
+    if start.checked_add(dlen) != Some(size) {
+        return Err(bad("data length"));
+    }
+    if meta.index != index {
+        return Err(bad("index differs from the file name"));
+    }
+    Ok((meta, start, dlen))
+}
+
+/// Opens the snapshot of replica `replica` of `group` at `index` for reading its data as
+/// a stream (restore on open): its metadata and a reader of exactly the data.
+pub(crate) fn open(
+    dir: &Path,
+    group: u64,
+    replica: u64,
+    index: u64,
+) -> io::Result<(SnapshotMeta, impl Read)> {
+    let mut f = File::open(path(dir, group, replica, index))?;
+    let (meta, start, len) = header(&mut f, index)?;
+    f.seek(SeekFrom::Start(start))?;
+    Ok((meta, io::BufReader::new(f).take(len)))
+}
+
+/// The chunks of a snapshot stream from replica `from` to `to` in `term`, read lazily from
+/// the file (`chunk` data bytes each, from data offset `offset`: a multiple of `chunk`).
+/// Fails at once if the file is missing or is not the snapshot `meta` names.
+pub(crate) fn chunks(
+    dir: &Path,
+    group: u64,
+    (from, to, term): (ReplicaId, ReplicaId, u64),
+    meta: &SnapshotMeta,
+    offset: u64,
+    chunk: usize,
+) -> io::Result<impl Iterator<Item = io::Result<Message>> + Send + 'static> {
+    let mut f = File::open(path(dir, group, from, meta.index))?;
+    let (file_meta, start, len) = header(&mut f, meta.index)?;
+    if &file_meta != meta {
+        return Err(bad("snapshot file holds other metadata"));
+    }
+    let chunk = chunk.max(1) as u64;
+    let offset = offset.min(len) / chunk * chunk;
+    f.seek(SeekFrom::Start(start + offset))?;
+    let count = len.div_ceil(chunk).max(1);
+    let meta = meta.clone();
+    let mut seq = offset / chunk;
+    Ok(std::iter::from_fn(move || {
+        if seq >= count {
+            return None;
+        }
+        let at = seq * chunk;
+        let n = chunk.min(len - at);
+        // n <= chunk, which came from a usize.
+        let mut data = vec![0u8; n as usize];
+        let r = f.read_exact(&mut data).map(|()| Message {
+            from,
+            to,
+            term,
+            body: MessageBody::SnapshotChunk(SnapshotChunk {
+                meta: meta.clone(),
+                seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                offset: at,
+                last: seq + 1 == count,
+                data: Bytes::from(data),
+            }),
+        });
+        // A failed read ends the stream after reporting it.
+        seq = if r.is_ok() { seq + 1 } else { count };
+        Some(r)
+    }))
+}
+
 fn bad(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_string())
 }
 
-/// Reads the snapshot of replica `replica` of `group` at `index`.
+/// Reads the whole snapshot of replica `replica` of `group` at `index` (tests; the engine
+/// streams with [`open`] and [`chunks`]).
+#[cfg(test)]
 pub(crate) fn load(dir: &Path, group: u64, replica: u64, index: u64) -> io::Result<(SnapshotMeta, Bytes)> {
     let mut f = File::open(path(dir, group, replica, index))?;
     let mut buf = Vec::new();
@@ -122,5 +282,77 @@ mod tests {
         assert!(load(dir.path(), 3, 1, 9).is_ok());
         assert!(load(dir.path(), 4, 1, 7).is_ok(), "other groups untouched");
         assert_eq!(parse("zz.snap"), None);
+    }
+
+    /// Gives its bytes in reads of at most 7, failing every third read once (the writer
+    /// retries at the same offset).
+    struct Flaky {
+        data: Vec<u8>,
+        calls: u32,
+    }
+
+    impl SnapshotSource for Flaky {
+        fn reflects(&self) -> (u64, u64) {
+            (7, 2)
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 3 == 0 {
+                return Err(io::Error::other("transient"));
+            }
+            let at = (offset as usize).min(self.data.len());
+            let n = buf.len().min(7).min(self.data.len() - at);
+            buf[..n].copy_from_slice(&self.data[at..at + n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streamed_save_resumes_reads_and_chunks_read_lazily() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SnapshotMeta { index: 7, term: 2, conf: ConfState::with_voters([Replica::new(1, 1)]) };
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut src = Flaky { data: data.clone(), calls: 0 };
+        assert_eq!(save_from(dir.path(), 3, 1, &meta, &mut src, 16).unwrap(), 100);
+        let (m, d) = load(dir.path(), 3, 1, 7).unwrap();
+        assert_eq!((m, &d[..]), (meta.clone(), &data[..]));
+        let mut r = open(dir.path(), 3, 1, 7).unwrap().1;
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // Chunks of 30 bytes: 4 of them, the last flagged; from offset 60 only the last 2.
+        let all: Vec<Message> =
+            chunks(dir.path(), 3, (1, 2, 5), &meta, 0, 30).unwrap().map(|m| m.unwrap()).collect();
+        assert_eq!(all.len(), 4);
+        let mut joined = Vec::new();
+        for (i, m) in all.iter().enumerate() {
+            let MessageBody::SnapshotChunk(c) = &m.body else { panic!("not a chunk") };
+            assert_eq!((c.seq as usize, c.offset, c.last), (i, i as u64 * 30, i == 3));
+            assert_eq!((m.from, m.to, m.term), (1, 2, 5));
+            joined.extend_from_slice(&c.data);
+        }
+        assert_eq!(joined, data);
+        let tail: Vec<Message> =
+            chunks(dir.path(), 3, (1, 2, 5), &meta, 60, 30).unwrap().map(|m| m.unwrap()).collect();
+        assert_eq!(tail.len(), 2);
+        assert!(matches!(&tail[0].body, MessageBody::SnapshotChunk(c) if c.seq == 2 && c.offset == 60));
+        // Metadata other than the file's is refused.
+        let other = SnapshotMeta { term: 3, ..meta.clone() };
+        assert!(chunks(dir.path(), 3, (1, 2, 5), &other, 0, 30).is_err());
+        // A source that keeps failing gives the snapshot up and leaves no file.
+        struct Broken;
+        impl SnapshotSource for Broken {
+            fn reflects(&self) -> (u64, u64) {
+                (9, 2)
+            }
+            fn read_at(&mut self, _: u64, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("gone"))
+            }
+        }
+        let m9 = SnapshotMeta { index: 9, ..meta };
+        assert!(save_from(dir.path(), 3, 1, &m9, &mut Broken, 16).is_err());
+        assert!(
+            !path(dir.path(), 3, 1, 9).exists() && !path(dir.path(), 3, 1, 9).with_extension("tmp").exists()
+        );
     }
 }

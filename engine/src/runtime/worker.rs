@@ -2,11 +2,13 @@
 //!
 //! Owns the ready loop: drain the mailbox (messages, proposals, admin), tick, step the
 //! groups touched, collect their `Ready`s, send their `messages` at once, hand ONE WAL
-//! write batch for all of them to the WAL without waiting for it, apply committed entries
-//! and complete waiters; once a batch is durable (its ticket resolves, in submission
-//! order), call `on_persisted` and send the `persisted_messages`. The worker waits on its
-//! mailbox, the oldest ticket and its tick deadline together, so it never sits on an
-//! fsync while other groups have work. Never touches another worker's groups.
+//! write batch for all of them to the WAL without waiting for it, hand committed entries
+//! to the worker's apply thread (`apply`), and complete waiters with the results it sends
+//! back; once a batch is durable (its ticket resolves, in submission order), call
+//! `on_persisted` and send the `persisted_messages`. The worker waits on its mailbox, the
+//! apply thread's answers, the oldest ticket and its tick deadline together, so it never
+//! sits on an fsync or a slow state machine while other groups have work. Never touches
+//! another worker's groups, and never calls a state machine (the apply thread owns them).
 //!
 //! Waiters are keyed by the (index, term) their entry got: an entry of that term applied
 //! at that index completes them with the state machine's result; another term's entry
@@ -21,8 +23,15 @@
 //! there (and, for a restarted node, those led here with a replica there) for waking, at
 //! most `EngineConfig::max_wakes_per_tick` per tick.
 //!
-//! Not yet here (see the issue): apply off the worker thread, snapshots taken off the
-//! worker thread.
+//! Replica lifecycle: a replica that applies its own removal is destroyed (durable
+//! tombstone). A member that receives a message from a replica its applied configuration
+//! removed answers with a `WireItem::Tombstone` (TiKV's stale-peer GC); the receiver
+//! destroys itself only if the tombstone names its exact replica id and a configuration
+//! newer than its own, so a replica cut off during its removal is destroyed once healed.
+//!
+//! Backpressure: `propose` answers `Busy` past the group's unapplied bytes, the worker's
+//! pending proposals, its apply backlog (entries handed to the apply thread and not
+//! reported applied) or its pending WAL bytes (submitted, not durable).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -30,24 +39,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Select, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
 use flotilla_wal::{Ticket, WriteBatch};
 
+use super::apply::{AppliedEntry, ApplyCmd, ApplyDone};
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
 use crate::api::{
-    BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, OpenError, PeerStatus,
-    ProposeError, ReadError, StateMachine, TransferError,
+    BusyReason, CreateGroupError, Effect, GroupStatus, MembershipChange, MembershipError, OpenError,
+    PeerStatus, ProposeError, ReadError, StateMachine, TransferError,
 };
 use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
 use crate::raft::error::{ProposeError as CoreProposeError, TransferError as CoreTransferError};
-use crate::raft::message::{
-    Entry, EntryPayload, HardState, Message, MessageBody, SnapshotChunk, SnapshotMeta,
-};
+use crate::raft::message::{Entry, EntryPayload, HardState, Message, MessageBody, SnapshotMeta};
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::raft::Raft;
-use crate::transport::Outbox;
+use crate::transport::{Outbox, SnapshotChunks, WireItem};
 
 /// Commands taken from the mailbox per loop turn (then the turn's work is done).
 const MAX_CMDS_PER_TURN: usize = 4096;
@@ -58,6 +66,11 @@ const SNAPSHOT_CHUNK: usize = 256 << 10;
 /// Replicas a worker creates from leaders' messages per tick; further messages for unknown
 /// groups are dropped until the next tick (the leader retries).
 const MAX_CREATES_PER_TICK: u32 = 64;
+/// Source of `Group::epoch`.
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// How long a worker waits for room in another worker's mailbox to hand it a group
+/// created by an effect.
+const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the writes in flight.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -112,7 +125,6 @@ struct PendingRead {
 pub(crate) struct Group {
     id: u64,
     raft: Raft<WalStore>,
-    sm: Box<dyn StateMachine>,
     /// Nodes of replicas learnt from received messages (for replicas not in the applied
     /// configuration yet, e.g. while a new replica has not applied the founding entry).
     peers: Vec<(ReplicaId, NodeId)>,
@@ -129,6 +141,15 @@ pub(crate) struct Group {
     /// The designated first leader of a new group: campaign once the founding
     /// configuration is applied.
     first_campaign: bool,
+    /// A snapshot of the state machine was asked of the apply thread and not answered.
+    snapshotting: bool,
+    /// This replica instance, unique in the process: answers of the apply thread for a
+    /// destroyed replica of the same group are recognised and ignored.
+    epoch: u64,
+    /// Raft counters already reported (campaigns, leaderships, transfers started,
+    /// transfers aborted, membership changes applied): the worker reports the difference
+    /// as metrics and events.
+    seen: [u32; 5],
 }
 
 impl Group {
@@ -203,15 +224,15 @@ impl Group {
 
 /// Groups recovered at open, to be handed to their workers.
 pub(crate) struct Recovered {
-    groups: Vec<Box<Group>>,
+    groups: Vec<(Box<Group>, Box<dyn StateMachine>)>,
     tombstones: HashMap<u64, ReplicaId>,
 }
 
 impl Recovered {
     /// The groups and tombstones of worker `i` of `n`.
     pub(crate) fn take_for(&mut self, i: usize, n: usize) -> Recovered {
-        let (mine, rest): (Vec<Box<Group>>, Vec<Box<Group>>) =
-            std::mem::take(&mut self.groups).into_iter().partition(|g| super::route(g.id, n) == i);
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.groups).into_iter().partition(|(g, _)| super::route(g.id, n) == i);
         self.groups = rest;
         let tombstones = self
             .tombstones
@@ -236,16 +257,15 @@ fn new_group(
     group: u64,
     replica: ReplicaId,
     snap: SnapshotMeta,
-    sm: Box<dyn StateMachine>,
+    sm_applied: u64,
 ) -> Result<Box<Group>, String> {
-    let applied = sm.applied_index().max(snap.index);
+    let applied = sm_applied.max(snap.index);
     let cfg = sh.cfg.raft_for(replica, applied, seed(sh, group)).map_err(|e| e.to_string())?;
     let store = WalStore::new(sh.wal.clone(), group, snap);
     let raft = Raft::new(cfg, store).map_err(|e| e.to_string())?;
-    Ok(Box::new(Group {
+    let mut g = Box::new(Group {
         id: group,
         raft,
-        sm,
         peers: Vec::new(),
         waiters: VecDeque::new(),
         uncommitted: 0,
@@ -255,7 +275,12 @@ fn new_group(
         idle_since: 0,
         quiesced_counted: false,
         first_campaign: false,
-    }))
+        snapshotting: false,
+        epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
+        seen: [0; 5],
+    });
+    g.seen = raft_counts(&g.raft);
+    Ok(g)
 }
 
 /// Recovers every group in the WAL: its metadata, its state machine (restored from the
@@ -275,13 +300,14 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
             GroupMeta::Live { replica, snapshot } => {
                 let mut sm = (sh.factory)(group);
                 if snapshot.index > 0 && sm.applied_index() < snapshot.index {
-                    let (_, data) = snapfile::load(&sh.snap_dir, group, replica, snapshot.index)
+                    let (_, mut data) = snapfile::open(&sh.snap_dir, group, replica, snapshot.index)
                         .map_err(|e| err(format!("snapshot file at {}: {e}", snapshot.index)))?;
-                    sm.restore(snapshot.index, snapshot.term, &mut &data[..])
+                    sm.restore(snapshot.index, snapshot.term, &mut data)
                         .map_err(|e| err(format!("restore: {e}")))?;
                 }
                 snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
-                out.groups.push(new_group(sh, group, replica, snapshot, sm).map_err(err)?);
+                let g = new_group(sh, group, replica, snapshot, sm.applied_index()).map_err(err)?;
+                out.groups.push((g, sm));
             }
         }
     }
@@ -301,6 +327,8 @@ struct Inflight {
     prune: Vec<(u64, ReplicaId, u64)>,
     /// Per group: the last entry written (for `on_persisted`) and messages to send after.
     after: Vec<AfterWrite>,
+    /// Encoded bytes of the batch.
+    bytes: u64,
 }
 
 struct PendingCreate {
@@ -342,22 +370,42 @@ pub(crate) struct Worker {
     active: HashSet<u64>,
     /// Quiesced groups to wake (node liveness), a bounded number per tick.
     wake_queue: VecDeque<u64>,
+    /// The apply thread's queue (`None` once shut down) and its answers.
+    apply_tx: Option<Sender<ApplyCmd>>,
+    apply_rx: Receiver<ApplyDone>,
+    apply_thread: Option<std::thread::JoinHandle<()>>,
+    /// Entries handed to the apply thread and not yet reported applied.
+    apply_backlog: u64,
+    /// Bytes of WAL batches submitted and not yet durable.
+    wal_pending: u64,
 }
 
 impl Worker {
-    pub(crate) fn new(idx: usize, sh: Arc<Shared>, rx: Receiver<Cmd>, rec: Recovered) -> Worker {
+    pub(crate) fn new(
+        idx: usize,
+        sh: Arc<Shared>,
+        rx: Receiver<Cmd>,
+        rec: Recovered,
+    ) -> std::io::Result<Worker> {
         let hb = sh.cfg.raft_for(1, 0, 0).map(|c| c.heartbeat_interval_ticks).unwrap_or(2);
+        let (apply_tx, apply_cmds) = unbounded();
+        let (apply_done, apply_rx) = unbounded();
+        let apply_thread = std::thread::Builder::new().name(format!("flotilla-apply-{idx}")).spawn({
+            let dir = sh.snap_dir.clone();
+            move || super::apply::run(apply_cmds, apply_done, dir)
+        })?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());
-        for g in rec.groups {
+        for (g, sm) in rec.groups {
             touched.push(g.id);
+            let _ = apply_tx.send(add_cmd(&g, sm));
             groups.insert(g.id, g);
         }
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1);
-        Worker {
+        Ok(Worker {
             idx,
             sh,
             rx,
@@ -379,6 +427,23 @@ impl Worker {
             created_this_tick: 0,
             active: HashSet::new(),
             wake_queue: VecDeque::new(),
+            apply_tx: Some(apply_tx),
+            apply_rx,
+            apply_thread: Some(apply_thread),
+            apply_backlog: 0,
+            wal_pending: 0,
+        })
+    }
+
+    fn send_apply(&mut self, cmd: ApplyCmd) {
+        let Some(tx) = &self.apply_tx else { return };
+        // The apply thread lives as long as the worker holds its sender; it exits early
+        // only if a state machine panicked: nothing can be applied any more, so the
+        // engine stops as on a storage failure.
+        if tx.send(cmd).is_err() && !self.failed {
+            log::error!("flotilla: worker {}: the apply thread died (a state machine panicked)", self.idx);
+            tracing::error!(worker = self.idx, "apply thread died; engine stops");
+            self.storage_failed();
         }
     }
 
@@ -459,6 +524,7 @@ impl Worker {
                 }
             }
             self.flush_creates();
+            self.poll_applied();
             self.poll_inflight();
             if Instant::now() >= next_tick {
                 self.tick();
@@ -470,6 +536,10 @@ impl Worker {
             }
             self.process();
             self.flush_outbox();
+            if let Some(gauges) = self.sh.gauges.get(self.idx) {
+                gauges.apply_lag.store(self.apply_backlog, Ordering::Relaxed);
+                gauges.wal_pending_bytes.store(self.wal_pending, Ordering::Relaxed);
+            }
         }
         self.finish();
     }
@@ -477,6 +547,7 @@ impl Worker {
     fn wait(&self, timeout: Duration) {
         let mut sel = Select::new();
         sel.recv(&self.rx);
+        sel.recv(&self.apply_rx);
         if let Some(t) = self.inflight.front().and_then(|f| f.ticket.as_ref()) {
             sel.recv(t.receiver());
         }
@@ -557,8 +628,48 @@ impl Worker {
                     None => done.complete(Err(ProposeError::GroupNotFound(group))),
                 }
             }
+            Cmd::Tombstone { group, replica, conf_index } => self.on_tombstone(group, replica, conf_index),
             Cmd::Shutdown => self.stopping = true,
         }
+    }
+
+    /// A member said `replica` of `group` was removed by its configuration at
+    /// `conf_index`. The replica here is destroyed only if the message proves it: it names
+    /// this exact replica and a configuration newer than the one applied here (a replica
+    /// id is never reused, so a configuration that dropped it never takes it back).
+    fn on_tombstone(&mut self, group: u64, replica: ReplicaId, conf_index: u64) {
+        if self.failed || self.stopping {
+            return;
+        }
+        let Some(g) = self.groups.get(&group) else { return };
+        if g.raft.id() != replica || conf_index <= g.raft.conf_index() {
+            log::debug!(
+                "flotilla: group {group}: tombstone for replica {replica} at {conf_index} ignored \
+                 (replica {} with configuration at {})",
+                g.raft.id(),
+                g.raft.conf_index()
+            );
+            return;
+        }
+        if let Some(g) = self.groups.remove(&group) {
+            self.destroy(g);
+        }
+    }
+
+    /// Answers a message from a replica that this member's applied configuration removed:
+    /// ids at or below the configuration's highest id that it no longer holds were removed
+    /// for good. Returns whether `m` came from such a replica (it is then not stepped).
+    fn answer_removed(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
+        let Some(g) = self.groups.get(&group) else { return false };
+        let conf = g.raft.conf();
+        if m.from == 0 || m.from == g.raft.id() || m.from > conf.max_replica_id || conf.contains(m.from) {
+            return false;
+        }
+        let item = WireItem::Tombstone { group, replica: m.from, conf_index: g.raft.conf_index() };
+        log::debug!("flotilla: group {group}: message from removed replica {} on node {from}", m.from);
+        bump(&self.sh.counters.tombstones_sent);
+        let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
+        true
     }
 
     // ------------------------------------------------------------------------------
@@ -613,13 +724,14 @@ impl Worker {
             return;
         }
         for c in todo {
-            match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm) {
+            match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm.applied_index()) {
                 Ok(mut g) => {
                     match c.first_leader {
                         Some(true) => g.first_campaign = true,
                         Some(false) => g.raft.defer_first_election(),
                         None => {}
                     }
+                    self.send_apply(add_cmd(&g, c.sm));
                     g.touched = false;
                     Self::touch(&mut self.touched, &mut g);
                     self.groups.insert(c.group, g);
@@ -652,8 +764,9 @@ impl Worker {
         }
         self.created_this_tick += 1;
         let sm = (self.sh.factory)(group);
-        match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm) {
+        match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm.applied_index()) {
             Ok(mut g) => {
+                self.send_apply(add_cmd(&g, sm));
                 log::info!(
                     "flotilla: node {} creates replica {} of group {group} (leader on node {from})",
                     self.sh.node,
@@ -681,6 +794,9 @@ impl Worker {
         if !self.groups.contains_key(&group) && !self.maybe_create(from, group, &m) {
             return;
         }
+        if self.answer_removed(from, group, &m) {
+            return;
+        }
         let Some(g) = self.groups.get_mut(&group) else { return };
         g.learn_peer(m.from, from);
         Self::credit_idle(g, self.ticks);
@@ -706,13 +822,20 @@ impl Worker {
         };
         Self::credit_idle(g, self.ticks);
         let size = data.len() as u64;
-        if g.uncommitted + size > cfg.max_uncommitted_bytes && g.uncommitted > 0 {
-            bump(&self.sh.counters.refused_busy);
-            return done.complete(Err(ProposeError::Busy(BusyReason::GroupUncommitted)));
-        }
-        if self.waiting >= cfg.max_pending_proposals {
-            bump(&self.sh.counters.refused_busy);
-            return done.complete(Err(ProposeError::Busy(BusyReason::WorkerPending)));
+        let busy = if g.uncommitted + size > cfg.max_uncommitted_bytes && g.uncommitted > 0 {
+            Some(BusyReason::GroupUncommitted)
+        } else if self.waiting >= cfg.max_pending_proposals {
+            Some(BusyReason::WorkerPending)
+        } else if self.apply_backlog >= cfg.max_apply_backlog {
+            Some(BusyReason::ApplyBacklog)
+        } else if self.wal_pending + self.batch.encoded_len() as u64 >= cfg.max_pending_wal_bytes {
+            Some(BusyReason::WalPending)
+        } else {
+            None
+        };
+        if let Some(reason) = busy {
+            self.sh.counters.refused(reason);
+            return done.complete(Err(ProposeError::Busy(reason)));
         }
         match g.raft.propose(data) {
             Ok((index, term)) => {
@@ -923,6 +1046,7 @@ impl Worker {
                 g.first_campaign = false;
                 g.raft.campaign_now();
             }
+            observe(&self.sh, &mut g);
             if g.raft.has_ready() {
                 g.touched = true;
                 self.touched.push(gid);
@@ -941,7 +1065,8 @@ impl Worker {
         self.submit();
     }
 
-    /// Handles one `Ready` of `g`; returns whether the replica was removed from the group.
+    /// Handles one `Ready` of `g`; returns whether the replica was removed from the group
+    /// (never, now: a removal is seen once the apply thread reports it, in `on_applied`).
     fn handle_ready(&mut self, g: &mut Group) -> bool {
         let rd = g.raft.ready();
         let gid = g.id;
@@ -975,24 +1100,10 @@ impl Worker {
         if last.is_some() || !rd.persisted_messages.is_empty() {
             self.after.push((gid, last, rd.persisted_messages));
         }
-        // 3. Apply.
-        let me = g.raft.id();
-        let was_member = g.raft.conf().contains(me);
-        let mut conf_applied = false;
-        if let Some(last_applied) = rd.committed_entries.last().map(|e| e.index) {
-            for e in &rd.committed_entries {
-                let result = match &e.payload {
-                    EntryPayload::Normal(d) => g.sm.apply(e.index, e.term, Some(d)),
-                    EntryPayload::Noop => g.sm.apply(e.index, e.term, None),
-                    EntryPayload::ConfChange(_) => {
-                        conf_applied = true;
-                        g.sm.apply(e.index, e.term, None)
-                    }
-                };
-                self.waiting = self.waiting.saturating_sub(complete_waiters(g, e.index, e.term, result));
-            }
-            bump_by(&self.sh.counters.applied_entries, rd.committed_entries.len() as u64);
-            g.raft.on_applied(last_applied);
+        // 3. Apply, on the apply thread: results come back in `poll_applied`.
+        if !rd.committed_entries.is_empty() {
+            self.apply_backlog += rd.committed_entries.len() as u64;
+            self.send_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries: rd.committed_entries });
         }
         // 4. Reads.
         for rs in rd.read_states {
@@ -1001,18 +1112,104 @@ impl Worker {
             }
         }
         serve_reads(g);
-        if conf_applied && was_member && !g.raft.conf().contains(me) {
-            return true;
-        }
-        self.maybe_compact(g);
         false
+    }
+
+    /// Executes an effect returned by the state machine of `parent` at `index`.
+    fn run_effect(&mut self, parent: u64, index: u64, effect: Effect) {
+        match effect {
+            Effect::CreateGroup { group, members } => {
+                let me = self.sh.node;
+                let Some(pos) = members.iter().position(|&n| n == me) else { return };
+                if members.iter().enumerate().any(|(i, n)| members[..i].contains(n)) {
+                    log::warn!("flotilla: group {parent} at {index}: create-group effect lists a node twice");
+                    return;
+                }
+                let conf = ConfState::with_voters(
+                    members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)),
+                );
+                let replica = pos as u64 + 1;
+                let sm = (self.sh.factory)(group);
+                let (_answer, done) = super::pending::<Result<(), CreateGroupError>>();
+                tracing::info!(parent, index, group, replica, "create-group effect");
+                bump(&self.sh.counters.effects_create_group);
+                let n = self.sh.cfg.get().workers;
+                let owner = super::route(group, n);
+                if owner == self.idx {
+                    self.creates.push(PendingCreate { group, replica, conf, sm, done, first_leader: None });
+                    return;
+                }
+                let cmd = Cmd::Create { group, replica, conf, sm, done, first_leader: None };
+                let to = self.sh.routes.lock().unwrap_or_else(|e| e.into_inner()).get(owner).cloned();
+                // Waits (bounded) for room: a create-group effect must not be lost to a
+                // momentarily full mailbox.
+                if to.map_or(true, |tx| tx.send_timeout(cmd, EFFECT_SEND_WAIT).is_err()) {
+                    log::error!(
+                        "flotilla: group {parent} at {index}: worker {owner} did not take the creation of group {group}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Takes the apply thread's answers, in the order it did the work.
+    fn poll_applied(&mut self) {
+        while let Ok(done) = self.apply_rx.try_recv() {
+            match done {
+                ApplyDone::Applied { group, epoch, last, count, results } => {
+                    self.on_applied(group, epoch, last, count, results)
+                }
+                ApplyDone::RestoreFailed { group, index, error } => {
+                    log::error!("flotilla: group {group}: restoring snapshot {index} failed: {error}");
+                    tracing::error!(group, index, %error, "snapshot restore failed; engine stops");
+                    self.storage_failed();
+                }
+                ApplyDone::Snapshot { group, epoch, meta, result } => {
+                    self.on_snapshot(group, epoch, meta, result)
+                }
+            }
+        }
+    }
+
+    /// Entries of `group` up to `last` were applied: Raft learns it (membership changes
+    /// take effect), effects run, waiters complete with the results, reads are served; a
+    /// replica whose removal was applied is destroyed; a log past the threshold is
+    /// snapshotted.
+    fn on_applied(&mut self, group: u64, epoch: u64, last: u64, count: u64, results: Vec<AppliedEntry>) {
+        self.apply_backlog = self.apply_backlog.saturating_sub(count);
+        bump_by(&self.sh.counters.applied_entries, results.len() as u64);
+        if self.failed || self.groups.get(&group).map_or(true, |g| g.epoch != epoch) {
+            return;
+        }
+        let Some(mut g) = self.groups.remove(&group) else { return };
+        let me = g.raft.id();
+        let was_member = g.raft.conf().contains(me);
+        let mut effects = Vec::new();
+        for r in results {
+            for e in r.effects {
+                effects.push((r.index, e));
+            }
+            self.waiting = self.waiting.saturating_sub(complete_waiters(&mut g, r.index, r.term, r.result));
+        }
+        g.raft.on_applied(last);
+        serve_reads(&mut g);
+        if was_member && !g.raft.conf().contains(me) {
+            self.destroy(g);
+        } else {
+            self.maybe_compact(&mut g);
+            Self::touch(&mut self.touched, &mut g);
+            self.groups.insert(group, g);
+        }
+        for (index, e) in effects {
+            self.run_effect(group, index, e);
+        }
     }
 
     /// Installs a snapshot received from the leader: the file (fsynced) first, then the
     /// state machine, then the WAL reset (in this turn's batch).
-    fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
+    fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &Bytes) -> std::io::Result<()> {
         snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
-        g.sm.restore(meta.index, meta.term, &mut &data[..])?;
+        self.send_apply(ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() });
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
             if let Some(w) = g.waiters.pop_front() {
@@ -1031,42 +1228,68 @@ impl Worker {
         g.meta_dirty = false;
         self.prune.push((gid, g.raft.id(), meta.index));
         bump(&self.sh.counters.snapshots_installed);
+        tracing::info!(group = gid, index = meta.index, term = meta.term, "snapshot installed");
         log::info!("flotilla: group {gid}: installed snapshot at {}", meta.index);
         Ok(())
     }
 
-    /// Snapshots the state machine (to a file) and compacts the log once it holds
-    /// `compact_entries` applied entries past the compaction point. The snapshot file
-    /// covers the state machine, so compaction may pass its durable `applied_index`: on
-    /// open a state machine behind the compaction point is restored from the file.
+    /// Asks the apply thread for a snapshot of the state machine once the log holds
+    /// `compact_entries` applied entries past the compaction point (answered in
+    /// `on_snapshot`).
     fn maybe_compact(&mut self, g: &mut Group) {
         let applied = g.raft.applied();
-        if applied < g.raft.storage().snap.index.saturating_add(self.sh.cfg.get().compact_entries) {
+        if g.snapshotting
+            || applied < g.raft.storage().snap.index.saturating_add(self.sh.cfg.get().compact_entries)
+        {
             return;
         }
-        let mut data = Vec::new();
-        if let Err(e) = g.sm.snapshot(&mut data) {
-            log::warn!("flotilla: group {}: snapshot failed: {e}", g.id);
+        g.snapshotting = true;
+        self.send_apply(ApplyCmd::Snapshot { group: g.id, epoch: g.epoch });
+    }
+
+    /// The snapshot-writer thread wrote (and fsynced) the snapshot file of `group` at
+    /// `meta`: the log is compacted there. The file covers the state machine, so
+    /// compaction may pass its durable `applied_index`: on open a state machine behind the
+    /// compaction point is restored from the file.
+    fn on_snapshot(&mut self, group: u64, epoch: u64, meta: SnapshotMeta, result: Result<u64, String>) {
+        if self.failed {
             return;
         }
-        let meta = match g.raft.compact_to(applied) {
-            Ok(m) => m,
+        let Some(g) = self.groups.get_mut(&group).filter(|g| g.epoch == epoch) else { return };
+        g.snapshotting = false;
+        let replica = g.raft.id();
+        let bytes = match result {
+            Ok(b) => b,
             Err(e) => {
-                log::warn!("flotilla: group {}: compaction refused: {e}", g.id);
+                log::warn!("flotilla: group {group}: snapshot at {} failed: {e}", meta.index);
+                tracing::warn!(group, index = meta.index, %e, "snapshot failed");
                 return;
             }
         };
-        if let Err(e) = snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), &meta, &data) {
-            log::error!("flotilla: group {}: snapshot file: {e}", g.id);
-            self.storage_failed();
-            return;
+        let discard = |why: &str| {
+            log::warn!("flotilla: group {group}: snapshot at {} discarded: {why}", meta.index);
+            snapfile::prune(&self.sh.snap_dir, group, |r, i| r == replica && i == meta.index);
+        };
+        if meta.index <= g.raft.storage().snap.index {
+            // A snapshot installed meanwhile superseded it.
+            return discard("superseded");
+        }
+        match g.raft.compact_to(meta.index) {
+            Ok(m) if m == meta => {}
+            Ok(m) => {
+                // Raft compacted already; the file does not match what it says: keep the
+                // old compaction point durable and drop the file.
+                log::error!("flotilla: group {group}: snapshot metadata {meta:?} differs from Raft's {m:?}");
+                return discard("metadata mismatch");
+            }
+            Err(e) => return discard(&e.to_string()),
         }
         g.raft.storage_mut().snap = meta.clone();
-        self.batch.set_meta(g.id, &g.meta().encode());
-        self.batch.compact_to(g.id, meta.index + 1);
-        self.prune.push((g.id, g.raft.id(), meta.index));
+        self.batch.set_meta(group, &g.meta().encode());
+        self.batch.compact_to(group, meta.index + 1);
+        self.prune.push((group, replica, meta.index));
         bump(&self.sh.counters.compactions);
-        log::debug!("flotilla: group {}: compacted to {}", g.id, meta.index);
+        tracing::debug!(group, index = meta.index, bytes, "snapshot taken, log compacted");
     }
 
     fn destroy(&mut self, mut g: Box<Group>) {
@@ -1087,7 +1310,9 @@ impl Worker {
         if g.quiesced_counted {
             self.sh.counters.quiesced_groups.fetch_sub(1, Ordering::Relaxed);
         }
+        self.send_apply(ApplyCmd::Remove { group: gid });
         bump(&self.sh.counters.replicas_destroyed);
+        tracing::info!(group = gid, replica = g.raft.id(), "replica destroyed after its removal");
     }
 
     fn send(&mut self, g: &mut Group, m: Message) {
@@ -1107,39 +1332,25 @@ impl Worker {
         self.outbox.push_with(node, g.id, m, false);
     }
 
+    /// Streams the snapshot file at `meta` to replica `to`: the chunks are read from the
+    /// file lazily as the transport sends them (the file is opened now, so pruning it
+    /// meanwhile does not cut the stream).
     fn send_snapshot(&mut self, g: &mut Group, to: ReplicaId, meta: SnapshotMeta) {
-        let (Some(node), Ok((file_meta, data))) =
-            (g.node_of(to), snapfile::load(&self.sh.snap_dir, g.id, g.raft.id(), meta.index))
+        let ids = (g.raft.id(), to, g.raft.term());
+        let (Some(node), Ok(chunks)) =
+            (g.node_of(to), snapfile::chunks(&self.sh.snap_dir, g.id, ids, &meta, 0, SNAPSHOT_CHUNK))
         else {
             g.raft.report_snapshot(to, false);
             return;
         };
-        if file_meta != meta {
-            g.raft.report_snapshot(to, false);
-            return;
-        }
-        let (from, term) = (g.raft.id(), g.raft.term());
-        let n = data.len().div_ceil(SNAPSHOT_CHUNK).max(1);
-        let chunks = (0..n)
-            .map(|i| Message {
-                from,
-                to,
-                term,
-                body: MessageBody::SnapshotChunk(SnapshotChunk {
-                    meta: meta.clone(),
-                    seq: i as u32,
-                    offset: (i * SNAPSHOT_CHUNK) as u64,
-                    last: i + 1 == n,
-                    data: data.slice(i * SNAPSHOT_CHUNK..((i + 1) * SNAPSHOT_CHUNK).min(data.len())),
-                }),
-            })
-            .collect();
         bump(&self.sh.counters.snapshots_sent);
+        tracing::info!(group = g.id, index = meta.index, to, node, "snapshot stream started");
         log::info!(
             "flotilla: group {}: streaming snapshot {} to replica {to} on node {node}",
             g.id,
             meta.index
         );
+        let chunks: SnapshotChunks = Box::new(chunks);
         let _ = self.sh.net.send(NetCmd::Snapshot { to: node, group: g.id, replica: to, chunks });
     }
 
@@ -1154,23 +1365,27 @@ impl Worker {
         let batch = std::mem::take(&mut self.batch);
         let after = std::mem::take(&mut self.after);
         let prune = std::mem::take(&mut self.prune);
+        let bytes = batch.encoded_len() as u64;
         let ticket = if batch.is_empty() {
             None
         } else {
             bump(&self.sh.counters.wal_batches);
+            bump_by(&self.sh.counters.wal_batch_bytes, bytes);
+            self.wal_pending += bytes;
             bump_by(&self.sh.counters.wal_batch_groups, self.batch_groups);
             self.batch_groups = 0;
             match self.sh.wal.submit(batch) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     log::error!("flotilla: wal submit failed: {e}");
+                    tracing::error!(%e, "wal submit failed; engine stops");
                     self.storage_failed();
                     return;
                 }
             }
         };
         if ticket.is_some() || !after.is_empty() {
-            self.inflight.push_back(Inflight { ticket, after, prune });
+            self.inflight.push_back(Inflight { ticket, after, prune, bytes });
         }
         // Writes that need nothing durable complete at once (in order).
         self.poll_inflight();
@@ -1185,12 +1400,16 @@ impl Worker {
                     Some(Ok(())) => {}
                     Some(Err(e)) => {
                         log::error!("flotilla: wal write failed, stopping the engine: {e}");
+                        tracing::error!(%e, "wal write failed; engine stops");
                         self.storage_failed();
                         return;
                     }
                 }
             }
             let Some(done) = self.inflight.pop_front() else { return };
+            if done.ticket.is_some() {
+                self.wal_pending = self.wal_pending.saturating_sub(done.bytes);
+            }
             for (gid, replica, keep) in done.prune {
                 snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
             }
@@ -1228,6 +1447,7 @@ impl Worker {
         self.failed = true;
         self.sh.failed.store(true, Ordering::Release);
         self.inflight.clear();
+        self.wal_pending = 0;
         self.batch = WriteBatch::new();
         self.after.clear();
         self.prune.clear();
@@ -1263,6 +1483,15 @@ impl Worker {
             self.poll_inflight();
         }
         self.flush_outbox();
+        // The apply thread finishes what it was handed (a state machine with its own
+        // storage sees every entry it was given); waiters of applied entries get results.
+        self.apply_tx = None;
+        if let Some(t) = self.apply_thread.take() {
+            if t.join().is_err() {
+                log::error!("flotilla: worker {}: a state machine panicked", self.idx);
+            }
+        }
+        self.poll_applied();
         for g in self.groups.values_mut() {
             g.fail_all(|| Outcome::Indeterminate, || ReadError::Shutdown);
         }
@@ -1270,6 +1499,67 @@ impl Worker {
         while let Ok(cmd) = self.rx.try_recv() {
             drop(cmd);
         }
+    }
+}
+
+/// Hands the state machine of `g` to the apply thread, with the position Raft has it at.
+fn add_cmd(g: &Group, sm: Box<dyn StateMachine>) -> ApplyCmd {
+    let index = g.raft.applied();
+    let snap = g.raft.snapshot_meta();
+    let term = if index == snap.index { snap.term } else { g.raft.term_at(index).unwrap_or(0) };
+    ApplyCmd::Add {
+        group: g.id,
+        replica: g.raft.id(),
+        applied: (index, term),
+        conf: g.raft.conf().clone(),
+        sm,
+    }
+}
+
+/// The Raft counters a worker reports as metrics and events (see `Group::seen`).
+fn raft_counts(r: &Raft<WalStore>) -> [u32; 5] {
+    let st = r.stats();
+    [
+        st.campaigns,
+        st.leaderships,
+        st.transfers_started,
+        st.transfers_aborted,
+        st.simple_changes + st.joint_entered + st.joint_left,
+    ]
+    // Truncated on purpose: only differences between two readings are used.
+    .map(|v| v as u32)
+}
+
+/// Reports what changed in `g`'s Raft counters since last seen: metrics and tracing
+/// events (elections, leadership, transfers, membership changes).
+fn observe(sh: &Shared, g: &mut Group) {
+    let now = raft_counts(&g.raft);
+    if now == g.seen {
+        return;
+    }
+    let d: [u64; 5] = std::array::from_fn(|i| u64::from(now[i].wrapping_sub(g.seen[i])));
+    g.seen = now;
+    let c = &sh.counters;
+    let (group, term) = (g.id, g.raft.term());
+    if d[0] > 0 {
+        bump_by(&c.elections, d[0]);
+        tracing::debug!(group, term, replica = g.raft.id(), "election started");
+    }
+    if d[1] > 0 {
+        bump_by(&c.leaders_elected, d[1]);
+        tracing::info!(group, term, replica = g.raft.id(), "became leader");
+    }
+    if d[2] > 0 {
+        bump_by(&c.transfers_started, d[2]);
+        tracing::info!(group, term, "leadership transfer started");
+    }
+    if d[3] > 0 {
+        bump_by(&c.transfers_aborted, d[3]);
+        tracing::info!(group, term, "leadership transfer aborted");
+    }
+    if d[4] > 0 {
+        bump_by(&c.membership_changes, d[4]);
+        tracing::info!(group, term, conf = ?g.raft.conf(), "membership change applied");
     }
 }
 

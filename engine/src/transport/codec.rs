@@ -23,6 +23,7 @@
 //!          | 3 count:varint (group from to term round){count}             coalesced responses
 //!          | 4 count:varint (group from to term commit round quiesce:u8){count}
 //!                                              coalesced heartbeats, some quiescing
+//!          | 5 group:varint replica:varint conf_index:varint                  replica removed
 //! message := from:varint to:varint term:varint kind:u8 fields(kind)
 //! ```
 
@@ -85,6 +86,18 @@ pub enum WireItem {
     Heartbeats(Vec<HeartbeatEntry>),
     /// Every heartbeat answer from this node to one destination node in one round.
     HeartbeatAcks(Vec<HeartbeatAck>),
+    /// A member's answer to a message from `replica` of `group`, which the member's
+    /// applied configuration at `conf_index` no longer contains (and, replica ids never
+    /// being reused, never will): the receiver destroys that replica if it is this exact
+    /// replica and its own configuration is older (TiKV's stale-peer GC message).
+    Tombstone {
+        /// The group.
+        group: u64,
+        /// The removed replica.
+        replica: u64,
+        /// Index of the sender's applied configuration change that excludes `replica`.
+        conf_index: u64,
+    },
 }
 
 /// Limits the decoder enforces beyond the input length.
@@ -176,7 +189,7 @@ fn varint_len(v: u64) -> usize {
 /// Bytes a coalesced item's entries take, so the batch buffer is allocated once.
 fn item_size_hint(it: &WireItem) -> usize {
     match it {
-        WireItem::Msg { .. } => 32,
+        WireItem::Msg { .. } | WireItem::Tombstone { .. } => 32,
         WireItem::Heartbeats(hs) => {
             // A flag byte per entry only in an item where some group quiesces.
             let flag = usize::from(hs.iter().any(|h| h.quiesce));
@@ -409,6 +422,10 @@ pub fn encode_batch(items: &[WireItem]) -> Result<Bytes, EncodeError> {
                 for h in hs {
                     put_varints(&mut b, [h.group, h.from, h.to, h.term, h.round]);
                 }
+            }
+            WireItem::Tombstone { group, replica, conf_index } => {
+                b.put_u8(5);
+                put_varints(&mut b, [*group, *replica, *conf_index]);
             }
         }
     }
@@ -681,6 +698,11 @@ impl Reader<'_> {
                 }
                 Ok(WireItem::HeartbeatAcks(v))
             }
+            5 => Ok(WireItem::Tombstone {
+                group: self.varint()?,
+                replica: self.varint()?,
+                conf_index: self.varint()?,
+            }),
             tag => Err(DecodeError::UnknownTag { what: "item", tag, at }),
         }
     }
@@ -758,6 +780,32 @@ pub fn decode_snapshot_meta(buf: &Bytes, limits: DecodeLimits) -> Result<(Snapsh
 #[cfg(test)]
 mod size_tests {
     use super::*;
+
+    #[test]
+    fn tombstone_round_trips_and_rejects_truncation() {
+        let items = vec![
+            WireItem::Tombstone { group: 7, replica: 3, conf_index: 1 << 40 },
+            WireItem::Tombstone { group: u64::MAX, replica: 0, conf_index: 0 },
+        ];
+        let b = encode_batch(&items).unwrap();
+        assert_eq!(decode_batch(&b, DecodeLimits::default()).unwrap(), items);
+        // Every strict prefix is refused with an error, never a panic or a partial batch.
+        for n in 0..b.len() {
+            assert!(decode_batch(&b.slice(..n), DecodeLimits::default()).is_err(), "prefix {n}");
+        }
+        // A varint overflowing 64 bits in the conf index is refused.
+        let mut bad = BytesMut::new();
+        bad.put_u8(CODEC_VERSION);
+        put_varint(&mut bad, 1);
+        bad.put_u8(5);
+        put_varint(&mut bad, 1);
+        put_varint(&mut bad, 2);
+        bad.extend_from_slice(&[0xff; 11]);
+        assert!(matches!(
+            decode_batch(&bad.freeze(), DecodeLimits::default()),
+            Err(DecodeError::BadVarint { .. })
+        ));
+    }
 
     #[test]
     fn varint_len_matches_put_varint_and_hint_is_exact_for_heartbeats() {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
-use super::{Transport, TransportError, TransportEvent};
-use crate::raft::message::{Message, MessageBody};
+use super::{SnapshotChunks, Transport, TransportError, TransportEvent};
+use crate::raft::message::MessageBody;
 use crate::raft::types::NodeId;
 
 enum Delivery {
@@ -198,15 +198,28 @@ impl Transport for MemoryTransport {
         to: NodeId,
         tag: u64,
         group: u64,
-        chunks: Vec<Message>,
+        mut chunks: SnapshotChunks,
     ) -> Result<(), TransportError> {
-        if chunks.iter().any(|m| !matches!(m.body, MessageBody::SnapshotChunk(_))) {
-            return Err(TransportError::NotAChunk);
+        let mut first = chunks.next();
+        if let Some(Ok(m)) = &first {
+            if !matches!(m.body, MessageBody::SnapshotChunk(_)) {
+                return Err(TransportError::NotAChunk);
+            }
         }
         let mut ok = true;
-        for msg in chunks {
-            let bytes = encode_batch(&[WireItem::Msg { group, msg }])?;
-            if self.deliver(to, tag, bytes).is_err() {
+        while let Some(next) = first.take().or_else(|| chunks.next()) {
+            let sent = match next {
+                Ok(msg) if matches!(msg.body, MessageBody::SnapshotChunk(_)) => {
+                    encode_batch(&[WireItem::Msg { group, msg }]).map_err(TransportError::from)
+                }
+                Ok(_) => Err(TransportError::NotAChunk),
+                Err(e) => {
+                    log::warn!("flotilla: snapshot chunk for node {to} unreadable: {e}");
+                    Err(TransportError::NotAChunk)
+                }
+            }
+            .and_then(|bytes| self.deliver(to, tag, bytes));
+            if sent.is_err() {
                 ok = false;
                 break;
             }

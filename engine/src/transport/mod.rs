@@ -23,6 +23,10 @@ pub use quic::QuicTransport;
 use crate::raft::message::Message;
 use crate::raft::types::NodeId;
 
+/// The chunks of one snapshot stream, produced lazily (read from the snapshot file as the
+/// transport sends them).
+pub type SnapshotChunks = Box<dyn Iterator<Item = std::io::Result<Message>> + Send>;
+
 /// Something that arrived from, or happened on, the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportEvent {
@@ -118,13 +122,17 @@ pub trait Transport: Send {
 
     /// Streams the `SnapshotChunk` messages of one snapshot of `group` to `to` on a bulk
     /// lane, never delaying the message lane; completion arrives as
-    /// [`TransportEvent::SnapshotSent`].
+    /// [`TransportEvent::SnapshotSent`]. The chunks are pulled from `chunks` as they are
+    /// sent (the engine reads them from the snapshot file), so the snapshot is never
+    /// whole in memory; a chunk that fails to read ends the stream unsuccessfully. The
+    /// first chunk is checked at once ([`TransportError::NotAChunk`],
+    /// [`TransportError::TooLarge`]); a later bad chunk fails the stream.
     fn send_snapshot(
         &self,
         to: NodeId,
         tag: u64,
         group: u64,
-        chunks: Vec<Message>,
+        chunks: SnapshotChunks,
     ) -> Result<(), TransportError>;
 
     /// The next event, waiting up to `timeout`.

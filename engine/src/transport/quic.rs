@@ -13,7 +13,7 @@ use std::time::Duration;
 use flotilla_net::{Endpoint, Event, Inbox};
 
 use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
-use super::{Transport, TransportError, TransportEvent};
+use super::{SnapshotChunks, Transport, TransportError, TransportEvent};
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
 
@@ -99,26 +99,53 @@ impl Transport for QuicTransport {
         to: NodeId,
         tag: u64,
         group: u64,
-        chunks: Vec<Message>,
+        mut chunks: SnapshotChunks,
     ) -> Result<(), TransportError> {
-        if chunks.iter().any(|m| !matches!(m.body, MessageBody::SnapshotChunk(_))) {
-            return Err(TransportError::NotAChunk);
-        }
-        let encoded: Vec<bytes::Bytes> = chunks
-            .into_iter()
-            .map(|msg| encode_batch(&[WireItem::Msg { group, msg }]))
-            .collect::<Result<_, _>>()?;
-        // Refused now rather than failing the stream later with no cause.
-        if let Some(c) = encoded.iter().find(|c| c.len() > self.ep.bulk_chunk_size()) {
-            return Err(TransportError::TooLarge { tag, len: c.len() });
-        }
+        let limit = self.ep.bulk_chunk_size();
+        let encode = move |msg: Message| -> Result<bytes::Bytes, TransportError> {
+            if !matches!(msg.body, MessageBody::SnapshotChunk(_)) {
+                return Err(TransportError::NotAChunk);
+            }
+            let c = encode_batch(&[WireItem::Msg { group, msg }])?;
+            if c.len() > limit {
+                return Err(TransportError::TooLarge { tag, len: c.len() });
+            }
+            Ok(c)
+        };
+        // The first chunk is checked now: refused at once rather than failing the stream
+        // later with no cause.
+        let first = match chunks.next() {
+            Some(Ok(m)) => Some(encode(m)?),
+            Some(Err(e)) => {
+                log::warn!("flotilla: snapshot for node {to} unreadable: {e}");
+                None
+            }
+            None => None,
+        };
         let bulk = self.ep.open_bulk(to, tag).map_err(net_err)?;
         let done = self.done_tx.clone();
         let signal = self.sig_tx.clone();
         std::thread::Builder::new()
             .name("flotilla-snapshot-send".into())
             .spawn(move || {
-                let ok = encoded.into_iter().all(|c| bulk.send_chunk(c).is_ok()) && bulk.finish().is_ok();
+                let mut ok = first.is_some();
+                if let Some(c) = first {
+                    ok = bulk.send_chunk(c).is_ok();
+                }
+                while ok {
+                    let Some(next) = chunks.next() else { break };
+                    ok = match next
+                        .map_err(|e| e.to_string())
+                        .and_then(|m| encode(m).map_err(|e| e.to_string()))
+                    {
+                        Ok(c) => bulk.send_chunk(c).is_ok(),
+                        Err(e) => {
+                            log::warn!("flotilla: snapshot stream to node {to} failed: {e}");
+                            false
+                        }
+                    };
+                }
+                let ok = ok && bulk.finish().is_ok();
                 let _ = done.send(TransportEvent::SnapshotSent { to, tag, ok });
                 let _ = signal.try_send(());
             })

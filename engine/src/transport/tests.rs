@@ -148,6 +148,7 @@ fn every_kind() -> Vec<WireItem> {
     ]));
     items.push(WireItem::HeartbeatAcks(vec![HeartbeatAck { group: 1, from: 2, to: 1, term: 3, round: 5 }]));
     items.push(WireItem::Heartbeats(vec![]));
+    items.push(WireItem::Tombstone { group: 7, replica: 3, conf_index: u64::MAX });
     items
 }
 
@@ -572,7 +573,7 @@ fn quic_adapter_carries_batches_and_snapshots() {
             }),
         })
         .collect();
-    a.send_snapshot(2, 99, 5, chunks.clone()).unwrap();
+    a.send_snapshot(2, 99, 5, Box::new(chunks.clone().into_iter().map(Ok))).unwrap();
     for want in &chunks {
         assert_eq!(next_items(&mut b), vec![WireItem::Msg { group: 5, msg: want.clone() }]);
     }
@@ -586,12 +587,18 @@ fn quic_adapter_carries_batches_and_snapshots() {
     }
     assert_eq!(done, Some(TransportEvent::SnapshotSent { to: 2, tag: 99, ok: true }));
     let not_chunk = vec![Message { from: 1, to: 2, term: 1, body: MessageBody::TimeoutNow }];
-    assert_eq!(a.send_snapshot(2, 1, 1, not_chunk), Err(TransportError::NotAChunk));
+    assert_eq!(
+        a.send_snapshot(2, 1, 1, Box::new(not_chunk.into_iter().map(Ok))),
+        Err(TransportError::NotAChunk)
+    );
     // A chunk whose encoding exceeds the bulk chunk size is refused at once, with its size.
     let mut big = chunks[0].clone();
     if let MessageBody::SnapshotChunk(c) = &mut big.body {
         c.data = Bytes::from(vec![0u8; a.endpoint().bulk_chunk_size()]);
     }
     let len = encode_batch(&[WireItem::Msg { group: 5, msg: big.clone() }]).unwrap().len();
-    assert_eq!(a.send_snapshot(2, 100, 5, vec![big]), Err(TransportError::TooLarge { tag: 100, len }));
+    assert_eq!(
+        a.send_snapshot(2, 100, 5, Box::new(std::iter::once(Ok(big)))),
+        Err(TransportError::TooLarge { tag: 100, len })
+    );
 }

@@ -1,0 +1,222 @@
+//! The apply thread of one worker: it owns the state machines of the worker's groups and
+//! applies their committed entries, so a slow state machine never stalls stepping, WAL
+//! batching or heartbeats on the worker.
+//!
+//! Owns the state machines and the order of everything done to them: commands arrive in
+//! one FIFO channel from the worker (register, apply, restore, snapshot, remove) and are
+//! executed in that order, so a restore or a snapshot sits exactly between the entries the
+//! worker handed out before and after it. Results go back in one FIFO channel. Never
+//! touches Raft state, waiters or the WAL: the worker completes waiters with the results,
+//! reports the applied index to Raft, and writes the WAL records.
+//!
+//! Snapshots: the apply thread knows the exact (index, term, configuration) its state
+//! machines reflect (it applies membership changes to its own copy of the configuration
+//! with the same pure `ConfState::apply` Raft uses), takes a point-in-time
+//! [`SnapshotSource`] (or, for state machines without one, the bytes of
+//! `StateMachine::snapshot`) and hands it to its snapshot-writer thread, which writes the
+//! file (fsynced) while apply goes on, then reports it to the worker.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use super::snapfile;
+use crate::api::{Effect, SnapshotSource, StateMachine};
+use crate::raft::conf::ConfState;
+use crate::raft::message::{Entry, EntryPayload, SnapshotMeta};
+use crate::raft::types::ReplicaId;
+
+/// Bytes read from a snapshot source per read.
+const SOURCE_CHUNK: usize = 256 << 10;
+
+/// Work for the apply thread, executed in the order sent.
+pub(crate) enum ApplyCmd {
+    /// Takes over the state machine of `group` (created or recovered), whose replica
+    /// `replica` applied up to `applied` = (index, term) with configuration `conf`.
+    Add { group: u64, replica: ReplicaId, applied: (u64, u64), conf: ConfState, sm: Box<dyn StateMachine> },
+    /// Applies these committed entries of `group`, in order. `epoch` names the replica
+    /// instance (echoed back, so answers for a destroyed replica never reach a new one).
+    Apply { group: u64, epoch: u64, entries: Vec<Entry> },
+    /// Replaces the state of `group` with a snapshot (already durable in its file).
+    Restore { group: u64, meta: SnapshotMeta, data: Bytes },
+    /// Snapshots the state of `group` as of every entry handed out before this command.
+    Snapshot { group: u64, epoch: u64 },
+    /// Drops the state machine of `group` (the replica was destroyed).
+    Remove { group: u64 },
+}
+
+/// What the apply thread reports back, in the order it did the work.
+pub(crate) enum ApplyDone {
+    /// Entries of `group` applied up to `last`: the state machine's result and effects of
+    /// each, by (index, term).
+    Applied { group: u64, epoch: u64, last: u64, count: u64, results: Vec<AppliedEntry> },
+    /// The restore of `group` at `index` failed: the engine cannot go on with this state.
+    RestoreFailed { group: u64, index: u64, error: String },
+    /// The snapshot file of `group` at `meta` is written and durable (its data length),
+    /// or why it failed.
+    Snapshot { group: u64, epoch: u64, meta: SnapshotMeta, result: Result<u64, String> },
+}
+
+/// One applied entry.
+pub(crate) struct AppliedEntry {
+    pub index: u64,
+    pub term: u64,
+    pub result: Bytes,
+    pub effects: Vec<Effect>,
+}
+
+struct Slot {
+    sm: Box<dyn StateMachine>,
+    replica: ReplicaId,
+    /// The last index applied (or restored) here, its term, and the configuration there.
+    applied: u64,
+    term: u64,
+    conf: ConfState,
+}
+
+/// A snapshot for the writer thread.
+struct Job {
+    group: u64,
+    epoch: u64,
+    replica: ReplicaId,
+    meta: SnapshotMeta,
+    source: Box<dyn SnapshotSource>,
+}
+
+/// The bytes of `StateMachine::snapshot`, as a source.
+struct BytesSource {
+    data: Vec<u8>,
+    at: (u64, u64),
+}
+
+impl SnapshotSource for BytesSource {
+    fn reflects(&self) -> (u64, u64) {
+        self.at
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at = usize::try_from(offset).unwrap_or(usize::MAX).min(self.data.len());
+        let n = buf.len().min(self.data.len() - at);
+        buf[..n].copy_from_slice(&self.data[at..at + n]);
+        Ok(n)
+    }
+}
+
+/// The snapshot-writer thread: writes each job's file and reports it.
+fn write_snapshots(dir: PathBuf, jobs: Receiver<Job>, tx: Sender<ApplyDone>) {
+    while let Ok(mut job) = jobs.recv() {
+        let result =
+            snapfile::save_from(&dir, job.group, job.replica, &job.meta, &mut *job.source, SOURCE_CHUNK)
+                .map_err(|e| e.to_string());
+        let _ = tx.send(ApplyDone::Snapshot { group: job.group, epoch: job.epoch, meta: job.meta, result });
+    }
+}
+
+/// Runs until the worker drops its sender; then returns (after finishing what was
+/// queued, so a state machine with its own storage sees every entry handed out).
+pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathBuf) {
+    let (job_tx, jobs) = unbounded();
+    let done = tx.clone();
+    let writer = std::thread::Builder::new()
+        .name("flotilla-snapshot-writer".into())
+        .spawn(move || write_snapshots(snap_dir, jobs, done));
+    if let Err(e) = &writer {
+        log::error!("flotilla: cannot start the snapshot writer, snapshots fail: {e}");
+    }
+    let mut sms: HashMap<u64, Slot> = HashMap::new();
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            ApplyCmd::Add { group, replica, applied, conf, sm } => {
+                let (applied, term) = applied;
+                sms.insert(group, Slot { sm, replica, applied, term, conf });
+            }
+            ApplyCmd::Apply { group, epoch, entries } => {
+                let count = entries.len() as u64;
+                let last = entries.last().map_or(0, |e| e.index);
+                let Some(slot) = sms.get_mut(&group) else {
+                    // Destroyed meanwhile: the worker still counts the entries off.
+                    let _ = tx.send(ApplyDone::Applied { group, epoch, last, count, results: Vec::new() });
+                    continue;
+                };
+                let mut results = Vec::with_capacity(entries.len());
+                for e in &entries {
+                    if e.index <= slot.applied {
+                        // Already in the state machine (it keeps its own storage and
+                        // applied this before a restart): never applied twice.
+                        continue;
+                    }
+                    let cmd = match &e.payload {
+                        EntryPayload::Normal(d) => Some(&d[..]),
+                        EntryPayload::Noop => None,
+                        EntryPayload::ConfChange(cc) => {
+                            // As Raft does: a change that no longer applies is a no-op.
+                            if let Ok(next) = slot.conf.apply(cc) {
+                                slot.conf = next;
+                            }
+                            None
+                        }
+                    };
+                    let result = slot.sm.apply(e.index, e.term, cmd);
+                    let effects = slot.sm.take_effects();
+                    slot.applied = e.index;
+                    slot.term = e.term;
+                    results.push(AppliedEntry { index: e.index, term: e.term, result, effects });
+                }
+                let _ = tx.send(ApplyDone::Applied { group, epoch, last, count, results });
+            }
+            ApplyCmd::Restore { group, meta, data } => {
+                let Some(slot) = sms.get_mut(&group) else { continue };
+                match slot.sm.restore(meta.index, meta.term, &mut &data[..]) {
+                    Ok(()) => {
+                        slot.applied = meta.index;
+                        slot.term = meta.term;
+                        slot.conf = meta.conf;
+                    }
+                    Err(e) => {
+                        let error = e.to_string();
+                        let _ = tx.send(ApplyDone::RestoreFailed { group, index: meta.index, error });
+                    }
+                }
+            }
+            ApplyCmd::Snapshot { group, epoch } => {
+                let Some(slot) = sms.get_mut(&group) else { continue };
+                let at = (slot.applied, slot.term);
+                let meta = SnapshotMeta { index: at.0, term: at.1, conf: slot.conf.clone() };
+                let source = match slot.sm.snapshot_source() {
+                    Some(s) if s.reflects() == at => Ok(s),
+                    Some(s) => Err(format!("snapshot source reflects {:?}, applied is {at:?}", s.reflects())),
+                    None => {
+                        let mut data = Vec::new();
+                        slot.sm
+                            .snapshot(&mut data)
+                            .map(|()| Box::new(BytesSource { data, at }) as Box<dyn SnapshotSource>)
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                let job = source.map(|source| Job {
+                    group,
+                    epoch,
+                    replica: slot.replica,
+                    meta: meta.clone(),
+                    source,
+                });
+                let sent = match job {
+                    Ok(job) => job_tx.send(job).map_err(|_| "the snapshot writer is gone".to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    let _ = tx.send(ApplyDone::Snapshot { group, epoch, meta, result: Err(e) });
+                }
+            }
+            ApplyCmd::Remove { group } => {
+                sms.remove(&group);
+            }
+        }
+    }
+    drop(job_tx);
+    if let Ok(w) = writer {
+        let _ = w.join();
+    }
+}

@@ -1,0 +1,710 @@
+//! Engines in one process over the in-memory transport: replica lifecycle (a removed
+//! replica is destroyed even if it missed its removal; stale messages never recreate it),
+//! apply off the worker thread (a slow state machine does not stop other groups), the
+//! apply-backlog bound, create-group effects, and the metrics set.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common_engine;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common_engine::*;
+use flotilla_engine::api::*;
+use flotilla_engine::raft::message::{Message, MessageBody};
+use flotilla_engine::raft::{NodeId, Role};
+use flotilla_engine::transport::{MemoryNetwork, Transport, WireItem};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn change(c: &Cluster, g: u64, ch: MembershipChange) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        assert!(Instant::now() < deadline, "group {g}: change {ch:?} not applied");
+        let Some(l) = c.leader(g) else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
+        match c.engine(l).change_membership(g, ch.clone()).map(|p| p.wait_timeout(Duration::from_secs(5))) {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(
+                MembershipError::LeaderNotReady
+                | MembershipError::ChangePending
+                | MembershipError::NotLeader { .. }
+                | MembershipError::Dropped
+                | MembershipError::Indeterminate,
+            ))) => {}
+            Ok(Ok(Err(e))) => panic!("group {g}: {ch:?}: {e}"),
+            Ok(Err(_)) | Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A stale append naming a destroyed replica (from a node that still thinks it leads)
+/// creates nothing; a tombstone message that does not prove the removal (another replica
+/// id, or a configuration not newer than the replica's) destroys nothing.
+#[test]
+fn stale_append_after_removal_creates_no_replica() {
+    let c = Cluster::new(3, 10_000);
+    let g = 21;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"a");
+    c.wait_converged(g, &[1, 2, 3], 1, LONG);
+    let me3 = c.engine(3).group_status(g).unwrap();
+    let fake = c.net.join(9, 64);
+
+    // Tombstones that prove nothing are ignored.
+    let conf_index = 1; // the founding configuration: not newer than node 3's
+    for item in [
+        WireItem::Tombstone { group: g, replica: me3.replica + 1, conf_index: 1 << 40 },
+        WireItem::Tombstone { group: g, replica: me3.replica, conf_index },
+    ] {
+        fake.send(3, 0, &[item]).unwrap();
+    }
+    c.propose(g, b"b");
+    c.wait_converged(g, &[1, 2, 3], 2, LONG);
+    assert!(c.engine(3).group_status(g).is_some(), "an unproven tombstone destroyed a replica");
+    assert_eq!(c.engine(3).metrics().replicas_destroyed, 0);
+
+    change(&c, g, MembershipChange::Remove(3));
+    wait_until("node 3's replica destroyed", || c.engine(3).group_status(g).is_none());
+    let created = c.engine(3).metrics().replicas_created;
+    // A delayed append of the old configuration's leader, naming replica 3.
+    let stale = Message {
+        from: 1,
+        to: me3.replica,
+        term: me3.term,
+        body: MessageBody::Append { prev_index: 0, prev_term: 0, entries: Vec::new(), commit: 0 },
+    };
+    let hb = Message { body: MessageBody::Heartbeat { commit: 0, round: 1, quiesce: false }, ..stale.clone() };
+    for m in [stale, hb] {
+        fake.send(3, 0, &[WireItem::Msg { group: g, msg: m }]).unwrap();
+    }
+    // The group keeps committing meanwhile; the stale messages were handled before.
+    c.propose(g, b"c");
+    c.wait_converged(g, &[1, 2], 3, LONG);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(c.engine(3).group_status(g).is_none(), "a stale append recreated a removed replica");
+    assert_eq!(c.engine(3).metrics().replicas_created, created);
+}
+
+/// A replica cut off while its removal commits never learns it; once the partition heals
+/// its messages reach the remaining members, which answer with a tombstone, and it
+/// destroys itself (durably: it stays gone after a restart).
+#[test]
+fn replica_partitioned_during_removal_is_destroyed_after_healing() {
+    let mut c = Cluster::new(3, 10_000);
+    let g = 22;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"a");
+    c.wait_converged(g, &[1, 2, 3], 1, LONG);
+    let changes_before = c.engine(1).metrics().membership_changes;
+    c.net.cut(3, 1);
+    c.net.cut(3, 2);
+    change(&c, g, MembershipChange::Remove(3));
+    c.propose(g, b"b");
+    c.wait_converged(g, &[1, 2], 2, LONG);
+    assert!(c.engine(1).metrics().membership_changes > changes_before);
+    // Cut off, node 3 cannot know: its replica lives on (and campaigns in vain).
+    std::thread::sleep(Duration::from_millis(100));
+    let s3 = c.engine(3).group_status(g).expect("node 3 cannot have learnt its removal");
+    assert!(s3.members.members().iter().any(|r| r.node == 3));
+    assert_eq!(c.engine(3).metrics().replicas_destroyed, 0);
+    c.net.heal(3, 1);
+    c.net.heal(3, 2);
+    wait_until("the removed replica destroyed after healing", || c.engine(3).group_status(g).is_none());
+    assert_eq!(c.engine(3).metrics().replicas_destroyed, 1);
+    let sent: u64 = [1, 2].iter().map(|&n| c.engine(n).metrics().tombstones_sent).sum();
+    assert!(sent >= 1, "the members answered with tombstones");
+    // The remaining members are unaffected.
+    c.propose(g, b"c");
+    c.wait_converged(g, &[1, 2], 3, LONG);
+    c.stop(3);
+    c.start(3);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(c.engine(3).group_status(g).is_none(), "the tombstone is durable");
+}
+
+// ---------------------------------------------------------------------------------------
+// A state machine the test can hold up, and one that returns effects.
+
+/// Counts applied commands; blocks in `apply` of a command "block" while the gate is
+/// closed (bounded: gives up after a minute so a broken test cannot hang CI).
+struct GatedSm {
+    applied: Arc<AtomicU64>,
+    gate: Arc<AtomicBool>,
+    index: u64,
+}
+
+impl StateMachine for GatedSm {
+    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        assert!(index > self.index, "applied out of order or twice");
+        self.index = index;
+        if command == Some(&b"block"[..]) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !self.gate.load(Ordering::Acquire) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if command.is_some() {
+            self.applied.fetch_add(1, Ordering::AcqRel);
+        }
+        Bytes::copy_from_slice(&index.to_le_bytes())
+    }
+    fn applied_index(&self) -> u64 {
+        0
+    }
+    fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(&self.index.to_le_bytes())
+    }
+    fn restore(&mut self, index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
+        let mut b = [0u8; 8];
+        input.read_exact(&mut b)?;
+        self.index = index;
+        Ok(())
+    }
+}
+
+fn single_node(dir: &std::path::Path, workers: usize, f: impl Fn(&mut EngineConfig)) -> (Engine, SmMap) {
+    let net = MemoryNetwork::new();
+    let mut cfg = config(1, dir.to_path_buf(), 10_000);
+    cfg.workers = workers;
+    f(&mut cfg);
+    let sms: SmMap = Arc::default();
+    let s = sms.clone();
+    let factory: StateMachineFactory = Arc::new(move |g| {
+        let (applied, gate) = s.lock().unwrap().entry(g).or_default().clone();
+        Box::new(GatedSm { applied, gate, index: 0 })
+    });
+    (Engine::open(cfg, Box::new(net.join(1, 1 << 12)), factory).unwrap(), sms)
+}
+
+type SmMap = Arc<Mutex<HashMap<u64, (Arc<AtomicU64>, Arc<AtomicBool>)>>>;
+
+fn sm_for(sms: &SmMap, g: u64) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
+    sms.lock().unwrap().entry(g).or_default().clone()
+}
+
+fn create_single(e: &Engine, sms: &SmMap, g: u64) {
+    let (applied, gate) = sm_for(sms, g);
+    e.create_group(g, &[1], Box::new(GatedSm { applied, gate, index: 0 })).unwrap();
+    wait_until("single-node leader", || e.group_status(g).is_some_and(|s| s.role == Role::Leader));
+}
+
+/// One worker, two groups: while group 1's state machine is stuck in `apply`, group 2
+/// still appends, persists and commits (its commit index advances by every proposal),
+/// and the worker still answers; once group 1 is released, every waiter resolves with
+/// its own entry's result, in order.
+#[test]
+fn slow_state_machine_does_not_stop_other_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, sms) = single_node(dir.path(), 1, |_| {});
+    create_single(&e, &sms, 1);
+    create_single(&e, &sms, 2);
+    let (_, gate1) = sm_for(&sms, 1);
+    let (applied2, _) = sm_for(&sms, 2);
+    let stuck = e.propose(1, Bytes::from_static(b"block")).unwrap();
+    wait_until("group 1's apply stuck", || e.metrics().apply_lag >= 1);
+    let commit0 = e.group_status(2).unwrap().commit;
+    let n = 200u64;
+    let waiters: Vec<Proposal> =
+        (0..n).map(|i| e.propose(2, Bytes::from(i.to_le_bytes().to_vec())).unwrap()).collect();
+    wait_until("group 2 commits while group 1's apply is stuck", || {
+        e.group_status(2).is_some_and(|s| s.commit >= commit0 + n)
+    });
+    assert!(!gate1.load(Ordering::Acquire));
+    assert!(e.metrics().apply_lag > 0, "the stuck apply shows as apply lag");
+    gate1.store(true, Ordering::Release);
+    assert!(stuck.wait_timeout(LONG).unwrap().is_ok());
+    let mut last = 0;
+    for w in waiters {
+        let idx = u64::from_le_bytes(w.wait_timeout(LONG).unwrap().unwrap()[..8].try_into().unwrap());
+        assert!(idx > last, "results in log order");
+        last = idx;
+    }
+    assert_eq!(applied2.load(Ordering::Acquire), n);
+    wait_until("apply lag back to 0", || e.metrics().apply_lag == 0);
+    e.shutdown();
+}
+
+/// The apply-backlog bound: with the apply thread stuck, proposals to another group of
+/// the same worker are refused with `Busy(ApplyBacklog)` once the backlog reaches
+/// `max_apply_backlog`, so memory stays bounded; accepted ones all apply after release.
+#[test]
+fn apply_backlog_bound_answers_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, sms) = single_node(dir.path(), 1, |c| c.max_apply_backlog = 64);
+    create_single(&e, &sms, 1);
+    create_single(&e, &sms, 2);
+    let (_, gate1) = sm_for(&sms, 1);
+    let stuck = e.propose(1, Bytes::from_static(b"block")).unwrap();
+    // The stuck entry is in the backlog (handed out, its apply waiting on the gate).
+    wait_until("group 1's apply stuck", || e.metrics().apply_lag >= 1);
+    let mut accepted = Vec::new();
+    let mut busy = 0;
+    let commit0 = e.group_status(2).unwrap().commit;
+    // One proposal at a time: each either is refused, or commits (and so joins the
+    // backlog) before the next is made.
+    for i in 0..200u32 {
+        let mut p = e.propose(2, Bytes::from(i.to_le_bytes().to_vec())).unwrap();
+        let deadline = Instant::now() + LONG;
+        loop {
+            assert!(Instant::now() < deadline, "proposal {i} neither refused nor committed");
+            match p.wait_timeout(Duration::from_millis(1)) {
+                Ok(Err(ProposeError::Busy(BusyReason::ApplyBacklog))) => {
+                    busy += 1;
+                    break;
+                }
+                Ok(r) => panic!("unexpected outcome {r:?}"),
+                Err(still) => p = still,
+            }
+            if e.group_status(2).unwrap().commit > commit0 + accepted.len() as u64 {
+                accepted.push(p);
+                break;
+            }
+        }
+        if busy > 10 {
+            break;
+        }
+    }
+    assert!(busy > 0, "the backlog bound never answered Busy");
+    // Each accepted entry joined the backlog (as did group 1's stuck one): the bound held.
+    assert!(accepted.len() < 64, "{} proposals accepted past a bound of 64", accepted.len());
+    assert!(e.metrics().apply_lag >= 64);
+    assert!(e.metrics().refused_busy_apply_backlog >= busy);
+    gate1.store(true, Ordering::Release);
+    assert!(stuck.wait_timeout(LONG).unwrap().is_ok());
+    for p in accepted {
+        assert!(p.wait_timeout(LONG).unwrap().is_ok());
+    }
+    e.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------
+// Effects
+
+/// Applies "split:<id>" by returning a create-group effect for group <id> on nodes 1..=3;
+/// counts other commands.
+struct SplitSm {
+    commands: Arc<AtomicU64>,
+    effects: Vec<Effect>,
+}
+
+impl StateMachine for SplitSm {
+    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        if let Some(c) = command {
+            if let Some(id) = c.strip_prefix(b"split:") {
+                let group = std::str::from_utf8(id).unwrap().parse().unwrap();
+                self.effects.push(Effect::CreateGroup { group, members: vec![1, 2, 3] });
+            }
+            self.commands.fetch_add(1, Ordering::AcqRel);
+        }
+        Bytes::copy_from_slice(&index.to_le_bytes())
+    }
+    fn applied_index(&self) -> u64 {
+        0
+    }
+    fn snapshot(&mut self, _out: &mut dyn Write) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn restore(&mut self, _index: u64, _term: u64, _input: &mut dyn Read) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+}
+
+/// Commands applied, by (node, group).
+type Counts = Arc<Mutex<HashMap<(NodeId, u64), Arc<AtomicU64>>>>;
+
+/// A create-group effect returned by `apply` creates the group on every replica at that
+/// index: the new group elects a leader and replicates to all three nodes.
+#[test]
+fn create_group_effect_runs_on_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let counts: Counts = Arc::default();
+    let engines: Vec<Engine> = (1..=3u64)
+        .map(|id| {
+            let counts = counts.clone();
+            let factory: StateMachineFactory = Arc::new(move |g| {
+                let commands = counts.lock().unwrap().entry((id, g)).or_default().clone();
+                Box::new(SplitSm { commands, effects: Vec::new() })
+            });
+            let cfg = config(id, dir.path().join(format!("n{id}")), 10_000);
+            Engine::open(cfg, Box::new(net.join(id, 1 << 14)), factory).unwrap()
+        })
+        .collect();
+    let count =
+        |node: NodeId, g: u64| counts.lock().unwrap().entry((node, g)).or_default().load(Ordering::Acquire);
+    for (i, e) in engines.iter().enumerate() {
+        let commands = counts.lock().unwrap().entry((i as u64 + 1, 1)).or_default().clone();
+        e.create_group(1, &[1, 2, 3], Box::new(SplitSm { commands, effects: Vec::new() })).unwrap();
+    }
+    let leader = |g: u64| {
+        let mut found = None;
+        wait_until("a leader", || {
+            found = engines.iter().find(|e| e.group_status(g).is_some_and(|s| s.role == Role::Leader));
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    let propose = |g: u64, data: &'static [u8]| {
+        let deadline = Instant::now() + LONG;
+        loop {
+            assert!(Instant::now() < deadline, "group {g}: proposal not applied");
+            if let Ok(p) = leader(g).propose(g, Bytes::from_static(data)) {
+                if let Ok(Ok(_)) = p.wait_timeout(Duration::from_secs(5)) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // Group 77 belongs to the same worker as group 1 (2 workers), group 78 to the other:
+    // both paths of the effect.
+    propose(1, b"split:77");
+    propose(1, b"split:78");
+    // (A node may first create its replica from the new group's leader's message, empty,
+    // before it applies the split itself; it then learns the configuration from the log.)
+    for g in [77, 78] {
+        wait_until("the new group with its 3 voters on every node", || {
+            engines.iter().all(|e| e.group_status(g).is_some_and(|s| s.members.voters.len() == 3))
+        });
+    }
+    wait_until("the effect ran on every replica", || {
+        engines.iter().all(|e| e.metrics().effects_create_group == 2)
+    });
+    propose(77, b"hello");
+    propose(78, b"world");
+    wait_until("the new groups applied everywhere", || {
+        (1..=3).all(|n| count(n, 77) == 1 && count(n, 78) == 1)
+    });
+    assert!((1..=3).all(|n| count(n, 1) == 2));
+    for e in engines {
+        e.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+
+/// The metrics move when their events happen: elections and leaders on creation, WAL
+/// batches, syncs and their latency on writes, transfers, membership changes, and
+/// snapshots sent, installed and taken when a node that was down catches up by snapshot.
+#[test]
+fn metrics_move_with_their_events() {
+    let mut c = Cluster::new(3, 40);
+    let g = 31;
+    let total = |c: &Cluster, f: fn(&Metrics) -> u64| -> u64 {
+        c.live().map(|n| f(&n.engine.as_ref().unwrap().metrics())).sum()
+    };
+    assert_eq!(total(&c, |m| m.elections), 0);
+    c.create_group(g, &[1, 2, 3]);
+    c.wait_leader(g, LONG);
+    assert!(total(&c, |m| m.elections) >= 1);
+    assert!(total(&c, |m| m.leaders_elected) >= 1);
+    assert!(total(&c, |m| m.membership_changes) >= 3, "the founding configuration, applied on each");
+    c.propose(g, b"x");
+    let m = c.engine(c.leader(g).unwrap()).metrics();
+    assert!(m.wal_batches > 0 && m.wal_batch_bytes > 0 && m.wal_batch_groups > 0);
+    assert!(m.wal_syncs > 0 && m.wal_sync_nanos_total > 0 && m.wal_sync_nanos_max > 0);
+    assert!(m.wal_sync_nanos_max <= m.wal_sync_nanos_total);
+    assert!(m.applied_entries >= 2);
+    let from = c.leader(g).unwrap();
+    let to = if from == 1 { 2 } else { 1 };
+    c.transfer(g, to, LONG);
+    assert!(c.engine(from).metrics().transfers_started >= 1);
+    c.stop(3);
+    for i in 0..100u8 {
+        c.propose(g, &[i]);
+    }
+    // Snapshots are written in the background: the compaction follows.
+    wait_until("a compaction", || total(&c, |m| m.compactions) >= 1);
+    c.start(3);
+    c.wait_converged(g, &[1, 2, 3], 101, LONG);
+    assert!(c.engine(3).metrics().snapshots_installed >= 1);
+    assert!(total(&c, |m| m.snapshots_sent) >= 1);
+    wait_until("no apply lag once converged", || c.engine(3).metrics().apply_lag == 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots from a point-in-time source
+
+/// Keeps every command's first byte; snapshots through a `SnapshotSource` (a copy of the
+/// bytes at that point) whose reads wait for a gate.
+struct SourceSm {
+    log: Arc<Mutex<Vec<u8>>>,
+    index: u64,
+    term: u64,
+    gate: Arc<AtomicBool>,
+    restored_at: Arc<AtomicU64>,
+}
+
+struct GatedSource {
+    data: Vec<u8>,
+    at: (u64, u64),
+    gate: Arc<AtomicBool>,
+}
+
+impl SnapshotSource for GatedSource {
+    fn reflects(&self) -> (u64, u64) {
+        self.at
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.gate.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let at = (offset as usize).min(self.data.len());
+        let n = buf.len().min(self.data.len() - at);
+        buf[..n].copy_from_slice(&self.data[at..at + n]);
+        Ok(n)
+    }
+}
+
+impl StateMachine for SourceSm {
+    fn apply(&mut self, index: u64, term: u64, command: Option<&[u8]>) -> Bytes {
+        assert_eq!(index, self.index + 1, "applied out of order or twice");
+        (self.index, self.term) = (index, term);
+        if let Some(c) = command {
+            self.log.lock().unwrap().push(c[0]);
+        }
+        Bytes::new()
+    }
+    fn applied_index(&self) -> u64 {
+        0
+    }
+    fn snapshot(&mut self, _out: &mut dyn Write) -> std::io::Result<()> {
+        panic!("the engine must use snapshot_source when a state machine has one")
+    }
+    fn snapshot_source(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        let data = self.log.lock().unwrap().clone();
+        Some(Box::new(GatedSource { data, at: (self.index, self.term), gate: self.gate.clone() }))
+    }
+    fn restore(&mut self, index: u64, term: u64, input: &mut dyn Read) -> std::io::Result<()> {
+        let mut data = Vec::new();
+        input.read_to_end(&mut data)?;
+        *self.log.lock().unwrap() = data;
+        (self.index, self.term) = (index, term);
+        self.restored_at.store(index, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// A state machine with a snapshot source keeps applying while its snapshot is read
+/// (the source is stuck: the group still commits and applies), the log is compacted only
+/// once the file is written, and a restart restores exactly the state the source gave,
+/// at the (index, term) it stated, then replays the rest.
+#[test]
+fn snapshot_source_is_written_while_apply_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(AtomicBool::new(false));
+    let open = |log: Arc<Mutex<Vec<u8>>>, restored_at: Arc<AtomicU64>| {
+        let mut cfg = config(1, dir.path().to_path_buf(), 20);
+        cfg.workers = 1;
+        let gate = gate.clone();
+        let factory: StateMachineFactory = Arc::new(move |_| {
+            Box::new(SourceSm {
+                log: log.clone(),
+                index: 0,
+                term: 0,
+                gate: gate.clone(),
+                restored_at: restored_at.clone(),
+            })
+        });
+        Engine::open(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 12)), factory).unwrap()
+    };
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let restored = Arc::new(AtomicU64::new(0));
+    let e = open(log.clone(), restored.clone());
+    let sm =
+        SourceSm { log: log.clone(), index: 0, term: 0, gate: gate.clone(), restored_at: restored.clone() };
+    e.create_group(5, &[1], Box::new(sm)).unwrap();
+    wait_until("leader", || e.group_status(5).is_some_and(|s| s.role == Role::Leader));
+    let put = |b: u8| e.propose(5, Bytes::from(vec![b])).unwrap().wait_timeout(LONG).unwrap().unwrap();
+    for b in 0..30u8 {
+        put(b);
+    }
+    // A snapshot was asked for at 20 applied entries; its source is stuck, apply is not.
+    for b in 30..80u8 {
+        put(b);
+    }
+    assert_eq!(log.lock().unwrap().len(), 80);
+    assert_eq!(e.metrics().compactions, 0, "compacted before the snapshot file was written");
+    gate.store(true, Ordering::Release);
+    wait_until("compaction after the file is written", || e.metrics().compactions >= 1);
+    let snap_index = e.group_status(5).unwrap().applied;
+    e.shutdown();
+
+    // Restart: the state machine is restored from the file, then the tail is replayed.
+    let log2 = Arc::new(Mutex::new(Vec::new()));
+    let restored2 = Arc::new(AtomicU64::new(0));
+    let e = open(log2.clone(), restored2.clone());
+    let at = restored2.load(Ordering::Acquire);
+    assert!(at >= 20 && at <= snap_index, "restored at {at}");
+    wait_until("replayed to the end", || log2.lock().unwrap().len() == 80);
+    assert_eq!(*log2.lock().unwrap(), (0..80u8).collect::<Vec<u8>>());
+    e.shutdown();
+}
+
+/// A group whose quorum is down takes a flood of proposals with bounded memory: the
+/// leader accepts at most `max_uncommitted_bytes` of them (1 MiB here) and answers the
+/// rest `Busy(GroupUncommitted)` (or `NotLeader` once CheckQuorum made it step down),
+/// and the refusals are counted by reason.
+#[test]
+fn quorum_down_flood_is_bounded_and_answers_busy() {
+    let mut c = Cluster::new(3, 10_000);
+    let g = 41;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"first");
+    c.stop(2);
+    c.stop(3);
+    let e = c.engine(1);
+    let (mut accepted, mut busy, mut not_leader) = (0u64, 0u64, 0u64);
+    let mut pending = Vec::new();
+    for i in 0..4000u32 {
+        match e.propose(g, Bytes::from(vec![i as u8; 1024])) {
+            Ok(p) => pending.push(p),
+            Err(ProposeError::Busy(_)) => busy += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    // Refusals are answered by the worker at once; give it time to reach them all.
+    wait_until("the flood handled", || e.metrics().mailbox_depth == 0);
+    std::thread::sleep(Duration::from_millis(100));
+    for p in pending {
+        match p.wait_timeout(Duration::ZERO) {
+            Ok(Err(ProposeError::Busy(BusyReason::GroupUncommitted))) => busy += 1,
+            Ok(Err(ProposeError::NotLeader { .. })) => not_leader += 1,
+            Ok(Err(ProposeError::Busy(BusyReason::Mailbox))) => busy += 1,
+            Ok(r) => panic!("nothing can commit without a quorum: {r:?}"),
+            // Appended and waiting for a quorum that is down.
+            Err(_) => accepted += 1,
+        }
+    }
+    assert!(busy > 0, "the flood never hit the bound");
+    assert!(accepted <= (1 << 20) / 1024 + 1, "{accepted} KiB held past the 1 MiB bound");
+    assert!(accepted + busy + not_leader == 4000);
+    let m = e.metrics();
+    assert!(m.refused_busy_group_uncommitted > 0);
+    assert_eq!(m.refused_busy, busy);
+    c.stop(1);
+}
+
+/// The real file system, whose data syncs wait while `slow` is set (at most 20 s).
+struct SlowSyncFs {
+    slow: Arc<AtomicBool>,
+}
+
+impl flotilla_wal::FileSystem for SlowSyncFs {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+        flotilla_wal::StdFs.list(dir)
+    }
+    fn open(&self, path: &std::path::Path, create: bool) -> std::io::Result<std::fs::File> {
+        flotilla_wal::StdFs.open(path, create)
+    }
+    fn set_len(&self, path: &std::path::Path, file: &std::fs::File, len: u64) -> std::io::Result<()> {
+        flotilla_wal::StdFs.set_len(path, file, len)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.rename(from, to)
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        flotilla_wal::StdFs.sync_dir(dir)
+    }
+    fn before_sync(&self, _path: &std::path::Path) -> flotilla_wal::SyncFault {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.slow.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        flotilla_wal::SyncFault::None
+    }
+}
+
+/// The pending-WAL-bytes bound: while the disk does not finish a sync, proposals (to two
+/// groups, each well under its own bound) are accepted until the worker holds
+/// `max_pending_wal_bytes` of unsynced batches, then refused with `Busy(WalPending)`;
+/// once the disk catches up every accepted one applies.
+#[test]
+fn pending_wal_bytes_bound_answers_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(AtomicBool::new(false));
+    let mut cfg = config(1, dir.path().to_path_buf(), 10_000);
+    cfg.workers = 1;
+    cfg.max_pending_wal_bytes = cfg.wal.max_write_bytes as u64; // 1 MiB
+    let bound = cfg.max_pending_wal_bytes;
+    let sms: SmMap = Arc::default();
+    let s = sms.clone();
+    let factory: StateMachineFactory = Arc::new(move |g| {
+        let (applied, gate) = s.lock().unwrap().entry(g).or_default().clone();
+        Box::new(GatedSm { applied, gate, index: 0 })
+    });
+    let fs = Arc::new(SlowSyncFs { slow: slow.clone() });
+    let e = Engine::open_with_fs(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 12)), factory, fs).unwrap();
+    create_single(&e, &sms, 1);
+    create_single(&e, &sms, 2);
+    slow.store(true, Ordering::Release);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..64u64 {
+        let g = 1 + i % 2;
+        let mut p = e.propose(g, Bytes::from(vec![i as u8; 60 << 10])).unwrap();
+        // Each proposal is either refused, or submitted in a batch of its own (the
+        // pending bytes grow past it) before the next is made.
+        let deadline = Instant::now() + LONG;
+        loop {
+            assert!(Instant::now() < deadline, "proposal {i} neither refused nor submitted");
+            match p.wait_timeout(Duration::from_millis(1)) {
+                Ok(Err(ProposeError::Busy(BusyReason::WalPending))) => {
+                    refused += 1;
+                    break;
+                }
+                Ok(r) => panic!("nothing is durable yet: {r:?}"),
+                Err(still) => p = still,
+            }
+            if e.metrics().wal_pending_bytes >= (accepted.len() as u64 + 1) * (60 << 10) {
+                accepted.push(p);
+                break;
+            }
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert_eq!(refused, 1, "the pending WAL bytes never hit the bound");
+    let held = accepted.len() as u64 * (60 << 10);
+    assert!(held <= bound + (60 << 10), "{held} bytes accepted past a bound of {bound}");
+    let m = e.metrics();
+    assert_eq!(m.refused_busy_wal_pending, 1);
+    assert!(m.wal_pending_bytes >= bound - (60 << 10));
+    slow.store(false, Ordering::Release);
+    for p in accepted {
+        assert!(p.wait_timeout(LONG).unwrap().is_ok());
+    }
+    wait_until("nothing pending", || e.metrics().wal_pending_bytes == 0);
+    e.shutdown();
+}
