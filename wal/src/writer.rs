@@ -570,6 +570,8 @@ impl SegmentWriter {
                 let bytes: usize = batches.iter().map(|b| b.encoded_len()).sum();
                 let subs = batches.into_iter().map(|batch| Submission { batch, done: None }).collect();
                 self.write_round(subs, true);
+                // Crash tests: live records copied to the head, the old segment not retired.
+                fail::fail_point!("wal::rewrite_mid");
                 if self.shared.is_poisoned() {
                     break;
                 }

@@ -883,6 +883,8 @@ impl Worker {
     /// state machine, then the WAL reset (in this turn's batch).
     fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &[u8]) -> std::io::Result<()> {
         snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
+        // Crash tests: the file is durable, the WAL reset record not written.
+        fail::fail_point!("engine::snapshot_file_before_reset");
         g.sm.restore(meta.index, meta.term, &mut &data[..])?;
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
@@ -1049,7 +1051,8 @@ impl Worker {
             if let Some(t) = &front.ticket {
                 match t.try_wait() {
                     None => return,
-                    Some(Ok(())) => {}
+                    // Crash tests: durable, nothing acknowledged or sent for it yet.
+                    Some(Ok(())) => fail::fail_point!("engine::after_fsync_before_send"),
                     Some(Err(e)) => {
                         log::error!("flotilla: wal write failed, stopping the engine: {e}");
                         self.storage_failed();
@@ -1066,6 +1069,12 @@ impl Worker {
                 if let Some((i, t)) = last {
                     g.raft.on_persisted(i, t);
                 }
+                // Crash tests: a granted vote is durable, its reply not sent.
+                fail::fail_point!(
+                    "engine::vote_durable_before_reply",
+                    msgs.iter().any(is_vote_grant),
+                    |_| {}
+                );
                 for m in msgs {
                     // Split borrow: `send` needs the worker and the group.
                     let node = g.node_of(m.to);
@@ -1137,6 +1146,12 @@ impl Worker {
             drop(cmd);
         }
     }
+}
+
+/// A granted (non-PreVote) vote: its hard state carries a new vote.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn is_vote_grant(m: &Message) -> bool {
+    matches!(m.body, MessageBody::RequestVoteResponse { pre_vote: false, reject: false, .. })
 }
 
 fn bump_by(c: &std::sync::atomic::AtomicU64, n: u64) {
