@@ -219,8 +219,12 @@ fn write_identity(tmp: &Path, ca: &flotilla_net::ClusterCa, addrs: &BTreeMap<Nod
 
 fn quic(tmp: &Path, id: NodeId) -> flotilla_engine::transport::QuicTransport {
     let rd = |n: String| std::fs::read_to_string(tmp.join(n)).unwrap();
-    let ident = flotilla_net::NodeIdentity::from_pem(&rd("ca.pem".into()), &rd(format!("n{id}.cert")), &rd(format!("n{id}.key")))
-        .unwrap();
+    let ident = flotilla_net::NodeIdentity::from_pem(
+        &rd("ca.pem".into()),
+        &rd(format!("n{id}.cert")),
+        &rd(format!("n{id}.key")),
+    )
+    .unwrap();
     let addrs: BTreeMap<NodeId, std::net::SocketAddr> = rd("addrs".into())
         .lines()
         .map(|l| {
@@ -311,7 +315,9 @@ fn cluster_child() {
                     }
                     i += 1;
                     let v = (1 << 62) | (cycle << 40) | (g << 32) | i;
-                    if let Ok(Ok(Ok(_))) = e.propose(g, payload(v)).map(|p| p.wait_timeout(Duration::from_secs(5))) {
+                    if let Ok(Ok(Ok(_))) =
+                        e.propose(g, payload(v)).map(|p| p.wait_timeout(Duration::from_secs(5)))
+                    {
                         let mut o = std::io::stdout().lock();
                         writeln!(o, "ACK {g} {v}").unwrap();
                         o.flush().unwrap();
@@ -434,7 +440,9 @@ fn propose_through_peers(peers: &[Engine], groups: &[u64], count: u64, base: u64
                         continue;
                     };
                     let v = base | (g << 32) | i;
-                    if let Ok(Ok(Ok(_))) = e.propose(g, payload(v)).map(|p| p.wait_timeout(Duration::from_secs(5))) {
+                    if let Ok(Ok(Ok(_))) =
+                        e.propose(g, payload(v)).map(|p| p.wait_timeout(Duration::from_secs(5)))
+                    {
                         acks.lock().unwrap().push((g, v));
                         i += 1;
                     } else {
@@ -526,7 +534,9 @@ fn cluster_sigkill_and_failpoint_cycles() {
                     };
                     i += 1;
                     let v = (2 << 56) | (g << 32) | i;
-                    if let Ok(Ok(Ok(_))) = e.propose(g, payload(v)).map(|p| p.wait_timeout(Duration::from_secs(5))) {
+                    if let Ok(Ok(Ok(_))) =
+                        e.propose(g, payload(v)).map(|p| p.wait_timeout(Duration::from_secs(5)))
+                    {
                         peer_acks.lock().unwrap().push((g, v));
                     }
                 }
@@ -576,7 +586,12 @@ fn cluster_sigkill_and_failpoint_cycles() {
                         // The child is down: the peers commit and compact past it, so it
                         // catches up by snapshot.
                         let groups: Vec<u64> = (1..=LOAD_GROUPS).collect();
-                        prep_acks.extend(propose_through_peers(&peers, &groups, 250, 3 << 56 | cycle_no << 48));
+                        prep_acks.extend(propose_through_peers(
+                            &peers,
+                            &groups,
+                            250,
+                            3 << 56 | cycle_no << 48,
+                        ));
                     }
                     let pwrite = pwrite || name == "wal::after_write_before_fsync";
                     let mut run = spawn_child(tmp, cycle_no, true, pwrite, Some((name, nth)));
@@ -586,7 +601,11 @@ fn cluster_sigkill_and_failpoint_cycles() {
                     let fired = run.out.failpoints.lock().unwrap().clone();
                     let err = std::fs::read_to_string(tmp.join(format!("child-{cycle_no}.stderr")));
                     assert!(by_itself, "cycle {cycle_no}: failpoint {name} never killed the child");
-                    assert_eq!(fired, vec![name.to_string()], "cycle {cycle_no}: {st:?}; child's stderr: {err:?}");
+                    assert_eq!(
+                        fired,
+                        vec![name.to_string()],
+                        "cycle {cycle_no}: {st:?}; child's stderr: {err:?}"
+                    );
                     assert_eq!(st.signal(), Some(libc::SIGKILL), "cycle {cycle_no}: {st:?}");
                     hit.push(name.to_string());
                 }
@@ -640,7 +659,9 @@ fn cluster_sigkill_and_failpoint_cycles() {
             }
             let mut last: HashMap<&str, usize> = HashMap::new();
             for &(src, v) in per_group.get(&g).map(Vec::as_slice).unwrap_or(&[]) {
-                let Some(&p) = pos.get(&v) else { panic!("node {n} group {g}: acknowledged {v:#x} ({src}) lost") };
+                let Some(&p) = pos.get(&v) else {
+                    panic!("node {n} group {g}: acknowledged {v:#x} ({src}) lost")
+                };
                 if let Some(&l) = last.get(src) {
                     assert!(l < p, "node {n} group {g}: {src}'s acknowledged commands out of order");
                 }

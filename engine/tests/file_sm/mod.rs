@@ -43,7 +43,9 @@ pub fn path(dir: &Path, group: u64) -> PathBuf {
 pub fn parse(bytes: &[u8]) -> Vec<(u64, u64)> {
     bytes
         .chunks_exact(RECORD)
-        .map(|c| (u64::from_le_bytes(c[..8].try_into().unwrap()), u64::from_le_bytes(c[8..].try_into().unwrap())))
+        .map(|c| {
+            (u64::from_le_bytes(c[..8].try_into().unwrap()), u64::from_le_bytes(c[8..].try_into().unwrap()))
+        })
         .collect()
 }
 
@@ -71,7 +73,8 @@ impl FileSm {
     pub fn open(dir: &Path, group: u64) -> FileSm {
         std::fs::create_dir_all(dir).unwrap();
         let path = path(dir, group);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
         let mut bytes = Vec::new();
         (&file).read_to_end(&mut bytes).unwrap();
         let recs = parse(&bytes);
@@ -86,7 +89,9 @@ impl FileSm {
 
 impl StateMachine for FileSm {
     fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
-        let value = command.map_or(NO_COMMAND, |c| c.get(..8).map_or(u64::MAX, |b| u64::from_le_bytes(b.try_into().unwrap())));
+        let value = command.map_or(NO_COMMAND, |c| {
+            c.get(..8).map_or(u64::MAX, |b| u64::from_le_bytes(b.try_into().unwrap()))
+        });
         let mut rec = [0u8; RECORD];
         rec[..8].copy_from_slice(&index.to_le_bytes());
         rec[8..].copy_from_slice(&value.to_le_bytes());
