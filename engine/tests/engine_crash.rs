@@ -162,7 +162,7 @@ mod file_sm;
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use file_sm::FileSm;
@@ -282,7 +282,7 @@ fn cluster_child() {
     if let Ok(fp) = std::env::var("FLOTILLA_FAILPOINT") {
         let (name, nth) = fp.rsplit_once(':').unwrap();
         let nth: u64 = nth.parse().unwrap();
-        let hits = AtomicU64::new(0);
+        let hits = std::sync::atomic::AtomicU64::new(0);
         let name_owned = name.to_string();
         fail::cfg_callback(name, move || {
             if hits.fetch_add(1, Ordering::SeqCst) + 1 == nth {
@@ -491,6 +491,7 @@ fn cluster_sigkill_and_failpoint_cycles() {
     write_identity(tmp, &flotilla_net::ClusterCa::generate().unwrap(), &addrs);
     let peers: Vec<Engine> = PEERS.iter().map(|&id| open_node(tmp, id, false)).collect();
 
+    #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
     let mut plan = vec![Cycle::Random; RANDOM_KILLS];
     #[cfg(feature = "failpoints")]
     {
