@@ -339,7 +339,15 @@ struct ChildOutput {
 struct ChildRun {
     child: std::process::Child,
     out: Arc<ChildOutput>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ChildRun {
+    /// A failed assertion leaves no child running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn spawn_child(tmp: &Path, cycle: u64, load: bool, pwrite: bool, failpoint: Option<(&str, u64)>) -> ChildRun {
@@ -378,7 +386,7 @@ fn spawn_child(tmp: &Path, cycle: u64, load: bool, pwrite: bool, failpoint: Opti
             }
         }
     });
-    ChildRun { child, out, reader }
+    ChildRun { child, out, reader: Some(reader) }
 }
 
 /// Waits (bounded) until the child exits; kills it at the deadline. Returns its status and
@@ -579,7 +587,7 @@ fn cluster_sigkill_and_failpoint_cycles() {
                     run.child.kill().unwrap(); // SIGKILL
                     let st = run.child.wait().unwrap();
                     assert_eq!(st.signal(), Some(libc::SIGKILL), "cycle {cycle_no}: {st:?}");
-                    run.reader.join().unwrap();
+                    run.reader.take().unwrap().join().unwrap();
                     child_acks.extend(run.out.acks.lock().unwrap().iter().copied());
                 }
                 Cycle::Failpoint(name, nth) => {
@@ -597,7 +605,7 @@ fn cluster_sigkill_and_failpoint_cycles() {
                     let pwrite = pwrite || name == "wal::after_write_before_fsync";
                     let mut run = spawn_child(tmp, cycle_no, true, pwrite, Some((name, nth)));
                     let (st, by_itself) = wait_exit(&mut run, Duration::from_secs(60));
-                    run.reader.join().unwrap();
+                    run.reader.take().unwrap().join().unwrap();
                     child_acks.extend(run.out.acks.lock().unwrap().iter().copied());
                     let fired = run.out.failpoints.lock().unwrap().clone();
                     let err = std::fs::read_to_string(tmp.join(format!("child-{cycle_no}.stderr")));
@@ -632,7 +640,7 @@ fn cluster_sigkill_and_failpoint_cycles() {
     }
     run.child.kill().unwrap();
     let _ = run.child.wait();
-    run.reader.join().unwrap();
+    run.reader.take().unwrap().join().unwrap();
     for e in peers {
         e.shutdown();
     }
