@@ -101,6 +101,8 @@ impl IoBackend for PwriteBackend {
         buf: &[u8],
     ) -> io::Result<()> {
         pwrite_all(fs, path, file, offset, buf)?;
+        // Crash tests: the batch is written but not yet durable.
+        fail::fail_point!("wal::after_write_before_fsync");
         datasync(fs, path, file)
     }
 }

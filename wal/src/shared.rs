@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub created: AtomicU64,
     /// Segments recycled.
     pub recycled: AtomicU64,
+    /// Group-commit gather waits, and those that nobody joined.
+    pub gather_waits: AtomicU64,
+    pub gather_waits_idle: AtomicU64,
     /// Set while the preallocator's last attempt failed (the writer then stops waiting
     /// for it).
     pub prealloc_failing: AtomicBool,

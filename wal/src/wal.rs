@@ -95,6 +95,10 @@ pub struct WalStats {
     pub segments_created: u64,
     /// Segments recycled since open.
     pub segments_recycled: u64,
+    /// Times the writer waited for more submitters to join a group-commit write.
+    pub gather_waits: u64,
+    /// Of those, the waits that nobody joined (wasted latency for the waiting batch).
+    pub gather_waits_idle: u64,
 }
 
 /// One node's shared write-ahead log. Thread-safe: share it by reference or `Arc`.
@@ -171,6 +175,8 @@ impl Wal {
             batches: AtomicU64::new(0),
             created: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
+            gather_waits: AtomicU64::new(0),
+            gather_waits_idle: AtomicU64::new(0),
             prealloc_failing: AtomicBool::new(false),
         });
         let writer = SegmentWriter::new(shared.clone(), backend, rec.active, rec.pos, rec.durable, rx);
@@ -415,6 +421,8 @@ impl Wal {
             groups: st.groups.len(),
             segments_created: self.shared.created.load(Ordering::Relaxed),
             segments_recycled: self.shared.recycled.load(Ordering::Relaxed),
+            gather_waits: self.shared.gather_waits.load(Ordering::Relaxed),
+            gather_waits_idle: self.shared.gather_waits_idle.load(Ordering::Relaxed),
         }
     }
 }

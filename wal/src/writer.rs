@@ -84,7 +84,17 @@ pub(crate) struct SegmentWriter {
     last_batches: usize,
     /// Duration of the previous write + sync.
     last_sync: Duration,
+    /// Gather waits in a row that nobody joined (capped at `MAX_GATHER_BACKOFF`).
+    gather_misses: u32,
+    /// Rounds that will still skip the gather wait after those misses.
+    gather_skip: u32,
 }
+
+/// After `k` gather waits in a row that nobody joined, the next `2^k - 1` rounds that
+/// would wait do not (k capped here): a lone submitter, e.g. one proposal in flight whose
+/// rounds alternate with its commit's hard-state write, stops paying the wait each time,
+/// while a wait that gathers a batch resets the backoff.
+const MAX_GATHER_BACKOFF: u32 = 6;
 
 /// Projected (first, last) of groups touched by the batches of this round.
 type View = IdMap<(u64, u64)>;
@@ -110,6 +120,8 @@ impl SegmentWriter {
             maintain_due: false,
             last_batches: 0,
             last_sync: Duration::ZERO,
+            gather_misses: 0,
+            gather_skip: 0,
         }
     }
 
@@ -150,10 +162,21 @@ impl SegmentWriter {
                 next = self.rx.try_recv().ok();
                 if next.is_none() && subs.len() < self.last_batches {
                     // Submitters of the last write are likely preparing their next
-                    // batches: give them a moment to join this one.
+                    // batches: give them a moment to join this one, unless recent waits
+                    // gathered nobody (backoff).
                     let wait = self.shared.cfg.group_commit_wait.min(self.last_sync / 2);
-                    if !wait.is_zero() {
+                    if self.gather_skip > 0 {
+                        self.gather_skip -= 1;
+                    } else if !wait.is_zero() {
+                        self.shared.gather_waits.fetch_add(1, Ordering::Relaxed);
                         next = self.rx.recv_timeout(wait).ok();
+                        if next.is_some() {
+                            self.gather_misses = 0;
+                        } else {
+                            self.shared.gather_waits_idle.fetch_add(1, Ordering::Relaxed);
+                            self.gather_misses = (self.gather_misses + 1).min(MAX_GATHER_BACKOFF);
+                            self.gather_skip = (1 << self.gather_misses) - 1;
+                        }
                     }
                 }
             }
@@ -573,6 +596,8 @@ impl SegmentWriter {
                 let bytes: usize = batches.iter().map(|b| b.encoded_len()).sum();
                 let subs = batches.into_iter().map(|batch| Submission { batch, done: None }).collect();
                 self.write_round(subs, true);
+                // Crash tests: live records copied to the head, the old segment not retired.
+                fail::fail_point!("wal::rewrite_mid");
                 if self.shared.is_poisoned() {
                     break;
                 }

@@ -164,3 +164,43 @@ fn short_writes_are_completed() {
     assert_eq!(wal.last_index(1), Ok(6));
     assert_eq!(wal.entry(1, 3).unwrap().data, vec![2; 300]);
 }
+
+/// A lone submitter whose rounds alternate with two-batch rounds (one proposal in flight:
+/// its entry, then its commit's hard state beside the next entry) does not pay the
+/// gather wait every time: after waits that nobody joined the writer backs off.
+/// Counted through `WalStats`, not timed.
+#[test]
+fn lone_writer_backs_off_idle_gather_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fs, wal) = open_disk(dir.path());
+    const ROUNDS: u64 = 40;
+    let mut merged = 0;
+    for r in 0..ROUNDS {
+        // Three batches in quick succession: the first syncs alone, the other two queue
+        // behind its fsync and share the next write (`last_batches` = 2) ...
+        let before = wal.stats().writes;
+        let a = wal.submit(one(1, 3 * r + 1, 1)).unwrap();
+        let b = wal.submit(one(2, 2 * r + 1, 2)).unwrap();
+        let c = wal.submit(one(2, 2 * r + 2, 3)).unwrap();
+        a.wait().unwrap();
+        b.wait().unwrap();
+        c.wait().unwrap();
+        if wal.stats().writes - before <= 2 {
+            merged += 1;
+        }
+        // ... then a lone batch, which the old rule made wait for a second submitter.
+        wal.write(one(1, 3 * r + 2, 4)).unwrap();
+        wal.write(one(1, 3 * r + 3, 5)).unwrap();
+    }
+    let s = wal.stats();
+    eprintln!(
+        "{merged} of {ROUNDS} rounds merged two batches; gather waits {}, idle {}",
+        s.gather_waits, s.gather_waits_idle
+    );
+    assert!(merged >= ROUNDS / 2, "too few merged rounds ({merged}) to exercise the rule");
+    assert!(
+        s.gather_waits_idle <= 12,
+        "{} idle gather waits for {merged} lone writes after merged rounds: no backoff",
+        s.gather_waits_idle
+    );
+}

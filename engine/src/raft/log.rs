@@ -36,7 +36,10 @@ impl<S: LogStore> RaftLog<S> {
     /// A log recovered from `storage` with the given snapshot, commit and applied index.
     pub fn new(storage: S, snap: SnapshotMeta, committed: u64, applied: u64) -> Result<Self, StorageError> {
         let last = storage.last_index()?.max(snap.index);
-        let committed = committed.clamp(snap.index, last);
+        // An applied entry was committed (only committed, durable entries are handed out
+        // for apply), while the durable hard state's commit may lag it: it is written with
+        // a later batch. Clamping `applied` down to that commit would apply entries twice.
+        let committed = committed.max(applied).clamp(snap.index, last);
         let applied = applied.clamp(snap.index, committed);
         Ok(RaftLog {
             storage,
@@ -319,6 +322,24 @@ mod tests {
         log.commit_to(2);
         assert_eq!(log.maybe_append(1, 1, vec![ent(2, 2)]), Err(2));
         assert_eq!(log.term(2), Ok(1));
+    }
+
+    /// A state machine that durably applied past the durable hard state's commit (the
+    /// commit is written with a later batch) is not handed those entries again.
+    #[test]
+    fn recovered_applied_ahead_of_durable_commit_is_not_reapplied() {
+        let mut st = MemStorage::default();
+        st.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]);
+        let mut log = RaftLog::new(st, SnapshotMeta::default(), 1, 2).unwrap();
+        assert_eq!((log.committed, log.applied), (2, 2));
+        assert!(log.take_committed(u64::MAX).is_empty(), "entries 1..=2 handed out again");
+        log.commit_to(3);
+        assert_eq!(log.take_committed(u64::MAX).iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+        // An applied index past the durable log is clamped to it.
+        let mut st = MemStorage::default();
+        st.append(&[ent(1, 1)]);
+        let log = RaftLog::new(st, SnapshotMeta::default(), 0, 5).unwrap();
+        assert_eq!((log.committed, log.applied), (1, 1));
     }
 
     #[test]

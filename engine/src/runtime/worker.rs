@@ -1209,6 +1209,8 @@ impl Worker {
     /// state machine, then the WAL reset (in this turn's batch).
     fn install_snapshot(&mut self, g: &mut Group, meta: &SnapshotMeta, data: &Bytes) -> std::io::Result<()> {
         snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
+        // Crash tests: the file is durable, the WAL reset record not written.
+        fail::fail_point!("engine::snapshot_file_before_reset");
         self.send_apply(ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() });
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
@@ -1397,7 +1399,8 @@ impl Worker {
             if let Some(t) = &front.ticket {
                 match t.try_wait() {
                     None => return,
-                    Some(Ok(())) => {}
+                    // Crash tests: durable, nothing acknowledged or sent for it yet.
+                    Some(Ok(())) => fail::fail_point!("engine::after_fsync_before_send"),
                     Some(Err(e)) => {
                         log::error!("flotilla: wal write failed, stopping the engine: {e}");
                         tracing::error!(%e, "wal write failed; engine stops");
@@ -1418,6 +1421,12 @@ impl Worker {
                 if let Some((i, t)) = last {
                     g.raft.on_persisted(i, t);
                 }
+                // Crash tests: a granted vote is durable, its reply not sent.
+                fail::fail_point!(
+                    "engine::vote_durable_before_reply",
+                    msgs.iter().any(is_vote_grant),
+                    |_| {}
+                );
                 for m in msgs {
                     // Split borrow: `send` needs the worker and the group.
                     let node = g.node_of(m.to);
@@ -1561,6 +1570,12 @@ fn observe(sh: &Shared, g: &mut Group) {
         bump_by(&c.membership_changes, d[4]);
         tracing::info!(group, term, conf = ?g.raft.conf(), "membership change applied");
     }
+}
+
+/// A granted (non-PreVote) vote: its hard state carries a new vote.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn is_vote_grant(m: &Message) -> bool {
+    matches!(m.body, MessageBody::RequestVoteResponse { pre_vote: false, reject: false, .. })
 }
 
 fn bump_by(c: &std::sync::atomic::AtomicU64, n: u64) {

@@ -1,6 +1,7 @@
 //! How the engine reaches other nodes: the [`Transport`] trait it defines, the wire codec
 //! of its messages, the per-tick heartbeat coalescer, an in-memory transport for tests and
-//! the simulator, and the adapter over `flotilla-net` (QUIC).
+//! the simulator, the adapter over `flotilla-net` (QUIC), and a fault-injecting wrapper for
+//! tests (partitions, loss).
 //!
 //! Owns the engine's view of the network (batches of [`WireItem`]s between node ids, peer
 //! up/down, drop reports). Never runs Raft rules: the runtime steps groups with what
@@ -8,6 +9,7 @@
 
 pub mod coalescer;
 pub mod codec;
+pub mod fault;
 pub mod memory;
 pub mod quic;
 
@@ -17,6 +19,7 @@ use thiserror::Error;
 
 pub use coalescer::Outbox;
 pub use codec::{DecodeError, DecodeLimits, EncodeError, HeartbeatAck, HeartbeatEntry, WireItem};
+pub use fault::{FaultControl, FaultTransport};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use quic::QuicTransport;
 

@@ -129,6 +129,10 @@ impl Quic {
 
 pub struct Cluster {
     pub net: MemoryNetwork,
+    /// Partitions and loss between the nodes (every node's transport is wrapped).
+    pub fault: flotilla_engine::transport::FaultControl,
+    /// The engines' tick interval.
+    pub tick: Duration,
     pub quic: Option<Quic>,
     pub nodes: Vec<Node>,
     pub compact_entries: u64,
@@ -152,8 +156,15 @@ impl Cluster {
     /// `n` engines (node ids 1..=n) over one in-memory network.
     pub fn new(n: u64, compact_entries: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let mut c =
-            Cluster { net: MemoryNetwork::new(), quic: None, nodes: Vec::new(), compact_entries, _tmp: tmp };
+        let mut c = Cluster {
+            net: MemoryNetwork::new(),
+            fault: Default::default(),
+            tick: Duration::from_millis(5),
+            quic: None,
+            nodes: Vec::new(),
+            compact_entries,
+            _tmp: tmp,
+        };
         for id in 1..=n {
             c.add_node(id);
         }
@@ -162,6 +173,11 @@ impl Cluster {
 
     /// `n` engines over real QUIC (mutual TLS) on 127.0.0.1.
     pub fn new_quic(n: u64, compact_entries: u64) -> Cluster {
+        Cluster::new_quic_tick(n, compact_entries, Duration::from_millis(5))
+    }
+
+    /// `n` engines over real QUIC ticking every `tick`.
+    pub fn new_quic_tick(n: u64, compact_entries: u64, tick: Duration) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let addrs = (1..=n)
             .map(|id| {
@@ -173,6 +189,8 @@ impl Cluster {
         let quic = Quic { ca: flotilla_net::ClusterCa::generate().unwrap(), addrs };
         let mut c = Cluster {
             net: MemoryNetwork::new(),
+            fault: Default::default(),
+            tick,
             quic: Some(quic),
             nodes: Vec::new(),
             compact_entries,
@@ -206,14 +224,17 @@ impl Cluster {
     pub fn start(&mut self, id: NodeId) {
         let compact = self.compact_entries;
         let transport: Box<dyn flotilla_engine::transport::Transport> = match &self.quic {
-            Some(q) => Box::new(q.transport(id)),
-            None => Box::new(self.net.join(id, 1 << 16)),
+            Some(q) => Box::new(self.fault.wrap(q.transport(id))),
+            None => Box::new(self.fault.wrap(self.net.join(id, 1 << 16))),
         };
+        let tick = self.tick;
         let n = self.node_mut(id);
         n.reg = Registry::default();
         let reg = n.reg.clone();
         let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&reg, g));
-        let e = Engine::open(config(id, n.dir.clone(), compact), transport, factory).unwrap();
+        let mut cfg = config(id, n.dir.clone(), compact);
+        cfg.tick_interval = tick;
+        let e = Engine::open(cfg, transport, factory).unwrap();
         n.engine = Some(e);
     }
 

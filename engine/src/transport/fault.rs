@@ -1,0 +1,292 @@
+//! A fault-injecting [`Transport`] wrapper for tests: partitions between node pairs (one
+//! way or both ways) and random loss, over any transport (QUIC or in memory).
+//!
+//! Owns the fault rules ([`FaultControl`], shared by every wrapped node so a test flips a
+//! partition in one place) and applies them on both sides: a batch is dropped when it is
+//! sent on a blocked (from, to) pair, and again when it arrives on one (so a peer that is
+//! not wrapped is still cut off). Drops are silent, like a network's: the sender learns
+//! nothing, Raft retransmits. Never reorders, delays or alters what it lets through.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{SnapshotChunks, Transport, TransportError, TransportEvent, WireItem};
+use crate::raft::types::NodeId;
+
+/// Blocked arrivals one `recv_timeout` call discards before it returns `None`.
+const MAX_DROPS_PER_RECV: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Rules {
+    /// Directed pairs (from, to) whose traffic is dropped.
+    blocked: HashSet<(NodeId, NodeId)>,
+    /// Batches dropped at random, per million.
+    drop_ppm: u32,
+    /// SplitMix64 state for random drops.
+    rng: u64,
+    /// Batches and snapshot streams dropped so far.
+    dropped: u64,
+}
+
+impl Rules {
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Whether a batch from `from` to `to` is dropped (counted if so).
+    fn drops(&mut self, from: NodeId, to: NodeId) -> bool {
+        let lost = self.blocked.contains(&(from, to))
+            || (self.drop_ppm > 0 && self.next() % 1_000_000 < u64::from(self.drop_ppm));
+        if lost {
+            self.dropped += 1;
+        }
+        lost
+    }
+}
+
+/// The fault rules shared by every [`FaultTransport`] of a test (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct FaultControl {
+    rules: Arc<Mutex<Rules>>,
+}
+
+impl FaultControl {
+    /// No faults; random drops seeded with `seed`.
+    pub fn new(seed: u64) -> FaultControl {
+        let c = FaultControl::default();
+        c.lock().rng = seed;
+        c
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Rules> {
+        // A panic while holding the lock cannot leave the rules inconsistent (every update
+        // is a single insert/remove/assignment), so a poisoned lock is still usable.
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops everything `from` sends to `to` (one way).
+    pub fn block(&self, from: NodeId, to: NodeId) {
+        self.lock().blocked.insert((from, to));
+    }
+
+    /// Lets `from`'s traffic to `to` through again.
+    pub fn unblock(&self, from: NodeId, to: NodeId) {
+        self.lock().blocked.remove(&(from, to));
+    }
+
+    /// Cuts `a` and `b` apart both ways.
+    pub fn partition(&self, a: NodeId, b: NodeId) {
+        let mut r = self.lock();
+        r.blocked.insert((a, b));
+        r.blocked.insert((b, a));
+    }
+
+    /// Cuts `node` off from every node in `others`, both ways.
+    pub fn isolate(&self, node: NodeId, others: &[NodeId]) {
+        let mut r = self.lock();
+        for &o in others.iter().filter(|&&o| o != node) {
+            r.blocked.insert((node, o));
+            r.blocked.insert((o, node));
+        }
+    }
+
+    /// Drops each batch (and snapshot stream) at random with probability `ppm` per million
+    /// (0 turns random loss off).
+    pub fn set_drop_ppm(&self, ppm: u32) {
+        self.lock().drop_ppm = ppm.min(1_000_000);
+    }
+
+    /// Removes every partition and random loss.
+    pub fn heal(&self) {
+        let mut r = self.lock();
+        r.blocked.clear();
+        r.drop_ppm = 0;
+    }
+
+    /// Whether traffic from `from` to `to` is blocked now.
+    pub fn is_blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.lock().blocked.contains(&(from, to))
+    }
+
+    /// Batches and snapshot streams dropped so far (by partitions and random loss).
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// Wraps `inner` so its traffic obeys these rules.
+    pub fn wrap<T: Transport>(&self, inner: T) -> FaultTransport<T> {
+        FaultTransport {
+            me: inner.node_id(),
+            inner,
+            ctl: self.clone(),
+            failed_snapshots: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// A [`Transport`] whose traffic obeys a [`FaultControl`]. Build with
+/// [`FaultControl::wrap`].
+#[derive(Debug)]
+pub struct FaultTransport<T> {
+    me: NodeId,
+    inner: T,
+    ctl: FaultControl,
+    /// Snapshot streams dropped at send: reported as failed on the next receive.
+    failed_snapshots: Mutex<Vec<TransportEvent>>,
+}
+
+impl<T> FaultTransport<T> {
+    /// The wrapped transport.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// The rules this transport obeys.
+    pub fn control(&self) -> &FaultControl {
+        &self.ctl
+    }
+}
+
+impl<T: Transport> Transport for FaultTransport<T> {
+    fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        if self.ctl.lock().drops(self.me, to) {
+            return Ok(());
+        }
+        self.inner.send(to, tag, items)
+    }
+
+    fn send_snapshot(
+        &self,
+        to: NodeId,
+        tag: u64,
+        group: u64,
+        chunks: SnapshotChunks,
+    ) -> Result<(), TransportError> {
+        if self.ctl.lock().drops(self.me, to) {
+            // A stream that never arrives fails (as a broken connection's would).
+            let mut q = self.failed_snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            q.push(TransportEvent::SnapshotSent { to, tag, ok: false });
+            return Ok(());
+        }
+        self.inner.send_snapshot(to, tag, group, chunks)
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent> {
+        let deadline = Instant::now() + timeout;
+        // Bounded: a flood of blocked batches ends the call (as a timeout) after this many.
+        for _ in 0..MAX_DROPS_PER_RECV {
+            if let Some(ev) = self.failed_snapshots.get_mut().unwrap_or_else(|p| p.into_inner()).pop() {
+                return Some(ev);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self.inner.recv_timeout(left)?;
+            match &ev {
+                TransportEvent::Items { from, .. } | TransportEvent::Malformed { from, .. } => {
+                    let blocked = self.ctl.lock().blocked.contains(&(*from, self.me));
+                    if !blocked {
+                        return Some(ev);
+                    }
+                }
+                _ => return Some(ev),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::MemoryNetwork;
+
+    fn batch() -> Vec<WireItem> {
+        vec![WireItem::Heartbeats(Vec::new())]
+    }
+
+    /// Items that arrive at `t` within a short bounded wait, ignoring peer events.
+    fn arrivals(t: &mut impl Transport) -> Vec<NodeId> {
+        let mut from = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < deadline {
+            match t.recv_timeout(Duration::from_millis(5)) {
+                Some(TransportEvent::Items { from: f, .. }) => from.push(f),
+                Some(_) => {}
+                None => {}
+            }
+        }
+        from
+    }
+
+    #[test]
+    fn one_way_block_both_way_partition_and_heal() {
+        let net = MemoryNetwork::new();
+        let ctl = FaultControl::new(1);
+        let mut a = ctl.wrap(net.join(1, 64));
+        let mut b = ctl.wrap(net.join(2, 64));
+        a.send(2, 1, &batch()).unwrap();
+        assert_eq!(arrivals(&mut b), vec![1]);
+        // One way: 1 -> 2 blocked, 2 -> 1 still flows.
+        ctl.block(1, 2);
+        a.send(2, 2, &batch()).unwrap();
+        b.send(1, 3, &batch()).unwrap();
+        assert!(arrivals(&mut b).is_empty());
+        assert_eq!(arrivals(&mut a), vec![2]);
+        assert_eq!(ctl.dropped(), 1);
+        // Both ways.
+        ctl.partition(1, 2);
+        b.send(1, 4, &batch()).unwrap();
+        a.send(2, 5, &batch()).unwrap();
+        assert!(arrivals(&mut a).is_empty());
+        assert!(arrivals(&mut b).is_empty());
+        ctl.heal();
+        a.send(2, 6, &batch()).unwrap();
+        b.send(1, 7, &batch()).unwrap();
+        assert_eq!(arrivals(&mut b), vec![1]);
+        assert_eq!(arrivals(&mut a), vec![2]);
+    }
+
+    #[test]
+    fn receive_side_filters_an_unwrapped_sender() {
+        let net = MemoryNetwork::new();
+        let ctl = FaultControl::new(1);
+        let raw = net.join(1, 64);
+        let mut b = ctl.wrap(net.join(2, 64));
+        ctl.isolate(2, &[1, 3]);
+        raw.send(2, 1, &batch()).unwrap();
+        assert!(arrivals(&mut b).is_empty());
+        assert!(ctl.is_blocked(3, 2) && ctl.is_blocked(2, 1));
+    }
+
+    #[test]
+    fn random_loss_drops_about_the_rate_and_snapshots_fail() {
+        let net = MemoryNetwork::new();
+        let ctl = FaultControl::new(7);
+        let a = ctl.wrap(net.join(1, 4096));
+        let mut b = ctl.wrap(net.join(2, 4096));
+        ctl.set_drop_ppm(500_000);
+        for tag in 0..1000 {
+            a.send(2, tag, &batch()).unwrap();
+        }
+        let got = arrivals(&mut b).len();
+        assert!((350..650).contains(&got), "{got} of 1000 arrived at 50% loss");
+        assert_eq!(ctl.dropped() as usize, 1000 - got);
+        // A blocked snapshot stream is reported failed.
+        ctl.heal();
+        ctl.block(1, 2);
+        let mut a = a;
+        a.send_snapshot(2, 9, 1, Box::new(std::iter::empty())).unwrap();
+        assert_eq!(
+            a.recv_timeout(Duration::from_millis(10)),
+            Some(TransportEvent::SnapshotSent { to: 2, tag: 9, ok: false })
+        );
+    }
+}
