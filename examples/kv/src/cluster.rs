@@ -223,8 +223,10 @@ impl Admin {
     /// The cluster as seen from every node in the directory of the node at `seed`.
     pub fn view(&self, seed: &str) -> Result<ClusterView, AdminError> {
         let first = self.node_status(seed)?;
-        let mut v = ClusterView::default();
-        v.nodes = first.directory.iter().map(|(&id, i)| (id, i.client.clone())).collect();
+        let mut v = ClusterView {
+            nodes: first.directory.iter().map(|(&id, i)| (id, i.client.clone())).collect(),
+            ..Default::default()
+        };
         v.nodes.entry(first.node).or_insert_with(|| seed.to_string());
         let ids: Vec<(u64, String)> = v.nodes.iter().map(|(a, b)| (*a, b.clone())).collect();
         for (id, addr) in ids {
@@ -382,5 +384,177 @@ impl Admin {
             self.remove_replica(seed, group, node)?;
         }
         Ok(())
+    }
+}
+
+/// One step of a rebalance plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// Move a shard's leadership.
+    Leader {
+        /// Group.
+        group: u64,
+        /// Current leader.
+        from: u64,
+        /// New leader.
+        to: u64,
+    },
+    /// Move a shard replica: add a voter on `to` (learner, catch up, promote), then remove
+    /// the one on `from`.
+    Replica {
+        /// Group.
+        group: u64,
+        /// Node losing the replica.
+        from: u64,
+        /// Node gaining it.
+        to: u64,
+    },
+}
+
+impl std::fmt::Display for Move {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Move::Leader { group, from, to } => write!(f, "leader  group {group}: node {from} -> node {to}"),
+            Move::Replica { group, from, to } => write!(f, "replica group {group}: node {from} -> node {to}"),
+        }
+    }
+}
+
+/// Plans replica moves so every live node holds within one replica of every other
+/// (shard groups only; unreachable nodes neither give nor take). Applies the moves to
+/// `view` (the caller plans leaders on the result).
+pub fn plan_replicas(view: &mut ClusterView) -> Vec<Move> {
+    let live: Vec<u64> = view.nodes.keys().copied().filter(|n| !view.unreachable.contains(n)).collect();
+    let mut moves = Vec::new();
+    for _ in 0..10_000 {
+        let counts = view.replicas_per_node();
+        let by = |n: &u64| counts.get(n).copied().unwrap_or(0);
+        let (Some(&max), Some(&min)) = (live.iter().max_by_key(|n| by(n)), live.iter().min_by_key(|n| by(n)))
+        else {
+            break;
+        };
+        if by(&max) <= by(&min) + 1 {
+            break;
+        }
+        // A group on `max` (as a voter) without `min`; prefer one `max` does not lead.
+        let mut cands: Vec<&GroupView> = view
+            .shard_groups()
+            .filter(|g| g.voters.contains(&max) && !g.voters.contains(&min) && !g.learners.contains(&min))
+            .collect();
+        cands.sort_by_key(|g| g.leader == Some(max));
+        let Some(group) = cands.first().map(|g| g.group) else { break };
+        moves.push(Move::Replica { group, from: max, to: min });
+        if let Some(g) = view.groups.get_mut(&group) {
+            g.voters.retain(|&n| n != max);
+            g.voters.push(min);
+            if g.leader == Some(max) {
+                g.leader = g.voters.first().copied();
+            }
+        }
+    }
+    moves
+}
+
+/// Plans leadership transfers so leader counts per live node differ by at most one where
+/// the membership allows it.
+pub fn plan_leaders(view: &mut ClusterView) -> Vec<Move> {
+    let live: Vec<u64> = view.nodes.keys().copied().filter(|n| !view.unreachable.contains(n)).collect();
+    let mut moves = Vec::new();
+    for _ in 0..10_000 {
+        let counts = view.leaders_per_node();
+        let by = |n: &u64| counts.get(n).copied().unwrap_or(0);
+        // The most loaded node, and among groups it leads one whose least-loaded voter
+        // has at least two fewer leaders.
+        let mut order = live.clone();
+        order.sort_by_key(|n| std::cmp::Reverse(by(n)));
+        let mut found = None;
+        'outer: for &from in &order {
+            for g in view.shard_groups().filter(|g| g.leader == Some(from)) {
+                if let Some(&to) = g
+                    .voters
+                    .iter()
+                    .filter(|v| live.contains(v) && by(v) + 1 < by(&from))
+                    .min_by_key(|v| by(v))
+                {
+                    found = Some((g.group, from, to));
+                    break 'outer;
+                }
+            }
+        }
+        let Some((group, from, to)) = found else { break };
+        moves.push(Move::Leader { group, from, to });
+        if let Some(g) = view.groups.get_mut(&group) {
+            g.leader = Some(to);
+        }
+    }
+    moves
+}
+
+impl Admin {
+    /// Carries out one move.
+    pub fn apply_move(&self, seed: &str, m: Move) -> Result<(), AdminError> {
+        match m {
+            Move::Leader { group, to, .. } => self.transfer(seed, group, to),
+            Move::Replica { group, from, to } => {
+                self.add_replica(seed, group, to)?;
+                self.remove_replica(seed, group, from)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(nodes: &[u64], groups: &[(u64, Option<u64>, &[u64])]) -> ClusterView {
+        let mut v = ClusterView::default();
+        for &n in nodes {
+            v.nodes.insert(n, format!("127.0.0.1:{n}"));
+        }
+        for &(g, leader, voters) in groups {
+            v.groups.insert(g, GroupView { group: g, leader, voters: voters.to_vec(), ..Default::default() });
+        }
+        v
+    }
+
+    fn spread(m: &BTreeMap<u64, usize>) -> usize {
+        m.values().max().unwrap() - m.values().min().unwrap()
+    }
+
+    #[test]
+    fn leaders_all_on_one_node_are_evened() {
+        let gs: Vec<(u64, Option<u64>, &[u64])> =
+            (0..10).map(|g| (1000 + g, Some(1), &[1u64, 2, 3][..])).collect();
+        let mut v = view(&[1, 2, 3], &gs);
+        let moves = plan_leaders(&mut v);
+        assert_eq!(moves.len(), 6, "{moves:?}");
+        assert!(spread(&v.leaders_per_node()) <= 1);
+        assert!(plan_leaders(&mut v).is_empty(), "a balanced view plans nothing");
+    }
+
+    #[test]
+    fn an_empty_node_gets_its_share_of_replicas_and_none_is_lost() {
+        let gs: Vec<(u64, Option<u64>, &[u64])> =
+            (0..8).map(|g| (1000 + g, Some(1), &[1u64, 2, 3][..])).collect();
+        let mut v = view(&[1, 2, 3, 4], &gs);
+        let moves = plan_replicas(&mut v);
+        assert!(spread(&v.replicas_per_node()) <= 1, "{:?}", v.replicas_per_node());
+        assert_eq!(v.replicas_per_node()[&4], 6);
+        assert!(v.shard_groups().all(|g| g.voters.len() == 3), "every group keeps 3 voters");
+        assert!(moves.iter().all(|m| matches!(m, Move::Replica { to: 4, .. })));
+        let lm = plan_leaders(&mut v);
+        assert!(spread(&v.leaders_per_node()) <= 1, "{lm:?} {:?}", v.leaders_per_node());
+    }
+
+    #[test]
+    fn unreachable_nodes_are_left_alone() {
+        let gs: Vec<(u64, Option<u64>, &[u64])> =
+            (0..4).map(|g| (1000 + g, Some(1), &[1u64, 2][..])).collect();
+        let mut v = view(&[1, 2, 3], &gs);
+        v.unreachable.insert(3);
+        assert!(plan_replicas(&mut v).is_empty());
+        let moves = plan_leaders(&mut v);
+        assert!(moves.iter().all(|m| matches!(m, Move::Leader { to: 2, .. })) && moves.len() == 2);
     }
 }

@@ -689,9 +689,8 @@ impl Node {
         let mut c = Client::connect(addr, Duration::from_secs(1))?;
         c.set_timeout(self.cfg.retry_budget + Duration::from_secs(5))?;
         if let Some(p) = &self.cfg.password {
-            match c.call(&[b"AUTH".as_slice(), p.as_bytes()])? {
-                Value::Error(e) => return Err(ClientError::Protocol(e)),
-                _ => {}
+            if let Value::Error(e) = c.call(&[b"AUTH".as_slice(), p.as_bytes()])? {
+                return Err(ClientError::Protocol(e));
             }
         }
         Ok(c)

@@ -282,7 +282,7 @@ mod tests {
         assert!(matches!(parse_command(b"*1\r\n$-5\r\n", LIM), Err(RespError::Malformed(_))));
         assert!(matches!(parse_command(b"*100\r\n", LIM), Err(RespError::TooLarge { .. })));
         assert!(matches!(parse_command(b"*1\r\n$5000\r\n", LIM), Err(RespError::TooLarge { .. })));
-        assert!(matches!(parse_command(b"*99999999999999999999999\r\n", LIM), Err(_)));
+        assert!(parse_command(b"*99999999999999999999999\r\n", LIM).is_err());
         let long = vec![b'a'; 70 * 1024];
         assert!(matches!(parse_command(&long, LIM), Err(RespError::TooLarge { .. })));
     }

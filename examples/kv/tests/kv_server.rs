@@ -1,6 +1,8 @@
 //! The key-value server as a client sees it: real node processes on loopback, driven with
 //! the `redis` crate (and raw TCP for malformed input).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};
