@@ -223,3 +223,38 @@ fn restart_restores_snapshot_and_log() {
     let size: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
     assert_eq!(size, 402);
 }
+
+/// A bad configuration stops the node before it starts, with one error naming the key; the
+/// example file in the repository is valid (with its certificate paths pointed at real
+/// files).
+#[test]
+fn bad_config_names_the_key_and_example_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = flotilla_net::ClusterCa::generate().unwrap();
+    let pair = ca.issue_node(1).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem().cert_pem).unwrap();
+    std::fs::write(dir.path().join("n.pem"), &pair.cert_pem).unwrap();
+    std::fs::write(dir.path().join("n.key"), &pair.key_pem).unwrap();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kv.example.toml")).unwrap();
+    let d = dir.path().display().to_string();
+    let example = example
+        .replace("certs/ca.pem", &format!("{d}/ca.pem"))
+        .replace("certs/node-1.pem", &format!("{d}/n.pem"))
+        .replace("certs/node-1.key", &format!("{d}/n.key"))
+        .replace("/var/lib/flotilla-kv/node-1", &format!("{d}/data"));
+    let v = flotilla_kv::config::NodeConfig::from_toml(&example).unwrap().validate().unwrap();
+    assert_eq!((v.node_id, v.shards, v.bootstrap), (1, 16, true));
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, example.replace("shards = 16", "shards = 0")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-kv"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "flotilla-kv: config key `shards`: 0 out of bounds 1..=65536\n"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing started");
+}
