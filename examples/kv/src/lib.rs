@@ -7,6 +7,7 @@
 //! - [`node`]: the engine, bootstrap, routing and retries; [`commands`]: command syntax;
 //!   [`server`]: the mio client port.
 //! - [`transport`]: the engine's transport over a QUIC endpoint the node shares.
+//! - [`linearizability`]: the history checker of the chaos test.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -14,6 +15,7 @@ pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod linearizability;
 pub mod node;
 pub mod resp;
 pub mod server;
