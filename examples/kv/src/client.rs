@@ -70,6 +70,12 @@ impl Client {
         self.read_reply()
     }
 
+    /// Writes already encoded commands (pipelining); read their replies with
+    /// [`Client::read_reply`].
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        Ok(self.stream.write_all(bytes)?)
+    }
+
     /// Reads one reply.
     pub fn read_reply(&mut self) -> Result<Value, ClientError> {
         let mut chunk = [0u8; 16 << 10];
