@@ -17,7 +17,7 @@
 //!   waits until it took over.
 //! - `FLOTILLA.LOCAL ...`: internal, a forwarded operation (see [`crate::node`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use flotilla_engine::api::{Proposal, ReadBarrier};
@@ -80,31 +80,64 @@ fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
 enum Started {
     Write(Proposal),
     Read(ReadBarrier),
+    /// Sent to another node: the index of its reply among that node's.
+    Forward(u64, usize),
 }
 
 fn allowed(node: &Node, s: &Session) -> bool {
     s.authed || node.config().password.is_none()
 }
 
+/// The operation of a command the pipelined path can start: a single-key read or write,
+/// or a forwarded one (`FLOTILLA.LOCAL`, `true`: run here only).
+fn fast_op(node: &Node, args: &[Vec<u8>]) -> Option<(Op, bool)> {
+    if let Some(Ok(op)) = single_op(node, args) {
+        return Some((op, false));
+    }
+    if upper(args.first()?) == "FLOTILLA.LOCAL" {
+        return match Op::from_args(&args[1..])? {
+            op @ (Op::Write { .. } | Op::Read { .. }) => Some((op, true)),
+            _ => None,
+        };
+    }
+    None
+}
+
 /// Runs a pipelined batch of commands in order; one reply per command.
 pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Value> {
     let mut out = Vec::with_capacity(cmds.len());
+    let mut routes: HashMap<u64, Option<u64>> = HashMap::new();
     let mut i = 0;
     while i < cmds.len() {
-        let mut started: Vec<(Op, Started)> = Vec::new();
+        let mut started: Vec<(Op, bool, Started)> = Vec::new();
+        let mut forwards: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
         let mut reads = None;
         let mut j = i;
         while j < cmds.len() && allowed(node, s) && !s.close {
-            let Some(Ok(op)) = single_op(node, &cmds[j]) else { break };
+            let Some((op, local)) = fast_op(node, &cmds[j]) else { break };
             let is_read = matches!(op, Op::Read { .. });
             if reads.is_some_and(|r| r != is_read) {
                 break;
             }
             let st = match &op {
-                Op::Write { group, cmd } => match node.propose(*group, cmd.clone()) {
-                    Ok(p) => Started::Write(p),
-                    Err(_) => break,
-                },
+                Op::Write { group, cmd } => {
+                    let route = if local {
+                        Some(node.id())
+                    } else {
+                        *routes.entry(*group).or_insert_with(|| node.route(*group))
+                    };
+                    match route {
+                        Some(n) if n != node.id() => {
+                            let f = forwards.entry(n).or_default();
+                            f.push(op.clone());
+                            Started::Forward(n, f.len() - 1)
+                        }
+                        _ => match node.propose(*group, cmd.clone()) {
+                            Ok(p) => Started::Write(p),
+                            Err(_) => break,
+                        },
+                    }
+                }
                 Op::Read { group, .. } => match node.engine().read_index(*group) {
                     Ok(b) => Started::Read(b),
                     Err(_) => break,
@@ -112,7 +145,7 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
                 _ => break,
             };
             reads = Some(is_read);
-            started.push((op, st));
+            started.push((op, local, st));
             j += 1;
         }
         if started.is_empty() {
@@ -120,30 +153,46 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
             i += 1;
             continue;
         }
-        for (op, st) in started {
-            out.push(finish(node, op, st));
+        let mut replies: HashMap<u64, Vec<Outcome>> = HashMap::new();
+        for (to, ops) in &forwards {
+            replies.insert(*to, node.forward_batch(*to, ops));
+        }
+        for (op, local, st) in started {
+            let v = match st {
+                Started::Forward(to, k) => match replies.get_mut(&to).and_then(|r| r.get_mut(k)) {
+                    Some(o) => match std::mem::replace(o, Outcome::Redirect(None)) {
+                        Outcome::Done(v) | Outcome::Fail(v) => v,
+                        _ => node.exec(op),
+                    },
+                    None => node.exec(op),
+                },
+                st => finish(node, op, local, st),
+            };
+            out.push(v);
         }
         i = j;
     }
     out
 }
 
-fn finish(node: &Node, op: Op, st: Started) -> Value {
+fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
     let budget = node.config().retry_budget + Duration::from_secs(3);
+    // Not done here after all: forwarded ops answer from this node only.
+    let again = |op: Op| if local { node.exec_local(&op).to_value() } else { node.exec(op) };
     match (st, &op) {
         (Started::Write(p), _) => match p.wait_timeout(budget) {
             Ok(r) => match Node::proposal_outcome(r) {
                 Outcome::Done(v) | Outcome::Fail(v) => v,
-                // Known not applied (dropped): run it again the slow way.
-                _ => node.exec(op),
+                // Known not applied (refused or dropped): run it again the slow way.
+                _ => again(op),
             },
             Err(_) => indeterminate("not applied in time"),
         },
         (Started::Read(b), Op::Read { group, q }) => match b.wait_timeout(budget) {
             Ok(Ok(_)) => node.read_local(*group, q),
-            _ => node.exec(op),
+            _ => again(op),
         },
-        (Started::Read(_), _) => node.exec(op),
+        _ => again(op),
     }
 }
 

@@ -685,6 +685,62 @@ impl Node {
         }
     }
 
+    /// Runs `ops` at node `to` pipelined on one connection (`FLOTILLA.LOCAL` each, executed
+    /// there in order); one outcome per op. Nothing sent: every outcome is a retry.
+    pub fn forward_batch(&self, to: u64, ops: &[Op]) -> Vec<Outcome> {
+        let not_sent =
+            |why: String| ops.iter().map(|_| Outcome::Retry(why.clone(), None)).collect::<Vec<_>>();
+        let Some(addr) = self.directory().get(&to).map(|i| i.client.clone()) else {
+            return not_sent(format!("address of node {to} unknown"));
+        };
+        let pooled = lock(&self.pool).get_mut(&to).and_then(Vec::pop);
+        let mut c = match pooled {
+            Some(c) => c,
+            None => match self.connect(&addr) {
+                Ok(c) => c,
+                Err(e) => return not_sent(format!("node {to}: {e}")),
+            },
+        };
+        let mut buf = Vec::new();
+        for op in ops {
+            crate::resp::encode_command(&op.to_args(), &mut buf);
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        let mut failed = c.send_raw(&buf).err().map(|e| e.to_string());
+        for op in ops {
+            if failed.is_none() {
+                match c.read_reply() {
+                    Ok(v) => {
+                        out.push(Outcome::from_value(v));
+                        continue;
+                    }
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+            let why = format!("forwarded to node {to}: {}", failed.as_deref().unwrap_or(""));
+            out.push(if op.mutates() {
+                Outcome::Fail(indeterminate(&why))
+            } else {
+                Outcome::Retry(why, None)
+            });
+        }
+        if failed.is_none() {
+            lock(&self.pool).entry(to).or_default().push(c);
+        }
+        out
+    }
+
+    /// Where writes to `group` go now: `Some(me)` if this node leads it, the leader's node
+    /// if another node leads it and its address is known, `None` if unknown.
+    pub fn route(&self, group: u64) -> Option<u64> {
+        let s = self.engine.group_status(group)?;
+        if s.role == Role::Leader {
+            return Some(self.id());
+        }
+        let l = s.leader?.node;
+        self.dir.read().unwrap_or_else(|e| e.into_inner()).contains_key(&l).then_some(l)
+    }
+
     fn connect(&self, addr: &str) -> Result<Client, ClientError> {
         let mut c = Client::connect(addr, Duration::from_secs(1))?;
         c.set_timeout(self.cfg.retry_budget + Duration::from_secs(5))?;
