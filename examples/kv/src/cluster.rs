@@ -272,6 +272,13 @@ impl Admin {
     pub fn add_server(&self, seed: &str, new_addr: &str, replicas: usize) -> Result<u64, AdminError> {
         let st = self.node_status(new_addr)?;
         let id = st.node;
+        let seed_shards = self.node_status(seed)?.shards;
+        if st.shards != seed_shards {
+            return Err(AdminError::Invalid(format!(
+                "node {id} at {new_addr} is configured with {} shards, the cluster with {seed_shards}",
+                st.shards
+            )));
+        }
         self.retry(
             seed,
             &format!("register node {id}"),
@@ -383,6 +390,7 @@ impl Admin {
             }
             self.remove_replica(seed, group, node)?;
         }
+        self.retry(seed, &format!("unregister node {node}"), &["FLOTILLA.UNREGISTER", &node.to_string()])?;
         Ok(())
     }
 }

@@ -11,6 +11,8 @@
 //! Admin commands (AUTH-protected like the rest when a password is set):
 //! - `FLOTILLA.STATUS`: this node's status as JSON ([`crate::node::NodeStatus`]).
 //! - `FLOTILLA.REGISTER <id> <peer addr> <client addr>`: adds a node to the directory.
+//! - `FLOTILLA.UNREGISTER <id>`: removes a node from the directory (once it left every
+//!   group; `remove-servers` does this last).
 //! - `FLOTILLA.MEMBER <addlearner|promote|addvoter|remove> <group> <node>`: a membership
 //!   change of one group, run at its leader.
 //! - `FLOTILLA.TRANSFER <group> <node>`: moves the group's leadership to the node and
@@ -335,6 +337,17 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
                 return Value::err("ERR usage: FLOTILLA.REGISTER <id > 0> <peer ip:port> <client ip:port>");
             }
             match serde_json::to_vec(&MetaCmd::Register { id, info: NodeInfo { peer, client } }) {
+                Ok(cmd) => node.exec(Op::Write { group: META_GROUP, cmd }),
+                Err(e) => Value::err(format!("ERR {e}")),
+            }
+        }
+        ("FLOTILLA.UNREGISTER", [id]) => {
+            let Some(id) =
+                std::str::from_utf8(id).ok().and_then(|s| s.parse::<u64>().ok()).filter(|&i| i != 0)
+            else {
+                return Value::err("ERR usage: FLOTILLA.UNREGISTER <id > 0>");
+            };
+            match serde_json::to_vec(&MetaCmd::Unregister { id }) {
                 Ok(cmd) => node.exec(Op::Write { group: META_GROUP, cmd }),
                 Err(e) => Value::err(format!("ERR {e}")),
             }

@@ -66,7 +66,12 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
             (node.clone(), job_rx.clone(), done_tx.clone(), waker.clone());
         threads.push(std::thread::Builder::new().name(format!("kv-exec-{i}")).spawn(move || {
             while let Ok(mut job) = rx.recv() {
-                let replies = run_batch(&node, &job.cmds, &mut job.sess);
+                // A bug in a command must not take the connection's replies with it.
+                let n = job.cmds.len();
+                let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_batch(&node, &job.cmds, &mut job.sess)
+                }))
+                .unwrap_or_else(|_| vec![Value::err("ERR internal error"); n]);
                 if tx.send(Done { token: job.token, replies, sess: job.sess }).is_err() {
                     return;
                 }

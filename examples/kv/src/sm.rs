@@ -265,6 +265,11 @@ pub enum MetaCmd {
         /// Its addresses.
         info: NodeInfo,
     },
+    /// Removes a node from the directory (after it left every group).
+    Unregister {
+        /// Node id.
+        id: u64,
+    },
 }
 
 /// Called with the directory after every change (the node points its transport at the
@@ -291,6 +296,12 @@ impl StateMachine for MetaSm {
             Ok(MetaCmd::Register { id, info }) => {
                 let mut d = lock_w(&self.dir);
                 d.insert(id, info);
+                (self.hook)(&d);
+                Value::ok()
+            }
+            Ok(MetaCmd::Unregister { id }) => {
+                let mut d = lock_w(&self.dir);
+                d.remove(&id);
                 (self.hook)(&d);
                 Value::ok()
             }

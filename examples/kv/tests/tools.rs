@@ -109,6 +109,7 @@ fn admin_tool_adds_transfers_removes() {
     let (n, errors) = writer.join().unwrap();
     assert!(n > 0 && errors.is_empty(), "{n} requests, failed: {errors:?}");
     let v = c.admin().view(&seed).unwrap();
+    assert_eq!(v.nodes.keys().copied().collect::<Vec<_>>(), vec![1, 2, 4], "node 3 left the directory");
     for g in v.groups.values() {
         assert!(!g.voters.contains(&3) && !g.learners.contains(&3), "group {}: {g:?}", g.group);
         if g.group != 1 {
