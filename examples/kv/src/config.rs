@@ -64,7 +64,8 @@ pub struct NodeConfig {
     /// Most client connections at once. Default 10000; 1..=1000000.
     #[serde(default = "d_max_clients")]
     pub max_clients: usize,
-    /// Threads executing requests (they wait for Raft). Default 64; 1..=4096.
+    /// Threads executing client requests (they wait for Raft), and as many again for
+    /// requests forwarded by other nodes. Default 64; 1..=4096.
     #[serde(default = "d_exec")]
     pub executor_threads: usize,
     /// Engine worker threads; 0 = one per core. Default 0; 0..=256.

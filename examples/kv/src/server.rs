@@ -1,6 +1,8 @@
 //! The client port: a mio event loop that accepts RESP connections, parses requests, hands
 //! each connection's pipelined commands to a pool of executor threads (one batch in flight
-//! per connection, so replies keep request order), and writes the replies back.
+//! per connection, so replies keep request order), and writes the replies back. Batches of
+//! operations forwarded by other nodes (`FLOTILLA.LOCAL`) go to a second pool of the same
+//! size, so they never queue behind client requests that themselves wait on forwarding.
 //!
 //! Owns sockets, buffers and limits: a malformed request gets one error reply after the
 //! replies to the commands before it, then the connection is closed cleanly; a request
@@ -59,11 +61,17 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (job_tx, job_rx) = unbounded::<Job>();
+    // Forwarded operations (`FLOTILLA.LOCAL`) get their own pool: they never forward
+    // further, so they never wait on another node, and client requests that wait on
+    // forwarded ones elsewhere can never hold every thread that would serve them.
+    let (local_tx, local_rx) = unbounded::<Job>();
     let (done_tx, done_rx) = unbounded::<Done>();
     let mut threads = Vec::new();
-    for i in 0..node.config().executor_threads {
-        let (node, rx, tx, waker): (Arc<Node>, Receiver<Job>, Sender<Done>, Arc<Waker>) =
-            (node.clone(), job_rx.clone(), done_tx.clone(), waker.clone());
+    let n = node.config().executor_threads;
+    for (i, rx) in (0..2 * n).map(|i| (i, if i < n { job_rx.clone() } else { local_rx.clone() })) {
+        let (node, tx, waker): (Arc<Node>, Sender<Done>, Arc<Waker>) =
+            (node.clone(), done_tx.clone(), waker.clone());
+        let rx: Receiver<Job> = rx;
         threads.push(std::thread::Builder::new().name(format!("kv-exec-{i}")).spawn(move || {
             while let Ok(mut job) = rx.recv() {
                 // A bug in a command must not take the connection's replies with it.
@@ -79,6 +87,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
             }
         })?);
     }
+    drop(local_rx);
     drop(job_rx);
     let limits = Limits { max_request: node.config().max_request_bytes, max_args: 1 << 20 };
     let max_clients = node.config().max_clients;
@@ -152,7 +161,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         touched.dedup();
         for t in touched {
             let Some(c) = conns.get_mut(&t) else { continue };
-            let alive = drive(c, t, limits, &job_tx);
+            let alive = drive(c, t, limits, &job_tx, &local_tx);
             if !alive {
                 if let Some(mut c) = conns.remove(&t) {
                     let _ = poll.registry().deregister(&mut c.stream);
@@ -161,6 +170,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         }
     }
     drop(job_tx);
+    drop(local_tx);
     for t in threads {
         let _ = t.join();
     }
@@ -169,7 +179,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
 
 /// Reads, parses, dispatches and writes what it can for one connection. Returns false
 /// when the connection is finished.
-fn drive(c: &mut Conn, t: Token, limits: Limits, jobs: &Sender<Job>) -> bool {
+fn drive(c: &mut Conn, t: Token, limits: Limits, jobs: &Sender<Job>, local: &Sender<Job>) -> bool {
     // Read while we accept more input.
     let mut chunk = [0u8; 64 << 10];
     while !c.eof && c.poisoned.is_none() && !c.closing && c.queue.len() < 4 * MAX_BATCH {
@@ -212,7 +222,13 @@ fn drive(c: &mut Conn, t: Token, limits: Limits, jobs: &Sender<Job>) -> bool {
         if let Some(sess) = c.sess.take() {
             let n = c.queue.len().min(MAX_BATCH);
             let cmds: Vec<_> = c.queue.drain(..n).collect();
-            if jobs.send(Job { token: t, cmds, sess }).is_err() {
+            let internal = cmds.iter().all(|a| {
+                a.first().is_some_and(|n| {
+                    n.eq_ignore_ascii_case(b"FLOTILLA.LOCAL") || n.eq_ignore_ascii_case(b"AUTH")
+                })
+            });
+            let pool = if internal { local } else { jobs };
+            if pool.send(Job { token: t, cmds, sess }).is_err() {
                 return false;
             }
         }

@@ -17,7 +17,8 @@ use redis::Commands;
 /// shard (forwarding to leaders it is not), pipelined or not, and leaders can move.
 #[test]
 fn bootstrap_then_add_two_nodes_reads_writes_forwarding_pipelining() {
-    let mut c = Cluster::new(None, "shards = 4");
+    // Long election timeouts: leadership must stay where the test puts it on a loaded CI.
+    let mut c = Cluster::new(None, "shards = 4\nelection_ticks = 30");
     let seed = c.start(1, true);
     c.wait_writable(1, "warmup");
     c.start(2, false);
@@ -38,9 +39,16 @@ fn bootstrap_then_add_two_nodes_reads_writes_forwarding_pipelining() {
     }
     // Every node learnt every address through the meta group's log.
     for id in [1, 2, 3] {
-        let st = admin.node_status(&c.addr(id)).unwrap();
-        assert_eq!(st.directory.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3], "node {id}");
-        assert!(st.replicas.iter().any(|r| r.group == META_GROUP));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = admin.node_status(&c.addr(id)).unwrap();
+            let known = st.directory.keys().copied().collect::<Vec<_>>();
+            if known == vec![1, 2, 3] && st.replicas.iter().any(|r| r.group == META_GROUP) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "node {id} knows {known:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     // Spread leaders: shard groups 1000, 1001 to node 2, 1002 to node 3.

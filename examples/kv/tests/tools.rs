@@ -50,7 +50,7 @@ fn load(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, Vec
 /// remove-servers (replicas and leaders moved away first), exit codes and messages.
 #[test]
 fn admin_tool_adds_transfers_removes() {
-    let mut c = Cluster::new(Some("pw"), "shards = 3");
+    let mut c = Cluster::new(Some("pw"), "shards = 3\nelection_ticks = 30");
     let seed = c.start(1, true);
     c.wait_writable(1, "w");
     for id in [2, 3, 4] {
@@ -126,7 +126,7 @@ fn admin_tool_adds_transfers_removes() {
 /// its share of replicas; `--dry-run` changes nothing; no client request fails meanwhile.
 #[test]
 fn rebalance_evens_leaders_then_replicas_without_failed_requests() {
-    let mut c = Cluster::new(None, "shards = 6");
+    let mut c = Cluster::new(None, "shards = 6\nelection_ticks = 30");
     let seed = c.start(1, true);
     c.wait_writable(1, "w");
     c.start(2, false);
@@ -134,7 +134,10 @@ fn rebalance_evens_leaders_then_replicas_without_failed_requests() {
     let a = c.admin();
     a.add_server(&seed, &c.addr(2), 3).unwrap();
     a.add_server(&seed, &c.addr(3), 3).unwrap();
-    assert_eq!(a.view(&seed).unwrap().leaders_per_node()[&1], 6, "the founder leads everything");
+    // Every leader on node 1 (where the founder's are, unless an election moved one).
+    a.transfer_all(&seed, 2, 1).unwrap();
+    a.transfer_all(&seed, 3, 1).unwrap();
+    assert_eq!(a.view(&seed).unwrap().leaders_per_node()[&1], 6, "node 1 leads everything");
 
     let (code, out, err) = rebalance(&["--seed", &seed, "--dry-run"]);
     assert_eq!(code, 0, "{err}");
