@@ -294,26 +294,41 @@ impl Admin {
         Ok(id)
     }
 
-    /// Adds a voter on `node` to `group`: learner, catch up, promote. Idempotent.
+    /// Adds a voter on `node` to `group`: learner, catch up, promote. Idempotent: each
+    /// round starts from the current layout, and a step refused because the layout moved
+    /// on (already a member, not a learner) starts another round.
     pub fn add_replica(&self, seed: &str, group: u64, node: u64) -> Result<(), AdminError> {
-        let g = self.view(seed)?.groups.get(&group).cloned().unwrap_or_default();
         let (gs, ns) = (group.to_string(), node.to_string());
-        if g.voters.contains(&node) {
-            return Ok(());
+        let mut last = None;
+        for _ in 0..5 {
+            let g = self.view(seed)?.groups.get(&group).cloned().unwrap_or_default();
+            if g.voters.contains(&node) {
+                return Ok(());
+            }
+            let r = if g.learners.contains(&node) {
+                self.retry(
+                    seed,
+                    &format!("promote {node} in group {group}"),
+                    &["FLOTILLA.MEMBER", "promote", &gs, &ns],
+                )
+            } else {
+                self.retry(
+                    seed,
+                    &format!("add learner {node} to group {group}"),
+                    &["FLOTILLA.MEMBER", "addlearner", &gs, &ns],
+                )
+            };
+            match r {
+                Err(AdminError::Refused { msg, .. }) if msg.contains("invalid change") => last = Some(msg),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if !g.learners.contains(&node) {
-            self.retry(
-                seed,
-                &format!("add learner {node} to group {group}"),
-                &["FLOTILLA.MEMBER", "addlearner", &gs, &ns],
-            )?;
-        }
-        self.retry(
-            seed,
-            &format!("promote {node} in group {group}"),
-            &["FLOTILLA.MEMBER", "promote", &gs, &ns],
-        )?;
-        Ok(())
+        Err(AdminError::Refused {
+            what: format!("add node {node} to group {group}"),
+            msg: last.unwrap_or_else(|| "layout kept changing".into()),
+        })
     }
 
     /// Removes `node`'s replica of `group`, moving the leadership away first.

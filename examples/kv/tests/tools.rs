@@ -73,6 +73,18 @@ fn admin_tool_adds_transfers_removes() {
     assert!(err.starts_with("flotilla-admin: node at 127.0.0.1:1:"), "{err}");
     assert_eq!(admin(&["--seed", &seed, "transfer-leader", "--to", "2"]).0, 2);
 
+    // A node configured with another shard count is refused before anything changes.
+    let extra = std::mem::replace(&mut c.extra, "shards = 4\nelection_ticks = 30".into());
+    let a5 = c.start(5, false);
+    c.extra = extra;
+    let (code, out, err) = run(&["add-servers", &a5]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(
+        err,
+        format!("flotilla-admin: node 5 at {a5} is configured with 4 shards, the cluster with 3\n")
+    );
+    c.kill(5);
+
     let (code, out, err) = run(&["add-servers", &a2, &a3, &a4, "--replicas", "3"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("added node 2 ({a2})\nadded node 3 ({a3})\nadded node 4 ({a4})\n"));
