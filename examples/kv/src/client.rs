@@ -1,0 +1,98 @@
+//! A small blocking RESP client over TCP, used by the server to forward requests to the
+//! node that leads a shard, and by the admin and rebalance tools.
+//!
+//! Owns one connection: send a command, read its reply, with timeouts. Never retries; the
+//! caller decides (an I/O error after sending means the outcome is unknown).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::resp::{encode_command, parse_value, Value};
+
+/// Largest reply accepted.
+const MAX_REPLY: usize = 512 << 20;
+
+/// Why a request failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// Could not connect (nothing was sent).
+    #[error("connect {addr}: {error}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The connection failed after the request may have been sent.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The reply was not valid RESP.
+    #[error("bad reply: {0}")]
+    Protocol(String),
+}
+
+/// One RESP connection.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr` with `timeout` for the connect and for each read and write.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let cerr = |error| ClientError::Connect { addr: addr.to_string(), error };
+        let sa: SocketAddr = addr
+            .to_socket_addrs()
+            .map_err(cerr)?
+            .next()
+            .ok_or_else(|| cerr(std::io::Error::other("no address")))?;
+        let stream = TcpStream::connect_timeout(&sa, timeout).map_err(cerr)?;
+        stream.set_read_timeout(Some(timeout)).map_err(cerr)?;
+        stream.set_write_timeout(Some(timeout)).map_err(cerr)?;
+        stream.set_nodelay(true).map_err(cerr)?;
+        Ok(Client { stream, buf: Vec::new() })
+    }
+
+    /// Sets the read timeout (how long one reply may take).
+    pub fn set_timeout(&self, t: Duration) -> Result<(), ClientError> {
+        Ok(self.stream.set_read_timeout(Some(t))?)
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, ClientError> {
+        let mut out = Vec::new();
+        encode_command(args, &mut out);
+        self.stream.write_all(&out)?;
+        self.read_reply()
+    }
+
+    /// Writes already encoded commands (pipelining); read their replies with
+    /// [`Client::read_reply`].
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        Ok(self.stream.write_all(bytes)?)
+    }
+
+    /// Reads one reply.
+    pub fn read_reply(&mut self) -> Result<Value, ClientError> {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            match parse_value(&self.buf, MAX_REPLY, 16) {
+                Ok(Some((v, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(v);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The commands: RESP requests (already parsed into arguments) to replies, with AUTH, the
+//! Redis data commands, INFO, and the `FLOTILLA.*` admin commands.
+//!
+//! Owns command syntax and how multi-key commands split across shards: MSET, MGET, DEL and
+//! EXISTS run one operation per shard involved, so MSET is atomic per shard only (a failure
+//! can leave some shards written; the reply then says which error occurred). Pipelined
+//! runs of single-key writes (or reads) start all their proposals (or read barriers) before
+//! waiting for the first, in order; a write run never overlaps a read run, so each reply
+//! reflects every earlier command of the connection. Never touches sockets.
+//!
+//! Admin commands (AUTH-protected like the rest when a password is set):
+//! - `FLOTILLA.STATUS`: this node's status as JSON ([`crate::node::NodeStatus`]).
+//! - `FLOTILLA.REGISTER <id> <peer addr> <client addr>`: adds a node to the directory.
+//! - `FLOTILLA.UNREGISTER <id>`: removes a node from the directory (once it left every
+//!   group; `remove-servers` does this last).
+//! - `FLOTILLA.MEMBER <addlearner|promote|addvoter|remove> <group> <node>`: a membership
+//!   change of one group, run at its leader.
+//! - `FLOTILLA.TRANSFER <group> <node>`: moves the group's leadership to the node and
+//!   waits until it took over.
+//! - `FLOTILLA.LOCAL ...`: internal, a forwarded operation (see [`crate::node`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use flotilla_engine::api::{Proposal, ReadBarrier};
+
+use crate::node::{indeterminate, Member, Node, Op, Outcome, ReadQ};
+use crate::resp::Value;
+use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
+
+/// A connection's state.
+#[derive(Debug, Default, Clone)]
+pub struct Session {
+    /// AUTH succeeded (or no password is set).
+    pub authed: bool,
+    /// QUIT was received: close after the replies.
+    pub close: bool,
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+fn arity(name: &str) -> Value {
+    Value::err(format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase()))
+}
+
+fn int_arg(b: &[u8]) -> Result<i64, Value> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Value::err("ERR value is not an integer or out of range"))
+}
+
+/// The one operation of a single-key command, if it is one (`Err` is a syntax error).
+fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
+    let name = upper(args.first()?);
+    let write = |key: &[u8], cmd: WriteCmd| Op::Write { group: node.group_of(key), cmd: cmd.encode() };
+    Some(match (name.as_str(), &args[1..]) {
+        ("GET", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Get(k.clone()) }),
+        ("SET", [k, v, opts @ ..]) => {
+            let mut cond = 0;
+            for o in opts {
+                match upper(o).as_str() {
+                    "NX" if cond == 0 => cond = 1,
+                    "XX" if cond == 0 => cond = 2,
+                    _ => return Some(Err(Value::err("ERR syntax error (SET supports NX and XX)"))),
+                }
+            }
+            Ok(write(k, WriteCmd::Set { key: k.clone(), val: v.clone(), cond }))
+        }
+        ("INCR", [k]) => Ok(write(k, WriteCmd::Incr { key: k.clone(), by: 1 })),
+        ("DECR", [k]) => Ok(write(k, WriteCmd::Incr { key: k.clone(), by: -1 })),
+        ("INCRBY", [k, n]) => int_arg(n).map(|by| write(k, WriteCmd::Incr { key: k.clone(), by })),
+        ("DECRBY", [k, n]) => int_arg(n)
+            .and_then(|n| n.checked_neg().ok_or_else(|| Value::err("ERR decrement would overflow")))
+            .map(|by| write(k, WriteCmd::Incr { key: k.clone(), by })),
+        _ => return None,
+    })
+}
+
+enum Started {
+    Write(Proposal),
+    Read(ReadBarrier),
+    /// Sent to another node: the index of its reply among that node's.
+    Forward(u64, usize),
+}
+
+fn allowed(node: &Node, s: &Session) -> bool {
+    s.authed || node.config().password.is_none()
+}
+
+/// The operation of a command the pipelined path can start: a single-key read or write,
+/// or a forwarded one (`FLOTILLA.LOCAL`, `true`: run here only).
+fn fast_op(node: &Node, args: &[Vec<u8>]) -> Option<(Op, bool)> {
+    if let Some(Ok(op)) = single_op(node, args) {
+        return Some((op, false));
+    }
+    if upper(args.first()?) == "FLOTILLA.LOCAL" {
+        return match Op::from_args(&args[1..])? {
+            op @ (Op::Write { .. } | Op::Read { .. }) => Some((op, true)),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// Runs a pipelined batch of commands in order; one reply per command.
+pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Value> {
+    let mut out = Vec::with_capacity(cmds.len());
+    let mut routes: HashMap<u64, Option<u64>> = HashMap::new();
+    let mut i = 0;
+    while i < cmds.len() {
+        let mut started: Vec<(Op, bool, Started)> = Vec::new();
+        let mut forwards: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
+        let mut reads = None;
+        let mut j = i;
+        while j < cmds.len() && allowed(node, s) && !s.close {
+            let Some((op, local)) = fast_op(node, &cmds[j]) else { break };
+            let is_read = matches!(op, Op::Read { .. });
+            if reads.is_some_and(|r| r != is_read) {
+                break;
+            }
+            let st = match &op {
+                Op::Write { group, cmd } => {
+                    let route = if local {
+                        Some(node.id())
+                    } else {
+                        *routes.entry(*group).or_insert_with(|| node.route(*group))
+                    };
+                    match route {
+                        Some(n) if n != node.id() => {
+                            let f = forwards.entry(n).or_default();
+                            f.push(op.clone());
+                            Started::Forward(n, f.len() - 1)
+                        }
+                        _ => match node.propose(*group, cmd.clone()) {
+                            Ok(p) => Started::Write(p),
+                            Err(_) => break,
+                        },
+                    }
+                }
+                Op::Read { group, .. } => match node.engine().read_index(*group) {
+                    Ok(b) => Started::Read(b),
+                    Err(_) => break,
+                },
+                _ => break,
+            };
+            reads = Some(is_read);
+            started.push((op, local, st));
+            j += 1;
+        }
+        if started.is_empty() {
+            out.push(command(node, &cmds[i], s));
+            i += 1;
+            continue;
+        }
+        let mut replies: HashMap<u64, Vec<Outcome>> = HashMap::new();
+        for (to, ops) in &forwards {
+            replies.insert(*to, node.forward_batch(*to, ops));
+        }
+        for (op, local, st) in started {
+            let v = match st {
+                Started::Forward(to, k) => match replies.get_mut(&to).and_then(|r| r.get_mut(k)) {
+                    Some(o) => match std::mem::replace(o, Outcome::Redirect(None)) {
+                        Outcome::Done(v) | Outcome::Fail(v) => v,
+                        _ => node.exec(op),
+                    },
+                    None => node.exec(op),
+                },
+                st => finish(node, op, local, st),
+            };
+            out.push(v);
+        }
+        i = j;
+    }
+    out
+}
+
+fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
+    let budget = node.config().retry_budget + Duration::from_secs(3);
+    // Not done here after all: forwarded ops answer from this node only.
+    let again = |op: Op| if local { node.exec_local(&op).to_value() } else { node.exec(op) };
+    match (st, &op) {
+        (Started::Write(p), _) => match p.wait_timeout(budget) {
+            Ok(r) => match Node::proposal_outcome(r) {
+                Outcome::Done(v) | Outcome::Fail(v) => v,
+                // Known not applied (refused or dropped): run it again the slow way.
+                _ => again(op),
+            },
+            Err(_) => indeterminate("not applied in time"),
+        },
+        (Started::Read(b), Op::Read { group, q }) => match b.wait_timeout(budget) {
+            Ok(Ok(_)) => node.read_local(*group, q),
+            _ => again(op),
+        },
+        _ => again(op),
+    }
+}
+
+/// Runs per-shard operations (in parallel when there are several); replies in order.
+fn exec_all(node: &Node, ops: Vec<Op>) -> Vec<Value> {
+    if ops.len() <= 1 {
+        return ops.into_iter().map(|op| node.exec(op)).collect();
+    }
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = ops.into_iter().map(|op| sc.spawn(move || node.exec(op))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Value::err("ERR internal error"))).collect()
+    })
+}
+
+/// Keys grouped by shard, keeping each key's position.
+fn by_group(node: &Node, keys: &[Vec<u8>]) -> BTreeMap<u64, Vec<(usize, Vec<u8>)>> {
+    let mut m: BTreeMap<u64, Vec<(usize, Vec<u8>)>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        m.entry(node.group_of(k)).or_default().push((i, k.clone()));
+    }
+    m
+}
+
+fn first_error(vs: &[Value]) -> Option<Value> {
+    vs.iter().find(|v| matches!(v, Value::Error(_))).cloned()
+}
+
+fn sum_ints(vs: Vec<Value>) -> Value {
+    if let Some(e) = first_error(&vs) {
+        return e;
+    }
+    Value::Int(vs.iter().map(|v| if let Value::Int(n) = v { *n } else { 0 }).sum())
+}
+
+/// Runs one command.
+pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
+    let Some(first) = args.first() else { return Value::err("ERR empty command") };
+    let name = upper(first);
+    let rest = &args[1..];
+    if name == "AUTH" {
+        let pw = match rest {
+            [pw] | [_, pw] => pw,
+            _ => return arity(&name),
+        };
+        return match &node.config().password {
+            None => Value::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+            Some(p) if p.as_bytes() == pw.as_slice() => {
+                s.authed = true;
+                Value::ok()
+            }
+            Some(_) => Value::err("WRONGPASS invalid username-password pair or user is disabled."),
+        };
+    }
+    if name == "QUIT" {
+        s.close = true;
+        return Value::ok();
+    }
+    if !allowed(node, s) {
+        return Value::err("NOAUTH Authentication required.");
+    }
+    if let Some(op) = single_op(node, args) {
+        return match op {
+            Ok(op) => node.exec(op),
+            Err(e) => e,
+        };
+    }
+    match (name.as_str(), rest) {
+        ("PING", []) => Value::Simple("PONG".into()),
+        ("PING", [m]) | ("ECHO", [m]) => Value::bulk(m.clone()),
+        ("SELECT", [db]) if db.as_slice() == b"0" => Value::ok(),
+        ("SELECT", [_]) => Value::err("ERR DB index is out of range"),
+        ("COMMAND", _) => Value::Array(Some(vec![])),
+        ("CONFIG", [sub, ..]) if upper(sub) == "GET" => Value::Array(Some(vec![])),
+        ("CLIENT", [_, ..]) => Value::ok(),
+        ("DEL", keys) | ("EXISTS", keys) | ("MGET", keys) if !keys.is_empty() => {
+            let groups = by_group(node, keys);
+            let ops = groups
+                .iter()
+                .map(|(&group, ks)| {
+                    let ks: Vec<Vec<u8>> = ks.iter().map(|(_, k)| k.clone()).collect();
+                    match name.as_str() {
+                        "DEL" => Op::Write { group, cmd: WriteCmd::Del(ks).encode() },
+                        "EXISTS" => Op::Read { group, q: ReadQ::Exists(ks) },
+                        _ => Op::Read { group, q: ReadQ::MGet(ks) },
+                    }
+                })
+                .collect();
+            let vs = exec_all(node, ops);
+            if name != "MGET" {
+                return sum_ints(vs);
+            }
+            if let Some(e) = first_error(&vs) {
+                return e;
+            }
+            let mut out = vec![Value::Bulk(None); keys.len()];
+            for (v, ks) in vs.into_iter().zip(groups.values()) {
+                let Value::Array(Some(items)) = v else {
+                    return Value::err("ERR internal error: bad MGET reply");
+                };
+                for (item, (pos, _)) in items.into_iter().zip(ks) {
+                    out[*pos] = item;
+                }
+            }
+            Value::Array(Some(out))
+        }
+        ("MSET", kv) if !kv.is_empty() && kv.len() % 2 == 0 => {
+            let keys: Vec<Vec<u8>> = kv.iter().step_by(2).cloned().collect();
+            let ops = by_group(node, &keys)
+                .into_iter()
+                .map(|(group, ks)| Op::Write {
+                    group,
+                    cmd: WriteCmd::MSet(ks.into_iter().map(|(i, k)| (k, kv[2 * i + 1].clone())).collect())
+                        .encode(),
+                })
+                .collect();
+            let vs = exec_all(node, ops);
+            first_error(&vs).unwrap_or_else(Value::ok)
+        }
+        ("DBSIZE", []) => {
+            let ops = (0..node.config().shards)
+                .map(|s| Op::Read { group: shard_group(s), q: ReadQ::Count })
+                .collect();
+            sum_ints(exec_all(node, ops))
+        }
+        ("INFO", _) => Value::bulk(info(node)),
+        ("FLOTILLA.STATUS", []) => match serde_json::to_vec(&node.status()) {
+            Ok(j) => Value::bulk(j),
+            Err(e) => Value::err(format!("ERR {e}")),
+        },
+        ("FLOTILLA.REGISTER", [id, peer, client]) => {
+            let Ok(id) = int_arg(id).and_then(|i| u64::try_from(i).map_err(|_| Value::Int(0))) else {
+                return Value::err("ERR node id must be a positive integer");
+            };
+            let (peer, client) =
+                (String::from_utf8_lossy(peer).into_owned(), String::from_utf8_lossy(client).into_owned());
+            if id == 0
+                || peer.parse::<std::net::SocketAddr>().is_err()
+                || client.parse::<std::net::SocketAddr>().is_err()
+            {
+                return Value::err("ERR usage: FLOTILLA.REGISTER <id > 0> <peer ip:port> <client ip:port>");
+            }
+            match serde_json::to_vec(&MetaCmd::Register { id, info: NodeInfo { peer, client } }) {
+                Ok(cmd) => node.exec(Op::Write { group: META_GROUP, cmd }),
+                Err(e) => Value::err(format!("ERR {e}")),
+            }
+        }
+        ("FLOTILLA.UNREGISTER", [id]) => {
+            let Some(id) =
+                std::str::from_utf8(id).ok().and_then(|s| s.parse::<u64>().ok()).filter(|&i| i != 0)
+            else {
+                return Value::err("ERR usage: FLOTILLA.UNREGISTER <id > 0>");
+            };
+            match serde_json::to_vec(&MetaCmd::Unregister { id }) {
+                Ok(cmd) => node.exec(Op::Write { group: META_GROUP, cmd }),
+                Err(e) => Value::err(format!("ERR {e}")),
+            }
+        }
+        ("FLOTILLA.MEMBER", [kind, group, n]) => {
+            let (Ok(group), Ok(n)) = (int_arg(group), int_arg(n)) else {
+                return Value::err("ERR group and node must be integers");
+            };
+            let (group, n) = (group as u64, n as u64);
+            let change = match upper(kind).as_str() {
+                "ADDLEARNER" => Member::AddLearner(n),
+                "PROMOTE" => Member::Promote(n),
+                "ADDVOTER" => Member::AddVoter(n),
+                "REMOVE" => Member::Remove(n),
+                _ => return Value::err("ERR change must be addlearner, promote, addvoter or remove"),
+            };
+            node.exec(Op::Member { group, change })
+        }
+        ("FLOTILLA.TRANSFER", [group, n]) => {
+            let (Ok(group), Ok(to)) = (int_arg(group), int_arg(n)) else {
+                return Value::err("ERR group and node must be integers");
+            };
+            node.exec(Op::Transfer { group: group as u64, to: to as u64 })
+        }
+        ("FLOTILLA.LOCAL", a) => match Op::from_args(a) {
+            Some(op) => node.exec_local(&op).to_value(),
+            None => Value::err("ERR malformed FLOTILLA.LOCAL"),
+        },
+        (
+            "GET" | "SET" | "INCR" | "DECR" | "INCRBY" | "DECRBY" | "DEL" | "EXISTS" | "MGET" | "MSET"
+            | "DBSIZE" | "PING" | "ECHO" | "SELECT" | "FLOTILLA.STATUS" | "FLOTILLA.REGISTER"
+            | "FLOTILLA.MEMBER" | "FLOTILLA.TRANSFER",
+            _,
+        ) => arity(&name),
+        _ => Value::err(format!(
+            "ERR unknown command '{}'",
+            String::from_utf8_lossy(&first[..first.len().min(64)])
+        )),
+    }
+}
+
+fn info(node: &Node) -> String {
+    let st = node.engine().status();
+    let leaders = st.iter().filter(|s| s.role == flotilla_engine::raft::Role::Leader).count();
+    let m = node.engine().metrics();
+    format!(
+        "# Server\r\nflotilla_version:{}\r\nnode_id:{}\r\nclient_addr:{}\r\npeer_addr:{}\r\n\r\n\
+         # Cluster\r\nshards:{}\r\nknown_nodes:{}\r\nreplicas:{}\r\nleaders:{}\r\n\r\n\
+         # Keyspace\r\nlocal_keys:{}\r\n\r\n# Engine\r\napplied_entries:{}\r\ncompactions:{}\r\n\
+         snapshots_sent:{}\r\nsnapshots_installed:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        node.id(),
+        node.config().advertise_client_addr,
+        node.config().advertise_peer_addr,
+        node.config().shards,
+        node.directory().len(),
+        st.len(),
+        leaders,
+        node.local_keys(),
+        m.applied_entries,
+        m.compactions,
+        m.snapshots_sent,
+        m.snapshots_installed,
+    )
+}

@@ -1,0 +1,329 @@
+//! The node's configuration file (TOML; `kv.example.toml` documents every key) and its
+//! validation into a [`ValidNodeConfig`].
+//!
+//! Owns the keys, their defaults and bounds, and one [`ConfigError`] per rule, each naming
+//! the key. Never opens sockets or starts anything; it reads the certificate files only to
+//! check they exist.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Most shards allowed.
+pub const MAX_SHARDS: u32 = 65_536;
+
+/// The file as written (every key but the required ones has a default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id (required; 1..=2^63).
+    pub node_id: Option<u64>,
+    /// Directory of the node's durable state (required).
+    pub data_dir: Option<PathBuf>,
+    /// UDP address of the QUIC transport between nodes (required).
+    pub peer_addr: Option<String>,
+    /// TCP address of the RESP client port (required).
+    pub client_addr: Option<String>,
+    /// Address other nodes and tools use to reach the client port (default: client_addr).
+    pub advertise_client_addr: Option<String>,
+    /// Address other nodes use to reach the QUIC port (default: peer_addr).
+    pub advertise_peer_addr: Option<String>,
+    /// The cluster CA certificate, PEM (required).
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate, PEM (required).
+    pub node_cert: Option<PathBuf>,
+    /// This node's private key, PEM (required).
+    pub node_key: Option<PathBuf>,
+    /// Whether this node founds the cluster (the first node only). Default false.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Number of shards (Raft groups holding keys). Default 16; 1..=65536. Must be the same
+    /// on every node.
+    #[serde(default = "d_shards")]
+    pub shards: u32,
+    /// Raft tick, ms. Default 10; 1..=1000.
+    #[serde(default = "d_tick")]
+    pub tick_ms: u64,
+    /// Election timeout (lower bound), ticks. Default 10; 2..=10000.
+    #[serde(default = "d_election")]
+    pub election_ticks: u32,
+    /// How long the server retries a request refused by leader changes, ms. Default 2000;
+    /// 10..=60000.
+    #[serde(default = "d_retry")]
+    pub retry_budget_ms: u64,
+    /// Applied entries after which a shard snapshots and compacts its log. Default 10000;
+    /// 1..=10^9.
+    #[serde(default = "d_compact")]
+    pub compact_entries: u64,
+    /// Largest request accepted, bytes. Default 16 MiB; 1 KiB..=512 MiB.
+    #[serde(default = "d_max_request")]
+    pub max_request_bytes: usize,
+    /// Most client connections at once. Default 10000; 1..=1000000.
+    #[serde(default = "d_max_clients")]
+    pub max_clients: usize,
+    /// Threads executing client requests (they wait for Raft), and as many again for
+    /// requests forwarded by other nodes. Default 64; 1..=4096.
+    #[serde(default = "d_exec")]
+    pub executor_threads: usize,
+    /// Engine worker threads; 0 = one per core. Default 0; 0..=256.
+    #[serde(default)]
+    pub engine_workers: usize,
+    /// Password required by AUTH (data and admin commands) when set. Default none.
+    pub password: Option<String>,
+}
+
+fn d_shards() -> u32 {
+    16
+}
+fn d_tick() -> u64 {
+    10
+}
+fn d_election() -> u32 {
+    10
+}
+fn d_retry() -> u64 {
+    2000
+}
+fn d_compact() -> u64 {
+    10_000
+}
+fn d_max_request() -> usize {
+    16 << 20
+}
+fn d_max_clients() -> usize {
+    10_000
+}
+fn d_exec() -> usize {
+    64
+}
+
+/// A configuration that passed every rule.
+#[derive(Debug, Clone)]
+pub struct ValidNodeConfig {
+    /// Node id.
+    pub node_id: u64,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// QUIC listen address.
+    pub peer_addr: SocketAddr,
+    /// RESP listen address.
+    pub client_addr: SocketAddr,
+    /// Advertised QUIC address.
+    pub advertise_peer_addr: SocketAddr,
+    /// Advertised RESP address.
+    pub advertise_client_addr: SocketAddr,
+    /// CA certificate PEM.
+    pub ca_pem: String,
+    /// Node certificate PEM.
+    pub cert_pem: String,
+    /// Node key PEM.
+    pub key_pem: String,
+    /// Founds the cluster.
+    pub bootstrap: bool,
+    /// Shard count.
+    pub shards: u32,
+    /// Raft tick.
+    pub tick: Duration,
+    /// Election timeout lower bound in ticks.
+    pub election_ticks: u32,
+    /// Retry budget.
+    pub retry_budget: Duration,
+    /// Compaction threshold.
+    pub compact_entries: u64,
+    /// Request size limit.
+    pub max_request_bytes: usize,
+    /// Connection limit.
+    pub max_clients: usize,
+    /// Executor threads.
+    pub executor_threads: usize,
+    /// Engine workers.
+    pub engine_workers: usize,
+    /// Password.
+    pub password: Option<String>,
+}
+
+/// Why a configuration was refused. Every message names the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("config file {path}: {error}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        error: String,
+    },
+    /// A required key is missing.
+    #[error("config key `{0}` is required")]
+    Missing(&'static str),
+    /// A key's value is out of bounds or invalid.
+    #[error("config key `{key}`: {why}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn bad(key: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, why: why.into() }
+}
+
+fn addr(key: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| bad(key, format!("{v:?} is not an ip:port address")))
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ConfigError> {
+    if v < lo || v > hi {
+        return Err(bad(key, format!("{v} out of bounds {lo}..={hi}")));
+    }
+    Ok(v)
+}
+
+fn pem(key: &'static str, p: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(p).map_err(|e| bad(key, format!("{}: {e}", p.display())))
+}
+
+impl NodeConfig {
+    /// Reads and parses a TOML file (not yet validated).
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
+        NodeConfig::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { error, .. } => ConfigError::Parse { path: path.into(), error },
+            e => e,
+        })
+    }
+
+    /// Parses TOML text (not yet validated).
+    pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), error: e.to_string() })
+    }
+
+    /// Checks every rule (and reads the certificate files).
+    pub fn validate(self) -> Result<ValidNodeConfig, ConfigError> {
+        let node_id = self.node_id.ok_or(ConfigError::Missing("node_id"))?;
+        range("node_id", node_id, 1, 1 << 63)?;
+        let data_dir = self.data_dir.ok_or(ConfigError::Missing("data_dir"))?;
+        if data_dir.as_os_str().is_empty() {
+            return Err(bad("data_dir", "must not be empty"));
+        }
+        let peer_addr =
+            addr("peer_addr", self.peer_addr.as_deref().ok_or(ConfigError::Missing("peer_addr"))?)?;
+        let client_addr =
+            addr("client_addr", self.client_addr.as_deref().ok_or(ConfigError::Missing("client_addr"))?)?;
+        let advertise_peer_addr = match &self.advertise_peer_addr {
+            Some(a) => addr("advertise_peer_addr", a)?,
+            None => peer_addr,
+        };
+        let advertise_client_addr = match &self.advertise_client_addr {
+            Some(a) => addr("advertise_client_addr", a)?,
+            None => client_addr,
+        };
+        if advertise_peer_addr.port() == 0 {
+            return Err(bad("peer_addr", "port 0 cannot be advertised to other nodes"));
+        }
+        if advertise_client_addr.port() == 0 {
+            return Err(bad("client_addr", "port 0 cannot be advertised to other nodes"));
+        }
+        let ca_pem = pem("ca_cert", &self.ca_cert.ok_or(ConfigError::Missing("ca_cert"))?)?;
+        let cert_pem = pem("node_cert", &self.node_cert.ok_or(ConfigError::Missing("node_cert"))?)?;
+        let key_pem = pem("node_key", &self.node_key.ok_or(ConfigError::Missing("node_key"))?)?;
+        let shards = range("shards", self.shards, 1, MAX_SHARDS)?;
+        let tick = Duration::from_millis(range("tick_ms", self.tick_ms, 1, 1000)?);
+        let election_ticks = range("election_ticks", self.election_ticks, 2, 10_000)?;
+        let retry_budget = Duration::from_millis(range("retry_budget_ms", self.retry_budget_ms, 10, 60_000)?);
+        let compact_entries = range("compact_entries", self.compact_entries, 1, 1_000_000_000)?;
+        let max_request_bytes = range("max_request_bytes", self.max_request_bytes, 1024, 512 << 20)?;
+        let max_clients = range("max_clients", self.max_clients, 1, 1_000_000)?;
+        let executor_threads = range("executor_threads", self.executor_threads, 1, 4096)?;
+        let engine_workers = range("engine_workers", self.engine_workers, 0, 256)?;
+        if let Some(p) = &self.password {
+            if p.is_empty() || p.len() > 512 {
+                return Err(bad("password", "must be 1..=512 bytes when set"));
+            }
+        }
+        Ok(ValidNodeConfig {
+            node_id,
+            data_dir,
+            peer_addr,
+            client_addr,
+            advertise_peer_addr,
+            advertise_client_addr,
+            ca_pem,
+            cert_pem,
+            key_pem,
+            bootstrap: self.bootstrap,
+            shards,
+            tick,
+            election_ticks,
+            retry_budget,
+            compact_entries,
+            max_request_bytes,
+            max_clients,
+            executor_threads,
+            engine_workers,
+            password: self.password,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(dir: &Path) -> String {
+        for f in ["ca.pem", "n.pem", "n.key"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        format!(
+            "node_id = 1\ndata_dir = \"{d}/data\"\npeer_addr = \"127.0.0.1:7001\"\n\
+             client_addr = \"127.0.0.1:6001\"\nca_cert = \"{d}/ca.pem\"\nnode_cert = \"{d}/n.pem\"\n\
+             node_key = \"{d}/n.key\"\n",
+            d = dir.display()
+        )
+    }
+
+    fn err(text: &str) -> String {
+        match NodeConfig::from_toml(text).and_then(NodeConfig::validate) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_each_error_names_its_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = base(tmp.path());
+        let v = NodeConfig::from_toml(&b).unwrap().validate().unwrap();
+        assert_eq!((v.shards, v.retry_budget, v.bootstrap), (16, Duration::from_secs(2), false));
+        assert_eq!(v.advertise_client_addr, v.client_addr);
+        assert!(err(&b.replace("node_id = 1\n", "")).contains("`node_id` is required"));
+        assert!(err(&b.replace("node_id = 1", "node_id = 0")).contains("`node_id`"));
+        assert!(err(&format!("{b}shards = 0\n")).contains("`shards`: 0 out of bounds"));
+        assert!(err(&format!("{b}tick_ms = 5000\n")).contains("`tick_ms`"));
+        assert!(err(&format!("{b}retry_budget_ms = 1\n")).contains("`retry_budget_ms`"));
+        assert!(err(&format!("{b}password = \"\"\n")).contains("`password`"));
+        assert!(err(&b.replace("127.0.0.1:6001", "nowhere")).contains("`client_addr`"));
+        assert!(err(&b.replace("n.key", "missing.key")).contains("`node_key`"));
+        assert!(err(&format!("{b}shardz = 3\n")).contains("shardz"));
+        assert!(err(&format!("{b}shards = \"many\"\n")).contains("shards"));
+    }
+}

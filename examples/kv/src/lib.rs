@@ -1,0 +1,23 @@
+//! `flotilla-kv`: a sharded key-value server on Flotilla, speaking RESP (the Redis
+//! protocol), with its admin and rebalance tools.
+//!
+//! - [`config`]: the node's TOML configuration and its validation.
+//! - [`resp`]: RESP framing; [`client`]: a blocking RESP client.
+//! - [`sm`]: the shard and meta state machines.
+//! - [`node`]: the engine, bootstrap, routing and retries; [`commands`]: command syntax;
+//!   [`server`]: the mio client port.
+//! - [`transport`]: the engine's transport over a QUIC endpoint the node shares.
+//! - [`linearizability`]: the history checker of the chaos test.
+//! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod client;
+pub mod cluster;
+pub mod commands;
+pub mod config;
+pub mod linearizability;
+pub mod node;
+pub mod resp;
+pub mod server;
+pub mod sm;
+pub mod transport;

@@ -1,0 +1,809 @@
+//! A kv node: the engine with its shard and meta groups, the bootstrap, and the request
+//! executor that turns parsed RESP commands into proposals and read barriers, routed to
+//! the shard's leader.
+//!
+//! Owns routing and retries. A request for a shard this node does not lead is forwarded
+//! over a RESP connection to the leader's client address from the directory, as the
+//! internal command `FLOTILLA.LOCAL` (which the receiver executes locally only, answering
+//! `-FLOTILLA.REDIRECT <node>` or `-FLOTILLA.RETRY <node> <why>` when it cannot). Refusals
+//! are retried, following leader hints, until the retry budget runs out. Reads are served
+//! by any local replica after a ReadIndex barrier (linearizable), so only writes and reads
+//! for shards without a local replica travel. Never parses bytes off the wire (see
+//! [`crate::server`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flotilla_engine::api::{
+    Engine, EngineConfig, MembershipChange, MembershipError, OpenError, ProposeError, ReadError,
+    StateMachineFactory, TransferError,
+};
+use flotilla_engine::raft::Role;
+use flotilla_net::{Endpoint, NetConfig, NodeIdentity};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::client::{Client, ClientError};
+use crate::config::ValidNodeConfig;
+use crate::resp::{parse_value, Value};
+use crate::sm::{
+    read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo, ShardData,
+    ShardSm, META_GROUP,
+};
+use crate::transport::SharedQuic;
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("data_dir {path}: {error}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The certificates are unusable.
+    #[error("certificates (ca_cert, node_cert, node_key): {0}")]
+    Tls(String),
+    /// The QUIC endpoint could not start (address in use, ...).
+    #[error("peer_addr {addr}: {error}")]
+    Net {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: String,
+    },
+    /// The engine refused to open.
+    #[error("engine: {0}")]
+    Engine(#[from] OpenError),
+    /// Founding the cluster's groups failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// A read of one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadQ {
+    /// GET key.
+    Get(Vec<u8>),
+    /// Values of keys (nil for missing), in order.
+    MGet(Vec<Vec<u8>>),
+    /// How many of the keys exist.
+    Exists(Vec<Vec<u8>>),
+    /// Number of keys in the shard.
+    Count,
+}
+
+/// A membership change named by node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// Add a learner on the node.
+    AddLearner(u64),
+    /// Promote the node's learner.
+    Promote(u64),
+    /// Add a voter on the node.
+    AddVoter(u64),
+    /// Remove the node's replica.
+    Remove(u64),
+}
+
+/// One operation on one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A proposal (encoded command).
+    Write {
+        /// Group.
+        group: u64,
+        /// Encoded command.
+        cmd: Vec<u8>,
+    },
+    /// A linearizable read.
+    Read {
+        /// Group.
+        group: u64,
+        /// What to read.
+        q: ReadQ,
+    },
+    /// A membership change (at the leader).
+    Member {
+        /// Group.
+        group: u64,
+        /// Change.
+        change: Member,
+    },
+    /// A leadership transfer to a node (at the leader), waited for.
+    Transfer {
+        /// Group.
+        group: u64,
+        /// Target node.
+        to: u64,
+    },
+}
+
+impl Op {
+    fn group(&self) -> u64 {
+        match self {
+            Op::Write { group, .. }
+            | Op::Read { group, .. }
+            | Op::Member { group, .. }
+            | Op::Transfer { group, .. } => *group,
+        }
+    }
+
+    /// Whether re-running it after an unknown outcome could apply it twice.
+    fn mutates(&self) -> bool {
+        matches!(self, Op::Write { .. } | Op::Member { .. })
+    }
+
+    /// The arguments of `FLOTILLA.LOCAL` that carry it.
+    pub fn to_args(&self) -> Vec<Vec<u8>> {
+        let mut a: Vec<Vec<u8>> = vec![b"FLOTILLA.LOCAL".to_vec()];
+        let g = self.group().to_string().into_bytes();
+        match self {
+            Op::Write { cmd, .. } => a.extend([b"W".to_vec(), g, cmd.clone()]),
+            Op::Read { q, .. } => {
+                a.extend([b"R".to_vec(), g]);
+                match q {
+                    ReadQ::Get(k) => a.extend([b"GET".to_vec(), k.clone()]),
+                    ReadQ::MGet(ks) => {
+                        a.push(b"MGET".to_vec());
+                        a.extend(ks.iter().cloned());
+                    }
+                    ReadQ::Exists(ks) => {
+                        a.push(b"EXISTS".to_vec());
+                        a.extend(ks.iter().cloned());
+                    }
+                    ReadQ::Count => a.push(b"COUNT".to_vec()),
+                }
+            }
+            Op::Member { change, .. } => {
+                let (k, n) = match change {
+                    Member::AddLearner(n) => ("addlearner", n),
+                    Member::Promote(n) => ("promote", n),
+                    Member::AddVoter(n) => ("addvoter", n),
+                    Member::Remove(n) => ("remove", n),
+                };
+                a.extend([b"M".to_vec(), g, k.as_bytes().to_vec(), n.to_string().into_bytes()]);
+            }
+            Op::Transfer { to, .. } => a.extend([b"T".to_vec(), g, to.to_string().into_bytes()]),
+        }
+        a
+    }
+
+    /// Parses the arguments of `FLOTILLA.LOCAL` (after the command name).
+    pub fn from_args(a: &[Vec<u8>]) -> Option<Op> {
+        let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+        let (kind, rest) = a.split_first()?;
+        let (g, rest) = rest.split_first()?;
+        let group = num(g)?;
+        Some(match (kind.as_slice(), rest) {
+            (b"W", [cmd]) => Op::Write { group, cmd: cmd.clone() },
+            (b"R", [q, keys @ ..]) => {
+                let q = match (q.as_slice(), keys) {
+                    (b"GET", [k]) => ReadQ::Get(k.clone()),
+                    (b"MGET", ks) => ReadQ::MGet(ks.to_vec()),
+                    (b"EXISTS", ks) => ReadQ::Exists(ks.to_vec()),
+                    (b"COUNT", []) => ReadQ::Count,
+                    _ => return None,
+                };
+                Op::Read { group, q }
+            }
+            (b"M", [k, n]) => {
+                let n = num(n)?;
+                let change = match k.as_slice() {
+                    b"addlearner" => Member::AddLearner(n),
+                    b"promote" => Member::Promote(n),
+                    b"addvoter" => Member::AddVoter(n),
+                    b"remove" => Member::Remove(n),
+                    _ => return None,
+                };
+                Op::Member { group, change }
+            }
+            (b"T", [n]) => Op::Transfer { group, to: num(n)? },
+            _ => return None,
+        })
+    }
+}
+
+/// What one attempt at an operation gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: the reply (which may be an application error such as INCR on a string).
+    Done(Value),
+    /// Not done here: try the hinted node (or any, if none).
+    Redirect(Option<u64>),
+    /// Not done: try again shortly (at the hinted node, if any).
+    Retry(String, Option<u64>),
+    /// Final failure (including an unknown outcome): the reply to give.
+    Fail(Value),
+}
+
+impl Outcome {
+    /// The reply `FLOTILLA.LOCAL` gives for it.
+    pub fn to_value(self) -> Value {
+        match self {
+            Outcome::Done(v) | Outcome::Fail(v) => v,
+            Outcome::Redirect(h) => Value::err(format!("FLOTILLA.REDIRECT {}", h.unwrap_or(0))),
+            Outcome::Retry(why, h) => Value::err(format!("FLOTILLA.RETRY {} {why}", h.unwrap_or(0))),
+        }
+    }
+
+    /// Reads a `FLOTILLA.LOCAL` reply back.
+    pub fn from_value(v: Value) -> Outcome {
+        if let Value::Error(e) = &v {
+            let hint = |s: &str| s.split(' ').next().and_then(|h| h.parse::<u64>().ok()).filter(|&h| h != 0);
+            if let Some(rest) = e.strip_prefix("FLOTILLA.REDIRECT ") {
+                return Outcome::Redirect(hint(rest));
+            }
+            if let Some(rest) = e.strip_prefix("FLOTILLA.RETRY ") {
+                let why = rest.split_once(' ').map(|x| x.1).unwrap_or("").to_string();
+                return Outcome::Retry(why, hint(rest));
+            }
+            if e.starts_with("INDETERMINATE") {
+                return Outcome::Fail(v);
+            }
+        }
+        Outcome::Done(v)
+    }
+}
+
+/// The error given for an operation whose outcome cannot be known.
+pub fn indeterminate(why: &str) -> Value {
+    Value::err(format!("INDETERMINATE outcome unknown: the write may or may not have been applied ({why})"))
+}
+
+/// Status of one replica on a node (the admin tools read it as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// Group id.
+    pub group: u64,
+    /// Role name: leader, follower, candidate, precandidate.
+    pub role: String,
+    /// Term.
+    pub term: u64,
+    /// Node of the known leader.
+    pub leader: Option<u64>,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// Nodes of voters.
+    pub voters: Vec<u64>,
+    /// Nodes of learners.
+    pub learners: Vec<u64>,
+    /// Leaders only: (node, lag in entries) of each follower.
+    pub lag: Vec<(u64, u64)>,
+}
+
+/// A node's status (`FLOTILLA.STATUS`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node: u64,
+    /// Shard count.
+    pub shards: u32,
+    /// Advertised addresses.
+    pub info: NodeInfo,
+    /// The directory as this node knows it.
+    pub directory: std::collections::BTreeMap<u64, NodeInfo>,
+    /// Its replicas.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// A running node.
+pub struct Node {
+    engine: Engine,
+    cfg: ValidNodeConfig,
+    ep: Arc<Endpoint>,
+    dir: Directory,
+    data: Arc<Mutex<HashMap<u64, ShardData>>>,
+    pool: Mutex<HashMap<u64, Vec<Client>>>,
+    rr: AtomicU64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.cfg.node_id).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Node {
+    /// Starts the node: the QUIC endpoint, the engine (recovering its groups), and on a
+    /// bootstrap node the meta group and every shard with this node as the only member.
+    pub fn start(cfg: ValidNodeConfig) -> Result<Arc<Node>, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|error| StartError::DataDir { path: cfg.data_dir.display().to_string(), error })?;
+        let ident = NodeIdentity::from_pem(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let mut nc = NetConfig::new(cfg.node_id);
+        nc.listen = cfg.peer_addr;
+        nc.max_udp_payload = 65527.min(if cfg.peer_addr.ip().is_loopback() { 65527 } else { 1452 });
+        let nc = nc.validate().map_err(|e| StartError::Net { addr: cfg.peer_addr, error: e.to_string() })?;
+        let (ep, inbox) = Endpoint::start(nc, &ident)
+            .map_err(|e| StartError::Net { addr: cfg.peer_addr, error: e.to_string() })?;
+        let ep = Arc::new(ep);
+        let dir: Directory = Default::default();
+        let me = cfg.node_id;
+        let hook_ep = Arc::downgrade(&ep);
+        let hook: DirectoryHook = Arc::new(move |d| {
+            if let Some(ep) = hook_ep.upgrade() {
+                for (&id, info) in d {
+                    if let (true, Ok(a)) = (id != me, info.peer.parse::<SocketAddr>()) {
+                        ep.set_peer_addr(id, a);
+                    }
+                }
+            }
+        });
+        let data: Arc<Mutex<HashMap<u64, ShardData>>> = Default::default();
+        let (fdir, fhook, fdata) = (dir.clone(), hook.clone(), data.clone());
+        let factory: StateMachineFactory = Arc::new(move |g| {
+            if g == META_GROUP {
+                Box::new(MetaSm::new(fdir.clone(), fhook.clone()))
+            } else {
+                let d: ShardData = Default::default();
+                lock(&fdata).insert(g, d.clone());
+                Box::new(ShardSm::new(d))
+            }
+        });
+        let mut ec = EngineConfig::new(me, &cfg.data_dir);
+        ec.workers = cfg.engine_workers;
+        ec.tick_interval = cfg.tick;
+        ec.raft.election_timeout_min_ticks = cfg.election_ticks;
+        ec.raft.election_timeout_max_ticks = cfg.election_ticks * 2;
+        ec.raft.heartbeat_interval_ticks = (cfg.election_ticks / 5).max(1);
+        ec.read_timeout_ticks = (cfg.election_ticks * 2).max(200);
+        ec.compact_entries = cfg.compact_entries;
+        let engine = Engine::open(ec, Box::new(SharedQuic::new(ep.clone(), inbox)), factory.clone())?;
+        let node = Arc::new(Node {
+            engine,
+            cfg,
+            ep,
+            dir,
+            data,
+            pool: Mutex::new(HashMap::new()),
+            rr: AtomicU64::new(0),
+        });
+        if node.cfg.bootstrap {
+            let mut groups = vec![META_GROUP];
+            groups.extend((0..node.cfg.shards).map(shard_group));
+            for g in groups {
+                if node.engine.group_status(g).is_some() {
+                    continue;
+                }
+                match node.engine.create_group(g, &[me], factory(g)) {
+                    Ok(()) | Err(flotilla_engine::api::CreateGroupError::Tombstoned(_)) => {}
+                    Err(e) => return Err(StartError::Bootstrap(format!("group {g}: {e}"))),
+                }
+            }
+        }
+        let n = node.clone();
+        std::thread::Builder::new()
+            .name("kv-register".into())
+            .spawn(move || n.register_self())
+            .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.cfg.node_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ValidNodeConfig {
+        &self.cfg
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// This node's advertised addresses.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            peer: self.cfg.advertise_peer_addr.to_string(),
+            client: self.cfg.advertise_client_addr.to_string(),
+        }
+    }
+
+    /// Keeps this node's directory entry current once it is a member of the meta group
+    /// (the bootstrap node registers itself; others are registered by `add-servers`, and
+    /// re-register here if their addresses changed). Runs until the entry is right.
+    fn register_self(self: Arc<Self>) {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if Arc::strong_count(&self) == 1 {
+                return;
+            }
+            if self.engine.group_status(META_GROUP).is_none() {
+                continue;
+            }
+            let current = self.dir.read().unwrap_or_else(|e| e.into_inner()).get(&self.id()).cloned();
+            if current.as_ref() == Some(&self.info()) {
+                return;
+            }
+            let cmd = MetaCmd::Register { id: self.id(), info: self.info() };
+            if let Ok(cmd) = serde_json::to_vec(&cmd) {
+                let _ = self.exec(Op::Write { group: META_GROUP, cmd });
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> std::collections::BTreeMap<u64, NodeInfo> {
+        self.dir.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The status `FLOTILLA.STATUS` reports.
+    pub fn status(&self) -> NodeStatus {
+        let replicas = self
+            .engine
+            .status()
+            .into_iter()
+            .map(|s| ReplicaStatus {
+                group: s.group,
+                role: match s.role {
+                    Role::Leader => "leader",
+                    Role::Follower => "follower",
+                    Role::Candidate => "candidate",
+                    Role::PreCandidate => "precandidate",
+                }
+                .into(),
+                term: s.term,
+                leader: s.leader.map(|r| r.node),
+                commit: s.commit,
+                applied: s.applied,
+                last_index: s.last_index,
+                voters: s.members.voters.iter().map(|r| r.node).collect(),
+                learners: s.members.learners.iter().map(|r| r.node).collect(),
+                lag: s.peers.iter().map(|p| (p.replica.node, p.lag)).collect(),
+            })
+            .collect();
+        NodeStatus {
+            node: self.id(),
+            shards: self.cfg.shards,
+            info: self.info(),
+            directory: self.directory(),
+            replicas,
+        }
+    }
+
+    /// The group holding `key`.
+    pub fn group_of(&self, key: &[u8]) -> u64 {
+        shard_group(shard_of(key, self.cfg.shards))
+    }
+
+    /// Whether this node leads `group` now.
+    pub fn leads(&self, group: u64) -> bool {
+        self.engine.group_status(group).is_some_and(|s| s.role == Role::Leader)
+    }
+
+    /// Reads `q` from the local data of `group` (call after a read barrier).
+    pub fn read_local(&self, group: u64, q: &ReadQ) -> Value {
+        let Some(d) = lock(&self.data).get(&group).cloned() else {
+            return Value::err("ERR shard data missing");
+        };
+        let m = read_data(&d);
+        match q {
+            ReadQ::Get(k) => Value::Bulk(m.get(k).cloned()),
+            ReadQ::MGet(ks) => {
+                Value::Array(Some(ks.iter().map(|k| Value::Bulk(m.get(k).cloned())).collect()))
+            }
+            ReadQ::Exists(ks) => Value::Int(ks.iter().filter(|k| m.contains_key(*k)).count() as i64),
+            ReadQ::Count => Value::Int(m.len() as i64),
+        }
+    }
+
+    /// Keys held by local replicas (INFO).
+    pub fn local_keys(&self) -> usize {
+        lock(&self.data).values().map(|d| read_data(d).len()).sum()
+    }
+
+    /// Starts a proposal of `cmd` to `group` here.
+    pub fn propose(&self, group: u64, cmd: Vec<u8>) -> Result<flotilla_engine::api::Proposal, ProposeError> {
+        self.engine.propose(group, Bytes::from(cmd))
+    }
+
+    /// The outcome of a proposal's result.
+    pub fn proposal_outcome(r: Result<Bytes, ProposeError>) -> Outcome {
+        match r {
+            Ok(b) => match parse_value(&b, usize::MAX >> 1, 16) {
+                Ok(Some((v, _))) => Outcome::Done(v),
+                _ => Outcome::Done(Value::ok()),
+            },
+            Err(e) => propose_err(e),
+        }
+    }
+
+    /// One attempt at `op` on this node, without forwarding.
+    pub fn exec_local(&self, op: &Op) -> Outcome {
+        let budget = self.cfg.retry_budget;
+        match op {
+            Op::Write { group, cmd } => match self.propose(*group, cmd.clone()) {
+                Err(e) => propose_err(e),
+                Ok(p) => match p.wait_timeout(budget + Duration::from_secs(3)) {
+                    Ok(r) => Node::proposal_outcome(r),
+                    Err(_) => Outcome::Fail(indeterminate("not applied in time")),
+                },
+            },
+            Op::Read { group, q } => match self.engine.read_index(*group) {
+                Err(e) => read_err(e),
+                Ok(b) => match b.wait_timeout(budget) {
+                    Ok(Ok(_)) => Outcome::Done(self.read_local(*group, q)),
+                    Ok(Err(e)) => read_err(e),
+                    Err(_) => Outcome::Retry("read not confirmed in time".into(), None),
+                },
+            },
+            Op::Member { group, change } => {
+                let ch = match *change {
+                    Member::AddLearner(n) => MembershipChange::AddLearner(n),
+                    Member::Promote(n) => MembershipChange::Promote { node: n, force: false },
+                    Member::AddVoter(n) => MembershipChange::AddVoter(n),
+                    Member::Remove(n) => MembershipChange::Remove(n),
+                };
+                match self.engine.change_membership(*group, ch) {
+                    Err(e) => member_err(e),
+                    Ok(p) => match p.wait_timeout(budget + Duration::from_secs(3)) {
+                        Ok(Ok(())) => Outcome::Done(Value::ok()),
+                        Ok(Err(e)) => member_err(e),
+                        Err(_) => Outcome::Fail(indeterminate("membership change not applied in time")),
+                    },
+                }
+            }
+            Op::Transfer { group, to } => match self.engine.transfer_leader(*group, *to) {
+                Ok(()) => {
+                    let deadline = Instant::now() + budget;
+                    while Instant::now() < deadline {
+                        match self.engine.group_status(*group) {
+                            Some(s) if s.role != Role::Leader && s.leader.map(|r| r.node) == Some(*to) => {
+                                return Outcome::Done(Value::ok())
+                            }
+                            Some(s) if s.role != Role::Leader && s.leader.is_some() => {
+                                return Outcome::Fail(Value::err(format!(
+                                    "ERR leadership of group {group} moved to node {:?}, not {to}",
+                                    s.leader.map(|r| r.node)
+                                )))
+                            }
+                            None => break,
+                            _ => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                    Outcome::Retry(format!("transfer of group {group} to node {to} did not complete"), None)
+                }
+                Err(TransferError::ToSelf(_)) => Outcome::Done(Value::ok()),
+                Err(TransferError::NotLeader { leader_hint }) => Outcome::Redirect(leader_hint),
+                Err(TransferError::GroupNotFound(_)) => Outcome::Redirect(None),
+                Err(TransferError::Busy) => Outcome::Retry("busy".into(), None),
+                Err(e) => Outcome::Fail(Value::err(format!("ERR {e}"))),
+            },
+        }
+    }
+
+    /// The node to try first for `op`.
+    fn first_target(&self, op: &Op) -> Option<u64> {
+        let st = self.engine.group_status(op.group());
+        match (op, st) {
+            (Op::Read { .. }, Some(_)) => Some(self.id()),
+            (_, Some(s)) if s.role == Role::Leader => Some(self.id()),
+            (_, Some(s)) => s.leader.map(|r| r.node).or(Some(self.id())),
+            (_, None) => None,
+        }
+    }
+
+    /// Some node other than this one (round robin over the directory).
+    fn any_other(&self) -> Option<u64> {
+        let d = self.directory();
+        let others: Vec<u64> = d.keys().copied().filter(|&n| n != self.id()).collect();
+        if others.is_empty() {
+            return None;
+        }
+        Some(others[(self.rr.fetch_add(1, Ordering::Relaxed) % others.len() as u64) as usize])
+    }
+
+    /// Runs `op` wherever it must run, retrying refusals and following leader hints until
+    /// the retry budget is spent. Returns the reply.
+    pub fn exec(&self, op: Op) -> Value {
+        let deadline = Instant::now() + self.cfg.retry_budget;
+        let mut target = self.first_target(&op);
+        let mut last = String::from("no leader known");
+        for attempt in 0u32.. {
+            let t = match target {
+                Some(t) => t,
+                None if self.engine.group_status(op.group()).is_some() => self.id(),
+                None => self.any_other().unwrap_or(self.id()),
+            };
+            let out = if t == self.id() { self.exec_local(&op) } else { self.forward(t, &op) };
+            let mut pause = attempt >= 2;
+            match out {
+                Outcome::Done(v) | Outcome::Fail(v) => return v,
+                Outcome::Redirect(h) => {
+                    last = format!("node {t} does not lead group {}", op.group());
+                    // A hint naming the node just asked (or none) is stale: look again.
+                    target = h.filter(|&h| h != t);
+                    if target.is_none() {
+                        pause = true;
+                    }
+                }
+                Outcome::Retry(why, h) => {
+                    last = why;
+                    target = h;
+                    pause = true;
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            if pause {
+                let ms = (1u64 << attempt.min(6)).clamp(2, 50);
+                std::thread::sleep(
+                    Duration::from_millis(ms).min(deadline.saturating_duration_since(Instant::now())),
+                );
+            }
+            if target.is_none() {
+                target = self.first_target(&op).filter(|&n| n != t);
+            }
+        }
+        Value::err(format!(
+            "TRYAGAIN group {} not served within the retry budget of {} ms: {last}",
+            op.group(),
+            self.cfg.retry_budget.as_millis()
+        ))
+    }
+
+    /// One attempt at `op` on node `to` over its client port.
+    fn forward(&self, to: u64, op: &Op) -> Outcome {
+        let Some(addr) = self.directory().get(&to).map(|i| i.client.clone()) else {
+            return Outcome::Retry(format!("address of node {to} unknown"), None);
+        };
+        let pooled = lock(&self.pool).get_mut(&to).and_then(Vec::pop);
+        let mut c = match pooled {
+            Some(c) => c,
+            None => match self.connect(&addr) {
+                Ok(c) => c,
+                Err(e) => return Outcome::Retry(format!("node {to}: {e}"), None),
+            },
+        };
+        match c.call(&op.to_args()) {
+            Ok(v) => {
+                lock(&self.pool).entry(to).or_default().push(c);
+                Outcome::from_value(v)
+            }
+            Err(e) if op.mutates() => Outcome::Fail(indeterminate(&format!("forwarded to node {to}: {e}"))),
+            Err(e) => Outcome::Retry(format!("node {to}: {e}"), None),
+        }
+    }
+
+    /// Runs `ops` at node `to` pipelined on one connection (`FLOTILLA.LOCAL` each, executed
+    /// there in order); one outcome per op. Nothing sent: every outcome is a retry.
+    pub fn forward_batch(&self, to: u64, ops: &[Op]) -> Vec<Outcome> {
+        let not_sent =
+            |why: String| ops.iter().map(|_| Outcome::Retry(why.clone(), None)).collect::<Vec<_>>();
+        let Some(addr) = self.directory().get(&to).map(|i| i.client.clone()) else {
+            return not_sent(format!("address of node {to} unknown"));
+        };
+        let pooled = lock(&self.pool).get_mut(&to).and_then(Vec::pop);
+        let mut c = match pooled {
+            Some(c) => c,
+            None => match self.connect(&addr) {
+                Ok(c) => c,
+                Err(e) => return not_sent(format!("node {to}: {e}")),
+            },
+        };
+        let mut buf = Vec::new();
+        for op in ops {
+            crate::resp::encode_command(&op.to_args(), &mut buf);
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        let mut failed = c.send_raw(&buf).err().map(|e| e.to_string());
+        for op in ops {
+            if failed.is_none() {
+                match c.read_reply() {
+                    Ok(v) => {
+                        out.push(Outcome::from_value(v));
+                        continue;
+                    }
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+            let why = format!("forwarded to node {to}: {}", failed.as_deref().unwrap_or(""));
+            out.push(if op.mutates() {
+                Outcome::Fail(indeterminate(&why))
+            } else {
+                Outcome::Retry(why, None)
+            });
+        }
+        if failed.is_none() {
+            lock(&self.pool).entry(to).or_default().push(c);
+        }
+        out
+    }
+
+    /// Where writes to `group` go now: `Some(me)` if this node leads it, the leader's node
+    /// if another node leads it and its address is known, `None` if unknown.
+    pub fn route(&self, group: u64) -> Option<u64> {
+        let s = self.engine.group_status(group)?;
+        if s.role == Role::Leader {
+            return Some(self.id());
+        }
+        let l = s.leader?.node;
+        self.dir.read().unwrap_or_else(|e| e.into_inner()).contains_key(&l).then_some(l)
+    }
+
+    fn connect(&self, addr: &str) -> Result<Client, ClientError> {
+        let mut c = Client::connect(addr, Duration::from_secs(1))?;
+        c.set_timeout(self.cfg.retry_budget + Duration::from_secs(5))?;
+        if let Some(p) = &self.cfg.password {
+            if let Value::Error(e) = c.call(&[b"AUTH".as_slice(), p.as_bytes()])? {
+                return Err(ClientError::Protocol(e));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Stops the engine (everything acknowledged is durable) and the endpoint.
+    pub fn shutdown(self) {
+        let Node { engine, ep, .. } = self;
+        engine.shutdown();
+        if let Ok(ep) = Arc::try_unwrap(ep) {
+            ep.shutdown(Duration::from_millis(200));
+        }
+    }
+}
+
+fn propose_err(e: ProposeError) -> Outcome {
+    match e {
+        ProposeError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
+        ProposeError::TransferInProgress { to } => {
+            Outcome::Retry("leadership transfer in progress".into(), to)
+        }
+        ProposeError::GroupNotFound(_) => Outcome::Redirect(None),
+        ProposeError::Busy(r) => Outcome::Retry(format!("busy: {r:?}"), None),
+        ProposeError::Dropped => Outcome::Retry("dropped by a leader change".into(), None),
+        ProposeError::Indeterminate => {
+            Outcome::Fail(indeterminate("leader changed or shut down after append"))
+        }
+        e @ ProposeError::TooLarge { .. } => Outcome::Fail(Value::err(format!("ERR {e}"))),
+        e @ (ProposeError::StorageFailed | ProposeError::Shutdown) => {
+            Outcome::Fail(Value::err(format!("ERR node unavailable: {e}")))
+        }
+    }
+}
+
+fn read_err(e: ReadError) -> Outcome {
+    match e {
+        ReadError::NotLeader { .. } => Outcome::Retry("no leader to confirm the read".into(), None),
+        ReadError::GroupNotFound(_) => Outcome::Redirect(None),
+        ReadError::Busy => Outcome::Retry("busy".into(), None),
+        ReadError::Timeout => Outcome::Retry("read not confirmed in time".into(), None),
+        e @ (ReadError::StorageFailed | ReadError::Shutdown) => {
+            Outcome::Fail(Value::err(format!("ERR node unavailable: {e}")))
+        }
+    }
+}
+
+fn member_err(e: MembershipError) -> Outcome {
+    match e {
+        MembershipError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
+        MembershipError::GroupNotFound(_) => Outcome::Redirect(None),
+        e @ (MembershipError::ChangePending
+        | MembershipError::LeaderNotReady
+        | MembershipError::TransferInProgress
+        | MembershipError::LearnerNotCaughtUp { .. }
+        | MembershipError::Busy
+        | MembershipError::Dropped) => Outcome::Retry(e.to_string(), None),
+        MembershipError::Indeterminate => Outcome::Fail(indeterminate("membership change")),
+        e => Outcome::Fail(Value::err(format!("ERR {e}"))),
+    }
+}

@@ -1,0 +1,383 @@
+//! The replicated state machines: a shard's key-value map ([`ShardSm`]) and the meta
+//! group's node directory ([`MetaSm`]), with their command encodings and snapshots.
+//!
+//! Owns what a committed entry does to the data and the reply it produces (RESP bytes, so
+//! a forwarded request's reply passes through unchanged). Never talks to the network or
+//! the engine; reads of the data go through the shared handles ([`ShardData`],
+//! [`Directory`]) after a read barrier.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use flotilla_engine::api::StateMachine;
+use serde::{Deserialize, Serialize};
+
+use crate::resp::Value;
+
+/// The meta group (the node directory).
+pub const META_GROUP: u64 = 1;
+/// Shard `s` is group `SHARD_BASE + s`.
+pub const SHARD_BASE: u64 = 1000;
+
+/// The shard of `key` among `shards` (FNV-1a).
+pub fn shard_of(key: &[u8], shards: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as u32
+}
+
+/// The group of shard `s`.
+pub fn shard_group(s: u32) -> u64 {
+    SHARD_BASE + s as u64
+}
+
+/// A write to one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCmd {
+    /// SET with an optional condition.
+    Set {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        val: Vec<u8>,
+        /// 0: always, 1: NX (only if absent), 2: XX (only if present).
+        cond: u8,
+    },
+    /// DEL of keys (all in this shard).
+    Del(Vec<Vec<u8>>),
+    /// INCRBY.
+    Incr {
+        /// Key.
+        key: Vec<u8>,
+        /// Amount.
+        by: i64,
+    },
+    /// MSET of pairs (all in this shard; atomic within it).
+    MSet(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+fn put(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn parts(mut b: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut v = Vec::new();
+    while !b.is_empty() {
+        if b.len() < 4 {
+            return None;
+        }
+        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        b = &b[4..];
+        if b.len() < n {
+            return None;
+        }
+        v.push(&b[..n]);
+        b = &b[n..];
+    }
+    Some(v)
+}
+
+impl WriteCmd {
+    /// Encodes for the log.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Vec::new();
+        match self {
+            WriteCmd::Set { key, val, cond } => {
+                o.push(0);
+                put(&mut o, key);
+                put(&mut o, val);
+                put(&mut o, &[*cond]);
+            }
+            WriteCmd::Del(keys) => {
+                o.push(1);
+                keys.iter().for_each(|k| put(&mut o, k));
+            }
+            WriteCmd::Incr { key, by } => {
+                o.push(2);
+                put(&mut o, key);
+                put(&mut o, &by.to_le_bytes());
+            }
+            WriteCmd::MSet(pairs) => {
+                o.push(3);
+                for (k, v) in pairs {
+                    put(&mut o, k);
+                    put(&mut o, v);
+                }
+            }
+        }
+        o
+    }
+
+    /// Decodes; `None` if malformed.
+    pub fn decode(b: &[u8]) -> Option<WriteCmd> {
+        let (&tag, rest) = b.split_first()?;
+        let p = parts(rest)?;
+        Some(match (tag, p.as_slice()) {
+            (0, [k, v, c]) if c.len() == 1 => WriteCmd::Set { key: k.to_vec(), val: v.to_vec(), cond: c[0] },
+            (1, keys) => WriteCmd::Del(keys.iter().map(|k| k.to_vec()).collect()),
+            (2, [k, by]) => {
+                WriteCmd::Incr { key: k.to_vec(), by: i64::from_le_bytes((*by).try_into().ok()?) }
+            }
+            (3, kv) if kv.len() % 2 == 0 => {
+                WriteCmd::MSet(kv.chunks(2).map(|c| (c[0].to_vec(), c[1].to_vec())).collect())
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// A shard's data, shared between its state machine and the request executors.
+pub type ShardData = Arc<RwLock<HashMap<Vec<u8>, Vec<u8>>>>;
+
+/// Applies one write to `map`; returns the reply.
+pub fn apply_write(map: &mut HashMap<Vec<u8>, Vec<u8>>, cmd: WriteCmd) -> Value {
+    match cmd {
+        WriteCmd::Set { key, val, cond } => {
+            let present = map.contains_key(&key);
+            if (cond == 1 && present) || (cond == 2 && !present) {
+                return Value::Bulk(None);
+            }
+            map.insert(key, val);
+            Value::ok()
+        }
+        WriteCmd::Del(keys) => Value::Int(keys.iter().filter(|k| map.remove(*k).is_some()).count() as i64),
+        WriteCmd::Incr { key, by } => {
+            let cur = match map.get(&key) {
+                None => 0,
+                Some(v) => match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+                    Some(n) => n,
+                    None => return Value::err("ERR value is not an integer or out of range"),
+                },
+            };
+            match cur.checked_add(by) {
+                Some(n) => {
+                    map.insert(key, n.to_string().into_bytes());
+                    Value::Int(n)
+                }
+                None => Value::err("ERR increment or decrement would overflow"),
+            }
+        }
+        WriteCmd::MSet(pairs) => {
+            map.extend(pairs);
+            Value::ok()
+        }
+    }
+}
+
+/// A shard's state machine: an in-memory map (rebuilt from the snapshot and the log on
+/// restart, so `applied_index` is 0).
+pub struct ShardSm {
+    data: ShardData,
+}
+
+impl ShardSm {
+    /// A state machine over `data`.
+    pub fn new(data: ShardData) -> ShardSm {
+        ShardSm { data }
+    }
+}
+
+fn lock_w<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_r<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads a shard's data (a poisoned lock is recovered: the map is never left half-written).
+pub fn read_data(d: &ShardData) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
+    lock_r(d)
+}
+
+impl StateMachine for ShardSm {
+    fn apply(&mut self, _index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        let Some(c) = command else { return Bytes::new() };
+        let v = match WriteCmd::decode(c) {
+            Some(cmd) => apply_write(&mut lock_w(&self.data), cmd),
+            None => Value::err("ERR malformed log entry"),
+        };
+        Bytes::from(v.to_bytes())
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let map = lock_r(&self.data);
+        out.write_all(&(map.len() as u64).to_le_bytes())?;
+        let mut buf = Vec::with_capacity(64 << 10);
+        for (k, v) in map.iter() {
+            put(&mut buf, k);
+            put(&mut buf, v);
+            if buf.len() >= 64 << 10 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf)
+    }
+
+    fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
+        let mut all = Vec::new();
+        input.read_to_end(&mut all)?;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed shard snapshot");
+        if all.len() < 8 {
+            return Err(bad());
+        }
+        let n = u64::from_le_bytes(all[..8].try_into().map_err(|_| bad())?);
+        let p = parts(&all[8..]).ok_or_else(bad)?;
+        if p.len() % 2 != 0 || (p.len() / 2) as u64 != n {
+            return Err(bad());
+        }
+        let map: HashMap<Vec<u8>, Vec<u8>> = p.chunks(2).map(|c| (c[0].to_vec(), c[1].to_vec())).collect();
+        *lock_w(&self.data) = map;
+        Ok(())
+    }
+}
+
+/// A node as the directory knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// QUIC address.
+    pub peer: String,
+    /// RESP address.
+    pub client: String,
+}
+
+/// The node directory: id -> addresses.
+pub type Directory = Arc<RwLock<BTreeMap<u64, NodeInfo>>>;
+
+/// A meta group command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCmd {
+    /// Adds or updates a node's addresses.
+    Register {
+        /// Node id.
+        id: u64,
+        /// Its addresses.
+        info: NodeInfo,
+    },
+    /// Removes a node from the directory (after it left every group).
+    Unregister {
+        /// Node id.
+        id: u64,
+    },
+}
+
+/// Called with the directory after every change (the node points its transport at the
+/// addresses).
+pub type DirectoryHook = Arc<dyn Fn(&BTreeMap<u64, NodeInfo>) + Send + Sync>;
+
+/// The meta group's state machine: the node directory.
+pub struct MetaSm {
+    dir: Directory,
+    hook: DirectoryHook,
+}
+
+impl MetaSm {
+    /// A state machine over `dir`, calling `hook` after each change.
+    pub fn new(dir: Directory, hook: DirectoryHook) -> MetaSm {
+        MetaSm { dir, hook }
+    }
+}
+
+impl StateMachine for MetaSm {
+    fn apply(&mut self, _index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        let Some(c) = command else { return Bytes::new() };
+        let v = match serde_json::from_slice::<MetaCmd>(c) {
+            Ok(MetaCmd::Register { id, info }) => {
+                let mut d = lock_w(&self.dir);
+                d.insert(id, info);
+                (self.hook)(&d);
+                Value::ok()
+            }
+            Ok(MetaCmd::Unregister { id }) => {
+                let mut d = lock_w(&self.dir);
+                d.remove(&id);
+                (self.hook)(&d);
+                Value::ok()
+            }
+            Err(_) => Value::err("ERR malformed meta entry"),
+        };
+        Bytes::from(v.to_bytes())
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let d = lock_r(&self.dir);
+        serde_json::to_writer(out, &*d).map_err(std::io::Error::other)
+    }
+
+    fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
+        let map: BTreeMap<u64, NodeInfo> = serde_json::from_reader(input)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut d = lock_w(&self.dir);
+        *d = map;
+        (self.hook)(&d);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_and_garbage_is_refused() {
+        let cmds = [
+            WriteCmd::Set { key: b"k".to_vec(), val: b"".to_vec(), cond: 1 },
+            WriteCmd::Del(vec![b"a".to_vec(), b"b".to_vec()]),
+            WriteCmd::Incr { key: b"n".to_vec(), by: -7 },
+            WriteCmd::MSet(vec![(b"a".to_vec(), b"1".to_vec())]),
+        ];
+        for c in cmds {
+            assert_eq!(WriteCmd::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(WriteCmd::decode(&[9, 0, 0, 0, 0]), None);
+        assert_eq!(WriteCmd::decode(&[0, 5, 0]), None);
+        assert_eq!(WriteCmd::decode(&[]), None);
+    }
+
+    #[test]
+    fn writes_follow_redis_semantics() {
+        let mut m = HashMap::new();
+        let set = |k: &str, v: &str, cond| WriteCmd::Set { key: k.into(), val: v.into(), cond };
+        assert_eq!(apply_write(&mut m, set("a", "1", 2)), Value::Bulk(None));
+        assert_eq!(apply_write(&mut m, set("a", "1", 1)), Value::ok());
+        assert_eq!(apply_write(&mut m, set("a", "2", 1)), Value::Bulk(None));
+        assert_eq!(apply_write(&mut m, set("a", "5", 2)), Value::ok());
+        assert_eq!(apply_write(&mut m, WriteCmd::Incr { key: b"a".to_vec(), by: 2 }), Value::Int(7));
+        assert_eq!(apply_write(&mut m, WriteCmd::Incr { key: b"z".to_vec(), by: 1 }), Value::Int(1));
+        apply_write(&mut m, set("s", "x", 0));
+        assert!(matches!(apply_write(&mut m, WriteCmd::Incr { key: b"s".to_vec(), by: 1 }), Value::Error(_)));
+        assert_eq!(apply_write(&mut m, WriteCmd::Del(vec![b"a".to_vec(), b"q".to_vec()])), Value::Int(1));
+    }
+
+    #[test]
+    fn shard_snapshot_restores_the_same_map() {
+        let d: ShardData = Default::default();
+        let mut sm = ShardSm::new(d.clone());
+        for i in 0..1000u32 {
+            let c = WriteCmd::Set { key: i.to_le_bytes().to_vec(), val: vec![i as u8; 100], cond: 0 };
+            sm.apply(i as u64 + 1, 1, Some(&c.encode()));
+        }
+        let mut snap = Vec::new();
+        sm.snapshot(&mut snap).unwrap();
+        let d2: ShardData = Default::default();
+        let mut sm2 = ShardSm::new(d2.clone());
+        sm2.restore(1000, 1, &mut snap.as_slice()).unwrap();
+        assert_eq!(*d.read().unwrap(), *d2.read().unwrap());
+        assert!(sm2.restore(1, 1, &mut &snap[..snap.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Real `flotilla-kv` processes on loopback for the integration tests: certificates from a
+//! fresh CA, one config file per node, fixed ports kept across restarts, SIGKILL on drop.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flotilla_kv::cluster::Admin;
+
+pub struct Proc {
+    pub child: Option<Child>,
+    pub client: String,
+    pub peer: String,
+    pub config: PathBuf,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    ca: flotilla_net::ClusterCa,
+    pub nodes: BTreeMap<u64, Proc>,
+    pub password: Option<String>,
+    pub extra: String,
+}
+
+fn free_tcp() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn free_udp() -> String {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().to_string()
+}
+
+impl Cluster {
+    /// `extra` is appended to every node's config (e.g. `shards = 4`).
+    pub fn new(password: Option<&str>, extra: &str) -> Cluster {
+        Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            ca: flotilla_net::ClusterCa::generate().unwrap(),
+            nodes: BTreeMap::new(),
+            password: password.map(str::to_string),
+            extra: extra.to_string(),
+        }
+    }
+
+    pub fn admin(&self) -> Admin {
+        let mut a = Admin::new(self.password.clone());
+        a.step_timeout = Duration::from_secs(20);
+        a
+    }
+
+    /// Writes node `id`'s files (first time) and starts it; waits for its ready line.
+    pub fn start(&mut self, id: u64, bootstrap: bool) -> String {
+        if !self.nodes.contains_key(&id) {
+            let d = self.dir.path();
+            std::fs::write(d.join("ca.pem"), &self.ca.pem().cert_pem).unwrap();
+            let pair = self.ca.issue_node(id).unwrap();
+            std::fs::write(d.join(format!("node-{id}.pem")), &pair.cert_pem).unwrap();
+            std::fs::write(d.join(format!("node-{id}.key")), &pair.key_pem).unwrap();
+            let (client, peer) = (free_tcp(), free_udp());
+            let pw = self.password.as_ref().map(|p| format!("password = \"{p}\"\n")).unwrap_or_default();
+            let text = format!(
+                "node_id = {id}\ndata_dir = \"{d}/data-{id}\"\npeer_addr = \"{peer}\"\nclient_addr = \"{client}\"\n\
+                 ca_cert = \"{d}/ca.pem\"\nnode_cert = \"{d}/node-{id}.pem\"\nnode_key = \"{d}/node-{id}.key\"\n\
+                 bootstrap = {bootstrap}\nexecutor_threads = 16\nengine_workers = 2\n{pw}{}\n",
+                self.extra,
+                d = d.display()
+            );
+            let config = d.join(format!("node-{id}.toml"));
+            std::fs::write(&config, text).unwrap();
+            self.nodes.insert(id, Proc { child: None, client, peer, config });
+        }
+        self.spawn(id)
+    }
+
+    fn spawn(&mut self, id: u64) -> String {
+        let p = self.nodes.get_mut(&id).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla-kv"))
+                .arg("--config")
+                .arg(&p.config)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.starts_with("ready") => {
+                    p.child = Some(child);
+                    return p.client.clone();
+                }
+                // A restarted node may find its old ports still held for a moment.
+                _ if Instant::now() < deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => panic!("node {id} did not start: {other:?}"),
+            }
+        }
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|p| p.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) -> String {
+        self.kill(id);
+        self.spawn(id)
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes[&id].client.clone()
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@{}/", self.addr(id)),
+            None => format!("redis://{}/", self.addr(id)),
+        }
+    }
+
+    pub fn redis(&self, id: u64) -> redis::Connection {
+        let c = redis::Client::open(self.url(id)).unwrap();
+        let con = c.get_connection_with_timeout(Duration::from_secs(5)).unwrap();
+        con.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        con
+    }
+
+    /// Waits until a SET through node `id` succeeds (a leader exists for `key`'s shard).
+    pub fn wait_writable(&self, id: u64, key: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r: redis::RedisResult<String> = redis::Client::open(self.url(id))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+                .and_then(|mut con| redis::cmd("SET").arg(key).arg("x").query(&mut con));
+            match r {
+                Ok(_) => return,
+                Err(e) => assert!(Instant::now() < deadline, "node {id} not writable: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
