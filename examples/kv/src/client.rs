@@ -70,6 +70,18 @@ impl Client {
         self.read_reply()
     }
 
+    /// Whether the server closed this (idle) connection or sent something unasked: a pooled
+    /// connection is checked before reuse, so a request is never written into a connection
+    /// already dead (whose failure would leave its outcome unknown).
+    pub fn is_stale(&self) -> bool {
+        if !self.buf.is_empty() || self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        let stale = !matches!(self.stream.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        self.stream.set_nonblocking(false).is_err() || stale
+    }
+
     /// Writes already encoded commands (pipelining); read their replies with
     /// [`Client::read_reply`].
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {

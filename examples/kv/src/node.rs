@@ -667,7 +667,7 @@ impl Node {
         let Some(addr) = self.directory().get(&to).map(|i| i.client.clone()) else {
             return Outcome::Retry(format!("address of node {to} unknown"), None);
         };
-        let pooled = lock(&self.pool).get_mut(&to).and_then(Vec::pop);
+        let pooled = self.pooled(to);
         let mut c = match pooled {
             Some(c) => c,
             None => match self.connect(&addr) {
@@ -693,7 +693,7 @@ impl Node {
         let Some(addr) = self.directory().get(&to).map(|i| i.client.clone()) else {
             return not_sent(format!("address of node {to} unknown"));
         };
-        let pooled = lock(&self.pool).get_mut(&to).and_then(Vec::pop);
+        let pooled = self.pooled(to);
         let mut c = match pooled {
             Some(c) => c,
             None => match self.connect(&addr) {
@@ -739,6 +739,18 @@ impl Node {
         }
         let l = s.leader?.node;
         self.dir.read().unwrap_or_else(|e| e.into_inner()).contains_key(&l).then_some(l)
+    }
+
+    /// A pooled connection to node `to` that is still open, if any.
+    fn pooled(&self, to: u64) -> Option<Client> {
+        let mut pool = lock(&self.pool);
+        let conns = pool.get_mut(&to)?;
+        while let Some(c) = conns.pop() {
+            if !c.is_stale() {
+                return Some(c);
+            }
+        }
+        None
     }
 
     fn connect(&self, addr: &str) -> Result<Client, ClientError> {

@@ -115,6 +115,18 @@ fn bootstrap_then_add_two_nodes_reads_writes_forwarding_pipelining() {
     }
     assert_eq!(redis::from_redis_value::<i64>(&r[600]).unwrap(), 8);
     assert_eq!(redis::from_redis_value::<i64>(&r[601]).unwrap(), 8);
+    // Same-key order holds through a pipeline on every node, whether the shard is led
+    // there or forwarded: INCR replies count up one by one.
+    for (i, con) in cons.iter_mut().enumerate() {
+        let key = format!("ord{i}");
+        let mut p = redis::pipe();
+        for _ in 0..100 {
+            p.cmd("INCR").arg(&key);
+        }
+        p.cmd("GET").arg(&key);
+        let r: Vec<i64> = p.query(con).unwrap();
+        assert_eq!(r, (1..=100).chain([100]).collect::<Vec<i64>>(), "node {}", i + 1);
+    }
 
     // Leadership moves during writes: requests keep succeeding (retried inside).
     let writer = {
