@@ -39,6 +39,16 @@ impl std::fmt::Debug for QuicTransport {
 impl QuicTransport {
     /// Wraps a started endpoint and its inbox.
     pub fn new(ep: Endpoint, inbox: Inbox, limits: DecodeLimits) -> QuicTransport {
+        QuicTransport::with_shared_endpoint(std::sync::Arc::new(ep), inbox, limits)
+    }
+
+    /// Wraps a started endpoint the caller keeps a handle to (to add peer addresses it
+    /// learns while the engine runs, say), and its inbox.
+    pub fn with_shared_endpoint(
+        ep: std::sync::Arc<Endpoint>,
+        inbox: Inbox,
+        limits: DecodeLimits,
+    ) -> QuicTransport {
         let (done_tx, done_rx) = mpsc::channel();
         let (sig_tx, sig) = crossbeam_channel::bounded(1);
         let (ev_tx, events) = crossbeam_channel::unbounded();
@@ -60,7 +70,7 @@ impl QuicTransport {
         if let Err(e) = spawned {
             log::error!("flotilla: cannot start the QUIC inbox thread: {e}");
         }
-        QuicTransport { ep: std::sync::Arc::new(ep), events, sig, sig_tx, limits, done_tx, done_rx }
+        QuicTransport { ep, events, sig, sig_tx, limits, done_tx, done_rx }
     }
 
     /// The endpoint (addresses, stats).

@@ -6,7 +6,6 @@
 //! - [`sm`]: the shard and meta state machines.
 //! - [`node`]: the engine, bootstrap, routing and retries; [`commands`]: command syntax;
 //!   [`server`]: the mio client port.
-//! - [`transport`]: the engine's transport over a QUIC endpoint the node shares.
 //! - [`linearizability`]: the history checker of the chaos test.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -20,4 +19,3 @@ pub mod node;
 pub mod resp;
 pub mod server;
 pub mod sm;
-pub mod transport;

@@ -23,6 +23,7 @@ use flotilla_engine::api::{
     StateMachineFactory, TransferError,
 };
 use flotilla_engine::raft::Role;
+use flotilla_engine::transport::{DecodeLimits, QuicTransport};
 use flotilla_net::{Endpoint, NetConfig, NodeIdentity};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -34,7 +35,6 @@ use crate::sm::{
     read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo, ShardData,
     ShardSm, META_GROUP,
 };
-use crate::transport::SharedQuic;
 
 /// Why a node could not start.
 #[derive(Debug, Error)]
@@ -364,7 +364,7 @@ impl Node {
         ec.raft.heartbeat_interval_ticks = (cfg.election_ticks / 5).max(1);
         ec.read_timeout_ticks = (cfg.election_ticks * 2).max(200);
         ec.compact_entries = cfg.compact_entries;
-        let engine = Engine::open(ec, Box::new(SharedQuic::new(ep.clone(), inbox)), factory.clone())?;
+        let engine = Engine::open(ec, Box::new(QuicTransport::with_shared_endpoint(ep.clone(), inbox, DecodeLimits::default())), factory.clone())?;
         let node = Arc::new(Node {
             engine,
             cfg,
