@@ -203,6 +203,8 @@ impl Group {
 
 /// Groups recovered at open, to be handed to their workers.
 pub(crate) struct Recovered {
+    /// Boxed as they will live in the worker's map (moved there without copying).
+    #[allow(clippy::vec_box)]
     groups: Vec<Box<Group>>,
     tombstones: HashMap<u64, ReplicaId>,
 }
