@@ -188,13 +188,25 @@ fn woken_follower_grants_votes_after_idle_wall_ticks() {
     let answers = of_kind(&net.log[before..], "PreVoteResponse");
     assert!(answers.is_empty(), "in its lease, replica 2 ignores the PreVote: {answers:?}");
 
-    // With the wall ticks credited (lazily, as the runtime does): it votes, 3 wins.
+    // With the wall ticks credited (lazily, as the runtime does): it grants the PreVote at
+    // once, and 3 wins.
     let mut net = setup();
     for id in [2, 3] {
         net.raft_mut(id).advance_idle(10);
     }
+    let before = net.log.len();
     net.raft_mut(3).wake();
     tick_until_campaign(net.raft_mut(3));
+    net.process(3);
+    net.deliver();
+    net.process(2);
+    let answers: Vec<&Message> = of_kind(&net.log[before..], "PreVoteResponse");
+    assert!(
+        answers
+            .iter()
+            .any(|m| m.from == 2 && matches!(m.body, MessageBody::RequestVoteResponse { reject: false, .. })),
+        "credited with a minimum election timeout, replica 2 grants the PreVote: {answers:?}"
+    );
     net.settle();
     for _ in 0..60 {
         if net.raft(2).role() == Role::Leader || net.raft(3).role() == Role::Leader {
