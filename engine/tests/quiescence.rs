@@ -85,8 +85,9 @@ fn leader_quiesces_after_every_member_acked_the_final_commit() {
     }
 }
 
-/// Rule: no quiescence while a member lags (here: cut off, so it never matches nor echoes)
-/// or while a joint configuration stands (it must be left first); both resolved, the group
+/// Rule: no quiescence while a member lags (here: cut off, so it never matches nor echoes),
+/// while a caught-up member has not echoed a heartbeat round carrying the final commit, or
+/// while a joint configuration stands (it must be left first); each resolved, the group
 /// quiesces.
 #[test]
 fn no_quiescence_while_a_member_lags_or_a_joint_configuration_stands() {
@@ -99,6 +100,18 @@ fn no_quiescence_while_a_member_lags_or_a_joint_configuration_stands() {
     net.tick_all_n(40);
     assert!(!net.raft(1).is_quiesced(), "member 3 never acknowledged the final commit");
     assert!(quiesce_heartbeats(&net.log).is_empty());
+    net.heal();
+    tick_until_quiesced(&mut net, 20);
+
+    // Caught up (matched) but its heartbeat answers are lost: it never acknowledged that
+    // the last index is committed, so no quiescence.
+    net.propose(1, data(2));
+    assert!(!net.raft(1).is_quiesced());
+    net.drop_if =
+        Some(Box::new(|m: &Message| m.from == 3 && matches!(m.body, MessageBody::HeartbeatResponse { .. })));
+    net.tick_all_n(40);
+    assert_eq!(net.raft(3).last_index(), net.raft(1).last_index());
+    assert!(!net.raft(1).is_quiesced(), "member 3 never echoed a round carrying the final commit");
     net.heal();
     tick_until_quiesced(&mut net, 20);
 
