@@ -132,6 +132,8 @@ pub struct Cluster {
     pub quic: Option<Quic>,
     pub nodes: Vec<Node>,
     pub compact_entries: u64,
+    /// Adjusts every node's configuration (see `Cluster::new_tweaked`).
+    pub tweak: Option<fn(&mut EngineConfig)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -152,8 +154,31 @@ impl Cluster {
     /// `n` engines (node ids 1..=n) over one in-memory network.
     pub fn new(n: u64, compact_entries: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let mut c =
-            Cluster { net: MemoryNetwork::new(), quic: None, nodes: Vec::new(), compact_entries, _tmp: tmp };
+        let mut c = Cluster {
+            net: MemoryNetwork::new(),
+            quic: None,
+            nodes: Vec::new(),
+            compact_entries,
+            tweak: None,
+            _tmp: tmp,
+        };
+        for id in 1..=n {
+            c.add_node(id);
+        }
+        c
+    }
+
+    /// `n` engines over the in-memory network, each configuration adjusted by `tweak`.
+    pub fn new_tweaked(n: u64, compact_entries: u64, tweak: fn(&mut EngineConfig)) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Cluster {
+            net: MemoryNetwork::new(),
+            quic: None,
+            nodes: Vec::new(),
+            compact_entries,
+            tweak: Some(tweak),
+            _tmp: tmp,
+        };
         for id in 1..=n {
             c.add_node(id);
         }
@@ -176,6 +201,7 @@ impl Cluster {
             quic: Some(quic),
             nodes: Vec::new(),
             compact_entries,
+            tweak: None,
             _tmp: tmp,
         };
         for id in 1..=n {
@@ -205,6 +231,7 @@ impl Cluster {
     /// Starts (or restarts from its directory) node `id`.
     pub fn start(&mut self, id: NodeId) {
         let compact = self.compact_entries;
+        let tweak = self.tweak;
         let transport: Box<dyn flotilla_engine::transport::Transport> = match &self.quic {
             Some(q) => Box::new(q.transport(id)),
             None => Box::new(self.net.join(id, 1 << 16)),
@@ -213,7 +240,11 @@ impl Cluster {
         n.reg = Registry::default();
         let reg = n.reg.clone();
         let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&reg, g));
-        let e = Engine::open(config(id, n.dir.clone(), compact), transport, factory).unwrap();
+        let mut cfg = config(id, n.dir.clone(), compact);
+        if let Some(t) = tweak {
+            t(&mut cfg);
+        }
+        let e = Engine::open(cfg, transport, factory).unwrap();
         n.engine = Some(e);
     }
 
