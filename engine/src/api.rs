@@ -941,7 +941,8 @@ impl Engine {
     /// maximum election timeout before their first campaign, so creating many groups
     /// starts one election each rather than a storm. Create the other replicas first
     /// (a vote request for a replica not created yet is dropped and retried only after an
-    /// election timeout).
+    /// election timeout). Errors as `create_group`; `NotAMember` also when `first_leader`
+    /// is not among `members`.
     pub fn create_group_led_by(
         &self,
         group: u64,
@@ -949,11 +950,12 @@ impl Engine {
         first_leader: NodeId,
         state_machine: Box<dyn StateMachine>,
     ) -> Result<(), CreateGroupError> {
-        if !members.contains(&first_leader) {
-            return Err(CreateGroupError::NotAMember);
-        }
         if members.is_empty() {
             return Err(CreateGroupError::NoMembers);
+        }
+        if !members.contains(&first_leader) {
+            // The designated leader must be one of the members.
+            return Err(CreateGroupError::NotAMember);
         }
         for (i, n) in members.iter().enumerate() {
             if members[..i].contains(n) {

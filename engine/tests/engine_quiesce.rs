@@ -130,3 +130,32 @@ fn restart_faster_than_idle_timeout_re_elects_every_group() {
         .leader(g)
         .is_some_and(|l| { c.engine(l).group_status(g).is_some_and(|s| s.role == Role::Leader) })));
 }
+
+/// Liveness wake-ups are rate-limited: when the node that led every group stops, each
+/// worker of a surviving node wakes at most `max_wakes_per_tick` (here 2) quiesced groups
+/// per tick, so 300 groups are woken over many ticks rather than at once; the groups still
+/// all elect new leaders.
+#[test]
+fn liveness_wakes_are_rate_limited() {
+    let mut c = Cluster::new_tweaked(3, 10_000, |cfg| cfg.max_wakes_per_tick = 2);
+    let groups: Vec<u64> = (1..=300).collect();
+    create_led(&c, &groups, |_| 1);
+    wait_all_quiesced(&c, groups.len() as u64);
+    let m0 = c.engine(2).metrics();
+    c.stop(1);
+    let deadline = Instant::now() + LONG;
+    let mut max_seen = 0;
+    loop {
+        let m = c.engine(2).metrics();
+        let (wakes, ticks) = (m.liveness_wakes - m0.liveness_wakes, m.worker_ticks - m0.worker_ticks);
+        // Each tick of each worker (worker_ticks sums them) wakes at most 2.
+        assert!(wakes <= 2 * (ticks + 2), "{wakes} liveness wakes in {ticks} worker ticks");
+        max_seen = max_seen.max(wakes);
+        if groups.iter().all(|&g| c.leader(g).is_some()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "groups without a leader after node 1 stopped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(max_seen > 2, "node liveness woke quiesced groups ({max_seen})");
+}

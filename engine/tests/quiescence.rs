@@ -85,8 +85,9 @@ fn leader_quiesces_after_every_member_acked_the_final_commit() {
     }
 }
 
-/// Rule: no quiescence while a member lags (here: cut off, so it never matches nor echoes)
-/// or while a joint configuration stands (it must be left first); both resolved, the group
+/// Rule: no quiescence while a member lags (here: cut off, so it never matches nor echoes),
+/// while a caught-up member has not echoed a heartbeat round carrying the final commit, or
+/// while a joint configuration stands (it must be left first); each resolved, the group
 /// quiesces.
 #[test]
 fn no_quiescence_while_a_member_lags_or_a_joint_configuration_stands() {
@@ -99,6 +100,18 @@ fn no_quiescence_while_a_member_lags_or_a_joint_configuration_stands() {
     net.tick_all_n(40);
     assert!(!net.raft(1).is_quiesced(), "member 3 never acknowledged the final commit");
     assert!(quiesce_heartbeats(&net.log).is_empty());
+    net.heal();
+    tick_until_quiesced(&mut net, 20);
+
+    // Caught up (matched) but its heartbeat answers are lost: it never acknowledged that
+    // the last index is committed, so no quiescence.
+    net.propose(1, data(2));
+    assert!(!net.raft(1).is_quiesced());
+    net.drop_if =
+        Some(Box::new(|m: &Message| m.from == 3 && matches!(m.body, MessageBody::HeartbeatResponse { .. })));
+    net.tick_all_n(40);
+    assert_eq!(net.raft(3).last_index(), net.raft(1).last_index());
+    assert!(!net.raft(1).is_quiesced(), "member 3 never echoed a round carrying the final commit");
     net.heal();
     tick_until_quiesced(&mut net, 20);
 
@@ -188,13 +201,25 @@ fn woken_follower_grants_votes_after_idle_wall_ticks() {
     let answers = of_kind(&net.log[before..], "PreVoteResponse");
     assert!(answers.is_empty(), "in its lease, replica 2 ignores the PreVote: {answers:?}");
 
-    // With the wall ticks credited (lazily, as the runtime does): it votes, 3 wins.
+    // With the wall ticks credited (lazily, as the runtime does): it grants the PreVote at
+    // once, and 3 wins.
     let mut net = setup();
     for id in [2, 3] {
         net.raft_mut(id).advance_idle(10);
     }
+    let before = net.log.len();
     net.raft_mut(3).wake();
     tick_until_campaign(net.raft_mut(3));
+    net.process(3);
+    net.deliver();
+    net.process(2);
+    let answers: Vec<&Message> = of_kind(&net.log[before..], "PreVoteResponse");
+    assert!(
+        answers
+            .iter()
+            .any(|m| m.from == 2 && matches!(m.body, MessageBody::RequestVoteResponse { reject: false, .. })),
+        "credited with a minimum election timeout, replica 2 grants the PreVote: {answers:?}"
+    );
     net.settle();
     for _ in 0..60 {
         if net.raft(2).role() == Role::Leader || net.raft(3).role() == Role::Leader {

@@ -56,6 +56,32 @@ struct PendingRead {
     round: u64,
 }
 
+/// The ReadIndex queues of a replica (boxed in [`Raft`]: most replicas are idle).
+#[derive(Debug, Default)]
+struct Reads {
+    /// Heartbeat rounds sent and the tick each went (lease reads only).
+    round_sent: VecDeque<(u64, u64)>,
+    /// Reads that wait for this leader's first commit in its term.
+    waiting_commit: Vec<(ReplicaId, u64)>,
+    /// Reads this follower forwarded to its leader and not yet answered (bounded; only
+    /// answers to these are released).
+    forwarded: VecDeque<u64>,
+    /// Reads waiting for their heartbeat round to be confirmed.
+    pending: VecDeque<PendingRead>,
+    /// Reads released, for the next `Ready`.
+    states: Vec<ReadState>,
+}
+
+impl Reads {
+    /// Whether no read waits for anything.
+    fn is_idle(&self) -> bool {
+        self.waiting_commit.is_empty()
+            && self.forwarded.is_empty()
+            && self.pending.is_empty()
+            && self.states.is_empty()
+    }
+}
+
 /// Terms at or above this are refused: no group gets anywhere near, and refusing them keeps
 /// `term + 1` from overflowing however a message lies.
 const MAX_TERM: u64 = u64::MAX / 2;
@@ -104,13 +130,9 @@ pub struct Raft<S> {
     /// The configuration after each applied change since the compaction point.
     conf_history: Vec<(u64, ConfState)>,
     round: u64,
-    round_sent: VecDeque<(u64, u64)>,
-    reads_waiting_commit: Vec<(ReplicaId, u64)>,
-    /// Reads this follower forwarded to its leader and not yet answered (bounded; only
-    /// answers to these are released).
-    reads_forwarded: VecDeque<u64>,
-    reads_pending: VecDeque<PendingRead>,
-    read_states: Vec<ReadState>,
+    /// ReadIndex bookkeeping, allocated on the first read and dropped when the replica
+    /// quiesces with none pending (an idle replica pays a pointer).
+    reads: Option<Box<Reads>>,
     lease_until: u64,
     /// Heartbeat rounds up to this one may not extend the lease. Set to `u64::MAX` once a
     /// TimeoutNow went out: a TimeoutNow delayed past an aborted transfer can still make
@@ -185,11 +207,7 @@ impl<S: LogStore> Raft<S> {
             pending_conf_entries: Vec::new(),
             conf_history: Vec::new(),
             round: 0,
-            round_sent: VecDeque::new(),
-            reads_waiting_commit: Vec::new(),
-            reads_forwarded: VecDeque::new(),
-            reads_pending: VecDeque::new(),
-            read_states: Vec::new(),
+            reads: None,
             lease_until: 0,
             lease_min_round: 0,
             startup_lease: false,
@@ -422,9 +440,11 @@ impl<S: LogStore> Raft<S> {
                 p.matched = stable;
             }
         }
-        self.reads_waiting_commit.clear();
-        self.reads_pending.clear();
-        self.reads_forwarded.clear();
+        if let Some(r) = self.reads.as_mut() {
+            r.waiting_commit.clear();
+            r.pending.clear();
+            r.forwarded.clear();
+        }
         self.lease_until = 0;
         self.lease_min_round = 0;
         self.need_bcast = false;
@@ -736,9 +756,7 @@ impl<S: LogStore> Raft<S> {
             || self.conf.is_joint()
             || self.pending_conf_index > self.log.applied
             || !self.conf.is_voter(self.id)
-            || !self.reads_pending.is_empty()
-            || !self.reads_waiting_commit.is_empty()
-            || !self.read_states.is_empty()
+            || !self.reads.as_ref().map_or(true, |r| r.is_idle())
             || self.need_bcast
             || self.snapshot_ready.is_some()
         {
@@ -758,11 +776,10 @@ impl<S: LogStore> Raft<S> {
     /// group stays small (the runtime holds many).
     fn shed_idle_memory(&mut self) {
         self.votes = Vec::new();
-        self.round_sent.shrink_to_fit();
-        self.reads_waiting_commit.shrink_to_fit();
-        self.reads_forwarded.shrink_to_fit();
-        self.reads_pending.shrink_to_fit();
-        self.read_states.shrink_to_fit();
+        if self.reads.as_ref().is_some_and(|r| r.is_idle()) {
+            // Only lease history left, void once woken anyway.
+            self.reads = None;
+        }
         self.pending_conf_entries.shrink_to_fit();
         self.conf_history.shrink_to_fit();
         self.msgs_after_persist.shrink_to_fit();
@@ -802,6 +819,11 @@ impl<S: LogStore> Raft<S> {
             self.randomized_timeout =
                 self.randomized_timeout.saturating_add(self.cfg.election_timeout_max_ticks);
         }
+    }
+
+    /// The read queues, allocated on first use.
+    fn reads_mut(&mut self) -> &mut Reads {
+        self.reads.get_or_insert_with(Box::default)
     }
 
     /// A public input arrived while quiesced: wake (a follower also wakes its leader).
@@ -939,10 +961,11 @@ impl<S: LogStore> Raft<S> {
         if self.role != Role::Leader {
             if self.role == Role::Follower && self.leader != NO_REPLICA {
                 self.stats.reads_forwarded += 1;
-                if self.reads_forwarded.len() >= MAX_FORWARDED_READS {
-                    self.reads_forwarded.pop_front();
+                let r = self.reads_mut();
+                if r.forwarded.len() >= MAX_FORWARDED_READS {
+                    r.forwarded.pop_front();
                 }
-                self.reads_forwarded.push_back(ctx);
+                r.forwarded.push_back(ctx);
                 let leader = self.leader;
                 self.send(leader, MessageBody::ReadIndex { ctx });
                 return Ok(());
@@ -956,7 +979,7 @@ impl<S: LogStore> Raft<S> {
     fn accept_read(&mut self, from: ReplicaId, ctx: u64) {
         if !self.committed_in_current_term() && !self.mutant(Mutant::ReadIndexWithoutTermCheck) {
             // The commit index of an earlier term may be stale: wait for our no-op.
-            self.reads_waiting_commit.push((from, ctx));
+            self.reads_mut().waiting_commit.push((from, ctx));
             return;
         }
         self.start_read(from, ctx);
@@ -973,14 +996,15 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         // Confirmed by the next heartbeat round, sent after this read arrived.
-        self.reads_pending.push_back(PendingRead { from, ctx, index, round: self.round + 1 });
+        let round = self.round + 1;
+        self.reads_mut().pending.push_back(PendingRead { from, ctx, index, round });
         self.need_heartbeat = true;
     }
 
     fn release_read(&mut self, from: ReplicaId, ctx: u64, index: u64) {
         self.stats.reads_served += 1;
         if from == self.id {
-            self.read_states.push(ReadState { ctx, index });
+            self.reads_mut().states.push(ReadState { ctx, index });
         } else {
             self.send(from, MessageBody::ReadIndexResponse { ctx, index });
         }
@@ -1372,9 +1396,11 @@ impl<S: LogStore> Raft<S> {
             MessageBody::ReadIndexResponse { ctx, index } => {
                 // The leader of our term confirmed a read we forwarded (and not one of a
                 // previous life of this replica): serve it once applied >= index.
-                if let Some(pos) = self.reads_forwarded.iter().position(|&c| c == ctx) {
-                    self.reads_forwarded.remove(pos);
-                    self.read_states.push(ReadState { ctx, index });
+                if let Some(r) = self.reads.as_mut() {
+                    if let Some(pos) = r.forwarded.iter().position(|&c| c == ctx) {
+                        r.forwarded.remove(pos);
+                        r.states.push(ReadState { ctx, index });
+                    }
                 }
             }
             MessageBody::TimeoutNow => {
@@ -1513,7 +1539,7 @@ impl<S: LogStore> Raft<S> {
             && self.role == Role::Follower
             && self.log.committed == commit
             && self.snapshot_recv.is_none()
-            && self.reads_forwarded.is_empty()
+            && self.reads.as_ref().map_or(true, |r| r.forwarded.is_empty())
     }
 
     fn handle_heartbeat(&mut self, from: ReplicaId, commit: u64, round: u64) {
@@ -1668,7 +1694,8 @@ impl<S: LogStore> Raft<S> {
         self.log.commit_to(mci);
         if !was_current && self.committed_in_current_term() {
             // Reads that arrived before our term's first commit may proceed (thesis §6.4).
-            let waiting = std::mem::take(&mut self.reads_waiting_commit);
+            let waiting =
+                self.reads.as_mut().map(|r| std::mem::take(&mut r.waiting_commit)).unwrap_or_default();
             for (from, ctx) in waiting {
                 self.start_read(from, ctx);
             }
@@ -1734,9 +1761,11 @@ impl<S: LogStore> Raft<S> {
         self.round += 1;
         if self.cfg.read_mode == ReadMode::LeaseBased {
             // Only leases need to know when each round went out.
-            self.round_sent.push_back((self.round, self.ticks));
-            if self.round_sent.len() > ROUND_HISTORY {
-                self.round_sent.pop_front();
+            let (round, ticks) = (self.round, self.ticks);
+            let r = self.reads_mut();
+            r.round_sent.push_back((round, ticks));
+            if r.round_sent.len() > ROUND_HISTORY {
+                r.round_sent.pop_front();
             }
         }
         let committed = self.log.committed;
@@ -1785,16 +1814,22 @@ impl<S: LogStore> Raft<S> {
             && self.transferee == NO_REPLICA
             && confirmed > self.lease_min_round
         {
-            if let Some(&(_, sent)) = self.round_sent.iter().find(|(r, _)| *r == confirmed) {
+            let sent = self
+                .reads
+                .as_ref()
+                .and_then(|q| q.round_sent.iter().find(|(r, _)| *r == confirmed).map(|&(_, t)| t));
+            if let Some(sent) = sent {
                 let lease = u64::from(self.cfg.election_timeout_min_ticks - self.cfg.lease_clock_drift_ticks);
                 self.lease_until = self.lease_until.max(sent + lease);
             }
         }
-        while let Some(r) = self.reads_pending.front().copied() {
+        while let Some(r) = self.reads.as_ref().and_then(|q| q.pending.front().copied()) {
             if r.round > confirmed {
                 break;
             }
-            self.reads_pending.pop_front();
+            if let Some(q) = self.reads.as_mut() {
+                q.pending.pop_front();
+            }
             self.release_read(r.from, r.ctx, r.index);
         }
     }
@@ -1832,7 +1867,7 @@ impl<S: LogStore> Raft<S> {
             || self.log.has_unpersisted()
             || self.log.has_committed()
             || self.snapshot_ready.is_some()
-            || !self.read_states.is_empty()
+            || self.reads.as_ref().is_some_and(|r| !r.states.is_empty())
             || self.should_auto_leave()
     }
 
@@ -1870,7 +1905,7 @@ impl<S: LogStore> Raft<S> {
             messages: std::mem::take(&mut self.msgs),
             persisted_messages: std::mem::take(&mut self.msgs_after_persist),
             committed_entries,
-            read_states: std::mem::take(&mut self.read_states),
+            read_states: self.reads.as_mut().map(|r| std::mem::take(&mut r.states)).unwrap_or_default(),
         }
     }
 }

@@ -224,6 +224,7 @@ impl Group {
 
 /// Groups recovered at open, to be handed to their workers.
 pub(crate) struct Recovered {
+    /// Groups boxed as they will live in the worker's map (moved there without copying).
     groups: Vec<(Box<Group>, Box<dyn StateMachine>)>,
     tombstones: HashMap<u64, ReplicaId>,
 }

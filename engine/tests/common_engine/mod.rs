@@ -136,6 +136,8 @@ pub struct Cluster {
     pub quic: Option<Quic>,
     pub nodes: Vec<Node>,
     pub compact_entries: u64,
+    /// Adjusts every node's configuration (see `Cluster::new_tweaked`).
+    pub tweak: Option<fn(&mut EngineConfig)>,
     _tmp: tempfile::TempDir,
 }
 
@@ -163,6 +165,26 @@ impl Cluster {
             quic: None,
             nodes: Vec::new(),
             compact_entries,
+            tweak: None,
+            _tmp: tmp,
+        };
+        for id in 1..=n {
+            c.add_node(id);
+        }
+        c
+    }
+
+    /// `n` engines over the in-memory network, each configuration adjusted by `tweak`.
+    pub fn new_tweaked(n: u64, compact_entries: u64, tweak: fn(&mut EngineConfig)) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Cluster {
+            net: MemoryNetwork::new(),
+            fault: Default::default(),
+            tick: Duration::from_millis(5),
+            quic: None,
+            nodes: Vec::new(),
+            compact_entries,
+            tweak: Some(tweak),
             _tmp: tmp,
         };
         for id in 1..=n {
@@ -194,6 +216,7 @@ impl Cluster {
             quic: Some(quic),
             nodes: Vec::new(),
             compact_entries,
+            tweak: None,
             _tmp: tmp,
         };
         for id in 1..=n {
@@ -223,6 +246,7 @@ impl Cluster {
     /// Starts (or restarts from its directory) node `id`.
     pub fn start(&mut self, id: NodeId) {
         let compact = self.compact_entries;
+        let tweak = self.tweak;
         let transport: Box<dyn flotilla_engine::transport::Transport> = match &self.quic {
             Some(q) => Box::new(self.fault.wrap(q.transport(id))),
             None => Box::new(self.fault.wrap(self.net.join(id, 1 << 16))),
@@ -234,6 +258,9 @@ impl Cluster {
         let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&reg, g));
         let mut cfg = config(id, n.dir.clone(), compact);
         cfg.tick_interval = tick;
+        if let Some(t) = tweak {
+            t(&mut cfg);
+        }
         let e = Engine::open(cfg, transport, factory).unwrap();
         n.engine = Some(e);
     }
