@@ -5,9 +5,12 @@
 //! Owns the state machines and the order of everything done to them: commands arrive in
 //! one FIFO channel from the worker (register, apply, restore, snapshot, remove) and are
 //! executed in that order, so a restore or a snapshot sits exactly between the entries the
-//! worker handed out before and after it. Results go back in one FIFO channel. Never
-//! touches Raft state, waiters or the WAL: the worker completes waiters with the results,
-//! reports the applied index to Raft, and writes the WAL records.
+//! worker handed out before and after it. The worker hands over the waiters of the entries
+//! with them: a proposal's waiter is completed here as soon as its entry is applied (by
+//! (index, term): the result, `Dropped` for another term's entry, `Indeterminate` for a
+//! skipped index); a membership change's goes back to the worker, which completes it once
+//! Raft applied the change. Reports go back in one FIFO channel. Never touches Raft state
+//! or the WAL: the worker reports the applied index to Raft and writes the WAL records.
 //!
 //! Snapshots: the apply thread knows the exact (index, term, configuration) its state
 //! machines reflect (it applies membership changes to its own copy of the configuration

@@ -3,8 +3,9 @@
 //! Owns the ready loop: drain the mailbox (messages, proposals, admin), tick, step the
 //! groups touched, collect their `Ready`s, send their `messages` at once, hand ONE WAL
 //! write batch for all of them to the WAL without waiting for it, hand committed entries
-//! to the worker's apply thread (`apply`), and complete waiters with the results it sends
-//! back; once a batch is durable (its ticket resolves, in submission order), call
+//! and their waiters to the worker's apply thread (`apply`, which completes proposals as
+//! it applies them), and take its reports (applied index, membership waiters, effects);
+//! once a batch is durable (its ticket resolves, in submission order), call
 //! `on_persisted` and send the `persisted_messages`. The worker waits on its mailbox, the
 //! apply thread's answers, the oldest ticket and its tick deadline together, so it never
 //! sits on an fsync or a slow state machine while other groups have work. Never touches
