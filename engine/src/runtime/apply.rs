@@ -5,9 +5,12 @@
 //! Owns the state machines and the order of everything done to them: commands arrive in
 //! one FIFO channel from the worker (register, apply, restore, snapshot, remove) and are
 //! executed in that order, so a restore or a snapshot sits exactly between the entries the
-//! worker handed out before and after it. Results go back in one FIFO channel. Never
-//! touches Raft state, waiters or the WAL: the worker completes waiters with the results,
-//! reports the applied index to Raft, and writes the WAL records.
+//! worker handed out before and after it. The worker hands over the waiters of the entries
+//! with them: a proposal's waiter is completed here as soon as its entry is applied (by
+//! (index, term): the result, `Dropped` for another term's entry, `Indeterminate` for a
+//! skipped index); a membership change's goes back to the worker, which completes it once
+//! Raft applied the change. Reports go back in one FIFO channel. Never touches Raft state
+//! or the WAL: the worker reports the applied index to Raft and writes the WAL records.
 //!
 //! Snapshots: the apply thread knows the exact (index, term, configuration) its state
 //! machines reflect (it applies membership changes to its own copy of the configuration
@@ -23,6 +26,7 @@ use bytes::Bytes;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::snapfile;
+use super::worker::{Outcome, Waiter, WaiterDone};
 use crate::api::{Effect, SnapshotSource, StateMachine};
 use crate::raft::conf::ConfState;
 use crate::raft::message::{Entry, EntryPayload, SnapshotMeta};
@@ -36,9 +40,10 @@ pub(crate) enum ApplyCmd {
     /// Takes over the state machine of `group` (created or recovered), whose replica
     /// `replica` applied up to `applied` = (index, term) with configuration `conf`.
     Add { group: u64, replica: ReplicaId, applied: (u64, u64), conf: ConfState, sm: Box<dyn StateMachine> },
-    /// Applies these committed entries of `group`, in order. `epoch` names the replica
-    /// instance (echoed back, so answers for a destroyed replica never reach a new one).
-    Apply { group: u64, epoch: u64, entries: Vec<Entry> },
+    /// Applies these committed entries of `group`, in order, and decides the waiters of
+    /// their indexes (in index order). `epoch` names the replica instance (echoed back, so
+    /// answers for a destroyed replica never reach a new one).
+    Apply { group: u64, epoch: u64, entries: Vec<Entry>, waiters: Vec<Waiter> },
     /// Replaces the state of `group` with a snapshot (already durable in its file).
     Restore { group: u64, meta: SnapshotMeta, data: Bytes },
     /// Snapshots the state of `group` as of every entry handed out before this command.
@@ -49,9 +54,8 @@ pub(crate) enum ApplyCmd {
 
 /// What the apply thread reports back, in the order it did the work.
 pub(crate) enum ApplyDone {
-    /// Entries of `group` applied up to `last`: the state machine's result and effects of
-    /// each, by (index, term).
-    Applied { group: u64, epoch: u64, last: u64, count: u64, results: Vec<AppliedEntry> },
+    /// Entries of `group` were applied (see [`Applied`]).
+    Applied { group: u64, epoch: u64, done: Applied },
     /// The restore of `group` at `index` failed: the engine cannot go on with this state.
     RestoreFailed { group: u64, index: u64, error: String },
     /// The snapshot file of `group` at `meta` is written and durable (its data length),
@@ -59,12 +63,33 @@ pub(crate) enum ApplyDone {
     Snapshot { group: u64, epoch: u64, meta: SnapshotMeta, result: Result<u64, String> },
 }
 
-/// One applied entry.
-pub(crate) struct AppliedEntry {
-    pub index: u64,
-    pub term: u64,
-    pub result: Bytes,
-    pub effects: Vec<Effect>,
+/// What applying one `Apply` command did.
+pub(crate) struct Applied {
+    /// The last index handed out (Raft's applied index after this).
+    pub last: u64,
+    /// Entries handed out (the worker's apply backlog shrinks by this many).
+    pub count: u64,
+    /// Entries actually applied (not skipped as already in the state machine).
+    pub applied: u64,
+    /// Effects returned by the state machine, with the index of their entry.
+    pub effects: Vec<(u64, Effect)>,
+    /// Waiters of membership changes and their outcome: completed by the worker once
+    /// Raft applied the change. (Proposal waiters were completed here, at once.)
+    pub deferred: Vec<(Waiter, Outcome)>,
+}
+
+/// Decides `w` by what was applied at its index: the entry of its term (`result`), or
+/// another (`Dropped`), or nothing because its index was skipped (`Indeterminate`).
+fn decide(w: Waiter, applied: Option<(u64, u64, &Bytes)>, deferred: &mut Vec<(Waiter, Outcome)>) {
+    let o = match applied {
+        Some((index, term, result)) if index == w.index && term == w.term => Outcome::Applied(result.clone()),
+        Some((index, _, _)) if index == w.index => Outcome::Dropped,
+        _ => Outcome::Indeterminate,
+    };
+    match w.done {
+        WaiterDone::Propose(_) => w.complete(o),
+        WaiterDone::Conf(_) => deferred.push((w, o)),
+    }
 }
 
 struct Slot {
@@ -132,39 +157,48 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                 let (applied, term) = applied;
                 sms.insert(group, Slot { sm, replica, applied, term, conf });
             }
-            ApplyCmd::Apply { group, epoch, entries } => {
+            ApplyCmd::Apply { group, epoch, entries, waiters } => {
                 let count = entries.len() as u64;
                 let last = entries.last().map_or(0, |e| e.index);
-                let Some(slot) = sms.get_mut(&group) else {
-                    // Destroyed meanwhile: the worker still counts the entries off.
-                    let _ = tx.send(ApplyDone::Applied { group, epoch, last, count, results: Vec::new() });
-                    continue;
-                };
-                let mut results = Vec::with_capacity(entries.len());
-                for e in &entries {
-                    if e.index <= slot.applied {
-                        // Already in the state machine (it keeps its own storage and
-                        // applied this before a restart): never applied twice.
-                        continue;
-                    }
-                    let cmd = match &e.payload {
-                        EntryPayload::Normal(d) => Some(&d[..]),
-                        EntryPayload::Noop => None,
-                        EntryPayload::ConfChange(cc) => {
-                            // As Raft does: a change that no longer applies is a no-op.
-                            if let Ok(next) = slot.conf.apply(cc) {
-                                slot.conf = next;
-                            }
-                            None
+                let mut done = Applied { last, count, applied: 0, effects: Vec::new(), deferred: Vec::new() };
+                let mut waiters = waiters.into_iter().peekable();
+                if let Some(slot) = sms.get_mut(&group) {
+                    for e in &entries {
+                        // Waiters of indexes passed without being applied here.
+                        while let Some(w) = waiters.next_if(|w| w.index < e.index) {
+                            decide(w, None, &mut done.deferred);
                         }
-                    };
-                    let result = slot.sm.apply(e.index, e.term, cmd);
-                    let effects = slot.sm.take_effects();
-                    slot.applied = e.index;
-                    slot.term = e.term;
-                    results.push(AppliedEntry { index: e.index, term: e.term, result, effects });
+                        if e.index <= slot.applied {
+                            // Already in the state machine (it keeps its own storage and
+                            // applied this before a restart): never applied twice.
+                            continue;
+                        }
+                        let cmd = match &e.payload {
+                            EntryPayload::Normal(d) => Some(&d[..]),
+                            EntryPayload::Noop => None,
+                            EntryPayload::ConfChange(cc) => {
+                                // As Raft does: a change that no longer applies is a no-op.
+                                if let Ok(next) = slot.conf.apply(cc) {
+                                    slot.conf = next;
+                                }
+                                None
+                            }
+                        };
+                        let result = slot.sm.apply(e.index, e.term, cmd);
+                        done.effects.extend(slot.sm.take_effects().into_iter().map(|f| (e.index, f)));
+                        slot.applied = e.index;
+                        slot.term = e.term;
+                        done.applied += 1;
+                        while let Some(w) = waiters.next_if(|w| w.index == e.index) {
+                            decide(w, Some((e.index, e.term, &result)), &mut done.deferred);
+                        }
+                    }
                 }
-                let _ = tx.send(ApplyDone::Applied { group, epoch, last, count, results });
+                // Destroyed meanwhile, or skipped: their outcome cannot be known here.
+                for w in waiters {
+                    decide(w, None, &mut done.deferred);
+                }
+                let _ = tx.send(ApplyDone::Applied { group, epoch, done });
             }
             ApplyCmd::Restore { group, meta, data } => {
                 let Some(slot) = sms.get_mut(&group) else { continue };

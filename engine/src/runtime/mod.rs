@@ -230,6 +230,7 @@ impl Runtime {
         std::fs::create_dir_all(&c.data_dir)?;
         let snap_dir = c.data_dir.join("snap");
         std::fs::create_dir_all(&snap_dir)?;
+        snapfile::remove_temporaries(&snap_dir);
         let wal = Arc::new(match fs {
             Some(fs) => Wal::open_with_fs(c.wal.clone(), fs)?,
             None => Wal::open(c.wal.clone())?,

@@ -244,6 +244,17 @@ pub(crate) fn load(dir: &Path, group: u64, replica: u64, index: u64) -> io::Resu
     Ok((meta, buf.slice(mend + 8..)))
 }
 
+/// Deletes the temporary files a crash left behind (snapshots whose write never
+/// finished). Called at open, before anything writes snapshots.
+pub(crate) fn remove_temporaries(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.path().extension().is_some_and(|x| x == "tmp") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Deletes the snapshot files of `group` that `doomed(replica, index)` selects.
 pub(crate) fn prune(dir: &Path, group: u64, doomed: impl Fn(u64, u64) -> bool) {
     let Ok(rd) = fs::read_dir(dir) else { return };
@@ -278,6 +289,10 @@ mod tests {
         save(dir.path(), 3, 1, &SnapshotMeta { index: 9, ..meta.clone() }, b"x").unwrap();
         save(dir.path(), 4, 1, &meta, b"other group").unwrap();
         prune(dir.path(), 3, |_, i| i < 9);
+        let tmp = path(dir.path(), 3, 1, 11).with_extension("tmp");
+        fs::write(&tmp, b"half a snapshot").unwrap();
+        remove_temporaries(dir.path());
+        assert!(!tmp.exists());
         assert!(!p.exists());
         assert!(load(dir.path(), 3, 1, 9).is_ok());
         assert!(load(dir.path(), 4, 1, 7).is_ok(), "other groups untouched");

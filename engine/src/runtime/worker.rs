@@ -3,8 +3,9 @@
 //! Owns the ready loop: drain the mailbox (messages, proposals, admin), tick, step the
 //! groups touched, collect their `Ready`s, send their `messages` at once, hand ONE WAL
 //! write batch for all of them to the WAL without waiting for it, hand committed entries
-//! to the worker's apply thread (`apply`), and complete waiters with the results it sends
-//! back; once a batch is durable (its ticket resolves, in submission order), call
+//! and their waiters to the worker's apply thread (`apply`, which completes proposals as
+//! it applies them), and take its reports (applied index, membership waiters, effects);
+//! once a batch is durable (its ticket resolves, in submission order), call
 //! `on_persisted` and send the `persisted_messages`. The worker waits on its mailbox, the
 //! apply thread's answers, the oldest ticket and its tick deadline together, so it never
 //! sits on an fsync or a slow state machine while other groups have work. Never touches
@@ -42,7 +43,7 @@ use bytes::Bytes;
 use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
 use flotilla_wal::{Ticket, WriteBatch};
 
-use super::apply::{AppliedEntry, ApplyCmd, ApplyDone};
+use super::apply::{Applied, ApplyCmd, ApplyDone};
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
@@ -75,27 +76,27 @@ const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// What a waiter learns.
-enum Outcome {
+pub(crate) enum Outcome {
     Applied(Bytes),
     Dropped,
     Indeterminate,
     StorageFailed,
 }
 
-enum WaiterDone {
+pub(crate) enum WaiterDone {
     Propose(Completer<Result<Bytes, ProposeError>>),
     Conf(Completer<Result<(), MembershipError>>),
 }
 
-struct Waiter {
-    index: u64,
-    term: u64,
+pub(crate) struct Waiter {
+    pub(crate) index: u64,
+    pub(crate) term: u64,
     size: u64,
-    done: WaiterDone,
+    pub(crate) done: WaiterDone,
 }
 
 impl Waiter {
-    fn complete(self, o: Outcome) {
+    pub(crate) fn complete(self, o: Outcome) {
         match self.done {
             WaiterDone::Propose(c) => c.complete(match o {
                 Outcome::Applied(b) => Ok(b),
@@ -1101,10 +1102,22 @@ impl Worker {
         if last.is_some() || !rd.persisted_messages.is_empty() {
             self.after.push((gid, last, rd.persisted_messages));
         }
-        // 3. Apply, on the apply thread: results come back in `poll_applied`.
-        if !rd.committed_entries.is_empty() {
+        // 3. Apply, on the apply thread, with the waiters of these entries: it completes
+        // proposals as it applies them (one hop to the caller); membership changes come
+        // back to complete here once Raft applied them (`poll_applied`).
+        if let Some((hi, term)) = rd.committed_entries.last().map(|e| (e.index, e.term)) {
+            let mut waiters = Vec::new();
+            while g.waiters.front().is_some_and(|w| w.index <= hi) {
+                if let Some(w) = g.waiters.pop_front() {
+                    g.uncommitted = g.uncommitted.saturating_sub(w.size);
+                    waiters.push(w);
+                }
+            }
+            let dropped = drop_older_terms(g, term);
+            self.waiting = self.waiting.saturating_sub(waiters.len() + dropped);
             self.apply_backlog += rd.committed_entries.len() as u64;
-            self.send_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries: rd.committed_entries });
+            let entries = rd.committed_entries;
+            self.send_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries, waiters });
         }
         // 4. Reads.
         for rs in rd.read_states {
@@ -1157,9 +1170,7 @@ impl Worker {
     fn poll_applied(&mut self) {
         while let Ok(done) = self.apply_rx.try_recv() {
             match done {
-                ApplyDone::Applied { group, epoch, last, count, results } => {
-                    self.on_applied(group, epoch, last, count, results)
-                }
+                ApplyDone::Applied { group, epoch, done } => self.on_applied(group, epoch, done),
                 ApplyDone::RestoreFailed { group, index, error } => {
                     log::error!("flotilla: group {group}: restoring snapshot {index} failed: {error}");
                     tracing::error!(group, index, %error, "snapshot restore failed; engine stops");
@@ -1176,23 +1187,24 @@ impl Worker {
     /// take effect), effects run, waiters complete with the results, reads are served; a
     /// replica whose removal was applied is destroyed; a log past the threshold is
     /// snapshotted.
-    fn on_applied(&mut self, group: u64, epoch: u64, last: u64, count: u64, results: Vec<AppliedEntry>) {
+    fn on_applied(&mut self, group: u64, epoch: u64, done: Applied) {
+        let Applied { last, count, applied, effects, deferred } = done;
         self.apply_backlog = self.apply_backlog.saturating_sub(count);
-        bump_by(&self.sh.counters.applied_entries, results.len() as u64);
+        bump_by(&self.sh.counters.applied_entries, applied);
         if self.failed || self.groups.get(&group).map_or(true, |g| g.epoch != epoch) {
+            for (w, o) in deferred {
+                w.complete(o);
+            }
             return;
         }
         let Some(mut g) = self.groups.remove(&group) else { return };
         let me = g.raft.id();
         let was_member = g.raft.conf().contains(me);
-        let mut effects = Vec::new();
-        for r in results {
-            for e in r.effects {
-                effects.push((r.index, e));
-            }
-            self.waiting = self.waiting.saturating_sub(complete_waiters(&mut g, r.index, r.term, r.result));
-        }
         g.raft.on_applied(last);
+        // Membership changes resolve once Raft applied them (status shows the change).
+        for (w, o) in deferred {
+            w.complete(o);
+        }
         serve_reads(&mut g);
         if was_member && !g.raft.conf().contains(me) {
             self.destroy(g);
@@ -1597,30 +1609,13 @@ fn drop_overtaken(g: &mut Group, index: u64) -> usize {
     n
 }
 
-/// Completes the waiters an applied entry (index, term) decides. Returns how many.
-fn complete_waiters(g: &mut Group, index: u64, term: u64, result: Bytes) -> usize {
+/// Entries up to a term-`term` entry were handed out for apply (committed): no entry of
+/// an older term can ever commit after them (every later leader's log holds them, and
+/// terms never decrease along a log), so the remaining waiters with an older term are
+/// dropped now, not when (if ever) the log reaches their index. Waiters' terms never
+/// decrease along the queue. Returns how many.
+fn drop_older_terms(g: &mut Group, term: u64) -> usize {
     let mut n = 0;
-    let mut result = Some(result);
-    while let Some(w) = g.waiters.front() {
-        if w.index > index {
-            break;
-        }
-        let Some(w) = g.waiters.pop_front() else { break };
-        g.uncommitted = g.uncommitted.saturating_sub(w.size);
-        n += 1;
-        if w.index < index {
-            // Its index was passed without being applied here (a snapshot covered it).
-            w.complete(Outcome::Indeterminate);
-        } else if w.term == term {
-            w.complete(Outcome::Applied(result.take().unwrap_or_default()));
-        } else {
-            w.complete(Outcome::Dropped);
-        }
-    }
-    // An entry of term T committed at `index` means no entry of an older term can ever
-    // commit after it (every later leader's log holds it, and terms never decrease along
-    // a log): waiters past `index` with an older term are dropped now, not when (if ever)
-    // the log reaches their index. Waiters' terms never decrease along the queue.
     while g.waiters.front().is_some_and(|w| w.term < term) {
         let Some(w) = g.waiters.pop_front() else { break };
         g.uncommitted = g.uncommitted.saturating_sub(w.size);
