@@ -90,7 +90,8 @@ fn stale_append_after_removal_creates_no_replica() {
         term: me3.term,
         body: MessageBody::Append { prev_index: 0, prev_term: 0, entries: Vec::new(), commit: 0 },
     };
-    let hb = Message { body: MessageBody::Heartbeat { commit: 0, round: 1, quiesce: false }, ..stale.clone() };
+    let hb =
+        Message { body: MessageBody::Heartbeat { commit: 0, round: 1, quiesce: false }, ..stale.clone() };
     for m in [stale, hb] {
         fake.send(3, 0, &[WireItem::Msg { group: g, msg: m }]).unwrap();
     }

@@ -6,6 +6,11 @@
 //! sent on a blocked (from, to) pair, and again when it arrives on one (so a peer that is
 //! not wrapped is still cut off). Drops are silent, like a network's: the sender learns
 //! nothing, Raft retransmits. Never reorders, delays or alters what it lets through.
+//!
+//! A real partition also ends the connection (QUIC's idle timeout), which the transport
+//! reports as the peer going down; the wrapper does the same at once: the first receive
+//! after a pair involving this node is blocked (either way) yields `PeerDown` for the
+//! other node, once per partition. Healing reports nothing (the next traffic flows).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -125,6 +130,7 @@ impl FaultControl {
             inner,
             ctl: self.clone(),
             failed_snapshots: Mutex::new(Vec::new()),
+            reported_down: HashSet::new(),
         }
     }
 }
@@ -138,6 +144,8 @@ pub struct FaultTransport<T> {
     ctl: FaultControl,
     /// Snapshot streams dropped at send: reported as failed on the next receive.
     failed_snapshots: Mutex<Vec<TransportEvent>>,
+    /// Peers reported down because a pair with them is blocked (cleared when unblocked).
+    reported_down: HashSet<NodeId>,
 }
 
 impl<T> FaultTransport<T> {
@@ -149,6 +157,32 @@ impl<T> FaultTransport<T> {
     /// The rules this transport obeys.
     pub fn control(&self) -> &FaultControl {
         &self.ctl
+    }
+}
+
+impl<T> FaultTransport<T> {
+    /// A peer that a blocked pair (either way) cut off from this node and that was not
+    /// reported down yet; forgets peers whose pairs are open again.
+    fn newly_cut_off(&mut self) -> Option<NodeId> {
+        let me = self.me;
+        let r = self.ctl.lock();
+        let cut = |n: NodeId| r.blocked.contains(&(me, n)) || r.blocked.contains(&(n, me));
+        self.reported_down.retain(|&n| cut(n));
+        let node = r
+            .blocked
+            .iter()
+            .filter_map(|&(f, t)| {
+                if f == me {
+                    Some(t)
+                } else if t == me {
+                    Some(f)
+                } else {
+                    None
+                }
+            })
+            .find(|n| !self.reported_down.contains(n))?;
+        self.reported_down.insert(node);
+        Some(node)
     }
 }
 
@@ -186,6 +220,9 @@ impl<T: Transport> Transport for FaultTransport<T> {
         for _ in 0..MAX_DROPS_PER_RECV {
             if let Some(ev) = self.failed_snapshots.get_mut().unwrap_or_else(|p| p.into_inner()).pop() {
                 return Some(ev);
+            }
+            if let Some(node) = self.newly_cut_off() {
+                return Some(TransportEvent::PeerDown { node });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let ev = self.inner.recv_timeout(left)?;
@@ -252,6 +289,38 @@ mod tests {
         b.send(1, 7, &batch()).unwrap();
         assert_eq!(arrivals(&mut b), vec![1]);
         assert_eq!(arrivals(&mut a), vec![2]);
+    }
+
+    #[test]
+    fn a_partition_reports_the_peer_down_once_per_partition() {
+        let net = MemoryNetwork::new();
+        let ctl = FaultControl::new(1);
+        let mut a = ctl.wrap(net.join(1, 64));
+        let mut b = ctl.wrap(net.join(2, 64));
+        let mut c = ctl.wrap(net.join(3, 64));
+        let downs = |t: &mut FaultTransport<_>| {
+            let mut v = Vec::new();
+            while let Some(ev) = t.recv_timeout(Duration::from_millis(5)) {
+                if let TransportEvent::PeerDown { node } = ev {
+                    v.push(node);
+                }
+            }
+            v
+        };
+        assert!(downs(&mut a).is_empty());
+        ctl.isolate(2, &[1, 3]);
+        assert_eq!(downs(&mut a), vec![2]);
+        let mut seen = downs(&mut b);
+        seen.sort_unstable();
+        assert_eq!(seen, vec![1, 3]);
+        assert_eq!(downs(&mut c), vec![2]);
+        // Once per partition: nothing more while it lasts ...
+        assert!(downs(&mut a).is_empty());
+        // ... and again after healing and a new one (a one-way block counts).
+        ctl.heal();
+        assert!(downs(&mut a).is_empty());
+        ctl.block(2, 1);
+        assert_eq!(downs(&mut a), vec![2]);
     }
 
     #[test]

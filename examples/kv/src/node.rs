@@ -364,7 +364,11 @@ impl Node {
         ec.raft.heartbeat_interval_ticks = (cfg.election_ticks / 5).max(1);
         ec.read_timeout_ticks = (cfg.election_ticks * 2).max(200);
         ec.compact_entries = cfg.compact_entries;
-        let engine = Engine::open(ec, Box::new(QuicTransport::with_shared_endpoint(ep.clone(), inbox, DecodeLimits::default())), factory.clone())?;
+        let engine = Engine::open(
+            ec,
+            Box::new(QuicTransport::with_shared_endpoint(ep.clone(), inbox, DecodeLimits::default())),
+            factory.clone(),
+        )?;
         let node = Arc::new(Node {
             engine,
             cfg,
