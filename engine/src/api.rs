@@ -37,6 +37,8 @@ pub const MAX_WORKERS: usize = 256;
 pub const MIN_TICK: Duration = Duration::from_millis(1);
 /// Longest tick interval allowed.
 pub const MAX_TICK: Duration = Duration::from_secs(1);
+/// The smallest `compact_bytes` accepted.
+pub const MIN_COMPACT_BYTES: u64 = 4096;
 /// Largest `max_pending_wal_bytes` allowed (16 GiB).
 pub const MAX_PENDING_WAL_BYTES: u64 = 16 << 30;
 
@@ -93,6 +95,17 @@ pub struct EngineConfig {
     /// Applied entries past a group's compaction point that make the engine snapshot its
     /// state machine to a file and compact the group's log. Default 10,000; at least 1.
     pub compact_entries: u64,
+    /// Bytes of applied entries past a group's compaction point (payload sizes, counted
+    /// as they are applied) that make the engine snapshot and compact the group, whatever
+    /// their count. Default 64 MiB; at least 4 KiB.
+    pub compact_bytes: u64,
+    /// Live WAL segments past which the engine snapshots and compacts the groups that pin
+    /// the oldest ones ([`flotilla_wal::Wal::pinning_groups`]), so an idle group with a few
+    /// old records cannot keep old segments alive. Checked every `compact_check_ticks`;
+    /// at most 64 groups forced per worker per check. Default 16; at least 2.
+    pub max_wal_segments: usize,
+    /// Ticks between checks of `max_wal_segments`. Default 100; at least 1.
+    pub compact_check_ticks: u32,
     /// Quiesced groups each worker wakes per tick when node liveness concerns them (their
     /// leader's node went down or restarted), so a liveness blip never wakes every group
     /// at once. Default 1,024; at least 1.
@@ -119,6 +132,9 @@ impl EngineConfig {
             read_timeout_ticks: 200,
             promote_lag_max: 1000,
             compact_entries: 10_000,
+            compact_bytes: 64 << 20,
+            max_wal_segments: 16,
+            compact_check_ticks: 100,
             max_wakes_per_tick: 1024,
         }
     }
@@ -180,6 +196,15 @@ impl EngineConfig {
         }
         if self.compact_entries == 0 {
             return Err(ConfigError::ZeroCompactEntries);
+        }
+        if self.compact_bytes < MIN_COMPACT_BYTES {
+            return Err(ConfigError::CompactBytesTooSmall(self.compact_bytes));
+        }
+        if self.max_wal_segments < 2 {
+            return Err(ConfigError::MaxWalSegmentsTooSmall(self.max_wal_segments));
+        }
+        if self.compact_check_ticks == 0 {
+            return Err(ConfigError::ZeroCompactCheckTicks);
         }
         if self.max_wakes_per_tick == 0 {
             return Err(ConfigError::ZeroMaxWakesPerTick);
@@ -280,6 +305,15 @@ pub enum ConfigError {
     /// `compact_entries` is 0.
     #[error("compact_entries must be at least 1")]
     ZeroCompactEntries,
+    /// `compact_bytes` is below 4 KiB.
+    #[error("compact_bytes must be at least 4096 (got {0})")]
+    CompactBytesTooSmall(u64),
+    /// `max_wal_segments` is below 2.
+    #[error("max_wal_segments must be at least 2 (got {0})")]
+    MaxWalSegmentsTooSmall(usize),
+    /// `compact_check_ticks` is 0.
+    #[error("compact_check_ticks must be at least 1")]
+    ZeroCompactCheckTicks,
     /// `max_wakes_per_tick` is 0.
     #[error("max_wakes_per_tick must be at least 1")]
     ZeroMaxWakesPerTick,
@@ -780,6 +814,8 @@ pub struct Metrics {
     pub wal_sync_nanos_max: u64,
     /// Gauge: bytes of WAL batches submitted and not yet durable, over all workers.
     pub wal_pending_bytes: u64,
+    /// Gauge: live WAL segments (see `EngineConfig::max_wal_segments`).
+    pub wal_segments: u64,
     /// Entries applied by the state machines.
     pub applied_entries: u64,
     /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet
@@ -801,6 +837,8 @@ pub struct Metrics {
     pub net_queue_depth: u64,
     /// Snapshots taken and logs compacted.
     pub compactions: u64,
+    /// Of those, snapshots asked because the group pinned old WAL segments.
+    pub forced_compactions: u64,
     /// Snapshot streams started to followers.
     pub snapshots_sent: u64,
     /// Snapshots received and installed.
@@ -1093,6 +1131,9 @@ mod tests {
         });
         check(&|c| c.read_timeout_ticks = 1, &|e| matches!(e, ConfigError::ReadTimeoutTooShort { .. }));
         check(&|c| c.compact_entries = 0, &|e| matches!(e, ConfigError::ZeroCompactEntries));
+        check(&|c| c.compact_bytes = 4095, &|e| matches!(e, ConfigError::CompactBytesTooSmall(4095)));
+        check(&|c| c.max_wal_segments = 1, &|e| matches!(e, ConfigError::MaxWalSegmentsTooSmall(1)));
+        check(&|c| c.compact_check_ticks = 0, &|e| matches!(e, ConfigError::ZeroCompactCheckTicks));
     }
 
     #[test]

@@ -67,6 +67,8 @@ const SNAPSHOT_CHUNK: usize = 256 << 10;
 /// Replicas a worker creates from leaders' messages per tick; further messages for unknown
 /// groups are dropped until the next tick (the leader retries).
 const MAX_CREATES_PER_TICK: u32 = 64;
+/// Groups one worker snapshots per check because they pin old WAL segments.
+const MAX_FORCED_COMPACTIONS: usize = 64;
 /// Source of `Group::epoch`.
 static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// How long a worker waits for room in another worker's mailbox to hand it a group
@@ -126,6 +128,9 @@ struct PendingRead {
 pub(crate) struct Group {
     id: u64,
     raft: Raft<WalStore>,
+    /// Bytes (`Entry::size`) of entries handed to apply since the last compaction: with
+    /// `compact_bytes`, the size threshold of the compaction policy.
+    log_bytes: u64,
     /// Nodes of replicas learnt from received messages (for replicas not in the applied
     /// configuration yet, e.g. while a new replica has not applied the founding entry).
     peers: Vec<(ReplicaId, NodeId)>,
@@ -278,6 +283,7 @@ fn new_group(
         quiesced_counted: false,
         first_campaign: false,
         snapshotting: false,
+        log_bytes: 0,
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
         seen: [0; 5],
     });
@@ -1011,6 +1017,7 @@ impl Worker {
             Self::touch(touched, g);
         }
         bump_by(&self.sh.counters.raft_ticks, ticked);
+        self.compact_pinning_groups();
     }
 
     // ------------------------------------------------------------------------------
@@ -1116,6 +1123,7 @@ impl Worker {
             let dropped = drop_older_terms(g, term);
             self.waiting = self.waiting.saturating_sub(waiters.len() + dropped);
             self.apply_backlog += rd.committed_entries.len() as u64;
+            g.log_bytes += rd.committed_entries.iter().map(|e| e.size() as u64).sum::<u64>();
             let entries = rd.committed_entries;
             self.send_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries, waiters });
         }
@@ -1235,6 +1243,7 @@ impl Worker {
         }
         self.waiting = self.waiting.saturating_sub(n);
         g.raft.storage_mut().snap = meta.clone();
+        g.log_bytes = 0;
         let gid = g.id;
         self.batch.remove_group(gid);
         self.batch.set_meta(gid, &g.meta().encode());
@@ -1248,18 +1257,60 @@ impl Worker {
         Ok(())
     }
 
-    /// Asks the apply thread for a snapshot of the state machine once the log holds
-    /// `compact_entries` applied entries past the compaction point (answered in
-    /// `on_snapshot`).
+    /// The compaction policy: asks the apply thread for a snapshot of the state machine
+    /// once the log holds `compact_entries` applied entries, or `compact_bytes` of them,
+    /// past the compaction point (answered in `on_snapshot`). `force` (the WAL names the
+    /// group as pinning old segments) asks whenever anything applied is not compacted.
     fn maybe_compact(&mut self, g: &mut Group) {
+        self.compact_if(g, false);
+    }
+
+    fn compact_if(&mut self, g: &mut Group, force: bool) -> bool {
+        let cfg = self.sh.cfg.get();
         let applied = g.raft.applied();
-        if g.snapshotting
-            || applied < g.raft.storage().snap.index.saturating_add(self.sh.cfg.get().compact_entries)
-        {
-            return;
+        let snap = g.raft.storage().snap.index;
+        let due = if force {
+            applied > snap
+        } else {
+            applied >= snap.saturating_add(cfg.compact_entries)
+                || (applied > snap && g.log_bytes >= cfg.compact_bytes)
+        };
+        if g.snapshotting || !due {
+            return false;
         }
         g.snapshotting = true;
         self.send_apply(ApplyCmd::Snapshot { group: g.id, epoch: g.epoch });
+        true
+    }
+
+    /// Every `compact_check_ticks`: past `max_wal_segments` live WAL segments, snapshots
+    /// and compacts this worker's groups that pin the oldest segments (at most
+    /// [`MAX_FORCED_COMPACTIONS`] per check), so an idle group cannot hold the log's
+    /// oldest segments forever.
+    fn compact_pinning_groups(&mut self) {
+        let cfg = self.sh.cfg.get();
+        if self.ticks % u64::from(cfg.compact_check_ticks) != 0 {
+            return;
+        }
+        let live = self.sh.wal.segment_seqs().len();
+        if live <= cfg.max_wal_segments {
+            return;
+        }
+        let excess = live - cfg.max_wal_segments;
+        let mut forced = 0;
+        for pins in self.sh.wal.pinning_groups(excess) {
+            for gid in pins.groups {
+                if forced >= MAX_FORCED_COMPACTIONS {
+                    return;
+                }
+                let Some(mut g) = self.groups.remove(&gid) else { continue };
+                if self.compact_if(&mut g, true) {
+                    forced += 1;
+                    bump(&self.sh.counters.forced_compactions);
+                }
+                self.groups.insert(gid, g);
+            }
+        }
     }
 
     /// The snapshot-writer thread wrote (and fsynced) the snapshot file of `group` at
@@ -1300,6 +1351,8 @@ impl Worker {
             Err(e) => return discard(&e.to_string()),
         }
         g.raft.storage_mut().snap = meta.clone();
+        // Approximate: entries applied while the snapshot was written count as compacted.
+        g.log_bytes = 0;
         self.batch.set_meta(group, &g.meta().encode());
         self.batch.compact_to(group, meta.index + 1);
         self.prune.push((group, replica, meta.index));
