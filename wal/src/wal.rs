@@ -259,6 +259,16 @@ impl Wal {
         rrx.recv().map_err(|_| WriteError::Shutdown)
     }
 
+    /// Asks the writer for a compaction pass (as [`Wal::maintain`]) without waiting for it:
+    /// dead segments are otherwise freed only when the writer moves to a new segment, which
+    /// an idle log never does.
+    pub fn request_maintain(&self) -> Result<(), WriteError> {
+        let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
+        // The report is dropped: nobody waits for it.
+        let (rtx, _) = bounded(1);
+        tx.send(Cmd::Maintain(rtx)).map_err(|_| WriteError::Shutdown)
+    }
+
     /// Whether writes are refused after an I/O failure.
     pub fn is_poisoned(&self) -> bool {
         self.shared.is_poisoned()

@@ -1298,18 +1298,26 @@ impl Worker {
         }
         let excess = live - cfg.max_wal_segments;
         let mut forced = 0;
+        let mut busy = false;
         for pins in self.sh.wal.pinning_groups(excess) {
             for gid in pins.groups {
                 if forced >= MAX_FORCED_COMPACTIONS {
                     return;
                 }
                 let Some(mut g) = self.groups.remove(&gid) else { continue };
+                busy |= g.snapshotting;
                 if self.compact_if(&mut g, true) {
                     forced += 1;
                     bump(&self.sh.counters.forced_compactions);
                 }
                 self.groups.insert(gid, g);
             }
+        }
+        if forced == 0 && !busy {
+            // This worker's pinning groups are compacted: what still holds the segments
+            // is dead records (freed by a compaction pass, which otherwise runs only when
+            // the writer moves to a new segment) or other workers' groups.
+            let _ = self.sh.wal.request_maintain();
         }
     }
 
