@@ -957,6 +957,13 @@ impl Engine {
         members: &[NodeId],
         state_machine: Box<dyn StateMachine>,
     ) -> Result<(), CreateGroupError> {
+        let (conf, replica) = self.founding(members)?;
+        self.rt.create_group(group, replica, conf, state_machine, None).wait()
+    }
+
+    /// The founding configuration of a new group (`members` as voters, replica ids 1..)
+    /// and this node's replica id in it.
+    fn founding(&self, members: &[NodeId]) -> Result<(ConfState, u64), CreateGroupError> {
         if members.is_empty() {
             return Err(CreateGroupError::NoMembers);
         }
@@ -971,7 +978,7 @@ impl Engine {
         };
         let conf =
             ConfState::with_voters(members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)));
-        self.rt.create_group(group, pos as u64 + 1, conf, state_machine, None).wait()
+        Ok((conf, pos as u64 + 1))
     }
 
     /// Like [`Engine::create_group`], with a designated first leader: the replica on
@@ -988,26 +995,13 @@ impl Engine {
         first_leader: NodeId,
         state_machine: Box<dyn StateMachine>,
     ) -> Result<(), CreateGroupError> {
-        if members.is_empty() {
-            return Err(CreateGroupError::NoMembers);
-        }
+        let (conf, replica) = self.founding(members)?;
         if !members.contains(&first_leader) {
             // The designated leader must be one of the members.
             return Err(CreateGroupError::NotAMember);
         }
-        for (i, n) in members.iter().enumerate() {
-            if members[..i].contains(n) {
-                return Err(CreateGroupError::DuplicateMember(*n));
-            }
-        }
-        let me = self.node_id();
-        let Some(pos) = members.iter().position(|&n| n == me) else {
-            return Err(CreateGroupError::NotAMember);
-        };
-        let conf =
-            ConfState::with_voters(members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)));
-        let first = Some(me == first_leader);
-        self.rt.create_group(group, pos as u64 + 1, conf, state_machine, first).wait()
+        let first = Some(self.node_id() == first_leader);
+        self.rt.create_group(group, replica, conf, state_machine, first).wait()
     }
 
     /// Removes this node's replica of `group` without a membership change (use it when the

@@ -157,25 +157,15 @@ pub fn config(id: NodeId, dir: PathBuf, compact_entries: u64) -> EngineConfig {
 impl Cluster {
     /// `n` engines (node ids 1..=n) over one in-memory network.
     pub fn new(n: u64, compact_entries: u64) -> Cluster {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut c = Cluster {
-            net: MemoryNetwork::new(),
-            fault: Default::default(),
-            tick: Duration::from_millis(5),
-            quic: None,
-            nodes: Vec::new(),
-            compact_entries,
-            tweak: None,
-            _tmp: tmp,
-        };
-        for id in 1..=n {
-            c.add_node(id);
-        }
-        c
+        Cluster::in_memory(n, compact_entries, None)
     }
 
     /// `n` engines over the in-memory network, each configuration adjusted by `tweak`.
     pub fn new_tweaked(n: u64, compact_entries: u64, tweak: fn(&mut EngineConfig)) -> Cluster {
+        Cluster::in_memory(n, compact_entries, Some(tweak))
+    }
+
+    fn in_memory(n: u64, compact_entries: u64, tweak: Option<fn(&mut EngineConfig)>) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let mut c = Cluster {
             net: MemoryNetwork::new(),
@@ -184,7 +174,7 @@ impl Cluster {
             quic: None,
             nodes: Vec::new(),
             compact_entries,
-            tweak: Some(tweak),
+            tweak,
             _tmp: tmp,
         };
         for id in 1..=n {
