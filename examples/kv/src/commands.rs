@@ -164,8 +164,10 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
                 Started::Forward(to, k) => match replies.get_mut(&to).and_then(|r| r.get_mut(k)) {
                     Some(o) => match std::mem::replace(o, Outcome::Redirect(None)) {
                         Outcome::Done(v) | Outcome::Fail(v) => v,
+                        // Refused there before any append: run it again the slow way.
                         _ => node.exec(op),
                     },
+                    // Every op sent has an outcome; an op never sent may run.
                     None => node.exec(op),
                 },
                 st => finish(node, op, local, st),
@@ -181,17 +183,24 @@ fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
     let budget = node.config().retry_budget + Duration::from_secs(3);
     // Not done here after all: forwarded ops answer from this node only.
     let again = |op: Op| if local { node.exec_local(&op).to_value() } else { node.exec(op) };
+    // A forwarded op's answer is read back by the forwarding node (see `crate::outcome`).
+    let answer = |o: Outcome| match o {
+        o if local => o.to_value(),
+        Outcome::Done(v) | Outcome::Fail(v) => v,
+        o => o.to_value(),
+    };
     match (st, &op) {
         (Started::Write(p), _) => match p.wait_timeout(budget) {
             Ok(r) => match Node::proposal_outcome(r) {
-                Outcome::Done(v) | Outcome::Fail(v) => v,
-                // Known not applied (refused or dropped): run it again the slow way.
-                _ => again(op),
+                // Known never applied (refused before the append, or dropped): run it again
+                // the slow way.
+                o if o.retryable() => again(op),
+                o => answer(o),
             },
-            Err(_) => indeterminate("not applied in time"),
+            Err(_) => answer(Outcome::Fail(indeterminate("not applied in time"))),
         },
         (Started::Read(b), Op::Read { group, q }) => match b.wait_timeout(budget) {
-            Ok(Ok(_)) => node.read_local(*group, q),
+            Ok(Ok(_)) => answer(Outcome::Done(node.read_local(*group, q))),
             _ => again(op),
         },
         _ => again(op),

@@ -4,7 +4,8 @@
 //! - [`config`]: the node's TOML configuration and its validation.
 //! - [`resp`]: RESP framing; [`client`]: a blocking RESP client.
 //! - [`sm`]: the shard and meta state machines.
-//! - [`node`]: the engine, bootstrap, routing and retries; [`commands`]: command syntax;
+//! - [`node`]: the engine, bootstrap, routing and retries; [`outcome`]: which failures are
+//!   retried and which are INDETERMINATE; [`commands`]: command syntax;
 //!   [`server`]: the mio client port.
 //! - [`linearizability`]: the history checker of the chaos test.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod linearizability;
 pub mod node;
+pub mod outcome;
 pub mod resp;
 pub mod server;
 pub mod sm;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla_engine::api::{
-    Engine, EngineConfig, MembershipChange, MembershipError, OpenError, ProposeError, ReadError,
+    Engine, EngineConfig, MembershipChange, OpenError, ProposeError,
     StateMachineFactory, TransferError,
 };
 use flotilla_engine::raft::Role;
@@ -30,6 +30,8 @@ use thiserror::Error;
 
 use crate::client::{Client, ClientError};
 use crate::config::ValidNodeConfig;
+pub use crate::outcome::{indeterminate, Outcome};
+use crate::outcome::{forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, Stage};
 use crate::resp::{parse_value, Value};
 use crate::sm::{
     read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo, ShardData,
@@ -136,7 +138,7 @@ impl Op {
     }
 
     /// Whether re-running it after an unknown outcome could apply it twice.
-    fn mutates(&self) -> bool {
+    pub fn mutates(&self) -> bool {
         matches!(self, Op::Write { .. } | Op::Member { .. })
     }
 
@@ -208,53 +210,6 @@ impl Op {
             _ => return None,
         })
     }
-}
-
-/// What one attempt at an operation gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done: the reply (which may be an application error such as INCR on a string).
-    Done(Value),
-    /// Not done here: try the hinted node (or any, if none).
-    Redirect(Option<u64>),
-    /// Not done: try again shortly (at the hinted node, if any).
-    Retry(String, Option<u64>),
-    /// Final failure (including an unknown outcome): the reply to give.
-    Fail(Value),
-}
-
-impl Outcome {
-    /// The reply `FLOTILLA.LOCAL` gives for it.
-    pub fn to_value(self) -> Value {
-        match self {
-            Outcome::Done(v) | Outcome::Fail(v) => v,
-            Outcome::Redirect(h) => Value::err(format!("FLOTILLA.REDIRECT {}", h.unwrap_or(0))),
-            Outcome::Retry(why, h) => Value::err(format!("FLOTILLA.RETRY {} {why}", h.unwrap_or(0))),
-        }
-    }
-
-    /// Reads a `FLOTILLA.LOCAL` reply back.
-    pub fn from_value(v: Value) -> Outcome {
-        if let Value::Error(e) = &v {
-            let hint = |s: &str| s.split(' ').next().and_then(|h| h.parse::<u64>().ok()).filter(|&h| h != 0);
-            if let Some(rest) = e.strip_prefix("FLOTILLA.REDIRECT ") {
-                return Outcome::Redirect(hint(rest));
-            }
-            if let Some(rest) = e.strip_prefix("FLOTILLA.RETRY ") {
-                let why = rest.split_once(' ').map(|x| x.1).unwrap_or("").to_string();
-                return Outcome::Retry(why, hint(rest));
-            }
-            if e.starts_with("INDETERMINATE") {
-                return Outcome::Fail(v);
-            }
-        }
-        Outcome::Done(v)
-    }
-}
-
-/// The error given for an operation whose outcome cannot be known.
-pub fn indeterminate(why: &str) -> Value {
-    Value::err(format!("INDETERMINATE outcome unknown: the write may or may not have been applied ({why})"))
 }
 
 /// Status of one replica on a node (the admin tools read it as JSON).
@@ -520,14 +475,14 @@ impl Node {
         self.engine.propose(group, Bytes::from(cmd))
     }
 
-    /// The outcome of a proposal's result.
+    /// The outcome of a submitted proposal's result.
     pub fn proposal_outcome(r: Result<Bytes, ProposeError>) -> Outcome {
         match r {
             Ok(b) => match parse_value(&b, usize::MAX >> 1, 16) {
                 Ok(Some((v, _))) => Outcome::Done(v),
                 _ => Outcome::Done(Value::ok()),
             },
-            Err(e) => propose_err(e),
+            Err(e) => propose_outcome(Stage::Waited, e),
         }
     }
 
@@ -536,17 +491,17 @@ impl Node {
         let budget = self.cfg.retry_budget;
         match op {
             Op::Write { group, cmd } => match self.propose(*group, cmd.clone()) {
-                Err(e) => propose_err(e),
+                Err(e) => propose_outcome(Stage::Submit, e),
                 Ok(p) => match p.wait_timeout(budget + Duration::from_secs(3)) {
                     Ok(r) => Node::proposal_outcome(r),
                     Err(_) => Outcome::Fail(indeterminate("not applied in time")),
                 },
             },
             Op::Read { group, q } => match self.engine.read_index(*group) {
-                Err(e) => read_err(e),
+                Err(e) => read_outcome(e),
                 Ok(b) => match b.wait_timeout(budget) {
                     Ok(Ok(_)) => Outcome::Done(self.read_local(*group, q)),
-                    Ok(Err(e)) => read_err(e),
+                    Ok(Err(e)) => read_outcome(e),
                     Err(_) => Outcome::Retry("read not confirmed in time".into(), None),
                 },
             },
@@ -558,10 +513,10 @@ impl Node {
                     Member::Remove(n) => MembershipChange::Remove(n),
                 };
                 match self.engine.change_membership(*group, ch) {
-                    Err(e) => member_err(e),
+                    Err(e) => member_outcome(Stage::Submit, e),
                     Ok(p) => match p.wait_timeout(budget + Duration::from_secs(3)) {
                         Ok(Ok(())) => Outcome::Done(Value::ok()),
-                        Ok(Err(e)) => member_err(e),
+                        Ok(Err(e)) => member_outcome(Stage::Waited, e),
                         Err(_) => Outcome::Fail(indeterminate("membership change not applied in time")),
                     },
                 }
@@ -668,29 +623,14 @@ impl Node {
 
     /// One attempt at `op` on node `to` over its client port.
     fn forward(&self, to: u64, op: &Op) -> Outcome {
-        let Some(addr) = self.directory().get(&to).map(|i| i.client.clone()) else {
-            return Outcome::Retry(format!("address of node {to} unknown"), None);
-        };
-        let pooled = self.pooled(to);
-        let mut c = match pooled {
-            Some(c) => c,
-            None => match self.connect(&addr) {
-                Ok(c) => c,
-                Err(e) => return Outcome::Retry(format!("node {to}: {e}"), None),
-            },
-        };
-        match c.call(&op.to_args()) {
-            Ok(v) => {
-                lock(&self.pool).entry(to).or_default().push(c);
-                Outcome::from_value(v)
-            }
-            Err(e) if op.mutates() => Outcome::Fail(indeterminate(&format!("forwarded to node {to}: {e}"))),
-            Err(e) => Outcome::Retry(format!("node {to}: {e}"), None),
-        }
+        self.forward_batch(to, std::slice::from_ref(op))
+            .pop()
+            .unwrap_or_else(|| Outcome::Retry(format!("node {to}: no reply"), None))
     }
 
     /// Runs `ops` at node `to` pipelined on one connection (`FLOTILLA.LOCAL` each, executed
-    /// there in order); one outcome per op. Nothing sent: every outcome is a retry.
+    /// there in order); one outcome per op. Nothing sent: every outcome is a retry. Sent
+    /// and the connection broke before a reply: that write's outcome is unknown.
     pub fn forward_batch(&self, to: u64, ops: &[Op]) -> Vec<Outcome> {
         let not_sent =
             |why: String| ops.iter().map(|_| Outcome::Retry(why.clone(), None)).collect::<Vec<_>>();
@@ -702,33 +642,11 @@ impl Node {
             Some(c) => c,
             None => match self.connect(&addr) {
                 Ok(c) => c,
-                Err(e) => return not_sent(format!("node {to}: {e}")),
+                Err(e) => return ops.iter().map(|op| forward_failure(op.mutates(), false, to, &e)).collect(),
             },
         };
-        let mut buf = Vec::new();
-        for op in ops {
-            crate::resp::encode_command(&op.to_args(), &mut buf);
-        }
-        let mut out = Vec::with_capacity(ops.len());
-        let mut failed = c.send_raw(&buf).err().map(|e| e.to_string());
-        for op in ops {
-            if failed.is_none() {
-                match c.read_reply() {
-                    Ok(v) => {
-                        out.push(Outcome::from_value(v));
-                        continue;
-                    }
-                    Err(e) => failed = Some(e.to_string()),
-                }
-            }
-            let why = format!("forwarded to node {to}: {}", failed.as_deref().unwrap_or(""));
-            out.push(if op.mutates() {
-                Outcome::Fail(indeterminate(&why))
-            } else {
-                Outcome::Retry(why, None)
-            });
-        }
-        if failed.is_none() {
+        let (out, reusable) = exchange(&mut c, to, ops);
+        if reusable {
             lock(&self.pool).entry(to).or_default().push(c);
         }
         out
@@ -778,48 +696,124 @@ impl Node {
     }
 }
 
-fn propose_err(e: ProposeError) -> Outcome {
-    match e {
-        ProposeError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
-        ProposeError::TransferInProgress { to } => {
-            Outcome::Retry("leadership transfer in progress".into(), to)
+/// Sends `ops` to node `to` on `c` (pipelined) and reads one reply each; one outcome per
+/// op, and whether the connection can be reused. Once anything was written, a failure
+/// leaves every write not yet answered with an unknown outcome: it is never sent again.
+pub(crate) fn exchange(c: &mut Client, to: u64, ops: &[Op]) -> (Vec<Outcome>, bool) {
+    let mut buf = Vec::new();
+    for op in ops {
+        crate::resp::encode_command(&op.to_args(), &mut buf);
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    // A failed write may have sent part (or all) of the requests.
+    let mut failed: Option<ClientError> = c.send_raw(&buf).err();
+    for op in ops {
+        if failed.is_none() {
+            match c.read_reply() {
+                Ok(v) => {
+                    out.push(forwarded_reply(op.mutates(), to, v));
+                    continue;
+                }
+                Err(e) => failed = Some(e),
+            }
         }
-        ProposeError::GroupNotFound(_) => Outcome::Redirect(None),
-        ProposeError::Busy(r) => Outcome::Retry(format!("busy: {r:?}"), None),
-        ProposeError::Dropped => Outcome::Retry("dropped by a leader change".into(), None),
-        ProposeError::Indeterminate => {
-            Outcome::Fail(indeterminate("leader changed or shut down after append"))
-        }
-        e @ ProposeError::TooLarge { .. } => Outcome::Fail(Value::err(format!("ERR {e}"))),
-        e @ (ProposeError::StorageFailed | ProposeError::Shutdown) => {
-            Outcome::Fail(Value::err(format!("ERR node unavailable: {e}")))
+        if let Some(e) = &failed {
+            out.push(forward_failure(op.mutates(), true, to, e));
         }
     }
+    (out, failed.is_none())
 }
 
-fn read_err(e: ReadError) -> Outcome {
-    match e {
-        ReadError::NotLeader { .. } => Outcome::Retry("no leader to confirm the read".into(), None),
-        ReadError::GroupNotFound(_) => Outcome::Redirect(None),
-        ReadError::Busy => Outcome::Retry("busy".into(), None),
-        ReadError::Timeout => Outcome::Retry("read not confirmed in time".into(), None),
-        e @ (ReadError::StorageFailed | ReadError::Shutdown) => {
-            Outcome::Fail(Value::err(format!("ERR node unavailable: {e}")))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    fn write(n: u8) -> Op {
+        Op::Write { group: 1000, cmd: vec![n] }
+    }
+
+    /// A fake leader's node on loopback: reads until it has seen `requests` complete
+    /// commands, answers the first `answers` of them with `:1`, then closes. Returns its
+    /// address and a handle giving the number of commands it received.
+    fn fake_leader(requests: usize, answers: usize) -> (String, std::thread::JoinHandle<usize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (mut buf, mut seen) = (Vec::new(), 0usize);
+            let mut chunk = [0u8; 4096];
+            let limits = crate::resp::Limits { max_request: 1 << 20, max_args: 64 };
+            while seen < requests {
+                let n = s.read(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Ok(Some((_, used))) = crate::resp::parse_command(&buf, limits) {
+                    buf.drain(..used);
+                    seen += 1;
+                }
+            }
+            for _ in 0..answers {
+                s.write_all(b":1\r\n").unwrap();
+            }
+            seen
+        });
+        (addr, h)
+    }
+
+    /// The leader's node reads a forwarded write and closes without replying: the outcome
+    /// is unknown (INDETERMINATE, never a retry), and it was sent exactly once.
+    #[test]
+    fn forwarded_write_whose_reply_is_lost_is_indeterminate() {
+        let (addr, h) = fake_leader(1, 0);
+        let mut c = Client::connect(&addr, Duration::from_secs(5)).unwrap();
+        let (out, reusable) = exchange(&mut c, 2, &[write(1)]);
+        assert!(!reusable);
+        assert_eq!(h.join().unwrap(), 1, "sent once");
+        match &out[..] {
+            [Outcome::Fail(Value::Error(e))] => assert!(e.starts_with("INDETERMINATE"), "{e}"),
+            o => panic!("a lost forwarded write must be INDETERMINATE, got {o:?}"),
         }
     }
-}
 
-fn member_err(e: MembershipError) -> Outcome {
-    match e {
-        MembershipError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
-        MembershipError::GroupNotFound(_) => Outcome::Redirect(None),
-        e @ (MembershipError::ChangePending
-        | MembershipError::LeaderNotReady
-        | MembershipError::TransferInProgress
-        | MembershipError::LearnerNotCaughtUp { .. }
-        | MembershipError::Busy
-        | MembershipError::Dropped) => Outcome::Retry(e.to_string(), None),
-        MembershipError::Indeterminate => Outcome::Fail(indeterminate("membership change")),
-        e => Outcome::Fail(Value::err(format!("ERR {e}"))),
+    /// Pipelined: the first reply arrives, then the connection breaks; every later write is
+    /// INDETERMINATE and every later read may be retried.
+    #[test]
+    fn forwarded_batch_broken_midway_leaves_later_writes_indeterminate() {
+        let (addr, h) = fake_leader(3, 1);
+        let mut c = Client::connect(&addr, Duration::from_secs(5)).unwrap();
+        let read = Op::Read { group: 1000, q: ReadQ::Count };
+        let (out, reusable) = exchange(&mut c, 2, &[write(1), write(2), read]);
+        assert!(!reusable);
+        assert_eq!(h.join().unwrap(), 3);
+        assert_eq!(out[0], Outcome::Done(Value::Int(1)));
+        assert!(matches!(&out[1], Outcome::Fail(Value::Error(e)) if e.starts_with("INDETERMINATE")), "{:?}", out[1]);
+        assert!(out[2].retryable(), "{:?}", out[2]);
+    }
+
+    /// Nothing listens: nothing was sent, so the write may be retried elsewhere.
+    #[test]
+    fn forwarding_that_cannot_connect_is_a_retry() {
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let e = Client::connect(&addr, Duration::from_secs(1)).unwrap_err();
+        assert!(forward_failure(true, false, 2, &e).retryable());
+    }
+
+    #[test]
+    fn local_op_arguments_round_trip() {
+        for op in [
+            write(7),
+            Op::Read { group: 1001, q: ReadQ::MGet(vec![b"a".to_vec(), b"b".to_vec()]) },
+            Op::Member { group: 1, change: Member::Remove(4) },
+            Op::Transfer { group: 1002, to: 3 },
+        ] {
+            assert_eq!(Op::from_args(&op.to_args()[1..]), Some(op.clone()));
+        }
+        assert!(write(1).mutates() && Op::Member { group: 1, change: Member::AddLearner(2) }.mutates());
+        assert!(!Op::Transfer { group: 1, to: 2 }.mutates());
     }
 }

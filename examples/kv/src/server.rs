@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::commands::{run_batch, Session};
 use crate::node::Node;
+use crate::outcome::indeterminate;
 use crate::resp::{parse_command, Limits, Value};
 
 const LISTENER: Token = Token(0);
@@ -74,12 +75,13 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         let rx: Receiver<Job> = rx;
         threads.push(std::thread::Builder::new().name(format!("kv-exec-{i}")).spawn(move || {
             while let Ok(mut job) = rx.recv() {
-                // A bug in a command must not take the connection's replies with it.
+                // A bug in a command must not take the connection's replies with it. Its
+                // writes may have been proposed: their outcome is unknown.
                 let n = job.cmds.len();
                 let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run_batch(&node, &job.cmds, &mut job.sess)
                 }))
-                .unwrap_or_else(|_| vec![Value::err("ERR internal error"); n]);
+                .unwrap_or_else(|_| vec![indeterminate("internal error"); n]);
                 if tx.send(Done { token: job.token, replies, sess: job.sess }).is_err() {
                     return;
                 }

@@ -1,8 +1,11 @@
 //! Chaos: under a write load from several clients, SIGKILL the leader node of a shard,
 //! transfer leaders, add and remove a node, restart the killed node; then every
-//! acknowledged write is readable through every node, and the recorded history of
+//! acknowledged write is readable through every node, the recorded history of
 //! SET / GET / INCR on a few keys is linearizable (operations with an unknown outcome count
-//! as possibly applied).
+//! as possibly applied), and counters only ever INCRed are exact: every acknowledged INCR
+//! reply is distinct, and each counter's final value lies between its acknowledged INCRs
+//! and its acknowledged plus unknown ones (`INDETERMINATE` or a lost connection), so a write
+//! the server re-proposed after it may have been appended is caught.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,12 +19,46 @@ use common::Cluster;
 use flotilla_kv::linearizability::{check, Kind, Op};
 
 const KEYS: u32 = 3;
+/// Counters per shard.
+const COUNTERS_PER_SHARD: usize = 2;
+const SHARDS: u32 = 3;
+
+/// What the clients saw of one counter's INCRs.
+#[derive(Debug, Default)]
+struct Counter {
+    /// Replies of acknowledged INCRs.
+    acked: Vec<i64>,
+    /// INCRs whose outcome is unknown: answered INDETERMINATE, or the connection failed.
+    unknown: u64,
+    /// INCRs refused with another error (TRYAGAIN, ...): known not applied.
+    refused: u64,
+}
+
+/// Counter names: `COUNTERS_PER_SHARD` on each shard, so the killed leader's shard has some.
+fn counter_names() -> Vec<String> {
+    let mut per_shard = vec![0usize; SHARDS as usize];
+    let mut names = Vec::new();
+    for i in 0..10_000 {
+        let name = format!("ctr{i}");
+        let s = flotilla_kv::sm::shard_of(name.as_bytes(), SHARDS) as usize;
+        if per_shard[s] < COUNTERS_PER_SHARD {
+            per_shard[s] += 1;
+            names.push(name);
+        }
+        if names.len() == COUNTERS_PER_SHARD * SHARDS as usize {
+            break;
+        }
+    }
+    names
+}
 
 struct Shared {
     addrs: Vec<String>,
     start: Instant,
     history: Mutex<Vec<Op>>,
     acked: Mutex<Vec<(String, String)>>,
+    counters: Vec<String>,
+    incrs: Mutex<Vec<Counter>>,
     stop: AtomicBool,
 }
 
@@ -84,12 +121,30 @@ fn client(id: u64, sh: Arc<Shared>) {
                 con = None;
             }
         }
+        // An INCR of a counter nothing else writes.
+        if let Some(c) = con.as_mut() {
+            let n = (next() % sh.counters.len() as u64) as usize;
+            let r = redis::cmd("INCR").arg(&sh.counters[n]).query::<i64>(c);
+            let mut incrs = sh.incrs.lock().unwrap();
+            match r {
+                Ok(v) => incrs[n].acked.push(v),
+                Err(e) => {
+                    // A reply other than INDETERMINATE is a refusal (nothing applied); no
+                    // reply at all (I/O error, timeout) leaves the outcome unknown.
+                    match e.code() {
+                        Some(code) if code != "INDETERMINATE" => incrs[n].refused += 1,
+                        _ => incrs[n].unknown += 1,
+                    }
+                    con = None;
+                }
+            }
+        }
     }
 }
 
 #[test]
 fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
-    let mut c = Cluster::new(None, "shards = 3\ncompact_entries = 200");
+    let mut c = Cluster::new(None, &format!("shards = {SHARDS}\ncompact_entries = 200"));
     let seed = c.start(1, true);
     c.wait_writable(1, "w");
     for id in [2, 3] {
@@ -106,6 +161,8 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
         start: Instant::now(),
         history: Mutex::new(Vec::new()),
         acked: Mutex::new(Vec::new()),
+        counters: counter_names(),
+        incrs: Mutex::new((0..COUNTERS_PER_SHARD * SHARDS as usize).map(|_| Counter::default()).collect()),
         stop: AtomicBool::new(false),
     });
     let clients: Vec<_> = (1..=4)
@@ -159,8 +216,34 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
             }
         }
     }
+    // Counters are exact: no acknowledged INCR reply twice, and the final value counts every
+    // acknowledged INCR and at most the unknown ones besides.
+    let incrs = std::mem::take(&mut *sh.incrs.lock().unwrap());
+    let mut con = c.redis(1);
+    let (mut total_acked, mut total_unknown, mut total_refused) = (0, 0, 0);
+    for (name, ctr) in sh.counters.iter().zip(&incrs) {
+        let fin: Option<i64> = redis::cmd("GET").arg(name).query(&mut con).unwrap();
+        let fin = fin.unwrap_or(0);
+        let mut replies = ctr.acked.clone();
+        replies.sort_unstable();
+        let distinct = replies.windows(2).all(|w| w[0] != w[1]);
+        assert!(distinct, "counter {name}: an acknowledged INCR reply repeats: {replies:?}");
+        let (lo, hi) = (ctr.acked.len() as i64, ctr.acked.len() as i64 + ctr.unknown as i64);
+        assert!(
+            (lo..=hi).contains(&fin) && replies.last().map_or(true, |&m| m <= fin),
+            "counter {name}: final value {fin} outside [{lo} acknowledged, {hi} acknowledged + unknown] \
+             (max reply {:?}, {} refused): an INCR applied twice or an acknowledged one lost",
+            replies.last(),
+            ctr.refused
+        );
+        total_acked += ctr.acked.len();
+        total_unknown += ctr.unknown;
+        total_refused += ctr.refused;
+    }
+    assert!(total_acked > 50, "counter load ran: {total_acked} acknowledged INCRs");
     eprintln!(
-        "chaos: {} operations ({} with unknown outcome), {} acknowledged writes, victim node {victim}",
+        "chaos: {} operations ({} with unknown outcome), {} acknowledged writes, victim node {victim}; \
+         counters: {total_acked} acknowledged INCRs, {total_unknown} unknown, {total_refused} refused",
         history.len(),
         history.len() - known,
         acked.len()

@@ -149,6 +149,58 @@ fn bootstrap_then_add_two_nodes_reads_writes_forwarding_pipelining() {
     assert!(info.contains("node_id:1") && info.contains("known_nodes:3"), "{info}");
 }
 
+/// A forwarded write whose connection to the leader's node broke after the request was
+/// written is answered INDETERMINATE and never sent again: node 2 leads the counter's shard
+/// and is frozen (SIGSTOP) before node 1 forwards an INCR to it, then killed while node 1
+/// waits for the reply. Node 2 never read the request, so the counter stays 0; a server
+/// that re-sent the write to the next leader would answer it OK (or TRYAGAIN) instead.
+#[test]
+fn forwarded_write_whose_reply_is_lost_is_indeterminate_and_not_resent() {
+    // Long election timeouts: node 1 must still see node 2 as the leader when it forwards.
+    let mut c = Cluster::new(None, "shards = 2\nelection_ticks = 100");
+    let seed = c.start(1, true);
+    c.wait_writable(1, "warmup");
+    for id in [2, 3] {
+        c.start(id, false);
+        c.admin().add_server(&seed, &c.addr(id), 3).unwrap();
+    }
+    let key = "lost-reply";
+    let group = flotilla_kv::sm::shard_group(flotilla_kv::sm::shard_of(key.as_bytes(), 2));
+    let admin = c.admin();
+    admin.transfer(&seed, group, 2).unwrap();
+    // Node 1 knows node 2 leads (a forwarded write succeeds) and holds a connection to it.
+    let mut con = c.redis(1);
+    let v: i64 = redis::cmd("INCR").arg(key).query(&mut con).unwrap();
+    assert_eq!(v, 1);
+    let st = admin.node_status(&c.addr(1)).unwrap();
+    let r = st.replicas.iter().find(|r| r.group == group).unwrap();
+    assert_eq!(r.leader, Some(2), "node 1 routes group {group} to node 2");
+
+    let pid = c.nodes[&2].child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, pid.as_str()]).status().unwrap().success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let incr = std::thread::spawn(move || redis::cmd("INCR").arg(key).query::<i64>(&mut con));
+    // Node 1 has written the forwarded request into the frozen node's socket by now.
+    std::thread::sleep(Duration::from_millis(300));
+    c.kill(2);
+    let err = incr.join().unwrap().unwrap_err();
+    assert_eq!(err.code(), Some("INDETERMINATE"), "a lost forwarded reply must be INDETERMINATE: {err}");
+    // Nodes 1 and 3 elect a leader; the frozen node never read the request: still 1.
+    let mut con = c.redis(3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        match redis::cmd("GET").arg(key).query::<i64>(&mut con) {
+            Ok(v) => break v,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "no leader after the kill: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(v, 1, "the write answered INDETERMINATE was not applied, nor re-sent");
+}
+
 fn raw(addr: &str, send: &[u8]) -> Vec<u8> {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

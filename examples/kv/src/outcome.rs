@@ -1,0 +1,358 @@
+//! What one attempt at an operation gave, and the retry rule: which failures the server may
+//! run again and which it must answer `INDETERMINATE`.
+//!
+//! Owns the classification of every engine error ([`ProposeError`], [`MembershipError`],
+//! [`ReadError`]) and of every way a forwarded operation can fail, and the reply format of
+//! `FLOTILLA.LOCAL`. The rule for writes (proposals and membership changes): an attempt is
+//! retried only when it was refused before anything could have been appended (not leader,
+//! busy, leadership transfer in progress, group not here, or `Dropped`, which the engine
+//! reports only once another entry is committed at its index). Everything else that may
+//! have been appended (the engine's `Indeterminate`, storage failure or shutdown after the
+//! proposal was handed to the engine, no result in time, a forwarding connection that broke
+//! after the request was written, an error from the leader's node that is not a known
+//! refusal or result) is answered `-INDETERMINATE ...` and never run again, so an
+//! acknowledged or unknown INCR is never applied twice. Reads and transfers change nothing
+//! and may always be retried. Never runs, sends or waits for anything itself.
+
+use flotilla_engine::api::{MembershipError, ProposeError, ReadError};
+
+use crate::client::ClientError;
+use crate::resp::Value;
+
+/// Prefix of a `FLOTILLA.LOCAL` error reply that is the operation's known final answer
+/// (a state machine's error result, or a refusal made before anything was appended); the
+/// forwarding node strips it and passes the error on. Any other error reply to a
+/// forwarded write is an unknown outcome.
+pub const FINAL_ERR: &str = "FLOTILLA.ERR ";
+
+/// What one attempt at an operation gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: the reply (which may be an application error such as INCR on a string).
+    Done(Value),
+    /// Not done here (refused before any append): try the hinted node (or any, if none).
+    Redirect(Option<u64>),
+    /// Not done (refused before any append): try again shortly (at the hinted node, if any).
+    Retry(String, Option<u64>),
+    /// Final failure (a refusal known not applied, or an unknown outcome): the reply to give.
+    Fail(Value),
+}
+
+impl Outcome {
+    /// Whether running the operation again is allowed: nothing of this attempt can apply.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Outcome::Redirect(_) | Outcome::Retry(..))
+    }
+
+    /// The reply `FLOTILLA.LOCAL` gives for it: refusals as `-FLOTILLA.REDIRECT` /
+    /// `-FLOTILLA.RETRY`, known error answers tagged with [`FINAL_ERR`], unknown outcomes
+    /// as `-INDETERMINATE ...`, values as they are.
+    pub fn to_value(self) -> Value {
+        match self {
+            Outcome::Done(Value::Error(e)) | Outcome::Fail(Value::Error(e)) if !is_indeterminate(&e) => {
+                Value::Error(format!("{FINAL_ERR}{e}"))
+            }
+            Outcome::Done(v) | Outcome::Fail(v) => v,
+            Outcome::Redirect(h) => Value::err(format!("FLOTILLA.REDIRECT {}", h.unwrap_or(0))),
+            Outcome::Retry(why, h) => Value::err(format!("FLOTILLA.RETRY {} {why}", h.unwrap_or(0))),
+        }
+    }
+}
+
+/// Whether an error reply is an unknown outcome.
+pub fn is_indeterminate(e: &str) -> bool {
+    e.starts_with("INDETERMINATE")
+}
+
+/// The error given for an operation whose outcome cannot be known.
+pub fn indeterminate(why: &str) -> Value {
+    Value::err(format!("INDETERMINATE outcome unknown: the write may or may not have been applied ({why})"))
+}
+
+/// Where an engine error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Returned by the call that hands the operation to the engine: nothing was submitted.
+    Submit,
+    /// The result of a submitted operation: it may have been appended unless the error
+    /// says it was refused before.
+    Waited,
+}
+
+/// The outcome of a proposal's error.
+pub fn propose_outcome(stage: Stage, e: ProposeError) -> Outcome {
+    match e {
+        ProposeError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
+        ProposeError::TransferInProgress { to } => {
+            Outcome::Retry("leadership transfer in progress".into(), to)
+        }
+        ProposeError::GroupNotFound(_) => Outcome::Redirect(None),
+        ProposeError::Busy(r) => Outcome::Retry(format!("busy: {r:?}"), None),
+        // Only once another entry is committed at its index: it can never apply.
+        ProposeError::Dropped => Outcome::Retry("dropped: another entry committed at its index".into(), None),
+        e @ ProposeError::TooLarge { .. } => Outcome::Fail(Value::err(format!("ERR {e}"))),
+        ProposeError::Indeterminate => Outcome::Fail(indeterminate("leader changed, replica removed or shut down after append")),
+        e @ (ProposeError::StorageFailed | ProposeError::Shutdown) => match stage {
+            Stage::Submit => Outcome::Fail(Value::err(format!("ERR node unavailable: {e}"))),
+            Stage::Waited => Outcome::Fail(indeterminate(&e.to_string())),
+        },
+    }
+}
+
+/// The outcome of a membership change's error.
+pub fn member_outcome(stage: Stage, e: MembershipError) -> Outcome {
+    match e {
+        MembershipError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
+        MembershipError::GroupNotFound(_) => Outcome::Redirect(None),
+        e @ (MembershipError::ChangePending
+        | MembershipError::LeaderNotReady
+        | MembershipError::TransferInProgress
+        | MembershipError::LearnerNotCaughtUp { .. }
+        | MembershipError::Busy
+        | MembershipError::Dropped) => Outcome::Retry(e.to_string(), None),
+        e @ (MembershipError::Invalid { .. } | MembershipError::Conf(_)) => {
+            Outcome::Fail(Value::err(format!("ERR {e}")))
+        }
+        MembershipError::Indeterminate => Outcome::Fail(indeterminate("membership change")),
+        e @ (MembershipError::StorageFailed | MembershipError::Shutdown) => match stage {
+            Stage::Submit => Outcome::Fail(Value::err(format!("ERR node unavailable: {e}"))),
+            Stage::Waited => Outcome::Fail(indeterminate(&format!("membership change: {e}"))),
+        },
+    }
+}
+
+/// The outcome of a read barrier's error (a read changes nothing: retrying is safe).
+pub fn read_outcome(e: ReadError) -> Outcome {
+    match e {
+        ReadError::NotLeader { .. } => Outcome::Retry("no leader to confirm the read".into(), None),
+        ReadError::GroupNotFound(_) => Outcome::Redirect(None),
+        ReadError::Busy => Outcome::Retry("busy".into(), None),
+        ReadError::Timeout => Outcome::Retry("read not confirmed in time".into(), None),
+        e @ (ReadError::StorageFailed | ReadError::Shutdown) => {
+            Outcome::Fail(Value::err(format!("ERR node unavailable: {e}")))
+        }
+    }
+}
+
+/// The outcome of a forwarding attempt to node `to` that failed on the connection.
+/// `ClientError::Connect` (and anything before the request was written, which callers
+/// report as `sent == false`) sent nothing; any failure after the request was written
+/// leaves a write's outcome unknown.
+pub fn forward_failure(mutates: bool, sent: bool, to: u64, e: &ClientError) -> Outcome {
+    let sent = sent && !matches!(e, ClientError::Connect { .. });
+    if mutates && sent {
+        Outcome::Fail(indeterminate(&format!("forwarded to node {to}: {e}")))
+    } else {
+        Outcome::Retry(format!("node {to}: {e}"), None)
+    }
+}
+
+/// The outcome of node `to`'s reply to a forwarded operation (`FLOTILLA.LOCAL`). For a
+/// write, only its refusals (`-FLOTILLA.REDIRECT`, `-FLOTILLA.RETRY`) are retried, a
+/// [`FINAL_ERR`] error is its known answer, and any other error is an unknown outcome.
+pub fn forwarded_reply(mutates: bool, to: u64, v: Value) -> Outcome {
+    let Value::Error(e) = &v else { return Outcome::Done(v) };
+    let hint = |s: &str| s.split(' ').next().and_then(|h| h.parse::<u64>().ok()).filter(|&h| h != 0);
+    if let Some(rest) = e.strip_prefix("FLOTILLA.REDIRECT ") {
+        return Outcome::Redirect(hint(rest));
+    }
+    if let Some(rest) = e.strip_prefix("FLOTILLA.RETRY ") {
+        let why = rest.split_once(' ').map(|x| x.1).unwrap_or("").to_string();
+        return Outcome::Retry(why, hint(rest));
+    }
+    if let Some(rest) = e.strip_prefix(FINAL_ERR) {
+        return Outcome::Done(Value::Error(rest.to_string()));
+    }
+    if is_indeterminate(e) {
+        return Outcome::Fail(v);
+    }
+    if mutates {
+        return Outcome::Fail(indeterminate(&format!("node {to} answered: {e}")));
+    }
+    Outcome::Done(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_engine::api::BusyReason;
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Class {
+        Retry,
+        Indeterminate,
+        /// A final error known not to have been applied (or the applied result).
+        Final,
+    }
+
+    fn class(o: &Outcome) -> Class {
+        match o {
+            Outcome::Redirect(_) | Outcome::Retry(..) => Class::Retry,
+            Outcome::Fail(Value::Error(e)) if is_indeterminate(e) => Class::Indeterminate,
+            Outcome::Done(_) | Outcome::Fail(_) => Class::Final,
+        }
+    }
+
+    /// Every `ProposeError` variant, at submission and as a waited result: only refusals
+    /// made before an append are retried; whatever may have been appended is INDETERMINATE.
+    #[test]
+    fn every_propose_error_is_retried_only_when_never_appended() {
+        use Class::*;
+        use Stage::*;
+        let table: Vec<(ProposeError, Class, Class)> = vec![
+            // (error, at submission, after submission)
+            (ProposeError::NotLeader { leader_hint: Some(2) }, Retry, Retry),
+            (ProposeError::NotLeader { leader_hint: None }, Retry, Retry),
+            (ProposeError::TransferInProgress { to: Some(3) }, Retry, Retry),
+            (ProposeError::GroupNotFound(1000), Retry, Retry),
+            (ProposeError::Busy(BusyReason::Mailbox), Retry, Retry),
+            (ProposeError::Busy(BusyReason::GroupUncommitted), Retry, Retry),
+            (ProposeError::Busy(BusyReason::WorkerPending), Retry, Retry),
+            (ProposeError::Busy(BusyReason::ApplyBacklog), Retry, Retry),
+            (ProposeError::Busy(BusyReason::WalPending), Retry, Retry),
+            (ProposeError::Dropped, Retry, Retry),
+            (ProposeError::TooLarge { len: 10, max: 5 }, Final, Final),
+            (ProposeError::Indeterminate, Indeterminate, Indeterminate),
+            (ProposeError::StorageFailed, Final, Indeterminate),
+            (ProposeError::Shutdown, Final, Indeterminate),
+        ];
+        for (e, submit, waited) in table {
+            assert_eq!(class(&propose_outcome(Submit, e.clone())), submit, "{e:?} at submission");
+            assert_eq!(class(&propose_outcome(Waited, e.clone())), waited, "{e:?} after submission");
+        }
+        // The leader hint is followed.
+        assert_eq!(propose_outcome(Waited, ProposeError::NotLeader { leader_hint: Some(2) }), Outcome::Redirect(Some(2)));
+        assert_eq!(
+            propose_outcome(Waited, ProposeError::TransferInProgress { to: Some(3) }),
+            Outcome::Retry("leadership transfer in progress".into(), Some(3))
+        );
+    }
+
+    /// Every `MembershipError` variant, the same rule.
+    #[test]
+    fn every_membership_error_is_retried_only_when_never_appended() {
+        use Class::*;
+        use Stage::*;
+        let table: Vec<(MembershipError, Class, Class)> = vec![
+            (MembershipError::NotLeader { leader_hint: Some(2) }, Retry, Retry),
+            (MembershipError::GroupNotFound(1000), Retry, Retry),
+            (MembershipError::ChangePending, Retry, Retry),
+            (MembershipError::LeaderNotReady, Retry, Retry),
+            (MembershipError::TransferInProgress, Retry, Retry),
+            (MembershipError::LearnerNotCaughtUp { node: 4, lag: 100 }, Retry, Retry),
+            (MembershipError::Busy, Retry, Retry),
+            (MembershipError::Dropped, Retry, Retry),
+            (MembershipError::Invalid { node: 4, why: "already a member".into() }, Final, Final),
+            (
+                MembershipError::Conf(flotilla_engine::raft::conf::ConfChangeError::InJoint),
+                Final,
+                Final,
+            ),
+            (MembershipError::Indeterminate, Indeterminate, Indeterminate),
+            (MembershipError::StorageFailed, Final, Indeterminate),
+            (MembershipError::Shutdown, Final, Indeterminate),
+        ];
+        for (e, submit, waited) in table {
+            assert_eq!(class(&member_outcome(Submit, e.clone())), submit, "{e:?} at submission");
+            assert_eq!(class(&member_outcome(Waited, e.clone())), waited, "{e:?} after submission");
+        }
+    }
+
+    /// Reads change nothing: every failure that could clear up is retried.
+    #[test]
+    fn read_errors_retry_unless_the_node_is_down() {
+        for e in [
+            ReadError::NotLeader { leader_hint: None },
+            ReadError::GroupNotFound(1000),
+            ReadError::Busy,
+            ReadError::Timeout,
+        ] {
+            assert!(read_outcome(e.clone()).retryable(), "{e:?}");
+        }
+        for e in [ReadError::StorageFailed, ReadError::Shutdown] {
+            assert_eq!(class(&read_outcome(e.clone())), Class::Final, "{e:?}");
+        }
+    }
+
+    /// Every way a forwarded operation can fail on the connection: a write is retried only
+    /// when nothing was sent.
+    #[test]
+    fn forwarding_failures_retry_a_write_only_when_nothing_was_sent() {
+        use Class::*;
+        let connect = || ClientError::Connect { addr: "127.0.0.1:1".into(), error: std::io::ErrorKind::ConnectionRefused.into() };
+        let io = |k: std::io::ErrorKind| ClientError::Io(k.into());
+        // (error, sent, write, read)
+        let table: Vec<(ClientError, bool, Class, Class)> = vec![
+            (connect(), false, Retry, Retry),
+            // AUTH on a fresh connection failed: the request itself was not written.
+            (io(std::io::ErrorKind::ConnectionReset), false, Retry, Retry),
+            // Connect errors never sent anything, whatever the caller thinks.
+            (connect(), true, Retry, Retry),
+            // The request was written, then the reply was lost.
+            (io(std::io::ErrorKind::UnexpectedEof), true, Indeterminate, Retry),
+            (io(std::io::ErrorKind::ConnectionReset), true, Indeterminate, Retry),
+            (io(std::io::ErrorKind::BrokenPipe), true, Indeterminate, Retry),
+            (io(std::io::ErrorKind::WouldBlock), true, Indeterminate, Retry),
+            (io(std::io::ErrorKind::TimedOut), true, Indeterminate, Retry),
+            (ClientError::Protocol("bad reply".into()), true, Indeterminate, Retry),
+        ];
+        for (e, sent, write, read) in table {
+            assert_eq!(class(&forward_failure(true, sent, 2, &e)), write, "write, sent {sent}: {e}");
+            assert_eq!(class(&forward_failure(false, sent, 2, &e)), read, "read, sent {sent}: {e}");
+        }
+    }
+
+    /// Every kind of reply from the leader's node to a forwarded operation.
+    #[test]
+    fn forwarded_replies_retry_only_refusals() {
+        use Class::*;
+        let ok = Value::Int(7);
+        let table: Vec<(Value, Class, Class)> = vec![
+            (ok.clone(), Final, Final),
+            (Value::ok(), Final, Final),
+            (Value::err("FLOTILLA.REDIRECT 3"), Retry, Retry),
+            (Value::err("FLOTILLA.REDIRECT 0"), Retry, Retry),
+            (Value::err("FLOTILLA.RETRY 0 busy: Mailbox"), Retry, Retry),
+            (indeterminate("x"), Indeterminate, Indeterminate),
+            (Value::err("FLOTILLA.ERR ERR value is not an integer or out of range"), Final, Final),
+            // Untagged errors: a panic's reply, a full server, anything unexpected.
+            (Value::err("ERR internal error"), Indeterminate, Final),
+            (Value::err("ERR max number of clients reached"), Indeterminate, Final),
+            (Value::err("ERR value is not an integer or out of range"), Indeterminate, Final),
+        ];
+        for (v, write, read) in table {
+            assert_eq!(class(&forwarded_reply(true, 2, v.clone())), write, "write: {v:?}");
+            assert_eq!(class(&forwarded_reply(false, 2, v.clone())), read, "read: {v:?}");
+        }
+        assert_eq!(forwarded_reply(true, 2, Value::err("FLOTILLA.REDIRECT 3")), Outcome::Redirect(Some(3)));
+        assert_eq!(
+            forwarded_reply(true, 2, Value::err("FLOTILLA.RETRY 4 busy: Mailbox")),
+            Outcome::Retry("busy: Mailbox".into(), Some(4))
+        );
+    }
+
+    /// What the receiver of `FLOTILLA.LOCAL` answers reads back as the same outcome at the
+    /// forwarding node: a final error stays final (untagged it would be INDETERMINATE), an
+    /// unknown outcome stays unknown, a refusal stays a refusal.
+    #[test]
+    fn local_replies_round_trip() {
+        let cases = [
+            Outcome::Done(Value::Int(3)),
+            Outcome::Done(Value::err("ERR value is not an integer or out of range")),
+            Outcome::Fail(Value::err("ERR proposal of 10 bytes exceeds the maximum 5")),
+            Outcome::Fail(indeterminate("x")),
+            Outcome::Redirect(Some(2)),
+            Outcome::Redirect(None),
+            Outcome::Retry("busy".into(), None),
+            Outcome::Retry("transfer".into(), Some(5)),
+        ];
+        for o in cases {
+            let back = forwarded_reply(true, 2, o.clone().to_value());
+            let same = match (&o, &back) {
+                (Outcome::Done(a) | Outcome::Fail(a), Outcome::Done(b) | Outcome::Fail(b)) => a == b,
+                _ => o == back,
+            };
+            assert!(same, "{o:?} came back as {back:?}");
+        }
+    }
+}
