@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla_engine::api::{
-    Engine, EngineConfig, MembershipChange, OpenError, ProposeError,
-    StateMachineFactory, TransferError,
+    Engine, EngineConfig, MembershipChange, OpenError, ProposeError, StateMachineFactory, TransferError,
 };
 use flotilla_engine::raft::Role;
 use flotilla_engine::transport::{DecodeLimits, QuicTransport};
@@ -30,8 +29,10 @@ use thiserror::Error;
 
 use crate::client::{Client, ClientError};
 use crate::config::ValidNodeConfig;
+use crate::outcome::{
+    forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, Stage,
+};
 pub use crate::outcome::{indeterminate, Outcome};
-use crate::outcome::{forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, Stage};
 use crate::resp::{parse_value, Value};
 use crate::sm::{
     read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo, ShardData,
@@ -791,7 +792,11 @@ mod tests {
         assert!(!reusable);
         assert_eq!(h.join().unwrap(), 3);
         assert_eq!(out[0], Outcome::Done(Value::Int(1)));
-        assert!(matches!(&out[1], Outcome::Fail(Value::Error(e)) if e.starts_with("INDETERMINATE")), "{:?}", out[1]);
+        assert!(
+            matches!(&out[1], Outcome::Fail(Value::Error(e)) if e.starts_with("INDETERMINATE")),
+            "{:?}",
+            out[1]
+        );
         assert!(out[2].retryable(), "{:?}", out[2]);
     }
 

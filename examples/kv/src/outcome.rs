@@ -91,7 +91,9 @@ pub fn propose_outcome(stage: Stage, e: ProposeError) -> Outcome {
         // Only once another entry is committed at its index: it can never apply.
         ProposeError::Dropped => Outcome::Retry("dropped: another entry committed at its index".into(), None),
         e @ ProposeError::TooLarge { .. } => Outcome::Fail(Value::err(format!("ERR {e}"))),
-        ProposeError::Indeterminate => Outcome::Fail(indeterminate("leader changed, replica removed or shut down after append")),
+        ProposeError::Indeterminate => {
+            Outcome::Fail(indeterminate("leader changed, replica removed or shut down after append"))
+        }
         e @ (ProposeError::StorageFailed | ProposeError::Shutdown) => match stage {
             Stage::Submit => Outcome::Fail(Value::err(format!("ERR node unavailable: {e}"))),
             Stage::Waited => Outcome::Fail(indeterminate(&e.to_string())),
@@ -221,7 +223,10 @@ mod tests {
             assert_eq!(class(&propose_outcome(Waited, e.clone())), waited, "{e:?} after submission");
         }
         // The leader hint is followed.
-        assert_eq!(propose_outcome(Waited, ProposeError::NotLeader { leader_hint: Some(2) }), Outcome::Redirect(Some(2)));
+        assert_eq!(
+            propose_outcome(Waited, ProposeError::NotLeader { leader_hint: Some(2) }),
+            Outcome::Redirect(Some(2))
+        );
         assert_eq!(
             propose_outcome(Waited, ProposeError::TransferInProgress { to: Some(3) }),
             Outcome::Retry("leadership transfer in progress".into(), Some(3))
@@ -243,11 +248,7 @@ mod tests {
             (MembershipError::Busy, Retry, Retry),
             (MembershipError::Dropped, Retry, Retry),
             (MembershipError::Invalid { node: 4, why: "already a member".into() }, Final, Final),
-            (
-                MembershipError::Conf(flotilla_engine::raft::conf::ConfChangeError::InJoint),
-                Final,
-                Final,
-            ),
+            (MembershipError::Conf(flotilla_engine::raft::conf::ConfChangeError::InJoint), Final, Final),
             (MembershipError::Indeterminate, Indeterminate, Indeterminate),
             (MembershipError::StorageFailed, Final, Indeterminate),
             (MembershipError::Shutdown, Final, Indeterminate),
@@ -279,7 +280,10 @@ mod tests {
     #[test]
     fn forwarding_failures_retry_a_write_only_when_nothing_was_sent() {
         use Class::*;
-        let connect = || ClientError::Connect { addr: "127.0.0.1:1".into(), error: std::io::ErrorKind::ConnectionRefused.into() };
+        let connect = || ClientError::Connect {
+            addr: "127.0.0.1:1".into(),
+            error: std::io::ErrorKind::ConnectionRefused.into(),
+        };
         let io = |k: std::io::ErrorKind| ClientError::Io(k.into());
         // (error, sent, write, read)
         let table: Vec<(ClientError, bool, Class, Class)> = vec![

@@ -172,6 +172,16 @@ fn forwarded_write_whose_reply_is_lost_is_indeterminate_and_not_resent() {
     let mut con = c.redis(1);
     let v: i64 = redis::cmd("INCR").arg(key).query(&mut con).unwrap();
     assert_eq!(v, 1);
+    // A state machine's error result comes back from the leader's node as it is, not as
+    // an unknown outcome (`FLOTILLA.LOCAL` marks it final).
+    let shard = flotilla_kv::sm::shard_of(key.as_bytes(), 2);
+    let text = (0..)
+        .map(|i| format!("str{i}"))
+        .find(|k| flotilla_kv::sm::shard_of(k.as_bytes(), 2) == shard)
+        .unwrap();
+    let _: () = con.set(&text, "not a number").unwrap();
+    let e = redis::cmd("INCR").arg(&text).query::<i64>(&mut con).unwrap_err();
+    assert!(e.to_string().contains("not an integer"), "{e}");
     let st = admin.node_status(&c.addr(1)).unwrap();
     let r = st.replicas.iter().find(|r| r.group == group).unwrap();
     assert_eq!(r.leader, Some(2), "node 1 routes group {group} to node 2");
