@@ -156,6 +156,8 @@ impl EngineConfig {
         let mut raft = self.raft.clone();
         raft.id = 1;
         raft.applied = 0;
+        // Leases are measured on the worker's clock in nanoseconds; a tick is the interval.
+        raft.tick_nanos = u64::try_from(self.tick_interval.as_nanos()).unwrap_or(u64::MAX);
         let raft = raft.validate().map_err(ConfigError::Raft)?;
         let mut wal = self.wal.clone();
         wal.dir = self.data_dir.join("wal");
@@ -239,6 +241,7 @@ impl ValidEngineConfig {
         applied: u64,
         seed: u64,
     ) -> Result<ValidConfig, RaftConfigError> {
+        // `raft` carries `tick_nanos` from `tick_interval` (set in `validate`).
         let mut c: RaftConfig = (*self.raft).clone();
         c.id = id;
         c.applied = applied;
