@@ -848,6 +848,11 @@ impl Sim {
         self.trace(|| format!("node {n} STALLS until {until}"));
     }
 
+    /// A node that was leading when it stalled and still is stalled.
+    fn stalled_leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| n.stall.as_ref().is_some_and(|s| s.raft.role() == Role::Leader))
+    }
+
     /// Resumes node `n` if stalled: the clock moved on, the missed ticks are not run;
     /// the reads sent to it meanwhile arrive now.
     fn resume(&mut self, n: usize) -> R {
@@ -863,6 +868,7 @@ impl Sim {
         self.observe(n)
     }
 
+    fn leader(&self) -> Option<usize> {
         let mut best: Option<(u64, usize)> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             if let Some(r) = &node.raft {
@@ -1722,8 +1728,13 @@ impl Sim {
             }
         }
         if self.rng.chance(self.p.read) {
-            // Mostly at the leader; sometimes at a follower or learner, which forwards it.
-            let at = if self.rng.chance(0.3) { self.rng.pick(self.nodes.len()) } else { l };
+            // Mostly at the leader; sometimes at a follower or learner, which forwards it;
+            // often at a leader that stalled (its clients do not know it stalled).
+            let at = match self.stalled_leader() {
+                Some(s) if self.rng.chance(0.5) => s,
+                _ if self.rng.chance(0.3) => self.rng.pick(self.nodes.len()),
+                _ => l,
+            };
             self.read(at)?;
         }
         if self.faults {
