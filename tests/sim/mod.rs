@@ -1100,6 +1100,11 @@ impl Sim {
             if i >= self.streams.len() {
                 break;
             }
+            if self.nodes[self.streams[i].from].stall.is_some() {
+                // The sender stalled: its stream waits (so its outcome is reported to it).
+                i += 1;
+                continue;
+            }
             let mut outcome: Option<bool> = None;
             for _ in 0..16 {
                 let s = &self.streams[i];
