@@ -67,7 +67,14 @@ impl Gate {
     }
 }
 
-fn open(id: NodeId, dir: &Path, net: &MemoryNetwork, fault: &FaultControl, reg: &Registry, gate: &Arc<Gate>) -> Engine {
+fn open(
+    id: NodeId,
+    dir: &Path,
+    net: &MemoryNetwork,
+    fault: &FaultControl,
+    reg: &Registry,
+    gate: &Arc<Gate>,
+) -> Engine {
     let mut c = common_engine::config(id, dir.join(format!("n{id}")), 100_000);
     c.workers = 1;
     c.tick_interval = Duration::from_millis(5);
@@ -86,9 +93,10 @@ fn open(id: NodeId, dir: &Path, net: &MemoryNetwork, fault: &FaultControl, reg: 
 }
 
 fn leader_of(engines: &[Engine], among: &[NodeId]) -> Option<NodeId> {
-    among.iter().copied().find(|&n| {
-        engines[n as usize - 1].group_status(G).is_some_and(|s| s.role == Role::Leader)
-    })
+    among
+        .iter()
+        .copied()
+        .find(|&n| engines[n as usize - 1].group_status(G).is_some_and(|s| s.role == Role::Leader))
 }
 
 fn wait_leader(engines: &[Engine], among: &[NodeId]) -> NodeId {

@@ -176,7 +176,8 @@ impl ValidConfig {
     /// How long a lease lasts, in nanoseconds: the minimum election timeout minus the
     /// drift margin, in ticks of `tick_nanos`.
     pub fn lease_nanos(&self) -> u64 {
-        u64::from(self.election_timeout_min_ticks - self.lease_clock_drift_ticks).saturating_mul(self.tick_nanos)
+        u64::from(self.election_timeout_min_ticks - self.lease_clock_drift_ticks)
+            .saturating_mul(self.tick_nanos)
     }
 }
 

@@ -1047,8 +1047,7 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         let applied = self.log.applied;
-        loop {
-            let Some(r) = self.reads.as_ref().and_then(|q| q.lease_waiting.front().copied()) else { break };
+        while let Some(r) = self.reads.as_ref().and_then(|q| q.lease_waiting.front().copied()) {
             if r.index > applied {
                 break;
             }

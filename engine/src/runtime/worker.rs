@@ -756,7 +756,13 @@ impl Worker {
         match self.sh.wal.submit(batch) {
             Ok(ticket) => {
                 self.wal_pending += bytes;
-                let f = Inflight { ticket: Some(ticket), after: Vec::new(), prune: Vec::new(), bytes, creates: todo };
+                let f = Inflight {
+                    ticket: Some(ticket),
+                    after: Vec::new(),
+                    prune: Vec::new(),
+                    bytes,
+                    creates: todo,
+                };
                 self.inflight.push_back(f);
             }
             Err(e) => {
@@ -863,7 +869,9 @@ impl Worker {
         if self.failed {
             return;
         }
-        if !self.groups.contains_key(&group) && (self.creating(group) || !self.maybe_create(from, group, &m)) {
+        // A group whose founding write is in flight takes no message yet (senders retry).
+        let unknown = !self.groups.contains_key(&group);
+        if unknown && (self.creating(group) || !self.maybe_create(from, group, &m)) {
             return;
         }
         if self.answer_removed(from, group, &m) {
