@@ -54,11 +54,14 @@ pub struct EngineConfig {
     /// Worker threads; 0 means one per available core. Default 0; bounds 0..=[`MAX_WORKERS`].
     pub workers: usize,
     /// Wall time of one Raft tick. Default 10 ms; bounds [`MIN_TICK`]..=[`MAX_TICK`].
+    /// Lease reads last `election_timeout_min_ticks - lease_clock_drift_ticks` of these,
+    /// measured on CLOCK_BOOTTIME (which keeps running while the process is paused or the
+    /// machine suspended), not by counting ticks.
     pub tick_interval: Duration,
     /// Template of every replica's Raft configuration (election and heartbeat ticks,
-    /// flow control, PreVote, CheckQuorum, read mode, quiescence). Its `id`, `applied` and
-    /// `seed` are set per replica by the engine. Default [`RaftConfig::new`] with
-    /// `quiesce` on; validated by its own rules.
+    /// flow control, PreVote, CheckQuorum, read mode, quiescence). Its `id`, `applied`,
+    /// `seed` and `tick_nanos` (from `tick_interval`) are set by the engine. Default
+    /// [`RaftConfig::new`] with `quiesce` on; validated by its own rules.
     pub raft: RaftConfig,
     /// The WAL's configuration. Its `dir` is ignored: the WAL lives in `data_dir/wal`.
     /// Default [`WalConfig::new`]; validated by its own rules.
