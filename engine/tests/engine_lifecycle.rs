@@ -782,7 +782,7 @@ fn effect_for_a_full_worker_does_not_block_the_worker() {
         wait_until("a leader", || e.group_status(g).is_some_and(|s| s.role == Role::Leader));
     }
     // Stall worker 1, then fill its mailbox.
-    let _ = e.propose(gb, Bytes::from(format!("split:{stall}"))).unwrap();
+    e.propose(gb, Bytes::from(format!("split:{stall}"))).unwrap().wait().unwrap();
     wait_until("worker 1 stalls", || stalled.load(Ordering::Acquire));
     let mut full = false;
     for _ in 0..10_000 {
