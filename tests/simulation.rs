@@ -2,7 +2,8 @@
 //! 2,000 seeds of 3,000 fault steps each, then a liveness phase per seed; fails with the
 //! seed and a replay hint on the first broken invariant, and asserts minimum totals of
 //! what the run exercised. Half the seeds run with quiescence (idle replicas are not
-//! ticked, missed ticks are credited lazily, node liveness wakes them).
+//! ticked, missed ticks are credited lazily, node liveness wakes them); about 40% run lease
+//! reads, measured on per-node clocks that keep running while a node stalls.
 //!
 //! Commands (run from the workspace root):
 //!
@@ -83,4 +84,8 @@ fn assert_minimums(c: &Counters) {
     min("partitions", c.partitions, 5_000.0);
     min("replicas quiesced", c.quiesces, 30_000.0);
     min("quiesced replicas woken by node liveness", c.liveness_wakes, 200.0);
+    min("lease reads", c.lease_reads, 10_000.0);
+    min("lease reads whose lease ran out before apply", c.lease_reads_expired, 50.0);
+    min("node stalls", c.stalls, 4_000.0);
+    min("reads sent to a stalled node", c.reads_during_stall, 300.0);
 }

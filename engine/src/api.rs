@@ -54,11 +54,14 @@ pub struct EngineConfig {
     /// Worker threads; 0 means one per available core. Default 0; bounds 0..=[`MAX_WORKERS`].
     pub workers: usize,
     /// Wall time of one Raft tick. Default 10 ms; bounds [`MIN_TICK`]..=[`MAX_TICK`].
+    /// Lease reads last `election_timeout_min_ticks - lease_clock_drift_ticks` of these,
+    /// measured on CLOCK_BOOTTIME (which keeps running while the process is paused or the
+    /// machine suspended), not by counting ticks.
     pub tick_interval: Duration,
     /// Template of every replica's Raft configuration (election and heartbeat ticks,
-    /// flow control, PreVote, CheckQuorum, read mode, quiescence). Its `id`, `applied` and
-    /// `seed` are set per replica by the engine. Default [`RaftConfig::new`] with
-    /// `quiesce` on; validated by its own rules.
+    /// flow control, PreVote, CheckQuorum, read mode, quiescence). Its `id`, `applied`,
+    /// `seed` and `tick_nanos` (from `tick_interval`) are set by the engine. Default
+    /// [`RaftConfig::new`] with `quiesce` on; validated by its own rules.
     pub raft: RaftConfig,
     /// The WAL's configuration. Its `dir` is ignored: the WAL lives in `data_dir/wal`.
     /// Default [`WalConfig::new`]; validated by its own rules.
@@ -156,6 +159,8 @@ impl EngineConfig {
         let mut raft = self.raft.clone();
         raft.id = 1;
         raft.applied = 0;
+        // Leases are measured on the worker's clock in nanoseconds; a tick is the interval.
+        raft.tick_nanos = u64::try_from(self.tick_interval.as_nanos()).unwrap_or(u64::MAX);
         let raft = raft.validate().map_err(ConfigError::Raft)?;
         let mut wal = self.wal.clone();
         wal.dir = self.data_dir.join("wal");
@@ -239,6 +244,7 @@ impl ValidEngineConfig {
         applied: u64,
         seed: u64,
     ) -> Result<ValidConfig, RaftConfigError> {
+        // `raft` carries `tick_nanos` from `tick_interval` (set in `validate`).
         let mut c: RaftConfig = (*self.raft).clone();
         c.id = id;
         c.applied = applied;

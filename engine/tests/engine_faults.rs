@@ -170,3 +170,59 @@ fn power_loss_cycles_lose_nothing_acknowledged() {
     check(&applied, &acked);
     e.shutdown();
 }
+
+/// A worker never waits on the disk to create a group (issue 10, point 6): while the
+/// founding write of a new group is not durable (its fsync held), the worker that owns it
+/// (the only one) keeps serving its other groups, and the creation completes once the
+/// write is durable.
+#[test]
+fn group_creation_does_not_block_the_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FaultFs::new(tmp.path().join("trash"), 11).unwrap());
+    let applied = Applied::default();
+    let mut c = EngineConfig::new(1, tmp.path().join("data"));
+    c.workers = 1;
+    c.tick_interval = Duration::from_millis(5);
+    c.wal.segment_size = 1 << 20;
+    c.wal.max_write_bytes = 256 << 10;
+    c.wal.backend = flotilla_wal::BackendChoice::Pwrite;
+    c.max_uncommitted_bytes = 256 << 10;
+    c.max_entry_bytes = 1024;
+    let a = applied.clone();
+    let factory: StateMachineFactory = Arc::new(move |group| {
+        Box::new(ListSm { group, index: 0, applied: a.clone() }) as Box<dyn StateMachine>
+    });
+    let t = Box::new(MemoryNetwork::new().join(1, 1024));
+    let e = Engine::open_with_fs(c, t, factory, fs.clone()).unwrap();
+    e.create_group(1, &[1], Box::new(ListSm { group: 1, index: 0, applied: applied.clone() })).unwrap();
+    wait_leader(&e, 1);
+    e.propose(1, Bytes::from_static(b"12345678")).unwrap().wait().unwrap();
+
+    fs.hold_next_sync();
+    std::thread::scope(|s| {
+        let creating = s.spawn(|| {
+            e.create_group(2, &[1], Box::new(ListSm { group: 2, index: 0, applied: applied.clone() }))
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !fs.sync_held() {
+            assert!(Instant::now() < deadline, "the founding write was never synced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The founding write waits for the disk; the worker does not.
+        for _ in 0..3 {
+            let r = e.read_index(1).unwrap().wait_timeout(Duration::from_secs(5));
+            let served = matches!(r, Ok(Ok(_)));
+            if !served {
+                fs.release_sync();
+            }
+            assert!(served, "the worker stalled on the founding write of another group");
+        }
+        assert!(!creating.is_finished(), "group 2 was created before its founding write was durable");
+        assert!(e.group_status(2).is_none());
+        fs.release_sync();
+        assert_eq!(creating.join().unwrap(), Ok(()));
+    });
+    wait_leader(&e, 2);
+    e.propose(2, Bytes::from_static(b"87654321")).unwrap().wait().unwrap();
+    e.shutdown();
+}

@@ -709,3 +709,96 @@ fn pending_wal_bytes_bound_answers_busy() {
     wait_until("nothing pending", || e.metrics().wal_pending_bytes == 0);
     e.shutdown();
 }
+
+/// The worker owning `group` among `n` (a copy of the engine's routing, so the test can
+/// place groups on chosen workers).
+fn route(group: u64, n: usize) -> usize {
+    let mut z = group.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % n.max(1) as u64) as usize
+}
+
+/// Applies "split:<id>" by returning a create-group effect for group <id> on node 1 alone.
+struct SoloSplitSm {
+    effects: Vec<Effect>,
+}
+
+impl StateMachine for SoloSplitSm {
+    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        if let Some(id) = command.and_then(|c| c.strip_prefix(b"split:")) {
+            let group = std::str::from_utf8(id).unwrap().parse().unwrap();
+            self.effects.push(Effect::CreateGroup { group, members: vec![1] });
+        }
+        Bytes::copy_from_slice(&index.to_le_bytes())
+    }
+    fn applied_index(&self) -> u64 {
+        0
+    }
+    fn snapshot(&mut self, _out: &mut dyn Write) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn restore(&mut self, _index: u64, _term: u64, _input: &mut dyn Read) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+}
+
+/// A worker never blocks handing an effect-created group to another worker (issue 10,
+/// point 6): with worker 1 stalled and its mailbox full, worker 0 applies a create-group
+/// effect for a group owned by worker 1 and keeps serving its own groups at once; the
+/// group is created once worker 1 drains its mailbox.
+#[test]
+fn effect_for_a_full_worker_does_not_block_the_worker() {
+    const N: usize = 2;
+    let pick = |worker: usize, from: u64| (from..).find(|&g| route(g, N) == worker).unwrap();
+    let ga = pick(0, 1); // on worker 0: applies the effect
+    let gb = pick(1, 1); // on worker 1: stalls it
+    let stall = pick(1, 1000); // created by gb's effect; its factory blocks worker 1
+    let target = pick(1, stall + 1); // created by ga's effect, owned by worker 1
+    let dir = tempfile::tempdir().unwrap();
+    let released = Arc::new(AtomicBool::new(false));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let (rel, st) = (released.clone(), stalled.clone());
+    let factory: StateMachineFactory = Arc::new(move |g| {
+        if g == stall {
+            st.store(true, Ordering::Release);
+            let deadline = Instant::now() + LONG;
+            while !rel.load(Ordering::Acquire) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Box::new(SoloSplitSm { effects: Vec::new() })
+    });
+    let mut cfg = config(1, dir.path().join("n1"), 10_000);
+    cfg.workers = N;
+    cfg.mailbox_capacity = 64;
+    let e = Engine::open(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 14)), factory).unwrap();
+    for g in [ga, gb] {
+        e.create_group(g, &[1], Box::new(SoloSplitSm { effects: Vec::new() })).unwrap();
+        wait_until("a leader", || e.group_status(g).is_some_and(|s| s.role == Role::Leader));
+    }
+    // Stall worker 1, then fill its mailbox.
+    e.propose(gb, Bytes::from(format!("split:{stall}"))).unwrap().wait().unwrap();
+    wait_until("worker 1 stalls", || stalled.load(Ordering::Acquire));
+    let mut full = false;
+    for _ in 0..10_000 {
+        if matches!(e.propose(gb, Bytes::from_static(b"x")), Err(ProposeError::Busy(_))) {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "worker 1's mailbox never filled");
+    // Worker 0 applies an effect for worker 1, then serves its own group at once.
+    e.propose(ga, Bytes::from(format!("split:{target}"))).unwrap().wait().unwrap();
+    let t = Instant::now();
+    let r = e.read_index(ga).unwrap().wait_timeout(Duration::from_secs(2));
+    let served = matches!(r, Ok(Ok(_)));
+    released.store(true, Ordering::Release);
+    assert!(served, "worker 0 blocked handing the effect to a full worker ({:?})", t.elapsed());
+    wait_until("the effect's group", || e.group_status(target).is_some_and(|s| s.role == Role::Leader));
+    e.shutdown();
+}

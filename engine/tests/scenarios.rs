@@ -1653,28 +1653,27 @@ fn read_index_waits_for_own_term_commit() {
     assert_eq!(out.read_states, vec![ReadState { ctx: 5, index: 3 }]);
 }
 
-/// Thesis §6.4.1 lease reads: `LeaseBased` requires CheckQuorum; while the lease (counted
-/// from when a quorum-confirmed round was sent) holds, reads are served without a round;
-/// after it, a round is needed again; the lease ends when TimeoutNow is sent.
+/// Thesis §6.4.1 lease reads: `LeaseBased` requires CheckQuorum; while the lease (measured
+/// on the `set_now` clock from when a quorum-confirmed round was sent) holds, reads are
+/// served without a round; after it, a round is needed again; the lease ends when
+/// TimeoutNow is sent.
 #[test]
 fn lease_reads() {
     let mut c = config(1);
     c.read_mode = ReadMode::LeaseBased;
     assert_eq!(c.clone().validate().unwrap_err(), ConfigError::LeaseWithoutCheckQuorum);
 
-    let lease = |c: &mut Config| {
-        c.read_mode = ReadMode::LeaseBased;
-        c.check_quorum = true;
-        c.lease_clock_drift_ticks = 2;
-    };
     let mut l = ready_leader(lease);
+    let t0 = 1_000 * TICK_NANOS;
+    l.set_now(t0);
     // No lease yet: the first read needs a round, whose confirmation starts the lease.
     l.read_index(1).unwrap();
-    let round = hb_round(&drain(&mut l)); // sent at tick 0
+    let round = hb_round(&drain(&mut l)); // sent at t0
     let out = step_drain(&mut l, hb_resp(2, 1, round));
     assert_eq!(out.read_states, vec![ReadState { ctx: 1, index: 1 }]);
     // Within the lease (10 - 2 = 8 ticks from the round): served at once, no round.
     for t in 1..8 {
+        l.set_now(t0 + t * TICK_NANOS);
         l.tick(); // heartbeats go out, nobody answers
         drain(&mut l);
         l.read_index(100 + t).unwrap();
@@ -1682,6 +1681,7 @@ fn lease_reads() {
         assert_eq!(out.read_states, vec![ReadState { ctx: 100 + t, index: 1 }], "tick {t}");
     }
     assert_eq!(l.stats().lease_reads, 7);
+    l.set_now(t0 + 8 * TICK_NANOS);
     l.tick();
     drain(&mut l);
     l.read_index(200).unwrap();
@@ -1706,6 +1706,107 @@ fn lease_reads() {
     assert_eq!(out.read_states, vec![ReadState { ctx: 301, index: 1 }]);
     l.read_index(302).unwrap();
     assert!(drain(&mut l).read_states.is_empty());
+}
+
+fn lease(c: &mut Config) {
+    c.read_mode = ReadMode::LeaseBased;
+    c.check_quorum = true;
+    c.lease_clock_drift_ticks = 2;
+}
+
+/// A leader whose lease was started by a round sent at `t0` (confirmed by replica 2).
+fn leased_leader(t0: u64) -> Raft<MemStorage> {
+    let mut l = ready_leader(lease);
+    l.set_now(t0);
+    l.read_index(1).unwrap();
+    let round = hb_round(&drain(&mut l));
+    let out = step_drain(&mut l, hb_resp(2, 1, round));
+    assert_eq!(out.read_states, vec![ReadState { ctx: 1, index: 1 }]);
+    l
+}
+
+/// Thesis §6.4.1 (the lease is bounded by the election timeout of the others, measured in
+/// time): a leader stalled past its lease (it missed every tick while the clock ran on,
+/// as a paused process or a suspended machine does) holds no lease when it resumes: the
+/// read waits for a heartbeat round. Counting ticks, it would still believe it holds one.
+#[test]
+fn lease_expires_with_the_clock_though_no_tick_ran() {
+    let t0 = 1_000 * TICK_NANOS;
+    let mut l = leased_leader(t0);
+    l.set_now(t0 + 7 * TICK_NANOS);
+    l.read_index(2).unwrap();
+    assert_eq!(drain(&mut l).read_states, vec![ReadState { ctx: 2, index: 1 }], "within the lease");
+    // The stall: no tick for 30 ticks' time.
+    l.set_now(t0 + 30 * TICK_NANOS);
+    l.read_index(3).unwrap();
+    let out = drain(&mut l);
+    assert!(out.read_states.is_empty(), "a stalled leader served a read past its lease");
+    let round = hb_round(&out);
+    assert_eq!(step_drain(&mut l, hb_resp(3, 1, round)).read_states, vec![ReadState { ctx: 3, index: 1 }]);
+    assert_eq!(l.stats().lease_reads, 1);
+}
+
+/// Without a clock (`set_now` never called) a `LeaseBased` leader never holds a lease:
+/// every read is confirmed by a round.
+#[test]
+fn no_lease_without_a_clock() {
+    let mut l = ready_leader(lease);
+    for ctx in 1..4 {
+        l.read_index(ctx).unwrap();
+        let out = drain(&mut l);
+        assert!(out.read_states.is_empty(), "read {ctx} served without a round");
+        let round = hb_round(&out);
+        assert_eq!(step_drain(&mut l, hb_resp(2, 1, round)).read_states, vec![ReadState { ctx, index: 1 }]);
+    }
+    assert_eq!(l.stats().lease_reads, 0);
+}
+
+/// Thesis §6.4.1: the lease is checked when the read is answered, once applied reached its
+/// index, not when it was queued: a read accepted within the lease whose entries are
+/// applied only after the lease ran out is confirmed by a heartbeat round instead (and one
+/// applied within the lease is served then).
+#[test]
+fn lease_read_is_checked_when_answered() {
+    let t0 = 1_000 * TICK_NANOS;
+    let mut l = leased_leader(t0);
+    // Commit index 2 without applying it.
+    let (index, _) = l.propose(data(1)).unwrap();
+    let rd = l.ready();
+    persist(&mut l, &rd);
+    l.step(append_ok(2, 1, 1, index)).unwrap();
+    assert_eq!(l.committed(), 2);
+    let rd = l.ready();
+    persist(&mut l, &rd);
+    assert_eq!(rd.committed_entries.len(), 1);
+    assert_eq!(l.applied(), 1);
+    // Two reads within the lease at index 2: not answered before applied reaches 2.
+    l.set_now(t0 + TICK_NANOS);
+    l.read_index(10).unwrap();
+    l.read_index(11).unwrap();
+    assert!(!l.has_ready() || l.ready().read_states.is_empty());
+    // Applied within the lease: served then.
+    l.set_now(t0 + 7 * TICK_NANOS);
+    l.on_applied(2);
+    let out = drain(&mut l);
+    assert_eq!(out.read_states, vec![ReadState { ctx: 10, index: 2 }, ReadState { ctx: 11, index: 2 }]);
+
+    // Commit index 3 without applying it; a read within the lease waits for it.
+    let (index, _) = l.propose(data(2)).unwrap();
+    let rd = l.ready();
+    persist(&mut l, &rd);
+    l.step(append_ok(2, 1, 1, index)).unwrap();
+    let rd = l.ready();
+    persist(&mut l, &rd);
+    assert_eq!((l.committed(), l.applied()), (3, 2));
+    l.read_index(12).unwrap();
+    // Apply catches up only after the lease ran out: a round confirms the read.
+    l.set_now(t0 + 9 * TICK_NANOS);
+    l.on_applied(3);
+    let out = drain(&mut l);
+    assert!(out.read_states.is_empty(), "answered under an expired lease");
+    assert_eq!(l.stats().lease_reads_expired, 1);
+    let round = hb_round(&out);
+    assert_eq!(step_drain(&mut l, hb_resp(3, 1, round)).read_states, vec![ReadState { ctx: 12, index: 3 }]);
 }
 
 // =======================================================================================

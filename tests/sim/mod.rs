@@ -10,12 +10,14 @@
 //!   replica from durable storage only;
 //! - the fault scheduler: message drops, duplicates, delays and reordering, partitions
 //!   (symmetric, one-way, leader isolated, ring), crashes that lose unsynced writes,
-//!   slow disks, failing snapshot streams, and a client mix of proposals, ReadIndex reads,
+//!   slow disks, failing snapshot streams, stalled nodes (a paused process: it misses
+//!   ticks and messages while the clock it measures leases with runs on; reads sent to it
+//!   wait for it), and a client mix of proposals, ReadIndex and lease reads,
 //!   membership changes (single step and joint, auto and explicit leave, new replicas on
 //!   new or wiped nodes), leadership transfers and compaction;
 //! - the checker: election safety, log matching, leader completeness, state machine
 //!   safety, monotonic commit/apply, applied <= committed, configuration consistency,
-//!   linearizable reads, and (after a liveness phase) that every acknowledged proposal is
+//!   linearizable reads (lease reads included), and (after a liveness phase) that every acknowledged proposal is
 //!   applied by every member. Violations are returned as [`Violation`], never panics, so
 //!   mutant tests can assert on them.
 #![allow(dead_code)]
@@ -170,6 +172,10 @@ struct Profile {
     quiesce: bool,
     /// Ticks a broken link or a down node goes unnoticed before liveness reports it.
     detect: u64,
+    /// `ReadMode::LeaseBased` (only with CheckQuorum).
+    lease: bool,
+    /// Chance per step that a node stalls (mostly the leader).
+    stall: f64,
 }
 
 impl Profile {
@@ -212,6 +218,8 @@ impl Profile {
             check_quorum,
             quiesce: rng.chance(0.5),
             detect: rng.range(1, 20),
+            lease: check_quorum && rng.chance(0.5),
+            stall: [0.0, 0.003, 0.01][rng.pick(3)],
         }
     }
 }
@@ -299,6 +307,14 @@ pub struct Counters {
     pub liveness_wakes: u64,
     /// Client quiet periods (no proposals, reads or changes) in which groups may quiesce.
     pub quiet_periods: u64,
+    /// Reads served from a leader's lease (stats).
+    pub lease_reads: u64,
+    /// Lease reads whose lease ran out before apply reached them (stats).
+    pub lease_reads_expired: u64,
+    /// Node stalls (missed ticks and messages while the clock ran on).
+    pub stalls: u64,
+    /// Reads that reached a stalled node (handled when it resumed).
+    pub reads_during_stall: u64,
 }
 
 impl Counters {
@@ -344,7 +360,11 @@ impl Counters {
             quiesces,
             wakes,
             liveness_wakes,
-            quiet_periods
+            quiet_periods,
+            lease_reads,
+            lease_reads_expired,
+            stalls,
+            reads_during_stall
         );
     }
 
@@ -363,6 +383,8 @@ impl Counters {
         self.check_quorum_step_downs += s.check_quorum_step_downs;
         self.quiesces += s.quiesces;
         self.wakes += s.wakes;
+        self.lease_reads += s.lease_reads;
+        self.lease_reads_expired += s.lease_reads_expired;
     }
 }
 
@@ -468,6 +490,18 @@ struct Node {
     /// quiesced, and since when liveness has found it unreachable.
     quiesced_leader: Option<(usize, u64)>,
     suspect_since: Option<u64>,
+    /// This node's clock at step 0 (each node's clock has its own origin).
+    clock_origin: u64,
+    /// While stalled: the replica (out of `raft`, so nothing reaches it), the step it
+    /// resumes at, and the reads sent to it meanwhile.
+    stall: Option<Stall>,
+}
+
+/// A stalled node's state (see `Node::stall`).
+struct Stall {
+    raft: Raft<MemStorage>,
+    until: u64,
+    reads: Vec<u64>,
 }
 
 impl Node {
@@ -490,9 +524,14 @@ impl Node {
             idle_from: 0,
             quiesced_leader: None,
             suspect_since: None,
+            clock_origin: 0,
+            stall: None,
         }
     }
 }
+
+/// The length of a tick on the simulated clocks (`Config::tick_nanos`).
+const SIM_TICK_NANOS: u64 = 1_000_000;
 
 struct Flight {
     at: u64,
@@ -611,6 +650,9 @@ impl Sim {
             sim.replica_node[id as usize] = Some(n);
             sim.nodes[n].slow_disk = sim.rng.chance(0.2);
         }
+        for n in 0..max_nodes {
+            sim.nodes[n].clock_origin = sim.rng.below(1 << 40);
+        }
         for n in 0..sim.p.nodes {
             sim.start(n).expect("a fresh replica starts");
         }
@@ -628,7 +670,8 @@ impl Sim {
         self.c.seeds = 1;
         let res = self.run_inner();
         for n in 0..self.nodes.len() {
-            if let Some(r) = &self.nodes[n].raft {
+            let stalled = self.nodes[n].stall.as_ref().map(|s| &s.raft);
+            if let Some(r) = self.nodes[n].raft.as_ref().or(stalled) {
                 let s = *r.stats();
                 self.c.add_stats(&s);
             }
@@ -659,6 +702,10 @@ impl Sim {
         c.pre_vote = self.p.pre_vote;
         c.check_quorum = self.p.check_quorum;
         c.quiesce = self.p.quiesce;
+        if self.p.lease {
+            c.read_mode = ReadMode::LeaseBased;
+        }
+        c.tick_nanos = SIM_TICK_NANOS;
         c.applied = applied;
         c.seed = self.rng.next();
         #[cfg(feature = "mutants")]
@@ -682,7 +729,8 @@ impl Sim {
         }
         let replica = self.nodes[n].replica;
         let cfg = self.config(replica, snap.meta.index)?;
-        let raft = Raft::new(cfg, storage).map_err(|e| format!("node {n}: Raft::new: {e}"))?;
+        let mut raft = Raft::new(cfg, storage).map_err(|e| format!("node {n}: Raft::new: {e}"))?;
+        raft.set_now(self.clock(n));
         if raft.committed() < hs.commit {
             bail!(
                 "node {n} (replica {replica}): commit went back across restart: durable {} now {}",
@@ -764,6 +812,10 @@ impl Sim {
     /// Wipes node `n` and starts a brand-new replica `id` there (genesis configuration,
     /// empty log: it learns the group from the leader's log or snapshot).
     fn host_new_replica(&mut self, n: usize, id: ReplicaId) -> R {
+        if let Some(st) = self.nodes[n].stall.take() {
+            // A stalled replica that was removed: wiped as it is.
+            self.nodes[n].raft = Some(st.raft);
+        }
         self.stop(n);
         let old = self.nodes[n].replica;
         if old != 0 {
@@ -779,6 +831,41 @@ impl Sim {
         self.c.replicas_added += 1;
         self.trace(|| format!("node {n}: wiped, now hosts new replica {id} (was {old})"));
         self.start(n)
+    }
+
+    /// Node `n`'s clock now (`Raft::set_now`): it keeps running while the node stalls.
+    fn clock(&self, n: usize) -> u64 {
+        self.nodes[n].clock_origin + self.now * SIM_TICK_NANOS
+    }
+
+    /// Stalls node `n` for `steps` steps: it takes no tick, message or input meanwhile
+    /// (messages to it are lost, reads to it wait), as a paused process.
+    fn stall(&mut self, n: usize, steps: u64) {
+        let Some(raft) = self.nodes[n].raft.take() else { return };
+        let until = self.now + steps;
+        self.nodes[n].stall = Some(Stall { raft, until, reads: Vec::new() });
+        self.c.stalls += 1;
+        self.trace(|| format!("node {n} STALLS until {until}"));
+    }
+
+    /// A node that was leading when it stalled and still is stalled.
+    fn stalled_leader(&self) -> Option<usize> {
+        self.nodes.iter().position(|n| n.stall.as_ref().is_some_and(|s| s.raft.role() == Role::Leader))
+    }
+
+    /// Resumes node `n` if stalled: the clock moved on, the missed ticks are not run;
+    /// the reads sent to it meanwhile arrive now.
+    fn resume(&mut self, n: usize) -> R {
+        let Some(st) = self.nodes[n].stall.take() else { return Ok(()) };
+        let now = self.clock(n);
+        let mut raft = st.raft;
+        raft.set_now(now);
+        self.nodes[n].raft = Some(raft);
+        self.trace(|| format!("node {n} resumes ({} reads waiting)", st.reads.len()));
+        for ctx in st.reads {
+            self.read_ctx(n, ctx)?;
+        }
+        self.observe(n)
     }
 
     fn leader(&self) -> Option<usize> {
@@ -804,6 +891,15 @@ impl Sim {
 
     fn step(&mut self) -> R {
         self.now += 1;
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].stall.as_ref().is_some_and(|s| s.until <= self.now) {
+                self.resume(n)?;
+            }
+            let now = self.clock(n);
+            if let Some(r) = self.nodes[n].raft.as_mut() {
+                r.set_now(now);
+            }
+        }
         if self.faults {
             self.fault_actions()?;
         }
@@ -1003,6 +1099,11 @@ impl Sim {
         for _ in 0..1000 {
             if i >= self.streams.len() {
                 break;
+            }
+            if self.nodes[self.streams[i].from].stall.is_some() {
+                // The sender stalled: its stream waits (so its outcome is reported to it).
+                i += 1;
+                continue;
             }
             let mut outcome: Option<bool> = None;
             for _ in 0..16 {
@@ -1457,6 +1558,17 @@ impl Sim {
                 self.crash(n);
             }
         }
+        // Stalls (longer than an election timeout, mostly of the leader).
+        if self.rng.chance(self.p.stall) {
+            let target = match self.leader() {
+                Some(l) if self.rng.chance(0.7) => Some(l),
+                _ => Some(self.rng.pick(self.nodes.len())),
+            };
+            let steps = self.rng.range(1, 3 * u64::from(self.p.elect_min + self.p.elect_span));
+            if let Some(n) = target {
+                self.stall(n, steps);
+            }
+        }
         Ok(())
     }
 
@@ -1621,8 +1733,13 @@ impl Sim {
             }
         }
         if self.rng.chance(self.p.read) {
-            // Mostly at the leader; sometimes at a follower or learner, which forwards it.
-            let at = if self.rng.chance(0.3) { self.rng.pick(self.nodes.len()) } else { l };
+            // Mostly at the leader; sometimes at a follower or learner, which forwards it;
+            // often at a leader that stalled (its clients do not know it stalled).
+            let at = match self.stalled_leader() {
+                Some(s) if self.rng.chance(0.5) => s,
+                _ if self.rng.chance(0.3) => self.rng.pick(self.nodes.len()),
+                _ => l,
+            };
             self.read(at)?;
         }
         if self.faults {
@@ -1661,13 +1778,29 @@ impl Sim {
     }
 
     fn read(&mut self, n: usize) -> R {
-        let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
         let ctx = self.next_ctx;
         self.next_ctx += 1;
-        if r.read_index(ctx).is_ok() {
-            let start =
-                ReadStart { node: n, incarnation: self.nodes[n].incarnation, required: self.acked_max };
+        // The read begins now: whatever was acknowledged so far must be seen.
+        let start = ReadStart { node: n, incarnation: self.nodes[n].incarnation, required: self.acked_max };
+        if let Some(st) = self.nodes[n].stall.as_mut() {
+            // Waits in the stalled node's mailbox.
+            st.reads.push(ctx);
+            self.c.reads_during_stall += 1;
             self.read_starts.insert(ctx, start);
+            return Ok(());
+        }
+        if self.nodes[n].raft.is_none() {
+            return Ok(());
+        }
+        self.read_starts.insert(ctx, start);
+        self.read_ctx(n, ctx)
+    }
+
+    /// Node `n` takes read `ctx` (its start already recorded).
+    fn read_ctx(&mut self, n: usize, ctx: u64) -> R {
+        let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
+        if r.read_index(ctx).is_err() {
+            self.read_starts.remove(&ctx);
         }
         self.observe(n)
     }
@@ -1871,6 +2004,9 @@ impl Sim {
     fn liveness(&mut self) -> R {
         self.faults = false;
         self.heal();
+        for n in 0..self.nodes.len() {
+            self.resume(n)?;
+        }
         // In-flight snapshot streams keep going; everything down comes back.
         for n in 0..self.nodes.len() {
             if self.nodes[n].down_until.is_some() {

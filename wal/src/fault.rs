@@ -53,6 +53,8 @@ struct State {
     next_spare_write_faults: VecDeque<WriteFault>,
     /// The next write to a spare being made that no queued fault applies to is held.
     hold_next_spare_write: bool,
+    /// The next data sync of a live segment file is held.
+    hold_next_sync: bool,
     next_sync_faults: VecDeque<SyncFault>,
     /// Operations (writes and syncs) left before the power goes off.
     power_budget: Option<u64>,
@@ -109,6 +111,9 @@ pub struct FaultFs {
     /// Whether a held spare write is waiting (true) for [`FaultFs::release_spare_write`].
     held: Mutex<bool>,
     held_cv: Condvar,
+    /// Whether a held segment sync is waiting (true) for [`FaultFs::release_sync`].
+    sync_held: Mutex<bool>,
+    sync_cv: Condvar,
 }
 
 fn is_segment(path: &Path) -> bool {
@@ -141,6 +146,8 @@ impl FaultFs {
             st: Mutex::new(State { rng: seed | 1, ..State::default() }),
             held: Mutex::new(false),
             held_cv: Condvar::new(),
+            sync_held: Mutex::new(false),
+            sync_cv: Condvar::new(),
         })
     }
 
@@ -169,6 +176,25 @@ impl FaultFs {
         self.st.lock().hold_next_spare_write = false;
         *self.held.lock() = false;
         self.held_cv.notify_all();
+    }
+
+    /// The next data sync of a live segment file (`*.wal`) blocks until
+    /// [`FaultFs::release_sync`] (a slow disk); [`FaultFs::sync_held`] tells when it is
+    /// waiting. The sync then goes on normally.
+    pub fn hold_next_sync(&self) {
+        self.st.lock().hold_next_sync = true;
+    }
+
+    /// Whether a segment sync is held, waiting for [`FaultFs::release_sync`].
+    pub fn sync_held(&self) -> bool {
+        *self.sync_held.lock()
+    }
+
+    /// Lets a held segment sync go on (and disarms a hold not reached yet).
+    pub fn release_sync(&self) {
+        self.st.lock().hold_next_sync = false;
+        *self.sync_held.lock() = false;
+        self.sync_cv.notify_all();
     }
 
     /// The next write submission to a live segment file (`*.wal`, where group commits
@@ -303,6 +329,7 @@ impl FaultFs {
         st.next_write_faults.clear();
         st.next_spare_write_faults.clear();
         st.hold_next_spare_write = false;
+        st.hold_next_sync = false;
         Ok(modes)
     }
 
@@ -455,6 +482,18 @@ impl FileSystem for FaultFs {
 
     fn before_sync(&self, path: &Path) -> SyncFault {
         let mut st = self.st.lock();
+        if is_segment(path) && !st.power_off && std::mem::take(&mut st.hold_next_sync) {
+            drop(st);
+            let mut held = self.sync_held.lock();
+            *held = true;
+            self.sync_cv.notify_all();
+            // Bounded by the test: it releases the sync.
+            while *held {
+                self.sync_cv.wait(&mut held);
+            }
+            drop(held);
+            st = self.st.lock();
+        }
         if st.spend() {
             return SyncFault::Eio;
         }

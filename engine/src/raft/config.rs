@@ -13,10 +13,13 @@ pub enum ReadMode {
     /// Every read is confirmed by a heartbeat round sent after it arrived (thesis §6.4).
     #[default]
     Safe,
-    /// Reads are served at once while the leader holds a lease (thesis §6.4.1): the
-    /// minimum election timeout minus `lease_clock_drift_ticks`, counted from when a
-    /// quorum-confirmed heartbeat round was sent. Requires `check_quorum`. Relies on
-    /// bounded clock drift.
+    /// Reads are served without a round while the leader holds a lease (thesis §6.4.1):
+    /// `election_timeout_min_ticks - lease_clock_drift_ticks` ticks of `tick_nanos` each,
+    /// measured on the clock given to `Raft::set_now` from when a quorum-confirmed
+    /// heartbeat round was sent, and checked when the read is answered (once applied
+    /// reached its index). Requires `check_quorum` and a clock that keeps running while
+    /// the replica is not ticked (a stalled or suspended process); without `set_now` no
+    /// lease is ever held. Relies on bounded clock drift.
     LeaseBased,
 }
 
@@ -71,6 +74,10 @@ pub struct Config {
     /// Clock-drift margin subtracted from the lease (LeaseBased reads). Default 2 ticks;
     /// must be below `election_timeout_min_ticks`.
     pub lease_clock_drift_ticks: u32,
+    /// The nominal length of one tick, in nanoseconds of the clock given to
+    /// `Raft::set_now`: the lease lasts `election_timeout_min_ticks -
+    /// lease_clock_drift_ticks` of them. Default 10 ms; at least 1.
+    pub tick_nanos: u64,
     /// A leader removed from the configuration steps down once the removal is applied.
     /// Default true. When false it keeps leading (without counting itself) until a new
     /// leader emerges, as etcd/raft does without StepDownOnRemoval.
@@ -107,6 +114,7 @@ impl Config {
             check_quorum: true,
             read_mode: ReadMode::Safe,
             lease_clock_drift_ticks: 2,
+            tick_nanos: 10_000_000,
             step_down_on_removal: true,
             applied: 0,
             seed: 0,
@@ -157,7 +165,19 @@ impl Config {
                 election: self.election_timeout_min_ticks,
             });
         }
+        if self.tick_nanos == 0 {
+            return Err(ConfigError::ZeroTickNanos);
+        }
         Ok(ValidConfig(self))
+    }
+}
+
+impl ValidConfig {
+    /// How long a lease lasts, in nanoseconds: the minimum election timeout minus the
+    /// drift margin, in ticks of `tick_nanos`.
+    pub fn lease_nanos(&self) -> u64 {
+        u64::from(self.election_timeout_min_ticks - self.lease_clock_drift_ticks)
+            .saturating_mul(self.tick_nanos)
     }
 }
 
@@ -212,6 +232,9 @@ pub enum ConfigError {
     /// Lease reads are only safe with CheckQuorum.
     #[error("read_mode LeaseBased requires check_quorum")]
     LeaseWithoutCheckQuorum,
+    /// `tick_nanos` is 0.
+    #[error("tick_nanos must be at least 1")]
+    ZeroTickNanos,
     /// The drift margin would leave no lease.
     #[error("lease_clock_drift_ticks ({drift}) must be below election_timeout_min_ticks ({election})")]
     LeaseDriftTooLarge {
@@ -264,5 +287,15 @@ mod tests {
             |c| c.lease_clock_drift_ticks = 10,
             ConfigError::LeaseDriftTooLarge { drift: 10, election: 10 },
         );
+        check(|c| c.tick_nanos = 0, ConfigError::ZeroTickNanos);
+    }
+
+    #[test]
+    fn lease_is_the_election_timeout_minus_the_drift_in_nanoseconds() {
+        let mut c = Config::new(1);
+        c.election_timeout_min_ticks = 10;
+        c.lease_clock_drift_ticks = 3;
+        c.tick_nanos = 1_000;
+        assert_eq!(c.validate().map(|v| v.lease_nanos()), Ok(7_000));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Owns roles, terms and votes, the leader's replication bookkeeping, membership, leadership
 //! transfer, ReadIndex and snapshots. Never performs I/O, reads a clock or spawns a thread:
-//! every effect leaves through [`Ready`].
+//! every effect leaves through [`Ready`]. Time enters as inputs: [`Raft::tick`] drives
+//! elections and heartbeats, and [`Raft::set_now`] gives the clock that lease reads are
+//! measured with (a replica that misses ticks while stalled still sees its lease expire).
 
 use std::collections::VecDeque;
 
@@ -59,7 +61,8 @@ struct PendingRead {
 /// The ReadIndex queues of a replica (boxed in [`Raft`]: most replicas are idle).
 #[derive(Debug, Default)]
 struct Reads {
-    /// Heartbeat rounds sent and the tick each went (lease reads only).
+    /// Heartbeat rounds sent and the time (`Raft::set_now`) each went (lease reads
+    /// only; rounds sent before the clock was first set are not recorded).
     round_sent: VecDeque<(u64, u64)>,
     /// Reads that wait for this leader's first commit in its term.
     waiting_commit: Vec<(ReplicaId, u64)>,
@@ -68,6 +71,9 @@ struct Reads {
     forwarded: VecDeque<u64>,
     /// Reads waiting for their heartbeat round to be confirmed.
     pending: VecDeque<PendingRead>,
+    /// This leader's own reads accepted under a lease, waiting for applied to reach their
+    /// index: the lease is checked again when they are answered (`answer_lease_reads`).
+    lease_waiting: VecDeque<PendingRead>,
     /// Reads released, for the next `Ready`.
     states: Vec<ReadState>,
 }
@@ -78,6 +84,7 @@ impl Reads {
         self.waiting_commit.is_empty()
             && self.forwarded.is_empty()
             && self.pending.is_empty()
+            && self.lease_waiting.is_empty()
             && self.states.is_empty()
     }
 }
@@ -120,7 +127,9 @@ pub struct Raft<S> {
     heartbeat_elapsed: u32,
     randomized_timeout: u32,
     rng: SplitMix64,
-    ticks: u64,
+    /// The clock given to [`Raft::set_now`] (never goes back); `None` until first set,
+    /// and then no lease is held.
+    now: Option<u64>,
     transferee: ReplicaId,
     transfer_elapsed: u32,
     /// Index of the last membership change in the log (or the last index at election).
@@ -133,6 +142,8 @@ pub struct Raft<S> {
     /// ReadIndex bookkeeping, allocated on the first read and dropped when the replica
     /// quiesces with none pending (an idle replica pays a pointer).
     reads: Option<Box<Reads>>,
+    /// The clock time (`now`) at which this leader's lease ends: the time the latest
+    /// quorum-confirmed heartbeat round was sent, plus the lease (0: no lease).
     lease_until: u64,
     /// Heartbeat rounds up to this one may not extend the lease. Set to `u64::MAX` once a
     /// TimeoutNow went out: a TimeoutNow delayed past an aborted transfer can still make
@@ -200,7 +211,7 @@ impl<S: LogStore> Raft<S> {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_timeout: 0,
-            ticks: 0,
+            now: None,
             transferee: NO_REPLICA,
             transfer_elapsed: 0,
             pending_conf_index: 0,
@@ -443,6 +454,7 @@ impl<S: LogStore> Raft<S> {
         if let Some(r) = self.reads.as_mut() {
             r.waiting_commit.clear();
             r.pending.clear();
+            r.lease_waiting.clear();
             r.forwarded.clear();
         }
         self.lease_until = 0;
@@ -579,7 +591,6 @@ impl<S: LogStore> Raft<S> {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
-        self.ticks += 1;
         if self.quiesced {
             self.idle_ticks(1);
             return;
@@ -589,6 +600,25 @@ impl<S: LogStore> Raft<S> {
         } else {
             self.tick_election();
         }
+    }
+
+    /// Sets the clock lease reads are measured with: nanoseconds since an arbitrary
+    /// origin, from a clock that keeps running while the replica is not ticked (the
+    /// runtime: `CLOCK_BOOTTIME`). Call it before inputs that may start or answer a read
+    /// (`read_index`, `step`, `on_applied`, `on_persisted`) and before [`Raft::ready`];
+    /// a value older than one already given is ignored. Only `LeaseBased` reads use it.
+    pub fn set_now(&mut self, now: u64) {
+        if self.now.map_or(true, |n| now > n) {
+            self.now = Some(now);
+        }
+    }
+
+    /// Whether this leader holds its lease now (LeaseBased reads, no transfer under way,
+    /// the clock set and before the lease's end).
+    fn lease_valid(&self) -> bool {
+        self.cfg.read_mode == ReadMode::LeaseBased
+            && self.transferee == NO_REPLICA
+            && self.now.is_some_and(|now| now < self.lease_until)
     }
 
     fn tick_election(&mut self) {
@@ -668,7 +698,6 @@ impl<S: LogStore> Raft<S> {
     /// grants votes correctly after waking. Ignored unless quiesced.
     pub fn advance_idle(&mut self, ticks: u64) {
         if self.quiesced {
-            self.ticks = self.ticks.saturating_add(ticks);
             self.idle_ticks(ticks);
         }
     }
@@ -987,18 +1016,52 @@ impl<S: LogStore> Raft<S> {
 
     fn start_read(&mut self, from: ReplicaId, ctx: u64) {
         let index = self.log.committed;
-        if self.cfg.read_mode == ReadMode::LeaseBased
-            && self.transferee == NO_REPLICA
-            && self.ticks < self.lease_until
-        {
+        if self.lease_valid() {
+            if from == self.id && index > self.log.applied {
+                // Answered once applied reaches `index`, if the lease still holds then.
+                self.reads_mut().lease_waiting.push_back(PendingRead { from, ctx, index, round: 0 });
+                return;
+            }
+            // A follower's read is answered now: the follower serves it after its own
+            // apply, the lease cannot be checked there (another clock).
             self.stats.lease_reads += 1;
             self.release_read(from, ctx, index);
             return;
         }
-        // Confirmed by the next heartbeat round, sent after this read arrived.
+        self.read_by_round(from, ctx, index);
+    }
+
+    /// Queues a read for the next heartbeat round (sent after it arrived) to confirm.
+    fn read_by_round(&mut self, from: ReplicaId, ctx: u64, index: u64) {
         let round = self.round + 1;
         self.reads_mut().pending.push_back(PendingRead { from, ctx, index, round });
         self.need_heartbeat = true;
+    }
+
+    /// Answers this leader's lease reads whose index applied has reached: served under
+    /// the lease if it still holds now (thesis §6.4.1: the lease is checked when the read
+    /// is answered, not when it was queued, so a leader stalled past its lease never
+    /// serves one), otherwise confirmed by a heartbeat round like any ReadIndex read.
+    fn answer_lease_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let applied = self.log.applied;
+        while let Some(r) = self.reads.as_ref().and_then(|q| q.lease_waiting.front().copied()) {
+            if r.index > applied {
+                break;
+            }
+            if let Some(q) = self.reads.as_mut() {
+                q.lease_waiting.pop_front();
+            }
+            if self.lease_valid() {
+                self.stats.lease_reads += 1;
+                self.release_read(r.from, r.ctx, r.index);
+            } else {
+                self.stats.lease_reads_expired += 1;
+                self.read_by_round(r.from, r.ctx, r.index);
+            }
+        }
     }
 
     fn release_read(&mut self, from: ReplicaId, ctx: u64, index: u64) {
@@ -1106,6 +1169,7 @@ impl<S: LogStore> Raft<S> {
         for (i, cc) in due {
             self.apply_conf_change(i, &cc);
         }
+        self.answer_lease_reads();
     }
 
     fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) {
@@ -1759,11 +1823,11 @@ impl<S: LogStore> Raft<S> {
 
     fn bcast_heartbeat(&mut self) {
         self.round += 1;
-        if self.cfg.read_mode == ReadMode::LeaseBased {
+        if let (ReadMode::LeaseBased, Some(now)) = (self.cfg.read_mode, self.now) {
             // Only leases need to know when each round went out.
-            let (round, ticks) = (self.round, self.ticks);
+            let round = self.round;
             let r = self.reads_mut();
-            r.round_sent.push_back((round, ticks));
+            r.round_sent.push_back((round, now));
             if r.round_sent.len() > ROUND_HISTORY {
                 r.round_sent.pop_front();
             }
@@ -1819,8 +1883,8 @@ impl<S: LogStore> Raft<S> {
                 .as_ref()
                 .and_then(|q| q.round_sent.iter().find(|(r, _)| *r == confirmed).map(|&(_, t)| t));
             if let Some(sent) = sent {
-                let lease = u64::from(self.cfg.election_timeout_min_ticks - self.cfg.lease_clock_drift_ticks);
-                self.lease_until = self.lease_until.max(sent + lease);
+                let lease = self.cfg.lease_nanos();
+                self.lease_until = self.lease_until.max(sent.saturating_add(lease));
             }
         }
         while let Some(r) = self.reads.as_ref().and_then(|q| q.pending.front().copied()) {

@@ -86,6 +86,9 @@ pub struct Stats {
     pub reads_forwarded: u64,
     /// Reads served from the lease without a heartbeat round.
     pub lease_reads: u64,
+    /// Lease reads whose lease had expired when applied reached their index: confirmed
+    /// by a heartbeat round instead.
+    pub lease_reads_expired: u64,
     /// Appends refused because they conflicted with committed entries.
     pub append_conflicts_refused: u64,
     /// Times a leader stepped down for lack of a quorum (CheckQuorum).

@@ -13,6 +13,7 @@
 //! no signal is polled every 200 µs instead.
 
 mod apply;
+mod clock;
 mod pending;
 mod snapfile;
 mod store;

@@ -40,10 +40,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 use flotilla_wal::{Ticket, WriteBatch};
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
+use super::clock;
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
@@ -71,8 +72,8 @@ const MAX_CREATES_PER_TICK: u32 = 64;
 const MAX_FORCED_COMPACTIONS: usize = 64;
 /// Source of `Group::epoch`.
 static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-/// How long a worker waits for room in another worker's mailbox to hand it a group
-/// created by an effect.
+/// How long a worker keeps retrying (once a turn, never blocking) to hand another worker
+/// a group created by an effect while that worker's mailbox is full.
 const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the writes in flight.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
@@ -337,6 +338,8 @@ struct Inflight {
     after: Vec<AfterWrite>,
     /// Encoded bytes of the batch.
     bytes: u64,
+    /// Founding replicas this write creates: they start once it is durable.
+    creates: Vec<PendingCreate>,
 }
 
 struct PendingCreate {
@@ -361,6 +364,11 @@ pub(crate) struct Worker {
     outbox: Outbox,
     inflight: VecDeque<Inflight>,
     creates: Vec<PendingCreate>,
+    /// Removals of groups whose founding write is in flight: done once it is durable.
+    removes: Vec<(u64, Completer<Result<(), ProposeError>>)>,
+    /// Groups created by effects for another worker whose mailbox was full: (worker,
+    /// group, command, deadline), retried each turn until the deadline, never waited for.
+    effect_creates: VecDeque<(usize, u64, Cmd, Instant)>,
     /// Read contexts: unique across restarts (seeded from the clock).
     next_ctx: u64,
     ticks: u64,
@@ -423,6 +431,8 @@ impl Worker {
             outbox: Outbox::new(hb.into()),
             inflight: VecDeque::new(),
             creates: Vec::new(),
+            removes: Vec::new(),
+            effect_creates: VecDeque::new(),
             next_ctx: clock << 16,
             ticks: 0,
             waiting: 0,
@@ -456,8 +466,10 @@ impl Worker {
     }
 
     /// Credits the wall ticks a quiesced group missed, before an input reaches it (the
-    /// input may wake it: its follower lease must count that time).
+    /// input may wake it: its follower lease must count that time), and gives it the
+    /// clock its leader lease is measured with (`clock`).
     fn credit_idle(g: &mut Group, now: u64) {
+        g.raft.set_now(clock::now_nanos());
         if g.raft.is_quiesced() {
             g.raft.advance_idle(now.saturating_sub(g.idle_since));
         }
@@ -533,6 +545,7 @@ impl Worker {
             }
             self.flush_creates();
             self.poll_applied();
+            self.send_effect_creates();
             self.poll_inflight();
             if Instant::now() >= next_tick {
                 self.tick();
@@ -627,6 +640,9 @@ impl Worker {
                 if !self.creates.is_empty() {
                     self.flush_creates();
                 }
+                if self.creating(group) {
+                    return self.removes.push((group, done));
+                }
                 match self.groups.remove(&group) {
                     Some(g) => {
                         self.active.remove(&group);
@@ -683,8 +699,11 @@ impl Worker {
     // ------------------------------------------------------------------------------
     // Group lifecycle
 
-    /// Creates the founding replicas requested this turn with ONE synchronous write (the
-    /// founding entry and hard state must be durable before the replica reads them).
+    /// Writes the founding replicas requested this turn in ONE batch submitted to the WAL
+    /// without waiting: the founding entry and hard state must be durable before the
+    /// replica reads them, so the replicas start when the write is (`start_created`, from
+    /// `poll_inflight`). Meanwhile messages for these groups are dropped (their senders
+    /// retry), and a request for a group whose creation is in flight waits for it.
     fn flush_creates(&mut self) {
         if self.creates.is_empty() {
             return;
@@ -692,9 +711,18 @@ impl Worker {
         let creates = std::mem::take(&mut self.creates);
         let mut batch = WriteBatch::new();
         let mut todo = Vec::new();
+        let mut later = Vec::new();
         for c in creates {
             if self.failed {
                 c.done.complete(Err(CreateGroupError::StorageFailed));
+                continue;
+            }
+            if let Some(existing) = self.creating_replica(c.group) {
+                if existing == c.replica {
+                    later.push(c);
+                } else {
+                    c.done.complete(Err(CreateGroupError::Conflict { group: c.group, existing }));
+                }
                 continue;
             }
             if let Some(g) = self.groups.get(&c.group) {
@@ -720,18 +748,46 @@ impl Worker {
             batch.set_hard_state(c.group, wal_hs(HardState { term: 1, vote: 0, commit: 1 }));
             todo.push(c);
         }
+        self.creates = later;
         if todo.is_empty() {
             return;
         }
-        if let Err(e) = self.sh.wal.write(batch) {
-            log::error!("flotilla: wal write creating groups failed: {e}");
-            self.storage_failed();
-            for c in todo {
-                c.done.complete(Err(CreateGroupError::StorageFailed));
+        let bytes = batch.encoded_len() as u64;
+        match self.sh.wal.submit(batch) {
+            Ok(ticket) => {
+                self.wal_pending += bytes;
+                let f = Inflight {
+                    ticket: Some(ticket),
+                    after: Vec::new(),
+                    prune: Vec::new(),
+                    bytes,
+                    creates: todo,
+                };
+                self.inflight.push_back(f);
             }
-            return;
+            Err(e) => {
+                log::error!("flotilla: wal write creating groups failed: {e}");
+                self.storage_failed();
+                for c in todo {
+                    c.done.complete(Err(CreateGroupError::StorageFailed));
+                }
+            }
         }
-        for c in todo {
+    }
+
+    /// The replica of `group` whose founding write is in flight, if any.
+    fn creating_replica(&self, group: u64) -> Option<ReplicaId> {
+        self.inflight.iter().flat_map(|f| &f.creates).find(|c| c.group == group).map(|c| c.replica)
+    }
+
+    fn creating(&self, group: u64) -> bool {
+        self.creating_replica(group).is_some()
+    }
+
+    /// Starts the founding replicas whose write is durable, then carries out removals
+    /// that waited for them.
+    fn start_created(&mut self, creates: Vec<PendingCreate>) {
+        for c in creates {
             match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm.applied_index()) {
                 Ok(mut g) => {
                     match c.first_leader {
@@ -749,6 +805,20 @@ impl Worker {
                     log::error!("flotilla: group {} could not start: {e}", c.group);
                     c.done.complete(Err(CreateGroupError::StorageFailed));
                 }
+            }
+        }
+        if self.removes.is_empty() {
+            return;
+        }
+        for (group, done) in std::mem::take(&mut self.removes) {
+            if self.creating(group) {
+                self.removes.push((group, done));
+            } else if let Some(g) = self.groups.remove(&group) {
+                self.active.remove(&group);
+                self.destroy(g);
+                done.complete(Ok(()));
+            } else {
+                done.complete(Err(ProposeError::GroupNotFound(group)));
             }
         }
     }
@@ -799,7 +869,9 @@ impl Worker {
         if self.failed {
             return;
         }
-        if !self.groups.contains_key(&group) && !self.maybe_create(from, group, &m) {
+        // A group whose founding write is in flight takes no message yet (senders retry).
+        let unknown = !self.groups.contains_key(&group);
+        if unknown && (self.creating(group) || !self.maybe_create(from, group, &m)) {
             return;
         }
         if self.answer_removed(from, group, &m) {
@@ -1162,14 +1234,35 @@ impl Worker {
                     return;
                 }
                 let cmd = Cmd::Create { group, replica, conf, sm, done, first_leader: None };
-                let to = self.sh.routes.lock().unwrap_or_else(|e| e.into_inner()).get(owner).cloned();
-                // Waits (bounded) for room: a create-group effect must not be lost to a
-                // momentarily full mailbox.
-                if to.map_or(true, |tx| tx.send_timeout(cmd, EFFECT_SEND_WAIT).is_err()) {
-                    log::error!(
-                        "flotilla: group {parent} at {index}: worker {owner} did not take the creation of group {group}"
-                    );
+                // A create-group effect must not be lost to a momentarily full mailbox, nor
+                // block this worker: retried each turn (bounded in time).
+                let deadline = Instant::now() + EFFECT_SEND_WAIT;
+                self.effect_creates.push_back((owner, group, cmd, deadline));
+                self.send_effect_creates();
+            }
+        }
+    }
+
+    /// Hands the groups created by effects to their workers without blocking; a full
+    /// mailbox is retried next turn, until the command's deadline.
+    fn send_effect_creates(&mut self) {
+        if self.effect_creates.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for _ in 0..self.effect_creates.len() {
+            let Some((owner, group, cmd, deadline)) = self.effect_creates.pop_front() else { break };
+            let to = self.sh.routes.lock().unwrap_or_else(|e| e.into_inner()).get(owner).cloned();
+            let res = match to {
+                Some(tx) => tx.try_send(cmd),
+                None => Err(TrySendError::Disconnected(cmd)),
+            };
+            match res {
+                Ok(()) => {}
+                Err(TrySendError::Full(cmd)) if now < deadline => {
+                    self.effect_creates.push_back((owner, group, cmd, deadline));
                 }
+                Err(_) => log::error!("flotilla: worker {owner} did not take the creation of group {group}"),
             }
         }
     }
@@ -1208,6 +1301,8 @@ impl Worker {
         let Some(mut g) = self.groups.remove(&group) else { return };
         let me = g.raft.id();
         let was_member = g.raft.conf().contains(me);
+        // Lease reads are answered now, under the lease as it stands now.
+        g.raft.set_now(clock::now_nanos());
         g.raft.on_applied(last);
         // Membership changes resolve once Raft applied them (status shows the change).
         for (w, o) in deferred {
@@ -1461,7 +1556,7 @@ impl Worker {
             }
         };
         if ticket.is_some() || !after.is_empty() {
-            self.inflight.push_back(Inflight { ticket, after, prune, bytes });
+            self.inflight.push_back(Inflight { ticket, after, prune, bytes, creates: Vec::new() });
         }
         // Writes that need nothing durable complete at once (in order).
         self.poll_inflight();
@@ -1490,9 +1585,13 @@ impl Worker {
             for (gid, replica, keep) in done.prune {
                 snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
             }
+            if !done.creates.is_empty() {
+                self.start_created(done.creates);
+            }
             for (gid, last, msgs) in done.after {
                 let Some(g) = self.groups.get_mut(&gid) else { continue };
                 if let Some((i, t)) = last {
+                    g.raft.set_now(clock::now_nanos());
                     g.raft.on_persisted(i, t);
                 }
                 // Crash tests: a granted vote is durable, its reply not sent.
@@ -1529,7 +1628,14 @@ impl Worker {
     fn storage_failed(&mut self) {
         self.failed = true;
         self.sh.failed.store(true, Ordering::Release);
-        self.inflight.clear();
+        for f in self.inflight.drain(..) {
+            for c in f.creates {
+                c.done.complete(Err(CreateGroupError::StorageFailed));
+            }
+        }
+        for (_, done) in self.removes.drain(..) {
+            done.complete(Err(ProposeError::StorageFailed));
+        }
         self.wal_pending = 0;
         self.batch = WriteBatch::new();
         self.after.clear();

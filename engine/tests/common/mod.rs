@@ -296,7 +296,13 @@ pub struct Network {
     pub chunk_size: usize,
     /// Every message routed (delivered or dropped), for inspection.
     pub log: Vec<Message>,
+    /// The clock given to every replica (`Raft::set_now`): advanced by one default tick
+    /// (`Config::tick_nanos`) per [`Network::tick_all`].
+    pub now: u64,
 }
+
+/// The default `Config::tick_nanos`: the clock step of one [`Network::tick_all`].
+pub const TICK_NANOS: u64 = 10_000_000;
 
 impl Network {
     /// A group of voters `ids` (all fresh), each configured by [`config`] then `f`.
@@ -323,11 +329,13 @@ impl Network {
             drop_if: None,
             chunk_size: 4,
             log: Vec::new(),
+            now: TICK_NANOS,
         }
     }
 
     /// Adds (or replaces) a replica.
-    pub fn add(&mut self, raft: Raft<MemStorage>) {
+    pub fn add(&mut self, mut raft: Raft<MemStorage>) {
+        raft.set_now(self.now);
         let id = raft.id();
         self.nodes
             .insert(id, Node { raft, applied: Vec::new(), snapshots: Vec::new(), read_states: Vec::new() });
@@ -447,8 +455,11 @@ impl Network {
 
     /// Ticks every replica once and settles.
     pub fn tick_all(&mut self) {
+        self.now += TICK_NANOS;
+        let now = self.now;
         let ids: Vec<ReplicaId> = self.nodes.keys().copied().collect();
         for id in ids {
+            self.raft_mut(id).set_now(now);
             self.raft_mut(id).tick();
         }
         self.settle();
