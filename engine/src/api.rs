@@ -569,6 +569,10 @@ pub enum TransferError {
     /// The target is this node, the leader already.
     #[error("node {0} already leads the group")]
     ToSelf(NodeId),
+    /// A membership change of the group is pending (not yet applied, or a joint
+    /// configuration not yet left); retry once it completes.
+    #[error("a membership change is pending")]
+    ConfChangePending,
     /// The worker's mailbox is full.
     #[error("busy")]
     Busy,

@@ -900,7 +900,9 @@ impl<S: LogStore> Raft<S> {
 
     /// Starts a leadership transfer to `to` (thesis §3.10): the leader catches `to` up,
     /// then sends TimeoutNow. Proposals are refused meanwhile; the transfer aborts after an
-    /// election timeout or if `to` leaves the configuration.
+    /// election timeout or if `to` leaves the configuration. Refused with
+    /// [`TransferError::ConfChangePending`] while a membership change is pending (see
+    /// [`Raft::conf_change_pending`]).
     pub fn transfer_leader(&mut self, to: ReplicaId) -> Result<(), TransferError> {
         self.wake_for_input();
         if self.role != Role::Leader {
@@ -914,6 +916,9 @@ impl<S: LogStore> Raft<S> {
         }
         if !self.conf.is_incoming_voter(to) {
             return Err(TransferError::NotVoter(to));
+        }
+        if self.conf_change_pending() {
+            return Err(TransferError::ConfChangePending);
         }
         if self.transferee == to {
             return Ok(());
@@ -931,6 +936,26 @@ impl<S: LogStore> Raft<S> {
             self.maybe_send_append(to, true);
         }
         Ok(())
+    }
+
+    /// Whether a membership change is pending: the configuration is joint (its leave is
+    /// still to come), or a change in the log is not applied yet. A new leader's
+    /// `pending_conf_index` is its whole log (conservative for proposing changes); here the
+    /// entries past applied are looked at, so a leader without such a change may transfer
+    /// before its no-op applies.
+    pub fn conf_change_pending(&self) -> bool {
+        if self.conf.is_joint() {
+            return true;
+        }
+        let (applied, pending) = (self.log.applied, self.pending_conf_index);
+        if pending <= applied {
+            return false;
+        }
+        match self.log.entries(applied + 1, pending + 1, u64::MAX) {
+            Ok(ents) => ents.iter().any(|e| matches!(e.payload, EntryPayload::ConfChange(_))),
+            // Unreadable entries: assume the worst, as `has_unapplied_conf_changes` does.
+            Err(_) => true,
+        }
     }
 
     fn abort_transfer(&mut self) {

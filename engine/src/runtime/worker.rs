@@ -962,6 +962,7 @@ impl Worker {
             CoreTransferError::ToSelf(_) => TransferError::ToSelf(node),
             CoreTransferError::NotVoter(_) => TransferError::NotVoter(node),
             CoreTransferError::NotMember(_) => TransferError::NotMember(node),
+            CoreTransferError::ConfChangePending => TransferError::ConfChangePending,
         });
         Self::touch(&mut self.touched, g);
         r
