@@ -44,6 +44,7 @@ use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
 use flotilla_wal::{Ticket, WriteBatch};
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
+use super::incarnation::ReadCtx;
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
@@ -361,8 +362,8 @@ pub(crate) struct Worker {
     outbox: Outbox,
     inflight: VecDeque<Inflight>,
     creates: Vec<PendingCreate>,
-    /// Read contexts: unique across restarts (seeded from the clock).
-    next_ctx: u64,
+    /// Read contexts: unique across restarts (the node's incarnation in the high bits).
+    read_ctx: ReadCtx,
     ticks: u64,
     /// Waiters across all groups.
     waiting: usize,
@@ -409,10 +410,7 @@ impl Worker {
             let _ = apply_tx.send(add_cmd(&g, sm));
             groups.insert(g.id, g);
         }
-        let clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
+        let read_ctx = ReadCtx::new(sh.incarnation);
         Ok(Worker {
             idx,
             sh,
@@ -423,7 +421,7 @@ impl Worker {
             outbox: Outbox::new(hb.into()),
             inflight: VecDeque::new(),
             creates: Vec::new(),
-            next_ctx: clock << 16,
+            read_ctx,
             ticks: 0,
             waiting: 0,
             failed: false,
@@ -931,8 +929,7 @@ impl Worker {
             return done.complete(Err(ReadError::GroupNotFound(group)));
         };
         Self::credit_idle(g, self.ticks);
-        self.next_ctx = self.next_ctx.wrapping_add(1);
-        let ctx = self.next_ctx;
+        let ctx = self.read_ctx.next();
         match g.raft.read_index(ctx) {
             Ok(()) => {
                 g.reads.push(PendingRead { ctx, index: None, deadline: self.ticks + timeout, done });
