@@ -13,6 +13,7 @@
 //! no signal is polled every 200 µs instead.
 
 mod apply;
+mod apply_hold;
 mod incarnation;
 mod pending;
 mod snapfile;

@@ -44,6 +44,7 @@ use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
 use flotilla_wal::{Ticket, WriteBatch};
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
+use super::apply_hold::ApplyHold;
 use super::incarnation::ReadCtx;
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
@@ -315,7 +316,19 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
                         .map_err(|e| err(format!("restore: {e}")))?;
                 }
                 snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
-                let g = new_group(sh, group, replica, snapshot, sm.applied_index()).map_err(err)?;
+                // Applied entries were durable in the log first (a snapshot's reset before
+                // its restore): a state machine past the log's end ran ahead of the WAL,
+                // and clamping its index would take the stale log tail as committed.
+                let last = match sh.wal.last_index(group) {
+                    Ok(l) => l.max(snapshot.index),
+                    Err(flotilla_wal::ReadError::GroupNotFound(_)) => snapshot.index,
+                    Err(e) => return Err(err(e.to_string())),
+                };
+                let applied = sm.applied_index();
+                if applied > last {
+                    return Err(OpenError::AppliedPastLog { group, applied, last });
+                }
+                let g = new_group(sh, group, replica, snapshot, applied).map_err(err)?;
                 out.groups.push((g, sm));
             }
         }
@@ -338,6 +351,8 @@ struct Inflight {
     after: Vec<AfterWrite>,
     /// Encoded bytes of the batch.
     bytes: u64,
+    /// The write's sequence number (see `Worker::next_write`).
+    seq: u64,
 }
 
 struct PendingCreate {
@@ -387,6 +402,10 @@ pub(crate) struct Worker {
     apply_backlog: u64,
     /// Bytes of WAL batches submitted and not yet durable.
     wal_pending: u64,
+    /// Sequence number of the next write submitted.
+    next_write: u64,
+    /// Apply commands held until a snapshot's log reset is durable.
+    apply_hold: ApplyHold,
 }
 
 impl Worker {
@@ -438,10 +457,18 @@ impl Worker {
             apply_thread: Some(apply_thread),
             apply_backlog: 0,
             wal_pending: 0,
+            next_write: 0,
+            apply_hold: ApplyHold::default(),
         })
     }
 
     fn send_apply(&mut self, cmd: ApplyCmd) {
+        if let Some(cmd) = self.apply_hold.hold(cmd) {
+            self.send_apply_now(cmd);
+        }
+    }
+
+    fn send_apply_now(&mut self, cmd: ApplyCmd) {
         let Some(tx) = &self.apply_tx else { return };
         // The apply thread lives as long as the worker holds its sender; it exits early
         // only if a state machine panicked: nothing can be applied any more, so the
@@ -1230,7 +1257,11 @@ impl Worker {
         snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
         // Crash tests: the file is durable, the WAL reset record not written.
         fail::fail_point!("engine::snapshot_file_before_reset");
-        self.send_apply(ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() });
+        // Persist, then apply: the restore (and every apply command after it) waits until
+        // the write carrying the reset below is durable (`poll_inflight`), so a state
+        // machine that persists its applied index is never ahead of the log.
+        let restore = ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() };
+        self.apply_hold.hold_until(self.next_write, restore);
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
             if let Some(w) = g.waiters.pop_front() {
@@ -1459,7 +1490,9 @@ impl Worker {
             }
         };
         if ticket.is_some() || !after.is_empty() {
-            self.inflight.push_back(Inflight { ticket, after, prune, bytes });
+            let seq = self.next_write;
+            self.next_write += 1;
+            self.inflight.push_back(Inflight { ticket, after, prune, bytes, seq });
         }
         // Writes that need nothing durable complete at once (in order).
         self.poll_inflight();
@@ -1484,6 +1517,14 @@ impl Worker {
             let Some(done) = self.inflight.pop_front() else { return };
             if done.ticket.is_some() {
                 self.wal_pending = self.wal_pending.saturating_sub(done.bytes);
+            }
+            if let Some(cmds) = self.apply_hold.durable(done.seq) {
+                // Crash tests: a snapshot's log reset is durable, the state machine not
+                // restored yet (recovery restores it from the snapshot file).
+                fail::fail_point!("engine::snapshot_reset_durable_before_restore");
+                for cmd in cmds {
+                    self.send_apply_now(cmd);
+                }
             }
             for (gid, replica, keep) in done.prune {
                 snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
