@@ -19,7 +19,8 @@
 //!
 //! Quiescence: a group whose Raft replica quiesced leaves the worker's `active` set, so
 //! ticks never visit it (idle CPU does not grow with the number of groups). The wall ticks
-//! it missed are credited lazily (`Raft::advance_idle`) before its next input. Node
+//! it missed are credited lazily (`Raft::advance_idle`) before its next input; they count
+//! as silence from the leader only when node liveness wakes the group. Node
 //! liveness (a peer down, or back with a new incarnation) queues the quiesced groups led
 //! there (and, for a restarted node, those led here with a replica there) for waking, at
 //! most `EngineConfig::max_wakes_per_tick` per tick.
@@ -480,8 +481,10 @@ impl Worker {
         }
     }
 
-    /// Credits the wall ticks a quiesced group missed, before an input reaches it (the
-    /// input may wake it: its follower lease must count that time).
+    /// Hands a quiesced group the wall ticks it missed, before an input reaches it. They
+    /// count on a follower's election timer only if node liveness wakes it (`Raft::wake`):
+    /// woken by anything else (a stray PreVote), a follower that merely slept keeps its
+    /// lease. A leader re-sends an unacknowledged quiesce heartbeat on them.
     fn credit_idle(g: &mut Group, now: u64) {
         if g.raft.is_quiesced() {
             g.raft.advance_idle(now.saturating_sub(g.idle_since));
@@ -492,7 +495,9 @@ impl Worker {
     /// After a group's turn: a quiesced group (with no read to time out) leaves the tick
     /// set; any other joins it.
     fn settle(&mut self, g: &mut Group) {
-        let idle = g.raft.is_quiesced() && g.reads.is_empty();
+        // A quiesced leader stays ticked until every member acknowledged its quiesce
+        // heartbeat (the credited ticks drive its re-sends).
+        let idle = g.raft.is_quiesced() && g.reads.is_empty() && !g.raft.awaiting_quiesce_acks();
         if idle {
             if self.active.remove(&g.id) {
                 g.idle_since = self.ticks;
@@ -503,6 +508,10 @@ impl Worker {
         let quiesced = g.raft.is_quiesced();
         if quiesced != g.quiesced_counted {
             g.quiesced_counted = quiesced;
+            if quiesced {
+                // Idle from now (it may stay ticked, awaiting quiesce acknowledgements).
+                g.idle_since = self.ticks;
+            }
             let c = &self.sh.counters.quiesced_groups;
             if quiesced {
                 c.fetch_add(1, Ordering::Relaxed);
@@ -1023,7 +1032,8 @@ impl Worker {
         for gid in &self.active {
             let Some(g) = groups.get_mut(gid) else { continue };
             if g.raft.is_quiesced() {
-                // Kept for its reads' deadlines only.
+                // Kept for its reads' deadlines, or a leader re-sending its quiesce
+                // heartbeat to members that did not acknowledge it.
                 Self::credit_idle(g, now);
             } else {
                 g.raft.tick();
