@@ -89,7 +89,8 @@ pub(crate) struct ReadCtx {
 }
 
 impl ReadCtx {
-    /// Contexts of life `incarnation`.
+    /// Contexts of life `incarnation` (its low 24 bits: lives 2^24 opens apart share a
+    /// range, long after any answer to the earlier one could arrive).
     pub(crate) fn new(incarnation: u64) -> ReadCtx {
         ReadCtx { base: incarnation << COUNTER_BITS, next: 0 }
     }
