@@ -396,10 +396,10 @@ fn stray_prevote_not_granted_by_a_follower_that_merely_slept() {
 
 /// Rule: a quiesce heartbeat that is lost is re-sent until acknowledged. The leader's
 /// quiesce heartbeat to replica 3 is dropped (and the first re-send too); the leader stays
-/// quiesced and re-sends it every tick to the member that did not
-/// acknowledge, only to it; once 3 obeys and acknowledges, the group sends nothing more and
-/// nobody campaigns, however long it idles. Without re-sends replica 3 would time out and
-/// campaign.
+/// quiesced and re-sends it every tick (from one heartbeat interval on) to the member that
+/// did not acknowledge, only to it; once 3 obeys and acknowledges, the group sends nothing
+/// more and nobody campaigns, however long it idles. Without re-sends replica 3 would time
+/// out and campaign.
 #[test]
 fn lost_quiesce_heartbeat_is_resent_until_acknowledged() {
     use std::sync::atomic::{AtomicUsize, Ordering};

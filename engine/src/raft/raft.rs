@@ -708,9 +708,10 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Whether this quiesced leader still waits for a member to acknowledge its quiesce
-    /// heartbeat: it re-sends the heartbeat to those every tick (an answer takes less; a
-    /// member that missed it times out a minimum election timeout after the last heartbeat
-    /// it got, so every try counts), for up to a maximum election timeout (a member that heard none of them campaigns, which wakes
+    /// heartbeat: it re-sends the heartbeat to those every tick from one heartbeat interval
+    /// after quiescing (an answer takes less; a member that missed it times out a minimum
+    /// election timeout after the last heartbeat it got, so every try counts), for up to a
+    /// maximum election timeout (a member that heard none of them campaigns, which wakes
     /// the group). The runtime keeps ticking (crediting) such a group meanwhile.
     pub fn awaiting_quiesce_acks(&self) -> bool {
         self.quiesced
@@ -725,7 +726,10 @@ impl<S: LogStore> Raft<S> {
         }
         let t = u32::try_from(ticks).unwrap_or(u32::MAX);
         self.quiesce_age = self.quiesce_age.saturating_add(t);
-        if self.quiesce_age >= self.cfg.election_timeout_max_ticks {
+        // The first heartbeat interval leaves time for the acknowledgements to come back.
+        if self.quiesce_age < self.cfg.heartbeat_interval_ticks
+            || self.quiesce_age >= self.cfg.election_timeout_max_ticks
+        {
             return;
         }
         let (commit, round, me) = (self.log.committed, self.round, self.id);
