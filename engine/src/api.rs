@@ -575,6 +575,10 @@ pub enum TransferError {
     /// The target is this node, the leader already.
     #[error("node {0} already leads the group")]
     ToSelf(NodeId),
+    /// A membership change of the group is pending (not yet applied, or a joint
+    /// configuration not yet left); retry once it completes.
+    #[error("a membership change is pending")]
+    ConfChangePending,
     /// The worker's mailbox is full.
     #[error("busy")]
     Busy,
@@ -742,6 +746,19 @@ pub enum OpenError {
     /// The WAL could not be opened or recovered.
     #[error("wal: {0}")]
     Wal(#[from] flotilla_wal::OpenError),
+    /// A group's state machine reports an applied index past the last index of the
+    /// group's log: it ran ahead of the WAL. Opening would take the log's stale tail as
+    /// committed, so the node refuses; rebuild that state machine (or the node) from its
+    /// peers.
+    #[error("recovering group {group}: the state machine applied index {applied}, past the log's last index {last}")]
+    AppliedPastLog {
+        /// The group.
+        group: u64,
+        /// The state machine's `applied_index()`.
+        applied: u64,
+        /// The last index of the group's log (or of its snapshot).
+        last: u64,
+    },
     /// A group's durable state is inconsistent.
     #[error("recovering group {group}: {reason}")]
     Recovery {

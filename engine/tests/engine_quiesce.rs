@@ -159,3 +159,49 @@ fn liveness_wakes_are_rate_limited() {
     }
     assert!(max_seen > 2, "node liveness woke quiesced groups ({max_seen})");
 }
+
+/// Quiescence without spurious elections: 1,000 groups go through 20 quiesce/wake cycles
+/// (a read at each leader wakes its group, which then quiesces again) while 10% of quiesce
+/// heartbeats are lost. A follower that missed its quiesce heartbeat gets it re-sent
+/// until it acknowledges, instead of timing out and campaigning; and followers that merely
+/// slept do not count their sleep as silence from their leader (only a liveness wake
+/// does), so no PreVote would be granted anyway. Zero campaigns, zero new leaders.
+#[test]
+fn lost_quiesce_heartbeats_cause_no_election() {
+    const GROUPS: u64 = 1_000;
+    const CYCLES: usize = 20;
+    let c = Cluster::new(3, 10_000);
+    let groups: Vec<u64> = (1..=GROUPS).collect();
+    create_led(&c, &groups, |g| g % 3 + 1);
+    wait_all_quiesced(&c, GROUPS);
+    let elections = || (1..=3).map(|id| c.engine(id).metrics().elections).sum::<u64>();
+    let leaders = || (1..=3).map(|id| c.engine(id).metrics().leaders_elected).sum::<u64>();
+    let (e0, l0) = (elections(), leaders());
+    let (seen0, dropped0) = c.fault.quiesce_heartbeats();
+    assert_eq!(dropped0, 0);
+    c.fault.set_quiesce_drop_ppm(100_000);
+    for cycle in 0..CYCLES {
+        let reads: Vec<_> = groups
+            .iter()
+            .map(|&g| {
+                let l = c.leader(g).unwrap_or_else(|| panic!("cycle {cycle}: group {g} has no leader"));
+                (g, c.engine(l).read_index(g).unwrap())
+            })
+            .collect();
+        for (g, r) in reads {
+            match r.wait_timeout(LONG) {
+                Ok(Ok(_)) => {}
+                other => panic!("cycle {cycle}: read on group {g}: {:?}", other.map_err(|_| "no answer")),
+            }
+        }
+        wait_all_quiesced(&c, GROUPS);
+        assert_eq!(elections(), e0, "cycle {cycle}: a campaign started");
+    }
+    let (seen, dropped) = c.fault.quiesce_heartbeats();
+    let (seen, dropped) = (seen - seen0, dropped - dropped0);
+    eprintln!("{CYCLES} cycles of {GROUPS} groups: {seen} quiesce heartbeats, {dropped} dropped");
+    assert!(seen >= 2 * GROUPS * CYCLES as u64, "every cycle quiesced every follower: {seen}");
+    assert!(dropped * 20 >= seen, "about 10% were dropped: {dropped} of {seen}");
+    assert_eq!(elections(), e0, "campaigns after quiescence");
+    assert_eq!(leaders(), l0, "leaders elected after quiescence");
+}

@@ -51,8 +51,9 @@ fn quiesce_heartbeats(log: &[Message]) -> Vec<(ReplicaId, u64)> {
 
 /// Rule: a leader quiesces only after every member echoed a heartbeat round that told it
 /// the last index is committed; it then sends each member ONE heartbeat with the quiesce
-/// flag (commit = last index), which followers obey silently. A quiesced group emits
-/// nothing and nobody campaigns, however long it idles.
+/// flag (commit = last index), which followers obey and acknowledge (an answer with the
+/// quiesce round, which the quiesced leader takes without waking). A quiesced group whose
+/// members all acknowledged emits nothing and nobody campaigns, however long it idles.
 #[test]
 fn leader_quiesces_after_every_member_acked_the_final_commit() {
     let mut net = net3(|_| {});
@@ -70,7 +71,20 @@ fn leader_quiesces_after_every_member_acked_the_final_commit() {
     let mut q = quiesce_heartbeats(sent);
     q.sort();
     assert_eq!(q, vec![(2, last), (3, last)], "one quiesce heartbeat per member, commit = last index");
-    assert_eq!(sent.len(), 2, "followers do not answer a quiesce heartbeat: {sent:?}");
+    let round = match sent[0].body {
+        MessageBody::Heartbeat { round, .. } => round,
+        _ => unreachable!("{sent:?}"),
+    };
+    let mut acks: Vec<(ReplicaId, ReplicaId)> = sent
+        .iter()
+        .filter(|m| m.body == MessageBody::HeartbeatResponse { round })
+        .map(|m| (m.from, m.to))
+        .collect();
+    acks.sort();
+    assert_eq!(acks, vec![(2, 1), (3, 1)], "each follower acknowledges the quiesce round: {sent:?}");
+    assert_eq!(sent.len(), 4, "nothing else: {sent:?}");
+    assert!(net.raft(1).is_quiesced(), "an acknowledgement does not wake the leader");
+    assert!(!net.raft(1).awaiting_quiesce_acks());
     for id in [2, 3] {
         assert!(net.raft(id).is_quiesced(), "replica {id} obeys");
         assert_eq!(net.raft(id).committed(), last);
@@ -173,11 +187,12 @@ fn a_follower_woken_locally_wakes_its_leader() {
     tick_until_quiesced(&mut net, 20);
 }
 
-/// Rule: a quiesced follower counts leader contact in wall ticks. Ticks it was not given
-/// while quiesced are credited with `advance_idle`; once they reach the minimum election
-/// timeout it grants a (pre-)vote after waking, so a group whose leader vanished while
-/// everything was quiesced elects a new one. Without the credit its lease would still hold
-/// (CheckQuorum) and it would ignore the candidate.
+/// Rule: a quiesced follower counts leader contact in wall ticks when node liveness wakes
+/// it. Ticks it was not given while quiesced are credited with `advance_idle`; once they
+/// reach the minimum election timeout it grants a (pre-)vote after a liveness wake
+/// (`wake`), so a group whose leader vanished while everything was quiesced elects a new
+/// one. Without the credit its lease would still hold (CheckQuorum) and it would ignore
+/// the candidate.
 #[test]
 fn woken_follower_grants_votes_after_idle_wall_ticks() {
     let setup = || {
@@ -201,12 +216,14 @@ fn woken_follower_grants_votes_after_idle_wall_ticks() {
     let answers = of_kind(&net.log[before..], "PreVoteResponse");
     assert!(answers.is_empty(), "in its lease, replica 2 ignores the PreVote: {answers:?}");
 
-    // With the wall ticks credited (lazily, as the runtime does): it grants the PreVote at
-    // once, and 3 wins.
+    // With the wall ticks credited (lazily, as the runtime does) and node liveness waking
+    // both followers (their leader's node went down): 2 grants the PreVote at once, and 3
+    // wins.
     let mut net = setup();
     for id in [2, 3] {
         net.raft_mut(id).advance_idle(10);
     }
+    net.raft_mut(2).wake();
     let before = net.log.len();
     net.raft_mut(3).wake();
     tick_until_campaign(net.raft_mut(3));
@@ -333,4 +350,93 @@ fn coalescer_never_skips_a_quiesce_heartbeat() {
         .flat_map(|(_, items)| flotilla_engine::transport::coalescer::expand(items))
         .collect();
     assert!(got.contains(&(9, hb(true))), "{got:?}");
+}
+
+/// Rule (thesis §4.2.3, §9.6: a follower that heard from its leader within the minimum
+/// election timeout ignores campaigns): a follower that merely slept does not count its
+/// sleep as silence from its leader. Both followers were quiesced for a long time (100
+/// ticks credited with `advance_idle`); replica 3 alone is woken by node liveness and
+/// campaigns. Its PreVote wakes replica 2, which still holds its lease and ignores it, and
+/// wakes the leader, which heartbeats: no election, same term, same leader. (Crediting the
+/// sleep on any message, replica 2 would grant the PreVote and 3 would win.)
+#[test]
+fn stray_prevote_not_granted_by_a_follower_that_merely_slept() {
+    let mut net = net3(|c| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    });
+    tick_until_quiesced(&mut net, 20);
+    let term = net.raft(1).term();
+    for id in [2, 3] {
+        net.raft_mut(id).advance_idle(100);
+    }
+    net.raft_mut(3).wake();
+    tick_until_campaign(net.raft_mut(3));
+    assert_eq!(net.raft(3).role(), Role::PreCandidate);
+    let before = net.log.len();
+    net.process(3);
+    // As the runtime does before an input: credit the missed ticks, then step.
+    net.raft_mut(2).advance_idle(50);
+    net.deliver();
+    net.process(2);
+    assert!(!net.raft(2).is_quiesced(), "the PreVote wakes replica 2");
+    let grants: Vec<&Message> = of_kind(&net.log[before..], "PreVoteResponse")
+        .into_iter()
+        .filter(|m| matches!(m.body, MessageBody::RequestVoteResponse { reject: false, .. }))
+        .collect();
+    assert!(grants.is_empty(), "a follower that merely slept granted a PreVote: {grants:?}");
+    net.settle();
+    for _ in 0..60 {
+        net.tick_all();
+    }
+    assert_eq!(net.leader(), 1);
+    assert_eq!(net.raft(1).term(), term, "no election");
+    assert_eq!(net.raft(2).stats().campaigns, 0);
+}
+
+/// Rule: a quiesce heartbeat that is lost is re-sent until acknowledged. The leader's
+/// quiesce heartbeat to replica 3 is dropped (and the first re-send too); the leader stays
+/// quiesced and re-sends it every tick (from one heartbeat interval on) to the member that
+/// did not acknowledge, only to it; once 3 obeys and acknowledges, the group sends nothing
+/// more and nobody campaigns, however long it idles. Without re-sends replica 3 would time
+/// out and campaign.
+#[test]
+fn lost_quiesce_heartbeat_is_resent_until_acknowledged() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let mut net = net3(|c| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    });
+    let lost = Arc::new(AtomicUsize::new(0));
+    let l2 = lost.clone();
+    net.drop_if = Some(Box::new(move |m: &Message| {
+        let q = m.to == 3 && matches!(m.body, MessageBody::Heartbeat { quiesce: true, .. });
+        q && l2.fetch_add(1, Ordering::SeqCst) < 2
+    }));
+    let before = net.log.len();
+    tick_until_quiesced(&mut net, 20);
+    assert!(net.raft(1).awaiting_quiesce_acks(), "replica 3 did not acknowledge");
+    assert!(net.raft(2).is_quiesced() && !net.raft(3).is_quiesced());
+    for _ in 0..10 {
+        if net.raft(3).is_quiesced() {
+            break;
+        }
+        net.tick_all();
+        assert!(net.raft(1).is_quiesced(), "re-sending does not wake the leader");
+    }
+    assert!(net.raft(3).is_quiesced(), "the re-sent quiesce heartbeat reached replica 3");
+    assert!(!net.raft(1).awaiting_quiesce_acks());
+    assert_eq!(lost.load(Ordering::SeqCst), 3, "two lost, the third went through");
+    let q = quiesce_heartbeats(&net.log[before..]);
+    assert_eq!(q.iter().filter(|(to, _)| *to == 2).count(), 1, "2 acknowledged the first: {q:?}");
+    assert_eq!(q.iter().filter(|(to, _)| *to == 3).count(), 3, "3 got it on the second re-send: {q:?}");
+    assert_eq!(net.raft(1).stats().quiesce_resends, 2);
+    let quiet = net.log.len();
+    net.tick_all_n(200);
+    assert_eq!(net.log.len(), quiet, "a fully acknowledged quiesced group sends nothing");
+    for id in [2, 3] {
+        assert_eq!(net.raft(id).stats().campaigns, 0, "replica {id} never campaigns");
+    }
+    assert_eq!(net.leader(), 1);
 }

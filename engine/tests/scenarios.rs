@@ -1487,21 +1487,85 @@ fn second_transfer_different_target() {
     assert_eq!(net.leader(), 2);
 }
 
-/// etcd TestLeaderTransferRemoveNode: a transfer aborts when its target leaves the
-/// configuration.
+/// etcd TestLeaderTransferRemoveNode, under TiKV's `pre_transfer_leader` rule: a
+/// transfer to a replica whose removal is pending is refused (`ConfChangePending`) rather
+/// than started and aborted when the removal applies; once applied, the target is no
+/// longer a member.
 #[test]
-fn transfer_aborts_when_target_removed() {
+fn transfer_to_target_being_removed_refused() {
     let mut net = net3(|_| {});
     net.isolate(3);
     net.raft_mut(1).propose_conf_change(ConfChange::single(ChangeKind::Remove, r(3))).unwrap();
-    net.raft_mut(1).transfer_leader(3).unwrap();
-    assert_eq!(net.raft(1).status().transferee, 3);
+    assert_eq!(net.raft_mut(1).transfer_leader(3), Err(TransferError::ConfChangePending));
+    assert_eq!(net.raft(1).status().transferee, 0);
     net.settle();
     assert_eq!(net.raft(1).conf().voters, vec![r(1), r(2)]);
-    assert_eq!(net.raft(1).status().transferee, 0);
-    assert_eq!(net.raft(1).stats().transfers_aborted, 1);
+    assert_eq!(net.raft_mut(1).transfer_leader(3), Err(TransferError::NotMember(3)));
+    assert_eq!(net.raft(1).stats().transfers_started, 0);
     assert_eq!(net.raft(1).role(), Role::Leader);
     assert!(net.logged("TimeoutNow").is_empty());
+}
+
+/// Leadership transfer (thesis §3.10) is refused with `ConfChangePending` while a
+/// membership change (§4.1, one at a time; §4.3 joint consensus) is pending: a change in
+/// the log not yet applied, or a joint configuration not yet left. Before the rule, the
+/// transfer started, the transferee (which does not campaign with a committed change
+/// unapplied) ignored TimeoutNow, and proposals were refused for an election timeout. The
+/// refusal changes nothing: no transferee, no message, proposals still accepted. A new
+/// leader whose log holds no unapplied change may transfer before its no-op applies.
+#[test]
+fn transfer_refused_while_conf_change_pending() {
+    let mut net = Network::with_conf(&[1, 2, 3, 4], voters_learners(&[1, 2, 3], &[4]), |_| {});
+    net.elect(1);
+    // A change proposed, not yet applied.
+    let (cc_index, _) =
+        net.raft_mut(1).propose_conf_change(ConfChange::single(ChangeKind::AddVoter, r(4))).unwrap();
+    assert!(net.raft(1).conf_change_pending());
+    assert_eq!(net.raft_mut(1).transfer_leader(2), Err(TransferError::ConfChangePending));
+    assert_eq!(net.raft(1).status().transferee, 0);
+    let out = net.process(1);
+    assert!(of_kind(&out.messages, "TimeoutNow").is_empty(), "no transfer started");
+    assert_eq!(net.raft(1).stats().transfers_started, 0);
+    assert!(net.raft_mut(1).propose(data(1)).is_ok(), "proposals are not blocked");
+    net.settle();
+    assert!(net.raft(1).applied() >= cc_index);
+    assert!(net.raft(1).conf().is_voter(4));
+    assert!(!net.raft(1).conf_change_pending());
+
+    // A joint configuration (explicit leave) stays pending until it is left.
+    net.propose_cc(
+        1,
+        ConfChange {
+            transition: Transition::JointExplicit,
+            changes: vec![SingleChange { kind: ChangeKind::AddLearner, replica: r(4) }],
+        },
+    );
+    assert!(net.raft(1).conf().is_joint());
+    assert!(net.raft(1).applied() >= net.raft(1).last_index(), "the joint entry is applied");
+    assert_eq!(net.raft_mut(1).transfer_leader(2), Err(TransferError::ConfChangePending));
+    net.propose_cc(1, ConfChange::leave_joint());
+    assert!(!net.raft(1).conf().is_joint());
+    net.raft_mut(1).transfer_leader(2).unwrap();
+    net.settle();
+    assert_eq!(net.leader(), 2);
+    assert_eq!(net.raft(2).stats().leaderships_by_transfer, 1);
+
+    // A new leader with no change in its log may transfer before its no-op applies.
+    let mut l = new_raft(1, three(), |_| {});
+    elect_alone(&mut l);
+    assert_eq!(l.applied(), 0);
+    assert!(l.transfer_leader(2).is_ok());
+
+    // A new leader with an earlier term's change in its log, not applied: refused.
+    let cc = ConfChange::single(ChangeKind::AddLearner, r(4));
+    let mut s = storage_with_log(three(), &[1], hs(1, 0, 0));
+    s.append(&[Entry { term: 1, index: 2, payload: EntryPayload::ConfChange(cc) }]);
+    let mut l = raft_with(config(1), s);
+    elect_alone(&mut l);
+    assert_eq!(l.transfer_leader(2), Err(TransferError::ConfChangePending));
+    step_drain(&mut l, append_ok(2, 1, 2, 3));
+    assert_eq!(l.applied(), 3);
+    assert!(l.transfer_leader(2).is_ok());
 }
 
 // =======================================================================================

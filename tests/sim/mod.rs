@@ -911,7 +911,10 @@ impl Sim {
             let node = &mut self.nodes[n];
             if let Some(r) = node.raft.as_mut() {
                 // Quiesced replicas are not ticked (the runtime keeps them out of its tick
-                // loop); the ticks they miss are credited before their next input.
+                // loop); the ticks they miss are credited before their next input (and at
+                // every step, in `client_actions`: a leader awaiting quiesce acks re-sends
+                // on them, as the runtime keeps ticking it). A follower counts them on its
+                // election timer only when node liveness wakes it (`wake`).
                 if !r.is_quiesced() {
                     r.tick();
                     node.idle_from = now;
@@ -1642,7 +1645,10 @@ impl Sim {
         self.trace(|| format!("partition kind {kind} until {}", self.heal_at));
     }
 
-    /// Credits the ticks a quiesced replica of node `n` missed (before an input).
+    /// Credits the ticks a quiesced replica of node `n` missed (before an input). The core
+    /// keeps a follower's as silence, counted on its election timer only by a liveness
+    /// wake (`wake`); any other input that wakes it drops them (a follower that merely
+    /// slept keeps its CheckQuorum lease and ignores a stray PreVote).
     fn credit(&mut self, n: usize) {
         let now = self.now;
         let node = &mut self.nodes[n];
@@ -1654,7 +1660,8 @@ impl Sim {
         }
     }
 
-    /// Node liveness as a transport reports it: wakes the quiesced replica of node `n`.
+    /// Node liveness as a transport reports it: wakes the quiesced replica of node `n`, its
+    /// missed ticks credited first (the only wake that counts them as silence).
     fn wake(&mut self, n: usize) {
         self.credit(n);
         if let Some(r) = self.nodes[n].raft.as_mut() {

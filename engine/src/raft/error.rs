@@ -54,6 +54,12 @@ pub enum TransferError {
     /// The target is not a member of the group.
     #[error("replica {0} is not a member of the group")]
     NotMember(ReplicaId),
+    /// A membership change is pending: one in the log not yet applied, or a joint
+    /// configuration not yet left. A transferee that has not applied a committed change
+    /// does not campaign, so the transfer would only block proposals for an election
+    /// timeout (TiKV's `pre_transfer_leader` refuses the same). Retry once it is applied.
+    #[error("a membership change is pending")]
+    ConfChangePending,
 }
 
 /// Why a ReadIndex request was refused.

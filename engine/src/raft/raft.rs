@@ -172,6 +172,11 @@ pub struct Raft<S> {
     quiesce_round: u64,
     /// The last index `quiesce_round` was about.
     quiesce_last: u64,
+    /// Follower: wall ticks of silence while quiesced, credited to the election timer only
+    /// by a liveness wake ([`Raft::wake`]); any other wake drops them.
+    idle_credit: u64,
+    /// Leader: ticks since it quiesced, bounding the quiesce heartbeat's re-sends.
+    quiesce_age: u32,
 }
 
 impl<S> std::fmt::Debug for Raft<S> {
@@ -232,6 +237,8 @@ impl<S: LogStore> Raft<S> {
             quiesced: false,
             quiesce_round: 0,
             quiesce_last: 0,
+            idle_credit: 0,
+            quiesce_age: 0,
         };
         r.set_conf(conf);
         // Re-apply membership changes the state machine already applied.
@@ -693,9 +700,14 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Credits `ticks` wall ticks that passed while quiesced without [`Raft::tick`] being
-    /// called: a follower counts them as time since it heard from its leader (up to the
-    /// minimum election timeout, the most that matters: past it, it grants votes), so it
-    /// grants votes correctly after waking. Ignored unless quiesced.
+    /// called. A follower keeps them as silence from its leader, counted on its election
+    /// timer only if a liveness wake ([`Raft::wake`]) follows: the leader's node went down
+    /// or restarted, so the silence is real and it must grant votes. Any other wake (a
+    /// message, a local input) drops them: a quiesced leader is silent by design, so a
+    /// follower that merely slept still holds its CheckQuorum lease and ignores a stray
+    /// PreVote (thesis §4.2.3, §9.6). A leader whose quiesce heartbeat some member has not
+    /// acknowledged re-sends it on every one of these ticks (see
+    /// [`Raft::awaiting_quiesce_acks`]). Ignored unless quiesced.
     pub fn advance_idle(&mut self, ticks: u64) {
         if self.quiesced {
             self.idle_ticks(ticks);
@@ -703,6 +715,16 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn idle_ticks(&mut self, ticks: u64) {
+        if self.role == Role::Leader {
+            self.resend_quiesce(ticks);
+        } else {
+            self.idle_credit = self.idle_credit.saturating_add(ticks);
+        }
+    }
+
+    /// Counts `ticks` of silence from the leader on a follower's election timer (up to the
+    /// minimum election timeout, the most that matters: past it, it grants votes).
+    fn credit_silence(&mut self, ticks: u64) {
         if self.role != Role::Leader {
             let cap = self.cfg.election_timeout_min_ticks;
             let t = u32::try_from(ticks).unwrap_or(u32::MAX);
@@ -714,6 +736,61 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
+    /// Whether this quiesced leader still waits for a member to acknowledge its quiesce
+    /// heartbeat: it re-sends the heartbeat to those every tick from one heartbeat interval
+    /// after quiescing (an answer takes less; a member that missed it times out a minimum
+    /// election timeout after the last heartbeat it got, so every try counts), for up to a
+    /// maximum election timeout (a member that heard none of them campaigns, which wakes
+    /// the group). The runtime keeps ticking (crediting) such a group meanwhile.
+    pub fn awaiting_quiesce_acks(&self) -> bool {
+        self.quiesced
+            && self.role == Role::Leader
+            && self.quiesce_age < self.cfg.election_timeout_max_ticks
+            && self.progress.iter().any(|(id, p)| *id != self.id && p.acked_round < self.round)
+    }
+
+    fn resend_quiesce(&mut self, ticks: u64) {
+        if !self.awaiting_quiesce_acks() {
+            return;
+        }
+        let t = u32::try_from(ticks).unwrap_or(u32::MAX);
+        self.quiesce_age = self.quiesce_age.saturating_add(t);
+        // The first heartbeat interval leaves time for the acknowledgements to come back.
+        if self.quiesce_age < self.cfg.heartbeat_interval_ticks
+            || self.quiesce_age >= self.cfg.election_timeout_max_ticks
+        {
+            return;
+        }
+        let (commit, round, me) = (self.log.committed, self.round, self.id);
+        let unacked: Vec<ReplicaId> = self
+            .progress
+            .iter()
+            .filter(|(id, p)| *id != me && p.acked_round < round)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unacked {
+            self.stats.quiesce_resends += 1;
+            self.send(id, MessageBody::Heartbeat { commit, round, quiesce: true });
+        }
+    }
+
+    /// A member's acknowledgement of the quiesce heartbeat (its round, this term): taken
+    /// by a quiesced leader without waking. Any other answer (the wake-up ping has round 0)
+    /// wakes it.
+    fn take_quiesce_ack(&mut self, m: &Message) -> bool {
+        let MessageBody::HeartbeatResponse { round } = m.body else { return false };
+        if self.role != Role::Leader || m.term != self.term || round == 0 || round != self.round {
+            return false;
+        }
+        match self.progress_mut(m.from) {
+            Some(p) => {
+                p.acked_round = p.acked_round.max(round);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Wakes a quiesced replica (the runtime: node liveness says its leader's node went
     /// down or restarted, or another local reason). A follower asks its leader to wake too
     /// and times out after a full randomized election timeout from now unless it hears
@@ -721,6 +798,9 @@ impl<S: LogStore> Raft<S> {
     /// quiesced. Credit the idle ticks with [`Raft::advance_idle`] first.
     pub fn wake(&mut self) {
         if self.quiesced {
+            // A liveness signal: the silence was real, count it (see `advance_idle`).
+            let silence = std::mem::take(&mut self.idle_credit);
+            self.credit_silence(silence);
             self.wake_inner(true);
         }
     }
@@ -735,6 +815,7 @@ impl<S: LogStore> Raft<S> {
     fn wake_inner(&mut self, ping: bool) {
         self.quiesced = false;
         self.quiesce_round = 0;
+        self.idle_credit = 0;
         self.stats.wakes += 1;
         if self.role == Role::Leader {
             self.election_elapsed = 0;
@@ -821,6 +902,7 @@ impl<S: LogStore> Raft<S> {
     /// Sends every member the quiesce heartbeat (commit = the last index) and stops.
     fn quiesce_leader(&mut self) {
         self.quiesced = true;
+        self.quiesce_age = 0;
         self.stats.quiesces += 1;
         self.shed_idle_memory();
         self.round += 1;
@@ -929,7 +1011,9 @@ impl<S: LogStore> Raft<S> {
 
     /// Starts a leadership transfer to `to` (thesis §3.10): the leader catches `to` up,
     /// then sends TimeoutNow. Proposals are refused meanwhile; the transfer aborts after an
-    /// election timeout or if `to` leaves the configuration.
+    /// election timeout or if `to` leaves the configuration. Refused with
+    /// [`TransferError::ConfChangePending`] while a membership change is pending (see
+    /// [`Raft::conf_change_pending`]).
     pub fn transfer_leader(&mut self, to: ReplicaId) -> Result<(), TransferError> {
         self.wake_for_input();
         if self.role != Role::Leader {
@@ -943,6 +1027,9 @@ impl<S: LogStore> Raft<S> {
         }
         if !self.conf.is_incoming_voter(to) {
             return Err(TransferError::NotVoter(to));
+        }
+        if self.conf_change_pending() {
+            return Err(TransferError::ConfChangePending);
         }
         if self.transferee == to {
             return Ok(());
@@ -960,6 +1047,26 @@ impl<S: LogStore> Raft<S> {
             self.maybe_send_append(to, true);
         }
         Ok(())
+    }
+
+    /// Whether a membership change is pending: the configuration is joint (its leave is
+    /// still to come), or a change in the log is not applied yet. A new leader's
+    /// `pending_conf_index` is its whole log (conservative for proposing changes); here the
+    /// entries past applied are looked at, so a leader without such a change may transfer
+    /// before its no-op applies.
+    pub fn conf_change_pending(&self) -> bool {
+        if self.conf.is_joint() {
+            return true;
+        }
+        let (applied, pending) = (self.log.applied, self.pending_conf_index);
+        if pending <= applied {
+            return false;
+        }
+        match self.log.entries(applied + 1, pending + 1, u64::MAX) {
+            Ok(ents) => ents.iter().any(|e| matches!(e.payload, EntryPayload::ConfChange(_))),
+            // Unreadable entries: assume the worst, as `has_unapplied_conf_changes` does.
+            Err(_) => true,
+        }
     }
 
     fn abort_transfer(&mut self) {
@@ -1268,6 +1375,9 @@ impl<S: LogStore> Raft<S> {
         if let Err(why) = self.check_well_formed(&m) {
             return Err(StepError::Malformed { kind: m.body.kind(), from: m.from, why });
         }
+        if self.quiesced && self.take_quiesce_ack(&m) {
+            return Ok(());
+        }
         if self.quiesced {
             let from_leader = m.from == self.leader && m.term == self.term;
             let repeat = from_leader && matches!(m.body, MessageBody::Heartbeat { quiesce: true, .. });
@@ -1441,12 +1551,22 @@ impl<S: LogStore> Raft<S> {
                 self.leader = m.from;
                 if quiesce && self.may_follow_quiesce(commit) {
                     // The leader quiesced with `commit` as the final index, acknowledged by
-                    // every member already: quiesce too, silently (an answer would wake it).
+                    // every member already: quiesce too, and acknowledge (again, for a
+                    // re-sent heartbeat: the first answer may have been lost). The leader
+                    // takes the answer with its round without waking, and re-sends to
+                    // members that did not answer.
                     if !self.quiesced {
                         self.quiesced = true;
+                        self.idle_credit = 0;
                         self.stats.quiesces += 1;
                         self.shed_idle_memory();
                     }
+                    self.send(m.from, MessageBody::HeartbeatResponse { round });
+                } else if quiesce {
+                    // Unable to quiesce: the wake-up ping (round 0) wakes the leader (an
+                    // answer with its round would be taken for an acknowledgement).
+                    self.log.commit_to(commit);
+                    self.send(m.from, MessageBody::HeartbeatResponse { round: 0 });
                 } else {
                     // Not quiescing (or unable to): the answer wakes a quiesced leader.
                     self.handle_heartbeat(m.from, commit, round);

@@ -97,4 +97,6 @@ pub struct Stats {
     pub quiesces: u64,
     /// Times this replica woke from quiescence.
     pub wakes: u64,
+    /// Quiesce heartbeats a quiesced leader re-sent to members that had not acknowledged.
+    pub quiesce_resends: u64,
 }

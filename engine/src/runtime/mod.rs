@@ -14,6 +14,8 @@
 
 mod apply;
 mod clock;
+mod apply_hold;
+mod incarnation;
 mod pending;
 mod snapfile;
 mod store;
@@ -192,6 +194,9 @@ pub(crate) struct WorkerGauges {
 /// What every worker shares.
 pub(crate) struct Shared {
     pub node: NodeId,
+    /// This life of the node (bumped durably at every open): the high bits of read
+    /// contexts, so an answer meant for an earlier life never matches a new read.
+    pub incarnation: u64,
     pub cfg: ValidEngineConfig,
     pub wal: Arc<Wal>,
     pub snap_dir: PathBuf,
@@ -237,10 +242,13 @@ impl Runtime {
             Some(fs) => Wal::open_with_fs(c.wal.clone(), fs)?,
             None => Wal::open(c.wal.clone())?,
         });
+        // After the WAL (which locks the directory): one process bumps it.
+        let incarnation = incarnation::bump(&c.data_dir)?;
         let (net_tx, net_rx) = unbounded();
         let n = c.workers;
         let shared = Arc::new(Shared {
             node: c.node_id,
+            incarnation,
             cfg: cfg.clone(),
             wal,
             snap_dir,

@@ -19,7 +19,8 @@
 //!
 //! Quiescence: a group whose Raft replica quiesced leaves the worker's `active` set, so
 //! ticks never visit it (idle CPU does not grow with the number of groups). The wall ticks
-//! it missed are credited lazily (`Raft::advance_idle`) before its next input. Node
+//! it missed are credited lazily (`Raft::advance_idle`) before its next input; they count
+//! as silence from the leader only when node liveness wakes the group. Node
 //! liveness (a peer down, or back with a new incarnation) queues the quiesced groups led
 //! there (and, for a restarted node, those led here with a replica there) for waking, at
 //! most `EngineConfig::max_wakes_per_tick` per tick.
@@ -45,6 +46,8 @@ use flotilla_wal::{Ticket, WriteBatch};
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
 use super::clock;
+use super::apply_hold::ApplyHold;
+use super::incarnation::ReadCtx;
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
@@ -315,7 +318,19 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
                         .map_err(|e| err(format!("restore: {e}")))?;
                 }
                 snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
-                let g = new_group(sh, group, replica, snapshot, sm.applied_index()).map_err(err)?;
+                // Applied entries were durable in the log first (a snapshot's reset before
+                // its restore): a state machine past the log's end ran ahead of the WAL,
+                // and clamping its index would take the stale log tail as committed.
+                let last = match sh.wal.last_index(group) {
+                    Ok(l) => l.max(snapshot.index),
+                    Err(flotilla_wal::ReadError::GroupNotFound(_)) => snapshot.index,
+                    Err(e) => return Err(err(e.to_string())),
+                };
+                let applied = sm.applied_index();
+                if applied > last {
+                    return Err(OpenError::AppliedPastLog { group, applied, last });
+                }
+                let g = new_group(sh, group, replica, snapshot, applied).map_err(err)?;
                 out.groups.push((g, sm));
             }
         }
@@ -340,6 +355,8 @@ struct Inflight {
     bytes: u64,
     /// Founding replicas this write creates: they start once it is durable.
     creates: Vec<PendingCreate>,
+    /// The write's sequence number (see `Worker::next_write`).
+    seq: u64,
 }
 
 struct PendingCreate {
@@ -369,8 +386,8 @@ pub(crate) struct Worker {
     /// Groups created by effects for another worker whose mailbox was full: (worker,
     /// group, command, deadline), retried each turn until the deadline, never waited for.
     effect_creates: VecDeque<(usize, u64, Cmd, Instant)>,
-    /// Read contexts: unique across restarts (seeded from the clock).
-    next_ctx: u64,
+    /// Read contexts: unique across restarts (the node's incarnation in the high bits).
+    read_ctx: ReadCtx,
     ticks: u64,
     /// Waiters across all groups.
     waiting: usize,
@@ -394,6 +411,10 @@ pub(crate) struct Worker {
     apply_backlog: u64,
     /// Bytes of WAL batches submitted and not yet durable.
     wal_pending: u64,
+    /// Sequence number of the next write submitted.
+    next_write: u64,
+    /// Apply commands held until a snapshot's log reset is durable.
+    apply_hold: ApplyHold,
 }
 
 impl Worker {
@@ -417,10 +438,7 @@ impl Worker {
             let _ = apply_tx.send(add_cmd(&g, sm));
             groups.insert(g.id, g);
         }
-        let clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
+        let read_ctx = ReadCtx::new(sh.incarnation);
         Ok(Worker {
             idx,
             sh,
@@ -433,7 +451,7 @@ impl Worker {
             creates: Vec::new(),
             removes: Vec::new(),
             effect_creates: VecDeque::new(),
-            next_ctx: clock << 16,
+            read_ctx,
             ticks: 0,
             waiting: 0,
             failed: false,
@@ -450,10 +468,18 @@ impl Worker {
             apply_thread: Some(apply_thread),
             apply_backlog: 0,
             wal_pending: 0,
+            next_write: 0,
+            apply_hold: ApplyHold::default(),
         })
     }
 
     fn send_apply(&mut self, cmd: ApplyCmd) {
+        if let Some(cmd) = self.apply_hold.hold(cmd) {
+            self.send_apply_now(cmd);
+        }
+    }
+
+    fn send_apply_now(&mut self, cmd: ApplyCmd) {
         let Some(tx) = &self.apply_tx else { return };
         // The apply thread lives as long as the worker holds its sender; it exits early
         // only if a state machine panicked: nothing can be applied any more, so the
@@ -465,9 +491,11 @@ impl Worker {
         }
     }
 
-    /// Credits the wall ticks a quiesced group missed, before an input reaches it (the
-    /// input may wake it: its follower lease must count that time), and gives it the
-    /// clock its leader lease is measured with (`clock`).
+    /// Hands a quiesced group the wall ticks it missed, before an input reaches it. They
+    /// count on a follower's election timer only if node liveness wakes it (`Raft::wake`):
+    /// woken by anything else (a stray PreVote), a follower that merely slept keeps its
+    /// lease. A leader re-sends an unacknowledged quiesce heartbeat on them.
+    /// Also gives it the clock its leader lease is measured with (`clock`).
     fn credit_idle(g: &mut Group, now: u64) {
         g.raft.set_now(clock::now_nanos());
         if g.raft.is_quiesced() {
@@ -479,7 +507,9 @@ impl Worker {
     /// After a group's turn: a quiesced group (with no read to time out) leaves the tick
     /// set; any other joins it.
     fn settle(&mut self, g: &mut Group) {
-        let idle = g.raft.is_quiesced() && g.reads.is_empty();
+        // A quiesced leader stays ticked until every member acknowledged its quiesce
+        // heartbeat (the credited ticks drive its re-sends).
+        let idle = g.raft.is_quiesced() && g.reads.is_empty() && !g.raft.awaiting_quiesce_acks();
         if idle {
             if self.active.remove(&g.id) {
                 g.idle_since = self.ticks;
@@ -490,6 +520,10 @@ impl Worker {
         let quiesced = g.raft.is_quiesced();
         if quiesced != g.quiesced_counted {
             g.quiesced_counted = quiesced;
+            if quiesced {
+                // Idle from now (it may stay ticked, awaiting quiesce acknowledgements).
+                g.idle_since = self.ticks;
+            }
             let c = &self.sh.counters.quiesced_groups;
             if quiesced {
                 c.fetch_add(1, Ordering::Relaxed);
@@ -756,11 +790,14 @@ impl Worker {
         match self.sh.wal.submit(batch) {
             Ok(ticket) => {
                 self.wal_pending += bytes;
+                let seq = self.next_write;
+                self.next_write += 1;
                 let f = Inflight {
                     ticket: Some(ticket),
                     after: Vec::new(),
                     prune: Vec::new(),
                     bytes,
+                    seq,
                     creates: todo,
                 };
                 self.inflight.push_back(f);
@@ -1003,8 +1040,7 @@ impl Worker {
             return done.complete(Err(ReadError::GroupNotFound(group)));
         };
         Self::credit_idle(g, self.ticks);
-        self.next_ctx = self.next_ctx.wrapping_add(1);
-        let ctx = self.next_ctx;
+        let ctx = self.read_ctx.next();
         match g.raft.read_index(ctx) {
             Ok(()) => {
                 g.reads.push(PendingRead { ctx, index: None, deadline: self.ticks + timeout, done });
@@ -1034,6 +1070,7 @@ impl Worker {
             CoreTransferError::ToSelf(_) => TransferError::ToSelf(node),
             CoreTransferError::NotVoter(_) => TransferError::NotVoter(node),
             CoreTransferError::NotMember(_) => TransferError::NotMember(node),
+            CoreTransferError::ConfChangePending => TransferError::ConfChangePending,
         });
         Self::touch(&mut self.touched, g);
         r
@@ -1070,7 +1107,8 @@ impl Worker {
         for gid in &self.active {
             let Some(g) = groups.get_mut(gid) else { continue };
             if g.raft.is_quiesced() {
-                // Kept for its reads' deadlines only.
+                // Kept for its reads' deadlines, or a leader re-sending its quiesce
+                // heartbeat to members that did not acknowledge it.
                 Self::credit_idle(g, now);
             } else {
                 g.raft.tick();
@@ -1327,7 +1365,11 @@ impl Worker {
         snapfile::save(&self.sh.snap_dir, g.id, g.raft.id(), meta, data)?;
         // Crash tests: the file is durable, the WAL reset record not written.
         fail::fail_point!("engine::snapshot_file_before_reset");
-        self.send_apply(ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() });
+        // Persist, then apply: the restore (and every apply command after it) waits until
+        // the write carrying the reset below is durable (`poll_inflight`), so a state
+        // machine that persists its applied index is never ahead of the log.
+        let restore = ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() };
+        self.apply_hold.hold_until(self.next_write, restore);
         let mut n = 0;
         while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
             if let Some(w) = g.waiters.pop_front() {
@@ -1556,7 +1598,9 @@ impl Worker {
             }
         };
         if ticket.is_some() || !after.is_empty() {
-            self.inflight.push_back(Inflight { ticket, after, prune, bytes, creates: Vec::new() });
+            let seq = self.next_write;
+            self.next_write += 1;
+            self.inflight.push_back(Inflight { ticket, after, prune, bytes, seq, creates: Vec::new() });
         }
         // Writes that need nothing durable complete at once (in order).
         self.poll_inflight();
@@ -1581,6 +1625,14 @@ impl Worker {
             let Some(done) = self.inflight.pop_front() else { return };
             if done.ticket.is_some() {
                 self.wal_pending = self.wal_pending.saturating_sub(done.bytes);
+            }
+            if let Some(cmds) = self.apply_hold.durable(done.seq) {
+                // Crash tests: a snapshot's log reset is durable, the state machine not
+                // restored yet (recovery restores it from the snapshot file).
+                fail::fail_point!("engine::snapshot_reset_durable_before_restore");
+                for cmd in cmds {
+                    self.send_apply_now(cmd);
+                }
             }
             for (gid, replica, keep) in done.prune {
                 snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);

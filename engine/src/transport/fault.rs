@@ -11,12 +11,17 @@
 //! reports as the peer going down; the wrapper does the same at once: the first receive
 //! after a pair involving this node is blocked (either way) yields `PeerDown` for the
 //! other node, once per partition. Healing reports nothing (the next traffic flows).
+//!
+//! One selective rule: quiesce heartbeats (the leader's heartbeat with the quiesce flag)
+//! can be dropped one by one at random, out of the batches that carry them, so a test can
+//! lose exactly those (everything else in the batch goes through unchanged).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{SnapshotChunks, Transport, TransportError, TransportEvent, WireItem};
+use crate::raft::message::MessageBody;
 use crate::raft::types::NodeId;
 
 /// Blocked arrivals one `recv_timeout` call discards before it returns `None`.
@@ -32,6 +37,11 @@ struct Rules {
     rng: u64,
     /// Batches and snapshot streams dropped so far.
     dropped: u64,
+    /// Quiesce heartbeats dropped at random, per million.
+    quiesce_drop_ppm: u32,
+    /// Quiesce heartbeats sent, and dropped, so far.
+    quiesce_seen: u64,
+    quiesce_dropped: u64,
 }
 
 impl Rules {
@@ -49,6 +59,16 @@ impl Rules {
             || (self.drop_ppm > 0 && self.next() % 1_000_000 < u64::from(self.drop_ppm));
         if lost {
             self.dropped += 1;
+        }
+        lost
+    }
+
+    /// Whether a quiesce heartbeat is dropped (counted either way).
+    fn drops_quiesce(&mut self) -> bool {
+        self.quiesce_seen += 1;
+        let lost = self.quiesce_drop_ppm > 0 && self.next() % 1_000_000 < u64::from(self.quiesce_drop_ppm);
+        if lost {
+            self.quiesce_dropped += 1;
         }
         lost
     }
@@ -106,11 +126,26 @@ impl FaultControl {
         self.lock().drop_ppm = ppm.min(1_000_000);
     }
 
+    /// Drops each quiesce heartbeat (a `Heartbeat` with the quiesce flag, alone or in a
+    /// coalesced heartbeat item) at random with probability `ppm` per million, removing
+    /// just it from its batch (0 turns this off).
+    pub fn set_quiesce_drop_ppm(&self, ppm: u32) {
+        self.lock().quiesce_drop_ppm = ppm.min(1_000_000);
+    }
+
+    /// Quiesce heartbeats sent through wrapped transports so far, and how many of them
+    /// were dropped (by `set_quiesce_drop_ppm`).
+    pub fn quiesce_heartbeats(&self) -> (u64, u64) {
+        let r = self.lock();
+        (r.quiesce_seen, r.quiesce_dropped)
+    }
+
     /// Removes every partition and random loss.
     pub fn heal(&self) {
         let mut r = self.lock();
         r.blocked.clear();
         r.drop_ppm = 0;
+        r.quiesce_drop_ppm = 0;
     }
 
     /// Whether traffic from `from` to `to` is blocked now.
@@ -192,10 +227,40 @@ impl<T: Transport> Transport for FaultTransport<T> {
     }
 
     fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
-        if self.ctl.lock().drops(self.me, to) {
+        let mut r = self.ctl.lock();
+        if r.drops(self.me, to) {
             return Ok(());
         }
-        self.inner.send(to, tag, items)
+        let is_quiesce = |it: &WireItem| match it {
+            WireItem::Heartbeats(hs) => hs.iter().any(|h| h.quiesce),
+            WireItem::Msg { msg, .. } => matches!(msg.body, MessageBody::Heartbeat { quiesce: true, .. }),
+            _ => false,
+        };
+        if !items.iter().any(is_quiesce) {
+            drop(r);
+            return self.inner.send(to, tag, items);
+        }
+        let mut kept = Vec::with_capacity(items.len());
+        for it in items {
+            match it {
+                WireItem::Heartbeats(hs) => {
+                    let hs: Vec<_> =
+                        hs.iter().filter(|h| !(h.quiesce && r.drops_quiesce())).copied().collect();
+                    if !hs.is_empty() {
+                        kept.push(WireItem::Heartbeats(hs));
+                    }
+                }
+                WireItem::Msg { msg, .. }
+                    if matches!(msg.body, MessageBody::Heartbeat { quiesce: true, .. })
+                        && r.drops_quiesce() => {}
+                _ => kept.push(it.clone()),
+            }
+        }
+        drop(r);
+        if kept.is_empty() {
+            return Ok(());
+        }
+        self.inner.send(to, tag, &kept)
     }
 
     fn send_snapshot(

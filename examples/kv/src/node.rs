@@ -546,6 +546,9 @@ impl Node {
                 Err(TransferError::NotLeader { leader_hint }) => Outcome::Redirect(leader_hint),
                 Err(TransferError::GroupNotFound(_)) => Outcome::Redirect(None),
                 Err(TransferError::Busy) => Outcome::Retry("busy".into(), None),
+                Err(TransferError::ConfChangePending) => {
+                    Outcome::Retry(format!("membership change of group {group} pending"), None)
+                }
                 Err(e) => Outcome::Fail(Value::err(format!("ERR {e}"))),
             },
         }
