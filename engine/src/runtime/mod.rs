@@ -14,6 +14,7 @@
 
 mod apply;
 mod pending;
+mod removal;
 mod snapfile;
 mod store;
 mod worker;
