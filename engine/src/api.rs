@@ -614,11 +614,20 @@ pub enum MembershipChange {
     /// Adds `node` directly as a voter under a new replica id.
     AddVoter(NodeId),
     /// Removes the member on `node`; its replica destroys itself when it applies the
-    /// change.
+    /// change. A voter is never removed directly (a destroyed voter could take a vote
+    /// that members not yet aware of its removal still need): it is first demoted to
+    /// learner by a joint change left automatically, then the learner is removed; the call
+    /// resolves when both are applied here. If leadership moves between the two steps the
+    /// call completes `NotLeader` (or `Indeterminate` if the demotion's outcome is
+    /// unknown); removing a learner is direct, so a retry finishes the job. The leader
+    /// cannot remove itself ([`ConfChangeError::RemovesLeader`]): transfer leadership
+    /// first.
     Remove(NodeId),
     /// Several of the changes above at once through a joint configuration (Raft thesis
     /// §4.3), left automatically once applied. Resolves when the joint configuration is
-    /// entered; the leader then proposes leaving it.
+    /// entered; the leader then proposes leaving it. Inside a joint change, `Remove` of a
+    /// voter demotes it to learner (remove the learner afterwards); `Remove` of a learner
+    /// removes it.
     Joint(Vec<MembershipChange>),
 }
 

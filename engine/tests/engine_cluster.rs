@@ -393,8 +393,41 @@ fn joint_change_replaces_a_member() {
         assert!(Instant::now() < deadline, "joint configuration not left: {:?}", s.members);
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Inside a joint change, `Remove` of a voter demotes it; the learner is removed next.
+    let s = c.engine(1).group_status(g).unwrap();
+    assert!(s.members.members().iter().any(|r| r.node == 3 && s.members.is_learner(r.id)), "{:?}", s.members);
+    change(&c, g, MembershipChange::Remove(3));
     c.propose(g, b"b");
     c.wait_converged(g, &[1, 2, 4], 2, LONG);
+    let deadline = Instant::now() + LONG;
+    while c.engine(3).group_status(g).is_some() {
+        assert!(Instant::now() < deadline, "node 3's replica not destroyed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `Remove` of a voter demotes it through a joint configuration left automatically, then
+/// removes the learner, and resolves once both are applied (issue 10 point 3: the core
+/// refuses a direct voter removal). The leader's own node is refused: transfer first.
+#[test]
+fn remove_voter_demotes_then_removes() {
+    let c = Cluster::new(3, 10_000);
+    let g = 61;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"a");
+    c.wait_converged(g, &[1, 2, 3], 1, LONG);
+    match c.engine(1).change_membership(g, MembershipChange::Remove(1)).unwrap().wait() {
+        Err(MembershipError::Conf(flotilla_engine::raft::ConfChangeError::RemovesLeader { .. })) => {}
+        other => panic!("removing the leader's own node: {other:?}"),
+    }
+    let res = c.engine(1).change_membership(g, MembershipChange::Remove(3)).unwrap().wait_timeout(LONG);
+    assert!(matches!(res, Ok(Ok(()))), "{res:?}");
+    let s = c.engine(1).group_status(g).unwrap();
+    assert!(!s.members.is_joint(), "{:?}", s.members);
+    assert!(!s.members.members().iter().any(|r| r.node == 3), "{:?}", s.members);
+    c.propose(g, b"b");
+    c.wait_converged(g, &[1, 2], 2, LONG);
     let deadline = Instant::now() + LONG;
     while c.engine(3).group_status(g).is_some() {
         assert!(Instant::now() < deadline, "node 3's replica not destroyed");

@@ -1025,62 +1025,87 @@ fn confchange_v1_add_single() {
     assert_eq!(net.raft(1).committed(), i);
 }
 
-/// etcd testdata `confchange_v1_remove_leader.txt` with StepDownOnRemoval: the leader
-/// proposes its own removal; once applied it steps down, never campaigns again, and the
+/// Five voters; 1 leads and demotes 5 through an explicit joint configuration; 1 is cut
+/// off and 5, still an outgoing voter, wins the election; the leave 5 proposes demotes 5
+/// itself. (A leader never removes or demotes itself, issue 10 point 3, but it can apply
+/// a demotion its predecessor proposed.) Returns the network and the leave's index.
+fn leader_demoted_by_predecessor(f: impl Fn(&mut Config)) -> (Network, u64) {
+    let mut net = Network::new(&[1, 2, 3, 4, 5], f);
+    net.elect(1);
+    net.propose(1, data(1));
+    let cc = ConfChange {
+        transition: Transition::JointExplicit,
+        changes: vec![SingleChange { kind: ChangeKind::AddLearner, replica: r(5) }],
+    };
+    net.propose_cc(1, cc);
+    net.tick_all();
+    assert!(net.raft(5).conf().is_joint());
+    net.isolate(1);
+    net.campaign(5);
+    assert_eq!(net.raft(5).role(), Role::Leader, "an outgoing voter may lead");
+    let (leave, _) = net.raft_mut(5).propose_conf_change(ConfChange::leave_joint()).unwrap();
+    net.settle();
+    assert!(net.raft(5).conf().is_learner(5));
+    (net, leave)
+}
+
+/// The leader refuses to remove or demote itself (it must transfer leadership first).
+/// etcd testdata `confchange_v1_remove_leader.txt` with StepDownOnRemoval, reached the
+/// only way left: a leader that applies a demotion of itself proposed by its predecessor
+/// hands leadership to a caught-up voter, steps down, never campaigns again, and the
 /// others elect a leader.
 #[test]
 fn confchange_v1_remove_leader_steps_down() {
     let mut net = net3(|_| {});
-    net.propose(1, data(1));
-    net.propose_cc(1, ConfChange::single(ChangeKind::Remove, r(1)));
-    assert_eq!(net.raft(1).conf(), &voters(&[2, 3]));
-    assert_eq!(net.raft(1).role(), Role::Follower, "the removed leader steps down");
-    assert_eq!(net.raft(1).term(), 1);
+    for kind in [ChangeKind::Remove, ChangeKind::AddLearner] {
+        assert!(net.raft_mut(1).propose_conf_change(ConfChange::single(kind, r(1))).is_err());
+    }
+    let (mut net, _) = leader_demoted_by_predecessor(|_| {});
+    assert_eq!(net.raft(5).role(), Role::Follower, "the demoted leader steps down");
     for _ in 0..40 {
         net.tick_all();
     }
     let l = net.leader();
-    assert!(l == 2 || l == 3);
-    assert_eq!(net.raft(1).stats().campaigns, 1, "the removed replica never campaigns again");
+    assert!([2, 3, 4].contains(&l));
+    assert_eq!(net.raft(5).stats().campaigns, 1, "the demoted replica never campaigns again");
     net.propose(l, data(2));
     assert_eq!(net.applied_data(2), vec![data(1), data(2)]);
 }
 
 /// etcd testdata `confchange_v1_remove_leader.txt` without StepDownOnRemoval (documented:
-/// the removed leader keeps leading without counting itself, refuses proposals, and can
+/// the demoted leader keeps leading without counting itself, refuses proposals, and can
 /// hand over with a leadership transfer).
 #[test]
 fn confchange_v1_remove_leader_without_step_down() {
-    let mut net = net3(|c| {
+    let (mut net, cc_index) = leader_demoted_by_predecessor(|c| {
         c.step_down_on_removal = false;
-        c.check_quorum = true;
+        c.check_quorum = c.id == 5;
     });
-    let (cc_index, _) = net.propose_cc(1, ConfChange::single(ChangeKind::Remove, r(1)));
-    assert_eq!(net.raft(1).conf(), &voters(&[2, 3]));
-    assert_eq!(net.raft(1).role(), Role::Leader);
+    assert_eq!(net.raft(5).role(), Role::Leader);
     // Refused, and without naming itself as the leader to try.
-    assert_eq!(net.raft_mut(1).propose(data(1)), Err(ProposeError::NotLeader { leader_hint: None }));
-    // It still propagates the commit of its removal to the remaining voters, and keeps
-    // leading past CheckQuorum (2 and 3 answer it).
+    assert_eq!(net.raft_mut(5).propose(data(1)), Err(ProposeError::NotLeader { leader_hint: None }));
+    // It still propagates the commit of its demotion to the voters, and keeps leading past
+    // CheckQuorum (2, 3 and 4 answer it).
     for _ in 0..30 {
         net.tick_all();
     }
-    assert_eq!(net.raft(1).role(), Role::Leader);
-    for id in [2, 3] {
+    assert_eq!(net.raft(5).role(), Role::Leader);
+    for id in [2, 3, 4] {
         assert!(net.raft(id).committed() >= cc_index);
-        assert_eq!(net.raft(id).conf(), &voters(&[2, 3]));
+        assert!(net.raft(id).conf().is_learner(5));
     }
     // It hands over with a leadership transfer, and learns the new term from the answers
     // to its next heartbeat.
-    net.raft_mut(1).transfer_leader(2).unwrap();
+    let term = net.raft(5).term();
+    net.raft_mut(5).transfer_leader(2).unwrap();
     net.settle();
     assert_eq!(net.raft(2).role(), Role::Leader);
-    assert_eq!(net.raft(2).term(), 2);
-    net.tick(1);
-    assert_eq!(net.raft(1).role(), Role::Follower);
-    assert_eq!(net.raft(1).term(), 2);
+    assert_eq!(net.raft(2).term(), term + 1);
+    net.tick(5);
+    assert_eq!(net.raft(5).role(), Role::Follower);
+    assert_eq!(net.raft(5).term(), term + 1);
     net.propose(2, data(2));
-    assert_eq!(net.applied_data(3), vec![data(2)]);
+    assert_eq!(net.applied_data(3), vec![data(1), data(2)]);
 }
 
 /// etcd testdata `confchange_v2_add_double_auto.txt`: adding two voters at once goes
@@ -1156,40 +1181,50 @@ fn confchange_v2_add_double_explicit_leave() {
     }
 }
 
-/// etcd testdata `confchange_v2_replace_leader.txt`: replace the leader (add 4, remove 1)
-/// through a joint configuration; the old leader keeps leading while it is an outgoing
-/// voter, steps down once the leave is applied, and the new voters elect a leader.
+/// etcd testdata `confchange_v2_replace_leader.txt`, under the removal rule: replacing
+/// the leader (add 4, remove or demote 1) is refused at the leader; it transfers
+/// leadership, the new leader demotes 1 and adds 4 through a joint configuration left on
+/// its own, then removes the learner 1, and the new voters commit.
 #[test]
 fn confchange_v2_replace_leader() {
     let mut net = net3(|_| {});
     net.add(new_raft(4, three(), |_| {}));
-    let cc = ConfChange {
+    let replace = |out| ConfChange {
         transition: Transition::Auto,
         changes: vec![
             SingleChange { kind: ChangeKind::AddVoter, replica: r(4) },
-            SingleChange { kind: ChangeKind::Remove, replica: r(1) },
+            SingleChange { kind: out, replica: r(1) },
         ],
     };
-    net.propose_cc(1, cc);
+    assert_eq!(
+        net.raft_mut(1).propose_conf_change(replace(ChangeKind::Remove)),
+        Err(ProposeError::InvalidConfChange(ConfChangeError::VoterRemoval { replica: 1 }))
+    );
+    assert_eq!(
+        net.raft_mut(1).propose_conf_change(replace(ChangeKind::AddLearner)),
+        Err(ProposeError::InvalidConfChange(ConfChangeError::RemovesLeader { replica: 1 }))
+    );
+    net.raft_mut(1).transfer_leader(2).unwrap();
+    net.settle();
+    assert_eq!(net.leader(), 2);
+    net.propose(2, data(1));
+    net.propose_cc(2, replace(ChangeKind::AddLearner));
     for _ in 0..3 {
         net.tick_all();
     }
-    assert_eq!(net.raft(1).stats().joint_entered, 1);
-    assert_eq!(net.raft(1).stats().joint_left, 1);
-    assert_eq!(net.raft(1).role(), Role::Follower, "the replaced leader stepped down");
+    assert_eq!(net.raft(2).stats().joint_entered, 1);
+    assert_eq!(net.raft(2).stats().joint_left, 1);
+    assert!(net.raft(1).conf().is_learner(1));
+    net.propose_cc(2, ConfChange::single(ChangeKind::Remove, r(1)));
     for id in [2, 3, 4] {
         assert_eq!(
             net.raft(id).conf(),
             &ConfState { voters: vec![r(2), r(3), r(4)], max_replica_id: 4, ..Default::default() }
         );
     }
-    for _ in 0..40 {
-        net.tick_all();
-    }
-    let l = net.leader();
-    assert!([2, 3, 4].contains(&l));
-    net.propose(l, data(1));
-    assert_eq!(net.applied_data(4), vec![data(1)]);
+    net.nodes.remove(&1);
+    net.propose(2, data(2));
+    assert_eq!(net.applied_data(4), vec![data(1), data(2)]);
 }
 
 /// One membership change at a time: a second is refused with `ConfChangePending` until
@@ -1277,6 +1312,7 @@ fn new_leader_finishes_auto_leave_joint_config() {
 #[test]
 fn replica_id_never_reused() {
     let mut net = net3(|_| {});
+    net.propose_cc(1, ConfChange::single(ChangeKind::AddLearner, r(3)));
     net.propose_cc(1, ConfChange::single(ChangeKind::Remove, r(3)));
     assert_eq!(net.raft(1).conf().max_replica_id, 3);
     assert_eq!(
@@ -1488,19 +1524,19 @@ fn second_transfer_different_target() {
 }
 
 /// etcd TestLeaderTransferRemoveNode, under TiKV's `pre_transfer_leader` rule: a
-/// transfer to a replica whose removal is pending is refused (`ConfChangePending`) rather
-/// than started and aborted when the removal applies; once applied, the target is no
-/// longer a member.
+/// transfer to a replica whose demotion (the first step of its removal) is pending is
+/// refused (`ConfChangePending`) rather than started and aborted when the demotion
+/// applies; once applied, the target is no longer a voter.
 #[test]
 fn transfer_to_target_being_removed_refused() {
     let mut net = net3(|_| {});
     net.isolate(3);
-    net.raft_mut(1).propose_conf_change(ConfChange::single(ChangeKind::Remove, r(3))).unwrap();
+    net.raft_mut(1).propose_conf_change(ConfChange::single(ChangeKind::AddLearner, r(3))).unwrap();
     assert_eq!(net.raft_mut(1).transfer_leader(3), Err(TransferError::ConfChangePending));
     assert_eq!(net.raft(1).status().transferee, 0);
     net.settle();
     assert_eq!(net.raft(1).conf().voters, vec![r(1), r(2)]);
-    assert_eq!(net.raft_mut(1).transfer_leader(3), Err(TransferError::NotMember(3)));
+    assert_eq!(net.raft_mut(1).transfer_leader(3), Err(TransferError::NotVoter(3)));
     assert_eq!(net.raft(1).stats().transfers_started, 0);
     assert_eq!(net.raft(1).role(), Role::Leader);
     assert!(net.logged("TimeoutNow").is_empty());
@@ -1923,6 +1959,7 @@ fn removed_replica_cannot_disrupt() {
         c.check_quorum = true;
     });
     net.isolate(3);
+    net.propose_cc(1, ConfChange::single(ChangeKind::AddLearner, r(3)));
     net.propose_cc(1, ConfChange::single(ChangeKind::Remove, r(3)));
     net.tick_all();
     assert_eq!(net.raft(1).conf().voters, vec![r(1), r(2)]);

@@ -270,6 +270,10 @@ pub struct Counters {
     pub acked: u64,
     /// Membership changes accepted by a leader.
     pub conf_changes: u64,
+    /// Replicas destroyed after applying their own removal.
+    pub destructions: u64,
+    /// Members crashed (a minority of the final configuration) in the liveness phase.
+    pub liveness_crashes: u64,
     /// Joint changes (entering) accepted by a leader.
     pub joint_proposed: u64,
     /// Explicit leaves accepted by a leader.
@@ -343,6 +347,8 @@ impl Counters {
             proposals,
             acked,
             conf_changes,
+            destructions,
+            liveness_crashes,
             joint_proposed,
             explicit_leaves,
             replicas_added,
@@ -807,6 +813,51 @@ impl Sim {
         let down = self.rng.range(1, self.p.down_max);
         self.nodes[n].down_until = Some(self.now + down);
         self.trace(|| format!("node {n} CRASHES (lost unsynced writes: {lost}), down for {down}"));
+    }
+
+    /// Destroys the replica of node `n`, which applied its own removal (as the runtime
+    /// does): its state is wiped and it never runs again (the node may later host a new
+    /// replica). The removal rule's check: a majority of the voters of the newest
+    /// committed configuration hold a durable commit index at or past the entry that made
+    /// the replica a non-voter, so nobody who may still count its vote exists without
+    /// being able to learn it no longer needs it.
+    fn destroy(&mut self, n: usize) -> R {
+        let rep = self.nodes[n].replica;
+        if let Some(k) = self.confs.iter().rposition(|(_, c)| c.is_voter(rep)) {
+            let Some(&(made_non_voter, _)) = self.confs.get(k + 1) else {
+                bail!("node {n}: replica {rep} destroyed while a voter of the newest configuration")
+            };
+            let newest = self.confs.last().expect("genesis").1.clone();
+            let durable = |id: ReplicaId| -> u64 {
+                let Some(m) = self.replica_node.get(id as usize).copied().flatten() else { return 0 };
+                let node = &self.nodes[m];
+                let st = node.raft.as_ref().map_or(&node.stored, |r| r.storage());
+                st.hard_state().commit.max(st.snapshot().meta.index)
+            };
+            let majority = |set: &[Replica]| {
+                set.is_empty()
+                    || set.iter().filter(|r| durable(r.id) >= made_non_voter).count() > set.len() / 2
+            };
+            if !majority(&newest.voters) || !majority(&newest.voters_outgoing) {
+                let held: Vec<(ReplicaId, u64)> = newest
+                    .voters
+                    .iter()
+                    .chain(&newest.voters_outgoing)
+                    .map(|r| (r.id, durable(r.id)))
+                    .collect();
+                bail!(
+                    "removal safety: replica {rep} (node {n}) destroyed, but no majority of the newest \
+                     configuration {newest:?} holds a durable commit at or past {made_non_voter} (the entry that \
+                     made it a non-voter); durable commits: {held:?}"
+                );
+            }
+        }
+        self.stop(n);
+        self.nodes[n].stored = MemStorage::default();
+        self.nodes[n].down_until = None;
+        self.c.destructions += 1;
+        self.trace(|| format!("node {n}: replica {rep} applied its removal: DESTROYED"));
+        Ok(())
     }
 
     /// Wipes node `n` and starts a brand-new replica `id` there (genesis configuration,
@@ -1283,6 +1334,8 @@ impl Sim {
                 self.nodes[n].writes.push_back(Write { due, ..w });
             }
             // 4. Apply.
+            let me = self.nodes[n].replica;
+            let was_member = self.nodes[n].raft.as_ref().is_some_and(|r| r.conf().contains(me));
             let mut conf_changed = had_snapshot;
             let mut entered_joint = false;
             if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
@@ -1309,6 +1362,10 @@ impl Sim {
                         r.applied(),
                         want
                     );
+                }
+                if was_member && !r.conf().contains(me) {
+                    // Like the runtime: a replica that applies its own removal is destroyed.
+                    return self.destroy(n);
                 }
             }
             // 5. Reads.
@@ -1924,7 +1981,9 @@ impl Sim {
             }
             return Ok(());
         }
-        let voters = conf.voters.clone();
+        // The removal rule: a voter is demoted (never removed) and never the leader itself.
+        let voters: Vec<Replica> = conf.voters.clone();
+        let others: Vec<Replica> = voters.iter().copied().filter(|v| v.id != me).collect();
         let learners = conf.learners.clone();
         let mut new_replica: Option<(usize, Replica)> = None;
         let mut fresh = |sim: &mut Sim| -> Option<Replica> {
@@ -1943,25 +2002,33 @@ impl Sim {
                 Some(ConfChange::single(ChangeKind::AddVoter, learners[self.rng.pick(learners.len())]))
             }
             3 if voters.len() >= 3 => {
-                Some(ConfChange::single(ChangeKind::AddLearner, voters[self.rng.pick(voters.len())]))
+                Some(ConfChange::single(ChangeKind::AddLearner, others[self.rng.pick(others.len())]))
             }
             4 if voters.len() >= 3 => {
-                Some(ConfChange::single(ChangeKind::Remove, voters[self.rng.pick(voters.len())]))
+                // Step one of a voter's removal: a joint demotion (step two is kind 5).
+                let transition =
+                    if self.rng.chance(0.7) { Transition::JointAuto } else { Transition::JointExplicit };
+                Some(ConfChange {
+                    transition,
+                    changes: vec![single(ChangeKind::AddLearner, others[self.rng.pick(others.len())])],
+                })
             }
             5 if !learners.is_empty() => {
                 Some(ConfChange::single(ChangeKind::Remove, learners[self.rng.pick(learners.len())]))
             }
             _ => {
-                // Joint: replace a voter (removed or demoted) by a learner or a new replica.
-                let out = voters[self.rng.pick(voters.len())];
+                // Joint: replace a voter (demoted) by a learner or a new replica.
+                if others.is_empty() {
+                    return Ok(());
+                }
+                let out = others[self.rng.pick(others.len())];
                 let incoming = if !learners.is_empty() && self.rng.chance(0.5) {
                     Some(learners[self.rng.pick(learners.len())])
                 } else {
                     fresh(self)
                 };
                 incoming.map(|inc| {
-                    let out_kind =
-                        if self.rng.chance(0.5) { ChangeKind::Remove } else { ChangeKind::AddLearner };
+                    let out_kind = ChangeKind::AddLearner;
                     let transition = match self.rng.below(3) {
                         0 => Transition::Auto,
                         1 => Transition::JointAuto,
@@ -2020,62 +2087,98 @@ impl Sim {
                 self.start(n)?;
             }
         }
-        let acked_before = self.c.acked;
-        let mut caught_up_at = None;
-        for t in 0..self.opts.liveness_ticks {
-            self.step()?;
-            if self.c.acked >= acked_before + 3 {
-                // Every member of the leader's configuration must apply every acknowledged
-                // proposal.
-                if let Some(l) = self.leader() {
-                    let conf = self.nodes[l].raft.as_ref().expect("live").conf().clone();
-                    let all = conf.members().iter().all(|m| {
-                        self.replica_node
-                            .get(m.id as usize)
-                            .copied()
-                            .flatten()
-                            .is_some_and(|n| self.nodes[n].sm.index >= self.acked_max)
-                    });
-                    if all {
-                        caught_up_at = Some(t);
-                        break;
-                    }
+        let l = self.settle_phase("after faults stopped", true)?;
+        // Then a random minority of the final configuration's voters crashes for good
+        // (the leader perhaps among them): the others still elect a leader and commit.
+        let voters = self.nodes[l].raft.as_ref().expect("live").conf().voters.clone();
+        let k = (voters.len() as u64).saturating_sub(1) / 2;
+        if k > 0 {
+            let k = self.rng.range(1, k) as usize;
+            let mut pool = voters;
+            for _ in 0..k {
+                let v = pool.swap_remove(self.rng.pick(pool.len()));
+                if let Some(n) = self.replica_node.get(v.id as usize).copied().flatten() {
+                    self.trace(|| format!("liveness: member {} (node {n}) crashes for good", v.id));
+                    self.crash(n);
+                    self.c.liveness_crashes += 1;
                 }
             }
-        }
-        if caught_up_at.is_none() {
-            let mut s = String::new();
-            for (i, n) in self.nodes.iter().enumerate() {
-                if let Some(r) = &n.raft {
-                    let st = r.status();
-                    s += &format!(
-                        "\n    node {i} replica {} {:?} t{} leader {} commit {} applied {} last {} stable {} \
-                         first {} conf {:?} followers {:?} writes {}",
-                        st.id,
-                        st.role,
-                        st.term,
-                        st.leader,
-                        st.commit,
-                        st.applied,
-                        st.last_index,
-                        r.stable_index(),
-                        st.first_index,
-                        st.conf,
-                        st.followers,
-                        n.writes.len()
-                    );
-                }
-            }
-            bail!(
-                "liveness: within {} ticks after faults stopped, no leader committed 3 proposals that every \
-                 member applied (acked {} -> {}, acked max {}){s}",
-                self.opts.liveness_ticks,
-                acked_before,
-                self.c.acked,
-                self.acked_max
-            );
+            self.settle_phase("after a minority of the final configuration crashed", false)?;
         }
         Ok(())
+    }
+
+    /// Runs the healed cluster until a leader committed 3 more proposals that every live
+    /// member of its configuration applied; returns the leader's node. With `stable`, also
+    /// until its configuration is final (not joint, no membership change unapplied).
+    fn settle_phase(&mut self, phase: &str, stable: bool) -> Result<usize, String> {
+        let acked_before = self.c.acked;
+        for _ in 0..self.opts.liveness_ticks {
+            self.step()?;
+            let Some(l) = self.leader() else { continue };
+            let r = self.nodes[l].raft.as_ref().expect("live");
+            let conf = r.conf().clone();
+            if conf.is_joint() && !conf.auto_leave {
+                // Nobody else leaves an explicit joint configuration.
+                let res =
+                    self.nodes[l].raft.as_mut().expect("live").propose_conf_change(ConfChange::leave_joint());
+                if res.is_ok() {
+                    self.c.explicit_leaves += 1;
+                }
+                continue;
+            }
+            if self.c.acked < acked_before + 3 {
+                continue;
+            }
+            if stable {
+                let pending = r
+                    .entries(r.applied() + 1, r.last_index() + 1)
+                    .map_or(true, |es| es.iter().any(|e| matches!(e.payload, EntryPayload::ConfChange(_))));
+                if conf.is_joint() || pending {
+                    continue;
+                }
+            }
+            // Every live member of the leader's configuration must apply every
+            // acknowledged proposal.
+            let all = conf.members().iter().all(|m| {
+                self.replica_node.get(m.id as usize).copied().flatten().is_some_and(|n| {
+                    let node = &self.nodes[n];
+                    node.sm.index >= self.acked_max || (node.raft.is_none() && node.down_until.is_some())
+                })
+            });
+            if all {
+                return Ok(l);
+            }
+        }
+        let mut s = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(r) = &n.raft {
+                let st = r.status();
+                s += &format!(
+                    "\n    node {i} replica {} {:?} t{} leader {} commit {} applied {} last {} stable {} \
+                     first {} conf {:?} followers {:?} writes {}",
+                    st.id,
+                    st.role,
+                    st.term,
+                    st.leader,
+                    st.commit,
+                    st.applied,
+                    st.last_index,
+                    r.stable_index(),
+                    st.first_index,
+                    st.conf,
+                    st.followers,
+                    n.writes.len()
+                );
+            } else if n.replica != 0 {
+                s += &format!("\n    node {i} replica {} down", n.replica);
+            }
+        }
+        Err(format!(
+            "liveness: within {} ticks {phase}, no leader committed 3 proposals that every live member \
+             applied (acked {} -> {}, acked max {}){s}",
+            self.opts.liveness_ticks, acked_before, self.c.acked, self.acked_max
+        ))
     }
 }
 

@@ -2,7 +2,13 @@
 //! configurations ([`ConfChange`]), and the rules for applying them (joint consensus,
 //! Raft thesis §4.3; single-step changes, thesis §4.1).
 //!
-//! Owns the pure function "configuration + change -> new configuration or typed error".
+//! Owns the pure function "configuration + change -> new configuration or typed error",
+//! including the removal rule: a voter is never removed directly, in a single step or in
+//! a joint change; it is demoted to learner first (in a joint change through
+//! `learners_next`), and only the learner is removed. A removed replica destroys itself
+//! when it applies its removal, possibly before the other members know the removal
+//! committed; a learner's vote is still granted when asked but no quorum counts on it, so
+//! destroying a learner never costs a quorum a vote it needs.
 //! Never touches progress, logs or messages: `raft.rs` decides when a change applies.
 
 use thiserror::Error;
@@ -104,6 +110,12 @@ impl ConfState {
         if cc.changes.is_empty() {
             return self.leave_joint();
         }
+        // The removal rule: only a non-voter may be removed.
+        if let Some(ch) =
+            cc.changes.iter().find(|ch| ch.kind == ChangeKind::Remove && self.is_voter(ch.replica.id))
+        {
+            return Err(ConfChangeError::VoterRemoval { replica: ch.replica.id });
+        }
         let joint = match cc.transition {
             // Bootstrapping (no voters yet): one step, whatever its size.
             Transition::Auto => !self.voters.is_empty() && cc.changes.len() > 1 && self.voter_changes(cc) > 1,
@@ -160,6 +172,15 @@ impl ConfState {
     fn leave_joint(&self) -> Result<ConfState, ConfChangeError> {
         if !self.is_joint() {
             return Err(ConfChangeError::NotJoint);
+        }
+        // The removal rule when leaving: every outgoing voter stays a voter or was demoted
+        // through `learners_next` (never dropped), so it keeps answering votes.
+        if let Some(r) = self
+            .voters_outgoing
+            .iter()
+            .find(|r| !contains(&self.voters, r.id) && !contains(&self.learners_next, r.id))
+        {
+            return Err(ConfChangeError::VoterRemoval { replica: r.id });
         }
         let mut next = self.clone();
         let promoted = std::mem::take(&mut next.learners_next);
@@ -309,6 +330,19 @@ pub enum ConfChangeError {
     /// A replica or node id of 0.
     #[error("replica and node ids must be non-zero")]
     ZeroId,
+    /// A voter cannot be removed directly: demote it to learner first (`AddLearner`,
+    /// in a joint change with auto-leave), then remove the learner.
+    #[error("replica {replica} is a voter: demote it to learner first, then remove the learner")]
+    VoterRemoval {
+        /// The voter named for removal.
+        replica: ReplicaId,
+    },
+    /// The leader cannot remove or demote itself: transfer leadership first.
+    #[error("replica {replica} leads the group: transfer leadership before removing or demoting it")]
+    RemovesLeader {
+        /// The leader.
+        replica: ReplicaId,
+    },
     /// The configuration is joint; leave it first.
     #[error("the configuration is joint; leave it before another change")]
     InJoint,
@@ -381,7 +415,7 @@ mod tests {
         let cc = ConfChange {
             transition: Transition::Auto,
             changes: vec![
-                SingleChange { kind: ChangeKind::Remove, replica: r(1) },
+                SingleChange { kind: ChangeKind::AddLearner, replica: r(1) },
                 SingleChange { kind: ChangeKind::AddLearner, replica: r(2) },
             ],
         };
@@ -406,9 +440,62 @@ mod tests {
         assert_eq!(left.apply(&ConfChange::leave_joint()), Err(ConfChangeError::NotJoint));
     }
 
+    /// The removal rule (issue 10 point 3; Raft thesis §4.1/§4.3 decide when a changed
+    /// configuration counts, this rule decides who may disappear): a voter is never removed
+    /// directly, neither in a single step nor in a joint change, and leaving a joint
+    /// configuration never drops an outgoing voter that was not demoted to learner.
+    #[test]
+    fn a_voter_is_never_removed_directly() {
+        let c = ConfState::with_voters([r(1), r(2), r(3), r(4)]);
+        let refused = Err(ConfChangeError::VoterRemoval { replica: 4 });
+        assert_eq!(c.apply(&ConfChange::single(ChangeKind::Remove, r(4))), refused);
+        // Demote-then-remove inside one simple change is still a direct removal.
+        let both = ConfChange {
+            transition: Transition::Auto,
+            changes: vec![
+                SingleChange { kind: ChangeKind::AddLearner, replica: r(4) },
+                SingleChange { kind: ChangeKind::Remove, replica: r(4) },
+            ],
+        };
+        assert_eq!(c.apply(&both), refused);
+        for transition in [Transition::Auto, Transition::JointAuto, Transition::JointExplicit] {
+            let replace = ConfChange {
+                transition,
+                changes: vec![
+                    SingleChange { kind: ChangeKind::AddVoter, replica: r(5) },
+                    SingleChange { kind: ChangeKind::Remove, replica: r(4) },
+                ],
+            };
+            assert_eq!(c.apply(&replace), refused, "{transition:?}");
+        }
+        // The rule's path: demote in a joint change, leave, remove the learner.
+        let demote = ConfChange {
+            transition: Transition::JointAuto,
+            changes: vec![
+                SingleChange { kind: ChangeKind::AddVoter, replica: r(5) },
+                SingleChange { kind: ChangeKind::AddLearner, replica: r(4) },
+            ],
+        };
+        let joint = c.apply(&demote).unwrap();
+        assert_eq!(joint.learners_next, vec![r(4)]);
+        // While joint, the outgoing voter 4 is still a voter: not removable.
+        assert_eq!(joint.apply(&ConfChange::single(ChangeKind::Remove, r(4))), refused);
+        let left = joint.apply(&ConfChange::leave_joint()).unwrap();
+        assert!(left.is_learner(4) && !left.is_voter(4));
+        let removed = left.apply(&ConfChange::single(ChangeKind::Remove, r(4))).unwrap();
+        assert!(!removed.contains(4));
+        assert_eq!(removed.voters, vec![r(1), r(2), r(3), r(5)]);
+        // A joint configuration that dropped an outgoing voter (never produced under the
+        // rule) cannot be left.
+        let mut dropped = joint.clone();
+        dropped.learners_next.clear();
+        assert_eq!(dropped.apply(&ConfChange::leave_joint()), refused);
+    }
+
     #[test]
     fn replica_ids_are_never_reused() {
         let c = ConfState::with_voters([r(1), r(2), r(3)]);
+        let c = c.apply(&ConfChange::single(ChangeKind::AddLearner, r(3))).unwrap();
         let c = c.apply(&ConfChange::single(ChangeKind::Remove, r(3))).unwrap();
         assert_eq!(
             c.apply(&ConfChange::single(ChangeKind::AddVoter, Replica::new(3, 3))),

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::conf::{ConfChange, ConfState};
+use super::conf::{ConfChange, ConfChangeError, ConfState};
 use super::config::{ReadMode, ValidConfig};
 use super::error::{CompactError, NewRaftError, ProposeError, ReadIndexError, StepError, TransferError};
 use super::log::RaftLog;
@@ -967,8 +967,9 @@ impl<S: LogStore> Raft<S> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader_hint: self.leader_hint() });
         }
-        if !self.conf.contains(self.id) {
-            // A leader removed without stepping down knows no better leader to name.
+        if !self.conf.is_voter(self.id) {
+            // A leader demoted or removed without stepping down knows no better leader
+            // to name.
             return Err(ProposeError::NotLeader { leader_hint: None });
         }
         if self.transferee != NO_REPLICA {
@@ -989,7 +990,11 @@ impl<S: LogStore> Raft<S> {
         if !self.committed_in_current_term() {
             return Err(ProposeError::LeaderNotReady);
         }
-        self.conf.apply(&cc)?;
+        let next = self.conf.apply(&cc)?;
+        if !cc.is_leave_joint() && self.conf.is_incoming_voter(self.id) && !next.is_incoming_voter(self.id) {
+            // A leader never removes or demotes itself: it transfers leadership first.
+            return Err(ConfChangeError::RemovesLeader { replica: self.id }.into());
+        }
         let index = self.append_entry(EntryPayload::ConfChange(cc));
         self.pending_conf_index = index;
         Ok((index, self.term))
@@ -1430,8 +1435,13 @@ impl<S: LogStore> Raft<S> {
                         MessageBody::AppendResponse { index: 0, reject: true, reject_hint: 0, hint_term: 0 },
                     );
                 }
-                MessageBody::RequestVote { pre_vote: true, .. } => {
-                    let body = self.vote_response(true, true);
+                MessageBody::RequestVote { pre_vote, .. } => {
+                    // Refused with our term (thesis §3.3, Figure 3.1: the answer carries
+                    // the current term, for the candidate to update itself). Ignoring a
+                    // stale candidate would let a replica whose term someone else keeps
+                    // raising (a removed replica campaigning without PreVote) outpace,
+                    // forever, the candidates that need its vote.
+                    let body = self.vote_response(*pre_vote, true);
                     self.send(m.from, body);
                 }
                 _ => {}
@@ -2131,7 +2141,7 @@ mod simulator_regressions {
     /// campaign until it has applied it (etcd's hup() check).
     #[test]
     fn no_campaign_with_unapplied_committed_conf_change() {
-        let cc = ConfChange::single(ChangeKind::Remove, Replica::new(3, 3));
+        let cc = ConfChange::single(ChangeKind::AddLearner, Replica::new(3, 3));
         let mut r = replica(&[ent(1, 1, EntryPayload::Noop), ent(2, 1, EntryPayload::ConfChange(cc))], 1, 2);
         for _ in 0..100 {
             r.tick();

@@ -17,6 +17,7 @@ mod clock;
 mod apply_hold;
 mod incarnation;
 mod pending;
+mod removal;
 mod snapfile;
 mod store;
 mod worker;

@@ -48,6 +48,7 @@ use super::apply::{Applied, ApplyCmd, ApplyDone};
 use super::clock;
 use super::apply_hold::ApplyHold;
 use super::incarnation::ReadCtx;
+use super::removal::{Next as RemovalNext, Removal};
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
@@ -160,6 +161,8 @@ pub(crate) struct Group {
     /// transfers aborted, membership changes applied): the worker reports the difference
     /// as metrics and events.
     seen: [u32; 5],
+    /// A voter removal between its two steps (demote, then remove the learner).
+    removal: Option<Removal>,
 }
 
 impl Group {
@@ -290,6 +293,7 @@ fn new_group(
         log_bytes: 0,
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
         seen: [0; 5],
+        removal: None,
     });
     g.seen = raft_counts(&g.raft);
     Ok(g)
@@ -403,6 +407,8 @@ pub(crate) struct Worker {
     active: HashSet<u64>,
     /// Quiesced groups to wake (node liveness), a bounded number per tick.
     wake_queue: VecDeque<u64>,
+    /// Groups with a voter removal between its two steps (`Group::removal`).
+    removing: Vec<u64>,
     /// The apply thread's queue (`None` once shut down) and its answers.
     apply_tx: Option<Sender<ApplyCmd>>,
     apply_rx: Receiver<ApplyDone>,
@@ -463,6 +469,7 @@ impl Worker {
             created_this_tick: 0,
             active: HashSet::new(),
             wake_queue: VecDeque::new(),
+            removing: Vec::new(),
             apply_tx: Some(apply_tx),
             apply_rx,
             apply_thread: Some(apply_thread),
@@ -1007,27 +1014,84 @@ impl Worker {
             other => {
                 let mut next_id = g.raft.conf().max_replica_id;
                 match single_change(g, &other, &mut next_id, lag_max) {
+                    Ok(c)
+                        if matches!(other, MembershipChange::Remove(_))
+                            && c.kind == ChangeKind::AddLearner =>
+                    {
+                        // A voter: demote it first, then remove the learner (`removal.rs`).
+                        if g.removal.is_some() {
+                            return done.complete(Err(MembershipError::ChangePending));
+                        }
+                        let (demoted, step) = super::pending();
+                        if let Err(e) =
+                            Self::propose_conf(&mut self.waiting, g, Removal::demotion(c.replica), step)
+                        {
+                            return done.complete(Err(e));
+                        }
+                        g.removal = Some(Removal { replica: c.replica, demoted, done });
+                        self.removing.push(group);
+                        Self::touch(&mut self.touched, g);
+                        return;
+                    }
                     Ok(c) => ConfChange { transition: Transition::Auto, changes: vec![c] },
                     Err(e) => return done.complete(Err(e)),
                 }
             }
         };
+        // On refusal `propose_conf` completed `done` with the error.
+        if Self::propose_conf(&mut self.waiting, g, cc, done).is_ok() {
+            Self::touch(&mut self.touched, g);
+        }
+    }
+
+    /// Proposes `cc` with `done` as its waiter; on refusal completes `done` and returns
+    /// the error too.
+    fn propose_conf(
+        waiting: &mut usize,
+        g: &mut Group,
+        cc: ConfChange,
+        done: Completer<Result<(), MembershipError>>,
+    ) -> Result<(), MembershipError> {
         match g.raft.propose_conf_change(cc) {
             Ok((index, term)) => {
-                self.waiting = self.waiting.saturating_sub(drop_overtaken(g, index));
+                *waiting = waiting.saturating_sub(drop_overtaken(g, index));
                 g.waiters.push_back(Waiter { index, term, size: 0, done: WaiterDone::Conf(done) });
-                self.waiting += 1;
-                Self::touch(&mut self.touched, g);
+                *waiting += 1;
+                Ok(())
             }
-            Err(e) => done.complete(Err(match e {
-                CoreProposeError::NotLeader { leader_hint } => {
-                    MembershipError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+            Err(e) => {
+                let e = map_membership_err(e);
+                done.complete(Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves a voter removal on (see `removal.rs`): called when the group applied entries
+    /// and on every tick while the removal lasts.
+    fn drive_removal(&mut self, g: &mut Group) {
+        let Some(r) = g.removal.take() else { return };
+        match r.poll(g.raft.role(), g.raft.conf(), g.leader_node()) {
+            RemovalNext::Wait(r) => g.removal = Some(r),
+            RemovalNext::Done(done, res) => done.complete(res),
+            RemovalNext::Propose(cc, done) => {
+                if Self::propose_conf(&mut self.waiting, g, cc, done).is_ok() {
+                    Self::touch(&mut self.touched, g);
                 }
-                CoreProposeError::TransferInProgress { .. } => MembershipError::TransferInProgress,
-                CoreProposeError::ConfChangePending => MembershipError::ChangePending,
-                CoreProposeError::LeaderNotReady => MembershipError::LeaderNotReady,
-                CoreProposeError::InvalidConfChange(c) => MembershipError::Conf(c),
-            })),
+            }
+        }
+    }
+
+    /// Ticks the voter removals in progress (usually none).
+    fn tick_removals(&mut self) {
+        let ids = std::mem::take(&mut self.removing);
+        for gid in ids {
+            let Some(mut g) = self.groups.remove(&gid) else { continue };
+            self.drive_removal(&mut g);
+            if g.removal.is_some() {
+                self.removing.push(gid);
+            }
+            self.groups.insert(gid, g);
         }
     }
 
@@ -1127,6 +1191,7 @@ impl Worker {
             Self::touch(touched, g);
         }
         bump_by(&self.sh.counters.raft_ticks, ticked);
+        self.tick_removals();
         self.compact_pinning_groups();
     }
 
@@ -1346,6 +1411,7 @@ impl Worker {
         for (w, o) in deferred {
             w.complete(o);
         }
+        self.drive_removal(&mut g);
         serve_reads(&mut g);
         if was_member && !g.raft.conf().contains(me) {
             self.destroy(g);
@@ -1899,7 +1965,10 @@ fn single_change(
             let Some(r) = on(node) else {
                 return Err(invalid(node, "not a member"));
             };
-            SingleChange { kind: ChangeKind::Remove, replica: r }
+            // A voter is never removed directly: it is demoted (the caller then removes
+            // the learner; `conf_change` does both steps for a lone `Remove`).
+            let kind = if conf.is_voter(r.id) { ChangeKind::AddLearner } else { ChangeKind::Remove };
+            SingleChange { kind, replica: r }
         }
         MembershipChange::Joint(_) => return Err(invalid(0, "nested joint change")),
     })
@@ -1915,5 +1984,17 @@ fn map_propose_err(g: &Group, e: CoreProposeError) -> ProposeError {
         CoreProposeError::ConfChangePending
         | CoreProposeError::LeaderNotReady
         | CoreProposeError::InvalidConfChange(_) => ProposeError::NotLeader { leader_hint: g.leader_node() },
+    }
+}
+
+fn map_membership_err(e: CoreProposeError) -> MembershipError {
+    match e {
+        CoreProposeError::NotLeader { leader_hint } => {
+            MembershipError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+        }
+        CoreProposeError::TransferInProgress { .. } => MembershipError::TransferInProgress,
+        CoreProposeError::ConfChangePending => MembershipError::ChangePending,
+        CoreProposeError::LeaderNotReady => MembershipError::LeaderNotReady,
+        CoreProposeError::InvalidConfChange(c) => MembershipError::Conf(c),
     }
 }
