@@ -16,15 +16,22 @@
 //! - the checker: election safety, log matching, leader completeness, state machine
 //!   safety, monotonic commit/apply, applied <= committed, configuration consistency,
 //!   linearizable reads, and (after a liveness phase) that every acknowledged proposal is
-//!   applied by every member. Violations are returned as [`Violation`], never panics, so
+//!   applied by every member. Every outcome reported to a proposer comes from the
+//!   runtime's own waiter code ([`Waiters`], fed what each replica commits, installs and
+//!   its ticks, failed when the replica crashes): a proposal reported `Dropped` (or
+//!   refused by `propose`) must never be applied by any replica, and an `Ok` one must be
+//!   applied by every live member at the end. Violations are returned as [`Violation`], never panics, so
 //!   mutant tests can assert on them.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use bytes::Bytes;
+use flotilla::engine::runtime::waiters::{Complete, Outcome, Tally, Waiters};
 use flotilla::raft::*;
 
 // ----------------------------------------------------------------------------------------
@@ -170,10 +177,13 @@ struct Profile {
     quiesce: bool,
     /// Ticks a broken link or a down node goes unnoticed before liveness reports it.
     detect: u64,
+    /// Ticks after which a waiter completes `Indeterminate` (the engine's
+    /// `propose_timeout_ticks`).
+    propose_timeout: u64,
 }
 
 impl Profile {
-    fn draw(rng: &mut Rng) -> Self {
+    fn draw(rng: &mut Rng, seed: u64) -> Self {
         let nodes = if rng.chance(0.5) { 3 } else { 5 };
         let (pre_vote, check_quorum) = match rng.below(6) {
             0 => (true, false),
@@ -212,6 +222,8 @@ impl Profile {
             check_quorum,
             quiesce: rng.chance(0.5),
             detect: rng.range(1, 20),
+            // Not drawn from `rng`: adding it left every seed's other draws as they were.
+            propose_timeout: [60, 400, 5000][(mix64(seed) % 3) as usize],
         }
     }
 }
@@ -260,6 +272,10 @@ pub struct Counters {
     pub proposals: u64,
     /// Proposals acknowledged (applied at the proposing leader).
     pub acked: u64,
+    /// Proposals and membership changes whose waiter completed `Dropped`.
+    pub outcomes_dropped: u64,
+    /// Proposals and membership changes whose waiter completed `Indeterminate`.
+    pub outcomes_indeterminate: u64,
     /// Membership changes accepted by a leader.
     pub conf_changes: u64,
     /// Joint changes (entering) accepted by a leader.
@@ -326,6 +342,8 @@ impl Counters {
             crashes_lost_writes,
             proposals,
             acked,
+            outcomes_dropped,
+            outcomes_indeterminate,
             conf_changes,
             joint_proposed,
             explicit_leaves,
@@ -450,8 +468,9 @@ struct Node {
     writes: VecDeque<Write>,
     last_due: u64,
     sm: Sm,
-    /// Proposals made by this incarnation: (index, term, proposal id).
-    proposals: VecDeque<(u64, u64, u64)>,
+    /// Waiters of the proposals and membership changes made by this incarnation.
+    waiters: Waiters<Rec>,
+    tally: Tally,
     /// Reads released, waiting for apply: (ctx, index).
     reads: Vec<(u64, u64)>,
     incarnation: u64,
@@ -479,7 +498,8 @@ impl Node {
             writes: VecDeque::new(),
             last_due: 0,
             sm: Sm { index: 0, chain: GENESIS_CHAIN },
-            proposals: VecDeque::new(),
+            waiters: Waiters::new(),
+            tally: Tally::default(),
             reads: Vec::new(),
             incarnation: 0,
             down_until: None,
@@ -519,6 +539,47 @@ struct ReadStart {
     incarnation: u64,
     /// The highest index of a write acknowledged before the read began.
     required: u64,
+}
+
+/// One outcome reported to a proposer: (proposal id, or `None` for a membership change;
+/// entry index; entry term; outcome).
+type Reported = (Option<u64>, u64, u64, Outcome);
+
+/// The simulator's completion handle for the runtime's waiter code: records the outcome.
+struct Rec {
+    id: Option<u64>,
+    index: u64,
+    term: u64,
+    out: Rc<RefCell<Vec<Reported>>>,
+}
+
+impl Complete for Rec {
+    fn complete(self, outcome: Outcome) {
+        self.out.borrow_mut().push((self.id, self.index, self.term, outcome));
+    }
+}
+
+/// The checker's record of the outcomes reported to proposers.
+#[derive(Default)]
+struct Outcomes {
+    /// Reported by the waiters, not yet checked.
+    log: Rc<RefCell<Vec<Reported>>>,
+    /// Entries (index, term) whose waiter was told `Dropped`.
+    dropped: HashSet<(u64, u64)>,
+    /// Proposal ids `propose` refused.
+    refused: HashSet<u64>,
+    /// Proposal ids told `Ok`, with their index.
+    ok: Vec<(u64, u64)>,
+    /// Proposal id -> index where a replica first applied it.
+    applied_at: HashMap<u64, u64>,
+}
+
+/// The proposal id a data entry carries (its first 8 bytes).
+fn proposal_id(e: &Entry) -> Option<u64> {
+    match &e.payload {
+        EntryPayload::Normal(d) if d.len() >= 8 => d[..8].try_into().ok().map(u64::from_le_bytes),
+        _ => None,
+    }
 }
 
 /// The simulated cluster and its checker.
@@ -562,6 +623,8 @@ pub struct Sim {
     pending_changes: Vec<(u64, Vec<ReplicaId>)>,
     /// The client is quiet until this step (groups may quiesce).
     quiet_until: u64,
+    /// Outcomes reported to proposers.
+    outcomes: Outcomes,
     /// Counters of this run.
     pub c: Counters,
 }
@@ -570,7 +633,7 @@ impl Sim {
     /// A cluster for `seed`.
     pub fn new(seed: u64, opts: Options) -> Self {
         let mut rng = Rng::new(seed);
-        let p = Profile::draw(&mut rng);
+        let p = Profile::draw(&mut rng, seed);
         let genesis = ConfState::with_voters((1..=p.nodes as u64).map(|i| Replica::new(i, i)));
         let max_nodes = p.max_nodes;
         let mut sim = Sim {
@@ -601,6 +664,7 @@ impl Sim {
             fresh_leaders: Vec::new(),
             pending_changes: Vec::new(),
             quiet_until: 0,
+            outcomes: Outcomes::default(),
             c: Counters::default(),
             p,
         };
@@ -711,7 +775,6 @@ impl Sim {
         node.down_until = None;
         node.writes.clear();
         node.last_due = self.now;
-        node.proposals.clear();
         node.reads.clear();
         node.idle_from = self.now;
         node.quiesced_leader = None;
@@ -738,7 +801,8 @@ impl Sim {
         let lost = node.writes.iter().any(|w| w.must_persist());
         node.stored = std::mem::take(raft.storage_mut());
         node.writes.clear();
-        node.proposals.clear();
+        // This incarnation can no longer learn its entries' outcomes.
+        node.waiters.fail_all(&mut node.tally);
         node.reads.clear();
         let s = *raft.stats();
         self.c.add_stats(&s);
@@ -820,6 +884,7 @@ impl Sim {
                     r.tick();
                     node.idle_from = now;
                 }
+                node.waiters.expire(&mut node.tally, now);
                 self.observe(n)?;
             }
         }
@@ -832,6 +897,37 @@ impl Sim {
         }
         for n in 0..self.nodes.len() {
             self.process_ready(n)?;
+        }
+        self.check_outcomes()
+    }
+
+    /// Checks the outcomes reported since the last call: a `Dropped` entry must not be
+    /// committed (it is then never applied, which `apply` and `observe` check for later
+    /// commits and applies); an `Ok` one must carry its proposal's result.
+    fn check_outcomes(&mut self) -> R {
+        let reported = std::mem::take(&mut *self.outcomes.log.borrow_mut());
+        for (id, index, term, o) in reported {
+            match o {
+                Outcome::Applied(result) => {
+                    if let Some(id) = id {
+                        let carried = result.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                        if carried != Some(id) {
+                            bail!("outcome: proposal {id} at ({index}, {term}) told Ok with another entry's result");
+                        }
+                        self.outcomes.ok.push((id, index));
+                        self.acked_max = self.acked_max.max(index);
+                        self.c.acked += 1;
+                    }
+                }
+                Outcome::Dropped => {
+                    self.c.outcomes_dropped += 1;
+                    if self.committed_terms.get(index as usize) == Some(&term) {
+                        bail!("outcome: entry ({index}, {term}) told Dropped but it is committed");
+                    }
+                    self.outcomes.dropped.insert((index, term));
+                }
+                Outcome::Indeterminate => self.c.outcomes_indeterminate += 1,
+            }
         }
         Ok(())
     }
@@ -1151,10 +1247,9 @@ impl Sim {
                     );
                 }
                 self.nodes[n].sm = sm;
-                // Proposals and reads below the snapshot resolve as the snapshot says.
-                while self.nodes[n].proposals.front().is_some_and(|p| p.0 <= sm.index) {
-                    self.nodes[n].proposals.pop_front();
-                }
+                // Waiters at or below the snapshot resolve as the snapshot says.
+                let node = &mut self.nodes[n];
+                node.waiters.snapshot_installed(&mut node.tally, s.meta.index, s.meta.term);
             }
             // 3. The write (and the messages that must wait for it).
             let w = Write {
@@ -1182,13 +1277,37 @@ impl Sim {
             let mut conf_changed = had_snapshot;
             let mut entered_joint = false;
             if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
+                let node = &mut self.nodes[n];
+                let mut matched =
+                    node.waiters.committed(&mut node.tally, &rd.committed_entries).into_iter().peekable();
                 for e in &rd.committed_entries {
                     if let EntryPayload::ConfChange(cc) = &e.payload {
                         conf_changed = true;
                         entered_joint |= !cc.is_leave_joint();
                     }
                     self.apply(n, e)?;
+                    // The waiter of this very entry learns the state machine's result.
+                    let result = match &e.payload {
+                        EntryPayload::Normal(d) => d.clone(),
+                        _ => Bytes::new(),
+                    };
+                    while let Some(w) = matched.next_if(|w| w.index <= e.index) {
+                        if (w.index, w.term) != (e.index, e.term) {
+                            bail!(
+                                "node {n}: waiter ({}, {}) handed out with entry ({}, {})",
+                                w.index,
+                                w.term,
+                                e.index,
+                                e.term
+                            );
+                        }
+                        w.complete(Outcome::Applied(result.clone()));
+                    }
                 }
+                if let Some(w) = matched.peek() {
+                    bail!("node {n}: waiter ({}, {}) handed out for no committed entry", w.index, w.term);
+                }
+                self.check_outcomes()?;
                 let r = self.nodes[n].raft.as_mut().expect("live");
                 r.on_applied(last);
                 if r.applied() != last {
@@ -1265,18 +1384,19 @@ impl Sim {
         }
         let c = chain(node.sm.chain, entry_hash(e));
         node.sm = Sm { index: e.index, chain: c };
-        // Acknowledge our proposals at this index.
-        while node.proposals.front().is_some_and(|p| p.0 < e.index) {
-            node.proposals.pop_front();
+        // Promises made to proposers: nothing reported Dropped (or refused) is applied.
+        if self.outcomes.dropped.contains(&(e.index, e.term)) {
+            bail!(
+                "outcome: node {n} applied entry ({}, {}), whose waiter was told Dropped",
+                e.index,
+                e.term
+            );
         }
-        if node.proposals.front().is_some_and(|p| p.0 == e.index) {
-            let (_, term, id) = node.proposals.pop_front().expect("front");
-            let ours =
-                matches!(&e.payload, EntryPayload::Normal(d) if d.len() >= 8 && d[..8] == id.to_le_bytes());
-            if term == e.term && ours {
-                self.acked_max = self.acked_max.max(e.index);
-                self.c.acked += 1;
+        if let Some(id) = proposal_id(e) {
+            if self.outcomes.refused.contains(&id) {
+                bail!("outcome: node {n} applied proposal {id}, which propose refused");
             }
+            self.outcomes.applied_at.entry(id).or_insert(e.index);
         }
         let i = e.index as usize;
         if i < self.chains.len() {
@@ -1333,6 +1453,7 @@ impl Sim {
     // ------------------------------------------------------------------------------------
 
     fn observe(&mut self, n: usize) -> R {
+        self.check_outcomes()?;
         let node = &self.nodes[n];
         let Some(r) = node.raft.as_ref() else { return Ok(()) };
         let (role, term, commit, applied) = (r.role(), r.term(), r.committed(), r.applied());
@@ -1382,6 +1503,9 @@ impl Sim {
             }
             for i in from..=commit {
                 if let Ok(t) = r.term_at(i) {
+                    if self.outcomes.dropped.contains(&(i, t)) {
+                        bail!("outcome: node {n} committed entry ({i}, {t}), whose waiter was told Dropped");
+                    }
                     let known = self.committed_terms[i as usize];
                     if known == 0 {
                         self.committed_terms[i as usize] = t;
@@ -1647,15 +1771,17 @@ impl Sim {
         let mut data = id.to_le_bytes().to_vec();
         let pad = self.rng.below(40) as usize;
         data.resize(8 + pad, 0xab);
-        if let Ok((index, term)) = r.propose(Bytes::from(data)) {
-            self.c.proposals += 1;
-            // Earlier proposals at or past this index left this leader's log, so they can
-            // never commit (leader completeness): forget them.
-            let props = &mut self.nodes[n].proposals;
-            while props.back().is_some_and(|p| p.0 >= index) {
-                props.pop_back();
+        match r.propose(Bytes::from(data)) {
+            Ok((index, term)) => {
+                self.c.proposals += 1;
+                let h = Rec { id: Some(id), index, term, out: self.outcomes.log.clone() };
+                let deadline = self.now + self.p.propose_timeout;
+                let node = &mut self.nodes[n];
+                node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
             }
-            props.push_back((index, term, id));
+            Err(_) => {
+                self.outcomes.refused.insert(id);
+            }
         }
         self.observe(n)
     }
@@ -1837,7 +1963,11 @@ impl Sim {
         let Some(cc) = cc else { return Ok(()) };
         let res = self.nodes[l].raft.as_mut().expect("live").propose_conf_change(cc.clone());
         self.trace(|| format!("node {l}: conf change {cc:?}: {res:?}"));
-        let Ok((index, _)) = res else { return self.observe(l) };
+        let Ok((index, term)) = res else { return self.observe(l) };
+        let h = Rec { id: None, index, term, out: self.outcomes.log.clone() };
+        let deadline = self.now + self.p.propose_timeout;
+        let node = &mut self.nodes[l];
+        node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
         self.pending_changes.push((index, cc.changes.iter().map(|c| c.replica.id).collect()));
         self.c.conf_changes += 1;
         let joint = conf.apply(&cc).is_ok_and(|c| c.is_joint());
@@ -1931,6 +2061,30 @@ impl Sim {
                 self.c.acked,
                 self.acked_max
             );
+        }
+        self.check_ok_applied_everywhere()
+    }
+
+    /// At the end: every proposal told `Ok` was applied at its index, and every live
+    /// member of the leader's configuration has applied it.
+    fn check_ok_applied_everywhere(&self) -> R {
+        let Some(l) = self.leader() else { bail!("liveness: no leader at the end") };
+        let conf = self.nodes[l].raft.as_ref().map(|r| r.conf().clone()).unwrap_or_default();
+        let applied: Vec<(ReplicaId, u64)> = conf
+            .members()
+            .iter()
+            .filter_map(|m| {
+                let n = self.replica_node.get(m.id as usize).copied().flatten()?;
+                self.nodes[n].raft.as_ref().map(|_| (m.id, self.nodes[n].sm.index))
+            })
+            .collect();
+        for &(id, index) in &self.outcomes.ok {
+            if self.outcomes.applied_at.get(&id) != Some(&index) {
+                bail!("outcome: proposal {id} told Ok at index {index} but applied at {:?}", self.outcomes.applied_at.get(&id));
+            }
+            if let Some((m, at)) = applied.iter().find(|(_, at)| *at < index) {
+                bail!("outcome: proposal {id} told Ok at index {index} is missing from member {m} (applied {at})");
+            }
         }
         Ok(())
     }

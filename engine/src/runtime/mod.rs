@@ -16,6 +16,7 @@ mod apply;
 mod pending;
 mod snapfile;
 mod store;
+pub mod waiters;
 mod worker;
 
 use std::collections::HashMap;
