@@ -106,3 +106,125 @@ fn isolated_leader_pending_proposals_resolve_within_the_timeout() {
         assert!(r.is_ok(), "the expired waiters still count against the worker: {r:?}");
     }
 }
+
+fn no_quiesce(c: &mut EngineConfig) {
+    // Followers must time out on their own in every phase (no liveness wake needed).
+    c.raft.quiesce = false;
+}
+
+/// Waits (bounded) until `f` holds.
+fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Issue 10's 5-voter schedule at the runtime level (engines over the in-memory transport,
+/// faults by [`flotilla_engine::transport::FaultControl`]), nodes A..E = 1..5. Raft §5.3,
+/// §5.4.1. Differences from the core scenario (`tests/outcomes.rs`), forced by real
+/// elections: A already leads when it appends, so its three proposals take the indexes the
+/// issue gives to (4,2) no-op, (5,2), (6,2): the waiter checked is A's third proposal
+/// (k+2); the terms are whatever the elections reach (each phase only asserts they grow);
+/// which of C, D, E wins the middle term is up to the election (called X). The schedule:
+///
+/// 1. A leads; its proposals at k, k+1, k+2 replicate to B only (appends and heartbeats to
+///    C, D, E dropped, votes pass).
+/// 2. B is cut off; A's traffic to C, D, E is cut; C, D, E elect X whose appends reach A
+///    only: X's no-op at k truncates A.
+/// 3. X and B are cut off; A wins a new term with D and E, its appends reach nobody; it
+///    appends a no-op at k+1 and a proposal at k+2 (the old worker answered the waiter of
+///    (k+2, A's first term) `Dropped` here).
+/// 4. A is cut off, B rejoins: B (whose last term is A's first) wins with D and E and
+///    commits k..k+2 of A's first term.
+/// 5. Everything heals: A learns the commit; its first three proposals answer `Ok`, its
+///    proposal at k+2 in the later term `Dropped`.
+#[test]
+fn truncated_proposal_that_commits_elsewhere_is_not_dropped_at_runtime() {
+    let c = Cluster::new_tweaked(5, 100_000, no_quiesce);
+    let all = [1, 2, 3, 4, 5];
+    c.create_group(1, &all);
+    c.wait_leader(1, Duration::from_secs(20));
+    c.transfer(1, 1, Duration::from_secs(20));
+    c.propose(1, b"founding");
+    let st = |n: u64| c.engine(n).group_status(1).unwrap();
+    let (a, e) = (1, c.engine(1));
+    let ta = st(a).term;
+    let base = st(a).last_index;
+
+    // 1. A's entries reach B only.
+    for n in [3, 4, 5] {
+        c.fault.block_replication(a, n);
+    }
+    let first: Vec<Proposal> =
+        (0..3u64).map(|i| e.propose(1, Bytes::copy_from_slice(&(100 + i).to_le_bytes())).unwrap()).collect();
+    let k = base + 1;
+    wait_for("B to hold A's three entries", || st(2).last_index == k + 2 && st(a).last_index == k + 2);
+    assert_eq!(st(a).term, ta, "A kept leading its term");
+    assert!(st(a).commit < k, "nothing of the three committed");
+
+    // 2. C, D, E elect X; X's no-op reaches A only and truncates it.
+    c.fault.isolate(2, &all);
+    for n in [3, 4, 5] {
+        c.fault.block(a, n);
+        for m in all {
+            if m != a && m != n {
+                c.fault.block_replication(n, m);
+            }
+        }
+    }
+    wait_for("X among C, D, E to lead and truncate A", || {
+        [3, 4, 5].iter().any(|&x| {
+            let sx = st(x);
+            let sa = st(a);
+            sx.role == flotilla_engine::raft::Role::Leader
+                && sx.term > ta
+                && sa.term == sx.term
+                && sa.last_index == k
+        })
+    });
+    let x = [3, 4, 5].into_iter().find(|&x| st(x).role == flotilla_engine::raft::Role::Leader).unwrap();
+    let tx = st(x).term;
+    assert_eq!(st(2).last_index, k + 2, "B still holds A's three entries");
+
+    // 3. A wins a newer term with D and E; its appends reach nobody; it proposes at k+2.
+    c.fault.isolate(x, &all);
+    for n in [3, 4, 5] {
+        c.fault.unblock(a, n);
+    }
+    c.fault.isolate(2, &all);
+    for m in all {
+        if m != a {
+            c.fault.block_replication(a, m);
+        }
+    }
+    wait_for("A to lead a newer term", || {
+        let sa = st(a);
+        sa.role == flotilla_engine::raft::Role::Leader && sa.term > tx
+    });
+    let again = e.propose(1, Bytes::copy_from_slice(&200u64.to_le_bytes())).unwrap();
+    wait_for("A to append at k+2 again", || st(a).last_index == k + 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!first[2].is_ready(), "A's truncated proposal at k+2 must not be answered (it may still commit)");
+    assert!(first.iter().all(|p| !p.is_ready()));
+
+    // 4. A is cut off; B wins with D and E and commits A's first-term entries.
+    c.fault.heal();
+    c.fault.isolate(a, &all);
+    c.fault.isolate(x, &all);
+    wait_for("B to lead and commit A's first-term entries", || {
+        let sb = st(2);
+        sb.role == flotilla_engine::raft::Role::Leader && sb.commit >= k + 3
+    });
+
+    // 5. Heal: A learns the outcome.
+    c.fault.heal();
+    let results: Vec<_> = first.into_iter().map(|p| p.wait_timeout(Duration::from_secs(30)).unwrap()).collect();
+    for (i, r) in results.iter().enumerate() {
+        let want = (k + i as u64).to_le_bytes();
+        assert_eq!(r.as_deref().ok(), Some(&want[..]), "A's proposal at {} must be Ok: {r:?}", k + i as u64);
+    }
+    let r = again.wait_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(r, Err(ProposeError::Dropped), "A's later-term proposal at k+2 lost its index");
+}
