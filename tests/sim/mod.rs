@@ -598,6 +598,9 @@ pub struct Sim {
     net: Vec<Flight>,
     streams: Vec<Stream>,
     blocked: Vec<Vec<bool>>,
+    /// While a narrowed-replication partition lasts: which peers each node's appends and
+    /// heartbeats reach (drawn anew at each leadership; votes and answers always pass).
+    narrowed: Option<Vec<Vec<bool>>>,
     heal_at: u64,
     // --- checker state ---
     leaders: HashMap<u64, ReplicaId>,
@@ -649,6 +652,7 @@ impl Sim {
             net: Vec::new(),
             streams: Vec::new(),
             blocked: vec![vec![false; max_nodes]; max_nodes],
+            narrowed: None,
             heal_at: 0,
             leaders: HashMap::new(),
             seen: HashMap::new(),
@@ -941,6 +945,11 @@ impl Sim {
             self.c.dropped += 1;
             return Ok(());
         };
+        let replication = matches!(msg.body, MessageBody::Append { .. } | MessageBody::Heartbeat { .. });
+        if replication && self.narrowed.as_ref().is_some_and(|rows| !rows[from][to]) {
+            self.c.dropped += 1;
+            return Ok(());
+        }
         if self.faults && self.rng.chance(self.p.drop) {
             self.c.dropped += 1;
             // Sometimes the transport notices the loss and tells the sender.
@@ -1491,6 +1500,9 @@ impl Sim {
                 }
                 self.nodes[n].led_term = term;
                 self.fresh_leaders.push(n);
+                if self.narrowed.is_some() {
+                    self.narrow_row(n);
+                }
                 self.trace(|| format!("node {n} (replica {id}) LEADS term {term}"));
             }
         }
@@ -1584,7 +1596,20 @@ impl Sim {
         Ok(())
     }
 
+    /// Draws which peers node `n`'s appends and heartbeats reach while replication is
+    /// narrowed: one random peer (half the time), else each peer with probability 1/2.
+    fn narrow_row(&mut self, n: usize) {
+        let m = self.nodes.len();
+        let one = self.rng.chance(0.5);
+        let pick = self.rng.pick(m);
+        let row: Vec<bool> = (0..m).map(|k| if one { k == pick } else { self.rng.chance(0.5) }).collect();
+        if let Some(rows) = self.narrowed.as_mut() {
+            rows[n] = row;
+        }
+    }
+
     fn heal(&mut self) {
+        self.narrowed = None;
         for row in &mut self.blocked {
             row.iter_mut().for_each(|b| *b = false);
         }
@@ -1599,7 +1624,7 @@ impl Sim {
             return;
         }
         self.c.partitions += 1;
-        let kind = self.rng.below(4);
+        let kind = self.rng.below(5);
         match kind {
             0 => {
                 // Symmetric: a random side against the rest.
@@ -1628,6 +1653,16 @@ impl Sim {
                         self.blocked[l][b] = true;
                         self.blocked[b][l] = true;
                     }
+                }
+            }
+            4 => {
+                // Narrowed replication: each leader's appends and heartbeats reach only a
+                // few peers while votes pass, so leaders come and go with entries on
+                // minorities only (issue 10's schedule: a deposed leader's entry is
+                // overwritten locally yet commits through another replica).
+                self.narrowed = Some(vec![vec![true; m]; m]);
+                for n in 0..m {
+                    self.narrow_row(n);
                 }
             }
             _ => {

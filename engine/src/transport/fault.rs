@@ -1,11 +1,14 @@
 //! A fault-injecting [`Transport`] wrapper for tests: partitions between node pairs (one
-//! way or both ways) and random loss, over any transport (QUIC or in memory).
+//! way or both ways), replication-only cuts (a pair's appends and heartbeats are lost while
+//! votes and answers pass, as when large or periodic traffic fails on a path) and random
+//! loss, over any transport (QUIC or in memory).
 //!
 //! Owns the fault rules ([`FaultControl`], shared by every wrapped node so a test flips a
 //! partition in one place) and applies them on both sides: a batch is dropped when it is
 //! sent on a blocked (from, to) pair, and again when it arrives on one (so a peer that is
 //! not wrapped is still cut off). Drops are silent, like a network's: the sender learns
-//! nothing, Raft retransmits. Never reorders, delays or alters what it lets through.
+//! nothing, Raft retransmits. Never reorders, delays or alters what it lets through, except
+//! that a replication-only cut removes the appends and heartbeats from a batch at send.
 //!
 //! A real partition also ends the connection (QUIC's idle timeout), which the transport
 //! reports as the peer going down; the wrapper does the same at once: the first receive
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{SnapshotChunks, Transport, TransportError, TransportEvent, WireItem};
+use crate::raft::message::MessageBody;
 use crate::raft::types::NodeId;
 
 /// Blocked arrivals one `recv_timeout` call discards before it returns `None`.
@@ -26,6 +30,8 @@ const MAX_DROPS_PER_RECV: usize = 4096;
 struct Rules {
     /// Directed pairs (from, to) whose traffic is dropped.
     blocked: HashSet<(NodeId, NodeId)>,
+    /// Directed pairs (from, to) whose appends, heartbeats and snapshots are dropped.
+    replication_blocked: HashSet<(NodeId, NodeId)>,
     /// Batches dropped at random, per million.
     drop_ppm: u32,
     /// SplitMix64 state for random drops.
@@ -84,6 +90,13 @@ impl FaultControl {
         self.lock().blocked.remove(&(from, to));
     }
 
+    /// Drops the replication traffic `from` sends to `to` (one way): appends, heartbeats
+    /// and snapshot streams; votes, answers and everything else pass. The peer is not
+    /// reported down.
+    pub fn block_replication(&self, from: NodeId, to: NodeId) {
+        self.lock().replication_blocked.insert((from, to));
+    }
+
     /// Cuts `a` and `b` apart both ways.
     pub fn partition(&self, a: NodeId, b: NodeId) {
         let mut r = self.lock();
@@ -106,10 +119,11 @@ impl FaultControl {
         self.lock().drop_ppm = ppm.min(1_000_000);
     }
 
-    /// Removes every partition and random loss.
+    /// Removes every partition, replication-only cut and random loss.
     pub fn heal(&self) {
         let mut r = self.lock();
         r.blocked.clear();
+        r.replication_blocked.clear();
         r.drop_ppm = 0;
     }
 
@@ -192,8 +206,19 @@ impl<T: Transport> Transport for FaultTransport<T> {
     }
 
     fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
-        if self.ctl.lock().drops(self.me, to) {
-            return Ok(());
+        let replication_cut = {
+            let mut r = self.ctl.lock();
+            if r.drops(self.me, to) {
+                return Ok(());
+            }
+            r.replication_blocked.contains(&(self.me, to))
+        };
+        if replication_cut {
+            let kept: Vec<WireItem> = items.iter().filter(|it| !is_replication(it)).cloned().collect();
+            if kept.is_empty() {
+                return Ok(());
+            }
+            return self.inner.send(to, tag, &kept);
         }
         self.inner.send(to, tag, items)
     }
@@ -205,7 +230,11 @@ impl<T: Transport> Transport for FaultTransport<T> {
         group: u64,
         chunks: SnapshotChunks,
     ) -> Result<(), TransportError> {
-        if self.ctl.lock().drops(self.me, to) {
+        let dropped = {
+            let mut r = self.ctl.lock();
+            r.drops(self.me, to) || r.replication_blocked.contains(&(self.me, to))
+        };
+        if dropped {
             // A stream that never arrives fails (as a broken connection's would).
             let mut q = self.failed_snapshots.lock().unwrap_or_else(|p| p.into_inner());
             q.push(TransportEvent::SnapshotSent { to, tag, ok: false });
@@ -237,6 +266,18 @@ impl<T: Transport> Transport for FaultTransport<T> {
             }
         }
         None
+    }
+}
+
+/// Whether `item` is replication traffic (a leader's appends, heartbeats or snapshot).
+fn is_replication(item: &WireItem) -> bool {
+    match item {
+        WireItem::Heartbeats(_) => true,
+        WireItem::Msg { msg, .. } => matches!(
+            msg.body,
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)
+        ),
+        _ => false,
     }
 }
 
