@@ -1153,7 +1153,9 @@ mod tests {
             matches!(e, ConfigError::MaxPendingWalBytesOutOfBounds { .. })
         });
         check(&|c| c.read_timeout_ticks = 1, &|e| matches!(e, ConfigError::ReadTimeoutTooShort { .. }));
-        check(&|c| c.propose_timeout_ticks = 1, &|e| matches!(e, ConfigError::ProposeTimeoutOutOfBounds { .. }));
+        check(&|c| c.propose_timeout_ticks = 1, &|e| {
+            matches!(e, ConfigError::ProposeTimeoutOutOfBounds { .. })
+        });
         check(&|c| c.propose_timeout_ticks = MAX_PROPOSE_TIMEOUT_TICKS + 1, &|e| {
             matches!(e, ConfigError::ProposeTimeoutOutOfBounds { .. })
         });

@@ -16,6 +16,15 @@ use flotilla_engine::api::*;
 const PROPOSE_TIMEOUT_TICKS: u32 = 400;
 const PENDING: usize = 1_000;
 
+/// Sets the flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn tweak(c: &mut EngineConfig) {
     // One worker: the isolated group and the healthy ones share it.
     c.workers = 1;
@@ -57,9 +66,11 @@ fn isolated_leader_pending_proposals_resolve_within_the_timeout() {
     let stop = AtomicBool::new(false);
     let committed = AtomicU64::new(0);
     let results = std::thread::scope(|s| {
+        // Stops the proposer thread however this scope ends (an assertion failing too).
+        let _stop = StopOnDrop(&stop);
         s.spawn(|| {
             for i in 0..1_000_000u64 {
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || t0.elapsed() > Duration::from_secs(60) {
                     break;
                 }
                 let g = 2 + i % 2;
@@ -81,10 +92,10 @@ fn isolated_leader_pending_proposals_resolve_within_the_timeout() {
         let mut results = Vec::with_capacity(PENDING);
         for p in pending {
             let left = deadline.saturating_duration_since(Instant::now());
-            results.push(p.wait_timeout(left).unwrap_or_else(|_| panic!("a waiter outlived propose_timeout")));
+            results
+                .push(p.wait_timeout(left).unwrap_or_else(|_| panic!("a waiter outlived propose_timeout")));
         }
         let resolved_after = t0.elapsed();
-        stop.store(true, Ordering::Relaxed);
         (results, during, resolved_after)
     });
     let (results, during, resolved_after) = results;
@@ -99,8 +110,9 @@ fn isolated_leader_pending_proposals_resolve_within_the_timeout() {
 
     // The worker's pending budget is free again: more proposals than the 100 left
     // beside the expired waiters are all accepted.
-    let more: Vec<Proposal> =
-        (0..PENDING as u64).map(|i| e.propose(2, Bytes::copy_from_slice(&i.to_le_bytes())).unwrap()).collect();
+    let more: Vec<Proposal> = (0..PENDING as u64)
+        .map(|i| e.propose(2, Bytes::copy_from_slice(&i.to_le_bytes())).unwrap())
+        .collect();
     for p in more {
         let r = p.wait_timeout(Duration::from_secs(10)).unwrap();
         assert!(r.is_ok(), "the expired waiters still count against the worker: {r:?}");
@@ -220,7 +232,8 @@ fn truncated_proposal_that_commits_elsewhere_is_not_dropped_at_runtime() {
 
     // 5. Heal: A learns the outcome.
     c.fault.heal();
-    let results: Vec<_> = first.into_iter().map(|p| p.wait_timeout(Duration::from_secs(30)).unwrap()).collect();
+    let results: Vec<_> =
+        first.into_iter().map(|p| p.wait_timeout(Duration::from_secs(30)).unwrap()).collect();
     for (i, r) in results.iter().enumerate() {
         let want = (k + i as u64).to_le_bytes();
         assert_eq!(r.as_deref().ok(), Some(&want[..]), "A's proposal at {} must be Ok: {r:?}", k + i as u64);

@@ -1395,11 +1395,7 @@ impl Sim {
         node.sm = Sm { index: e.index, chain: c };
         // Promises made to proposers: nothing reported Dropped (or refused) is applied.
         if self.outcomes.dropped.contains(&(e.index, e.term)) {
-            bail!(
-                "outcome: node {n} applied entry ({}, {}), whose waiter was told Dropped",
-                e.index,
-                e.term
-            );
+            bail!("outcome: node {n} applied entry ({}, {}), whose waiter was told Dropped", e.index, e.term);
         }
         if let Some(id) = proposal_id(e) {
             if self.outcomes.refused.contains(&id) {
@@ -2115,7 +2111,10 @@ impl Sim {
             .collect();
         for &(id, index) in &self.outcomes.ok {
             if self.outcomes.applied_at.get(&id) != Some(&index) {
-                bail!("outcome: proposal {id} told Ok at index {index} but applied at {:?}", self.outcomes.applied_at.get(&id));
+                bail!(
+                    "outcome: proposal {id} told Ok at index {index} but applied at {:?}",
+                    self.outcomes.applied_at.get(&id)
+                );
             }
             if let Some((m, at)) = applied.iter().find(|(_, at)| *at < index) {
                 bail!("outcome: proposal {id} told Ok at index {index} is missing from member {m} (applied {at})");

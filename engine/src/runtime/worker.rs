@@ -44,8 +44,8 @@ use flotilla_wal::{Ticket, WriteBatch};
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
 use super::snapfile;
-use super::waiters::{Done, Tally, Waiters};
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
+use super::waiters::{Done, Tally, Waiters};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
 use crate::api::{
     BusyReason, CreateGroupError, Effect, GroupStatus, MembershipChange, MembershipError, OpenError,

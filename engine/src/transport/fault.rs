@@ -364,6 +364,43 @@ mod tests {
         assert_eq!(downs(&mut a), vec![2]);
     }
 
+    /// A replication-only cut drops appends, heartbeats and snapshot streams one way;
+    /// votes pass, and the peer is not reported down.
+    #[test]
+    fn replication_cut_drops_appends_and_heartbeats_only() {
+        use crate::raft::message::{Message, MessageBody};
+        let net = MemoryNetwork::new();
+        let ctl = FaultControl::new(1);
+        let a = ctl.wrap(net.join(1, 64));
+        let mut b = ctl.wrap(net.join(2, 64));
+        let msg = |body| WireItem::Msg { group: 1, msg: Message { from: 1, to: 2, term: 1, body } };
+        let append = msg(MessageBody::Append { prev_index: 0, prev_term: 0, entries: Vec::new(), commit: 0 });
+        let vote = msg(MessageBody::RequestVote {
+            pre_vote: false,
+            last_index: 0,
+            last_term: 0,
+            transfer: false,
+            commit: 0,
+            commit_term: 0,
+        });
+        ctl.block_replication(1, 2);
+        a.send(2, 1, &[append.clone(), WireItem::Heartbeats(Vec::new()), vote.clone()]).unwrap();
+        a.send(2, 2, &[append.clone()]).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < deadline {
+            match b.recv_timeout(Duration::from_millis(5)) {
+                Some(TransportEvent::Items { items, .. }) => got.extend(items),
+                Some(TransportEvent::PeerDown { node }) => panic!("node {node} reported down"),
+                _ => {}
+            }
+        }
+        assert_eq!(got, vec![vote], "only the vote gets through");
+        ctl.heal();
+        a.send(2, 3, &[append.clone()]).unwrap();
+        assert_eq!(arrivals(&mut b), vec![1]);
+    }
+
     #[test]
     fn receive_side_filters_an_unwrapped_sender() {
         let net = MemoryNetwork::new();
