@@ -385,7 +385,7 @@ mod tests {
         });
         ctl.block_replication(1, 2);
         a.send(2, 1, &[append.clone(), WireItem::Heartbeats(Vec::new()), vote.clone()]).unwrap();
-        a.send(2, 2, &[append.clone()]).unwrap();
+        a.send(2, 2, std::slice::from_ref(&append)).unwrap();
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(100);
         while Instant::now() < deadline {
@@ -397,7 +397,7 @@ mod tests {
         }
         assert_eq!(got, vec![vote], "only the vote gets through");
         ctl.heal();
-        a.send(2, 3, &[append.clone()]).unwrap();
+        a.send(2, 3, &[append]).unwrap();
         assert_eq!(arrivals(&mut b), vec![1]);
     }
 
