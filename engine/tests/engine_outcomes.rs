@@ -241,3 +241,46 @@ fn truncated_proposal_that_commits_elsewhere_is_not_dropped_at_runtime() {
     let r = again.wait_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(r, Err(ProposeError::Dropped), "A's later-term proposal at k+2 lost its index");
 }
+
+/// A storage failure after proposals were appended: they may still commit on other
+/// replicas (here: may be on disk), so their waiters answer `Indeterminate`; only calls
+/// refused before an append answer `StorageFailed` (issue 10, point 1).
+#[test]
+fn appended_proposals_resolve_indeterminate_when_storage_fails() {
+    use flotilla_engine::transport::MemoryNetwork;
+    use flotilla_wal::fault::FaultFs;
+    use flotilla_wal::SyncFault;
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FaultFs::new(tmp.path().join("trash"), 11).unwrap());
+    let reg = Registry::default();
+    let factory: StateMachineFactory = {
+        let reg = reg.clone();
+        Arc::new(move |g| ChainSm::boxed(&reg, g))
+    };
+    let mut cfg = config(1, tmp.path().join("data"), 100_000);
+    cfg.workers = 1;
+    cfg.wal.backend = flotilla_wal::BackendChoice::Pwrite;
+    let e =
+        Engine::open_with_fs(cfg, Box::new(MemoryNetwork::new().join(1, 1024)), factory, fs.clone()).unwrap();
+    e.create_group(1, &[1], ChainSm::boxed(&reg, 1)).unwrap();
+    wait_for("a leader", || e.group_status(1).is_some_and(|s| s.role == flotilla_engine::raft::Role::Leader));
+    e.propose(1, Bytes::from_static(b"before!!")).unwrap().wait().unwrap();
+
+    fs.fail_next_sync(SyncFault::Eio);
+    let pending: Vec<Proposal> =
+        (0..50u64).map(|i| e.propose(1, Bytes::copy_from_slice(&i.to_le_bytes())).unwrap()).collect();
+    let results: Vec<_> =
+        pending.into_iter().map(|p| p.wait_timeout(Duration::from_secs(20)).unwrap()).collect();
+    let indeterminate = results.iter().filter(|r| matches!(r, Err(ProposeError::Indeterminate))).count();
+    assert!(indeterminate > 0, "appended proposals must answer Indeterminate: {results:?}");
+    assert!(
+        results.iter().all(|r| matches!(r, Err(ProposeError::Indeterminate | ProposeError::StorageFailed))),
+        "{results:?}"
+    );
+    // Once stopped, new proposals are refused before any append.
+    let r = e.propose(1, Bytes::from_static(b"after!!!")).map(|p| p.wait());
+    assert!(matches!(r, Err(ProposeError::StorageFailed) | Ok(Err(ProposeError::StorageFailed))), "{r:?}");
+    e.shutdown();
+}
