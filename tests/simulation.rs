@@ -75,6 +75,8 @@ fn assert_minimums(c: &Counters) {
     min("reads forwarded by followers", c.reads_forwarded, 5_000.0);
     min("lost appends reported to the leader", c.unreachable_reports, 5_000.0);
     min("proposals acknowledged", c.acked, 100_000.0);
+    min("outcomes reported Dropped", c.outcomes_dropped, 10_000.0);
+    min("outcomes reported Indeterminate", c.outcomes_indeterminate, 50_000.0);
     min("new replicas after compaction", c.replicas_added_after_compaction, 500.0);
     min("compactions past a joint configuration", c.compactions_past_joint, 500.0);
     min("leader crashes right after entering a joint configuration", c.leader_crash_after_joint, 50.0);

@@ -41,6 +41,8 @@ pub const MAX_TICK: Duration = Duration::from_secs(1);
 pub const MIN_COMPACT_BYTES: u64 = 4096;
 /// Largest `max_pending_wal_bytes` allowed (16 GiB).
 pub const MAX_PENDING_WAL_BYTES: u64 = 16 << 30;
+/// Largest `propose_timeout_ticks` allowed.
+pub const MAX_PROPOSE_TIMEOUT_TICKS: u32 = 1 << 24;
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -92,6 +94,13 @@ pub struct EngineConfig {
     /// [`ReadError::Timeout`]. Default 200; must be at least the Raft template's
     /// `election_timeout_max_ticks`.
     pub read_timeout_ticks: u32,
+    /// Ticks after which a proposal or membership change whose outcome this replica has
+    /// not learnt completes [`ProposeError::Indeterminate`] (or
+    /// [`MembershipError::Indeterminate`]): a deposed leader cut off from the group may
+    /// never learn whether its entries committed, and its waiters must not hold the
+    /// worker's `max_pending_proposals` forever. Default 3,000 (30 s at the default tick);
+    /// bounds `raft.election_timeout_max_ticks`..=16,777,216.
+    pub propose_timeout_ticks: u32,
     /// A learner is promoted only if its match is within this many entries of the
     /// leader's last index (else [`MembershipError::LearnerNotCaughtUp`]). Default 1,000.
     pub promote_lag_max: u64,
@@ -133,6 +142,7 @@ impl EngineConfig {
             max_apply_backlog: 1 << 16,
             max_pending_wal_bytes: 64 << 20,
             read_timeout_ticks: 200,
+            propose_timeout_ticks: 3000,
             promote_lag_max: 1000,
             compact_entries: 10_000,
             compact_bytes: 64 << 20,
@@ -196,6 +206,14 @@ impl EngineConfig {
         if self.read_timeout_ticks < self.raft.election_timeout_max_ticks {
             return Err(ConfigError::ReadTimeoutTooShort {
                 read: self.read_timeout_ticks,
+                election: self.raft.election_timeout_max_ticks,
+            });
+        }
+        if self.propose_timeout_ticks < self.raft.election_timeout_max_ticks
+            || self.propose_timeout_ticks > MAX_PROPOSE_TIMEOUT_TICKS
+        {
+            return Err(ConfigError::ProposeTimeoutOutOfBounds {
+                value: self.propose_timeout_ticks,
                 election: self.raft.election_timeout_max_ticks,
             });
         }
@@ -329,6 +347,15 @@ pub enum ConfigError {
         /// The value given.
         read: u32,
         /// The template's `election_timeout_max_ticks`.
+        election: u32,
+    },
+    /// `propose_timeout_ticks` is below the maximum election timeout or above
+    /// [`MAX_PROPOSE_TIMEOUT_TICKS`].
+    #[error("propose timeout {value} ticks out of bounds {election}..={MAX_PROPOSE_TIMEOUT_TICKS}")]
+    ProposeTimeoutOutOfBounds {
+        /// The value given.
+        value: u32,
+        /// The template's `election_timeout_max_ticks` (the smallest allowed).
         election: u32,
     },
 }
@@ -479,14 +506,16 @@ pub enum ProposeError {
         /// `max_entry_bytes`.
         max: usize,
     },
-    /// Appended, then replaced by another leader's entry: it will never apply.
+    /// Appended, and provably never applied: an entry of another term was committed at
+    /// its index, or one of a newer term before it. Safe to retry.
     #[error("proposal dropped: another entry was committed at its index")]
     Dropped,
-    /// Appended, but the engine cannot know whether it applied (the replica was removed or
-    /// installed a snapshot past it, or the engine shut down first).
+    /// Appended, but the engine cannot know whether it applied (the replica was removed,
+    /// installed a snapshot past it, its storage failed after the append, the engine shut
+    /// down first, or `propose_timeout_ticks` passed). Never retry blindly.
     #[error("proposal outcome unknown")]
     Indeterminate,
-    /// The WAL failed; the engine stopped.
+    /// Not appended: the WAL failed; the engine stopped.
     #[error("storage failed; the engine stopped")]
     StorageFailed,
     /// The engine is shut down (and the proposal was not appended).
@@ -675,13 +704,13 @@ pub enum MembershipError {
     /// The worker's mailbox is full.
     #[error("busy")]
     Busy,
-    /// Appended, then replaced by another leader's entry.
+    /// Appended, and provably never applied (see [`ProposeError::Dropped`]).
     #[error("change dropped: another entry was committed at its index")]
     Dropped,
-    /// Appended; the outcome cannot be known.
+    /// Appended; the outcome cannot be known (see [`ProposeError::Indeterminate`]).
     #[error("change outcome unknown")]
     Indeterminate,
-    /// The WAL failed; the engine stopped.
+    /// Not appended: the WAL failed; the engine stopped.
     #[error("storage failed; the engine stopped")]
     StorageFailed,
     /// The engine is shut down.
@@ -1156,6 +1185,12 @@ mod tests {
             matches!(e, ConfigError::MaxPendingWalBytesOutOfBounds { .. })
         });
         check(&|c| c.read_timeout_ticks = 1, &|e| matches!(e, ConfigError::ReadTimeoutTooShort { .. }));
+        check(&|c| c.propose_timeout_ticks = 1, &|e| {
+            matches!(e, ConfigError::ProposeTimeoutOutOfBounds { .. })
+        });
+        check(&|c| c.propose_timeout_ticks = MAX_PROPOSE_TIMEOUT_TICKS + 1, &|e| {
+            matches!(e, ConfigError::ProposeTimeoutOutOfBounds { .. })
+        });
         check(&|c| c.compact_entries = 0, &|e| matches!(e, ConfigError::ZeroCompactEntries));
         check(&|c| c.compact_bytes = 4095, &|e| matches!(e, ConfigError::CompactBytesTooSmall(4095)));
         check(&|c| c.max_wal_segments = 1, &|e| matches!(e, ConfigError::MaxWalSegmentsTooSmall(1)));

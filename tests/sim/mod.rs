@@ -18,15 +18,22 @@
 //! - the checker: election safety, log matching, leader completeness, state machine
 //!   safety, monotonic commit/apply, applied <= committed, configuration consistency,
 //!   linearizable reads (lease reads included), and (after a liveness phase) that every acknowledged proposal is
-//!   applied by every member. Violations are returned as [`Violation`], never panics, so
+//!   applied by every member. Every outcome reported to a proposer comes from the
+//!   runtime's own waiter code ([`Waiters`], fed what each replica commits, installs and
+//!   its ticks, failed when the replica crashes): a proposal reported `Dropped` (or
+//!   refused by `propose`) must never be applied by any replica, and an `Ok` one must be
+//!   applied by every live member at the end. Violations are returned as [`Violation`], never panics, so
 //!   mutant tests can assert on them.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use bytes::Bytes;
+use flotilla::engine::runtime::waiters::{Complete, Outcome, Tally, Waiters};
 use flotilla::raft::*;
 
 // ----------------------------------------------------------------------------------------
@@ -176,10 +183,13 @@ struct Profile {
     lease: bool,
     /// Chance per step that a node stalls (mostly the leader).
     stall: f64,
+    /// Ticks after which a waiter completes `Indeterminate` (the engine's
+    /// `propose_timeout_ticks`).
+    propose_timeout: u64,
 }
 
 impl Profile {
-    fn draw(rng: &mut Rng) -> Self {
+    fn draw(rng: &mut Rng, seed: u64) -> Self {
         let nodes = if rng.chance(0.5) { 3 } else { 5 };
         let (pre_vote, check_quorum) = match rng.below(6) {
             0 => (true, false),
@@ -220,6 +230,8 @@ impl Profile {
             detect: rng.range(1, 20),
             lease: check_quorum && rng.chance(0.5),
             stall: [0.0, 0.003, 0.01][rng.pick(3)],
+            // Not drawn from `rng`: adding it left every seed's other draws as they were.
+            propose_timeout: [60, 400, 5000][(mix64(seed) % 3) as usize],
         }
     }
 }
@@ -268,6 +280,10 @@ pub struct Counters {
     pub proposals: u64,
     /// Proposals acknowledged (applied at the proposing leader).
     pub acked: u64,
+    /// Proposals and membership changes whose waiter completed `Dropped`.
+    pub outcomes_dropped: u64,
+    /// Proposals and membership changes whose waiter completed `Indeterminate`.
+    pub outcomes_indeterminate: u64,
     /// Membership changes accepted by a leader.
     pub conf_changes: u64,
     /// Replicas destroyed after applying their own removal.
@@ -346,6 +362,8 @@ impl Counters {
             crashes_lost_writes,
             proposals,
             acked,
+            outcomes_dropped,
+            outcomes_indeterminate,
             conf_changes,
             destructions,
             liveness_crashes,
@@ -478,8 +496,9 @@ struct Node {
     writes: VecDeque<Write>,
     last_due: u64,
     sm: Sm,
-    /// Proposals made by this incarnation: (index, term, proposal id).
-    proposals: VecDeque<(u64, u64, u64)>,
+    /// Waiters of the proposals and membership changes made by this incarnation.
+    waiters: Waiters<Rec>,
+    tally: Tally,
     /// Reads released, waiting for apply: (ctx, index).
     reads: Vec<(u64, u64)>,
     incarnation: u64,
@@ -519,7 +538,8 @@ impl Node {
             writes: VecDeque::new(),
             last_due: 0,
             sm: Sm { index: 0, chain: GENESIS_CHAIN },
-            proposals: VecDeque::new(),
+            waiters: Waiters::new(),
+            tally: Tally::default(),
             reads: Vec::new(),
             incarnation: 0,
             down_until: None,
@@ -566,6 +586,47 @@ struct ReadStart {
     required: u64,
 }
 
+/// One outcome reported to a proposer: (proposal id, or `None` for a membership change;
+/// entry index; entry term; outcome).
+type Reported = (Option<u64>, u64, u64, Outcome);
+
+/// The simulator's completion handle for the runtime's waiter code: records the outcome.
+struct Rec {
+    id: Option<u64>,
+    index: u64,
+    term: u64,
+    out: Rc<RefCell<Vec<Reported>>>,
+}
+
+impl Complete for Rec {
+    fn complete(self, outcome: Outcome) {
+        self.out.borrow_mut().push((self.id, self.index, self.term, outcome));
+    }
+}
+
+/// The checker's record of the outcomes reported to proposers.
+#[derive(Default)]
+struct Outcomes {
+    /// Reported by the waiters, not yet checked.
+    log: Rc<RefCell<Vec<Reported>>>,
+    /// Entries (index, term) whose waiter was told `Dropped`.
+    dropped: HashSet<(u64, u64)>,
+    /// Proposal ids `propose` refused.
+    refused: HashSet<u64>,
+    /// Proposal ids told `Ok`, with their index.
+    ok: Vec<(u64, u64)>,
+    /// Proposal id -> index where a replica first applied it.
+    applied_at: HashMap<u64, u64>,
+}
+
+/// The proposal id a data entry carries (its first 8 bytes).
+fn proposal_id(e: &Entry) -> Option<u64> {
+    match &e.payload {
+        EntryPayload::Normal(d) if d.len() >= 8 => d[..8].try_into().ok().map(u64::from_le_bytes),
+        _ => None,
+    }
+}
+
 /// The simulated cluster and its checker.
 pub struct Sim {
     seed: u64,
@@ -582,6 +643,9 @@ pub struct Sim {
     net: Vec<Flight>,
     streams: Vec<Stream>,
     blocked: Vec<Vec<bool>>,
+    /// While a narrowed-replication partition lasts: which peers each node's appends and
+    /// heartbeats reach (drawn anew at each leadership; votes and answers always pass).
+    narrowed: Option<Vec<Vec<bool>>>,
     heal_at: u64,
     // --- checker state ---
     leaders: HashMap<u64, ReplicaId>,
@@ -607,6 +671,8 @@ pub struct Sim {
     pending_changes: Vec<(u64, Vec<ReplicaId>)>,
     /// The client is quiet until this step (groups may quiesce).
     quiet_until: u64,
+    /// Outcomes reported to proposers.
+    outcomes: Outcomes,
     /// Counters of this run.
     pub c: Counters,
 }
@@ -615,7 +681,7 @@ impl Sim {
     /// A cluster for `seed`.
     pub fn new(seed: u64, opts: Options) -> Self {
         let mut rng = Rng::new(seed);
-        let p = Profile::draw(&mut rng);
+        let p = Profile::draw(&mut rng, seed);
         let genesis = ConfState::with_voters((1..=p.nodes as u64).map(|i| Replica::new(i, i)));
         let max_nodes = p.max_nodes;
         let mut sim = Sim {
@@ -631,6 +697,7 @@ impl Sim {
             net: Vec::new(),
             streams: Vec::new(),
             blocked: vec![vec![false; max_nodes]; max_nodes],
+            narrowed: None,
             heal_at: 0,
             leaders: HashMap::new(),
             seen: HashMap::new(),
@@ -646,6 +713,7 @@ impl Sim {
             fresh_leaders: Vec::new(),
             pending_changes: Vec::new(),
             quiet_until: 0,
+            outcomes: Outcomes::default(),
             c: Counters::default(),
             p,
         };
@@ -765,7 +833,6 @@ impl Sim {
         node.down_until = None;
         node.writes.clear();
         node.last_due = self.now;
-        node.proposals.clear();
         node.reads.clear();
         node.idle_from = self.now;
         node.quiesced_leader = None;
@@ -792,7 +859,8 @@ impl Sim {
         let lost = node.writes.iter().any(|w| w.must_persist());
         node.stored = std::mem::take(raft.storage_mut());
         node.writes.clear();
-        node.proposals.clear();
+        // This incarnation can no longer learn its entries' outcomes.
+        node.waiters.fail_all(&mut node.tally);
         node.reads.clear();
         let s = *raft.stats();
         self.c.add_stats(&s);
@@ -970,6 +1038,7 @@ impl Sim {
                     r.tick();
                     node.idle_from = now;
                 }
+                node.waiters.expire(&mut node.tally, now);
                 self.observe(n)?;
             }
         }
@@ -983,6 +1052,37 @@ impl Sim {
         for n in 0..self.nodes.len() {
             self.process_ready(n)?;
         }
+        self.check_outcomes()
+    }
+
+    /// Checks the outcomes reported since the last call: a `Dropped` entry must not be
+    /// committed (it is then never applied, which `apply` and `observe` check for later
+    /// commits and applies); an `Ok` one must carry its proposal's result.
+    fn check_outcomes(&mut self) -> R {
+        let reported = std::mem::take(&mut *self.outcomes.log.borrow_mut());
+        for (id, index, term, o) in reported {
+            match o {
+                Outcome::Applied(result) => {
+                    if let Some(id) = id {
+                        let carried = result.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                        if carried != Some(id) {
+                            bail!("outcome: proposal {id} at ({index}, {term}) told Ok with another entry's result");
+                        }
+                        self.outcomes.ok.push((id, index));
+                        self.acked_max = self.acked_max.max(index);
+                        self.c.acked += 1;
+                    }
+                }
+                Outcome::Dropped => {
+                    self.c.outcomes_dropped += 1;
+                    if self.committed_terms.get(index as usize) == Some(&term) {
+                        bail!("outcome: entry ({index}, {term}) told Dropped but it is committed");
+                    }
+                    self.outcomes.dropped.insert((index, term));
+                }
+                Outcome::Indeterminate => self.c.outcomes_indeterminate += 1,
+            }
+        }
         Ok(())
     }
 
@@ -995,6 +1095,11 @@ impl Sim {
             self.c.dropped += 1;
             return Ok(());
         };
+        let replication = matches!(msg.body, MessageBody::Append { .. } | MessageBody::Heartbeat { .. });
+        if replication && self.narrowed.as_ref().is_some_and(|rows| !rows[from][to]) {
+            self.c.dropped += 1;
+            return Ok(());
+        }
         if self.faults && self.rng.chance(self.p.drop) {
             self.c.dropped += 1;
             // Sometimes the transport notices the loss and tells the sender.
@@ -1306,10 +1411,9 @@ impl Sim {
                     );
                 }
                 self.nodes[n].sm = sm;
-                // Proposals and reads below the snapshot resolve as the snapshot says.
-                while self.nodes[n].proposals.front().is_some_and(|p| p.0 <= sm.index) {
-                    self.nodes[n].proposals.pop_front();
-                }
+                // Waiters at or below the snapshot resolve as the snapshot says.
+                let node = &mut self.nodes[n];
+                node.waiters.snapshot_installed(&mut node.tally, s.meta.index, s.meta.term);
             }
             // 3. The write (and the messages that must wait for it).
             let w = Write {
@@ -1339,13 +1443,37 @@ impl Sim {
             let mut conf_changed = had_snapshot;
             let mut entered_joint = false;
             if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
+                let node = &mut self.nodes[n];
+                let mut matched =
+                    node.waiters.committed(&mut node.tally, &rd.committed_entries).into_iter().peekable();
                 for e in &rd.committed_entries {
                     if let EntryPayload::ConfChange(cc) = &e.payload {
                         conf_changed = true;
                         entered_joint |= !cc.is_leave_joint();
                     }
                     self.apply(n, e)?;
+                    // The waiter of this very entry learns the state machine's result.
+                    let result = match &e.payload {
+                        EntryPayload::Normal(d) => d.clone(),
+                        _ => Bytes::new(),
+                    };
+                    while let Some(w) = matched.next_if(|w| w.index <= e.index) {
+                        if (w.index, w.term) != (e.index, e.term) {
+                            bail!(
+                                "node {n}: waiter ({}, {}) handed out with entry ({}, {})",
+                                w.index,
+                                w.term,
+                                e.index,
+                                e.term
+                            );
+                        }
+                        w.complete(Outcome::Applied(result.clone()));
+                    }
                 }
+                if let Some(w) = matched.peek() {
+                    bail!("node {n}: waiter ({}, {}) handed out for no committed entry", w.index, w.term);
+                }
+                self.check_outcomes()?;
                 let r = self.nodes[n].raft.as_mut().expect("live");
                 r.on_applied(last);
                 if r.applied() != last {
@@ -1426,18 +1554,15 @@ impl Sim {
         }
         let c = chain(node.sm.chain, entry_hash(e));
         node.sm = Sm { index: e.index, chain: c };
-        // Acknowledge our proposals at this index.
-        while node.proposals.front().is_some_and(|p| p.0 < e.index) {
-            node.proposals.pop_front();
+        // Promises made to proposers: nothing reported Dropped (or refused) is applied.
+        if self.outcomes.dropped.contains(&(e.index, e.term)) {
+            bail!("outcome: node {n} applied entry ({}, {}), whose waiter was told Dropped", e.index, e.term);
         }
-        if node.proposals.front().is_some_and(|p| p.0 == e.index) {
-            let (_, term, id) = node.proposals.pop_front().expect("front");
-            let ours =
-                matches!(&e.payload, EntryPayload::Normal(d) if d.len() >= 8 && d[..8] == id.to_le_bytes());
-            if term == e.term && ours {
-                self.acked_max = self.acked_max.max(e.index);
-                self.c.acked += 1;
+        if let Some(id) = proposal_id(e) {
+            if self.outcomes.refused.contains(&id) {
+                bail!("outcome: node {n} applied proposal {id}, which propose refused");
             }
+            self.outcomes.applied_at.entry(id).or_insert(e.index);
         }
         let i = e.index as usize;
         if i < self.chains.len() {
@@ -1494,6 +1619,7 @@ impl Sim {
     // ------------------------------------------------------------------------------------
 
     fn observe(&mut self, n: usize) -> R {
+        self.check_outcomes()?;
         let node = &self.nodes[n];
         let Some(r) = node.raft.as_ref() else { return Ok(()) };
         let (role, term, commit, applied) = (r.role(), r.term(), r.committed(), r.applied());
@@ -1531,6 +1657,9 @@ impl Sim {
                 }
                 self.nodes[n].led_term = term;
                 self.fresh_leaders.push(n);
+                if self.narrowed.is_some() {
+                    self.narrow_row(n);
+                }
                 self.trace(|| format!("node {n} (replica {id}) LEADS term {term}"));
             }
         }
@@ -1543,6 +1672,9 @@ impl Sim {
             }
             for i in from..=commit {
                 if let Ok(t) = r.term_at(i) {
+                    if self.outcomes.dropped.contains(&(i, t)) {
+                        bail!("outcome: node {n} committed entry ({i}, {t}), whose waiter was told Dropped");
+                    }
                     let known = self.committed_terms[i as usize];
                     if known == 0 {
                         self.committed_terms[i as usize] = t;
@@ -1632,7 +1764,20 @@ impl Sim {
         Ok(())
     }
 
+    /// Draws which peers node `n`'s appends and heartbeats reach while replication is
+    /// narrowed: one random peer (half the time), else each peer with probability 1/2.
+    fn narrow_row(&mut self, n: usize) {
+        let m = self.nodes.len();
+        let one = self.rng.chance(0.5);
+        let pick = self.rng.pick(m);
+        let row: Vec<bool> = (0..m).map(|k| if one { k == pick } else { self.rng.chance(0.5) }).collect();
+        if let Some(rows) = self.narrowed.as_mut() {
+            rows[n] = row;
+        }
+    }
+
     fn heal(&mut self) {
+        self.narrowed = None;
         for row in &mut self.blocked {
             row.iter_mut().for_each(|b| *b = false);
         }
@@ -1647,7 +1792,7 @@ impl Sim {
             return;
         }
         self.c.partitions += 1;
-        let kind = self.rng.below(4);
+        let kind = self.rng.below(5);
         match kind {
             0 => {
                 // Symmetric: a random side against the rest.
@@ -1676,6 +1821,16 @@ impl Sim {
                         self.blocked[l][b] = true;
                         self.blocked[b][l] = true;
                     }
+                }
+            }
+            4 => {
+                // Narrowed replication: each leader's appends and heartbeats reach only a
+                // few peers while votes pass, so leaders come and go with entries on
+                // minorities only (issue 10's schedule: a deposed leader's entry is
+                // overwritten locally yet commits through another replica).
+                self.narrowed = Some(vec![vec![true; m]; m]);
+                for n in 0..m {
+                    self.narrow_row(n);
                 }
             }
             _ => {
@@ -1828,15 +1983,17 @@ impl Sim {
         let mut data = id.to_le_bytes().to_vec();
         let pad = self.rng.below(40) as usize;
         data.resize(8 + pad, 0xab);
-        if let Ok((index, term)) = r.propose(Bytes::from(data)) {
-            self.c.proposals += 1;
-            // Earlier proposals at or past this index left this leader's log, so they can
-            // never commit (leader completeness): forget them.
-            let props = &mut self.nodes[n].proposals;
-            while props.back().is_some_and(|p| p.0 >= index) {
-                props.pop_back();
+        match r.propose(Bytes::from(data)) {
+            Ok((index, term)) => {
+                self.c.proposals += 1;
+                let h = Rec { id: Some(id), index, term, out: self.outcomes.log.clone() };
+                let deadline = self.now + self.p.propose_timeout;
+                let node = &mut self.nodes[n];
+                node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
             }
-            props.push_back((index, term, id));
+            Err(_) => {
+                self.outcomes.refused.insert(id);
+            }
         }
         self.observe(n)
     }
@@ -2044,7 +2201,11 @@ impl Sim {
         let Some(cc) = cc else { return Ok(()) };
         let res = self.nodes[l].raft.as_mut().expect("live").propose_conf_change(cc.clone());
         self.trace(|| format!("node {l}: conf change {cc:?}: {res:?}"));
-        let Ok((index, _)) = res else { return self.observe(l) };
+        let Ok((index, term)) = res else { return self.observe(l) };
+        let h = Rec { id: None, index, term, out: self.outcomes.log.clone() };
+        let deadline = self.now + self.p.propose_timeout;
+        let node = &mut self.nodes[l];
+        node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
         self.pending_changes.push((index, cc.changes.iter().map(|c| c.replica.id).collect()));
         self.c.conf_changes += 1;
         let joint = conf.apply(&cc).is_ok_and(|c| c.is_joint());
@@ -2104,6 +2265,33 @@ impl Sim {
                 }
             }
             self.settle_phase("after a minority of the final configuration crashed", false)?;
+        }
+        self.check_ok_applied_everywhere()
+    }
+
+    /// At the end: every proposal told `Ok` was applied at its index, and every live
+    /// member of the leader's configuration has applied it.
+    fn check_ok_applied_everywhere(&self) -> R {
+        let Some(l) = self.leader() else { bail!("liveness: no leader at the end") };
+        let conf = self.nodes[l].raft.as_ref().map(|r| r.conf().clone()).unwrap_or_default();
+        let applied: Vec<(ReplicaId, u64)> = conf
+            .members()
+            .iter()
+            .filter_map(|m| {
+                let n = self.replica_node.get(m.id as usize).copied().flatten()?;
+                self.nodes[n].raft.as_ref().map(|_| (m.id, self.nodes[n].sm.index))
+            })
+            .collect();
+        for &(id, index) in &self.outcomes.ok {
+            if self.outcomes.applied_at.get(&id) != Some(&index) {
+                bail!(
+                    "outcome: proposal {id} told Ok at index {index} but applied at {:?}",
+                    self.outcomes.applied_at.get(&id)
+                );
+            }
+            if let Some((m, at)) = applied.iter().find(|(_, at)| *at < index) {
+                bail!("outcome: proposal {id} told Ok at index {index} is missing from member {m} (applied {at})");
+            }
         }
         Ok(())
     }

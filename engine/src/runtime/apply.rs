@@ -5,11 +5,12 @@
 //! Owns the state machines and the order of everything done to them: commands arrive in
 //! one FIFO channel from the worker (register, apply, restore, snapshot, remove) and are
 //! executed in that order, so a restore or a snapshot sits exactly between the entries the
-//! worker handed out before and after it. The worker hands over the waiters of the entries
-//! with them: a proposal's waiter is completed here as soon as its entry is applied (by
-//! (index, term): the result, `Dropped` for another term's entry, `Indeterminate` for a
-//! skipped index); a membership change's goes back to the worker, which completes it once
-//! Raft applied the change. Reports go back in one FIFO channel. Never touches Raft state
+//! worker handed out before and after it. With the entries, the worker hands over exactly
+//! the waiters whose (index, term) it matched against them (`Waiters::committed`): a
+//! proposal's waiter is completed here as soon as its entry is applied, with the state
+//! machine's result (`Indeterminate` if the entry is not applied here: already in a state
+//! machine that keeps its own storage, or the group is gone); a membership change's goes
+//! back to the worker, which completes it once Raft applied the change. Reports go back in one FIFO channel. Never touches Raft state
 //! or the WAL: the worker reports the applied index to Raft and writes the WAL records.
 //!
 //! Snapshots: the apply thread knows the exact (index, term, configuration) its state
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::snapfile;
-use super::worker::{Outcome, Waiter, WaiterDone};
+use super::waiters::{Done, Outcome, Waiter};
 use crate::api::{Effect, SnapshotSource, StateMachine};
 use crate::raft::conf::ConfState;
 use crate::raft::message::{Entry, EntryPayload, SnapshotMeta};
@@ -40,10 +41,10 @@ pub(crate) enum ApplyCmd {
     /// Takes over the state machine of `group` (created or recovered), whose replica
     /// `replica` applied up to `applied` = (index, term) with configuration `conf`.
     Add { group: u64, replica: ReplicaId, applied: (u64, u64), conf: ConfState, sm: Box<dyn StateMachine> },
-    /// Applies these committed entries of `group`, in order, and decides the waiters of
-    /// their indexes (in index order). `epoch` names the replica instance (echoed back, so
+    /// Applies these committed entries of `group`, in order, and completes the waiters of
+    /// these very entries (matched by (index, term), in index order). `epoch` names the replica instance (echoed back, so
     /// answers for a destroyed replica never reach a new one).
-    Apply { group: u64, epoch: u64, entries: Vec<Entry>, waiters: Vec<Waiter> },
+    Apply { group: u64, epoch: u64, entries: Vec<Entry>, waiters: Vec<Waiter<Done>> },
     /// Replaces the state of `group` with a snapshot (already durable in its file).
     Restore { group: u64, meta: SnapshotMeta, data: Bytes },
     /// Snapshots the state of `group` as of every entry handed out before this command.
@@ -75,20 +76,19 @@ pub(crate) struct Applied {
     pub effects: Vec<(u64, Effect)>,
     /// Waiters of membership changes and their outcome: completed by the worker once
     /// Raft applied the change. (Proposal waiters were completed here, at once.)
-    pub deferred: Vec<(Waiter, Outcome)>,
+    pub deferred: Vec<(Waiter<Done>, Outcome)>,
 }
 
-/// Decides `w` by what was applied at its index: the entry of its term (`result`), or
-/// another (`Dropped`), or nothing because its index was skipped (`Indeterminate`).
-fn decide(w: Waiter, applied: Option<(u64, u64, &Bytes)>, deferred: &mut Vec<(Waiter, Outcome)>) {
+/// Completes `w` (its entry was handed out with it): with `result` if its entry was
+/// applied here, else `Indeterminate`. A membership waiter is deferred to the worker.
+fn decide(w: Waiter<Done>, applied: Option<(u64, u64, &Bytes)>, deferred: &mut Vec<(Waiter<Done>, Outcome)>) {
     let o = match applied {
         Some((index, term, result)) if index == w.index && term == w.term => Outcome::Applied(result.clone()),
-        Some((index, _, _)) if index == w.index => Outcome::Dropped,
         _ => Outcome::Indeterminate,
     };
-    match w.done {
-        WaiterDone::Propose(_) => w.complete(o),
-        WaiterDone::Conf(_) => deferred.push((w, o)),
+    match w.handle {
+        Done::Propose(_) => w.complete(o),
+        Done::Conf(_) => deferred.push((w, o)),
     }
 }
 

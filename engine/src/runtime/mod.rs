@@ -2,7 +2,8 @@
 //! network thread that owns the [`Transport`], and the commands between them.
 //!
 //! Owns threads, mailboxes (crossbeam channels), routing (group -> worker by id) and
-//! recovery at start. Each worker runs the ready loop of its groups (see `worker`). Never
+//! recovery at start. Its public [`waiters`] module holds the outcome rules of proposals
+//! and membership changes (the core simulator uses it too). Each worker runs the ready loop of its groups (see `worker`). Never
 //! shares Raft state between threads: a group is touched only by its worker; the only
 //! shared objects are the WAL (thread-safe), counters and flags.
 //!
@@ -20,6 +21,7 @@ mod pending;
 mod removal;
 mod snapfile;
 mod store;
+pub mod waiters;
 mod worker;
 
 use std::collections::HashMap;

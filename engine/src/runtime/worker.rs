@@ -11,11 +11,10 @@
 //! sits on an fsync or a slow state machine while other groups have work. Never touches
 //! another worker's groups, and never calls a state machine (the apply thread owns them).
 //!
-//! Waiters are keyed by the (index, term) their entry got: an entry of that term applied
-//! at that index completes them with the state machine's result; another term's entry
-//! there, or a newer term's entry applied before their index, completes them with
-//! `Dropped`; a snapshot installed past them, the replica's
-//! removal or a shutdown completes them with `Indeterminate`.
+//! Waiters live in `waiters::Waiters` (keyed by the (index, term) their entry got; the
+//! rules of `Ok`, `Dropped` and `Indeterminate` are there): the worker reports to them
+//! what committed, snapshots installed, its ticks (`propose_timeout_ticks`), and the
+//! replica's destruction, a storage failure or shutdown.
 //!
 //! Quiescence: a group whose Raft replica quiesced leaves the worker's `active` set, so
 //! ticks never visit it (idle CPU does not grow with the number of groups). The wall ticks
@@ -51,6 +50,7 @@ use super::incarnation::ReadCtx;
 use super::removal::{Next as RemovalNext, Removal};
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
+use super::waiters::{Done, Tally, Waiters};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
 use crate::api::{
     BusyReason, CreateGroupError, Effect, GroupStatus, MembershipChange, MembershipError, OpenError,
@@ -82,45 +82,6 @@ const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the writes in flight.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// What a waiter learns.
-pub(crate) enum Outcome {
-    Applied(Bytes),
-    Dropped,
-    Indeterminate,
-    StorageFailed,
-}
-
-pub(crate) enum WaiterDone {
-    Propose(Completer<Result<Bytes, ProposeError>>),
-    Conf(Completer<Result<(), MembershipError>>),
-}
-
-pub(crate) struct Waiter {
-    pub(crate) index: u64,
-    pub(crate) term: u64,
-    size: u64,
-    pub(crate) done: WaiterDone,
-}
-
-impl Waiter {
-    pub(crate) fn complete(self, o: Outcome) {
-        match self.done {
-            WaiterDone::Propose(c) => c.complete(match o {
-                Outcome::Applied(b) => Ok(b),
-                Outcome::Dropped => Err(ProposeError::Dropped),
-                Outcome::Indeterminate => Err(ProposeError::Indeterminate),
-                Outcome::StorageFailed => Err(ProposeError::StorageFailed),
-            }),
-            WaiterDone::Conf(c) => c.complete(match o {
-                Outcome::Applied(_) => Ok(()),
-                Outcome::Dropped => Err(MembershipError::Dropped),
-                Outcome::Indeterminate => Err(MembershipError::Indeterminate),
-                Outcome::StorageFailed => Err(MembershipError::StorageFailed),
-            }),
-        }
-    }
-}
-
 struct PendingRead {
     ctx: u64,
     /// The confirmed read index, once known.
@@ -139,8 +100,7 @@ pub(crate) struct Group {
     /// Nodes of replicas learnt from received messages (for replicas not in the applied
     /// configuration yet, e.g. while a new replica has not applied the founding entry).
     peers: Vec<(ReplicaId, NodeId)>,
-    waiters: VecDeque<Waiter>,
-    uncommitted: u64,
+    waiters: Waiters<Done>,
     reads: Vec<PendingRead>,
     touched: bool,
     /// The group's metadata record must be (re)written with the next batch.
@@ -224,14 +184,13 @@ impl Group {
         }
     }
 
-    fn fail_all(&mut self, o: impl Fn() -> Outcome, read: impl Fn() -> ReadError) {
-        for w in self.waiters.drain(..) {
-            w.complete(o());
-        }
+    /// This replica can no longer learn outcomes: every waiter completes `Indeterminate`,
+    /// every read fails with `read`.
+    fn fail_all(&mut self, tally: &mut Tally, read: impl Fn() -> ReadError) {
+        self.waiters.fail_all(tally);
         for r in self.reads.drain(..) {
             r.done.complete(Err(read()));
         }
-        self.uncommitted = 0;
     }
 }
 
@@ -281,8 +240,7 @@ fn new_group(
         id: group,
         raft,
         peers: Vec::new(),
-        waiters: VecDeque::new(),
-        uncommitted: 0,
+        waiters: Waiters::new(),
         reads: Vec::new(),
         touched: true,
         meta_dirty: false,
@@ -394,7 +352,7 @@ pub(crate) struct Worker {
     read_ctx: ReadCtx,
     ticks: u64,
     /// Waiters across all groups.
-    waiting: usize,
+    tally: Tally,
     failed: bool,
     stopping: bool,
     batch: WriteBatch,
@@ -459,7 +417,7 @@ impl Worker {
             effect_creates: VecDeque::new(),
             read_ctx,
             ticks: 0,
-            waiting: 0,
+            tally: Tally::default(),
             failed: false,
             stopping: false,
             batch: WriteBatch::new(),
@@ -511,12 +469,15 @@ impl Worker {
         g.idle_since = now;
     }
 
-    /// After a group's turn: a quiesced group (with no read to time out) leaves the tick
-    /// set; any other joins it.
+    /// After a group's turn: a quiesced group (with no read or waiter to time out) leaves
+    /// the tick set; any other joins it.
     fn settle(&mut self, g: &mut Group) {
         // A quiesced leader stays ticked until every member acknowledged its quiesce
         // heartbeat (the credited ticks drive its re-sends).
-        let idle = g.raft.is_quiesced() && g.reads.is_empty() && !g.raft.awaiting_quiesce_acks();
+        let idle = g.raft.is_quiesced()
+            && g.reads.is_empty()
+            && g.waiters.is_empty()
+            && !g.raft.awaiting_quiesce_acks();
         if idle {
             if self.active.remove(&g.id) {
                 g.idle_since = self.ticks;
@@ -946,9 +907,12 @@ impl Worker {
         };
         Self::credit_idle(g, self.ticks);
         let size = data.len() as u64;
-        let busy = if g.uncommitted + size > cfg.max_uncommitted_bytes && g.uncommitted > 0 {
+        // Only this leadership's waiters count: a deposed leader's are released.
+        let led = (g.raft.role() == Role::Leader).then(|| g.raft.term());
+        let uncommitted = g.waiters.uncommitted_bytes(led);
+        let busy = if uncommitted + size > cfg.max_uncommitted_bytes && uncommitted > 0 {
             Some(BusyReason::GroupUncommitted)
-        } else if self.waiting >= cfg.max_pending_proposals {
+        } else if self.tally.waiting() >= cfg.max_pending_proposals {
             Some(BusyReason::WorkerPending)
         } else if self.apply_backlog >= cfg.max_apply_backlog {
             Some(BusyReason::ApplyBacklog)
@@ -963,10 +927,8 @@ impl Worker {
         }
         match g.raft.propose(data) {
             Ok((index, term)) => {
-                self.waiting = self.waiting.saturating_sub(drop_overtaken(g, index));
-                g.uncommitted += size;
-                g.waiters.push_back(Waiter { index, term, size, done: WaiterDone::Propose(done) });
-                self.waiting += 1;
+                let deadline = self.ticks + u64::from(cfg.propose_timeout_ticks);
+                g.waiters.add(&mut self.tally, index, term, size, deadline, Done::Propose(done));
                 Self::touch(&mut self.touched, g);
             }
             Err(e) => {
@@ -986,6 +948,7 @@ impl Worker {
             return done.complete(Err(MembershipError::StorageFailed));
         }
         let lag_max = self.sh.cfg.get().promote_lag_max;
+        let timeout = u64::from(self.sh.cfg.get().propose_timeout_ticks);
         let Some(g) = self.groups.get_mut(&group) else {
             return done.complete(Err(MembershipError::GroupNotFound(group)));
         };
@@ -1024,7 +987,13 @@ impl Worker {
                         }
                         let (demoted, step) = super::pending();
                         if let Err(e) =
-                            Self::propose_conf(&mut self.waiting, g, Removal::demotion(c.replica), step)
+                            Self::propose_conf(
+                            &mut self.tally,
+                            self.ticks + timeout,
+                            g,
+                            Removal::demotion(c.replica),
+                            step,
+                        )
                         {
                             return done.complete(Err(e));
                         }
@@ -1039,7 +1008,7 @@ impl Worker {
             }
         };
         // On refusal `propose_conf` completed `done` with the error.
-        if Self::propose_conf(&mut self.waiting, g, cc, done).is_ok() {
+        if Self::propose_conf(&mut self.tally, self.ticks + timeout, g, cc, done).is_ok() {
             Self::touch(&mut self.touched, g);
         }
     }
@@ -1047,16 +1016,15 @@ impl Worker {
     /// Proposes `cc` with `done` as its waiter; on refusal completes `done` and returns
     /// the error too.
     fn propose_conf(
-        waiting: &mut usize,
+        tally: &mut Tally,
+        deadline: u64,
         g: &mut Group,
         cc: ConfChange,
         done: Completer<Result<(), MembershipError>>,
     ) -> Result<(), MembershipError> {
         match g.raft.propose_conf_change(cc) {
             Ok((index, term)) => {
-                *waiting = waiting.saturating_sub(drop_overtaken(g, index));
-                g.waiters.push_back(Waiter { index, term, size: 0, done: WaiterDone::Conf(done) });
-                *waiting += 1;
+                g.waiters.add(tally, index, term, 0, deadline, Done::Conf(done));
                 Ok(())
             }
             Err(e) => {
@@ -1075,7 +1043,8 @@ impl Worker {
             RemovalNext::Wait(r) => g.removal = Some(r),
             RemovalNext::Done(done, res) => done.complete(res),
             RemovalNext::Propose(cc, done) => {
-                if Self::propose_conf(&mut self.waiting, g, cc, done).is_ok() {
+                let deadline = self.ticks + u64::from(self.sh.cfg.get().propose_timeout_ticks);
+                if Self::propose_conf(&mut self.tally, deadline, g, cc, done).is_ok() {
                     Self::touch(&mut self.touched, g);
                 }
             }
@@ -1167,6 +1136,7 @@ impl Worker {
         let mut ticked = 0u64;
         let groups = &mut self.groups;
         let touched = &mut self.touched;
+        let tally = &mut self.tally;
         self.active.retain(|gid| groups.contains_key(gid));
         for gid in &self.active {
             let Some(g) = groups.get_mut(gid) else { continue };
@@ -1177,6 +1147,9 @@ impl Worker {
             } else {
                 g.raft.tick();
                 ticked += 1;
+            }
+            if !g.waiters.is_empty() {
+                g.waiters.expire(tally, now);
             }
             if !g.reads.is_empty() {
                 let mut i = 0;
@@ -1217,7 +1190,7 @@ impl Worker {
             if self.failed {
                 // `storage_failed` failed the waiters of the groups in the map; this one
                 // was out of it while its Ready was handled.
-                g.fail_all(|| Outcome::StorageFailed, || ReadError::StorageFailed);
+                g.fail_all(&mut self.tally, || ReadError::StorageFailed);
                 self.groups.insert(gid, g);
                 continue;
             }
@@ -1287,16 +1260,8 @@ impl Worker {
         // 3. Apply, on the apply thread, with the waiters of these entries: it completes
         // proposals as it applies them (one hop to the caller); membership changes come
         // back to complete here once Raft applied them (`poll_applied`).
-        if let Some((hi, term)) = rd.committed_entries.last().map(|e| (e.index, e.term)) {
-            let mut waiters = Vec::new();
-            while g.waiters.front().is_some_and(|w| w.index <= hi) {
-                if let Some(w) = g.waiters.pop_front() {
-                    g.uncommitted = g.uncommitted.saturating_sub(w.size);
-                    waiters.push(w);
-                }
-            }
-            let dropped = drop_older_terms(g, term);
-            self.waiting = self.waiting.saturating_sub(waiters.len() + dropped);
+        if !rd.committed_entries.is_empty() {
+            let waiters = g.waiters.committed(&mut self.tally, &rd.committed_entries);
             self.apply_backlog += rd.committed_entries.len() as u64;
             g.log_bytes += rd.committed_entries.iter().map(|e| e.size() as u64).sum::<u64>();
             let entries = rd.committed_entries;
@@ -1436,15 +1401,7 @@ impl Worker {
         // machine that persists its applied index is never ahead of the log.
         let restore = ApplyCmd::Restore { group: g.id, meta: meta.clone(), data: data.clone() };
         self.apply_hold.hold_until(self.next_write, restore);
-        let mut n = 0;
-        while g.waiters.front().is_some_and(|w| w.index <= meta.index) {
-            if let Some(w) = g.waiters.pop_front() {
-                g.uncommitted = g.uncommitted.saturating_sub(w.size);
-                w.complete(Outcome::Indeterminate);
-                n += 1;
-            }
-        }
-        self.waiting = self.waiting.saturating_sub(n);
+        g.waiters.snapshot_installed(&mut self.tally, meta.index, meta.term);
         g.raft.storage_mut().snap = meta.clone();
         g.log_bytes = 0;
         let gid = g.id;
@@ -1578,8 +1535,7 @@ impl Worker {
             self.sh.node,
             g.raft.id()
         );
-        self.waiting = self.waiting.saturating_sub(g.waiters.len());
-        g.fail_all(|| Outcome::Indeterminate, || ReadError::GroupNotFound(gid));
+        g.fail_all(&mut self.tally, || ReadError::GroupNotFound(gid));
         self.batch.remove_group(gid);
         self.batch.set_meta(gid, &GroupMeta::Tombstone { replica: g.raft.id() }.encode());
         self.tombstones.insert(gid, g.raft.id());
@@ -1759,10 +1715,10 @@ impl Worker {
         self.after.clear();
         self.prune.clear();
         let _ = self.outbox.flush();
+        // Appended proposals may still commit elsewhere: their waiters are Indeterminate.
         for g in self.groups.values_mut() {
-            g.fail_all(|| Outcome::StorageFailed, || ReadError::StorageFailed);
+            g.fail_all(&mut self.tally, || ReadError::StorageFailed);
         }
-        self.waiting = 0;
     }
 
     /// Shutdown: finish the writes in flight (bounded), then resolve every waiter.
@@ -1800,7 +1756,7 @@ impl Worker {
         }
         self.poll_applied();
         for g in self.groups.values_mut() {
-            g.fail_all(|| Outcome::Indeterminate, || ReadError::Shutdown);
+            g.fail_all(&mut self.tally, || ReadError::Shutdown);
         }
         // Drain commands still queued so their callers learn the engine stopped.
         while let Ok(cmd) = self.rx.try_recv() {
@@ -1878,36 +1834,6 @@ fn is_vote_grant(m: &Message) -> bool {
 
 fn bump_by(c: &std::sync::atomic::AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
-}
-
-/// A new entry at `index` means the log was truncated there: waiters at or after it can
-/// never see their entry. Returns how many were completed.
-fn drop_overtaken(g: &mut Group, index: u64) -> usize {
-    let mut n = 0;
-    while g.waiters.back().is_some_and(|w| w.index >= index) {
-        if let Some(w) = g.waiters.pop_back() {
-            g.uncommitted = g.uncommitted.saturating_sub(w.size);
-            w.complete(Outcome::Dropped);
-            n += 1;
-        }
-    }
-    n
-}
-
-/// Entries up to a term-`term` entry were handed out for apply (committed): no entry of
-/// an older term can ever commit after them (every later leader's log holds them, and
-/// terms never decrease along a log), so the remaining waiters with an older term are
-/// dropped now, not when (if ever) the log reaches their index. Waiters' terms never
-/// decrease along the queue. Returns how many.
-fn drop_older_terms(g: &mut Group, term: u64) -> usize {
-    let mut n = 0;
-    while g.waiters.front().is_some_and(|w| w.term < term) {
-        let Some(w) = g.waiters.pop_front() else { break };
-        g.uncommitted = g.uncommitted.saturating_sub(w.size);
-        n += 1;
-        w.complete(Outcome::Dropped);
-    }
-    n
 }
 
 fn serve_reads(g: &mut Group) {

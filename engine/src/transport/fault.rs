@@ -1,11 +1,14 @@
 //! A fault-injecting [`Transport`] wrapper for tests: partitions between node pairs (one
-//! way or both ways) and random loss, over any transport (QUIC or in memory).
+//! way or both ways), replication-only cuts (a pair's appends and heartbeats are lost while
+//! votes and answers pass, as when large or periodic traffic fails on a path) and random
+//! loss, over any transport (QUIC or in memory).
 //!
 //! Owns the fault rules ([`FaultControl`], shared by every wrapped node so a test flips a
 //! partition in one place) and applies them on both sides: a batch is dropped when it is
 //! sent on a blocked (from, to) pair, and again when it arrives on one (so a peer that is
 //! not wrapped is still cut off). Drops are silent, like a network's: the sender learns
-//! nothing, Raft retransmits. Never reorders, delays or alters what it lets through.
+//! nothing, Raft retransmits. Never reorders, delays or alters what it lets through, except
+//! that a replication-only cut removes the appends and heartbeats from a batch at send.
 //!
 //! A real partition also ends the connection (QUIC's idle timeout), which the transport
 //! reports as the peer going down; the wrapper does the same at once: the first receive
@@ -31,6 +34,8 @@ const MAX_DROPS_PER_RECV: usize = 4096;
 struct Rules {
     /// Directed pairs (from, to) whose traffic is dropped.
     blocked: HashSet<(NodeId, NodeId)>,
+    /// Directed pairs (from, to) whose appends, heartbeats and snapshots are dropped.
+    replication_blocked: HashSet<(NodeId, NodeId)>,
     /// Batches dropped at random, per million.
     drop_ppm: u32,
     /// SplitMix64 state for random drops.
@@ -104,6 +109,13 @@ impl FaultControl {
         self.lock().blocked.remove(&(from, to));
     }
 
+    /// Drops the replication traffic `from` sends to `to` (one way): appends, heartbeats
+    /// and snapshot streams; votes, answers and everything else pass. The peer is not
+    /// reported down.
+    pub fn block_replication(&self, from: NodeId, to: NodeId) {
+        self.lock().replication_blocked.insert((from, to));
+    }
+
     /// Cuts `a` and `b` apart both ways.
     pub fn partition(&self, a: NodeId, b: NodeId) {
         let mut r = self.lock();
@@ -140,10 +152,11 @@ impl FaultControl {
         (r.quiesce_seen, r.quiesce_dropped)
     }
 
-    /// Removes every partition and random loss.
+    /// Removes every partition, replication-only cut and random loss.
     pub fn heal(&self) {
         let mut r = self.lock();
         r.blocked.clear();
+        r.replication_blocked.clear();
         r.drop_ppm = 0;
         r.quiesce_drop_ppm = 0;
     }
@@ -231,6 +244,16 @@ impl<T: Transport> Transport for FaultTransport<T> {
         if r.drops(self.me, to) {
             return Ok(());
         }
+        let cut_items: Vec<WireItem>;
+        let items: &[WireItem] = if r.replication_blocked.contains(&(self.me, to)) {
+            cut_items = items.iter().filter(|it| !is_replication(it)).cloned().collect();
+            if cut_items.is_empty() {
+                return Ok(());
+            }
+            &cut_items
+        } else {
+            items
+        };
         let is_quiesce = |it: &WireItem| match it {
             WireItem::Heartbeats(hs) => hs.iter().any(|h| h.quiesce),
             WireItem::Msg { msg, .. } => matches!(msg.body, MessageBody::Heartbeat { quiesce: true, .. }),
@@ -270,7 +293,11 @@ impl<T: Transport> Transport for FaultTransport<T> {
         group: u64,
         chunks: SnapshotChunks,
     ) -> Result<(), TransportError> {
-        if self.ctl.lock().drops(self.me, to) {
+        let dropped = {
+            let mut r = self.ctl.lock();
+            r.drops(self.me, to) || r.replication_blocked.contains(&(self.me, to))
+        };
+        if dropped {
             // A stream that never arrives fails (as a broken connection's would).
             let mut q = self.failed_snapshots.lock().unwrap_or_else(|p| p.into_inner());
             q.push(TransportEvent::SnapshotSent { to, tag, ok: false });
@@ -302,6 +329,18 @@ impl<T: Transport> Transport for FaultTransport<T> {
             }
         }
         None
+    }
+}
+
+/// Whether `item` is replication traffic (a leader's appends, heartbeats or snapshot).
+fn is_replication(item: &WireItem) -> bool {
+    match item {
+        WireItem::Heartbeats(_) => true,
+        WireItem::Msg { msg, .. } => matches!(
+            msg.body,
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)
+        ),
+        _ => false,
     }
 }
 
@@ -386,6 +425,43 @@ mod tests {
         assert!(downs(&mut a).is_empty());
         ctl.block(2, 1);
         assert_eq!(downs(&mut a), vec![2]);
+    }
+
+    /// A replication-only cut drops appends, heartbeats and snapshot streams one way;
+    /// votes pass, and the peer is not reported down.
+    #[test]
+    fn replication_cut_drops_appends_and_heartbeats_only() {
+        use crate::raft::message::{Message, MessageBody};
+        let net = MemoryNetwork::new();
+        let ctl = FaultControl::new(1);
+        let a = ctl.wrap(net.join(1, 64));
+        let mut b = ctl.wrap(net.join(2, 64));
+        let msg = |body| WireItem::Msg { group: 1, msg: Message { from: 1, to: 2, term: 1, body } };
+        let append = msg(MessageBody::Append { prev_index: 0, prev_term: 0, entries: Vec::new(), commit: 0 });
+        let vote = msg(MessageBody::RequestVote {
+            pre_vote: false,
+            last_index: 0,
+            last_term: 0,
+            transfer: false,
+            commit: 0,
+            commit_term: 0,
+        });
+        ctl.block_replication(1, 2);
+        a.send(2, 1, &[append.clone(), WireItem::Heartbeats(Vec::new()), vote.clone()]).unwrap();
+        a.send(2, 2, std::slice::from_ref(&append)).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < deadline {
+            match b.recv_timeout(Duration::from_millis(5)) {
+                Some(TransportEvent::Items { items, .. }) => got.extend(items),
+                Some(TransportEvent::PeerDown { node }) => panic!("node {node} reported down"),
+                _ => {}
+            }
+        }
+        assert_eq!(got, vec![vote], "only the vote gets through");
+        ctl.heal();
+        a.send(2, 3, &[append]).unwrap();
+        assert_eq!(arrivals(&mut b), vec![1]);
     }
 
     #[test]
