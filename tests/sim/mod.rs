@@ -899,7 +899,9 @@ impl Sim {
             let durable = |id: ReplicaId| -> u64 {
                 let Some(m) = self.replica_node.get(id as usize).copied().flatten() else { return 0 };
                 let node = &self.nodes[m];
-                let st = node.raft.as_ref().map_or(&node.stored, |r| r.storage());
+                // A stalled replica keeps its storage in its `Stall`.
+                let raft = node.raft.as_ref().or(node.stall.as_ref().map(|s| &s.raft));
+                let st = raft.map_or(&node.stored, |r| r.storage());
                 st.hard_state().commit.max(st.snapshot().meta.index)
             };
             let majority = |set: &[Replica]| {
