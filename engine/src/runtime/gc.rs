@@ -23,7 +23,7 @@ use crate::transport::WireItem;
 
 /// The stale-peer check runs every this many maximum election timeouts (slow: a probe per
 /// member per group, and a removed replica that missed its removal is rare).
-pub(crate) const PROBE_ELECTIONS: u64 = 4;
+pub(crate) const PROBE_ELECTIONS: u64 = 10;
 
 /// Whether the stale-peer check runs at worker tick `tick`.
 pub(crate) fn probe_due(tick: u64, election_max_ticks: u32) -> bool {
@@ -40,7 +40,12 @@ pub(crate) fn should_probe(role: Role, quiesced: bool, voter: bool) -> bool {
 
 /// The probes of replica `replica` of `group` on node `me`: one to each other node of its
 /// configuration `conf`.
-pub(crate) fn probes(group: u64, replica: ReplicaId, conf: &ConfState, me: NodeId) -> Vec<(NodeId, WireItem)> {
+pub(crate) fn probes(
+    group: u64,
+    replica: ReplicaId,
+    conf: &ConfState,
+    me: NodeId,
+) -> Vec<(NodeId, WireItem)> {
     let mut nodes: Vec<NodeId> = conf.members().iter().map(|r| r.node).filter(|&n| n != me).collect();
     nodes.sort_unstable();
     nodes.dedup();
@@ -87,6 +92,6 @@ mod tests {
         assert_eq!(p.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2]);
         assert!(p.iter().all(|(_, it)| *it == WireItem::GcProbe { group: 9, replica: 3 }));
         assert!(!probe_due(0, 20));
-        assert!(probe_due(80, 20) && !probe_due(81, 20));
+        assert!(probe_due(200, 20) && !probe_due(201, 20) && !probe_due(80, 20));
     }
 }

@@ -14,9 +14,9 @@
 //! no signal is polled every 200 µs instead.
 
 mod apply;
+mod apply_hold;
 mod clock;
 mod gc;
-mod apply_hold;
 mod incarnation;
 mod pending;
 mod removal;
@@ -588,7 +588,10 @@ fn net_loop(
             got += 1;
             match ev {
                 TransportEvent::Items { from, mut items } => {
-                    if items.iter().any(|it| matches!(it, WireItem::Tombstone { .. } | WireItem::GcProbe { .. })) {
+                    if items
+                        .iter()
+                        .any(|it| matches!(it, WireItem::Tombstone { .. } | WireItem::GcProbe { .. }))
+                    {
                         items.retain(|it| {
                             let (group, cmd) = match *it {
                                 WireItem::Tombstone { group, replica, conf_index } => {

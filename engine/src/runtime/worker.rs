@@ -45,9 +45,9 @@ use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError, TrySe
 use flotilla_wal::{Ticket, WriteBatch};
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
+use super::apply_hold::ApplyHold;
 use super::clock;
 use super::gc;
-use super::apply_hold::ApplyHold;
 use super::incarnation::ReadCtx;
 use super::removal::{Next as RemovalNext, Removal};
 use super::snapfile;
@@ -991,15 +991,13 @@ impl Worker {
                             return done.complete(Err(MembershipError::ChangePending));
                         }
                         let (demoted, step) = super::pending();
-                        if let Err(e) =
-                            Self::propose_conf(
+                        if let Err(e) = Self::propose_conf(
                             &mut self.tally,
                             self.ticks + timeout,
                             g,
                             Removal::demotion(c.replica),
                             step,
-                        )
-                        {
+                        ) {
                             return done.complete(Err(e));
                         }
                         g.removal = Some(Removal { replica: c.replica, demoted, done });
