@@ -925,6 +925,9 @@ pub struct Metrics {
     pub replicas_destroyed: u64,
     /// Tombstone messages sent to replicas that a configuration here removed.
     pub tombstones_sent: u64,
+    /// Stale-peer probes sent by replicas that send nothing else (quiesced followers,
+    /// learners), asking the other members whether they still belong to their group.
+    pub gc_probes_sent: u64,
     /// Groups created by [`Effect::CreateGroup`].
     pub effects_create_group: u64,
     /// Network messages dropped because a mailbox was full.

@@ -14,8 +14,9 @@
 //! no signal is polled every 200 µs instead.
 
 mod apply;
-mod clock;
 mod apply_hold;
+mod clock;
+mod gc;
 mod incarnation;
 mod pending;
 mod removal;
@@ -125,6 +126,13 @@ pub(crate) enum Cmd {
         replica: ReplicaId,
         conf_index: u64,
     },
+    /// Replica `replica` of `group` on node `from` asks whether it still belongs to the
+    /// group (see [`WireItem::GcProbe`]).
+    GcProbe {
+        from: NodeId,
+        group: u64,
+        replica: ReplicaId,
+    },
     Shutdown,
 }
 
@@ -160,6 +168,7 @@ pub(crate) struct Counters {
     pub replicas_created: AtomicU64,
     pub replicas_destroyed: AtomicU64,
     pub tombstones_sent: AtomicU64,
+    pub gc_probes_sent: AtomicU64,
     pub effects_create_group: AtomicU64,
     pub messages_dropped: AtomicU64,
     /// Raft ticks given to groups (quiesced groups get none).
@@ -475,6 +484,7 @@ impl Runtime {
             replicas_created: l(&c.replicas_created),
             replicas_destroyed: l(&c.replicas_destroyed),
             tombstones_sent: l(&c.tombstones_sent),
+            gc_probes_sent: l(&c.gc_probes_sent),
             effects_create_group: l(&c.effects_create_group),
             messages_dropped: l(&c.messages_dropped),
             raft_ticks: l(&c.raft_ticks),
@@ -578,12 +588,20 @@ fn net_loop(
             got += 1;
             match ev {
                 TransportEvent::Items { from, mut items } => {
-                    if items.iter().any(|it| matches!(it, WireItem::Tombstone { .. })) {
+                    if items
+                        .iter()
+                        .any(|it| matches!(it, WireItem::Tombstone { .. } | WireItem::GcProbe { .. }))
+                    {
                         items.retain(|it| {
-                            let WireItem::Tombstone { group, replica, conf_index } = *it else {
-                                return true;
+                            let (group, cmd) = match *it {
+                                WireItem::Tombstone { group, replica, conf_index } => {
+                                    (group, Cmd::Tombstone { group, replica, conf_index })
+                                }
+                                WireItem::GcProbe { group, replica } => {
+                                    (group, Cmd::GcProbe { from, group, replica })
+                                }
+                                _ => return true,
                             };
-                            let cmd = Cmd::Tombstone { group, replica, conf_index };
                             if workers[route(group, n)].try_send(cmd).is_err() {
                                 bump(&sh.counters.messages_dropped);
                             }

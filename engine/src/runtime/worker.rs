@@ -28,7 +28,8 @@
 //! tombstone). A member that receives a message from a replica its applied configuration
 //! removed answers with a `WireItem::Tombstone` (TiKV's stale-peer GC); the receiver
 //! destroys itself only if the tombstone names its exact replica id and a configuration
-//! newer than its own, so a replica cut off during its removal is destroyed once healed.
+//! newer than its own, so a replica cut off during its removal is destroyed once healed;
+//! one that sends nothing (quiesced, or a learner) is found by the stale-peer check (`gc`).
 //!
 //! Backpressure: `propose` answers `Busy` past the group's unapplied bytes, the worker's
 //! pending proposals, its apply backlog (entries handed to the apply thread and not
@@ -44,8 +45,9 @@ use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError, TrySe
 use flotilla_wal::{Ticket, WriteBatch};
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
-use super::clock;
 use super::apply_hold::ApplyHold;
+use super::clock;
+use super::gc;
 use super::incarnation::ReadCtx;
 use super::removal::{Next as RemovalNext, Removal};
 use super::snapfile;
@@ -655,6 +657,9 @@ impl Worker {
                 }
             }
             Cmd::Tombstone { group, replica, conf_index } => self.on_tombstone(group, replica, conf_index),
+            Cmd::GcProbe { from, group, replica } => {
+                self.answer_removed(from, group, replica);
+            }
             Cmd::Shutdown => self.stopping = true,
         }
     }
@@ -685,14 +690,14 @@ impl Worker {
     /// Answers a message from a replica that this member's applied configuration removed:
     /// ids at or below the configuration's highest id that it no longer holds were removed
     /// for good. Returns whether `m` came from such a replica (it is then not stepped).
-    fn answer_removed(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
+    /// Answers a message or a stale-peer probe (`gc`) from `replica` on node `from`.
+    fn answer_removed(&mut self, from: NodeId, group: u64, replica: ReplicaId) -> bool {
         let Some(g) = self.groups.get(&group) else { return false };
-        let conf = g.raft.conf();
-        if m.from == 0 || m.from == g.raft.id() || m.from > conf.max_replica_id || conf.contains(m.from) {
+        if !gc::removed_by(g.raft.conf(), g.raft.id(), replica) {
             return false;
         }
-        let item = WireItem::Tombstone { group, replica: m.from, conf_index: g.raft.conf_index() };
-        log::debug!("flotilla: group {group}: message from removed replica {} on node {from}", m.from);
+        let item = WireItem::Tombstone { group, replica, conf_index: g.raft.conf_index() };
+        log::debug!("flotilla: group {group}: message from removed replica {replica} on node {from}");
         bump(&self.sh.counters.tombstones_sent);
         let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
         true
@@ -879,7 +884,7 @@ impl Worker {
         if unknown && (self.creating(group) || !self.maybe_create(from, group, &m)) {
             return;
         }
-        if self.answer_removed(from, group, &m) {
+        if self.answer_removed(from, group, m.from) {
             return;
         }
         let Some(g) = self.groups.get_mut(&group) else { return };
@@ -986,15 +991,13 @@ impl Worker {
                             return done.complete(Err(MembershipError::ChangePending));
                         }
                         let (demoted, step) = super::pending();
-                        if let Err(e) =
-                            Self::propose_conf(
+                        if let Err(e) = Self::propose_conf(
                             &mut self.tally,
                             self.ticks + timeout,
                             g,
                             Removal::demotion(c.replica),
                             step,
-                        )
-                        {
+                        ) {
                             return done.complete(Err(e));
                         }
                         g.removal = Some(Removal { replica: c.replica, demoted, done });
@@ -1164,8 +1167,31 @@ impl Worker {
             Self::touch(touched, g);
         }
         bump_by(&self.sh.counters.raft_ticks, ticked);
+        if gc::probe_due(now, self.sh.cfg.get().raft.election_timeout_max_ticks) {
+            self.gc_probe();
+        }
         self.tick_removals();
         self.compact_pinning_groups();
+    }
+
+    /// The stale-peer check (`gc`): replicas that send nothing ask the other members
+    /// whether they still belong to their group. One pass over the groups, every
+    /// `gc::PROBE_ELECTIONS` election timeouts.
+    fn gc_probe(&mut self) {
+        let me = self.sh.node;
+        let mut to_send: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
+        for g in self.groups.values() {
+            let r = &g.raft;
+            if gc::should_probe(r.role(), r.is_quiesced(), r.conf().is_voter(r.id())) {
+                for (node, item) in gc::probes(g.id, r.id(), r.conf(), me) {
+                    to_send.entry(node).or_default().push(item);
+                }
+            }
+        }
+        for (to, items) in to_send {
+            bump_by(&self.sh.counters.gc_probes_sent, items.len() as u64);
+            let _ = self.sh.net.send(NetCmd::Send { to, items });
+        }
     }
 
     // ------------------------------------------------------------------------------

@@ -98,6 +98,16 @@ pub enum WireItem {
         /// Index of the sender's applied configuration change that excludes `replica`.
         conf_index: u64,
     },
+    /// A replica's stale-peer check (TiKV's): `replica` of `group`, idle or quiesced, asks
+    /// a member of its configuration whether it still belongs to the group. A member whose
+    /// applied configuration removed it answers with [`WireItem::Tombstone`]; any other
+    /// receiver ignores it. Never stepped into Raft, so it wakes no quiesced group.
+    GcProbe {
+        /// The group.
+        group: u64,
+        /// The probing replica.
+        replica: u64,
+    },
 }
 
 /// Limits the decoder enforces beyond the input length.
@@ -189,7 +199,7 @@ fn varint_len(v: u64) -> usize {
 /// Bytes a coalesced item's entries take, so the batch buffer is allocated once.
 fn item_size_hint(it: &WireItem) -> usize {
     match it {
-        WireItem::Msg { .. } | WireItem::Tombstone { .. } => 32,
+        WireItem::Msg { .. } | WireItem::Tombstone { .. } | WireItem::GcProbe { .. } => 32,
         WireItem::Heartbeats(hs) => {
             // A flag byte per entry only in an item where some group quiesces.
             let flag = usize::from(hs.iter().any(|h| h.quiesce));
@@ -426,6 +436,10 @@ pub fn encode_batch(items: &[WireItem]) -> Result<Bytes, EncodeError> {
             WireItem::Tombstone { group, replica, conf_index } => {
                 b.put_u8(5);
                 put_varints(&mut b, [*group, *replica, *conf_index]);
+            }
+            WireItem::GcProbe { group, replica } => {
+                b.put_u8(6);
+                put_varints(&mut b, [*group, *replica]);
             }
         }
     }
@@ -703,6 +717,7 @@ impl Reader<'_> {
                 replica: self.varint()?,
                 conf_index: self.varint()?,
             }),
+            6 => Ok(WireItem::GcProbe { group: self.varint()?, replica: self.varint()? }),
             tag => Err(DecodeError::UnknownTag { what: "item", tag, at }),
         }
     }
@@ -786,6 +801,7 @@ mod size_tests {
         let items = vec![
             WireItem::Tombstone { group: 7, replica: 3, conf_index: 1 << 40 },
             WireItem::Tombstone { group: u64::MAX, replica: 0, conf_index: 0 },
+            WireItem::GcProbe { group: 7, replica: 1 << 40 },
         ];
         let b = encode_batch(&items).unwrap();
         assert_eq!(decode_batch(&b, DecodeLimits::default()).unwrap(), items);

@@ -149,6 +149,7 @@ fn every_kind() -> Vec<WireItem> {
     items.push(WireItem::HeartbeatAcks(vec![HeartbeatAck { group: 1, from: 2, to: 1, term: 3, round: 5 }]));
     items.push(WireItem::Heartbeats(vec![]));
     items.push(WireItem::Tombstone { group: 7, replica: 3, conf_index: u64::MAX });
+    items.push(WireItem::GcProbe { group: 7, replica: 3 });
     items
 }
 
