@@ -319,6 +319,9 @@ impl Node {
         ec.raft.election_timeout_max_ticks = cfg.election_ticks * 2;
         ec.raft.heartbeat_interval_ticks = (cfg.election_ticks / 5).max(1);
         ec.read_timeout_ticks = (cfg.election_ticks * 2).max(200);
+        // At least the engine's default, and never below the election timeout (the engine
+        // refuses that): a long election timeout stretches it.
+        ec.propose_timeout_ticks = ec.propose_timeout_ticks.max(cfg.election_ticks * 4);
         ec.compact_entries = cfg.compact_entries;
         let engine = Engine::open(
             ec,
