@@ -887,7 +887,7 @@ impl Sim {
     /// does): its state is wiped and it never runs again (the node may later host a new
     /// replica). The removal rule's check: a majority of the voters of the newest
     /// committed configuration hold a durable commit index at or past the entry that made
-    /// the replica a non-voter, so nobody who may still count its vote exists without
+    /// the replica a non-voter (or were admitted after it), so nobody who may still count its vote exists without
     /// being able to learn it no longer needs it.
     fn destroy(&mut self, n: usize) -> R {
         let rep = self.nodes[n].replica;
@@ -904,9 +904,14 @@ impl Sim {
                 let st = raft.map_or(&node.stored, |r| r.storage());
                 st.hard_state().commit.max(st.snapshot().meta.index)
             };
+            // A replica admitted after the demotion (its id is above every id admitted
+            // there) starts with no configuration that makes it a voter and learns the
+            // log in order: it never holds a configuration in which it may campaign and
+            // that counts the destroyed replica's vote, so it counts as knowing.
+            let admitted_before = self.confs[k + 1].1.max_replica_id;
+            let knows = |id: ReplicaId| id > admitted_before || durable(id) >= made_non_voter;
             let majority = |set: &[Replica]| {
-                set.is_empty()
-                    || set.iter().filter(|r| durable(r.id) >= made_non_voter).count() > set.len() / 2
+                set.is_empty() || set.iter().filter(|r| knows(r.id)).count() > set.len() / 2
             };
             if !majority(&newest.voters) || !majority(&newest.voters_outgoing) {
                 let held: Vec<(ReplicaId, u64)> = newest
