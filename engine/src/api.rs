@@ -122,6 +122,11 @@ pub struct EngineConfig {
     /// leader's node went down or restarted), so a liveness blip never wakes every group
     /// at once. Default 1,024; at least 1.
     pub max_wakes_per_tick: u32,
+    /// The clean-up of removed replicas runs every this many maximum election timeouts:
+    /// quiesced followers and learners probe the members of their configuration (the
+    /// stale-peer check), and leaders re-send a tombstone to every removed replica that
+    /// has not confirmed its destruction. Default 10; bounds 1..=1,000.
+    pub gc_interval_elections: u32,
 }
 
 impl EngineConfig {
@@ -149,6 +154,7 @@ impl EngineConfig {
             max_wal_segments: 16,
             compact_check_ticks: 100,
             max_wakes_per_tick: 1024,
+            gc_interval_elections: 10,
         }
     }
 
@@ -231,6 +237,9 @@ impl EngineConfig {
         }
         if self.max_wakes_per_tick == 0 {
             return Err(ConfigError::ZeroMaxWakesPerTick);
+        }
+        if !(1..=1000).contains(&self.gc_interval_elections) {
+            return Err(ConfigError::GcIntervalOutOfBounds(self.gc_interval_elections));
         }
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
@@ -341,6 +350,9 @@ pub enum ConfigError {
     /// `max_wakes_per_tick` is 0.
     #[error("max_wakes_per_tick must be at least 1")]
     ZeroMaxWakesPerTick,
+    /// `gc_interval_elections` outside 1..=1,000.
+    #[error("gc_interval_elections {0} out of bounds 1..=1000")]
+    GcIntervalOutOfBounds(u32),
     /// `read_timeout_ticks` is below the maximum election timeout.
     #[error("read timeout {read} ticks is below the election timeout {election}")]
     ReadTimeoutTooShort {
@@ -928,6 +940,12 @@ pub struct Metrics {
     /// Stale-peer probes sent by replicas that send nothing else (quiesced followers,
     /// learners), asking the other members whether they still belong to their group.
     pub gc_probes_sent: u64,
+    /// Tombstones leaders re-sent to removed replicas that had not confirmed their
+    /// destruction yet (every `gc_interval_elections`).
+    pub tombstones_resent: u64,
+    /// Removal records forgotten: a removed replica's node confirmed its destruction and
+    /// the leader proposed `ChangeKind::Forget`.
+    pub removals_confirmed: u64,
     /// Groups created by [`Effect::CreateGroup`].
     pub effects_create_group: u64,
     /// Network messages dropped because a mailbox was full.

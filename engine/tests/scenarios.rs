@@ -964,7 +964,7 @@ fn snapshot_at_or_below_commit_acknowledged_not_installed() {
 }
 
 /// Restoring a snapshot replaces the configuration with the one it carries, including a
-/// joint configuration's outgoing voters, learners next and auto-leave.
+/// joint configuration's outgoing voters, learners next, auto-leave and removal records.
 #[test]
 fn snapshot_restore_replaces_configuration() {
     let conf = ConfState {
@@ -973,7 +973,8 @@ fn snapshot_restore_replaces_configuration() {
         learners: vec![r(5)],
         learners_next: vec![r(3)],
         auto_leave: true,
-        max_replica_id: 5,
+        max_replica_id: 6,
+        removed: vec![r(6)],
     };
     let s = snapshot(20, 3, conf.clone(), b"state");
     let mut f = new_raft(2, three(), |_| {});
@@ -1219,7 +1220,12 @@ fn confchange_v2_replace_leader() {
     for id in [2, 3, 4] {
         assert_eq!(
             net.raft(id).conf(),
-            &ConfState { voters: vec![r(2), r(3), r(4)], max_replica_id: 4, ..Default::default() }
+            &ConfState {
+                voters: vec![r(2), r(3), r(4)],
+                max_replica_id: 4,
+                removed: vec![r(1)],
+                ..Default::default()
+            }
         );
     }
     net.nodes.remove(&1);

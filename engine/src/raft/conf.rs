@@ -33,7 +33,18 @@ pub struct ConfState {
     /// The highest replica id ever admitted; a new replica must have a higher id, so ids
     /// are never reused.
     pub max_replica_id: ReplicaId,
+    /// Replicas removed from the group that have not yet confirmed their destruction
+    /// (TiKV raftstore-v2's `removed_records`): recorded when a removal applies, dropped
+    /// by a replicated [`ChangeKind::Forget`] once the removed replica's node confirmed,
+    /// so every leader, including one elected later, knows whom to keep telling. At most
+    /// [`MAX_REMOVED_RECORDS`], oldest first (a node that is gone for good never
+    /// confirms; past the bound the oldest record is dropped, and that replica is left to
+    /// the stale-peer check of its own node).
+    pub removed: Vec<Replica>,
 }
+
+/// The most removal records a configuration keeps ([`ConfState::removed`]).
+pub const MAX_REMOVED_RECORDS: usize = 32;
 
 impl ConfState {
     /// A configuration of the given voters.
@@ -110,6 +121,9 @@ impl ConfState {
         if cc.changes.is_empty() {
             return self.leave_joint();
         }
+        if cc.changes.iter().any(|ch| ch.kind == ChangeKind::Forget) {
+            return self.forget(cc);
+        }
         // The removal rule: only a non-voter may be removed.
         if let Some(ch) =
             cc.changes.iter().find(|ch| ch.kind == ChangeKind::Remove && self.is_voter(ch.replica.id))
@@ -169,6 +183,23 @@ impl ConfState {
         Ok(next)
     }
 
+    /// Drops the removal records of `cc` (only `Forget` changes, each naming a record).
+    /// Membership is unchanged, so this is allowed in a joint configuration too.
+    fn forget(&self, cc: &ConfChange) -> Result<ConfState, ConfChangeError> {
+        let mut next = self.clone();
+        for ch in &cc.changes {
+            if ch.kind != ChangeKind::Forget {
+                return Err(ConfChangeError::ForgetMixed);
+            }
+            let before = next.removed.len();
+            next.removed.retain(|r| *r != ch.replica);
+            if next.removed.len() == before {
+                return Err(ConfChangeError::NotRemoved { replica: ch.replica.id });
+            }
+        }
+        Ok(next)
+    }
+
     fn leave_joint(&self) -> Result<ConfState, ConfChangeError> {
         if !self.is_joint() {
             return Err(ConfChangeError::NotJoint);
@@ -220,7 +251,9 @@ impl ConfState {
             match ch.kind {
                 ChangeKind::AddVoter => self.make_voter(r),
                 ChangeKind::AddLearner => self.make_learner(r),
-                ChangeKind::Remove => self.remove(r.id),
+                ChangeKind::Remove => self.remove(r),
+                // `apply` sends every change list holding a `Forget` to `forget`.
+                ChangeKind::Forget => return Err(ConfChangeError::ForgetMixed),
             }
         }
         if self.voters.is_empty() {
@@ -250,10 +283,17 @@ impl ConfState {
         }
     }
 
-    fn remove(&mut self, id: ReplicaId) {
+    fn remove(&mut self, r: Replica) {
+        let id = r.id;
         self.voters.retain(|x| x.id != id);
         self.learners.retain(|x| x.id != id);
         self.learners_next.retain(|x| x.id != id);
+        if !self.removed.contains(&r) {
+            if self.removed.len() >= MAX_REMOVED_RECORDS {
+                self.removed.remove(0);
+            }
+            self.removed.push(r);
+        }
     }
 }
 
@@ -272,8 +312,12 @@ pub enum ChangeKind {
     AddVoter,
     /// Add as a learner, or demote a voter.
     AddLearner,
-    /// Remove from the group.
+    /// Remove from the group (a learner: voters are demoted first). The replica is
+    /// recorded in [`ConfState::removed`] until it confirms its destruction.
     Remove,
+    /// The removed replica confirmed its destruction: drop its removal record. Changes
+    /// no membership; never mixed with other kinds.
+    Forget,
 }
 
 /// One change to one replica.
@@ -370,6 +414,15 @@ pub enum ConfChangeError {
         replica: ReplicaId,
         /// Its real node.
         node: u64,
+    },
+    /// A `Forget` change mixed with membership changes.
+    #[error("a change that forgets removal records cannot change membership too")]
+    ForgetMixed,
+    /// `Forget` of a replica the configuration holds no removal record of.
+    #[error("replica {replica} has no removal record to forget")]
+    NotRemoved {
+        /// The replica named.
+        replica: ReplicaId,
     },
     /// The node already hosts a replica of this group.
     #[error("node {node} already hosts replica {replica} of this group")]
@@ -490,6 +543,58 @@ mod tests {
         let mut dropped = joint.clone();
         dropped.learners_next.clear();
         assert_eq!(dropped.apply(&ConfChange::leave_joint()), refused);
+    }
+
+    /// Removal records (issue 10 point 4): a removal records the replica, a `Forget`
+    /// drops exactly that record and nothing else, records are bounded, and a `Forget`
+    /// never rides along with a membership change.
+    #[test]
+    fn removals_are_recorded_until_forgotten() {
+        let c = ConfState::with_voters([r(1), r(2), r(3)]);
+        let c = c.apply(&ConfChange::single(ChangeKind::AddLearner, r(3))).unwrap();
+        assert!(c.removed.is_empty(), "a demotion removes nobody");
+        let c = c.apply(&ConfChange::single(ChangeKind::Remove, r(3))).unwrap();
+        assert_eq!(c.removed, vec![r(3)]);
+        // Removing a non-member records nothing.
+        let same = c.apply(&ConfChange::single(ChangeKind::Remove, r(3))).unwrap();
+        assert_eq!(same.removed, vec![r(3)]);
+        let mixed = ConfChange {
+            transition: Transition::Auto,
+            changes: vec![
+                SingleChange { kind: ChangeKind::Forget, replica: r(3) },
+                SingleChange { kind: ChangeKind::AddLearner, replica: r(4) },
+            ],
+        };
+        assert_eq!(c.apply(&mixed), Err(ConfChangeError::ForgetMixed));
+        assert_eq!(
+            c.apply(&ConfChange::single(ChangeKind::Forget, Replica::new(9, 3))),
+            Err(ConfChangeError::NotRemoved { replica: 3 }),
+            "the record names the node too"
+        );
+        let f = c.apply(&ConfChange::single(ChangeKind::Forget, r(3))).unwrap();
+        assert!(f.removed.is_empty());
+        assert_eq!(
+            (f.voters.clone(), f.learners.clone(), f.max_replica_id),
+            (c.voters.clone(), c.learners.clone(), 3)
+        );
+        // Allowed while joint: membership is untouched.
+        let j = c
+            .apply(&ConfChange {
+                transition: Transition::JointExplicit,
+                changes: vec![SingleChange { kind: ChangeKind::AddVoter, replica: r(5) }],
+            })
+            .unwrap();
+        let jf = j.apply(&ConfChange::single(ChangeKind::Forget, r(3))).unwrap();
+        assert!(jf.is_joint() && jf.removed.is_empty());
+        // Bounded: the oldest record goes first.
+        let mut b = ConfState::with_voters([r(1)]);
+        for i in 2..(MAX_REMOVED_RECORDS as u64 + 4) {
+            b = b.apply(&ConfChange::single(ChangeKind::AddLearner, r(i))).unwrap();
+            b = b.apply(&ConfChange::single(ChangeKind::Remove, r(i))).unwrap();
+        }
+        assert_eq!(b.removed.len(), MAX_REMOVED_RECORDS);
+        assert_eq!(b.removed[0], r(4), "records of replicas 2 and 3 dropped");
+        assert_eq!(b.removed.last(), Some(&r(MAX_REMOVED_RECORDS as u64 + 3)));
     }
 
     #[test]

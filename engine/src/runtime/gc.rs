@@ -6,28 +6,36 @@
 //! tombstone (`Worker::answer_removed`). But a quiesced replica sends nothing and neither
 //! does a learner (it never campaigns), and the leader no longer addresses a replica its
 //! configuration dropped: once healed, such a replica would live on forever. So, on a slow
-//! timer ([`PROBE_ELECTIONS`] maximum election timeouts), every replica that is not a
+//! timer (`EngineConfig::gc_interval_elections` maximum election timeouts, [`gc_due`]), every replica that is not a
 //! leader and is quiesced or not a voter in its own configuration sends a
 //! [`WireItem::GcProbe`] to each other node of its configuration; a member whose applied
 //! configuration removed it answers with a [`WireItem::Tombstone`], and the worker's
 //! checked destruction (`Worker::on_tombstone`) does the rest. Any member answers, so a
 //! leader change does not stop it.
 //!
-//! Owns when a replica probes, what it sends, and the rule by which a member recognises a
-//! removed replica. Never destroys a replica, never steps Raft (a probe wakes no quiesced
-//! group) and never writes anything.
+//! The leader's side (TiKV raftstore-v2's `removed_records` and `GcPeerRequest`): every
+//! replica records the replicas its configuration removed (`ConfState::removed`, applied
+//! and carried in snapshots like the rest of the configuration), so whoever leads, now or
+//! after a leader change, knows whom to tell. On the same slow timer a leader re-sends a
+//! [`WireItem::Tombstone`] to each recorded replica's node ([`resends`]); the node
+//! destroys the replica (checked as above) or, once a durable tombstone record there
+//! covers it, answers [`WireItem::TombstoneAck`] ([`judge_tombstone`]); the leader then
+//! proposes `ChangeKind::Forget`, a replicated command that drops the record everywhere.
+//!
+//! Owns when a replica probes, what it and a leader send, the rule by which a member
+//! recognises a removed replica, and what a node does with a tombstone. Never destroys a
+//! replica, never steps Raft (a probe wakes no quiesced group) and never writes anything:
+//! the worker acts on the verdicts.
 
 use crate::raft::conf::ConfState;
-use crate::raft::types::{NodeId, ReplicaId, Role};
+use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::WireItem;
 
-/// The stale-peer check runs every this many maximum election timeouts (slow: a probe per
-/// member per group, and a removed replica that missed its removal is rare).
-pub(crate) const PROBE_ELECTIONS: u64 = 10;
-
-/// Whether the stale-peer check runs at worker tick `tick`.
-pub(crate) fn probe_due(tick: u64, election_max_ticks: u32) -> bool {
-    let every = PROBE_ELECTIONS * u64::from(election_max_ticks.max(1));
+/// Whether the clean-up pass runs at worker tick `tick`: every `interval_elections`
+/// (`EngineConfig::gc_interval_elections`, slow: a message per member per group, and a
+/// removed replica that missed its removal is rare) maximum election timeouts.
+pub(crate) fn gc_due(tick: u64, interval_elections: u32, election_max_ticks: u32) -> bool {
+    let every = u64::from(interval_elections.max(1)) * u64::from(election_max_ticks.max(1));
     tick > 0 && tick % every == 0
 }
 
@@ -50,6 +58,72 @@ pub(crate) fn probes(
     nodes.sort_unstable();
     nodes.dedup();
     nodes.into_iter().map(|n| (n, WireItem::GcProbe { group, replica })).collect()
+}
+
+/// A leader's re-sent tombstones for the removal records of its configuration `conf`
+/// (applied at `conf_index`) on node `me`: one [`WireItem::Tombstone`] per record on
+/// another node, and the records on `me` itself, which need no answer (this node hosts
+/// the leader's replica of the group, so no other replica of it: they can be forgotten).
+pub(crate) fn resends(
+    group: u64,
+    conf: &ConfState,
+    conf_index: u64,
+    me: NodeId,
+) -> (Vec<(NodeId, WireItem)>, Vec<Replica>) {
+    let (local, remote): (Vec<Replica>, Vec<Replica>) = conf.removed.iter().partition(|r| r.node == me);
+    let items = remote
+        .into_iter()
+        .map(|r| (r.node, WireItem::Tombstone { group, replica: r.id, conf_index }))
+        .collect();
+    (items, local)
+}
+
+/// What a node does with a [`WireItem::Tombstone`] for `replica` of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Destroy the hosted replica (it is the one named, and the sender's configuration is
+    /// newer than its own).
+    Destroy,
+    /// Confirm: the replica does not exist here and a durable record keeps it from ever
+    /// being created (or a newer replica of the group lives here).
+    Ack,
+    /// The group is not hosted and no tombstone covers the replica: record one (the ack
+    /// follows on the next re-send, once it is durable).
+    Record,
+    /// Nothing to do yet (not proven, or the group's founding write is in flight).
+    Ignore,
+}
+
+/// The verdict on a tombstone naming `replica` with configuration index `conf_index`, for
+/// a node that hosts `hosted` (the replica id and its configuration index) of the group,
+/// holds tombstone record `tombstone` (replica id, durable yet) and may be `creating` it.
+pub(crate) fn judge_tombstone(
+    hosted: Option<(ReplicaId, u64)>,
+    tombstone: Option<(ReplicaId, bool)>,
+    creating: bool,
+    replica: ReplicaId,
+    conf_index: u64,
+) -> Verdict {
+    if creating || replica == 0 {
+        return Verdict::Ignore;
+    }
+    match hosted {
+        Some((id, own)) if id == replica => {
+            if conf_index > own {
+                Verdict::Destroy
+            } else {
+                Verdict::Ignore
+            }
+        }
+        // One replica of a group per node: a newer one means the named one is gone.
+        Some((id, _)) if id > replica => Verdict::Ack,
+        Some(_) => Verdict::Ignore,
+        None => match tombstone {
+            Some((t, true)) if t >= replica => Verdict::Ack,
+            Some((t, false)) if t >= replica => Verdict::Ignore,
+            _ => Verdict::Record,
+        },
+    }
 }
 
 /// Whether a member whose replica is `own` and whose applied configuration is `conf`
@@ -91,7 +165,42 @@ mod tests {
         let p = probes(9, 3, &conf, 3);
         assert_eq!(p.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2]);
         assert!(p.iter().all(|(_, it)| *it == WireItem::GcProbe { group: 9, replica: 3 }));
-        assert!(!probe_due(0, 20));
-        assert!(probe_due(200, 20) && !probe_due(201, 20) && !probe_due(80, 20));
+        assert!(!gc_due(0, 10, 20));
+        assert!(gc_due(200, 10, 20) && !gc_due(201, 10, 20) && !gc_due(80, 10, 20));
+        assert!(gc_due(40, 2, 20), "the interval is configurable");
+    }
+
+    #[test]
+    fn leaders_resend_to_every_removed_replica_on_another_node() {
+        let mut conf = ConfState::with_voters([r(1, 1), r(2, 2)]);
+        conf.removed = vec![r(3, 3), r(4, 1), r(5, 5)];
+        let (items, local) = resends(9, &conf, 44, 1);
+        assert_eq!(
+            items,
+            vec![
+                (3, WireItem::Tombstone { group: 9, replica: 3, conf_index: 44 }),
+                (5, WireItem::Tombstone { group: 9, replica: 5, conf_index: 44 }),
+            ]
+        );
+        assert_eq!(local, vec![r(4, 1)], "a record on the leader's own node needs no answer");
+        assert_eq!(resends(9, &ConfState::with_voters([r(1, 1)]), 1, 1), (vec![], vec![]));
+    }
+
+    /// The tombstone verdicts: destroy only the named replica with an older
+    /// configuration; confirm only what a durable record (or a newer replica) proves.
+    #[test]
+    fn a_tombstone_is_confirmed_only_once_durable() {
+        use Verdict::*;
+        assert_eq!(judge_tombstone(Some((3, 10)), None, false, 3, 11), Destroy);
+        assert_eq!(judge_tombstone(Some((3, 10)), None, false, 3, 10), Ignore, "not newer");
+        assert_eq!(judge_tombstone(Some((7, 10)), None, false, 3, 11), Ack, "a newer replica lives here");
+        assert_eq!(judge_tombstone(Some((2, 10)), None, false, 3, 11), Ignore);
+        assert_eq!(judge_tombstone(None, Some((3, true)), false, 3, 1), Ack);
+        assert_eq!(judge_tombstone(None, Some((5, true)), false, 3, 1), Ack);
+        assert_eq!(judge_tombstone(None, Some((3, false)), false, 3, 1), Ignore, "not durable yet");
+        assert_eq!(judge_tombstone(None, Some((2, true)), false, 3, 1), Record, "an older record");
+        assert_eq!(judge_tombstone(None, None, false, 3, 1), Record);
+        assert_eq!(judge_tombstone(None, None, true, 3, 1), Ignore, "founding write in flight");
+        assert_eq!(judge_tombstone(None, None, false, 0, 1), Ignore);
     }
 }

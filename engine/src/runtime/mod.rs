@@ -122,9 +122,17 @@ pub(crate) enum Cmd {
     /// A member of `group` says replica `replica` was removed by its configuration at
     /// `conf_index` (see [`WireItem::Tombstone`]).
     Tombstone {
+        from: NodeId,
         group: u64,
         replica: ReplicaId,
         conf_index: u64,
+    },
+    /// Node `from` confirms that replica `replica` of `group` is destroyed there (see
+    /// [`WireItem::TombstoneAck`]).
+    TombstoneAck {
+        from: NodeId,
+        group: u64,
+        replica: ReplicaId,
     },
     /// Replica `replica` of `group` on node `from` asks whether it still belongs to the
     /// group (see [`WireItem::GcProbe`]).
@@ -169,6 +177,8 @@ pub(crate) struct Counters {
     pub replicas_destroyed: AtomicU64,
     pub tombstones_sent: AtomicU64,
     pub gc_probes_sent: AtomicU64,
+    pub tombstones_resent: AtomicU64,
+    pub removals_confirmed: AtomicU64,
     pub effects_create_group: AtomicU64,
     pub messages_dropped: AtomicU64,
     /// Raft ticks given to groups (quiesced groups get none).
@@ -485,6 +495,8 @@ impl Runtime {
             replicas_destroyed: l(&c.replicas_destroyed),
             tombstones_sent: l(&c.tombstones_sent),
             gc_probes_sent: l(&c.gc_probes_sent),
+            tombstones_resent: l(&c.tombstones_resent),
+            removals_confirmed: l(&c.removals_confirmed),
             effects_create_group: l(&c.effects_create_group),
             messages_dropped: l(&c.messages_dropped),
             raft_ticks: l(&c.raft_ticks),
@@ -588,14 +600,21 @@ fn net_loop(
             got += 1;
             match ev {
                 TransportEvent::Items { from, mut items } => {
-                    if items
-                        .iter()
-                        .any(|it| matches!(it, WireItem::Tombstone { .. } | WireItem::GcProbe { .. }))
-                    {
+                    if items.iter().any(|it| {
+                        matches!(
+                            it,
+                            WireItem::Tombstone { .. }
+                                | WireItem::GcProbe { .. }
+                                | WireItem::TombstoneAck { .. }
+                        )
+                    }) {
                         items.retain(|it| {
                             let (group, cmd) = match *it {
                                 WireItem::Tombstone { group, replica, conf_index } => {
-                                    (group, Cmd::Tombstone { group, replica, conf_index })
+                                    (group, Cmd::Tombstone { from, group, replica, conf_index })
+                                }
+                                WireItem::TombstoneAck { group, replica } => {
+                                    (group, Cmd::TombstoneAck { from, group, replica })
                                 }
                                 WireItem::GcProbe { group, replica } => {
                                     (group, Cmd::GcProbe { from, group, replica })

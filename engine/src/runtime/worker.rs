@@ -14,7 +14,8 @@
 //! Waiters live in `waiters::Waiters` (keyed by the (index, term) their entry got; the
 //! rules of `Ok`, `Dropped` and `Indeterminate` are there): the worker reports to them
 //! what committed, snapshots installed, its ticks (`propose_timeout_ticks`), and the
-//! replica's destruction, a storage failure or shutdown.
+//! replica's destruction, a storage failure or shutdown; read barriers likewise wait in
+//! `waiters::ReadWaiters`.
 //!
 //! Quiescence: a group whose Raft replica quiesced leaves the worker's `active` set, so
 //! ticks never visit it (idle CPU does not grow with the number of groups). The wall ticks
@@ -52,7 +53,7 @@ use super::incarnation::ReadCtx;
 use super::removal::{Next as RemovalNext, Removal};
 use super::snapfile;
 use super::store::{entry_bytes, wal_hs, GroupMeta, WalStore};
-use super::waiters::{Done, Tally, Waiters};
+use super::waiters::{Done, ReadWaiters, Tally, Waiters};
 use super::{bump, Cmd, Completer, NetCmd, Shared};
 use crate::api::{
     BusyReason, CreateGroupError, Effect, GroupStatus, MembershipChange, MembershipError, OpenError,
@@ -84,14 +85,6 @@ const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the writes in flight.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-struct PendingRead {
-    ctx: u64,
-    /// The confirmed read index, once known.
-    index: Option<u64>,
-    deadline: u64,
-    done: Completer<Result<u64, ReadError>>,
-}
-
 /// One replica owned by this worker.
 pub(crate) struct Group {
     id: u64,
@@ -103,7 +96,7 @@ pub(crate) struct Group {
     /// configuration yet, e.g. while a new replica has not applied the founding entry).
     peers: Vec<(ReplicaId, NodeId)>,
     waiters: Waiters<Done>,
-    reads: Vec<PendingRead>,
+    reads: ReadWaiters<Completer<Result<u64, ReadError>>>,
     touched: bool,
     /// The group's metadata record must be (re)written with the next batch.
     meta_dirty: bool,
@@ -190,9 +183,7 @@ impl Group {
     /// every read fails with `read`.
     fn fail_all(&mut self, tally: &mut Tally, read: impl Fn() -> ReadError) {
         self.waiters.fail_all(tally);
-        for r in self.reads.drain(..) {
-            r.done.complete(Err(read()));
-        }
+        self.reads.fail_all(read);
     }
 }
 
@@ -243,7 +234,7 @@ fn new_group(
         raft,
         peers: Vec::new(),
         waiters: Waiters::new(),
-        reads: Vec::new(),
+        reads: ReadWaiters::new(),
         touched: true,
         meta_dirty: false,
         idle_since: 0,
@@ -341,6 +332,13 @@ pub(crate) struct Worker {
     /// not a whole replica, and moving a group out and back per turn copies no state.
     groups: HashMap<u64, Box<Group>>,
     tombstones: HashMap<u64, ReplicaId>,
+    /// Tombstone records written and not yet durable: group -> the sequence number of the
+    /// write that carries it (see `next_write`). A tombstone is confirmed to a leader
+    /// (`WireItem::TombstoneAck`) only once durable.
+    tombstones_unsynced: HashMap<u64, u64>,
+    /// Removal records confirmed by the removed replicas' nodes, to forget (proposed as
+    /// `ChangeKind::Forget` on the next tick by the groups led here).
+    forget: HashMap<u64, Vec<Replica>>,
     touched: Vec<u64>,
     outbox: Outbox,
     inflight: VecDeque<Inflight>,
@@ -411,6 +409,8 @@ impl Worker {
             rx,
             groups,
             tombstones: rec.tombstones,
+            tombstones_unsynced: HashMap::new(),
+            forget: HashMap::new(),
             touched,
             outbox: Outbox::new(hb.into()),
             inflight: VecDeque::new(),
@@ -656,7 +656,10 @@ impl Worker {
                     None => done.complete(Err(ProposeError::GroupNotFound(group))),
                 }
             }
-            Cmd::Tombstone { group, replica, conf_index } => self.on_tombstone(group, replica, conf_index),
+            Cmd::Tombstone { from, group, replica, conf_index } => {
+                self.on_tombstone(from, group, replica, conf_index)
+            }
+            Cmd::TombstoneAck { from, group, replica } => self.on_tombstone_ack(from, group, replica),
             Cmd::GcProbe { from, group, replica } => {
                 self.answer_removed(from, group, replica);
             }
@@ -665,25 +668,80 @@ impl Worker {
     }
 
     /// A member said `replica` of `group` was removed by its configuration at
-    /// `conf_index`. The replica here is destroyed only if the message proves it: it names
+    /// `conf_index` (an answer to this replica's messages or probes, or a leader's
+    /// re-send). The replica here is destroyed only if the message proves it: it names
     /// this exact replica and a configuration newer than the one applied here (a replica
-    /// id is never reused, so a configuration that dropped it never takes it back).
-    fn on_tombstone(&mut self, group: u64, replica: ReplicaId, conf_index: u64) {
+    /// id is never reused, so a configuration that dropped it never takes it back). A
+    /// replica that is not here is confirmed to the sender once a durable tombstone record
+    /// covers it (`gc::judge_tombstone`).
+    fn on_tombstone(&mut self, from: NodeId, group: u64, replica: ReplicaId, conf_index: u64) {
         if self.failed || self.stopping {
             return;
         }
-        let Some(g) = self.groups.get(&group) else { return };
-        if g.raft.id() != replica || conf_index <= g.raft.conf_index() {
-            log::debug!(
-                "flotilla: group {group}: tombstone for replica {replica} at {conf_index} ignored \
-                 (replica {} with configuration at {})",
-                g.raft.id(),
-                g.raft.conf_index()
-            );
-            return;
+        let hosted = self.groups.get(&group).map(|g| (g.raft.id(), g.raft.conf_index()));
+        let tombstone =
+            self.tombstones.get(&group).map(|&t| (t, !self.tombstones_unsynced.contains_key(&group)));
+        match gc::judge_tombstone(hosted, tombstone, self.creating(group), replica, conf_index) {
+            gc::Verdict::Destroy => {
+                if let Some(g) = self.groups.remove(&group) {
+                    self.destroy(g);
+                }
+            }
+            gc::Verdict::Ack => {
+                let item = WireItem::TombstoneAck { group, replica };
+                let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
+            }
+            gc::Verdict::Record => {
+                log::debug!(
+                    "flotilla: group {group}: recording the removal of replica {replica} (not hosted)"
+                );
+                self.batch.set_meta(group, &GroupMeta::Tombstone { replica }.encode());
+                self.tombstones.insert(group, replica);
+                self.tombstones_unsynced.insert(group, self.next_write);
+            }
+            gc::Verdict::Ignore => {
+                log::debug!(
+                    "flotilla: group {group}: tombstone for replica {replica} at {conf_index} ignored \
+                     (hosted {hosted:?}, tombstone {tombstone:?})"
+                );
+            }
         }
-        if let Some(g) = self.groups.remove(&group) {
-            self.destroy(g);
+    }
+
+    /// Node `from` confirmed that `replica` of `group` is destroyed there: a leader whose
+    /// configuration records that removal forgets it on the next tick.
+    fn on_tombstone_ack(&mut self, from: NodeId, group: u64, replica: ReplicaId) {
+        let Some(g) = self.groups.get(&group) else { return };
+        let r = Replica::new(from, replica);
+        if g.raft.role() == Role::Leader && g.raft.conf().removed.contains(&r) {
+            let list = self.forget.entry(group).or_default();
+            if !list.contains(&r) {
+                list.push(r);
+            }
+        }
+    }
+
+    /// Proposes the forgetting of the confirmed removal records (one `Forget` change per
+    /// group). A refusal (a membership change pending, leadership lost) drops them: the
+    /// next re-send is confirmed again.
+    fn propose_forgets(&mut self) {
+        for (gid, list) in std::mem::take(&mut self.forget) {
+            let Some(g) = self.groups.get_mut(&gid) else { continue };
+            let n = list.len() as u64;
+            let cc = ConfChange {
+                transition: Transition::Auto,
+                changes: list
+                    .into_iter()
+                    .map(|replica| SingleChange { kind: ChangeKind::Forget, replica })
+                    .collect(),
+            };
+            match g.raft.propose_conf_change(cc) {
+                Ok(_) => {
+                    bump_by(&self.sh.counters.removals_confirmed, n);
+                    Self::touch(&mut self.touched, g);
+                }
+                Err(e) => log::debug!("flotilla: group {gid}: forgetting removal records refused: {e}"),
+            }
         }
     }
 
@@ -1079,7 +1137,7 @@ impl Worker {
         let ctx = self.read_ctx.next();
         match g.raft.read_index(ctx) {
             Ok(()) => {
-                g.reads.push(PendingRead { ctx, index: None, deadline: self.ticks + timeout, done });
+                g.reads.push(ctx, self.ticks + timeout, done);
                 Self::touch(&mut self.touched, g);
             }
             Err(crate::raft::ReadIndexError::NotLeader { leader_hint }) => {
@@ -1155,41 +1213,54 @@ impl Worker {
                 g.waiters.expire(tally, now);
             }
             if !g.reads.is_empty() {
-                let mut i = 0;
-                while i < g.reads.len() {
-                    if g.reads[i].deadline <= now {
-                        g.reads.swap_remove(i).done.complete(Err(ReadError::Timeout));
-                    } else {
-                        i += 1;
-                    }
-                }
+                g.reads.expire(now);
             }
             Self::touch(touched, g);
         }
         bump_by(&self.sh.counters.raft_ticks, ticked);
-        if gc::probe_due(now, self.sh.cfg.get().raft.election_timeout_max_ticks) {
-            self.gc_probe();
+        let cfg = self.sh.cfg.get();
+        if gc::gc_due(now, cfg.gc_interval_elections, cfg.raft.election_timeout_max_ticks) {
+            self.gc_pass();
+        }
+        if !self.forget.is_empty() {
+            self.propose_forgets();
         }
         self.tick_removals();
         self.compact_pinning_groups();
     }
 
-    /// The stale-peer check (`gc`): replicas that send nothing ask the other members
-    /// whether they still belong to their group. One pass over the groups, every
-    /// `gc::PROBE_ELECTIONS` election timeouts.
-    fn gc_probe(&mut self) {
+    /// The clean-up pass (`gc`), every `gc_interval_elections` election timeouts: replicas
+    /// that send nothing ask the other members whether they still belong to their group
+    /// (the stale-peer check), and leaders re-send a tombstone to every removed replica
+    /// that has not confirmed its destruction. One pass over the groups.
+    fn gc_pass(&mut self) {
         let me = self.sh.node;
-        let mut to_send: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
+        let mut probes: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
+        let mut resent: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
         for g in self.groups.values() {
             let r = &g.raft;
-            if gc::should_probe(r.role(), r.is_quiesced(), r.conf().is_voter(r.id())) {
+            if r.role() == Role::Leader {
+                if !r.conf().removed.is_empty() {
+                    let (items, local) = gc::resends(g.id, r.conf(), r.conf_index(), me);
+                    for (node, item) in items {
+                        resent.entry(node).or_default().push(item);
+                    }
+                    if !local.is_empty() {
+                        self.forget.entry(g.id).or_default().extend(local);
+                    }
+                }
+            } else if gc::should_probe(r.role(), r.is_quiesced(), r.conf().is_voter(r.id())) {
                 for (node, item) in gc::probes(g.id, r.id(), r.conf(), me) {
-                    to_send.entry(node).or_default().push(item);
+                    probes.entry(node).or_default().push(item);
                 }
             }
         }
-        for (to, items) in to_send {
+        for (to, items) in probes {
             bump_by(&self.sh.counters.gc_probes_sent, items.len() as u64);
+            let _ = self.sh.net.send(NetCmd::Send { to, items });
+        }
+        for (to, items) in resent {
+            bump_by(&self.sh.counters.tombstones_resent, items.len() as u64);
             let _ = self.sh.net.send(NetCmd::Send { to, items });
         }
     }
@@ -1295,11 +1366,9 @@ impl Worker {
         }
         // 4. Reads.
         for rs in rd.read_states {
-            if let Some(r) = g.reads.iter_mut().find(|r| r.ctx == rs.ctx) {
-                r.index = Some(rs.index);
-            }
+            g.reads.confirm(rs.ctx, rs.index);
         }
-        serve_reads(g);
+        g.reads.serve(g.raft.applied());
         false
     }
 
@@ -1403,7 +1472,7 @@ impl Worker {
             w.complete(o);
         }
         self.drive_removal(&mut g);
-        serve_reads(&mut g);
+        g.reads.serve(g.raft.applied());
         if was_member && !g.raft.conf().contains(me) {
             self.destroy(g);
         } else {
@@ -1565,6 +1634,7 @@ impl Worker {
         self.batch.remove_group(gid);
         self.batch.set_meta(gid, &GroupMeta::Tombstone { replica: g.raft.id() }.encode());
         self.tombstones.insert(gid, g.raft.id());
+        self.tombstones_unsynced.insert(gid, self.next_write);
         self.prune.push((gid, g.raft.id(), u64::MAX));
         self.outbox.forget_group(gid);
         self.active.remove(&gid);
@@ -1681,6 +1751,9 @@ impl Worker {
                 for cmd in cmds {
                     self.send_apply_now(cmd);
                 }
+            }
+            if !self.tombstones_unsynced.is_empty() {
+                self.tombstones_unsynced.retain(|_, seq| *seq > done.seq);
             }
             for (gid, replica, keep) in done.prune {
                 snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
@@ -1860,18 +1933,6 @@ fn is_vote_grant(m: &Message) -> bool {
 
 fn bump_by(c: &std::sync::atomic::AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
-}
-
-fn serve_reads(g: &mut Group) {
-    let applied = g.raft.applied();
-    let mut i = 0;
-    while i < g.reads.len() {
-        if g.reads[i].index.is_some_and(|idx| idx <= applied) {
-            g.reads.swap_remove(i).done.complete(Ok(applied));
-        } else {
-            i += 1;
-        }
-    }
 }
 
 /// One change of a membership request, checked against the leader's configuration.

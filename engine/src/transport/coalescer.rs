@@ -180,7 +180,7 @@ impl Outbox {
 }
 
 /// Turns received items back into (group, message) pairs, in order. Items that carry no
-/// Raft message ([`WireItem::Tombstone`], [`WireItem::GcProbe`]) are skipped: the runtime takes them out first.
+/// Raft message ([`WireItem::Tombstone`], [`WireItem::GcProbe`], [`WireItem::TombstoneAck`]) are skipped: the runtime takes them out first.
 pub fn expand(items: Vec<WireItem>) -> impl Iterator<Item = (u64, Message)> {
     items.into_iter().flat_map(|it| -> Box<dyn Iterator<Item = (u64, Message)>> {
         match it {
@@ -193,7 +193,9 @@ pub fn expand(items: Vec<WireItem>) -> impl Iterator<Item = (u64, Message)> {
                 let body = MessageBody::HeartbeatResponse { round: h.round };
                 (h.group, Message { from: h.from, to: h.to, term: h.term, body })
             })),
-            WireItem::Tombstone { .. } | WireItem::GcProbe { .. } => Box::new(std::iter::empty()),
+            WireItem::Tombstone { .. } | WireItem::GcProbe { .. } | WireItem::TombstoneAck { .. } => {
+                Box::new(std::iter::empty())
+            }
         }
     })
 }

@@ -24,6 +24,8 @@
 //!          | 4 count:varint (group from to term commit round quiesce:u8){count}
 //!                                              coalesced heartbeats, some quiescing
 //!          | 5 group:varint replica:varint conf_index:varint                  replica removed
+//!          | 6 group:varint replica:varint                          stale-peer probe
+//!          | 7 group:varint replica:varint               removed replica destroyed here
 //! message := from:varint to:varint term:varint kind:u8 fields(kind)
 //! ```
 
@@ -74,6 +76,9 @@ pub struct HeartbeatAck {
 
 /// One item of a wire batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// `Msg` is the common variant and the large one (a snapshot chunk's metadata); boxing it
+// would cost an allocation per message on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum WireItem {
     /// A message of one group.
     Msg {
@@ -106,6 +111,15 @@ pub enum WireItem {
         /// The group.
         group: u64,
         /// The probing replica.
+        replica: u64,
+    },
+    /// The answer to a leader's [`WireItem::Tombstone`]: `replica` of `group` does not
+    /// exist on the sending node and never will (a durable tombstone record covers it),
+    /// so the leader may forget its removal record (`ChangeKind::Forget`).
+    TombstoneAck {
+        /// The group.
+        group: u64,
+        /// The removed replica.
         replica: u64,
     },
 }
@@ -199,7 +213,10 @@ fn varint_len(v: u64) -> usize {
 /// Bytes a coalesced item's entries take, so the batch buffer is allocated once.
 fn item_size_hint(it: &WireItem) -> usize {
     match it {
-        WireItem::Msg { .. } | WireItem::Tombstone { .. } | WireItem::GcProbe { .. } => 32,
+        WireItem::Msg { .. }
+        | WireItem::Tombstone { .. }
+        | WireItem::GcProbe { .. }
+        | WireItem::TombstoneAck { .. } => 32,
         WireItem::Heartbeats(hs) => {
             // A flag byte per entry only in an item where some group quiesces.
             let flag = usize::from(hs.iter().any(|h| h.quiesce));
@@ -267,6 +284,7 @@ fn put_conf(b: &mut BytesMut, c: &ConfState) {
     put_replicas(b, &c.learners_next);
     b.put_u8(c.auto_leave as u8);
     put_varint(b, c.max_replica_id);
+    put_replicas(b, &c.removed);
 }
 
 fn put_meta(b: &mut BytesMut, m: &SnapshotMeta) {
@@ -287,6 +305,7 @@ fn put_conf_change(b: &mut BytesMut, cc: &ConfChange) {
             ChangeKind::AddVoter => 0,
             ChangeKind::AddLearner => 1,
             ChangeKind::Remove => 2,
+            ChangeKind::Forget => 3,
         });
         put_varint(b, c.replica.node);
         put_varint(b, c.replica.id);
@@ -441,6 +460,10 @@ pub fn encode_batch(items: &[WireItem]) -> Result<Bytes, EncodeError> {
                 b.put_u8(6);
                 put_varints(&mut b, [*group, *replica]);
             }
+            WireItem::TombstoneAck { group, replica } => {
+                b.put_u8(7);
+                put_varints(&mut b, [*group, *replica]);
+            }
         }
     }
     Ok(b.freeze())
@@ -551,6 +574,7 @@ impl Reader<'_> {
             learners_next: self.replicas()?,
             auto_leave: self.bool("auto_leave")?,
             max_replica_id: self.varint()?,
+            removed: self.replicas()?,
         })
     }
 
@@ -574,6 +598,7 @@ impl Reader<'_> {
                 0 => ChangeKind::AddVoter,
                 1 => ChangeKind::AddLearner,
                 2 => ChangeKind::Remove,
+                3 => ChangeKind::Forget,
                 tag => return Err(DecodeError::UnknownTag { what: "change kind", tag, at }),
             };
             changes
@@ -718,6 +743,7 @@ impl Reader<'_> {
                 conf_index: self.varint()?,
             }),
             6 => Ok(WireItem::GcProbe { group: self.varint()?, replica: self.varint()? }),
+            7 => Ok(WireItem::TombstoneAck { group: self.varint()?, replica: self.varint()? }),
             tag => Err(DecodeError::UnknownTag { what: "item", tag, at }),
         }
     }
@@ -802,6 +828,7 @@ mod size_tests {
             WireItem::Tombstone { group: 7, replica: 3, conf_index: 1 << 40 },
             WireItem::Tombstone { group: u64::MAX, replica: 0, conf_index: 0 },
             WireItem::GcProbe { group: 7, replica: 1 << 40 },
+            WireItem::TombstoneAck { group: 7, replica: 3 },
         ];
         let b = encode_batch(&items).unwrap();
         assert_eq!(decode_batch(&b, DecodeLimits::default()).unwrap(), items);

@@ -1,5 +1,5 @@
 //! A fault-injecting [`Transport`] wrapper for tests: partitions between node pairs (one
-//! way or both ways), replication-only cuts (a pair's appends and heartbeats are lost while
+//! way or both ways), replication-only cuts (a pair's appends, heartbeats and tombstones are lost while
 //! votes and answers pass, as when large or periodic traffic fails on a path) and random
 //! loss, over any transport (QUIC or in memory).
 //!
@@ -109,11 +109,16 @@ impl FaultControl {
         self.lock().blocked.remove(&(from, to));
     }
 
-    /// Drops the replication traffic `from` sends to `to` (one way): appends, heartbeats
-    /// and snapshot streams; votes, answers and everything else pass. The peer is not
-    /// reported down.
+    /// Drops the replication traffic `from` sends to `to` (one way): appends, heartbeats,
+    /// snapshot streams and tombstones (what members send a replica); votes, answers and
+    /// everything else pass. The peer is not reported down.
     pub fn block_replication(&self, from: NodeId, to: NodeId) {
         self.lock().replication_blocked.insert((from, to));
+    }
+
+    /// Lets `from`'s replication traffic to `to` through again.
+    pub fn unblock_replication(&self, from: NodeId, to: NodeId) {
+        self.lock().replication_blocked.remove(&(from, to));
     }
 
     /// Cuts `a` and `b` apart both ways.
@@ -335,7 +340,7 @@ impl<T: Transport> Transport for FaultTransport<T> {
 /// Whether `item` is replication traffic (a leader's appends, heartbeats or snapshot).
 fn is_replication(item: &WireItem) -> bool {
     match item {
-        WireItem::Heartbeats(_) => true,
+        WireItem::Heartbeats(_) | WireItem::Tombstone { .. } => true,
         WireItem::Msg { msg, .. } => matches!(
             msg.body,
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)

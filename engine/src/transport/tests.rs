@@ -84,6 +84,7 @@ fn conf() -> ConfState {
         learners_next: vec![Replica::new(3, 3)],
         auto_leave: true,
         max_replica_id: 7,
+        removed: vec![Replica::new(5, 5), Replica::new(6, 6)],
     }
 }
 
@@ -100,6 +101,7 @@ fn every_kind() -> Vec<WireItem> {
                 changes: vec![
                     SingleChange { kind: ChangeKind::AddVoter, replica: Replica::new(5, 8) },
                     SingleChange { kind: ChangeKind::Remove, replica: Replica::new(1, 1) },
+                    SingleChange { kind: ChangeKind::Forget, replica: Replica::new(5, 5) },
                     SingleChange { kind: ChangeKind::AddLearner, replica: Replica::new(6, 9) },
                 ],
             }),
@@ -150,6 +152,7 @@ fn every_kind() -> Vec<WireItem> {
     items.push(WireItem::Heartbeats(vec![]));
     items.push(WireItem::Tombstone { group: 7, replica: 3, conf_index: u64::MAX });
     items.push(WireItem::GcProbe { group: 7, replica: 3 });
+    items.push(WireItem::TombstoneAck { group: 7, replica: 3 });
     items
 }
 

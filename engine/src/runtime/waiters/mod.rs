@@ -27,6 +27,8 @@
 //! Only the waiters of the term this replica currently leads count as uncommitted bytes:
 //! stepping down releases them ([`Waiters::uncommitted_bytes`]).
 //!
+//! Read barriers (ReadIndex) wait in [`reads::ReadWaiters`], by the same design.
+//!
 //! Generic over the completion handle ([`Complete`]): the runtime completes its callers'
 //! pending results through it, the core simulator records outcomes with the same code.
 //! Never touches Raft, the log or a state machine: the caller reports what committed.
@@ -39,6 +41,9 @@ use crate::api::{MembershipError, ProposeError};
 use crate::raft::message::Entry;
 
 use super::Completer;
+
+pub mod reads;
+pub use reads::{ReadDone, ReadWaiters};
 
 /// What a waiter learns about its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
