@@ -82,6 +82,7 @@ fn assert_minimums(c: &Counters) {
     min("leader crashes right after entering a joint configuration", c.leader_crash_after_joint, 50.0);
     min("leader crashes with an uncommitted single-step change", c.leader_crash_uncommitted_change, 50.0);
     min("replicas destroyed after applying their removal", c.destructions, 200.0);
+    min("removal records forgotten (proposed)", c.forgets_proposed, 200.0);
     min("members crashed in the liveness phase", c.liveness_crashes, 300.0);
     min("explicit joint leaves", c.explicit_leaves, 100.0);
     min("failed snapshot streams", c.snapshot_streams_failed, 100.0);

@@ -286,6 +286,8 @@ pub struct Counters {
     pub outcomes_indeterminate: u64,
     /// Membership changes accepted by a leader.
     pub conf_changes: u64,
+    /// `Forget` changes of removal records proposed.
+    pub forgets_proposed: u64,
     /// Replicas destroyed after applying their own removal.
     pub destructions: u64,
     /// Members crashed (a minority of the final configuration) in the liveness phase.
@@ -365,6 +367,7 @@ impl Counters {
             outcomes_dropped,
             outcomes_indeterminate,
             conf_changes,
+            forgets_proposed,
             destructions,
             liveness_crashes,
             joint_proposed,
@@ -1629,6 +1632,19 @@ impl Sim {
         self.check_outcomes()?;
         let node = &self.nodes[n];
         let Some(r) = node.raft.as_ref() else { return Ok(()) };
+        // Configuration agreement: the applied configuration, removal records included, is
+        // the one the committed history gives at its index.
+        let want = self.conf_at(r.conf_index());
+        if r.conf() != &want {
+            bail!(
+                "configuration: node {n} holds {:?} as of index {}, the history gives {want:?}",
+                r.conf(),
+                r.conf_index()
+            );
+        }
+        if let Some(rep) = want.removed.iter().find(|x| want.contains(x.id)) {
+            bail!("configuration: removal record of {rep:?}, a member");
+        }
         let (role, term, commit, applied) = (r.role(), r.term(), r.committed(), r.applied());
         if applied > commit {
             bail!("node {n}: applied {applied} > committed {commit}");
@@ -2158,8 +2174,14 @@ impl Sim {
             Some(rep)
         };
         let single = |kind, replica| SingleChange { kind, replica };
-        let kind = self.rng.below(8);
+        let kind = self.rng.below(9);
         let cc = match kind {
+            // The runtime forgets a removal record once the removed replica confirmed its
+            // destruction; here any record, at any time (the core must not care).
+            8 if !conf.removed.is_empty() => {
+                self.c.forgets_proposed += 1;
+                Some(ConfChange::single(ChangeKind::Forget, conf.removed[self.rng.pick(conf.removed.len())]))
+            }
             0 => fresh(self).map(|r| ConfChange::single(ChangeKind::AddLearner, r)),
             1 => fresh(self).map(|r| ConfChange::single(ChangeKind::AddVoter, r)),
             2 if !learners.is_empty() => {
