@@ -15,29 +15,48 @@
 
 mod apply;
 mod apply_hold;
+mod apply_link;
 mod clock;
+mod command;
+mod compaction;
 mod gc;
+mod group;
 mod incarnation;
+mod lifecycle;
+mod membership;
+mod net_loop;
+mod observe;
 mod pending;
+mod persisted;
+mod quiescence;
+mod ready;
+mod recovery;
 mod removal;
+mod requests;
+mod shared;
 mod snapfile;
+mod snapshots;
+mod stop;
 mod store;
+mod tombstones;
 pub mod waiters;
+mod wake_queue;
 mod worker;
+mod write_pipeline;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use flotilla_wal::Wal;
 
+pub(crate) use command::{Cmd, NetCmd};
 pub(crate) use pending::{pending, Completer};
 pub use pending::{Abandoned, Pending};
+pub(crate) use shared::{bump, Counters, Shared, WorkerGauges};
 
 use crate::api::{
     BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, MembershipProposal,
@@ -45,199 +64,8 @@ use crate::api::{
     TransferError, ValidEngineConfig,
 };
 use crate::raft::conf::ConfState;
-use crate::raft::message::Message;
 use crate::raft::types::{NodeId, ReplicaId};
-use crate::transport::coalescer::expand;
-use crate::transport::{Transport, TransportEvent, WireItem};
-
-/// How long the idle network thread waits for a batch to send before polling the
-/// transport again (the most an arriving batch waits).
-const NET_POLL: Duration = Duration::from_micros(200);
-/// How long the network thread sleeps at most when the transport has an event signal
-/// (a safety net only: the signal wakes it).
-const NET_IDLE_WAIT: Duration = Duration::from_millis(100);
-/// Events handled per network-thread turn before sending again.
-const NET_EVENTS_PER_TURN: usize = 256;
-
-/// A command in a worker's mailbox.
-pub(crate) enum Cmd {
-    /// Messages from node `from`, by group.
-    Msgs {
-        from: NodeId,
-        msgs: Vec<(u64, Message)>,
-    },
-    Propose {
-        group: u64,
-        data: Bytes,
-        done: Completer<Result<Bytes, ProposeError>>,
-    },
-    Conf {
-        group: u64,
-        change: MembershipChange,
-        done: Completer<Result<(), MembershipError>>,
-    },
-    Read {
-        group: u64,
-        done: Completer<Result<u64, ReadError>>,
-    },
-    Transfer {
-        group: u64,
-        node: NodeId,
-        done: Completer<Result<(), TransferError>>,
-    },
-    Create {
-        group: u64,
-        replica: ReplicaId,
-        conf: ConfState,
-        sm: Box<dyn StateMachine>,
-        /// `Some(true)`: this replica is the designated first leader and campaigns at
-        /// once; `Some(false)`: another one is, wait longer before a first campaign.
-        first_leader: Option<bool>,
-        done: Completer<Result<(), CreateGroupError>>,
-    },
-    Status {
-        group: Option<u64>,
-        done: Sender<Vec<GroupStatus>>,
-    },
-    SnapshotSent {
-        group: u64,
-        replica: ReplicaId,
-        ok: bool,
-    },
-    Remove {
-        group: u64,
-        done: Completer<Result<(), ProposeError>>,
-    },
-    /// Messages to `node` were lost (its connection went down, or batches to it were
-    /// dropped): leaders move their followers there from Replicate back to Probe.
-    PeerUnreachable {
-        node: NodeId,
-    },
-    /// Node liveness: `node` went down, or reconnected as a new incarnation
-    /// (`restarted`): wake the quiesced groups it concerns (rate-limited).
-    Liveness {
-        node: NodeId,
-        restarted: bool,
-    },
-    /// A member of `group` says replica `replica` was removed by its configuration at
-    /// `conf_index` (see [`WireItem::Tombstone`]).
-    Tombstone {
-        from: NodeId,
-        group: u64,
-        replica: ReplicaId,
-        conf_index: u64,
-    },
-    /// Node `from` confirms that replica `replica` of `group` is destroyed there (see
-    /// [`WireItem::TombstoneAck`]).
-    TombstoneAck {
-        from: NodeId,
-        group: u64,
-        replica: ReplicaId,
-    },
-    /// Replica `replica` of `group` on node `from` asks whether it still belongs to the
-    /// group (see [`WireItem::GcProbe`]).
-    GcProbe {
-        from: NodeId,
-        group: u64,
-        replica: ReplicaId,
-    },
-    Shutdown,
-}
-
-/// A request to the network thread.
-pub(crate) enum NetCmd {
-    Send { to: NodeId, items: Vec<WireItem> },
-    Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: crate::transport::SnapshotChunks },
-    Stop,
-}
-
-/// Engine-wide counters, updated by workers (see [`Metrics`] for their meaning).
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub wal_batches: AtomicU64,
-    pub wal_batch_groups: AtomicU64,
-    pub wal_batch_bytes: AtomicU64,
-    pub forced_compactions: AtomicU64,
-    pub compactions: AtomicU64,
-    pub snapshots_sent: AtomicU64,
-    pub snapshots_installed: AtomicU64,
-    pub applied_entries: AtomicU64,
-    pub elections: AtomicU64,
-    pub leaders_elected: AtomicU64,
-    pub transfers_started: AtomicU64,
-    pub transfers_aborted: AtomicU64,
-    pub membership_changes: AtomicU64,
-    pub refused_busy_mailbox: AtomicU64,
-    pub refused_busy_group_uncommitted: AtomicU64,
-    pub refused_busy_worker_pending: AtomicU64,
-    pub refused_busy_apply_backlog: AtomicU64,
-    pub refused_busy_wal_pending: AtomicU64,
-    pub refused_not_leader: AtomicU64,
-    pub replicas_created: AtomicU64,
-    pub replicas_destroyed: AtomicU64,
-    pub tombstones_sent: AtomicU64,
-    pub gc_probes_sent: AtomicU64,
-    pub tombstones_resent: AtomicU64,
-    pub removals_confirmed: AtomicU64,
-    pub effects_create_group: AtomicU64,
-    pub messages_dropped: AtomicU64,
-    /// Raft ticks given to groups (quiesced groups get none).
-    pub raft_ticks: AtomicU64,
-    /// Worker ticks (each visits only the groups that are not quiesced).
-    pub worker_ticks: AtomicU64,
-    /// Groups quiesced now (a gauge).
-    pub quiesced_groups: AtomicU64,
-    /// Quiesced groups woken by node liveness.
-    pub liveness_wakes: AtomicU64,
-    /// Message batches (one transport frame each) handed to the network thread.
-    pub net_batches: AtomicU64,
-}
-
-impl Counters {
-    /// Counts a proposal refused with `Busy(reason)`.
-    pub(crate) fn refused(&self, reason: BusyReason) {
-        bump(match reason {
-            BusyReason::Mailbox => &self.refused_busy_mailbox,
-            BusyReason::GroupUncommitted => &self.refused_busy_group_uncommitted,
-            BusyReason::WorkerPending => &self.refused_busy_worker_pending,
-            BusyReason::ApplyBacklog => &self.refused_busy_apply_backlog,
-            BusyReason::WalPending => &self.refused_busy_wal_pending,
-        });
-    }
-}
-
-/// Gauges one worker keeps current (summed by [`Engine::metrics`](crate::api::Engine)).
-#[derive(Default)]
-pub(crate) struct WorkerGauges {
-    pub apply_lag: AtomicU64,
-    pub wal_pending_bytes: AtomicU64,
-}
-
-/// What every worker shares.
-pub(crate) struct Shared {
-    pub node: NodeId,
-    /// This life of the node (bumped durably at every open): the high bits of read
-    /// contexts, so an answer meant for an earlier life never matches a new read.
-    pub incarnation: u64,
-    pub cfg: ValidEngineConfig,
-    pub wal: Arc<Wal>,
-    pub snap_dir: PathBuf,
-    pub factory: StateMachineFactory,
-    pub net: Sender<NetCmd>,
-    /// Set once a WAL write failed: the engine stopped.
-    pub failed: AtomicBool,
-    /// Every worker's mailbox, for work one worker hands another (a group created by an
-    /// effect belongs to the worker its id routes to). Emptied at shutdown, so the
-    /// mailboxes disconnect.
-    pub routes: std::sync::Mutex<Vec<Sender<Cmd>>>,
-    pub counters: Counters,
-    /// One per worker, by index.
-    pub gauges: Vec<WorkerGauges>,
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
+use crate::transport::Transport;
 
 /// The running engine: worker threads, the network thread, the WAL.
 pub(crate) struct Runtime {
@@ -281,7 +109,7 @@ impl Runtime {
             counters: Counters::default(),
             gauges: (0..n).map(|_| WorkerGauges::default()).collect(),
         });
-        let mut recovered = worker::recover(&shared)?;
+        let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         let mut start = Vec::with_capacity(n);
@@ -304,7 +132,7 @@ impl Runtime {
         let sh = shared.clone();
         let net_thread = std::thread::Builder::new()
             .name("flotilla-net".into())
-            .spawn(move || net_loop(transport, net_rx, routes, sh))
+            .spawn(move || net_loop::run(transport, net_rx, routes, sh))
             .map_err(OpenError::Io)?;
         log::info!("flotilla: node {} open with {n} workers", c.node_id);
         Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread) })
@@ -544,145 +372,4 @@ pub(crate) fn route(group: u64, n: usize) -> usize {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
     (z % n.max(1) as u64) as usize
-}
-
-fn net_loop(
-    mut transport: Box<dyn Transport>,
-    rx: Receiver<NetCmd>,
-    workers: Vec<Sender<Cmd>>,
-    sh: Arc<Shared>,
-) {
-    let n = workers.len();
-    let mut snap_tags: HashMap<u64, (u64, ReplicaId)> = HashMap::new();
-    // The last incarnation seen of each peer: a different one means it restarted.
-    let mut incarnations: HashMap<NodeId, u64> = HashMap::new();
-    let mut next_tag: u64 = 1;
-    let signal = transport.event_signal();
-    loop {
-        // Clear the signal before polling: an event that arrives later sets it again.
-        if let Some(s) = &signal {
-            while s.try_recv().is_ok() {}
-        }
-        // Send everything queued.
-        loop {
-            match rx.try_recv() {
-                Ok(NetCmd::Send { to, items }) => {
-                    if let Err(e) = transport.send(to, 0, &items) {
-                        log::debug!("flotilla: send to node {to} failed: {e}");
-                    }
-                }
-                Ok(NetCmd::Snapshot { to, group, replica, chunks }) => {
-                    let tag = next_tag;
-                    next_tag += 1;
-                    match transport.send_snapshot(to, tag, group, chunks) {
-                        Ok(()) => {
-                            snap_tags.insert(tag, (group, replica));
-                        }
-                        Err(e) => {
-                            log::warn!("flotilla: snapshot of group {group} to node {to} refused: {e}");
-                            let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent {
-                                group,
-                                replica,
-                                ok: false,
-                            });
-                        }
-                    }
-                }
-                Ok(NetCmd::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => return,
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
-            }
-        }
-        // Receive what has arrived, without waiting: the transport's timed wait may be
-        // coarse (1 ms for QUIC) and would hold the sends queued meanwhile.
-        let mut got = 0;
-        for _ in 0..NET_EVENTS_PER_TURN {
-            let Some(ev) = transport.recv_timeout(Duration::ZERO) else { break };
-            got += 1;
-            match ev {
-                TransportEvent::Items { from, mut items } => {
-                    if items.iter().any(|it| {
-                        matches!(
-                            it,
-                            WireItem::Tombstone { .. }
-                                | WireItem::GcProbe { .. }
-                                | WireItem::TombstoneAck { .. }
-                        )
-                    }) {
-                        items.retain(|it| {
-                            let (group, cmd) = match *it {
-                                WireItem::Tombstone { group, replica, conf_index } => {
-                                    (group, Cmd::Tombstone { from, group, replica, conf_index })
-                                }
-                                WireItem::TombstoneAck { group, replica } => {
-                                    (group, Cmd::TombstoneAck { from, group, replica })
-                                }
-                                WireItem::GcProbe { group, replica } => {
-                                    (group, Cmd::GcProbe { from, group, replica })
-                                }
-                                _ => return true,
-                            };
-                            if workers[route(group, n)].try_send(cmd).is_err() {
-                                bump(&sh.counters.messages_dropped);
-                            }
-                            false
-                        });
-                    }
-                    let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
-                    for (g, m) in expand(items) {
-                        per[route(g, n)].push((g, m));
-                    }
-                    for (i, msgs) in per.into_iter().enumerate() {
-                        if msgs.is_empty() {
-                            continue;
-                        }
-                        if workers[i].try_send(Cmd::Msgs { from, msgs }).is_err() {
-                            bump(&sh.counters.messages_dropped);
-                        }
-                    }
-                }
-                TransportEvent::SnapshotSent { tag, ok, .. } => {
-                    if let Some((group, replica)) = snap_tags.remove(&tag) {
-                        let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent { group, replica, ok });
-                    }
-                }
-                TransportEvent::Malformed { from, error } => {
-                    log::warn!("flotilla: malformed batch from node {from}: {error}");
-                }
-                TransportEvent::PeerDown { node } => {
-                    for w in &workers {
-                        let _ = w.try_send(Cmd::PeerUnreachable { node });
-                        let _ = w.try_send(Cmd::Liveness { node, restarted: false });
-                    }
-                }
-                TransportEvent::Dropped { to: node, .. } => {
-                    for w in &workers {
-                        let _ = w.try_send(Cmd::PeerUnreachable { node });
-                    }
-                }
-                TransportEvent::PeerUp { node, incarnation } => {
-                    let before = incarnations.insert(node, incarnation);
-                    if before.is_some_and(|b| b != incarnation) {
-                        for w in &workers {
-                            let _ = w.try_send(Cmd::Liveness { node, restarted: true });
-                        }
-                    }
-                }
-            }
-        }
-        if got < NET_EVENTS_PER_TURN {
-            // Drained: wait for something to send or (with a signal) something to arrive.
-            let mut sel = crossbeam_channel::Select::new();
-            sel.recv(&rx);
-            match &signal {
-                Some(s) => {
-                    sel.recv(s);
-                    let _ = sel.ready_timeout(NET_IDLE_WAIT);
-                }
-                None if got == 0 => {
-                    let _ = sel.ready_timeout(NET_POLL);
-                }
-                None => {}
-            }
-        }
-    }
 }

@@ -1,0 +1,87 @@
+//! The worker's side of its apply thread (`apply`): hands it commands (held while a
+//! snapshot's log reset is not durable, `apply_hold`) and takes its answers in the order
+//! it did the work: entries applied (Raft learns it, membership waiters complete, effects
+//! run, a replica that applied its own removal is destroyed), snapshots written, restores
+//! failed.
+//!
+//! Never calls a state machine: the apply thread owns them.
+
+use super::apply::{Applied, ApplyCmd, ApplyDone};
+use super::clock;
+use super::shared::bump_by;
+use super::worker::Worker;
+
+impl Worker {
+    pub(super) fn send_apply(&mut self, cmd: ApplyCmd) {
+        if let Some(cmd) = self.apply_hold.hold(cmd) {
+            self.send_apply_now(cmd);
+        }
+    }
+
+    pub(super) fn send_apply_now(&mut self, cmd: ApplyCmd) {
+        let Some(tx) = &self.apply_tx else { return };
+        // The apply thread lives as long as the worker holds its sender; it exits early
+        // only if a state machine panicked: nothing can be applied any more, so the
+        // engine stops as on a storage failure.
+        if tx.send(cmd).is_err() && !self.failed {
+            log::error!("flotilla: worker {}: the apply thread died (a state machine panicked)", self.idx);
+            tracing::error!(worker = self.idx, "apply thread died; engine stops");
+            self.storage_failed();
+        }
+    }
+
+    /// Takes the apply thread's answers, in the order it did the work.
+    pub(super) fn poll_applied(&mut self) {
+        while let Ok(done) = self.apply_rx.try_recv() {
+            match done {
+                ApplyDone::Applied { group, epoch, done } => self.on_applied(group, epoch, done),
+                ApplyDone::RestoreFailed { group, index, error } => {
+                    log::error!("flotilla: group {group}: restoring snapshot {index} failed: {error}");
+                    tracing::error!(group, index, %error, "snapshot restore failed; engine stops");
+                    self.storage_failed();
+                }
+                ApplyDone::Snapshot { group, epoch, meta, result } => {
+                    self.on_snapshot(group, epoch, meta, result)
+                }
+            }
+        }
+    }
+
+    /// Entries of `group` up to `last` were applied: Raft learns it (membership changes
+    /// take effect), effects run, waiters complete with the results, reads are served; a
+    /// replica whose removal was applied is destroyed; a log past the threshold is
+    /// snapshotted.
+    pub(super) fn on_applied(&mut self, group: u64, epoch: u64, done: Applied) {
+        let Applied { last, count, applied, effects, deferred } = done;
+        self.apply_backlog = self.apply_backlog.saturating_sub(count);
+        bump_by(&self.sh.counters.applied_entries, applied);
+        if self.failed || self.groups.get(&group).map_or(true, |g| g.epoch != epoch) {
+            for (w, o) in deferred {
+                w.complete(o);
+            }
+            return;
+        }
+        let Some(mut g) = self.groups.remove(&group) else { return };
+        let me = g.raft.id();
+        let was_member = g.raft.conf().contains(me);
+        // Lease reads are answered now, under the lease as it stands now.
+        g.raft.set_now(clock::now_nanos());
+        g.raft.on_applied(last);
+        // Membership changes resolve once Raft applied them (status shows the change).
+        for (w, o) in deferred {
+            w.complete(o);
+        }
+        self.drive_removal(&mut g);
+        g.reads.serve(g.raft.applied());
+        if was_member && !g.raft.conf().contains(me) {
+            self.destroy(g);
+        } else {
+            self.maybe_compact(&mut g);
+            Self::touch(&mut self.touched, &mut g);
+            self.groups.insert(group, g);
+        }
+        for (index, e) in effects {
+            self.run_effect(group, index, e);
+        }
+    }
+}

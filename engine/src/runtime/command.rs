@@ -1,0 +1,111 @@
+//! The commands between threads: [`Cmd`] in a worker's mailbox (from the API handle, the
+//! network thread and other workers) and [`NetCmd`] in the network thread's queue.
+//!
+//! Owns only the vocabulary. Never decides anything: who sends a command is in `mod.rs`
+//! (the handle), `net_loop` (received items) and the workers; who handles it is
+//! `worker::Worker::handle` and `net_loop::run`.
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+
+use super::Completer;
+use crate::api::{
+    CreateGroupError, GroupStatus, MembershipChange, MembershipError, ProposeError, ReadError, StateMachine,
+    TransferError,
+};
+use crate::raft::conf::ConfState;
+use crate::raft::message::Message;
+use crate::raft::types::{NodeId, ReplicaId};
+use crate::transport::WireItem;
+
+/// A command in a worker's mailbox.
+pub(crate) enum Cmd {
+    /// Messages from node `from`, by group.
+    Msgs {
+        from: NodeId,
+        msgs: Vec<(u64, Message)>,
+    },
+    Propose {
+        group: u64,
+        data: Bytes,
+        done: Completer<Result<Bytes, ProposeError>>,
+    },
+    Conf {
+        group: u64,
+        change: MembershipChange,
+        done: Completer<Result<(), MembershipError>>,
+    },
+    Read {
+        group: u64,
+        done: Completer<Result<u64, ReadError>>,
+    },
+    Transfer {
+        group: u64,
+        node: NodeId,
+        done: Completer<Result<(), TransferError>>,
+    },
+    Create {
+        group: u64,
+        replica: ReplicaId,
+        conf: ConfState,
+        sm: Box<dyn StateMachine>,
+        /// `Some(true)`: this replica is the designated first leader and campaigns at
+        /// once; `Some(false)`: another one is, wait longer before a first campaign.
+        first_leader: Option<bool>,
+        done: Completer<Result<(), CreateGroupError>>,
+    },
+    Status {
+        group: Option<u64>,
+        done: Sender<Vec<GroupStatus>>,
+    },
+    SnapshotSent {
+        group: u64,
+        replica: ReplicaId,
+        ok: bool,
+    },
+    Remove {
+        group: u64,
+        done: Completer<Result<(), ProposeError>>,
+    },
+    /// Messages to `node` were lost (its connection went down, or batches to it were
+    /// dropped): leaders move their followers there from Replicate back to Probe.
+    PeerUnreachable {
+        node: NodeId,
+    },
+    /// Node liveness: `node` went down, or reconnected as a new incarnation
+    /// (`restarted`): wake the quiesced groups it concerns (rate-limited).
+    Liveness {
+        node: NodeId,
+        restarted: bool,
+    },
+    /// A member of `group` says replica `replica` was removed by its configuration at
+    /// `conf_index` (see [`WireItem::Tombstone`]).
+    Tombstone {
+        from: NodeId,
+        group: u64,
+        replica: ReplicaId,
+        conf_index: u64,
+    },
+    /// Node `from` confirms that replica `replica` of `group` is destroyed there (see
+    /// [`WireItem::TombstoneAck`]).
+    TombstoneAck {
+        from: NodeId,
+        group: u64,
+        replica: ReplicaId,
+    },
+    /// Replica `replica` of `group` on node `from` asks whether it still belongs to the
+    /// group (see [`WireItem::GcProbe`]).
+    GcProbe {
+        from: NodeId,
+        group: u64,
+        replica: ReplicaId,
+    },
+    Shutdown,
+}
+
+/// A request to the network thread.
+pub(crate) enum NetCmd {
+    Send { to: NodeId, items: Vec<WireItem> },
+    Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: crate::transport::SnapshotChunks },
+    Stop,
+}

@@ -1,0 +1,198 @@
+//! The compaction policy: when a group's log is snapshotted and compacted. A group is due
+//! once `compact_entries` applied entries, or `compact_bytes` of them, are past its
+//! compaction point; every `compact_check_ticks`, past `max_wal_segments` live segments,
+//! the groups pinning the oldest segments are forced (a bounded number per check) so an
+//! idle group cannot hold the log's oldest segments forever. The rules are pure functions
+//! ([`due`], [`check_due`]); the worker carries them out and takes the snapshot writer's
+//! answer (`on_snapshot`).
+//!
+//! Never writes the snapshot file (the apply thread does) and never compacts past what
+//! the file covers.
+
+use super::apply::ApplyCmd;
+use super::group::Group;
+use super::shared::bump;
+use super::snapfile;
+use super::worker::Worker;
+use crate::api::EngineConfig;
+use crate::raft::message::SnapshotMeta;
+
+/// Groups one worker snapshots per check because they pin old WAL segments.
+const MAX_FORCED_COMPACTIONS: usize = 64;
+
+impl Worker {
+    /// The compaction policy: asks the apply thread for a snapshot of the state machine
+    /// once the log holds `compact_entries` applied entries, or `compact_bytes` of them,
+    /// past the compaction point (answered in `on_snapshot`). `force` (the WAL names the
+    /// group as pinning old segments) asks whenever anything applied is not compacted.
+    pub(super) fn maybe_compact(&mut self, g: &mut Group) {
+        self.compact_if(g, false);
+    }
+
+    pub(super) fn compact_if(&mut self, g: &mut Group, force: bool) -> bool {
+        let cfg = self.sh.cfg.get();
+        let due = due(cfg, g.raft.applied(), g.raft.storage().snap.index, g.log_bytes, force);
+        if g.snapshotting || !due {
+            return false;
+        }
+        g.snapshotting = true;
+        self.send_apply(ApplyCmd::Snapshot { group: g.id, epoch: g.epoch });
+        true
+    }
+
+    /// Every `compact_check_ticks`: past `max_wal_segments` live WAL segments, snapshots
+    /// and compacts this worker's groups that pin the oldest segments (at most
+    /// [`MAX_FORCED_COMPACTIONS`] per check), so an idle group cannot hold the log's
+    /// oldest segments forever.
+    pub(super) fn compact_pinning_groups(&mut self) {
+        let cfg = self.sh.cfg.get();
+        if !check_due(self.ticks, cfg.compact_check_ticks) {
+            return;
+        }
+        let live = self.sh.wal.segment_seqs().len();
+        if live <= cfg.max_wal_segments {
+            return;
+        }
+        let excess = live - cfg.max_wal_segments;
+        let mut forced = 0;
+        let mut busy = false;
+        for pins in self.sh.wal.pinning_groups(excess) {
+            for gid in pins.groups {
+                if forced >= MAX_FORCED_COMPACTIONS {
+                    return;
+                }
+                let Some(mut g) = self.groups.remove(&gid) else { continue };
+                busy |= g.snapshotting;
+                if self.compact_if(&mut g, true) {
+                    forced += 1;
+                    bump(&self.sh.counters.forced_compactions);
+                }
+                self.groups.insert(gid, g);
+            }
+        }
+        if forced == 0 && !busy {
+            // This worker's pinning groups are compacted: what still holds the segments
+            // is dead records (freed by a compaction pass, which otherwise runs only when
+            // the writer moves to a new segment) or other workers' groups.
+            let _ = self.sh.wal.request_maintain();
+        }
+    }
+
+    /// The snapshot-writer thread wrote (and fsynced) the snapshot file of `group` at
+    /// `meta`: the log is compacted there. The file covers the state machine, so
+    /// compaction may pass its durable `applied_index`: on open a state machine behind the
+    /// compaction point is restored from the file.
+    pub(super) fn on_snapshot(
+        &mut self,
+        group: u64,
+        epoch: u64,
+        meta: SnapshotMeta,
+        result: Result<u64, String>,
+    ) {
+        if self.failed {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&group).filter(|g| g.epoch == epoch) else { return };
+        g.snapshotting = false;
+        let replica = g.raft.id();
+        let bytes = match result {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("flotilla: group {group}: snapshot at {} failed: {e}", meta.index);
+                tracing::warn!(group, index = meta.index, %e, "snapshot failed");
+                return;
+            }
+        };
+        let discard = |why: &str| {
+            log::warn!("flotilla: group {group}: snapshot at {} discarded: {why}", meta.index);
+            snapfile::prune(&self.sh.snap_dir, group, |r, i| r == replica && i == meta.index);
+        };
+        if meta.index <= g.raft.storage().snap.index {
+            // A snapshot installed meanwhile superseded it.
+            return discard("superseded");
+        }
+        match g.raft.compact_to(meta.index) {
+            Ok(m) if m == meta => {}
+            Ok(m) => {
+                // Raft compacted already; the file does not match what it says: keep the
+                // old compaction point durable and drop the file.
+                log::error!("flotilla: group {group}: snapshot metadata {meta:?} differs from Raft's {m:?}");
+                return discard("metadata mismatch");
+            }
+            Err(e) => return discard(&e.to_string()),
+        }
+        g.raft.storage_mut().snap = meta.clone();
+        // Approximate: entries applied while the snapshot was written count as compacted.
+        g.log_bytes = 0;
+        self.writes.batch.set_meta(group, &g.meta().encode());
+        self.writes.batch.compact_to(group, meta.index + 1);
+        self.writes.prune_after(group, replica, meta.index);
+        bump(&self.sh.counters.compactions);
+        tracing::debug!(group, index = meta.index, bytes, "snapshot taken, log compacted");
+    }
+}
+
+/// Whether a group whose state machine applied up to `applied`, with its log compacted
+/// up to `snap` and `log_bytes` applied since, is due for a snapshot: `compact_entries`
+/// entries past the compaction point, or `compact_bytes` of them. `force` (the group pins
+/// old WAL segments): anything applied and not compacted.
+pub(super) fn due(cfg: &EngineConfig, applied: u64, snap: u64, log_bytes: u64, force: bool) -> bool {
+    if force {
+        applied > snap
+    } else {
+        applied >= snap.saturating_add(cfg.compact_entries)
+            || (applied > snap && log_bytes >= cfg.compact_bytes)
+    }
+}
+
+/// Whether worker tick `ticks` checks for groups pinning old WAL segments (every
+/// `compact_check_ticks`, at least 1 by validation).
+pub(super) fn check_due(ticks: u64, compact_check_ticks: u32) -> bool {
+    ticks % u64::from(compact_check_ticks) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(entries: u64, bytes: u64) -> EngineConfig {
+        let mut c = EngineConfig::new(1, "/nonexistent");
+        c.compact_entries = entries;
+        c.compact_bytes = bytes;
+        c
+    }
+
+    #[test]
+    fn due_after_compact_entries_past_the_compaction_point() {
+        let c = cfg(100, u64::MAX);
+        assert!(!due(&c, 99, 0, 0, false));
+        assert!(due(&c, 100, 0, 0, false));
+        assert!(!due(&c, 149, 50, 0, false));
+        assert!(due(&c, 150, 50, 0, false));
+        // Saturates: a compaction point near the top never wraps into "due".
+        assert!(!due(&c, u64::MAX - 1, u64::MAX - 10, 0, false));
+    }
+
+    #[test]
+    fn due_after_compact_bytes_if_anything_applied_is_not_compacted() {
+        let c = cfg(1_000_000, 4096);
+        assert!(!due(&c, 10, 5, 4095, false));
+        assert!(due(&c, 10, 5, 4096, false));
+        // Bytes alone never ask for a snapshot that compacts nothing.
+        assert!(!due(&c, 5, 5, 1 << 20, false));
+    }
+
+    #[test]
+    fn forced_whenever_anything_applied_is_not_compacted() {
+        let c = cfg(1_000_000, u64::MAX);
+        assert!(due(&c, 6, 5, 0, true));
+        assert!(!due(&c, 5, 5, 1 << 30, true));
+    }
+
+    #[test]
+    fn pinning_groups_checked_every_compact_check_ticks() {
+        let hits: Vec<u64> = (1..=30).filter(|&t| check_due(t, 10)).collect();
+        assert_eq!(hits, vec![10, 20, 30]);
+        assert!((1..=5).all(|t| check_due(t, 1)));
+    }
+}

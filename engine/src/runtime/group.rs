@@ -1,0 +1,206 @@
+//! One replica owned by a worker ([`Group`]): its Raft state, waiters, reads and the
+//! worker's bookkeeping about it, with its small queries (nodes of replicas, status,
+//! metadata record); how one is built (`new_group`), handed to the apply thread
+//! (`add_cmd`), and a replica being founded ([`PendingCreate`]).
+//!
+//! Owns the per-replica state. Never decides when a group is created, stepped or
+//! destroyed (`lifecycle`, `tombstones`), never writes to the WAL and never calls a state
+//! machine.
+
+use std::sync::atomic::Ordering;
+
+use super::apply::ApplyCmd;
+use super::pending::Completer;
+use super::removal::Removal;
+use super::shared::Shared;
+use super::store::{GroupMeta, WalStore};
+use super::waiters::{Done, ReadWaiters, Tally, Waiters};
+use crate::api::{CreateGroupError, GroupStatus, PeerStatus, ReadError, StateMachine};
+use crate::raft::conf::ConfState;
+use crate::raft::message::SnapshotMeta;
+use crate::raft::types::{NodeId, ReplicaId};
+use crate::raft::Raft;
+
+/// Source of `Group::epoch`.
+static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// One replica owned by this worker.
+pub(crate) struct Group {
+    pub(super) id: u64,
+    pub(super) raft: Raft<WalStore>,
+    /// Bytes (`Entry::size`) of entries handed to apply since the last compaction: with
+    /// `compact_bytes`, the size threshold of the compaction policy.
+    pub(super) log_bytes: u64,
+    /// Nodes of replicas learnt from received messages (for replicas not in the applied
+    /// configuration yet, e.g. while a new replica has not applied the founding entry).
+    pub(super) peers: Vec<(ReplicaId, NodeId)>,
+    pub(super) waiters: Waiters<Done>,
+    pub(super) reads: ReadWaiters<Completer<Result<u64, ReadError>>>,
+    pub(super) touched: bool,
+    /// The group's metadata record must be (re)written with the next batch.
+    pub(super) meta_dirty: bool,
+    /// The worker tick up to which idle (quiesced) ticks were credited to `raft`.
+    pub(super) idle_since: u64,
+    /// Counted in the engine's quiesced-groups gauge.
+    pub(super) quiesced_counted: bool,
+    /// The designated first leader of a new group: campaign once the founding
+    /// configuration is applied.
+    pub(super) first_campaign: bool,
+    /// A snapshot of the state machine was asked of the apply thread and not answered.
+    pub(super) snapshotting: bool,
+    /// This replica instance, unique in the process: answers of the apply thread for a
+    /// destroyed replica of the same group are recognised and ignored.
+    pub(super) epoch: u64,
+    /// Raft counters already reported (campaigns, leaderships, transfers started,
+    /// transfers aborted, membership changes applied): the worker reports the difference
+    /// as metrics and events.
+    pub(super) seen: [u32; 5],
+    /// A voter removal between its two steps (demote, then remove the learner).
+    pub(super) removal: Option<Removal>,
+}
+
+impl Group {
+    pub(super) fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
+        self.raft
+            .conf()
+            .find(replica)
+            .map(|r| r.node)
+            .or_else(|| self.peers.iter().find(|(r, _)| *r == replica).map(|(_, n)| *n))
+    }
+
+    pub(super) fn learn_peer(&mut self, replica: ReplicaId, node: NodeId) {
+        if self.raft.conf().contains(replica) {
+            return;
+        }
+        if let Some(p) = self.peers.iter_mut().find(|(r, _)| *r == replica) {
+            p.1 = node;
+        } else {
+            if self.peers.len() >= 16 {
+                self.peers.remove(0);
+            }
+            self.peers.push((replica, node));
+        }
+    }
+
+    pub(super) fn leader_node(&self) -> Option<NodeId> {
+        self.raft.leader_hint().map(|r| r.node)
+    }
+
+    pub(super) fn meta(&self) -> GroupMeta {
+        GroupMeta::Live { replica: self.raft.id(), snapshot: self.raft.storage().snap.clone() }
+    }
+
+    pub(super) fn status(&self) -> GroupStatus {
+        let s = self.raft.status();
+        let last = s.last_index;
+        let conf = &s.conf;
+        GroupStatus {
+            group: self.id,
+            replica: s.id,
+            role: s.role,
+            term: s.term,
+            leader: self.raft.leader_hint(),
+            commit: s.commit,
+            applied: s.applied,
+            last_index: last,
+            peers: s
+                .followers
+                .iter()
+                .filter_map(|f| {
+                    conf.find(f.id).map(|replica| PeerStatus {
+                        replica,
+                        matched: f.matched,
+                        lag: last.saturating_sub(f.matched),
+                    })
+                })
+                .collect(),
+            members: s.conf,
+        }
+    }
+
+    /// This replica can no longer learn outcomes: every waiter completes `Indeterminate`,
+    /// every read fails with `read`.
+    pub(super) fn fail_all(&mut self, tally: &mut Tally, read: impl Fn() -> ReadError) {
+        self.waiters.fail_all(tally);
+        self.reads.fail_all(read);
+    }
+}
+
+pub(super) fn seed(sh: &Shared, group: u64) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    sh.node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ group.rotate_left(17) ^ t
+}
+
+pub(super) fn new_group(
+    sh: &Shared,
+    group: u64,
+    replica: ReplicaId,
+    snap: SnapshotMeta,
+    sm_applied: u64,
+) -> Result<Box<Group>, String> {
+    let applied = sm_applied.max(snap.index);
+    let cfg = sh.cfg.raft_for(replica, applied, seed(sh, group)).map_err(|e| e.to_string())?;
+    let store = WalStore::new(sh.wal.clone(), group, snap);
+    let raft = Raft::new(cfg, store).map_err(|e| e.to_string())?;
+    let mut g = Box::new(Group {
+        id: group,
+        raft,
+        peers: Vec::new(),
+        waiters: Waiters::new(),
+        reads: ReadWaiters::new(),
+        touched: true,
+        meta_dirty: false,
+        idle_since: 0,
+        quiesced_counted: false,
+        first_campaign: false,
+        snapshotting: false,
+        log_bytes: 0,
+        epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
+        seen: [0; 5],
+        removal: None,
+    });
+    g.seen = raft_counts(&g.raft);
+    Ok(g)
+}
+
+/// A replica to found (`Engine::create_group` or a create-group effect): it starts once its
+/// founding write is durable.
+pub(super) struct PendingCreate {
+    pub(super) first_leader: Option<bool>,
+    pub(super) group: u64,
+    pub(super) replica: ReplicaId,
+    pub(super) conf: ConfState,
+    pub(super) sm: Box<dyn StateMachine>,
+    pub(super) done: Completer<Result<(), CreateGroupError>>,
+}
+
+/// Hands the state machine of `g` to the apply thread, with the position Raft has it at.
+pub(super) fn add_cmd(g: &Group, sm: Box<dyn StateMachine>) -> ApplyCmd {
+    let index = g.raft.applied();
+    let snap = g.raft.snapshot_meta();
+    let term = if index == snap.index { snap.term } else { g.raft.term_at(index).unwrap_or(0) };
+    ApplyCmd::Add {
+        group: g.id,
+        replica: g.raft.id(),
+        applied: (index, term),
+        conf: g.raft.conf().clone(),
+        sm,
+    }
+}
+
+/// The Raft counters a worker reports as metrics and events (see `Group::seen`).
+pub(super) fn raft_counts(r: &Raft<WalStore>) -> [u32; 5] {
+    let st = r.stats();
+    [
+        st.campaigns,
+        st.leaderships,
+        st.transfers_started,
+        st.transfers_aborted,
+        st.simple_changes + st.joint_entered + st.joint_left,
+    ]
+    // Truncated on purpose: only differences between two readings are used.
+    .map(|v| v as u32)
+}

@@ -1,0 +1,313 @@
+//! Replica lifecycle on a worker: creation (by the API, founding writes submitted in one
+//! batch and started once durable; by a leader's message for an unknown group, a bounded
+//! number per tick; by a state machine's `Effect::CreateGroup`, handed to the owning
+//! worker without blocking), removal at the caller's request, and destruction (a durable
+//! tombstone record, waiters failed, the state machine dropped).
+//!
+//! A replica that applies its own removal is destroyed (`apply_link`); one told by a
+//! member that it was removed is destroyed in `tombstones`. Never steps Raft for another
+//! purpose than delivering a message (`step`), never calls a state machine.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TrySendError;
+use flotilla_wal::WriteBatch;
+
+use super::apply::ApplyCmd;
+use super::command::Cmd;
+use super::group::{add_cmd, new_group, Group, PendingCreate};
+use super::pending::Completer;
+use super::shared::bump;
+use super::store::{entry_bytes, wal_hs, GroupMeta};
+use super::worker::Worker;
+use crate::api::{CreateGroupError, Effect, ProposeError, ReadError};
+use crate::raft::conf::ConfState;
+use crate::raft::message::{Entry, EntryPayload, HardState, Message, MessageBody, SnapshotMeta};
+use crate::raft::types::{NodeId, Replica, ReplicaId};
+
+/// Replicas a worker creates from leaders' messages per tick; further messages for unknown
+/// groups are dropped until the next tick (the leader retries).
+const MAX_CREATES_PER_TICK: u32 = 64;
+
+/// How long a worker keeps retrying (once a turn, never blocking) to hand another worker
+/// a group created by an effect while that worker's mailbox is full.
+const EFFECT_SEND_WAIT: Duration = Duration::from_secs(5);
+
+impl Worker {
+    /// Writes the founding replicas requested this turn in ONE batch submitted to the WAL
+    /// without waiting: the founding entry and hard state must be durable before the
+    /// replica reads them, so the replicas start when the write is (`start_created`, from
+    /// `poll_inflight`). Meanwhile messages for these groups are dropped (their senders
+    /// retry), and a request for a group whose creation is in flight waits for it.
+    pub(super) fn flush_creates(&mut self) {
+        if self.creates.is_empty() {
+            return;
+        }
+        let creates = std::mem::take(&mut self.creates);
+        let mut batch = WriteBatch::new();
+        let mut todo = Vec::new();
+        let mut later = Vec::new();
+        for c in creates {
+            if self.failed {
+                c.done.complete(Err(CreateGroupError::StorageFailed));
+                continue;
+            }
+            if let Some(existing) = self.creating_replica(c.group) {
+                if existing == c.replica {
+                    later.push(c);
+                } else {
+                    c.done.complete(Err(CreateGroupError::Conflict { group: c.group, existing }));
+                }
+                continue;
+            }
+            if let Some(g) = self.groups.get(&c.group) {
+                let r = if g.raft.id() == c.replica {
+                    Ok(())
+                } else {
+                    Err(CreateGroupError::Conflict { group: c.group, existing: g.raft.id() })
+                };
+                c.done.complete(r);
+                continue;
+            }
+            if self.tombstones.contains_key(&c.group)
+                || todo.iter().any(|t: &PendingCreate| t.group == c.group)
+            {
+                c.done.complete(Err(CreateGroupError::Tombstoned(c.group)));
+                continue;
+            }
+            let meta = GroupMeta::Live { replica: c.replica, snapshot: SnapshotMeta::default() };
+            batch.set_meta(c.group, &meta.encode());
+            let first =
+                Entry { index: 1, term: 1, payload: EntryPayload::ConfChange(c.conf.bootstrap_change()) };
+            batch.add_entry(c.group, 1, 1, &entry_bytes(&first));
+            batch.set_hard_state(c.group, wal_hs(HardState { term: 1, vote: 0, commit: 1 }));
+            todo.push(c);
+        }
+        self.creates = later;
+        if todo.is_empty() {
+            return;
+        }
+        if let Err((e, todo)) = self.writes.submit_creates(&self.sh.wal, batch, todo) {
+            log::error!("flotilla: wal write creating groups failed: {e}");
+            self.storage_failed();
+            for c in todo {
+                c.done.complete(Err(CreateGroupError::StorageFailed));
+            }
+        }
+    }
+
+    /// The replica of `group` whose founding write is in flight, if any.
+    pub(super) fn creating_replica(&self, group: u64) -> Option<ReplicaId> {
+        self.writes.creating_replica(group)
+    }
+
+    pub(super) fn creating(&self, group: u64) -> bool {
+        self.creating_replica(group).is_some()
+    }
+
+    /// Starts the founding replicas whose write is durable, then carries out removals
+    /// that waited for them.
+    pub(super) fn start_created(&mut self, creates: Vec<PendingCreate>) {
+        for c in creates {
+            match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm.applied_index()) {
+                Ok(mut g) => {
+                    match c.first_leader {
+                        Some(true) => g.first_campaign = true,
+                        Some(false) => g.raft.defer_first_election(),
+                        None => {}
+                    }
+                    self.send_apply(add_cmd(&g, c.sm));
+                    g.touched = false;
+                    Self::touch(&mut self.touched, &mut g);
+                    self.groups.insert(c.group, g);
+                    c.done.complete(Ok(()));
+                }
+                Err(e) => {
+                    log::error!("flotilla: group {} could not start: {e}", c.group);
+                    c.done.complete(Err(CreateGroupError::StorageFailed));
+                }
+            }
+        }
+        if self.removes.is_empty() {
+            return;
+        }
+        for (group, done) in std::mem::take(&mut self.removes) {
+            if self.creating(group) {
+                self.removes.push((group, done));
+            } else if let Some(g) = self.groups.remove(&group) {
+                self.active.remove(&group);
+                self.destroy(g);
+                done.complete(Ok(()));
+            } else {
+                done.complete(Err(ProposeError::GroupNotFound(group)));
+            }
+        }
+    }
+
+    /// A message for a group not hosted here creates an empty replica if it comes from
+    /// a leader (append, heartbeat or snapshot), names a replica id newer than any
+    /// tombstone of the group here.
+    pub(super) fn maybe_create(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
+        let from_leader = matches!(
+            m.body,
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)
+        );
+        if !from_leader || m.to == 0 || self.failed || self.stopping {
+            return false;
+        }
+        if self.tombstones.get(&group).is_some_and(|&t| m.to <= t) {
+            return false;
+        }
+        if self.created_this_tick >= MAX_CREATES_PER_TICK {
+            return false;
+        }
+        self.created_this_tick += 1;
+        let sm = (self.sh.factory)(group);
+        match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm.applied_index()) {
+            Ok(mut g) => {
+                self.send_apply(add_cmd(&g, sm));
+                log::info!(
+                    "flotilla: node {} creates replica {} of group {group} (leader on node {from})",
+                    self.sh.node,
+                    m.to
+                );
+                g.meta_dirty = true;
+                g.touched = false;
+                Self::touch(&mut self.touched, &mut g);
+                self.tombstones.remove(&group);
+                self.groups.insert(group, g);
+                bump(&self.sh.counters.replicas_created);
+                true
+            }
+            Err(e) => {
+                log::warn!("flotilla: cannot create replica of group {group}: {e}");
+                false
+            }
+        }
+    }
+
+    pub(super) fn step(&mut self, from: NodeId, group: u64, m: Message) {
+        if self.failed {
+            return;
+        }
+        // A group whose founding write is in flight takes no message yet (senders retry).
+        let unknown = !self.groups.contains_key(&group);
+        if unknown && (self.creating(group) || !self.maybe_create(from, group, &m)) {
+            return;
+        }
+        if self.answer_removed(from, group, m.from) {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&group) else { return };
+        g.learn_peer(m.from, from);
+        Self::credit_idle(g, self.ticks);
+        if let Err(e) = g.raft.step(m) {
+            log::debug!("flotilla: group {group}: message refused: {e}");
+        }
+        Self::touch(&mut self.touched, g);
+    }
+
+    /// Executes an effect returned by the state machine of `parent` at `index`.
+    pub(super) fn run_effect(&mut self, parent: u64, index: u64, effect: Effect) {
+        match effect {
+            Effect::CreateGroup { group, members } => {
+                let me = self.sh.node;
+                let Some(pos) = members.iter().position(|&n| n == me) else { return };
+                if members.iter().enumerate().any(|(i, n)| members[..i].contains(n)) {
+                    log::warn!("flotilla: group {parent} at {index}: create-group effect lists a node twice");
+                    return;
+                }
+                let conf = ConfState::with_voters(
+                    members.iter().enumerate().map(|(i, &n)| Replica::new(n, i as u64 + 1)),
+                );
+                let replica = pos as u64 + 1;
+                let sm = (self.sh.factory)(group);
+                let (_answer, done) = super::pending::<Result<(), CreateGroupError>>();
+                tracing::info!(parent, index, group, replica, "create-group effect");
+                bump(&self.sh.counters.effects_create_group);
+                let n = self.sh.cfg.get().workers;
+                let owner = super::route(group, n);
+                if owner == self.idx {
+                    self.creates.push(PendingCreate { group, replica, conf, sm, done, first_leader: None });
+                    return;
+                }
+                let cmd = Cmd::Create { group, replica, conf, sm, done, first_leader: None };
+                // A create-group effect must not be lost to a momentarily full mailbox, nor
+                // block this worker: retried each turn (bounded in time).
+                let deadline = Instant::now() + EFFECT_SEND_WAIT;
+                self.effect_creates.push_back((owner, group, cmd, deadline));
+                self.send_effect_creates();
+            }
+        }
+    }
+
+    /// Hands the groups created by effects to their workers without blocking; a full
+    /// mailbox is retried next turn, until the command's deadline.
+    pub(super) fn send_effect_creates(&mut self) {
+        if self.effect_creates.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for _ in 0..self.effect_creates.len() {
+            let Some((owner, group, cmd, deadline)) = self.effect_creates.pop_front() else { break };
+            let to = self.sh.routes.lock().unwrap_or_else(|e| e.into_inner()).get(owner).cloned();
+            let res = match to {
+                Some(tx) => tx.try_send(cmd),
+                None => Err(TrySendError::Disconnected(cmd)),
+            };
+            match res {
+                Ok(()) => {}
+                Err(TrySendError::Full(cmd)) if now < deadline => {
+                    self.effect_creates.push_back((owner, group, cmd, deadline));
+                }
+                Err(_) => log::error!("flotilla: worker {owner} did not take the creation of group {group}"),
+            }
+        }
+    }
+
+    pub(super) fn destroy(&mut self, mut g: Box<Group>) {
+        let gid = g.id;
+        log::info!(
+            "flotilla: node {}: replica {} of group {gid} removed; destroying it",
+            self.sh.node,
+            g.raft.id()
+        );
+        g.fail_all(&mut self.tally, || ReadError::GroupNotFound(gid));
+        self.writes.batch.remove_group(gid);
+        self.writes.batch.set_meta(gid, &GroupMeta::Tombstone { replica: g.raft.id() }.encode());
+        self.tombstones.insert(gid, g.raft.id());
+        self.tombstones_unsynced.insert(gid, self.writes.next_seq());
+        self.writes.prune_after(gid, g.raft.id(), u64::MAX);
+        self.outbox.forget_group(gid);
+        self.active.remove(&gid);
+        if g.quiesced_counted {
+            self.sh.counters.quiesced_groups.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.send_apply(ApplyCmd::Remove { group: gid });
+        bump(&self.sh.counters.replicas_destroyed);
+        tracing::info!(group = gid, replica = g.raft.id(), "replica destroyed after its removal");
+    }
+
+    /// Destroys the replica of `group` at the caller's request (`Engine::remove_group`);
+    /// a group whose founding write is in flight is removed once it is durable.
+    pub(super) fn remove(&mut self, group: u64, done: Completer<Result<(), ProposeError>>) {
+        if self.failed {
+            return done.complete(Err(ProposeError::StorageFailed));
+        }
+        if !self.creates.is_empty() {
+            self.flush_creates();
+        }
+        if self.creating(group) {
+            return self.removes.push((group, done));
+        }
+        match self.groups.remove(&group) {
+            Some(g) => {
+                self.active.remove(&group);
+                self.destroy(g);
+                done.complete(Ok(()));
+            }
+            None => done.complete(Err(ProposeError::GroupNotFound(group))),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The network thread: owns the [`Transport`], sends the batches the workers queue
+//! ([`NetCmd`]) and routes what arrives to the workers' mailboxes: Raft messages by group
+//! (`route`), the removal items (`WireItem::Tombstone`, `GcProbe`, `TombstoneAck`) as
+//! their own commands, snapshot-stream outcomes, and peer liveness (down, unreachable,
+//! restarted as a new incarnation).
+//!
+//! It polls the transport (which is `Send` but not `Sync`) without waiting, and when
+//! nothing arrived sleeps on the queue of batches the workers queued together with the
+//! transport's event signal (`Transport::event_signal`): outgoing batches leave at once,
+//! arriving ones wake it, and an idle node's network thread sleeps. A transport with no
+//! signal is polled every 200 µs instead.
+//!
+//! Never touches a group, never blocks on a worker (a full mailbox drops the batch and
+//! counts it in `messages_dropped`; Raft retries).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{bump, route, Cmd, NetCmd, Shared};
+use crate::raft::message::Message;
+use crate::raft::types::{NodeId, ReplicaId};
+use crate::transport::coalescer::expand;
+use crate::transport::{Transport, TransportEvent, WireItem};
+
+/// How long the idle network thread waits for a batch to send before polling the
+/// transport again (the most an arriving batch waits).
+const NET_POLL: Duration = Duration::from_micros(200);
+/// How long the network thread sleeps at most when the transport has an event signal
+/// (a safety net only: the signal wakes it).
+const NET_IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Events handled per network-thread turn before sending again.
+const NET_EVENTS_PER_TURN: usize = 256;
+
+/// The network thread's loop; returns on [`NetCmd::Stop`] or when every worker dropped
+/// the queue.
+pub(super) fn run(
+    mut transport: Box<dyn Transport>,
+    rx: Receiver<NetCmd>,
+    workers: Vec<Sender<Cmd>>,
+    sh: Arc<Shared>,
+) {
+    let n = workers.len();
+    let mut snap_tags: HashMap<u64, (u64, ReplicaId)> = HashMap::new();
+    // The last incarnation seen of each peer: a different one means it restarted.
+    let mut incarnations: HashMap<NodeId, u64> = HashMap::new();
+    let mut next_tag: u64 = 1;
+    let signal = transport.event_signal();
+    loop {
+        // Clear the signal before polling: an event that arrives later sets it again.
+        if let Some(s) = &signal {
+            while s.try_recv().is_ok() {}
+        }
+        // Send everything queued.
+        loop {
+            match rx.try_recv() {
+                Ok(NetCmd::Send { to, items }) => {
+                    if let Err(e) = transport.send(to, 0, &items) {
+                        log::debug!("flotilla: send to node {to} failed: {e}");
+                    }
+                }
+                Ok(NetCmd::Snapshot { to, group, replica, chunks }) => {
+                    let tag = next_tag;
+                    next_tag += 1;
+                    match transport.send_snapshot(to, tag, group, chunks) {
+                        Ok(()) => {
+                            snap_tags.insert(tag, (group, replica));
+                        }
+                        Err(e) => {
+                            log::warn!("flotilla: snapshot of group {group} to node {to} refused: {e}");
+                            let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent {
+                                group,
+                                replica,
+                                ok: false,
+                            });
+                        }
+                    }
+                }
+                Ok(NetCmd::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+            }
+        }
+        // Receive what has arrived, without waiting: the transport's timed wait may be
+        // coarse (1 ms for QUIC) and would hold the sends queued meanwhile.
+        let mut got = 0;
+        for _ in 0..NET_EVENTS_PER_TURN {
+            let Some(ev) = transport.recv_timeout(Duration::ZERO) else { break };
+            got += 1;
+            match ev {
+                TransportEvent::Items { from, mut items } => {
+                    if items.iter().any(|it| {
+                        matches!(
+                            it,
+                            WireItem::Tombstone { .. }
+                                | WireItem::GcProbe { .. }
+                                | WireItem::TombstoneAck { .. }
+                        )
+                    }) {
+                        items.retain(|it| {
+                            let Some((group, cmd)) = removal_cmd(from, it) else { return true };
+                            if workers[route(group, n)].try_send(cmd).is_err() {
+                                bump(&sh.counters.messages_dropped);
+                            }
+                            false
+                        });
+                    }
+                    let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
+                    for (g, m) in expand(items) {
+                        per[route(g, n)].push((g, m));
+                    }
+                    for (i, msgs) in per.into_iter().enumerate() {
+                        if msgs.is_empty() {
+                            continue;
+                        }
+                        if workers[i].try_send(Cmd::Msgs { from, msgs }).is_err() {
+                            bump(&sh.counters.messages_dropped);
+                        }
+                    }
+                }
+                TransportEvent::SnapshotSent { tag, ok, .. } => {
+                    if let Some((group, replica)) = snap_tags.remove(&tag) {
+                        let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent { group, replica, ok });
+                    }
+                }
+                TransportEvent::Malformed { from, error } => {
+                    log::warn!("flotilla: malformed batch from node {from}: {error}");
+                }
+                TransportEvent::PeerDown { node } => {
+                    for w in &workers {
+                        let _ = w.try_send(Cmd::PeerUnreachable { node });
+                        let _ = w.try_send(Cmd::Liveness { node, restarted: false });
+                    }
+                }
+                TransportEvent::Dropped { to: node, .. } => {
+                    for w in &workers {
+                        let _ = w.try_send(Cmd::PeerUnreachable { node });
+                    }
+                }
+                TransportEvent::PeerUp { node, incarnation } => {
+                    let before = incarnations.insert(node, incarnation);
+                    if before.is_some_and(|b| b != incarnation) {
+                        for w in &workers {
+                            let _ = w.try_send(Cmd::Liveness { node, restarted: true });
+                        }
+                    }
+                }
+            }
+        }
+        if got < NET_EVENTS_PER_TURN {
+            // Drained: wait for something to send or (with a signal) something to arrive.
+            let mut sel = crossbeam_channel::Select::new();
+            sel.recv(&rx);
+            match &signal {
+                Some(s) => {
+                    sel.recv(s);
+                    let _ = sel.ready_timeout(NET_IDLE_WAIT);
+                }
+                None if got == 0 => {
+                    let _ = sel.ready_timeout(NET_POLL);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// The worker command for a removal item received from node `from` (with the group that
+/// routes it), or `None` for an item that carries Raft messages.
+fn removal_cmd(from: NodeId, item: &WireItem) -> Option<(u64, Cmd)> {
+    Some(match *item {
+        WireItem::Tombstone { group, replica, conf_index } => {
+            (group, Cmd::Tombstone { from, group, replica, conf_index })
+        }
+        WireItem::TombstoneAck { group, replica } => (group, Cmd::TombstoneAck { from, group, replica }),
+        WireItem::GcProbe { group, replica } => (group, Cmd::GcProbe { from, group, replica }),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removal_items_become_their_commands_routed_by_group() {
+        let t = WireItem::Tombstone { group: 7, replica: 3, conf_index: 42 };
+        match removal_cmd(9, &t) {
+            Some((7, Cmd::Tombstone { from: 9, group: 7, replica: 3, conf_index: 42 })) => {}
+            _ => panic!("tombstone not extracted"),
+        }
+        match removal_cmd(9, &WireItem::TombstoneAck { group: 8, replica: 4 }) {
+            Some((8, Cmd::TombstoneAck { from: 9, group: 8, replica: 4 })) => {}
+            _ => panic!("tombstone ack not extracted"),
+        }
+        match removal_cmd(9, &WireItem::GcProbe { group: 5, replica: 2 }) {
+            Some((5, Cmd::GcProbe { from: 9, group: 5, replica: 2 })) => {}
+            _ => panic!("gc probe not extracted"),
+        }
+    }
+
+    #[test]
+    fn raft_items_stay_for_the_group_messages() {
+        assert!(removal_cmd(9, &WireItem::Heartbeats(Vec::new())).is_none());
+        assert!(removal_cmd(9, &WireItem::HeartbeatAcks(Vec::new())).is_none());
+    }
+}

@@ -1,0 +1,108 @@
+//! One group's `Ready` on its worker: the messages go out at once (through the outbox),
+//! the write (a received snapshot's reset, metadata, entries, hard state) joins the turn's
+//! batch with what waits for it, committed entries go to the apply thread with their
+//! waiters, confirmed reads are served; and peers found unreachable.
+//!
+//! Never waits for the write: what must follow durability is handed on in `persisted`.
+
+use super::apply::ApplyCmd;
+use super::group::Group;
+use super::store::{entry_bytes, wal_hs};
+use super::worker::Worker;
+use crate::raft::message::{Message, MessageBody};
+use crate::raft::types::{NodeId, ReplicaId, Role};
+
+impl Worker {
+    /// Handles one `Ready` of `g`; returns whether the replica was removed from the group
+    /// (never, now: a removal is seen once the apply thread reports it, in `on_applied`).
+    pub(super) fn handle_ready(&mut self, g: &mut Group) -> bool {
+        let rd = g.raft.ready();
+        let gid = g.id;
+        // 1. Messages now.
+        for m in rd.messages {
+            self.send(g, m);
+        }
+        // 2. The write: metadata, a received snapshot, entries, hard state.
+        let wrote_before = self.writes.batch.encoded_len();
+        if let Some(snap) = &rd.snapshot {
+            if let Err(e) = self.install_snapshot(g, &snap.meta, &snap.data) {
+                log::error!("flotilla: group {gid}: installing snapshot {} failed: {e}", snap.meta.index);
+                self.storage_failed();
+                return false;
+            }
+        }
+        if g.meta_dirty {
+            g.meta_dirty = false;
+            self.writes.batch.set_meta(gid, &g.meta().encode());
+        }
+        let last = rd.entries.last().map(|e| (e.index, e.term));
+        for e in &rd.entries {
+            self.writes.batch.add_entry(gid, e.index, e.term, &entry_bytes(e));
+        }
+        if let Some(hs) = rd.hard_state {
+            self.writes.batch.set_hard_state(gid, wal_hs(hs));
+        }
+        if self.writes.batch.encoded_len() != wrote_before {
+            self.writes.count_group();
+        }
+        if last.is_some() || !rd.persisted_messages.is_empty() {
+            self.writes.after_write(gid, last, rd.persisted_messages);
+        }
+        // 3. Apply, on the apply thread, with the waiters of these entries: it completes
+        // proposals as it applies them (one hop to the caller); membership changes come
+        // back to complete here once Raft applied them (`poll_applied`).
+        if !rd.committed_entries.is_empty() {
+            let waiters = g.waiters.committed(&mut self.tally, &rd.committed_entries);
+            self.apply_backlog += rd.committed_entries.len() as u64;
+            g.log_bytes += rd.committed_entries.iter().map(|e| e.size() as u64).sum::<u64>();
+            let entries = rd.committed_entries;
+            self.send_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries, waiters });
+        }
+        // 4. Reads.
+        for rs in rd.read_states {
+            g.reads.confirm(rs.ctx, rs.index);
+        }
+        g.reads.serve(g.raft.applied());
+        false
+    }
+
+    pub(super) fn send(&mut self, g: &mut Group, m: Message) {
+        if let MessageBody::SendSnapshot { meta } = &m.body {
+            self.send_snapshot(g, m.to, meta.clone());
+            return;
+        }
+        let Some(node) = g.node_of(m.to) else {
+            log::debug!("flotilla: group {}: no node for replica {}", g.id, m.to);
+            return;
+        };
+        if node == self.sh.node {
+            return;
+        }
+        // Heartbeats are never skipped: a pending ReadIndex (ours or a follower's) may
+        // wait on the round.
+        self.outbox.push_with(node, g.id, m, false);
+    }
+
+    /// Messages to `node` were lost (its connection went down, or batches to it were
+    /// dropped): the groups led here move their followers there from Replicate back to
+    /// Probe.
+    pub(super) fn peer_unreachable(&mut self, node: NodeId) {
+        for g in self.groups.values_mut() {
+            if g.raft.role() != Role::Leader {
+                continue;
+            }
+            let me = g.raft.id();
+            let lost: Vec<ReplicaId> = g
+                .raft
+                .conf()
+                .members()
+                .iter()
+                .filter(|r| r.node == node && r.id != me)
+                .map(|r| r.id)
+                .collect();
+            for r in lost {
+                g.raft.report_unreachable(r);
+            }
+        }
+    }
+}

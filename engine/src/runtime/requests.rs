@@ -1,0 +1,203 @@
+//! Client requests on one group: proposals (with backpressure), read barriers and
+//! leadership transfers, and the mapping of the core's refusals to the API's errors.
+//!
+//! Backpressure: `propose` answers `Busy` past the group's unapplied bytes, the worker's
+//! pending proposals, its apply backlog (entries handed to the apply thread and not
+//! reported applied) or its pending WAL bytes (submitted, not durable); the rule is
+//! [`busy_reason`]. Never waits: every request is answered through its completer, now or
+//! when its outcome is known (`waiters`).
+
+use bytes::Bytes;
+
+use super::group::Group;
+use super::pending::Completer;
+use super::shared::bump;
+use super::waiters::Done;
+use super::worker::Worker;
+use crate::api::EngineConfig;
+use crate::api::{BusyReason, ProposeError, ReadError, TransferError};
+use crate::raft::error::{ProposeError as CoreProposeError, TransferError as CoreTransferError};
+use crate::raft::types::{NodeId, Role};
+
+impl Worker {
+    pub(super) fn propose(&mut self, group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>>) {
+        if self.failed {
+            return done.complete(Err(ProposeError::StorageFailed));
+        }
+        if self.stopping {
+            return done.complete(Err(ProposeError::Shutdown));
+        }
+        let cfg = self.sh.cfg.get();
+        let Some(g) = self.groups.get_mut(&group) else {
+            return done.complete(Err(ProposeError::GroupNotFound(group)));
+        };
+        Self::credit_idle(g, self.ticks);
+        let size = data.len() as u64;
+        // Only this leadership's waiters count: a deposed leader's are released.
+        let led = (g.raft.role() == Role::Leader).then(|| g.raft.term());
+        let uncommitted = g.waiters.uncommitted_bytes(led);
+        let load = Load {
+            uncommitted,
+            waiting: self.tally.waiting(),
+            apply_backlog: self.apply_backlog,
+            wal_bytes: self.writes.pending_bytes() + self.writes.batch.encoded_len() as u64,
+        };
+        let busy = busy_reason(cfg, &load, size);
+        if let Some(reason) = busy {
+            self.sh.counters.refused(reason);
+            return done.complete(Err(ProposeError::Busy(reason)));
+        }
+        match g.raft.propose(data) {
+            Ok((index, term)) => {
+                let deadline = self.ticks + u64::from(cfg.propose_timeout_ticks);
+                g.waiters.add(&mut self.tally, index, term, size, deadline, Done::Propose(done));
+                Self::touch(&mut self.touched, g);
+            }
+            Err(e) => {
+                bump(&self.sh.counters.refused_not_leader);
+                done.complete(Err(map_propose_err(g, e)));
+            }
+        }
+    }
+
+    pub(super) fn read(&mut self, group: u64, done: Completer<Result<u64, ReadError>>) {
+        if self.failed {
+            return done.complete(Err(ReadError::StorageFailed));
+        }
+        let timeout = u64::from(self.sh.cfg.get().read_timeout_ticks);
+        let Some(g) = self.groups.get_mut(&group) else {
+            return done.complete(Err(ReadError::GroupNotFound(group)));
+        };
+        Self::credit_idle(g, self.ticks);
+        let ctx = self.read_ctx.next();
+        match g.raft.read_index(ctx) {
+            Ok(()) => {
+                g.reads.push(ctx, self.ticks + timeout, done);
+                Self::touch(&mut self.touched, g);
+            }
+            Err(crate::raft::ReadIndexError::NotLeader { leader_hint }) => {
+                done.complete(Err(ReadError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }))
+            }
+        }
+    }
+
+    pub(super) fn transfer(&mut self, group: u64, node: NodeId) -> Result<(), TransferError> {
+        if self.failed {
+            return Err(TransferError::StorageFailed);
+        }
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Err(TransferError::GroupNotFound(group));
+        };
+        let Some(to) = g.raft.conf().members().into_iter().find(|r| r.node == node) else {
+            return Err(TransferError::NotMember(node));
+        };
+        Self::credit_idle(g, self.ticks);
+        let r = g.raft.transfer_leader(to.id).map_err(|e| match e {
+            CoreTransferError::NotLeader { leader_hint } => {
+                TransferError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+            }
+            CoreTransferError::ToSelf(_) => TransferError::ToSelf(node),
+            CoreTransferError::NotVoter(_) => TransferError::NotVoter(node),
+            CoreTransferError::NotMember(_) => TransferError::NotMember(node),
+            CoreTransferError::ConfChangePending => TransferError::ConfChangePending,
+        });
+        Self::touch(&mut self.touched, g);
+        r
+    }
+}
+
+pub(super) fn map_propose_err(g: &Group, e: CoreProposeError) -> ProposeError {
+    match e {
+        CoreProposeError::NotLeader { leader_hint } => {
+            ProposeError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+        }
+        CoreProposeError::TransferInProgress { to } => ProposeError::TransferInProgress { to: g.node_of(to) },
+        // Membership-only refusals; a data proposal never gets them.
+        CoreProposeError::ConfChangePending
+        | CoreProposeError::LeaderNotReady
+        | CoreProposeError::InvalidConfChange(_) => ProposeError::NotLeader { leader_hint: g.leader_node() },
+    }
+}
+
+/// What a proposal meets on its worker (the inputs of backpressure).
+pub(super) struct Load {
+    /// Bytes of this leadership's proposals in the group not yet committed.
+    pub(super) uncommitted: u64,
+    /// Proposals waiting for their outcome on the worker.
+    pub(super) waiting: usize,
+    /// Entries handed to the apply thread and not reported applied.
+    pub(super) apply_backlog: u64,
+    /// WAL bytes submitted and not durable, plus the turn's batch.
+    pub(super) wal_bytes: u64,
+}
+
+/// Why a proposal of `size` bytes is refused, if it is: the group's uncommitted bytes
+/// (a group with none takes one proposal of any size), the worker's pending proposals,
+/// its apply backlog, its pending WAL bytes, checked in that order.
+pub(super) fn busy_reason(cfg: &EngineConfig, load: &Load, size: u64) -> Option<BusyReason> {
+    if load.uncommitted + size > cfg.max_uncommitted_bytes && load.uncommitted > 0 {
+        Some(BusyReason::GroupUncommitted)
+    } else if load.waiting >= cfg.max_pending_proposals {
+        Some(BusyReason::WorkerPending)
+    } else if load.apply_backlog >= cfg.max_apply_backlog {
+        Some(BusyReason::ApplyBacklog)
+    } else if load.wal_bytes >= cfg.max_pending_wal_bytes {
+        Some(BusyReason::WalPending)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> EngineConfig {
+        let mut c = EngineConfig::new(1, "/nonexistent");
+        c.max_uncommitted_bytes = 1000;
+        c.max_pending_proposals = 10;
+        c.max_apply_backlog = 100;
+        c.max_pending_wal_bytes = 5000;
+        c
+    }
+
+    const IDLE: Load = Load { uncommitted: 0, waiting: 0, apply_backlog: 0, wal_bytes: 0 };
+
+    #[test]
+    fn an_idle_worker_takes_a_proposal_of_any_size() {
+        assert_eq!(busy_reason(&cfg(), &IDLE, 0), None);
+        assert_eq!(busy_reason(&cfg(), &IDLE, 1 << 30), None);
+    }
+
+    #[test]
+    fn group_uncommitted_bytes_refuse_past_the_limit_only_with_something_uncommitted() {
+        let c = cfg();
+        let l = Load { uncommitted: 600, ..IDLE };
+        assert_eq!(busy_reason(&c, &l, 400), None);
+        assert_eq!(busy_reason(&c, &l, 401), Some(BusyReason::GroupUncommitted));
+    }
+
+    #[test]
+    fn each_worker_limit_refuses_at_its_bound() {
+        let c = cfg();
+        let at = |l: Load| busy_reason(&c, &l, 1);
+        assert_eq!(at(Load { waiting: 9, ..IDLE }), None);
+        assert_eq!(at(Load { waiting: 10, ..IDLE }), Some(BusyReason::WorkerPending));
+        assert_eq!(at(Load { apply_backlog: 99, ..IDLE }), None);
+        assert_eq!(at(Load { apply_backlog: 100, ..IDLE }), Some(BusyReason::ApplyBacklog));
+        assert_eq!(at(Load { wal_bytes: 4999, ..IDLE }), None);
+        assert_eq!(at(Load { wal_bytes: 5000, ..IDLE }), Some(BusyReason::WalPending));
+    }
+
+    #[test]
+    fn the_first_reason_in_order_is_reported() {
+        let c = cfg();
+        let all = Load { uncommitted: 1000, waiting: 10, apply_backlog: 100, wal_bytes: 5000 };
+        assert_eq!(busy_reason(&c, &all, 1), Some(BusyReason::GroupUncommitted));
+        assert_eq!(busy_reason(&c, &Load { uncommitted: 0, ..all }, 1), Some(BusyReason::WorkerPending));
+        let l = Load { uncommitted: 0, waiting: 0, ..all };
+        assert_eq!(busy_reason(&c, &l, 1), Some(BusyReason::ApplyBacklog));
+        let l = Load { apply_backlog: 0, ..l };
+        assert_eq!(busy_reason(&c, &l, 1), Some(BusyReason::WalPending));
+    }
+}

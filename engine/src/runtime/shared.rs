@@ -1,0 +1,113 @@
+//! What every thread of a runtime shares: the node's identity and configuration, the WAL,
+//! the state-machine factory, the network queue, the stop flag, the routes to every
+//! worker, the engine-wide counters and each worker's gauges.
+//!
+//! Owns the shared context and the counter helpers (`bump`, `bump_by`). Never holds Raft
+//! state: a group is touched only by its worker.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use flotilla_wal::Wal;
+
+use super::{Cmd, NetCmd};
+#[cfg(doc)]
+use crate::api::Metrics;
+use crate::api::{BusyReason, StateMachineFactory, ValidEngineConfig};
+use crate::raft::types::NodeId;
+
+/// Engine-wide counters, updated by workers (see [`Metrics`] for their meaning).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub wal_batches: AtomicU64,
+    pub wal_batch_groups: AtomicU64,
+    pub wal_batch_bytes: AtomicU64,
+    pub forced_compactions: AtomicU64,
+    pub compactions: AtomicU64,
+    pub snapshots_sent: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub applied_entries: AtomicU64,
+    pub elections: AtomicU64,
+    pub leaders_elected: AtomicU64,
+    pub transfers_started: AtomicU64,
+    pub transfers_aborted: AtomicU64,
+    pub membership_changes: AtomicU64,
+    pub refused_busy_mailbox: AtomicU64,
+    pub refused_busy_group_uncommitted: AtomicU64,
+    pub refused_busy_worker_pending: AtomicU64,
+    pub refused_busy_apply_backlog: AtomicU64,
+    pub refused_busy_wal_pending: AtomicU64,
+    pub refused_not_leader: AtomicU64,
+    pub replicas_created: AtomicU64,
+    pub replicas_destroyed: AtomicU64,
+    pub tombstones_sent: AtomicU64,
+    pub gc_probes_sent: AtomicU64,
+    pub tombstones_resent: AtomicU64,
+    pub removals_confirmed: AtomicU64,
+    pub effects_create_group: AtomicU64,
+    pub messages_dropped: AtomicU64,
+    /// Raft ticks given to groups (quiesced groups get none).
+    pub raft_ticks: AtomicU64,
+    /// Worker ticks (each visits only the groups that are not quiesced).
+    pub worker_ticks: AtomicU64,
+    /// Groups quiesced now (a gauge).
+    pub quiesced_groups: AtomicU64,
+    /// Quiesced groups woken by node liveness.
+    pub liveness_wakes: AtomicU64,
+    /// Message batches (one transport frame each) handed to the network thread.
+    pub net_batches: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a proposal refused with `Busy(reason)`.
+    pub(crate) fn refused(&self, reason: BusyReason) {
+        bump(match reason {
+            BusyReason::Mailbox => &self.refused_busy_mailbox,
+            BusyReason::GroupUncommitted => &self.refused_busy_group_uncommitted,
+            BusyReason::WorkerPending => &self.refused_busy_worker_pending,
+            BusyReason::ApplyBacklog => &self.refused_busy_apply_backlog,
+            BusyReason::WalPending => &self.refused_busy_wal_pending,
+        });
+    }
+}
+
+/// Gauges one worker keeps current (summed by [`Engine::metrics`](crate::api::Engine)).
+#[derive(Default)]
+pub(crate) struct WorkerGauges {
+    pub apply_lag: AtomicU64,
+    pub wal_pending_bytes: AtomicU64,
+}
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub node: NodeId,
+    /// This life of the node (bumped durably at every open): the high bits of read
+    /// contexts, so an answer meant for an earlier life never matches a new read.
+    pub incarnation: u64,
+    pub cfg: ValidEngineConfig,
+    pub wal: Arc<Wal>,
+    pub snap_dir: PathBuf,
+    pub factory: StateMachineFactory,
+    pub net: Sender<NetCmd>,
+    /// Set once a WAL write failed: the engine stopped.
+    pub failed: AtomicBool,
+    /// Every worker's mailbox, for work one worker hands another (a group created by an
+    /// effect belongs to the worker its id routes to). Emptied at shutdown, so the
+    /// mailboxes disconnect.
+    pub routes: std::sync::Mutex<Vec<Sender<Cmd>>>,
+    pub counters: Counters,
+    /// One per worker, by index.
+    pub gauges: Vec<WorkerGauges>,
+}
+
+/// Adds one to counter `c`.
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to counter `c`.
+pub(crate) fn bump_by(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,154 @@
+//! Removed replicas (TiKV's stale-peer GC): a member that receives a message or a
+//! stale-peer probe from a replica its applied configuration removed answers with a
+//! `WireItem::Tombstone`; the receiver destroys itself only if the tombstone names its
+//! exact replica id and a configuration newer than its own, so a replica cut off during
+//! its removal is destroyed once healed; one that sends nothing (quiesced, or a learner)
+//! asks in the periodic clean-up pass (`gc_pass`). A leader re-sends tombstones until the
+//! removed replica's node confirms (`WireItem::TombstoneAck`, sent only once the tombstone
+//! record is durable), then proposes to forget the removal record.
+//!
+//! The rules are pure functions in `gc`; this file carries them out. Never destroys a
+//! replica on an unproven claim.
+
+use std::collections::HashMap;
+
+use super::command::NetCmd;
+use super::gc;
+use super::shared::{bump, bump_by};
+use super::store::GroupMeta;
+use super::worker::Worker;
+use crate::raft::conf::{ChangeKind, ConfChange, SingleChange, Transition};
+use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
+use crate::transport::WireItem;
+
+impl Worker {
+    /// A member said `replica` of `group` was removed by its configuration at
+    /// `conf_index` (an answer to this replica's messages or probes, or a leader's
+    /// re-send). The replica here is destroyed only if the message proves it: it names
+    /// this exact replica and a configuration newer than the one applied here (a replica
+    /// id is never reused, so a configuration that dropped it never takes it back). A
+    /// replica that is not here is confirmed to the sender once a durable tombstone record
+    /// covers it (`gc::judge_tombstone`).
+    pub(super) fn on_tombstone(&mut self, from: NodeId, group: u64, replica: ReplicaId, conf_index: u64) {
+        if self.failed || self.stopping {
+            return;
+        }
+        let hosted = self.groups.get(&group).map(|g| (g.raft.id(), g.raft.conf_index()));
+        let tombstone =
+            self.tombstones.get(&group).map(|&t| (t, !self.tombstones_unsynced.contains_key(&group)));
+        match gc::judge_tombstone(hosted, tombstone, self.creating(group), replica, conf_index) {
+            gc::Verdict::Destroy => {
+                if let Some(g) = self.groups.remove(&group) {
+                    self.destroy(g);
+                }
+            }
+            gc::Verdict::Ack => {
+                let item = WireItem::TombstoneAck { group, replica };
+                let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
+            }
+            gc::Verdict::Record => {
+                log::debug!(
+                    "flotilla: group {group}: recording the removal of replica {replica} (not hosted)"
+                );
+                self.writes.batch.set_meta(group, &GroupMeta::Tombstone { replica }.encode());
+                self.tombstones.insert(group, replica);
+                self.tombstones_unsynced.insert(group, self.writes.next_seq());
+            }
+            gc::Verdict::Ignore => {
+                log::debug!(
+                    "flotilla: group {group}: tombstone for replica {replica} at {conf_index} ignored \
+                     (hosted {hosted:?}, tombstone {tombstone:?})"
+                );
+            }
+        }
+    }
+
+    /// Node `from` confirmed that `replica` of `group` is destroyed there: a leader whose
+    /// configuration records that removal forgets it on the next tick.
+    pub(super) fn on_tombstone_ack(&mut self, from: NodeId, group: u64, replica: ReplicaId) {
+        let Some(g) = self.groups.get(&group) else { return };
+        let r = Replica::new(from, replica);
+        if g.raft.role() == Role::Leader && g.raft.conf().removed.contains(&r) {
+            let list = self.forget.entry(group).or_default();
+            if !list.contains(&r) {
+                list.push(r);
+            }
+        }
+    }
+
+    /// Proposes the forgetting of the confirmed removal records (one `Forget` change per
+    /// group). A refusal (a membership change pending, leadership lost) drops them: the
+    /// next re-send is confirmed again.
+    pub(super) fn propose_forgets(&mut self) {
+        for (gid, list) in std::mem::take(&mut self.forget) {
+            let Some(g) = self.groups.get_mut(&gid) else { continue };
+            let n = list.len() as u64;
+            let cc = ConfChange {
+                transition: Transition::Auto,
+                changes: list
+                    .into_iter()
+                    .map(|replica| SingleChange { kind: ChangeKind::Forget, replica })
+                    .collect(),
+            };
+            match g.raft.propose_conf_change(cc) {
+                Ok(_) => {
+                    bump_by(&self.sh.counters.removals_confirmed, n);
+                    Self::touch(&mut self.touched, g);
+                }
+                Err(e) => log::debug!("flotilla: group {gid}: forgetting removal records refused: {e}"),
+            }
+        }
+    }
+
+    /// Answers a message from a replica that this member's applied configuration removed:
+    /// ids at or below the configuration's highest id that it no longer holds were removed
+    /// for good. Returns whether `m` came from such a replica (it is then not stepped).
+    /// Answers a message or a stale-peer probe (`gc`) from `replica` on node `from`.
+    pub(super) fn answer_removed(&mut self, from: NodeId, group: u64, replica: ReplicaId) -> bool {
+        let Some(g) = self.groups.get(&group) else { return false };
+        if !gc::removed_by(g.raft.conf(), g.raft.id(), replica) {
+            return false;
+        }
+        let item = WireItem::Tombstone { group, replica, conf_index: g.raft.conf_index() };
+        log::debug!("flotilla: group {group}: message from removed replica {replica} on node {from}");
+        bump(&self.sh.counters.tombstones_sent);
+        let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
+        true
+    }
+
+    /// The clean-up pass (`gc`), every `gc_interval_elections` election timeouts: replicas
+    /// that send nothing ask the other members whether they still belong to their group
+    /// (the stale-peer check), and leaders re-send a tombstone to every removed replica
+    /// that has not confirmed its destruction. One pass over the groups.
+    pub(super) fn gc_pass(&mut self) {
+        let me = self.sh.node;
+        let mut probes: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
+        let mut resent: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
+        for g in self.groups.values() {
+            let r = &g.raft;
+            if r.role() == Role::Leader {
+                if !r.conf().removed.is_empty() {
+                    let (items, local) = gc::resends(g.id, r.conf(), r.conf_index(), me);
+                    for (node, item) in items {
+                        resent.entry(node).or_default().push(item);
+                    }
+                    if !local.is_empty() {
+                        self.forget.entry(g.id).or_default().extend(local);
+                    }
+                }
+            } else if gc::should_probe(r.role(), r.is_quiesced(), r.conf().is_voter(r.id())) {
+                for (node, item) in gc::probes(g.id, r.id(), r.conf(), me) {
+                    probes.entry(node).or_default().push(item);
+                }
+            }
+        }
+        for (to, items) in probes {
+            bump_by(&self.sh.counters.gc_probes_sent, items.len() as u64);
+            let _ = self.sh.net.send(NetCmd::Send { to, items });
+        }
+        for (to, items) in resent {
+            bump_by(&self.sh.counters.tombstones_resent, items.len() as u64);
+            let _ = self.sh.net.send(NetCmd::Send { to, items });
+        }
+    }
+}

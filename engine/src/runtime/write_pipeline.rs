@@ -1,0 +1,329 @@
+//! A worker's WAL write pipeline: the batch the current turn builds, the writes submitted
+//! and not yet durable (each with its ticket and what waits for it), in submission order.
+//!
+//! Owns the batch, what waits for it (per group: the last entry written and the messages
+//! to send once durable; snapshot files to prune; founding replicas to start), sequence
+//! numbers of writes, and the bytes submitted and not durable (`wal_pending`, for
+//! backpressure and the gauge). Writes complete strictly in submission order: a later
+//! write (even one with nothing to write, only messages to send) never completes before
+//! an earlier one is durable.
+//!
+//! Never waits for a write (the worker selects on [`WritePipeline::oldest_ticket`]), never
+//! touches a group or sends anything: the worker hands durable writes on (`persisted`).
+
+use std::collections::VecDeque;
+
+use flotilla_wal::{Ticket, Wal, WriteBatch, WriteError};
+
+use super::group::PendingCreate;
+use super::shared::{bump, bump_by, Counters};
+use crate::raft::message::Message;
+use crate::raft::types::ReplicaId;
+
+/// What one group waits for from a write: the last entry written (for `on_persisted`)
+/// and the messages to send once it is durable.
+pub(super) type AfterWrite = (u64, Option<(u64, u64)>, Vec<Message>);
+
+/// Snapshot files superseded by metadata in a write: (group, replica, files below this
+/// index).
+pub(super) type Prune = (u64, ReplicaId, u64);
+
+/// A write in flight and what waits for it.
+pub(super) struct Inflight {
+    /// `None` for a write with nothing to write (only messages to send after the earlier
+    /// writes), or once shutdown took it to wait on.
+    pub(super) ticket: Option<Ticket>,
+    /// Snapshot files superseded by metadata in this write: (group, replica, files below
+    /// this index).
+    pub(super) prune: Vec<Prune>,
+    /// Per group: the last entry written (for `on_persisted`) and messages to send after.
+    pub(super) after: Vec<AfterWrite>,
+    /// Encoded bytes of the batch.
+    bytes: u64,
+    /// Founding replicas this write creates: they start once it is durable.
+    pub(super) creates: Vec<PendingCreate>,
+    /// The write's sequence number (see [`WritePipeline::next_seq`]).
+    pub(super) seq: u64,
+}
+
+/// The batch being built and the writes in flight, oldest first.
+pub(super) struct WritePipeline {
+    /// This turn's batch: the groups' Ready writes, metadata, tombstones, compactions.
+    pub(super) batch: WriteBatch,
+    after: Vec<AfterWrite>,
+    prune: Vec<Prune>,
+    /// Groups that added to `batch` (for the `wal_batch_groups` metric).
+    batch_groups: u64,
+    inflight: VecDeque<Inflight>,
+    /// Bytes of WAL batches submitted and not yet durable.
+    pending_bytes: u64,
+    /// Sequence number of the next write submitted.
+    next_seq: u64,
+}
+
+impl WritePipeline {
+    /// An empty pipeline; the first write gets sequence number 0.
+    pub(super) fn new() -> WritePipeline {
+        WritePipeline {
+            batch: WriteBatch::new(),
+            after: Vec::new(),
+            prune: Vec::new(),
+            batch_groups: 0,
+            inflight: VecDeque::new(),
+            pending_bytes: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// The sequence number the next write submitted gets (what a record added to the
+    /// batch now is durable with, see `ApplyHold` and `Worker::tombstones_unsynced`).
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Bytes submitted and not yet durable.
+    pub(super) fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+
+    /// Group `gid` waits for the batch: `last` entry written, `msgs` to send once durable.
+    pub(super) fn after_write(&mut self, gid: u64, last: Option<(u64, u64)>, msgs: Vec<Message>) {
+        self.after.push((gid, last, msgs));
+    }
+
+    /// Once the batch is durable, the snapshot files of `replica` of `gid` below `below`
+    /// are pruned.
+    pub(super) fn prune_after(&mut self, gid: u64, replica: ReplicaId, below: u64) {
+        self.prune.push((gid, replica, below));
+    }
+
+    /// One more group added to the batch (metrics).
+    pub(super) fn count_group(&mut self) {
+        self.batch_groups += 1;
+    }
+
+    /// Drops the batch being built and what waits for it (the engine failed).
+    pub(super) fn discard(&mut self) {
+        self.batch = WriteBatch::new();
+        self.after.clear();
+        self.prune.clear();
+    }
+
+    /// The WAL failed: forgets every write, in flight or being built. Returns the founding
+    /// replicas that were in flight (their callers must learn it), oldest first.
+    pub(super) fn fail(&mut self) -> Vec<PendingCreate> {
+        let creates = self.inflight.drain(..).flat_map(|f| f.creates).collect();
+        self.pending_bytes = 0;
+        self.discard();
+        creates
+    }
+
+    /// Submits the batch (if any) to `wal` without waiting and records what waits for it;
+    /// a write with nothing to write but messages to send is queued too, to complete in
+    /// order. On a refusal the batch and what waited for it are dropped.
+    pub(super) fn submit(&mut self, wal: &Wal, counters: &Counters) -> Result<(), WriteError> {
+        let batch = std::mem::take(&mut self.batch);
+        let after = std::mem::take(&mut self.after);
+        let prune = std::mem::take(&mut self.prune);
+        let bytes = batch.encoded_len() as u64;
+        let ticket = if batch.is_empty() {
+            None
+        } else {
+            bump(&counters.wal_batches);
+            bump_by(&counters.wal_batch_bytes, bytes);
+            self.pending_bytes += bytes;
+            bump_by(&counters.wal_batch_groups, self.batch_groups);
+            self.batch_groups = 0;
+            Some(wal.submit(batch)?)
+        };
+        if ticket.is_some() || !after.is_empty() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.inflight.push_back(Inflight { ticket, after, prune, bytes, seq, creates: Vec::new() });
+        }
+        Ok(())
+    }
+
+    /// Submits `batch`, the founding writes of `creates`, as its own write. On a refusal
+    /// hands `creates` back.
+    pub(super) fn submit_creates(
+        &mut self,
+        wal: &Wal,
+        batch: WriteBatch,
+        creates: Vec<PendingCreate>,
+    ) -> Result<(), (WriteError, Vec<PendingCreate>)> {
+        let bytes = batch.encoded_len() as u64;
+        match wal.submit(batch) {
+            Ok(ticket) => {
+                self.pending_bytes += bytes;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let f = Inflight {
+                    ticket: Some(ticket),
+                    after: Vec::new(),
+                    prune: Vec::new(),
+                    bytes,
+                    seq,
+                    creates,
+                };
+                self.inflight.push_back(f);
+                Ok(())
+            }
+            Err(e) => Err((e, creates)),
+        }
+    }
+
+    /// The oldest write in flight, if its outcome is known: `Ok` once durable (or when it
+    /// had nothing to write), `Err` when the WAL failed it (the write stays queued).
+    /// `None` while the oldest write is not durable yet, or nothing is in flight.
+    pub(super) fn poll_durable(&mut self) -> Option<Result<Inflight, WriteError>> {
+        let front = self.inflight.front()?;
+        if let Some(t) = &front.ticket {
+            match t.try_wait()? {
+                // Crash tests: durable, nothing acknowledged or sent for it yet.
+                Ok(()) => fail::fail_point!("engine::after_fsync_before_send"),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let done = self.inflight.pop_front()?;
+        if done.ticket.is_some() {
+            self.pending_bytes = self.pending_bytes.saturating_sub(done.bytes);
+        }
+        Some(Ok(done))
+    }
+
+    /// The ticket of the oldest write in flight, to wait on.
+    pub(super) fn oldest_ticket(&self) -> Option<&Ticket> {
+        self.inflight.front().and_then(|f| f.ticket.as_ref())
+    }
+
+    /// The oldest write in flight (shutdown takes its ticket to wait on it).
+    pub(super) fn oldest_mut(&mut self) -> Option<&mut Inflight> {
+        self.inflight.front_mut()
+    }
+
+    /// The replica of `group` whose founding write is in flight, if any.
+    pub(super) fn creating_replica(&self, group: u64) -> Option<ReplicaId> {
+        self.inflight.iter().flat_map(|f| &f.creates).find(|c| c.group == group).map(|c| c.replica)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_wal::WalConfig;
+
+    use super::*;
+
+    fn wal(dir: &std::path::Path) -> Wal {
+        let mut cfg = WalConfig::new(dir);
+        cfg.segment_size = 1 << 20;
+        cfg.max_write_bytes = 64 << 10;
+        cfg.cache_bytes = 0;
+        Wal::open(cfg).expect("open wal")
+    }
+
+    fn write(p: &mut WritePipeline, group: u64, index: u64) {
+        p.batch.add_entry(group, index, 1, b"data");
+        p.count_group();
+        p.after_write(group, Some((index, 1)), Vec::new());
+    }
+
+    /// Polls until `n` writes completed (or a deadline passes); returns their sequence
+    /// numbers in completion order.
+    fn drain(p: &mut WritePipeline, n: usize) -> Vec<u64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seqs = Vec::new();
+        while seqs.len() < n && std::time::Instant::now() < deadline {
+            match p.poll_durable() {
+                Some(Ok(f)) => seqs.push(f.seq),
+                Some(Err(e)) => panic!("write failed: {e}"),
+                None => std::thread::yield_now(),
+            }
+        }
+        seqs
+    }
+
+    #[test]
+    fn writes_complete_in_submission_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = wal(dir.path());
+        let counters = Counters::default();
+        let mut p = WritePipeline::new();
+        write(&mut p, 1, 1);
+        p.submit(&wal, &counters).expect("submit");
+        // Nothing to write, a message to send after: queued behind the first write.
+        p.after_write(2, None, Vec::new());
+        p.submit(&wal, &counters).expect("submit");
+        write(&mut p, 3, 1);
+        p.submit(&wal, &counters).expect("submit");
+        assert_eq!(p.next_seq(), 3);
+        assert_eq!(drain(&mut p, 3), vec![0, 1, 2]);
+        assert!(p.poll_durable().is_none());
+    }
+
+    #[test]
+    fn an_empty_write_waits_for_the_earlier_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = wal(dir.path());
+        let counters = Counters::default();
+        let mut p = WritePipeline::new();
+        write(&mut p, 1, 1);
+        p.submit(&wal, &counters).expect("submit");
+        p.after_write(2, None, Vec::new());
+        p.submit(&wal, &counters).expect("submit");
+        // Whatever completes first, it is never the empty write (seq 1) alone.
+        match p.poll_durable() {
+            Some(Ok(f)) => assert_eq!(f.seq, 0),
+            Some(Err(e)) => panic!("write failed: {e}"),
+            None => assert!(p.oldest_ticket().is_some(), "the oldest write is the ticketed one"),
+        }
+    }
+
+    #[test]
+    fn nothing_to_write_and_nothing_waiting_is_no_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = wal(dir.path());
+        let counters = Counters::default();
+        let mut p = WritePipeline::new();
+        p.submit(&wal, &counters).expect("submit");
+        assert_eq!(p.next_seq(), 0);
+        assert!(p.poll_durable().is_none());
+    }
+
+    #[test]
+    fn pending_bytes_count_submitted_writes_until_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = wal(dir.path());
+        let counters = Counters::default();
+        let mut p = WritePipeline::new();
+        write(&mut p, 1, 1);
+        write(&mut p, 2, 1);
+        let len = p.batch.encoded_len() as u64;
+        p.submit(&wal, &counters).expect("submit");
+        assert_eq!(p.pending_bytes(), len);
+        assert_eq!(counters.wal_batches.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(counters.wal_batch_groups.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(counters.wal_batch_bytes.load(std::sync::atomic::Ordering::Relaxed), len);
+        assert_eq!(drain(&mut p, 1), vec![0]);
+        assert_eq!(p.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn failing_forgets_every_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = wal(dir.path());
+        let counters = Counters::default();
+        let mut p = WritePipeline::new();
+        write(&mut p, 1, 1);
+        p.submit(&wal, &counters).expect("submit");
+        write(&mut p, 2, 1);
+        p.prune_after(2, 1, 5);
+        assert!(p.fail().is_empty());
+        assert_eq!(p.pending_bytes(), 0);
+        assert!(p.batch.is_empty());
+        assert!(p.poll_durable().is_none());
+        // What waited for the discarded batch waits no more: the next write is empty.
+        p.submit(&wal, &counters).expect("submit");
+        assert!(p.poll_durable().is_none());
+    }
+}
