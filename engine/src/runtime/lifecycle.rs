@@ -17,7 +17,8 @@ use flotilla_wal::WriteBatch;
 use super::apply::ApplyCmd;
 use super::command::Cmd;
 use super::group::{add_cmd, new_group, Group, PendingCreate};
-use super::pending::Completer;
+use super::pending::{pending, Completer};
+use super::route::route;
 use super::shared::bump;
 use super::store::{entry_bytes, wal_hs, GroupMeta};
 use super::worker::Worker;
@@ -223,11 +224,11 @@ impl Worker {
                 );
                 let replica = pos as u64 + 1;
                 let sm = (self.sh.factory)(group);
-                let (_answer, done) = super::pending::<Result<(), CreateGroupError>>();
+                let (_answer, done) = pending::<Result<(), CreateGroupError>>();
                 tracing::info!(parent, index, group, replica, "create-group effect");
                 bump(&self.sh.counters.effects_create_group);
                 let n = self.sh.cfg.get().workers;
-                let owner = super::route(group, n);
+                let owner = route(group, n);
                 if owner == self.idx {
                     self.creates.push(PendingCreate { group, replica, conf, sm, done, first_leader: None });
                     return;

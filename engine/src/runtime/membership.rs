@@ -6,7 +6,7 @@
 //! the group's waiters.
 
 use super::group::Group;
-use super::pending::Completer;
+use super::pending::{pending, Completer};
 use super::removal::{Next as RemovalNext, Removal};
 use super::waiters::{Done, Tally};
 use super::worker::Worker;
@@ -63,7 +63,7 @@ impl Worker {
                         if g.removal.is_some() {
                             return done.complete(Err(MembershipError::ChangePending));
                         }
-                        let (demoted, step) = super::pending();
+                        let (demoted, step) = pending();
                         if let Err(e) = Self::propose_conf(
                             &mut self.tally,
                             self.ticks + timeout,

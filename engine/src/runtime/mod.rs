@@ -33,6 +33,7 @@ mod ready;
 mod recovery;
 mod removal;
 mod requests;
+mod route;
 mod shared;
 mod snapfile;
 mod snapshots;
@@ -56,7 +57,8 @@ use flotilla_wal::Wal;
 pub(crate) use command::{Cmd, NetCmd};
 pub(crate) use pending::{pending, Completer};
 pub use pending::{Abandoned, Pending};
-pub(crate) use shared::{bump, Counters, Shared, WorkerGauges};
+pub(crate) use route::route;
+pub(crate) use shared::{Counters, Shared, WorkerGauges};
 
 use crate::api::{
     BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, MembershipProposal,
@@ -362,14 +364,4 @@ impl Drop for Runtime {
             self.stop();
         }
     }
-}
-
-/// The worker owning `group` among `n`.
-pub(crate) fn route(group: u64, n: usize) -> usize {
-    // Mix the id so that ids with a common stride still spread over the workers.
-    let mut z = group.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z % n.max(1) as u64) as usize
 }

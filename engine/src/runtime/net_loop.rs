@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{bump, route, Cmd, NetCmd, Shared};
+use super::command::{Cmd, NetCmd};
+use super::route::route;
+use super::shared::{bump, Shared};
 use crate::raft::message::Message;
 use crate::raft::types::{NodeId, ReplicaId};
 use crate::transport::coalescer::expand;

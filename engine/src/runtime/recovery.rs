@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::group::{new_group, Group};
+use super::route::route;
 use super::shared::Shared;
 use super::snapfile;
 use super::store::GroupMeta;
@@ -26,14 +27,10 @@ impl Recovered {
     /// The groups and tombstones of worker `i` of `n`.
     pub(crate) fn take_for(&mut self, i: usize, n: usize) -> Recovered {
         let (mine, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.groups).into_iter().partition(|(g, _)| super::route(g.id, n) == i);
+            std::mem::take(&mut self.groups).into_iter().partition(|(g, _)| route(g.id, n) == i);
         self.groups = rest;
-        let tombstones = self
-            .tombstones
-            .iter()
-            .filter(|(g, _)| super::route(**g, n) == i)
-            .map(|(g, r)| (*g, *r))
-            .collect();
+        let tombstones =
+            self.tombstones.iter().filter(|(g, _)| route(**g, n) == i).map(|(g, r)| (*g, *r)).collect();
         Recovered { groups: mine, tombstones }
     }
 }
