@@ -12,12 +12,15 @@ use super::shared::bump_by;
 use super::worker::Worker;
 
 impl Worker {
+    /// Hands `cmd` to the apply thread, or holds it behind a snapshot's log reset that is
+    /// not durable yet (`apply_hold`).
     pub(super) fn send_apply(&mut self, cmd: ApplyCmd) {
         if let Some(cmd) = self.apply_hold.hold(cmd) {
             self.send_apply_now(cmd);
         }
     }
 
+    /// Hands `cmd` to the apply thread now.
     pub(super) fn send_apply_now(&mut self, cmd: ApplyCmd) {
         let Some(tx) = &self.apply_tx else { return };
         // The apply thread lives as long as the worker holds its sender; it exits early

@@ -29,7 +29,9 @@ impl Worker {
         self.compact_if(g, false);
     }
 
-    pub(super) fn compact_if(&mut self, g: &mut Group, force: bool) -> bool {
+    /// Asks the apply thread for a snapshot of `g` if it is due ([`due`]) and none is
+    /// asked already; returns whether it asked.
+    fn compact_if(&mut self, g: &mut Group, force: bool) -> bool {
         let cfg = self.sh.cfg.get();
         let due = due(cfg, g.raft.applied(), g.raft.storage().snap.index, g.log_bytes, force);
         if g.snapshotting || !due {
@@ -147,7 +149,7 @@ pub(super) fn due(cfg: &EngineConfig, applied: u64, snap: u64, log_bytes: u64, f
 
 /// Whether worker tick `ticks` checks for groups pinning old WAL segments (every
 /// `compact_check_ticks`, at least 1 by validation).
-pub(super) fn check_due(ticks: u64, compact_check_ticks: u32) -> bool {
+fn check_due(ticks: u64, compact_check_ticks: u32) -> bool {
     ticks % u64::from(compact_check_ticks) == 0
 }
 

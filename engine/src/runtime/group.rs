@@ -60,6 +60,7 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// The node of `replica`: from the applied configuration, else from messages.
     pub(super) fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
         self.raft
             .conf()
@@ -68,6 +69,8 @@ impl Group {
             .or_else(|| self.peers.iter().find(|(r, _)| *r == replica).map(|(_, n)| *n))
     }
 
+    /// Remembers that `replica` is on `node` (a replica not in the configuration yet; the
+    /// last 16 are kept).
     pub(super) fn learn_peer(&mut self, replica: ReplicaId, node: NodeId) {
         if self.raft.conf().contains(replica) {
             return;
@@ -82,14 +85,17 @@ impl Group {
         }
     }
 
+    /// The node of the leader this replica knows of.
     pub(super) fn leader_node(&self) -> Option<NodeId> {
         self.raft.leader_hint().map(|r| r.node)
     }
 
+    /// The group's metadata record (replica id and compaction point).
     pub(super) fn meta(&self) -> GroupMeta {
         GroupMeta::Live { replica: self.raft.id(), snapshot: self.raft.storage().snap.clone() }
     }
 
+    /// The group's status as the API reports it.
     pub(super) fn status(&self) -> GroupStatus {
         let s = self.raft.status();
         let last = s.last_index;
@@ -126,7 +132,8 @@ impl Group {
     }
 }
 
-pub(super) fn seed(sh: &Shared, group: u64) -> u64 {
+/// The seed of a replica's election-timeout randomness.
+fn seed(sh: &Shared, group: u64) -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -134,6 +141,8 @@ pub(super) fn seed(sh: &Shared, group: u64) -> u64 {
     sh.node.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ group.rotate_left(17) ^ t
 }
 
+/// A replica of `group` over the WAL, at the compaction point `snap`, its state machine
+/// at `sm_applied`.
 pub(super) fn new_group(
     sh: &Shared,
     group: u64,

@@ -103,6 +103,7 @@ impl Worker {
         self.writes.creating_replica(group)
     }
 
+    /// Whether the founding write of `group` is in flight.
     pub(super) fn creating(&self, group: u64) -> bool {
         self.creating_replica(group).is_some()
     }
@@ -149,7 +150,7 @@ impl Worker {
     /// A message for a group not hosted here creates an empty replica if it comes from
     /// a leader (append, heartbeat or snapshot), names a replica id newer than any
     /// tombstone of the group here.
-    pub(super) fn maybe_create(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
+    fn maybe_create(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
         let from_leader = matches!(
             m.body,
             MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)
@@ -188,6 +189,9 @@ impl Worker {
         }
     }
 
+    /// Steps message `m` from node `from` into its group, creating the replica if a
+    /// leader's message asks for one (`maybe_create`); a message from a removed replica is
+    /// answered with a tombstone instead (`answer_removed`).
     pub(super) fn step(&mut self, from: NodeId, group: u64, m: Message) {
         if self.failed {
             return;
@@ -267,6 +271,9 @@ impl Worker {
         }
     }
 
+    /// Destroys replica `g` (removed from the worker's map by the caller): waiters fail,
+    /// a tombstone record replaces its state in the batch, its snapshot files are pruned
+    /// once that is durable, its state machine is dropped.
     pub(super) fn destroy(&mut self, mut g: Box<Group>) {
         let gid = g.id;
         log::info!(

@@ -16,6 +16,8 @@ use crate::raft::error::ProposeError as CoreProposeError;
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 
 impl Worker {
+    /// A membership change asked of `group`'s leader; a lone `Remove` of a voter runs in
+    /// two steps (`removal`).
     pub(super) fn conf_change(
         &mut self,
         group: u64,
@@ -91,7 +93,7 @@ impl Worker {
 
     /// Proposes `cc` with `done` as its waiter; on refusal completes `done` and returns
     /// the error too.
-    pub(super) fn propose_conf(
+    fn propose_conf(
         tally: &mut Tally,
         deadline: u64,
         g: &mut Group,
@@ -143,7 +145,7 @@ impl Worker {
 
 /// One change of a membership request, checked against the leader's configuration.
 /// New replicas get ids above `next_id` (advanced).
-pub(super) fn single_change(
+fn single_change(
     g: &Group,
     change: &MembershipChange,
     next_id: &mut ReplicaId,
@@ -193,7 +195,8 @@ pub(super) fn single_change(
     })
 }
 
-pub(super) fn map_membership_err(e: CoreProposeError) -> MembershipError {
+/// The API's error for the core's refusal of a membership change.
+fn map_membership_err(e: CoreProposeError) -> MembershipError {
     match e {
         CoreProposeError::NotLeader { leader_hint } => {
             MembershipError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }

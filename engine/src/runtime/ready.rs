@@ -66,6 +66,7 @@ impl Worker {
         false
     }
 
+    /// Queues `m` of `g` for its replica's node (a snapshot to send is streamed instead).
     pub(super) fn send(&mut self, g: &mut Group, m: Message) {
         if let MessageBody::SendSnapshot { meta } = &m.body {
             self.send_snapshot(g, m.to, meta.clone());

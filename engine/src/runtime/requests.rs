@@ -20,6 +20,8 @@ use crate::raft::error::{ProposeError as CoreProposeError, TransferError as Core
 use crate::raft::types::{NodeId, Role};
 
 impl Worker {
+    /// A proposal to `group`: refused when busy ([`busy_reason`]) or not leader, else
+    /// appended with its waiter.
     pub(super) fn propose(&mut self, group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>>) {
         if self.failed {
             return done.complete(Err(ProposeError::StorageFailed));
@@ -60,6 +62,8 @@ impl Worker {
         }
     }
 
+    /// A read barrier on `group` (ReadIndex, or the leader's lease): served once the
+    /// index is confirmed and applied.
     pub(super) fn read(&mut self, group: u64, done: Completer<Result<u64, ReadError>>) {
         if self.failed {
             return done.complete(Err(ReadError::StorageFailed));
@@ -81,6 +85,7 @@ impl Worker {
         }
     }
 
+    /// Starts a leadership transfer of `group` to its member on `node`.
     pub(super) fn transfer(&mut self, group: u64, node: NodeId) -> Result<(), TransferError> {
         if self.failed {
             return Err(TransferError::StorageFailed);
@@ -106,7 +111,8 @@ impl Worker {
     }
 }
 
-pub(super) fn map_propose_err(g: &Group, e: CoreProposeError) -> ProposeError {
+/// The API's error for the core's refusal of a data proposal.
+fn map_propose_err(g: &Group, e: CoreProposeError) -> ProposeError {
     match e {
         CoreProposeError::NotLeader { leader_hint } => {
             ProposeError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
@@ -134,7 +140,7 @@ pub(super) struct Load {
 /// Why a proposal of `size` bytes is refused, if it is: the group's uncommitted bytes
 /// (a group with none takes one proposal of any size), the worker's pending proposals,
 /// its apply backlog, its pending WAL bytes, checked in that order.
-pub(super) fn busy_reason(cfg: &EngineConfig, load: &Load, size: u64) -> Option<BusyReason> {
+fn busy_reason(cfg: &EngineConfig, load: &Load, size: u64) -> Option<BusyReason> {
     if load.uncommitted + size > cfg.max_uncommitted_bytes && load.uncommitted > 0 {
         Some(BusyReason::GroupUncommitted)
     } else if load.waiting >= cfg.max_pending_proposals {

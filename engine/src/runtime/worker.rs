@@ -50,22 +50,30 @@ const READY_ROUNDS: usize = 4;
 
 /// One worker: its groups, mailbox, outbox and writes in flight.
 pub(crate) struct Worker {
+    /// This worker's index (its route, its gauges, its thread's name).
     pub(super) idx: usize,
+    /// What every worker shares.
     pub(super) sh: Arc<Shared>,
+    /// The mailbox.
     pub(super) rx: Receiver<Cmd>,
     /// Boxed: a map slot is a pointer, so the map's spare capacity costs 8 bytes a slot,
     /// not a whole replica, and moving a group out and back per turn copies no state.
     pub(super) groups: HashMap<u64, Box<Group>>,
+    /// Replicas destroyed here, by group (a tombstone record each): a leader's message
+    /// naming a replica id at or below it never recreates the group.
     pub(super) tombstones: HashMap<u64, ReplicaId>,
     /// Tombstone records written and not yet durable: group -> the sequence number of the
-    /// write that carries it (see `WritePipeline::next_seq`). A tombstone is confirmed to a leader
-    /// (`WireItem::TombstoneAck`) only once durable.
+    /// write that carries it (see `WritePipeline::next_seq`). A tombstone is
+    /// confirmed to a leader (`WireItem::TombstoneAck`) only once durable.
     pub(super) tombstones_unsynced: HashMap<u64, u64>,
     /// Removal records confirmed by the removed replicas' nodes, to forget (proposed as
     /// `ChangeKind::Forget` on the next tick by the groups led here).
     pub(super) forget: HashMap<u64, Vec<Replica>>,
+    /// Groups with input since their last step, to step this turn (`Group::touched`).
     pub(super) touched: Vec<u64>,
+    /// Messages to other nodes, coalesced per node, flushed once a turn.
     pub(super) outbox: Outbox,
+    /// Founding replicas requested and not yet written (`flush_creates`).
     pub(super) creates: Vec<PendingCreate>,
     /// Removals of groups whose founding write is in flight: done once it is durable.
     pub(super) removes: Vec<(u64, Completer<Result<(), ProposeError>>)>,
@@ -74,10 +82,13 @@ pub(crate) struct Worker {
     pub(super) effect_creates: VecDeque<(usize, u64, Cmd, Instant)>,
     /// Read contexts: unique across restarts (the node's incarnation in the high bits).
     pub(super) read_ctx: ReadCtx,
+    /// Worker ticks since start: the clock of deadlines and of idle credit.
     pub(super) ticks: u64,
     /// Waiters across all groups.
     pub(super) tally: Tally,
+    /// A WAL write failed: the engine stopped (`stop`).
     pub(super) failed: bool,
+    /// Shutdown was asked, or the mailbox disconnected.
     pub(super) stopping: bool,
     /// The WAL writes: this turn's batch and the writes in flight.
     pub(super) writes: WritePipeline,
@@ -100,6 +111,8 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// A worker with the groups recovered for it; starts its apply thread (the worker's
+    /// own thread is started by the caller, with [`Worker::run`]).
     pub(crate) fn new(
         idx: usize,
         sh: Arc<Shared>,
@@ -197,7 +210,9 @@ impl Worker {
         self.finish();
     }
 
-    pub(super) fn wait(&self, timeout: Duration) {
+    /// Sleeps until the mailbox, the apply thread or the oldest write in flight has
+    /// something, or `timeout` passes.
+    fn wait(&self, timeout: Duration) {
         let mut sel = Select::new();
         sel.recv(&self.rx);
         sel.recv(&self.apply_rx);
@@ -207,6 +222,7 @@ impl Worker {
         let _ = sel.ready_timeout(timeout);
     }
 
+    /// Marks `g` to be stepped this turn.
     pub(super) fn touch(touched: &mut Vec<u64>, g: &mut Group) {
         if !g.touched {
             g.touched = true;
@@ -214,7 +230,8 @@ impl Worker {
         }
     }
 
-    pub(super) fn handle(&mut self, cmd: Cmd) {
+    /// One command from the mailbox, dispatched to the file of its concern.
+    fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Msgs { from, msgs } => {
                 if !self.creates.is_empty() {
@@ -259,7 +276,10 @@ impl Worker {
         }
     }
 
-    pub(super) fn tick(&mut self) {
+    /// One worker tick: liveness wakes, Raft ticks of the active groups, waiters' and
+    /// reads' deadlines, and the periodic work (clean-up pass, forgetting confirmed
+    /// removals, voter removals in progress, compaction of pinning groups).
+    fn tick(&mut self) {
         self.ticks += 1;
         bump(&self.sh.counters.worker_ticks);
         self.created_this_tick = 0;
@@ -302,7 +322,9 @@ impl Worker {
         self.compact_pinning_groups();
     }
 
-    pub(super) fn process(&mut self) {
+    /// Steps the groups touched: at most `READY_ROUNDS` `Ready`s each (`ready`), then
+    /// submits the turn's batch (earlier once it holds half the WAL's write size).
+    fn process(&mut self) {
         let touched = std::mem::take(&mut self.touched);
         let mut destroyed = Vec::new();
         for gid in touched {
@@ -353,6 +375,8 @@ impl Worker {
         self.submit();
     }
 
+    /// Hands the turn's coalesced messages to the network thread, one batch per node
+    /// (dropped once the engine failed).
     pub(super) fn flush_outbox(&mut self) {
         if self.failed {
             let _ = self.outbox.flush();
