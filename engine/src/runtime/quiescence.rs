@@ -35,10 +35,11 @@ impl Worker {
     pub(super) fn settle(&mut self, g: &mut Group) {
         // A quiesced leader stays ticked until every member acknowledged its quiesce
         // heartbeat (the credited ticks drive its re-sends).
-        let idle = g.raft.is_quiesced()
-            && g.reads.is_empty()
-            && g.waiters.is_empty()
-            && !g.raft.awaiting_quiesce_acks();
+        let idle = leaves_tick_set(
+            g.raft.is_quiesced(),
+            !g.reads.is_empty() || !g.waiters.is_empty(),
+            g.raft.awaiting_quiesce_acks(),
+        );
         if idle {
             if self.active.remove(&g.id) {
                 g.idle_since = self.ticks;
@@ -73,11 +74,9 @@ impl Worker {
             if !g.raft.is_quiesced() {
                 continue;
             }
-            let led_there = g.leader_node() == Some(node);
-            let follower_there = restarted
-                && g.raft.role() == Role::Leader
-                && g.raft.conf().members().iter().any(|r| r.node == node && r.node != me);
-            if led_there || follower_there {
+            let leads_here = g.raft.role() == Role::Leader;
+            let members = || g.raft.conf().members().into_iter().map(|r| r.node);
+            if liveness_concerns(node, restarted, me, g.leader_node(), leads_here, members) {
                 self.wake_queue.push(g.id);
             }
         }
@@ -101,5 +100,63 @@ impl Worker {
         if woken > 0 {
             bump_by(&self.sh.counters.liveness_wakes, woken);
         }
+    }
+}
+
+/// Whether a group leaves the tick set after its turn: quiesced, with nothing that needs
+/// ticks (`pending`: a read or a waiter to time out; `awaiting_acks`: a quiesced leader
+/// re-sending its quiesce heartbeat to members that did not acknowledge it).
+fn leaves_tick_set(quiesced: bool, pending: bool, awaiting_acks: bool) -> bool {
+    quiesced && !pending && !awaiting_acks
+}
+
+/// Whether news of `node` (down, or `restarted` as a new incarnation) concerns a quiesced
+/// group on node `me` whose leader is on `leader` (`leads_here`: this replica leads):
+/// its leader is there (the followers must notice and elect another), or, for a restart,
+/// it is led here with a member there (the restarted replica learns its leader at once).
+fn liveness_concerns<I: IntoIterator<Item = NodeId>>(
+    node: NodeId,
+    restarted: bool,
+    me: NodeId,
+    leader: Option<NodeId>,
+    leads_here: bool,
+    members: impl Fn() -> I,
+) -> bool {
+    let led_there = leader == Some(node);
+    let follower_there = restarted && leads_here && members().into_iter().any(|n| n == node && n != me);
+    led_there || follower_there
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_quiesced_group_with_nothing_pending_leaves_the_tick_set() {
+        assert!(leaves_tick_set(true, false, false));
+        assert!(!leaves_tick_set(false, false, false));
+        assert!(!leaves_tick_set(true, true, false), "a read or waiter needs its deadline");
+        assert!(!leaves_tick_set(true, false, true), "a leader re-sends its quiesce heartbeat");
+    }
+
+    #[test]
+    fn a_node_down_wakes_the_groups_led_there() {
+        let members = || vec![1, 2, 3];
+        // Follower here (node 1), leader on node 2 which went down.
+        assert!(liveness_concerns(2, false, 1, Some(2), false, members));
+        // Leader elsewhere: not concerned.
+        assert!(!liveness_concerns(2, false, 1, Some(3), false, members));
+        // Led here with a follower on the node that went down: its own ticks notice.
+        assert!(!liveness_concerns(2, false, 1, Some(1), true, members));
+    }
+
+    #[test]
+    fn a_restart_also_wakes_the_groups_led_here_with_a_member_there() {
+        let members = || vec![1, 2, 3];
+        assert!(liveness_concerns(2, true, 1, Some(1), true, members));
+        // No member on the restarted node.
+        assert!(!liveness_concerns(4, true, 1, Some(1), true, members));
+        // Not the leader: a follower's leader is elsewhere.
+        assert!(!liveness_concerns(2, true, 1, Some(3), false, members));
     }
 }
