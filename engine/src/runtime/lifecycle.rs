@@ -151,14 +151,7 @@ impl Worker {
     /// a leader (append, heartbeat or snapshot), names a replica id newer than any
     /// tombstone of the group here.
     fn maybe_create(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
-        let from_leader = matches!(
-            m.body,
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)
-        );
-        if !from_leader || m.to == 0 || self.failed || self.stopping {
-            return false;
-        }
-        if self.tombstones.get(&group).is_some_and(|&t| m.to <= t) {
+        if self.failed || self.stopping || !creates_replica(m, self.tombstones.get(&group).copied()) {
             return false;
         }
         if self.created_this_tick >= MAX_CREATES_PER_TICK {
@@ -317,5 +310,57 @@ impl Worker {
             }
             None => done.complete(Err(ProposeError::GroupNotFound(group))),
         }
+    }
+}
+
+/// Whether message `m` for a group not hosted here creates a replica: it comes from a
+/// leader (append, heartbeat or snapshot) and names a replica id newer than the group's
+/// `tombstone` here, if any (a destroyed replica is never recreated).
+fn creates_replica(m: &Message, tombstone: Option<ReplicaId>) -> bool {
+    let from_leader = matches!(
+        m.body,
+        MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::SnapshotChunk(_)
+    );
+    from_leader && m.to != 0 && !tombstone.is_some_and(|t| m.to <= t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(to: ReplicaId, body: MessageBody) -> Message {
+        Message { from: 1, to, term: 3, body }
+    }
+
+    fn heartbeat(to: ReplicaId) -> Message {
+        msg(to, MessageBody::Heartbeat { commit: 0, round: 1, quiesce: false })
+    }
+
+    #[test]
+    fn a_leaders_message_creates_the_replica_it_names() {
+        let append = MessageBody::Append { prev_index: 0, prev_term: 0, entries: Vec::new(), commit: 0 };
+        assert!(creates_replica(&msg(4, append), None));
+        assert!(creates_replica(&heartbeat(4), None));
+    }
+
+    #[test]
+    fn other_messages_and_unnamed_replicas_create_nothing() {
+        let vote = MessageBody::RequestVote {
+            pre_vote: true,
+            last_index: 9,
+            last_term: 2,
+            transfer: false,
+            commit: 0,
+            commit_term: 0,
+        };
+        assert!(!creates_replica(&msg(4, vote), None));
+        assert!(!creates_replica(&heartbeat(0), None));
+    }
+
+    #[test]
+    fn a_destroyed_replica_is_never_recreated() {
+        assert!(!creates_replica(&heartbeat(4), Some(4)));
+        assert!(!creates_replica(&heartbeat(3), Some(4)));
+        assert!(creates_replica(&heartbeat(5), Some(4)));
     }
 }
