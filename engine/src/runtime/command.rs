@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
-use super::Completer;
+use super::pending::Completer;
 use crate::api::{
     CreateGroupError, GroupStatus, MembershipChange, MembershipError, ProposeError, ReadError, StateMachine,
     TransferError,

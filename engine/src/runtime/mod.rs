@@ -1,17 +1,16 @@
 //! The multi-raft runtime: thread-per-core workers that own their groups outright, the
 //! network thread that owns the [`Transport`], and the commands between them.
 //!
-//! Owns threads, mailboxes (crossbeam channels), routing (group -> worker by id) and
-//! recovery at start. Its public [`waiters`] module holds the outcome rules of proposals
-//! and membership changes (the core simulator uses it too). Each worker runs the ready loop of its groups (see `worker`). Never
-//! shares Raft state between threads: a group is touched only by its worker; the only
-//! shared objects are the WAL (thread-safe), counters and flags.
+//! This file owns the [`Runtime`] handle: it starts the threads (after recovery,
+//! `recovery`), routes each request to the worker that owns its group (`route`) through
+//! a bounded mailbox, gathers status and metrics, and stops everything. Never shares
+//! Raft state between threads: a group is touched only by its worker; the only shared
+//! objects are the WAL (thread-safe), counters and flags (`shared`).
 //!
-//! The network thread polls the transport (which is `Send` but not `Sync`) without waiting,
-//! and when nothing arrived sleeps on the queue of batches the workers queued together with
-//! the transport's event signal (`Transport::event_signal`): outgoing batches leave at
-//! once, arriving ones wake it, and an idle node's network thread sleeps. A transport with
-//! no signal is polled every 200 µs instead.
+//! Where things are: the commands (`command`); the network thread (`net_loop`); a worker's
+//! loop and turn (`worker`, which lists the files of each concern of the turn); the apply
+//! thread (`apply`); the outcome rules of proposals and membership changes, public for the
+//! core simulator ([`waiters`]).
 
 mod apply;
 mod apply_hold;
@@ -54,11 +53,12 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use flotilla_wal::Wal;
 
-pub(crate) use command::{Cmd, NetCmd};
+use command::{Cmd, NetCmd};
+// `Completer` is re-exported for `removal` and `waiters`, which import it from here.
 pub(crate) use pending::{pending, Completer};
 pub use pending::{Abandoned, Pending};
-pub(crate) use route::route;
-pub(crate) use shared::{Counters, Shared, WorkerGauges};
+use route::route;
+use shared::{Counters, Shared, WorkerGauges};
 
 use crate::api::{
     BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, MembershipProposal,

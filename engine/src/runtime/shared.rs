@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use flotilla_wal::Wal;
 
-use super::{Cmd, NetCmd};
+use super::command::{Cmd, NetCmd};
 #[cfg(doc)]
 use crate::api::Metrics;
 use crate::api::{BusyReason, StateMachineFactory, ValidEngineConfig};
