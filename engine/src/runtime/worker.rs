@@ -339,6 +339,9 @@ pub(crate) struct Worker {
     /// Removal records confirmed by the removed replicas' nodes, to forget (proposed as
     /// `ChangeKind::Forget` on the next tick by the groups led here).
     forget: HashMap<u64, Vec<Replica>>,
+    /// Groups whose tombstone record is in `batch` (not yet submitted): they join
+    /// `tombstones_unsynced` with the sequence number `submit` gives that write.
+    tombstones_in_batch: Vec<u64>,
     touched: Vec<u64>,
     outbox: Outbox,
     inflight: VecDeque<Inflight>,
@@ -411,6 +414,7 @@ impl Worker {
             tombstones: rec.tombstones,
             tombstones_unsynced: HashMap::new(),
             forget: HashMap::new(),
+            tombstones_in_batch: Vec::new(),
             touched,
             outbox: Outbox::new(hb.into()),
             inflight: VecDeque::new(),
@@ -697,7 +701,7 @@ impl Worker {
                 );
                 self.batch.set_meta(group, &GroupMeta::Tombstone { replica }.encode());
                 self.tombstones.insert(group, replica);
-                self.tombstones_unsynced.insert(group, self.next_write);
+                self.tombstones_in_batch.push(group);
             }
             gc::Verdict::Ignore => {
                 log::debug!(
@@ -1634,7 +1638,7 @@ impl Worker {
         self.batch.remove_group(gid);
         self.batch.set_meta(gid, &GroupMeta::Tombstone { replica: g.raft.id() }.encode());
         self.tombstones.insert(gid, g.raft.id());
-        self.tombstones_unsynced.insert(gid, self.next_write);
+        self.tombstones_in_batch.push(gid);
         self.prune.push((gid, g.raft.id(), u64::MAX));
         self.outbox.forget_group(gid);
         self.active.remove(&gid);
@@ -1691,6 +1695,7 @@ impl Worker {
             self.batch = WriteBatch::new();
             self.after.clear();
             self.prune.clear();
+            self.tombstones_in_batch.clear();
             return;
         }
         let batch = std::mem::take(&mut self.batch);
@@ -1718,6 +1723,9 @@ impl Worker {
         if ticket.is_some() || !after.is_empty() {
             let seq = self.next_write;
             self.next_write += 1;
+            for g in self.tombstones_in_batch.drain(..) {
+                self.tombstones_unsynced.insert(g, seq);
+            }
             self.inflight.push_back(Inflight { ticket, after, prune, bytes, seq, creates: Vec::new() });
         }
         // Writes that need nothing durable complete at once (in order).
