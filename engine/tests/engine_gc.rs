@@ -109,6 +109,7 @@ fn quiesced_follower_removed_while_cut_off_is_destroyed_after_leader_change() {
         assert!(Instant::now() < deadline, "node 3's workers stopped ticking");
         std::thread::sleep(Duration::from_millis(5));
     }
+    eprintln!("node 3's replica destroyed {} ticks after the heal (bound {bound})", ticks(&c, 3) - t0);
     let m3 = c.engine(3).metrics();
     assert_eq!(m3.replicas_destroyed, 1);
     assert_eq!(m3.liveness_wakes, wakes_before, "a liveness event woke the replica");
@@ -174,6 +175,7 @@ fn leader_resends_tombstones_until_the_removed_replica_confirms() {
         assert!(Instant::now() < deadline, "node 3's workers stopped ticking");
         std::thread::sleep(Duration::from_millis(5));
     }
+    eprintln!("node 3's replica destroyed {} ticks after tombstones pass (bound {bound})", ticks(&c, 3) - t0);
     assert_eq!(c.engine(3).metrics().replicas_destroyed, 1);
     assert!(c.engine(2).metrics().tombstones_resent >= 1, "the new leader re-sent the tombstone");
     // Node 3's confirmations are lost: the record stays, and leaders keep re-sending.
@@ -185,10 +187,12 @@ fn leader_resends_tombstones_until_the_removed_replica_confirms() {
     }
 
     c.fault.heal();
+    let t_heal = ticks(&c, 2);
     wait_until("the removal record forgotten on nodes 1 and 2", || {
         [1, 2].iter().all(|&n| removed(&c, n, g).is_empty())
     });
     assert_eq!(c.engine(2).metrics().removals_confirmed, 1);
+    eprintln!("removal record forgotten {} ticks after the heal", ticks(&c, 2) - t_heal);
     assert!(c.engine(3).group_status(g).is_none(), "node 3 never recreates the replica");
     c.propose(g, b"c");
     c.wait_converged(g, &[1, 2], 3, LONG);

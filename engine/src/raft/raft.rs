@@ -1,7 +1,8 @@
 //! [`Raft`]: the protocol rules of one replica (Raft paper §5, thesis §3-§6, §9.6, §10.2.1).
 //!
-//! Owns roles, terms and votes, the leader's replication bookkeeping, membership, leadership
-//! transfer, ReadIndex and snapshots. Never performs I/O, reads a clock or spawns a thread:
+//! Owns roles, terms and votes, elections, log replication's follower side, membership,
+//! leadership transfer and snapshots; its child modules hold the leader's progress
+//! tracking (`tracker.rs`), reads (`read_only.rs`) and quiescence (`quiesce.rs`). Never performs I/O, reads a clock or spawns a thread:
 //! every effect leaves through [`Ready`]. Time enters as inputs: [`Raft::tick`] drives
 //! elections and heartbeats, and [`Raft::set_now`] gives the clock that lease reads are
 //! measured with (a replica that misses ticks while stalled still sees its lease expire).
@@ -24,6 +25,12 @@ use super::rng::SplitMix64;
 use super::status::{FollowerStatus, Stats, Status};
 use super::storage::{LogStore, StorageError};
 use super::types::{Replica, ReplicaId, Role, NO_REPLICA};
+
+mod quiesce;
+mod read_only;
+mod tracker;
+
+use read_only::{Reads, ROUND_HISTORY};
 
 #[cfg(feature = "mutants")]
 use super::config::Mutant;
@@ -48,60 +55,12 @@ struct PartialSnapshot {
     data: Vec<u8>,
 }
 
-/// A ReadIndex request waiting for its heartbeat round to be confirmed by a quorum.
-#[derive(Debug, Clone, Copy)]
-struct PendingRead {
-    /// The replica that asked (this leader, or a follower that forwarded the read).
-    from: ReplicaId,
-    ctx: u64,
-    index: u64,
-    round: u64,
-}
-
-/// The ReadIndex queues of a replica (boxed in [`Raft`]: most replicas are idle).
-#[derive(Debug, Default)]
-struct Reads {
-    /// Heartbeat rounds sent and the time (`Raft::set_now`) each went (lease reads
-    /// only; rounds sent before the clock was first set are not recorded).
-    round_sent: VecDeque<(u64, u64)>,
-    /// Reads that wait for this leader's first commit in its term.
-    waiting_commit: Vec<(ReplicaId, u64)>,
-    /// Reads this follower forwarded to its leader and not yet answered (bounded; only
-    /// answers to these are released).
-    forwarded: VecDeque<u64>,
-    /// Reads waiting for their heartbeat round to be confirmed.
-    pending: VecDeque<PendingRead>,
-    /// This leader's own reads accepted under a lease, waiting for applied to reach their
-    /// index: the lease is checked again when they are answered (`answer_lease_reads`).
-    lease_waiting: VecDeque<PendingRead>,
-    /// Reads released, for the next `Ready`.
-    states: Vec<ReadState>,
-}
-
-impl Reads {
-    /// Whether no read waits for anything.
-    fn is_idle(&self) -> bool {
-        self.waiting_commit.is_empty()
-            && self.forwarded.is_empty()
-            && self.pending.is_empty()
-            && self.lease_waiting.is_empty()
-            && self.states.is_empty()
-    }
-}
-
 /// Terms at or above this are refused: no group gets anywhere near, and refusing them keeps
 /// `term + 1` from overflowing however a message lies.
 const MAX_TERM: u64 = u64::MAX / 2;
 
 /// Log indexes at or above this are refused, for the same reason.
 const MAX_INDEX: u64 = u64::MAX / 2;
-
-/// How many forwarded reads a follower remembers; older ones are given up (their callers
-/// time out).
-const MAX_FORWARDED_READS: usize = 4096;
-
-/// How many sent heartbeat rounds are remembered for lease bookkeeping.
-const ROUND_HISTORY: usize = 64;
 
 /// The Raft state machine of one replica of one group.
 pub struct Raft<S> {
@@ -397,14 +356,6 @@ impl<S: LogStore> Raft<S> {
         self.log.term(self.log.committed).map(|t| t == self.term).unwrap_or(false)
     }
 
-    fn progress_mut(&mut self, id: ReplicaId) -> Option<&mut Progress> {
-        self.progress.iter_mut().find(|(i, _)| *i == id).map(|(_, p)| p)
-    }
-
-    fn progress(&self, id: ReplicaId) -> Option<&Progress> {
-        self.progress.iter().find(|(i, _)| *i == id).map(|(_, p)| p)
-    }
-
     // ----------------------------------------------------------------------------------
     // Sending
     // ----------------------------------------------------------------------------------
@@ -478,25 +429,6 @@ impl<S: LogStore> Raft<S> {
         self.role = Role::Follower;
         self.leader = leader;
         self.progress = Vec::new();
-    }
-
-    /// The leader's progress of every member, fresh (Raft §5.3: nextIndex = last + 1).
-    fn rebuild_progress(&mut self) {
-        let next = self.log.last_index() + 1;
-        let stable = self.log.stable_index();
-        let me = self.id;
-        self.progress = self
-            .conf
-            .members()
-            .iter()
-            .map(|m| {
-                let mut p = Progress::new(next);
-                if m.id == me {
-                    p.matched = stable;
-                }
-                (m.id, p)
-            })
-            .collect();
     }
 
     fn become_pre_candidate(&mut self) {
@@ -620,14 +552,6 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
-    /// Whether this leader holds its lease now (LeaseBased reads, no transfer under way,
-    /// the clock set and before the lease's end).
-    fn lease_valid(&self) -> bool {
-        self.cfg.read_mode == ReadMode::LeaseBased
-            && self.transferee == NO_REPLICA
-            && self.now.is_some_and(|now| now < self.lease_until)
-    }
-
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.cfg.election_timeout_min_ticks {
@@ -687,232 +611,8 @@ impl<S: LogStore> Raft<S> {
     }
 
     // ----------------------------------------------------------------------------------
-    // Quiescence
+    // Starting elections (quiescence: `quiesce.rs`)
     // ----------------------------------------------------------------------------------
-
-    /// Whether this replica is quiesced: an idle group whose leader saw every member
-    /// acknowledge the final commit index stops heartbeating and timing out. The runtime
-    /// need not tick a quiesced replica; it credits the wall ticks that passed with
-    /// [`Raft::advance_idle`] before its next input (lazily). Any proposal, read, transfer,
-    /// membership change or message (other than the leader's repeated quiesce) wakes it.
-    pub fn is_quiesced(&self) -> bool {
-        self.quiesced
-    }
-
-    /// Credits `ticks` wall ticks that passed while quiesced without [`Raft::tick`] being
-    /// called. A follower keeps them as silence from its leader, counted on its election
-    /// timer only if a liveness wake ([`Raft::wake`]) follows: the leader's node went down
-    /// or restarted, so the silence is real and it must grant votes. Any other wake (a
-    /// message, a local input) drops them: a quiesced leader is silent by design, so a
-    /// follower that merely slept still holds its CheckQuorum lease and ignores a stray
-    /// PreVote (thesis §4.2.3, §9.6). A leader whose quiesce heartbeat some member has not
-    /// acknowledged re-sends it on every one of these ticks (see
-    /// [`Raft::awaiting_quiesce_acks`]). Ignored unless quiesced.
-    pub fn advance_idle(&mut self, ticks: u64) {
-        if self.quiesced {
-            self.idle_ticks(ticks);
-        }
-    }
-
-    fn idle_ticks(&mut self, ticks: u64) {
-        if self.role == Role::Leader {
-            self.resend_quiesce(ticks);
-        } else {
-            self.idle_credit = self.idle_credit.saturating_add(ticks);
-        }
-    }
-
-    /// Counts `ticks` of silence from the leader on a follower's election timer (up to the
-    /// minimum election timeout, the most that matters: past it, it grants votes).
-    fn credit_silence(&mut self, ticks: u64) {
-        if self.role != Role::Leader {
-            let cap = self.cfg.election_timeout_min_ticks;
-            let t = u32::try_from(ticks).unwrap_or(u32::MAX);
-            self.election_elapsed =
-                self.election_elapsed.saturating_add(t).min(cap.max(self.election_elapsed));
-            if self.election_elapsed >= cap {
-                self.startup_lease = false;
-            }
-        }
-    }
-
-    /// Whether this quiesced leader still waits for a member to acknowledge its quiesce
-    /// heartbeat: it re-sends the heartbeat to those every tick from one heartbeat interval
-    /// after quiescing (an answer takes less; a member that missed it times out a minimum
-    /// election timeout after the last heartbeat it got, so every try counts), for up to a
-    /// maximum election timeout (a member that heard none of them campaigns, which wakes
-    /// the group). The runtime keeps ticking (crediting) such a group meanwhile.
-    pub fn awaiting_quiesce_acks(&self) -> bool {
-        self.quiesced
-            && self.role == Role::Leader
-            && self.quiesce_age < self.cfg.election_timeout_max_ticks
-            && self.progress.iter().any(|(id, p)| *id != self.id && p.acked_round < self.round)
-    }
-
-    fn resend_quiesce(&mut self, ticks: u64) {
-        if !self.awaiting_quiesce_acks() {
-            return;
-        }
-        let t = u32::try_from(ticks).unwrap_or(u32::MAX);
-        self.quiesce_age = self.quiesce_age.saturating_add(t);
-        // The first heartbeat interval leaves time for the acknowledgements to come back.
-        if self.quiesce_age < self.cfg.heartbeat_interval_ticks
-            || self.quiesce_age >= self.cfg.election_timeout_max_ticks
-        {
-            return;
-        }
-        let (commit, round, me) = (self.log.committed, self.round, self.id);
-        let unacked: Vec<ReplicaId> = self
-            .progress
-            .iter()
-            .filter(|(id, p)| *id != me && p.acked_round < round)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in unacked {
-            self.stats.quiesce_resends += 1;
-            self.send(id, MessageBody::Heartbeat { commit, round, quiesce: true });
-        }
-    }
-
-    /// A member's acknowledgement of the quiesce heartbeat (its round, this term): taken
-    /// by a quiesced leader without waking. Any other answer (the wake-up ping has round 0)
-    /// wakes it.
-    fn take_quiesce_ack(&mut self, m: &Message) -> bool {
-        let MessageBody::HeartbeatResponse { round } = m.body else { return false };
-        if self.role != Role::Leader || m.term != self.term || round == 0 || round != self.round {
-            return false;
-        }
-        match self.progress_mut(m.from) {
-            Some(p) => {
-                p.acked_round = p.acked_round.max(round);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Wakes a quiesced replica (the runtime: node liveness says its leader's node went
-    /// down or restarted, or another local reason). A follower asks its leader to wake too
-    /// and times out after a full randomized election timeout from now unless it hears
-    /// from it; a leader resumes heartbeats at once (see `wake_inner`). Ignored unless
-    /// quiesced. Credit the idle ticks with [`Raft::advance_idle`] first.
-    pub fn wake(&mut self) {
-        if self.quiesced {
-            // A liveness signal: the silence was real, count it (see `advance_idle`).
-            let silence = std::mem::take(&mut self.idle_credit);
-            self.credit_silence(silence);
-            self.wake_inner(true);
-        }
-    }
-
-    /// Wakes from quiescence. Leader: CheckQuorum activity starts afresh (every member
-    /// counts as heard from, and a full election timeout runs before the next check), any
-    /// lease is void (its ticks did not run while quiesced), and a heartbeat goes at once.
-    /// Follower: its election timer keeps the idle ticks credited (so it grants votes if
-    /// the leader was silent long enough) but it campaigns only after a full randomized
-    /// timeout from now; with `ping` it sends its leader a heartbeat answer (round 0) so a
-    /// quiesced leader wakes and heartbeats before that.
-    fn wake_inner(&mut self, ping: bool) {
-        self.quiesced = false;
-        self.quiesce_round = 0;
-        self.idle_credit = 0;
-        self.stats.wakes += 1;
-        if self.role == Role::Leader {
-            self.election_elapsed = 0;
-            self.heartbeat_elapsed = 0;
-            for (_, p) in &mut self.progress {
-                p.recent_active = true;
-            }
-            self.lease_until = 0;
-            self.need_heartbeat = true;
-            return;
-        }
-        let extra = self.rng.range(
-            u64::from(self.cfg.election_timeout_min_ticks),
-            u64::from(self.cfg.election_timeout_max_ticks),
-        ) as u32;
-        self.randomized_timeout = self.election_elapsed.saturating_add(extra);
-        if ping && self.leader != NO_REPLICA && self.leader != self.id {
-            let leader = self.leader;
-            self.send(leader, MessageBody::HeartbeatResponse { round: 0 });
-        }
-    }
-
-    fn roll_timeout(&mut self) {
-        self.randomized_timeout = self.rng.range(
-            u64::from(self.cfg.election_timeout_min_ticks),
-            u64::from(self.cfg.election_timeout_max_ticks),
-        ) as u32;
-    }
-
-    /// A leader may quiesce when everything is committed, applied and durable here, every
-    /// member (voters and learners) matches the last index and echoed a heartbeat round
-    /// that told it that index is committed, and nothing is pending: no membership change
-    /// (nor a joint configuration to leave), transfer, read, or snapshot.
-    fn can_quiesce(&self) -> bool {
-        let last = self.log.last_index();
-        if !self.cfg.quiesce
-            || self.role != Role::Leader
-            || !self.term_durable
-            || self.quiesce_round == 0
-            || self.quiesce_last != last
-            || self.log.committed != last
-            || self.log.applied != last
-            || self.log.stable_index() != last
-        {
-            return false;
-        }
-        if self.transferee != NO_REPLICA
-            || self.conf.is_joint()
-            || self.pending_conf_index > self.log.applied
-            || !self.conf.is_voter(self.id)
-            || !self.reads.as_ref().map_or(true, |r| r.is_idle())
-            || self.need_bcast
-            || self.snapshot_ready.is_some()
-        {
-            return false;
-        }
-        let me = self.id;
-        self.progress.iter().all(|(id, p)| {
-            *id == me
-                || (p.matched == last
-                    && p.acked_round >= self.quiesce_round
-                    && p.state != ProgressState::Snapshot
-                    && p.pending_snapshot == 0)
-        })
-    }
-
-    /// Returns the spare capacity of buffers an idle replica does not use, so a quiesced
-    /// group stays small (the runtime holds many).
-    fn shed_idle_memory(&mut self) {
-        self.votes = Vec::new();
-        if self.reads.as_ref().is_some_and(|r| r.is_idle()) {
-            // Only lease history left, void once woken anyway.
-            self.reads = None;
-        }
-        self.pending_conf_entries.shrink_to_fit();
-        self.conf_history.shrink_to_fit();
-        self.msgs_after_persist.shrink_to_fit();
-        for (_, p) in &mut self.progress {
-            p.inflights.shrink();
-        }
-        self.log.shrink();
-    }
-
-    /// Sends every member the quiesce heartbeat (commit = the last index) and stops.
-    fn quiesce_leader(&mut self) {
-        self.quiesced = true;
-        self.quiesce_age = 0;
-        self.stats.quiesces += 1;
-        self.shed_idle_memory();
-        self.round += 1;
-        let (commit, round) = (self.log.committed, self.round);
-        let ids: Vec<ReplicaId> =
-            self.progress.iter().map(|(id, _)| *id).filter(|&id| id != self.id).collect();
-        for id in ids {
-            self.send(id, MessageBody::Heartbeat { commit, round, quiesce: true });
-        }
-    }
 
     /// A new group's designated first leader: campaign now (a normal election; PreVote is
     /// skipped, as nobody has a leader yet). Ignored unless a follower that may vote.
@@ -930,28 +630,6 @@ impl<S: LogStore> Raft<S> {
             self.randomized_timeout =
                 self.randomized_timeout.saturating_add(self.cfg.election_timeout_max_ticks);
         }
-    }
-
-    /// The read queues, allocated on first use.
-    fn reads_mut(&mut self) -> &mut Reads {
-        self.reads.get_or_insert_with(Box::default)
-    }
-
-    /// A public input arrived while quiesced: wake (a follower also wakes its leader).
-    fn wake_for_input(&mut self) {
-        if self.quiesced {
-            self.wake_inner(true);
-        }
-    }
-
-    fn quorum_active(&self) -> bool {
-        vote_result(&self.conf, |id| {
-            if id == self.id {
-                Some(true)
-            } else {
-                Some(self.progress(id).map(|p| p.recent_active).unwrap_or(false))
-            }
-        }) == VoteResult::Won
     }
 
     /// Proposes application data. Returns the (index, term) the entry got; it is committed
@@ -1088,134 +766,6 @@ impl<S: LogStore> Raft<S> {
         self.lease_min_round = u64::MAX;
         self.stats.timeout_now_sent += 1;
         self.send(to, MessageBody::TimeoutNow);
-    }
-
-    /// Requests a linearizable read (thesis §6.4). `ctx` must be unique across the
-    /// replica's restarts too (an answer meant for an earlier life must not match a new
-    /// read); it comes back in a [`ReadState`] once
-    /// the leader has confirmed its leadership; serve the read once applied reaches its
-    /// index. On a follower or learner the request is forwarded to the known leader, whose
-    /// answer becomes the `ReadState` here (or never comes, if a message is lost or the
-    /// leadership changes: the runtime times the read out).
-    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadIndexError> {
-        self.wake_for_input();
-        if self.role != Role::Leader {
-            if self.role == Role::Follower && self.leader != NO_REPLICA {
-                self.stats.reads_forwarded += 1;
-                let r = self.reads_mut();
-                if r.forwarded.len() >= MAX_FORWARDED_READS {
-                    r.forwarded.pop_front();
-                }
-                r.forwarded.push_back(ctx);
-                let leader = self.leader;
-                self.send(leader, MessageBody::ReadIndex { ctx });
-                return Ok(());
-            }
-            return Err(ReadIndexError::NotLeader { leader_hint: self.leader_hint() });
-        }
-        self.accept_read(self.id, ctx);
-        Ok(())
-    }
-
-    fn accept_read(&mut self, from: ReplicaId, ctx: u64) {
-        if !self.committed_in_current_term() && !self.mutant(Mutant::ReadIndexWithoutTermCheck) {
-            // The commit index of an earlier term may be stale: wait for our no-op.
-            self.reads_mut().waiting_commit.push((from, ctx));
-            return;
-        }
-        self.start_read(from, ctx);
-    }
-
-    fn start_read(&mut self, from: ReplicaId, ctx: u64) {
-        let index = self.log.committed;
-        if self.lease_valid() {
-            if from == self.id && index > self.log.applied {
-                // Answered once applied reaches `index`, if the lease still holds then.
-                self.reads_mut().lease_waiting.push_back(PendingRead { from, ctx, index, round: 0 });
-                return;
-            }
-            // A follower's read is answered now: the follower serves it after its own
-            // apply, the lease cannot be checked there (another clock).
-            self.stats.lease_reads += 1;
-            self.release_read(from, ctx, index);
-            return;
-        }
-        self.read_by_round(from, ctx, index);
-    }
-
-    /// Queues a read for the next heartbeat round (sent after it arrived) to confirm.
-    fn read_by_round(&mut self, from: ReplicaId, ctx: u64, index: u64) {
-        let round = self.round + 1;
-        self.reads_mut().pending.push_back(PendingRead { from, ctx, index, round });
-        self.need_heartbeat = true;
-    }
-
-    /// Answers this leader's lease reads whose index applied has reached: served under
-    /// the lease if it still holds now (thesis §6.4.1: the lease is checked when the read
-    /// is answered, not when it was queued, so a leader stalled past its lease never
-    /// serves one), otherwise confirmed by a heartbeat round like any ReadIndex read.
-    fn answer_lease_reads(&mut self) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let applied = self.log.applied;
-        while let Some(r) = self.reads.as_ref().and_then(|q| q.lease_waiting.front().copied()) {
-            if r.index > applied {
-                break;
-            }
-            if let Some(q) = self.reads.as_mut() {
-                q.lease_waiting.pop_front();
-            }
-            if self.lease_valid() {
-                self.stats.lease_reads += 1;
-                self.release_read(r.from, r.ctx, r.index);
-            } else {
-                self.stats.lease_reads_expired += 1;
-                self.read_by_round(r.from, r.ctx, r.index);
-            }
-        }
-    }
-
-    fn release_read(&mut self, from: ReplicaId, ctx: u64, index: u64) {
-        self.stats.reads_served += 1;
-        if from == self.id {
-            self.reads_mut().states.push(ReadState { ctx, index });
-        } else {
-            self.send(from, MessageBody::ReadIndexResponse { ctx, index });
-        }
-    }
-
-    /// The runtime could not deliver messages to `to` (a send queue was full, the
-    /// connection was lost, the peer's node went down): a follower in Replicate state goes
-    /// back to Probe, so replication resumes from its match at the next answer instead of
-    /// waiting out a window of lost appends (etcd's ReportUnreachable).
-    pub fn report_unreachable(&mut self, to: ReplicaId) {
-        if self.role != Role::Leader {
-            return;
-        }
-        if let Some(p) = self.progress_mut(to) {
-            if p.state == ProgressState::Replicate {
-                p.become_probe();
-            }
-        }
-    }
-
-    /// The runtime finished (or failed) streaming the snapshot requested by a
-    /// [`MessageBody::SendSnapshot`] to `to`.
-    pub fn report_snapshot(&mut self, to: ReplicaId, success: bool) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let Some(p) = self.progress_mut(to) else { return };
-        if p.state != ProgressState::Snapshot {
-            return;
-        }
-        if !success {
-            p.pending_snapshot = 0;
-        }
-        p.become_probe();
-        // Wait for a heartbeat response (or the follower's answer) before probing.
-        p.probe_sent = true;
     }
 
     /// Compacts the log up to `index` (at most the applied index): the application took a
@@ -1724,18 +1274,6 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
-    /// Whether a follower told by its leader that the group quiesced at `commit` may stop
-    /// too: it knows `commit` is committed and waits for nothing (a snapshot stream, a
-    /// forwarded read).
-    fn may_follow_quiesce(&mut self, commit: u64) -> bool {
-        self.log.commit_to(commit);
-        self.cfg.quiesce
-            && self.role == Role::Follower
-            && self.log.committed == commit
-            && self.snapshot_recv.is_none()
-            && self.reads.as_ref().map_or(true, |r| r.forwarded.is_empty())
-    }
-
     fn handle_heartbeat(&mut self, from: ReplicaId, commit: u64, round: u64) {
         self.log.commit_to(commit);
         self.send(from, MessageBody::HeartbeatResponse { round });
@@ -1804,228 +1342,6 @@ impl<S: LogStore> Raft<S> {
         self.set_conf(meta.conf.clone());
         self.snapshot_ready = Some(Box::new(Snapshot { meta, data }));
         self.send(from, MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 });
-    }
-
-    // ----------------------------------------------------------------------------------
-    // Leader replication
-    // ----------------------------------------------------------------------------------
-
-    fn handle_append_response(
-        &mut self,
-        from: ReplicaId,
-        index: u64,
-        reject: bool,
-        reject_hint: u64,
-        hint_term: u64,
-    ) {
-        let next_probe = if reject && hint_term > 0 {
-            self.log.find_conflict_by_term(reject_hint, hint_term).0
-        } else {
-            reject_hint
-        };
-        let first_index = self.log.first_index();
-        let last_index = self.log.last_index();
-        let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
-        let Some(p) = self.progress_mut(from) else { return };
-        p.recent_active = true;
-        if reject {
-            if p.maybe_decr_to(index, next_probe) {
-                if p.state == ProgressState::Replicate {
-                    p.become_probe();
-                }
-                self.maybe_send_append(from, true);
-            }
-            return;
-        }
-        let was_paused = p.is_paused(max_msgs, max_bytes);
-        if !p.maybe_update(index) {
-            return;
-        }
-        match p.state {
-            ProgressState::Probe => p.become_replicate(),
-            ProgressState::Snapshot => {
-                // The follower caught up (from the snapshot or otherwise).
-                if p.matched + 1 >= first_index {
-                    p.become_probe();
-                    p.become_replicate();
-                }
-            }
-            ProgressState::Replicate => p.inflights.free_to(index),
-        }
-        let matched = p.matched;
-        if self.maybe_commit() {
-            self.need_bcast = true;
-        } else if was_paused {
-            self.maybe_send_append(from, false);
-        }
-        // Fill the window with whatever is left to send.
-        for _ in 0..self.cfg.max_inflight_msgs {
-            if !self.maybe_send_append(from, false) {
-                break;
-            }
-        }
-        if from == self.transferee && matched == last_index {
-            self.send_timeout_now(from);
-            if !self.conf.is_voter(self.id) && self.cfg.step_down_on_removal {
-                // A removed leader's successor is caught up (see `leave_leadership`).
-                self.become_follower(self.term, NO_REPLICA);
-            }
-        }
-    }
-
-    /// Recomputes the commit index from the quorum's match. Only an entry of the current
-    /// term commits by counting replicas (Raft §5.4.2, Figure 8).
-    fn maybe_commit(&mut self) -> bool {
-        let mci = joint_value(&self.conf, |id| self.progress(id).map(|p| p.matched).unwrap_or(0));
-        if mci == u64::MAX || mci <= self.log.committed {
-            return false;
-        }
-        let term_ok = self.log.term(mci).map(|t| t == self.term).unwrap_or(false);
-        if !term_ok && !self.mutant(Mutant::CommitWithoutTermCheck) {
-            return false;
-        }
-        let was_current = self.committed_in_current_term();
-        self.log.commit_to(mci);
-        if !was_current && self.committed_in_current_term() {
-            // Reads that arrived before our term's first commit may proceed (thesis §6.4).
-            let waiting =
-                self.reads.as_mut().map(|r| std::mem::take(&mut r.waiting_commit)).unwrap_or_default();
-            for (from, ctx) in waiting {
-                self.start_read(from, ctx);
-            }
-        }
-        true
-    }
-
-    fn bcast_append(&mut self) {
-        let ids: Vec<ReplicaId> =
-            self.progress.iter().map(|(id, _)| *id).filter(|&id| id != self.id).collect();
-        for id in ids {
-            self.maybe_send_append(id, true);
-        }
-    }
-
-    /// Sends the follower what it lacks, or a snapshot when that is compacted away.
-    /// Returns whether a message was sent.
-    fn maybe_send_append(&mut self, to: ReplicaId, send_if_empty: bool) -> bool {
-        let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
-        let Some(p) = self.progress(to) else { return false };
-        if p.is_paused(max_msgs, max_bytes) {
-            return false;
-        }
-        let next = p.next;
-        let recent_active = p.recent_active;
-        let last = self.log.last_index();
-        let prev_index = next - 1;
-        let prev_term = self.log.term(prev_index);
-        let entries = if next <= last {
-            self.log.entries(next, last + 1, self.cfg.max_append_bytes)
-        } else {
-            Ok(Vec::new())
-        };
-        let (prev_term, entries) = match (prev_term, entries) {
-            (Ok(t), Ok(e)) => (t, e),
-            (Err(StorageError::Compacted(_)), _) | (_, Err(StorageError::Compacted(_))) => {
-                // The follower is behind the compaction point: it needs the snapshot.
-                if !recent_active {
-                    return false;
-                }
-                let meta = self.log.snap.clone();
-                let Some(p) = self.progress_mut(to) else { return false };
-                p.become_snapshot(meta.index);
-                self.stats.snapshots_sent += 1;
-                self.send(to, MessageBody::SendSnapshot { meta });
-                return true;
-            }
-            _ => return false,
-        };
-        if entries.is_empty() && !send_if_empty {
-            return false;
-        }
-        let bytes: u64 = entries.iter().map(|e| e.size() as u64).sum();
-        let last_sent = entries.last().map(|e| e.index);
-        let commit = self.log.committed;
-        let Some(p) = self.progress_mut(to) else { return false };
-        p.sent_entries(last_sent, bytes);
-        self.send(to, MessageBody::Append { prev_index, prev_term, entries, commit });
-        true
-    }
-
-    fn bcast_heartbeat(&mut self) {
-        self.round += 1;
-        if let (ReadMode::LeaseBased, Some(now)) = (self.cfg.read_mode, self.now) {
-            // Only leases need to know when each round went out.
-            let round = self.round;
-            let r = self.reads_mut();
-            r.round_sent.push_back((round, now));
-            if r.round_sent.len() > ROUND_HISTORY {
-                r.round_sent.pop_front();
-            }
-        }
-        let committed = self.log.committed;
-        let unclamped = self.mutant(Mutant::HeartbeatCommitUnclamped);
-        let targets: Vec<(ReplicaId, u64)> = self
-            .progress
-            .iter()
-            .filter(|(id, _)| *id != self.id)
-            .map(|(id, p)| (*id, if unclamped { committed } else { committed.min(p.matched) }))
-            .collect();
-        let round = self.round;
-        let last = self.log.last_index();
-        if committed == last && targets.iter().all(|&(_, c)| c == last) {
-            // This round tells every member that `last` is committed: once all echo it (or
-            // a later round), the group may quiesce (`can_quiesce`).
-            if self.quiesce_round == 0 || self.quiesce_last != last {
-                self.quiesce_round = round;
-                self.quiesce_last = last;
-            }
-        } else {
-            self.quiesce_round = 0;
-        }
-        for (id, commit) in targets {
-            self.send(id, MessageBody::Heartbeat { commit, round, quiesce: false });
-        }
-    }
-
-    /// Releases reads whose heartbeat round a quorum has echoed, and extends the lease.
-    fn process_reads(&mut self) {
-        if self.role != Role::Leader {
-            return;
-        }
-        let me = self.id;
-        let round = self.round;
-        let confirmed = joint_value(&self.conf, |id| {
-            if id == me {
-                round
-            } else {
-                self.progress(id).map(|p| p.acked_round).unwrap_or(0)
-            }
-        });
-        if confirmed == u64::MAX {
-            return;
-        }
-        if self.cfg.read_mode == ReadMode::LeaseBased
-            && self.transferee == NO_REPLICA
-            && confirmed > self.lease_min_round
-        {
-            let sent = self
-                .reads
-                .as_ref()
-                .and_then(|q| q.round_sent.iter().find(|(r, _)| *r == confirmed).map(|&(_, t)| t));
-            if let Some(sent) = sent {
-                let lease = self.cfg.lease_nanos();
-                self.lease_until = self.lease_until.max(sent.saturating_add(lease));
-            }
-        }
-        while let Some(r) = self.reads.as_ref().and_then(|q| q.pending.front().copied()) {
-            if r.round > confirmed {
-                break;
-            }
-            if let Some(q) = self.reads.as_mut() {
-                q.pending.pop_front();
-            }
-            self.release_read(r.from, r.ctx, r.index);
-        }
     }
 
     // ----------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ impl Worker {
         if todo.is_empty() {
             return;
         }
-        if let Err((e, todo)) = self.writes.submit_creates(&self.sh.wal, batch, todo) {
+        if let Err((e, todo)) = self.writes.submit_creates(&self.sh.wal, &self.sh.counters, batch, todo) {
             log::error!("flotilla: wal write creating groups failed: {e}");
             self.storage_failed();
             for c in todo {

@@ -54,8 +54,7 @@ use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use flotilla_wal::Wal;
 
 use command::{Cmd, NetCmd};
-// `Completer` is re-exported for `removal` and `waiters`, which import it from here.
-pub(crate) use pending::{pending, Completer};
+pub(crate) use pending::pending;
 pub use pending::{Abandoned, Pending};
 use route::route;
 use shared::{Counters, Shared, WorkerGauges};

@@ -17,7 +17,7 @@ use crate::api::{MembershipError, MembershipProposal};
 use crate::raft::conf::{ChangeKind, ConfChange, ConfState};
 use crate::raft::types::{NodeId, Replica, Role};
 
-use super::Completer;
+use super::pending::Completer;
 
 /// One voter removal in progress: its demotion is proposed, the removal of the learner
 /// not yet.

@@ -144,14 +144,21 @@ impl WritePipeline {
         Ok(())
     }
 
-    /// Submits `batch`, the founding writes of `creates`, as its own write. On a refusal
-    /// hands `creates` back.
+    /// Submits `batch`, the founding writes of `creates`, as its own write. The batch
+    /// being built goes first: its records were promised [`WritePipeline::next_seq`], so
+    /// the founding write must not take that number. On a refusal hands `creates` back.
     pub(super) fn submit_creates(
         &mut self,
         wal: &Wal,
+        counters: &Counters,
         batch: WriteBatch,
         creates: Vec<PendingCreate>,
     ) -> Result<(), (WriteError, Vec<PendingCreate>)> {
+        if !self.batch.is_empty() || !self.after.is_empty() {
+            if let Err(e) = self.submit(wal, counters) {
+                return Err((e, creates));
+            }
+        }
         let bytes = batch.encoded_len() as u64;
         match wal.submit(batch) {
             Ok(ticket) => {
@@ -277,6 +284,33 @@ mod tests {
             Some(Err(e)) => panic!("write failed: {e}"),
             None => assert!(p.oldest_ticket().is_some(), "the oldest write is the ticketed one"),
         }
+    }
+
+    #[test]
+    fn a_record_in_the_batch_is_durable_with_the_number_promised_even_behind_founding_writes() {
+        // A tombstone (or a snapshot's log reset) added to the batch is durable with
+        // `next_seq()` as read when it was added; a founding write submitted before the
+        // batch must not take that number (it would let the tombstone's ack out early).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = wal(dir.path());
+        let counters = Counters::default();
+        let mut p = WritePipeline::new();
+        write(&mut p, 7, 1);
+        let promised = p.next_seq();
+        let mut founding = WriteBatch::new();
+        founding.add_entry(9, 1, 1, b"founding");
+        p.submit_creates(&wal, &counters, founding, Vec::new()).map_err(|(e, _)| e).expect("submit");
+        p.submit(&wal, &counters).expect("submit");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while seen.len() < 2 && std::time::Instant::now() < deadline {
+            match p.poll_durable() {
+                Some(Ok(f)) => seen.push((f.seq, f.after.iter().map(|a| a.0).collect::<Vec<_>>())),
+                Some(Err(e)) => panic!("write failed: {e}"),
+                None => std::thread::yield_now(),
+            }
+        }
+        assert_eq!(seen.first(), Some(&(promised, vec![7])), "writes seen: {seen:?}");
     }
 
     #[test]

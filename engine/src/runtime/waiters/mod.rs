@@ -40,7 +40,7 @@ use bytes::Bytes;
 use crate::api::{MembershipError, ProposeError};
 use crate::raft::message::Entry;
 
-use super::Completer;
+use super::pending::Completer;
 
 pub mod reads;
 pub use reads::{ReadDone, ReadWaiters};

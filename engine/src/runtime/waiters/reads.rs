@@ -15,7 +15,7 @@
 
 use crate::api::ReadError;
 
-use super::super::Completer;
+use super::super::pending::Completer;
 
 /// A read's completion handle: told the result exactly once (consumed).
 pub trait ReadDone {

@@ -1,0 +1,207 @@
+//! Linearizable reads of one replica (Raft thesis §6.4): ReadIndex requests and their
+//! heartbeat rounds, reads forwarded by followers, and lease reads (`ReadMode::LeaseBased`,
+//! measured on the clock of `Raft::set_now`), up to the `ReadState`s of a `Ready`.
+//!
+//! Owns the read queues ([`Reads`]) and the `Raft` methods that fill and release them.
+//! Never appends to the log and never changes the term.
+
+use super::*;
+
+/// A ReadIndex request waiting for its heartbeat round to be confirmed by a quorum.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PendingRead {
+    /// The replica that asked (this leader, or a follower that forwarded the read).
+    pub(super) from: ReplicaId,
+    pub(super) ctx: u64,
+    pub(super) index: u64,
+    pub(super) round: u64,
+}
+
+/// The ReadIndex queues of a replica (boxed in [`Raft`]: most replicas are idle).
+#[derive(Debug, Default)]
+pub(super) struct Reads {
+    /// Heartbeat rounds sent and the time (`Raft::set_now`) each went (lease reads
+    /// only; rounds sent before the clock was first set are not recorded).
+    pub(super) round_sent: VecDeque<(u64, u64)>,
+    /// Reads that wait for this leader's first commit in its term.
+    pub(super) waiting_commit: Vec<(ReplicaId, u64)>,
+    /// Reads this follower forwarded to its leader and not yet answered (bounded; only
+    /// answers to these are released).
+    pub(super) forwarded: VecDeque<u64>,
+    /// Reads waiting for their heartbeat round to be confirmed.
+    pub(super) pending: VecDeque<PendingRead>,
+    /// This leader's own reads accepted under a lease, waiting for applied to reach their
+    /// index: the lease is checked again when they are answered (`answer_lease_reads`).
+    pub(super) lease_waiting: VecDeque<PendingRead>,
+    /// Reads released, for the next `Ready`.
+    pub(super) states: Vec<ReadState>,
+}
+
+impl Reads {
+    /// Whether no read waits for anything.
+    pub(super) fn is_idle(&self) -> bool {
+        self.waiting_commit.is_empty()
+            && self.forwarded.is_empty()
+            && self.pending.is_empty()
+            && self.lease_waiting.is_empty()
+            && self.states.is_empty()
+    }
+}
+
+/// How many forwarded reads a follower remembers; older ones are given up (their callers
+/// time out).
+pub(super) const MAX_FORWARDED_READS: usize = 4096;
+
+/// How many sent heartbeat rounds are remembered for lease bookkeeping.
+pub(super) const ROUND_HISTORY: usize = 64;
+
+impl<S: LogStore> Raft<S> {
+    /// Whether this leader holds its lease now (LeaseBased reads, no transfer under way,
+    /// the clock set and before the lease's end).
+    pub(super) fn lease_valid(&self) -> bool {
+        self.cfg.read_mode == ReadMode::LeaseBased
+            && self.transferee == NO_REPLICA
+            && self.now.is_some_and(|now| now < self.lease_until)
+    }
+
+    /// Requests a linearizable read (thesis §6.4). `ctx` must be unique across the
+    /// replica's restarts too (an answer meant for an earlier life must not match a new
+    /// read); it comes back in a [`ReadState`] once
+    /// the leader has confirmed its leadership; serve the read once applied reaches its
+    /// index. On a follower or learner the request is forwarded to the known leader, whose
+    /// answer becomes the `ReadState` here (or never comes, if a message is lost or the
+    /// leadership changes: the runtime times the read out).
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadIndexError> {
+        self.wake_for_input();
+        if self.role != Role::Leader {
+            if self.role == Role::Follower && self.leader != NO_REPLICA {
+                self.stats.reads_forwarded += 1;
+                let r = self.reads_mut();
+                if r.forwarded.len() >= MAX_FORWARDED_READS {
+                    r.forwarded.pop_front();
+                }
+                r.forwarded.push_back(ctx);
+                let leader = self.leader;
+                self.send(leader, MessageBody::ReadIndex { ctx });
+                return Ok(());
+            }
+            return Err(ReadIndexError::NotLeader { leader_hint: self.leader_hint() });
+        }
+        self.accept_read(self.id, ctx);
+        Ok(())
+    }
+
+    pub(super) fn accept_read(&mut self, from: ReplicaId, ctx: u64) {
+        if !self.committed_in_current_term() && !self.mutant(Mutant::ReadIndexWithoutTermCheck) {
+            // The commit index of an earlier term may be stale: wait for our no-op.
+            self.reads_mut().waiting_commit.push((from, ctx));
+            return;
+        }
+        self.start_read(from, ctx);
+    }
+
+    pub(super) fn start_read(&mut self, from: ReplicaId, ctx: u64) {
+        let index = self.log.committed;
+        if self.lease_valid() {
+            if from == self.id && index > self.log.applied {
+                // Answered once applied reaches `index`, if the lease still holds then.
+                self.reads_mut().lease_waiting.push_back(PendingRead { from, ctx, index, round: 0 });
+                return;
+            }
+            // A follower's read is answered now: the follower serves it after its own
+            // apply, the lease cannot be checked there (another clock).
+            self.stats.lease_reads += 1;
+            self.release_read(from, ctx, index);
+            return;
+        }
+        self.read_by_round(from, ctx, index);
+    }
+
+    /// Queues a read for the next heartbeat round (sent after it arrived) to confirm.
+    pub(super) fn read_by_round(&mut self, from: ReplicaId, ctx: u64, index: u64) {
+        let round = self.round + 1;
+        self.reads_mut().pending.push_back(PendingRead { from, ctx, index, round });
+        self.need_heartbeat = true;
+    }
+
+    /// Answers this leader's lease reads whose index applied has reached: served under
+    /// the lease if it still holds now (thesis §6.4.1: the lease is checked when the read
+    /// is answered, not when it was queued, so a leader stalled past its lease never
+    /// serves one), otherwise confirmed by a heartbeat round like any ReadIndex read.
+    pub(super) fn answer_lease_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let applied = self.log.applied;
+        while let Some(r) = self.reads.as_ref().and_then(|q| q.lease_waiting.front().copied()) {
+            if r.index > applied {
+                break;
+            }
+            if let Some(q) = self.reads.as_mut() {
+                q.lease_waiting.pop_front();
+            }
+            if self.lease_valid() {
+                self.stats.lease_reads += 1;
+                self.release_read(r.from, r.ctx, r.index);
+            } else {
+                self.stats.lease_reads_expired += 1;
+                self.read_by_round(r.from, r.ctx, r.index);
+            }
+        }
+    }
+
+    pub(super) fn release_read(&mut self, from: ReplicaId, ctx: u64, index: u64) {
+        self.stats.reads_served += 1;
+        if from == self.id {
+            self.reads_mut().states.push(ReadState { ctx, index });
+        } else {
+            self.send(from, MessageBody::ReadIndexResponse { ctx, index });
+        }
+    }
+
+    /// The read queues, allocated on first use.
+    pub(super) fn reads_mut(&mut self) -> &mut Reads {
+        self.reads.get_or_insert_with(Box::default)
+    }
+
+    /// Releases reads whose heartbeat round a quorum has echoed, and extends the lease.
+    pub(super) fn process_reads(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let me = self.id;
+        let round = self.round;
+        let confirmed = joint_value(&self.conf, |id| {
+            if id == me {
+                round
+            } else {
+                self.progress(id).map(|p| p.acked_round).unwrap_or(0)
+            }
+        });
+        if confirmed == u64::MAX {
+            return;
+        }
+        if self.cfg.read_mode == ReadMode::LeaseBased
+            && self.transferee == NO_REPLICA
+            && confirmed > self.lease_min_round
+        {
+            let sent = self
+                .reads
+                .as_ref()
+                .and_then(|q| q.round_sent.iter().find(|(r, _)| *r == confirmed).map(|&(_, t)| t));
+            if let Some(sent) = sent {
+                let lease = self.cfg.lease_nanos();
+                self.lease_until = self.lease_until.max(sent.saturating_add(lease));
+            }
+        }
+        while let Some(r) = self.reads.as_ref().and_then(|q| q.pending.front().copied()) {
+            if r.round > confirmed {
+                break;
+            }
+            if let Some(q) = self.reads.as_mut() {
+                q.pending.pop_front();
+            }
+            self.release_read(r.from, r.ctx, r.index);
+        }
+    }
+}
