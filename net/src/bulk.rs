@@ -13,12 +13,11 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::{read_frame, ReadFrameError};
-use crate::endpoint::Ctx;
 use crate::event::{Event, NodeId};
 use crate::frame::{
     decode_bulk_start, encode_bulk_start, encode_frame, encode_header, FrameError, FrameKind, HEADER_LEN,
 };
-use crate::peer::PeerHandle;
+use crate::shared::{Ctx, PeerHandle};
 
 /// Chunks buffered between a [`BulkSender`] and its stream.
 const CHUNK_QUEUE: usize = 4;

@@ -1,14 +1,15 @@
 //! The transport endpoint: one QUIC endpoint (one UDP socket) per node on the transport's
-//! own tokio runtime, the registry of peers, and the synchronous API the engine's workers
-//! call (send, open a bulk stream, set a peer's address, shut down).
+//! own tokio runtime, and the synchronous API the engine's workers call (send, open a bulk
+//! stream, set a peer's address, shut down).
 //!
-//! Owns the runtime, the accept loop and the per-peer send queues' admission (bounded;
-//! a full queue is reported, never grown). Never interprets payloads, and never blocks a
-//! caller: `send` only enqueues.
+//! Owns the runtime, the accept loop and the checks of `send`'s arguments; the shared
+//! context, the registry of peers and the per-peer send queues' admission live in
+//! `shared.rs`. Never interprets payloads, and never blocks a caller: `send` only enqueues.
+//! Nothing below it imports it: peers, connections, bulk streams and the acceptor reach
+//! each other through `shared.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,9 +19,12 @@ use tokio::sync::mpsc;
 
 use crate::bulk::{self, BulkSender};
 use crate::config::ValidNetConfig;
-use crate::event::{Event, Inbox, NodeId};
-use crate::peer::{self, PeerHandle};
+use crate::event::{Inbox, NodeId};
+use crate::peer;
+use crate::shared::{Counters, Ctx};
 use crate::tls::{NodeIdentity, TlsError};
+
+pub use crate::shared::SendError;
 
 /// Why an endpoint could not start.
 #[derive(Debug, Error)]
@@ -31,64 +35,6 @@ pub enum StartError {
     /// The runtime could not start or the socket could not be bound.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// Why a frame or bulk stream was not accepted for sending. Each carries the caller's tag.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SendError {
-    /// The peer's queue is at its frame or byte limit: back off, or treat the frame as
-    /// dropped.
-    #[error("send queue to node {to} is full (frame {tag} not queued)")]
-    QueueFull {
-        /// The destination.
-        to: NodeId,
-        /// The refused frame's tag.
-        tag: u64,
-    },
-    /// The payload exceeds `max_frame_size`.
-    #[error("frame {tag} of {len} bytes exceeds max_frame_size {max}")]
-    TooLarge {
-        /// The refused frame's tag.
-        tag: u64,
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// Node id 0 or this node's own id.
-    #[error("invalid destination node {to}")]
-    InvalidPeer {
-        /// The destination given.
-        to: NodeId,
-    },
-}
-
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub(crate) fn inc(&self) {
-        self.add(1);
-    }
-    pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub connections: Counter,
-    pub refused: Counter,
-    pub duplicates: Counter,
-    pub frames_sent: Counter,
-    pub bytes_sent: Counter,
-    pub frames_received: Counter,
-    pub frames_dropped: Counter,
-    pub protocol_errors: Counter,
 }
 
 /// Counters of one endpoint since it started.
@@ -111,38 +57,6 @@ pub struct Stats {
     pub frames_dropped: u64,
     /// Connections closed for a protocol violation.
     pub protocol_errors: u64,
-}
-
-/// State shared by the endpoint handle and its tasks.
-pub(crate) struct Ctx {
-    pub cfg: ValidNetConfig,
-    pub me: NodeId,
-    pub incarnation: u64,
-    pub endpoint: quinn::Endpoint,
-    pub events: mpsc::Sender<Event>,
-    /// Bulk-lane events: a separate small channel (see [`Inbox`]).
-    pub bulk_events: mpsc::Sender<Event>,
-    pub stats: Counters,
-    peers: Mutex<HashMap<NodeId, Arc<PeerHandle>>>,
-    rt: tokio::runtime::Handle,
-}
-
-impl Ctx {
-    /// The handle of peer `node`, created (with its task) on first use.
-    pub(crate) fn peer(self: &Arc<Self>, node: NodeId) -> Arc<PeerHandle> {
-        // A poisoned lock means a task panicked while holding it; the map itself is still
-        // consistent (inserts are single calls), so keep going.
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers
-            .entry(node)
-            .or_insert_with(|| {
-                let (handle, incoming) = PeerHandle::new(node, &self.cfg);
-                let handle = Arc::new(handle);
-                self.rt.spawn(peer::run(self.clone(), handle.clone(), incoming));
-                handle
-            })
-            .clone()
-    }
 }
 
 /// A running transport endpoint. Dropping it stops its runtime.
@@ -207,7 +121,7 @@ impl Endpoint {
         let acceptor = ctx.clone();
         rt.spawn(async move {
             while let Some(incoming) = acceptor.endpoint.accept().await {
-                tokio::spawn(crate::conn::accept(acceptor.clone(), incoming));
+                tokio::spawn(crate::accept::accept(acceptor.clone(), incoming));
             }
         });
         Ok((Endpoint { ctx, rt: Some(rt) }, Inbox::new(rx, bulk_rx)?))
@@ -238,12 +152,12 @@ impl Endpoint {
         if node == 0 || node == self.ctx.me {
             return;
         }
-        let p = self.ctx.peer(node);
+        let p = peer::handle(&self.ctx, node);
         *p.addr.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
     }
 
     /// Queues `payload` for node `to` on the message lane. Never blocks. `tag` is the
-    /// caller's name for the frame: if the frame is later dropped, an [`Event::Dropped`]
+    /// caller's name for the frame: if the frame is later dropped, an [`Event::Dropped`](crate::Event::Dropped)
     /// names it. Frames to one peer are delivered in order.
     pub fn send(&self, to: NodeId, tag: u64, payload: Bytes) -> Result<(), SendError> {
         if to == 0 || to == self.ctx.me {
@@ -253,12 +167,12 @@ impl Endpoint {
         if payload.len() > max {
             return Err(SendError::TooLarge { tag, len: payload.len(), max });
         }
-        self.ctx.peer(to).enqueue(&self.ctx.cfg, tag, payload)
+        peer::handle(&self.ctx, to).enqueue(&self.ctx.cfg, tag, payload)
     }
 
     /// Frames and bytes queued for `to` and not yet written.
     pub fn queued(&self, to: NodeId) -> (usize, usize) {
-        self.ctx.peer(to).queued()
+        peer::handle(&self.ctx, to).queued()
     }
 
     /// Opens a bulk (snapshot) stream to `to`, on its own QUIC stream at a lower priority
@@ -267,7 +181,7 @@ impl Endpoint {
         if to == 0 || to == self.ctx.me {
             return Err(SendError::InvalidPeer { to });
         }
-        let peer = self.ctx.peer(to);
+        let peer = peer::handle(&self.ctx, to);
         Ok(bulk::open(&self.ctx, &self.ctx.rt, peer, tag))
     }
 

@@ -13,6 +13,7 @@
 //! - [`fault`]: a UDP relay that cuts, heals and delays links between chosen nodes (tests).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod accept;
 pub mod bulk;
 pub mod certs;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod event;
 pub mod fault;
 pub mod frame;
 mod peer;
+mod shared;
 pub mod tls;
 
 pub use bulk::{BulkError, BulkSender};

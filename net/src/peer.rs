@@ -15,124 +15,42 @@
 //! on a connection before its hello is acknowledged, so the loser of a tie-break carries
 //! no frames and loses none.
 //!
-//! Never reads inbound frames (`conn.rs`) nor runs bulk streams (`bulk.rs`).
+//! Also starts a peer's task on first use ([`handle`]). Never reads inbound frames
+//! (`conn.rs`), admits inbound connections (`accept.rs`) nor runs bulk streams (`bulk.rs`);
+//! the peer's queue and connection, which those share, live in `shared.rs`.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::certs::node_server_name;
 use crate::config::ValidNetConfig;
-use crate::conn::{self, Incoming, CLOSE_REJECT_BASE, CLOSE_REPLACED};
-use crate::endpoint::{Ctx, SendError};
+use crate::conn::{self, CLOSE_REJECT_BASE, CLOSE_REPLACED};
 use crate::event::{DownReason, DropReason, Event, NodeId};
 use crate::frame::{encode_header, FrameKind, Hello, HelloReply, RejectReason, HEADER_LEN};
+use crate::shared::{Ctx, Incoming, PeerHandle};
 
-/// Most bytes written to the message lane in one write.
-const BATCH_BYTES: usize = 1 << 20;
-/// Most frames written to the message lane in one write.
-const BATCH_FRAMES: usize = 1024;
 /// Priority of the message lane (bulk streams use 0; higher goes first).
 pub(crate) const LANE_PRIORITY: i32 = 100;
 
-#[derive(Default)]
-struct SendQueue {
-    items: VecDeque<(u64, Bytes)>,
-    bytes: usize,
-}
-
-/// The shared half of a peer: its address, its send queue, and its live connection.
-pub(crate) struct PeerHandle {
-    pub node: NodeId,
-    pub addr: Mutex<Option<SocketAddr>>,
-    queue: Mutex<SendQueue>,
-    wake: Notify,
-    /// Inbound connections claiming this node, handed over by the accept path.
-    pub incoming: mpsc::Sender<Incoming>,
-    /// The live connection, if any, for bulk streams.
-    pub conn: watch::Sender<Option<quinn::Connection>>,
-    /// Bulk streams waiting for a connection (makes the task dial with an empty queue).
-    pub bulk_waiters: AtomicUsize,
-}
-
-impl PeerHandle {
-    pub(crate) fn new(node: NodeId, _cfg: &ValidNetConfig) -> (PeerHandle, mpsc::Receiver<Incoming>) {
-        let (tx, rx) = mpsc::channel(4);
-        let (conn, _) = watch::channel(None);
-        let h = PeerHandle {
-            node,
-            addr: Mutex::new(None),
-            queue: Mutex::new(SendQueue::default()),
-            wake: Notify::new(),
-            incoming: tx,
-            conn,
-            bulk_waiters: AtomicUsize::new(0),
-        };
-        (h, rx)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SendQueue> {
-        // The queue is a plain VecDeque updated in single calls: still consistent after a
-        // panic elsewhere.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn enqueue(&self, cfg: &ValidNetConfig, tag: u64, payload: Bytes) -> Result<(), SendError> {
-        {
-            let mut q = self.lock();
-            if q.items.len() >= cfg.queue_frames || q.bytes + payload.len() > cfg.queue_bytes {
-                return Err(SendError::QueueFull { to: self.node, tag });
-            }
-            q.bytes += payload.len();
-            q.items.push_back((tag, payload));
-        }
-        self.wake.notify_one();
-        Ok(())
-    }
-
-    pub(crate) fn queued(&self) -> (usize, usize) {
-        let q = self.lock();
-        (q.items.len(), q.bytes)
-    }
-
-    pub(crate) fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    fn has_work(&self) -> bool {
-        !self.lock().items.is_empty() || self.bulk_waiters.load(Ordering::Acquire) > 0
-    }
-
-    /// Takes up to one batch from the queue.
-    fn take_batch(&self) -> Vec<(u64, Bytes)> {
-        let mut q = self.lock();
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        while let Some((_, p)) = q.items.front() {
-            if !out.is_empty() && (out.len() >= BATCH_FRAMES || bytes + p.len() > BATCH_BYTES) {
-                break;
-            }
-            bytes += p.len();
-            if let Some(item) = q.items.pop_front() {
-                out.push(item);
-            }
-        }
-        q.bytes -= bytes;
-        out
-    }
-
-    fn drain(&self) -> Vec<u64> {
-        let mut q = self.lock();
-        q.bytes = 0;
-        q.items.drain(..).map(|(t, _)| t).collect()
-    }
+/// The handle of peer `node`, created (with its task) on first use.
+pub(crate) fn handle(ctx: &Arc<Ctx>, node: NodeId) -> Arc<PeerHandle> {
+    // A poisoned lock means a task panicked while holding it; the map itself is still
+    // consistent (inserts are single calls), so keep going.
+    let mut peers = ctx.peers.lock().unwrap_or_else(|e| e.into_inner());
+    peers
+        .entry(node)
+        .or_insert_with(|| {
+            let (handle, incoming) = PeerHandle::new(node, &ctx.cfg);
+            let handle = Arc::new(handle);
+            ctx.rt.spawn(run(ctx.clone(), handle.clone(), incoming));
+            handle
+        })
+        .clone()
 }
 
 /// Aborts the task when dropped.

@@ -1,0 +1,443 @@
+//! The engine's configuration: [`EngineConfig`] as a user writes it, its bounds (the
+//! `MAX_`/`MIN_` constants), [`ValidEngineConfig`] (every rule checked once, defaults
+//! resolved) and [`ConfigError`] (one variant per rule).
+//!
+//! Owns the rules and the defaults. Never reads the configuration at run time: the runtime
+//! takes a [`ValidEngineConfig`] and trusts it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::raft::config::{Config as RaftConfig, ConfigError as RaftConfigError, ValidConfig};
+use crate::raft::types::{NodeId, ReplicaId};
+
+pub use flotilla_wal::WalConfig;
+
+/// Most worker threads allowed.
+pub const MAX_WORKERS: usize = 256;
+/// Shortest tick interval allowed.
+pub const MIN_TICK: Duration = Duration::from_millis(1);
+/// Longest tick interval allowed.
+pub const MAX_TICK: Duration = Duration::from_secs(1);
+/// The smallest `compact_bytes` accepted.
+pub const MIN_COMPACT_BYTES: u64 = 4096;
+/// Largest `max_pending_wal_bytes` allowed (16 GiB).
+pub const MAX_PENDING_WAL_BYTES: u64 = 16 << 30;
+/// Largest `propose_timeout_ticks` allowed.
+pub const MAX_PROPOSE_TIMEOUT_TICKS: u32 = 1 << 24;
+
+/// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
+/// fields, and hand it to [`Engine::open`] (which validates it with
+/// [`EngineConfig::validate`]).
+///
+/// [`Engine::open`]: super::Engine::open
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's id. Required; non-zero; must equal the transport's node id.
+    pub node_id: NodeId,
+    /// Directory of the node's durable state (the WAL lives in `data_dir/wal`). Required.
+    pub data_dir: PathBuf,
+    /// Worker threads; 0 means one per available core. Default 0; bounds 0..=[`MAX_WORKERS`].
+    pub workers: usize,
+    /// Wall time of one Raft tick. Default 10 ms; bounds [`MIN_TICK`]..=[`MAX_TICK`].
+    /// Lease reads last `election_timeout_min_ticks - lease_clock_drift_ticks` of these,
+    /// measured on CLOCK_BOOTTIME (which keeps running while the process is paused or the
+    /// machine suspended), not by counting ticks.
+    pub tick_interval: Duration,
+    /// Template of every replica's Raft configuration (election and heartbeat ticks,
+    /// flow control, PreVote, CheckQuorum, read mode, quiescence). Its `id`, `applied`,
+    /// `seed` and `tick_nanos` (from `tick_interval`) are set by the engine. Default
+    /// [`RaftConfig::new`] with `quiesce` on; validated by its own rules.
+    pub raft: RaftConfig,
+    /// The WAL's configuration. Its `dir` is ignored: the WAL lives in `data_dir/wal`.
+    /// Default [`WalConfig::new`]; validated by its own rules.
+    pub wal: WalConfig,
+    /// Capacity of each worker's mailbox in commands. A full mailbox makes operations
+    /// answer `Busy` and drops incoming network messages (Raft retransmits). Default
+    /// 65,536; bounds 64..=16,777,216.
+    pub mailbox_capacity: usize,
+    /// Bytes of proposals appended but not yet applied that a group may hold before
+    /// `propose` answers `Busy`. Default 8 MiB; bounds 1..=`wal.segment_size / 4` (so one
+    /// turn's write batch always fits in a WAL segment).
+    pub max_uncommitted_bytes: u64,
+    /// Proposals appended but not yet applied that one worker may hold before `propose`
+    /// answers `Busy`. Default 262,144; bounds 1..=16,777,216.
+    pub max_pending_proposals: usize,
+    /// Largest proposal payload accepted. Default 4 MiB; bounds 1..=`wal.max_write_bytes / 2`.
+    pub max_entry_bytes: usize,
+    /// Committed entries one worker may have handed to its apply thread and not seen
+    /// applied before `propose` answers `Busy` ([`BusyReason::ApplyBacklog`]): bounds the
+    /// memory a slow state machine makes the worker hold. Default 65,536; bounds
+    /// 1..=16,777,216.
+    ///
+    /// [`BusyReason::ApplyBacklog`]: super::BusyReason::ApplyBacklog
+    pub max_apply_backlog: u64,
+    /// Bytes of WAL batches one worker may have submitted and not seen durable before
+    /// `propose` answers `Busy` ([`BusyReason::WalPending`]): bounds the memory a slow
+    /// disk makes the worker hold. Default 64 MiB; bounds `wal.max_write_bytes`..=16 GiB.
+    ///
+    /// [`BusyReason::WalPending`]: super::BusyReason::WalPending
+    pub max_pending_wal_bytes: u64,
+    /// Ticks after which a read barrier that was not confirmed resolves as
+    /// [`ReadError::Timeout`]. Default 200; must be at least the Raft template's
+    /// `election_timeout_max_ticks`.
+    ///
+    /// [`ReadError::Timeout`]: super::ReadError::Timeout
+    pub read_timeout_ticks: u32,
+    /// Ticks after which a proposal or membership change whose outcome this replica has
+    /// not learnt completes [`ProposeError::Indeterminate`] (or
+    /// [`MembershipError::Indeterminate`]): a deposed leader cut off from the group may
+    /// never learn whether its entries committed, and its waiters must not hold the
+    /// worker's `max_pending_proposals` forever. Default 3,000 (30 s at the default tick);
+    /// bounds `raft.election_timeout_max_ticks`..=16,777,216.
+    ///
+    /// [`ProposeError::Indeterminate`]: super::ProposeError::Indeterminate
+    /// [`MembershipError::Indeterminate`]: super::MembershipError::Indeterminate
+    pub propose_timeout_ticks: u32,
+    /// A learner is promoted only if its match is within this many entries of the
+    /// leader's last index (else [`MembershipError::LearnerNotCaughtUp`]). Default 1,000.
+    ///
+    /// [`MembershipError::LearnerNotCaughtUp`]: super::MembershipError::LearnerNotCaughtUp
+    pub promote_lag_max: u64,
+    /// Applied entries past a group's compaction point that make the engine snapshot its
+    /// state machine to a file and compact the group's log. Default 10,000; at least 1.
+    pub compact_entries: u64,
+    /// Bytes of applied entries past a group's compaction point (payload sizes, counted
+    /// as they are applied) that make the engine snapshot and compact the group, whatever
+    /// their count. Default 64 MiB; at least 4 KiB.
+    pub compact_bytes: u64,
+    /// Live WAL segments past which the engine snapshots and compacts the groups that pin
+    /// the oldest ones ([`flotilla_wal::Wal::pinning_groups`]), so an idle group with a few
+    /// old records cannot keep old segments alive. Checked every `compact_check_ticks`;
+    /// at most 64 groups forced per worker per check. Default 16; at least 2.
+    pub max_wal_segments: usize,
+    /// Ticks between checks of `max_wal_segments`. Default 100; at least 1.
+    pub compact_check_ticks: u32,
+    /// Quiesced groups each worker wakes per tick when node liveness concerns them (their
+    /// leader's node went down or restarted), so a liveness blip never wakes every group
+    /// at once. Default 1,024; at least 1.
+    pub max_wakes_per_tick: u32,
+    /// The clean-up of removed replicas runs every this many maximum election timeouts:
+    /// quiesced followers and learners probe the members of their configuration (the
+    /// stale-peer check), and leaders re-send a tombstone to every removed replica that
+    /// has not confirmed its destruction. Default 10; bounds 1..=1,000.
+    pub gc_interval_elections: u32,
+}
+
+impl EngineConfig {
+    /// A configuration with every default for node `node_id` storing into `data_dir`.
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> EngineConfig {
+        let data_dir = data_dir.into();
+        EngineConfig {
+            node_id,
+            wal: WalConfig::new(data_dir.join("wal")),
+            data_dir,
+            workers: 0,
+            tick_interval: Duration::from_millis(10),
+            raft: RaftConfig { quiesce: true, ..RaftConfig::new(1) },
+            mailbox_capacity: 1 << 16,
+            max_uncommitted_bytes: 8 << 20,
+            max_pending_proposals: 1 << 18,
+            max_entry_bytes: 4 << 20,
+            max_apply_backlog: 1 << 16,
+            max_pending_wal_bytes: 64 << 20,
+            read_timeout_ticks: 200,
+            propose_timeout_ticks: 3000,
+            promote_lag_max: 1000,
+            compact_entries: 10_000,
+            compact_bytes: 64 << 20,
+            max_wal_segments: 16,
+            compact_check_ticks: 100,
+            max_wakes_per_tick: 1024,
+            gc_interval_elections: 10,
+        }
+    }
+
+    /// Checks every rule once and resolves defaults (the worker count).
+    pub fn validate(self) -> Result<ValidEngineConfig, ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::ZeroNodeId);
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::EmptyDataDir);
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::WorkersOutOfBounds(self.workers));
+        }
+        if self.tick_interval < MIN_TICK || self.tick_interval > MAX_TICK {
+            return Err(ConfigError::TickIntervalOutOfBounds(self.tick_interval));
+        }
+        let mut raft = self.raft.clone();
+        raft.id = 1;
+        raft.applied = 0;
+        // Leases are measured on the worker's clock in nanoseconds; a tick is the interval.
+        raft.tick_nanos = u64::try_from(self.tick_interval.as_nanos()).unwrap_or(u64::MAX);
+        let raft = raft.validate().map_err(ConfigError::Raft)?;
+        let mut wal = self.wal.clone();
+        wal.dir = self.data_dir.join("wal");
+        wal.check().map_err(ConfigError::Wal)?;
+        if !(64..=1 << 24).contains(&self.mailbox_capacity) {
+            return Err(ConfigError::MailboxCapacityOutOfBounds(self.mailbox_capacity));
+        }
+        if self.max_uncommitted_bytes == 0 || self.max_uncommitted_bytes > wal.segment_size / 4 {
+            return Err(ConfigError::MaxUncommittedBytesOutOfBounds {
+                value: self.max_uncommitted_bytes,
+                max: wal.segment_size / 4,
+            });
+        }
+        if !(1..=1 << 24).contains(&self.max_pending_proposals) {
+            return Err(ConfigError::MaxPendingProposalsOutOfBounds(self.max_pending_proposals));
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes > wal.max_write_bytes / 2 {
+            return Err(ConfigError::MaxEntryBytesOutOfBounds {
+                value: self.max_entry_bytes,
+                max: wal.max_write_bytes / 2,
+            });
+        }
+        if !(1..=1 << 24).contains(&self.max_apply_backlog) {
+            return Err(ConfigError::MaxApplyBacklogOutOfBounds(self.max_apply_backlog));
+        }
+        let min_wal = wal.max_write_bytes as u64;
+        if self.max_pending_wal_bytes < min_wal || self.max_pending_wal_bytes > MAX_PENDING_WAL_BYTES {
+            return Err(ConfigError::MaxPendingWalBytesOutOfBounds {
+                value: self.max_pending_wal_bytes,
+                min: min_wal,
+            });
+        }
+        if self.read_timeout_ticks < self.raft.election_timeout_max_ticks {
+            return Err(ConfigError::ReadTimeoutTooShort {
+                read: self.read_timeout_ticks,
+                election: self.raft.election_timeout_max_ticks,
+            });
+        }
+        if self.propose_timeout_ticks < self.raft.election_timeout_max_ticks
+            || self.propose_timeout_ticks > MAX_PROPOSE_TIMEOUT_TICKS
+        {
+            return Err(ConfigError::ProposeTimeoutOutOfBounds {
+                value: self.propose_timeout_ticks,
+                election: self.raft.election_timeout_max_ticks,
+            });
+        }
+        if self.compact_entries == 0 {
+            return Err(ConfigError::ZeroCompactEntries);
+        }
+        if self.compact_bytes < MIN_COMPACT_BYTES {
+            return Err(ConfigError::CompactBytesTooSmall(self.compact_bytes));
+        }
+        if self.max_wal_segments < 2 {
+            return Err(ConfigError::MaxWalSegmentsTooSmall(self.max_wal_segments));
+        }
+        if self.compact_check_ticks == 0 {
+            return Err(ConfigError::ZeroCompactCheckTicks);
+        }
+        if self.max_wakes_per_tick == 0 {
+            return Err(ConfigError::ZeroMaxWakesPerTick);
+        }
+        if !(1..=1000).contains(&self.gc_interval_elections) {
+            return Err(ConfigError::GcIntervalOutOfBounds(self.gc_interval_elections));
+        }
+        let workers = if self.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
+        } else {
+            self.workers
+        };
+        Ok(ValidEngineConfig { raw: EngineConfig { workers, wal, ..self }, raft })
+    }
+}
+
+/// An [`EngineConfig`] that passed every rule, with defaults resolved.
+#[derive(Debug, Clone)]
+pub struct ValidEngineConfig {
+    raw: EngineConfig,
+    raft: ValidConfig,
+}
+
+impl ValidEngineConfig {
+    /// The checked values (with `workers` resolved and `wal.dir` set).
+    pub fn get(&self) -> &EngineConfig {
+        &self.raw
+    }
+
+    /// The Raft configuration of replica `id` (template with its id, applied index and
+    /// seed).
+    pub(crate) fn raft_for(
+        &self,
+        id: ReplicaId,
+        applied: u64,
+        seed: u64,
+    ) -> Result<ValidConfig, RaftConfigError> {
+        // `raft` carries `tick_nanos` from `tick_interval` (set in `validate`).
+        let mut c: RaftConfig = (*self.raft).clone();
+        c.id = id;
+        c.applied = applied;
+        c.seed = seed;
+        c.validate()
+    }
+}
+
+/// Why an [`EngineConfig`] was refused: one variant per rule.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// `node_id` is 0.
+    #[error("node id must be non-zero")]
+    ZeroNodeId,
+    /// `data_dir` is empty.
+    #[error("data_dir must be set")]
+    EmptyDataDir,
+    /// `workers` exceeds [`MAX_WORKERS`].
+    #[error("workers {0} out of bounds 0..={MAX_WORKERS}")]
+    WorkersOutOfBounds(usize),
+    /// `tick_interval` outside [`MIN_TICK`]..=[`MAX_TICK`].
+    #[error("tick interval {0:?} out of bounds 1ms..=1s")]
+    TickIntervalOutOfBounds(Duration),
+    /// The Raft template broke one of its rules.
+    #[error("raft template: {0}")]
+    Raft(RaftConfigError),
+    /// The WAL configuration broke one of its rules.
+    #[error("wal: {0}")]
+    Wal(flotilla_wal::ConfigError),
+    /// `mailbox_capacity` outside 64..=16,777,216.
+    #[error("mailbox capacity {0} out of bounds 64..=16777216")]
+    MailboxCapacityOutOfBounds(usize),
+    /// `max_uncommitted_bytes` is 0 or above a quarter of the WAL's segment size.
+    #[error("max_uncommitted_bytes {value} out of bounds 1..={max}")]
+    MaxUncommittedBytesOutOfBounds {
+        /// The value given.
+        value: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// `max_pending_proposals` outside 1..=16,777,216.
+    #[error("max_pending_proposals {0} out of bounds 1..=16777216")]
+    MaxPendingProposalsOutOfBounds(usize),
+    /// `max_entry_bytes` is 0 or above half the WAL's write size.
+    #[error("max_entry_bytes {value} out of bounds 1..={max}")]
+    MaxEntryBytesOutOfBounds {
+        /// The value given.
+        value: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// `max_apply_backlog` outside 1..=16,777,216.
+    #[error("max_apply_backlog {0} out of bounds 1..=16777216")]
+    MaxApplyBacklogOutOfBounds(u64),
+    /// `max_pending_wal_bytes` below the WAL's `max_write_bytes` (one batch could never
+    /// be accepted) or above [`MAX_PENDING_WAL_BYTES`].
+    #[error("max_pending_wal_bytes {value} out of bounds {min}..={MAX_PENDING_WAL_BYTES}")]
+    MaxPendingWalBytesOutOfBounds {
+        /// The value given.
+        value: u64,
+        /// The smallest allowed: the WAL's `max_write_bytes`.
+        min: u64,
+    },
+    /// `compact_entries` is 0.
+    #[error("compact_entries must be at least 1")]
+    ZeroCompactEntries,
+    /// `compact_bytes` is below 4 KiB.
+    #[error("compact_bytes must be at least 4096 (got {0})")]
+    CompactBytesTooSmall(u64),
+    /// `max_wal_segments` is below 2.
+    #[error("max_wal_segments must be at least 2 (got {0})")]
+    MaxWalSegmentsTooSmall(usize),
+    /// `compact_check_ticks` is 0.
+    #[error("compact_check_ticks must be at least 1")]
+    ZeroCompactCheckTicks,
+    /// `max_wakes_per_tick` is 0.
+    #[error("max_wakes_per_tick must be at least 1")]
+    ZeroMaxWakesPerTick,
+    /// `gc_interval_elections` outside 1..=1,000.
+    #[error("gc_interval_elections {0} out of bounds 1..=1000")]
+    GcIntervalOutOfBounds(u32),
+    /// `read_timeout_ticks` is below the maximum election timeout.
+    #[error("read timeout {read} ticks is below the election timeout {election}")]
+    ReadTimeoutTooShort {
+        /// The value given.
+        read: u32,
+        /// The template's `election_timeout_max_ticks`.
+        election: u32,
+    },
+    /// `propose_timeout_ticks` is below the maximum election timeout or above
+    /// [`MAX_PROPOSE_TIMEOUT_TICKS`].
+    #[error("propose timeout {value} ticks out of bounds {election}..={MAX_PROPOSE_TIMEOUT_TICKS}")]
+    ProposeTimeoutOutOfBounds {
+        /// The value given.
+        value: u32,
+        /// The template's `election_timeout_max_ticks` (the smallest allowed).
+        election: u32,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> EngineConfig {
+        EngineConfig::new(1, "/tmp/flotilla-config-test")
+    }
+
+    #[test]
+    fn defaults_validate_and_resolve_workers() {
+        let v = base().validate().unwrap();
+        assert!(v.get().workers >= 1);
+        assert_eq!(v.get().wal.dir, PathBuf::from("/tmp/flotilla-config-test/wal"));
+        assert_eq!(v.raft_for(7, 3, 9).unwrap().id, 7);
+    }
+
+    #[test]
+    fn one_error_per_rule() {
+        let check = |f: &dyn Fn(&mut EngineConfig), want: &dyn Fn(&ConfigError) -> bool| {
+            let mut c = base();
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(want(&e), "got {e:?}");
+        };
+        check(&|c| c.node_id = 0, &|e| matches!(e, ConfigError::ZeroNodeId));
+        check(&|c| c.data_dir = PathBuf::new(), &|e| matches!(e, ConfigError::EmptyDataDir));
+        check(&|c| c.workers = MAX_WORKERS + 1, &|e| matches!(e, ConfigError::WorkersOutOfBounds(_)));
+        check(&|c| c.tick_interval = Duration::ZERO, &|e| {
+            matches!(e, ConfigError::TickIntervalOutOfBounds(_))
+        });
+        check(&|c| c.tick_interval = Duration::from_secs(2), &|e| {
+            matches!(e, ConfigError::TickIntervalOutOfBounds(_))
+        });
+        check(&|c| c.raft.heartbeat_interval_ticks = 0, &|e| matches!(e, ConfigError::Raft(_)));
+        check(&|c| c.wal.segment_size = 1000, &|e| matches!(e, ConfigError::Wal(_)));
+        check(&|c| c.mailbox_capacity = 1, &|e| matches!(e, ConfigError::MailboxCapacityOutOfBounds(1)));
+        check(&|c| c.max_uncommitted_bytes = 0, &|e| {
+            matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_uncommitted_bytes = c.wal.segment_size, &|e| {
+            matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_pending_proposals = 0, &|e| {
+            matches!(e, ConfigError::MaxPendingProposalsOutOfBounds(0))
+        });
+        check(&|c| c.max_entry_bytes = 0, &|e| matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. }));
+        check(&|c| c.max_entry_bytes = c.wal.max_write_bytes, &|e| {
+            matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_apply_backlog = 0, &|e| matches!(e, ConfigError::MaxApplyBacklogOutOfBounds(0)));
+        check(&|c| c.max_apply_backlog = 1 << 25, &|e| {
+            matches!(e, ConfigError::MaxApplyBacklogOutOfBounds(_))
+        });
+        check(&|c| c.max_pending_wal_bytes = 4096, &|e| {
+            matches!(e, ConfigError::MaxPendingWalBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_pending_wal_bytes = MAX_PENDING_WAL_BYTES + 1, &|e| {
+            matches!(e, ConfigError::MaxPendingWalBytesOutOfBounds { .. })
+        });
+        check(&|c| c.read_timeout_ticks = 1, &|e| matches!(e, ConfigError::ReadTimeoutTooShort { .. }));
+        check(&|c| c.propose_timeout_ticks = 1, &|e| {
+            matches!(e, ConfigError::ProposeTimeoutOutOfBounds { .. })
+        });
+        check(&|c| c.propose_timeout_ticks = MAX_PROPOSE_TIMEOUT_TICKS + 1, &|e| {
+            matches!(e, ConfigError::ProposeTimeoutOutOfBounds { .. })
+        });
+        check(&|c| c.compact_entries = 0, &|e| matches!(e, ConfigError::ZeroCompactEntries));
+        check(&|c| c.compact_bytes = 4095, &|e| matches!(e, ConfigError::CompactBytesTooSmall(4095)));
+        check(&|c| c.max_wal_segments = 1, &|e| matches!(e, ConfigError::MaxWalSegmentsTooSmall(1)));
+        check(&|c| c.compact_check_ticks = 0, &|e| matches!(e, ConfigError::ZeroCompactCheckTicks));
+    }
+}

@@ -1,0 +1,156 @@
+//! What the engine reports about itself: engine-wide [`Metrics`] (counters and gauges),
+//! and each replica's [`GroupStatus`] with its followers' [`PeerStatus`].
+//!
+//! Owns the shapes of these reports. Never counts or collects: the runtime does.
+
+use crate::raft::conf::ConfState;
+use crate::raft::types::{Replica, ReplicaId, Role};
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The follower's replica.
+    pub replica: Replica,
+    /// Highest index known durable there.
+    pub matched: u64,
+    /// Entries behind the leader's last index.
+    pub lag: u64,
+}
+
+/// One replica's state, for operators and rebalancers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: u64,
+    /// This node's replica id in the group.
+    pub replica: ReplicaId,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<Replica>,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Last log index.
+    pub last_index: u64,
+    /// The configuration.
+    pub members: ConfState,
+    /// Followers (leaders only).
+    pub peers: Vec<PeerStatus>,
+}
+
+/// Engine-wide metrics from [`Engine::metrics`]: counters since open (monotonic) and
+/// gauges (a current value, marked so). The set is documented in ARCHITECTURE.md.
+///
+/// [`Engine::metrics`]: super::Engine::metrics
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// WAL write batches submitted by the workers.
+    pub wal_batches: u64,
+    /// Group writes (one per `Ready` that wrote something) carried by those batches:
+    /// divided by `wal_batches`, the mean groups per batch.
+    pub wal_batch_groups: u64,
+    /// Encoded bytes of those batches: divided by `wal_batches`, the mean batch size.
+    pub wal_batch_bytes: u64,
+    /// Group-commit write+sync calls of the WAL (one covers the batches of all workers
+    /// that were waiting).
+    pub wal_syncs: u64,
+    /// Nanoseconds spent in those calls in total (mean fsync latency: divide by
+    /// `wal_syncs`).
+    pub wal_sync_nanos_total: u64,
+    /// The longest of those calls, in nanoseconds.
+    pub wal_sync_nanos_max: u64,
+    /// Gauge: bytes of WAL batches submitted and not yet durable, over all workers.
+    pub wal_pending_bytes: u64,
+    /// Gauge: live WAL segments (see `EngineConfig::max_wal_segments`).
+    pub wal_segments: u64,
+    /// Entries applied by the state machines.
+    pub applied_entries: u64,
+    /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet
+    /// applied, over all workers.
+    pub apply_lag: u64,
+    /// Campaigns started by replicas here (PreVote rounds included).
+    pub elections: u64,
+    /// Times a replica here became leader.
+    pub leaders_elected: u64,
+    /// Leadership transfers started by leaders here.
+    pub transfers_started: u64,
+    /// Leadership transfers aborted (timeout, target left, superseded).
+    pub transfers_aborted: u64,
+    /// Membership changes applied by replicas here.
+    pub membership_changes: u64,
+    /// Gauge: commands queued in the workers' mailboxes.
+    pub mailbox_depth: u64,
+    /// Gauge: batches queued for the network thread.
+    pub net_queue_depth: u64,
+    /// Snapshots taken and logs compacted.
+    pub compactions: u64,
+    /// Of those, snapshots asked because the group pinned old WAL segments.
+    pub forced_compactions: u64,
+    /// Snapshot streams started to followers.
+    pub snapshots_sent: u64,
+    /// Snapshots received and installed.
+    pub snapshots_installed: u64,
+    /// Proposals refused with `Busy`, all reasons (the sum of the `refused_busy_*`).
+    pub refused_busy: u64,
+    /// ... because the worker's mailbox was full ([`BusyReason::Mailbox`]).
+    ///
+    /// [`BusyReason::Mailbox`]: super::BusyReason::Mailbox
+    pub refused_busy_mailbox: u64,
+    /// ... because of the group's unapplied bytes ([`BusyReason::GroupUncommitted`]).
+    ///
+    /// [`BusyReason::GroupUncommitted`]: super::BusyReason::GroupUncommitted
+    pub refused_busy_group_uncommitted: u64,
+    /// ... because of the worker's pending proposals ([`BusyReason::WorkerPending`]).
+    ///
+    /// [`BusyReason::WorkerPending`]: super::BusyReason::WorkerPending
+    pub refused_busy_worker_pending: u64,
+    /// ... because of the worker's apply backlog ([`BusyReason::ApplyBacklog`]).
+    ///
+    /// [`BusyReason::ApplyBacklog`]: super::BusyReason::ApplyBacklog
+    pub refused_busy_apply_backlog: u64,
+    /// ... because of the worker's pending WAL bytes ([`BusyReason::WalPending`]).
+    ///
+    /// [`BusyReason::WalPending`]: super::BusyReason::WalPending
+    pub refused_busy_wal_pending: u64,
+    /// Proposals refused with `NotLeader` or `TransferInProgress`.
+    pub refused_not_leader: u64,
+    /// Replicas created on a leader's first message.
+    pub replicas_created: u64,
+    /// Replicas destroyed after their removal (applied, or proven by a member's
+    /// tombstone message).
+    pub replicas_destroyed: u64,
+    /// Tombstone messages sent to replicas that a configuration here removed.
+    pub tombstones_sent: u64,
+    /// Stale-peer probes sent by replicas that send nothing else (quiesced followers,
+    /// learners), asking the other members whether they still belong to their group.
+    pub gc_probes_sent: u64,
+    /// Tombstones leaders re-sent to removed replicas that had not confirmed their
+    /// destruction yet (every `gc_interval_elections`).
+    pub tombstones_resent: u64,
+    /// Removal records forgotten: a removed replica's node confirmed its destruction and
+    /// the leader proposed `ChangeKind::Forget`.
+    pub removals_confirmed: u64,
+    /// Groups created by [`Effect::CreateGroup`].
+    ///
+    /// [`Effect::CreateGroup`]: super::Effect::CreateGroup
+    pub effects_create_group: u64,
+    /// Network messages dropped because a mailbox was full.
+    pub messages_dropped: u64,
+    /// Raft ticks given to groups so far; quiesced groups get none, so with every group
+    /// quiesced this stops growing.
+    pub raft_ticks: u64,
+    /// Worker ticks so far (summed over workers).
+    pub worker_ticks: u64,
+    /// Groups quiesced now.
+    pub quiesced_groups: u64,
+    /// Quiesced groups woken because their leader's node went down or restarted (at most
+    /// `max_wakes_per_tick` per worker tick).
+    pub liveness_wakes: u64,
+    /// Message batches sent (one frame per destination node per worker turn; heartbeats
+    /// of all groups to one node share a batch).
+    pub net_batches: u64,
+}

@@ -1,0 +1,94 @@
+//! The application's side of a group: the [`StateMachine`] trait, the [`SnapshotSource`] a
+//! state machine may hand out for background snapshots, the [`Effect`]s it may ask for, and
+//! the [`StateMachineFactory`] the engine makes replicas' state machines with.
+//!
+//! Owns these contracts only. Never calls them: the runtime's apply thread does.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::raft::types::NodeId;
+
+/// Something a state machine asks the engine to do when it applies an entry: returned by
+/// [`StateMachine::take_effects`] right after that entry's `apply`, and executed at that
+/// index on every replica that applies it (so on every node hosting the group, the same
+/// way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Create `group` with founding voters `members`, exactly as [`Engine::create_group`]
+    /// does on each of them (replica ids 1, 2, ... in that order; the state machine from
+    /// the engine's factory). Each node among `members` that applies the entry creates its
+    /// replica; a node that already has it, or holds its tombstone, does nothing. The
+    /// building block of a split: the application's factory gives the new group its first
+    /// state (e.g. the split-off half of the parent's data, which the parent's state
+    /// machine set aside when it applied the split). A founding member that does not host
+    /// the applying group is created when the new group's leader first contacts it.
+    ///
+    /// [`Engine::create_group`]: super::Engine::create_group
+    CreateGroup {
+        /// The new group's id.
+        group: u64,
+        /// Its founding voters, in replica-id order.
+        members: Vec<NodeId>,
+    },
+}
+
+/// The application's replicated state of one group. Called only from the apply thread of
+/// the worker that owns the group (never from the worker itself, so a slow state machine
+/// does not stall Raft), in log order.
+pub trait StateMachine: Send + 'static {
+    /// Applies the committed entry at (`index`, `term`). `command` is the proposal's bytes,
+    /// or `None` for an entry the engine appended itself (a leader's no-op, a membership
+    /// change), which still advances the applied index. The returned bytes resolve the
+    /// proposal's waiter on the node that proposed it.
+    fn apply(&mut self, index: u64, term: u64, command: Option<&[u8]>) -> Bytes;
+
+    /// The index this state machine has durably applied (0 for a state machine that keeps
+    /// its data in memory only). On open, the engine replays only entries after it.
+    fn applied_index(&self) -> u64;
+
+    /// Writes a snapshot of the current state (which reflects every entry applied so far)
+    /// to `out`. The simple path: it runs on the apply thread, so apply waits for it. A
+    /// state machine that can hand out a point-in-time view implements
+    /// [`StateMachine::snapshot_source`] instead, and this is then not called.
+    fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+
+    /// Replaces the whole state with the snapshot read from `input`, which reflects the
+    /// log up to (`index`, `term`).
+    fn restore(&mut self, index: u64, term: u64, input: &mut dyn std::io::Read) -> std::io::Result<()>;
+
+    /// A point-in-time view of the current state (reflecting every entry applied so far),
+    /// which the engine reads in chunks on a background thread and writes to the
+    /// snapshot file while apply goes on. Default `None`: the engine calls
+    /// [`StateMachine::snapshot`] on the apply thread instead.
+    fn snapshot_source(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        None
+    }
+
+    /// The effects of the entry just applied; called after every [`StateMachine::apply`]
+    /// (return them once: the engine executes what it is given). Default: none.
+    fn take_effects(&mut self) -> Vec<Effect> {
+        Vec::new()
+    }
+}
+
+/// A consistent, point-in-time view of a state machine's state (e.g. a storage engine's
+/// snapshot, or a copy-on-write clone), from [`StateMachine::snapshot_source`]. The engine
+/// reads it by offset, in chunks, on a background thread while the state machine goes on
+/// applying; a failed read is retried at the same offset.
+pub trait SnapshotSource: Send + 'static {
+    /// The log position the view reflects: (index, term) of the last entry applied in it.
+    /// The engine checks it against the entries it handed out and refuses a mismatch.
+    fn reflects(&self) -> (u64, u64);
+
+    /// Copies the view's bytes from `offset` into `buf`; returns how many were copied, 0
+    /// at the end. Offsets only grow, except that after an error the same offset is asked
+    /// again.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+/// Makes the state machine of a replica the engine creates by itself: recovered on open,
+/// or created when a group's leader first contacts this node after adding it.
+pub type StateMachineFactory = Arc<dyn Fn(u64) -> Box<dyn StateMachine> + Send + Sync>;

@@ -1,0 +1,205 @@
+//! [`Ctx`]: the state the endpoint handle and its tasks (peers, connections, bulk
+//! streams, the acceptor) share: configuration, identity, the QUIC endpoint, the event
+//! channels, the counters and the registry of peers; and [`PeerHandle`], the shared half of
+//! one peer (its address, its bounded send queue, its live connection), with [`Incoming`],
+//! what the accept path hands to a peer, and [`SendError`], what the queue answers.
+//!
+//! Owns these shared values and the send queue's admission (bounded; a full queue is
+//! reported, never grown). Never runs a task, dials, reads or writes a connection: the
+//! files that do (`peer.rs`, `conn.rs`, `bulk.rs`, `accept.rs`) reach each other only
+//! through these values, and none of them imports the [`Endpoint`](crate::Endpoint).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::config::ValidNetConfig;
+use crate::event::{Event, NodeId};
+use crate::frame::Hello;
+
+/// Most bytes written to the message lane in one write.
+const BATCH_BYTES: usize = 1 << 20;
+/// Most frames written to the message lane in one write.
+const BATCH_FRAMES: usize = 1024;
+
+/// Why a frame or bulk stream was not accepted for sending. Each carries the caller's tag.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// The peer's queue is at its frame or byte limit: back off, or treat the frame as
+    /// dropped.
+    #[error("send queue to node {to} is full (frame {tag} not queued)")]
+    QueueFull {
+        /// The destination.
+        to: NodeId,
+        /// The refused frame's tag.
+        tag: u64,
+    },
+    /// The payload exceeds `max_frame_size`.
+    #[error("frame {tag} of {len} bytes exceeds max_frame_size {max}")]
+    TooLarge {
+        /// The refused frame's tag.
+        tag: u64,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Node id 0 or this node's own id.
+    #[error("invalid destination node {to}")]
+    InvalidPeer {
+        /// The destination given.
+        to: NodeId,
+    },
+}
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connections: Counter,
+    pub refused: Counter,
+    pub duplicates: Counter,
+    pub frames_sent: Counter,
+    pub bytes_sent: Counter,
+    pub frames_received: Counter,
+    pub frames_dropped: Counter,
+    pub protocol_errors: Counter,
+}
+
+/// State shared by the endpoint handle and its tasks.
+pub(crate) struct Ctx {
+    pub cfg: ValidNetConfig,
+    pub me: NodeId,
+    pub incarnation: u64,
+    pub endpoint: quinn::Endpoint,
+    pub events: mpsc::Sender<Event>,
+    /// Bulk-lane events: a separate small channel (see [`Inbox`](crate::Inbox)).
+    pub bulk_events: mpsc::Sender<Event>,
+    pub stats: Counters,
+    /// The registry of peers (see `peer::handle`).
+    pub peers: Mutex<HashMap<NodeId, Arc<PeerHandle>>>,
+    /// The transport's runtime, where peer tasks and bulk streams are spawned.
+    pub rt: tokio::runtime::Handle,
+}
+
+/// An inbound connection whose TLS identity and hello were checked, waiting for the peer
+/// task to keep or refuse it.
+pub(crate) struct Incoming {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub hello: Hello,
+}
+
+#[derive(Default)]
+struct SendQueue {
+    items: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+/// The shared half of a peer: its address, its send queue, and its live connection.
+pub(crate) struct PeerHandle {
+    pub node: NodeId,
+    pub addr: Mutex<Option<SocketAddr>>,
+    queue: Mutex<SendQueue>,
+    /// Wakes the peer task (work was queued).
+    pub wake: Notify,
+    /// Inbound connections claiming this node, handed over by the accept path.
+    pub incoming: mpsc::Sender<Incoming>,
+    /// The live connection, if any, for bulk streams.
+    pub conn: watch::Sender<Option<quinn::Connection>>,
+    /// Bulk streams waiting for a connection (makes the task dial with an empty queue).
+    pub bulk_waiters: AtomicUsize,
+}
+
+impl PeerHandle {
+    pub(crate) fn new(node: NodeId, _cfg: &ValidNetConfig) -> (PeerHandle, mpsc::Receiver<Incoming>) {
+        let (tx, rx) = mpsc::channel(4);
+        let (conn, _) = watch::channel(None);
+        let h = PeerHandle {
+            node,
+            addr: Mutex::new(None),
+            queue: Mutex::new(SendQueue::default()),
+            wake: Notify::new(),
+            incoming: tx,
+            conn,
+            bulk_waiters: AtomicUsize::new(0),
+        };
+        (h, rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SendQueue> {
+        // The queue is a plain VecDeque updated in single calls: still consistent after a
+        // panic elsewhere.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn enqueue(&self, cfg: &ValidNetConfig, tag: u64, payload: Bytes) -> Result<(), SendError> {
+        {
+            let mut q = self.lock();
+            if q.items.len() >= cfg.queue_frames || q.bytes + payload.len() > cfg.queue_bytes {
+                return Err(SendError::QueueFull { to: self.node, tag });
+            }
+            q.bytes += payload.len();
+            q.items.push_back((tag, payload));
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let q = self.lock();
+        (q.items.len(), q.bytes)
+    }
+
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn has_work(&self) -> bool {
+        !self.lock().items.is_empty() || self.bulk_waiters.load(Ordering::Acquire) > 0
+    }
+
+    /// Takes up to one batch from the queue.
+    pub(crate) fn take_batch(&self) -> Vec<(u64, Bytes)> {
+        let mut q = self.lock();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, p)) = q.items.front() {
+            if !out.is_empty() && (out.len() >= BATCH_FRAMES || bytes + p.len() > BATCH_BYTES) {
+                break;
+            }
+            bytes += p.len();
+            if let Some(item) = q.items.pop_front() {
+                out.push(item);
+            }
+        }
+        q.bytes -= bytes;
+        out
+    }
+
+    pub(crate) fn drain(&self) -> Vec<u64> {
+        let mut q = self.lock();
+        q.bytes = 0;
+        q.items.drain(..).map(|(t, _)| t).collect()
+    }
+}
