@@ -17,6 +17,7 @@ pub mod progress;
 pub mod quorum;
 #[allow(clippy::module_inception)]
 mod raft;
+mod read_queue;
 pub mod ready;
 pub mod rng;
 pub mod status;

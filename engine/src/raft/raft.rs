@@ -7,8 +7,6 @@
 //! elections and heartbeats, and [`Raft::set_now`] gives the clock that lease reads are
 //! measured with (a replica that misses ticks while stalled still sees its lease expire).
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 
 use super::conf::{ConfChange, ConfChangeError, ConfState};
@@ -30,7 +28,7 @@ mod quiesce;
 mod read_only;
 mod tracker;
 
-use read_only::{Reads, ROUND_HISTORY};
+use super::read_queue::{Reads, ROUND_HISTORY};
 
 #[cfg(feature = "mutants")]
 use super::config::Mutant;
