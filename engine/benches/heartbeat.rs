@@ -53,7 +53,6 @@ fn cpu<T>(iters: u64, mut f: impl FnMut() -> T) -> Duration {
 
 /// The leader's tick: one heartbeat per group per follower, coalesced, encoded.
 fn leader_tick(out: &mut Outbox, round: u64) -> Vec<(u64, Bytes)> {
-    out.tick();
     for g in 1..=GROUPS {
         for f in FOLLOWERS {
             let body = MessageBody::Heartbeat { commit: 1000 + g, round, quiesce: false };
@@ -95,8 +94,8 @@ fn leader_acks(replies: &[Bytes]) -> u64 {
 
 fn bench(c: &mut Criterion) {
     // Each node keeps its outbox from tick to tick, as the runtime does.
-    let mut out = Outbox::new(2);
-    let mut outs = [Outbox::new(2), Outbox::new(2)];
+    let mut out = Outbox::new();
+    let mut outs = [Outbox::new(), Outbox::new()];
     let mut round = 0;
     let frames = leader_tick(&mut out, round);
     let replies: Vec<Bytes> = frames.iter().zip(&mut outs).map(|((_, f), o)| follower_answer(o, f)).collect();

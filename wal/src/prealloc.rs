@@ -46,7 +46,7 @@ impl Preallocator {
                     backoff = Duration::from_millis(10);
                 }
                 Err(e) => {
-                    log::warn!("flotilla-wal: preallocator i/o error (will retry): {e}");
+                    tracing::warn!("preallocator i/o error (will retry): {e}");
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
@@ -100,7 +100,7 @@ impl Preallocator {
                     return Ok(true);
                 }
                 Err(e) => {
-                    log::warn!("flotilla-wal: freeing {} failed: {e}", path.display());
+                    tracing::warn!("freeing {} failed: {e}", path.display());
                     return Err(e);
                 }
             }
@@ -132,8 +132,8 @@ impl Preallocator {
                 return Ok(true);
             }
         }
-        log::warn!(
-            "flotilla-wal: deleting spare {} (the writer created a later segment while it was made)",
+        tracing::warn!(
+            "deleting spare {} (the writer created a later segment while it was made)",
             seg.path.display()
         );
         let path = seg.path.clone();

@@ -291,7 +291,7 @@ impl<'a> Recovery<'a> {
             }
             if !sealed {
                 if off == SEGMENT_HEADER_LEN as u64 && Self::skipped_spare(&segs, &mut valid, i)? {
-                    log::warn!("flotilla-wal: deleting {} (a spare the writer skipped)", seg.path.display());
+                    tracing::warn!("deleting {} (a spare the writer skipped)", seg.path.display());
                     state.segs.remove(&seg.seq);
                     seqs.retain(|s| *s != seg.seq);
                     skipped.push(seg.path.clone());
@@ -357,8 +357,8 @@ impl<'a> Recovery<'a> {
         }
         let active = segs[ti].clone();
         if zero_to > toff {
-            log::warn!(
-                "flotilla-wal: zeroing {} bytes of unacknowledged batches after the torn tail of {}",
+            tracing::warn!(
+                "zeroing {} bytes of unacknowledged batches after the torn tail of {}",
                 zero_to - toff,
                 active.path.display()
             );
@@ -368,11 +368,7 @@ impl<'a> Recovery<'a> {
                 .map_err(io_err(&active.path))?;
         }
         if toff > SEGMENT_HEADER_LEN as u64 || ti > 0 {
-            log::info!(
-                "flotilla-wal: recovered {} segments, log ends at segment {} offset {toff}",
-                ti + 1,
-                x.seq
-            );
+            tracing::info!("recovered {} segments, log ends at segment {} offset {toff}", ti + 1, x.seq);
         }
         for (g, gi) in &state.groups {
             if let Some(index) = gi.first_hole() {
@@ -391,8 +387,8 @@ impl<'a> Recovery<'a> {
             let j = ti + 1 + k;
             state.segs.remove(&seg.seq);
             if doomed.contains(&j) {
-                log::warn!(
-                    "flotilla-wal: deleting {} (unacknowledged batches after the torn tail)",
+                tracing::warn!(
+                    "deleting {} (unacknowledged batches after the torn tail)",
                     seg.path.display()
                 );
                 let path = seg.path.clone();

@@ -124,7 +124,7 @@ fn choose_backend(choice: BackendChoice) -> Result<Box<dyn IoBackend>, OpenError
             BackendChoice::Auto => match UringBackend::new() {
                 Ok(b) => Ok(Box::new(b)),
                 Err(e) => {
-                    log::warn!("flotilla-wal: io_uring refused ({e}); using pwrite + fdatasync");
+                    tracing::warn!("io_uring refused ({e}); using pwrite + fdatasync");
                     Ok(Box::new(PwriteBackend))
                 }
             },
@@ -154,7 +154,7 @@ impl Wal {
         let cfg = checked.get().clone();
         let backend = choose_backend(cfg.backend)?;
         let kind = backend.kind();
-        log::info!("flotilla-wal: opening {} with backend {kind:?}", cfg.dir.display());
+        tracing::info!("opening {} with backend {kind:?}", cfg.dir.display());
         let rec = Recovery::new(&cfg, &*fs).run()?;
         let (tx, rx) = bounded(cfg.queue_len);
         let shared = Arc::new(Shared {

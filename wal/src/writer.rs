@@ -435,8 +435,8 @@ impl SegmentWriter {
         self.shared.writes.fetch_add(1, Ordering::Relaxed);
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = res {
-            log::error!(
-                "flotilla-wal: write/sync of {} failed, refusing further writes: {e}",
+            tracing::error!(
+                "write/sync of {} failed, refusing further writes: {e}",
                 self.active.path.display()
             );
             self.poison();
@@ -535,7 +535,7 @@ impl SegmentWriter {
                 match taken {
                     Ok(s) => s,
                     Err(seq) => {
-                        log::warn!("flotilla-wal: no spare segment ready, creating one on the write path");
+                        tracing::warn!("no spare segment ready, creating one on the write path");
                         let (fs, cfg) = (&*self.shared.fs, &self.shared.cfg);
                         Segment::create(fs, &cfg.dir, seq, cfg.segment_size)?
                     }

@@ -10,6 +10,7 @@
 pub mod conf;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod inflights;
 pub mod log;
 pub mod message;
@@ -29,6 +30,7 @@ pub use conf::{ChangeKind, ConfChange, ConfChangeError, ConfState, SingleChange,
 pub use config::Mutant;
 pub use config::{Config, ConfigError, ReadMode, ValidConfig};
 pub use error::{CompactError, NewRaftError, ProposeError, ReadIndexError, StepError, TransferError};
+pub use event::{Event, MembershipStep};
 pub use message::{
     Entry, EntryPayload, HardState, Message, MessageBody, ReadState, Snapshot, SnapshotChunk, SnapshotMeta,
 };

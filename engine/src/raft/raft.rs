@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::conf::{ConfChange, ConfChangeError, ConfState};
 use super::config::{ReadMode, ValidConfig};
 use super::error::{CompactError, NewRaftError, ProposeError, ReadIndexError, StepError, TransferError};
+use super::event::{Event, MembershipStep};
 use super::log::RaftLog;
 use super::message::{
     Entry, EntryPayload, HardState, Message, MessageBody, ReadState, Snapshot, SnapshotChunk, SnapshotMeta,
@@ -119,6 +120,8 @@ pub struct Raft<S> {
     snapshot_ready: Option<Box<Snapshot>>,
     prev_hs: HardState,
     stats: Stats,
+    /// What happened since the last `Ready` (handed out in `Ready::events`).
+    events: Vec<Event>,
     /// The current candidacy was ordered by TimeoutNow.
     transfer_campaign: bool,
     /// Quiesced (`Config::quiesce`): no heartbeats, no election timeout, until woken.
@@ -190,6 +193,7 @@ impl<S: LogStore> Raft<S> {
             snapshot_ready: None,
             prev_hs: hs,
             stats: Stats::default(),
+            events: Vec::new(),
             transfer_campaign: false,
             quiesced: false,
             quiesce_round: 0,
@@ -381,6 +385,11 @@ impl<S: LogStore> Raft<S> {
     // ----------------------------------------------------------------------------------
 
     fn reset(&mut self, term: u64) {
+        if self.role == Role::Leader {
+            // Every role change goes through here; a leader that stays leader (a new
+            // term is never led by the same replica without an election) never does.
+            self.events.push(Event::SteppedDown { term: self.term });
+        }
         if term != self.term {
             self.term = term;
             self.vote = NO_REPLICA;
@@ -430,6 +439,10 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn become_pre_candidate(&mut self) {
+        if self.role == Role::Leader {
+            // Never in practice (a leader does not campaign); kept so the event holds.
+            self.events.push(Event::SteppedDown { term: self.term });
+        }
         self.progress = Vec::new();
         self.votes.clear();
         self.leader = NO_REPLICA;
@@ -453,6 +466,7 @@ impl<S: LogStore> Raft<S> {
         // another replica proves it; a lone voter waits for its first write.
         self.term_durable = won_with_others;
         self.stats.leaderships += 1;
+        self.events.push(Event::BecameLeader { term: self.term, by_transfer });
         if by_transfer {
             self.stats.leaderships_by_transfer += 1;
         }
@@ -473,6 +487,8 @@ impl<S: LogStore> Raft<S> {
             return;
         }
         self.stats.campaigns += 1;
+        self.events
+            .push(Event::ElectionStarted { term: self.term + 1, pre_vote: kind == Campaign::PreElection });
         let vote_term = if kind == Campaign::PreElection {
             self.become_pre_candidate();
             self.term + 1
@@ -719,6 +735,7 @@ impl<S: LogStore> Raft<S> {
             self.abort_transfer();
         }
         self.stats.transfers_started += 1;
+        self.events.push(Event::TransferStarted { to });
         self.transferee = to;
         self.transfer_elapsed = 0;
         let last = self.log.last_index();
@@ -753,6 +770,7 @@ impl<S: LogStore> Raft<S> {
     fn abort_transfer(&mut self) {
         if self.transferee != NO_REPLICA {
             self.stats.transfers_aborted += 1;
+            self.events.push(Event::TransferAborted { to: self.transferee });
             self.transferee = NO_REPLICA;
             self.transfer_elapsed = 0;
         }
@@ -837,13 +855,17 @@ impl<S: LogStore> Raft<S> {
             // Validated when proposed; a change that no longer applies is a no-op.
             return;
         };
-        if cc.is_leave_joint() {
+        let step = if cc.is_leave_joint() {
             self.stats.joint_left += 1;
+            MembershipStep::LeftJoint
         } else if next.is_joint() {
             self.stats.joint_entered += 1;
+            MembershipStep::EnteredJoint
         } else {
             self.stats.simple_changes += 1;
-        }
+            MembershipStep::Simple
+        };
+        self.events.push(Event::MembershipApplied { index, step });
         self.conf_history.push((index, next.clone()));
         self.set_conf(next);
     }
@@ -868,6 +890,7 @@ impl<S: LogStore> Raft<S> {
                 if self.transferee != to {
                     self.abort_transfer();
                     self.stats.transfers_started += 1;
+                    self.events.push(Event::TransferStarted { to });
                     self.transferee = to;
                     self.transfer_elapsed = 0;
                 }
@@ -1377,6 +1400,7 @@ impl<S: LogStore> Raft<S> {
             || self.snapshot_ready.is_some()
             || self.reads.as_ref().is_some_and(|r| !r.states.is_empty())
             || self.should_auto_leave()
+            || !self.events.is_empty()
     }
 
     /// Hands out everything the runtime must do now (see [`Ready`] for the order).
@@ -1414,6 +1438,7 @@ impl<S: LogStore> Raft<S> {
             persisted_messages: std::mem::take(&mut self.msgs_after_persist),
             committed_entries,
             read_states: self.reads.as_mut().map(|r| std::mem::take(&mut r.states)).unwrap_or_default(),
+            events: std::mem::take(&mut self.events),
         }
     }
 }
@@ -1508,5 +1533,126 @@ mod simulator_regressions {
         r.step(stale).unwrap();
         assert_eq!(r.term(), 5, "the stale term changes nothing else");
         assert_eq!(r.committed(), 2);
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use crate::raft::conf::{ChangeKind, ConfChange};
+    use crate::raft::config::Config;
+    use crate::raft::storage::MemStorage;
+
+    /// Replica 1 of {1, 2, 3}, fresh.
+    fn replica() -> Raft<MemStorage> {
+        let conf = ConfState::with_voters((1..=3).map(|i| Replica::new(i, i)));
+        Raft::new(Config::new(1).validate().unwrap(), MemStorage::new_with_conf(conf)).unwrap()
+    }
+
+    fn grant(r: &Raft<MemStorage>, from: ReplicaId, pre_vote: bool) -> Message {
+        let term = if pre_vote { r.term() + 1 } else { r.term() };
+        Message {
+            from,
+            to: 1,
+            term,
+            body: MessageBody::RequestVoteResponse { pre_vote, reject: false, commit: 0, commit_term: 0 },
+        }
+    }
+
+    /// Persists and applies one `Ready` the way a runtime does; returns its events.
+    fn drive(r: &mut Raft<MemStorage>) -> Vec<Event> {
+        let rd = r.ready();
+        if let Some(hs) = rd.hard_state {
+            r.storage_mut().set_hard_state(hs);
+        }
+        if let Some(last) = rd.entries.last() {
+            r.storage_mut().append(&rd.entries);
+            r.on_persisted(last.index, last.term);
+        }
+        if let Some(last) = rd.committed_entries.last() {
+            r.on_applied(last.index);
+        }
+        rd.events
+    }
+
+    /// Events follow what happened, in order: a PreVote round, the election, the win,
+    /// a transfer started and aborted on timeout, a membership change applied, and a
+    /// step-down on a newer term. A runtime that counts them gets what the `Stats`
+    /// counters say.
+    #[test]
+    fn events_report_elections_leadership_transfers_and_membership_in_order() {
+        let mut r = replica();
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            r.tick();
+            if r.role() == Role::PreCandidate {
+                break;
+            }
+        }
+        events.extend(drive(&mut r));
+        assert_eq!(events, vec![Event::ElectionStarted { term: 1, pre_vote: true }]);
+        r.step(grant(&r, 2, true)).unwrap();
+        events.extend(drive(&mut r));
+        r.step(grant(&r, 2, false)).unwrap();
+        events.extend(drive(&mut r));
+        assert_eq!(
+            events[1..],
+            [
+                Event::ElectionStarted { term: 1, pre_vote: false },
+                Event::BecameLeader { term: 1, by_transfer: false }
+            ]
+        );
+        events.clear();
+        // Replica 2 acknowledges the leader's no-op: committed and applied.
+        let ack = |r: &Raft<MemStorage>| Message {
+            from: 2,
+            to: 1,
+            term: r.term(),
+            body: MessageBody::AppendResponse {
+                index: r.log.last_index(),
+                reject: false,
+                reject_hint: 0,
+                hint_term: 0,
+            },
+        };
+        r.step(ack(&r)).unwrap();
+        events.extend(drive(&mut r));
+        assert!(events.is_empty(), "{events:?}");
+
+        // A transfer to a replica that never catches up times out.
+        r.transfer_leader(3).unwrap();
+        for _ in 0..1_000 {
+            r.tick();
+            events.extend(drive(&mut r));
+            if events.len() >= 2 {
+                break;
+            }
+        }
+        assert_eq!(events, vec![Event::TransferStarted { to: 3 }, Event::TransferAborted { to: 3 }]);
+        events.clear();
+
+        // A membership change, committed by 2 and applied.
+        let (index, _) =
+            r.propose_conf_change(ConfChange::single(ChangeKind::AddLearner, Replica::new(4, 4))).unwrap();
+        events.extend(drive(&mut r));
+        r.step(ack(&r)).unwrap();
+        events.extend(drive(&mut r));
+        events.extend(drive(&mut r));
+        assert_eq!(events, vec![Event::MembershipApplied { index, step: MembershipStep::Simple }]);
+        events.clear();
+
+        // A newer term deposes the leader.
+        let newer = Message {
+            from: 3,
+            to: 1,
+            term: 7,
+            body: MessageBody::Heartbeat { commit: 0, round: 0, quiesce: false },
+        };
+        r.step(newer).unwrap();
+        events.extend(drive(&mut r));
+        assert_eq!(events, vec![Event::SteppedDown { term: 1 }]);
+        let st = r.stats();
+        assert_eq!((st.campaigns, st.leaderships, st.transfers_started, st.transfers_aborted), (2, 1, 1, 1));
+        assert_eq!(st.simple_changes, 1);
     }
 }

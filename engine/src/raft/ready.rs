@@ -2,6 +2,7 @@
 //!
 //! Owns the shape of the hand-off only; `raft.rs` fills it.
 
+use super::event::Event;
 use super::message::{Entry, HardState, Message, ReadState, Snapshot};
 
 /// What the runtime must do, in this order:
@@ -17,6 +18,9 @@ use super::message::{Entry, HardState, Message, ReadState, Snapshot};
 ///    acknowledgements: nothing a follower says may get ahead of its disk).
 /// 4. Apply `committed_entries` in order, then call `Raft::on_applied`.
 /// 5. Serve each of `read_states` once applied >= its index.
+///
+/// `events` report what happened since the last `Ready` (for metrics and event
+/// streams); nothing needs to be done for them.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Hard state to persist, if it changed.
@@ -33,6 +37,9 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Reads that may be served once applied reaches their index.
     pub read_states: Vec<ReadState>,
+    /// What happened since the last `Ready`, in order (elections, leadership, transfers,
+    /// membership changes applied).
+    pub events: Vec<Event>,
 }
 
 impl Ready {
@@ -48,5 +55,6 @@ impl Ready {
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
+            && self.events.is_empty()
     }
 }

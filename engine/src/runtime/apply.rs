@@ -148,7 +148,7 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
         .name("flotilla-snapshot-writer".into())
         .spawn(move || write_snapshots(snap_dir, jobs, done));
     if let Err(e) = &writer {
-        log::error!("flotilla: cannot start the snapshot writer, snapshots fail: {e}");
+        tracing::error!("cannot start the snapshot writer, snapshots fail: {e}");
     }
     let mut sms: HashMap<u64, Slot> = HashMap::new();
     while let Ok(cmd) = rx.recv() {

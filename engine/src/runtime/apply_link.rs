@@ -27,7 +27,6 @@ impl Worker {
         // only if a state machine panicked: nothing can be applied any more, so the
         // engine stops as on a storage failure.
         if tx.send(cmd).is_err() && !self.failed {
-            log::error!("flotilla: worker {}: the apply thread died (a state machine panicked)", self.idx);
             tracing::error!(worker = self.idx, "apply thread died; engine stops");
             self.storage_failed();
         }
@@ -39,7 +38,6 @@ impl Worker {
             match done {
                 ApplyDone::Applied { group, epoch, done } => self.on_applied(group, epoch, done),
                 ApplyDone::RestoreFailed { group, index, error } => {
-                    log::error!("flotilla: group {group}: restoring snapshot {index} failed: {error}");
                     tracing::error!(group, index, %error, "snapshot restore failed; engine stops");
                     self.storage_failed();
                 }

@@ -100,13 +100,12 @@ impl Worker {
         let bytes = match result {
             Ok(b) => b,
             Err(e) => {
-                log::warn!("flotilla: group {group}: snapshot at {} failed: {e}", meta.index);
                 tracing::warn!(group, index = meta.index, %e, "snapshot failed");
                 return;
             }
         };
         let discard = |why: &str| {
-            log::warn!("flotilla: group {group}: snapshot at {} discarded: {why}", meta.index);
+            tracing::warn!("group {group}: snapshot at {} discarded: {why}", meta.index);
             snapfile::prune(&self.sh.snap_dir, group, |r, i| r == replica && i == meta.index);
         };
         if meta.index <= g.raft.storage().snap.index {
@@ -118,7 +117,7 @@ impl Worker {
             Ok(m) => {
                 // Raft compacted already; the file does not match what it says: keep the
                 // old compaction point durable and drop the file.
-                log::error!("flotilla: group {group}: snapshot metadata {meta:?} differs from Raft's {m:?}");
+                tracing::error!("group {group}: snapshot metadata {meta:?} differs from Raft's {m:?}");
                 return discard("metadata mismatch");
             }
             Err(e) => return discard(&e.to_string()),

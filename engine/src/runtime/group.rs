@@ -51,10 +51,6 @@ pub(crate) struct Group {
     /// This replica instance, unique in the process: answers of the apply thread for a
     /// destroyed replica of the same group are recognised and ignored.
     pub(super) epoch: u64,
-    /// Raft counters already reported (campaigns, leaderships, transfers started,
-    /// transfers aborted, membership changes applied): the worker reports the difference
-    /// as metrics and events.
-    pub(super) seen: [u32; 5],
     /// A voter removal between its two steps (demote, then remove the learner).
     pub(super) removal: Option<Removal>,
 }
@@ -154,7 +150,7 @@ pub(super) fn new_group(
     let cfg = sh.cfg.raft_for(replica, applied, seed(sh, group)).map_err(|e| e.to_string())?;
     let store = WalStore::new(sh.wal.clone(), group, snap);
     let raft = Raft::new(cfg, store).map_err(|e| e.to_string())?;
-    let mut g = Box::new(Group {
+    Ok(Box::new(Group {
         id: group,
         raft,
         peers: Vec::new(),
@@ -168,11 +164,8 @@ pub(super) fn new_group(
         snapshotting: false,
         log_bytes: 0,
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
-        seen: [0; 5],
         removal: None,
-    });
-    g.seen = raft_counts(&g.raft);
-    Ok(g)
+    }))
 }
 
 /// A replica to found (`Engine::create_group` or a create-group effect): it starts once its
@@ -198,18 +191,4 @@ pub(super) fn add_cmd(g: &Group, sm: Box<dyn StateMachine>) -> ApplyCmd {
         conf: g.raft.conf().clone(),
         sm,
     }
-}
-
-/// The Raft counters a worker reports as metrics and events (see `Group::seen`).
-pub(super) fn raft_counts(r: &Raft<WalStore>) -> [u32; 5] {
-    let st = r.stats();
-    [
-        st.campaigns,
-        st.leaderships,
-        st.transfers_started,
-        st.transfers_aborted,
-        st.simple_changes + st.joint_entered + st.joint_left,
-    ]
-    // Truncated on purpose: only differences between two readings are used.
-    .map(|v| v as u32)
 }

@@ -90,7 +90,7 @@ impl Worker {
             return;
         }
         if let Err((e, todo)) = self.writes.submit_creates(&self.sh.wal, &self.sh.counters, batch, todo) {
-            log::error!("flotilla: wal write creating groups failed: {e}");
+            tracing::error!("wal write creating groups failed: {e}");
             self.storage_failed();
             for c in todo {
                 c.done.complete(Err(CreateGroupError::StorageFailed));
@@ -126,7 +126,7 @@ impl Worker {
                     c.done.complete(Ok(()));
                 }
                 Err(e) => {
-                    log::error!("flotilla: group {} could not start: {e}", c.group);
+                    tracing::error!("group {} could not start: {e}", c.group);
                     c.done.complete(Err(CreateGroupError::StorageFailed));
                 }
             }
@@ -162,8 +162,8 @@ impl Worker {
         match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm.applied_index()) {
             Ok(mut g) => {
                 self.send_apply(add_cmd(&g, sm));
-                log::info!(
-                    "flotilla: node {} creates replica {} of group {group} (leader on node {from})",
+                tracing::info!(
+                    "node {} creates replica {} of group {group} (leader on node {from})",
                     self.sh.node,
                     m.to
                 );
@@ -176,7 +176,7 @@ impl Worker {
                 true
             }
             Err(e) => {
-                log::warn!("flotilla: cannot create replica of group {group}: {e}");
+                tracing::warn!("cannot create replica of group {group}: {e}");
                 false
             }
         }
@@ -201,7 +201,7 @@ impl Worker {
         g.learn_peer(m.from, from);
         Self::credit_idle(g, self.ticks);
         if let Err(e) = g.raft.step(m) {
-            log::debug!("flotilla: group {group}: message refused: {e}");
+            tracing::debug!("group {group}: message refused: {e}");
         }
         Self::touch(&mut self.touched, g);
     }
@@ -213,7 +213,7 @@ impl Worker {
                 let me = self.sh.node;
                 let Some(pos) = members.iter().position(|&n| n == me) else { return };
                 if members.iter().enumerate().any(|(i, n)| members[..i].contains(n)) {
-                    log::warn!("flotilla: group {parent} at {index}: create-group effect lists a node twice");
+                    tracing::warn!("group {parent} at {index}: create-group effect lists a node twice");
                     return;
                 }
                 let conf = ConfState::with_voters(
@@ -259,7 +259,7 @@ impl Worker {
                 Err(TrySendError::Full(cmd)) if now < deadline => {
                     self.effect_creates.push_back((owner, group, cmd, deadline));
                 }
-                Err(_) => log::error!("flotilla: worker {owner} did not take the creation of group {group}"),
+                Err(_) => tracing::error!("worker {owner} did not take the creation of group {group}"),
             }
         }
     }
@@ -269,8 +269,8 @@ impl Worker {
     /// once that is durable, its state machine is dropped.
     pub(super) fn destroy(&mut self, mut g: Box<Group>) {
         let gid = g.id;
-        log::info!(
-            "flotilla: node {}: replica {} of group {gid} removed; destroying it",
+        tracing::info!(
+            "node {}: replica {} of group {gid} removed; destroying it",
             self.sh.node,
             g.raft.id()
         );
@@ -280,7 +280,6 @@ impl Worker {
         self.tombstones.insert(gid, g.raft.id());
         self.tombstones_unsynced.insert(gid, self.writes.next_seq());
         self.writes.prune_after(gid, g.raft.id(), u64::MAX);
-        self.outbox.forget_group(gid);
         self.active.remove(&gid);
         if g.quiesced_counted {
             self.sh.counters.quiesced_groups.fetch_sub(1, Ordering::Relaxed);

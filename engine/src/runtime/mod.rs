@@ -135,7 +135,7 @@ impl Runtime {
             .name("flotilla-net".into())
             .spawn(move || net_loop::run(transport, net_rx, routes, sh))
             .map_err(OpenError::Io)?;
-        log::info!("flotilla: node {} open with {n} workers", c.node_id);
+        tracing::info!("node {} open with {n} workers", c.node_id);
         Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread) })
     }
 

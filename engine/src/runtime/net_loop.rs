@@ -60,7 +60,7 @@ pub(super) fn run(
             match rx.try_recv() {
                 Ok(NetCmd::Send { to, items }) => {
                     if let Err(e) = transport.send(to, 0, &items) {
-                        log::debug!("flotilla: send to node {to} failed: {e}");
+                        tracing::debug!("send to node {to} failed: {e}");
                     }
                 }
                 Ok(NetCmd::Snapshot { to, group, replica, chunks }) => {
@@ -71,7 +71,7 @@ pub(super) fn run(
                             snap_tags.insert(tag, (group, replica));
                         }
                         Err(e) => {
-                            log::warn!("flotilla: snapshot of group {group} to node {to} refused: {e}");
+                            tracing::warn!("snapshot of group {group} to node {to} refused: {e}");
                             let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent {
                                 group,
                                 replica,
@@ -127,7 +127,7 @@ pub(super) fn run(
                     }
                 }
                 TransportEvent::Malformed { from, error } => {
-                    log::warn!("flotilla: malformed batch from node {from}: {error}");
+                    tracing::warn!("malformed batch from node {from}: {error}");
                 }
                 TransportEvent::PeerDown { node } => {
                     for w in &workers {

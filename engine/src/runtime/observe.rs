@@ -1,41 +1,50 @@
-//! Metrics and tracing events from a group's Raft counters: after each turn of a group the
-//! worker reports what changed since last seen (elections, leaderships, transfers started
-//! and aborted, membership changes applied).
+//! Metrics and tracing events from a group's Raft events (`Ready::events`): elections,
+//! leaderships, step-downs, transfers started and aborted, membership changes applied.
 //!
-//! Owns the differencing of counters. Never changes a group's Raft state.
+//! Owns the mapping from a core event to a counter and a tracing event. Never changes a
+//! group's Raft state.
 
-use super::group::{raft_counts, Group};
-use super::shared::{bump_by, Shared};
+use super::group::Group;
+use super::shared::{bump, Shared};
+use crate::raft::{Event, MembershipStep};
 
-/// Reports what changed in `g`'s Raft counters since last seen: metrics and tracing
-/// events (elections, leadership, transfers, membership changes).
-pub(super) fn observe(sh: &Shared, g: &mut Group) {
-    let now = raft_counts(&g.raft);
-    if now == g.seen {
-        return;
-    }
-    let d: [u64; 5] = std::array::from_fn(|i| u64::from(now[i].wrapping_sub(g.seen[i])));
-    g.seen = now;
+/// Reports `events` of `g` (from one `Ready`, in order) as metrics and tracing events.
+pub(super) fn observe(sh: &Shared, g: &Group, events: &[Event]) {
     let c = &sh.counters;
-    let (group, term) = (g.id, g.raft.term());
-    if d[0] > 0 {
-        bump_by(&c.elections, d[0]);
-        tracing::debug!(group, term, replica = g.raft.id(), "election started");
-    }
-    if d[1] > 0 {
-        bump_by(&c.leaders_elected, d[1]);
-        tracing::info!(group, term, replica = g.raft.id(), "became leader");
-    }
-    if d[2] > 0 {
-        bump_by(&c.transfers_started, d[2]);
-        tracing::info!(group, term, "leadership transfer started");
-    }
-    if d[3] > 0 {
-        bump_by(&c.transfers_aborted, d[3]);
-        tracing::info!(group, term, "leadership transfer aborted");
-    }
-    if d[4] > 0 {
-        bump_by(&c.membership_changes, d[4]);
-        tracing::info!(group, term, conf = ?g.raft.conf(), "membership change applied");
+    let (group, replica) = (g.id, g.raft.id());
+    for ev in events {
+        match *ev {
+            Event::ElectionStarted { term, pre_vote } => {
+                bump(&c.elections);
+                tracing::debug!(group, term, replica, pre_vote, "election started");
+            }
+            Event::BecameLeader { term, by_transfer } => {
+                bump(&c.leaders_elected);
+                tracing::info!(group, term, replica, by_transfer, "became leader");
+            }
+            Event::SteppedDown { term } => {
+                tracing::debug!(group, term, replica, "stepped down");
+            }
+            Event::TransferStarted { to } => {
+                bump(&c.transfers_started);
+                tracing::info!(group, term = g.raft.term(), to, "leadership transfer started");
+            }
+            Event::TransferAborted { to } => {
+                bump(&c.transfers_aborted);
+                tracing::info!(group, term = g.raft.term(), to, "leadership transfer aborted");
+            }
+            Event::MembershipApplied { index, step } => {
+                bump(&c.membership_changes);
+                let step = match step {
+                    MembershipStep::Simple => "simple",
+                    MembershipStep::EnteredJoint => "entered joint",
+                    MembershipStep::LeftJoint => "left joint",
+                };
+                tracing::info!(group, index, step, conf = ?g.raft.conf(), "membership change applied");
+            }
+            // `Event` is non-exhaustive: a new kind is reported once it has a metric.
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
     }
 }

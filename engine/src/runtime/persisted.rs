@@ -21,7 +21,6 @@ impl Worker {
             return;
         }
         if let Err(e) = self.writes.submit(&self.sh.wal, &self.sh.counters) {
-            log::error!("flotilla: wal submit failed: {e}");
             tracing::error!(%e, "wal submit failed; engine stops");
             self.storage_failed();
             return;
@@ -36,7 +35,6 @@ impl Worker {
             let done = match res {
                 Ok(done) => done,
                 Err(e) => {
-                    log::error!("flotilla: wal write failed, stopping the engine: {e}");
                     tracing::error!(%e, "wal write failed; engine stops");
                     self.storage_failed();
                     return;
@@ -75,7 +73,7 @@ impl Worker {
                     // Split borrow: `send` needs the worker and the group.
                     let node = g.node_of(m.to);
                     if let Some(node) = node.filter(|&n| n != self.sh.node) {
-                        self.outbox.push_with(node, gid, m, false);
+                        self.outbox.push(node, gid, m);
                     }
                 }
                 Self::touch(&mut self.touched, g);

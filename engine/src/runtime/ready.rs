@@ -7,17 +7,20 @@
 
 use super::apply::ApplyCmd;
 use super::group::Group;
+use super::observe::observe;
 use super::store::{entry_bytes, wal_hs};
 use super::worker::Worker;
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::{NodeId, ReplicaId, Role};
 
 impl Worker {
-    /// Handles one `Ready` of `g`; returns whether the replica was removed from the group
-    /// (never, now: a removal is seen once the apply thread reports it, in `on_applied`).
-    pub(super) fn handle_ready(&mut self, g: &mut Group) -> bool {
-        let rd = g.raft.ready();
+    /// Handles one `Ready` of `g`. (A removal of this replica is seen once the apply
+    /// thread reports it, in `on_applied`, never here.)
+    pub(super) fn handle_ready(&mut self, g: &mut Group) {
         let gid = g.id;
+        let span = tracing::trace_span!("ready", group = gid);
+        let _ready = span.enter();
+        let rd = g.raft.ready();
         // 1. Messages now.
         for m in rd.messages {
             self.send(g, m);
@@ -26,9 +29,9 @@ impl Worker {
         let wrote_before = self.writes.batch.encoded_len();
         if let Some(snap) = &rd.snapshot {
             if let Err(e) = self.install_snapshot(g, &snap.meta, &snap.data) {
-                log::error!("flotilla: group {gid}: installing snapshot {} failed: {e}", snap.meta.index);
+                tracing::error!("group {gid}: installing snapshot {} failed: {e}", snap.meta.index);
                 self.storage_failed();
-                return false;
+                return;
             }
         }
         if g.meta_dirty {
@@ -63,7 +66,10 @@ impl Worker {
             g.reads.confirm(rs.ctx, rs.index);
         }
         g.reads.serve(g.raft.applied());
-        false
+        // 5. What happened (metrics, tracing).
+        if !rd.events.is_empty() {
+            observe(&self.sh, g, &rd.events);
+        }
     }
 
     /// Queues `m` of `g` for its replica's node (a snapshot to send is streamed instead).
@@ -73,7 +79,7 @@ impl Worker {
             return;
         }
         let Some(node) = g.node_of(m.to) else {
-            log::debug!("flotilla: group {}: no node for replica {}", g.id, m.to);
+            tracing::debug!("group {}: no node for replica {}", g.id, m.to);
             return;
         };
         if node == self.sh.node {
@@ -81,7 +87,7 @@ impl Worker {
         }
         // Heartbeats are never skipped: a pending ReadIndex (ours or a follower's) may
         // wait on the round.
-        self.outbox.push_with(node, g.id, m, false);
+        self.outbox.push(node, g.id, m);
     }
 
     /// Messages to `node` were lost (its connection went down, or batches to it were

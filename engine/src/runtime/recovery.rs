@@ -75,6 +75,6 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
             }
         }
     }
-    log::info!("flotilla: node {} recovered {} groups", sh.node, out.groups.len());
+    tracing::info!("node {} recovered {} groups", sh.node, out.groups.len());
     Ok(out)
 }

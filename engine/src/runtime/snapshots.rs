@@ -49,7 +49,7 @@ impl Worker {
         self.writes.prune_after(gid, g.raft.id(), meta.index);
         bump(&self.sh.counters.snapshots_installed);
         tracing::info!(group = gid, index = meta.index, term = meta.term, "snapshot installed");
-        log::info!("flotilla: group {gid}: installed snapshot at {}", meta.index);
+        tracing::info!("group {gid}: installed snapshot at {}", meta.index);
         Ok(())
     }
 
@@ -66,11 +66,7 @@ impl Worker {
         };
         bump(&self.sh.counters.snapshots_sent);
         tracing::info!(group = g.id, index = meta.index, to, node, "snapshot stream started");
-        log::info!(
-            "flotilla: group {}: streaming snapshot {} to replica {to} on node {node}",
-            g.id,
-            meta.index
-        );
+        tracing::info!("group {}: streaming snapshot {} to replica {to} on node {node}", g.id, meta.index);
         let chunks: SnapshotChunks = Box::new(chunks);
         let _ = self.sh.net.send(NetCmd::Snapshot { to: node, group: g.id, replica: to, chunks });
     }

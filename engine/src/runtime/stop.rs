@@ -44,12 +44,12 @@ impl Worker {
                 match t.receiver().recv_timeout(left) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        log::error!("flotilla: wal write failed during shutdown: {e}");
+                        tracing::error!("wal write failed during shutdown: {e}");
                         self.storage_failed();
                         break;
                     }
                     Err(_) => {
-                        log::warn!("flotilla: shutdown gave up waiting for a wal write");
+                        tracing::warn!("shutdown gave up waiting for a wal write");
                         break;
                     }
                 }
@@ -62,7 +62,7 @@ impl Worker {
         self.apply_tx = None;
         if let Some(t) = self.apply_thread.take() {
             if t.join().is_err() {
-                log::error!("flotilla: worker {}: a state machine panicked", self.idx);
+                tracing::error!("worker {}: a state machine panicked", self.idx);
             }
         }
         self.poll_applied();

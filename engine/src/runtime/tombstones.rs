@@ -47,16 +47,14 @@ impl Worker {
                 let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
             }
             gc::Verdict::Record => {
-                log::debug!(
-                    "flotilla: group {group}: recording the removal of replica {replica} (not hosted)"
-                );
+                tracing::debug!("group {group}: recording the removal of replica {replica} (not hosted)");
                 self.writes.batch.set_meta(group, &GroupMeta::Tombstone { replica }.encode());
                 self.tombstones.insert(group, replica);
                 self.tombstones_unsynced.insert(group, self.writes.next_seq());
             }
             gc::Verdict::Ignore => {
-                log::debug!(
-                    "flotilla: group {group}: tombstone for replica {replica} at {conf_index} ignored \
+                tracing::debug!(
+                    "group {group}: tombstone for replica {replica} at {conf_index} ignored \
                      (hosted {hosted:?}, tombstone {tombstone:?})"
                 );
             }
@@ -95,7 +93,7 @@ impl Worker {
                     bump_by(&self.sh.counters.removals_confirmed, n);
                     Self::touch(&mut self.touched, g);
                 }
-                Err(e) => log::debug!("flotilla: group {gid}: forgetting removal records refused: {e}"),
+                Err(e) => tracing::debug!("group {gid}: forgetting removal records refused: {e}"),
             }
         }
     }
@@ -110,7 +108,7 @@ impl Worker {
             return false;
         }
         let item = WireItem::Tombstone { group, replica, conf_index: g.raft.conf_index() };
-        log::debug!("flotilla: group {group}: message from removed replica {replica} on node {from}");
+        tracing::debug!("group {group}: message from removed replica {replica} on node {from}");
         bump(&self.sh.counters.tombstones_sent);
         let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
         true

@@ -15,7 +15,7 @@
 //! in flight, what follows durability), `apply_link` (the apply thread), `requests` and
 //! `membership` (client requests), `lifecycle` (create, remove, destroy, effects),
 //! `tombstones` (removed replicas, clean-up pass), `quiescence` and `wake_queue`,
-//! `compaction`, `snapshots`, `observe` (metrics from Raft counters), `stop` (storage
+//! `compaction`, `snapshots`, `observe` (metrics from Raft events), `stop` (storage
 //! failure, shutdown). Waiters live in `waiters` (the rules of `Ok`, `Dropped` and
 //! `Indeterminate` are there).
 
@@ -32,7 +32,6 @@ use super::command::{Cmd, NetCmd};
 use super::gc;
 use super::group::{add_cmd, Group, PendingCreate};
 use super::incarnation::ReadCtx;
-use super::observe::observe;
 use super::pending::Completer;
 use super::recovery::Recovered;
 use super::shared::{bump, bump_by, Shared};
@@ -119,7 +118,6 @@ impl Worker {
         rx: Receiver<Cmd>,
         rec: Recovered,
     ) -> std::io::Result<Worker> {
-        let hb = sh.cfg.raft_for(1, 0, 0).map(|c| c.heartbeat_interval_ticks).unwrap_or(2);
         let (apply_tx, apply_cmds) = unbounded();
         let (apply_done, apply_rx) = unbounded();
         let apply_thread = std::thread::Builder::new().name(format!("flotilla-apply-{idx}")).spawn({
@@ -143,7 +141,7 @@ impl Worker {
             tombstones_unsynced: HashMap::new(),
             forget: HashMap::new(),
             touched,
-            outbox: Outbox::new(hb.into()),
+            outbox: Outbox::new(),
             creates: Vec::new(),
             removes: Vec::new(),
             effect_creates: VecDeque::new(),
@@ -169,7 +167,7 @@ impl Worker {
     pub(crate) fn run(mut self) {
         let interval = self.sh.cfg.get().tick_interval;
         let mut next_tick = Instant::now() + interval;
-        log::debug!("flotilla: worker {} starts with {} groups", self.idx, self.groups.len());
+        tracing::debug!("worker {} starts with {} groups", self.idx, self.groups.len());
         while !self.stopping {
             let now = Instant::now();
             let timeout = if self.touched.is_empty() {
@@ -178,6 +176,10 @@ impl Worker {
                 Duration::ZERO
             };
             self.wait(timeout);
+            // One span per turn (after the wait, so idle time is not in it); with no
+            // subscriber, a disabled callsite: one relaxed load.
+            let turn = tracing::trace_span!("turn", worker = self.idx);
+            let _turn = turn.enter();
             for _ in 0..MAX_CMDS_PER_TURN {
                 match self.rx.try_recv() {
                     Ok(cmd) => self.handle(cmd),
@@ -283,7 +285,6 @@ impl Worker {
         self.ticks += 1;
         bump(&self.sh.counters.worker_ticks);
         self.created_this_tick = 0;
-        self.outbox.tick();
         let now = self.ticks;
         self.wake_queued(now);
         // Only the active groups: quiesced ones cost nothing here.
@@ -326,19 +327,14 @@ impl Worker {
     /// submits the turn's batch (earlier once it holds half the WAL's write size).
     fn process(&mut self) {
         let touched = std::mem::take(&mut self.touched);
-        let mut destroyed = Vec::new();
         for gid in touched {
             let Some(mut g) = self.groups.remove(&gid) else { continue };
             g.touched = false;
-            let mut removed = false;
             for _ in 0..READY_ROUNDS {
                 if self.failed || !g.raft.has_ready() {
                     break;
                 }
-                removed = self.handle_ready(&mut g);
-                if removed {
-                    break;
-                }
+                self.handle_ready(&mut g);
             }
             if self.failed {
                 // `storage_failed` failed the waiters of the groups in the map; this one
@@ -347,16 +343,10 @@ impl Worker {
                 self.groups.insert(gid, g);
                 continue;
             }
-            if removed {
-                self.active.remove(&gid);
-                destroyed.push(g);
-                continue;
-            }
             if g.first_campaign && g.raft.applied() >= g.raft.committed() {
                 g.first_campaign = false;
                 g.raft.campaign_now();
             }
-            observe(&self.sh, &mut g);
             if g.raft.has_ready() {
                 g.touched = true;
                 self.touched.push(gid);
@@ -368,9 +358,6 @@ impl Worker {
             if self.writes.batch.encoded_len() >= self.sh.cfg.get().wal.max_write_bytes / 2 {
                 self.submit();
             }
-        }
-        for g in destroyed {
-            self.destroy(g);
         }
         self.submit();
     }

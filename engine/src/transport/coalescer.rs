@@ -4,39 +4,17 @@
 //! groups emit, tagged with the destination node; [`Outbox::flush`] then yields ONE batch per
 //! destination node, in which all heartbeats of all groups led here with a replica there
 //! form ONE [`WireItem::Heartbeats`] item (group, term, commit clamped to the follower's
-//! match, round) and all heartbeat answers form ONE [`WireItem::HeartbeatAcks`] item. A
-//! group's heartbeat is skipped when an append went to that follower within the heartbeat
-//! interval (the append already reset the follower's election timer), unless the caller
-//! says the round is needed (a ReadIndex waits on it). [`expand`] turns received items back
-//! into per-group messages. A quiescing heartbeat (the flag set) is never skipped and
-//! travels in the same item. Never sends: the caller hands each batch to a `Transport`.
+//! match, round) and all heartbeat answers form ONE [`WireItem::HeartbeatAcks`] item.
+//! Every heartbeat the core emits is sent: its round may confirm a ReadIndex or a lease,
+//! and a quiescing heartbeat (the flag set) is what stops a follower. [`expand`] turns
+//! received items back into per-group messages. Never sends: the caller hands each batch
+//! to a `Transport`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 
 use super::codec::{HeartbeatAck, HeartbeatEntry, WireItem};
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
-
-/// A multiplicative hasher for the (group, replica) keys of `last_append`: ids this node
-/// assigned, never chosen by a peer, so no need for SipHash's flooding resistance, and a
-/// lookup per heartbeat is on the tick's hot path.
-#[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 #[derive(Debug, Default)]
 struct Pending {
@@ -50,19 +28,13 @@ struct Pending {
 pub struct OutboxStats {
     /// Heartbeats coalesced into heartbeat items.
     pub heartbeats: u64,
-    /// Heartbeats skipped because an append went to the follower within the interval.
-    pub heartbeats_skipped: u64,
     /// Batches produced by [`Outbox::flush`].
     pub batches: u64,
 }
 
 /// Outgoing messages of one round, grouped per destination node.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Outbox {
-    interval: u64,
-    now: u64,
-    /// (group, follower replica) -> tick of the last append sent to it.
-    last_append: HashMap<(u64, u64), u64, BuildHasherDefault<IdHasher>>,
     pending: BTreeMap<NodeId, Pending>,
     /// Heartbeats and answers flushed to each node last time: the capacity reserved for the
     /// next round, so 100,000 heartbeats are not pushed through repeated reallocations.
@@ -71,43 +43,13 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An outbox whose heartbeat interval is `heartbeat_interval_ticks` (at least 1).
-    pub fn new(heartbeat_interval_ticks: u64) -> Outbox {
-        Outbox {
-            interval: heartbeat_interval_ticks.max(1),
-            now: 0,
-            last_append: HashMap::default(),
-            pending: BTreeMap::new(),
-            sizes: BTreeMap::new(),
-            stats: OutboxStats::default(),
-        }
+    /// An empty outbox.
+    pub fn new() -> Outbox {
+        Outbox { pending: BTreeMap::new(), sizes: BTreeMap::new(), stats: OutboxStats::default() }
     }
 
-    /// Advances the outbox's clock by one tick (call once per runtime tick).
-    pub fn tick(&mut self) {
-        self.now += 1;
-        // Forget appends older than the interval, at most once per interval, so the map
-        // stays as small as the set of recently appended followers.
-        if self.now % self.interval == 0 {
-            let (now, iv) = (self.now, self.interval);
-            self.last_append.retain(|_, t| now - *t < iv);
-        }
-    }
-
-    /// Forgets a removed group.
-    pub fn forget_group(&mut self, group: u64) {
-        self.last_append.retain(|(g, _), _| *g != group);
-    }
-
-    /// Queues a message of `group` for node `to`. A heartbeat may be skipped (see the
-    /// module docs); returns whether the message was queued.
-    pub fn push(&mut self, to: NodeId, group: u64, msg: Message) -> bool {
-        self.push_with(to, group, msg, true)
-    }
-
-    /// Like [`Outbox::push`]; with `skippable == false` a heartbeat is always sent (use it
-    /// while a ReadIndex of the group waits for the round).
-    pub fn push_with(&mut self, to: NodeId, group: u64, msg: Message, skippable: bool) -> bool {
+    /// Queues a message of `group` for node `to`.
+    pub fn push(&mut self, to: NodeId, group: u64, msg: Message) {
         let sizes = &self.sizes;
         let p = self.pending.entry(to).or_insert_with(|| {
             let (h, a) = sizes.get(&to).copied().unwrap_or_default();
@@ -115,13 +57,6 @@ impl Outbox {
         });
         match msg.body {
             MessageBody::Heartbeat { commit, round, quiesce } => {
-                let recent =
-                    self.last_append.get(&(group, msg.to)).is_some_and(|&t| self.now - t < self.interval);
-                // A quiescing heartbeat is never skipped: it is what stops the follower.
-                if skippable && recent && !quiesce {
-                    self.stats.heartbeats_skipped += 1;
-                    return false;
-                }
                 self.stats.heartbeats += 1;
                 p.heartbeats.push(HeartbeatEntry {
                     group,
@@ -136,13 +71,8 @@ impl Outbox {
             MessageBody::HeartbeatResponse { round } => {
                 p.acks.push(HeartbeatAck { group, from: msg.from, to: msg.to, term: msg.term, round });
             }
-            MessageBody::Append { .. } => {
-                self.last_append.insert((group, msg.to), self.now);
-                p.items.push(WireItem::Msg { group, msg });
-            }
             _ => p.items.push(WireItem::Msg { group, msg }),
         }
-        true
     }
 
     /// Whether nothing is queued.

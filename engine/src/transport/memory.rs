@@ -214,7 +214,7 @@ impl Transport for MemoryTransport {
                 }
                 Ok(_) => Err(TransportError::NotAChunk),
                 Err(e) => {
-                    log::warn!("flotilla: snapshot chunk for node {to} unreadable: {e}");
+                    tracing::warn!("snapshot chunk for node {to} unreadable: {e}");
                     Err(TransportError::NotAChunk)
                 }
             }

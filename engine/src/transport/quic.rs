@@ -68,7 +68,7 @@ impl QuicTransport {
             }
         });
         if let Err(e) = spawned {
-            log::error!("flotilla: cannot start the QUIC inbox thread: {e}");
+            tracing::error!("cannot start the QUIC inbox thread: {e}");
         }
         QuicTransport { ep, events, sig, sig_tx, limits, done_tx, done_rx }
     }
@@ -127,7 +127,7 @@ impl Transport for QuicTransport {
         let first = match chunks.next() {
             Some(Ok(m)) => Some(encode(m)?),
             Some(Err(e)) => {
-                log::warn!("flotilla: snapshot for node {to} unreadable: {e}");
+                tracing::warn!("snapshot for node {to} unreadable: {e}");
                 None
             }
             None => None,
@@ -150,7 +150,7 @@ impl Transport for QuicTransport {
                     {
                         Ok(c) => bulk.send_chunk(c).is_ok(),
                         Err(e) => {
-                            log::warn!("flotilla: snapshot stream to node {to} failed: {e}");
+                            tracing::warn!("snapshot stream to node {to} failed: {e}");
                             false
                         }
                     };
