@@ -243,6 +243,25 @@ fn five_engines_1000_groups_add_learner_promote_remove() {
     eprintln!("5-engine test: {:?}", started.elapsed());
 }
 
+/// Whether `ch` is in effect in the configuration the leader of `g` has applied.
+fn in_effect(c: &Cluster, g: u64, nodes: &[NodeId], ch: &MembershipChange) -> bool {
+    let l = leader_among(c, g, nodes);
+    let Some(s) = c.engine(l).group_status(g) else { return false };
+    let on = |node: NodeId| s.members.members().iter().find(|r| r.node == node).map(|r| r.id);
+    match *ch {
+        MembershipChange::AddLearner(n) => on(n).is_some(),
+        MembershipChange::AddVoter(n) | MembershipChange::Promote { node: n, .. } => {
+            on(n).is_some_and(|id| s.members.is_voter(id))
+        }
+        MembershipChange::Remove(n) => on(n).is_none(),
+        _ => false,
+    }
+}
+
+/// Applies `ch` to `g` through its leader among `nodes`, retrying what may be retried. An
+/// outcome the engine cannot know (`Indeterminate`: on a loaded machine a leader change or
+/// the propose timeout between the two steps of a removal) is settled the way an embedder
+/// must: by reading the applied configuration, retrying only if the change is not in it.
 fn change(c: &Cluster, g: u64, nodes: &[NodeId], ch: MembershipChange) {
     let deadline = Instant::now() + LONG;
     loop {
@@ -250,8 +269,18 @@ fn change(c: &Cluster, g: u64, nodes: &[NodeId], ch: MembershipChange) {
         let l = leader_among(c, g, nodes);
         match c.engine(l).change_membership(g, ch.clone()).map(|p| p.wait_timeout(Duration::from_secs(10))) {
             Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(MembershipError::Indeterminate))) => {
+                let settle = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < settle {
+                    if in_effect(c, g, nodes, &ch) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             Ok(Ok(Err(
                 MembershipError::LeaderNotReady
+                | MembershipError::Dropped
                 | MembershipError::ChangePending
                 | MembershipError::LearnerNotCaughtUp { .. }
                 | MembershipError::NotLeader { .. },
