@@ -221,12 +221,16 @@ mod tests {
 
     use super::*;
 
-    fn wal(dir: &std::path::Path) -> Wal {
-        let mut cfg = WalConfig::new(dir);
+    /// A WAL in a temporary directory (kept alive by the first value), counters and an
+    /// empty pipeline.
+    fn rig() -> (tempfile::TempDir, Wal, Counters, WritePipeline) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = WalConfig::new(dir.path());
         cfg.segment_size = 1 << 20;
         cfg.max_write_bytes = 64 << 10;
         cfg.cache_bytes = 0;
-        Wal::open(cfg).expect("open wal")
+        let wal = Wal::open(cfg).expect("open wal");
+        (dir, wal, Counters::default(), WritePipeline::new())
     }
 
     fn write(p: &mut WritePipeline, group: u64, index: u64) {
@@ -235,27 +239,29 @@ mod tests {
         p.after_write(group, Some((index, 1)), Vec::new());
     }
 
-    /// Polls until `n` writes completed (or a deadline passes); returns their sequence
-    /// numbers in completion order.
-    fn drain(p: &mut WritePipeline, n: usize) -> Vec<u64> {
+    /// Polls until `n` writes completed (or a deadline passes); returns them in
+    /// completion order.
+    fn drain_writes(p: &mut WritePipeline, n: usize) -> Vec<Inflight> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut seqs = Vec::new();
-        while seqs.len() < n && std::time::Instant::now() < deadline {
+        let mut done = Vec::new();
+        while done.len() < n && std::time::Instant::now() < deadline {
             match p.poll_durable() {
-                Some(Ok(f)) => seqs.push(f.seq),
+                Some(Ok(f)) => done.push(f),
                 Some(Err(e)) => panic!("write failed: {e}"),
                 None => std::thread::yield_now(),
             }
         }
-        seqs
+        done
+    }
+
+    /// The sequence numbers of `n` writes, in completion order.
+    fn drain(p: &mut WritePipeline, n: usize) -> Vec<u64> {
+        drain_writes(p, n).iter().map(|f| f.seq).collect()
     }
 
     #[test]
     fn writes_complete_in_submission_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal = wal(dir.path());
-        let counters = Counters::default();
-        let mut p = WritePipeline::new();
+        let (_dir, wal, counters, mut p) = rig();
         write(&mut p, 1, 1);
         p.submit(&wal, &counters).expect("submit");
         // Nothing to write, a message to send after: queued behind the first write.
@@ -270,10 +276,7 @@ mod tests {
 
     #[test]
     fn an_empty_write_waits_for_the_earlier_ones() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal = wal(dir.path());
-        let counters = Counters::default();
-        let mut p = WritePipeline::new();
+        let (_dir, wal, counters, mut p) = rig();
         write(&mut p, 1, 1);
         p.submit(&wal, &counters).expect("submit");
         p.after_write(2, None, Vec::new());
@@ -291,34 +294,21 @@ mod tests {
         // A tombstone (or a snapshot's log reset) added to the batch is durable with
         // `next_seq()` as read when it was added; a founding write submitted before the
         // batch must not take that number (it would let the tombstone's ack out early).
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal = wal(dir.path());
-        let counters = Counters::default();
-        let mut p = WritePipeline::new();
+        let (_dir, wal, counters, mut p) = rig();
         write(&mut p, 7, 1);
         let promised = p.next_seq();
         let mut founding = WriteBatch::new();
         founding.add_entry(9, 1, 1, b"founding");
         p.submit_creates(&wal, &counters, founding, Vec::new()).map_err(|(e, _)| e).expect("submit");
         p.submit(&wal, &counters).expect("submit");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut seen = Vec::new();
-        while seen.len() < 2 && std::time::Instant::now() < deadline {
-            match p.poll_durable() {
-                Some(Ok(f)) => seen.push((f.seq, f.after.iter().map(|a| a.0).collect::<Vec<_>>())),
-                Some(Err(e)) => panic!("write failed: {e}"),
-                None => std::thread::yield_now(),
-            }
-        }
+        let seen: Vec<(u64, Vec<u64>)> =
+            drain_writes(&mut p, 2).iter().map(|f| (f.seq, f.after.iter().map(|a| a.0).collect())).collect();
         assert_eq!(seen.first(), Some(&(promised, vec![7])), "writes seen: {seen:?}");
     }
 
     #[test]
     fn nothing_to_write_and_nothing_waiting_is_no_write() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal = wal(dir.path());
-        let counters = Counters::default();
-        let mut p = WritePipeline::new();
+        let (_dir, wal, counters, mut p) = rig();
         p.submit(&wal, &counters).expect("submit");
         assert_eq!(p.next_seq(), 0);
         assert!(p.poll_durable().is_none());
@@ -326,10 +316,7 @@ mod tests {
 
     #[test]
     fn pending_bytes_count_submitted_writes_until_durable() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal = wal(dir.path());
-        let counters = Counters::default();
-        let mut p = WritePipeline::new();
+        let (_dir, wal, counters, mut p) = rig();
         write(&mut p, 1, 1);
         write(&mut p, 2, 1);
         let len = p.batch.encoded_len() as u64;
@@ -344,10 +331,7 @@ mod tests {
 
     #[test]
     fn failing_forgets_every_write() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal = wal(dir.path());
-        let counters = Counters::default();
-        let mut p = WritePipeline::new();
+        let (_dir, wal, counters, mut p) = rig();
         write(&mut p, 1, 1);
         p.submit(&wal, &counters).expect("submit");
         write(&mut p, 2, 1);
