@@ -166,11 +166,23 @@ fn liveness_wakes_are_rate_limited() {
 /// until it acknowledges, instead of timing out and campaigning; and followers that merely
 /// slept do not count their sleep as silence from their leader (only a liveness wake
 /// does), so no PreVote would be granted anyway. Zero campaigns, zero new leaders.
+///
+/// The election timeout is 100-200 ticks (0.5-1 s), not the default 10-20: on a busy
+/// machine (issue 11 point 10: the suites run while other processes keep both cores
+/// busy) a worker thread can wait longer than 50 ms for a core, and a follower whose
+/// leader's thread did not run for a whole election timeout campaigns rightly. The
+/// rule under test does not depend on the timeout's length: the leader re-sends for up
+/// to one maximum election timeout, and a follower that never gets its quiesce heartbeat
+/// never quiesces, so `wait_all_quiesced` (every replica on every node) still fails.
 #[test]
 fn lost_quiesce_heartbeats_cause_no_election() {
     const GROUPS: u64 = 1_000;
     const CYCLES: usize = 20;
-    let c = Cluster::new(3, 10_000);
+    let c = Cluster::new_tweaked(3, 10_000, |c| {
+        c.raft.election_timeout_min_ticks = 100;
+        c.raft.election_timeout_max_ticks = 200;
+        c.read_timeout_ticks = 2_000;
+    });
     let groups: Vec<u64> = (1..=GROUPS).collect();
     create_led(&c, &groups, |g| g % 3 + 1);
     wait_all_quiesced(&c, GROUPS);
