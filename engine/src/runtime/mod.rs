@@ -172,7 +172,7 @@ impl Runtime {
         let (p, done) = pending();
         match self.send(group, Cmd::Create { group, replica, conf, sm, first_leader, done }) {
             Ok(()) => p,
-            // A group being created is never "not found" nor led: only these two.
+            // `send` answers only `Busy` or `Shutdown`, which a creation has too.
             Err(Unavailable::Busy(_)) => Pending::ready(Err(CreateGroupError::Busy)),
             Err(_) => Pending::ready(Err(CreateGroupError::Shutdown)),
         }
