@@ -290,6 +290,47 @@ mod tests {
         }
     }
 
+    /// The retry decision is the engine's class: an error is retried exactly when its
+    /// class is `Redirect` or `Retry`, at submission and after it.
+    #[test]
+    fn retry_follows_the_engine_class() {
+        use flotilla_engine::api::ErrorClass;
+        let retried = |c: ErrorClass| matches!(c, ErrorClass::Redirect | ErrorClass::Retry);
+        let proposals = [
+            ProposeError::NotLeader { leader_hint: Some(2) },
+            ProposeError::TransferInProgress { to: Some(3) },
+            ProposeError::GroupNotFound(7),
+            ProposeError::Busy(BusyReason::WalPending),
+            ProposeError::Dropped,
+            ProposeError::TooLarge { len: 10, max: 5 },
+            ProposeError::Indeterminate,
+            ProposeError::StorageFailed,
+            ProposeError::Shutdown,
+        ];
+        for e in proposals {
+            for stage in [Stage::Submit, Stage::Waited] {
+                assert_eq!(propose_outcome(stage, e.clone()).retryable(), retried(e.class()), "{e:?}");
+            }
+        }
+        let changes = [
+            MembershipError::NotLeader { leader_hint: None },
+            MembershipError::LearnerNotCaughtUp { node: 4, lag: 100 },
+            MembershipError::Invalid { node: 4, why: "x".into() },
+            MembershipError::Indeterminate,
+            MembershipError::Shutdown,
+        ];
+        for e in changes {
+            for stage in [Stage::Submit, Stage::Waited] {
+                assert_eq!(member_outcome(stage, e.clone()).retryable(), retried(e.class()), "{e:?}");
+            }
+        }
+        for e in [ReadError::NotLeader { leader_hint: Some(2) }, ReadError::Timeout, ReadError::Shutdown] {
+            assert_eq!(read_outcome(e.clone()).retryable(), retried(e.class()), "{e:?}");
+        }
+        // A read's "no leader here" goes to the leader it names, if any.
+        assert_eq!(read_outcome(ReadError::NotLeader { leader_hint: Some(2) }), Outcome::Redirect(Some(2)));
+    }
+
     /// Every `TransferError` variant: a transfer to the leader is done, refusals are
     /// retried (at the hinted node), the rest is a final `ERR`.
     #[test]
