@@ -397,7 +397,9 @@ fn client(c: &Cluster, groups: &[u64], window: usize, payload: usize, phase: &At
                             next_group += 1;
                         }
                         ProposeError::Busy(_) => r.busy += 1,
-                        e if e.class() == ErrorClass::Fatal => panic!("group {g}: {e}"),
+                        e if matches!(e.class(), ErrorClass::Fatal | ErrorClass::Invalid) => {
+                            panic!("group {g}: {e}")
+                        }
                         e => *r.errors.entry(format!("{e:?}")).or_default() += 1,
                     }
                     stalled = true;

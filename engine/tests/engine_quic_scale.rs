@@ -66,7 +66,9 @@ fn propose_via(c: &Cluster, group: u64, nodes: &[NodeId], data: &[u8], acked: &A
                 acked.add(group);
                 return;
             }
-            Ok(Ok(Err(e))) | Err(e) if e.class() == ErrorClass::Fatal => panic!("group {group}: {e}"),
+            Ok(Ok(Err(e))) | Err(e) if matches!(e.class(), ErrorClass::Fatal | ErrorClass::Invalid) => {
+                panic!("group {group}: {e}")
+            }
             // Not appended (NotLeader, Busy, transfer) or overwritten: retry.
             Ok(Ok(Err(ProposeError::Dropped))) | Err(_) => {}
             // Appended with an unknown outcome (or none yet): it may still apply.

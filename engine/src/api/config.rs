@@ -279,6 +279,7 @@ impl ValidEngineConfig {
 
 /// Why an [`EngineConfig`] was refused: one variant per rule.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `node_id` is 0.
     #[error("node id must be non-zero")]

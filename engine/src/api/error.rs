@@ -1,42 +1,59 @@
 //! The typed answers of every operation: [`ErrorClass`] (how a caller treats an error),
-//! [`BusyReason`], one error enum per operation ([`ProposeError`], [`ReadError`],
-//! [`TransferError`], [`MembershipError`], [`CreateGroupError`], [`OpenError`]), and the
-//! value each result takes when its worker went away ([`Abandoned`]).
+//! [`BusyReason`], the answers every group operation shares ([`Unavailable`]), one error
+//! enum per operation ([`ProposeError`], [`ReadError`], [`TransferError`],
+//! [`MembershipError`], [`CreateGroupError`], [`OpenError`]), the conversions of the Raft
+//! core's refusals into them, and the value each result takes when its worker went away
+//! ([`Abandoned`]).
 //!
-//! Errors: "not appended, try elsewhere" answers ([`ProposeError::NotLeader`],
-//! [`ProposeError::TransferInProgress`]) are kept apart from outcomes of appended
-//! proposals ([`ProposeError::Dropped`], [`ProposeError::Indeterminate`]), from
-//! backpressure ([`ProposeError::Busy`]) and from fatal errors
-//! ([`ProposeError::StorageFailed`], [`ProposeError::Shutdown`]); see
-//! [`ProposeError::class`].
+//! Errors: "not done, try elsewhere or later" answers ([`ProposeError::NotLeader`],
+//! [`ProposeError::TransferInProgress`], [`ProposeError::Busy`]) are kept apart from
+//! outcomes of appended proposals ([`ProposeError::Indeterminate`]), from invalid requests
+//! ([`ProposeError::TooLarge`]) and from fatal errors ([`ProposeError::StorageFailed`],
+//! [`ProposeError::Shutdown`]); every error says which it is with `class()`. The answers
+//! shared by every operation on a group (not here, not the leader, busy, storage failed,
+//! shut down) are one type, [`Unavailable`]: each operation's error converts from it
+//! (`From`) and gives it back (`unavailable()`), keeping its own variants' names.
 //!
-//! Owns the error vocabulary. Never decides which error an operation gets: the runtime
-//! does.
+//! Owns the error vocabulary and the core-to-API conversions. Never decides which error
+//! an operation gets: the runtime does.
 
 use bytes::Bytes;
 use thiserror::Error;
 
 use super::config::ConfigError;
 use crate::raft::conf::ConfChangeError;
+use crate::raft::error::{
+    ProposeError as CoreProposeError, ReadIndexError as CoreReadIndexError,
+    TransferError as CoreTransferError,
+};
 use crate::raft::types::{NodeId, ReplicaId};
 use crate::runtime::Abandoned;
 
 /// How a caller should treat an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorClass {
-    /// Not done; retry at another node (the hint, if any).
+    /// Not done; retry at another node (the hint, if any; else look the leader up).
     Redirect,
-    /// Not done; retry later (backpressure, no leader yet).
+    /// Not done, or provably never applied; retry later (backpressure, no leader yet, a
+    /// change or transfer in progress, an entry of another term committed at its index),
+    /// at the hinted node if the error names one.
     Retry,
-    /// The operation was accepted and its outcome is known to be failure
-    /// (`Dropped`) or cannot be known (`Indeterminate`): retrying may apply it twice.
+    /// The operation was accepted and its outcome cannot be known (`Indeterminate`):
+    /// retrying may apply it twice.
     Outcome,
-    /// The engine cannot continue (storage failed, shut down), or the request is invalid.
+    /// Not done, and the same request will never be done here: it is invalid (too large,
+    /// a bad membership change, not a member, a tombstoned group, a bad configuration).
+    /// Do not retry it unchanged.
+    Invalid,
+    /// The engine cannot continue (storage failed, shut down, its data could not be
+    /// opened).
     Fatal,
 }
 
 /// Why a bounded resource refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BusyReason {
     /// The worker's mailbox is full.
     Mailbox,
@@ -51,8 +68,56 @@ pub enum BusyReason {
     WalPending,
 }
 
+/// The answers every operation on a group shares: the request reached no replica able to
+/// take it now. Each group operation's error converts from it ([`ProposeError`],
+/// [`ReadError`], [`TransferError`], [`MembershipError`]) and every operation's error
+/// gives it back (`unavailable()`), so a caller can match these once for all operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// This replica is not the leader (or, for a read, knows no leader to confirm it).
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The node hosting the leader this replica knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// This node hosts no replica of the group.
+    #[error("group {0} not found")]
+    GroupNotFound(u64),
+    /// A bound was reached (for every operation but a proposal, only the worker's
+    /// mailbox).
+    #[error("busy: {0:?}")]
+    Busy(BusyReason),
+    /// The WAL failed; the engine stopped.
+    #[error("storage failed; the engine stopped")]
+    StorageFailed,
+    /// The engine is shut down.
+    #[error("engine shut down")]
+    Shutdown,
+}
+
+impl Unavailable {
+    /// How to treat this answer: the same class every operation's error gives it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Unavailable::NotLeader { .. } | Unavailable::GroupNotFound(_) => ErrorClass::Redirect,
+            Unavailable::Busy(_) => ErrorClass::Retry,
+            Unavailable::StorageFailed | Unavailable::Shutdown => ErrorClass::Fatal,
+        }
+    }
+
+    /// The node to try instead, if this answer names one.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            Unavailable::NotLeader { leader_hint } => *leader_hint,
+            _ => None,
+        }
+    }
+}
+
 /// Why a proposal did not (or may not) take effect.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ProposeError {
     /// Not appended: this replica is not the leader. Try the hinted node.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -98,16 +163,89 @@ pub enum ProposeError {
 }
 
 impl ProposeError {
-    /// How to treat this error.
+    /// How to treat this error: `Redirect` (not the leader, group not here), `Retry`
+    /// (busy, a transfer in progress: retry at its target, or `Dropped`: provably never
+    /// applied), `Outcome` (`Indeterminate`), `Invalid` (`TooLarge`), `Fatal` (storage
+    /// failed, shut down).
     pub fn class(&self) -> ErrorClass {
         match self {
-            ProposeError::NotLeader { .. } | ProposeError::TransferInProgress { .. } => ErrorClass::Redirect,
-            ProposeError::Busy(_) => ErrorClass::Retry,
-            ProposeError::Dropped | ProposeError::Indeterminate => ErrorClass::Outcome,
-            ProposeError::GroupNotFound(_)
-            | ProposeError::TooLarge { .. }
-            | ProposeError::StorageFailed
-            | ProposeError::Shutdown => ErrorClass::Fatal,
+            ProposeError::NotLeader { .. } | ProposeError::GroupNotFound(_) => ErrorClass::Redirect,
+            ProposeError::TransferInProgress { .. } | ProposeError::Busy(_) | ProposeError::Dropped => {
+                ErrorClass::Retry
+            }
+            ProposeError::Indeterminate => ErrorClass::Outcome,
+            ProposeError::TooLarge { .. } => ErrorClass::Invalid,
+            ProposeError::StorageFailed | ProposeError::Shutdown => ErrorClass::Fatal,
+        }
+    }
+
+    /// The node to try instead, if the error names one: the leader this replica knows of,
+    /// or a leadership transfer's target.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            ProposeError::NotLeader { leader_hint } => *leader_hint,
+            ProposeError::TransferInProgress { to } => *to,
+            _ => None,
+        }
+    }
+
+    /// The shared answer this error is, if it is one.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        Some(match *self {
+            ProposeError::NotLeader { leader_hint } => Unavailable::NotLeader { leader_hint },
+            ProposeError::GroupNotFound(g) => Unavailable::GroupNotFound(g),
+            ProposeError::Busy(r) => Unavailable::Busy(r),
+            ProposeError::StorageFailed => Unavailable::StorageFailed,
+            ProposeError::Shutdown => Unavailable::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
+impl From<Unavailable> for ProposeError {
+    fn from(u: Unavailable) -> Self {
+        match u {
+            Unavailable::NotLeader { leader_hint } => ProposeError::NotLeader { leader_hint },
+            Unavailable::GroupNotFound(g) => ProposeError::GroupNotFound(g),
+            Unavailable::Busy(r) => ProposeError::Busy(r),
+            Unavailable::StorageFailed => ProposeError::StorageFailed,
+            Unavailable::Shutdown => ProposeError::Shutdown,
+        }
+    }
+}
+
+/// Where a group's replicas live: what turns the core's replica ids into the API's nodes
+/// when a core refusal becomes an API error.
+pub(crate) trait Placement {
+    /// The node hosting `replica`, if known.
+    fn node_of(&self, replica: ReplicaId) -> Option<NodeId>;
+    /// The node hosting the leader this replica knows of.
+    fn leader_node(&self) -> Option<NodeId>;
+}
+
+/// The core's refusal of a data proposal, in the group that refused it.
+pub(crate) struct ProposeRefused<'a> {
+    /// The core's refusal.
+    pub(crate) err: CoreProposeError,
+    /// The group, to name nodes.
+    pub(crate) group: &'a dyn Placement,
+}
+
+impl From<ProposeRefused<'_>> for ProposeError {
+    fn from(r: ProposeRefused<'_>) -> Self {
+        match r.err {
+            CoreProposeError::NotLeader { leader_hint } => {
+                ProposeError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+            }
+            CoreProposeError::TransferInProgress { to } => {
+                ProposeError::TransferInProgress { to: r.group.node_of(to) }
+            }
+            // Membership-only refusals; a data proposal never gets them.
+            CoreProposeError::ConfChangePending
+            | CoreProposeError::LeaderNotReady
+            | CoreProposeError::InvalidConfChange(_) => {
+                ProposeError::NotLeader { leader_hint: r.group.leader_node() }
+            }
         }
     }
 }
@@ -120,6 +258,7 @@ impl Abandoned for Result<Bytes, ProposeError> {
 
 /// Why a read barrier failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// No leader is known to confirm the read; retry later or at the hinted node.
     #[error("no leader to confirm the read (leader hint: {leader_hint:?})")]
@@ -145,6 +284,62 @@ pub enum ReadError {
     Shutdown,
 }
 
+impl ReadError {
+    /// How to treat this error: `Redirect` (no leader to confirm it here, group not here),
+    /// `Retry` (busy, timed out), `Fatal` (storage failed, shut down). A read changes
+    /// nothing, so no read error is an `Outcome`.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ReadError::NotLeader { .. } | ReadError::GroupNotFound(_) => ErrorClass::Redirect,
+            ReadError::Busy | ReadError::Timeout => ErrorClass::Retry,
+            ReadError::StorageFailed | ReadError::Shutdown => ErrorClass::Fatal,
+        }
+    }
+
+    /// The node to try instead, if the error names one.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            ReadError::NotLeader { leader_hint } => *leader_hint,
+            _ => None,
+        }
+    }
+
+    /// The shared answer this error is, if it is one.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        Some(match *self {
+            ReadError::NotLeader { leader_hint } => Unavailable::NotLeader { leader_hint },
+            ReadError::GroupNotFound(g) => Unavailable::GroupNotFound(g),
+            ReadError::Busy => Unavailable::Busy(BusyReason::Mailbox),
+            ReadError::StorageFailed => Unavailable::StorageFailed,
+            ReadError::Shutdown => Unavailable::Shutdown,
+            ReadError::Timeout => return None,
+        })
+    }
+}
+
+impl From<Unavailable> for ReadError {
+    fn from(u: Unavailable) -> Self {
+        match u {
+            Unavailable::NotLeader { leader_hint } => ReadError::NotLeader { leader_hint },
+            Unavailable::GroupNotFound(g) => ReadError::GroupNotFound(g),
+            // Only the mailbox bounds a read.
+            Unavailable::Busy(_) => ReadError::Busy,
+            Unavailable::StorageFailed => ReadError::StorageFailed,
+            Unavailable::Shutdown => ReadError::Shutdown,
+        }
+    }
+}
+
+impl From<CoreReadIndexError> for ReadError {
+    fn from(e: CoreReadIndexError) -> Self {
+        match e {
+            CoreReadIndexError::NotLeader { leader_hint } => {
+                ReadError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+            }
+        }
+    }
+}
+
 impl Abandoned for Result<(), ProposeError> {
     fn abandoned() -> Self {
         Err(ProposeError::Shutdown)
@@ -159,6 +354,7 @@ impl Abandoned for Result<u64, ReadError> {
 
 /// Why a leadership transfer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum TransferError {
     /// This replica is not the leader; ask the hinted node.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -193,6 +389,78 @@ pub enum TransferError {
     Shutdown,
 }
 
+impl TransferError {
+    /// How to treat this error: `Redirect` (not the leader, group not here), `Retry`
+    /// (busy, a membership change pending), `Invalid` (the target is not a member, not a
+    /// voter, or this node, the leader already), `Fatal` (storage failed, shut down).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            TransferError::NotLeader { .. } | TransferError::GroupNotFound(_) => ErrorClass::Redirect,
+            TransferError::ConfChangePending | TransferError::Busy => ErrorClass::Retry,
+            TransferError::NotMember(_) | TransferError::NotVoter(_) | TransferError::ToSelf(_) => {
+                ErrorClass::Invalid
+            }
+            TransferError::StorageFailed | TransferError::Shutdown => ErrorClass::Fatal,
+        }
+    }
+
+    /// The node to try instead, if the error names one.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            TransferError::NotLeader { leader_hint } => *leader_hint,
+            _ => None,
+        }
+    }
+
+    /// The shared answer this error is, if it is one.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        Some(match *self {
+            TransferError::NotLeader { leader_hint } => Unavailable::NotLeader { leader_hint },
+            TransferError::GroupNotFound(g) => Unavailable::GroupNotFound(g),
+            TransferError::Busy => Unavailable::Busy(BusyReason::Mailbox),
+            TransferError::StorageFailed => Unavailable::StorageFailed,
+            TransferError::Shutdown => Unavailable::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
+impl From<Unavailable> for TransferError {
+    fn from(u: Unavailable) -> Self {
+        match u {
+            Unavailable::NotLeader { leader_hint } => TransferError::NotLeader { leader_hint },
+            Unavailable::GroupNotFound(g) => TransferError::GroupNotFound(g),
+            // Only the mailbox bounds a transfer.
+            Unavailable::Busy(_) => TransferError::Busy,
+            Unavailable::StorageFailed => TransferError::StorageFailed,
+            Unavailable::Shutdown => TransferError::Shutdown,
+        }
+    }
+}
+
+/// The core's refusal of a leadership transfer to the replica on `node` (the API names
+/// the node the caller gave, the core the replica it resolved to).
+pub(crate) struct TransferRefused {
+    /// The core's refusal.
+    pub(crate) err: CoreTransferError,
+    /// The target node the caller named.
+    pub(crate) node: NodeId,
+}
+
+impl From<TransferRefused> for TransferError {
+    fn from(r: TransferRefused) -> Self {
+        match r.err {
+            CoreTransferError::NotLeader { leader_hint } => {
+                TransferError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+            }
+            CoreTransferError::ToSelf(_) => TransferError::ToSelf(r.node),
+            CoreTransferError::NotVoter(_) => TransferError::NotVoter(r.node),
+            CoreTransferError::NotMember(_) => TransferError::NotMember(r.node),
+            CoreTransferError::ConfChangePending => TransferError::ConfChangePending,
+        }
+    }
+}
+
 impl Abandoned for Result<(), TransferError> {
     fn abandoned() -> Self {
         Err(TransferError::Shutdown)
@@ -200,6 +468,7 @@ impl Abandoned for Result<(), TransferError> {
 }
 /// Why a membership change did not (or may not) take effect.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum MembershipError {
     /// Not appended: this replica is not the leader; ask the hinted node.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -256,6 +525,75 @@ pub enum MembershipError {
     Shutdown,
 }
 
+impl MembershipError {
+    /// How to treat this error: `Redirect` (not the leader, group not here), `Retry`
+    /// (busy, another change pending, the leader not ready, a transfer in progress, the
+    /// learner not caught up, or `Dropped`: provably never applied), `Outcome`
+    /// (`Indeterminate`), `Invalid` (the change is invalid), `Fatal` (storage failed,
+    /// shut down).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            MembershipError::NotLeader { .. } | MembershipError::GroupNotFound(_) => ErrorClass::Redirect,
+            MembershipError::ChangePending
+            | MembershipError::LeaderNotReady
+            | MembershipError::TransferInProgress
+            | MembershipError::LearnerNotCaughtUp { .. }
+            | MembershipError::Busy
+            | MembershipError::Dropped => ErrorClass::Retry,
+            MembershipError::Indeterminate => ErrorClass::Outcome,
+            MembershipError::Invalid { .. } | MembershipError::Conf(_) => ErrorClass::Invalid,
+            MembershipError::StorageFailed | MembershipError::Shutdown => ErrorClass::Fatal,
+        }
+    }
+
+    /// The node to try instead, if the error names one.
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            MembershipError::NotLeader { leader_hint } => *leader_hint,
+            _ => None,
+        }
+    }
+
+    /// The shared answer this error is, if it is one.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        Some(match *self {
+            MembershipError::NotLeader { leader_hint } => Unavailable::NotLeader { leader_hint },
+            MembershipError::GroupNotFound(g) => Unavailable::GroupNotFound(g),
+            MembershipError::Busy => Unavailable::Busy(BusyReason::Mailbox),
+            MembershipError::StorageFailed => Unavailable::StorageFailed,
+            MembershipError::Shutdown => Unavailable::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
+impl From<Unavailable> for MembershipError {
+    fn from(u: Unavailable) -> Self {
+        match u {
+            Unavailable::NotLeader { leader_hint } => MembershipError::NotLeader { leader_hint },
+            Unavailable::GroupNotFound(g) => MembershipError::GroupNotFound(g),
+            // Only the mailbox bounds a membership change.
+            Unavailable::Busy(_) => MembershipError::Busy,
+            Unavailable::StorageFailed => MembershipError::StorageFailed,
+            Unavailable::Shutdown => MembershipError::Shutdown,
+        }
+    }
+}
+
+impl From<CoreProposeError> for MembershipError {
+    fn from(e: CoreProposeError) -> Self {
+        match e {
+            CoreProposeError::NotLeader { leader_hint } => {
+                MembershipError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
+            }
+            CoreProposeError::TransferInProgress { .. } => MembershipError::TransferInProgress,
+            CoreProposeError::ConfChangePending => MembershipError::ChangePending,
+            CoreProposeError::LeaderNotReady => MembershipError::LeaderNotReady,
+            CoreProposeError::InvalidConfChange(c) => MembershipError::Conf(c),
+        }
+    }
+}
+
 impl Abandoned for Result<(), MembershipError> {
     fn abandoned() -> Self {
         Err(MembershipError::Indeterminate)
@@ -264,6 +602,7 @@ impl Abandoned for Result<(), MembershipError> {
 
 /// Why a group could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CreateGroupError {
     /// The member list is empty.
     #[error("a group needs at least one member")]
@@ -296,6 +635,35 @@ pub enum CreateGroupError {
     Shutdown,
 }
 
+impl CreateGroupError {
+    /// How to treat this error: `Retry` (busy), `Invalid` (the member list is wrong, the
+    /// group was removed here or exists with another replica id), `Fatal` (storage
+    /// failed, shut down).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CreateGroupError::Busy => ErrorClass::Retry,
+            CreateGroupError::NoMembers
+            | CreateGroupError::DuplicateMember(_)
+            | CreateGroupError::NotAMember
+            | CreateGroupError::Tombstoned(_)
+            | CreateGroupError::Conflict { .. } => ErrorClass::Invalid,
+            CreateGroupError::StorageFailed | CreateGroupError::Shutdown => ErrorClass::Fatal,
+        }
+    }
+
+    /// The shared answer this error is, if it is one (a group being created has no
+    /// leader to name and is not "not found", so only busy, storage failed and shut
+    /// down are).
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        Some(match *self {
+            CreateGroupError::Busy => Unavailable::Busy(BusyReason::Mailbox),
+            CreateGroupError::StorageFailed => Unavailable::StorageFailed,
+            CreateGroupError::Shutdown => Unavailable::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
 impl Abandoned for Result<(), CreateGroupError> {
     fn abandoned() -> Self {
         Err(CreateGroupError::Shutdown)
@@ -306,6 +674,7 @@ impl Abandoned for Result<(), CreateGroupError> {
 ///
 /// [`Engine::open`]: super::Engine::open
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The configuration broke a rule.
     #[error("invalid config: {0}")]
@@ -347,17 +716,384 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// How to treat this error: `Invalid` (the configuration broke a rule, or names
+    /// another node than the transport), `Fatal` (the data directory, the WAL or a
+    /// group's durable state could not be opened).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            OpenError::Config(_) | OpenError::NodeMismatch { .. } => ErrorClass::Invalid,
+            OpenError::Io(_)
+            | OpenError::Wal(_)
+            | OpenError::AppliedPastLog { .. }
+            | OpenError::Recovery { .. } => ErrorClass::Fatal,
+        }
+    }
+}
+
+impl ConfigError {
+    /// How to treat this error: always `Invalid` (fix the configuration).
+    pub fn class(&self) -> ErrorClass {
+        ErrorClass::Invalid
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::types::Replica;
+    use ErrorClass::*;
+
+    /// Every `Unavailable`, with a non-mailbox busy reason too.
+    fn every_unavailable() -> Vec<Unavailable> {
+        vec![
+            Unavailable::NotLeader { leader_hint: Some(2) },
+            Unavailable::NotLeader { leader_hint: None },
+            Unavailable::GroupNotFound(7),
+            Unavailable::Busy(BusyReason::Mailbox),
+            Unavailable::Busy(BusyReason::WalPending),
+            Unavailable::StorageFailed,
+            Unavailable::Shutdown,
+        ]
+    }
 
     #[test]
-    fn error_classes() {
-        assert_eq!(ProposeError::NotLeader { leader_hint: Some(2) }.class(), ErrorClass::Redirect);
-        assert_eq!(ProposeError::Busy(BusyReason::Mailbox).class(), ErrorClass::Retry);
-        assert_eq!(ProposeError::Dropped.class(), ErrorClass::Outcome);
-        assert_eq!(ProposeError::Indeterminate.class(), ErrorClass::Outcome);
-        assert_eq!(ProposeError::StorageFailed.class(), ErrorClass::Fatal);
-        assert_eq!(ProposeError::Shutdown.class(), ErrorClass::Fatal);
+    fn unavailable_classes() {
+        let table = [
+            (Unavailable::NotLeader { leader_hint: Some(2) }, Redirect),
+            (Unavailable::GroupNotFound(7), Redirect),
+            (Unavailable::Busy(BusyReason::Mailbox), Retry),
+            (Unavailable::StorageFailed, Fatal),
+            (Unavailable::Shutdown, Fatal),
+        ];
+        // Fails to compile when a variant is added without a row above.
+        let _ = |u: &Unavailable| match u {
+            Unavailable::NotLeader { .. }
+            | Unavailable::GroupNotFound(_)
+            | Unavailable::Busy(_)
+            | Unavailable::StorageFailed
+            | Unavailable::Shutdown => (),
+        };
+        for (u, class) in table {
+            assert_eq!(u.class(), class, "{u:?}");
+        }
+        assert_eq!(Unavailable::NotLeader { leader_hint: Some(2) }.leader_hint(), Some(2));
+        assert_eq!(Unavailable::GroupNotFound(2).leader_hint(), None);
+    }
+
+    #[test]
+    fn propose_error_classes() {
+        let table = [
+            (ProposeError::NotLeader { leader_hint: Some(2) }, Redirect),
+            (ProposeError::NotLeader { leader_hint: None }, Redirect),
+            (ProposeError::GroupNotFound(7), Redirect),
+            (ProposeError::TransferInProgress { to: Some(3) }, Retry),
+            (ProposeError::Busy(BusyReason::Mailbox), Retry),
+            (ProposeError::Busy(BusyReason::GroupUncommitted), Retry),
+            (ProposeError::Busy(BusyReason::WorkerPending), Retry),
+            (ProposeError::Busy(BusyReason::ApplyBacklog), Retry),
+            (ProposeError::Busy(BusyReason::WalPending), Retry),
+            (ProposeError::Dropped, Retry),
+            (ProposeError::Indeterminate, Outcome),
+            (ProposeError::TooLarge { len: 10, max: 5 }, Invalid),
+            (ProposeError::StorageFailed, Fatal),
+            (ProposeError::Shutdown, Fatal),
+        ];
+        let _ = |e: &ProposeError| match e {
+            ProposeError::NotLeader { .. }
+            | ProposeError::TransferInProgress { .. }
+            | ProposeError::GroupNotFound(_)
+            | ProposeError::Busy(_)
+            | ProposeError::TooLarge { .. }
+            | ProposeError::Dropped
+            | ProposeError::Indeterminate
+            | ProposeError::StorageFailed
+            | ProposeError::Shutdown => (),
+        };
+        for (e, class) in table {
+            assert_eq!(e.class(), class, "{e:?}");
+        }
+        assert_eq!(ProposeError::NotLeader { leader_hint: Some(2) }.leader_hint(), Some(2));
+        assert_eq!(ProposeError::TransferInProgress { to: Some(3) }.leader_hint(), Some(3));
+        assert_eq!(ProposeError::Busy(BusyReason::Mailbox).leader_hint(), None);
+    }
+
+    #[test]
+    fn read_error_classes() {
+        let table = [
+            (ReadError::NotLeader { leader_hint: Some(2) }, Redirect),
+            (ReadError::GroupNotFound(7), Redirect),
+            (ReadError::Busy, Retry),
+            (ReadError::Timeout, Retry),
+            (ReadError::StorageFailed, Fatal),
+            (ReadError::Shutdown, Fatal),
+        ];
+        let _ = |e: &ReadError| match e {
+            ReadError::NotLeader { .. }
+            | ReadError::GroupNotFound(_)
+            | ReadError::Busy
+            | ReadError::Timeout
+            | ReadError::StorageFailed
+            | ReadError::Shutdown => (),
+        };
+        for (e, class) in table {
+            assert_eq!(e.class(), class, "{e:?}");
+        }
+        assert_eq!(ReadError::NotLeader { leader_hint: Some(2) }.leader_hint(), Some(2));
+        assert_eq!(ReadError::Timeout.unavailable(), None);
+    }
+
+    #[test]
+    fn transfer_error_classes() {
+        let table = [
+            (TransferError::NotLeader { leader_hint: Some(2) }, Redirect),
+            (TransferError::GroupNotFound(7), Redirect),
+            (TransferError::ConfChangePending, Retry),
+            (TransferError::Busy, Retry),
+            (TransferError::NotMember(4), Invalid),
+            (TransferError::NotVoter(4), Invalid),
+            (TransferError::ToSelf(1), Invalid),
+            (TransferError::StorageFailed, Fatal),
+            (TransferError::Shutdown, Fatal),
+        ];
+        let _ = |e: &TransferError| match e {
+            TransferError::NotLeader { .. }
+            | TransferError::GroupNotFound(_)
+            | TransferError::NotMember(_)
+            | TransferError::NotVoter(_)
+            | TransferError::ToSelf(_)
+            | TransferError::ConfChangePending
+            | TransferError::Busy
+            | TransferError::StorageFailed
+            | TransferError::Shutdown => (),
+        };
+        for (e, class) in table {
+            assert_eq!(e.class(), class, "{e:?}");
+        }
+        assert_eq!(TransferError::NotLeader { leader_hint: Some(2) }.leader_hint(), Some(2));
+    }
+
+    #[test]
+    fn membership_error_classes() {
+        let table = [
+            (MembershipError::NotLeader { leader_hint: Some(2) }, Redirect),
+            (MembershipError::GroupNotFound(7), Redirect),
+            (MembershipError::ChangePending, Retry),
+            (MembershipError::LeaderNotReady, Retry),
+            (MembershipError::TransferInProgress, Retry),
+            (MembershipError::LearnerNotCaughtUp { node: 4, lag: 100 }, Retry),
+            (MembershipError::Busy, Retry),
+            (MembershipError::Dropped, Retry),
+            (MembershipError::Indeterminate, Outcome),
+            (MembershipError::Invalid { node: 4, why: "already a member".into() }, Invalid),
+            (MembershipError::Conf(ConfChangeError::InJoint), Invalid),
+            (MembershipError::StorageFailed, Fatal),
+            (MembershipError::Shutdown, Fatal),
+        ];
+        let _ = |e: &MembershipError| match e {
+            MembershipError::NotLeader { .. }
+            | MembershipError::GroupNotFound(_)
+            | MembershipError::ChangePending
+            | MembershipError::LeaderNotReady
+            | MembershipError::TransferInProgress
+            | MembershipError::LearnerNotCaughtUp { .. }
+            | MembershipError::Invalid { .. }
+            | MembershipError::Conf(_)
+            | MembershipError::Busy
+            | MembershipError::Dropped
+            | MembershipError::Indeterminate
+            | MembershipError::StorageFailed
+            | MembershipError::Shutdown => (),
+        };
+        for (e, class) in table {
+            assert_eq!(e.class(), class, "{e:?}");
+        }
+        assert_eq!(MembershipError::NotLeader { leader_hint: Some(2) }.leader_hint(), Some(2));
+    }
+
+    #[test]
+    fn create_group_error_classes() {
+        let table = [
+            (CreateGroupError::Busy, Retry),
+            (CreateGroupError::NoMembers, Invalid),
+            (CreateGroupError::DuplicateMember(2), Invalid),
+            (CreateGroupError::NotAMember, Invalid),
+            (CreateGroupError::Tombstoned(7), Invalid),
+            (CreateGroupError::Conflict { group: 7, existing: 2 }, Invalid),
+            (CreateGroupError::StorageFailed, Fatal),
+            (CreateGroupError::Shutdown, Fatal),
+        ];
+        let _ = |e: &CreateGroupError| match e {
+            CreateGroupError::NoMembers
+            | CreateGroupError::DuplicateMember(_)
+            | CreateGroupError::NotAMember
+            | CreateGroupError::Tombstoned(_)
+            | CreateGroupError::Conflict { .. }
+            | CreateGroupError::Busy
+            | CreateGroupError::StorageFailed
+            | CreateGroupError::Shutdown => (),
+        };
+        for (e, class) in table {
+            assert_eq!(e.class(), class, "{e:?}");
+        }
+        assert_eq!(CreateGroupError::Busy.unavailable(), Some(Unavailable::Busy(BusyReason::Mailbox)));
+        assert_eq!(CreateGroupError::StorageFailed.unavailable(), Some(Unavailable::StorageFailed));
+        assert_eq!(CreateGroupError::Shutdown.unavailable(), Some(Unavailable::Shutdown));
+        assert_eq!(CreateGroupError::NotAMember.unavailable(), None);
+    }
+
+    #[test]
+    fn open_and_config_error_classes() {
+        let wal = flotilla_wal::OpenError::Corrupt { file: "x".into(), offset: 0, reason: "bad".into() };
+        let table = [
+            (OpenError::Config(ConfigError::ZeroNodeId), Invalid),
+            (OpenError::NodeMismatch { config: 1, transport: 2 }, Invalid),
+            (OpenError::Io(std::io::ErrorKind::NotFound.into()), Fatal),
+            (OpenError::Wal(wal), Fatal),
+            (OpenError::AppliedPastLog { group: 7, applied: 10, last: 5 }, Fatal),
+            (OpenError::Recovery { group: 7, reason: "bad".into() }, Fatal),
+        ];
+        let _ = |e: &OpenError| match e {
+            OpenError::Config(_)
+            | OpenError::NodeMismatch { .. }
+            | OpenError::Io(_)
+            | OpenError::Wal(_)
+            | OpenError::AppliedPastLog { .. }
+            | OpenError::Recovery { .. } => (),
+        };
+        for (e, class) in table {
+            assert_eq!(e.class(), class, "{e:?}");
+        }
+        for e in [ConfigError::ZeroNodeId, ConfigError::EmptyDataDir, ConfigError::WorkersOutOfBounds(1000)] {
+            assert_eq!(e.class(), Invalid, "{e:?}");
+        }
+    }
+
+    /// Each shared answer becomes the same-named variant of every group operation's
+    /// error, with the same class, and reads back as itself (a busy reason other than the
+    /// mailbox only survives in a proposal's error: the others have none).
+    #[test]
+    fn every_unavailable_converts_to_its_variant_in_every_operation() {
+        for u in every_unavailable() {
+            let mailbox = match u {
+                Unavailable::Busy(_) => Unavailable::Busy(BusyReason::Mailbox),
+                u => u,
+            };
+            let p = ProposeError::from(u);
+            let r = ReadError::from(u);
+            let t = TransferError::from(u);
+            let m = MembershipError::from(u);
+            assert_eq!(
+                (p.class(), r.class(), t.class(), m.class()),
+                (u.class(), u.class(), u.class(), u.class())
+            );
+            assert_eq!(p.unavailable(), Some(u), "{u:?}");
+            assert_eq!(r.unavailable(), Some(mailbox), "{u:?}");
+            assert_eq!(t.unavailable(), Some(mailbox), "{u:?}");
+            assert_eq!(m.unavailable(), Some(mailbox), "{u:?}");
+            assert_eq!(p.leader_hint(), u.leader_hint());
+            assert_eq!(r.leader_hint(), u.leader_hint());
+            assert_eq!(t.leader_hint(), u.leader_hint());
+            assert_eq!(m.leader_hint(), u.leader_hint());
+            // The same message as the operation's own variant.
+            if !matches!(u, Unavailable::Busy(_)) {
+                assert_eq!(p.to_string(), u.to_string());
+            }
+        }
+        assert_eq!(
+            ProposeError::from(Unavailable::Busy(BusyReason::WalPending)),
+            ProposeError::Busy(BusyReason::WalPending)
+        );
+        assert_eq!(ReadError::from(Unavailable::GroupNotFound(7)), ReadError::GroupNotFound(7));
+        assert_eq!(TransferError::from(Unavailable::Shutdown), TransferError::Shutdown);
+        assert_eq!(MembershipError::from(Unavailable::Busy(BusyReason::WalPending)), MembershipError::Busy);
+        assert_eq!(ProposeError::Dropped.unavailable(), None);
+        assert_eq!(MembershipError::Indeterminate.unavailable(), None);
+        assert_eq!(TransferError::ToSelf(1).unavailable(), None);
+    }
+
+    /// Replica 3 is on node 30, the leader on node 10.
+    struct Fixed;
+
+    impl Placement for Fixed {
+        fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
+            (replica == 3).then_some(30)
+        }
+        fn leader_node(&self) -> Option<NodeId> {
+            Some(10)
+        }
+    }
+
+    #[test]
+    fn core_propose_refusals_name_nodes() {
+        let conv = |err| ProposeError::from(ProposeRefused { err, group: &Fixed });
+        let hint = Some(Replica::new(20, 2));
+        assert_eq!(
+            conv(CoreProposeError::NotLeader { leader_hint: hint }),
+            ProposeError::NotLeader { leader_hint: Some(20) }
+        );
+        assert_eq!(
+            conv(CoreProposeError::NotLeader { leader_hint: None }),
+            ProposeError::NotLeader { leader_hint: None }
+        );
+        assert_eq!(
+            conv(CoreProposeError::TransferInProgress { to: 3 }),
+            ProposeError::TransferInProgress { to: Some(30) }
+        );
+        assert_eq!(
+            conv(CoreProposeError::TransferInProgress { to: 4 }),
+            ProposeError::TransferInProgress { to: None }
+        );
+        // Membership-only refusals answer "not the leader", naming the group's leader.
+        for e in [
+            CoreProposeError::ConfChangePending,
+            CoreProposeError::LeaderNotReady,
+            CoreProposeError::InvalidConfChange(ConfChangeError::InJoint),
+        ] {
+            assert_eq!(conv(e), ProposeError::NotLeader { leader_hint: Some(10) });
+        }
+    }
+
+    #[test]
+    fn core_membership_refusals_keep_their_meaning() {
+        let hint = Some(Replica::new(20, 2));
+        let table = [
+            (
+                CoreProposeError::NotLeader { leader_hint: hint },
+                MembershipError::NotLeader { leader_hint: Some(20) },
+            ),
+            (CoreProposeError::TransferInProgress { to: 3 }, MembershipError::TransferInProgress),
+            (CoreProposeError::ConfChangePending, MembershipError::ChangePending),
+            (CoreProposeError::LeaderNotReady, MembershipError::LeaderNotReady),
+            (
+                CoreProposeError::InvalidConfChange(ConfChangeError::InJoint),
+                MembershipError::Conf(ConfChangeError::InJoint),
+            ),
+        ];
+        for (core, api) in table {
+            assert_eq!(MembershipError::from(core), api);
+        }
+    }
+
+    #[test]
+    fn core_transfer_and_read_refusals_name_nodes() {
+        let conv = |err| TransferError::from(TransferRefused { err, node: 30 });
+        let hint = Some(Replica::new(20, 2));
+        assert_eq!(
+            conv(CoreTransferError::NotLeader { leader_hint: hint }),
+            TransferError::NotLeader { leader_hint: Some(20) }
+        );
+        assert_eq!(conv(CoreTransferError::ToSelf(3)), TransferError::ToSelf(30));
+        assert_eq!(conv(CoreTransferError::NotVoter(3)), TransferError::NotVoter(30));
+        assert_eq!(conv(CoreTransferError::NotMember(3)), TransferError::NotMember(30));
+        assert_eq!(conv(CoreTransferError::ConfChangePending), TransferError::ConfChangePending);
+        assert_eq!(
+            ReadError::from(CoreReadIndexError::NotLeader { leader_hint: hint }),
+            ReadError::NotLeader { leader_hint: Some(20) }
+        );
+        assert_eq!(
+            ReadError::from(CoreReadIndexError::NotLeader { leader_hint: None }),
+            ReadError::NotLeader { leader_hint: None }
+        );
     }
 }

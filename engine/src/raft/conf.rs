@@ -370,6 +370,7 @@ impl ConfChange {
 
 /// Why a membership change cannot be applied to a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ConfChangeError {
     /// A replica or node id of 0.
     #[error("replica and node ids must be non-zero")]

@@ -194,6 +194,7 @@ impl std::ops::Deref for ValidConfig {
 
 /// A broken rule of [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `id` is 0.
     #[error("replica id must be non-zero")]

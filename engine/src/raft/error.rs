@@ -11,6 +11,7 @@ use super::types::{Replica, ReplicaId};
 
 /// Why a proposal (data or membership change) was refused. Nothing was appended.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ProposeError {
     /// This replica is not the leader; `leader_hint` is the leader it knows of, if any.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -38,6 +39,7 @@ pub enum ProposeError {
 
 /// Why a leadership transfer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum TransferError {
     /// This replica is not the leader.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -64,6 +66,7 @@ pub enum TransferError {
 
 /// Why a ReadIndex request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ReadIndexError {
     /// This replica is not the leader.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -75,6 +78,7 @@ pub enum ReadIndexError {
 
 /// Why a message could not be stepped.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum StepError {
     /// The message is addressed to another replica.
     #[error("message for replica {to} delivered to replica {me}")]
@@ -102,6 +106,7 @@ pub enum StepError {
 
 /// Why the log could not be compacted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum CompactError {
     /// Only applied entries may be compacted.
     #[error("cannot compact to {index}: only {applied} is applied")]
@@ -121,6 +126,7 @@ pub enum CompactError {
 
 /// Why a replica could not be created from its storage.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum NewRaftError {
     /// Storage failed while recovering.
     #[error(transparent)]

@@ -14,6 +14,7 @@ use super::message::{Entry, HardState, Snapshot, SnapshotMeta};
 
 /// Why storage could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum StorageError {
     /// The index is below the storage's first index (compacted away).
     #[error("index {0} is compacted")]

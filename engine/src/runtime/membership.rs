@@ -12,7 +12,6 @@ use super::waiters::{Done, Tally};
 use super::worker::Worker;
 use crate::api::{MembershipChange, MembershipError};
 use crate::raft::conf::{ChangeKind, ConfChange, SingleChange, Transition};
-use crate::raft::error::ProposeError as CoreProposeError;
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 
 impl Worker {
@@ -106,7 +105,7 @@ impl Worker {
                 Ok(())
             }
             Err(e) => {
-                let e = map_membership_err(e);
+                let e = MembershipError::from(e);
                 done.complete(Err(e.clone()));
                 Err(e)
             }
@@ -193,17 +192,4 @@ fn single_change(
         }
         MembershipChange::Joint(_) => return Err(invalid(0, "nested joint change")),
     })
-}
-
-/// The API's error for the core's refusal of a membership change.
-fn map_membership_err(e: CoreProposeError) -> MembershipError {
-    match e {
-        CoreProposeError::NotLeader { leader_hint } => {
-            MembershipError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
-        }
-        CoreProposeError::TransferInProgress { .. } => MembershipError::TransferInProgress,
-        CoreProposeError::ConfChangePending => MembershipError::ChangePending,
-        CoreProposeError::LeaderNotReady => MembershipError::LeaderNotReady,
-        CoreProposeError::InvalidConfChange(c) => MembershipError::Conf(c),
-    }
 }

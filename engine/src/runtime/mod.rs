@@ -62,7 +62,7 @@ use shared::{Counters, Shared, WorkerGauges};
 use crate::api::{
     BusyReason, CreateGroupError, GroupStatus, MembershipChange, MembershipError, MembershipProposal,
     Metrics, OpenError, Proposal, ProposeError, ReadBarrier, ReadError, StateMachine, StateMachineFactory,
-    TransferError, ValidEngineConfig,
+    TransferError, Unavailable, ValidEngineConfig,
 };
 use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, ReplicaId};
@@ -148,11 +148,13 @@ impl Runtime {
         &self.workers[route(group, self.workers.len())]
     }
 
-    fn send(&self, group: u64, cmd: Cmd) -> Result<(), bool> {
+    /// Hands `cmd` to `group`'s worker: `Busy(Mailbox)` when its mailbox is full,
+    /// `Shutdown` when it exited.
+    fn send(&self, group: u64, cmd: Cmd) -> Result<(), Unavailable> {
         match self.worker_of(group).try_send(cmd) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(true),
-            Err(TrySendError::Disconnected(_)) => Err(false),
+            Err(TrySendError::Full(_)) => Err(Unavailable::Busy(BusyReason::Mailbox)),
+            Err(TrySendError::Disconnected(_)) => Err(Unavailable::Shutdown),
         }
     }
 
@@ -170,8 +172,9 @@ impl Runtime {
         let (p, done) = pending();
         match self.send(group, Cmd::Create { group, replica, conf, sm, first_leader, done }) {
             Ok(()) => p,
-            Err(true) => Pending::ready(Err(CreateGroupError::Busy)),
-            Err(false) => Pending::ready(Err(CreateGroupError::Shutdown)),
+            // `send` answers only `Busy` or `Shutdown`, which a creation has too.
+            Err(Unavailable::Busy(_)) => Pending::ready(Err(CreateGroupError::Busy)),
+            Err(_) => Pending::ready(Err(CreateGroupError::Shutdown)),
         }
     }
 
@@ -186,11 +189,12 @@ impl Runtime {
         let (p, done) = pending();
         match self.send(group, Cmd::Propose { group, data, done }) {
             Ok(()) => Ok(p),
-            Err(true) => {
-                self.shared.counters.refused(BusyReason::Mailbox);
-                Err(ProposeError::Busy(BusyReason::Mailbox))
+            Err(e) => {
+                if let Unavailable::Busy(reason) = e {
+                    self.shared.counters.refused(reason);
+                }
+                Err(e.into())
             }
-            Err(false) => Err(ProposeError::Shutdown),
         }
     }
 
@@ -201,8 +205,7 @@ impl Runtime {
         let (p, done) = pending();
         match self.send(group, Cmd::Remove { group, done }) {
             Ok(()) => p,
-            Err(true) => Pending::ready(Err(ProposeError::Busy(crate::api::BusyReason::Mailbox))),
-            Err(false) => Pending::ready(Err(ProposeError::Shutdown)),
+            Err(e) => Pending::ready(Err(e.into())),
         }
     }
 
@@ -211,11 +214,8 @@ impl Runtime {
             return Err(ReadError::StorageFailed);
         }
         let (p, done) = pending();
-        match self.send(group, Cmd::Read { group, done }) {
-            Ok(()) => Ok(p),
-            Err(true) => Err(ReadError::Busy),
-            Err(false) => Err(ReadError::Shutdown),
-        }
+        self.send(group, Cmd::Read { group, done })?;
+        Ok(p)
     }
 
     pub(crate) fn transfer_leader(&self, group: u64, node: NodeId) -> Pending<Result<(), TransferError>> {
@@ -225,8 +225,7 @@ impl Runtime {
         let (p, done) = pending();
         match self.send(group, Cmd::Transfer { group, node, done }) {
             Ok(()) => p,
-            Err(true) => Pending::ready(Err(TransferError::Busy)),
-            Err(false) => Pending::ready(Err(TransferError::Shutdown)),
+            Err(e) => Pending::ready(Err(e.into())),
         }
     }
 
@@ -239,11 +238,8 @@ impl Runtime {
             return Err(MembershipError::StorageFailed);
         }
         let (p, done) = pending();
-        match self.send(group, Cmd::Conf { group, change, done }) {
-            Ok(()) => Ok(p),
-            Err(true) => Err(MembershipError::Busy),
-            Err(false) => Err(MembershipError::Shutdown),
-        }
+        self.send(group, Cmd::Conf { group, change, done })?;
+        Ok(p)
     }
 
     fn collect_status(&self, group: Option<u64>) -> Vec<GroupStatus> {

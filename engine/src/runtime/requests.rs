@@ -1,5 +1,6 @@
 //! Client requests on one group: proposals (with backpressure), read barriers and
-//! leadership transfers, and the mapping of the core's refusals to the API's errors.
+//! leadership transfers; the core's refusals become the API's errors by the `From`
+//! impls of `api/error.rs`.
 //!
 //! Backpressure: `propose` answers `Busy` past the group's unapplied bytes, the worker's
 //! pending proposals, its apply backlog (entries handed to the apply thread and not
@@ -16,8 +17,8 @@ use super::waiters::Done;
 use super::worker::Worker;
 use crate::api::EngineConfig;
 use crate::api::{BusyReason, ProposeError, ReadError, TransferError};
-use crate::raft::error::{ProposeError as CoreProposeError, TransferError as CoreTransferError};
-use crate::raft::types::{NodeId, Role};
+use crate::api::{Placement, ProposeRefused, TransferRefused};
+use crate::raft::types::{NodeId, ReplicaId, Role};
 
 impl Worker {
     /// A proposal to `group`: refused when busy ([`busy_reason`]) or not leader, else
@@ -57,7 +58,7 @@ impl Worker {
             }
             Err(e) => {
                 bump(&self.sh.counters.refused_not_leader);
-                done.complete(Err(map_propose_err(g, e)));
+                done.complete(Err(ProposeRefused { err: e, group: &**g }.into()));
             }
         }
     }
@@ -79,9 +80,7 @@ impl Worker {
                 g.reads.push(ctx, self.ticks + timeout, done);
                 Self::touch(&mut self.touched, g);
             }
-            Err(crate::raft::ReadIndexError::NotLeader { leader_hint }) => {
-                done.complete(Err(ReadError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }))
-            }
+            Err(e) => done.complete(Err(e.into())),
         }
     }
 
@@ -97,31 +96,20 @@ impl Worker {
             return Err(TransferError::NotMember(node));
         };
         Self::credit_idle(g, self.ticks);
-        let r = g.raft.transfer_leader(to.id).map_err(|e| match e {
-            CoreTransferError::NotLeader { leader_hint } => {
-                TransferError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
-            }
-            CoreTransferError::ToSelf(_) => TransferError::ToSelf(node),
-            CoreTransferError::NotVoter(_) => TransferError::NotVoter(node),
-            CoreTransferError::NotMember(_) => TransferError::NotMember(node),
-            CoreTransferError::ConfChangePending => TransferError::ConfChangePending,
-        });
+        let r = g.raft.transfer_leader(to.id).map_err(|err| TransferRefused { err, node }.into());
         Self::touch(&mut self.touched, g);
         r
     }
 }
 
-/// The API's error for the core's refusal of a data proposal.
-fn map_propose_err(g: &Group, e: CoreProposeError) -> ProposeError {
-    match e {
-        CoreProposeError::NotLeader { leader_hint } => {
-            ProposeError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
-        }
-        CoreProposeError::TransferInProgress { to } => ProposeError::TransferInProgress { to: g.node_of(to) },
-        // Membership-only refusals; a data proposal never gets them.
-        CoreProposeError::ConfChangePending
-        | CoreProposeError::LeaderNotReady
-        | CoreProposeError::InvalidConfChange(_) => ProposeError::NotLeader { leader_hint: g.leader_node() },
+/// How a group names its replicas' nodes, for the core's refusals ([`ProposeRefused`]).
+impl Placement for Group {
+    fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
+        Group::node_of(self, replica)
+    }
+
+    fn leader_node(&self) -> Option<NodeId> {
+        Group::leader_node(self)
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla_engine::api::{
-    Engine, EngineConfig, MembershipChange, OpenError, ProposeError, StateMachineFactory, TransferError,
+    Engine, EngineConfig, MembershipChange, OpenError, ProposeError, StateMachineFactory,
 };
 use flotilla_engine::raft::Role;
 use flotilla_engine::transport::{DecodeLimits, QuicTransport};
@@ -30,7 +30,7 @@ use thiserror::Error;
 use crate::client::{Client, ClientError};
 use crate::config::ValidNodeConfig;
 use crate::outcome::{
-    forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, Stage,
+    forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, transfer_outcome, Stage,
 };
 pub use crate::outcome::{indeterminate, Outcome};
 use crate::resp::{parse_value, Value};
@@ -545,14 +545,7 @@ impl Node {
                     }
                     Outcome::Retry(format!("transfer of group {group} to node {to} did not complete"), None)
                 }
-                Err(TransferError::ToSelf(_)) => Outcome::Done(Value::ok()),
-                Err(TransferError::NotLeader { leader_hint }) => Outcome::Redirect(leader_hint),
-                Err(TransferError::GroupNotFound(_)) => Outcome::Redirect(None),
-                Err(TransferError::Busy) => Outcome::Retry("busy".into(), None),
-                Err(TransferError::ConfChangePending) => {
-                    Outcome::Retry(format!("membership change of group {group} pending"), None)
-                }
-                Err(e) => Outcome::Fail(Value::err(format!("ERR {e}"))),
+                Err(e) => transfer_outcome(*group, e),
             },
         }
     }

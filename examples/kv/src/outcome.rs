@@ -1,12 +1,14 @@
 //! What one attempt at an operation gave, and the retry rule: which failures the server may
 //! run again and which it must answer `INDETERMINATE`.
 //!
-//! Owns the classification of every engine error ([`ProposeError`], [`MembershipError`],
-//! [`ReadError`]) and of every way a forwarded operation can fail, and the reply format of
+//! Owns the outcome of every engine error ([`ProposeError`], [`MembershipError`],
+//! [`ReadError`], [`TransferError`]), decided by the error's `class()` (the engine's
+//! [`ErrorClass`]), and of every way a forwarded operation can fail, and the reply format of
 //! `FLOTILLA.LOCAL`. The rule for writes (proposals and membership changes): an attempt is
-//! retried only when it was refused before anything could have been appended (not leader,
-//! busy, leadership transfer in progress, group not here, or `Dropped`, which the engine
-//! reports only once another entry is committed at its index). Everything else that may
+//! retried only when its class is `Redirect` or `Retry`, that is, it was refused before
+//! anything could have been appended (not leader, busy, leadership transfer in progress,
+//! group not here) or is `Dropped`, which the engine reports only once another entry is
+//! committed at its index. Everything else that may
 //! have been appended (the engine's `Indeterminate`, storage failure or shutdown after the
 //! proposal was handed to the engine, no result in time, a forwarding connection that broke
 //! after the request was written, an error from the leader's node that is not a known
@@ -14,7 +16,7 @@
 //! acknowledged or unknown INCR is never applied twice. Reads and transfers change nothing
 //! and may always be retried. Never runs, sends or waits for anything itself.
 
-use flotilla_engine::api::{MembershipError, ProposeError, ReadError};
+use flotilla_engine::api::{ErrorClass, MembershipError, ProposeError, ReadError, TransferError};
 
 use crate::client::ClientError;
 use crate::resp::Value;
@@ -79,60 +81,73 @@ pub enum Stage {
     Waited,
 }
 
-/// The outcome of a proposal's error.
+/// The outcome of an engine error, by its class (the one retry rule of every operation):
+/// `Redirect` goes to the hinted node (or looks the leader up), `Retry` tries again shortly
+/// (at the hinted node, if any) saying `why`, `Invalid` is the final answer `ERR ...`,
+/// `Outcome` (appended, result unknown) is `-INDETERMINATE (unknown)`, and `Fatal` (or a
+/// class this server does not know) is `ERR node unavailable` when nothing was submitted
+/// and `-INDETERMINATE` once it was (`unknown_fatal`).
+fn by_class(
+    stage: Stage,
+    class: ErrorClass,
+    hint: Option<u64>,
+    e: &dyn std::fmt::Display,
+    why: impl FnOnce() -> String,
+    unknown: &str,
+    unknown_fatal: impl FnOnce() -> String,
+) -> Outcome {
+    match class {
+        ErrorClass::Redirect => Outcome::Redirect(hint),
+        ErrorClass::Retry => Outcome::Retry(why(), hint),
+        ErrorClass::Invalid => Outcome::Fail(Value::err(format!("ERR {e}"))),
+        ErrorClass::Outcome => Outcome::Fail(indeterminate(unknown)),
+        _ => match stage {
+            Stage::Submit => Outcome::Fail(Value::err(format!("ERR node unavailable: {e}"))),
+            Stage::Waited => Outcome::Fail(indeterminate(&unknown_fatal())),
+        },
+    }
+}
+
+/// The outcome of a proposal's error (by its class; see [`by_class`]).
 pub fn propose_outcome(stage: Stage, e: ProposeError) -> Outcome {
-    match e {
-        ProposeError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
-        ProposeError::TransferInProgress { to } => {
-            Outcome::Retry("leadership transfer in progress".into(), to)
-        }
-        ProposeError::GroupNotFound(_) => Outcome::Redirect(None),
-        ProposeError::Busy(r) => Outcome::Retry(format!("busy: {r:?}"), None),
+    let why = || match &e {
+        ProposeError::TransferInProgress { .. } => "leadership transfer in progress".into(),
         // Only once another entry is committed at its index: it can never apply.
-        ProposeError::Dropped => Outcome::Retry("dropped: another entry committed at its index".into(), None),
-        e @ ProposeError::TooLarge { .. } => Outcome::Fail(Value::err(format!("ERR {e}"))),
-        ProposeError::Indeterminate => {
-            Outcome::Fail(indeterminate("leader changed, replica removed or shut down after append"))
-        }
-        e @ (ProposeError::StorageFailed | ProposeError::Shutdown) => match stage {
-            Stage::Submit => Outcome::Fail(Value::err(format!("ERR node unavailable: {e}"))),
-            Stage::Waited => Outcome::Fail(indeterminate(&e.to_string())),
-        },
-    }
+        ProposeError::Dropped => "dropped: another entry committed at its index".into(),
+        e => e.to_string(),
+    };
+    let unknown = "leader changed, replica removed or shut down after append";
+    by_class(stage, e.class(), e.leader_hint(), &e, why, unknown, || e.to_string())
 }
 
-/// The outcome of a membership change's error.
+/// The outcome of a membership change's error (by its class; see [`by_class`]).
 pub fn member_outcome(stage: Stage, e: MembershipError) -> Outcome {
-    match e {
-        MembershipError::NotLeader { leader_hint } => Outcome::Redirect(leader_hint),
-        MembershipError::GroupNotFound(_) => Outcome::Redirect(None),
-        e @ (MembershipError::ChangePending
-        | MembershipError::LeaderNotReady
-        | MembershipError::TransferInProgress
-        | MembershipError::LearnerNotCaughtUp { .. }
-        | MembershipError::Busy
-        | MembershipError::Dropped) => Outcome::Retry(e.to_string(), None),
-        e @ (MembershipError::Invalid { .. } | MembershipError::Conf(_)) => {
-            Outcome::Fail(Value::err(format!("ERR {e}")))
-        }
-        MembershipError::Indeterminate => Outcome::Fail(indeterminate("membership change")),
-        e @ (MembershipError::StorageFailed | MembershipError::Shutdown) => match stage {
-            Stage::Submit => Outcome::Fail(Value::err(format!("ERR node unavailable: {e}"))),
-            Stage::Waited => Outcome::Fail(indeterminate(&format!("membership change: {e}"))),
-        },
-    }
+    let unknown_fatal = || format!("membership change: {e}");
+    by_class(stage, e.class(), e.leader_hint(), &e, || e.to_string(), "membership change", unknown_fatal)
 }
 
-/// The outcome of a read barrier's error (a read changes nothing: retrying is safe).
+/// The outcome of a read barrier's error (by its class; see [`by_class`]). A read changes
+/// nothing: it is never an unknown outcome, and a failed node is `ERR node unavailable`.
 pub fn read_outcome(e: ReadError) -> Outcome {
-    match e {
-        ReadError::NotLeader { .. } => Outcome::Retry("no leader to confirm the read".into(), None),
-        ReadError::GroupNotFound(_) => Outcome::Redirect(None),
-        ReadError::Busy => Outcome::Retry("busy".into(), None),
-        ReadError::Timeout => Outcome::Retry("read not confirmed in time".into(), None),
-        e @ (ReadError::StorageFailed | ReadError::Shutdown) => {
-            Outcome::Fail(Value::err(format!("ERR node unavailable: {e}")))
+    by_class(Stage::Submit, e.class(), e.leader_hint(), &e, || e.to_string(), "read", || e.to_string())
+}
+
+/// The outcome of a leadership transfer's error (by its class; see [`by_class`]). A
+/// transfer to the node that already leads is done; a transfer changes nothing, so a
+/// failed node is a final `ERR`.
+pub fn transfer_outcome(group: u64, e: TransferError) -> Outcome {
+    if let TransferError::ToSelf(_) = e {
+        return Outcome::Done(Value::ok());
+    }
+    match e.class() {
+        class @ (ErrorClass::Redirect | ErrorClass::Retry) => {
+            let why = || match &e {
+                TransferError::ConfChangePending => format!("membership change of group {group} pending"),
+                e => e.to_string(),
+            };
+            by_class(Stage::Submit, class, e.leader_hint(), &e, why, "transfer", || e.to_string())
         }
+        _ => Outcome::Fail(Value::err(format!("ERR {e}"))),
     }
 }
 
@@ -272,6 +287,78 @@ mod tests {
         }
         for e in [ReadError::StorageFailed, ReadError::Shutdown] {
             assert_eq!(class(&read_outcome(e.clone())), Class::Final, "{e:?}");
+        }
+    }
+
+    /// The retry decision is the engine's class: an error is retried exactly when its
+    /// class is `Redirect` or `Retry`, at submission and after it.
+    #[test]
+    fn retry_follows_the_engine_class() {
+        use flotilla_engine::api::ErrorClass;
+        let retried = |c: ErrorClass| matches!(c, ErrorClass::Redirect | ErrorClass::Retry);
+        let proposals = [
+            ProposeError::NotLeader { leader_hint: Some(2) },
+            ProposeError::TransferInProgress { to: Some(3) },
+            ProposeError::GroupNotFound(7),
+            ProposeError::Busy(BusyReason::WalPending),
+            ProposeError::Dropped,
+            ProposeError::TooLarge { len: 10, max: 5 },
+            ProposeError::Indeterminate,
+            ProposeError::StorageFailed,
+            ProposeError::Shutdown,
+        ];
+        for e in proposals {
+            for stage in [Stage::Submit, Stage::Waited] {
+                assert_eq!(propose_outcome(stage, e.clone()).retryable(), retried(e.class()), "{e:?}");
+            }
+        }
+        let changes = [
+            MembershipError::NotLeader { leader_hint: None },
+            MembershipError::LearnerNotCaughtUp { node: 4, lag: 100 },
+            MembershipError::Invalid { node: 4, why: "x".into() },
+            MembershipError::Indeterminate,
+            MembershipError::Shutdown,
+        ];
+        for e in changes {
+            for stage in [Stage::Submit, Stage::Waited] {
+                assert_eq!(member_outcome(stage, e.clone()).retryable(), retried(e.class()), "{e:?}");
+            }
+        }
+        for e in [ReadError::NotLeader { leader_hint: Some(2) }, ReadError::Timeout, ReadError::Shutdown] {
+            assert_eq!(read_outcome(e.clone()).retryable(), retried(e.class()), "{e:?}");
+        }
+        // A read's "no leader here" goes to the leader it names, if any.
+        assert_eq!(read_outcome(ReadError::NotLeader { leader_hint: Some(2) }), Outcome::Redirect(Some(2)));
+    }
+
+    /// Every `TransferError` variant: a transfer to the leader is done, refusals are
+    /// retried (at the hinted node), the rest is a final `ERR`.
+    #[test]
+    fn transfer_errors_retry_refusals_and_fail_the_rest() {
+        use Class::*;
+        let table: Vec<(TransferError, Outcome)> = vec![
+            (TransferError::ToSelf(1), Outcome::Done(Value::ok())),
+            (TransferError::NotLeader { leader_hint: Some(2) }, Outcome::Redirect(Some(2))),
+            (TransferError::NotLeader { leader_hint: None }, Outcome::Redirect(None)),
+            (TransferError::GroupNotFound(7), Outcome::Redirect(None)),
+            (TransferError::Busy, Outcome::Retry("busy".into(), None)),
+            (
+                TransferError::ConfChangePending,
+                Outcome::Retry("membership change of group 7 pending".into(), None),
+            ),
+        ];
+        for (e, o) in table {
+            assert_eq!(transfer_outcome(7, e.clone()), o, "{e:?}");
+        }
+        for e in [
+            TransferError::NotMember(4),
+            TransferError::NotVoter(4),
+            TransferError::StorageFailed,
+            TransferError::Shutdown,
+        ] {
+            let o = transfer_outcome(7, e.clone());
+            assert_eq!(class(&o), Final, "{e:?}");
+            assert_eq!(o, Outcome::Fail(Value::err(format!("ERR {e}"))), "{e:?}");
         }
     }
 
