@@ -1,7 +1,8 @@
-//! Shared harness for the Raft core's per-behaviour tests (`paper.rs`, `scenarios.rs`): a
-//! small in-memory network of replicas over [`MemStorage`], with helpers to persist a
-//! `Ready`, step one message and inspect what the core emits, and to deliver, drop and
-//! isolate traffic.
+//! Shared harness for the Raft core's per-behaviour tests (`paper.rs`, `scenarios.rs`,
+//! `outcomes.rs`, `removal.rs`, `quiescence.rs`): a small in-memory network of replicas over
+//! [`MemStorage`], with helpers to persist a `Ready`, step one message and inspect what the
+//! core emits, and to deliver, drop and isolate traffic. Every `Ready` goes through the
+//! core's [`ReadyDriver`], as a runtime whose writes are durable at once.
 //!
 //! Replica `i` lives on node `i` unless a test says otherwise.
 //! A replica added to a running group starts, like every replica of the group, from the

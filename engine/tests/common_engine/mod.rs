@@ -1,5 +1,7 @@
-//! Shared harness of the engine integration tests: a hash-chain state machine whose state
-//! the test can read, and a cluster of engines in one process over the in-memory transport.
+//! Shared harness of the engine integration tests: the counting (hash-chain) state machine
+//! whose state the test can read, a cluster of engines in one process over the in-memory
+//! transport (or QUIC on loopback), and the waits the tests use: conditions polled until a
+//! deadline ([`wait_until`]), never a single read or a bare sleep.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
