@@ -6,7 +6,8 @@
 //! is quiet: every proposal of the burst is committed and applied on the leader, and the
 //! followers have applied it too. Per Ready, both harnesses do the same work: persist
 //! entries and hard state to memory and report them durable, send messages, apply
-//! committed entries (counting the proposals among them). Logs are compacted the same way
+//! committed entries (counting the proposals among them); flotilla's goes through its
+//! `ReadyDriver`, as the tests and the simulator do. Logs are compacted the same way
 //! in both (every 10,000 applied entries) so long runs stay bounded.
 //!
 //! Implementations, in one criterion group `raft_core`: `flotilla`, `raft-rs` (raft 0.7
@@ -76,7 +77,9 @@ fn payload(seq: u64) -> Vec<u8> {
 
 mod flotilla_harness {
     use super::*;
-    use flotilla_engine::raft::{ConfState, Config, EntryPayload, MemStorage, Message, Raft, Replica, Role};
+    use flotilla_engine::raft::{
+        ConfState, Config, EntryPayload, MemStorage, Message, Raft, ReadyDriver, Replica, Role,
+    };
 
     struct Node {
         raft: Raft<MemStorage>,
@@ -93,30 +96,18 @@ mod flotilla_harness {
     impl Flotilla {
         fn handle_readies(&mut self) {
             for n in &mut self.nodes {
-                while n.raft.has_ready() {
-                    let rd = n.raft.ready();
-                    self.queue.extend(rd.messages);
-                    if let Some(s) = &rd.snapshot {
-                        n.raft.storage_mut().apply_snapshot(s);
-                    }
-                    n.raft.storage_mut().append(&rd.entries);
-                    if let Some(hs) = rd.hard_state {
-                        n.raft.storage_mut().set_hard_state(hs);
-                    }
-                    if let Some(e) = rd.entries.last() {
-                        n.raft.on_persisted(e.index, e.term);
-                    }
-                    self.queue.extend(rd.persisted_messages);
-                    if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
-                        for e in &rd.committed_entries {
-                            if let EntryPayload::Normal(d) = &e.payload {
-                                if d.len() == PAYLOAD {
-                                    n.applied_props += 1;
-                                }
+                while let Some(mut d) = ReadyDriver::next(&mut n.raft) {
+                    self.queue.extend(d.take_messages());
+                    self.queue.extend(d.take_write().persist_now(&mut n.raft));
+                    let committed = d.take_committed();
+                    for e in &committed {
+                        if let EntryPayload::Normal(data) = &e.payload {
+                            if data.len() == PAYLOAD {
+                                n.applied_props += 1;
                             }
                         }
-                        n.raft.on_applied(last);
                     }
+                    ReadyDriver::applied(&mut n.raft, &committed);
                 }
             }
         }

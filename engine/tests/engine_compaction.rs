@@ -5,19 +5,15 @@
 
 mod common_engine;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common_engine::*;
 use flotilla_engine::api::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    common_engine::wait_until(what, LONG, f);
 }
 
 fn size_threshold(c: &mut EngineConfig) {

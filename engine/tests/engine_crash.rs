@@ -18,6 +18,7 @@ use flotilla_engine::transport::MemoryNetwork;
 const GROUPS: u64 = 4;
 const CHILD_ENV: &str = "FLOTILLA_CRASH_CHILD_DIR";
 
+mod common_engine;
 mod list_sm;
 use list_sm::{Applied, ListSm};
 
@@ -39,11 +40,7 @@ fn open(dir: &std::path::Path, applied: &Applied) -> Engine {
 }
 
 fn wait_leader(e: &Engine, g: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !e.group_status(g).is_some_and(|s| s.role == Role::Leader) {
-        assert!(Instant::now() < deadline, "group {g}: no leader");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    common_engine::wait_engine_leads(e, g, Duration::from_secs(20));
 }
 
 /// The child: recovers, then proposes distinct values on every group (sequentially per

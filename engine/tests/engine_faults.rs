@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla_engine::api::*;
-use flotilla_engine::raft::Role;
 use flotilla_engine::transport::MemoryNetwork;
 use flotilla_wal::fault::FaultFs;
 use flotilla_wal::SyncFault;
 
 const GROUPS: u64 = 4;
 
+mod common_engine;
 mod list_sm;
 use list_sm::{Applied, ListSm};
 
@@ -42,11 +42,7 @@ fn open(dir: &Path, applied: &Applied, fs: Option<Arc<FaultFs>>) -> Engine {
 }
 
 fn wait_leader(e: &Engine, g: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !e.group_status(g).is_some_and(|s| s.role == Role::Leader) {
-        assert!(Instant::now() < deadline, "group {g}: no leader");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    common_engine::wait_engine_leads(e, g, Duration::from_secs(20));
 }
 
 fn create_all(e: &Engine, applied: &Applied) {

@@ -17,12 +17,8 @@ const LONG: Duration = Duration::from_secs(60);
 /// Workers per engine in `common_engine::config`.
 const WORKERS: u64 = 2;
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    common_engine::wait_until(what, LONG, f);
 }
 
 /// Worker ticks of node `id` so far, per worker.
@@ -35,27 +31,16 @@ fn quiesced(c: &Cluster, id: NodeId) -> u64 {
 }
 
 fn change(c: &Cluster, g: u64, ch: MembershipChange) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        assert!(Instant::now() < deadline, "group {g}: change {ch:?} not applied");
-        let Some(l) = c.leader(g) else {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        };
-        match c.engine(l).change_membership(g, ch.clone()).map(|p| p.wait_timeout(Duration::from_secs(5))) {
-            Ok(Ok(Ok(()))) => return,
-            Ok(Ok(Err(
-                MembershipError::LeaderNotReady
+    c.change(g, ch, LONG, |e| {
+        matches!(
+            e,
+            MembershipError::LeaderNotReady
                 | MembershipError::ChangePending
                 | MembershipError::NotLeader { .. }
                 | MembershipError::Dropped
-                | MembershipError::Indeterminate,
-            ))) => {}
-            Ok(Ok(Err(e))) => panic!("group {g}: {ch:?}: {e}"),
-            Ok(Err(_)) | Err(_) => {}
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+                | MembershipError::Indeterminate
+        )
+    });
 }
 
 /// A quiesced follower whose path from the members loses all replication traffic

@@ -21,36 +21,21 @@ use flotilla_engine::transport::{MemoryNetwork, Transport, WireItem};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    common_engine::wait_until(what, LONG, f);
 }
 
 fn change(c: &Cluster, g: u64, ch: MembershipChange) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        assert!(Instant::now() < deadline, "group {g}: change {ch:?} not applied");
-        let Some(l) = c.leader(g) else {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        };
-        match c.engine(l).change_membership(g, ch.clone()).map(|p| p.wait_timeout(Duration::from_secs(5))) {
-            Ok(Ok(Ok(()))) => return,
-            Ok(Ok(Err(
-                MembershipError::LeaderNotReady
+    c.change(g, ch, LONG, |e| {
+        matches!(
+            e,
+            MembershipError::LeaderNotReady
                 | MembershipError::ChangePending
                 | MembershipError::NotLeader { .. }
                 | MembershipError::Dropped
-                | MembershipError::Indeterminate,
-            ))) => {}
-            Ok(Ok(Err(e))) => panic!("group {g}: {ch:?}: {e}"),
-            Ok(Err(_)) | Err(_) => {}
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+                | MembershipError::Indeterminate
+        )
+    });
 }
 
 /// A stale append naming a destroyed replica (from a node that still thinks it leads)
@@ -142,44 +127,8 @@ fn replica_partitioned_during_removal_is_destroyed_after_healing() {
 }
 
 // ---------------------------------------------------------------------------------------
-// A state machine the test can hold up, and one that returns effects.
-
-/// Counts applied commands; blocks in `apply` of a command "block" while the gate is
-/// closed (bounded: gives up after a minute so a broken test cannot hang CI).
-struct GatedSm {
-    applied: Arc<AtomicU64>,
-    gate: Arc<AtomicBool>,
-    index: u64,
-}
-
-impl StateMachine for GatedSm {
-    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
-        assert!(index > self.index, "applied out of order or twice");
-        self.index = index;
-        if command == Some(&b"block"[..]) {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !self.gate.load(Ordering::Acquire) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        if command.is_some() {
-            self.applied.fetch_add(1, Ordering::AcqRel);
-        }
-        Bytes::copy_from_slice(&index.to_le_bytes())
-    }
-    fn applied_index(&self) -> u64 {
-        0
-    }
-    fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
-        out.write_all(&self.index.to_le_bytes())
-    }
-    fn restore(&mut self, index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
-        let mut b = [0u8; 8];
-        input.read_exact(&mut b)?;
-        self.index = index;
-        Ok(())
-    }
-}
+// Single-node engines whose state machines (the shared `ChainSm`, gated) the test can
+// hold up.
 
 fn single_node(dir: &std::path::Path, workers: usize, f: impl Fn(&mut EngineConfig)) -> (Engine, SmMap) {
     let net = MemoryNetwork::new();
@@ -189,21 +138,22 @@ fn single_node(dir: &std::path::Path, workers: usize, f: impl Fn(&mut EngineConf
     let sms: SmMap = Arc::default();
     let s = sms.clone();
     let factory: StateMachineFactory = Arc::new(move |g| {
-        let (applied, gate) = s.lock().unwrap().entry(g).or_default().clone();
-        Box::new(GatedSm { applied, gate, index: 0 })
+        let (st, gate) = s.lock().unwrap().entry(g).or_default().clone();
+        Box::new(ChainSm::new(st).gated(gate))
     });
     (Engine::open(cfg, Box::new(net.join(1, 1 << 12)), factory).unwrap(), sms)
 }
 
-type SmMap = Arc<Mutex<HashMap<u64, (Arc<AtomicU64>, Arc<AtomicBool>)>>>;
+/// Each group's state (commands counted by the shared `ChainSm`) and gate.
+type SmMap = Arc<Mutex<HashMap<u64, (Arc<Mutex<SmState>>, Arc<AtomicBool>)>>>;
 
-fn sm_for(sms: &SmMap, g: u64) -> (Arc<AtomicU64>, Arc<AtomicBool>) {
+fn sm_for(sms: &SmMap, g: u64) -> (Arc<Mutex<SmState>>, Arc<AtomicBool>) {
     sms.lock().unwrap().entry(g).or_default().clone()
 }
 
 fn create_single(e: &Engine, sms: &SmMap, g: u64) {
-    let (applied, gate) = sm_for(sms, g);
-    e.create_group(g, &[1], Box::new(GatedSm { applied, gate, index: 0 })).unwrap();
+    let (st, gate) = sm_for(sms, g);
+    e.create_group(g, &[1], Box::new(ChainSm::new(st).gated(gate))).unwrap();
     wait_until("single-node leader", || e.group_status(g).is_some_and(|s| s.role == Role::Leader));
 }
 
@@ -238,7 +188,7 @@ fn slow_state_machine_does_not_stop_other_groups() {
         assert!(idx > last, "results in log order");
         last = idx;
     }
-    assert_eq!(applied2.load(Ordering::Acquire), n);
+    assert_eq!(applied2.lock().unwrap().commands, n);
     wait_until("apply lag back to 0", || e.metrics().apply_lag == 0);
     e.shutdown();
 }
@@ -299,40 +249,8 @@ fn apply_backlog_bound_answers_busy() {
 // ---------------------------------------------------------------------------------------
 // Effects
 
-/// Applies "split:<id>" by returning a create-group effect for group <id> on nodes 1..=3;
-/// counts other commands.
-struct SplitSm {
-    commands: Arc<AtomicU64>,
-    effects: Vec<Effect>,
-}
-
-impl StateMachine for SplitSm {
-    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
-        if let Some(c) = command {
-            if let Some(id) = c.strip_prefix(b"split:") {
-                let group = std::str::from_utf8(id).unwrap().parse().unwrap();
-                self.effects.push(Effect::CreateGroup { group, members: vec![1, 2, 3] });
-            }
-            self.commands.fetch_add(1, Ordering::AcqRel);
-        }
-        Bytes::copy_from_slice(&index.to_le_bytes())
-    }
-    fn applied_index(&self) -> u64 {
-        0
-    }
-    fn snapshot(&mut self, _out: &mut dyn Write) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn restore(&mut self, _index: u64, _term: u64, _input: &mut dyn Read) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
-    }
-}
-
 /// Commands applied, by (node, group).
-type Counts = Arc<Mutex<HashMap<(NodeId, u64), Arc<AtomicU64>>>>;
+type Counts = Arc<Mutex<HashMap<(NodeId, u64), Arc<Mutex<SmState>>>>>;
 
 /// A create-group effect returned by `apply` creates the group on every replica at that
 /// index: the new group elects a leader and replicates to all three nodes.
@@ -345,18 +263,21 @@ fn create_group_effect_runs_on_every_replica() {
         .map(|id| {
             let counts = counts.clone();
             let factory: StateMachineFactory = Arc::new(move |g| {
-                let commands = counts.lock().unwrap().entry((id, g)).or_default().clone();
-                Box::new(SplitSm { commands, effects: Vec::new() })
+                let st = counts.lock().unwrap().entry((id, g)).or_default().clone();
+                Box::new(ChainSm::new(st).splitting(vec![1, 2, 3]))
             });
             let cfg = config(id, dir.path().join(format!("n{id}")), 10_000);
             Engine::open(cfg, Box::new(net.join(id, 1 << 14)), factory).unwrap()
         })
         .collect();
-    let count =
-        |node: NodeId, g: u64| counts.lock().unwrap().entry((node, g)).or_default().load(Ordering::Acquire);
+    let count = |node: NodeId, g: u64| {
+        let st = counts.lock().unwrap().entry((node, g)).or_default().clone();
+        let commands = st.lock().unwrap().commands;
+        commands
+    };
     for (i, e) in engines.iter().enumerate() {
-        let commands = counts.lock().unwrap().entry((i as u64 + 1, 1)).or_default().clone();
-        e.create_group(1, &[1, 2, 3], Box::new(SplitSm { commands, effects: Vec::new() })).unwrap();
+        let st = counts.lock().unwrap().entry((i as u64 + 1, 1)).or_default().clone();
+        e.create_group(1, &[1, 2, 3], Box::new(ChainSm::new(st).splitting(vec![1, 2, 3]))).unwrap();
     }
     let leader = |g: u64| {
         let mut found = None;
@@ -661,8 +582,8 @@ fn pending_wal_bytes_bound_answers_busy() {
     let sms: SmMap = Arc::default();
     let s = sms.clone();
     let factory: StateMachineFactory = Arc::new(move |g| {
-        let (applied, gate) = s.lock().unwrap().entry(g).or_default().clone();
-        Box::new(GatedSm { applied, gate, index: 0 })
+        let (st, gate) = s.lock().unwrap().entry(g).or_default().clone();
+        Box::new(ChainSm::new(st).gated(gate))
     });
     let fs = Arc::new(SlowSyncFs { slow: slow.clone() });
     let e = Engine::open_with_fs(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 12)), factory, fs).unwrap();
@@ -720,33 +641,6 @@ fn route(group: u64, n: usize) -> usize {
     (z % n.max(1) as u64) as usize
 }
 
-/// Applies "split:<id>" by returning a create-group effect for group <id> on node 1 alone.
-struct SoloSplitSm {
-    effects: Vec<Effect>,
-}
-
-impl StateMachine for SoloSplitSm {
-    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
-        if let Some(id) = command.and_then(|c| c.strip_prefix(b"split:")) {
-            let group = std::str::from_utf8(id).unwrap().parse().unwrap();
-            self.effects.push(Effect::CreateGroup { group, members: vec![1] });
-        }
-        Bytes::copy_from_slice(&index.to_le_bytes())
-    }
-    fn applied_index(&self) -> u64 {
-        0
-    }
-    fn snapshot(&mut self, _out: &mut dyn Write) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn restore(&mut self, _index: u64, _term: u64, _input: &mut dyn Read) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
-    }
-}
-
 /// A worker never blocks handing an effect-created group to another worker (issue 10,
 /// point 6): with worker 1 stalled and its mailbox full, worker 0 applies a create-group
 /// effect for a group owned by worker 1 and keeps serving its own groups at once; the
@@ -771,14 +665,14 @@ fn effect_for_a_full_worker_does_not_block_the_worker() {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        Box::new(SoloSplitSm { effects: Vec::new() })
+        Box::new(ChainSm::new(Arc::default()).splitting(vec![1]))
     });
     let mut cfg = config(1, dir.path().join("n1"), 10_000);
     cfg.workers = N;
     cfg.mailbox_capacity = 64;
     let e = Engine::open(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 14)), factory).unwrap();
     for g in [ga, gb] {
-        e.create_group(g, &[1], Box::new(SoloSplitSm { effects: Vec::new() })).unwrap();
+        e.create_group(g, &[1], Box::new(ChainSm::new(Arc::default()).splitting(vec![1]))).unwrap();
         wait_until("a leader", || e.group_status(g).is_some_and(|s| s.role == Role::Leader));
     }
     // Stall worker 1, then fill its mailbox.

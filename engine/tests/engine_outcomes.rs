@@ -126,11 +126,7 @@ fn no_quiesce(c: &mut EngineConfig) {
 
 /// Waits (bounded) until `f` holds.
 fn wait_for(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common_engine::wait_until(what, Duration::from_secs(30), f);
 }
 
 /// Issue 10's 5-voter schedule at the runtime level (engines over the in-memory transport,

@@ -205,11 +205,9 @@ fn five_engines_1000_groups_add_learner_promote_remove() {
         change(&c, g, &old, MembershipChange::AddLearner(new));
         let with_new: Vec<NodeId> = old.iter().copied().chain([new]).collect();
         converged(&c, g, &with_new, &acked);
-        let deadline = Instant::now() + LONG;
-        while !c.engine(new).group_status(g).is_some_and(|s| s.members.is_learner(s.replica)) {
-            assert!(Instant::now() < deadline, "group {g}: node {new} never applied its addition");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(&format!("group {g}: node {new} applies its addition"), LONG, || {
+            c.engine(new).group_status(g).is_some_and(|s| s.members.is_learner(s.replica))
+        });
         change(&c, g, &old, MembershipChange::Promote { node: new, force: false });
         if c.leader(g) == Some(old[0]) {
             c.transfer(g, old[1], LONG);
@@ -220,16 +218,11 @@ fn five_engines_1000_groups_add_learner_promote_remove() {
         converged(&c, g, &now, &acked);
         // Converged counts commands, and an earlier proposal of unknown outcome that
         // applied can make the count before `new` applied the removal: wait for it.
-        let deadline = Instant::now() + LONG;
-        loop {
+        wait_until(&format!("group {g}: node {} leaves node {new}'s view", old[0]), LONG, || {
             let s = c.engine(new).group_status(g).unwrap();
             assert!(s.members.is_voter(s.replica), "group {g}: node {new} votes");
-            if !s.members.members().iter().any(|r| r.node == old[0]) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "group {g}: node {} never left", old[0]);
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            !s.members.members().iter().any(|r| r.node == old[0])
+        });
     });
     // Every removed replica destroys itself: by applying its removal, or, if it missed
     // that entry, by the members' tombstone answer to its next message.

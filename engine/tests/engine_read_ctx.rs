@@ -9,7 +9,7 @@ mod common_engine;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common_engine::*;
 use flotilla_engine::api::*;
@@ -96,12 +96,8 @@ fn open(net: &MemoryNetwork, id: NodeId, dir: &std::path::Path, tap: Option<Arc<
     Engine::open(cfg, transport, factory).unwrap()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    common_engine::wait_until(what, LONG, f);
 }
 
 /// Node 1 (a follower) forwards a read in its first life; it restarts; in its second life

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common_engine;
 mod file_sm;
 
 use std::path::Path;
@@ -38,12 +39,8 @@ fn factory(dir: &Path) -> StateMachineFactory {
     Arc::new(move |g| FileSm::boxed(&sm_dir, g))
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + LONG;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    common_engine::wait_until(what, LONG, f);
 }
 
 fn value(v: u64) -> Bytes {

@@ -127,24 +127,14 @@ fn random_message(r: &mut Rng, raft: &Raft<MemStorage>) -> Message {
 
 fn persist(raft: &mut Raft<MemStorage>, written: &mut Vec<(u64, u64)>) {
     for _ in 0..16 {
-        if !raft.has_ready() {
-            return;
+        let Some(mut d) = ReadyDriver::next(raft) else { return };
+        d.take_messages();
+        let write = d.take_write();
+        if let Some(last) = write.last() {
+            written.push(last);
         }
-        let rd = raft.ready();
-        if let Some(s) = &rd.snapshot {
-            raft.storage_mut().apply_snapshot(s);
-        }
-        raft.storage_mut().append(&rd.entries);
-        if let Some(hs) = rd.hard_state {
-            raft.storage_mut().set_hard_state(hs);
-        }
-        if let Some(e) = rd.entries.last() {
-            raft.on_persisted(e.index, e.term);
-            written.push((e.index, e.term));
-        }
-        if let Some(e) = rd.committed_entries.last() {
-            raft.on_applied(e.index);
-        }
+        write.persist_now(raft);
+        ReadyDriver::applied(raft, &d.take_committed());
     }
 }
 

@@ -55,25 +55,12 @@ fn settle(nodes: &mut [Node]) {
     for _ in 0..1000 {
         let mut inflight = Vec::new();
         for n in nodes.iter_mut() {
-            while n.raft.has_ready() {
-                let rd = n.raft.ready();
-                inflight.extend(rd.messages);
-                if let Some(s) = &rd.snapshot {
-                    n.raft.storage_mut().apply_snapshot(s);
-                }
-                n.raft.storage_mut().append(&rd.entries);
-                if let Some(hs) = rd.hard_state {
-                    n.raft.storage_mut().set_hard_state(hs);
-                }
-                if let Some(e) = rd.entries.last() {
-                    n.raft.on_persisted(e.index, e.term);
-                }
-                inflight.extend(rd.persisted_messages);
-                if let Some(e) = rd.committed_entries.last() {
-                    let i = e.index;
-                    n.applied.extend(rd.committed_entries);
-                    n.raft.on_applied(i);
-                }
+            while let Some(mut d) = ReadyDriver::next(&mut n.raft) {
+                inflight.extend(d.take_messages());
+                inflight.extend(d.take_write().persist_now(&mut n.raft));
+                let committed = d.take_committed();
+                ReadyDriver::applied(&mut n.raft, &committed);
+                n.applied.extend(committed);
             }
         }
         if inflight.is_empty() {

@@ -447,19 +447,10 @@ macro_rules! bail {
 // The cluster
 // ----------------------------------------------------------------------------------------
 
-/// One write handed out by a `Ready`, durable at step `due`.
+/// One write handed out by a `Ready` (its driver's persist step), durable at step `due`.
 struct Write {
     due: u64,
-    hard_state: Option<HardState>,
-    entries: Vec<Entry>,
-    snapshot: Option<Snapshot>,
-    messages: Vec<Message>,
-}
-
-impl Write {
-    fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
-    }
+    write: ReadyWrite,
 }
 
 /// The hash-chain state machine: the index applied and the chain hash of every entry up
@@ -859,7 +850,7 @@ impl Sim {
     fn stop(&mut self, n: usize) -> bool {
         let node = &mut self.nodes[n];
         let Some(mut raft) = node.raft.take() else { return false };
-        let lost = node.writes.iter().any(|w| w.must_persist());
+        let lost = node.writes.iter().any(|w| w.write.must_persist());
         node.stored = std::mem::take(raft.storage_mut());
         node.writes.clear();
         // This incarnation can no longer learn its entries' outcomes.
@@ -1374,17 +1365,16 @@ impl Sim {
     fn process_ready(&mut self, n: usize) -> R {
         for _ in 0..8 {
             let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
-            if !r.has_ready() {
-                break;
-            }
-            let rd = r.ready();
+            // The Ready's steps: send, persist (queued here, durable at a later step, lost
+            // if the node crashes first), apply; the write's advance comes in `flush`.
+            let Some(mut d) = ReadyDriver::next(r) else { break };
             // Log matching: every entry that enters any log passes through a Ready.
-            if let Some(first) = rd.entries.first() {
+            if let Some(first) = d.write().entries().first() {
                 let mut prev_term = match r.term_at(first.index - 1) {
                     Ok(t) => t,
                     Err(e) => bail!("node {n}: no term before its new entries at {}: {e}", first.index),
                 };
-                for e in &rd.entries {
+                for e in d.write().entries() {
                     let h = entry_hash(e);
                     match self.seen.get(&(e.index, e.term)) {
                         Some(&(h0, p0)) => {
@@ -1420,23 +1410,24 @@ impl Sim {
                     r.role(),
                     r.term(),
                     r.committed(),
-                    rd.hard_state,
-                    rd.entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
-                    rd.snapshot.as_ref().map(|s| s.meta.index),
-                    rd.messages.len(),
-                    rd.persisted_messages.len(),
-                    rd.committed_entries.iter().map(|e| e.index).collect::<Vec<_>>(),
-                    rd.read_states.len()
+                    d.write().hard_state(),
+                    d.write().entries().iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+                    d.write().snapshot().map(|s| s.meta.index),
+                    d.messages().len(),
+                    d.write().waiting_messages().len(),
+                    d.committed_entries().iter().map(|e| e.index).collect::<Vec<_>>(),
+                    d.read_states().len()
                 );
             }
             // 1. Messages go now.
-            for m in rd.messages {
+            for m in d.take_messages() {
                 self.send(n, m)?;
             }
             // 2. A received snapshot is installed into the state machine now; it reaches
             //    storage with its write.
-            let had_snapshot = rd.snapshot.is_some();
-            if let Some(s) = &rd.snapshot {
+            let w = d.take_write();
+            let had_snapshot = w.snapshot().is_some();
+            if let Some(s) = w.snapshot() {
                 let Some(sm) = Sm::decode(&s.data) else { bail!("node {n}: undecodable snapshot") };
                 if sm.index != s.meta.index {
                     bail!("node {n}: snapshot data at {} for meta {}", sm.index, s.meta.index);
@@ -1468,14 +1459,7 @@ impl Sim {
                 node.waiters.snapshot_installed(&mut node.tally, s.meta.index, s.meta.term);
             }
             // 3. The write (and the messages that must wait for it).
-            let w = Write {
-                due: 0,
-                hard_state: rd.hard_state,
-                entries: rd.entries,
-                snapshot: rd.snapshot,
-                messages: rd.persisted_messages,
-            };
-            if w.must_persist() || !w.messages.is_empty() {
+            if !w.is_empty() {
                 let delay = if self.faults && self.rng.chance(self.p.disk_stall) {
                     self.rng.range(5, 30)
                 } else if self.nodes[n].slow_disk && self.faults {
@@ -1487,18 +1471,18 @@ impl Sim {
                 };
                 let due = (self.now + delay).max(self.nodes[n].last_due);
                 self.nodes[n].last_due = due;
-                self.nodes[n].writes.push_back(Write { due, ..w });
+                self.nodes[n].writes.push_back(Write { due, write: w });
             }
             // 4. Apply.
             let me = self.nodes[n].replica;
             let was_member = self.nodes[n].raft.as_ref().is_some_and(|r| r.conf().contains(me));
             let mut conf_changed = had_snapshot;
             let mut entered_joint = false;
-            if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
+            let committed = d.take_committed();
+            if let Some(last) = committed.last().map(|e| e.index) {
                 let node = &mut self.nodes[n];
-                let mut matched =
-                    node.waiters.committed(&mut node.tally, &rd.committed_entries).into_iter().peekable();
-                for e in &rd.committed_entries {
+                let mut matched = node.waiters.committed(&mut node.tally, &committed).into_iter().peekable();
+                for e in &committed {
                     if let EntryPayload::ConfChange(cc) = &e.payload {
                         conf_changed = true;
                         entered_joint |= !cc.is_leave_joint();
@@ -1527,7 +1511,7 @@ impl Sim {
                 }
                 self.check_outcomes()?;
                 let r = self.nodes[n].raft.as_mut().expect("live");
-                r.on_applied(last);
+                ReadyDriver::applied(r, &committed);
                 if r.applied() != last {
                     bail!("node {n}: on_applied({last}) left applied at {}", r.applied());
                 }
@@ -1549,7 +1533,7 @@ impl Sim {
                 }
             }
             // 5. Reads.
-            for rs in rd.read_states {
+            for rs in d.take_read_states() {
                 let Some(start) = self.read_starts.get(&rs.ctx) else {
                     bail!("node {n}: released unknown read {}", rs.ctx)
                 };
@@ -1646,19 +1630,9 @@ impl Sim {
             if !node.writes.front().is_some_and(|w| w.due <= self.now) {
                 break;
             }
-            let w = node.writes.pop_front().expect("front");
-            let st = raft.storage_mut();
-            if let Some(s) = &w.snapshot {
-                st.apply_snapshot(s);
-            }
-            st.append(&w.entries);
-            if let Some(hs) = w.hard_state {
-                st.set_hard_state(hs);
-            }
-            if let Some(e) = w.entries.last() {
-                raft.on_persisted(e.index, e.term);
-            }
-            for m in w.messages {
+            let w = node.writes.pop_front().expect("front").write;
+            w.persist(raft.storage_mut());
+            for m in w.persisted(raft) {
                 self.send(n, m)?;
             }
             self.observe(n)?;

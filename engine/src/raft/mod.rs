@@ -9,6 +9,7 @@
 
 pub mod conf;
 pub mod config;
+pub mod driver;
 pub mod error;
 pub mod event;
 pub mod inflights;
@@ -29,6 +30,7 @@ pub use conf::{ChangeKind, ConfChange, ConfChangeError, ConfState, SingleChange,
 #[cfg(feature = "mutants")]
 pub use config::Mutant;
 pub use config::{Config, ConfigError, ReadMode, ValidConfig};
+pub use driver::{LogWriter, ReadyDriver, ReadyWrite};
 pub use error::{CompactError, NewRaftError, ProposeError, ReadIndexError, StepError, TransferError};
 pub use event::{Event, MembershipStep};
 pub use message::{

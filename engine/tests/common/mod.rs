@@ -1,7 +1,8 @@
-//! Shared harness for the Raft core's per-behaviour tests (`paper.rs`, `scenarios.rs`): a
-//! small in-memory network of replicas over [`MemStorage`], with helpers to persist a
-//! `Ready`, step one message and inspect what the core emits, and to deliver, drop and
-//! isolate traffic.
+//! Shared harness for the Raft core's per-behaviour tests (`paper.rs`, `scenarios.rs`,
+//! `outcomes.rs`, `removal.rs`, `quiescence.rs`): a small in-memory network of replicas over
+//! [`MemStorage`], with helpers to persist a `Ready`, step one message and inspect what the
+//! core emits, and to deliver, drop and isolate traffic. Every `Ready` goes through the
+//! core's [`ReadyDriver`], as a runtime whose writes are durable at once.
 //!
 //! Replica `i` lives on node `i` unless a test says otherwise.
 //! A replica added to a running group starts, like every replica of the group, from the
@@ -172,32 +173,38 @@ impl Out {
     pub fn all(&self) -> Vec<Message> {
         self.messages.iter().chain(&self.persisted_messages).cloned().collect()
     }
-
-    fn absorb(&mut self, rd: Ready) {
-        self.readys += 1;
-        self.hard_states.extend(rd.hard_state);
-        self.entries.extend(rd.entries);
-        self.committed.extend(rd.committed_entries);
-        self.snapshots.extend(rd.snapshot);
-        self.read_states.extend(rd.read_states);
-        self.messages.extend(rd.messages);
-        self.persisted_messages.extend(rd.persisted_messages);
-    }
 }
 
 /// Makes the snapshot, entries and hard state of `rd` durable in the replica's storage,
-/// then tells the core (`on_persisted`).
+/// then tells the core (`on_persisted`): the [`ReadyDriver`]'s persist and advance steps
+/// for a `Ready` the test took itself.
 pub fn persist(raft: &mut Raft<MemStorage>, rd: &Ready) {
-    if let Some(s) = &rd.snapshot {
-        raft.storage_mut().apply_snapshot(s);
-    }
-    raft.storage_mut().append(&rd.entries);
-    if let Some(h) = rd.hard_state {
-        raft.storage_mut().set_hard_state(h);
-    }
-    if let Some(e) = rd.entries.last() {
-        raft.on_persisted(e.index, e.term);
-    }
+    let write = Ready {
+        hard_state: rd.hard_state,
+        entries: rd.entries.clone(),
+        snapshot: rd.snapshot.clone(),
+        ..Ready::default()
+    };
+    ReadyDriver::new(write).take_write().persist_now(raft);
+}
+
+/// Processes one Ready of `raft` through the [`ReadyDriver`] as a runtime whose writes
+/// are durable at once: send, persist and advance, apply and advance. Records what it
+/// handed out in `out`; returns false when `raft` had no Ready.
+pub fn process_one(raft: &mut Raft<MemStorage>, out: &mut Out) -> bool {
+    let Some(mut d) = ReadyDriver::next(raft) else { return false };
+    out.readys += 1;
+    out.messages.extend(d.take_messages());
+    let write = d.take_write();
+    out.hard_states.extend(write.hard_state());
+    out.entries.extend_from_slice(write.entries());
+    out.snapshots.extend(write.snapshot().cloned());
+    out.persisted_messages.extend(write.persist_now(raft));
+    let committed = d.take_committed();
+    ReadyDriver::applied(raft, &committed);
+    out.committed.extend(committed);
+    out.read_states.extend(d.take_read_states());
+    true
 }
 
 /// Takes every Ready of `raft`, persisting and applying each at once; returns what it
@@ -205,15 +212,9 @@ pub fn persist(raft: &mut Raft<MemStorage>, rd: &Ready) {
 pub fn drain(raft: &mut Raft<MemStorage>) -> Out {
     let mut out = Out::default();
     for _ in 0..1000 {
-        if !raft.has_ready() {
+        if !process_one(raft, &mut out) {
             return out;
         }
-        let rd = raft.ready();
-        persist(raft, &rd);
-        if let Some(e) = rd.committed_entries.last() {
-            raft.on_applied(e.index);
-        }
-        out.absorb(rd);
     }
     panic!("replica {} never ran out of Readys", raft.id());
 }
@@ -359,21 +360,14 @@ impl Network {
         let node = self.nodes.get_mut(&id).unwrap();
         let mut out = Out::default();
         for _ in 0..1000 {
-            if !node.raft.has_ready() {
+            let (snapshots, committed, reads) =
+                (out.snapshots.len(), out.committed.len(), out.read_states.len());
+            if !process_one(&mut node.raft, &mut out) {
                 break;
             }
-            let rd = node.raft.ready();
-            persist(&mut node.raft, &rd);
-            if let Some(s) = &rd.snapshot {
-                node.snapshots.push(s.clone());
-            }
-            if let Some(e) = rd.committed_entries.last() {
-                let i = e.index;
-                node.applied.extend(rd.committed_entries.iter().cloned());
-                node.raft.on_applied(i);
-            }
-            node.read_states.extend(rd.read_states.iter().copied());
-            out.absorb(rd);
+            node.snapshots.extend_from_slice(&out.snapshots[snapshots..]);
+            node.applied.extend_from_slice(&out.committed[committed..]);
+            node.read_states.extend_from_slice(&out.read_states[reads..]);
         }
         for m in out.all() {
             self.route(m);

@@ -1,10 +1,13 @@
-//! Shared harness of the engine integration tests: a hash-chain state machine whose state
-//! the test can read, and a cluster of engines in one process over the in-memory transport.
+//! Shared harness of the engine integration tests: the counting (hash-chain) state machine
+//! whose state the test can read, a cluster of engines in one process over the in-memory
+//! transport (or QUIC on loopback), and the waits the tests use: conditions polled until a
+//! deadline ([`wait_until`]), never a single read or a bare sleep.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,24 +33,62 @@ fn mix(mut z: u64) -> u64 {
 
 pub type Registry = Arc<Mutex<HashMap<u64, Arc<Mutex<SmState>>>>>;
 
-/// The hash-chain state machine; its state is shared with the test through a registry.
+/// The counting state machine of the engine tests (the only one that counts: other test
+/// state machines record values or files): counts the commands it applies and keeps a
+/// hash chain over them, in a [`SmState`] shared with the test; asserts it never applies
+/// an entry out of order or twice. Optionally it holds up the command "block" while a
+/// gate is closed ([`ChainSm::gated`]) and turns "split:<id>" into a create-group effect
+/// ([`ChainSm::splitting`]).
 pub struct ChainSm {
     st: Arc<Mutex<SmState>>,
+    /// While closed (false), `apply` of the command "block" waits (bounded: it gives up
+    /// after a minute so a broken test cannot hang CI).
+    gate: Option<Arc<AtomicBool>>,
+    /// "split:<id>" returns a create-group effect for group <id> on these nodes.
+    split_to: Option<Vec<NodeId>>,
+    effects: Vec<Effect>,
 }
 
 impl ChainSm {
+    /// A state machine whose state is `st`.
+    pub fn new(st: Arc<Mutex<SmState>>) -> ChainSm {
+        ChainSm { st, gate: None, split_to: None, effects: Vec::new() }
+    }
+
     /// A state machine for `group` registered in `reg`. If the registry already holds the
     /// group (the engine created the replica from its leader's first message before the
     /// test's `create_group`, which then keeps the engine's), the state is shared so the
     /// test reads the replica the engine runs.
     pub fn boxed(reg: &Registry, group: u64) -> Box<dyn StateMachine> {
         let st = reg.lock().unwrap().entry(group).or_default().clone();
-        Box::new(ChainSm { st })
+        Box::new(ChainSm::new(st))
+    }
+
+    /// Holds up `apply` of the command "block" while `gate` is false.
+    pub fn gated(mut self, gate: Arc<AtomicBool>) -> ChainSm {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Applies "split:<id>" by returning a create-group effect for group <id> on `members`.
+    pub fn splitting(mut self, members: Vec<NodeId>) -> ChainSm {
+        self.split_to = Some(members);
+        self
     }
 }
 
 impl StateMachine for ChainSm {
     fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        if let (Some(gate), Some(b"block")) = (&self.gate, command) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !gate.load(Ordering::Acquire) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if let (Some(members), Some(id)) = (&self.split_to, command.and_then(|c| c.strip_prefix(b"split:"))) {
+            let group = std::str::from_utf8(id).unwrap().parse().unwrap();
+            self.effects.push(Effect::CreateGroup { group, members: members.clone() });
+        }
         let mut s = self.st.lock().unwrap();
         assert_eq!(index, s.index + 1, "applied out of order or twice");
         s.index = index;
@@ -82,6 +123,27 @@ impl StateMachine for ChainSm {
         *self.st.lock().unwrap() = SmState { index: v(0), commands: v(1), chain: v(2) };
         Ok(())
     }
+
+    fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+}
+
+/// Waits until `f` holds, polling every 5 ms; fails the test naming `what` after
+/// `timeout`. The harness's one way to wait: never a single read, never a bare sleep.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until engine `e`'s replica of `group` leads (a single-node group elects itself).
+pub fn wait_engine_leads(e: &Engine, group: u64, timeout: Duration) {
+    wait_until(&format!("group {group}: no leader"), timeout, || {
+        e.group_status(group).is_some_and(|s| s.role == Role::Leader)
+    });
 }
 
 pub struct Node {
@@ -341,6 +403,37 @@ impl Cluster {
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Makes membership change `ch` of `group` at its leader until it is applied, within
+    /// `timeout`: an answer for which `retry` holds, a refused submission or a wait that
+    /// timed out is tried again; any other error fails the test.
+    pub fn change(
+        &self,
+        group: u64,
+        ch: MembershipChange,
+        timeout: Duration,
+        retry: impl Fn(&MembershipError) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            assert!(Instant::now() < deadline, "group {group}: change {ch:?} not applied");
+            let Some(l) = self.leader(group) else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            match self
+                .engine(l)
+                .change_membership(group, ch.clone())
+                .map(|p| p.wait_timeout(Duration::from_secs(5)))
+            {
+                Ok(Ok(Ok(()))) => return,
+                Ok(Ok(Err(e))) if retry(&e) => {}
+                Ok(Ok(Err(e))) => panic!("group {group}: {ch:?}: {e}"),
+                Ok(Err(_)) | Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
