@@ -55,6 +55,7 @@ use flotilla_wal::Wal;
 
 use command::{Cmd, NetCmd};
 pub(crate) use pending::pending;
+use pending::Completer;
 pub use pending::{Abandoned, Pending};
 use route::route;
 use shared::{Counters, Shared, WorkerGauges};
@@ -158,6 +159,28 @@ impl Runtime {
         }
     }
 
+    /// `StorageFailed` once the engine stopped on a storage failure: every request is
+    /// refused from then on.
+    fn live(&self) -> Result<(), Unavailable> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(Unavailable::StorageFailed);
+        }
+        Ok(())
+    }
+
+    /// Hands the request `cmd` (built around the completer of the returned `Pending`) to
+    /// `group`'s worker: refused as [`Self::live`], then as [`Self::send`].
+    fn request<T: Abandoned>(
+        &self,
+        group: u64,
+        cmd: impl FnOnce(Completer<T>) -> Cmd,
+    ) -> Result<Pending<T>, Unavailable> {
+        self.live()?;
+        let (p, done) = pending();
+        self.send(group, cmd(done))?;
+        Ok(p)
+    }
+
     pub(crate) fn create_group(
         &self,
         group: u64,
@@ -166,67 +189,43 @@ impl Runtime {
         sm: Box<dyn StateMachine>,
         first_leader: Option<bool>,
     ) -> Pending<Result<(), CreateGroupError>> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Pending::ready(Err(CreateGroupError::StorageFailed));
-        }
-        let (p, done) = pending();
-        match self.send(group, Cmd::Create { group, replica, conf, sm, first_leader, done }) {
-            Ok(()) => p,
-            // `send` answers only `Busy` or `Shutdown`, which a creation has too.
-            Err(Unavailable::Busy(_)) => Pending::ready(Err(CreateGroupError::Busy)),
-            Err(_) => Pending::ready(Err(CreateGroupError::Shutdown)),
-        }
+        let cmd = |done| Cmd::Create { group, replica, conf, sm, first_leader, done };
+        self.request(group, cmd).unwrap_or_else(|e| {
+            Pending::ready(Err(match e {
+                Unavailable::Busy(_) => CreateGroupError::Busy,
+                Unavailable::StorageFailed => CreateGroupError::StorageFailed,
+                // `request` answers only `StorageFailed`, `Busy` or `Shutdown`.
+                _ => CreateGroupError::Shutdown,
+            }))
+        })
     }
 
     pub(crate) fn propose(&self, group: u64, data: Bytes) -> Result<Proposal, ProposeError> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(ProposeError::StorageFailed);
-        }
+        self.live()?;
         let max = self.shared.cfg.get().max_entry_bytes;
         if data.len() > max {
             return Err(ProposeError::TooLarge { len: data.len(), max });
         }
-        let (p, done) = pending();
-        match self.send(group, Cmd::Propose { group, data, done }) {
-            Ok(()) => Ok(p),
-            Err(e) => {
-                if let Unavailable::Busy(reason) = e {
-                    self.shared.counters.refused(reason);
-                }
-                Err(e.into())
+        self.request(group, |done| Cmd::Propose { group, data, done }).map_err(|e| {
+            if let Unavailable::Busy(reason) = e {
+                self.shared.counters.refused(reason);
             }
-        }
+            e.into()
+        })
     }
 
     pub(crate) fn remove_group(&self, group: u64) -> Pending<Result<(), ProposeError>> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Pending::ready(Err(ProposeError::StorageFailed));
-        }
-        let (p, done) = pending();
-        match self.send(group, Cmd::Remove { group, done }) {
-            Ok(()) => p,
-            Err(e) => Pending::ready(Err(e.into())),
-        }
+        self.request(group, |done| Cmd::Remove { group, done })
+            .unwrap_or_else(|e| Pending::ready(Err(e.into())))
     }
 
     pub(crate) fn read_index(&self, group: u64) -> Result<ReadBarrier, ReadError> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(ReadError::StorageFailed);
-        }
-        let (p, done) = pending();
-        self.send(group, Cmd::Read { group, done })?;
-        Ok(p)
+        Ok(self.request(group, |done| Cmd::Read { group, done })?)
     }
 
     pub(crate) fn transfer_leader(&self, group: u64, node: NodeId) -> Pending<Result<(), TransferError>> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Pending::ready(Err(TransferError::StorageFailed));
-        }
-        let (p, done) = pending();
-        match self.send(group, Cmd::Transfer { group, node, done }) {
-            Ok(()) => p,
-            Err(e) => Pending::ready(Err(e.into())),
-        }
+        self.request(group, |done| Cmd::Transfer { group, node, done })
+            .unwrap_or_else(|e| Pending::ready(Err(e.into())))
     }
 
     pub(crate) fn change_membership(
@@ -234,12 +233,7 @@ impl Runtime {
         group: u64,
         change: MembershipChange,
     ) -> Result<MembershipProposal, MembershipError> {
-        if self.shared.failed.load(Ordering::Acquire) {
-            return Err(MembershipError::StorageFailed);
-        }
-        let (p, done) = pending();
-        self.send(group, Cmd::Conf { group, change, done })?;
-        Ok(p)
+        Ok(self.request(group, |done| Cmd::Conf { group, change, done })?)
     }
 
     fn collect_status(&self, group: Option<u64>) -> Vec<GroupStatus> {
