@@ -25,25 +25,31 @@ pub(crate) enum Cmd {
         from: NodeId,
         msgs: Vec<(u64, Message)>,
     },
+    /// A client proposal (`Engine::propose`); resolves once applied here.
     Propose {
         group: u64,
         data: Bytes,
         done: Completer<Result<Bytes, ProposeError>>,
     },
+    /// A membership change (`Engine::change_membership`).
     Conf {
         group: u64,
         change: MembershipChange,
         done: Completer<Result<(), MembershipError>>,
     },
+    /// A read barrier (`Engine::read_index`); resolves with the applied index.
     Read {
         group: u64,
         done: Completer<Result<u64, ReadError>>,
     },
+    /// A leadership transfer (`Engine::transfer_leader`); resolves once started.
     Transfer {
         group: u64,
         node: NodeId,
         done: Completer<Result<(), TransferError>>,
     },
+    /// Creates this node's replica (`Engine::create_group`); resolves once its founding
+    /// write is durable.
     Create {
         group: u64,
         replica: ReplicaId,
@@ -54,15 +60,18 @@ pub(crate) enum Cmd {
         first_leader: Option<bool>,
         done: Completer<Result<(), CreateGroupError>>,
     },
+    /// The status of one group, or of every group of the worker.
     Status {
         group: Option<u64>,
         done: Sender<Vec<GroupStatus>>,
     },
+    /// The transport finished streaming a snapshot to `replica` (`ok`: delivered).
     SnapshotSent {
         group: u64,
         replica: ReplicaId,
         ok: bool,
     },
+    /// Removes this node's replica without a membership change (`Engine::remove_group`).
     Remove {
         group: u64,
         done: Completer<Result<(), ProposeError>>,
@@ -100,6 +109,7 @@ pub(crate) enum Cmd {
         group: u64,
         replica: ReplicaId,
     },
+    /// Stop: finish the writes in flight, resolve every waiter, exit.
     Shutdown,
 }
 
