@@ -894,7 +894,7 @@ fn snapshot_chunks_partial_discarded_by_another_snapshot() {
         f.step(m.clone()).unwrap();
     }
     let rd = f.ready();
-    assert_eq!(rd.snapshot, Some(b.clone()));
+    assert_eq!(rd.snapshot.as_deref(), Some(&b));
     assert!(rd.messages.is_empty());
     assert_eq!(rd.persisted_messages, vec![append_ok(2, 1, 1, 12)]);
     assert_eq!(f.committed(), 12);

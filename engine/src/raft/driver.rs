@@ -171,7 +171,9 @@ impl ReadyDriver {
 pub struct ReadyWrite {
     hard_state: Option<HardState>,
     entries: Vec<Entry>,
-    snapshot: Option<Snapshot>,
+    /// Boxed (as in `Ready`): a snapshot is rare, and inline it would make every move of
+    /// a driver or a write copy a whole configuration.
+    snapshot: Option<Box<Snapshot>>,
     messages: Vec<Message>,
 }
 
@@ -188,7 +190,7 @@ impl ReadyWrite {
 
     /// The snapshot to install, if any.
     pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.snapshot.as_ref()
+        self.snapshot.as_deref()
     }
 
     /// The messages that wait for this write.
@@ -371,7 +373,7 @@ mod tests {
         let rd = Ready {
             hard_state: Some(hs),
             entries,
-            snapshot: Some(Snapshot { meta, data: Bytes::from_static(b"s") }),
+            snapshot: Some(Box::new(Snapshot { meta, data: Bytes::from_static(b"s") })),
             ..Ready::default()
         };
         let mut store = MemStorage::new_with_conf(conf);

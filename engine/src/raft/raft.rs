@@ -1423,7 +1423,7 @@ impl<S: LogStore> Raft<S> {
             None
         };
         let entries = self.log.take_unpersisted();
-        let snapshot = self.snapshot_ready.take().map(|b| *b);
+        let snapshot = self.snapshot_ready.take();
         let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes);
         for e in &committed_entries {
             if let EntryPayload::ConfChange(cc) = &e.payload {

@@ -27,8 +27,9 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Entries to persist.
     pub entries: Vec<Entry>,
-    /// A snapshot to install (received from the leader), if any.
-    pub snapshot: Option<Snapshot>,
+    /// A snapshot to install (received from the leader), if any. Boxed: it is rare, and
+    /// inline it would make every move of a `Ready` copy a whole configuration.
+    pub snapshot: Option<Box<Snapshot>>,
     /// Messages to send immediately.
     pub messages: Vec<Message>,
     /// Messages to send only after this Ready's write is durable.

@@ -21,33 +21,15 @@ use crate::transport::WireItem;
 /// A command in a worker's mailbox.
 pub(crate) enum Cmd {
     /// Messages from node `from`, by group.
-    Msgs {
-        from: NodeId,
-        msgs: Vec<(u64, Message)>,
-    },
+    Msgs { from: NodeId, msgs: Vec<(u64, Message)> },
     /// A client proposal (`Engine::propose`); resolves once applied here.
-    Propose {
-        group: u64,
-        data: Bytes,
-        done: Completer<Result<Bytes, ProposeError>>,
-    },
+    Propose { group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>> },
     /// A membership change (`Engine::change_membership`).
-    Conf {
-        group: u64,
-        change: MembershipChange,
-        done: Completer<Result<(), MembershipError>>,
-    },
+    Conf { group: u64, change: MembershipChange, done: Completer<Result<(), MembershipError>> },
     /// A read barrier (`Engine::read_index`); resolves with the applied index.
-    Read {
-        group: u64,
-        done: Completer<Result<u64, ReadError>>,
-    },
+    Read { group: u64, done: Completer<Result<u64, ReadError>> },
     /// A leadership transfer (`Engine::transfer_leader`); resolves once started.
-    Transfer {
-        group: u64,
-        node: NodeId,
-        done: Completer<Result<(), TransferError>>,
-    },
+    Transfer { group: u64, node: NodeId, done: Completer<Result<(), TransferError>> },
     /// Creates this node's replica (`Engine::create_group`); resolves once its founding
     /// write is durable.
     Create {
@@ -61,54 +43,26 @@ pub(crate) enum Cmd {
         done: Completer<Result<(), CreateGroupError>>,
     },
     /// The status of one group, or of every group of the worker.
-    Status {
-        group: Option<u64>,
-        done: Sender<Vec<GroupStatus>>,
-    },
+    Status { group: Option<u64>, done: Sender<Vec<GroupStatus>> },
     /// The transport finished streaming a snapshot to `replica` (`ok`: delivered).
-    SnapshotSent {
-        group: u64,
-        replica: ReplicaId,
-        ok: bool,
-    },
+    SnapshotSent { group: u64, replica: ReplicaId, ok: bool },
     /// Removes this node's replica without a membership change (`Engine::remove_group`).
-    Remove {
-        group: u64,
-        done: Completer<Result<(), ProposeError>>,
-    },
+    Remove { group: u64, done: Completer<Result<(), ProposeError>> },
     /// Messages to `node` were lost (its connection went down, or batches to it were
     /// dropped): leaders move their followers there from Replicate back to Probe.
-    PeerUnreachable {
-        node: NodeId,
-    },
+    PeerUnreachable { node: NodeId },
     /// Node liveness: `node` went down, or reconnected as a new incarnation
     /// (`restarted`): wake the quiesced groups it concerns (rate-limited).
-    Liveness {
-        node: NodeId,
-        restarted: bool,
-    },
+    Liveness { node: NodeId, restarted: bool },
     /// A member of `group` says replica `replica` was removed by its configuration at
     /// `conf_index` (see [`WireItem::Tombstone`]).
-    Tombstone {
-        from: NodeId,
-        group: u64,
-        replica: ReplicaId,
-        conf_index: u64,
-    },
+    Tombstone { from: NodeId, group: u64, replica: ReplicaId, conf_index: u64 },
     /// Node `from` confirms that replica `replica` of `group` is destroyed there (see
     /// [`WireItem::TombstoneAck`]).
-    TombstoneAck {
-        from: NodeId,
-        group: u64,
-        replica: ReplicaId,
-    },
+    TombstoneAck { from: NodeId, group: u64, replica: ReplicaId },
     /// Replica `replica` of `group` on node `from` asks whether it still belongs to the
     /// group (see [`WireItem::GcProbe`]).
-    GcProbe {
-        from: NodeId,
-        group: u64,
-        replica: ReplicaId,
-    },
+    GcProbe { from: NodeId, group: u64, replica: ReplicaId },
     /// Stop: finish the writes in flight, resolve every waiter, exit.
     Shutdown,
 }
