@@ -101,6 +101,7 @@ fn local_write(key: &str, shards: u32) -> Vec<Vec<u8>> {
     vec![b"FLOTILLA.LOCAL".to_vec(), b"W".to_vec(), group.to_string().into_bytes(), cmd]
 }
 
+#[track_caller]
 fn err_of(r: redis::RedisResult<redis::Value>) -> String {
     match r {
         Err(e) => e.to_string(),
@@ -121,7 +122,9 @@ fn node_channel_certificates_internal_and_admin_commands_secrets() {
     c.env = vec![("FLOTILLA_PASSWORD".into(), PW.into()), ("FLOTILLA_ADMIN_PASSWORD".into(), apw.clone())];
     c.start(1, true);
     c.password = Some(PW.into());
+    // Both shards have a leader.
     c.wait_writable(1, "k");
+    c.wait_writable(1, "viachan");
     let (addr, peer) = (c.addr(1), c.nodes[&1].peer.clone());
 
     // No secret on the command line; the config file holds none either.
