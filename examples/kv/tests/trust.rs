@@ -247,3 +247,49 @@ fn tools_refuse_a_password_on_the_command_line() {
         assert!(err.contains("unexpected argument '--password'"), "{err}");
     }
 }
+
+/// The node channel's bounds: connections past `node_channel_max_connections` are closed
+/// at once, a connection that never completes its TLS handshake is closed at the
+/// deadline, and a real node connection still gets in afterwards.
+#[test]
+fn node_channel_caps_connections_and_handshake_time() {
+    let mut c =
+        Cluster::new(None, "shards = 1\nnode_channel_max_connections = 4\nnode_channel_handshake_ms = 300");
+    c.start(1, true);
+    let peer = c.nodes[&1].peer.clone();
+    let idle: Vec<std::net::TcpStream> =
+        (0..4).map(|_| std::net::TcpStream::connect(&peer).unwrap()).collect();
+    // Wait until the node holds all four (its accept thread counts them), then a fifth is
+    // closed without a byte.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut extra = loop {
+        let mut s = std::net::TcpStream::connect(&peer).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        match s.read(&mut [0u8; 1]) {
+            Ok(0) => break s,
+            _ => assert!(Instant::now() < deadline, "a fifth connection was never refused"),
+        }
+    };
+    assert_eq!(extra.read(&mut [0u8; 1]).unwrap(), 0);
+    // The silent four are closed at the handshake deadline (300 ms), not left open.
+    let t = Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "held {:?}", t.elapsed());
+    // A node of the cluster still gets in.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut n = loop {
+        match connect(&tls_for(&c.ca, 9), &peer, 1, Duration::from_secs(5)) {
+            Ok(n) => break n,
+            Err(e) => assert!(Instant::now() < deadline, "{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let group = shard_group(0).to_string();
+    assert!(matches!(
+        n.call(&["FLOTILLA.LOCAL", "R", &group, "COUNT"]),
+        Ok(Value::Int(_)) | Ok(Value::Error(_))
+    ));
+}
