@@ -1,5 +1,6 @@
-//! A small blocking RESP client over TCP, used by the server to forward requests to the
-//! node that leads a shard, and by the admin and rebalance tools.
+//! A small blocking RESP client over TCP (plain, for the admin and rebalance tools on the
+//! client port), or over any [`Transport`] (the node channel's TLS stream, see
+//! [`crate::node_channel`], used to forward requests to the node that leads a shard).
 //!
 //! Owns one connection: send a command, read its reply, with timeouts. Never retries; the
 //! caller decides (an I/O error after sending means the outcome is unknown).
@@ -34,11 +35,28 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// A byte stream a [`Client`] talks over: a TCP socket, or a protocol (TLS) on one.
+pub trait Transport: Read + Write + Send {
+    /// The TCP socket underneath (timeouts, staleness checks).
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
 /// One RESP connection.
-#[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("peer", &self.stream.socket().peer_addr().ok()).finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -54,12 +72,17 @@ impl Client {
         stream.set_read_timeout(Some(timeout)).map_err(cerr)?;
         stream.set_write_timeout(Some(timeout)).map_err(cerr)?;
         stream.set_nodelay(true).map_err(cerr)?;
-        Ok(Client { stream, buf: Vec::new() })
+        Ok(Client::from_transport(Box::new(stream)))
+    }
+
+    /// A client over an established transport (timeouts already set on its socket).
+    pub fn from_transport(stream: Box<dyn Transport>) -> Client {
+        Client { stream, buf: Vec::new() }
     }
 
     /// Sets the read timeout (how long one reply may take).
     pub fn set_timeout(&self, t: Duration) -> Result<(), ClientError> {
-        Ok(self.stream.set_read_timeout(Some(t))?)
+        Ok(self.stream.socket().set_read_timeout(Some(t))?)
     }
 
     /// Sends one command and reads its reply.
@@ -67,6 +90,7 @@ impl Client {
         let mut out = Vec::new();
         encode_command(args, &mut out);
         self.stream.write_all(&out)?;
+        self.stream.flush()?;
         self.read_reply()
     }
 
@@ -74,18 +98,20 @@ impl Client {
     /// connection is checked before reuse, so a request is never written into a connection
     /// already dead (whose failure would leave its outcome unknown).
     pub fn is_stale(&self) -> bool {
-        if !self.buf.is_empty() || self.stream.set_nonblocking(true).is_err() {
+        let sock = self.stream.socket();
+        if !self.buf.is_empty() || sock.set_nonblocking(true).is_err() {
             return true;
         }
         let mut b = [0u8; 1];
-        let stale = !matches!(self.stream.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-        self.stream.set_nonblocking(false).is_err() || stale
+        let stale = !matches!(sock.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        sock.set_nonblocking(false).is_err() || stale
     }
 
     /// Writes already encoded commands (pipelining); read their replies with
     /// [`Client::read_reply`].
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        Ok(self.stream.write_all(bytes)?)
+        self.stream.write_all(bytes)?;
+        Ok(self.stream.flush()?)
     }
 
     /// Reads one reply.

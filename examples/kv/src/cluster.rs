@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::acl::Secret;
 use crate::client::{Client, ClientError};
 use crate::node::NodeStatus;
 use crate::resp::Value;
@@ -29,7 +30,8 @@ pub enum AdminError {
         /// Why.
         error: ClientError,
     },
-    /// A node refused the password or requires one.
+    /// A node refused the user or password, requires one, or the user may not run the
+    /// command (`NOPERM`).
     #[error("node at {addr}: authentication failed: {msg}")]
     Auth {
         /// Its client address.
@@ -150,11 +152,14 @@ impl ClusterView {
     }
 }
 
-/// A connection-per-call admin client.
+/// A connection-per-call admin client. It authenticates as the admin user
+/// (`AUTH <user> <password>`) when it has a password.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    /// The password, if the cluster has one.
-    pub password: Option<String>,
+    /// The admin user's name (default `admin`).
+    pub user: String,
+    /// The admin user's password, if the cluster has one.
+    pub password: Option<Secret>,
     /// How long each step is retried.
     pub step_timeout: Duration,
 }
@@ -164,9 +169,9 @@ fn is_retryable(msg: &str) -> bool {
 }
 
 impl Admin {
-    /// An admin client.
-    pub fn new(password: Option<String>) -> Admin {
-        Admin { password, step_timeout: Duration::from_secs(30) }
+    /// An admin client for the user `admin` with `password`.
+    pub fn new(password: Option<Secret>) -> Admin {
+        Admin { user: "admin".into(), password, step_timeout: Duration::from_secs(30) }
     }
 
     /// Sends one command to the node at `addr`.
@@ -175,13 +180,15 @@ impl Admin {
         let mut c = Client::connect(addr, Duration::from_secs(2)).map_err(unreachable)?;
         c.set_timeout(Duration::from_secs(15)).map_err(unreachable)?;
         if let Some(p) = &self.password {
-            if let Value::Error(msg) = c.call(&["AUTH", p.as_str()]).map_err(unreachable)? {
+            if let Value::Error(msg) =
+                c.call(&["AUTH", self.user.as_str(), p.expose()]).map_err(unreachable)?
+            {
                 return Err(AdminError::Auth { addr: addr.to_string(), msg });
             }
         }
         let v = c.call(args).map_err(unreachable)?;
         if let Value::Error(msg) = &v {
-            if msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") {
+            if msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") || msg.starts_with("NOPERM") {
                 return Err(AdminError::Auth { addr: addr.to_string(), msg: msg.clone() });
             }
         }

@@ -8,7 +8,12 @@
 //! waiting for the first, in order; a write run never overlaps a read run, so each reply
 //! reflects every earlier command of the connection. Never touches sockets.
 //!
-//! Admin commands (AUTH-protected like the rest when a password is set):
+//! Who may run what is [`crate::acl`]'s: with passwords set, the data user (`AUTH
+//! <password>`) runs data commands, the admin user (`AUTH <admin_user> <password>`) also
+//! the admin commands below (the data user gets `-NOPERM`), and `FLOTILLA.LOCAL` runs only
+//! for another node on the node channel ([`crate::node_channel`]), never on the client port.
+//!
+//! Admin commands:
 //! - `FLOTILLA.STATUS`: this node's status as JSON ([`crate::node::NodeStatus`]).
 //! - `FLOTILLA.REGISTER <id> <peer addr> <client addr>`: adds a node to the directory.
 //! - `FLOTILLA.UNREGISTER <id>`: removes a node from the directory (once it left every
@@ -17,13 +22,15 @@
 //!   change of one group, run at its leader.
 //! - `FLOTILLA.TRANSFER <group> <node>`: moves the group's leadership to the node and
 //!   waits until it took over.
-//! - `FLOTILLA.LOCAL ...`: internal, a forwarded operation (see [`crate::node`]).
+//! - `FLOTILLA.LOCAL ...`: internal, a forwarded operation (see [`crate::node`]); node
+//!   channel only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use flotilla_engine::api::{Proposal, ReadBarrier};
 
+use crate::acl::{class, Acl, User};
 use crate::node::{indeterminate, Member, Node, Op, Outcome, ReadQ};
 use crate::resp::Value;
 use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
@@ -31,10 +38,22 @@ use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
 /// A connection's state.
 #[derive(Debug, Default, Clone)]
 pub struct Session {
-    /// AUTH succeeded (or no password is set).
-    pub authed: bool,
+    /// Who it authenticated as (a client port session), or the peer node (node channel).
+    pub user: User,
     /// QUIT was received: close after the replies.
     pub close: bool,
+}
+
+impl Session {
+    /// A new client port session (already the admin user when no password is set).
+    pub fn client(acl: &Acl) -> Session {
+        Session { user: acl.initial(), close: false }
+    }
+
+    /// Whether it may run data commands (AUTH succeeded, or no password is set).
+    pub fn authed(&self) -> bool {
+        matches!(self.user, User::Data | User::Admin)
+    }
 }
 
 fn upper(b: &[u8]) -> String {
@@ -86,17 +105,18 @@ enum Started {
     Forward(u64, usize),
 }
 
-fn allowed(node: &Node, s: &Session) -> bool {
-    s.authed || node.config().password.is_none()
-}
-
-/// The operation of a command the pipelined path can start: a single-key read or write,
-/// or a forwarded one (`FLOTILLA.LOCAL`, `true`: run here only).
-fn fast_op(node: &Node, args: &[Vec<u8>]) -> Option<(Op, bool)> {
-    if let Some(Ok(op)) = single_op(node, args) {
-        return Some((op, false));
+/// The operation of a command the pipelined path can start: a single-key read or write
+/// (for an authenticated client), or a forwarded one (`FLOTILLA.LOCAL`, from another node
+/// on the node channel; `true`: run here only). Anything else runs through [`command`],
+/// which checks permissions.
+fn fast_op(node: &Node, args: &[Vec<u8>], user: User) -> Option<(Op, bool)> {
+    if matches!(user, User::Data | User::Admin) {
+        if let Some(Ok(op)) = single_op(node, args) {
+            return Some((op, false));
+        }
+        return None;
     }
-    if upper(args.first()?) == "FLOTILLA.LOCAL" {
+    if matches!(user, User::Node(_)) && upper(args.first()?) == "FLOTILLA.LOCAL" {
         return match Op::from_args(&args[1..])? {
             op @ (Op::Write { .. } | Op::Read { .. }) => Some((op, true)),
             _ => None,
@@ -115,8 +135,8 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
         let mut forwards: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
         let mut reads = None;
         let mut j = i;
-        while j < cmds.len() && allowed(node, s) && !s.close {
-            let Some((op, local)) = fast_op(node, &cmds[j]) else { break };
+        while j < cmds.len() && !s.close {
+            let Some((op, local)) = fast_op(node, &cmds[j], s.user) else { break };
             let is_read = matches!(op, Op::Read { .. });
             if reads.is_some_and(|r| r != is_read) {
                 break;
@@ -243,26 +263,23 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
     let Some(first) = args.first() else { return Value::err("ERR empty command") };
     let name = upper(first);
     let rest = &args[1..];
+    // NOAUTH before authentication, NOPERM for a command the user may not run, and
+    // internal commands only from another node on the node channel (see `crate::acl`).
+    if let Some(refused) = node.acl().check(s.user, class(&name), &name) {
+        return refused;
+    }
     if name == "AUTH" {
-        let pw = match rest {
-            [pw] | [_, pw] => pw,
-            _ => return arity(&name),
-        };
-        return match &node.config().password {
-            None => Value::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
-            Some(p) if p.as_bytes() == pw.as_slice() => {
-                s.authed = true;
+        return match node.acl().auth(rest) {
+            Ok(u) => {
+                s.user = u;
                 Value::ok()
             }
-            Some(_) => Value::err("WRONGPASS invalid username-password pair or user is disabled."),
+            Err(e) => e,
         };
     }
     if name == "QUIT" {
         s.close = true;
         return Value::ok();
-    }
-    if !allowed(node, s) {
-        return Value::err("NOAUTH Authentication required.");
     }
     if let Some(op) = single_op(node, args) {
         return match op {

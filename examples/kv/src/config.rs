@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::acl::Secret;
+
 /// Most shards allowed.
 pub const MAX_SHARDS: u32 = 65_536;
 
@@ -71,9 +73,60 @@ pub struct NodeConfig {
     /// Engine worker threads; 0 = one per core. Default 0; 0..=256.
     #[serde(default)]
     pub engine_workers: usize,
-    /// Password required by AUTH (data and admin commands) when set. Default none.
-    pub password: Option<String>,
+    // --- Trust between nodes and users (issue 12 point 9): one block. ---
+    /// Refused when present: passwords never sit in the config file (nor on a command
+    /// line); use `password_file` or the `FLOTILLA_PASSWORD` environment variable.
+    pub password: Option<Secret>,
+    /// File holding the data user's (`default`) password (one line; a trailing newline is
+    /// not part of it; 1..=512 bytes). Default: the `FLOTILLA_PASSWORD` environment
+    /// variable, else none. Set together with the admin password, or neither.
+    pub password_file: Option<PathBuf>,
+    /// The admin user's name (`AUTH <admin_user> <password>`). Default `admin`; 1..=64
+    /// bytes of `[A-Za-z0-9_.-]`, not `default`.
+    #[serde(default = "d_admin_user")]
+    pub admin_user: String,
+    /// File holding the admin user's password (as `password_file`). Default: the
+    /// `FLOTILLA_ADMIN_PASSWORD` environment variable, else none.
+    pub admin_password_file: Option<PathBuf>,
+    /// Protected mode (Redis's): with no password set, only loopback clients are served;
+    /// others get `-DENIED` and are closed. Default true.
+    #[serde(default = "d_protected_mode")]
+    pub protected_mode: bool,
+    /// Most connections at once on the node channel (TLS over TCP at `peer_addr`, for
+    /// requests forwarded by other nodes). Default 1024; 1..=65536.
+    #[serde(default = "d_node_channel_max_connections")]
+    pub node_channel_max_connections: usize,
+    /// How long a node channel connection may take to complete its TLS handshake, ms.
+    /// Default 5000; 100..=60000.
+    #[serde(default = "d_node_channel_handshake_ms")]
+    pub node_channel_handshake_ms: u64,
+    /// How long a node channel connection may stay idle before it is closed, ms (the
+    /// forwarding node opens a new one when it needs it). Default 300000; 1000..=86400000.
+    #[serde(default = "d_node_channel_idle_ms")]
+    pub node_channel_idle_ms: u64,
 }
+
+fn d_admin_user() -> String {
+    "admin".into()
+}
+fn d_protected_mode() -> bool {
+    true
+}
+fn d_node_channel_max_connections() -> usize {
+    1024
+}
+fn d_node_channel_handshake_ms() -> u64 {
+    5000
+}
+fn d_node_channel_idle_ms() -> u64 {
+    300_000
+}
+
+/// The environment variable holding the data user's password (when no `password_file`).
+pub const PASSWORD_ENV: &str = "FLOTILLA_PASSWORD";
+/// The environment variable holding the admin user's password (when no
+/// `admin_password_file`).
+pub const ADMIN_PASSWORD_ENV: &str = "FLOTILLA_ADMIN_PASSWORD";
 
 fn d_shards() -> u32 {
     16
@@ -119,8 +172,8 @@ pub struct ValidNodeConfig {
     pub ca_pem: String,
     /// Node certificate PEM.
     pub cert_pem: String,
-    /// Node key PEM.
-    pub key_pem: String,
+    /// Node key PEM (a secret: `Debug` shows `Secret(***)`).
+    pub key_pem: Secret,
     /// Founds the cluster.
     pub bootstrap: bool,
     /// Shard count.
@@ -141,8 +194,20 @@ pub struct ValidNodeConfig {
     pub executor_threads: usize,
     /// Engine workers.
     pub engine_workers: usize,
-    /// Password.
-    pub password: Option<String>,
+    /// The data user's password (from `password_file` or `FLOTILLA_PASSWORD`).
+    pub password: Option<Secret>,
+    /// The admin user's name.
+    pub admin_user: String,
+    /// The admin user's password (from `admin_password_file` or `FLOTILLA_ADMIN_PASSWORD`).
+    pub admin_password: Option<Secret>,
+    /// Protected mode.
+    pub protected_mode: bool,
+    /// Node channel connection limit.
+    pub node_channel_max_connections: usize,
+    /// Node channel handshake deadline.
+    pub node_channel_handshake: Duration,
+    /// Node channel idle timeout.
+    pub node_channel_idle: Duration,
 }
 
 /// Why a configuration was refused. Every message names the key.
@@ -217,8 +282,18 @@ impl NodeConfig {
         toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), error: e.to_string() })
     }
 
-    /// Checks every rule (and reads the certificate files).
+    /// Checks every rule (and reads the certificate and password files, and the password
+    /// environment variables).
     pub fn validate(self) -> Result<ValidNodeConfig, ConfigError> {
+        self.validate_with_env(|k| std::env::var(k).ok())
+    }
+
+    /// [`NodeConfig::validate`] with `env` in place of the process environment.
+    pub fn validate_with_env(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ValidNodeConfig, ConfigError> {
+        let trust = trust_rules(&self, &env)?;
         let node_id = self.node_id.ok_or(ConfigError::Missing("node_id"))?;
         range("node_id", node_id, 1, 1 << 63)?;
         let data_dir = self.data_dir.ok_or(ConfigError::Missing("data_dir"))?;
@@ -229,6 +304,9 @@ impl NodeConfig {
             addr("peer_addr", self.peer_addr.as_deref().ok_or(ConfigError::Missing("peer_addr"))?)?;
         let client_addr =
             addr("client_addr", self.client_addr.as_deref().ok_or(ConfigError::Missing("client_addr"))?)?;
+        if peer_addr.port() == 0 {
+            return Err(bad("peer_addr", "port 0: the node channel listens on TCP at the same port"));
+        }
         let advertise_peer_addr = match &self.advertise_peer_addr {
             Some(a) => addr("advertise_peer_addr", a)?,
             None => peer_addr,
@@ -245,7 +323,7 @@ impl NodeConfig {
         }
         let ca_pem = pem("ca_cert", &self.ca_cert.ok_or(ConfigError::Missing("ca_cert"))?)?;
         let cert_pem = pem("node_cert", &self.node_cert.ok_or(ConfigError::Missing("node_cert"))?)?;
-        let key_pem = pem("node_key", &self.node_key.ok_or(ConfigError::Missing("node_key"))?)?;
+        let key_pem = Secret::new(pem("node_key", &self.node_key.ok_or(ConfigError::Missing("node_key"))?)?);
         let shards = range("shards", self.shards, 1, MAX_SHARDS)?;
         let tick = Duration::from_millis(range("tick_ms", self.tick_ms, 1, 1000)?);
         let election_ticks = range("election_ticks", self.election_ticks, 2, 10_000)?;
@@ -255,11 +333,6 @@ impl NodeConfig {
         let max_clients = range("max_clients", self.max_clients, 1, 1_000_000)?;
         let executor_threads = range("executor_threads", self.executor_threads, 1, 4096)?;
         let engine_workers = range("engine_workers", self.engine_workers, 0, 256)?;
-        if let Some(p) = &self.password {
-            if p.is_empty() || p.len() > 512 {
-                return Err(bad("password", "must be 1..=512 bytes when set"));
-            }
-        }
         Ok(ValidNodeConfig {
             node_id,
             data_dir,
@@ -280,9 +353,97 @@ impl NodeConfig {
             max_clients,
             executor_threads,
             engine_workers,
-            password: self.password,
+            password: trust.password,
+            admin_user: self.admin_user,
+            admin_password: trust.admin_password,
+            protected_mode: self.protected_mode,
+            node_channel_max_connections: trust.max_connections,
+            node_channel_handshake: trust.handshake,
+            node_channel_idle: trust.idle,
         })
     }
+}
+
+struct Trust {
+    password: Option<Secret>,
+    admin_password: Option<Secret>,
+    max_connections: usize,
+    handshake: Duration,
+    idle: Duration,
+}
+
+/// A password from its file, else from the environment variable.
+fn secret(
+    key: &'static str,
+    file: Option<&Path>,
+    var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let raw = match file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| bad(key, format!("{}: {e}", p.display())))?,
+        None => match env(var) {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+    };
+    let pw = raw.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&raw);
+    if pw.is_empty() || pw.len() > 512 {
+        return Err(bad(key, format!("the password must be 1..=512 bytes (from {var} when no file)")));
+    }
+    Ok(Some(Secret::new(pw)))
+}
+
+/// The trust block's rules (issue 12 point 9).
+fn trust_rules(c: &NodeConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Trust, ConfigError> {
+    if c.password.is_some() {
+        return Err(bad(
+            "password",
+            format!("passwords are not accepted in the config file: use password_file or {PASSWORD_ENV}"),
+        ));
+    }
+    let u = &c.admin_user;
+    if u.is_empty()
+        || u.len() > 64
+        || u == crate::acl::DEFAULT_USER
+        || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(bad("admin_user", "1..=64 bytes of [A-Za-z0-9_.-], not `default`"));
+    }
+    let password = secret("password_file", c.password_file.as_deref(), PASSWORD_ENV, env)?;
+    let admin_password =
+        secret("admin_password_file", c.admin_password_file.as_deref(), ADMIN_PASSWORD_ENV, env)?;
+    match (&password, &admin_password) {
+        (Some(_), None) => {
+            return Err(bad(
+                "admin_password_file",
+                format!("required when a data password is set (or set {ADMIN_PASSWORD_ENV})"),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "password_file",
+                format!("required when an admin password is set (or set {PASSWORD_ENV})"),
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(d), Some(a)) = (&password, &admin_password) {
+        if d.matches(a.expose().as_bytes()) {
+            return Err(bad("admin_password_file", "the admin password must differ from the data password"));
+        }
+    }
+    Ok(Trust {
+        password,
+        admin_password,
+        max_connections: range("node_channel_max_connections", c.node_channel_max_connections, 1, 65_536)?,
+        handshake: Duration::from_millis(range(
+            "node_channel_handshake_ms",
+            c.node_channel_handshake_ms,
+            100,
+            60_000,
+        )?),
+        idle: Duration::from_millis(range("node_channel_idle_ms", c.node_channel_idle_ms, 1000, 86_400_000)?),
+    })
 }
 
 #[cfg(test)]
@@ -320,10 +481,61 @@ mod tests {
         assert!(err(&format!("{b}shards = 0\n")).contains("`shards`: 0 out of bounds"));
         assert!(err(&format!("{b}tick_ms = 5000\n")).contains("`tick_ms`"));
         assert!(err(&format!("{b}retry_budget_ms = 1\n")).contains("`retry_budget_ms`"));
-        assert!(err(&format!("{b}password = \"\"\n")).contains("`password`"));
+        assert!(err(&format!("{b}password = \"x\"\n")).contains("`password`: passwords are not accepted"));
         assert!(err(&b.replace("127.0.0.1:6001", "nowhere")).contains("`client_addr`"));
         assert!(err(&b.replace("n.key", "missing.key")).contains("`node_key`"));
         assert!(err(&format!("{b}shardz = 3\n")).contains("shardz"));
         assert!(err(&format!("{b}shards = \"many\"\n")).contains("shards"));
+    }
+
+    /// Passwords come from files or the environment, never the config text; `Debug` of the
+    /// configuration (raw and validated) shows no password and no private key.
+    #[test]
+    fn secrets_come_from_files_or_env_and_never_show_in_debug() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = base(tmp.path());
+        std::fs::write(tmp.path().join("n.key"), "-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n").unwrap();
+        std::fs::write(tmp.path().join("pw"), "data-Secret-1\n").unwrap();
+        std::fs::write(tmp.path().join("apw"), "admin-Secret-2\r\n").unwrap();
+        let d = tmp.path().display();
+        let text = format!("{b}password_file = \"{d}/pw\"\nadmin_password_file = \"{d}/apw\"\n");
+        let raw = NodeConfig::from_toml(&text).unwrap();
+        let v = raw.clone().validate_with_env(|_| None).unwrap();
+        assert_eq!(v.password.as_ref().map(Secret::expose), Some("data-Secret-1"));
+        assert_eq!(v.admin_password.as_ref().map(Secret::expose), Some("admin-Secret-2"));
+        assert_eq!(v.admin_user, "admin");
+        for dbg in [format!("{v:?}"), format!("{v:#?}"), format!("{raw:?}")] {
+            for secret in ["data-Secret-1", "admin-Secret-2", "SECRETKEYBYTES"] {
+                assert!(!dbg.contains(secret), "{secret} in {dbg}");
+            }
+        }
+        // From the environment.
+        let env = |k: &str| match k {
+            PASSWORD_ENV => Some("env-data".to_string()),
+            ADMIN_PASSWORD_ENV => Some("env-admin".to_string()),
+            _ => None,
+        };
+        let v = NodeConfig::from_toml(&b).unwrap().validate_with_env(env).unwrap();
+        assert_eq!(v.password.map(|s| s.expose().to_string()).as_deref(), Some("env-data"));
+        assert!(!format!("{:?}", NodeConfig::from_toml(&b).unwrap().validate_with_env(env)).contains("env-"));
+        // Both or neither; never the same; never inline.
+        let only = |k: &'static str| move |q: &str| (q == k).then(|| "x".to_string());
+        let e = NodeConfig::from_toml(&b).unwrap().validate_with_env(only(PASSWORD_ENV)).unwrap_err();
+        assert!(e.to_string().contains("`admin_password_file`: required"), "{e}");
+        let e = NodeConfig::from_toml(&b).unwrap().validate_with_env(only(ADMIN_PASSWORD_ENV)).unwrap_err();
+        assert!(e.to_string().contains("`password_file`: required"), "{e}");
+        let same = |_: &str| Some("same".to_string());
+        let e = NodeConfig::from_toml(&b).unwrap().validate_with_env(same).unwrap_err();
+        assert!(e.to_string().contains("must differ"), "{e}");
+        let e = NodeConfig::from_toml(&format!("{b}password = \"inline-Secret\"\n")).unwrap();
+        assert!(!format!("{e:?}").contains("inline-Secret"));
+        assert!(e.validate_with_env(|_| None).unwrap_err().to_string().contains("`password`"));
+        assert!(err(&format!("{b}admin_user = \"default\"\n")).contains("`admin_user`"));
+        assert!(
+            err(&format!("{b}node_channel_max_connections = 0\n")).contains("`node_channel_max_connections`")
+        );
+        assert!(err(&format!("{b}node_channel_handshake_ms = 1\n")).contains("`node_channel_handshake_ms`"));
+        assert!(err(&format!("{b}node_channel_idle_ms = 1\n")).contains("`node_channel_idle_ms`"));
+        assert!(err(&format!("{b}password_file = \"{d}/none\"\n")).contains("`password_file`"));
     }
 }

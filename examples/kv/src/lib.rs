@@ -2,6 +2,8 @@
 //! protocol), with its admin and rebalance tools.
 //!
 //! - [`config`]: the node's TOML configuration and its validation.
+//! - [`acl`]: users, passwords, permissions, protected mode, [`acl::Secret`].
+//! - [`node_channel`]: the mutually authenticated TLS channel nodes forward requests on.
 //! - [`resp`]: RESP framing; [`client`]: a blocking RESP client.
 //! - [`sm`]: the shard and meta state machines.
 //! - [`node`]: the engine, bootstrap, routing and retries; [`outcome`]: which failures are
@@ -11,12 +13,14 @@
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod acl;
 pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod linearizability;
 pub mod node;
+pub mod node_channel;
 pub mod outcome;
 pub mod resp;
 pub mod server;

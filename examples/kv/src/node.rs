@@ -3,8 +3,10 @@
 //! the shard's leader.
 //!
 //! Owns routing and retries. A request for a shard this node does not lead is forwarded
-//! over a RESP connection to the leader's client address from the directory, as the
-//! internal command `FLOTILLA.LOCAL` (which the receiver executes locally only, answering
+//! over the node channel ([`crate::node_channel`]: RESP in mutual TLS with the node
+//! certificates, at the leader's advertised peer address from the directory; no password
+//! travels), as the internal command `FLOTILLA.LOCAL` (which the receiver executes locally
+//! only, and only from another node's channel, answering
 //! `-FLOTILLA.REDIRECT <node>` or `-FLOTILLA.RETRY <node> <why>` when it cannot). Refusals
 //! are retried, following leader hints, until the retry budget runs out. Reads are served
 //! by any local replica after a ReadIndex barrier (linearizable), so only writes and reads
@@ -27,8 +29,10 @@ use flotilla_net::{Endpoint, NetConfig, NodeIdentity};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::acl::Acl;
 use crate::client::{Client, ClientError};
 use crate::config::ValidNodeConfig;
+use crate::node_channel::{ChannelLimits, NodeTls};
 use crate::outcome::{
     forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, transfer_outcome, Stage,
 };
@@ -53,6 +57,14 @@ pub enum StartError {
     /// The certificates are unusable.
     #[error("certificates (ca_cert, node_cert, node_key): {0}")]
     Tls(String),
+    /// The node channel's TCP listener could not be bound.
+    #[error("peer_addr {addr} (TCP, node channel): {error}")]
+    NodeChannel {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
     /// The QUIC endpoint could not start (address in use, ...).
     #[error("peer_addr {addr}: {error}")]
     Net {
@@ -262,6 +274,8 @@ pub struct Node {
     data: Arc<Mutex<HashMap<u64, ShardData>>>,
     pool: Mutex<HashMap<u64, Vec<Client>>>,
     rr: AtomicU64,
+    tls: NodeTls,
+    acl: Acl,
 }
 
 impl std::fmt::Debug for Node {
@@ -280,8 +294,12 @@ impl Node {
     pub fn start(cfg: ValidNodeConfig) -> Result<Arc<Node>, StartError> {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|error| StartError::DataDir { path: cfg.data_dir.display().to_string(), error })?;
-        let ident = NodeIdentity::from_pem(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)
+        let ident = NodeIdentity::from_pem(&cfg.ca_pem, &cfg.cert_pem, cfg.key_pem.expose())
             .map_err(|e| StartError::Tls(e.to_string()))?;
+        let tls = NodeTls::new(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let channel = std::net::TcpListener::bind(cfg.peer_addr)
+            .map_err(|error| StartError::NodeChannel { addr: cfg.peer_addr, error })?;
         let mut nc = NetConfig::new(cfg.node_id);
         nc.listen = cfg.peer_addr;
         nc.max_udp_payload = 65527.min(if cfg.peer_addr.ip().is_loopback() { 65527 } else { 1452 });
@@ -328,6 +346,17 @@ impl Node {
             Box::new(QuicTransport::with_shared_endpoint(ep.clone(), inbox, DecodeLimits::default())),
             factory.clone(),
         )?;
+        let acl = Acl {
+            data: cfg.password.clone(),
+            admin_user: cfg.admin_user.clone(),
+            admin: cfg.admin_password.clone(),
+        };
+        let limits = ChannelLimits {
+            max_connections: cfg.node_channel_max_connections,
+            handshake: cfg.node_channel_handshake,
+            idle: cfg.node_channel_idle,
+            request: crate::resp::Limits { max_request: cfg.max_request_bytes, max_args: 1 << 20 },
+        };
         let node = Arc::new(Node {
             engine,
             cfg,
@@ -336,7 +365,14 @@ impl Node {
             data,
             pool: Mutex::new(HashMap::new()),
             rr: AtomicU64::new(0),
+            tls: tls.clone(),
+            acl,
         });
+        let weak = Arc::downgrade(&node);
+        std::thread::Builder::new()
+            .name("kv-node-channel".into())
+            .spawn(move || crate::node_channel::serve(weak, tls, channel, limits))
+            .map_err(|e| StartError::Bootstrap(e.to_string()))?;
         if node.cfg.bootstrap {
             let mut groups = vec![META_GROUP];
             groups.extend((0..node.cfg.shards).map(shard_group));
@@ -366,6 +402,11 @@ impl Node {
     /// The configuration.
     pub fn config(&self) -> &ValidNodeConfig {
         &self.cfg
+    }
+
+    /// The users and their passwords.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     /// The engine.
@@ -628,19 +669,19 @@ impl Node {
             .unwrap_or_else(|| Outcome::Retry(format!("node {to}: no reply"), None))
     }
 
-    /// Runs `ops` at node `to` pipelined on one connection (`FLOTILLA.LOCAL` each, executed
-    /// there in order); one outcome per op. Nothing sent: every outcome is a retry. Sent
+    /// Runs `ops` at node `to` pipelined on one node channel connection (`FLOTILLA.LOCAL`
+    /// each, executed there in order); one outcome per op. Nothing sent: every outcome is a retry. Sent
     /// and the connection broke before a reply: that write's outcome is unknown.
     pub fn forward_batch(&self, to: u64, ops: &[Op]) -> Vec<Outcome> {
         let not_sent =
             |why: String| ops.iter().map(|_| Outcome::Retry(why.clone(), None)).collect::<Vec<_>>();
-        let Some(addr) = self.directory().get(&to).map(|i| i.client.clone()) else {
+        let Some(addr) = self.directory().get(&to).map(|i| i.peer.clone()) else {
             return not_sent(format!("address of node {to} unknown"));
         };
         let pooled = self.pooled(to);
         let mut c = match pooled {
             Some(c) => c,
-            None => match self.connect(&addr) {
+            None => match self.connect(&addr, to) {
                 Ok(c) => c,
                 Err(e) => return ops.iter().map(|op| forward_failure(op.mutates(), false, to, &e)).collect(),
             },
@@ -675,14 +716,11 @@ impl Node {
         None
     }
 
-    fn connect(&self, addr: &str) -> Result<Client, ClientError> {
-        let mut c = Client::connect(addr, Duration::from_secs(1))?;
+    /// A node channel connection to node `to` at its advertised peer address `addr`
+    /// (mutual TLS: it must present node `to`'s certificate, this node presents its own).
+    fn connect(&self, addr: &str, to: u64) -> Result<Client, ClientError> {
+        let c = crate::node_channel::connect(&self.tls, addr, to, Duration::from_secs(1))?;
         c.set_timeout(self.cfg.retry_budget + Duration::from_secs(5))?;
-        if let Some(p) = &self.cfg.password {
-            if let Value::Error(e) = c.call(&[b"AUTH".as_slice(), p.as_bytes()])? {
-                return Err(ClientError::Protocol(e));
-            }
-        }
         Ok(c)
     }
 

@@ -7,7 +7,9 @@
 //! Owns sockets, buffers and limits: a malformed request gets one error reply after the
 //! replies to the commands before it, then the connection is closed cleanly; a request
 //! larger than `max_request_bytes` is refused the same way; connections past `max_clients`
-//! get an error and are closed. Never blocks the loop on Raft: executors do that.
+//! get an error and are closed; with no password set, clients from other hosts get
+//! protected mode's `-DENIED` and are closed ([`crate::acl`]). Never blocks the loop on
+//! Raft: executors do that.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -19,6 +21,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::acl::{protected_mode_refuses, DENIED};
 use crate::commands::{run_batch, Session};
 use crate::node::Node;
 use crate::outcome::indeterminate;
@@ -93,7 +96,8 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     drop(job_rx);
     let limits = Limits { max_request: node.config().max_request_bytes, max_args: 1 << 20 };
     let max_clients = node.config().max_clients;
-    let fresh = Session { authed: node.config().password.is_none(), close: false };
+    let fresh = Session::client(node.acl());
+    let protected = node.config().protected_mode;
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 2usize;
     let mut events = Events::with_capacity(1024);
@@ -109,7 +113,11 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
             match ev.token() {
                 LISTENER => loop {
                     match listener.accept() {
-                        Ok((mut stream, _)) => {
+                        Ok((mut stream, peer)) => {
+                            if protected_mode_refuses(protected, node.acl().required(), peer.ip()) {
+                                let _ = stream.write_all(format!("-{DENIED}\r\n").as_bytes());
+                                continue;
+                            }
                             if conns.len() >= max_clients {
                                 let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
                                 continue;

@@ -14,7 +14,17 @@ use common::Cluster;
 use redis::Commands;
 
 fn tool(bin: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin).args(args).env_remove("FLOTILLA_PASSWORD").output().unwrap();
+    tool_env(bin, args, None)
+}
+
+/// Runs a tool with the admin password in its environment (never on its command line).
+fn tool_env(bin: &str, args: &[&str], admin_pw: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env_remove("FLOTILLA_PASSWORD").env_remove("FLOTILLA_ADMIN_PASSWORD");
+    if let Some(pw) = admin_pw {
+        cmd.env("FLOTILLA_ADMIN_PASSWORD", pw);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -57,17 +67,26 @@ fn admin_tool_adds_transfers_removes() {
         c.start(id, false);
     }
     let (a2, a3, a4) = (c.addr(2), c.addr(3), c.addr(4));
-    let base = ["--seed", seed.as_str(), "--password", "pw"];
+    let base = ["--seed", seed.as_str()];
     let with = |rest: &[&str]| -> Vec<String> { base.iter().chain(rest).map(|s| s.to_string()).collect() };
+    let admin_pw = common::admin_password("pw");
     let run = |rest: &[&str]| {
         let a = with(rest);
-        admin(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        tool_env(
+            env!("CARGO_BIN_EXE_flotilla-admin"),
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            Some(&admin_pw),
+        )
     };
 
-    // Wrong password, unreachable seed, usage.
-    let (code, _, err) = admin(&["--seed", &seed, "--password", "bad", "status"]);
+    // Wrong password, the data user's password, unreachable seed, usage.
+    let bin = env!("CARGO_BIN_EXE_flotilla-admin");
+    let (code, _, err) = tool_env(bin, &["--seed", &seed, "status"], Some("bad"));
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("authentication failed") && err.contains("WRONGPASS"), "{err}");
+    let (code, _, err) = tool_env(bin, &["--seed", &seed, "--user", "default", "status"], Some("pw"));
+    assert_eq!(code, 4, "the data user is not an admin: {err}");
+    assert!(err.contains("authentication failed") && err.contains("NOPERM"), "{err}");
     let (code, _, err) = admin(&["--seed", "127.0.0.1:1", "status"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.starts_with("flotilla-admin: node at 127.0.0.1:1:"), "{err}");

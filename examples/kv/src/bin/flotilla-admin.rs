@@ -1,7 +1,7 @@
 //! `flotilla-admin`: operates a flotilla-kv cluster through any node's client port.
 //!
 //! ```text
-//! flotilla-admin --seed ADDR [--password PW] [--timeout SECS] status
+//! flotilla-admin --seed ADDR [--user NAME] [--password-file FILE] [--timeout SECS] status
 //! flotilla-admin --seed ADDR add-servers ADDR... [--replicas N]
 //! flotilla-admin --seed ADDR remove-servers ID...
 //! flotilla-admin --seed ADDR transfer-leader --to ID (--group G | --from ID)
@@ -29,9 +29,13 @@ struct Args {
     /// Client address (ip:port) of any node of the cluster.
     #[arg(long)]
     seed: String,
-    /// The cluster's password (or set FLOTILLA_PASSWORD).
-    #[arg(long, env = "FLOTILLA_PASSWORD")]
-    password: Option<String>,
+    /// The admin user's name.
+    #[arg(long, default_value = "admin")]
+    user: String,
+    /// A file holding the admin user's password (default: the FLOTILLA_ADMIN_PASSWORD
+    /// environment variable). Never on the command line.
+    #[arg(long)]
+    password_file: Option<std::path::PathBuf>,
     /// Seconds each step is retried before giving up.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -127,7 +131,18 @@ fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut a = Admin::new(args.password.clone());
+    let password = match flotilla_kv::acl::tool_password(
+        args.password_file.as_deref(),
+        std::env::var(flotilla_kv::config::ADMIN_PASSWORD_ENV).ok(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("flotilla-admin: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut a = Admin::new(password);
+    a.user = args.user.clone();
     a.step_timeout = Duration::from_secs(args.timeout.max(1));
     match run(&a, &args) {
         Ok(()) => ExitCode::SUCCESS,

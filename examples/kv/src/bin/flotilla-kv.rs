@@ -1,6 +1,8 @@
 //! `flotilla-kv --config FILE`: runs one node of the sharded key-value server.
 //!
 //! Prints `ready node=<id> client=<addr> peer=<addr>` on stdout once it serves clients.
+//! Passwords are never arguments: `password_file` / `admin_password_file` in the config, or
+//! the `FLOTILLA_PASSWORD` / `FLOTILLA_ADMIN_PASSWORD` environment variables.
 //! Exit codes: 0 after a clean stop, 2 for a bad configuration, 1 for any other failure.
 
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! `flotilla-rebalance`: evens out replicas and leaders across a flotilla-kv cluster.
 //!
 //! ```text
-//! flotilla-rebalance --seed ADDR [--password PW] [--dry-run] [--rate MOVES_PER_SEC]
+//! flotilla-rebalance --seed ADDR [--user NAME] [--password-file FILE] [--dry-run] [--rate MOVES_PER_SEC]
 //! ```
 //! Reads the layout from every node, then (1) moves shard replicas from the nodes with the
 //! most to those with the fewest until counts differ by at most one (each move adds a
@@ -28,9 +28,13 @@ struct Args {
     /// Client address (ip:port) of any node.
     #[arg(long)]
     seed: String,
-    /// The cluster's password (or set FLOTILLA_PASSWORD).
-    #[arg(long, env = "FLOTILLA_PASSWORD")]
-    password: Option<String>,
+    /// The admin user's name.
+    #[arg(long, default_value = "admin")]
+    user: String,
+    /// A file holding the admin user's password (default: the FLOTILLA_ADMIN_PASSWORD
+    /// environment variable). Never on the command line.
+    #[arg(long)]
+    password_file: Option<std::path::PathBuf>,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -109,7 +113,18 @@ fn main() -> ExitCode {
         eprintln!("flotilla-rebalance: --rate {} out of bounds 0.01..=1000", args.rate);
         return ExitCode::from(2);
     }
-    let mut a = Admin::new(args.password.clone());
+    let password = match flotilla_kv::acl::tool_password(
+        args.password_file.as_deref(),
+        std::env::var(flotilla_kv::config::ADMIN_PASSWORD_ENV).ok(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("flotilla-rebalance: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut a = Admin::new(password);
+    a.user = args.user.clone();
     a.step_timeout = Duration::from_secs(args.timeout.max(1));
     match run(&a, &args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,10 @@
 //! Real `flotilla-kv` processes on loopback for the integration tests: certificates from a
-//! fresh CA, one config file per node, fixed ports kept across restarts, SIGKILL on drop.
+//! fresh CA, one config file per node, passwords in files (never on a command line), fixed
+//! ports kept across restarts, SIGKILL on drop. A node's peer port is free for both UDP
+//! (QUIC) and TCP (the node channel), and no port is handed out twice in a test process.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,20 +21,44 @@ pub struct Proc {
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
-    ca: flotilla_net::ClusterCa,
+    pub ca: flotilla_net::ClusterCa,
     pub nodes: BTreeMap<u64, Proc>,
     pub password: Option<String>,
     pub extra: String,
+    /// Environment variables set for every node process.
+    pub env: Vec<(String, String)>,
+}
+
+/// Ports handed out in this test process (tests run in parallel threads).
+static USED: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// A loopback port free for TCP now (and for UDP too when `udp`), never handed out before.
+fn free_port(udp: bool) -> String {
+    for _ in 0..1000 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if udp && std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        if USED.lock().unwrap().insert(port) {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free port");
 }
 
 fn free_tcp() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    free_port(false)
 }
 
+/// The QUIC transport (UDP) and the node channel (TCP) share the peer address.
 fn free_udp() -> String {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().to_string()
+    free_port(true)
+}
+
+/// The admin user's password of a cluster whose data password is `p`.
+pub fn admin_password(p: &str) -> String {
+    format!("{p}-admin")
 }
 
 impl Cluster {
@@ -44,11 +70,12 @@ impl Cluster {
             nodes: BTreeMap::new(),
             password: password.map(str::to_string),
             extra: extra.to_string(),
+            env: Vec::new(),
         }
     }
 
     pub fn admin(&self) -> Admin {
-        let mut a = Admin::new(self.password.clone());
+        let mut a = Admin::new(self.password.as_deref().map(|p| admin_password(p).into()));
         a.step_timeout = Duration::from_secs(20);
         a
     }
@@ -62,7 +89,17 @@ impl Cluster {
             std::fs::write(d.join(format!("node-{id}.pem")), &pair.cert_pem).unwrap();
             std::fs::write(d.join(format!("node-{id}.key")), &pair.key_pem).unwrap();
             let (client, peer) = (free_tcp(), free_udp());
-            let pw = self.password.as_ref().map(|p| format!("password = \"{p}\"\n")).unwrap_or_default();
+            let pw = match &self.password {
+                Some(p) => {
+                    std::fs::write(d.join("password"), format!("{p}\n")).unwrap();
+                    std::fs::write(d.join("admin-password"), admin_password(p)).unwrap();
+                    format!(
+                        "password_file = \"{d}/password\"\nadmin_password_file = \"{d}/admin-password\"\n",
+                        d = d.display()
+                    )
+                }
+                None => String::new(),
+            };
             let text = format!(
                 "node_id = {id}\ndata_dir = \"{d}/data-{id}\"\npeer_addr = \"{peer}\"\nclient_addr = \"{client}\"\n\
                  ca_cert = \"{d}/ca.pem\"\nnode_cert = \"{d}/node-{id}.pem\"\nnode_key = \"{d}/node-{id}.key\"\n\
@@ -78,12 +115,16 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: u64) -> String {
+        let env = self.env.clone();
         let p = self.nodes.get_mut(&id).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla-kv"))
                 .arg("--config")
                 .arg(&p.config)
+                .env_remove("FLOTILLA_PASSWORD")
+                .env_remove("FLOTILLA_ADMIN_PASSWORD")
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()

@@ -1,0 +1,295 @@
+//! Nodes trust each other by certificate, clients by user (issue 12 point 9): real node
+//! processes on loopback, a fake node that records what it is sent, and hand-made TLS
+//! peers. Forwarding runs over mutual TLS and never carries a password; the node channel
+//! admits only cluster certificates; internal commands are refused on the client port;
+//! admin commands need the admin user; no secret is on a node's or tool's command line.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use flotilla_kv::acl::Secret;
+use flotilla_kv::node_channel::{connect, NodeTls};
+use flotilla_kv::resp::Value;
+use flotilla_kv::sm::{shard_group, shard_of, WriteCmd};
+use redis::Commands;
+
+/// A fake node's TCP port: records the bytes of every connection (until the peer stops
+/// sending for 300 ms), then closes it.
+fn recorder() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Default::default();
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let seen = s2.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                seen.lock().unwrap().push(got);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A node that holds no shard forwards every request to other nodes of the directory,
+/// among them a fake one: the fake receives TLS handshakes only, never RESP and never the
+/// password; the requests succeed through the real leader.
+#[test]
+fn forwarding_runs_over_mutual_tls_and_never_sends_the_password() {
+    const PW: &str = "Sniffed-Data-Pw";
+    let mut c = Cluster::new(Some(PW), "shards = 2\nelection_ticks = 30");
+    let seed = c.start(1, true);
+    c.wait_writable(1, "w");
+    c.start(2, false);
+    let admin = c.admin();
+    // Node 2 joins the meta group only (every shard already has its 1 voter).
+    admin.add_server(&seed, &c.addr(2), 1).unwrap();
+    let (fake, seen) = recorder();
+    admin.retry(&seed, "register fake node 3", &["FLOTILLA.REGISTER", "3", &fake, &fake]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin.node_status(&c.addr(2)).unwrap().directory.contains_key(&3) {
+        assert!(Instant::now() < deadline, "node 2 never learnt node 3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(admin.node_status(&c.addr(2)).unwrap().replicas.iter().all(|r| r.group == 1));
+    // Through node 2 (no shard here): forwarded to node 1 or 3 in turn until one answers.
+    let mut con = c.redis(2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..6 {
+        let _: () = con.set(format!("f{i}"), i).unwrap();
+        let v: i64 = c.redis(1).get(format!("f{i}")).unwrap();
+        assert_eq!(v, i);
+        if seen.lock().unwrap().len() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "node 2 never tried the fake node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for got in seen.lock().unwrap().iter() {
+        assert!(!got.is_empty());
+        // 0x16 0x03: a TLS handshake record (the ClientHello), never RESP.
+        assert_eq!(&got[..2], &[0x16, 0x03], "not TLS: {:?}", String::from_utf8_lossy(got));
+        assert!(!got.windows(PW.len()).any(|w| w == PW.as_bytes()), "the password was sent");
+        assert!(!got.windows(4).any(|w| w.eq_ignore_ascii_case(b"AUTH")), "AUTH was sent");
+    }
+}
+
+fn tls_for(ca: &flotilla_net::ClusterCa, id: u64) -> NodeTls {
+    let p = ca.issue_node(id).unwrap();
+    NodeTls::new(&ca.pem().cert_pem, &p.cert_pem, &Secret::new(p.key_pem)).unwrap()
+}
+
+fn local_write(key: &str, shards: u32) -> Vec<Vec<u8>> {
+    let group = shard_group(shard_of(key.as_bytes(), shards));
+    let cmd = WriteCmd::Set { key: key.as_bytes().to_vec(), val: b"forged".to_vec(), cond: 0 }.encode();
+    vec![b"FLOTILLA.LOCAL".to_vec(), b"W".to_vec(), group.to_string().into_bytes(), cmd]
+}
+
+#[track_caller]
+fn err_of(r: redis::RedisResult<redis::Value>) -> String {
+    match r {
+        Err(e) => e.to_string(),
+        Ok(v) => panic!("accepted: {v:?}"),
+    }
+}
+
+/// One node, its secrets from the environment. The node channel admits a cluster
+/// certificate (and runs internal commands only for it) and refuses another CA's and
+/// plaintext; the client port refuses internal commands from every user and admin commands
+/// from the data user (`NOPERM`); `AUTH <password>` and `AUTH <user> <password>` pick the
+/// user; no secret is on the node's command line.
+#[test]
+fn node_channel_certificates_internal_and_admin_commands_secrets() {
+    const PW: &str = "Env-Data-Pw";
+    let apw = common::admin_password(PW);
+    let mut c = Cluster::new(None, "shards = 2");
+    c.env = vec![("FLOTILLA_PASSWORD".into(), PW.into()), ("FLOTILLA_ADMIN_PASSWORD".into(), apw.clone())];
+    c.start(1, true);
+    c.password = Some(PW.into());
+    // Both shards have a leader.
+    c.wait_writable(1, "k");
+    c.wait_writable(1, "viachan");
+    let (addr, peer) = (c.addr(1), c.nodes[&1].peer.clone());
+
+    // No secret on the command line; the config file holds none either.
+    let pid = c.nodes[&1].child.as_ref().unwrap().id();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let config = std::fs::read(&c.nodes[&1].config).unwrap();
+    for secret in [PW, apw.as_str()] {
+        for (what, bytes) in [("cmdline", &cmdline), ("config", &config)] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in {what}");
+        }
+    }
+
+    // The node channel: a certificate of this cluster (any node id) runs internal commands
+    // only.
+    let mut n = connect(&tls_for(&c.ca, 7), &peer, 1, Duration::from_secs(5)).unwrap();
+    let group = shard_group(shard_of(b"viachan", 2)).to_string();
+    let w = WriteCmd::Set { key: b"viachan".to_vec(), val: b"1".to_vec(), cond: 0 }.encode();
+    assert_eq!(n.call(&[b"FLOTILLA.LOCAL".as_slice(), b"W", group.as_bytes(), &w]).unwrap(), Value::ok());
+    assert_eq!(
+        n.call(&["FLOTILLA.LOCAL", "R", &group, "GET", "viachan"]).unwrap(),
+        Value::Bulk(Some(b"1".to_vec()))
+    );
+    for other in [&["GET", "viachan"][..], &["AUTH", PW], &["FLOTILLA.MEMBER", "remove", "1000", "1"]] {
+        match n.call(other).unwrap() {
+            Value::Error(e) => assert!(e.starts_with("NOPERM node 7"), "{other:?}: {e}"),
+            v => panic!("{other:?} ran on the node channel: {v:?}"),
+        }
+    }
+    // Another CA's certificate: the handshake fails (the acceptor refuses it).
+    let stranger = flotilla_net::ClusterCa::generate().unwrap();
+    let e = connect(&tls_for(&stranger, 7), &peer, 1, Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(e, flotilla_kv::client::ClientError::Connect { .. }), "{e}");
+    // Plaintext RESP (even with the password) gets no RESP reply, only a closed connection.
+    let mut s = std::net::TcpStream::connect(&peer).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = Vec::new();
+    flotilla_kv::resp::encode_command(&["AUTH", PW], &mut req);
+    flotilla_kv::resp::encode_command(&local_write("plain", 2), &mut req);
+    s.write_all(&req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(!out.starts_with(b"+") && !out.starts_with(b"-") && !out.starts_with(b":"), "{out:?}");
+
+    // The client port: internal commands refused for every user, nothing written.
+    let mut data = c.redis(1);
+    let mut admin_con =
+        redis::Client::open(format!("redis://admin:{apw}@{addr}/")).unwrap().get_connection().unwrap();
+    let mut anon = redis::Client::open(format!("redis://{addr}/")).unwrap().get_connection().unwrap();
+    for con in [&mut data, &mut admin_con] {
+        let mut cmd = redis::cmd("FLOTILLA.LOCAL");
+        for a in &local_write("forged", 2)[1..] {
+            cmd.arg(a.as_slice());
+        }
+        let e = err_of(cmd.query(con));
+        assert!(e.contains("NOPERM") && e.contains("internal"), "{e}");
+    }
+    let e = err_of(redis::cmd("FLOTILLA.LOCAL").arg("R").arg(&group).arg("COUNT").query(&mut anon));
+    assert!(e.contains("NOAUTH") || e.contains("NOPERM"), "{e}");
+    let forged: Option<String> = data.get("forged").unwrap();
+    assert_eq!(forged, None, "a refused FLOTILLA.LOCAL wrote nothing");
+
+    // Admin commands: NOPERM for the data user, run for the admin user.
+    for args in [
+        &["FLOTILLA.MEMBER", "remove", "1000", "1"][..],
+        &["FLOTILLA.TRANSFER", "1000", "1"],
+        &["FLOTILLA.REGISTER", "9", "127.0.0.1:1", "127.0.0.1:2"],
+        &["FLOTILLA.UNREGISTER", "9"],
+        &["FLOTILLA.STATUS"],
+    ] {
+        let e = err_of(redis::cmd(args[0]).arg(&args[1..]).query(&mut data));
+        assert!(e.contains("NOPERM") && e.contains("User default has no permissions"), "{args:?}: {e}");
+    }
+    let st: String = redis::cmd("FLOTILLA.STATUS").query(&mut admin_con).unwrap();
+    assert!(st.contains("\"node\":1"), "{st}");
+    let _: () = admin_con.set("by-admin", "1").unwrap();
+    let v: String = data.get("by-admin").unwrap();
+    assert_eq!(v, "1");
+    // AUTH forms: <password> and default <password> are the data user; <admin> <password>.
+    let e = err_of(redis::cmd("AUTH").arg("admin").arg(PW).query(&mut anon));
+    assert!(e.contains("WRONGPASS"), "{e}");
+    let e = err_of(redis::cmd("AUTH").arg(&apw).query(&mut anon));
+    assert!(e.contains("WRONGPASS"), "the admin password is not the default user's: {e}");
+    let _: () = redis::cmd("AUTH").arg("default").arg(PW).query(&mut anon).unwrap();
+    let e = err_of(redis::cmd("FLOTILLA.STATUS").query(&mut anon));
+    assert!(e.contains("NOPERM"), "{e}");
+    let _: () = redis::cmd("AUTH").arg("admin").arg(&apw).query(&mut anon).unwrap();
+    let _: String = redis::cmd("FLOTILLA.STATUS").query(&mut anon).unwrap();
+}
+
+/// With no password, protected mode still serves loopback clients (data and admin).
+#[test]
+fn without_password_loopback_clients_are_served() {
+    let mut c = Cluster::new(None, "shards = 1");
+    c.start(1, true);
+    c.wait_writable(1, "k");
+    let mut con = c.redis(1);
+    let _: () = con.set("a", "1").unwrap();
+    let v: String = con.get("a").unwrap();
+    assert_eq!(v, "1");
+    assert_eq!(c.admin().node_status(&c.addr(1)).unwrap().node, 1);
+    let e = err_of(redis::cmd("AUTH").arg("x").query(&mut con));
+    assert!(e.contains("without any password configured"), "{e}");
+}
+
+/// The tools take no password argument: it would show in the process list.
+#[test]
+fn tools_refuse_a_password_on_the_command_line() {
+    for bin in [env!("CARGO_BIN_EXE_flotilla-admin"), env!("CARGO_BIN_EXE_flotilla-rebalance")] {
+        let mut args = vec!["--seed", "127.0.0.1:1", "--password", "on-the-command-line"];
+        if bin.ends_with("admin") {
+            args.push("status");
+        }
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .env_remove("FLOTILLA_ADMIN_PASSWORD")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin}: {err}");
+        assert!(err.contains("unexpected argument '--password'"), "{err}");
+    }
+}
+
+/// The node channel's bounds: connections past `node_channel_max_connections` are closed
+/// at once, a connection that never completes its TLS handshake is closed at the
+/// deadline, and a real node connection still gets in afterwards.
+#[test]
+fn node_channel_caps_connections_and_handshake_time() {
+    let mut c =
+        Cluster::new(None, "shards = 1\nnode_channel_max_connections = 4\nnode_channel_handshake_ms = 300");
+    c.start(1, true);
+    let peer = c.nodes[&1].peer.clone();
+    let idle: Vec<std::net::TcpStream> =
+        (0..4).map(|_| std::net::TcpStream::connect(&peer).unwrap()).collect();
+    // Wait until the node holds all four (its accept thread counts them), then a fifth is
+    // closed without a byte.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut extra = loop {
+        let mut s = std::net::TcpStream::connect(&peer).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        match s.read(&mut [0u8; 1]) {
+            Ok(0) => break s,
+            _ => assert!(Instant::now() < deadline, "a fifth connection was never refused"),
+        }
+    };
+    assert_eq!(extra.read(&mut [0u8; 1]).unwrap(), 0);
+    // The silent four are closed at the handshake deadline (300 ms), not left open.
+    let t = Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "held {:?}", t.elapsed());
+    // A node of the cluster still gets in.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut n = loop {
+        match connect(&tls_for(&c.ca, 9), &peer, 1, Duration::from_secs(5)) {
+            Ok(n) => break n,
+            Err(e) => assert!(Instant::now() < deadline, "{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let group = shard_group(0).to_string();
+    assert!(matches!(
+        n.call(&["FLOTILLA.LOCAL", "R", &group, "COUNT"]),
+        Ok(Value::Int(_)) | Ok(Value::Error(_))
+    ));
+}
