@@ -250,7 +250,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
         };
         return match &node.config().password {
             None => Value::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
-            Some(p) if p.as_bytes() == pw.as_slice() => {
+            // Constant time in the bytes compared (subtle); a length mismatch answers at
+            // once, so only the password's length can be learnt from timing.
+            Some(p) if bool::from(subtle::ConstantTimeEq::ct_eq(p.as_bytes(), pw.as_slice())) => {
                 s.authed = true;
                 Value::ok()
             }
