@@ -208,7 +208,7 @@ fn raise_nofile() -> u64 {
             assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
         }
     }
-    r.rlim_cur as u64
+    r.rlim_cur
 }
 
 /// 10,000 sockets that connect and never authenticate are all closed after the AUTH
