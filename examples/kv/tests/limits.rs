@@ -330,3 +330,67 @@ fn a_million_argument_request_in_64k_pieces_parses_with_the_work_of_one_write() 
         "CPU in pieces {pieces_cpu:?} > 2 x {whole_cpu:?}"
     );
 }
+
+/// The server process's resident memory: (now, peak), bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A client that floods large requests faster than they run is pushed back at
+/// `client_query_buffer_bytes` (1 MiB here): the server stops reading from it, so its
+/// resident memory stays flat while the client tries to send 100 MiB of requests (each
+/// ~256 KiB of wire bytes, ~5x that once parsed); another client is served meanwhile.
+/// Peak growth must stay under 128 MiB: what the executor threads' allocator arenas touch
+/// (~45 MiB measured), far from the ~500 MiB a server that reads everything holds.
+#[test]
+fn a_client_flooding_requests_is_pushed_back_at_its_query_buffer_limit() {
+    let mut c = Cluster::new(
+        Some("pw"),
+        "shards = 1\nmax_request_bytes = 524288\nclient_query_buffer_bytes = 1048576",
+    );
+    c.start(1, true);
+    c.wait_writable(1, "k");
+    let pid = c.nodes[&1].child.as_ref().unwrap().id();
+    let addr = c.addr(1);
+    let mut hog = TcpStream::connect(&addr).unwrap();
+    hog.write_all(&command(&[b"AUTH", b"pw"])).unwrap();
+    let mut ok = [0u8; 5];
+    hog.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let keys: Vec<String> = (0..25_000).map(|i| format!("f{i:05}")).collect();
+    let mut args: Vec<&str> = vec!["EXISTS"];
+    args.extend(keys.iter().map(String::as_str));
+    let mut req = Vec::new();
+    encode_command(&args, &mut req);
+    let (before, _) = rss(pid);
+    let mut writer = hog.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        for _ in 0..400 {
+            if writer.write_all(&req).is_err() {
+                break;
+            }
+            sent += req.len();
+        }
+        sent
+    });
+    // Served meanwhile.
+    let mut con = c.redis(1);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !flood.is_finished() {
+        let _: i64 = con.incr("served", 1).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, peak) = rss(pid);
+    hog.shutdown(std::net::Shutdown::Both).unwrap();
+    let sent = flood.join().unwrap();
+    let grew = peak.saturating_sub(before);
+    eprintln!("flood: {} MiB written by the client, server peak RSS grew {} MiB", sent >> 20, grew >> 20);
+    assert!(grew < 128 << 20, "server memory grew {} MiB under a 1 MiB query buffer limit", grew >> 20);
+    let _: i64 = con.incr("served", 1).unwrap();
+}
