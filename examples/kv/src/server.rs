@@ -206,6 +206,8 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     let mut next = 2usize;
     let mut events = Events::with_capacity(1024);
     let mut next_sweep = Instant::now() + bounds.sweep_every;
+    // The read buffer every connection reads into (zeroed once, not on every event).
+    let mut chunk = vec![0u8; READ_CHUNK];
     while !stop.load(Ordering::Relaxed) {
         let wait = next_sweep.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
@@ -289,7 +291,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         touched.dedup();
         for t in touched {
             let Some(c) = conns.get_mut(&t) else { continue };
-            let alive = drive(c, t, &bounds, &job_tx, &local_tx, now);
+            let alive = drive(c, t, &bounds, &job_tx, &local_tx, now, &mut chunk);
             if !alive {
                 if let Some(mut c) = conns.remove(&t) {
                     let _ = poll.registry().deregister(&mut c.stream);
@@ -341,15 +343,22 @@ fn parse(c: &mut Conn, b: &Bounds) {
 
 /// Reads, parses, dispatches and writes what it can for one connection. Returns false
 /// when the connection is finished.
-fn drive(c: &mut Conn, t: Token, b: &Bounds, jobs: &Sender<Job>, local: &Sender<Job>, now: Instant) -> bool {
+fn drive(
+    c: &mut Conn,
+    t: Token,
+    b: &Bounds,
+    jobs: &Sender<Job>,
+    local: &Sender<Job>,
+    now: Instant,
+    chunk: &mut [u8],
+) -> bool {
     // Read while we accept more input.
-    let mut chunk = [0u8; READ_CHUNK];
     loop {
         parse(c, b);
         if c.eof || c.poisoned.is_some() || c.closing || c.parse_paused() || c.queue.len() >= MAX_QUEUED {
             break;
         }
-        let room = b.limits.query_buffer_bytes.saturating_sub(c.held()).min(READ_CHUNK);
+        let room = b.limits.query_buffer_bytes.saturating_sub(c.held()).min(chunk.len());
         if room == 0 {
             if c.queue.is_empty() && c.sess.is_some() {
                 // Nothing will drain: what is held can never become a request (unreachable
