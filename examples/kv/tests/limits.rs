@@ -407,3 +407,69 @@ fn a_client_flooding_requests_is_pushed_back_at_its_query_buffer_limit() {
     assert!(grew < 128 << 20, "server memory grew {} MiB under a 1 MiB query buffer limit", grew >> 20);
     let _: i64 = con.incr("served", 1).unwrap();
 }
+
+/// A TCP connection to `addr` (IPv4) whose receive buffer is set to `rcvbuf` bytes before
+/// it connects, so the window it offers stays small from the handshake on.
+fn connect_small_window(addr: &str, rcvbuf: libc::c_int) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sa: std::net::SocketAddrV4 = addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
+    // TcpStream; every pointer passed points at a live value of the size given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: sa.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*sa.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0);
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Before AUTH the replies a client may leave unread are capped far lower (as Redis does
+/// since CVE-2025-21605): a client that neither authenticates nor reads, pipelining PINGs
+/// (each answered NOAUTH) through a small receive window, is closed once more than
+/// `unauthenticated_output_buffer_bytes` (1024) of replies wait beyond what the kernel
+/// buffers hold (the server's send buffer may grow to MiBs on loopback, hence 300,000
+/// PINGs offered), long before the AUTH deadline (60 s here).
+#[test]
+fn an_unauthenticated_client_that_does_not_read_is_closed_at_its_small_output_limit() {
+    let mut c = Cluster::new(Some("pw"), "shards = 1\nauth_timeout_ms = 60000");
+    c.start(1, true);
+    c.wait_writable(1, "k");
+    let mut hog = connect_small_window(&c.addr(1), 2048);
+    let mut writer = hog.try_clone().unwrap();
+    let flood = std::thread::spawn(move || writer.write_all(&b"PING\r\n".repeat(300_000)).is_ok());
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(30);
+    let closed = loop {
+        if hog.write_all(b"PING\r\n").is_err() || hog.take_error().ok().flatten().is_some() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(closed, "an unauthenticated client leaving NOAUTH replies unread was not closed within 30 s");
+    let _ = flood.join();
+    eprintln!("unauthenticated non-reader closed after {:?}", t.elapsed());
+    let v: String = c.redis(1).get("k").unwrap();
+    assert_eq!(v, "x");
+}
