@@ -104,6 +104,48 @@ pub struct NodeConfig {
     /// forwarding node opens a new one when it needs it). Default 300000; 1000..=86400000.
     #[serde(default = "d_node_channel_idle_ms")]
     pub node_channel_idle_ms: u64,
+    // --- Client limits (issue 12 point 8), as Redis holds them; checked in `validate`. ---
+    /// Most arguments in one request. Default 1048576 (2^20); 1..=16777216.
+    #[serde(default = "d_max_request_args")]
+    pub max_request_args: usize,
+    /// Longest inline request line (a command sent as plain words), bytes; requests are also
+    /// bounded by `max_request_bytes`. Default 65536 (Redis's `PROTO_INLINE_MAX_SIZE`);
+    /// 64..=16777216.
+    #[serde(default = "d_max_inline")]
+    pub max_inline_bytes: usize,
+    /// Before AUTH (when a password is set): most arguments of a request; more gets
+    /// `Protocol error: unauthenticated multibulk length` and the connection is closed.
+    /// Default 10 (as Redis); 1..=1024.
+    #[serde(default = "d_unauth_args")]
+    pub unauthenticated_max_args: usize,
+    /// Before AUTH: largest argument, bytes; longer gets `Protocol error: unauthenticated
+    /// bulk length` and the connection is closed. Default 16384 (as Redis); 16..=1048576.
+    #[serde(default = "d_unauth_bulk")]
+    pub unauthenticated_max_bulk_bytes: usize,
+    /// Most input one connection holds, bytes as received: commands parsed and not yet
+    /// answered plus the request being read. At the limit the server stops reading from the
+    /// connection (TCP pushes back on the client) until replies go out. Default 33554432
+    /// (32 MiB); larger than `max_request_bytes` (so one request always fits),
+    /// ..=4294967296.
+    #[serde(default = "d_query_buffer")]
+    pub client_query_buffer_bytes: usize,
+    /// Most reply bytes one authenticated connection may leave unread: past it the
+    /// connection is closed (Redis's `client-output-buffer-limit`, which Redis leaves
+    /// unlimited for normal clients; Flotilla bounds it). Default 67108864 (64 MiB);
+    /// 65536..=17179869184.
+    #[serde(default = "d_output_buffer")]
+    pub client_output_buffer_bytes: usize,
+    /// The same before AUTH. Default 1024 (as Redis since CVE-2025-21605); 128..=1048576.
+    #[serde(default = "d_unauth_output")]
+    pub unauthenticated_output_buffer_bytes: usize,
+    /// How long a connection may stay unauthenticated when a password is set, ms; then it
+    /// is closed. Default 10000; 100..=3600000.
+    #[serde(default = "d_auth_timeout")]
+    pub auth_timeout_ms: u64,
+    /// How long a connection may stay idle (nothing received or sent, no command running),
+    /// ms; then it is closed. Default 300000 (5 min); 100..=86400000.
+    #[serde(default = "d_idle_timeout")]
+    pub idle_timeout_ms: u64,
 }
 
 fn d_admin_user() -> String {
@@ -151,6 +193,33 @@ fn d_max_clients() -> usize {
 }
 fn d_exec() -> usize {
     64
+}
+fn d_max_request_args() -> usize {
+    1 << 20
+}
+fn d_max_inline() -> usize {
+    crate::resp::DEFAULT_MAX_INLINE
+}
+fn d_unauth_args() -> usize {
+    10
+}
+fn d_unauth_bulk() -> usize {
+    16 << 10
+}
+fn d_query_buffer() -> usize {
+    32 << 20
+}
+fn d_output_buffer() -> usize {
+    64 << 20
+}
+fn d_unauth_output() -> usize {
+    1024
+}
+fn d_auth_timeout() -> u64 {
+    10_000
+}
+fn d_idle_timeout() -> u64 {
+    300_000
 }
 
 /// A configuration that passed every rule.
@@ -208,6 +277,31 @@ pub struct ValidNodeConfig {
     pub node_channel_handshake: Duration,
     /// Node channel idle timeout.
     pub node_channel_idle: Duration,
+    /// Client limits (see [`ClientLimits`]).
+    pub limits: ClientLimits,
+}
+
+/// The bounds the client port holds per connection (the keys of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// `max_request_args`.
+    pub max_request_args: usize,
+    /// `max_inline_bytes`.
+    pub max_inline_bytes: usize,
+    /// `unauthenticated_max_args`.
+    pub unauthenticated_max_args: usize,
+    /// `unauthenticated_max_bulk_bytes`.
+    pub unauthenticated_max_bulk_bytes: usize,
+    /// `client_query_buffer_bytes`.
+    pub query_buffer_bytes: usize,
+    /// `client_output_buffer_bytes`.
+    pub output_buffer_bytes: usize,
+    /// `unauthenticated_output_buffer_bytes`.
+    pub unauthenticated_output_buffer_bytes: usize,
+    /// `auth_timeout_ms`.
+    pub auth_timeout: Duration,
+    /// `idle_timeout_ms`.
+    pub idle_timeout: Duration,
 }
 
 /// Why a configuration was refused. Every message names the key.
@@ -333,6 +427,52 @@ impl NodeConfig {
         let max_clients = range("max_clients", self.max_clients, 1, 1_000_000)?;
         let executor_threads = range("executor_threads", self.executor_threads, 1, 4096)?;
         let engine_workers = range("engine_workers", self.engine_workers, 0, 256)?;
+        let limits = ClientLimits {
+            max_request_args: range("max_request_args", self.max_request_args, 1, 1 << 24)?,
+            max_inline_bytes: range("max_inline_bytes", self.max_inline_bytes, 64, 16 << 20)?,
+            unauthenticated_max_args: range(
+                "unauthenticated_max_args",
+                self.unauthenticated_max_args,
+                1,
+                1024,
+            )?,
+            unauthenticated_max_bulk_bytes: range(
+                "unauthenticated_max_bulk_bytes",
+                self.unauthenticated_max_bulk_bytes,
+                16,
+                1 << 20,
+            )?,
+            query_buffer_bytes: range(
+                "client_query_buffer_bytes",
+                self.client_query_buffer_bytes,
+                max_request_bytes + 1,
+                4 << 30,
+            )?,
+            output_buffer_bytes: range(
+                "client_output_buffer_bytes",
+                self.client_output_buffer_bytes,
+                64 << 10,
+                16 << 30,
+            )?,
+            unauthenticated_output_buffer_bytes: range(
+                "unauthenticated_output_buffer_bytes",
+                self.unauthenticated_output_buffer_bytes,
+                128,
+                1 << 20,
+            )?,
+            auth_timeout: Duration::from_millis(range(
+                "auth_timeout_ms",
+                self.auth_timeout_ms,
+                100,
+                3_600_000,
+            )?),
+            idle_timeout: Duration::from_millis(range(
+                "idle_timeout_ms",
+                self.idle_timeout_ms,
+                100,
+                86_400_000,
+            )?),
+        };
         Ok(ValidNodeConfig {
             node_id,
             data_dir,
@@ -360,6 +500,7 @@ impl NodeConfig {
             node_channel_max_connections: trust.max_connections,
             node_channel_handshake: trust.handshake,
             node_channel_idle: trust.idle,
+            limits,
         })
     }
 }
@@ -486,6 +627,27 @@ mod tests {
         assert!(err(&b.replace("n.key", "missing.key")).contains("`node_key`"));
         assert!(err(&format!("{b}shardz = 3\n")).contains("shardz"));
         assert!(err(&format!("{b}shards = \"many\"\n")).contains("shards"));
+        assert_eq!(v.limits.unauthenticated_max_args, 10);
+        assert_eq!(v.limits.unauthenticated_max_bulk_bytes, 16384);
+        assert_eq!(v.limits.query_buffer_bytes, 32 << 20);
+        assert_eq!(v.limits.output_buffer_bytes, 64 << 20);
+        assert_eq!(v.limits.unauthenticated_output_buffer_bytes, 1024);
+        assert_eq!(
+            (v.limits.auth_timeout, v.limits.idle_timeout),
+            (Duration::from_secs(10), Duration::from_secs(300))
+        );
+        assert!(err(&format!("{b}client_query_buffer_bytes = 16777216\n"))
+            .contains("`client_query_buffer_bytes`"));
+        assert!(err(&format!("{b}unauthenticated_max_args = 0\n")).contains("`unauthenticated_max_args`"));
+        assert!(err(&format!("{b}unauthenticated_max_bulk_bytes = 8\n"))
+            .contains("`unauthenticated_max_bulk_bytes`"));
+        assert!(err(&format!("{b}client_output_buffer_bytes = 1\n")).contains("`client_output_buffer_bytes`"));
+        assert!(err(&format!("{b}unauthenticated_output_buffer_bytes = 1\n"))
+            .contains("`unauthenticated_output_buffer_bytes`"));
+        assert!(err(&format!("{b}auth_timeout_ms = 0\n")).contains("`auth_timeout_ms`"));
+        assert!(err(&format!("{b}idle_timeout_ms = 0\n")).contains("`idle_timeout_ms`"));
+        assert!(err(&format!("{b}max_request_args = 0\n")).contains("`max_request_args`"));
+        assert!(err(&format!("{b}max_inline_bytes = 1\n")).contains("`max_inline_bytes`"));
     }
 
     /// Passwords come from files or the environment, never the config text; `Debug` of the

@@ -99,6 +99,12 @@ pub enum RespError {
         /// The byte limit in force.
         limit: usize,
     },
+    /// Before AUTH, a multibulk of more arguments than allowed (Redis's reply, word for word).
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulk,
+    /// Before AUTH, a bulk longer than allowed (Redis's reply, word for word).
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulk,
 }
 
 /// Bounds on one request.
@@ -110,12 +116,110 @@ pub struct Limits {
     pub max_args: usize,
 }
 
-/// Finds `\r\n` from `from`; returns the line's end (index of `\r`).
-fn line_end(buf: &[u8], from: usize, max: usize) -> Result<Option<usize>, RespError> {
-    let hay = &buf[from.min(buf.len())..];
+/// Redis's `PROTO_INLINE_MAX_SIZE`: the longest inline request line when none is configured
+/// (the default of the config key `max_inline_bytes`).
+pub const DEFAULT_MAX_INLINE: usize = 64 * 1024;
+
+/// Longest `*<count>` or `$<length>` line, type byte included. A sign and the 19 digits of
+/// an `i64` fit; a longer line is never a valid length. A property of the protocol, not a
+/// tunable bound.
+const MAX_LENGTH_LINE: usize = 32;
+
+/// The tighter bounds of a connection that has not authenticated yet (Redis: 10 arguments
+/// of at most 16 KiB each, CVE-2021-32675).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnauthLimits {
+    /// Most arguments of a multibulk request.
+    pub max_args: usize,
+    /// Largest bulk argument, bytes.
+    pub max_bulk: usize,
+}
+
+/// Everything that bounds the requests of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Size and argument count of one request.
+    pub request: Limits,
+    /// Longest inline request line (also bounded by `request.max_request`).
+    pub max_inline: usize,
+    /// `Some` while the connection has not authenticated and a password is set.
+    pub unauthenticated: Option<UnauthLimits>,
+}
+
+impl From<Limits> for RequestLimits {
+    fn from(request: Limits) -> RequestLimits {
+        RequestLimits { request, max_inline: DEFAULT_MAX_INLINE, unauthenticated: None }
+    }
+}
+
+impl RequestLimits {
+    fn inline_max(&self) -> usize {
+        self.max_inline.min(self.request.max_request)
+    }
+
+    fn too_large(&self) -> RespError {
+        RespError::TooLarge { limit: self.request.max_request }
+    }
+
+    /// The argument count of a `*<n>` line (its digits), checked: `0` for `n <= 0`.
+    fn array_len(&self, digits: &[u8]) -> Result<usize, RespError> {
+        let n = parse_int(digits)?;
+        if let Some(u) = self.unauthenticated {
+            if n > 0 && n as u64 > u.max_args as u64 {
+                return Err(RespError::UnauthenticatedMultibulk);
+            }
+        }
+        if n <= 0 {
+            return Ok(0);
+        }
+        if n as u64 > self.request.max_args as u64 {
+            return Err(self.too_large());
+        }
+        Ok(n as usize)
+    }
+
+    /// The length of a `$<len>` line (its digits) whose argument starts `at` bytes into
+    /// the request, checked.
+    fn bulk_len(&self, digits: &[u8], at: usize) -> Result<usize, RespError> {
+        let len = parse_int(digits)?;
+        if len < 0 {
+            return Err(RespError::Malformed("invalid bulk length"));
+        }
+        let len = len as u64;
+        if let Some(u) = self.unauthenticated {
+            if len > u.max_bulk as u64 {
+                return Err(RespError::UnauthenticatedBulk);
+            }
+        }
+        if len.saturating_add(at as u64 + 2) > self.request.max_request as u64 {
+            return Err(self.too_large());
+        }
+        Ok(len as usize)
+    }
+
+    /// The arguments of an inline request line (without its CRLF).
+    fn inline_args(&self, line: &[u8]) -> Result<Vec<Vec<u8>>, RespError> {
+        let words = line.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty());
+        if words.clone().count() > self.request.max_args {
+            return Err(self.too_large());
+        }
+        if line.contains(&b'\n') || line.contains(&b'\r') {
+            return Err(RespError::Malformed("invalid inline command"));
+        }
+        Ok(words.map(<[u8]>::to_vec).collect())
+    }
+}
+
+/// Finds the CRLF ending a line that starts at `from` and whose content may be at most
+/// `max` bytes; returns the index of its `\r`. The line is too long (`too_long`) once
+/// `max + 2` bytes hold no CRLF ending the content within `max`; `Ok(None)` if fewer bytes
+/// than that are here and none ends it.
+fn line_end(buf: &[u8], from: usize, max: usize, too_long: RespError) -> Result<Option<usize>, RespError> {
+    let from = from.min(buf.len());
+    let hay = &buf[from..buf.len().min(from.saturating_add(max).saturating_add(2))];
     match hay.windows(2).position(|w| w == b"\r\n") {
         Some(p) => Ok(Some(from + p)),
-        None if hay.len() > max => Err(RespError::TooLarge { limit: max }),
+        None if hay.len() >= max + 2 => Err(too_long),
         None => Ok(None),
     }
 }
@@ -127,70 +231,319 @@ fn parse_int(b: &[u8]) -> Result<i64, RespError> {
         .ok_or(RespError::Malformed("invalid length or integer"))
 }
 
+const MBULK_TOO_LONG: RespError = RespError::Malformed("too big mbulk count string");
+const BULK_TOO_LONG: RespError = RespError::Malformed("too big bulk count string");
+const EXPECTED_BULK: RespError = RespError::Malformed("expected '$'");
+const BULK_NO_CRLF: RespError = RespError::Malformed("bulk string not terminated by CRLF");
+
 /// Parses one command from the start of `buf`: an array of bulk strings, or an inline
 /// command (a line of space-separated words). Returns the arguments and the bytes used,
-/// `Ok(None)` if more bytes are needed.
+/// `Ok(None)` if more bytes are needed. The one-shot parser: it starts from the first byte
+/// every time, so a server reading a request in pieces uses [`RequestParser`] instead.
 #[allow(clippy::type_complexity)]
 pub fn parse_command(buf: &[u8], lim: Limits) -> Result<Option<(Vec<Vec<u8>>, usize)>, RespError> {
+    parse_request(buf, &lim.into())
+}
+
+/// [`parse_command`] under every bound of [`RequestLimits`] (inline length, the bounds
+/// before AUTH). [`RequestParser`] returns exactly what it returns, however the bytes are
+/// split.
+#[allow(clippy::type_complexity)]
+pub fn parse_request(buf: &[u8], lim: &RequestLimits) -> Result<Option<(Vec<Vec<u8>>, usize)>, RespError> {
     if buf.is_empty() {
         return Ok(None);
     }
     if buf[0] != b'*' {
-        // Inline command.
-        let Some(end) = line_end(buf, 0, lim.max_request.min(64 * 1024))? else {
+        let Some(end) = line_end(buf, 0, lim.inline_max(), lim.too_large())? else {
             return Ok(None);
         };
-        let args: Vec<Vec<u8>> = buf[..end]
-            .split(|&b| b == b' ' || b == b'\t')
-            .filter(|w| !w.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-        if args.len() > lim.max_args {
-            return Err(RespError::TooLarge { limit: lim.max_request });
-        }
-        if args.iter().any(|a| a.contains(&b'\n') || a.contains(&b'\r')) {
-            return Err(RespError::Malformed("invalid inline command"));
-        }
-        return Ok(Some((args, end + 2)));
+        return Ok(Some((lim.inline_args(&buf[..end])?, end + 2)));
     }
-    let Some(end) = line_end(buf, 1, 32)? else { return Ok(None) };
-    let n = parse_int(&buf[1..end])?;
-    if n < 0 {
-        return Err(RespError::Malformed("invalid multibulk length"));
-    }
-    let n = n as usize;
-    if n > lim.max_args {
-        return Err(RespError::TooLarge { limit: lim.max_request });
-    }
+    let Some(end) = line_end(buf, 0, MAX_LENGTH_LINE, MBULK_TOO_LONG)? else { return Ok(None) };
+    let n = lim.array_len(&buf[1..end])?;
     let mut pos = end + 2;
+    if pos > lim.request.max_request {
+        return Err(lim.too_large());
+    }
     let mut args = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
         if pos >= buf.len() {
             return Ok(None);
         }
         if buf[pos] != b'$' {
-            return Err(RespError::Malformed("expected '$'"));
+            return Err(EXPECTED_BULK);
         }
-        let Some(end) = line_end(buf, pos + 1, 32)? else { return Ok(None) };
-        let len = parse_int(&buf[pos + 1..end])?;
-        if len < 0 {
-            return Err(RespError::Malformed("invalid bulk length"));
-        }
-        let len = len as usize;
+        let Some(end) = line_end(buf, pos, MAX_LENGTH_LINE, BULK_TOO_LONG)? else { return Ok(None) };
         let start = end + 2;
-        if len > lim.max_request || start.saturating_add(len) > lim.max_request {
-            return Err(RespError::TooLarge { limit: lim.max_request });
+        if start > lim.request.max_request {
+            return Err(lim.too_large());
+        }
+        let len = lim.bulk_len(&buf[pos + 1..end], start)?;
+        for (i, want) in [b'\r', b'\n'].into_iter().enumerate() {
+            if buf.get(start + len + i).is_some_and(|&b| b != want) {
+                return Err(BULK_NO_CRLF);
+            }
         }
         if buf.len() < start + len + 2 {
             return Ok(None);
-        }
-        if &buf[start + len..start + len + 2] != b"\r\n" {
-            return Err(RespError::Malformed("bulk string not terminated by CRLF"));
         }
         args.push(buf[start..start + len].to_vec());
         pos = start + len + 2;
     }
     Ok(Some((args, pos)))
+}
+
+/// Where a [`RequestParser`] is in the current request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the first byte of a request.
+    Start,
+    /// Collecting an inline request line.
+    Inline,
+    /// Collecting the `*<count>` line.
+    ArrayHeader,
+    /// Collecting a `$<length>` line; `left` arguments remain, this one included.
+    BulkHeader { left: usize },
+    /// Copying an argument of `len` bytes.
+    BulkData { left: usize, len: usize },
+    /// Expecting the CRLF after an argument (`seen` of its 2 bytes read).
+    BulkEnd { left: usize, seen: u8 },
+    /// An error was returned: the connection must be closed.
+    Failed,
+}
+
+/// The incremental request parser of one connection: it keeps its place in the request
+/// across reads (the line being read, the arguments so far, the current argument's
+/// remaining length), so every byte is examined once whatever the pieces the bytes arrive
+/// in; never re-parses from the start of a request. Returns what [`parse_request`]
+/// returns on the same bytes.
+///
+/// Memory: the partial request ([`RequestParser::held`] bytes, at most the request limit);
+/// an argument's buffer grows with the bytes received, never to more than its declared
+/// length (a declared length alone allocates nothing), and the argument list to no more
+/// than the declared count.
+#[derive(Debug)]
+pub struct RequestParser {
+    state: State,
+    /// The line being collected (a length line, or an inline request).
+    line: Vec<u8>,
+    args: Vec<Vec<u8>>,
+    /// Bytes of the current request consumed so far.
+    held: usize,
+    /// Bytes looked at so far (scanned for a line end, copied, or parsed as a number).
+    examined: u64,
+}
+
+impl Default for RequestParser {
+    fn default() -> Self {
+        RequestParser::new()
+    }
+}
+
+/// A line buffer grown past this (a long inline request) is freed once the line is done,
+/// so idle connections do not keep it.
+const LINE_KEEP: usize = 4096;
+
+impl RequestParser {
+    /// A parser before its first request.
+    pub fn new() -> RequestParser {
+        RequestParser { state: State::Start, line: Vec::new(), args: Vec::new(), held: 0, examined: 0 }
+    }
+
+    /// Bytes of the request in progress consumed so far (0 between requests).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Bytes examined since the parser was made: each input byte once, plus the digits of
+    /// each length and the words of each inline line parsed once more. A measure of the
+    /// parser's work that does not depend on how the input was split.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    /// Bytes of memory the partial request holds (argument buffers, argument list and
+    /// line buffer capacities). O(arguments); meant for tests and diagnostics.
+    pub fn allocated(&self) -> usize {
+        self.line.capacity()
+            + self.args.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.args.iter().map(Vec::capacity).sum::<usize>()
+    }
+
+    /// Feeds bytes. Returns how many of `input` were consumed and, when a request was
+    /// completed, its arguments (empty for an empty line or `*0`); it stops right after a
+    /// completed request, so the caller feeds the rest again. Without a completed request
+    /// all of `input` is consumed. After an error the parser stays failed.
+    #[allow(clippy::type_complexity)]
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        lim: &RequestLimits,
+    ) -> Result<(usize, Option<Vec<Vec<u8>>>), RespError> {
+        let r = self.step(input, lim);
+        if r.is_err() {
+            self.state = State::Failed;
+        }
+        r
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn step(
+        &mut self,
+        input: &[u8],
+        lim: &RequestLimits,
+    ) -> Result<(usize, Option<Vec<Vec<u8>>>), RespError> {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            if rest.is_empty() && !matches!(self.state, State::Failed) {
+                return Ok((pos, None));
+            }
+            match self.state {
+                State::Failed => return Err(RespError::Malformed("request after a protocol error")),
+                State::Start => {
+                    self.state = if rest[0] == b'*' { State::ArrayHeader } else { State::Inline };
+                }
+                State::Inline => {
+                    let (used, done) = self.take_line(rest, lim.inline_max(), lim.too_large())?;
+                    pos += used;
+                    self.held += used;
+                    if done {
+                        self.examined += self.line.len() as u64;
+                        let args = lim.inline_args(&self.line)?;
+                        return Ok((pos, Some(self.finish(args))));
+                    }
+                }
+                State::ArrayHeader => {
+                    let (used, done) = self.take_line(rest, MAX_LENGTH_LINE, MBULK_TOO_LONG)?;
+                    pos += used;
+                    self.held += used;
+                    if done {
+                        self.examined += self.line.len() as u64;
+                        let n = lim.array_len(&self.line[1..])?;
+                        self.clear_line();
+                        if self.held > lim.request.max_request {
+                            return Err(lim.too_large());
+                        }
+                        if n == 0 {
+                            return Ok((pos, Some(self.finish(Vec::new()))));
+                        }
+                        self.args = Vec::with_capacity(n.min(1024));
+                        self.state = State::BulkHeader { left: n };
+                    }
+                }
+                State::BulkHeader { left } => {
+                    if self.line.is_empty() && rest[0] != b'$' {
+                        return Err(EXPECTED_BULK);
+                    }
+                    let (used, done) = self.take_line(rest, MAX_LENGTH_LINE, BULK_TOO_LONG)?;
+                    pos += used;
+                    self.held += used;
+                    if done {
+                        if self.held > lim.request.max_request {
+                            return Err(lim.too_large());
+                        }
+                        self.examined += self.line.len() as u64;
+                        let len = lim.bulk_len(&self.line[1..], self.held)?;
+                        self.clear_line();
+                        if self.args.len() == self.args.capacity() {
+                            // Never beyond the declared count.
+                            self.args.reserve_exact(self.args.capacity().max(1).min(left));
+                        }
+                        self.args.push(Vec::new());
+                        self.state = if len == 0 {
+                            State::BulkEnd { left, seen: 0 }
+                        } else {
+                            State::BulkData { left, len }
+                        };
+                    }
+                }
+                State::BulkData { left, len } => {
+                    let Some(arg) = self.args.last_mut() else {
+                        return Err(RespError::Malformed("parser state lost its argument"));
+                    };
+                    let take = rest.len().min(len - arg.len());
+                    let want = arg.len() + take;
+                    if want > arg.capacity() {
+                        // Grow with the bytes received, doubling, never past the declared length.
+                        let cap = want.max(arg.capacity() * 2).min(len);
+                        arg.reserve_exact(cap - arg.len());
+                    }
+                    arg.extend_from_slice(&rest[..take]);
+                    self.examined += take as u64;
+                    pos += take;
+                    self.held += take;
+                    if arg.len() == len {
+                        self.state = State::BulkEnd { left, seen: 0 };
+                    }
+                }
+                State::BulkEnd { left, seen } => {
+                    self.examined += 1;
+                    if rest[0] != [b'\r', b'\n'][usize::from(seen)] {
+                        return Err(BULK_NO_CRLF);
+                    }
+                    pos += 1;
+                    self.held += 1;
+                    if seen == 0 {
+                        self.state = State::BulkEnd { left, seen: 1 };
+                    } else if left > 1 {
+                        self.state = State::BulkHeader { left: left - 1 };
+                    } else {
+                        let args = std::mem::take(&mut self.args);
+                        return Ok((pos, Some(self.finish(args))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the current request: back to the start, nothing held.
+    fn finish(&mut self, args: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        self.clear_line();
+        self.state = State::Start;
+        self.held = 0;
+        self.args = Vec::new();
+        args
+    }
+
+    fn clear_line(&mut self) {
+        if self.line.capacity() > LINE_KEEP {
+            self.line = Vec::new();
+        } else {
+            self.line.clear();
+        }
+    }
+
+    /// Collects the current line from `input`, looking only at as many bytes as the line
+    /// may still take (`max` bytes of content and its CRLF). Returns the bytes consumed and
+    /// whether the line is complete (then `self.line` holds it without its CRLF).
+    fn take_line(
+        &mut self,
+        input: &[u8],
+        max: usize,
+        too_long: RespError,
+    ) -> Result<(usize, bool), RespError> {
+        let room = (max + 2).saturating_sub(self.line.len());
+        let window = &input[..input.len().min(room)];
+        let mut from = 0;
+        while let Some(p) = window[from..].iter().position(|&b| b == b'\n') {
+            let j = from + p;
+            let cr = if j > 0 { window[j - 1] == b'\r' } else { self.line.last() == Some(&b'\r') };
+            if cr {
+                self.examined += (j + 1) as u64;
+                self.line.extend_from_slice(&window[..=j]);
+                self.line.truncate(self.line.len() - 2);
+                return Ok((j + 1, true));
+            }
+            from = j + 1;
+        }
+        self.examined += window.len() as u64;
+        self.line.extend_from_slice(window);
+        if self.line.len() >= max + 2 {
+            return Err(too_long);
+        }
+        Ok((window.len(), false))
+    }
 }
 
 /// Parses one reply value from the start of `buf` (nesting bounded by `depth`). Returns the
@@ -202,7 +555,7 @@ pub fn parse_value(buf: &[u8], max: usize, depth: u32) -> Result<Option<(Value, 
     if depth == 0 {
         return Err(RespError::Malformed("nesting too deep"));
     }
-    let Some(end) = line_end(buf, 1, max)? else { return Ok(None) };
+    let Some(end) = line_end(buf, 1, max, RespError::TooLarge { limit: max })? else { return Ok(None) };
     let line = &buf[1..end];
     let next = end + 2;
     let text = || String::from_utf8_lossy(line).into_owned();
@@ -285,6 +638,49 @@ mod tests {
         assert!(parse_command(b"*99999999999999999999999\r\n", LIM).is_err());
         let long = vec![b'a'; 70 * 1024];
         assert!(matches!(parse_command(&long, LIM), Err(RespError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn incremental_parser_byte_by_byte_and_the_bounds_before_auth() {
+        let lim: RequestLimits = LIM.into();
+        let mut b = Vec::new();
+        encode_command(&["SET", "k", "v"], &mut b);
+        b.extend_from_slice(b"PING  x\r\n*0\r\n");
+        encode_command(&["GET", "k"], &mut b);
+        let mut p = RequestParser::new();
+        let mut got = Vec::new();
+        for byte in b.chunks(1) {
+            let (used, cmd) = p.feed(byte, &lim).unwrap();
+            assert_eq!(used, 1);
+            got.extend(cmd);
+        }
+        let words = |ws: &[&str]| ws.iter().map(|w| w.as_bytes().to_vec()).collect::<Vec<_>>();
+        assert_eq!(got, vec![words(&["SET", "k", "v"]), words(&["PING", "x"]), vec![], words(&["GET", "k"])]);
+        assert_eq!(p.held(), 0);
+
+        let big = Limits { max_request: 1 << 20, max_args: 1 << 20 };
+        let unauth = RequestLimits {
+            unauthenticated: Some(UnauthLimits { max_args: 10, max_bulk: 16384 }),
+            ..big.into()
+        };
+        let feed = |b: &[u8], lim: &RequestLimits| RequestParser::new().feed(b, lim).map(|(_, c)| c);
+        assert_eq!(feed(b"*11\r\n", &unauth), Err(RespError::UnauthenticatedMultibulk));
+        assert_eq!(feed(b"*1\r\n$16385\r\n", &unauth), Err(RespError::UnauthenticatedBulk));
+        assert_eq!(feed(b"*10\r\n$16384\r\n", &unauth), Ok(None));
+        assert_eq!(feed(b"*11\r\n$16385\r\n", &big.into()), Ok(None));
+        assert_eq!(
+            RespError::UnauthenticatedMultibulk.to_string(),
+            "Protocol error: unauthenticated multibulk length"
+        );
+        // A declared length allocates nothing until its bytes arrive.
+        let mut p = RequestParser::new();
+        p.feed(b"*1\r\n$1000000\r\nab", &big.into()).unwrap();
+        assert!(p.allocated() < 1024, "{}", p.allocated());
+        assert_eq!(p.held(), 16);
+        // After an error the parser stays failed.
+        let mut p = RequestParser::new();
+        assert!(p.feed(b"*x\r\n", &lim).is_err());
+        assert!(p.feed(b"*1\r\n$1\r\na\r\n", &lim).is_err());
     }
 
     #[test]

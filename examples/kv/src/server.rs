@@ -4,18 +4,38 @@
 //! operations forwarded by other nodes (`FLOTILLA.LOCAL`) go to a second pool of the same
 //! size, so they never queue behind client requests that themselves wait on forwarding.
 //!
-//! Owns sockets, buffers and limits: a malformed request gets one error reply after the
-//! replies to the commands before it, then the connection is closed cleanly; a request
-//! larger than `max_request_bytes` is refused the same way; connections past `max_clients`
-//! get an error and are closed; with no password set, clients from other hosts get
-//! protected mode's `-DENIED` and are closed ([`crate::acl`]). Never blocks the loop on
-//! Raft: executors do that.
+//! Owns sockets, buffers and the client limits ([`ClientLimits`], as Redis holds them):
+//! - Requests are parsed incrementally ([`RequestParser`]): a request read in pieces is
+//!   never parsed again from its start.
+//! - A malformed request gets one error reply after the replies to the commands before it,
+//!   then the connection is closed cleanly; a request larger than `max_request_bytes` is
+//!   refused the same way.
+//! - Before AUTH (when a password is set) requests are parsed one at a time, each only
+//!   after the previous one ran (so an AUTH lifts the bounds for the next), and must be
+//!   small: more than `unauthenticated_max_args` arguments or a bulk longer than
+//!   `unauthenticated_max_bulk_bytes` gets Redis's `Protocol error: unauthenticated
+//!   multibulk length` / `bulk length` and the connection is closed.
+//! - Input held per connection (parsed commands not yet answered, the request being read,
+//!   bytes read and not yet parsed) stays under `client_query_buffer_bytes` and 4096
+//!   commands: at the bound the loop stops reading from it and TCP pushes back.
+//! - Reply bytes the client leaves unread are bounded by `client_output_buffer_bytes`
+//!   (`unauthenticated_output_buffer_bytes` before AUTH): past it the connection is
+//!   closed. Batches shrink to what fits in the room left, judged by the largest reply of
+//!   the connection's previous batch (before any, `max_request_bytes`, the largest value a
+//!   key can hold), so a batch of large replies overshoots the bound by at most one batch.
+//! - A connection still unauthenticated after `auth_timeout_ms`, or idle (nothing received
+//!   or sent and no command running) for `idle_timeout_ms`, is closed.
+//! - Connections past `max_clients` get an error and are closed; with no password set,
+//!   clients from other hosts get protected mode's `-DENIED` and are closed
+//!   ([`crate::acl`]).
+//!
+//! Never blocks the loop on Raft: executors do that.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
@@ -23,14 +43,19 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::acl::{protected_mode_refuses, DENIED};
 use crate::commands::{run_batch, Session};
+use crate::config::{ClientLimits, ValidNodeConfig};
 use crate::node::Node;
 use crate::outcome::indeterminate;
-use crate::resp::{parse_command, Limits, Value};
+use crate::resp::{Limits, RequestLimits, RequestParser, UnauthLimits, Value};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Most commands handed to an executor at once.
 const MAX_BATCH: usize = 1024;
+/// Most parsed commands a connection holds waiting for an executor.
+const MAX_QUEUED: usize = 4 * MAX_BATCH;
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 64 << 10;
 
 struct Job {
     token: Token,
@@ -44,17 +69,100 @@ struct Done {
     sess: Session,
 }
 
+/// The loop's view of the configured limits.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    limits: ClientLimits,
+    /// Requests after AUTH (or with no password).
+    authed: RequestLimits,
+    /// Requests before AUTH.
+    unauthed: RequestLimits,
+    /// Whether a password is set (the AUTH deadline applies).
+    password: bool,
+    /// The reply size assumed before a connection's first batch.
+    first_reply_hint: usize,
+    /// How often the deadlines are checked.
+    sweep_every: Duration,
+}
+
+impl Bounds {
+    fn new(cfg: &ValidNodeConfig) -> Bounds {
+        let l = cfg.limits;
+        let request = Limits { max_request: cfg.max_request_bytes, max_args: l.max_request_args };
+        let authed = RequestLimits { request, max_inline: l.max_inline_bytes, unauthenticated: None };
+        let unauth =
+            UnauthLimits { max_args: l.unauthenticated_max_args, max_bulk: l.unauthenticated_max_bulk_bytes };
+        // A tenth of the shortest deadline: connections close at most 10% late.
+        let sweep_every = (l.auth_timeout.min(l.idle_timeout) / 10)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        Bounds {
+            limits: l,
+            authed,
+            unauthed: RequestLimits { unauthenticated: Some(unauth), ..authed },
+            password: cfg.password.is_some(),
+            first_reply_hint: cfg.max_request_bytes,
+            sweep_every,
+        }
+    }
+}
+
 struct Conn {
     stream: TcpStream,
+    /// Bytes read and not yet fed to the parser (before AUTH, the requests after the one
+    /// running).
     rbuf: Vec<u8>,
+    parser: RequestParser,
     wbuf: Vec<u8>,
-    queue: VecDeque<Vec<Vec<u8>>>,
+    /// Parsed commands waiting for an executor, with their size as received.
+    queue: VecDeque<(Vec<Vec<u8>>, usize)>,
+    /// Sum of the sizes in `queue`.
+    queued_bytes: usize,
+    /// Size as received of the batch at an executor.
+    in_flight_bytes: usize,
+    /// `None` while a batch is at an executor.
     sess: Option<Session>,
+    /// AUTH succeeded or no password is set (as of the last batch answered).
+    authed: bool,
+    /// Largest reply (encoded bytes) of the previous batch.
+    reply_hint: usize,
+    accepted: Instant,
+    /// Last time bytes were received or sent, or a batch was answered.
+    active: Instant,
     /// A protocol error to reply once the queued commands are answered; then close.
     poisoned: Option<String>,
     /// Close once the write buffer is flushed.
     closing: bool,
     eof: bool,
+}
+
+impl Conn {
+    /// Input bytes this connection holds.
+    fn held(&self) -> usize {
+        self.rbuf.len() + self.parser.held() + self.queued_bytes + self.in_flight_bytes
+    }
+
+    fn output_limit(&self, b: &Bounds) -> usize {
+        if self.authed {
+            b.limits.output_buffer_bytes
+        } else {
+            b.limits.unauthenticated_output_buffer_bytes
+        }
+    }
+
+    /// Before AUTH a request is parsed only once the previous one has been answered.
+    fn parse_paused(&self) -> bool {
+        !self.authed && (!self.queue.is_empty() || self.sess.is_none())
+    }
+
+    /// Whether a deadline has passed: the AUTH deadline, or the idle timeout.
+    fn expired(&self, b: &Bounds, now: Instant) -> bool {
+        let unauthed_too_long = b.password
+            && !self.authed
+            && now.saturating_duration_since(self.accepted) >= b.limits.auth_timeout;
+        let idle_too_long =
+            self.sess.is_some() && now.saturating_duration_since(self.active) >= b.limits.idle_timeout;
+        unauthed_too_long || idle_too_long
+    }
 }
 
 /// Serves `listener` until `stop` is set. Returns an error only if the poller fails.
@@ -94,20 +202,25 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     }
     drop(local_rx);
     drop(job_rx);
-    let limits = Limits { max_request: node.config().max_request_bytes, max_args: 1 << 20 };
+    let bounds = Bounds::new(node.config());
     let max_clients = node.config().max_clients;
     let fresh = Session::client(node.acl());
     let protected = node.config().protected_mode;
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 2usize;
     let mut events = Events::with_capacity(1024);
+    let mut next_sweep = Instant::now() + bounds.sweep_every;
+    // The read buffer every connection reads into (zeroed once, not on every event).
+    let mut chunk = vec![0u8; READ_CHUNK];
     while !stop.load(Ordering::Relaxed) {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+        let wait = next_sweep.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
         }
+        let now = Instant::now();
         let mut touched: Vec<Token> = Vec::new();
         for ev in events.iter() {
             match ev.token() {
@@ -135,9 +248,16 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                                     Conn {
                                         stream,
                                         rbuf: Vec::new(),
+                                        parser: RequestParser::new(),
                                         wbuf: Vec::new(),
                                         queue: VecDeque::new(),
+                                        queued_bytes: 0,
+                                        in_flight_bytes: 0,
                                         sess: Some(fresh.clone()),
+                                        authed: fresh.authed(),
+                                        reply_hint: bounds.first_reply_hint,
+                                        accepted: now,
+                                        active: now,
                                         poisoned: None,
                                         closing: false,
                                         eof: false,
@@ -156,13 +276,21 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         }
         while let Ok(d) = done_rx.try_recv() {
             if let Some(c) = conns.get_mut(&d.token) {
+                let mut largest = 1;
                 for r in &d.replies {
+                    let before = c.wbuf.len();
                     r.encode(&mut c.wbuf);
+                    largest = largest.max(c.wbuf.len() - before);
                 }
+                c.reply_hint = largest;
+                c.in_flight_bytes = 0;
+                c.active = now;
                 if d.sess.close {
                     c.closing = true;
                     c.queue.clear();
+                    c.queued_bytes = 0;
                 }
+                c.authed = d.sess.authed();
                 c.sess = Some(d.sess);
                 touched.push(d.token);
             }
@@ -171,8 +299,18 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         touched.dedup();
         for t in touched {
             let Some(c) = conns.get_mut(&t) else { continue };
-            let alive = drive(c, t, limits, &job_tx, &local_tx);
+            let alive = drive(c, t, &bounds, &job_tx, &local_tx, now, &mut chunk);
             if !alive {
+                if let Some(mut c) = conns.remove(&t) {
+                    let _ = poll.registry().deregister(&mut c.stream);
+                }
+            }
+        }
+        if now >= next_sweep {
+            next_sweep = now + bounds.sweep_every;
+            let expired: Vec<Token> =
+                conns.iter().filter(|(_, c)| c.expired(&bounds, now)).map(|(t, _)| *t).collect();
+            for t in expired {
                 if let Some(mut c) = conns.remove(&t) {
                     let _ = poll.registry().deregister(&mut c.stream);
                 }
@@ -187,51 +325,78 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     Ok(())
 }
 
+/// Feeds the bytes read to the parser: all of them, or before AUTH one request at a time.
+fn parse(c: &mut Conn, b: &Bounds) {
+    let mut used = 0;
+    while used < c.rbuf.len() && c.poisoned.is_none() && !c.closing && !c.parse_paused() {
+        let before = c.parser.held();
+        let lim = if c.authed { &b.authed } else { &b.unauthed };
+        match c.parser.feed(&c.rbuf[used..], lim) {
+            Ok((n, cmd)) => {
+                used += n;
+                match cmd {
+                    Some(args) if !args.is_empty() => {
+                        c.queue.push_back((args, before + n));
+                        c.queued_bytes += before + n;
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            Err(e) => c.poisoned = Some(e.to_string()),
+        }
+    }
+    c.rbuf.drain(..used);
+}
+
 /// Reads, parses, dispatches and writes what it can for one connection. Returns false
 /// when the connection is finished.
-fn drive(c: &mut Conn, t: Token, limits: Limits, jobs: &Sender<Job>, local: &Sender<Job>) -> bool {
+fn drive(
+    c: &mut Conn,
+    t: Token,
+    b: &Bounds,
+    jobs: &Sender<Job>,
+    local: &Sender<Job>,
+    now: Instant,
+    chunk: &mut [u8],
+) -> bool {
     // Read while we accept more input.
-    let mut chunk = [0u8; 64 << 10];
-    while !c.eof && c.poisoned.is_none() && !c.closing && c.queue.len() < 4 * MAX_BATCH {
-        match c.stream.read(&mut chunk) {
+    loop {
+        parse(c, b);
+        if c.eof || c.poisoned.is_some() || c.closing || c.parse_paused() || c.queue.len() >= MAX_QUEUED {
+            break;
+        }
+        let room = b.limits.query_buffer_bytes.saturating_sub(c.held()).min(chunk.len());
+        if room == 0 {
+            if c.queue.is_empty() && c.sess.is_some() {
+                // Nothing will drain: what is held can never become a request (unreachable
+                // while the limit exceeds the largest request, as the config requires).
+                c.poisoned = Some("Protocol error: query buffer limit reached".into());
+            }
+            break;
+        }
+        match c.stream.read(&mut chunk[..room]) {
             Ok(0) => c.eof = true,
             Ok(n) => {
                 c.rbuf.extend_from_slice(&chunk[..n]);
-                // Parse as we go so the buffer never holds more than one partial request.
-                let mut used = 0;
-                loop {
-                    match parse_command(&c.rbuf[used..], limits) {
-                        Ok(Some((args, n))) => {
-                            used += n;
-                            if !args.is_empty() {
-                                c.queue.push_back(args);
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            c.poisoned = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
-                c.rbuf.drain(..used);
-                if c.rbuf.len() > limits.max_request + 64 && c.poisoned.is_none() {
-                    c.poisoned = Some(format!(
-                        "Protocol error: request too large (limit {} bytes)",
-                        limits.max_request
-                    ));
-                }
+                c.active = now;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
     }
-    // Dispatch.
+    // Dispatch, as many commands as the output room left is likely to hold.
     if !c.closing && !c.queue.is_empty() {
         if let Some(sess) = c.sess.take() {
-            let n = c.queue.len().min(MAX_BATCH);
-            let cmds: Vec<_> = c.queue.drain(..n).collect();
+            let room = c.output_limit(b).saturating_sub(c.wbuf.len());
+            let n = c.queue.len().min(MAX_BATCH).min((room / c.reply_hint.max(1)).max(1));
+            let mut cmds = Vec::with_capacity(n);
+            for (cmd, bytes) in c.queue.drain(..n) {
+                c.queued_bytes -= bytes;
+                c.in_flight_bytes += bytes;
+                cmds.push(cmd);
+            }
             let internal = cmds.iter().all(|a| {
                 a.first().is_some_and(|n| {
                     n.eq_ignore_ascii_case(b"FLOTILLA.LOCAL") || n.eq_ignore_ascii_case(b"AUTH")
@@ -258,11 +423,23 @@ fn drive(c: &mut Conn, t: Token, limits: Limits, jobs: &Sender<Job>, local: &Sen
             Ok(0) => return false,
             Ok(n) => {
                 c.wbuf.drain(..n);
+                c.active = now;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
+    }
+    // Replies the client leaves unread past its limit: close (as Redis's
+    // client-output-buffer-limit does), dropping them.
+    if c.wbuf.len() > c.output_limit(b) {
+        tracing::warn!(
+            unread = c.wbuf.len(),
+            limit = c.output_limit(b),
+            authenticated = c.authed,
+            "closing a client that reached its output buffer limit"
+        );
+        return false;
     }
     if c.closing && c.wbuf.is_empty() && c.sess.is_some() {
         let _ = c.stream.shutdown(std::net::Shutdown::Write);
