@@ -310,7 +310,6 @@ impl<'a> Recovery<'a> {
                 }
             }
             work += reader.work();
-            drop(reader);
             if !sealed {
                 if off == SEGMENT_HEADER_LEN as u64 && Self::skipped_spare(&segs, &mut valid, i, &mut work)? {
                     tracing::warn!("deleting {} (a spare the writer skipped)", seg.path.display());

@@ -99,10 +99,13 @@ impl Rng {
     }
 }
 
+/// A batch of a genuine segment: its offset and its records' offsets.
+type Batch = (usize, Vec<usize>);
+
 /// A genuine segment of `size` bytes: header, a few batches of records of every kind,
 /// maybe a seal. Returns the bytes, the checksum seed and each batch's (offset, record
 /// offsets).
-fn genuine(rng: &mut Rng, size: usize) -> (Vec<u8>, u32, Vec<(usize, Vec<usize>)>) {
+fn genuine(rng: &mut Rng, size: usize) -> (Vec<u8>, u32, Vec<Batch>) {
     let (seq, salt) = (1 + rng.below(5), rng.next());
     let h = SegmentHeader { seq, salt, size: size as u64, wal_id: rng.next() | 1 };
     let seed = RecordCodec::seed(seq, salt);
@@ -174,7 +177,7 @@ fn put_u32(b: &mut [u8], at: usize, v: u32) {
 /// and record headers, batch-like headers planted in the bytes, truncation; then maybe
 /// re-seals the checksums at the original batch (and record) offsets, so the mutated
 /// fields get past verification and reach the decoders.
-fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, seed: u32, batches: &[(usize, Vec<usize>)]) {
+fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, seed: u32, batches: &[Batch]) {
     let extreme = |rng: &mut Rng, len: usize| -> u32 {
         match rng.below(6) {
             0 => 0,
