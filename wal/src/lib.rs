@@ -33,7 +33,9 @@
 //! flotilla-wal` and `FLOTILLA_WAL_BACKEND=io_uring cargo test -p flotilla-wal` (the
 //! latter asserts io_uring really is in use). `FLOTILLA_WAL_CRASH_ITERS` (default 1000)
 //! sets the iterations of the randomized crash test, `PROPTEST_CASES` (default 256) the
-//! cases of the model-based test.
+//! cases of the model-based test, `FLOTILLA_WAL_READER_CASES` (default 100,000) the cases
+//! of the recovery reader's property test (`tests/reader_fuzz.rs`; `wal/fuzz` is its
+//! libFuzzer target, `cargo +nightly fuzz run recovery_reader` in `wal/`).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backend;
