@@ -4,24 +4,41 @@
 //! Owns: every byte layout and checksum rule of the log. Never: performs I/O, holds
 //! state, or panics on malformed input (every decoder returns an error instead).
 //!
-//! # Format (version 1, all integers little endian)
+//! # Format (version 2, all integers little endian)
 //!
 //! Segment header, [`SEGMENT_HEADER_LEN`] bytes at offset 0 of every segment file:
 //! `magic "FLOTSEG\0" | version u32 | reserved u32 | seq u64 | salt u64 | size u64 |
-//! crc u32 (CRC32C of the preceding 40 bytes) | zero padding`.
+//! wal_id u64 | crc u32 (CRC32C of the preceding 48 bytes) | zero padding`.
 //! The `salt` is random per segment life: together with `seq` it seeds every checksum
 //! in the segment, so records left from a recycled segment's previous life (or forged
-//! inside user payloads) never verify.
+//! inside user payloads) never verify. `wal_id` is random per log, chosen when the log is
+//! created and written in every segment it ever makes: recovery refuses a segment of
+//! another log ([`crate::OpenError::ForeignSegment`]). `magic` and `version` stay where
+//! they are in every version; the version is checked before the checksum, so a newer
+//! format may lay out the rest differently.
 //!
 //! Batch header, [`BATCH_HEADER_LEN`] bytes, then the batch's records:
 //! `magic u32 | version u16 | flags u16 | len u32 (header + records) | count u32 |
-//! durable_seq u64 | durable_offset u64 | crc u32 | reserved u32`.
-//! `crc` is CRC32C seeded with the segment seed over header bytes 0..32 and every
-//! record byte: a batch is valid as a whole or not at all. `durable_*` is the log
-//! position known durable when the batch was written (see `recovery` for the rule it
-//! serves). Flag bit 0 marks a *seal*: a batch without records that ends its segment
-//! (the writer seals a segment before moving to the next one; recovery goes on in the
-//! next existing segment only after a seal). Other flag bits are invalid in version 1.
+//! durable_seq u64 | durable_offset u64 | body_crc u32 | header_crc u32`.
+//! `header_crc` is CRC32C seeded with the segment seed over header bytes 0..36, and is
+//! verified BEFORE anything in the header is believed: a corrupt `len` (or a batch-like
+//! byte pattern inside a payload, which cannot carry a valid checksum without the
+//! segment's random seed) is rejected after reading 40 bytes, so recovery never reads,
+//! skips or allocates by an unverified length, and its work is linear in the log's size
+//! whatever the payloads contain. `body_crc` is CRC32C seeded with the segment seed over
+//! every record byte: a batch is valid as a whole or not at all. `magic`, `version` and
+//! `header_crc` stay where they are in every version (the version is read only once the
+//! header checksum verified, so a payload cannot fake a newer version). `durable_*` is
+//! the log position known durable when the batch was written (see `recovery` for the
+//! rule it serves). Flag bit 0 marks a *seal*: a batch without records that ends its
+//! segment (the writer seals a segment before moving to the next one; recovery goes on
+//! in the next existing segment only after a seal). Other flag bits are invalid in
+//! version 2.
+//!
+//! Version 1 (no `wal_id`, one checksum over header and records together, so a corrupt
+//! length made recovery checksum up to the rest of the segment at every batch-like
+//! offset) was never released; its logs are refused with
+//! [`crate::OpenError::UnsupportedFormat`], not converted.
 //!
 //! Record, [`RECORD_HEADER_LEN`] bytes then body:
 //! `len u32 (header + body) | crc u32 (segment seed, then bytes 8..len) | group u64 |
@@ -41,11 +58,15 @@ use thiserror::Error;
 use crate::types::{HardState, Position};
 
 /// Current on-disk format version, written in every segment and batch header.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// Bytes of a batch header.
 pub const BATCH_HEADER_LEN: usize = 40;
+/// Offset of a batch header's own checksum (it covers the bytes before it).
+pub const BATCH_HEADER_CRC_AT: usize = 36;
+/// Offset of a segment header's checksum (it covers the bytes before it).
+const SEGMENT_HEADER_CRC_AT: usize = 48;
 /// Batch flag: the batch seals its segment.
 pub const BATCH_FLAG_SEAL: u16 = 1;
 /// Bytes of a record header.
@@ -82,6 +103,8 @@ pub struct SegmentHeader {
     pub salt: u64,
     /// Size of the segment file when it was created.
     pub size: u64,
+    /// Id of the log the segment belongs to (random, chosen when the log was created).
+    pub wal_id: u64,
 }
 
 /// Why a header did not decode.
@@ -96,9 +119,16 @@ pub enum HeaderError {
     /// The checksum does not match.
     #[error("bad checksum")]
     BadChecksum,
+    /// A batch header's own checksum does not match: nothing in it (its length above
+    /// all) is believed.
+    #[error("bad batch header checksum")]
+    BadHeaderChecksum,
     /// A valid header written by a newer format version.
     #[error("format version {0} is newer than supported {FORMAT_VERSION}")]
     NewerVersion(u32),
+    /// A segment header of an older, unsupported format version.
+    #[error("format version {0} is older than supported {FORMAT_VERSION}")]
+    OlderVersion(u32),
     /// The lengths inside the header or its records are inconsistent.
     #[error("inconsistent lengths")]
     BadLength,
@@ -199,29 +229,35 @@ impl RecordCodec {
         b[16..24].copy_from_slice(&h.seq.to_le_bytes());
         b[24..32].copy_from_slice(&h.salt.to_le_bytes());
         b[32..40].copy_from_slice(&h.size.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..40]);
-        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        b[40..48].copy_from_slice(&h.wal_id.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..SEGMENT_HEADER_CRC_AT]);
+        b[SEGMENT_HEADER_CRC_AT..SEGMENT_HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes and verifies a segment header.
+    /// Decodes and verifies a segment header: magic, then version (before the checksum,
+    /// whose place a newer version may move), then checksum.
     pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
         let b = b.get(..SEGMENT_HEADER_LEN).ok_or(HeaderError::Truncated)?;
         if &b[0..8] != SEGMENT_MAGIC {
             return Err(HeaderError::BadMagic);
         }
-        let crc = le_u32(b, 40).ok_or(HeaderError::Truncated)?;
-        if crc != crc32c::crc32c(&b[0..40]) {
-            return Err(HeaderError::BadChecksum);
-        }
         let version = le_u32(b, 8).ok_or(HeaderError::Truncated)?;
         if version > FORMAT_VERSION {
             return Err(HeaderError::NewerVersion(version));
+        }
+        if version < FORMAT_VERSION {
+            return Err(HeaderError::OlderVersion(version));
+        }
+        let crc = le_u32(b, SEGMENT_HEADER_CRC_AT).ok_or(HeaderError::Truncated)?;
+        if crc != crc32c::crc32c(&b[0..SEGMENT_HEADER_CRC_AT]) {
+            return Err(HeaderError::BadChecksum);
         }
         Ok(SegmentHeader {
             seq: le_u64(b, 16).ok_or(HeaderError::Truncated)?,
             salt: le_u64(b, 24).ok_or(HeaderError::Truncated)?,
             size: le_u64(b, 32).ok_or(HeaderError::Truncated)?,
+            wal_id: le_u64(b, 40).ok_or(HeaderError::Truncated)?,
         })
     }
 
@@ -248,20 +284,30 @@ impl RecordCodec {
         buf.extend_from_slice(&0u32.to_le_bytes()); // count
         buf.extend_from_slice(&durable.seq.to_le_bytes());
         buf.extend_from_slice(&durable.offset.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes()); // crc
-        buf.extend_from_slice(&0u32.to_le_bytes()); // reserved
+        buf.extend_from_slice(&0u32.to_le_bytes()); // body crc
+        buf.extend_from_slice(&0u32.to_le_bytes()); // header crc
         start
     }
 
-    /// Fills in length, record count and checksum of the batch begun at `start`, whose
-    /// records are everything after its header to the end of `buf`.
+    /// Fills in length, record count and both checksums of the batch begun at `start`,
+    /// whose records are everything after its header to the end of `buf`.
     pub fn finish_batch(buf: &mut [u8], start: usize, count: u32, seed: u32) {
         let len = (buf.len() - start) as u32;
         buf[start + 8..start + 12].copy_from_slice(&len.to_le_bytes());
         buf[start + 12..start + 16].copy_from_slice(&count.to_le_bytes());
-        let crc = crc32c::crc32c_append(seed, &buf[start..start + 32]);
-        let crc = crc32c::crc32c_append(crc, &buf[start + BATCH_HEADER_LEN..]);
-        buf[start + 32..start + 36].copy_from_slice(&crc.to_le_bytes());
+        let body = crc32c::crc32c_append(seed, &buf[start + BATCH_HEADER_LEN..]);
+        buf[start + 32..start + 36].copy_from_slice(&body.to_le_bytes());
+        Self::seal_batch_header(&mut buf[start..start + BATCH_HEADER_LEN], seed);
+    }
+
+    /// Recomputes the header checksum of the batch header `h` (its first
+    /// [`BATCH_HEADER_LEN`] bytes) after its fields were set.
+    pub fn seal_batch_header(h: &mut [u8], seed: u32) {
+        if h.len() < BATCH_HEADER_LEN {
+            return;
+        }
+        let crc = crc32c::crc32c_append(seed, &h[0..BATCH_HEADER_CRC_AT]);
+        h[BATCH_HEADER_CRC_AT..BATCH_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// Whether `b` starts with the batch magic number (a cheap pre-check for scans).
@@ -269,37 +315,36 @@ impl RecordCodec {
         b.first() == Some(&(BATCH_MAGIC as u8)) && le_u32(b, 0) == Some(BATCH_MAGIC)
     }
 
-    /// Decodes and verifies the batch starting at `b[0]` (header checksum over the whole
-    /// batch). Record checksums are verified by [`RecordCodec::decode_records`].
-    pub fn decode_batch(b: &[u8], seed: u32) -> Result<BatchHeader, HeaderError> {
-        if b.len() < BATCH_HEADER_LEN {
-            return Err(HeaderError::Truncated);
-        }
-        if le_u32(b, 0) != Some(BATCH_MAGIC) {
+    /// Decodes and verifies the header of the batch starting at `b[0]` (`b` runs to the
+    /// end of the segment): its own checksum first, over [`BATCH_HEADER_LEN`] bytes, and
+    /// only then its fields, the length checked against `b`. Reads nothing past the
+    /// header. The records are verified by [`RecordCodec::verify_batch_body`].
+    pub fn decode_batch_header(b: &[u8], seed: u32) -> Result<BatchHeader, HeaderError> {
+        let h = b.get(..BATCH_HEADER_LEN).ok_or(HeaderError::Truncated)?;
+        if le_u32(h, 0) != Some(BATCH_MAGIC) {
             return Err(HeaderError::BadMagic);
         }
-        let len = le_u32(b, 8).ok_or(HeaderError::Truncated)? as usize;
-        if len < BATCH_HEADER_LEN || len > b.len() {
-            return Err(HeaderError::BadLength);
+        let crc = le_u32(h, BATCH_HEADER_CRC_AT).ok_or(HeaderError::Truncated)?;
+        if crc != crc32c::crc32c_append(seed, &h[0..BATCH_HEADER_CRC_AT]) {
+            return Err(HeaderError::BadHeaderChecksum);
         }
-        let crc = le_u32(b, 32).ok_or(HeaderError::Truncated)?;
-        let want = crc32c::crc32c_append(seed, &b[0..32]);
-        let want = crc32c::crc32c_append(want, &b[BATCH_HEADER_LEN..len]);
-        if crc != want {
-            return Err(HeaderError::BadChecksum);
-        }
-        if le_u32(b, 36) != Some(0) {
-            return Err(HeaderError::BadLength);
-        }
-        let version = u16::from_le_bytes([b[4], b[5]]) as u32;
+        // The header is genuine from here on.
+        let version = u16::from_le_bytes([h[4], h[5]]) as u32;
         if version > FORMAT_VERSION {
             return Err(HeaderError::NewerVersion(version));
         }
-        let flags = u16::from_le_bytes([b[6], b[7]]);
+        if version < FORMAT_VERSION {
+            return Err(HeaderError::OlderVersion(version));
+        }
+        let flags = u16::from_le_bytes([h[6], h[7]]);
         if flags & !BATCH_FLAG_SEAL != 0 {
             return Err(HeaderError::BadLength);
         }
-        let count = le_u32(b, 12).ok_or(HeaderError::Truncated)?;
+        let len = le_u32(h, 8).ok_or(HeaderError::Truncated)? as usize;
+        if len < BATCH_HEADER_LEN || len > b.len() {
+            return Err(HeaderError::BadLength);
+        }
+        let count = le_u32(h, 12).ok_or(HeaderError::Truncated)?;
         let sealed = flags & BATCH_FLAG_SEAL != 0;
         if sealed && (count != 0 || len != BATCH_HEADER_LEN) {
             return Err(HeaderError::BadLength);
@@ -307,12 +352,31 @@ impl RecordCodec {
         Ok(BatchHeader {
             sealed,
             len,
-            count: le_u32(b, 12).ok_or(HeaderError::Truncated)?,
+            count,
             durable: Position {
-                seq: le_u64(b, 16).ok_or(HeaderError::Truncated)?,
-                offset: le_u64(b, 24).ok_or(HeaderError::Truncated)?,
+                seq: le_u64(h, 16).ok_or(HeaderError::Truncated)?,
+                offset: le_u64(h, 24).ok_or(HeaderError::Truncated)?,
             },
         })
+    }
+
+    /// Verifies the body checksum of the batch at `b[0]` whose header decoded as `h`.
+    pub fn verify_batch_body(b: &[u8], h: &BatchHeader, seed: u32) -> Result<(), HeaderError> {
+        let body = b.get(BATCH_HEADER_LEN..h.len).ok_or(HeaderError::BadLength)?;
+        let crc = le_u32(b, 32).ok_or(HeaderError::Truncated)?;
+        if crc != crc32c::crc32c_append(seed, body) {
+            return Err(HeaderError::BadChecksum);
+        }
+        Ok(())
+    }
+
+    /// Decodes and verifies the batch starting at `b[0]`: header checksum, then fields,
+    /// then body checksum. Record checksums are verified by
+    /// [`RecordCodec::decode_records`].
+    pub fn decode_batch(b: &[u8], seed: u32) -> Result<BatchHeader, HeaderError> {
+        let h = Self::decode_batch_header(b, seed)?;
+        Self::verify_batch_body(b, &h, seed)?;
+        Ok(h)
     }
 
     /// Starts a record of `kind` for `group` at the end of `buf`; returns its offset in
@@ -344,7 +408,8 @@ impl RecordCodec {
     /// Decodes and verifies the `count` records of a batch body `b`, which starts at
     /// segment offset `base`.
     pub fn decode_records(b: &[u8], base: usize, count: u32, seed: u32) -> Result<Vec<Record>, HeaderError> {
-        let mut out = Vec::with_capacity(count.min(1 << 16) as usize);
+        // A count from a verified header, yet never room for more records than fit.
+        let mut out = Vec::with_capacity((count as usize).min(b.len() / RECORD_HEADER_LEN));
         let mut at = 0usize;
         for _ in 0..count {
             let len = le_u32(b, at).ok_or(HeaderError::BadLength)? as usize;
@@ -453,13 +518,17 @@ mod tests {
 
     #[test]
     fn segment_header_roundtrip_and_newer_version_refused() {
-        let h = SegmentHeader { seq: 7, salt: 99, size: 1 << 20 };
+        let h = SegmentHeader { seq: 7, salt: 99, size: 1 << 20, wal_id: 0xabcd };
         let mut b = RecordCodec::encode_segment_header(&h);
         assert_eq!(RecordCodec::decode_segment_header(&b), Ok(h));
+        let mut c = b;
+        c[41] ^= 1;
+        assert_eq!(RecordCodec::decode_segment_header(&c), Err(HeaderError::BadChecksum), "wal id covered");
+        b[8] = 3;
+        assert_eq!(RecordCodec::decode_segment_header(&b), Err(HeaderError::NewerVersion(3)));
+        b[8] = 1;
+        assert_eq!(RecordCodec::decode_segment_header(&b), Err(HeaderError::OlderVersion(1)));
         b[8] = 2;
-        let crc = crc32c::crc32c(&b[0..40]);
-        b[40..44].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(RecordCodec::decode_segment_header(&b), Err(HeaderError::NewerVersion(2)));
         b[17] ^= 1;
         assert_eq!(RecordCodec::decode_segment_header(&b), Err(HeaderError::BadChecksum));
     }

@@ -45,6 +45,35 @@ pub enum OpenError {
         /// The version found.
         version: u32,
     },
+    /// A segment header of an older format version, which this code does not read (the
+    /// crate had no release with it).
+    #[error("wal file {file} has format version {version}, older than supported")]
+    UnsupportedFormat {
+        /// The segment file.
+        file: PathBuf,
+        /// The version found.
+        version: u32,
+    },
+    /// Another process, or another open [`crate::Wal`] in this process, holds the log's
+    /// directory (its `LOCK` file).
+    #[error("wal directory {dir} is in use by another process or handle{}", holder.map(|p| format!(" (process {p})")).unwrap_or_default())]
+    Locked {
+        /// The log's directory.
+        dir: PathBuf,
+        /// The process id the holder wrote in the lock file, if it could be read.
+        holder: Option<u32>,
+    },
+    /// A segment's header names another log than the other segments: it was copied from
+    /// another WAL. Nothing was changed.
+    #[error("wal file {file} belongs to another log (id {wal_id:016x}, this log is {expected:016x})")]
+    ForeignSegment {
+        /// The segment file.
+        file: PathBuf,
+        /// The log id in its header.
+        wal_id: u64,
+        /// This log's id.
+        expected: u64,
+    },
     /// io_uring was required by the configuration but the kernel refused it.
     #[error("io_uring unavailable: {0}")]
     IoUringUnavailable(io::Error),

@@ -4,9 +4,28 @@
 //! Owns: the trait, the fault hooks both I/O backends call at submission and completion,
 //! and [`StdFs`], the real implementation. Never: decides what to write, or retries.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use crate::lock::PRIVATE_FILE_MODE;
+
+/// Mode of the directories the WAL (and the engine) create: owner only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and its missing parents with mode 0700, and takes the group and other
+/// permission bits off `dir` itself if it existed with them (a directory of durable
+/// state is its owner's alone).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(dir)?;
+    let perm = std::fs::metadata(dir)?.permissions();
+    if perm.mode() & 0o077 != 0 {
+        tracing::info!("{}: mode {:o} tightened to {PRIVATE_DIR_MODE:o}", dir.display(), perm.mode() & 0o777);
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(perm.mode() & !0o077))?;
+    }
+    Ok(())
+}
 
 /// What a write submission should suffer (decided by [`FileSystem::before_write`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +56,12 @@ pub enum SyncFault {
 /// from the writer thread. The `before_*`/`after_*` hooks are called by both I/O backends
 /// around each write and data sync; the default hooks inject nothing.
 pub trait FileSystem: Send + Sync + 'static {
-    /// Creates `dir` and its parents.
+    /// Creates `dir` and its parents (owner-only: mode 0700 in [`StdFs`]).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names of the entries of `dir` (file names only).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Opens `path` for reading and writing; creates it (empty) when `create`.
+    /// Opens `path` for reading and writing; creates it (empty) when `create` (owner-only:
+    /// mode 0600 in [`StdFs`]).
     fn open(&self, path: &Path, create: bool) -> io::Result<File>;
     /// Sets the length of a file that is not mapped (used only while creating one).
     fn set_len(&self, path: &Path, file: &File, len: u64) -> io::Result<()>;
@@ -77,7 +97,7 @@ pub struct StdFs;
 
 impl FileSystem for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        create_private_dir(dir)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -92,7 +112,13 @@ impl FileSystem for StdFs {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<File> {
-        OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .mode(PRIVATE_FILE_MODE)
+            .open(path)
     }
 
     fn set_len(&self, _path: &Path, file: &File, len: u64) -> io::Result<()> {

@@ -107,7 +107,7 @@ impl Preallocator {
         }
         if self.shared.spares.lock().len() < cfg.spare_segments {
             let seq = self.shared.next_seq.fetch_add(1, Ordering::SeqCst);
-            let seg = Segment::create(fs, &cfg.dir, seq, cfg.segment_size)?;
+            let seg = Segment::create(fs, &cfg.dir, seq, cfg.segment_size, self.shared.wal_id)?;
             if self.publish(seg)? {
                 self.shared.created.fetch_add(1, Ordering::Relaxed);
             }

@@ -1,9 +1,10 @@
 //! [`Recovery`]: rebuilds the log state from the segment files at open.
 //!
-//! Owns: the scan order, verification of every header and record, the torn-tail rule, and
-//! cleaning up what a crash left (half-made spares, skipped spares, a torn tail,
-//! unacknowledged batches written past it). Never: skips a bad record silently; writes
-//! anything but that cleanup.
+//! Owns: locking the directory (before anything in it is read), checking that every
+//! segment belongs to this log (its header's WAL id), the scan order, the torn-tail rule,
+//! and cleaning up what a crash left (half-made spares, skipped spares, a torn tail,
+//! unacknowledged batches written past it). Verification of headers and records is the
+//! `reader`'s. Never: skips a bad record silently; writes anything but that cleanup.
 //!
 //! # The torn-tail rule
 //! Segments are read in sequence order, batches one after another from each segment's
@@ -37,12 +38,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{datasync, pwrite_all};
-use crate::codec::{HeaderError, Record, RecordBody, RecordCodec, BATCH_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::codec::{HeaderError, Record, RecordBody, RecordCodec, SEGMENT_HEADER_LEN};
 use crate::config::WalConfig;
 use crate::error::OpenError;
 use crate::fs::FileSystem;
 use crate::index::{EntryLoc, RecLoc};
-use crate::segment::{parse_segment_name, Segment, PREALLOC_SUFFIX, RECYCLE_SUFFIX};
+use crate::lock::{DirLock, LockError};
+use crate::reader::{Found, SegmentReader};
+use crate::segment::{new_wal_id, parse_segment_name, Segment, PREALLOC_SUFFIX, RECYCLE_SUFFIX};
 use crate::state::{Applied, LogState, SegInfo};
 use crate::types::Position;
 
@@ -56,6 +59,12 @@ pub(crate) struct Recovered {
     pub next_seq: u64,
     /// Bytes of valid batches scanned.
     pub scanned: u64,
+    /// Bytes fed to checksums (linear in the log's size: see `reader`).
+    pub checked: u64,
+    /// The log's id.
+    pub wal_id: u64,
+    /// The lock on the directory, held for the log's life.
+    pub lock: DirLock,
 }
 
 /// Recovery of a log directory.
@@ -68,48 +77,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { path: path.to_path_buf(), source }
 }
 
-/// A valid batch found while scanning: (offset, length, durable claim).
-type Found = (u64, u64, Position);
-
-/// Decodes the batch at `off` of a segment, fully verified.
-fn read_batch(seg: &Segment, off: u64) -> Result<(u64, Position, Vec<Record>, bool), HeaderError> {
-    let bytes = seg.bytes();
-    let end = (seg.size as usize).min(bytes.len());
-    let start = off as usize;
-    let b = bytes.get(start..end).ok_or(HeaderError::Truncated)?;
-    let h = RecordCodec::decode_batch(b, seg.seed)?;
-    let recs = RecordCodec::decode_records(
-        &b[BATCH_HEADER_LEN..h.len],
-        start + BATCH_HEADER_LEN,
-        h.count,
-        seg.seed,
-    )?;
-    Ok((h.len as u64, h.durable, recs, h.sealed))
-}
-
-/// Every valid batch starting at any offset in `[from, size)` of `seg`.
-fn scan_valid(seg: &Segment, from: u64) -> Result<Vec<Found>, OpenError> {
-    let bytes = seg.bytes();
-    let end = (seg.size as usize).min(bytes.len());
-    let mut out = Vec::new();
-    let mut o = from as usize;
-    while o + BATCH_HEADER_LEN <= end {
-        if RecordCodec::has_batch_magic(&bytes[o..]) {
-            match read_batch(seg, o as u64) {
-                Ok((len, durable, _, _)) => out.push((o as u64, len, durable)),
-                Err(HeaderError::NewerVersion(v)) => {
-                    return Err(OpenError::NewerFormat {
-                        file: seg.path.clone(),
-                        offset: o as u64,
-                        version: v,
-                    })
-                }
-                Err(_) => {}
-            }
-        }
-        o += 1;
-    }
-    Ok(out)
+/// Every valid batch starting at any offset in `[from, size)` of `seg`; the bytes fed to
+/// checksums are added to `work`.
+fn scan_valid(seg: &Segment, from: u64, work: &mut u64) -> Result<Vec<Found>, OpenError> {
+    let r = SegmentReader::new(seg.bytes(), seg.size, seg.seed);
+    let found = r.scan_valid(from);
+    *work += r.work();
+    found.map_err(|(offset, version)| OpenError::NewerFormat { file: seg.path.clone(), offset, version })
 }
 
 /// Converts a verified record of segment `seg` into the operation it applies.
@@ -156,6 +130,33 @@ impl<'a> Recovery<'a> {
         OpenError::Corrupt { file: file.to_path_buf(), offset, reason: reason.into() }
     }
 
+    /// The log's id: the one most segments carry (the lowest-numbered segment's on a tie).
+    /// A segment carrying another is refused, naming the first such file: it was copied
+    /// from another log, and reading it would mix two logs' records.
+    fn check_wal_id(segs: &[Arc<Segment>]) -> Result<u64, OpenError> {
+        let mut counts: Vec<(u64, usize)> = Vec::new();
+        for s in segs {
+            match counts.iter_mut().find(|(id, _)| *id == s.wal_id) {
+                Some(c) => c.1 += 1,
+                None => counts.push((s.wal_id, 1)),
+            }
+        }
+        // First-seen order is segment order, and only a strictly larger count replaces
+        // the best: a tie keeps the lowest-numbered segment's id.
+        let mut best = (0u64, 0usize);
+        for &(id, n) in &counts {
+            if n > best.1 {
+                best = (id, n);
+            }
+        }
+        match segs.iter().find(|s| s.wal_id != best.0) {
+            Some(s) => {
+                Err(OpenError::ForeignSegment { file: s.path.clone(), wal_id: s.wal_id, expected: best.0 })
+            }
+            None => Ok(best.0),
+        }
+    }
+
     /// Whether segment `i`, unsealed with no valid batch at its header, is a skipped spare:
     /// no valid batch anywhere in it, and one in a later segment claiming a durable
     /// position past it (see the module documentation). `valid` caches each segment's
@@ -164,11 +165,12 @@ impl<'a> Recovery<'a> {
         segs: &[Arc<Segment>],
         valid: &mut [Option<Vec<Found>>],
         i: usize,
+        work: &mut u64,
     ) -> Result<bool, OpenError> {
         let seq = segs[i].seq;
         let mut found = |j: usize, pred: &dyn Fn(&Found) -> bool| -> Result<bool, OpenError> {
             if valid[j].is_none() {
-                valid[j] = Some(scan_valid(&segs[j], SEGMENT_HEADER_LEN as u64)?);
+                valid[j] = Some(scan_valid(&segs[j], SEGMENT_HEADER_LEN as u64, work)?);
             }
             Ok(valid[j].as_ref().is_some_and(|f| f.iter().any(pred)))
         };
@@ -196,6 +198,11 @@ impl<'a> Recovery<'a> {
             let parent = d.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             fs.sync_dir(parent).map_err(io_err(parent))?;
         }
+        // Before anything in the directory is read or cleaned up: one holder at a time.
+        let lock = DirLock::acquire(dir).map_err(|e| match e {
+            LockError::Held { dir, holder } => OpenError::Locked { dir, holder },
+            LockError::Io { dir, source } => OpenError::Io { path: dir, source },
+        })?;
         let names = fs.list(dir).map_err(io_err(dir))?;
         let mut seqs = Vec::new();
         let mut strays = false;
@@ -218,7 +225,8 @@ impl<'a> Recovery<'a> {
         seqs.sort_unstable();
         let mut state = LogState::new(self.cfg.cache_bytes);
         if seqs.is_empty() {
-            let seg = Segment::create(fs, dir, 1, self.cfg.segment_size).map_err(io_err(dir))?;
+            let wal_id = new_wal_id().map_err(io_err(dir))?;
+            let seg = Segment::create(fs, dir, 1, self.cfg.segment_size, wal_id).map_err(io_err(dir))?;
             let seg = Arc::new(seg);
             state.active = 1;
             state.segs.insert(1, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
@@ -230,6 +238,9 @@ impl<'a> Recovery<'a> {
                 spares: Vec::new(),
                 next_seq: 2,
                 scanned: 0,
+                checked: 0,
+                wal_id,
+                lock,
             });
         }
         let mut segs: Vec<Arc<Segment>> = Vec::with_capacity(seqs.len());
@@ -240,6 +251,9 @@ impl<'a> Recovery<'a> {
                 Ok(h) => h,
                 Err(HeaderError::NewerVersion(version)) => {
                     return Err(OpenError::NewerFormat { file: path, offset: 0, version })
+                }
+                Err(HeaderError::OlderVersion(version)) => {
+                    return Err(OpenError::UnsupportedFormat { file: path, version })
                 }
                 Err(e) => return Err(Self::corrupt(&path, 0, format!("segment header: {e}"))),
             };
@@ -252,8 +266,11 @@ impl<'a> Recovery<'a> {
             }
             segs.push(Arc::new(Segment::from_parts(path, file, map, &h)));
         }
+        // Before anything is scanned or cleaned up: every segment must be this log's.
+        let wal_id = Self::check_wal_id(&segs)?;
         // Sequential scan: batches in order; a seal ends a segment cleanly.
         let mut scanned = 0u64;
+        let mut work = 0u64;
         let mut tail = None;
         // Valid batches anywhere after the header, per segment, once looked for.
         let mut valid: Vec<Option<Vec<Found>>> = vec![None; segs.len()];
@@ -265,9 +282,12 @@ impl<'a> Recovery<'a> {
             state.segs.insert(seg.seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
             let mut off = SEGMENT_HEADER_LEN as u64;
             let mut sealed = false;
+            let reader = SegmentReader::new(seg.bytes(), seg.size, seg.seed);
+            // Bounded: each turn moves `off` forward by a batch, or breaks.
             loop {
-                match read_batch(&seg, off) {
-                    Ok((len, _, recs, seal)) => {
+                match reader.batch(off) {
+                    Ok(b) => {
+                        let (len, recs, seal) = (b.len, b.records, b.sealed);
                         for r in &recs {
                             if let Some(op) = to_applied(&seg, r) {
                                 state.apply(op);
@@ -289,8 +309,9 @@ impl<'a> Recovery<'a> {
                     Err(_) => break,
                 }
             }
+            work += reader.work();
             if !sealed {
-                if off == SEGMENT_HEADER_LEN as u64 && Self::skipped_spare(&segs, &mut valid, i)? {
+                if off == SEGMENT_HEADER_LEN as u64 && Self::skipped_spare(&segs, &mut valid, i, &mut work)? {
                     tracing::warn!("deleting {} (a spare the writer skipped)", seg.path.display());
                     state.segs.remove(&seg.seq);
                     seqs.retain(|s| *s != seg.seq);
@@ -315,8 +336,9 @@ impl<'a> Recovery<'a> {
             None => {
                 // Every segment is sealed: the log continues in a new one.
                 let seq = seqs.last().copied().unwrap_or(0) + 1;
-                let seg =
-                    Arc::new(Segment::create(fs, dir, seq, self.cfg.segment_size).map_err(io_err(dir))?);
+                let seg = Arc::new(
+                    Segment::create(fs, dir, seq, self.cfg.segment_size, wal_id).map_err(io_err(dir))?,
+                );
                 state.segs.insert(seq, SegInfo::new(seg.clone(), SEGMENT_HEADER_LEN as u64));
                 seqs.push(seq);
                 segs.push(seg);
@@ -333,7 +355,7 @@ impl<'a> Recovery<'a> {
             // starting there is impossible: the scan from there is the scan from `toff + 1`.
             let found = match valid.get_mut(j).and_then(Option::take) {
                 Some(f) if j > ti || toff == SEGMENT_HEADER_LEN as u64 => f,
-                _ => scan_valid(seg, if j == ti { toff + 1 } else { SEGMENT_HEADER_LEN as u64 })?,
+                _ => scan_valid(seg, if j == ti { toff + 1 } else { SEGMENT_HEADER_LEN as u64 }, &mut work)?,
             };
             for &(o, len, durable) in &found {
                 if durable > x {
@@ -403,6 +425,17 @@ impl<'a> Recovery<'a> {
             }
         }
         state.active = x.seq;
-        Ok(Recovered { state, active, pos: toff, durable: x, spares, next_seq, scanned })
+        Ok(Recovered {
+            state,
+            active,
+            pos: toff,
+            durable: x,
+            spares,
+            next_seq,
+            scanned,
+            checked: work,
+            wal_id,
+            lock,
+        })
     }
 }

@@ -18,6 +18,9 @@ use crate::backend::{datasync, pwrite_all};
 use crate::codec::{RecordCodec, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::fs::FileSystem;
 
+/// Bytes of zeros written per call while a segment is created.
+const ZERO_CHUNK: usize = 1 << 20;
+
 /// File-name suffix of a live segment.
 pub(crate) const SEGMENT_SUFFIX: &str = ".wal";
 /// File-name suffix of a segment being preallocated (deleted by recovery).
@@ -33,6 +36,8 @@ pub(crate) struct Segment {
     pub salt: u64,
     /// Checksum seed derived from `seq` and `salt`.
     pub seed: u32,
+    /// Id of the log the segment belongs to (in its header).
+    pub wal_id: u64,
     /// File size.
     pub size: u64,
     /// Current path.
@@ -70,6 +75,14 @@ fn new_salt() -> u64 {
     x ^ (x >> 31)
 }
 
+/// A random id for a new log (see [`crate::codec`]): from the operating system's random
+/// source, so two logs never share one by accident. Never 0 (kept for "none").
+pub(crate) fn new_wal_id() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(|e| io::Error::other(format!("random wal id: {e}")))?;
+    Ok(u64::from_le_bytes(b).max(1))
+}
+
 fn map_file(file: &File) -> io::Result<Mmap> {
     // SAFETY: the WAL never truncates a segment file (see the module comment), so the
     // mapping stays backed; bytes may change under it only in regions the WAL is
@@ -78,14 +91,21 @@ fn map_file(file: &File) -> io::Result<Mmap> {
 }
 
 impl Segment {
-    /// Creates segment `seq` of `size` bytes in `dir`: writes zeros over the whole file
+    /// Creates segment `seq` of `size` bytes of log `wal_id` in `dir`: writes zeros over the whole file
     /// (so later fdatasyncs do not pay for allocating blocks), writes the header, syncs
     /// the data, renames it into place and syncs the directory.
-    pub(crate) fn create(fs: &dyn FileSystem, dir: &Path, seq: u64, size: u64) -> io::Result<Segment> {
+    pub(crate) fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        seq: u64,
+        size: u64,
+        wal_id: u64,
+    ) -> io::Result<Segment> {
         let tmp = dir.join(format!("{seq:020}{PREALLOC_SUFFIX}"));
         let file = fs.open(&tmp, true)?;
         fs.set_len(&tmp, &file, size)?;
-        let zeros = vec![0u8; 1 << 20];
+        // Never a buffer larger than the segment.
+        let zeros = vec![0u8; (size as usize).min(ZERO_CHUNK)];
         let mut off = SEGMENT_HEADER_LEN as u64;
         while off < size {
             let n = ((size - off) as usize).min(zeros.len());
@@ -93,14 +113,14 @@ impl Segment {
             off += n as u64;
         }
         let salt = new_salt();
-        let header = RecordCodec::encode_segment_header(&SegmentHeader { seq, salt, size });
+        let header = RecordCodec::encode_segment_header(&SegmentHeader { seq, salt, size, wal_id });
         pwrite_all(fs, &tmp, &file, 0, &header)?;
         datasync(fs, &tmp, &file)?;
         let path = dir.join(segment_name(seq));
         fs.rename(&tmp, &path)?;
         fs.sync_dir(dir)?;
         let map = map_file(&file)?;
-        Ok(Segment { seq, salt, seed: RecordCodec::seed(seq, salt), size, path, file, map })
+        Ok(Segment { seq, salt, seed: RecordCodec::seed(seq, salt), wal_id, size, path, file, map })
     }
 
     /// Gives this (freed, unshared) segment a new life as segment `seq`: renames it out of
@@ -113,7 +133,12 @@ impl Segment {
         fs.rename(&self.path, &tmp)?;
         fs.sync_dir(dir)?;
         let salt = new_salt();
-        let header = RecordCodec::encode_segment_header(&SegmentHeader { seq, salt, size: self.size });
+        let header = RecordCodec::encode_segment_header(&SegmentHeader {
+            seq,
+            salt,
+            size: self.size,
+            wal_id: self.wal_id,
+        });
         pwrite_all(fs, &tmp, &self.file, 0, &header)?;
         datasync(fs, &tmp, &self.file)?;
         let path = dir.join(segment_name(seq));
@@ -140,6 +165,7 @@ impl Segment {
             seq: h.seq,
             salt: h.salt,
             seed: RecordCodec::seed(h.seq, h.salt),
+            wal_id: h.wal_id,
             size: (map.len() as u64).min(h.size.max(SEGMENT_HEADER_LEN as u64)),
             path,
             file,

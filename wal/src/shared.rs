@@ -20,6 +20,8 @@ use crate::state::LogState;
 /// Values shared by the WAL's threads.
 pub(crate) struct Shared {
     pub cfg: WalConfig,
+    /// Id of the log, written in every segment it makes.
+    pub wal_id: u64,
     pub fs: Arc<dyn FileSystem>,
     pub state: RwLock<LogState>,
     /// Set after a failed write or fsync: no further write is accepted.

@@ -110,6 +110,11 @@ pub struct Wal {
     backend: BackendKind,
     max_batch: usize,
     recovered_bytes: u64,
+    checked_bytes: u64,
+    wal_id: u64,
+    /// The directory lock, released after the threads stopped (fields drop after
+    /// `Drop::drop` ran).
+    _lock: crate::lock::DirLock,
 }
 
 fn choose_backend(choice: BackendChoice) -> Result<Box<dyn IoBackend>, OpenError> {
@@ -159,6 +164,7 @@ impl Wal {
         let (tx, rx) = bounded(cfg.queue_len);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
+            wal_id: rec.wal_id,
             fs,
             state: RwLock::new(rec.state),
             poisoned: AtomicBool::new(false),
@@ -198,6 +204,9 @@ impl Wal {
             prealloc: Some(prealloc),
             backend: kind,
             recovered_bytes: rec.scanned,
+            checked_bytes: rec.checked,
+            wal_id: rec.wal_id,
+            _lock: rec.lock,
         })
     }
 
@@ -209,6 +218,18 @@ impl Wal {
     /// Bytes of valid batches read by recovery at open.
     pub fn recovered_bytes(&self) -> u64 {
         self.recovered_bytes
+    }
+
+    /// Bytes recovery fed to checksums at open (batch headers, bodies, records): linear in
+    /// the log's size whatever its payloads hold, because a batch header's length is
+    /// believed only after the header's own checksum verified.
+    pub fn recovery_checked_bytes(&self) -> u64 {
+        self.checked_bytes
+    }
+
+    /// The log's id: random, chosen when the log was created, written in every segment.
+    pub fn wal_id(&self) -> u64 {
+        self.wal_id
     }
 
     fn prepare(&self, batch: WriteBatch) -> Result<(Cmd, Ticket), WriteError> {

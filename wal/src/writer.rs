@@ -537,7 +537,7 @@ impl SegmentWriter {
                     Err(seq) => {
                         tracing::warn!("no spare segment ready, creating one on the write path");
                         let (fs, cfg) = (&*self.shared.fs, &self.shared.cfg);
-                        Segment::create(fs, &cfg.dir, seq, cfg.segment_size)?
+                        Segment::create(fs, &cfg.dir, seq, cfg.segment_size, self.shared.wal_id)?
                     }
                 }
             }

@@ -207,10 +207,10 @@ fn indexes_near_u64_max_in_a_batch_do_not_panic() {
 #[test]
 fn a_segment_number_out_of_range_is_refused_not_overflowed() {
     let dir = scratch();
-    drop(Wal::open(config(dir.path())).unwrap());
     // A well-formed (empty) segment numbered u64::MAX.
     use flotilla_wal::codec::{RecordCodec, SegmentHeader};
-    let h = SegmentHeader { seq: u64::MAX, salt: 1, size: 64 * 1024 };
+    let wal_id = Wal::open(config(dir.path())).unwrap().wal_id();
+    let h = SegmentHeader { seq: u64::MAX, salt: 1, size: 64 * 1024, wal_id };
     let mut bytes = vec![0u8; 64 * 1024];
     bytes[..64].copy_from_slice(&RecordCodec::encode_segment_header(&h));
     let bad = dir.path().join(format!("{:020}.wal", u64::MAX));

@@ -262,28 +262,32 @@ fn newer_format_versions_are_refused() {
     let p = seg_path(dir.path(), 1);
     let bytes = std::fs::read(&p).unwrap();
     let h = RecordCodec::decode_segment_header(&bytes).unwrap();
-    // A batch of format version 2 (valid checksum) at the tail.
-    let mut b = craft_batch(h.seq, h.salt, Position { seq: 1, offset: pos }, 1, 3, b"v2");
-    b[4] = 2;
-    let seed = RecordCodec::seed(h.seq, h.salt);
-    let crc = crc32c::crc32c_append(crc32c::crc32c_append(seed, &b[0..32]), &b[40..]);
-    b[32..36].copy_from_slice(&crc.to_le_bytes());
+    // A batch of format version 3 (valid header checksum) at the tail.
+    let mut b = craft_batch(h.seq, h.salt, Position { seq: 1, offset: pos }, 1, 3, b"v3");
+    b[4] = 3;
+    RecordCodec::seal_batch_header(&mut b, RecordCodec::seed(h.seq, h.salt));
     let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
     f.write_all_at(&b, pos).unwrap();
     assert!(matches!(
         Wal::open(config(dir.path())),
-        Err(OpenError::NewerFormat { version: 2, offset, .. }) if offset == pos
+        Err(OpenError::NewerFormat { version: 3, offset, .. }) if offset == pos
     ));
-    // A segment header of version 2.
+    // A segment header of version 3 (checked before its checksum, whose place a newer
+    // version may move).
     let mut hdr = bytes[..64].to_vec();
-    hdr[8] = 2;
-    let crc = crc32c::crc32c(&hdr[0..40]);
-    hdr[40..44].copy_from_slice(&crc.to_le_bytes());
+    hdr[8] = 3;
     f.write_all_at(&hdr, 0).unwrap();
     assert!(matches!(
         Wal::open(config(dir.path())),
-        Err(OpenError::NewerFormat { version: 2, offset: 0, .. })
+        Err(OpenError::NewerFormat { version: 3, offset: 0, .. })
     ));
+    // A segment header of version 1 (never released): refused, not misread.
+    hdr[8] = 1;
+    f.write_all_at(&hdr, 0).unwrap();
+    match Wal::open(config(dir.path())) {
+        Err(OpenError::UnsupportedFormat { version: 1, file }) => assert_eq!(file, p),
+        other => panic!("version 1: {:?}", other.err()),
+    }
 }
 
 #[test]

@@ -111,6 +111,18 @@ fn a_spare_finished_after_the_writer_created_the_next_segment_does_not_stop_reop
     assert_all_there(&wal, n + 1);
 }
 
+/// The log id in the header of the lowest-numbered segment of `dir`.
+fn wal_id_of(dir: &Path) -> u64 {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    names.sort();
+    let bytes = std::fs::read(dir.join(&names[0])).unwrap();
+    RecordCodec::decode_segment_header(&bytes).unwrap().wal_id
+}
+
 /// Writes segment `seq` as the preallocator would have left it: zero-filled, or (recycled)
 /// holding an old life's bytes, under a fresh header.
 fn plant_spare(dir: &Path, seq: u64, old_life: Option<&Path>) {
@@ -119,7 +131,9 @@ fn plant_spare(dir: &Path, seq: u64, old_life: Option<&Path>) {
         Some(p) => std::fs::read(p).unwrap(),
         None => vec![0u8; size as usize],
     };
-    let header = RecordCodec::encode_segment_header(&SegmentHeader { seq, salt: 0x5eed_0000 + seq, size });
+    let wal_id = wal_id_of(dir);
+    let header =
+        RecordCodec::encode_segment_header(&SegmentHeader { seq, salt: 0x5eed_0000 + seq, size, wal_id });
     bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&header);
     std::fs::write(seg_path(dir, seq), &bytes).unwrap();
 }
@@ -187,6 +201,7 @@ fn deleting_a_segment_of_unacknowledged_batches_at_recovery_is_durable() {
             seq: 3,
             salt,
             size,
+            wal_id: wal_id_of(&dir),
         }));
         let durable = Position { seq: 1, offset: SEGMENT_HEADER_LEN as u64 };
         let b = craft_batch(3, salt, durable, 1, n + 1, b"never acknowledged");

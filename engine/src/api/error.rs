@@ -714,6 +714,15 @@ pub enum OpenError {
         /// What failed.
         reason: String,
     },
+    /// Another process, or another open [`crate::api::Engine`] in this process, holds the
+    /// data directory (its `LOCK` file). Nothing in it was read or changed.
+    #[error("data dir {dir} is in use by another process or engine{}", holder.map(|p| format!(" (process {p})")).unwrap_or_default())]
+    Locked {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// The process id the holder wrote in the lock file, if it could be read.
+        holder: Option<u32>,
+    },
 }
 
 impl OpenError {
@@ -724,6 +733,7 @@ impl OpenError {
         match self {
             OpenError::Config(_) | OpenError::NodeMismatch { .. } => ErrorClass::Invalid,
             OpenError::Io(_)
+            | OpenError::Locked { .. }
             | OpenError::Wal(_)
             | OpenError::AppliedPastLog { .. }
             | OpenError::Recovery { .. } => ErrorClass::Fatal,
@@ -952,11 +962,13 @@ mod tests {
             (OpenError::Wal(wal), Fatal),
             (OpenError::AppliedPastLog { group: 7, applied: 10, last: 5 }, Fatal),
             (OpenError::Recovery { group: 7, reason: "bad".into() }, Fatal),
+            (OpenError::Locked { dir: "d".into(), holder: None }, Fatal),
         ];
         let _ = |e: &OpenError| match e {
             OpenError::Config(_)
             | OpenError::NodeMismatch { .. }
             | OpenError::Io(_)
+            | OpenError::Locked { .. }
             | OpenError::Wal(_)
             | OpenError::AppliedPastLog { .. }
             | OpenError::Recovery { .. } => (),

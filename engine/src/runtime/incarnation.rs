@@ -7,7 +7,7 @@
 //! clock, and never writes the file anywhere but at open (temporary file, fsync, rename,
 //! directory fsync: a crash leaves the old or the new number, never a torn one).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -39,14 +39,7 @@ pub(crate) fn bump(dir: &Path) -> io::Result<u64> {
     })?;
     let tmp = dir.join(format!("{FILE}.tmp"));
     {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
+        let mut f = super::snapfile::create_private(&tmp)?;
         f.write_all(&encode(next))?;
         f.sync_all()?;
     }

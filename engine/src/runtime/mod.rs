@@ -75,6 +75,9 @@ pub(crate) struct Runtime {
     workers: Vec<Sender<Cmd>>,
     threads: Vec<JoinHandle<()>>,
     net_thread: Option<JoinHandle<()>>,
+    /// The data directory's lock: the last field, so it is released only after the
+    /// threads stopped (`Drop::drop`) and the WAL closed (`shared`, dropped first).
+    _lock: flotilla_wal::DirLock,
 }
 
 impl Runtime {
@@ -86,15 +89,20 @@ impl Runtime {
         fs: Option<Arc<dyn flotilla_wal::FileSystem>>,
     ) -> Result<Runtime, OpenError> {
         let c = cfg.get();
-        std::fs::create_dir_all(&c.data_dir)?;
+        flotilla_wal::create_private_dir(&c.data_dir)?;
+        // Before anything in the directory is read or cleaned up: one engine at a time.
+        let lock = flotilla_wal::DirLock::acquire(&c.data_dir).map_err(|e| match e {
+            flotilla_wal::LockError::Held { dir, holder } => OpenError::Locked { dir, holder },
+            flotilla_wal::LockError::Io { source, .. } => OpenError::Io(source),
+        })?;
         let snap_dir = c.data_dir.join("snap");
-        std::fs::create_dir_all(&snap_dir)?;
+        flotilla_wal::create_private_dir(&snap_dir)?;
         snapfile::remove_temporaries(&snap_dir);
         let wal = Arc::new(match fs {
             Some(fs) => Wal::open_with_fs(c.wal.clone(), fs)?,
             None => Wal::open(c.wal.clone())?,
         });
-        // After the WAL (which locks the directory): one process bumps it.
+        // Under the data directory's lock: one process bumps it.
         let incarnation = incarnation::bump(&c.data_dir)?;
         let (net_tx, net_rx) = unbounded();
         let n = c.workers;
@@ -137,7 +145,7 @@ impl Runtime {
             .spawn(move || net_loop::run(transport, net_rx, routes, sh))
             .map_err(OpenError::Io)?;
         tracing::info!("node {} open with {n} workers", c.node_id);
-        Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread) })
+        Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread), _lock: lock })
     }
 
     pub(crate) fn node_id(&self) -> NodeId {

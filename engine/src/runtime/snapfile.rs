@@ -1,8 +1,8 @@
 //! Snapshot files: one file per (group, replica, index) under `data_dir/snap`, holding
 //! the snapshot's metadata and the state machine's bytes.
 //!
-//! Owns the file format (magic, meta length, meta, data length, data) and its
-//! crash-atomic write: the file is written under a temporary name, fsynced, renamed, and
+//! Owns the file format (magic, meta length, meta, data length, data), its mode (0600,
+//! the directory 0700: a node's data is its owner's alone) and its crash-atomic write: the file is written under a temporary name, fsynced, renamed, and
 //! the directory fsynced, so a file under its final name is always complete; lengths are
 //! checked on load. A snapshot is written from a [`SnapshotSource`] chunk by chunk (by
 //! offset, a failed read retried at the same offset) and read back for sending as a lazy
@@ -39,15 +39,29 @@ fn parse(name: &str) -> Option<(u64, u64, u64)> {
     it.next().is_none().then_some(r)
 }
 
+/// Creates (or truncates) `path` for writing, readable and writable by its owner only
+/// (mode 0600, also when it existed with another mode).
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(flotilla_wal::PRIVATE_FILE_MODE)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(flotilla_wal::PRIVATE_FILE_MODE))?;
+    Ok(f)
+}
+
 /// Writes the snapshot crash-atomically (temporary file, fsync, rename, directory fsync).
 pub(crate) fn save(dir: &Path, group: u64, replica: u64, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    flotilla_wal::create_private_dir(dir)?;
     let final_path = path(dir, group, replica, meta.index);
     let tmp = final_path.with_extension("tmp");
     let mut m = BytesMut::new();
     encode_snapshot_meta(&mut m, meta);
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(MAGIC)?;
         f.write_all(&(m.len() as u64).to_le_bytes())?;
         f.write_all(&m)?;
@@ -70,14 +84,14 @@ pub(crate) fn save_from(
     source: &mut dyn SnapshotSource,
     chunk: usize,
 ) -> io::Result<u64> {
-    fs::create_dir_all(dir)?;
+    flotilla_wal::create_private_dir(dir)?;
     let final_path = path(dir, group, replica, meta.index);
     let tmp = final_path.with_extension("tmp");
     let mut m = BytesMut::new();
     encode_snapshot_meta(&mut m, meta);
     let mut len = 0u64;
     {
-        let mut f = io::BufWriter::with_capacity(chunk.max(4096), File::create(&tmp)?);
+        let mut f = io::BufWriter::with_capacity(chunk.max(4096), create_private(&tmp)?);
         f.write_all(MAGIC)?;
         f.write_all(&(m.len() as u64).to_le_bytes())?;
         f.write_all(&m)?;
