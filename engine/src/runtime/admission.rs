@@ -9,6 +9,10 @@
 //! (`EngineConfig::unconfirmed_replica_ticks`) or when the group's founding
 //! `create_group` meets it (see `lifecycle`).
 //!
+//! The unconfirmed set lives in memory: after a restart, a replica recovered from the
+//! WAL counts as confirmed (it stands against a founding `create_group` of another id
+//! with `Conflict`, as before this rule), and the caps start from zero.
+//!
 //! Owns the counts and the admission decision. Never creates, steps or drops a replica:
 //! the worker does (`lifecycle`), asking [`Admission::admit`] first.
 
