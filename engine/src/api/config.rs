@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::CreatePolicy;
 use crate::raft::config::{Config as RaftConfig, ConfigError as RaftConfigError, ValidConfig};
 use crate::raft::types::{NodeId, ReplicaId};
 
@@ -27,6 +28,14 @@ pub const MIN_COMPACT_BYTES: u64 = 4096;
 pub const MAX_PENDING_WAL_BYTES: u64 = 16 << 30;
 /// Largest `propose_timeout_ticks` allowed.
 pub const MAX_PROPOSE_TIMEOUT_TICKS: u32 = 1 << 24;
+/// Largest `max_creates_per_tick` allowed.
+pub const MAX_CREATES_PER_TICK: u32 = 1 << 16;
+/// Largest `max_unconfirmed_replicas` allowed.
+pub const MAX_UNCONFIRMED_REPLICAS: usize = 1 << 20;
+/// Largest `unconfirmed_replica_ticks` allowed.
+pub const MAX_UNCONFIRMED_REPLICA_TICKS: u32 = 1 << 24;
+/// Largest `max_learned_peers` allowed.
+pub const MAX_LEARNED_PEERS: usize = 1024;
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -124,6 +133,37 @@ pub struct EngineConfig {
     /// stale-peer check), and leaders re-send a tombstone to every removed replica that
     /// has not confirmed its destruction. Default 10; bounds 1..=1,000.
     pub gc_interval_elections: u32,
+    /// Decides whether a peer's message may create a replica of a group not hosted here
+    /// (or record the removal of a replica never hosted here). Default
+    /// [`CreatePolicy::allow_all`]; an embedder that knows its groups (e.g. from a
+    /// directory) should refuse the others. The caps below apply whatever it answers.
+    pub create_policy: CreatePolicy,
+    /// Replicas each worker creates from peers' messages per tick, all senders together;
+    /// further messages for unknown groups are dropped until the next tick (the leader
+    /// retries). Default 64; bounds 1..=65,536.
+    pub max_creates_per_tick: u32,
+    /// Of `max_creates_per_tick`, what one sending node may use per worker tick, so one
+    /// peer cannot take the whole budget. Default 16; bounds 1..=`max_creates_per_tick`.
+    pub max_creates_per_node_per_tick: u32,
+    /// Replicas created from messages that have not yet applied a configuration holding
+    /// themselves (unconfirmed: nothing but the creating message vouches for the group)
+    /// one worker may hold; past it, messages for unknown groups create nothing. Default
+    /// 1,024; bounds 1..=1,048,576.
+    pub max_unconfirmed_replicas: usize,
+    /// Of `max_unconfirmed_replicas`, how many one creating node may hold per worker.
+    /// Default 256; bounds 1..=`max_unconfirmed_replicas`.
+    pub max_unconfirmed_replicas_per_node: usize,
+    /// Ticks after which a replica created from a message that is still unconfirmed is
+    /// dropped (its records leave the WAL, no tombstone stays: a real leader's next
+    /// message creates it again). Default 6,000 (60 s at the default tick); bounds
+    /// `raft.election_timeout_max_ticks`..=16,777,216.
+    pub unconfirmed_replica_ticks: u32,
+    /// Replicas outside a group's applied configuration whose node a replica learns from
+    /// their messages (a new learner, the leader of a replica still catching up). The
+    /// first node a replica id is seen from keeps it; past this count, messages from
+    /// further unknown replicas are dropped (counted in `dropped_wrong_sender`). Default
+    /// 16; bounds 1..=1,024.
+    pub max_learned_peers: usize,
 }
 
 impl EngineConfig {
@@ -152,6 +192,13 @@ impl EngineConfig {
             compact_check_ticks: 100,
             max_wakes_per_tick: 1024,
             gc_interval_elections: 10,
+            create_policy: CreatePolicy::allow_all(),
+            max_creates_per_tick: 64,
+            max_creates_per_node_per_tick: 16,
+            max_unconfirmed_replicas: 1024,
+            max_unconfirmed_replicas_per_node: 256,
+            unconfirmed_replica_ticks: 6000,
+            max_learned_peers: 16,
         }
     }
 
@@ -237,6 +284,35 @@ impl EngineConfig {
         }
         if !(1..=1000).contains(&self.gc_interval_elections) {
             return Err(ConfigError::GcIntervalOutOfBounds(self.gc_interval_elections));
+        }
+        if !(1..=MAX_CREATES_PER_TICK).contains(&self.max_creates_per_tick) {
+            return Err(ConfigError::MaxCreatesPerTickOutOfBounds(self.max_creates_per_tick));
+        }
+        if !(1..=self.max_creates_per_tick).contains(&self.max_creates_per_node_per_tick) {
+            return Err(ConfigError::MaxCreatesPerNodeOutOfBounds {
+                value: self.max_creates_per_node_per_tick,
+                max: self.max_creates_per_tick,
+            });
+        }
+        if !(1..=MAX_UNCONFIRMED_REPLICAS).contains(&self.max_unconfirmed_replicas) {
+            return Err(ConfigError::MaxUnconfirmedReplicasOutOfBounds(self.max_unconfirmed_replicas));
+        }
+        if !(1..=self.max_unconfirmed_replicas).contains(&self.max_unconfirmed_replicas_per_node) {
+            return Err(ConfigError::MaxUnconfirmedPerNodeOutOfBounds {
+                value: self.max_unconfirmed_replicas_per_node,
+                max: self.max_unconfirmed_replicas,
+            });
+        }
+        if self.unconfirmed_replica_ticks < self.raft.election_timeout_max_ticks
+            || self.unconfirmed_replica_ticks > MAX_UNCONFIRMED_REPLICA_TICKS
+        {
+            return Err(ConfigError::UnconfirmedReplicaTicksOutOfBounds {
+                value: self.unconfirmed_replica_ticks,
+                election: self.raft.election_timeout_max_ticks,
+            });
+        }
+        if !(1..=MAX_LEARNED_PEERS).contains(&self.max_learned_peers) {
+            return Err(ConfigError::MaxLearnedPeersOutOfBounds(self.max_learned_peers));
         }
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
@@ -351,6 +427,40 @@ pub enum ConfigError {
     /// `gc_interval_elections` outside 1..=1,000.
     #[error("gc_interval_elections {0} out of bounds 1..=1000")]
     GcIntervalOutOfBounds(u32),
+    /// `max_creates_per_tick` outside 1..=[`MAX_CREATES_PER_TICK`].
+    #[error("max_creates_per_tick {0} out of bounds 1..={MAX_CREATES_PER_TICK}")]
+    MaxCreatesPerTickOutOfBounds(u32),
+    /// `max_creates_per_node_per_tick` is 0 or above `max_creates_per_tick`.
+    #[error("max_creates_per_node_per_tick {value} out of bounds 1..={max}")]
+    MaxCreatesPerNodeOutOfBounds {
+        /// The value given.
+        value: u32,
+        /// The largest allowed: `max_creates_per_tick`.
+        max: u32,
+    },
+    /// `max_unconfirmed_replicas` outside 1..=[`MAX_UNCONFIRMED_REPLICAS`].
+    #[error("max_unconfirmed_replicas {0} out of bounds 1..={MAX_UNCONFIRMED_REPLICAS}")]
+    MaxUnconfirmedReplicasOutOfBounds(usize),
+    /// `max_unconfirmed_replicas_per_node` is 0 or above `max_unconfirmed_replicas`.
+    #[error("max_unconfirmed_replicas_per_node {value} out of bounds 1..={max}")]
+    MaxUnconfirmedPerNodeOutOfBounds {
+        /// The value given.
+        value: usize,
+        /// The largest allowed: `max_unconfirmed_replicas`.
+        max: usize,
+    },
+    /// `unconfirmed_replica_ticks` below the maximum election timeout or above
+    /// [`MAX_UNCONFIRMED_REPLICA_TICKS`].
+    #[error("unconfirmed_replica_ticks {value} out of bounds {election}..={MAX_UNCONFIRMED_REPLICA_TICKS}")]
+    UnconfirmedReplicaTicksOutOfBounds {
+        /// The value given.
+        value: u32,
+        /// The template's `election_timeout_max_ticks` (the smallest allowed).
+        election: u32,
+    },
+    /// `max_learned_peers` outside 1..=[`MAX_LEARNED_PEERS`].
+    #[error("max_learned_peers {0} out of bounds 1..={MAX_LEARNED_PEERS}")]
+    MaxLearnedPeersOutOfBounds(usize),
     /// `read_timeout_ticks` is below the maximum election timeout.
     #[error("read timeout {read} ticks is below the election timeout {election}")]
     ReadTimeoutTooShort {
@@ -440,5 +550,39 @@ mod tests {
         check(&|c| c.compact_bytes = 4095, &|e| matches!(e, ConfigError::CompactBytesTooSmall(4095)));
         check(&|c| c.max_wal_segments = 1, &|e| matches!(e, ConfigError::MaxWalSegmentsTooSmall(1)));
         check(&|c| c.compact_check_ticks = 0, &|e| matches!(e, ConfigError::ZeroCompactCheckTicks));
+        check(&|c| c.max_creates_per_tick = 0, &|e| {
+            matches!(e, ConfigError::MaxCreatesPerTickOutOfBounds(0))
+        });
+        check(&|c| c.max_creates_per_tick = MAX_CREATES_PER_TICK + 1, &|e| {
+            matches!(e, ConfigError::MaxCreatesPerTickOutOfBounds(_))
+        });
+        check(&|c| c.max_creates_per_node_per_tick = 0, &|e| {
+            matches!(e, ConfigError::MaxCreatesPerNodeOutOfBounds { .. })
+        });
+        check(&|c| c.max_creates_per_node_per_tick = c.max_creates_per_tick + 1, &|e| {
+            matches!(e, ConfigError::MaxCreatesPerNodeOutOfBounds { .. })
+        });
+        check(&|c| c.max_unconfirmed_replicas = 0, &|e| {
+            matches!(e, ConfigError::MaxUnconfirmedReplicasOutOfBounds(0))
+        });
+        check(&|c| c.max_unconfirmed_replicas = MAX_UNCONFIRMED_REPLICAS + 1, &|e| {
+            matches!(e, ConfigError::MaxUnconfirmedReplicasOutOfBounds(_))
+        });
+        check(&|c| c.max_unconfirmed_replicas_per_node = 0, &|e| {
+            matches!(e, ConfigError::MaxUnconfirmedPerNodeOutOfBounds { .. })
+        });
+        check(&|c| c.max_unconfirmed_replicas_per_node = c.max_unconfirmed_replicas + 1, &|e| {
+            matches!(e, ConfigError::MaxUnconfirmedPerNodeOutOfBounds { .. })
+        });
+        check(&|c| c.unconfirmed_replica_ticks = 1, &|e| {
+            matches!(e, ConfigError::UnconfirmedReplicaTicksOutOfBounds { .. })
+        });
+        check(&|c| c.unconfirmed_replica_ticks = MAX_UNCONFIRMED_REPLICA_TICKS + 1, &|e| {
+            matches!(e, ConfigError::UnconfirmedReplicaTicksOutOfBounds { .. })
+        });
+        check(&|c| c.max_learned_peers = 0, &|e| matches!(e, ConfigError::MaxLearnedPeersOutOfBounds(0)));
+        check(&|c| c.max_learned_peers = MAX_LEARNED_PEERS + 1, &|e| {
+            matches!(e, ConfigError::MaxLearnedPeersOutOfBounds(_))
+        });
     }
 }

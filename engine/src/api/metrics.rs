@@ -153,4 +153,27 @@ pub struct Metrics {
     /// Message batches sent (one frame per destination node per worker turn; heartbeats
     /// of all groups to one node share a batch).
     pub net_batches: u64,
+    /// Messages dropped because their sender replica lives on another node than the one
+    /// they came from (by the group's applied configuration, or the node it was first
+    /// learnt from), or names an unknown replica while the group's table of learned peers
+    /// is full (`max_learned_peers`).
+    pub dropped_wrong_sender: u64,
+    /// Messages for groups not hosted here that would have created a replica (or
+    /// recorded a removal) but were refused: by the [`CreatePolicy`], by the per-tick caps
+    /// (`max_creates_per_tick`, `max_creates_per_node_per_tick`) or by the caps on
+    /// unconfirmed replicas.
+    ///
+    /// [`CreatePolicy`]: super::CreatePolicy
+    pub creates_refused: u64,
+    /// Gauge: replicas created from messages that have not yet applied a configuration
+    /// holding themselves, over all workers (bounded by `max_unconfirmed_replicas` per
+    /// worker).
+    pub unconfirmed_replicas: u64,
+    /// Unconfirmed replicas dropped: expired (`unconfirmed_replica_ticks`) or replaced by
+    /// the group's founding `create_group`.
+    pub unconfirmed_dropped: u64,
+    /// Tombstones received from a node that hosts no voter of the named replica's applied
+    /// configuration: not believed; the replica asked its members instead (a stale-peer
+    /// probe).
+    pub tombstones_unproven: u64,
 }

@@ -10,12 +10,14 @@
 //! group (see [`crate::runtime`]).
 
 mod config;
+mod create_policy;
 mod error;
 mod metrics;
 mod request;
 mod state_machine;
 
 pub use config::*;
+pub use create_policy::CreatePolicy;
 pub use error::*;
 pub use metrics::*;
 pub use request::*;

@@ -22,6 +22,13 @@
 //! covers it, answers [`WireItem::TombstoneAck`] ([`judge_tombstone`]); the leader then
 //! proposes `ChangeKind::Forget`, a replicated command that drops the record everywhere.
 //!
+//! A tombstone is believed only from a node that hosts a voter of the receiving replica's
+//! own applied configuration ([`hosts_voter`]); from any other node it only triggers the
+//! probe, so the replica is destroyed only once a member confirms its removal (issue 12
+//! point 2). A tombstone for a group not hosted here is recorded only if the embedder's
+//! `CreatePolicy` and the creation caps admit the sender (a record is a claim about the
+//! group, like a creation).
+//!
 //! Owns when a replica probes, what it and a leader send, the rule by which a member
 //! recognises a removed replica, and what a node does with a tombstone. Never destroys a
 //! replica, never steps Raft (a probe wakes no quiesced group) and never writes anything:
@@ -126,6 +133,14 @@ pub(crate) fn judge_tombstone(
     }
 }
 
+/// Whether node `node` hosts a voter (incoming or outgoing) of configuration `conf`: the
+/// only nodes whose tombstone a replica with this applied configuration believes (issue 12
+/// point 2). A tombstone from any other node only makes the replica ask its members
+/// ([`probes`]); a member that removed it answers with a tombstone of its own.
+pub(crate) fn hosts_voter(conf: &ConfState, node: NodeId) -> bool {
+    conf.voters.iter().chain(&conf.voters_outgoing).any(|r| r.node == node)
+}
+
 /// Whether a member whose replica is `own` and whose applied configuration is `conf`
 /// knows `replica` was removed for good: an id at or below the configuration's highest
 /// that it no longer holds (replica ids are never reused).
@@ -153,6 +168,17 @@ mod tests {
         assert!(!removed_by(&conf, 1, 4), "an id the configuration never held may be new");
         assert!(!removed_by(&conf, 1, 1), "never itself");
         assert!(!removed_by(&conf, 1, 0));
+    }
+
+    #[test]
+    fn only_a_voters_node_is_believed() {
+        let mut conf = ConfState::with_voters([r(1, 1), r(2, 2)]);
+        conf.learners.push(r(3, 3));
+        assert!(hosts_voter(&conf, 1) && hosts_voter(&conf, 2));
+        assert!(!hosts_voter(&conf, 3), "a learner's node is not believed");
+        assert!(!hosts_voter(&conf, 9), "nor a stranger");
+        conf.voters_outgoing.push(r(4, 4));
+        assert!(hosts_voter(&conf, 4), "an outgoing voter of a joint configuration is");
     }
 
     #[test]

@@ -21,6 +21,17 @@ use crate::raft::message::SnapshotMeta;
 use crate::raft::types::{NodeId, ReplicaId};
 use crate::raft::Raft;
 
+/// What [`Group::check_sender`] makes of a message's claimed sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SenderCheck {
+    /// The sender replica lives on the sending node (or was learnt from it now).
+    Ok,
+    /// The sender replica lives on another node: the message is forged or stray.
+    WrongNode,
+    /// An unknown replica, and the table of learnt peers is full.
+    TableFull,
+}
+
 /// Source of `Group::epoch`.
 static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -32,7 +43,8 @@ pub(crate) struct Group {
     /// `compact_bytes`, the size threshold of the compaction policy.
     pub(super) log_bytes: u64,
     /// Nodes of replicas learnt from received messages (for replicas not in the applied
-    /// configuration yet, e.g. while a new replica has not applied the founding entry).
+    /// configuration yet, e.g. while a new replica has not applied the founding entry):
+    /// the first node a replica id came from keeps it (`check_sender`).
     pub(super) peers: Vec<(ReplicaId, NodeId)>,
     pub(super) waiters: Waiters<Done>,
     pub(super) reads: ReadWaiters<Completer<Result<u64, ReadError>>>,
@@ -65,20 +77,39 @@ impl Group {
             .or_else(|| self.peers.iter().find(|(r, _)| *r == replica).map(|(_, n)| *n))
     }
 
-    /// Remembers that `replica` is on `node` (a replica not in the configuration yet; the
-    /// last 16 are kept).
-    pub(super) fn learn_peer(&mut self, replica: ReplicaId, node: NodeId) {
-        if self.raft.conf().contains(replica) {
-            return;
+    /// Whether a message from replica `replica` may have come from node `node`, the node
+    /// the transport says sent it (issue 12 point 1, TiKV's `check_msg`): by the applied
+    /// configuration (members and removal records) when it names the replica, else by the
+    /// node the replica was first learnt from. An unknown replica is learnt from this
+    /// message (a replica not in the configuration yet: a new learner, or the leader of a
+    /// replica that has not applied its first configuration); at most `max` are kept.
+    ///
+    /// A replica's node never changes (ids are never reused and a replica never moves),
+    /// so a learnt entry is never re-pointed and never pushed out by newer ones: a hostile
+    /// node can claim only replica ids nobody used here before, and it cannot take over a
+    /// member's or a learnt replica's traffic.
+    pub(super) fn check_sender(&mut self, replica: ReplicaId, node: NodeId, max: usize) -> SenderCheck {
+        if replica == 0 {
+            return SenderCheck::WrongNode;
         }
-        if let Some(p) = self.peers.iter_mut().find(|(r, _)| *r == replica) {
-            p.1 = node;
-        } else {
-            if self.peers.len() >= 16 {
-                self.peers.remove(0);
+        let conf = self.raft.conf();
+        let known = conf.find(replica).or_else(|| conf.removed.iter().find(|r| r.id == replica).copied());
+        if let Some(r) = known {
+            return if r.node == node { SenderCheck::Ok } else { SenderCheck::WrongNode };
+        }
+        if let Some(&(_, n)) = self.peers.iter().find(|(r, _)| *r == replica) {
+            return if n == node { SenderCheck::Ok } else { SenderCheck::WrongNode };
+        }
+        if self.peers.len() >= max {
+            // Entries whose replica joined the configuration are known from it now.
+            let conf = self.raft.conf();
+            self.peers.retain(|(r, _)| !conf.contains(*r));
+            if self.peers.len() >= max {
+                return SenderCheck::TableFull;
             }
-            self.peers.push((replica, node));
         }
+        self.peers.push((replica, node));
+        SenderCheck::Ok
     }
 
     /// The node of the leader this replica knows of.

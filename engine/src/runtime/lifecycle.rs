@@ -1,8 +1,14 @@
 //! Replica lifecycle on a worker: creation (by the API, founding writes submitted in one
-//! batch and started once durable; by a leader's message for an unknown group, a bounded
-//! number per tick; by a state machine's `Effect::CreateGroup`, handed to the owning
-//! worker without blocking), removal at the caller's request, and destruction (a durable
-//! tombstone record, waiters failed, the state machine dropped).
+//! batch and started once durable; by a leader's message for an unknown group, when the
+//! embedder's `CreatePolicy` and the caps allow it (`admission`); by a state machine's
+//! `Effect::CreateGroup`, handed to the owning worker without blocking), removal at the
+//! caller's request, destruction (a durable tombstone record, waiters failed, the state
+//! machine dropped), and the dropping of unconfirmed replicas (created from a message,
+//! never joined a configuration, promised nothing: expired, or replaced by the group's
+//! founding `create_group`).
+//!
+//! Every message is stepped only if its sender replica lives on the node it came from
+//! (`Group::check_sender`); others are dropped and counted (`dropped_wrong_sender`).
 //!
 //! A replica that applies its own removal is destroyed (`apply_link`); one told by a
 //! member that it was removed is destroyed in `tombstones`. Never steps Raft for another
@@ -16,7 +22,7 @@ use flotilla_wal::WriteBatch;
 
 use super::apply::ApplyCmd;
 use super::command::Cmd;
-use super::group::{add_cmd, new_group, Group, PendingCreate};
+use super::group::{add_cmd, new_group, Group, PendingCreate, SenderCheck};
 use super::pending::{pending, Completer};
 use super::route::route;
 use super::shared::bump;
@@ -26,10 +32,6 @@ use crate::api::{CreateGroupError, Effect, ProposeError, ReadError};
 use crate::raft::conf::ConfState;
 use crate::raft::message::{Entry, EntryPayload, HardState, Message, MessageBody, SnapshotMeta};
 use crate::raft::types::{NodeId, Replica, ReplicaId};
-
-/// Replicas a worker creates from leaders' messages per tick; further messages for unknown
-/// groups are dropped until the next tick (the leader retries).
-const MAX_CREATES_PER_TICK: u32 = 64;
 
 /// How long a worker keeps retrying (once a turn, never blocking) to hand another worker
 /// a group created by an effect while that worker's mailbox is full.
@@ -61,6 +63,17 @@ impl Worker {
                     c.done.complete(Err(CreateGroupError::Conflict { group: c.group, existing }));
                 }
                 continue;
+            }
+            // A replica created from a message that never joined a configuration and
+            // promised nothing is only a claim (perhaps a hostile or stray peer's): the
+            // founding replaces it. Any other replica of the group stands.
+            if self.admission.is_unconfirmed(c.group)
+                && self.groups.get(&c.group).is_some_and(|g| promised_nothing(g))
+            {
+                if let Some(g) = self.groups.remove(&c.group) {
+                    tracing::info!(group = c.group, "founding replaces an unconfirmed replica");
+                    self.drop_unconfirmed(g);
+                }
             }
             if let Some(g) = self.groups.get(&c.group) {
                 let r = if g.raft.id() == c.replica {
@@ -149,15 +162,20 @@ impl Worker {
 
     /// A message for a group not hosted here creates an empty replica if it comes from
     /// a leader (append, heartbeat or snapshot), names a replica id newer than any
-    /// tombstone of the group here.
+    /// tombstone of the group here, and the admission allows it (the embedder's
+    /// `CreatePolicy`, the per-tick caps, the caps on unconfirmed replicas). The replica
+    /// is unconfirmed until it applies a configuration that holds it.
     fn maybe_create(&mut self, from: NodeId, group: u64, m: &Message) -> bool {
-        if self.failed || self.stopping || !creates_replica(m, self.tombstones.get(&group).copied()) {
+        let tombstone = self.tombstones.get(&group).copied();
+        if self.failed || self.stopping || !creates_replica(m, tombstone) {
             return false;
         }
-        if self.created_this_tick >= MAX_CREATES_PER_TICK {
+        let cfg = self.sh.cfg.get();
+        if let Err(why) = self.admission.admit(cfg, &cfg.create_policy, group, from, true) {
+            bump(&self.sh.counters.creates_refused);
+            tracing::debug!(group, node = from, ?why, "replica creation from a message refused");
             return false;
         }
-        self.created_this_tick += 1;
         let sm = (self.sh.factory)(group);
         match new_group(&self.sh, group, m.to, SnapshotMeta::default(), sm.applied_index()) {
             Ok(mut g) => {
@@ -172,6 +190,9 @@ impl Worker {
                 Self::touch(&mut self.touched, &mut g);
                 self.tombstones.remove(&group);
                 self.groups.insert(group, g);
+                self.forget_unconfirmed(group);
+                self.admission.created(group, from, self.ticks, tombstone);
+                self.sh.counters.unconfirmed_replicas.fetch_add(1, Ordering::Relaxed);
                 bump(&self.sh.counters.replicas_created);
                 true
             }
@@ -182,9 +203,75 @@ impl Worker {
         }
     }
 
+    /// Forgets `group` as unconfirmed (it confirmed, or its replica is gone).
+    fn forget_unconfirmed(&mut self, group: u64) {
+        if self.admission.forget(group).is_some() {
+            self.sh.counters.unconfirmed_replicas.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Once a tick: unconfirmed replicas that applied a configuration holding them are
+    /// confirmed; those older than `unconfirmed_replica_ticks` that promised nothing are
+    /// dropped. At most `max_unconfirmed_replicas` visited.
+    pub(super) fn sweep_unconfirmed(&mut self, now: u64) {
+        if self.admission.len() == 0 {
+            return;
+        }
+        let ttl = u64::from(self.sh.cfg.get().unconfirmed_replica_ticks);
+        let mut settled = Vec::new();
+        let mut expired = Vec::new();
+        for (gid, created) in self.admission.unconfirmed() {
+            match self.groups.get(&gid) {
+                None => settled.push(gid),
+                Some(g) if g.raft.conf().contains(g.raft.id()) => settled.push(gid),
+                Some(g) if now.saturating_sub(created) >= ttl && promised_nothing(g) => expired.push(gid),
+                Some(_) => {}
+            }
+        }
+        for gid in settled {
+            self.forget_unconfirmed(gid);
+        }
+        for gid in expired {
+            if let Some(g) = self.groups.remove(&gid) {
+                tracing::info!(group = gid, "unconfirmed replica expired");
+                self.drop_unconfirmed(g);
+            }
+        }
+    }
+
+    /// Drops unconfirmed replica `g` (removed from the worker's map by the caller): its
+    /// records leave the WAL and the tombstone record it replaced, if any, is restored
+    /// (so a replica destroyed here is still never recreated); waiters fail; its state
+    /// machine is dropped.
+    fn drop_unconfirmed(&mut self, mut g: Box<Group>) {
+        let gid = g.id;
+        let prior = match self.admission.forget(gid) {
+            Some(prior) => {
+                self.sh.counters.unconfirmed_replicas.fetch_sub(1, Ordering::Relaxed);
+                prior
+            }
+            None => None,
+        };
+        g.fail_all(&mut self.tally, || ReadError::GroupNotFound(gid));
+        self.writes.batch.remove_group(gid);
+        if let Some(t) = prior {
+            self.writes.batch.set_meta(gid, &GroupMeta::Tombstone { replica: t }.encode());
+            self.tombstones.insert(gid, t);
+            self.tombstones_unsynced.insert(gid, self.writes.next_seq());
+        }
+        self.writes.prune_after(gid, g.raft.id(), u64::MAX);
+        self.active.remove(&gid);
+        if g.quiesced_counted {
+            self.sh.counters.quiesced_groups.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.send_apply(ApplyCmd::Remove { group: gid });
+        bump(&self.sh.counters.unconfirmed_dropped);
+    }
+
     /// Steps message `m` from node `from` into its group, creating the replica if a
     /// leader's message asks for one (`maybe_create`); a message from a removed replica is
-    /// answered with a tombstone instead (`answer_removed`).
+    /// answered with a tombstone instead (`answer_removed`); a message whose sender
+    /// replica lives on another node than `from` is dropped (`Group::check_sender`).
     pub(super) fn step(&mut self, from: NodeId, group: u64, m: Message) {
         if self.failed {
             return;
@@ -194,11 +281,26 @@ impl Worker {
         if unknown && (self.creating(group) || !self.maybe_create(from, group, &m)) {
             return;
         }
+        // Answered before the sender check (which learns unknown senders): the answer
+        // goes to the sending node, whoever it is, and removed replicas are not learnt.
         if self.answer_removed(from, group, m.from) {
             return;
         }
+        let max_peers = self.sh.cfg.get().max_learned_peers;
         let Some(g) = self.groups.get_mut(&group) else { return };
-        g.learn_peer(m.from, from);
+        let check = g.check_sender(m.from, from, max_peers);
+        if check != SenderCheck::Ok {
+            bump(&self.sh.counters.dropped_wrong_sender);
+            tracing::debug!(
+                group,
+                replica = m.from,
+                node = from,
+                ?check,
+                kind = m.body.kind(),
+                "message dropped: its sender replica is not on the sending node"
+            );
+            return;
+        }
         Self::credit_idle(g, self.ticks);
         if let Err(e) = g.raft.step(m) {
             tracing::debug!("group {group}: message refused: {e}");
@@ -310,6 +412,12 @@ impl Worker {
             None => done.complete(Err(ProposeError::GroupNotFound(group))),
         }
     }
+}
+
+/// Whether replica `g` promised nothing to anyone: no log entry, no snapshot, no vote
+/// (dropping it loses nothing a quorum may count on).
+fn promised_nothing(g: &Group) -> bool {
+    g.raft.last_index() == 0 && g.raft.snapshot_meta().index == 0 && g.raft.hard_state().vote == 0
 }
 
 /// Whether message `m` for a group not hosted here creates a replica: it comes from a

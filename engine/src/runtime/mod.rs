@@ -12,6 +12,7 @@
 //! thread (`apply`); the outcome rules of proposals and membership changes, public for the
 //! core simulator ([`waiters`]).
 
+mod admission;
 mod apply;
 mod apply_hold;
 mod apply_link;
@@ -331,6 +332,11 @@ impl Runtime {
             quiesced_groups: l(&c.quiesced_groups),
             liveness_wakes: l(&c.liveness_wakes),
             net_batches: l(&c.net_batches),
+            dropped_wrong_sender: l(&c.dropped_wrong_sender),
+            creates_refused: l(&c.creates_refused),
+            unconfirmed_replicas: l(&c.unconfirmed_replicas),
+            unconfirmed_dropped: l(&c.unconfirmed_dropped),
+            tombstones_unproven: l(&c.tombstones_unproven),
         }
     }
 

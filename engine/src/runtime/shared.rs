@@ -58,6 +58,16 @@ pub(crate) struct Counters {
     pub liveness_wakes: AtomicU64,
     /// Message batches (one transport frame each) handed to the network thread.
     pub net_batches: AtomicU64,
+    /// Messages dropped: sender replica not on the sending node.
+    pub dropped_wrong_sender: AtomicU64,
+    /// Creations (or removal records) from messages refused by the policy or the caps.
+    pub creates_refused: AtomicU64,
+    /// Replicas created from messages and not yet confirmed (a gauge).
+    pub unconfirmed_replicas: AtomicU64,
+    /// Unconfirmed replicas dropped (expired or replaced by a founding create).
+    pub unconfirmed_dropped: AtomicU64,
+    /// Tombstones from a node hosting no voter of the replica's configuration.
+    pub tombstones_unproven: AtomicU64,
 }
 
 impl Counters {

@@ -7,6 +7,9 @@
 //! removed replica's node confirms (`WireItem::TombstoneAck`, sent only once the tombstone
 //! record is durable), then proposes to forget the removal record.
 //!
+//! A tombstone is believed only from a node hosting a voter of the replica's own applied
+//! configuration; from any other node it only makes the replica probe its members.
+//!
 //! The rules are pure functions in `gc`; this file carries them out. Never destroys a
 //! replica on an unproven claim.
 
@@ -22,13 +25,17 @@ use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::WireItem;
 
 impl Worker {
-    /// A member said `replica` of `group` was removed by its configuration at
+    /// Node `from` said `replica` of `group` was removed by its configuration at
     /// `conf_index` (an answer to this replica's messages or probes, or a leader's
     /// re-send). The replica here is destroyed only if the message proves it: it names
     /// this exact replica and a configuration newer than the one applied here (a replica
-    /// id is never reused, so a configuration that dropped it never takes it back). A
-    /// replica that is not here is confirmed to the sender once a durable tombstone record
-    /// covers it (`gc::judge_tombstone`).
+    /// id is never reused, so a configuration that dropped it never takes it back), and it
+    /// comes from a node that hosts a voter of the replica's applied configuration
+    /// (`gc::hosts_voter`); from any other node it is not believed, and the replica asks
+    /// its members instead (`probe_members`: a member that removed it answers with a
+    /// tombstone). A replica that is not here is confirmed to the sender once a durable
+    /// tombstone record covers it (`gc::judge_tombstone`); a record is written only for a
+    /// sender the admission accepts (`CreatePolicy` and the creation caps).
     pub(super) fn on_tombstone(&mut self, from: NodeId, group: u64, replica: ReplicaId, conf_index: u64) {
         if self.failed || self.stopping {
             return;
@@ -38,7 +45,18 @@ impl Worker {
             self.tombstones.get(&group).map(|&t| (t, !self.tombstones_unsynced.contains_key(&group)));
         match gc::judge_tombstone(hosted, tombstone, self.creating(group), replica, conf_index) {
             gc::Verdict::Destroy => {
-                if let Some(g) = self.groups.remove(&group) {
+                let believed = self.groups.get(&group).is_some_and(|g| gc::hosts_voter(g.raft.conf(), from));
+                if !believed {
+                    bump(&self.sh.counters.tombstones_unproven);
+                    tracing::info!(
+                        group,
+                        replica,
+                        node = from,
+                        "tombstone from a node hosting no voter of the replica's configuration: \
+                         asking the members"
+                    );
+                    self.probe_members(group);
+                } else if let Some(g) = self.groups.remove(&group) {
                     self.destroy(g);
                 }
             }
@@ -47,6 +65,12 @@ impl Worker {
                 let _ = self.sh.net.send(NetCmd::Send { to: from, items: vec![item] });
             }
             gc::Verdict::Record => {
+                let cfg = self.sh.cfg.get();
+                if let Err(why) = self.admission.admit(cfg, &cfg.create_policy, group, from, false) {
+                    bump(&self.sh.counters.creates_refused);
+                    tracing::debug!(group, replica, node = from, ?why, "removal record refused");
+                    return;
+                }
                 tracing::debug!("group {group}: recording the removal of replica {replica} (not hosted)");
                 self.writes.batch.set_meta(group, &GroupMeta::Tombstone { replica }.encode());
                 self.tombstones.insert(group, replica);
@@ -58,6 +82,20 @@ impl Worker {
                      (hosted {hosted:?}, tombstone {tombstone:?})"
                 );
             }
+        }
+    }
+
+    /// The replica of `group` asks the other nodes of its applied configuration whether it
+    /// still belongs to the group (a stale-peer probe, as in the clean-up pass), at most
+    /// once per group per tick.
+    fn probe_members(&mut self, group: u64) {
+        let Some(g) = self.groups.get(&group) else { return };
+        if !self.probed.insert(group) {
+            return;
+        }
+        for (to, item) in gc::probes(group, g.raft.id(), g.raft.conf(), self.sh.node) {
+            bump(&self.sh.counters.gc_probes_sent);
+            let _ = self.sh.net.send(NetCmd::Send { to, items: vec![item] });
         }
     }
 

@@ -13,7 +13,8 @@
 //! Each concern of the turn has its file (each an `impl Worker` block or a type the worker
 //! owns): `ready` (one group's Ready), `write_pipeline` and `persisted` (the batch, writes
 //! in flight, what follows durability), `apply_link` (the apply thread), `requests` and
-//! `membership` (client requests), `lifecycle` (create, remove, destroy, effects),
+//! `membership` (client requests), `lifecycle` (create, remove, destroy, effects, the
+//! sender check), `admission` (who may create replicas from messages, and how many),
 //! `tombstones` (removed replicas, clean-up pass), `quiescence` and `wake_queue`,
 //! `compaction`, `snapshots`, `observe` (metrics from Raft events), `stop` (storage
 //! failure, shutdown). Waiters live in `waiters` (the rules of `Ok`, `Dropped` and
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
 
+use super::admission::Admission;
 use super::apply::{ApplyCmd, ApplyDone};
 use super::apply_hold::ApplyHold;
 use super::command::{Cmd, NetCmd};
@@ -91,8 +93,12 @@ pub(crate) struct Worker {
     pub(super) stopping: bool,
     /// The WAL writes: this turn's batch and the writes in flight.
     pub(super) writes: WritePipeline,
-    /// Replicas created from messages since the last tick (rate limit).
-    pub(super) created_this_tick: u32,
+    /// Admission of replicas created from messages: the embedder's policy, the per-tick
+    /// caps, the unconfirmed replicas (`admission`).
+    pub(super) admission: Admission,
+    /// Groups whose replica asked its members about an unproven tombstone this tick (at
+    /// most one probe round per group per tick, however many tombstones arrive).
+    pub(super) probed: HashSet<u64>,
     /// Groups ticked: every group that is not quiesced (or has reads to time out).
     pub(super) active: HashSet<u64>,
     /// Quiesced groups to wake (node liveness), a bounded number per tick.
@@ -151,7 +157,8 @@ impl Worker {
             failed: false,
             stopping: false,
             writes: WritePipeline::new(),
-            created_this_tick: 0,
+            admission: Admission::default(),
+            probed: HashSet::new(),
             active: HashSet::new(),
             wake_queue: WakeQueue::default(),
             removing: Vec::new(),
@@ -284,8 +291,10 @@ impl Worker {
     fn tick(&mut self) {
         self.ticks += 1;
         bump(&self.sh.counters.worker_ticks);
-        self.created_this_tick = 0;
+        self.admission.new_tick();
+        self.probed.clear();
         let now = self.ticks;
+        self.sweep_unconfirmed(now);
         self.wake_queued(now);
         // Only the active groups: quiesced ones cost nothing here.
         let mut ticked = 0u64;

@@ -1,0 +1,410 @@
+//! Hostile and stray peers against one engine (issue 12 points 1-3): node 1 is a real
+//! engine over the in-memory transport; the test itself plays the other nodes with raw
+//! transport endpoints of the same network, so it can forge any message a peer with a
+//! valid identity could send (the transport authenticates the sending NODE, nothing
+//! more). Every wait is a condition polled until a deadline.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common_engine;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common_engine::*;
+use flotilla_engine::api::*;
+use flotilla_engine::raft::{Message, MessageBody, NodeId, Role};
+use flotilla_engine::transport::{
+    HeartbeatAck, MemoryNetwork, MemoryTransport, Transport, TransportEvent, WireItem,
+};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// Node 1: a real engine over `net`, its state machines in `reg`.
+fn engine(
+    net: &MemoryNetwork,
+    dir: &std::path::Path,
+    reg: &Registry,
+    tweak: impl Fn(&mut EngineConfig),
+) -> Engine {
+    let mut cfg = config(1, dir.join("n1"), 10_000);
+    cfg.raft.quiesce = false;
+    tweak(&mut cfg);
+    let r = reg.clone();
+    let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&r, g));
+    Engine::open(cfg, Box::new(net.join(1, 1 << 16)), factory).unwrap()
+}
+
+fn send(peer: &MemoryTransport, to: NodeId, items: Vec<WireItem>) {
+    peer.send(to, 0, &items).unwrap();
+}
+
+fn msg(group: u64, from: u64, to: u64, term: u64, body: MessageBody) -> WireItem {
+    WireItem::Msg { group, msg: Message { from, to, term, body } }
+}
+
+/// The raw peer's answers: which replica it claims to be in its answers to votes and
+/// appends (heartbeats are always answered as `honest`, its own replica).
+struct Peer {
+    t: MemoryTransport,
+    honest: u64,
+    /// The highest index an append to this peer reached so far.
+    last_append: u64,
+}
+
+impl Peer {
+    /// Answers what node 1 sent, for up to `budget`: votes and appends as replica
+    /// `claim` of `group`. Returns the answers sent.
+    fn serve(&mut self, group: u64, claim: u64, budget: Duration) -> u64 {
+        let deadline = Instant::now() + budget;
+        let mut sent = 0;
+        while Instant::now() < deadline {
+            let Some(ev) = self.t.recv_timeout(Duration::from_millis(2)) else { continue };
+            let TransportEvent::Items { from: 1, items } = ev else { continue };
+            let mut out = Vec::new();
+            for it in items {
+                match it {
+                    WireItem::Msg { group: g, msg } if g == group => match msg.body {
+                        MessageBody::RequestVote { pre_vote, .. } => out.push(msg_resp(
+                            g,
+                            claim,
+                            msg.from,
+                            msg.term,
+                            MessageBody::RequestVoteResponse {
+                                pre_vote,
+                                reject: false,
+                                commit: 0,
+                                commit_term: 0,
+                            },
+                        )),
+                        MessageBody::Append { prev_index, ref entries, .. } => {
+                            let index = prev_index + entries.len() as u64;
+                            self.last_append = self.last_append.max(index);
+                            out.push(msg_resp(
+                                g,
+                                claim,
+                                msg.from,
+                                msg.term,
+                                MessageBody::AppendResponse {
+                                    index,
+                                    reject: false,
+                                    reject_hint: 0,
+                                    hint_term: 0,
+                                },
+                            ));
+                        }
+                        _ => {}
+                    },
+                    WireItem::Heartbeats(hbs) => {
+                        let acks: Vec<HeartbeatAck> = hbs
+                            .iter()
+                            .filter(|h| h.group == group)
+                            .map(|h| HeartbeatAck {
+                                group,
+                                from: self.honest,
+                                to: h.from,
+                                term: h.term,
+                                round: h.round,
+                            })
+                            .collect();
+                        if !acks.is_empty() {
+                            out.push(WireItem::HeartbeatAcks(acks));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !out.is_empty() {
+                sent += out.len() as u64;
+                send(&self.t, 1, out);
+            }
+        }
+        sent
+    }
+}
+
+fn msg_resp(group: u64, from: u64, to: u64, term: u64, body: MessageBody) -> WireItem {
+    msg(group, from, to, term, body)
+}
+
+fn status(e: &Engine, g: u64) -> GroupStatus {
+    e.group_status(g).unwrap()
+}
+
+/// Point 1: node 2 answers node 1's vote requests and appends as replica 3 (which lives
+/// on node 3, by the group's configuration). Node 1 must not win an election on those
+/// forged votes, nor commit on those forged acknowledgements; both are dropped and
+/// counted. The same answers sent honestly (as replica 2) elect it and commit.
+#[test]
+fn forged_responses_as_another_nodes_replica_neither_elect_nor_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |_| {});
+    // Node 3 never answers (not joined: sends to it fail).
+    let mut p2 = Peer { t: net.join(2, 1 << 16), honest: 2, last_append: 0 };
+    let g = 7;
+    e1.create_group_led_by(g, &[1, 2, 3], 1, ChainSm::boxed(&reg, g)).unwrap();
+
+    // Forged votes: node 1 campaigns again and again, never wins.
+    let deadline = Instant::now() + LONG;
+    let mut forged = 0;
+    while e1.metrics().dropped_wrong_sender < 4 && status(&e1, g).role != Role::Leader {
+        assert!(Instant::now() < deadline, "forged votes never reached node 1");
+        forged += p2.serve(g, 3, Duration::from_millis(20));
+    }
+    let m = e1.metrics();
+    assert_ne!(status(&e1, g).role, Role::Leader, "elected on votes forged by node 2 as replica 3");
+    assert_eq!(m.leaders_elected, 0);
+    assert!(m.dropped_wrong_sender >= 4, "forged {forged}, dropped {}", m.dropped_wrong_sender);
+
+    // Honest votes elect it; the founding entry and the leader's first entry commit.
+    let deadline = Instant::now() + LONG;
+    while !(status(&e1, g).role == Role::Leader && status(&e1, g).commit >= 2) {
+        assert!(Instant::now() < deadline, "honest votes and acks did not elect and commit");
+        p2.serve(g, 2, Duration::from_millis(20));
+    }
+    let commit = status(&e1, g).commit;
+    let dropped = e1.metrics().dropped_wrong_sender;
+
+    // Forged acknowledgements of a new entry: the commit index stays.
+    let p = e1.propose(g, Bytes::from_static(b"x")).unwrap();
+    let deadline = Instant::now() + LONG;
+    while e1.metrics().dropped_wrong_sender < dropped + 2 && status(&e1, g).commit == commit {
+        assert!(Instant::now() < deadline, "forged acknowledgements never reached node 1");
+        p2.serve(g, 3, Duration::from_millis(20));
+    }
+    assert_eq!(status(&e1, g).commit, commit, "committed on acknowledgements forged by node 2 as replica 3");
+    assert!(!p.is_ready(), "the proposal resolved on forged acknowledgements");
+    assert!(p2.last_append > commit);
+    assert_eq!(status(&e1, g).role, Role::Leader, "honest heartbeat answers keep it leader");
+
+    // The honest acknowledgement commits it.
+    let idx = p2.last_append;
+    send(
+        &p2.t,
+        1,
+        vec![msg(
+            g,
+            2,
+            1,
+            status(&e1, g).term,
+            MessageBody::AppendResponse { index: idx, reject: false, reject_hint: 0, hint_term: 0 },
+        )],
+    );
+    let deadline = Instant::now() + LONG;
+    while !p.is_ready() {
+        assert!(Instant::now() < deadline, "the honest acknowledgement did not commit");
+        p2.serve(g, 2, Duration::from_millis(20));
+    }
+    assert!(status(&e1, g).commit > commit);
+    e1.shutdown();
+}
+
+/// Point 2: node 4, which hosts no replica of the group, sends node 3 a tombstone naming
+/// node 3's exact replica with a huge configuration index. It is not believed: the
+/// replica asks its members (a probe each), they did not remove it, and it lives on with
+/// its data, proposals and reads.
+#[test]
+fn a_tombstone_from_a_non_member_only_triggers_the_probe() {
+    let c = Cluster::new(3, 10_000);
+    let g = 11;
+    c.create_group(g, &[1, 2, 3]);
+    c.wait_leader(g, LONG);
+    for i in 0..5u8 {
+        c.propose(g, &[i]);
+    }
+    let before = c.wait_converged(g, &[1, 2, 3], 5, LONG);
+    let replica = c.engine(3).group_status(g).unwrap().replica;
+    let probes = c.engine(3).metrics().gc_probes_sent;
+
+    let n4 = c.net.join(4, 1024);
+    send(&n4, 3, vec![WireItem::Tombstone { group: g, replica, conf_index: u64::MAX }]);
+    wait_until("the tombstone reached node 3", LONG, || {
+        let m = c.engine(3).metrics();
+        m.tombstones_unproven >= 1 || m.replicas_destroyed >= 1
+    });
+    let m = c.engine(3).metrics();
+    assert_eq!(m.replicas_destroyed, 0, "a non-member's tombstone destroyed the replica");
+    assert!(m.gc_probes_sent >= probes + 2, "the replica did not ask nodes 1 and 2");
+    assert!(c.engine(3).group_status(g).is_some());
+    assert_eq!(c.state(3, g).unwrap().commands, before.commands, "its data survives");
+
+    // It still takes part: a new command reaches it, and it serves reads.
+    c.propose(g, b"after");
+    c.wait_converged(g, &[1, 2, 3], 6, LONG);
+    wait_until("node 3 serves a read", LONG, || {
+        c.engine(3)
+            .read_index(g)
+            .is_ok_and(|b| b.wait_timeout(Duration::from_secs(1)).is_ok_and(|r| r.is_ok()))
+    });
+    assert_eq!(c.engine(3).metrics().replicas_destroyed, 0);
+}
+
+/// A heartbeat that names replica `to` of `group` as if from its leader (replica `from`).
+fn heartbeat(group: u64, from: u64, to: u64) -> WireItem {
+    msg(group, from, to, 1, MessageBody::Heartbeat { commit: 0, round: 1, quiesce: false })
+}
+
+/// Resident memory of this process, in KiB (0 where /proc is not there).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Point 3: one peer names 10,000 unknown groups, again and again. Creations are capped
+/// (per tick, and unconfirmed replicas per sending node), so the replicas it makes the
+/// node hold stay bounded in count (and resident memory stays modest), and a real group
+/// is still created, elected and written.
+#[test]
+fn a_flood_of_unknown_groups_creates_a_bounded_number_of_replicas() {
+    const PER_NODE: usize = 100;
+    const WORKERS: u64 = 2;
+    let cap = PER_NODE as u64 * WORKERS;
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |c| c.max_unconfirmed_replicas_per_node = PER_NODE);
+    let p2 = net.join(2, 1 << 16);
+    let rss0 = rss_kib();
+    let started = Instant::now();
+    let mut rounds = 0;
+    let mut refused = 0;
+    // Until the cap is reached (at 16 per node per worker tick), then two more rounds.
+    let mut extra = 2;
+    while extra > 0 {
+        assert!(rounds < 100, "the cap was never reached: {:?}", e1.metrics());
+        for chunk in (0..10_000u64).collect::<Vec<_>>().chunks(500) {
+            let items = chunk.iter().map(|&i| heartbeat(1_000_000 + i, 1, 2)).collect();
+            send(&p2, 1, items);
+        }
+        rounds += 1;
+        // Each round refuses at least 10,000 - cap (the others name groups created or
+        // created now).
+        wait_until("node 1 took the round", LONG, || {
+            let m = e1.metrics();
+            m.creates_refused >= refused + 10_000 - cap || m.replicas_created > cap
+        });
+        refused = e1.metrics().creates_refused;
+        if e1.metrics().replicas_created >= cap {
+            extra -= 1;
+        }
+    }
+    let m = e1.metrics();
+    let rss1 = rss_kib();
+    println!(
+        "flood: {rounds} rounds of 10,000 unknown groups in {:?}: created {}, refused {}, \
+         unconfirmed {}, groups hosted {}, rss {} -> {} KiB",
+        started.elapsed(),
+        m.replicas_created,
+        m.creates_refused,
+        m.unconfirmed_replicas,
+        e1.status().len(),
+        rss0,
+        rss1
+    );
+    assert_eq!(m.replicas_created, cap, "creations not capped");
+    assert_eq!(m.unconfirmed_replicas, cap);
+    assert_eq!(e1.status().len() as u64, cap);
+    assert!(m.creates_refused >= rounds * (10_000 - cap));
+    if rss0 > 0 {
+        assert!(rss1.saturating_sub(rss0) < 256 << 10, "resident memory grew by {} KiB", rss1 - rss0);
+    }
+
+    // A real group is still created, elected and written.
+    let g = 5;
+    e1.create_group(g, &[1], ChainSm::boxed(&reg, g)).unwrap();
+    wait_engine_leads(&e1, g, LONG);
+    let p = e1.propose(g, Bytes::from_static(b"real")).unwrap();
+    assert!(p.wait_timeout(LONG).is_ok_and(|r| r.is_ok()));
+    e1.shutdown();
+}
+
+/// Point 3: a peer that names a group before its founding `create_group` here (with the
+/// founder's replica id, or another one) neither hijacks nor blocks it: the unconfirmed
+/// replica it created promised nothing and the founding replaces it.
+#[test]
+fn an_unknown_sender_cannot_claim_a_group_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |_| {});
+    let p2 = net.join(2, 1 << 16);
+    // Group 77 claimed with node 1's own future replica id, group 78 with another one.
+    send(&p2, 1, vec![heartbeat(77, 2, 1), heartbeat(78, 2, 5)]);
+    wait_until("the claims created replicas", LONG, || e1.metrics().replicas_created == 2);
+    for g in [77, 78] {
+        e1.create_group(g, &[1], ChainSm::boxed(&reg, g)).unwrap();
+        wait_engine_leads(&e1, g, LONG);
+        let s = status(&e1, g);
+        assert_eq!((s.replica, s.members.voters.len()), (1, 1), "group {g}: {s:?}");
+        let p = e1.propose(g, Bytes::from_static(b"mine")).unwrap();
+        assert!(p.wait_timeout(LONG).is_ok_and(|r| r.is_ok()), "group {g} not writable");
+    }
+    let m = e1.metrics();
+    assert_eq!((m.unconfirmed_dropped, m.unconfirmed_replicas), (2, 0));
+    e1.shutdown();
+}
+
+/// Point 3: the embedder's policy decides which groups a peer may create here.
+#[test]
+fn the_create_policy_decides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |c| {
+        c.create_policy = CreatePolicy::new(|group, from| group == 40 && from == 2)
+    });
+    let p2 = net.join(2, 1 << 16);
+    let p3 = net.join(3, 1 << 16);
+    send(&p2, 1, vec![heartbeat(41, 2, 1)]);
+    send(&p3, 1, vec![heartbeat(40, 3, 1)]);
+    wait_until("both refused", LONG, || e1.metrics().creates_refused >= 2);
+    send(&p2, 1, vec![heartbeat(40, 2, 1)]);
+    wait_until("group 40 created", LONG, || e1.metrics().replicas_created == 1);
+    assert!(e1.group_status(40).is_some() && e1.group_status(41).is_none());
+    e1.shutdown();
+}
+
+/// Point 1, learnt peers: the leader of a replica that has no configuration yet is known
+/// only from its messages. Once replica 9 was seen from node 2, node 3 cannot claim it
+/// (its messages are dropped and counted), and node 1 keeps answering node 2.
+#[test]
+fn a_learnt_replica_cannot_be_re_pointed_to_another_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |_| {});
+    let mut p2 = net.join(2, 1 << 16);
+    let p3 = net.join(3, 1 << 16);
+    let g = 50;
+    send(&p2, 1, vec![heartbeat(g, 9, 1)]);
+    wait_until("node 2's heartbeat created the replica", LONG, || e1.group_status(g).is_some());
+    send(&p3, 1, vec![heartbeat(g, 9, 1)]);
+    wait_until("node 3's claim dropped", LONG, || e1.metrics().dropped_wrong_sender >= 1);
+    // Node 2 is still the one answered.
+    send(&p2, 1, vec![msg(g, 9, 1, 1, MessageBody::Heartbeat { commit: 0, round: 7, quiesce: false })]);
+    let deadline = Instant::now() + LONG;
+    let mut answered = false;
+    while !answered {
+        assert!(Instant::now() < deadline, "node 1 stopped answering node 2");
+        let Some(TransportEvent::Items { from: 1, items }) = p2.recv_timeout(Duration::from_millis(5)) else {
+            continue;
+        };
+        answered = items.iter().any(|it| match it {
+            WireItem::HeartbeatAcks(acks) => acks.iter().any(|a| a.group == g && a.round == 7),
+            WireItem::Msg { group, msg } => {
+                *group == g && matches!(msg.body, MessageBody::HeartbeatResponse { round: 7 })
+            }
+            _ => false,
+        });
+    }
+    e1.shutdown();
+}
