@@ -66,7 +66,7 @@ use crate::api::{
 };
 use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, ReplicaId};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportStatsSource};
 
 /// The running engine: worker threads, the network thread, the WAL.
 pub(crate) struct Runtime {
@@ -74,6 +74,8 @@ pub(crate) struct Runtime {
     workers: Vec<Sender<Cmd>>,
     threads: Vec<JoinHandle<()>>,
     net_thread: Option<JoinHandle<()>>,
+    /// The transport's figures for `metrics`, read while the network thread owns it.
+    net_stats: Option<Arc<dyn TransportStatsSource>>,
 }
 
 impl Runtime {
@@ -131,12 +133,13 @@ impl Runtime {
         }
         let routes = workers.clone();
         let sh = shared.clone();
+        let net_stats = transport.stats_source();
         let net_thread = std::thread::Builder::new()
             .name("flotilla-net".into())
             .spawn(move || net_loop::run(transport, net_rx, routes, sh))
             .map_err(OpenError::Io)?;
         tracing::info!("node {} open with {n} workers", c.node_id);
-        Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread) })
+        Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread), net_stats })
     }
 
     pub(crate) fn node_id(&self) -> NodeId {
@@ -287,6 +290,7 @@ impl Runtime {
             l(&c.refused_busy_apply_backlog),
             l(&c.refused_busy_wal_pending),
         ];
+        let net = self.net_stats.as_ref().map(|s| s.transport_stats()).unwrap_or_default();
         Metrics {
             wal_batches: l(&c.wal_batches),
             wal_batch_groups: l(&c.wal_batch_groups),
@@ -329,6 +333,10 @@ impl Runtime {
             quiesced_groups: l(&c.quiesced_groups),
             liveness_wakes: l(&c.liveness_wakes),
             net_batches: l(&c.net_batches),
+            net_cert_not_after_unix: net.cert_not_after_unix,
+            net_peer_cert_not_after_min_unix: net.peer_cert_not_after_min_unix,
+            net_handshakes_refused: net.handshakes_refused,
+            net_policy_refused: net.policy_refused,
         }
     }
 
