@@ -145,7 +145,11 @@ impl Endpoint {
             me: cfg.node_id,
             incarnation,
             endpoint,
-            tls: RwLock::new(TlsState { identity: identity.clone(), client, not_after: identity.not_after() }),
+            tls: RwLock::new(TlsState {
+                identity: identity.clone(),
+                client,
+                not_after: identity.not_after(),
+            }),
             policy,
             admissions: Arc::new(Admissions::new(cfg.max_handshakes, cfg.max_handshakes_per_address)),
             events,

@@ -161,15 +161,25 @@ fn a_node_removed_from_the_allow_list_is_closed_and_refused() {
     assert!(delivered(&e3, 1, &mut i1, Duration::from_secs(5)));
     // Node 3 leaves the cluster: its certificate is still valid.
     e1.set_allowed_nodes(Some(HashSet::from([2])));
-    assert!(wait_for(&mut i1, Duration::from_secs(3), |e| matches!(e, Event::PeerDown { node: 3, .. })).is_some());
-    assert!(wait_for(&mut i3, Duration::from_secs(3), |e| matches!(e, Event::PeerDown { node: 1, .. })).is_some());
+    assert!(
+        wait_for(&mut i1, Duration::from_secs(3), |e| matches!(e, Event::PeerDown { node: 3, .. })).is_some()
+    );
+    assert!(
+        wait_for(&mut i3, Duration::from_secs(3), |e| matches!(e, Event::PeerDown { node: 1, .. })).is_some()
+    );
     // Node 3 redials: refused in the handshake; its frame is dropped as unreachable.
     e3.send(1, 77, Bytes::from_static(b"let me back")).unwrap();
-    let ev = wait_for(&mut i3, Duration::from_secs(5), |e| matches!(e, Event::Dropped { tags, .. } if tags.contains(&77)));
+    let ev = wait_for(
+        &mut i3,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::Dropped { tags, .. } if tags.contains(&77)),
+    );
     assert_eq!(ev, Some(Event::Dropped { to: 1, tags: vec![77], reason: DropReason::Unreachable }));
     // Node 1 does not dial it either.
     e1.send(3, 78, Bytes::from_static(b"for 3")).unwrap();
-    let ev = wait_for(&mut i1, Duration::from_secs(3), |e| matches!(e, Event::Dropped { to: 3, .. } | Event::PeerUp { node: 3, .. }));
+    let ev = wait_for(&mut i1, Duration::from_secs(3), |e| {
+        matches!(e, Event::Dropped { to: 3, .. } | Event::PeerUp { node: 3, .. })
+    });
     assert_eq!(ev, Some(Event::Dropped { to: 3, tags: vec![78], reason: DropReason::NotAllowed }));
     assert!(e1.stats().policy_refused >= 2, "the close and the refused handshake: {:?}", e1.stats());
     // Node 2 is unaffected.

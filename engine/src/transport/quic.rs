@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flotilla_net::{Endpoint, Event, Inbox, ReloadError};
 
 use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
-use super::{SnapshotChunks, Transport, TransportError, TransportEvent, TransportStats, TransportStatsSource};
+use super::{
+    SnapshotChunks, Transport, TransportError, TransportEvent, TransportStats, TransportStatsSource,
+};
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
 

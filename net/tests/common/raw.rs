@@ -125,7 +125,11 @@ impl RawClient {
     }
 
     /// Sends a hello on a new stream of `conn` (and keeps the stream open).
-    pub fn hello(&self, conn: &quinn::Connection, hello: Hello) -> Option<(quinn::SendStream, quinn::RecvStream)> {
+    pub fn hello(
+        &self,
+        conn: &quinn::Connection,
+        hello: Hello,
+    ) -> Option<(quinn::SendStream, quinn::RecvStream)> {
         let conn = conn.clone();
         self.rt.block_on(async move {
             let (mut s, r) = tokio::time::timeout(Duration::from_secs(2), conn.open_bi()).await.ok()?.ok()?;
