@@ -143,23 +143,3 @@ impl ClusterCa {
         Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_certificates_expire_after_their_validity() {
-        let ca = ClusterCa::generate().unwrap();
-        let n = ca.issue_node(1).unwrap();
-        let id = crate::NodeIdentity::from_pem(&ca.pem().cert_pem, &n.cert_pem, &n.key_pem).unwrap();
-        let left = id.not_after().unwrap().duration_since(SystemTime::now()).unwrap();
-        assert!(left <= DEFAULT_NODE_VALIDITY && left > DEFAULT_NODE_VALIDITY - Duration::from_secs(60));
-        let short = ca.issue_node_valid_for(2, Duration::from_secs(86_400)).unwrap();
-        let id = crate::NodeIdentity::from_pem(&ca.pem().cert_pem, &short.cert_pem, &short.key_pem).unwrap();
-        let left = id.not_after().unwrap().duration_since(SystemTime::now()).unwrap();
-        assert!(left <= Duration::from_secs(86_400) && left > Duration::from_secs(86_000));
-        assert!(matches!(ca.issue_node_valid_for(3, Duration::ZERO), Err(CertError::Validity(_))));
-        assert!(matches!(ca.issue_node_valid_for(3, MAX_VALIDITY * 2), Err(CertError::Validity(_))));
-    }
-}

@@ -317,3 +317,19 @@ fn reloaded_certificates_serve_new_connections_without_a_restart() {
     assert_eq!(e1.stats().cert_not_after, Some(after));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn issued_certificates_expire_after_their_validity() {
+    use flotilla_net::{CertError, DEFAULT_NODE_VALIDITY, MAX_VALIDITY};
+    let ca = ClusterCa::generate().unwrap();
+    let left = |p: &flotilla_net::PemPair| {
+        let id = NodeIdentity::from_pem(&ca.pem().cert_pem, &p.cert_pem, &p.key_pem).unwrap();
+        id.not_after().unwrap().duration_since(SystemTime::now()).unwrap()
+    };
+    let year = left(&ca.issue_node(1).unwrap());
+    assert!(year <= DEFAULT_NODE_VALIDITY && year > DEFAULT_NODE_VALIDITY - Duration::from_secs(60));
+    let day = left(&ca.issue_node_valid_for(2, Duration::from_secs(86_400)).unwrap());
+    assert!(day <= Duration::from_secs(86_400) && day > Duration::from_secs(86_000));
+    assert!(matches!(ca.issue_node_valid_for(3, Duration::ZERO), Err(CertError::Validity(_))));
+    assert!(matches!(ca.issue_node_valid_for(3, MAX_VALIDITY * 2), Err(CertError::Validity(_))));
+}
