@@ -174,7 +174,12 @@ fn a_node_removed_from_the_allow_list_is_closed_and_refused() {
         Duration::from_secs(5),
         |e| matches!(e, Event::Dropped { tags, .. } if tags.contains(&77)),
     );
-    assert_eq!(ev, Some(Event::Dropped { to: 1, tags: vec![77], reason: DropReason::Unreachable }));
+    // (Pings `delivered` queued earlier may share the report.)
+    assert!(
+        matches!(&ev, Some(Event::Dropped { to: 1, reason: DropReason::Unreachable, .. })),
+        "{ev:?} {:?}",
+        e1.stats()
+    );
     // Node 1 does not dial it either.
     e1.send(3, 78, Bytes::from_static(b"for 3")).unwrap();
     let ev = wait_for(&mut i1, Duration::from_secs(3), |e| {
