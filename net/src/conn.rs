@@ -20,6 +20,8 @@ pub(crate) const CLOSE_NORMAL: u32 = 0;
 pub(crate) const CLOSE_REPLACED: u32 = 1;
 /// Close code for a protocol violation (malformed frame, unexpected kind).
 pub(crate) const CLOSE_PROTOCOL: u32 = 2;
+/// Close code of a connection whose node was removed from the allow-list.
+pub(crate) const CLOSE_NOT_ALLOWED: u32 = 3;
 /// Close codes `CLOSE_REJECT_BASE + reason` tell a dialer why its hello was refused.
 pub(crate) const CLOSE_REJECT_BASE: u32 = 0x100;
 

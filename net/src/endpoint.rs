@@ -1,30 +1,44 @@
 //! The transport endpoint: one QUIC endpoint (one UDP socket) per node on the transport's
 //! own tokio runtime, and the synchronous API the engine's workers call (send, open a bulk
-//! stream, set a peer's address, shut down).
+//! stream, set a peer's address, shut down) and the embedder's (the node allow-list,
+//! certificate reload, stats).
 //!
-//! Owns the runtime, the accept loop and the checks of `send`'s arguments; the shared
+//! Owns the runtime, the accept loop, the checks of `send`'s arguments, and the closing of
+//! a removed node's connection; the shared
 //! context, the registry of peers and the per-peer send queues' admission live in
 //! `shared.rs`. Never interprets payloads, and never blocks a caller: `send` only enqueues.
 //! Nothing below it imports it: peers, connections, bulk streams and the acceptor reach
 //! each other through `shared.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use crate::admission::Admissions;
 use crate::bulk::{self, BulkSender};
 use crate::config::ValidNetConfig;
 use crate::event::{Inbox, NodeId};
 use crate::peer;
-use crate::shared::{Counters, Ctx};
+use crate::shared::{from_secs, Counters, Ctx, TlsState};
 use crate::tls::{NodeIdentity, TlsError};
+use crate::verify::Policy;
 
 pub use crate::shared::SendError;
+
+/// Why certificates could not be reloaded ([`Endpoint::reload_certs`]). The endpoint keeps
+/// its previous certificates.
+#[derive(Debug, Error)]
+pub enum ReloadError {
+    /// The files could not be read or parsed, or the TLS configuration not built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
 
 /// Why an endpoint could not start.
 #[derive(Debug, Error)]
@@ -37,14 +51,35 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// Counters of one endpoint since it started.
+/// Counters of one endpoint since it started, and a few gauges (marked so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
     /// Connections installed (dialed or accepted and kept), one per pair unless a
     /// connection was lost and re-established.
     pub connections: u64,
-    /// Inbound connections refused (TLS failure, bad hello, identity mismatch).
+    /// Inbound connections refused after admission started (TLS failure, bad hello,
+    /// identity mismatch, node not allowed).
     pub refused: u64,
+    /// Stateless Retry packets sent to connection attempts from unvalidated addresses
+    /// (`address_validation`).
+    pub retries: u64,
+    /// Connection attempts refused at once because `max_handshakes` or
+    /// `max_handshakes_per_address` admissions were in progress.
+    pub handshakes_refused: u64,
+    /// Gauge: inbound connections in admission now.
+    pub handshakes_in_progress: u64,
+    /// Gauge: the most inbound connections in admission at once so far.
+    pub handshakes_peak: u64,
+    /// Inbound connections refused because another connection claiming the same node
+    /// was already waiting to be admitted.
+    pub claims_refused: u64,
+    /// Handshakes and connections refused or closed by the certificate policy: a peer
+    /// certificate without the right key usage, or a node off the allow-list.
+    pub policy_refused: u64,
+    /// Gauge: when this node's own certificate expires (`None`: unreadable).
+    pub cert_not_after: Option<SystemTime>,
+    /// Gauge: the earliest expiry among the certificates of the peers connected now.
+    pub peer_cert_not_after_min: Option<SystemTime>,
     /// Duplicate connections of a pair closed by the tie-break.
     pub duplicates: u64,
     /// Message-lane frames written to a connection.
@@ -80,8 +115,9 @@ impl Endpoint {
             .thread_name(format!("flotilla-net-{}", cfg.node_id))
             .enable_all()
             .build()?;
-        let server = identity.server_config(&cfg)?;
-        let client = identity.client_config(&cfg)?;
+        let policy = Arc::new(Policy::default());
+        let server = identity.server_config(&cfg, &policy)?;
+        let client = identity.client_config(&cfg, &policy)?;
         let endpoint = {
             let _guard = rt.enter();
             let mut epc = quinn::EndpointConfig::default();
@@ -96,9 +132,7 @@ impl Endpoint {
             let _ = state.set_send_buffer_size((&sock).into(), cfg.udp_buffer_bytes);
             let runtime =
                 quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
-            let mut ep = quinn::Endpoint::new(epc, Some(server), sock, runtime)?;
-            ep.set_default_client_config(client);
-            ep
+            quinn::Endpoint::new(epc, Some(server), sock, runtime)?
         };
         let incarnation = cfg.incarnation.unwrap_or_else(|| {
             let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1);
@@ -111,6 +145,13 @@ impl Endpoint {
             me: cfg.node_id,
             incarnation,
             endpoint,
+            tls: RwLock::new(TlsState {
+                identity: identity.clone(),
+                client,
+                not_after: identity.not_after(),
+            }),
+            policy,
+            admissions: Arc::new(Admissions::new(cfg.max_handshakes, cfg.max_handshakes_per_address)),
             events,
             bulk_events,
             stats: Counters::default(),
@@ -121,7 +162,7 @@ impl Endpoint {
         let acceptor = ctx.clone();
         rt.spawn(async move {
             while let Some(incoming) = acceptor.endpoint.accept().await {
-                tokio::spawn(crate::accept::accept(acceptor.clone(), incoming));
+                crate::accept::on_incoming(&acceptor, incoming);
             }
         });
         Ok((Endpoint { ctx, rt: Some(rt) }, Inbox::new(rx, bulk_rx)?))
@@ -185,9 +226,54 @@ impl Endpoint {
         Ok(bulk::open(&self.ctx, &self.ctx.rt, peer, tag))
     }
 
-    /// Counters since start.
+    /// Sets the nodes allowed to connect (both ways): `None` (the default) allows every
+    /// node with a certificate of a trusted CA. A node off the list is refused during the
+    /// TLS handshake (its certificate, however valid, fails verification), frames queued
+    /// for it are dropped ([`DropReason::NotAllowed`](crate::DropReason::NotAllowed)), and
+    /// its live connection is closed now. The embedder updates it as membership changes.
+    pub fn set_allowed_nodes(&self, nodes: Option<HashSet<NodeId>>) {
+        self.ctx.policy.set_allowed(nodes);
+        let peers: Vec<_> =
+            self.ctx.peers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for p in peers {
+            if self.ctx.policy.allows(p.node) {
+                continue;
+            }
+            if let Some(conn) = p.conn.borrow().clone() {
+                self.ctx.policy.count_refusal();
+                conn.close(crate::conn::CLOSE_NOT_ALLOWED.into(), b"node not allowed");
+            }
+        }
+    }
+
+    /// Re-reads the certificate files this endpoint's identity was read from
+    /// ([`NodeIdentity::from_files`]): the CA bundle, the node certificate and its key.
+    /// New connections, both ways, use them; live connections are kept. On error the
+    /// previous certificates stay in use.
+    pub fn reload_certs(&self) -> Result<(), ReloadError> {
+        let identity = self.ctx.tls.read().unwrap_or_else(|e| e.into_inner()).identity.reread()?;
+        self.set_identity(&identity)
+    }
+
+    /// Replaces this endpoint's identity (trusted CAs, certificate, key) for new connections,
+    /// both ways; live connections are kept. On error the previous identity stays in use.
+    pub fn set_identity(&self, identity: &NodeIdentity) -> Result<(), ReloadError> {
+        let ctx = &self.ctx;
+        let server = identity.server_config(&ctx.cfg, &ctx.policy)?;
+        let client = identity.client_config(&ctx.cfg, &ctx.policy)?;
+        let mut tls = ctx.tls.write().unwrap_or_else(|e| e.into_inner());
+        ctx.endpoint.set_server_config(Some(server));
+        *tls = TlsState { identity: identity.clone(), client, not_after: identity.not_after() };
+        Ok(())
+    }
+
+    /// Counters since start, and gauges.
     pub fn stats(&self) -> Stats {
         let s = &self.ctx.stats;
+        let peer_min = {
+            let peers = self.ctx.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().map(|p| p.cert_not_after.load(Ordering::Relaxed)).filter(|s| *s != 0).min()
+        };
         Stats {
             connections: s.connections.get(),
             refused: s.refused.get(),
@@ -197,6 +283,14 @@ impl Endpoint {
             frames_received: s.frames_received.get(),
             frames_dropped: s.frames_dropped.get(),
             protocol_errors: s.protocol_errors.get(),
+            retries: s.retries.get(),
+            handshakes_refused: s.handshakes_refused.get(),
+            handshakes_in_progress: self.ctx.admissions.in_progress() as u64,
+            handshakes_peak: self.ctx.admissions.peak() as u64,
+            claims_refused: s.claims_refused.get(),
+            policy_refused: self.ctx.policy.refused(),
+            cert_not_after: self.ctx.tls.read().unwrap_or_else(|e| e.into_inner()).not_after,
+            peer_cert_not_after_min: peer_min.and_then(from_secs),
         }
     }
 

@@ -33,6 +33,8 @@ pub enum DropReason {
     NoAddress,
     /// The endpoint is shutting down.
     Shutdown,
+    /// The peer is not on the allow-list ([`Endpoint::set_allowed_nodes`](crate::Endpoint::set_allowed_nodes)).
+    NotAllowed,
 }
 
 /// Something that happened on the transport.

@@ -247,6 +247,8 @@ pub enum RejectReason {
     WrongTarget = 3,
     /// The acceptor is shutting down.
     ShuttingDown = 4,
+    /// The claimed node is not on the acceptor's allow-list.
+    NotAllowed = 5,
 }
 
 impl RejectReason {
@@ -256,6 +258,7 @@ impl RejectReason {
             2 => RejectReason::IdentityMismatch,
             3 => RejectReason::WrongTarget,
             4 => RejectReason::ShuttingDown,
+            5 => RejectReason::NotAllowed,
             _ => return None,
         })
     }

@@ -7,13 +7,18 @@
 //!
 //! - [`frame`]: the versioned, length-prefixed frame and its typed-error decoder.
 //! - [`NetConfig`] / [`ValidNetConfig`]: knobs, defaults, bounds.
-//! - [`ClusterCa`] (rcgen) and [`NodeIdentity`]: certificates and TLS identity.
-//! - [`Endpoint`]: start, [`Endpoint::send`] (bounded per-peer queue), [`Endpoint::open_bulk`].
+//! - [`ClusterCa`] (rcgen) and [`NodeIdentity`]: certificates (finite validity) and TLS
+//!   identity (several trusted CAs, for rotation; re-read from its files on reload).
+//! - `verify`: the certificate profile and node allow-list checked in the handshake.
+//! - [`Endpoint`]: start, [`Endpoint::send`] (bounded per-peer queue), [`Endpoint::open_bulk`],
+//!   [`Endpoint::set_allowed_nodes`], [`Endpoint::reload_certs`]; inbound admission is
+//!   address-validated (Retry) and capped (`max_handshakes`).
 //! - [`Event`] / [`Inbox`]: frames, bulk chunks, peer up/down with incarnations, drop reports.
 //! - [`fault`]: a UDP relay that cuts, heals and delays links between chosen nodes (tests).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod accept;
+mod admission;
 pub mod bulk;
 pub mod certs;
 pub mod config;
@@ -25,11 +30,14 @@ pub mod frame;
 mod peer;
 mod shared;
 pub mod tls;
+mod verify;
 
 pub use bulk::{BulkError, BulkSender};
-pub use certs::{node_server_name, CertError, ClusterCa, PemPair};
+pub use certs::{
+    node_server_name, CertError, ClusterCa, PemPair, DEFAULT_CA_VALIDITY, DEFAULT_NODE_VALIDITY, MAX_VALIDITY,
+};
 pub use config::{NetConfig, NetConfigError, ValidNetConfig};
-pub use endpoint::{Endpoint, SendError, StartError, Stats};
+pub use endpoint::{Endpoint, ReloadError, SendError, StartError, Stats};
 pub use event::{DownReason, DropReason, Event, Inbox, NodeId, RecvError};
 pub use frame::{Frame, FrameError, FrameKind, FrameReader, FORMAT_VERSION};
-pub use tls::{NodeIdentity, TlsError};
+pub use tls::{IdentityFiles, NodeIdentity, TlsError};

@@ -19,10 +19,12 @@
 //! (`conn.rs`), admits inbound connections (`accept.rs`) nor runs bulk streams (`bulk.rs`);
 //! the peer's queue and connection, which those share, live in `shared.rs`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -32,7 +34,8 @@ use crate::config::ValidNetConfig;
 use crate::conn::{self, CLOSE_REJECT_BASE, CLOSE_REPLACED};
 use crate::event::{DownReason, DropReason, Event, NodeId};
 use crate::frame::{encode_header, FrameKind, Hello, HelloReply, RejectReason, HEADER_LEN};
-use crate::shared::{Ctx, Incoming, PeerHandle};
+use crate::shared::{to_secs, Ctx, Incoming, PeerHandle};
+use crate::verify::LeafInfo;
 
 /// Priority of the message lane (bulk streams use 0; higher goes first).
 pub(crate) const LANE_PRIORITY: i32 = 100;
@@ -118,6 +121,7 @@ impl Backoff {
 
 enum DialError {
     NoAddress,
+    NotAllowed,
     Rejected(RejectReason),
     Failed,
 }
@@ -216,6 +220,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc
                 Some(Err(e)) => {
                     let reason = match e {
                         DialError::NoAddress => DropReason::NoAddress,
+                        DialError::NotAllowed => DropReason::NotAllowed,
                         _ => DropReason::Unreachable,
                     };
                     let tags = peer.drain();
@@ -246,6 +251,7 @@ async fn admit(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>, mut inc: Incoming) -> Liv
     let ack = HelloReply::Ack { incarnation: ctx.incarnation }.encode();
     // A failed ack write shows up as a closed connection on the next loop.
     let _ = inc.send.write_all(&ack).await;
+    peer.cert_not_after.store(inc.cert_not_after, Ordering::Relaxed);
     let l = install(ctx, peer, inc.conn, inc.send, inc.recv, inc.hello.incarnation, false);
     up(ctx, peer, &l).await;
     l
@@ -281,6 +287,7 @@ async fn up(ctx: &Ctx, peer: &PeerHandle, l: &Live) {
 
 async fn down(ctx: &Ctx, peer: &PeerHandle, l: Live, reason: DownReason) {
     peer.conn.send_replace(None);
+    peer.cert_not_after.store(0, Ordering::Relaxed);
     l.conn.close(CLOSE_REPLACED.into(), b"closed");
     report(ctx, Event::PeerDown { node: peer.node, incarnation: l.incarnation, reason }).await;
 }
@@ -327,10 +334,20 @@ async fn write_batch(ctx: &Ctx, l: &mut Live, batch: &[(u64, Bytes)]) -> bool {
 
 async fn dial(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>) -> Result<Live, DialError> {
     let addr = (*peer.addr.lock().unwrap_or_else(|e| e.into_inner())).ok_or(DialError::NoAddress)?;
+    if !ctx.policy.allows(peer.node) {
+        return Err(DialError::NotAllowed);
+    }
     let attempt = async {
-        let connecting =
-            ctx.endpoint.connect(addr, &node_server_name(peer.node)).map_err(|_| DialError::Failed)?;
+        let connecting = ctx
+            .endpoint
+            .connect_with(ctx.client_config(), addr, &node_server_name(peer.node))
+            .map_err(|_| DialError::Failed)?;
         let conn = connecting.await.map_err(|_| DialError::Failed)?;
+        let not_after = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|chain| chain.first().and_then(|c| LeafInfo::parse(c)))
+            .map(|l| l.not_after);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|_| DialError::Failed)?;
         let hello = Hello { from: ctx.me, incarnation: ctx.incarnation, to: peer.node };
         send.write_all(&hello.encode()).await.map_err(|_| DialError::Failed)?;
@@ -348,7 +365,10 @@ async fn dial(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>) -> Result<Live, DialError>
             }
         };
         match reply {
-            HelloReply::Ack { incarnation } => Ok(install(ctx, peer, conn, send, recv, incarnation, true)),
+            HelloReply::Ack { incarnation } => {
+                peer.cert_not_after.store(to_secs(not_after), Ordering::Relaxed);
+                Ok(install(ctx, peer, conn, send, recv, incarnation, true))
+            }
             HelloReply::Reject(r) => Err(DialError::Rejected(r)),
         }
     };

@@ -1,5 +1,6 @@
 //! [`Ctx`]: the state the endpoint handle and its tasks (peers, connections, bulk
-//! streams, the acceptor) share: configuration, identity, the QUIC endpoint, the event
+//! streams, the acceptor) share: configuration, identity and its TLS configurations (both
+//! replaced by a reload), the admission policy and caps, the QUIC endpoint, the event
 //! channels, the counters and the registry of peers; and [`PeerHandle`], the shared half of
 //! one peer (its address, its bounded send queue, its live connection), with [`Incoming`],
 //! what the accept path hands to a peer, and [`SendError`], what the queue answers.
@@ -12,15 +13,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::admission::Admissions;
 use crate::config::ValidNetConfig;
 use crate::event::{Event, NodeId};
 use crate::frame::Hello;
+use crate::tls::NodeIdentity;
+use crate::verify::Policy;
 
 /// Most bytes written to the message lane in one write.
 const BATCH_BYTES: usize = 1 << 20;
@@ -83,6 +88,28 @@ pub(crate) struct Counters {
     pub frames_received: Counter,
     pub frames_dropped: Counter,
     pub protocol_errors: Counter,
+    pub retries: Counter,
+    pub handshakes_refused: Counter,
+    pub claims_refused: Counter,
+}
+
+/// A time as whole seconds since the Unix epoch, 0 for none (for an atomic).
+pub(crate) fn to_secs(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs().max(1)).unwrap_or(0)
+}
+
+/// The inverse of [`to_secs`].
+pub(crate) fn from_secs(s: u64) -> Option<SystemTime> {
+    (s != 0).then(|| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// The TLS state a reload replaces: the identity (with the files it came from), the client
+/// configuration new dials use (the server one lives in the quinn endpoint), and the own
+/// certificate's expiry.
+pub(crate) struct TlsState {
+    pub identity: NodeIdentity,
+    pub client: quinn::ClientConfig,
+    pub not_after: Option<SystemTime>,
 }
 
 /// State shared by the endpoint handle and its tasks.
@@ -91,6 +118,12 @@ pub(crate) struct Ctx {
     pub me: NodeId,
     pub incarnation: u64,
     pub endpoint: quinn::Endpoint,
+    /// The identity and client configuration, replaced whole by a reload.
+    pub tls: RwLock<TlsState>,
+    /// The allow-list and certificate profile, shared by every TLS configuration.
+    pub policy: Arc<Policy>,
+    /// The caps on inbound connections in admission.
+    pub admissions: Arc<Admissions>,
     pub events: mpsc::Sender<Event>,
     /// Bulk-lane events: a separate small channel (see [`Inbox`](crate::Inbox)).
     pub bulk_events: mpsc::Sender<Event>,
@@ -108,6 +141,8 @@ pub(crate) struct Incoming {
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
     pub hello: Hello,
+    /// When the peer's certificate expires ([`to_secs`]).
+    pub cert_not_after: u64,
 }
 
 #[derive(Default)]
@@ -129,11 +164,23 @@ pub(crate) struct PeerHandle {
     pub conn: watch::Sender<Option<quinn::Connection>>,
     /// Bulk streams waiting for a connection (makes the task dial with an empty queue).
     pub bulk_waiters: AtomicUsize,
+    /// When the certificate of the live connection's peer expires ([`to_secs`]; 0: none).
+    pub cert_not_after: AtomicU64,
+}
+
+impl Ctx {
+    /// The client configuration new dials use.
+    pub(crate) fn client_config(&self) -> quinn::ClientConfig {
+        // Replaced whole by a reload: consistent even after a panic elsewhere.
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).client.clone()
+    }
 }
 
 impl PeerHandle {
     pub(crate) fn new(node: NodeId, _cfg: &ValidNetConfig) -> (PeerHandle, mpsc::Receiver<Incoming>) {
-        let (tx, rx) = mpsc::channel(4);
+        // One inbound connection waits for the task at most: the accept path refuses further
+        // claims of this node while one waits (see `accept.rs`).
+        let (tx, rx) = mpsc::channel(1);
         let (conn, _) = watch::channel(None);
         let h = PeerHandle {
             node,
@@ -143,6 +190,7 @@ impl PeerHandle {
             incoming: tx,
             conn,
             bulk_waiters: AtomicUsize::new(0),
+            cert_not_after: AtomicU64::new(0),
         };
         (h, rx)
     }

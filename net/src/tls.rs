@@ -1,14 +1,17 @@
-//! Mutual TLS: a node's identity (cluster CA, its certificate chain and key) and the
-//! quinn client/server configurations built from it.
+//! Mutual TLS: a node's identity (the cluster CAs it trusts, its certificate chain and key,
+//! and the files they were read from, for a reload) and the quinn client/server
+//! configurations built from it.
 //!
-//! Owns the admission rules: a peer's certificate must chain to the cluster CA (checked by
-//! rustls during the handshake, both ways), the acceptor's certificate must name the node
-//! id that was dialed (server name check), and the dialer's certificate must name the node
-//! id its hello claims ([`cert_names_node`]). There is no plaintext path. Never creates
-//! certificates: `certs.rs` does.
+//! Owns the chain rules: a peer's certificate must chain to one of the trusted CAs (several
+//! may be trusted at once, for a rotation; checked by rustls during the handshake, both
+//! ways), the acceptor's certificate must name the node id that was dialed (server name
+//! check), and the dialer's certificate must name the node id its hello claims
+//! ([`cert_names_node`]); the certificate profile and the allow-list are `verify.rs`'s.
+//! There is no plaintext path. Never creates certificates: `certs.rs` does.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
@@ -18,6 +21,7 @@ use thiserror::Error;
 
 use crate::certs::node_server_name;
 use crate::config::ValidNetConfig;
+use crate::verify::{ClientVerifier, LeafInfo, Policy, ServerVerifier};
 
 /// The ALPN protocol id of Flotilla's transport.
 pub const ALPN: &[u8] = b"flotilla/1";
@@ -45,29 +49,74 @@ pub enum TlsError {
     /// QUIC needs TLS 1.3 with an initial cipher suite.
     #[error("QUIC crypto: {0}")]
     Quic(String),
+    /// A certificate or key file could not be read.
+    #[error("reading {path}: {detail}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        detail: String,
+    },
+    /// A reload was asked of an identity that was not read from files.
+    #[error("the identity was not read from files; nothing to reload")]
+    NoFiles,
 }
 
-/// What a node needs to join the cluster's TLS: the CA to trust, and its own certificate
-/// chain and key (issued for its node id).
-#[derive(Debug)]
+/// The files a [`NodeIdentity`] was read from ([`NodeIdentity::from_files`]), re-read by a
+/// reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFiles {
+    /// PEM bundle of the trusted cluster CA certificates (one or more).
+    pub ca: PathBuf,
+    /// PEM certificate (chain) of this node.
+    pub cert: PathBuf,
+    /// PEM private key of this node.
+    pub key: PathBuf,
+}
+
+/// What a node needs to join the cluster's TLS: the CAs to trust (one, or several during a
+/// rotation), and its own certificate chain and key (issued for its node id).
 pub struct NodeIdentity {
-    ca: CertificateDer<'static>,
+    cas: Vec<CertificateDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    files: Option<IdentityFiles>,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("NodeIdentity")
+            .field("cas", &self.cas.len())
+            .field("chain", &self.chain.len())
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Clone for NodeIdentity {
     fn clone(&self) -> Self {
-        NodeIdentity { ca: self.ca.clone(), chain: self.chain.clone(), key: self.key.clone_key() }
+        NodeIdentity {
+            cas: self.cas.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            files: self.files.clone(),
+        }
     }
 }
 
 impl NodeIdentity {
-    /// Parses the cluster CA certificate, the node certificate (chain) and its key, all PEM.
+    /// Parses the trusted cluster CA certificates (a PEM bundle of one or more: during a
+    /// CA rotation, the old and the new), the node certificate (chain) and its key, all PEM.
     pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<NodeIdentity, TlsError> {
         let pem_err =
             |what| move |e: rustls::pki_types::pem::Error| TlsError::Pem { what, detail: e.to_string() };
-        let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(pem_err("CA certificate"))?;
+        let cas = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem_err("CA certificate"))?;
+        if cas.is_empty() {
+            return Err(TlsError::Pem { what: "CA certificate", detail: "no certificate".into() });
+        }
         let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(pem_err("node certificate"))?;
@@ -75,12 +124,42 @@ impl NodeIdentity {
             return Err(TlsError::Pem { what: "node certificate", detail: "no certificate".into() });
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem_err("node key"))?;
-        Ok(NodeIdentity { ca, chain, key })
+        Ok(NodeIdentity { cas, chain, key, files: None })
+    }
+
+    /// Reads the identity from PEM files (the CA file may hold several CAs) and remembers
+    /// them, so [`Endpoint::reload_certs`](crate::Endpoint::reload_certs) can re-read them.
+    pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<NodeIdentity, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| TlsError::Read { path: path.to_owned(), detail: e.to_string() })
+        };
+        let mut id = NodeIdentity::from_pem(&read(ca)?, &read(cert)?, &read(key)?)?;
+        id.files = Some(IdentityFiles { ca: ca.to_owned(), cert: cert.to_owned(), key: key.to_owned() });
+        Ok(id)
+    }
+
+    /// The files this identity was read from, if any.
+    pub fn files(&self) -> Option<&IdentityFiles> {
+        self.files.as_ref()
+    }
+
+    /// Reads the identity anew from the files it was read from.
+    pub fn reread(&self) -> Result<NodeIdentity, TlsError> {
+        let f = self.files.as_ref().ok_or(TlsError::NoFiles)?;
+        NodeIdentity::from_files(&f.ca, &f.cert, &f.key)
+    }
+
+    /// When this node's own certificate expires (`None` if it cannot be parsed).
+    pub fn not_after(&self) -> Option<SystemTime> {
+        self.chain.first().and_then(|c| LeafInfo::parse(c)).map(|l| l.not_after)
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone()).map_err(TlsError::Ca)?;
+        for ca in &self.cas {
+            roots.add(ca.clone()).map_err(TlsError::Ca)?;
+        }
         Ok(Arc::new(roots))
     }
 
@@ -98,12 +177,18 @@ impl NodeIdentity {
         Arc::new(p)
     }
 
-    /// The quinn server configuration: requires a client certificate chaining to the CA.
-    pub(crate) fn server_config(&self, cfg: &ValidNetConfig) -> Result<quinn::ServerConfig, TlsError> {
-        let verifier =
+    /// The quinn server configuration: requires a client certificate chaining to a trusted
+    /// CA and meeting `policy`.
+    pub(crate) fn server_config(
+        &self,
+        cfg: &ValidNetConfig,
+        policy: &Arc<Policy>,
+    ) -> Result<quinn::ServerConfig, TlsError> {
+        let inner =
             rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
                 .build()
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let verifier = Arc::new(ClientVerifier { inner, policy: policy.clone() });
         let mut tls = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -112,15 +197,28 @@ impl NodeIdentity {
         let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic));
         sc.transport_config(transport_config(cfg));
+        // Connection attempts quinn holds before the accept loop decides on them; the
+        // acceptor's own caps (`max_handshakes`) bound what it then admits.
+        sc.max_incoming(cfg.max_handshakes);
         Ok(sc)
     }
 
     /// The quinn client configuration: presents this node's certificate and trusts only the
-    /// cluster CA.
-    pub(crate) fn client_config(&self, cfg: &ValidNetConfig) -> Result<quinn::ClientConfig, TlsError> {
+    /// cluster CAs, with peers' certificates meeting `policy`.
+    pub(crate) fn client_config(
+        &self,
+        cfg: &ValidNetConfig,
+        policy: &Arc<Policy>,
+    ) -> Result<quinn::ClientConfig, TlsError> {
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(self.roots()?, Self::provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let verifier = Arc::new(ServerVerifier { inner, policy: policy.clone() });
         let mut tls = rustls::ClientConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(self.roots()?)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;

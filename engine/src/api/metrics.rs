@@ -176,4 +176,15 @@ pub struct Metrics {
     /// configuration: not believed; the replica asked its members instead (a stale-peer
     /// probe).
     pub tombstones_unproven: u64,
+    /// Gauge: when this node's transport certificate expires, in seconds since the Unix
+    /// epoch (0: unknown, or a transport without certificates).
+    pub net_cert_not_after_unix: u64,
+    /// Gauge: the earliest certificate expiry among the peers connected now, in seconds
+    /// since the Unix epoch (0: none connected, or unknown).
+    pub net_peer_cert_not_after_min_unix: u64,
+    /// Inbound connection attempts the transport refused at its handshake caps.
+    pub net_handshakes_refused: u64,
+    /// Handshakes and connections the transport refused by its certificate policy (key
+    /// usage, node not on the allow-list).
+    pub net_policy_refused: u64,
 }

@@ -68,7 +68,7 @@ use crate::api::{
 };
 use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, ReplicaId};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportStatsSource};
 
 /// The running engine: worker threads, the network thread, the WAL.
 pub(crate) struct Runtime {
@@ -76,6 +76,8 @@ pub(crate) struct Runtime {
     workers: Vec<Sender<Cmd>>,
     threads: Vec<JoinHandle<()>>,
     net_thread: Option<JoinHandle<()>>,
+    /// The transport's figures for `metrics`, read while the network thread owns it.
+    net_stats: Option<Arc<dyn TransportStatsSource>>,
     /// The data directory's lock: the last field, so it is released only after the
     /// threads stopped (`Drop::drop`) and the WAL closed (`shared`, dropped first).
     _lock: flotilla_wal::DirLock,
@@ -141,12 +143,13 @@ impl Runtime {
         }
         let routes = workers.clone();
         let sh = shared.clone();
+        let net_stats = transport.stats_source();
         let net_thread = std::thread::Builder::new()
             .name("flotilla-net".into())
             .spawn(move || net_loop::run(transport, net_rx, routes, sh))
             .map_err(OpenError::Io)?;
         tracing::info!("node {} open with {n} workers", c.node_id);
-        Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread), _lock: lock })
+        Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread), net_stats, _lock: lock })
     }
 
     pub(crate) fn node_id(&self) -> NodeId {
@@ -290,6 +293,7 @@ impl Runtime {
             l(&c.refused_busy_apply_backlog),
             l(&c.refused_busy_wal_pending),
         ];
+        let net = self.net_stats.as_ref().map(|s| s.transport_stats()).unwrap_or_default();
         Metrics {
             wal_batches: l(&c.wal_batches),
             wal_batch_groups: l(&c.wal_batch_groups),
@@ -337,6 +341,10 @@ impl Runtime {
             unconfirmed_replicas: l(&c.unconfirmed_replicas),
             unconfirmed_dropped: l(&c.unconfirmed_dropped),
             tombstones_unproven: l(&c.tombstones_unproven),
+            net_cert_not_after_unix: net.cert_not_after_unix,
+            net_peer_cert_not_after_min_unix: net.peer_cert_not_after_min_unix,
+            net_handshakes_refused: net.handshakes_refused,
+            net_policy_refused: net.policy_refused,
         }
     }
 

@@ -113,6 +113,29 @@ pub enum TransportError {
     NotAChunk,
 }
 
+/// Figures of a transport that the engine folds into its [`Metrics`](crate::api::Metrics):
+/// certificate expiry and refused admissions. Zero where a transport has none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// When this node's own certificate expires, in seconds since the Unix epoch.
+    pub cert_not_after_unix: u64,
+    /// The earliest expiry among the certificates of the peers connected now, in seconds
+    /// since the Unix epoch.
+    pub peer_cert_not_after_min_unix: u64,
+    /// Inbound connection attempts refused at the handshake caps.
+    pub handshakes_refused: u64,
+    /// Handshakes and connections refused by the certificate policy (key usage, node not
+    /// on the allow-list).
+    pub policy_refused: u64,
+}
+
+/// Reads a transport's [`TransportStats`] from any thread (the runtime keeps one while the
+/// network thread owns the transport).
+pub trait TransportStatsSource: Send + Sync {
+    /// The figures now.
+    fn transport_stats(&self) -> TransportStats;
+}
+
 /// The engine's network: batches of wire items between node ids, snapshot streams, and
 /// events. Implemented over QUIC by [`QuicTransport`] and in memory by [`MemoryTransport`].
 pub trait Transport: Send {
@@ -147,6 +170,12 @@ pub trait Transport: Send {
     /// [`Transport::recv_timeout`]; an event that arrives after that sets it again.
     /// `None` (the default): no signal, the caller polls.
     fn event_signal(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        None
+    }
+
+    /// A handle that reads this transport's [`TransportStats`] from any thread. `None`
+    /// (the default): the transport has none to report.
+    fn stats_source(&self) -> Option<std::sync::Arc<dyn TransportStatsSource>> {
         None
     }
 }

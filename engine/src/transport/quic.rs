@@ -4,16 +4,21 @@
 //! encoded into one message-lane frame; a snapshot's chunks each become one bulk-lane chunk
 //! on their own stream, sent from a helper thread so the caller never blocks; transport
 //! events become [`TransportEvent`]s. A helper thread blocks on the inbox and forwards its
-//! events, setting the event signal, so the runtime sleeps until something arrives. Never
-//! interprets messages beyond the codec.
+//! events, setting the event signal, so the runtime sleeps until something arrives. Also
+//! passes the embedder's admission controls through to the endpoint (the node allow-list,
+//! a certificate reload) and its certificate and admission figures to the engine's
+//! metrics. Never interprets messages beyond the codec.
 
+use std::collections::HashSet;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flotilla_net::{Endpoint, Event, Inbox};
+use flotilla_net::{Endpoint, Event, Inbox, ReloadError};
 
 use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
-use super::{SnapshotChunks, Transport, TransportError, TransportEvent};
+use super::{
+    SnapshotChunks, Transport, TransportError, TransportEvent, TransportStats, TransportStatsSource,
+};
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
 
@@ -78,10 +83,45 @@ impl QuicTransport {
         &self.ep
     }
 
+    /// A handle to the endpoint the embedder keeps once the transport is moved into the
+    /// engine: to update the allow-list ([`Endpoint::set_allowed_nodes`]) as membership
+    /// changes, reload certificates ([`Endpoint::reload_certs`]), add peer addresses.
+    pub fn shared_endpoint(&self) -> std::sync::Arc<Endpoint> {
+        self.ep.clone()
+    }
+
+    /// Sets the nodes allowed to connect (`None`: any node with a certificate of a trusted
+    /// CA); a node removed from the list is refused and its connection closed. See
+    /// [`Endpoint::set_allowed_nodes`].
+    pub fn set_allowed_nodes(&self, nodes: Option<HashSet<NodeId>>) {
+        self.ep.set_allowed_nodes(nodes);
+    }
+
+    /// Re-reads the certificate files for new connections. See [`Endpoint::reload_certs`].
+    pub fn reload_certs(&self) -> Result<(), ReloadError> {
+        self.ep.reload_certs()
+    }
+
     fn decode(&self, from: NodeId, bytes: &bytes::Bytes) -> TransportEvent {
         match decode_batch(bytes, self.limits) {
             Ok(items) => TransportEvent::Items { from, items },
             Err(error) => TransportEvent::Malformed { from, error },
+        }
+    }
+}
+
+fn unix_secs(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
+}
+
+impl TransportStatsSource for Endpoint {
+    fn transport_stats(&self) -> TransportStats {
+        let s = self.stats();
+        TransportStats {
+            cert_not_after_unix: unix_secs(s.cert_not_after),
+            peer_cert_not_after_min_unix: unix_secs(s.peer_cert_not_after_min),
+            handshakes_refused: s.handshakes_refused,
+            policy_refused: s.policy_refused,
         }
     }
 }
@@ -167,6 +207,10 @@ impl Transport for QuicTransport {
         Some(self.sig.clone())
     }
 
+    fn stats_source(&self) -> Option<std::sync::Arc<dyn TransportStatsSource>> {
+        Some(self.ep.clone())
+    }
+
     fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -195,5 +239,23 @@ impl Transport for QuicTransport {
                 Event::Dropped { to, tags, .. } => return Some(TransportEvent::Dropped { to, tags }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_expiry_reaches_the_engine_through_the_stats_source() {
+        let ca = flotilla_net::ClusterCa::generate().unwrap();
+        let n = ca.issue_node_valid_for(1, Duration::from_secs(86_400)).unwrap();
+        let id = flotilla_net::NodeIdentity::from_pem(&ca.pem().cert_pem, &n.cert_pem, &n.key_pem).unwrap();
+        let (ep, inbox) = Endpoint::start(flotilla_net::NetConfig::new(1).validate().unwrap(), &id).unwrap();
+        let t = QuicTransport::new(ep, inbox, DecodeLimits::default());
+        let s = t.stats_source().unwrap().transport_stats();
+        let now = unix_secs(Some(SystemTime::now()));
+        assert!(s.cert_not_after_unix > now + 86_000 && s.cert_not_after_unix <= now + 86_400, "{s:?}");
+        assert_eq!(s.peer_cert_not_after_min_unix, 0, "no peer connected");
     }
 }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_net::{ClusterCa, Endpoint, Event, Inbox, NetConfig, NodeIdentity, ValidNetConfig};
 
+pub mod raw;
+
 pub fn identity(ca: &ClusterCa, id: u64) -> NodeIdentity {
     let node = ca.issue_node(id).unwrap();
     NodeIdentity::from_pem(&ca.pem().cert_pem, &node.cert_pem, &node.key_pem).unwrap()
