@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla_engine::api::{
-    Engine, EngineConfig, MembershipChange, OpenError, ProposeError, StateMachineFactory,
+    CreatePolicy, Engine, EngineConfig, MembershipChange, OpenError, ProposeError, StateMachineFactory,
 };
 use flotilla_engine::raft::Role;
 use flotilla_engine::transport::{DecodeLimits, QuicTransport};
@@ -39,8 +39,8 @@ use crate::outcome::{
 pub use crate::outcome::{indeterminate, Outcome};
 use crate::resp::{parse_value, Value};
 use crate::sm::{
-    read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo, ShardData,
-    ShardSm, META_GROUP,
+    known_group, read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo,
+    ShardData, ShardSm, META_GROUP,
 };
 
 /// Why a node could not start.
@@ -341,6 +341,9 @@ impl Node {
         // refuses that): a long election timeout stretches it.
         ec.propose_timeout_ticks = ec.propose_timeout_ticks.max(cfg.election_ticks * 4);
         ec.compact_entries = cfg.compact_entries;
+        // Peers create replicas here only of this cluster's groups (issue 12 point 3).
+        let shards = cfg.shards;
+        ec.create_policy = CreatePolicy::new(move |group, _from| known_group(group, shards));
         let engine = Engine::open(
             ec,
             Box::new(QuicTransport::with_shared_endpoint(ep.clone(), inbox, DecodeLimits::default())),

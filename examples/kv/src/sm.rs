@@ -36,6 +36,13 @@ pub fn shard_group(s: u32) -> u64 {
     SHARD_BASE + s as u64
 }
 
+/// Whether `group` is one of this cluster's groups: the meta group or one of its
+/// `shards` shard groups. The node lets a peer's message create a replica only of these
+/// (the engine's `CreatePolicy`), so a peer cannot make it host arbitrary group ids.
+pub fn known_group(group: u64, shards: u32) -> bool {
+    group == META_GROUP || (SHARD_BASE..SHARD_BASE + shards as u64).contains(&group)
+}
+
 /// A write to one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteCmd {
@@ -332,6 +339,18 @@ impl StateMachine for MetaSm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_meta_group_and_the_configured_shards_are_known() {
+        assert!(known_group(META_GROUP, 16));
+        assert!(known_group(shard_group(0), 16));
+        assert!(known_group(shard_group(15), 16));
+        assert!(!known_group(shard_group(16), 16), "a shard past the count");
+        assert!(!known_group(SHARD_BASE - 1, 16));
+        assert!(!known_group(0, 16));
+        assert!(!known_group(u64::MAX, 16));
+        assert!(!known_group(shard_group(0), 0), "no shards: only the meta group");
+    }
 
     #[test]
     fn commands_round_trip_and_garbage_is_refused() {
