@@ -357,8 +357,13 @@ fn metrics_move_with_their_events() {
     for i in 0..100u8 {
         c.propose(g, &[i]);
     }
-    // Snapshots are written in the background: the compaction follows.
-    wait_until("a compaction", || total(&c, |m| m.compactions) >= 1);
+    // Snapshots are written in the background: the compaction follows. Both live nodes
+    // must have compacted (whichever leads when node 3 returns): with only the follower
+    // compacted, a leader whose snapshot was still being written (a busy machine) would
+    // catch node 3 up from its log, and no snapshot would be installed.
+    wait_until("a compaction on both live nodes", || {
+        [1, 2].iter().all(|&n| c.engine(n).metrics().compactions >= 1)
+    });
     c.start(3);
     c.wait_converged(g, &[1, 2, 3], 101, LONG);
     assert!(c.engine(3).metrics().snapshots_installed >= 1);
