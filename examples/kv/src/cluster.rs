@@ -416,27 +416,26 @@ impl Admin {
     }
 
     /// Makes every node of the directory (as the node at `seed` knows it) re-read its
-    /// certificate files (`FLOTILLA.RELOADCERTS`); returns the nodes reloaded, in order.
-    /// Stops at the first node that cannot be reached or refuses (the ones before it
-    /// have reloaded).
-    pub fn reload_certs(&self, seed: &str) -> Result<Vec<u64>, AdminError> {
+    /// certificate files (`FLOTILLA.RELOADCERTS`). Every node is tried, whatever happened
+    /// at the others; returns each node's result, in node order.
+    pub fn reload_certs(&self, seed: &str) -> Result<Vec<(u64, Result<(), AdminError>)>, AdminError> {
         let first = self.node_status(seed)?;
         let mut nodes: BTreeMap<u64, String> =
             first.directory.iter().map(|(&id, i)| (id, i.client.clone())).collect();
         nodes.insert(first.node, seed.to_string());
-        let mut done = Vec::with_capacity(nodes.len());
-        for (id, addr) in nodes {
-            match self.call(&addr, &["FLOTILLA.RELOADCERTS"])? {
-                Value::Error(msg) => {
-                    return Err(AdminError::Refused {
-                        what: format!("reload certificates of node {id}"),
-                        msg,
-                    })
-                }
-                _ => done.push(id),
-            }
-        }
-        Ok(done)
+        Ok(nodes
+            .into_iter()
+            .map(|(id, addr)| {
+                let r = match self.call(&addr, &["FLOTILLA.RELOADCERTS"]) {
+                    Ok(Value::Error(msg)) => {
+                        Err(AdminError::Refused { what: format!("reload certificates of node {id}"), msg })
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                (id, r)
+            })
+            .collect())
     }
 
     /// Moves every shard led by `from` to `to`; returns how many moved.

@@ -441,9 +441,19 @@ fn certificates_reload_without_a_restart() {
     let up = dial(&ep, &mut inbox, 1, &peer1, || info_u64(&c, 1, "net_refused") > refused_before);
     assert!(!up, "node 1 admitted a CA it does not trust yet");
 
-    // The CA rotation: node 1's CA file holds both; a reload by the admin command.
+    // The CA rotation: node 1's CA file holds both; a reload by `flotilla-admin
+    // reload-certs` (FLOTILLA.RELOADCERTS on every node).
     std::fs::write(d.join("ca.pem"), &both).unwrap();
-    assert_eq!(admin.call(&addr, &["FLOTILLA.RELOADCERTS"]).unwrap(), Value::ok());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-admin"))
+        .args(["--seed", &addr, "reload-certs"])
+        .env_remove("FLOTILLA_ADMIN_PASSWORD")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Node 3 has no client port: reported (exit code 3, unreachable), node 1 reloaded.
+    assert_eq!(stdout, "node 1 reloaded its certificates\n", "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.starts_with(&format!("flotilla-admin: node at {at}:")), "{stderr}");
     assert!(dial(&ep, &mut inbox, 1, &peer1, || false), "node 3 of the new CA not admitted after the reload");
     ep.shutdown(Duration::from_millis(100));
 

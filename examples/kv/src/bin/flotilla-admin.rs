@@ -14,7 +14,8 @@
 //! there is one), moves leaderships away, then removes the node from every group.
 //! Every step follows leader hints and is retried until `--timeout` (default 30 s).
 //! `reload-certs` makes every node of the directory re-read its certificate files
-//! (`FLOTILLA.RELOADCERTS`; after a certificate renewal or while rotating the CA).
+//! (`FLOTILLA.RELOADCERTS`; after a certificate renewal or while rotating the CA): every
+//! node is tried, one line each; the exit code is that of the first failure.
 //!
 //! Exit codes: 0 done; 1 an operation was refused or timed out (the message says which
 //! step); 2 usage error; 3 a node could not be reached; 4 authentication failed.
@@ -111,8 +112,19 @@ fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
         }
         Cmd::TransferLeader { .. } => return Err(AdminError::Invalid("give --group or --from".into())),
         Cmd::ReloadCerts => {
-            for id in a.reload_certs(seed)? {
-                println!("node {id} reloaded its certificates");
+            let mut failed = Vec::new();
+            for (id, r) in a.reload_certs(seed)? {
+                match r {
+                    Ok(()) => println!("node {id} reloaded its certificates"),
+                    Err(e) => failed.push((id, e)),
+                }
+            }
+            let mut failed = failed.into_iter();
+            if let Some((_, first)) = failed.next() {
+                for (id, e) in failed {
+                    eprintln!("flotilla-admin: node {id}: {e}");
+                }
+                return Err(first);
             }
         }
     }
