@@ -164,6 +164,9 @@ pub struct Admin {
     pub step_timeout: Duration,
 }
 
+/// One node's result of an operation run on every node: its id, and how it went.
+pub type NodeResult = (u64, Result<(), AdminError>);
+
 /// The options both tools (`flotilla-admin`, `flotilla-rebalance`) take to reach the
 /// cluster as the admin user (flattened into each tool's arguments).
 #[derive(Debug, Clone, clap::Args)]
@@ -418,7 +421,7 @@ impl Admin {
     /// Makes every node of the directory (as the node at `seed` knows it) re-read its
     /// certificate files (`FLOTILLA.RELOADCERTS`). Every node is tried, whatever happened
     /// at the others; returns each node's result, in node order.
-    pub fn reload_certs(&self, seed: &str) -> Result<Vec<(u64, Result<(), AdminError>)>, AdminError> {
+    pub fn reload_certs(&self, seed: &str) -> Result<Vec<NodeResult>, AdminError> {
         let first = self.node_status(seed)?;
         let mut nodes: BTreeMap<u64, String> =
             first.directory.iter().map(|(&id, i)| (id, i.client.clone())).collect();
