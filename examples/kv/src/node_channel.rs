@@ -37,7 +37,7 @@
 //! Never retries and never decides the outcome of what it runs: [`crate::node`] does.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 use thiserror::Error;
 
 use crate::acl::{Secret, User};
-use crate::client::{Client, ClientError, Transport};
+use crate::client::{tcp_connect, Client, ClientError, Transport};
 use crate::commands::{run_batch, Session};
 use crate::node::Node;
 use crate::outcome::Outcome;
@@ -194,18 +194,10 @@ pub fn peer_node_id(chain: &[CertificateDer<'_>]) -> Option<u64> {
 /// with `timeout` for each read and write.
 pub fn connect(tls: &NodeTls, addr: &str, to: u64, timeout: Duration) -> Result<Client, ClientError> {
     let cerr = |error| ClientError::Connect { addr: addr.to_string(), error };
-    let sa: SocketAddr = addr
-        .to_socket_addrs()
-        .map_err(cerr)?
-        .next()
-        .ok_or_else(|| cerr(std::io::Error::other("no address")))?;
     let name = ServerName::try_from(flotilla_net::node_server_name(to))
         .map_err(|e| cerr(std::io::Error::other(e.to_string())))?;
     let conn = ClientConnection::new(tls.client(), name).map_err(|e| cerr(std::io::Error::other(e)))?;
-    let sock = TcpStream::connect_timeout(&sa, timeout).map_err(cerr)?;
-    sock.set_read_timeout(Some(timeout)).map_err(cerr)?;
-    sock.set_write_timeout(Some(timeout)).map_err(cerr)?;
-    sock.set_nodelay(true).map_err(cerr)?;
+    let sock = tcp_connect(addr, timeout)?;
     let mut s = StreamOwned::new(conn, sock);
     // Nothing of a request was sent yet: a failed handshake is a connect failure.
     handshake(&mut s.conn, &mut s.sock, Instant::now() + timeout).map_err(cerr)?;
