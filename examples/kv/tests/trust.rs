@@ -3,6 +3,9 @@
 //! peers. Forwarding runs over mutual TLS and never carries a password; the node channel
 //! admits only cluster certificates; internal commands are refused on the client port;
 //! admin commands need the admin user; no secret is on a node's or tool's command line.
+//! A removed node's still-valid certificate is refused over QUIC and the node channel (the
+//! allow-list follows the directory), and certificates reload without a restart (issue 12
+//! point 6).
 
 #![allow(clippy::unwrap_used)]
 
@@ -403,8 +406,15 @@ fn a_removed_node_s_certificate_is_refused_over_quic_and_the_node_channel() {
     let refused_before = info_u64(&c, 1, "net_policy_refused");
     let ident = flotilla_net::NodeIdentity::from_pem(&ca, &cert2, &key2).unwrap();
     let (ep, mut inbox) = endpoint_as(2, &ident);
+    let t = Instant::now();
     let up = dial(&ep, &mut inbox, 1, &peer1, || info_u64(&c, 1, "net_policy_refused") > refused_before);
     assert!(!up, "node 1 admitted the removed node 2 over QUIC");
+    assert_eq!(ep.stats().connections, 0, "no connection was ever installed");
+    eprintln!(
+        "removed node 2 refused over QUIC within {:?}: node 1 net_policy_refused {refused_before} -> {}",
+        t.elapsed(),
+        info_u64(&c, 1, "net_policy_refused")
+    );
     ep.shutdown(Duration::from_millis(100));
 }
 
@@ -440,6 +450,7 @@ fn certificates_reload_without_a_restart() {
     let refused_before = info_u64(&c, 1, "net_refused");
     let up = dial(&ep, &mut inbox, 1, &peer1, || info_u64(&c, 1, "net_refused") > refused_before);
     assert!(!up, "node 1 admitted a CA it does not trust yet");
+    assert_eq!(ep.stats().connections, 0, "no connection was ever installed");
 
     // The CA rotation: node 1's CA file holds both; a reload by `flotilla-admin
     // reload-certs` (FLOTILLA.RELOADCERTS on every node).
@@ -454,7 +465,14 @@ fn certificates_reload_without_a_restart() {
     assert_eq!(stdout, "node 1 reloaded its certificates\n", "{stderr}");
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.starts_with(&format!("flotilla-admin: node at {at}:")), "{stderr}");
+    let t = Instant::now();
     assert!(dial(&ep, &mut inbox, 1, &peer1, || false), "node 3 of the new CA not admitted after the reload");
+    eprintln!(
+        "node 3 of the new CA: refused before the reload (node 1 net_refused {refused_before} -> {}), \
+         admitted {:?} after it",
+        info_u64(&c, 1, "net_refused"),
+        t.elapsed()
+    );
     ep.shutdown(Duration::from_millis(100));
 
     // A broken certificate file: refused, nothing changes.
@@ -486,6 +504,11 @@ fn certificates_reload_without_a_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(cert_before > now + 300 * 86_400, "the first certificate was valid for about a year");
+    eprintln!(
+        "node 1's certificate after SIGHUP: expires in {} days (was {} days)",
+        (info_u64(&c, 1, "cert_not_after_unix") - now) / 86_400,
+        (cert_before - now) / 86_400
+    );
     // Still serving, and still a working node.
     let _: () = c.redis(1).set("after-reload", "1").unwrap();
 }
