@@ -9,6 +9,8 @@
 //! not wrapped is still cut off). Drops are silent, like a network's: the sender learns
 //! nothing, Raft retransmits. Never reorders, delays or alters what it lets through, except
 //! that a replication-only cut removes the appends and heartbeats from a batch at send.
+//! The inner transport's figures for metrics ([`Transport::stats_source`]) pass through
+//! unchanged.
 //!
 //! A real partition also ends the connection (QUIC's idle timeout), which the transport
 //! reports as the peer going down; the wrapper does the same at once: the first receive
@@ -23,7 +25,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{SnapshotChunks, Transport, TransportError, TransportEvent, WireItem};
+use super::{SnapshotChunks, Transport, TransportError, TransportEvent, TransportStatsSource, WireItem};
 use crate::raft::message::MessageBody;
 use crate::raft::types::NodeId;
 
@@ -335,6 +337,12 @@ impl<T: Transport> Transport for FaultTransport<T> {
         }
         None
     }
+
+    /// The wrapped transport's figures (certificate expiry, refused admissions): faults
+    /// change what is delivered, not what the transport under them reports.
+    fn stats_source(&self) -> Option<Arc<dyn TransportStatsSource>> {
+        self.inner.stats_source()
+    }
 }
 
 /// Whether `item` is replication traffic (a leader's appends, heartbeats or snapshot).
@@ -479,6 +487,54 @@ mod tests {
         raw.send(2, 1, &batch()).unwrap();
         assert!(arrivals(&mut b).is_empty());
         assert!(ctl.is_blocked(3, 2) && ctl.is_blocked(2, 1));
+    }
+
+    /// A transport that reports fixed figures and carries nothing.
+    struct Reporting(Arc<Fixed>);
+
+    struct Fixed(crate::transport::TransportStats);
+
+    impl TransportStatsSource for Fixed {
+        fn transport_stats(&self) -> crate::transport::TransportStats {
+            self.0
+        }
+    }
+
+    impl Transport for Reporting {
+        fn node_id(&self) -> NodeId {
+            1
+        }
+        fn send(&self, _: NodeId, _: u64, _: &[WireItem]) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn send_snapshot(&self, _: NodeId, _: u64, _: u64, _: SnapshotChunks) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn recv_timeout(&mut self, _: Duration) -> Option<TransportEvent> {
+            None
+        }
+        fn stats_source(&self) -> Option<Arc<dyn TransportStatsSource>> {
+            Some(self.0.clone())
+        }
+    }
+
+    /// The wrapper hands the engine the inner transport's figures (certificate expiry,
+    /// refusals), so metrics read the same with faults injected; a transport without
+    /// figures stays without.
+    #[test]
+    fn stats_source_is_the_inner_transport_s() {
+        let stats = crate::transport::TransportStats {
+            cert_not_after_unix: 1_900_000_000,
+            peer_cert_not_after_min_unix: 1_800_000_000,
+            handshakes_refused: 3,
+            policy_refused: 5,
+        };
+        let ctl = FaultControl::new(1);
+        ctl.partition(1, 2);
+        let wrapped = ctl.wrap(Reporting(Arc::new(Fixed(stats))));
+        let source = wrapped.stats_source().expect("the inner transport's source");
+        assert_eq!(source.transport_stats(), stats);
+        assert!(ctl.wrap(MemoryNetwork::new().join(3, 4)).stats_source().is_none());
     }
 
     #[test]

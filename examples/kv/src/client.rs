@@ -47,6 +47,23 @@ impl Transport for TcpStream {
     }
 }
 
+/// A TCP connection to `addr` (the first address it resolves to) within `timeout`, with
+/// `timeout` for each read and write and Nagle off: what every client of this crate dials
+/// with, plain or under TLS. Every failure is a [`ClientError::Connect`] (nothing sent).
+pub fn tcp_connect(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let cerr = |error| ClientError::Connect { addr: addr.to_string(), error };
+    let sa: SocketAddr = addr
+        .to_socket_addrs()
+        .map_err(cerr)?
+        .next()
+        .ok_or_else(|| cerr(std::io::Error::other("no address")))?;
+    let stream = TcpStream::connect_timeout(&sa, timeout).map_err(cerr)?;
+    stream.set_read_timeout(Some(timeout)).map_err(cerr)?;
+    stream.set_write_timeout(Some(timeout)).map_err(cerr)?;
+    stream.set_nodelay(true).map_err(cerr)?;
+    Ok(stream)
+}
+
 /// One RESP connection.
 pub struct Client {
     stream: Box<dyn Transport>,
@@ -62,17 +79,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects to `addr` with `timeout` for the connect and for each read and write.
     pub fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let cerr = |error| ClientError::Connect { addr: addr.to_string(), error };
-        let sa: SocketAddr = addr
-            .to_socket_addrs()
-            .map_err(cerr)?
-            .next()
-            .ok_or_else(|| cerr(std::io::Error::other("no address")))?;
-        let stream = TcpStream::connect_timeout(&sa, timeout).map_err(cerr)?;
-        stream.set_read_timeout(Some(timeout)).map_err(cerr)?;
-        stream.set_write_timeout(Some(timeout)).map_err(cerr)?;
-        stream.set_nodelay(true).map_err(cerr)?;
-        Ok(Client::from_transport(Box::new(stream)))
+        Ok(Client::from_transport(Box::new(tcp_connect(addr, timeout)?)))
     }
 
     /// A client over an established transport (timeouts already set on its socket).

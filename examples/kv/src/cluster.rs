@@ -164,6 +164,56 @@ pub struct Admin {
     pub step_timeout: Duration,
 }
 
+/// One node's result of an operation run on every node: its id, and how it went.
+pub type NodeResult = (u64, Result<(), AdminError>);
+
+/// The options both tools (`flotilla-admin`, `flotilla-rebalance`) take to reach the
+/// cluster as the admin user (flattened into each tool's arguments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ToolArgs {
+    /// Client address (ip:port) of any node of the cluster.
+    #[arg(long)]
+    pub seed: String,
+    /// The admin user's name.
+    #[arg(long, default_value = "admin")]
+    pub user: String,
+    /// A file holding the admin user's password (default: the FLOTILLA_ADMIN_PASSWORD
+    /// environment variable). Never on the command line.
+    #[arg(long)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Seconds each step is retried before giving up (at least 1).
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+impl ToolArgs {
+    /// The admin client these options describe: the password from `--password-file`, else
+    /// `FLOTILLA_ADMIN_PASSWORD`, else none. An unreadable or empty password is an error
+    /// (a usage error for the tools).
+    pub fn admin(&self) -> Result<Admin, String> {
+        let password = crate::acl::tool_password(
+            self.password_file.as_deref(),
+            std::env::var(crate::config::ADMIN_PASSWORD_ENV).ok(),
+        )?;
+        let mut a = Admin::new(password);
+        a.user = self.user.clone();
+        a.step_timeout = Duration::from_secs(self.timeout.max(1));
+        Ok(a)
+    }
+}
+
+impl AdminError {
+    /// The tools' exit code for it: 3 a node could not be reached, 4 authentication
+    /// failed, 1 anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AdminError::Unreachable { .. } => 3,
+            AdminError::Auth { .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
 fn is_retryable(msg: &str) -> bool {
     msg.starts_with("TRYAGAIN") || msg.starts_with("FLOTILLA.RETRY") || msg.starts_with("FLOTILLA.REDIRECT")
 }
@@ -366,6 +416,29 @@ impl Admin {
             &["FLOTILLA.TRANSFER", &group.to_string(), &to.to_string()],
         )?;
         Ok(())
+    }
+
+    /// Makes every node of the directory (as the node at `seed` knows it) re-read its
+    /// certificate files (`FLOTILLA.RELOADCERTS`). Every node is tried, whatever happened
+    /// at the others; returns each node's result, in node order.
+    pub fn reload_certs(&self, seed: &str) -> Result<Vec<NodeResult>, AdminError> {
+        let first = self.node_status(seed)?;
+        let mut nodes: BTreeMap<u64, String> =
+            first.directory.iter().map(|(&id, i)| (id, i.client.clone())).collect();
+        nodes.insert(first.node, seed.to_string());
+        Ok(nodes
+            .into_iter()
+            .map(|(id, addr)| {
+                let r = match self.call(&addr, &["FLOTILLA.RELOADCERTS"]) {
+                    Ok(Value::Error(msg)) => {
+                        Err(AdminError::Refused { what: format!("reload certificates of node {id}"), msg })
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                (id, r)
+            })
+            .collect())
     }
 
     /// Moves every shard led by `from` to `to`; returns how many moved.

@@ -22,6 +22,9 @@
 //!   change of one group, run at its leader.
 //! - `FLOTILLA.TRANSFER <group> <node>`: moves the group's leadership to the node and
 //!   waits until it took over.
+//! - `FLOTILLA.RELOADCERTS`: re-reads this node's certificate files for new connections
+//!   of the QUIC transport and the node channel ([`crate::trust`]); on an error the node
+//!   keeps its certificates and the reply says why.
 //! - `FLOTILLA.LOCAL ...`: internal, a forwarded operation (see [`crate::node`]); node
 //!   channel only.
 
@@ -34,6 +37,7 @@ use crate::acl::{class, Acl, User};
 use crate::node::{indeterminate, Member, Node, Op, Outcome, ReadQ};
 use crate::resp::Value;
 use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
+use crate::trust::describe_allowed;
 
 /// A connection's state.
 #[derive(Debug, Default, Clone)]
@@ -398,14 +402,34 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             };
             node.exec(Op::Transfer { group: group as u64, to: to as u64 })
         }
+        ("FLOTILLA.RELOADCERTS", []) => match node.reload_certs() {
+            Ok(()) => Value::ok(),
+            Err(e) => Value::err(format!("ERR certificates not reloaded, the current ones stay in use: {e}")),
+        },
         ("FLOTILLA.LOCAL", a) => match Op::from_args(a) {
             Some(op) => node.exec_local(&op).to_value(),
             None => Value::err("ERR malformed FLOTILLA.LOCAL"),
         },
         (
-            "GET" | "SET" | "INCR" | "DECR" | "INCRBY" | "DECRBY" | "DEL" | "EXISTS" | "MGET" | "MSET"
-            | "DBSIZE" | "PING" | "ECHO" | "SELECT" | "FLOTILLA.STATUS" | "FLOTILLA.REGISTER"
-            | "FLOTILLA.MEMBER" | "FLOTILLA.TRANSFER",
+            "GET"
+            | "SET"
+            | "INCR"
+            | "DECR"
+            | "INCRBY"
+            | "DECRBY"
+            | "DEL"
+            | "EXISTS"
+            | "MGET"
+            | "MSET"
+            | "DBSIZE"
+            | "PING"
+            | "ECHO"
+            | "SELECT"
+            | "FLOTILLA.STATUS"
+            | "FLOTILLA.REGISTER"
+            | "FLOTILLA.MEMBER"
+            | "FLOTILLA.TRANSFER"
+            | "FLOTILLA.RELOADCERTS",
             _,
         ) => arity(&name),
         _ => Value::err(format!(
@@ -415,15 +439,23 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
     }
 }
 
+/// Seconds since the Unix epoch (0 for none).
+fn unix_secs(t: Option<std::time::SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
+}
+
 fn info(node: &Node) -> String {
     let st = node.engine().status();
     let leaders = st.iter().filter(|s| s.role == flotilla_engine::raft::Role::Leader).count();
     let m = node.engine().metrics();
+    let net = node.net_stats();
     format!(
         "# Server\r\nflotilla_version:{}\r\nnode_id:{}\r\nclient_addr:{}\r\npeer_addr:{}\r\n\r\n\
          # Cluster\r\nshards:{}\r\nknown_nodes:{}\r\nreplicas:{}\r\nleaders:{}\r\n\r\n\
          # Keyspace\r\nlocal_keys:{}\r\n\r\n# Engine\r\napplied_entries:{}\r\ncompactions:{}\r\n\
-         snapshots_sent:{}\r\nsnapshots_installed:{}\r\n",
+         snapshots_sent:{}\r\nsnapshots_installed:{}\r\n\r\n\
+         # Trust\r\nallowed_nodes:{}\r\ncert_not_after_unix:{}\r\npeer_cert_not_after_min_unix:{}\r\n\
+         net_connections:{}\r\nnet_refused:{}\r\nnet_policy_refused:{}\r\nnet_handshakes_refused:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         node.id(),
         node.config().advertise_client_addr,
@@ -437,5 +469,12 @@ fn info(node: &Node) -> String {
         m.compactions,
         m.snapshots_sent,
         m.snapshots_installed,
+        describe_allowed(node.allow_list().get().as_deref()),
+        unix_secs(net.cert_not_after),
+        unix_secs(net.peer_cert_not_after_min),
+        net.connections,
+        net.refused,
+        net.policy_refused,
+        net.handshakes_refused,
     )
 }

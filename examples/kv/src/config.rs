@@ -243,6 +243,9 @@ pub struct ValidNodeConfig {
     pub cert_pem: String,
     /// Node key PEM (a secret: `Debug` shows `Secret(***)`).
     pub key_pem: Secret,
+    /// Where `ca_pem`, `cert_pem` and `key_pem` were read from: a certificate reload
+    /// (`FLOTILLA.RELOADCERTS`, SIGHUP) reads the same files again.
+    pub cert_files: CertFiles,
     /// Founds the cluster.
     pub bootstrap: bool,
     /// Shard count.
@@ -279,6 +282,17 @@ pub struct ValidNodeConfig {
     pub node_channel_idle: Duration,
     /// Client limits (see [`ClientLimits`]).
     pub limits: ClientLimits,
+}
+
+/// The certificate files of a node (the keys `ca_cert`, `node_cert`, `node_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// The trusted CA certificates, PEM (several during a CA rotation).
+    pub ca: PathBuf,
+    /// This node's certificate (chain), PEM.
+    pub cert: PathBuf,
+    /// This node's private key, PEM.
+    pub key: PathBuf,
 }
 
 /// The bounds the client port holds per connection (the keys of the same names).
@@ -415,9 +429,14 @@ impl NodeConfig {
         if advertise_client_addr.port() == 0 {
             return Err(bad("client_addr", "port 0 cannot be advertised to other nodes"));
         }
-        let ca_pem = pem("ca_cert", &self.ca_cert.ok_or(ConfigError::Missing("ca_cert"))?)?;
-        let cert_pem = pem("node_cert", &self.node_cert.ok_or(ConfigError::Missing("node_cert"))?)?;
-        let key_pem = Secret::new(pem("node_key", &self.node_key.ok_or(ConfigError::Missing("node_key"))?)?);
+        let cert_files = CertFiles {
+            ca: self.ca_cert.ok_or(ConfigError::Missing("ca_cert"))?,
+            cert: self.node_cert.ok_or(ConfigError::Missing("node_cert"))?,
+            key: self.node_key.ok_or(ConfigError::Missing("node_key"))?,
+        };
+        let ca_pem = pem("ca_cert", &cert_files.ca)?;
+        let cert_pem = pem("node_cert", &cert_files.cert)?;
+        let key_pem = Secret::new(pem("node_key", &cert_files.key)?);
         let shards = range("shards", self.shards, 1, MAX_SHARDS)?;
         let tick = Duration::from_millis(range("tick_ms", self.tick_ms, 1, 1000)?);
         let election_ticks = range("election_ticks", self.election_ticks, 2, 10_000)?;
@@ -483,6 +502,7 @@ impl NodeConfig {
             ca_pem,
             cert_pem,
             key_pem,
+            cert_files,
             bootstrap: self.bootstrap,
             shards,
             tick,

@@ -4,6 +4,7 @@
 //! - [`config`]: the node's TOML configuration and its validation.
 //! - [`acl`]: users, passwords, permissions, protected mode, [`acl::Secret`].
 //! - [`node_channel`]: the mutually authenticated TLS channel nodes forward requests on.
+//! - [`trust`]: which nodes are admitted (the directory's), and certificate reloads.
 //! - [`resp`]: RESP framing; [`client`]: a blocking RESP client.
 //! - [`sm`]: the shard and meta state machines.
 //! - [`node`]: the engine, bootstrap, routing and retries; [`outcome`]: which failures are
@@ -25,3 +26,4 @@ pub mod outcome;
 pub mod resp;
 pub mod server;
 pub mod sm;
+pub mod trust;

@@ -25,7 +25,7 @@ use flotilla_engine::api::{
 };
 use flotilla_engine::raft::Role;
 use flotilla_engine::transport::{DecodeLimits, QuicTransport};
-use flotilla_net::{Endpoint, NetConfig, NodeIdentity};
+use flotilla_net::{Endpoint, NetConfig};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -42,6 +42,7 @@ use crate::sm::{
     known_group, read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo,
     ShardData, ShardSm, META_GROUP,
 };
+use crate::trust::{describe_allowed, load_certs, read_certs, AllowList, CertError, Certs};
 
 /// Why a node could not start.
 #[derive(Debug, Error)]
@@ -275,6 +276,11 @@ pub struct Node {
     pool: Mutex<HashMap<u64, Vec<Client>>>,
     rr: AtomicU64,
     tls: NodeTls,
+    /// The nodes admitted (`crate::trust`), kept by the directory hook.
+    allow: AllowList,
+    /// Held while certificates are reloaded: one reload at a time, so both channels end
+    /// with the certificates of the same read.
+    reload: Mutex<()>,
     acl: Acl,
 }
 
@@ -294,10 +300,9 @@ impl Node {
     pub fn start(cfg: ValidNodeConfig) -> Result<Arc<Node>, StartError> {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|error| StartError::DataDir { path: cfg.data_dir.display().to_string(), error })?;
-        let ident = NodeIdentity::from_pem(&cfg.ca_pem, &cfg.cert_pem, cfg.key_pem.expose())
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-        let tls = NodeTls::new(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let Certs { identity: ident, channel: tls } =
+            load_certs(cfg.node_id, &cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
         let channel = std::net::TcpListener::bind(cfg.peer_addr)
             .map_err(|error| StartError::NodeChannel { addr: cfg.peer_addr, error })?;
         let mut nc = NetConfig::new(cfg.node_id);
@@ -310,12 +315,21 @@ impl Node {
         let dir: Directory = Default::default();
         let me = cfg.node_id;
         let hook_ep = Arc::downgrade(&ep);
+        let allow = AllowList::default();
+        let hook_allow = allow.clone();
+        // After every change of the directory: the transport's peer addresses, and the
+        // allow-list of the transport and the node channel (see `crate::trust`).
         let hook: DirectoryHook = Arc::new(move |d| {
+            let changed = hook_allow.update(me, d);
             if let Some(ep) = hook_ep.upgrade() {
                 for (&id, info) in d {
                     if let (true, Ok(a)) = (id != me, info.peer.parse::<SocketAddr>()) {
                         ep.set_peer_addr(id, a);
                     }
+                }
+                if let Some(nodes) = changed {
+                    tracing::info!("node {me}: nodes admitted now: {}", describe_allowed(nodes.as_ref()));
+                    ep.set_allowed_nodes(nodes);
                 }
             }
         });
@@ -369,6 +383,8 @@ impl Node {
             pool: Mutex::new(HashMap::new()),
             rr: AtomicU64::new(0),
             tls: tls.clone(),
+            allow,
+            reload: Mutex::new(()),
             acl,
         });
         let weak = Arc::downgrade(&node);
@@ -415,6 +431,29 @@ impl Node {
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The nodes this node admits now, on the QUIC transport and the node channel
+    /// ([`crate::trust`]).
+    pub fn allow_list(&self) -> &AllowList {
+        &self.allow
+    }
+
+    /// The QUIC transport's counters and certificate expiry.
+    pub fn net_stats(&self) -> flotilla_net::Stats {
+        self.ep.stats()
+    }
+
+    /// Re-reads `ca_cert`, `node_cert` and `node_key` and makes both the QUIC transport and
+    /// the node channel use them for new connections (live ones are kept). On any error
+    /// (unreadable, unparsable, a certificate of another node) nothing changes.
+    pub fn reload_certs(&self) -> Result<(), CertError> {
+        let _one = lock(&self.reload);
+        let certs = read_certs(self.id(), &self.cfg.cert_files)?;
+        self.ep.set_identity(&certs.identity).map_err(|e| CertError::Net(e.to_string()))?;
+        self.tls.replace(&certs.channel);
+        tracing::info!("node {}: certificates reloaded", self.id());
+        Ok(())
     }
 
     /// This node's advertised addresses.

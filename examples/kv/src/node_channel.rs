@@ -16,7 +16,15 @@
 //!   id is the one its certificate names (`node-<id>.flotilla`, checked with
 //!   [`flotilla_net::tls::cert_names_node`] as the QUIC transport binds it); a certificate
 //!   naming no node (or several) is refused;
-//! - the dialer checks that the acceptor's certificate names the node it dialed.
+//! - the dialer checks that the acceptor's certificate names the node it dialed;
+//! - the peer's node must be on this node's allow-list ([`crate::trust`]: the nodes of the
+//!   directory): a removed node's still-valid certificate completes the handshake, but
+//!   every request it sends is answered `-FLOTILLA.RETRY 0 NOPERM node <id> is not in the
+//!   directory of node <me> ...` ([`not_allowed`]) and nothing runs. The check is made at
+//!   each request, so a connection opened before the removal is refused too. (A refusal
+//!   in the handshake would reach the forwarder only as a TLS alert; this names the
+//!   cause, and as a retry it lets a forwarder whose registration this node has not
+//!   applied yet try again.)
 //!
 //! An accepted connection's session runs internal commands only ([`crate::acl`]); the
 //! client port never runs them. Bounds: `node_channel_max_connections` connections at once
@@ -26,12 +34,12 @@
 //! idle pooled connection never has unsolicited bytes pending (its staleness check stays
 //! exact).
 //!
-//! Never retries and never decides outcomes: [`crate::node`] does.
+//! Never retries and never decides the outcome of what it runs: [`crate::node`] does.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
@@ -40,9 +48,10 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, Server
 use thiserror::Error;
 
 use crate::acl::{Secret, User};
-use crate::client::{Client, ClientError, Transport};
+use crate::client::{tcp_connect, Client, ClientError, Transport};
 use crate::commands::{run_batch, Session};
 use crate::node::Node;
+use crate::outcome::Outcome;
 use crate::resp::{parse_command, Limits, Value};
 
 /// The ALPN id of the node channel (distinct from the QUIC transport's).
@@ -67,9 +76,16 @@ pub enum ChannelError {
     Verifier(String),
 }
 
-/// The node channel's TLS configurations, both ways, from the node's identity.
+/// The node channel's TLS configurations, both ways, from the node's identity. Clones
+/// share them: [`NodeTls::replace`] (a certificate reload) changes them for every holder,
+/// for the connections made after it.
 #[derive(Clone)]
 pub struct NodeTls {
+    configs: Arc<RwLock<Configs>>,
+}
+
+#[derive(Clone)]
+struct Configs {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
 }
@@ -124,7 +140,30 @@ impl NodeTls {
             .with_client_auth_cert(chain, key)?;
         client.alpn_protocols = vec![ALPN.to_vec()];
         client.resumption = rustls::client::Resumption::disabled();
-        Ok(NodeTls { server: Arc::new(server), client: Arc::new(client) })
+        let configs = Configs { server: Arc::new(server), client: Arc::new(client) };
+        Ok(NodeTls { configs: Arc::new(RwLock::new(configs)) })
+    }
+
+    fn configs(&self) -> Configs {
+        self.configs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The acceptor's configuration now.
+    fn server(&self) -> Arc<ServerConfig> {
+        self.configs().server
+    }
+
+    /// The dialer's configuration now.
+    fn client(&self) -> Arc<ClientConfig> {
+        self.configs().client
+    }
+
+    /// Makes this (and every clone) use `other`'s configurations from now on; connections
+    /// already made keep theirs.
+    pub fn replace(&self, other: &NodeTls) {
+        let new = other.configs();
+        // The value is replaced whole: consistent even after a panic elsewhere.
+        *self.configs.write().unwrap_or_else(|e| e.into_inner()) = new;
     }
 }
 
@@ -155,18 +194,10 @@ pub fn peer_node_id(chain: &[CertificateDer<'_>]) -> Option<u64> {
 /// with `timeout` for each read and write.
 pub fn connect(tls: &NodeTls, addr: &str, to: u64, timeout: Duration) -> Result<Client, ClientError> {
     let cerr = |error| ClientError::Connect { addr: addr.to_string(), error };
-    let sa: SocketAddr = addr
-        .to_socket_addrs()
-        .map_err(cerr)?
-        .next()
-        .ok_or_else(|| cerr(std::io::Error::other("no address")))?;
     let name = ServerName::try_from(flotilla_net::node_server_name(to))
         .map_err(|e| cerr(std::io::Error::other(e.to_string())))?;
-    let conn = ClientConnection::new(tls.client.clone(), name).map_err(|e| cerr(std::io::Error::other(e)))?;
-    let sock = TcpStream::connect_timeout(&sa, timeout).map_err(cerr)?;
-    sock.set_read_timeout(Some(timeout)).map_err(cerr)?;
-    sock.set_write_timeout(Some(timeout)).map_err(cerr)?;
-    sock.set_nodelay(true).map_err(cerr)?;
+    let conn = ClientConnection::new(tls.client(), name).map_err(|e| cerr(std::io::Error::other(e)))?;
+    let sock = tcp_connect(addr, timeout)?;
     let mut s = StreamOwned::new(conn, sock);
     // Nothing of a request was sent yet: a failed handshake is a connect failure.
     handshake(&mut s.conn, &mut s.sock, Instant::now() + timeout).map_err(cerr)?;
@@ -230,7 +261,7 @@ pub fn serve(node: Weak<Node>, tls: NodeTls, listener: TcpListener, limits: Chan
             continue;
         }
         open.fetch_add(1, Ordering::AcqRel);
-        let (node, tls, open2) = (node.clone(), tls.server.clone(), open.clone());
+        let (node, tls, open2) = (node.clone(), tls.server(), open.clone());
         let spawned = std::thread::Builder::new().name("kv-node-chan".into()).spawn(move || {
             serve_conn(&node, tls, stream, limits);
             open2.fetch_sub(1, Ordering::AcqRel);
@@ -258,6 +289,7 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
     }
     let mut s = StreamOwned::new(conn, sock);
     let mut sess = Session { user: User::Node(peer), close: false };
+    let mut warned = false;
     let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 << 10]);
     loop {
         let n = match s.read(&mut chunk) {
@@ -291,8 +323,21 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
         let mut out = Vec::new();
         if !cmds.is_empty() {
             let Some(node) = node.upgrade() else { return };
-            for r in run_batch(&node, &cmds, &mut sess) {
-                r.encode(&mut out);
+            if node.allow_list().allows(peer) {
+                for r in run_batch(&node, &cmds, &mut sess) {
+                    r.encode(&mut out);
+                }
+            } else {
+                // Checked at every request, so a connection made before the node was
+                // removed is refused from then on. Nothing ran: the forwarder may retry.
+                let why = not_allowed(peer, node.id());
+                if !warned {
+                    tracing::warn!("node channel: {why}");
+                    warned = true;
+                }
+                for _ in &cmds {
+                    Outcome::Retry(why.clone(), None).to_value().encode(&mut out);
+                }
             }
         }
         if let Some(e) = &bad {
@@ -304,6 +349,14 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
             return;
         }
     }
+}
+
+/// Why node `peer`'s requests are refused by node `me`: it is off the allow-list
+/// ([`crate::trust`]).
+pub fn not_allowed(peer: u64, me: u64) -> String {
+    format!(
+        "NOPERM node {peer} is not in the directory of node {me} (removed from the cluster, or not registered yet)"
+    )
 }
 
 #[cfg(test)]
@@ -338,7 +391,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         let h = std::thread::spawn(move || {
             let (mut sock, _) = l.accept().unwrap();
-            let mut conn = ServerConnection::new(acceptor.server.clone()).unwrap();
+            let mut conn = ServerConnection::new(acceptor.server()).unwrap();
             handshake(&mut conn, &mut sock, Instant::now() + Duration::from_secs(5)).is_ok()
         });
         let e = connect(&dialer, &addr, 2, Duration::from_secs(5)).unwrap_err();

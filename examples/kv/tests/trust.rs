@@ -3,6 +3,9 @@
 //! peers. Forwarding runs over mutual TLS and never carries a password; the node channel
 //! admits only cluster certificates; internal commands are refused on the client port;
 //! admin commands need the admin user; no secret is on a node's or tool's command line.
+//! A removed node's still-valid certificate is refused over QUIC and the node channel (the
+//! allow-list follows the directory), and certificates reload without a restart (issue 12
+//! point 6).
 
 #![allow(clippy::unwrap_used)]
 
@@ -137,8 +140,10 @@ fn node_channel_certificates_internal_and_admin_commands_secrets() {
         }
     }
 
-    // The node channel: a certificate of this cluster (any node id) runs internal commands
-    // only.
+    // The node channel: a certificate of this cluster, of a node in the directory, runs
+    // internal commands only.
+    let admin = c.admin();
+    admin.retry(&addr, "register node 7", &["FLOTILLA.REGISTER", "7", "127.0.0.1:9", "127.0.0.1:9"]).unwrap();
     let mut n = connect(&tls_for(&c.ca, 7), &peer, 1, Duration::from_secs(5)).unwrap();
     let group = shard_group(shard_of(b"viachan", 2)).to_string();
     let w = WriteCmd::Set { key: b"viachan".to_vec(), val: b"1".to_vec(), cond: 0 }.encode();
@@ -292,4 +297,218 @@ fn node_channel_caps_connections_and_handshake_time() {
         n.call(&["FLOTILLA.LOCAL", "R", &group, "COUNT"]),
         Ok(Value::Int(_)) | Ok(Value::Error(_))
     ));
+}
+
+/// A field of node `id`'s INFO.
+fn info(c: &Cluster, id: u64, field: &str) -> String {
+    let info: String = redis::cmd("INFO").query(&mut c.redis(id)).unwrap();
+    let line = info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(str::to_string));
+    line.unwrap_or_else(|| panic!("no {field} in INFO: {info}"))
+}
+
+/// A field of node `id`'s INFO, as a number.
+fn info_u64(c: &Cluster, id: u64, field: &str) -> u64 {
+    info(c, id, field).trim().parse().unwrap()
+}
+
+/// A bare QUIC endpoint on loopback with `ident` (node `id`'s certificate): the engine
+/// of a node without the node.
+fn endpoint_as(id: u64, ident: &flotilla_net::NodeIdentity) -> (flotilla_net::Endpoint, flotilla_net::Inbox) {
+    let mut nc = flotilla_net::NetConfig::new(id);
+    nc.listen = "127.0.0.1:0".parse().unwrap();
+    flotilla_net::Endpoint::start(nc.validate().unwrap(), ident).unwrap()
+}
+
+/// Dials node `to` at `addr` from `ep` (a frame every 100 ms) for up to 10 s: `true` once
+/// the connection is up (`PeerUp`), `false` once `refused()` says the node refused it
+/// (and it never came up).
+fn dial(
+    ep: &flotilla_net::Endpoint,
+    inbox: &mut flotilla_net::Inbox,
+    to: u64,
+    addr: &str,
+    refused: impl Fn() -> bool,
+) -> bool {
+    ep.set_peer_addr(to, addr.parse().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let _ = ep.send(to, 1, bytes::Bytes::from_static(b"hello"));
+        let until = Instant::now() + Duration::from_millis(100);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if let Ok(flotilla_net::Event::PeerUp { node, .. }) = inbox.recv_timeout(left) {
+                if node == to {
+                    return true;
+                }
+            }
+        }
+        if refused() {
+            return false;
+        }
+    }
+    panic!("node {to} neither admitted nor refused the connection in 10 s");
+}
+
+fn local_count(n: &mut flotilla_kv::client::Client, group: &str) -> Value {
+    n.call(&["FLOTILLA.LOCAL", "R", group, "COUNT"]).unwrap()
+}
+
+/// Node 2 joins, then is removed through the admin path (`remove_server`: out of every
+/// group, then unregistered). Its certificate stays valid, yet node 1 refuses it: the
+/// node channel answers its requests (on a connection opened while it was a member, and
+/// on a new one) with a NOPERM refusal and runs nothing, and a QUIC endpoint presenting
+/// it is refused in the handshake, counted in node 1's `net_policy_refused`. Node 1 admits
+/// exactly the directory's nodes (INFO `allowed_nodes`).
+#[test]
+fn a_removed_node_s_certificate_is_refused_over_quic_and_the_node_channel() {
+    let mut c = Cluster::new(Some("Removal-Pw"), "shards = 1\nelection_ticks = 30");
+    let seed = c.start(1, true);
+    c.wait_writable(1, "k");
+    c.start(2, false);
+    let admin = c.admin();
+    admin.add_server(&seed, &c.addr(2), 2).unwrap();
+    let peer1 = c.nodes[&1].peer.clone();
+    let d = c.dir.path().to_path_buf();
+    let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    let (ca, cert2, key2) = (read("ca.pem"), read("node-2.pem"), read("node-2.key"));
+    assert_eq!(info(&c, 1, "allowed_nodes"), "1,2");
+
+    // A member: its node channel requests run.
+    let tls2 = NodeTls::new(&ca, &cert2, &Secret::new(key2.clone())).unwrap();
+    let group = shard_group(0).to_string();
+    let mut before = connect(&tls2, &peer1, 1, Duration::from_secs(5)).unwrap();
+    assert!(matches!(local_count(&mut before, &group), Value::Int(_)));
+
+    admin.remove_server(&seed, 2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info(&c, 1, "allowed_nodes") != "1" {
+        assert!(Instant::now() < deadline, "node 1 still admits {}", info(&c, 1, "allowed_nodes"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.kill(2);
+
+    // The node channel: the connection opened before the removal, and a new one.
+    let mut after = connect(&tls2, &peer1, 1, Duration::from_secs(5)).unwrap();
+    for n in [&mut before, &mut after] {
+        match local_count(n, &group) {
+            Value::Error(e) => assert!(
+                e.starts_with("FLOTILLA.RETRY 0 NOPERM node 2 is not in the directory of node 1"),
+                "{e}"
+            ),
+            v => panic!("a removed node's request ran: {v:?}"),
+        }
+    }
+    let w = local_write("removed", 1);
+    assert!(matches!(after.call(&w).unwrap(), Value::Error(e) if e.contains("NOPERM node 2")));
+    let v: Option<String> = c.redis(1).get("removed").unwrap();
+    assert_eq!(v, None, "the refused write did not run");
+
+    // QUIC: an endpoint with node 2's still-valid certificate is refused in the handshake.
+    let refused_before = info_u64(&c, 1, "net_policy_refused");
+    let ident = flotilla_net::NodeIdentity::from_pem(&ca, &cert2, &key2).unwrap();
+    let (ep, mut inbox) = endpoint_as(2, &ident);
+    let t = Instant::now();
+    let up = dial(&ep, &mut inbox, 1, &peer1, || info_u64(&c, 1, "net_policy_refused") > refused_before);
+    assert!(!up, "node 1 admitted the removed node 2 over QUIC");
+    assert_eq!(ep.stats().connections, 0, "no connection was ever installed");
+    eprintln!(
+        "removed node 2 refused over QUIC within {:?}: node 1 net_policy_refused {refused_before} -> {}",
+        t.elapsed(),
+        info_u64(&c, 1, "net_policy_refused")
+    );
+    ep.shutdown(Duration::from_millis(100));
+}
+
+/// Certificates reload without a restart, by `FLOTILLA.RELOADCERTS` and by SIGHUP: a node
+/// of a new CA (registered, so on the allow-list) is refused while node 1 trusts only the
+/// old CA, and admitted once the CA file holds both and node 1 reloaded it; node 1's own
+/// certificate, replaced by one of the new CA, is in use after a SIGHUP (its expiry in
+/// INFO); a broken file is refused and the current certificates stay.
+#[test]
+fn certificates_reload_without_a_restart() {
+    let mut c = Cluster::new(None, "shards = 1");
+    c.start(1, true);
+    c.wait_writable(1, "k");
+    let addr = c.addr(1);
+    let peer1 = c.nodes[&1].peer.clone();
+    let d = c.dir.path().to_path_buf();
+    let admin = c.admin();
+    let old_ca = c.ca.pem().cert_pem.clone();
+    let new_ca = flotilla_net::ClusterCa::generate().unwrap();
+    let both = format!("{old_ca}{}", new_ca.pem().cert_pem);
+
+    // Node 3, of the new CA (it trusts both, so it accepts node 1's old certificate).
+    let n3 = new_ca.issue_node(3).unwrap();
+    let ident3 = flotilla_net::NodeIdentity::from_pem(&both, &n3.cert_pem, &n3.key_pem).unwrap();
+    let (ep, mut inbox) = endpoint_as(3, &ident3);
+    let at = ep.local_addr().unwrap().to_string();
+    admin.retry(&addr, "register node 3", &["FLOTILLA.REGISTER", "3", &at, &at]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin.node_status(&addr).unwrap().directory.contains_key(&3) {
+        assert!(Instant::now() < deadline, "node 3 never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused_before = info_u64(&c, 1, "net_refused");
+    let up = dial(&ep, &mut inbox, 1, &peer1, || info_u64(&c, 1, "net_refused") > refused_before);
+    assert!(!up, "node 1 admitted a CA it does not trust yet");
+    assert_eq!(ep.stats().connections, 0, "no connection was ever installed");
+
+    // The CA rotation: node 1's CA file holds both; a reload by `flotilla-admin
+    // reload-certs` (FLOTILLA.RELOADCERTS on every node).
+    std::fs::write(d.join("ca.pem"), &both).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-admin"))
+        .args(["--seed", &addr, "reload-certs"])
+        .env_remove("FLOTILLA_ADMIN_PASSWORD")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Node 3 has no client port: reported (exit code 3, unreachable), node 1 reloaded.
+    assert_eq!(stdout, "node 1 reloaded its certificates\n", "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.starts_with(&format!("flotilla-admin: node at {at}:")), "{stderr}");
+    let t = Instant::now();
+    assert!(dial(&ep, &mut inbox, 1, &peer1, || false), "node 3 of the new CA not admitted after the reload");
+    eprintln!(
+        "node 3 of the new CA: refused before the reload (node 1 net_refused {refused_before} -> {}), \
+         admitted {:?} after it",
+        info_u64(&c, 1, "net_refused"),
+        t.elapsed()
+    );
+    ep.shutdown(Duration::from_millis(100));
+
+    // A broken certificate file: refused, nothing changes.
+    let cert_before = info_u64(&c, 1, "cert_not_after_unix");
+    let good = std::fs::read_to_string(d.join("node-1.pem")).unwrap();
+    std::fs::write(d.join("node-1.pem"), "not a certificate").unwrap();
+    match admin.call(&addr, &["FLOTILLA.RELOADCERTS"]).unwrap() {
+        Value::Error(e) => assert!(e.starts_with("ERR certificates not reloaded"), "{e}"),
+        v => panic!("a broken certificate was accepted: {v:?}"),
+    }
+    std::fs::write(d.join("node-1.pem"), &good).unwrap();
+    assert_eq!(info_u64(&c, 1, "cert_not_after_unix"), cert_before);
+
+    // Node 1's own certificate replaced (by one of the new CA, valid 10 days): SIGHUP.
+    let renewed = new_ca.issue_node_valid_for(1, Duration::from_secs(10 * 86_400)).unwrap();
+    std::fs::write(d.join("node-1.pem"), &renewed.cert_pem).unwrap();
+    std::fs::write(d.join("node-1.key"), &renewed.key_pem).unwrap();
+    let pid = c.nodes[&1].child.as_ref().unwrap().id();
+    // SAFETY: kill(2) on a child process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) }, 0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = info_u64(&c, 1, "cert_not_after_unix");
+        if t.abs_diff(now + 10 * 86_400) < 600 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renewed certificate is not in use: not after {t}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cert_before > now + 300 * 86_400, "the first certificate was valid for about a year");
+    eprintln!(
+        "node 1's certificate after SIGHUP: expires in {} days (was {} days)",
+        (info_u64(&c, 1, "cert_not_after_unix") - now) / 86_400,
+        (cert_before - now) / 86_400
+    );
+    // Still serving, and still a working node.
+    let _: () = c.redis(1).set("after-reload", "1").unwrap();
 }

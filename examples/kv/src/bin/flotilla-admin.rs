@@ -5,6 +5,7 @@
 //! flotilla-admin --seed ADDR add-servers ADDR... [--replicas N]
 //! flotilla-admin --seed ADDR remove-servers ID...
 //! flotilla-admin --seed ADDR transfer-leader --to ID (--group G | --from ID)
+//! flotilla-admin --seed ADDR reload-certs
 //! ```
 //! `add-servers` registers each new node (started with `bootstrap = false`) in the
 //! directory, makes it a voter of the meta group, and adds it (learner, catch up, promote)
@@ -12,33 +13,24 @@
 //! each shard replica of the node to the node with the fewest replicas that lacks one (when
 //! there is one), moves leaderships away, then removes the node from every group.
 //! Every step follows leader hints and is retried until `--timeout` (default 30 s).
+//! `reload-certs` makes every node of the directory re-read its certificate files
+//! (`FLOTILLA.RELOADCERTS`; after a certificate renewal or while rotating the CA): every
+//! node is tried, one line each; the exit code is that of the first failure.
 //!
 //! Exit codes: 0 done; 1 an operation was refused or timed out (the message says which
 //! step); 2 usage error; 3 a node could not be reached; 4 authentication failed.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use flotilla_kv::cluster::{Admin, AdminError};
+use flotilla_kv::cluster::{Admin, AdminError, ToolArgs};
 
 /// Operates a flotilla-kv cluster.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Client address (ip:port) of any node of the cluster.
-    #[arg(long)]
-    seed: String,
-    /// The admin user's name.
-    #[arg(long, default_value = "admin")]
-    user: String,
-    /// A file holding the admin user's password (default: the FLOTILLA_ADMIN_PASSWORD
-    /// environment variable). Never on the command line.
-    #[arg(long)]
-    password_file: Option<std::path::PathBuf>,
-    /// Seconds each step is retried before giving up.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
+    #[command(flatten)]
+    tool: ToolArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -74,18 +66,12 @@ enum Cmd {
         #[arg(long)]
         from: Option<u64>,
     },
-}
-
-fn code(e: &AdminError) -> ExitCode {
-    match e {
-        AdminError::Unreachable { .. } => ExitCode::from(3),
-        AdminError::Auth { .. } => ExitCode::from(4),
-        _ => ExitCode::from(1),
-    }
+    /// Makes every node re-read its certificate files (new connections use them).
+    ReloadCerts,
 }
 
 fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
-    let seed = args.seed.as_str();
+    let seed = args.tool.seed.as_str();
     match &args.cmd {
         Cmd::Status => {
             print!("{}", a.view(seed)?.render());
@@ -125,30 +111,40 @@ fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
             println!("moved {n} leaderships from node {f} to node {to}");
         }
         Cmd::TransferLeader { .. } => return Err(AdminError::Invalid("give --group or --from".into())),
+        Cmd::ReloadCerts => {
+            let mut failed = Vec::new();
+            for (id, r) in a.reload_certs(seed)? {
+                match r {
+                    Ok(()) => println!("node {id} reloaded its certificates"),
+                    Err(e) => failed.push((id, e)),
+                }
+            }
+            let mut failed = failed.into_iter();
+            if let Some((_, first)) = failed.next() {
+                for (id, e) in failed {
+                    eprintln!("flotilla-admin: node {id}: {e}");
+                }
+                return Err(first);
+            }
+        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let password = match flotilla_kv::acl::tool_password(
-        args.password_file.as_deref(),
-        std::env::var(flotilla_kv::config::ADMIN_PASSWORD_ENV).ok(),
-    ) {
-        Ok(p) => p,
+    let a = match args.tool.admin() {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("flotilla-admin: {e}");
             return ExitCode::from(2);
         }
     };
-    let mut a = Admin::new(password);
-    a.user = args.user.clone();
-    a.step_timeout = Duration::from_secs(args.timeout.max(1));
     match run(&a, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flotilla-admin: {e}");
-            code(&e)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -4,11 +4,14 @@
 //! Passwords are never arguments: `password_file` / `admin_password_file` in the config, or
 //! the `FLOTILLA_PASSWORD` / `FLOTILLA_ADMIN_PASSWORD` environment variables.
 //! Exit codes: 0 after a clean stop, 2 for a bad configuration, 1 for any other failure.
+//! SIGHUP re-reads the certificate files (`ca_cert`, `node_cert`, `node_key`), as the
+//! admin command `FLOTILLA.RELOADCERTS` does; the outcome is logged.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use clap::Parser;
 use flotilla_kv::config::NodeConfig;
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    watch_sighup(Arc::downgrade(&node));
     println!(
         "ready node={} client={} peer={}",
         node.id(),
@@ -59,5 +63,44 @@ fn main() -> ExitCode {
             eprintln!("flotilla-kv: client port: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Set by the SIGHUP handler, taken by the reload thread.
+static HANGUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    HANGUP.store(true, Ordering::Relaxed);
+}
+
+/// Installs the SIGHUP handler and a thread that reloads the node's certificates after
+/// each SIGHUP (checked every 100 ms; several signals in that time make one reload). The
+/// thread ends once the node is gone.
+fn watch_sighup(node: Weak<Node>) {
+    // SAFETY: `on_hangup` only stores to an atomic, which is async-signal-safe; glibc's
+    // `signal` installs it with BSD semantics (SA_RESTART), so no call is interrupted.
+    let prev =
+        unsafe { libc::signal(libc::SIGHUP, on_hangup as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    if prev == libc::SIG_ERR {
+        eprintln!(
+            "flotilla-kv: SIGHUP handler not installed: certificates reload by FLOTILLA.RELOADCERTS only"
+        );
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("kv-sighup".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(node) = node.upgrade() else { return };
+        if HANGUP.swap(false, Ordering::Relaxed) {
+            match node.reload_certs() {
+                Ok(()) => eprintln!("flotilla-kv: SIGHUP: certificates reloaded"),
+                Err(e) => eprintln!(
+                    "flotilla-kv: SIGHUP: certificates not reloaded, the current ones stay in use: {e}"
+                ),
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("flotilla-kv: SIGHUP thread not started: {e}");
     }
 }

@@ -18,32 +18,21 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use flotilla_kv::cluster::{plan_leaders, plan_replicas, Admin, AdminError, ClusterView};
+use flotilla_kv::cluster::{plan_leaders, plan_replicas, Admin, AdminError, ClusterView, ToolArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Evens out replicas and leaders across the cluster.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Client address (ip:port) of any node.
-    #[arg(long)]
-    seed: String,
-    /// The admin user's name.
-    #[arg(long, default_value = "admin")]
-    user: String,
-    /// A file holding the admin user's password (default: the FLOTILLA_ADMIN_PASSWORD
-    /// environment variable). Never on the command line.
-    #[arg(long)]
-    password_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tool: ToolArgs,
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
     /// Most moves started per second (0.01..=1000).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
-    /// Seconds each step is retried before giving up.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
 }
 
 fn summary(before: &ClusterView, after: &ClusterView) -> String {
@@ -62,7 +51,7 @@ fn summary(before: &ClusterView, after: &ClusterView) -> String {
 }
 
 fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
-    let before = a.view(&args.seed)?;
+    let before = a.view(&args.tool.seed)?;
     if let Some(g) = before.shard_groups().find(|g| g.leader.is_none()) {
         return Err(AdminError::Invalid(format!("group {} has no leader now; try again later", g.group)));
     }
@@ -89,7 +78,7 @@ fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
         std::thread::sleep(wait);
         last = Instant::now();
         bar.set_message(format!("{m}"));
-        a.apply_move(&args.seed, m)?;
+        a.apply_move(&args.tool.seed, m)?;
         bar.inc(1);
         Ok(())
     };
@@ -97,12 +86,12 @@ fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
         step(m)?;
     }
     // Leaders are planned again on the real layout once replicas moved.
-    let mut now = a.view(&args.seed)?;
+    let mut now = a.view(&args.tool.seed)?;
     for m in plan_leaders(&mut now) {
         step(m)?;
     }
     bar.finish_with_message("done");
-    let after = a.view(&args.seed)?;
+    let after = a.view(&args.tool.seed)?;
     print!("{}", summary(&before, &after));
     Ok(())
 }
@@ -113,28 +102,18 @@ fn main() -> ExitCode {
         eprintln!("flotilla-rebalance: --rate {} out of bounds 0.01..=1000", args.rate);
         return ExitCode::from(2);
     }
-    let password = match flotilla_kv::acl::tool_password(
-        args.password_file.as_deref(),
-        std::env::var(flotilla_kv::config::ADMIN_PASSWORD_ENV).ok(),
-    ) {
-        Ok(p) => p,
+    let a = match args.tool.admin() {
+        Ok(a) => a,
         Err(e) => {
             eprintln!("flotilla-rebalance: {e}");
             return ExitCode::from(2);
         }
     };
-    let mut a = Admin::new(password);
-    a.user = args.user.clone();
-    a.step_timeout = Duration::from_secs(args.timeout.max(1));
     match run(&a, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flotilla-rebalance: {e}");
-            ExitCode::from(match e {
-                AdminError::Unreachable { .. } => 3,
-                AdminError::Auth { .. } => 4,
-                _ => 1,
-            })
+            ExitCode::from(e.exit_code())
         }
     }
 }
