@@ -429,7 +429,8 @@ fn ten_thousand_groups_one_heartbeat_frame_per_node_pair_and_one_reply() {
         let mut out = Outbox::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while heartbeats < expect && Instant::now() < deadline {
-            let Some(TransportEvent::Items { from: 1, items }) = t.recv_timeout(Duration::from_millis(100))
+            let Some(TransportEvent::Items { from: 1, items, .. }) =
+                t.recv_timeout(Duration::from_millis(100))
             else {
                 continue;
             };
@@ -491,7 +492,10 @@ fn memory_transport_cut_heal_and_backpressure() {
     a.send(2, 11, &hb).unwrap();
     a.send(2, 12, &hb).unwrap();
     assert_eq!(a.send(2, 13, &hb), Err(TransportError::QueueFull { to: 2, tag: 13 }));
-    assert_eq!(b.recv_timeout(Duration::ZERO), Some(TransportEvent::Items { from: 1, items: hb.clone() }));
+    assert_eq!(
+        b.recv_timeout(Duration::ZERO),
+        Some(TransportEvent::Items { from: 1, items: hb.clone(), hold: Default::default() })
+    );
     assert_eq!(a.send(2, 0, &hb), Ok(()));
     assert_eq!(a.send(1, 0, &hb), Err(TransportError::InvalidPeer { to: 1 }));
     // Node 2 restarts: node 1 sees it down, then up with a new incarnation.
