@@ -134,7 +134,11 @@ pub(crate) async fn read_lane(
             Ok(h) if h.kind == FrameKind::Data => h,
             Ok(_) | Err(_) => {
                 ctx.stats.protocol_errors.inc();
-                conn.close(CLOSE_PROTOCOL.into(), b"bad frame on message lane");
+                let why: &[u8] = match lane {
+                    Lane::Message => b"bad frame on message lane",
+                    Lane::Control => b"bad frame on control lane",
+                };
+                conn.close(CLOSE_PROTOCOL.into(), why);
                 return;
             }
         };

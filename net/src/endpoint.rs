@@ -86,7 +86,7 @@ pub struct Stats {
     pub frames_sent: u64,
     /// Message-lane bytes written (payload and header).
     pub bytes_sent: u64,
-    /// Message-lane frames received.
+    /// Frames received (message and control lanes).
     pub frames_received: u64,
     /// Frames reported dropped.
     pub frames_dropped: u64,

@@ -309,8 +309,25 @@ const INLINE_MAX: usize = 1024;
 /// Writes the control lane of connection `conn`: opens its stream, then writes what the
 /// peer's control queue holds as it comes, until the stream fails (the frames of a failed
 /// write are reported dropped) or the connection is replaced (the task is aborted).
+///
+/// A peer that grants no unidirectional stream within the connect timeout (a build from
+/// before the control lane) gets its control frames on the message lane instead, where the
+/// receiver takes them as ordinary frames.
 async fn write_control(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, conn: quinn::Connection) {
-    let Ok(mut send) = conn.open_uni().await else { return };
+    let mut send = match tokio::time::timeout(ctx.cfg.connect_timeout, conn.open_uni()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return,
+        Err(_) => loop {
+            for (tag, payload) in peer.take_control_batch() {
+                if peer.enqueue(&ctx.cfg, tag, payload).is_err() {
+                    let e =
+                        Event::Dropped { to: peer.node, tags: vec![tag], reason: DropReason::ConnectionLost };
+                    report(&ctx, e).await;
+                }
+            }
+            peer.control_wake.notified().await;
+        },
+    };
     let _ = send.set_priority(CONTROL_PRIORITY);
     loop {
         let batch = peer.take_control_batch();
