@@ -3,7 +3,9 @@
 //!
 //! This file owns the [`Runtime`] handle: it starts the threads (after recovery,
 //! `recovery`), routes each request to the worker that owns its group (`route`) through
-//! a bounded mailbox, gathers status and metrics, and stops everything. Never shares
+//! a bounded mailbox (each worker also has a bounded control mailbox, fed only by the
+//! network thread with received liveness items and drained first), gathers status and
+//! metrics, and stops everything. Never shares
 //! Raft state between threads: a group is touched only by its worker; the only shared
 //! objects are the WAL (thread-safe), counters and flags (`shared`).
 //!
