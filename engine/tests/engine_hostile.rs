@@ -61,7 +61,7 @@ impl Peer {
         let mut sent = 0;
         while Instant::now() < deadline {
             let Some(ev) = self.t.recv_timeout(Duration::from_millis(2)) else { continue };
-            let TransportEvent::Items { from: 1, items } = ev else { continue };
+            let TransportEvent::Items { from: 1, items, .. } = ev else { continue };
             let mut out = Vec::new();
             for it in items {
                 match it {
@@ -395,7 +395,8 @@ fn a_learnt_replica_cannot_be_re_pointed_to_another_node() {
     let mut answered = false;
     while !answered {
         assert!(Instant::now() < deadline, "node 1 stopped answering node 2");
-        let Some(TransportEvent::Items { from: 1, items }) = p2.recv_timeout(Duration::from_millis(5)) else {
+        let Some(TransportEvent::Items { from: 1, items, .. }) = p2.recv_timeout(Duration::from_millis(5))
+        else {
             continue;
         };
         answered = items.iter().any(|it| match it {

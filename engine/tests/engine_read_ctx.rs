@@ -149,6 +149,7 @@ fn answer_to_previous_life_releases_no_read() {
                 body: MessageBody::ReadIndexResponse { ctx, index: 1 },
             },
         }],
+        hold: Default::default(),
     };
     tap.lock().unwrap().inject.push_back(answer(c1));
     wait_for("the stale answer to be taken", || tap.lock().unwrap().inject.is_empty());

@@ -12,10 +12,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::{charge, InboundPermit};
 use crate::conn::{read_frame, ReadFrameError};
 use crate::event::{Event, NodeId};
 use crate::frame::{
-    decode_bulk_start, encode_bulk_start, encode_frame, encode_header, FrameError, FrameKind, HEADER_LEN,
+    decode_bulk_start, encode_bulk_start, encode_frame, encode_header, parse_header, Frame, FrameError,
+    FrameKind, HEADER_LEN,
 };
 use crate::shared::{Ctx, PeerHandle};
 
@@ -237,10 +239,32 @@ async fn run_send(
 }
 
 /// Accepts the bulk streams a peer opens on connection `conn` until it closes.
-pub(crate) async fn accept_streams(ctx: Arc<Ctx>, from: NodeId, conn: quinn::Connection) {
+pub(crate) async fn accept_streams(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, conn: quinn::Connection) {
     while let Ok((send, recv)) = conn.accept_bi().await {
-        tokio::spawn(receive(ctx.clone(), from, send, recv));
+        tokio::spawn(receive(ctx.clone(), peer.clone(), send, recv));
     }
+}
+
+/// Reads one frame of a bulk stream as `read_frame` does, but takes its charge from the
+/// peer's inbound budget between the header and the payload.
+async fn read_charged(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    peer: &PeerHandle,
+) -> Result<(Frame, InboundPermit), ReadFrameError> {
+    let mut h = [0u8; HEADER_LEN];
+    recv.read_exact(&mut h).await?;
+    let header = parse_header(&h, max)?;
+    // `max` is `bulk_chunk_size`, at most `max_frame_size`, itself at most the budget:
+    // this fails only on shutdown, which then ends the stream like a broken one.
+    let permit = peer
+        .inbound
+        .acquire(charge(header.len))
+        .await
+        .map_err(|_| ReadFrameError::Stream(quinn::ReadExactError::FinishedEarly(0)))?;
+    let mut payload = BytesMut::zeroed(header.len);
+    recv.read_exact(&mut payload).await?;
+    Ok((Frame { kind: header.kind, payload: payload.freeze() }, permit))
 }
 
 /// Refuses a bulk stream: stops its incoming half and resets the acknowledgement half,
@@ -253,9 +277,18 @@ fn refuse(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: u32)
 /// Receives one bulk stream. Control frames are read with a limit of [`CONTROL_MAX`] and
 /// chunks with `bulk_chunk_size`, each checked from its header before anything is
 /// allocated: a stream buffers at most one chunk of the configured size, whatever a peer
-/// announces. An oversized or malformed frame refuses the stream (the sender gets
-/// [`BulkError::Refused`] or [`BulkError::Failed`]) and counts as a protocol error.
-async fn receive(ctx: Arc<Ctx>, from: NodeId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+/// announces. Each chunk is charged to the peer's `peer_inbound_bytes` budget before its
+/// payload is read (waiting while it is spent, so flow control stops the sender) and
+/// carries the permit in its event. An oversized or malformed frame refuses the stream
+/// (the sender gets [`BulkError::Refused`] or [`BulkError::Failed`]) and counts as a
+/// protocol error.
+async fn receive(
+    ctx: Arc<Ctx>,
+    peer: Arc<PeerHandle>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let from = peer.node;
     let tag = match read_frame(&mut recv, CONTROL_MAX).await {
         Ok(first) => match (first.kind, decode_bulk_start(&first.payload)) {
             (FrameKind::BulkStart, Ok(tag)) => tag,
@@ -274,14 +307,15 @@ async fn receive(ctx: Arc<Ctx>, from: NodeId, mut send: quinn::SendStream, mut r
     };
     let max_chunk = ctx.cfg.bulk_chunk_size;
     loop {
-        let code = match read_frame(&mut recv, max_chunk).await {
-            Ok(f) if f.kind == FrameKind::BulkChunk => {
-                if ctx.bulk_events.send(Event::BulkChunk { from, tag, payload: f.payload }).await.is_err() {
+        let code = match read_charged(&mut recv, max_chunk, &peer).await {
+            Ok((f, permit)) if f.kind == FrameKind::BulkChunk => {
+                let ev = Event::BulkChunk { from, tag, payload: f.payload, permit };
+                if ctx.bulk_events.send(ev).await.is_err() {
                     return;
                 }
                 continue;
             }
-            Ok(f) if f.kind == FrameKind::BulkEnd => {
+            Ok((f, _)) if f.kind == FrameKind::BulkEnd => {
                 let _ = ctx.bulk_events.send(Event::BulkEnd { from, tag }).await;
                 let _ = send.write_all(&encode_frame(FrameKind::BulkAck, &[])).await;
                 let _ = send.finish();

@@ -31,8 +31,22 @@ pub struct NetConfig {
     pub queue_bytes: usize,
     /// Inbound message-lane frames and peer events buffered before readers stop reading
     /// (QUIC flow control then pushes back on senders). Bulk events have their own channel
-    /// of twice `max_bulk_streams`. Default 65,536; bounds 16 ..= 16,777,216.
+    /// of twice `max_bulk_streams`, control-lane frames one of `inbox_capacity / 16`
+    /// (at least 16). Default 65,536; bounds 16 ..= 16,777,216. Bytes are bounded by the
+    /// per-peer budgets below, not by this count.
     pub inbox_capacity: usize,
+    /// Bytes of one peer's message-lane frames and bulk chunks this node holds at once: a
+    /// frame is charged (its payload, at least 256 bytes) before its payload is read, and
+    /// released only when its consumer drops the frame's
+    /// [`InboundPermit`](crate::InboundPermit). While a peer's budget is spent its streams
+    /// are not read, so QUIC flow control stops the sender. Default 64 MiB; bounds
+    /// `max_frame_size` ..= 2 GiB.
+    pub peer_inbound_bytes: usize,
+    /// The same for one peer's control lane (heartbeats, votes, their answers, tombstones:
+    /// see [`Endpoint::send_control`](crate::Endpoint::send_control)), which is exempt from
+    /// `peer_inbound_bytes`; a control frame is at most this long (and at most
+    /// `max_frame_size`). Default 16 MiB; bounds 64 KiB ..= 1 GiB.
+    pub control_inbound_bytes: usize,
     /// Keep-alive ping interval on an idle connection. Default 1 s; bounds 10 ms ..= 60 s and
     /// below `idle_timeout`.
     pub keep_alive: Duration,
@@ -110,6 +124,8 @@ impl NetConfig {
             queue_frames: 8192,
             queue_bytes: 64 * MIB,
             inbox_capacity: 65_536,
+            peer_inbound_bytes: 64 * MIB,
+            control_inbound_bytes: 16 * MIB,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
@@ -148,6 +164,12 @@ impl NetConfig {
         }
         if !(16..=16_777_216).contains(&c.inbox_capacity) {
             return Err(E::InboxCapacity(c.inbox_capacity));
+        }
+        if !(c.max_frame_size..=2048 * MIB).contains(&c.peer_inbound_bytes) {
+            return Err(E::PeerInboundBytes(c.peer_inbound_bytes));
+        }
+        if !(64 * KIB..=1024 * MIB).contains(&c.control_inbound_bytes) {
+            return Err(E::ControlInboundBytes(c.control_inbound_bytes));
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&c.idle_timeout) {
             return Err(E::IdleTimeout(c.idle_timeout));
@@ -226,6 +248,12 @@ pub enum NetConfigError {
     /// `inbox_capacity` is outside 16 ..= 16,777,216.
     #[error("inbox_capacity {0} outside 16 ..= 16777216")]
     InboxCapacity(usize),
+    /// `peer_inbound_bytes` is outside `max_frame_size` ..= 2 GiB.
+    #[error("peer_inbound_bytes {0} outside max_frame_size ..= 2 GiB")]
+    PeerInboundBytes(usize),
+    /// `control_inbound_bytes` is outside 64 KiB ..= 1 GiB.
+    #[error("control_inbound_bytes {0} outside 64 KiB ..= 1 GiB")]
+    ControlInboundBytes(usize),
     /// `idle_timeout` is outside 100 ms ..= 600 s.
     #[error("idle_timeout {0:?} outside 100 ms ..= 600 s")]
     IdleTimeout(Duration),
@@ -296,6 +324,15 @@ mod tests {
         let mut c = NetConfig::new(1);
         c.stream_window = c.bulk_chunk_size;
         assert!(matches!(c.validate(), Err(NetConfigError::StreamWindow(_))));
+        let mut c = NetConfig::new(1);
+        c.peer_inbound_bytes = c.max_frame_size - 1;
+        assert!(matches!(c.validate(), Err(NetConfigError::PeerInboundBytes(_))));
+        let mut c = NetConfig::new(1);
+        c.peer_inbound_bytes = 2048 * MIB + 1;
+        assert!(matches!(c.validate(), Err(NetConfigError::PeerInboundBytes(_))));
+        let mut c = NetConfig::new(1);
+        c.control_inbound_bytes = 64 * KIB - 1;
+        assert!(matches!(c.validate(), Err(NetConfigError::ControlInboundBytes(_))));
         let mut c = NetConfig::new(1);
         c.max_handshakes = 0;
         assert!(matches!(c.validate(), Err(NetConfigError::MaxHandshakes(0))));

@@ -1,18 +1,20 @@
 //! Connection-level plumbing shared by the peer, bulk and accept tasks: reading one checked
-//! frame from a QUIC stream, refusing a hello, the close codes, and the message-lane
-//! reader.
+//! frame from a QUIC stream, refusing a hello, the close codes, and the readers of the
+//! message lane and of the control lane, which charge each frame to its peer's budget
+//! before reading its payload.
 //!
-//! Owns [`ReadFrameError`]. Never decides which of two connections of a pair survives:
-//! `peer.rs` does; never admits an inbound connection: `accept.rs` does.
+//! Owns [`ReadFrameError`] and [`Lane`]. Never decides which of two connections of a pair
+//! survives: `peer.rs` does; never admits an inbound connection: `accept.rs` does.
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
+use crate::budget::charge;
 use crate::event::Event;
-use crate::frame::{self, Frame, FrameError, FrameKind, FrameReader, HelloReply, RejectReason, HEADER_LEN};
-use crate::shared::Ctx;
+use crate::frame::{self, Frame, FrameError, FrameKind, HelloReply, RejectReason, HEADER_LEN};
+use crate::shared::{Ctx, PeerHandle};
 
 /// QUIC application close code for a normal close.
 pub(crate) const CLOSE_NORMAL: u32 = 0;
@@ -54,38 +56,124 @@ pub(crate) async fn reject(conn: &quinn::Connection, send: &mut quinn::SendStrea
     conn.close((CLOSE_REJECT_BASE + reason as u32).into(), b"rejected");
 }
 
-/// Reads the peer's message lane and delivers its frames, in order, until the stream or
-/// connection ends. Reads whole stream chunks and cuts them into frames with a
-/// [`FrameReader`] (one read per chunk rather than two per frame). A malformed frame closes
-/// the connection.
-pub(crate) async fn read_lane(
-    ctx: Arc<Ctx>,
-    from: u64,
-    conn: quinn::Connection,
-    mut recv: quinn::RecvStream,
-) {
-    let mut reader = FrameReader::new(ctx.cfg.max_frame_size);
-    loop {
-        let chunk = match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(c)) => c.bytes,
-            Ok(None) | Err(_) => return,
-        };
-        let mut input = &chunk[..];
-        while !input.is_empty() {
-            match reader.feed(&mut input) {
-                Ok(None) => {}
-                Ok(Some(Frame { kind: FrameKind::Data, payload })) => {
-                    ctx.stats.frames_received.inc();
-                    if ctx.events.send(Event::Frame { from, payload }).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(_)) | Err(_) => {
-                    ctx.stats.protocol_errors.inc();
-                    conn.close(CLOSE_PROTOCOL.into(), b"bad frame on message lane");
-                    return;
-                }
+/// Which lane of a connection a reader serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The message lane (the connection's first bidirectional stream, after the hello):
+    /// charged to `peer_inbound_bytes`, delivered as [`Event::Frame`].
+    Message,
+    /// The control lane (a unidirectional stream each way): charged to
+    /// `control_inbound_bytes`, delivered as [`Event::Control`].
+    Control,
+}
+
+/// A stream's bytes as they arrive, with the rest of the last chunk read.
+struct Source {
+    recv: quinn::RecvStream,
+    buf: Bytes,
+}
+
+impl Source {
+    /// Makes `buf` non-empty; false once the stream ended or failed.
+    async fn fill_buf(&mut self) -> bool {
+        while self.buf.is_empty() {
+            match self.recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(c)) => self.buf = c.bytes,
+                Ok(None) | Err(_) => return false,
             }
         }
+        true
+    }
+
+    /// Fills `out` completely; false if the stream ended or failed first.
+    async fn fill(&mut self, out: &mut [u8]) -> bool {
+        let mut have = 0;
+        while have < out.len() {
+            if !self.fill_buf().await {
+                return false;
+            }
+            let take = (out.len() - have).min(self.buf.len());
+            out[have..have + take].copy_from_slice(&self.buf[..take]);
+            self.buf.advance(take);
+            have += take;
+        }
+        true
+    }
+}
+
+/// Reads one lane of peer `peer`'s connection and delivers its frames, in order, until the
+/// stream or connection ends. Per frame: the header is read and checked (kind, maximum
+/// size), the frame's charge is taken from the lane's budget of the peer, waiting while it
+/// is spent (nothing more is read from the stream meanwhile, so QUIC flow control stops
+/// the sender once the stream's window is full), then exactly the payload is read into a
+/// buffer of its own (a frame never pins a larger receive buffer) and delivered with its
+/// permit. A malformed or oversized frame closes the connection.
+pub(crate) async fn read_lane(
+    ctx: Arc<Ctx>,
+    peer: Arc<PeerHandle>,
+    conn: quinn::Connection,
+    recv: quinn::RecvStream,
+    lane: Lane,
+) {
+    let from = peer.node;
+    let (budget, max, events) = match lane {
+        Lane::Message => (&peer.inbound, ctx.cfg.max_frame_size, &ctx.events),
+        Lane::Control => (
+            &peer.control_inbound,
+            ctx.cfg.control_inbound_bytes.min(ctx.cfg.max_frame_size),
+            &ctx.control_events,
+        ),
+    };
+    let mut src = Source { recv, buf: Bytes::new() };
+    loop {
+        let mut h = [0u8; HEADER_LEN];
+        if !src.fill(&mut h).await {
+            return;
+        }
+        let header = match frame::parse_header(&h, max) {
+            Ok(h) if h.kind == FrameKind::Data => h,
+            Ok(_) | Err(_) => {
+                ctx.stats.protocol_errors.inc();
+                let why: &[u8] = match lane {
+                    Lane::Message => b"bad frame on message lane",
+                    Lane::Control => b"bad frame on control lane",
+                };
+                conn.close(CLOSE_PROTOCOL.into(), why);
+                return;
+            }
+        };
+        // Validation keeps each budget at least one maximal frame, so this waits at worst
+        // for the peer's earlier frames to be released; it fails only on shutdown.
+        let Ok(permit) = budget.acquire(charge(header.len)).await else {
+            ctx.stats.protocol_errors.inc();
+            conn.close(CLOSE_PROTOCOL.into(), b"frame exceeds the inbound budget");
+            return;
+        };
+        let mut payload = BytesMut::with_capacity(header.len);
+        while payload.len() < header.len {
+            if !src.fill_buf().await {
+                return;
+            }
+            let take = (header.len - payload.len()).min(src.buf.len());
+            payload.extend_from_slice(&src.buf[..take]);
+            src.buf.advance(take);
+        }
+        ctx.stats.frames_received.inc();
+        let payload = payload.freeze();
+        let ev = match lane {
+            Lane::Message => Event::Frame { from, payload, permit },
+            Lane::Control => Event::Control { from, payload, permit },
+        };
+        if events.send(ev).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Accepts the control lane the peer opens on `conn` (a unidirectional stream; one at a
+/// time, by the transport configuration) and reads it, until the connection closes.
+pub(crate) async fn read_control(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, conn: quinn::Connection) {
+    while let Ok(recv) = conn.accept_uni().await {
+        read_lane(ctx.clone(), peer.clone(), conn.clone(), recv, Lane::Control).await;
     }
 }

@@ -86,12 +86,35 @@ pub struct Stats {
     pub frames_sent: u64,
     /// Message-lane bytes written (payload and header).
     pub bytes_sent: u64,
-    /// Message-lane frames received.
+    /// Frames received (message and control lanes).
     pub frames_received: u64,
     /// Frames reported dropped.
     pub frames_dropped: u64,
     /// Connections closed for a protocol violation.
     pub protocol_errors: u64,
+    /// Gauge: bytes of message-lane frames and bulk chunks held now, all peers together
+    /// (each peer's at most `peer_inbound_bytes`).
+    pub inbound_bytes: u64,
+    /// Gauge: the most such bytes one peer holds now.
+    pub inbound_bytes_peer_max: u64,
+    /// Gauge: bytes of control-lane frames held now, all peers together (each peer's at
+    /// most `control_inbound_bytes`).
+    pub control_inbound_bytes: u64,
+    /// Times a reader found its peer's budget (either lane) spent and stopped reading
+    /// until bytes were released.
+    pub inbound_waits: u64,
+}
+
+/// One peer's inbound budgets now ([`Endpoint::peer_inbound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerInbound {
+    /// Bytes of its message-lane frames and bulk chunks held (at most
+    /// `peer_inbound_bytes`).
+    pub bytes: u64,
+    /// Bytes of its control-lane frames held (at most `control_inbound_bytes`).
+    pub control_bytes: u64,
+    /// Times its readers waited for budget.
+    pub waits: u64,
 }
 
 /// A running transport endpoint. Dropping it stops its runtime.
@@ -139,6 +162,7 @@ impl Endpoint {
             (nanos as u64).max(1)
         });
         let (events, rx) = mpsc::channel(cfg.inbox_capacity);
+        let (control_events, control_rx) = mpsc::channel((cfg.inbox_capacity / 16).max(16));
         // Validation bounds max_bulk_streams to 1 ..= 1024.
         let (bulk_events, bulk_rx) = mpsc::channel(2 * cfg.max_bulk_streams as usize);
         let ctx = Arc::new(Ctx {
@@ -153,6 +177,7 @@ impl Endpoint {
             policy,
             admissions: Arc::new(Admissions::new(cfg.max_handshakes, cfg.max_handshakes_per_address)),
             events,
+            control_events,
             bulk_events,
             stats: Counters::default(),
             peers: Mutex::new(HashMap::new()),
@@ -165,7 +190,7 @@ impl Endpoint {
                 crate::accept::on_incoming(&acceptor, incoming);
             }
         });
-        Ok((Endpoint { ctx, rt: Some(rt) }, Inbox::new(rx, bulk_rx)?))
+        Ok((Endpoint { ctx, rt: Some(rt) }, Inbox::new(control_rx, rx, bulk_rx)?))
     }
 
     /// This node's id.
@@ -209,6 +234,35 @@ impl Endpoint {
             return Err(SendError::TooLarge { tag, len: payload.len(), max });
         }
         peer::handle(&self.ctx, to).enqueue(&self.ctx.cfg, tag, payload)
+    }
+
+    /// Queues `payload` for node `to` on the control lane: a stream of its own at a higher
+    /// priority than the message lane, written by its own task, and read at the receiver
+    /// within its own budget (`control_inbound_bytes`, exempt from `peer_inbound_bytes`)
+    /// and delivered first ([`Event::Control`](crate::Event::Control)). For the small
+    /// messages that keep a cluster live (heartbeats, votes, their answers) so a flood
+    /// of data cannot delay them. Never blocks. Refused as `send` is, and with `TooLarge`
+    /// above `control_inbound_bytes` (or `max_frame_size`): send it on the message lane.
+    /// Frames lost with a connection are reported as for `send`.
+    pub fn send_control(&self, to: NodeId, tag: u64, payload: Bytes) -> Result<(), SendError> {
+        if to == 0 || to == self.ctx.me {
+            return Err(SendError::InvalidPeer { to });
+        }
+        let max = self.ctx.cfg.control_inbound_bytes.min(self.ctx.cfg.max_frame_size);
+        if payload.len() > max {
+            return Err(SendError::TooLarge { tag, len: payload.len(), max });
+        }
+        peer::handle(&self.ctx, to).enqueue_control(&self.ctx.cfg, tag, payload)
+    }
+
+    /// Node `node`'s inbound budgets now (`None`: no such peer known).
+    pub fn peer_inbound(&self, node: NodeId) -> Option<PeerInbound> {
+        let peers = self.ctx.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&node).map(|p| PeerInbound {
+            bytes: p.inbound.in_use() as u64,
+            control_bytes: p.control_inbound.in_use() as u64,
+            waits: p.inbound.waits() + p.control_inbound.waits(),
+        })
     }
 
     /// Frames and bytes queued for `to` and not yet written.
@@ -270,9 +324,19 @@ impl Endpoint {
     /// Counters since start, and gauges.
     pub fn stats(&self) -> Stats {
         let s = &self.ctx.stats;
-        let peer_min = {
+        let (peer_min, inbound) = {
             let peers = self.ctx.peers.lock().unwrap_or_else(|e| e.into_inner());
-            peers.values().map(|p| p.cert_not_after.load(Ordering::Relaxed)).filter(|s| *s != 0).min()
+            let min =
+                peers.values().map(|p| p.cert_not_after.load(Ordering::Relaxed)).filter(|s| *s != 0).min();
+            let mut inbound = [0u64; 4];
+            for p in peers.values() {
+                let held = p.inbound.in_use() as u64;
+                inbound[0] += held;
+                inbound[1] = inbound[1].max(held);
+                inbound[2] += p.control_inbound.in_use() as u64;
+                inbound[3] += p.inbound.waits() + p.control_inbound.waits();
+            }
+            (min, inbound)
         };
         Stats {
             connections: s.connections.get(),
@@ -291,6 +355,10 @@ impl Endpoint {
             policy_refused: self.ctx.policy.refused(),
             cert_not_after: self.ctx.tls.read().unwrap_or_else(|e| e.into_inner()).not_after,
             peer_cert_not_after_min: peer_min.and_then(from_secs),
+            inbound_bytes: inbound[0],
+            inbound_bytes_peer_max: inbound[1],
+            control_inbound_bytes: inbound[2],
+            inbound_waits: inbound[3],
         }
     }
 

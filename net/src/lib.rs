@@ -2,15 +2,21 @@
 //!
 //! Knows nothing of Raft. One QUIC connection (quinn, on this crate's own small tokio
 //! runtime) per node pair, mutual TLS against a cluster CA with the node id bound to the
-//! certificate, a low-latency in-order message lane, and bulk lanes (one QUIC stream per
-//! snapshot, lower priority) so a large snapshot never holds back the message lane.
+//! certificate, a low-latency in-order message lane, a control lane above it (its own
+//! stream, writer and inbound budget, so a flood of data never delays a heartbeat), and
+//! bulk lanes (one QUIC stream per snapshot, lower priority) so a large snapshot never
+//! holds back the message lane. Memory taken from the network is bounded in bytes: each
+//! peer's inbound frames are charged to its budget before they are read, and the budget
+//! is released only when the consumer drops the frame's [`InboundPermit`].
 //!
 //! - [`frame`]: the versioned, length-prefixed frame and its typed-error decoder.
 //! - [`NetConfig`] / [`ValidNetConfig`]: knobs, defaults, bounds.
 //! - [`ClusterCa`] (rcgen) and [`NodeIdentity`]: certificates (finite validity) and TLS
 //!   identity (several trusted CAs, for rotation; re-read from its files on reload).
 //! - `verify`: the certificate profile and node allow-list checked in the handshake.
-//! - [`Endpoint`]: start, [`Endpoint::send`] (bounded per-peer queue), [`Endpoint::open_bulk`],
+//! - `budget`: the per-peer inbound byte budgets and [`InboundPermit`].
+//! - [`Endpoint`]: start, [`Endpoint::send`] (bounded per-peer queue),
+//!   [`Endpoint::send_control`], [`Endpoint::open_bulk`],
 //!   [`Endpoint::set_allowed_nodes`], [`Endpoint::reload_certs`]; inbound admission is
 //!   address-validated (Retry) and capped (`max_handshakes`).
 //! - [`Event`] / [`Inbox`]: frames, bulk chunks, peer up/down with incarnations, drop reports.
@@ -19,6 +25,7 @@
 
 mod accept;
 mod admission;
+pub mod budget;
 pub mod bulk;
 pub mod certs;
 pub mod config;
@@ -32,12 +39,13 @@ mod shared;
 pub mod tls;
 mod verify;
 
+pub use budget::{BudgetError, InboundPermit};
 pub use bulk::{BulkError, BulkSender};
 pub use certs::{
     node_server_name, CertError, ClusterCa, PemPair, DEFAULT_CA_VALIDITY, DEFAULT_NODE_VALIDITY, MAX_VALIDITY,
 };
 pub use config::{NetConfig, NetConfigError, ValidNetConfig};
-pub use endpoint::{Endpoint, ReloadError, SendError, StartError, Stats};
+pub use endpoint::{Endpoint, PeerInbound, ReloadError, SendError, StartError, Stats};
 pub use event::{DownReason, DropReason, Event, Inbox, NodeId, RecvError};
 pub use frame::{Frame, FrameError, FrameKind, FrameReader, FORMAT_VERSION};
 pub use tls::{IdentityFiles, NodeIdentity, TlsError};

@@ -15,9 +15,14 @@
 //! on a connection before its hello is acknowledged, so the loser of a tie-break carries
 //! no frames and loses none.
 //!
+//! Lanes of a connection: the message lane (the bidirectional stream of the hello), written
+//! by the peer task; the control lane, a unidirectional stream each way at a higher
+//! priority, written by a task of its own (`write_control`) so a message lane stalled by
+//! flow control never holds back a heartbeat; bulk streams (`bulk.rs`).
+//!
 //! Also starts a peer's task on first use ([`handle`]). Never reads inbound frames
 //! (`conn.rs`), admits inbound connections (`accept.rs`) nor runs bulk streams (`bulk.rs`);
-//! the peer's queue and connection, which those share, live in `shared.rs`.
+//! the peer's queues and connection, which those share, live in `shared.rs`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::certs::node_server_name;
 use crate::config::ValidNetConfig;
-use crate::conn::{self, CLOSE_REJECT_BASE, CLOSE_REPLACED};
+use crate::conn::{self, Lane, CLOSE_REJECT_BASE, CLOSE_REPLACED};
 use crate::event::{DownReason, DropReason, Event, NodeId};
 use crate::frame::{encode_header, FrameKind, Hello, HelloReply, RejectReason, HEADER_LEN};
 use crate::shared::{to_secs, Ctx, Incoming, PeerHandle};
@@ -39,6 +44,8 @@ use crate::verify::LeafInfo;
 
 /// Priority of the message lane (bulk streams use 0; higher goes first).
 pub(crate) const LANE_PRIORITY: i32 = 100;
+/// Priority of the control lane: above the message lane.
+pub(crate) const CONTROL_PRIORITY: i32 = 200;
 
 /// The handle of peer `node`, created (with its task) on first use.
 pub(crate) fn handle(ctx: &Arc<Ctx>, node: NodeId) -> Arc<PeerHandle> {
@@ -73,7 +80,7 @@ struct Live {
     dialed_by_me: bool,
     /// When the connection was installed.
     since: Instant,
-    _tasks: [TaskGuard; 2],
+    _tasks: [TaskGuard; 4],
 }
 
 /// Exponential backoff with jitter.
@@ -146,7 +153,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc
             // Connected: write what is queued, then wait for more, a new hello or a close.
             let batch = peer.take_batch();
             if !batch.is_empty() {
-                if write_batch(&ctx, &mut l, &batch).await {
+                if write_batch(&ctx, &mut l.send, &batch).await {
                     live = Some(l);
                 } else {
                     let mut tags: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
@@ -223,7 +230,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, mut incoming: mpsc
                         DialError::NotAllowed => DropReason::NotAllowed,
                         _ => DropReason::Unreachable,
                     };
-                    let tags = peer.drain();
+                    let mut tags = peer.drain();
+                    tags.extend(peer.drain_control());
                     report(&ctx, Event::Dropped { to: peer.node, tags, reason }).await;
                     next_dial = Instant::now() + backoff.step();
                 }
@@ -267,8 +275,10 @@ fn install(
     dialed_by_me: bool,
 ) -> Live {
     let _ = send.set_priority(LANE_PRIORITY);
-    let reader = tokio::spawn(conn::read_lane(ctx.clone(), peer.node, conn.clone(), recv));
-    let bulk = tokio::spawn(crate::bulk::accept_streams(ctx.clone(), peer.node, conn.clone()));
+    let reader = tokio::spawn(conn::read_lane(ctx.clone(), peer.clone(), conn.clone(), recv, Lane::Message));
+    let control_reader = tokio::spawn(conn::read_control(ctx.clone(), peer.clone(), conn.clone()));
+    let control_writer = tokio::spawn(write_control(ctx.clone(), peer.clone(), conn.clone()));
+    let bulk = tokio::spawn(crate::bulk::accept_streams(ctx.clone(), peer.clone(), conn.clone()));
     ctx.stats.connections.inc();
     peer.conn.send_replace(Some(conn.clone()));
     Live {
@@ -277,7 +287,7 @@ fn install(
         incarnation,
         dialed_by_me,
         since: Instant::now(),
-        _tasks: [TaskGuard(reader), TaskGuard(bulk)],
+        _tasks: [TaskGuard(reader), TaskGuard(control_reader), TaskGuard(control_writer), TaskGuard(bulk)],
     }
 }
 
@@ -296,9 +306,46 @@ async fn down(ctx: &Ctx, peer: &PeerHandle, l: Live, reason: DownReason) {
 /// ones are copied next to their header, so a batch of small frames stays a few chunks.
 const INLINE_MAX: usize = 1024;
 
+/// Writes the control lane of connection `conn`: opens its stream, then writes what the
+/// peer's control queue holds as it comes, until the stream fails (the frames of a failed
+/// write are reported dropped) or the connection is replaced (the task is aborted).
+///
+/// A peer that grants no unidirectional stream within the connect timeout (a build from
+/// before the control lane) gets its control frames on the message lane instead, where the
+/// receiver takes them as ordinary frames.
+async fn write_control(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, conn: quinn::Connection) {
+    let mut send = match tokio::time::timeout(ctx.cfg.connect_timeout, conn.open_uni()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return,
+        Err(_) => loop {
+            for (tag, payload) in peer.take_control_batch() {
+                if peer.enqueue(&ctx.cfg, tag, payload).is_err() {
+                    let e =
+                        Event::Dropped { to: peer.node, tags: vec![tag], reason: DropReason::ConnectionLost };
+                    report(&ctx, e).await;
+                }
+            }
+            peer.control_wake.notified().await;
+        },
+    };
+    let _ = send.set_priority(CONTROL_PRIORITY);
+    loop {
+        let batch = peer.take_control_batch();
+        if batch.is_empty() {
+            peer.control_wake.notified().await;
+            continue;
+        }
+        if !write_batch(&ctx, &mut send, &batch).await {
+            let tags = batch.iter().map(|(t, _)| *t).collect();
+            report(&ctx, Event::Dropped { to: peer.node, tags, reason: DropReason::ConnectionLost }).await;
+            return;
+        }
+    }
+}
+
 /// Writes one batch as consecutive frames in one write, without copying large payloads.
-/// Returns false if the connection failed.
-async fn write_batch(ctx: &Ctx, l: &mut Live, batch: &[(u64, Bytes)]) -> bool {
+/// Returns false if the stream failed.
+async fn write_batch(ctx: &Ctx, send: &mut quinn::SendStream, batch: &[(u64, Bytes)]) -> bool {
     let mut total = 0;
     let mut inline = 0;
     let mut large = 0;
@@ -324,7 +371,7 @@ async fn write_batch(ctx: &Ctx, l: &mut Live, batch: &[(u64, Bytes)]) -> bool {
     if !buf.is_empty() {
         chunks.push(buf.freeze());
     }
-    if l.send.write_all_chunks(&mut chunks).await.is_err() {
+    if send.write_all_chunks(&mut chunks).await.is_err() {
         return false;
     }
     ctx.stats.frames_sent.add(batch.len() as u64);

@@ -2,8 +2,9 @@
 //! streams, the acceptor) share: configuration, identity and its TLS configurations (both
 //! replaced by a reload), the admission policy and caps, the QUIC endpoint, the event
 //! channels, the counters and the registry of peers; and [`PeerHandle`], the shared half of
-//! one peer (its address, its bounded send queue, its live connection), with [`Incoming`],
-//! what the accept path hands to a peer, and [`SendError`], what the queue answers.
+//! one peer (its address, its bounded send queues of the message and control lanes, its
+//! inbound byte budgets, its live connection), with [`Incoming`], what the accept path
+//! hands to a peer, and [`SendError`], what the queue answers.
 //!
 //! Owns these shared values and the send queue's admission (bounded; a full queue is
 //! reported, never grown). Never runs a task, dials, reads or writes a connection: the
@@ -21,6 +22,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::admission::Admissions;
+use crate::budget::Budget;
 use crate::config::ValidNetConfig;
 use crate::event::{Event, NodeId};
 use crate::frame::Hello;
@@ -125,6 +127,8 @@ pub(crate) struct Ctx {
     /// The caps on inbound connections in admission.
     pub admissions: Arc<Admissions>,
     pub events: mpsc::Sender<Event>,
+    /// Control-lane frames: a separate channel the inbox reads first.
+    pub control_events: mpsc::Sender<Event>,
     /// Bulk-lane events: a separate small channel (see [`Inbox`](crate::Inbox)).
     pub bulk_events: mpsc::Sender<Event>,
     pub stats: Counters,
@@ -156,8 +160,18 @@ pub(crate) struct PeerHandle {
     pub node: NodeId,
     pub addr: Mutex<Option<SocketAddr>>,
     queue: Mutex<SendQueue>,
+    /// The control lane's send queue (same bounds as the message lane's).
+    control: Mutex<SendQueue>,
     /// Wakes the peer task (work was queued).
     pub wake: Notify,
+    /// Wakes the control lane's writer (control frames were queued).
+    pub control_wake: Notify,
+    /// Bytes of this peer's message-lane frames and bulk chunks held here
+    /// (`peer_inbound_bytes`). Kept across connections: a new connection does not get a
+    /// fresh budget while the old one's frames are still held.
+    pub inbound: Budget,
+    /// Bytes of this peer's control-lane frames held here (`control_inbound_bytes`).
+    pub control_inbound: Budget,
     /// Inbound connections claiming this node, handed over by the accept path.
     pub incoming: mpsc::Sender<Incoming>,
     /// The live connection, if any, for bulk streams.
@@ -166,6 +180,39 @@ pub(crate) struct PeerHandle {
     pub bulk_waiters: AtomicUsize,
     /// When the certificate of the live connection's peer expires ([`to_secs`]; 0: none).
     pub cert_not_after: AtomicU64,
+}
+
+/// Appends a frame to a send queue within its bounds.
+fn push(
+    q: &mut SendQueue,
+    cfg: &ValidNetConfig,
+    to: NodeId,
+    tag: u64,
+    payload: Bytes,
+) -> Result<(), SendError> {
+    if q.items.len() >= cfg.queue_frames || q.bytes + payload.len() > cfg.queue_bytes {
+        return Err(SendError::QueueFull { to, tag });
+    }
+    q.bytes += payload.len();
+    q.items.push_back((tag, payload));
+    Ok(())
+}
+
+/// Takes up to one batch (`BATCH_FRAMES`, `BATCH_BYTES`) from the front of a send queue.
+fn take(q: &mut SendQueue) -> Vec<(u64, Bytes)> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some((_, p)) = q.items.front() {
+        if !out.is_empty() && (out.len() >= BATCH_FRAMES || bytes + p.len() > BATCH_BYTES) {
+            break;
+        }
+        bytes += p.len();
+        if let Some(item) = q.items.pop_front() {
+            out.push(item);
+        }
+    }
+    q.bytes -= bytes;
+    out
 }
 
 impl Ctx {
@@ -177,7 +224,7 @@ impl Ctx {
 }
 
 impl PeerHandle {
-    pub(crate) fn new(node: NodeId, _cfg: &ValidNetConfig) -> (PeerHandle, mpsc::Receiver<Incoming>) {
+    pub(crate) fn new(node: NodeId, cfg: &ValidNetConfig) -> (PeerHandle, mpsc::Receiver<Incoming>) {
         // One inbound connection waits for the task at most: the accept path refuses further
         // claims of this node while one waits (see `accept.rs`).
         let (tx, rx) = mpsc::channel(1);
@@ -186,7 +233,11 @@ impl PeerHandle {
             node,
             addr: Mutex::new(None),
             queue: Mutex::new(SendQueue::default()),
+            control: Mutex::new(SendQueue::default()),
             wake: Notify::new(),
+            control_wake: Notify::new(),
+            inbound: Budget::new(cfg.peer_inbound_bytes),
+            control_inbound: Budget::new(cfg.control_inbound_bytes),
             incoming: tx,
             conn,
             bulk_waiters: AtomicUsize::new(0),
@@ -201,17 +252,40 @@ impl PeerHandle {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_control(&self) -> std::sync::MutexGuard<'_, SendQueue> {
+        // As `lock`.
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn enqueue(&self, cfg: &ValidNetConfig, tag: u64, payload: Bytes) -> Result<(), SendError> {
-        {
-            let mut q = self.lock();
-            if q.items.len() >= cfg.queue_frames || q.bytes + payload.len() > cfg.queue_bytes {
-                return Err(SendError::QueueFull { to: self.node, tag });
-            }
-            q.bytes += payload.len();
-            q.items.push_back((tag, payload));
-        }
+        push(&mut self.lock(), cfg, self.node, tag, payload)?;
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Queues a control-lane frame; wakes the control writer, and the peer task (to dial).
+    pub(crate) fn enqueue_control(
+        &self,
+        cfg: &ValidNetConfig,
+        tag: u64,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        push(&mut self.lock_control(), cfg, self.node, tag, payload)?;
+        self.control_wake.notify_one();
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Takes up to one batch from the control queue.
+    pub(crate) fn take_control_batch(&self) -> Vec<(u64, Bytes)> {
+        take(&mut self.lock_control())
+    }
+
+    /// Empties the control queue; the tags of what it held.
+    pub(crate) fn drain_control(&self) -> Vec<u64> {
+        let mut q = self.lock_control();
+        q.bytes = 0;
+        q.items.drain(..).map(|(t, _)| t).collect()
     }
 
     pub(crate) fn queued(&self) -> (usize, usize) {
@@ -224,25 +298,14 @@ impl PeerHandle {
     }
 
     pub(crate) fn has_work(&self) -> bool {
-        !self.lock().items.is_empty() || self.bulk_waiters.load(Ordering::Acquire) > 0
+        !self.lock().items.is_empty()
+            || !self.lock_control().items.is_empty()
+            || self.bulk_waiters.load(Ordering::Acquire) > 0
     }
 
     /// Takes up to one batch from the queue.
     pub(crate) fn take_batch(&self) -> Vec<(u64, Bytes)> {
-        let mut q = self.lock();
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        while let Some((_, p)) = q.items.front() {
-            if !out.is_empty() && (out.len() >= BATCH_FRAMES || bytes + p.len() > BATCH_BYTES) {
-                break;
-            }
-            bytes += p.len();
-            if let Some(item) = q.items.pop_front() {
-                out.push(item);
-            }
-        }
-        q.bytes -= bytes;
-        out
+        take(&mut self.lock())
     }
 
     pub(crate) fn drain(&self) -> Vec<u64> {

@@ -236,9 +236,10 @@ fn transport_config(cfg: &ValidNetConfig) -> Arc<quinn::TransportConfig> {
     t.keep_alive_interval(Some(cfg.keep_alive));
     // Validation bounds idle_timeout to 600 s, far below QUIC's 2^62 ms limit.
     t.max_idle_timeout(quinn::IdleTimeout::try_from(cfg.idle_timeout).ok());
-    // One control/message stream each way plus the bulk streams.
+    // The message lane (the hello's stream) plus the bulk streams; one control lane each
+    // way (unidirectional).
     t.max_concurrent_bidi_streams((cfg.max_bulk_streams + 1).into());
-    t.max_concurrent_uni_streams(0u32.into());
+    t.max_concurrent_uni_streams(1u32.into());
     // Windows: big enough to fill a LAN or loopback pipe, small enough (connection window
     // twice a stream's) that what is in flight fits the receiver's socket buffer: a
     // datagram dropped there is taken for congestion and shrinks the sending window.

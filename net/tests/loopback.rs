@@ -47,7 +47,7 @@ fn three_endpoints_frames_intact_in_order_one_connection_per_pair() {
         let deadline = Instant::now() + WAIT;
         while next.values().sum::<u64>() < 2 * N && Instant::now() < deadline {
             match inbox.recv_timeout(Duration::from_millis(200)) {
-                Ok(Event::Frame { from, payload: p }) => {
+                Ok(Event::Frame { from, payload: p, .. }) => {
                     let n = next.entry(from).or_default();
                     assert_eq!(
                         p,
@@ -107,7 +107,7 @@ fn peer_restart_recovers_with_new_incarnation() {
         assert!(Instant::now() < deadline, "no recovery");
         let _ = e1.send(2, tag, Bytes::from(format!("after {tag}")));
         tag += 1;
-        if let Ok(Event::Frame { from: 1, payload }) = inbox2.recv_timeout(Duration::from_millis(100)) {
+        if let Ok(Event::Frame { from: 1, payload, .. }) = inbox2.recv_timeout(Duration::from_millis(100)) {
             break payload;
         }
     };
@@ -162,9 +162,9 @@ fn snapshot_64mib_while_heartbeats_keep_flowing() {
     loop {
         assert!(Instant::now() < deadline, "snapshot did not finish");
         match inbox2.recv_timeout(Duration::from_secs(5)).unwrap() {
-            Event::BulkChunk { from: 1, tag: 77, payload } => received.extend_from_slice(&payload),
+            Event::BulkChunk { from: 1, tag: 77, payload, .. } => received.extend_from_slice(&payload),
             Event::BulkEnd { from: 1, tag: 77 } => break,
-            Event::Frame { from: 1, payload } if payload.starts_with(b"hb1") => hb1_before_end += 1,
+            Event::Frame { from: 1, payload, .. } if payload.starts_with(b"hb1") => hb1_before_end += 1,
             Event::Frame { from: 3, .. } => hb3_before_end += 1,
             Event::PeerUp { .. } => {}
             other => panic!("unexpected {other:?}"),
@@ -244,13 +244,13 @@ fn frames_overtake_buffered_snapshot_chunks_and_bulk_buffering_is_bounded() {
     e1.send(2, 1, Bytes::from_static(b"heartbeat")).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     match inbox2.recv_timeout(WAIT).unwrap() {
-        Event::Frame { from: 1, payload } => assert_eq!(&payload[..], b"heartbeat"),
+        Event::Frame { from: 1, payload, .. } => assert_eq!(&payload[..], b"heartbeat"),
         other => panic!("a frame waited behind buffered bulk events: got {other:?} first"),
     }
     let mut chunks = 0;
     loop {
         match inbox2.recv_timeout(WAIT).unwrap() {
-            Event::BulkChunk { from: 1, tag: 5, payload } => {
+            Event::BulkChunk { from: 1, tag: 5, payload, .. } => {
                 assert_eq!(payload, Bytes::from(vec![chunks as u8; 1 << 20]), "chunk {chunks}");
                 chunks += 1;
             }
@@ -280,7 +280,10 @@ fn connection_is_opened_lazily_and_kept_alive_while_idle() {
     assert!(!std::iter::from_fn(|| inbox2.try_recv()).any(|e| matches!(e, Event::PeerDown { .. })));
     e1.send(2, 2, Bytes::from_static(b"second")).unwrap();
     let got = wait_for(&mut inbox2, WAIT, |e| matches!(e, Event::Frame { .. }));
-    assert_eq!(got, Some(Event::Frame { from: 1, payload: Bytes::from_static(b"second") }));
+    assert_eq!(
+        got,
+        Some(Event::Frame { from: 1, payload: Bytes::from_static(b"second"), permit: Default::default() })
+    );
     assert_eq!((e1.stats().connections, e2.stats().connections), (1, 1), "the connection was replaced");
 }
 
@@ -339,7 +342,7 @@ fn receiver_refuses_bulk_chunks_above_its_own_bulk_chunk_size() {
     bulk.send_chunk(Bytes::from(vec![1u8; LIMIT])).unwrap();
     assert_eq!(bulk.finish(), Ok(()));
     let ev = wait_for(&mut i2, WAIT, of_tag(1));
-    assert!(matches!(ev, Some(Event::BulkChunk { from: 1, tag: 1, payload }) if payload.len() == LIMIT));
+    assert!(matches!(ev, Some(Event::BulkChunk { from: 1, tag: 1, payload, .. }) if payload.len() == LIMIT));
     assert_eq!(wait_for(&mut i2, WAIT, of_tag(1)), Some(Event::BulkEnd { from: 1, tag: 1 }));
     assert_eq!(e2.stats().protocol_errors, 0);
 
@@ -354,9 +357,96 @@ fn receiver_refuses_bulk_chunks_above_its_own_bulk_chunk_size() {
     // Only the stream was refused: the connection and later streams keep working.
     e1.send(2, 9, Bytes::from_static(b"still here")).unwrap();
     let got = wait_for(&mut i2, WAIT, |e| matches!(e, Event::Frame { .. }));
-    assert_eq!(got, Some(Event::Frame { from: 1, payload: Bytes::from_static(b"still here") }));
+    assert_eq!(
+        got,
+        Some(Event::Frame {
+            from: 1,
+            payload: Bytes::from_static(b"still here"),
+            permit: Default::default()
+        })
+    );
     let bulk = e1.open_bulk(2, 3).unwrap();
     bulk.send_chunk(Bytes::from(vec![3u8; 1000])).unwrap();
     assert_eq!(bulk.finish(), Ok(()));
     assert_eq!(e1.stats().connections, 1);
+}
+
+/// Issue 12 point 5 at the transport: a receiver that holds every frame it gets holds at
+/// most its `peer_inbound_bytes` of one peer (the reader stops, QUIC flow control stops
+/// the sender), control frames still arrive meanwhile (their own lane and budget), and
+/// the rest of the data follows, intact and in order, once the frames are released.
+#[test]
+fn a_spent_peer_budget_stops_the_sender_and_the_control_lane_still_flows() {
+    const MIB: usize = 1 << 20;
+    const FRAMES: usize = 40;
+    let ca = ClusterCa::generate().unwrap();
+    let mut c1 = test_config(1, "127.0.0.1:0".parse().unwrap());
+    let mut c2 = test_config(2, "127.0.0.1:0".parse().unwrap());
+    for c in [&mut c1, &mut c2] {
+        c.max_frame_size = MIB;
+        c.peer_inbound_bytes = 4 * MIB;
+        c.idle_timeout = Duration::from_secs(5);
+        c.keep_alive = Duration::from_millis(500);
+    }
+    let (e1, _inbox1) = start(c1.validate().unwrap(), &identity(&ca, 1));
+    let (e2, mut inbox2) = start(c2.validate().unwrap(), &identity(&ca, 2));
+    e1.set_peer_addr(2, e2.local_addr().unwrap());
+    let frame = |i: usize| Bytes::from(vec![i as u8; MIB]);
+    for i in 0..FRAMES {
+        e1.send(2, i as u64, frame(i)).unwrap();
+    }
+    // Hold every frame received (with its permit) until nothing more arrives.
+    let mut held = Vec::new();
+    while let Ok(ev) = inbox2.recv_timeout(Duration::from_millis(700)) {
+        if let Event::Frame { payload, permit, .. } = ev {
+            assert_eq!(permit.bytes(), payload.len());
+            held.push((payload, permit));
+        }
+    }
+    let s = e2.stats();
+    assert!(!held.is_empty() && held.len() <= 4, "{} frames of 1 MiB held with a 4 MiB budget", held.len());
+    assert_eq!(s.inbound_bytes, (held.len() * MIB) as u64, "{s:?}");
+    assert_eq!(e2.peer_inbound(1).unwrap().bytes, s.inbound_bytes);
+    assert!(s.inbound_waits > 0, "the reader never waited: {s:?}");
+    let (queued, _) = e1.queued(2);
+    assert!(queued > 0, "the sender wrote everything: flow control did not push back");
+    // The control lane is not held back by the spent message-lane budget.
+    for i in 0..10u8 {
+        e1.send_control(2, 1000 + i as u64, Bytes::from(vec![b'h', i])).unwrap();
+    }
+    for i in 0..10u8 {
+        match inbox2.recv_timeout(WAIT) {
+            Ok(Event::Control { from: 1, payload, permit }) => {
+                assert_eq!(&payload[..], &[b'h', i]);
+                assert_eq!(permit.bytes(), flotilla_net::budget::MIN_CHARGE);
+            }
+            other => panic!("control frame {i}: got {other:?}"),
+        }
+    }
+    assert_eq!(e2.peer_inbound(1).unwrap().control_bytes, 0, "control permits were dropped");
+    // Released: the rest arrives, in order and intact.
+    let mut next = held.len();
+    for (i, (p, _)) in held.iter().enumerate() {
+        assert_eq!(p, &frame(i));
+    }
+    held.clear();
+    let deadline = Instant::now() + WAIT;
+    while next < FRAMES && Instant::now() < deadline {
+        if let Ok(Event::Frame { payload, .. }) = inbox2.recv_timeout(Duration::from_millis(200)) {
+            assert_eq!(payload, frame(next), "frame {next}");
+            next += 1;
+        }
+    }
+    assert_eq!(next, FRAMES);
+    assert!(e2.stats().inbound_bytes <= 4 * MIB as u64);
+}
+
+#[test]
+fn a_control_frame_above_the_control_budget_is_refused_at_the_sender() {
+    let ca = ClusterCa::generate().unwrap();
+    let mut eps = cluster(&ca, 2);
+    let (e1, _) = &mut eps[0];
+    let max = NetConfig::new(1).control_inbound_bytes;
+    let err = e1.send_control(2, 7, Bytes::from(vec![0; max + 1])).unwrap_err();
+    assert_eq!(err, SendError::TooLarge { tag: 7, len: max + 1, max });
 }

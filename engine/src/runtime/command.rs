@@ -16,12 +16,14 @@ use crate::api::{
 use crate::raft::conf::ConfState;
 use crate::raft::message::Message;
 use crate::raft::types::{NodeId, ReplicaId};
-use crate::transport::WireItem;
+use crate::transport::{InboundHold, WireItem};
 
-/// A command in a worker's mailbox.
+/// A command in a worker's mailbox (or, for received control items, its control mailbox).
 pub(crate) enum Cmd {
-    /// Messages from node `from`, by group.
-    Msgs { from: NodeId, msgs: Vec<(u64, Message)> },
+    /// Messages from node `from`, by group. `hold` keeps the bytes of the batch they came
+    /// in charged to `from`'s inbound budget until the command is dropped, after the
+    /// worker stepped them.
+    Msgs { from: NodeId, msgs: Vec<(u64, Message)>, hold: InboundHold },
     /// A client proposal (`Engine::propose`); resolves once applied here.
     Propose { group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>> },
     /// A membership change (`Engine::change_membership`).

@@ -3,7 +3,9 @@
 //!
 //! This file owns the [`Runtime`] handle: it starts the threads (after recovery,
 //! `recovery`), routes each request to the worker that owns its group (`route`) through
-//! a bounded mailbox, gathers status and metrics, and stops everything. Never shares
+//! a bounded mailbox (each worker also has a bounded control mailbox, fed only by the
+//! network thread with received liveness items and drained first), gathers status and
+//! metrics, and stops everything. Never shares
 //! Raft state between threads: a group is touched only by its worker; the only shared
 //! objects are the WAL (thread-safe), counters and flags (`shared`).
 //!
@@ -124,17 +126,22 @@ impl Runtime {
         });
         let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
+        let mut control = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         let mut start = Vec::with_capacity(n);
         for i in 0..n {
             let (tx, rx) = bounded(c.mailbox_capacity);
+            // The control mailbox: received liveness items only (heartbeats, votes, their
+            // answers, removal items), from the network thread, drained first.
+            let (ctl_tx, ctl_rx) = bounded(c.mailbox_capacity);
             workers.push(tx);
+            control.push(ctl_tx);
             let mine = recovered.take_for(i, n);
-            start.push((rx, mine));
+            start.push((rx, ctl_rx, mine));
         }
         *shared.routes.lock().unwrap_or_else(|e| e.into_inner()) = workers.clone();
-        for (i, (rx, mine)) in start.into_iter().enumerate() {
-            let w = worker::Worker::new(i, shared.clone(), rx, mine).map_err(OpenError::Io)?;
+        for (i, (rx, ctl_rx, mine)) in start.into_iter().enumerate() {
+            let w = worker::Worker::new(i, shared.clone(), rx, ctl_rx, mine).map_err(OpenError::Io)?;
             let t = std::thread::Builder::new()
                 .name(format!("flotilla-worker-{i}"))
                 .spawn(move || w.run())
@@ -146,7 +153,7 @@ impl Runtime {
         let net_stats = transport.stats_source();
         let net_thread = std::thread::Builder::new()
             .name("flotilla-net".into())
-            .spawn(move || net_loop::run(transport, net_rx, routes, sh))
+            .spawn(move || net_loop::run(transport, net_rx, routes, control, sh))
             .map_err(OpenError::Io)?;
         tracing::info!("node {} open with {n} workers", c.node_id);
         Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread), net_stats, _lock: lock })

@@ -1,8 +1,13 @@
 //! The network thread: owns the [`Transport`], sends the batches the workers queue
-//! ([`NetCmd`]) and routes what arrives to the workers' mailboxes: Raft messages by group
-//! (`route`), the removal items (`WireItem::Tombstone`, `GcProbe`, `TombstoneAck`) as
-//! their own commands, snapshot-stream outcomes, and peer liveness (down, unreachable,
-//! restarted as a new incarnation).
+//! ([`NetCmd`]), each split by lane (control items, [`is_control`], on
+//! `Transport::send_control`; the rest on `send`), and routes what arrives to the workers:
+//! Raft messages by group (`route`), the removal items (`WireItem::Tombstone`, `GcProbe`,
+//! `TombstoneAck`) as their own commands, snapshot-stream outcomes, and peer liveness
+//! (down, unreachable, restarted as a new incarnation). Received control items (decided
+//! by their content, whatever lane they came on) go to the workers' control mailboxes,
+//! which the workers drain first, everything else to their mailboxes; each `Cmd::Msgs`
+//! carries the batch's `InboundHold`, so the bytes stay charged to the sender until the
+//! worker has stepped them.
 //!
 //! It polls the transport (which is `Send` but not `Sync`) without waiting, and when
 //! nothing arrived sleeps on the queue of batches the workers queued together with the
@@ -25,7 +30,7 @@ use super::shared::{bump, Shared};
 use crate::raft::message::Message;
 use crate::raft::types::{NodeId, ReplicaId};
 use crate::transport::coalescer::expand;
-use crate::transport::{Transport, TransportEvent, WireItem};
+use crate::transport::{is_control, Transport, TransportEvent, WireItem};
 
 /// How long the idle network thread waits for a batch to send before polling the
 /// transport again (the most an arriving batch waits).
@@ -42,6 +47,7 @@ pub(super) fn run(
     mut transport: Box<dyn Transport>,
     rx: Receiver<NetCmd>,
     workers: Vec<Sender<Cmd>>,
+    control: Vec<Sender<Cmd>>,
     sh: Arc<Shared>,
 ) {
     let n = workers.len();
@@ -59,8 +65,16 @@ pub(super) fn run(
         loop {
             match rx.try_recv() {
                 Ok(NetCmd::Send { to, items }) => {
-                    if let Err(e) = transport.send(to, 0, &items) {
-                        tracing::debug!("send to node {to} failed: {e}");
+                    let (ctl, data): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
+                    if !ctl.is_empty() {
+                        if let Err(e) = transport.send_control(to, 0, &ctl) {
+                            tracing::debug!("control send to node {to} failed: {e}");
+                        }
+                    }
+                    if !data.is_empty() {
+                        if let Err(e) = transport.send(to, 0, &data) {
+                            tracing::debug!("send to node {to} failed: {e}");
+                        }
                     }
                 }
                 Ok(NetCmd::Snapshot { to, group, replica, chunks }) => {
@@ -91,7 +105,7 @@ pub(super) fn run(
             let Some(ev) = transport.recv_timeout(Duration::ZERO) else { break };
             got += 1;
             match ev {
-                TransportEvent::Items { from, mut items } => {
+                TransportEvent::Items { from, mut items, hold } => {
                     if items.iter().any(|it| {
                         matches!(
                             it,
@@ -102,22 +116,28 @@ pub(super) fn run(
                     }) {
                         items.retain(|it| {
                             let Some((group, cmd)) = removal_cmd(from, it) else { return true };
-                            if workers[route(group, n)].try_send(cmd).is_err() {
+                            if control[route(group, n)].try_send(cmd).is_err() {
                                 bump(&sh.counters.messages_dropped);
                             }
                             false
                         });
                     }
-                    let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
-                    for (g, m) in expand(items) {
-                        per[route(g, n)].push((g, m));
-                    }
-                    for (i, msgs) in per.into_iter().enumerate() {
-                        if msgs.is_empty() {
+                    let (ctl, data): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
+                    for (items, to) in [(ctl, &control), (data, &workers)] {
+                        if items.is_empty() {
                             continue;
                         }
-                        if workers[i].try_send(Cmd::Msgs { from, msgs }).is_err() {
-                            bump(&sh.counters.messages_dropped);
+                        let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
+                        for (g, m) in expand(items) {
+                            per[route(g, n)].push((g, m));
+                        }
+                        for (i, msgs) in per.into_iter().enumerate() {
+                            if msgs.is_empty() {
+                                continue;
+                            }
+                            if to[i].try_send(Cmd::Msgs { from, msgs, hold: hold.clone() }).is_err() {
+                                bump(&sh.counters.messages_dropped);
+                            }
                         }
                     }
                 }

@@ -1,6 +1,10 @@
 //! One worker thread: the groups it owns outright, its loop and one turn of it.
 //!
-//! A turn: drain the mailbox (messages, proposals, admin), start the replicas whose
+//! A turn: drain the control mailbox (received heartbeats, votes, their answers, removal
+//! items: never queued behind data), then the mailbox (messages, proposals, admin; data
+//! messages only for about a tick, the rest waits for the next turn, so a backlog of
+//! heavy messages never starves the clock; the control mailbox is drained again after
+//! each batch of messages), start the replicas whose
 //! founding write is durable, take the apply thread's answers, hand on the writes that are
 //! durable, tick when due, then step the groups touched: collect their `Ready`s, send
 //! their `messages` at once, hand ONE WAL write batch for all of them to the WAL without
@@ -57,6 +61,9 @@ pub(crate) struct Worker {
     pub(super) sh: Arc<Shared>,
     /// The mailbox.
     pub(super) rx: Receiver<Cmd>,
+    /// The control mailbox (received control items, from the network thread), drained
+    /// before the mailbox; `None` once the network thread dropped it.
+    pub(super) ctl_rx: Option<Receiver<Cmd>>,
     /// Boxed: a map slot is a pointer, so the map's spare capacity costs 8 bytes a slot,
     /// not a whole replica, and moving a group out and back per turn copies no state.
     pub(super) groups: HashMap<u64, Box<Group>>,
@@ -122,6 +129,7 @@ impl Worker {
         idx: usize,
         sh: Arc<Shared>,
         rx: Receiver<Cmd>,
+        ctl_rx: Receiver<Cmd>,
         rec: Recovered,
     ) -> std::io::Result<Worker> {
         let (apply_tx, apply_cmds) = unbounded();
@@ -142,6 +150,7 @@ impl Worker {
             idx,
             sh,
             rx,
+            ctl_rx: Some(ctl_rx),
             groups,
             tombstones: rec.tombstones,
             tombstones_unsynced: HashMap::new(),
@@ -187,8 +196,18 @@ impl Worker {
             // subscriber, a disabled callsite: one relaxed load.
             let turn = tracing::trace_span!("turn", worker = self.idx);
             let _turn = turn.enter();
+            self.drain_control();
+            let data_until = Instant::now() + interval;
             for _ in 0..MAX_CMDS_PER_TURN {
                 match self.rx.try_recv() {
+                    Ok(cmd @ Cmd::Msgs { .. }) => {
+                        self.handle(cmd);
+                        self.drain_control();
+                        if Instant::now() >= data_until {
+                            // The rest waits for the next turn: tick and step first.
+                            break;
+                        }
+                    }
                     Ok(cmd) => self.handle(cmd),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -219,11 +238,33 @@ impl Worker {
         self.finish();
     }
 
-    /// Sleeps until the mailbox, the apply thread or the oldest write in flight has
-    /// something, or `timeout` passes.
+    /// Handles what the control mailbox holds (at most `MAX_CMDS_PER_TURN`).
+    fn drain_control(&mut self) {
+        let Some(ctl) = self.ctl_rx.take() else { return };
+        let mut open = true;
+        for _ in 0..MAX_CMDS_PER_TURN {
+            match ctl.try_recv() {
+                Ok(cmd) => self.handle(cmd),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if open {
+            self.ctl_rx = Some(ctl);
+        }
+    }
+
+    /// Sleeps until the mailbox, the control mailbox, the apply thread or the oldest write
+    /// in flight has something, or `timeout` passes.
     fn wait(&self, timeout: Duration) {
         let mut sel = Select::new();
         sel.recv(&self.rx);
+        if let Some(ctl) = &self.ctl_rx {
+            sel.recv(ctl);
+        }
         sel.recv(&self.apply_rx);
         if let Some(t) = self.writes.oldest_ticket() {
             sel.recv(t.receiver());
@@ -242,13 +283,16 @@ impl Worker {
     /// One command from the mailbox, dispatched to the file of its concern.
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Msgs { from, msgs } => {
+            Cmd::Msgs { from, msgs, hold } => {
                 if !self.creates.is_empty() {
                     self.flush_creates();
                 }
+                self.slow_step_hook(&msgs);
                 for (group, m) in msgs {
                     self.step(from, group, m);
                 }
+                // Released only now: the messages were stepped.
+                drop(hold);
             }
             Cmd::Propose { group, data, done } => self.propose(group, data, done),
             Cmd::Conf { group, change, done } => self.conf_change(group, change, done),
@@ -283,6 +327,32 @@ impl Worker {
             }
             Cmd::Shutdown => self.stopping = true,
         }
+    }
+
+    /// Test hook (cargo feature `failpoints`): the failpoint `engine::slow_step`, set to
+    /// `return(N:MS)`, makes node N's workers sleep MS milliseconds per MiB of entry data
+    /// in each batch of messages they step (at most one second per batch), as a worker
+    /// whose storage is slow would. Inactive otherwise.
+    fn slow_step_hook(&self, msgs: &[(u64, crate::raft::message::Message)]) {
+        let _ = msgs;
+        fail::fail_point!("engine::slow_step", |arg: Option<String>| {
+            let Some((node, ms)) = arg.as_deref().and_then(|a| a.split_once(':')) else { return };
+            if node.parse::<u64>().ok() != Some(self.sh.node) {
+                return;
+            }
+            let ms_per_mib: u64 = ms.parse().unwrap_or(0);
+            let bytes: usize = msgs
+                .iter()
+                .map(|(_, m)| match &m.body {
+                    crate::raft::message::MessageBody::Append { entries, .. } => {
+                        entries.iter().map(|e| e.size()).sum()
+                    }
+                    _ => 0,
+                })
+                .sum();
+            let ms = (bytes as u64 * ms_per_mib / (1 << 20)).min(1000);
+            std::thread::sleep(Duration::from_millis(ms));
+        });
     }
 
     /// One worker tick: liveness wakes, Raft ticks of the active groups, waiters' and

@@ -241,12 +241,9 @@ impl<T> FaultTransport<T> {
     }
 }
 
-impl<T: Transport> Transport for FaultTransport<T> {
-    fn node_id(&self) -> NodeId {
-        self.me
-    }
-
-    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+impl<T: Transport> FaultTransport<T> {
+    /// `send` or `send_control` (`control`) through the faults.
+    fn send_on(&self, to: NodeId, tag: u64, items: &[WireItem], control: bool) -> Result<(), TransportError> {
         let mut r = self.ctl.lock();
         if r.drops(self.me, to) {
             return Ok(());
@@ -268,7 +265,7 @@ impl<T: Transport> Transport for FaultTransport<T> {
         };
         if !items.iter().any(is_quiesce) {
             drop(r);
-            return self.inner.send(to, tag, items);
+            return self.forward(to, tag, items, control);
         }
         let mut kept = Vec::with_capacity(items.len());
         for it in items {
@@ -290,7 +287,29 @@ impl<T: Transport> Transport for FaultTransport<T> {
         if kept.is_empty() {
             return Ok(());
         }
-        self.inner.send(to, tag, &kept)
+        self.forward(to, tag, &kept, control)
+    }
+
+    fn forward(&self, to: NodeId, tag: u64, items: &[WireItem], control: bool) -> Result<(), TransportError> {
+        if control {
+            self.inner.send_control(to, tag, items)
+        } else {
+            self.inner.send(to, tag, items)
+        }
+    }
+}
+
+impl<T: Transport> Transport for FaultTransport<T> {
+    fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        self.send_on(to, tag, items, false)
+    }
+
+    fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        self.send_on(to, tag, items, true)
     }
 
     fn send_snapshot(

@@ -240,7 +240,7 @@ impl Transport for MemoryTransport {
         match self.rx.recv_timeout(timeout).ok()? {
             Delivery::Event(e) => Some(e),
             Delivery::Frame { from, bytes } => Some(match decode_batch(&bytes, self.limits) {
-                Ok(items) => TransportEvent::Items { from, items },
+                Ok(items) => TransportEvent::Items { from, items, hold: Default::default() },
                 Err(error) => TransportEvent::Malformed { from, error },
             }),
         }

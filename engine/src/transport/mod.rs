@@ -4,8 +4,10 @@
 //! tests (partitions, loss).
 //!
 //! Owns the engine's view of the network (batches of [`WireItem`]s between node ids, peer
-//! up/down, drop reports). Never runs Raft rules: the runtime steps groups with what
-//! arrives here.
+//! up/down, drop reports), the choice of lane for each item ([`is_control`]: liveness
+//! traffic on the control lane, everything else on the data lane) and the
+//! [`InboundHold`] a received batch carries until it is consumed. Never runs Raft rules:
+//! the runtime steps groups with what arrives here.
 
 pub mod coalescer;
 pub mod codec;
@@ -23,12 +25,72 @@ pub use fault::{FaultControl, FaultTransport};
 pub use memory::{MemoryNetwork, MemoryTransport};
 pub use quic::QuicTransport;
 
-use crate::raft::message::Message;
+use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
 
 /// The chunks of one snapshot stream, produced lazily (read from the snapshot file as the
 /// transport sends them).
 pub type SnapshotChunks = Box<dyn Iterator<Item = std::io::Result<Message>> + Send>;
+
+/// What a received batch holds of its sender's inbound byte budget (the transport's, e.g.
+/// [`flotilla_net::InboundPermit`]): the budget gets the bytes back when the last clone is
+/// dropped, so whoever consumes the batch keeps one with its decoded messages until they
+/// have been handled. Empty for a transport without budgets. Holds compare equal whatever
+/// they hold.
+#[derive(Clone, Default)]
+pub struct InboundHold(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl InboundHold {
+    /// A hold of `what` (dropped, and so released, with the last clone).
+    pub fn new(what: impl std::any::Any + Send + Sync) -> InboundHold {
+        InboundHold(Some(std::sync::Arc::new(what)))
+    }
+
+    /// Whether this hold holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl std::fmt::Debug for InboundHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "InboundHold(held)" } else { "InboundHold(empty)" })
+    }
+}
+
+impl PartialEq for InboundHold {
+    fn eq(&self, _: &InboundHold) -> bool {
+        true
+    }
+}
+
+impl Eq for InboundHold {}
+
+/// Whether `item` belongs on the control lane: heartbeats, votes (and pre-votes), their
+/// answers, `TimeoutNow`, and the removal items (tombstones, their acknowledgements, GC
+/// probes). These keep a cluster live and are small; a flood of data must not delay
+/// them, so a transport that has lanes carries them apart and the receiving runtime
+/// handles them first. Everything else (appends and their answers, read-index traffic,
+/// snapshots) is data.
+pub fn is_control(item: &WireItem) -> bool {
+    match item {
+        WireItem::Heartbeats(_)
+        | WireItem::HeartbeatAcks(_)
+        | WireItem::Tombstone { .. }
+        | WireItem::GcProbe { .. }
+        | WireItem::TombstoneAck { .. } => true,
+        WireItem::Msg { msg, .. } => matches!(
+            msg.body,
+            MessageBody::Heartbeat { .. }
+                | MessageBody::HeartbeatResponse { .. }
+                | MessageBody::RequestVote { .. }
+                | MessageBody::RequestVoteResponse { .. }
+                | MessageBody::TimeoutNow
+        ),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
 
 /// Something that arrived from, or happened on, the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +101,9 @@ pub enum TransportEvent {
         from: NodeId,
         /// The batch.
         items: Vec<WireItem>,
+        /// The sender's inbound budget this batch holds: keep it until the items have
+        /// been handled.
+        hold: InboundHold,
     },
     /// A batch from `from` failed to decode and was discarded.
     Malformed {
@@ -127,6 +192,16 @@ pub struct TransportStats {
     /// Handshakes and connections refused by the certificate policy (key usage, node not
     /// on the allow-list).
     pub policy_refused: u64,
+    /// Gauge: bytes of received data-lane frames and snapshot chunks held now (by the
+    /// transport's queues, the runtime's queues and the workers until they handled
+    /// them), all peers together; each peer's at most the transport's per-peer budget.
+    pub inbound_bytes: u64,
+    /// Gauge: the most such bytes one peer holds now.
+    pub inbound_bytes_peer_max: u64,
+    /// Gauge: bytes of received control-lane frames held now, all peers together.
+    pub control_inbound_bytes: u64,
+    /// Times the transport stopped reading a peer whose budget was spent.
+    pub inbound_waits: u64,
 }
 
 /// Reads a transport's [`TransportStats`] from any thread (the runtime keeps one while the
@@ -145,6 +220,13 @@ pub trait Transport: Send {
     /// Sends one batch to `to` on the message lane, without blocking. `tag` names it in
     /// [`TransportEvent::Dropped`].
     fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError>;
+
+    /// Sends one batch of control items ([`is_control`]) to `to` on the control lane,
+    /// which data never delays; as [`Transport::send`] otherwise. The default: the message
+    /// lane (`send`), for transports with one lane.
+    fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        self.send(to, tag, items)
+    }
 
     /// Streams the `SnapshotChunk` messages of one snapshot of `group` to `to` on a bulk
     /// lane, never delaying the message lane; completion arrives as

@@ -1,13 +1,23 @@
 //! The adapter that implements [`Transport`] over `flotilla-net` (QUIC, mutual TLS).
 //!
 //! Owns the mapping between the engine's batches and the transport's frames: a batch is
-//! encoded into one message-lane frame; a snapshot's chunks each become one bulk-lane chunk
-//! on their own stream, sent from a helper thread so the caller never blocks; transport
-//! events become [`TransportEvent`]s. A helper thread blocks on the inbox and forwards its
-//! events, setting the event signal, so the runtime sleeps until something arrives. Also
-//! passes the embedder's admission controls through to the endpoint (the node allow-list,
-//! a certificate reload) and its certificate and admission figures to the engine's
-//! metrics. Never interprets messages beyond the codec.
+//! encoded into one message-lane frame, a control batch ([`Transport::send_control`]) into
+//! one control-lane frame; a snapshot's chunks each become one bulk-lane chunk on their own
+//! stream, sent from a helper thread so the caller never blocks; transport events become
+//! [`TransportEvent`]s, each received batch with the frame's
+//! [`InboundPermit`](flotilla_net::InboundPermit) as its [`InboundHold`], so the bytes stay
+//! charged to the sender's budget until the runtime is done with the messages.
+//!
+//! Two helper threads block on the inbox, one on its control lane and one on the rest, and
+//! forward the events into two BOUNDED queues ([`CONTROL_QUEUE`], [`DATA_QUEUE`] events;
+//! their bytes are bounded by the permits the events hold), setting the event signal, so
+//! the runtime sleeps until something arrives; a full data queue stops its helper, which
+//! stops reading the inbox, so the endpoint's readers stop and QUIC flow control pushes
+//! back, and never holds back a control event. [`Transport::recv_timeout`] hands out
+//! control events first. Also passes the embedder's admission controls through to the
+//! endpoint (the node allow-list, a certificate reload) and its certificate, admission
+//! and inbound-budget figures to the engine's metrics. Never interprets messages beyond
+//! the codec.
 
 use std::collections::HashSet;
 use std::sync::mpsc;
@@ -17,16 +27,24 @@ use flotilla_net::{Endpoint, Event, Inbox, ReloadError};
 
 use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
 use super::{
-    SnapshotChunks, Transport, TransportError, TransportEvent, TransportStats, TransportStatsSource,
+    InboundHold, SnapshotChunks, Transport, TransportError, TransportEvent, TransportStats,
+    TransportStatsSource,
 };
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
 
+/// Events the control-lane helper queues for the runtime before it stops reading.
+pub const CONTROL_QUEUE: usize = 1024;
+/// Events the data helper queues for the runtime before it stops reading.
+pub const DATA_QUEUE: usize = 1024;
+
 /// [`Transport`] over a running [`flotilla_net::Endpoint`].
 pub struct QuicTransport {
     ep: std::sync::Arc<Endpoint>,
-    /// The inbox's events, forwarded by a helper thread that blocks on the inbox and sets
-    /// `sig` for each (see `Transport::event_signal`).
+    /// The inbox's control frames, forwarded by a helper thread that blocks on the
+    /// inbox's control lane and sets `sig` for each (see `Transport::event_signal`).
+    control: crossbeam_channel::Receiver<Event>,
+    /// The inbox's other events, forwarded likewise by a second helper.
     events: crossbeam_channel::Receiver<Event>,
     sig: crossbeam_channel::Receiver<()>,
     sig_tx: crossbeam_channel::Sender<()>,
@@ -56,26 +74,21 @@ impl QuicTransport {
     ) -> QuicTransport {
         let (done_tx, done_rx) = mpsc::channel();
         let (sig_tx, sig) = crossbeam_channel::bounded(1);
-        let (ev_tx, events) = crossbeam_channel::unbounded();
-        let signal = sig_tx.clone();
-        let mut inbox = inbox;
-        // Ends when the endpoint shuts down (the inbox closes) or this transport is gone.
-        let spawned = std::thread::Builder::new().name("flotilla-quic-inbox".into()).spawn(move || loop {
-            match inbox.recv_timeout(Duration::from_secs(1)) {
-                Ok(ev) => {
-                    if ev_tx.send(ev).is_err() {
-                        return;
-                    }
-                    let _ = signal.try_send(());
-                }
-                Err(flotilla_net::RecvError::Timeout) => {}
-                Err(_) => return,
+        let (ctl_tx, control) = crossbeam_channel::bounded(CONTROL_QUEUE);
+        let (ev_tx, events) = crossbeam_channel::bounded(DATA_QUEUE);
+        let (ctl_inbox, inbox) = match inbox.split_control() {
+            Ok((c, rest)) => (Some(c), rest),
+            Err(e) => {
+                // The inbox is gone with the failed split: no events will arrive.
+                tracing::error!("cannot split the QUIC inbox: {e}");
+                return QuicTransport { ep, control, events, sig, sig_tx, limits, done_tx, done_rx };
             }
-        });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the QUIC inbox thread: {e}");
+        };
+        forward("flotilla-quic-inbox", inbox, ev_tx, sig_tx.clone());
+        if let Some(c) = ctl_inbox {
+            forward("flotilla-quic-control", c, ctl_tx, sig_tx.clone());
         }
-        QuicTransport { ep, events, sig, sig_tx, limits, done_tx, done_rx }
+        QuicTransport { ep, control, events, sig, sig_tx, limits, done_tx, done_rx }
     }
 
     /// The endpoint (addresses, stats).
@@ -102,11 +115,43 @@ impl QuicTransport {
         self.ep.reload_certs()
     }
 
-    fn decode(&self, from: NodeId, bytes: &bytes::Bytes) -> TransportEvent {
+    fn decode(
+        &self,
+        from: NodeId,
+        bytes: &bytes::Bytes,
+        permit: flotilla_net::InboundPermit,
+    ) -> TransportEvent {
         match decode_batch(bytes, self.limits) {
-            Ok(items) => TransportEvent::Items { from, items },
+            Ok(items) => TransportEvent::Items { from, items, hold: InboundHold::new(permit) },
             Err(error) => TransportEvent::Malformed { from, error },
         }
+    }
+}
+
+/// Starts a helper thread that blocks on `inbox` and moves its events into the bounded
+/// `tx` (waiting while it is full, so the inbox fills and the endpoint's readers stop),
+/// setting `signal` after each. Ends when the endpoint shuts down (the inbox closes) or the
+/// transport is gone (`tx` disconnected).
+fn forward(
+    name: &str,
+    mut inbox: Inbox,
+    tx: crossbeam_channel::Sender<Event>,
+    signal: crossbeam_channel::Sender<()>,
+) {
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || loop {
+        match inbox.recv_timeout(Duration::from_secs(1)) {
+            Ok(ev) => {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+                let _ = signal.try_send(());
+            }
+            Err(flotilla_net::RecvError::Timeout) => {}
+            Err(_) => return,
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the QUIC inbox thread {name}: {e}");
     }
 }
 
@@ -122,6 +167,10 @@ impl TransportStatsSource for Endpoint {
             peer_cert_not_after_min_unix: unix_secs(s.peer_cert_not_after_min),
             handshakes_refused: s.handshakes_refused,
             policy_refused: s.policy_refused,
+            inbound_bytes: s.inbound_bytes,
+            inbound_bytes_peer_max: s.inbound_bytes_peer_max,
+            control_inbound_bytes: s.control_inbound_bytes,
+            inbound_waits: s.inbound_waits,
         }
     }
 }
@@ -142,6 +191,15 @@ impl Transport for QuicTransport {
     fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
         let bytes = encode_batch(items)?;
         self.ep.send(to, tag, bytes).map_err(net_err)
+    }
+
+    fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        let bytes = encode_batch(items)?;
+        match self.ep.send_control(to, tag, bytes.clone()) {
+            // Above the control lane's limit (a huge heartbeat round): the data lane.
+            Err(flotilla_net::SendError::TooLarge { .. }) => self.ep.send(to, tag, bytes).map_err(net_err),
+            r => r.map_err(net_err),
+        }
     }
 
     fn send_snapshot(
@@ -217,20 +275,38 @@ impl Transport for QuicTransport {
             if let Ok(e) = self.done_rx.try_recv() {
                 return Some(e);
             }
-            let ev = if timeout.is_zero() {
-                self.events.try_recv().ok()?
-            } else {
-                let left = deadline.checked_duration_since(std::time::Instant::now())?;
-                // Short slices so snapshot completions are not held behind a long wait.
-                match self.events.recv_timeout(left.min(Duration::from_millis(20))) {
+            let ctl = self.control.try_recv();
+            let ev = match ctl {
+                Ok(ev) => ev,
+                Err(c) => match self.events.try_recv() {
                     Ok(ev) => ev,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-                    Err(_) => return None,
-                }
+                    Err(e) => {
+                        let (c_open, e_open) = (!c.is_disconnected(), !e.is_disconnected());
+                        if timeout.is_zero() || !(c_open || e_open) {
+                            return None;
+                        }
+                        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+                        // Short slices so snapshot completions are not held behind a long
+                        // wait; a closed queue is not waited on (it would be always ready).
+                        let mut sel = crossbeam_channel::Select::new();
+                        if c_open {
+                            sel.recv(&self.control);
+                        }
+                        if e_open {
+                            sel.recv(&self.events);
+                        }
+                        let _ = sel.ready_timeout(left.min(Duration::from_millis(20)));
+                        continue;
+                    }
+                },
             };
             match ev {
-                Event::Frame { from, payload } => return Some(self.decode(from, &payload)),
-                Event::BulkChunk { from, payload, .. } => return Some(self.decode(from, &payload)),
+                Event::Frame { from, payload, permit } | Event::Control { from, payload, permit } => {
+                    return Some(self.decode(from, &payload, permit))
+                }
+                Event::BulkChunk { from, payload, permit, .. } => {
+                    return Some(self.decode(from, &payload, permit))
+                }
                 Event::BulkEnd { .. } | Event::BulkAborted { .. } => {}
                 Event::PeerUp { node, incarnation } => {
                     return Some(TransportEvent::PeerUp { node, incarnation })

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use super::coalescer::{expand, Outbox};
 use super::codec::*;
 use super::memory::MemoryNetwork;
-use super::{QuicTransport, Transport, TransportError, TransportEvent};
+use super::{is_control, QuicTransport, Transport, TransportError, TransportEvent};
 use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
 use crate::raft::message::{Entry, EntryPayload, Message, MessageBody, SnapshotChunk, SnapshotMeta};
 use crate::raft::types::Replica;
@@ -429,7 +429,8 @@ fn ten_thousand_groups_one_heartbeat_frame_per_node_pair_and_one_reply() {
         let mut out = Outbox::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         while heartbeats < expect && Instant::now() < deadline {
-            let Some(TransportEvent::Items { from: 1, items }) = t.recv_timeout(Duration::from_millis(100))
+            let Some(TransportEvent::Items { from: 1, items, .. }) =
+                t.recv_timeout(Duration::from_millis(100))
             else {
                 continue;
             };
@@ -491,7 +492,10 @@ fn memory_transport_cut_heal_and_backpressure() {
     a.send(2, 11, &hb).unwrap();
     a.send(2, 12, &hb).unwrap();
     assert_eq!(a.send(2, 13, &hb), Err(TransportError::QueueFull { to: 2, tag: 13 }));
-    assert_eq!(b.recv_timeout(Duration::ZERO), Some(TransportEvent::Items { from: 1, items: hb.clone() }));
+    assert_eq!(
+        b.recv_timeout(Duration::ZERO),
+        Some(TransportEvent::Items { from: 1, items: hb.clone(), hold: Default::default() })
+    );
     assert_eq!(a.send(2, 0, &hb), Ok(()));
     assert_eq!(a.send(1, 0, &hb), Err(TransportError::InvalidPeer { to: 1 }));
     // Node 2 restarts: node 1 sees it down, then up with a new incarnation.
@@ -584,4 +588,61 @@ fn quic_adapter_carries_batches_and_snapshots() {
         a.send_snapshot(2, 100, 5, Box::new(std::iter::once(Ok(big)))),
         Err(TransportError::TooLarge { tag: 100, len })
     );
+}
+
+#[test]
+fn lane_choice_puts_liveness_items_on_the_control_lane_and_the_rest_on_data() {
+    let lanes: Vec<(String, bool)> = every_kind()
+        .iter()
+        .map(|it| {
+            let name = match it {
+                WireItem::Msg { msg, .. } => {
+                    format!("{:?}", msg.body).split([' ', '(']).next().unwrap().to_string()
+                }
+                other => format!("{other:?}").split([' ', '(']).next().unwrap().to_string(),
+            };
+            (name, is_control(it))
+        })
+        .collect();
+    for (name, control) in &lanes {
+        let want = matches!(
+            name.as_str(),
+            "Heartbeat"
+                | "HeartbeatResponse"
+                | "RequestVote"
+                | "RequestVoteResponse"
+                | "TimeoutNow"
+                | "Heartbeats"
+                | "HeartbeatAcks"
+                | "Tombstone"
+                | "GcProbe"
+                | "TombstoneAck"
+        );
+        assert_eq!(*control, want, "{name}");
+    }
+    assert!(lanes.iter().any(|(n, _)| n == "Append") && lanes.iter().any(|(n, _)| n == "Tombstone"));
+}
+
+#[test]
+fn quic_adapter_hands_out_control_batches_first_each_with_its_hold() {
+    let (a, mut b) = quic_pair();
+    let (ctl, data): (Vec<WireItem>, Vec<WireItem>) = every_kind().into_iter().partition(is_control);
+    // Data first, then control: the receiver still hands out the control batch first
+    // once both are there.
+    a.send(2, 1, &data).unwrap();
+    a.send_control(2, 2, &ctl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.endpoint().stats().frames_received < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let first = b.recv_timeout(Duration::from_secs(5));
+    let Some(TransportEvent::Items { items, hold, .. }) = first else { panic!("{first:?}") };
+    assert_eq!(items, ctl);
+    assert!(!hold.is_empty(), "a received batch holds its bytes of the budget");
+    assert!(b.endpoint().peer_inbound(1).unwrap().control_bytes > 0);
+    drop(hold);
+    assert_eq!(b.endpoint().peer_inbound(1).unwrap().control_bytes, 0, "released with the hold");
+    assert_eq!(next_items(&mut b), data);
+    assert_eq!(b.endpoint().peer_inbound(1).unwrap().bytes, 0);
 }
