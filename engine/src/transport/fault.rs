@@ -547,6 +547,8 @@ mod tests {
             peer_cert_not_after_min_unix: 1_800_000_000,
             handshakes_refused: 3,
             policy_refused: 5,
+            inbound_bytes: 7,
+            ..Default::default()
         };
         let ctl = FaultControl::new(1);
         ctl.partition(1, 2);
