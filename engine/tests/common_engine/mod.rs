@@ -64,7 +64,7 @@ impl ChainSm {
         Box::new(ChainSm::new(st))
     }
 
-    /// Holds up `apply` of the command "block" while `gate` is false.
+    /// Holds up `apply` of the command "block" while `gate` is false (at most 300 s).
     pub fn gated(mut self, gate: Arc<AtomicBool>) -> ChainSm {
         self.gate = Some(gate);
         self
@@ -80,7 +80,9 @@ impl ChainSm {
 impl StateMachine for ChainSm {
     fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
         if let (Some(gate), Some(b"block")) = (&self.gate, command) {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            // A guard against a test that never opens the gate, not a timing: on a busy
+            // machine a test can take more than a minute to fill a backlog behind it.
+            let deadline = Instant::now() + Duration::from_secs(300);
             while !gate.load(Ordering::Acquire) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
