@@ -54,6 +54,12 @@ struct PartialSnapshot {
     data: Vec<u8>,
 }
 
+/// The most snapshot bytes the core assembles from chunks in memory. The engine's runtime
+/// never lets chunks reach the core (it streams them to disk and steps one data-less last
+/// chunk); this bounds the assembly that the simulator, and anything else stepping chunks
+/// into the core directly, relies on: a stream growing past it is discarded.
+pub const MAX_ASSEMBLED_SNAPSHOT_BYTES: usize = 64 << 20;
+
 /// Terms at or above this are refused: no group gets anywhere near, and refusing them keeps
 /// `term + 1` from overflowing however a message lies.
 const MAX_TERM: u64 = u64::MAX / 2;
@@ -1319,7 +1325,10 @@ impl<S: LogStore> Raft<S> {
             }));
         }
         let Some(p) = self.snapshot_recv.as_mut() else { return };
-        if chunk.seq != p.next_seq || chunk.offset != p.data.len() as u64 {
+        if chunk.seq != p.next_seq
+            || chunk.offset != p.data.len() as u64
+            || p.data.len().saturating_add(chunk.data.len()) > MAX_ASSEMBLED_SNAPSHOT_BYTES
+        {
             self.snapshot_recv = None;
             self.stats.snapshot_streams_discarded += 1;
             return;

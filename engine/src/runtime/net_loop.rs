@@ -1,7 +1,7 @@
 //! The network thread: owns the [`Transport`], sends the batches the workers queue
 //! ([`NetCmd`]) and routes what arrives to the workers' mailboxes: Raft messages by group
-//! (`route`), the removal items (`WireItem::Tombstone`, `GcProbe`, `TombstoneAck`) as
-//! their own commands, snapshot-stream outcomes, and peer liveness (down, unreachable,
+//! (`route`), the removal items (`WireItem::Tombstone`, `GcProbe`, `TombstoneAck`) and
+//! snapshot progress reports (`WireItem::SnapshotProgress`) as their own commands, snapshot-stream outcomes, and peer liveness (down, unreachable,
 //! restarted as a new incarnation).
 //!
 //! It polls the transport (which is `Send` but not `Sync`) without waiting, and when
@@ -98,6 +98,7 @@ pub(super) fn run(
                             WireItem::Tombstone { .. }
                                 | WireItem::GcProbe { .. }
                                 | WireItem::TombstoneAck { .. }
+                                | WireItem::SnapshotProgress { .. }
                         )
                     }) {
                         items.retain(|it| {
@@ -177,6 +178,9 @@ fn removal_cmd(from: NodeId, item: &WireItem) -> Option<(u64, Cmd)> {
         }
         WireItem::TombstoneAck { group, replica } => (group, Cmd::TombstoneAck { from, group, replica }),
         WireItem::GcProbe { group, replica } => (group, Cmd::GcProbe { from, group, replica }),
+        WireItem::SnapshotProgress { group, from: replica, to, leader_term, index, term, offset } => {
+            (group, Cmd::SnapshotProgress { from, group, replica, to, leader_term, index, term, offset })
+        }
         _ => return None,
     })
 }
