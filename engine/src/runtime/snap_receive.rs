@@ -173,6 +173,11 @@ impl Streams {
         let end = chunk.offset.checked_add(len).unwrap_or(u64::MAX);
         match &mut s.state {
             State::Refused => step.dropped = true,
+            State::Waiting if end > max => {
+                s.state = State::Refused;
+                step.refused = true;
+                step.dropped = true;
+            }
             State::Waiting if chunk.offset != 0 => {
                 // Nothing held: the leader must start over.
                 step.dropped = true;
@@ -180,11 +185,6 @@ impl Streams {
                     s.reported = Some(0);
                     step.report = Some(0);
                 }
-            }
-            State::Waiting if end > max => {
-                s.state = State::Refused;
-                step.refused = true;
-                step.dropped = true;
             }
             State::Waiting if len > room => step.dropped = true,
             State::Waiting => {
