@@ -1504,6 +1504,42 @@ mod simulator_regressions {
         assert!(r.stats().campaigns > 0);
     }
 
+    /// A chunk stream stepped into the core directly is assembled in memory only up to
+    /// `MAX_ASSEMBLED_SNAPSHOT_BYTES`: the chunk that would pass it discards the stream
+    /// (no snapshot, the memory freed), and a stream within it installs.
+    #[test]
+    fn core_snapshot_assembly_is_capped() {
+        let mut r = replica(&[ent(1, 1, EntryPayload::Noop)], 1, 1);
+        let part = MAX_ASSEMBLED_SNAPSHOT_BYTES / 4;
+        let data = Bytes::from(vec![1u8; part]);
+        let meta = SnapshotMeta { index: 10, term: 2, conf: r.conf().clone() };
+        let chunk = |seq: u32, last: bool| Message {
+            from: 2,
+            to: 1,
+            term: 2,
+            body: MessageBody::SnapshotChunk(SnapshotChunk {
+                meta: meta.clone(),
+                seq,
+                offset: u64::from(seq) * part as u64,
+                last,
+                data: data.clone(),
+            }),
+        };
+        for seq in 0..4 {
+            r.step(chunk(seq, false)).unwrap();
+        }
+        assert_eq!(r.stats().snapshot_streams_discarded, 0);
+        r.step(chunk(4, true)).unwrap();
+        assert_eq!(r.stats().snapshot_streams_discarded, 1, "the fifth quarter passes the cap");
+        assert!(r.snapshot_recv.is_none() && r.snapshot_ready.is_none());
+        for seq in 0..3 {
+            r.step(chunk(seq, false)).unwrap();
+        }
+        r.step(chunk(3, true)).unwrap();
+        let rd = r.ready();
+        assert_eq!(rd.snapshot.map(|s| s.data.len()), Some(MAX_ASSEMBLED_SNAPSHOT_BYTES));
+    }
+
     /// Liveness (simulator: no leader forever after a joint configuration was left): vote
     /// messages carry the sender's commit, adopted when the receiver's log holds it.
     #[test]

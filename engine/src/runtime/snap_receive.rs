@@ -24,8 +24,8 @@
 //! stream of that same snapshot there.
 //!
 //! Owns the stream policy ([`Streams`], pure and unit-tested), the I/O thread and the
-//! resume points. Never steps Raft itself (the worker does, with what this returns) and
-//! never reads or writes a finished snapshot file (`snapfile`, `snapshots`).
+//! resume points. Never steps Raft, sends or counts anything itself: the worker does,
+//! with what this returns (`snapshots`). Never reads or writes a finished snapshot file.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -37,12 +37,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use super::command::NetCmd;
-use super::shared::{bump, bump_by};
 use super::snapfile;
-use super::worker::Worker;
 use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
-use crate::raft::types::{NodeId, ReplicaId, Role};
+use crate::raft::types::{NodeId, ReplicaId};
 use crate::transport::WireItem;
 
 /// Data bytes queued to the I/O thread at most (written or not yet): past it, arriving
@@ -170,7 +167,7 @@ impl Streams {
         });
         s.seen = now;
         let len = chunk.data.len() as u64;
-        let end = chunk.offset.checked_add(len).unwrap_or(u64::MAX);
+        let end = chunk.offset.saturating_add(len);
         match &mut s.state {
             State::Refused => step.dropped = true,
             State::Waiting if end > max => {
@@ -347,6 +344,29 @@ fn progress_item(group: u64, s: &Stream, offset: u64) -> WireItem {
     }
 }
 
+/// What became of one received chunk, for the worker to count and answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Received {
+    /// Tell the leader this durable offset.
+    pub report: Option<u64>,
+    /// The stream was refused at the bound now.
+    pub refused: bool,
+    /// The chunk's bytes were not written.
+    pub dropped: bool,
+}
+
+/// A report of the I/O thread, taken into the streams ([`SnapshotReceiver::poll`]).
+#[derive(Debug)]
+pub(crate) enum Polled {
+    /// Send `item` (a `WireItem::SnapshotProgress`) to the leader's `node`.
+    Progress { node: NodeId, item: WireItem },
+    /// A received snapshot of `group` is complete and durable: step `msg` (a data-less
+    /// last chunk) into the group.
+    Complete { group: u64, msg: Message },
+    /// Writing the stream of `group` failed; it was dropped.
+    Failed { group: u64, error: String },
+}
+
 /// Work for the snapshot I/O thread, done in the order sent.
 enum Job {
     /// Create partial file `id` at `path` (mode 0600) with `header`.
@@ -516,8 +536,8 @@ impl Drop for SnapshotIo {
 /// The receiving streams, the I/O thread, the completed files waiting for Raft, and the
 /// resume points of streams sent from here.
 pub(crate) struct SnapshotReceiver {
-    pub(crate) streams: Streams,
-    pub(crate) io: SnapshotIo,
+    streams: Streams,
+    io: SnapshotIo,
     /// Complete files stepped into Raft this turn, by group: installed (renamed) by
     /// `install_snapshot`, or deleted after the turn (`drop_uninstalled`).
     completed: HashMap<u64, Completed>,
@@ -542,6 +562,11 @@ impl SnapshotReceiver {
         if let Some(path) = self.streams.take_path(id) {
             self.io.send(Job::Discard { id, path });
         }
+    }
+
+    /// The I/O thread's reports (the worker waits on them with its mailbox).
+    pub(crate) fn reports(&self) -> &Receiver<IoReport> {
+        self.io.reports()
     }
 
     /// Takes the completed file of `group` for snapshot `meta`, if one was stepped into
@@ -583,6 +608,99 @@ impl SnapshotReceiver {
         self.resume.insert((group, replica), point);
     }
 
+    /// Takes chunk `chunk` of `group` from leader replica `key.from` on `node` (to this
+    /// node's replica `to`; sender and term checked by the worker) and queues the I/O it
+    /// needs. `max`: `max_snapshot_bytes`; `now`: the worker's tick.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn receive(
+        &mut self,
+        group: u64,
+        key: StreamKey,
+        node: NodeId,
+        to: ReplicaId,
+        chunk: &SnapshotChunk,
+        max: u64,
+        now: u64,
+    ) -> Received {
+        let room = self.io.room();
+        let dir = &self.dir;
+        let step = self.streams.chunk(group, key, node, to, chunk, room, max, now, |g, r, i| {
+            snapfile::partial_path(dir, g, r, i)
+        });
+        if let Some(id) = step.discard {
+            self.discard(id);
+        }
+        if let Some(id) = step.create {
+            let (header, len_at) = snapfile::partial_header(&chunk.meta);
+            if let Some(path) = self.streams.path_of(id).cloned() {
+                self.io.send(Job::Create { group, id, path, header, len_at });
+            }
+        }
+        if let Some((id, at, data)) = step.write {
+            self.io.queued.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.io.send(Job::Write { id, at, data });
+        }
+        if let Some((id, total)) = step.finish {
+            self.io.send(Job::Finish { id, total });
+        }
+        Received { report: step.report, refused: step.refused, dropped: step.dropped }
+    }
+
+    /// The next report of the I/O thread, taken into the streams: a durable offset to tell
+    /// a leader, a complete file to step into Raft (kept for `take_completed`), or a
+    /// failed stream. `None` when there is none now.
+    pub(crate) fn poll(&mut self, now: u64) -> Option<Polled> {
+        loop {
+            match self.io.reports.try_recv().ok()? {
+                IoReport::Durable { group, id, offset } => {
+                    if let Some((node, item)) = self.streams.durable(group, id, offset, now) {
+                        return Some(Polled::Progress { node, item });
+                    }
+                }
+                IoReport::Complete { group, id } => {
+                    let Some(c) = self.streams.complete(group, id) else {
+                        self.discard(id);
+                        continue;
+                    };
+                    let msg = c.msg.clone();
+                    if let Some(old) = self.completed.insert(group, c) {
+                        self.discard(old.id);
+                    }
+                    return Some(Polled::Complete { group, msg });
+                }
+                IoReport::Failed { group, id, error } => {
+                    self.streams.failed(group, id);
+                    return Some(Polled::Failed { group, error });
+                }
+            }
+        }
+    }
+
+    /// Ends the streams idle for `ttl` ticks (their files deleted); returns how many.
+    pub(crate) fn expire(&mut self, now: u64, ttl: u64) -> usize {
+        if self.streams.len() == 0 {
+            return 0;
+        }
+        let ids = self.streams.expire(now, ttl);
+        for &id in &ids {
+            self.discard(id);
+        }
+        ids.len()
+    }
+
+    /// Records what follower replica `replica` of `group` reported: `offset` bytes of
+    /// snapshot (`index`, `term`) streamed in `leader_term` are durable there.
+    pub(crate) fn record_progress(
+        &mut self,
+        group: u64,
+        replica: ReplicaId,
+        leader_term: u64,
+        (index, term): (u64, u64),
+        offset: u64,
+    ) {
+        self.record(group, replica, (leader_term, index, term, offset));
+    }
+
     /// Forgets everything about `group` (its replica is gone): its stream's partial file
     /// is deleted.
     pub(crate) fn remove_group(&mut self, group: u64) {
@@ -593,184 +711,6 @@ impl SnapshotReceiver {
             self.discard(c.id);
         }
         self.resume.retain(|(g, _), _| *g != group);
-    }
-}
-
-impl Worker {
-    /// A `SnapshotChunk` from node `from` for `group` (its sender checked): to the group's
-    /// stream, never into Raft (see the module comment).
-    pub(super) fn receive_chunk(&mut self, from: NodeId, group: u64, m: Message) {
-        let Some(g) = self.groups.get(&group) else { return };
-        let MessageBody::SnapshotChunk(chunk) = &m.body else { return };
-        let counters = &self.sh.counters;
-        if m.to != g.raft.id() || m.term < g.raft.term() {
-            // Not for this replica, or from a deposed leader.
-            bump(&counters.snapshot_chunks_dropped);
-            return;
-        }
-        if chunk.meta.index <= g.raft.committed() {
-            // Nothing new: the last chunk goes to Raft, which answers so the leader moves on.
-            bump(&counters.snapshot_chunks_dropped);
-            if chunk.last {
-                let msg = Message {
-                    body: MessageBody::SnapshotChunk(SnapshotChunk {
-                        data: Bytes::new(),
-                        seq: 0,
-                        offset: 0,
-                        ..chunk.clone()
-                    }),
-                    ..m.clone()
-                };
-                self.step_synthesized(group, msg);
-            }
-            return;
-        }
-        let key =
-            StreamKey { from: m.from, leader_term: m.term, index: chunk.meta.index, term: chunk.meta.term };
-        let max = self.sh.cfg.get().max_snapshot_bytes;
-        let room = self.snap.io.room();
-        let dir = &self.snap.dir;
-        let step =
-            self.snap.streams.chunk(group, key, from, m.to, chunk, room, max, self.ticks, |g, r, i| {
-                snapfile::partial_path(dir, g, r, i)
-            });
-        if let Some(id) = step.discard {
-            self.snap.discard(id);
-        }
-        if let Some(id) = step.create {
-            let (header, len_at) = snapfile::partial_header(&chunk.meta);
-            if let Some(path) = self.snap.streams.path_of(id).cloned() {
-                self.snap.io.send(Job::Create { group, id, path, header, len_at });
-            }
-        }
-        if let Some((id, at, data)) = step.write {
-            self.snap.io.queued.fetch_add(data.len() as u64, Ordering::Relaxed);
-            self.snap.io.send(Job::Write { id, at, data });
-        }
-        if let Some((id, total)) = step.finish {
-            self.snap.io.send(Job::Finish { id, total });
-        }
-        if step.refused {
-            bump(&self.sh.counters.snapshot_streams_refused);
-            tracing::warn!(
-                group,
-                index = chunk.meta.index,
-                node = from,
-                offset = chunk.offset,
-                max,
-                "snapshot stream refused: it exceeds max_snapshot_bytes"
-            );
-        }
-        if step.dropped {
-            bump(&self.sh.counters.snapshot_chunks_dropped);
-        }
-        if let Some(offset) = step.report {
-            let item = WireItem::SnapshotProgress {
-                group,
-                from: m.to,
-                to: m.from,
-                leader_term: m.term,
-                index: chunk.meta.index,
-                term: chunk.meta.term,
-                offset,
-            };
-            self.send_progress(from, item);
-        }
-    }
-
-    fn send_progress(&self, node: NodeId, item: WireItem) {
-        bump(&self.sh.counters.snapshot_progress_sent);
-        let _ = self.sh.net.send(NetCmd::Send { to: node, items: vec![item] });
-    }
-
-    /// Steps a synthesized last chunk into `group` (Raft's checks run as for any chunk).
-    fn step_synthesized(&mut self, group: u64, msg: Message) {
-        let Some(g) = self.groups.get_mut(&group) else { return };
-        Self::credit_idle(g, self.ticks);
-        if let Err(e) = g.raft.step(msg) {
-            tracing::debug!("group {group}: received snapshot refused: {e}");
-        }
-        Self::touch(&mut self.touched, g);
-    }
-
-    /// Takes the snapshot I/O thread's reports: durable offsets go to the leaders,
-    /// complete files to Raft, failed streams are dropped.
-    pub(super) fn poll_snapshot_io(&mut self) {
-        while let Ok(r) = self.snap.io.reports.try_recv() {
-            match r {
-                IoReport::Durable { group, id, offset } => {
-                    if let Some((node, item)) = self.snap.streams.durable(group, id, offset, self.ticks) {
-                        self.send_progress(node, item);
-                    }
-                }
-                IoReport::Complete { group, id } => {
-                    let Some(c) = self.snap.streams.complete(group, id) else {
-                        self.snap.discard(id);
-                        continue;
-                    };
-                    tracing::debug!(group, index = c.meta.index, "received snapshot complete and durable");
-                    let msg = c.msg.clone();
-                    if let Some(old) = self.snap.completed.insert(group, c) {
-                        self.snap.discard(old.id);
-                    }
-                    self.step_synthesized(group, msg);
-                }
-                IoReport::Failed { group, id, error } => {
-                    self.snap.streams.failed(group, id);
-                    bump(&self.sh.counters.snapshot_streams_failed);
-                    tracing::warn!(group, %error, "writing a received snapshot failed; the stream is dropped");
-                }
-            }
-        }
-    }
-
-    /// Once a tick: streams idle for ten maximum election timeouts are dropped (their
-    /// leader went away; the next one starts over).
-    pub(super) fn expire_snapshot_streams(&mut self) {
-        if self.snap.streams.len() == 0 {
-            return;
-        }
-        let ttl = 10 * u64::from(self.sh.cfg.get().raft.election_timeout_max_ticks);
-        for id in self.snap.streams.expire(self.ticks, ttl) {
-            bump(&self.sh.counters.snapshot_streams_failed);
-            self.snap.discard(id);
-        }
-    }
-
-    /// A follower's report (`WireItem::SnapshotProgress`) from node `from`: recorded if
-    /// this replica leads `group` in `leader_term` and the follower lives on `from`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_snapshot_progress(
-        &mut self,
-        from: NodeId,
-        group: u64,
-        replica: ReplicaId,
-        to: ReplicaId,
-        leader_term: u64,
-        index: u64,
-        term: u64,
-        offset: u64,
-    ) {
-        let Some(g) = self.groups.get(&group) else { return };
-        if g.raft.id() != to || g.raft.term() != leader_term || g.raft.role() != Role::Leader {
-            return;
-        }
-        if g.node_of(replica) != Some(from) {
-            bump(&self.sh.counters.dropped_wrong_sender);
-            return;
-        }
-        bump(&self.sh.counters.snapshot_progress_received);
-        self.snap.record(group, replica, (leader_term, index, term, offset));
-    }
-
-    /// The offset to start a stream of `meta` to `to` at (see `SnapshotReceiver`), counted.
-    pub(super) fn snapshot_start(&self, group: u64, to: ReplicaId, term: u64, meta: &SnapshotMeta) -> u64 {
-        let at = self.snap.resume_offset(group, to, term, meta);
-        if at > 0 {
-            bump(&self.sh.counters.snapshot_streams_resumed);
-            bump_by(&self.sh.counters.snapshot_resumed_bytes, at);
-        }
-        at
     }
 }
 

@@ -211,7 +211,9 @@ pub(crate) fn open(
 }
 
 /// The chunks of a snapshot stream from replica `from` to `to` in `term`, read lazily from
-/// the file (`chunk` data bytes each, from data offset `offset`: a multiple of `chunk`).
+/// the file (`chunk` data bytes each, from data offset `offset` rounded down to a multiple
+/// of `chunk`). The last chunk is always sent, even from an offset at or past the end, so
+/// a receiver that no longer holds what it reported sees the stream and says so.
 /// Fails at once if the file is missing or is not the snapshot `meta` names.
 pub(crate) fn chunks(
     dir: &Path,
@@ -227,7 +229,7 @@ pub(crate) fn chunks(
         return Err(bad("snapshot file holds other metadata"));
     }
     let chunk = chunk.max(1) as u64;
-    let offset = offset.min(len) / chunk * chunk;
+    let offset = offset.min(len.saturating_sub(1)) / chunk * chunk;
     f.seek(SeekFrom::Start(start + offset))?;
     let count = len.div_ceil(chunk).max(1);
     let meta = meta.clone();
@@ -426,6 +428,14 @@ mod tests {
             chunks(dir.path(), 3, (1, 2, 5), &meta, 60, 30).unwrap().map(|m| m.unwrap()).collect();
         assert_eq!(tail.len(), 2);
         assert!(matches!(&tail[0].body, MessageBody::SnapshotChunk(c) if c.seq == 2 && c.offset == 60));
+        // From the end (or past it): the last chunk still goes.
+        for from in [100, 1000] {
+            let end: Vec<Message> =
+                chunks(dir.path(), 3, (1, 2, 5), &meta, from, 30).unwrap().map(|m| m.unwrap()).collect();
+            assert!(
+                matches!(&end[..], [m] if matches!(&m.body, MessageBody::SnapshotChunk(c) if c.last && c.offset == 90))
+            );
+        }
         // Metadata other than the file's is refused.
         let other = SnapshotMeta { term: 3, ..meta.clone() };
         assert!(chunks(dir.path(), 3, (1, 2, 5), &other, 0, 30).is_err());

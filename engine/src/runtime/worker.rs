@@ -234,7 +234,7 @@ impl Worker {
         let mut sel = Select::new();
         sel.recv(&self.rx);
         sel.recv(&self.apply_rx);
-        sel.recv(self.snap.io.reports());
+        sel.recv(self.snap.reports());
         if let Some(t) = self.writes.oldest_ticket() {
             sel.recv(t.receiver());
         }
