@@ -7,8 +7,8 @@
 //! term); its bytes go to a `.partial` file in the snapshot file format
 //! (`snapfile::partial_header`), written and fdatasynced by this worker's snapshot I/O
 //! thread ([`SnapshotIo`]), never by the worker and never whole in memory: the queue to
-//! that thread is bounded in bytes (`MAX_QUEUED_BYTES`; a chunk that does not fit is
-//! dropped, a gap the leader's next stream fills). The thread reports each durable offset
+//! that thread is bounded in bytes (`MAX_QUEUED_BYTES`, file creations counted too; a
+//! chunk that does not fit is dropped, a gap the leader's next stream fills). The thread reports each durable offset
 //! back ([`IoReport`]); the worker tells the leader (`WireItem::SnapshotProgress`), which
 //! starts its next stream of the same snapshot there. A chunk that does not continue the
 //! stream (a gap, a stream restarted past what this node holds) is dropped and answered
@@ -45,6 +45,10 @@ use crate::transport::WireItem;
 /// Data bytes queued to the I/O thread at most (written or not yet): past it, arriving
 /// chunks are dropped (the stream has a gap and resumes at the durable offset).
 const MAX_QUEUED_BYTES: u64 = 8 << 20;
+/// What creating a partial file counts against `MAX_QUEUED_BYTES` while queued (a file
+/// system operation, and its header), so streams restarting without end cannot pile up
+/// creations either.
+const CREATE_COST: u64 = 64 << 10;
 /// The I/O thread fdatasyncs (and reports) at the latest after this many bytes written,
 /// and whenever its queue is empty.
 const SYNC_EVERY_BYTES: u64 = 4 << 20;
@@ -95,7 +99,7 @@ struct Stream {
 /// What the worker does for one chunk (`Streams::chunk`), in this order.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ChunkStep {
-    /// Delete the partial file of a stream replaced or refused: (id, its key's index).
+    /// Delete the partial file `id` of a stream replaced or refused.
     pub discard: Option<u64>,
     /// Create partial file `id` (header of the chunk's metadata).
     pub create: Option<u64>,
@@ -183,7 +187,7 @@ impl Streams {
                     step.report = Some(0);
                 }
             }
-            State::Waiting if len > room => step.dropped = true,
+            State::Waiting if len.saturating_add(CREATE_COST) > room => step.dropped = true,
             State::Waiting => {
                 let id = self.next_id;
                 self.next_id += 1;
@@ -409,6 +413,7 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Create { group, id, path, header, len_at } => {
+                queued.fetch_sub(CREATE_COST, Ordering::Relaxed);
                 let r = snapfile::create_private(&path).and_then(|f| f.write_all_at(&header, 0).map(|()| f));
                 match r {
                     Ok(file) => {
@@ -633,6 +638,7 @@ impl SnapshotReceiver {
         if let Some(id) = step.create {
             let (header, len_at) = snapfile::partial_header(&chunk.meta);
             if let Some(path) = self.streams.path_of(id).cloned() {
+                self.io.queued.fetch_add(CREATE_COST, Ordering::Relaxed);
                 self.io.send(Job::Create { group, id, path, header, len_at });
             }
         }
@@ -721,7 +727,7 @@ mod tests {
     use crate::raft::types::Replica;
 
     const MAX: u64 = 100;
-    const ROOM: u64 = 1000;
+    const ROOM: u64 = CREATE_COST + 1000;
 
     fn meta(index: u64) -> SnapshotMeta {
         SnapshotMeta { index, term: 2, conf: ConfState::with_voters([Replica::new(1, 1)]) }
@@ -837,8 +843,8 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_chunk_without_advancing() {
         let mut s = Streams::default();
-        let a = feed(&mut s, key(5), chunk(5, 0, 10, false), 5);
-        assert!(a.dropped && a.create.is_none());
+        let a = feed(&mut s, key(5), chunk(5, 0, 10, false), CREATE_COST + 5);
+        assert!(a.dropped && a.create.is_none(), "a creation counts against the queue too");
         feed(&mut s, key(5), chunk(5, 0, 10, false), ROOM);
         let b = feed(&mut s, key(5), chunk(5, 10, 10, false), 5);
         assert!(b.dropped && b.write.is_none());
