@@ -13,7 +13,9 @@
 //! starts its next stream of the same snapshot there. A chunk that does not continue the
 //! stream (a gap, a stream restarted past what this node holds) is dropped and answered
 //! with the durable offset. A stream whose chunk would end past `max_snapshot_bytes` is
-//! refused: its partial file is deleted and its further chunks dropped. Once the last
+//! refused: its partial file is deleted and its further chunks dropped; and a worker
+//! receives at most `MAX_RECEIVING_STREAMS` streams to files at once, so the disk taken is
+//! bounded too (a stream starting past it is dropped; its leader retries). Once the last
 //! chunk is durable, ONE synthesized data-less last chunk is stepped into Raft, which runs
 //! its term, leader and commit checks as for any snapshot; the runtime then renames the
 //! partial file into place (`snapshots::install_snapshot`) or, if Raft did not take the
@@ -52,6 +54,10 @@ const CREATE_COST: u64 = 64 << 10;
 /// The I/O thread fdatasyncs (and reports) at the latest after this many bytes written,
 /// and whenever its queue is empty.
 const SYNC_EVERY_BYTES: u64 = 4 << 20;
+/// Streams one worker receives to partial files at once (so the disk they take is at
+/// most this many times `max_snapshot_bytes` per worker); a stream starting past it is
+/// dropped (its leader retries once one ends).
+const MAX_RECEIVING_STREAMS: usize = 32;
 /// Resume points kept at most per worker (one per follower receiving a snapshot from a
 /// group led here); past it new ones are not recorded (those streams start at 0).
 const MAX_RESUME_POINTS: usize = 4096;
@@ -129,6 +135,8 @@ pub(crate) struct Completed {
 #[derive(Debug, Default)]
 pub(crate) struct Streams {
     by_group: HashMap<u64, Stream>,
+    /// Streams in `State::Receiving` (with a partial file).
+    receiving: usize,
     /// Partial file paths by id (also of completed streams until installed or dropped).
     paths: HashMap<u64, PathBuf>,
     next_id: u64,
@@ -157,9 +165,11 @@ impl Streams {
             if let Some(old) = self.by_group.remove(&group) {
                 if let State::Receiving { id, .. } = old.state {
                     step.discard = Some(id);
+                    self.receiving = self.receiving.saturating_sub(1);
                 }
             }
         }
+        let full = self.receiving >= MAX_RECEIVING_STREAMS;
         let s = self.by_group.entry(group).or_insert_with(|| Stream {
             key,
             meta: chunk.meta.clone(),
@@ -187,7 +197,7 @@ impl Streams {
                     step.report = Some(0);
                 }
             }
-            State::Waiting if len.saturating_add(CREATE_COST) > room => step.dropped = true,
+            State::Waiting if full || len.saturating_add(CREATE_COST) > room => step.dropped = true,
             State::Waiting => {
                 let id = self.next_id;
                 self.next_id += 1;
@@ -201,10 +211,12 @@ impl Streams {
                     step.finish = Some((id, t));
                 }
                 s.state = State::Receiving { id, next: end, durable: 0, total };
+                self.receiving += 1;
             }
             State::Receiving { id, .. } if end > max => {
                 step.discard = Some(*id);
                 s.state = State::Refused;
+                self.receiving = self.receiving.saturating_sub(1);
                 step.refused = true;
                 step.dropped = true;
             }
@@ -277,6 +289,7 @@ impl Streams {
             return None;
         }
         let s = self.by_group.remove(&group)?;
+        self.receiving = self.receiving.saturating_sub(1);
         let msg = Message {
             from: s.key.from,
             to: s.to,
@@ -301,6 +314,7 @@ impl Streams {
             .is_some_and(|s| matches!(s.state, State::Receiving { id: sid, .. } if sid == id));
         if ours {
             self.by_group.remove(&group);
+            self.receiving = self.receiving.saturating_sub(1);
         }
         self.paths.remove(&id);
         ours
@@ -309,7 +323,10 @@ impl Streams {
     /// Ends the stream of `group` (its replica is gone): the id of its partial file.
     pub(crate) fn remove_group(&mut self, group: u64) -> Option<u64> {
         match self.by_group.remove(&group)?.state {
-            State::Receiving { id, .. } => Some(id),
+            State::Receiving { id, .. } => {
+                self.receiving = self.receiving.saturating_sub(1);
+                Some(id)
+            }
             _ => None,
         }
     }
@@ -327,6 +344,7 @@ impl Streams {
             }
             keep
         });
+        self.receiving = self.receiving.saturating_sub(ids.len());
         ids
     }
 
@@ -857,6 +875,30 @@ mod tests {
         let mut s = Streams::default();
         let e = feed(&mut s, key(5), chunk(5, 0, 0, true), ROOM);
         assert_eq!((e.create, e.write.is_none(), e.finish), (Some(0), true, Some((0, 0))));
+    }
+
+    #[test]
+    fn streams_with_files_are_capped_per_worker() {
+        let mut s = Streams::default();
+        let feed_group = |s: &mut Streams, g: u64, c: SnapshotChunk| {
+            s.chunk(g, key(5), 1, 2, &c, ROOM, MAX, 0, |g, r, i| PathBuf::from(format!("{g}-{r}-{i}")))
+        };
+        for g in 0..MAX_RECEIVING_STREAMS as u64 {
+            assert!(feed_group(&mut s, g, chunk(5, 0, 10, false)).create.is_some());
+        }
+        let over = MAX_RECEIVING_STREAMS as u64;
+        let x = feed_group(&mut s, over, chunk(5, 0, 10, false));
+        assert!(x.dropped && x.create.is_none(), "past the cap nothing is created");
+        // One ends (completed, failed, refused, removed or expired): another may start.
+        feed_group(&mut s, 0, chunk(5, 10, 0, true));
+        assert!(s.complete(0, 0).is_some());
+        assert!(feed_group(&mut s, over, chunk(5, 0, 10, false)).create.is_some());
+        assert!(s.failed(1, 1));
+        assert!(feed_group(&mut s, 3, chunk(5, 95, 10, false)).refused);
+        assert_eq!(s.remove_group(2), Some(2));
+        assert_eq!(s.receiving, MAX_RECEIVING_STREAMS - 3);
+        assert_eq!(s.expire(100, 10).len(), MAX_RECEIVING_STREAMS - 3);
+        assert_eq!(s.receiving, 0);
     }
 
     #[test]
