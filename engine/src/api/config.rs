@@ -36,6 +36,10 @@ pub const MAX_UNCONFIRMED_REPLICAS: usize = 1 << 20;
 pub const MAX_UNCONFIRMED_REPLICA_TICKS: u32 = 1 << 24;
 /// Largest `max_learned_peers` allowed.
 pub const MAX_LEARNED_PEERS: usize = 1024;
+/// Smallest `max_snapshot_bytes` allowed (1 MiB).
+pub const MIN_SNAPSHOT_BYTES: u64 = 1 << 20;
+/// Largest `max_snapshot_bytes` allowed (1 TiB).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -164,6 +168,13 @@ pub struct EngineConfig {
     /// further unknown replicas are dropped (counted in `dropped_wrong_sender`). Default
     /// 16; bounds 1..=1,024.
     pub max_learned_peers: usize,
+    /// The largest snapshot (state-machine bytes) this node receives from a leader. A
+    /// received snapshot streams to a partial file on disk, never whole in memory; a
+    /// stream with a chunk ending past this is refused (its file deleted, counted in
+    /// `snapshot_streams_refused`). It must exceed the largest snapshot a group's state
+    /// machine makes, or a follower that needs one never catches up. Default 4 GiB;
+    /// bounds 1 MiB..=1 TiB.
+    pub max_snapshot_bytes: u64,
 }
 
 impl EngineConfig {
@@ -199,6 +210,7 @@ impl EngineConfig {
             max_unconfirmed_replicas_per_node: 256,
             unconfirmed_replica_ticks: 6000,
             max_learned_peers: 16,
+            max_snapshot_bytes: 4 << 30,
         }
     }
 
@@ -313,6 +325,9 @@ impl EngineConfig {
         }
         if !(1..=MAX_LEARNED_PEERS).contains(&self.max_learned_peers) {
             return Err(ConfigError::MaxLearnedPeersOutOfBounds(self.max_learned_peers));
+        }
+        if !(MIN_SNAPSHOT_BYTES..=MAX_SNAPSHOT_BYTES).contains(&self.max_snapshot_bytes) {
+            return Err(ConfigError::MaxSnapshotBytesOutOfBounds(self.max_snapshot_bytes));
         }
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
@@ -461,6 +476,9 @@ pub enum ConfigError {
     /// `max_learned_peers` outside 1..=[`MAX_LEARNED_PEERS`].
     #[error("max_learned_peers {0} out of bounds 1..={MAX_LEARNED_PEERS}")]
     MaxLearnedPeersOutOfBounds(usize),
+    /// `max_snapshot_bytes` outside [`MIN_SNAPSHOT_BYTES`]..=[`MAX_SNAPSHOT_BYTES`].
+    #[error("max_snapshot_bytes {0} out of bounds {MIN_SNAPSHOT_BYTES}..={MAX_SNAPSHOT_BYTES}")]
+    MaxSnapshotBytesOutOfBounds(u64),
     /// `read_timeout_ticks` is below the maximum election timeout.
     #[error("read timeout {read} ticks is below the election timeout {election}")]
     ReadTimeoutTooShort {
@@ -581,6 +599,12 @@ mod tests {
             matches!(e, ConfigError::UnconfirmedReplicaTicksOutOfBounds { .. })
         });
         check(&|c| c.max_learned_peers = 0, &|e| matches!(e, ConfigError::MaxLearnedPeersOutOfBounds(0)));
+        check(&|c| c.max_snapshot_bytes = MIN_SNAPSHOT_BYTES - 1, &|e| {
+            matches!(e, ConfigError::MaxSnapshotBytesOutOfBounds(_))
+        });
+        check(&|c| c.max_snapshot_bytes = MAX_SNAPSHOT_BYTES + 1, &|e| {
+            matches!(e, ConfigError::MaxSnapshotBytesOutOfBounds(_))
+        });
         check(&|c| c.max_learned_peers = MAX_LEARNED_PEERS + 1, &|e| {
             matches!(e, ConfigError::MaxLearnedPeersOutOfBounds(_))
         });

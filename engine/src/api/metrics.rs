@@ -176,6 +176,25 @@ pub struct Metrics {
     /// configuration: not believed; the replica asked its members instead (a stale-peer
     /// probe).
     pub tombstones_unproven: u64,
+    /// Received snapshot streams refused because a chunk would end past
+    /// `max_snapshot_bytes` (the partial file is deleted, the stream's further chunks
+    /// dropped).
+    pub snapshot_streams_refused: u64,
+    /// Received snapshot streams dropped on a write error, or after their leader went
+    /// silent (their partial file is deleted).
+    pub snapshot_streams_failed: u64,
+    /// Received snapshot chunks not written: held already, past a gap, of a refused
+    /// stream, stale, or the snapshot I/O queue was full (the stream resumes).
+    pub snapshot_chunks_dropped: u64,
+    /// Reports of a received snapshot's durable offset sent to its leader.
+    pub snapshot_progress_sent: u64,
+    /// Such reports received from followers (and believed).
+    pub snapshot_progress_received: u64,
+    /// Snapshot streams to followers started past offset 0 (where the follower reported
+    /// it got).
+    pub snapshot_streams_resumed: u64,
+    /// The bytes those resumed streams did not send again.
+    pub snapshot_resumed_bytes: u64,
     /// Gauge: when this node's transport certificate expires, in seconds since the Unix
     /// epoch (0: unknown, or a transport without certificates).
     pub net_cert_not_after_unix: u64,

@@ -54,6 +54,12 @@ struct PartialSnapshot {
     data: Vec<u8>,
 }
 
+/// The most snapshot bytes the core assembles from chunks in memory. The engine's runtime
+/// never lets chunks reach the core (it streams them to disk and steps one data-less last
+/// chunk); this bounds the assembly that the simulator, and anything else stepping chunks
+/// into the core directly, relies on: a stream growing past it is discarded.
+pub const MAX_ASSEMBLED_SNAPSHOT_BYTES: usize = 64 << 20;
+
 /// Terms at or above this are refused: no group gets anywhere near, and refusing them keeps
 /// `term + 1` from overflowing however a message lies.
 const MAX_TERM: u64 = u64::MAX / 2;
@@ -1319,7 +1325,10 @@ impl<S: LogStore> Raft<S> {
             }));
         }
         let Some(p) = self.snapshot_recv.as_mut() else { return };
-        if chunk.seq != p.next_seq || chunk.offset != p.data.len() as u64 {
+        if chunk.seq != p.next_seq
+            || chunk.offset != p.data.len() as u64
+            || p.data.len().saturating_add(chunk.data.len()) > MAX_ASSEMBLED_SNAPSHOT_BYTES
+        {
             self.snapshot_recv = None;
             self.stats.snapshot_streams_discarded += 1;
             return;
@@ -1493,6 +1502,42 @@ mod simulator_regressions {
             r.tick();
         }
         assert!(r.stats().campaigns > 0);
+    }
+
+    /// A chunk stream stepped into the core directly is assembled in memory only up to
+    /// `MAX_ASSEMBLED_SNAPSHOT_BYTES`: the chunk that would pass it discards the stream
+    /// (no snapshot, the memory freed), and a stream within it installs.
+    #[test]
+    fn core_snapshot_assembly_is_capped() {
+        let mut r = replica(&[ent(1, 1, EntryPayload::Noop)], 1, 1);
+        let part = MAX_ASSEMBLED_SNAPSHOT_BYTES / 4;
+        let data = Bytes::from(vec![1u8; part]);
+        let meta = SnapshotMeta { index: 10, term: 2, conf: r.conf().clone() };
+        let chunk = |seq: u32, last: bool| Message {
+            from: 2,
+            to: 1,
+            term: 2,
+            body: MessageBody::SnapshotChunk(SnapshotChunk {
+                meta: meta.clone(),
+                seq,
+                offset: u64::from(seq) * part as u64,
+                last,
+                data: data.clone(),
+            }),
+        };
+        for seq in 0..4 {
+            r.step(chunk(seq, false)).unwrap();
+        }
+        assert_eq!(r.stats().snapshot_streams_discarded, 0);
+        r.step(chunk(4, true)).unwrap();
+        assert_eq!(r.stats().snapshot_streams_discarded, 1, "the fifth quarter passes the cap");
+        assert!(r.snapshot_recv.is_none() && r.snapshot_ready.is_none());
+        for seq in 0..3 {
+            r.step(chunk(seq, false)).unwrap();
+        }
+        r.step(chunk(3, true)).unwrap();
+        let rd = r.ready();
+        assert_eq!(rd.snapshot.map(|s| s.data.len()), Some(MAX_ASSEMBLED_SNAPSHOT_BYTES));
     }
 
     /// Liveness (simulator: no leader forever after a joint configuration was left): vote

@@ -45,8 +45,9 @@ pub(crate) enum ApplyCmd {
     /// these very entries (matched by (index, term), in index order). `epoch` names the replica instance (echoed back, so
     /// answers for a destroyed replica never reach a new one).
     Apply { group: u64, epoch: u64, entries: Vec<Entry>, waiters: Vec<Waiter<Done>> },
-    /// Replaces the state of `group` with a snapshot (already durable in its file).
-    Restore { group: u64, meta: SnapshotMeta, data: Bytes },
+    /// Replaces the state of `group` with the snapshot in `file` (durable, opened by the
+    /// worker; read as a stream, never whole in memory).
+    Restore { group: u64, meta: SnapshotMeta, file: std::fs::File },
     /// Snapshots the state of `group` as of every entry handed out before this command.
     Snapshot { group: u64, epoch: u64 },
     /// Drops the state machine of `group` (the replica was destroyed).
@@ -200,9 +201,18 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                 }
                 let _ = tx.send(ApplyDone::Applied { group, epoch, done });
             }
-            ApplyCmd::Restore { group, meta, data } => {
+            ApplyCmd::Restore { group, meta, file } => {
                 let Some(slot) = sms.get_mut(&group) else { continue };
-                match slot.sm.restore(meta.index, meta.term, &mut &data[..]) {
+                let restored = snapfile::read_file(file, meta.index).and_then(|(m, mut data)| {
+                    if m != meta {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "snapshot file holds other metadata",
+                        ));
+                    }
+                    slot.sm.restore(meta.index, meta.term, &mut data)
+                });
+                match restored {
                     Ok(()) => {
                         slot.applied = meta.index;
                         slot.term = meta.term;

@@ -65,6 +65,19 @@ pub(crate) enum Cmd {
     /// Replica `replica` of `group` on node `from` asks whether it still belongs to the
     /// group (see [`WireItem::GcProbe`]).
     GcProbe { from: NodeId, group: u64, replica: ReplicaId },
+    /// Follower replica `replica` of `group` on node `from` holds `offset` bytes of the
+    /// snapshot at (`index`, `term`) that leader replica `to` streams in `leader_term`
+    /// durably (see [`WireItem::SnapshotProgress`]).
+    SnapshotProgress {
+        from: NodeId,
+        group: u64,
+        replica: ReplicaId,
+        to: ReplicaId,
+        leader_term: u64,
+        index: u64,
+        term: u64,
+        offset: u64,
+    },
     /// Stop: finish the writes in flight, resolve every waiter, exit.
     Shutdown,
 }

@@ -9,6 +9,8 @@
 //!
 //! Every message is stepped only if its sender replica lives on the node it came from
 //! (`Group::check_sender`); others are dropped and counted (`dropped_wrong_sender`).
+//! Snapshot chunks that pass go to the group's received stream (`snap_receive`), not
+//! into Raft.
 //!
 //! A replica that applies its own removal is destroyed (`apply_link`); one told by a
 //! member that it was removed is destroyed in `tombstones`. Never steps Raft for another
@@ -265,6 +267,7 @@ impl Worker {
             self.sh.counters.quiesced_groups.fetch_sub(1, Ordering::Relaxed);
         }
         self.send_apply(ApplyCmd::Remove { group: gid });
+        self.snap.remove_group(gid);
         bump(&self.sh.counters.unconfirmed_dropped);
     }
 
@@ -300,6 +303,12 @@ impl Worker {
                 "message dropped: its sender replica is not on the sending node"
             );
             return;
+        }
+        if matches!(m.body, MessageBody::SnapshotChunk(_)) {
+            // To disk, off the worker thread; Raft gets one data-less chunk once the file
+            // is complete and durable (`snap_receive`).
+            Self::credit_idle(g, self.ticks);
+            return self.receive_chunk(from, group, m);
         }
         Self::credit_idle(g, self.ticks);
         if let Err(e) = g.raft.step(m) {
@@ -387,6 +396,7 @@ impl Worker {
             self.sh.counters.quiesced_groups.fetch_sub(1, Ordering::Relaxed);
         }
         self.send_apply(ApplyCmd::Remove { group: gid });
+        self.snap.remove_group(gid);
         bump(&self.sh.counters.replicas_destroyed);
         tracing::info!(group = gid, replica = g.raft.id(), "replica destroyed after its removal");
     }

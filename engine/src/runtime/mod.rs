@@ -37,6 +37,7 @@ mod removal;
 mod requests;
 mod route;
 mod shared;
+mod snap_receive;
 mod snapfile;
 mod snapshots;
 mod stop;
@@ -348,6 +349,13 @@ impl Runtime {
             unconfirmed_replicas: l(&c.unconfirmed_replicas),
             unconfirmed_dropped: l(&c.unconfirmed_dropped),
             tombstones_unproven: l(&c.tombstones_unproven),
+            snapshot_streams_refused: l(&c.snapshot_streams_refused),
+            snapshot_streams_failed: l(&c.snapshot_streams_failed),
+            snapshot_chunks_dropped: l(&c.snapshot_chunks_dropped),
+            snapshot_progress_sent: l(&c.snapshot_progress_sent),
+            snapshot_progress_received: l(&c.snapshot_progress_received),
+            snapshot_streams_resumed: l(&c.snapshot_streams_resumed),
+            snapshot_resumed_bytes: l(&c.snapshot_resumed_bytes),
             net_cert_not_after_unix: net.cert_not_after_unix,
             net_peer_cert_not_after_min_unix: net.peer_cert_not_after_min_unix,
             net_handshakes_refused: net.handshakes_refused,

@@ -2,12 +2,13 @@
 //! ([`NetCmd`]), each split by lane (control items, [`is_control`], on
 //! `Transport::send_control`; the rest on `send`), and routes what arrives to the workers:
 //! Raft messages by group (`route`), the removal items (`WireItem::Tombstone`, `GcProbe`,
-//! `TombstoneAck`) as their own commands, snapshot-stream outcomes, and peer liveness
-//! (down, unreachable, restarted as a new incarnation). Received control items (decided
-//! by their content, whatever lane they came on) go to the workers' control mailboxes,
-//! which the workers drain first, everything else to their mailboxes; each `Cmd::Msgs`
-//! carries the batch's `InboundHold`, so the bytes stay charged to the sender until the
-//! worker has stepped them.
+//! `TombstoneAck`) and snapshot progress reports (`WireItem::SnapshotProgress`) as their
+//! own commands, snapshot-stream outcomes, and peer liveness (down, unreachable, restarted
+//! as a new incarnation). Received control items (decided by their content, whatever lane
+//! they came on) go to the workers' control mailboxes, which the workers drain first,
+//! everything else to their mailboxes; each `Cmd::Msgs` carries the batch's
+//! `InboundHold`, so the bytes stay charged to the sender until the worker has stepped
+//! them.
 //!
 //! It polls the transport (which is `Send` but not `Sync`) without waiting, and when
 //! nothing arrived sleeps on the queue of batches the workers queued together with the
@@ -112,6 +113,7 @@ pub(super) fn run(
                             WireItem::Tombstone { .. }
                                 | WireItem::GcProbe { .. }
                                 | WireItem::TombstoneAck { .. }
+                                | WireItem::SnapshotProgress { .. }
                         )
                     }) {
                         items.retain(|it| {
@@ -197,6 +199,9 @@ fn removal_cmd(from: NodeId, item: &WireItem) -> Option<(u64, Cmd)> {
         }
         WireItem::TombstoneAck { group, replica } => (group, Cmd::TombstoneAck { from, group, replica }),
         WireItem::GcProbe { group, replica } => (group, Cmd::GcProbe { from, group, replica }),
+        WireItem::SnapshotProgress { group, from: replica, to, leader_term, index, term, offset } => {
+            (group, Cmd::SnapshotProgress { from, group, replica, to, leader_term, index, term, offset })
+        }
         _ => return None,
     })
 }

@@ -68,6 +68,18 @@ pub(crate) struct Counters {
     pub unconfirmed_dropped: AtomicU64,
     /// Tombstones from a node hosting no voter of the replica's configuration.
     pub tombstones_unproven: AtomicU64,
+    /// Received snapshot streams refused at `max_snapshot_bytes`.
+    pub snapshot_streams_refused: AtomicU64,
+    /// Received snapshot streams dropped on a write error or after going idle.
+    pub snapshot_streams_failed: AtomicU64,
+    /// Received snapshot chunks not written (held already, a gap, refused, queue full).
+    pub snapshot_chunks_dropped: AtomicU64,
+    /// Snapshot progress reports sent to leaders, and received from followers.
+    pub snapshot_progress_sent: AtomicU64,
+    pub snapshot_progress_received: AtomicU64,
+    /// Snapshot streams started past offset 0, and the bytes they skipped.
+    pub snapshot_streams_resumed: AtomicU64,
+    pub snapshot_resumed_bytes: AtomicU64,
 }
 
 impl Counters {

@@ -6,7 +6,11 @@
 //! the directory fsynced, so a file under its final name is always complete; lengths are
 //! checked on load. A snapshot is written from a [`SnapshotSource`] chunk by chunk (by
 //! offset, a failed read retried at the same offset) and read back for sending as a lazy
-//! sequence of chunks ([`chunks`]), so neither holds the whole snapshot in memory. Never
+//! sequence of chunks ([`chunks`]), so neither holds the whole snapshot in memory. A
+//! snapshot received from a leader is written in the same format to a `.partial` file
+//! ([`partial_path`], [`partial_header`]: the data length is filled in last), which is
+//! renamed into place only once complete and durable; recovery never takes a `.partial`
+//! (or `.tmp`) file for a snapshot and deletes it at open ([`remove_temporaries`]). Never
 //! decides when to snapshot or which file is current: the WAL's group metadata names the
 //! replica and index.
 
@@ -29,6 +33,27 @@ const MAGIC: &[u8; 8] = b"FLOSNAP1";
 /// The path of the snapshot of replica `replica` of `group` at `index`.
 pub(crate) fn path(dir: &Path, group: u64, replica: u64, index: u64) -> PathBuf {
     dir.join(format!("{group:016x}-{replica:016x}-{index:016x}.snap"))
+}
+
+/// The path of the partial file a snapshot for replica `replica` of `group` at `index` is
+/// received into (never a name [`parse`] or recovery takes for a snapshot).
+pub(crate) fn partial_path(dir: &Path, group: u64, replica: u64, index: u64) -> PathBuf {
+    dir.join(format!("{group:016x}-{replica:016x}-{index:016x}.partial"))
+}
+
+/// The header of a snapshot file for `meta` whose data length is not known yet (written as
+/// 0), and the file offset of that length (filled in by the receiver once the last chunk is
+/// written). The data starts right after the header.
+pub(crate) fn partial_header(meta: &SnapshotMeta) -> (Bytes, u64) {
+    let mut m = BytesMut::new();
+    encode_snapshot_meta(&mut m, meta);
+    let mut h = BytesMut::with_capacity(MAGIC.len() + 16 + m.len());
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&(m.len() as u64).to_le_bytes());
+    h.extend_from_slice(&m);
+    let len_at = h.len() as u64;
+    h.extend_from_slice(&0u64.to_le_bytes());
+    (h.freeze(), len_at)
 }
 
 /// (group, replica, index) of a snapshot file name.
@@ -161,6 +186,16 @@ fn header(f: &mut File, index: u64) -> io::Result<(SnapshotMeta, u64, u64)> {
     Ok((meta, start, dlen))
 }
 
+/// Reads the header of the open snapshot file `f` (named for `index`) and returns its
+/// metadata and a reader of exactly its data (restoring a received snapshot from the file
+/// handle taken when it was installed, so pruning the name meanwhile does not matter).
+pub(crate) fn read_file(mut f: File, index: u64) -> io::Result<(SnapshotMeta, impl Read)> {
+    f.seek(SeekFrom::Start(0))?;
+    let (meta, start, len) = header(&mut f, index)?;
+    f.seek(SeekFrom::Start(start))?;
+    Ok((meta, io::BufReader::new(f).take(len)))
+}
+
 /// Opens the snapshot of replica `replica` of `group` at `index` for reading its data as
 /// a stream (restore on open): its metadata and a reader of exactly the data.
 pub(crate) fn open(
@@ -176,7 +211,9 @@ pub(crate) fn open(
 }
 
 /// The chunks of a snapshot stream from replica `from` to `to` in `term`, read lazily from
-/// the file (`chunk` data bytes each, from data offset `offset`: a multiple of `chunk`).
+/// the file (`chunk` data bytes each, from data offset `offset` rounded down to a multiple
+/// of `chunk`). The last chunk is always sent, even from an offset at or past the end, so
+/// a receiver that no longer holds what it reported sees the stream and says so.
 /// Fails at once if the file is missing or is not the snapshot `meta` names.
 pub(crate) fn chunks(
     dir: &Path,
@@ -192,7 +229,7 @@ pub(crate) fn chunks(
         return Err(bad("snapshot file holds other metadata"));
     }
     let chunk = chunk.max(1) as u64;
-    let offset = offset.min(len) / chunk * chunk;
+    let offset = offset.min(len.saturating_sub(1)) / chunk * chunk;
     f.seek(SeekFrom::Start(start + offset))?;
     let count = len.div_ceil(chunk).max(1);
     let meta = meta.clone();
@@ -259,11 +296,12 @@ pub(crate) fn load(dir: &Path, group: u64, replica: u64, index: u64) -> io::Resu
 }
 
 /// Deletes the temporary files a crash left behind (snapshots whose write never
-/// finished). Called at open, before anything writes snapshots.
+/// finished, and partially received snapshots: their durable length is not proven, so
+/// they are never resumed). Called at open, before anything writes snapshots.
 pub(crate) fn remove_temporaries(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
-        if e.path().extension().is_some_and(|x| x == "tmp") {
+        if e.path().extension().is_some_and(|x| x == "tmp" || x == "partial") {
             let _ = fs::remove_file(e.path());
         }
     }
@@ -305,12 +343,37 @@ mod tests {
         prune(dir.path(), 3, |_, i| i < 9);
         let tmp = path(dir.path(), 3, 1, 11).with_extension("tmp");
         fs::write(&tmp, b"half a snapshot").unwrap();
+        let partial = partial_path(dir.path(), 3, 1, 12);
+        fs::write(&partial, b"half a received snapshot").unwrap();
+        assert_eq!(parse("0000000000000003-0000000000000001-000000000000000c.partial"), None);
         remove_temporaries(dir.path());
-        assert!(!tmp.exists());
+        assert!(!tmp.exists() && !partial.exists());
         assert!(!p.exists());
         assert!(load(dir.path(), 3, 1, 9).is_ok());
         assert!(load(dir.path(), 4, 1, 7).is_ok(), "other groups untouched");
         assert_eq!(parse("zz.snap"), None);
+    }
+
+    /// A partial file written as the receiver writes it (header, data at the header's end,
+    /// the length filled in last) is a valid snapshot file, read back by handle.
+    #[test]
+    fn partial_header_then_length_makes_a_snapshot_file() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SnapshotMeta { index: 9, term: 3, conf: ConfState::with_voters([Replica::new(1, 1)]) };
+        let (h, len_at) = partial_header(&meta);
+        let p = partial_path(dir.path(), 5, 2, 9);
+        let f = create_private(&p).unwrap();
+        f.write_all_at(&h, 0).unwrap();
+        f.write_all_at(b"world", h.len() as u64 + 5).unwrap();
+        f.write_all_at(b"hello", h.len() as u64).unwrap();
+        assert!(read_file(File::open(&p).unwrap(), 9).is_err(), "length not filled in yet");
+        f.write_all_at(&10u64.to_le_bytes(), len_at).unwrap();
+        drop(f);
+        let (m, mut r) = read_file(File::open(&p).unwrap(), 9).unwrap();
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!((m, &back[..]), (meta, &b"helloworld"[..]));
     }
 
     /// Gives its bytes in reads of at most 7, failing every third read once (the writer
@@ -365,6 +428,14 @@ mod tests {
             chunks(dir.path(), 3, (1, 2, 5), &meta, 60, 30).unwrap().map(|m| m.unwrap()).collect();
         assert_eq!(tail.len(), 2);
         assert!(matches!(&tail[0].body, MessageBody::SnapshotChunk(c) if c.seq == 2 && c.offset == 60));
+        // From the end (or past it): the last chunk still goes.
+        for from in [100, 1000] {
+            let end: Vec<Message> =
+                chunks(dir.path(), 3, (1, 2, 5), &meta, from, 30).unwrap().map(|m| m.unwrap()).collect();
+            assert!(
+                matches!(&end[..], [m] if matches!(&m.body, MessageBody::SnapshotChunk(c) if c.last && c.offset == 90))
+            );
+        }
         // Metadata other than the file's is refused.
         let other = SnapshotMeta { term: 3, ..meta.clone() };
         assert!(chunks(dir.path(), 3, (1, 2, 5), &other, 0, 30).is_err());

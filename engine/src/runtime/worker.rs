@@ -20,7 +20,8 @@
 //! `membership` (client requests), `lifecycle` (create, remove, destroy, effects, the
 //! sender check), `admission` (who may create replicas from messages, and how many),
 //! `tombstones` (removed replicas, clean-up pass), `quiescence` and `wake_queue`,
-//! `compaction`, `snapshots`, `observe` (metrics from Raft events), `stop` (storage
+//! `compaction`, `snapshots`, `snap_receive` (received snapshot streams, to disk on the
+//! worker's snapshot I/O thread), `observe` (metrics from Raft events), `stop` (storage
 //! failure, shutdown). Waiters live in `waiters` (the rules of `Ok`, `Dropped` and
 //! `Indeterminate` are there).
 
@@ -41,6 +42,7 @@ use super::incarnation::ReadCtx;
 use super::pending::Completer;
 use super::recovery::Recovered;
 use super::shared::{bump, bump_by, Shared};
+use super::snap_receive::SnapshotReceiver;
 use super::waiters::Tally;
 use super::wake_queue::WakeQueue;
 use super::write_pipeline::WritePipeline;
@@ -120,6 +122,9 @@ pub(crate) struct Worker {
     pub(super) apply_backlog: u64,
     /// Apply commands held until a snapshot's log reset is durable.
     pub(super) apply_hold: ApplyHold,
+    /// Snapshot streams received (to disk, on the snapshot I/O thread) and the resume
+    /// points of streams sent.
+    pub(super) snap: SnapshotReceiver,
 }
 
 impl Worker {
@@ -138,6 +143,7 @@ impl Worker {
             let dir = sh.snap_dir.clone();
             move || super::apply::run(apply_cmds, apply_done, dir)
         })?;
+        let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());
         for (g, sm) in rec.groups {
@@ -176,6 +182,7 @@ impl Worker {
             apply_thread: Some(apply_thread),
             apply_backlog: 0,
             apply_hold: ApplyHold::default(),
+            snap,
         })
     }
 
@@ -217,6 +224,7 @@ impl Worker {
                 }
             }
             self.flush_creates();
+            self.poll_snapshot_io();
             self.poll_applied();
             self.send_effect_creates();
             self.poll_inflight();
@@ -229,6 +237,7 @@ impl Worker {
                 }
             }
             self.process();
+            self.snap.drop_uninstalled();
             self.flush_outbox();
             if let Some(gauges) = self.sh.gauges.get(self.idx) {
                 gauges.apply_lag.store(self.apply_backlog, Ordering::Relaxed);
@@ -266,6 +275,7 @@ impl Worker {
             sel.recv(ctl);
         }
         sel.recv(&self.apply_rx);
+        sel.recv(self.snap.reports());
         if let Some(t) = self.writes.oldest_ticket() {
             sel.recv(t.receiver());
         }
@@ -325,6 +335,9 @@ impl Worker {
             Cmd::GcProbe { from, group, replica } => {
                 self.answer_removed(from, group, replica);
             }
+            Cmd::SnapshotProgress { from, group, replica, to, leader_term, index, term, offset } => {
+                self.on_snapshot_progress(from, group, replica, to, leader_term, index, term, offset)
+            }
             Cmd::Shutdown => self.stopping = true,
         }
     }
@@ -365,6 +378,7 @@ impl Worker {
         self.probed.clear();
         let now = self.ticks;
         self.sweep_unconfirmed(now);
+        self.expire_snapshot_streams();
         self.wake_queued(now);
         // Only the active groups: quiesced ones cost nothing here.
         let mut ticked = 0u64;

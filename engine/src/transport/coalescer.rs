@@ -123,9 +123,10 @@ pub fn expand(items: Vec<WireItem>) -> impl Iterator<Item = (u64, Message)> {
                 let body = MessageBody::HeartbeatResponse { round: h.round };
                 (h.group, Message { from: h.from, to: h.to, term: h.term, body })
             })),
-            WireItem::Tombstone { .. } | WireItem::GcProbe { .. } | WireItem::TombstoneAck { .. } => {
-                Box::new(std::iter::empty())
-            }
+            WireItem::Tombstone { .. }
+            | WireItem::GcProbe { .. }
+            | WireItem::TombstoneAck { .. }
+            | WireItem::SnapshotProgress { .. } => Box::new(std::iter::empty()),
         }
     })
 }

@@ -26,6 +26,8 @@
 //!          | 5 group:varint replica:varint conf_index:varint                  replica removed
 //!          | 6 group:varint replica:varint                          stale-peer probe
 //!          | 7 group:varint replica:varint               removed replica destroyed here
+//!          | 8 group:varint from:varint to:varint leader_term:varint index:varint
+//!            term:varint offset:varint                snapshot bytes durable at a follower
 //! message := from:varint to:varint term:varint kind:u8 fields(kind)
 //! ```
 
@@ -122,6 +124,27 @@ pub enum WireItem {
         /// The removed replica.
         replica: u64,
     },
+    /// A follower's report on a snapshot stream: replica `from` of `group` holds the first
+    /// `offset` data bytes of the snapshot at (`index`, `term`) that leader replica `to`
+    /// streams in `leader_term`, durably. Sent as the durable offset advances and when a
+    /// chunk does not continue it (a gap, a stream resumed past what the follower holds):
+    /// the leader starts its next stream of that snapshot there. Never stepped into Raft.
+    SnapshotProgress {
+        /// The group.
+        group: u64,
+        /// The follower replica.
+        from: u64,
+        /// The leader replica.
+        to: u64,
+        /// The term of the stream's chunks.
+        leader_term: u64,
+        /// The snapshot's index.
+        index: u64,
+        /// The snapshot's term.
+        term: u64,
+        /// Data bytes durable at the follower.
+        offset: u64,
+    },
 }
 
 /// Limits the decoder enforces beyond the input length.
@@ -217,6 +240,7 @@ fn item_size_hint(it: &WireItem) -> usize {
         | WireItem::Tombstone { .. }
         | WireItem::GcProbe { .. }
         | WireItem::TombstoneAck { .. } => 32,
+        WireItem::SnapshotProgress { .. } => 64,
         WireItem::Heartbeats(hs) => {
             // A flag byte per entry only in an item where some group quiesces.
             let flag = usize::from(hs.iter().any(|h| h.quiesce));
@@ -463,6 +487,11 @@ pub fn encode_batch(items: &[WireItem]) -> Result<Bytes, EncodeError> {
             WireItem::TombstoneAck { group, replica } => {
                 b.put_u8(7);
                 put_varints(&mut b, [*group, *replica]);
+            }
+            WireItem::SnapshotProgress { group, from, to, leader_term, index, term, offset } => {
+                b.put_u8(8);
+                put_varints(&mut b, [*group, *from, *to, *leader_term, *index, *term]);
+                put_varint(&mut b, *offset);
             }
         }
     }
@@ -744,6 +773,15 @@ impl Reader<'_> {
             }),
             6 => Ok(WireItem::GcProbe { group: self.varint()?, replica: self.varint()? }),
             7 => Ok(WireItem::TombstoneAck { group: self.varint()?, replica: self.varint()? }),
+            8 => Ok(WireItem::SnapshotProgress {
+                group: self.varint()?,
+                from: self.varint()?,
+                to: self.varint()?,
+                leader_term: self.varint()?,
+                index: self.varint()?,
+                term: self.varint()?,
+                offset: self.varint()?,
+            }),
             tag => Err(DecodeError::UnknownTag { what: "item", tag, at }),
         }
     }
@@ -848,6 +886,36 @@ mod size_tests {
             decode_batch(&bad.freeze(), DecodeLimits::default()),
             Err(DecodeError::BadVarint { .. })
         ));
+    }
+
+    #[test]
+    fn snapshot_progress_round_trips_and_rejects_truncation() {
+        let items = vec![
+            WireItem::SnapshotProgress {
+                group: 7,
+                from: 3,
+                to: 1,
+                leader_term: 9,
+                index: 1 << 40,
+                term: 8,
+                offset: 0,
+            },
+            WireItem::SnapshotProgress {
+                group: u64::MAX,
+                from: u64::MAX,
+                to: 0,
+                leader_term: u64::MAX,
+                index: u64::MAX,
+                term: u64::MAX,
+                offset: u64::MAX,
+            },
+        ];
+        let b = encode_batch(&items).unwrap();
+        assert!(b.len() <= 64 + items.iter().map(item_size_hint).sum::<usize>());
+        assert_eq!(decode_batch(&b, DecodeLimits::default()).unwrap(), items);
+        for n in 0..b.len() {
+            assert!(decode_batch(&b.slice(..n), DecodeLimits::default()).is_err(), "prefix {n}");
+        }
     }
 
     #[test]

@@ -153,6 +153,15 @@ fn every_kind() -> Vec<WireItem> {
     items.push(WireItem::Tombstone { group: 7, replica: 3, conf_index: u64::MAX });
     items.push(WireItem::GcProbe { group: 7, replica: 3 });
     items.push(WireItem::TombstoneAck { group: 7, replica: 3 });
+    items.push(WireItem::SnapshotProgress {
+        group: 7,
+        from: 3,
+        to: 1,
+        leader_term: 9,
+        index: 100,
+        term: 7,
+        offset: u64::MAX,
+    });
     items
 }
 
