@@ -38,14 +38,17 @@ pub trait LogWriter {
 }
 
 impl LogWriter for MemStorage {
+    #[inline]
     fn apply_snapshot(&mut self, snapshot: &Snapshot) {
         MemStorage::apply_snapshot(self, snapshot);
     }
 
+    #[inline]
     fn append(&mut self, entries: &[Entry]) {
         MemStorage::append(self, entries);
     }
 
+    #[inline]
     fn set_hard_state(&mut self, hs: HardState) {
         MemStorage::set_hard_state(self, hs);
     }
@@ -65,6 +68,7 @@ pub struct ReadyDriver {
 
 impl ReadyDriver {
     /// Takes the next `Ready` of `raft`, or `None` when it has nothing to hand out.
+    #[inline]
     pub fn next<S: LogStore>(raft: &mut Raft<S>) -> Option<ReadyDriver> {
         if !raft.has_ready() {
             return None;
@@ -73,6 +77,7 @@ impl ReadyDriver {
     }
 
     /// Drives `rd` (taken from `Raft::ready`).
+    #[inline]
     pub fn new(rd: Ready) -> ReadyDriver {
         // Every field is named: a part added to `Ready` must be given a step here.
         let Ready {
@@ -95,27 +100,32 @@ impl ReadyDriver {
     }
 
     /// The messages the send step will hand out (those that may go before the write).
+    #[inline]
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
 
     /// The write the persist step will hand out.
+    #[inline]
     pub fn write(&self) -> &ReadyWrite {
         &self.write
     }
 
     /// The entries the apply step will hand out.
+    #[inline]
     pub fn committed_entries(&self) -> &[Entry] {
         &self.committed
     }
 
     /// The reads [`ReadyDriver::take_read_states`] will hand out.
+    #[inline]
     pub fn read_states(&self) -> &[ReadState] {
         &self.read_states
     }
 
     /// Send step: the messages that may be sent now, before this `Ready`'s write is
     /// durable. Those that must wait come out of [`ReadyWrite::persisted`] only.
+    #[inline]
     pub fn take_messages(&mut self) -> Vec<Message> {
         std::mem::take(&mut self.messages)
     }
@@ -124,6 +134,7 @@ impl ReadyDriver {
     /// makes it durable after every earlier `Ready`'s write, then calls
     /// [`ReadyWrite::persisted`]; also when it has nothing to persist
     /// ([`ReadyWrite::is_empty`] says when there is nothing to do at all).
+    #[inline]
     pub fn take_write(&mut self) -> ReadyWrite {
         std::mem::take(&mut self.write)
     }
@@ -131,24 +142,28 @@ impl ReadyDriver {
     /// Apply step: the committed entries to apply, in order (already locally durable, so
     /// they need not wait for this `Ready`'s write). Once applied, call
     /// [`ReadyDriver::applied`].
+    #[inline]
     pub fn take_committed(&mut self) -> Vec<Entry> {
         std::mem::take(&mut self.committed)
     }
 
     /// The reads released by this `Ready`: each may be served once applied reaches its
     /// index.
+    #[inline]
     pub fn take_read_states(&mut self) -> Vec<ReadState> {
         std::mem::take(&mut self.read_states)
     }
 
     /// What happened to the replica in this `Ready` (elections, leadership, membership),
     /// in order: for metrics and logs; no step depends on it.
+    #[inline]
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
 
     /// Advance step after apply: tells `raft` that `entries` (handed out by
     /// [`ReadyDriver::take_committed`]) are applied. Nothing when `entries` is empty.
+    #[inline]
     pub fn applied<S: LogStore>(raft: &mut Raft<S>, entries: &[Entry]) {
         if let Some(e) = entries.last() {
             raft.on_applied(e.index);
@@ -156,6 +171,7 @@ impl ReadyDriver {
     }
 
     /// Whether every step has handed out its part (or had nothing to hand out).
+    #[inline]
     pub fn is_done(&self) -> bool {
         self.messages.is_empty()
             && self.write.is_empty()
@@ -179,42 +195,50 @@ pub struct ReadyWrite {
 
 impl ReadyWrite {
     /// The hard state to persist, if it changed.
+    #[inline]
     pub fn hard_state(&self) -> Option<HardState> {
         self.hard_state
     }
 
     /// The entries to persist.
+    #[inline]
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     /// The snapshot to install, if any.
+    #[inline]
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_deref()
     }
 
     /// The messages that wait for this write.
+    #[inline]
     pub fn waiting_messages(&self) -> &[Message] {
         &self.messages
     }
 
     /// The (index, term) of the last entry written, reported to the core once durable.
+    #[inline]
     pub fn last(&self) -> Option<(u64, u64)> {
         self.entries.last().map(|e| (e.index, e.term))
     }
 
     /// Whether there is anything to persist.
+    #[inline]
     pub fn must_persist(&self) -> bool {
         self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
     }
 
     /// Whether there is neither anything to persist nor any message waiting.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         !self.must_persist() && self.messages.is_empty()
     }
 
     /// Writes the snapshot (first: it replaces the log), then the entries, then the hard
     /// state into `store`.
+    #[inline]
     pub fn persist<W: LogWriter + ?Sized>(&self, store: &mut W) {
         if let Some(s) = &self.snapshot {
             store.apply_snapshot(s);
@@ -228,6 +252,7 @@ impl ReadyWrite {
     /// Advance step once this write (and every earlier one) is durable: tells `raft`
     /// (`on_persisted` with the last entry, if any), then hands out the messages that
     /// waited for it.
+    #[inline]
     pub fn persisted<S: LogStore>(self, raft: &mut Raft<S>) -> Vec<Message> {
         if let Some((index, term)) = self.last() {
             raft.on_persisted(index, term);
@@ -237,6 +262,7 @@ impl ReadyWrite {
 
     /// Persists into `raft`'s own storage and advances at once (storage that is durable
     /// as soon as written, as in tests and benchmarks); returns the messages that waited.
+    #[inline]
     pub fn persist_now<S: LogStore + LogWriter>(self, raft: &mut Raft<S>) -> Vec<Message> {
         self.persist(raft.storage_mut());
         self.persisted(raft)
