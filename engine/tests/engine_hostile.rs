@@ -247,18 +247,6 @@ fn heartbeat(group: u64, from: u64, to: u64) -> WireItem {
     msg(group, from, to, 1, MessageBody::Heartbeat { commit: 0, round: 1, quiesce: false })
 }
 
-/// Resident memory of this process, in KiB (0 where /proc is not there).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// Point 3: one peer names 10,000 unknown groups, again and again. Creations are capped
 /// (per tick, and unconfirmed replicas per sending node), so the replicas it makes the
 /// node hold stay bounded in count (and resident memory stays modest), and a real group

@@ -59,12 +59,6 @@ fn route(group: u64, n: usize) -> usize {
     (z % n as u64) as usize
 }
 
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
 fn net_config(id: NodeId, addr: std::net::SocketAddr) -> flotilla_net::NetConfig {
     let mut c = flotilla_net::NetConfig::new(id);
     c.listen = addr;
@@ -188,7 +182,7 @@ fn a_flood_of_16_mib_frames_is_held_to_the_budget_and_causes_no_election() {
     .unwrap();
     assert!(frame.len() <= 16 << 20);
     fail::cfg("engine::slow_step", "return(1:60)").unwrap();
-    let baseline_rss = rss_bytes();
+    let baseline_rss = rss_kib() * 1024;
     let stop = AtomicBool::new(false);
     let sent = AtomicU64::new(0);
     let (peak_peer, peak_total, peak_rss, committed) = std::thread::scope(|s| {
@@ -214,7 +208,7 @@ fn a_flood_of_16_mib_frames_is_held_to_the_budget_and_causes_no_election() {
                 let t = nodes[0].stats.transport_stats();
                 peer = peer.max(t.inbound_bytes_peer_max);
                 total = total.max(t.inbound_bytes);
-                rss = rss.max(rss_bytes());
+                rss = rss.max(rss_kib() * 1024);
                 if rss > baseline_rss + RSS_ABORT {
                     stop.store(true, Ordering::Relaxed);
                 }

@@ -388,18 +388,6 @@ fn a_crash_mid_stream_leaves_nothing_taken_for_a_snapshot() {
     assert!(files(&snap, ".partial").is_empty());
 }
 
-/// Resident memory of this process, in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// A fake leader (node 2, raw transport) streams chunks of one snapshot to node 1 without
 /// end: 80 MiB, ten times node 1's `max_snapshot_bytes` of 8 MiB. Node 1 refuses the
 /// stream at the bound (counted), deletes its partial file, installs nothing, and its
