@@ -51,6 +51,10 @@ const MAX_QUEUED_BYTES: u64 = 8 << 20;
 /// system operation, and its header), so streams restarting without end cannot pile up
 /// creations either.
 const CREATE_COST: u64 = 64 << 10;
+/// The least a queued job counts against `MAX_QUEUED_BYTES`, whatever it carries: the
+/// queue is then bounded in jobs too (at most `MAX_QUEUED_BYTES / MIN_JOB_COST`), so a
+/// stream of tiny chunks cannot pile up job records.
+const MIN_JOB_COST: u64 = 256;
 /// The I/O thread fdatasyncs (and reports) at the latest after this many bytes written,
 /// and whenever its queue is empty.
 const SYNC_EVERY_BYTES: u64 = 4 << 20;
@@ -401,7 +405,23 @@ enum Job {
     Discard { id: u64, path: PathBuf },
 }
 
-/// What the snapshot I/O thread reports back, in the order it happened.
+impl Job {
+    /// What the job counts against `MAX_QUEUED_BYTES` while queued: charged by
+    /// `SnapshotIo::send`, released by the I/O thread once it is done.
+    fn cost(&self) -> u64 {
+        match self {
+            Job::Create { .. } => CREATE_COST,
+            Job::Write { data, .. } => (data.len() as u64).max(MIN_JOB_COST),
+            Job::Finish { .. } | Job::Discard { .. } => MIN_JOB_COST,
+        }
+    }
+}
+
+/// What the snapshot I/O thread reports back, in the order it happened. The channel is
+/// not bounded by itself: the thread must never block on it (the worker joins the thread
+/// when it stops). Its length is: per job handled, one report, plus one durable offset
+/// per open file (at most the stream cap) per sync pass; and the worker takes every report
+/// each turn (`poll_snapshot_io`), the same turns in which it queues jobs.
 #[derive(Debug)]
 pub(crate) enum IoReport {
     /// Data up to `offset` of file `id` of `group` is durable.
@@ -429,9 +449,9 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
     let mut open: HashMap<u64, Open> = HashMap::new();
     let mut unsynced = 0u64;
     while let Ok(job) = jobs.recv() {
+        let cost = job.cost();
         match job {
             Job::Create { group, id, path, header, len_at } => {
-                queued.fetch_sub(CREATE_COST, Ordering::Relaxed);
                 let r = snapfile::create_private(&path).and_then(|f| f.write_all_at(&header, 0).map(|()| f));
                 match r {
                     Ok(file) => {
@@ -456,7 +476,6 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
                         Err(e) => fail(&mut open, id, e, &reports),
                     }
                 }
-                queued.fetch_sub(n, Ordering::Relaxed);
             }
             Job::Finish { id, total } => {
                 if let Some(o) = open.get_mut(&id) {
@@ -480,6 +499,7 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
                 let _ = std::fs::remove_file(&path);
             }
         }
+        queued.fetch_sub(cost, Ordering::Relaxed);
         if unsynced >= SYNC_EVERY_BYTES || jobs.is_empty() {
             unsynced = 0;
             let dirty: Vec<u64> = open.iter().filter(|(_, o)| o.dirty).map(|(id, _)| *id).collect();
@@ -538,8 +558,11 @@ impl SnapshotIo {
         MAX_QUEUED_BYTES.saturating_sub(self.queued.load(Ordering::Relaxed))
     }
 
+    /// Queues `job`, charging its cost (the queue is bounded by that charge: callers
+    /// check `room` first, so it overshoots by one job at most).
     fn send(&self, job: Job) {
         if let Some(j) = &self.jobs {
+            self.queued.fetch_add(job.cost(), Ordering::Relaxed);
             let _ = j.send(job);
         }
     }
@@ -656,12 +679,10 @@ impl SnapshotReceiver {
         if let Some(id) = step.create {
             let (header, len_at) = snapfile::partial_header(&chunk.meta);
             if let Some(path) = self.streams.path_of(id).cloned() {
-                self.io.queued.fetch_add(CREATE_COST, Ordering::Relaxed);
                 self.io.send(Job::Create { group, id, path, header, len_at });
             }
         }
         if let Some((id, at, data)) = step.write {
-            self.io.queued.fetch_add(data.len() as u64, Ordering::Relaxed);
             self.io.send(Job::Write { id, at, data });
         }
         if let Some((id, total)) = step.finish {
