@@ -29,6 +29,7 @@ pub fn charge(len: usize) -> usize {
 
 /// Why bytes could not be taken from a budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum BudgetError {
     /// More bytes than the whole budget: they could never be granted.
     #[error("{bytes} bytes exceed the whole budget of {capacity}")]

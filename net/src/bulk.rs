@@ -35,6 +35,7 @@ const CONTROL_MAX: usize = 64;
 
 /// Why a bulk transfer failed, or a chunk was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum BulkError {
     /// No connection to the peer could be had within the connect timeout.
     #[error("bulk stream {tag}: peer {to} unreachable")]

@@ -32,6 +32,7 @@ pub fn node_server_name(id: u64) -> String {
 
 /// Why a certificate could not be created.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CertError {
     /// Node id 0 is never valid.
     #[error("node id 0 is not valid")]

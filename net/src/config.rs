@@ -10,7 +10,16 @@ use thiserror::Error;
 
 /// Transport settings. Build with [`NetConfig::new`], adjust fields, then
 /// [`NetConfig::validate`].
+///
+/// With the default `serde` feature it reads from and writes to configuration files
+/// (missing fields take their defaults; sizes as integers or strings such as `"16MiB"`,
+/// durations as strings such as `"5s"`: see [`crate::units`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct NetConfig {
     /// This node's id. Required; never 0. Must be the id named by the node's certificate.
     pub node_id: u64,
@@ -22,12 +31,14 @@ pub struct NetConfig {
     pub incarnation: Option<u64>,
     /// Largest frame payload accepted or sent, in bytes. Default 16 MiB; bounds 4 KiB ..=
     /// 256 MiB.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub max_frame_size: usize,
     /// Frames queued per peer before `send` reports `QueueFull`. Default 8192; bounds 1 ..=
     /// 1,048,576.
     pub queue_frames: usize,
     /// Bytes queued per peer before `send` reports `QueueFull`. Default 64 MiB; bounds
     /// `max_frame_size` ..= 4 GiB.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub queue_bytes: usize,
     /// Inbound message-lane frames and peer events buffered before readers stop reading
     /// (QUIC flow control then pushes back on senders). Bulk events have their own channel
@@ -41,34 +52,42 @@ pub struct NetConfig {
     /// [`InboundPermit`](crate::InboundPermit). While a peer's budget is spent its streams
     /// are not read, so QUIC flow control stops the sender. Default 64 MiB; bounds
     /// `max_frame_size` ..= 2 GiB.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub peer_inbound_bytes: usize,
     /// The same for one peer's control lane (heartbeats, votes, their answers, tombstones:
     /// see [`Endpoint::send_control`](crate::Endpoint::send_control)), which is exempt from
     /// `peer_inbound_bytes`; a control frame is at most this long (and at most
     /// `max_frame_size`). Default 16 MiB; bounds 64 KiB ..= 1 GiB.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub control_inbound_bytes: usize,
     /// Keep-alive ping interval on an idle connection. Default 1 s; bounds 10 ms ..= 60 s and
     /// below `idle_timeout`.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub keep_alive: Duration,
     /// A connection with no traffic for this long is declared lost (peer down). Default 5 s;
     /// bounds 100 ms ..= 600 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub idle_timeout: Duration,
     /// Longest a dial (QUIC + TLS handshake + hello) may take. Default 3 s; bounds 10 ms ..=
     /// 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub connect_timeout: Duration,
     /// First reconnect delay after a failed dial or a lost connection (each delay is a
     /// random point between half and all of the current step, which doubles per failure).
     /// Default 50 ms; bounds 1 ms ..= `backoff_max`.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_initial: Duration,
     /// Cap of the exponential reconnect delay. Also how long a connection must stay up
     /// before its loss resets the delay to `backoff_initial`: a peer that admits and drops
     /// connections at once is redialed on the growing schedule. Default 5 s; bounds
     /// `backoff_initial` ..= 300 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_max: Duration,
     /// Largest bulk (snapshot) chunk; bigger chunks are refused, by the sender when given
     /// and by the receiver when announced (it refuses the stream: a peer with a larger
     /// setting gets [`crate::BulkError::Refused`]). Default 1 MiB; bounds 1 KiB ..=
     /// `max_frame_size`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub bulk_chunk_size: usize,
     /// Concurrent bulk streams a peer may open towards this node. Default 8; bounds 1 ..=
     /// 1024.
@@ -87,11 +106,13 @@ pub struct NetConfig {
     /// clamps it to `net.core.{w,r}mem_max`; best effort). Large buffers keep bursts from
     /// overflowing the receive queue, which QUIC would treat as congestion. Default 4 MiB;
     /// bounds 64 KiB ..= 256 MiB.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub udp_buffer_bytes: usize,
     /// Flow-control window of each QUIC stream (the message lane and each bulk stream),
     /// in bytes; the connection's window is twice it. Default 4 MiB; bounds 64 KiB ..=
     /// 256 MiB, and at least twice `bulk_chunk_size`. Keep the connection window within
     /// what the receiver's socket buffer holds, or a slow receiver drops datagrams.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub stream_window: usize,
     /// Address validation: a connection attempt from an address that has not proven it
     /// receives this node's packets (no retry token in its first packet) is answered with a
@@ -112,6 +133,13 @@ pub struct NetConfig {
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
+
+impl Default for NetConfig {
+    /// Every default, with node id 0 (which [`NetConfig::validate`] refuses until one is set).
+    fn default() -> NetConfig {
+        NetConfig::new(0)
+    }
+}
 
 impl NetConfig {
     /// Defaults for node `node_id`.
@@ -229,6 +257,7 @@ impl std::ops::Deref for ValidNetConfig {
 
 /// A broken rule of [`NetConfig`]; one variant per rule.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum NetConfigError {
     /// `node_id` is 0.
     #[error("node_id must not be 0")]
@@ -339,5 +368,45 @@ mod tests {
         let mut c = NetConfig::new(1);
         c.max_handshakes_per_address = c.max_handshakes + 1;
         assert!(matches!(c.validate(), Err(NetConfigError::MaxHandshakesPerAddress(65))));
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn reads_human_units_and_defaults_from_toml() {
+        let c: NetConfig = toml::from_str(
+            "node_id = 7\nlisten = \"127.0.0.1:7000\"\nmax_frame_size = \"8MiB\"\nqueue_bytes = 33554432\n\
+             idle_timeout = \"10s\"\nbackoff_initial = \"20ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.node_id, 7);
+        assert_eq!(c.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(c.max_frame_size, 8 << 20);
+        assert_eq!(c.queue_bytes, 32 << 20);
+        assert_eq!(c.idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.backoff_initial, Duration::from_millis(20));
+        let d = NetConfig::new(7);
+        assert_eq!((c.stream_window, c.keep_alive), (d.stream_window, d.keep_alive), "defaults kept");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn round_trips_and_still_validates() {
+        let mut c = NetConfig::new(3);
+        c.bulk_chunk_size = 12_345;
+        c.connect_timeout = Duration::from_millis(1500);
+        let back: NetConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let zero: NetConfig = toml::from_str("").unwrap();
+        assert_eq!(zero.validate(), Err(NetConfigError::ZeroNodeId));
+        let small: NetConfig = toml::from_str("node_id = 1\nmax_frame_size = \"1KiB\"\n").unwrap();
+        assert!(small.validate().is_err(), "deserializing never bypasses the bounds");
+        assert!(
+            toml::from_str::<NetConfig>("node_id = 1\nidle_timeout = 5\n").is_err(),
+            "durations need a unit"
+        );
     }
 }

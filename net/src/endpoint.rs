@@ -34,6 +34,7 @@ pub use crate::shared::SendError;
 /// Why certificates could not be reloaded ([`Endpoint::reload_certs`]). The endpoint keeps
 /// its previous certificates.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ReloadError {
     /// The files could not be read or parsed, or the TLS configuration not built.
     #[error(transparent)]
@@ -42,6 +43,7 @@ pub enum ReloadError {
 
 /// Why an endpoint could not start.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The TLS configuration could not be built.
     #[error(transparent)]

@@ -19,6 +19,7 @@ pub type NodeId = u64;
 
 /// Why a peer is considered down.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownReason {
     /// The connection closed, timed out (no traffic within the idle timeout) or failed.
     ConnectionLost(String),
@@ -28,6 +29,7 @@ pub enum DownReason {
 
 /// Why frames were dropped without being handed to a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// The connection was lost with these frames queued or being written.
     ConnectionLost,
@@ -43,6 +45,7 @@ pub enum DropReason {
 
 /// Something that happened on the transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A message-lane frame from `from`. Frames from one peer arrive in send order.
     Frame {
@@ -122,6 +125,7 @@ pub enum Event {
 
 /// Why [`Inbox::recv_timeout`] returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// Nothing arrived in time.
     #[error("timed out")]

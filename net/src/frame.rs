@@ -25,6 +25,7 @@ pub const HEADER_LEN: usize = 6;
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum FrameKind {
     /// Dialer -> acceptor, first frame of a connection: who I am, whom I want.
     Hello = 1,
@@ -63,6 +64,7 @@ impl FrameKind {
 
 /// Why a frame or a control payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// Fewer bytes than the header or the announced payload need.
     #[error("truncated frame: need {needed} bytes, have {have}")]
@@ -238,6 +240,7 @@ impl FrameReader {
 /// Why an acceptor refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum RejectReason {
     /// A connection for this pair already exists and wins the tie-break; use it.
     Duplicate = 1,
@@ -310,6 +313,7 @@ impl Hello {
 
 /// The acceptor's answer to a hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HelloReply {
     /// Admitted; the acceptor's incarnation.
     Ack {

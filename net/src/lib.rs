@@ -37,6 +37,8 @@ pub mod frame;
 mod peer;
 mod shared;
 pub mod tls;
+#[cfg(feature = "serde")]
+pub mod units;
 mod verify;
 
 pub use budget::{BudgetError, InboundPermit};

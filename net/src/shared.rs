@@ -36,6 +36,7 @@ const BATCH_FRAMES: usize = 1024;
 
 /// Why a frame or bulk stream was not accepted for sending. Each carries the caller's tag.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The peer's queue is at its frame or byte limit: back off, or treat the frame as
     /// dropped.

@@ -28,6 +28,7 @@ pub const ALPN: &[u8] = b"flotilla/1";
 
 /// Why a node identity or its TLS configuration could not be built.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A PEM input holds no certificate or key, or is not PEM.
     #[error("bad PEM for {what}: {detail}")]

@@ -16,6 +16,7 @@ use crate::fs::{FileSystem, SyncFault, WriteFault};
 
 /// Which backend a WAL runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendKind {
     /// io_uring, write and fsync linked.
     IoUring,

@@ -109,6 +109,7 @@ pub struct SegmentHeader {
 
 /// Why a header did not decode.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeaderError {
     /// The bytes are too short to hold the header.
     #[error("truncated header")]
@@ -150,6 +151,7 @@ pub struct BatchHeader {
 /// A record's decoded body. Offsets are relative to the start of the slice given to
 /// [`RecordCodec::decode_records`] plus `base`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordBody {
     /// Entries replacing the log from `first`.
     Entries {

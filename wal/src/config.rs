@@ -13,6 +13,8 @@ use crate::codec::{BATCH_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// Which I/O path writes and syncs the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum BackendChoice {
     /// io_uring when the kernel allows it, otherwise pwrite + fdatasync (the fallback is
     /// logged). The default.
@@ -43,23 +45,35 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 31;
 
 /// The WAL's configuration as a user writes it. Validate it with [`WalConfig::check`]
 /// (done by `Wal::open`).
+///
+/// With the default `serde` feature it reads from and writes to configuration files
+/// (missing fields take their defaults; sizes as integers or strings such as `"64MiB"`,
+/// durations as strings such as `"200us"`: see [`crate::units`]).
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct WalConfig {
     /// Directory holding the segment files. Created if missing. No default.
     pub dir: PathBuf,
     /// Size of every segment file in bytes. Default 64 MiB; bounds
     /// [`MIN_SEGMENT_SIZE`]..=[`MAX_SEGMENT_SIZE`], multiple of 4096.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_u64"))]
     pub segment_size: u64,
     /// I/O backend. Default [`BackendChoice::Auto`].
     pub backend: BackendChoice,
     /// Upper bound on the bytes merged into one group-commit write (one write, one fsync).
     /// Default 8 MiB; bounds 4 KiB..=`segment_size - headers`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub max_write_bytes: usize,
     /// Capacity of the submission queue (batches waiting for the writer); submitters block
     /// (or `try_submit` fails with `Busy`) when it is full. Default 4096; bounds 1..=1,048,576.
     pub queue_len: usize,
     /// Bytes of recent entry payloads kept in memory across all groups (FIFO eviction).
     /// Default 64 MiB; bounds 0..=1 TiB (0 disables the cache).
+    #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub cache_bytes: usize,
     /// A sealed segment whose live bytes are below this fraction of its written bytes is
     /// rewritten (its live records copied to the head of the log) so it can be freed.
@@ -78,7 +92,15 @@ pub struct WalConfig {
     /// submitters are likely preparing the next ones), the writer waits up to this long,
     /// and at most half the last sync's duration, for them to join the same write.
     /// Default 200 µs; bounds 0..=10 ms (0 disables waiting).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub group_commit_wait: std::time::Duration,
+}
+
+impl Default for WalConfig {
+    /// Every default, with no directory (which [`WalConfig::check`] refuses until one is set).
+    fn default() -> WalConfig {
+        WalConfig::new(PathBuf::new())
+    }
 }
 
 impl WalConfig {
@@ -151,6 +173,7 @@ impl CheckedConfig {
 
 /// A rule of [`WalConfig`] that a value broke.
 #[derive(Debug, Error, PartialEq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `dir` is empty.
     #[error("wal dir is empty")]
@@ -182,4 +205,41 @@ pub enum ConfigError {
     /// `group_commit_wait` is above 10 ms.
     #[error("group_commit_wait {0:?} above 10 ms")]
     GroupCommitWaitOutOfBounds(std::time::Duration),
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn reads_human_units_and_defaults_from_toml() {
+        let c: WalConfig = toml::from_str(
+            "dir = \"/var/lib/x/wal\"\nsegment_size = \"128MiB\"\ncache_bytes = 1048576\n\
+             group_commit_wait = \"1ms\"\nbackend = \"io_uring\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.segment_size, 128 << 20);
+        assert_eq!(c.cache_bytes, 1 << 20);
+        assert_eq!(c.group_commit_wait, std::time::Duration::from_millis(1));
+        assert_eq!(c.backend, BackendChoice::IoUring);
+        // Fields not given keep their defaults.
+        assert_eq!(c.max_write_bytes, WalConfig::new("d").max_write_bytes);
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn round_trips_and_still_validates() {
+        let mut c = WalConfig::new("/tmp/w");
+        c.rewrite_ratio = 0.5;
+        c.group_commit_wait = std::time::Duration::from_micros(350);
+        let text = toml::to_string(&c).unwrap();
+        let back: WalConfig = toml::from_str(&text).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
+        // Deserializing never bypasses the rules.
+        let bad: WalConfig = toml::from_str("dir = \"/d\"\nsegment_size = \"1KiB\"\n").unwrap();
+        assert!(matches!(bad.check(), Err(ConfigError::SegmentSizeOutOfBounds(1024))));
+        let empty: WalConfig = toml::from_str("").unwrap();
+        assert!(matches!(empty.check(), Err(ConfigError::EmptyDir)));
+        assert!(toml::from_str::<WalConfig>("segment_sise = 1\n").is_err(), "unknown fields are refused");
+    }
 }

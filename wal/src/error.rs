@@ -12,6 +12,7 @@ use crate::config::ConfigError;
 
 /// Why the WAL could not be opened.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The configuration broke a rule.
     #[error("invalid wal config: {0}")]
@@ -84,6 +85,7 @@ pub enum OpenError {
 
 /// Why a write batch was not (or may not have been) made durable.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteError {
     /// An earlier write or fsync failed; the WAL refuses every further write (after a
     /// failed fsync the page cache may have dropped the data: retrying would lie).
@@ -134,6 +136,7 @@ impl WriteError {
 
 /// Why a read failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReadError {
     /// No such group.
     #[error("group {0} not found")]

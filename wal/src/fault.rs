@@ -32,6 +32,7 @@ enum DirOp {
 
 /// What [`FaultFs::crash`] did to one file's unsynced writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CrashMode {
     /// Everything written reached the disk.
     KeepAll,

@@ -29,6 +29,7 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// What a write submission should suffer (decided by [`FileSystem::before_write`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriteFault {
     /// Write normally.
     None,
@@ -43,6 +44,7 @@ pub enum WriteFault {
 
 /// What a sync should suffer (decided by [`FileSystem::before_sync`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SyncFault {
     /// Sync normally.
     None,

@@ -56,6 +56,8 @@ mod segment;
 mod shared;
 mod state;
 mod types;
+#[cfg(feature = "serde")]
+pub mod units;
 mod wal;
 mod writer;
 

@@ -24,6 +24,7 @@ pub const PRIVATE_FILE_MODE: u32 = 0o600;
 
 /// Why a directory could not be locked.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum LockError {
     /// Another process, or another handle in this process, holds the directory.
     #[error("{dir} is in use: another process or handle holds its LOCK file{}", holder_text(*.holder))]

@@ -123,6 +123,7 @@ pub struct SegmentCheck {
 
 /// Why [`check_segment`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SegmentCheckError {
     /// The segment header did not decode.
     #[error("segment header: {0}")]

@@ -45,8 +45,19 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 /// fields, and hand it to [`Engine::open`] (which validates it with
 /// [`EngineConfig::validate`]).
 ///
+/// With the default `serde` feature it reads from and writes to configuration files (TOML,
+/// JSON, ...): missing fields take their defaults; sizes are integers or strings such as
+/// `"64MiB"` and durations strings such as `"10ms"` ([`flotilla_wal::units`]); unknown
+/// fields are refused; `create_policy` is code, not configuration, and is neither read nor
+/// written. Deserializing never bypasses the rules: [`EngineConfig::validate`] still runs.
+///
 /// [`Engine::open`]: super::Engine::open
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct EngineConfig {
     /// This node's id. Required; non-zero; must equal the transport's node id.
     pub node_id: NodeId,
@@ -58,11 +69,13 @@ pub struct EngineConfig {
     /// Lease reads last `election_timeout_min_ticks - lease_clock_drift_ticks` of these,
     /// measured on CLOCK_BOOTTIME (which keeps running while the process is paused or the
     /// machine suspended), not by counting ticks.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub tick_interval: Duration,
     /// Template of every replica's Raft configuration (election and heartbeat ticks,
     /// flow control, PreVote, CheckQuorum, read mode, quiescence). Its `id`, `applied`,
     /// `seed` and `tick_nanos` (from `tick_interval`) are set by the engine. Default
-    /// [`RaftConfig::new`] with `quiesce` on; validated by its own rules.
+    /// [`RaftConfig::for_engine`] ([`RaftConfig::new`] with `quiesce` on); validated by its
+    /// own rules.
     pub raft: RaftConfig,
     /// The WAL's configuration. Its `dir` is ignored: the WAL lives in `data_dir/wal`.
     /// Default [`WalConfig::new`]; validated by its own rules.
@@ -74,11 +87,13 @@ pub struct EngineConfig {
     /// Bytes of proposals appended but not yet applied that a group may hold before
     /// `propose` answers `Busy`. Default 8 MiB; bounds 1..=`wal.segment_size / 4` (so one
     /// turn's write batch always fits in a WAL segment).
+    #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub max_uncommitted_bytes: u64,
     /// Proposals appended but not yet applied that one worker may hold before `propose`
     /// answers `Busy`. Default 262,144; bounds 1..=16,777,216.
     pub max_pending_proposals: usize,
     /// Largest proposal payload accepted. Default 4 MiB; bounds 1..=`wal.max_write_bytes / 2`.
+    #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_usize"))]
     pub max_entry_bytes: usize,
     /// Committed entries one worker may have handed to its apply thread and not seen
     /// applied before `propose` answers `Busy` ([`BusyReason::ApplyBacklog`]): bounds the
@@ -92,6 +107,7 @@ pub struct EngineConfig {
     /// disk makes the worker hold. Default 64 MiB; bounds `wal.max_write_bytes`..=16 GiB.
     ///
     /// [`BusyReason::WalPending`]: super::BusyReason::WalPending
+    #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub max_pending_wal_bytes: u64,
     /// Ticks after which a read barrier that was not confirmed resolves as
     /// [`ReadError::Timeout`]. Default 200; must be at least the Raft template's
@@ -120,6 +136,7 @@ pub struct EngineConfig {
     /// Bytes of applied entries past a group's compaction point (payload sizes, counted
     /// as they are applied) that make the engine snapshot and compact the group, whatever
     /// their count. Default 64 MiB; at least 4 KiB.
+    #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub compact_bytes: u64,
     /// Live WAL segments past which the engine snapshots and compacts the groups that pin
     /// the oldest ones ([`flotilla_wal::Wal::pinning_groups`]), so an idle group with a few
@@ -141,6 +158,7 @@ pub struct EngineConfig {
     /// (or record the removal of a replica never hosted here). Default
     /// [`CreatePolicy::allow_all`]; an embedder that knows its groups (e.g. from a
     /// directory) should refuse the others. The caps below apply whatever it answers.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub create_policy: CreatePolicy,
     /// Replicas each worker creates from peers' messages per tick, all senders together;
     /// further messages for unknown groups are dropped until the next tick (the leader
@@ -174,7 +192,16 @@ pub struct EngineConfig {
     /// `snapshot_streams_refused`). It must exceed the largest snapshot a group's state
     /// machine makes, or a follower that needs one never catches up. Default 4 GiB;
     /// bounds 1 MiB..=1 TiB.
+    #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub max_snapshot_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    /// Every default, with node id 0 and no data directory (both of which
+    /// [`EngineConfig::validate`] refuses until they are set).
+    fn default() -> EngineConfig {
+        EngineConfig::new(0, PathBuf::new())
+    }
 }
 
 impl EngineConfig {
@@ -187,7 +214,7 @@ impl EngineConfig {
             data_dir,
             workers: 0,
             tick_interval: Duration::from_millis(10),
-            raft: RaftConfig { quiesce: true, ..RaftConfig::new(1) },
+            raft: RaftConfig::for_engine(),
             mailbox_capacity: 1 << 16,
             max_uncommitted_bytes: 8 << 20,
             max_pending_proposals: 1 << 18,
@@ -608,5 +635,72 @@ mod tests {
         check(&|c| c.max_learned_peers = MAX_LEARNED_PEERS + 1, &|e| {
             matches!(e, ConfigError::MaxLearnedPeersOutOfBounds(_))
         });
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_toml_file_with_human_units_and_keeps_the_defaults() {
+        let c: EngineConfig = toml::from_str(
+            r#"
+            node_id = 3
+            data_dir = "/var/lib/flotilla"
+            tick_interval = "20ms"
+            max_uncommitted_bytes = "4MiB"
+            max_entry_bytes = 65536
+            compact_bytes = "128 MiB"
+            [raft]
+            election_timeout_min_ticks = 30
+            election_timeout_max_ticks = 60
+            read_mode = "lease_based"
+            [wal]
+            segment_size = "32MiB"
+            group_commit_wait = "0s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!((c.node_id, c.tick_interval), (3, Duration::from_millis(20)));
+        assert_eq!((c.max_uncommitted_bytes, c.max_entry_bytes), (4 << 20, 65536));
+        assert_eq!(c.compact_bytes, 128 << 20);
+        assert_eq!(c.raft.election_timeout_min_ticks, 30);
+        assert_eq!(c.raft.read_mode, crate::raft::config::ReadMode::LeaseBased);
+        // A [raft] table keeps the engine's template for what it does not name.
+        assert!(c.raft.quiesce, "the engine template (quiescence on) fills the rest");
+        assert_eq!(c.raft.tick_nanos, RaftConfig::for_engine().tick_nanos);
+        assert_eq!(c.wal.segment_size, 32 << 20);
+        let d = EngineConfig::new(3, "/var/lib/flotilla");
+        assert_eq!((c.mailbox_capacity, c.max_snapshot_bytes), (d.mailbox_capacity, d.max_snapshot_bytes));
+        // max_uncommitted_bytes 4 MiB <= 32 MiB / 4: valid.
+        let v = c.validate().unwrap();
+        assert_eq!(v.get().wal.dir, PathBuf::from("/var/lib/flotilla/wal"));
+    }
+
+    #[test]
+    fn deserializing_never_bypasses_the_rules() {
+        let empty: EngineConfig = toml::from_str("").unwrap();
+        assert!(matches!(empty.validate(), Err(ConfigError::ZeroNodeId)));
+        let c: EngineConfig =
+            toml::from_str("node_id = 1\ndata_dir = \"/d\"\ntick_interval = \"5s\"\n").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::TickIntervalOutOfBounds(_))));
+        let c: EngineConfig =
+            toml::from_str("node_id = 1\ndata_dir = \"/d\"\n[raft]\nheartbeat_interval_ticks = 0\n").unwrap();
+        assert!(matches!(c.validate(), Err(ConfigError::Raft(_))));
+        assert!(toml::from_str::<EngineConfig>("node_id = 1\nworkerz = 2\n").is_err(), "unknown field");
+        assert!(toml::from_str::<EngineConfig>("node_id = 1\n[raft]\nid = 5\n").is_err(), "engine-set field");
+        assert!(toml::from_str::<EngineConfig>("node_id = 1\ntick_interval = 10\n").is_err(), "no unit");
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut c = EngineConfig::new(9, "/x");
+        c.max_snapshot_bytes = 3 << 30;
+        c.raft.pre_vote = false;
+        c.wal.cache_bytes = 12_345;
+        let text = toml::to_string(&c).unwrap();
+        let back: EngineConfig = toml::from_str(&text).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
     }
 }

@@ -12,6 +12,7 @@ use crate::runtime::Pending;
 
 /// A membership change of one group, by node.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MembershipChange {
     /// Adds `node` as a learner under a new replica id. The node creates its replica when
     /// the leader first contacts it.

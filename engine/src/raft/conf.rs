@@ -307,6 +307,7 @@ fn symmetric_difference(a: &[Replica], b: &[Replica]) -> usize {
 
 /// What a single change does to one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ChangeKind {
     /// Add as a voter, or promote a learner.
     AddVoter,
@@ -331,6 +332,7 @@ pub struct SingleChange {
 
 /// How a change moves between configurations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Transition {
     /// Single step when at most one voter changes, otherwise a joint configuration left
     /// automatically.

@@ -1,7 +1,8 @@
 //! The configuration of one Raft replica, validated once into a [`ValidConfig`].
 //!
 //! Owns the knobs, their defaults and bounds, and one error variant per rule. Never read
-//! from files or the environment: the embedding API builds a `Config` and validates it.
+//! from files or the environment: the embedding API builds a `Config` (or deserializes
+//! one, with the default `serde` feature) and validates it.
 
 use thiserror::Error;
 
@@ -9,6 +10,8 @@ use super::types::ReplicaId;
 
 /// How ReadIndex requests are confirmed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum ReadMode {
     /// Every read is confirmed by a heartbeat round sent after it arrived (thesis §6.4).
     #[default]
@@ -27,6 +30,7 @@ pub enum ReadMode {
 /// the simulator can prove its checker catches it.
 #[cfg(feature = "mutants")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mutant {
     /// Commit an entry of an earlier term by counting replicas (breaks Figure 8).
     CommitWithoutTermCheck,
@@ -42,9 +46,19 @@ pub enum Mutant {
 
 /// The configuration of one replica. Build with [`Config::new`], adjust fields, then
 /// [`Config::validate`].
+///
+/// With the default `serde` feature a `Config` reads from configuration files: missing
+/// fields take the values of [`Config::for_engine`], and the fields the engine sets per
+/// replica (`id`, `applied`, `seed`, `tick_nanos`) are not read or written.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default = "Config::for_engine", deny_unknown_fields)
+)]
 pub struct Config {
     /// This replica's id. Required; must be non-zero.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub id: ReplicaId,
     /// Lower bound (inclusive) of the randomized election timeout, in ticks.
     /// Default 10; must exceed `heartbeat_interval_ticks`.
@@ -77,6 +91,7 @@ pub struct Config {
     /// The nominal length of one tick, in nanoseconds of the clock given to
     /// `Raft::set_now`: the lease lasts `election_timeout_min_ticks -
     /// lease_clock_drift_ticks` of them. Default 10 ms; at least 1.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub tick_nanos: u64,
     /// A leader removed from the configuration steps down once the removal is applied.
     /// Default true. When false it keeps leading (without counting itself) until a new
@@ -84,9 +99,11 @@ pub struct Config {
     pub step_down_on_removal: bool,
     /// The index the application's state machine has already applied (it keeps its data
     /// in its own storage); only later entries are handed out for apply. Default 0.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub applied: u64,
     /// Seed of the replica's random number generator (election timeouts). Default 0; use
     /// distinct seeds for distinct replicas.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub seed: u64,
     /// Quiesce an idle group: once every follower acknowledged the final commit index and
     /// nothing is pending, the leader tells its followers (a heartbeat with the quiesce
@@ -95,6 +112,7 @@ pub struct Config {
     pub quiesce: bool,
     /// Test-only: a deliberately broken rule. Default none.
     #[cfg(feature = "mutants")]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub mutant: Option<Mutant>,
 }
 
@@ -122,6 +140,13 @@ impl Config {
             #[cfg(feature = "mutants")]
             mutant: None,
         }
+    }
+
+    /// The template the engine gives every replica (its id, applied index, seed and tick
+    /// length are then set per replica): every default of [`Config::new`] with `quiesce`
+    /// on, so idle groups cost no ticks or heartbeats.
+    pub fn for_engine() -> Self {
+        Config { quiesce: true, ..Config::new(0) }
     }
 
     /// Checks every rule and returns the checked configuration.

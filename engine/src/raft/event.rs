@@ -53,6 +53,7 @@ pub enum Event {
 
 /// How a membership change moved the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MembershipStep {
     /// A single-step change (or a removal record forgotten).
     Simple,

@@ -10,6 +10,7 @@ use super::types::ReplicaId;
 
 /// What a log entry carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EntryPayload {
     /// The entry a new leader appends at the start of its term (Raft §8 / thesis §6.4):
     /// committing it commits everything before it and lets reads be served.
@@ -112,6 +113,7 @@ pub struct Message {
 
 /// The kinds of message and their fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MessageBody {
     /// AppendEntries (Raft §5.3): entries following (`prev_index`, `prev_term`).
     Append {

@@ -8,6 +8,7 @@ use super::inflights::Inflights;
 
 /// How the leader is replicating to a follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProgressState {
     /// The follower's match is unknown: one append at a time until one is accepted.
     Probe,

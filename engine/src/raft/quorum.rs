@@ -8,6 +8,7 @@ use super::types::{Replica, ReplicaId};
 
 /// The outcome of a vote count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VoteResult {
     /// Not decided yet.
     Pending,

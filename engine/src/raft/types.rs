@@ -31,6 +31,7 @@ impl Replica {
 
 /// The role a replica plays in its group at a moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Role {
     /// Follows a leader (or waits for one).
     Follower,
@@ -40,4 +41,17 @@ pub enum Role {
     Candidate,
     /// Leads the group in the current term.
     Leader,
+}
+
+impl Role {
+    /// The role's name in lower case (`"leader"`, `"follower"`, `"candidate"`,
+    /// `"precandidate"`), for reports and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "precandidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
 }

@@ -100,6 +100,7 @@ impl Runtime {
         let lock = flotilla_wal::DirLock::acquire(&c.data_dir).map_err(|e| match e {
             flotilla_wal::LockError::Held { dir, holder } => OpenError::Locked { dir, holder },
             flotilla_wal::LockError::Io { source, .. } => OpenError::Io(source),
+            other => OpenError::Io(std::io::Error::other(other.to_string())),
         })?;
         let snap_dir = c.data_dir.join("snap");
         flotilla_wal::create_private_dir(&snap_dir)?;

@@ -81,6 +81,7 @@ pub struct HeartbeatAck {
 // `Msg` is the common variant and the large one (a snapshot chunk's metadata); boxing it
 // would cost an allocation per message on the hot path.
 #[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
 pub enum WireItem {
     /// A message of one group.
     Msg {
@@ -168,6 +169,7 @@ impl Default for DecodeLimits {
 
 /// Why a batch could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum EncodeError {
     /// `SendSnapshot` is an instruction to the local runtime, never sent on the wire.
     #[error("SendSnapshot is local to the runtime and has no wire form")]
@@ -176,6 +178,7 @@ pub enum EncodeError {
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The input ended inside a value.
     #[error("input truncated at byte {at}")]

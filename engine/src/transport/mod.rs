@@ -94,6 +94,7 @@ pub fn is_control(item: &WireItem) -> bool {
 
 /// Something that arrived from, or happened on, the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportEvent {
     /// A decoded batch from `from` (batches from one node arrive in send order).
     Items {
@@ -146,6 +147,7 @@ pub enum TransportEvent {
 
 /// Why a send was refused at once. Each carries what the caller needs to react.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The destination's queue is full (backpressure): the batch was not queued.
     #[error("queue to node {to} full; batch {tag} not sent")]
@@ -176,6 +178,10 @@ pub enum TransportError {
     /// A snapshot message list held something other than `SnapshotChunk`s.
     #[error("snapshot stream may only carry SnapshotChunk messages")]
     NotAChunk,
+    /// The transport refused the batch for a reason this version does not name (the
+    /// underlying error, as text). Treated like a drop: Raft retransmits.
+    #[error("transport refused the batch: {0}")]
+    Other(String),
 }
 
 /// Figures of a transport that the engine folds into its [`Metrics`](crate::api::Metrics):

@@ -180,6 +180,7 @@ fn net_err(e: flotilla_net::SendError) -> TransportError {
         flotilla_net::SendError::QueueFull { to, tag } => TransportError::QueueFull { to, tag },
         flotilla_net::SendError::TooLarge { tag, len, .. } => TransportError::TooLarge { tag, len },
         flotilla_net::SendError::InvalidPeer { to } => TransportError::InvalidPeer { to },
+        other => TransportError::Other(other.to_string()),
     }
 }
 
@@ -313,6 +314,8 @@ impl Transport for QuicTransport {
                 }
                 Event::PeerDown { node, .. } => return Some(TransportEvent::PeerDown { node }),
                 Event::Dropped { to, tags, .. } => return Some(TransportEvent::Dropped { to, tags }),
+                // Events of a newer transport this adapter does not know: nothing to do.
+                _ => {}
             }
         }
     }

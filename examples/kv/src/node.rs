@@ -500,13 +500,7 @@ impl Node {
             .into_iter()
             .map(|s| ReplicaStatus {
                 group: s.group,
-                role: match s.role {
-                    Role::Leader => "leader",
-                    Role::Follower => "follower",
-                    Role::Candidate => "candidate",
-                    Role::PreCandidate => "precandidate",
-                }
-                .into(),
+                role: s.role.as_str().into(),
                 term: s.term,
                 leader: s.leader.map(|r| r.node),
                 commit: s.commit,

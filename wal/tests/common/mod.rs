@@ -32,6 +32,7 @@ pub fn assert_backend(wal: &Wal) {
         BackendChoice::IoUring => assert_eq!(wal.backend(), BackendKind::IoUring),
         BackendChoice::Pwrite => assert_eq!(wal.backend(), BackendKind::Pwrite),
         BackendChoice::Auto => {}
+        other => panic!("backend choice {other:?} is not covered by the WAL tests"),
     }
 }
 

@@ -47,6 +47,7 @@ pub use reads::{ReadDone, ReadWaiters};
 
 /// What a waiter learns about its entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The entry was applied; the state machine's result.
     Applied(Bytes),
