@@ -2,13 +2,13 @@
 //! from the moment a frame's header is read until its consumer drops the frame's
 //! [`InboundPermit`].
 //!
-//! A lane reader acquires a frame's charge ([`charge`]) from its peer's [`Budget`] before it
+//! A lane reader acquires a frame's charge (`charge`) from its peer's `Budget` before it
 //! allocates or reads the payload; while the budget is spent it waits, so it stops reading
 //! the QUIC stream and QUIC flow control pushes back on the sender. The permit travels
 //! with the frame (in its [`Event`](crate::Event)) through every queue to whoever consumes
 //! it, and gives the bytes back when the last clone of it is dropped.
 //!
-//! Owns [`Budget`], [`InboundPermit`] and [`BudgetError`]. Never reads a stream and never
+//! Owns `Budget`, [`InboundPermit`] and [`BudgetError`]. Never reads a stream and never
 //! decides which budget a frame is charged to (the readers in `conn.rs` and `bulk.rs` do).
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -52,6 +52,42 @@ impl Engine {
     /// `data_dir/wal`, recovers every group found there (state machines from `factory`,
     /// replaying the entries after their `applied_index`), and starts the workers and the
     /// network thread over `transport`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use bytes::Bytes;
+    /// # use flotilla_engine::api::*;
+    /// # use flotilla_engine::raft::types::Role;
+    /// # use flotilla_engine::transport::MemoryNetwork;
+    /// # struct Log(Vec<u8>);
+    /// # impl StateMachine for Log {
+    /// #     fn apply(&mut self, _: u64, _: u64, c: Option<&[u8]>) -> Bytes {
+    /// #         self.0.extend_from_slice(c.unwrap_or_default());
+    /// #         Bytes::copy_from_slice(&self.0)
+    /// #     }
+    /// #     fn applied_index(&self) -> u64 { 0 }
+    /// #     fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> { out.write_all(&self.0) }
+    /// #     fn restore(&mut self, _: u64, _: u64, i: &mut dyn std::io::Read) -> std::io::Result<()> {
+    /// #         self.0.clear();
+    /// #         i.read_to_end(&mut self.0).map(|_| ())
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let net = MemoryNetwork::new();
+    /// # let factory: StateMachineFactory = Arc::new(|_| Box::new(Log(Vec::new())));
+    /// // One node on an in-memory network (use `transport::QuicTransport` between machines).
+    /// let transport = net.join(1, 1024);
+    /// let mut config = EngineConfig::new(1, dir.path()); // node id 1, WAL in dir/wal
+    /// config.workers = 2;
+    /// // Makes the state machines of replicas the engine creates by itself.
+    /// let factory: StateMachineFactory = Arc::new(|_group| Box::new(Log(Vec::new())));
+    /// let engine = Engine::open(config, Box::new(transport), factory)?;
+    /// assert_eq!(engine.node_id(), 1);
+    /// # engine.shutdown();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(
         config: EngineConfig,
         transport: Box<dyn Transport>,
@@ -97,6 +133,45 @@ impl Engine {
     /// added later learn it from the log. Every founding node calls this; if the replica
     /// already exists here (recovered, created earlier, or created by its leader's first
     /// message) nothing changes and `Ok` is returned (`state_machine` is then dropped).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use bytes::Bytes;
+    /// # use flotilla_engine::api::*;
+    /// # use flotilla_engine::raft::types::Role;
+    /// # use flotilla_engine::transport::MemoryNetwork;
+    /// # struct Log(Vec<u8>);
+    /// # impl StateMachine for Log {
+    /// #     fn apply(&mut self, _: u64, _: u64, c: Option<&[u8]>) -> Bytes {
+    /// #         self.0.extend_from_slice(c.unwrap_or_default());
+    /// #         Bytes::copy_from_slice(&self.0)
+    /// #     }
+    /// #     fn applied_index(&self) -> u64 { 0 }
+    /// #     fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> { out.write_all(&self.0) }
+    /// #     fn restore(&mut self, _: u64, _: u64, i: &mut dyn std::io::Read) -> std::io::Result<()> {
+    /// #         self.0.clear();
+    /// #         i.read_to_end(&mut self.0).map(|_| ())
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let net = MemoryNetwork::new();
+    /// # let factory: StateMachineFactory = Arc::new(|_| Box::new(Log(Vec::new())));
+    /// # let engine = Engine::open(EngineConfig::new(1, dir.path()), Box::new(net.join(1, 1024)), factory)?;
+    /// // Group 1 with one founding voter (this node); several nodes each call this with
+    /// // the same member list.
+    /// engine.create_group(1, &[1], Box::new(Log(Vec::new())))?;
+    /// assert_eq!(engine.group_status(1).map(|s| s.replica), Some(1));
+    /// // Creating it again is a no-op; members must include this node.
+    /// engine.create_group(1, &[1], Box::new(Log(Vec::new())))?;
+    /// assert!(matches!(
+    ///     engine.create_group(2, &[2, 3], Box::new(Log(Vec::new()))),
+    ///     Err(CreateGroupError::NotAMember)
+    /// ));
+    /// # engine.shutdown();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn create_group(
         &self,
         group: u64,
@@ -161,6 +236,45 @@ impl Engine {
 
     /// Proposes `data` to `group`. Resolves with the state machine's result once the entry
     /// is applied here (so only a leader accepts proposals).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use bytes::Bytes;
+    /// # use flotilla_engine::api::*;
+    /// # use flotilla_engine::raft::types::Role;
+    /// # use flotilla_engine::transport::MemoryNetwork;
+    /// # struct Log(Vec<u8>);
+    /// # impl StateMachine for Log {
+    /// #     fn apply(&mut self, _: u64, _: u64, c: Option<&[u8]>) -> Bytes {
+    /// #         self.0.extend_from_slice(c.unwrap_or_default());
+    /// #         Bytes::copy_from_slice(&self.0)
+    /// #     }
+    /// #     fn applied_index(&self) -> u64 { 0 }
+    /// #     fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> { out.write_all(&self.0) }
+    /// #     fn restore(&mut self, _: u64, _: u64, i: &mut dyn std::io::Read) -> std::io::Result<()> {
+    /// #         self.0.clear();
+    /// #         i.read_to_end(&mut self.0).map(|_| ())
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let net = MemoryNetwork::new();
+    /// # let factory: StateMachineFactory = Arc::new(|_| Box::new(Log(Vec::new())));
+    /// # let engine = Engine::open(EngineConfig::new(1, dir.path()), Box::new(net.join(1, 1024)), factory)?;
+    /// # engine.create_group(1, &[1], Box::new(Log(Vec::new())))?;
+    /// # for _ in 0..2000 {
+    /// #     if engine.group_status(1).is_some_and(|s| s.role == Role::Leader) { break }
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # }
+    /// let result = engine.propose(1, Bytes::from_static(b"abc"))?.wait()?; // applied
+    /// assert_eq!(&result[..], b"abc"); // the state machine's answer
+    /// // No group 9 here: the error's class says to ask another node.
+    /// let outcome = engine.propose(9, Bytes::from_static(b"x")).and_then(|p| p.wait());
+    /// assert_eq!(outcome.map_err(|e| e.class()), Err(ErrorClass::Redirect));
+    /// # engine.shutdown();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn propose(&self, group: u64, data: Bytes) -> Result<Proposal, ProposeError> {
         self.rt.propose(group, data)
     }
@@ -168,6 +282,44 @@ impl Engine {
     /// A linearizable read barrier on `group` (on a leader, follower or learner): resolves
     /// with the locally applied index once every write acknowledged before the call is
     /// applied here; read the state machine after it resolves.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use bytes::Bytes;
+    /// # use flotilla_engine::api::*;
+    /// # use flotilla_engine::raft::types::Role;
+    /// # use flotilla_engine::transport::MemoryNetwork;
+    /// # struct Log(Vec<u8>);
+    /// # impl StateMachine for Log {
+    /// #     fn apply(&mut self, _: u64, _: u64, c: Option<&[u8]>) -> Bytes {
+    /// #         self.0.extend_from_slice(c.unwrap_or_default());
+    /// #         Bytes::copy_from_slice(&self.0)
+    /// #     }
+    /// #     fn applied_index(&self) -> u64 { 0 }
+    /// #     fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> { out.write_all(&self.0) }
+    /// #     fn restore(&mut self, _: u64, _: u64, i: &mut dyn std::io::Read) -> std::io::Result<()> {
+    /// #         self.0.clear();
+    /// #         i.read_to_end(&mut self.0).map(|_| ())
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let net = MemoryNetwork::new();
+    /// # let factory: StateMachineFactory = Arc::new(|_| Box::new(Log(Vec::new())));
+    /// # let engine = Engine::open(EngineConfig::new(1, dir.path()), Box::new(net.join(1, 1024)), factory)?;
+    /// # engine.create_group(1, &[1], Box::new(Log(Vec::new())))?;
+    /// # for _ in 0..2000 {
+    /// #     if engine.group_status(1).is_some_and(|s| s.role == Role::Leader) { break }
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # }
+    /// engine.propose(1, Bytes::from_static(b"w"))?.wait()?;
+    /// // Every write acknowledged before this call is applied here once it resolves.
+    /// let applied = engine.read_index(1)?.wait()?;
+    /// assert!(applied >= 2); // the leader's no-op and the write
+    /// # engine.shutdown();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn read_index(&self, group: u64) -> Result<ReadBarrier, ReadError> {
         self.rt.read_index(group)
     }
@@ -179,6 +331,54 @@ impl Engine {
     }
 
     /// Proposes a membership change; resolves once it is applied here.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use bytes::Bytes;
+    /// # use flotilla_engine::api::*;
+    /// # use flotilla_engine::raft::types::Role;
+    /// # use flotilla_engine::transport::MemoryNetwork;
+    /// # struct Log(Vec<u8>);
+    /// # impl StateMachine for Log {
+    /// #     fn apply(&mut self, _: u64, _: u64, c: Option<&[u8]>) -> Bytes {
+    /// #         self.0.extend_from_slice(c.unwrap_or_default());
+    /// #         Bytes::copy_from_slice(&self.0)
+    /// #     }
+    /// #     fn applied_index(&self) -> u64 { 0 }
+    /// #     fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> { out.write_all(&self.0) }
+    /// #     fn restore(&mut self, _: u64, _: u64, i: &mut dyn std::io::Read) -> std::io::Result<()> {
+    /// #         self.0.clear();
+    /// #         i.read_to_end(&mut self.0).map(|_| ())
+    /// #     }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let net = MemoryNetwork::new();
+    /// # let factory: StateMachineFactory = Arc::new(|_| Box::new(Log(Vec::new())));
+    /// # let engine = Engine::open(EngineConfig::new(1, dir.path()), Box::new(net.join(1, 1024)), factory)?;
+    /// # engine.create_group(1, &[1], Box::new(Log(Vec::new())))?;
+    /// # for _ in 0..2000 {
+    /// #     if engine.group_status(1).is_some_and(|s| s.role == Role::Leader) { break }
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # }
+    /// // Node 2 joins as a learner (it creates its replica when the leader contacts it),
+    /// // and would be promoted with `MembershipChange::Promote` once caught up.
+    /// for attempt in 0.. {
+    ///     match engine.change_membership(1, MembershipChange::AddLearner(2)).and_then(|p| p.wait()) {
+    ///         Ok(()) => break,
+    ///         // e.g. `LeaderNotReady`: a new leader has not committed an entry of its term yet.
+    ///         Err(e) if e.class() == ErrorClass::Retry && attempt < 500 => {
+    ///             std::thread::sleep(std::time::Duration::from_millis(10))
+    ///         }
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// let members = engine.group_status(1).map(|s| s.members).unwrap_or_default();
+    /// assert_eq!(members.learners.iter().map(|r| r.node).collect::<Vec<_>>(), [2]);
+    /// # engine.shutdown();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn change_membership(
         &self,
         group: u64,

@@ -38,6 +38,55 @@ pub enum Effect {
 /// The application's replicated state of one group. Called only from the apply thread of
 /// the worker that owns the group (never from the worker itself, so a slow state machine
 /// does not stall Raft), in log order.
+///
+/// A counter kept in memory (rebuilt from the snapshot and the log on restart, so
+/// `applied_index` is 0), whose reads go through a shared handle:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// use bytes::Bytes;
+/// use flotilla_engine::api::StateMachine;
+///
+/// struct Counter {
+///     value: Arc<AtomicU64>, // the application reads it after a read barrier
+/// }
+///
+/// impl StateMachine for Counter {
+///     fn apply(&mut self, _index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+///         // `None`: a no-op or membership entry. Commands here are little-endian u64s.
+///         let add = command.and_then(|c| c.try_into().ok()).map_or(0, u64::from_le_bytes);
+///         let now = self.value.fetch_add(add, Ordering::SeqCst) + add;
+///         Bytes::copy_from_slice(&now.to_le_bytes()) // the proposer's result
+///     }
+///     fn applied_index(&self) -> u64 {
+///         0
+///     }
+///     fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+///         out.write_all(&self.value.load(Ordering::SeqCst).to_le_bytes())
+///     }
+///     fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
+///         let mut b = [0u8; 8];
+///         input.read_exact(&mut b)?;
+///         self.value.store(u64::from_le_bytes(b), Ordering::SeqCst);
+///         Ok(())
+///     }
+/// }
+///
+/// // What the engine does with it: apply in log order, snapshot, restore elsewhere.
+/// let mut a = Counter { value: Arc::default() };
+/// a.apply(1, 1, None);
+/// assert_eq!(&a.apply(2, 1, Some(&5u64.to_le_bytes()))[..], &5u64.to_le_bytes());
+/// a.apply(3, 1, Some(&2u64.to_le_bytes()));
+/// let mut snap = Vec::new();
+/// a.snapshot(&mut snap)?;
+/// let mut b = Counter { value: Arc::default() };
+/// b.restore(3, 1, &mut &snap[..])?;
+/// assert_eq!(b.value.load(Ordering::SeqCst), 7);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait StateMachine: Send + 'static {
     /// Applies the committed entry at (`index`, `term`). `command` is the proposal's bytes,
     /// or `None` for an entry the engine appended itself (a leader's no-op, a membership

@@ -1,7 +1,7 @@
 //! The multi-raft runtime: thread-per-core workers that own their groups outright, the
 //! network thread that owns the [`Transport`], and the commands between them.
 //!
-//! This file owns the [`Runtime`] handle: it starts the threads (after recovery,
+//! This file owns the `Runtime` handle: it starts the threads (after recovery,
 //! `recovery`), routes each request to the worker that owns its group (`route`) through
 //! a bounded mailbox (each worker also has a bounded control mailbox, fed only by the
 //! network thread with received liveness items and drained first), gathers status and

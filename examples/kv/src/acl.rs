@@ -14,7 +14,7 @@
 //! Both passwords are set, or neither (then every loopback client is allowed everything, and
 //! protected mode refuses other clients). Internal commands (`FLOTILLA.LOCAL`, node to
 //! node) are never run for a client of the client port, whoever it authenticated as: they
-//! arrive on the certificate-authenticated node channel only ([`crate::internal`]), whose
+//! arrive on the certificate-authenticated node channel only (the `internal` node channel), whose
 //! sessions run nothing else. Passwords compare in constant time (`subtle`).
 //!
 //! Never touches sockets or the engine; owns no state beyond the configured credentials.

@@ -108,7 +108,7 @@ fn by_class(
     }
 }
 
-/// The outcome of a proposal's error (by its class; see [`by_class`]).
+/// The outcome of a proposal's error (by its class; see `by_class`).
 pub fn propose_outcome(stage: Stage, e: ProposeError) -> Outcome {
     let why = || match &e {
         ProposeError::TransferInProgress { .. } => "leadership transfer in progress".into(),
@@ -120,19 +120,19 @@ pub fn propose_outcome(stage: Stage, e: ProposeError) -> Outcome {
     by_class(stage, e.class(), e.leader_hint(), &e, why, unknown, || e.to_string())
 }
 
-/// The outcome of a membership change's error (by its class; see [`by_class`]).
+/// The outcome of a membership change's error (by its class; see `by_class`).
 pub fn member_outcome(stage: Stage, e: MembershipError) -> Outcome {
     let unknown_fatal = || format!("membership change: {e}");
     by_class(stage, e.class(), e.leader_hint(), &e, || e.to_string(), "membership change", unknown_fatal)
 }
 
-/// The outcome of a read barrier's error (by its class; see [`by_class`]). A read changes
+/// The outcome of a read barrier's error (by its class; see `by_class`). A read changes
 /// nothing: it is never an unknown outcome, and a failed node is `ERR node unavailable`.
 pub fn read_outcome(e: ReadError) -> Outcome {
     by_class(Stage::Submit, e.class(), e.leader_hint(), &e, || e.to_string(), "read", || e.to_string())
 }
 
-/// The outcome of a leadership transfer's error (by its class; see [`by_class`]). A
+/// The outcome of a leadership transfer's error (by its class; see `by_class`). A
 /// transfer to the node that already leads is done; a transfer changes nothing, so a
 /// failed node is a final `ERR`.
 pub fn transfer_outcome(group: u64, e: TransferError) -> Outcome {
