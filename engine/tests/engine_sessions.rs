@@ -248,3 +248,47 @@ fn registering_past_the_bound_evicts_the_least_recently_used_session() {
         Err(ProposeError::Session(SessionRefusal::Unknown))
     );
 }
+
+/// A state machine that keeps its own storage and says so.
+struct OwnStorage(ChainSm);
+
+impl StateMachine for OwnStorage {
+    fn apply(&mut self, index: u64, term: u64, command: Option<&[u8]>) -> Bytes {
+        self.0.apply(index, term, command)
+    }
+    fn applied_index(&self) -> u64 {
+        self.0.applied_index()
+    }
+    fn snapshot(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.0.snapshot(out)
+    }
+    fn restore(&mut self, index: u64, term: u64, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        self.0.restore(index, term, input)
+    }
+    fn supports_sessions(&self) -> bool {
+        false
+    }
+}
+
+/// A group whose state machine does not support sessions refuses to open one, typed,
+/// and its other proposals go on.
+#[test]
+fn a_state_machine_without_session_support_refuses_sessions() {
+    let c = Cluster::new_tweaked(1, 100_000, tweak);
+    let st = std::sync::Arc::new(std::sync::Mutex::new(SmState::default()));
+    c.engine(1).create_group(7, &[1], Box::new(OwnStorage(ChainSm::new(st.clone())))).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let refused = loop {
+        assert!(Instant::now() < deadline, "no answer in time");
+        match c.engine(1).open_session(7) {
+            Err(e) if e.class() == ErrorClass::Invalid => break e,
+            Err(e) if e.class() == ErrorClass::Fatal => panic!("{e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(s) => panic!("opened session {} on a state machine without session support", s.id()),
+        }
+    };
+    assert_eq!(refused, ProposeError::Session(SessionRefusal::NotSupported));
+    let r = c.engine(1).propose(7, Bytes::from_static(b"x")).unwrap().wait();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(st.lock().unwrap().commands, 1);
+}

@@ -35,7 +35,9 @@ impl Recovered {
         self.groups = rest;
         let tombstones =
             self.tombstones.iter().filter(|(g, _)| route(**g, n) == i).map(|(g, r)| (*g, *r)).collect();
-        let sessions = self.sessions.extract_if(|g, _| route(*g, n) == i).collect();
+        let (sessions, rest): (HashMap<_, _>, HashMap<_, _>) =
+            std::mem::take(&mut self.sessions).into_iter().partition(|(g, _)| route(*g, n) == i);
+        self.sessions = rest;
         Recovered { groups: mine, tombstones, sessions }
     }
 }

@@ -130,9 +130,8 @@ impl SessionTable {
         self.advance(stamp_ms);
         self.limits = limits;
         let now = self.clock_ms;
-        if !self.sessions.contains_key(&session) {
-            self.sessions
-                .insert(session, SessionState { last_active: now, floor: 0, responses: BTreeMap::new() });
+        if let std::collections::btree_map::Entry::Vacant(v) = self.sessions.entry(session) {
+            v.insert(SessionState { last_active: now, floor: 0, responses: BTreeMap::new() });
             self.by_activity.insert((now, session));
         }
         let mut dropped = Vec::new();
