@@ -3,8 +3,8 @@
 //! seed and a replay hint on the first broken invariant, and asserts minimum totals of
 //! what the run exercised. Half the seeds run with quiescence (idle replicas are not
 //! ticked, missed ticks are credited lazily, node liveness wakes them); about 40% run lease
-//! reads, measured on per-node clocks that keep running while a node stalls. Half the
-//! seeds also propose through client sessions, retrying every attempt whose answer they
+//! reads, measured on per-node clocks that keep running while a node stalls. A third of
+//! the seeds also propose through client sessions, retrying every attempt whose answer they
 //! lack; the checker finds each session write applied by one entry only, and every answer
 //! the result of that application.
 //!

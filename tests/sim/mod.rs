@@ -22,8 +22,8 @@
 //!   runtime's own waiter code ([`Waiters`], fed what each replica commits, installs and
 //!   its ticks, failed when the replica crashes): a proposal reported `Dropped` (or
 //!   refused by `propose`) must never be applied by any replica, and an `Ok` one must be
-//!   applied by every live member at the end. Client sessions (half the seeds, their own
-//!   RNG): proposers register sessions through the log, propose in them and retry every
+//!   applied by every live member at the end. Client sessions (a third of the seeds, their
+//!   own RNG): proposers register sessions through the log, propose in them and retry every
 //!   attempt whose answer they lack (lost, `Dropped`, `Indeterminate`, or still in
 //!   flight), at whichever node leads; each replica runs the engine's `SessionTable` in
 //!   its state machine (and snapshots). The checker keeps its own record, not the
@@ -254,7 +254,7 @@ impl Profile {
             stall: [0.0, 0.003, 0.01][rng.pick(3)],
             // Not drawn from `rng`: adding it left every seed's other draws as they were.
             propose_timeout: [60, 400, 5000][(mix64(seed) % 3) as usize],
-            sessions: mix64(seed ^ SESSION_SALT) % 2 == 0,
+            sessions: mix64(seed ^ SESSION_SALT) % 3 == 0,
         }
     }
 }
@@ -2253,7 +2253,7 @@ impl Sim {
             }
         }
         // In the fault phase only: the liveness phase measures plain proposals.
-        if self.p.sessions && self.faults && self.srng.chance(propose) {
+        if self.p.sessions && self.faults && self.srng.chance(propose / 2.0) {
             let at = if self.srng.chance(0.1) { self.srng.pick(self.nodes.len()) } else { l };
             self.session_action(at)?;
         }
