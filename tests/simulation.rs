@@ -3,7 +3,10 @@
 //! seed and a replay hint on the first broken invariant, and asserts minimum totals of
 //! what the run exercised. Half the seeds run with quiescence (idle replicas are not
 //! ticked, missed ticks are credited lazily, node liveness wakes them); about 40% run lease
-//! reads, measured on per-node clocks that keep running while a node stalls.
+//! reads, measured on per-node clocks that keep running while a node stalls. A third of
+//! the seeds also propose through client sessions, retrying every attempt whose answer they
+//! lack; the checker finds each session write applied by one entry only, and every answer
+//! the result of that application.
 //!
 //! Commands (run from the workspace root):
 //!
@@ -93,6 +96,14 @@ fn assert_minimums(c: &Counters) {
     min("lease reads whose lease ran out before apply", c.lease_reads_expired, 50.0);
     min("node stalls", c.stalls, 4_000.0);
     min("reads sent to a stalled node", c.reads_during_stall, 300.0);
+    min("session writes applied (exactly once each)", c.session_writes_applied, 20_000.0);
+    min("session writes retried", c.session_retries, 10_000.0);
+    min(
+        "session writes whose first attempt committed after a retry",
+        c.session_first_won_after_retry,
+        2_000.0,
+    );
+    min("retries answered with the first application's result", c.session_duplicate_answers, 2_000.0);
 }
 
 /// Seeds that long runs in fresh ranges found (each a check stricter than the property it

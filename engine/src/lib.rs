@@ -6,6 +6,7 @@
 //!   WAL, apply and waiters.
 //! - [`api`]: the embedding API ([`api::Engine`], [`api::StateMachine`], configuration).
 //! - [`transport`]: the engine's network trait, wire codec and adapters.
+//! - [`session`]: client sessions (exactly-once proposals): the pure session table.
 //!
 //! # Failpoints (cargo feature `failpoints`, test-only)
 //! Named points where a crash test (`engine/tests/engine_crash.rs`) kills the process,
@@ -24,4 +25,5 @@
 pub mod api;
 pub mod raft;
 pub mod runtime;
+pub mod session;
 pub mod transport;

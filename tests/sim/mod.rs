@@ -22,7 +22,13 @@
 //!   runtime's own waiter code ([`Waiters`], fed what each replica commits, installs and
 //!   its ticks, failed when the replica crashes): a proposal reported `Dropped` (or
 //!   refused by `propose`) must never be applied by any replica, and an `Ok` one must be
-//!   applied by every live member at the end. Violations are returned as [`Violation`], never panics, so
+//!   applied by every live member at the end. Client sessions (a third of the seeds, their
+//!   own RNG): proposers register sessions through the log, propose in them and retry every
+//!   attempt whose answer they lack (lost, `Dropped`, `Indeterminate`, or still in
+//!   flight), at whichever node leads; each replica runs the engine's `SessionTable` in
+//!   its state machine (and snapshots). The checker keeps its own record, not the
+//!   table's: a (session, seq) is applied by the entry at one index only on every
+//!   replica, and every answer to any attempt is that application's result. Violations are returned as [`Violation`], never panics, so
 //!   mutant tests can assert on them.
 #![allow(dead_code)]
 
@@ -33,7 +39,10 @@ use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use flotilla::engine::api::SessionRefusal;
 use flotilla::engine::runtime::waiters::{Complete, Outcome, Tally, Waiters};
+use flotilla::engine::session::codec as session_codec;
+use flotilla::engine::session::{Decision, SessionHeader, SessionLimits, SessionOp, SessionTable};
 use flotilla::raft::*;
 
 // ----------------------------------------------------------------------------------------
@@ -97,12 +106,18 @@ fn entry_hash(e: &Entry) -> u64 {
             cc.hash(&mut h);
             h.finish() ^ 3
         }
+        EntryPayload::Session { header, data } => {
+            let mut h = DefaultHasher::new();
+            format!("{header:?}").hash(&mut h);
+            data.hash(&mut h);
+            h.finish() ^ 4
+        }
         // A payload kind this checker does not know yet: hash its debug form, so log
         // matching still compares it exactly.
         other => {
             let mut h = DefaultHasher::new();
             format!("{other:?}").hash(&mut h);
-            h.finish() ^ 4
+            h.finish() ^ 5
         }
     };
     mix64(body ^ mix64(e.index ^ mix64(e.term)))
@@ -144,6 +159,9 @@ impl Options {
         }
     }
 }
+
+/// Salts the seed of the session proposers' RNG and the draw of `Profile::sessions`.
+const SESSION_SALT: u64 = 0x5e55_1025;
 
 /// An environment variable parsed as a number.
 pub fn env_u64(name: &str) -> Option<u64> {
@@ -193,6 +211,10 @@ struct Profile {
     /// Ticks after which a waiter completes `Indeterminate` (the engine's
     /// `propose_timeout_ticks`).
     propose_timeout: u64,
+    /// Client sessions: some proposers propose in sessions and retry every attempt
+    /// whose answer they lack (drawn from their own RNG, so the other draws are as
+    /// before).
+    sessions: bool,
 }
 
 impl Profile {
@@ -239,6 +261,7 @@ impl Profile {
             stall: [0.0, 0.003, 0.01][rng.pick(3)],
             // Not drawn from `rng`: adding it left every seed's other draws as they were.
             propose_timeout: [60, 400, 5000][(mix64(seed) % 3) as usize],
+            sessions: mix64(seed ^ SESSION_SALT) % 3 == 0,
         }
     }
 }
@@ -344,6 +367,22 @@ pub struct Counters {
     pub stalls: u64,
     /// Reads that reached a stalled node (handled when it resumed).
     pub reads_during_stall: u64,
+    /// Sessions registered (their register entry answered).
+    pub sessions_registered: u64,
+    /// Attempts of session writes appended by a leader (first tries and retries).
+    pub session_attempts: u64,
+    /// Of those, retries of a (session, seq) already attempted.
+    pub session_retries: u64,
+    /// Session writes applied (once each, checked).
+    pub session_writes_applied: u64,
+    /// Session writes applied from an attempt older than a retry made before that
+    /// application: the first attempt committed after it was retried.
+    pub session_first_won_after_retry: u64,
+    /// Answers to an attempt that were the result of an earlier attempt's application
+    /// (a duplicate answered with the first result).
+    pub session_duplicate_answers: u64,
+    /// Session entries refused because the session was evicted.
+    pub session_unknown: u64,
 }
 
 impl Counters {
@@ -398,7 +437,14 @@ impl Counters {
             lease_reads,
             lease_reads_expired,
             stalls,
-            reads_during_stall
+            reads_during_stall,
+            sessions_registered,
+            session_attempts,
+            session_retries,
+            session_writes_applied,
+            session_first_won_after_retry,
+            session_duplicate_answers,
+            session_unknown
         );
     }
 
@@ -461,30 +507,37 @@ struct Write {
 }
 
 /// The hash-chain state machine: the index applied and the chain hash of every entry up
-/// to it. Its snapshot data is these two numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// to it, and the group's client-session table (replicated state, as in the engine). Its
+/// snapshot data is the two numbers, then the table's encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Sm {
     index: u64,
     chain: u64,
+    sessions: SessionTable,
 }
 
 impl Sm {
+    fn genesis() -> Sm {
+        Sm { index: 0, chain: GENESIS_CHAIN, sessions: SessionTable::new() }
+    }
     fn encode(&self) -> Bytes {
-        let mut v = Vec::with_capacity(16);
+        let mut v = Vec::with_capacity(64);
         v.extend_from_slice(&self.index.to_le_bytes());
         v.extend_from_slice(&self.chain.to_le_bytes());
+        session_codec::encode(&self.sessions, &mut v);
         Bytes::from(v)
     }
     fn decode(b: &[u8]) -> Option<Sm> {
         if b.is_empty() {
-            return Some(Sm { index: 0, chain: GENESIS_CHAIN });
+            return Some(Sm::genesis());
         }
-        if b.len() != 16 {
+        if b.len() < 16 {
             return None;
         }
         let index = u64::from_le_bytes(b[..8].try_into().ok()?);
-        let chain = u64::from_le_bytes(b[8..].try_into().ok()?);
-        Some(Sm { index, chain })
+        let chain = u64::from_le_bytes(b[8..16].try_into().ok()?);
+        let sessions = session_codec::decode(&b[16..]).ok()?;
+        Some(Sm { index, chain, sessions })
     }
 }
 
@@ -538,7 +591,7 @@ impl Node {
             stored: MemStorage::default(),
             writes: VecDeque::new(),
             last_due: 0,
-            sm: Sm { index: 0, chain: GENESIS_CHAIN },
+            sm: Sm::genesis(),
             waiters: Waiters::new(),
             tally: Tally::default(),
             reads: Vec::new(),
@@ -587,13 +640,15 @@ struct ReadStart {
     required: u64,
 }
 
-/// One outcome reported to a proposer: (proposal id, or `None` for a membership change;
-/// entry index; entry term; outcome).
-type Reported = (Option<u64>, u64, u64, Outcome);
+/// One outcome reported to a proposer: (proposal id, or `None` for a membership change or
+/// a session entry; entry index; entry term; outcome; the session entry's kind).
+type Reported = (Option<u64>, u64, u64, Outcome, Option<SessionRec>);
 
 /// The simulator's completion handle for the runtime's waiter code: records the outcome.
 struct Rec {
     id: Option<u64>,
+    /// A session entry's waiter: what it was.
+    session: Option<SessionRec>,
     index: u64,
     term: u64,
     out: Rc<RefCell<Vec<Reported>>>,
@@ -601,8 +656,35 @@ struct Rec {
 
 impl Complete for Rec {
     fn complete(self, outcome: Outcome) {
-        self.out.borrow_mut().push((self.id, self.index, self.term, outcome));
+        self.out.borrow_mut().push((self.id, self.index, self.term, outcome, self.session));
     }
+}
+
+/// What a session waiter waits for.
+#[derive(Debug, Clone, Copy)]
+enum SessionRec {
+    /// A register entry.
+    Register,
+    /// An attempt of (session, seq).
+    Propose(u64, u64),
+}
+
+/// A client session of the simulated proposers: sequence numbers handed out and not
+/// answered yet (each retried until answered), and the next one.
+#[derive(Debug, Clone)]
+struct SimSession {
+    id: u64,
+    next_seq: u64,
+    unanswered: BTreeMap<u64, Bytes>,
+}
+
+/// The checker's record of session writes.
+#[derive(Default)]
+struct SessionCheck {
+    /// (session, seq) -> the index of the entry whose application applied it.
+    applied_at: HashMap<(u64, u64), u64>,
+    /// (session, seq) -> the (index, term) of each attempt, in proposal order.
+    attempts: HashMap<(u64, u64), Vec<(u64, u64)>>,
 }
 
 /// The checker's record of the outcomes reported to proposers.
@@ -674,6 +756,12 @@ pub struct Sim {
     quiet_until: u64,
     /// Outcomes reported to proposers.
     outcomes: Outcomes,
+    /// The session proposers' own randomness.
+    srng: Rng,
+    /// The proposers' sessions.
+    sim_sessions: Vec<SimSession>,
+    /// The checker's record of session writes.
+    scheck: SessionCheck,
     /// Counters of this run.
     pub c: Counters,
 }
@@ -715,6 +803,9 @@ impl Sim {
             pending_changes: Vec::new(),
             quiet_until: 0,
             outcomes: Outcomes::default(),
+            srng: Rng::new(seed ^ SESSION_SALT),
+            sim_sessions: Vec::new(),
+            scheck: SessionCheck::default(),
             c: Counters::default(),
             p,
         };
@@ -1110,7 +1201,11 @@ impl Sim {
     /// commits and applies); an `Ok` one must carry its proposal's result.
     fn check_outcomes(&mut self) -> R {
         let reported = std::mem::take(&mut *self.outcomes.log.borrow_mut());
-        for (id, index, term, o) in reported {
+        for (id, index, term, o, session) in reported {
+            if let Some(s) = session {
+                self.check_session_outcome(s, index, term, o)?;
+                continue;
+            }
             match o {
                 Outcome::Applied(result) => {
                     if let Some(id) = id {
@@ -1131,10 +1226,120 @@ impl Sim {
                     self.outcomes.dropped.insert((index, term));
                 }
                 Outcome::Indeterminate => self.c.outcomes_indeterminate += 1,
+                Outcome::Refused(r) => bail!("outcome: entry ({index}, {term}) refused by sessions: {r}"),
                 other => bail!("outcome of a kind the checker does not know: {other:?}"),
             }
         }
         Ok(())
+    }
+
+    /// A session entry's outcome at its proposer: an answered attempt carries the result
+    /// of its (session, seq)'s one application, whichever attempt that was; a lost one is
+    /// retried later.
+    fn check_session_outcome(&mut self, s: SessionRec, index: u64, term: u64, o: Outcome) -> R {
+        match (s, o) {
+            (SessionRec::Register, Outcome::Applied(r)) => {
+                if r[..] != index.to_le_bytes() {
+                    bail!("sessions: register at ({index}, {term}) answered with another id");
+                }
+                self.c.sessions_registered += 1;
+                self.sim_sessions.push(SimSession { id: index, next_seq: 1, unanswered: BTreeMap::new() });
+            }
+            (SessionRec::Register, _) => {}
+            (SessionRec::Propose(sid, seq), Outcome::Applied(r)) => {
+                let at = r.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                let applied = self.scheck.applied_at.get(&(sid, seq)).copied();
+                if at.is_none() || at != applied {
+                    bail!(
+                        "exactly-once: attempt ({index}, {term}) of ({sid}, {seq}) answered {at:?}, \
+                         but it was applied at {applied:?}"
+                    );
+                }
+                if at != Some(index) {
+                    self.c.session_duplicate_answers += 1;
+                }
+                if let Some(ss) = self.sim_sessions.iter_mut().find(|x| x.id == sid) {
+                    ss.unanswered.remove(&seq);
+                }
+            }
+            (SessionRec::Propose(sid, seq), Outcome::Refused(SessionRefusal::Acked)) => {
+                // Only an attempt of a write already answered (another attempt's answer
+                // moved the floor past it) may meet the floor.
+                if self.sim_sessions.iter().any(|x| x.id == sid && x.unanswered.contains_key(&seq)) {
+                    bail!("sessions: ({sid}, {seq}) refused below the floor before it was answered");
+                }
+            }
+            (SessionRec::Propose(sid, _), Outcome::Refused(_)) => {
+                // Evicted (the table's bound): the proposers forget the session.
+                self.c.session_unknown += 1;
+                self.sim_sessions.retain(|x| x.id != sid);
+            }
+            // Dropped, Indeterminate: the attempt stays unanswered and is retried.
+            (SessionRec::Propose(..), _) => {}
+        }
+        Ok(())
+    }
+
+    /// A session client action at node `n` (mostly the leader): register a session, or
+    /// propose in one a new write or a retry of an unanswered one (lost, or still in
+    /// flight: its first attempt may commit after the retry).
+    fn session_action(&mut self, n: usize) -> R {
+        let Some(r) = self.nodes[n].raft.as_mut() else { return Ok(()) };
+        let stamp_ms = self.now;
+        if self.sim_sessions.is_empty() || (self.sim_sessions.len() < 4 && self.srng.chance(0.02)) {
+            let op = SessionOp::Register { ttl_ms: u64::MAX / 4, max_sessions: 4 };
+            if let Ok((index, term)) = r.propose_session(SessionHeader { op, stamp_ms }, Bytes::new()) {
+                let h = Rec {
+                    id: None,
+                    session: Some(SessionRec::Register),
+                    index,
+                    term,
+                    out: self.outcomes.log.clone(),
+                };
+                let deadline = self.now + self.p.propose_timeout;
+                let node = &mut self.nodes[n];
+                node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
+            }
+            return self.observe(n);
+        }
+        let k = self.srng.pick(self.sim_sessions.len());
+        let retry = !self.sim_sessions[k].unanswered.is_empty() && self.srng.chance(0.4);
+        let ss = &mut self.sim_sessions[k];
+        let (seq, data) = if retry {
+            let i = self.srng.pick(ss.unanswered.len());
+            let (&seq, data) = ss.unanswered.iter().nth(i).expect("i < len");
+            (seq, data.clone())
+        } else {
+            let seq = ss.next_seq;
+            ss.next_seq += 1;
+            let mut d = ss.id.to_le_bytes().to_vec();
+            d.extend_from_slice(&seq.to_le_bytes());
+            let data = Bytes::from(d);
+            ss.unanswered.insert(seq, data.clone());
+            (seq, data)
+        };
+        let floor = ss.unanswered.keys().next().copied().unwrap_or(ss.next_seq);
+        let sid = ss.id;
+        let op = SessionOp::Propose { session: sid, seq, floor };
+        if let Ok((index, term)) = r.propose_session(SessionHeader { op, stamp_ms }, data) {
+            self.c.session_attempts += 1;
+            let attempts = self.scheck.attempts.entry((sid, seq)).or_default();
+            if !attempts.is_empty() {
+                self.c.session_retries += 1;
+            }
+            attempts.push((index, term));
+            let h = Rec {
+                id: None,
+                session: Some(SessionRec::Propose(sid, seq)),
+                index,
+                term,
+                out: self.outcomes.log.clone(),
+            };
+            let deadline = self.now + self.p.propose_timeout;
+            let node = &mut self.nodes[n];
+            node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
+        }
+        self.observe(n)
     }
 
     /// Sends a message emitted by node `from` (or starts a snapshot stream).
@@ -1495,11 +1700,11 @@ impl Sim {
                         conf_changed = true;
                         entered_joint |= !cc.is_leave_joint();
                     }
-                    self.apply(n, e)?;
+                    let answer = self.apply(n, e)?;
                     // The waiter of this very entry learns the state machine's result.
                     let result = match &e.payload {
-                        EntryPayload::Normal(d) => d.clone(),
-                        _ => Bytes::new(),
+                        EntryPayload::Normal(d) => Outcome::Applied(d.clone()),
+                        _ => answer.unwrap_or(Outcome::Applied(Bytes::new())),
                     };
                     while let Some(w) = matched.next_if(|w| w.index <= e.index) {
                         if (w.index, w.term) != (e.index, e.term) {
@@ -1511,7 +1716,7 @@ impl Sim {
                                 e.term
                             );
                         }
-                        w.complete(Outcome::Applied(result.clone()));
+                        w.complete(result.clone());
                     }
                 }
                 if let Some(w) = matched.peek() {
@@ -1591,13 +1796,20 @@ impl Sim {
         self.c.reads_served += served;
     }
 
-    fn apply(&mut self, n: usize, e: &Entry) -> R {
+    /// Applies `e` at node `n`; for a session entry, returns its outcome (as the
+    /// engine's apply thread decides it with the same table).
+    fn apply(&mut self, n: usize, e: &Entry) -> Result<Option<Outcome>, String> {
         let node = &mut self.nodes[n];
         if e.index != node.sm.index + 1 {
             bail!("node {n}: applies index {} after {}", e.index, node.sm.index);
         }
         let c = chain(node.sm.chain, entry_hash(e));
-        node.sm = Sm { index: e.index, chain: c };
+        node.sm.index = e.index;
+        node.sm.chain = c;
+        let answer = match &e.payload {
+            EntryPayload::Session { header, .. } => Some(self.apply_session(n, e, header)?),
+            _ => None,
+        };
         // Promises made to proposers: nothing reported Dropped (or refused) is applied.
         if self.outcomes.dropped.contains(&(e.index, e.term)) {
             bail!("outcome: node {n} applied entry ({}, {}), whose waiter was told Dropped", e.index, e.term);
@@ -1627,7 +1839,57 @@ impl Sim {
         } else {
             bail!("node {n}: applied index {} before anyone applied {}", e.index, self.chains.len());
         }
-        Ok(())
+        Ok(answer)
+    }
+
+    /// A session entry through node `n`'s table. The checker's own record (not the
+    /// table): a (session, seq) is applied by the entry at one index only, whichever
+    /// replica applies it.
+    fn apply_session(&mut self, n: usize, e: &Entry, h: &SessionHeader) -> Result<Outcome, String> {
+        let table = &mut self.nodes[n].sm.sessions;
+        Ok(match h.op {
+            SessionOp::Register { ttl_ms, max_sessions } => {
+                table.register(e.index, h.stamp_ms, SessionLimits { ttl_ms, max_sessions });
+                Outcome::Applied(Bytes::copy_from_slice(&e.index.to_le_bytes()))
+            }
+            SessionOp::Close { session } => {
+                table.close(session, h.stamp_ms);
+                Outcome::Applied(Bytes::new())
+            }
+            SessionOp::Propose { session, seq, floor } => {
+                match table.apply(session, seq, floor, h.stamp_ms) {
+                    Decision::Apply => {
+                        let result = Bytes::copy_from_slice(&e.index.to_le_bytes());
+                        table.record(session, seq, result.clone());
+                        match self.scheck.applied_at.get(&(session, seq)) {
+                            Some(&at) if at != e.index => bail!(
+                                "exactly-once: node {n} applied session write ({session}, {seq}) at {} \
+                             after it was applied at {at}",
+                                e.index
+                            ),
+                            Some(_) => {}
+                            None => {
+                                self.scheck.applied_at.insert((session, seq), e.index);
+                                self.c.session_writes_applied += 1;
+                                let attempts = self.scheck.attempts.get(&(session, seq));
+                                let pos =
+                                    attempts.and_then(|a| a.iter().position(|&x| x == (e.index, e.term)));
+                                if let (Some(a), Some(p)) = (attempts, pos) {
+                                    if p + 1 < a.len() {
+                                        self.c.session_first_won_after_retry += 1;
+                                    }
+                                }
+                            }
+                        }
+                        Outcome::Applied(result)
+                    }
+                    Decision::Duplicate(r) => Outcome::Applied(r),
+                    Decision::Acked => Outcome::Refused(SessionRefusal::Acked),
+                    _ => Outcome::Refused(SessionRefusal::Unknown),
+                }
+            }
+            _ => bail!("node {n}: unknown session op at {}", e.index),
+        })
     }
 
     /// Makes node `n`'s writes due by now durable, in order.
@@ -1998,6 +2260,11 @@ impl Sim {
                 self.propose(target)?;
             }
         }
+        // In the fault phase only: the liveness phase measures plain proposals.
+        if self.p.sessions && self.faults && self.srng.chance(propose / 2.0) {
+            let at = if self.srng.chance(0.1) { self.srng.pick(self.nodes.len()) } else { l };
+            self.session_action(at)?;
+        }
         if self.rng.chance(self.p.read) {
             // Mostly at the leader; sometimes at a follower or learner, which forwards it;
             // often at a leader that stalled (its clients do not know it stalled).
@@ -2033,7 +2300,7 @@ impl Sim {
         match r.propose(Bytes::from(data)) {
             Ok((index, term)) => {
                 self.c.proposals += 1;
-                let h = Rec { id: Some(id), index, term, out: self.outcomes.log.clone() };
+                let h = Rec { id: Some(id), session: None, index, term, out: self.outcomes.log.clone() };
                 let deadline = self.now + self.p.propose_timeout;
                 let node = &mut self.nodes[n];
                 node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
@@ -2096,7 +2363,7 @@ impl Sim {
             Ok(m) => m,
             Err(e) => bail!("node {n}: compact_to({applied}) refused: {e}"),
         };
-        let sm = self.nodes[n].sm;
+        let sm = self.nodes[n].sm.clone();
         if meta.index != applied || sm.index != applied {
             bail!(
                 "node {n}: compaction meta {} / state machine {} / applied {applied}",
@@ -2255,7 +2522,7 @@ impl Sim {
         let res = self.nodes[l].raft.as_mut().expect("live").propose_conf_change(cc.clone());
         self.trace(|| format!("node {l}: conf change {cc:?}: {res:?}"));
         let Ok((index, term)) = res else { return self.observe(l) };
-        let h = Rec { id: None, index, term, out: self.outcomes.log.clone() };
+        let h = Rec { id: None, session: None, index, term, out: self.outcomes.log.clone() };
         let deadline = self.now + self.p.propose_timeout;
         let node = &mut self.nodes[l];
         node.waiters.add(&mut node.tally, index, term, 0, deadline, h);

@@ -40,6 +40,12 @@ pub const MAX_LEARNED_PEERS: usize = 1024;
 pub const MIN_SNAPSHOT_BYTES: u64 = 1 << 20;
 /// Largest `max_snapshot_bytes` allowed (1 TiB).
 pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
+/// Shortest `session_ttl` allowed.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
+/// Longest `session_ttl` allowed (30 days).
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Largest `max_sessions` allowed.
+pub const MAX_SESSIONS: u64 = 1 << 20;
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -194,6 +200,16 @@ pub struct EngineConfig {
     /// bounds 1 MiB..=1 TiB.
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub max_snapshot_bytes: u64,
+    /// A client session unused for longer than this, by the group's replicated clock
+    /// (the proposing leaders' wall clocks), expires (`Engine::open_session`). Carried in
+    /// each register entry: the last one applied sets it for the group. Default 1 hour;
+    /// bounds [`MIN_SESSION_TTL`]..=[`MAX_SESSION_TTL`].
+    pub session_ttl: Duration,
+    /// The most client sessions a group keeps: registering one more evicts the least
+    /// recently used. Carried in each register entry like `session_ttl`. Each session
+    /// keeps at most `flotilla_engine::session::MAX_RESPONSES_PER_SESSION` answers.
+    /// Default 10,000; bounds 1..=[`MAX_SESSIONS`].
+    pub max_sessions: u64,
 }
 
 impl Default for EngineConfig {
@@ -238,6 +254,8 @@ impl EngineConfig {
             unconfirmed_replica_ticks: 6000,
             max_learned_peers: 16,
             max_snapshot_bytes: 4 << 30,
+            session_ttl: Duration::from_secs(3600),
+            max_sessions: 10_000,
         }
     }
 
@@ -355,6 +373,12 @@ impl EngineConfig {
         }
         if !(MIN_SNAPSHOT_BYTES..=MAX_SNAPSHOT_BYTES).contains(&self.max_snapshot_bytes) {
             return Err(ConfigError::MaxSnapshotBytesOutOfBounds(self.max_snapshot_bytes));
+        }
+        if !(MIN_SESSION_TTL..=MAX_SESSION_TTL).contains(&self.session_ttl) {
+            return Err(ConfigError::SessionTtlOutOfBounds(self.session_ttl));
+        }
+        if !(1..=MAX_SESSIONS).contains(&self.max_sessions) {
+            return Err(ConfigError::MaxSessionsOutOfBounds(self.max_sessions));
         }
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
@@ -506,6 +530,12 @@ pub enum ConfigError {
     /// `max_snapshot_bytes` outside [`MIN_SNAPSHOT_BYTES`]..=[`MAX_SNAPSHOT_BYTES`].
     #[error("max_snapshot_bytes {0} out of bounds {MIN_SNAPSHOT_BYTES}..={MAX_SNAPSHOT_BYTES}")]
     MaxSnapshotBytesOutOfBounds(u64),
+    /// `session_ttl` outside [`MIN_SESSION_TTL`]..=[`MAX_SESSION_TTL`].
+    #[error("session_ttl {0:?} out of bounds {MIN_SESSION_TTL:?}..={MAX_SESSION_TTL:?}")]
+    SessionTtlOutOfBounds(Duration),
+    /// `max_sessions` outside 1..=[`MAX_SESSIONS`].
+    #[error("max_sessions {0} out of bounds 1..={MAX_SESSIONS}")]
+    MaxSessionsOutOfBounds(u64),
     /// `read_timeout_ticks` is below the maximum election timeout.
     #[error("read timeout {read} ticks is below the election timeout {election}")]
     ReadTimeoutTooShort {
@@ -634,6 +664,16 @@ mod tests {
         });
         check(&|c| c.max_learned_peers = MAX_LEARNED_PEERS + 1, &|e| {
             matches!(e, ConfigError::MaxLearnedPeersOutOfBounds(_))
+        });
+        check(&|c| c.session_ttl = MIN_SESSION_TTL / 2, &|e| {
+            matches!(e, ConfigError::SessionTtlOutOfBounds(_))
+        });
+        check(&|c| c.session_ttl = MAX_SESSION_TTL * 2, &|e| {
+            matches!(e, ConfigError::SessionTtlOutOfBounds(_))
+        });
+        check(&|c| c.max_sessions = 0, &|e| matches!(e, ConfigError::MaxSessionsOutOfBounds(0)));
+        check(&|c| c.max_sessions = MAX_SESSIONS + 1, &|e| {
+            matches!(e, ConfigError::MaxSessionsOutOfBounds(_))
         });
     }
 }

@@ -160,6 +160,10 @@ pub enum ProposeError {
     /// The engine is shut down (and the proposal was not appended).
     #[error("engine shut down")]
     Shutdown,
+    /// A session entry was applied without effect: the group's session table refused it
+    /// (see [`SessionRefusal`]).
+    #[error("session: {0}")]
+    Session(super::SessionRefusal),
 }
 
 impl ProposeError {
@@ -174,7 +178,7 @@ impl ProposeError {
                 ErrorClass::Retry
             }
             ProposeError::Indeterminate => ErrorClass::Outcome,
-            ProposeError::TooLarge { .. } => ErrorClass::Invalid,
+            ProposeError::TooLarge { .. } | ProposeError::Session(_) => ErrorClass::Invalid,
             ProposeError::StorageFailed | ProposeError::Shutdown => ErrorClass::Fatal,
         }
     }
@@ -808,6 +812,9 @@ mod tests {
             (ProposeError::TooLarge { len: 10, max: 5 }, Invalid),
             (ProposeError::StorageFailed, Fatal),
             (ProposeError::Shutdown, Fatal),
+            (ProposeError::Session(super::super::SessionRefusal::Unknown), Invalid),
+            (ProposeError::Session(super::super::SessionRefusal::Acked), Invalid),
+            (ProposeError::Session(super::super::SessionRefusal::NotSupported), Invalid),
         ];
         let _ = |e: &ProposeError| match e {
             ProposeError::NotLeader { .. }
@@ -818,6 +825,7 @@ mod tests {
             | ProposeError::Dropped
             | ProposeError::Indeterminate
             | ProposeError::StorageFailed
+            | ProposeError::Session(_)
             | ProposeError::Shutdown => (),
         };
         for (e, class) in table {

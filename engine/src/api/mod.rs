@@ -14,6 +14,7 @@ mod create_policy;
 mod error;
 mod metrics;
 mod request;
+mod session;
 mod state_machine;
 
 pub use config::*;
@@ -21,6 +22,7 @@ pub use create_policy::CreatePolicy;
 pub use error::*;
 pub use metrics::*;
 pub use request::*;
+pub use session::*;
 pub use state_machine::*;
 
 use std::sync::Arc;

@@ -116,6 +116,19 @@ pub trait StateMachine: Send + 'static {
         None
     }
 
+    /// Whether the group may use client sessions (`Engine::open_session`). The session
+    /// table is rebuilt from the snapshot and the log replayed after it, so a state
+    /// machine that keeps its data in its own storage (a nonzero
+    /// [`StateMachine::applied_index`]: the engine does not replay what it holds) must
+    /// return `false`, as dragonboat's on-disk state machines do; its session entries are
+    /// then refused with [`SessionRefusal::NotSupported`]. Must be the same on every
+    /// replica of the group (a property of the state machine's type). Default `true`.
+    ///
+    /// [`SessionRefusal::NotSupported`]: super::SessionRefusal::NotSupported
+    fn supports_sessions(&self) -> bool {
+        true
+    }
+
     /// The effects of the entry just applied; called after every [`StateMachine::apply`]
     /// (return them once: the engine executes what it is given). Default: none.
     fn take_effects(&mut self) -> Vec<Effect> {

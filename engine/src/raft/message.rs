@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::conf::{ConfChange, ConfState};
 use super::types::ReplicaId;
+use crate::session::SessionHeader;
 
 /// What a log entry carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,15 @@ pub enum EntryPayload {
     Normal(Bytes),
     /// A membership change; takes effect when applied.
     ConfChange(ConfChange),
+    /// A client-session operation ([`crate::session`]) and, for a proposal in a session,
+    /// its data. Application data to Raft, like `Normal`; kept apart so it can never be
+    /// confused with a plain proposal's bytes.
+    Session {
+        /// The operation and the leader's time stamp.
+        header: SessionHeader,
+        /// The proposal's bytes (empty for register and close).
+        data: Bytes,
+    },
 }
 
 /// One log entry.
@@ -43,6 +53,7 @@ impl Entry {
                 EntryPayload::Noop => 0,
                 EntryPayload::Normal(d) => d.len(),
                 EntryPayload::ConfChange(cc) => 16 + 24 * cc.changes.len(),
+                EntryPayload::Session { data, .. } => 40 + data.len(),
             }
     }
 }

@@ -661,6 +661,19 @@ impl<S: LogStore> Raft<S> {
         Ok((index, self.term))
     }
 
+    /// Proposes a client-session entry (register, close, or a proposal in a session with
+    /// its `data`): application data to Raft, refused like [`Raft::propose`].
+    pub fn propose_session(
+        &mut self,
+        header: crate::session::SessionHeader,
+        data: Bytes,
+    ) -> Result<(u64, u64), ProposeError> {
+        self.wake_for_input();
+        self.check_can_propose()?;
+        let index = self.append_entry(EntryPayload::Session { header, data });
+        Ok((index, self.term))
+    }
+
     fn check_can_propose(&self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader_hint: self.leader_hint() });

@@ -13,6 +13,11 @@
 //! back to the worker, which completes it once Raft applied the change. Reports go back in one FIFO channel. Never touches Raft state
 //! or the WAL: the worker reports the applied index to Raft and writes the WAL records.
 //!
+//! Client sessions: a session entry goes through the group's `SessionTable` (see
+//! `sessions.rs`): applied and recorded, answered with its first result, or refused,
+//! alike on every replica. The table is replicated state: every snapshot stream starts
+//! with its section (`session::codec`), and a restore reads it back.
+//!
 //! Snapshots: the apply thread knows the exact (index, term, configuration) its state
 //! machines reflect (it applies membership changes to its own copy of the configuration
 //! with the same pure `ConfState::apply` Raft uses), takes a point-in-time
@@ -23,15 +28,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
+use super::sessions::{session_step, SessionStep};
 use super::snapfile;
 use super::waiters::{Done, Outcome, Waiter};
 use crate::api::{Effect, SnapshotSource, StateMachine};
 use crate::raft::conf::ConfState;
 use crate::raft::message::{Entry, EntryPayload, SnapshotMeta};
 use crate::raft::types::ReplicaId;
+use crate::session::codec as session_codec;
+use crate::session::SessionTable;
 
 /// Bytes read from a snapshot source per read.
 const SOURCE_CHUNK: usize = 256 << 10;
@@ -50,6 +57,9 @@ pub(crate) enum ApplyCmd {
     Restore { group: u64, meta: SnapshotMeta, file: std::fs::File },
     /// Snapshots the state of `group` as of every entry handed out before this command.
     Snapshot { group: u64, epoch: u64 },
+    /// Replaces the session table of `group` (recovered from its snapshot file at open,
+    /// sent right after its `Add`).
+    Sessions { group: u64, table: SessionTable },
     /// Drops the state machine of `group` (the replica was destroyed).
     Remove { group: u64 },
 }
@@ -80,11 +90,15 @@ pub(crate) struct Applied {
     pub deferred: Vec<(Waiter<Done>, Outcome)>,
 }
 
-/// Completes `w` (its entry was handed out with it): with `result` if its entry was
+/// Completes `w` (its entry was handed out with it): with `outcome` if its entry was
 /// applied here, else `Indeterminate`. A membership waiter is deferred to the worker.
-fn decide(w: Waiter<Done>, applied: Option<(u64, u64, &Bytes)>, deferred: &mut Vec<(Waiter<Done>, Outcome)>) {
+fn decide(
+    w: Waiter<Done>,
+    applied: Option<(u64, u64, &Outcome)>,
+    deferred: &mut Vec<(Waiter<Done>, Outcome)>,
+) {
     let o = match applied {
-        Some((index, term, result)) if index == w.index && term == w.term => Outcome::Applied(result.clone()),
+        Some((index, term, outcome)) if index == w.index && term == w.term => outcome.clone(),
         _ => Outcome::Indeterminate,
     };
     match w.handle {
@@ -95,6 +109,10 @@ fn decide(w: Waiter<Done>, applied: Option<(u64, u64, &Bytes)>, deferred: &mut V
 
 struct Slot {
     sm: Box<dyn StateMachine>,
+    /// The group's client sessions: replicated state, snapshotted with the state machine.
+    sessions: SessionTable,
+    /// `StateMachine::supports_sessions`, asked once.
+    sessions_ok: bool,
     replica: ReplicaId,
     /// The last index applied (or restored) here, its term, and the configuration there.
     applied: u64,
@@ -130,6 +148,30 @@ impl SnapshotSource for BytesSource {
     }
 }
 
+/// A source whose stream is `prefix` (the session section), then `inner`'s bytes.
+struct PrefixedSource {
+    prefix: Vec<u8>,
+    inner: Box<dyn SnapshotSource>,
+}
+
+impl SnapshotSource for PrefixedSource {
+    fn reflects(&self) -> (u64, u64) {
+        self.inner.reflects()
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let len = self.prefix.len() as u64;
+        if offset < len {
+            // offset < prefix length, a usize.
+            let at = offset as usize;
+            let n = buf.len().min(self.prefix.len() - at);
+            buf[..n].copy_from_slice(&self.prefix[at..at + n]);
+            return Ok(n);
+        }
+        self.inner.read_at(offset - len, buf)
+    }
+}
+
 /// The snapshot-writer thread: writes each job's file and reports it.
 fn write_snapshots(dir: PathBuf, jobs: Receiver<Job>, tx: Sender<ApplyDone>) {
     while let Ok(mut job) = jobs.recv() {
@@ -156,7 +198,14 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
         match cmd {
             ApplyCmd::Add { group, replica, applied, conf, sm } => {
                 let (applied, term) = applied;
-                sms.insert(group, Slot { sm, replica, applied, term, conf });
+                let sessions_ok = sm.supports_sessions();
+                let sessions = SessionTable::new();
+                sms.insert(group, Slot { sm, sessions, sessions_ok, replica, applied, term, conf });
+            }
+            ApplyCmd::Sessions { group, table } => {
+                if let Some(slot) = sms.get_mut(&group) {
+                    slot.sessions = table;
+                }
             }
             ApplyCmd::Apply { group, epoch, entries, waiters } => {
                 let count = entries.len() as u64;
@@ -174,8 +223,26 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                             // applied this before a restart): never applied twice.
                             continue;
                         }
+                        // A session entry's answer when the table decides it.
+                        let mut answer = None;
+                        let mut record = None;
                         let cmd = match &e.payload {
                             EntryPayload::Normal(d) => Some(&d[..]),
+                            EntryPayload::Session { header, data } => {
+                                match session_step(&mut slot.sessions, slot.sessions_ok, e.index, header) {
+                                    SessionStep::Apply { session, seq } => {
+                                        record = Some((session, seq));
+                                        Some(&data[..])
+                                    }
+                                    // Not applied (a duplicate, a refusal, a register or
+                                    // close): the state machine sees an entry without a
+                                    // command, so its applied index still advances.
+                                    SessionStep::Answer(o) => {
+                                        answer = Some(o);
+                                        None
+                                    }
+                                }
+                            }
                             EntryPayload::Noop => None,
                             EntryPayload::ConfChange(cc) => {
                                 // As Raft does: a change that no longer applies is a no-op.
@@ -186,12 +253,16 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                             }
                         };
                         let result = slot.sm.apply(e.index, e.term, cmd);
+                        if let Some((session, seq)) = record {
+                            slot.sessions.record(session, seq, result.clone());
+                        }
+                        let outcome = answer.unwrap_or(Outcome::Applied(result));
                         done.effects.extend(slot.sm.take_effects().into_iter().map(|f| (e.index, f)));
                         slot.applied = e.index;
                         slot.term = e.term;
                         done.applied += 1;
                         while let Some(w) = waiters.next_if(|w| w.index == e.index) {
-                            decide(w, Some((e.index, e.term, &result)), &mut done.deferred);
+                            decide(w, Some((e.index, e.term, &outcome)), &mut done.deferred);
                         }
                     }
                 }
@@ -210,10 +281,13 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                             "snapshot file holds other metadata",
                         ));
                     }
-                    slot.sm.restore(meta.index, meta.term, &mut data)
+                    let table = session_codec::read_section(&mut data)?;
+                    slot.sm.restore(meta.index, meta.term, &mut data)?;
+                    Ok(table)
                 });
                 match restored {
-                    Ok(()) => {
+                    Ok(table) => {
+                        slot.sessions = table;
                         slot.applied = meta.index;
                         slot.term = meta.term;
                         slot.conf = meta.conf;
@@ -239,12 +313,14 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                             .map_err(|e| e.to_string())
                     }
                 };
-                let job = source.map(|source| Job {
+                // The session table goes first in the stream, as of the same index.
+                let prefix = session_codec::section(&slot.sessions);
+                let job = source.map(|inner| Job {
                     group,
                     epoch,
                     replica: slot.replica,
                     meta: meta.clone(),
-                    source,
+                    source: Box::new(PrefixedSource { prefix, inner }),
                 });
                 let sent = match job {
                     Ok(job) => job_tx.send(job).map_err(|_| "the snapshot writer is gone".to_string()),

@@ -26,6 +26,14 @@ pub(crate) enum Cmd {
     Msgs { from: NodeId, msgs: Vec<(u64, Message)>, hold: InboundHold },
     /// A client proposal (`Engine::propose`); resolves once applied here.
     Propose { group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>> },
+    /// A client-session entry (`Engine::open_session`, `propose_in_session`,
+    /// `close_session`); resolves once applied here.
+    ProposeSession {
+        group: u64,
+        op: crate::session::SessionOp,
+        data: Bytes,
+        done: Completer<Result<Bytes, ProposeError>>,
+    },
     /// A membership change (`Engine::change_membership`).
     Conf { group: u64, change: MembershipChange, done: Completer<Result<(), MembershipError>> },
     /// A read barrier (`Engine::read_index`); resolves with the applied index.

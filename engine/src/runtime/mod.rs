@@ -36,6 +36,7 @@ mod recovery;
 mod removal;
 mod requests;
 mod route;
+mod sessions;
 mod shared;
 mod snap_receive;
 mod snapfile;

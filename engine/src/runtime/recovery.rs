@@ -15,12 +15,16 @@ use super::snapfile;
 use super::store::GroupMeta;
 use crate::api::{OpenError, StateMachine};
 use crate::raft::types::ReplicaId;
+use crate::session::codec as session_codec;
+use crate::session::SessionTable;
 
 /// Groups recovered at open, to be handed to their workers.
 pub(crate) struct Recovered {
     /// Groups boxed as they will live in the worker's map (moved there without copying).
     pub(super) groups: Vec<(Box<Group>, Box<dyn StateMachine>)>,
     pub(super) tombstones: HashMap<u64, ReplicaId>,
+    /// Session tables read from the snapshot files state machines were restored from.
+    pub(super) sessions: HashMap<u64, SessionTable>,
 }
 
 impl Recovered {
@@ -31,14 +35,17 @@ impl Recovered {
         self.groups = rest;
         let tombstones =
             self.tombstones.iter().filter(|(g, _)| route(**g, n) == i).map(|(g, r)| (*g, *r)).collect();
-        Recovered { groups: mine, tombstones }
+        let (sessions, rest): (HashMap<_, _>, HashMap<_, _>) =
+            std::mem::take(&mut self.sessions).into_iter().partition(|(g, _)| route(*g, n) == i);
+        self.sessions = rest;
+        Recovered { groups: mine, tombstones, sessions }
     }
 }
 
 /// Recovers every group in the WAL: its metadata, its state machine (restored from the
 /// snapshot file when it is behind the compaction point) and its Raft state.
 pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
-    let mut out = Recovered { groups: Vec::new(), tombstones: HashMap::new() };
+    let mut out = Recovered { groups: Vec::new(), tombstones: HashMap::new(), sessions: HashMap::new() };
     for group in sh.wal.groups() {
         let err = |reason: String| OpenError::Recovery { group, reason };
         let Some(meta) = sh.wal.meta(group).map_err(|e| err(e.to_string()))? else {
@@ -54,8 +61,11 @@ pub(crate) fn recover(sh: &Arc<Shared>) -> Result<Recovered, OpenError> {
                 if snapshot.index > 0 && sm.applied_index() < snapshot.index {
                     let (_, mut data) = snapfile::open(&sh.snap_dir, group, replica, snapshot.index)
                         .map_err(|e| err(format!("snapshot file at {}: {e}", snapshot.index)))?;
+                    let table = session_codec::read_section(&mut data)
+                        .map_err(|e| err(format!("session section: {e}")))?;
                     sm.restore(snapshot.index, snapshot.term, &mut data)
                         .map_err(|e| err(format!("restore: {e}")))?;
+                    out.sessions.insert(group, table);
                 }
                 snapfile::prune(&sh.snap_dir, group, |r, i| (r, i) != (replica, snapshot.index));
                 // Applied entries were durable in the log first (a snapshot's reset before

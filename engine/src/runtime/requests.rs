@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::group::Group;
 use super::pending::Completer;
+use super::sessions::session_stamp_ms;
 use super::shared::bump;
 use super::waiters::Done;
 use super::worker::Worker;
@@ -19,11 +20,24 @@ use crate::api::EngineConfig;
 use crate::api::{BusyReason, ProposeError, ReadError, TransferError};
 use crate::api::{Placement, ProposeRefused, TransferRefused};
 use crate::raft::types::{NodeId, ReplicaId, Role};
+use crate::session::{SessionHeader, SessionOp};
 
 impl Worker {
     /// A proposal to `group`: refused when busy ([`busy_reason`]) or not leader, else
     /// appended with its waiter.
     pub(super) fn propose(&mut self, group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>>) {
+        self.propose_entry(group, None, data, done);
+    }
+
+    /// A proposal (`session`: `None`) or a client-session entry (stamped with
+    /// [`session_stamp_ms`]), refused or appended as [`Worker::propose`] says.
+    pub(super) fn propose_entry(
+        &mut self,
+        group: u64,
+        session: Option<SessionOp>,
+        data: Bytes,
+        done: Completer<Result<Bytes, ProposeError>>,
+    ) {
         if self.failed {
             return done.complete(Err(ProposeError::StorageFailed));
         }
@@ -50,7 +64,11 @@ impl Worker {
             self.sh.counters.refused(reason);
             return done.complete(Err(ProposeError::Busy(reason)));
         }
-        match g.raft.propose(data) {
+        let appended = match session {
+            None => g.raft.propose(data),
+            Some(op) => g.raft.propose_session(SessionHeader { op, stamp_ms: session_stamp_ms() }, data),
+        };
+        match appended {
             Ok((index, term)) => {
                 let deadline = self.ticks + u64::from(cfg.propose_timeout_ticks);
                 g.waiters.add(&mut self.tally, index, term, size, deadline, Done::Propose(done));

@@ -172,6 +172,13 @@ mod tests {
             EntryPayload::Noop,
             EntryPayload::Normal(Bytes::from_static(b"abc")),
             EntryPayload::ConfChange(ConfChange::single(ChangeKind::AddLearner, Replica::new(4, 9))),
+            EntryPayload::Session {
+                header: crate::session::SessionHeader {
+                    op: crate::session::SessionOp::Propose { session: 3, seq: 2, floor: 1 },
+                    stamp_ms: 99,
+                },
+                data: Bytes::from_static(b"x"),
+            },
         ] {
             let e = Entry { index: 3, term: 2, payload };
             assert_eq!(decode_payload(&entry_bytes(&e), DecodeLimits::default()).unwrap(), e.payload);

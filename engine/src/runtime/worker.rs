@@ -146,9 +146,13 @@ impl Worker {
         let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());
+        let mut tables = rec.sessions;
         for (g, sm) in rec.groups {
             touched.push(g.id);
             let _ = apply_tx.send(add_cmd(&g, sm));
+            if let Some(table) = tables.remove(&g.id) {
+                let _ = apply_tx.send(super::apply::ApplyCmd::Sessions { group: g.id, table });
+            }
             groups.insert(g.id, g);
         }
         let read_ctx = ReadCtx::new(sh.incarnation);
@@ -305,6 +309,7 @@ impl Worker {
                 drop(hold);
             }
             Cmd::Propose { group, data, done } => self.propose(group, data, done),
+            Cmd::ProposeSession { group, op, data, done } => self.propose_entry(group, Some(op), data, done),
             Cmd::Conf { group, change, done } => self.conf_change(group, change, done),
             Cmd::Read { group, done } => self.read(group, done),
             Cmd::Transfer { group, node, done } => done.complete(self.transfer(group, node)),

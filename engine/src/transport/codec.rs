@@ -37,6 +37,7 @@ use thiserror::Error;
 use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
 use crate::raft::message::{Entry, EntryPayload, Message, MessageBody, SnapshotChunk, SnapshotMeta};
 use crate::raft::types::Replica;
+use crate::session::{SessionHeader, SessionOp};
 
 /// The codec version this build writes and the newest it reads.
 pub const CODEC_VERSION: u8 = 1;
@@ -355,6 +356,34 @@ const K_HEARTBEAT_QUIESCE: u8 = 11;
 const P_NOOP: u8 = 0;
 const P_NORMAL: u8 = 1;
 const P_CONF: u8 = 2;
+const P_SESSION: u8 = 3;
+
+const S_REGISTER: u8 = 0;
+const S_PROPOSE: u8 = 1;
+const S_CLOSE: u8 = 2;
+
+/// A session entry: op tag, its fields, the stamp, then the data.
+fn put_session(b: &mut BytesMut, h: &SessionHeader, data: &Bytes) {
+    match h.op {
+        SessionOp::Register { ttl_ms, max_sessions } => {
+            b.put_u8(S_REGISTER);
+            put_varint(b, ttl_ms);
+            put_varint(b, max_sessions);
+        }
+        SessionOp::Propose { session, seq, floor } => {
+            b.put_u8(S_PROPOSE);
+            put_varint(b, session);
+            put_varint(b, seq);
+            put_varint(b, floor);
+        }
+        SessionOp::Close { session } => {
+            b.put_u8(S_CLOSE);
+            put_varint(b, session);
+        }
+    }
+    put_varint(b, h.stamp_ms);
+    put_bytes(b, data);
+}
 
 fn flags(bits: &[bool]) -> u8 {
     bits.iter().enumerate().fold(0u8, |acc, (i, &b)| acc | ((b as u8) << i))
@@ -386,6 +415,10 @@ pub fn encode_message(b: &mut BytesMut, m: &Message) -> Result<(), EncodeError> 
                     EntryPayload::ConfChange(cc) => {
                         b.put_u8(P_CONF);
                         put_conf_change(b, cc);
+                    }
+                    EntryPayload::Session { header, data } => {
+                        b.put_u8(P_SESSION);
+                        put_session(b, header, data);
                     }
                 }
             }
@@ -614,6 +647,20 @@ impl Reader<'_> {
         Ok(SnapshotMeta { index: self.varint()?, term: self.varint()?, conf: self.conf()? })
     }
 
+    fn session(&mut self) -> Result<EntryPayload, DecodeError> {
+        let at = self.pos;
+        let op = match self.u8()? {
+            S_REGISTER => SessionOp::Register { ttl_ms: self.varint()?, max_sessions: self.varint()? },
+            S_PROPOSE => {
+                SessionOp::Propose { session: self.varint()?, seq: self.varint()?, floor: self.varint()? }
+            }
+            S_CLOSE => SessionOp::Close { session: self.varint()? },
+            tag => return Err(DecodeError::UnknownTag { what: "session op", tag, at }),
+        };
+        let header = SessionHeader { op, stamp_ms: self.varint()? };
+        Ok(EntryPayload::Session { header, data: self.bytes()? })
+    }
+
     fn conf_change(&mut self) -> Result<ConfChange, DecodeError> {
         let at = self.pos;
         let transition = match self.u8()? {
@@ -673,6 +720,7 @@ impl Reader<'_> {
                         P_NOOP => EntryPayload::Noop,
                         P_NORMAL => EntryPayload::Normal(self.bytes()?),
                         P_CONF => EntryPayload::ConfChange(self.conf_change()?),
+                        P_SESSION => self.session()?,
                         tag => return Err(DecodeError::UnknownTag { what: "entry payload", tag, at }),
                     };
                     entries.push(Entry { term, index, payload });
@@ -826,6 +874,10 @@ pub fn encode_payload(p: &EntryPayload) -> Bytes {
             b.put_u8(P_CONF);
             put_conf_change(&mut b, cc);
         }
+        EntryPayload::Session { header, data } => {
+            b.put_u8(P_SESSION);
+            put_session(&mut b, header, data);
+        }
     }
     b.freeze()
 }
@@ -838,6 +890,7 @@ pub fn decode_payload(buf: &Bytes, limits: DecodeLimits) -> Result<EntryPayload,
         P_NOOP => EntryPayload::Noop,
         P_NORMAL => EntryPayload::Normal(r.bytes()?),
         P_CONF => EntryPayload::ConfChange(r.conf_change()?),
+        P_SESSION => r.session()?,
         tag => return Err(DecodeError::UnknownTag { what: "entry payload", tag, at }),
     };
     if r.left() != 0 {

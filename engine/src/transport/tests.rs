@@ -16,6 +16,7 @@ use super::{is_control, QuicTransport, Transport, TransportError, TransportEvent
 use crate::raft::conf::{ChangeKind, ConfChange, ConfState, SingleChange, Transition};
 use crate::raft::message::{Entry, EntryPayload, Message, MessageBody, SnapshotChunk, SnapshotMeta};
 use crate::raft::types::Replica;
+use crate::session::{SessionHeader, SessionOp};
 
 // ---------------------------------------------------------------------------------------
 // Allocation accounting: counts bytes live on the current thread while enabled.
@@ -88,6 +89,12 @@ fn conf() -> ConfState {
     }
 }
 
+fn session_payload(op: SessionOp) -> EntryPayload {
+    let data =
+        if matches!(op, SessionOp::Propose { .. }) { Bytes::from_static(b"incr") } else { Bytes::new() };
+    EntryPayload::Session { header: SessionHeader { op, stamp_ms: u64::MAX - 1 }, data }
+}
+
 fn every_kind() -> Vec<WireItem> {
     let m = |body| Message { from: 1, to: 2, term: 9, body };
     let entries = vec![
@@ -106,6 +113,17 @@ fn every_kind() -> Vec<WireItem> {
                 ],
             }),
         },
+        Entry {
+            term: 9,
+            index: 14,
+            payload: session_payload(SessionOp::Propose { session: 4, seq: 7, floor: 5 }),
+        },
+        Entry {
+            term: 9,
+            index: 15,
+            payload: session_payload(SessionOp::Register { ttl_ms: 1000, max_sessions: 64 }),
+        },
+        Entry { term: 9, index: 16, payload: session_payload(SessionOp::Close { session: 4 }) },
     ];
     let bodies = vec![
         MessageBody::Append { prev_index: 10, prev_term: 8, entries, commit: 10 },

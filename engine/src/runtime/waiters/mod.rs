@@ -55,6 +55,8 @@ pub enum Outcome {
     Dropped,
     /// Unknown: the entry may or may not apply (never retried blindly).
     Indeterminate,
+    /// A session entry applied without effect: the session table refused it.
+    Refused(crate::api::SessionRefusal),
 }
 
 /// A completion handle: told the outcome exactly once (consumed).
@@ -324,11 +326,13 @@ impl Complete for Done {
                 Outcome::Applied(b) => Ok(b),
                 Outcome::Dropped => Err(ProposeError::Dropped),
                 Outcome::Indeterminate => Err(ProposeError::Indeterminate),
+                Outcome::Refused(r) => Err(ProposeError::Session(r)),
             }),
             Done::Conf(c) => c.complete(match o {
                 Outcome::Applied(_) => Ok(()),
                 Outcome::Dropped => Err(MembershipError::Dropped),
-                Outcome::Indeterminate => Err(MembershipError::Indeterminate),
+                // A membership change is never a session entry.
+                Outcome::Indeterminate | Outcome::Refused(_) => Err(MembershipError::Indeterminate),
             }),
         }
     }

@@ -1,0 +1,100 @@
+//! The runtime's side of client sessions: the time stamp a leader puts into session
+//! entries ([`session_stamp_ms`]), the handle's `propose_session`, and what the apply
+//! thread does with a session entry ([`session_step`]) on the group's
+//! [`SessionTable`].
+//!
+//! Owns the stamp clock and the translation of the table's decisions into outcomes.
+//! Never calls a state machine (the apply thread does) and never decides duplicates or
+//! expiry itself (the table does).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::waiters::Outcome;
+use super::Runtime;
+use crate::api::{EngineConfig, Proposal, ProposeError, SessionRefusal, Unavailable};
+use crate::session::{Decision, SessionHeader, SessionLimits, SessionOp, SessionTable};
+
+/// The last stamp handed out in this process.
+static LAST_STAMP_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The time stamped into a session entry: the wall clock in milliseconds since the Unix
+/// epoch (comparable across nodes, unlike a boot clock), never below a stamp handed out
+/// before in this process. Groups' tables take the largest stamp applied, so a leader
+/// whose clock is behind never moves a group's time back.
+pub(super) fn session_stamp_ms() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    LAST_STAMP_MS.fetch_max(now, Ordering::Relaxed).max(now)
+}
+
+impl Runtime {
+    /// This node's configuration.
+    pub(crate) fn config(&self) -> &EngineConfig {
+        self.shared.cfg.get()
+    }
+
+    /// Proposes a session entry to `group` (refused like `propose`).
+    pub(crate) fn propose_session(
+        &self,
+        group: u64,
+        op: SessionOp,
+        data: Bytes,
+    ) -> Result<Proposal, ProposeError> {
+        self.live()?;
+        let max = self.shared.cfg.get().max_entry_bytes;
+        if data.len() > max {
+            return Err(ProposeError::TooLarge { len: data.len(), max });
+        }
+        self.request(group, |done| super::command::Cmd::ProposeSession { group, op, data, done }).map_err(
+            |e| {
+                if let Unavailable::Busy(reason) = e {
+                    self.shared.counters.refused(reason);
+                }
+                e.into()
+            },
+        )
+    }
+}
+
+/// What the apply thread does with a session entry.
+pub(super) enum SessionStep {
+    /// Apply the entry's data to the state machine, then record its result as the answer
+    /// of (`session`, `seq`).
+    Apply { session: u64, seq: u64 },
+    /// Do not apply the data: the entry's outcome is this.
+    Answer(Outcome),
+}
+
+/// Runs a session entry at `index` through `table` (`supported`: the state machine
+/// holds sessions, see `StateMachine::supports_sessions`).
+pub(super) fn session_step(
+    table: &mut SessionTable,
+    supported: bool,
+    index: u64,
+    h: &SessionHeader,
+) -> SessionStep {
+    if !supported {
+        return SessionStep::Answer(Outcome::Refused(SessionRefusal::NotSupported));
+    }
+    match h.op {
+        SessionOp::Register { ttl_ms, max_sessions } => {
+            table.register(index, h.stamp_ms, SessionLimits { ttl_ms, max_sessions });
+            SessionStep::Answer(Outcome::Applied(crate::api::encode_session_id(index)))
+        }
+        SessionOp::Close { session } => {
+            if table.close(session, h.stamp_ms) {
+                SessionStep::Answer(Outcome::Applied(Bytes::new()))
+            } else {
+                SessionStep::Answer(Outcome::Refused(SessionRefusal::Unknown))
+            }
+        }
+        SessionOp::Propose { session, seq, floor } => match table.apply(session, seq, floor, h.stamp_ms) {
+            Decision::Apply => SessionStep::Apply { session, seq },
+            Decision::Duplicate(r) => SessionStep::Answer(Outcome::Applied(r)),
+            Decision::Acked => SessionStep::Answer(Outcome::Refused(SessionRefusal::Acked)),
+            Decision::Unknown => SessionStep::Answer(Outcome::Refused(SessionRefusal::Unknown)),
+        },
+    }
+}
