@@ -12,6 +12,7 @@
 mod config;
 mod create_policy;
 mod error;
+mod events;
 mod metrics;
 mod request;
 mod state_machine;
@@ -19,6 +20,7 @@ mod state_machine;
 pub use config::*;
 pub use create_policy::CreatePolicy;
 pub use error::*;
+pub use events::*;
 pub use metrics::*;
 pub use request::*;
 pub use state_machine::*;
@@ -195,6 +197,27 @@ impl Engine {
     /// One group's replica on this node, if it exists.
     pub fn group_status(&self, group: u64) -> Option<GroupStatus> {
         self.rt.group_status(group)
+    }
+
+    /// Subscribes to this node's events ([`EngineEvent`]): a stream buffering at most
+    /// `capacity` of them. Workers never wait for a subscriber: a full stream loses events
+    /// and yields [`EngineEvent::Lagged`] with their number before its next event. At most
+    /// [`MAX_SUBSCRIBERS`] streams at once; dropping one unsubscribes.
+    pub fn subscribe(&self, capacity: usize) -> Result<EventStream, SubscribeError> {
+        self.rt.subscribe(capacity)
+    }
+
+    /// The leader this node's replica of `group` knows of (`None` when it knows none or
+    /// the group is not hosted here), from a view the workers keep current after each
+    /// turn of the group: lock-free, no mailbox round trip (unlike [`Engine::group_status`]).
+    pub fn leader(&self, group: u64) -> Option<LeaderInfo> {
+        self.rt.leader(group)
+    }
+
+    /// Whether this node hosts a replica of `group` (from the same lock-free view as
+    /// [`Engine::leader`]).
+    pub fn hosts(&self, group: u64) -> bool {
+        self.rt.hosts(group)
     }
 
     /// Engine-wide counters.

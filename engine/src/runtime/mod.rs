@@ -18,12 +18,15 @@ mod admission;
 mod apply;
 mod apply_hold;
 mod apply_link;
+mod announce;
 mod clock;
 mod command;
 mod compaction;
+pub(crate) mod event_hub;
 mod gc;
 mod group;
 mod incarnation;
+mod leader_view;
 mod lifecycle;
 mod membership;
 mod net_loop;
@@ -69,6 +72,7 @@ use crate::api::{
     Metrics, OpenError, Proposal, ProposeError, ReadBarrier, ReadError, StateMachine, StateMachineFactory,
     TransferError, Unavailable, ValidEngineConfig,
 };
+use crate::api::{EventStream, LeaderInfo, SubscribeError};
 use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, ReplicaId};
 use crate::transport::{Transport, TransportStatsSource};
@@ -124,6 +128,8 @@ impl Runtime {
             routes: std::sync::Mutex::new(Vec::new()),
             counters: Counters::default(),
             gauges: (0..n).map(|_| WorkerGauges::default()).collect(),
+            events: Default::default(),
+            leaders: Default::default(),
         });
         let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
@@ -287,6 +293,18 @@ impl Runtime {
 
     pub(crate) fn group_status(&self, group: u64) -> Option<GroupStatus> {
         self.collect_status(Some(group)).into_iter().next()
+    }
+
+    pub(crate) fn subscribe(&self, capacity: usize) -> Result<EventStream, SubscribeError> {
+        self.shared.events.subscribe(capacity)
+    }
+
+    pub(crate) fn leader(&self, group: u64) -> Option<LeaderInfo> {
+        self.shared.leaders.get(group)
+    }
+
+    pub(crate) fn hosts(&self, group: u64) -> bool {
+        self.shared.leaders.contains(group)
     }
 
     pub(crate) fn metrics(&self) -> Metrics {

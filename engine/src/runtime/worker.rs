@@ -444,6 +444,7 @@ impl Worker {
                 g.touched = true;
                 self.touched.push(gid);
             }
+            self.announce_leader(&mut g);
             self.settle(&mut g);
             self.groups.insert(gid, g);
             // Submitted early once it holds half the WAL's write size (one group's Ready
