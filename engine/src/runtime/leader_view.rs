@@ -194,9 +194,11 @@ mod tests {
     fn readers_never_see_a_torn_leader() {
         let cell = Arc::new(LeaderCell::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(std::sync::Barrier::new(2));
         let writer = {
-            let (cell, stop) = (cell.clone(), stop.clone());
+            let (cell, stop, start) = (cell.clone(), stop.clone(), start.clone());
             std::thread::spawn(move || {
+                start.wait();
                 // Every write keeps node = term and replica = 2 * term.
                 for t in 1..200_000u64 {
                     cell.set(Some(LeaderInfo { node: t, replica: 2 * t, term: t }));
@@ -206,7 +208,9 @@ mod tests {
         };
         let mut reads = 0u64;
         let mut last = 0;
-        while !stop.load(Ordering::Acquire) && reads < 50_000_000 {
+        start.wait();
+        // While the writer runs (and at least 1,000 reads); bounded in count.
+        while (!stop.load(Ordering::Acquire) || reads < 1_000) && reads < 50_000_000 {
             if let Some(l) = cell.get() {
                 assert_eq!((l.node, l.replica), (l.term, 2 * l.term), "torn read");
                 assert!(l.term >= last, "went back in time");
@@ -215,6 +219,6 @@ mod tests {
             reads += 1;
         }
         writer.join().unwrap();
-        assert!(reads > 0);
+        assert_eq!(cell.get().map(|l| l.term), Some(199_999), "the last write is read");
     }
 }
