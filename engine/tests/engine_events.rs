@@ -205,6 +205,12 @@ fn every_transfer_gives_one_leader_changed_event_per_group_on_each_node() {
 
     // The slow subscriber: its first SLOW_CAPACITY events, then the exact count of
     // what it lost (all quiet now: nothing is published meanwhile).
+    eprintln!(
+        "{GROUPS} groups: node 1 published {} events, transfers moved every group (terms {:?} -> {:?} for group 1)",
+        all_node1.len(),
+        before[&1].1,
+        c.engine(1).leader(1).map(|l| l.term)
+    );
     let got = drain(&mut slow);
     assert_eq!(got.len(), SLOW_CAPACITY + 1, "{got:?}");
     assert!(got[..SLOW_CAPACITY].iter().all(|e| !matches!(e, EngineEvent::Lagged { .. })));
