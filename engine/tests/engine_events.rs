@@ -146,7 +146,12 @@ fn every_transfer_gives_one_leader_changed_event_per_group_on_each_node() {
         // The last leader each node announced is the one its view holds.
         let changes = leader_changes(&evs);
         for &g in &groups {
-            assert_eq!(changes.get(&g).and_then(|v| v.last()), Some(&before[&g]), "node {}, group {g}", i + 1);
+            assert_eq!(
+                changes.get(&g).and_then(|v| v.last()),
+                Some(&before[&g]),
+                "node {}, group {g}",
+                i + 1
+            );
         }
         if i == 0 {
             all_node1.extend(evs);
@@ -238,13 +243,25 @@ fn membership_snapshot_and_lifecycle_events() {
     for i in 0..40u8 {
         c.propose(g, &[i]);
     }
-    recv_until(s.get_mut(&l).unwrap(), LONG, |e| matches!(e, EngineEvent::SnapshotTaken { group, .. } if *group == g));
+    recv_until(
+        s.get_mut(&l).unwrap(),
+        LONG,
+        |e| matches!(e, EngineEvent::SnapshotTaken { group, .. } if *group == g),
+    );
     change(&c, g, MembershipChange::AddLearner(3));
     let on3 = s.get_mut(&3).unwrap();
-    let evs = recv_until(on3, LONG, |e| matches!(e, EngineEvent::SnapshotInstalled { group, .. } if *group == g));
-    assert!(evs.iter().any(|e| matches!(e, EngineEvent::ReplicaCreated { group, .. } if *group == g)), "{evs:?}");
+    let evs =
+        recv_until(on3, LONG, |e| matches!(e, EngineEvent::SnapshotInstalled { group, .. } if *group == g));
+    assert!(
+        evs.iter().any(|e| matches!(e, EngineEvent::ReplicaCreated { group, .. } if *group == g)),
+        "{evs:?}"
+    );
     let on_leader = s.get_mut(&l).unwrap();
-    let evs = recv_until(on_leader, LONG, |e| matches!(e, EngineEvent::SnapshotSent { group, to, .. } if *group == g && to.node == 3));
+    let evs = recv_until(
+        on_leader,
+        LONG,
+        |e| matches!(e, EngineEvent::SnapshotSent { group, to, .. } if *group == g && to.node == 3),
+    );
     assert!(
         evs.iter().any(|e| matches!(e, EngineEvent::MembershipApplied { group, .. } if *group == g)),
         "the leader applied the learner's addition: {evs:?}"

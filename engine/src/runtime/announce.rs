@@ -29,7 +29,11 @@ impl Worker {
             None
         } else {
             // A leader whose node is not known yet counts as unknown until it is.
-            g.node_of(id).filter(|&n| n != 0).map(|node| LeaderInfo { node, replica: id, term: g.raft.term() })
+            g.node_of(id).filter(|&n| n != 0).map(|node| LeaderInfo {
+                node,
+                replica: id,
+                term: g.raft.term(),
+            })
         };
         if now == g.leader_seen {
             return;

@@ -96,7 +96,8 @@ impl EventHub {
     fn publish_slow(&self, ev: EngineEvent) {
         let subs = self.subs.load();
         for s in subs.iter() {
-            let missed = if s.lost.load(Ordering::Relaxed) != 0 { s.lost.swap(0, Ordering::AcqRel) } else { 0 };
+            let missed =
+                if s.lost.load(Ordering::Relaxed) != 0 { s.lost.swap(0, Ordering::AcqRel) } else { 0 };
             match s.tx.try_send((missed, ev)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {

@@ -15,10 +15,10 @@
 //! core simulator ([`waiters`]).
 
 mod admission;
+mod announce;
 mod apply;
 mod apply_hold;
 mod apply_link;
-mod announce;
 mod clock;
 mod command;
 mod compaction;

@@ -22,8 +22,8 @@ use super::snap_receive::{Polled, StreamKey};
 use super::snapfile;
 use super::store::wal_hs;
 use super::worker::Worker;
-use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
 use crate::api::EngineEvent;
+use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::{SnapshotChunks, WireItem};
 
@@ -90,7 +90,11 @@ impl Worker {
             return;
         };
         bump(&self.sh.counters.snapshots_sent);
-        self.publish(EngineEvent::SnapshotSent { group: g.id, to: Replica::new(node, to), index: meta.index });
+        self.publish(EngineEvent::SnapshotSent {
+            group: g.id,
+            to: Replica::new(node, to),
+            index: meta.index,
+        });
         tracing::info!(group = g.id, index = meta.index, to, node, offset = start, "snapshot stream started");
         tracing::info!("group {}: streaming snapshot {} to replica {to} on node {node}", g.id, meta.index);
         let chunks: SnapshotChunks = Box::new(chunks);
