@@ -35,10 +35,9 @@ impl Worker {
                 term: g.raft.term(),
             })
         };
-        if now == g.leader_seen {
+        if now == g.leader_cell.get() {
             return;
         }
-        g.leader_seen = now;
         g.leader_cell.set(now);
         let Some(l) = now else { return };
         if (l.term, l.replica) == g.leader_announced {

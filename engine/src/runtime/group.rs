@@ -17,7 +17,7 @@ use super::removal::Removal;
 use super::shared::Shared;
 use super::store::{GroupMeta, WalStore};
 use super::waiters::{Done, ReadWaiters, Tally, Waiters};
-use crate::api::{CreateGroupError, GroupStatus, LeaderInfo, PeerStatus, ReadError, StateMachine};
+use crate::api::{CreateGroupError, GroupStatus, PeerStatus, ReadError, StateMachine};
 use crate::raft::conf::ConfState;
 use crate::raft::message::SnapshotMeta;
 use crate::raft::types::{NodeId, ReplicaId};
@@ -67,10 +67,10 @@ pub(crate) struct Group {
     pub(super) epoch: u64,
     /// A voter removal between its two steps (demote, then remove the learner).
     pub(super) removal: Option<Removal>,
-    /// This replica's cell in the shared leader view, the value last written to it, and
-    /// the (term, leader) last announced as an event (`announce`).
+    /// This replica's cell in the shared leader view (read back by its writer, this
+    /// worker, to see whether the leader changed), and the (term, leader) last announced
+    /// as an event (`announce`).
     pub(super) leader_cell: Arc<LeaderCell>,
-    pub(super) leader_seen: Option<LeaderInfo>,
     pub(super) leader_announced: (u64, ReplicaId),
 }
 
@@ -204,7 +204,6 @@ pub(super) fn new_group(
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
         removal: None,
         leader_cell: sh.leaders.insert(group),
-        leader_seen: None,
         leader_announced: (0, 0),
     }))
 }
