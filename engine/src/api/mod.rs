@@ -2,12 +2,14 @@
 //! ([`EngineConfig`], validated once into a [`ValidEngineConfig`]) is in `config.rs`, the
 //! [`StateMachine`] an application plugs in in `state_machine.rs`, the typed answers of
 //! every operation in `error.rs` (see [`ErrorClass`]), the requests and handles
-//! ([`MembershipChange`], [`Proposal`], ...) in `request.rs`, and the reports ([`Metrics`],
-//! [`GroupStatus`]) in `metrics.rs`; all are re-exported here.
+//! ([`MembershipChange`], [`Proposal`], ...) in `request.rs`, the reports ([`Metrics`],
+//! [`GroupStatus`]) in `metrics.rs`, and events and the leader view ([`EngineEvent`],
+//! [`EventStream`], [`LeaderInfo`]) in `events.rs`; all are re-exported here.
 //!
 //! Owns the public surface. Never runs Raft rules or touches the WAL or the network
 //! itself: every operation becomes a command in the mailbox of the worker that owns the
-//! group (see [`crate::runtime`]).
+//! group (see [`crate::runtime`]), except `leader`, `hosts` and `subscribe`, which read
+//! what the workers share.
 
 mod config;
 mod create_policy;

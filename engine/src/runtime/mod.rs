@@ -7,7 +7,9 @@
 //! network thread with received liveness items and drained first), gathers status and
 //! metrics, and stops everything. Never shares
 //! Raft state between threads: a group is touched only by its worker; the only shared
-//! objects are the WAL (thread-safe), counters and flags (`shared`).
+//! objects are the WAL (thread-safe), counters and flags (`shared`), the event
+//! subscriptions (`event_hub`) and the leader view (`leader_view`), which workers write
+//! and embedders read without locks.
 //!
 //! Where things are: the commands (`command`); the network thread (`net_loop`); a worker's
 //! loop and turn (`worker`, which lists the files of each concern of the turn); the apply
