@@ -134,3 +134,54 @@ fn run(mut stream: EventStream, inner: Weak<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use flotilla_engine::api::{EngineConfig, StateMachine, StateMachineFactory};
+    use flotilla_engine::transport::MemoryNetwork;
+
+    use super::*;
+
+    struct Nop;
+
+    impl StateMachine for Nop {
+        fn apply(&mut self, _: u64, _: u64, _: Option<&[u8]>) -> Bytes {
+            Bytes::new()
+        }
+        fn applied_index(&self) -> u64 {
+            0
+        }
+        fn snapshot(&mut self, _: &mut dyn Write) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn restore(&mut self, _: u64, _: u64, _: &mut dyn Read) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_parked_wait_wakes_when_its_group_gets_a_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = MemoryNetwork::new();
+        let mut cfg = EngineConfig::new(1, dir.path().to_path_buf());
+        cfg.workers = 1;
+        let factory: StateMachineFactory = Arc::new(|_| Box::new(Nop));
+        let engine = Engine::open(cfg, Box::new(net.join(1, 1024)), factory).unwrap();
+        let watch = LeaderWatch::start(&engine).unwrap();
+        let seen = watch.seen(7);
+        // Nothing happens to group 7 yet: the wait runs out.
+        assert!(!watch.wait_change(7, seen, Duration::from_millis(20)));
+        engine.create_group(7, &[1], Box::new(Nop)).unwrap();
+        // Its election wakes the wait.
+        assert!(watch.wait_change(7, seen, Duration::from_secs(60)), "no leader change seen");
+        assert_eq!(engine.leader(7).map(|l| l.node), Some(1), "the view holds the leader once woken");
+        // Another group's changes do not count for group 8.
+        let seen8 = watch.seen(8);
+        assert!(!watch.wait_change(8, seen8, Duration::from_millis(20)));
+        engine.shutdown();
+    }
+}
