@@ -2,16 +2,19 @@
 //! ([`EngineConfig`], validated once into a [`ValidEngineConfig`]) is in `config.rs`, the
 //! [`StateMachine`] an application plugs in in `state_machine.rs`, the typed answers of
 //! every operation in `error.rs` (see [`ErrorClass`]), the requests and handles
-//! ([`MembershipChange`], [`Proposal`], ...) in `request.rs`, and the reports ([`Metrics`],
-//! [`GroupStatus`]) in `metrics.rs`; all are re-exported here.
+//! ([`MembershipChange`], [`Proposal`], ...) in `request.rs`, the reports ([`Metrics`],
+//! [`GroupStatus`]) in `metrics.rs`, and events and the leader view ([`EngineEvent`],
+//! [`EventStream`], [`LeaderInfo`]) in `events.rs`; all are re-exported here.
 //!
 //! Owns the public surface. Never runs Raft rules or touches the WAL or the network
 //! itself: every operation becomes a command in the mailbox of the worker that owns the
-//! group (see [`crate::runtime`]).
+//! group (see [`crate::runtime`]), except `leader`, `hosts` and `subscribe`, which read
+//! what the workers share.
 
 mod config;
 mod create_policy;
 mod error;
+mod events;
 mod metrics;
 mod request;
 mod session;
@@ -20,6 +23,7 @@ mod state_machine;
 pub use config::*;
 pub use create_policy::CreatePolicy;
 pub use error::*;
+pub use events::*;
 pub use metrics::*;
 pub use request::*;
 pub use session::*;
@@ -397,6 +401,27 @@ impl Engine {
     /// One group's replica on this node, if it exists.
     pub fn group_status(&self, group: u64) -> Option<GroupStatus> {
         self.rt.group_status(group)
+    }
+
+    /// Subscribes to this node's events ([`EngineEvent`]): a stream buffering at most
+    /// `capacity` of them. Workers never wait for a subscriber: a full stream loses events
+    /// and yields [`EngineEvent::Lagged`] with their number before its next event. At most
+    /// [`MAX_SUBSCRIBERS`] streams at once; dropping one unsubscribes.
+    pub fn subscribe(&self, capacity: usize) -> Result<EventStream, SubscribeError> {
+        self.rt.subscribe(capacity)
+    }
+
+    /// The leader this node's replica of `group` knows of (`None` when it knows none or
+    /// the group is not hosted here), from a view the workers keep current after each
+    /// turn of the group: lock-free, no mailbox round trip (unlike [`Engine::group_status`]).
+    pub fn leader(&self, group: u64) -> Option<LeaderInfo> {
+        self.rt.leader(group)
+    }
+
+    /// Whether this node hosts a replica of `group` (from the same lock-free view as
+    /// [`Engine::leader`]).
+    pub fn hosts(&self, group: u64) -> bool {
+        self.rt.hosts(group)
     }
 
     /// Engine-wide counters.

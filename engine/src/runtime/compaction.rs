@@ -14,7 +14,7 @@ use super::group::Group;
 use super::shared::bump;
 use super::snapfile;
 use super::worker::Worker;
-use crate::api::EngineConfig;
+use crate::api::{EngineConfig, EngineEvent};
 use crate::raft::message::SnapshotMeta;
 
 /// Groups one worker snapshots per check because they pin old WAL segments.
@@ -129,6 +129,7 @@ impl Worker {
         self.writes.batch.compact_to(group, meta.index + 1);
         self.writes.prune_after(group, replica, meta.index);
         bump(&self.sh.counters.compactions);
+        self.publish(EngineEvent::SnapshotTaken { group, index: meta.index });
         tracing::debug!(group, index = meta.index, bytes, "snapshot taken, log compacted");
     }
 }

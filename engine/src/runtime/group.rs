@@ -8,8 +8,10 @@
 //! machine.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::apply::ApplyCmd;
+use super::leader_view::LeaderCell;
 use super::pending::Completer;
 use super::removal::Removal;
 use super::shared::Shared;
@@ -65,6 +67,11 @@ pub(crate) struct Group {
     pub(super) epoch: u64,
     /// A voter removal between its two steps (demote, then remove the learner).
     pub(super) removal: Option<Removal>,
+    /// This replica's cell in the shared leader view (read back by its writer, this
+    /// worker, to see whether the leader changed), and the (term, leader) last announced
+    /// as an event (`announce`).
+    pub(super) leader_cell: Arc<LeaderCell>,
+    pub(super) leader_announced: (u64, ReplicaId),
 }
 
 impl Group {
@@ -196,6 +203,8 @@ pub(super) fn new_group(
         log_bytes: 0,
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
         removal: None,
+        leader_cell: sh.leaders.insert(group),
+        leader_announced: (0, 0),
     }))
 }
 

@@ -30,7 +30,7 @@ use super::route::route;
 use super::shared::bump;
 use super::store::{entry_bytes, wal_hs, GroupMeta};
 use super::worker::Worker;
-use crate::api::{CreateGroupError, Effect, ProposeError, ReadError};
+use crate::api::{CreateGroupError, Effect, EngineEvent, ProposeError, ReadError};
 use crate::raft::conf::ConfState;
 use crate::raft::message::{Entry, EntryPayload, HardState, Message, MessageBody, SnapshotMeta};
 use crate::raft::types::{NodeId, Replica, ReplicaId};
@@ -138,6 +138,7 @@ impl Worker {
                     g.touched = false;
                     Self::touch(&mut self.touched, &mut g);
                     self.groups.insert(c.group, g);
+                    self.publish(EngineEvent::ReplicaCreated { group: c.group, replica: c.replica });
                     c.done.complete(Ok(()));
                 }
                 Err(e) => {
@@ -192,6 +193,7 @@ impl Worker {
                 Self::touch(&mut self.touched, &mut g);
                 self.tombstones.remove(&group);
                 self.groups.insert(group, g);
+                self.publish(EngineEvent::ReplicaCreated { group, replica: m.to });
                 self.forget_unconfirmed(group);
                 self.admission.created(group, from, self.ticks, tombstone);
                 self.sh.counters.unconfirmed_replicas.fetch_add(1, Ordering::Relaxed);
@@ -268,6 +270,7 @@ impl Worker {
         }
         self.send_apply(ApplyCmd::Remove { group: gid });
         self.snap.remove_group(gid);
+        self.forget_leader(&g);
         bump(&self.sh.counters.unconfirmed_dropped);
     }
 
@@ -397,6 +400,7 @@ impl Worker {
         }
         self.send_apply(ApplyCmd::Remove { group: gid });
         self.snap.remove_group(gid);
+        self.forget_leader(&g);
         bump(&self.sh.counters.replicas_destroyed);
         tracing::info!(group = gid, replica = g.raft.id(), "replica destroyed after its removal");
     }

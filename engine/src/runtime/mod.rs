@@ -7,7 +7,9 @@
 //! network thread with received liveness items and drained first), gathers status and
 //! metrics, and stops everything. Never shares
 //! Raft state between threads: a group is touched only by its worker; the only shared
-//! objects are the WAL (thread-safe), counters and flags (`shared`).
+//! objects are the WAL (thread-safe), counters and flags (`shared`), the event
+//! subscriptions (`event_hub`) and the leader view (`leader_view`), which workers write
+//! and embedders read without locks.
 //!
 //! Where things are: the commands (`command`); the network thread (`net_loop`); a worker's
 //! loop and turn (`worker`, which lists the files of each concern of the turn); the apply
@@ -15,15 +17,18 @@
 //! core simulator ([`waiters`]).
 
 mod admission;
+mod announce;
 mod apply;
 mod apply_hold;
 mod apply_link;
 mod clock;
 mod command;
 mod compaction;
+pub(crate) mod event_hub;
 mod gc;
 mod group;
 mod incarnation;
+mod leader_view;
 mod lifecycle;
 mod membership;
 mod net_loop;
@@ -70,6 +75,7 @@ use crate::api::{
     Metrics, OpenError, Proposal, ProposeError, ReadBarrier, ReadError, StateMachine, StateMachineFactory,
     TransferError, Unavailable, ValidEngineConfig,
 };
+use crate::api::{EventStream, LeaderInfo, SubscribeError};
 use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, ReplicaId};
 use crate::transport::{Transport, TransportStatsSource};
@@ -126,6 +132,8 @@ impl Runtime {
             routes: std::sync::Mutex::new(Vec::new()),
             counters: Counters::default(),
             gauges: (0..n).map(|_| WorkerGauges::default()).collect(),
+            events: Default::default(),
+            leaders: Default::default(),
         });
         let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
@@ -289,6 +297,18 @@ impl Runtime {
 
     pub(crate) fn group_status(&self, group: u64) -> Option<GroupStatus> {
         self.collect_status(Some(group)).into_iter().next()
+    }
+
+    pub(crate) fn subscribe(&self, capacity: usize) -> Result<EventStream, SubscribeError> {
+        self.shared.events.subscribe(capacity)
+    }
+
+    pub(crate) fn leader(&self, group: u64) -> Option<LeaderInfo> {
+        self.shared.leaders.get(group)
+    }
+
+    pub(crate) fn hosts(&self, group: u64) -> bool {
+        self.shared.leaders.contains(group)
     }
 
     pub(crate) fn metrics(&self) -> Metrics {

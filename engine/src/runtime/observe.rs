@@ -1,11 +1,13 @@
 //! Metrics and tracing events from a group's Raft events (`Ready::events`): elections,
-//! leaderships, step-downs, transfers started and aborted, membership changes applied.
+//! leaderships, step-downs, transfers started and aborted, membership changes applied
+//! (also published as an `EngineEvent`).
 //!
 //! Owns the mapping from a core event to a counter and a tracing event. Never changes a
 //! group's Raft state.
 
 use super::group::Group;
 use super::shared::{bump, Shared};
+use crate::api::EngineEvent;
 use crate::raft::{Event, MembershipStep};
 
 /// Reports `events` of `g` (from one `Ready`, in order) as metrics and tracing events.
@@ -35,6 +37,8 @@ pub(super) fn observe(sh: &Shared, g: &Group, events: &[Event]) {
             }
             Event::MembershipApplied { index, step } => {
                 bump(&c.membership_changes);
+                let joint = matches!(step, MembershipStep::EnteredJoint);
+                sh.events.publish(EngineEvent::MembershipApplied { group, index, joint });
                 let step = match step {
                     MembershipStep::Simple => "simple",
                     MembershipStep::EnteredJoint => "entered joint",

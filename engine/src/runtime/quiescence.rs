@@ -14,6 +14,7 @@ use super::clock;
 use super::group::Group;
 use super::shared::bump_by;
 use super::worker::Worker;
+use crate::api::EngineEvent;
 use crate::raft::types::{NodeId, Role};
 
 impl Worker {
@@ -57,8 +58,10 @@ impl Worker {
             let c = &self.sh.counters.quiesced_groups;
             if quiesced {
                 c.fetch_add(1, Ordering::Relaxed);
+                self.publish(EngineEvent::GroupQuiesced { group: g.id });
             } else {
                 c.fetch_sub(1, Ordering::Relaxed);
+                self.publish(EngineEvent::GroupWoken { group: g.id });
             }
         }
     }

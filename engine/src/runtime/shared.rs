@@ -122,6 +122,9 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// One per worker, by index.
     pub gauges: Vec<WorkerGauges>,
+    /// Event subscriptions (`event_hub`) and the leader view (`leader_view`).
+    pub events: Arc<super::event_hub::EventHub>,
+    pub leaders: super::leader_view::LeaderView,
 }
 
 /// Adds one to counter `c`.

@@ -22,8 +22,9 @@ use super::snap_receive::{Polled, StreamKey};
 use super::snapfile;
 use super::store::wal_hs;
 use super::worker::Worker;
+use crate::api::EngineEvent;
 use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
-use crate::raft::types::{NodeId, ReplicaId, Role};
+use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::{SnapshotChunks, WireItem};
 
 /// Bytes of state-machine data per snapshot chunk.
@@ -70,6 +71,7 @@ impl Worker {
         g.meta_dirty = false;
         self.writes.prune_after(gid, g.raft.id(), meta.index);
         bump(&self.sh.counters.snapshots_installed);
+        self.publish(EngineEvent::SnapshotInstalled { group: gid, index: meta.index });
         tracing::info!(group = gid, index = meta.index, term = meta.term, "snapshot installed");
         tracing::info!("group {gid}: installed snapshot at {}", meta.index);
         Ok(())
@@ -88,6 +90,11 @@ impl Worker {
             return;
         };
         bump(&self.sh.counters.snapshots_sent);
+        self.publish(EngineEvent::SnapshotSent {
+            group: g.id,
+            to: Replica::new(node, to),
+            index: meta.index,
+        });
         tracing::info!(group = g.id, index = meta.index, to, node, offset = start, "snapshot stream started");
         tracing::info!("group {}: streaming snapshot {} to replica {to} on node {node}", g.id, meta.index);
         let chunks: SnapshotChunks = Box::new(chunks);

@@ -21,8 +21,8 @@
 //! sender check), `admission` (who may create replicas from messages, and how many),
 //! `tombstones` (removed replicas, clean-up pass), `quiescence` and `wake_queue`,
 //! `compaction`, `snapshots`, `snap_receive` (received snapshot streams, to disk on the
-//! worker's snapshot I/O thread), `observe` (metrics from Raft events), `stop` (storage
-//! failure, shutdown). Waiters live in `waiters` (the rules of `Ok`, `Dropped` and
+//! worker's snapshot I/O thread), `observe` (metrics from Raft events), `announce` (the
+//! leader view and events for subscribers), `stop` (storage failure, shutdown). Waiters live in `waiters` (the rules of `Ok`, `Dropped` and
 //! `Indeterminate` are there).
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -449,6 +449,7 @@ impl Worker {
                 g.touched = true;
                 self.touched.push(gid);
             }
+            self.announce_leader(&mut g);
             self.settle(&mut g);
             self.groups.insert(gid, g);
             // Submitted early once it holds half the WAL's write size (one group's Ready

@@ -7,7 +7,8 @@
 //! - [`trust`]: which nodes are admitted (the directory's), and certificate reloads.
 //! - [`resp`]: RESP framing; [`client`]: a blocking RESP client.
 //! - [`sm`]: the shard and meta state machines.
-//! - [`node`]: the engine, bootstrap, routing and retries; [`outcome`]: which failures are
+//! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
+//!   a leader change on the engine's events); [`outcome`]: which failures are
 //!   retried and which are INDETERMINATE; [`commands`]: command syntax;
 //!   [`server`]: the mio client port.
 //! - [`linearizability`]: the history checker of the chaos test.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod leader_watch;
 pub mod linearizability;
 pub mod node;
 pub mod node_channel;

@@ -32,6 +32,7 @@ use thiserror::Error;
 use crate::acl::Acl;
 use crate::client::{Client, ClientError};
 use crate::config::ValidNodeConfig;
+use crate::leader_watch::LeaderWatch;
 use crate::node_channel::{ChannelLimits, NodeTls};
 use crate::outcome::{
     forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, transfer_outcome, Stage,
@@ -269,6 +270,8 @@ pub struct NodeStatus {
 /// A running node.
 pub struct Node {
     engine: Engine,
+    /// Leader changes from the engine's events: parked requests wait on it.
+    leaders: LeaderWatch,
     cfg: ValidNodeConfig,
     ep: Arc<Endpoint>,
     dir: Directory,
@@ -374,8 +377,10 @@ impl Node {
             idle: cfg.node_channel_idle,
             request: crate::resp::Limits { max_request: cfg.max_request_bytes, max_args: 1 << 20 },
         };
+        let leaders = LeaderWatch::start(&engine).map_err(|e| StartError::Bootstrap(e.to_string()))?;
         let node = Arc::new(Node {
             engine,
+            leaders,
             cfg,
             ep,
             dir,
@@ -396,7 +401,7 @@ impl Node {
             let mut groups = vec![META_GROUP];
             groups.extend((0..node.cfg.shards).map(shard_group));
             for g in groups {
-                if node.engine.group_status(g).is_some() {
+                if node.engine.hosts(g) {
                     continue;
                 }
                 match node.engine.create_group(g, &[me], factory(g)) {
@@ -473,7 +478,7 @@ impl Node {
             if Arc::strong_count(&self) == 1 {
                 return;
             }
-            if self.engine.group_status(META_GROUP).is_none() {
+            if !self.engine.hosts(META_GROUP) {
                 continue;
             }
             let current = self.dir.read().unwrap_or_else(|e| e.into_inner()).get(&self.id()).cloned();
@@ -527,7 +532,7 @@ impl Node {
 
     /// Whether this node leads `group` now.
     pub fn leads(&self, group: u64) -> bool {
-        self.engine.group_status(group).is_some_and(|s| s.role == Role::Leader)
+        self.engine.leader(group).is_some_and(|l| l.node == self.id())
     }
 
     /// Reads `q` from the local data of `group` (call after a read barrier).
@@ -604,20 +609,25 @@ impl Node {
             }
             Op::Transfer { group, to } => match self.engine.transfer_leader(*group, *to) {
                 Ok(()) => {
+                    // Woken by the engine's leader-changed events, not polled.
                     let deadline = Instant::now() + budget;
                     while Instant::now() < deadline {
-                        match self.engine.group_status(*group) {
-                            Some(s) if s.role != Role::Leader && s.leader.map(|r| r.node) == Some(*to) => {
-                                return Outcome::Done(Value::ok())
-                            }
-                            Some(s) if s.role != Role::Leader && s.leader.is_some() => {
+                        let seen = self.leaders.seen(*group);
+                        if !self.engine.hosts(*group) {
+                            break;
+                        }
+                        match self.engine.leader(*group) {
+                            Some(l) if l.node == *to => return Outcome::Done(Value::ok()),
+                            Some(l) if l.node != self.id() => {
                                 return Outcome::Fail(Value::err(format!(
-                                    "ERR leadership of group {group} moved to node {:?}, not {to}",
-                                    s.leader.map(|r| r.node)
+                                    "ERR leadership of group {group} moved to node {}, not {to}",
+                                    l.node
                                 )))
                             }
-                            None => break,
-                            _ => std::thread::sleep(Duration::from_millis(5)),
+                            _ => {
+                                let left = deadline.saturating_duration_since(Instant::now());
+                                self.leaders.wait_change(*group, seen, left);
+                            }
                         }
                     }
                     Outcome::Retry(format!("transfer of group {group} to node {to} did not complete"), None)
@@ -629,12 +639,13 @@ impl Node {
 
     /// The node to try first for `op`.
     fn first_target(&self, op: &Op) -> Option<u64> {
-        let st = self.engine.group_status(op.group());
-        match (op, st) {
-            (Op::Read { .. }, Some(_)) => Some(self.id()),
-            (_, Some(s)) if s.role == Role::Leader => Some(self.id()),
-            (_, Some(s)) => s.leader.map(|r| r.node).or(Some(self.id())),
-            (_, None) => None,
+        let g = op.group();
+        if matches!(op, Op::Read { .. }) && self.engine.hosts(g) {
+            return Some(self.id());
+        }
+        match self.engine.leader(g) {
+            Some(l) => Some(l.node),
+            None => self.engine.hosts(g).then_some(self.id()),
         }
     }
 
@@ -655,9 +666,11 @@ impl Node {
         let mut target = self.first_target(&op);
         let mut last = String::from("no leader known");
         for attempt in 0u32.. {
+            // Taken before the attempt: a leader change during it ends the pause at once.
+            let seen = self.leaders.seen(op.group());
             let t = match target {
                 Some(t) => t,
-                None if self.engine.group_status(op.group()).is_some() => self.id(),
+                None if self.engine.hosts(op.group()) => self.id(),
                 None => self.any_other().unwrap_or(self.id()),
             };
             let out = if t == self.id() { self.exec_local(&op) } else { self.forward(t, &op) };
@@ -682,10 +695,18 @@ impl Node {
                 break;
             }
             if pause {
+                // Parked until the shard's leader changes (the engine's events), at most a
+                // backoff; longer while this node's replica knows no leader, since only a
+                // leader change helps then.
                 let ms = (1u64 << attempt.min(6)).clamp(2, 50);
-                std::thread::sleep(
-                    Duration::from_millis(ms).min(deadline.saturating_duration_since(Instant::now())),
-                );
+                let g = op.group();
+                let wait = if self.engine.hosts(g) && self.engine.leader(g).is_none() {
+                    Duration::from_millis(500)
+                } else {
+                    Duration::from_millis(ms)
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.leaders.wait_change(g, seen, wait.min(left));
             }
             if target.is_none() {
                 target = self.first_target(&op).filter(|&n| n != t);
@@ -732,11 +753,10 @@ impl Node {
     /// Where writes to `group` go now: `Some(me)` if this node leads it, the leader's node
     /// if another node leads it and its address is known, `None` if unknown.
     pub fn route(&self, group: u64) -> Option<u64> {
-        let s = self.engine.group_status(group)?;
-        if s.role == Role::Leader {
+        let l = self.engine.leader(group)?.node;
+        if l == self.id() {
             return Some(self.id());
         }
-        let l = s.leader?.node;
         self.dir.read().unwrap_or_else(|e| e.into_inner()).contains_key(&l).then_some(l)
     }
 
