@@ -204,6 +204,7 @@ pub struct EngineConfig {
     /// (the proposing leaders' wall clocks), expires (`Engine::open_session`). Carried in
     /// each register entry: the last one applied sets it for the group. Default 1 hour;
     /// bounds [`MIN_SESSION_TTL`]..=[`MAX_SESSION_TTL`].
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub session_ttl: Duration,
     /// The most client sessions a group keeps: registering one more evicts the least
     /// recently used. Carried in each register entry like `session_ttl`. Each session
@@ -692,6 +693,7 @@ mod serde_tests {
             max_uncommitted_bytes = "4MiB"
             max_entry_bytes = 65536
             compact_bytes = "128 MiB"
+            session_ttl = "10m"
             [raft]
             election_timeout_min_ticks = 30
             election_timeout_max_ticks = 60
@@ -705,6 +707,7 @@ mod serde_tests {
         assert_eq!((c.node_id, c.tick_interval), (3, Duration::from_millis(20)));
         assert_eq!((c.max_uncommitted_bytes, c.max_entry_bytes), (4 << 20, 65536));
         assert_eq!(c.compact_bytes, 128 << 20);
+        assert_eq!(c.session_ttl, Duration::from_secs(600));
         assert_eq!(c.raft.election_timeout_min_ticks, 30);
         assert_eq!(c.raft.read_mode, crate::raft::config::ReadMode::LeaseBased);
         // A [raft] table keeps the engine's template for what it does not name.

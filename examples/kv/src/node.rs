@@ -23,7 +23,6 @@ use bytes::Bytes;
 use flotilla_engine::api::{
     CreatePolicy, Engine, EngineConfig, MembershipChange, OpenError, ProposeError, StateMachineFactory,
 };
-use flotilla_engine::raft::Role;
 use flotilla_engine::transport::{DecodeLimits, QuicTransport};
 use flotilla_net::{Endpoint, NetConfig};
 use serde::{Deserialize, Serialize};
