@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla::engine::api::{Engine, EngineConfig, MembershipChange, StateMachine};
-use flotilla::engine::raft::types::{NodeId, Role};
+use flotilla::engine::raft::types::NodeId;
 use flotilla::engine::transport::QuicTransport;
 
 type Error = Box<dyn std::error::Error>;
@@ -122,13 +122,17 @@ fn open_node(
     Ok(Node { engine, maps })
 }
 
-/// Waits until the nodes agree on a leader of `group`; returns its node id.
+/// Waits until a node knows itself as the leader of `group`; returns its node id.
+/// `Engine::leader` reads a lock-free view the workers keep current (no round trip); an
+/// application that wants to be told instead subscribes to `EngineEvent::LeaderChanged`
+/// with `Engine::subscribe`.
 fn wait_leader(nodes: &[Node], group: u64) -> Result<NodeId, Error> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         for n in nodes {
-            if n.engine.group_status(group).is_some_and(|s| s.role == Role::Leader) {
-                return Ok(n.engine.node_id());
+            let me = n.engine.node_id();
+            if n.engine.leader(group).is_some_and(|l| l.node == me) {
+                return Ok(me);
             }
         }
         std::thread::sleep(Duration::from_millis(10));
