@@ -207,6 +207,9 @@ pub(super) struct PendingCreate {
     pub(super) replica: ReplicaId,
     pub(super) conf: ConfState,
     pub(super) sm: Box<dyn StateMachine>,
+    /// An imported replica: starts from this snapshot (its file durable, the state
+    /// machine restored) instead of a founding entry.
+    pub(super) snapshot: Option<SnapshotMeta>,
     pub(super) done: Completer<Result<(), CreateGroupError>>,
 }
 

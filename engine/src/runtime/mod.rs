@@ -21,8 +21,11 @@ mod apply_link;
 mod clock;
 mod command;
 mod compaction;
+mod export;
+mod export_file;
 mod gc;
 mod group;
+mod import;
 mod incarnation;
 mod lifecycle;
 mod membership;
@@ -31,6 +34,7 @@ mod observe;
 mod pending;
 mod persisted;
 mod quiescence;
+mod read_local;
 mod ready;
 mod recovery;
 mod removal;
@@ -38,6 +42,7 @@ mod requests;
 mod route;
 mod shared;
 mod snap_receive;
+mod snap_request;
 mod snapfile;
 mod snapshots;
 mod stop;
@@ -241,6 +246,16 @@ impl Runtime {
 
     pub(crate) fn read_index(&self, group: u64) -> Result<ReadBarrier, ReadError> {
         Ok(self.request(group, |done| Cmd::Read { group, done })?)
+    }
+
+    /// A snapshot of `group` taken now (or its current one, if it covers the applied
+    /// index), durable, with its file opened.
+    pub(crate) fn take_snapshot(&self, group: u64) -> Result<snap_request::TakenSnapshot, crate::api::SnapshotError> {
+        self.request(group, |done| Cmd::RequestSnapshot { group, done })?.wait()
+    }
+
+    pub(crate) fn read_local(&self, group: u64, bound: crate::api::Staleness) -> Result<u64, crate::api::ReadLocalError> {
+        self.request(group, |done| Cmd::ReadLocal { group, bound, done })?.wait()
     }
 
     pub(crate) fn transfer_leader(&self, group: u64, node: NodeId) -> Pending<Result<(), TransferError>> {

@@ -125,6 +125,8 @@ pub(crate) struct Worker {
     /// Snapshot streams received (to disk, on the snapshot I/O thread) and the resume
     /// points of streams sent.
     pub(super) snap: SnapshotReceiver,
+    /// Requests waiting for a snapshot (`snap_request`).
+    pub(super) snap_requests: super::snap_request::SnapshotRequests,
 }
 
 impl Worker {
@@ -183,6 +185,7 @@ impl Worker {
             apply_backlog: 0,
             apply_hold: ApplyHold::default(),
             snap,
+            snap_requests: Default::default(),
         })
     }
 
@@ -309,7 +312,7 @@ impl Worker {
             Cmd::Read { group, done } => self.read(group, done),
             Cmd::Transfer { group, node, done } => done.complete(self.transfer(group, node)),
             Cmd::Create { group, replica, conf, sm, first_leader, done } => {
-                self.creates.push(PendingCreate { group, replica, conf, sm, first_leader, done })
+                self.creates.push(PendingCreate { group, replica, conf, sm, first_leader, snapshot: None, done })
             }
             Cmd::Status { group, done } => {
                 let v = match group {
@@ -339,6 +342,9 @@ impl Worker {
                 self.on_snapshot_progress(from, group, replica, to, leader_term, index, term, offset)
             }
             Cmd::Shutdown => self.stopping = true,
+            Cmd::RequestSnapshot { group, done } => self.request_snapshot(group, done),
+            Cmd::Import { group, replica, meta, sm, done } => self.import_group(group, replica, meta, sm, done),
+            Cmd::ReadLocal { group, bound, done } => self.read_local(group, bound, done),
         }
     }
 
@@ -378,6 +384,7 @@ impl Worker {
         self.probed.clear();
         let now = self.ticks;
         self.sweep_unconfirmed(now);
+        self.sweep_snapshot_requests();
         self.expire_snapshot_streams();
         self.wake_queued(now);
         // Only the active groups: quiesced ones cost nothing here.
