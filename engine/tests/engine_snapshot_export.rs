@@ -127,8 +127,12 @@ impl Node {
             let s = r.lock().unwrap().entry(g).or_default().clone();
             Box::new(HistSm(s)) as Box<dyn StateMachine>
         });
-        let engine = Engine::open(config(id, dir.join(format!("n{id}")), compact_entries), Box::new(net.join(id, 1 << 16)), factory)
-            .unwrap();
+        let engine = Engine::open(
+            config(id, dir.join(format!("n{id}")), compact_entries),
+            Box::new(net.join(id, 1 << 16)),
+            factory,
+        )
+        .unwrap();
         Node { id, engine, reg }
     }
 
@@ -150,9 +154,8 @@ fn propose(nodes: &[&Node], group: u64, data: &[u8]) -> u64 {
     let deadline = Instant::now() + WAIT;
     for _ in 0..10_000 {
         assert!(Instant::now() < deadline, "group {group}: proposal not applied in time");
-        let leader = nodes
-            .iter()
-            .find(|n| n.engine.group_status(group).is_some_and(|s| s.role == Role::Leader));
+        let leader =
+            nodes.iter().find(|n| n.engine.group_status(group).is_some_and(|s| s.role == Role::Leader));
         if let Some(l) = leader {
             if let Ok(p) = l.engine.propose(group, Bytes::copy_from_slice(data)) {
                 if let Ok(Ok(b)) = p.wait_timeout(Duration::from_secs(5)) {
@@ -202,7 +205,9 @@ fn export_under_load_imports_into_fresh_engines_at_the_exported_state() {
         let exported = leader.engine.export_snapshot(1, &path).unwrap();
         let done_at_export = done.load(Ordering::Relaxed);
         // The group goes on after the export.
-        wait_until("proposals after the export", WAIT, || done.load(Ordering::Relaxed) >= done_at_export + 20);
+        wait_until("proposals after the export", WAIT, || {
+            done.load(Ordering::Relaxed) >= done_at_export + 20
+        });
         stop.store(true, Ordering::Relaxed);
         (exported, applied_at_call, (leader.id, done_at_export))
     });
@@ -214,7 +219,8 @@ fn export_under_load_imports_into_fresh_engines_at_the_exported_state() {
     let file_len = std::fs::metadata(&path).unwrap().len();
     assert!(file_len > exported.bytes, "the file holds the data and its header");
     // The source's state at the exported index, as its leader applied it.
-    let expected = *src[(leader - 1) as usize].record(1).lock().unwrap().history.get(&exported.index).unwrap();
+    let expected =
+        *src[(leader - 1) as usize].record(1).lock().unwrap().history.get(&exported.index).unwrap();
     assert_eq!(expected.index, exported.index);
     assert!(expected.commands >= 70, "{expected:?}");
     let later = src[(leader - 1) as usize].state(1);
@@ -237,9 +243,11 @@ fn export_under_load_imports_into_fresh_engines_at_the_exported_state() {
 
     // A fresh 3-node cluster with other node ids.
     let net3 = MemoryNetwork::new();
-    let three: Vec<Node> = (11..=13).map(|id| Node::open(&net3, id, &tmp.path().join("three"), 1_000_000)).collect();
+    let three: Vec<Node> =
+        (11..=13).map(|id| Node::open(&net3, id, &tmp.path().join("three"), 1_000_000)).collect();
     for n in &three {
-        let imp = n.engine.import_snapshot(&path, ImportOptions::new(1).with_members(vec![11, 12, 13])).unwrap();
+        let imp =
+            n.engine.import_snapshot(&path, ImportOptions::new(1).with_members(vec![11, 12, 13])).unwrap();
         assert_eq!(imp.index, exported.index);
         assert_eq!(n.record(1).lock().unwrap().restored, Some(expected), "node {}", n.id);
     }
@@ -321,7 +329,10 @@ fn corrupt_foreign_and_duplicate_imports_are_refused() {
     // A node outside the file's configuration, without a member list: refused.
     let net3 = MemoryNetwork::new();
     let other = Node::open(&net3, 9, &tmp.path().join("other"), 1_000_000);
-    assert!(matches!(other.engine.import_snapshot(&path, ImportOptions::new(5)), Err(ImportError::NotAMember)));
+    assert!(matches!(
+        other.engine.import_snapshot(&path, ImportOptions::new(5)),
+        Err(ImportError::NotAMember)
+    ));
     other.engine.shutdown();
     // Durable: after a restart the replica is there, restored from its snapshot file.
     wait_engine_leads(&fresh.engine, 5, WAIT);
@@ -330,7 +341,11 @@ fn corrupt_foreign_and_duplicate_imports_are_refused() {
     let again = Node::open(&net2, 1, &dir2, 1_000_000);
     wait_engine_leads(&again.engine, 5, WAIT);
     wait_until("recovered state", WAIT, || again.state(5).commands == expected.commands + 1);
-    assert_eq!(again.record(5).lock().unwrap().restored, Some(expected), "restored from the imported snapshot");
+    assert_eq!(
+        again.record(5).lock().unwrap().restored,
+        Some(expected),
+        "restored from the imported snapshot"
+    );
     again.engine.shutdown();
     src.engine.shutdown();
 }
@@ -354,8 +369,10 @@ fn request_snapshot_reports_at_least_the_applied_index_and_compacts() {
     assert!(idx >= applied, "snapshot at {idx}, applied {applied}");
     wait_until("compaction counted", WAIT, || n.engine.metrics().compactions > before);
     let snap_dir = tmp.path().join("n1").join("snap");
-    let names: Vec<String> =
-        std::fs::read_dir(&snap_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = std::fs::read_dir(&snap_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert!(names.iter().any(|f| f.ends_with(&format!("{idx:016x}.snap"))), "{names:?}");
     // Nothing applied since: the same snapshot answers.
     assert_eq!(n.engine.request_snapshot(3).unwrap(), idx);

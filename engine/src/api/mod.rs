@@ -203,7 +203,11 @@ impl Engine {
     /// `path` as a self-describing export file (group, index, term, configuration, data,
     /// CRC32C), crash-atomically, streaming (never the whole snapshot in memory) on the
     /// caller's thread. For a backup at a linearizable point, `read_index` first.
-    pub fn export_snapshot(&self, group: u64, path: &std::path::Path) -> Result<ExportedSnapshot, ExportError> {
+    pub fn export_snapshot(
+        &self,
+        group: u64,
+        path: &std::path::Path,
+    ) -> Result<ExportedSnapshot, ExportError> {
         self.rt.export_snapshot(group, path)
     }
 
@@ -214,7 +218,11 @@ impl Engine {
     /// founding voters (see [`ImportOptions::members`] for the replica-id rule). Every
     /// replica of a restored group must be imported from the same file. Durable when it
     /// returns `Ok`: a crash after it keeps the replica.
-    pub fn import_snapshot(&self, path: &std::path::Path, opts: ImportOptions) -> Result<ExportedSnapshot, ImportError> {
+    pub fn import_snapshot(
+        &self,
+        path: &std::path::Path,
+        opts: ImportOptions,
+    ) -> Result<ExportedSnapshot, ImportError> {
         self.rt.import_snapshot(path, opts)
     }
 

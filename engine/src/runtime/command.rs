@@ -93,7 +93,11 @@ pub(crate) enum Cmd {
     },
     /// A local, not linearizable read (`Engine::read_local`): the applied index if the
     /// replica's lag is within `bound`.
-    ReadLocal { group: u64, bound: crate::api::Staleness, done: Completer<Result<u64, crate::api::ReadLocalError>> },
+    ReadLocal {
+        group: u64,
+        bound: crate::api::Staleness,
+        done: Completer<Result<u64, crate::api::ReadLocalError>>,
+    },
 }
 
 /// A request to the network thread.

@@ -23,6 +23,13 @@ impl Runtime {
         }
         let checksum = export_file::write(path, group, &meta, len, &mut data).map_err(io)?;
         tracing::info!(group, index = meta.index, bytes = len, path = %path.display(), "snapshot exported");
-        Ok(ExportedSnapshot { group, index: meta.index, term: meta.term, conf: meta.conf, bytes: len, checksum })
+        Ok(ExportedSnapshot {
+            group,
+            index: meta.index,
+            term: meta.term,
+            conf: meta.conf,
+            bytes: len,
+            checksum,
+        })
     }
 }

@@ -84,7 +84,13 @@ pub(crate) fn write(
     Ok(crc)
 }
 
-fn write_tmp(tmp: &Path, group: u64, meta: &SnapshotMeta, data_len: u64, data: &mut dyn Read) -> io::Result<u32> {
+fn write_tmp(
+    tmp: &Path,
+    group: u64,
+    meta: &SnapshotMeta,
+    data_len: u64,
+    data: &mut dyn Read,
+) -> io::Result<u32> {
     let mut m = BytesMut::new();
     encode_snapshot_meta(&mut m, meta);
     let mut head = Vec::with_capacity(36 + m.len());
@@ -104,7 +110,10 @@ fn write_tmp(tmp: &Path, group: u64, meta: &SnapshotMeta, data_len: u64, data: &
         let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
         let n = data.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "snapshot data shorter than its length"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "snapshot data shorter than its length",
+            ));
         }
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         f.write_all(&buf[..n])?;
@@ -141,7 +150,10 @@ impl Reader {
         };
         let magic = r.take_bytes(8)?;
         if magic[..] != MAGIC[..] {
-            return Err(ReadError::Corrupt { offset: 0, why: "not a flotilla snapshot export (magic)".into() });
+            return Err(ReadError::Corrupt {
+                offset: 0,
+                why: "not a flotilla snapshot export (magic)".into(),
+            });
         }
         let version = u32::from_le_bytes(r.array::<4>()?);
         if version != VERSION {
@@ -192,7 +204,9 @@ impl Reader {
         let at = self.pos;
         let want = self.crc;
         let mut stored = [0u8; 4];
-        self.f.read_exact(&mut stored).map_err(|_| ReadError::Corrupt { offset: at, why: "no checksum".into() })?;
+        self.f
+            .read_exact(&mut stored)
+            .map_err(|_| ReadError::Corrupt { offset: at, why: "no checksum".into() })?;
         let stored = u32::from_le_bytes(stored);
         if stored != want {
             return Err(ReadError::Corrupt {

@@ -36,11 +36,19 @@ const CHUNK: usize = 256 << 10;
 
 impl Runtime {
     /// Creates this node's replica of `opts.group` from the export file at `path`.
-    pub(crate) fn import_snapshot(&self, path: &Path, opts: ImportOptions) -> Result<ExportedSnapshot, ImportError> {
+    pub(crate) fn import_snapshot(
+        &self,
+        path: &Path,
+        opts: ImportOptions,
+    ) -> Result<ExportedSnapshot, ImportError> {
         self.live().map_err(unavailable)?;
         let read_err = |e: ReadError| match e {
-            ReadError::Corrupt { offset, why } => ImportError::Corrupt { path: path.to_path_buf(), offset, why },
-            ReadError::Version(version) => ImportError::UnsupportedVersion { path: path.to_path_buf(), version },
+            ReadError::Corrupt { offset, why } => {
+                ImportError::Corrupt { path: path.to_path_buf(), offset, why }
+            }
+            ReadError::Version(version) => {
+                ImportError::UnsupportedVersion { path: path.to_path_buf(), version }
+            }
             ReadError::Io(source) => ImportError::Io { path: path.to_path_buf(), source },
         };
         // Pass 1: the whole file is intact before anything is written.
@@ -52,7 +60,8 @@ impl Runtime {
         if header.meta.index == 0 {
             return Err(read_err(ReadError::Corrupt { offset: 0, why: "snapshot at index 0".into() }));
         }
-        io::copy(r.data(), &mut io::sink()).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+        io::copy(r.data(), &mut io::sink())
+            .map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
         let checksum = r.finish().map_err(read_err)?;
         let (conf, replica) = replica_conf(&header.meta.conf, opts.members.as_deref(), self.node_id())?;
         let group = opts.group;
@@ -141,7 +150,9 @@ pub(super) fn replica_conf(
     }
     let base = file.max_replica_id;
     let pos = members.iter().position(|&n| n == me).ok_or(ImportError::NotAMember)?;
-    let conf = ConfState::with_voters(members.iter().enumerate().map(|(i, &n)| Replica::new(n, base + 1 + i as u64)));
+    let conf = ConfState::with_voters(
+        members.iter().enumerate().map(|(i, &n)| Replica::new(n, base + 1 + i as u64)),
+    );
     Ok((conf, base + 1 + pos as u64))
 }
 
@@ -203,7 +214,15 @@ impl Worker {
             return done.complete(Err(CreateGroupError::Conflict { group, existing }));
         }
         let conf = meta.conf.clone();
-        self.creates.push(PendingCreate { group, replica, conf, sm, first_leader: None, snapshot: Some(meta), done });
+        self.creates.push(PendingCreate {
+            group,
+            replica,
+            conf,
+            sm,
+            first_leader: None,
+            snapshot: Some(meta),
+            done,
+        });
     }
 }
 

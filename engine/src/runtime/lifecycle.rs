@@ -349,7 +349,15 @@ impl Worker {
                 let n = self.sh.cfg.get().workers;
                 let owner = route(group, n);
                 if owner == self.idx {
-                    self.creates.push(PendingCreate { group, replica, conf, sm, done, first_leader: None, snapshot: None });
+                    self.creates.push(PendingCreate {
+                        group,
+                        replica,
+                        conf,
+                        sm,
+                        done,
+                        first_leader: None,
+                        snapshot: None,
+                    });
                     return;
                 }
                 let cmd = Cmd::Create { group, replica, conf, sm, done, first_leader: None };

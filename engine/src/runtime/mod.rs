@@ -250,11 +250,18 @@ impl Runtime {
 
     /// A snapshot of `group` taken now (or its current one, if it covers the applied
     /// index), durable, with its file opened.
-    pub(crate) fn take_snapshot(&self, group: u64) -> Result<snap_request::TakenSnapshot, crate::api::SnapshotError> {
+    pub(crate) fn take_snapshot(
+        &self,
+        group: u64,
+    ) -> Result<snap_request::TakenSnapshot, crate::api::SnapshotError> {
         self.request(group, |done| Cmd::RequestSnapshot { group, done })?.wait()
     }
 
-    pub(crate) fn read_local(&self, group: u64, bound: crate::api::Staleness) -> Result<u64, crate::api::ReadLocalError> {
+    pub(crate) fn read_local(
+        &self,
+        group: u64,
+        bound: crate::api::Staleness,
+    ) -> Result<u64, crate::api::ReadLocalError> {
         self.request(group, |done| Cmd::ReadLocal { group, bound, done })?.wait()
     }
 

@@ -18,7 +18,12 @@ use crate::raft::LocalReadView;
 
 impl Worker {
     /// Answers a local read of `group` at once: its applied index, or why not.
-    pub(super) fn read_local(&mut self, group: u64, bound: Staleness, done: Completer<Result<u64, ReadLocalError>>) {
+    pub(super) fn read_local(
+        &mut self,
+        group: u64,
+        bound: Staleness,
+        done: Completer<Result<u64, ReadLocalError>>,
+    ) {
         if self.failed {
             return done.complete(Err(ReadLocalError::StorageFailed));
         }

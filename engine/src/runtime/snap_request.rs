@@ -72,7 +72,12 @@ impl Worker {
         if at_least == 0 {
             return done.complete(Err(SnapshotError::Failed("nothing applied yet".into())));
         }
-        self.snap_requests.by_group.entry(group).or_default().push(Request { epoch, at_least, attempts: 0, done });
+        self.snap_requests.by_group.entry(group).or_default().push(Request {
+            epoch,
+            at_least,
+            attempts: 0,
+            done,
+        });
         self.answer_snapshot_requests(group, None);
     }
 

@@ -311,9 +311,9 @@ impl Worker {
             Cmd::Conf { group, change, done } => self.conf_change(group, change, done),
             Cmd::Read { group, done } => self.read(group, done),
             Cmd::Transfer { group, node, done } => done.complete(self.transfer(group, node)),
-            Cmd::Create { group, replica, conf, sm, first_leader, done } => {
-                self.creates.push(PendingCreate { group, replica, conf, sm, first_leader, snapshot: None, done })
-            }
+            Cmd::Create { group, replica, conf, sm, first_leader, done } => self
+                .creates
+                .push(PendingCreate { group, replica, conf, sm, first_leader, snapshot: None, done }),
             Cmd::Status { group, done } => {
                 let v = match group {
                     Some(g) => self.groups.get(&g).map(|g| vec![g.status()]).unwrap_or_default(),
@@ -343,7 +343,9 @@ impl Worker {
             }
             Cmd::Shutdown => self.stopping = true,
             Cmd::RequestSnapshot { group, done } => self.request_snapshot(group, done),
-            Cmd::Import { group, replica, meta, sm, done } => self.import_group(group, replica, meta, sm, done),
+            Cmd::Import { group, replica, meta, sm, done } => {
+                self.import_group(group, replica, meta, sm, done)
+            }
             Cmd::ReadLocal { group, bound, done } => self.read_local(group, bound, done),
         }
     }

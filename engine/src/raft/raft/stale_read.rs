@@ -81,7 +81,9 @@ mod tests {
     fn follower() -> Raft<MemStorage> {
         let conf = ConfState::with_voters((1..=3).map(|i| Replica::new(i, i)));
         let mut st = MemStorage::new_with_conf(conf);
-        st.append(&(1..=3).map(|i| Entry { index: i, term: 1, payload: EntryPayload::Noop }).collect::<Vec<_>>());
+        st.append(
+            &(1..=3).map(|i| Entry { index: i, term: 1, payload: EntryPayload::Noop }).collect::<Vec<_>>(),
+        );
         st.set_hard_state(HardState { term: 1, vote: 0, commit: 0 });
         Raft::new(Config::new(2).validate().unwrap(), st).unwrap()
     }
@@ -200,7 +202,8 @@ mod tests {
         // Replica 2 keeps answering: each CheckQuorum pass bounds the age by its window.
         let mut seen = Vec::new();
         for _ in 0..(3 * check) {
-            let hb = Message { from: 2, to: 1, term: r.term(), body: MessageBody::HeartbeatResponse { round: 0 } };
+            let hb =
+                Message { from: 2, to: 1, term: r.term(), body: MessageBody::HeartbeatResponse { round: 0 } };
             r.step(hb).unwrap();
             r.tick();
             drive(&mut r);
