@@ -22,8 +22,10 @@ pub struct Staleness {
     pub entries: Option<u64>,
     /// At most this long since the replica last heard from the current leader (on a
     /// leader: an upper bound of the time since a quorum last answered). Measured in
-    /// Raft ticks of `tick_interval` each: a replica cut off from its leader cannot learn
-    /// that the commit index moved, so this bound is what refuses it.
+    /// Raft ticks of `tick_interval` each (a worker that falls behind its ticks counts
+    /// less time than passed): a replica cut off from its leader cannot learn that the
+    /// commit index moved, so this bound is what refuses it. A leader bounds its quorum
+    /// contact only with CheckQuorum (`raft.check_quorum`); without it its time only grows.
     pub time: Option<Duration>,
 }
 

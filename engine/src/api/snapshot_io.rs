@@ -134,7 +134,11 @@ pub struct ImportOptions {
     /// The group the file must hold (else [`ImportError::WrongGroup`]).
     pub group: u64,
     /// `None`: keep the configuration in the file; this node must be one of its
-    /// members (restoring every replica of the group, each node from the same file).
+    /// members (restoring every replica of the group, each node from the same file, with
+    /// the same node ids). Not for replacing one lost replica of a group whose other
+    /// replicas run on: under its old replica id it may have acknowledged entries past
+    /// the file's index, which Raft counted; add a new replica with
+    /// `Engine::change_membership` instead.
     /// `Some(nodes)`: seed a new cluster whose founding voters are `nodes`, in the same
     /// order on every node (possibly other node ids than the source's). Their replica
     /// ids are `max + 1, max + 2, ...` in that order, where `max` is the highest replica
