@@ -65,7 +65,13 @@ impl Runtime {
         let checksum = r.finish().map_err(read_err)?;
         let (conf, replica) = replica_conf(&header.meta.conf, opts.members.as_deref(), self.node_id())?;
         let group = opts.group;
-        if self.group_status(group).is_some() {
+        // A replica here refuses the import, except one its leader's first message created
+        // under the same replica id that holds no configuration yet (a peer imported first
+        // and leads already): the worker replaces it if it promised nothing, else it
+        // stands and catches up from that leader. Checked before this node's snapshot file
+        // of the group is written; the worker checks again.
+        let stands = |s: &crate::api::GroupStatus| s.replica != replica || s.members.contains(replica);
+        if self.group_status(group).is_some_and(|s| stands(&s)) {
             return Err(ImportError::GroupExists(group));
         }
         let meta = SnapshotMeta { index: header.meta.index, term: header.meta.term, conf: conf.clone() };
@@ -197,7 +203,10 @@ impl SnapshotSource for ReadSource {
 impl Worker {
     /// Creates the imported replica (`Cmd::Import`): refused if the group has a replica
     /// here or one is being created; otherwise founded like `create_group`, from the
-    /// snapshot instead of a founding entry (`flush_creates`), answered once durable.
+    /// snapshot instead of a founding entry (`flush_creates`), answered once durable. A
+    /// replica created from a leader's message (unconfirmed) is replaced if it promised
+    /// nothing; one of the same id that did stands (`Ok`: it catches up from that leader,
+    /// which holds the same snapshot), as for a founding `create_group`.
     pub(super) fn import_group(
         &mut self,
         group: u64,
