@@ -16,8 +16,10 @@ mod create_policy;
 mod error;
 mod events;
 mod metrics;
+mod read_local;
 mod request;
 mod session;
+mod snapshot_io;
 mod state_machine;
 
 pub use config::*;
@@ -25,8 +27,10 @@ pub use create_policy::CreatePolicy;
 pub use error::*;
 pub use events::*;
 pub use metrics::*;
+pub use read_local::*;
 pub use request::*;
 pub use session::*;
+pub use snapshot_io::*;
 pub use state_machine::*;
 
 use std::sync::Arc;
@@ -391,6 +395,53 @@ impl Engine {
         change: MembershipChange,
     ) -> Result<MembershipProposal, MembershipError> {
         self.rt.change_membership(group, change)
+    }
+
+    /// Takes a snapshot of `group`'s state machine now (on any replica, through the usual
+    /// path: the apply thread snapshots between entries, its writer thread writes the file
+    /// while apply goes on) and returns its index, at least the applied index at the call,
+    /// once the file is durable; the log is compacted there as after any snapshot.
+    pub fn request_snapshot(&self, group: u64) -> Result<u64, SnapshotError> {
+        Ok(self.rt.take_snapshot(group)?.meta.index)
+    }
+
+    /// Takes a snapshot of `group` now (as [`Engine::request_snapshot`]) and writes it to
+    /// `path` as a self-describing export file (group, index, term, configuration, data,
+    /// CRC32C), crash-atomically, streaming (never the whole snapshot in memory) on the
+    /// caller's thread. For a backup at a linearizable point, `read_index` first.
+    pub fn export_snapshot(
+        &self,
+        group: u64,
+        path: &std::path::Path,
+    ) -> Result<ExportedSnapshot, ExportError> {
+        self.rt.export_snapshot(group, path)
+    }
+
+    /// Creates this node's replica of `opts.group` from an export file: refused if the
+    /// file fails its checksum (`Corrupt`), holds another group (`WrongGroup`), or the
+    /// group exists (`GroupExists`) or was removed here. The replica's log starts after
+    /// the snapshot's index; its configuration is the file's, or `opts.members` as new
+    /// founding voters (see [`ImportOptions::members`] for the replica-id rule). Every
+    /// replica of a restored group must be imported from the same file. Durable when it
+    /// returns `Ok`: a crash after it keeps the replica.
+    pub fn import_snapshot(
+        &self,
+        path: &std::path::Path,
+        opts: ImportOptions,
+    ) -> Result<ExportedSnapshot, ImportError> {
+        self.rt.import_snapshot(path, opts)
+    }
+
+    /// A local read of `group` at this replica (follower, learner or leader), NOT
+    /// linearizable: returns the applied index to read the state machine at if the
+    /// replica's lag is within `max_lag` (entries behind the highest commit index it heard
+    /// from its current leader, and time since it last heard from that leader; on a
+    /// leader, since a quorum last answered), else `TooStale`. It may miss writes
+    /// acknowledged elsewhere within the bound; use [`Engine::read_index`] for
+    /// linearizable reads. A quiesced group's silence counts: a time bound refuses reads
+    /// on a replica of an idle group once it passes.
+    pub fn read_local(&self, group: u64, max_lag: Staleness) -> Result<u64, ReadLocalError> {
+        self.rt.read_local(group, max_lag)
     }
 
     /// Every replica on this node, by group id.

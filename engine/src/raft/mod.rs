@@ -37,7 +37,7 @@ pub use message::{
     Entry, EntryPayload, HardState, Message, MessageBody, ReadState, Snapshot, SnapshotChunk, SnapshotMeta,
 };
 pub use progress::ProgressState;
-pub use raft::Raft;
+pub use raft::{LocalReadView, Raft};
 pub use ready::Ready;
 pub use status::{FollowerStatus, Stats, Status};
 pub use storage::{InitialState, LogStore, MemStorage, StorageError};

@@ -27,7 +27,10 @@ use super::types::{Replica, ReplicaId, Role, NO_REPLICA};
 
 mod quiesce;
 mod read_only;
+mod stale_read;
 mod tracker;
+
+pub use stale_read::LocalReadView;
 
 use super::read_queue::{Reads, ROUND_HISTORY};
 
@@ -143,6 +146,12 @@ pub struct Raft<S> {
     idle_credit: u64,
     /// Leader: ticks since it quiesced, bounding the quiesce heartbeat's re-sends.
     quiesce_age: u32,
+    /// Follower: the highest commit index the leader of the current term told it (0: none
+    /// heard). See `stale_read.rs`.
+    leader_commit: u64,
+    /// Follower: ticks since the leader of the current term was last heard; leader: an
+    /// upper bound of the ticks since a quorum was last heard. `u32::MAX`: never.
+    contact_age: u32,
 }
 
 impl<S> std::fmt::Debug for Raft<S> {
@@ -206,6 +215,8 @@ impl<S: LogStore> Raft<S> {
             quiesce_last: 0,
             idle_credit: 0,
             quiesce_age: 0,
+            leader_commit: 0,
+            contact_age: u32::MAX,
         };
         r.set_conf(conf);
         // Re-apply membership changes the state machine already applied.
@@ -435,6 +446,7 @@ impl<S: LogStore> Raft<S> {
         self.pending_conf_index = 0;
         self.quiesced = false;
         self.quiesce_round = 0;
+        self.forget_contact();
     }
 
     fn become_follower(&mut self, term: u64, leader: ReplicaId) {
@@ -472,6 +484,8 @@ impl<S: LogStore> Raft<S> {
         // another replica proves it; a lone voter waits for its first write.
         self.term_durable = won_with_others;
         self.stats.leaderships += 1;
+        // A quorum granted the votes just now.
+        self.quorum_heard(0);
         self.events.push(Event::BecameLeader { term: self.term, by_transfer });
         if by_transfer {
             self.stats.leaderships_by_transfer += 1;
@@ -550,6 +564,7 @@ impl<S: LogStore> Raft<S> {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        self.age_contact(1);
         if self.quiesced {
             self.idle_ticks(1);
             return;
@@ -598,6 +613,8 @@ impl<S: LogStore> Raft<S> {
                     self.become_follower(self.term, NO_REPLICA);
                     return;
                 }
+                // Every member counted was heard within this window.
+                self.quorum_heard(self.cfg.election_timeout_min_ticks);
                 let me = self.id;
                 for (id, p) in &mut self.progress {
                     if *id != me {
@@ -1144,11 +1161,13 @@ impl<S: LogStore> Raft<S> {
             MessageBody::Append { prev_index, prev_term, entries, commit } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
+                self.leader_heard(commit);
                 self.handle_append(m.from, prev_index, prev_term, entries, commit);
             }
             MessageBody::Heartbeat { commit, round, quiesce } => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
+                self.leader_heard(commit);
                 if quiesce && self.may_follow_quiesce(commit) {
                     // The leader quiesced with `commit` as the final index, acknowledged by
                     // every member already: quiesce too, and acknowledge (again, for a
@@ -1175,6 +1194,8 @@ impl<S: LogStore> Raft<S> {
             MessageBody::SnapshotChunk(chunk) => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
+                // A snapshot's index is committed.
+                self.leader_heard(chunk.meta.index);
                 self.handle_snapshot_chunk(m.from, chunk);
             }
             MessageBody::ReadIndexResponse { ctx, index } => {

@@ -88,6 +88,26 @@ pub(crate) enum Cmd {
     },
     /// Stop: finish the writes in flight, resolve every waiter, exit.
     Shutdown,
+    /// A snapshot now (`Engine::request_snapshot`); resolves with its durable file.
+    RequestSnapshot { group: u64, done: super::snap_request::SnapshotDone },
+    /// Creates this node's replica from an imported snapshot (`Engine::import_snapshot`;
+    /// the snapshot file is durable and the state machine restored); resolves once durable.
+    Import {
+        group: u64,
+        replica: ReplicaId,
+        meta: crate::raft::message::SnapshotMeta,
+        sm: Box<dyn StateMachine>,
+        /// The client sessions read from the snapshot's session section.
+        sessions: crate::session::SessionTable,
+        done: Completer<Result<(), CreateGroupError>>,
+    },
+    /// A local, not linearizable read (`Engine::read_local`): the applied index if the
+    /// replica's lag is within `bound`.
+    ReadLocal {
+        group: u64,
+        bound: crate::api::Staleness,
+        done: Completer<Result<u64, crate::api::ReadLocalError>>,
+    },
 }
 
 /// A request to the network thread.

@@ -216,6 +216,12 @@ pub(super) struct PendingCreate {
     pub(super) replica: ReplicaId,
     pub(super) conf: ConfState,
     pub(super) sm: Box<dyn StateMachine>,
+    /// An imported replica: starts from this snapshot (its file durable, the state
+    /// machine restored) instead of a founding entry.
+    pub(super) snapshot: Option<SnapshotMeta>,
+    /// An imported replica's client sessions (from the snapshot's session section),
+    /// handed to the apply thread with its state machine.
+    pub(super) sessions: Option<crate::session::SessionTable>,
     pub(super) done: Completer<Result<(), CreateGroupError>>,
 }
 

@@ -92,6 +92,16 @@ impl Worker {
                 c.done.complete(Err(CreateGroupError::Tombstoned(c.group)));
                 continue;
             }
+            if let Some(snap) = &c.snapshot {
+                // Imported: the log starts after the snapshot (`import`).
+                let meta = GroupMeta::Live { replica: c.replica, snapshot: snap.clone() };
+                batch.set_meta(c.group, &meta.encode());
+                batch.compact_to(c.group, snap.index + 1);
+                let hs = HardState { term: snap.term, vote: 0, commit: snap.index };
+                batch.set_hard_state(c.group, wal_hs(hs));
+                todo.push(c);
+                continue;
+            }
             let meta = GroupMeta::Live { replica: c.replica, snapshot: SnapshotMeta::default() };
             batch.set_meta(c.group, &meta.encode());
             let first =
@@ -127,7 +137,8 @@ impl Worker {
     /// that waited for them.
     pub(super) fn start_created(&mut self, creates: Vec<PendingCreate>) {
         for c in creates {
-            match new_group(&self.sh, c.group, c.replica, SnapshotMeta::default(), c.sm.applied_index()) {
+            let snap = c.snapshot.clone().unwrap_or_default();
+            match new_group(&self.sh, c.group, c.replica, snap, c.sm.applied_index()) {
                 Ok(mut g) => {
                     match c.first_leader {
                         Some(true) => g.first_campaign = true,
@@ -135,6 +146,9 @@ impl Worker {
                         None => {}
                     }
                     self.send_apply(add_cmd(&g, c.sm));
+                    if let Some(table) = c.sessions {
+                        self.send_apply(ApplyCmd::Sessions { group: c.group, table });
+                    }
                     g.touched = false;
                     Self::touch(&mut self.touched, &mut g);
                     self.groups.insert(c.group, g);
@@ -341,7 +355,16 @@ impl Worker {
                 let n = self.sh.cfg.get().workers;
                 let owner = route(group, n);
                 if owner == self.idx {
-                    self.creates.push(PendingCreate { group, replica, conf, sm, done, first_leader: None });
+                    self.creates.push(PendingCreate {
+                        group,
+                        replica,
+                        conf,
+                        sm,
+                        done,
+                        first_leader: None,
+                        snapshot: None,
+                        sessions: None,
+                    });
                     return;
                 }
                 let cmd = Cmd::Create { group, replica, conf, sm, done, first_leader: None };

@@ -25,8 +25,11 @@ mod clock;
 mod command;
 mod compaction;
 pub(crate) mod event_hub;
+mod export;
+mod export_file;
 mod gc;
 mod group;
+mod import;
 mod incarnation;
 mod leader_view;
 mod lifecycle;
@@ -36,6 +39,7 @@ mod observe;
 mod pending;
 mod persisted;
 mod quiescence;
+mod read_local;
 mod ready;
 mod recovery;
 mod removal;
@@ -44,6 +48,7 @@ mod route;
 mod sessions;
 mod shared;
 mod snap_receive;
+mod snap_request;
 mod snapfile;
 mod snapshots;
 mod stop;
@@ -251,6 +256,23 @@ impl Runtime {
 
     pub(crate) fn read_index(&self, group: u64) -> Result<ReadBarrier, ReadError> {
         Ok(self.request(group, |done| Cmd::Read { group, done })?)
+    }
+
+    /// A snapshot of `group` taken now (or its current one, if it covers the applied
+    /// index), durable, with its file opened.
+    pub(crate) fn take_snapshot(
+        &self,
+        group: u64,
+    ) -> Result<snap_request::TakenSnapshot, crate::api::SnapshotError> {
+        self.request(group, |done| Cmd::RequestSnapshot { group, done })?.wait()
+    }
+
+    pub(crate) fn read_local(
+        &self,
+        group: u64,
+        bound: crate::api::Staleness,
+    ) -> Result<u64, crate::api::ReadLocalError> {
+        self.request(group, |done| Cmd::ReadLocal { group, bound, done })?.wait()
     }
 
     pub(crate) fn transfer_leader(&self, group: u64, node: NodeId) -> Pending<Result<(), TransferError>> {

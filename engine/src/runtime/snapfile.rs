@@ -189,11 +189,17 @@ fn header(f: &mut File, index: u64) -> io::Result<(SnapshotMeta, u64, u64)> {
 /// Reads the header of the open snapshot file `f` (named for `index`) and returns its
 /// metadata and a reader of exactly its data (restoring a received snapshot from the file
 /// handle taken when it was installed, so pruning the name meanwhile does not matter).
-pub(crate) fn read_file(mut f: File, index: u64) -> io::Result<(SnapshotMeta, impl Read)> {
+pub(crate) fn read_file(f: File, index: u64) -> io::Result<(SnapshotMeta, impl Read)> {
+    read_file_len(f, index).map(|(meta, _, data)| (meta, data))
+}
+
+/// As [`read_file`], with the data's length (an export streams the data after a header
+/// that states it).
+pub(crate) fn read_file_len(mut f: File, index: u64) -> io::Result<(SnapshotMeta, u64, impl Read)> {
     f.seek(SeekFrom::Start(0))?;
     let (meta, start, len) = header(&mut f, index)?;
     f.seek(SeekFrom::Start(start))?;
-    Ok((meta, io::BufReader::new(f).take(len)))
+    Ok((meta, len, io::BufReader::new(f).take(len)))
 }
 
 /// Opens the snapshot of replica `replica` of `group` at `index` for reading its data as

@@ -125,6 +125,8 @@ pub(crate) struct Worker {
     /// Snapshot streams received (to disk, on the snapshot I/O thread) and the resume
     /// points of streams sent.
     pub(super) snap: SnapshotReceiver,
+    /// Requests waiting for a snapshot (`snap_request`).
+    pub(super) snap_requests: super::snap_request::SnapshotRequests,
 }
 
 impl Worker {
@@ -187,6 +189,7 @@ impl Worker {
             apply_backlog: 0,
             apply_hold: ApplyHold::default(),
             snap,
+            snap_requests: Default::default(),
         })
     }
 
@@ -314,7 +317,16 @@ impl Worker {
             Cmd::Read { group, done } => self.read(group, done),
             Cmd::Transfer { group, node, done } => done.complete(self.transfer(group, node)),
             Cmd::Create { group, replica, conf, sm, first_leader, done } => {
-                self.creates.push(PendingCreate { group, replica, conf, sm, first_leader, done })
+                self.creates.push(PendingCreate {
+                    group,
+                    replica,
+                    conf,
+                    sm,
+                    first_leader,
+                    snapshot: None,
+                    sessions: None,
+                    done,
+                })
             }
             Cmd::Status { group, done } => {
                 let v = match group {
@@ -344,6 +356,11 @@ impl Worker {
                 self.on_snapshot_progress(from, group, replica, to, leader_term, index, term, offset)
             }
             Cmd::Shutdown => self.stopping = true,
+            Cmd::RequestSnapshot { group, done } => self.request_snapshot(group, done),
+            Cmd::Import { group, replica, meta, sm, sessions, done } => {
+                self.import_group(group, replica, meta, sm, sessions, done)
+            }
+            Cmd::ReadLocal { group, bound, done } => self.read_local(group, bound, done),
         }
     }
 
@@ -383,6 +400,7 @@ impl Worker {
         self.probed.clear();
         let now = self.ticks;
         self.sweep_unconfirmed(now);
+        self.sweep_snapshot_requests();
         self.expire_snapshot_streams();
         self.wake_queued(now);
         // Only the active groups: quiesced ones cost nothing here.

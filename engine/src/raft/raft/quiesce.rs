@@ -29,6 +29,7 @@ impl<S: LogStore> Raft<S> {
     /// [`Raft::awaiting_quiesce_acks`]). Ignored unless quiesced.
     pub fn advance_idle(&mut self, ticks: u64) {
         if self.quiesced {
+            self.age_contact(ticks);
             self.idle_ticks(ticks);
         }
     }
