@@ -161,7 +161,7 @@ pub enum ProposeError {
     #[error("engine shut down")]
     Shutdown,
     /// A session entry was applied without effect: the group's session table refused it
-    /// (see [`SessionRefusal`]).
+    /// (see [`SessionRefusal`](super::SessionRefusal)).
     #[error("session: {0}")]
     Session(super::SessionRefusal),
 }
