@@ -3,9 +3,13 @@
 //! acknowledged write is readable through every node, the recorded history of
 //! SET / GET / INCR on a few keys is linearizable (operations with an unknown outcome count
 //! as possibly applied), and counters only ever INCRed are exact: every acknowledged INCR
-//! reply is distinct, and each counter's final value lies between its acknowledged INCRs
-//! and its acknowledged plus unknown ones (`INDETERMINATE` or a lost connection), so a write
-//! the server re-proposed after it may have been appended is caught.
+//! reply is distinct, no INCR is answered `INDETERMINATE` (the server retries the writes
+//! whose outcome it does not know in its client session, with the same (session,
+//! sequence), so it learns their real result), and each counter's final value is its
+//! acknowledged INCRs plus at most those whose connection was lost (the node holding it
+//! was killed, or the reply came too late): a write applied twice, or one refused
+//! (`TRYAGAIN`, ...) and applied anyway, is caught. A counter none of whose INCRs lost
+//! its connection is exact.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,8 +32,10 @@ const SHARDS: u32 = 3;
 struct Counter {
     /// Replies of acknowledged INCRs.
     acked: Vec<i64>,
-    /// INCRs whose outcome is unknown: answered INDETERMINATE, or the connection failed.
+    /// INCRs whose connection failed before the reply (outcome unknown to the client).
     unknown: u64,
+    /// INCRs answered INDETERMINATE.
+    indeterminate: u64,
     /// INCRs refused with another error (TRYAGAIN, ...): known not applied.
     refused: u64,
 }
@@ -132,8 +138,9 @@ fn client(id: u64, sh: Arc<Shared>) {
                     // A reply other than INDETERMINATE is a refusal (nothing applied); no
                     // reply at all (I/O error, timeout) leaves the outcome unknown.
                     match e.code() {
-                        Some(code) if code != "INDETERMINATE" => incrs[n].refused += 1,
-                        _ => incrs[n].unknown += 1,
+                        Some("INDETERMINATE") => incrs[n].indeterminate += 1,
+                        Some(_) => incrs[n].refused += 1,
+                        None => incrs[n].unknown += 1,
                     }
                     con = None;
                 }
@@ -231,7 +238,7 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
     // acknowledged INCR and at most the unknown ones besides.
     let incrs = std::mem::take(&mut *sh.incrs.lock().unwrap());
     let mut con = c.redis(1);
-    let (mut total_acked, mut total_unknown, mut total_refused) = (0, 0, 0);
+    let (mut total_acked, mut total_unknown, mut total_refused, mut exact) = (0, 0, 0, 0);
     for (name, ctr) in sh.counters.iter().zip(&incrs) {
         let fin: Option<i64> = redis::cmd("GET").arg(name).query(&mut con).unwrap();
         let fin = fin.unwrap_or(0);
@@ -239,14 +246,20 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
         replies.sort_unstable();
         let distinct = replies.windows(2).all(|w| w[0] != w[1]);
         assert!(distinct, "counter {name}: an acknowledged INCR reply repeats: {replies:?}");
+        assert_eq!(
+            ctr.indeterminate, 0,
+            "counter {name}: the server answered INDETERMINATE to an INCR it could have retried in its session"
+        );
         let (lo, hi) = (ctr.acked.len() as i64, ctr.acked.len() as i64 + ctr.unknown as i64);
         assert!(
             (lo..=hi).contains(&fin) && replies.last().map_or(true, |&m| m <= fin),
             "counter {name}: final value {fin} outside [{lo} acknowledged, {hi} acknowledged + unknown] \
-             (max reply {:?}, {} refused): an INCR applied twice or an acknowledged one lost",
+             (max reply {:?}, {} refused): an INCR applied twice, a refused one applied, or an \
+             acknowledged one lost",
             replies.last(),
             ctr.refused
         );
+        exact += usize::from(ctr.unknown == 0);
         total_acked += ctr.acked.len();
         total_unknown += ctr.unknown;
         total_refused += ctr.refused;
@@ -254,9 +267,11 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
     assert!(total_acked > 50, "counter load ran: {total_acked} acknowledged INCRs");
     eprintln!(
         "chaos: {} operations ({} with unknown outcome), {} acknowledged writes, victim node {victim}; \
-         counters: {total_acked} acknowledged INCRs, {total_unknown} unknown, {total_refused} refused",
+         counters: {total_acked} acknowledged INCRs, {total_unknown} with the connection lost, \
+         {total_refused} refused, 0 INDETERMINATE; {exact} of {} counters exact",
         history.len(),
         history.len() - known,
-        acked.len()
+        acked.len(),
+        sh.counters.len()
     );
 }
