@@ -40,6 +40,25 @@ struct Counter {
     refused: u64,
 }
 
+impl Counter {
+    /// Records an INCR's reply.
+    fn record(&mut self, r: redis::RedisResult<i64>) {
+        match r {
+            Ok(v) => self.acked.push(v),
+            // A reply other than INDETERMINATE is a refusal (nothing applied); no reply at
+            // all (I/O error, timeout) leaves the outcome unknown.
+            Err(e) => match e.code() {
+                Some("INDETERMINATE") => self.indeterminate += 1,
+                Some(_) => self.refused += 1,
+                None => self.unknown += 1,
+            },
+        }
+    }
+}
+
+/// INCRs sent through the live nodes while the victim is frozen.
+const BURST: usize = 8;
+
 /// Counter names: `COUNTERS_PER_SHARD` on each shard, so the killed leader's shard has some.
 fn counter_names() -> Vec<String> {
     let mut per_shard = vec![0usize; SHARDS as usize];
@@ -131,20 +150,10 @@ fn client(id: u64, sh: Arc<Shared>) {
         if let Some(c) = con.as_mut() {
             let n = (next() % sh.counters.len() as u64) as usize;
             let r = redis::cmd("INCR").arg(&sh.counters[n]).query::<i64>(c);
-            let mut incrs = sh.incrs.lock().unwrap();
-            match r {
-                Ok(v) => incrs[n].acked.push(v),
-                Err(e) => {
-                    // A reply other than INDETERMINATE is a refusal (nothing applied); no
-                    // reply at all (I/O error, timeout) leaves the outcome unknown.
-                    match e.code() {
-                        Some("INDETERMINATE") => incrs[n].indeterminate += 1,
-                        Some(_) => incrs[n].refused += 1,
-                        None => incrs[n].unknown += 1,
-                    }
-                    con = None;
-                }
+            if r.is_err() {
+                con = None;
             }
+            sh.incrs.lock().unwrap()[n].record(r);
         }
     }
 }
@@ -182,13 +191,52 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
         .collect();
     std::thread::sleep(Duration::from_millis(800));
 
-    // SIGKILL the node leading group 1001 (node 2).
+    // Freeze (SIGSTOP) the node leading group 1001 (node 2), so the writes the other nodes
+    // forward to it pile up unanswered (some appended and replicated, some never read),
+    // then SIGKILL it: every one of them has an unknown outcome at its forwarding node,
+    // which must learn the real one by retrying in its session at the next leader.
     let victim = admin.view(&seed).unwrap().groups[&1001].leader.unwrap();
     assert_ne!(victim, 1);
+    // Besides the load, a burst of INCRs of the victim's counters through the other nodes
+    // right after the freeze (connections opened before it): forwarded to the frozen
+    // leader before the others elect a new one, on the node channel connections a first
+    // burst left pooled (a new one would block in its TLS handshake and send nothing),
+    // they all have an unknown outcome.
+    let live: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != victim).collect();
+    let theirs: Vec<usize> = (0..sh.counters.len())
+        .filter(|&i| {
+            let shard = flotilla_kv::sm::shard_of(sh.counters[i].as_bytes(), SHARDS);
+            flotilla_kv::sm::shard_group(shard) == 1001
+        })
+        .collect();
+    let burst: Vec<(usize, redis::Connection)> = (0..BURST)
+        .map(|i| (theirs[i % theirs.len()], connect(&c.addr(live[i % live.len()])).unwrap()))
+        .collect();
+    let start_burst = |conns: Vec<(usize, redis::Connection)>| -> Vec<_> {
+        conns
+            .into_iter()
+            .map(|(n, mut con)| {
+                let sh = sh.clone();
+                std::thread::spawn(move || {
+                    let r = redis::cmd("INCR").arg(&sh.counters[n]).query::<i64>(&mut con);
+                    sh.incrs.lock().unwrap()[n].record(r);
+                    (n, con)
+                })
+            })
+            .collect()
+    };
+    let burst: Vec<_> = start_burst(burst).into_iter().map(|t| t.join().unwrap()).collect();
+    let pid = c.nodes[&victim].child.as_ref().unwrap().id().to_string();
+    let stopped = std::process::Command::new("kill").args(["-STOP", pid.as_str()]).status().unwrap();
+    assert!(stopped.success(), "kill -STOP {pid}");
+    let burst = start_burst(burst);
+    std::thread::sleep(Duration::from_millis(400));
     c.kill(victim);
+    for t in burst {
+        t.join().unwrap();
+    }
     std::thread::sleep(Duration::from_millis(800));
     // Leaders move among the live nodes.
-    let live: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != victim).collect();
     admin.transfer(&seed, 1000, live[1]).unwrap();
     admin.transfer(&seed, 1000, live[0]).unwrap();
     // Add node 4 to the cluster and to group 1000, while the victim is down.
