@@ -8,7 +8,13 @@
 //! travels), as the internal command `FLOTILLA.LOCAL` (which the receiver executes locally
 //! only, and only from another node's channel, answering
 //! `-FLOTILLA.REDIRECT <node>` or `-FLOTILLA.RETRY <node> <why>` when it cannot). Refusals
-//! are retried, following leader hints, until the retry budget runs out. Reads are served
+//! are retried, following leader hints, until the retry budget runs out. The writes a node
+//! runs for its clients carry its client session's (session, sequence) tag
+//! ([`crate::sessions`]), here and forwarded, so a write whose outcome is unknown (the
+//! leader changed or its node died after the append, a forwarded reply was lost) is
+//! retried with the same tag and applied at most once; its client gets the real result,
+//! and `INDETERMINATE` only when the budget ends first or the session was lost meanwhile.
+//! `FLOTILLA.LOCAL S <group>` opens a session at the leader. Reads are served
 //! by any local replica after a ReadIndex barrier (linearizable), so only writes and reads
 //! for shards without a local replica travel. Never parses bytes off the wire (see
 //! [`crate::server`]).
@@ -1053,6 +1059,8 @@ mod tests {
     fn local_op_arguments_round_trip() {
         for op in [
             write(7),
+            Op::Write { group: 1000, cmd: vec![1, 2], tag: Some(Tag { session: 9, seq: 12, floor: 10 }) },
+            Op::OpenSession { group: 1002 },
             Op::Read { group: 1001, q: ReadQ::MGet(vec![b"a".to_vec(), b"b".to_vec()]) },
             Op::Member { group: 1, change: Member::Remove(4) },
             Op::Transfer { group: 1002, to: 3 },
@@ -1061,5 +1069,9 @@ mod tests {
         }
         assert!(write(1).mutates() && Op::Member { group: 1, change: Member::AddLearner(2) }.mutates());
         assert!(!Op::Transfer { group: 1, to: 2 }.mutates());
+        // Opening a session twice only leaves one more to expire: not a mutation to guard.
+        assert!(!Op::OpenSession { group: 1 }.mutates());
+        // A tag needs all three numbers.
+        assert_eq!(Op::from_args(&[b"W".to_vec(), b"1000".to_vec(), vec![1], b"9".to_vec()]), None);
     }
 }

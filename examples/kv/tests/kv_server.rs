@@ -202,7 +202,11 @@ fn forwarded_write_whose_reply_is_lost_is_retried_in_its_session() {
     std::thread::sleep(Duration::from_millis(300));
     c.kill(2);
     let r = incr.join().unwrap();
-    assert_eq!(r.as_ref().ok(), Some(&2), "a lost forwarded reply is retried in the session and applied once: {r:?}");
+    assert_eq!(
+        r.as_ref().ok(),
+        Some(&2),
+        "a lost forwarded reply is retried in the session and applied once: {r:?}"
+    );
     // Nodes 1 and 3 elected a leader; the frozen node never read the request: applied once.
     let mut con = c.redis(3);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
