@@ -35,6 +35,7 @@ use flotilla_engine::api::{Proposal, ReadBarrier};
 
 use crate::acl::{class, Acl, User};
 use crate::node::{indeterminate, Member, Node, Op, Outcome, ReadQ};
+use crate::outcome::{is_indeterminate, is_session_refused};
 use crate::resp::Value;
 use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
 use crate::trust::describe_allowed;
@@ -78,7 +79,7 @@ fn int_arg(b: &[u8]) -> Result<i64, Value> {
 /// The one operation of a single-key command, if it is one (`Err` is a syntax error).
 fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
     let name = upper(args.first()?);
-    let write = |key: &[u8], cmd: WriteCmd| Op::Write { group: node.group_of(key), cmd: cmd.encode() };
+    let write = |key: &[u8], cmd: WriteCmd| Op::write(node.group_of(key), cmd.encode());
     Some(match (name.as_str(), &args[1..]) {
         ("GET", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Get(k.clone()) }),
         ("SET", [k, v, opts @ ..]) => {
@@ -140,13 +141,23 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
         let mut reads = None;
         let mut j = i;
         while j < cmds.len() && !s.close {
-            let Some((op, local)) = fast_op(node, &cmds[j], s.user) else { break };
+            let Some((mut op, local)) = fast_op(node, &cmds[j], s.user) else { break };
             let is_read = matches!(op, Op::Read { .. });
             if reads.is_some_and(|r| r != is_read) {
                 break;
             }
+            // A client's write runs in this node's session of its group; the first write
+            // of a group opens it on the slow path.
+            if let Op::Write { group, tag: tag @ None, .. } = &mut op {
+                if !local {
+                    match node.session_tag_now(*group) {
+                        Some(t) => *tag = Some(t),
+                        None => break,
+                    }
+                }
+            }
             let st = match &op {
-                Op::Write { group, cmd } => {
+                Op::Write { group, cmd, tag } => {
                     let route = if local {
                         Some(node.id())
                     } else {
@@ -158,9 +169,13 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
                             f.push(op.clone());
                             Started::Forward(n, f.len() - 1)
                         }
-                        _ => match node.propose(*group, cmd.clone()) {
+                        _ => match node.propose_tagged(*group, cmd.clone(), *tag) {
                             Ok(p) => Started::Write(p),
-                            Err(_) => break,
+                            Err(_) => {
+                                // Not started: the slow path runs the command afresh.
+                                let _ = node.answered(*group, *tag, Value::ok());
+                                break;
+                            }
                         },
                     }
                 }
@@ -187,7 +202,14 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
             let v = match st {
                 Started::Forward(to, k) => match replies.get_mut(&to).and_then(|r| r.get_mut(k)) {
                     Some(o) => match std::mem::replace(o, Outcome::Redirect(None)) {
-                        Outcome::Done(v) | Outcome::Fail(v) => v,
+                        // A tagged write's unknown outcome or session refusal: the slow
+                        // path goes on from it, with the same tag.
+                        o @ Outcome::Fail(Value::Error(_)) | o @ Outcome::Done(Value::Error(_))
+                            if needs_resume(&op, &o) =>
+                        {
+                            node.resume(op, o)
+                        }
+                        Outcome::Done(v) | Outcome::Fail(v) => answered(node, &op, v),
                         // Refused there before any append: run it again the slow way.
                         _ => node.exec(op),
                     },
@@ -203,6 +225,23 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
     out
 }
 
+/// Whether `o`, an attempt at `op`, leaves a tagged write for the slow path to go on
+/// with: an unknown outcome (retried with the same tag) or a session refusal.
+fn needs_resume(op: &Op, o: &Outcome) -> bool {
+    let (Some(_), Outcome::Done(Value::Error(e)) | Outcome::Fail(Value::Error(e))) = (op.tag(), o) else {
+        return false;
+    };
+    is_indeterminate(e) || is_session_refused(e)
+}
+
+/// The final reply `v` of `op`, whose session (if tagged) may forget its answer.
+fn answered(node: &Node, op: &Op, v: Value) -> Value {
+    match op {
+        Op::Write { group, tag, .. } => node.answered(*group, *tag, v),
+        _ => v,
+    }
+}
+
 fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
     let budget = node.config().retry_budget + Duration::from_secs(3);
     // Not done here after all: forwarded ops answer from this node only.
@@ -214,15 +253,22 @@ fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
         o => o.to_value(),
     };
     match (st, &op) {
-        (Started::Write(p), _) => match p.wait_timeout(budget) {
-            Ok(r) => match Node::proposal_outcome(r) {
-                // Known never applied (refused before the append, or dropped): run it again
-                // the slow way.
+        (Started::Write(p), _) => {
+            let o = match p.wait_timeout(budget) {
+                Ok(r) => Node::proposal_outcome(r),
+                Err(_) => Outcome::Fail(indeterminate("not applied in time")),
+            };
+            match o {
+                // Known never applied (refused before the append, or dropped): run it
+                // again the slow way.
                 o if o.retryable() => again(op),
+                // This node's own tagged write: learn its outcome with the same tag.
+                o if !local && needs_resume(&op, &o) => node.resume(op, o),
+                o if local => answer(o),
+                Outcome::Done(v) | Outcome::Fail(v) => answered(node, &op, v),
                 o => answer(o),
-            },
-            Err(_) => answer(Outcome::Fail(indeterminate("not applied in time"))),
-        },
+            }
+        }
         (Started::Read(b), Op::Read { group, q }) => match b.wait_timeout(budget) {
             Ok(Ok(_)) => answer(Outcome::Done(node.read_local(*group, q))),
             _ => again(op),
@@ -306,7 +352,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
                 .map(|(&group, ks)| {
                     let ks: Vec<Vec<u8>> = ks.iter().map(|(_, k)| k.clone()).collect();
                     match name.as_str() {
-                        "DEL" => Op::Write { group, cmd: WriteCmd::Del(ks).encode() },
+                        "DEL" => Op::write(group, WriteCmd::Del(ks).encode()),
                         "EXISTS" => Op::Read { group, q: ReadQ::Exists(ks) },
                         _ => Op::Read { group, q: ReadQ::MGet(ks) },
                     }
@@ -334,10 +380,12 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             let keys: Vec<Vec<u8>> = kv.iter().step_by(2).cloned().collect();
             let ops = by_group(node, &keys)
                 .into_iter()
-                .map(|(group, ks)| Op::Write {
-                    group,
-                    cmd: WriteCmd::MSet(ks.into_iter().map(|(i, k)| (k, kv[2 * i + 1].clone())).collect())
-                        .encode(),
+                .map(|(group, ks)| {
+                    Op::write(
+                        group,
+                        WriteCmd::MSet(ks.into_iter().map(|(i, k)| (k, kv[2 * i + 1].clone())).collect())
+                            .encode(),
+                    )
                 })
                 .collect();
             let vs = exec_all(node, ops);
@@ -367,7 +415,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
                 return Value::err("ERR usage: FLOTILLA.REGISTER <id > 0> <peer ip:port> <client ip:port>");
             }
             match serde_json::to_vec(&MetaCmd::Register { id, info: NodeInfo { peer, client } }) {
-                Ok(cmd) => node.exec(Op::Write { group: META_GROUP, cmd }),
+                Ok(cmd) => node.exec(Op::write(META_GROUP, cmd)),
                 Err(e) => Value::err(format!("ERR {e}")),
             }
         }
@@ -378,7 +426,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
                 return Value::err("ERR usage: FLOTILLA.UNREGISTER <id > 0>");
             };
             match serde_json::to_vec(&MetaCmd::Unregister { id }) {
-                Ok(cmd) => node.exec(Op::Write { group: META_GROUP, cmd }),
+                Ok(cmd) => node.exec(Op::write(META_GROUP, cmd)),
                 Err(e) => Value::err(format!("ERR {e}")),
             }
         }

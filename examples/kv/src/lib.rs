@@ -9,7 +9,8 @@
 //! - [`sm`]: the shard and meta state machines.
 //! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
 //!   a leader change on the engine's events); [`outcome`]: which failures are
-//!   retried and which are INDETERMINATE; [`commands`]: command syntax;
+//!   retried and which are INDETERMINATE; [`sessions`]: the client sessions that make
+//!   retried writes apply once; [`commands`]: command syntax;
 //!   [`server`]: the mio client port.
 //! - [`linearizability`]: the history checker of the chaos test.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
@@ -27,5 +28,6 @@ pub mod node_channel;
 pub mod outcome;
 pub mod resp;
 pub mod server;
+pub mod sessions;
 pub mod sm;
 pub mod trust;

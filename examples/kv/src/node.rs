@@ -8,7 +8,13 @@
 //! travels), as the internal command `FLOTILLA.LOCAL` (which the receiver executes locally
 //! only, and only from another node's channel, answering
 //! `-FLOTILLA.REDIRECT <node>` or `-FLOTILLA.RETRY <node> <why>` when it cannot). Refusals
-//! are retried, following leader hints, until the retry budget runs out. Reads are served
+//! are retried, following leader hints, until the retry budget runs out. The writes a node
+//! runs for its clients carry its client session's (session, sequence) tag
+//! ([`crate::sessions`]), here and forwarded, so a write whose outcome is unknown (the
+//! leader changed or its node died after the append, a forwarded reply was lost) is
+//! retried with the same tag and applied at most once; its client gets the real result,
+//! and `INDETERMINATE` only when the budget ends first or the session was lost meanwhile.
+//! `FLOTILLA.LOCAL S <group>` opens a session at the leader. Reads are served
 //! by any local replica after a ReadIndex barrier (linearizable), so only writes and reads
 //! for shards without a local replica travel. Never parses bytes off the wire (see
 //! [`crate::server`]).
@@ -37,7 +43,9 @@ use crate::outcome::{
     forward_failure, forwarded_reply, member_outcome, propose_outcome, read_outcome, transfer_outcome, Stage,
 };
 pub use crate::outcome::{indeterminate, Outcome};
+use crate::outcome::{is_indeterminate, is_session_refused};
 use crate::resp::{parse_value, Value};
+use crate::sessions::{Sessions, Tag};
 use crate::sm::{
     known_group, read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo,
     ShardData, ShardSm, META_GROUP,
@@ -117,6 +125,13 @@ pub enum Op {
         group: u64,
         /// Encoded command.
         cmd: Vec<u8>,
+        /// The client session it is proposed in, if any ([`crate::sessions`]).
+        tag: Option<Tag>,
+    },
+    /// Opens a client session on the group (at its leader); the reply is its id.
+    OpenSession {
+        /// Group.
+        group: u64,
     },
     /// A linearizable read.
     Read {
@@ -142,9 +157,23 @@ pub enum Op {
 }
 
 impl Op {
+    /// A write of `cmd` to `group`, in no session yet.
+    pub fn write(group: u64, cmd: Vec<u8>) -> Op {
+        Op::Write { group, cmd, tag: None }
+    }
+
+    /// The session tag of a write, if it has one.
+    pub fn tag(&self) -> Option<Tag> {
+        match self {
+            Op::Write { tag, .. } => *tag,
+            _ => None,
+        }
+    }
+
     fn group(&self) -> u64 {
         match self {
             Op::Write { group, .. }
+            | Op::OpenSession { group }
             | Op::Read { group, .. }
             | Op::Member { group, .. }
             | Op::Transfer { group, .. } => *group,
@@ -161,7 +190,13 @@ impl Op {
         let mut a: Vec<Vec<u8>> = vec![b"FLOTILLA.LOCAL".to_vec()];
         let g = self.group().to_string().into_bytes();
         match self {
-            Op::Write { cmd, .. } => a.extend([b"W".to_vec(), g, cmd.clone()]),
+            Op::Write { cmd, tag, .. } => {
+                a.extend([b"W".to_vec(), g, cmd.clone()]);
+                if let Some(t) = tag {
+                    a.extend([t.session, t.seq, t.floor].map(|n| n.to_string().into_bytes()));
+                }
+            }
+            Op::OpenSession { .. } => a.extend([b"S".to_vec(), g]),
             Op::Read { q, .. } => {
                 a.extend([b"R".to_vec(), g]);
                 match q {
@@ -198,7 +233,12 @@ impl Op {
         let (g, rest) = rest.split_first()?;
         let group = num(g)?;
         Some(match (kind.as_slice(), rest) {
-            (b"W", [cmd]) => Op::Write { group, cmd: cmd.clone() },
+            (b"W", [cmd]) => Op::Write { group, cmd: cmd.clone(), tag: None },
+            (b"W", [cmd, session, seq, floor]) => {
+                let tag = Tag { session: num(session)?, seq: num(seq)?, floor: num(floor)? };
+                Op::Write { group, cmd: cmd.clone(), tag: Some(tag) }
+            }
+            (b"S", []) => Op::OpenSession { group },
             (b"R", [q, keys @ ..]) => {
                 let q = match (q.as_slice(), keys) {
                     (b"GET", [k]) => ReadQ::Get(k.clone()),
@@ -271,6 +311,8 @@ pub struct Node {
     engine: Engine,
     /// Leader changes from the engine's events: parked requests wait on it.
     leaders: LeaderWatch,
+    /// This node's client sessions: the writes it runs for its clients are tagged.
+    sessions: Sessions,
     cfg: ValidNodeConfig,
     ep: Arc<Endpoint>,
     dir: Directory,
@@ -380,6 +422,7 @@ impl Node {
         let node = Arc::new(Node {
             engine,
             leaders,
+            sessions: Sessions::default(),
             cfg,
             ep,
             dir,
@@ -486,7 +529,7 @@ impl Node {
             }
             let cmd = MetaCmd::Register { id: self.id(), info: self.info() };
             if let Ok(cmd) = serde_json::to_vec(&cmd) {
-                let _ = self.exec(Op::Write { group: META_GROUP, cmd });
+                let _ = self.exec(Op::write(META_GROUP, cmd));
             }
         }
     }
@@ -560,6 +603,19 @@ impl Node {
         self.engine.propose(group, Bytes::from(cmd))
     }
 
+    /// Starts a proposal of `cmd` to `group` here, in the session of `tag` if any.
+    pub fn propose_tagged(
+        &self,
+        group: u64,
+        cmd: Vec<u8>,
+        tag: Option<Tag>,
+    ) -> Result<flotilla_engine::api::Proposal, ProposeError> {
+        let Some(t) = tag else { return self.propose(group, cmd) };
+        // A handle whose floor is the tag's: numbers below it count as answered.
+        let s = flotilla_engine::api::Session::resume(group, t.session, t.floor);
+        self.engine.propose_in_session(&s, t.seq, Bytes::from(cmd))
+    }
+
     /// The outcome of a submitted proposal's result.
     pub fn proposal_outcome(r: Result<Bytes, ProposeError>) -> Outcome {
         match r {
@@ -575,12 +631,16 @@ impl Node {
     pub fn exec_local(&self, op: &Op) -> Outcome {
         let budget = self.cfg.retry_budget;
         match op {
-            Op::Write { group, cmd } => match self.propose(*group, cmd.clone()) {
+            Op::Write { group, cmd, tag } => match self.propose_tagged(*group, cmd.clone(), *tag) {
                 Err(e) => propose_outcome(Stage::Submit, e),
                 Ok(p) => match p.wait_timeout(budget + Duration::from_secs(3)) {
                     Ok(r) => Node::proposal_outcome(r),
                     Err(_) => Outcome::Fail(indeterminate("not applied in time")),
                 },
+            },
+            Op::OpenSession { group } => match self.engine.open_session(*group) {
+                Ok(s) => Outcome::Done(Value::Int(i64::try_from(s.id()).unwrap_or(-1))),
+                Err(e) => propose_outcome(Stage::Waited, e),
             },
             Op::Read { group, q } => match self.engine.read_index(*group) {
                 Err(e) => read_outcome(e),
@@ -659,11 +719,63 @@ impl Node {
     }
 
     /// Runs `op` wherever it must run, retrying refusals and following leader hints until
-    /// the retry budget is spent. Returns the reply.
+    /// the retry budget is spent. Returns the reply. A write is run in this node's client
+    /// session of its group (opened here on first use, [`crate::sessions`]) unless it
+    /// carries a tag already: then an unknown outcome is retried with the same tag too.
     pub fn exec(&self, op: Op) -> Value {
         let deadline = Instant::now() + self.cfg.retry_budget;
+        let op = match op {
+            Op::Write { group, cmd, tag: None } => match self.session_tag(group, deadline) {
+                Some(tag) => Op::Write { group, cmd, tag: Some(tag) },
+                // No session could be opened: the write runs untagged, by the old rule.
+                None => Op::Write { group, cmd, tag: None },
+            },
+            op => op,
+        };
+        self.run(op, deadline, None)
+    }
+
+    /// Continues a tagged write whose first attempt (the pipelined path's) gave `first`:
+    /// as [`Node::exec`] from there on.
+    pub fn resume(&self, op: Op, first: Outcome) -> Value {
+        self.run(op, Instant::now() + self.cfg.retry_budget, Some(first))
+    }
+
+    /// A fresh tag in this node's session of `group`, opening one (at the group's leader,
+    /// within `deadline`) if there is none. `None` if none could be opened.
+    fn session_tag(&self, group: u64, deadline: Instant) -> Option<Tag> {
+        if let Some(t) = self.sessions.tag(group) {
+            return Some(t);
+        }
+        match self.run(Op::OpenSession { group }, deadline, None) {
+            Value::Int(id) => Some(self.sessions.adopt(group, u64::try_from(id).ok()?)),
+            v => {
+                tracing::debug!("node {}: no client session on group {group}: {v:?}", self.id());
+                None
+            }
+        }
+    }
+
+    /// A fresh tag in this node's session of `group`, if it has one (never waits).
+    pub fn session_tag_now(&self, group: u64) -> Option<Tag> {
+        self.sessions.tag(group)
+    }
+
+    /// The write tagged `tag` has its final reply `v`: the group may forget its answer.
+    pub fn answered(&self, group: u64, tag: Option<Tag>, v: Value) -> Value {
+        if let Some(t) = tag {
+            self.sessions.answered(group, t);
+        }
+        v
+    }
+
+    /// The retry loop of [`Node::exec`]; `first` is an attempt already made.
+    fn run(&self, mut op: Op, mut deadline: Instant, mut first: Option<Outcome>) -> Value {
         let mut target = self.first_target(&op);
         let mut last = String::from("no leader known");
+        // An attempt of this (tagged) write may have been appended: the tag is kept.
+        let mut uncertain = false;
+        let group = op.group();
         for attempt in 0u32.. {
             // Taken before the attempt: a leader change during it ends the pause at once.
             let seen = self.leaders.seen(op.group());
@@ -672,10 +784,50 @@ impl Node {
                 None if self.engine.hosts(op.group()) => self.id(),
                 None => self.any_other().unwrap_or(self.id()),
             };
-            let out = if t == self.id() { self.exec_local(&op) } else { self.forward(t, &op) };
+            let out = match first.take() {
+                Some(o) => o,
+                None if t == self.id() => self.exec_local(&op),
+                None => self.forward(t, &op),
+            };
             let mut pause = attempt >= 2;
+            let tag = op.tag();
             match out {
-                Outcome::Done(v) | Outcome::Fail(v) => return v,
+                // A tagged write's unknown outcome: retried with the same tag, wherever
+                // the group's leader is now (the group applies it at most once). An open
+                // is retried too: a session opened twice is only one more to expire.
+                Outcome::Fail(Value::Error(e))
+                    if (tag.is_some() || matches!(op, Op::OpenSession { .. })) && is_indeterminate(&e) =>
+                {
+                    if !uncertain {
+                        // Learning the outcome gets a full budget of its own.
+                        deadline = deadline.max(Instant::now() + self.cfg.retry_budget);
+                    }
+                    uncertain = true;
+                    last = e;
+                    target = self.first_target(&op);
+                    pause = true;
+                }
+                // The session is gone: this attempt was not applied. If no earlier one can
+                // have been, a new session is as good; otherwise the outcome is unknown.
+                Outcome::Done(Value::Error(e)) | Outcome::Fail(Value::Error(e))
+                    if tag.is_some() && is_session_refused(&e) =>
+                {
+                    if let Some(old) = tag {
+                        self.sessions.forget(group, old.session);
+                    }
+                    if uncertain {
+                        return indeterminate(&format!("retried, then {e}"));
+                    }
+                    let Op::Write { cmd, .. } = &op else { return Value::err(format!("ERR {e}")) };
+                    let cmd = cmd.clone();
+                    let Some(new) = self.session_tag(group, deadline) else {
+                        return Value::err(format!("TRYAGAIN group {group}: no client session ({e})"));
+                    };
+                    op = Op::Write { group, cmd, tag: Some(new) };
+                    target = self.first_target(&op);
+                    last = e;
+                }
+                Outcome::Done(v) | Outcome::Fail(v) => return self.answered(group, tag, v),
                 Outcome::Redirect(h) => {
                     last = format!("node {t} does not lead group {}", op.group());
                     // A hint naming the node just asked (or none) is stale: look again.
@@ -711,11 +863,14 @@ impl Node {
                 target = self.first_target(&op).filter(|&n| n != t);
             }
         }
-        Value::err(format!(
-            "TRYAGAIN group {} not served within the retry budget of {} ms: {last}",
-            op.group(),
+        let why = format!(
+            "group {group} not served within the retry budget of {} ms: {last}",
             self.cfg.retry_budget.as_millis()
-        ))
+        );
+        if uncertain {
+            return self.answered(group, op.tag(), indeterminate(&why));
+        }
+        self.answered(group, op.tag(), Value::err(format!("TRYAGAIN {why}")))
     }
 
     /// One attempt at `op` on node `to` over its client port.
@@ -824,7 +979,7 @@ mod tests {
     use std::net::TcpListener;
 
     fn write(n: u8) -> Op {
-        Op::Write { group: 1000, cmd: vec![n] }
+        Op::write(1000, vec![n])
     }
 
     /// A fake leader's node on loopback: reads until it has seen `requests` complete
@@ -904,6 +1059,8 @@ mod tests {
     fn local_op_arguments_round_trip() {
         for op in [
             write(7),
+            Op::Write { group: 1000, cmd: vec![1, 2], tag: Some(Tag { session: 9, seq: 12, floor: 10 }) },
+            Op::OpenSession { group: 1002 },
             Op::Read { group: 1001, q: ReadQ::MGet(vec![b"a".to_vec(), b"b".to_vec()]) },
             Op::Member { group: 1, change: Member::Remove(4) },
             Op::Transfer { group: 1002, to: 3 },
@@ -912,5 +1069,9 @@ mod tests {
         }
         assert!(write(1).mutates() && Op::Member { group: 1, change: Member::AddLearner(2) }.mutates());
         assert!(!Op::Transfer { group: 1, to: 2 }.mutates());
+        // Opening a session twice only leaves one more to expire: not a mutation to guard.
+        assert!(!Op::OpenSession { group: 1 }.mutates());
+        // A tag needs all three numbers.
+        assert_eq!(Op::from_args(&[b"W".to_vec(), b"1000".to_vec(), vec![1], b"9".to_vec()]), None);
     }
 }

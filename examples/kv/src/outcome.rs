@@ -14,7 +14,11 @@
 //! after the request was written, an error from the leader's node that is not a known
 //! refusal or result) is answered `-INDETERMINATE ...` and never run again, so an
 //! acknowledged or unknown INCR is never applied twice. Reads and transfers change nothing
-//! and may always be retried. Never runs, sends or waits for anything itself.
+//! and may always be retried. A write tagged with a client session ([`crate::sessions`])
+//! is the exception the node makes: its unknown outcome is retried with the same tag
+//! (the group answers a retry of an applied write with its first result), and a session
+//! refusal ([`SESSION_REFUSED`]) is known not applied. Never runs, sends or waits for
+//! anything itself.
 
 use flotilla_engine::api::{ErrorClass, MembershipError, ProposeError, ReadError, TransferError};
 
@@ -59,6 +63,17 @@ impl Outcome {
             Outcome::Retry(why, h) => Value::err(format!("FLOTILLA.RETRY {} {why}", h.unwrap_or(0))),
         }
     }
+}
+
+/// Prefix of the error a write tagged with a client session gets when the group refused
+/// the session (expired, evicted, unknown, or the answer is gone): that attempt was not
+/// applied. The node reopens a session, or answers INDETERMINATE if an earlier attempt
+/// of the write may have been applied.
+pub const SESSION_REFUSED: &str = "SESSIONREFUSED";
+
+/// Whether an error reply is a session refusal ([`SESSION_REFUSED`]).
+pub fn is_session_refused(e: &str) -> bool {
+    e.starts_with(SESSION_REFUSED)
 }
 
 /// Whether an error reply is an unknown outcome.
@@ -116,6 +131,9 @@ pub fn propose_outcome(stage: Stage, e: ProposeError) -> Outcome {
         ProposeError::Dropped => "dropped: another entry committed at its index".into(),
         e => e.to_string(),
     };
+    if let ProposeError::Session(r) = &e {
+        return Outcome::Fail(Value::err(format!("{SESSION_REFUSED} {r}")));
+    }
     let unknown = "leader changed, replica removed or shut down after append";
     by_class(stage, e.class(), e.leader_hint(), &e, why, unknown, || e.to_string())
 }
@@ -192,7 +210,7 @@ pub fn forwarded_reply(mutates: bool, to: u64, v: Value) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_engine::api::BusyReason;
+    use flotilla_engine::api::{BusyReason, SessionRefusal};
 
     #[derive(Debug, PartialEq, Eq)]
     enum Class {
@@ -232,10 +250,22 @@ mod tests {
             (ProposeError::Indeterminate, Indeterminate, Indeterminate),
             (ProposeError::StorageFailed, Final, Indeterminate),
             (ProposeError::Shutdown, Final, Indeterminate),
+            (ProposeError::Session(SessionRefusal::Unknown), Final, Final),
+            (ProposeError::Session(SessionRefusal::Acked), Final, Final),
         ];
         for (e, submit, waited) in table {
             assert_eq!(class(&propose_outcome(Submit, e.clone())), submit, "{e:?} at submission");
             assert_eq!(class(&propose_outcome(Waited, e.clone())), waited, "{e:?} after submission");
+        }
+        // A session refusal is recognisable, also after forwarding.
+        for r in [SessionRefusal::Unknown, SessionRefusal::Acked, SessionRefusal::NotSupported] {
+            let o = propose_outcome(Waited, ProposeError::Session(r));
+            let Outcome::Fail(Value::Error(e)) = &o else { panic!("{o:?}") };
+            assert!(is_session_refused(e), "{e}");
+            match forwarded_reply(true, 2, o.to_value()) {
+                Outcome::Done(Value::Error(e)) => assert!(is_session_refused(&e), "{e}"),
+                o => panic!("a forwarded session refusal came back as {o:?}"),
+            }
         }
         // The leader hint is followed.
         assert_eq!(

@@ -3,9 +3,13 @@
 //! acknowledged write is readable through every node, the recorded history of
 //! SET / GET / INCR on a few keys is linearizable (operations with an unknown outcome count
 //! as possibly applied), and counters only ever INCRed are exact: every acknowledged INCR
-//! reply is distinct, and each counter's final value lies between its acknowledged INCRs
-//! and its acknowledged plus unknown ones (`INDETERMINATE` or a lost connection), so a write
-//! the server re-proposed after it may have been appended is caught.
+//! reply is distinct, no INCR is answered `INDETERMINATE` (the server retries the writes
+//! whose outcome it does not know in its client session, with the same (session,
+//! sequence), so it learns their real result), and each counter's final value is its
+//! acknowledged INCRs plus at most those whose connection was lost (the node holding it
+//! was killed, or the reply came too late): a write applied twice, or one refused
+//! (`TRYAGAIN`, ...) and applied anyway, is caught. A counter none of whose INCRs lost
+//! its connection is exact.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,11 +32,32 @@ const SHARDS: u32 = 3;
 struct Counter {
     /// Replies of acknowledged INCRs.
     acked: Vec<i64>,
-    /// INCRs whose outcome is unknown: answered INDETERMINATE, or the connection failed.
+    /// INCRs whose connection failed before the reply (outcome unknown to the client).
     unknown: u64,
+    /// INCRs answered INDETERMINATE.
+    indeterminate: u64,
     /// INCRs refused with another error (TRYAGAIN, ...): known not applied.
     refused: u64,
 }
+
+impl Counter {
+    /// Records an INCR's reply.
+    fn record(&mut self, r: redis::RedisResult<i64>) {
+        match r {
+            Ok(v) => self.acked.push(v),
+            // A reply other than INDETERMINATE is a refusal (nothing applied); no reply at
+            // all (I/O error, timeout) leaves the outcome unknown.
+            Err(e) => match e.code() {
+                Some("INDETERMINATE") => self.indeterminate += 1,
+                Some(_) => self.refused += 1,
+                None => self.unknown += 1,
+            },
+        }
+    }
+}
+
+/// INCRs sent through the live nodes while the victim is frozen.
+const BURST: usize = 8;
 
 /// Counter names: `COUNTERS_PER_SHARD` on each shard, so the killed leader's shard has some.
 fn counter_names() -> Vec<String> {
@@ -125,19 +150,10 @@ fn client(id: u64, sh: Arc<Shared>) {
         if let Some(c) = con.as_mut() {
             let n = (next() % sh.counters.len() as u64) as usize;
             let r = redis::cmd("INCR").arg(&sh.counters[n]).query::<i64>(c);
-            let mut incrs = sh.incrs.lock().unwrap();
-            match r {
-                Ok(v) => incrs[n].acked.push(v),
-                Err(e) => {
-                    // A reply other than INDETERMINATE is a refusal (nothing applied); no
-                    // reply at all (I/O error, timeout) leaves the outcome unknown.
-                    match e.code() {
-                        Some(code) if code != "INDETERMINATE" => incrs[n].refused += 1,
-                        _ => incrs[n].unknown += 1,
-                    }
-                    con = None;
-                }
+            if r.is_err() {
+                con = None;
             }
+            sh.incrs.lock().unwrap()[n].record(r);
         }
     }
 }
@@ -175,13 +191,52 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
         .collect();
     std::thread::sleep(Duration::from_millis(800));
 
-    // SIGKILL the node leading group 1001 (node 2).
+    // Freeze (SIGSTOP) the node leading group 1001 (node 2), so the writes the other nodes
+    // forward to it pile up unanswered (some appended and replicated, some never read),
+    // then SIGKILL it: every one of them has an unknown outcome at its forwarding node,
+    // which must learn the real one by retrying in its session at the next leader.
     let victim = admin.view(&seed).unwrap().groups[&1001].leader.unwrap();
     assert_ne!(victim, 1);
+    // Besides the load, a burst of INCRs of the victim's counters through the other nodes
+    // right after the freeze (connections opened before it): forwarded to the frozen
+    // leader before the others elect a new one, on the node channel connections a first
+    // burst left pooled (a new one would block in its TLS handshake and send nothing),
+    // they all have an unknown outcome.
+    let live: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != victim).collect();
+    let theirs: Vec<usize> = (0..sh.counters.len())
+        .filter(|&i| {
+            let shard = flotilla_kv::sm::shard_of(sh.counters[i].as_bytes(), SHARDS);
+            flotilla_kv::sm::shard_group(shard) == 1001
+        })
+        .collect();
+    let burst: Vec<(usize, redis::Connection)> = (0..BURST)
+        .map(|i| (theirs[i % theirs.len()], connect(&c.addr(live[i % live.len()])).unwrap()))
+        .collect();
+    let start_burst = |conns: Vec<(usize, redis::Connection)>| -> Vec<_> {
+        conns
+            .into_iter()
+            .map(|(n, mut con)| {
+                let sh = sh.clone();
+                std::thread::spawn(move || {
+                    let r = redis::cmd("INCR").arg(&sh.counters[n]).query::<i64>(&mut con);
+                    sh.incrs.lock().unwrap()[n].record(r);
+                    (n, con)
+                })
+            })
+            .collect()
+    };
+    let burst: Vec<_> = start_burst(burst).into_iter().map(|t| t.join().unwrap()).collect();
+    let pid = c.nodes[&victim].child.as_ref().unwrap().id().to_string();
+    let stopped = std::process::Command::new("kill").args(["-STOP", pid.as_str()]).status().unwrap();
+    assert!(stopped.success(), "kill -STOP {pid}");
+    let burst = start_burst(burst);
+    std::thread::sleep(Duration::from_millis(400));
     c.kill(victim);
+    for t in burst {
+        t.join().unwrap();
+    }
     std::thread::sleep(Duration::from_millis(800));
     // Leaders move among the live nodes.
-    let live: Vec<u64> = [1, 2, 3].into_iter().filter(|&n| n != victim).collect();
     admin.transfer(&seed, 1000, live[1]).unwrap();
     admin.transfer(&seed, 1000, live[0]).unwrap();
     // Add node 4 to the cluster and to group 1000, while the victim is down.
@@ -231,7 +286,7 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
     // acknowledged INCR and at most the unknown ones besides.
     let incrs = std::mem::take(&mut *sh.incrs.lock().unwrap());
     let mut con = c.redis(1);
-    let (mut total_acked, mut total_unknown, mut total_refused) = (0, 0, 0);
+    let (mut total_acked, mut total_unknown, mut total_refused, mut exact) = (0, 0, 0, 0);
     for (name, ctr) in sh.counters.iter().zip(&incrs) {
         let fin: Option<i64> = redis::cmd("GET").arg(name).query(&mut con).unwrap();
         let fin = fin.unwrap_or(0);
@@ -239,14 +294,20 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
         replies.sort_unstable();
         let distinct = replies.windows(2).all(|w| w[0] != w[1]);
         assert!(distinct, "counter {name}: an acknowledged INCR reply repeats: {replies:?}");
+        assert_eq!(
+            ctr.indeterminate, 0,
+            "counter {name}: the server answered INDETERMINATE to an INCR it could have retried in its session"
+        );
         let (lo, hi) = (ctr.acked.len() as i64, ctr.acked.len() as i64 + ctr.unknown as i64);
         assert!(
             (lo..=hi).contains(&fin) && replies.last().map_or(true, |&m| m <= fin),
             "counter {name}: final value {fin} outside [{lo} acknowledged, {hi} acknowledged + unknown] \
-             (max reply {:?}, {} refused): an INCR applied twice or an acknowledged one lost",
+             (max reply {:?}, {} refused): an INCR applied twice, a refused one applied, or an \
+             acknowledged one lost",
             replies.last(),
             ctr.refused
         );
+        exact += usize::from(ctr.unknown == 0);
         total_acked += ctr.acked.len();
         total_unknown += ctr.unknown;
         total_refused += ctr.refused;
@@ -254,9 +315,11 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
     assert!(total_acked > 50, "counter load ran: {total_acked} acknowledged INCRs");
     eprintln!(
         "chaos: {} operations ({} with unknown outcome), {} acknowledged writes, victim node {victim}; \
-         counters: {total_acked} acknowledged INCRs, {total_unknown} unknown, {total_refused} refused",
+         counters: {total_acked} acknowledged INCRs, {total_unknown} with the connection lost, \
+         {total_refused} refused, 0 INDETERMINATE; {exact} of {} counters exact",
         history.len(),
         history.len() - known,
-        acked.len()
+        acked.len(),
+        sh.counters.len()
     );
 }
