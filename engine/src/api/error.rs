@@ -161,9 +161,9 @@ pub enum ProposeError {
     #[error("engine shut down")]
     Shutdown,
     /// A session entry was applied without effect: the group's session table refused it
-    /// (see [`SessionRefusal`](super::SessionRefusal)).
+    /// (see [`SessionRefusal`]).
     #[error("session: {0}")]
-    Session(super::SessionRefusal),
+    Session(SessionRefusal),
 }
 
 impl ProposeError {
@@ -752,6 +752,26 @@ impl ConfigError {
     }
 }
 
+/// Why the group's session table refused a session entry (it was applied without
+/// effect, on every replica alike). Delivered as [`ProposeError::Session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SessionRefusal {
+    /// The session expired (unused for longer than `session_ttl` by the replicated
+    /// clock), was evicted (past `max_sessions`, least recently used first), closed, or
+    /// never registered. Open a new session; the proposal was not applied.
+    #[error("session unknown: expired, evicted, closed or never registered")]
+    Unknown,
+    /// The sequence number is below the session's floor: the caller said it had this
+    /// proposal's answer, and the table forgot it. Not applied again.
+    #[error("sequence number below the session's floor: its answer is gone")]
+    Acked,
+    /// The group's state machine keeps its own storage and cannot hold sessions
+    /// ([`super::StateMachine::supports_sessions`]).
+    #[error("the group's state machine does not support sessions")]
+    NotSupported,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -812,9 +832,9 @@ mod tests {
             (ProposeError::TooLarge { len: 10, max: 5 }, Invalid),
             (ProposeError::StorageFailed, Fatal),
             (ProposeError::Shutdown, Fatal),
-            (ProposeError::Session(super::super::SessionRefusal::Unknown), Invalid),
-            (ProposeError::Session(super::super::SessionRefusal::Acked), Invalid),
-            (ProposeError::Session(super::super::SessionRefusal::NotSupported), Invalid),
+            (ProposeError::Session(SessionRefusal::Unknown), Invalid),
+            (ProposeError::Session(SessionRefusal::Acked), Invalid),
+            (ProposeError::Session(SessionRefusal::NotSupported), Invalid),
         ];
         let _ = |e: &ProposeError| match e {
             ProposeError::NotLeader { .. }

@@ -1,5 +1,5 @@
 //! What a node tells its embedder as it happens: [`EngineEvent`]s delivered through an
-//! [`EventStream`] (from [`Engine::subscribe`](super::Engine::subscribe)), and the answer
+//! [`EventStream`](super::EventStream) (from [`Engine::subscribe`](super::Engine::subscribe)), and the answer
 //! of the lock-free leader view, [`LeaderInfo`] (from
 //! [`Engine::leader`](super::Engine::leader)).
 //!
@@ -8,16 +8,10 @@
 //! runtime's hub (`runtime::event_hub`) with a non-blocking try-send; a full stream loses
 //! events, counts them, and yields [`EngineEvent::Lagged`] before its next event.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use thiserror::Error;
 
 use super::error::ErrorClass;
 use crate::raft::types::{NodeId, Replica, ReplicaId};
-use crate::runtime::event_hub::{EventHub, Published};
 
 /// The most subscriptions a node holds at once.
 pub const MAX_SUBSCRIBERS: usize = 64;
@@ -171,7 +165,7 @@ impl SubscribeError {
     }
 }
 
-/// Why [`EventStream::try_recv`] or [`EventStream::recv_timeout`] returned no event.
+/// Why [`EventStream::try_recv`](super::EventStream::try_recv) or [`EventStream::recv_timeout`](super::EventStream::recv_timeout) returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum RecvError {
@@ -189,107 +183,6 @@ impl RecvError {
         match self {
             RecvError::Empty => ErrorClass::Retry,
             RecvError::Closed => ErrorClass::Fatal,
-        }
-    }
-}
-
-/// A subscription: a bounded stream of this node's [`EngineEvent`]s, in the order each
-/// worker published them (events of groups on different workers are not ordered with
-/// each other). Dropping it unsubscribes. As an [`Iterator`] it blocks for the next
-/// event and ends when the engine shuts down.
-pub struct EventStream {
-    pub(crate) rx: Receiver<Published>,
-    /// Events lost at a full channel and not yet reported (shared with the publishers).
-    pub(crate) lost: Arc<AtomicU64>,
-    pub(crate) id: u64,
-    pub(crate) hub: Weak<EventHub>,
-    /// An event received behind a `Lagged` report, delivered next.
-    pub(crate) stashed: Option<EngineEvent>,
-}
-
-impl std::fmt::Debug for EventStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream").field("id", &self.id).field("queued", &self.rx.len()).finish()
-    }
-}
-
-impl EventStream {
-    /// The next event, waiting for it; `None` once the engine shut down and every event
-    /// was received.
-    pub fn recv(&mut self) -> Option<EngineEvent> {
-        if let Some(ev) = self.ready() {
-            return Some(ev);
-        }
-        match self.rx.recv() {
-            Ok(p) => Some(self.unpack(p)),
-            Err(_) => self.lagged(),
-        }
-    }
-
-    /// The next event, waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<EngineEvent, RecvError> {
-        if let Some(ev) = self.ready() {
-            return Ok(ev);
-        }
-        match self.rx.recv_timeout(timeout) {
-            Ok(p) => Ok(self.unpack(p)),
-            Err(RecvTimeoutError::Timeout) => self.lagged().ok_or(RecvError::Empty),
-            Err(RecvTimeoutError::Disconnected) => self.lagged().ok_or(RecvError::Closed),
-        }
-    }
-
-    /// The next event if one is there.
-    pub fn try_recv(&mut self) -> Result<EngineEvent, RecvError> {
-        if let Some(ev) = self.ready() {
-            return Ok(ev);
-        }
-        match self.rx.try_recv() {
-            Ok(p) => Ok(self.unpack(p)),
-            Err(TryRecvError::Empty) => self.lagged().ok_or(RecvError::Empty),
-            Err(TryRecvError::Disconnected) => self.lagged().ok_or(RecvError::Closed),
-        }
-    }
-
-    /// What is due before waiting: a stashed event, or a report of events lost while
-    /// the channel is empty (nothing published after them yet).
-    fn ready(&mut self) -> Option<EngineEvent> {
-        if let Some(ev) = self.stashed.take() {
-            return Some(ev);
-        }
-        if self.rx.is_empty() {
-            return self.lagged();
-        }
-        None
-    }
-
-    /// `Lagged` with the events lost and not yet reported, if any.
-    fn lagged(&mut self) -> Option<EngineEvent> {
-        let missed = self.lost.swap(0, Ordering::AcqRel);
-        (missed > 0).then_some(EngineEvent::Lagged { missed })
-    }
-
-    /// A published event: behind a `Lagged` report if events were lost before it.
-    fn unpack(&mut self, (missed, ev): Published) -> EngineEvent {
-        if missed == 0 {
-            return ev;
-        }
-        self.stashed = Some(ev);
-        EngineEvent::Lagged { missed }
-    }
-}
-
-impl Iterator for EventStream {
-    type Item = EngineEvent;
-
-    fn next(&mut self) -> Option<EngineEvent> {
-        self.recv()
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        if let Some(hub) = self.hub.upgrade() {
-            hub.unsubscribe(self.id);
         }
     }
 }

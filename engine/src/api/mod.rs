@@ -22,6 +22,7 @@ mod session;
 mod snapshot_io;
 mod state_machine;
 
+pub use crate::runtime::event_hub::EventStream;
 pub use config::*;
 pub use create_policy::CreatePolicy;
 pub use error::*;
@@ -40,6 +41,7 @@ use bytes::Bytes;
 use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, Replica};
 use crate::runtime;
+use crate::session::SessionOp;
 use crate::transport::Transport;
 
 /// A node of the multi-raft engine: its workers, its WAL and its transport. Share it by
@@ -485,5 +487,44 @@ impl Engine {
     /// proposals, `Shutdown` otherwise), then the network thread and the WAL stop.
     pub fn shutdown(self) {
         self.rt.shutdown();
+    }
+}
+
+/// Client sessions (`session.rs`): exactly-once proposals.
+impl Engine {
+    /// Opens a client session on `group`: registers it through the log (at the leader
+    /// only) and waits until it is applied here. Its limits (`session_ttl`,
+    /// `max_sessions` of this node's configuration) travel in the entry and become the
+    /// group's. Errors as [`Engine::propose`], and [`SessionRefusal::NotSupported`].
+    pub fn open_session(&self, group: u64) -> Result<Session, ProposeError> {
+        let cfg = self.rt.config();
+        let op = SessionOp::Register {
+            ttl_ms: u64::try_from(cfg.session_ttl.as_millis()).unwrap_or(u64::MAX),
+            max_sessions: cfg.max_sessions,
+        };
+        let r = self.rt.propose_session(group, op, Bytes::new())?.wait()?;
+        // A register entry's result is always its 8-byte id; anything else is not ours.
+        let id = session::decode_session_id(&r).ok_or(ProposeError::Indeterminate)?;
+        Ok(Session::resume(group, id, 1))
+    }
+
+    /// Proposes `data` in `session` with sequence number `seq` (from
+    /// [`Session::next_seq`], or the same number again to retry). Resolves with the
+    /// state machine's result of the first application, whether it happens now or
+    /// happened before; with [`ProposeError::Session`] if the table refused it. Call
+    /// [`Session::answered`] once the answer is final.
+    pub fn propose_in_session(
+        &self,
+        session: &Session,
+        seq: u64,
+        data: Bytes,
+    ) -> Result<Proposal, ProposeError> {
+        let op = SessionOp::Propose { session: session.id(), seq, floor: session.floor().min(seq) };
+        self.rt.propose_session(session.group(), op, data)
+    }
+
+    /// Closes `session`: the group forgets it and its answers. Resolves once applied here.
+    pub fn close_session(&self, session: &Session) -> Result<Proposal, ProposeError> {
+        self.rt.propose_session(session.group(), SessionOp::Close { session: session.id() }, Bytes::new())
     }
 }

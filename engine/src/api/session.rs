@@ -1,7 +1,8 @@
 //! Client sessions in the embedding API (Raft dissertation §6.3): [`Session`], the
-//! caller's handle that numbers its proposals and tracks which are answered, the
-//! [`SessionRefusal`]s a session proposal can meet, and the [`Engine`] operations
-//! `open_session`, `propose_in_session` and `close_session`.
+//! caller's handle that numbers its proposals and tracks which are answered. The
+//! [`Engine`](super::Engine) operations `open_session`, `propose_in_session` and
+//! `close_session` are in `mod.rs`; the [`SessionRefusal`](super::SessionRefusal)s a
+//! session proposal can meet are in `error.rs`.
 //!
 //! A proposal in a session is applied at most once: a retry with the same sequence number
 //! (after `Indeterminate`, `Dropped`, a timeout or a lost answer, at any node of the
@@ -13,30 +14,6 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use thiserror::Error;
-
-use super::{Engine, Proposal, ProposeError};
-use crate::session::SessionOp;
-
-/// Why the group's session table refused a session entry (it was applied without
-/// effect, on every replica alike). Delivered as [`ProposeError::Session`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum SessionRefusal {
-    /// The session expired (unused for longer than `session_ttl` by the replicated
-    /// clock), was evicted (past `max_sessions`, least recently used first), closed, or
-    /// never registered. Open a new session; the proposal was not applied.
-    #[error("session unknown: expired, evicted, closed or never registered")]
-    Unknown,
-    /// The sequence number is below the session's floor: the caller said it had this
-    /// proposal's answer, and the table forgot it. Not applied again.
-    #[error("sequence number below the session's floor: its answer is gone")]
-    Acked,
-    /// The group's state machine keeps its own storage and cannot hold sessions
-    /// ([`super::StateMachine::supports_sessions`]).
-    #[error("the group's state machine does not support sessions")]
-    NotSupported,
-}
 
 /// A caller's session on one group: its id, the next sequence number, and the sequence
 /// numbers handed out and not yet answered (the lowest of them is the floor sent with
@@ -95,46 +72,8 @@ pub(crate) fn encode_session_id(id: u64) -> Bytes {
     Bytes::copy_from_slice(&id.to_le_bytes())
 }
 
-fn decode_session_id(b: &[u8]) -> Option<u64> {
+pub(crate) fn decode_session_id(b: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b.try_into().ok()?))
-}
-
-impl Engine {
-    /// Opens a client session on `group`: registers it through the log (at the leader
-    /// only) and waits until it is applied here. Its limits (`session_ttl`,
-    /// `max_sessions` of this node's configuration) travel in the entry and become the
-    /// group's. Errors as [`Engine::propose`], and [`SessionRefusal::NotSupported`].
-    pub fn open_session(&self, group: u64) -> Result<Session, ProposeError> {
-        let cfg = self.rt.config();
-        let op = SessionOp::Register {
-            ttl_ms: u64::try_from(cfg.session_ttl.as_millis()).unwrap_or(u64::MAX),
-            max_sessions: cfg.max_sessions,
-        };
-        let r = self.rt.propose_session(group, op, Bytes::new())?.wait()?;
-        // A register entry's result is always its 8-byte id; anything else is not ours.
-        let id = decode_session_id(&r).ok_or(ProposeError::Indeterminate)?;
-        Ok(Session::resume(group, id, 1))
-    }
-
-    /// Proposes `data` in `session` with sequence number `seq` (from
-    /// [`Session::next_seq`], or the same number again to retry). Resolves with the
-    /// state machine's result of the first application, whether it happens now or
-    /// happened before; with [`ProposeError::Session`] if the table refused it. Call
-    /// [`Session::answered`] once the answer is final.
-    pub fn propose_in_session(
-        &self,
-        session: &Session,
-        seq: u64,
-        data: Bytes,
-    ) -> Result<Proposal, ProposeError> {
-        let op = SessionOp::Propose { session: session.id, seq, floor: session.floor().min(seq) };
-        self.rt.propose_session(session.group, op, data)
-    }
-
-    /// Closes `session`: the group forgets it and its answers. Resolves once applied here.
-    pub fn close_session(&self, session: &Session) -> Result<Proposal, ProposeError> {
-        self.rt.propose_session(session.group, SessionOp::Close { session: session.id }, Bytes::new())
-    }
 }
 
 #[cfg(test)]

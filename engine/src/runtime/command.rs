@@ -89,7 +89,7 @@ pub(crate) enum Cmd {
     /// Stop: finish the writes in flight, resolve every waiter, exit.
     Shutdown,
     /// A snapshot now (`Engine::request_snapshot`); resolves with its durable file.
-    RequestSnapshot { group: u64, done: super::snap_request::SnapshotDone },
+    RequestSnapshot { group: u64, done: super::snapshot_waiters::SnapshotDone },
     /// Creates this node's replica from an imported snapshot (`Engine::import_snapshot`;
     /// the snapshot file is durable and the state machine restored); resolves once durable.
     Import {

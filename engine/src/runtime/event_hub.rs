@@ -8,12 +8,13 @@
 //! per event when nobody subscribes.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::{bounded, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
-use crate::api::{EngineEvent, EventStream, SubscribeError, MAX_EVENT_CAPACITY, MAX_SUBSCRIBERS};
+use crate::api::{EngineEvent, RecvError, SubscribeError, MAX_EVENT_CAPACITY, MAX_SUBSCRIBERS};
 
 /// An event as it travels: the number of events this subscriber lost just before it
 /// (reported as `Lagged` ahead of it), and the event.
@@ -106,6 +107,107 @@ impl EventHub {
                 // The stream is being dropped; it unsubscribes itself.
                 Err(TrySendError::Disconnected(_)) => {}
             }
+        }
+    }
+}
+
+/// A subscription: a bounded stream of this node's [`EngineEvent`]s, in the order each
+/// worker published them (events of groups on different workers are not ordered with
+/// each other). Dropping it unsubscribes. As an [`Iterator`] it blocks for the next
+/// event and ends when the engine shuts down.
+pub struct EventStream {
+    pub(crate) rx: Receiver<Published>,
+    /// Events lost at a full channel and not yet reported (shared with the publishers).
+    pub(crate) lost: Arc<AtomicU64>,
+    pub(crate) id: u64,
+    pub(crate) hub: Weak<EventHub>,
+    /// An event received behind a `Lagged` report, delivered next.
+    pub(crate) stashed: Option<EngineEvent>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").field("id", &self.id).field("queued", &self.rx.len()).finish()
+    }
+}
+
+impl EventStream {
+    /// The next event, waiting for it; `None` once the engine shut down and every event
+    /// was received.
+    pub fn recv(&mut self) -> Option<EngineEvent> {
+        if let Some(ev) = self.ready() {
+            return Some(ev);
+        }
+        match self.rx.recv() {
+            Ok(p) => Some(self.unpack(p)),
+            Err(_) => self.lagged(),
+        }
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<EngineEvent, RecvError> {
+        if let Some(ev) = self.ready() {
+            return Ok(ev);
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(p) => Ok(self.unpack(p)),
+            Err(RecvTimeoutError::Timeout) => self.lagged().ok_or(RecvError::Empty),
+            Err(RecvTimeoutError::Disconnected) => self.lagged().ok_or(RecvError::Closed),
+        }
+    }
+
+    /// The next event if one is there.
+    pub fn try_recv(&mut self) -> Result<EngineEvent, RecvError> {
+        if let Some(ev) = self.ready() {
+            return Ok(ev);
+        }
+        match self.rx.try_recv() {
+            Ok(p) => Ok(self.unpack(p)),
+            Err(TryRecvError::Empty) => self.lagged().ok_or(RecvError::Empty),
+            Err(TryRecvError::Disconnected) => self.lagged().ok_or(RecvError::Closed),
+        }
+    }
+
+    /// What is due before waiting: a stashed event, or a report of events lost while
+    /// the channel is empty (nothing published after them yet).
+    fn ready(&mut self) -> Option<EngineEvent> {
+        if let Some(ev) = self.stashed.take() {
+            return Some(ev);
+        }
+        if self.rx.is_empty() {
+            return self.lagged();
+        }
+        None
+    }
+
+    /// `Lagged` with the events lost and not yet reported, if any.
+    fn lagged(&mut self) -> Option<EngineEvent> {
+        let missed = self.lost.swap(0, Ordering::AcqRel);
+        (missed > 0).then_some(EngineEvent::Lagged { missed })
+    }
+
+    /// A published event: behind a `Lagged` report if events were lost before it.
+    fn unpack(&mut self, (missed, ev): Published) -> EngineEvent {
+        if missed == 0 {
+            return ev;
+        }
+        self.stashed = Some(ev);
+        EngineEvent::Lagged { missed }
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = EngineEvent;
+
+    fn next(&mut self) -> Option<EngineEvent> {
+        self.recv()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.unsubscribe(self.id);
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::snap_request::TakenSnapshot;
+use super::snapshot_waiters::TakenSnapshot;
 use super::{export_file, snapfile, Runtime};
 use crate::api::{ExportError, ExportedSnapshot, SnapshotError};
 

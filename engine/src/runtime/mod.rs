@@ -45,11 +45,13 @@ mod recovery;
 mod removal;
 mod requests;
 mod route;
+mod session_propose;
 mod sessions;
 mod shared;
 mod snap_receive;
 mod snap_request;
 mod snapfile;
+mod snapshot_waiters;
 mod snapshots;
 mod stop;
 mod store;
@@ -263,7 +265,7 @@ impl Runtime {
     pub(crate) fn take_snapshot(
         &self,
         group: u64,
-    ) -> Result<snap_request::TakenSnapshot, crate::api::SnapshotError> {
+    ) -> Result<snapshot_waiters::TakenSnapshot, crate::api::SnapshotError> {
         self.request(group, |done| Cmd::RequestSnapshot { group, done })?.wait()
     }
 

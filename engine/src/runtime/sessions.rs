@@ -1,5 +1,5 @@
 //! The runtime's side of client sessions: the time stamp a leader puts into session
-//! entries ([`session_stamp_ms`]), the handle's `propose_session`, and what the apply
+//! entries ([`session_stamp_ms`]) and what the apply
 //! thread does with a session entry ([`session_step`]) on the group's
 //! [`SessionTable`].
 //!
@@ -13,8 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::waiters::Outcome;
-use super::Runtime;
-use crate::api::{EngineConfig, Proposal, ProposeError, SessionRefusal, Unavailable};
+use crate::api::SessionRefusal;
 use crate::session::{Decision, SessionHeader, SessionLimits, SessionOp, SessionTable};
 
 /// The last stamp handed out in this process.
@@ -27,35 +26,6 @@ static LAST_STAMP_MS: AtomicU64 = AtomicU64::new(0);
 pub(super) fn session_stamp_ms() -> u64 {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     LAST_STAMP_MS.fetch_max(now, Ordering::Relaxed).max(now)
-}
-
-impl Runtime {
-    /// This node's configuration.
-    pub(crate) fn config(&self) -> &EngineConfig {
-        self.shared.cfg.get()
-    }
-
-    /// Proposes a session entry to `group` (refused like `propose`).
-    pub(crate) fn propose_session(
-        &self,
-        group: u64,
-        op: SessionOp,
-        data: Bytes,
-    ) -> Result<Proposal, ProposeError> {
-        self.live()?;
-        let max = self.shared.cfg.get().max_entry_bytes;
-        if data.len() > max {
-            return Err(ProposeError::TooLarge { len: data.len(), max });
-        }
-        self.request(group, |done| super::command::Cmd::ProposeSession { group, op, data, done }).map_err(
-            |e| {
-                if let Unavailable::Busy(reason) = e {
-                    self.shared.counters.refused(reason);
-                }
-                e.into()
-            },
-        )
-    }
 }
 
 /// What the apply thread does with a session entry.

@@ -6,57 +6,20 @@
 //! takes it between the entries handed out before and after, its writer thread writes and
 //! fsyncs the file, and the worker compacts the log at it (`compaction::on_snapshot`).
 //!
-//! Owns the waiting requests ([`SnapshotRequests`]) and when they are answered. Never
+//! Owns when the waiting requests (`snapshot_waiters.rs`) are answered. Never
 //! writes a snapshot file or compacts itself (the apply thread and `compaction` do).
 
-use std::collections::HashMap;
 use std::fs::File;
 
 use super::apply::ApplyCmd;
-use super::pending::Completer;
 use super::snapfile;
+use super::snapshot_waiters::{Request, SnapshotDone, TakenSnapshot};
 use super::worker::Worker;
 use crate::api::SnapshotError;
-use crate::raft::message::SnapshotMeta;
-use crate::runtime::Abandoned;
 
 /// Snapshots taken for one request before it fails (each attempt's file was discarded,
 /// e.g. superseded by one installed from the leader below the index asked for).
 const MAX_ATTEMPTS: u32 = 3;
-
-/// A durable snapshot file of a group, opened for reading.
-pub(crate) struct TakenSnapshot {
-    /// Its metadata.
-    pub meta: SnapshotMeta,
-    /// The file, opened when the request was answered.
-    pub file: File,
-}
-
-impl Abandoned for Result<TakenSnapshot, SnapshotError> {
-    fn abandoned() -> Self {
-        Err(SnapshotError::Shutdown)
-    }
-}
-
-/// The completer of one request.
-pub(crate) type SnapshotDone = Completer<Result<TakenSnapshot, SnapshotError>>;
-
-/// One waiting request.
-struct Request {
-    /// The replica instance it was made to (`Group::epoch`).
-    epoch: u64,
-    /// The applied index at its arrival: the answer's index is at least this.
-    at_least: u64,
-    /// Snapshots taken for it so far.
-    attempts: u32,
-    done: SnapshotDone,
-}
-
-/// The requests of one worker waiting for a snapshot, by group.
-#[derive(Default)]
-pub(crate) struct SnapshotRequests {
-    by_group: HashMap<u64, Vec<Request>>,
-}
 
 impl Worker {
     /// `Engine::request_snapshot`: answered at once if the group's current snapshot covers

@@ -126,7 +126,7 @@ pub(crate) struct Worker {
     /// points of streams sent.
     pub(super) snap: SnapshotReceiver,
     /// Requests waiting for a snapshot (`snap_request`).
-    pub(super) snap_requests: super::snap_request::SnapshotRequests,
+    pub(super) snap_requests: super::snapshot_waiters::SnapshotRequests,
 }
 
 impl Worker {

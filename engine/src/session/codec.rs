@@ -221,6 +221,38 @@ mod tests {
         t
     }
 
+    proptest::proptest! {
+        /// Tables built by random registers, applications, records and closes (with
+        /// expiry and eviction) encode and decode to themselves.
+        #[test]
+        fn random_tables_round_trip(
+            ops in proptest::collection::vec((0u8..4, 1u64..12, 1u64..6, 0u64..50), 1..150)
+        ) {
+            let lim = SessionLimits { ttl_ms: 200, max_sessions: 5 };
+            let mut t = SessionTable::new();
+            let mut clock = 0u64;
+            for (i, &(kind, session, seq, dt)) in ops.iter().enumerate() {
+                clock += dt;
+                match kind {
+                    0 => {
+                        t.register(session, clock, lim);
+                    }
+                    1 | 2 => {
+                        if t.apply(session, seq, 1, clock) == super::super::Decision::Apply {
+                            t.record(session, seq, Bytes::from(format!("r{i}")));
+                        }
+                    }
+                    _ => {
+                        t.close(session, clock);
+                    }
+                }
+            }
+            let mut buf = Vec::new();
+            encode(&t, &mut buf);
+            proptest::prop_assert_eq!(decode(&buf).expect("own encoding decodes"), t);
+        }
+    }
+
     #[test]
     fn a_table_round_trips_through_a_section_and_the_rest_of_the_stream_stays() {
         let t = sample();

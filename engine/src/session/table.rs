@@ -390,10 +390,8 @@ mod tests {
                 }
                 prop_assert_eq!(&a, &replica);
             }
-            let mut buf = Vec::new();
-            crate::session::codec::encode(&a, &mut buf);
-            let back = crate::session::codec::decode(&buf).expect("own encoding decodes");
-            prop_assert_eq!(back, a);
+            // Encoding round trips over random tables: `codec.rs`'s
+            // `random_tables_round_trip` (the codec depends on the table, not the reverse).
         }
     }
 }
