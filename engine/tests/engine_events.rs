@@ -27,34 +27,6 @@ fn calm(c: &mut flotilla_engine::api::EngineConfig) {
     c.read_timeout_ticks = 2_000;
 }
 
-/// Creates `groups` on nodes 1..=3, the first leader of group g on node `leader(g)`,
-/// followers first, from several threads (each creation waits for one WAL write).
-fn create_led(c: &Cluster, groups: &[u64], leader: impl Fn(u64) -> NodeId + Sync) {
-    let members = [1, 2, 3];
-    std::thread::scope(|s| {
-        for chunk in groups.chunks(groups.len().div_ceil(12).max(1)) {
-            let leader = &leader;
-            s.spawn(move || {
-                for &g in chunk {
-                    let l = leader(g);
-                    for &m in members.iter().filter(|&&m| m != l).chain(std::iter::once(&l)) {
-                        let n = c.node(m);
-                        let sm = ChainSm::boxed(&n.reg, g);
-                        c.engine(m).create_group_led_by(g, &members, l, sm).unwrap();
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// Waits until every node reports `n` quiesced groups: no event is in flight then.
-fn wait_all_quiesced(c: &Cluster, n: u64) {
-    wait_until(&format!("{n} groups quiesced on every node"), LONG, || {
-        (1..=3).all(|id| c.engine(id).metrics().quiesced_groups == n)
-    });
-}
-
 /// Everything `s` holds now (bounded: a stream holds at most its capacity, plus one
 /// `Lagged` report per event).
 fn drain(s: &mut EventStream) -> Vec<EngineEvent> {
@@ -128,7 +100,7 @@ fn every_transfer_gives_one_leader_changed_event_per_group_on_each_node() {
             l.is_some() && (2..=3).all(|id| c.engine(id).leader(g) == l)
         })
     });
-    wait_all_quiesced(&c, GROUPS);
+    wait_all_quiesced(&c, GROUPS, LONG);
     let mut all_node1 = Vec::new();
     let before: HashMap<u64, (NodeId, u64)> = groups
         .iter()
@@ -182,7 +154,7 @@ fn every_transfer_gives_one_leader_changed_event_per_group_on_each_node() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_all_quiesced(&c, GROUPS);
+    wait_all_quiesced(&c, GROUPS, LONG);
     for (i, s) in streams.iter_mut().enumerate() {
         let node = i as u64 + 1;
         let evs = drain(s);

@@ -13,40 +13,6 @@ use flotilla_engine::raft::{NodeId, Role};
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// Creates `groups` on nodes 1..=3, the first leader of group g on node `leader(g)`,
-/// followers first, from several threads (each creation waits for one WAL write).
-fn create_led(c: &Cluster, groups: &[u64], leader: impl Fn(u64) -> NodeId + Sync) {
-    let members = [1, 2, 3];
-    std::thread::scope(|s| {
-        for chunk in groups.chunks(groups.len().div_ceil(12).max(1)) {
-            let leader = &leader;
-            s.spawn(move || {
-                for &g in chunk {
-                    let l = leader(g);
-                    for &m in members.iter().filter(|&&m| m != l).chain(std::iter::once(&l)) {
-                        let n = c.node(m);
-                        let sm = ChainSm::boxed(&n.reg, g);
-                        c.engine(m).create_group_led_by(g, &members, l, sm).unwrap();
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// Waits until every node reports `n` quiesced groups.
-fn wait_all_quiesced(c: &Cluster, n: u64) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        let q: Vec<u64> = (1..=3).map(|id| c.engine(id).metrics().quiesced_groups).collect();
-        if q.iter().all(|&x| x == n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not all quiesced: {q:?} of {n}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Worker ticks of node `id` so far, per worker.
 fn ticks(c: &Cluster, id: NodeId) -> u64 {
     c.engine(id).metrics().worker_ticks / 2
@@ -61,7 +27,7 @@ fn ten_thousand_quiesced_groups_cost_zero_ticks() {
     let c = Cluster::new(3, 10_000);
     let groups: Vec<u64> = (1..=10_000).collect();
     create_led(&c, &groups, |g| g % 3 + 1);
-    wait_all_quiesced(&c, groups.len() as u64);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
     for id in 1..=3 {
         let m = c.engine(id).metrics();
         assert_eq!(m.quiesced_groups, 10_000);
@@ -84,7 +50,7 @@ fn ten_thousand_quiesced_groups_cost_zero_ticks() {
     assert!(idx > 1);
     c.wait_converged(7, &[1, 2, 3], 1, LONG);
     assert!((1..=3).any(|id| c.engine(id).metrics().raft_ticks > before[id as usize - 1]));
-    wait_all_quiesced(&c, groups.len() as u64);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
 }
 
 /// "A node restarted faster than the idle timeout while all groups are quiesced: every
@@ -111,7 +77,7 @@ fn restart_faster_than_idle_timeout_re_elects_every_group() {
     for &g in &groups {
         assert_eq!(c.wait_leader(g, LONG), 1);
     }
-    wait_all_quiesced(&c, groups.len() as u64);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
     let t0 = [ticks(&c, 2), ticks(&c, 3)];
     c.stop(1);
     c.start(1);
@@ -154,7 +120,7 @@ fn liveness_wakes_are_rate_limited() {
     let mut c = Cluster::new_tweaked(3, 10_000, |cfg| cfg.max_wakes_per_tick = 2);
     let groups: Vec<u64> = (1..=300).collect();
     create_led(&c, &groups, |_| 1);
-    wait_all_quiesced(&c, groups.len() as u64);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
     let m0 = c.engine(2).metrics();
     c.stop(1);
     let deadline = Instant::now() + LONG;
@@ -199,7 +165,7 @@ fn lost_quiesce_heartbeats_cause_no_election() {
     });
     let groups: Vec<u64> = (1..=GROUPS).collect();
     create_led(&c, &groups, |g| g % 3 + 1);
-    wait_all_quiesced(&c, GROUPS);
+    wait_all_quiesced(&c, GROUPS, LONG);
     let elections = || (1..=3).map(|id| c.engine(id).metrics().elections).sum::<u64>();
     let leaders = || (1..=3).map(|id| c.engine(id).metrics().leaders_elected).sum::<u64>();
     let (e0, l0) = (elections(), leaders());
@@ -220,7 +186,7 @@ fn lost_quiesce_heartbeats_cause_no_election() {
                 other => panic!("cycle {cycle}: read on group {g}: {:?}", other.map_err(|_| "no answer")),
             }
         }
-        wait_all_quiesced(&c, GROUPS);
+        wait_all_quiesced(&c, GROUPS, LONG);
         assert_eq!(elections(), e0, "cycle {cycle}: a campaign started");
     }
     let (seen, dropped) = c.fault.quiesce_heartbeats();

@@ -487,3 +487,32 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Creates `groups` on nodes 1..=3, the first leader of group g on node `leader(g)`,
+/// followers first, from several threads (each creation waits for one WAL write).
+pub fn create_led(c: &Cluster, groups: &[u64], leader: impl Fn(u64) -> NodeId + Sync) {
+    let members = [1, 2, 3];
+    std::thread::scope(|s| {
+        for chunk in groups.chunks(groups.len().div_ceil(12).max(1)) {
+            let leader = &leader;
+            s.spawn(move || {
+                for &g in chunk {
+                    let l = leader(g);
+                    for &m in members.iter().filter(|&&m| m != l).chain(std::iter::once(&l)) {
+                        let n = c.node(m);
+                        let sm = ChainSm::boxed(&n.reg, g);
+                        c.engine(m).create_group_led_by(g, &members, l, sm).unwrap();
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Waits until nodes 1..=3 each report `n` quiesced groups (no event or message of those
+/// groups is in flight then).
+pub fn wait_all_quiesced(c: &Cluster, n: u64, timeout: Duration) {
+    wait_until(&format!("{n} groups quiesced on every node"), timeout, || {
+        (1..=3).all(|id| c.engine(id).metrics().quiesced_groups == n)
+    });
+}
