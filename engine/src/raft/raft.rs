@@ -1638,8 +1638,9 @@ mod event_tests {
         }
     }
 
-    /// Persists and applies one `Ready` the way a runtime does; returns its events.
-    fn drive(r: &mut Raft<MemStorage>) -> Vec<Event> {
+    /// Persists and applies one `Ready` the way a runtime does; returns its events. Shared
+    /// with the unit tests of the files under `raft/`.
+    pub(super) fn drive(r: &mut Raft<MemStorage>) -> Vec<Event> {
         let rd = r.ready();
         if let Some(hs) = rd.hard_state {
             r.storage_mut().set_hard_state(hs);

@@ -73,6 +73,7 @@ impl<S: LogStore> Raft<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::event_tests::drive;
     use super::*;
     use crate::raft::config::Config;
     use crate::raft::storage::MemStorage;
@@ -148,21 +149,6 @@ mod tests {
         r.step(heartbeat(5, 4)).unwrap();
         // The old term's 9 is forgotten: only what the new leader said counts.
         assert_eq!(r.local_read_view().known_commit, 4);
-    }
-
-    /// Persists and applies one `Ready` the way a runtime does.
-    fn drive(r: &mut Raft<MemStorage>) {
-        let rd = r.ready();
-        if let Some(hs) = rd.hard_state {
-            r.storage_mut().set_hard_state(hs);
-        }
-        if let Some(last) = rd.entries.last() {
-            r.storage_mut().append(&rd.entries);
-            r.on_persisted(last.index, last.term);
-        }
-        if let Some(last) = rd.committed_entries.last() {
-            r.on_applied(last.index);
-        }
     }
 
     fn grant(r: &Raft<MemStorage>, from: ReplicaId, pre_vote: bool) -> Message {
