@@ -36,7 +36,7 @@ use flotilla_engine::api::{Proposal, ReadBarrier};
 use crate::acl::{class, Acl, User};
 use crate::node::{indeterminate, Member, Node, Op, Outcome, ReadQ};
 use crate::outcome::{is_indeterminate, is_session_refused};
-use crate::resp::Value;
+use crate::resp::{Proto, Value};
 use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
 use crate::trust::describe_allowed;
 
@@ -47,12 +47,14 @@ pub struct Session {
     pub user: User,
     /// QUIT was received: close after the replies.
     pub close: bool,
+    /// The protocol its replies are written in (RESP2 until `HELLO 3`).
+    pub proto: Proto,
 }
 
 impl Session {
     /// A new client port session (already the admin user when no password is set).
     pub fn client(acl: &Acl) -> Session {
-        Session { user: acl.initial(), close: false }
+        Session { user: acl.initial(), close: false, proto: Proto::Resp2 }
     }
 
     /// Whether it may run data commands (AUTH succeeded, or no password is set).

@@ -52,7 +52,7 @@ use crate::client::{tcp_connect, Client, ClientError, Transport};
 use crate::commands::{run_batch, Session};
 use crate::node::Node;
 use crate::outcome::Outcome;
-use crate::resp::{parse_command, Limits, Value};
+use crate::resp::{parse_command, Limits, Proto, Value};
 
 /// The ALPN id of the node channel (distinct from the QUIC transport's).
 pub const ALPN: &[u8] = b"flotilla-kv-node/1";
@@ -288,7 +288,7 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
         return;
     }
     let mut s = StreamOwned::new(conn, sock);
-    let mut sess = Session { user: User::Node(peer), close: false };
+    let mut sess = Session { user: User::Node(peer), close: false, proto: Proto::Resp3 };
     let mut warned = false;
     let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 << 10]);
     loop {
@@ -325,7 +325,7 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
             let Some(node) = node.upgrade() else { return };
             if node.allow_list().allows(peer) {
                 for r in run_batch(&node, &cmds, &mut sess) {
-                    r.encode(&mut out);
+                    r.encode(Proto::Resp3, &mut out);
                 }
             } else {
                 // Checked at every request, so a connection made before the node was
@@ -336,12 +336,12 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
                     warned = true;
                 }
                 for _ in &cmds {
-                    Outcome::Retry(why.clone(), None).to_value().encode(&mut out);
+                    Outcome::Retry(why.clone(), None).to_value().encode(Proto::Resp3, &mut out);
                 }
             }
         }
         if let Some(e) = &bad {
-            Value::err(format!("ERR {e}")).encode(&mut out);
+            Value::err(format!("ERR {e}")).encode(Proto::Resp3, &mut out);
         }
         if s.write_all(&out).and_then(|()| s.flush()).is_err() || bad.is_some() {
             s.conn.send_close_notify();

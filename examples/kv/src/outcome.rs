@@ -32,7 +32,7 @@ use crate::resp::Value;
 pub const FINAL_ERR: &str = "FLOTILLA.ERR ";
 
 /// What one attempt at an operation gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Done: the reply (which may be an application error such as INCR on a string).
     Done(Value),

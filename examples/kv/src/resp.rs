@@ -1,4 +1,5 @@
-//! RESP (the Redis serialization protocol, version 2): the [`Value`] type, the request
+//! RESP (the Redis serialization protocol, versions 2 and 3): the [`Value`] type and the
+//! [`Proto`] a connection speaks, the request
 //! parser the server runs on untrusted bytes, and the reply parser its clients use.
 //!
 //! Owns framing only. Never interprets commands. Every parser returns `Ok(None)` when the
@@ -7,8 +8,34 @@
 
 use thiserror::Error;
 
-/// One RESP value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The protocol a connection speaks: RESP2 until the client asks for RESP3 with `HELLO 3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proto {
+    /// RESP2, the default of every connection (Redis's too).
+    #[default]
+    Resp2,
+    /// RESP3 (`HELLO 3`): maps, sets, doubles, booleans, verbatim strings and a null.
+    Resp3,
+}
+
+impl Proto {
+    /// The protocol version number `HELLO` names (2 or 3).
+    pub fn version(self) -> i64 {
+        match self {
+            Proto::Resp2 => 2,
+            Proto::Resp3 => 3,
+        }
+    }
+}
+
+/// One RESP value. The RESP3 types ([`Value::Map`], [`Value::Set`], [`Value::Double`],
+/// [`Value::Bool`], [`Value::Verbatim`], [`Value::BigNumber`]) are written as Redis writes
+/// them to a RESP2 connection when the connection speaks RESP2 (a map as a flat array, a
+/// set as an array, a double, verbatim string or big number as a bulk string, a boolean as
+/// an integer); both nulls are RESP3's `_`. Internal replies (a state machine's result, the
+/// node channel) are always RESP3, so nothing is lost on the way to a client of either
+/// protocol.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// `+text`
     Simple(String),
@@ -16,10 +43,53 @@ pub enum Value {
     Error(String),
     /// `:n`
     Int(i64),
-    /// `$len bytes`, or `$-1` (nil) when `None`.
+    /// `$len bytes`, or the null bulk string (`$-1`; RESP3 `_`) when `None`.
     Bulk(Option<Vec<u8>>),
-    /// `*n values`, or `*-1` (nil) when `None`.
+    /// `*n values`, or the null array (`*-1`; RESP3 `_`) when `None`.
     Array(Option<Vec<Value>>),
+    /// RESP3 `%n` key/value pairs (RESP2: a flat array of 2n values).
+    Map(Vec<(Value, Value)>),
+    /// RESP3 `~n` values (RESP2: an array).
+    Set(Vec<Value>),
+    /// RESP3 `,double` (RESP2: a bulk string of the same text).
+    Double(f64),
+    /// RESP3 `#t` / `#f` (RESP2: `:1` / `:0`).
+    Bool(bool),
+    /// RESP3 `=len fmt:text`, `fmt` three bytes such as `txt` (RESP2: a bulk string of the
+    /// text alone).
+    Verbatim(String, Vec<u8>),
+    /// RESP3 `(digits` (RESP2: a bulk string of the digits).
+    BigNumber(String),
+}
+
+/// Redis's text of a double in replies: `inf`, `-inf`, `nan`, else the shortest text that
+/// reads back as the same double, with an exponent from 1e17 (`%.17g`'s switch) on.
+pub fn format_double(d: f64) -> String {
+    if d.is_nan() {
+        "nan".into()
+    } else if d.is_infinite() {
+        if d > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else if d != 0.0 && (d.abs() >= 1e17 || d.abs() < 1e-4) {
+        format!("{d:e}").replace("e", "e+").replace("e+-", "e-")
+    } else {
+        format!("{d}")
+    }
+}
+
+fn line(out: &mut Vec<u8>, ty: u8, s: &str) {
+    out.push(ty);
+    out.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    out.extend_from_slice(b"\r\n");
+}
+
+fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
 }
 
 impl Value {
@@ -38,40 +108,68 @@ impl Value {
         Value::Bulk(Some(b.into()))
     }
 
-    /// Appends the wire form to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// The null reply (RESP2 `$-1`, RESP3 `_`).
+    pub fn null() -> Value {
+        Value::Bulk(None)
+    }
+
+    /// Appends the wire form in protocol `proto` to `out`.
+    pub fn encode(&self, proto: Proto, out: &mut Vec<u8>) {
+        let r3 = proto == Proto::Resp3;
         match self {
-            Value::Simple(s) => {
-                out.push(b'+');
-                out.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-                out.extend_from_slice(b"\r\n");
-            }
-            Value::Error(s) => {
-                out.push(b'-');
-                out.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
-                out.extend_from_slice(b"\r\n");
-            }
+            Value::Simple(s) => line(out, b'+', s),
+            Value::Error(s) => line(out, b'-', s),
             Value::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+            Value::Bulk(None) | Value::Array(None) if r3 => out.extend_from_slice(b"_\r\n"),
             Value::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
-            Value::Bulk(Some(b)) => {
-                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
-                out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
-            }
+            Value::Bulk(Some(b)) => bulk(out, b),
             Value::Array(None) => out.extend_from_slice(b"*-1\r\n"),
             Value::Array(Some(vs)) => {
                 out.extend_from_slice(format!("*{}\r\n", vs.len()).as_bytes());
                 for v in vs {
-                    v.encode(out);
+                    v.encode(proto, out);
                 }
             }
+            Value::Map(kvs) => {
+                if r3 {
+                    out.extend_from_slice(format!("%{}\r\n", kvs.len()).as_bytes());
+                } else {
+                    out.extend_from_slice(format!("*{}\r\n", kvs.len() * 2).as_bytes());
+                }
+                for (k, v) in kvs {
+                    k.encode(proto, out);
+                    v.encode(proto, out);
+                }
+            }
+            Value::Set(vs) => {
+                out.extend_from_slice(format!("{}{}\r\n", if r3 { '~' } else { '*' }, vs.len()).as_bytes());
+                for v in vs {
+                    v.encode(proto, out);
+                }
+            }
+            Value::Double(d) if r3 => line(out, b',', &format_double(*d)),
+            Value::Double(d) => bulk(out, format_double(*d).as_bytes()),
+            Value::Bool(b) if r3 => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Value::Bool(b) => out.extend_from_slice(if *b { b":1\r\n" } else { b":0\r\n" }),
+            Value::Verbatim(fmt, text) if r3 => {
+                out.extend_from_slice(format!("={}\r\n", text.len() + 4).as_bytes());
+                let mut f = fmt.as_bytes().to_vec();
+                f.resize(3, b' ');
+                out.extend_from_slice(&f);
+                out.push(b':');
+                out.extend_from_slice(text);
+                out.extend_from_slice(b"\r\n");
+            }
+            Value::Verbatim(_, text) => bulk(out, text),
+            Value::BigNumber(n) if r3 => line(out, b'(', n),
+            Value::BigNumber(n) => bulk(out, n.as_bytes()),
         }
     }
 
-    /// The wire form.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The wire form in protocol `proto`.
+    pub fn to_bytes(&self, proto: Proto) -> Vec<u8> {
         let mut v = Vec::new();
-        self.encode(&mut v);
+        self.encode(proto, &mut v);
         v
     }
 }
@@ -546,8 +644,56 @@ impl RequestParser {
     }
 }
 
-/// Parses one reply value from the start of `buf` (nesting bounded by `depth`). Returns the
-/// value and the bytes used, `Ok(None)` if more bytes are needed.
+/// A blob read: its bytes (`None` for a negative length) and the bytes used.
+type Blob = (Option<Vec<u8>>, usize);
+
+/// Reads a length-prefixed blob (`$`, `=` and `!`) whose length line ends at `next`.
+fn blob(buf: &[u8], line: &[u8], next: usize, max: usize) -> Result<Option<Blob>, RespError> {
+    let len = parse_int(line)?;
+    if len < 0 {
+        return Ok(Some((None, next)));
+    }
+    let len = len as usize;
+    if len > max {
+        return Err(RespError::TooLarge { limit: max });
+    }
+    if buf.len() < next + len + 2 {
+        return Ok(None);
+    }
+    if &buf[next + len..next + len + 2] != b"\r\n" {
+        return Err(RespError::Malformed("bulk string not terminated by CRLF"));
+    }
+    Ok(Some((Some(buf[next..next + len].to_vec()), next + len + 2)))
+}
+
+/// Reads `n` values after `next`.
+fn values(
+    buf: &[u8],
+    n: usize,
+    mut pos: usize,
+    max: usize,
+    depth: u32,
+) -> Result<Option<(Vec<Value>, usize)>, RespError> {
+    if n > max {
+        return Err(RespError::TooLarge { limit: max });
+    }
+    let mut vs = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        match parse_value(&buf[pos..], max, depth - 1)? {
+            Some((v, used)) => {
+                vs.push(v);
+                pos += used;
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some((vs, pos)))
+}
+
+/// Parses one reply value, RESP2 or RESP3, from the start of `buf` (nesting bounded by
+/// `depth`). Returns the value and the bytes used, `Ok(None)` if more bytes are needed.
+/// RESP3's null is read as [`Value::Bulk`]`(None)`, a push (`>`) as an array, a blob error
+/// (`!`) as an error; attributes (`|`) are refused.
 pub fn parse_value(buf: &[u8], max: usize, depth: u32) -> Result<Option<(Value, usize)>, RespError> {
     if buf.is_empty() {
         return Ok(None);
@@ -559,49 +705,70 @@ pub fn parse_value(buf: &[u8], max: usize, depth: u32) -> Result<Option<(Value, 
     let line = &buf[1..end];
     let next = end + 2;
     let text = || String::from_utf8_lossy(line).into_owned();
+    let count = |line: &[u8]| -> Result<Option<usize>, RespError> {
+        let n = parse_int(line)?;
+        Ok(if n < 0 { None } else { Some(n as usize) })
+    };
     match buf[0] {
         b'+' => Ok(Some((Value::Simple(text()), next))),
         b'-' => Ok(Some((Value::Error(text()), next))),
         b':' => Ok(Some((Value::Int(parse_int(line)?), next))),
-        b'$' => {
-            let len = parse_int(line)?;
-            if len < 0 {
-                return Ok(Some((Value::Bulk(None), next)));
-            }
-            let len = len as usize;
-            if len > max {
-                return Err(RespError::TooLarge { limit: max });
-            }
-            if buf.len() < next + len + 2 {
-                return Ok(None);
-            }
-            if &buf[next + len..next + len + 2] != b"\r\n" {
-                return Err(RespError::Malformed("bulk string not terminated by CRLF"));
-            }
-            Ok(Some((Value::Bulk(Some(buf[next..next + len].to_vec())), next + len + 2)))
+        b'_' if line.is_empty() => Ok(Some((Value::Bulk(None), next))),
+        b'#' => match line {
+            b"t" => Ok(Some((Value::Bool(true), next))),
+            b"f" => Ok(Some((Value::Bool(false), next))),
+            _ => Err(RespError::Malformed("boolean is neither t nor f")),
+        },
+        b',' => {
+            let t = std::str::from_utf8(line).map_err(|_| RespError::Malformed("double is not text"))?;
+            let d = match t {
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                _ => t.parse().map_err(|_| RespError::Malformed("not a double"))?,
+            };
+            Ok(Some((Value::Double(d), next)))
         }
-        b'*' => {
-            let n = parse_int(line)?;
-            if n < 0 {
-                return Ok(Some((Value::Array(None), next)));
+        b'(' => {
+            let ok = !line.is_empty()
+                && line
+                    .iter()
+                    .enumerate()
+                    .all(|(i, c)| c.is_ascii_digit() || (i == 0 && *c == b'-' && line.len() > 1));
+            if !ok {
+                return Err(RespError::Malformed("big number is not digits"));
             }
-            let n = n as usize;
-            if n > max {
-                return Err(RespError::TooLarge { limit: max });
-            }
-            let mut pos = next;
-            let mut vs = Vec::with_capacity(n.min(1024));
-            for _ in 0..n {
-                match parse_value(&buf[pos..], max, depth - 1)? {
-                    Some((v, used)) => {
-                        vs.push(v);
-                        pos += used;
-                    }
-                    None => return Ok(None),
+            Ok(Some((Value::BigNumber(text()), next)))
+        }
+        b'$' => Ok(blob(buf, line, next, max)?.map(|(b, used)| (Value::Bulk(b), used))),
+        b'!' => Ok(blob(buf, line, next, max)?.map(|(b, used)| {
+            (Value::Error(String::from_utf8_lossy(&b.unwrap_or_default()).into_owned()), used)
+        })),
+        b'=' => match blob(buf, line, next, max)? {
+            None => Ok(None),
+            Some((Some(b), used)) if b.len() >= 4 && b[3] == b':' => Ok(Some((
+                Value::Verbatim(String::from_utf8_lossy(&b[..3]).into_owned(), b[4..].to_vec()),
+                used,
+            ))),
+            Some(_) => Err(RespError::Malformed("verbatim string without its format")),
+        },
+        b'*' | b'>' | b'~' => match count(line)? {
+            None if buf[0] == b'*' => Ok(Some((Value::Array(None), next))),
+            None => Err(RespError::Malformed("negative length")),
+            Some(n) => Ok(values(buf, n, next, max, depth)?.map(|(vs, used)| {
+                (if buf[0] == b'~' { Value::Set(vs) } else { Value::Array(Some(vs)) }, used)
+            })),
+        },
+        b'%' => match count(line)? {
+            None => Err(RespError::Malformed("negative length")),
+            Some(n) => Ok(values(buf, n.saturating_mul(2), next, max, depth)?.map(|(vs, used)| {
+                let mut it = vs.into_iter();
+                let mut kvs = Vec::with_capacity(n.min(1024));
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    kvs.push((k, v));
                 }
-            }
-            Ok(Some((Value::Array(Some(vs)), pos)))
-        }
+                (Value::Map(kvs), used)
+            })),
+        },
         _ => Err(RespError::Malformed("unknown type byte")),
     }
 }
@@ -693,12 +860,51 @@ mod tests {
             Value::bulk("a\r\nb"),
             Value::Array(None),
         ]));
-        let b = v.to_bytes();
+        let b = v.to_bytes(Proto::Resp2);
         assert_eq!(parse_value(&b, 1024, 8).unwrap(), Some((v, b.len())));
         for cut in 0..b.len() {
             assert_eq!(parse_value(&b[..cut], 1024, 8).unwrap(), None);
         }
         assert!(parse_value(b"*1\r\n*1\r\n*1\r\n:1\r\n", 1024, 2).is_err());
+    }
+
+    /// RESP3 values survive the trip (the internal replies' protocol), and each is written
+    /// to a RESP2 connection as Redis writes it.
+    #[test]
+    fn resp3_values_round_trip_and_downgrade_as_redis_does() {
+        let v = Value::Array(Some(vec![
+            Value::Map(vec![
+                (Value::bulk("f"), Value::Int(1)),
+                (Value::Simple("g".into()), Value::Bulk(None)),
+            ]),
+            Value::Set(vec![Value::bulk("a")]),
+            Value::Double(1.5),
+            Value::Double(f64::INFINITY),
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Verbatim("txt".into(), b"a:b\r\nc".to_vec()),
+            Value::BigNumber("-12345678901234567890".into()),
+        ]));
+        let b = v.to_bytes(Proto::Resp3);
+        assert_eq!(parse_value(&b, 1024, 8).unwrap(), Some((v.clone(), b.len())));
+        for cut in 0..b.len() {
+            assert_eq!(parse_value(&b[..cut], 1024, 8).unwrap(), None);
+        }
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "*8\r\n%2\r\n$1\r\nf\r\n:1\r\n+g\r\n_\r\n~1\r\n$1\r\na\r\n,1.5\r\n,inf\r\n#t\r\n#f\r\n\
+             =10\r\ntxt:a:b\r\nc\r\n(-12345678901234567890\r\n"
+        );
+        assert_eq!(
+            String::from_utf8(v.to_bytes(Proto::Resp2)).unwrap(),
+            "*8\r\n*4\r\n$1\r\nf\r\n:1\r\n+g\r\n$-1\r\n*1\r\n$1\r\na\r\n$3\r\n1.5\r\n$3\r\ninf\r\n:1\r\n:0\r\n\
+             $6\r\na:b\r\nc\r\n$21\r\n-12345678901234567890\r\n"
+        );
+        assert_eq!(Value::Array(None).to_bytes(Proto::Resp3), b"_\r\n");
+        assert_eq!(Value::Array(None).to_bytes(Proto::Resp2), b"*-1\r\n");
+        assert_eq!(format_double(1e17), "1e+17");
+        assert_eq!(format_double(0.1), "0.1");
+        assert_eq!(format_double(-2.0), "-2");
     }
 
     #[test]
@@ -710,7 +916,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                b.push(b"*$:+-\r\n0123456789ab"[(x % 19) as usize]);
+                b.push(b"*$:+-\r\n0123456789ab_#,(=%~!>tf"[(x % 30) as usize]);
             }
             let _ = parse_command(&b, LIM);
             let _ = parse_value(&b, 1024, 8);

@@ -46,7 +46,7 @@ use crate::commands::{run_batch, Session};
 use crate::config::{ClientLimits, ValidNodeConfig};
 use crate::node::Node;
 use crate::outcome::indeterminate;
-use crate::resp::{Limits, RequestLimits, RequestParser, UnauthLimits, Value};
+use crate::resp::{Limits, Proto, RequestLimits, RequestParser, UnauthLimits, Value};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -279,7 +279,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                 let mut largest = 1;
                 for r in &d.replies {
                     let before = c.wbuf.len();
-                    r.encode(&mut c.wbuf);
+                    r.encode(d.sess.proto, &mut c.wbuf);
                     largest = largest.max(c.wbuf.len() - before);
                 }
                 c.reply_hint = largest;
@@ -411,7 +411,7 @@ fn drive(
     let idle = c.sess.is_some() && c.queue.is_empty();
     if idle && !c.closing {
         if let Some(e) = c.poisoned.take() {
-            Value::err(format!("ERR {e}")).encode(&mut c.wbuf);
+            Value::err(format!("ERR {e}")).encode(Proto::Resp2, &mut c.wbuf);
             c.closing = true;
         } else if c.eof {
             c.closing = true;

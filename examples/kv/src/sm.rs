@@ -14,7 +14,7 @@ use bytes::Bytes;
 use flotilla_engine::api::StateMachine;
 use serde::{Deserialize, Serialize};
 
-use crate::resp::Value;
+use crate::resp::{Proto, Value};
 
 /// The meta group (the node directory).
 pub const META_GROUP: u64 = 1;
@@ -210,7 +210,7 @@ impl StateMachine for ShardSm {
             Some(cmd) => apply_write(&mut lock_w(&self.data), cmd),
             None => Value::err("ERR malformed log entry"),
         };
-        Bytes::from(v.to_bytes())
+        Bytes::from(v.to_bytes(Proto::Resp3))
     }
 
     fn applied_index(&self) -> u64 {
@@ -314,7 +314,7 @@ impl StateMachine for MetaSm {
             }
             Err(_) => Value::err("ERR malformed meta entry"),
         };
-        Bytes::from(v.to_bytes())
+        Bytes::from(v.to_bytes(Proto::Resp3))
     }
 
     fn applied_index(&self) -> u64 {
