@@ -118,7 +118,7 @@ pub enum Class {
 /// The class of the command named `name` (upper case).
 pub fn class(name: &str) -> Class {
     match name {
-        "AUTH" | "QUIT" => Class::Open,
+        "AUTH" | "QUIT" | "HELLO" => Class::Open,
         "FLOTILLA.LOCAL" => Class::Internal,
         n if n.starts_with("FLOTILLA.") => Class::Admin,
         _ => Class::Data,

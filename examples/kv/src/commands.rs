@@ -49,12 +49,22 @@ pub struct Session {
     pub close: bool,
     /// The protocol its replies are written in (RESP2 until `HELLO 3`).
     pub proto: Proto,
+    /// Its client id (`CLIENT ID`, `HELLO`'s `id`): unique in this process.
+    pub id: u64,
+    /// Its name (`CLIENT SETNAME`, `HELLO ... SETNAME`).
+    pub name: Option<Vec<u8>>,
 }
 
 impl Session {
     /// A new client port session (already the admin user when no password is set).
     pub fn client(acl: &Acl) -> Session {
-        Session { user: acl.initial(), close: false, proto: Proto::Resp2 }
+        Session {
+            user: acl.initial(),
+            close: false,
+            proto: Proto::Resp2,
+            id: crate::hello::next_client_id(),
+            name: None,
+        }
     }
 
     /// Whether it may run data commands (AUTH succeeded, or no password is set).
@@ -329,6 +339,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             Err(e) => e,
         };
     }
+    if name == "HELLO" {
+        return crate::hello::hello(node.acl(), rest, s, "standalone");
+    }
     if name == "QUIT" {
         s.close = true;
         return Value::ok();
@@ -345,8 +358,8 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
         ("SELECT", [db]) if db.as_slice() == b"0" => Value::ok(),
         ("SELECT", [_]) => Value::err("ERR DB index is out of range"),
         ("COMMAND", _) => Value::Array(Some(vec![])),
-        ("CONFIG", [sub, ..]) if upper(sub) == "GET" => Value::Array(Some(vec![])),
-        ("CLIENT", [_, ..]) => Value::ok(),
+        ("CONFIG", [sub, ..]) if upper(sub) == "GET" => Value::Map(vec![]),
+        ("CLIENT", _) => crate::hello::client(rest, s),
         ("DEL", keys) | ("EXISTS", keys) | ("MGET", keys) if !keys.is_empty() => {
             let groups = by_group(node, keys);
             let ops = groups
@@ -399,7 +412,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
                 .collect();
             sum_ints(exec_all(node, ops))
         }
-        ("INFO", _) => Value::bulk(info(node)),
+        ("INFO", _) => Value::Verbatim("txt".into(), info(node).into()),
         ("FLOTILLA.STATUS", []) => match serde_json::to_vec(&node.status()) {
             Ok(j) => Value::bulk(j),
             Err(e) => Value::err(format!("ERR {e}")),

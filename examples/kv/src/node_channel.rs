@@ -288,7 +288,7 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
         return;
     }
     let mut s = StreamOwned::new(conn, sock);
-    let mut sess = Session { user: User::Node(peer), close: false, proto: Proto::Resp3 };
+    let mut sess = Session { user: User::Node(peer), proto: Proto::Resp3, ..Session::default() };
     let mut warned = false;
     let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 << 10]);
     loop {

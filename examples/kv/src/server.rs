@@ -390,7 +390,13 @@ fn drive(
     if !c.closing && !c.queue.is_empty() {
         if let Some(sess) = c.sess.take() {
             let room = c.output_limit(b).saturating_sub(c.wbuf.len());
-            let n = c.queue.len().min(MAX_BATCH).min((room / c.reply_hint.max(1)).max(1));
+            let mut n = c.queue.len().min(MAX_BATCH).min((room / c.reply_hint.max(1)).max(1));
+            // HELLO may switch the protocol, and a batch's replies are written in one: a
+            // HELLO runs in a batch of its own, after the commands before it.
+            let hello = |a: &Vec<Vec<u8>>| a.first().is_some_and(|n| n.eq_ignore_ascii_case(b"HELLO"));
+            if let Some(k) = c.queue.iter().take(n).position(|(a, _)| hello(a)) {
+                n = k.max(1);
+            }
             let mut cmds = Vec::with_capacity(n);
             for (cmd, bytes) in c.queue.drain(..n) {
                 c.queued_bytes -= bytes;
