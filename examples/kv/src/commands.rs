@@ -495,11 +495,28 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "FLOTILLA.RELOADCERTS",
             _,
         ) => arity(&name),
-        _ => Value::err(format!(
-            "ERR unknown command '{}'",
-            String::from_utf8_lossy(&first[..first.len().min(64)])
-        )),
+        _ => unknown_command(first, rest),
     }
+}
+
+/// Redis 7.0's reply to an unknown command, word for word (`processCommand`): the name cut
+/// at 128 bytes, then the first arguments, each quoted and followed by a space, until 128
+/// bytes of them are written. Line breaks become spaces when the reply is written.
+pub fn unknown_command(name: &[u8], args: &[Vec<u8>]) -> Value {
+    let mut listed = String::new();
+    for a in args {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push('\'');
+        listed.push_str(&String::from_utf8_lossy(&a[..a.len().min(room)]));
+        listed.push_str("' ");
+    }
+    Value::err(format!(
+        "ERR unknown command '{}', with args beginning with: {listed}",
+        String::from_utf8_lossy(&name[..name.len().min(128)])
+    ))
 }
 
 /// Seconds since the Unix epoch (0 for none).

@@ -263,7 +263,7 @@ fn auth_malformed_and_oversized_input() {
     let out = raw(&addr, b"AUTH s3cret\r\n\x00\xff\x13garbage\r\nQUIT\r\n");
     assert_eq!(
         String::from_utf8_lossy(&out),
-        "+OK\r\n-ERR unknown command '\u{0}\u{fffd}\u{13}garbage'\r\n+OK\r\n"
+        "+OK\r\n-ERR unknown command '\u{0}\u{fffd}\u{13}garbage', with args beginning with: \r\n+OK\r\n"
     );
     let out = raw(&addr, b"*1\r\n$4\r\nPINGxx\r\n");
     assert_eq!(String::from_utf8_lossy(&out), "-ERR Protocol error: bulk string not terminated by CRLF\r\n");
