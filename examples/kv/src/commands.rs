@@ -105,6 +105,11 @@ fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
             }
             Ok(write(k, WriteCmd::Set { key: k.clone(), val: v.clone(), cond }))
         }
+        ("STRLEN", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Strlen(k.clone()) }),
+        ("APPEND", [k, v]) => Ok(write(k, WriteCmd::Append { key: k.clone(), val: v.clone() })),
+        ("GETSET", [k, v]) => Ok(write(k, WriteCmd::GetSet { key: k.clone(), val: v.clone() })),
+        ("GETDEL", [k]) => Ok(write(k, WriteCmd::GetDel(k.clone()))),
+        ("SETNX", [k, v]) => Ok(write(k, WriteCmd::SetNx { key: k.clone(), val: v.clone() })),
         ("INCR", [k]) => Ok(write(k, WriteCmd::Incr { key: k.clone(), by: 1 })),
         ("DECR", [k]) => Ok(write(k, WriteCmd::Incr { key: k.clone(), by: -1 })),
         ("INCRBY", [k, n]) => int_arg(n).map(|by| write(k, WriteCmd::Incr { key: k.clone(), by })),
@@ -484,6 +489,11 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "EXISTS"
             | "MGET"
             | "MSET"
+            | "STRLEN"
+            | "APPEND"
+            | "GETSET"
+            | "GETDEL"
+            | "SETNX"
             | "DBSIZE"
             | "PING"
             | "ECHO"

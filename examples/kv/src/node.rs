@@ -101,6 +101,8 @@ pub enum ReadQ {
     Exists(Vec<Vec<u8>>),
     /// Number of keys in the shard.
     Count,
+    /// STRLEN key: the value's length (0 when absent).
+    Strlen(Vec<u8>),
 }
 
 /// A membership change named by node.
@@ -210,6 +212,7 @@ impl Op {
                         a.extend(ks.iter().cloned());
                     }
                     ReadQ::Count => a.push(b"COUNT".to_vec()),
+                    ReadQ::Strlen(k) => a.extend([b"STRLEN".to_vec(), k.clone()]),
                 }
             }
             Op::Member { change, .. } => {
@@ -245,6 +248,7 @@ impl Op {
                     (b"MGET", ks) => ReadQ::MGet(ks.to_vec()),
                     (b"EXISTS", ks) => ReadQ::Exists(ks.to_vec()),
                     (b"COUNT", []) => ReadQ::Count,
+                    (b"STRLEN", [k]) => ReadQ::Strlen(k.clone()),
                     _ => return None,
                 };
                 Op::Read { group, q }
@@ -590,6 +594,7 @@ impl Node {
             }
             ReadQ::Exists(ks) => Value::Int(ks.iter().filter(|k| m.contains_key(*k)).count() as i64),
             ReadQ::Count => Value::Int(m.len() as i64),
+            ReadQ::Strlen(k) => Value::Int(m.get(k).map_or(0, |v| v.len() as i64)),
         }
     }
 

@@ -66,6 +66,29 @@ pub enum WriteCmd {
     },
     /// MSET of pairs (all in this shard; atomic within it).
     MSet(Vec<(Vec<u8>, Vec<u8>)>),
+    /// APPEND: the value's new length.
+    Append {
+        /// Key.
+        key: Vec<u8>,
+        /// Bytes appended.
+        val: Vec<u8>,
+    },
+    /// GETSET: sets and answers the old value (nil when absent).
+    GetSet {
+        /// Key.
+        key: Vec<u8>,
+        /// New value.
+        val: Vec<u8>,
+    },
+    /// GETDEL: deletes and answers the old value (nil when absent).
+    GetDel(Vec<u8>),
+    /// SETNX: sets only if absent; answers 1 if it set, else 0.
+    SetNx {
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        val: Vec<u8>,
+    },
 }
 
 fn put(out: &mut Vec<u8>, b: &[u8]) {
@@ -117,6 +140,19 @@ impl WriteCmd {
                     put(&mut o, v);
                 }
             }
+            WriteCmd::Append { key, val } | WriteCmd::GetSet { key, val } | WriteCmd::SetNx { key, val } => {
+                o.push(match self {
+                    WriteCmd::Append { .. } => 4,
+                    WriteCmd::GetSet { .. } => 5,
+                    _ => 7,
+                });
+                put(&mut o, key);
+                put(&mut o, val);
+            }
+            WriteCmd::GetDel(key) => {
+                o.push(6);
+                put(&mut o, key);
+            }
         }
         o
     }
@@ -134,6 +170,10 @@ impl WriteCmd {
             (3, kv) if kv.len() % 2 == 0 => {
                 WriteCmd::MSet(kv.chunks(2).map(|c| (c[0].to_vec(), c[1].to_vec())).collect())
             }
+            (4, [k, v]) => WriteCmd::Append { key: k.to_vec(), val: v.to_vec() },
+            (5, [k, v]) => WriteCmd::GetSet { key: k.to_vec(), val: v.to_vec() },
+            (6, [k]) => WriteCmd::GetDel(k.to_vec()),
+            (7, [k, v]) => WriteCmd::SetNx { key: k.to_vec(), val: v.to_vec() },
             _ => return None,
         })
     }
@@ -173,6 +213,20 @@ pub fn apply_write(map: &mut HashMap<Vec<u8>, Vec<u8>>, cmd: WriteCmd) -> Value 
         WriteCmd::MSet(pairs) => {
             map.extend(pairs);
             Value::ok()
+        }
+        WriteCmd::Append { key, val } => {
+            let v = map.entry(key).or_default();
+            v.extend_from_slice(&val);
+            Value::Int(v.len() as i64)
+        }
+        WriteCmd::GetSet { key, val } => Value::Bulk(map.insert(key, val)),
+        WriteCmd::GetDel(key) => Value::Bulk(map.remove(&key)),
+        WriteCmd::SetNx { key, val } => {
+            if map.contains_key(&key) {
+                return Value::Int(0);
+            }
+            map.insert(key, val);
+            Value::Int(1)
         }
     }
 }
@@ -359,6 +413,10 @@ mod tests {
             WriteCmd::Del(vec![b"a".to_vec(), b"b".to_vec()]),
             WriteCmd::Incr { key: b"n".to_vec(), by: -7 },
             WriteCmd::MSet(vec![(b"a".to_vec(), b"1".to_vec())]),
+            WriteCmd::Append { key: b"a".to_vec(), val: b"x".to_vec() },
+            WriteCmd::GetSet { key: b"a".to_vec(), val: b"y".to_vec() },
+            WriteCmd::GetDel(b"a".to_vec()),
+            WriteCmd::SetNx { key: b"a".to_vec(), val: b"z".to_vec() },
         ];
         for c in cmds {
             assert_eq!(WriteCmd::decode(&c.encode()), Some(c));
