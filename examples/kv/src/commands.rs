@@ -105,6 +105,7 @@ fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
             }
             Ok(write(k, WriteCmd::Set { key: k.clone(), val: v.clone(), cond }))
         }
+        ("TYPE", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Type(k.clone()) }),
         ("STRLEN", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Strlen(k.clone()) }),
         ("APPEND", [k, v]) => Ok(write(k, WriteCmd::Append { key: k.clone(), val: v.clone() })),
         ("GETSET", [k, v]) => Ok(write(k, WriteCmd::GetSet { key: k.clone(), val: v.clone() })),
@@ -490,6 +491,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "MGET"
             | "MSET"
             | "STRLEN"
+            | "TYPE"
             | "APPEND"
             | "GETSET"
             | "GETDEL"

@@ -103,6 +103,8 @@ pub enum ReadQ {
     Count,
     /// STRLEN key: the value's length (0 when absent).
     Strlen(Vec<u8>),
+    /// TYPE key: `string`, or `none` when absent.
+    Type(Vec<u8>),
 }
 
 /// A membership change named by node.
@@ -213,6 +215,7 @@ impl Op {
                     }
                     ReadQ::Count => a.push(b"COUNT".to_vec()),
                     ReadQ::Strlen(k) => a.extend([b"STRLEN".to_vec(), k.clone()]),
+                    ReadQ::Type(k) => a.extend([b"TYPE".to_vec(), k.clone()]),
                 }
             }
             Op::Member { change, .. } => {
@@ -249,6 +252,7 @@ impl Op {
                     (b"EXISTS", ks) => ReadQ::Exists(ks.to_vec()),
                     (b"COUNT", []) => ReadQ::Count,
                     (b"STRLEN", [k]) => ReadQ::Strlen(k.clone()),
+                    (b"TYPE", [k]) => ReadQ::Type(k.clone()),
                     _ => return None,
                 };
                 Op::Read { group, q }
@@ -595,6 +599,7 @@ impl Node {
             ReadQ::Exists(ks) => Value::Int(ks.iter().filter(|k| m.contains_key(*k)).count() as i64),
             ReadQ::Count => Value::Int(m.len() as i64),
             ReadQ::Strlen(k) => Value::Int(m.get(k).map_or(0, |v| v.len() as i64)),
+            ReadQ::Type(k) => Value::Simple(if m.contains_key(k) { "string" } else { "none" }.into()),
         }
     }
 
@@ -1067,6 +1072,8 @@ mod tests {
             Op::Write { group: 1000, cmd: vec![1, 2], tag: Some(Tag { session: 9, seq: 12, floor: 10 }) },
             Op::OpenSession { group: 1002 },
             Op::Read { group: 1001, q: ReadQ::MGet(vec![b"a".to_vec(), b"b".to_vec()]) },
+            Op::Read { group: 1001, q: ReadQ::Strlen(b"a".to_vec()) },
+            Op::Read { group: 1001, q: ReadQ::Type(b"a".to_vec()) },
             Op::Member { group: 1, change: Member::Remove(4) },
             Op::Transfer { group: 1002, to: 3 },
         ] {
