@@ -363,8 +363,12 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
         ("PING", [m]) | ("ECHO", [m]) => Value::bulk(m.clone()),
         ("SELECT", [db]) if db.as_slice() == b"0" => Value::ok(),
         ("SELECT", [_]) => Value::err("ERR DB index is out of range"),
-        ("COMMAND", _) => Value::Array(Some(vec![])),
-        ("CONFIG", [sub, ..]) if upper(sub) == "GET" => Value::Map(vec![]),
+        ("COMMAND", _) => crate::command_table::command(rest),
+        ("CONFIG", [sub, _, ..]) if upper(sub) == "GET" => Value::Map(vec![]),
+        ("CONFIG", [sub]) if upper(sub) == "GET" => arity("config|get"),
+        ("CONFIG", [sub, ..]) => {
+            Value::err(format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", String::from_utf8_lossy(sub)))
+        }
         ("CLIENT", _) => crate::hello::client(rest, s),
         ("DEL", keys) | ("EXISTS", keys) | ("MGET", keys) if !keys.is_empty() => {
             let groups = by_group(node, keys);
@@ -492,6 +496,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "MSET"
             | "STRLEN"
             | "TYPE"
+            | "CONFIG"
             | "APPEND"
             | "GETSET"
             | "GETDEL"

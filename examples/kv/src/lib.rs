@@ -5,7 +5,7 @@
 //! - [`acl`]: users, passwords, permissions, protected mode, [`acl::Secret`].
 //! - [`node_channel`]: the mutually authenticated TLS channel nodes forward requests on.
 //! - [`trust`]: which nodes are admitted (the directory's), and certificate reloads.
-//! - [`resp`]: RESP framing (RESP2 and RESP3); [`hello`]: HELLO and CLIENT; [`client`]: a blocking RESP client.
+//! - [`resp`]: RESP framing (RESP2 and RESP3); [`hello`]: HELLO and CLIENT; [`command_table`]: COMMAND; [`client`]: a blocking RESP client.
 //! - [`sm`]: the shard and meta state machines.
 //! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
 //!   a leader change on the engine's events); [`outcome`]: which failures are
@@ -19,6 +19,7 @@
 pub mod acl;
 pub mod client;
 pub mod cluster;
+pub mod command_table;
 pub mod commands;
 pub mod config;
 pub mod hello;

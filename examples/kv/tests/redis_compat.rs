@@ -114,6 +114,12 @@ fn replies_match_redis_server_byte_for_byte_in_resp2_and_resp3() {
         vec!["GET"],
         vec!["SET", "c:k"],
         vec!["NOSUCH", "a", "b"],
+        vec!["CONFIG"],
+        vec!["CONFIG", "GET"],
+        vec!["CONFIG", "NOSUCH"],
+        vec!["CLIENT"],
+        vec!["CLIENT", "NOSUCH"],
+        vec!["COMMAND", "COUNT", "x"],
         vec!["INCR", "c:n", "extra"],
         vec!["HELLO", "4"],
         vec!["HELLO", "3", "BOGUS"],
@@ -178,5 +184,49 @@ fn out_of_scope_commands_get_redis_s_unknown_command_error() {
         );
         assert!(want.starts_with("-ERR unknown command"), "{want}");
         assert_eq!(String::from_utf8_lossy(&ours[i]), want, "{cmd:?}");
+    }
+}
+
+/// COMMAND answers Redis 7.0's own entries for the commands served here (clients read
+/// arity, flags and key positions from it), byte for byte with redis-server's, and every
+/// command it lists is one the server runs (never the unknown-command error).
+#[test]
+fn command_introspection_matches_redis_server() {
+    let mut c = Cluster::new(None, "shards = 1");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let names: Vec<String> = flotilla_kv::command_table::names().map(str::to_string).collect();
+    // CLIENT, CONFIG and COMMAND list only the subcommands served here, unlike Redis.
+    let plain: Vec<&str> =
+        names.iter().map(String::as_str).filter(|n| !["client", "config", "command"].contains(n)).collect();
+    for proto in ["2", "3"] {
+        let mut cmds: Vec<Vec<&str>> = vec![vec!["HELLO", proto]];
+        for n in &plain {
+            cmds.push(vec!["COMMAND", "INFO", n]);
+            cmds.push(vec!["COMMAND", "DOCS", n]);
+        }
+        cmds.push(vec!["COMMAND", "INFO", "nosuchcommand"]);
+        cmds.push(vec!["COMMAND", "DOCS", "nosuchcommand"]);
+        cmds.push(vec!["COMMAND", "NOSUCH"]);
+        let ours = replies(&c.addr(1), &cmds);
+        let theirs = replies(&redis_addr, &cmds);
+        for (i, cmd) in cmds.iter().enumerate().skip(1) {
+            assert_eq!(
+                String::from_utf8_lossy(&ours[i]),
+                String::from_utf8_lossy(&theirs[i]),
+                "RESP{proto}: {cmd:?}"
+            );
+        }
+    }
+    let count = replies(&c.addr(1), &[vec!["COMMAND", "COUNT"]]);
+    assert_eq!(String::from_utf8_lossy(&count[0]), format!(":{}\r\n", names.len()));
+    // QUIT last: it closes the connection.
+    let mut names: Vec<&str> = names.iter().map(String::as_str).filter(|n| *n != "quit").collect();
+    names.push("quit");
+    let each: Vec<Vec<&str>> = names.iter().map(|n| vec![*n]).collect();
+    for (n, r) in names.iter().zip(replies(&c.addr(1), &each)) {
+        let r = String::from_utf8_lossy(&r).into_owned();
+        assert!(!r.contains("unknown command"), "{n}: {r}");
     }
 }
