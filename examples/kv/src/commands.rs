@@ -364,7 +364,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
         ("SELECT", [db]) if db.as_slice() == b"0" => Value::ok(),
         ("SELECT", [_]) => Value::err("ERR DB index is out of range"),
         ("COMMAND", _) => crate::command_table::command(rest),
-        ("CONFIG", [sub, _, ..]) if upper(sub) == "GET" => Value::Map(vec![]),
+        ("CONFIG", [sub, pats @ ..]) if upper(sub) == "GET" && !pats.is_empty() => {
+            crate::config_get::config_get(node.config(), pats)
+        }
         ("CONFIG", [sub]) if upper(sub) == "GET" => arity("config|get"),
         ("CONFIG", [sub, ..]) => {
             Value::err(format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", String::from_utf8_lossy(sub)))

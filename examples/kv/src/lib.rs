@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod command_table;
 pub mod commands;
 pub mod config;
+pub mod config_get;
+pub mod glob;
 pub mod hello;
 pub mod leader_watch;
 pub mod linearizability;

@@ -79,6 +79,13 @@ fn todays_clients_at_their_defaults() {
     let hello3 = cli(&["-3", "--no-raw"], &["HELLO", "3"]);
     assert!(hello3.contains("proto") && hello3.contains("(integer) 3"), "{hello3}");
 
+    // CONFIG GET answers the parameters tools probe, with Redis globs ignoring case.
+    assert_eq!(
+        cli(&[], &["CONFIG", "GET", "APPEND*", "save"]).trim(),
+        "appendonly\nyes\nappendfsync\nalways\nsave"
+    );
+    assert_eq!(cli(&[], &["CONFIG", "GET", "nosuch*"]).trim(), "");
+
     // redis-benchmark at its defaults but for the request count.
     let bench = run(Command::new("redis-benchmark").args([
         "-h",

@@ -116,6 +116,7 @@ fn replies_match_redis_server_byte_for_byte_in_resp2_and_resp3() {
         vec!["NOSUCH", "a", "b"],
         vec!["CONFIG"],
         vec!["CONFIG", "GET"],
+        vec!["CONFIG", "GET", "nosuchparam"],
         vec!["CONFIG", "NOSUCH"],
         vec!["CLIENT"],
         vec!["CLIENT", "NOSUCH"],

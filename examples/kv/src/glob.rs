@@ -1,0 +1,152 @@
+//! Redis's glob-style patterns (`stringmatchlen` in Redis's util.c), as `KEYS`, `SCAN
+//! MATCH` and `CONFIG GET` use them: `*` any run of bytes, `?` any one byte, `[abc]`,
+//! `[^abc]` and `[a-z]` classes, `\` quoting the next byte. Matching is on bytes, optionally
+//! ignoring ASCII case.
+//!
+//! Owns matching only. Never allocates; the recursion on `*` is bounded by collapsing runs
+//! of stars and by the pattern's length (Redis bounds its own the same way).
+
+/// Whether `s` matches the Redis glob `p` (ASCII case ignored when `nocase`).
+pub fn matches(p: &[u8], s: &[u8], nocase: bool) -> bool {
+    let eq = |a: u8, b: u8| if nocase { a.eq_ignore_ascii_case(&b) } else { a == b };
+    let (mut p, mut s) = (p, s);
+    while !p.is_empty() && !s.is_empty() {
+        match p[0] {
+            b'*' => {
+                while p.len() > 1 && p[1] == b'*' {
+                    p = &p[1..];
+                }
+                if p.len() == 1 {
+                    return true;
+                }
+                while !s.is_empty() {
+                    if matches(&p[1..], s, nocase) {
+                        return true;
+                    }
+                    s = &s[1..];
+                }
+                return false;
+            }
+            b'?' => s = &s[1..],
+            b'[' => {
+                p = &p[1..];
+                let not = p.first() == Some(&b'^');
+                if not {
+                    p = &p[1..];
+                }
+                let mut hit = false;
+                loop {
+                    match p {
+                        [b'\\', q, ..] => {
+                            p = &p[1..];
+                            if *q == s[0] {
+                                hit = true;
+                            }
+                        }
+                        [b']', ..] => break,
+                        [] => break,
+                        [a, b'-', b, ..] => {
+                            let (mut lo, mut hi) = (*a, *b);
+                            if lo > hi {
+                                std::mem::swap(&mut lo, &mut hi);
+                            }
+                            let mut c = s[0];
+                            if nocase {
+                                lo = lo.to_ascii_lowercase();
+                                hi = hi.to_ascii_lowercase();
+                                c = c.to_ascii_lowercase();
+                            }
+                            p = &p[2..];
+                            if (lo..=hi).contains(&c) {
+                                hit = true;
+                            }
+                        }
+                        [a, ..] => {
+                            if eq(*a, s[0]) {
+                                hit = true;
+                            }
+                        }
+                    }
+                    if p.is_empty() {
+                        break;
+                    }
+                    p = &p[1..];
+                }
+                if not {
+                    hit = !hit;
+                }
+                if !hit {
+                    return false;
+                }
+                s = &s[1..];
+                // `p` is at the `]` (or exhausted); the step below moves past it.
+                if p.is_empty() {
+                    return s.is_empty();
+                }
+            }
+            c => {
+                let c = if c == b'\\' && p.len() >= 2 {
+                    p = &p[1..];
+                    p[0]
+                } else {
+                    c
+                };
+                if !eq(c, s[0]) {
+                    return false;
+                }
+                s = &s[1..];
+            }
+        }
+        p = &p[1..];
+        if s.is_empty() {
+            while p.first() == Some(&b'*') {
+                p = &p[1..];
+            }
+            break;
+        }
+    }
+    p.is_empty() && s.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    /// The cases of Redis's own util.c tests and its KEYS documentation.
+    #[test]
+    fn redis_glob_cases() {
+        let yes = |p: &str, s: &str| assert!(matches(p.as_bytes(), s.as_bytes(), false), "{p} ~ {s}");
+        let no = |p: &str, s: &str| assert!(!matches(p.as_bytes(), s.as_bytes(), false), "{p} !~ {s}");
+        yes("h?llo", "hello");
+        yes("h?llo", "hallo");
+        no("h?llo", "hllo");
+        yes("h*llo", "hllo");
+        yes("h*llo", "heeeello");
+        yes("h[ae]llo", "hello");
+        no("h[ae]llo", "hillo");
+        yes("h[^e]llo", "hallo");
+        no("h[^e]llo", "hello");
+        yes("h[a-b]llo", "hbllo");
+        yes("h[b-a]llo", "hallo");
+        no("h[a-b]llo", "hcllo");
+        yes("h\\*llo", "h*llo");
+        no("h\\*llo", "hello");
+        // As in Redis's stringmatchlen, an empty string matches no non-empty pattern, not
+        // even `*` (KEYS * takes every key by its own shortcut, before matching).
+        no("*", "");
+        yes("*", "anything");
+        yes("**a", "ba");
+        no("a", "");
+        no("", "a");
+        yes("", "");
+        yes("a*", "a");
+        yes("user:*:name", "user:42:name");
+        no("user:*:name", "user:42:mail");
+        yes("[\\]]", "]");
+        assert!(matches(b"APPEND*", b"appendonly", true));
+        assert!(!matches(b"APPEND*", b"appendonly", false));
+        // Many stars on a long miss stay quick (collapsed runs).
+        let long = "a".repeat(200);
+        no(&format!("{}b", "*".repeat(50)), &long);
+    }
+}
