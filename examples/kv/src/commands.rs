@@ -418,6 +418,31 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             let vs = exec_all(node, ops);
             first_error(&vs).unwrap_or_else(Value::ok)
         }
+        ("KEYS", [pattern]) => {
+            let ops = (0..node.config().shards)
+                .map(|s| Op::Read { group: shard_group(s), q: ReadQ::Keys(pattern.clone()) })
+                .collect();
+            let mut keys = Vec::new();
+            for v in exec_all(node, ops) {
+                match v {
+                    Value::Array(Some(ks)) => keys.extend(ks),
+                    e => return e,
+                }
+            }
+            Value::Array(Some(keys))
+        }
+        ("FLUSHDB", opts) if opts.len() <= 1 => {
+            if let [o] = opts {
+                if !matches!(upper(o).as_str(), "SYNC" | "ASYNC") {
+                    return Value::err("ERR syntax error");
+                }
+            }
+            let ops = (0..node.config().shards)
+                .map(|s| Op::write(shard_group(s), WriteCmd::Flush.encode()))
+                .collect();
+            let vs = exec_all(node, ops);
+            first_error(&vs).unwrap_or_else(Value::ok)
+        }
         ("DBSIZE", []) => {
             let ops = (0..node.config().shards)
                 .map(|s| Op::Read { group: shard_group(s), q: ReadQ::Count })
@@ -498,6 +523,8 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "MSET"
             | "STRLEN"
             | "TYPE"
+            | "KEYS"
+            | "FLUSHDB"
             | "CONFIG"
             | "APPEND"
             | "GETSET"

@@ -105,6 +105,8 @@ pub enum ReadQ {
     Strlen(Vec<u8>),
     /// TYPE key: `string`, or `none` when absent.
     Type(Vec<u8>),
+    /// KEYS pattern: the shard's keys matching the Redis glob.
+    Keys(Vec<u8>),
 }
 
 /// A membership change named by node.
@@ -216,6 +218,7 @@ impl Op {
                     ReadQ::Count => a.push(b"COUNT".to_vec()),
                     ReadQ::Strlen(k) => a.extend([b"STRLEN".to_vec(), k.clone()]),
                     ReadQ::Type(k) => a.extend([b"TYPE".to_vec(), k.clone()]),
+                    ReadQ::Keys(p) => a.extend([b"KEYS".to_vec(), p.clone()]),
                 }
             }
             Op::Member { change, .. } => {
@@ -253,6 +256,7 @@ impl Op {
                     (b"COUNT", []) => ReadQ::Count,
                     (b"STRLEN", [k]) => ReadQ::Strlen(k.clone()),
                     (b"TYPE", [k]) => ReadQ::Type(k.clone()),
+                    (b"KEYS", [p]) => ReadQ::Keys(p.clone()),
                     _ => return None,
                 };
                 Op::Read { group, q }
@@ -600,6 +604,13 @@ impl Node {
             ReadQ::Count => Value::Int(m.len() as i64),
             ReadQ::Strlen(k) => Value::Int(m.get(k).map_or(0, |v| v.len() as i64)),
             ReadQ::Type(k) => Value::Simple(if m.contains_key(k) { "string" } else { "none" }.into()),
+            // Redis's KEYS takes every key for `*` without matching (an empty key too).
+            ReadQ::Keys(p) => Value::Array(Some(
+                m.keys()
+                    .filter(|k| p.as_slice() == b"*" || crate::glob::matches(p, k, false))
+                    .map(|k| Value::bulk(k.clone()))
+                    .collect(),
+            )),
         }
     }
 
@@ -1074,6 +1085,7 @@ mod tests {
             Op::Read { group: 1001, q: ReadQ::MGet(vec![b"a".to_vec(), b"b".to_vec()]) },
             Op::Read { group: 1001, q: ReadQ::Strlen(b"a".to_vec()) },
             Op::Read { group: 1001, q: ReadQ::Type(b"a".to_vec()) },
+            Op::Read { group: 1001, q: ReadQ::Keys(b"a*".to_vec()) },
             Op::Member { group: 1, change: Member::Remove(4) },
             Op::Transfer { group: 1002, to: 3 },
         ] {

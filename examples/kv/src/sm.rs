@@ -82,6 +82,8 @@ pub enum WriteCmd {
     },
     /// GETDEL: deletes and answers the old value (nil when absent).
     GetDel(Vec<u8>),
+    /// FLUSHDB of this shard: removes every key.
+    Flush,
     /// SETNX: sets only if absent; answers 1 if it set, else 0.
     SetNx {
         /// Key.
@@ -153,6 +155,7 @@ impl WriteCmd {
                 o.push(6);
                 put(&mut o, key);
             }
+            WriteCmd::Flush => o.push(8),
         }
         o
     }
@@ -174,6 +177,7 @@ impl WriteCmd {
             (5, [k, v]) => WriteCmd::GetSet { key: k.to_vec(), val: v.to_vec() },
             (6, [k]) => WriteCmd::GetDel(k.to_vec()),
             (7, [k, v]) => WriteCmd::SetNx { key: k.to_vec(), val: v.to_vec() },
+            (8, []) => WriteCmd::Flush,
             _ => return None,
         })
     }
@@ -221,6 +225,10 @@ pub fn apply_write(map: &mut HashMap<Vec<u8>, Vec<u8>>, cmd: WriteCmd) -> Value 
         }
         WriteCmd::GetSet { key, val } => Value::Bulk(map.insert(key, val)),
         WriteCmd::GetDel(key) => Value::Bulk(map.remove(&key)),
+        WriteCmd::Flush => {
+            map.clear();
+            Value::ok()
+        }
         WriteCmd::SetNx { key, val } => {
             if map.contains_key(&key) {
                 return Value::Int(0);
@@ -417,6 +425,7 @@ mod tests {
             WriteCmd::GetSet { key: b"a".to_vec(), val: b"y".to_vec() },
             WriteCmd::GetDel(b"a".to_vec()),
             WriteCmd::SetNx { key: b"a".to_vec(), val: b"z".to_vec() },
+            WriteCmd::Flush,
         ];
         for c in cmds {
             assert_eq!(WriteCmd::decode(&c.encode()), Some(c));

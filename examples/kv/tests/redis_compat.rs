@@ -231,3 +231,46 @@ fn command_introspection_matches_redis_server() {
         assert!(!r.contains("unknown command"), "{n}: {r}");
     }
 }
+
+/// KEYS (Redis globs) and FLUSHDB across the shards, against redis-server: the same keys
+/// (in any order: both answer in hash order), the same replies otherwise.
+#[test]
+fn keys_and_flushdb_match_redis_server() {
+    let mut c = Cluster::new(None, "shards = 3");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let mut cmds: Vec<Vec<&str>> = vec![vec!["FLUSHDB"], vec!["DBSIZE"]];
+    let keys = ["user:1:name", "user:2:name", "user:2:mail", "hello", "hallo", "hxllo", "a*b", "", "x"];
+    for k in keys {
+        cmds.push(vec!["SET", k, "v"]);
+    }
+    let patterns = ["*", "user:*:name", "h?llo", "h[ae]llo", "h[^e]llo", "a\\*b", "nomatch*", "[a-h]*"];
+    for p in patterns {
+        cmds.push(vec!["KEYS", p]);
+    }
+    cmds.extend([
+        vec!["DBSIZE"],
+        vec!["FLUSHDB", "BAD"],
+        vec!["KEYS"],
+        vec!["FLUSHDB", "ASYNC"],
+        vec!["DBSIZE"],
+    ]);
+    cmds.push(vec!["KEYS", "*"]);
+    let ours = replies(&c.addr(1), &cmds);
+    let theirs = replies(&redis_addr, &cmds);
+    let sorted = |b: &[u8]| match parse_value(b, 1 << 20, 4).unwrap().unwrap().0 {
+        flotilla_kv::resp::Value::Array(Some(mut vs)) => {
+            vs.sort_by_key(|v| format!("{v:?}"));
+            format!("{vs:?}")
+        }
+        v => format!("{v:?}"),
+    };
+    for (i, cmd) in cmds.iter().enumerate() {
+        if cmd[0] == "KEYS" && cmd.len() == 2 {
+            assert_eq!(sorted(&ours[i]), sorted(&theirs[i]), "{cmd:?}");
+        } else {
+            assert_eq!(String::from_utf8_lossy(&ours[i]), String::from_utf8_lossy(&theirs[i]), "{cmd:?}");
+        }
+    }
+}

@@ -14,7 +14,8 @@ import sys
 # is one the server answers, and tests/redis_compat.rs compares the replies).
 COMMANDS = [
     "append", "auth", "client", "command", "config", "dbsize", "decr", "decrby", "del",
-    "echo", "exists", "get", "getdel", "getset", "hello", "incr", "incrby", "info", "mget",
+    "echo", "exists", "flushdb", "get", "getdel", "getset", "hello", "incr", "incrby", "info",
+    "keys", "mget",
     "mset", "ping", "quit", "select", "set", "setnx", "strlen", "type",
 ]
 SUBCOMMANDS = {
