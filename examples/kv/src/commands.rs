@@ -315,6 +315,57 @@ fn by_group(node: &Node, keys: &[Vec<u8>]) -> BTreeMap<u64, Vec<(usize, Vec<u8>)
     m
 }
 
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]` across the shards, one shard per
+/// step: the cursor's top 8 bits name the shard, the rest the next position in the
+/// shard's SCAN order ([`crate::sm::scan_step`]); 0 starts and ends a scan, as in Redis.
+/// A key present for the whole scan is returned exactly once.
+fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
+    let Some(cursor) = std::str::from_utf8(cursor).ok().and_then(|c| c.parse::<u64>().ok()) else {
+        return Value::err("ERR invalid cursor");
+    };
+    let (mut pattern, mut count, mut ty) = (None, 10u64, None);
+    let mut i = 0;
+    while i < opts.len() {
+        let Some(arg) = opts.get(i + 1) else { return Value::err("ERR syntax error") };
+        match upper(&opts[i]).as_str() {
+            "MATCH" => pattern = Some(arg.clone()),
+            "COUNT" => match int_arg(arg) {
+                Ok(n) if n >= 1 => count = n as u64,
+                Ok(_) => return Value::err("ERR syntax error"),
+                Err(e) => return e,
+            },
+            "TYPE" => ty = Some(String::from_utf8_lossy(arg).to_ascii_lowercase()),
+            _ => return Value::err("ERR syntax error"),
+        }
+        i += 2;
+    }
+    let shards = node.config().shards as u64;
+    let (shard, from) = (cursor >> 56, cursor & crate::sm::SCAN_HASH_MAX);
+    let done = |keys: Vec<Value>| Value::Array(Some(vec![Value::bulk("0"), Value::Array(Some(keys))]));
+    if shard >= shards {
+        return done(vec![]);
+    }
+    let step = node.exec(Op::Read { group: shard_group(shard as u32), q: ReadQ::Scan { from, count } });
+    let Value::Array(Some(parts)) = step else { return step };
+    let [Value::Int(next), Value::Array(Some(keys))] = parts.as_slice() else {
+        return Value::err("ERR internal error: bad SCAN step");
+    };
+    let next = match *next {
+        n if n >= 0 => (shard << 56) | n as u64,
+        _ if shard + 1 < shards => (shard + 1) << 56,
+        _ => 0,
+    };
+    let keep = |k: &Value| {
+        let Value::Bulk(Some(k)) = k else { return false };
+        let typed = ty.as_deref().map_or(true, |t| t == "string");
+        let matched =
+            pattern.as_ref().map_or(true, |p| p.as_slice() == b"*" || crate::glob::matches(p, k, false));
+        typed && matched
+    };
+    let keys: Vec<Value> = keys.iter().filter(|k| keep(k)).cloned().collect();
+    Value::Array(Some(vec![Value::bulk(next.to_string()), Value::Array(Some(keys))]))
+}
+
 fn first_error(vs: &[Value]) -> Option<Value> {
     vs.iter().find(|v| matches!(v, Value::Error(_))).cloned()
 }
@@ -431,6 +482,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             }
             Value::Array(Some(keys))
         }
+        ("SCAN", [cursor, opts @ ..]) => scan(node, cursor, opts),
         ("FLUSHDB", opts) if opts.len() <= 1 => {
             if let [o] = opts {
                 if !matches!(upper(o).as_str(), "SYNC" | "ASYNC") {
@@ -524,6 +576,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "STRLEN"
             | "TYPE"
             | "KEYS"
+            | "SCAN"
             | "FLUSHDB"
             | "CONFIG"
             | "APPEND"

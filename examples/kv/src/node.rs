@@ -107,6 +107,15 @@ pub enum ReadQ {
     Type(Vec<u8>),
     /// KEYS pattern: the shard's keys matching the Redis glob.
     Keys(Vec<u8>),
+    /// One SCAN step in the shard: the keys whose [`crate::sm::scan_hash`] is at least
+    /// `from`, in hash order, about `count` of them; answers `[next from, or -1 when the
+    /// shard is done; keys]`.
+    Scan {
+        /// First hash to visit.
+        from: u64,
+        /// How many keys to visit (a hint, as Redis's COUNT: keys of one hash stay together).
+        count: u64,
+    },
 }
 
 /// A membership change named by node.
@@ -219,6 +228,11 @@ impl Op {
                     ReadQ::Strlen(k) => a.extend([b"STRLEN".to_vec(), k.clone()]),
                     ReadQ::Type(k) => a.extend([b"TYPE".to_vec(), k.clone()]),
                     ReadQ::Keys(p) => a.extend([b"KEYS".to_vec(), p.clone()]),
+                    ReadQ::Scan { from, count } => a.extend([
+                        b"SCAN".to_vec(),
+                        from.to_string().into_bytes(),
+                        count.to_string().into_bytes(),
+                    ]),
                 }
             }
             Op::Member { change, .. } => {
@@ -257,6 +271,7 @@ impl Op {
                     (b"STRLEN", [k]) => ReadQ::Strlen(k.clone()),
                     (b"TYPE", [k]) => ReadQ::Type(k.clone()),
                     (b"KEYS", [p]) => ReadQ::Keys(p.clone()),
+                    (b"SCAN", [f, c]) => ReadQ::Scan { from: num(f)?, count: num(c)? },
                     _ => return None,
                 };
                 Op::Read { group, q }
@@ -611,6 +626,13 @@ impl Node {
                     .map(|k| Value::bulk(k.clone()))
                     .collect(),
             )),
+            ReadQ::Scan { from, count } => {
+                let (next, keys) = crate::sm::scan_step(&m, *from, *count);
+                Value::Array(Some(vec![
+                    Value::Int(next.map_or(-1, |n| n as i64)),
+                    Value::Array(Some(keys.into_iter().map(Value::bulk).collect())),
+                ]))
+            }
         }
     }
 
@@ -1086,6 +1108,7 @@ mod tests {
             Op::Read { group: 1001, q: ReadQ::Strlen(b"a".to_vec()) },
             Op::Read { group: 1001, q: ReadQ::Type(b"a".to_vec()) },
             Op::Read { group: 1001, q: ReadQ::Keys(b"a*".to_vec()) },
+            Op::Read { group: 1001, q: ReadQ::Scan { from: 1 << 40, count: 10 } },
             Op::Member { group: 1, change: Member::Remove(4) },
             Op::Transfer { group: 1002, to: 3 },
         ] {

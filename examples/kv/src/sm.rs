@@ -31,6 +31,38 @@ pub fn shard_of(key: &[u8], shards: u32) -> u32 {
     (h % shards.max(1) as u64) as u32
 }
 
+/// A key's place in SCAN order within its shard: 56 bits of its FNV-1a hash, so a shard's
+/// position fits in a cursor beside the shard's index (see [`scan_step`]).
+pub fn scan_hash(key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h >> 8
+}
+
+/// The largest [`scan_hash`].
+pub const SCAN_HASH_MAX: u64 = (1 << 56) - 1;
+
+/// One SCAN step over a shard's map: the keys whose [`scan_hash`] is at least `from`, in
+/// hash order, at least `count` of them when there are (all keys of the last hash taken
+/// stay together), and where the next step starts (`None` when the shard is done). Keys
+/// present for the whole scan are returned exactly once whatever changes meanwhile, since
+/// the order depends on the keys only. Costs O(keys in the shard) per step.
+pub fn scan_step(map: &HashMap<Vec<u8>, Vec<u8>>, from: u64, count: u64) -> (Option<u64>, Vec<Vec<u8>>) {
+    let mut v: Vec<(u64, &Vec<u8>)> =
+        map.keys().map(|k| (scan_hash(k), k)).filter(|(h, _)| *h >= from).collect();
+    v.sort_unstable();
+    let count = count.max(1) as usize;
+    let mut end = v.len().min(count);
+    while end < v.len() && end > 0 && v[end].0 == v[end - 1].0 {
+        end += 1;
+    }
+    let next = if end < v.len() { Some(v[end].0) } else { None };
+    (next, v[..end].iter().map(|(_, k)| (*k).clone()).collect())
+}
+
 /// The group of shard `s`.
 pub fn shard_group(s: u32) -> u64 {
     SHARD_BASE + s as u64
@@ -412,6 +444,35 @@ mod tests {
         assert!(!known_group(0, 16));
         assert!(!known_group(u64::MAX, 16));
         assert!(!known_group(shard_group(0), 0), "no shards: only the meta group");
+    }
+
+    /// A key present for a whole scan is returned exactly once, whatever is added and
+    /// removed between steps.
+    #[test]
+    fn scan_returns_every_lasting_key_once_under_changes() {
+        let mut m: HashMap<Vec<u8>, Vec<u8>> =
+            (0..200).map(|i| (format!("k{i}").into_bytes(), vec![])).collect();
+        let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+        let (mut from, mut steps) = (0u64, 0usize);
+        loop {
+            let (next, keys) = scan_step(&m, from, 7);
+            for k in keys {
+                *seen.entry(k).or_default() += 1;
+            }
+            steps += 1;
+            // Churn: add new keys and remove some of the transient ones.
+            m.insert(format!("new{steps}").into_bytes(), vec![]);
+            m.remove(format!("new{}", steps.saturating_sub(3)).as_bytes());
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
+            assert!(steps < 1000);
+        }
+        for i in 0..200 {
+            assert_eq!(seen.get(format!("k{i}").as_bytes()), Some(&1), "k{i}");
+        }
+        assert!(steps >= 200 / 7, "{steps}");
     }
 
     #[test]

@@ -274,3 +274,78 @@ fn keys_and_flushdb_match_redis_server() {
         }
     }
 }
+
+/// Every key of a SCAN, with MATCH, COUNT and TYPE, across the shards: a full iteration
+/// returns each key once and the same keys as redis-server's; the errors are Redis's.
+#[test]
+fn scan_matches_redis_server() {
+    let mut c = Cluster::new(None, "shards = 3");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let keys: Vec<String> =
+        (0..60).map(|i| if i % 3 == 0 { format!("user:{i}") } else { format!("k{i}") }).collect();
+    let mut setup: Vec<Vec<&str>> = vec![vec!["FLUSHDB"]];
+    setup.extend(keys.iter().map(|k| vec!["SET", k.as_str(), "v"]));
+    for addr in [c.addr(1), redis_addr.clone()] {
+        replies(&addr, &setup);
+    }
+    let full_scan = |addr: &str, opts: &[&str]| -> Vec<String> {
+        let mut cursor = "0".to_string();
+        let mut seen = Vec::new();
+        for _ in 0..1000 {
+            let mut cmd = vec!["SCAN", cursor.as_str()];
+            cmd.extend_from_slice(opts);
+            let r = replies(addr, &[cmd]).remove(0);
+            let flotilla_kv::resp::Value::Array(Some(parts)) =
+                parse_value(&r, 1 << 20, 4).unwrap().unwrap().0
+            else {
+                panic!("{}", String::from_utf8_lossy(&r))
+            };
+            let [flotilla_kv::resp::Value::Bulk(Some(next)), flotilla_kv::resp::Value::Array(Some(ks))] =
+                parts.as_slice()
+            else {
+                panic!("{parts:?}")
+            };
+            for k in ks {
+                let flotilla_kv::resp::Value::Bulk(Some(k)) = k else { panic!("{k:?}") };
+                seen.push(String::from_utf8(k.clone()).unwrap());
+            }
+            cursor = String::from_utf8(next.clone()).unwrap();
+            if cursor == "0" {
+                return seen;
+            }
+        }
+        panic!("SCAN did not end");
+    };
+    for opts in [
+        &[][..],
+        &["COUNT", "2"][..],
+        &["MATCH", "user:*", "COUNT", "5"][..],
+        &["TYPE", "string"][..],
+        &["TYPE", "hash"][..],
+    ] {
+        let ours = full_scan(&c.addr(1), opts);
+        let mut once = ours.clone();
+        once.sort();
+        once.dedup();
+        assert_eq!(once.len(), ours.len(), "a key returned twice with {opts:?}");
+        let mut theirs = full_scan(&redis_addr, opts);
+        theirs.sort();
+        theirs.dedup();
+        assert_eq!(once, theirs, "{opts:?}");
+    }
+    let errors: Vec<Vec<&str>> = vec![
+        vec!["SCAN", "x"],
+        vec!["SCAN", "0", "COUNT", "0"],
+        vec!["SCAN", "0", "COUNT", "x"],
+        vec!["SCAN", "0", "BOGUS", "1"],
+        vec!["SCAN", "0", "MATCH"],
+        vec!["SCAN"],
+    ];
+    let ours = replies(&c.addr(1), &errors);
+    let theirs = replies(&redis_addr, &errors);
+    for (i, cmd) in errors.iter().enumerate() {
+        assert_eq!(String::from_utf8_lossy(&ours[i]), String::from_utf8_lossy(&theirs[i]), "{cmd:?}");
+    }
+}

@@ -15,7 +15,7 @@ import sys
 COMMANDS = [
     "append", "auth", "client", "command", "config", "dbsize", "decr", "decrby", "del",
     "echo", "exists", "flushdb", "get", "getdel", "getset", "hello", "incr", "incrby", "info",
-    "keys", "mget",
+    "keys", "mget", "scan",
     "mset", "ping", "quit", "select", "set", "setnx", "strlen", "type",
 ]
 SUBCOMMANDS = {
