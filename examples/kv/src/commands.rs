@@ -341,9 +341,8 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
     }
     let shards = node.config().shards as u64;
     let (shard, from) = (cursor >> 56, cursor & crate::sm::SCAN_HASH_MAX);
-    let done = |keys: Vec<Value>| Value::Array(Some(vec![Value::bulk("0"), Value::Array(Some(keys))]));
     if shard >= shards {
-        return done(vec![]);
+        return Value::Array(Some(vec![Value::bulk("0"), Value::Array(Some(vec![]))]));
     }
     let step = node.exec(Op::Read { group: shard_group(shard as u32), q: ReadQ::Scan { from, count } });
     let Value::Array(Some(parts)) = step else { return step };
@@ -358,12 +357,16 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
     let keep = |k: &Value| {
         let Value::Bulk(Some(k)) = k else { return false };
         let typed = ty.as_deref().map_or(true, |t| t == "string");
-        let matched =
-            pattern.as_ref().map_or(true, |p| p.as_slice() == b"*" || crate::glob::matches(p, k, false));
+        let matched = pattern.as_ref().map_or(true, |p| crate::glob::key_matches(p, k));
         typed && matched
     };
     let keys: Vec<Value> = keys.iter().filter(|k| keep(k)).cloned().collect();
     Value::Array(Some(vec![Value::bulk(next.to_string()), Value::Array(Some(keys))]))
+}
+
+/// Runs `op(group)` on every shard at once (DBSIZE, KEYS, FLUSHDB); one reply per shard.
+fn every_shard(node: &Node, op: impl Fn(u64) -> Op) -> Vec<Value> {
+    exec_all(node, (0..node.config().shards).map(|s| op(shard_group(s))).collect())
 }
 
 fn first_error(vs: &[Value]) -> Option<Value> {
@@ -470,11 +473,8 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             first_error(&vs).unwrap_or_else(Value::ok)
         }
         ("KEYS", [pattern]) => {
-            let ops = (0..node.config().shards)
-                .map(|s| Op::Read { group: shard_group(s), q: ReadQ::Keys(pattern.clone()) })
-                .collect();
             let mut keys = Vec::new();
-            for v in exec_all(node, ops) {
+            for v in every_shard(node, |group| Op::Read { group, q: ReadQ::Keys(pattern.clone()) }) {
                 match v {
                     Value::Array(Some(ks)) => keys.extend(ks),
                     e => return e,
@@ -489,18 +489,10 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
                     return Value::err("ERR syntax error");
                 }
             }
-            let ops = (0..node.config().shards)
-                .map(|s| Op::write(shard_group(s), WriteCmd::Flush.encode()))
-                .collect();
-            let vs = exec_all(node, ops);
+            let vs = every_shard(node, |group| Op::write(group, WriteCmd::Flush.encode()));
             first_error(&vs).unwrap_or_else(Value::ok)
         }
-        ("DBSIZE", []) => {
-            let ops = (0..node.config().shards)
-                .map(|s| Op::Read { group: shard_group(s), q: ReadQ::Count })
-                .collect();
-            sum_ints(exec_all(node, ops))
-        }
+        ("DBSIZE", []) => sum_ints(every_shard(node, |group| Op::Read { group, q: ReadQ::Count })),
         ("INFO", _) => Value::Verbatim("txt".into(), info(node).into()),
         ("FLOTILLA.STATUS", []) => match serde_json::to_vec(&node.status()) {
             Ok(j) => Value::bulk(j),

@@ -108,6 +108,12 @@ pub fn matches(p: &[u8], s: &[u8], nocase: bool) -> bool {
     p.is_empty() && s.is_empty()
 }
 
+/// Whether a key is taken by KEYS or SCAN MATCH `pattern`: Redis takes every key for `*`
+/// without matching (the empty key too), else matches the glob, case-sensitive.
+pub fn key_matches(pattern: &[u8], key: &[u8]) -> bool {
+    pattern == b"*" || matches(pattern, key, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::matches;
@@ -134,6 +140,7 @@ mod tests {
         // As in Redis's stringmatchlen, an empty string matches no non-empty pattern, not
         // even `*` (KEYS * takes every key by its own shortcut, before matching).
         no("*", "");
+        assert!(super::key_matches(b"*", b""));
         yes("*", "anything");
         yes("**a", "ba");
         no("a", "");

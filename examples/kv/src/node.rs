@@ -619,12 +619,8 @@ impl Node {
             ReadQ::Count => Value::Int(m.len() as i64),
             ReadQ::Strlen(k) => Value::Int(m.get(k).map_or(0, |v| v.len() as i64)),
             ReadQ::Type(k) => Value::Simple(if m.contains_key(k) { "string" } else { "none" }.into()),
-            // Redis's KEYS takes every key for `*` without matching (an empty key too).
             ReadQ::Keys(p) => Value::Array(Some(
-                m.keys()
-                    .filter(|k| p.as_slice() == b"*" || crate::glob::matches(p, k, false))
-                    .map(|k| Value::bulk(k.clone()))
-                    .collect(),
+                m.keys().filter(|k| crate::glob::key_matches(p, k)).map(|k| Value::bulk(k.clone())).collect(),
             )),
             ReadQ::Scan { from, count } => {
                 let (next, keys) = crate::sm::scan_step(&m, *from, *count);

@@ -21,25 +21,25 @@ pub const META_GROUP: u64 = 1;
 /// Shard `s` is group `SHARD_BASE + s`.
 pub const SHARD_BASE: u64 = 1000;
 
-/// The shard of `key` among `shards` (FNV-1a).
-pub fn shard_of(key: &[u8], shards: u32) -> u32 {
+/// 64-bit FNV-1a of `key`.
+fn fnv1a(key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in key {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     }
-    (h % shards.max(1) as u64) as u32
+    h
+}
+
+/// The shard of `key` among `shards` (FNV-1a).
+pub fn shard_of(key: &[u8], shards: u32) -> u32 {
+    (fnv1a(key) % shards.max(1) as u64) as u32
 }
 
 /// A key's place in SCAN order within its shard: 56 bits of its FNV-1a hash, so a shard's
 /// position fits in a cursor beside the shard's index (see [`scan_step`]).
 pub fn scan_hash(key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h >> 8
+    fnv1a(key) >> 8
 }
 
 /// The largest [`scan_hash`].

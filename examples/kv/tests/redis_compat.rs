@@ -64,6 +64,18 @@ fn replies(addr: &str, cmds: &[Vec<&str>]) -> Vec<Vec<u8>> {
     out
 }
 
+/// Asserts that both servers gave the same bytes to each command from `from` on.
+fn assert_same_replies(ours: &[Vec<u8>], theirs: &[Vec<u8>], cmds: &[Vec<&str>], from: usize, ctx: &str) {
+    for (i, cmd) in cmds.iter().enumerate().skip(from) {
+        assert_eq!(String::from_utf8_lossy(&ours[i]), String::from_utf8_lossy(&theirs[i]), "{ctx}{cmd:?}");
+    }
+}
+
+/// The commands as string slices.
+fn strs(cmds: &[Vec<String>]) -> Vec<Vec<&str>> {
+    cmds.iter().map(|c| c.iter().map(String::as_str).collect()).collect()
+}
+
 #[test]
 fn replies_match_redis_server_byte_for_byte_in_resp2_and_resp3() {
     let mut c = Cluster::new(None, "shards = 2");
@@ -131,19 +143,13 @@ fn replies_match_redis_server_byte_for_byte_in_resp2_and_resp3() {
         // Fresh keys for each protocol on both servers.
         let cmds: Vec<Vec<String>> =
             cmds.iter().map(|c| c.iter().map(|a| a.replace("c:", &format!("c{proto}:"))).collect()).collect();
-        let cmds: Vec<Vec<&str>> = cmds.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+        let cmds = strs(&cmds);
         let ours = replies(&c.addr(1), &cmds);
         let theirs = replies(&redis_addr, &cmds);
         // HELLO's own reply names the server's version and the client id: compared as a
         // shape (same type byte and length) only.
         assert_eq!(ours[0][..3], theirs[0][..3], "HELLO {proto}");
-        for (i, cmd) in cmds.iter().enumerate().skip(1) {
-            assert_eq!(
-                String::from_utf8_lossy(&ours[i]),
-                String::from_utf8_lossy(&theirs[i]),
-                "RESP{proto}: {cmd:?}"
-            );
-        }
+        assert_same_replies(&ours, &theirs, &cmds, 1, &format!("RESP{proto}: "));
     }
 }
 
@@ -175,7 +181,7 @@ fn out_of_scope_commands_get_redis_s_unknown_command_error() {
             c.iter().enumerate().map(|(i, a)| if i == 0 { format!("zz{a}") } else { a.to_string() }).collect()
         })
         .collect();
-    let renamed: Vec<Vec<&str>> = renamed.iter().map(|c| c.iter().map(String::as_str).collect()).collect();
+    let renamed = strs(&renamed);
     let theirs = replies(&redis_addr, &renamed);
     for (i, cmd) in out_of_scope.iter().enumerate() {
         let want = String::from_utf8_lossy(&theirs[i]).replacen(
@@ -212,13 +218,7 @@ fn command_introspection_matches_redis_server() {
         cmds.push(vec!["COMMAND", "NOSUCH"]);
         let ours = replies(&c.addr(1), &cmds);
         let theirs = replies(&redis_addr, &cmds);
-        for (i, cmd) in cmds.iter().enumerate().skip(1) {
-            assert_eq!(
-                String::from_utf8_lossy(&ours[i]),
-                String::from_utf8_lossy(&theirs[i]),
-                "RESP{proto}: {cmd:?}"
-            );
-        }
+        assert_same_replies(&ours, &theirs, &cmds, 1, &format!("RESP{proto}: "));
     }
     let count = replies(&c.addr(1), &[vec!["COMMAND", "COUNT"]]);
     assert_eq!(String::from_utf8_lossy(&count[0]), format!(":{}\r\n", names.len()));
@@ -345,7 +345,5 @@ fn scan_matches_redis_server() {
     ];
     let ours = replies(&c.addr(1), &errors);
     let theirs = replies(&redis_addr, &errors);
-    for (i, cmd) in errors.iter().enumerate() {
-        assert_eq!(String::from_utf8_lossy(&ours[i]), String::from_utf8_lossy(&theirs[i]), "{cmd:?}");
-    }
+    assert_same_replies(&ours, &theirs, &errors, 0, "");
 }
