@@ -38,7 +38,6 @@ use crate::node::{indeterminate, Member, Node, Op, Outcome, ReadQ};
 use crate::outcome::{is_indeterminate, is_session_refused};
 use crate::resp::{Proto, Value};
 use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
-use crate::trust::describe_allowed;
 
 /// A connection's state.
 #[derive(Debug, Default, Clone)]
@@ -122,7 +121,8 @@ fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
 }
 
 enum Started {
-    Write(Proposal),
+    /// A proposal started here, and when.
+    Write(Proposal, std::time::Instant),
     Read(ReadBarrier),
     /// Sent to another node: the index of its reply among that node's.
     Forward(u64, usize),
@@ -188,7 +188,7 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
                             Started::Forward(n, f.len() - 1)
                         }
                         _ => match node.propose_tagged(*group, cmd.clone(), *tag) {
-                            Ok(p) => Started::Write(p),
+                            Ok(p) => Started::Write(p, std::time::Instant::now()),
                             Err(_) => {
                                 // Not started: the slow path runs the command afresh.
                                 let _ = node.answered(*group, *tag, Value::ok());
@@ -271,8 +271,10 @@ fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
         o => o.to_value(),
     };
     match (st, &op) {
-        (Started::Write(p), _) => {
-            let o = match p.wait_timeout(budget) {
+        (Started::Write(p, started), _) => {
+            let r = p.wait_timeout(budget);
+            node.kv_metrics().observe_propose(started.elapsed());
+            let o = match r {
                 Ok(r) => Node::proposal_outcome(r),
                 Err(_) => Outcome::Fail(indeterminate("not applied in time")),
             };
@@ -493,7 +495,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             first_error(&vs).unwrap_or_else(Value::ok)
         }
         ("DBSIZE", []) => sum_ints(every_shard(node, |group| Op::Read { group, q: ReadQ::Count })),
-        ("INFO", _) => Value::Verbatim("txt".into(), info(node).into()),
+        ("INFO", _) => crate::info::info(node, rest),
         ("FLOTILLA.STATUS", []) => match serde_json::to_vec(&node.status()) {
             Ok(j) => Value::bulk(j),
             Err(e) => Value::err(format!("ERR {e}")),
@@ -608,44 +610,4 @@ pub fn unknown_command(name: &[u8], args: &[Vec<u8>]) -> Value {
         "ERR unknown command '{}', with args beginning with: {listed}",
         String::from_utf8_lossy(&name[..name.len().min(128)])
     ))
-}
-
-/// Seconds since the Unix epoch (0 for none).
-fn unix_secs(t: Option<std::time::SystemTime>) -> u64 {
-    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
-}
-
-fn info(node: &Node) -> String {
-    let st = node.engine().status();
-    let leaders = st.iter().filter(|s| s.role == flotilla_engine::raft::Role::Leader).count();
-    let m = node.engine().metrics();
-    let net = node.net_stats();
-    format!(
-        "# Server\r\nflotilla_version:{}\r\nnode_id:{}\r\nclient_addr:{}\r\npeer_addr:{}\r\n\r\n\
-         # Cluster\r\nshards:{}\r\nknown_nodes:{}\r\nreplicas:{}\r\nleaders:{}\r\n\r\n\
-         # Keyspace\r\nlocal_keys:{}\r\n\r\n# Engine\r\napplied_entries:{}\r\ncompactions:{}\r\n\
-         snapshots_sent:{}\r\nsnapshots_installed:{}\r\n\r\n\
-         # Trust\r\nallowed_nodes:{}\r\ncert_not_after_unix:{}\r\npeer_cert_not_after_min_unix:{}\r\n\
-         net_connections:{}\r\nnet_refused:{}\r\nnet_policy_refused:{}\r\nnet_handshakes_refused:{}\r\n",
-        env!("CARGO_PKG_VERSION"),
-        node.id(),
-        node.config().advertise_client_addr,
-        node.config().advertise_peer_addr,
-        node.config().shards,
-        node.directory().len(),
-        st.len(),
-        leaders,
-        node.local_keys(),
-        m.applied_entries,
-        m.compactions,
-        m.snapshots_sent,
-        m.snapshots_installed,
-        describe_allowed(node.allow_list().get().as_deref()),
-        unix_secs(net.cert_not_after),
-        unix_secs(net.peer_cert_not_after_min),
-        net.connections,
-        net.refused,
-        net.policy_refused,
-        net.handshakes_refused,
-    )
 }

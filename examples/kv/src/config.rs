@@ -146,6 +146,23 @@ pub struct NodeConfig {
     /// ms; then it is closed. Default 300000 (5 min); 100..=86400000.
     #[serde(default = "d_idle_timeout")]
     pub idle_timeout_ms: u64,
+    /// Log level or `tracing` filter directives (`info`, `warn,flotilla_engine=debug`);
+    /// the `RUST_LOG` environment variable overrides it. Default `info`.
+    #[serde(default = "d_log_level")]
+    pub log_level: String,
+    /// Log line format on stderr: `text` or `json` (one JSON object a line). Default `text`.
+    #[serde(default = "d_log_format")]
+    pub log_format: String,
+    /// HTTP address of `/metrics` (Prometheus), `/health` and `/ready`. Default: none (off).
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+}
+
+fn d_log_level() -> String {
+    "info".into()
+}
+fn d_log_format() -> String {
+    "text".into()
 }
 
 fn d_admin_user() -> String {
@@ -282,6 +299,30 @@ pub struct ValidNodeConfig {
     pub node_channel_idle: Duration,
     /// Client limits (see [`ClientLimits`]).
     pub limits: ClientLimits,
+    /// Logs and the metrics endpoint (see [`Observability`]).
+    pub observability: Observability,
+}
+
+/// How the node logs, and where it serves `/metrics` (the keys `log_level`, `log_format`,
+/// `metrics_addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    /// `log_level`: `tracing` filter directives (checked to parse).
+    pub log_level: String,
+    /// `log_format`.
+    pub log_format: LogFormat,
+    /// `metrics_addr` (`None`: no HTTP endpoint).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The format of log lines (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The certificate files of a node (the keys `ca_cert`, `node_cert`, `node_key`).
@@ -402,6 +443,7 @@ impl NodeConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ValidNodeConfig, ConfigError> {
         let trust = trust_rules(&self, &env)?;
+        let observability = observability_rules(&self)?;
         let node_id = self.node_id.ok_or(ConfigError::Missing("node_id"))?;
         range("node_id", node_id, 1, 1 << 63)?;
         let data_dir = self.data_dir.ok_or(ConfigError::Missing("data_dir"))?;
@@ -521,8 +563,34 @@ impl NodeConfig {
             node_channel_handshake: trust.handshake,
             node_channel_idle: trust.idle,
             limits,
+            observability,
         })
     }
+}
+
+/// The rules of `log_level`, `log_format` and `metrics_addr`.
+fn observability_rules(c: &NodeConfig) -> Result<Observability, ConfigError> {
+    let level = c.log_level.trim();
+    if level.is_empty() || level.len() > 1024 {
+        return Err(bad("log_level", "1..=1024 bytes of tracing filter directives (e.g. `info`)"));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+        return Err(bad("log_level", format!("{level:?}: {e}")));
+    }
+    let log_format = match c.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(bad("log_format", format!("{other:?}: must be `text` or `json`"))),
+    };
+    let metrics_addr = match &c.metrics_addr {
+        Some(a) => Some(addr("metrics_addr", a)?),
+        None => None,
+    };
+    let taken = [&c.client_addr, &c.peer_addr].map(|a| a.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()));
+    if metrics_addr.is_some_and(|m| m.port() != 0 && taken.contains(&Some(m))) {
+        return Err(bad("metrics_addr", "must differ from client_addr and peer_addr"));
+    }
+    Ok(Observability { log_level: level.to_string(), log_format, metrics_addr })
 }
 
 struct Trust {
@@ -719,5 +787,26 @@ mod tests {
         assert!(err(&format!("{b}node_channel_handshake_ms = 1\n")).contains("`node_channel_handshake_ms`"));
         assert!(err(&format!("{b}node_channel_idle_ms = 1\n")).contains("`node_channel_idle_ms`"));
         assert!(err(&format!("{b}password_file = \"{d}/none\"\n")).contains("`password_file`"));
+    }
+
+    #[test]
+    fn observability_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = base(tmp.path());
+        let v = NodeConfig::from_toml(&b).unwrap().validate().unwrap();
+        let want = Observability { log_level: "info".into(), log_format: LogFormat::Text, metrics_addr: None };
+        assert_eq!(v.observability, want);
+        let text = format!(
+            "{b}log_level = \"warn,flotilla_engine=debug\"\nlog_format = \"json\"\nmetrics_addr = \"127.0.0.1:9100\"\n"
+        );
+        let v = NodeConfig::from_toml(&text).unwrap().validate().unwrap().observability;
+        assert_eq!(v.log_format, LogFormat::Json);
+        assert_eq!(v.log_level, "warn,flotilla_engine=debug");
+        assert_eq!(v.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(err(&format!("{b}log_level = \"\"\n")).contains("`log_level`"));
+        assert!(err(&format!("{b}log_level = \"info,[bad\"\n")).contains("`log_level`"));
+        assert!(err(&format!("{b}log_format = \"xml\"\n")).contains("`log_format`"));
+        assert!(err(&format!("{b}metrics_addr = \"nowhere\"\n")).contains("`metrics_addr`"));
+        assert!(err(&format!("{b}metrics_addr = \"127.0.0.1:6001\"\n")).contains("`metrics_addr`"));
     }
 }

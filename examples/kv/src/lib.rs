@@ -14,6 +14,9 @@
 //!   [`server`]: the mio client port.
 //! - [`linearizability`]: the history checker of the chaos test.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
+//! - Operations: [`logging`] (the log subscriber, rate-limited client failures),
+//!   [`event_log`] (the engine's events in the log), [`metrics`] and [`engine_metrics`]
+//!   (the Prometheus series), [`http`] (`/metrics`, `/health`, `/ready`), [`info`] (INFO).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acl;
@@ -23,10 +26,16 @@ pub mod command_table;
 pub mod commands;
 pub mod config;
 pub mod config_get;
+pub mod engine_metrics;
+pub mod event_log;
 pub mod glob;
 pub mod hello;
+pub mod http;
+pub mod info;
 pub mod leader_watch;
 pub mod linearizability;
+pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod node_channel;
 pub mod outcome;

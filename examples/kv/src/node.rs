@@ -353,6 +353,8 @@ pub struct Node {
     /// with the certificates of the same read.
     reload: Mutex<()>,
     acl: Acl,
+    /// What the server counts about its work (`crate::metrics`).
+    metrics: crate::metrics::KvMetrics,
 }
 
 impl std::fmt::Debug for Node {
@@ -446,6 +448,8 @@ impl Node {
             request: crate::resp::Limits { max_request: cfg.max_request_bytes, max_args: 1 << 20 },
         };
         let leaders = LeaderWatch::start(&engine).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        crate::event_log::start(&engine).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        let metrics = crate::metrics::KvMetrics::new(cfg.shards).map_err(|e| StartError::Bootstrap(e.to_string()))?;
         let node = Arc::new(Node {
             engine,
             leaders,
@@ -460,6 +464,7 @@ impl Node {
             allow,
             reload: Mutex::new(()),
             acl,
+            metrics,
         });
         let weak = Arc::downgrade(&node);
         std::thread::Builder::new()
@@ -606,6 +611,7 @@ impl Node {
 
     /// Reads `q` from the local data of `group` (call after a read barrier).
     pub fn read_local(&self, group: u64, q: &ReadQ) -> Value {
+        self.metrics.count_read(group);
         let Some(d) = lock(&self.data).get(&group).cloned() else {
             return Value::err("ERR shard data missing");
         };
@@ -637,6 +643,20 @@ impl Node {
         lock(&self.data).values().map(|d| read_data(d).len()).sum()
     }
 
+    /// Keys held by local replicas, and the bytes of their keys and values (INFO).
+    pub fn keyspace_size(&self) -> (usize, u64) {
+        let data: Vec<ShardData> = lock(&self.data).values().cloned().collect();
+        data.iter().fold((0, 0), |(n, b), d| {
+            let m = read_data(d);
+            (n + m.len(), b + m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>())
+        })
+    }
+
+    /// What the server counts about its work.
+    pub fn kv_metrics(&self) -> &crate::metrics::KvMetrics {
+        &self.metrics
+    }
+
     /// Starts a proposal of `cmd` to `group` here.
     pub fn propose(&self, group: u64, cmd: Vec<u8>) -> Result<flotilla_engine::api::Proposal, ProposeError> {
         self.engine.propose(group, Bytes::from(cmd))
@@ -649,6 +669,7 @@ impl Node {
         cmd: Vec<u8>,
         tag: Option<Tag>,
     ) -> Result<flotilla_engine::api::Proposal, ProposeError> {
+        self.metrics.count_write(group, cmd.len());
         let Some(t) = tag else { return self.propose(group, cmd) };
         // A handle whose floor is the tag's: numbers below it count as answered.
         let s = flotilla_engine::api::Session::resume(group, t.session, t.floor);
@@ -670,13 +691,20 @@ impl Node {
     pub fn exec_local(&self, op: &Op) -> Outcome {
         let budget = self.cfg.retry_budget;
         match op {
-            Op::Write { group, cmd, tag } => match self.propose_tagged(*group, cmd.clone(), *tag) {
-                Err(e) => propose_outcome(Stage::Submit, e),
-                Ok(p) => match p.wait_timeout(budget + Duration::from_secs(3)) {
-                    Ok(r) => Node::proposal_outcome(r),
-                    Err(_) => Outcome::Fail(indeterminate("not applied in time")),
-                },
-            },
+            Op::Write { group, cmd, tag } => {
+                let started = Instant::now();
+                match self.propose_tagged(*group, cmd.clone(), *tag) {
+                    Err(e) => propose_outcome(Stage::Submit, e),
+                    Ok(p) => {
+                        let r = p.wait_timeout(budget + Duration::from_secs(3));
+                        self.metrics.observe_propose(started.elapsed());
+                        match r {
+                            Ok(r) => Node::proposal_outcome(r),
+                            Err(_) => Outcome::Fail(indeterminate("not applied in time")),
+                        }
+                    }
+                }
+            }
             Op::OpenSession { group } => match self.engine.open_session(*group) {
                 Ok(s) => Outcome::Done(Value::Int(i64::try_from(s.id()).unwrap_or(-1))),
                 Err(e) => propose_outcome(Stage::Waited, e),

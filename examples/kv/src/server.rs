@@ -189,10 +189,12 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                 // A bug in a command must not take the connection's replies with it. Its
                 // writes may have been proposed: their outcome is unknown.
                 let n = job.cmds.len();
+                let started = Instant::now();
                 let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run_batch(&node, &job.cmds, &mut job.sess)
                 }))
                 .unwrap_or_else(|_| vec![indeterminate("internal error"); n]);
+                node.kv_metrics().observe_batch(&job.cmds, &replies, started.elapsed());
                 if tx.send(Done { token: job.token, replies, sess: job.sess }).is_err() {
                     return;
                 }
@@ -212,7 +214,9 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     let mut next_sweep = Instant::now() + bounds.sweep_every;
     // The read buffer every connection reads into (zeroed once, not on every event).
     let mut chunk = vec![0u8; READ_CHUNK];
+    let clients = &node.kv_metrics().clients;
     while !stop.load(Ordering::Relaxed) {
+        clients.connected.store(conns.len() as u64, Ordering::Relaxed);
         let wait = next_sweep.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -227,12 +231,15 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                 LISTENER => loop {
                     match listener.accept() {
                         Ok((mut stream, peer)) => {
+                            clients.received.fetch_add(1, Ordering::Relaxed);
                             if protected_mode_refuses(protected, node.acl().required(), peer.ip()) {
                                 let _ = stream.write_all(format!("-{DENIED}\r\n").as_bytes());
+                                clients.rejected.fetch_add(1, Ordering::Relaxed);
                                 continue;
                             }
                             if conns.len() >= max_clients {
                                 let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
+                                clients.rejected.fetch_add(1, Ordering::Relaxed);
                                 continue;
                             }
                             let _ = stream.set_nodelay(true);
