@@ -586,7 +586,8 @@ fn observability_rules(c: &NodeConfig) -> Result<Observability, ConfigError> {
         Some(a) => Some(addr("metrics_addr", a)?),
         None => None,
     };
-    let taken = [&c.client_addr, &c.peer_addr].map(|a| a.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()));
+    let taken =
+        [&c.client_addr, &c.peer_addr].map(|a| a.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()));
     if metrics_addr.is_some_and(|m| m.port() != 0 && taken.contains(&Some(m))) {
         return Err(bad("metrics_addr", "must differ from client_addr and peer_addr"));
     }
@@ -794,7 +795,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let b = base(tmp.path());
         let v = NodeConfig::from_toml(&b).unwrap().validate().unwrap();
-        let want = Observability { log_level: "info".into(), log_format: LogFormat::Text, metrics_addr: None };
+        let want =
+            Observability { log_level: "info".into(), log_format: LogFormat::Text, metrics_addr: None };
         assert_eq!(v.observability, want);
         let text = format!(
             "{b}log_level = \"warn,flotilla_engine=debug\"\nlog_format = \"json\"\nmetrics_addr = \"127.0.0.1:9100\"\n"

@@ -180,10 +180,8 @@ mod tests {
         for f in &listed {
             assert!(debug.contains(&format!("{f}: ")), "{f}");
         }
-        let mut names: Vec<String> = families(&m, &LatencyHistograms::default())
-            .iter()
-            .map(|f| f.get_name().to_string())
-            .collect();
+        let mut names: Vec<String> =
+            families(&m, &LatencyHistograms::default()).iter().map(|f| f.get_name().to_string()).collect();
         let n = names.len();
         names.sort();
         names.dedup();

@@ -61,7 +61,9 @@ pub fn log(ev: &EngineEvent) {
         EngineEvent::SnapshotSent { group, to, index } => {
             tracing::debug!(group, to = to.node, index, "snapshot sent")
         }
-        EngineEvent::SnapshotInstalled { group, index } => tracing::debug!(group, index, "snapshot installed"),
+        EngineEvent::SnapshotInstalled { group, index } => {
+            tracing::debug!(group, index, "snapshot installed")
+        }
         EngineEvent::ReplicaDestroyed { group } => tracing::debug!(group, "replica destroyed"),
         EngineEvent::GroupQuiesced { group } => tracing::debug!(group, "group quiesced"),
         EngineEvent::GroupWoken { group } => tracing::debug!(group, "group woken"),

@@ -33,19 +33,13 @@ pub fn readiness(node: &Node) -> Result<(), String> {
     if e.leader(META_GROUP).is_none() {
         return Err("no leader known for the meta group".into());
     }
-    let leaderless: Vec<u64> = e
-        .status()
-        .iter()
-        .filter(|s| s.leader.is_none() && s.role != Role::Leader)
-        .map(|s| s.group)
-        .collect();
+    let leaderless: Vec<u64> =
+        e.status().iter().filter(|s| s.leader.is_none() && s.role != Role::Leader).map(|s| s.group).collect();
     match leaderless.as_slice() {
         [] => Ok(()),
-        gs => Err(format!(
-            "{} hosted group(s) without a known leader: {:?}",
-            gs.len(),
-            &gs[..gs.len().min(16)]
-        )),
+        gs => {
+            Err(format!("{} hosted group(s) without a known leader: {:?}", gs.len(), &gs[..gs.len().min(16)]))
+        }
     }
 }
 

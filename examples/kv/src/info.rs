@@ -345,7 +345,9 @@ mod tests {
         assert_eq!(ks, "# Keyspace\r\ndb0:keys=12,expires=0,avg_ttl=0\r\nlocal_keys:12\r\n");
         assert_eq!(format(&d, &args(&["KEYSPACE"])), ks);
         let two = format(&d, &args(&["clients", "server"]));
-        assert!(two.starts_with("# Server\r\n") && two.contains("# Clients\r\n") && !two.contains("# Memory"));
+        assert!(
+            two.starts_with("# Server\r\n") && two.contains("# Clients\r\n") && !two.contains("# Memory")
+        );
         assert_eq!(format(&d, &args(&["nosuchsection"])), "");
         for all in ["all", "default", "everything"] {
             assert_eq!(format(&d, &args(&[all])), format(&d, &[]));

@@ -58,7 +58,8 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), LogInitError> {
 pub fn is_failure(error: &str) -> bool {
     const FAILURES: [&str; 7] =
         ["INDETERMINATE", "TRYAGAIN", "CLUSTERDOWN", "SESSIONREFUSED", "BUSY", "LOADING", "MASTERDOWN"];
-    const INTERNAL: [&str; 4] = ["ERR internal", "ERR node unavailable", "ERR shard data missing", "ERR malformed"];
+    const INTERNAL: [&str; 4] =
+        ["ERR internal", "ERR node unavailable", "ERR shard data missing", "ERR malformed"];
     let word = error.split(' ').next().unwrap_or("");
     FAILURES.contains(&word) || INTERNAL.iter().any(|p| error.starts_with(p))
 }

@@ -9,15 +9,16 @@
 //! first word when it is a short upper-case word (else `OTHER`), shards are this
 //! cluster's shard numbers. Never serves HTTP ([`crate::http`]) and never decides anything
 //! about a request: recording is an atomic add (per-command series are looked up in a
-//! table built once, without a lock).
+//! table built once, without a lock, and each is created at its first use, so commands
+//! never run do not show).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::logging::ClientErrorLog;
 use crate::node::Node;
@@ -81,8 +82,10 @@ const SAMPLES: usize = 32;
 #[derive(Debug)]
 pub struct KvMetrics {
     registry: Registry,
-    commands: HashMap<&'static str, CommandSeries>,
-    other: CommandSeries,
+    requests: IntCounterVec,
+    durations: HistogramVec,
+    /// Each known command's series, made at its first use.
+    commands: HashMap<&'static str, OnceLock<Option<CommandSeries>>>,
     errors: IntCounterVec,
     propose: Histogram,
     shards: Vec<ShardLoad>,
@@ -106,7 +109,8 @@ fn request_buckets() -> Vec<f64> {
 /// and `_`, else `OTHER`.
 pub fn error_kind(e: &str) -> &str {
     let w = e.split(' ').next().unwrap_or("");
-    let ok = !w.is_empty() && w.len() <= 32 && w.bytes().all(|b| b.is_ascii_uppercase() || b == b'.' || b == b'_');
+    let ok =
+        !w.is_empty() && w.len() <= 32 && w.bytes().all(|b| b.is_ascii_uppercase() || b == b'.' || b == b'_');
     if ok {
         w
     } else {
@@ -123,7 +127,7 @@ impl KvMetrics {
             Opts::new("flotilla_kv_requests_total", "Requests answered, by command"),
             &["command"],
         )?;
-        let duration = prometheus::HistogramVec::new(
+        let duration = HistogramVec::new(
             HistogramOpts::new(
                 "flotilla_kv_request_duration_seconds",
                 "Time from a request's batch being handed to an executor to its reply, by command",
@@ -146,23 +150,18 @@ impl KvMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(propose.clone()))?;
-        let series = |name: &str| -> Result<CommandSeries, prometheus::Error> {
-            Ok(CommandSeries {
-                requests: requests.get_metric_with_label_values(&[name])?,
-                duration: duration.get_metric_with_label_values(&[name])?,
-            })
-        };
-        let mut commands = HashMap::new();
-        for name in crate::command_table::names().chain(FLOTILLA_COMMANDS) {
-            commands.insert(name, series(name)?);
-        }
-        let other = series(OTHER_COMMAND)?;
+        let commands = crate::command_table::names()
+            .chain(FLOTILLA_COMMANDS)
+            .chain([OTHER_COMMAND])
+            .map(|name| (name, OnceLock::new()))
+            .collect();
         let shards = (0..shards).map(|_| ShardLoad::default()).collect();
         let started = Instant::now();
         Ok(KvMetrics {
             registry,
+            requests,
+            durations: duration,
             commands,
-            other,
             errors,
             propose,
             shards,
@@ -175,14 +174,25 @@ impl KvMetrics {
         })
     }
 
-    fn series(&self, name: &[u8]) -> (&CommandSeries, &'static str) {
-        if name.len() <= 32 {
-            let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-            if let Some((k, s)) = self.commands.get_key_value(lower.as_str()) {
-                return (s, k);
-            }
-        }
-        (&self.other, OTHER_COMMAND)
+    /// The series of the command named `name` (`other` for names not in the table), and
+    /// its label; `None` if the `prometheus` crate refused to make them.
+    fn series(&self, name: &[u8]) -> (Option<&CommandSeries>, &'static str) {
+        let lower =
+            if name.len() <= 32 { String::from_utf8_lossy(name).to_ascii_lowercase() } else { String::new() };
+        let Some((label, cell)) = self
+            .commands
+            .get_key_value(lower.as_str())
+            .or_else(|| self.commands.get_key_value(OTHER_COMMAND))
+        else {
+            return (None, OTHER_COMMAND);
+        };
+        let series = cell.get_or_init(|| {
+            Some(CommandSeries {
+                requests: self.requests.get_metric_with_label_values(&[label]).ok()?,
+                duration: self.durations.get_metric_with_label_values(&[label]).ok()?,
+            })
+        });
+        (series.as_ref(), label)
     }
 
     /// Records a batch of commands answered together after `elapsed`: each command's
@@ -192,8 +202,10 @@ impl KvMetrics {
         let secs = elapsed.as_secs_f64();
         for (cmd, reply) in cmds.iter().zip(replies) {
             let (s, name) = self.series(cmd.first().map_or(&[][..], |n| &n[..]));
-            s.requests.inc();
-            s.duration.observe(secs);
+            if let Some(s) = s {
+                s.requests.inc();
+                s.duration.observe(secs);
+            }
             if let Value::Error(e) = reply {
                 self.error_replies.fetch_add(1, Ordering::Relaxed);
                 if let Ok(c) = self.errors.get_metric_with_label_values(&[error_kind(e)]) {
@@ -286,11 +298,9 @@ impl KvMetrics {
         let per_shard: [(&str, &str, Pick); 3] = [
             ("flotilla_kv_shard_reads_total", "Reads served here, by shard", |s| &s.reads),
             ("flotilla_kv_shard_writes_total", "Writes proposed here, by shard", |s| &s.writes),
-            (
-                "flotilla_kv_shard_written_bytes_total",
-                "Bytes of the writes proposed here, by shard",
-                |s| &s.written_bytes,
-            ),
+            ("flotilla_kv_shard_written_bytes_total", "Bytes of the writes proposed here, by shard", |s| {
+                &s.written_bytes
+            }),
         ];
         for (name, help, pick) in per_shard {
             let metrics: Vec<proto::Metric> = self
@@ -418,6 +428,7 @@ mod tests {
             assert!(text.contains(want), "{want} missing in\n{text}");
         }
         assert!(!text.contains("command=\"nosuch\""));
+        assert!(!text.contains("command=\"del\""), "no series for commands never run");
         assert!(!text.contains("shard=\"99\""));
         assert_eq!(m.commands_processed(), 4);
     }

@@ -449,7 +449,8 @@ impl Node {
         };
         let leaders = LeaderWatch::start(&engine).map_err(|e| StartError::Bootstrap(e.to_string()))?;
         crate::event_log::start(&engine).map_err(|e| StartError::Bootstrap(e.to_string()))?;
-        let metrics = crate::metrics::KvMetrics::new(cfg.shards).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        let metrics =
+            crate::metrics::KvMetrics::new(cfg.shards).map_err(|e| StartError::Bootstrap(e.to_string()))?;
         let node = Arc::new(Node {
             engine,
             leaders,

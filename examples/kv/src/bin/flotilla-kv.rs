@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         engine_workers = cfg.engine_workers,
         executor_threads = cfg.executor_threads,
         passwords = cfg.password.is_some(),
-        metrics = ?metrics_addr,
+        metrics = %metrics_addr.map_or("off".to_string(), |a| a.to_string()),
         version = env!("CARGO_PKG_VERSION"),
         "flotilla-kv starting"
     );

@@ -17,6 +17,8 @@ pub struct Proc {
     pub client: String,
     pub peer: String,
     pub config: PathBuf,
+    /// The `/metrics` address (when the cluster's `metrics` was set at its first start).
+    pub metrics: Option<String>,
 }
 
 pub struct Cluster {
@@ -27,6 +29,11 @@ pub struct Cluster {
     pub extra: String,
     /// Environment variables set for every node process.
     pub env: Vec<(String, String)>,
+    /// Give every node a `metrics_addr` of its own.
+    pub metrics: bool,
+    /// Send every node's stderr to `node-<id>.stderr` in `dir` (appended) instead of the
+    /// test's.
+    pub capture_stderr: bool,
 }
 
 /// Ports handed out in this test process (tests run in parallel threads).
@@ -71,6 +78,8 @@ impl Cluster {
             password: password.map(str::to_string),
             extra: extra.to_string(),
             env: Vec::new(),
+            metrics: false,
+            capture_stderr: false,
         }
     }
 
@@ -100,6 +109,11 @@ impl Cluster {
                 }
                 None => String::new(),
             };
+            let metrics = self.metrics.then(free_tcp);
+            let pw = match &metrics {
+                Some(m) => format!("{pw}metrics_addr = \"{m}\"\n"),
+                None => pw,
+            };
             let text = format!(
                 "node_id = {id}\ndata_dir = \"{d}/data-{id}\"\npeer_addr = \"{peer}\"\nclient_addr = \"{client}\"\n\
                  ca_cert = \"{d}/ca.pem\"\nnode_cert = \"{d}/node-{id}.pem\"\nnode_key = \"{d}/node-{id}.key\"\n\
@@ -109,13 +123,14 @@ impl Cluster {
             );
             let config = d.join(format!("node-{id}.toml"));
             std::fs::write(&config, text).unwrap();
-            self.nodes.insert(id, Proc { child: None, client, peer, config });
+            self.nodes.insert(id, Proc { child: None, client, peer, config, metrics });
         }
         self.spawn(id)
     }
 
     fn spawn(&mut self, id: u64) -> String {
         let env = self.env.clone();
+        let stderr_file = self.capture_stderr.then(|| self.stderr_path(id));
         let p = self.nodes.get_mut(&id).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -126,7 +141,12 @@ impl Cluster {
                 .env_remove("FLOTILLA_ADMIN_PASSWORD")
                 .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(match &stderr_file {
+                    Some(f) => {
+                        Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap())
+                    }
+                    None => Stdio::inherit(),
+                })
                 .spawn()
                 .unwrap();
             let out = child.stdout.take().unwrap();
@@ -150,6 +170,11 @@ impl Cluster {
                 other => panic!("node {id} did not start: {other:?}"),
             }
         }
+    }
+
+    /// Where node `id`'s stderr goes when `capture_stderr` is set.
+    pub fn stderr_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.stderr"))
     }
 
     pub fn kill(&mut self, id: u64) {
