@@ -193,7 +193,10 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                 let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run_batch(&node, &job.cmds, &mut job.sess)
                 }))
-                .unwrap_or_else(|_| vec![indeterminate("internal error"); n]);
+                .unwrap_or_else(|_| {
+                    tracing::error!(commands = n, "a command panicked: its batch is answered INDETERMINATE");
+                    vec![indeterminate("internal error"); n]
+                });
                 node.kv_metrics().observe_batch(&job.cmds, &replies, started.elapsed());
                 if tx.send(Done { token: job.token, replies, sess: job.sess }).is_err() {
                     return;
