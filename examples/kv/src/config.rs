@@ -15,7 +15,7 @@ use thiserror::Error;
 use crate::acl::Secret;
 
 /// Most shards allowed.
-pub const MAX_SHARDS: u32 = 65_536;
+pub const MAX_SHARDS: u32 = crate::slots::SLOTS as u32;
 
 /// The file as written (every key but the required ones has a default).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,7 +42,8 @@ pub struct NodeConfig {
     /// Whether this node founds the cluster (the first node only). Default false.
     #[serde(default)]
     pub bootstrap: bool,
-    /// Number of shards (Raft groups holding keys). Default 16; 1..=65536. Must be the same
+    /// Number of shards (Raft groups holding keys, each owning a share of the 16384 key
+    /// slots). Default 16; 1..=16384. Must be the same
     /// on every node.
     #[serde(default = "d_shards")]
     pub shards: u32,

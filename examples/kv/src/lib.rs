@@ -6,7 +6,7 @@
 //! - [`node_channel`]: the mutually authenticated TLS channel nodes forward requests on.
 //! - [`trust`]: which nodes are admitted (the directory's), and certificate reloads.
 //! - [`resp`]: RESP framing (RESP2 and RESP3); [`hello`]: HELLO and CLIENT; [`command_table`]: COMMAND; [`client`]: a blocking RESP client.
-//! - [`sm`]: the shard and meta state machines.
+//! - [`sm`]: the shard and meta state machines; [`slots`]: Redis Cluster key slots (CRC16, hash tags).
 //! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
 //!   a leader change on the engine's events); [`outcome`]: which failures are
 //!   retried and which are INDETERMINATE; [`sessions`]: the client sessions that make
@@ -33,5 +33,6 @@ pub mod outcome;
 pub mod resp;
 pub mod server;
 pub mod sessions;
+pub mod slots;
 pub mod sm;
 pub mod trust;

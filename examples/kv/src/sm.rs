@@ -31,9 +31,10 @@ fn fnv1a(key: &[u8]) -> u64 {
     h
 }
 
-/// The shard of `key` among `shards` (FNV-1a).
+/// The shard of `key` among `shards` in the default layout: the owner of its Redis
+/// Cluster slot ([`crate::slots::key_slot`], [`crate::slots::default_owner`]).
 pub fn shard_of(key: &[u8], shards: u32) -> u32 {
-    (fnv1a(key) % shards.max(1) as u64) as u32
+    crate::slots::default_owner(crate::slots::key_slot(key), shards)
 }
 
 /// A key's place in SCAN order within its shard: 56 bits of its FNV-1a hash, so a shard's
