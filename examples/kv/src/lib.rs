@@ -13,6 +13,8 @@
 //!   retried writes apply once; [`commands`]: command syntax;
 //!   [`server`]: the mio client port.
 //! - [`linearizability`]: the history checker of the chaos test.
+//! - [`redis_cluster`]: the Redis Cluster protocol (cluster mode); [`routes`]: each shard's
+//!   route published to the meta group.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -30,7 +32,9 @@ pub mod linearizability;
 pub mod node;
 pub mod node_channel;
 pub mod outcome;
+pub mod redis_cluster;
 pub mod resp;
+pub mod routes;
 pub mod server;
 pub mod sessions;
 pub mod slots;

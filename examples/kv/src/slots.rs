@@ -65,10 +65,26 @@ pub fn default_owner(slot: u16, n: u32) -> u32 {
     (((slot as u64 + 1) * n - 1) / SLOTS as u64) as u32
 }
 
-/// A set of slots, as sorted, disjoint, non-adjacent inclusive ranges.
+/// A set of slots, as sorted, disjoint, non-adjacent inclusive ranges (serialized as the
+/// list of ranges; a list that is not a valid set is refused when read).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<(u16, u16)>", into = "Vec<(u16, u16)>")]
 pub struct SlotSet {
     ranges: Vec<(u16, u16)>,
+}
+
+impl TryFrom<Vec<(u16, u16)>> for SlotSet {
+    type Error = String;
+
+    fn try_from(ranges: Vec<(u16, u16)>) -> Result<SlotSet, String> {
+        SlotSet::from_ranges(ranges).ok_or_else(|| format!("slot ranges must be within 0..={}", SLOTS - 1))
+    }
+}
+
+impl From<SlotSet> for Vec<(u16, u16)> {
+    fn from(s: SlotSet) -> Vec<(u16, u16)> {
+        s.ranges
+    }
 }
 
 impl SlotSet {
