@@ -195,3 +195,164 @@ fn cluster_replies_moved_readonly_and_crossslot() {
     );
     assert_eq!(SLOTS, 16384);
 }
+
+/// Real cluster clients at their default settings: pip's `RedisCluster` (in a Python
+/// process) and the `redis` crate's cluster client run SET/GET/INCR/MGET with hash tags
+/// while leaderships move between the nodes and a fourth node is added, leads a shard, and
+/// is removed; no error reaches either application and every counter is exact. Then
+/// `redis-benchmark --cluster` runs.
+#[test]
+fn cluster_clients_through_transfers_and_a_node_added_and_removed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (mut c, seed) = cluster(3, 4);
+    wait_converged(&c, &[1, 2, 3]);
+    let (host, port) = c.addr(1).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    let stop_file = c.dir.path().join("stop-clients");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/cluster_client.py");
+    let py = std::process::Command::new("python3")
+        .args([script, &host, &port, stop_file.to_str().unwrap(), "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The redis crate's cluster client, in a thread of its own.
+    let stop = Arc::new(AtomicBool::new(false));
+    let rust_client = {
+        let (stop, url) = (stop.clone(), c.url(2));
+        std::thread::spawn(move || -> Result<u64, String> {
+            let client = redis::cluster::ClusterClient::new(vec![url]).map_err(|e| e.to_string())?;
+            let mut con = client.get_connection().map_err(|e| e.to_string())?;
+            let mut counts = [0i64; 8];
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) && rounds < 100_000 {
+                let t = (rounds % 8) as usize;
+                let (s, n) = (format!("{{r{t}}}s"), format!("{{r{t}}}n"));
+                let q = |cmd: &mut redis::Cmd, con: &mut redis::cluster::ClusterConnection| {
+                    cmd.query::<redis::Value>(con).map_err(|e| format!("round {rounds}: {e}"))
+                };
+                q(redis::cmd("SET").arg(&s).arg(rounds), &mut con)?;
+                counts[t] += 1;
+                let got = q(redis::cmd("INCR").arg(&n), &mut con)?;
+                if got != redis::Value::Int(counts[t]) {
+                    return Err(format!("INCR {n}: {got:?}, expected {}", counts[t]));
+                }
+                let got = q(redis::cmd("MGET").arg(&s).arg(&n), &mut con)?;
+                let want = redis::Value::Array(vec![
+                    redis::Value::BulkString(rounds.to_string().into_bytes()),
+                    redis::Value::BulkString(counts[t].to_string().into_bytes()),
+                ]);
+                if got != want {
+                    return Err(format!("MGET {s} {n}: {got:?}, expected {want:?}"));
+                }
+                rounds += 1;
+            }
+            Ok(rounds)
+        })
+    };
+
+    // Leaderships move around while both clients run.
+    let admin = c.admin();
+    let pause = || std::thread::sleep(Duration::from_millis(300));
+    for (group, to) in [(1000, 2), (1001, 3), (1002, 1), (1003, 1), (1000, 3), (1001, 1)] {
+        pause();
+        admin.transfer(&seed, group, to).unwrap();
+    }
+    // A fourth node joins, gets a replica of shard 0 and its leadership, then leaves.
+    c.start(4, false);
+    admin.add_server(&seed, &c.addr(4), 3).unwrap();
+    admin.add_replica(&seed, 1000, 4).unwrap();
+    admin.transfer(&seed, 1000, 4).unwrap();
+    pause();
+    pause();
+    admin.remove_server(&seed, 4).unwrap();
+    // As an operator would: stop the node once no route names it any more (a client that
+    // still asks it meanwhile is sent on with -MOVED).
+    wait_converged(&c, &[1, 2, 3]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slot_map(&c.addr(4)).iter().any(|(_, _, nodes)| nodes.iter().any(|(a, _)| *a == c.addr(4))) {
+        assert!(Instant::now() < deadline, "node 4 still routes to itself");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pause();
+    c.kill(4);
+    pause();
+    admin.transfer(&seed, 1002, 2).unwrap();
+    pause();
+
+    std::fs::write(&stop_file, b"").unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let out = py.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "RedisCluster failed: {stdout}{stderr}");
+    assert!(stdout.contains("\"ops\""), "{stdout}");
+    let rounds = rust_client.join().unwrap().unwrap();
+    assert!(rounds > 10, "the redis crate's cluster client ran {rounds} rounds");
+    eprintln!("RedisCluster: {stdout}; redis crate: {rounds} rounds");
+
+    // redis-benchmark in cluster mode reads CLUSTER NODES and sends each key to its master.
+    let bench = std::process::Command::new("redis-benchmark")
+        .args(["-h", &host, "-p", &port, "--cluster", "-t", "set,get", "-n", "2000", "-c", "10", "-q"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&bench.stdout).into_owned() + &String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "{text}");
+    assert!(text.contains("SET:") && text.contains("GET:"), "{text}");
+    assert!(!text.to_lowercase().contains("error"), "{text}");
+}
+
+/// Cluster mode's replies byte for byte with a redis-server started with
+/// `--cluster-enabled yes` owning every slot (one node each), over RESP2 and RESP3: key
+/// slots, `-CROSSSLOT`, READONLY/READWRITE, and the CLUSTER argument errors.
+#[test]
+fn cluster_mode_replies_match_redis_server_byte_for_byte() {
+    use common::{assert_same_replies, replies, start_redis, strs};
+    let mut c = Cluster::new(None, "shards = 2\ncluster_mode = true");
+    c.start(1, true);
+    wait_converged(&c, &[1]);
+    let conf = c.dir.path().join("redis-nodes.conf");
+    let (_redis, redis_addr) = start_redis(
+        c.dir.path(),
+        &["--cluster-enabled", "yes", "--cluster-config-file", conf.to_str().unwrap()],
+    );
+    assert_eq!(call(&redis_addr, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]), Value::ok());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&call(&redis_addr, &["CLUSTER", "INFO"])).starts_with("cluster_state:ok") {
+        assert!(Instant::now() < deadline, "redis-server's cluster state did not become ok");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut seq: Vec<Vec<String>> =
+        ["foo", "bar", "hello", "", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap", "{a}{b}", "a{b}c"]
+            .iter()
+            .map(|k| vec!["CLUSTER".into(), "KEYSLOT".into(), k.to_string()])
+            .collect();
+    let more: Vec<Vec<&str>> = vec![
+        vec!["SET", "{t}a", "1"],
+        vec!["MSET", "{t}a", "1", "{t}b", "2"],
+        vec!["MGET", "{t}a", "{t}b", "{t}c"],
+        vec!["MGET", "a", "b"],
+        vec!["MSET", "a", "1", "b", "2"],
+        vec!["DEL", "a", "b"],
+        vec!["EXISTS", "a", "{t}a"],
+        vec!["DEL", "{t}a", "{t}b"],
+        vec!["READONLY"],
+        vec!["READWRITE"],
+        vec!["READONLY", "x"],
+        vec!["CLUSTER"],
+        vec!["CLUSTER", "KEYSLOT"],
+        vec!["CLUSTER", "KEYSLOT", "a", "b"],
+        vec!["CLUSTER", "MYID", "x"],
+        vec!["CLUSTER", "SLOTS", "x"],
+        vec!["CLUSTER", "NOSUCH"],
+    ];
+    seq.extend(more.iter().map(|c| c.iter().map(|s| s.to_string()).collect()));
+    for proto in ["2", "3"] {
+        let mut cmds: Vec<Vec<String>> = vec![vec!["HELLO".into(), proto.into()]];
+        cmds.extend(seq.iter().cloned());
+        let cmds = strs(&cmds);
+        let (ours, theirs) = (replies(&c.addr(1), &cmds), replies(&redis_addr, &cmds));
+        assert_same_replies(&ours, &theirs, &cmds, 1, &format!("RESP{proto}: "));
+    }
+}
