@@ -330,7 +330,7 @@ fn by_group(node: &Node, keys: &[Vec<u8>]) -> BTreeMap<u64, Vec<(usize, Vec<u8>)
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]` across the shards, one shard per
-/// step: the cursor's top 8 bits name the shard, the rest the next position in the
+/// step: the cursor's top 16 bits name the shard, the rest the next position in the
 /// shard's SCAN order ([`crate::sm::scan_step`]); 0 starts and ends a scan, as in Redis.
 /// A key present for the whole scan is returned exactly once.
 fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
@@ -353,8 +353,12 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         }
         i += 2;
     }
+    // Every shard, in cluster mode too: a cluster client scans each node it takes for a
+    // master, and which nodes those are depends on the client (a node leading one shard is
+    // a replica of others), so each node's scan covers every key. Keys then come once per
+    // node scanned, which Redis's SCAN contract allows; a key missed would not be.
     let shards = node.config().shards as u64;
-    let (shard, from) = (cursor >> 56, cursor & crate::sm::SCAN_HASH_MAX);
+    let (shard, from) = (cursor >> crate::sm::SCAN_SHARD_SHIFT, cursor & crate::sm::SCAN_HASH_MAX);
     if shard >= shards {
         return Value::Array(Some(vec![Value::bulk("0"), Value::Array(Some(vec![]))]));
     }
@@ -364,8 +368,8 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         return Value::err("ERR internal error: bad SCAN step");
     };
     let next = match *next {
-        n if n >= 0 => (shard << 56) | n as u64,
-        _ if shard + 1 < shards => (shard + 1) << 56,
+        n if n >= 0 => (shard << crate::sm::SCAN_SHARD_SHIFT) | n as u64,
+        _ if shard + 1 < shards => (shard + 1) << crate::sm::SCAN_SHARD_SHIFT,
         _ => 0,
     };
     let keep = |k: &Value| {

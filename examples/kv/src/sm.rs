@@ -38,14 +38,18 @@ pub fn shard_of(key: &[u8], shards: u32) -> u32 {
     crate::slots::default_owner(crate::slots::key_slot(key), shards)
 }
 
-/// A key's place in SCAN order within its shard: 56 bits of its FNV-1a hash, so a shard's
+/// A key's place in SCAN order within its shard: 48 bits of its FNV-1a hash, so a shard's
 /// position fits in a cursor beside the shard's index (see [`scan_step`]).
 pub fn scan_hash(key: &[u8]) -> u64 {
-    fnv1a(key) >> 8
+    fnv1a(key) >> (64 - SCAN_SHARD_SHIFT)
 }
 
 /// The largest [`scan_hash`].
-pub const SCAN_HASH_MAX: u64 = (1 << 56) - 1;
+pub const SCAN_HASH_MAX: u64 = (1 << SCAN_SHARD_SHIFT) - 1;
+
+/// Where a SCAN cursor keeps the shard: its top 16 bits (16384 shards at most), the
+/// position [`scan_hash`] below.
+pub const SCAN_SHARD_SHIFT: u32 = 48;
 
 /// One SCAN step over a shard's map: the keys whose [`scan_hash`] is at least `from`, in
 /// hash order, at least `count` of them when there are (all keys of the last hash taken

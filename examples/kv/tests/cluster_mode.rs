@@ -268,18 +268,24 @@ fn cluster_clients_through_transfers_and_a_node_added_and_removed() {
     pause();
     pause();
     admin.remove_server(&seed, 4).unwrap();
-    // As an operator would: stop the node once no route names it any more (a client that
-    // still asks it meanwhile is sent on with -MOVED).
+    // As an operator would: stop the node once no node's slot map names it any more (a
+    // client that still asks it meanwhile is sent on with -MOVED) and the clients have
+    // refreshed theirs (a leader change makes them). A client holding a map that names a
+    // dead node fails in the redis crate 0.27 (its slot refresh stops at the first dead
+    // connection), as it does against Redis Cluster.
     wait_converged(&c, &[1, 2, 3]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while slot_map(&c.addr(4)).iter().any(|(_, _, nodes)| nodes.iter().any(|(a, _)| *a == c.addr(4))) {
-        assert!(Instant::now() < deadline, "node 4 still routes to itself");
+    let names_4 =
+        |id: u64| slot_map(&c.addr(id)).iter().any(|(_, _, ns)| ns.iter().any(|(a, _)| *a == c.addr(4)));
+    while [1, 2, 3, 4].into_iter().any(names_4) {
+        assert!(Instant::now() < deadline, "a slot map still names node 4");
         std::thread::sleep(Duration::from_millis(50));
     }
+    admin.transfer(&seed, 1002, 2).unwrap();
     pause();
     c.kill(4);
     pause();
-    admin.transfer(&seed, 1002, 2).unwrap();
+    admin.transfer(&seed, 1003, 3).unwrap();
     pause();
 
     std::fs::write(&stop_file, b"").unwrap();

@@ -4,7 +4,7 @@ cluster mode, while the test moves leaderships and adds and removes a node.
 Usage: python3 cluster_client.py HOST PORT STOP_FILE MAX_SECONDS. Runs SET, GET, INCR and
 MGET with hash tags over keys of every shard until STOP_FILE exists (or MAX_SECONDS pass),
 checking every reply: a value read is the one last written, an INCR counts exactly the
-INCRs made, MGET agrees. Any exception (the client's own, after its default retries) fails
+INCRs made, MGET agrees; then SCAN (sent to every primary) returns every key. Any exception (the client's own, after its default retries) fails
 the run. Prints a JSON summary on success."""
 import json
 import os
@@ -35,5 +35,10 @@ while not os.path.exists(stop_file) and time.monotonic() - start < max_seconds:
 for t in tags:
     if counts[t]:
         assert int(rc.get(f"{{{t}}}n")) == counts[t]
+# SCAN goes to every node the client takes for a primary; each node's scan covers every
+# key (a key may come once per node, as Redis's SCAN contract allows), so none is missed.
+keys = list(rc.scan_iter(match="{t*", count=20))
+assert set(keys) == {f"{{{t}}}{x}".encode() for t in tags if counts[t] for x in "sn"}, sorted(keys)
+assert rc.dbsize() >= len(set(keys))
 nodes = sorted(f"{n.host}:{n.port}" for n in rc.get_nodes())
 print(json.dumps({"ops": ops, "rounds": i, "nodes": nodes}))
