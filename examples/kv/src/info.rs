@@ -28,6 +28,8 @@ pub const SECTIONS: [&str; 9] =
 pub struct InfoData {
     /// This node's id.
     pub node_id: u64,
+    /// Whether it serves the Redis Cluster protocol (`cluster_mode`).
+    pub cluster_mode: bool,
     /// The process id.
     pub process_id: u32,
     /// The advertised client address.
@@ -120,7 +122,7 @@ pub fn format(d: &InfoData, args: &[Vec<u8>]) -> String {
             "server" => vec![
                 ("redis_version".into(), REDIS_VERSION.into()),
                 ("flotilla_version".into(), env!("CARGO_PKG_VERSION").into()),
-                ("redis_mode".into(), "standalone".into()),
+                ("redis_mode".into(), if d.cluster_mode { "cluster" } else { "standalone" }.into()),
                 ("os".into(), format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)),
                 ("arch_bits".into(), (usize::BITS).to_string()),
                 ("multiplexing_api".into(), "epoll".into()),
@@ -160,7 +162,7 @@ pub fn format(d: &InfoData, args: &[Vec<u8>]) -> String {
                 ("shards_following".into(), d.shards_following.to_string()),
             ],
             "cluster" => vec![
-                ("cluster_enabled".into(), "0".into()),
+                ("cluster_enabled".into(), u8::from(d.cluster_mode).to_string()),
                 ("shards".into(), d.shards.to_string()),
                 ("known_nodes".into(), d.known_nodes.to_string()),
                 ("replicas".into(), d.replicas.to_string()),
@@ -216,6 +218,7 @@ pub fn gather(node: &Node) -> InfoData {
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     InfoData {
         node_id: node.id(),
+        cluster_mode: node.config().cluster_mode,
         process_id: std::process::id(),
         client_addr: node.config().advertise_client_addr.to_string(),
         peer_addr: node.config().advertise_peer_addr.to_string(),
@@ -352,6 +355,10 @@ mod tests {
         for all in ["all", "default", "everything"] {
             assert_eq!(format(&d, &args(&[all])), format(&d, &[]));
         }
+        let cluster = format(&InfoData { cluster_mode: true, ..data() }, &[]);
+        assert_eq!(field(&cluster, "redis_mode"), Some("cluster"));
+        assert_eq!(field(&cluster, "cluster_enabled"), Some("1"));
+        assert_eq!(field(&format(&d, &[]), "cluster_enabled"), Some("0"));
         // An empty keyspace has no database line, as in Redis.
         let empty = InfoData { local_keys: 0, ..data() };
         assert!(!format(&empty, &args(&["keyspace"])).contains("db0"));
