@@ -177,12 +177,18 @@ impl KvMetrics {
     /// The series of the command named `name` (`other` for names not in the table), and
     /// its label; `None` if the `prometheus` crate refused to make them.
     fn series(&self, name: &[u8]) -> (Option<&CommandSeries>, &'static str) {
-        let lower =
-            if name.len() <= 32 { String::from_utf8_lossy(name).to_ascii_lowercase() } else { String::new() };
-        let Some((label, cell)) = self
-            .commands
-            .get_key_value(lower.as_str())
-            .or_else(|| self.commands.get_key_value(OTHER_COMMAND))
+        // Lower-cased on the stack: no allocation per command.
+        let mut buf = [0u8; 32];
+        let lower = match buf.get_mut(..name.len()) {
+            Some(b) => {
+                b.copy_from_slice(name);
+                b.make_ascii_lowercase();
+                std::str::from_utf8(b).unwrap_or("")
+            }
+            None => "",
+        };
+        let Some((label, cell)) =
+            self.commands.get_key_value(lower).or_else(|| self.commands.get_key_value(OTHER_COMMAND))
         else {
             return (None, OTHER_COMMAND);
         };

@@ -135,6 +135,9 @@ impl Cluster {
     fn spawn(&mut self, id: u64) -> String {
         let env = self.env.clone();
         let stderr_file = self.capture_stderr.then(|| self.stderr_path(id));
+        // Uncaptured nodes log warnings and errors only (CI's output stays short);
+        // captured ones log as their config says, unless the test sets RUST_LOG.
+        let rust_log = if self.capture_stderr { "" } else { "warn" };
         let p = self.nodes.get_mut(&id).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -143,6 +146,7 @@ impl Cluster {
                 .arg(&p.config)
                 .env_remove("FLOTILLA_PASSWORD")
                 .env_remove("FLOTILLA_ADMIN_PASSWORD")
+                .env("RUST_LOG", rust_log)
                 .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
                 .stderr(match &stderr_file {
