@@ -54,6 +54,13 @@ struct ShardLoad {
     written_bytes: AtomicU64,
 }
 
+/// A batch of commands being answered: their labels and when it was handed out.
+#[derive(Debug)]
+pub struct Batch {
+    labels: Vec<&'static str>,
+    started: Instant,
+}
+
 /// The client port's connection counters (as INFO's `clients` and `stats` report them).
 #[derive(Debug, Default)]
 pub struct ClientCounters {
@@ -174,9 +181,9 @@ impl KvMetrics {
         })
     }
 
-    /// The series of the command named `name` (`other` for names not in the table), and
-    /// its label; `None` if the `prometheus` crate refused to make them.
-    fn series(&self, name: &[u8]) -> (Option<&CommandSeries>, &'static str) {
+    /// The label of the command named `name`: its lower-case name if the table knows it,
+    /// else `other`.
+    fn label(&self, name: &[u8]) -> &'static str {
         // Lower-cased on the stack: no allocation per command.
         let mut buf = [0u8; 32];
         let lower = match buf.get_mut(..name.len()) {
@@ -187,28 +194,48 @@ impl KvMetrics {
             }
             None => "",
         };
-        let Some((label, cell)) =
-            self.commands.get_key_value(lower).or_else(|| self.commands.get_key_value(OTHER_COMMAND))
-        else {
-            return (None, OTHER_COMMAND);
-        };
-        let series = cell.get_or_init(|| {
+        self.commands.get_key_value(lower).map_or(OTHER_COMMAND, |(k, _)| k)
+    }
+
+    /// The series of `label` (made at its first use); `None` if the `prometheus` crate
+    /// refused to make them.
+    fn series(&self, label: &'static str) -> Option<&CommandSeries> {
+        let cell = self.commands.get(label)?;
+        cell.get_or_init(|| {
             Some(CommandSeries {
                 requests: self.requests.get_metric_with_label_values(&[label]).ok()?,
                 duration: self.durations.get_metric_with_label_values(&[label]).ok()?,
             })
-        });
-        (series.as_ref(), label)
+        })
+        .as_ref()
+    }
+
+    /// A batch of commands handed out now (to the loop's in-flight path or an
+    /// executor): finish it with [`KvMetrics::end_batch`] when its replies are written.
+    pub fn start_batch(&self, cmds: &[Vec<Vec<u8>>]) -> Batch {
+        Batch {
+            labels: cmds.iter().map(|c| self.label(c.first().map_or(&[][..], |n| &n[..]))).collect(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Records a batch's replies: see [`KvMetrics::observe_batch`].
+    pub fn end_batch(&self, b: Batch, replies: &[Value]) {
+        self.observe(&b.labels, replies, b.started.elapsed());
     }
 
     /// Records a batch of commands answered together after `elapsed`: each command's
     /// count and latency, each error reply's kind, and a rate-limited warning for each
     /// failure.
     pub fn observe_batch(&self, cmds: &[Vec<Vec<u8>>], replies: &[Value], elapsed: Duration) {
+        let b = self.start_batch(cmds);
+        self.observe(&b.labels, replies, elapsed);
+    }
+
+    fn observe(&self, labels: &[&'static str], replies: &[Value], elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        for (cmd, reply) in cmds.iter().zip(replies) {
-            let (s, name) = self.series(cmd.first().map_or(&[][..], |n| &n[..]));
-            if let Some(s) = s {
+        for (&label, reply) in labels.iter().zip(replies) {
+            if let Some(s) = self.series(label) {
                 s.requests.inc();
                 s.duration.observe(secs);
             }
@@ -217,10 +244,11 @@ impl KvMetrics {
                 if let Ok(c) = self.errors.get_metric_with_label_values(&[error_kind(e)]) {
                     c.inc();
                 }
-                self.error_log.report(name, e);
+                self.error_log.report(label, e);
             }
         }
-        let total = self.processed.fetch_add(cmds.len() as u64, Ordering::Relaxed) + cmds.len() as u64;
+        let n = labels.len().min(replies.len()) as u64;
+        let total = self.processed.fetch_add(n, Ordering::Relaxed) + n;
         self.sample_ops(total);
     }
 
