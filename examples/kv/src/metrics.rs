@@ -137,7 +137,7 @@ impl KvMetrics {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "flotilla_kv_request_duration_seconds",
-                "Time from a request's batch being handed to an executor to its reply, by command",
+                "Time from a request's batch being dispatched (parsed and handed out) to its replies, by command",
             )
             .buckets(request_buckets()),
             &["command"],
