@@ -484,6 +484,12 @@ impl Engine {
         self.rt.metrics()
     }
 
+    /// Whether the engine stopped on a storage failure (a failed WAL write or sync): every
+    /// request is refused with `StorageFailed` from then on. For health checks.
+    pub fn storage_failed(&self) -> bool {
+        self.rt.storage_failed()
+    }
+
     /// How long the WAL's syncs and the state machines' applies took, by power-of-two
     /// bucket, since open: lock-free recordings, read without stopping anything.
     pub fn latency_histograms(&self) -> LatencyHistograms {

@@ -410,6 +410,10 @@ impl Runtime {
         }
     }
 
+    pub(crate) fn storage_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn latency_histograms(&self) -> crate::api::LatencyHistograms {
         crate::api::LatencyHistograms {
             wal_sync: self.shared.wal.sync_latency(),

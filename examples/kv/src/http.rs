@@ -1,7 +1,7 @@
 //! The operations HTTP endpoint on `metrics_addr`: `GET /metrics` (Prometheus text,
-//! [`crate::metrics::render`]), `GET /health` (200 while the node serves its client port)
-//! and `GET /ready` (200 once the node can serve requests, see [`readiness`]; 503 with
-//! the reason otherwise).
+//! [`crate::metrics::render`]), `GET /health` (200 while the node serves its client port
+//! and its engine has not stopped on a storage failure) and `GET /ready` (200 once the
+//! node can serve requests, see [`readiness`]; 503 with the reason otherwise).
 //!
 //! Owns the listener thread and the bounds of this endpoint: at most
 //! [`MAX_CONNECTIONS`] requests handled at once (more get a 503 and are closed), requests
@@ -43,7 +43,8 @@ pub fn readiness(node: &Node) -> Result<(), String> {
     }
 }
 
-/// Serves the endpoint on `listener` on a thread of its own, until the node is gone.
+/// Serves the endpoint on `listener` on a thread of its own, until the node is gone
+/// (seen at the next connection).
 /// `serving` is the client port's state: `/health` answers 200 while it is set.
 pub fn start(listener: TcpListener, node: Weak<Node>, serving: Arc<AtomicBool>) -> std::io::Result<()> {
     std::thread::Builder::new().name("kv-http".into()).spawn(move || serve(listener, node, serving))?;
@@ -117,6 +118,9 @@ fn handle(mut stream: TcpStream, node: &Weak<Node>, serving: &AtomicBool) {
                 reply(&mut stream, 500, &format!("metrics not encoded: {e}\n"), "text/plain")
             }
         },
+        "/health" if node.engine().storage_failed() => {
+            reply(&mut stream, 503, "engine stopped: storage failed\n", "text/plain")
+        }
         "/health" if serving.load(Ordering::Relaxed) => reply(&mut stream, 200, "ok\n", "text/plain"),
         "/health" => reply(&mut stream, 503, "client port not serving\n", "text/plain"),
         "/ready" => match readiness(&node) {

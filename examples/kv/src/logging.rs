@@ -47,7 +47,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), LogInitError> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Json => builder.json().with_current_span(false).with_span_list(false).try_init(),
-        _ => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
     };
     installed.map_err(|e| LogInitError::Installed(e.to_string()))
 }
