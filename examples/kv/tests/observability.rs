@@ -2,7 +2,7 @@
 //! parses, the start line and leader changes are there, `RUST_LOG` overrides the file's
 //! level), the Prometheus `/metrics` page (parsed; request counters grow with SETs, the
 //! fsync histogram counts syncs), `/health` and `/ready` (503 on a node that knows no
-//! leader, 200 once the cluster is usable), and INFO through `redis-cli` and pip's
+//! leader, 200 once it joined the cluster), and INFO through `redis-cli` and pip's
 //! `redis` client. Every wait is bounded and on a condition.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -171,6 +171,12 @@ fn json_logs_metrics_health_ready_and_info() {
     assert_eq!(start["fields"]["client"], c.addr(1).as_str());
     assert!(lines.iter().any(|l| l["fields"]["message"] == "leader changed" && l["fields"]["leader"] == 1));
     assert!(has_message(&json_lines(&c, 2), "flotilla-kv starting"));
+
+    // Node 2 joins: the meta group and every shard, then it is ready too.
+    c.admin().add_server(&c.addr(1), &c.addr(2), 2).unwrap();
+    wait_status(&m2, "/ready", 200);
+    let joined = wait_logged(&c, 2, "leader changed");
+    assert!(joined.iter().any(|l| l["fields"]["message"] == "leader changed" && l["fields"]["leader"] == 1));
 
     // INFO through redis-cli: every section by default, one when named.
     let info = redis_cli(&c.addr(1), &["INFO"]);
