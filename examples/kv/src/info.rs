@@ -80,8 +80,7 @@ pub struct InfoData {
     pub trust: Vec<(&'static str, String)>,
 }
 
-/// Which sections `args` asks for (`None`: a syntax error, never in practice since any
-/// word names a section or none).
+/// Which sections `args` asks for.
 fn wanted(args: &[Vec<u8>]) -> BTreeSet<&'static str> {
     if args.is_empty() {
         return SECTIONS.into_iter().collect();
@@ -206,15 +205,16 @@ fn rss_bytes() -> u64 {
     pages * u64::try_from(page).unwrap_or(4096)
 }
 
-/// Everything INFO reports about `node` now.
-pub fn gather(node: &Node) -> InfoData {
+/// Everything INFO reports about `node` now; the keyspace's bytes (which take a pass over
+/// every key) only `with_memory`.
+pub fn gather(node: &Node, with_memory: bool) -> InfoData {
     let st = node.engine().status();
     let leads = |s: &&flotilla_engine::api::GroupStatus| s.role == Role::Leader;
     let shard_replicas = || st.iter().filter(|s| s.group >= crate::sm::SHARD_BASE);
     let m = node.engine().metrics();
     let net = node.net_stats();
     let km = node.kv_metrics();
-    let (local_keys, used_memory) = node.keyspace_size();
+    let (local_keys, used_memory) = if with_memory { node.keyspace_size() } else { (node.local_keys(), 0) };
     let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     InfoData {
         node_id: node.id(),
@@ -271,7 +271,8 @@ pub fn gather(node: &Node) -> InfoData {
 
 /// `INFO [section ...]`: a verbatim string (RESP3) / bulk string (RESP2), as Redis.
 pub fn info(node: &Node, args: &[Vec<u8>]) -> Value {
-    Value::Verbatim("txt".into(), format(&gather(node), args).into())
+    let with_memory = wanted(args).contains("memory");
+    Value::Verbatim("txt".into(), format(&gather(node, with_memory), args).into())
 }
 
 #[cfg(test)]
