@@ -14,6 +14,8 @@
 //!   [`server`]: the mio client port.
 //! - [`linearizability`]: the history checker of the chaos test.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
+//! - [`shutdown`]: the clean stop on SIGTERM/SIGINT (leaderships handed off, clients
+//!   drained); [`backup`]: snapshots of every shard out of a cluster and into a new one.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acl;
@@ -33,5 +35,6 @@ pub mod outcome;
 pub mod resp;
 pub mod server;
 pub mod sessions;
+pub mod shutdown;
 pub mod sm;
 pub mod trust;

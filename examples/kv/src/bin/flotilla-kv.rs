@@ -4,6 +4,8 @@
 //! Passwords are never arguments: `password_file` / `admin_password_file` in the config, or
 //! the `FLOTILLA_PASSWORD` / `FLOTILLA_ADMIN_PASSWORD` environment variables.
 //! Exit codes: 0 after a clean stop, 2 for a bad configuration, 1 for any other failure.
+//! SIGTERM and SIGINT stop the node cleanly within `shutdown_timeout_ms`: leaderships
+//! handed off, requests in flight answered, engine shut down (`flotilla_kv::shutdown`).
 //! SIGHUP re-reads the certificate files (`ca_cert`, `node_cert`, `node_key`), as the
 //! admin command `FLOTILLA.RELOADCERTS` does; the outcome is logged.
 
@@ -35,6 +37,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = flotilla_kv::shutdown::install_signal_handlers() {
+        eprintln!("flotilla-kv: SIGTERM/SIGINT handlers: {e}");
+        return ExitCode::from(1);
+    }
     let listener = match std::net::TcpListener::bind(cfg.client_addr) {
         Ok(l) => l,
         Err(e) => {
@@ -56,9 +62,30 @@ fn main() -> ExitCode {
         node.config().advertise_client_addr,
         node.config().advertise_peer_addr
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    match flotilla_kv::server::serve(node, listener, stop) {
-        Ok(()) => ExitCode::SUCCESS,
+    match flotilla_kv::shutdown::serve_until_signal(node, listener) {
+        Ok(r) => {
+            let sig = match r.cause {
+                flotilla_kv::shutdown::StopCause::Signal(s) => flotilla_kv::shutdown::signal_name(s),
+                _ => "client port failure",
+            };
+            eprintln!(
+                "flotilla-kv: stopped on {sig} in {} ms: {} leaderships handed off, {} kept {:?}, \
+                 clients drained: {}, engine stopped: {}",
+                r.took.as_millis(),
+                r.handed_off.len(),
+                r.kept.len(),
+                r.kept,
+                r.drained,
+                r.engine_stopped
+            );
+            match r.server_error {
+                Some(e) => {
+                    eprintln!("flotilla-kv: client port: {e}");
+                    ExitCode::from(1)
+                }
+                None => ExitCode::SUCCESS,
+            }
+        }
         Err(e) => {
             eprintln!("flotilla-kv: client port: {e}");
             ExitCode::from(1)
