@@ -19,8 +19,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acl;
+pub mod backup;
 pub mod client;
 pub mod cluster;
+pub mod cluster_backup;
 pub mod command_table;
 pub mod commands;
 pub mod config;
