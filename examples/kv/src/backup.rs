@@ -48,11 +48,17 @@ fn staging_path(node: &Node, group: u64) -> PathBuf {
     node.config().data_dir.join("restore").join(format!("{group}.export"))
 }
 
-/// An export id names a file: digits and one dash only.
-fn export_path(node: &Node, id: &[u8]) -> Option<PathBuf> {
+/// An export id as [`backup`] makes them (`<group>-<nanos>`), or `None`: it names a file,
+/// so nothing else (no path separator, no dot) is accepted.
+fn valid_id(id: &[u8]) -> Option<&str> {
     let id = std::str::from_utf8(id).ok()?;
-    let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit() || b == b'-');
-    ok.then(|| exports_dir(node).join(format!("{id}.export")))
+    let (g, t) = id.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(g) && digits(t)).then_some(id)
+}
+
+fn export_path(node: &Node, id: &[u8]) -> Option<PathBuf> {
+    valid_id(id).map(|id| exports_dir(node).join(format!("{id}.export")))
 }
 
 fn err(msg: impl std::fmt::Display) -> Value {
@@ -260,4 +266,19 @@ pub fn command(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Value> {
         }
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_ids_name_files_in_the_exports_directory_only() {
+        assert_eq!(valid_id(b"1000-1733312345000000000"), Some("1000-1733312345000000000"));
+        for bad in
+            [&b""[..], b"1000", b"-1", b"1000-", b"../1-2", b"1-2/3", b"1-2.export", b"1-2-3", b"\xff-1"]
+        {
+            assert_eq!(valid_id(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -217,6 +217,8 @@ pub fn serve_controlled(
     run(node, listener, ctl, &AtomicBool::new(false))
 }
 
+// The accept loop keeps its `loop` form (one `let-else` added for the closed listener).
+#[allow(clippy::while_let_loop)]
 fn run(
     node: Arc<Node>,
     listener: std::net::TcpListener,

@@ -145,7 +145,8 @@ pub fn stop(
     let end = started + bound;
     tracing::info!(node = node.id(), ?cause, bound_ms = bound.as_millis() as u64, "stopping");
     ctl.refuse_new();
-    let (handed_off, kept) = hand_off_leaderships(&node, started + bound.mul_f64(HAND_OFF_SHARE));
+    let HandOff { moved: handed_off, kept } =
+        hand_off_leaderships(&node, started + bound.mul_f64(HAND_OFF_SHARE));
     for (g, why) in &kept {
         tracing::warn!(group = g, "leadership not handed off: {why}");
     }
@@ -211,9 +212,18 @@ fn shut_engine_down(mut node: Arc<Node>, end: Instant) -> bool {
     done
 }
 
+/// What [`hand_off_leaderships`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandOff {
+    /// (group, new leader's node) of each leadership moved.
+    pub moved: Vec<(u64, u64)>,
+    /// Groups still led here, and why.
+    pub kept: Vec<(u64, String)>,
+}
+
 /// Moves every leadership this node holds to another voter, all groups at once, until
-/// `deadline`. Returns the (group, new leader) moved and the groups kept, with why.
-pub fn hand_off_leaderships(node: &Node, deadline: Instant) -> (Vec<(u64, u64)>, Vec<(u64, String)>) {
+/// `deadline`.
+pub fn hand_off_leaderships(node: &Node, deadline: Instant) -> HandOff {
     let led: Vec<GroupStatus> =
         node.engine().status().into_iter().filter(|s| s.role == Role::Leader).collect();
     let (mut moved, mut kept) = (Vec::new(), Vec::new());
@@ -235,7 +245,7 @@ pub fn hand_off_leaderships(node: &Node, deadline: Instant) -> (Vec<(u64, u64)>,
             }
         }
     }
-    (moved, kept)
+    HandOff { moved, kept }
 }
 
 /// The voters of `s` other than `me`, most caught up first (their lag at this leader).
@@ -292,4 +302,65 @@ fn hand_off(node: &Node, s: &GroupStatus, deadline: Instant) -> Result<u64, Stri
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_engine::api::PeerStatus;
+    use flotilla_engine::raft::conf::ConfState;
+    use flotilla_engine::raft::types::Replica;
+
+    fn r(node: u64) -> Replica {
+        Replica { node, id: node + 10 }
+    }
+
+    /// The other voters, most caught up first; learners never; a voter the leader has no
+    /// progress for last.
+    #[test]
+    fn hand_off_targets_are_other_voters_most_caught_up_first() {
+        let s = GroupStatus {
+            group: 1000,
+            replica: 11,
+            role: Role::Leader,
+            term: 3,
+            leader: Some(r(1)),
+            commit: 50,
+            applied: 50,
+            last_index: 50,
+            members: ConfState {
+                voters: vec![r(1), r(2), r(3), r(4)],
+                learners: vec![r(5)],
+                ..Default::default()
+            },
+            peers: vec![
+                PeerStatus { replica: r(2), matched: 40, lag: 10 },
+                PeerStatus { replica: r(3), matched: 50, lag: 0 },
+                PeerStatus { replica: r(5), matched: 50, lag: 0 },
+            ],
+        };
+        assert_eq!(hand_off_targets(&s, 1), vec![3, 2, 4]);
+        let alone = GroupStatus { members: ConfState { voters: vec![r(1)], ..Default::default() }, ..s };
+        assert!(hand_off_targets(&alone, 1).is_empty());
+    }
+
+    /// The handlers record the first stop signal only.
+    #[test]
+    fn the_first_stop_signal_is_kept() {
+        install_signal_handlers().unwrap();
+        assert_eq!(signal_received(), None);
+        // SAFETY: raise(3) delivers the signal to this thread; the handler only stores it.
+        unsafe {
+            libc::raise(libc::SIGINT);
+            libc::raise(libc::SIGTERM);
+        }
+        assert_eq!(signal_received(), Some(libc::SIGINT));
+        assert_eq!(signal_name(libc::SIGINT), "SIGINT");
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        // SAFETY: back to the default dispositions, so the test binary stays interruptible.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        }
+    }
 }
