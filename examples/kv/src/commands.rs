@@ -55,6 +55,9 @@ pub struct Session {
     pub id: u64,
     /// Its name (`CLIENT SETNAME`, `HELLO ... SETNAME`).
     pub name: Option<Vec<u8>>,
+    /// `READONLY` was sent (cluster mode): its reads may be served by a follower replica
+    /// here, still linearizable (ReadIndex).
+    pub readonly: bool,
 }
 
 impl Session {
@@ -66,6 +69,7 @@ impl Session {
             proto: Proto::Resp2,
             id: crate::hello::next_client_id(),
             name: None,
+            readonly: false,
         }
     }
 
@@ -134,14 +138,24 @@ enum Started {
 /// (for an authenticated client), or a forwarded one (`FLOTILLA.LOCAL`, from another node
 /// on the node channel; `true`: run here only). Anything else runs through [`command`],
 /// which checks permissions.
-fn fast_op(node: &Node, args: &[Vec<u8>], user: User) -> Option<(Op, bool)> {
-    if matches!(user, User::Data | User::Admin) {
+fn fast_op(node: &Node, args: &[Vec<u8>], s: &Session) -> Option<(Op, bool)> {
+    if matches!(s.user, User::Data | User::Admin) {
         if let Some(Ok(op)) = single_op(node, args) {
+            // Cluster mode: only what this node serves now; the rest gets its redirect on
+            // the slow path.
+            let (group, read) = match &op {
+                Op::Write { group, .. } => (*group, false),
+                Op::Read { group, .. } => (*group, true),
+                _ => return None,
+            };
+            if node.config().cluster_mode && !crate::redis_cluster::served_here(node, group, read, s) {
+                return None;
+            }
             return Some((op, false));
         }
         return None;
     }
-    if matches!(user, User::Node(_)) && upper(args.first()?) == "FLOTILLA.LOCAL" {
+    if matches!(s.user, User::Node(_)) && upper(args.first()?) == "FLOTILLA.LOCAL" {
         return match Op::from_args(&args[1..])? {
             op @ (Op::Write { .. } | Op::Read { .. }) => Some((op, true)),
             _ => None,
@@ -161,7 +175,7 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
         let mut reads = None;
         let mut j = i;
         while j < cmds.len() && !s.close {
-            let Some((mut op, local)) = fast_op(node, &cmds[j], s.user) else { break };
+            let Some((mut op, local)) = fast_op(node, &cmds[j], s) else { break };
             let is_read = matches!(op, Op::Read { .. });
             if reads.is_some_and(|r| r != is_read) {
                 break;
@@ -318,7 +332,7 @@ fn by_group(node: &Node, keys: &[Vec<u8>]) -> BTreeMap<u64, Vec<(usize, Vec<u8>)
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]` across the shards, one shard per
-/// step: the cursor's top 8 bits name the shard, the rest the next position in the
+/// step: the cursor's top 16 bits name the shard, the rest the next position in the
 /// shard's SCAN order ([`crate::sm::scan_step`]); 0 starts and ends a scan, as in Redis.
 /// A key present for the whole scan is returned exactly once.
 fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
@@ -341,8 +355,12 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         }
         i += 2;
     }
+    // Every shard, in cluster mode too: a cluster client scans each node it takes for a
+    // master, and which nodes those are depends on the client (a node leading one shard is
+    // a replica of others), so each node's scan covers every key. Keys then come once per
+    // node scanned, which Redis's SCAN contract allows; a key missed would not be.
     let shards = node.config().shards as u64;
-    let (shard, from) = (cursor >> 56, cursor & crate::sm::SCAN_HASH_MAX);
+    let (shard, from) = (cursor >> crate::sm::SCAN_SHARD_SHIFT, cursor & crate::sm::SCAN_HASH_MAX);
     if shard >= shards {
         return Value::Array(Some(vec![Value::bulk("0"), Value::Array(Some(vec![]))]));
     }
@@ -352,8 +370,8 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         return Value::err("ERR internal error: bad SCAN step");
     };
     let next = match *next {
-        n if n >= 0 => (shard << 56) | n as u64,
-        _ if shard + 1 < shards => (shard + 1) << 56,
+        n if n >= 0 => (shard << crate::sm::SCAN_SHARD_SHIFT) | n as u64,
+        _ if shard + 1 < shards => (shard + 1) << crate::sm::SCAN_SHARD_SHIFT,
         _ => 0,
     };
     let keep = |k: &Value| {
@@ -402,11 +420,20 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
         };
     }
     if name == "HELLO" {
-        return crate::hello::hello(node.acl(), rest, s, "standalone");
+        let mode = if node.config().cluster_mode { "cluster" } else { "standalone" };
+        return crate::hello::hello(node.acl(), rest, s, mode);
     }
     if name == "QUIT" {
         s.close = true;
         return Value::ok();
+    }
+    // Cluster mode: a keyed command runs only where its shard is served (`-MOVED`
+    // otherwise), and only on keys of one slot (`-CROSSSLOT`).
+    if node.config().cluster_mode && !matches!(s.user, User::Node(_)) {
+        let read = crate::command_table::is_readonly(&name.to_ascii_lowercase());
+        if let Some(v) = crate::redis_cluster::redirect(node, args, read, s) {
+            return v;
+        }
     }
     if let Some(op) = single_op(node, args) {
         return match op {
@@ -431,6 +458,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             Value::err(format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", String::from_utf8_lossy(sub)))
         }
         ("CLIENT", _) => crate::hello::client(rest, s),
+        ("CLUSTER", _) => crate::redis_cluster::cluster(node, rest),
+        ("READONLY", []) => crate::redis_cluster::readonly(node, s, true),
+        ("READWRITE", []) => crate::redis_cluster::readonly(node, s, false),
         ("DEL", keys) | ("EXISTS", keys) | ("MGET", keys) if !keys.is_empty() => {
             let groups = by_group(node, keys);
             let ops = groups
@@ -584,6 +614,8 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "PING"
             | "ECHO"
             | "SELECT"
+            | "READONLY"
+            | "READWRITE"
             | "FLOTILLA.STATUS"
             | "FLOTILLA.REGISTER"
             | "FLOTILLA.MEMBER"

@@ -15,7 +15,7 @@ use thiserror::Error;
 use crate::acl::Secret;
 
 /// Most shards allowed.
-pub const MAX_SHARDS: u32 = 65_536;
+pub const MAX_SHARDS: u32 = crate::slots::SLOTS as u32;
 
 /// The file as written (every key but the required ones has a default).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,7 +42,15 @@ pub struct NodeConfig {
     /// Whether this node founds the cluster (the first node only). Default false.
     #[serde(default)]
     pub bootstrap: bool,
-    /// Number of shards (Raft groups holding keys). Default 16; 1..=65536. Must be the same
+    /// Whether the client port speaks the Redis Cluster protocol: `CLUSTER SLOTS` and
+    /// friends, `-MOVED` to the leader of a key's shard, `READONLY` replica reads,
+    /// `-CROSSSLOT` for multi-key commands across slots. Default false: the node forwards
+    /// every request to its shard's leader, for clients that are not cluster-aware. Every
+    /// node serves either; a cluster's nodes normally all use the same.
+    #[serde(default)]
+    pub cluster_mode: bool,
+    /// Number of shards (Raft groups holding keys, each owning a share of the 16384 key
+    /// slots). Default 16; 1..=16384. Must be the same
     /// on every node.
     #[serde(default = "d_shards")]
     pub shards: u32,
@@ -262,6 +270,8 @@ pub struct ValidNodeConfig {
     pub cert_files: CertFiles,
     /// Founds the cluster.
     pub bootstrap: bool,
+    /// Speaks the Redis Cluster protocol on the client port.
+    pub cluster_mode: bool,
     /// Shard count.
     pub shards: u32,
     /// Raft tick.
@@ -527,6 +537,7 @@ impl NodeConfig {
             key_pem,
             cert_files,
             bootstrap: self.bootstrap,
+            cluster_mode: self.cluster_mode,
             shards,
             tick,
             election_ticks,

@@ -6,13 +6,15 @@
 //! - [`node_channel`]: the mutually authenticated TLS channel nodes forward requests on.
 //! - [`trust`]: which nodes are admitted (the directory's), and certificate reloads.
 //! - [`resp`]: RESP framing (RESP2 and RESP3); [`hello`]: HELLO and CLIENT; [`command_table`]: COMMAND; [`client`]: a blocking RESP client.
-//! - [`sm`]: the shard and meta state machines.
+//! - [`sm`]: the shard and meta state machines; [`slots`]: Redis Cluster key slots (CRC16, hash tags).
 //! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
 //!   a leader change on the engine's events); [`outcome`]: which failures are
 //!   retried and which are INDETERMINATE; [`sessions`]: the client sessions that make
 //!   retried writes apply once; [`commands`]: command syntax;
 //!   [`server`]: the mio client port.
 //! - [`linearizability`]: the history checker of the chaos test.
+//! - [`redis_cluster`]: the Redis Cluster protocol (cluster mode); [`routes`]: each shard's
+//!   route published to the meta group.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
 //! - [`shutdown`]: the clean stop on SIGTERM/SIGINT (leaderships handed off, clients
 //!   drained); [`backup`]: snapshots of every shard out of a cluster and into a new one.
@@ -34,9 +36,12 @@ pub mod linearizability;
 pub mod node;
 pub mod node_channel;
 pub mod outcome;
+pub mod redis_cluster;
 pub mod resp;
+pub mod routes;
 pub mod server;
 pub mod sessions;
 pub mod shutdown;
+pub mod slots;
 pub mod sm;
 pub mod trust;

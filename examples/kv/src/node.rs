@@ -47,8 +47,9 @@ use crate::outcome::{is_indeterminate, is_session_refused};
 use crate::resp::{parse_value, Value};
 use crate::sessions::{Sessions, Tag};
 use crate::sm::{
-    known_group, read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo,
-    ShardData, ShardSm, META_GROUP,
+    check_slots, known_group, read_data, read_routes, read_slots, shard_group, shard_of, Directory,
+    DirectoryHook, MetaCmd, MetaSm, NodeInfo, RouteTable, Routes, ShardData, ShardSlots, ShardSm, META_GROUP,
+    SHARD_BASE,
 };
 use crate::trust::{describe_allowed, load_certs, read_certs, AllowList, CertError, Certs};
 
@@ -116,6 +117,17 @@ pub enum ReadQ {
         /// How many keys to visit (a hint, as Redis's COUNT: keys of one hash stay together).
         count: u64,
     },
+}
+
+impl ReadQ {
+    /// The keys it reads (none for whole-shard reads: COUNT, KEYS, SCAN).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            ReadQ::Get(k) | ReadQ::Strlen(k) | ReadQ::Type(k) => vec![k],
+            ReadQ::MGet(ks) | ReadQ::Exists(ks) => ks.iter().map(Vec::as_slice).collect(),
+            ReadQ::Count | ReadQ::Keys(_) | ReadQ::Scan { .. } => Vec::new(),
+        }
+    }
 }
 
 /// A membership change named by node.
@@ -344,6 +356,10 @@ pub struct Node {
     ep: Arc<Endpoint>,
     dir: Directory,
     data: Arc<Mutex<HashMap<u64, ShardData>>>,
+    /// The slots each local shard replica serves (its applied state).
+    slots: Arc<Mutex<HashMap<u64, ShardSlots>>>,
+    /// The meta group's routes: which shard owns a slot, who leads it (a cache).
+    routes: Routes,
     pool: Mutex<HashMap<u64, Vec<Client>>>,
     rr: AtomicU64,
     tls: NodeTls,
@@ -405,14 +421,24 @@ impl Node {
             }
         });
         let data: Arc<Mutex<HashMap<u64, ShardData>>> = Default::default();
-        let (fdir, fhook, fdata) = (dir.clone(), hook.clone(), data.clone());
+        let slots: Arc<Mutex<HashMap<u64, ShardSlots>>> = Default::default();
+        let routes: Routes = Arc::new(std::sync::RwLock::new(RouteTable::new(cfg.shards)));
+        let (fdir, fhook, fdata, fslots, froutes) =
+            (dir.clone(), hook.clone(), data.clone(), slots.clone(), routes.clone());
+        let shard_count = cfg.shards;
         let factory: StateMachineFactory = Arc::new(move |g| {
             if g == META_GROUP {
-                Box::new(MetaSm::new(fdir.clone(), fhook.clone()))
+                Box::new(MetaSm::new(fdir.clone(), fhook.clone(), froutes.clone()))
             } else {
                 let d: ShardData = Default::default();
                 lock(&fdata).insert(g, d.clone());
-                Box::new(ShardSm::new(d))
+                // A shard starts with its share of the default layout; its log and
+                // snapshots carry any later change.
+                let s = u32::try_from(g.saturating_sub(SHARD_BASE)).unwrap_or(u32::MAX);
+                let own: ShardSlots =
+                    Arc::new(std::sync::RwLock::new(crate::slots::default_range(s, shard_count)));
+                lock(&fslots).insert(g, own.clone());
+                Box::new(ShardSm::new(d, own))
             }
         });
         let mut ec = EngineConfig::new(me, &cfg.data_dir);
@@ -454,6 +480,8 @@ impl Node {
             ep,
             dir,
             data,
+            slots,
+            routes,
             pool: Mutex::new(HashMap::new()),
             rr: AtomicU64::new(0),
             tls: tls.clone(),
@@ -482,6 +510,7 @@ impl Node {
                 }
             }
         }
+        crate::routes::start(&node).map_err(|e| StartError::Bootstrap(format!("route publisher: {e}")))?;
         let n = node.clone();
         std::thread::Builder::new()
             .name("kv-register".into())
@@ -602,9 +631,34 @@ impl Node {
         }
     }
 
-    /// The group holding `key`.
+    /// The group holding `key`, by the meta group's routes (the default layout for a slot
+    /// they do not name).
     pub fn group_of(&self, key: &[u8]) -> u64 {
-        shard_group(shard_of(key, self.cfg.shards))
+        let slot = crate::slots::key_slot(key);
+        read_routes(&self.routes).owner(slot).unwrap_or_else(|| shard_group(shard_of(key, self.cfg.shards)))
+    }
+
+    /// Waits until `group`'s leader changes as this node's replica sees it, at most
+    /// `timeout` (just `timeout` when no replica of it is here).
+    pub fn wait_leader_change(&self, group: u64, timeout: Duration) {
+        if self.engine.hosts(group) {
+            let seen = self.leaders.seen(group);
+            self.leaders.wait_change(group, seen, timeout);
+        } else {
+            std::thread::sleep(timeout);
+        }
+    }
+
+    /// The meta group's routes (a cache of which shard owns each slot and who leads it).
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The slots this node's replica of `group` serves (its applied state), if it hosts one.
+    pub fn shard_slots(&self, group: u64) -> Option<crate::slots::SlotSet> {
+        let s = lock(&self.slots).get(&group).cloned()?;
+        let set = read_slots(&s).clone();
+        Some(set)
     }
 
     /// Whether this node leads `group` now.
@@ -617,6 +671,12 @@ impl Node {
         let Some(d) = lock(&self.data).get(&group).cloned() else {
             return Value::err("ERR shard data missing");
         };
+        // The keys must be in the replica's applied slots when the read is served.
+        if let Some(s) = lock(&self.slots).get(&group).cloned() {
+            if let Err(moved) = check_slots(&read_slots(&s), q.keys()) {
+                return moved;
+            }
+        }
         let m = read_data(&d);
         match q {
             ReadQ::Get(k) => Value::Bulk(m.get(k).cloned()),

@@ -6,8 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use flotilla_kv::resp::{encode_command, parse_value};
 use std::time::{Duration, Instant};
 
 use flotilla_kv::cluster::Admin;
@@ -205,4 +209,70 @@ impl Drop for Cluster {
             self.kill(id);
         }
     }
+}
+
+pub struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A redis-server (Debian's, 7.0) on a free loopback port, with `extra` arguments; killed
+/// on drop.
+pub fn start_redis(dir: &std::path::Path, extra: &[&str]) -> (RedisServer, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (RedisServer(child), addr)
+}
+
+/// Sends each command on one connection and returns each reply's bytes.
+pub fn replies(addr: &str, cmds: &[Vec<&str>]) -> Vec<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for c in cmds {
+        let mut req = Vec::new();
+        encode_command(c, &mut req);
+        s.write_all(&req).unwrap();
+        loop {
+            if let Some((_, used)) = parse_value(&buf, 1 << 20, 16).unwrap() {
+                out.push(buf.drain(..used).collect());
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "{addr} closed the connection after {c:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    out
+}
+
+/// Asserts that both servers gave the same bytes to each command from `from` on.
+pub fn assert_same_replies(ours: &[Vec<u8>], theirs: &[Vec<u8>], cmds: &[Vec<&str>], from: usize, ctx: &str) {
+    for (i, cmd) in cmds.iter().enumerate().skip(from) {
+        assert_eq!(String::from_utf8_lossy(&ours[i]), String::from_utf8_lossy(&theirs[i]), "{ctx}{cmd:?}");
+    }
+}
+
+/// The commands as string slices.
+pub fn strs(cmds: &[Vec<String>]) -> Vec<Vec<&str>> {
+    cmds.iter().map(|c| c.iter().map(String::as_str).collect()).collect()
 }
