@@ -9,7 +9,8 @@
 //!   snapshot as fresh as the leader's); the admin tool asks the leader.
 //! - `FLOTILLA.BACKUPREAD <id> <offset> <len>`: up to [`MAX_CHUNK`] bytes of an export
 //!   (client output buffers are bounded); the file is removed once its last byte was
-//!   read, and any export older than [`EXPORT_TTL`] at the next backup command.
+//!   read, and any export older than [`EXPORT_TTL`] at the next backup command (of any
+//!   admin tool: exports not read to their end are left by a tool that stopped).
 //! - `FLOTILLA.RESTOREPART <group> <offset> <bytes>`: appends a chunk of a shard's export
 //!   file to `data_dir/restore/<group>.export` (offset 0 starts it afresh); answers the
 //!   length so far.
@@ -133,6 +134,7 @@ pub fn backup(node: &Node, group: u64) -> Value {
 /// `FLOTILLA.BACKUPREAD <id> <offset> <len>`.
 pub fn backup_read(node: &Node, id: &[u8], offset: u64, len: usize) -> Value {
     let Some(path) = export_path(node, id) else { return err("malformed backup id") };
+    sweep(node);
     if len == 0 || len > MAX_CHUNK {
         return err(format!("chunk length must be 1..={MAX_CHUNK}"));
     }

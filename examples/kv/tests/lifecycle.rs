@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,7 +163,7 @@ fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
     let seen: Vec<Arc<Mutex<Seen>>> = (0..6).map(|_| Arc::default()).collect();
     let ws: Vec<_> = (0..6).map(|w| writer(w, urls.clone(), stop.clone(), seen[w].clone())).collect();
     let load_deadline = Instant::now() + Duration::from_secs(30);
-    while seen.iter().any(|s| s.lock().unwrap().acked.len() < 20) {
+    while seen.iter().any(|s| s.lock().unwrap().acked.len() < 50) {
         assert!(Instant::now() < load_deadline, "the load did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -216,8 +215,9 @@ fn sigterm_hands_leaderships_off_and_loses_no_acknowledged_write() {
         );
         total += s.acked.len();
     }
-    let distinct: BTreeSet<usize> = seen.iter().map(|s| s.lock().unwrap().acked.len()).collect();
-    assert!(total > 0 && !distinct.is_empty());
+    let retried: u64 = seen.iter().map(|s| s.lock().unwrap().retryable).sum();
+    assert!(total > 0);
+    eprintln!("stop took {took:?}; {total} SETs acknowledged and checked, {retried} retryable client errors");
 }
 
 /// SIGINT stops a single node cleanly (exit 0, quickly: no leadership to hand off); its
