@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_engine::api::GroupStatus;
+use flotilla_engine::api::{GroupStatus, TransferError};
 use flotilla_engine::raft::Role;
 
 use crate::node::Node;
@@ -281,6 +281,10 @@ fn hand_off(node: &Node, s: &GroupStatus, deadline: Instant) -> Result<u64, Stri
             _ => {}
         }
         if let Err(e) = node.engine().transfer_leader(group, *to) {
+            if let TransferError::NotLeader { leader_hint } = e {
+                // Lost the leadership meanwhile (e.g. check-quorum): nothing left to hand off.
+                return Err(format!("no longer leads it (leader hint: {leader_hint:?})"));
+            }
             last = format!("transfer to node {to}: {e}");
             // Refused (busy, a membership change pending): wait for a change, briefly.
             let left = deadline.saturating_duration_since(Instant::now());

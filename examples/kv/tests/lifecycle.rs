@@ -290,3 +290,62 @@ fn sigterm_answers_every_request_it_ran() {
     assert_eq!(v as usize, m, "{m} replies, counter {v}: a command ran unanswered");
     eprintln!("{m} of {n} pipelined INCRs answered before the stop");
 }
+
+/// The bound holds when the hand-off cannot complete: the only other voter is frozen
+/// (SIGSTOP), so no transfer succeeds (and the leader steps down for want of a quorum);
+/// the node skips the hand-off, shuts its engine down and still exits 0 within the bound
+/// (plus the engine's 1 s grace).
+#[test]
+fn sigterm_exits_zero_within_its_bound_when_no_hand_off_can_complete() {
+    const BOUND_MS: u64 = 1500;
+    let mut c = Cluster::new(None, &format!("shards = 2\nshutdown_timeout_ms = {BOUND_MS}"));
+    let seed = c.start(1, true);
+    c.wait_writable(1, "w");
+    c.start(2, false);
+    let a = c.admin();
+    a.add_server(&seed, &c.addr(2), 2).unwrap();
+    let v = a.view(&seed).unwrap();
+    assert!(v.groups.values().all(|g| g.voters.len() == 2), "{v:?}");
+    a.transfer_all(&seed, 2, 1).unwrap();
+    if a.view(&seed).unwrap().groups[&1].leader == Some(2) {
+        a.transfer(&seed, 1, 1).unwrap();
+    }
+    signal(&c, 2, libc::SIGSTOP);
+    let sent = Instant::now();
+    signal(&c, 1, libc::SIGTERM);
+    let (status, exited) = wait_exit(&mut c, 1, Duration::from_secs(30));
+    signal(&c, 2, libc::SIGCONT);
+    assert!(status.success(), "{status}");
+    let took = exited - sent;
+    assert!(took <= Duration::from_millis(BOUND_MS + 1000 + 1500), "stop took {took:?}");
+}
+
+/// A client that never reads its replies cannot hold a stop past its bound: the drain
+/// waits for its replies to go out until 85% of the bound, then closes it; the node exits
+/// 0 within the bound (plus the engine's 1 s grace).
+#[test]
+fn a_client_that_never_reads_cannot_hold_the_stop_past_its_bound() {
+    use std::io::{Read, Write};
+    const BOUND_MS: u64 = 1500;
+    let mut c = Cluster::new(None, &format!("shards = 1\nshutdown_timeout_ms = {BOUND_MS}"));
+    c.start(1, true);
+    c.wait_writable(1, "w");
+    let big = "x".repeat(1 << 20);
+    let _: () = redis::cmd("SET").arg("big").arg(&big).query(&mut c.redis(1)).unwrap();
+    let mut s = std::net::TcpStream::connect(c.addr(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(40).as_bytes()).unwrap();
+    // The first bytes of the replies arrive: the GETs ran; the rest waits on this client.
+    let mut buf = [0u8; 16];
+    assert!(s.read(&mut buf).unwrap() > 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    signal(&c, 1, libc::SIGTERM);
+    let (status, exited) = wait_exit(&mut c, 1, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let took = exited - sent;
+    let drain_end = Duration::from_millis(BOUND_MS * 85 / 100);
+    assert!(took >= drain_end - Duration::from_millis(50), "closed before the drain's end: {took:?}");
+    assert!(took <= Duration::from_millis(BOUND_MS + 1000 + 1500), "stop took {took:?}");
+    drop(s);
+}
