@@ -17,7 +17,8 @@
 //!   route published to the meta group.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
 //! - [`shutdown`]: the clean stop on SIGTERM/SIGINT (leaderships handed off, clients
-//!   drained); [`backup`]: snapshots of every shard out of a cluster and into a new one.
+//!   drained); [`backup`]: a node's side of backup and restore (shard snapshots exported
+//!   and streamed, imported); [`cluster_backup`]: the admin tool's backup directory.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acl;
