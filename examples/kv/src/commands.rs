@@ -278,36 +278,76 @@ fn answered(node: &Node, op: &Op, v: Value) -> Value {
 
 fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
     let budget = node.config().retry_budget + Duration::from_secs(3);
-    // Not done here after all: forwarded ops answer from this node only.
-    let again = |op: Op| if local { node.exec_local(&op).to_value() } else { node.exec(op) };
-    // A forwarded op's answer is read back by the forwarding node (see `crate::outcome`).
-    let answer = |o: Outcome| match o {
-        o if local => o.to_value(),
-        Outcome::Done(v) | Outcome::Fail(v) => v,
-        o => o.to_value(),
-    };
     match (st, &op) {
         (Started::Write(p), _) => {
             let o = match p.wait_timeout(budget) {
                 Ok(r) => Node::proposal_outcome(r),
                 Err(_) => Outcome::Fail(indeterminate("not applied in time")),
             };
-            match o {
-                // Known never applied (refused before the append, or dropped): run it
-                // again the slow way.
-                o if o.retryable() => again(op),
-                // This node's own tagged write: learn its outcome with the same tag.
-                o if !local && needs_resume(&op, &o) => node.resume(op, o),
-                o if local => answer(o),
-                Outcome::Done(v) | Outcome::Fail(v) => answered(node, &op, v),
-                o => answer(o),
-            }
+            finish_write(node, op, local, o)
         }
-        (Started::Read(b), Op::Read { group, q }) => match b.wait_timeout(budget) {
-            Ok(Ok(_)) => answer(Outcome::Done(node.read_local(*group, q))),
-            _ => again(op),
-        },
-        _ => again(op),
+        (Started::Read(b), Op::Read { .. }) => {
+            let confirmed = matches!(b.wait_timeout(budget), Ok(Ok(_)));
+            finish_read(node, op, local, confirmed)
+        }
+        _ => again(node, op, local),
+    }
+}
+
+/// Runs `op` afresh: on the slow path, or for an op forwarded here, on this node only.
+fn again(node: &Node, op: Op, local: bool) -> Value {
+    if local {
+        node.exec_local(&op).to_value()
+    } else {
+        node.exec(op)
+    }
+}
+
+/// The reply to a started write whose attempt had outcome `o`: final, or continued on the
+/// slow path (which may block: see [`write_is_final`]).
+pub(crate) fn finish_write(node: &Node, op: Op, local: bool, o: Outcome) -> Value {
+    match o {
+        // Known never applied (refused before the append, or dropped): run it again the
+        // slow way.
+        o if o.retryable() => again(node, op, local),
+        // This node's own tagged write: learn its outcome with the same tag.
+        o if !local && needs_resume(&op, &o) => node.resume(op, o),
+        // A forwarded op's answer is read back by the forwarding node (see
+        // `crate::outcome`).
+        o if local => o.to_value(),
+        Outcome::Done(v) | Outcome::Fail(v) => answered(node, &op, v),
+        o => o.to_value(),
+    }
+}
+
+/// Whether [`finish_write`] answers a client's write with outcome `o` at once, without
+/// running anything more (so without blocking).
+pub(crate) fn write_is_final(op: &Op, o: &Outcome) -> bool {
+    matches!(o, Outcome::Done(_) | Outcome::Fail(_)) && !needs_resume(op, o)
+}
+
+/// The reply to a started read: its data once the barrier was `confirmed`, else the read
+/// again on the slow path.
+pub(crate) fn finish_read(node: &Node, op: Op, local: bool, confirmed: bool) -> Value {
+    match (&op, confirmed) {
+        (Op::Read { group, q }, true) if local => Outcome::Done(node.read_local(*group, q)).to_value(),
+        (Op::Read { group, q }, true) => node.read_local(*group, q),
+        _ => again(node, op, local),
+    }
+}
+
+/// The operation of a client's command that can start at once on this node without a
+/// thread waiting for it: a single-key write to a shard this node leads (in the node's
+/// open client session of the shard), or a single-key read of a shard with a replica
+/// here that may serve it. `None` for anything else (the executor runs it).
+pub(crate) fn start_here(node: &Node, args: &[Vec<u8>], s: &Session) -> Option<Op> {
+    let (op, _) = fast_op(node, args, s).filter(|(_, local)| !local)?;
+    match op {
+        Op::Write { group, cmd, tag: None } if node.route(group) == Some(node.id()) => {
+            Some(Op::Write { group, cmd, tag: Some(node.session_tag_now(group)?) })
+        }
+        op @ Op::Read { .. } => Some(op),
+        _ => None,
     }
 }
 

@@ -64,6 +64,13 @@ pub struct NodeConfig {
     /// 10..=60000.
     #[serde(default = "d_retry")]
     pub retry_budget_ms: u64,
+    /// How long the server holds a request the engine refuses as busy (its backpressure:
+    /// a full mailbox, too many unapplied bytes in the shard, ...), retrying it, before
+    /// answering TRYAGAIN, ms. Meanwhile the connection's later commands wait and, once its
+    /// query buffer is full, it is not read: TCP pushes the client back. Default 30000;
+    /// 0..=600000 (0: the retry budget alone).
+    #[serde(default = "d_busy_hold")]
+    pub busy_hold_ms: u64,
     /// Applied entries after which a shard snapshots and compacts its log. Default 10000;
     /// 1..=10^9.
     #[serde(default = "d_compact")]
@@ -204,6 +211,9 @@ fn d_election() -> u32 {
 fn d_retry() -> u64 {
     2000
 }
+fn d_busy_hold() -> u64 {
+    30_000
+}
 fn d_compact() -> u64 {
     10_000
 }
@@ -280,6 +290,8 @@ pub struct ValidNodeConfig {
     pub election_ticks: u32,
     /// Retry budget.
     pub retry_budget: Duration,
+    /// How long a request refused as busy is held.
+    pub busy_hold: Duration,
     /// Compaction threshold.
     pub compact_entries: u64,
     /// Request size limit.
@@ -469,6 +481,7 @@ impl NodeConfig {
         let tick = Duration::from_millis(range("tick_ms", self.tick_ms, 1, 1000)?);
         let election_ticks = range("election_ticks", self.election_ticks, 2, 10_000)?;
         let retry_budget = Duration::from_millis(range("retry_budget_ms", self.retry_budget_ms, 10, 60_000)?);
+        let busy_hold = Duration::from_millis(range("busy_hold_ms", self.busy_hold_ms, 0, 600_000)?);
         let compact_entries = range("compact_entries", self.compact_entries, 1, 1_000_000_000)?;
         let max_request_bytes = range("max_request_bytes", self.max_request_bytes, 1024, 512 << 20)?;
         let max_clients = range("max_clients", self.max_clients, 1, 1_000_000)?;
@@ -542,6 +555,7 @@ impl NodeConfig {
             tick,
             election_ticks,
             retry_budget,
+            busy_hold,
             compact_entries,
             max_request_bytes,
             max_clients,
@@ -678,6 +692,7 @@ mod tests {
         assert!(err(&format!("{b}shards = 0\n")).contains("`shards`: 0 out of bounds"));
         assert!(err(&format!("{b}tick_ms = 5000\n")).contains("`tick_ms`"));
         assert!(err(&format!("{b}retry_budget_ms = 1\n")).contains("`retry_budget_ms`"));
+        assert!(err(&format!("{b}busy_hold_ms = 600001\n")).contains("`busy_hold_ms`"));
         assert!(err(&format!("{b}password = \"x\"\n")).contains("`password`: passwords are not accepted"));
         assert!(err(&b.replace("127.0.0.1:6001", "nowhere")).contains("`client_addr`"));
         assert!(err(&b.replace("n.key", "missing.key")).contains("`node_key`"));

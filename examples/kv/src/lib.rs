@@ -11,7 +11,7 @@
 //!   a leader change on the engine's events); [`outcome`]: which failures are
 //!   retried and which are INDETERMINATE; [`sessions`]: the client sessions that make
 //!   retried writes apply once; [`commands`]: command syntax;
-//!   [`server`]: the mio client port.
+//!   [`server`]: the mio client port; [`inflight`]: batches in flight on it without a thread.
 //! - [`linearizability`]: the history checker of the chaos test.
 //! - [`redis_cluster`]: the Redis Cluster protocol (cluster mode); [`routes`]: each shard's
 //!   route published to the meta group.
@@ -32,6 +32,7 @@ pub mod config;
 pub mod config_get;
 pub mod glob;
 pub mod hello;
+pub mod inflight;
 pub mod leader_watch;
 pub mod linearizability;
 pub mod node;

@@ -882,6 +882,8 @@ impl Node {
         let mut last = String::from("no leader known");
         // An attempt of this (tagged) write may have been appended: the tag is kept.
         let mut uncertain = false;
+        // Set on the first busy refusal: how long the request may be held for it.
+        let mut busy_until: Option<Instant> = None;
         let group = op.group();
         for attempt in 0u32.. {
             // Taken before the attempt: a leader change during it ends the pause at once.
@@ -944,6 +946,12 @@ impl Node {
                     }
                 }
                 Outcome::Retry(why, h) => {
+                    // The engine's backpressure: held (and retried) up to busy_hold_ms.
+                    if crate::outcome::is_busy(&why) {
+                        deadline = deadline.max(
+                            busy_until.get_or_insert_with(|| Instant::now() + self.cfg.busy_hold).to_owned(),
+                        );
+                    }
                     last = why;
                     target = h;
                     pause = true;

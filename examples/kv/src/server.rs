@@ -34,7 +34,9 @@
 //!   stops reading, runs the requests already received, writes their replies, closes each
 //!   connection once answered and returns when none is left, or at the drain deadline.
 //!
-//! Never blocks the loop on Raft: executors do that.
+//! Never blocks the loop on Raft: a run of single-key commands this node serves itself is
+//! started here and completed when the engine wakes the loop ([`crate::inflight`]), with
+//! no thread waiting for it; everything else waits on the executors.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -49,6 +51,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::acl::{protected_mode_refuses, DENIED};
 use crate::commands::{run_batch, Session};
 use crate::config::{ClientLimits, ValidNodeConfig};
+use crate::inflight::{Finish, InFlight};
 use crate::node::Node;
 use crate::outcome::indeterminate;
 use crate::resp::{Limits, Proto, RequestLimits, RequestParser, UnauthLimits, Value};
@@ -66,6 +69,40 @@ struct Job {
     token: Token,
     cmds: Vec<Vec<Vec<u8>>>,
     sess: Session,
+    /// A batch started by the loop that needs an executor to finish it (`cmds` is empty).
+    finish: Option<Finish>,
+    /// A batch started by the loop whose connection is gone: its writes are still seen
+    /// through (their client session learns they were answered); nothing is sent back.
+    abandoned: Option<InFlight>,
+}
+
+impl Job {
+    fn batch(token: Token, cmds: Vec<Vec<Vec<u8>>>, sess: Session) -> Job {
+        Job { token, cmds, sess, finish: None, abandoned: None }
+    }
+}
+
+/// Connections whose in-flight batch has a result to look at, and the loop's waker.
+struct WakeQueue {
+    ready: std::sync::Mutex<Vec<Token>>,
+    mio: Arc<Waker>,
+}
+
+/// The waker the engine's completions of a connection's in-flight batch call.
+struct ConnWaker {
+    token: Token,
+    queue: Arc<WakeQueue>,
+}
+
+impl std::task::Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.ready.lock().unwrap_or_else(|e| e.into_inner()).push(self.token);
+        let _ = self.queue.mio.wake();
+    }
 }
 
 struct Done {
@@ -122,6 +159,10 @@ struct Conn {
     queue: VecDeque<(Vec<Vec<u8>>, usize)>,
     /// Sum of the sizes in `queue`.
     queued_bytes: usize,
+    /// The batch in flight on the loop itself ([`crate::inflight`]), if any.
+    inflight: Option<InFlight>,
+    /// Wakes the loop for this connection when a result of `inflight` arrives.
+    waker: std::task::Waker,
     /// Size as received of the batch at an executor.
     in_flight_bytes: usize,
     /// `None` while a batch is at an executor.
@@ -144,6 +185,48 @@ struct Conn {
 
 impl Conn {
     /// Input bytes this connection holds.
+    /// Takes a batch's replies: written to the output buffer in the session's protocol.
+    fn deliver(&mut self, replies: &[Value], sess: Session, now: Instant) {
+        let mut largest = 1;
+        for r in replies {
+            let before = self.wbuf.len();
+            r.encode(sess.proto, &mut self.wbuf);
+            largest = largest.max(self.wbuf.len() - before);
+        }
+        self.reply_hint = largest;
+        self.in_flight_bytes = 0;
+        self.active = now;
+        if sess.close {
+            self.closing = true;
+            self.queue.clear();
+            self.queued_bytes = 0;
+        }
+        self.authed = sess.authed();
+        self.sess = Some(sess);
+    }
+
+    /// Looks at the batch in flight on the loop: once every result arrived, its replies
+    /// are delivered, or it goes to an executor to be finished. Whether it was delivered.
+    fn settle(&mut self, node: &Node, t: Token, jobs: &Sender<Job>, now: Instant) -> bool {
+        let Some(mut inf) = self.inflight.take() else { return false };
+        if !inf.poll(&self.waker) {
+            self.inflight = Some(inf);
+            return false;
+        }
+        match inf.complete(node) {
+            Ok((replies, sess)) => {
+                self.deliver(&replies, sess, now);
+                true
+            }
+            Err(f) => {
+                // The executor answers through the done channel; if the pool is gone the
+                // loop is stopping.
+                let _ = jobs.send(Job { finish: Some(f), ..Job::batch(t, Vec::new(), Session::default()) });
+                false
+            }
+        }
+    }
+
     fn held(&self) -> usize {
         self.rbuf.len() + self.parser.held() + self.queued_bytes + self.in_flight_bytes
     }
@@ -246,14 +329,24 @@ fn run(
         let rx: Receiver<Job> = rx;
         threads.push(std::thread::Builder::new().name(format!("kv-exec-{i}")).spawn(move || {
             while let Ok(mut job) = rx.recv() {
-                // A bug in a command must not take the connection's replies with it. Its
-                // writes may have been proposed: their outcome is unknown.
-                let n = job.cmds.len();
-                let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_batch(&node, &job.cmds, &mut job.sess)
-                }))
-                .unwrap_or_else(|_| vec![indeterminate("internal error"); n]);
-                if tx.send(Done { token: job.token, replies, sess: job.sess }).is_err() {
+                if let Some(inf) = job.abandoned.take() {
+                    crate::inflight::abandon(&node, inf);
+                    continue;
+                }
+                let (replies, sess) = match job.finish.take() {
+                    Some(f) => crate::inflight::finish(&node, f),
+                    None => {
+                        // A bug in a command must not take the connection's replies with
+                        // it. Its writes may have been proposed: their outcome is unknown.
+                        let n = job.cmds.len();
+                        let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run_batch(&node, &job.cmds, &mut job.sess)
+                        }))
+                        .unwrap_or_else(|_| vec![indeterminate("internal error"); n]);
+                        (replies, job.sess)
+                    }
+                };
+                if tx.send(Done { token: job.token, replies, sess }).is_err() {
                     return;
                 }
                 let _ = waker.wake();
@@ -265,6 +358,7 @@ fn run(
     let bounds = Bounds::new(node.config());
     let max_clients = node.config().max_clients;
     let fresh = Session::client(node.acl());
+    let wakes = Arc::new(WakeQueue { ready: std::sync::Mutex::new(Vec::new()), mio: waker.clone() });
     let protected = node.config().protected_mode;
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 2usize;
@@ -300,7 +394,9 @@ fn run(
             }
             if Instant::now() >= d {
                 tracing::warn!(connections = conns.len(), "drain deadline passed: closing the rest");
-                conns.clear();
+                for (t, c) in conns.drain() {
+                    retire(c, t, poll.registry(), &job_tx);
+                }
                 break;
             }
         }
@@ -344,7 +440,15 @@ fn run(
                                         queue: VecDeque::new(),
                                         queued_bytes: 0,
                                         in_flight_bytes: 0,
-                                        sess: Some(fresh.clone()),
+                                        sess: Some(Session {
+                                            id: crate::hello::next_client_id(),
+                                            ..fresh.clone()
+                                        }),
+                                        inflight: None,
+                                        waker: std::task::Waker::from(Arc::new(ConnWaker {
+                                            token: t,
+                                            queue: wakes.clone(),
+                                        })),
                                         authed: fresh.authed(),
                                         reply_hint: bounds.first_reply_hint,
                                         accepted: now,
@@ -368,33 +472,26 @@ fn run(
         }
         while let Ok(d) = done_rx.try_recv() {
             if let Some(c) = conns.get_mut(&d.token) {
-                let mut largest = 1;
-                for r in &d.replies {
-                    let before = c.wbuf.len();
-                    r.encode(d.sess.proto, &mut c.wbuf);
-                    largest = largest.max(c.wbuf.len() - before);
-                }
-                c.reply_hint = largest;
-                c.in_flight_bytes = 0;
-                c.active = now;
-                if d.sess.close {
-                    c.closing = true;
-                    c.queue.clear();
-                    c.queued_bytes = 0;
-                }
-                c.authed = d.sess.authed();
-                c.sess = Some(d.sess);
+                c.deliver(&d.replies, d.sess, now);
                 touched.push(d.token);
+            }
+        }
+        // Batches in flight on the loop whose results arrived.
+        let woken: Vec<Token> = std::mem::take(&mut *wakes.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in woken {
+            let Some(c) = conns.get_mut(&t) else { continue };
+            if c.settle(&node, t, &job_tx, now) {
+                touched.push(t);
             }
         }
         touched.sort_unstable();
         touched.dedup();
         for t in touched {
             let Some(c) = conns.get_mut(&t) else { continue };
-            let alive = drive(c, t, &bounds, &job_tx, &local_tx, now, &mut chunk);
+            let alive = drive(c, t, &node, &bounds, &job_tx, &local_tx, now, &mut chunk);
             if !alive {
-                if let Some(mut c) = conns.remove(&t) {
-                    let _ = poll.registry().deregister(&mut c.stream);
+                if let Some(c) = conns.remove(&t) {
+                    retire(c, t, poll.registry(), &job_tx);
                 }
             }
         }
@@ -403,8 +500,8 @@ fn run(
             let expired: Vec<Token> =
                 conns.iter().filter(|(_, c)| c.expired(&bounds, now)).map(|(t, _)| *t).collect();
             for t in expired {
-                if let Some(mut c) = conns.remove(&t) {
-                    let _ = poll.registry().deregister(&mut c.stream);
+                if let Some(c) = conns.remove(&t) {
+                    retire(c, t, poll.registry(), &job_tx);
                 }
             }
         }
@@ -423,6 +520,15 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Forgets a finished connection; a batch it had in flight on the loop goes to an executor
+/// to be seen through.
+fn retire(mut c: Conn, t: Token, registry: &mio::Registry, jobs: &Sender<Job>) {
+    let _ = registry.deregister(&mut c.stream);
+    if let Some(inf) = c.inflight.take() {
+        let _ = jobs.send(Job { abandoned: Some(inf), ..Job::batch(t, Vec::new(), Session::default()) });
+    }
 }
 
 /// Feeds the bytes read to the parser: all of them, or before AUTH one request at a time.
@@ -451,9 +557,11 @@ fn parse(c: &mut Conn, b: &Bounds) {
 
 /// Reads, parses, dispatches and writes what it can for one connection. Returns false
 /// when the connection is finished.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     c: &mut Conn,
     t: Token,
+    node: &Node,
     b: &Bounds,
     jobs: &Sender<Job>,
     local: &Sender<Job>,
@@ -514,9 +622,24 @@ fn drive(
                     n.eq_ignore_ascii_case(b"FLOTILLA.LOCAL") || n.eq_ignore_ascii_case(b"AUTH")
                 })
             });
-            let pool = if internal { local } else { jobs };
-            if pool.send(Job { token: t, cmds, sess }).is_err() {
-                return false;
+            if internal {
+                if local.send(Job::batch(t, cmds, sess)).is_err() {
+                    return false;
+                }
+            } else {
+                // Started here when this node serves the first commands itself; else (or
+                // for what follows them) an executor runs them.
+                match InFlight::start(node, cmds, sess) {
+                    Ok(inf) => {
+                        c.inflight = Some(inf);
+                        c.settle(node, t, jobs, now);
+                    }
+                    Err((cmds, sess)) => {
+                        if jobs.send(Job::batch(t, cmds, sess)).is_err() {
+                            return false;
+                        }
+                    }
+                }
             }
         }
     }

@@ -107,8 +107,10 @@ impl Cluster {
             let text = format!(
                 "node_id = {id}\ndata_dir = \"{d}/data-{id}\"\npeer_addr = \"{peer}\"\nclient_addr = \"{client}\"\n\
                  ca_cert = \"{d}/ca.pem\"\nnode_cert = \"{d}/node-{id}.pem\"\nnode_key = \"{d}/node-{id}.key\"\n\
-                 bootstrap = {bootstrap}\nexecutor_threads = 16\nengine_workers = 2\n{pw}{}\n",
+                 bootstrap = {bootstrap}\n{exec}engine_workers = 2\n{pw}{}\n",
                 self.extra,
+                // 16 executor threads unless the test sets its own.
+                exec = if self.extra.contains("executor_threads") { "" } else { "executor_threads = 16\n" },
                 d = d.display()
             );
             let config = d.join(format!("node-{id}.toml"));
