@@ -47,10 +47,19 @@ PIDS+=($!)
 sleep 0.5
 FLOTILLA="flotilla-kv (3 nodes, via node 1):16001:"
 [ "$CLUSTER_MODE" = true ] && FLOTILLA="flotilla-kv (3 nodes, cluster mode):16001:--cluster"
+# TAIL_ONLY=1 skips the throughput runs.
 for target in "$FLOTILLA" "redis-server (no persistence):16379:" "redis-server (appendfsync always):16380:"; do
+  [ -n "${TAIL_ONLY:-}" ] && break
   IFS=: read -r name port flag <<< "$target"
   for p in 1 16; do
     echo "== $name, 50 clients, pipeline $p"
     redis-benchmark -p "$port" $flag -c 50 -n "$N" -P "$p" -r 100000 -t set,get -q 2>&1 | tr "\r" "\n" | grep "requests per second" || true
   done
+done
+# The tail under load: 16 KiB values, pipelined 16 deep, 50 clients (latency in ms).
+for target in "$FLOTILLA" "redis-server (appendfsync always):16380:"; do
+  IFS=: read -r name port flag <<< "$target"
+  echo "== $name, SET of 16 KiB values, 50 clients, pipeline 16: avg min p50 p95 p99 max (ms)"
+  redis-benchmark -p "$port" $flag -c 50 -n "$N" -P 16 -d 16384 -r 100000 -t set 2>&1 | tr "\r" "\n" \
+    | grep -A2 "latency summary" | tail -1 || true
 done

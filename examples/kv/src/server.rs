@@ -309,6 +309,7 @@ fn run(
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    raise_backlog(&listener);
     let mut listener = Some(TcpListener::from_std(listener));
     let mut poll = Poll::new()?;
     if let Some(l) = listener.as_mut() {
@@ -520,6 +521,25 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// The client port's accept backlog: Redis's `tcp-backlog` default. The standard library
+/// listens with 128, so a burst of connections (a benchmark's or a cluster client's, one
+/// per node each) overflows it and the kernel drops SYNs, which the clients retry only
+/// after 1 s, then 3 s.
+const ACCEPT_BACKLOG: libc::c_int = 511;
+
+/// Raises the listener's accept backlog to [`ACCEPT_BACKLOG`] (Linux takes a second
+/// `listen` on a listening socket as a new backlog; the kernel caps it at somaxconn). On
+/// failure the listener keeps its backlog.
+fn raise_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` on a socket this listener owns, which stays open for the call; it
+    // changes only the length of the queue of pending connections.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), ACCEPT_BACKLOG) };
+    if rc != 0 {
+        tracing::warn!("client port: accept backlog not raised: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// Forgets a finished connection; a batch it had in flight on the loop goes to an executor
