@@ -53,6 +53,8 @@ pub struct Session {
     pub id: u64,
     /// Its name (`CLIENT SETNAME`, `HELLO ... SETNAME`).
     pub name: Option<Vec<u8>>,
+    /// Its MULTI queue and watched keys ([`crate::multi`]).
+    pub tx: crate::multi::TxState,
 }
 
 impl Session {
@@ -64,6 +66,7 @@ impl Session {
             proto: Proto::Resp2,
             id: crate::hello::next_client_id(),
             name: None,
+            tx: Default::default(),
         }
     }
 
@@ -92,19 +95,11 @@ fn int_arg(b: &[u8]) -> Result<i64, Value> {
 fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
     let name = upper(args.first()?);
     let write = |key: &[u8], cmd: WriteCmd| Op::write(node.group_of(key), cmd.encode());
+    if let Some(op) = crate::keycmd::single_op(node, &name, args) {
+        return Some(op);
+    }
     Some(match (name.as_str(), &args[1..]) {
         ("GET", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Get(k.clone()) }),
-        ("SET", [k, v, opts @ ..]) => {
-            let mut cond = 0;
-            for o in opts {
-                match upper(o).as_str() {
-                    "NX" if cond == 0 => cond = 1,
-                    "XX" if cond == 0 => cond = 2,
-                    _ => return Some(Err(Value::err("ERR syntax error (SET supports NX and XX)"))),
-                }
-            }
-            Ok(write(k, WriteCmd::Set { key: k.clone(), val: v.clone(), cond }))
-        }
         ("TYPE", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Type(k.clone()) }),
         ("STRLEN", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Strlen(k.clone()) }),
         ("APPEND", [k, v]) => Ok(write(k, WriteCmd::Append { key: k.clone(), val: v.clone() })),
@@ -158,7 +153,8 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
         let mut forwards: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
         let mut reads = None;
         let mut j = i;
-        while j < cmds.len() && !s.close {
+        // Commands inside MULTI are queued by `command`, never run here.
+        while j < cmds.len() && !s.close && !s.tx.open() {
             let Some((mut op, local)) = fast_op(node, &cmds[j], s.user) else { break };
             let is_read = matches!(op, Op::Read { .. });
             if reads.is_some_and(|r| r != is_read) {
@@ -346,7 +342,7 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
     }
     let step = node.exec(Op::Read { group: shard_group(shard as u32), q: ReadQ::Scan { from, count } });
     let Value::Array(Some(parts)) = step else { return step };
-    let [Value::Int(next), Value::Array(Some(keys))] = parts.as_slice() else {
+    let [Value::Int(next), Value::Array(Some(keys)), Value::Array(Some(types))] = parts.as_slice() else {
         return Value::err("ERR internal error: bad SCAN step");
     };
     let next = match *next {
@@ -354,13 +350,13 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         _ if shard + 1 < shards => (shard + 1) << 56,
         _ => 0,
     };
-    let keep = |k: &Value| {
+    let keep = |k: &Value, t: &Value| {
         let Value::Bulk(Some(k)) = k else { return false };
-        let typed = ty.as_deref().map_or(true, |t| t == "string");
+        let typed = ty.as_deref().map_or(true, |ty| matches!(t, Value::Bulk(Some(t)) if t == ty.as_bytes()));
         let matched = pattern.as_ref().map_or(true, |p| crate::glob::key_matches(p, k));
         typed && matched
     };
-    let keys: Vec<Value> = keys.iter().filter(|k| keep(k)).cloned().collect();
+    let keys: Vec<Value> = keys.iter().zip(types).filter(|(k, t)| keep(k, t)).map(|(k, _)| k.clone()).collect();
     Value::Array(Some(vec![Value::bulk(next.to_string()), Value::Array(Some(keys))]))
 }
 
@@ -389,6 +385,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
     // internal commands only from another node on the node channel (see `crate::acl`).
     if let Some(refused) = node.acl().check(s.user, class(&name), &name) {
         return refused;
+    }
+    if let Some(v) = crate::multi::intercept(node, &name, args, s) {
+        return v;
     }
     if name == "AUTH" {
         return match node.acl().auth(rest) {
@@ -623,7 +622,7 @@ fn info(node: &Node) -> String {
     format!(
         "# Server\r\nflotilla_version:{}\r\nnode_id:{}\r\nclient_addr:{}\r\npeer_addr:{}\r\n\r\n\
          # Cluster\r\nshards:{}\r\nknown_nodes:{}\r\nreplicas:{}\r\nleaders:{}\r\n\r\n\
-         # Keyspace\r\nlocal_keys:{}\r\n\r\n# Engine\r\napplied_entries:{}\r\ncompactions:{}\r\n\
+         # Keyspace\r\nlocal_keys:{}\r\ndb0:keys={},expires={},avg_ttl=0\r\n\r\n# Engine\r\napplied_entries:{}\r\ncompactions:{}\r\n\
          snapshots_sent:{}\r\nsnapshots_installed:{}\r\n\r\n\
          # Trust\r\nallowed_nodes:{}\r\ncert_not_after_unix:{}\r\npeer_cert_not_after_min_unix:{}\r\n\
          net_connections:{}\r\nnet_refused:{}\r\nnet_policy_refused:{}\r\nnet_handshakes_refused:{}\r\n",
@@ -636,6 +635,8 @@ fn info(node: &Node) -> String {
         st.len(),
         leaders,
         node.local_keys(),
+        node.keyspace_counts().0,
+        node.keyspace_counts().1,
         m.applied_entries,
         m.compactions,
         m.snapshots_sent,

@@ -6,7 +6,9 @@
 //! - [`node_channel`]: the mutually authenticated TLS channel nodes forward requests on.
 //! - [`trust`]: which nodes are admitted (the directory's), and certificate reloads.
 //! - [`resp`]: RESP framing (RESP2 and RESP3); [`hello`]: HELLO and CLIENT; [`command_table`]: COMMAND; [`client`]: a blocking RESP client.
-//! - [`sm`]: the shard and meta state machines.
+//! - [`sm`]: the shard and meta state machines; [`keyspace`]: a shard's typed keys with
+//!   expiry; [`keycmd`]: the keyspace commands ([`strings`], [`hashes`], [`expiry`],
+//!   [`longdouble`]); [`multi`]: MULTI/EXEC; [`clock`]: the node's (skewable) clock.
 //! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
 //!   a leader change on the engine's events); [`outcome`]: which failures are
 //!   retried and which are INDETERMINATE; [`sessions`]: the client sessions that make
@@ -17,6 +19,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acl;
+pub mod clock;
+pub mod expiry;
+pub mod hashes;
+pub mod keycmd;
+pub mod keyspace;
+pub mod longdouble;
+pub mod multi;
+pub mod strings;
 pub mod client;
 pub mod cluster;
 pub mod command_table;
