@@ -40,7 +40,12 @@ impl TxState {
 pub fn intercept(node: &Node, name: &str, args: &[Vec<u8>], s: &mut Session) -> Option<Value> {
     let tx = &mut s.tx;
     Some(match name {
-        "MULTI" | "EXEC" | "DISCARD" if args.len() != 1 => {
+        // Redis turns any refusal of EXEC itself into EXECABORT, and drops the transaction.
+        "EXEC" if args.len() != 1 => {
+            *tx = TxState::default();
+            Value::err("EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command")
+        }
+        "MULTI" | "DISCARD" if args.len() != 1 => {
             flag(tx);
             keycmd::arity_error(name)
         }
