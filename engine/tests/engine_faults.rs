@@ -115,11 +115,13 @@ fn failed_fsync_stops_the_engine() {
     create_all(&e, &applied);
     let (acked, failed) = load(&e, 1, Duration::from_millis(100));
     assert!(!failed && acked.values().map(Vec::len).sum::<usize>() > 0);
+    assert!(!e.storage_failed());
     fs.fail_next_sync(SyncFault::Eio);
     let (_, failed) = load(&e, 2, Duration::from_secs(20));
     assert!(failed, "the engine kept acknowledging after a failed fsync");
     assert_eq!(e.propose(1, Bytes::from_static(b"12345678")).err(), Some(ProposeError::StorageFailed));
     assert_eq!(e.read_index(1).err(), Some(ReadError::StorageFailed));
+    assert!(e.storage_failed(), "health checks see the stop");
     e.shutdown();
 }
 

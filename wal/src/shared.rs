@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub sync_nanos_total: AtomicU64,
     /// The longest successful group-commit write+sync call, in nanoseconds.
     pub sync_nanos_max: AtomicU64,
+    /// The same calls' durations, by power-of-two bucket.
+    pub sync_latency: crate::latency::LatencyHistogram,
     /// Batches made durable.
     pub batches: AtomicU64,
     /// Segments created by zero-filling.

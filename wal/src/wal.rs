@@ -178,6 +178,7 @@ impl Wal {
             writes: AtomicU64::new(0),
             sync_nanos_total: AtomicU64::new(0),
             sync_nanos_max: AtomicU64::new(0),
+            sync_latency: Default::default(),
             batches: AtomicU64::new(0),
             created: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
@@ -433,6 +434,12 @@ impl Wal {
     pub fn segment_seqs(&self) -> Vec<u64> {
         let st = self.shared.state.read();
         st.segs.iter().filter(|(_, s)| !s.retired).map(|(k, _)| *k).collect()
+    }
+
+    /// The durations of the successful group-commit writes with their data sync (those
+    /// `WalStats::sync_nanos_total` adds up), by power-of-two bucket.
+    pub fn sync_latency(&self) -> crate::LatencySnapshot {
+        self.shared.sync_latency.snapshot()
     }
 
     /// Counters and sizes.

@@ -448,6 +448,7 @@ impl SegmentWriter {
         let nanos = u64::try_from(self.last_sync.as_nanos()).unwrap_or(u64::MAX);
         self.shared.sync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
         self.shared.sync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        self.shared.sync_latency.record_nanos(nanos);
         self.last_batches = chunk.iter().filter(|(s, _)| s.done.is_some()).count();
         self.pos += self.buf.len() as u64;
         self.durable = Position { seq: self.active.seq, offset: self.pos };

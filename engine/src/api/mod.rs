@@ -15,6 +15,7 @@ mod config;
 mod create_policy;
 mod error;
 mod events;
+mod latency;
 mod metrics;
 mod read_local;
 mod request;
@@ -27,6 +28,7 @@ pub use config::*;
 pub use create_policy::CreatePolicy;
 pub use error::*;
 pub use events::*;
+pub use latency::*;
 pub use metrics::*;
 pub use read_local::*;
 pub use request::*;
@@ -480,6 +482,18 @@ impl Engine {
     /// Engine-wide counters.
     pub fn metrics(&self) -> Metrics {
         self.rt.metrics()
+    }
+
+    /// Whether the engine stopped on a storage failure (a failed WAL write or sync): every
+    /// request is refused with `StorageFailed` from then on. For health checks.
+    pub fn storage_failed(&self) -> bool {
+        self.rt.storage_failed()
+    }
+
+    /// How long the WAL's syncs and the state machines' applies took, by power-of-two
+    /// bucket, since open: lock-free recordings, read without stopping anything.
+    pub fn latency_histograms(&self) -> LatencyHistograms {
+        self.rt.latency_histograms()
     }
 
     /// Stops the node gracefully: workers finish the writes in flight (so everything

@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
@@ -184,7 +185,13 @@ fn write_snapshots(dir: PathBuf, jobs: Receiver<Job>, tx: Sender<ApplyDone>) {
 
 /// Runs until the worker drops its sender; then returns (after finishing what was
 /// queued, so a state machine with its own storage sees every entry handed out).
-pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathBuf) {
+/// Each entry's apply is timed into `timing`.
+pub(crate) fn run(
+    rx: Receiver<ApplyCmd>,
+    tx: Sender<ApplyDone>,
+    snap_dir: PathBuf,
+    timing: &flotilla_wal::LatencyHistogram,
+) {
     let (job_tx, jobs) = unbounded();
     let done = tx.clone();
     let writer = std::thread::Builder::new()
@@ -223,6 +230,7 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                             // applied this before a restart): never applied twice.
                             continue;
                         }
+                        let started = Instant::now();
                         // A session entry's answer when the table decides it.
                         let mut answer = None;
                         let mut record = None;
@@ -261,6 +269,7 @@ pub(crate) fn run(rx: Receiver<ApplyCmd>, tx: Sender<ApplyDone>, snap_dir: PathB
                         slot.applied = e.index;
                         slot.term = e.term;
                         done.applied += 1;
+                        timing.record(started.elapsed());
                         while let Some(w) = waiters.next_if(|w| w.index == e.index) {
                             decide(w, Some((e.index, e.term, &outcome)), &mut done.deferred);
                         }

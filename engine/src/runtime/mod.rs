@@ -141,6 +141,7 @@ impl Runtime {
             gauges: (0..n).map(|_| WorkerGauges::default()).collect(),
             events: Default::default(),
             leaders: Default::default(),
+            apply_latency: Default::default(),
         });
         let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
@@ -406,6 +407,17 @@ impl Runtime {
             net_peer_cert_not_after_min_unix: net.peer_cert_not_after_min_unix,
             net_handshakes_refused: net.handshakes_refused,
             net_policy_refused: net.policy_refused,
+        }
+    }
+
+    pub(crate) fn storage_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn latency_histograms(&self) -> crate::api::LatencyHistograms {
+        crate::api::LatencyHistograms {
+            wal_sync: self.shared.wal.sync_latency(),
+            apply: self.shared.apply_latency.snapshot(),
         }
     }
 

@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     /// Event subscriptions (`event_hub`) and the leader view (`leader_view`).
     pub events: Arc<super::event_hub::EventHub>,
     pub leaders: super::leader_view::LeaderView,
+    /// Each state machine apply, timed by the apply threads.
+    pub apply_latency: Arc<flotilla_wal::LatencyHistogram>,
 }
 
 /// Adds one to counter `c`.

@@ -142,8 +142,8 @@ impl Worker {
         let (apply_tx, apply_cmds) = unbounded();
         let (apply_done, apply_rx) = unbounded();
         let apply_thread = std::thread::Builder::new().name(format!("flotilla-apply-{idx}")).spawn({
-            let dir = sh.snap_dir.clone();
-            move || super::apply::run(apply_cmds, apply_done, dir)
+            let (dir, timing) = (sh.snap_dir.clone(), sh.apply_latency.clone());
+            move || super::apply::run(apply_cmds, apply_done, dir, &timing)
         })?;
         let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());

@@ -49,6 +49,45 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     table().info.iter().map(|(n, _)| n.as_str())
 }
 
+/// The legacy key positions of a command (`COMMAND INFO`'s first key, last key and step:
+/// a negative last key counts from the end, 0 for first means no keys); `None` if the
+/// command is not in the table. `name` in lower case.
+pub fn key_positions(name: &str) -> Option<(i64, i64, i64)> {
+    let (_, v) = table().info.iter().find(|(n, _)| n == name)?;
+    let Value::Array(Some(f)) = v else { return None };
+    match (f.get(3)?, f.get(4)?, f.get(5)?) {
+        (Value::Int(a), Value::Int(b), Value::Int(c)) => Some((*a, *b, *c)),
+        _ => None,
+    }
+}
+
+/// Whether the command only reads (its `COMMAND INFO` flags include `readonly`). `name`
+/// in lower case.
+pub fn is_readonly(name: &str) -> bool {
+    let Some((_, Value::Array(Some(f)))) = table().info.iter().find(|(n, _)| n == name) else { return false };
+    match f.get(2) {
+        Some(Value::Set(flags) | Value::Array(Some(flags))) => {
+            flags.iter().any(|v| matches!(v, Value::Simple(s) if s == "readonly"))
+        }
+        _ => false,
+    }
+}
+
+/// The keys among `args` (the command's name first) by [`key_positions`]: none for a
+/// command with no keys or not in the table.
+pub fn command_keys(args: &[Vec<u8>]) -> Vec<&[u8]> {
+    let Some(name) = args.first() else { return Vec::new() };
+    let Some((first, last, step)) = key_positions(&String::from_utf8_lossy(name).to_ascii_lowercase()) else {
+        return Vec::new();
+    };
+    let n = args.len() as i64;
+    let last = if last < 0 { n + last } else { last.min(n - 1) };
+    if first <= 0 || step <= 0 || first > last {
+        return Vec::new();
+    }
+    (first..=last).step_by(step as usize).filter_map(|i| args.get(i as usize).map(Vec::as_slice)).collect()
+}
+
 /// `COMMAND [COUNT | LIST | INFO [name ...] | DOCS [name ...]]`, answered as Redis 7.0 does.
 pub fn command(args: &[Vec<u8>]) -> Value {
     let t = table();
@@ -113,5 +152,23 @@ mod tests {
         let Value::Array(Some(get)) = &e[0] else { panic!() };
         assert_eq!(get[1], Value::Int(2), "GET's arity");
         assert_eq!(get[3], Value::Int(1), "GET's first key");
+    }
+
+    #[test]
+    fn keys_are_found_by_the_tables_positions() {
+        let a = |v: &[&str]| v.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+        let k = |v: Vec<&[u8]>| {
+            v.into_iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(k(command_keys(&a(&["get", "x"]))), ["x"]);
+        assert_eq!(k(command_keys(&a(&["SET", "x", "1", "NX"]))), ["x"]);
+        assert_eq!(k(command_keys(&a(&["mset", "a", "1", "b", "2"]))), ["a", "b"]);
+        assert_eq!(k(command_keys(&a(&["DEL", "a", "b", "c"]))), ["a", "b", "c"]);
+        assert_eq!(k(command_keys(&a(&["MGET", "a", "b"]))), ["a", "b"]);
+        assert!(command_keys(&a(&["PING"])).is_empty());
+        assert!(command_keys(&a(&["nosuch", "a"])).is_empty());
+        assert!(command_keys(&a(&["GET"])).is_empty(), "an arity error names no key");
+        assert!(is_readonly("get") && is_readonly("mget") && is_readonly("exists"));
+        assert!(!is_readonly("set") && !is_readonly("del") && !is_readonly("nosuch"));
     }
 }

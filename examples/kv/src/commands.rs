@@ -38,7 +38,6 @@ use crate::node::{indeterminate, Member, Node, Op, Outcome, ReadQ};
 use crate::outcome::{is_indeterminate, is_session_refused};
 use crate::resp::{Proto, Value};
 use crate::sm::{shard_group, MetaCmd, NodeInfo, WriteCmd, META_GROUP};
-use crate::trust::describe_allowed;
 
 /// A connection's state.
 #[derive(Debug, Default, Clone)]
@@ -55,6 +54,9 @@ pub struct Session {
     pub name: Option<Vec<u8>>,
     /// Its MULTI queue and watched keys ([`crate::multi`]).
     pub tx: crate::multi::TxState,
+    /// `READONLY` was sent (cluster mode): its reads may be served by a follower replica
+    /// here, still linearizable (ReadIndex).
+    pub readonly: bool,
 }
 
 impl Session {
@@ -67,6 +69,7 @@ impl Session {
             id: crate::hello::next_client_id(),
             name: None,
             tx: Default::default(),
+            readonly: false,
         }
     }
 
@@ -117,7 +120,8 @@ fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
 }
 
 enum Started {
-    Write(Proposal),
+    /// A proposal started here, and when.
+    Write(Proposal, std::time::Instant),
     Read(ReadBarrier),
     /// Sent to another node: the index of its reply among that node's.
     Forward(u64, usize),
@@ -127,14 +131,28 @@ enum Started {
 /// (for an authenticated client), or a forwarded one (`FLOTILLA.LOCAL`, from another node
 /// on the node channel; `true`: run here only). Anything else runs through [`command`],
 /// which checks permissions.
-fn fast_op(node: &Node, args: &[Vec<u8>], user: User) -> Option<(Op, bool)> {
-    if matches!(user, User::Data | User::Admin) {
+fn fast_op(node: &Node, args: &[Vec<u8>], s: &Session) -> Option<(Op, bool)> {
+    // Inside MULTI every command is queued by `command`, never started.
+    if s.tx.open() {
+        return None;
+    }
+    if matches!(s.user, User::Data | User::Admin) {
         if let Some(Ok(op)) = single_op(node, args) {
+            // Cluster mode: only what this node serves now; the rest gets its redirect on
+            // the slow path.
+            let (group, read) = match &op {
+                Op::Write { group, .. } => (*group, false),
+                Op::Read { group, .. } => (*group, true),
+                _ => return None,
+            };
+            if node.config().cluster_mode && !crate::redis_cluster::served_here(node, group, read, s) {
+                return None;
+            }
             return Some((op, false));
         }
         return None;
     }
-    if matches!(user, User::Node(_)) && upper(args.first()?) == "FLOTILLA.LOCAL" {
+    if matches!(s.user, User::Node(_)) && upper(args.first()?) == "FLOTILLA.LOCAL" {
         return match Op::from_args(&args[1..])? {
             op @ (Op::Write { .. } | Op::Read { .. }) => Some((op, true)),
             _ => None,
@@ -153,9 +171,9 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
         let mut forwards: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
         let mut reads = None;
         let mut j = i;
-        // Commands inside MULTI are queued by `command`, never run here.
-        while j < cmds.len() && !s.close && !s.tx.open() {
-            let Some((mut op, local)) = fast_op(node, &cmds[j], s.user) else { break };
+        // Commands inside MULTI are queued by `command` (`fast_op` refuses them).
+        while j < cmds.len() && !s.close {
+            let Some((mut op, local)) = fast_op(node, &cmds[j], s) else { break };
             let is_read = matches!(op, Op::Read { .. });
             if reads.is_some_and(|r| r != is_read) {
                 break;
@@ -184,7 +202,7 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
                             Started::Forward(n, f.len() - 1)
                         }
                         _ => match node.propose_tagged(*group, cmd.clone(), *tag) {
-                            Ok(p) => Started::Write(p),
+                            Ok(p) => Started::Write(p, std::time::Instant::now()),
                             Err(_) => {
                                 // Not started: the slow path runs the command afresh.
                                 let _ = node.answered(*group, *tag, Value::ok());
@@ -258,36 +276,78 @@ fn answered(node: &Node, op: &Op, v: Value) -> Value {
 
 fn finish(node: &Node, op: Op, local: bool, st: Started) -> Value {
     let budget = node.config().retry_budget + Duration::from_secs(3);
-    // Not done here after all: forwarded ops answer from this node only.
-    let again = |op: Op| if local { node.exec_local(&op).to_value() } else { node.exec(op) };
-    // A forwarded op's answer is read back by the forwarding node (see `crate::outcome`).
-    let answer = |o: Outcome| match o {
-        o if local => o.to_value(),
-        Outcome::Done(v) | Outcome::Fail(v) => v,
-        o => o.to_value(),
-    };
     match (st, &op) {
-        (Started::Write(p), _) => {
-            let o = match p.wait_timeout(budget) {
+        (Started::Write(p, started), _) => {
+            let r = p.wait_timeout(budget);
+            node.kv_metrics().observe_propose(started.elapsed());
+            let o = match r {
                 Ok(r) => Node::proposal_outcome(r),
                 Err(_) => Outcome::Fail(indeterminate("not applied in time")),
             };
-            match o {
-                // Known never applied (refused before the append, or dropped): run it
-                // again the slow way.
-                o if o.retryable() => again(op),
-                // This node's own tagged write: learn its outcome with the same tag.
-                o if !local && needs_resume(&op, &o) => node.resume(op, o),
-                o if local => answer(o),
-                Outcome::Done(v) | Outcome::Fail(v) => answered(node, &op, v),
-                o => answer(o),
-            }
+            finish_write(node, op, local, o)
         }
-        (Started::Read(b), Op::Read { group, q }) => match b.wait_timeout(budget) {
-            Ok(Ok(_)) => answer(Outcome::Done(node.read_local(*group, q))),
-            _ => again(op),
-        },
-        _ => again(op),
+        (Started::Read(b), Op::Read { .. }) => {
+            let confirmed = matches!(b.wait_timeout(budget), Ok(Ok(_)));
+            finish_read(node, op, local, confirmed)
+        }
+        _ => again(node, op, local),
+    }
+}
+
+/// Runs `op` afresh: on the slow path, or for an op forwarded here, on this node only.
+fn again(node: &Node, op: Op, local: bool) -> Value {
+    if local {
+        node.exec_local(&op).to_value()
+    } else {
+        node.exec(op)
+    }
+}
+
+/// The reply to a started write whose attempt had outcome `o`: final, or continued on the
+/// slow path (which may block: see [`write_is_final`]).
+pub(crate) fn finish_write(node: &Node, op: Op, local: bool, o: Outcome) -> Value {
+    match o {
+        // Known never applied (refused before the append, or dropped): run it again the
+        // slow way.
+        o if o.retryable() => again(node, op, local),
+        // This node's own tagged write: learn its outcome with the same tag.
+        o if !local && needs_resume(&op, &o) => node.resume(op, o),
+        // A forwarded op's answer is read back by the forwarding node (see
+        // `crate::outcome`).
+        o if local => o.to_value(),
+        Outcome::Done(v) | Outcome::Fail(v) => answered(node, &op, v),
+        o => o.to_value(),
+    }
+}
+
+/// Whether [`finish_write`] answers a client's write with outcome `o` at once, without
+/// running anything more (so without blocking).
+pub(crate) fn write_is_final(op: &Op, o: &Outcome) -> bool {
+    matches!(o, Outcome::Done(_) | Outcome::Fail(_)) && !needs_resume(op, o)
+}
+
+/// The reply to a started read: its data once the barrier was `confirmed`, else the read
+/// again on the slow path.
+pub(crate) fn finish_read(node: &Node, op: Op, local: bool, confirmed: bool) -> Value {
+    match (&op, confirmed) {
+        (Op::Read { group, q }, true) if local => Outcome::Done(node.read_local(*group, q)).to_value(),
+        (Op::Read { group, q }, true) => node.read_local(*group, q),
+        _ => again(node, op, local),
+    }
+}
+
+/// The operation of a client's command that can start at once on this node without a
+/// thread waiting for it: a single-key write to a shard this node leads (in the node's
+/// open client session of the shard), or a single-key read of a shard with a replica
+/// here that may serve it. `None` for anything else (the executor runs it).
+pub(crate) fn start_here(node: &Node, args: &[Vec<u8>], s: &Session) -> Option<Op> {
+    let (op, _) = fast_op(node, args, s).filter(|(_, local)| !local)?;
+    match op {
+        Op::Write { group, cmd, tag: None } if node.route(group) == Some(node.id()) => {
+            Some(Op::Write { group, cmd, tag: Some(node.session_tag_now(group)?) })
+        }
+        op @ Op::Read { .. } => Some(op),
+        _ => None,
     }
 }
 
@@ -312,7 +372,7 @@ fn by_group(node: &Node, keys: &[Vec<u8>]) -> BTreeMap<u64, Vec<(usize, Vec<u8>)
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]` across the shards, one shard per
-/// step: the cursor's top 8 bits name the shard, the rest the next position in the
+/// step: the cursor's top 16 bits name the shard, the rest the next position in the
 /// shard's SCAN order ([`crate::sm::scan_step`]); 0 starts and ends a scan, as in Redis.
 /// A key present for the whole scan is returned exactly once.
 fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
@@ -335,8 +395,12 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         }
         i += 2;
     }
+    // Every shard, in cluster mode too: a cluster client scans each node it takes for a
+    // master, and which nodes those are depends on the client (a node leading one shard is
+    // a replica of others), so each node's scan covers every key. Keys then come once per
+    // node scanned, which Redis's SCAN contract allows; a key missed would not be.
     let shards = node.config().shards as u64;
-    let (shard, from) = (cursor >> 56, cursor & crate::sm::SCAN_HASH_MAX);
+    let (shard, from) = (cursor >> crate::sm::SCAN_SHARD_SHIFT, cursor & crate::sm::SCAN_HASH_MAX);
     if shard >= shards {
         return Value::Array(Some(vec![Value::bulk("0"), Value::Array(Some(vec![]))]));
     }
@@ -346,8 +410,8 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         return Value::err("ERR internal error: bad SCAN step");
     };
     let next = match *next {
-        n if n >= 0 => (shard << 56) | n as u64,
-        _ if shard + 1 < shards => (shard + 1) << 56,
+        n if n >= 0 => (shard << crate::sm::SCAN_SHARD_SHIFT) | n as u64,
+        _ if shard + 1 < shards => (shard + 1) << crate::sm::SCAN_SHARD_SHIFT,
         _ => 0,
     };
     let keep = |k: &Value, t: &Value| {
@@ -399,11 +463,20 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
         };
     }
     if name == "HELLO" {
-        return crate::hello::hello(node.acl(), rest, s, "standalone");
+        let mode = if node.config().cluster_mode { "cluster" } else { "standalone" };
+        return crate::hello::hello(node.acl(), rest, s, mode);
     }
     if name == "QUIT" {
         s.close = true;
         return Value::ok();
+    }
+    // Cluster mode: a keyed command runs only where its shard is served (`-MOVED`
+    // otherwise), and only on keys of one slot (`-CROSSSLOT`).
+    if node.config().cluster_mode && !matches!(s.user, User::Node(_)) {
+        let read = crate::command_table::is_readonly(&name.to_ascii_lowercase());
+        if let Some(v) = crate::redis_cluster::redirect(node, args, read, s) {
+            return v;
+        }
     }
     if let Some(op) = single_op(node, args) {
         return match op {
@@ -425,6 +498,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             Value::err(format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", String::from_utf8_lossy(sub)))
         }
         ("CLIENT", _) => crate::hello::client(rest, s),
+        ("CLUSTER", _) => crate::redis_cluster::cluster(node, rest),
+        ("READONLY", []) => crate::redis_cluster::readonly(node, s, true),
+        ("READWRITE", []) => crate::redis_cluster::readonly(node, s, false),
         ("DEL", keys) | ("EXISTS", keys) | ("MGET", keys) if !keys.is_empty() => {
             let groups = by_group(node, keys);
             let ops = groups
@@ -492,7 +568,7 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             first_error(&vs).unwrap_or_else(Value::ok)
         }
         ("DBSIZE", []) => sum_ints(every_shard(node, |group| Op::Read { group, q: ReadQ::Count })),
-        ("INFO", _) => Value::Verbatim("txt".into(), info(node).into()),
+        ("INFO", _) => crate::info::info(node, rest),
         ("FLOTILLA.STATUS", []) => match serde_json::to_vec(&node.status()) {
             Ok(j) => Value::bulk(j),
             Err(e) => Value::err(format!("ERR {e}")),
@@ -578,6 +654,8 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             | "PING"
             | "ECHO"
             | "SELECT"
+            | "READONLY"
+            | "READWRITE"
             | "FLOTILLA.STATUS"
             | "FLOTILLA.REGISTER"
             | "FLOTILLA.MEMBER"
@@ -607,46 +685,4 @@ pub fn unknown_command(name: &[u8], args: &[Vec<u8>]) -> Value {
         "ERR unknown command '{}', with args beginning with: {listed}",
         String::from_utf8_lossy(&name[..name.len().min(128)])
     ))
-}
-
-/// Seconds since the Unix epoch (0 for none).
-fn unix_secs(t: Option<std::time::SystemTime>) -> u64 {
-    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
-}
-
-fn info(node: &Node) -> String {
-    let st = node.engine().status();
-    let leaders = st.iter().filter(|s| s.role == flotilla_engine::raft::Role::Leader).count();
-    let m = node.engine().metrics();
-    let net = node.net_stats();
-    format!(
-        "# Server\r\nflotilla_version:{}\r\nnode_id:{}\r\nclient_addr:{}\r\npeer_addr:{}\r\n\r\n\
-         # Cluster\r\nshards:{}\r\nknown_nodes:{}\r\nreplicas:{}\r\nleaders:{}\r\n\r\n\
-         # Keyspace\r\nlocal_keys:{}\r\ndb0:keys={},expires={},avg_ttl=0\r\n\r\n# Engine\r\napplied_entries:{}\r\ncompactions:{}\r\n\
-         snapshots_sent:{}\r\nsnapshots_installed:{}\r\n\r\n\
-         # Trust\r\nallowed_nodes:{}\r\ncert_not_after_unix:{}\r\npeer_cert_not_after_min_unix:{}\r\n\
-         net_connections:{}\r\nnet_refused:{}\r\nnet_policy_refused:{}\r\nnet_handshakes_refused:{}\r\n",
-        env!("CARGO_PKG_VERSION"),
-        node.id(),
-        node.config().advertise_client_addr,
-        node.config().advertise_peer_addr,
-        node.config().shards,
-        node.directory().len(),
-        st.len(),
-        leaders,
-        node.local_keys(),
-        node.keyspace_counts().0,
-        node.keyspace_counts().1,
-        m.applied_entries,
-        m.compactions,
-        m.snapshots_sent,
-        m.snapshots_installed,
-        describe_allowed(node.allow_list().get().as_deref()),
-        unix_secs(net.cert_not_after),
-        unix_secs(net.peer_cert_not_after_min),
-        net.connections,
-        net.refused,
-        net.policy_refused,
-        net.handshakes_refused,
-    )
 }

@@ -15,7 +15,7 @@ use thiserror::Error;
 use crate::acl::Secret;
 
 /// Most shards allowed.
-pub const MAX_SHARDS: u32 = 65_536;
+pub const MAX_SHARDS: u32 = crate::slots::SLOTS as u32;
 
 /// The file as written (every key but the required ones has a default).
 #[derive(Debug, Clone, Deserialize)]
@@ -42,7 +42,15 @@ pub struct NodeConfig {
     /// Whether this node founds the cluster (the first node only). Default false.
     #[serde(default)]
     pub bootstrap: bool,
-    /// Number of shards (Raft groups holding keys). Default 16; 1..=65536. Must be the same
+    /// Whether the client port speaks the Redis Cluster protocol: `CLUSTER SLOTS` and
+    /// friends, `-MOVED` to the leader of a key's shard, `READONLY` replica reads,
+    /// `-CROSSSLOT` for multi-key commands across slots. Default false: the node forwards
+    /// every request to its shard's leader, for clients that are not cluster-aware. Every
+    /// node serves either; a cluster's nodes normally all use the same.
+    #[serde(default)]
+    pub cluster_mode: bool,
+    /// Number of shards (Raft groups holding keys, each owning a share of the 16384 key
+    /// slots). Default 16; 1..=16384. Must be the same
     /// on every node.
     #[serde(default = "d_shards")]
     pub shards: u32,
@@ -56,6 +64,13 @@ pub struct NodeConfig {
     /// 10..=60000.
     #[serde(default = "d_retry")]
     pub retry_budget_ms: u64,
+    /// How long the server holds a request the engine refuses as busy (its backpressure:
+    /// a full mailbox, too many unapplied bytes in the shard, ...), retrying it, before
+    /// answering TRYAGAIN, ms. Meanwhile the connection's later commands wait and, once its
+    /// query buffer is full, it is not read: TCP pushes the client back. Default 30000;
+    /// 0..=600000 (0: the retry budget alone).
+    #[serde(default = "d_busy_hold")]
+    pub busy_hold_ms: u64,
     /// Applied entries after which a shard snapshots and compacts its log. Default 10000;
     /// 1..=10^9.
     #[serde(default = "d_compact")]
@@ -146,6 +161,23 @@ pub struct NodeConfig {
     /// ms; then it is closed. Default 300000 (5 min); 100..=86400000.
     #[serde(default = "d_idle_timeout")]
     pub idle_timeout_ms: u64,
+    /// Log level or `tracing` filter directives (`info`, `warn,flotilla_engine=debug`);
+    /// the `RUST_LOG` environment variable overrides it. Default `info`.
+    #[serde(default = "d_log_level")]
+    pub log_level: String,
+    /// Log line format on stderr: `text` or `json` (one JSON object a line). Default `text`.
+    #[serde(default = "d_log_format")]
+    pub log_format: String,
+    /// HTTP address of `/metrics` (Prometheus), `/health` and `/ready`. Default: none (off).
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+}
+
+fn d_log_level() -> String {
+    "info".into()
+}
+fn d_log_format() -> String {
+    "text".into()
 }
 
 fn d_admin_user() -> String {
@@ -181,6 +213,9 @@ fn d_election() -> u32 {
 }
 fn d_retry() -> u64 {
     2000
+}
+fn d_busy_hold() -> u64 {
+    30_000
 }
 fn d_compact() -> u64 {
     10_000
@@ -248,6 +283,8 @@ pub struct ValidNodeConfig {
     pub cert_files: CertFiles,
     /// Founds the cluster.
     pub bootstrap: bool,
+    /// Speaks the Redis Cluster protocol on the client port.
+    pub cluster_mode: bool,
     /// Shard count.
     pub shards: u32,
     /// Raft tick.
@@ -256,6 +293,8 @@ pub struct ValidNodeConfig {
     pub election_ticks: u32,
     /// Retry budget.
     pub retry_budget: Duration,
+    /// How long a request refused as busy is held.
+    pub busy_hold: Duration,
     /// Compaction threshold.
     pub compact_entries: u64,
     /// Request size limit.
@@ -282,6 +321,30 @@ pub struct ValidNodeConfig {
     pub node_channel_idle: Duration,
     /// Client limits (see [`ClientLimits`]).
     pub limits: ClientLimits,
+    /// Logs and the metrics endpoint (see [`Observability`]).
+    pub observability: Observability,
+}
+
+/// How the node logs, and where it serves `/metrics` (the keys `log_level`, `log_format`,
+/// `metrics_addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    /// `log_level`: `tracing` filter directives (checked to parse).
+    pub log_level: String,
+    /// `log_format`.
+    pub log_format: LogFormat,
+    /// `metrics_addr` (`None`: no HTTP endpoint).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The format of log lines (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The certificate files of a node (the keys `ca_cert`, `node_cert`, `node_key`).
@@ -402,6 +465,7 @@ impl NodeConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ValidNodeConfig, ConfigError> {
         let trust = trust_rules(&self, &env)?;
+        let observability = observability_rules(&self)?;
         let node_id = self.node_id.ok_or(ConfigError::Missing("node_id"))?;
         range("node_id", node_id, 1, 1 << 63)?;
         let data_dir = self.data_dir.ok_or(ConfigError::Missing("data_dir"))?;
@@ -441,6 +505,7 @@ impl NodeConfig {
         let tick = Duration::from_millis(range("tick_ms", self.tick_ms, 1, 1000)?);
         let election_ticks = range("election_ticks", self.election_ticks, 2, 10_000)?;
         let retry_budget = Duration::from_millis(range("retry_budget_ms", self.retry_budget_ms, 10, 60_000)?);
+        let busy_hold = Duration::from_millis(range("busy_hold_ms", self.busy_hold_ms, 0, 600_000)?);
         let compact_entries = range("compact_entries", self.compact_entries, 1, 1_000_000_000)?;
         let max_request_bytes = range("max_request_bytes", self.max_request_bytes, 1024, 512 << 20)?;
         let max_clients = range("max_clients", self.max_clients, 1, 1_000_000)?;
@@ -504,10 +569,12 @@ impl NodeConfig {
             key_pem,
             cert_files,
             bootstrap: self.bootstrap,
+            cluster_mode: self.cluster_mode,
             shards,
             tick,
             election_ticks,
             retry_budget,
+            busy_hold,
             compact_entries,
             max_request_bytes,
             max_clients,
@@ -521,8 +588,35 @@ impl NodeConfig {
             node_channel_handshake: trust.handshake,
             node_channel_idle: trust.idle,
             limits,
+            observability,
         })
     }
+}
+
+/// The rules of `log_level`, `log_format` and `metrics_addr`.
+fn observability_rules(c: &NodeConfig) -> Result<Observability, ConfigError> {
+    let level = c.log_level.trim();
+    if level.is_empty() || level.len() > 1024 {
+        return Err(bad("log_level", "1..=1024 bytes of tracing filter directives (e.g. `info`)"));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+        return Err(bad("log_level", format!("{level:?}: {e}")));
+    }
+    let log_format = match c.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(bad("log_format", format!("{other:?}: must be `text` or `json`"))),
+    };
+    let metrics_addr = match &c.metrics_addr {
+        Some(a) => Some(addr("metrics_addr", a)?),
+        None => None,
+    };
+    let taken =
+        [&c.client_addr, &c.peer_addr].map(|a| a.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()));
+    if metrics_addr.is_some_and(|m| m.port() != 0 && taken.contains(&Some(m))) {
+        return Err(bad("metrics_addr", "must differ from client_addr and peer_addr"));
+    }
+    Ok(Observability { log_level: level.to_string(), log_format, metrics_addr })
 }
 
 struct Trust {
@@ -642,6 +736,7 @@ mod tests {
         assert!(err(&format!("{b}shards = 0\n")).contains("`shards`: 0 out of bounds"));
         assert!(err(&format!("{b}tick_ms = 5000\n")).contains("`tick_ms`"));
         assert!(err(&format!("{b}retry_budget_ms = 1\n")).contains("`retry_budget_ms`"));
+        assert!(err(&format!("{b}busy_hold_ms = 600001\n")).contains("`busy_hold_ms`"));
         assert!(err(&format!("{b}password = \"x\"\n")).contains("`password`: passwords are not accepted"));
         assert!(err(&b.replace("127.0.0.1:6001", "nowhere")).contains("`client_addr`"));
         assert!(err(&b.replace("n.key", "missing.key")).contains("`node_key`"));
@@ -719,5 +814,27 @@ mod tests {
         assert!(err(&format!("{b}node_channel_handshake_ms = 1\n")).contains("`node_channel_handshake_ms`"));
         assert!(err(&format!("{b}node_channel_idle_ms = 1\n")).contains("`node_channel_idle_ms`"));
         assert!(err(&format!("{b}password_file = \"{d}/none\"\n")).contains("`password_file`"));
+    }
+
+    #[test]
+    fn observability_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = base(tmp.path());
+        let v = NodeConfig::from_toml(&b).unwrap().validate().unwrap();
+        let want =
+            Observability { log_level: "info".into(), log_format: LogFormat::Text, metrics_addr: None };
+        assert_eq!(v.observability, want);
+        let text = format!(
+            "{b}log_level = \"warn,flotilla_engine=debug\"\nlog_format = \"json\"\nmetrics_addr = \"127.0.0.1:9100\"\n"
+        );
+        let v = NodeConfig::from_toml(&text).unwrap().validate().unwrap().observability;
+        assert_eq!(v.log_format, LogFormat::Json);
+        assert_eq!(v.log_level, "warn,flotilla_engine=debug");
+        assert_eq!(v.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(err(&format!("{b}log_level = \"\"\n")).contains("`log_level`"));
+        assert!(err(&format!("{b}log_level = \"info,[bad\"\n")).contains("`log_level`"));
+        assert!(err(&format!("{b}log_format = \"xml\"\n")).contains("`log_format`"));
+        assert!(err(&format!("{b}metrics_addr = \"nowhere\"\n")).contains("`metrics_addr`"));
+        assert!(err(&format!("{b}metrics_addr = \"127.0.0.1:6001\"\n")).contains("`metrics_addr`"));
     }
 }

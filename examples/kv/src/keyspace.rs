@@ -119,6 +119,15 @@ impl Keyspace {
         self.map.is_empty()
     }
 
+    /// The bytes of the keys and values (INFO's `used_memory`, approximately).
+    pub fn approx_bytes(&self) -> u64 {
+        let val = |v: &Val| match v {
+            Val::Str(s) => s.len(),
+            Val::Hash(h) => h.iter().map(|(f, v)| f.len() + v.len()).sum(),
+        };
+        self.map.iter().map(|(k, e)| (k.len() + val(&e.val)) as u64).sum()
+    }
+
     /// Keys with an expiry (INFO keyspace's `expires=`).
     pub fn expires(&self) -> usize {
         self.expiries.len()

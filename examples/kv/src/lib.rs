@@ -9,13 +9,19 @@
 //! - [`sm`]: the shard and meta state machines; [`keyspace`]: a shard's typed keys with
 //!   expiry; [`keycmd`]: the keyspace commands ([`strings`], [`hashes`], [`expiry`],
 //!   [`longdouble`]); [`multi`]: MULTI/EXEC; [`clock`]: the node's (skewable) clock.
+//! - [`slots`]: Redis Cluster key slots (CRC16, hash tags).
 //! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
 //!   a leader change on the engine's events); [`outcome`]: which failures are
 //!   retried and which are INDETERMINATE; [`sessions`]: the client sessions that make
 //!   retried writes apply once; [`commands`]: command syntax;
-//!   [`server`]: the mio client port.
+//!   [`server`]: the mio client port; [`inflight`]: batches in flight on it without a thread.
 //! - [`linearizability`]: the history checker of the chaos test.
+//! - [`redis_cluster`]: the Redis Cluster protocol (cluster mode); [`routes`]: each shard's
+//!   route published to the meta group.
 //! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
+//! - Operations: [`logging`] (the log subscriber, rate-limited client failures),
+//!   [`event_log`] (the engine's events in the log), [`metrics`] and [`engine_metrics`]
+//!   (the Prometheus series), [`http`] (`/metrics`, `/health`, `/ready`), [`info`] (INFO).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acl;
@@ -33,15 +39,25 @@ pub mod command_table;
 pub mod commands;
 pub mod config;
 pub mod config_get;
+pub mod engine_metrics;
+pub mod event_log;
 pub mod glob;
 pub mod hello;
+pub mod http;
+pub mod inflight;
+pub mod info;
 pub mod leader_watch;
 pub mod linearizability;
+pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod node_channel;
 pub mod outcome;
+pub mod redis_cluster;
 pub mod resp;
+pub mod routes;
 pub mod server;
 pub mod sessions;
+pub mod slots;
 pub mod sm;
 pub mod trust;

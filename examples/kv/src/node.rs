@@ -47,8 +47,9 @@ use crate::outcome::{is_indeterminate, is_session_refused};
 use crate::resp::{parse_value, Value};
 use crate::sessions::{Sessions, Tag};
 use crate::sm::{
-    known_group, read_data, shard_group, shard_of, Directory, DirectoryHook, MetaCmd, MetaSm, NodeInfo,
-    ShardData, ShardSm, META_GROUP,
+    check_slots, known_group, read_data, read_routes, read_slots, shard_group, shard_of, Directory,
+    DirectoryHook, MetaCmd, MetaSm, NodeInfo, RouteTable, Routes, ShardData, ShardSlots, ShardSm, META_GROUP,
+    SHARD_BASE,
 };
 use crate::trust::{describe_allowed, load_certs, read_certs, AllowList, CertError, Certs};
 
@@ -120,6 +121,19 @@ pub enum ReadQ {
     Cmd(Vec<Vec<u8>>),
     /// WATCH: each key's state ([`crate::multi::encode_state`]).
     Watch(Vec<Vec<u8>>),
+}
+
+impl ReadQ {
+    /// The keys it reads (none for whole-shard reads: COUNT, KEYS, SCAN).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            ReadQ::Get(k) | ReadQ::Strlen(k) | ReadQ::Type(k) => vec![k],
+            ReadQ::MGet(ks) | ReadQ::Exists(ks) => ks.iter().map(Vec::as_slice).collect(),
+            ReadQ::Count | ReadQ::Keys(_) | ReadQ::Scan { .. } => Vec::new(),
+            ReadQ::Cmd(args) => crate::sm::args_keys(args),
+            ReadQ::Watch(ks) => ks.iter().map(Vec::as_slice).collect(),
+        }
+    }
 }
 
 /// A membership change named by node.
@@ -358,6 +372,10 @@ pub struct Node {
     ep: Arc<Endpoint>,
     dir: Directory,
     data: Arc<Mutex<HashMap<u64, ShardData>>>,
+    /// The slots each local shard replica serves (its applied state).
+    slots: Arc<Mutex<HashMap<u64, ShardSlots>>>,
+    /// The meta group's routes: which shard owns a slot, who leads it (a cache).
+    routes: Routes,
     pool: Mutex<HashMap<u64, Vec<Client>>>,
     rr: AtomicU64,
     tls: NodeTls,
@@ -367,6 +385,8 @@ pub struct Node {
     /// with the certificates of the same read.
     reload: Mutex<()>,
     acl: Acl,
+    /// What the server counts about its work (`crate::metrics`).
+    metrics: crate::metrics::KvMetrics,
 }
 
 impl std::fmt::Debug for Node {
@@ -419,14 +439,24 @@ impl Node {
             }
         });
         let data: Arc<Mutex<HashMap<u64, ShardData>>> = Default::default();
-        let (fdir, fhook, fdata) = (dir.clone(), hook.clone(), data.clone());
+        let slots: Arc<Mutex<HashMap<u64, ShardSlots>>> = Default::default();
+        let routes: Routes = Arc::new(std::sync::RwLock::new(RouteTable::new(cfg.shards)));
+        let (fdir, fhook, fdata, fslots, froutes) =
+            (dir.clone(), hook.clone(), data.clone(), slots.clone(), routes.clone());
+        let shard_count = cfg.shards;
         let factory: StateMachineFactory = Arc::new(move |g| {
             if g == META_GROUP {
-                Box::new(MetaSm::new(fdir.clone(), fhook.clone()))
+                Box::new(MetaSm::new(fdir.clone(), fhook.clone(), froutes.clone()))
             } else {
                 let d: ShardData = Default::default();
                 lock(&fdata).insert(g, d.clone());
-                Box::new(ShardSm::new(d))
+                // A shard starts with its share of the default layout; its log and
+                // snapshots carry any later change.
+                let s = u32::try_from(g.saturating_sub(SHARD_BASE)).unwrap_or(u32::MAX);
+                let own: ShardSlots =
+                    Arc::new(std::sync::RwLock::new(crate::slots::default_range(s, shard_count)));
+                lock(&fslots).insert(g, own.clone());
+                Box::new(ShardSm::new(d, own))
             }
         });
         let mut ec = EngineConfig::new(me, &cfg.data_dir);
@@ -460,6 +490,9 @@ impl Node {
             request: crate::resp::Limits { max_request: cfg.max_request_bytes, max_args: 1 << 20 },
         };
         let leaders = LeaderWatch::start(&engine).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        crate::event_log::start(&engine).map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        let metrics =
+            crate::metrics::KvMetrics::new(cfg.shards).map_err(|e| StartError::Bootstrap(e.to_string()))?;
         let node = Arc::new(Node {
             engine,
             leaders,
@@ -468,12 +501,15 @@ impl Node {
             ep,
             dir,
             data,
+            slots,
+            routes,
             pool: Mutex::new(HashMap::new()),
             rr: AtomicU64::new(0),
             tls: tls.clone(),
             allow,
             reload: Mutex::new(()),
             acl,
+            metrics,
         });
         let weak = Arc::downgrade(&node);
         std::thread::Builder::new()
@@ -498,6 +534,7 @@ impl Node {
             .name("kv-active-expire".into())
             .spawn(move || crate::expiry::active_expire_loop(weak))
             .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        crate::routes::start(&node).map_err(|e| StartError::Bootstrap(format!("route publisher: {e}")))?;
         let n = node.clone();
         std::thread::Builder::new()
             .name("kv-register".into())
@@ -613,9 +650,34 @@ impl Node {
         }
     }
 
-    /// The group holding `key`.
+    /// The group holding `key`, by the meta group's routes (the default layout for a slot
+    /// they do not name).
     pub fn group_of(&self, key: &[u8]) -> u64 {
-        shard_group(shard_of(key, self.cfg.shards))
+        let slot = crate::slots::key_slot(key);
+        read_routes(&self.routes).owner(slot).unwrap_or_else(|| shard_group(shard_of(key, self.cfg.shards)))
+    }
+
+    /// Waits until `group`'s leader changes as this node's replica sees it, at most
+    /// `timeout` (just `timeout` when no replica of it is here).
+    pub fn wait_leader_change(&self, group: u64, timeout: Duration) {
+        if self.engine.hosts(group) {
+            let seen = self.leaders.seen(group);
+            self.leaders.wait_change(group, seen, timeout);
+        } else {
+            std::thread::sleep(timeout);
+        }
+    }
+
+    /// The meta group's routes (a cache of which shard owns each slot and who leads it).
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The slots this node's replica of `group` serves (its applied state), if it hosts one.
+    pub fn shard_slots(&self, group: u64) -> Option<crate::slots::SlotSet> {
+        let s = lock(&self.slots).get(&group).cloned()?;
+        let set = read_slots(&s).clone();
+        Some(set)
     }
 
     /// Whether this node leads `group` now.
@@ -625,9 +687,16 @@ impl Node {
 
     /// Reads `q` from the local data of `group` (call after a read barrier).
     pub fn read_local(&self, group: u64, q: &ReadQ) -> Value {
+        self.metrics.count_read(group);
         let Some(d) = lock(&self.data).get(&group).cloned() else {
             return Value::err("ERR shard data missing");
         };
+        // The keys must be in the replica's applied slots when the read is served.
+        if let Some(s) = lock(&self.slots).get(&group).cloned() {
+            if let Err(moved) = check_slots(&read_slots(&s), q.keys()) {
+                return moved;
+            }
+        }
         let m = read_data(&d);
         // Expiry is judged by this node's clock, as a Redis replica judges it.
         let now = crate::clock::now_ms();
@@ -684,6 +753,20 @@ impl Node {
         lock(&self.data).values().map(|d| read_data(d).len()).sum()
     }
 
+    /// Keys held by local replicas, and the bytes of their keys and values (INFO).
+    pub fn keyspace_size(&self) -> (usize, u64) {
+        let data: Vec<ShardData> = lock(&self.data).values().cloned().collect();
+        data.iter().fold((0, 0), |(n, b), d| {
+            let m = read_data(d);
+            (n + m.len(), b + m.approx_bytes())
+        })
+    }
+
+    /// What the server counts about its work.
+    pub fn kv_metrics(&self) -> &crate::metrics::KvMetrics {
+        &self.metrics
+    }
+
     /// Starts a proposal of `cmd` to `group` here.
     /// A shard's entry carries this node's clock: it proposes it, so it leads the group.
     pub fn propose(&self, group: u64, cmd: Vec<u8>) -> Result<flotilla_engine::api::Proposal, ProposeError> {
@@ -697,6 +780,7 @@ impl Node {
         cmd: Vec<u8>,
         tag: Option<Tag>,
     ) -> Result<flotilla_engine::api::Proposal, ProposeError> {
+        self.metrics.count_write(group, cmd.len());
         let Some(t) = tag else { return self.propose(group, cmd) };
         // A handle whose floor is the tag's: numbers below it count as answered.
         let s = flotilla_engine::api::Session::resume(group, t.session, t.floor);
@@ -726,13 +810,20 @@ impl Node {
     pub fn exec_local(&self, op: &Op) -> Outcome {
         let budget = self.cfg.retry_budget;
         match op {
-            Op::Write { group, cmd, tag } => match self.propose_tagged(*group, cmd.clone(), *tag) {
-                Err(e) => propose_outcome(Stage::Submit, e),
-                Ok(p) => match p.wait_timeout(budget + Duration::from_secs(3)) {
-                    Ok(r) => Node::proposal_outcome(r),
-                    Err(_) => Outcome::Fail(indeterminate("not applied in time")),
-                },
-            },
+            Op::Write { group, cmd, tag } => {
+                let started = Instant::now();
+                match self.propose_tagged(*group, cmd.clone(), *tag) {
+                    Err(e) => propose_outcome(Stage::Submit, e),
+                    Ok(p) => {
+                        let r = p.wait_timeout(budget + Duration::from_secs(3));
+                        self.metrics.observe_propose(started.elapsed());
+                        match r {
+                            Ok(r) => Node::proposal_outcome(r),
+                            Err(_) => Outcome::Fail(indeterminate("not applied in time")),
+                        }
+                    }
+                }
+            }
             Op::OpenSession { group } => match self.engine.open_session(*group) {
                 Ok(s) => Outcome::Done(Value::Int(i64::try_from(s.id()).unwrap_or(-1))),
                 Err(e) => propose_outcome(Stage::Waited, e),
@@ -870,6 +961,8 @@ impl Node {
         let mut last = String::from("no leader known");
         // An attempt of this (tagged) write may have been appended: the tag is kept.
         let mut uncertain = false;
+        // Set on the first busy refusal: how long the request may be held for it.
+        let mut busy_until: Option<Instant> = None;
         let group = op.group();
         for attempt in 0u32.. {
             // Taken before the attempt: a leader change during it ends the pause at once.
@@ -932,6 +1025,12 @@ impl Node {
                     }
                 }
                 Outcome::Retry(why, h) => {
+                    // The engine's backpressure: held (and retried) up to busy_hold_ms.
+                    if crate::outcome::is_busy(&why) {
+                        deadline = deadline.max(
+                            busy_until.get_or_insert_with(|| Instant::now() + self.cfg.busy_hold).to_owned(),
+                        );
+                    }
                     last = why;
                     target = h;
                     pause = true;

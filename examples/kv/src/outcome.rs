@@ -123,9 +123,20 @@ fn by_class(
     }
 }
 
+/// What the reason of a retry starts with when the engine refused as busy (its
+/// backpressure): such a request is held longer than a leader change's retry budget
+/// (`busy_hold_ms`). It travels in `-FLOTILLA.RETRY` replies too.
+pub const BUSY: &str = "engine backpressure: ";
+
+/// Whether a retry's reason is the engine's backpressure ([`BUSY`]).
+pub fn is_busy(why: &str) -> bool {
+    why.starts_with(BUSY)
+}
+
 /// The outcome of a proposal's error (by its class; see `by_class`).
 pub fn propose_outcome(stage: Stage, e: ProposeError) -> Outcome {
     let why = || match &e {
+        ProposeError::Busy(_) => format!("{BUSY}{e}"),
         ProposeError::TransferInProgress { .. } => "leadership transfer in progress".into(),
         // Only once another entry is committed at its index: it can never apply.
         ProposeError::Dropped => "dropped: another entry committed at its index".into(),
@@ -147,7 +158,11 @@ pub fn member_outcome(stage: Stage, e: MembershipError) -> Outcome {
 /// The outcome of a read barrier's error (by its class; see `by_class`). A read changes
 /// nothing: it is never an unknown outcome, and a failed node is `ERR node unavailable`.
 pub fn read_outcome(e: ReadError) -> Outcome {
-    by_class(Stage::Submit, e.class(), e.leader_hint(), &e, || e.to_string(), "read", || e.to_string())
+    let why = || match &e {
+        ReadError::Busy => format!("{BUSY}{e}"),
+        e => e.to_string(),
+    };
+    by_class(Stage::Submit, e.class(), e.leader_hint(), &e, why, "read", || e.to_string())
 }
 
 /// The outcome of a leadership transfer's error (by its class; see `by_class`). A
@@ -256,6 +271,12 @@ mod tests {
         for (e, submit, waited) in table {
             assert_eq!(class(&propose_outcome(Submit, e.clone())), submit, "{e:?} at submission");
             assert_eq!(class(&propose_outcome(Waited, e.clone())), waited, "{e:?} after submission");
+            // Backpressure is told apart (held longer), also after forwarding.
+            let busy = matches!(e, ProposeError::Busy(_));
+            let forwarded = forwarded_reply(true, 2, propose_outcome(Submit, e.clone()).to_value());
+            for o in [propose_outcome(Submit, e.clone()), forwarded] {
+                assert_eq!(matches!(&o, Outcome::Retry(w, _) if is_busy(w)), busy, "{e:?}: {o:?}");
+            }
         }
         // A session refusal is recognisable, also after forwarding.
         for r in [SessionRefusal::Unknown, SessionRefusal::Acked, SessionRefusal::NotSupported] {
@@ -314,6 +335,8 @@ mod tests {
             ReadError::Timeout,
         ] {
             assert!(read_outcome(e.clone()).retryable(), "{e:?}");
+            let busy = matches!(&e, ReadError::Busy);
+            assert_eq!(matches!(read_outcome(e.clone()), Outcome::Retry(w, _) if is_busy(&w)), busy, "{e:?}");
         }
         for e in [ReadError::StorageFailed, ReadError::Shutdown] {
             assert_eq!(class(&read_outcome(e.clone())), Class::Final, "{e:?}");

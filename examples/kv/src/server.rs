@@ -29,7 +29,9 @@
 //!   clients from other hosts get protected mode's `-DENIED` and are closed
 //!   ([`crate::acl`]).
 //!
-//! Never blocks the loop on Raft: executors do that.
+//! Never blocks the loop on Raft: a run of single-key commands this node serves itself is
+//! started here and completed when the engine wakes the loop ([`crate::inflight`]), with
+//! no thread waiting for it; everything else waits on the executors.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -44,6 +46,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::acl::{protected_mode_refuses, DENIED};
 use crate::commands::{run_batch, Session};
 use crate::config::{ClientLimits, ValidNodeConfig};
+use crate::inflight::{Finish, InFlight};
 use crate::node::Node;
 use crate::outcome::indeterminate;
 use crate::resp::{Limits, Proto, RequestLimits, RequestParser, UnauthLimits, Value};
@@ -61,6 +64,40 @@ struct Job {
     token: Token,
     cmds: Vec<Vec<Vec<u8>>>,
     sess: Session,
+    /// A batch started by the loop that needs an executor to finish it (`cmds` is empty).
+    finish: Option<Finish>,
+    /// A batch started by the loop whose connection is gone: its writes are still seen
+    /// through (their client session learns they were answered); nothing is sent back.
+    abandoned: Option<InFlight>,
+}
+
+impl Job {
+    fn batch(token: Token, cmds: Vec<Vec<Vec<u8>>>, sess: Session) -> Job {
+        Job { token, cmds, sess, finish: None, abandoned: None }
+    }
+}
+
+/// Connections whose in-flight batch has a result to look at, and the loop's waker.
+struct WakeQueue {
+    ready: std::sync::Mutex<Vec<Token>>,
+    mio: Arc<Waker>,
+}
+
+/// The waker the engine's completions of a connection's in-flight batch call.
+struct ConnWaker {
+    token: Token,
+    queue: Arc<WakeQueue>,
+}
+
+impl std::task::Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.ready.lock().unwrap_or_else(|e| e.into_inner()).push(self.token);
+        let _ = self.queue.mio.wake();
+    }
 }
 
 struct Done {
@@ -117,6 +154,12 @@ struct Conn {
     queue: VecDeque<(Vec<Vec<u8>>, usize)>,
     /// Sum of the sizes in `queue`.
     queued_bytes: usize,
+    /// The batch in flight on the loop itself ([`crate::inflight`]), if any.
+    inflight: Option<InFlight>,
+    /// The batch being answered, for the request metrics ([`crate::metrics`]).
+    batch: Option<crate::metrics::Batch>,
+    /// Wakes the loop for this connection when a result of `inflight` arrives.
+    waker: std::task::Waker,
     /// Size as received of the batch at an executor.
     in_flight_bytes: usize,
     /// `None` while a batch is at an executor.
@@ -137,6 +180,51 @@ struct Conn {
 
 impl Conn {
     /// Input bytes this connection holds.
+    /// Takes a batch's replies: written to the output buffer in the session's protocol.
+    fn deliver(&mut self, node: &Node, replies: &[Value], sess: Session, now: Instant) {
+        if let Some(b) = self.batch.take() {
+            node.kv_metrics().end_batch(b, replies);
+        }
+        let mut largest = 1;
+        for r in replies {
+            let before = self.wbuf.len();
+            r.encode(sess.proto, &mut self.wbuf);
+            largest = largest.max(self.wbuf.len() - before);
+        }
+        self.reply_hint = largest;
+        self.in_flight_bytes = 0;
+        self.active = now;
+        if sess.close {
+            self.closing = true;
+            self.queue.clear();
+            self.queued_bytes = 0;
+        }
+        self.authed = sess.authed();
+        self.sess = Some(sess);
+    }
+
+    /// Looks at the batch in flight on the loop: once every result arrived, its replies
+    /// are delivered, or it goes to an executor to be finished. Whether it was delivered.
+    fn settle(&mut self, node: &Node, t: Token, jobs: &Sender<Job>, now: Instant) -> bool {
+        let Some(mut inf) = self.inflight.take() else { return false };
+        if !inf.poll(&self.waker) {
+            self.inflight = Some(inf);
+            return false;
+        }
+        match inf.complete(node) {
+            Ok((replies, sess)) => {
+                self.deliver(node, &replies, sess, now);
+                true
+            }
+            Err(f) => {
+                // The executor answers through the done channel; if the pool is gone the
+                // loop is stopping.
+                let _ = jobs.send(Job { finish: Some(f), ..Job::batch(t, Vec::new(), Session::default()) });
+                false
+            }
+        }
+    }
+
     fn held(&self) -> usize {
         self.rbuf.len() + self.parser.held() + self.queued_bytes + self.in_flight_bytes
     }
@@ -168,6 +256,7 @@ impl Conn {
 /// Serves `listener` until `stop` is set. Returns an error only if the poller fails.
 pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicBool>) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    raise_backlog(&listener);
     let mut listener = TcpListener::from_std(listener);
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -186,14 +275,30 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         let rx: Receiver<Job> = rx;
         threads.push(std::thread::Builder::new().name(format!("kv-exec-{i}")).spawn(move || {
             while let Ok(mut job) = rx.recv() {
-                // A bug in a command must not take the connection's replies with it. Its
-                // writes may have been proposed: their outcome is unknown.
-                let n = job.cmds.len();
-                let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_batch(&node, &job.cmds, &mut job.sess)
-                }))
-                .unwrap_or_else(|_| vec![indeterminate("internal error"); n]);
-                if tx.send(Done { token: job.token, replies, sess: job.sess }).is_err() {
+                if let Some(inf) = job.abandoned.take() {
+                    crate::inflight::abandon(&node, inf);
+                    continue;
+                }
+                let (replies, sess) = match job.finish.take() {
+                    Some(f) => crate::inflight::finish(&node, f),
+                    None => {
+                        // A bug in a command must not take the connection's replies with
+                        // it. Its writes may have been proposed: their outcome is unknown.
+                        let n = job.cmds.len();
+                        let replies = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run_batch(&node, &job.cmds, &mut job.sess)
+                        }))
+                        .unwrap_or_else(|_| {
+                            tracing::error!(
+                                commands = n,
+                                "a command panicked: its batch is answered INDETERMINATE"
+                            );
+                            vec![indeterminate("internal error"); n]
+                        });
+                        (replies, job.sess)
+                    }
+                };
+                if tx.send(Done { token: job.token, replies, sess }).is_err() {
                     return;
                 }
                 let _ = waker.wake();
@@ -205,6 +310,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     let bounds = Bounds::new(node.config());
     let max_clients = node.config().max_clients;
     let fresh = Session::client(node.acl());
+    let wakes = Arc::new(WakeQueue { ready: std::sync::Mutex::new(Vec::new()), mio: waker.clone() });
     let protected = node.config().protected_mode;
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 2usize;
@@ -212,7 +318,9 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     let mut next_sweep = Instant::now() + bounds.sweep_every;
     // The read buffer every connection reads into (zeroed once, not on every event).
     let mut chunk = vec![0u8; READ_CHUNK];
+    let clients = &node.kv_metrics().clients;
     while !stop.load(Ordering::Relaxed) {
+        clients.connected.store(conns.len() as u64, Ordering::Relaxed);
         let wait = next_sweep.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -227,12 +335,15 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                 LISTENER => loop {
                     match listener.accept() {
                         Ok((mut stream, peer)) => {
+                            clients.received.fetch_add(1, Ordering::Relaxed);
                             if protected_mode_refuses(protected, node.acl().required(), peer.ip()) {
                                 let _ = stream.write_all(format!("-{DENIED}\r\n").as_bytes());
+                                clients.rejected.fetch_add(1, Ordering::Relaxed);
                                 continue;
                             }
                             if conns.len() >= max_clients {
                                 let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
+                                clients.rejected.fetch_add(1, Ordering::Relaxed);
                                 continue;
                             }
                             let _ = stream.set_nodelay(true);
@@ -253,7 +364,16 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                                         queue: VecDeque::new(),
                                         queued_bytes: 0,
                                         in_flight_bytes: 0,
-                                        sess: Some(fresh.clone()),
+                                        sess: Some(Session {
+                                            id: crate::hello::next_client_id(),
+                                            ..fresh.clone()
+                                        }),
+                                        inflight: None,
+                                        batch: None,
+                                        waker: std::task::Waker::from(Arc::new(ConnWaker {
+                                            token: t,
+                                            queue: wakes.clone(),
+                                        })),
                                         authed: fresh.authed(),
                                         reply_hint: bounds.first_reply_hint,
                                         accepted: now,
@@ -276,33 +396,26 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         }
         while let Ok(d) = done_rx.try_recv() {
             if let Some(c) = conns.get_mut(&d.token) {
-                let mut largest = 1;
-                for r in &d.replies {
-                    let before = c.wbuf.len();
-                    r.encode(d.sess.proto, &mut c.wbuf);
-                    largest = largest.max(c.wbuf.len() - before);
-                }
-                c.reply_hint = largest;
-                c.in_flight_bytes = 0;
-                c.active = now;
-                if d.sess.close {
-                    c.closing = true;
-                    c.queue.clear();
-                    c.queued_bytes = 0;
-                }
-                c.authed = d.sess.authed();
-                c.sess = Some(d.sess);
+                c.deliver(&node, &d.replies, d.sess, now);
                 touched.push(d.token);
+            }
+        }
+        // Batches in flight on the loop whose results arrived.
+        let woken: Vec<Token> = std::mem::take(&mut *wakes.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in woken {
+            let Some(c) = conns.get_mut(&t) else { continue };
+            if c.settle(&node, t, &job_tx, now) {
+                touched.push(t);
             }
         }
         touched.sort_unstable();
         touched.dedup();
         for t in touched {
             let Some(c) = conns.get_mut(&t) else { continue };
-            let alive = drive(c, t, &bounds, &job_tx, &local_tx, now, &mut chunk);
+            let alive = drive(c, t, &node, &bounds, &job_tx, &local_tx, now, &mut chunk);
             if !alive {
-                if let Some(mut c) = conns.remove(&t) {
-                    let _ = poll.registry().deregister(&mut c.stream);
+                if let Some(c) = conns.remove(&t) {
+                    retire(c, t, poll.registry(), &job_tx);
                 }
             }
         }
@@ -311,8 +424,8 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
             let expired: Vec<Token> =
                 conns.iter().filter(|(_, c)| c.expired(&bounds, now)).map(|(t, _)| *t).collect();
             for t in expired {
-                if let Some(mut c) = conns.remove(&t) {
-                    let _ = poll.registry().deregister(&mut c.stream);
+                if let Some(c) = conns.remove(&t) {
+                    retire(c, t, poll.registry(), &job_tx);
                 }
             }
         }
@@ -323,6 +436,34 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
         let _ = t.join();
     }
     Ok(())
+}
+
+/// The client port's accept backlog: Redis's `tcp-backlog` default. The standard library
+/// listens with 128, so a burst of connections (a benchmark's or a cluster client's, one
+/// per node each) overflows it and the kernel drops SYNs, which the clients retry only
+/// after 1 s, then 3 s.
+const ACCEPT_BACKLOG: libc::c_int = 511;
+
+/// Raises the listener's accept backlog to [`ACCEPT_BACKLOG`] (Linux takes a second
+/// `listen` on a listening socket as a new backlog; the kernel caps it at somaxconn). On
+/// failure the listener keeps its backlog.
+fn raise_backlog(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` on a socket this listener owns, which stays open for the call; it
+    // changes only the length of the queue of pending connections.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), ACCEPT_BACKLOG) };
+    if rc != 0 {
+        tracing::warn!("client port: accept backlog not raised: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Forgets a finished connection; a batch it had in flight on the loop goes to an executor
+/// to be seen through.
+fn retire(mut c: Conn, t: Token, registry: &mio::Registry, jobs: &Sender<Job>) {
+    let _ = registry.deregister(&mut c.stream);
+    if let Some(inf) = c.inflight.take() {
+        let _ = jobs.send(Job { abandoned: Some(inf), ..Job::batch(t, Vec::new(), Session::default()) });
+    }
 }
 
 /// Feeds the bytes read to the parser: all of them, or before AUTH one request at a time.
@@ -351,9 +492,11 @@ fn parse(c: &mut Conn, b: &Bounds) {
 
 /// Reads, parses, dispatches and writes what it can for one connection. Returns false
 /// when the connection is finished.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     c: &mut Conn,
     t: Token,
+    node: &Node,
     b: &Bounds,
     jobs: &Sender<Job>,
     local: &Sender<Job>,
@@ -403,14 +546,30 @@ fn drive(
                 c.in_flight_bytes += bytes;
                 cmds.push(cmd);
             }
+            c.batch = Some(node.kv_metrics().start_batch(&cmds));
             let internal = cmds.iter().all(|a| {
                 a.first().is_some_and(|n| {
                     n.eq_ignore_ascii_case(b"FLOTILLA.LOCAL") || n.eq_ignore_ascii_case(b"AUTH")
                 })
             });
-            let pool = if internal { local } else { jobs };
-            if pool.send(Job { token: t, cmds, sess }).is_err() {
-                return false;
+            if internal {
+                if local.send(Job::batch(t, cmds, sess)).is_err() {
+                    return false;
+                }
+            } else {
+                // Started here when this node serves the first commands itself; else (or
+                // for what follows them) an executor runs them.
+                match InFlight::start(node, cmds, sess) {
+                    Ok(inf) => {
+                        c.inflight = Some(inf);
+                        c.settle(node, t, jobs, now);
+                    }
+                    Err((cmds, sess)) => {
+                        if jobs.send(Job::batch(t, cmds, sess)).is_err() {
+                            return false;
+                        }
+                    }
+                }
             }
         }
     }

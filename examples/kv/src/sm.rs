@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::keyspace::{Keyspace, WatchState};
 use crate::resp::{Proto, Value};
 use crate::strings;
+use crate::slots::{key_slot, SlotSet, SLOTS};
 
 /// The meta group (the node directory).
 pub const META_GROUP: u64 = 1;
@@ -33,19 +34,24 @@ fn fnv1a(key: &[u8]) -> u64 {
     h
 }
 
-/// The shard of `key` among `shards` (FNV-1a).
+/// The shard of `key` among `shards` in the default layout: the owner of its Redis
+/// Cluster slot ([`crate::slots::key_slot`], [`crate::slots::default_owner`]).
 pub fn shard_of(key: &[u8], shards: u32) -> u32 {
-    (fnv1a(key) % shards.max(1) as u64) as u32
+    crate::slots::default_owner(crate::slots::key_slot(key), shards)
 }
 
-/// A key's place in SCAN order within its shard: 56 bits of its FNV-1a hash, so a shard's
+/// A key's place in SCAN order within its shard: 48 bits of its FNV-1a hash, so a shard's
 /// position fits in a cursor beside the shard's index (see [`scan_step`]).
 pub fn scan_hash(key: &[u8]) -> u64 {
-    fnv1a(key) >> 8
+    fnv1a(key) >> (64 - SCAN_SHARD_SHIFT)
 }
 
 /// The largest [`scan_hash`].
-pub const SCAN_HASH_MAX: u64 = (1 << 56) - 1;
+pub const SCAN_HASH_MAX: u64 = (1 << SCAN_SHARD_SHIFT) - 1;
+
+/// Where a SCAN cursor keeps the shard: its top 16 bits (16384 shards at most), the
+/// position [`scan_hash`] below.
+pub const SCAN_SHARD_SHIFT: u32 = 48;
 
 /// One SCAN step over a shard's map: the keys whose [`scan_hash`] is at least `from`, in
 /// hash order, at least `count` of them when there are (all keys of the last hash taken
@@ -166,6 +172,12 @@ pub fn unstamp(b: &[u8]) -> (Option<u64>, &[u8]) {
     }
 }
 
+/// The keys of a command given as its arguments ([`crate::keycmd::SPECS`]).
+pub fn args_keys(args: &[Vec<u8>]) -> Vec<&[u8]> {
+    let name = args.first().map(|n| String::from_utf8_lossy(n).to_ascii_uppercase()).unwrap_or_default();
+    crate::keycmd::spec(&name).map(|s| crate::keycmd::keys_of(s, args)).unwrap_or_default()
+}
+
 fn encode_args(args: &[Vec<u8>]) -> Vec<u8> {
     let mut o = Vec::new();
     args.iter().for_each(|a| put(&mut o, a));
@@ -195,6 +207,26 @@ fn parts(mut b: &[u8]) -> Option<Vec<&[u8]>> {
 }
 
 impl WriteCmd {
+    /// The keys it touches (none for FLUSHDB, which is the shard's whole keyspace).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            WriteCmd::Set { key, .. }
+            | WriteCmd::Incr { key, .. }
+            | WriteCmd::Append { key, .. }
+            | WriteCmd::GetSet { key, .. }
+            | WriteCmd::GetDel(key)
+            | WriteCmd::SetNx { key, .. } => vec![key],
+            WriteCmd::Del(keys) => keys.iter().map(Vec::as_slice).collect(),
+            WriteCmd::MSet(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
+            WriteCmd::Flush => Vec::new(),
+            WriteCmd::Args(args) => args_keys(args),
+            WriteCmd::Exec { watched, cmds } => {
+                watched.iter().map(|(k, _)| k.as_slice()).chain(cmds.iter().flat_map(|c| args_keys(c))).collect()
+            }
+            WriteCmd::Purge(keys) => keys.iter().map(Vec::as_slice).collect(),
+        }
+    }
+
     /// Encodes for the log.
     pub fn encode(&self) -> Vec<u8> {
         let mut o = Vec::new();
@@ -334,16 +366,41 @@ pub fn apply_write(ks: &mut Keyspace, cmd: WriteCmd) -> Value {
     }
 }
 
-/// A shard's state machine: an in-memory map (rebuilt from the snapshot and the log on
-/// restart, so `applied_index` is 0).
-pub struct ShardSm {
-    data: ShardData,
+/// The slots a shard serves: its applied state (the authority on which keys it holds),
+/// shared between its state machine and the request executors.
+pub type ShardSlots = Arc<RwLock<SlotSet>>;
+
+/// The reply to a command with a key in a slot the shard does not serve: Redis Cluster's
+/// `-MOVED` without an address, since the shard cannot know where the slot went. The node
+/// turns it into a redirect ([`crate::node`]). Nothing was applied.
+pub fn wrong_slot(slot: u16) -> Value {
+    Value::err(format!("WRONGSLOT {slot} is not served by this shard"))
 }
 
+/// The first key among `keys` whose slot `slots` does not hold, as a [`wrong_slot`] reply.
+pub fn check_slots<'a>(slots: &SlotSet, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<(), Value> {
+    match keys.into_iter().map(key_slot).find(|&s| !slots.contains(s)) {
+        Some(s) => Err(wrong_slot(s)),
+        None => Ok(()),
+    }
+}
+
+/// A shard's state machine: an in-memory map (rebuilt from the snapshot and the log on
+/// restart, so `applied_index` is 0) and the slots it serves. A write with a key outside
+/// them is refused at apply ([`wrong_slot`]), whatever the proposer believed.
+pub struct ShardSm {
+    data: ShardData,
+    slots: ShardSlots,
+}
+
+/// What a shard snapshot starts with since shards own slots; an older snapshot (the map
+/// alone) restores with the slots the shard was created with.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"FKVSLOT1";
+
 impl ShardSm {
-    /// A state machine over `data`.
-    pub fn new(data: ShardData) -> ShardSm {
-        ShardSm { data }
+    /// A state machine over `data`, serving `slots` until its log says otherwise.
+    pub fn new(data: ShardData, slots: ShardSlots) -> ShardSm {
+        ShardSm { data, slots }
     }
 }
 
@@ -365,11 +422,14 @@ impl StateMachine for ShardSm {
         let Some(c) = command else { return Bytes::new() };
         let (stamp, c) = unstamp(c);
         let v = match WriteCmd::decode(c) {
-            Some(cmd) => {
-                let mut ks = lock_w(&self.data);
-                ks.begin(index, stamp);
-                apply_write(&mut ks, cmd)
-            }
+            Some(cmd) => match check_slots(&lock_r(&self.slots), cmd.keys()) {
+                Ok(()) => {
+                    let mut ks = lock_w(&self.data);
+                    ks.begin(index, stamp);
+                    apply_write(&mut ks, cmd)
+                }
+                Err(moved) => moved,
+            },
             None => Value::err("ERR malformed log entry"),
         };
         Bytes::from(v.to_bytes(Proto::Resp3))
@@ -380,12 +440,27 @@ impl StateMachine for ShardSm {
     }
 
     fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut head = SNAPSHOT_MAGIC.to_vec();
+        lock_r(&self.slots).encode(&mut head);
+        out.write_all(&head)?;
         lock_r(&self.data).write_to(out)
     }
 
     fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
-        let ks = Keyspace::read_from(input)?;
+        let mut all = Vec::new();
+        input.read_to_end(&mut all)?;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed shard snapshot");
+        let mut slots = None;
+        if let Some(rest) = all.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+            let (set, n) = SlotSet::decode(rest).ok_or_else(bad)?;
+            slots = Some(set);
+            all.drain(..SNAPSHOT_MAGIC.len() + n);
+        }
+        let ks = Keyspace::read_from(&mut all.as_slice())?;
         *lock_w(&self.data) = ks;
+        if let Some(set) = slots {
+            *lock_w(&self.slots) = set;
+        }
         Ok(())
     }
 }
@@ -402,6 +477,93 @@ pub struct NodeInfo {
 /// The node directory: id -> addresses.
 pub type Directory = Arc<RwLock<BTreeMap<u64, NodeInfo>>>;
 
+/// What the meta group knows of a shard, to route requests: a cache, published by the
+/// shard's leader from its own state ([`crate::routes`]); the shard's applied slots stay
+/// the authority ([`ShardSm`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The slots it serves.
+    pub slots: SlotSet,
+    /// The term of the leader that published it (0: the default layout, never published).
+    pub term: u64,
+    /// Its leader's node, when published.
+    pub leader: Option<u64>,
+    /// Nodes of its voters.
+    pub voters: Vec<u64>,
+    /// Nodes of its learners.
+    pub learners: Vec<u64>,
+}
+
+/// The routes of every shard, and which shard group owns each slot by them.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: BTreeMap<u64, Route>,
+    /// Group owning each slot (0: none).
+    owner: Vec<u64>,
+}
+
+impl RouteTable {
+    /// The default layout of `shards` shards ([`crate::slots::default_range`]), no leader known.
+    pub fn new(shards: u32) -> RouteTable {
+        let routes = (0..shards)
+            .map(|s| {
+                let slots = crate::slots::default_range(s, shards);
+                (shard_group(s), Route { slots, term: 0, leader: None, voters: vec![], learners: vec![] })
+            })
+            .collect();
+        RouteTable::from_routes(routes)
+    }
+
+    fn from_routes(routes: BTreeMap<u64, Route>) -> RouteTable {
+        let mut owner = vec![0; SLOTS as usize];
+        for (&g, r) in &routes {
+            for &(a, b) in r.slots.ranges() {
+                owner[a as usize..=b as usize].fill(g);
+            }
+        }
+        RouteTable { routes, owner }
+    }
+
+    /// Every shard's route, by group.
+    pub fn routes(&self) -> &BTreeMap<u64, Route> {
+        &self.routes
+    }
+
+    /// The route of `group`.
+    pub fn get(&self, group: u64) -> Option<&Route> {
+        self.routes.get(&group)
+    }
+
+    /// The group owning `slot`, if any.
+    pub fn owner(&self, slot: u16) -> Option<u64> {
+        self.owner.get(slot as usize).copied().filter(|&g| g != 0)
+    }
+
+    /// Takes `route` for `group` unless the one held is from a newer term; whether it did.
+    fn update(&mut self, group: u64, route: Route) -> bool {
+        if self.routes.get(&group).is_some_and(|r| r.term > route.term) {
+            return false;
+        }
+        let mut routes = std::mem::take(&mut self.routes);
+        routes.insert(group, route);
+        *self = RouteTable::from_routes(routes);
+        true
+    }
+}
+
+/// The route table, shared between the meta state machine and the request executors.
+pub type Routes = Arc<RwLock<RouteTable>>;
+
+/// Reads the route table.
+pub fn read_routes(r: &Routes) -> std::sync::RwLockReadGuard<'_, RouteTable> {
+    lock_r(r)
+}
+
+/// Reads a shard's slots.
+pub fn read_slots(s: &ShardSlots) -> std::sync::RwLockReadGuard<'_, SlotSet> {
+    lock_r(s)
+}
+
 /// A meta group command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCmd {
@@ -417,22 +579,37 @@ pub enum MetaCmd {
         /// Node id.
         id: u64,
     },
+    /// A shard's route, published by its leader (kept unless a newer term's is held).
+    Route {
+        /// The shard's group.
+        group: u64,
+        /// Its route.
+        route: Route,
+    },
+}
+
+/// The meta group's snapshot: the directory and the routes.
+#[derive(Serialize, Deserialize)]
+struct MetaSnapshot {
+    directory: BTreeMap<u64, NodeInfo>,
+    routes: BTreeMap<u64, Route>,
 }
 
 /// Called with the directory after every change (the node points its transport at the
 /// addresses).
 pub type DirectoryHook = Arc<dyn Fn(&BTreeMap<u64, NodeInfo>) + Send + Sync>;
 
-/// The meta group's state machine: the node directory.
+/// The meta group's state machine: the node directory and the shards' routes.
 pub struct MetaSm {
     dir: Directory,
     hook: DirectoryHook,
+    routes: Routes,
 }
 
 impl MetaSm {
-    /// A state machine over `dir`, calling `hook` after each change.
-    pub fn new(dir: Directory, hook: DirectoryHook) -> MetaSm {
-        MetaSm { dir, hook }
+    /// A state machine over `dir` and `routes`, calling `hook` after each change of `dir`.
+    pub fn new(dir: Directory, hook: DirectoryHook, routes: Routes) -> MetaSm {
+        MetaSm { dir, hook, routes }
     }
 }
 
@@ -452,6 +629,9 @@ impl StateMachine for MetaSm {
                 (self.hook)(&d);
                 Value::ok()
             }
+            Ok(MetaCmd::Route { group, route }) => {
+                Value::Int(lock_w(&self.routes).update(group, route) as i64)
+            }
             Err(_) => Value::err("ERR malformed meta entry"),
         };
         Bytes::from(v.to_bytes(Proto::Resp3))
@@ -462,13 +642,25 @@ impl StateMachine for MetaSm {
     }
 
     fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
-        let d = lock_r(&self.dir);
-        serde_json::to_writer(out, &*d).map_err(std::io::Error::other)
+        let snap = MetaSnapshot {
+            directory: lock_r(&self.dir).clone(),
+            routes: lock_r(&self.routes).routes.clone(),
+        };
+        serde_json::to_writer(out, &snap).map_err(std::io::Error::other)
     }
 
     fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
-        let map: BTreeMap<u64, NodeInfo> = serde_json::from_reader(input)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut all = Vec::new();
+        input.read_to_end(&mut all)?;
+        let bad = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        // Before routes, the snapshot was the directory alone: the routes stay as created.
+        let (map, routes) = match serde_json::from_slice::<MetaSnapshot>(&all) {
+            Ok(s) => (s.directory, Some(s.routes)),
+            Err(_) => (serde_json::from_slice::<BTreeMap<u64, NodeInfo>>(&all).map_err(bad)?, None),
+        };
+        if let Some(r) = routes {
+            *lock_w(&self.routes) = RouteTable::from_routes(r);
+        }
         let mut d = lock_w(&self.dir);
         *d = map;
         (self.hook)(&d);
@@ -559,7 +751,7 @@ mod tests {
     #[test]
     fn expiry_is_computed_from_the_stamp_at_apply() {
         let d: ShardData = Default::default();
-        let mut sm = ShardSm::new(d.clone());
+        let mut sm = ShardSm::new(d.clone(), Arc::new(RwLock::new(crate::slots::default_range(0, 1))));
         let set = WriteCmd::Args(["SET", "k", "v", "EX", "10"].iter().map(|a| a.as_bytes().to_vec()).collect());
         sm.apply(1, 1, Some(&stamp(&set.encode(), 5_000)));
         assert_eq!(d.read().unwrap().get(b"k", 0).unwrap().expire_at(), Some(15_000));
@@ -584,10 +776,73 @@ mod tests {
         assert_eq!(apply_write(&mut m, WriteCmd::Del(vec![b"a".to_vec(), b"q".to_vec()])), Value::Int(1));
     }
 
+    /// A shard's applied slots are the authority: a write with a key outside them is
+    /// refused at apply and changes nothing, whatever the proposer believed.
+    #[test]
+    fn a_write_outside_the_shards_slots_is_refused_at_apply() {
+        let d: ShardData = Default::default();
+        let own = crate::slots::default_range(0, 2);
+        let mut sm = ShardSm::new(d.clone(), Arc::new(RwLock::new(own.clone())));
+        let (inside, outside) = (b"x{hello}".to_vec(), b"foo".to_vec());
+        assert!(own.contains(key_slot(&inside)) && !own.contains(key_slot(&outside)));
+        let set = |k: &[u8]| WriteCmd::Set { key: k.to_vec(), val: b"v".to_vec(), cond: 0 }.encode();
+        assert_eq!(sm.apply(1, 1, Some(&set(&inside))).as_ref(), b"+OK\r\n");
+        let refused = sm.apply(2, 1, Some(&set(&outside)));
+        assert!(refused.starts_with(b"-WRONGSLOT 12182 "), "{refused:?}");
+        let mset = WriteCmd::MSet(vec![(inside.clone(), b"2".to_vec()), (outside.clone(), b"2".to_vec())]);
+        assert!(sm.apply(3, 1, Some(&mset.encode())).starts_with(b"-WRONGSLOT"));
+        let m = d.read().unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            m.get(&inside, 0).map(|e| e.val.clone()),
+            Some(crate::keyspace::Val::Str(b"v".to_vec())),
+            "the refused MSET wrote nothing"
+        );
+    }
+
+    /// The meta group's routes keep the newest term's route of each shard, index every
+    /// slot to its shard, and survive a snapshot (an old directory-only snapshot restores).
+    #[test]
+    fn routes_keep_the_newest_term_and_survive_snapshots() {
+        let (dir, routes): (Directory, Routes) =
+            (Default::default(), Arc::new(RwLock::new(RouteTable::new(4))));
+        let mut sm = MetaSm::new(dir.clone(), Arc::new(|_: &BTreeMap<u64, NodeInfo>| {}), routes.clone());
+        assert_eq!(routes.read().unwrap().owner(0), Some(shard_group(0)));
+        assert_eq!(routes.read().unwrap().owner(SLOTS - 1), Some(shard_group(3)));
+        let route = |term, leader| Route {
+            slots: crate::slots::default_range(1, 4),
+            term,
+            leader: Some(leader),
+            voters: vec![1, 2, 3],
+            learners: vec![],
+        };
+        let put = |sm: &mut MetaSm, r: Route| {
+            let c = serde_json::to_vec(&MetaCmd::Route { group: shard_group(1), route: r }).unwrap();
+            sm.apply(1, 1, Some(&c))
+        };
+        assert_eq!(put(&mut sm, route(5, 2)).as_ref(), b":1\r\n");
+        assert_eq!(put(&mut sm, route(4, 3)).as_ref(), b":0\r\n", "an older term's route is ignored");
+        assert_eq!(routes.read().unwrap().get(shard_group(1)).unwrap().leader, Some(2));
+        let mut snap = Vec::new();
+        sm.snapshot(&mut snap).unwrap();
+        let routes2 = Arc::new(RwLock::new(RouteTable::new(4)));
+        let mut sm2 =
+            MetaSm::new(Default::default(), Arc::new(|_: &BTreeMap<u64, NodeInfo>| {}), routes2.clone());
+        sm2.restore(1, 1, &mut snap.as_slice()).unwrap();
+        assert_eq!(routes2.read().unwrap().get(shard_group(1)), Some(&route(5, 2)));
+        // A snapshot from before routes: the directory alone.
+        let old =
+            serde_json::to_vec(&BTreeMap::from([(7u64, NodeInfo { peer: "a".into(), client: "b".into() })]))
+                .unwrap();
+        sm2.restore(1, 1, &mut old.as_slice()).unwrap();
+        assert!(routes2.read().unwrap().get(shard_group(1)).is_some());
+    }
+
     #[test]
     fn shard_snapshot_restores_the_same_map() {
         let d: ShardData = Default::default();
-        let mut sm = ShardSm::new(d.clone());
+        let slots: ShardSlots = Arc::new(RwLock::new(crate::slots::default_range(0, 1)));
+        let mut sm = ShardSm::new(d.clone(), slots);
         for i in 0..1000u32 {
             let c = WriteCmd::Set { key: i.to_le_bytes().to_vec(), val: vec![i as u8; 100], cond: 0 };
             sm.apply(i as u64 + 1, 1, Some(&c.encode()));
@@ -595,7 +850,8 @@ mod tests {
         let mut snap = Vec::new();
         sm.snapshot(&mut snap).unwrap();
         let d2: ShardData = Default::default();
-        let mut sm2 = ShardSm::new(d2.clone());
+        let slots2: ShardSlots = Default::default();
+        let mut sm2 = ShardSm::new(d2.clone(), slots2.clone());
         sm2.restore(1000, 1, &mut snap.as_slice()).unwrap();
         let (a, b) = (d.read().unwrap(), d2.read().unwrap());
         assert_eq!(a.len(), b.len());
@@ -603,6 +859,7 @@ mod tests {
             assert_eq!(a.get(&i.to_le_bytes(), 0), b.get(&i.to_le_bytes(), 0));
         }
         drop((a, b));
+        assert_eq!(slots2.read().unwrap().len(), SLOTS as usize, "the slots come back with the data");
         assert!(sm2.restore(1, 1, &mut &snap[..snap.len() - 1]).is_err());
     }
 }

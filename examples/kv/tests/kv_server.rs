@@ -345,7 +345,7 @@ fn bad_config_names_the_key_and_example_is_valid() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "flotilla-kv: config key `shards`: 0 out of bounds 1..=65536\n"
+        "flotilla-kv: config key `shards`: 0 out of bounds 1..=16384\n"
     );
     assert!(!dir.path().join("data").exists(), "nothing started");
 }

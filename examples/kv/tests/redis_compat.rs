@@ -5,83 +5,17 @@
 
 mod common;
 
+use common::{assert_same_replies, replies, start_redis, strs, Cluster};
+use flotilla_kv::resp::{encode_command, parse_value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::Cluster;
-use flotilla_kv::resp::{encode_command, parse_value};
-
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis(dir: &std::path::Path) -> (RedisServer, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (RedisServer(child), addr)
-}
-
-/// Sends each command on one connection and returns each reply's bytes.
-fn replies(addr: &str, cmds: &[Vec<&str>]) -> Vec<Vec<u8>> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    for c in cmds {
-        let mut req = Vec::new();
-        encode_command(c, &mut req);
-        s.write_all(&req).unwrap();
-        loop {
-            if let Some((_, used)) = parse_value(&buf, 1 << 20, 16).unwrap() {
-                out.push(buf.drain(..used).collect());
-                break;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = s.read(&mut chunk).unwrap();
-            assert!(n > 0, "{addr} closed the connection after {c:?}");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-    out
-}
-
-/// Asserts that both servers gave the same bytes to each command from `from` on.
-fn assert_same_replies(ours: &[Vec<u8>], theirs: &[Vec<u8>], cmds: &[Vec<&str>], from: usize, ctx: &str) {
-    for (i, cmd) in cmds.iter().enumerate().skip(from) {
-        assert_eq!(String::from_utf8_lossy(&ours[i]), String::from_utf8_lossy(&theirs[i]), "{ctx}{cmd:?}");
-    }
-}
-
-/// The commands as string slices.
-fn strs(cmds: &[Vec<String>]) -> Vec<Vec<&str>> {
-    cmds.iter().map(|c| c.iter().map(String::as_str).collect()).collect()
-}
-
+use std::time::Duration;
 #[test]
 fn replies_match_redis_server_byte_for_byte_in_resp2_and_resp3() {
     let mut c = Cluster::new(None, "shards = 2");
     c.start(1, true);
     c.wait_writable(1, "warmup");
-    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
     let seq: Vec<Vec<&str>> = vec![
         vec!["PING"],
         vec!["PING", "hi"],
@@ -119,6 +53,11 @@ fn replies_match_redis_server_byte_for_byte_in_resp2_and_resp3() {
         vec!["APPEND", "c:s"],
         vec!["SETNX", "c:s"],
         vec!["SELECT", "0"],
+        // Cluster mode is off: Redis's standalone answer (tests/cluster_mode.rs has it on).
+        vec!["CLUSTER", "SLOTS"],
+        vec!["CLUSTER", "KEYSLOT", "foo"],
+        vec!["READONLY"],
+        vec!["READWRITE"],
         vec!["CLIENT", "SETNAME", "me"],
         vec!["CLIENT", "GETNAME"],
         vec!["CLIENT", "SETNAME", "a b"],
@@ -161,7 +100,7 @@ fn out_of_scope_commands_get_redis_s_unknown_command_error() {
     let mut c = Cluster::new(None, "shards = 1");
     c.start(1, true);
     c.wait_writable(1, "warmup");
-    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
     let out_of_scope: Vec<Vec<&str>> = vec![
         vec!["EVAL", "return 1", "0"],
         vec!["SUBSCRIBE", "ch"],
@@ -202,7 +141,7 @@ fn command_introspection_matches_redis_server() {
     let mut c = Cluster::new(None, "shards = 1");
     c.start(1, true);
     c.wait_writable(1, "warmup");
-    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
     let names: Vec<String> = flotilla_kv::command_table::names().map(str::to_string).collect();
     // CLIENT, CONFIG and COMMAND list only the subcommands served here, unlike Redis.
     let plain: Vec<&str> =
@@ -239,7 +178,7 @@ fn keys_and_flushdb_match_redis_server() {
     let mut c = Cluster::new(None, "shards = 3");
     c.start(1, true);
     c.wait_writable(1, "warmup");
-    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
     let mut cmds: Vec<Vec<&str>> = vec![vec!["FLUSHDB"], vec!["DBSIZE"]];
     let keys = ["user:1:name", "user:2:name", "user:2:mail", "hello", "hallo", "hxllo", "a*b", "", "x"];
     for k in keys {
@@ -282,7 +221,7 @@ fn scan_matches_redis_server() {
     let mut c = Cluster::new(None, "shards = 3");
     c.start(1, true);
     c.wait_writable(1, "warmup");
-    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
     let keys: Vec<String> =
         (0..60).map(|i| if i % 3 == 0 { format!("user:{i}") } else { format!("k{i}") }).collect();
     let mut setup: Vec<Vec<&str>> = vec![vec!["FLUSHDB"]];
@@ -357,7 +296,7 @@ fn typed_and_expiring_commands_match_redis_server_byte_for_byte() {
     let mut c = Cluster::new(None, "shards = 2");
     c.start(1, true);
     c.wait_writable(1, "warmup");
-    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
     let seq: Vec<Vec<&str>> = vec![
         // SET's options.
         vec!["SET", "c:s", "v", "EX", "1000"],
@@ -593,6 +532,73 @@ impl Conn {
     }
 }
 
+/// Sends `cmds` in one write (pipelined) and reads one reply each.
+fn pipelined(addr: &str, cmds: &[Vec<&str>]) -> Vec<Vec<u8>> {
+    let mut c = Conn::new(addr);
+    let mut req = Vec::new();
+    for cmd in cmds {
+        encode_command(cmd, &mut req);
+    }
+    c.0.write_all(&req).unwrap();
+    let mut out = Vec::new();
+    while out.len() < cmds.len() {
+        if let Some((_, used)) = parse_value(&c.1, 1 << 20, 16).unwrap() {
+            out.push(c.1.drain(..used).collect());
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = c.0.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        c.1.extend_from_slice(&chunk[..n]);
+    }
+    out
+}
+
+/// A transaction pipelined in one write: the single-key commands between MULTI and EXEC
+/// are queued, never started by the pipelined path.
+#[test]
+fn a_pipelined_transaction_is_queued_like_redis_s() {
+    let mut c = Cluster::new(None, "shards = 1");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["SET", "p:a", "0"],
+        vec!["MULTI"],
+        vec!["INCR", "p:a"],
+        vec!["GET", "p:a"],
+        vec!["SET", "p:b", "x"],
+        vec!["HSET", "p:h", "f", "v"],
+        vec!["EXEC"],
+        vec!["GET", "p:a"],
+        vec!["MULTI"],
+        vec!["INCR", "p:a"],
+        vec!["DISCARD"],
+        vec!["GET", "p:a"],
+    ];
+    let (ours, theirs) = (pipelined(&c.addr(1), &cmds), pipelined(&redis_addr, &cmds));
+    assert_same_replies(&ours, &theirs, &cmds, 0, "pipelined: ");
+}
+
+/// A transaction's keys must share one shard here (one Raft entry): EXEC refuses others
+/// with a clear error and runs nothing.
+#[test]
+fn a_transaction_across_shards_is_refused() {
+    let mut c = Cluster::new(None, "shards = 4");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    // Two keys in different shards.
+    let group = |k: &str| flotilla_kv::sm::shard_of(k.as_bytes(), 4);
+    let other = (0..100).map(|i| format!("k{i}")).find(|k| group(k) != group("k")).unwrap();
+    let mut conn = Conn::new(&c.addr(1));
+    assert_eq!(conn.send(&["MULTI"]), b"+OK\r\n");
+    conn.send(&["SET", "k", "1"]);
+    conn.send(&["SET", &other, "1"]);
+    let r = String::from_utf8(conn.send(&["EXEC"])).unwrap();
+    assert!(r.starts_with("-ERR") && r.contains("one shard"), "{r}");
+    assert_eq!(conn.send(&["EXISTS", "k", &other]), b":0\r\n", "nothing ran");
+}
+
 /// MULTI/EXEC/DISCARD/WATCH/UNWATCH, byte for byte with redis-server in both protocols:
 /// queued replies, reads seeing the transaction's writes, errors at queue time (EXECABORT)
 /// and at run time (in EXEC's array), Redis's errors for misplaced commands, and a
@@ -602,7 +608,7 @@ fn transactions_match_redis_server_byte_for_byte() {
     let mut c = Cluster::new(None, "shards = 1");
     c.start(1, true);
     c.wait_writable(1, "warmup");
-    let (_redis, redis_addr) = start_redis(c.dir.path());
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
     // (connection 0 or 1, command)
     let seq: Vec<(usize, Vec<&str>)> = vec![
         (0, vec!["SET", "c:s", "text"]),

@@ -4,6 +4,9 @@
 //! Passwords are never arguments: `password_file` / `admin_password_file` in the config, or
 //! the `FLOTILLA_PASSWORD` / `FLOTILLA_ADMIN_PASSWORD` environment variables.
 //! Exit codes: 0 after a clean stop, 2 for a bad configuration, 1 for any other failure.
+//! Logs go to stderr (`log_level`, overridden by `RUST_LOG`; `log_format = "json"` for
+//! JSON lines); with `metrics_addr` set, `/metrics`, `/health` and `/ready` are served
+//! there over HTTP.
 //! SIGHUP re-reads the certificate files (`ca_cert`, `node_cert`, `node_key`), as the
 //! admin command `FLOTILLA.RELOADCERTS` does; the outcome is logged.
 
@@ -35,20 +38,53 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = flotilla_kv::logging::init(&cfg.observability.log_level, cfg.observability.log_format) {
+        eprintln!("flotilla-kv: logs: {e}");
+        return ExitCode::from(2);
+    }
+    let metrics_listener = match cfg.observability.metrics_addr.map(std::net::TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics_addr not bound");
+            return ExitCode::from(1);
+        }
+    };
     let listener = match std::net::TcpListener::bind(cfg.client_addr) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("flotilla-kv: client_addr {}: {e}", cfg.client_addr);
+            tracing::error!(error = %e, "client_addr {} not bound", cfg.client_addr);
             return ExitCode::from(1);
         }
     };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    tracing::info!(
+        node = cfg.node_id,
+        client = %cfg.advertise_client_addr,
+        peer = %cfg.advertise_peer_addr,
+        data_dir = %cfg.data_dir.display(),
+        shards = cfg.shards,
+        bootstrap = cfg.bootstrap,
+        engine_workers = cfg.engine_workers,
+        executor_threads = cfg.executor_threads,
+        passwords = cfg.password.is_some(),
+        metrics = %metrics_addr.map_or("off".to_string(), |a| a.to_string()),
+        version = env!("CARGO_PKG_VERSION"),
+        "flotilla-kv starting"
+    );
     let node = match Node::start(cfg) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("flotilla-kv: {e}");
+            tracing::error!(error = %e, "node not started");
             return ExitCode::from(1);
         }
     };
+    let serving = Arc::new(AtomicBool::new(false));
+    if let Some(l) = metrics_listener {
+        if let Err(e) = flotilla_kv::http::start(l, Arc::downgrade(&node), serving.clone()) {
+            tracing::error!(error = %e, "metrics endpoint not started");
+            return ExitCode::from(1);
+        }
+    }
     watch_sighup(Arc::downgrade(&node));
     println!(
         "ready node={} client={} peer={}",
@@ -56,11 +92,15 @@ fn main() -> ExitCode {
         node.config().advertise_client_addr,
         node.config().advertise_peer_addr
     );
+    tracing::info!(node = node.id(), client = %node.config().advertise_client_addr, "serving clients");
     let stop = Arc::new(AtomicBool::new(false));
-    match flotilla_kv::server::serve(node, listener, stop) {
+    serving.store(true, Ordering::Relaxed);
+    let served = flotilla_kv::server::serve(node, listener, stop);
+    serving.store(false, Ordering::Relaxed);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flotilla-kv: client port: {e}");
+            tracing::error!(error = %e, "client port failed");
             ExitCode::from(1)
         }
     }
@@ -83,9 +123,7 @@ fn watch_sighup(node: Weak<Node>) {
     let prev =
         unsafe { libc::signal(libc::SIGHUP, on_hangup as extern "C" fn(libc::c_int) as libc::sighandler_t) };
     if prev == libc::SIG_ERR {
-        eprintln!(
-            "flotilla-kv: SIGHUP handler not installed: certificates reload by FLOTILLA.RELOADCERTS only"
-        );
+        tracing::error!("SIGHUP handler not installed: certificates reload by FLOTILLA.RELOADCERTS only");
         return;
     }
     let spawned = std::thread::Builder::new().name("kv-sighup".into()).spawn(move || loop {
@@ -93,14 +131,15 @@ fn watch_sighup(node: Weak<Node>) {
         let Some(node) = node.upgrade() else { return };
         if HANGUP.swap(false, Ordering::Relaxed) {
             match node.reload_certs() {
-                Ok(()) => eprintln!("flotilla-kv: SIGHUP: certificates reloaded"),
-                Err(e) => eprintln!(
-                    "flotilla-kv: SIGHUP: certificates not reloaded, the current ones stay in use: {e}"
+                Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: certificates not reloaded, the current ones stay in use"
                 ),
             }
         }
     });
     if let Err(e) = spawned {
-        eprintln!("flotilla-kv: SIGHUP thread not started: {e}");
+        tracing::error!(error = %e, "SIGHUP thread not started");
     }
 }

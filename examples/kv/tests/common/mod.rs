@@ -6,8 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+use flotilla_kv::resp::{encode_command, parse_value};
 use std::time::{Duration, Instant};
 
 use flotilla_kv::cluster::Admin;
@@ -17,6 +21,8 @@ pub struct Proc {
     pub client: String,
     pub peer: String,
     pub config: PathBuf,
+    /// The `/metrics` address (when the cluster's `metrics` was set at its first start).
+    pub metrics: Option<String>,
 }
 
 pub struct Cluster {
@@ -27,6 +33,11 @@ pub struct Cluster {
     pub extra: String,
     /// Environment variables set for every node process.
     pub env: Vec<(String, String)>,
+    /// Give every node a `metrics_addr` of its own.
+    pub metrics: bool,
+    /// Send every node's stderr to `node-<id>.stderr` in `dir` (appended) instead of the
+    /// test's.
+    pub capture_stderr: bool,
 }
 
 /// Ports handed out in this test process (tests run in parallel threads).
@@ -71,6 +82,8 @@ impl Cluster {
             password: password.map(str::to_string),
             extra: extra.to_string(),
             env: Vec::new(),
+            metrics: false,
+            capture_stderr: false,
         }
     }
 
@@ -100,22 +113,33 @@ impl Cluster {
                 }
                 None => String::new(),
             };
+            let metrics = self.metrics.then(free_tcp);
+            let pw = match &metrics {
+                Some(m) => format!("{pw}metrics_addr = \"{m}\"\n"),
+                None => pw,
+            };
             let text = format!(
                 "node_id = {id}\ndata_dir = \"{d}/data-{id}\"\npeer_addr = \"{peer}\"\nclient_addr = \"{client}\"\n\
                  ca_cert = \"{d}/ca.pem\"\nnode_cert = \"{d}/node-{id}.pem\"\nnode_key = \"{d}/node-{id}.key\"\n\
-                 bootstrap = {bootstrap}\nexecutor_threads = 16\nengine_workers = 2\n{pw}{}\n",
+                 bootstrap = {bootstrap}\n{exec}engine_workers = 2\n{pw}{}\n",
                 self.extra,
+                // 16 executor threads unless the test sets its own.
+                exec = if self.extra.contains("executor_threads") { "" } else { "executor_threads = 16\n" },
                 d = d.display()
             );
             let config = d.join(format!("node-{id}.toml"));
             std::fs::write(&config, text).unwrap();
-            self.nodes.insert(id, Proc { child: None, client, peer, config });
+            self.nodes.insert(id, Proc { child: None, client, peer, config, metrics });
         }
         self.spawn(id)
     }
 
     fn spawn(&mut self, id: u64) -> String {
         let env = self.env.clone();
+        let stderr_file = self.capture_stderr.then(|| self.stderr_path(id));
+        // Uncaptured nodes log warnings and errors only (CI's output stays short);
+        // captured ones log as their config says, unless the test sets RUST_LOG.
+        let rust_log = if self.capture_stderr { "" } else { "warn" };
         let p = self.nodes.get_mut(&id).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -124,9 +148,15 @@ impl Cluster {
                 .arg(&p.config)
                 .env_remove("FLOTILLA_PASSWORD")
                 .env_remove("FLOTILLA_ADMIN_PASSWORD")
+                .env("RUST_LOG", rust_log)
                 .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(match &stderr_file {
+                    Some(f) => {
+                        Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap())
+                    }
+                    None => Stdio::inherit(),
+                })
                 .spawn()
                 .unwrap();
             let out = child.stdout.take().unwrap();
@@ -150,6 +180,11 @@ impl Cluster {
                 other => panic!("node {id} did not start: {other:?}"),
             }
         }
+    }
+
+    /// Where node `id`'s stderr goes when `capture_stderr` is set.
+    pub fn stderr_path(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}.stderr"))
     }
 
     pub fn kill(&mut self, id: u64) {
@@ -205,4 +240,70 @@ impl Drop for Cluster {
             self.kill(id);
         }
     }
+}
+
+pub struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A redis-server (Debian's, 7.0) on a free loopback port, with `extra` arguments; killed
+/// on drop.
+pub fn start_redis(dir: &std::path::Path, extra: &[&str]) -> (RedisServer, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (RedisServer(child), addr)
+}
+
+/// Sends each command on one connection and returns each reply's bytes.
+pub fn replies(addr: &str, cmds: &[Vec<&str>]) -> Vec<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for c in cmds {
+        let mut req = Vec::new();
+        encode_command(c, &mut req);
+        s.write_all(&req).unwrap();
+        loop {
+            if let Some((_, used)) = parse_value(&buf, 1 << 20, 16).unwrap() {
+                out.push(buf.drain(..used).collect());
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "{addr} closed the connection after {c:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    out
+}
+
+/// Asserts that both servers gave the same bytes to each command from `from` on.
+pub fn assert_same_replies(ours: &[Vec<u8>], theirs: &[Vec<u8>], cmds: &[Vec<&str>], from: usize, ctx: &str) {
+    for (i, cmd) in cmds.iter().enumerate().skip(from) {
+        assert_eq!(String::from_utf8_lossy(&ours[i]), String::from_utf8_lossy(&theirs[i]), "{ctx}{cmd:?}");
+    }
+}
+
+/// The commands as string slices.
+pub fn strs(cmds: &[Vec<String>]) -> Vec<Vec<&str>> {
+    cmds.iter().map(|c| c.iter().map(String::as_str).collect()).collect()
 }
