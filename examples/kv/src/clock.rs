@@ -17,7 +17,8 @@ static OFFSET: OnceLock<i64> = OnceLock::new();
 
 /// The injected offset (0 when unset or unparsable).
 pub fn offset_ms() -> i64 {
-    *OFFSET.get_or_init(|| std::env::var(CLOCK_OFFSET_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+    *OFFSET
+        .get_or_init(|| std::env::var(CLOCK_OFFSET_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
 /// This node's wall clock in unix milliseconds (with the injected offset).

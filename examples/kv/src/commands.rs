@@ -53,7 +53,7 @@ pub struct Session {
     /// Its name (`CLIENT SETNAME`, `HELLO ... SETNAME`).
     pub name: Option<Vec<u8>>,
     /// Its MULTI queue and watched keys ([`crate::multi`]).
-    pub tx: crate::multi::TxState,
+    pub tx: Box<crate::multi::TxState>,
     /// `READONLY` was sent (cluster mode): its reads may be served by a follower replica
     /// here, still linearizable (ReadIndex).
     pub readonly: bool,
@@ -420,7 +420,8 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         let matched = pattern.as_ref().map_or(true, |p| crate::glob::key_matches(p, k));
         typed && matched
     };
-    let keys: Vec<Value> = keys.iter().zip(types).filter(|(k, t)| keep(k, t)).map(|(k, _)| k.clone()).collect();
+    let keys: Vec<Value> =
+        keys.iter().zip(types).filter(|(k, t)| keep(k, t)).map(|(k, _)| k.clone()).collect();
     Value::Array(Some(vec![Value::bulk(next.to_string()), Value::Array(Some(keys))]))
 }
 

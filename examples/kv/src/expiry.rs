@@ -102,7 +102,7 @@ pub fn parse_expire(name: &'static str, args: &[Vec<u8>]) -> Result<ExpireCmd, V
     }
     let n = crate::keycmd::strict_i64(t).ok_or_else(not_integer)?;
     let secs = name == "expire" || name == "expireat";
-    if secs && (n > i64::MAX / 1000 || n < i64::MIN / 1000) {
+    if secs && !(i64::MIN / 1000..=i64::MAX / 1000).contains(&n) {
         return Err(invalid_expire(name));
     }
     let ms = if secs { n * 1000 } else { n };

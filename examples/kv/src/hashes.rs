@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(hincrbyfloat(&mut ks, b"h", b("f"), b"0.5"), Value::bulk("7.5"));
         assert_eq!(
             read(&ks, "HGETALL", &[b("h")], 1),
-            Some(Value::Map(vec![(Value::bulk("f"), Value::bulk("7.5")), (Value::bulk("g"), Value::bulk("x"))]))
+            Some(Value::Map(vec![
+                (Value::bulk("f"), Value::bulk("7.5")),
+                (Value::bulk("g"), Value::bulk("x"))
+            ]))
         );
         assert_eq!(hdel(&mut ks, b"h", &[b("f"), b("g"), b("z")]), Value::Int(2));
         assert_eq!(ks.len(), 0, "the last field removed removes the key");

@@ -173,7 +173,13 @@ pub fn format(d: &InfoData, args: &[Vec<u8>]) -> String {
                 // As Redis: a database line only when it holds keys.
                 let mut f = vec![("local_keys".to_string(), d.local_keys.to_string())];
                 if d.local_keys > 0 {
-                    f.insert(0, ("db0".into(), format!("keys={},expires={},avg_ttl=0", d.local_keys, d.local_expires)));
+                    f.insert(
+                        0,
+                        (
+                            "db0".into(),
+                            format!("keys={},expires={},avg_ttl=0", d.local_keys, d.local_expires),
+                        ),
+                    );
                 }
                 f
             }

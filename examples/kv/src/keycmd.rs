@@ -100,9 +100,34 @@ pub const SPECS: &[Spec] = &[
 /// The commands [`single_op`] routes (the others of [`SPECS`] keep their own paths in
 /// [`crate::commands`]).
 const ROUTED: &[&str] = &[
-    "SET", "SETEX", "PSETEX", "GETEX", "INCRBYFLOAT", "HSET", "HMSET", "HSETNX", "HGET", "HMGET", "HDEL",
-    "HGETALL", "HLEN", "HEXISTS", "HKEYS", "HVALS", "HSTRLEN", "HINCRBY", "HINCRBYFLOAT", "EXPIRE", "PEXPIRE",
-    "EXPIREAT", "PEXPIREAT", "PERSIST", "TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME",
+    "SET",
+    "SETEX",
+    "PSETEX",
+    "GETEX",
+    "INCRBYFLOAT",
+    "HSET",
+    "HMSET",
+    "HSETNX",
+    "HGET",
+    "HMGET",
+    "HDEL",
+    "HGETALL",
+    "HLEN",
+    "HEXISTS",
+    "HKEYS",
+    "HVALS",
+    "HSTRLEN",
+    "HINCRBY",
+    "HINCRBYFLOAT",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "PERSIST",
+    "TTL",
+    "PTTL",
+    "EXPIRETIME",
+    "PEXPIRETIME",
 ];
 
 /// The spec of `name` (upper case).
@@ -183,7 +208,8 @@ pub enum Write {
 pub fn parse_write(args: &[Vec<u8>]) -> Result<Write, Value> {
     let Some(first) = args.first() else { return Err(Value::err("ERR empty command")) };
     let name = String::from_utf8_lossy(first).to_ascii_uppercase();
-    let spec = spec(&name).filter(|s| s.write).ok_or_else(|| crate::commands::unknown_command(first, &args[1..]))?;
+    let spec =
+        spec(&name).filter(|s| s.write).ok_or_else(|| crate::commands::unknown_command(first, &args[1..]))?;
     if !arity_ok(spec, args.len()) {
         return Err(arity_error(&name));
     }
@@ -317,7 +343,9 @@ pub fn single_op(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Result<Op,
     Some(parse_write(args).map(|w| {
         let cmd = match w {
             // A plain SET keeps its older, shorter log encoding.
-            Write::Set(SetCmd { key, val, cond, expire: None, get: false }) => WriteCmd::Set { key, val, cond },
+            Write::Set(SetCmd { key, val, cond, expire: None, get: false }) => {
+                WriteCmd::Set { key, val, cond }
+            }
             _ => WriteCmd::Args(args.to_vec()),
         };
         Op::write(group, cmd.encode())

@@ -251,7 +251,7 @@ impl Keyspace {
     /// a watched key that expired).
     pub fn watch_holds(&self, key: &[u8], w: &WatchState) -> bool {
         let now = self.watch_state(key, self.now);
-        now.present == w.present && now.index == w.index && !(w.live && !now.live)
+        now.present == w.present && now.index == w.index && (now.live || !w.live)
     }
 
     /// Writes the keyspace (the shard's snapshot body).
@@ -297,7 +297,8 @@ impl Keyspace {
         let mut ks = Keyspace::default();
         if all.starts_with(MAGIC) {
             r.0 = &all[8..];
-            let (now, removed, n) = (r.u64().ok_or_else(bad)?, r.u64().ok_or_else(bad)?, r.u64().ok_or_else(bad)?);
+            let (now, removed, n) =
+                (r.u64().ok_or_else(bad)?, r.u64().ok_or_else(bad)?, r.u64().ok_or_else(bad)?);
             ks.now = now;
             for _ in 0..n {
                 let key = r.bytes().ok_or_else(bad)?;
@@ -375,7 +376,8 @@ mod tests {
         ks.begin(1, Some(1_000));
         ks.put(b"s".to_vec(), Val::Str(b"v".to_vec()), None);
         ks.begin(2, Some(1_500));
-        let h: Fields = [(b"f".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec())].into_iter().collect();
+        let h: Fields =
+            [(b"f".to_vec(), b"1".to_vec()), (b"a".to_vec(), b"2".to_vec())].into_iter().collect();
         ks.put(b"h".to_vec(), Val::Hash(h), Some(5_000));
         ks.begin(3, Some(1_200));
         ks.put(b"gone".to_vec(), Val::Str(vec![]), None);

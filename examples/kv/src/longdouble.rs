@@ -124,7 +124,7 @@ pub fn parse(s: &[u8]) -> Option<LongDouble> {
     }
     // Values far outside the range need no big powers: they over- or underflow.
     let mag = digits.bits() as i64 + scale * 10 / 3;
-    if mag > 20_000 || mag < -20_000 {
+    if !(-20_000..=20_000).contains(&mag) {
         return None;
     }
     let v = if scale >= 0 {
@@ -160,7 +160,8 @@ pub fn add(a: LongDouble, b: LongDouble) -> Option<LongDouble> {
     }
     let ((x, ex), (y, ey)) = (signed(a), signed(b));
     if x.is_zero() && y.is_zero() {
-        let both_neg = matches!((a, b), (LongDouble::Finite { neg: true, .. }, LongDouble::Finite { neg: true, .. }));
+        let both_neg =
+            matches!((a, b), (LongDouble::Finite { neg: true, .. }, LongDouble::Finite { neg: true, .. }));
         return Some(LongDouble::Finite { neg: both_neg, mant: 0, exp: 0 });
     }
     if x.is_zero() {

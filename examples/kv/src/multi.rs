@@ -42,8 +42,10 @@ pub fn intercept(node: &Node, name: &str, args: &[Vec<u8>], s: &mut Session) -> 
     Some(match name {
         // Redis turns any refusal of EXEC itself into EXECABORT, and drops the transaction.
         "EXEC" if args.len() != 1 => {
-            *tx = TxState::default();
-            Value::err("EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command")
+            **tx = TxState::default();
+            Value::err(
+                "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command",
+            )
         }
         "MULTI" | "DISCARD" if args.len() != 1 => {
             flag(tx);
@@ -62,11 +64,11 @@ pub fn intercept(node: &Node, name: &str, args: &[Vec<u8>], s: &mut Session) -> 
         "EXEC" if !tx.open() => Value::err("ERR EXEC without MULTI"),
         "DISCARD" if !tx.open() => Value::err("ERR DISCARD without MULTI"),
         "DISCARD" => {
-            *tx = TxState::default();
+            **tx = TxState::default();
             Value::ok()
         }
         "EXEC" => {
-            let t = std::mem::take(tx);
+            let t = std::mem::take(&mut **tx);
             if t.aborted {
                 return Some(Value::err("EXECABORT Transaction discarded because of previous errors."));
             }
@@ -154,7 +156,10 @@ fn watch(node: &Node, keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, WatchState)>, Va
             return Err(Value::err("ERR internal error: bad WATCH reply"));
         }
         for (k, st) in ks.into_iter().zip(states) {
-            out.push((k, decode_state(&st).ok_or_else(|| Value::err("ERR internal error: bad WATCH reply"))?));
+            out.push((
+                k,
+                decode_state(&st).ok_or_else(|| Value::err("ERR internal error: bad WATCH reply"))?,
+            ));
         }
     }
     Ok(out)
@@ -241,7 +246,9 @@ mod tests {
         assert_eq!(queue(&mut tx, "GET", &a(&["GET"])), keycmd::arity_error("get"));
         assert!(tx.aborted);
         let mut tx = TxState { queue: Some(vec![]), ..Default::default() };
-        assert!(matches!(queue(&mut tx, "NOSUCH", &a(&["NOSUCH"])), Value::Error(e) if e.contains("unknown command")));
+        assert!(
+            matches!(queue(&mut tx, "NOSUCH", &a(&["NOSUCH"])), Value::Error(e) if e.contains("unknown command"))
+        );
         assert!(tx.aborted);
     }
 }

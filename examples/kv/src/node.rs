@@ -708,11 +708,15 @@ impl Node {
             ReadQ::Strlen(k) => crate::strings::strlen(&m, k, now),
             ReadQ::Type(k) => crate::strings::type_of(&m, k, now),
             ReadQ::Keys(p) => Value::Array(Some(
-                m.live_keys(now).filter(|k| crate::glob::key_matches(p, k)).map(|k| Value::bulk(k.clone())).collect(),
+                m.live_keys(now)
+                    .filter(|k| crate::glob::key_matches(p, k))
+                    .map(|k| Value::bulk(k.clone()))
+                    .collect(),
             )),
             ReadQ::Scan { from, count } => {
                 let (next, keys) = crate::sm::scan_step(m.live_keys(now), *from, *count);
-                let types = keys.iter().map(|k| Value::bulk(m.get(k, now).map_or("none", |e| e.val.type_name())));
+                let types =
+                    keys.iter().map(|k| Value::bulk(m.get(k, now).map_or("none", |e| e.val.type_name())));
                 let types = Value::Array(Some(types.collect()));
                 Value::Array(Some(vec![
                     Value::Int(next.map_or(-1, |n| n as i64)),
@@ -721,15 +725,18 @@ impl Node {
                 ]))
             }
             ReadQ::Cmd(args) => crate::keycmd::read(&m, args, now),
-            ReadQ::Watch(ks) => {
-                Value::Array(Some(ks.iter().map(|k| crate::multi::encode_state(&m.watch_state(k, now))).collect()))
-            }
+            ReadQ::Watch(ks) => Value::Array(Some(
+                ks.iter().map(|k| crate::multi::encode_state(&m.watch_state(k, now))).collect(),
+            )),
         }
     }
 
     /// Keys and keys with an expiry in the local replicas (INFO keyspace).
     pub fn keyspace_counts(&self) -> (usize, usize) {
-        lock(&self.data).values().map(|d| read_data(d)).fold((0, 0), |(k, e), m| (k + m.len(), e + m.expires()))
+        lock(&self.data)
+            .values()
+            .map(|d| read_data(d))
+            .fold((0, 0), |(k, e), m| (k + m.len(), e + m.expires()))
     }
 
     /// One active-expire cycle ([`crate::expiry`]): for each shard this node leads, proposes

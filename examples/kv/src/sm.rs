@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::keyspace::{Keyspace, WatchState};
 use crate::resp::{Proto, Value};
-use crate::strings;
 use crate::slots::{key_slot, SlotSet, SLOTS};
+use crate::strings;
 
 /// The meta group (the node directory).
 pub const META_GROUP: u64 = 1;
@@ -220,9 +220,11 @@ impl WriteCmd {
             WriteCmd::MSet(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
             WriteCmd::Flush => Vec::new(),
             WriteCmd::Args(args) => args_keys(args),
-            WriteCmd::Exec { watched, cmds } => {
-                watched.iter().map(|(k, _)| k.as_slice()).chain(cmds.iter().flat_map(|c| args_keys(c))).collect()
-            }
+            WriteCmd::Exec { watched, cmds } => watched
+                .iter()
+                .map(|(k, _)| k.as_slice())
+                .chain(cmds.iter().flat_map(|c| args_keys(c)))
+                .collect(),
             WriteCmd::Purge(keys) => keys.iter().map(Vec::as_slice).collect(),
         }
     }
@@ -319,7 +321,8 @@ impl WriteCmd {
                 for w in ws.chunks(2) {
                     let [present, live, ref idx @ ..] = *w[1] else { return None };
                     let index = u64::from_le_bytes(idx.try_into().ok()?);
-                    watched.push((w[0].to_vec(), WatchState { present: present == 1, index, live: live == 1 }));
+                    watched
+                        .push((w[0].to_vec(), WatchState { present: present == 1, index, live: live == 1 }));
                 }
                 let mut cmds = Vec::with_capacity(cs.len());
                 for c in cs {
@@ -752,7 +755,8 @@ mod tests {
     fn expiry_is_computed_from_the_stamp_at_apply() {
         let d: ShardData = Default::default();
         let mut sm = ShardSm::new(d.clone(), Arc::new(RwLock::new(crate::slots::default_range(0, 1))));
-        let set = WriteCmd::Args(["SET", "k", "v", "EX", "10"].iter().map(|a| a.as_bytes().to_vec()).collect());
+        let set =
+            WriteCmd::Args(["SET", "k", "v", "EX", "10"].iter().map(|a| a.as_bytes().to_vec()).collect());
         sm.apply(1, 1, Some(&stamp(&set.encode(), 5_000)));
         assert_eq!(d.read().unwrap().get(b"k", 0).unwrap().expire_at(), Some(15_000));
         // A leader whose clock is behind: the apply time stays at 5 000.

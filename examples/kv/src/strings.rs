@@ -54,7 +54,11 @@ fn is(o: &[u8], name: &str) -> bool {
 /// Parses `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]` (`args` from
 /// the key on) with Redis 7.0's rules (`parseExtendedStringArgumentsOrReply`), or GETEX's
 /// options when `getex` (then only EX/PX/EXAT/PXAT/PERSIST).
-fn parse_opts(opts: &[Vec<u8>], getex: bool, cmd: &str) -> Result<(u8, Option<SetExpire>, bool, bool), Value> {
+fn parse_opts(
+    opts: &[Vec<u8>],
+    getex: bool,
+    cmd: &str,
+) -> Result<(u8, Option<SetExpire>, bool, bool), Value> {
     let (mut cond, mut exp, mut get, mut persist) = (0u8, None::<(bool, bool, Vec<u8>)>, false, false);
     let mut keep = false;
     let mut j = 0;
@@ -146,7 +150,9 @@ pub fn get(ks: &Keyspace, key: &[u8], now: u64) -> Value {
 
 /// MGET (a key of another type answers nil, as in Redis).
 pub fn mget(ks: &Keyspace, keys: &[Vec<u8>], now: u64) -> Value {
-    Value::Array(Some(keys.iter().map(|k| Value::Bulk(string_at(ks, k, now).ok().flatten().cloned())).collect()))
+    Value::Array(Some(
+        keys.iter().map(|k| Value::Bulk(string_at(ks, k, now).ok().flatten().cloned())).collect(),
+    ))
 }
 
 /// EXISTS.
@@ -230,10 +236,8 @@ pub fn getex(ks: &mut Keyspace, key: Vec<u8>, change: Option<GetExChange>) -> Va
         (_, Some(t)) => {
             ks.set_expire(&key, Some(t as u64));
         }
-        (Some(GetExChange::Persist), _) => {
-            if ks.live(&key).is_some_and(|e| e.expire_at().is_some()) {
-                ks.set_expire(&key, None);
-            }
+        (Some(GetExChange::Persist), _) if ks.live(&key).is_some_and(|e| e.expire_at().is_some()) => {
+            ks.set_expire(&key, None);
         }
         _ => {}
     }
