@@ -82,6 +82,9 @@ fn expiry_follows_the_leader_s_stamp_and_reads_judge_by_the_serving_node_s_clock
     assert!((95..=100).contains(&fwd), "stamped by node 2's clock, not node 1's: {fwd}");
     let at: i64 = query(&c, 1, &["PEXPIRETIME", "late"]);
     assert_eq!(at, query::<i64>(&c, 2, &["PEXPIRETIME", "late"]), "one absolute expiry on every replica");
+    // INFO keyspace counts as Redis does: keys not yet deleted, and those with an expiry.
+    let info: String = query(&c, 1, &["INFO"]);
+    assert!(info.contains("db0:keys=4,expires=2,"), "{info}");
 
     // Back to node 1, whose clock is behind the last stamp: the apply time does not go
     // back, so EX 100 expires at least 100 s after node 2's stamp.
