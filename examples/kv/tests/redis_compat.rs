@@ -225,7 +225,14 @@ fn scan_matches_redis_server() {
     let keys: Vec<String> =
         (0..60).map(|i| if i % 3 == 0 { format!("user:{i}") } else { format!("k{i}") }).collect();
     let mut setup: Vec<Vec<&str>> = vec![vec!["FLUSHDB"]];
-    setup.extend(keys.iter().map(|k| vec!["SET", k.as_str(), "v"]));
+    // Every fifth key a hash, so TYPE filters by the real type.
+    setup.extend(keys.iter().enumerate().map(|(i, k)| {
+        if i % 5 == 0 {
+            vec!["HSET", k.as_str(), "f", "v"]
+        } else {
+            vec!["SET", k.as_str(), "v"]
+        }
+    }));
     for addr in [c.addr(1), redis_addr.clone()] {
         replies(&addr, &setup);
     }
