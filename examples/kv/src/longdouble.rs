@@ -5,7 +5,7 @@
 //! match a Redis built for x86-64 digit for digit.
 //!
 //! Owns numbers only; never touches the data. Not supported (answered as not a float):
-//! hexadecimal floats, and subnormal magnitudes (below 2^-16382).
+//! subnormal magnitudes (below 2^-16382).
 
 use num_bigint::{BigInt, BigUint, Sign};
 use num_traits::{One, ToPrimitive, Zero};
@@ -88,6 +88,9 @@ pub fn parse(s: &[u8]) -> Option<LongDouble> {
     if lower == b"inf" || lower == b"infinity" {
         return Some(LongDouble::Inf(neg));
     }
+    if let Some(hex) = lower.strip_prefix(b"0x") {
+        return parse_hex(neg, hex);
+    }
     let mut digits = BigUint::zero();
     let (mut any, mut scale, mut i) = (false, 0i64, 0);
     let mut seen_dot = false;
@@ -137,6 +140,46 @@ pub fn parse(s: &[u8]) -> Option<LongDouble> {
         round(neg, &q, -(s as i64), !r.is_zero())?
     };
     match v {
+        LongDouble::Inf(_) => None,
+        v => Some(v),
+    }
+}
+
+/// A hexadecimal float after `0x` (`hh[.hh][p[+-]dd]`), as `strtold` reads it.
+fn parse_hex(neg: bool, s: &[u8]) -> Option<LongDouble> {
+    let (mut digits, mut any, mut scale, mut seen_dot, mut i) = (BigUint::zero(), false, 0i64, false, 0);
+    while i < s.len() {
+        match s[i] {
+            c if c.is_ascii_hexdigit() => {
+                digits = (digits << 4usize) + (c as char).to_digit(16)?;
+                any = true;
+                if seen_dot {
+                    scale -= 4;
+                }
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    if !any {
+        return None;
+    }
+    if i < s.len() {
+        if s[i] != b'p' {
+            return None;
+        }
+        let e = std::str::from_utf8(&s[i + 1..]).ok()?;
+        let digits_only = e.strip_prefix(['+', '-']).unwrap_or(e);
+        if digits_only.is_empty() || !digits_only.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        scale += e.parse::<i64>().ok().filter(|x| x.abs() < 100_000)?;
+    }
+    if digits.is_zero() {
+        return Some(LongDouble::Finite { neg, mant: 0, exp: 0 });
+    }
+    match round(neg, &digits, scale, false)? {
         LongDouble::Inf(_) => None,
         v => Some(v),
     }
@@ -248,11 +291,13 @@ mod tests {
         assert_eq!(incr("1.5", "1").as_deref(), Some("2.5"));
         assert_eq!(incr("1e400", "1").map(|s| s.len()), Some(401));
         assert_eq!(incr("5", "-7.25").as_deref(), Some("-2.25"));
+        assert_eq!(incr("0", "0x10").as_deref(), Some("16"));
+        assert_eq!(incr("0", "-0X1.8p1").as_deref(), Some("-3"));
     }
 
     #[test]
     fn what_strtold_refuses_or_overflows_is_not_a_float() {
-        for bad in ["nan", "abc", " 1", "1 ", "", "1e", "5e4932", "1e-5000", ".", "--1"] {
+        for bad in ["nan", "abc", " 1", "1 ", "", "1e", "5e4932", "1e-5000", ".", "--1", "0x", "0x1p", "0xg"] {
             assert_eq!(parse(bad.as_bytes()), None, "{bad}");
         }
         assert_eq!(parse(b"inf"), Some(LongDouble::Inf(false)));

@@ -484,6 +484,8 @@ fn typed_and_expiring_commands_match_redis_server_byte_for_byte() {
         vec!["INCRBYFLOAT", "c:z", " 1"],
         vec!["INCRBYFLOAT", "c:z", "-7.25"],
         vec!["INCRBYFLOAT", "c:nf", "1e-3"],
+        vec!["INCRBYFLOAT", "c:nf", "0x1.8p3"],
+        vec!["INCRBYFLOAT", "c:nf", "0x"],
         vec!["SET", "c:z", "x"],
         vec!["INCRBYFLOAT", "c:z", "1"],
         vec!["SET", "c:z", "1e5000"],
