@@ -30,8 +30,12 @@ fn hash_at<'a>(ks: &'a Keyspace, key: &[u8], now: u64) -> Result<Option<&'a Fiel
 /// The hash of `key` for a write at the apply time, created empty when absent (and removed
 /// again by [`finish`] if it stays empty). `Err` WRONGTYPE.
 fn hash_mut<'a>(ks: &'a mut Keyspace, key: &[u8]) -> Result<&'a mut Fields, Value> {
-    if ks.live(key).is_none() {
-        ks.put(key.to_vec(), Val::Hash(Fields::new()), None);
+    match ks.live(key).map(|e| &e.val) {
+        // Checked before taking it for writing: a refused write leaves the key unmodified
+        // (WATCH sees no change).
+        Some(Val::Hash(_)) => {}
+        Some(_) => return Err(Value::err(WRONGTYPE)),
+        None => ks.put(key.to_vec(), Val::Hash(Fields::new()), None),
     }
     match ks.get_mut(key) {
         Some(Val::Hash(h)) => Ok(h),

@@ -297,7 +297,8 @@ mod tests {
 
     #[test]
     fn what_strtold_refuses_or_overflows_is_not_a_float() {
-        for bad in ["nan", "abc", " 1", "1 ", "", "1e", "5e4932", "1e-5000", ".", "--1", "0x", "0x1p", "0xg"] {
+        for bad in ["nan", "abc", " 1", "1 ", "", "1e", "5e4932", "1e-5000", ".", "--1", "0x", "0x1p", "0xg"]
+        {
             assert_eq!(parse(bad.as_bytes()), None, "{bad}");
         }
         assert_eq!(parse(b"inf"), Some(LongDouble::Inf(false)));

@@ -238,6 +238,26 @@ mod tests {
         assert_eq!(ks.get(b"k", 3).map(|e| e.val.clone()), Some(Val::Str(b"2".to_vec())));
     }
 
+    /// A write refused with WRONGTYPE does not count as a modification of the watched key.
+    #[test]
+    fn a_refused_write_leaves_a_watched_key_unchanged() {
+        let mut ks = Keyspace::default();
+        ks.begin(1, Some(1));
+        ks.put(b"k".to_vec(), Val::Str(b"1".to_vec()), None);
+        let w = vec![(b"k".to_vec(), ks.watch_state(b"k", 1))];
+        ks.begin(2, Some(2));
+        assert_eq!(
+            keycmd::run(&mut ks, &a(&["HSET", "k", "f", "v"])),
+            Value::err(crate::keyspace::WRONGTYPE)
+        );
+        assert_eq!(
+            keycmd::run(&mut ks, &a(&["HINCRBY", "k", "f", "1"])),
+            Value::err(crate::keyspace::WRONGTYPE)
+        );
+        ks.begin(3, Some(3));
+        assert_eq!(apply(&mut ks, &w, &[a(&["GET", "k"])]), Value::Array(Some(vec![Value::bulk("1")])));
+    }
+
     #[test]
     fn queueing_refuses_unknown_and_wrong_arity_commands_and_flags_the_transaction() {
         let mut tx = TxState { queue: Some(vec![]), ..Default::default() };
