@@ -152,6 +152,104 @@ impl ClusterView {
     }
 }
 
+/// `flotilla-admin status --json`: the cluster view as one JSON document. Field names
+/// are stable (new fields may be added, none renamed or removed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatusDoc {
+    /// Every node of the directory, by id.
+    pub nodes: Vec<NodeDoc>,
+    /// The meta group (the directory's Raft group).
+    pub meta: Option<GroupDoc>,
+    /// Every shard group, by group id.
+    pub shards: Vec<GroupDoc>,
+}
+
+/// A node in [`StatusDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeDoc {
+    /// Node id.
+    pub id: u64,
+    /// Client address (ip:port).
+    pub client: String,
+    /// `up`, or `unreachable` (its status could not be read).
+    pub state: String,
+    /// Shards it leads.
+    pub leaders: usize,
+    /// Shard replicas it holds (voters and learners).
+    pub replicas: usize,
+}
+
+/// A group in [`StatusDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupDoc {
+    /// Raft group id.
+    pub group: u64,
+    /// Leader's node, `null` when no reachable replica claims leadership.
+    pub leader: Option<u64>,
+    /// The term of that leader (else the highest term seen).
+    pub term: u64,
+    /// Commit index (at the leader when there is one).
+    pub commit: u64,
+    /// Voters' nodes.
+    pub voters: Vec<u64>,
+    /// Learners' nodes.
+    pub learners: Vec<u64>,
+    /// Each follower's lag behind the leader, in entries (empty without a leader).
+    pub lag: Vec<LagDoc>,
+    /// The largest of those lags.
+    pub max_lag: u64,
+}
+
+/// One follower's lag in [`GroupDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LagDoc {
+    /// The follower's node.
+    pub node: u64,
+    /// Entries behind the leader.
+    pub entries: u64,
+}
+
+impl ClusterView {
+    /// The view as `status --json` prints it.
+    pub fn doc(&self) -> StatusDoc {
+        let (l, r) = (self.leaders_per_node(), self.replicas_per_node());
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(&id, addr)| NodeDoc {
+                id,
+                client: addr.clone(),
+                state: if self.unreachable.contains(&id) { "unreachable" } else { "up" }.into(),
+                leaders: l.get(&id).copied().unwrap_or(0),
+                replicas: r.get(&id).copied().unwrap_or(0),
+            })
+            .collect();
+        let group = |g: &GroupView| {
+            let lag = g
+                .leader
+                .and_then(|n| self.status.get(&n))
+                .and_then(|s| s.replicas.iter().find(|x| x.group == g.group))
+                .map(|x| x.lag.iter().map(|&(node, entries)| LagDoc { node, entries }).collect())
+                .unwrap_or_default();
+            GroupDoc {
+                group: g.group,
+                leader: g.leader,
+                term: g.term,
+                commit: g.commit,
+                voters: g.voters.clone(),
+                learners: g.learners.clone(),
+                lag,
+                max_lag: g.max_lag,
+            }
+        };
+        StatusDoc {
+            nodes,
+            meta: self.groups.get(&META_GROUP).map(group),
+            shards: self.shard_groups().map(group).collect(),
+        }
+    }
+}
+
 /// A connection-per-call admin client. It authenticates as the admin user
 /// (`AUTH <user> <password>`) when it has a password.
 #[derive(Debug, Clone)]
@@ -224,8 +322,8 @@ impl Admin {
         Admin { user: "admin".into(), password, step_timeout: Duration::from_secs(30) }
     }
 
-    /// Sends one command to the node at `addr`.
-    pub fn call(&self, addr: &str, args: &[&str]) -> Result<Value, AdminError> {
+    /// A connection to the node at `addr`, authenticated as the admin user.
+    pub fn connect(&self, addr: &str) -> Result<Client, AdminError> {
         let unreachable = |error| AdminError::Unreachable { addr: addr.to_string(), error };
         let mut c = Client::connect(addr, Duration::from_secs(2)).map_err(unreachable)?;
         c.set_timeout(Duration::from_secs(15)).map_err(unreachable)?;
@@ -236,6 +334,13 @@ impl Admin {
                 return Err(AdminError::Auth { addr: addr.to_string(), msg });
             }
         }
+        Ok(c)
+    }
+
+    /// Sends one command to the node at `addr`.
+    pub fn call(&self, addr: &str, args: &[&str]) -> Result<Value, AdminError> {
+        let unreachable = |error| AdminError::Unreachable { addr: addr.to_string(), error };
+        let mut c = self.connect(addr)?;
         let v = c.call(args).map_err(unreachable)?;
         if let Value::Error(msg) = &v {
             if msg.starts_with("NOAUTH") || msg.starts_with("WRONGPASS") || msg.starts_with("NOPERM") {

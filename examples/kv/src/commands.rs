@@ -25,6 +25,8 @@
 //! - `FLOTILLA.RELOADCERTS`: re-reads this node's certificate files for new connections
 //!   of the QUIC transport and the node channel ([`crate::trust`]); on an error the node
 //!   keeps its certificates and the reply says why.
+//! - `FLOTILLA.BACKUP`, `FLOTILLA.BACKUPREAD`, `FLOTILLA.RESTOREPART`, `FLOTILLA.RESTORE`:
+//!   a shard's snapshot out of and into a cluster ([`crate::backup`]).
 //! - `FLOTILLA.LOCAL ...`: internal, a forwarded operation (see [`crate::node`]); node
 //!   channel only.
 
@@ -484,6 +486,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
             Ok(op) => node.exec(op),
             Err(e) => e,
         };
+    }
+    if let Some(v) = crate::backup::command(node, &name, rest) {
+        return v;
     }
     match (name.as_str(), rest) {
         ("PING", []) => Value::Simple("PONG".into()),

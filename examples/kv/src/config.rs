@@ -161,6 +161,16 @@ pub struct NodeConfig {
     /// ms; then it is closed. Default 300000 (5 min); 100..=86400000.
     #[serde(default = "d_idle_timeout")]
     pub idle_timeout_ms: u64,
+    // --- Life cycle (issue 14 point 4): SIGTERM/SIGINT hand-off, restore. ---
+    /// How long a stop (SIGTERM, SIGINT) may take, ms: leaderships handed off, in-flight
+    /// requests answered, the engine shut down. Past it the node shuts the engine down and
+    /// exits 0 anyway. Default 10000; 100..=600000.
+    #[serde(default = "d_shutdown_timeout")]
+    pub shutdown_timeout_ms: u64,
+    /// With `bootstrap = true` only: the node founds the meta group but no shard; the
+    /// shards come from `flotilla-admin restore` (see `crate::backup`). Default false.
+    #[serde(default)]
+    pub restore: bool,
     /// Log level or `tracing` filter directives (`info`, `warn,flotilla_engine=debug`);
     /// the `RUST_LOG` environment variable overrides it. Default `info`.
     #[serde(default = "d_log_level")]
@@ -178,6 +188,10 @@ fn d_log_level() -> String {
 }
 fn d_log_format() -> String {
     "text".into()
+}
+
+fn d_shutdown_timeout() -> u64 {
+    10_000
 }
 
 fn d_admin_user() -> String {
@@ -321,6 +335,10 @@ pub struct ValidNodeConfig {
     pub node_channel_idle: Duration,
     /// Client limits (see [`ClientLimits`]).
     pub limits: ClientLimits,
+    /// `shutdown_timeout_ms`.
+    pub shutdown_timeout: Duration,
+    /// `restore`: founds the meta group only; shards come from a backup.
+    pub restore: bool,
     /// Logs and the metrics endpoint (see [`Observability`]).
     pub observability: Observability,
 }
@@ -557,6 +575,11 @@ impl NodeConfig {
                 86_400_000,
             )?),
         };
+        let shutdown_timeout =
+            Duration::from_millis(range("shutdown_timeout_ms", self.shutdown_timeout_ms, 100, 600_000)?);
+        if self.restore && !self.bootstrap {
+            return Err(bad("restore", "needs bootstrap = true (a restore seeds a new cluster)"));
+        }
         Ok(ValidNodeConfig {
             node_id,
             data_dir,
@@ -589,6 +612,8 @@ impl NodeConfig {
             node_channel_idle: trust.idle,
             limits,
             observability,
+            shutdown_timeout,
+            restore: self.restore,
         })
     }
 }
@@ -763,6 +788,12 @@ mod tests {
         assert!(err(&format!("{b}idle_timeout_ms = 0\n")).contains("`idle_timeout_ms`"));
         assert!(err(&format!("{b}max_request_args = 0\n")).contains("`max_request_args`"));
         assert!(err(&format!("{b}max_inline_bytes = 1\n")).contains("`max_inline_bytes`"));
+        assert_eq!((v.shutdown_timeout, v.restore), (Duration::from_secs(10), false));
+        assert!(err(&format!("{b}shutdown_timeout_ms = 99\n")).contains("`shutdown_timeout_ms`"));
+        assert!(err(&format!("{b}shutdown_timeout_ms = 600001\n")).contains("`shutdown_timeout_ms`"));
+        assert!(err(&format!("{b}restore = true\n")).contains("`restore`: needs bootstrap"));
+        let r = NodeConfig::from_toml(&format!("{b}restore = true\nbootstrap = true\n")).unwrap();
+        assert!(r.validate().unwrap().restore);
     }
 
     /// Passwords come from files or the environment, never the config text; `Debug` of the

@@ -111,7 +111,7 @@ fn single(name: String, help: &str, kind: Kind, value: f64) -> MetricFamily {
     f.set_name(name);
     f.set_help(help.to_string());
     f.set_field_type(field_type);
-    f.set_metric(vec![m]);
+    f.set_metric(vec![m].into());
     f
 }
 
@@ -143,7 +143,7 @@ pub fn histogram_family(name: &str, help: &str, s: &LatencySnapshot) -> MetricFa
     f.set_name(name.to_string());
     f.set_help(help.to_string());
     f.set_field_type(MetricType::HISTOGRAM);
-    f.set_metric(vec![m]);
+    f.set_metric(vec![m].into());
     f
 }
 

@@ -22,12 +22,17 @@
 //! - Operations: [`logging`] (the log subscriber, rate-limited client failures),
 //!   [`event_log`] (the engine's events in the log), [`metrics`] and [`engine_metrics`]
 //!   (the Prometheus series), [`http`] (`/metrics`, `/health`, `/ready`), [`info`] (INFO).
+//! - [`shutdown`]: the clean stop on SIGTERM/SIGINT (leaderships handed off, clients
+//!   drained); [`backup`]: a node's side of backup and restore (shard snapshots exported
+//!   and streamed, imported); [`cluster_backup`]: the admin tool's backup directory.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acl;
+pub mod backup;
 pub mod client;
 pub mod clock;
 pub mod cluster;
+pub mod cluster_backup;
 pub mod command_table;
 pub mod commands;
 pub mod config;
@@ -57,6 +62,7 @@ pub mod resp;
 pub mod routes;
 pub mod server;
 pub mod sessions;
+pub mod shutdown;
 pub mod slots;
 pub mod sm;
 pub mod strings;

@@ -406,7 +406,7 @@ fn family(name: &str, help: &str, t: MetricType, metrics: Vec<proto::Metric>) ->
     f.set_name(name.to_string());
     f.set_help(help.to_string());
     f.set_field_type(t);
-    f.set_metric(metrics);
+    f.set_metric(metrics.into());
     f
 }
 

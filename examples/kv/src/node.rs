@@ -518,7 +518,10 @@ impl Node {
             .map_err(|e| StartError::Bootstrap(e.to_string()))?;
         if node.cfg.bootstrap {
             let mut groups = vec![META_GROUP];
-            groups.extend((0..node.cfg.shards).map(shard_group));
+            // A restore target's shards come from a backup (`crate::backup`).
+            if !node.cfg.restore {
+                groups.extend((0..node.cfg.shards).map(shard_group));
+            }
             for g in groups {
                 if node.engine.hosts(g) {
                     continue;
@@ -551,6 +554,11 @@ impl Node {
     /// The configuration.
     pub fn config(&self) -> &ValidNodeConfig {
         &self.cfg
+    }
+
+    /// Leader changes from the engine's events (wait on them instead of polling).
+    pub fn leader_watch(&self) -> &LeaderWatch {
+        &self.leaders
     }
 
     /// The users and their passwords.

@@ -29,6 +29,11 @@
 //!   clients from other hosts get protected mode's `-DENIED` and are closed
 //!   ([`crate::acl`]).
 //!
+//! - Stopping ([`ServeControl`], driven by [`crate::shutdown`]): first the listener is
+//!   closed (new connections are refused, served ones go on); then the loop drains: it
+//!   stops reading, runs the requests already received, writes their replies, closes each
+//!   connection once answered and returns when none is left, or at the drain deadline.
+//!
 //! Never blocks the loop on Raft: a run of single-key commands this node serves itself is
 //! started here and completed when the engine wakes the loop ([`crate::inflight`]), with
 //! no thread waiting for it; everything else waits on the executors.
@@ -36,7 +41,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -176,6 +181,8 @@ struct Conn {
     /// Close once the write buffer is flushed.
     closing: bool,
     eof: bool,
+    /// The server is stopping: nothing more is read; what was received is answered.
+    draining: bool,
 }
 
 impl Conn {
@@ -253,13 +260,66 @@ impl Conn {
     }
 }
 
-/// Serves `listener` until `stop` is set. Returns an error only if the poller fails.
+/// How a stopping node drives [`serve_controlled`]: refuse new connections, then drain.
+#[derive(Debug, Default)]
+pub struct ServeControl {
+    refuse_new: AtomicBool,
+    drain: Mutex<Option<Instant>>,
+}
+
+impl ServeControl {
+    /// Closes the listener: new connections are refused; served ones go on.
+    pub fn refuse_new(&self) {
+        self.refuse_new.store(true, Ordering::Relaxed);
+    }
+
+    /// Drains (and refuses new connections): nothing more is read, requests received are
+    /// answered, connections are closed once answered; at `deadline` the rest are closed.
+    pub fn drain_until(&self, deadline: Instant) {
+        self.refuse_new();
+        *self.drain.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+    }
+
+    fn refusing(&self) -> bool {
+        self.refuse_new.load(Ordering::Relaxed)
+    }
+
+    fn draining(&self) -> Option<Instant> {
+        *self.drain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves `listener` until `stop` is set, then drains as [`ServeControl::drain_until`]
+/// does, within the node's `shutdown_timeout`. Returns an error only if the poller fails.
 pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    run(node, listener, &ServeControl::default(), &stop)
+}
+
+/// Serves `listener` until `ctl` has drained every connection (or its drain deadline
+/// passed). Returns an error only if the poller fails.
+pub fn serve_controlled(
+    node: Arc<Node>,
+    listener: std::net::TcpListener,
+    ctl: &ServeControl,
+) -> std::io::Result<()> {
+    run(node, listener, ctl, &AtomicBool::new(false))
+}
+
+// The accept loop keeps its `loop` form (one `let-else` added for the closed listener).
+#[allow(clippy::while_let_loop)]
+fn run(
+    node: Arc<Node>,
+    listener: std::net::TcpListener,
+    ctl: &ServeControl,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     raise_backlog(&listener);
-    let mut listener = TcpListener::from_std(listener);
+    let mut listener = Some(TcpListener::from_std(listener));
     let mut poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    if let Some(l) = listener.as_mut() {
+        poll.registry().register(l, LISTENER, Interest::READABLE)?;
+    }
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (job_tx, job_rx) = unbounded::<Job>();
     // Forwarded operations (`FLOTILLA.LOCAL`) get their own pool: they never forward
@@ -319,8 +379,41 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     // The read buffer every connection reads into (zeroed once, not on every event).
     let mut chunk = vec![0u8; READ_CHUNK];
     let clients = &node.kv_metrics().clients;
-    while !stop.load(Ordering::Relaxed) {
+    let mut drain: Option<Instant> = None;
+    loop {
         clients.connected.store(conns.len() as u64, Ordering::Relaxed);
+        if stop.load(Ordering::Relaxed) && ctl.draining().is_none() {
+            ctl.drain_until(Instant::now() + node.config().shutdown_timeout);
+        }
+        if ctl.refusing() {
+            if let Some(mut l) = listener.take() {
+                let _ = poll.registry().deregister(&mut l);
+                tracing::info!("client port closed to new connections");
+            }
+        }
+        let mut touched: Vec<Token> = Vec::new();
+        if drain.is_none() {
+            if let Some(d) = ctl.draining() {
+                tracing::info!(connections = conns.len(), "draining client connections");
+                drain = Some(d);
+                for (t, c) in conns.iter_mut() {
+                    c.draining = true;
+                    touched.push(*t);
+                }
+            }
+        }
+        if let Some(d) = drain {
+            if conns.is_empty() {
+                break;
+            }
+            if Instant::now() >= d {
+                tracing::warn!(connections = conns.len(), "drain deadline passed: closing the rest");
+                for (t, c) in conns.drain() {
+                    retire(c, t, poll.registry(), &job_tx);
+                }
+                break;
+            }
+        }
         let wait = next_sweep.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -329,10 +422,10 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
             return Err(e);
         }
         let now = Instant::now();
-        let mut touched: Vec<Token> = Vec::new();
         for ev in events.iter() {
             match ev.token() {
                 LISTENER => loop {
+                    let Some(listener) = listener.as_ref() else { break };
                     match listener.accept() {
                         Ok((mut stream, peer)) => {
                             clients.received.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +474,7 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
                                         poisoned: None,
                                         closing: false,
                                         eof: false,
+                                        draining: drain.is_some(),
                                     },
                                 );
                                 touched.push(t);
@@ -432,8 +526,16 @@ pub fn serve(node: Arc<Node>, listener: std::net::TcpListener, stop: Arc<AtomicB
     }
     drop(job_tx);
     drop(local_tx);
+    // Executors still running a batch (the drain deadline passed) are left to finish on
+    // their own: joining them could outlast the deadline.
+    let until = drain.unwrap_or_else(Instant::now);
     for t in threads {
-        let _ = t.join();
+        while !t.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
     }
     Ok(())
 }
@@ -503,10 +605,16 @@ fn drive(
     now: Instant,
     chunk: &mut [u8],
 ) -> bool {
-    // Read while we accept more input.
+    // Read while we accept more input (a draining connection only parses what it holds).
     loop {
         parse(c, b);
-        if c.eof || c.poisoned.is_some() || c.closing || c.parse_paused() || c.queue.len() >= MAX_QUEUED {
+        if c.draining
+            || c.eof
+            || c.poisoned.is_some()
+            || c.closing
+            || c.parse_paused()
+            || c.queue.len() >= MAX_QUEUED
+        {
             break;
         }
         let room = b.limits.query_buffer_bytes.saturating_sub(c.held()).min(chunk.len());
@@ -578,7 +686,7 @@ fn drive(
         if let Some(e) = c.poisoned.take() {
             Value::err(format!("ERR {e}")).encode(Proto::Resp2, &mut c.wbuf);
             c.closing = true;
-        } else if c.eof {
+        } else if c.eof || c.draining {
             c.closing = true;
         }
     }
@@ -607,6 +715,17 @@ fn drive(
         return false;
     }
     if c.closing && c.wbuf.is_empty() && c.sess.is_some() {
+        if c.draining {
+            // Requests sent after the drain began are dropped unanswered; reading them
+            // away (a bounded amount) lets the close be a FIN, not a reset that could
+            // discard replies the client has not read yet.
+            for _ in 0..16 {
+                match c.stream.read(chunk) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
         let _ = c.stream.shutdown(std::net::Shutdown::Write);
         return false;
     }

@@ -205,3 +205,61 @@ fn rebalance_evens_leaders_then_replicas_without_failed_requests() {
     }
     assert!(started.elapsed() < Duration::from_secs(120));
 }
+
+/// `flotilla-admin status --json`: one document naming every node, the meta group and
+/// every shard with its leader, voters and each follower's lag, as the cluster view has
+/// them; `--watch` with `--count` prints that many frames (tables, or one JSON document
+/// per line).
+#[test]
+fn status_json_names_every_shard_and_its_leader_and_watch_redraws() {
+    use flotilla_kv::cluster::StatusDoc;
+    let mut c = Cluster::new(None, "shards = 3");
+    let seed = c.start(1, true);
+    c.wait_writable(1, "w");
+    c.start(2, false);
+    let a = c.admin();
+    a.add_server(&seed, &c.addr(2), 2).unwrap();
+    a.transfer(&seed, 1001, 2).unwrap();
+
+    let (code, out, err) = admin(&["--seed", &seed, "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: StatusDoc = serde_json::from_str(&out).unwrap();
+    let raw: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for field in ["nodes", "meta", "shards"] {
+        assert!(raw.get(field).is_some(), "{field} missing: {out}");
+    }
+    assert_eq!(
+        doc.nodes.iter().map(|n| (n.id, n.state.as_str())).collect::<Vec<_>>(),
+        [(1, "up"), (2, "up")]
+    );
+    assert_eq!(doc.nodes[0].client, seed);
+    assert_eq!(doc.shards.iter().map(|g| g.group).collect::<Vec<_>>(), [1000, 1001, 1002]);
+    let leaders: Vec<Option<u64>> = doc.shards.iter().map(|g| g.leader).collect();
+    assert_eq!(leaders[1], Some(2), "{out}");
+    let view = a.view(&seed).unwrap();
+    for g in &doc.shards {
+        assert_eq!(g.leader, view.groups[&g.group].leader, "group {}", g.group);
+        let l = g.leader.unwrap();
+        let mut vs = g.voters.clone();
+        vs.sort();
+        assert_eq!(vs, [1, 2]);
+        assert_eq!(g.lag.iter().map(|x| x.node).collect::<Vec<_>>(), [3 - l], "the follower's lag: {out}");
+        assert!(g.term > 0 && g.commit > 0);
+    }
+    assert_eq!(doc.meta.as_ref().map(|m| m.group), Some(1));
+    assert_eq!(doc.nodes.iter().map(|n| n.leaders).sum::<usize>(), 3);
+
+    let (code, out, err) = admin(&["--seed", &seed, "status", "--watch", "0.1", "--count", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("NODE  CLIENT").count(), 3, "{out}");
+    let (code, out, err) = admin(&["--seed", &seed, "status", "--json", "--watch", "0.1", "--count", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in lines {
+        let d: StatusDoc = serde_json::from_str(l).unwrap();
+        assert_eq!(d.shards.len(), 3);
+    }
+    // --count needs --watch.
+    assert_eq!(admin(&["--seed", &seed, "status", "--count", "2"]).0, 2);
+}

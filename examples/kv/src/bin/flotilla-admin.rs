@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! flotilla-admin --seed ADDR [--user NAME] [--password-file FILE] [--timeout SECS] status
+//!     [--json] [--watch [SECONDS]] [--count N]
+//! flotilla-admin --seed ADDR backup DIR
+//! flotilla-admin --seed ADDR restore DIR
 //! flotilla-admin --seed ADDR add-servers ADDR... [--replicas N]
 //! flotilla-admin --seed ADDR remove-servers ID...
 //! flotilla-admin --seed ADDR transfer-leader --to ID (--group G | --from ID)
@@ -16,6 +19,17 @@
 //! `reload-certs` makes every node of the directory re-read its certificate files
 //! (`FLOTILLA.RELOADCERTS`; after a certificate renewal or while rotating the CA): every
 //! node is tried, one line each; the exit code is that of the first failure.
+//!
+//! `status --json` prints one JSON document of the cluster view
+//! (`flotilla_kv::cluster::StatusDoc`: `nodes` [{id, client, state, leaders, replicas}],
+//! `meta` and `shards` [{group, leader, term, commit, voters, learners, lag [{node,
+//! entries}], max_lag}]); `--watch` redraws every SECONDS (default 2) until Ctrl-C or
+//! `--count` frames, one JSON document per line with `--json`.
+//! `backup DIR` writes a snapshot of every shard (each at a read barrier taken after the
+//! command began) and `manifest.json` into DIR (new or empty); `restore DIR` seeds a new
+//! cluster from it: the seed is a node started with `bootstrap = true`, `restore = true`
+//! and the backup's `shards`; then grow it with `add-servers` (see
+//! `flotilla_kv::cluster_backup`).
 //!
 //! Exit codes: 0 done; 1 an operation was refused or timed out (the message says which
 //! step); 2 usage error; 3 a node could not be reached; 4 authentication failed.
@@ -38,7 +52,27 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Nodes, groups, leaders, terms and follower lag.
-    Status,
+    Status {
+        /// One JSON document (stable field names) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Redraw every SECONDS (default 2) until Ctrl-C.
+        #[arg(long, num_args = 0..=1, default_missing_value = "2", value_name = "SECONDS")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many frames.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
+    },
+    /// Writes a consistent snapshot of every shard and a manifest into DIR.
+    Backup {
+        /// The backup directory (created; must be empty).
+        dir: std::path::PathBuf,
+    },
+    /// Seeds a new cluster (its bootstrap node runs with restore = true) from a backup.
+    Restore {
+        /// The backup directory.
+        dir: std::path::PathBuf,
+    },
     /// Adds nodes (by client address) to the cluster.
     AddServers {
         /// Client addresses of the new nodes.
@@ -73,8 +107,28 @@ enum Cmd {
 fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
     let seed = args.tool.seed.as_str();
     match &args.cmd {
-        Cmd::Status => {
-            print!("{}", a.view(seed)?.render());
+        Cmd::Status { json, watch: None, .. } => {
+            let v = a.view(seed)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v.doc()).unwrap_or_default());
+            } else {
+                print!("{}", v.render());
+            }
+        }
+        Cmd::Status { json, watch: Some(secs), count } => watch(a, seed, *json, *secs, *count)?,
+        Cmd::Backup { dir } => {
+            let m = a.backup(seed, dir)?;
+            for g in &m.groups {
+                println!(
+                    "group {} (shard {}): index {}, {} bytes from node {}",
+                    g.group, g.shard, g.index, g.bytes, g.node
+                );
+            }
+            println!("backed up {} shards to {}", m.shards, dir.display());
+        }
+        Cmd::Restore { dir } => {
+            let m = a.restore(seed, dir)?;
+            println!("restored {} shards from {}", m.shards, dir.display());
         }
         Cmd::AddServers { addrs, replicas } => {
             for addr in addrs {
@@ -127,6 +181,43 @@ fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
                 return Err(first);
             }
         }
+    }
+    Ok(())
+}
+
+/// `status --watch`: a frame every `secs` seconds (at least 0.1), `count` frames at most.
+/// A frame that fails prints its error and the watch goes on.
+fn watch(a: &Admin, seed: &str, json: bool, secs: f64, count: Option<u64>) -> Result<(), AdminError> {
+    use std::io::{IsTerminal, Write};
+    let every = std::time::Duration::from_secs_f64(if secs.is_finite() { secs.max(0.1) } else { 2.0 });
+    let tty = std::io::stdout().is_terminal();
+    for frame in 0u64.. {
+        if count.is_some_and(|c| frame >= c) {
+            break;
+        }
+        if frame > 0 {
+            std::thread::sleep(every);
+        }
+        let mut out = std::io::stdout().lock();
+        match a.view(seed) {
+            Ok(v) if json => {
+                let _ = writeln!(out, "{}", serde_json::to_string(&v.doc()).unwrap_or_default());
+            }
+            Ok(v) => {
+                // A terminal is redrawn in place; a pipe gets frames separated by a blank line.
+                let _ = if tty {
+                    write!(out, "\x1b[2J\x1b[H")
+                } else if frame > 0 {
+                    writeln!(out)
+                } else {
+                    Ok(())
+                };
+                let _ = write!(out, "{}", v.render());
+            }
+            Err(e @ AdminError::Auth { .. }) => return Err(e),
+            Err(e) => eprintln!("flotilla-admin: {e}"),
+        }
+        let _ = out.flush();
     }
     Ok(())
 }

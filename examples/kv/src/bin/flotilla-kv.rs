@@ -7,6 +7,8 @@
 //! Logs go to stderr (`log_level`, overridden by `RUST_LOG`; `log_format = "json"` for
 //! JSON lines); with `metrics_addr` set, `/metrics`, `/health` and `/ready` are served
 //! there over HTTP.
+//! SIGTERM and SIGINT stop the node cleanly within `shutdown_timeout_ms`: leaderships
+//! handed off, requests in flight answered, engine shut down (`flotilla_kv::shutdown`).
 //! SIGHUP re-reads the certificate files (`ca_cert`, `node_cert`, `node_key`), as the
 //! admin command `FLOTILLA.RELOADCERTS` does; the outcome is logged.
 
@@ -49,6 +51,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = flotilla_kv::shutdown::install_signal_handlers() {
+        eprintln!("flotilla-kv: SIGTERM/SIGINT handlers: {e}");
+        return ExitCode::from(1);
+    }
     let listener = match std::net::TcpListener::bind(cfg.client_addr) {
         Ok(l) => l,
         Err(e) => {
@@ -93,12 +99,31 @@ fn main() -> ExitCode {
         node.config().advertise_peer_addr
     );
     tracing::info!(node = node.id(), client = %node.config().advertise_client_addr, "serving clients");
-    let stop = Arc::new(AtomicBool::new(false));
     serving.store(true, Ordering::Relaxed);
-    let served = flotilla_kv::server::serve(node, listener, stop);
+    let served = flotilla_kv::shutdown::serve_until_signal(node, listener);
     serving.store(false, Ordering::Relaxed);
     match served {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(r) => {
+            let sig = match r.cause {
+                flotilla_kv::shutdown::StopCause::Signal(s) => flotilla_kv::shutdown::signal_name(s),
+                _ => "client port failure",
+            };
+            tracing::info!(
+                took_ms = r.took.as_millis() as u64,
+                handed_off = r.handed_off.len(),
+                kept = ?r.kept,
+                drained = r.drained,
+                engine_stopped = r.engine_stopped,
+                "stopped on {sig}"
+            );
+            match r.server_error {
+                Some(e) => {
+                    tracing::error!(error = %e, "client port failed");
+                    ExitCode::from(1)
+                }
+                None => ExitCode::SUCCESS,
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "client port failed");
             ExitCode::from(1)
