@@ -54,6 +54,8 @@ pub struct Session {
     pub id: u64,
     /// Its name (`CLIENT SETNAME`, `HELLO ... SETNAME`).
     pub name: Option<Vec<u8>>,
+    /// Its MULTI queue and watched keys ([`crate::multi`]).
+    pub tx: Box<crate::multi::TxState>,
     /// `READONLY` was sent (cluster mode): its reads may be served by a follower replica
     /// here, still linearizable (ReadIndex).
     pub readonly: bool,
@@ -68,6 +70,7 @@ impl Session {
             proto: Proto::Resp2,
             id: crate::hello::next_client_id(),
             name: None,
+            tx: Default::default(),
             readonly: false,
         }
     }
@@ -97,19 +100,11 @@ fn int_arg(b: &[u8]) -> Result<i64, Value> {
 fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
     let name = upper(args.first()?);
     let write = |key: &[u8], cmd: WriteCmd| Op::write(node.group_of(key), cmd.encode());
+    if let Some(op) = crate::keycmd::single_op(node, &name, args) {
+        return Some(op);
+    }
     Some(match (name.as_str(), &args[1..]) {
         ("GET", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Get(k.clone()) }),
-        ("SET", [k, v, opts @ ..]) => {
-            let mut cond = 0;
-            for o in opts {
-                match upper(o).as_str() {
-                    "NX" if cond == 0 => cond = 1,
-                    "XX" if cond == 0 => cond = 2,
-                    _ => return Some(Err(Value::err("ERR syntax error (SET supports NX and XX)"))),
-                }
-            }
-            Ok(write(k, WriteCmd::Set { key: k.clone(), val: v.clone(), cond }))
-        }
         ("TYPE", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Type(k.clone()) }),
         ("STRLEN", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Strlen(k.clone()) }),
         ("APPEND", [k, v]) => Ok(write(k, WriteCmd::Append { key: k.clone(), val: v.clone() })),
@@ -139,6 +134,10 @@ enum Started {
 /// on the node channel; `true`: run here only). Anything else runs through [`command`],
 /// which checks permissions.
 fn fast_op(node: &Node, args: &[Vec<u8>], s: &Session) -> Option<(Op, bool)> {
+    // Inside MULTI every command is queued by `command`, never started.
+    if s.tx.open() {
+        return None;
+    }
     if matches!(s.user, User::Data | User::Admin) {
         if let Some(Ok(op)) = single_op(node, args) {
             // Cluster mode: only what this node serves now; the rest gets its redirect on
@@ -174,6 +173,7 @@ pub fn run_batch(node: &Node, cmds: &[Vec<Vec<u8>>], s: &mut Session) -> Vec<Val
         let mut forwards: BTreeMap<u64, Vec<Op>> = BTreeMap::new();
         let mut reads = None;
         let mut j = i;
+        // Commands inside MULTI are queued by `command` (`fast_op` refuses them).
         while j < cmds.len() && !s.close {
             let Some((mut op, local)) = fast_op(node, &cmds[j], s) else { break };
             let is_read = matches!(op, Op::Read { .. });
@@ -408,7 +408,7 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
     }
     let step = node.exec(Op::Read { group: shard_group(shard as u32), q: ReadQ::Scan { from, count } });
     let Value::Array(Some(parts)) = step else { return step };
-    let [Value::Int(next), Value::Array(Some(keys))] = parts.as_slice() else {
+    let [Value::Int(next), Value::Array(Some(keys)), Value::Array(Some(types))] = parts.as_slice() else {
         return Value::err("ERR internal error: bad SCAN step");
     };
     let next = match *next {
@@ -416,13 +416,14 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
         _ if shard + 1 < shards => (shard + 1) << crate::sm::SCAN_SHARD_SHIFT,
         _ => 0,
     };
-    let keep = |k: &Value| {
+    let keep = |k: &Value, t: &Value| {
         let Value::Bulk(Some(k)) = k else { return false };
-        let typed = ty.as_deref().map_or(true, |t| t == "string");
+        let typed = ty.as_deref().map_or(true, |ty| matches!(t, Value::Bulk(Some(t)) if t == ty.as_bytes()));
         let matched = pattern.as_ref().map_or(true, |p| crate::glob::key_matches(p, k));
         typed && matched
     };
-    let keys: Vec<Value> = keys.iter().filter(|k| keep(k)).cloned().collect();
+    let keys: Vec<Value> =
+        keys.iter().zip(types).filter(|(k, t)| keep(k, t)).map(|(k, _)| k.clone()).collect();
     Value::Array(Some(vec![Value::bulk(next.to_string()), Value::Array(Some(keys))]))
 }
 
@@ -451,6 +452,9 @@ pub fn command(node: &Node, args: &[Vec<u8>], s: &mut Session) -> Value {
     // internal commands only from another node on the node channel (see `crate::acl`).
     if let Some(refused) = node.acl().check(s.user, class(&name), &name) {
         return refused;
+    }
+    if let Some(v) = crate::multi::intercept(node, &name, args, s) {
+        return v;
     }
     if name == "AUTH" {
         return match node.acl().auth(rest) {

@@ -74,6 +74,8 @@ pub struct InfoData {
     pub shards_following: usize,
     /// Keys held by local replicas.
     pub local_keys: usize,
+    /// Keys with an expiry held by local replicas.
+    pub local_expires: usize,
     /// Engine counters: (name, value), in order.
     pub engine: Vec<(&'static str, u64)>,
     /// Trust section: (name, value), in order.
@@ -171,7 +173,13 @@ pub fn format(d: &InfoData, args: &[Vec<u8>]) -> String {
                 // As Redis: a database line only when it holds keys.
                 let mut f = vec![("local_keys".to_string(), d.local_keys.to_string())];
                 if d.local_keys > 0 {
-                    f.insert(0, ("db0".into(), format!("keys={},expires=0,avg_ttl=0", d.local_keys)));
+                    f.insert(
+                        0,
+                        (
+                            "db0".into(),
+                            format!("keys={},expires={},avg_ttl=0", d.local_keys, d.local_expires),
+                        ),
+                    );
                 }
                 f
             }
@@ -241,6 +249,7 @@ pub fn gather(node: &Node, with_memory: bool) -> InfoData {
         shards_leading: shard_replicas().filter(leads).count(),
         shards_following: shard_replicas().filter(|s| !leads(s)).count(),
         local_keys,
+        local_expires: node.keyspace_counts().1,
         engine: vec![
             ("applied_entries", m.applied_entries),
             ("compactions", m.compactions),

@@ -6,7 +6,10 @@
 //! - [`node_channel`]: the mutually authenticated TLS channel nodes forward requests on.
 //! - [`trust`]: which nodes are admitted (the directory's), and certificate reloads.
 //! - [`resp`]: RESP framing (RESP2 and RESP3); [`hello`]: HELLO and CLIENT; [`command_table`]: COMMAND; [`client`]: a blocking RESP client.
-//! - [`sm`]: the shard and meta state machines; [`slots`]: Redis Cluster key slots (CRC16, hash tags).
+//! - [`sm`]: the shard and meta state machines; [`keyspace`]: a shard's typed keys with
+//!   expiry; [`keycmd`]: the keyspace commands ([`strings`], [`hashes`], [`expiry`],
+//!   [`longdouble`]); [`multi`]: MULTI/EXEC; [`clock`]: the node's (skewable) clock.
+//! - [`slots`]: Redis Cluster key slots (CRC16, hash tags).
 //! - [`node`]: the engine, bootstrap, routing and retries ([`leader_watch`]: waiting for
 //!   a leader change on the engine's events); [`outcome`]: which failures are
 //!   retried and which are INDETERMINATE; [`sessions`]: the client sessions that make
@@ -27,6 +30,7 @@
 pub mod acl;
 pub mod backup;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod cluster_backup;
 pub mod command_table;
@@ -35,15 +39,21 @@ pub mod config;
 pub mod config_get;
 pub mod engine_metrics;
 pub mod event_log;
+pub mod expiry;
 pub mod glob;
+pub mod hashes;
 pub mod hello;
 pub mod http;
 pub mod inflight;
 pub mod info;
+pub mod keycmd;
+pub mod keyspace;
 pub mod leader_watch;
 pub mod linearizability;
 pub mod logging;
+pub mod longdouble;
 pub mod metrics;
+pub mod multi;
 pub mod node;
 pub mod node_channel;
 pub mod outcome;
@@ -55,4 +65,5 @@ pub mod sessions;
 pub mod shutdown;
 pub mod slots;
 pub mod sm;
+pub mod strings;
 pub mod trust;

@@ -110,13 +110,17 @@ pub enum ReadQ {
     Keys(Vec<u8>),
     /// One SCAN step in the shard: the keys whose [`crate::sm::scan_hash`] is at least
     /// `from`, in hash order, about `count` of them; answers `[next from, or -1 when the
-    /// shard is done; keys]`.
+    /// shard is done; keys; their types]`.
     Scan {
         /// First hash to visit.
         from: u64,
         /// How many keys to visit (a hint, as Redis's COUNT: keys of one hash stay together).
         count: u64,
     },
+    /// A read command as its Redis arguments ([`crate::keycmd::read`]).
+    Cmd(Vec<Vec<u8>>),
+    /// WATCH: each key's state ([`crate::multi::encode_state`]).
+    Watch(Vec<Vec<u8>>),
 }
 
 impl ReadQ {
@@ -126,6 +130,8 @@ impl ReadQ {
             ReadQ::Get(k) | ReadQ::Strlen(k) | ReadQ::Type(k) => vec![k],
             ReadQ::MGet(ks) | ReadQ::Exists(ks) => ks.iter().map(Vec::as_slice).collect(),
             ReadQ::Count | ReadQ::Keys(_) | ReadQ::Scan { .. } => Vec::new(),
+            ReadQ::Cmd(args) => crate::sm::args_keys(args),
+            ReadQ::Watch(ks) => ks.iter().map(Vec::as_slice).collect(),
         }
     }
 }
@@ -245,6 +251,14 @@ impl Op {
                         from.to_string().into_bytes(),
                         count.to_string().into_bytes(),
                     ]),
+                    ReadQ::Cmd(args) => {
+                        a.push(b"CMD".to_vec());
+                        a.extend(args.iter().cloned());
+                    }
+                    ReadQ::Watch(ks) => {
+                        a.push(b"WATCH".to_vec());
+                        a.extend(ks.iter().cloned());
+                    }
                 }
             }
             Op::Member { change, .. } => {
@@ -284,6 +298,8 @@ impl Op {
                     (b"TYPE", [k]) => ReadQ::Type(k.clone()),
                     (b"KEYS", [p]) => ReadQ::Keys(p.clone()),
                     (b"SCAN", [f, c]) => ReadQ::Scan { from: num(f)?, count: num(c)? },
+                    (b"CMD", args) if !args.is_empty() => ReadQ::Cmd(args.to_vec()),
+                    (b"WATCH", ks) => ReadQ::Watch(ks.to_vec()),
                     _ => return None,
                 };
                 Op::Read { group, q }
@@ -516,6 +532,11 @@ impl Node {
                 }
             }
         }
+        let weak = Arc::downgrade(&node);
+        std::thread::Builder::new()
+            .name("kv-active-expire".into())
+            .spawn(move || crate::expiry::active_expire_loop(weak))
+            .map_err(|e| StartError::Bootstrap(e.to_string()))?;
         crate::routes::start(&node).map_err(|e| StartError::Bootstrap(format!("route publisher: {e}")))?;
         let n = node.clone();
         std::thread::Builder::new()
@@ -685,24 +706,59 @@ impl Node {
             }
         }
         let m = read_data(&d);
+        // Expiry is judged by this node's clock, as a Redis replica judges it.
+        let now = crate::clock::now_ms();
         match q {
-            ReadQ::Get(k) => Value::Bulk(m.get(k).cloned()),
-            ReadQ::MGet(ks) => {
-                Value::Array(Some(ks.iter().map(|k| Value::Bulk(m.get(k).cloned())).collect()))
-            }
-            ReadQ::Exists(ks) => Value::Int(ks.iter().filter(|k| m.contains_key(*k)).count() as i64),
+            ReadQ::Get(k) => crate::strings::get(&m, k, now),
+            ReadQ::MGet(ks) => crate::strings::mget(&m, ks, now),
+            ReadQ::Exists(ks) => crate::strings::exists(&m, ks, now),
             ReadQ::Count => Value::Int(m.len() as i64),
-            ReadQ::Strlen(k) => Value::Int(m.get(k).map_or(0, |v| v.len() as i64)),
-            ReadQ::Type(k) => Value::Simple(if m.contains_key(k) { "string" } else { "none" }.into()),
+            ReadQ::Strlen(k) => crate::strings::strlen(&m, k, now),
+            ReadQ::Type(k) => crate::strings::type_of(&m, k, now),
             ReadQ::Keys(p) => Value::Array(Some(
-                m.keys().filter(|k| crate::glob::key_matches(p, k)).map(|k| Value::bulk(k.clone())).collect(),
+                m.live_keys(now)
+                    .filter(|k| crate::glob::key_matches(p, k))
+                    .map(|k| Value::bulk(k.clone()))
+                    .collect(),
             )),
             ReadQ::Scan { from, count } => {
-                let (next, keys) = crate::sm::scan_step(&m, *from, *count);
+                let (next, keys) = crate::sm::scan_step(m.live_keys(now), *from, *count);
+                let types =
+                    keys.iter().map(|k| Value::bulk(m.get(k, now).map_or("none", |e| e.val.type_name())));
+                let types = Value::Array(Some(types.collect()));
                 Value::Array(Some(vec![
                     Value::Int(next.map_or(-1, |n| n as i64)),
                     Value::Array(Some(keys.into_iter().map(Value::bulk).collect())),
+                    types,
                 ]))
+            }
+            ReadQ::Cmd(args) => crate::keycmd::read(&m, args, now),
+            ReadQ::Watch(ks) => Value::Array(Some(
+                ks.iter().map(|k| crate::multi::encode_state(&m.watch_state(k, now))).collect(),
+            )),
+        }
+    }
+
+    /// Keys and keys with an expiry in the local replicas (INFO keyspace).
+    pub fn keyspace_counts(&self) -> (usize, usize) {
+        lock(&self.data)
+            .values()
+            .map(|d| read_data(d))
+            .fold((0, 0), |(k, e), m| (k + m.len(), e + m.expires()))
+    }
+
+    /// One active-expire cycle ([`crate::expiry`]): for each shard this node leads, proposes
+    /// the removal of up to `max` keys expired at `now` (not waited for: a key still due
+    /// next cycle is proposed again, and the removal is idempotent).
+    pub fn expire_cycle(&self, now: u64, max: usize) {
+        let shards: Vec<(u64, ShardData)> = lock(&self.data).iter().map(|(g, d)| (*g, d.clone())).collect();
+        for (group, d) in shards {
+            if !self.leads(group) {
+                continue;
+            }
+            let due = read_data(&d).due(now, max);
+            if !due.is_empty() {
+                let _ = self.propose(group, crate::sm::WriteCmd::Purge(due).encode());
             }
         }
     }
@@ -717,7 +773,7 @@ impl Node {
         let data: Vec<ShardData> = lock(&self.data).values().cloned().collect();
         data.iter().fold((0, 0), |(n, b), d| {
             let m = read_data(d);
-            (n + m.len(), b + m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>())
+            (n + m.len(), b + m.approx_bytes())
         })
     }
 
@@ -727,8 +783,9 @@ impl Node {
     }
 
     /// Starts a proposal of `cmd` to `group` here.
+    /// A shard's entry carries this node's clock: it proposes it, so it leads the group.
     pub fn propose(&self, group: u64, cmd: Vec<u8>) -> Result<flotilla_engine::api::Proposal, ProposeError> {
-        self.engine.propose(group, Bytes::from(cmd))
+        self.engine.propose(group, Bytes::from(self.stamped(group, cmd)))
     }
 
     /// Starts a proposal of `cmd` to `group` here, in the session of `tag` if any.
@@ -742,7 +799,15 @@ impl Node {
         let Some(t) = tag else { return self.propose(group, cmd) };
         // A handle whose floor is the tag's: numbers below it count as answered.
         let s = flotilla_engine::api::Session::resume(group, t.session, t.floor);
-        self.engine.propose_in_session(&s, t.seq, Bytes::from(cmd))
+        self.engine.propose_in_session(&s, t.seq, Bytes::from(self.stamped(group, cmd)))
+    }
+
+    /// `cmd` stamped with this node's clock when `group` is a shard ([`crate::sm::stamp`]).
+    fn stamped(&self, group: u64, cmd: Vec<u8>) -> Vec<u8> {
+        if group == META_GROUP {
+            return cmd;
+        }
+        crate::sm::stamp(&cmd, crate::clock::now_ms())
     }
 
     /// The outcome of a submitted proposal's result.
@@ -1210,6 +1275,8 @@ mod tests {
             Op::Read { group: 1001, q: ReadQ::Type(b"a".to_vec()) },
             Op::Read { group: 1001, q: ReadQ::Keys(b"a*".to_vec()) },
             Op::Read { group: 1001, q: ReadQ::Scan { from: 1 << 40, count: 10 } },
+            Op::Read { group: 1001, q: ReadQ::Cmd(vec![b"HGET".to_vec(), b"h".to_vec(), b"f".to_vec()]) },
+            Op::Read { group: 1001, q: ReadQ::Watch(vec![b"a".to_vec(), b"b".to_vec()]) },
             Op::Member { group: 1, change: Member::Remove(4) },
             Op::Transfer { group: 1002, to: 3 },
         ] {

@@ -6,7 +6,7 @@
 //! the engine; reads of the data go through the shared handles ([`ShardData`],
 //! [`Directory`]) after a read barrier.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, RwLock};
 
@@ -14,8 +14,10 @@ use bytes::Bytes;
 use flotilla_engine::api::StateMachine;
 use serde::{Deserialize, Serialize};
 
+use crate::keyspace::{Keyspace, WatchState};
 use crate::resp::{Proto, Value};
 use crate::slots::{key_slot, SlotSet, SLOTS};
+use crate::strings;
 
 /// The meta group (the node directory).
 pub const META_GROUP: u64 = 1;
@@ -56,9 +58,12 @@ pub const SCAN_SHARD_SHIFT: u32 = 48;
 /// stay together), and where the next step starts (`None` when the shard is done). Keys
 /// present for the whole scan are returned exactly once whatever changes meanwhile, since
 /// the order depends on the keys only. Costs O(keys in the shard) per step.
-pub fn scan_step(map: &HashMap<Vec<u8>, Vec<u8>>, from: u64, count: u64) -> (Option<u64>, Vec<Vec<u8>>) {
-    let mut v: Vec<(u64, &Vec<u8>)> =
-        map.keys().map(|k| (scan_hash(k), k)).filter(|(h, _)| *h >= from).collect();
+pub fn scan_step<'a>(
+    keys: impl Iterator<Item = &'a Vec<u8>>,
+    from: u64,
+    count: u64,
+) -> (Option<u64>, Vec<Vec<u8>>) {
+    let mut v: Vec<(u64, &Vec<u8>)> = keys.map(|k| (scan_hash(k), k)).filter(|(h, _)| *h >= from).collect();
     v.sort_unstable();
     let count = count.max(1) as usize;
     let mut end = v.len().min(count);
@@ -129,6 +134,54 @@ pub enum WriteCmd {
         /// Value.
         val: Vec<u8>,
     },
+    /// A command as its Redis arguments (name first), parsed at apply
+    /// ([`crate::keycmd::parse_write`]): the encoding of the commands added with types and
+    /// expiry (SET's options, GETEX, INCRBYFLOAT, hashes, EXPIRE, ...).
+    Args(Vec<Vec<u8>>),
+    /// A MULTI/EXEC transaction ([`crate::multi::apply`]).
+    Exec {
+        /// The watched keys and what WATCH saw of each.
+        watched: Vec<(Vec<u8>, WatchState)>,
+        /// The queued commands, as arguments.
+        cmds: Vec<Vec<Vec<u8>>>,
+    },
+    /// The replicated removal of expired keys ([`crate::expiry::purge`]).
+    Purge(Vec<Vec<u8>>),
+}
+
+/// The tag of a stamped entry: `[STAMPED, unix ms (8 bytes LE), command]`.
+const STAMPED: u8 = 12;
+
+/// `cmd` stamped with the proposing leader's clock `ms` (see [`crate::keyspace`]).
+pub fn stamp(cmd: &[u8], ms: u64) -> Vec<u8> {
+    let mut o = Vec::with_capacity(cmd.len() + 9);
+    o.push(STAMPED);
+    o.extend_from_slice(&ms.to_le_bytes());
+    o.extend_from_slice(cmd);
+    o
+}
+
+/// The stamp of an entry (if stamped) and its command.
+pub fn unstamp(b: &[u8]) -> (Option<u64>, &[u8]) {
+    match b {
+        [STAMPED, rest @ ..] if rest.len() >= 8 => {
+            let (t, cmd) = rest.split_at(8);
+            (t.try_into().ok().map(u64::from_le_bytes), cmd)
+        }
+        _ => (None, b),
+    }
+}
+
+/// The keys of a command given as its arguments ([`crate::keycmd::SPECS`]).
+pub fn args_keys(args: &[Vec<u8>]) -> Vec<&[u8]> {
+    let name = args.first().map(|n| String::from_utf8_lossy(n).to_ascii_uppercase()).unwrap_or_default();
+    crate::keycmd::spec(&name).map(|s| crate::keycmd::keys_of(s, args)).unwrap_or_default()
+}
+
+fn encode_args(args: &[Vec<u8>]) -> Vec<u8> {
+    let mut o = Vec::new();
+    args.iter().for_each(|a| put(&mut o, a));
+    o
 }
 
 fn put(out: &mut Vec<u8>, b: &[u8]) {
@@ -166,6 +219,13 @@ impl WriteCmd {
             WriteCmd::Del(keys) => keys.iter().map(Vec::as_slice).collect(),
             WriteCmd::MSet(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
             WriteCmd::Flush => Vec::new(),
+            WriteCmd::Args(args) => args_keys(args),
+            WriteCmd::Exec { watched, cmds } => watched
+                .iter()
+                .map(|(k, _)| k.as_slice())
+                .chain(cmds.iter().flat_map(|c| args_keys(c)))
+                .collect(),
+            WriteCmd::Purge(keys) => keys.iter().map(Vec::as_slice).collect(),
         }
     }
 
@@ -209,6 +269,25 @@ impl WriteCmd {
                 put(&mut o, key);
             }
             WriteCmd::Flush => o.push(8),
+            WriteCmd::Args(args) => {
+                o.push(9);
+                args.iter().for_each(|a| put(&mut o, a));
+            }
+            WriteCmd::Exec { watched, cmds } => {
+                o.push(10);
+                put(&mut o, &(watched.len() as u64).to_le_bytes());
+                for (k, w) in watched {
+                    put(&mut o, k);
+                    let mut st = vec![u8::from(w.present), u8::from(w.live)];
+                    st.extend_from_slice(&w.index.to_le_bytes());
+                    put(&mut o, &st);
+                }
+                cmds.iter().for_each(|c| put(&mut o, &encode_args(c)));
+            }
+            WriteCmd::Purge(keys) => {
+                o.push(11);
+                keys.iter().for_each(|k| put(&mut o, k));
+            }
         }
         o
     }
@@ -231,64 +310,62 @@ impl WriteCmd {
             (6, [k]) => WriteCmd::GetDel(k.to_vec()),
             (7, [k, v]) => WriteCmd::SetNx { key: k.to_vec(), val: v.to_vec() },
             (8, []) => WriteCmd::Flush,
+            (9, args) if !args.is_empty() => WriteCmd::Args(args.iter().map(|a| a.to_vec()).collect()),
+            (10, [n, rest @ ..]) => {
+                let n = u64::from_le_bytes((*n).try_into().ok()?) as usize;
+                if rest.len() < n.checked_mul(2)? {
+                    return None;
+                }
+                let (ws, cs) = rest.split_at(2 * n);
+                let mut watched = Vec::with_capacity(n);
+                for w in ws.chunks(2) {
+                    let [present, live, ref idx @ ..] = *w[1] else { return None };
+                    let index = u64::from_le_bytes(idx.try_into().ok()?);
+                    watched
+                        .push((w[0].to_vec(), WatchState { present: present == 1, index, live: live == 1 }));
+                }
+                let mut cmds = Vec::with_capacity(cs.len());
+                for c in cs {
+                    let args = parts(c)?;
+                    if args.is_empty() {
+                        return None;
+                    }
+                    cmds.push(args.iter().map(|a| a.to_vec()).collect());
+                }
+                WriteCmd::Exec { watched, cmds }
+            }
+            (11, keys) => WriteCmd::Purge(keys.iter().map(|k| k.to_vec()).collect()),
             _ => return None,
         })
     }
 }
 
 /// A shard's data, shared between its state machine and the request executors.
-pub type ShardData = Arc<RwLock<HashMap<Vec<u8>, Vec<u8>>>>;
+pub type ShardData = Arc<RwLock<Keyspace>>;
 
-/// Applies one write to `map`; returns the reply.
-pub fn apply_write(map: &mut HashMap<Vec<u8>, Vec<u8>>, cmd: WriteCmd) -> Value {
+/// Applies one write to `ks` at its apply time ([`Keyspace::begin`]); returns the reply.
+pub fn apply_write(ks: &mut Keyspace, cmd: WriteCmd) -> Value {
     match cmd {
         WriteCmd::Set { key, val, cond } => {
-            let present = map.contains_key(&key);
-            if (cond == 1 && present) || (cond == 2 && !present) {
-                return Value::Bulk(None);
-            }
-            map.insert(key, val);
-            Value::ok()
+            strings::set(ks, strings::SetCmd { key, val, cond, expire: None, get: false })
         }
-        WriteCmd::Del(keys) => Value::Int(keys.iter().filter(|k| map.remove(*k).is_some()).count() as i64),
-        WriteCmd::Incr { key, by } => {
-            let cur = match map.get(&key) {
-                None => 0,
-                Some(v) => match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
-                    Some(n) => n,
-                    None => return Value::err("ERR value is not an integer or out of range"),
-                },
-            };
-            match cur.checked_add(by) {
-                Some(n) => {
-                    map.insert(key, n.to_string().into_bytes());
-                    Value::Int(n)
-                }
-                None => Value::err("ERR increment or decrement would overflow"),
-            }
-        }
-        WriteCmd::MSet(pairs) => {
-            map.extend(pairs);
-            Value::ok()
-        }
-        WriteCmd::Append { key, val } => {
-            let v = map.entry(key).or_default();
-            v.extend_from_slice(&val);
-            Value::Int(v.len() as i64)
-        }
-        WriteCmd::GetSet { key, val } => Value::Bulk(map.insert(key, val)),
-        WriteCmd::GetDel(key) => Value::Bulk(map.remove(&key)),
+        WriteCmd::Del(keys) => strings::del(ks, &keys),
+        WriteCmd::Incr { key, by } => strings::incr(ks, key, by),
+        WriteCmd::MSet(pairs) => strings::mset(ks, pairs),
+        WriteCmd::Append { key, val } => strings::append(ks, key, &val),
+        WriteCmd::GetSet { key, val } => strings::getset(ks, key, val),
+        WriteCmd::GetDel(key) => strings::getdel(ks, &key),
         WriteCmd::Flush => {
-            map.clear();
+            ks.clear();
             Value::ok()
         }
-        WriteCmd::SetNx { key, val } => {
-            if map.contains_key(&key) {
-                return Value::Int(0);
-            }
-            map.insert(key, val);
-            Value::Int(1)
-        }
+        WriteCmd::SetNx { key, val } => strings::setnx(ks, key, val),
+        WriteCmd::Args(args) => match crate::keycmd::parse_write(&args) {
+            Ok(w) => crate::keycmd::apply(ks, w),
+            Err(e) => e,
+        },
+        WriteCmd::Exec { watched, cmds } => crate::multi::apply(ks, &watched, &cmds),
+        WriteCmd::Purge(keys) => crate::expiry::purge(ks, &keys),
     }
 }
 
@@ -339,16 +416,21 @@ fn lock_r<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 /// Reads a shard's data (a poisoned lock is recovered: the map is never left half-written).
-pub fn read_data(d: &ShardData) -> std::sync::RwLockReadGuard<'_, HashMap<Vec<u8>, Vec<u8>>> {
+pub fn read_data(d: &ShardData) -> std::sync::RwLockReadGuard<'_, Keyspace> {
     lock_r(d)
 }
 
 impl StateMachine for ShardSm {
-    fn apply(&mut self, _index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
         let Some(c) = command else { return Bytes::new() };
+        let (stamp, c) = unstamp(c);
         let v = match WriteCmd::decode(c) {
             Some(cmd) => match check_slots(&lock_r(&self.slots), cmd.keys()) {
-                Ok(()) => apply_write(&mut lock_w(&self.data), cmd),
+                Ok(()) => {
+                    let mut ks = lock_w(&self.data);
+                    ks.begin(index, stamp);
+                    apply_write(&mut ks, cmd)
+                }
                 Err(moved) => moved,
             },
             None => Value::err("ERR malformed log entry"),
@@ -364,18 +446,7 @@ impl StateMachine for ShardSm {
         let mut head = SNAPSHOT_MAGIC.to_vec();
         lock_r(&self.slots).encode(&mut head);
         out.write_all(&head)?;
-        let map = lock_r(&self.data);
-        out.write_all(&(map.len() as u64).to_le_bytes())?;
-        let mut buf = Vec::with_capacity(64 << 10);
-        for (k, v) in map.iter() {
-            put(&mut buf, k);
-            put(&mut buf, v);
-            if buf.len() >= 64 << 10 {
-                out.write_all(&buf)?;
-                buf.clear();
-            }
-        }
-        out.write_all(&buf)
+        lock_r(&self.data).write_to(out)
     }
 
     fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
@@ -388,16 +459,8 @@ impl StateMachine for ShardSm {
             slots = Some(set);
             all.drain(..SNAPSHOT_MAGIC.len() + n);
         }
-        if all.len() < 8 {
-            return Err(bad());
-        }
-        let n = u64::from_le_bytes(all[..8].try_into().map_err(|_| bad())?);
-        let p = parts(&all[8..]).ok_or_else(bad)?;
-        if p.len() % 2 != 0 || (p.len() / 2) as u64 != n {
-            return Err(bad());
-        }
-        let map: HashMap<Vec<u8>, Vec<u8>> = p.chunks(2).map(|c| (c[0].to_vec(), c[1].to_vec())).collect();
-        *lock_w(&self.data) = map;
+        let ks = Keyspace::read_from(&mut all.as_slice())?;
+        *lock_w(&self.data) = ks;
         if let Some(set) = slots {
             *lock_w(&self.slots) = set;
         }
@@ -611,6 +674,7 @@ impl StateMachine for MetaSm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn only_the_meta_group_and_the_configured_shards_are_known() {
@@ -633,7 +697,7 @@ mod tests {
         let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         let (mut from, mut steps) = (0u64, 0usize);
         loop {
-            let (next, keys) = scan_step(&m, from, 7);
+            let (next, keys) = scan_step(m.keys(), from, 7);
             for k in keys {
                 *seen.entry(k).or_default() += 1;
             }
@@ -665,18 +729,45 @@ mod tests {
             WriteCmd::GetDel(b"a".to_vec()),
             WriteCmd::SetNx { key: b"a".to_vec(), val: b"z".to_vec() },
             WriteCmd::Flush,
+            WriteCmd::Args(vec![b"HSET".to_vec(), b"h".to_vec(), b"f".to_vec(), b"".to_vec()]),
+            WriteCmd::Exec {
+                watched: vec![(b"w".to_vec(), WatchState { present: true, index: 7, live: false })],
+                cmds: vec![vec![b"INCR".to_vec(), b"n".to_vec()], vec![b"PING".to_vec()]],
+            },
+            WriteCmd::Exec { watched: vec![], cmds: vec![] },
+            WriteCmd::Purge(vec![b"a".to_vec()]),
         ];
         for c in cmds {
             assert_eq!(WriteCmd::decode(&c.encode()), Some(c));
         }
-        assert_eq!(WriteCmd::decode(&[9, 0, 0, 0, 0]), None);
+        assert_eq!(WriteCmd::decode(&[99, 0, 0, 0, 0]), None);
         assert_eq!(WriteCmd::decode(&[0, 5, 0]), None);
         assert_eq!(WriteCmd::decode(&[]), None);
+        assert_eq!(WriteCmd::decode(&[9]), None, "a command needs its name");
+        let c = WriteCmd::Del(vec![b"k".to_vec()]).encode();
+        assert_eq!(unstamp(&stamp(&c, 42)), (Some(42), c.as_slice()));
+        assert_eq!(unstamp(&c), (None, c.as_slice()), "an entry of older nodes has no stamp");
+    }
+
+    /// Every replica computes the same expiry from the entry's stamp, whatever its own
+    /// clock, and the apply time never goes backwards across leaders with skewed clocks.
+    #[test]
+    fn expiry_is_computed_from_the_stamp_at_apply() {
+        let d: ShardData = Default::default();
+        let mut sm = ShardSm::new(d.clone(), Arc::new(RwLock::new(crate::slots::default_range(0, 1))));
+        let set =
+            WriteCmd::Args(["SET", "k", "v", "EX", "10"].iter().map(|a| a.as_bytes().to_vec()).collect());
+        sm.apply(1, 1, Some(&stamp(&set.encode(), 5_000)));
+        assert_eq!(d.read().unwrap().get(b"k", 0).unwrap().expire_at(), Some(15_000));
+        // A leader whose clock is behind: the apply time stays at 5 000.
+        let px = WriteCmd::Args(["PEXPIRE", "k", "100"].iter().map(|a| a.as_bytes().to_vec()).collect());
+        sm.apply(2, 2, Some(&stamp(&px.encode(), 1_000)));
+        assert_eq!(d.read().unwrap().get(b"k", 0).unwrap().expire_at(), Some(5_100));
     }
 
     #[test]
     fn writes_follow_redis_semantics() {
-        let mut m = HashMap::new();
+        let mut m = Keyspace::default();
         let set = |k: &str, v: &str, cond| WriteCmd::Set { key: k.into(), val: v.into(), cond };
         assert_eq!(apply_write(&mut m, set("a", "1", 2)), Value::Bulk(None));
         assert_eq!(apply_write(&mut m, set("a", "1", 1)), Value::ok());
@@ -707,8 +798,8 @@ mod tests {
         let m = d.read().unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(
-            m.get(&inside).map(Vec::as_slice),
-            Some(b"v".as_slice()),
+            m.get(&inside, 0).map(|e| e.val.clone()),
+            Some(crate::keyspace::Val::Str(b"v".to_vec())),
             "the refused MSET wrote nothing"
         );
     }
@@ -766,7 +857,12 @@ mod tests {
         let slots2: ShardSlots = Default::default();
         let mut sm2 = ShardSm::new(d2.clone(), slots2.clone());
         sm2.restore(1000, 1, &mut snap.as_slice()).unwrap();
-        assert_eq!(*d.read().unwrap(), *d2.read().unwrap());
+        let (a, b) = (d.read().unwrap(), d2.read().unwrap());
+        assert_eq!(a.len(), b.len());
+        for i in 0..1000u32 {
+            assert_eq!(a.get(&i.to_le_bytes(), 0), b.get(&i.to_le_bytes(), 0));
+        }
+        drop((a, b));
         assert_eq!(slots2.read().unwrap().len(), SLOTS as usize, "the slots come back with the data");
         assert!(sm2.restore(1, 1, &mut &snap[..snap.len() - 1]).is_err());
     }

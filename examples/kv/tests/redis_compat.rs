@@ -6,7 +6,10 @@
 mod common;
 
 use common::{assert_same_replies, replies, start_redis, strs, Cluster};
-use flotilla_kv::resp::parse_value;
+use flotilla_kv::resp::{encode_command, parse_value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 #[test]
 fn replies_match_redis_server_byte_for_byte_in_resp2_and_resp3() {
     let mut c = Cluster::new(None, "shards = 2");
@@ -222,7 +225,14 @@ fn scan_matches_redis_server() {
     let keys: Vec<String> =
         (0..60).map(|i| if i % 3 == 0 { format!("user:{i}") } else { format!("k{i}") }).collect();
     let mut setup: Vec<Vec<&str>> = vec![vec!["FLUSHDB"]];
-    setup.extend(keys.iter().map(|k| vec!["SET", k.as_str(), "v"]));
+    // Every fifth key a hash, so TYPE filters by the real type.
+    setup.extend(keys.iter().enumerate().map(|(i, k)| {
+        if i % 5 == 0 {
+            vec!["HSET", k.as_str(), "f", "v"]
+        } else {
+            vec!["SET", k.as_str(), "v"]
+        }
+    }));
     for addr in [c.addr(1), redis_addr.clone()] {
         replies(&addr, &setup);
     }
@@ -282,4 +292,415 @@ fn scan_matches_redis_server() {
     let ours = replies(&c.addr(1), &errors);
     let theirs = replies(&redis_addr, &errors);
     assert_same_replies(&ours, &theirs, &errors, 0, "");
+}
+
+/// The typed and expiring commands (issue 14 point 3): SET's options, SETEX, GETEX, the
+/// EXPIRE family with NX/XX/GT/LT, TTL (long TTLs, so the values are deterministic),
+/// EXPIRETIME, hashes, WRONGTYPE on each command of the other type, and INCRBYFLOAT's
+/// long double text, byte for byte with redis-server in RESP2 and RESP3.
+#[test]
+fn typed_and_expiring_commands_match_redis_server_byte_for_byte() {
+    let mut c = Cluster::new(None, "shards = 2");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
+    let seq: Vec<Vec<&str>> = vec![
+        // SET's options.
+        vec!["SET", "c:s", "v", "EX", "1000"],
+        vec!["TTL", "c:s"],
+        vec!["SET", "c:s", "w", "KEEPTTL"],
+        vec!["TTL", "c:s"],
+        vec!["SET", "c:s", "x"],
+        vec!["TTL", "c:s"],
+        vec!["SET", "c:s", "y", "GET"],
+        vec!["SET", "c:s", "z", "NX", "GET"],
+        vec!["SET", "c:new", "z", "XX", "GET"],
+        vec!["SET", "c:new", "z", "NX", "GET"],
+        vec!["SET", "c:s", "v", "EX", "10", "KEEPTTL"],
+        vec!["SET", "c:s", "v", "KEEPTTL", "PX", "10"],
+        vec!["SET", "c:s", "v", "NX", "XX"],
+        vec!["SET", "c:s", "v", "EX", "0"],
+        vec!["SET", "c:s", "v", "PX", "-5"],
+        vec!["SET", "c:s", "v", "EX", "x"],
+        vec!["SET", "c:s", "v", "PX"],
+        vec!["SET", "c:s", "v", "BOGUS"],
+        vec!["SET", "c:s", "v", "EX", "9223372036854775807"],
+        vec!["SET", "c:s", "v", "ex", "5", "ex", "1000"],
+        vec!["TTL", "c:s"],
+        vec!["SET", "c:s", "v", "EXAT", "99999999999"],
+        vec!["EXPIRETIME", "c:s"],
+        vec!["PEXPIRETIME", "c:s"],
+        vec!["SET", "c:s", "v", "PXAT", "99999999999123"],
+        vec!["PEXPIRETIME", "c:s"],
+        vec!["SET", "c:past", "v", "PXAT", "1"],
+        vec!["GET", "c:past"],
+        vec!["EXISTS", "c:past"],
+        vec!["TTL", "c:past"],
+        vec!["TYPE", "c:past"],
+        vec!["SETEX", "c:se", "100", "v"],
+        vec!["TTL", "c:se"],
+        vec!["SETEX", "c:se", "0", "v"],
+        vec!["SETEX", "c:se", "x", "v"],
+        vec!["PSETEX", "c:se", "100000", "w"],
+        vec!["TTL", "c:se"],
+        vec!["GET", "c:se"],
+        // GETEX.
+        vec!["GETEX", "c:s", "EX", "1000"],
+        vec!["TTL", "c:s"],
+        vec!["GETEX", "c:s", "PERSIST"],
+        vec!["TTL", "c:s"],
+        vec!["GETEX", "c:s"],
+        vec!["GETEX", "c:s", "KEEPTTL"],
+        vec!["GETEX", "c:s", "EX", "0"],
+        vec!["GETEX", "c:s", "EX", "1", "PERSIST"],
+        vec!["GETEX", "c:absent", "EX", "5"],
+        vec!["GETEX", "c:s", "PXAT", "1"],
+        vec!["EXISTS", "c:s"],
+        // The EXPIRE family.
+        vec!["EXPIRE", "c:e", "100"],
+        vec!["SET", "c:e", "v"],
+        vec!["TTL", "c:e"],
+        vec!["EXPIRE", "c:e", "100", "XX"],
+        vec!["EXPIRE", "c:e", "100", "GT"],
+        vec!["EXPIRE", "c:e", "100", "NX"],
+        vec!["EXPIRE", "c:e", "200", "NX"],
+        vec!["EXPIRE", "c:e", "50", "GT"],
+        vec!["EXPIRE", "c:e", "300", "gt"],
+        vec!["TTL", "c:e"],
+        vec!["EXPIRE", "c:e", "400", "LT"],
+        vec!["PEXPIRE", "c:e", "100000", "LT", "XX"],
+        vec!["TTL", "c:e"],
+        vec!["EXPIRE", "c:e", "1", "NX", "XX"],
+        vec!["EXPIRE", "c:e", "1", "GT", "LT"],
+        vec!["EXPIRE", "c:e", "1", "BAD"],
+        vec!["EXPIRE", "c:e", "x"],
+        vec!["EXPIRE", "c:e"],
+        vec!["EXPIRE", "c:e", "9223372036854775807"],
+        vec!["PEXPIRE", "c:e", "9223372036854775807"],
+        vec!["EXPIREAT", "c:e", "99999999999"],
+        vec!["EXPIRETIME", "c:e"],
+        vec!["PEXPIREAT", "c:e", "99999999999999"],
+        vec!["PEXPIRETIME", "c:e"],
+        vec!["PERSIST", "c:e"],
+        vec!["PERSIST", "c:e"],
+        vec!["PERSIST", "c:absent"],
+        vec!["TTL", "c:e"],
+        vec!["PTTL", "c:e"],
+        vec!["EXPIRETIME", "c:e"],
+        vec!["EXPIRETIME", "c:absent"],
+        vec!["PTTL", "c:absent"],
+        vec!["EXPIRE", "c:e", "-1"],
+        vec!["EXISTS", "c:e"],
+        vec!["SET", "c:e", "v"],
+        vec!["EXPIREAT", "c:e", "1"],
+        vec!["GET", "c:e"],
+        // Hashes.
+        vec!["HSET", "c:h", "f", "1", "g", "2"],
+        vec!["HSET", "c:h", "f", "3", "h", "4"],
+        vec!["HGET", "c:h", "f"],
+        vec!["HGET", "c:h", "nope"],
+        vec!["HGET", "c:absent", "f"],
+        vec!["HMGET", "c:h", "f", "nope", "g"],
+        vec!["HMGET", "c:absent", "f"],
+        vec!["HGETALL", "c:h"],
+        vec!["HLEN", "c:h"],
+        vec!["HEXISTS", "c:h", "f"],
+        vec!["HEXISTS", "c:h", "z"],
+        vec!["HKEYS", "c:h"],
+        vec!["HVALS", "c:h"],
+        vec!["HSTRLEN", "c:h", "f"],
+        vec!["HSTRLEN", "c:h", "z"],
+        vec!["HDEL", "c:h", "f", "nope"],
+        vec!["HGETALL", "c:h"],
+        vec!["HINCRBY", "c:h", "n", "5"],
+        vec!["HINCRBY", "c:h", "n", "x"],
+        vec!["HINCRBY", "c:h", "g", "9223372036854775807"],
+        vec!["HSET", "c:h", "s", "abc"],
+        vec!["HINCRBY", "c:h", "s", "1"],
+        vec!["HINCRBYFLOAT", "c:h", "n", "1.5"],
+        vec!["HINCRBYFLOAT", "c:h", "s", "1"],
+        vec!["HINCRBYFLOAT", "c:h", "n", "inf"],
+        vec!["HINCRBYFLOAT", "c:h", "n", "x"],
+        vec!["HSETNX", "c:h", "n", "1"],
+        vec!["HSETNX", "c:h", "new", "1"],
+        vec!["HMSET", "c:h", "a", "1", "b", "2"],
+        vec!["HSET", "c:h", "f"],
+        vec!["HSET", "c:h", "f", "1", "g"],
+        vec!["HSET", "c:h"],
+        vec!["HGETALL", "c:h"],
+        vec!["HGETALL", "c:absent"],
+        vec!["HKEYS", "c:absent"],
+        vec!["HLEN", "c:absent"],
+        vec!["HDEL", "c:absent", "f"],
+        vec!["TYPE", "c:h"],
+        vec!["HDEL", "c:h", "g", "h", "n", "s", "new", "a", "b"],
+        vec!["EXISTS", "c:h"],
+        vec!["HSET", "c:ht", "f", "v"],
+        vec!["EXPIRE", "c:ht", "1000"],
+        vec!["HSET", "c:ht", "g", "v"],
+        vec!["TTL", "c:ht"],
+        // WRONGTYPE on each command of the other type.
+        vec!["HSET", "c:wh", "f", "v"],
+        vec!["GET", "c:wh"],
+        vec!["STRLEN", "c:wh"],
+        vec!["APPEND", "c:wh", "x"],
+        vec!["INCR", "c:wh"],
+        vec!["INCRBY", "c:wh", "2"],
+        vec!["INCRBYFLOAT", "c:wh", "1"],
+        vec!["GETSET", "c:wh", "x"],
+        vec!["GETDEL", "c:wh"],
+        vec!["GETEX", "c:wh"],
+        vec!["SET", "c:wh", "v", "GET"],
+        vec!["MGET", "c:wh", "c:absent"],
+        vec!["SETNX", "c:wh", "x"],
+        vec!["SET", "c:ws", "v"],
+        vec!["HGET", "c:ws", "f"],
+        vec!["HMGET", "c:ws", "f"],
+        vec!["HSET", "c:ws", "f", "v"],
+        vec!["HSETNX", "c:ws", "f", "v"],
+        vec!["HGETALL", "c:ws"],
+        vec!["HLEN", "c:ws"],
+        vec!["HKEYS", "c:ws"],
+        vec!["HVALS", "c:ws"],
+        vec!["HEXISTS", "c:ws", "f"],
+        vec!["HSTRLEN", "c:ws", "f"],
+        vec!["HDEL", "c:ws", "f"],
+        vec!["HINCRBY", "c:ws", "f", "1"],
+        vec!["HINCRBYFLOAT", "c:ws", "f", "1"],
+        vec!["TYPE", "c:wh"],
+        vec!["SET", "c:wh", "v"],
+        vec!["TYPE", "c:wh"],
+        // INCRBYFLOAT.
+        vec!["SET", "c:f", "10.5"],
+        vec!["INCRBYFLOAT", "c:f", "0.1"],
+        vec!["INCRBYFLOAT", "c:f", "3.0e3"],
+        vec!["INCRBYFLOAT", "c:f", "5.0e200"],
+        vec!["SET", "c:z", "0"],
+        vec!["INCRBYFLOAT", "c:z", "-0"],
+        vec!["INCRBYFLOAT", "c:z", "inf"],
+        vec!["INCRBYFLOAT", "c:z", "-inf"],
+        vec!["INCRBYFLOAT", "c:z", "nan"],
+        vec!["INCRBYFLOAT", "c:z", "abc"],
+        vec!["INCRBYFLOAT", "c:z", " 1"],
+        vec!["INCRBYFLOAT", "c:z", "-7.25"],
+        vec!["INCRBYFLOAT", "c:nf", "1e-3"],
+        vec!["INCRBYFLOAT", "c:nf", "0x1.8p3"],
+        vec!["INCRBYFLOAT", "c:nf", "0x"],
+        vec!["SET", "c:z", "x"],
+        vec!["INCRBYFLOAT", "c:z", "1"],
+        vec!["SET", "c:z", "1e5000"],
+        vec!["INCRBYFLOAT", "c:z", "1"],
+        vec!["SET", "c:z", "1"],
+        vec!["EXPIRE", "c:z", "1000"],
+        vec!["INCRBYFLOAT", "c:z", "1"],
+        vec!["TTL", "c:z"],
+        vec!["INCRBYFLOAT", "c:z"],
+    ];
+    for proto in ["2", "3"] {
+        let mut cmds = vec![vec!["HELLO", proto]];
+        cmds.extend(seq.iter().cloned());
+        let cmds: Vec<Vec<String>> =
+            cmds.iter().map(|c| c.iter().map(|a| a.replace("c:", &format!("t{proto}:"))).collect()).collect();
+        let cmds = strs(&cmds);
+        let ours = replies(&c.addr(1), &cmds);
+        let theirs = replies(&redis_addr, &cmds);
+        assert_same_replies(&ours, &theirs, &cmds, 1, &format!("RESP{proto}: "));
+    }
+    // PTTL by range: both count down from 5 000 ms.
+    let cmds = vec![vec!["SET", "p:k", "v", "PX", "5000"], vec!["PTTL", "p:k"]];
+    for addr in [c.addr(1), redis_addr.clone()] {
+        let r = replies(&addr, &cmds);
+        let ms: i64 = String::from_utf8_lossy(&r[1]).trim_start_matches(':').trim().parse().unwrap();
+        assert!((3_000..=5_000).contains(&ms), "{addr}: PTTL {ms}");
+    }
+}
+
+/// One connection sending commands one at a time (a transaction needs its connection).
+struct Conn(TcpStream, Vec<u8>);
+
+impl Conn {
+    fn new(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        Conn(s, Vec::new())
+    }
+
+    fn send(&mut self, c: &[&str]) -> Vec<u8> {
+        let mut req = Vec::new();
+        encode_command(c, &mut req);
+        self.0.write_all(&req).unwrap();
+        loop {
+            if let Some((_, used)) = parse_value(&self.1, 1 << 20, 16).unwrap() {
+                return self.1.drain(..used).collect();
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.0.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed after {c:?}");
+            self.1.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Sends `cmds` in one write (pipelined) and reads one reply each.
+fn pipelined(addr: &str, cmds: &[Vec<&str>]) -> Vec<Vec<u8>> {
+    let mut c = Conn::new(addr);
+    let mut req = Vec::new();
+    for cmd in cmds {
+        encode_command(cmd, &mut req);
+    }
+    c.0.write_all(&req).unwrap();
+    let mut out = Vec::new();
+    while out.len() < cmds.len() {
+        if let Some((_, used)) = parse_value(&c.1, 1 << 20, 16).unwrap() {
+            out.push(c.1.drain(..used).collect());
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = c.0.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        c.1.extend_from_slice(&chunk[..n]);
+    }
+    out
+}
+
+/// A transaction pipelined in one write: the single-key commands between MULTI and EXEC
+/// are queued, never started by the pipelined path.
+#[test]
+fn a_pipelined_transaction_is_queued_like_redis_s() {
+    let mut c = Cluster::new(None, "shards = 1");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["SET", "p:a", "0"],
+        vec!["MULTI"],
+        vec!["INCR", "p:a"],
+        vec!["GET", "p:a"],
+        vec!["SET", "p:b", "x"],
+        vec!["HSET", "p:h", "f", "v"],
+        vec!["EXEC"],
+        vec!["GET", "p:a"],
+        vec!["MULTI"],
+        vec!["INCR", "p:a"],
+        vec!["DISCARD"],
+        vec!["GET", "p:a"],
+    ];
+    let (ours, theirs) = (pipelined(&c.addr(1), &cmds), pipelined(&redis_addr, &cmds));
+    assert_same_replies(&ours, &theirs, &cmds, 0, "pipelined: ");
+}
+
+/// A transaction's keys must share one shard here (one Raft entry): EXEC refuses others
+/// with a clear error and runs nothing.
+#[test]
+fn a_transaction_across_shards_is_refused() {
+    let mut c = Cluster::new(None, "shards = 4");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    // Two keys in different shards.
+    let group = |k: &str| flotilla_kv::sm::shard_of(k.as_bytes(), 4);
+    let other = (0..100).map(|i| format!("k{i}")).find(|k| group(k) != group("k")).unwrap();
+    let mut conn = Conn::new(&c.addr(1));
+    assert_eq!(conn.send(&["MULTI"]), b"+OK\r\n");
+    conn.send(&["SET", "k", "1"]);
+    conn.send(&["SET", &other, "1"]);
+    let r = String::from_utf8(conn.send(&["EXEC"])).unwrap();
+    assert!(r.starts_with("-ERR") && r.contains("one shard"), "{r}");
+    assert_eq!(conn.send(&["EXISTS", "k", &other]), b":0\r\n", "nothing ran");
+}
+
+/// MULTI/EXEC/DISCARD/WATCH/UNWATCH, byte for byte with redis-server in both protocols:
+/// queued replies, reads seeing the transaction's writes, errors at queue time (EXECABORT)
+/// and at run time (in EXEC's array), Redis's errors for misplaced commands, and a
+/// transaction discarded (null array) after a second connection wrote a watched key.
+#[test]
+fn transactions_match_redis_server_byte_for_byte() {
+    let mut c = Cluster::new(None, "shards = 1");
+    c.start(1, true);
+    c.wait_writable(1, "warmup");
+    let (_redis, redis_addr) = start_redis(c.dir.path(), &[]);
+    // (connection 0 or 1, command)
+    let seq: Vec<(usize, Vec<&str>)> = vec![
+        (0, vec!["SET", "c:s", "text"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["SET", "c:m", "1"]),
+        (0, vec!["INCR", "c:m"]),
+        (0, vec!["GET", "c:m"]),
+        (0, vec!["HSET", "c:mh", "f", "v"]),
+        (0, vec!["HGETALL", "c:mh"]),
+        (0, vec!["INCR", "c:s"]),
+        (0, vec!["SET", "c:m", "5", "BADOPT"]),
+        (0, vec!["EXPIRE", "c:m", "1000"]),
+        (0, vec!["TTL", "c:m"]),
+        (0, vec!["PING"]),
+        (0, vec!["EXEC"]),
+        (0, vec!["EXEC"]),
+        (0, vec!["DISCARD"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["SET", "c:m", "2"]),
+        (0, vec!["DISCARD"]),
+        (0, vec!["GET", "c:m"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["SET", "c:m"]),
+        (0, vec!["SET", "c:m", "3"]),
+        (0, vec!["EXEC"]),
+        (0, vec!["GET", "c:m"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["NOSUCH", "x"]),
+        (0, vec!["EXEC"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["EXEC"]),
+        // WATCH without a concurrent write: runs.
+        (0, vec!["WATCH", "c:m", "c:absent"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["WATCH", "c:m"]),
+        (0, vec!["SET", "c:m", "9"]),
+        (0, vec!["EXEC"]),
+        // A second connection writes a watched key: EXEC answers a null array.
+        (0, vec!["WATCH", "c:m"]),
+        (1, vec!["SET", "c:m", "other"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["SET", "c:m", "mine"]),
+        (0, vec!["EXEC"]),
+        (0, vec!["GET", "c:m"]),
+        // ... or creates a watched absent key.
+        (0, vec!["WATCH", "c:w"]),
+        (1, vec!["HSET", "c:w", "f", "v"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["DEL", "c:w"]),
+        (0, vec!["EXEC"]),
+        (0, vec!["TYPE", "c:w"]),
+        // UNWATCH forgets the keys; so does EXEC.
+        (0, vec!["WATCH", "c:m"]),
+        (1, vec!["SET", "c:m", "again"]),
+        (0, vec!["UNWATCH"]),
+        (0, vec!["MULTI"]),
+        (0, vec!["GET", "c:m"]),
+        (0, vec!["EXEC"]),
+        (0, vec!["WATCH"]),
+        (0, vec!["EXEC", "x"]),
+    ];
+    for proto in ["2", "3"] {
+        let rename = |a: &str| a.replace("c:", &format!("x{proto}:"));
+        let run = |addr: &str| -> Vec<Vec<u8>> {
+            let mut conns = [Conn::new(addr), Conn::new(addr)];
+            for conn in &mut conns {
+                conn.send(&["HELLO", proto]);
+            }
+            seq.iter()
+                .map(|(i, cmd)| {
+                    let cmd: Vec<String> = cmd.iter().map(|a| rename(a)).collect();
+                    conns[*i].send(&cmd.iter().map(String::as_str).collect::<Vec<_>>())
+                })
+                .collect()
+        };
+        let (ours, theirs) = (run(&c.addr(1)), run(&redis_addr));
+        for (i, (_, cmd)) in seq.iter().enumerate() {
+            assert_eq!(
+                String::from_utf8_lossy(&ours[i]),
+                String::from_utf8_lossy(&theirs[i]),
+                "RESP{proto}: #{i} {cmd:?}"
+            );
+        }
+    }
 }

@@ -17,6 +17,11 @@ COMMANDS = [
     "echo", "exists", "flushdb", "get", "getdel", "getset", "hello", "incr", "incrby", "info",
     "keys", "mget", "scan",
     "mset", "ping", "quit", "select", "set", "setnx", "strlen", "type",
+    "setex", "psetex", "getex", "incrbyfloat",
+    "hset", "hmset", "hsetnx", "hget", "hmget", "hdel", "hgetall", "hlen", "hexists", "hkeys", "hvals",
+    "hstrlen", "hincrby", "hincrbyfloat",
+    "expire", "pexpire", "expireat", "pexpireat", "persist", "ttl", "pttl", "expiretime", "pexpiretime",
+    "multi", "exec", "discard", "watch", "unwatch",
 ]
 SUBCOMMANDS = {
     "client": ["client|id", "client|setname", "client|getname"],  # SETINFO is Redis 7.2, not in 7.0's table
