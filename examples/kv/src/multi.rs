@@ -192,6 +192,13 @@ fn exec(node: &Node, cmds: Vec<Vec<Vec<u8>>>, watched: Vec<(Vec<u8>, WatchState)
             keys.extend(keycmd::keys_of(spec, c));
         }
     }
+    // Cluster mode, as Redis Cluster judges EXEC: every key of the transaction in one slot
+    // (else -CROSSSLOT), served here (else -MOVED); the transaction is discarded either way.
+    if node.config().cluster_mode {
+        if let Some(refused) = crate::redis_cluster::redirect_keys(node, &keys, false, false) {
+            return refused;
+        }
+    }
     let group = match tx_group(node, keys) {
         Ok(g) => g.unwrap_or_else(|| node.group_of(b"")),
         Err(e) => return e,

@@ -248,7 +248,12 @@ pub fn common_slot<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Result<Optio
 /// Whether this node serves a command on `group` now without waiting: it leads the shard,
 /// or the command only reads, the connection sent `READONLY` and a replica is here.
 pub fn served_here(node: &Node, group: u64, read: bool, s: &Session) -> bool {
-    node.leads(group) || (read && s.readonly && node.engine().hosts(group))
+    serves(node, group, read, s.readonly)
+}
+
+/// [`served_here`] with the connection's `READONLY` flag given.
+fn serves(node: &Node, group: u64, read: bool, readonly: bool) -> bool {
+    node.leads(group) || (read && readonly && node.engine().hosts(group))
 }
 
 /// Cluster mode's answer to a keyed command that this node does not serve: `None` when it
@@ -256,7 +261,12 @@ pub fn served_here(node: &Node, group: u64, read: bool, s: &Session) -> bool {
 /// shard's leader (waited for up to the retry budget during a leader change), or
 /// `-TRYAGAIN` when no leader appeared within it.
 pub fn redirect(node: &Node, args: &[Vec<u8>], read: bool, s: &Session) -> Option<Value> {
-    let keys = crate::command_table::command_keys(args);
+    redirect_keys(node, &crate::command_table::command_keys(args), read, s.readonly)
+}
+
+/// [`redirect`] for a set of keys (a transaction's, at EXEC); `readonly`: the connection
+/// sent `READONLY`.
+pub fn redirect_keys(node: &Node, keys: &[&[u8]], read: bool, readonly: bool) -> Option<Value> {
     let slot = match common_slot(keys.iter().copied()) {
         Ok(Some(slot)) => slot,
         Ok(None) => return None,
@@ -265,7 +275,7 @@ pub fn redirect(node: &Node, args: &[Vec<u8>], read: bool, s: &Session) -> Optio
     let group = node.group_of(keys[0]);
     let deadline = Instant::now() + node.config().retry_budget;
     loop {
-        if served_here(node, group, read, s) {
+        if serves(node, group, read, readonly) {
             return None;
         }
         let leader = if node.engine().hosts(group) {

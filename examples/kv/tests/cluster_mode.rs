@@ -362,3 +362,33 @@ fn cluster_mode_replies_match_redis_server_byte_for_byte() {
         assert_same_replies(&ours, &theirs, &cmds, 1, &format!("RESP{proto}: "));
     }
 }
+
+/// Transactions in cluster mode, judged at EXEC as Redis Cluster does: all keys (queued
+/// commands' and watched ones) in one slot, else `-CROSSSLOT`; at a node not leading that
+/// slot's shard, `-MOVED`; the transaction is discarded either way.
+#[test]
+fn cluster_mode_transactions_are_one_slot_at_its_leader() {
+    let (c, _) = cluster(2, 2);
+    let map = wait_converged(&c, &[1, 2]);
+    let owner = |key: &[u8]| {
+        let slot = key_slot(key) as i64;
+        map.iter().find(|(a, b, _)| (*a..=*b).contains(&slot)).unwrap().2[0].0.clone()
+    };
+    let leader = owner(b"{t}");
+    let other = (1..=2).map(|i| c.addr(i)).find(|a| *a != leader).unwrap();
+    let run = |addr: &str, cmds: &[&[&str]]| {
+        let mut cl = Client::connect(addr, Duration::from_secs(5)).unwrap();
+        cmds.iter().map(|cmd| cl.call(cmd).unwrap()).collect::<Vec<_>>()
+    };
+    let queued = Value::Simple("QUEUED".into());
+    let r = run(&leader, &[&["MULTI"], &["SET", "{t}a", "1"], &["INCR", "{t}n"], &["EXEC"]]);
+    assert_eq!(r[1..3], [queued.clone(), queued.clone()]);
+    assert_eq!(r[3], Value::Array(Some(vec![Value::ok(), Value::Int(1)])));
+    let r = run(&leader, &[&["MULTI"], &["SET", "{t}a", "1"], &["SET", "{u}b", "1"], &["EXEC"], &["EXEC"]]);
+    assert_eq!(r[3], Value::err("CROSSSLOT Keys in request don't hash to the same slot"));
+    assert_eq!(r[4], Value::err("ERR EXEC without MULTI"), "discarded");
+    let slot = key_slot(b"{t}");
+    let r = run(&other, &[&["MULTI"], &["INCR", "{t}n"], &["EXEC"]]);
+    assert_eq!(r[2], Value::err(format!("MOVED {slot} {leader}")));
+    assert_eq!(run(&leader, &[&["GET", "{t}n"]])[0], Value::bulk("1"), "the moved transaction did not run");
+}
