@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     /// Event subscriptions (`event_hub`) and the leader view (`leader_view`).
     pub events: Arc<super::event_hub::EventHub>,
     pub leaders: super::leader_view::LeaderView,
+    /// Each worker's measured replicas, published once per fold interval (`load_board`).
+    pub loads: super::load_board::LoadBoard,
 }
 
 /// Adds one to counter `c`.

@@ -1,0 +1,147 @@
+//! A worker's side of load measuring ([`LoadBook`]): the clock reading of the turn, the
+//! counting calls of the event paths (propose, read, local read, applied), the list of
+//! replicas holding a meter, and the periodic pass that publishes them to the load board
+//! and drops the meters of replicas that went idle.
+//!
+//! Owns when a replica gets or loses its meter and what a worker publishes. Never reads
+//! the clock per event (once per turn, `LoadBook::turn`), never locks, and costs nothing
+//! for a replica without events: no timer, no entry in any list, 8 bytes (`Group::load`).
+
+use std::collections::HashSet;
+
+use super::clock;
+use super::load::{Ewma, LoadMeter};
+use super::load_board::Published;
+use super::worker::Worker;
+use crate::api::{EngineConfig, GroupStatus};
+use crate::raft::types::Role;
+
+/// A replica's meter slot: `None` until its first event (and again once idle).
+pub(crate) type MeterSlot = Option<Box<LoadMeter>>;
+
+/// One worker's load bookkeeping.
+pub(crate) struct LoadBook {
+    /// `EngineConfig::measure_load`.
+    measure: bool,
+    ewma: Ewma,
+    /// The clock (`clock::now_nanos`) read at the start of the turn.
+    now: u64,
+    /// Groups whose replica holds a meter (may name removed groups until the next pass).
+    metered: HashSet<u64>,
+    /// When the next publishing pass is due.
+    next_pass: u64,
+    /// The last list published was empty.
+    published_empty: bool,
+}
+
+impl LoadBook {
+    /// The bookkeeping for `cfg` (validated).
+    pub(crate) fn new(cfg: &EngineConfig) -> LoadBook {
+        LoadBook {
+            measure: cfg.measure_load,
+            ewma: ewma_of(cfg),
+            now: clock::now_nanos(),
+            metered: HashSet::new(),
+            next_pass: 0,
+            published_empty: true,
+        }
+    }
+
+    /// Reads the clock for this turn's events (nothing when measuring is off).
+    #[inline]
+    pub(crate) fn turn(&mut self) {
+        if self.measure {
+            self.now = clock::now_nanos();
+        }
+    }
+
+    /// The meter of a replica of `group` to count an event in, rolled to the turn's
+    /// clock; created on its first event; `None` when measuring is off.
+    #[inline]
+    fn meter<'a>(&mut self, slot: &'a mut MeterSlot, group: u64) -> Option<&'a mut LoadMeter> {
+        if !self.measure {
+            return None;
+        }
+        let m = slot.get_or_insert_with(|| {
+            self.metered.insert(group);
+            Box::new(LoadMeter::new(self.now))
+        });
+        m.roll(self.now, &self.ewma);
+        Some(m)
+    }
+
+    /// A proposal was appended by the replica of `group` as leader.
+    #[inline]
+    pub(crate) fn proposal(&mut self, slot: &mut MeterSlot, group: u64) {
+        if let Some(m) = self.meter(slot, group) {
+            m.counts.proposals += 1;
+        }
+    }
+
+    /// A read was accepted (ReadIndex) or answered (local read) by the replica of `group`.
+    #[inline]
+    pub(crate) fn read(&mut self, slot: &mut MeterSlot, group: u64) {
+        if let Some(m) = self.meter(slot, group) {
+            m.counts.reads += 1;
+        }
+    }
+
+    /// The apply thread applied `bytes` payload bytes of `group`'s committed entries in
+    /// `nanos` (nothing is counted for a batch of neither).
+    #[inline]
+    pub(crate) fn applied(&mut self, slot: &mut MeterSlot, group: u64, bytes: u64, nanos: u64) {
+        if bytes == 0 && nanos == 0 {
+            return;
+        }
+        if let Some(m) = self.meter(slot, group) {
+            m.counts.bytes += bytes;
+            m.counts.apply_nanos += nanos;
+        }
+    }
+}
+
+/// The decay rule of `cfg`.
+pub(crate) fn ewma_of(cfg: &EngineConfig) -> Ewma {
+    Ewma::new(cfg.load_fold_interval, cfg.load_half_life)
+}
+
+impl Worker {
+    /// Once per fold interval (called every tick): publishes the measured replicas to the
+    /// load board and drops the meters that went idle. Costs nothing while no replica of
+    /// this worker holds a meter.
+    pub(super) fn publish_loads(&mut self) {
+        let book = &mut self.load;
+        if !book.measure || book.now < book.next_pass {
+            return;
+        }
+        book.next_pass = book.now.saturating_add(book.ewma.interval);
+        if book.metered.is_empty() && book.published_empty {
+            return;
+        }
+        let (now, ewma) = (book.now, book.ewma);
+        let mut list = Vec::with_capacity(book.metered.len());
+        let groups = &mut self.groups;
+        book.metered.retain(|gid| {
+            let Some(g) = groups.get_mut(gid) else { return false };
+            let Some(m) = g.load.as_deref_mut() else { return false };
+            m.roll(now, &ewma);
+            if m.is_idle() {
+                g.load = None;
+                return false;
+            }
+            list.push(Published { group: *gid, leader: g.raft.role() == Role::Leader, meter: m.clone() });
+            true
+        });
+        book.published_empty = list.is_empty();
+        self.sh.loads.publish(self.idx, list);
+    }
+
+    /// A replica's status with its load as of now.
+    pub(super) fn status_with_load(&self, g: &super::group::Group) -> GroupStatus {
+        let mut s = g.status();
+        if let Some(m) = &g.load {
+            s.load = m.view(clock::now_nanos(), &self.load.ewma);
+        }
+        s
+    }
+}
