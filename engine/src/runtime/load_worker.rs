@@ -145,3 +145,43 @@ impl Worker {
         s
     }
 }
+
+/// The worker's load accounting outside a worker, for the cost benchmark
+/// (`benches/load.rs`): one replica's meter slot with the same calls the worker's event
+/// paths make. Not part of the embedding API.
+#[doc(hidden)]
+pub struct LoadProbe {
+    book: LoadBook,
+    slot: MeterSlot,
+    measure: bool,
+}
+
+impl LoadProbe {
+    /// A probe with `cfg`'s measuring settings.
+    pub fn new(cfg: &EngineConfig) -> LoadProbe {
+        LoadProbe { book: LoadBook::new(cfg), slot: None, measure: cfg.measure_load }
+    }
+
+    /// What a worker does once per turn (one clock reading when measuring).
+    pub fn turn(&mut self) {
+        self.book.turn();
+    }
+
+    /// What the propose path does per proposal appended.
+    pub fn proposal(&mut self) {
+        self.book.proposal(&mut self.slot, 1);
+    }
+
+    /// What the apply thread and the worker do per applied batch of `bytes` payload
+    /// bytes: time the batch (when measuring) and count it.
+    pub fn applied_batch(&mut self, bytes: u64) {
+        let started = self.measure.then(std::time::Instant::now);
+        let nanos = started.map_or(0, |t| u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        self.book.applied(&mut self.slot, 1, bytes, nanos);
+    }
+
+    /// The proposals per second measured so far.
+    pub fn proposals_per_sec(&self) -> f64 {
+        self.slot.as_ref().map_or(0.0, |m| m.view(clock::now_nanos(), &self.book.ewma).proposals_per_sec)
+    }
+}

@@ -74,6 +74,8 @@ use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use flotilla_wal::Wal;
 
 use command::{Cmd, NetCmd};
+#[doc(hidden)]
+pub use load_worker::LoadProbe;
 pub(crate) use pending::pending;
 use pending::Completer;
 pub use pending::{Abandoned, Pending};
