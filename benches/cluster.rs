@@ -900,7 +900,9 @@ fn load_on_off(dir: &Path, ngroups: u64, workers: usize, clients: usize, infligh
     println!();
     println!("== Load measuring on vs off: 3 engines each, loopback QUIC, fsync on, 16 B x {inflight} ==");
     println!("groups: {ngroups}; rounds: {rounds} x {secs} s each, alternating");
-    println!("| measuring | writes/s per round | mean | min..max | spread (max-min)/mean | p99 ms per round |");
+    println!(
+        "| measuring | writes/s per round | mean | min..max | spread (max-min)/mean | p99 ms per round |"
+    );
     println!("|---|---|---:|---:|---:|---|");
     let mut stats = Vec::new();
     for (name, v) in ["on", "off"].iter().zip(&rows) {

@@ -96,7 +96,8 @@ fn a_loaded_group_shows_its_rates_and_an_idle_one_none() {
     // the targets.
     assert_eq!(proposed, RATE * DRIVE.as_secs(), "proposals refused");
     let secs = DRIVE.as_secs_f64();
-    let (want_p, want_ri, want_rl) = (proposed as f64 / secs, read_index as f64 / secs, read_local as f64 / secs);
+    let (want_p, want_ri, want_rl) =
+        (proposed as f64 / secs, read_index as f64 / secs, read_local as f64 / secs);
     assert!(want_rl > 0.0, "no local read was served");
     let want_bytes = want_p * PAYLOAD as f64;
 
@@ -161,7 +162,12 @@ fn measuring_off_reports_nothing() {
         assert!(c.engine(n).group_loads().is_empty());
         let m = c.engine(n).metrics();
         assert_eq!(
-            (m.load_proposals_per_sec, m.load_write_bytes_per_sec, m.load_reads_per_sec, m.load_apply_micros_per_sec),
+            (
+                m.load_proposals_per_sec,
+                m.load_write_bytes_per_sec,
+                m.load_reads_per_sec,
+                m.load_apply_micros_per_sec
+            ),
             (0, 0, 0, 0)
         );
     }

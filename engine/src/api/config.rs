@@ -728,9 +728,10 @@ mod tests {
         check(&|c| c.load_fold_interval = Duration::from_millis(9), &|e| {
             matches!(e, ConfigError::LoadFoldIntervalOutOfBounds { .. })
         });
-        check(&|c| c.load_fold_interval = Duration::from_secs(11), &|e| {
-            matches!(e, ConfigError::LoadFoldIntervalOutOfBounds { max, .. } if *max == Duration::from_secs(10))
-        });
+        check(
+            &|c| c.load_fold_interval = Duration::from_secs(11),
+            &|e| matches!(e, ConfigError::LoadFoldIntervalOutOfBounds { max, .. } if *max == Duration::from_secs(10)),
+        );
     }
 }
 

@@ -94,8 +94,12 @@ impl LoadMeter {
         let k = (now - self.start) / e.interval;
         let secs = e.interval as f64 / 1e9;
         let c = self.counts;
-        let current =
-            [c.proposals as f64 / secs, c.bytes as f64 / secs, c.reads as f64 / secs, c.apply_nanos as f64 / 1e9 / secs];
+        let current = [
+            c.proposals as f64 / secs,
+            c.bytes as f64 / secs,
+            c.reads as f64 / secs,
+            c.apply_nanos as f64 / 1e9 / secs,
+        ];
         // The interval that counted, then k - 1 without events.
         let rest = e.decay_by(k - 1);
         for (r, x) in self.rates.iter_mut().zip(current) {
@@ -210,7 +214,10 @@ mod tests {
             }
             now = tick_end;
             let (a, b) = (lazy.view(now, &e), eager.view(now, &e));
-            assert!((a.reads_per_sec - b.reads_per_sec).abs() <= 1e-9 * b.reads_per_sec.max(1.0), "{a:?} {b:?}");
+            assert!(
+                (a.reads_per_sec - b.reads_per_sec).abs() <= 1e-9 * b.reads_per_sec.max(1.0),
+                "{a:?} {b:?}"
+            );
             assert!((a.apply_secs_per_sec - b.apply_secs_per_sec).abs() <= 1e-12, "{a:?} {b:?}");
         }
         assert!(lazy.view(now, &e).reads_per_sec > 0.0);

@@ -336,7 +336,9 @@ impl Worker {
             }
             Cmd::Status { group, done } => {
                 let v = match group {
-                    Some(g) => self.groups.get(&g).map(|g| vec![self.status_with_load(g)]).unwrap_or_default(),
+                    Some(g) => {
+                        self.groups.get(&g).map(|g| vec![self.status_with_load(g)]).unwrap_or_default()
+                    }
                     None => self.groups.values().map(|g| self.status_with_load(g)).collect(),
                 };
                 let _ = done.send(v);
