@@ -72,8 +72,8 @@ pub(crate) struct Group {
     /// as an event (`announce`).
     pub(super) leader_cell: Arc<LeaderCell>,
     pub(super) leader_announced: (u64, ReplicaId),
-    /// The replica's load meter, only while it has events (`load_worker`).
-    pub(super) load: super::load_worker::MeterSlot,
+    /// The replica's load meter, only while it has events (`load_book`).
+    pub(super) load: super::load_book::MeterSlot,
 }
 
 impl Group {

@@ -35,6 +35,7 @@ mod leader_view;
 mod lifecycle;
 mod load;
 mod load_board;
+mod load_book;
 mod load_worker;
 mod membership;
 mod net_loop;
@@ -75,7 +76,7 @@ use flotilla_wal::Wal;
 
 use command::{Cmd, NetCmd};
 #[doc(hidden)]
-pub use load_worker::LoadProbe;
+pub use load_book::LoadProbe;
 pub(crate) use pending::pending;
 use pending::Completer;
 pub use pending::{Abandoned, Pending};
@@ -146,7 +147,7 @@ impl Runtime {
             gauges: (0..n).map(|_| WorkerGauges::default()).collect(),
             events: Default::default(),
             leaders: Default::default(),
-            loads: load_board::LoadBoard::new(n, load_worker::ewma_of(c)),
+            loads: load_board::LoadBoard::new(n, load_book::ewma_of(c)),
         });
         let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);

@@ -127,8 +127,8 @@ pub(crate) struct Worker {
     pub(super) snap: SnapshotReceiver,
     /// Requests waiting for a snapshot (`snap_request`).
     pub(super) snap_requests: super::snapshot_waiters::SnapshotRequests,
-    /// Load measuring (`load_worker`).
-    pub(super) load: super::load_worker::LoadBook,
+    /// Load measuring (`load_book`; its publishing pass: `load_worker`).
+    pub(super) load: super::load_book::LoadBook,
 }
 
 impl Worker {
@@ -161,7 +161,7 @@ impl Worker {
             groups.insert(g.id, g);
         }
         let read_ctx = ReadCtx::new(sh.incarnation);
-        let load = super::load_worker::LoadBook::new(sh.cfg.get());
+        let load = super::load_book::LoadBook::new(sh.cfg.get());
         Ok(Worker {
             idx,
             sh,
