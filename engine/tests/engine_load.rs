@@ -172,3 +172,31 @@ fn measuring_off_reports_nothing() {
         );
     }
 }
+
+fn fast_decay(c: &mut EngineConfig) {
+    tweak(c);
+    c.load_half_life = Duration::from_millis(50);
+    c.load_fold_interval = Duration::from_millis(10);
+}
+
+#[test]
+fn a_group_gone_idle_drops_its_meter_and_leaves_the_board() {
+    let c = Cluster::new_tweaked(3, 1_000_000, fast_decay);
+    create_led(&c, &[1], |_| 1);
+    wait_engine_leads(c.engine(1), 1, WAIT);
+    // Load it until the board shows it (published once per 10 ms interval).
+    let deadline = Instant::now() + WAIT;
+    let mut i = 0u8;
+    while c.engine(1).group_loads().is_empty() {
+        assert!(Instant::now() < deadline, "the loaded group never reached the board");
+        i = i.wrapping_add(1);
+        c.propose(1, &[i; PAYLOAD]);
+    }
+    assert_eq!(c.engine(1).group_loads()[0].0, 1);
+    // Idle: below one in a million after about 30 half-lives (1.5 s), the meter is
+    // dropped and the group leaves the board; its status reads zero.
+    wait_until("the idle group leaves the board", WAIT, || c.engine(1).group_loads().is_empty());
+    assert_eq!(c.engine(1).group_status(1).unwrap().load, GroupLoad::default());
+    let m = c.engine(1).metrics();
+    assert_eq!((m.load_proposals_per_sec, m.load_write_bytes_per_sec), (0, 0));
+}
