@@ -2,7 +2,8 @@
 //! rate of proposals, ReadIndex reads at its leader and local reads at a follower, another
 //! group nothing; the loaded group's rates in `GroupStatus::load`, `Engine::group_loads`
 //! and the node totals of `Engine::metrics` are near the driven rates, the idle group's
-//! are zero, the rates decay once the load stops; with
+//! are zero, the rates decay once the load stops, and a group gone idle drops its meter
+//! and leaves the board; with
 //! `measure_load` off everything stays zero.
 //!
 //! Time: the engine harness has no tick control (engines run on their own clocks), so the
@@ -135,7 +136,7 @@ fn a_loaded_group_shows_its_rates_and_an_idle_one_none() {
     }
 
     // Idle now: the rates decay (half-life 1 s; the meter is dropped once they are below
-    // one in a million, about 30 s here, which the unit tests of `runtime::load` cover).
+    // one in a million, about 30 s here: the last test shows it with a 50 ms half-life).
     let start = l.proposals_per_sec;
     wait_until("leader rates halve once idle", WAIT, || {
         c.engine(1).group_status(1).unwrap().load.proposals_per_sec < start / 2.0
