@@ -16,7 +16,9 @@
 //! trip, then the report). `CLUSTER_QUICK=1` skips criterion. Knobs: `CLUSTER_SECS`
 //! (measurement seconds per payload, default 4), `CLUSTER_WORKERS` (workers per engine,
 //! default 0: the engine's default, one per core), `CLUSTER_GROUPS` (default 64),
-//! `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk).
+//! `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
+//! (`on`, the default: the engines measure per-group load; `off`; `both`: only the
+//! load-measuring comparison, see [`load_on_off`]), `CLUSTER_LOAD_ROUNDS` (default 4).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -164,7 +166,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(dir: &Path, groups: u64, workers: usize) -> Cluster {
+    fn start(dir: &Path, groups: u64, workers: usize, measure_load: bool) -> Cluster {
         let ca = ClusterCa::generate().unwrap();
         let addrs: HashMap<NodeId, _> = (1..=NODES).map(|id| (id, free_addr())).collect();
         let mut engines = Vec::new();
@@ -186,6 +188,7 @@ impl Cluster {
             };
             let mut ec = EngineConfig::new(id, dir.join(format!("n{id}")));
             ec.workers = workers;
+            ec.measure_load = measure_load;
             let factory: StateMachineFactory = Arc::new(|_| new_sm());
             engines.push(Engine::open(ec, Box::new(t), factory).unwrap());
             net.push(c);
@@ -735,7 +738,11 @@ fn main() {
     let tmp = tempfile::Builder::new().prefix("run-").tempdir_in(&root).unwrap();
 
     let t_setup = Instant::now();
-    let cluster = Cluster::start(tmp.path(), ngroups, workers);
+    if std::env::var("CLUSTER_LOAD").is_ok_and(|v| v == "both") {
+        return load_on_off(tmp.path(), ngroups, workers, clients, inflight, secs);
+    }
+    let measure = std::env::var("CLUSTER_LOAD").map_or(true, |v| v != "off");
+    let cluster = Cluster::start(tmp.path(), ngroups, workers, measure);
     let setup_s = t_setup.elapsed().as_secs_f64();
     let leaders = cluster.leader_counts();
 
@@ -861,4 +868,62 @@ fn main() {
     );
     println!("total bench time {:.1} s", t_start.elapsed().as_secs_f64());
     drop(pair);
+}
+
+// ---------------------------------------------------------------------------------------
+// Load measuring on and off (`CLUSTER_LOAD=both`)
+
+/// Two clusters side by side, one measuring per-group load and one not, both started
+/// before measuring; `CLUSTER_LOAD_ROUNDS` rounds of 16-byte proposals alternate between
+/// them (which goes first alternates too), so both see the same machine over the run.
+/// Reports each one's writes/s and p99 per round, their mean, min..max and spread, and
+/// whether the difference of the means is within the run-to-run spread.
+fn load_on_off(dir: &Path, ngroups: u64, workers: usize, clients: usize, inflight: usize, secs: f64) {
+    let rounds: usize = env_or("CLUSTER_LOAD_ROUNDS", 4);
+    let on = Cluster::start(&dir.join("on"), ngroups, workers, true);
+    let off = Cluster::start(&dir.join("off"), ngroups, workers, false);
+    let mut rows: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let c = if which == 0 { &on } else { &off };
+            c.wait_replicated(Duration::from_secs(20));
+            let r = run_load(c, 16, clients, inflight, secs);
+            let w = r.writes as f64 / r.secs;
+            eprintln!("  round {round} measuring {}: {w:.0} writes/s", ["on", "off"][which]);
+            rows[which].push((w, r.p99_us as f64 / 1e3));
+        }
+    }
+    let total: u64 = (1..=NODES).map(|n| on.engine(n).metrics().load_proposals_per_sec).sum();
+    on.shutdown();
+    off.shutdown();
+    println!();
+    println!("== Load measuring on vs off: 3 engines each, loopback QUIC, fsync on, 16 B x {inflight} ==");
+    println!("groups: {ngroups}; rounds: {rounds} x {secs} s each, alternating");
+    println!(
+        "| measuring | writes/s per round | mean | min..max | spread (max-min)/mean | p99 ms per round |"
+    );
+    println!("|---|---|---:|---:|---:|---|");
+    let mut stats = Vec::new();
+    for (name, v) in ["on", "off"].iter().zip(&rows) {
+        let w: Vec<f64> = v.iter().map(|r| r.0).collect();
+        let mean = w.iter().sum::<f64>() / w.len().max(1) as f64;
+        let (min, max) = w.iter().fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let list = |f: &dyn Fn(&(f64, f64)) -> String| v.iter().map(f).collect::<Vec<_>>().join(", ");
+        println!(
+            "| {name} | {} | {mean:.0} | {min:.0}..{max:.0} | {:.1}% | {} |",
+            list(&|r| format!("{:.0}", r.0)),
+            (max - min) / mean.max(1e-9) * 100.0,
+            list(&|r| format!("{:.2}", r.1)),
+        );
+        stats.push((mean, max - min));
+    }
+    let diff = stats[0].0 - stats[1].0;
+    let spread = stats[0].1.max(stats[1].1);
+    println!(
+        "on - off: {diff:.0} writes/s ({:.1}% of off); largest run-to-run spread {spread:.0}: {}",
+        diff / stats[1].0.max(1e-9) * 100.0,
+        if diff.abs() <= spread { "within the spread" } else { "OUTSIDE the spread" }
+    );
+    println!("measured at the end (sum of load_proposals_per_sec over the 'on' nodes, decaying): {total}");
 }

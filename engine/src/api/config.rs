@@ -46,6 +46,10 @@ pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest `max_sessions` allowed.
 pub const MAX_SESSIONS: u64 = 1 << 20;
+/// Shortest `load_fold_interval` allowed.
+pub const MIN_LOAD_FOLD_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest `load_half_life` allowed (one day).
+pub const MAX_LOAD_HALF_LIFE: Duration = Duration::from_secs(24 * 3600);
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -211,6 +215,22 @@ pub struct EngineConfig {
     /// keeps at most `flotilla_engine::session::MAX_RESPONSES_PER_SESSION` answers.
     /// Default 10,000; bounds 1..=[`MAX_SESSIONS`].
     pub max_sessions: u64,
+    /// Measure each replica's load ([`super::GroupLoad`]: proposals, bytes written, reads
+    /// and apply time per second) for `GroupStatus::load`, `Engine::group_loads` and the
+    /// `load_*` metrics. The cost: a counter add per event and one clock reading per
+    /// worker turn (BENCHMARKS.md, "Load measuring"). Default on.
+    pub measure_load: bool,
+    /// The half-life of the load rates: a replica that goes idle shows half its rates
+    /// after this long, and a steady rate is reached to 97% after five. Default 10 s;
+    /// bounds `load_fold_interval`..=[`MAX_LOAD_HALF_LIFE`].
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub load_half_life: Duration,
+    /// How often the load rates are folded: the counts of each interval are folded into
+    /// the rates when the interval ends (lazily: at the replica's next event or read), and
+    /// workers publish the loads for `Engine::group_loads` once per interval. Default 1 s;
+    /// bounds [`MIN_LOAD_FOLD_INTERVAL`]..=`load_half_life`.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub load_fold_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -257,6 +277,9 @@ impl EngineConfig {
             max_snapshot_bytes: 4 << 30,
             session_ttl: Duration::from_secs(3600),
             max_sessions: 10_000,
+            measure_load: true,
+            load_half_life: Duration::from_secs(10),
+            load_fold_interval: Duration::from_secs(1),
         }
     }
 
@@ -380,6 +403,15 @@ impl EngineConfig {
         }
         if !(1..=MAX_SESSIONS).contains(&self.max_sessions) {
             return Err(ConfigError::MaxSessionsOutOfBounds(self.max_sessions));
+        }
+        if !(MIN_LOAD_FOLD_INTERVAL..=MAX_LOAD_HALF_LIFE).contains(&self.load_half_life) {
+            return Err(ConfigError::LoadHalfLifeOutOfBounds(self.load_half_life));
+        }
+        if !(MIN_LOAD_FOLD_INTERVAL..=self.load_half_life).contains(&self.load_fold_interval) {
+            return Err(ConfigError::LoadFoldIntervalOutOfBounds {
+                value: self.load_fold_interval,
+                max: self.load_half_life,
+            });
         }
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_WORKERS)
@@ -537,6 +569,17 @@ pub enum ConfigError {
     /// `max_sessions` outside 1..=[`MAX_SESSIONS`].
     #[error("max_sessions {0} out of bounds 1..={MAX_SESSIONS}")]
     MaxSessionsOutOfBounds(u64),
+    /// `load_half_life` outside [`MIN_LOAD_FOLD_INTERVAL`]..=[`MAX_LOAD_HALF_LIFE`].
+    #[error("load_half_life {0:?} out of bounds {MIN_LOAD_FOLD_INTERVAL:?}..={MAX_LOAD_HALF_LIFE:?}")]
+    LoadHalfLifeOutOfBounds(Duration),
+    /// `load_fold_interval` below [`MIN_LOAD_FOLD_INTERVAL`] or above `load_half_life`.
+    #[error("load_fold_interval {value:?} out of bounds {MIN_LOAD_FOLD_INTERVAL:?}..={max:?}")]
+    LoadFoldIntervalOutOfBounds {
+        /// The value given.
+        value: Duration,
+        /// The largest allowed: `load_half_life`.
+        max: Duration,
+    },
     /// `read_timeout_ticks` is below the maximum election timeout.
     #[error("read timeout {read} ticks is below the election timeout {election}")]
     ReadTimeoutTooShort {
@@ -676,6 +719,19 @@ mod tests {
         check(&|c| c.max_sessions = MAX_SESSIONS + 1, &|e| {
             matches!(e, ConfigError::MaxSessionsOutOfBounds(_))
         });
+        check(&|c| c.load_half_life = Duration::from_millis(9), &|e| {
+            matches!(e, ConfigError::LoadHalfLifeOutOfBounds(_))
+        });
+        check(&|c| c.load_half_life = MAX_LOAD_HALF_LIFE * 2, &|e| {
+            matches!(e, ConfigError::LoadHalfLifeOutOfBounds(_))
+        });
+        check(&|c| c.load_fold_interval = Duration::from_millis(9), &|e| {
+            matches!(e, ConfigError::LoadFoldIntervalOutOfBounds { .. })
+        });
+        check(
+            &|c| c.load_fold_interval = Duration::from_secs(11),
+            &|e| matches!(e, ConfigError::LoadFoldIntervalOutOfBounds { max, .. } if *max == Duration::from_secs(10)),
+        );
     }
 }
 

@@ -18,7 +18,7 @@ pub struct PeerStatus {
 }
 
 /// One replica's state, for operators and rebalancers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupStatus {
     /// The group.
     pub group: u64,
@@ -40,6 +40,8 @@ pub struct GroupStatus {
     pub members: ConfState,
     /// Followers (leaders only).
     pub peers: Vec<PeerStatus>,
+    /// The replica's measured load (all zero when `EngineConfig::measure_load` is off).
+    pub load: super::GroupLoad,
 }
 
 /// Engine-wide metrics from [`Engine::metrics`]: counters since open (monotonic) and
@@ -206,4 +208,17 @@ pub struct Metrics {
     /// Handshakes and connections the transport refused by its certificate policy (key
     /// usage, node not on the allow-list).
     pub net_policy_refused: u64,
+    /// Gauge: proposals per second appended by the replicas led here (the sum of
+    /// [`super::GroupLoad::proposals_per_sec`] over this node's replicas, rounded).
+    pub load_proposals_per_sec: u64,
+    /// Gauge: payload bytes per second of committed entries applied by this node's
+    /// replicas (the sum of [`super::GroupLoad::write_bytes_per_sec`], rounded).
+    pub load_write_bytes_per_sec: u64,
+    /// Gauge: reads per second served by this node's replicas (the sum of
+    /// [`super::GroupLoad::reads_per_sec`], rounded).
+    pub load_reads_per_sec: u64,
+    /// Gauge: microseconds of apply per second on this node's apply threads (the sum of
+    /// [`super::GroupLoad::apply_secs_per_sec`] times 1,000,000: 1,000,000 is one apply
+    /// thread fully busy).
+    pub load_apply_micros_per_sec: u64,
 }

@@ -16,6 +16,7 @@ mod create_policy;
 mod error;
 mod events;
 mod latency;
+mod load;
 mod metrics;
 mod read_local;
 mod request;
@@ -29,6 +30,7 @@ pub use create_policy::CreatePolicy;
 pub use error::*;
 pub use events::*;
 pub use latency::*;
+pub use load::*;
 pub use metrics::*;
 pub use read_local::*;
 pub use request::*;
@@ -494,6 +496,16 @@ impl Engine {
     /// bucket, since open: lock-free recordings, read without stopping anything.
     pub fn latency_histograms(&self) -> LatencyHistograms {
         self.rt.latency_histograms()
+    }
+
+    /// The load of every group led here that has a measured load, by group id (a group
+    /// led here and missing has had no event for long enough: zero load). Read from what
+    /// the workers publish once per `EngineConfig::load_fold_interval`: lock-free, no
+    /// mailbox round trip, cost proportional to the replicas with a measured load here
+    /// (not to all replicas); leadership as of the last publication. Empty when
+    /// `EngineConfig::measure_load` is off.
+    pub fn group_loads(&self) -> Vec<(u64, GroupLoad)> {
+        self.rt.group_loads()
     }
 
     /// Stops the node gracefully: workers finish the writes in flight (so everything

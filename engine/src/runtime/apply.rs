@@ -89,6 +89,10 @@ pub(crate) struct Applied {
     /// Waiters of membership changes and their outcome: completed by the worker once
     /// Raft applied the change. (Proposal waiters were completed here, at once.)
     pub deferred: Vec<(Waiter<Done>, Outcome)>,
+    /// Payload bytes of the commands handed to the state machine (load measuring).
+    pub bytes: u64,
+    /// Nanoseconds spent on these entries, if measuring is on and a command was applied.
+    pub nanos: u64,
 }
 
 /// Completes `w` (its entry was handed out with it): with `outcome` if its entry was
@@ -183,14 +187,21 @@ fn write_snapshots(dir: PathBuf, jobs: Receiver<Job>, tx: Sender<ApplyDone>) {
     }
 }
 
+/// Whether `e` carries a command for the state machine (a proposal or a session entry).
+fn is_command(e: &Entry) -> bool {
+    matches!(e.payload, EntryPayload::Normal(_) | EntryPayload::Session { .. })
+}
+
 /// Runs until the worker drops its sender; then returns (after finishing what was
 /// queued, so a state machine with its own storage sees every entry handed out).
-/// Each entry's apply is timed into `timing`.
+/// Each entry's apply is timed into `timing`; `measure`: `EngineConfig::measure_load`
+/// (time each batch that applies a command).
 pub(crate) fn run(
     rx: Receiver<ApplyCmd>,
     tx: Sender<ApplyDone>,
     snap_dir: PathBuf,
     timing: &flotilla_wal::LatencyHistogram,
+    measure: bool,
 ) {
     let (job_tx, jobs) = unbounded();
     let done = tx.clone();
@@ -217,7 +228,16 @@ pub(crate) fn run(
             ApplyCmd::Apply { group, epoch, entries, waiters } => {
                 let count = entries.len() as u64;
                 let last = entries.last().map_or(0, |e| e.index);
-                let mut done = Applied { last, count, applied: 0, effects: Vec::new(), deferred: Vec::new() };
+                let started = measure.then(std::time::Instant::now);
+                let mut done = Applied {
+                    last,
+                    count,
+                    applied: 0,
+                    effects: Vec::new(),
+                    deferred: Vec::new(),
+                    bytes: 0,
+                    nanos: 0,
+                };
                 let mut waiters = waiters.into_iter().peekable();
                 if let Some(slot) = sms.get_mut(&group) {
                     for e in &entries {
@@ -260,6 +280,7 @@ pub(crate) fn run(
                                 None
                             }
                         };
+                        done.bytes += cmd.map_or(0, |c| c.len() as u64);
                         let result = slot.sm.apply(e.index, e.term, cmd);
                         if let Some((session, seq)) = record {
                             slot.sessions.record(session, seq, result.clone());
@@ -278,6 +299,9 @@ pub(crate) fn run(
                 // Destroyed meanwhile, or skipped: their outcome cannot be known here.
                 for w in waiters {
                     decide(w, None, &mut done.deferred);
+                }
+                if let Some(t) = started.filter(|_| done.bytes > 0 || entries.iter().any(is_command)) {
+                    done.nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 }
                 let _ = tx.send(ApplyDone::Applied { group, epoch, done });
             }

@@ -57,7 +57,7 @@ impl Worker {
     /// replica whose removal was applied is destroyed; a log past the threshold is
     /// snapshotted.
     pub(super) fn on_applied(&mut self, group: u64, epoch: u64, done: Applied) {
-        let Applied { last, count, applied, effects, deferred } = done;
+        let Applied { last, count, applied, effects, deferred, bytes, nanos } = done;
         self.apply_backlog = self.apply_backlog.saturating_sub(count);
         bump_by(&self.sh.counters.applied_entries, applied);
         if self.failed || self.groups.get(&group).map_or(true, |g| g.epoch != epoch) {
@@ -67,6 +67,7 @@ impl Worker {
             return;
         }
         let Some(mut g) = self.groups.remove(&group) else { return };
+        self.load.applied(&mut g.load, group, bytes, nanos);
         let me = g.raft.id();
         let was_member = g.raft.conf().contains(me);
         // Lease reads are answered now, under the lease as it stands now.

@@ -72,6 +72,8 @@ pub(crate) struct Group {
     /// as an event (`announce`).
     pub(super) leader_cell: Arc<LeaderCell>,
     pub(super) leader_announced: (u64, ReplicaId),
+    /// The replica's load meter, only while it has events (`load_book`).
+    pub(super) load: super::load_book::MeterSlot,
 }
 
 impl Group {
@@ -155,6 +157,7 @@ impl Group {
                 })
                 .collect(),
             members: s.conf,
+            load: Default::default(),
         }
     }
 
@@ -205,6 +208,7 @@ pub(super) fn new_group(
         removal: None,
         leader_cell: sh.leaders.insert(group),
         leader_announced: (0, 0),
+        load: None,
     }))
 }
 

@@ -33,6 +33,10 @@ mod import;
 mod incarnation;
 mod leader_view;
 mod lifecycle;
+mod load;
+mod load_board;
+mod load_book;
+mod load_worker;
 mod membership;
 mod net_loop;
 mod observe;
@@ -71,6 +75,8 @@ use crossbeam_channel::{bounded, unbounded, Sender, TrySendError};
 use flotilla_wal::Wal;
 
 use command::{Cmd, NetCmd};
+#[doc(hidden)]
+pub use load_book::LoadProbe;
 pub(crate) use pending::pending;
 use pending::Completer;
 pub use pending::{Abandoned, Pending};
@@ -142,6 +148,7 @@ impl Runtime {
             events: Default::default(),
             leaders: Default::default(),
             apply_latency: Default::default(),
+            loads: load_board::LoadBoard::new(n, load_book::ewma_of(c)),
         });
         let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
@@ -349,6 +356,7 @@ impl Runtime {
             l(&c.refused_busy_wal_pending),
         ];
         let net = self.net_stats.as_ref().map(|s| s.transport_stats()).unwrap_or_default();
+        let load = self.shared.loads.total(clock::now_nanos());
         Metrics {
             wal_batches: l(&c.wal_batches),
             wal_batch_groups: l(&c.wal_batch_groups),
@@ -407,6 +415,10 @@ impl Runtime {
             net_peer_cert_not_after_min_unix: net.peer_cert_not_after_min_unix,
             net_handshakes_refused: net.handshakes_refused,
             net_policy_refused: net.policy_refused,
+            load_proposals_per_sec: load.proposals_per_sec.round() as u64,
+            load_write_bytes_per_sec: load.write_bytes_per_sec.round() as u64,
+            load_reads_per_sec: load.reads_per_sec.round() as u64,
+            load_apply_micros_per_sec: (load.apply_secs_per_sec * 1e6).round() as u64,
         }
     }
 
@@ -419,6 +431,13 @@ impl Runtime {
             wal_sync: self.shared.wal.sync_latency(),
             apply: self.shared.apply_latency.snapshot(),
         }
+    }
+
+    /// The load of every group led here with a measured load, from the load board:
+    /// lock-free, no mailbox round trip.
+    pub(crate) fn group_loads(&self) -> Vec<(u64, crate::api::GroupLoad)> {
+        let all = self.shared.loads.loads(clock::now_nanos());
+        all.into_iter().filter(|(_, leader, _)| *leader).map(|(g, _, l)| (g, l)).collect()
     }
 
     pub(crate) fn shutdown(mut self) {

@@ -33,7 +33,11 @@ impl Worker {
         };
         // Quiesced ticks count as silence too.
         Self::credit_idle(g, self.ticks);
-        done.complete(judge(g.raft.local_read_view(), bound, tick));
+        let answer = judge(g.raft.local_read_view(), bound, tick);
+        if answer.is_ok() {
+            self.load.read(&mut g.load, group);
+        }
+        done.complete(answer);
     }
 }
 

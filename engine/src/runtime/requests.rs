@@ -72,6 +72,7 @@ impl Worker {
             Ok((index, term)) => {
                 let deadline = self.ticks + u64::from(cfg.propose_timeout_ticks);
                 g.waiters.add(&mut self.tally, index, term, size, deadline, Done::Propose(done));
+                self.load.proposal(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }
             Err(e) => {
@@ -96,6 +97,7 @@ impl Worker {
         match g.raft.read_index(ctx) {
             Ok(()) => {
                 g.reads.push(ctx, self.ticks + timeout, done);
+                self.load.read(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }
             Err(e) => done.complete(Err(e.into())),

@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub leaders: super::leader_view::LeaderView,
     /// Each state machine apply, timed by the apply threads.
     pub apply_latency: Arc<flotilla_wal::LatencyHistogram>,
+    /// Each worker's measured replicas, published once per fold interval (`load_board`).
+    pub loads: super::load_board::LoadBoard,
 }
 
 /// Adds one to counter `c`.

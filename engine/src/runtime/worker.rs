@@ -127,6 +127,8 @@ pub(crate) struct Worker {
     pub(super) snap: SnapshotReceiver,
     /// Requests waiting for a snapshot (`snap_request`).
     pub(super) snap_requests: super::snapshot_waiters::SnapshotRequests,
+    /// Load measuring (`load_book`; its publishing pass: `load_worker`).
+    pub(super) load: super::load_book::LoadBook,
 }
 
 impl Worker {
@@ -143,7 +145,8 @@ impl Worker {
         let (apply_done, apply_rx) = unbounded();
         let apply_thread = std::thread::Builder::new().name(format!("flotilla-apply-{idx}")).spawn({
             let (dir, timing) = (sh.snap_dir.clone(), sh.apply_latency.clone());
-            move || super::apply::run(apply_cmds, apply_done, dir, &timing)
+            let measure = sh.cfg.get().measure_load;
+            move || super::apply::run(apply_cmds, apply_done, dir, &timing, measure)
         })?;
         let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
@@ -158,6 +161,7 @@ impl Worker {
             groups.insert(g.id, g);
         }
         let read_ctx = ReadCtx::new(sh.incarnation);
+        let load = super::load_book::LoadBook::new(sh.cfg.get());
         Ok(Worker {
             idx,
             sh,
@@ -190,6 +194,7 @@ impl Worker {
             apply_hold: ApplyHold::default(),
             snap,
             snap_requests: Default::default(),
+            load,
         })
     }
 
@@ -206,6 +211,7 @@ impl Worker {
                 Duration::ZERO
             };
             self.wait(timeout);
+            self.load.turn();
             // One span per turn (after the wait, so idle time is not in it); with no
             // subscriber, a disabled callsite: one relaxed load.
             let turn = tracing::trace_span!("turn", worker = self.idx);
@@ -330,8 +336,10 @@ impl Worker {
             }
             Cmd::Status { group, done } => {
                 let v = match group {
-                    Some(g) => self.groups.get(&g).map(|g| vec![g.status()]).unwrap_or_default(),
-                    None => self.groups.values().map(|g| g.status()).collect(),
+                    Some(g) => {
+                        self.groups.get(&g).map(|g| vec![self.status_with_load(g)]).unwrap_or_default()
+                    }
+                    None => self.groups.values().map(|g| self.status_with_load(g)).collect(),
                 };
                 let _ = done.send(v);
             }
@@ -437,6 +445,7 @@ impl Worker {
         }
         self.tick_removals();
         self.compact_pinning_groups();
+        self.publish_loads();
     }
 
     /// Steps the groups touched: at most `READY_ROUNDS` `Ready`s each (`ready`), then

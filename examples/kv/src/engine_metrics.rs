@@ -7,7 +7,7 @@
 //! own, never serves or encodes anything: [`crate::metrics`] gathers, the `prometheus`
 //! crate's encoder writes the text.
 
-use flotilla_engine::api::{LatencyHistograms, LatencySnapshot, Metrics, LATENCY_BUCKETS};
+use flotilla_engine::api::{GroupLoad, LatencyHistograms, LatencySnapshot, Metrics, LATENCY_BUCKETS};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 /// Whether a series is a counter or a gauge.
@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 57] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 61] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -78,6 +78,10 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 57] {
         ("net_peer_cert_not_after_min_unix", m.net_peer_cert_not_after_min_unix, Gauge, "The earliest certificate expiry among the peers connected now, in seconds since the Unix epoch (0: none connected, or unknown)"),
         ("net_handshakes_refused", m.net_handshakes_refused, Counter, "Inbound connection attempts the transport refused at its handshake caps"),
         ("net_policy_refused", m.net_policy_refused, Counter, "Handshakes and connections the transport refused by its certificate policy (key usage, node not on the allow-list)"),
+        ("load_proposals_per_sec", m.load_proposals_per_sec, Gauge, "Proposals per second appended by the replicas led here (exponentially weighted)"),
+        ("load_write_bytes_per_sec", m.load_write_bytes_per_sec, Gauge, "Payload bytes per second of committed entries applied by this node's replicas (exponentially weighted)"),
+        ("load_reads_per_sec", m.load_reads_per_sec, Gauge, "Reads per second served by this node's replicas (exponentially weighted)"),
+        ("load_apply_micros_per_sec", m.load_apply_micros_per_sec, Gauge, "Microseconds of state machine apply per second on this node (1,000,000 is one apply thread fully busy)"),
     ]
 }
 
@@ -166,9 +170,75 @@ pub fn families(m: &Metrics, h: &LatencyHistograms) -> Vec<MetricFamily> {
     out
 }
 
+/// Per-group load of the groups led here ([`flotilla_engine::api::Engine::group_loads`]):
+/// one gauge family per rate, labelled by group, exponentially weighted as the engine
+/// measures them.
+pub fn group_load_families(loads: &[(u64, GroupLoad)]) -> Vec<MetricFamily> {
+    type Pick = fn(&GroupLoad) -> f64;
+    let rates: [(&str, &str, Pick); 4] = [
+        ("flotilla_group_proposals_per_second", "Proposals per second, by group led here", |l| {
+            l.proposals_per_sec
+        }),
+        (
+            "flotilla_group_write_bytes_per_second",
+            "Payload bytes per second applied, by group led here",
+            |l| l.write_bytes_per_sec,
+        ),
+        ("flotilla_group_reads_per_second", "Reads per second served, by group led here", |l| {
+            l.reads_per_sec
+        }),
+        (
+            "flotilla_group_apply_seconds_per_second",
+            "Seconds of state machine apply per second, by group led here",
+            |l| l.apply_secs_per_sec,
+        ),
+    ];
+    if loads.is_empty() {
+        return Vec::new();
+    }
+    rates
+        .into_iter()
+        .map(|(name, help, pick)| {
+            let metrics = loads
+                .iter()
+                .map(|(group, load)| {
+                    let mut label = proto::LabelPair::default();
+                    label.set_name("group".into());
+                    label.set_value(group.to_string());
+                    let mut g = proto::Gauge::default();
+                    g.set_value(pick(load));
+                    let mut m = proto::Metric::default();
+                    m.set_label(vec![label].into());
+                    m.set_gauge(g);
+                    m
+                })
+                .collect::<Vec<_>>();
+            let mut f = MetricFamily::default();
+            f.set_name(name.to_string());
+            f.set_help(help.to_string());
+            f.set_field_type(MetricType::GAUGE);
+            f.set_metric(metrics.into());
+            f
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_loads_are_gauges_labelled_by_group() {
+        let mut load = GroupLoad::default();
+        (load.proposals_per_sec, load.reads_per_sec) = (200.5, 3.0);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&group_load_families(&[(1000, load), (1003, GroupLoad::default())]))
+            .unwrap();
+        assert!(text.contains("# TYPE flotilla_group_proposals_per_second gauge"), "{text}");
+        assert!(text.contains("flotilla_group_proposals_per_second{group=\"1000\"} 200.5"), "{text}");
+        assert!(text.contains("flotilla_group_reads_per_second{group=\"1003\"} 0"), "{text}");
+        assert!(group_load_families(&[]).is_empty());
+    }
 
     #[test]
     fn every_engine_metric_is_exported_once() {

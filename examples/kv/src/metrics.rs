@@ -416,6 +416,7 @@ pub fn render(node: &Node) -> Result<String, prometheus::Error> {
     let mut families = node.kv_metrics().families();
     let e = node.engine();
     families.extend(crate::engine_metrics::families(&e.metrics(), &e.latency_histograms()));
+    families.extend(crate::engine_metrics::group_load_families(&e.group_loads()));
     prometheus::TextEncoder::new().encode_to_string(&families)
 }
 

@@ -342,6 +342,7 @@ mod tests {
                 PeerStatus { replica: r(3), matched: 50, lag: 0 },
                 PeerStatus { replica: r(5), matched: 50, lag: 0 },
             ],
+            load: Default::default(),
         };
         assert_eq!(hand_off_targets(&s, 1), vec![3, 2, 4]);
         let alone = GroupStatus { members: ConfState { voters: vec![r(1)], ..Default::default() }, ..s };
