@@ -4,7 +4,7 @@
 //! `INFO everything` give every section; named sections (any case, several at once) give
 //! those, and an unknown name gives nothing, as in Redis.
 //!
-//! Owns the sections, their fields and the text layout ([`format`], a pure function of
+//! Owns the sections, their fields and the text layout ([`format()`], a pure function of
 //! [`InfoData`]); [`gather`] collects the data from the node. Never changes anything.
 
 use std::collections::BTreeSet;

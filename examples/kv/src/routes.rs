@@ -5,7 +5,7 @@
 //! `-MOVED`).
 //!
 //! Owns the publishing thread: woken by the engine's events (a leader change to this node,
-//! an applied membership change), with a full sweep every [`SWEEP`] in case a publication
+//! an applied membership change), with a full sweep every 2 s (`SWEEP`) in case a publication
 //! failed. Never decides where a request goes, and never trusts the routes over a shard's
 //! own state: they are a cache, and a stale one costs a redirect, not a wrong answer.
 
