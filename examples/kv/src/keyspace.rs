@@ -8,9 +8,15 @@
 //! the serving node's own clock, passed in (an expired key stays in the map until the
 //! replicated delete, as on a Redis replica). Never parses commands (see
 //! [`crate::keycmd`]) and never talks to the engine.
+//!
+//! The map and the expiry index are persistent (`imbl`): cloning a keyspace is O(1) and
+//! shares its nodes, copied only where a later write touches them. A snapshot is therefore
+//! a clone taken on the apply thread and encoded elsewhere ([`KeyspaceStream`]), so apply
+//! never waits for the encoding of the whole map.
 
-use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
+
+use imbl::{HashMap, OrdSet};
 
 use indexmap::IndexMap;
 
@@ -77,7 +83,7 @@ pub struct WatchState {
 pub struct Keyspace {
     map: HashMap<Vec<u8>, Entry>,
     /// (expiry, key) of every key with an expiry: the active-expire cycle's order.
-    expiries: BTreeSet<(u64, Vec<u8>)>,
+    expiries: OrdSet<(u64, Vec<u8>)>,
     /// The apply time: the largest stamp applied so far (unix ms).
     now: u64,
     /// The index of the entry being applied.
@@ -256,35 +262,32 @@ impl Keyspace {
 
     /// Writes the keyspace (the shard's snapshot body).
     pub fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(64 << 10);
-        buf.extend_from_slice(MAGIC);
-        for n in [self.now, self.removed, self.map.len() as u64] {
-            buf.extend_from_slice(&n.to_le_bytes());
-        }
+        let mut buf = Vec::with_capacity(STREAM_CHUNK);
+        self.encode_head(&mut buf);
         for (k, e) in &self.map {
-            put(&mut buf, k);
-            buf.push(match e.val {
-                Val::Str(_) => 0,
-                Val::Hash(_) => 1,
-            });
-            buf.extend_from_slice(&e.expire_at.unwrap_or(NO_EXPIRY).to_le_bytes());
-            buf.extend_from_slice(&e.modified.to_le_bytes());
-            match &e.val {
-                Val::Str(v) => put(&mut buf, v),
-                Val::Hash(h) => {
-                    buf.extend_from_slice(&(h.len() as u32).to_le_bytes());
-                    for (f, v) in h {
-                        put(&mut buf, f);
-                        put(&mut buf, v);
-                    }
-                }
-            }
-            if buf.len() >= 64 << 10 {
+            encode_entry(&mut buf, k, e);
+            if buf.len() >= STREAM_CHUNK {
                 out.write_all(&buf)?;
                 buf.clear();
             }
         }
         out.write_all(&buf)
+    }
+
+    /// The encoding's head: magic, apply time, last removal, key count.
+    fn encode_head(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(MAGIC);
+        for n in [self.now, self.removed, self.map.len() as u64] {
+            buf.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    /// The same bytes as [`Keyspace::write_to`], produced chunk by chunk from this
+    /// keyspace (a clone of the live one is O(1): see the module comment).
+    pub fn into_stream(self) -> KeyspaceStream {
+        let mut head = Vec::new();
+        self.encode_head(&mut head);
+        KeyspaceStream { pending: head, entries: Box::new(self.map.into_iter()) }
     }
 
     /// Reads a keyspace written by [`Keyspace::write_to`], or the older snapshot format
@@ -333,6 +336,49 @@ impl Keyspace {
         }
         ks.index = 0;
         Ok(ks)
+    }
+}
+
+/// About how many bytes of entries are encoded at a time.
+const STREAM_CHUNK: usize = 64 << 10;
+
+/// One entry of the snapshot encoding.
+fn encode_entry(buf: &mut Vec<u8>, k: &[u8], e: &Entry) {
+    put(buf, k);
+    buf.push(match e.val {
+        Val::Str(_) => 0,
+        Val::Hash(_) => 1,
+    });
+    buf.extend_from_slice(&e.expire_at.unwrap_or(NO_EXPIRY).to_le_bytes());
+    buf.extend_from_slice(&e.modified.to_le_bytes());
+    match &e.val {
+        Val::Str(v) => put(buf, v),
+        Val::Hash(h) => {
+            buf.extend_from_slice(&(h.len() as u32).to_le_bytes());
+            for (f, v) in h {
+                put(buf, f);
+                put(buf, v);
+            }
+        }
+    }
+}
+
+/// A keyspace's snapshot encoding, produced in chunks of about 64 KiB from an owned
+/// (usually shared, copy-on-write) keyspace: what a background snapshot reads.
+pub struct KeyspaceStream {
+    pending: Vec<u8>,
+    entries: Box<dyn Iterator<Item = (Vec<u8>, Entry)> + Send>,
+}
+
+impl KeyspaceStream {
+    /// The next chunk of the encoding (never empty), or `None` at its end.
+    pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        let mut buf = std::mem::take(&mut self.pending);
+        while buf.len() < STREAM_CHUNK {
+            let Some((k, e)) = self.entries.next() else { break };
+            encode_entry(&mut buf, &k, &e);
+        }
+        (!buf.is_empty()).then_some(buf)
     }
 }
 

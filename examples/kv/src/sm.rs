@@ -11,11 +11,12 @@ use std::io::{Read, Write};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use flotilla_engine::api::StateMachine;
+use flotilla_engine::api::{SnapshotSource, StateMachine};
 use serde::{Deserialize, Serialize};
 
 use crate::keyspace::{Keyspace, WatchState};
 use crate::resp::{Proto, Value};
+use crate::shard_snapshot::{snapshot_head, ShardSnapshot, SNAPSHOT_MAGIC};
 use crate::slots::{key_slot, SlotSet, SLOTS};
 use crate::strings;
 
@@ -394,16 +395,14 @@ pub fn check_slots<'a>(slots: &SlotSet, keys: impl IntoIterator<Item = &'a [u8]>
 pub struct ShardSm {
     data: ShardData,
     slots: ShardSlots,
+    /// (index, term) of the last entry applied (or restored): what a snapshot reflects.
+    at: (u64, u64),
 }
-
-/// What a shard snapshot starts with since shards own slots; an older snapshot (the map
-/// alone) restores with the slots the shard was created with.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"FKVSLOT1";
 
 impl ShardSm {
     /// A state machine over `data`, serving `slots` until its log says otherwise.
     pub fn new(data: ShardData, slots: ShardSlots) -> ShardSm {
-        ShardSm { data, slots }
+        ShardSm { data, slots, at: (0, 0) }
     }
 }
 
@@ -421,7 +420,8 @@ pub fn read_data(d: &ShardData) -> std::sync::RwLockReadGuard<'_, Keyspace> {
 }
 
 impl StateMachine for ShardSm {
-    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+    fn apply(&mut self, index: u64, term: u64, command: Option<&[u8]>) -> Bytes {
+        self.at = (index, term);
         let Some(c) = command else { return Bytes::new() };
         let (stamp, c) = unstamp(c);
         let v = match WriteCmd::decode(c) {
@@ -443,13 +443,19 @@ impl StateMachine for ShardSm {
     }
 
     fn snapshot(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
-        let mut head = SNAPSHOT_MAGIC.to_vec();
-        lock_r(&self.slots).encode(&mut head);
-        out.write_all(&head)?;
+        out.write_all(&snapshot_head(&lock_r(&self.slots)))?;
         lock_r(&self.data).write_to(out)
     }
 
-    fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
+    /// A clone of the keyspace (O(1), copy-on-write), encoded by the engine's snapshot
+    /// writer while apply goes on.
+    fn snapshot_source(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        let slots = lock_r(&self.slots).clone();
+        let ks = lock_r(&self.data).clone();
+        Some(Box::new(ShardSnapshot::new(self.at, &slots, ks)))
+    }
+
+    fn restore(&mut self, index: u64, term: u64, input: &mut dyn Read) -> std::io::Result<()> {
         let mut all = Vec::new();
         input.read_to_end(&mut all)?;
         let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed shard snapshot");
@@ -464,6 +470,7 @@ impl StateMachine for ShardSm {
         if let Some(set) = slots {
             *lock_w(&self.slots) = set;
         }
+        self.at = (index, term);
         Ok(())
     }
 }
@@ -802,6 +809,57 @@ mod tests {
             Some(crate::keyspace::Val::Str(b"v".to_vec())),
             "the refused MSET wrote nothing"
         );
+    }
+
+    /// The background snapshot is the state as of the entry it names: later writes do not
+    /// leak into it, it restores to exactly that state (slots included), and it carries the
+    /// same bytes as the apply-thread snapshot taken at the same point.
+    #[test]
+    fn a_snapshot_source_is_the_state_at_its_entry_whatever_is_applied_after() {
+        let d: ShardData = Default::default();
+        let own = crate::slots::default_range(0, 1);
+        let mut sm = ShardSm::new(d.clone(), Arc::new(RwLock::new(own.clone())));
+        let set =
+            |k: String, v: &[u8]| WriteCmd::Set { key: k.into_bytes(), val: v.to_vec(), cond: 0 }.encode();
+        // Enough data for several chunks of the stream.
+        for i in 1..=3_000u64 {
+            sm.apply(i, 2, Some(&set(format!("k{i}"), &[b'a'; 100])));
+        }
+        sm.apply(3_001, 3, None);
+        let mut direct = Vec::new();
+        sm.snapshot(&mut direct).unwrap();
+        let mut src = sm.snapshot_source().expect("shards snapshot in the background");
+        assert_eq!(src.reflects(), (3_001, 3), "the last entry applied, a no-op included");
+        // Apply goes on: overwrite, delete and add after the source was taken.
+        for i in 1..=3_000u64 {
+            let c = if i % 2 == 0 {
+                set(format!("k{i}"), b"new")
+            } else {
+                WriteCmd::Del(vec![format!("k{i}").into_bytes()]).encode()
+            };
+            sm.apply(3_001 + i, 3, Some(&c));
+        }
+        sm.apply(6_002, 3, Some(&set("late".into(), b"x")));
+        let (mut streamed, mut buf) = (Vec::new(), [0u8; 1_000]);
+        for _ in 0..10_000 {
+            let n = src.read_at(streamed.len() as u64, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            streamed.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(streamed.len(), direct.len());
+        assert_eq!(streamed, direct, "the same bytes as the snapshot taken on the apply thread");
+        let d2: ShardData = Default::default();
+        let slots2 = Arc::new(RwLock::new(SlotSet::default()));
+        let mut restored = ShardSm::new(d2.clone(), slots2.clone());
+        restored.restore(3_001, 3, &mut streamed.as_slice()).unwrap();
+        let m = d2.read().unwrap();
+        assert_eq!(m.len(), 3_000);
+        assert!(m.get(b"late", 0).is_none(), "written after the source was taken");
+        assert_eq!(m.get(b"k2", 0).map(|e| e.val.clone()), Some(crate::keyspace::Val::Str(vec![b'a'; 100])));
+        assert_eq!(*slots2.read().unwrap(), own);
+        assert_eq!(restored.snapshot_source().unwrap().reflects(), (3_001, 3), "restore sets the position");
     }
 
     /// The meta group's routes keep the newest term's route of each shard, index every
