@@ -22,6 +22,8 @@ pub const MAX_WORKERS: usize = 256;
 pub const MIN_TICK: Duration = Duration::from_millis(1);
 /// Longest tick interval allowed.
 pub const MAX_TICK: Duration = Duration::from_secs(1);
+/// The largest `compact_snapshot_percent` accepted.
+pub const MAX_COMPACT_SNAPSHOT_PERCENT: u32 = 10_000;
 /// The smallest `compact_bytes` accepted.
 pub const MIN_COMPACT_BYTES: u64 = 4096;
 /// Largest `max_pending_wal_bytes` allowed (16 GiB).
@@ -148,6 +150,14 @@ pub struct EngineConfig {
     /// their count. Default 64 MiB; at least 4 KiB.
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub compact_bytes: u64,
+    /// Percent of a group's last snapshot size that the log must hold past the compaction
+    /// point before the next snapshot (with `compact_entries` or `compact_bytes`), so that
+    /// snapshotting a large state costs at most about as many bytes as were logged: a
+    /// group holding 200 MiB is not snapshotted every 64 MiB of writes. Past 16 ×
+    /// `compact_entries` entries a snapshot is due whatever its size (bounding replay and
+    /// the log's index). Groups pinning old WAL segments (`max_wal_segments`) are
+    /// compacted regardless. 0 turns the rule off. Default 100; at most 10,000.
+    pub compact_snapshot_percent: u32,
     /// Live WAL segments past which the engine snapshots and compacts the groups that pin
     /// the oldest ones ([`flotilla_wal::Wal::pinning_groups`]), so an idle group with a few
     /// old records cannot keep old segments alive. Checked every `compact_check_ticks`;
@@ -263,6 +273,7 @@ impl EngineConfig {
             promote_lag_max: 1000,
             compact_entries: 10_000,
             compact_bytes: 64 << 20,
+            compact_snapshot_percent: 100,
             max_wal_segments: 16,
             compact_check_ticks: 100,
             max_wakes_per_tick: 1024,
@@ -353,6 +364,9 @@ impl EngineConfig {
         }
         if self.compact_bytes < MIN_COMPACT_BYTES {
             return Err(ConfigError::CompactBytesTooSmall(self.compact_bytes));
+        }
+        if self.compact_snapshot_percent > MAX_COMPACT_SNAPSHOT_PERCENT {
+            return Err(ConfigError::CompactSnapshotPercentTooLarge(self.compact_snapshot_percent));
         }
         if self.max_wal_segments < 2 {
             return Err(ConfigError::MaxWalSegmentsTooSmall(self.max_wal_segments));
@@ -511,6 +525,9 @@ pub enum ConfigError {
     /// `compact_entries` is 0.
     #[error("compact_entries must be at least 1")]
     ZeroCompactEntries,
+    /// `compact_snapshot_percent` is above 10,000.
+    #[error("compact_snapshot_percent must be at most 10000 (got {0})")]
+    CompactSnapshotPercentTooLarge(u32),
     /// `compact_bytes` is below 4 KiB.
     #[error("compact_bytes must be at least 4096 (got {0})")]
     CompactBytesTooSmall(u64),
@@ -667,6 +684,9 @@ mod tests {
         });
         check(&|c| c.compact_entries = 0, &|e| matches!(e, ConfigError::ZeroCompactEntries));
         check(&|c| c.compact_bytes = 4095, &|e| matches!(e, ConfigError::CompactBytesTooSmall(4095)));
+        check(&|c| c.compact_snapshot_percent = 10_001, &|e| {
+            matches!(e, ConfigError::CompactSnapshotPercentTooLarge(10_001))
+        });
         check(&|c| c.max_wal_segments = 1, &|e| matches!(e, ConfigError::MaxWalSegmentsTooSmall(1)));
         check(&|c| c.compact_check_ticks = 0, &|e| matches!(e, ConfigError::ZeroCompactCheckTicks));
         check(&|c| c.max_creates_per_tick = 0, &|e| {

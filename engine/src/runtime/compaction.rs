@@ -1,6 +1,8 @@
 //! The compaction policy: when a group's log is snapshotted and compacted. A group is due
 //! once `compact_entries` applied entries, or `compact_bytes` of them, are past its
-//! compaction point; every `compact_check_ticks`, past `max_wal_segments` live segments,
+//! compaction point, and the log past it holds `compact_snapshot_percent` of the last
+//! snapshot's bytes (so a large state is not rewritten for every small stretch of log;
+//! past 16 × `compact_entries` entries, due whatever the size); every `compact_check_ticks`, past `max_wal_segments` live segments,
 //! the groups pinning the oldest segments are forced (a bounded number per check) so an
 //! idle group cannot hold the log's oldest segments forever. The rules are pure functions
 //! ([`due`], [`check_due`]); the worker carries them out and takes the snapshot writer's
@@ -33,7 +35,9 @@ impl Worker {
     /// asked already; returns whether it asked.
     fn compact_if(&mut self, g: &mut Group, force: bool) -> bool {
         let cfg = self.sh.cfg.get();
-        let due = due(cfg, g.raft.applied(), g.raft.storage().snap.index, g.log_bytes, force);
+        let log =
+            LogPast { applied: g.raft.applied(), snap: g.raft.storage().snap.index, bytes: g.log_bytes };
+        let due = due(cfg, log, g.last_snapshot_bytes, force);
         if g.snapshotting || !due {
             return false;
         }
@@ -125,6 +129,7 @@ impl Worker {
         g.raft.storage_mut().snap = meta.clone();
         // Approximate: entries applied while the snapshot was written count as compacted.
         g.log_bytes = 0;
+        g.last_snapshot_bytes = bytes;
         self.writes.batch.set_meta(group, &g.meta().encode());
         self.writes.batch.compact_to(group, meta.index + 1);
         self.writes.prune_after(group, replica, meta.index);
@@ -134,17 +139,34 @@ impl Worker {
     }
 }
 
-/// Whether a group whose state machine applied up to `applied`, with its log compacted
-/// up to `snap` and `log_bytes` applied since, is due for a snapshot: `compact_entries`
-/// entries past the compaction point, or `compact_bytes` of them. `force` (the group pins
-/// old WAL segments): anything applied and not compacted.
-pub(super) fn due(cfg: &EngineConfig, applied: u64, snap: u64, log_bytes: u64, force: bool) -> bool {
+/// A group's log past its compaction point: its state machine applied up to `applied`,
+/// the log is compacted up to `snap`, and `bytes` of entries were applied since.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogPast {
+    pub(super) applied: u64,
+    pub(super) snap: u64,
+    pub(super) bytes: u64,
+}
+
+/// Entries past the compaction point, in units of `compact_entries`, that make a
+/// snapshot due whatever the last snapshot's size.
+const ENTRY_CAP_FACTOR: u64 = 16;
+
+/// Whether a group with `log` past its compaction point, whose last snapshot held
+/// `last_snapshot` bytes, is due for a snapshot: `compact_entries` entries or
+/// `compact_bytes` bytes past the point, and at least `compact_snapshot_percent` of the
+/// last snapshot's bytes logged since (or [`ENTRY_CAP_FACTOR`] × `compact_entries`
+/// entries). `force` (the group pins old WAL segments): anything applied and not
+/// compacted.
+pub(super) fn due(cfg: &EngineConfig, log: LogPast, last_snapshot: u64, force: bool) -> bool {
+    let LogPast { applied, snap, bytes } = log;
     if force {
-        applied > snap
-    } else {
-        applied >= snap.saturating_add(cfg.compact_entries)
-            || (applied > snap && log_bytes >= cfg.compact_bytes)
+        return applied > snap;
     }
+    let entries = applied.saturating_sub(snap);
+    let threshold = entries >= cfg.compact_entries || (entries > 0 && bytes >= cfg.compact_bytes);
+    let worth = last_snapshot.saturating_mul(u64::from(cfg.compact_snapshot_percent)) / 100;
+    threshold && (bytes >= worth || entries >= cfg.compact_entries.saturating_mul(ENTRY_CAP_FACTOR))
 }
 
 /// Whether worker tick `ticks` checks for groups pinning old WAL segments (every
@@ -164,31 +186,54 @@ mod tests {
         c
     }
 
+    fn log(applied: u64, snap: u64, bytes: u64) -> LogPast {
+        LogPast { applied, snap, bytes }
+    }
+
     #[test]
     fn due_after_compact_entries_past_the_compaction_point() {
         let c = cfg(100, u64::MAX);
-        assert!(!due(&c, 99, 0, 0, false));
-        assert!(due(&c, 100, 0, 0, false));
-        assert!(!due(&c, 149, 50, 0, false));
-        assert!(due(&c, 150, 50, 0, false));
+        assert!(!due(&c, log(99, 0, 0), 0, false));
+        assert!(due(&c, log(100, 0, 0), 0, false));
+        assert!(!due(&c, log(149, 50, 0), 0, false));
+        assert!(due(&c, log(150, 50, 0), 0, false));
         // Saturates: a compaction point near the top never wraps into "due".
-        assert!(!due(&c, u64::MAX - 1, u64::MAX - 10, 0, false));
+        assert!(!due(&c, log(u64::MAX - 1, u64::MAX - 10, 0), 0, false));
     }
 
     #[test]
     fn due_after_compact_bytes_if_anything_applied_is_not_compacted() {
         let c = cfg(1_000_000, 4096);
-        assert!(!due(&c, 10, 5, 4095, false));
-        assert!(due(&c, 10, 5, 4096, false));
+        assert!(!due(&c, log(10, 5, 4095), 0, false));
+        assert!(due(&c, log(10, 5, 4096), 0, false));
         // Bytes alone never ask for a snapshot that compacts nothing.
-        assert!(!due(&c, 5, 5, 1 << 20, false));
+        assert!(!due(&c, log(5, 5, 1 << 20), 0, false));
+    }
+
+    #[test]
+    fn a_large_state_waits_for_as_much_log_as_its_last_snapshot() {
+        let mut c = cfg(100, 4096);
+        // 64 KiB of log, a last snapshot of 1 MiB: not worth rewriting yet.
+        assert!(!due(&c, log(1_000, 0, 64 << 10), 1 << 20, false));
+        assert!(!due(&c, log(1_599, 0, (1 << 20) - 1), 1 << 20, false));
+        assert!(due(&c, log(1_600, 0, 1 << 20), 1 << 20, false), "as many bytes as the snapshot");
+        // Past 16 x compact_entries, due whatever the size.
+        assert!(due(&c, log(1_600, 0, 10), 1 << 30, false));
+        assert!(!due(&c, log(1_599, 0, 10), 1 << 30, false));
+        // Half the snapshot's size at 50 percent; the rule off at 0.
+        c.compact_snapshot_percent = 50;
+        assert!(due(&c, log(1_000, 0, 1 << 19), 1 << 20, false));
+        c.compact_snapshot_percent = 0;
+        assert!(due(&c, log(100, 0, 0), 1 << 30, false));
+        // The thresholds still come first.
+        assert!(!due(&c, log(99, 0, 4095), 0, false));
     }
 
     #[test]
     fn forced_whenever_anything_applied_is_not_compacted() {
         let c = cfg(1_000_000, u64::MAX);
-        assert!(due(&c, 6, 5, 0, true));
-        assert!(!due(&c, 5, 5, 1 << 30, true));
+        assert!(due(&c, log(6, 5, 0), 1 << 40, true));
+        assert!(!due(&c, log(5, 5, 1 << 30), 0, true));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub(crate) struct Group {
     /// Bytes (`Entry::size`) of entries handed to apply since the last compaction: with
     /// `compact_bytes`, the size threshold of the compaction policy.
     pub(super) log_bytes: u64,
+    /// Bytes of the last snapshot file this replica wrote (0 before the first): with
+    /// `compact_snapshot_percent`, how much log the next snapshot waits for.
+    pub(super) last_snapshot_bytes: u64,
     /// Nodes of replicas learnt from received messages (for replicas not in the applied
     /// configuration yet, e.g. while a new replica has not applied the founding entry):
     /// the first node a replica id came from keeps it (`check_sender`).
@@ -204,6 +207,7 @@ pub(super) fn new_group(
         first_campaign: false,
         snapshotting: false,
         log_bytes: 0,
+        last_snapshot_bytes: 0,
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
         removal: None,
         leader_cell: sh.leaders.insert(group),

@@ -718,7 +718,7 @@ impl Node {
             ReadQ::Keys(p) => Value::Array(Some(
                 m.live_keys(now)
                     .filter(|k| crate::glob::key_matches(p, k))
-                    .map(|k| Value::bulk(k.clone()))
+                    .map(|k| Value::bulk(k.to_vec()))
                     .collect(),
             )),
             ReadQ::Scan { from, count } => {

@@ -1,5 +1,5 @@
 //! A shard's background snapshot: the [`SnapshotSource`] its state machine hands the
-//! engine. The apply thread only clones the keyspace (O(1): its map is persistent, see
+//! engine. The apply thread only clones the keyspace (its table, not its data: see
 //! [`crate::keyspace`]) and the slot set; the engine's snapshot writer then pulls the
 //! encoding from here, chunk by chunk, while apply goes on.
 //!

@@ -60,11 +60,11 @@ pub const SCAN_SHARD_SHIFT: u32 = 48;
 /// present for the whole scan are returned exactly once whatever changes meanwhile, since
 /// the order depends on the keys only. Costs O(keys in the shard) per step.
 pub fn scan_step<'a>(
-    keys: impl Iterator<Item = &'a Vec<u8>>,
+    keys: impl Iterator<Item = &'a [u8]>,
     from: u64,
     count: u64,
 ) -> (Option<u64>, Vec<Vec<u8>>) {
-    let mut v: Vec<(u64, &Vec<u8>)> = keys.map(|k| (scan_hash(k), k)).filter(|(h, _)| *h >= from).collect();
+    let mut v: Vec<(u64, &[u8])> = keys.map(|k| (scan_hash(k), k)).filter(|(h, _)| *h >= from).collect();
     v.sort_unstable();
     let count = count.max(1) as usize;
     let mut end = v.len().min(count);
@@ -72,7 +72,7 @@ pub fn scan_step<'a>(
         end += 1;
     }
     let next = if end < v.len() { Some(v[end].0) } else { None };
-    (next, v[..end].iter().map(|(_, k)| (*k).clone()).collect())
+    (next, v[..end].iter().map(|(_, k)| k.to_vec()).collect())
 }
 
 /// The group of shard `s`.
@@ -447,8 +447,8 @@ impl StateMachine for ShardSm {
         lock_r(&self.data).write_to(out)
     }
 
-    /// A clone of the keyspace (O(1), copy-on-write), encoded by the engine's snapshot
-    /// writer while apply goes on.
+    /// A clone of the keyspace (its table; entries are shared and copied on write),
+    /// encoded by the engine's snapshot writer while apply goes on.
     fn snapshot_source(&mut self) -> Option<Box<dyn SnapshotSource>> {
         let slots = lock_r(&self.slots).clone();
         let ks = lock_r(&self.data).clone();
@@ -704,7 +704,7 @@ mod tests {
         let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
         let (mut from, mut steps) = (0u64, 0usize);
         loop {
-            let (next, keys) = scan_step(m.keys(), from, 7);
+            let (next, keys) = scan_step(m.keys().map(|k| &k[..]), from, 7);
             for k in keys {
                 *seen.entry(k).or_default() += 1;
             }
