@@ -339,15 +339,14 @@ pub(crate) fn finish_read(node: &Node, op: Op, local: bool, confirmed: bool) -> 
 }
 
 /// The operation of a client's command that can start at once on this node without a
-/// thread waiting for it: a single-key write to a shard this node leads (in the node's
-/// open client session of the shard), or a single-key read of a shard with a replica
-/// here that may serve it. `None` for anything else (the executor runs it).
-pub(crate) fn start_here(node: &Node, args: &[Vec<u8>], s: &Session) -> Option<Op> {
+/// thread waiting for it: a single-key write to a shard this node leads (untagged: the
+/// caller gives it a tag in the node's open client session of the shard, one for a batch
+/// of writes), or a single-key read of a shard with a replica here that may serve it.
+/// `None` for anything else (the executor runs it).
+pub(crate) fn plan_here(node: &Node, args: &[Vec<u8>], s: &Session) -> Option<Op> {
     let (op, _) = fast_op(node, args, s).filter(|(_, local)| !local)?;
     match op {
-        Op::Write { group, cmd, tag: None } if node.route(group) == Some(node.id()) => {
-            Some(Op::Write { group, cmd, tag: Some(node.session_tag_now(group)?) })
-        }
+        op @ Op::Write { group, tag: None, .. } if node.route(group) == Some(node.id()) => Some(op),
         op @ Op::Read { .. } => Some(op),
         _ => None,
     }

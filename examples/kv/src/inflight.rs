@@ -16,9 +16,15 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use flotilla_engine::api::{Proposal, ProposeError, ReadBarrier, ReadError};
 
-use crate::commands::{finish_read, finish_write, run_batch, start_here, write_is_final, Session};
+use crate::commands::{finish_read, finish_write, plan_here, run_batch, write_is_final, Session};
 use crate::node::{Node, Op, Outcome};
 use crate::resp::Value;
+use crate::sm::WriteCmd;
+
+/// The most commands one entry of a connection's pipelined writes carries.
+pub const MAX_BATCH_CMDS: usize = 64;
+/// The most bytes of commands one such entry carries (a larger command goes alone).
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
 
 enum State {
     /// A proposal, and when it was made (for the propose latency metric).
@@ -35,7 +41,9 @@ pub type Commands = Vec<Vec<Vec<u8>>>;
 /// A batch whose first commands are in flight.
 pub struct InFlight {
     sess: Session,
-    ops: Vec<(Op, State)>,
+    /// Each started operation, and how many of the batch's commands it answers (more than
+    /// one for a [`WriteCmd::Batch`]).
+    ops: Vec<(Op, State, usize)>,
     /// The batch's commands after the started ones (run by an executor, in order, once the
     /// started ones are answered).
     rest: Commands,
@@ -45,7 +53,7 @@ pub struct InFlight {
 /// and the commands after them.
 pub struct Finish {
     sess: Session,
-    ops: Vec<(Op, Resolved)>,
+    ops: Vec<(Op, Resolved, usize)>,
     rest: Commands,
 }
 
@@ -56,21 +64,49 @@ enum Resolved {
 
 impl InFlight {
     /// Starts the leading run of `cmds` that this node serves itself (all writes or all
-    /// reads, as the pipelined path runs them); the rest waits in the batch. Gives the
+    /// reads, as the pipelined path runs them); the rest waits in the batch. Consecutive
+    /// writes to one shard are proposed as one entry ([`WriteCmd::Batch`], up to
+    /// [`MAX_BATCH_CMDS`] commands and [`MAX_BATCH_BYTES`]), in one session tag. Gives the
     /// commands and the session back when not even the first one can start here.
     pub fn start(node: &Node, cmds: Commands, sess: Session) -> Result<InFlight, (Commands, Session)> {
-        let mut ops: Vec<(Op, State)> = Vec::new();
-        let mut reads = None;
-        let mut taken = 0;
+        // The run: what may start here, untagged, all reads or all writes.
+        let mut run: Vec<Op> = Vec::new();
         for args in &cmds {
-            let Some(op) = start_here(node, args, &sess) else { break };
+            let Some(op) = plan_here(node, args, &sess) else { break };
             let is_read = matches!(op, Op::Read { .. });
-            if reads.is_some_and(|r| r != is_read) {
-                if let Op::Write { group, tag, .. } = &op {
-                    node.answered(*group, *tag, Value::ok());
-                }
+            if run.first().is_some_and(|f| matches!(f, Op::Read { .. }) != is_read) {
                 break;
             }
+            run.push(op);
+        }
+        let mut ops: Vec<(Op, State, usize)> = Vec::new();
+        let mut taken = 0;
+        let mut run = run.into_iter().peekable();
+        while let Some(op) = run.next() {
+            let (op, n) = match op {
+                Op::Write { group, cmd, .. } => {
+                    // The following writes of the same shard join this one's entry.
+                    let mut batch = vec![cmd];
+                    let mut bytes = batch[0].len();
+                    while let Some(Op::Write { group: g, cmd: next, .. }) = run.peek() {
+                        if *g != group
+                            || batch.len() >= MAX_BATCH_CMDS
+                            || bytes + next.len() > MAX_BATCH_BYTES
+                        {
+                            break;
+                        }
+                        bytes += next.len();
+                        if let Some(Op::Write { cmd, .. }) = run.next() {
+                            batch.push(cmd);
+                        }
+                    }
+                    let n = batch.len();
+                    let cmd = if n == 1 { batch.remove(0) } else { WriteCmd::Batch(batch).encode() };
+                    let Some(tag) = node.session_tag_now(group) else { break };
+                    (Op::Write { group, cmd, tag: Some(tag) }, n)
+                }
+                op => (op, 1),
+            };
             let state = match &op {
                 Op::Write { group, cmd, tag } => match node.propose_tagged(*group, cmd.clone(), *tag) {
                     Ok(p) => State::Write(p, std::time::Instant::now()),
@@ -86,9 +122,8 @@ impl InFlight {
                 },
                 _ => break,
             };
-            reads = Some(is_read);
-            ops.push((op, state));
-            taken += 1;
+            ops.push((op, state, n));
+            taken += n;
         }
         if ops.is_empty() {
             return Err((cmds, sess));
@@ -102,7 +137,7 @@ impl InFlight {
     pub fn poll(&mut self, waker: &Waker) -> bool {
         let mut cx = Context::from_waker(waker);
         let mut all = true;
-        for (_, st) in &mut self.ops {
+        for (_, st, _) in &mut self.ops {
             match st {
                 State::Write(p, at) => match Pin::new(p).poll(&mut cx) {
                     Poll::Ready(r) => *st = State::Wrote(r, at.elapsed()),
@@ -124,7 +159,7 @@ impl InFlight {
     pub fn complete(self, node: &Node) -> Result<(Vec<Value>, Session), Finish> {
         let mut ops = Vec::with_capacity(self.ops.len());
         let mut here = self.rest.is_empty();
-        for (op, st) in self.ops {
+        for (op, st, n) in self.ops {
             let r = match st {
                 State::Wrote(r, took) => {
                     node.kv_metrics().observe_propose(took);
@@ -142,21 +177,37 @@ impl InFlight {
                 Resolved::Write(o) => write_is_final(&op, o),
                 Resolved::Read(confirmed) => *confirmed,
             };
-            ops.push((op, r));
+            ops.push((op, r, n));
         }
         let f = Finish { sess: self.sess, ops, rest: self.rest };
         if !here {
             return Err(f);
         }
-        let replies = f.ops.into_iter().map(|(op, r)| resolve(node, op, r)).collect();
+        let replies = f.ops.into_iter().flat_map(|(op, r, n)| resolve(node, op, r, n)).collect();
         Ok((replies, f.sess))
     }
 }
 
-fn resolve(node: &Node, op: Op, r: Resolved) -> Value {
-    match r {
+/// The replies of a started operation that answers `n` commands: a batch's array split
+/// into its commands' replies, or its one error repeated for each.
+fn resolve(node: &Node, op: Op, r: Resolved, n: usize) -> Vec<Value> {
+    let v = match r {
         Resolved::Write(o) => finish_write(node, op, false, o),
         Resolved::Read(confirmed) => finish_read(node, op, false, confirmed),
+    };
+    split_replies(v, n)
+}
+
+/// `v`, the reply of an entry carrying `n` commands: one reply each.
+fn split_replies(v: Value, n: usize) -> Vec<Value> {
+    if n == 1 {
+        return vec![v];
+    }
+    match v {
+        Value::Array(Some(vs)) if vs.len() == n => vs,
+        // Not applied (or its outcome unknown): the same answer for every command.
+        e @ Value::Error(_) => vec![e; n],
+        other => vec![Value::err(format!("ERR unexpected reply to a batch of {n}: {other:?}")); n],
     }
 }
 
@@ -164,7 +215,7 @@ fn resolve(node: &Node, op: Op, r: Resolved) -> Value {
 /// learning outcomes where needed, which may block), then the rest of the batch.
 pub fn finish(node: &Node, f: Finish) -> (Vec<Value>, Session) {
     let Finish { mut sess, ops, rest } = f;
-    let mut replies: Vec<Value> = ops.into_iter().map(|(op, r)| resolve(node, op, r)).collect();
+    let mut replies: Vec<Value> = ops.into_iter().flat_map(|(op, r, n)| resolve(node, op, r, n)).collect();
     if !rest.is_empty() {
         replies.extend(run_batch(node, &rest, &mut sess));
     }
@@ -176,7 +227,7 @@ pub fn finish(node: &Node, f: Finish) -> (Vec<Value>, Session) {
 /// answered. The replies go nowhere.
 pub fn abandon(node: &Node, inf: InFlight) {
     let budget = node.config().retry_budget + std::time::Duration::from_secs(3);
-    for (op, st) in inf.ops {
+    for (op, st, _) in inf.ops {
         let o = match st {
             State::Write(p, _) => match p.wait_timeout(budget) {
                 Ok(r) => Node::proposal_outcome(r),
@@ -186,5 +237,25 @@ pub fn abandon(node: &Node, inf: InFlight) {
             State::Read(_) | State::ReadDone(_) => continue,
         };
         let _ = finish_write(node, op, false, o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_reply_splits_into_its_commands_and_an_error_answers_each() {
+        let arr = Value::Array(Some(vec![Value::ok(), Value::Int(3)]));
+        assert_eq!(split_replies(arr.clone(), 2), vec![Value::ok(), Value::Int(3)]);
+        assert_eq!(split_replies(arr.clone(), 1), vec![arr], "a single command's array reply is its own");
+        let e = Value::err("TRYAGAIN no leader");
+        assert_eq!(split_replies(e.clone(), 3), vec![e.clone(), e.clone(), e]);
+        let wrong = split_replies(Value::Array(Some(vec![Value::ok()])), 2);
+        assert!(
+            wrong.iter().all(|v| matches!(v, Value::Error(_))),
+            "a short array is not passed off as replies"
+        );
+        assert_eq!(wrong.len(), 2);
     }
 }

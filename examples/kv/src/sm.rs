@@ -148,6 +148,12 @@ pub enum WriteCmd {
     },
     /// The replicated removal of expired keys ([`crate::expiry::purge`]).
     Purge(Vec<Vec<u8>>),
+    /// A connection's pipelined writes to one shard (each an encoded `WriteCmd`, never a
+    /// batch), applied in order as one entry: the reply is an array with each command's
+    /// reply, and each command is checked against the shard's slots on its own
+    /// ([`ShardSm`]). One entry instead of one per command is what makes a pipelined
+    /// client cheap for the log, the sessions and the apply thread.
+    Batch(Vec<Vec<u8>>),
 }
 
 /// The tag of a stamped entry: `[STAMPED, unix ms (8 bytes LE), command]`.
@@ -227,6 +233,8 @@ impl WriteCmd {
                 .chain(cmds.iter().flat_map(|c| args_keys(c)))
                 .collect(),
             WriteCmd::Purge(keys) => keys.iter().map(Vec::as_slice).collect(),
+            // Its commands' keys are checked one by one when it is applied.
+            WriteCmd::Batch(_) => Vec::new(),
         }
     }
 
@@ -289,6 +297,11 @@ impl WriteCmd {
                 o.push(11);
                 keys.iter().for_each(|k| put(&mut o, k));
             }
+            WriteCmd::Batch(cmds) => {
+                // 12 is taken by the stamp prefix (`STAMPED`).
+                o.push(13);
+                cmds.iter().for_each(|c| put(&mut o, c));
+            }
         }
         o
     }
@@ -336,6 +349,7 @@ impl WriteCmd {
                 WriteCmd::Exec { watched, cmds }
             }
             (11, keys) => WriteCmd::Purge(keys.iter().map(|k| k.to_vec()).collect()),
+            (13, cmds) if !cmds.is_empty() => WriteCmd::Batch(cmds.iter().map(|c| c.to_vec()).collect()),
             _ => return None,
         })
     }
@@ -367,6 +381,8 @@ pub fn apply_write(ks: &mut Keyspace, cmd: WriteCmd) -> Value {
         },
         WriteCmd::Exec { watched, cmds } => crate::multi::apply(ks, &watched, &cmds),
         WriteCmd::Purge(keys) => crate::expiry::purge(ks, &keys),
+        // Only a shard's state machine applies a batch, checking each command's slots.
+        WriteCmd::Batch(_) => Value::err("ERR malformed log entry"),
     }
 }
 
@@ -404,6 +420,20 @@ impl ShardSm {
     pub fn new(data: ShardData, slots: ShardSlots) -> ShardSm {
         ShardSm { data, slots, at: (0, 0) }
     }
+
+    /// Applies one command of the entry at `index` (`None`: it did not decode), if its
+    /// keys are in the shard's slots.
+    fn apply_one(&mut self, index: u64, stamp: Option<u64>, cmd: Option<WriteCmd>) -> Value {
+        let Some(cmd) = cmd else { return Value::err("ERR malformed log entry") };
+        match check_slots(&lock_r(&self.slots), cmd.keys()) {
+            Ok(()) => {
+                let mut ks = lock_w(&self.data);
+                ks.begin(index, stamp);
+                apply_write(&mut ks, cmd)
+            }
+            Err(moved) => moved,
+        }
+    }
 }
 
 fn lock_w<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -425,15 +455,18 @@ impl StateMachine for ShardSm {
         let Some(c) = command else { return Bytes::new() };
         let (stamp, c) = unstamp(c);
         let v = match WriteCmd::decode(c) {
-            Some(cmd) => match check_slots(&lock_r(&self.slots), cmd.keys()) {
-                Ok(()) => {
-                    let mut ks = lock_w(&self.data);
-                    ks.begin(index, stamp);
-                    apply_write(&mut ks, cmd)
-                }
-                Err(moved) => moved,
-            },
-            None => Value::err("ERR malformed log entry"),
+            Some(WriteCmd::Batch(cmds)) => Value::Array(Some(
+                cmds.iter()
+                    .map(|c| {
+                        self.apply_one(
+                            index,
+                            stamp,
+                            WriteCmd::decode(c).filter(|c| !matches!(c, WriteCmd::Batch(_))),
+                        )
+                    })
+                    .collect(),
+            )),
+            cmd => self.apply_one(index, stamp, cmd),
         };
         Bytes::from(v.to_bytes(Proto::Resp3))
     }
@@ -809,6 +842,45 @@ mod tests {
             Some(crate::keyspace::Val::Str(b"v".to_vec())),
             "the refused MSET wrote nothing"
         );
+    }
+
+    /// A batch of a connection's writes is one entry with a reply per command, in order;
+    /// each command is checked against the slots on its own, and a malformed or nested
+    /// one fails alone.
+    #[test]
+    fn a_batch_applies_each_command_in_order_with_its_own_reply_and_slot_check() {
+        let d: ShardData = Default::default();
+        let own = crate::slots::default_range(0, 2);
+        let mut sm = ShardSm::new(d.clone(), Arc::new(RwLock::new(own)));
+        let (a, b, outside) = (b"x{hello}".to_vec(), b"y{hello}".to_vec(), b"foo".to_vec());
+        let set = |k: &[u8], v: &[u8]| WriteCmd::Set { key: k.to_vec(), val: v.to_vec(), cond: 0 }.encode();
+        let incr = |k: &[u8]| WriteCmd::Incr { key: k.to_vec(), by: 1 }.encode();
+        let batch = WriteCmd::Batch(vec![
+            set(&a, b"1"),
+            incr(&a),
+            set(&outside, b"no"),
+            incr(&a),
+            vec![99, 1, 2],
+            WriteCmd::Batch(vec![set(&b, b"nested")]).encode(),
+            set(&b, b"v"),
+        ]);
+        let decoded = WriteCmd::decode(&batch.encode()).unwrap();
+        assert!(matches!(&decoded, WriteCmd::Batch(c) if c.len() == 7), "round trip");
+        let reply = sm.apply(1, 1, Some(&batch.encode()));
+        let Ok(Some((Value::Array(Some(vs)), _))) = crate::resp::parse_value(&reply, 1 << 20, 8) else {
+            panic!("an array reply: {reply:?}")
+        };
+        assert_eq!(vs.len(), 7);
+        assert_eq!(vs[0], Value::ok());
+        assert_eq!(vs[1], Value::Int(2));
+        assert!(matches!(&vs[2], Value::Error(e) if e.starts_with("WRONGSLOT")), "{:?}", vs[2]);
+        assert_eq!(vs[3], Value::Int(3), "the refused command in the middle did not stop the rest");
+        assert!(matches!(&vs[4], Value::Error(e) if e.contains("malformed")));
+        assert!(matches!(&vs[5], Value::Error(e) if e.contains("malformed")), "no batch inside a batch");
+        assert_eq!(vs[6], Value::ok());
+        let m = d.read().unwrap();
+        assert_eq!(m.len(), 2, "a and b; nothing outside the slots, nothing from the nested batch");
+        assert_eq!(m.get(&b, 0).map(|e| e.val.clone()), Some(crate::keyspace::Val::Str(b"v".to_vec())));
     }
 
     /// The background snapshot is the state as of the entry it names: later writes do not
