@@ -24,7 +24,7 @@ use crate::sm::WriteCmd;
 /// The most commands one entry of a connection's pipelined writes carries.
 pub const MAX_BATCH_CMDS: usize = 64;
 /// The most bytes of commands one such entry carries (a larger command goes alone).
-pub const MAX_BATCH_BYTES: usize = 256 << 10;
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 enum State {
     /// A proposal, and when it was made (for the propose latency metric).
