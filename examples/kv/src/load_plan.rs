@@ -10,9 +10,10 @@
 //! # The load model
 //!
 //! A shard's *leader load* is `write_weight × proposals/s + read_weight × reads/s +
-//! byte_weight × bytes written/s`, summed over its replicas' reports (a former leader's
-//! rate decays as fast as the new leader's grows, so the sum is the shard's rate even just
-//! after a transfer). The default weights ([`LoadWeights::default`]) count a write as 4
+//! byte_weight × bytes written/s`; proposals and reads are summed over its replicas'
+//! reports (a former leader's rate decays as fast as the new leader's grows, so the sum is
+//! the shard's rate even just after a transfer), bytes written are the most any replica
+//! reports (every replica applies them). The default weights ([`LoadWeights::default`]) count a write as 4
 //! reads: a write is appended, replicated to every follower, made durable and applied on
 //! every replica, while a read costs at most one heartbeat round (batched) and a lookup;
 //! each KiB/s written weighs as one read/s more. A node's leader load is the sum over the
@@ -23,23 +24,40 @@
 //! is left out while the cluster has none of it). A node's replica load is the sum over
 //! the replicas it holds.
 //!
-//! # The rule (hysteresis)
+//! # Leaders (hysteresis)
 //!
-//! A move of a shard of load `d` from node `a` to node `b` is proposed only when
+//! The band is `hysteresis × mean node leader load` (at least `min_gain`). When the
+//! spread of node leader loads (largest minus smallest) is within the band, nothing moves.
+//! Otherwise the planner transfers leaderships one at a time by the replicas' rule below
+//! (each between two nodes out of balance, narrowing their gap by a clear margin; the one
+//! lowering the sum of squared loads most first). When that gets stuck out of the band
+//! (hot shards together on one node, where no single transfer narrows a gap by the
+//! margin), it builds a target whole: shards heaviest first, each staying with its leader
+//! while that node's running total stays under the mean plus half the band, else going to
+//! its least loaded voter; that target is taken only when it lowers the spread by another
+//! half band. A hot shard that cannot be split further stays where it is (moving it does
+//! not narrow any gap), and a run right after a run finds the spread within the band or
+//! nothing better by the margin: it moves nothing unless the measured loads moved by more
+//! than that.
+//!
+//! # Replicas (hysteresis)
+//!
+//! A replica move of a shard of replica load `d` from node `a` to node `b` (which holds
+//! none of it) is proposed only when
 //! - the two nodes are out of balance: `gap = load(a) − load(b)` exceeds the band
-//!   `hysteresis × mean node load` (and `min_gain`),
-//! - the shard is worth moving: `d ≥ min_gain / 2`, and
+//!   `hysteresis × mean node replica load`,
+//! - the shard is worth moving: `d` is at least 1% of the mean, and
 //! - the move narrows their gap by a clear margin: `d ≤ gap − band / 2`, so the gap
 //!   shrinks by `2 × min(d, gap − d) > 0` and, should the move reverse the pair's order,
 //!   the reversed gap is at least `band` smaller than before.
 //!
 //! Among such moves the planner takes the one lowering the sum of squared node loads most
-//! (`d × (gap − d)`; the lighter shard on a tie), applies it to its view, and repeats.
-//! Each move lowers that sum, so planning ends; a shard just moved cannot move back (that
-//! needs `d > gap`, it moved with `d < gap`, and the margin is `band`), so a hot shard that
-//! cannot be split stays where it is; and the plan ends with every pair of nodes within
-//! the band, or apart only by shards too hot to move: a second run right after the first
-//! finds nothing to do unless the measured loads moved by more than the band.
+//! (`d × (gap − d)`; the lighter shard on a tie), applies it to its view, and repeats
+//! (replica moves copy data, so they go one small step at a time). Each move lowers that
+//! sum, so planning ends; a replica just moved cannot move back (that needs `d > gap`, it
+//! moved with `d < gap`, with a margin of `band`); planning ends with every pair of nodes
+//! within the band or apart only by shards too big to move, so a second run right after
+//! the first moves nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,14 +77,14 @@ pub struct LoadWeights {
     /// The band within which two nodes count as balanced, as a fraction of the mean node
     /// load (leader load for leaders, replica load for replicas).
     pub hysteresis: f64,
-    /// The smallest leader load worth a move, and the least band (absolute, in leader
-    /// load units): an idle cluster is never rebalanced by load.
+    /// The least band of leader loads (absolute, in leader load units): an idle cluster
+    /// is never rebalanced by load.
     pub min_gain: f64,
 }
 
 impl Default for LoadWeights {
     /// A write weighs 4 reads, a KiB/s written 1 read/s; a band of 20% of the mean node
-    /// load; moves of at least 10 units (e.g. 2.5 writes/s).
+    /// load, and at least 10 units (2.5 writes/s).
     fn default() -> LoadWeights {
         LoadWeights {
             write_weight: 4.0,
@@ -208,7 +226,7 @@ pub fn max_min_ratio(loads: impl IntoIterator<Item = f64>) -> f64 {
         max = max.max(l);
         min = min.min(l);
     }
-    if !(max > 0.0) {
+    if max.is_nan() || max <= 0.0 {
         1.0
     } else if min > 0.0 {
         max / min
@@ -238,8 +256,8 @@ impl LoadPlan {
     }
 }
 
-/// The best eligible move (see the module documentation) among `cands` of (group, load,
-/// from, to), on node loads `loads` with band `band` and least shard load `least`.
+/// The best eligible replica move (see the module documentation) among `cands` of (group,
+/// load, from, to), on node loads `loads` with band `band` and least shard load `least`.
 fn best_move(
     cands: impl Iterator<Item = (u64, f64, u64, u64)>,
     loads: &BTreeMap<u64, f64>,
@@ -265,15 +283,27 @@ fn best_move(
     best.map(|(_, _, g, f, t)| (g, f, t))
 }
 
-/// Plans leadership transfers by leader load (see the module documentation) and applies
-/// them to `view`.
-pub fn plan_leaders_by_load(view: &mut LoadView, w: &LoadWeights) -> Vec<Move> {
-    let mut moves = Vec::new();
+/// The spread (largest minus smallest) of `loads` (0 when empty).
+fn spread(loads: &BTreeMap<u64, f64>) -> f64 {
+    let max = loads.values().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let min = loads.values().cloned().fold(f64::INFINITY, f64::min);
+    if loads.is_empty() {
+        0.0
+    } else {
+        max - min
+    }
+}
+
+/// Each reachable node's leader load in `v`.
+fn leader_loads(v: &LoadView, w: &LoadWeights) -> BTreeMap<u64, f64> {
+    v.node_loads(w).into_iter().map(|(n, l)| (n, l.leader_load)).collect()
+}
+
+/// Single transfers, one at a time, each between two nodes out of balance and narrowing
+/// their gap by a clear margin (the replicas' rule, see the module documentation).
+fn leaders_step_by_step(view: &mut LoadView, w: &LoadWeights, band: f64) {
     for _ in 0..4 * view.shards.len() + 16 {
-        let loads: BTreeMap<u64, f64> =
-            view.node_loads(w).into_iter().map(|(n, l)| (n, l.leader_load)).collect();
-        let mean = loads.values().sum::<f64>() / loads.len().max(1) as f64;
-        let band = (w.hysteresis * mean).max(w.min_gain);
+        let loads = leader_loads(view, w);
         let cands = view.shards.values().flat_map(|s| {
             let d = s.leader_load(w);
             let from = s.leader;
@@ -282,12 +312,86 @@ pub fn plan_leaders_by_load(view: &mut LoadView, w: &LoadWeights) -> Vec<Move> {
                 _ => None,
             })
         });
-        let Some((group, from, to)) = best_move(cands, &loads, band, w.min_gain / 2.0) else { break };
-        moves.push(Move::Leader { group, from, to });
+        let Some((group, _, to)) = best_move(cands, &loads, band, w.min_gain / 2.0) else { break };
         if let Some(s) = view.shards.get_mut(&group) {
             s.leader = Some(to);
         }
     }
+}
+
+/// A target built whole: heaviest shard first, each stays with its leader while that
+/// node's running total stays under the mean plus half the band, else goes to its least
+/// loaded voter (the current leader on a tie, else the lowest id).
+fn leaders_whole(view: &mut LoadView, w: &LoadWeights, cap: f64) {
+    let mut order: Vec<(f64, u64)> = view
+        .shards
+        .values()
+        .filter(|s| s.leader.is_some_and(|l| view.nodes.contains(&l)))
+        .map(|s| (s.leader_load(w), s.group))
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut running: BTreeMap<u64, f64> = view.nodes.iter().map(|&n| (n, 0.0)).collect();
+    let nodes = view.nodes.clone();
+    for &(d, group) in &order {
+        let Some(s) = view.shards.get_mut(&group) else { continue };
+        let Some(cur) = s.leader else { continue };
+        let load_of = |n: &u64| running.get(n).copied().unwrap_or(f64::INFINITY);
+        let to = if load_of(&cur) + d <= cap {
+            cur
+        } else {
+            s.voters
+                .iter()
+                .copied()
+                .filter(|v| nodes.contains(v))
+                .min_by(|a, b| {
+                    load_of(a).total_cmp(&load_of(b)).then((*a != cur).cmp(&(*b != cur))).then(a.cmp(b))
+                })
+                .unwrap_or(cur)
+        };
+        s.leader = Some(to);
+        if let Some(r) = running.get_mut(&to) {
+            *r += d;
+        }
+    }
+}
+
+/// Plans leadership transfers by leader load (see the module documentation) and applies
+/// them to `view`.
+pub fn plan_leaders_by_load(view: &mut LoadView, w: &LoadWeights) -> Vec<Move> {
+    let now = leader_loads(view, w);
+    let mean = now.values().sum::<f64>() / now.len().max(1) as f64;
+    let band = (w.hysteresis * mean).max(w.min_gain);
+    if spread(&now) <= band {
+        return Vec::new();
+    }
+    let mut target = view.clone();
+    leaders_step_by_step(&mut target, w, band);
+    let stepped = spread(&leader_loads(&target, w));
+    if stepped > band {
+        // Stuck (no single transfer narrows a gap by the margin): a target built whole,
+        // taken when it lowers the spread by half the band more.
+        let mut whole = view.clone();
+        leaders_whole(&mut whole, w, mean + band / 2.0);
+        if spread(&leader_loads(&whole, w)) <= stepped - band / 2.0 {
+            target = whole;
+        }
+    }
+    // Heaviest shards first.
+    let mut order: Vec<(f64, u64)> = view.shards.values().map(|s| (s.leader_load(w), s.group)).collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut moves = Vec::new();
+    for (_, group) in order {
+        let (Some(from), Some(to)) = (
+            view.shards.get(&group).and_then(|s| s.leader),
+            target.shards.get(&group).and_then(|s| s.leader),
+        ) else {
+            continue;
+        };
+        if from != to {
+            moves.push(Move::Leader { group, from, to });
+        }
+    }
+    *view = target;
     moves
 }
 
@@ -487,6 +591,30 @@ mod tests {
         // Even alone on two nodes with nothing else, it stays.
         let mut two = view(&[1, 2], &[(1000, 1, &[1, 2], 500.0)]);
         assert!(plan_leaders_by_load(&mut two, &w).is_empty());
+    }
+
+    #[test]
+    fn two_hot_shards_on_one_node_are_split_up_with_cold_ones_moving_back() {
+        // Seen in a --watch run: node 3 leads two hot shards, node 2 one hot shard and 4
+        // cold ones, node 1 the 9 other cold ones. Neither hot shard alone fits the gap to
+        // node 1 (moving one would reverse the pair); the plan moves one to node 1 and
+        // cold ones from node 1 to the others.
+        let (hot, cold) = (247.0, 38.0);
+        let mut s: Vec<(u64, u64, &[u64], f64)> =
+            vec![(1000, 3, ALL, hot), (1001, 3, ALL, hot), (1002, 2, ALL, hot)];
+        for i in 3..16u64 {
+            s.push((1000 + i, if i < 12 { 1 } else { 2 }, ALL, cold));
+        }
+        let v = view(ALL, &s);
+        assert!(max_min_ratio(writes(&v)) > 1.4, "{:?}", writes(&v));
+        let w = LoadWeights::default();
+        let mut after = v.clone();
+        let moves = plan_leaders_by_load(&mut after, &w);
+        assert!(max_min_ratio(writes(&after)) <= 1.3, "{:?} {moves:?}", writes(&after));
+        let hot_leaders: BTreeSet<u64> = (1000..1003).filter_map(|g| after.shards[&g].leader).collect();
+        assert_eq!(hot_leaders.len(), 3, "one hot shard per node: {moves:?}");
+        assert!(moves.len() <= 6, "few moves (5 at least): {moves:?}");
+        assert!(plan(&after, &w).is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Cluster;
@@ -49,29 +49,33 @@ fn tags() -> BTreeMap<u64, String> {
     m
 }
 
+/// The hot shards of the moment.
+type Hot = Arc<Mutex<[u64; 3]>>;
+
 /// Writes through `url` until told to stop: 60% of them to the hot shards, the rest spread
-/// over the others. Returns the requests sent and every failure.
+/// evenly over the others, in a fixed cycle of 65 writes (13 to each hot shard, 2 to each
+/// cold one; blocks of 3 hot and 2 cold writes) starting at `offset`, so the measured rates
+/// carry little sampling noise. Returns the requests sent and every failure.
 fn writer(
     url: String,
-    seed: u64,
+    offset: u64,
     tags: Arc<BTreeMap<u64, String>>,
+    hot: Hot,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     std::thread::spawn(move || {
         let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
         con.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let cold: Vec<u64> = tags.keys().copied().filter(|g| !HOT.contains(g)).collect();
-        let (mut n, mut errors, mut x) = (0u64, Vec::new(), seed | 1);
+        let (mut n, mut errors) = (offset, Vec::new());
         let deadline = Instant::now() + Duration::from_secs(180);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            // xorshift: a fixed, even spread.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let group = if x % 100 < 60 {
-                HOT[(x / 100 % 3) as usize]
+            let now = *hot.lock().unwrap();
+            let (block, pos) = (n % 65 / 5, (n % 5) as usize);
+            let group = if pos < 3 {
+                now[pos]
             } else {
-                cold[(x / 100) as usize % cold.len()]
+                let cold: Vec<u64> = tags.keys().copied().filter(|g| !now.contains(g)).collect();
+                cold[(2 * block as usize + pos - 3) % cold.len()]
             };
             let key = format!("{{{}}}:{}", tags[&group], n % 8);
             let r: redis::RedisResult<()> = con.set(key, n);
@@ -124,9 +128,16 @@ impl Measured {
         }
     }
 
-    fn hot_share(&self) -> f64 {
+    fn hot_share(&self, hot: &[u64]) -> f64 {
         let total: f64 = self.shard.values().sum();
-        HOT.iter().map(|g| self.shard[g]).sum::<f64>() / total.max(1.0)
+        hot.iter().map(|g| self.shard[g]).sum::<f64>() / total.max(1.0)
+    }
+
+    /// The nodes leading `hot`, sorted.
+    fn hot_leaders(&self, hot: &[u64]) -> Vec<u64> {
+        let mut l: Vec<u64> = hot.iter().map(|g| self.leaders[g]).collect();
+        l.sort();
+        l
     }
 }
 
@@ -164,16 +175,18 @@ fn load_rebalance_spreads_hot_shards_and_a_second_pass_moves_nothing() {
 
     let tags = Arc::new(tags());
     let stop = Arc::new(AtomicBool::new(false));
+    let hot: Hot = Arc::new(Mutex::new(HOT));
     let writers: Vec<_> = (0..4u64)
-        .map(|i| writer(c.url(1 + i % 3), 0x9E37_79B9_7F4A_7C15 ^ (i + 1), tags.clone(), stop.clone()))
+        .map(|i| writer(c.url(1 + i % 3), 17 * i, tags.clone(), hot.clone(), stop.clone()))
         .collect();
 
-    // Wait until the measured loads show the skew: hot shards carrying most writes and
-    // node 1's leader write load more than 3 times the least loaded node's.
+    // Wait until the measured loads show the skew: the hot shards carrying the workload's
+    // 60% of the writes (within the rates' rounding) and node 1's leader write load more
+    // than 3 times the least loaded node's.
     let deadline = Instant::now() + Duration::from_secs(40);
     let skewed = loop {
         let m = Measured::take(&a, &seed);
-        if m.leaders.iter().all(|(&g, &l)| l == layout(g)) && m.ratio() > 3.0 && m.hot_share() > 0.5 {
+        if m.leaders.iter().all(|(&g, &l)| l == layout(g)) && m.ratio() > 3.0 && m.hot_share(&HOT) >= 0.57 {
             break m;
         }
         assert!(Instant::now() < deadline, "no skew measured: {:?}", m.node);
@@ -194,9 +207,7 @@ fn load_rebalance_spreads_hot_shards_and_a_second_pass_moves_nothing() {
     assert!(out.starts_with("plan: 0 replica moves, "), "every node holds every shard: {out}");
     assert!(out.contains("summary: ") && out.contains("leader load max/min"), "{out}");
     let after = Measured::take(&a, &seed);
-    let mut hot_leaders: Vec<u64> = HOT.iter().map(|g| after.leaders[g]).collect();
-    hot_leaders.sort();
-    assert_eq!(hot_leaders, [1, 2, 3], "one hot shard per node: {out}");
+    assert_eq!(after.hot_leaders(&HOT), [1, 2, 3], "one hot shard per node: {out}");
     // The measured rates follow within a few half-lives (they are noisy at the margin).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -217,6 +228,36 @@ fn load_rebalance_spreads_hot_shards_and_a_second_pass_moves_nothing() {
     assert_eq!(out.matches("plan: 0 replica moves, 0 leader moves").count(), 2, "{out}");
     assert!(out.contains("watch: 2 passes, 0 moves"), "{out}");
     assert_eq!(Measured::take(&a, &seed).leaders, after.leaders);
+
+    // The load shifts: three cold shards of the node leading the most cold ones turn hot.
+    // `--watch` follows.
+    let (node, _) = (1..=3u64)
+        .map(|n| (n, after.leaders.iter().filter(|&(g, &l)| l == n && !HOT.contains(g)).count()))
+        .max_by_key(|x| x.1)
+        .unwrap();
+    let shifted: Vec<u64> = after
+        .leaders
+        .iter()
+        .filter(|&(g, &l)| l == node && !HOT.contains(g))
+        .map(|(&g, _)| g)
+        .take(3)
+        .collect();
+    let shifted: [u64; 3] = shifted.try_into().unwrap();
+    *hot.lock().unwrap() = shifted;
+    let (code, out, err) = rebalance(&["--seed", &seed, "--watch", "1", "--count", "10"]);
+    assert_eq!(code, 0, "{out}{err}");
+    println!("watch after the shift:\n{out}");
+    assert!(!out.contains("watch: 10 passes, 0 moves"), "the watch moved leaders: {out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = Measured::take(&a, &seed);
+        if m.hot_leaders(&shifted) == [1, 2, 3] && m.ratio() <= 1.3 {
+            println!("after the shift: {:?}", m.node);
+            break;
+        }
+        assert!(Instant::now() < deadline, "ratio {} after the watch: {:?}\n{out}", m.ratio(), m.node);
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     stop.store(true, Ordering::Relaxed);
     for w in writers {

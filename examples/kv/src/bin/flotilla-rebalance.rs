@@ -127,15 +127,15 @@ fn load_table(before: &BTreeMap<u64, NodeLoad>, after: &BTreeMap<u64, NodeLoad>)
     for n in before.keys().chain(after.keys()).collect::<BTreeSet<_>>() {
         let (b, a) = (before.get(n).unwrap_or(&zero), after.get(n).unwrap_or(&zero));
         let pair = |x: f64, y: f64| format!("{x:.0} -> {y:.0}");
+        let leaders = format!("{} -> {}", b.leaders, a.leaders);
+        let replicas = format!("{} -> {}", b.replicas, a.replicas);
+        let kib = format!("{:.1} -> {:.1}", b.write_bytes_per_sec / 1024.0, a.write_bytes_per_sec / 1024.0);
         s.push_str(&format!(
-            "{n:<5} {:<11} {:<20} {:<20} {:<18} {:<11} {:<24} {}\n",
-            format!("{} -> {}", b.leaders, a.leaders),
+            "{n:<5} {leaders:<11} {:<20} {:<20} {:<18} {replicas:<11} {:<24} {kib}\n",
             pair(b.leader_load, a.leader_load),
             pair(b.writes_per_sec, a.writes_per_sec),
             pair(b.reads_per_sec, a.reads_per_sec),
-            format!("{} -> {}", b.replicas, a.replicas),
             pair(b.keys, a.keys),
-            format!("{:.1} -> {:.1}", b.write_bytes_per_sec / 1024.0, a.write_bytes_per_sec / 1024.0),
         ));
     }
     let ratio = |m: &BTreeMap<u64, NodeLoad>| max_min_ratio(m.values().map(|n| n.leader_load));
