@@ -227,6 +227,9 @@ fn load_pass(a: &Admin, args: &Args, before: &ClusterView) -> Result<usize, Admi
         println!("  {m} (shard leader load {load:.0})");
     }
     print!("{}", load_table(&p.before, &p.after));
+    if p.before.values().all(|n| n.leader_load == 0.0 && n.keys == 0.0) {
+        println!("no load measured (an idle cluster, or measure_load off): --by count evens counts");
+    }
     if args.dry_run || p.is_empty() {
         return Ok(0);
     }
