@@ -88,6 +88,13 @@ pub struct NodeConfig {
     /// Engine worker threads; 0 = one per core. Default 0; 0..=256.
     #[serde(default)]
     pub engine_workers: usize,
+    /// Half-life of the engine's per-shard load rates (what `flotilla-rebalance` balances
+    /// by), ms. Default 10000; `load_fold_interval_ms`..=86400000.
+    #[serde(default = "d_load_half_life")]
+    pub load_half_life_ms: u64,
+    /// How often the load rates are folded, ms. Default 1000; 10..=`load_half_life_ms`.
+    #[serde(default = "d_load_fold")]
+    pub load_fold_interval_ms: u64,
     // --- Trust between nodes and users (issue 12 point 9): one block. ---
     /// Refused when present: passwords never sit in the config file (nor on a command
     /// line); use `password_file` or the `FLOTILLA_PASSWORD` environment variable.
@@ -240,6 +247,12 @@ fn d_max_request() -> usize {
 fn d_max_clients() -> usize {
     10_000
 }
+fn d_load_half_life() -> u64 {
+    10_000
+}
+fn d_load_fold() -> u64 {
+    1_000
+}
 fn d_exec() -> usize {
     64
 }
@@ -319,6 +332,10 @@ pub struct ValidNodeConfig {
     pub executor_threads: usize,
     /// Engine workers.
     pub engine_workers: usize,
+    /// Half-life of the load rates.
+    pub load_half_life: Duration,
+    /// Fold interval of the load rates.
+    pub load_fold_interval: Duration,
     /// The data user's password (from `password_file` or `FLOTILLA_PASSWORD`).
     pub password: Option<Secret>,
     /// The admin user's name.
@@ -529,6 +546,8 @@ impl NodeConfig {
         let max_clients = range("max_clients", self.max_clients, 1, 1_000_000)?;
         let executor_threads = range("executor_threads", self.executor_threads, 1, 4096)?;
         let engine_workers = range("engine_workers", self.engine_workers, 0, 256)?;
+        let load_half_life_ms = range("load_half_life_ms", self.load_half_life_ms, 10, 86_400_000)?;
+        let load_fold_ms = range("load_fold_interval_ms", self.load_fold_interval_ms, 10, load_half_life_ms)?;
         let limits = ClientLimits {
             max_request_args: range("max_request_args", self.max_request_args, 1, 1 << 24)?,
             max_inline_bytes: range("max_inline_bytes", self.max_inline_bytes, 64, 16 << 20)?,
@@ -603,6 +622,8 @@ impl NodeConfig {
             max_clients,
             executor_threads,
             engine_workers,
+            load_half_life: Duration::from_millis(load_half_life_ms),
+            load_fold_interval: Duration::from_millis(load_fold_ms),
             password: trust.password,
             admin_user: self.admin_user,
             admin_password: trust.admin_password,
@@ -867,5 +888,25 @@ mod tests {
         assert!(err(&format!("{b}log_format = \"xml\"\n")).contains("`log_format`"));
         assert!(err(&format!("{b}metrics_addr = \"nowhere\"\n")).contains("`metrics_addr`"));
         assert!(err(&format!("{b}metrics_addr = \"127.0.0.1:6001\"\n")).contains("`metrics_addr`"));
+    }
+
+    #[test]
+    fn load_rate_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = base(tmp.path());
+        let v = NodeConfig::from_toml(&b).unwrap().validate().unwrap();
+        assert_eq!(
+            (v.load_half_life, v.load_fold_interval),
+            (Duration::from_secs(10), Duration::from_secs(1))
+        );
+        let text = format!("{b}load_half_life_ms = 2000\nload_fold_interval_ms = 200\n");
+        let v = NodeConfig::from_toml(&text).unwrap().validate().unwrap();
+        assert_eq!(
+            (v.load_half_life, v.load_fold_interval),
+            (Duration::from_secs(2), Duration::from_millis(200))
+        );
+        assert!(err(&format!("{b}load_half_life_ms = 5\n")).contains("`load_half_life_ms`"));
+        let longer = format!("{b}load_half_life_ms = 100\nload_fold_interval_ms = 200\n");
+        assert!(err(&longer).contains("`load_fold_interval_ms`"));
     }
 }

@@ -18,7 +18,9 @@
 //! - [`linearizability`]: the history checker of the chaos test.
 //! - [`redis_cluster`]: the Redis Cluster protocol (cluster mode); [`routes`]: each shard's
 //!   route published to the meta group.
-//! - [`cluster`]: the cluster view and operations the admin and rebalance tools share.
+//! - [`cluster`]: the cluster view and operations the admin and rebalance tools share;
+//!   [`load_report`]: each replica's load in `FLOTILLA.STATUS`; [`load_plan`]: the
+//!   load-aware rebalance plan.
 //! - Operations: [`logging`] (the log subscriber, rate-limited client failures),
 //!   [`event_log`] (the engine's events in the log), [`metrics`] and [`engine_metrics`]
 //!   (the Prometheus series), [`http`] (`/metrics`, `/health`, `/ready`), [`info`] (INFO).
@@ -50,6 +52,8 @@ pub mod keycmd;
 pub mod keyspace;
 pub mod leader_watch;
 pub mod linearizability;
+pub mod load_plan;
+pub mod load_report;
 pub mod logging;
 pub mod longdouble;
 pub mod metrics;

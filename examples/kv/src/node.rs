@@ -344,6 +344,9 @@ pub struct ReplicaStatus {
     pub learners: Vec<u64>,
     /// Leaders only: (node, lag in entries) of each follower.
     pub lag: Vec<(u64, u64)>,
+    /// The replica's measured load and key count (what `flotilla-rebalance` balances).
+    #[serde(default)]
+    pub load: crate::load_report::ReplicaLoad,
 }
 
 /// A node's status (`FLOTILLA.STATUS`).
@@ -470,6 +473,8 @@ impl Node {
         // refuses that): a long election timeout stretches it.
         ec.propose_timeout_ticks = ec.propose_timeout_ticks.max(cfg.election_ticks * 4);
         ec.compact_entries = cfg.compact_entries;
+        ec.load_half_life = cfg.load_half_life;
+        ec.load_fold_interval = cfg.load_fold_interval;
         // Peers create replicas here only of this cluster's groups (issue 12 point 3).
         let shards = cfg.shards;
         ec.create_policy = CreatePolicy::new(move |group, _from| known_group(group, shards));
@@ -647,6 +652,7 @@ impl Node {
                 voters: s.members.voters.iter().map(|r| r.node).collect(),
                 learners: s.members.learners.iter().map(|r| r.node).collect(),
                 lag: s.peers.iter().map(|p| (p.replica.node, p.lag)).collect(),
+                load: crate::load_report::ReplicaLoad::new(&s.load, self.shard_keys(s.group)),
             })
             .collect();
         NodeStatus {
@@ -761,6 +767,12 @@ impl Node {
                 let _ = self.propose(group, crate::sm::WriteCmd::Purge(due).encode());
             }
         }
+    }
+
+    /// Keys held by the local replica of `group` (0 without one).
+    pub fn shard_keys(&self, group: u64) -> u64 {
+        let d = lock(&self.data).get(&group).cloned();
+        d.map_or(0, |d| read_data(&d).len() as u64)
     }
 
     /// Keys held by local replicas (INFO).

@@ -153,7 +153,7 @@ fn admin_tool_adds_transfers_removes() {
     assert_eq!(got, "1");
 }
 
-/// `flotilla-rebalance`: every leader on one node gets evened out; a new empty node gets
+/// `flotilla-rebalance --by count`: every leader on one node gets evened out; a new empty node gets
 /// its share of replicas; `--dry-run` changes nothing; no client request fails meanwhile.
 #[test]
 fn rebalance_evens_leaders_then_replicas_without_failed_requests() {
@@ -170,14 +170,14 @@ fn rebalance_evens_leaders_then_replicas_without_failed_requests() {
     a.transfer_all(&seed, 3, 1).unwrap();
     assert_eq!(a.view(&seed).unwrap().leaders_per_node()[&1], 6, "node 1 leads everything");
 
-    let (code, out, err) = rebalance(&["--seed", &seed, "--dry-run"]);
+    let (code, out, err) = rebalance(&["--seed", &seed, "--by", "count", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("plan: 0 replica moves, 4 leader moves\n"), "{out}");
     assert_eq!(a.view(&seed).unwrap().leaders_per_node()[&1], 6, "dry run changed nothing");
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (1..=3).map(|i| load(c.url(i), stop.clone())).collect();
-    let (code, out, err) = rebalance(&["--seed", &seed, "--rate", "50"]);
+    let (code, out, err) = rebalance(&["--seed", &seed, "--by", "count", "--rate", "50"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("LEADERS(before -> after)"), "{out}");
     let l = a.view(&seed).unwrap().leaders_per_node();
@@ -188,7 +188,7 @@ fn rebalance_evens_leaders_then_replicas_without_failed_requests() {
     a.add_server(&seed, &c.addr(4), 3).unwrap();
     assert_eq!(a.view(&seed).unwrap().replicas_per_node()[&4], 0);
     let started = Instant::now();
-    let (code, out, err) = rebalance(&["--seed", &seed, "--rate", "50"]);
+    let (code, out, err) = rebalance(&["--seed", &seed, "--by", "count", "--rate", "50"]);
     assert_eq!(code, 0, "{out}{err}");
     let v = a.view(&seed).unwrap();
     let r = v.replicas_per_node();
