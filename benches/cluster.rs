@@ -280,7 +280,9 @@ impl Cluster {
     fn terms(&self) -> Vec<u64> {
         self.groups
             .iter()
-            .map(|&g| (1..=NODES).filter_map(|n| self.engine(n).group_status(g).map(|s| s.term)).max().unwrap_or(0))
+            .map(|&g| {
+                (1..=NODES).filter_map(|n| self.engine(n).group_status(g).map(|s| s.term)).max().unwrap_or(0)
+            })
             .collect()
     }
 
@@ -482,6 +484,15 @@ struct LoadResult {
     elections: u64,
     /// Groups whose term changed between the start of the warm-up and the end of the drain.
     term_changes: u64,
+}
+
+impl LoadResult {
+    /// `NotLeader` answers: refusals at propose time (`redirects`) and proposals that
+    /// ended `NotLeader` (their leader stepped down before committing them).
+    fn not_leader(&self) -> u64 {
+        self.redirects
+            + self.errors.iter().filter(|(k, _)| k.starts_with("NotLeader")).map(|(_, v)| v).sum::<u64>()
+    }
 }
 
 fn pct(sorted: &[u32], p: f64) -> u32 {
@@ -784,7 +795,7 @@ fn main() {
             "  {payload} B x {n}: {:.0} writes/s, p99.9 {:.1} ms, {} NotLeader, {} leaderships won, {} terms changed; applied on all 3 nodes: {} entries for {} acknowledged",
             r.writes as f64 / r.secs,
             r.p999_us as f64 / 1e3,
-            r.redirects,
+            r.not_leader(),
             r.leaders_elected,
             r.term_changes,
             after - before,
@@ -852,10 +863,12 @@ fn main() {
     }
     for r in &loads {
         println!(
-            "  {} B x {}: leaderships won {}, campaigns {}, groups whose term changed {}; busy refusals {}, \
-             redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, left outstanding {}",
+            "  {} B x {}: NotLeader answers {}, leaderships won {}, campaigns {}, groups whose term changed {}; \
+             busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
+             left outstanding {}",
             r.payload,
             r.inflight,
+            r.not_leader(),
             r.leaders_elected,
             r.elections,
             r.term_changes,

@@ -25,7 +25,12 @@ pub(super) const NET_CONTROL_BATCHES: usize = 1024;
 /// Hands one worker's batch for node `to` to the network thread: its control items on
 /// `control` (on `data` when `control` is full), the rest on `data`. Returns how many
 /// control items went on the data queue because the control queue was full.
-pub(super) fn hand_off(control: &Sender<NetCmd>, data: &Sender<NetCmd>, to: NodeId, items: Vec<WireItem>) -> usize {
+pub(super) fn hand_off(
+    control: &Sender<NetCmd>,
+    data: &Sender<NetCmd>,
+    to: NodeId,
+    items: Vec<WireItem>,
+) -> usize {
     let (ctl, rest): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
     let mut spilled = 0;
     if !ctl.is_empty() {
@@ -171,7 +176,12 @@ mod tests {
             from: 1,
             to: 2,
             term: 3,
-            body: MessageBody::Append { prev_index: index - 1, prev_term: 3, entries: vec![entry], commit: 0 },
+            body: MessageBody::Append {
+                prev_index: index - 1,
+                prev_term: 3,
+                entries: vec![entry],
+                commit: 0,
+            },
         };
         WireItem::Msg { group, msg }
     }

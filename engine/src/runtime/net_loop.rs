@@ -76,8 +76,11 @@ pub(super) fn run(
                     }
                     Err(e) => {
                         tracing::warn!("snapshot of group {group} to node {to} refused: {e}");
-                        let _ =
-                            workers[route(group, n)].try_send(Cmd::SnapshotSent { group, replica, ok: false });
+                        let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent {
+                            group,
+                            replica,
+                            ok: false,
+                        });
                     }
                 }
             }
