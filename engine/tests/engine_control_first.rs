@@ -70,11 +70,9 @@ fn answers(
                 }
                 _ => {}
             },
-            WireItem::HeartbeatAcks(acks) => {
-                if acks.iter().any(|a| a.group == G && a.round == round) {
-                    out.push(None);
-                    acked = true;
-                }
+            WireItem::HeartbeatAcks(acks) if acks.iter().any(|a| a.group == G && a.round == round) => {
+                out.push(None);
+                acked = true;
             }
             _ => {}
         }
