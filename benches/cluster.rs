@@ -276,6 +276,16 @@ impl Cluster {
         t
     }
 
+    /// Each group's highest term over the nodes (index: position in `groups`).
+    fn terms(&self) -> Vec<u64> {
+        self.groups
+            .iter()
+            .map(|&g| {
+                (1..=NODES).filter_map(|n| self.engine(n).group_status(g).map(|s| s.term)).max().unwrap_or(0)
+            })
+            .collect()
+    }
+
     /// Sum over groups of the applied index on `node`.
     fn applied_sum(&self, node: NodeId) -> u64 {
         self.groups.iter().map(|&g| self.engine(node).group_status(g).map_or(0, |s| s.applied)).sum()
@@ -468,6 +478,21 @@ struct LoadResult {
     dropped_msgs: u64,
     left_outstanding: usize,
     ok_total: u64,
+    /// Leaderships won during the measurement, over all nodes (`Metrics::leaders_elected`).
+    leaders_elected: u64,
+    /// Campaigns (PreVote rounds included) started during it (`Metrics::elections`).
+    elections: u64,
+    /// Groups whose term changed between the start of the warm-up and the end of the drain.
+    term_changes: u64,
+}
+
+impl LoadResult {
+    /// `NotLeader` answers: refusals at propose time (`redirects`) and proposals that
+    /// ended `NotLeader` (their leader stepped down before committing them).
+    fn not_leader(&self) -> u64 {
+        self.redirects
+            + self.errors.iter().filter(|(k, _)| k.starts_with("NotLeader")).map(|(_, v)| v).sum::<u64>()
+    }
 }
 
 fn pct(sorted: &[u32], p: f64) -> u32 {
@@ -483,6 +508,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
     let shares: Vec<Vec<u64>> = (0..clients)
         .map(|t| c.groups.iter().copied().filter(|g| (*g as usize) % clients == t).collect())
         .collect();
+    let terms0 = c.terms();
     let (results, m0, m1, n0, n1, elapsed) = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .iter()
@@ -527,7 +553,11 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         dropped_msgs: 0,
         left_outstanding: 0,
         ok_total: 0,
+        leaders_elected: 0,
+        elections: 0,
+        term_changes: 0,
     };
+    r.term_changes = c.terms().iter().zip(&terms0).filter(|(a, b)| a != b).count() as u64;
     for cr in results {
         r.writes += cr.done;
         r.ok_total += cr.ok_total;
@@ -548,6 +578,8 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
     let bgroups: u64 = m0.iter().zip(&m1).map(|(a, b)| b.wal_batch_groups - a.wal_batch_groups).sum();
     let applied: u64 = m0.iter().zip(&m1).map(|(a, b)| b.applied_entries - a.applied_entries).sum();
     r.dropped_msgs = m0.iter().zip(&m1).map(|(a, b)| b.messages_dropped - a.messages_dropped).sum();
+    r.leaders_elected = m0.iter().zip(&m1).map(|(a, b)| b.leaders_elected - a.leaders_elected).sum();
+    r.elections = m0.iter().zip(&m1).map(|(a, b)| b.elections - a.elections).sum();
     // Every node writes every entry once (as leader or follower): entries written across
     // the nodes ~= entries applied across them.
     r.entries_per_batch = applied as f64 / batches.max(1) as f64;
@@ -760,8 +792,12 @@ fn main() {
         // the difference: leaders' no-ops and proposals resolved after the drain timeout).
         assert!(after - before >= r.ok_total, "applied {} < acknowledged {}", after - before, r.ok_total);
         eprintln!(
-            "  {payload} B x {n}: {:.0} writes/s; applied on all 3 nodes: {} entries for {} acknowledged",
+            "  {payload} B x {n}: {:.0} writes/s, p99.9 {:.1} ms, {} NotLeader, {} leaderships won, {} terms changed; applied on all 3 nodes: {} entries for {} acknowledged",
             r.writes as f64 / r.secs,
+            r.p999_us as f64 / 1e3,
+            r.not_leader(),
+            r.leaders_elected,
+            r.term_changes,
             after - before,
             r.ok_total
         );
@@ -827,9 +863,15 @@ fn main() {
     }
     for r in &loads {
         println!(
-            "  {} B: busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
+            "  {} B x {}: NotLeader answers {}, leaderships won {}, campaigns {}, groups whose term changed {}; \
+             busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
              left outstanding {}",
             r.payload,
+            r.inflight,
+            r.not_leader(),
+            r.leaders_elected,
+            r.elections,
+            r.term_changes,
             r.busy,
             r.redirects,
             r.errors,

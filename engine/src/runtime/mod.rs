@@ -38,6 +38,7 @@ mod load_board;
 mod load_book;
 mod load_worker;
 mod membership;
+mod net_lanes;
 mod net_loop;
 mod observe;
 mod pending;
@@ -132,6 +133,7 @@ impl Runtime {
         // Under the data directory's lock: one process bumps it.
         let incarnation = incarnation::bump(&c.data_dir)?;
         let (net_tx, net_rx) = unbounded();
+        let (net_ctl_tx, net_ctl_rx) = bounded(net_lanes::NET_CONTROL_BATCHES);
         let n = c.workers;
         let shared = Arc::new(Shared {
             node: c.node_id,
@@ -141,6 +143,7 @@ impl Runtime {
             snap_dir,
             factory,
             net: net_tx,
+            net_ctl: net_ctl_tx,
             failed: AtomicBool::new(false),
             routes: std::sync::Mutex::new(Vec::new()),
             counters: Counters::default(),
@@ -179,7 +182,7 @@ impl Runtime {
         let net_stats = transport.stats_source();
         let net_thread = std::thread::Builder::new()
             .name("flotilla-net".into())
-            .spawn(move || net_loop::run(transport, net_rx, routes, control, sh))
+            .spawn(move || net_loop::run(transport, net_rx, net_ctl_rx, routes, control, sh))
             .map_err(OpenError::Io)?;
         tracing::info!("node {} open with {n} workers", c.node_id);
         Ok(Runtime { shared, workers, threads, net_thread: Some(net_thread), net_stats, _lock: lock })

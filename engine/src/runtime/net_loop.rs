@@ -1,6 +1,7 @@
 //! The network thread: owns the [`Transport`], sends the batches the workers queue
-//! ([`NetCmd`]), each split by lane (control items, [`is_control`], on
-//! `Transport::send_control`; the rest on `send`), and routes what arrives to the workers:
+//! ([`NetCmd`]; the control queue first, also between received events: `net_lanes`),
+//! each split by lane (control items, [`is_control`], on `Transport::send_control`; the
+//! rest on `send`), and routes what arrives to the workers:
 //! Raft messages by group (`route`), the removal items (`WireItem::Tombstone`, `GcProbe`,
 //! `TombstoneAck`) and snapshot progress reports (`WireItem::SnapshotProgress`) as their
 //! own commands, snapshot-stream outcomes, and peer liveness (down, unreachable, restarted
@@ -26,6 +27,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::command::{Cmd, NetCmd};
+use super::net_lanes::{send_control_queued, send_queued, Queued};
 use super::route::route;
 use super::shared::{bump, Shared};
 use crate::raft::message::Message;
@@ -47,6 +49,7 @@ const NET_EVENTS_PER_TURN: usize = 256;
 pub(super) fn run(
     mut transport: Box<dyn Transport>,
     rx: Receiver<NetCmd>,
+    ctl_rx: Receiver<NetCmd>,
     workers: Vec<Sender<Cmd>>,
     control: Vec<Sender<Cmd>>,
     sh: Arc<Shared>,
@@ -62,47 +65,36 @@ pub(super) fn run(
         if let Some(s) = &signal {
             while s.try_recv().is_ok() {}
         }
-        // Send everything queued.
-        loop {
-            match rx.try_recv() {
-                Ok(NetCmd::Send { to, items }) => {
-                    let (ctl, data): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
-                    if !ctl.is_empty() {
-                        if let Err(e) = transport.send_control(to, 0, &ctl) {
-                            tracing::debug!("control send to node {to} failed: {e}");
-                        }
+        // Send everything queued, control batches first.
+        let queued = send_queued(&*transport, &ctl_rx, &rx, |cmd| {
+            if let NetCmd::Snapshot { to, group, replica, chunks } = cmd {
+                let tag = next_tag;
+                next_tag += 1;
+                match transport.send_snapshot(to, tag, group, chunks) {
+                    Ok(()) => {
+                        snap_tags.insert(tag, (group, replica));
                     }
-                    if !data.is_empty() {
-                        if let Err(e) = transport.send(to, 0, &data) {
-                            tracing::debug!("send to node {to} failed: {e}");
-                        }
-                    }
-                }
-                Ok(NetCmd::Snapshot { to, group, replica, chunks }) => {
-                    let tag = next_tag;
-                    next_tag += 1;
-                    match transport.send_snapshot(to, tag, group, chunks) {
-                        Ok(()) => {
-                            snap_tags.insert(tag, (group, replica));
-                        }
-                        Err(e) => {
-                            tracing::warn!("snapshot of group {group} to node {to} refused: {e}");
-                            let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent {
-                                group,
-                                replica,
-                                ok: false,
-                            });
-                        }
+                    Err(e) => {
+                        tracing::warn!("snapshot of group {group} to node {to} refused: {e}");
+                        let _ = workers[route(group, n)].try_send(Cmd::SnapshotSent {
+                            group,
+                            replica,
+                            ok: false,
+                        });
                     }
                 }
-                Ok(NetCmd::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => return,
-                Err(crossbeam_channel::TryRecvError::Empty) => break,
             }
+        });
+        if queued == Queued::Stop {
+            return;
         }
         // Receive what has arrived, without waiting: the transport's timed wait may be
         // coarse (1 ms for QUIC) and would hold the sends queued meanwhile.
         let mut got = 0;
         for _ in 0..NET_EVENTS_PER_TURN {
+            if !ctl_rx.is_empty() {
+                send_control_queued(&*transport, &ctl_rx);
+            }
             let Some(ev) = transport.recv_timeout(Duration::ZERO) else { break };
             got += 1;
             match ev {
@@ -176,6 +168,7 @@ pub(super) fn run(
             // Drained: wait for something to send or (with a signal) something to arrive.
             let mut sel = crossbeam_channel::Select::new();
             sel.recv(&rx);
+            sel.recv(&ctl_rx);
             match &signal {
                 Some(s) => {
                     sel.recv(s);

@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     pub snap_dir: PathBuf,
     pub factory: StateMachineFactory,
     pub net: Sender<NetCmd>,
+    /// The network thread's bounded control queue, sent before `net` (`net_lanes`).
+    pub net_ctl: Sender<NetCmd>,
     /// Set once a WAL write failed: the engine stopped.
     pub failed: AtomicBool,
     /// Every worker's mailbox, for work one worker hands another (a group created by an

@@ -35,7 +35,7 @@ use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
 use super::admission::Admission;
 use super::apply::{ApplyCmd, ApplyDone};
 use super::apply_hold::ApplyHold;
-use super::command::{Cmd, NetCmd};
+use super::command::Cmd;
 use super::gc;
 use super::group::{add_cmd, Group, PendingCreate};
 use super::incarnation::ReadCtx;
@@ -497,7 +497,7 @@ impl Worker {
         }
         for (to, items) in self.outbox.flush() {
             bump(&self.sh.counters.net_batches);
-            let _ = self.sh.net.send(NetCmd::Send { to, items });
+            super::net_lanes::hand_off(&self.sh.net_ctl, &self.sh.net, to, items);
         }
     }
 }
