@@ -38,7 +38,7 @@ TOML
 done
 sleep 1
 "$T/flotilla-admin" --seed 127.0.0.1:16001 add-servers 127.0.0.1:16002 127.0.0.1:16003
-"$T/flotilla-rebalance" --seed 127.0.0.1:16001 --rate 100 | tail -4
+"$T/flotilla-rebalance" --seed 127.0.0.1:16001 --by count --rate 100 | tail -4
 redis-server --port 16379 --save '' --appendonly no --daemonize no > "$DIR/redis.log" 2>&1 &
 PIDS+=($!)
 mkdir -p "$DIR/aof"
