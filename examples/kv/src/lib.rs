@@ -62,6 +62,7 @@ pub mod resp;
 pub mod routes;
 pub mod server;
 pub mod sessions;
+pub mod shard_split;
 pub mod shutdown;
 pub mod slots;
 pub mod sm;

@@ -394,6 +394,8 @@ pub fn check_slots<'a>(slots: &SlotSet, keys: impl IntoIterator<Item = &'a [u8]>
 pub struct ShardSm {
     data: ShardData,
     slots: ShardSlots,
+    /// Splitting off slots into a new shard (`crate::shard_split`).
+    split: crate::shard_split::SplitState,
 }
 
 /// What a shard snapshot starts with since shards own slots; an older snapshot (the map
@@ -403,7 +405,12 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"FKVSLOT1";
 impl ShardSm {
     /// A state machine over `data`, serving `slots` until its log says otherwise.
     pub fn new(data: ShardData, slots: ShardSlots) -> ShardSm {
-        ShardSm { data, slots }
+        ShardSm { data, slots, split: Default::default() }
+    }
+
+    /// Sets how this shard splits and registers its children (`crate::shard_split`).
+    pub fn set_split(&mut self, split: crate::shard_split::SplitState) {
+        self.split = split;
     }
 }
 
@@ -422,8 +429,12 @@ pub fn read_data(d: &ShardData) -> std::sync::RwLockReadGuard<'_, Keyspace> {
 
 impl StateMachine for ShardSm {
     fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        self.split.register(&self.data, &self.slots);
         let Some(c) = command else { return Bytes::new() };
         let (stamp, c) = unstamp(c);
+        if let Some(split) = crate::shard_split::SplitCmd::decode(c) {
+            return self.split.apply(index, split, &self.data, &self.slots);
+        }
         let v = match WriteCmd::decode(c) {
             Some(cmd) => match check_slots(&lock_r(&self.slots), cmd.keys()) {
                 Ok(()) => {
@@ -464,7 +475,16 @@ impl StateMachine for ShardSm {
         if let Some(set) = slots {
             *lock_w(&self.slots) = set;
         }
+        self.split.register(&self.data, &self.slots);
         Ok(())
+    }
+
+    fn take_effects(&mut self) -> Vec<flotilla_engine::api::Effect> {
+        self.split.take_effects()
+    }
+
+    fn take_split(&mut self, group: u64) -> Option<Box<dyn StateMachine>> {
+        self.split.take_split(group)
     }
 }
 
