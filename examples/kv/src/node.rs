@@ -715,7 +715,7 @@ impl Node {
         // The keys must be in the replica's applied slots when the read is served.
         if let Some(s) = lock(&self.slots).get(&group).cloned() {
             if let Err(moved) = check_slots(&read_slots(&s), q.keys()) {
-                return moved;
+                return crate::shard_split::moved_read(self, group, q, moved);
             }
         }
         let m = read_data(&d);
@@ -827,6 +827,11 @@ impl Node {
     pub fn proposal_outcome(r: Result<Bytes, ProposeError>) -> Outcome {
         match r {
             Ok(b) => match parse_value(&b, usize::MAX >> 1, 16) {
+                // The shard refused a slot it no longer serves (a split): not applied, so
+                // the request may run again where the slot went (`shard_split`).
+                Ok(Some((Value::Error(e), _))) if crate::shard_split::is_wrong_slot(&e) => {
+                    Outcome::Retry(e, None)
+                }
                 Ok(Some((v, _))) => Outcome::Done(v),
                 _ => Outcome::Done(Value::ok()),
             },
@@ -1045,7 +1050,9 @@ impl Node {
                 }
                 // The shard no longer serves the slot (split meanwhile): nothing was
                 // applied; the request goes where the slot is now (`shard_split`).
-                Outcome::Done(Value::Error(e)) if crate::shard_split::is_wrong_slot(&e) && !uncertain => {
+                Outcome::Done(Value::Error(e)) | Outcome::Retry(e, _)
+                    if crate::shard_split::is_wrong_slot(&e) =>
+                {
                     let refusal = self.answered(group, tag, Value::Error(e));
                     match crate::shard_split::reroute(self, &op, refusal, deadline) {
                         Ok(next) => {

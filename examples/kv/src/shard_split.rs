@@ -226,6 +226,17 @@ pub fn command(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Value> {
     })
 }
 
+/// A read of `group` refused with `refusal` (`-WRONGSLOT`) when served: the same read
+/// where the slot is now (plain mode), or `-MOVED` to that shard's leader (cluster mode),
+/// once the routes name it (within the retry budget; else the refusal).
+pub fn moved_read(node: &Node, group: u64, q: &crate::node::ReadQ, refusal: Value) -> Value {
+    let op = Op::Read { group, q: q.clone() };
+    match reroute(node, &op, refusal, Instant::now() + node.config().retry_budget) {
+        Ok(next) => node.exec(next),
+        Err(v) => v,
+    }
+}
+
 /// Whether `e` (an error reply's text) is a shard's refusal of a slot it does not serve.
 pub fn is_wrong_slot(e: &str) -> bool {
     e.starts_with("WRONGSLOT")

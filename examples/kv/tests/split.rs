@@ -1,0 +1,158 @@
+//! Splitting a shard by slot range (issue 15 point 3): three node processes in cluster
+//! mode under load from the `redis` crate's cluster client; `FLOTILLA.SPLIT` (what
+//! `flotilla-admin split` sends) moves the upper half of shard 1000's slots, with their
+//! keys, to a new shard. Every acknowledged write is readable afterwards with its value,
+//! no reply was ever wrong (each read of a key returns what was last acknowledged for it,
+//! and no `-WRONGSLOT` reaches a client), and the cluster client and `CLUSTER SLOTS` /
+//! `CLUSTER SHARDS` / `-MOVED` see the new map.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use flotilla_kv::client::Client;
+use flotilla_kv::resp::Value;
+use flotilla_kv::slots::key_slot;
+
+fn call(addr: &str, args: &[&str]) -> Value {
+    let mut c = Client::connect(addr, Duration::from_secs(5)).unwrap();
+    c.set_timeout(Duration::from_secs(20)).unwrap();
+    c.call(args).unwrap()
+}
+
+/// `CLUSTER SLOTS` as (start, end, leader address), sorted.
+fn slot_ranges(addr: &str) -> Vec<(i64, i64, String)> {
+    let Value::Array(Some(ranges)) = call(addr, &["CLUSTER", "SLOTS"]) else { panic!("CLUSTER SLOTS") };
+    let mut v: Vec<(i64, i64, String)> = ranges
+        .iter()
+        .map(|r| {
+            let Value::Array(Some(f)) = r else { panic!("{r:?}") };
+            let (Value::Int(a), Value::Int(b)) = (&f[0], &f[1]) else { panic!("{f:?}") };
+            let Value::Array(Some(n)) = &f[2] else { panic!("{f:?}") };
+            let (Value::Bulk(Some(ip)), Value::Int(port)) = (&n[0], &n[1]) else { panic!("{n:?}") };
+            (*a, *b, format!("{}:{port}", String::from_utf8_lossy(ip)))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// One writer's record: (key, value) acknowledged, in order; errors seen.
+type Record = (Vec<(String, u64)>, Vec<String>);
+
+/// Writes fresh keys through a cluster client until `stop`, reading each back at once
+/// (the read must return the value just acknowledged: never a wrong answer).
+fn writer(url: String, t: usize, stop: &AtomicBool) -> Result<Record, String> {
+    let client = redis::cluster::ClusterClient::new(vec![url]).map_err(|e| e.to_string())?;
+    let mut con = client.get_connection().map_err(|e| e.to_string())?;
+    let (mut acked, mut errors) = (Vec::new(), Vec::new());
+    for i in 0..100_000u64 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("w{t}:{i}");
+        match redis::cmd("SET").arg(&key).arg(i).query::<redis::Value>(&mut con) {
+            Ok(_) => acked.push((key.clone(), i)),
+            Err(e) => {
+                errors.push(format!("SET {key}: {e}"));
+                continue;
+            }
+        }
+        match redis::cmd("GET").arg(&key).query::<Option<u64>>(&mut con) {
+            Ok(Some(v)) if v == i => {}
+            Ok(other) => return Err(format!("GET {key} right after SET {i}: {other:?} (a wrong answer)")),
+            Err(e) => errors.push(format!("GET {key}: {e}")),
+        }
+    }
+    Ok((acked, errors))
+}
+
+#[test]
+fn a_shard_splits_under_load_and_clients_follow_the_new_map() {
+    let mut c = Cluster::new(None, "shards = 2\nelection_ticks = 30\ncluster_mode = true");
+    let seed = c.start(1, true);
+    for id in 2..=3 {
+        c.start(id, false);
+    }
+    let admin = c.admin();
+    for id in 2..=3 {
+        admin.add_server(&seed, &c.addr(id), 3).unwrap();
+    }
+    // Shard 1000 (slots 0-8191) led by node 2, shard 1001 by node 3.
+    admin.transfer(&seed, 1000, 2).unwrap();
+    admin.transfer(&seed, 1001, 3).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slot_ranges(&seed) != [(0, 8191, c.addr(2)), (8192, 16383, c.addr(3))] {
+        assert!(Instant::now() < deadline, "routes not published: {:?}", slot_ranges(&seed));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let stop = AtomicBool::new(false);
+    let url = c.url(1);
+    let (records, child) = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..3)
+            .map(|t| {
+                s.spawn({
+                    let (url, stop) = (url.clone(), &stop);
+                    move || writer(url, t, stop)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        // What `flotilla-admin split 1000` sends, through a node that does not lead it.
+        let child = call(&c.addr(1), &["FLOTILLA.SPLIT", "1000"]);
+        std::thread::sleep(Duration::from_millis(2000));
+        stop.store(true, Ordering::Relaxed);
+        let records: Vec<Record> = writers.into_iter().map(|w| w.join().unwrap().unwrap()).collect();
+        (records, child)
+    });
+    assert_eq!(child, Value::Int(1002), "the new shard's group");
+
+    // Every node's CLUSTER SLOTS shows the new map: 4096-8191 moved, led by the shard's
+    // leader (the split's first leader).
+    let want = [(0, 4095, c.addr(2)), (4096, 8191, c.addr(2)), (8192, 16383, c.addr(3))];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in 1..=3 {
+        while slot_ranges(&c.addr(id)) != want {
+            assert!(Instant::now() < deadline, "node {id}: {:?}", slot_ranges(&c.addr(id)));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let Value::Array(Some(shards)) = call(&c.addr(3), &["CLUSTER", "SHARDS"]) else { panic!() };
+    assert_eq!(shards.len(), 3, "CLUSTER SHARDS: one entry per shard");
+
+    // Every acknowledged write is there, through a fresh cluster client.
+    let (total, errors): (usize, usize) =
+        records.iter().fold((0, 0), |(a, e), r| (a + r.0.len(), e + r.1.len()));
+    eprintln!("{total} writes acknowledged, {errors} errors");
+    for (_, errs) in &records {
+        for e in errs {
+            assert!(!e.contains("WRONGSLOT"), "a shard's refusal reached the client: {e}");
+        }
+    }
+    assert!(total > 100, "too little load to prove anything ({total})");
+    let moved = records
+        .iter()
+        .flat_map(|r| &r.0)
+        .filter(|(k, _)| (4096..8192).contains(&key_slot(k.as_bytes())))
+        .count();
+    assert!(moved > 10, "few keys in the moved slots ({moved})");
+    let client = redis::cluster::ClusterClient::new(vec![c.url(3)]).unwrap();
+    let mut con = client.get_connection().unwrap();
+    for (key, v) in records.iter().flat_map(|r| &r.0) {
+        let got: Option<u64> = redis::cmd("GET").arg(key).query(&mut con).unwrap();
+        assert_eq!(got, Some(*v), "acknowledged write of {key} lost or wrong");
+    }
+    // A node that does not lead the new shard answers -MOVED to its leader.
+    let (key, _) = records
+        .iter()
+        .flat_map(|r| &r.0)
+        .find(|(k, _)| (4096..8192).contains(&key_slot(k.as_bytes())))
+        .unwrap();
+    let slot = key_slot(key.as_bytes());
+    assert_eq!(call(&c.addr(3), &["GET", key]), Value::Error(format!("MOVED {slot} {}", c.addr(2))));
+    drop(c);
+}
