@@ -84,7 +84,8 @@ fn sweep(node: &Node) {
 
 /// Whether `group` is a shard of this node's cluster.
 fn is_shard(node: &Node, group: u64) -> bool {
-    group != META_GROUP && known_group(group, node.config().shards)
+    group != META_GROUP
+        && (known_group(group, node.config().shards) || crate::shard_split::is_known_shard(node, group))
 }
 
 /// `FLOTILLA.BACKUP <group>`.

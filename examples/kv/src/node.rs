@@ -551,6 +551,8 @@ impl Node {
             .spawn(move || crate::expiry::active_expire_loop(weak))
             .map_err(|e| StartError::Bootstrap(e.to_string()))?;
         crate::routes::start(&node).map_err(|e| StartError::Bootstrap(format!("route publisher: {e}")))?;
+        crate::shard_split::start_auto(&node)
+            .map_err(|e| StartError::Bootstrap(format!("auto split: {e}")))?;
         let n = node.clone();
         std::thread::Builder::new()
             .name("kv-register".into())

@@ -210,6 +210,26 @@ pub fn split(node: &Node, group: u64, at: Option<u16>) -> Value {
     node.exec(Op::write(group, cmd.encode()))
 }
 
+/// How many shard indexes the cluster uses now: the configured `shards`, or more once
+/// splits added shards (their groups follow on, `SHARD_BASE + shards`, ...; the routes and
+/// this node's replicas name them). What iterates over every shard should follow it
+/// (SCAN's cursor keeps 16 bits for it); the node's status still reports the configured
+/// count, which `add-servers` compares between nodes.
+pub fn shard_count(node: &Node) -> u32 {
+    let routes = read_routes(node.routes());
+    let status = node.engine().status();
+    let groups = routes.routes().keys().copied().chain(status.iter().map(|s| s.group));
+    let top = groups.filter(|&g| g >= SHARD_BASE).map(|g| g - SHARD_BASE + 1).max().unwrap_or(0);
+    node.config().shards.max(u32::try_from(top).unwrap_or(u32::MAX))
+}
+
+/// Whether `group` is a shard this node knows of: a configured one, or one the routes
+/// name (split off since).
+pub fn is_known_shard(node: &Node, group: u64) -> bool {
+    (crate::sm::known_group(group, node.config().shards) && group != crate::sm::META_GROUP)
+        || read_routes(node.routes()).get(group).is_some()
+}
+
 /// The admin command `FLOTILLA.SPLIT`, if `name` is it.
 pub fn command(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Value> {
     if name != "FLOTILLA.SPLIT" {
@@ -235,6 +255,53 @@ pub fn moved_read(node: &Node, group: u64, q: &crate::node::ReadQ, refusal: Valu
         Ok(next) => node.exec(next),
         Err(v) => v,
     }
+}
+
+/// How often the automatic splitter looks at the shards this node leads.
+const AUTO_CHECK: Duration = Duration::from_secs(1);
+/// How long a shard split automatically is left alone before it may split again (its
+/// write rate is an average over `load_half_life`, 10 s by default).
+const AUTO_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Starts the automatic splitter of `node` if `split_write_bytes_per_sec` or `split_keys`
+/// is set: once a second, each shard this node leads whose write load
+/// (`GroupStatus::load`) or key count passes its threshold is split at its middle slot
+/// (then left alone for `AUTO_COOLDOWN`). Ends with the node.
+pub fn start_auto(node: &Arc<Node>) -> std::io::Result<()> {
+    let (bytes, keys) = (node.config().split_write_bytes_per_sec, node.config().split_keys);
+    if bytes == 0 && keys == 0 {
+        return Ok(());
+    }
+    let weak = Arc::downgrade(node);
+    std::thread::Builder::new().name("kv-auto-split".into()).spawn(move || {
+        let mut last: HashMap<u64, Instant> = HashMap::new();
+        loop {
+            std::thread::sleep(AUTO_CHECK);
+            let Some(node) = weak.upgrade() else { return };
+            for st in node.engine().status() {
+                let led = st.leader.is_some_and(|l| l.node == node.id());
+                if !led
+                    || st.group < SHARD_BASE
+                    || last.get(&st.group).is_some_and(|t| t.elapsed() < AUTO_COOLDOWN)
+                {
+                    continue;
+                }
+                let hot = bytes > 0 && st.load.write_bytes_per_sec > bytes as f64;
+                let count = match node.read_local(st.group, &crate::node::ReadQ::Count) {
+                    Value::Int(n) => u64::try_from(n).unwrap_or(0),
+                    _ => 0,
+                };
+                let big = keys > 0 && count > keys;
+                if !(hot || big) {
+                    continue;
+                }
+                last.insert(st.group, Instant::now());
+                let v = split(&node, st.group, None);
+                tracing::info!(group = st.group, hot, big, keys = count, reply = ?v, "automatic shard split");
+            }
+        }
+    })?;
+    Ok(())
 }
 
 /// Whether `e` (an error reply's text) is a shard's refusal of a slot it does not serve.

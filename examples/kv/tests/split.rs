@@ -156,3 +156,35 @@ fn a_shard_splits_under_load_and_clients_follow_the_new_map() {
     assert_eq!(call(&c.addr(3), &["GET", key]), Value::Error(format!("MOVED {slot} {}", c.addr(2))));
     drop(c);
 }
+
+/// Automatic split by size (`split_keys`): a one-node cluster whose only shard passes the
+/// threshold splits by itself; every key stays readable with its value, and the new shard
+/// shows in `CLUSTER SHARDS`.
+#[test]
+fn a_shard_past_the_size_threshold_splits_by_itself() {
+    let mut c = Cluster::new(None, "shards = 1\ncluster_mode = true\nsplit_keys = 300");
+    let seed = c.start(1, true);
+    c.wait_writable(1, "k");
+    let client = redis::cluster::ClusterClient::new(vec![c.url(1)]).unwrap();
+    let mut con = client.get_connection().unwrap();
+    for i in 0..400u64 {
+        let _: () = redis::cmd("SET").arg(format!("k{i}")).arg(i).query(&mut con).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Value::Array(Some(shards)) = call(&seed, &["CLUSTER", "SHARDS"]) else { panic!() };
+        if shards.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no automatic split: {} shards", shards.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ranges = slot_ranges(&seed);
+    assert_eq!(ranges.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), [(0, 8191), (8192, 16383)]);
+    let client = redis::cluster::ClusterClient::new(vec![c.url(1)]).unwrap();
+    let mut con = client.get_connection().unwrap();
+    for i in 0..400u64 {
+        let got: Option<u64> = redis::cmd("GET").arg(format!("k{i}")).query(&mut con).unwrap();
+        assert_eq!(got, Some(i), "k{i}");
+    }
+}
