@@ -43,25 +43,49 @@ fn slot_ranges(addr: &str) -> Vec<(i64, i64, String)> {
 /// One writer's record: (key, value) acknowledged, in order; errors seen.
 type Record = (Vec<(String, u64)>, Vec<String>);
 
-/// Writes fresh keys through a cluster client until `stop`, reading each back at once
-/// (the read must return the value just acknowledged: never a wrong answer).
-fn writer(url: String, t: usize, stop: &AtomicBool) -> Result<Record, String> {
-    let client = redis::cluster::ClusterClient::new(vec![url]).map_err(|e| e.to_string())?;
-    let mut con = client.get_connection().map_err(|e| e.to_string())?;
+/// A client connection: the cluster client (cluster mode) or a plain one to one node.
+enum Con {
+    Cluster(redis::cluster::ClusterConnection),
+    Plain(redis::Connection),
+}
+
+impl Con {
+    fn open(url: &str, cluster: bool) -> Result<Con, String> {
+        Ok(if cluster {
+            let client = redis::cluster::ClusterClient::new(vec![url]).map_err(|e| e.to_string())?;
+            Con::Cluster(client.get_connection().map_err(|e| e.to_string())?)
+        } else {
+            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+            Con::Plain(client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?)
+        })
+    }
+
+    fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Con::Cluster(c) => cmd.query(c),
+            Con::Plain(c) => cmd.query(c),
+        }
+    }
+}
+
+/// Writes fresh keys until `stop`, reading each back at once (the read must return the
+/// value just acknowledged: never a wrong answer).
+fn writer(url: String, cluster: bool, t: usize, stop: &AtomicBool) -> Result<Record, String> {
+    let mut con = Con::open(&url, cluster)?;
     let (mut acked, mut errors) = (Vec::new(), Vec::new());
     for i in 0..100_000u64 {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let key = format!("w{t}:{i}");
-        match redis::cmd("SET").arg(&key).arg(i).query::<redis::Value>(&mut con) {
+        match con.query::<redis::Value>(redis::cmd("SET").arg(&key).arg(i)) {
             Ok(_) => acked.push((key.clone(), i)),
             Err(e) => {
                 errors.push(format!("SET {key}: {e}"));
                 continue;
             }
         }
-        match redis::cmd("GET").arg(&key).query::<Option<u64>>(&mut con) {
+        match con.query::<Option<u64>>(redis::cmd("GET").arg(&key)) {
             Ok(Some(v)) if v == i => {}
             Ok(other) => return Err(format!("GET {key} right after SET {i}: {other:?} (a wrong answer)")),
             Err(e) => errors.push(format!("GET {key}: {e}")),
@@ -70,9 +94,21 @@ fn writer(url: String, t: usize, stop: &AtomicBool) -> Result<Record, String> {
     Ok((acked, errors))
 }
 
+/// Cluster mode: the cluster client follows `-MOVED` to the new shard's leader.
 #[test]
 fn a_shard_splits_under_load_and_clients_follow_the_new_map() {
-    let mut c = Cluster::new(None, "shards = 2\nelection_ticks = 30\ncluster_mode = true");
+    split_under_load(true);
+}
+
+/// Plain mode: a client connected to a node that leads nothing; the node forwards each
+/// request, to the new shard once the slot moved.
+#[test]
+fn a_shard_splits_under_load_behind_a_forwarding_node() {
+    split_under_load(false);
+}
+
+fn split_under_load(cluster: bool) {
+    let mut c = Cluster::new(None, &format!("shards = 2\nelection_ticks = 30\ncluster_mode = {cluster}"));
     let seed = c.start(1, true);
     for id in 2..=3 {
         c.start(id, false);
@@ -85,7 +121,7 @@ fn a_shard_splits_under_load_and_clients_follow_the_new_map() {
     admin.transfer(&seed, 1000, 2).unwrap();
     admin.transfer(&seed, 1001, 3).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while slot_ranges(&seed) != [(0, 8191, c.addr(2)), (8192, 16383, c.addr(3))] {
+    while cluster && slot_ranges(&seed) != [(0, 8191, c.addr(2)), (8192, 16383, c.addr(3))] {
         assert!(Instant::now() < deadline, "routes not published: {:?}", slot_ranges(&seed));
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -97,7 +133,7 @@ fn a_shard_splits_under_load_and_clients_follow_the_new_map() {
             .map(|t| {
                 s.spawn({
                     let (url, stop) = (url.clone(), &stop);
-                    move || writer(url, t, stop)
+                    move || writer(url, cluster, t, stop)
                 })
             })
             .collect();
@@ -115,14 +151,16 @@ fn a_shard_splits_under_load_and_clients_follow_the_new_map() {
     // leader (the split's first leader).
     let want = [(0, 4095, c.addr(2)), (4096, 8191, c.addr(2)), (8192, 16383, c.addr(3))];
     let deadline = Instant::now() + Duration::from_secs(30);
-    for id in 1..=3 {
+    for id in (1..=3).filter(|_| cluster) {
         while slot_ranges(&c.addr(id)) != want {
             assert!(Instant::now() < deadline, "node {id}: {:?}", slot_ranges(&c.addr(id)));
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let Value::Array(Some(shards)) = call(&c.addr(3), &["CLUSTER", "SHARDS"]) else { panic!() };
-    assert_eq!(shards.len(), 3, "CLUSTER SHARDS: one entry per shard");
+    if cluster {
+        let Value::Array(Some(shards)) = call(&c.addr(3), &["CLUSTER", "SHARDS"]) else { panic!() };
+        assert_eq!(shards.len(), 3, "CLUSTER SHARDS: one entry per shard");
+    }
 
     // Every acknowledged write is there, through a fresh cluster client.
     let (total, errors): (usize, usize) =
@@ -140,11 +178,13 @@ fn a_shard_splits_under_load_and_clients_follow_the_new_map() {
         .filter(|(k, _)| (4096..8192).contains(&key_slot(k.as_bytes())))
         .count();
     assert!(moved > 10, "few keys in the moved slots ({moved})");
-    let client = redis::cluster::ClusterClient::new(vec![c.url(3)]).unwrap();
-    let mut con = client.get_connection().unwrap();
+    let mut con = Con::open(&c.url(3), cluster).unwrap();
     for (key, v) in records.iter().flat_map(|r| &r.0) {
-        let got: Option<u64> = redis::cmd("GET").arg(key).query(&mut con).unwrap();
+        let got: Option<u64> = con.query(redis::cmd("GET").arg(key)).unwrap();
         assert_eq!(got, Some(*v), "acknowledged write of {key} lost or wrong");
+    }
+    if !cluster {
+        return;
     }
     // A node that does not lead the new shard answers -MOVED to its leader.
     let (key, _) = records
