@@ -715,8 +715,12 @@ impl Node {
             return Value::err("ERR shard data missing");
         };
         // The keys must be in the replica's applied slots when the read is served.
-        if let Some(s) = lock(&self.slots).get(&group).cloned() {
-            if let Err(moved) = check_slots(&read_slots(&s), q.keys()) {
+        // (The map's lock is released before a refused read is re-routed, which reads it
+        // again.)
+        let own = lock(&self.slots).get(&group).cloned();
+        if let Some(s) = own {
+            let checked = check_slots(&read_slots(&s), q.keys());
+            if let Err(moved) = checked {
                 return crate::shard_split::moved_read(self, group, q, moved);
             }
         }
