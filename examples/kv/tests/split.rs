@@ -40,6 +40,16 @@ fn slot_ranges(addr: &str) -> Vec<(i64, i64, String)> {
     v
 }
 
+/// Waits until `CLUSTER SLOTS` names the one shard's leader (its route is published), so
+/// a cluster client finds a node for every slot.
+fn wait_one_range(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slot_ranges(addr).len() != 1 {
+        assert!(Instant::now() < deadline, "no route published: {:?}", slot_ranges(addr));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One writer's record: (key, value) acknowledged, in order; errors seen.
 type Record = (Vec<(String, u64)>, Vec<String>);
 
@@ -205,6 +215,7 @@ fn a_shard_past_the_size_threshold_splits_by_itself() {
     let mut c = Cluster::new(None, "shards = 1\ncluster_mode = true\nsplit_keys = 300");
     let seed = c.start(1, true);
     c.wait_writable(1, "k");
+    wait_one_range(&seed);
     let client = redis::cluster::ClusterClient::new(vec![c.url(1)]).unwrap();
     let mut con = client.get_connection().unwrap();
     for i in 0..400u64 {
@@ -226,5 +237,41 @@ fn a_shard_past_the_size_threshold_splits_by_itself() {
     for i in 0..400u64 {
         let got: Option<u64> = redis::cmd("GET").arg(format!("k{i}")).query(&mut con).unwrap();
         assert_eq!(got, Some(i), "k{i}");
+    }
+}
+
+/// Automatic split by write load (`split_write_bytes_per_sec`): a one-node cluster whose
+/// only shard takes writes faster than the threshold (measured by the engine,
+/// `GroupStatus::load`) splits by itself; the keys stay readable.
+#[test]
+fn a_shard_past_the_write_load_threshold_splits_by_itself() {
+    let mut c = Cluster::new(None, "shards = 1\ncluster_mode = true\nsplit_write_bytes_per_sec = 20000");
+    let seed = c.start(1, true);
+    c.wait_writable(1, "k");
+    wait_one_range(&seed);
+    let client = redis::cluster::ClusterClient::new(vec![c.url(1)]).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let value = "v".repeat(1000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0u64;
+    loop {
+        let Value::Array(Some(shards)) = call(&seed, &["CLUSTER", "SHARDS"]) else { panic!() };
+        if shards.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no automatic split after {written} writes");
+        // A few dozen KB/s over few keys: load, not size.
+        for _ in 0..20 {
+            let _: () =
+                redis::cmd("SET").arg(format!("k{}", written % 10)).arg(&value).query(&mut con).unwrap();
+            written += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = redis::cluster::ClusterClient::new(vec![c.url(1)]).unwrap();
+    let mut con = client.get_connection().unwrap();
+    for i in 0..10u64.min(written) {
+        let got: Option<String> = redis::cmd("GET").arg(format!("k{i}")).query(&mut con).unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_str()), "k{i}");
     }
 }
