@@ -209,7 +209,8 @@ fn split_under_load(cluster: bool) {
 
 /// Automatic split by size (`split_keys`): a one-node cluster whose only shard passes the
 /// threshold splits by itself; every key stays readable with its value, and the new shard
-/// shows in `CLUSTER SHARDS`.
+/// shows in `CLUSTER SHARDS`. A backup then holds both shards, and restores into a fresh
+/// cluster of two shards with every key.
 #[test]
 fn a_shard_past_the_size_threshold_splits_by_itself() {
     let mut c = Cluster::new(None, "shards = 1\ncluster_mode = true\nsplit_keys = 300");
@@ -237,6 +238,18 @@ fn a_shard_past_the_size_threshold_splits_by_itself() {
     for i in 0..400u64 {
         let got: Option<u64> = redis::cmd("GET").arg(format!("k{i}")).query(&mut con).unwrap();
         assert_eq!(got, Some(i), "k{i}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("b");
+    let m = c.admin().backup(&seed, &backup).unwrap();
+    assert_eq!((m.shards, m.groups.len()), (2, 2), "the split-off shard is backed up too");
+    let mut dst = Cluster::new(None, "shards = 2\nrestore = true");
+    let fresh = dst.start(1, true);
+    c.admin().restore(&fresh, &backup).unwrap();
+    let mut con = dst.redis(1);
+    for i in 0..400u64 {
+        let got: Option<u64> = redis::cmd("GET").arg(format!("k{i}")).query(&mut con).unwrap();
+        assert_eq!(got, Some(i), "restored k{i}");
     }
 }
 
