@@ -140,6 +140,15 @@ pub struct Metrics {
     ///
     /// [`Effect::CreateGroup`]: super::Effect::CreateGroup
     pub effects_create_group: u64,
+    /// Split children this node created from an [`Effect::Split`] (founded from the
+    /// split-off state, durable before the parent applied on).
+    ///
+    /// [`Effect::Split`]: super::Effect::Split
+    pub split_children_created: u64,
+    /// Split effects that found the child already here (created by its leader's message
+    /// and given a snapshot, or tombstoned, or founded by an earlier run of the same
+    /// entry) and kept it: never overwritten, never created twice.
+    pub split_children_kept: u64,
     /// Network messages dropped because a mailbox was full.
     pub messages_dropped: u64,
     /// Raft ticks given to groups so far; quiesced groups get none, so with every group

@@ -33,6 +33,28 @@ pub enum Effect {
         /// Its founding voters, in replica-id order.
         members: Vec<NodeId>,
     },
+    /// Split off a new group `group` from the applying group (the parent) at this entry's
+    /// index: on each node among `members` that applies the entry, the engine takes the
+    /// child's first state from [`StateMachine::take_split`] (or, if that gives none,
+    /// from the factory), writes it durably as the child's founding snapshot, and
+    /// creates the child's replica from it (replica ids 1, 2, ... in `members` order)
+    /// *before* the parent applies its next entry: a crash either finds the child durable
+    /// or replays the split entry. The replica on `first_leader` campaigns at once; the
+    /// others wait an extra election timeout, so the child's first leader is the node
+    /// that led the parent and no two leases over the split-off range overlap. A replica
+    /// of `group` already here (created by the child's leader's message before this node
+    /// applied the split, and given a snapshot, or a tombstone) is kept, never
+    /// overwritten or created twice. The protocol: `runtime/split.rs` and
+    /// ARCHITECTURE.md.
+    Split {
+        /// The child's id.
+        group: u64,
+        /// Its founding voters, in replica-id order (the parent's replicas' nodes).
+        members: Vec<NodeId>,
+        /// The node whose replica campaigns first (the parent's leader, which proposed
+        /// the split).
+        first_leader: NodeId,
+    },
 }
 
 /// The application's replicated state of one group. Called only from the apply thread of
@@ -133,6 +155,18 @@ pub trait StateMachine: Send + 'static {
     /// (return them once: the engine executes what it is given). Default: none.
     fn take_effects(&mut self) -> Vec<Effect> {
         Vec::new()
+    }
+
+    /// The first state of split child `group`, which this state machine set aside when
+    /// it applied the entry returning [`Effect::Split`] for it (called on the apply
+    /// thread right after [`StateMachine::take_effects`], once per split effect; the
+    /// data leaves the parent at that index). The engine snapshots it into the child's
+    /// founding snapshot, so it must reflect exactly the split-off part of the parent's
+    /// state at that index. Default `None`: the engine asks the factory for the child's
+    /// state machine instead.
+    fn take_split(&mut self, group: u64) -> Option<Box<dyn StateMachine>> {
+        let _ = group;
+        None
     }
 }
 

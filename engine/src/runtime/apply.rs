@@ -33,6 +33,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::sessions::{session_step, SessionStep};
 use super::snapfile;
+use super::split::SplitRequest;
 use super::waiters::{Done, Outcome, Waiter};
 use crate::api::{Effect, SnapshotSource, StateMachine};
 use crate::raft::conf::ConfState;
@@ -202,6 +203,7 @@ pub(crate) fn run(
     snap_dir: PathBuf,
     timing: &flotilla_wal::LatencyHistogram,
     measure: bool,
+    mut split: super::split::SplitCtx,
 ) {
     let (job_tx, jobs) = unbounded();
     let done = tx.clone();
@@ -286,7 +288,20 @@ pub(crate) fn run(
                             slot.sessions.record(session, seq, result.clone());
                         }
                         let outcome = answer.unwrap_or(Outcome::Applied(result));
-                        done.effects.extend(slot.sm.take_effects().into_iter().map(|f| (e.index, f)));
+                        for f in slot.sm.take_effects() {
+                            if let Effect::Split { group: child, members, first_leader } = &f {
+                                // Durable (or kept) before the next entry (`split`).
+                                let req = SplitRequest {
+                                    parent: group,
+                                    index: e.index,
+                                    child: *child,
+                                    members,
+                                    first_leader: *first_leader,
+                                };
+                                split.run(&req, &mut *slot.sm);
+                            }
+                            done.effects.push((e.index, f));
+                        }
                         slot.applied = e.index;
                         slot.term = e.term;
                         done.applied += 1;
@@ -335,6 +350,11 @@ pub(crate) fn run(
                 let Some(slot) = sms.get_mut(&group) else { continue };
                 let at = (slot.applied, slot.term);
                 let meta = SnapshotMeta { index: at.0, term: at.1, conf: slot.conf.clone() };
+                if !split.may_snapshot(group) {
+                    let e = "a split of this group is not durable here; a restart replays it".to_string();
+                    let _ = tx.send(ApplyDone::Snapshot { group, epoch, meta, result: Err(e) });
+                    continue;
+                }
                 let source = match slot.sm.snapshot_source() {
                     Some(s) if s.reflects() == at => Ok(s),
                     Some(s) => Err(format!("snapshot source reflects {:?}, applied is {at:?}", s.reflects())),

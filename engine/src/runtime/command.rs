@@ -101,6 +101,16 @@ pub(crate) enum Cmd {
         sessions: crate::session::SessionTable,
         done: Completer<Result<(), CreateGroupError>>,
     },
+    /// Founds this node's replica of a split child from its durable founding snapshot, or
+    /// keeps the one here (`split`); resolves once durable or kept.
+    SplitChild {
+        group: u64,
+        replica: ReplicaId,
+        meta: crate::raft::message::SnapshotMeta,
+        sm: Box<dyn StateMachine>,
+        first_leader: Option<bool>,
+        done: Completer<Result<(), CreateGroupError>>,
+    },
     /// A local, not linearizable read (`Engine::read_local`): the applied index if the
     /// replica's lag is within `bound`.
     ReadLocal {

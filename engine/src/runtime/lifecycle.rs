@@ -1,7 +1,8 @@
 //! Replica lifecycle on a worker: creation (by the API, founding writes submitted in one
 //! batch and started once durable; by a leader's message for an unknown group, when the
 //! embedder's `CreatePolicy` and the caps allow it (`admission`); by a state machine's
-//! `Effect::CreateGroup`, handed to the owning worker without blocking), removal at the
+//! `Effect::CreateGroup`, handed to the owning worker without blocking; split children are
+//! founded by `split`), removal at the
 //! caller's request, destruction (a durable tombstone record, waiters failed, the state
 //! machine dropped), and the dropping of unconfirmed replicas (created from a message,
 //! never joined a configuration, promised nothing: expired, or replaced by the group's
@@ -374,6 +375,8 @@ impl Worker {
                 self.effect_creates.push_back((owner, group, cmd, deadline));
                 self.send_effect_creates();
             }
+            // Executed on the apply thread before the parent applies on (`split`).
+            Effect::Split { .. } => {}
         }
     }
 
@@ -453,7 +456,7 @@ impl Worker {
 
 /// Whether replica `g` promised nothing to anyone: no log entry, no snapshot, no vote
 /// (dropping it loses nothing a quorum may count on).
-fn promised_nothing(g: &Group) -> bool {
+pub(super) fn promised_nothing(g: &Group) -> bool {
     g.raft.last_index() == 0 && g.raft.snapshot_meta().index == 0 && g.raft.hard_state().vote == 0
 }
 

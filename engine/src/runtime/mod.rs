@@ -58,6 +58,7 @@ mod snap_request;
 mod snapfile;
 mod snapshot_waiters;
 mod snapshots;
+mod split;
 mod stop;
 mod store;
 mod tombstones;
@@ -396,6 +397,8 @@ impl Runtime {
             tombstones_resent: l(&c.tombstones_resent),
             removals_confirmed: l(&c.removals_confirmed),
             effects_create_group: l(&c.effects_create_group),
+            split_children_created: l(&c.split_children_created),
+            split_children_kept: l(&c.split_children_kept),
             messages_dropped: l(&c.messages_dropped),
             raft_ticks: l(&c.raft_ticks),
             worker_ticks: l(&c.worker_ticks),

@@ -47,6 +47,8 @@ pub(crate) struct Counters {
     pub tombstones_resent: AtomicU64,
     pub removals_confirmed: AtomicU64,
     pub effects_create_group: AtomicU64,
+    pub split_children_created: AtomicU64,
+    pub split_children_kept: AtomicU64,
     pub messages_dropped: AtomicU64,
     /// Raft ticks given to groups (quiesced groups get none).
     pub raft_ticks: AtomicU64,

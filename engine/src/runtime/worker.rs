@@ -146,7 +146,8 @@ impl Worker {
         let apply_thread = std::thread::Builder::new().name(format!("flotilla-apply-{idx}")).spawn({
             let (dir, timing) = (sh.snap_dir.clone(), sh.apply_latency.clone());
             let measure = sh.cfg.get().measure_load;
-            move || super::apply::run(apply_cmds, apply_done, dir, &timing, measure)
+            let split = super::split::SplitCtx::new(sh.clone());
+            move || super::apply::run(apply_cmds, apply_done, dir, &timing, measure, split)
         })?;
         let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
@@ -369,6 +370,9 @@ impl Worker {
                 self.import_group(group, replica, meta, sm, sessions, done)
             }
             Cmd::ReadLocal { group, bound, done } => self.read_local(group, bound, done),
+            Cmd::SplitChild { group, replica, meta, sm, first_leader, done } => {
+                self.split_child(group, replica, meta, sm, first_leader, done)
+            }
         }
     }
 

@@ -84,7 +84,8 @@ fn sweep(node: &Node) {
 
 /// Whether `group` is a shard of this node's cluster.
 fn is_shard(node: &Node, group: u64) -> bool {
-    group != META_GROUP && known_group(group, node.config().shards)
+    group != META_GROUP
+        && (known_group(group, node.config().shards) || crate::shard_split::is_known_shard(node, group))
 }
 
 /// `FLOTILLA.BACKUP <group>`.
@@ -244,6 +245,10 @@ pub fn restore(node: &Node, group: u64) -> Value {
 /// Runs one of this module's admin commands (`name` upper-cased), or `None` if `name`
 /// is not one of them.
 pub fn command(node: &Node, name: &str, args: &[Vec<u8>]) -> Option<Value> {
+    // The split admin command rides this module's hook in the dispatcher (`commands`).
+    if let Some(v) = crate::shard_split::command(node, name, args) {
+        return Some(v);
+    }
     let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<u64>().ok());
     let bad = |usage: &str| Value::err(format!("ERR usage: {usage}"));
     Some(match (name, args) {

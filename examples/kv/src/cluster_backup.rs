@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::backup::MAX_CHUNK;
 use crate::cluster::{Admin, AdminError};
 use crate::resp::Value;
-use crate::sm::{shard_group, NodeInfo};
+use crate::sm::{shard_group, NodeInfo, SHARD_BASE};
 
 /// The manifest's file name in a backup directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -135,15 +135,19 @@ impl Admin {
         }
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let st = self.node_status(seed)?;
-        let mut groups = Vec::with_capacity(st.shards as usize);
-        for shard in 0..st.shards {
+        // Shards split off since the cluster was created follow on the configured ones
+        // (`crate::shard_split`): the view names them.
+        let split_off = self.view(seed)?.shard_groups().map(|g| g.group.saturating_sub(SHARD_BASE) + 1).max();
+        let shards = split_off.map_or(st.shards, |n| st.shards.max(u32::try_from(n).unwrap_or(u32::MAX)));
+        let mut groups = Vec::with_capacity(shards as usize);
+        for shard in 0..shards {
             groups.push(self.backup_shard(seed, dir, shard)?);
         }
         let m = Manifest {
             format: FORMAT,
             started_unix_ms,
             finished_unix_ms: unix_ms(),
-            shards: st.shards,
+            shards,
             groups,
             directory: st.directory,
         };

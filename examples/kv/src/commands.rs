@@ -400,7 +400,7 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
     // master, and which nodes those are depends on the client (a node leading one shard is
     // a replica of others), so each node's scan covers every key. Keys then come once per
     // node scanned, which Redis's SCAN contract allows; a key missed would not be.
-    let shards = node.config().shards as u64;
+    let shards = u64::from(crate::shard_split::shard_count(node));
     let (shard, from) = (cursor >> crate::sm::SCAN_SHARD_SHIFT, cursor & crate::sm::SCAN_HASH_MAX);
     if shard >= shards {
         return Value::Array(Some(vec![Value::bulk("0"), Value::Array(Some(vec![]))]));
@@ -428,7 +428,7 @@ fn scan(node: &Node, cursor: &[u8], opts: &[Vec<u8>]) -> Value {
 
 /// Runs `op(group)` on every shard at once (DBSIZE, KEYS, FLUSHDB); one reply per shard.
 fn every_shard(node: &Node, op: impl Fn(u64) -> Op) -> Vec<Value> {
-    exec_all(node, (0..node.config().shards).map(|s| op(shard_group(s))).collect())
+    exec_all(node, (0..crate::shard_split::shard_count(node)).map(|s| op(shard_group(s))).collect())
 }
 
 fn first_error(vs: &[Value]) -> Option<Value> {

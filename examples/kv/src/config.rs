@@ -75,6 +75,14 @@ pub struct NodeConfig {
     /// 1..=10^9.
     #[serde(default = "d_compact")]
     pub compact_entries: u64,
+    /// A shard this node leads splits automatically (`crate::shard_split`) once its write
+    /// load passes this many bytes per second. Default 0: never for load.
+    #[serde(default)]
+    pub split_write_bytes_per_sec: u64,
+    /// A shard this node leads splits automatically once it holds more keys than this.
+    /// Default 0: never for size.
+    #[serde(default)]
+    pub split_keys: u64,
     /// Largest request accepted, bytes. Default 16 MiB; 1 KiB..=512 MiB.
     #[serde(default = "d_max_request")]
     pub max_request_bytes: usize,
@@ -324,6 +332,10 @@ pub struct ValidNodeConfig {
     pub busy_hold: Duration,
     /// Compaction threshold.
     pub compact_entries: u64,
+    /// Automatic split above this write load (bytes/s; 0: off).
+    pub split_write_bytes_per_sec: u64,
+    /// Automatic split above this many keys (0: off).
+    pub split_keys: u64,
     /// Request size limit.
     pub max_request_bytes: usize,
     /// Connection limit.
@@ -618,6 +630,8 @@ impl NodeConfig {
             retry_budget,
             busy_hold,
             compact_entries,
+            split_write_bytes_per_sec: self.split_write_bytes_per_sec,
+            split_keys: self.split_keys,
             max_request_bytes,
             max_clients,
             executor_threads,

@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 61] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 63] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -56,6 +56,8 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 61] {
         ("tombstones_resent", m.tombstones_resent, Counter, "Tombstones leaders re-sent to removed replicas that had not confirmed their destruction yet (every gc_interval_elections)"),
         ("removals_confirmed", m.removals_confirmed, Counter, "Removal records forgotten: a removed replica's node confirmed its destruction and the leader proposed ChangeKind::Forget"),
         ("effects_create_group", m.effects_create_group, Counter, "Groups created by Effect::CreateGroup"),
+        ("split_children_created", m.split_children_created, Counter, "Split children founded here from an Effect::Split (durable before the parent applied on)"),
+        ("split_children_kept", m.split_children_kept, Counter, "Split effects that found the child's replica already here and kept it (never overwritten, never created twice)"),
         ("messages_dropped", m.messages_dropped, Counter, "Network messages dropped because a mailbox was full"),
         ("raft_ticks", m.raft_ticks, Counter, "Raft ticks given to groups so far; quiesced groups get none, so with every group quiesced this stops growing"),
         ("worker_ticks", m.worker_ticks, Counter, "Worker ticks so far (summed over workers)"),

@@ -174,7 +174,7 @@ impl InFlight {
                 State::Read(_) => Resolved::Read(false),
             };
             here &= match &r {
-                Resolved::Write(o) => write_is_final(&op, o),
+                Resolved::Write(o) => write_is_final(&op, o) && !refused_slots(o),
                 Resolved::Read(confirmed) => *confirmed,
             };
             ops.push((op, r, n));
@@ -189,13 +189,38 @@ impl InFlight {
 }
 
 /// The replies of a started operation that answers `n` commands: a batch's array split
-/// into its commands' replies, or its one error repeated for each.
+/// into its commands' replies, or its one error repeated for each. A command of a batch
+/// the shard refused for its slot (`-WRONGSLOT`: split off since; not applied) runs again
+/// on its own, on the slow path, which follows the slot to its new shard (may block: only
+/// on an executor, see [`refused_slots`]).
 fn resolve(node: &Node, op: Op, r: Resolved, n: usize) -> Vec<Value> {
+    let batch = match (&op, n) {
+        (Op::Write { group, cmd, .. }, 2..) => match WriteCmd::decode(cmd) {
+            Some(WriteCmd::Batch(cmds)) => Some((*group, cmds)),
+            _ => None,
+        },
+        _ => None,
+    };
     let v = match r {
         Resolved::Write(o) => finish_write(node, op, false, o),
         Resolved::Read(confirmed) => finish_read(node, op, false, confirmed),
     };
-    split_replies(v, n)
+    let mut replies = split_replies(v, n);
+    if let Some((group, cmds)) = batch {
+        for (reply, cmd) in replies.iter_mut().zip(cmds) {
+            if matches!(reply, Value::Error(e) if crate::shard_split::is_wrong_slot(e)) {
+                *reply = node.exec(Op::Write { group, cmd, tag: None });
+            }
+        }
+    }
+    replies
+}
+
+/// Whether `o`, a batch's outcome, refused some of its commands for their slots: they
+/// run again on an executor ([`resolve`]).
+fn refused_slots(o: &Outcome) -> bool {
+    matches!(o, Outcome::Done(Value::Array(Some(vs)))
+        if vs.iter().any(|v| matches!(v, Value::Error(e) if crate::shard_split::is_wrong_slot(e))))
 }
 
 /// `v`, the reply of an entry carrying `n` commands: one reply each.
@@ -257,5 +282,13 @@ mod tests {
             "a short array is not passed off as replies"
         );
         assert_eq!(wrong.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_with_a_command_refused_for_its_slot_goes_to_an_executor() {
+        let refused = Value::err("WRONGSLOT 5000 is not served by this shard");
+        assert!(refused_slots(&Outcome::Done(Value::Array(Some(vec![Value::ok(), refused.clone()])))));
+        assert!(!refused_slots(&Outcome::Done(Value::Array(Some(vec![Value::ok(), Value::Int(1)])))));
+        assert!(!refused_slots(&Outcome::Done(Value::ok())));
     }
 }

@@ -238,6 +238,28 @@ impl Keyspace {
         true
     }
 
+    /// Moves the keys for which `moves` holds (with their values, expiries and
+    /// last-modified indexes) into a new keyspace at this one's apply time and index;
+    /// a shard split hands them to the new shard (`crate::shard_split`).
+    pub fn split_off(&mut self, moves: impl Fn(&[u8]) -> bool) -> Keyspace {
+        let mut out =
+            Keyspace { now: self.now, index: self.index, removed: self.removed, ..Keyspace::default() };
+        let keys: Vec<Bytes> = self.map.keys().filter(|k| moves(k)).cloned().collect();
+        for k in keys {
+            if let Some(e) = self.map.remove(&k[..]) {
+                if let Some(t) = e.expire_at {
+                    self.expiries.remove(&(t, k.clone()));
+                    out.expiries.insert((t, k.clone()));
+                }
+                out.map.insert(k, e);
+            }
+        }
+        if !out.map.is_empty() {
+            self.removed = self.index;
+        }
+        out
+    }
+
     /// Removes every key.
     pub fn clear(&mut self) {
         if !self.map.is_empty() {

@@ -67,6 +67,7 @@ pub mod routes;
 pub mod server;
 pub mod sessions;
 pub mod shard_snapshot;
+pub mod shard_split;
 pub mod shutdown;
 pub mod slots;
 pub mod sm;

@@ -447,6 +447,12 @@ impl Node {
         let (fdir, fhook, fdata, fslots, froutes) =
             (dir.clone(), hook.clone(), data.clone(), slots.clone(), routes.clone());
         let shard_count = cfg.shards;
+        // A split's new shard registers its data and slots on its first apply or restore.
+        let (rdata, rslots) = (data.clone(), slots.clone());
+        let registry: crate::shard_split::ShardRegistry = Arc::new(move |g, d, s| {
+            lock(&rdata).insert(g, d);
+            lock(&rslots).insert(g, s);
+        });
         let factory: StateMachineFactory = Arc::new(move |g| {
             if g == META_GROUP {
                 Box::new(MetaSm::new(fdir.clone(), fhook.clone(), froutes.clone()))
@@ -459,7 +465,9 @@ impl Node {
                 let own: ShardSlots =
                     Arc::new(std::sync::RwLock::new(crate::slots::default_range(s, shard_count)));
                 lock(&fslots).insert(g, own.clone());
-                Box::new(ShardSm::new(d, own))
+                let mut sm = ShardSm::new(d, own);
+                sm.set_split(crate::shard_split::SplitState::new(g, registry.clone(), true));
+                Box::new(sm)
             }
         });
         let mut ec = EngineConfig::new(me, &cfg.data_dir);
@@ -476,8 +484,13 @@ impl Node {
         ec.load_half_life = cfg.load_half_life;
         ec.load_fold_interval = cfg.load_fold_interval;
         // Peers create replicas here only of this cluster's groups (issue 12 point 3).
+        // And of the shards split off since, once the routes name them (before that, a
+        // node founds its replica of a new shard when it applies the split).
         let shards = cfg.shards;
-        ec.create_policy = CreatePolicy::new(move |group, _from| known_group(group, shards));
+        let proutes = routes.clone();
+        ec.create_policy = CreatePolicy::new(move |group, _from| {
+            known_group(group, shards) || read_routes(&proutes).get(group).is_some()
+        });
         let engine = Engine::open(
             ec,
             Box::new(QuicTransport::with_shared_endpoint(ep.clone(), inbox, DecodeLimits::default())),
@@ -543,6 +556,8 @@ impl Node {
             .spawn(move || crate::expiry::active_expire_loop(weak))
             .map_err(|e| StartError::Bootstrap(e.to_string()))?;
         crate::routes::start(&node).map_err(|e| StartError::Bootstrap(format!("route publisher: {e}")))?;
+        crate::shard_split::start_auto(&node)
+            .map_err(|e| StartError::Bootstrap(format!("auto split: {e}")))?;
         let n = node.clone();
         std::thread::Builder::new()
             .name("kv-register".into())
@@ -706,9 +721,13 @@ impl Node {
             return Value::err("ERR shard data missing");
         };
         // The keys must be in the replica's applied slots when the read is served.
-        if let Some(s) = lock(&self.slots).get(&group).cloned() {
-            if let Err(moved) = check_slots(&read_slots(&s), q.keys()) {
-                return moved;
+        // (The map's lock is released before a refused read is re-routed, which reads it
+        // again.)
+        let own = lock(&self.slots).get(&group).cloned();
+        if let Some(s) = own {
+            let checked = check_slots(&read_slots(&s), q.keys());
+            if let Err(moved) = checked {
+                return crate::shard_split::moved_read(self, group, q, moved);
             }
         }
         let m = read_data(&d);
@@ -826,6 +845,11 @@ impl Node {
     pub fn proposal_outcome(r: Result<Bytes, ProposeError>) -> Outcome {
         match r {
             Ok(b) => match parse_value(&b, usize::MAX >> 1, 16) {
+                // The shard refused a slot it no longer serves (a split): not applied, so
+                // the request may run again where the slot went (`shard_split`).
+                Ok(Some((Value::Error(e), _))) if crate::shard_split::is_wrong_slot(&e) => {
+                    Outcome::Retry(e, None)
+                }
                 Ok(Some((v, _))) => Outcome::Done(v),
                 _ => Outcome::Done(Value::ok()),
             },
@@ -990,7 +1014,7 @@ impl Node {
         let mut uncertain = false;
         // Set on the first busy refusal: how long the request may be held for it.
         let mut busy_until: Option<Instant> = None;
-        let group = op.group();
+        let mut group = op.group();
         for attempt in 0u32.. {
             // Taken before the attempt: a leader change during it ends the pause at once.
             let seen = self.leaders.seen(op.group());
@@ -1041,6 +1065,27 @@ impl Node {
                     op = Op::Write { group, cmd, tag: Some(new) };
                     target = self.first_target(&op);
                     last = e;
+                }
+                // The shard no longer serves the slot (split meanwhile): nothing was
+                // applied; the request goes where the slot is now (`shard_split`).
+                Outcome::Done(Value::Error(e)) | Outcome::Retry(e, _)
+                    if crate::shard_split::is_wrong_slot(&e) =>
+                {
+                    let refusal = self.answered(group, tag, Value::Error(e));
+                    match crate::shard_split::reroute(self, &op, refusal, deadline) {
+                        Ok(next) => {
+                            group = next.group();
+                            op = match next {
+                                Op::Write { group, cmd, .. } => {
+                                    Op::Write { group, cmd, tag: self.session_tag(group, deadline) }
+                                }
+                                other => other,
+                            };
+                            target = self.first_target(&op);
+                            last = format!("slot moved to group {group}");
+                        }
+                        Err(v) => return v,
+                    }
                 }
                 Outcome::Done(v) | Outcome::Fail(v) => return self.answered(group, tag, v),
                 Outcome::Redirect(h) => {

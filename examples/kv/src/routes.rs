@@ -17,7 +17,7 @@ use flotilla_engine::api::{EngineEvent, EventStream, RecvError};
 
 use crate::node::{Node, Op};
 use crate::resp::Value;
-use crate::sm::{read_routes, shard_group, MetaCmd, Route, META_GROUP};
+use crate::sm::{read_routes, shard_group, MetaCmd, Route, META_GROUP, SHARD_BASE};
 
 /// Events the publisher's subscription buffers.
 const CAPACITY: usize = 4096;
@@ -51,7 +51,9 @@ pub fn current_route(node: &Node, group: u64) -> Option<Route> {
 /// Publishes the route of `group` if this node leads it and the meta group's differs;
 /// whether the meta group holds this node's view afterwards (or it does not lead).
 pub fn publish(node: &Node, group: u64) -> bool {
-    let Some(route) = current_route(node, group) else { return true };
+    // A leader whose replica has not registered its slots yet (a split's new shard before
+    // its first apply) tries again.
+    let Some(route) = current_route(node, group) else { return !node.leads(group) };
     if read_routes(node.routes()).get(group) == Some(&route) {
         return true;
     }
@@ -78,7 +80,9 @@ fn run(mut stream: EventStream, node: Weak<Node>) {
             Err(_) => {}
         }
         if Instant::now() >= next_sweep {
+            // Every shard hosted here, split-off ones included.
             dirty.extend((0..n.config().shards).map(shard_group));
+            dirty.extend(n.engine().status().iter().map(|s| s.group).filter(|&g| g >= SHARD_BASE));
             next_sweep = Instant::now() + SWEEP;
         }
         // Shards only: the meta group is routed by the engine's own view.

@@ -413,12 +413,19 @@ pub struct ShardSm {
     slots: ShardSlots,
     /// (index, term) of the last entry applied (or restored): what a snapshot reflects.
     at: (u64, u64),
+    /// Splitting off slots into a new shard (`crate::shard_split`).
+    split: crate::shard_split::SplitState,
 }
 
 impl ShardSm {
     /// A state machine over `data`, serving `slots` until its log says otherwise.
     pub fn new(data: ShardData, slots: ShardSlots) -> ShardSm {
-        ShardSm { data, slots, at: (0, 0) }
+        ShardSm { data, slots, at: (0, 0), split: Default::default() }
+    }
+
+    /// Sets how this shard splits and registers its children (`crate::shard_split`).
+    pub fn set_split(&mut self, split: crate::shard_split::SplitState) {
+        self.split = split;
     }
 
     /// Applies one command of the entry at `index` (`None`: it did not decode), if its
@@ -452,8 +459,12 @@ pub fn read_data(d: &ShardData) -> std::sync::RwLockReadGuard<'_, Keyspace> {
 impl StateMachine for ShardSm {
     fn apply(&mut self, index: u64, term: u64, command: Option<&[u8]>) -> Bytes {
         self.at = (index, term);
+        self.split.register(&self.data, &self.slots);
         let Some(c) = command else { return Bytes::new() };
         let (stamp, c) = unstamp(c);
+        if let Some(split) = crate::shard_split::SplitCmd::decode(c) {
+            return self.split.apply(index, split, &self.data, &self.slots);
+        }
         let v = match WriteCmd::decode(c) {
             Some(WriteCmd::Batch(cmds)) => Value::Array(Some(
                 cmds.iter()
@@ -504,7 +515,16 @@ impl StateMachine for ShardSm {
             *lock_w(&self.slots) = set;
         }
         self.at = (index, term);
+        self.split.register(&self.data, &self.slots);
         Ok(())
+    }
+
+    fn take_effects(&mut self) -> Vec<flotilla_engine::api::Effect> {
+        self.split.take_effects()
+    }
+
+    fn take_split(&mut self, group: u64) -> Option<Box<dyn StateMachine>> {
+        self.split.take_split(group)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Chaos: under a write load from several clients, SIGKILL the leader node of a shard,
-//! transfer leaders, add and remove a node, restart the killed node; then every
+//! transfer leaders, split a shard while one of its voters is down (it founds its replica
+//! of the new shard when it replays the split after its restart) and another once it is
+//! back, add and remove a node, restart the killed node; then every
 //! acknowledged write is readable through every node, the recorded history of
 //! SET / GET / INCR on a few keys is linearizable (operations with an unknown outcome count
 //! as possibly applied), and counters only ever INCRed are exact: every acknowledged INCR
@@ -54,6 +56,24 @@ impl Counter {
             },
         }
     }
+}
+
+/// Splits shard `group` at its middle slot (`FLOTILLA.SPLIT`, what `flotilla-admin split`
+/// sends), retrying a `TRYAGAIN` (no leader yet) a bounded number of times.
+fn split(admin: &flotilla_kv::cluster::Admin, seed: &str, group: u64) {
+    for _ in 0..50 {
+        match admin.call(seed, &["FLOTILLA.SPLIT", &group.to_string()]).unwrap() {
+            flotilla_kv::resp::Value::Int(child) => {
+                eprintln!("chaos: shard {group} split off shard {child}");
+                return;
+            }
+            flotilla_kv::resp::Value::Error(e) if e.starts_with("TRYAGAIN") => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            v => panic!("split of shard {group}: {v:?}"),
+        }
+    }
+    panic!("split of shard {group}: no leader");
 }
 
 /// INCRs sent through the live nodes while the victim is frozen.
@@ -239,6 +259,8 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
     // Leaders move among the live nodes.
     admin.transfer(&seed, 1000, live[1]).unwrap();
     admin.transfer(&seed, 1000, live[0]).unwrap();
+    // Shard 1000 splits while the victim, one of its voters, is down.
+    split(&admin, &seed, 1000);
     // Add node 4 to the cluster and to group 1000, while the victim is down.
     admin.add_server(&seed, &c.addr(4), 3).unwrap();
     admin.add_replica(&seed, 1000, 4).unwrap();
@@ -246,6 +268,8 @@ fn kill_transfer_add_remove_restart_loses_nothing_and_stays_linearizable() {
     // The killed node comes back and catches up.
     c.restart(victim);
     std::thread::sleep(Duration::from_millis(800));
+    // And shard 1002 splits with every voter up.
+    split(&admin, &seed, 1002);
     // Node 4 leaves group 1000 again, then the cluster.
     admin.remove_replica(&seed, 1000, 4).unwrap();
     admin.remove_server(&seed, 4).unwrap();

@@ -9,7 +9,11 @@
 //! flotilla-admin --seed ADDR remove-servers ID...
 //! flotilla-admin --seed ADDR transfer-leader --to ID (--group G | --from ID)
 //! flotilla-admin --seed ADDR reload-certs
+//! flotilla-admin --seed ADDR split SHARD [SLOT]
 //! ```
+//! `split SHARD [SLOT]` splits shard group SHARD by slot range (`FLOTILLA.SPLIT`,
+//! `flotilla_kv::shard_split`): its slots from SLOT on (default: its middle slot) go to a
+//! new shard on the same nodes; sent once, never retried.
 //! `add-servers` registers each new node (started with `bootstrap = false`) in the
 //! directory, makes it a voter of the meta group, and adds it (learner, catch up, promote)
 //! to every shard with fewer than `--replicas` voters (default 3). `remove-servers` moves
@@ -102,6 +106,15 @@ enum Cmd {
     },
     /// Makes every node re-read its certificate files (new connections use them).
     ReloadCerts,
+    /// Splits a shard: its slots from SLOT on (default: from its middle slot) go to a new
+    /// shard (the next free group id) on the same nodes, led first by the shard's leader.
+    /// Sent once (never retried: a retry could split twice); prints the new shard's group.
+    Split {
+        /// The shard's group (e.g. 1000).
+        shard: u64,
+        /// The first slot that moves.
+        slot: Option<u16>,
+    },
 }
 
 fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
@@ -165,6 +178,20 @@ fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
             println!("moved {n} leaderships from node {f} to node {to}");
         }
         Cmd::TransferLeader { .. } => return Err(AdminError::Invalid("give --group or --from".into())),
+        Cmd::Split { shard, slot } => {
+            let (g, s) = (shard.to_string(), slot.map(|s| s.to_string()));
+            let mut argv = vec!["FLOTILLA.SPLIT", g.as_str()];
+            argv.extend(s.as_deref());
+            match a.call(seed, &argv)? {
+                flotilla_kv::resp::Value::Int(child) => {
+                    println!("shard {shard} split: new shard group {child}")
+                }
+                flotilla_kv::resp::Value::Error(msg) => {
+                    return Err(AdminError::Refused { what: format!("split of {shard}"), msg })
+                }
+                v => return Err(AdminError::Invalid(format!("unexpected reply {v:?}"))),
+            }
+        }
         Cmd::ReloadCerts => {
             let mut failed = Vec::new();
             for (id, r) in a.reload_certs(seed)? {
