@@ -481,6 +481,9 @@ impl Node {
         // refuses that): a long election timeout stretches it.
         ec.propose_timeout_ticks = ec.propose_timeout_ticks.max(cfg.election_ticks * 4);
         ec.compact_entries = cfg.compact_entries;
+        if cfg.lease_reads {
+            ec.raft.read_mode = flotilla_engine::raft::ReadMode::LeaseBased;
+        }
         ec.load_half_life = cfg.load_half_life;
         ec.load_fold_interval = cfg.load_fold_interval;
         // Peers create replicas here only of this cluster's groups (issue 12 point 3).

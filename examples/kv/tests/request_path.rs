@@ -169,3 +169,39 @@ fn pipelined_writes_to_one_shard_are_one_entry_with_a_reply_each() {
     // (the meta group's route sweeps may add an entry or two).
     assert!(fewest <= 5, "pipelined writes took {fewest} entries for 17 commands");
 }
+
+/// `lease_reads = true`: the shard's leader serves a read under its lease, without a
+/// heartbeat round (Raft thesis §6.4.1). Shown by taking its quorum away: right after both
+/// followers are killed, a GET at the leader is still answered (within the lease, about
+/// the election timeout), where ReadIndex could not confirm the read and would time out
+/// (with `lease_reads = false` this test fails on the GET).
+#[test]
+fn lease_reads_are_served_by_the_leader_without_a_round() {
+    // A 3 s election timeout: a long lease, so the GET lands inside it on a busy machine.
+    let mut c =
+        Cluster::new(None, "shards = 1\nelection_ticks = 300\nlease_reads = true\nretry_budget_ms = 1000");
+    let seed = c.start(1, true);
+    c.wait_writable(1, "k");
+    for id in 2..=3 {
+        c.start(id, false);
+    }
+    let admin = c.admin();
+    for id in 2..=3 {
+        admin.add_server(&seed, &c.addr(id), 3).unwrap();
+    }
+    let mut con = c.redis(1);
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    // A read now confirms the lease with a quorum round (all three up).
+    let got: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(got, "v");
+    c.kill(2);
+    c.kill(3);
+    let started = Instant::now();
+    let got: redis::RedisResult<String> = redis::cmd("GET").arg("k").query(&mut con);
+    assert_eq!(
+        got.as_deref().ok(),
+        Some("v"),
+        "served under the lease after {:?}: {got:?}",
+        started.elapsed()
+    );
+}
