@@ -408,6 +408,11 @@ fn race(deny3: bool) {
     gate.store(true, Ordering::Release);
     c.wait_holds(parent, 0, 20, &keys(0..20));
     c.wait_holds(child, 20, TOP, &after);
+    // The worker decides (found or keep) after the parent's apply, which wait_holds saw.
+    wait_until("node 3 decided on its child replica", LONG, || {
+        let m = c.e(3).metrics();
+        m.split_children_created + m.split_children_kept > 0
+    });
     let m3 = c.e(3).metrics();
     if deny3 {
         assert_eq!((m3.split_children_created, m3.split_children_kept), (1, 0));

@@ -59,6 +59,7 @@ mod snapfile;
 mod snapshot_waiters;
 mod snapshots;
 mod split;
+mod split_child;
 mod stop;
 mod store;
 mod tombstones;

@@ -42,7 +42,8 @@
 //!    after I never applies I: it gets its replica of C from C's leader (by message,
 //!    then snapshot), as in 5.
 //!
-//! Owns steps 3 to 5 (founding file, the wait, the keep-or-create decision). Never
+//! Owns steps 3 and 4 on the apply thread (founding file, the wait); the worker's
+//! keep-or-create decision of step 5 is `split_child.rs`. Never
 //! decides what is split or checks ranges (the application's state machine does), never
 //! writes the WAL outside the worker's create path (`lifecycle::flush_creates`).
 //!
@@ -56,13 +57,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::SendTimeoutError;
 
 use super::command::Cmd;
-use super::group::PendingCreate;
-use super::lifecycle::promised_nothing;
-use super::pending::{pending, Completer};
+use super::pending::pending;
 use super::route::route;
-use super::shared::{bump, Shared};
+use super::shared::Shared;
 use super::snapfile;
-use super::worker::Worker;
 use crate::api::{CreateGroupError, StateMachine};
 use crate::raft::conf::ConfState;
 use crate::raft::message::SnapshotMeta;
@@ -218,54 +216,4 @@ fn write_founding(
     let mut data = session_codec::section(&SessionTable::new());
     sm.snapshot(&mut data)?;
     snapfile::save(&sh.snap_dir, child, replica, meta, &data)
-}
-
-impl Worker {
-    /// Founds this node's replica of split child `group` from its durable founding
-    /// snapshot `meta` (`Cmd::SplitChild`), or keeps the replica already here (step 5 of
-    /// the protocol). Resolves once the founding is durable, or at once when kept.
-    pub(super) fn split_child(
-        &mut self,
-        group: u64,
-        replica: ReplicaId,
-        meta: SnapshotMeta,
-        sm: Box<dyn StateMachine>,
-        first_leader: Option<bool>,
-        done: Completer<Result<(), CreateGroupError>>,
-    ) {
-        if self.failed {
-            return done.complete(Err(CreateGroupError::StorageFailed));
-        }
-        let empty_claim = self.admission.is_unconfirmed(group)
-            && self.groups.get(&group).is_some_and(|g| promised_nothing(g));
-        let existing = self
-            .groups
-            .get(&group)
-            .filter(|_| !empty_claim)
-            .map(|g| (g.raft.id(), g.raft.snapshot_meta().index));
-        if existing.is_some() || self.creating(group) || self.tombstones.contains_key(&group) {
-            // Kept: a replica that may have promised something is never overwritten; a
-            // tombstoned one never comes back; one being founded is not founded twice.
-            // The founding file goes unless the kept replica's snapshot is that file.
-            if existing != Some((replica, meta.index)) && !self.creating(group) {
-                let _ = std::fs::remove_file(snapfile::path(&self.sh.snap_dir, group, replica, meta.index));
-            }
-            bump(&self.sh.counters.split_children_kept);
-            tracing::info!(group, ?existing, "split: the child's replica is already here; kept");
-            return done.complete(Ok(()));
-        }
-        bump(&self.sh.counters.split_children_created);
-        let conf = meta.conf.clone();
-        // `flush_creates` replaces an empty unconfirmed claim and writes the founding.
-        self.creates.push(PendingCreate {
-            group,
-            replica,
-            conf,
-            sm,
-            first_leader,
-            snapshot: Some(meta),
-            sessions: Some(SessionTable::new()),
-            done,
-        });
-    }
 }
