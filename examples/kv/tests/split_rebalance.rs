@@ -72,11 +72,12 @@ fn keys_of(t: u64) -> Vec<String> {
             1
         }
     };
+    let middle: BTreeMap<u64, u16> = HOT.iter().map(|&g| (g, middle_slot(g))).collect();
     for i in 0..100_000u64 {
         let key = format!("w{t}:{i}");
         let slot = key_slot(key.as_bytes());
         let g = shard_group(shard_of(key.as_bytes(), SHARDS));
-        let upper = HOT.contains(&g) && slot >= middle_slot(g);
+        let upper = middle.get(&g).is_some_and(|&m| slot >= m);
         let b = buckets.entry((g, upper)).or_default();
         if b.len() < want(g, upper) {
             b.push(key);
