@@ -191,12 +191,23 @@ pub fn split(node: &Node, group: u64, at: Option<u16>) -> Value {
     };
     let status = node.engine().status();
     let taken = routes.routes().keys().copied().chain(status.iter().map(|s| s.group));
-    let child = taken
+    let at_least = taken
         .filter(|&g| g >= SHARD_BASE)
         .max()
         .unwrap_or(SHARD_BASE)
         .max(shard_group(node.config().shards) - 1)
         + 1;
+    // The child's group comes from the meta group, so two splits proposed at once (from
+    // any nodes) never pick the same one: a child id already taken would lose the data
+    // split off to it.
+    let Ok(alloc) = serde_json::to_vec(&crate::sm::MetaCmd::AllocShard { at_least }) else {
+        return Value::err("ERR internal error: shard allocation");
+    };
+    let child = match node.exec(Op::write(crate::sm::META_GROUP, alloc)) {
+        Value::Int(id) if id > 0 => id as u64,
+        Value::Error(e) => return Value::Error(e),
+        other => return Value::err(format!("ERR shard allocation answered {other:?}")),
+    };
     let leader =
         node.engine().leader(group).map(|l| l.node).or_else(|| routes.get(group).and_then(|r| r.leader));
     let Some(first_leader) = leader else {

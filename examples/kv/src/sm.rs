@@ -649,6 +649,14 @@ pub enum MetaCmd {
         /// Its route.
         route: Route,
     },
+    /// Allocates a new shard's group (a split's child): the smallest id at or above
+    /// `at_least` that is above every routed shard and every id allocated before. The
+    /// meta group applies these one at a time, so two splits never pick the same child,
+    /// whichever nodes propose them.
+    AllocShard {
+        /// The proposer's own lower bound (past the configured shards).
+        at_least: u64,
+    },
 }
 
 /// The meta group's snapshot: the directory and the routes.
@@ -656,6 +664,9 @@ pub enum MetaCmd {
 struct MetaSnapshot {
     directory: BTreeMap<u64, NodeInfo>,
     routes: BTreeMap<u64, Route>,
+    /// The next shard group `AllocShard` may give (absent before splits: 0).
+    #[serde(default)]
+    next_shard: u64,
 }
 
 /// Called with the directory after every change (the node points its transport at the
@@ -667,12 +678,14 @@ pub struct MetaSm {
     dir: Directory,
     hook: DirectoryHook,
     routes: Routes,
+    /// The next shard group `MetaCmd::AllocShard` may give.
+    next_shard: u64,
 }
 
 impl MetaSm {
     /// A state machine over `dir` and `routes`, calling `hook` after each change of `dir`.
     pub fn new(dir: Directory, hook: DirectoryHook, routes: Routes) -> MetaSm {
-        MetaSm { dir, hook, routes }
+        MetaSm { dir, hook, routes, next_shard: 0 }
     }
 }
 
@@ -695,6 +708,17 @@ impl StateMachine for MetaSm {
             Ok(MetaCmd::Route { group, route }) => {
                 Value::Int(lock_w(&self.routes).update(group, route) as i64)
             }
+            Ok(MetaCmd::AllocShard { at_least }) => {
+                let routed = lock_r(&self.routes).routes.keys().max().map_or(0, |g| g + 1);
+                let id = at_least.max(routed).max(self.next_shard);
+                match i64::try_from(id) {
+                    Ok(v) => {
+                        self.next_shard = id + 1;
+                        Value::Int(v)
+                    }
+                    Err(_) => Value::err("ERR no shard id left"),
+                }
+            }
             Err(_) => Value::err("ERR malformed meta entry"),
         };
         Bytes::from(v.to_bytes(Proto::Resp3))
@@ -708,6 +732,7 @@ impl StateMachine for MetaSm {
         let snap = MetaSnapshot {
             directory: lock_r(&self.dir).clone(),
             routes: lock_r(&self.routes).routes.clone(),
+            next_shard: self.next_shard,
         };
         serde_json::to_writer(out, &snap).map_err(std::io::Error::other)
     }
@@ -718,7 +743,10 @@ impl StateMachine for MetaSm {
         let bad = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         // Before routes, the snapshot was the directory alone: the routes stay as created.
         let (map, routes) = match serde_json::from_slice::<MetaSnapshot>(&all) {
-            Ok(s) => (s.directory, Some(s.routes)),
+            Ok(s) => {
+                self.next_shard = s.next_shard;
+                (s.directory, Some(s.routes))
+            }
             Err(_) => (serde_json::from_slice::<BTreeMap<u64, NodeInfo>>(&all).map_err(bad)?, None),
         };
         if let Some(r) = routes {
@@ -952,6 +980,36 @@ mod tests {
         assert_eq!(m.get(b"k2", 0).map(|e| e.val.clone()), Some(crate::keyspace::Val::Str(vec![b'a'; 100])));
         assert_eq!(*slots2.read().unwrap(), own);
         assert_eq!(restored.snapshot_source().unwrap().reflects(), (3_001, 3), "restore sets the position");
+    }
+
+    /// Shard groups for split children come from the meta group, one at a time: two
+    /// allocations with the same lower bound (two splits proposed at once from nodes that
+    /// know the same shards) get different groups, above every routed shard, and the
+    /// counter survives a snapshot.
+    #[test]
+    fn shard_allocations_never_repeat_and_survive_snapshots() {
+        let (dir, routes): (Directory, Routes) =
+            (Default::default(), Arc::new(RwLock::new(RouteTable::new(4))));
+        let mut sm = MetaSm::new(dir, Arc::new(|_: &BTreeMap<u64, NodeInfo>| {}), routes);
+        let alloc = |sm: &mut MetaSm, at_least: u64| {
+            let c = serde_json::to_vec(&MetaCmd::AllocShard { at_least }).unwrap();
+            match crate::resp::parse_value(&sm.apply(1, 1, Some(&c)), 1 << 10, 2) {
+                Ok(Some((Value::Int(v), _))) => v as u64,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a = alloc(&mut sm, shard_group(4));
+        let b = alloc(&mut sm, shard_group(4));
+        assert_eq!(a, shard_group(4), "past the 4 routed shards");
+        assert_eq!(b, a + 1, "the same bound twice: a different group");
+        assert_eq!(alloc(&mut sm, shard_group(10)), shard_group(10), "never below the bound");
+        let mut snap = Vec::new();
+        sm.snapshot(&mut snap).unwrap();
+        let (dir2, routes2): (Directory, Routes) =
+            (Default::default(), Arc::new(RwLock::new(RouteTable::new(4))));
+        let mut sm2 = MetaSm::new(dir2, Arc::new(|_: &BTreeMap<u64, NodeInfo>| {}), routes2);
+        sm2.restore(1, 1, &mut snap.as_slice()).unwrap();
+        assert_eq!(alloc(&mut sm2, shard_group(4)), shard_group(11), "the counter came with the snapshot");
     }
 
     /// The meta group's routes keep the newest term's route of each shard, index every

@@ -295,3 +295,48 @@ fn a_shard_past_the_write_load_threshold_splits_by_itself() {
         assert_eq!(got.as_deref(), Some(value.as_str()), "k{i}");
     }
 }
+
+/// Two splits proposed at the same moment (neither child exists yet when the other picks
+/// its group) get different new shards: the child's group comes from the meta group, one allocation
+/// at a time. Before, both picked the same group, the second child was "kept" as the
+/// first, and the second split's keys were lost. Every key stays readable with its value.
+#[test]
+fn simultaneous_splits_get_different_shards_and_lose_nothing() {
+    let mut c = Cluster::new(None, "shards = 2");
+    c.start(1, true);
+    let addr = c.addr(1);
+    let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+    c.wait_writable(1, &keys[0]);
+    for k in &keys {
+        assert_eq!(call(&addr, &["SET", k, k]), Value::Simple("OK".into()));
+    }
+    // Both at once: each is proposed before the other's child exists anywhere.
+    let barrier = std::sync::Barrier::new(2);
+    let (a, b) = std::thread::scope(|s| {
+        let split = |shard: &'static str| {
+            let (addr, barrier) = (&addr, &barrier);
+            s.spawn(move || {
+                let mut cl = Client::connect(addr, Duration::from_secs(5)).unwrap();
+                cl.set_timeout(Duration::from_secs(20)).unwrap();
+                barrier.wait();
+                cl.call(&["FLOTILLA.SPLIT", shard]).unwrap()
+            })
+        };
+        let (a, b) = (split("1000"), split("1001"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (Value::Int(a), Value::Int(b)) = (&a, &b) else { panic!("splits answered {a:?} and {b:?}") };
+    assert_ne!(a, b, "two splits got the same new shard");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for k in &keys {
+        loop {
+            match call(&addr, &["GET", k]) {
+                Value::Bulk(Some(v)) if v == k.as_bytes() => break,
+                other => assert!(Instant::now() < deadline, "{k}: {other:?} after the splits"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let Value::Int(n) = call(&addr, &["DBSIZE"]) else { panic!("DBSIZE") };
+    assert_eq!(n, 200);
+}
