@@ -953,6 +953,11 @@ fn main() {
         if w16 >= 100_000.0 { "met" } else { "NOT met" },
         if w16 >= 300_000.0 { "met" } else { "NOT met" }
     );
+    let limits: Vec<String> = limit16.iter().map(|(n, w)| format!("{n:.0} in flight: {w:.0}")).collect();
+    println!(
+        "raw fsync limit, 3 streams, at each 16 B point's batch (implied writes/s): {}",
+        limits.join("; ")
+    );
     write_plots(&loads, &fsync_lat[0], &limit16);
     println!("total bench time {:.1} s", t_start.elapsed().as_secs_f64());
     drop(pair);
