@@ -18,8 +18,18 @@
 //! default 0: the engine's default, one per core), `CLUSTER_GROUPS` (default 64),
 //! `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
 //! (`on`, the default: the engines measure per-group load; `off`; `both`: only the
-//! load-measuring comparison, see [`load_on_off`]), `CLUSTER_LOAD_ROUNDS` (default 4).
+//! load-measuring comparison, see [`load_on_off`]), `CLUSTER_LOAD_ROUNDS` (default 4),
+//! `CLUSTER_SWEEP` (extra 16-byte points' in-flight counts, comma-separated; default
+//! `CLUSTER_CLIENTS`, `CLUSTER_INFLIGHT`/64 and /4; `0` for none).
+//!
+//! Pictures (benches/support/plot.rs), written at the end to `target/flotilla-plots/`
+//! (see [`plot::out_dir`]): `cluster-latency.svg`, each point's commit latency by
+//! percentile beside the raw pwrite + fdatasync latency; `cluster-throughput.svg`, writes/s
+//! against in-flight count beside the raw fsync limit at each point's observed batch.
 #![allow(missing_docs, clippy::unwrap_used)]
+
+#[path = "support/plot.rs"]
+mod plot;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -464,6 +474,8 @@ struct LoadResult {
     p99_us: u32,
     p999_us: u32,
     max_us: u32,
+    /// Every measured proposal's latency, ascending (for the latency picture).
+    lat_us: Vec<u32>,
     /// Entries written per WAL batch submitted by a worker (mean over nodes).
     entries_per_batch: f64,
     /// Group writes per WAL batch.
@@ -541,6 +553,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         p99_us: 0,
         p999_us: 0,
         max_us: 0,
+        lat_us: Vec::new(),
         entries_per_batch: 0.0,
         groups_per_batch: 0.0,
         wal_batches_per_s: 0.0,
@@ -574,6 +587,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
     r.p99_us = pct(&lat, 0.99);
     r.p999_us = pct(&lat, 0.999);
     r.max_us = lat.last().copied().unwrap_or(0);
+    r.lat_us = lat;
     let batches: u64 = m0.iter().zip(&m1).map(|(a, b)| b.wal_batches - a.wal_batches).sum();
     let bgroups: u64 = m0.iter().zip(&m1).map(|(a, b)| b.wal_batch_groups - a.wal_batch_groups).sum();
     let applied: u64 = m0.iter().zip(&m1).map(|(a, b)| b.applied_entries - a.applied_entries).sum();
@@ -596,11 +610,16 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
 // Raw fsync limit
 
 /// `streams` threads, each doing pwrite(`batch` bytes) + fdatasync into its own
-/// already-written file in `dir`, for `secs`. Returns fsyncs/s per stream.
-fn raw_fsync(dir: &Path, batch: usize, streams: usize, secs: f64) -> f64 {
+/// already-written file in `dir`, for `secs`. Returns fsyncs/s per stream and every
+/// pwrite + fdatasync's latency in microseconds, ascending. The files stay for the next
+/// call (written once; `dir` is removed at the end of the run).
+fn raw_fsync(dir: &Path, batch: usize, streams: usize, secs: f64) -> (f64, Vec<u32>) {
     const FILE: usize = 64 << 20;
     let files: Vec<PathBuf> = (0..streams).map(|i| dir.join(format!("raw-fsync-{i}"))).collect();
     for p in &files {
+        if std::fs::metadata(p).is_ok_and(|m| m.len() == FILE as u64) {
+            continue;
+        }
         let f = File::create(p).unwrap();
         let chunk = vec![0x5au8; 1 << 20];
         for i in 0..FILE / chunk.len() {
@@ -609,7 +628,7 @@ fn raw_fsync(dir: &Path, batch: usize, streams: usize, secs: f64) -> f64 {
         f.sync_all().unwrap();
     }
     let buf: Vec<u8> = (0..batch).map(|i| (i * 31 % 251) as u8).collect();
-    let total: u64 = std::thread::scope(|s| {
+    let per_stream: Vec<Vec<u32>> = std::thread::scope(|s| {
         let hs: Vec<_> = files
             .iter()
             .map(|p| {
@@ -618,26 +637,26 @@ fn raw_fsync(dir: &Path, batch: usize, streams: usize, secs: f64) -> f64 {
                     let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
                     let t0 = Instant::now();
                     let mut off = 0usize;
-                    let mut n = 0u64;
+                    let mut lat = Vec::new();
                     while t0.elapsed().as_secs_f64() < secs {
                         if off + buf.len() > FILE {
                             off = 0;
                         }
+                        let t = Instant::now();
                         f.write_all_at(buf, off as u64).unwrap();
                         f.sync_data().unwrap();
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                         off += buf.len().next_multiple_of(4096);
-                        n += 1;
                     }
-                    n
+                    lat
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).sum()
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for p in &files {
-        let _ = std::fs::remove_file(p);
-    }
-    total as f64 / streams as f64 / secs
+    let mut lat: Vec<u32> = per_stream.into_iter().flatten().collect();
+    lat.sort_unstable();
+    (lat.len() as f64 / streams as f64 / secs, lat)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -754,6 +773,8 @@ fn criterion_round_trip(c: &Cluster) {
         })
     });
     group.finish();
+    // Writes criterion's HTML index (target/criterion/report/index.html).
+    cr.final_summary();
 }
 
 fn main() {
@@ -783,7 +804,18 @@ fn main() {
     }
 
     let mut loads = Vec::new();
-    let runs = [(16usize, inflight), (256, inflight), (16, (inflight / 16).max(clients))];
+    let mut runs = vec![(16usize, inflight), (256, inflight), (16, (inflight / 16).max(clients))];
+    // More 16-byte points for the throughput picture (after the table's three).
+    let sweep: Vec<usize> = match std::env::var("CLUSTER_SWEEP") {
+        Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).filter(|&x| x > 0).collect(),
+        Err(_) => vec![clients, inflight / 64, inflight / 4],
+    };
+    for n in sweep {
+        let n = n.max(clients);
+        if !runs.contains(&(16, n)) {
+            runs.push((16, n));
+        }
+    }
     for (payload, n) in runs {
         let before = cluster.wait_replicated(Duration::from_secs(20));
         let r = run_load(&cluster, payload, clients, n, secs);
@@ -811,12 +843,25 @@ fn main() {
 
     // Raw references, measured after the cluster stopped (same disk, same process).
     let mut fsync_rows = Vec::new();
+    let mut fsync_lat = Vec::new();
     for r in &loads[..2] {
-        let entries = r.entries_per_batch.max(1.0);
-        let batch = (entries * (r.payload + WAL_OVERHEAD) as f64) as usize;
-        let one = raw_fsync(tmp.path(), batch, 1, 2.0);
-        let three = raw_fsync(tmp.path(), batch, NODES as usize, 2.0);
+        let (entries, batch) = batch_of(r);
+        let (one, one_lat) = raw_fsync(tmp.path(), batch, 1, 2.0);
+        let (three, three_lat) = raw_fsync(tmp.path(), batch, NODES as usize, 2.0);
         fsync_rows.push((r.payload, entries, batch, one, three));
+        fsync_lat.push((one_lat, three_lat));
+    }
+    // The fsync limit at every 16-byte point's batch (three streams, as the nodes do), for
+    // the throughput picture; the table's first row already has it.
+    let mut limit16 = Vec::new();
+    for r in loads.iter().filter(|r| r.payload == 16) {
+        let (entries, batch) = batch_of(r);
+        let per_stream = if r.inflight == loads[0].inflight {
+            fsync_rows[0].4
+        } else {
+            raw_fsync(tmp.path(), batch, NODES as usize, 1.0).0
+        };
+        limit16.push((r.inflight as f64, per_stream * entries));
     }
     let mut pair = net_pair();
     // Wait for the connection (first frames may queue behind the handshake).
@@ -908,8 +953,96 @@ fn main() {
         if w16 >= 100_000.0 { "met" } else { "NOT met" },
         if w16 >= 300_000.0 { "met" } else { "NOT met" }
     );
+    let limits: Vec<String> = limit16.iter().map(|(n, w)| format!("{n:.0} in flight: {w:.0}")).collect();
+    println!(
+        "raw fsync limit, 3 streams, at each 16 B point's batch (implied writes/s): {}",
+        limits.join("; ")
+    );
+    write_plots(&loads, &fsync_lat[0], &limit16);
     println!("total bench time {:.1} s", t_start.elapsed().as_secs_f64());
     drop(pair);
+}
+
+/// The two pictures (see the module comment), from the points measured above: every
+/// point's latency beside the raw pwrite + fdatasync latency at the first point's batch
+/// (one stream and three), and writes/s per payload against in-flight count beside the
+/// three-stream fsync limit at each 16-byte point's batch.
+fn write_plots(loads: &[LoadResult], fsync_lat: &(Vec<u32>, Vec<u32>), limit16: &[(f64, f64)]) {
+    let dir = match plot::out_dir() {
+        Ok(d) => d,
+        Err(e) => return eprintln!("plots not written: {e}"),
+    };
+    let names: Vec<String> =
+        loads.iter().map(|r| format!("flotilla {} B x {}", r.payload, r.inflight)).collect();
+    let mut order: Vec<usize> = (0..loads.len()).collect();
+    order.sort_by_key(|&i| (loads[i].payload, loads[i].inflight));
+    let mut lat: Vec<plot::LatencySeries> = order
+        .iter()
+        .map(|&i| plot::LatencySeries { name: &names[i], sorted_us: &loads[i].lat_us, reference: false })
+        .collect();
+    let b = batch_name(&loads[0]);
+    let (one_name, three_name) =
+        (format!("raw pwrite+fdatasync {b}, 1 stream"), format!("raw pwrite+fdatasync {b}, 3 streams"));
+    lat.push(plot::LatencySeries { name: &one_name, sorted_us: &fsync_lat.0, reference: true });
+    lat.push(plot::LatencySeries { name: &three_name, sorted_us: &fsync_lat.1, reference: true });
+    let mut per_payload: Vec<(usize, Vec<(f64, f64)>)> = Vec::new();
+    for &i in &order {
+        let r = &loads[i];
+        let point = (r.inflight as f64, r.writes as f64 / r.secs);
+        match per_payload.iter_mut().find(|(p, _)| *p == r.payload) {
+            Some((_, v)) => v.push(point),
+            None => per_payload.push((r.payload, vec![point])),
+        }
+    }
+    let tnames: Vec<String> = per_payload.iter().map(|(p, _)| format!("flotilla {p} B")).collect();
+    let mut tput: Vec<plot::ThroughputSeries> = per_payload
+        .iter()
+        .zip(&tnames)
+        .map(|((_, v), name)| plot::ThroughputSeries { name, points: v, reference: false })
+        .collect();
+    tput.push(plot::ThroughputSeries {
+        name: "raw fsync limit, 3 streams, at each 16 B point's batch",
+        points: limit16,
+        reference: true,
+    });
+    let files = [
+        (
+            "cluster-latency.svg",
+            plot::latency_svg(
+                &dir.join("cluster-latency.svg"),
+                "Cluster commit latency (3 nodes, fsync on)",
+                &lat,
+            ),
+        ),
+        (
+            "cluster-throughput.svg",
+            plot::throughput_svg(
+                &dir.join("cluster-throughput.svg"),
+                "Cluster throughput against in-flight proposals (3 nodes, fsync on)",
+                "proposals in flight (log scale)",
+                "committed writes/s",
+                &tput,
+            ),
+        ),
+    ];
+    for (f, res) in files {
+        match res {
+            Ok(()) => println!("plot: {}", dir.join(f).display()),
+            Err(e) => eprintln!("plot {f} not written: {e}"),
+        }
+    }
+}
+
+/// A point's observed entries per WAL batch and the bytes of such a batch (what the raw
+/// fsync reference writes at once).
+fn batch_of(r: &LoadResult) -> (f64, usize) {
+    let entries = r.entries_per_batch.max(1.0);
+    (entries, (entries * (r.payload + WAL_OVERHEAD) as f64) as usize)
+}
+
+/// "(7679 B batch)": the batch the raw reference wrote.
+fn batch_name(r: &LoadResult) -> String {
+    format!("({} B batch)", batch_of(r).1)
 }
 
 // ---------------------------------------------------------------------------------------

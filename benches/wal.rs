@@ -14,7 +14,14 @@
 //! disk), `FLOTILLA_WAL_BENCH_SECS` (summary seconds per variant and round, default 3),
 //! `FLOTILLA_WAL_BENCH_RECOVERY_MB` (log size for the recovery figure, default 1024; 0
 //! skips it).
+//! Pictures: the summary also writes `wal-latency.svg` and `wal-throughput.svg` to
+//! `target/flotilla-plots/` (benches/support/wal_plots.rs).
 #![allow(missing_docs, clippy::unwrap_used)]
+
+#[path = "support/plot.rs"]
+mod plot;
+#[path = "support/wal_plots.rs"]
+mod wal_plots;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -229,6 +236,36 @@ fn run(t: &dyn Target, streams: &mut [Stream], batches_per_writer: u64) -> Durat
     start.elapsed()
 }
 
+/// [`run`], also recording each batch's latency (microseconds) in `lat`.
+fn run_timed(
+    t: &dyn Target,
+    streams: &mut [Stream],
+    batches_per_writer: u64,
+    lat: &mut Vec<u32>,
+) -> Duration {
+    let start = Instant::now();
+    let per_writer: Vec<Vec<u32>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = streams
+            .iter_mut()
+            .map(|s| {
+                sc.spawn(move || {
+                    (0..batches_per_writer)
+                        .map(|_| {
+                            let t0 = Instant::now();
+                            t.write(s);
+                            t0.elapsed().as_micros().min(u32::MAX as u128) as u32
+                        })
+                        .collect::<Vec<u32>>()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = start.elapsed();
+    lat.extend(per_writer.into_iter().flatten());
+    elapsed
+}
+
 struct Variant {
     name: String,
     target: Box<dyn Target>,
@@ -331,10 +368,11 @@ fn summary(vs: &mut [Variant], bytes: usize) {
         return;
     }
     let mut totals = vec![(0u64, Duration::ZERO); vs.len()];
+    let mut lats = vec![Vec::new(); vs.len()];
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < secs {
         for (i, v) in vs.iter_mut().enumerate() {
-            totals[i].1 += run(&*v.target, &mut v.streams, 4);
+            totals[i].1 += run_timed(&*v.target, &mut v.streams, 4, &mut lats[i]);
             totals[i].0 += 4 * v.streams.len() as u64;
         }
     }
@@ -358,6 +396,13 @@ fn summary(vs: &mut [Variant], bytes: usize) {
             100.0 * e / rate(base + 3)
         );
     }
+    let rows = vs.iter().zip(lats).enumerate().map(|(i, (v, lat_us))| wal_plots::Row {
+        name: &v.name,
+        writers: v.streams.len(),
+        entries_per_s: rate(i),
+        lat_us,
+    });
+    wal_plots::write(rows.collect(), bytes);
 }
 
 /// Recovery of a large log, as a fraction of sequential read bandwidth (page cache warm
