@@ -57,6 +57,12 @@ pub struct NodeConfig {
     /// Follower reads after `READONLY` still use ReadIndex. Default false.
     #[serde(default)]
     pub lease_reads: bool,
+    /// Writes of different connections to one shard, started in the same turn of the
+    /// client port's loop, share one Raft entry (each connection keeps its own reply; see
+    /// `joint.rs`). `false` proposes each connection's writes as entries of their own (for
+    /// comparison). Default true.
+    #[serde(default = "d_joint_writes")]
+    pub joint_writes: bool,
     /// Number of shards (Raft groups holding keys, each owning a share of the 16384 key
     /// slots). Default 16; 1..=16384. Must be the same
     /// on every node.
@@ -220,6 +226,10 @@ fn d_shutdown_timeout() -> u64 {
 fn d_admin_user() -> String {
     "admin".into()
 }
+fn d_joint_writes() -> bool {
+    true
+}
+
 fn d_protected_mode() -> bool {
     true
 }
@@ -330,6 +340,8 @@ pub struct ValidNodeConfig {
     pub cluster_mode: bool,
     /// Serves leader reads under the leader's lease (`lease_reads`).
     pub lease_reads: bool,
+    /// Different connections' writes to one shard share entries (`joint_writes`).
+    pub joint_writes: bool,
     /// Shard count.
     pub shards: u32,
     /// Raft tick.
@@ -635,6 +647,7 @@ impl NodeConfig {
             bootstrap: self.bootstrap,
             cluster_mode: self.cluster_mode,
             lease_reads: self.lease_reads,
+            joint_writes: self.joint_writes,
             shards,
             tick,
             election_ticks,

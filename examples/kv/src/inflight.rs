@@ -17,6 +17,7 @@ use bytes::Bytes;
 use flotilla_engine::api::{Proposal, ProposeError, ReadBarrier, ReadError};
 
 use crate::commands::{finish_read, finish_write, plan_here, run_batch, write_is_final, Session};
+use crate::joint::{Continuation, Joiner, JointWrite, Seat};
 use crate::node::{Node, Op, Outcome};
 use crate::resp::Value;
 use crate::sm::WriteCmd;
@@ -32,6 +33,10 @@ enum State {
     Read(ReadBarrier),
     /// Its result, and how long it took.
     Wrote(Result<Bytes, ProposeError>, std::time::Duration),
+    /// A seat in an entry shared with other connections' writes ([`crate::joint`]).
+    Joined(std::sync::Arc<JointWrite>, Seat),
+    /// A joint entry's final outcome for this connection's commands.
+    JointDone(Outcome),
     ReadDone(Result<u64, ReadError>),
 }
 
@@ -68,7 +73,18 @@ impl InFlight {
     /// writes to one shard are proposed as one entry ([`WriteCmd::Batch`], up to
     /// [`MAX_BATCH_CMDS`] commands and [`MAX_BATCH_BYTES`]), in one session tag. Gives the
     /// commands and the session back when not even the first one can start here.
-    pub fn start(node: &Node, cmds: Commands, sess: Session) -> Result<InFlight, (Commands, Session)> {
+    ///
+    /// A batch that is all writes of one shard (one write, as a client that does not
+    /// pipeline sends) joins `joiner`'s entry for the shard instead (with `joint_writes`): writes of different
+    /// connections in one turn of the loop share a Raft entry ([`crate::joint`]), proposed
+    /// when the turn ends ([`Joiner::flush`]); `waker` is woken when its replies are known.
+    pub fn start(
+        node: &Node,
+        cmds: Commands,
+        sess: Session,
+        joiner: Option<&mut Joiner>,
+        waker: &Waker,
+    ) -> Result<InFlight, (Commands, Session)> {
         // The run: what may start here, untagged, all reads or all writes.
         let mut run: Vec<Op> = Vec::new();
         for args in &cmds {
@@ -78,6 +94,17 @@ impl InFlight {
                 break;
             }
             run.push(op);
+        }
+        if let (Some(joiner), Some(group)) = (joiner, joinable(&run, cmds.len())) {
+            let own: Vec<Vec<u8>> = run
+                .into_iter()
+                .filter_map(|op| if let Op::Write { cmd, .. } = op { Some(cmd) } else { None })
+                .collect();
+            let n = own.len();
+            let mine = if n == 1 { own[0].clone() } else { WriteCmd::Batch(own.clone()).encode() };
+            let (joint, seat) = joiner.join(group, own, waker);
+            let op = Op::Write { group, cmd: mine, tag: None };
+            return Ok(InFlight { sess, ops: vec![(op, State::Joined(joint, seat), n)], rest: Vec::new() });
         }
         let mut ops: Vec<(Op, State, usize)> = Vec::new();
         let mut taken = 0;
@@ -134,11 +161,16 @@ impl InFlight {
 
     /// Polls the results not yet arrived (each registers `waker`, woken on completion);
     /// whether every one has arrived.
-    pub fn poll(&mut self, waker: &Waker) -> bool {
+    /// Joint entries whose outcome needs an executor go to `cont`.
+    pub fn poll(&mut self, node: &Node, waker: &Waker, cont: &mut Vec<Continuation>) -> bool {
         let mut cx = Context::from_waker(waker);
         let mut all = true;
         for (_, st, _) in &mut self.ops {
             match st {
+                State::Joined(j, seat) => match j.poll(node, *seat, cont) {
+                    Some(o) => *st = State::JointDone(o),
+                    None => all = false,
+                },
                 State::Write(p, at) => match Pin::new(p).poll(&mut cx) {
                     Poll::Ready(r) => *st = State::Wrote(r, at.elapsed()),
                     Poll::Pending => all = false,
@@ -147,7 +179,7 @@ impl InFlight {
                     Poll::Ready(r) => *st = State::ReadDone(r),
                     Poll::Pending => all = false,
                 },
-                State::Wrote(..) | State::ReadDone(_) => {}
+                State::Wrote(..) | State::ReadDone(_) | State::JointDone(_) => {}
             }
         }
         all
@@ -166,12 +198,16 @@ impl InFlight {
                     Resolved::Write(Node::proposal_outcome(r))
                 }
                 State::ReadDone(r) => Resolved::Read(r.is_ok()),
+                State::JointDone(o) => Resolved::Write(o),
                 // Not arrived: only reachable if called before `poll` said all arrived; the
                 // executor waits for nothing more, and treats it as unconfirmed.
                 State::Write(..) => Resolved::Write(Outcome::Fail(crate::outcome::indeterminate(
                     "answered before its result arrived",
                 ))),
                 State::Read(_) => Resolved::Read(false),
+                State::Joined(..) => Resolved::Write(Outcome::Fail(crate::outcome::indeterminate(
+                    "answered before its result arrived",
+                ))),
             };
             here &= match &r {
                 Resolved::Write(o) => write_is_final(&op, o) && !refused_slots(o),
@@ -214,6 +250,26 @@ fn resolve(node: &Node, op: Op, r: Resolved, n: usize) -> Vec<Value> {
         }
     }
     replies
+}
+
+/// The shard of `run`, the planned start of a batch of `total` commands, when the whole
+/// batch is writes of that one shard (so it can share an entry with other connections'
+/// writes: nothing of the batch is left to run after it).
+fn joinable(run: &[Op], total: usize) -> Option<u64> {
+    if run.len() != total || total == 0 {
+        return None;
+    }
+    let mut group = None;
+    let mut bytes = 0;
+    for op in run {
+        let Op::Write { group: g, cmd, tag: None } = op else { return None };
+        if group.is_some_and(|x| x != *g) {
+            return None;
+        }
+        group = Some(*g);
+        bytes += cmd.len();
+    }
+    (total <= MAX_BATCH_CMDS && bytes <= MAX_BATCH_BYTES).then_some(group).flatten()
 }
 
 /// Whether `o`, a batch's outcome, refused some of its commands for their slots: they
@@ -259,7 +315,12 @@ pub fn abandon(node: &Node, inf: InFlight) {
                 Err(_) => Outcome::Fail(crate::outcome::indeterminate("not applied in time")),
             },
             State::Wrote(r, _) => Node::proposal_outcome(r),
-            State::Read(_) | State::ReadDone(_) => continue,
+            // The joint entry is seen through by its last member to go.
+            State::Joined(j, _) => {
+                j.abandon(node);
+                continue;
+            }
+            State::Read(_) | State::ReadDone(_) | State::JointDone(_) => continue,
         };
         let _ = finish_write(node, op, false, o);
     }

@@ -48,6 +48,7 @@ pub mod hello;
 pub mod http;
 pub mod inflight;
 pub mod info;
+pub mod joint;
 pub mod keycmd;
 pub mod keyspace;
 pub mod leader_watch;

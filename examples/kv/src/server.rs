@@ -52,6 +52,7 @@ use crate::acl::{protected_mode_refuses, DENIED};
 use crate::commands::{run_batch, Session};
 use crate::config::{ClientLimits, ValidNodeConfig};
 use crate::inflight::{Finish, InFlight};
+use crate::joint::{Continuation, Joiner};
 use crate::node::Node;
 use crate::outcome::indeterminate;
 use crate::resp::{Limits, Proto, RequestLimits, RequestParser, UnauthLimits, Value};
@@ -74,11 +75,18 @@ struct Job {
     /// A batch started by the loop whose connection is gone: its writes are still seen
     /// through (their client session learns they were answered); nothing is sent back.
     abandoned: Option<InFlight>,
+    /// A joint entry of several connections' writes to see through (its members are woken
+    /// when done; nothing is sent back on the done channel).
+    joint: Option<Continuation>,
 }
 
 impl Job {
     fn batch(token: Token, cmds: Vec<Vec<Vec<u8>>>, sess: Session) -> Job {
-        Job { token, cmds, sess, finish: None, abandoned: None }
+        Job { token, cmds, sess, finish: None, abandoned: None, joint: None }
+    }
+
+    fn joint(c: Continuation) -> Job {
+        Job { joint: Some(c), ..Job::batch(Token(0), Vec::new(), Session::default()) }
     }
 }
 
@@ -214,7 +222,12 @@ impl Conn {
     /// are delivered, or it goes to an executor to be finished. Whether it was delivered.
     fn settle(&mut self, node: &Node, t: Token, jobs: &Sender<Job>, now: Instant) -> bool {
         let Some(mut inf) = self.inflight.take() else { return false };
-        if !inf.poll(&self.waker) {
+        let mut cont = Vec::new();
+        let all = inf.poll(node, &self.waker, &mut cont);
+        for c in cont {
+            let _ = jobs.send(Job::joint(c));
+        }
+        if !all {
             self.inflight = Some(inf);
             return false;
         }
@@ -339,6 +352,10 @@ fn run(
                     crate::inflight::abandon(&node, inf);
                     continue;
                 }
+                if let Some(Continuation(j)) = job.joint.take() {
+                    j.run_on_executor(&node);
+                    continue;
+                }
                 let (replies, sess) = match job.finish.take() {
                     Some(f) => crate::inflight::finish(&node, f),
                     None => {
@@ -380,6 +397,7 @@ fn run(
     let mut chunk = vec![0u8; READ_CHUNK];
     let clients = &node.kv_metrics().clients;
     let mut drain: Option<Instant> = None;
+    let mut joiner = Joiner::default();
     loop {
         clients.connected.store(conns.len() as u64, Ordering::Relaxed);
         if stop.load(Ordering::Relaxed) && ctl.draining().is_none() {
@@ -506,12 +524,16 @@ fn run(
         touched.dedup();
         for t in touched {
             let Some(c) = conns.get_mut(&t) else { continue };
-            let alive = drive(c, t, &node, &bounds, &job_tx, &local_tx, now, &mut chunk);
+            let alive = drive(c, t, &node, &bounds, &job_tx, &local_tx, now, &mut chunk, &mut joiner);
             if !alive {
                 if let Some(c) = conns.remove(&t) {
                     retire(c, t, poll.registry(), &job_tx);
                 }
             }
+        }
+        // The writes this turn started, one entry per shard.
+        for c in joiner.flush(&node) {
+            let _ = job_tx.send(Job::joint(c));
         }
         if now >= next_sweep {
             next_sweep = now + bounds.sweep_every;
@@ -604,6 +626,7 @@ fn drive(
     local: &Sender<Job>,
     now: Instant,
     chunk: &mut [u8],
+    joiner: &mut Joiner,
 ) -> bool {
     // Read while we accept more input (a draining connection only parses what it holds).
     loop {
@@ -667,7 +690,8 @@ fn drive(
             } else {
                 // Started here when this node serves the first commands itself; else (or
                 // for what follows them) an executor runs them.
-                match InFlight::start(node, cmds, sess) {
+                let joiner = node.config().joint_writes.then_some(&mut *joiner);
+                match InFlight::start(node, cmds, sess, joiner, &c.waker) {
                     Ok(inf) => {
                         c.inflight = Some(inf);
                         c.settle(node, t, jobs, now);
