@@ -1,21 +1,30 @@
 //! Heartbeat cost: the CPU time of one tick's heartbeats for 100,000 groups led on node 1
 //! with replicas on nodes 2 and 3, coalesced per node pair (engine/src/transport/
-//! coalescer.rs, codec.rs).
+//! coalescer.rs, codec.rs), through the same calls the runtime makes.
 //!
 //! One tick, in phases (criterion group `heartbeat_tick_100k_groups`, times are the
 //! thread's CPU time, from `/proc/thread-self/schedstat`, wall time elsewhere):
 //!
-//! - `leader`: node 1 ticks its outbox, pushes the 200,000 `Heartbeat` messages its groups
-//!   emit (one per group per follower, none skipped: no group appended in the interval,
+//! - `leader`: node 1 pushes the 200,000 `Heartbeat` messages its groups emit into its
+//!   outbox (one per group per follower, none skipped: no group appended in the interval,
 //!   the worst case), flushes ONE batch per destination node and encodes both into frame
-//!   payloads;
-//! - `follower`: node 2 decodes its one frame, expands it into 100,000 per-group
-//!   heartbeats, answers each (`HeartbeatResponse`), flushes ONE reply batch and encodes it;
-//! - `leader_acks`: node 1 decodes both reply frames and expands the 200,000 answers;
+//!   payloads (the workers' `Outbox`, the transport's `encode_batch`);
+//! - `follower`: node 2 decodes its one frame, shares it out to its 2 workers by group
+//!   (`split_inbound`, as the network thread does), answers each heartbeat entry
+//!   (`HeartbeatResponse`), flushes ONE reply batch and encodes it;
+//! - `leader_acks`: node 1 decodes both reply frames and shares the 200,000 answers out to
+//!   its 2 workers as compact entries (`split_inbound`: never expanded into messages);
 //! - `cluster`: all of it, both followers included: the whole cluster's CPU per tick.
 //!
-//! Stepping the Raft groups (building the messages, applying the answers) and the QUIC
-//! transport (about 1 MB per frame) are not included.
+//! Stepping the Raft groups (building the messages, stepping each entry with
+//! `Raft::step_heartbeat` / `Raft::step_heartbeat_response`) and the QUIC transport (about
+//! 1 MB per frame) are not included in these.
+//!
+//! A second group, `raft_step_answers_10k_leaders`, measures the core's side of taking
+//! the answers in: 10,000 leaders (in memory, every follower up to date) each stepping ten
+//! rounds of answers of its 2 followers (200,000 answers), `narrow` through `Raft::step_heartbeat_response` (what
+//! the runtime does) against `message`, the same answers as whole `Message`s through
+//! `Raft::step` (what it did), in the same run.
 //!
 //! Run: `CARGO_TARGET_DIR=... cargo bench -p flotilla-engine --bench heartbeat`.
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -25,12 +34,24 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use flotilla_engine::raft::message::{Message, MessageBody};
-use flotilla_engine::transport::coalescer::expand;
+use flotilla_engine::raft::{ConfState, Config, MemStorage, Raft, Replica, Role};
+use flotilla_engine::transport::coalescer::split_inbound;
 use flotilla_engine::transport::codec::{decode_batch, encode_batch};
 use flotilla_engine::transport::{DecodeLimits, Outbox, WireItem};
 
 const GROUPS: u64 = 100_000;
 const FOLLOWERS: [u64; 2] = [2, 3];
+/// Workers per node (the runtime's default on this 2-core machine: one per core).
+const WORKERS: usize = 2;
+
+/// The worker owning `group` among `n` (the runtime's `route`, which is private to it).
+fn route(group: u64, n: usize) -> usize {
+    let mut z = group.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % n.max(1) as u64) as usize
+}
 
 /// CPU time of this thread so far, or wall time where the kernel does not report it.
 fn thread_time() -> Duration {
@@ -64,14 +85,15 @@ fn leader_tick(out: &mut Outbox, round: u64) -> Vec<(u64, Bytes)> {
     batches.into_iter().map(|(to, items)| (to, encode_batch(&items).unwrap())).collect()
 }
 
-/// A follower's answer to one coalesced heartbeat frame: decode, expand, answer, encode.
+/// A follower's answer to one coalesced heartbeat frame: decode, share out to the workers,
+/// answer each entry, encode.
 fn follower_answer(out: &mut Outbox, frame: &Bytes) -> Bytes {
     let items = decode_batch(frame, DecodeLimits::default()).unwrap();
     let mut n = 0;
-    for (g, m) in expand(items) {
-        if let MessageBody::Heartbeat { round, .. } = m.body {
-            let body = MessageBody::HeartbeatResponse { round };
-            out.push(1, g, Message { from: m.to, to: m.from, term: m.term, body });
+    for part in split_inbound(items, WORKERS, |g| route(g, WORKERS)) {
+        for h in part.heartbeats {
+            let body = MessageBody::HeartbeatResponse { round: h.round };
+            out.push(1, h.group, Message { from: h.to, to: h.from, term: h.term, body });
             n += 1;
         }
     }
@@ -81,15 +103,85 @@ fn follower_answer(out: &mut Outbox, frame: &Bytes) -> Bytes {
     encode_batch(&batches[0].1).unwrap()
 }
 
-/// The leader takes the answers in: decode and expand every reply frame.
+/// The leader takes the answers in: decode every reply frame and share its answers out to
+/// the workers, compact.
 fn leader_acks(replies: &[Bytes]) -> u64 {
     let mut n = 0;
     for r in replies {
         let items = decode_batch(r, DecodeLimits::default()).unwrap();
-        n += expand(items).filter(|(_, m)| matches!(m.body, MessageBody::HeartbeatResponse { .. })).count();
+        for part in split_inbound(items, WORKERS, |g| route(g, WORKERS)) {
+            n += criterion::black_box(part.acks).len();
+        }
     }
     assert_eq!(n as u64, GROUPS * FOLLOWERS.len() as u64);
     n as u64
+}
+
+/// Persists and applies one `Ready`, as a runtime does.
+fn drive(r: &mut Raft<MemStorage>) {
+    let rd = r.ready();
+    if let Some(hs) = rd.hard_state {
+        r.storage_mut().set_hard_state(hs);
+    }
+    if let Some(last) = rd.entries.last() {
+        r.storage_mut().append(&rd.entries);
+        r.on_persisted(last.index, last.term);
+    }
+    if let Some(last) = rd.committed_entries.last() {
+        r.on_applied(last.index);
+    }
+}
+
+/// Leader replica 1 of {1, 2, 3} in term 1, both followers up to date.
+fn leader(seed: u64) -> Raft<MemStorage> {
+    let conf = ConfState::with_voters((1..=3).map(|i| Replica::new(i, i)));
+    let mut cfg = Config::new(1);
+    cfg.seed = seed;
+    let mut r = Raft::new(cfg.validate().unwrap(), MemStorage::new_with_conf(conf)).unwrap();
+    r.campaign_now();
+    drive(&mut r);
+    let body = MessageBody::RequestVoteResponse { pre_vote: false, reject: false, commit: 0, commit_term: 0 };
+    r.step(Message { from: 2, to: 1, term: r.term(), body }).unwrap();
+    drive(&mut r);
+    for from in FOLLOWERS {
+        let index = r.last_index();
+        let body = MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 };
+        r.step(Message { from, to: 1, term: r.term(), body }).unwrap();
+    }
+    drive(&mut r);
+    assert!(r.committed() == r.last_index() && r.role() == Role::Leader);
+    r
+}
+
+fn bench_raft_step(c: &mut Criterion) {
+    let mut leaders: Vec<Raft<MemStorage>> = (1..=10_000).map(leader).collect();
+    let mut round = 0;
+    let mut g = c.benchmark_group("raft_step_answers_10k_leaders");
+    g.sample_size(20).measurement_time(Duration::from_secs(5));
+    for narrow in [true, false] {
+        g.bench_function(if narrow { "narrow" } else { "message" }, |b| {
+            b.iter_custom(|iters| {
+                cpu(iters, || {
+                    // 10 rounds: 200,000 answers, as many as one tick of 100,000 groups.
+                    for _ in 0..10 {
+                        round += 1;
+                        for r in &mut leaders {
+                            let term = r.term();
+                            for from in FOLLOWERS {
+                                if narrow {
+                                    r.step_heartbeat_response(from, 1, term, round).unwrap();
+                                } else {
+                                    let body = MessageBody::HeartbeatResponse { round };
+                                    r.step(Message { from, to: 1, term, body }).unwrap();
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -135,5 +227,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_raft_step);
 criterion_main!(benches);

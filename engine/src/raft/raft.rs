@@ -2,8 +2,9 @@
 //!
 //! Owns roles, terms and votes, elections, log replication's follower side, membership,
 //! leadership transfer and snapshots; its child modules hold the leader's progress
-//! tracking (`tracker.rs`), reads (`read_only.rs`) and quiescence (`quiesce.rs`). Never performs I/O, reads a clock or spawns a thread:
-//! every effect leaves through [`Ready`]. Time enters as inputs: [`Raft::tick`] drives
+//! tracking (`tracker.rs`), reads (`read_only.rs`), quiescence (`quiesce.rs`) and the
+//! heartbeat entry points that take no `Message` (`heartbeat.rs`). Never performs I/O,
+//! reads a clock or spawns a thread: every effect leaves through [`Ready`]. Time enters as inputs: [`Raft::tick`] drives
 //! elections and heartbeats, and [`Raft::set_now`] gives the clock that lease reads are
 //! measured with (a replica that misses ticks while stalled still sees its lease expire).
 
@@ -25,6 +26,7 @@ use super::status::{FollowerStatus, Stats, Status};
 use super::storage::{LogStore, StorageError};
 use super::types::{Replica, ReplicaId, Role, NO_REPLICA};
 
+mod heartbeat;
 mod quiesce;
 mod read_only;
 mod stale_read;
@@ -1165,31 +1167,7 @@ impl<S: LogStore> Raft<S> {
                 self.handle_append(m.from, prev_index, prev_term, entries, commit);
             }
             MessageBody::Heartbeat { commit, round, quiesce } => {
-                self.election_elapsed = 0;
-                self.leader = m.from;
-                self.leader_heard(commit);
-                if quiesce && self.may_follow_quiesce(commit) {
-                    // The leader quiesced with `commit` as the final index, acknowledged by
-                    // every member already: quiesce too, and acknowledge (again, for a
-                    // re-sent heartbeat: the first answer may have been lost). The leader
-                    // takes the answer with its round without waking, and re-sends to
-                    // members that did not answer.
-                    if !self.quiesced {
-                        self.quiesced = true;
-                        self.idle_credit = 0;
-                        self.stats.quiesces += 1;
-                        self.shed_idle_memory();
-                    }
-                    self.send(m.from, MessageBody::HeartbeatResponse { round });
-                } else if quiesce {
-                    // Unable to quiesce: the wake-up ping (round 0) wakes the leader (an
-                    // answer with its round would be taken for an acknowledgement).
-                    self.log.commit_to(commit);
-                    self.send(m.from, MessageBody::HeartbeatResponse { round: 0 });
-                } else {
-                    // Not quiescing (or unable to): the answer wakes a quiesced leader.
-                    self.handle_heartbeat(m.from, commit, round);
-                }
+                self.follower_heartbeat(m.from, commit, round, quiesce);
             }
             MessageBody::SnapshotChunk(chunk) => {
                 self.election_elapsed = 0;
@@ -1263,24 +1241,7 @@ impl<S: LogStore> Raft<S> {
             MessageBody::AppendResponse { index, reject, reject_hint, hint_term } => {
                 self.handle_append_response(m.from, index, reject, reject_hint, hint_term);
             }
-            MessageBody::HeartbeatResponse { round } => {
-                let last = self.log.last_index();
-                let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
-                let Some(p) = self.progress_mut(m.from) else { return };
-                p.recent_active = true;
-                p.probe_sent = false;
-                p.acked_round = p.acked_round.max(round);
-                // The follower is alive: if a full window holds appends that were lost,
-                // free one so the next append resynchronizes (etcd's FreeFirstOne).
-                if p.state == ProgressState::Replicate && p.inflights.full(max_msgs, max_bytes) {
-                    p.inflights.free_first_one();
-                }
-                let lagging = p.matched < last;
-                if lagging {
-                    self.maybe_send_append(m.from, true);
-                }
-                self.process_reads();
-            }
+            MessageBody::HeartbeatResponse { round } => self.leader_heartbeat_response(m.from, round),
             _ => {}
         }
     }

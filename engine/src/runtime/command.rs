@@ -16,7 +16,7 @@ use crate::api::{
 use crate::raft::conf::ConfState;
 use crate::raft::message::Message;
 use crate::raft::types::{NodeId, ReplicaId};
-use crate::transport::{InboundHold, WireItem};
+use crate::transport::{HeartbeatAck, HeartbeatEntry, InboundHold, WireItem};
 
 /// A command in a worker's mailbox (or, for received control items, its control mailbox).
 pub(crate) enum Cmd {
@@ -24,6 +24,10 @@ pub(crate) enum Cmd {
     /// in charged to `from`'s inbound budget until the command is dropped, after the
     /// worker stepped them.
     Msgs { from: NodeId, msgs: Vec<(u64, Message)>, hold: InboundHold },
+    /// Coalesced heartbeats and heartbeat answers from node `from` (the groups of this
+    /// worker's share of a received `WireItem::Heartbeats` / `WireItem::HeartbeatAcks`),
+    /// stepped one by one without building a `Message` each; `hold` as in `Msgs`.
+    Heartbeats { from: NodeId, heartbeats: Vec<HeartbeatEntry>, acks: Vec<HeartbeatAck>, hold: InboundHold },
     /// A client proposal (`Engine::propose`); resolves once applied here.
     Propose { group: u64, data: Bytes, done: Completer<Result<Bytes, ProposeError>> },
     /// A client-session entry (`Engine::open_session`, `propose_in_session`,

@@ -29,6 +29,7 @@ mod export;
 mod export_file;
 mod gc;
 mod group;
+mod heartbeats;
 mod import;
 mod incarnation;
 mod leader_view;

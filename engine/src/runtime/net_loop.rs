@@ -7,7 +7,9 @@
 //! own commands, snapshot-stream outcomes, and peer liveness (down, unreachable, restarted
 //! as a new incarnation). Received control items (decided by their content, whatever lane
 //! they came on) go to the workers' control mailboxes, which the workers drain first,
-//! everything else to their mailboxes; each `Cmd::Msgs` carries the batch's
+//! everything else to their mailboxes; coalesced heartbeats and their answers are never
+//! expanded into messages: each worker gets its share of them as a `Cmd::Heartbeats` of
+//! compact entries. Each `Cmd::Msgs` and `Cmd::Heartbeats` carries the batch's
 //! `InboundHold`, so the bytes stay charged to the sender until the worker has stepped
 //! them.
 //!
@@ -30,9 +32,8 @@ use super::command::{Cmd, NetCmd};
 use super::net_lanes::{send_control_queued, send_queued, Queued};
 use super::route::route;
 use super::shared::{bump, Shared};
-use crate::raft::message::Message;
 use crate::raft::types::{NodeId, ReplicaId};
-use crate::transport::coalescer::expand;
+use crate::transport::coalescer::{split_inbound, Inbound};
 use crate::transport::{is_control, Transport, TransportEvent, WireItem};
 
 /// How long the idle network thread waits for a batch to send before polling the
@@ -121,15 +122,20 @@ pub(super) fn run(
                         if items.is_empty() {
                             continue;
                         }
-                        let mut per: Vec<Vec<(u64, Message)>> = (0..n).map(|_| Vec::new()).collect();
-                        for (g, m) in expand(items) {
-                            per[route(g, n)].push((g, m));
-                        }
-                        for (i, msgs) in per.into_iter().enumerate() {
-                            if msgs.is_empty() {
-                                continue;
+                        // Coalesced heartbeats and answers stay compact: each worker steps
+                        // its share entry by entry, after the batch's messages.
+                        for (i, part) in split_inbound(items, n, |g| route(g, n)).into_iter().enumerate() {
+                            let Inbound { msgs, heartbeats, acks } = part;
+                            if !msgs.is_empty()
+                                && to[i].try_send(Cmd::Msgs { from, msgs, hold: hold.clone() }).is_err()
+                            {
+                                bump(&sh.counters.messages_dropped);
                             }
-                            if to[i].try_send(Cmd::Msgs { from, msgs, hold: hold.clone() }).is_err() {
+                            if (!heartbeats.is_empty() || !acks.is_empty())
+                                && to[i]
+                                    .try_send(Cmd::Heartbeats { from, heartbeats, acks, hold: hold.clone() })
+                                    .is_err()
+                            {
                                 bump(&sh.counters.messages_dropped);
                             }
                         }

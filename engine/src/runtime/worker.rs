@@ -18,7 +18,8 @@
 //! owns): `ready` (one group's Ready), `write_pipeline` and `persisted` (the batch, writes
 //! in flight, what follows durability), `apply_link` (the apply thread), `requests` and
 //! `membership` (client requests), `lifecycle` (create, remove, destroy, effects, the
-//! sender check), `admission` (who may create replicas from messages, and how many),
+//! sender check), `heartbeats` (received coalesced heartbeats and answers, entry by
+//! entry), `admission` (who may create replicas from messages, and how many),
 //! `tombstones` (removed replicas, clean-up pass), `quiescence` and `wake_queue`,
 //! `compaction`, `snapshots`, `snap_receive` (received snapshot streams, to disk on the
 //! worker's snapshot I/O thread), `observe` (metrics from Raft events), `announce` (the
@@ -221,7 +222,7 @@ impl Worker {
             let data_until = Instant::now() + interval;
             for _ in 0..MAX_CMDS_PER_TURN {
                 match self.rx.try_recv() {
-                    Ok(cmd @ Cmd::Msgs { .. }) => {
+                    Ok(cmd @ (Cmd::Msgs { .. } | Cmd::Heartbeats { .. })) => {
                         self.handle(cmd);
                         self.drain_control();
                         if Instant::now() >= data_until {
@@ -316,6 +317,14 @@ impl Worker {
                     self.step(from, group, m);
                 }
                 // Released only now: the messages were stepped.
+                drop(hold);
+            }
+            Cmd::Heartbeats { from, heartbeats, acks, hold } => {
+                if !self.creates.is_empty() {
+                    self.flush_creates();
+                }
+                self.step_heartbeats(from, heartbeats, acks);
+                // Released only now: the entries were stepped.
                 drop(hold);
             }
             Cmd::Propose { group, data, done } => self.propose(group, data, done),

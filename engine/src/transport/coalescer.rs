@@ -6,9 +6,12 @@
 //! form ONE [`WireItem::Heartbeats`] item (group, term, commit clamped to the follower's
 //! match, round) and all heartbeat answers form ONE [`WireItem::HeartbeatAcks`] item.
 //! Every heartbeat the core emits is sent: its round may confirm a ReadIndex or a lease,
-//! and a quiescing heartbeat (the flag set) is what stops a follower. [`expand`] turns
-//! received items back into per-group messages. Never sends: the caller hands each batch
-//! to a `Transport`.
+//! and a quiescing heartbeat (the flag set) is what stops a follower. On the receiving
+//! side, [`split_inbound`] shares a received batch out by group (one part per worker),
+//! keeping coalesced heartbeats and answers as their compact entries, which the runtime
+//! steps without building a message each; [`expand`] turns received items back into
+//! per-group messages (tests, tools). Never sends: the caller hands each batch to a
+//! `Transport`.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +38,8 @@ pub struct OutboxStats {
 /// Outgoing messages of one round, grouped per destination node.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    pending: BTreeMap<NodeId, Pending>,
+    /// By destination node, sorted (a handful of nodes: a binary search per push).
+    pending: Vec<(NodeId, Pending)>,
     /// Heartbeats and answers flushed to each node last time: the capacity reserved for the
     /// next round, so 100,000 heartbeats are not pushed through repeated reallocations.
     sizes: BTreeMap<NodeId, (usize, usize)>,
@@ -45,33 +49,46 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox.
     pub fn new() -> Outbox {
-        Outbox { pending: BTreeMap::new(), sizes: BTreeMap::new(), stats: OutboxStats::default() }
+        Outbox { pending: Vec::new(), sizes: BTreeMap::new(), stats: OutboxStats::default() }
     }
 
-    /// Queues a message of `group` for node `to`.
+    /// What is queued for node `to`.
+    #[inline(always)]
+    fn pending_for(&mut self, to: NodeId) -> &mut Pending {
+        let i = match self.pending.binary_search_by_key(&to, |(n, _)| *n) {
+            Ok(i) => i,
+            Err(i) => {
+                let (h, a) = self.sizes.get(&to).copied().unwrap_or_default();
+                let p = Pending {
+                    items: Vec::new(),
+                    heartbeats: Vec::with_capacity(h),
+                    acks: Vec::with_capacity(a),
+                };
+                self.pending.insert(i, (to, p));
+                i
+            }
+        };
+        &mut self.pending[i].1
+    }
+
+    /// Queues a message of `group` for node `to`. A heartbeat or an answer goes straight
+    /// into the destination's coalesced list as its compact entry.
+    #[inline(always)]
     pub fn push(&mut self, to: NodeId, group: u64, msg: Message) {
-        let sizes = &self.sizes;
-        let p = self.pending.entry(to).or_insert_with(|| {
-            let (h, a) = sizes.get(&to).copied().unwrap_or_default();
-            Pending { items: Vec::new(), heartbeats: Vec::with_capacity(h), acks: Vec::with_capacity(a) }
-        });
-        match msg.body {
+        let Message { from, to: replica, term, body } = msg;
+        match body {
             MessageBody::Heartbeat { commit, round, quiesce } => {
                 self.stats.heartbeats += 1;
-                p.heartbeats.push(HeartbeatEntry {
-                    group,
-                    from: msg.from,
-                    to: msg.to,
-                    term: msg.term,
-                    commit,
-                    round,
-                    quiesce,
-                });
+                let entry = HeartbeatEntry { group, from, to: replica, term, commit, round, quiesce };
+                self.pending_for(to).heartbeats.push(entry);
             }
             MessageBody::HeartbeatResponse { round } => {
-                p.acks.push(HeartbeatAck { group, from: msg.from, to: msg.to, term: msg.term, round });
+                self.pending_for(to).acks.push(HeartbeatAck { group, from, to: replica, term, round });
             }
-            _ => p.items.push(WireItem::Msg { group, msg }),
+            body => {
+                let msg = Message { from, to: replica, term, body };
+                self.pending_for(to).items.push(WireItem::Msg { group, msg });
+            }
         }
     }
 
@@ -107,6 +124,77 @@ impl Outbox {
     pub fn stats(&self) -> OutboxStats {
         self.stats
     }
+}
+
+/// One part of a received batch (a worker's groups, see [`split_inbound`]): its messages
+/// in order, and its shares of the coalesced heartbeats and answers kept compact, to be
+/// stepped one by one (`Raft::step_heartbeat`, `Raft::step_heartbeat_response`) without
+/// building a `Message` each.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Inbound {
+    /// (group, message) pairs, in the order received.
+    pub msgs: Vec<(u64, Message)>,
+    /// Heartbeats, in the order received.
+    pub heartbeats: Vec<HeartbeatEntry>,
+    /// Heartbeat answers, in the order received.
+    pub acks: Vec<HeartbeatAck>,
+}
+
+impl Inbound {
+    /// Whether this part holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty() && self.heartbeats.is_empty() && self.acks.is_empty()
+    }
+}
+
+/// Room reserved for one part's share of `n` entries split `parts` ways: an even share and
+/// an eighth more, so a share a little over even (group ids spread at random over the
+/// parts) does not reallocate and copy the list.
+fn share(n: usize, parts: usize) -> usize {
+    n / parts + n / (8 * parts) + 64
+}
+
+/// Splits received items into `parts` parts by group (`part_of(group)`, taken modulo
+/// `parts`): messages as (group, message) pairs, coalesced heartbeats and answers as their
+/// compact entries, never expanded. With one part a coalesced list moves whole (no copy).
+/// Items that carry no Raft message are skipped, as in [`expand`].
+pub fn split_inbound(items: Vec<WireItem>, parts: usize, part_of: impl Fn(u64) -> usize) -> Vec<Inbound> {
+    let parts = parts.max(1);
+    let mut out: Vec<Inbound> = (0..parts).map(|_| Inbound::default()).collect();
+    for it in items {
+        match it {
+            WireItem::Msg { group, msg } => out[part_of(group) % parts].msgs.push((group, msg)),
+            WireItem::Heartbeats(hs) => {
+                if parts == 1 && out[0].heartbeats.is_empty() {
+                    out[0].heartbeats = hs;
+                    continue;
+                }
+                for p in &mut out {
+                    p.heartbeats.reserve(share(hs.len(), parts));
+                }
+                for h in hs {
+                    out[part_of(h.group) % parts].heartbeats.push(h);
+                }
+            }
+            WireItem::HeartbeatAcks(acks) => {
+                if parts == 1 && out[0].acks.is_empty() {
+                    out[0].acks = acks;
+                    continue;
+                }
+                for p in &mut out {
+                    p.acks.reserve(share(acks.len(), parts));
+                }
+                for a in acks {
+                    out[part_of(a.group) % parts].acks.push(a);
+                }
+            }
+            WireItem::Tombstone { .. }
+            | WireItem::GcProbe { .. }
+            | WireItem::TombstoneAck { .. }
+            | WireItem::SnapshotProgress { .. } => {}
+        }
+    }
+    out
 }
 
 /// Turns received items back into (group, message) pairs, in order. Items that carry no

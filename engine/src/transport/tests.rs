@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::coalescer::{expand, Outbox};
+use super::coalescer::{expand, split_inbound, Inbound, Outbox};
 use super::codec::*;
 use super::memory::MemoryNetwork;
 use super::{is_control, QuicTransport, Transport, TransportError, TransportEvent};
@@ -492,6 +492,60 @@ fn ten_thousand_groups_one_heartbeat_frame_per_node_pair_and_one_reply() {
         "coalesced heartbeat frame for {GROUPS} groups: {size} bytes ({:.1} B/group)",
         size as f64 / GROUPS as f64
     );
+}
+
+/// `split_inbound` gives each part exactly the messages, heartbeats and answers of its
+/// groups, in the order received, the coalesced ones as their compact entries: what
+/// `expand` makes of the whole batch, restricted to the part's groups. With one part the
+/// lists move whole.
+#[test]
+fn split_inbound_gives_each_part_its_groups_in_order() {
+    let hb =
+        |group, round, quiesce| HeartbeatEntry { group, from: 1, to: 2, term: 3, commit: 4, round, quiesce };
+    let ack = |group, round| HeartbeatAck { group, from: 2, to: 1, term: 3, round };
+    let msg = |group, term| WireItem::Msg {
+        group,
+        msg: Message { from: 1, to: 2, term, body: MessageBody::TimeoutNow },
+    };
+    let items = vec![
+        msg(5, 1),
+        WireItem::Tombstone { group: 5, replica: 3, conf_index: 9 },
+        WireItem::Heartbeats((0..100).map(|g| hb(g, 10 + g, g % 7 == 0)).collect()),
+        msg(6, 2),
+        WireItem::HeartbeatAcks((0..50).map(|g| ack(g * 3, 20 + g)).collect()),
+        WireItem::Heartbeats(vec![hb(1000, 1, false)]),
+        WireItem::HeartbeatAcks(vec![ack(1001, 2)]),
+    ];
+    let all: Vec<(u64, Message)> = expand(items.clone()).collect();
+    let part_of = |g: u64| (g * 7 + 1) as usize;
+    for parts in [1usize, 3] {
+        let split = split_inbound(items.clone(), parts, part_of);
+        assert_eq!(split.len(), parts);
+        for (i, p) in split.iter().enumerate() {
+            let Inbound { msgs, heartbeats, acks } = p;
+            // What expand gives for the part's groups, each kind in the order received:
+            // messages, heartbeats, answers.
+            let mut want: Vec<(u64, Message)> =
+                all.iter().filter(|(g, _)| part_of(*g) % parts == i).cloned().collect();
+            want.sort_by_key(|(_, m)| match m.body {
+                MessageBody::TimeoutNow => 0,
+                MessageBody::Heartbeat { .. } => 1,
+                _ => 2,
+            });
+            let mut rebuilt: Vec<(u64, Message)> = msgs.clone();
+            rebuilt.extend(expand(vec![WireItem::Heartbeats(heartbeats.clone())]));
+            rebuilt.extend(expand(vec![WireItem::HeartbeatAcks(acks.clone())]));
+            assert_eq!(rebuilt, want, "part {i} of {parts}");
+            assert!(heartbeats.iter().all(|h| part_of(h.group) % parts == i));
+            assert!(acks.iter().all(|a| part_of(a.group) % parts == i));
+        }
+        let total: usize = split.iter().map(|p| p.msgs.len() + p.heartbeats.len() + p.acks.len()).sum();
+        assert_eq!(total, all.len(), "nothing lost, nothing added, the tombstone skipped");
+    }
+    let hs: Vec<HeartbeatEntry> = (0..10).map(|g| hb(g, g, false)).collect();
+    let at = hs.as_ptr();
+    let split = split_inbound(vec![WireItem::Heartbeats(hs)], 1, part_of);
+    assert_eq!(split[0].heartbeats.as_ptr(), at, "one part: the list moves, not copied");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,309 @@
+//! Heartbeats stepped without a [`Message`]: the narrow entry points a runtime that receives
+//! heartbeats and their answers coalesced per node pair (`WireItem::Heartbeats`,
+//! `WireItem::HeartbeatAcks`) uses to hand each one to its group, and the handling of
+//! either kind that `step` shares with them.
+//!
+//! Owns [`Raft::step_heartbeat`] and [`Raft::step_heartbeat_response`]. Each takes the
+//! fields of the message and behaves exactly as [`Raft::step`] with the whole message: it
+//! goes straight to the handler only in the common case (addressed to this replica, a
+//! well-formed term and index, not quiesced, the current term, the role that handles it),
+//! where `step` reaches that same handler through no other rule; anything else (another
+//! term, another role, a quiesced replica, a malformed value) builds the message and
+//! takes `step`, with every term check and wake-up rule there. Never adds a rule of its
+//! own.
+
+use super::*;
+
+impl<S: LogStore> Raft<S> {
+    /// Steps a heartbeat (`MessageBody::Heartbeat { commit, round, quiesce }` from leader
+    /// replica `from` to replica `to` in `term`): the same as [`Raft::step`] with that
+    /// message, without building it in the common case (a follower of the current term).
+    pub fn step_heartbeat(
+        &mut self,
+        from: ReplicaId,
+        to: ReplicaId,
+        term: u64,
+        commit: u64,
+        round: u64,
+        quiesce: bool,
+    ) -> Result<(), StepError> {
+        if to == self.id
+            && term == self.term
+            && term < MAX_TERM
+            && commit < MAX_INDEX
+            && self.role == Role::Follower
+            && !self.quiesced
+        {
+            // `step` would: pass the recipient and well-formedness checks, skip the quiesce
+            // rules (not quiesced), change no term (the current one) and hand the message
+            // to `step_follower`, which calls exactly this.
+            self.follower_heartbeat(from, commit, round, quiesce);
+            return Ok(());
+        }
+        self.step(Message { from, to, term, body: MessageBody::Heartbeat { commit, round, quiesce } })
+    }
+
+    /// Steps a heartbeat answer (`MessageBody::HeartbeatResponse { round }` from replica
+    /// `from` to replica `to` in `term`): the same as [`Raft::step`] with that message,
+    /// without building it in the common case (a leader of the current term, not
+    /// quiesced).
+    pub fn step_heartbeat_response(
+        &mut self,
+        from: ReplicaId,
+        to: ReplicaId,
+        term: u64,
+        round: u64,
+    ) -> Result<(), StepError> {
+        if to == self.id
+            && term == self.term
+            && term < MAX_TERM
+            && self.role == Role::Leader
+            && !self.quiesced
+        {
+            // `step` would: pass the recipient and well-formedness checks (an answer
+            // carries no index), skip the quiesce acknowledgement (not quiesced), change
+            // no term and hand the message to `step_leader`, which calls exactly this.
+            self.leader_heartbeat_response(from, round);
+            return Ok(());
+        }
+        self.step(Message { from, to, term, body: MessageBody::HeartbeatResponse { round } })
+    }
+
+    /// A follower's handling of its leader's heartbeat of the current term.
+    pub(super) fn follower_heartbeat(&mut self, from: ReplicaId, commit: u64, round: u64, quiesce: bool) {
+        self.election_elapsed = 0;
+        self.leader = from;
+        self.leader_heard(commit);
+        if quiesce && self.may_follow_quiesce(commit) {
+            // The leader quiesced with `commit` as the final index, acknowledged by every
+            // member already: quiesce too, and acknowledge (again, for a re-sent heartbeat:
+            // the first answer may have been lost). The leader takes the answer with its
+            // round without waking, and re-sends to members that did not answer.
+            if !self.quiesced {
+                self.quiesced = true;
+                self.idle_credit = 0;
+                self.stats.quiesces += 1;
+                self.shed_idle_memory();
+            }
+            self.send(from, MessageBody::HeartbeatResponse { round });
+        } else if quiesce {
+            // Unable to quiesce: the wake-up ping (round 0) wakes the leader (an answer
+            // with its round would be taken for an acknowledgement).
+            self.log.commit_to(commit);
+            self.send(from, MessageBody::HeartbeatResponse { round: 0 });
+        } else {
+            // Not quiescing (or unable to): the answer wakes a quiesced leader.
+            self.handle_heartbeat(from, commit, round);
+        }
+    }
+
+    /// A leader's handling of a member's heartbeat answer of the current term: the member
+    /// is active (CheckQuorum), its round may confirm reads or the lease, and a member
+    /// that lags gets an append.
+    pub(super) fn leader_heartbeat_response(&mut self, from: ReplicaId, round: u64) {
+        let last = self.log.last_index();
+        let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+        let Some(p) = self.progress_mut(from) else { return };
+        p.recent_active = true;
+        p.probe_sent = false;
+        p.acked_round = p.acked_round.max(round);
+        // The follower is alive: if a full window holds appends that were lost, free one so
+        // the next append resynchronizes (etcd's FreeFirstOne).
+        if p.state == ProgressState::Replicate && p.inflights.full(max_msgs, max_bytes) {
+            p.inflights.free_first_one();
+        }
+        let lagging = p.matched < last;
+        if lagging {
+            self.maybe_send_append(from, true);
+        }
+        self.process_reads();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::event_tests::drive;
+    use super::*;
+    use crate::raft::config::Config;
+    use crate::raft::storage::MemStorage;
+
+    /// Replica 1 of {1, 2, 3}, fresh (deterministic: the same every call).
+    fn fresh(cfg: Config) -> Raft<MemStorage> {
+        let conf = ConfState::with_voters((1..=3).map(|i| Replica::new(i, i)));
+        Raft::new(cfg.validate().unwrap(), MemStorage::new_with_conf(conf)).unwrap()
+    }
+
+    /// Replica 1 elected leader of term 1; replica 2 acknowledged the no-op, replica 3
+    /// acknowledged nothing (it lags).
+    fn leader() -> Raft<MemStorage> {
+        let mut r = fresh(Config::new(1));
+        for _ in 0..100 {
+            r.tick();
+            if r.role() == Role::PreCandidate {
+                break;
+            }
+        }
+        drive(&mut r);
+        let vote = |r: &Raft<MemStorage>, pre_vote: bool| Message {
+            from: 2,
+            to: 1,
+            term: if pre_vote { r.term() + 1 } else { r.term() },
+            body: MessageBody::RequestVoteResponse { pre_vote, reject: false, commit: 0, commit_term: 0 },
+        };
+        r.step(vote(&r, true)).unwrap();
+        drive(&mut r);
+        r.step(vote(&r, false)).unwrap();
+        drive(&mut r);
+        assert_eq!(r.role(), Role::Leader);
+        let index = r.last_index();
+        let ack = MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 };
+        r.step(Message { from: 2, to: 1, term: r.term(), body: ack }).unwrap();
+        drive(&mut r);
+        r
+    }
+
+    /// Replica 1 following leader 2 in term 3, with entries 1..=2 of term 3 durable.
+    fn follower() -> Raft<MemStorage> {
+        let mut r = fresh(Config::new(1));
+        let entries = (1..=2).map(|index| Entry { term: 3, index, payload: EntryPayload::Noop }).collect();
+        let append = MessageBody::Append { prev_index: 0, prev_term: 0, entries, commit: 1 };
+        r.step(Message { from: 2, to: 1, term: 3, body: append }).unwrap();
+        drive(&mut r);
+        assert_eq!((r.role(), r.term(), r.leader()), (Role::Follower, 3, 2));
+        r
+    }
+
+    /// Everything a step may change, and everything it asks of the runtime.
+    fn outcome(r: &mut Raft<MemStorage>, res: Result<(), StepError>) -> String {
+        let state = format!(
+            "{res:?} role={:?} term={} vote={} leader={} commit={} progress={:?} elapsed={} \
+             quiesced={} quiesce_round={} lease={} contact={} leader_commit={} stats={:?}",
+            r.role,
+            r.term,
+            r.vote,
+            r.leader,
+            r.log.committed,
+            r.progress,
+            r.election_elapsed,
+            r.quiesced,
+            r.quiesce_round,
+            r.lease_until,
+            r.contact_age,
+            r.leader_commit,
+            r.stats,
+        );
+        format!("{state} ready={:?}", r.ready())
+    }
+
+    /// Steps the heartbeat answer both ways into twin replicas; returns the common outcome.
+    fn same_answer(
+        setup: &dyn Fn() -> Raft<MemStorage>,
+        from: u64,
+        to: u64,
+        term: u64,
+        round: u64,
+    ) -> String {
+        let (mut a, mut b) = (setup(), setup());
+        let res = a.step_heartbeat_response(from, to, term, round);
+        let narrow = outcome(&mut a, res);
+        let res = b.step(Message { from, to, term, body: MessageBody::HeartbeatResponse { round } });
+        let full = outcome(&mut b, res);
+        assert_eq!(narrow, full, "answer from {from} to {to} in term {term}, round {round}");
+        narrow
+    }
+
+    /// Steps the heartbeat both ways into twin replicas; returns the common outcome.
+    fn same_heartbeat(
+        setup: &dyn Fn() -> Raft<MemStorage>,
+        (from, to, term): (u64, u64, u64),
+        commit: u64,
+        round: u64,
+        quiesce: bool,
+    ) -> String {
+        let (mut a, mut b) = (setup(), setup());
+        let res = a.step_heartbeat(from, to, term, commit, round, quiesce);
+        let narrow = outcome(&mut a, res);
+        let body = MessageBody::Heartbeat { commit, round, quiesce };
+        let res = b.step(Message { from, to, term, body });
+        let full = outcome(&mut b, res);
+        assert_eq!(
+            narrow, full,
+            "heartbeat {from}->{to} term {term} commit {commit} round {round} {quiesce}"
+        );
+        narrow
+    }
+
+    /// A leader's answers: the common case (a member up to date, one that lags and gets
+    /// an append), and every case the narrow path hands to `step`: stale and newer
+    /// terms, another recipient, an out-of-range term, an unknown member, a quiesced
+    /// leader's acknowledgement and wake-up ping, a follower.
+    #[test]
+    fn heartbeat_answers_step_as_the_full_message_does() {
+        let t = leader().term();
+        let up_to_date = same_answer(&leader, 2, 1, t, 1);
+        assert!(up_to_date.contains("ready=Ready {") && up_to_date.contains("messages: []"), "{up_to_date}");
+        let lagging = same_answer(&leader, 3, 1, t, 1);
+        assert!(lagging.contains("Append {"), "a lagging member gets an append: {lagging}");
+        let stale = same_answer(&leader, 2, 1, t - 1, 1);
+        assert!(stale.contains("messages: []"), "a stale answer changes nothing: {stale}");
+        let newer = same_answer(&leader, 2, 1, t + 1, 1);
+        assert!(newer.contains("role=Follower"), "a newer term deposes the leader: {newer}");
+        assert!(same_answer(&leader, 2, 4, t, 1).starts_with("Err(WrongRecipient"));
+        assert!(same_answer(&leader, 2, 1, MAX_TERM, 1).starts_with("Err(Malformed"));
+        same_answer(&leader, 9, 1, t, 1);
+        same_answer(&follower, 2, 1, 3, 1);
+        let quiesced = || {
+            let mut r = leader();
+            r.quiesced = true;
+            r.round = 5;
+            r
+        };
+        let ack = same_answer(&quiesced, 2, 1, t, 5);
+        assert!(ack.contains("quiesced=true"), "the quiesce acknowledgement is taken asleep: {ack}");
+        let ping = same_answer(&quiesced, 2, 1, t, 0);
+        assert!(ping.contains("quiesced=false"), "the wake-up ping wakes the leader: {ping}");
+    }
+
+    /// A follower's heartbeats: the common case (committing, answering with the round),
+    /// a quiesce heartbeat, and every case the narrow path hands to `step`: stale and
+    /// newer terms, a leader or candidate receiving one, another recipient, out-of-range
+    /// values, a quiesced follower.
+    #[test]
+    fn heartbeats_step_as_the_full_message_does() {
+        let common = same_heartbeat(&follower, (2, 1, 3), 2, 7, false);
+        assert!(common.contains("commit=2") && common.contains("HeartbeatResponse { round: 7 }"), "{common}");
+        same_heartbeat(&follower, (2, 1, 3), 2, 8, true);
+        same_heartbeat(&follower, (2, 1, 3), 1, 8, true);
+        let stale = same_heartbeat(&follower, (2, 1, 2), 2, 7, false);
+        assert!(stale.contains("reject: true"), "a stale leader hears of the new term: {stale}");
+        let newer = same_heartbeat(&follower, (3, 1, 4), 2, 7, false);
+        assert!(newer.contains("term=4 ") && newer.contains("leader=3 "), "{newer}");
+        assert!(same_heartbeat(&follower, (2, 5, 3), 2, 7, false).starts_with("Err(WrongRecipient"));
+        assert!(same_heartbeat(&follower, (2, 1, 3), MAX_INDEX, 7, false).starts_with("Err(Malformed"));
+        assert!(same_heartbeat(&follower, (2, 1, MAX_TERM), 2, 7, false).starts_with("Err(Malformed"));
+        let t = leader().term();
+        same_heartbeat(&leader, (2, 1, t), 0, 7, false);
+        same_heartbeat(&leader, (2, 1, t + 1), 0, 7, false);
+        let candidate = || {
+            let mut r = fresh(Config::new(1));
+            for _ in 0..100 {
+                r.tick();
+                if r.role() == Role::PreCandidate {
+                    break;
+                }
+            }
+            r
+        };
+        let c = candidate().term();
+        same_heartbeat(&candidate, (2, 1, c), 0, 7, false);
+        let quiesced = || {
+            let mut r = follower();
+            r.quiesced = true;
+            r
+        };
+        let repeat = same_heartbeat(&quiesced, (2, 1, 3), 2, 7, true);
+        assert!(repeat.contains("quiesced=true"), "a repeated quiesce heartbeat does not wake: {repeat}");
+        let plain = same_heartbeat(&quiesced, (2, 1, 3), 2, 7, false);
+        assert!(plain.contains("quiesced=false"), "a plain heartbeat wakes the follower: {plain}");
+    }
+}
