@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::batch::EntryRef;
 use crate::hash::IdMap;
 
 /// Bookkeeping bytes charged per cached entry on top of its payload.
@@ -72,6 +73,55 @@ impl EntryCache {
         self.used += cost;
         self.live += 1;
         self.fifo.push_back((group, index));
+        let mut guard = self.fifo.len();
+        while self.used > self.budget && guard > 0 {
+            guard -= 1;
+            self.evict_one();
+        }
+        if self.fifo.len() > 2 * self.live + 1024 {
+            self.compact_fifo();
+        }
+    }
+
+    /// Caches `refs` (payload ranges of `arena`) as entries `index..` of `group`, after
+    /// dropping the group's cached entries at or above `index`: one map lookup for the
+    /// whole run (the common case of a record that extends the group's cached run).
+    pub(crate) fn append(&mut self, group: u64, index: u64, arena: &Arc<Vec<u8>>, refs: &[EntryRef]) {
+        if refs.iter().any(|e| e.len + ENTRY_OVERHEAD > self.budget) {
+            // Rare (a payload larger than the whole cache): entry by entry.
+            self.truncate_from(group, index);
+            for (i, e) in refs.iter().enumerate() {
+                self.insert(group, index + i as u64, arena, e.start, e.len);
+            }
+            return;
+        }
+        if refs.is_empty() {
+            self.truncate_from(group, index);
+            return;
+        }
+        let (first, run) = self.groups.entry(group).or_insert_with(|| (index, VecDeque::new()));
+        // Drop cached entries at or above `index`; a gap below it restarts the run.
+        while !run.is_empty() && *first + run.len() as u64 > index {
+            if let Some(d) = run.pop_back() {
+                self.used -= d.len + ENTRY_OVERHEAD;
+                self.live -= 1;
+            }
+        }
+        if !run.is_empty() && *first + run.len() as u64 != index {
+            for d in run.drain(..) {
+                self.used -= d.len + ENTRY_OVERHEAD;
+                self.live -= 1;
+            }
+        }
+        if run.is_empty() {
+            *first = index;
+        }
+        for (i, e) in refs.iter().enumerate() {
+            run.push_back(Cached { arena: arena.clone(), start: e.start, len: e.len });
+            self.used += e.len + ENTRY_OVERHEAD;
+            self.live += 1;
+            self.fifo.push_back((group, index + i as u64));
+        }
         let mut guard = self.fifo.len();
         while self.used > self.budget && guard > 0 {
             guard -= 1;
@@ -181,6 +231,36 @@ mod tests {
         assert_eq!(c.get(99_999, 1), Some(&[7u8; 16][..]));
         assert_eq!(c.get(0, 1), None, "oldest evicted");
         assert!(c.fifo.len() <= 2 * c.live + 1024);
+    }
+
+    #[test]
+    fn append_replaces_the_tail_and_restarts_after_a_gap() {
+        let mut c = EntryCache::new(1 << 20);
+        let arena = Arc::new((0..=20u8).collect::<Vec<u8>>());
+        let refs =
+            |r: std::ops::Range<usize>| r.map(|i| EntryRef { term: 1, start: i, len: 1 }).collect::<Vec<_>>();
+        c.append(1, 1, &arena, &refs(1..6));
+        assert_eq!(c.get(1, 5), Some(&[5u8][..]));
+        // Overwrite from index 3: 3..=4 replaced, 5 dropped.
+        c.append(1, 3, &arena, &refs(13..15));
+        assert_eq!(c.get(1, 2), Some(&[2u8][..]));
+        assert_eq!(c.get(1, 3), Some(&[13u8][..]));
+        assert_eq!(c.get(1, 4), Some(&[14u8][..]));
+        assert_eq!(c.get(1, 5), None);
+        assert_eq!(c.used(), 4 * (1 + ENTRY_OVERHEAD));
+        // A gap restarts the run at the new index.
+        c.append(1, 10, &arena, &refs(20..21));
+        assert_eq!(c.get(1, 4), None);
+        assert_eq!(c.get(1, 10), Some(&[20u8][..]));
+        assert_eq!(c.used(), 1 + ENTRY_OVERHEAD);
+        // The budget holds across appends of many groups.
+        let mut small = EntryCache::new(10 * (1 + ENTRY_OVERHEAD));
+        for g in 0..100u64 {
+            small.append(g, 1, &arena, &refs(0..3));
+            assert!(small.used() <= 10 * (1 + ENTRY_OVERHEAD));
+        }
+        assert_eq!(small.get(99, 3), Some(&[2u8][..]));
+        assert_eq!(small.get(0, 1), None);
     }
 
     #[test]

@@ -56,6 +56,7 @@ mod recovery;
 mod segment;
 mod shared;
 mod state;
+mod sync;
 mod types;
 #[cfg(feature = "serde")]
 pub mod units;
