@@ -1,6 +1,6 @@
 //! [`LogState`]: everything the WAL knows in memory: every group's index, every segment's
 //! usage (live bytes, which groups keep it alive, which removals it carries) and the entry
-//! cache. The writer thread applies each durable batch to it; recovery rebuilds it by
+//! cache. The sync queue applies each durable batch to it; recovery rebuilds it by
 //! applying the same operations in log order.
 //!
 //! Owns: the semantics of applying a record (the same at run time and at recovery), and

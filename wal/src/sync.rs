@@ -14,10 +14,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::backend::IoBackend;
 use crate::batch::WriteBatch;
@@ -97,11 +97,29 @@ pub(crate) struct SyncCounters {
     pub last_sync_nanos: AtomicU64,
 }
 
+/// The sync backend and the gather heuristic's memory.
+struct SyncSide {
+    backend: Box<dyn IoBackend>,
+    /// Rounds the last sync covered.
+    last_rounds: usize,
+    /// Gather waits in a row that nobody joined, and syncs that will skip the wait.
+    misses: u32,
+    skip: u32,
+}
+
+/// After `k` gather waits in a row that nobody joined, the next `2^k - 1` syncs that
+/// would wait do not (k capped here), as the writer thread's gather does.
+const MAX_GATHER_BACKOFF: u32 = 6;
+
 /// Written rounds waiting for their sync; see the module documentation.
 pub(crate) struct SyncQueue {
     pending: Mutex<VecDeque<Round>>,
-    /// The sync backend; held for the whole of a sync (one at a time).
-    backend: Mutex<Box<dyn IoBackend>>,
+    /// Signalled when a round is queued (a sync about to start may wait for more).
+    queued: Condvar,
+    /// The sync side; held for the whole of a sync (one at a time).
+    backend: Mutex<SyncSide>,
+    /// Most a sync waits for more rounds (`WalConfig::group_commit_wait`).
+    gather_wait: Duration,
     /// Rounds written (the last round number given).
     written: AtomicU64,
     /// Rounds resolved (acknowledged or failed), in order.
@@ -114,10 +132,12 @@ pub(crate) struct SyncQueue {
 }
 
 impl SyncQueue {
-    pub(crate) fn new(backend: Box<dyn IoBackend>, durable: Position) -> SyncQueue {
+    pub(crate) fn new(backend: Box<dyn IoBackend>, durable: Position, gather_wait: Duration) -> SyncQueue {
         SyncQueue {
             pending: Mutex::new(VecDeque::new()),
-            backend: Mutex::new(backend),
+            queued: Condvar::new(),
+            backend: Mutex::new(SyncSide { backend, last_rounds: 0, misses: 0, skip: 0 }),
+            gather_wait,
             written: AtomicU64::new(0),
             done: AtomicU64::new(0),
             durable: Mutex::new(durable),
@@ -149,6 +169,8 @@ impl SyncQueue {
         let seq = self.written.load(Ordering::Relaxed) + 1;
         q.push_back(Round { seq, seg, end, subs, locs });
         self.written.store(seq, Ordering::Release);
+        drop(q);
+        self.queued.notify_all();
         seq
     }
 
@@ -162,9 +184,34 @@ impl SyncQueue {
         if self.done.load(Ordering::Acquire) >= round {
             return;
         }
+        // Group commit: when this sync would cover fewer rounds than the last one, the
+        // writers of the others are likely writing their next: wait a moment for them
+        // (at most half the last sync's duration), unless recent waits gathered nobody.
+        let side = &mut *backend;
+        let last_sync = Duration::from_nanos(self.counters.last_sync_nanos.load(Ordering::Relaxed));
+        let wait = self.gather_wait.min(last_sync / 2);
+        let mut q = self.pending.lock();
+        if q.len() < side.last_rounds && !wait.is_zero() {
+            if side.skip > 0 {
+                side.skip -= 1;
+            } else {
+                let had = q.len();
+                let deadline = Instant::now() + wait;
+                // Bounded by the deadline.
+                while q.len() < side.last_rounds && !self.queued.wait_until(&mut q, deadline).timed_out() {}
+                if q.len() > had {
+                    side.misses = 0;
+                } else {
+                    side.misses = (side.misses + 1).min(MAX_GATHER_BACKOFF);
+                    side.skip = (1 << side.misses) - 1;
+                }
+            }
+        }
         // Every queued round's write completed before it was queued, so the sync below
         // (which starts after this) covers all of them.
-        let rounds: Vec<Round> = self.pending.lock().drain(..).collect();
+        let rounds: Vec<Round> = q.drain(..).collect();
+        drop(q);
+        side.last_rounds = rounds.len();
         let Some(last) = rounds.last() else { return };
         let last_seq = last.seq;
         let seg = last.seg.clone();
@@ -178,7 +225,7 @@ impl SyncQueue {
         // before it moves to the next segment.
         debug_assert!(rounds.iter().all(|r| r.seg.seq == seg.seq));
         let started = Instant::now();
-        let res = backend.sync(cx.fs, &seg.path, &seg.file);
+        let res = backend.backend.sync(cx.fs, &seg.path, &seg.file);
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = res {
             tracing::error!("sync of {} failed, refusing further writes: {e}", seg.path.display());
@@ -219,7 +266,7 @@ impl SyncQueue {
     /// Syncs `seg` (a seal written after every queued round was resolved), one sync at a
     /// time with the others.
     pub(crate) fn sync_seal(&self, cx: &SyncCtx<'_>, seg: &Segment) -> std::io::Result<()> {
-        self.backend.lock().sync(cx.fs, &seg.path, &seg.file)
+        self.backend.lock().backend.sync(cx.fs, &seg.path, &seg.file)
     }
 
     /// Sets the durable position (the writer, after moving to a new segment).

@@ -2,8 +2,9 @@
 //!
 //! Owns: opening (config check, backend choice, recovery, starting the writer and
 //! preallocator threads), the submission API (blocking and non-blocking), the read API,
-//! compaction requests and reports, and an orderly shutdown on drop. Never: writes to a
-//! file itself (the writer thread does), or blocks a reader on an fsync.
+//! compaction requests and reports, and an orderly shutdown on drop. Never: encodes or
+//! writes log bytes itself (the `SegmentWriter` does, on the writer thread or on a
+//! [`Wal::write`] caller's thread), or blocks a reader on an fsync.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -185,7 +186,7 @@ impl Wal {
             next_seq: AtomicU64::new(rec.next_seq),
             stop: AtomicBool::new(false),
             writes: AtomicU64::new(0),
-            sync: SyncQueue::new(sync_backend, rec.durable),
+            sync: SyncQueue::new(sync_backend, rec.durable, cfg.group_commit_wait),
             created: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             gather_waits: AtomicU64::new(0),
