@@ -12,7 +12,7 @@
 //! when the log is poisoned.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,11 @@ pub(crate) struct SyncQueue {
     backend: Mutex<SyncSide>,
     /// Most a sync waits for more rounds (`WalConfig::group_commit_wait`).
     gather_wait: Duration,
+    /// Guards waiting for the sync in flight to end.
+    flight: Mutex<()>,
+    flight_cv: Condvar,
+    /// Threads inside [`crate::Wal::write`]: each will queue a batch.
+    pub in_write: AtomicUsize,
     /// Rounds written (the last round number given).
     written: AtomicU64,
     /// Rounds resolved (acknowledged or failed), in order.
@@ -138,6 +143,9 @@ impl SyncQueue {
             queued: Condvar::new(),
             backend: Mutex::new(SyncSide { backend, last_rounds: 0, misses: 0, skip: 0 }),
             gather_wait,
+            flight: Mutex::new(()),
+            flight_cv: Condvar::new(),
+            in_write: AtomicUsize::new(0),
             written: AtomicU64::new(0),
             done: AtomicU64::new(0),
             durable: Mutex::new(durable),
@@ -177,28 +185,42 @@ impl SyncQueue {
     /// Returns once round `round` (and every round before it) is resolved: syncs what is
     /// written unless a sync in flight or done meanwhile covered it.
     pub(crate) fn sync_through(&self, round: u64, cx: &SyncCtx<'_>) {
+        // While a sync is in flight, wait for it to end rather than queue for the sync
+        // side: the rounds it covers are resolved without taking it, and the others then
+        // race for it once, the winner syncing all of them (group commit).
+        let mut backend = loop {
+            if self.done.load(Ordering::Acquire) >= round {
+                return;
+            }
+            if let Some(b) = self.backend.try_lock() {
+                break b;
+            }
+            let mut g = self.flight.lock();
+            if self.done.load(Ordering::Acquire) < round && self.backend.is_locked() {
+                // Woken when the sync ends; the timeout only bounds a missed wake-up.
+                let _ = self.flight_cv.wait_for(&mut g, Duration::from_millis(10));
+            }
+        };
         if self.done.load(Ordering::Acquire) >= round {
             return;
         }
-        let mut backend = self.backend.lock();
-        if self.done.load(Ordering::Acquire) >= round {
-            return;
-        }
-        // Group commit: when this sync would cover fewer rounds than the last one, the
-        // writers of the others are likely writing their next: wait a moment for them
-        // (at most half the last sync's duration), unless recent waits gathered nobody.
+        // Group commit: when this sync would cover fewer rounds than the last one, or
+        // than the threads inside a blocking write, the others are likely writing their
+        // next: wait a moment for them (at most the last sync's duration), unless
+        // recent waits gathered nobody.
         let side = &mut *backend;
         let last_sync = Duration::from_nanos(self.counters.last_sync_nanos.load(Ordering::Relaxed));
-        let wait = self.gather_wait.min(last_sync / 2);
+        let wait = self.gather_wait.min(last_sync);
         let mut q = self.pending.lock();
-        if q.len() < side.last_rounds && !wait.is_zero() {
+        let want = side.last_rounds.max(self.in_write.load(Ordering::Relaxed));
+        if !q.is_empty() && q.len() < want && !wait.is_zero() {
             if side.skip > 0 {
                 side.skip -= 1;
             } else {
                 let had = q.len();
                 let deadline = Instant::now() + wait;
                 // Bounded by the deadline.
-                while q.len() < side.last_rounds && !self.queued.wait_until(&mut q, deadline).timed_out() {}
+                while q.len() < want && !self.queued.wait_until(&mut q, deadline).timed_out() {}
                 if q.len() > had {
                     side.misses = 0;
                 } else {
@@ -218,7 +240,7 @@ impl SyncQueue {
         let end = last.end;
         if cx.poisoned.load(Ordering::Acquire) {
             Self::fail(rounds, WriteError::Poisoned);
-            self.done.store(last_seq, Ordering::Release);
+            self.finish(last_seq);
             return;
         }
         // All rounds queued together are in one segment: the writer syncs what it wrote
@@ -231,7 +253,7 @@ impl SyncQueue {
             tracing::error!("sync of {} failed, refusing further writes: {e}", seg.path.display());
             cx.poisoned.store(true, Ordering::Release);
             Self::fail(rounds, WriteError::io(&e));
-            self.done.store(last_seq, Ordering::Release);
+            self.finish(last_seq);
             return;
         }
         // The next sync may start while these rounds are applied; taking the apply turn
@@ -252,7 +274,7 @@ impl SyncQueue {
                 Self::apply(&mut st, r);
             }
         }
-        self.done.store(last_seq, Ordering::Release);
+        self.finish(last_seq);
         drop(turn);
         for r in rounds {
             n += r.subs.len() as u64;
@@ -261,6 +283,13 @@ impl SyncQueue {
             }
         }
         c.batches.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Rounds up to `last` are resolved: tell the threads waiting for a sync to end.
+    fn finish(&self, last: u64) {
+        self.done.store(last, Ordering::Release);
+        let _g = self.flight.lock();
+        self.flight_cv.notify_all();
     }
 
     /// Syncs `seg` (a seal written after every queued round was resolved), one sync at a

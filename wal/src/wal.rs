@@ -297,6 +297,15 @@ impl Wal {
             return Err(WriteError::Shutdown);
         }
         let (sub, ticket) = self.prepare_sub(batch)?;
+        // Counted while inside: a sync about to start may wait a moment for this batch.
+        struct InWrite<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for InWrite<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.shared.sync.in_write.fetch_add(1, Ordering::Relaxed);
+        let _in = InWrite(&self.shared.sync.in_write);
         let Some(mut w) = self.seg_writer.try_lock() else {
             let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
             tx.send(Cmd::Write(sub)).map_err(|_| WriteError::Shutdown)?;
