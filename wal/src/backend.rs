@@ -1,6 +1,7 @@
 //! The I/O backends that write a group-commit buffer and make it durable: the portable
-//! [`PwriteBackend`] (pwrite + fdatasync) and, on Linux, [`UringBackend`] (io_uring with
-//! the write and an fsync(DATASYNC) linked in one submission).
+//! [`PwriteBackend`] (pwrite, fdatasync) and, on Linux, [`UringBackend`] (io_uring write,
+//! io_uring fsync(DATASYNC)). Writing and syncing are separate calls so that the next
+//! buffer can be written while a sync is in flight (each half has its own backend).
 //!
 //! Owns: issuing writes and data syncs, retrying short writes, and calling the
 //! [`FileSystem`] fault hooks at submission and completion so injected faults reach both
@@ -24,12 +25,12 @@ pub enum BackendKind {
     Pwrite,
 }
 
-/// Writes a buffer at an offset and makes it durable.
+/// Writes buffers at an offset, and makes a file's written data durable.
 pub(crate) trait IoBackend: Send {
     /// The backend's kind.
     fn kind(&self) -> BackendKind;
-    /// Writes all of `buf` at `offset` of `file`, then syncs its data.
-    fn write_and_sync(
+    /// Writes all of `buf` at `offset` of `file` (not yet durable).
+    fn write(
         &mut self,
         fs: &dyn FileSystem,
         path: &Path,
@@ -37,6 +38,8 @@ pub(crate) trait IoBackend: Send {
         offset: u64,
         buf: &[u8],
     ) -> io::Result<()>;
+    /// Makes every write of `file` completed before this call durable (a data sync).
+    fn sync(&mut self, fs: &dyn FileSystem, path: &Path, file: &File) -> io::Result<()>;
 }
 
 fn eio() -> io::Error {
@@ -93,7 +96,7 @@ impl IoBackend for PwriteBackend {
         BackendKind::Pwrite
     }
 
-    fn write_and_sync(
+    fn write(
         &mut self,
         fs: &dyn FileSystem,
         path: &Path,
@@ -101,8 +104,11 @@ impl IoBackend for PwriteBackend {
         offset: u64,
         buf: &[u8],
     ) -> io::Result<()> {
-        pwrite_all(fs, path, file, offset, buf)?;
-        // Crash tests: the batch is written but not yet durable.
+        pwrite_all(fs, path, file, offset, buf)
+    }
+
+    fn sync(&mut self, fs: &dyn FileSystem, path: &Path, file: &File) -> io::Result<()> {
+        // Crash tests: batches are written but not yet durable.
         fail::fail_point!("wal::after_write_before_fsync");
         datasync(fs, path, file)
     }
@@ -114,7 +120,7 @@ pub(crate) use uring::UringBackend;
 #[cfg(target_os = "linux")]
 mod uring {
     use super::*;
-    use io_uring::{opcode, squeue, types, IoUring};
+    use io_uring::{opcode, types, IoUring};
     use std::os::fd::AsRawFd;
 
     const WRITE_TAG: u64 = 1;
@@ -122,7 +128,7 @@ mod uring {
     /// Bound on retries of an interrupted or short submission round.
     const MAX_ROUNDS: usize = 1 << 20;
 
-    /// io_uring backend: one submission of a write linked to an fsync(DATASYNC).
+    /// io_uring backend: writes, and fsync(DATASYNC)s, each waited for.
     pub(crate) struct UringBackend {
         ring: IoUring,
     }
@@ -181,7 +187,7 @@ mod uring {
             BackendKind::IoUring
         }
 
-        fn write_and_sync(
+        fn write(
             &mut self,
             fs: &dyn FileSystem,
             path: &Path,
@@ -191,10 +197,13 @@ mod uring {
         ) -> io::Result<()> {
             let fd = types::Fd(file.as_raw_fd());
             for _ in 0..MAX_ROUNDS {
+                if buf.is_empty() {
+                    return Ok(());
+                }
                 // Decide this submission's write length and whether it fails by fault.
                 let (len, torn) = match fs.before_write(path, file, offset, buf.len()) {
                     WriteFault::None => (buf.len(), false),
-                    WriteFault::Short(n) => (n.clamp(1, buf.len().max(1)), false),
+                    WriteFault::Short(n) => (n.clamp(1, buf.len()), false),
                     WriteFault::Torn(n) => (n.min(buf.len()), true),
                     WriteFault::Eio => {
                         let res = Err(eio());
@@ -202,33 +211,19 @@ mod uring {
                         return res.map(|_: usize| ());
                     }
                 };
-                let whole = len == buf.len() && !torn;
-                let sync_fault = if whole { fs.before_sync(path) } else { SyncFault::None };
-                let link_sync = whole && sync_fault == SyncFault::None;
                 let mut n = 0;
                 if len > 0 {
-                    let mut w = opcode::Write::new(fd, buf.as_ptr(), len as u32)
+                    let w = opcode::Write::new(fd, buf.as_ptr(), len as u32)
                         .offset(offset)
                         .build()
                         .user_data(WRITE_TAG);
-                    if link_sync {
-                        w = w.flags(squeue::Flags::IO_LINK);
-                    }
                     // SAFETY: `buf` outlives the submission: `run` waits for its completion
                     // before this function returns or touches `buf` again.
                     unsafe { self.ring.submission().push(&w) }
                         .map_err(|_| io::Error::other("io_uring submission queue full"))?;
                     n += 1;
                 }
-                if link_sync {
-                    let s =
-                        opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(SYNC_TAG);
-                    // SAFETY: an fsync references no user memory.
-                    unsafe { self.ring.submission().push(&s) }
-                        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-                    n += 1;
-                }
-                let (wres, sres) = self.run(n)?;
+                let (wres, _) = self.run(n)?;
                 let written = match wres {
                     Some(r) if r < 0 => {
                         let res = Err(io::Error::from_raw_os_error(-r));
@@ -249,28 +244,33 @@ mod uring {
                     return res.map(|_: usize| ());
                 }
                 fs.after_write(path, &Ok(written));
-                buf = &buf[written..];
+                // A short write (real or injected) goes on with the rest.
+                buf = buf.get(written..).unwrap_or(&[]);
                 offset += written as u64;
-                if !whole {
-                    continue;
-                }
-                if !buf.is_empty() {
-                    // A real short write: the kernel cancelled the linked fsync; go on.
-                    continue;
-                }
-                let res = match sync_fault {
-                    SyncFault::Eio => Err(eio()),
-                    SyncFault::Canceled => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
-                    SyncFault::None => match sres {
-                        Some(r) if r < 0 => Err(io::Error::from_raw_os_error(-r)),
-                        Some(_) => Ok(()),
-                        None => Err(io::Error::other("io_uring: missing fsync completion")),
-                    },
-                };
-                fs.after_sync(path, &res);
-                return res;
             }
             Err(io::Error::other("io_uring: write made no progress"))
+        }
+
+        fn sync(&mut self, fs: &dyn FileSystem, path: &Path, file: &File) -> io::Result<()> {
+            let res = match fs.before_sync(path) {
+                SyncFault::Eio => Err(eio()),
+                SyncFault::Canceled => Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+                SyncFault::None => {
+                    let fd = types::Fd(file.as_raw_fd());
+                    let s =
+                        opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(SYNC_TAG);
+                    // SAFETY: an fsync references no user memory.
+                    unsafe { self.ring.submission().push(&s) }
+                        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                    match self.run(1)? {
+                        (_, Some(r)) if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+                        (_, Some(_)) => Ok(()),
+                        _ => Err(io::Error::other("io_uring: missing fsync completion")),
+                    }
+                }
+            };
+            fs.after_sync(path, &res);
+            res
         }
     }
 }

@@ -48,6 +48,8 @@ pub enum CrashMode {
 struct State {
     /// Unsynced writes per file, oldest first: (offset, bytes before the write).
     undo: HashMap<PathBuf, Vec<(u64, Vec<u8>)>>,
+    /// Per file, how many of its unsynced writes the sync in flight covers.
+    sync_marks: HashMap<PathBuf, usize>,
     dir_ops: Vec<DirOp>,
     next_write_faults: VecDeque<WriteFault>,
     /// Faults for the next writes to spares being made (`*.prealloc`, `*.recycle`).
@@ -495,6 +497,10 @@ impl FileSystem for FaultFs {
             drop(held);
             st = self.st.lock();
         }
+        // A sync covers only the writes completed before it started (the writer may
+        // write the next batch while it is in flight).
+        let covered = st.undo.get(path).map_or(0, Vec::len);
+        st.sync_marks.insert(path.to_path_buf(), covered);
         if st.spend() {
             return SyncFault::Eio;
         }
@@ -513,9 +519,18 @@ impl FileSystem for FaultFs {
                 if is_segment(path) {
                     st.segment_syncs += 1;
                 }
-                st.undo.remove(path);
+                let covered = st.sync_marks.remove(path).unwrap_or(usize::MAX);
+                if let Some(u) = st.undo.get_mut(path) {
+                    u.drain(..covered.min(u.len()));
+                    if u.is_empty() {
+                        st.undo.remove(path);
+                    }
+                }
             }
-            Err(_) => st.failed_syncs += 1,
+            Err(_) => {
+                st.sync_marks.remove(path);
+                st.failed_syncs += 1
+            }
         }
     }
 }

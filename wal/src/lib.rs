@@ -3,10 +3,12 @@
 //!
 //! - Batches ([`WriteBatch`]) from all submitters are merged into one write and one data
 //!   sync (group commit); each submitter learns through its [`Ticket`] when its batch is
-//!   durable.
+//!   durable. A blocking [`Wal::write`] writes and syncs on the caller's thread when the
+//!   writer is free; a write may go out while an earlier one's sync is in flight, and is
+//!   acknowledged only after a sync of its own.
 //! - The log is a sequence of fixed-size segment files, preallocated off the write path
 //!   (by writing zeros once, or by recycling freed segments) and memory-mapped for reads.
-//!   Writes go through io_uring (write and fsync linked) or pwrite + fdatasync
+//!   Writes go through io_uring (write, then fsync) or pwrite + fdatasync
 //!   ([`BackendChoice`]), chosen at open and logged.
 //! - Records carry CRC32C checksums seeded with their segment's sequence number and salt;
 //!   a batch header carries its own, verified before its length is believed, so opening
@@ -56,6 +58,7 @@ mod recovery;
 mod segment;
 mod shared;
 mod state;
+mod sync;
 mod types;
 #[cfg(feature = "serde")]
 pub mod units;

@@ -8,11 +8,14 @@
 //!
 //! # The torn-tail rule
 //! Segments are read in sequence order, batches one after another from each segment's
-//! header. The writer syncs each write before the next, and before moving to a new
-//! segment it writes and syncs a *seal* batch at the end of the old one. A seal ends a
-//! segment cleanly and the scan goes on in the next existing segment (segments between
-//! may have been freed). Each batch header records the log position known durable when
-//! it was written (normally its own start). The scan stops at the first position `X`
+//! header. The writer may write a batch while the ones before it are being synced (each
+//! is acknowledged only after a sync that started after its write succeeded), and before
+//! moving to a new segment it syncs everything written in the old one, then writes and
+//! syncs a *seal* batch at its end. A seal ends a segment cleanly and the scan goes on in
+//! the next existing segment (segments between may have been freed). Each batch header
+//! records the log position known durable when it was written (its own start, or the
+//! end of the last synced batch when batches before it were still being synced). The
+//! scan stops at the first position `X`
 //! where no valid batch starts, before any seal. `X` is the end of the log, unless a
 //! valid batch found later (at any byte offset of the rest of that segment, or anywhere
 //! in later segments) claims a durable position past `X`:
@@ -90,7 +93,9 @@ fn scan_valid(seg: &Segment, from: u64, work: &mut u64) -> Result<Vec<Found>, Op
 pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>> {
     let seq = seg.seq;
     let locs = |entries: &[(u64, u32, u32)]| {
-        entries.iter().map(|&(term, off, len)| EntryLoc { term, seg: seq, off, len }).collect::<Vec<_>>()
+        std::borrow::Cow::Owned(
+            entries.iter().map(|&(term, off, len)| EntryLoc { term, seg: seq, off, len }).collect::<Vec<_>>(),
+        )
     };
     let rec = RecLoc { seg: seq, len: r.len };
     Some(match &r.body {

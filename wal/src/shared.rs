@@ -1,6 +1,6 @@
-//! [`Shared`]: the state the API handle, the writer thread and the preallocator thread
-//! share: configuration, file system, the in-memory log state, the spare segments and
-//! the poison flag.
+//! [`Shared`]: the state the API handle, the writer, the sync queue and the preallocator
+//! thread share: configuration, file system, the in-memory log state, the spare
+//! segments, the sync queue and the poison flag.
 //!
 //! Owns: nothing but these shared values and the signalling between threads. Never:
 //! performs I/O.
@@ -16,6 +16,7 @@ use crate::config::WalConfig;
 use crate::fs::FileSystem;
 use crate::segment::Segment;
 use crate::state::LogState;
+use crate::sync::SyncQueue;
 
 /// Values shared by the WAL's threads.
 pub(crate) struct Shared {
@@ -37,18 +38,10 @@ pub(crate) struct Shared {
     pub next_seq: AtomicU64,
     /// Asks the preallocator to stop.
     pub stop: AtomicBool,
-    /// Data syncs of group-commit writes.
-    pub syncs: AtomicU64,
     /// Group-commit writes.
     pub writes: AtomicU64,
-    /// Nanoseconds spent in successful group-commit write+sync calls, in total.
-    pub sync_nanos_total: AtomicU64,
-    /// The longest successful group-commit write+sync call, in nanoseconds.
-    pub sync_nanos_max: AtomicU64,
-    /// The same calls' durations, by power-of-two bucket.
-    pub sync_latency: crate::latency::LatencyHistogram,
-    /// Batches made durable.
-    pub batches: AtomicU64,
+    /// Written rounds waiting for their sync; the sync counters.
+    pub sync: SyncQueue,
     /// Segments created by zero-filling.
     pub created: AtomicU64,
     /// Segments recycled.

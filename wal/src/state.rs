@@ -1,6 +1,6 @@
 //! [`LogState`]: everything the WAL knows in memory: every group's index, every segment's
 //! usage (live bytes, which groups keep it alive, which removals it carries) and the entry
-//! cache. The writer thread applies each durable batch to it; recovery rebuilds it by
+//! cache. The sync queue applies each durable batch to it; recovery rebuilds it by
 //! applying the same operations in log order.
 //!
 //! Owns: the semantics of applying a record (the same at run time and at recovery), and
@@ -63,7 +63,8 @@ pub(crate) enum Applied<'a> {
     Entries {
         group: u64,
         first: u64,
-        locs: Vec<EntryLoc>,
+        /// Borrowed from the writer's round; owned when recovery decoded them.
+        locs: std::borrow::Cow<'a, [EntryLoc]>,
         /// `Some(last)` for rewritten entries.
         rewrite_last: Option<u64>,
         /// The submission's data arena and its entries, to cache (None: not cached).
@@ -117,14 +118,23 @@ impl LogState {
         }
     }
 
+    /// Notes a record of `group` in `seg` holding `bytes` live bytes (0: a record that
+    /// keeps nothing alive, still noted in `groups_ever`). One map lookup in the common
+    /// case: a group already live in `seg` is already in its `groups_ever`.
     fn add_live(segs: &mut BTreeMap<u64, SegInfo>, seg: u64, group: u64, bytes: u64) {
-        if bytes == 0 {
-            return;
-        }
         if let Some(s) = segs.get_mut(&seg) {
+            if bytes == 0 {
+                s.groups_ever.insert(group);
+                return;
+            }
             s.live += bytes;
-            *s.groups_live.entry(group).or_insert(0) += bytes;
-            s.groups_ever.insert(group);
+            match s.groups_live.entry(group) {
+                std::collections::hash_map::Entry::Occupied(mut o) => *o.get_mut() += bytes,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(bytes);
+                    s.groups_ever.insert(group);
+                }
+            }
         }
     }
 
@@ -159,26 +169,18 @@ impl LogState {
         }
     }
 
-    fn note_record(&mut self, seg: u64, group: u64) {
-        if let Some(s) = self.segs.get_mut(&seg) {
-            s.groups_ever.insert(group);
-        }
-    }
-
     /// Applies one operation (see the module documentation and `codec` for semantics).
     pub(crate) fn apply(&mut self, op: Applied<'_>) {
         match op {
             Applied::Entries { group, first, locs, rewrite_last, payloads } => {
-                if let Some(l) = locs.first() {
-                    self.note_record(l.seg, group);
-                }
                 let segs = &mut self.segs;
                 let g = self.groups.entry(group).or_default();
                 match rewrite_last {
                     None => {
-                        let removed = g.truncate_from(first);
-                        Self::drop_entries(segs, group, &removed);
-                        self.cache.truncate_from(group, first);
+                        if first <= g.last() {
+                            let removed = g.truncate_from(first);
+                            Self::drop_entries(segs, group, &removed);
+                        }
                         if first > g.last() + 1 && !g.pad_to(first - 1, MAX_HOLES) {
                             // Never accepted at run time; bounded so that no input can
                             // make recovery allocate without limit: restart the log here.
@@ -186,19 +188,18 @@ impl LogState {
                             Self::drop_entries(segs, group, &removed);
                             self.cache.remove_group(group);
                         }
-                        let mut added = 0u64;
-                        for (i, loc) in locs.iter().enumerate() {
-                            let index = first + i as u64;
-                            if index < g.first {
-                                continue;
+                        // Entries below the first index are skipped (recovery only).
+                        let skip = g.first.saturating_sub(first).min(locs.len() as u64) as usize;
+                        let kept = &locs[skip..];
+                        g.entries.extend(kept.iter().copied());
+                        let added: u64 = kept.iter().map(entry_bytes).sum();
+                        match payloads {
+                            // Caching drops cached entries at or above `first` first.
+                            Some((arena, refs)) => {
+                                let refs = refs.get(skip..).unwrap_or(&[]);
+                                self.cache.append(group, first + skip as u64, arena, refs)
                             }
-                            g.entries.push_back(*loc);
-                            added += entry_bytes(loc);
-                            if let Some((arena, refs)) = payloads {
-                                if let Some(e) = refs.get(i) {
-                                    self.cache.insert(group, index, arena, e.start, e.len);
-                                }
-                            }
+                            None => self.cache.truncate_from(group, first),
                         }
                         // All entries of one record are in the same segment.
                         if let Some(l) = locs.first() {
@@ -208,6 +209,9 @@ impl LogState {
                     Some(last) => {
                         // At replay, records of earlier entries may come later in the
                         // log (rewritten after this one): leave holes for them.
+                        if let Some(l) = locs.first() {
+                            Self::add_live(segs, l.seg, group, 0);
+                        }
                         let end = (first + locs.len() as u64).saturating_sub(1);
                         g.pad_to(last.max(end), MAX_HOLES);
                         for (i, loc) in locs.iter().enumerate() {
@@ -226,7 +230,6 @@ impl LogState {
                 }
             }
             Applied::HardState { group, hs, rec } => {
-                self.note_record(rec.seg, group);
                 let g = self.groups.entry(group).or_default();
                 if let Some((_, old)) = g.hard_state.replace((hs, rec)) {
                     Self::sub_live(&mut self.segs, old.seg, group, old.len as u64);
@@ -234,7 +237,6 @@ impl LogState {
                 Self::add_live(&mut self.segs, rec.seg, group, rec.len as u64);
             }
             Applied::Meta { group, data, rec } => {
-                self.note_record(rec.seg, group);
                 let g = self.groups.entry(group).or_default();
                 if let Some((_, old)) = g.meta.replace((data.into(), rec)) {
                     Self::sub_live(&mut self.segs, old.seg, group, old.len as u64);
@@ -242,7 +244,6 @@ impl LogState {
                 Self::add_live(&mut self.segs, rec.seg, group, rec.len as u64);
             }
             Applied::Compact { group, index, last, rec } => {
-                self.note_record(rec.seg, group);
                 let segs = &mut self.segs;
                 let g = self.groups.entry(group).or_default();
                 let removed = g.compact_below(index);

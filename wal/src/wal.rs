@@ -2,8 +2,9 @@
 //!
 //! Owns: opening (config check, backend choice, recovery, starting the writer and
 //! preallocator threads), the submission API (blocking and non-blocking), the read API,
-//! compaction requests and reports, and an orderly shutdown on drop. Never: writes to a
-//! file itself (the writer thread does), or blocks a reader on an fsync.
+//! compaction requests and reports, and an orderly shutdown on drop. Never: encodes or
+//! writes log bytes itself (the `SegmentWriter` does, on the writer thread or on a
+//! [`Wal::write`] caller's thread), or blocks a reader on an fsync.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use crate::prealloc::Preallocator;
 use crate::recovery::Recovery;
 use crate::segment::Segment;
 use crate::shared::Shared;
+use crate::sync::{Submission, SyncQueue};
 use crate::types::{Entry, HardState};
-use crate::writer::{Cmd, MaintainReport, SegmentWriter, Submission};
+use crate::writer::{Cmd, MaintainReport, SegmentWriter};
 
 /// Tells a submitter when its batch is durable (or why it is not). Usable blocking
 /// ([`Ticket::wait`]), polled ([`Ticket::try_wait`]) or in a `crossbeam_channel::select!`
@@ -80,12 +82,13 @@ pub struct WalStats {
     pub cache_bytes: usize,
     /// Group-commit writes issued.
     pub writes: u64,
-    /// Data syncs issued for group-commit writes.
+    /// Data syncs issued for group-commit writes (one sync may cover several writes made
+    /// while the sync before it was in flight).
     pub syncs: u64,
-    /// Nanoseconds spent in successful group-commit writes with their data sync (write +
-    /// fdatasync, or the linked io_uring pair), in total: divide by `syncs` for the mean.
+    /// Nanoseconds spent in successful data syncs of group-commit writes (fdatasync, or
+    /// the io_uring fsync), in total: divide by `syncs` for the mean.
     pub sync_nanos_total: u64,
-    /// The longest successful group-commit write with its data sync, in nanoseconds.
+    /// The longest successful data sync of group-commit writes, in nanoseconds.
     pub sync_nanos_max: u64,
     /// Batches made durable.
     pub batches: u64,
@@ -105,6 +108,8 @@ pub struct WalStats {
 pub struct Wal {
     shared: Arc<Shared>,
     tx: Option<Sender<Cmd>>,
+    /// The writing half, taken by the writer thread or by a [`Wal::write`] caller.
+    seg_writer: Arc<Mutex<SegmentWriter>>,
     writer: Option<JoinHandle<()>>,
     prealloc: Option<JoinHandle<()>>,
     backend: BackendKind,
@@ -159,6 +164,12 @@ impl Wal {
         let cfg = checked.get().clone();
         let backend = choose_backend(cfg.backend)?;
         let kind = backend.kind();
+        // The sync half has its own backend (a ring of its own for io_uring): a round is
+        // written while the previous one's sync is in flight.
+        let sync_backend = choose_backend(match kind {
+            BackendKind::IoUring => BackendChoice::IoUring,
+            _ => BackendChoice::Pwrite,
+        })?;
         tracing::info!("opening {} with backend {kind:?}", cfg.dir.display());
         let rec = Recovery::new(&cfg, &*fs).run()?;
         let (tx, rx) = bounded(cfg.queue_len);
@@ -174,22 +185,25 @@ impl Wal {
             work: Mutex::new(true),
             next_seq: AtomicU64::new(rec.next_seq),
             stop: AtomicBool::new(false),
-            syncs: AtomicU64::new(0),
             writes: AtomicU64::new(0),
-            sync_nanos_total: AtomicU64::new(0),
-            sync_nanos_max: AtomicU64::new(0),
-            sync_latency: Default::default(),
-            batches: AtomicU64::new(0),
+            sync: SyncQueue::new(sync_backend, rec.durable, cfg.group_commit_wait),
             created: AtomicU64::new(0),
             recycled: AtomicU64::new(0),
             gather_waits: AtomicU64::new(0),
             gather_waits_idle: AtomicU64::new(0),
             prealloc_failing: AtomicBool::new(false),
         });
-        let writer = SegmentWriter::new(shared.clone(), backend, rec.active, rec.pos, rec.durable, rx);
+        let seg_writer = Arc::new(Mutex::new(SegmentWriter::new(
+            shared.clone(),
+            backend,
+            rec.active,
+            rec.pos,
+            rx.clone(),
+        )));
+        let w = seg_writer.clone();
         let writer = std::thread::Builder::new()
             .name("flotilla-wal-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || SegmentWriter::run(w, rx))
             .map_err(OpenError::Thread)?;
         let pre = Preallocator::new(shared.clone());
         let prealloc = std::thread::Builder::new()
@@ -201,6 +215,7 @@ impl Wal {
             max_batch: cfg.segment_size as usize - SEGMENT_HEADER_LEN - 2 * BATCH_HEADER_LEN,
             shared,
             tx: Some(tx),
+            seg_writer,
             writer: Some(writer),
             prealloc: Some(prealloc),
             backend: kind,
@@ -234,6 +249,11 @@ impl Wal {
     }
 
     fn prepare(&self, batch: WriteBatch) -> Result<(Cmd, Ticket), WriteError> {
+        let (sub, ticket) = self.prepare_sub(batch)?;
+        Ok((Cmd::Write(sub), ticket))
+    }
+
+    fn prepare_sub(&self, batch: WriteBatch) -> Result<(Submission, Ticket), WriteError> {
         if self.shared.is_poisoned() {
             return Err(WriteError::Poisoned);
         }
@@ -242,7 +262,7 @@ impl Wal {
             return Err(WriteError::BatchTooLarge { len, max: self.max_batch });
         }
         let (done, rx) = bounded(1);
-        Ok((Cmd::Write(Submission { batch, done: Some(done) }), Ticket { rx }))
+        Ok((Submission { batch, done: Some(done) }, Ticket { rx }))
     }
 
     /// Queues `batch` for the next group commit and returns at once (blocking only while
@@ -267,9 +287,39 @@ impl Wal {
         Ok(ticket)
     }
 
-    /// Submits `batch` and waits until it is durable.
+    /// Submits `batch` and waits until it is durable. When the writer is free, the
+    /// calling thread writes (what was queued before, then its batch) and syncs itself,
+    /// with no hand-over to the writer thread; its write may go out while another
+    /// thread's sync is in flight, and it is acknowledged only after a sync that started
+    /// after it was written.
     pub fn write(&self, batch: WriteBatch) -> Result<(), WriteError> {
-        self.submit(batch)?.wait()
+        if self.tx.is_none() {
+            return Err(WriteError::Shutdown);
+        }
+        let (sub, ticket) = self.prepare_sub(batch)?;
+        // Counted while inside: a sync about to start may wait a moment for this batch.
+        struct InWrite<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for InWrite<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.shared.sync.in_write.fetch_add(1, Ordering::Relaxed);
+        let _in = InWrite(&self.shared.sync.in_write);
+        let Some(mut w) = self.seg_writer.try_lock() else {
+            let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
+            tx.send(Cmd::Write(sub)).map_err(|_| WriteError::Shutdown)?;
+            return ticket.wait();
+        };
+        let round = w.write_now(sub);
+        drop(w);
+        let cx = crate::sync::SyncCtx {
+            fs: &*self.shared.fs,
+            state: &self.shared.state,
+            poisoned: &self.shared.poisoned,
+        };
+        self.shared.sync.sync_through(round, &cx);
+        ticket.wait()
     }
 
     /// Runs a compaction pass now (rewrite sparse segments, retire dead ones; retired
@@ -436,10 +486,10 @@ impl Wal {
         st.segs.iter().filter(|(_, s)| !s.retired).map(|(k, _)| *k).collect()
     }
 
-    /// The durations of the successful group-commit writes with their data sync (those
+    /// The durations of the successful data syncs of group-commit writes (those
     /// `WalStats::sync_nanos_total` adds up), by power-of-two bucket.
     pub fn sync_latency(&self) -> crate::LatencySnapshot {
-        self.shared.sync_latency.snapshot()
+        self.shared.sync.counters.sync_latency.snapshot()
     }
 
     /// Counters and sizes.
@@ -452,10 +502,10 @@ impl Wal {
             written_bytes: st.segs.values().map(|s| s.written).sum(),
             cache_bytes: st.cache.used(),
             writes: self.shared.writes.load(Ordering::Relaxed),
-            syncs: self.shared.syncs.load(Ordering::Relaxed),
-            sync_nanos_total: self.shared.sync_nanos_total.load(Ordering::Relaxed),
-            sync_nanos_max: self.shared.sync_nanos_max.load(Ordering::Relaxed),
-            batches: self.shared.batches.load(Ordering::Relaxed),
+            syncs: self.shared.sync.counters.syncs.load(Ordering::Relaxed),
+            sync_nanos_total: self.shared.sync.counters.sync_nanos_total.load(Ordering::Relaxed),
+            sync_nanos_max: self.shared.sync.counters.sync_nanos_max.load(Ordering::Relaxed),
+            batches: self.shared.sync.counters.batches.load(Ordering::Relaxed),
             groups: st.groups.len(),
             segments_created: self.shared.created.load(Ordering::Relaxed),
             segments_recycled: self.shared.recycled.load(Ordering::Relaxed),

@@ -1,19 +1,28 @@
-//! [`SegmentWriter`]: the one thread that writes the log. It merges every batch queued by
-//! every submitter into one write and one data sync (group commit), validates them against
-//! the groups' logs, places them in segments, applies them to the in-memory state once
-//! durable, and only then tells each submitter. It also runs compaction: rewriting sparse
-//! segments and retiring dead ones.
+//! [`SegmentWriter`]: the writing half of the log. It merges the batches queued by every
+//! submitter into one write (group commit), validates them against the groups' logs,
+//! places them in segments and writes them; the [`SyncQueue`] then makes them durable,
+//! applies them to the in-memory state and tells each submitter. It also runs
+//! compaction: rewriting sparse segments and retiring dead ones.
 //!
-//! Owns: the active segment, the write position, the durable position, the encoding
-//! buffer, and the poison rule: after any failed write or sync nothing more is written.
-//! Never: reads from disk on the write path, creates segments while a spare is available,
-//! or deletes files (the preallocator frees retired segments off the write path).
+//! The writer lives behind a mutex. The writer thread takes it for batches queued by
+//! [`crate::Wal::submit`]; a thread calling [`crate::Wal::write`] takes it itself when it
+//! is free (no hand-over to the writer thread and back), writes what is queued and its
+//! own batch, and syncs. A round is written while the previous round's sync is in flight
+//! (by another thread); the sync queue keeps one sync at a time and acknowledges in order.
+//!
+//! Owns: the active segment, the write position, the encoding buffer, the projection of
+//! the groups' logs over written but not yet applied rounds, and the poison rule: after
+//! any failed write or sync nothing more is written. Never: reads from disk on the write
+//! path, creates segments while a spare is available, deletes files (the preallocator
+//! frees retired segments off the write path), or moves to a new segment before what it
+//! wrote in the old one is durable.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, TryRecvError};
+use parking_lot::Mutex;
 
 use crate::backend::IoBackend;
 use crate::batch::{Op, WriteBatch};
@@ -26,20 +35,14 @@ use crate::hash::IdMap;
 use crate::index::{EntryLoc, RecLoc};
 use crate::segment::Segment;
 use crate::shared::Shared;
-use crate::state::{Applied, LogState, SegInfo};
+use crate::state::SegInfo;
+use crate::sync::{Placed, Submission, SyncCtx};
 use crate::types::Position;
-
-/// A batch waiting for the writer.
-pub(crate) struct Submission {
-    pub batch: WriteBatch,
-    /// Told the outcome (None for the writer's own rewrite batches).
-    pub done: Option<Sender<Result<(), WriteError>>>,
-}
 
 /// A command to the writer thread.
 pub(crate) enum Cmd {
     Write(Submission),
-    Maintain(Sender<MaintainReport>),
+    Maintain(crossbeam_channel::Sender<MaintainReport>),
 }
 
 /// What a compaction pass did.
@@ -53,37 +56,27 @@ pub struct MaintainReport {
     pub bytes_rewritten: u64,
 }
 
-/// Where an encoded operation's records went.
-enum Placed {
-    Entries {
-        group: u64,
-        first: u64,
-        locs: Vec<EntryLoc>,
-        rewrite_last: Option<u64>,
-        /// Entries `from..to` of the submission, whose payloads are cached.
-        payloads: Option<(usize, usize)>,
-    },
-    HardState(u64, crate::types::HardState, RecLoc),
-    Meta(u64, usize, usize, RecLoc),
-    Compact(u64, u64, u64, RecLoc),
-    Remove(u64, u64),
-}
-
-/// The writer thread's state.
+/// The writing half's state.
 pub(crate) struct SegmentWriter {
     shared: Arc<Shared>,
     backend: Box<dyn IoBackend>,
     active: Arc<Segment>,
     pos: u64,
-    durable: Position,
     buf: Vec<u8>,
+    /// Locations of the entries encoded in `buf`, for every record of the chunk.
+    locs: Vec<EntryLoc>,
+    /// Undo log of one batch's validation (reused).
+    undo: Vec<(u64, (u64, u64))>,
+    /// Projected (first, last) of the groups touched by rounds not yet applied (cleared
+    /// when every round is applied).
+    view: View,
+    /// The last round queued for its sync.
+    last_round: u64,
     rx: Receiver<Cmd>,
     carry: Option<Cmd>,
     maintain_due: bool,
     /// Batches carried by the previous group-commit write.
     last_batches: usize,
-    /// Duration of the previous write + sync.
-    last_sync: Duration,
     /// Gather waits in a row that nobody joined (capped at `MAX_GATHER_BACKOFF`).
     gather_misses: u32,
     /// Rounds that will still skip the gather wait after those misses.
@@ -96,8 +89,15 @@ pub(crate) struct SegmentWriter {
 /// while a wait that gathers a batch resets the backoff.
 const MAX_GATHER_BACKOFF: u32 = 6;
 
-/// Projected (first, last) of groups touched by the batches of this round.
+/// Projected (first, last) of groups touched by written rounds.
 type View = IdMap<(u64, u64)>;
+
+/// Commands taken from the queue for one round.
+enum Taken {
+    Cmds(Vec<Submission>, Vec<crossbeam_channel::Sender<MaintainReport>>),
+    Empty,
+    Disconnected,
+}
 
 impl SegmentWriter {
     pub(crate) fn new(
@@ -105,7 +105,6 @@ impl SegmentWriter {
         backend: Box<dyn IoBackend>,
         active: Arc<Segment>,
         pos: u64,
-        durable: Position,
         rx: Receiver<Cmd>,
     ) -> SegmentWriter {
         SegmentWriter {
@@ -113,85 +112,158 @@ impl SegmentWriter {
             backend,
             active,
             pos,
-            durable,
             buf: Vec::with_capacity(1 << 20),
+            locs: Vec::new(),
+            undo: Vec::new(),
+            view: View::default(),
+            last_round: 0,
             rx,
             carry: None,
             maintain_due: false,
             last_batches: 0,
-            last_sync: Duration::ZERO,
             gather_misses: 0,
             gather_skip: 0,
         }
     }
 
-    /// Runs until every sender is gone.
-    pub(crate) fn run(mut self) {
-        let max = self.shared.cfg.max_write_bytes;
+    fn cx(shared: &Shared) -> SyncCtx<'_> {
+        SyncCtx { fs: &*shared.fs, state: &shared.state, poisoned: &shared.poisoned }
+    }
+
+    /// The writer thread: runs until every sender is gone. It waits for a queued
+    /// command without taking it, then takes the writer; a [`crate::Wal::write`] that
+    /// took the writer first may have written the command already.
+    pub(crate) fn run(writer: Arc<Mutex<SegmentWriter>>, rx: Receiver<Cmd>) {
         loop {
-            let first = match self.carry.take() {
-                Some(c) => c,
-                None => match self.rx.recv() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                },
+            let mut w = writer.lock();
+            let limit = w.shared.cfg.queue_len + 1;
+            let (round, took) = match w.take(limit, true) {
+                Taken::Cmds(subs, maint) => (w.handle((subs, maint)), true),
+                Taken::Empty => (w.last_round, false),
+                Taken::Disconnected => return,
             };
-            let mut subs = Vec::new();
-            let mut maint = Vec::new();
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            // Bounded: at most queue_len + 1 commands are taken per round.
-            let mut budget = self.shared.cfg.queue_len + 1;
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Cmd::Write(s) => {
-                        let len = s.batch.encoded_len();
-                        if !subs.is_empty() && bytes.saturating_add(len) > max {
-                            self.carry = Some(Cmd::Write(s));
-                            break;
-                        }
-                        bytes = bytes.saturating_add(len);
-                        subs.push(s);
-                    }
-                    Cmd::Maintain(tx) => maint.push(tx),
-                }
-                budget -= 1;
-                if budget == 0 || bytes >= max {
-                    break;
-                }
-                next = self.rx.try_recv().ok();
-                if next.is_none() && subs.len() < self.last_batches {
-                    // Submitters of the last write are likely preparing their next
-                    // batches: give them a moment to join this one, unless recent waits
-                    // gathered nobody (backoff).
-                    let wait = self.shared.cfg.group_commit_wait.min(self.last_sync / 2);
-                    if self.gather_skip > 0 {
-                        self.gather_skip -= 1;
-                    } else if !wait.is_zero() {
-                        self.shared.gather_waits.fetch_add(1, Ordering::Relaxed);
-                        next = self.rx.recv_timeout(wait).ok();
-                        if next.is_some() {
-                            self.gather_misses = 0;
-                        } else {
-                            self.shared.gather_waits_idle.fetch_add(1, Ordering::Relaxed);
-                            self.gather_misses = (self.gather_misses + 1).min(MAX_GATHER_BACKOFF);
-                            self.gather_skip = (1 << self.gather_misses) - 1;
-                        }
-                    }
-                }
-            }
-            if !subs.is_empty() {
-                self.write_round(subs, false);
-            }
-            if self.maintain_due && self.shared.cfg.auto_maintain {
-                self.maintain_due = false;
-                let _ = self.maintain();
-            }
-            for tx in maint {
-                let r = self.maintain();
-                let _ = tx.send(r);
+            let shared = w.shared.clone();
+            drop(w);
+            shared.sync.sync_through(round, &Self::cx(&shared));
+            if !took {
+                // Nothing queued: wait (without the writer) until something is.
+                let mut sel = crossbeam_channel::Select::new();
+                sel.recv(&rx);
+                let _ = sel.ready();
             }
         }
+    }
+
+    /// [`crate::Wal::write`] holding the writer: writes what was queued before (in
+    /// order: the caller's own earlier submissions are among it), then `own`; returns the
+    /// round to sync through.
+    pub(crate) fn write_now(&mut self, own: Submission) -> u64 {
+        // Commands queued now were queued before this call; later ones may wait.
+        let mut left = self.rx.len() + usize::from(self.carry.is_some());
+        while left > 0 {
+            match self.take(left, false) {
+                Taken::Cmds(subs, maint) => {
+                    left = left.saturating_sub(subs.len() + maint.len());
+                    self.handle((subs, maint));
+                }
+                _ => break,
+            }
+        }
+        self.write_round(vec![own], false);
+        self.after_round();
+        self.last_round
+    }
+
+    /// Takes the carried command and up to `limit` queued ones (bounded by the write
+    /// size); with `gather`, waits a moment for more when the last round carried more.
+    fn take(&mut self, limit: usize, gather: bool) -> Taken {
+        let max = self.shared.cfg.max_write_bytes;
+        let first = match self.carry.take() {
+            Some(c) => c,
+            None => match self.rx.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => return Taken::Empty,
+                Err(TryRecvError::Disconnected) => return Taken::Disconnected,
+            },
+        };
+        let mut subs = Vec::new();
+        let mut maint = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = Some(first);
+        // Bounded: at most `limit` commands are taken per round.
+        let mut budget = limit.max(1);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Write(s) => {
+                    let len = s.batch.encoded_len();
+                    if !subs.is_empty() && bytes.saturating_add(len) > max {
+                        self.carry = Some(Cmd::Write(s));
+                        break;
+                    }
+                    bytes = bytes.saturating_add(len);
+                    subs.push(s);
+                }
+                Cmd::Maintain(tx) => maint.push(tx),
+            }
+            budget -= 1;
+            if budget == 0 || bytes >= max {
+                break;
+            }
+            next = self.rx.try_recv().ok();
+            if gather && next.is_none() && subs.len() < self.last_batches {
+                // Submitters of the last write are likely preparing their next
+                // batches: give them a moment to join this one, unless recent waits
+                // gathered nobody (backoff).
+                let last_sync =
+                    Duration::from_nanos(self.shared.sync.counters.last_sync_nanos.load(Ordering::Relaxed));
+                let wait = self.shared.cfg.group_commit_wait.min(last_sync / 2);
+                if self.gather_skip > 0 {
+                    self.gather_skip -= 1;
+                } else if !wait.is_zero() {
+                    self.shared.gather_waits.fetch_add(1, Ordering::Relaxed);
+                    next = self.rx.recv_timeout(wait).ok();
+                    if next.is_some() {
+                        self.gather_misses = 0;
+                    } else {
+                        self.shared.gather_waits_idle.fetch_add(1, Ordering::Relaxed);
+                        self.gather_misses = (self.gather_misses + 1).min(MAX_GATHER_BACKOFF);
+                        self.gather_skip = (1 << self.gather_misses) - 1;
+                    }
+                }
+            }
+        }
+        Taken::Cmds(subs, maint)
+    }
+
+    /// Writes the taken submissions and runs the taken compaction requests; returns the
+    /// round to sync through.
+    fn handle(
+        &mut self,
+        (subs, maint): (Vec<Submission>, Vec<crossbeam_channel::Sender<MaintainReport>>),
+    ) -> u64 {
+        if !subs.is_empty() {
+            self.last_batches = subs.iter().filter(|s| s.done.is_some()).count();
+            self.write_round(subs, false);
+        }
+        self.after_round();
+        for tx in maint {
+            let r = self.maintain();
+            let _ = tx.send(r);
+        }
+        self.last_round
+    }
+
+    /// Runs the compaction pass a segment change asked for.
+    fn after_round(&mut self) {
+        if self.maintain_due && self.shared.cfg.auto_maintain {
+            self.maintain_due = false;
+            let _ = self.maintain();
+        }
+    }
+
+    /// Makes every written round durable (and applied) before going on.
+    fn sync_all(&self) {
+        self.shared.sync.sync_through(self.last_round, &Self::cx(&self.shared));
     }
 
     fn fail_all(subs: Vec<Submission>, err: WriteError) {
@@ -202,23 +274,18 @@ impl SegmentWriter {
         }
     }
 
-    fn bounds(st: &LogState, view: &View, group: u64) -> (u64, u64) {
-        if let Some(b) = view.get(&group) {
-            return *b;
-        }
-        match st.groups.get(&group) {
-            Some(g) => (g.first, g.last()),
-            None => (1, 0),
-        }
-    }
-
     /// Checks a batch against the projected logs and, when valid, updates the projection
-    /// and fills in compaction marks' last index.
-    fn validate(&self, batch: &mut WriteBatch, view: &mut View) -> Result<(), WriteError> {
-        // The writer is the only thread that changes the state: holding the read lock
-        // here blocks nobody but other writers of it (none).
+    /// and fills in compaction marks' last index. One projection lookup per operation:
+    /// a group met for the first time is projected from the state (which is what it
+    /// would be anyway), and a batch that fails is undone from the undo log.
+    fn validate(&mut self, batch: &mut WriteBatch) -> Result<(), WriteError> {
+        // Only the sync side changes the state, applying rounds this view already
+        // projects: groups not in the view are as the state says.
         let st = self.shared.state.read();
-        let mut local: View = IdMap::default();
+        let view = &mut self.view;
+        let undo = &mut self.undo;
+        undo.clear();
+        let mut failed = None;
         for op in batch.ops.iter_mut() {
             let group = match op {
                 Op::Entries { group, .. }
@@ -228,10 +295,11 @@ impl SegmentWriter {
                 | Op::Compact { group, .. }
                 | Op::Remove { group } => *group,
             };
-            let (f, l) = match local.get(&group) {
-                Some(b) => *b,
-                None => Self::bounds(&st, view, group),
-            };
+            let slot = view.entry(group).or_insert_with(|| match st.groups.get(&group) {
+                Some(g) => (g.first, g.last()),
+                None => (1, 0),
+            });
+            let (f, l) = *slot;
             let nb = match op {
                 Op::Entries { first, from, to, .. } => {
                     let end = first.checked_add((*to - *from) as u64 - 1);
@@ -240,7 +308,9 @@ impl SegmentWriter {
                             (f, end)
                         }
                         _ => {
-                            return Err(WriteError::NonContiguous { group, index: *first, first: f, last: l })
+                            failed =
+                                Some(WriteError::NonContiguous { group, index: *first, first: f, last: l });
+                            break;
                         }
                     }
                 }
@@ -257,10 +327,22 @@ impl SegmentWriter {
                 }
                 Op::Remove { .. } => (1, 0),
             };
-            local.insert(group, nb);
+            undo.push((group, *slot));
+            *slot = nb;
         }
-        view.extend(local);
-        Ok(())
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                // Back to the projection before this batch (entries projected from the
+                // state stay: they equal the state).
+                for (group, old) in undo.drain(..).rev() {
+                    if let Some(b) = view.get_mut(&group) {
+                        *b = old;
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Encodes one submission's operations at the end of `buf`; returns where each went.
@@ -286,17 +368,22 @@ impl SegmentWriter {
                     }
                     buf.extend_from_slice(&first.to_le_bytes());
                     buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-                    let mut locs = Vec::with_capacity(entries.len());
+                    let from_loc = self.locs.len();
                     for e in entries {
                         let off = base + buf.len() + ENTRY_HEADER_LEN;
                         RecordCodec::put_entry(buf, e.term, &data[e.start..e.start + e.len]);
-                        locs.push(EntryLoc { term: e.term, seg: seq, off: off as u32, len: e.len as u32 });
+                        self.locs.push(EntryLoc {
+                            term: e.term,
+                            seg: seq,
+                            off: off as u32,
+                            len: e.len as u32,
+                        });
                     }
                     RecordCodec::finish_record(buf, r, seed);
                     out.push(Placed::Entries {
                         group: *group,
                         first: *first,
-                        locs,
+                        locs: (from_loc, self.locs.len()),
                         rewrite_last: last,
                         payloads: if last.is_none() { Some((*from, *to)) } else { None },
                     });
@@ -338,13 +425,16 @@ impl SegmentWriter {
     }
 
     /// Writes a round of submissions: validated, packed into as few writes as segments
-    /// allow (normally one), each made durable with one sync.
+    /// allow (normally one), each queued for its sync.
     fn write_round(&mut self, subs: Vec<Submission>, internal: bool) {
         if self.shared.is_poisoned() {
             Self::fail_all(subs, WriteError::Poisoned);
             return;
         }
-        let mut view = View::default();
+        if self.shared.sync.idle() {
+            // Every written round is applied: the state is the projection.
+            self.view.clear();
+        }
         let mut chunk: Vec<(Submission, Vec<Placed>)> = Vec::new();
         let mut count = 0u32;
         self.buf.clear();
@@ -363,7 +453,7 @@ impl SegmentWriter {
                 continue;
             }
             if !internal {
-                if let Err(e) = self.validate(&mut sub.batch, &mut view) {
+                if let Err(e) = self.validate(&mut sub.batch) {
                     if let Some(d) = sub.done.take() {
                         let _ = d.send(Err(e));
                     }
@@ -388,7 +478,7 @@ impl SegmentWriter {
                     self.poison();
                     let mut rest: Vec<Submission> = vec![sub];
                     rest.extend(iter);
-                    Self::fail_all(rest, WriteError::io(&e));
+                    Self::fail_all(rest, e);
                     return;
                 }
             }
@@ -405,10 +495,12 @@ impl SegmentWriter {
             }
             if !begun {
                 self.buf.clear();
-                RecordCodec::begin_batch(&mut self.buf, self.durable);
+                self.locs.clear();
+                // The position known durable now (an earlier round may be in its sync).
+                RecordCodec::begin_batch(&mut self.buf, self.shared.sync.durable());
                 begun = true;
             }
-            let mut placed = Vec::new();
+            let mut placed = Vec::with_capacity(sub.batch.ops.len());
             count += self.encode(&sub, &mut placed);
             chunk.push((sub, placed));
         }
@@ -421,88 +513,41 @@ impl SegmentWriter {
         self.shared.poisoned.store(true, Ordering::Release);
     }
 
-    /// Finishes, writes and syncs the batch in `buf`, applies it, tells the submitters.
-    fn flush(&mut self, mut chunk: Vec<(Submission, Vec<Placed>)>, count: u32) -> Result<(), WriteError> {
+    /// Finishes and writes the batch in `buf`, and queues it for its sync.
+    fn flush(&mut self, chunk: Vec<(Submission, Vec<Placed>)>, count: u32) -> Result<(), WriteError> {
         RecordCodec::finish_batch(&mut self.buf, 0, count, self.active.seed);
-        let started = Instant::now();
-        let res = self.backend.write_and_sync(
-            &*self.shared.fs,
-            &self.active.path,
-            &self.active.file,
-            self.pos,
-            &self.buf,
-        );
+        let res =
+            self.backend.write(&*self.shared.fs, &self.active.path, &self.active.file, self.pos, &self.buf);
         self.shared.writes.fetch_add(1, Ordering::Relaxed);
-        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = res {
-            tracing::error!(
-                "write/sync of {} failed, refusing further writes: {e}",
-                self.active.path.display()
-            );
+            tracing::error!("write of {} failed, refusing further writes: {e}", self.active.path.display());
             self.poison();
             let err = WriteError::io(&e);
             Self::fail_all(chunk.into_iter().map(|(s, _)| s).collect(), err);
             return Err(WriteError::Poisoned);
         }
-        self.last_sync = started.elapsed();
-        let nanos = u64::try_from(self.last_sync.as_nanos()).unwrap_or(u64::MAX);
-        self.shared.sync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
-        self.shared.sync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
-        self.shared.sync_latency.record_nanos(nanos);
-        self.last_batches = chunk.iter().filter(|(s, _)| s.done.is_some()).count();
         self.pos += self.buf.len() as u64;
-        self.durable = Position { seq: self.active.seq, offset: self.pos };
-        {
-            let mut st = self.shared.state.write();
-            if let Some(info) = st.segs.get_mut(&self.active.seq) {
-                info.written = self.pos;
-            }
-            for (sub, placed) in chunk.iter_mut() {
-                let data = &sub.batch.data;
-                let erefs = &sub.batch.entries;
-                for p in placed.drain(..) {
-                    let op = match p {
-                        Placed::Entries { group, first, locs, rewrite_last, payloads } => Applied::Entries {
-                            group,
-                            first,
-                            locs,
-                            rewrite_last,
-                            payloads: payloads.map(|(from, to)| (data, &erefs[from..to])),
-                        },
-                        Placed::HardState(g, hs, rec) => Applied::HardState { group: g, hs, rec },
-                        Placed::Meta(g, s, l, rec) => Applied::Meta { group: g, data: &data[s..s + l], rec },
-                        Placed::Compact(g, index, last, rec) => {
-                            Applied::Compact { group: g, index, last, rec }
-                        }
-                        Placed::Remove(g, seg) => Applied::Remove { group: g, seg },
-                    };
-                    st.apply(op);
-                }
-            }
-        }
-        let n = chunk.len() as u64;
-        for (sub, _) in chunk {
-            if let Some(d) = sub.done {
-                let _ = d.send(Ok(()));
-            }
-        }
-        self.shared.batches.fetch_add(n, Ordering::Relaxed);
+        let locs = std::mem::take(&mut self.locs);
+        self.last_round = self.shared.sync.push(self.active.clone(), self.pos, chunk, locs);
         Ok(())
     }
 
     /// Moves to the next segment: a spare prepared off the write path, or (when the
     /// preallocator is behind for long) one created here.
-    fn rotate(&mut self) -> std::io::Result<()> {
+    fn rotate(&mut self) -> Result<(), WriteError> {
+        // What was written in this segment becomes durable (and acknowledged) first.
+        self.sync_all();
+        if self.shared.is_poisoned() {
+            return Err(WriteError::Poisoned);
+        }
         // Seal the segment: recovery goes on into the next existing segment only after a
         // seal, so a segment that ends early without one is a torn tail or corruption.
-        let seal = RecordCodec::encode_seal(self.durable, self.active.seed);
-        self.backend.write_and_sync(
-            &*self.shared.fs,
-            &self.active.path,
-            &self.active.file,
-            self.pos,
-            &seal,
-        )?;
+        let seal = RecordCodec::encode_seal(self.shared.sync.durable(), self.active.seed);
+        let fs = &*self.shared.fs;
+        self.backend
+            .write(fs, &self.active.path, &self.active.file, self.pos, &seal)
+            .and_then(|_| self.shared.sync.sync_seal(&Self::cx(&self.shared), &self.active))
+            .map_err(|e| WriteError::io(&e))?;
         self.pos += seal.len() as u64;
         if let Some(info) = self.shared.state.write().segs.get_mut(&self.active.seq) {
             info.written = self.pos;
@@ -538,7 +583,8 @@ impl SegmentWriter {
                     Err(seq) => {
                         tracing::warn!("no spare segment ready, creating one on the write path");
                         let (fs, cfg) = (&*self.shared.fs, &self.shared.cfg);
-                        Segment::create(fs, &cfg.dir, seq, cfg.segment_size, self.shared.wal_id)?
+                        Segment::create(fs, &cfg.dir, seq, cfg.segment_size, self.shared.wal_id)
+                            .map_err(|e| WriteError::io(&e))?
                     }
                 }
             }
@@ -551,7 +597,7 @@ impl SegmentWriter {
         }
         self.active = seg;
         self.pos = SEGMENT_HEADER_LEN as u64;
-        self.durable = Position { seq: self.active.seq, offset: self.pos };
+        self.shared.sync.set_durable(Position { seq: self.active.seq, offset: self.pos });
         self.maintain_due = true;
         self.shared.kick();
         Ok(())
@@ -574,6 +620,8 @@ impl SegmentWriter {
     /// One compaction pass: rewrite sparse old segments, then retire dead ones.
     pub(crate) fn maintain(&mut self) -> MaintainReport {
         let mut report = MaintainReport::default();
+        // The state must hold every written round before it is read.
+        self.sync_all();
         let ratio = self.shared.cfg.rewrite_ratio;
         if ratio > 0.0 && !self.shared.is_poisoned() {
             let candidates: Vec<u64> = {
@@ -597,6 +645,7 @@ impl SegmentWriter {
                 let bytes: usize = batches.iter().map(|b| b.encoded_len()).sum();
                 let subs = batches.into_iter().map(|batch| Submission { batch, done: None }).collect();
                 self.write_round(subs, true);
+                self.sync_all();
                 // Crash tests: live records copied to the head, the old segment not retired.
                 fail::fail_point!("wal::rewrite_mid");
                 if self.shared.is_poisoned() {

@@ -204,3 +204,116 @@ fn lone_writer_backs_off_idle_gather_waits() {
         s.gather_waits_idle
     );
 }
+
+/// Waits (bounded) until `cond` holds.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A blocking write made while another write's sync is in flight is written at once
+/// (pipelined), but acknowledged and visible only after a sync of its own: the sync in
+/// flight started before it was written, so it does not cover it.
+#[test]
+fn write_pipelined_behind_a_sync_waits_for_its_own_sync() {
+    let dir = scratch();
+    let (fs, wal) = open_fault(dir.path(), 11);
+    let wal = Arc::new(wal);
+    wal.write(one(1, 1, 1)).unwrap();
+    let syncs0 = fs.segment_syncs();
+    fs.hold_next_sync();
+    let a = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.write(one(1, 2, 2)))
+    };
+    wait_until("the first sync to be held", || fs.sync_held());
+    let writes0 = fs.writes();
+    let (btx, brx) = crossbeam_channel::bounded(1);
+    let b = {
+        let wal = wal.clone();
+        std::thread::spawn(move || {
+            let r = wal.write(one(2, 1, 3));
+            let _ = btx.send(r.clone());
+            r
+        })
+    };
+    // The second batch is written while the first sync is held ...
+    wait_until("the pipelined write", || fs.writes() > writes0);
+    // ... and neither acknowledged nor visible before a sync covers it.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(brx.try_recv().is_err(), "acknowledged before any sync covering it");
+    assert!(wal.last_index(2).is_err(), "visible before it is durable");
+    assert_eq!(wal.last_index(1), Ok(1), "the held batch is not visible either");
+    fs.release_sync();
+    a.join().unwrap().unwrap();
+    b.join().unwrap().unwrap();
+    assert_eq!(fs.segment_syncs() - syncs0, 2, "the pipelined write needs a sync of its own");
+    assert_eq!(wal.last_index(1), Ok(2));
+    assert_eq!(wal.entry(2, 1).unwrap().data, vec![3; 100]);
+}
+
+/// A failed sync fails the writes it covers with the I/O error; a write pipelined behind
+/// it (written while it was in flight, so not covered) fails as refused, since nothing is
+/// synced after a failed sync; writes acknowledged before stay.
+#[test]
+fn failed_sync_fails_the_writes_it_covers_and_refuses_those_behind_it() {
+    let dir = scratch();
+    let (fs, wal) = open_fault(dir.path(), 12);
+    let wal = Arc::new(wal);
+    wal.write(one(1, 1, 1)).unwrap();
+    fs.hold_next_sync();
+    let a = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.write(one(1, 2, 2)))
+    };
+    wait_until("the sync to be held", || fs.sync_held());
+    let writes0 = fs.writes();
+    let b = {
+        let wal = wal.clone();
+        std::thread::spawn(move || wal.write(one(2, 1, 3)))
+    };
+    wait_until("the pipelined write", || fs.writes() > writes0);
+    // The held sync, once released, fails.
+    fs.fail_next_sync(SyncFault::Eio);
+    let failed0 = fs.failed_syncs();
+    fs.release_sync();
+    assert!(
+        matches!(a.join().unwrap(), Err(WriteError::Io { .. })),
+        "the covered write must fail with the I/O error"
+    );
+    assert_eq!(
+        b.join().unwrap(),
+        Err(WriteError::Poisoned),
+        "the write behind the failed sync must be refused"
+    );
+    assert_eq!(fs.failed_syncs() - failed0, 1, "no sync may follow a failed one");
+    assert!(wal.is_poisoned());
+    assert_eq!(wal.entry(1, 1).unwrap().data, vec![1; 100]);
+    assert_eq!(wal.last_index(1), Ok(1));
+    assert!(wal.last_index(2).is_err());
+    let wal = Arc::try_unwrap(wal).ok().unwrap();
+    drop(wal);
+    let wal = Wal::open(config(&dir.path().join("wal"))).unwrap();
+    assert_eq!(wal.entry(1, 1).unwrap().data, vec![1; 100]);
+}
+
+/// `write` may write on the calling thread, but never ahead of batches the same thread
+/// queued before with `submit`: each write here extends the entry submitted just before
+/// it, which fails as non-contiguous if the order broke.
+#[test]
+fn write_after_submit_keeps_the_threads_order() {
+    let dir = scratch();
+    let (_fs, wal) = open_fault(dir.path(), 13);
+    let mut tickets = Vec::new();
+    for i in 0..200u64 {
+        tickets.push(wal.submit(one(1, 2 * i + 1, 1)).unwrap());
+        wal.write(one(1, 2 * i + 2, 2)).unwrap();
+    }
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    assert_eq!(wal.last_index(1), Ok(400));
+}
