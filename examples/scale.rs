@@ -28,10 +28,32 @@ use flotilla::engine::api::{Engine, EngineConfig, StateMachine, StateMachineFact
 use flotilla::engine::transport::{MemoryNetwork, QuicTransport, Transport};
 use flotilla::raft::NodeId;
 
-/// Counts the bytes live on the heap.
+/// Counts the bytes live on the heap (and, by allocation size, the live allocations).
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+/// Allocation sizes counted exactly up to this; larger ones by power of two.
+const EXACT: usize = 4096;
+/// Live allocations by size: `[0, EXACT]` exactly, then one slot per power of two above.
+static BY_SIZE: [AtomicIsize; EXACT + 1 + 64] = [const { AtomicIsize::new(0) }; EXACT + 1 + 64];
+
+fn size_slot(size: usize) -> usize {
+    if size <= EXACT {
+        size
+    } else {
+        EXACT + 1 + (usize::BITS - size.leading_zeros()) as usize
+    }
+}
+
+fn count(size: usize, n: isize) {
+    LIVE.fetch_add(size as isize * n, Ordering::Relaxed);
+    BY_SIZE[size_slot(size)].fetch_add(n, Ordering::Relaxed);
+}
+
+fn by_size() -> Vec<isize> {
+    BY_SIZE.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+}
 
 // SAFETY: every call forwards to the system allocator with the caller's arguments; the
 // counter only observes sizes.
@@ -40,7 +62,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded as is (the caller upholds `alloc`'s contract).
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            count(layout.size(), 1);
         }
         p
     }
@@ -48,20 +70,21 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: as above.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            count(layout.size(), 1);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: as above.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size(), -1);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as above.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            count(layout.size(), -1);
+            count(new_size, 1);
         }
         p
     }
@@ -106,6 +129,31 @@ fn cpu_secs() -> f64 {
     };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// The live allocations added since `base`, by size, largest share first: where the bytes
+/// of an idle replica go (`SCALE_SIZES=1`).
+fn print_sizes(base: &[isize], replicas: u64) {
+    let now = by_size();
+    let mut rows: Vec<(usize, isize, isize)> = now
+        .iter()
+        .zip(base)
+        .enumerate()
+        .map(|(slot, (n, b))| {
+            let size = if slot <= EXACT { slot } else { 1usize << (slot - EXACT - 2) };
+            (size, n - b, (n - b) * size as isize)
+        })
+        .filter(|r| r.1 != 0)
+        .collect();
+    rows.sort_by_key(|r| -r.2.abs());
+    println!("live allocations added, by size (size, per replica, bytes per replica; sizes above {EXACT}: at least):");
+    for (size, n, bytes) in rows.iter().take(24) {
+        println!(
+            "  {size:>8} B x {:>8.3} = {:>8.1} B",
+            *n as f64 / replicas as f64,
+            *bytes as f64 / replicas as f64
+        );
+    }
 }
 
 fn quic_transports(ids: &[NodeId]) -> Vec<Box<dyn Transport>> {
@@ -170,6 +218,7 @@ fn main() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let baseline = LIVE.load(Ordering::Relaxed);
+    let baseline_sizes = by_size();
 
     // Create: followers first, then the designated leader (node g % 3 + 1), paced.
     let t0 = Instant::now();
@@ -235,6 +284,10 @@ fn main() {
         (live - baseline) as f64 / (1 << 20) as f64,
         3 * groups
     );
+
+    if std::env::var_os("SCALE_SIZES").is_some() {
+        print_sizes(&baseline_sizes, 3 * groups);
+    }
 
     // Idle window: CPU, Raft ticks and frames with every group quiesced.
     let m0: Vec<_> = engines.iter().map(|e| e.metrics()).collect();

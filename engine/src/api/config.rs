@@ -6,13 +6,14 @@
 //! takes a [`ValidEngineConfig`] and trusts it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use super::CreatePolicy;
 use crate::raft::config::{Config as RaftConfig, ConfigError as RaftConfigError, ValidConfig};
-use crate::raft::types::{NodeId, ReplicaId};
+use crate::raft::types::NodeId;
 
 pub use flotilla_wal::WalConfig;
 
@@ -311,6 +312,8 @@ impl EngineConfig {
         let mut raft = self.raft.clone();
         raft.id = 1;
         raft.applied = 0;
+        // Nothing in the engine reads `Raft::stats`: an idle replica does not carry them.
+        raft.count_stats = false;
         // Leases are measured on the worker's clock in nanoseconds; a tick is the interval.
         raft.tick_nanos = u64::try_from(self.tick_interval.as_nanos()).unwrap_or(u64::MAX);
         let raft = raft.validate().map_err(ConfigError::Raft)?;
@@ -432,7 +435,7 @@ impl EngineConfig {
         } else {
             self.workers
         };
-        Ok(ValidEngineConfig { raw: EngineConfig { workers, wal, ..self }, raft })
+        Ok(ValidEngineConfig { raw: EngineConfig { workers, wal, ..self }, raft: Arc::new(raft) })
     }
 }
 
@@ -440,7 +443,7 @@ impl EngineConfig {
 #[derive(Debug, Clone)]
 pub struct ValidEngineConfig {
     raw: EngineConfig,
-    raft: ValidConfig,
+    raft: Arc<ValidConfig>,
 }
 
 impl ValidEngineConfig {
@@ -449,20 +452,11 @@ impl ValidEngineConfig {
         &self.raw
     }
 
-    /// The Raft configuration of replica `id` (template with its id, applied index and
-    /// seed).
-    pub(crate) fn raft_for(
-        &self,
-        id: ReplicaId,
-        applied: u64,
-        seed: u64,
-    ) -> Result<ValidConfig, RaftConfigError> {
-        // `raft` carries `tick_nanos` from `tick_interval` (set in `validate`).
-        let mut c: RaftConfig = (*self.raft).clone();
-        c.id = id;
-        c.applied = applied;
-        c.seed = seed;
-        c.validate()
+    /// The Raft configuration every replica shares (`Raft::with_shared_config`: each
+    /// gives its own id, applied index and seed; the template's are placeholders). It
+    /// carries `tick_nanos` from `tick_interval` (set in `validate`).
+    pub(crate) fn raft_shared(&self) -> &Arc<ValidConfig> {
+        &self.raft
     }
 }
 
@@ -629,7 +623,7 @@ mod tests {
         let v = base().validate().unwrap();
         assert!(v.get().workers >= 1);
         assert_eq!(v.get().wal.dir, PathBuf::from("/tmp/flotilla-config-test/wal"));
-        assert_eq!(v.raft_for(7, 3, 9).unwrap().id, 7);
+        assert_eq!(v.raft_shared().tick_nanos, v.get().tick_interval.as_nanos() as u64);
     }
 
     #[test]

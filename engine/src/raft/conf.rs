@@ -69,6 +69,20 @@ impl ConfState {
         ConfChange { transition: Transition::Auto, changes }
     }
 
+    /// Returns the spare capacity of its lists (a configuration built by applying changes
+    /// one member at a time has room for more; one kept for long need not).
+    pub fn shrink_to_fit(&mut self) {
+        for v in [
+            &mut self.voters,
+            &mut self.voters_outgoing,
+            &mut self.learners,
+            &mut self.learners_next,
+            &mut self.removed,
+        ] {
+            v.shrink_to_fit();
+        }
+    }
+
     /// Whether this is a joint configuration.
     pub fn is_joint(&self) -> bool {
         !self.voters_outgoing.is_empty()

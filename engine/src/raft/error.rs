@@ -128,6 +128,9 @@ pub enum CompactError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum NewRaftError {
+    /// The replica id is 0 ([`NO_REPLICA`](super::types::NO_REPLICA)).
+    #[error("replica id must be non-zero")]
+    ZeroId,
     /// Storage failed while recovering.
     #[error(transparent)]
     Storage(#[from] StorageError),

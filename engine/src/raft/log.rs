@@ -6,6 +6,7 @@
 //! out and reports back.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::message::{Entry, SnapshotMeta};
 use super::storage::{LogStore, StorageError};
@@ -17,7 +18,9 @@ pub struct RaftLog<S> {
     pub storage: S,
     /// The compaction point: entries up to `snap.index` are gone; `snap.conf` is the
     /// configuration there.
-    pub snap: SnapshotMeta,
+    /// Shared (`Raft::snapshot_shared`): a store that keeps the same compaction point
+    /// holds a pointer, not a second copy.
+    pub snap: Arc<SnapshotMeta>,
     /// Index of the first entry of `unstable`; entries below it are durable in storage.
     offset: u64,
     /// Entries not yet known durable.
@@ -45,7 +48,7 @@ impl<S: LogStore> RaftLog<S> {
             storage,
             offset: last + 1,
             persist_from: last + 1,
-            snap,
+            snap: Arc::new(snap),
             unstable: VecDeque::new(),
             committed,
             applying: applied,
@@ -268,7 +271,7 @@ impl<S: LogStore> RaftLog<S> {
         self.committed = meta.index;
         self.applying = meta.index;
         self.applied = meta.index;
-        self.snap = meta;
+        self.snap = Arc::new(meta);
     }
 
     /// The first index of the term-`term` run containing... (etcd's findConflictByTerm):

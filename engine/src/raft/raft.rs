@@ -8,6 +8,8 @@
 //! elections and heartbeats, and [`Raft::set_now`] gives the clock that lease reads are
 //! measured with (a replica that misses ticks while stalled still sees its lease expire).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::conf::{ConfChange, ConfChangeError, ConfState};
@@ -72,17 +74,47 @@ const MAX_TERM: u64 = u64::MAX / 2;
 /// Log indexes at or above this are refused, for the same reason.
 const MAX_INDEX: u64 = u64::MAX / 2;
 
+/// What [`Raft::stats`] reads when `Config::count_stats` is off.
+static NO_STATS: Stats = Stats {
+    campaigns: 0,
+    leaderships: 0,
+    leaderships_by_transfer: 0,
+    transfers_started: 0,
+    transfers_aborted: 0,
+    timeout_now_sent: 0,
+    snapshots_installed: 0,
+    snapshots_skipped: 0,
+    snapshot_streams_discarded: 0,
+    snapshots_sent: 0,
+    joint_entered: 0,
+    joint_left: 0,
+    simple_changes: 0,
+    reads_served: 0,
+    reads_forwarded: 0,
+    lease_reads: 0,
+    lease_reads_expired: 0,
+    append_conflicts_refused: 0,
+    check_quorum_step_downs: 0,
+    quiesces: 0,
+    wakes: 0,
+    quiesce_resends: 0,
+};
+
 /// The Raft state machine of one replica of one group.
 pub struct Raft<S> {
     id: ReplicaId,
-    cfg: ValidConfig,
+    /// Shared by every replica built from one template ([`Raft::with_shared_config`]);
+    /// its `id`, `applied` and `seed` are read at construction only.
+    cfg: Arc<ValidConfig>,
     term: u64,
     vote: ReplicaId,
     log: RaftLog<S>,
     role: Role,
     leader: ReplicaId,
-    /// The applied configuration.
-    conf: ConfState,
+    /// The applied configuration. Shared (not copied) with the last entry of
+    /// `conf_history` and with whoever asks for it ([`Raft::conf_shared`]: the runtime's
+    /// apply thread), so an idle replica holds its membership once.
+    conf: Arc<ConfState>,
     /// Per-member progress, kept by the leader only (empty on other roles, so an idle
     /// follower does not carry it); unsorted, groups are small.
     progress: Vec<(ReplicaId, Progress)>,
@@ -105,8 +137,9 @@ pub struct Raft<S> {
     pending_conf_index: u64,
     /// Membership changes handed out for apply, not yet reported applied.
     pending_conf_entries: Vec<(u64, ConfChange)>,
-    /// The configuration after each applied change since the compaction point.
-    conf_history: Vec<(u64, ConfState)>,
+    /// The configuration after each applied change since the compaction point (the last
+    /// one is `conf` itself, shared).
+    conf_history: Vec<(u64, Arc<ConfState>)>,
     round: u64,
     /// ReadIndex bookkeeping, allocated on the first read and dropped when the replica
     /// quiesces with none pending (an idle replica pays a pointer).
@@ -130,7 +163,9 @@ pub struct Raft<S> {
     /// Boxed (rare), as `snapshot_recv`.
     snapshot_ready: Option<Box<Snapshot>>,
     prev_hs: HardState,
-    stats: Stats,
+    /// `None` unless `Config::count_stats` (boxed: a replica that does not count pays a
+    /// pointer).
+    stats: Option<Box<Stats>>,
     /// What happened since the last `Ready` (handed out in `Ready::events`).
     events: Vec<Event>,
     /// The current candidacy was ordered by TimeoutNow.
@@ -171,20 +206,38 @@ impl<S: LogStore> Raft<S> {
     /// Creates (or recovers) a replica from `storage`: the durable hard state, snapshot and
     /// entries. Membership changes between the snapshot and `cfg.applied` are re-applied.
     pub fn new(cfg: ValidConfig, storage: S) -> Result<Self, NewRaftError> {
+        let (id, applied, seed) = (cfg.id, cfg.applied, cfg.seed);
+        Self::with_shared_config(Arc::new(cfg), id, applied, seed, storage)
+    }
+
+    /// As [`Raft::new`], with a configuration shared by many replicas (a runtime holding
+    /// thousands of them keeps one copy): `cfg`'s own `id`, `applied` and `seed` are
+    /// ignored for `id` (non-zero), `applied` and `seed`.
+    pub fn with_shared_config(
+        cfg: Arc<ValidConfig>,
+        id: ReplicaId,
+        applied: u64,
+        seed: u64,
+        storage: S,
+    ) -> Result<Self, NewRaftError> {
+        if id == NO_REPLICA {
+            return Err(NewRaftError::ZeroId);
+        }
         let init = storage.initial_state()?;
         let hs = init.hard_state;
         let conf = init.snapshot.conf.clone();
-        let log = RaftLog::new(storage, init.snapshot, hs.commit, cfg.applied)?;
+        let log = RaftLog::new(storage, init.snapshot, hs.commit, applied)?;
+        let count_stats = cfg.count_stats;
         let mut r = Raft {
-            id: cfg.id,
-            rng: SplitMix64::new(cfg.seed ^ cfg.id.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            id,
+            rng: SplitMix64::new(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             cfg,
             term: hs.term,
             vote: hs.vote,
             log,
             role: Role::Follower,
             leader: NO_REPLICA,
-            conf: ConfState::default(),
+            conf: Arc::default(),
             progress: Vec::new(),
             votes: Vec::new(),
             msgs: Vec::new(),
@@ -209,7 +262,7 @@ impl<S: LogStore> Raft<S> {
             snapshot_recv: None,
             snapshot_ready: None,
             prev_hs: hs,
-            stats: Stats::default(),
+            stats: count_stats.then(Box::default),
             events: Vec::new(),
             transfer_campaign: false,
             quiesced: false,
@@ -220,7 +273,7 @@ impl<S: LogStore> Raft<S> {
             leader_commit: 0,
             contact_age: u32::MAX,
         };
-        r.set_conf(conf);
+        r.set_conf(Arc::new(conf));
         // Re-apply membership changes the state machine already applied.
         let (lo, hi) = (r.log.first_index(), r.log.applied);
         if hi >= lo {
@@ -276,6 +329,11 @@ impl<S: LogStore> Raft<S> {
     pub fn conf(&self) -> &ConfState {
         &self.conf
     }
+    /// The applied configuration, shared: a holder of a copy that outlives this call (the
+    /// runtime's apply thread) costs a pointer, not a configuration.
+    pub fn conf_shared(&self) -> &Arc<ConfState> {
+        &self.conf
+    }
     /// An index as of which the applied configuration is known to hold: the index of the
     /// last applied membership change, or the compaction point if none was applied since
     /// (the replica-removal GC of the runtime compares these).
@@ -286,6 +344,11 @@ impl<S: LogStore> Raft<S> {
     pub fn snapshot_meta(&self) -> &SnapshotMeta {
         &self.log.snap
     }
+    /// The compaction point, shared: a store that records the same point keeps a
+    /// pointer to it instead of a copy.
+    pub fn snapshot_shared(&self) -> &Arc<SnapshotMeta> {
+        &self.log.snap
+    }
     /// Term of the entry at `index`.
     pub fn term_at(&self, index: u64) -> Result<u64, StorageError> {
         self.log.term(index)
@@ -293,6 +356,12 @@ impl<S: LogStore> Raft<S> {
     /// Entries `[lo, hi)` of the log (durable or not).
     pub fn entries(&self, lo: u64, hi: u64) -> Result<Vec<Entry>, StorageError> {
         self.log.entries(lo, hi, u64::MAX)
+    }
+    /// Adds one to the counter `field` picks, when counting (`Config::count_stats`).
+    fn count(&mut self, field: impl FnOnce(&mut Stats) -> &mut u64) {
+        if let Some(s) = self.stats.as_deref_mut() {
+            *field(s) += 1;
+        }
     }
     /// The storage.
     pub fn storage(&self) -> &S {
@@ -304,7 +373,7 @@ impl<S: LogStore> Raft<S> {
     }
     /// Counters of what this replica did.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        self.stats.as_deref().unwrap_or(&NO_STATS)
     }
     /// The hard state as it stands (durable or not).
     pub fn hard_state(&self) -> HardState {
@@ -339,7 +408,7 @@ impl<S: LogStore> Raft<S> {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             first_index: self.log.first_index(),
-            conf: self.conf.clone(),
+            conf: ConfState::clone(&self.conf),
             transferee: self.transferee,
             followers,
         }
@@ -485,12 +554,12 @@ impl<S: LogStore> Raft<S> {
         // Our RequestVotes went out only after the term was durable, so a vote from
         // another replica proves it; a lone voter waits for its first write.
         self.term_durable = won_with_others;
-        self.stats.leaderships += 1;
+        self.count(|s| &mut s.leaderships);
         // A quorum granted the votes just now.
         self.quorum_heard(0);
         self.events.push(Event::BecameLeader { term: self.term, by_transfer });
         if by_transfer {
-            self.stats.leaderships_by_transfer += 1;
+            self.count(|s| &mut s.leaderships_by_transfer);
         }
         for (_, p) in &mut self.progress {
             p.recent_active = true;
@@ -508,7 +577,7 @@ impl<S: LogStore> Raft<S> {
             // votes in a stale configuration (two leaders in one term); etcd's hup() check.
             return;
         }
-        self.stats.campaigns += 1;
+        self.count(|s| &mut s.campaigns);
         self.events
             .push(Event::ElectionStarted { term: self.term + 1, pre_vote: kind == Campaign::PreElection });
         let vote_term = if kind == Campaign::PreElection {
@@ -611,7 +680,7 @@ impl<S: LogStore> Raft<S> {
             self.election_elapsed = 0;
             if self.cfg.check_quorum {
                 if !self.quorum_active() {
-                    self.stats.check_quorum_step_downs += 1;
+                    self.count(|s| &mut s.check_quorum_step_downs);
                     self.become_follower(self.term, NO_REPLICA);
                     return;
                 }
@@ -772,7 +841,7 @@ impl<S: LogStore> Raft<S> {
         if self.transferee != NO_REPLICA {
             self.abort_transfer();
         }
-        self.stats.transfers_started += 1;
+        self.count(|s| &mut s.transfers_started);
         self.events.push(Event::TransferStarted { to });
         self.transferee = to;
         self.transfer_elapsed = 0;
@@ -807,7 +876,7 @@ impl<S: LogStore> Raft<S> {
 
     fn abort_transfer(&mut self) {
         if self.transferee != NO_REPLICA {
-            self.stats.transfers_aborted += 1;
+            self.count(|s| &mut s.transfers_aborted);
             self.events.push(Event::TransferAborted { to: self.transferee });
             self.transferee = NO_REPLICA;
             self.transfer_elapsed = 0;
@@ -818,7 +887,7 @@ impl<S: LogStore> Raft<S> {
         // The target will campaign past every voter's lease: ours ends now.
         self.lease_until = 0;
         self.lease_min_round = u64::MAX;
-        self.stats.timeout_now_sent += 1;
+        self.count(|s| &mut s.timeout_now_sent);
         self.send(to, MessageBody::TimeoutNow);
     }
 
@@ -837,7 +906,7 @@ impl<S: LogStore> Raft<S> {
         let conf = self.conf_at(index);
         let meta = SnapshotMeta { index, term, conf };
         self.conf_history.retain(|(i, _)| *i > index);
-        self.log.snap = meta.clone();
+        self.log.snap = Arc::new(meta.clone());
         Ok(meta)
     }
 
@@ -846,7 +915,7 @@ impl<S: LogStore> Raft<S> {
             .iter()
             .rev()
             .find(|(i, _)| *i <= index)
-            .map(|(_, c)| c.clone())
+            .map(|(_, c)| ConfState::clone(c))
             .unwrap_or_else(|| self.log.snap.conf.clone())
     }
 
@@ -889,22 +958,24 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) {
-        let Ok(next) = self.conf.apply(cc) else {
+        let Ok(mut next) = self.conf.apply(cc) else {
             // Validated when proposed; a change that no longer applies is a no-op.
             return;
         };
         let step = if cc.is_leave_joint() {
-            self.stats.joint_left += 1;
+            self.count(|s| &mut s.joint_left);
             MembershipStep::LeftJoint
         } else if next.is_joint() {
-            self.stats.joint_entered += 1;
+            self.count(|s| &mut s.joint_entered);
             MembershipStep::EnteredJoint
         } else {
-            self.stats.simple_changes += 1;
+            self.count(|s| &mut s.simple_changes);
             MembershipStep::Simple
         };
         self.events.push(Event::MembershipApplied { index, step });
-        self.conf_history.push((index, next.clone()));
+        next.shrink_to_fit();
+        let next = Arc::new(next);
+        self.conf_history.push((index, Arc::clone(&next)));
         self.set_conf(next);
     }
 
@@ -927,7 +998,7 @@ impl<S: LogStore> Raft<S> {
             Some((matched, to)) if matched < last => {
                 if self.transferee != to {
                     self.abort_transfer();
-                    self.stats.transfers_started += 1;
+                    self.count(|s| &mut s.transfers_started);
                     self.events.push(Event::TransferStarted { to });
                     self.transferee = to;
                     self.transfer_elapsed = 0;
@@ -942,7 +1013,7 @@ impl<S: LogStore> Raft<S> {
         }
     }
 
-    fn set_conf(&mut self, conf: ConfState) {
+    fn set_conf(&mut self, conf: Arc<ConfState>) {
         self.conf = conf;
         if self.role != Role::Leader {
             // Progress is the leader's (rebuilt when it wins).
@@ -1291,7 +1362,7 @@ impl<S: LogStore> Raft<S> {
             }
             Err(_) => {
                 // The sender contradicts our committed entries: never truncate them.
-                self.stats.append_conflicts_refused += 1;
+                self.count(|s| &mut s.append_conflicts_refused);
             }
         }
     }
@@ -1306,11 +1377,11 @@ impl<S: LogStore> Raft<S> {
             p.term == self.term && p.meta.index == chunk.meta.index && p.meta.term == chunk.meta.term
         });
         if !same && self.snapshot_recv.take().is_some() {
-            self.stats.snapshot_streams_discarded += 1;
+            self.count(|s| &mut s.snapshot_streams_discarded);
         }
         if chunk.seq == 0 {
             if same {
-                self.stats.snapshot_streams_discarded += 1;
+                self.count(|s| &mut s.snapshot_streams_discarded);
             }
             self.snapshot_recv = Some(Box::new(PartialSnapshot {
                 term: self.term,
@@ -1325,7 +1396,7 @@ impl<S: LogStore> Raft<S> {
             || p.data.len().saturating_add(chunk.data.len()) > MAX_ASSEMBLED_SNAPSHOT_BYTES
         {
             self.snapshot_recv = None;
-            self.stats.snapshot_streams_discarded += 1;
+            self.count(|s| &mut s.snapshot_streams_discarded);
             return;
         }
         p.data.extend_from_slice(&chunk.data);
@@ -1340,7 +1411,7 @@ impl<S: LogStore> Raft<S> {
     fn handle_snapshot(&mut self, from: ReplicaId, meta: SnapshotMeta, data: Bytes) {
         if meta.index <= self.log.committed {
             // Nothing new: acknowledge what we have so the leader moves on.
-            self.stats.snapshots_skipped += 1;
+            self.count(|s| &mut s.snapshots_skipped);
             let index = self.log.committed;
             self.send(
                 from,
@@ -1350,7 +1421,7 @@ impl<S: LogStore> Raft<S> {
         }
         if self.log.match_term(meta.index, meta.term) {
             // Our log already holds the snapshot's last entry: fast-forward the commit.
-            self.stats.snapshots_skipped += 1;
+            self.count(|s| &mut s.snapshots_skipped);
             self.log.commit_to(meta.index);
             let index = self.log.committed;
             self.send(
@@ -1359,12 +1430,12 @@ impl<S: LogStore> Raft<S> {
             );
             return;
         }
-        self.stats.snapshots_installed += 1;
+        self.count(|s| &mut s.snapshots_installed);
         let index = meta.index;
         self.log.restore(meta.clone());
         self.pending_conf_entries.clear();
         self.conf_history.clear();
-        self.set_conf(meta.conf.clone());
+        self.set_conf(Arc::new(meta.conf.clone()));
         self.snapshot_ready = Some(Box::new(Snapshot { meta, data }));
         self.send(from, MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 });
     }
@@ -1695,5 +1766,58 @@ mod event_tests {
         let st = r.stats();
         assert_eq!((st.campaigns, st.leaderships, st.transfers_started, st.transfers_aborted), (2, 1, 1, 1));
         assert_eq!(st.simple_changes, 1);
+    }
+}
+
+/// What an idle replica holds (issue 16 point 7: a runtime keeps 100,000s of them).
+#[cfg(test)]
+mod idle_footprint {
+    use super::*;
+    use crate::raft::config::Config;
+    use crate::raft::storage::MemStorage;
+
+    /// Replica 1 of a group founded by a conf-change entry (as the engine founds them),
+    /// applied at construction.
+    fn founded(count_stats: bool) -> Raft<MemStorage> {
+        let mut st = MemStorage::new_with_conf(ConfState::default());
+        let cc = ConfState::with_voters((1..=3).map(|i| Replica::new(i, i))).bootstrap_change();
+        st.append(&[Entry { index: 1, term: 1, payload: EntryPayload::ConfChange(cc) }]);
+        st.set_hard_state(HardState { term: 1, vote: 0, commit: 1 });
+        let mut c = Config::new(1);
+        c.applied = 1;
+        c.count_stats = count_stats;
+        Raft::new(c.validate().unwrap(), st).unwrap()
+    }
+
+    #[test]
+    fn the_configuration_is_held_once() {
+        let r = founded(false);
+        assert_eq!(r.conf().voters.len(), 3);
+        let (index, last) = r.conf_history.last().unwrap();
+        assert_eq!(*index, 1);
+        assert!(Arc::ptr_eq(last, r.conf_shared()), "the history's last entry is a copy");
+    }
+
+    #[test]
+    fn stats_cost_a_pointer_unless_counted() {
+        let mut r = founded(false);
+        assert!(r.stats.is_none());
+        r.campaign(Campaign::Election);
+        assert_eq!(r.stats().campaigns, 0);
+        assert!(r.stats.is_none());
+        let mut r = founded(true);
+        assert_eq!(r.stats().simple_changes, 1, "the founding change, applied at construction");
+        r.campaign(Campaign::Election);
+        assert_eq!(r.stats().campaigns, 1);
+    }
+
+    #[test]
+    fn a_shared_configuration_takes_the_replica_s_own_id_and_refuses_zero() {
+        let cfg = Arc::new(Config::new(9).validate().unwrap());
+        let st = || MemStorage::new_with_conf(ConfState::with_voters([Replica::new(1, 1)]));
+        let r = Raft::with_shared_config(Arc::clone(&cfg), 1, 0, 7, st()).unwrap();
+        assert_eq!(r.id(), 1);
+        assert!(Arc::ptr_eq(&r.cfg, &cfg));
+        assert!(matches!(Raft::with_shared_config(cfg, 0, 0, 7, st()), Err(NewRaftError::ZeroId)));
     }
 }

@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
@@ -49,7 +50,17 @@ const SOURCE_CHUNK: usize = 256 << 10;
 pub(crate) enum ApplyCmd {
     /// Takes over the state machine of `group` (created or recovered), whose replica
     /// `replica` applied up to `applied` = (index, term) with configuration `conf`.
-    Add { group: u64, replica: ReplicaId, applied: (u64, u64), conf: ConfState, sm: Box<dyn StateMachine> },
+    Add {
+        group: u64,
+        replica: ReplicaId,
+        applied: (u64, u64),
+        conf: Arc<ConfState>,
+        sm: Box<dyn StateMachine>,
+    },
+    /// Raft applied a membership change: its configuration, to keep instead of the
+    /// apply thread's equal copy (ignored unless equal: the two may be at different
+    /// indexes when it arrives).
+    ShareConf { group: u64, conf: Arc<ConfState> },
     /// Applies these committed entries of `group`, in order, and completes the waiters of
     /// these very entries (matched by (index, term), in index order). `epoch` names the replica instance (echoed back, so
     /// answers for a destroyed replica never reach a new one).
@@ -116,14 +127,18 @@ fn decide(
 struct Slot {
     sm: Box<dyn StateMachine>,
     /// The group's client sessions: replicated state, snapshotted with the state machine.
-    sessions: SessionTable,
+    /// `None` stands for an empty `SessionTable::new()` until a session entry or a restored
+    /// table arrives (most groups of an embedder that does not use sessions never have
+    /// one; boxed, a group without sessions pays a pointer).
+    sessions: Option<Box<SessionTable>>,
     /// `StateMachine::supports_sessions`, asked once.
     sessions_ok: bool,
     replica: ReplicaId,
-    /// The last index applied (or restored) here, its term, and the configuration there.
+    /// The last index applied (or restored) here, its term, and the configuration there
+    /// (shared with the replica's Raft state until a change applies here first).
     applied: u64,
     term: u64,
-    conf: ConfState,
+    conf: Arc<ConfState>,
 }
 
 /// A snapshot for the writer thread.
@@ -213,18 +228,27 @@ pub(crate) fn run(
     if let Err(e) = &writer {
         tracing::error!("cannot start the snapshot writer, snapshots fail: {e}");
     }
-    let mut sms: HashMap<u64, Slot> = HashMap::new();
+    // Boxed: the map's spare capacity (up to half of its slots) costs a pointer a slot,
+    // not a whole `Slot`.
+    let mut sms: HashMap<u64, Box<Slot>> = HashMap::new();
     while let Ok(cmd) = rx.recv() {
         match cmd {
             ApplyCmd::Add { group, replica, applied, conf, sm } => {
                 let (applied, term) = applied;
                 let sessions_ok = sm.supports_sessions();
-                let sessions = SessionTable::new();
-                sms.insert(group, Slot { sm, sessions, sessions_ok, replica, applied, term, conf });
+                let sessions = None;
+                sms.insert(group, Box::new(Slot { sm, sessions, sessions_ok, replica, applied, term, conf }));
+            }
+            ApplyCmd::ShareConf { group, conf } => {
+                if let Some(slot) = sms.get_mut(&group) {
+                    if *slot.conf == *conf {
+                        slot.conf = conf;
+                    }
+                }
             }
             ApplyCmd::Sessions { group, table } => {
                 if let Some(slot) = sms.get_mut(&group) {
-                    slot.sessions = table;
+                    slot.sessions = Some(Box::new(table));
                 }
             }
             ApplyCmd::Apply { group, epoch, entries, waiters } => {
@@ -259,7 +283,12 @@ pub(crate) fn run(
                         let cmd = match &e.payload {
                             EntryPayload::Normal(d) => Some(&d[..]),
                             EntryPayload::Session { header, data } => {
-                                match session_step(&mut slot.sessions, slot.sessions_ok, e.index, header) {
+                                match session_step(
+                                    slot.sessions.get_or_insert_with(Box::default),
+                                    slot.sessions_ok,
+                                    e.index,
+                                    header,
+                                ) {
                                     SessionStep::Apply { session, seq } => {
                                         record = Some((session, seq));
                                         Some(&data[..])
@@ -277,7 +306,7 @@ pub(crate) fn run(
                             EntryPayload::ConfChange(cc) => {
                                 // As Raft does: a change that no longer applies is a no-op.
                                 if let Ok(next) = slot.conf.apply(cc) {
-                                    slot.conf = next;
+                                    slot.conf = Arc::new(next);
                                 }
                                 None
                             }
@@ -285,7 +314,11 @@ pub(crate) fn run(
                         done.bytes += cmd.map_or(0, |c| c.len() as u64);
                         let result = slot.sm.apply(e.index, e.term, cmd);
                         if let Some((session, seq)) = record {
-                            slot.sessions.record(session, seq, result.clone());
+                            slot.sessions.get_or_insert_with(Box::default).record(
+                                session,
+                                seq,
+                                result.clone(),
+                            );
                         }
                         let outcome = answer.unwrap_or(Outcome::Applied(result));
                         for f in slot.sm.take_effects() {
@@ -335,10 +368,10 @@ pub(crate) fn run(
                 });
                 match restored {
                     Ok(table) => {
-                        slot.sessions = table;
+                        slot.sessions = Some(Box::new(table));
                         slot.applied = meta.index;
                         slot.term = meta.term;
-                        slot.conf = meta.conf;
+                        slot.conf = Arc::new(meta.conf);
                     }
                     Err(e) => {
                         let error = e.to_string();
@@ -349,7 +382,7 @@ pub(crate) fn run(
             ApplyCmd::Snapshot { group, epoch } => {
                 let Some(slot) = sms.get_mut(&group) else { continue };
                 let at = (slot.applied, slot.term);
-                let meta = SnapshotMeta { index: at.0, term: at.1, conf: slot.conf.clone() };
+                let meta = SnapshotMeta { index: at.0, term: at.1, conf: ConfState::clone(&slot.conf) };
                 if !split.may_snapshot(group) {
                     let e = "a split of this group is not durable here; a restart replays it".to_string();
                     let _ = tx.send(ApplyDone::Snapshot { group, epoch, meta, result: Err(e) });
@@ -367,7 +400,10 @@ pub(crate) fn run(
                     }
                 };
                 // The session table goes first in the stream, as of the same index.
-                let prefix = session_codec::section(&slot.sessions);
+                let prefix = match &slot.sessions {
+                    Some(t) => session_codec::section(t),
+                    None => session_codec::section(&SessionTable::new()),
+                };
                 let job = source.map(|inner| Job {
                     group,
                     epoch,

@@ -15,6 +15,7 @@ use super::apply::ApplyCmd;
 use super::group::Group;
 use super::shared::bump;
 use super::snapfile;
+use super::store::WalStore;
 use super::worker::Worker;
 use crate::api::{EngineConfig, EngineEvent};
 use crate::raft::message::SnapshotMeta;
@@ -126,7 +127,7 @@ impl Worker {
             }
             Err(e) => return discard(&e.to_string()),
         }
-        g.raft.storage_mut().snap = meta.clone();
+        g.raft.storage_mut().snap = WalStore::shared_snap(&meta, g.raft.snapshot_shared());
         // Approximate: entries applied while the snapshot was written count as compacted.
         g.log_bytes = 0;
         g.last_snapshot_bytes = bytes;

@@ -68,8 +68,9 @@ pub(crate) struct Group {
     /// This replica instance, unique in the process: answers of the apply thread for a
     /// destroyed replica of the same group are recognised and ignored.
     pub(super) epoch: u64,
-    /// A voter removal between its two steps (demote, then remove the learner).
-    pub(super) removal: Option<Removal>,
+    /// A voter removal between its two steps (demote, then remove the learner). Boxed
+    /// (rare): an idle replica pays a pointer for it.
+    pub(super) removal: Option<Box<Removal>>,
     /// This replica's cell in the shared leader view (read back by its writer, this
     /// worker, to see whether the leader changed), and the (term, leader) last announced
     /// as an event (`announce`).
@@ -124,6 +125,17 @@ impl Group {
         SenderCheck::Ok
     }
 
+    /// Returns what a quiesced replica does not need: the learnt peers that the applied
+    /// configuration names now (it answers for them first, `check_sender`), and spare
+    /// capacity. Followers learn their leader from its first message, before they apply
+    /// the founding configuration: without this, each kept that entry for life.
+    pub(super) fn shed_idle_memory(&mut self) {
+        let conf = self.raft.conf();
+        self.peers.retain(|(r, _)| !conf.contains(*r));
+        self.peers.shrink_to_fit();
+        self.reads.shrink_to_fit();
+    }
+
     /// The node of the leader this replica knows of.
     pub(super) fn leader_node(&self) -> Option<NodeId> {
         self.raft.leader_hint().map(|r| r.node)
@@ -131,7 +143,7 @@ impl Group {
 
     /// The group's metadata record (replica id and compaction point).
     pub(super) fn meta(&self) -> GroupMeta {
-        GroupMeta::Live { replica: self.raft.id(), snapshot: self.raft.storage().snap.clone() }
+        GroupMeta::Live { replica: self.raft.id(), snapshot: SnapshotMeta::clone(&self.raft.storage().snap) }
     }
 
     /// The group's status as the API reports it.
@@ -191,9 +203,13 @@ pub(super) fn new_group(
     sm_applied: u64,
 ) -> Result<Box<Group>, String> {
     let applied = sm_applied.max(snap.index);
-    let cfg = sh.cfg.raft_for(replica, applied, seed(sh, group)).map_err(|e| e.to_string())?;
+    let cfg = Arc::clone(sh.cfg.raft_shared());
     let store = WalStore::new(sh.wal.clone(), group, snap);
-    let raft = Raft::new(cfg, store).map_err(|e| e.to_string())?;
+    let mut raft =
+        Raft::with_shared_config(cfg, replica, applied, seed(sh, group), store).map_err(|e| e.to_string())?;
+    // One copy of the compaction point, shared by the log and the store.
+    let snap = WalStore::shared_snap(&raft.storage().snap, raft.snapshot_shared());
+    raft.storage_mut().snap = snap;
     Ok(Box::new(Group {
         id: group,
         raft,
@@ -242,7 +258,37 @@ pub(super) fn add_cmd(g: &Group, sm: Box<dyn StateMachine>) -> ApplyCmd {
         group: g.id,
         replica: g.raft.id(),
         applied: (index, term),
-        conf: g.raft.conf().clone(),
+        conf: Arc::clone(g.raft.conf_shared()),
         sm,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// The replica a worker keeps for every group it holds, boxed: at 100,000 groups per
+    /// node, the largest part of an idle replica's memory (BENCHMARKS.md, "Scale"). The
+    /// bound is the size measured when it was set (672 bytes, 2026-12-04; 1,360 before),
+    /// rounded up to 64 bytes. Anything a replica needs only while busy belongs behind a
+    /// pointer (or in a map of the busy ones); each of these would break the bound again:
+    /// a `Stats` kept inline (176 bytes), a per-replica copy of the Raft configuration
+    /// (about 100 bytes) or of the membership (`ConfState`, 136 bytes), a second inline
+    /// `SnapshotMeta` (152 bytes).
+    const IDLE_GROUP_BYTES: usize = 704;
+
+    #[test]
+    fn an_idle_replica_stays_small() {
+        eprintln!(
+            "Group {} (Raft {}, log {}, store {}, waiters {}, reads {})",
+            size_of::<Group>(),
+            size_of::<Raft<WalStore>>(),
+            size_of::<crate::raft::log::RaftLog<WalStore>>(),
+            size_of::<WalStore>(),
+            size_of::<Waiters<Done>>(),
+            size_of::<ReadWaiters<Completer<Result<u64, ReadError>>>>(),
+        );
+        assert!(size_of::<Group>() <= IDLE_GROUP_BYTES, "Group grew to {} bytes", size_of::<Group>());
     }
 }

@@ -74,7 +74,7 @@ impl Worker {
                         ) {
                             return done.complete(Err(e));
                         }
-                        g.removal = Some(Removal { replica: c.replica, demoted, done });
+                        g.removal = Some(Box::new(Removal { replica: c.replica, demoted, done }));
                         self.removing.push(group);
                         Self::touch(&mut self.touched, g);
                         return;
@@ -116,8 +116,8 @@ impl Worker {
     /// and on every tick while the removal lasts.
     pub(super) fn drive_removal(&mut self, g: &mut Group) {
         let Some(r) = g.removal.take() else { return };
-        match r.poll(g.raft.role(), g.raft.conf(), g.leader_node()) {
-            RemovalNext::Wait(r) => g.removal = Some(r),
+        match (*r).poll(g.raft.role(), g.raft.conf(), g.leader_node()) {
+            RemovalNext::Wait(r) => g.removal = Some(Box::new(r)),
             RemovalNext::Done(done, res) => done.complete(res),
             RemovalNext::Propose(cc, done) => {
                 let deadline = self.ticks + u64::from(self.sh.cfg.get().propose_timeout_ticks);

@@ -54,6 +54,7 @@ impl Worker {
             if quiesced {
                 // Idle from now (it may stay ticked, awaiting quiesce acknowledgements).
                 g.idle_since = self.ticks;
+                g.shed_idle_memory();
             }
             let c = &self.sh.counters.quiesced_groups;
             if quiesced {

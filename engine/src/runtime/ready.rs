@@ -69,6 +69,12 @@ impl Worker {
         // 5. What happened (metrics, tracing).
         if !rd.events.is_empty() {
             observe(&self.sh, g, &rd.events);
+            if rd.events.iter().any(|e| matches!(e, crate::raft::Event::MembershipApplied { .. })) {
+                // The apply thread applied the same change to its own copy: it keeps
+                // Raft's instead (one membership per replica, not two).
+                let conf = std::sync::Arc::clone(g.raft.conf_shared());
+                self.send_apply(ApplyCmd::ShareConf { group: gid, conf });
+            }
         }
     }
 

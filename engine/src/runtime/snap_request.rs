@@ -16,6 +16,7 @@ use super::snapfile;
 use super::snapshot_waiters::{Request, SnapshotDone, TakenSnapshot};
 use super::worker::Worker;
 use crate::api::SnapshotError;
+use crate::raft::message::SnapshotMeta;
 
 /// Snapshots taken for one request before it fails (each attempt's file was discarded,
 /// e.g. superseded by one installed from the leader below the index asked for).
@@ -54,7 +55,7 @@ impl Worker {
             }
             return;
         };
-        let snap = g.raft.storage().snap.clone();
+        let snap = std::sync::Arc::clone(&g.raft.storage().snap);
         let mut waiting = Vec::new();
         for r in reqs {
             if r.epoch != g.epoch {
@@ -62,7 +63,7 @@ impl Worker {
             } else if snap.index > 0 && snap.index >= r.at_least {
                 let path = snapfile::path(&self.sh.snap_dir, group, g.raft.id(), snap.index);
                 let answer = File::open(&path)
-                    .map(|file| TakenSnapshot { meta: snap.clone(), file })
+                    .map(|file| TakenSnapshot { meta: SnapshotMeta::clone(&snap), file })
                     .map_err(|e| SnapshotError::Failed(format!("opening {}: {e}", path.display())));
                 r.done.complete(answer);
             } else if let Some(why) = failed.filter(|_| r.attempts > 0) {

@@ -20,7 +20,7 @@ use super::group::Group;
 use super::shared::{bump, bump_by};
 use super::snap_receive::{Polled, StreamKey};
 use super::snapfile;
-use super::store::wal_hs;
+use super::store::{wal_hs, WalStore};
 use super::worker::Worker;
 use crate::api::EngineEvent;
 use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
@@ -61,7 +61,7 @@ impl Worker {
         let restore = ApplyCmd::Restore { group: g.id, meta: meta.clone(), file };
         self.apply_hold.hold_until(self.writes.next_seq(), restore);
         g.waiters.snapshot_installed(&mut self.tally, meta.index, meta.term);
-        g.raft.storage_mut().snap = meta.clone();
+        g.raft.storage_mut().snap = WalStore::shared_snap(meta, g.raft.snapshot_shared());
         g.log_bytes = 0;
         let gid = g.id;
         self.writes.batch.remove_group(gid);

@@ -87,8 +87,9 @@ pub(crate) fn entry_bytes(e: &Entry) -> Bytes {
 pub(crate) struct WalStore {
     wal: Arc<Wal>,
     group: u64,
-    /// The durable compaction point (kept in step by the worker).
-    pub(crate) snap: SnapshotMeta,
+    /// The durable compaction point (kept in step by the worker, [`WalStore::set_snap`]):
+    /// usually the very allocation Raft's log holds (`Raft::snapshot_shared`).
+    pub(crate) snap: Arc<SnapshotMeta>,
 }
 
 impl std::fmt::Debug for WalStore {
@@ -108,7 +109,17 @@ fn storage_err(e: ReadError) -> StorageError {
 impl WalStore {
     /// The store of `group`, compacted to `snap`.
     pub(crate) fn new(wal: Arc<Wal>, group: u64, snap: SnapshotMeta) -> WalStore {
-        WalStore { wal, group, snap }
+        WalStore { wal, group, snap: Arc::new(snap) }
+    }
+
+    /// Records `meta` as the durable compaction point, sharing `raft`'s copy (Raft's log
+    /// compaction point, `Raft::snapshot_shared`) when it is the same point.
+    pub(crate) fn shared_snap(meta: &SnapshotMeta, raft: &Arc<SnapshotMeta>) -> Arc<SnapshotMeta> {
+        if **raft == *meta {
+            Arc::clone(raft)
+        } else {
+            Arc::new(meta.clone())
+        }
     }
 }
 
@@ -119,7 +130,7 @@ impl LogStore for WalStore {
             Ok(None) | Err(ReadError::GroupNotFound(_)) => HardState::default(),
             Err(e) => return Err(storage_err(e)),
         };
-        Ok(InitialState { hard_state: hs, snapshot: self.snap.clone() })
+        Ok(InitialState { hard_state: hs, snapshot: SnapshotMeta::clone(&self.snap) })
     }
 
     fn entries(&self, lo: u64, hi: u64, max_bytes: u64, out: &mut Vec<Entry>) -> Result<(), StorageError> {

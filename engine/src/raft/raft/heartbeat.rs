@@ -82,7 +82,7 @@ impl<S: LogStore> Raft<S> {
             if !self.quiesced {
                 self.quiesced = true;
                 self.idle_credit = 0;
-                self.stats.quiesces += 1;
+                self.count(|s| &mut s.quiesces);
                 self.shed_idle_memory();
             }
             self.send(from, MessageBody::HeartbeatResponse { round });

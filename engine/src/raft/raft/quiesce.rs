@@ -89,7 +89,7 @@ impl<S: LogStore> Raft<S> {
             .map(|(id, _)| *id)
             .collect();
         for id in unacked {
-            self.stats.quiesce_resends += 1;
+            self.count(|s| &mut s.quiesce_resends);
             self.send(id, MessageBody::Heartbeat { commit, round, quiesce: true });
         }
     }
@@ -136,7 +136,7 @@ impl<S: LogStore> Raft<S> {
         self.quiesced = false;
         self.quiesce_round = 0;
         self.idle_credit = 0;
-        self.stats.wakes += 1;
+        self.count(|s| &mut s.wakes);
         if self.role == Role::Leader {
             self.election_elapsed = 0;
             self.heartbeat_elapsed = 0;
@@ -223,7 +223,7 @@ impl<S: LogStore> Raft<S> {
     pub(super) fn quiesce_leader(&mut self) {
         self.quiesced = true;
         self.quiesce_age = 0;
-        self.stats.quiesces += 1;
+        self.count(|s| &mut s.quiesces);
         self.shed_idle_memory();
         self.round += 1;
         let (commit, round) = (self.log.committed, self.round);

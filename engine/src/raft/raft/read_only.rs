@@ -28,7 +28,7 @@ impl<S: LogStore> Raft<S> {
         self.wake_for_input();
         if self.role != Role::Leader {
             if self.role == Role::Follower && self.leader != NO_REPLICA {
-                self.stats.reads_forwarded += 1;
+                self.count(|s| &mut s.reads_forwarded);
                 let r = self.reads_mut();
                 if r.forwarded.len() >= MAX_FORWARDED_READS {
                     r.forwarded.pop_front();
@@ -63,7 +63,7 @@ impl<S: LogStore> Raft<S> {
             }
             // A follower's read is answered now: the follower serves it after its own
             // apply, the lease cannot be checked there (another clock).
-            self.stats.lease_reads += 1;
+            self.count(|s| &mut s.lease_reads);
             self.release_read(from, ctx, index);
             return;
         }
@@ -94,17 +94,17 @@ impl<S: LogStore> Raft<S> {
                 q.lease_waiting.pop_front();
             }
             if self.lease_valid() {
-                self.stats.lease_reads += 1;
+                self.count(|s| &mut s.lease_reads);
                 self.release_read(r.from, r.ctx, r.index);
             } else {
-                self.stats.lease_reads_expired += 1;
+                self.count(|s| &mut s.lease_reads_expired);
                 self.read_by_round(r.from, r.ctx, r.index);
             }
         }
     }
 
     pub(super) fn release_read(&mut self, from: ReplicaId, ctx: u64, index: u64) {
-        self.stats.reads_served += 1;
+        self.count(|s| &mut s.reads_served);
         if from == self.id {
             self.reads_mut().states.push(ReadState { ctx, index });
         } else {

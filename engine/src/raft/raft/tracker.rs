@@ -199,10 +199,10 @@ impl<S: LogStore> Raft<S> {
                 if !recent_active {
                     return false;
                 }
-                let meta = self.log.snap.clone();
+                let meta = SnapshotMeta::clone(&self.log.snap);
                 let Some(p) = self.progress_mut(to) else { return false };
                 p.become_snapshot(meta.index);
-                self.stats.snapshots_sent += 1;
+                self.count(|s| &mut s.snapshots_sent);
                 self.send(to, MessageBody::SendSnapshot { meta });
                 return true;
             }

@@ -64,6 +64,11 @@ impl<D: ReadDone> ReadWaiters<D> {
         self.reads.is_empty()
     }
 
+    /// Returns the spare capacity (an idle replica has no read pending).
+    pub fn shrink_to_fit(&mut self) {
+        self.reads.shrink_to_fit();
+    }
+
     /// Reads pending.
     pub fn len(&self) -> usize {
         self.reads.len()
