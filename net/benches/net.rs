@@ -20,7 +20,9 @@
 //! the report: messages/s, MB/s and QUIC/TCP ratio, median of interleaved rounds).
 //! `NET_QUICK=1` runs the report alone; `NET_ROUNDS` (default 5) and `NET_SECS` (seconds
 //! per measurement, default 2) tune it; `NET_PROFILE=quic|tcp` runs one side alone for
-//! `NET_SECS` (for perf). `NET_THREADS` sets the endpoints' runtime threads (default 1).
+//! `NET_SECS` (for perf), or for exactly `NET_ITERS` iterations after a warm-up one (fixed
+//! work, for `perf stat` counts), with `NET_UDP_PAYLOAD` the QUIC datagram size (default
+//! 65527). `NET_THREADS` sets the endpoints' runtime threads (default 1).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -227,13 +229,17 @@ struct Rate {
     cpu_ns: f64,
 }
 
-/// Runs iterations for about `secs`.
-fn measure(link: &mut dyn Link, frames: &[Bytes], secs: f64) -> Rate {
+/// Runs iterations for about `secs`, or exactly `iters` of them if given (after one
+/// warm-up iteration either way).
+fn measure(link: &mut dyn Link, frames: &[Bytes], secs: f64, iters: Option<u64>) -> Rate {
     link.iteration(frames);
     let cpu0 = cpu_secs().unwrap_or(0.0);
     let start = Instant::now();
     let mut n = 0u64;
-    while n == 0 || start.elapsed().as_secs_f64() < secs {
+    while match iters {
+        Some(i) => n < i,
+        None => n == 0 || start.elapsed().as_secs_f64() < secs,
+    } {
         link.iteration(frames);
         n += 1;
     }
@@ -261,9 +267,9 @@ fn report(quic: &mut Quic, tcp: &mut Tcp, frames: &[Bytes], rounds: usize, secs:
     let cell = |r: Rate| format!("{:.0} ({:.0}) [{:.0}]", r.msgs, r.msgs * MSG as f64 / 1e6, r.cpu_ns);
     let mut runs: [Vec<Rate>; 3] = Default::default();
     for round in 0..rounds.max(1) {
-        let q = measure(quic, frames, secs);
-        let t = measure(tcp, frames, secs);
-        let l = measure(&mut lan, frames, secs);
+        let q = measure(quic, frames, secs, None);
+        let t = measure(tcp, frames, secs, None);
+        let l = measure(&mut lan, frames, secs, None);
         println!(
             "{round:>6} {:>28} {:>28} {:>7.1}% | {:>28} {:>7.1}%",
             cell(q),
@@ -316,7 +322,12 @@ fn main() {
             "tcp" => Box::new(Tcp::new()),
             _ => panic!("NET_PROFILE: quic or tcp"),
         };
-        let r = measure(link.as_mut(), &frames, secs);
+        let r = measure(
+            link.as_mut(),
+            &frames,
+            secs,
+            std::env::var("NET_ITERS").ok().and_then(|v| v.parse().ok()),
+        );
         println!(
             "{side}: {:.0} messages/s, {:.0} MB/s, {:.0} CPU ns per message",
             r.msgs,

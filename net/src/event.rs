@@ -220,6 +220,11 @@ impl Inbox {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(RecvError::InAsyncContext);
         }
+        // What is queued already needs no timer and no trip through the runtime (the same
+        // order: control, message, bulk).
+        if let Some(e) = self.try_recv() {
+            return Ok(e);
+        }
         let (c, rx, bulk_rx) = (&mut self.control_rx, &mut self.rx, &mut self.bulk_rx);
         match self.timer.block_on(async { tokio::time::timeout(timeout, next(c, rx, bulk_rx)).await }) {
             Ok(Some(e)) => Ok(e),

@@ -302,9 +302,22 @@ async fn down(ctx: &Ctx, peer: &PeerHandle, l: Live, reason: DownReason) {
     report(ctx, Event::PeerDown { node: peer.node, incarnation: l.incarnation, reason }).await;
 }
 
-/// Payloads at least this long are handed to quinn as their own chunk (no copy); shorter
-/// ones are copied next to their header, so a batch of small frames stays a few chunks.
-const INLINE_MAX: usize = 1024;
+/// Payloads shorter than this are copied next to their header into shared chunks of about
+/// `CHUNK_BYTES`; longer ones are handed to quinn as chunks of their own, without a copy.
+///
+/// Why copy at all: quinn 0.11 keeps a stream's unacknowledged bytes as the list of chunks
+/// it was given, and finds the bytes of every packet it builds by walking that list from
+/// its start (`SendBuffer::get`), so each packet costs a step per chunk in flight. With
+/// 8 KiB frames handed over as header and payload, a full 8 MiB connection window is some
+/// 2,000 chunks, walked for each 1452-byte packet: 11% of the CPU of the net bench's
+/// 1452-byte run. Gathered into 64 KiB chunks, the copy costs 3% and the walk 2%
+/// (BENCHMARKS.md, Transport).
+const COPY_MAX: usize = 64 * 1024;
+/// Size of the chunks the copied frames are gathered into (a frame is never split, so one
+/// holds at most `HEADER_LEN + COPY_MAX - 1` bytes when that is more). Below glibc's
+/// default mmap threshold (128 KiB), so a chunk is not a fresh mapping to fault in, and an
+/// 8 MiB window holds about 128 of them: a short walk for quinn.
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Writes the control lane of connection `conn`: opens its stream, then writes what the
 /// peer's control queue holds as it comes, until the stream fails (the frames of a failed
@@ -343,25 +356,46 @@ async fn write_control(ctx: Arc<Ctx>, peer: Arc<PeerHandle>, conn: quinn::Connec
     }
 }
 
-/// Writes one batch as consecutive frames in one write, without copying large payloads.
-/// Returns false if the stream failed.
+/// Writes one batch as consecutive frames in one write (see [`gather`]). Returns false if
+/// the stream failed.
 async fn write_batch(ctx: &Ctx, send: &mut quinn::SendStream, batch: &[(u64, Bytes)]) -> bool {
+    let (mut chunks, total) = gather(batch);
+    if send.write_all_chunks(&mut chunks).await.is_err() {
+        return false;
+    }
+    ctx.stats.frames_sent.add(batch.len() as u64);
+    ctx.stats.bytes_sent.add(total as u64);
+    true
+}
+
+/// The chunks that carry a batch as consecutive frames, and their total length: the headers
+/// and the payloads under `COPY_MAX` copied into chunks of about `CHUNK_BYTES`, larger
+/// payloads as chunks of their own (not copied).
+fn gather(batch: &[(u64, Bytes)]) -> (Vec<Bytes>, usize) {
+    // The bytes of a frame that are copied: its header, and its payload if small.
+    let copied = |p: &Bytes| HEADER_LEN + if p.len() < COPY_MAX { p.len() } else { 0 };
     let mut total = 0;
-    let mut inline = 0;
+    // Bytes still to be copied, from the current frame on.
+    let mut to_copy = 0;
     let mut large = 0;
     for (_, p) in batch {
         total += HEADER_LEN + p.len();
-        if p.len() < INLINE_MAX {
-            inline += p.len();
-        } else {
-            large += 1;
-        }
+        to_copy += copied(p);
+        large += usize::from(p.len() >= COPY_MAX);
     }
-    let mut buf = BytesMut::with_capacity(batch.len() * HEADER_LEN + inline);
-    let mut chunks = Vec::with_capacity(2 * large + 1);
+    let mut buf = BytesMut::new();
+    let mut chunks = Vec::with_capacity(2 * large + to_copy / CHUNK_BYTES + 1);
     for (_, p) in batch {
+        let need = copied(p);
+        if buf.len() + need > buf.capacity() {
+            if !buf.is_empty() {
+                chunks.push(buf.freeze());
+            }
+            buf = BytesMut::with_capacity(need.max(to_copy.min(CHUNK_BYTES)));
+        }
+        to_copy -= need;
         buf.put_slice(&encode_header(FrameKind::Data, p.len()));
-        if p.len() < INLINE_MAX {
+        if p.len() < COPY_MAX {
             buf.put_slice(p);
         } else {
             chunks.push(buf.split().freeze());
@@ -371,12 +405,7 @@ async fn write_batch(ctx: &Ctx, send: &mut quinn::SendStream, batch: &[(u64, Byt
     if !buf.is_empty() {
         chunks.push(buf.freeze());
     }
-    if send.write_all_chunks(&mut chunks).await.is_err() {
-        return false;
-    }
-    ctx.stats.frames_sent.add(batch.len() as u64);
-    ctx.stats.bytes_sent.add(total as u64);
-    true
+    (chunks, total)
 }
 
 async fn dial(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>) -> Result<Live, DialError> {
@@ -429,6 +458,65 @@ async fn dial(ctx: &Arc<Ctx>, peer: &Arc<PeerHandle>) -> Result<Live, DialError>
 mod tests {
     use super::*;
     use crate::config::NetConfig;
+
+    /// A batch of every size class: empty, small, around a chunk, and above `COPY_MAX`.
+    fn mixed_batch() -> Vec<(u64, Bytes)> {
+        let sizes = [
+            0,
+            1,
+            100,
+            8192,
+            8192,
+            CHUNK_BYTES - 3,
+            70_000,
+            5,
+            COPY_MAX - 1,
+            COPY_MAX,
+            8192,
+            3 * COPY_MAX,
+            0,
+        ];
+        let mut batch = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            batch.push((i as u64, Bytes::from((0..*n).map(|b| (b as u8) ^ (i as u8)).collect::<Vec<u8>>())));
+        }
+        for i in 0..200u64 {
+            batch.push((100 + i, Bytes::from(vec![i as u8; 8192])));
+        }
+        batch
+    }
+
+    #[test]
+    fn gather_carries_every_frame_in_order_in_few_bounded_chunks() {
+        let batch = mixed_batch();
+        let (chunks, total) = gather(&batch);
+        // The concatenation is exactly the frames, header then payload, in order.
+        let mut want = Vec::new();
+        for (_, p) in &batch {
+            want.extend_from_slice(&encode_header(FrameKind::Data, p.len()));
+            want.extend_from_slice(p);
+        }
+        let got: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(total, want.len());
+        assert!(got == want, "the chunks do not carry the batch's frames");
+        // Payloads of COPY_MAX and more are handed over as they are, without a copy.
+        for (_, p) in batch.iter().filter(|(_, p)| p.len() >= COPY_MAX) {
+            assert!(
+                chunks.iter().any(|c| c.as_ptr() == p.as_ptr() && c.len() == p.len()),
+                "large payload copied"
+            );
+        }
+        // Copied chunks stay within their bound, and the 8 KiB frames share chunks: far
+        // fewer chunks than frames (quinn walks them for every packet).
+        let bound = CHUNK_BYTES.max(HEADER_LEN + COPY_MAX - 1);
+        for c in chunks
+            .iter()
+            .filter(|c| !batch.iter().any(|(_, p)| p.len() >= COPY_MAX && p.as_ptr() == c.as_ptr()))
+        {
+            assert!(c.len() <= bound, "copied chunk of {} bytes", c.len());
+        }
+        assert!(chunks.len() < 50, "{} chunks for {} frames", chunks.len(), batch.len());
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
