@@ -16,7 +16,8 @@
 //! trip, then the report). `CLUSTER_QUICK=1` skips criterion. Knobs: `CLUSTER_SECS`
 //! (measurement seconds per payload, default 4), `CLUSTER_WORKERS` (workers per engine,
 //! default 0: the engine's default, one per core), `CLUSTER_GROUPS` (default 64),
-//! `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
+//! `FLOTILLA_WAL_BACKEND` (`io_uring` | `pwrite`; default auto), `CLUSTER_DIRECT=0` and
+//! `CLUSTER_INLINE=0` (the engine's `direct_network` and `inline_wal_writes` off), `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
 //! (`on`, the default: the engines measure per-group load; `off`; `both`: only the
 //! load-measuring comparison, see [`load_on_off`]), `CLUSTER_LOAD_ROUNDS` (default 4),
 //! `CLUSTER_SWEEP` (extra 16-byte points' in-flight counts, comma-separated; default
@@ -51,7 +52,8 @@ use flotilla_engine::api::{
 };
 use flotilla_engine::raft::{NodeId, Role};
 use flotilla_engine::transport::{
-    QuicTransport, SnapshotChunks, Transport, TransportError, TransportEvent, WireItem,
+    ItemsSink, QuicTransport, SnapshotChunks, Transport, TransportError, TransportEvent, TransportSender,
+    WireItem,
 };
 use flotilla_net::{ClusterCa, Endpoint, Event, Inbox, NetConfig, NodeIdentity, SendError};
 
@@ -112,14 +114,38 @@ fn new_sm() -> Box<dyn StateMachine> {
 struct NetCounters {
     sends: AtomicU64,
     items: AtomicU64,
-    frames_sent: AtomicU64,
-    bytes_sent: AtomicU64,
+    /// The endpoint, for its frame and byte counts.
+    ep: std::sync::OnceLock<Arc<Endpoint>>,
+}
+
+impl NetCounters {
+    fn count(&self, items: &[WireItem]) {
+        self.sends.fetch_add(1, Ordering::Relaxed);
+        self.items.fetch_add(items.len() as u64, Ordering::Relaxed);
+    }
 }
 
 struct CountingTransport {
     inner: QuicTransport,
     c: Arc<NetCounters>,
-    last: Instant,
+}
+
+/// The workers' sending handle (the engine's `direct_network`), counted likewise.
+struct CountingSender {
+    inner: Arc<dyn TransportSender>,
+    c: Arc<NetCounters>,
+}
+
+impl TransportSender for CountingSender {
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        self.c.count(items);
+        self.inner.send(to, tag, items)
+    }
+
+    fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        self.c.count(items);
+        self.inner.send_control(to, tag, items)
+    }
 }
 
 impl Transport for CountingTransport {
@@ -128,9 +154,22 @@ impl Transport for CountingTransport {
     }
 
     fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
-        self.c.sends.fetch_add(1, Ordering::Relaxed);
-        self.c.items.fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.c.count(items);
         self.inner.send(to, tag, items)
+    }
+
+    fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        self.c.count(items);
+        self.inner.send_control(to, tag, items)
+    }
+
+    fn sender(&self) -> Option<Arc<dyn TransportSender>> {
+        let inner = self.inner.sender()?;
+        Some(Arc::new(CountingSender { inner, c: self.c.clone() }))
+    }
+
+    fn set_items_sink(&mut self, sink: ItemsSink) -> bool {
+        self.inner.set_items_sink(sink)
     }
 
     fn send_snapshot(
@@ -144,13 +183,11 @@ impl Transport for CountingTransport {
     }
 
     fn recv_timeout(&mut self, timeout: Duration) -> Option<TransportEvent> {
-        if self.last.elapsed() > Duration::from_millis(20) {
-            self.last = Instant::now();
-            let s = self.inner.endpoint().stats();
-            self.c.frames_sent.store(s.frames_sent, Ordering::Relaxed);
-            self.c.bytes_sent.store(s.bytes_sent, Ordering::Relaxed);
-        }
         self.inner.recv_timeout(timeout)
+    }
+
+    fn event_signal(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        self.inner.event_signal()
     }
 }
 
@@ -191,14 +228,15 @@ impl Cluster {
                 }
             }
             let c = Arc::new(NetCounters::default());
-            let t = CountingTransport {
-                inner: QuicTransport::new(ep, inbox, Default::default()),
-                c: c.clone(),
-                last: Instant::now(),
-            };
+            let inner = QuicTransport::new(ep, inbox, Default::default());
+            let _ = c.ep.set(inner.shared_endpoint());
+            let t = CountingTransport { inner, c: c.clone() };
             let mut ec = EngineConfig::new(id, dir.join(format!("n{id}")));
             ec.workers = workers;
             ec.measure_load = measure_load;
+            ec.wal.backend = flotilla_wal::BackendChoice::from_env();
+            ec.direct_network = std::env::var("CLUSTER_DIRECT").map_or(true, |v| v != "0");
+            ec.inline_wal_writes = std::env::var("CLUSTER_INLINE").map_or(true, |v| v != "0");
             let factory: StateMachineFactory = Arc::new(|_| new_sm());
             engines.push(Engine::open(ec, Box::new(t), factory).unwrap());
             net.push(c);
@@ -280,8 +318,9 @@ impl Cluster {
         for c in &self.net {
             t[0] += c.sends.load(Ordering::Relaxed);
             t[1] += c.items.load(Ordering::Relaxed);
-            t[2] += c.frames_sent.load(Ordering::Relaxed);
-            t[3] += c.bytes_sent.load(Ordering::Relaxed);
+            let s = c.ep.get().map(|e| e.stats()).unwrap_or_default();
+            t[2] += s.frames_sent;
+            t[3] += s.bytes_sent;
         }
         t
     }
@@ -935,6 +974,23 @@ fn main() {
     for (p, e, b, one, three) in &fsync_rows {
         println!("| {p} B | {e:.1} | {b} | {one:.0} | {:.0} | {three:.0} | {:.0} |", one * e, three * e);
     }
+    // Issue 16 point 5: commit p50 against the fdatasync p50 of the same run (pwrite +
+    // fdatasync of the first point's observed batch, one stream).
+    let median_ms = |v: &[u32]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(0.0, |&u| f64::from(u) / 1e3)
+    };
+    let fsync_p50 = median_ms(&fsync_lat[0].0);
+    let commit_p50 = loads[0].p50_us as f64 / 1e3;
+    println!(
+        "fdatasync p50 at the {} B x {} point's batch: {fsync_p50:.3} ms (one stream), {:.3} ms (three); \
+         that point's commit p50 {commit_p50:.3} ms = fdatasync p50 {:+.3} ms",
+        loads[0].payload,
+        loads[0].inflight,
+        median_ms(&fsync_lat[0].1),
+        commit_p50 - fsync_p50
+    );
     println!();
     println!("QUIC loopback (two flotilla-net endpoints, one direction, one runtime thread each):");
     println!("| payload | engine-size frame | frames/s | MB/s | one-message frame | frames/s | MB/s |");

@@ -56,3 +56,50 @@ fn quic_cluster_replicates_fails_over_and_catches_up() {
     let m3 = c.engine(3).metrics();
     assert!(m3.snapshots_installed > 0, "node 3 caught up by snapshot over the bulk lane: {m3:?}");
 }
+
+/// Proposes `n` entries one at a time to `group` through its leader and returns the
+/// summed metrics of every node, after all three applied them.
+fn one_at_a_time(c: &Cluster, group: u64, n: u64) -> Vec<flotilla_engine::api::Metrics> {
+    for i in 0..n {
+        c.propose(group, format!("one-{i}").as_bytes());
+    }
+    c.wait_converged(group, &[1, 2, 3], n, LONG);
+    (1..=3).map(|id| c.engine(id).metrics()).collect()
+}
+
+#[test]
+fn workers_send_receive_and_sync_without_the_network_and_wal_threads() {
+    // The defaults: `direct_network` and `inline_wal_writes` on. One proposal at a time
+    // leaves each worker idle at the end of its turns, so it writes and syncs inline,
+    // and every message is sent by a worker and handed to one by the receiving thread.
+    let c = Cluster::new_quic_plain(3, 10_000, None);
+    c.create_group(1, &[1, 2, 3]);
+    c.wait_leader(1, LONG);
+    let m = one_at_a_time(&c, 1, 40);
+    for (i, m) in m.iter().enumerate() {
+        assert!(m.net_direct_sends > 0, "node {}: {m:?}", i + 1);
+        assert_eq!(m.net_direct_sends, m.net_batches, "node {}: every batch sent by a worker", i + 1);
+        assert!(m.net_direct_receives > 0, "node {}: {m:?}", i + 1);
+        assert!(m.wal_inline_writes > 0, "node {}: {m:?}", i + 1);
+    }
+    let inline: u64 = m.iter().map(|m| m.wal_inline_writes).sum();
+    let batches: u64 = m.iter().map(|m| m.wal_batches).sum();
+    assert!(inline * 2 > batches, "most writes inline when idle: {inline} of {batches}");
+    drop(c);
+
+    // Both off: everything through the network thread and the WAL's writer.
+    let c = Cluster::new_quic_plain(
+        3,
+        10_000,
+        Some(|cfg| {
+            cfg.direct_network = false;
+            cfg.inline_wal_writes = false;
+        }),
+    );
+    c.create_group(1, &[1, 2, 3]);
+    c.wait_leader(1, LONG);
+    for m in one_at_a_time(&c, 1, 40) {
+        assert_eq!((m.net_direct_sends, m.net_direct_receives, m.wal_inline_writes), (0, 0, 0), "{m:?}");
+        assert!(m.net_batches > 0 && m.wal_batches > 0);
+    }
+}

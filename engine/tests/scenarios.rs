@@ -2093,3 +2093,39 @@ fn no_campaign_with_unapplied_committed_conf_change() {
     tick_until_campaign(&mut f);
     assert_eq!(f.role(), Role::Candidate);
 }
+
+/// Raft paper Figure 2: commitIndex is volatile state. A `Ready` says when its hard state
+/// changed only that (the runtime may then write it with a later write), and never when the
+/// term or vote changed (those are durable before anything is said).
+#[test]
+fn a_ready_marks_a_hard_state_that_changed_only_its_commit_index() {
+    let mut f = new_raft(2, three(), |_| {});
+    f.step(append(1, 2, 1, (0, 0), ents(1, &[1, 1]), 0)).unwrap();
+    let rd = ready_raw(&mut f);
+    assert_eq!(rd.hard_state, Some(hs(1, 0, 0)));
+    assert!(!rd.hard_state_commit_only, "a new term is not commit-only");
+    persist(&mut f, &rd);
+    drain(&mut f);
+
+    // The commit advance only (an empty append carrying the leader's commit).
+    f.step(append(1, 2, 1, (2, 1), vec![], 2)).unwrap();
+    let rd = ready_raw(&mut f);
+    assert_eq!(rd.hard_state, Some(hs(1, 0, 2)));
+    assert!(rd.hard_state_commit_only);
+    assert!(rd.entries.is_empty());
+    persist(&mut f, &rd);
+    drain(&mut f);
+
+    // Nothing changed: no hard state, and not marked.
+    f.step(append(1, 2, 1, (2, 1), vec![], 2)).unwrap();
+    let rd = ready_raw(&mut f);
+    assert_eq!((rd.hard_state, rd.hard_state_commit_only), (None, false));
+    persist(&mut f, &rd);
+    drain(&mut f);
+
+    // A vote at a higher term (the lease is off by default): never commit-only.
+    f.step(vote_req(3, 2, 2, (2, 1), false)).unwrap();
+    let rd = ready_raw(&mut f);
+    assert_eq!(rd.hard_state.map(|h| (h.term, h.vote)), Some((2, 3)));
+    assert!(!rd.hard_state_commit_only);
+}

@@ -188,6 +188,14 @@ pub(crate) async fn read_lane(
             Lane::Message => Event::Frame { from, payload, permit },
             Lane::Control => Event::Control { from, payload, permit },
         };
+        let hook = ctx.frame_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let ev = match hook {
+            Some(hook) => match hook(ev) {
+                Some(ev) => ev,
+                None => continue,
+            },
+            None => ev,
+        };
         if events.send(ev).await.is_err() {
             return;
         }

@@ -184,6 +184,7 @@ impl Endpoint {
             stats: Counters::default(),
             peers: Mutex::new(HashMap::new()),
             rt: rt.handle().clone(),
+            frame_hook: RwLock::new(None),
             cfg,
         });
         let acceptor = ctx.clone();
@@ -300,6 +301,17 @@ impl Endpoint {
                 conn.close(crate::conn::CLOSE_NOT_ALLOWED.into(), b"node not allowed");
             }
         }
+    }
+
+    /// Sets (or with `None` removes) the hook every message-lane and control-lane frame
+    /// is offered to as it is read, on the endpoint's runtime thread, before it is queued
+    /// in the [`Inbox`]: a consumer that can take a frame right there (a
+    /// non-blocking hand-off to its own queues) saves the hop through the inbox and a
+    /// thread of its own. The hook returns the event to queue it as usual, or `None` when
+    /// it took it (with its permit: the bytes stay charged until it drops it). It must
+    /// not block.
+    pub fn set_frame_hook(&self, hook: Option<crate::event::FrameHook>) {
+        *self.ctx.frame_hook.write().unwrap_or_else(|e| e.into_inner()) = hook;
     }
 
     /// Re-reads the certificate files this endpoint's identity was read from

@@ -139,6 +139,11 @@ pub enum RecvError {
     InAsyncContext,
 }
 
+/// The embedder's hook for frames as they are read (see
+/// [`Endpoint::set_frame_hook`](crate::Endpoint::set_frame_hook)): returns the event to
+/// queue it in the inbox, or `None` when it took it.
+pub type FrameHook = std::sync::Arc<dyn Fn(Event) -> Option<Event> + Send + Sync>;
+
 /// The bounded streams of [`Event`]s of one endpoint: control-lane frames in a channel of
 /// their own (`inbox_capacity / 16` events, at least 16), message-lane frames and peer
 /// events in one channel (`inbox_capacity` events), bulk events (chunks, ends, aborts) in

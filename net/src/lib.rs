@@ -48,6 +48,6 @@ pub use certs::{
 };
 pub use config::{NetConfig, NetConfigError, ValidNetConfig};
 pub use endpoint::{Endpoint, PeerInbound, ReloadError, SendError, StartError, Stats};
-pub use event::{DownReason, DropReason, Event, Inbox, NodeId, RecvError};
+pub use event::{DownReason, DropReason, Event, FrameHook, Inbox, NodeId, RecvError};
 pub use frame::{Frame, FrameError, FrameKind, FrameReader, FORMAT_VERSION};
 pub use tls::{IdentityFiles, NodeIdentity, TlsError};

@@ -137,6 +137,8 @@ pub(crate) struct Ctx {
     pub peers: Mutex<HashMap<NodeId, Arc<PeerHandle>>>,
     /// The transport's runtime, where peer tasks and bulk streams are spawned.
     pub rt: tokio::runtime::Handle,
+    /// The embedder's frame hook, if set (`Endpoint::set_frame_hook`).
+    pub frame_hook: RwLock<Option<crate::event::FrameHook>>,
 }
 
 /// An inbound connection whose TLS identity and hello were checked, waiting for the peer

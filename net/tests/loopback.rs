@@ -450,3 +450,50 @@ fn a_control_frame_above_the_control_budget_is_refused_at_the_sender() {
     let err = e1.send_control(2, 7, Bytes::from(vec![0; max + 1])).unwrap_err();
     assert_eq!(err, SendError::TooLarge { tag: 7, len: max + 1, max });
 }
+
+#[test]
+fn a_frame_hook_takes_frames_as_they_are_read_and_declined_ones_reach_the_inbox() {
+    let ca = ClusterCa::generate().unwrap();
+    let mut eps = cluster(&ca, 2);
+    let (tx, rx) = std_mpsc::channel::<(u64, Bytes, bool)>();
+    let tx = std::sync::Mutex::new(tx);
+    // Takes every frame whose first byte is even, on both lanes; declines the rest.
+    eps[1].0.set_frame_hook(Some(std::sync::Arc::new(move |ev: Event| match ev {
+        Event::Frame { from, payload, .. } if payload[0] % 2 == 0 => {
+            tx.lock().unwrap().send((from, payload, false)).unwrap();
+            None
+        }
+        Event::Control { from, payload, .. } if payload[0] % 2 == 0 => {
+            tx.lock().unwrap().send((from, payload, true)).unwrap();
+            None
+        }
+        other => Some(other),
+    })));
+    const N: u8 = 40;
+    for i in 0..N {
+        eps[0].0.send(2, u64::from(i), Bytes::from(vec![i; 8])).unwrap();
+        eps[0].0.send_control(2, u64::from(i), Bytes::from(vec![i; 4])).unwrap();
+    }
+    let mut taken = Vec::new();
+    while taken.len() < N as usize {
+        taken.push(rx.recv_timeout(WAIT).expect("the hook got every even frame"));
+    }
+    assert!(taken.iter().all(|(from, p, _)| *from == 1 && p[0] % 2 == 0));
+    assert_eq!(taken.iter().filter(|t| t.2).count(), N as usize / 2, "half on the control lane");
+    let mut queued = Vec::new();
+    let inbox = &mut eps[1].1;
+    while queued.len() < N as usize {
+        match inbox.recv_timeout(WAIT) {
+            Ok(Event::Frame { payload, .. } | Event::Control { payload, .. }) => queued.push(payload[0]),
+            Ok(_) => {}
+            Err(e) => panic!("declined frames never reached the inbox: {e:?} after {queued:?}"),
+        }
+    }
+    assert!(queued.iter().all(|b| b % 2 == 1), "only declined frames queued: {queued:?}");
+    // Removed: every frame reaches the inbox again.
+    eps[1].0.set_frame_hook(None);
+    eps[0].0.send(2, 99, Bytes::from(vec![2u8; 8])).unwrap();
+    let got = wait_for(&mut eps[1].1, WAIT, |e| matches!(e, Event::Frame { .. }));
+    assert!(matches!(got, Some(Event::Frame { payload, .. }) if payload[0] == 2));
+    assert!(rx.try_recv().is_err(), "the removed hook saw nothing more");
+}

@@ -296,21 +296,33 @@ impl Wal {
         if self.tx.is_none() {
             return Err(WriteError::Shutdown);
         }
-        let (sub, ticket) = self.prepare_sub(batch)?;
-        // Counted while inside: a sync about to start may wait a moment for this batch.
-        struct InWrite<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for InWrite<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-            }
+        // Counted while inside, also while waiting for the writer to take the batch: a
+        // sync about to start may wait a moment for it.
+        let _in = InWrite::enter(&self.shared.sync.in_write);
+        match self.write_here_or_submit(batch, true)? {
+            Some(ticket) => ticket.wait(),
+            None => Ok(()),
         }
-        self.shared.sync.in_write.fetch_add(1, Ordering::Relaxed);
-        let _in = InWrite(&self.shared.sync.in_write);
+    }
+
+    /// Writes and syncs `batch` on the calling thread when the writer is free, as
+    /// [`Wal::write`] does, and returns `Ok(None)` once it is durable; when the writer is
+    /// busy (another thread is writing), queues it as [`Wal::submit`] does and returns its
+    /// [`Ticket`] without waiting. For a caller with nothing else to do meanwhile: a free
+    /// writer costs it no hand-over to the writer thread and back.
+    pub fn write_or_submit(&self, batch: WriteBatch) -> Result<Option<Ticket>, WriteError> {
+        self.write_here_or_submit(batch, false)
+    }
+
+    /// The two above; `counted`: the caller is counted in `in_write` already.
+    fn write_here_or_submit(&self, batch: WriteBatch, counted: bool) -> Result<Option<Ticket>, WriteError> {
+        let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
+        let (sub, ticket) = self.prepare_sub(batch)?;
         let Some(mut w) = self.seg_writer.try_lock() else {
-            let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
             tx.send(Cmd::Write(sub)).map_err(|_| WriteError::Shutdown)?;
-            return ticket.wait();
+            return Ok(Some(ticket));
         };
+        let _in = (!counted).then(|| InWrite::enter(&self.shared.sync.in_write));
         let round = w.write_now(sub);
         drop(w);
         let cx = crate::sync::SyncCtx {
@@ -319,7 +331,12 @@ impl Wal {
             poisoned: &self.shared.poisoned,
         };
         self.shared.sync.sync_through(round, &cx);
-        ticket.wait()
+        ticket.wait().map(|()| None)
+    }
+
+    /// How long the last sync took (zero before the first one).
+    pub fn last_sync_duration(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.shared.sync.counters.last_sync_nanos.load(Ordering::Relaxed))
     }
 
     /// Runs a compaction pass now (rewrite sparse segments, retire dead ones; retired
@@ -527,5 +544,22 @@ impl Drop for Wal {
         if let Some(p) = self.prealloc.take() {
             let _ = p.join();
         }
+    }
+}
+
+/// A thread inside a blocking write, counted in `in_write` until dropped: a sync about to
+/// start may wait a moment for its batch.
+struct InWrite<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InWrite<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> InWrite<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        InWrite(count)
+    }
+}
+
+impl Drop for InWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -231,6 +231,22 @@ pub struct EngineConfig {
     /// `load_*` metrics. The cost: a counter add per event and one clock reading per
     /// worker turn (BENCHMARKS.md, "Load measuring"). Default on.
     pub measure_load: bool,
+    /// A worker whose turn ends with nothing else queued (its mailboxes empty, no write
+    /// of its own in flight) writes and syncs the turn's batch on its own thread when the
+    /// WAL's writer is free, after handing its messages to the network, instead of
+    /// handing the batch to the WAL's writer thread and waiting to be woken. It saves
+    /// the hand-overs at low load (one proposal in flight); it blocks that worker for
+    /// the sync, so under load (a mailbox not empty), and while the WAL's last sync took
+    /// over 2 ms (a slow disk), batches are handed over as usual. A disk that stalls during
+    /// an inline sync stalls that worker with it (its leaders then stop heartbeating, so
+    /// their groups elect leaders elsewhere). Default on.
+    pub inline_wal_writes: bool,
+    /// Workers send their batches through the transport themselves, and the transport's
+    /// receiving threads hand received batches straight to the workers' mailboxes, where
+    /// the transport allows it (QUIC: `Transport::sender`, `Transport::set_items_sink`);
+    /// otherwise, and for snapshots and peer events always, through the network thread.
+    /// Saves a thread hand-over at each end of every message. Default on.
+    pub direct_network: bool,
     /// The half-life of the load rates: a replica that goes idle shows half its rates
     /// after this long, and a steady rate is reached to 97% after five. Default 10 s;
     /// bounds `load_fold_interval`..=[`MAX_LOAD_HALF_LIFE`].
@@ -290,6 +306,8 @@ impl EngineConfig {
             session_ttl: Duration::from_secs(3600),
             max_sessions: 10_000,
             measure_load: true,
+            inline_wal_writes: true,
+            direct_network: true,
             load_half_life: Duration::from_secs(10),
             load_fold_interval: Duration::from_secs(1),
         }

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub wal_batch_groups: u64,
     /// Encoded bytes of those batches: divided by `wal_batches`, the mean batch size.
     pub wal_batch_bytes: u64,
+    /// Of `wal_batches`, those a worker with nothing else to do wrote and synced on its
+    /// own thread (the WAL's writer was free), with no hand-over to the WAL's threads.
+    pub wal_inline_writes: u64,
     /// Group-commit write+sync calls of the WAL (one covers the batches of all workers
     /// that were waiting).
     pub wal_syncs: u64,
@@ -164,6 +167,12 @@ pub struct Metrics {
     /// Message batches sent (one frame per destination node per worker turn; heartbeats
     /// of all groups to one node share a batch).
     pub net_batches: u64,
+    /// Of `net_batches`, those a worker sent through the transport itself
+    /// (`EngineConfig::direct_network`), not through the network thread.
+    pub net_direct_sends: u64,
+    /// Received batches the transport's own threads handed straight to the workers
+    /// (`EngineConfig::direct_network`), not through the network thread.
+    pub net_direct_receives: u64,
     /// Messages dropped because their sender replica lives on another node than the one
     /// they came from (by the group's applied configuration, or the node it was first
     /// learnt from), or names an unknown replica while the group's table of learned peers

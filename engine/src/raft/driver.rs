@@ -82,6 +82,8 @@ impl ReadyDriver {
         // Every field is named: a part added to `Ready` must be given a step here.
         let Ready {
             hard_state,
+            // The simulator writes every hard state with its Ready (the stricter choice).
+            hard_state_commit_only: _,
             entries,
             snapshot,
             messages,

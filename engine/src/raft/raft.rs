@@ -1491,6 +1491,7 @@ impl<S: LogStore> Raft<S> {
             self.bcast_append();
         }
         let hs = self.hard_state();
+        let hard_state_commit_only = hs.term == self.prev_hs.term && hs.vote == self.prev_hs.vote;
         let hard_state = if hs != self.prev_hs {
             self.prev_hs = hs;
             Some(hs)
@@ -1507,6 +1508,7 @@ impl<S: LogStore> Raft<S> {
         }
         Ready {
             hard_state,
+            hard_state_commit_only: hard_state.is_some() && hard_state_commit_only,
             entries,
             snapshot,
             messages: std::mem::take(&mut self.msgs),

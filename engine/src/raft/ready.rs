@@ -25,6 +25,12 @@ use super::message::{Entry, HardState, Message, ReadState, Snapshot};
 pub struct Ready {
     /// Hard state to persist, if it changed.
     pub hard_state: Option<HardState>,
+    /// Whether `hard_state` differs from the last one handed out in its commit index
+    /// only. The commit index is volatile state (Raft paper, Figure 2; recovery takes
+    /// the larger of it and the state machine's applied index), so a runtime may write
+    /// such a hard state with a later write instead of syncing a write for it alone.
+    /// Term and vote are never deferred: a vote is durable before it is granted.
+    pub hard_state_commit_only: bool,
     /// Entries to persist.
     pub entries: Vec<Entry>,
     /// A snapshot to install (received from the leader), if any. Boxed: it is rare, and

@@ -155,6 +155,8 @@ impl Runtime {
             leaders: Default::default(),
             apply_latency: Default::default(),
             loads: load_board::LoadBoard::new(n, load_book::ewma_of(c)),
+            sender: if c.direct_network { transport.sender() } else { None },
+            inbound: Default::default(),
         });
         let mut recovered = recovery::recover(&shared)?;
         let mut workers = Vec::with_capacity(n);
@@ -183,6 +185,23 @@ impl Runtime {
         let routes = workers.clone();
         let sh = shared.clone();
         let net_stats = transport.stats_source();
+        let mut transport = transport;
+        if c.direct_network {
+            shared.inbound.store(Some(Arc::new(shared::InboundRoutes {
+                workers: workers.clone(),
+                control: control.clone(),
+            })));
+            let sink_sh = shared.clone();
+            let sink: crate::transport::ItemsSink = Arc::new(move |from, items, hold| {
+                if let Some(r) = sink_sh.inbound.load().as_ref() {
+                    shared::bump(&sink_sh.counters.net_direct_receives);
+                    net_loop::deliver(from, items, hold, &r.workers, &r.control, &sink_sh);
+                }
+            });
+            if !transport.set_items_sink(sink) {
+                shared.inbound.store(None);
+            }
+        }
         let net_thread = std::thread::Builder::new()
             .name("flotilla-net".into())
             .spawn(move || net_loop::run(transport, net_rx, net_ctl_rx, routes, control, sh))
@@ -367,6 +386,7 @@ impl Runtime {
             wal_batches: l(&c.wal_batches),
             wal_batch_groups: l(&c.wal_batch_groups),
             wal_batch_bytes: l(&c.wal_batch_bytes),
+            wal_inline_writes: l(&c.wal_inline_writes),
             wal_syncs: wal.syncs,
             wal_sync_nanos_total: wal.sync_nanos_total,
             wal_sync_nanos_max: wal.sync_nanos_max,
@@ -407,6 +427,8 @@ impl Runtime {
             quiesced_groups: l(&c.quiesced_groups),
             liveness_wakes: l(&c.liveness_wakes),
             net_batches: l(&c.net_batches),
+            net_direct_sends: l(&c.net_direct_sends),
+            net_direct_receives: l(&c.net_direct_receives),
             dropped_wrong_sender: l(&c.dropped_wrong_sender),
             creates_refused: l(&c.creates_refused),
             unconfirmed_replicas: l(&c.unconfirmed_replicas),
@@ -453,6 +475,7 @@ impl Runtime {
     }
 
     fn stop(&mut self) {
+        self.shared.inbound.store(None);
         for w in &self.workers {
             // A worker whose mailbox is full still sees the disconnect below.
             let _ = w.send_timeout(Cmd::Shutdown, Duration::from_secs(1));

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 use super::command::NetCmd;
 use crate::raft::types::NodeId;
-use crate::transport::{is_control, Transport, WireItem};
+use crate::transport::{is_control, Transport, TransportError, TransportSender, WireItem};
 
 /// Batches the control queue holds at most (then control items go on the data queue).
 pub(super) const NET_CONTROL_BATCHES: usize = 1024;
@@ -52,14 +52,31 @@ pub(super) fn hand_off(
 
 /// Sends one batch, its control items on the control lane and the rest on the data lane.
 pub(super) fn send_batch(transport: &dyn Transport, to: NodeId, items: Vec<WireItem>) {
-    let (ctl, data): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
+    split_send(to, items, |c| transport.send_control(to, 0, c), |d| transport.send(to, 0, d));
+}
+
+/// Sends one batch from a worker's own thread through the transport's `sender`, split by
+/// lane as [`send_batch`] does (`EngineConfig::direct_network`: no network-thread hop).
+pub(super) fn send_direct(sender: &dyn TransportSender, to: NodeId, items: Vec<WireItem>) {
+    split_send(to, items, |c| sender.send_control(to, 0, c), |d| sender.send(to, 0, d));
+}
+
+/// Splits `items` by lane and sends each part with its function; a failed send is
+/// logged only (Raft retries; the transport reports drops as events).
+fn split_send(
+    to: NodeId,
+    items: Vec<WireItem>,
+    control: impl Fn(&[WireItem]) -> Result<(), TransportError>,
+    data: impl Fn(&[WireItem]) -> Result<(), TransportError>,
+) {
+    let (ctl, rest): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
     if !ctl.is_empty() {
-        if let Err(e) = transport.send_control(to, 0, &ctl) {
+        if let Err(e) = control(&ctl) {
             tracing::debug!("control send to node {to} failed: {e}");
         }
     }
-    if !data.is_empty() {
-        if let Err(e) = transport.send(to, 0, &data) {
+    if !rest.is_empty() {
+        if let Err(e) = data(&rest) {
             tracing::debug!("send to node {to} failed: {e}");
         }
     }

@@ -99,47 +99,8 @@ pub(super) fn run(
             let Some(ev) = transport.recv_timeout(Duration::ZERO) else { break };
             got += 1;
             match ev {
-                TransportEvent::Items { from, mut items, hold } => {
-                    if items.iter().any(|it| {
-                        matches!(
-                            it,
-                            WireItem::Tombstone { .. }
-                                | WireItem::GcProbe { .. }
-                                | WireItem::TombstoneAck { .. }
-                                | WireItem::SnapshotProgress { .. }
-                        )
-                    }) {
-                        items.retain(|it| {
-                            let Some((group, cmd)) = removal_cmd(from, it) else { return true };
-                            if control[route(group, n)].try_send(cmd).is_err() {
-                                bump(&sh.counters.messages_dropped);
-                            }
-                            false
-                        });
-                    }
-                    let (ctl, data): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
-                    for (items, to) in [(ctl, &control), (data, &workers)] {
-                        if items.is_empty() {
-                            continue;
-                        }
-                        // Coalesced heartbeats and answers stay compact: each worker steps
-                        // its share entry by entry, after the batch's messages.
-                        for (i, part) in split_inbound(items, n, |g| route(g, n)).into_iter().enumerate() {
-                            let Inbound { msgs, heartbeats, acks } = part;
-                            if !msgs.is_empty()
-                                && to[i].try_send(Cmd::Msgs { from, msgs, hold: hold.clone() }).is_err()
-                            {
-                                bump(&sh.counters.messages_dropped);
-                            }
-                            if (!heartbeats.is_empty() || !acks.is_empty())
-                                && to[i]
-                                    .try_send(Cmd::Heartbeats { from, heartbeats, acks, hold: hold.clone() })
-                                    .is_err()
-                            {
-                                bump(&sh.counters.messages_dropped);
-                            }
-                        }
-                    }
+                TransportEvent::Items { from, items, hold } => {
+                    deliver(from, items, hold, &workers, &control, &sh);
                 }
                 TransportEvent::SnapshotSent { tag, ok, .. } => {
                     if let Some((group, replica)) = snap_tags.remove(&tag) {
@@ -184,6 +145,58 @@ pub(super) fn run(
                     let _ = sel.ready_timeout(NET_POLL);
                 }
                 None => {}
+            }
+        }
+    }
+}
+
+/// Routes one received batch to the workers: removal items as their own commands, control
+/// items to the control mailboxes, the rest to the mailboxes, each worker's share of
+/// coalesced heartbeats and answers kept compact. Never blocks: a full mailbox drops its
+/// part (counted in `messages_dropped`; Raft retries). Called on the network thread, or on
+/// the transport's own receiving thread (`Transport::set_items_sink`).
+pub(super) fn deliver(
+    from: NodeId,
+    mut items: Vec<WireItem>,
+    hold: crate::transport::InboundHold,
+    workers: &[Sender<Cmd>],
+    control: &[Sender<Cmd>],
+    sh: &Shared,
+) {
+    let n = workers.len();
+    if items.iter().any(|it| {
+        matches!(
+            it,
+            WireItem::Tombstone { .. }
+                | WireItem::GcProbe { .. }
+                | WireItem::TombstoneAck { .. }
+                | WireItem::SnapshotProgress { .. }
+        )
+    }) {
+        items.retain(|it| {
+            let Some((group, cmd)) = removal_cmd(from, it) else { return true };
+            if control[route(group, n)].try_send(cmd).is_err() {
+                bump(&sh.counters.messages_dropped);
+            }
+            false
+        });
+    }
+    let (ctl, data): (Vec<WireItem>, Vec<WireItem>) = items.into_iter().partition(is_control);
+    for (items, to) in [(ctl, &control), (data, &workers)] {
+        if items.is_empty() {
+            continue;
+        }
+        // Coalesced heartbeats and answers stay compact: each worker steps
+        // its share entry by entry, after the batch's messages.
+        for (i, part) in split_inbound(items, n, |g| route(g, n)).into_iter().enumerate() {
+            let Inbound { msgs, heartbeats, acks } = part;
+            if !msgs.is_empty() && to[i].try_send(Cmd::Msgs { from, msgs, hold: hold.clone() }).is_err() {
+                bump(&sh.counters.messages_dropped);
+            }
+            if (!heartbeats.is_empty() || !acks.is_empty())
+                && to[i].try_send(Cmd::Heartbeats { from, heartbeats, acks, hold: hold.clone() }).is_err()
+            {
+                bump(&sh.counters.messages_dropped);
             }
         }
     }

@@ -10,23 +10,81 @@
 
 use super::clock;
 use super::snapfile;
+use super::store::wal_hs;
+
+/// A worker writes and syncs inline only while the WAL's last sync took at most this long:
+/// on a slow or stalling disk it hands its batches over and keeps stepping its groups.
+const INLINE_SYNC_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 use super::worker::Worker;
 use crate::raft::message::{Message, MessageBody};
 
 impl Worker {
     /// Submits this turn's batch (if any) and records what waits for it.
     pub(super) fn submit(&mut self) {
+        self.submit_as(false);
+    }
+
+    /// Submits the batch at the end of a turn: written and synced on this thread
+    /// (`EngineConfig::inline_wal_writes`) when nothing else waits for the worker (its
+    /// mailboxes are empty, no write of its own in flight) and the WAL's last sync was
+    /// quick ([`INLINE_SYNC_MAX`]), after the turn's messages
+    /// went out (a leader's appends leave before its own write is durable, thesis
+    /// §10.2.1); otherwise handed to the WAL's writer.
+    pub(super) fn submit_turn(&mut self) {
+        let inline = !self.failed
+            && !self.writes.batch.is_empty()
+            && self.sh.cfg.get().inline_wal_writes
+            && self.sh.wal.last_sync_duration() <= INLINE_SYNC_MAX
+            && self.rx.is_empty()
+            && self.ctl_rx.as_ref().map_or(true, |c| c.is_empty());
+        if inline {
+            self.flush_outbox();
+        }
+        self.submit_as(inline);
+    }
+
+    fn submit_as(&mut self, inline: bool) {
         if self.failed {
             self.writes.discard();
             return;
         }
-        if let Err(e) = self.writes.submit(&self.sh.wal, &self.sh.counters) {
+        if !self.writes.batch.is_empty() {
+            self.write_lazy_commits();
+        }
+        let res = if inline {
+            self.writes.write_inline(&self.sh.wal, &self.sh.counters)
+        } else {
+            self.writes.submit(&self.sh.wal, &self.sh.counters)
+        };
+        if let Err(e) = res {
             tracing::error!(%e, "wal submit failed; engine stops");
             self.storage_failed();
             return;
         }
         // Writes that need nothing durable complete at once (in order).
         self.poll_inflight();
+    }
+
+    /// Adds the hard states deferred in `lazy_commits` to the batch: each group's current
+    /// one, which is at least as new as any it handed out (a vote or term written early
+    /// is harmless; a commit index past the durable log is clamped at recovery). A group
+    /// no longer here (destroyed, or out of the map mid-turn) is dropped: losing a commit
+    /// index only means recovery learns it again from the leader.
+    pub(super) fn write_lazy_commits(&mut self) {
+        for gid in self.lazy_commits.drain() {
+            if let Some(g) = self.groups.get(&gid) {
+                self.writes.batch.set_hard_state(gid, wal_hs(g.raft.hard_state()));
+                self.writes.count_group();
+            }
+        }
+    }
+
+    /// At a tick: deferred commit indexes are written once no write is in flight (an
+    /// idle worker's commit indexes reach the disk within a tick, off any entry's path).
+    pub(super) fn flush_lazy_commits_when_idle(&mut self) {
+        if !self.lazy_commits.is_empty() && self.writes.is_idle() && !self.failed {
+            self.write_lazy_commits();
+        }
     }
 
     /// Completes the writes that are durable, oldest first.

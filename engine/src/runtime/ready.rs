@@ -43,7 +43,13 @@ impl Worker {
             self.writes.batch.add_entry(gid, e.index, e.term, &entry_bytes(e));
         }
         if let Some(hs) = rd.hard_state {
-            self.writes.batch.set_hard_state(gid, wal_hs(hs));
+            if rd.hard_state_commit_only && rd.entries.is_empty() && rd.snapshot.is_none() {
+                // Only the commit index moved: written with a later write (`persisted`).
+                self.lazy_commits.insert(gid);
+            } else {
+                self.writes.batch.set_hard_state(gid, wal_hs(hs));
+                self.lazy_commits.remove(&gid);
+            }
         }
         if self.writes.batch.encoded_len() != wrote_before {
             self.writes.count_group();

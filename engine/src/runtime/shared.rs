@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub wal_batches: AtomicU64,
     pub wal_batch_groups: AtomicU64,
     pub wal_batch_bytes: AtomicU64,
+    pub wal_inline_writes: AtomicU64,
     pub forced_compactions: AtomicU64,
     pub compactions: AtomicU64,
     pub snapshots_sent: AtomicU64,
@@ -60,6 +61,8 @@ pub(crate) struct Counters {
     pub liveness_wakes: AtomicU64,
     /// Message batches (one transport frame each) handed to the network thread.
     pub net_batches: AtomicU64,
+    pub net_direct_sends: AtomicU64,
+    pub net_direct_receives: AtomicU64,
     /// Messages dropped: sender replica not on the sending node.
     pub dropped_wrong_sender: AtomicU64,
     /// Creations (or removal records) from messages refused by the policy or the caps.
@@ -133,6 +136,22 @@ pub(crate) struct Shared {
     pub apply_latency: Arc<flotilla_wal::LatencyHistogram>,
     /// Each worker's measured replicas, published once per fold interval (`load_board`).
     pub loads: super::load_board::LoadBoard,
+    /// The transport's handle the workers send through themselves
+    /// (`EngineConfig::direct_network`); `None`: through the network thread.
+    pub sender: Option<Arc<dyn crate::transport::TransportSender>>,
+    /// The mailboxes the transport's receiving threads hand batches to directly
+    /// (`EngineConfig::direct_network`, `net_loop::deliver`); cleared at shutdown so the
+    /// mailboxes disconnect.
+    pub inbound: arc_swap::ArcSwapOption<InboundRoutes>,
+}
+
+/// Every worker's mailbox and control mailbox, for batches delivered by the transport's
+/// own threads.
+pub(crate) struct InboundRoutes {
+    /// The mailboxes, by worker.
+    pub workers: Vec<Sender<Cmd>>,
+    /// The control mailboxes, by worker.
+    pub control: Vec<Sender<Cmd>>,
 }
 
 /// Adds one to counter `c`.

@@ -103,6 +103,11 @@ pub(crate) struct Worker {
     pub(super) stopping: bool,
     /// The WAL writes: this turn's batch and the writes in flight.
     pub(super) writes: WritePipeline,
+    /// Groups whose last hard state changed only its commit index and is not written
+    /// yet: it rides the next write that is synced anyway, or a tick's write when no
+    /// write is in flight (`persisted`), so a commit advance never costs a sync of its
+    /// own that the next entries would wait behind.
+    pub(super) lazy_commits: HashSet<u64>,
     /// Admission of replicas created from messages: the embedder's policy, the per-tick
     /// caps, the unconfirmed replicas (`admission`).
     pub(super) admission: Admission,
@@ -184,6 +189,7 @@ impl Worker {
             failed: false,
             stopping: false,
             writes: WritePipeline::new(),
+            lazy_commits: HashSet::new(),
             admission: Admission::default(),
             probed: HashSet::new(),
             active: HashSet::new(),
@@ -457,6 +463,7 @@ impl Worker {
             self.propose_forgets();
         }
         self.tick_removals();
+        self.flush_lazy_commits_when_idle();
         self.compact_pinning_groups();
         self.publish_loads();
     }
@@ -498,11 +505,12 @@ impl Worker {
                 self.submit();
             }
         }
-        self.submit();
+        self.submit_turn();
     }
 
-    /// Hands the turn's coalesced messages to the network thread, one batch per node
-    /// (dropped once the engine failed).
+    /// Sends the turn's coalesced messages, one batch per node: through the transport's
+    /// sender on this thread (`EngineConfig::direct_network`), or handed to the network
+    /// thread (dropped once the engine failed).
     pub(super) fn flush_outbox(&mut self) {
         if self.failed {
             let _ = self.outbox.flush();
@@ -510,7 +518,15 @@ impl Worker {
         }
         for (to, items) in self.outbox.flush() {
             bump(&self.sh.counters.net_batches);
-            super::net_lanes::hand_off(&self.sh.net_ctl, &self.sh.net, to, items);
+            match &self.sh.sender {
+                Some(s) => {
+                    bump(&self.sh.counters.net_direct_sends);
+                    super::net_lanes::send_direct(&**s, to, items);
+                }
+                None => {
+                    super::net_lanes::hand_off(&self.sh.net_ctl, &self.sh.net, to, items);
+                }
+            }
         }
     }
 }

@@ -81,6 +81,11 @@ impl WritePipeline {
         self.next_seq
     }
 
+    /// Whether no write is in flight and the batch being built is empty.
+    pub(super) fn is_idle(&self) -> bool {
+        self.inflight.is_empty() && self.batch.is_empty()
+    }
+
     /// Bytes submitted and not yet durable.
     pub(super) fn pending_bytes(&self) -> u64 {
         self.pending_bytes
@@ -122,11 +127,24 @@ impl WritePipeline {
     /// a write with nothing to write but messages to send is queued too, to complete in
     /// order. On a refusal the batch and what waited for it are dropped.
     pub(super) fn submit(&mut self, wal: &Wal, counters: &Counters) -> Result<(), WriteError> {
+        self.submit_as(wal, counters, false)
+    }
+
+    /// As [`WritePipeline::submit`], but when nothing is in flight and the WAL's writer
+    /// is free, writes and syncs the batch on this thread (`Wal::write_or_submit`): the
+    /// write is durable on return, with no hand-over to the WAL's threads and back.
+    pub(super) fn write_inline(&mut self, wal: &Wal, counters: &Counters) -> Result<(), WriteError> {
+        let inline = self.inflight.is_empty();
+        self.submit_as(wal, counters, inline)
+    }
+
+    fn submit_as(&mut self, wal: &Wal, counters: &Counters, inline: bool) -> Result<(), WriteError> {
         let batch = std::mem::take(&mut self.batch);
         let after = std::mem::take(&mut self.after);
         let prune = std::mem::take(&mut self.prune);
         let bytes = batch.encoded_len() as u64;
-        let ticket = if batch.is_empty() {
+        let wrote = !batch.is_empty();
+        let ticket = if !wrote {
             None
         } else {
             bump(&counters.wal_batches);
@@ -134,9 +152,24 @@ impl WritePipeline {
             self.pending_bytes += bytes;
             bump_by(&counters.wal_batch_groups, self.batch_groups);
             self.batch_groups = 0;
-            Some(wal.submit(batch)?)
+            if inline {
+                // `None`: durable already. Nothing earlier is in flight, so the order
+                // of completions holds.
+                let t = wal.write_or_submit(batch)?;
+                if t.is_none() {
+                    // Crash tests: durable, nothing acknowledged or sent for it yet.
+                    fail::fail_point!("engine::after_fsync_before_send");
+                    bump(&counters.wal_inline_writes);
+                    self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+                }
+                t
+            } else {
+                Some(wal.submit(batch)?)
+            }
         };
-        if ticket.is_some() || !after.is_empty() {
+        // A write made durable inline (no ticket) is queued too: it takes its sequence
+        // number, which what was promised durability with it waits for.
+        if wrote || !after.is_empty() {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.inflight.push_back(Inflight { ticket, after, prune, bytes, seq, creates: Vec::new() });
@@ -304,6 +337,34 @@ mod tests {
         let seen: Vec<(u64, Vec<u64>)> =
             drain_writes(&mut p, 2).iter().map(|f| (f.seq, f.after.iter().map(|a| a.0).collect())).collect();
         assert_eq!(seen.first(), Some(&(promised, vec![7])), "writes seen: {seen:?}");
+    }
+
+    #[test]
+    fn an_inline_write_is_durable_on_return_and_takes_its_number_even_with_nothing_waiting() {
+        // A record promised durability with `next_seq()` (a tombstone, a snapshot's log
+        // reset) is released when that number completes: an inline write with nothing
+        // else waiting for it must still take it.
+        let (_dir, wal, counters, mut p) = rig();
+        p.batch.add_entry(4, 1, 1, b"x");
+        let promised = p.next_seq();
+        p.write_inline(&wal, &counters).expect("write");
+        assert_eq!(p.next_seq(), promised + 1);
+        assert_eq!(counters.wal_inline_writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(p.pending_bytes(), 0, "durable already");
+        assert!(p.oldest_ticket().is_none(), "nothing to wait on");
+        match p.poll_durable() {
+            Some(Ok(f)) => assert_eq!((f.seq, f.ticket.is_none()), (promised, true)),
+            other => {
+                panic!("the inline write did not complete at once: {:?}", other.map(|r| r.map(|f| f.seq)))
+            }
+        }
+        // With a write in flight, the next one is submitted, not written inline.
+        write(&mut p, 5, 1);
+        p.submit(&wal, &counters).expect("submit");
+        write(&mut p, 6, 1);
+        p.write_inline(&wal, &counters).expect("write");
+        assert_eq!(counters.wal_inline_writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(drain(&mut p, 2), vec![promised + 1, promised + 2]);
     }
 
     #[test]

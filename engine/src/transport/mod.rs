@@ -266,7 +266,43 @@ pub trait Transport: Send {
     fn stats_source(&self) -> Option<std::sync::Arc<dyn TransportStatsSource>> {
         None
     }
+
+    /// A handle that sends message and control batches from any thread, so a worker can
+    /// send its own turn's batches without handing them to the network thread (a thread
+    /// hand-over less on every message's path). `None` (the default): every send goes
+    /// through the thread that owns the transport.
+    fn sender(&self) -> Option<std::sync::Arc<dyn TransportSender>> {
+        None
+    }
+
+    /// Hands every received batch of Raft items (decoded, with its [`InboundHold`]) to
+    /// `sink` on the transport's own receiving thread as it arrives, instead of queueing
+    /// it as a [`TransportEvent::Items`] for [`Transport::recv_timeout`]; malformed
+    /// batches, snapshot streams, peer events and drop reports still come as events.
+    /// Returns whether the transport does so; `false` (the default): every batch comes
+    /// as an event. The sink is dropped with the transport.
+    fn set_items_sink(&mut self, sink: ItemsSink) -> bool {
+        let _ = sink;
+        false
+    }
 }
+
+/// Sends batches to other nodes from any thread (see [`Transport::sender`]); each call
+/// as [`Transport::send`] and [`Transport::send_control`].
+pub trait TransportSender: Send + Sync {
+    /// As [`Transport::send`].
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError>;
+
+    /// As [`Transport::send_control`].
+    fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        self.send(to, tag, items)
+    }
+}
+
+/// Where a transport hands received batches on its own thread (see
+/// [`Transport::set_items_sink`]): the sender, the decoded items, and the hold of their
+/// bytes. It must not block.
+pub type ItemsSink = std::sync::Arc<dyn Fn(NodeId, Vec<WireItem>, InboundHold) + Send + Sync>;
 
 #[cfg(test)]
 mod tests;

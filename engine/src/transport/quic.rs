@@ -14,7 +14,12 @@
 //! the runtime sleeps until something arrives; a full data queue stops its helper, which
 //! stops reading the inbox, so the endpoint's readers stop and QUIC flow control pushes
 //! back, and never holds back a control event. [`Transport::recv_timeout`] hands out
-//! control events first. Also passes the embedder's admission controls through to the
+//! control events first. Once the runtime installs its items sink
+//! ([`Transport::set_items_sink`]), each frame is decoded on the endpoint's runtime thread
+//! as it is read (`Endpoint::set_frame_hook`) and its items handed straight to the sink
+//! (the workers' mailboxes), with no hop through the inbox, its helper threads or the
+//! network thread; the workers send through [`Transport::sender`], a handle to the
+//! endpoint, likewise. Also passes the embedder's admission controls through to the
 //! endpoint (the node allow-list, a certificate reload) and its certificate, admission
 //! and inbound-budget figures to the engine's metrics. Never interprets messages beyond
 //! the codec.
@@ -27,8 +32,8 @@ use flotilla_net::{Endpoint, Event, Inbox, ReloadError};
 
 use super::codec::{decode_batch, encode_batch, DecodeLimits, WireItem};
 use super::{
-    InboundHold, SnapshotChunks, Transport, TransportError, TransportEvent, TransportStats,
-    TransportStatsSource,
+    InboundHold, ItemsSink, SnapshotChunks, Transport, TransportError, TransportEvent, TransportSender,
+    TransportStats, TransportStatsSource,
 };
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
@@ -51,6 +56,8 @@ pub struct QuicTransport {
     limits: DecodeLimits,
     done_tx: mpsc::Sender<TransportEvent>,
     done_rx: mpsc::Receiver<TransportEvent>,
+    /// Whether this transport installed a frame hook on the endpoint (removed on drop).
+    hooked: bool,
 }
 
 impl std::fmt::Debug for QuicTransport {
@@ -76,19 +83,30 @@ impl QuicTransport {
         let (sig_tx, sig) = crossbeam_channel::bounded(1);
         let (ctl_tx, control) = crossbeam_channel::bounded(CONTROL_QUEUE);
         let (ev_tx, events) = crossbeam_channel::bounded(DATA_QUEUE);
+
         let (ctl_inbox, inbox) = match inbox.split_control() {
             Ok((c, rest)) => (Some(c), rest),
             Err(e) => {
                 // The inbox is gone with the failed split: no events will arrive.
                 tracing::error!("cannot split the QUIC inbox: {e}");
-                return QuicTransport { ep, control, events, sig, sig_tx, limits, done_tx, done_rx };
+                return QuicTransport {
+                    ep,
+                    control,
+                    events,
+                    sig,
+                    sig_tx,
+                    limits,
+                    done_tx,
+                    done_rx,
+                    hooked: false,
+                };
             }
         };
         forward("flotilla-quic-inbox", inbox, ev_tx, sig_tx.clone());
         if let Some(c) = ctl_inbox {
             forward("flotilla-quic-control", c, ctl_tx, sig_tx.clone());
         }
-        QuicTransport { ep, control, events, sig, sig_tx, limits, done_tx, done_rx }
+        QuicTransport { ep, control, events, sig, sig_tx, limits, done_tx, done_rx, hooked: false }
     }
 
     /// The endpoint (addresses, stats).
@@ -130,8 +148,8 @@ impl QuicTransport {
 
 /// Starts a helper thread that blocks on `inbox` and moves its events into the bounded
 /// `tx` (waiting while it is full, so the inbox fills and the endpoint's readers stop),
-/// setting `signal` after each. Ends when the endpoint shuts down (the inbox closes) or the
-/// transport is gone (`tx` disconnected).
+/// setting `signal` after each. Ends when the endpoint shuts down (the inbox closes) or
+/// the transport is gone (`tx` disconnected).
 fn forward(
     name: &str,
     mut inbox: Inbox,
@@ -152,6 +170,63 @@ fn forward(
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the QUIC inbox thread {name}: {e}");
+    }
+}
+
+/// Hands `ev` to `sink` when it is a frame that decodes; returns the event otherwise (a
+/// malformed frame is queued, decoded again and reported by `recv_timeout`).
+fn to_sink(sink: &ItemsSink, limits: DecodeLimits, ev: Event) -> Option<Event> {
+    match ev {
+        Event::Frame { from, payload, permit } | Event::Control { from, payload, permit } => {
+            match decode_batch(&payload, limits) {
+                Ok(items) => {
+                    sink(from, items, InboundHold::new(permit));
+                    None
+                }
+                Err(_) => Some(Event::Frame { from, payload, permit }),
+            }
+        }
+        other => Some(other),
+    }
+}
+
+/// Encodes and sends one batch on the message lane.
+fn send_frame(ep: &Endpoint, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+    let bytes = encode_batch(items)?;
+    ep.send(to, tag, bytes).map_err(net_err)
+}
+
+/// Encodes and sends one batch on the control lane (the message lane when it is larger
+/// than the control lane takes).
+fn send_control_frame(ep: &Endpoint, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+    let bytes = encode_batch(items)?;
+    match ep.send_control(to, tag, bytes.clone()) {
+        // Above the control lane's limit (a huge heartbeat round): the data lane.
+        Err(flotilla_net::SendError::TooLarge { .. }) => ep.send(to, tag, bytes).map_err(net_err),
+        r => r.map_err(net_err),
+    }
+}
+
+/// The workers' handle to the endpoint ([`Transport::sender`]).
+struct QuicSender(std::sync::Arc<Endpoint>);
+
+impl TransportSender for QuicSender {
+    fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        send_frame(&self.0, to, tag, items)
+    }
+
+    fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
+        send_control_frame(&self.0, to, tag, items)
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        // The endpoint (which the embedder may keep) hands frames to the runtime no
+        // longer: the sink holds its mailboxes.
+        if self.hooked {
+            self.ep.set_frame_hook(None);
+        }
     }
 }
 
@@ -190,17 +265,22 @@ impl Transport for QuicTransport {
     }
 
     fn send(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
-        let bytes = encode_batch(items)?;
-        self.ep.send(to, tag, bytes).map_err(net_err)
+        send_frame(&self.ep, to, tag, items)
     }
 
     fn send_control(&self, to: NodeId, tag: u64, items: &[WireItem]) -> Result<(), TransportError> {
-        let bytes = encode_batch(items)?;
-        match self.ep.send_control(to, tag, bytes.clone()) {
-            // Above the control lane's limit (a huge heartbeat round): the data lane.
-            Err(flotilla_net::SendError::TooLarge { .. }) => self.ep.send(to, tag, bytes).map_err(net_err),
-            r => r.map_err(net_err),
-        }
+        send_control_frame(&self.ep, to, tag, items)
+    }
+
+    fn sender(&self) -> Option<std::sync::Arc<dyn TransportSender>> {
+        Some(std::sync::Arc::new(QuicSender(self.ep.clone())))
+    }
+
+    fn set_items_sink(&mut self, sink: ItemsSink) -> bool {
+        let limits = self.limits;
+        self.ep.set_frame_hook(Some(std::sync::Arc::new(move |ev| to_sink(&sink, limits, ev))));
+        self.hooked = true;
+        true
     }
 
     fn send_snapshot(

@@ -202,6 +202,9 @@ pub struct Cluster {
     pub compact_entries: u64,
     /// Adjusts every node's configuration (see `Cluster::new_tweaked`).
     pub tweak: Option<fn(&mut EngineConfig)>,
+    /// QUIC transports handed to the engines as they are, without the fault wrapper
+    /// (which keeps every batch on the network thread): `Cluster::new_quic_plain`.
+    pub plain: bool,
     _tmp: tempfile::TempDir,
 }
 
@@ -239,6 +242,7 @@ impl Cluster {
             nodes: Vec::new(),
             compact_entries,
             tweak,
+            plain: false,
             _tmp: tmp,
         };
         for id in 1..=n {
@@ -252,8 +256,25 @@ impl Cluster {
         Cluster::new_quic_tick(n, compact_entries, Duration::from_millis(5))
     }
 
+    /// `n` engines over real QUIC with no fault wrapper (so the engine's direct network
+    /// paths are used when its configuration allows), each configuration adjusted by
+    /// `tweak`.
+    pub fn new_quic_plain(n: u64, compact_entries: u64, tweak: Option<fn(&mut EngineConfig)>) -> Cluster {
+        Cluster::new_quic_with(n, compact_entries, Duration::from_millis(5), tweak, true)
+    }
+
     /// `n` engines over real QUIC ticking every `tick`.
     pub fn new_quic_tick(n: u64, compact_entries: u64, tick: Duration) -> Cluster {
+        Cluster::new_quic_with(n, compact_entries, tick, None, false)
+    }
+
+    fn new_quic_with(
+        n: u64,
+        compact_entries: u64,
+        tick: Duration,
+        tweak: Option<fn(&mut EngineConfig)>,
+        plain: bool,
+    ) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let addrs = (1..=n)
             .map(|id| {
@@ -270,7 +291,8 @@ impl Cluster {
             quic: Some(quic),
             nodes: Vec::new(),
             compact_entries,
-            tweak: None,
+            tweak,
+            plain,
             _tmp: tmp,
         };
         for id in 1..=n {
@@ -302,6 +324,7 @@ impl Cluster {
         let compact = self.compact_entries;
         let tweak = self.tweak;
         let transport: Box<dyn flotilla_engine::transport::Transport> = match &self.quic {
+            Some(q) if self.plain => Box::new(q.transport(id)),
             Some(q) => Box::new(self.fault.wrap(q.transport(id))),
             None => Box::new(self.fault.wrap(self.net.join(id, 1 << 16))),
         };
