@@ -22,7 +22,7 @@ fn fake_server_config(ca: &ClusterCa, id: u64) -> quinn::ServerConfig {
     let chain =
         CertificateDer::pem_slice_iter(node.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = flotilla_net::tls::crypto_provider();
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()

@@ -97,7 +97,7 @@ impl std::fmt::Debug for NodeTls {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    flotilla_net::tls::crypto_provider()
 }
 
 impl NodeTls {

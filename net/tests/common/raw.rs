@@ -56,7 +56,7 @@ impl RawClient {
         for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = flotilla_net::tls::crypto_provider();
         let b = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
