@@ -131,11 +131,10 @@ mod uring {
     use std::os::fd::AsRawFd;
 
     const WRITE_TAG: u64 = 1;
-    const SYNC_TAG: u64 = 2;
     /// Bound on retries of an interrupted or short submission round.
     const MAX_ROUNDS: usize = 1 << 20;
 
-    /// io_uring backend: writes, and fsync(DATASYNC)s, each waited for.
+    /// io_uring backend: writes, each waited for; syncs with fdatasync(2).
     pub(crate) struct UringBackend {
         ring: IoUring,
     }
@@ -160,11 +159,10 @@ mod uring {
         }
 
         /// Submits the prepared entries and waits until `n` completions arrived; returns
-        /// (write result, sync result) by tag.
-        fn run(&mut self, n: usize) -> io::Result<(Option<i32>, Option<i32>)> {
+        /// the write's result.
+        fn run(&mut self, n: usize) -> io::Result<Option<i32>> {
             let mut got = 0;
             let mut write = None;
-            let mut sync = None;
             let mut rounds = 0;
             while got < n {
                 rounds += 1;
@@ -178,14 +176,12 @@ mod uring {
                 }
                 for cqe in self.ring.completion() {
                     got += 1;
-                    match cqe.user_data() {
-                        WRITE_TAG => write = Some(cqe.result()),
-                        SYNC_TAG => sync = Some(cqe.result()),
-                        _ => {}
+                    if cqe.user_data() == WRITE_TAG {
+                        write = Some(cqe.result());
                     }
                 }
             }
-            Ok((write, sync))
+            Ok(write)
         }
     }
 
@@ -230,7 +226,7 @@ mod uring {
                         .map_err(|_| io::Error::other("io_uring submission queue full"))?;
                     n += 1;
                 }
-                let (wres, _) = self.run(n)?;
+                let wres = self.run(n)?;
                 let written = match wres {
                     Some(r) if r < 0 => {
                         let res = Err(io::Error::from_raw_os_error(-r));
