@@ -1,5 +1,6 @@
 //! The replica's view of its log: durable entries in a [`LogStore`], entries not yet
-//! durable (the unstable tail), the compaction point, and the commit/apply cursors.
+//! durable (the unstable tail), durable entries kept in memory until they are handed out
+//! for apply, the compaction point, and the commit/apply cursors.
 //!
 //! Owns log arithmetic (matching, conflicts, truncation, Raft §5.3) and the durability
 //! cursor (etcd's stableTo). Never performs I/O: the runtime persists what `Ready` hands
@@ -11,6 +12,12 @@ use std::sync::Arc;
 use super::message::{Entry, SnapshotMeta};
 use super::storage::{LogStore, StorageError};
 
+/// At most this many bytes ([`Entry::size`]) of durable entries a replica keeps in memory
+/// for apply and for appends to followers; past it the oldest are read back from storage.
+/// Entries not yet durable are not counted (flow control and the runtime's proposal
+/// bounds limit them).
+pub const RETAINED_BYTES_MAX: u64 = 4 << 20;
+
 /// Storage + unstable tail + cursors.
 #[derive(Debug)]
 pub struct RaftLog<S> {
@@ -21,10 +28,17 @@ pub struct RaftLog<S> {
     /// Shared (`Raft::snapshot_shared`): a store that keeps the same compaction point
     /// holds a pointer, not a second copy.
     pub snap: Arc<SnapshotMeta>,
-    /// Index of the first entry of `unstable`; entries below it are durable in storage.
+    /// Index of the first entry of `mem`.
+    mem_first: u64,
+    /// The entries from `mem_first` to the last index: the durable ones not yet handed out
+    /// for apply (also in storage: kept so that apply and appends to followers take them
+    /// without reading and decoding the store, at most [`RETAINED_BYTES_MAX`] of them),
+    /// then those not yet known durable (from `offset`).
+    mem: VecDeque<Entry>,
+    /// Bytes ([`Entry::size`]) of the durable entries in `mem` (those below `offset`).
+    retained_bytes: u64,
+    /// The first index not known durable; entries below it are durable in storage.
     offset: u64,
-    /// Entries not yet known durable.
-    unstable: VecDeque<Entry>,
     /// First index not yet handed out for persisting.
     persist_from: u64,
     /// Highest index known committed.
@@ -47,9 +61,11 @@ impl<S: LogStore> RaftLog<S> {
         Ok(RaftLog {
             storage,
             offset: last + 1,
+            mem_first: last + 1,
+            retained_bytes: 0,
             persist_from: last + 1,
             snap: Arc::new(snap),
-            unstable: VecDeque::new(),
+            mem: VecDeque::new(),
             committed,
             applying: applied,
             applied,
@@ -63,7 +79,7 @@ impl<S: LogStore> RaftLog<S> {
 
     /// Last index in the log (durable or not).
     pub fn last_index(&self) -> u64 {
-        self.offset + self.unstable.len() as u64 - 1
+        self.mem_first + self.mem.len() as u64 - 1
     }
 
     /// Last index known durable.
@@ -84,10 +100,10 @@ impl<S: LogStore> RaftLog<S> {
         if index < self.snap.index {
             return Err(StorageError::Compacted(index));
         }
-        if index >= self.offset {
+        if index >= self.mem_first {
             return self
-                .unstable
-                .get((index - self.offset) as usize)
+                .mem
+                .get((index - self.mem_first) as usize)
                 .map(|e| e.term)
                 .ok_or(StorageError::Unavailable(index));
         }
@@ -118,18 +134,18 @@ impl<S: LogStore> RaftLog<S> {
         if hi > self.last_index() + 1 {
             return Err(StorageError::Unavailable(hi - 1));
         }
-        if lo < self.offset {
-            self.storage.entries(lo, hi.min(self.offset), max_bytes, &mut out)?;
+        if lo < self.mem_first {
+            self.storage.entries(lo, hi.min(self.mem_first), max_bytes, &mut out)?;
             let got = out.len() as u64;
-            if lo + got < hi.min(self.offset) {
+            if lo + got < hi.min(self.mem_first) {
                 return Ok(out); // stopped by the byte limit
             }
         }
-        if hi > self.offset {
+        if hi > self.mem_first {
             let mut size: u64 = out.iter().map(|e| e.size() as u64).sum();
-            let start = lo.max(self.offset);
+            let start = lo.max(self.mem_first);
             for i in start..hi {
-                let e = &self.unstable[(i - self.offset) as usize];
+                let e = &self.mem[(i - self.mem_first) as usize];
                 size += e.size() as u64;
                 if size > max_bytes && !out.is_empty() {
                     break;
@@ -142,7 +158,7 @@ impl<S: LogStore> RaftLog<S> {
 
     /// Appends entries after the last one (leader path).
     pub fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
-        self.unstable.extend(entries);
+        self.mem.extend(entries);
     }
 
     /// Follower append (Raft §5.3): if the log matches at (`prev_index`, `prev_term`),
@@ -179,15 +195,20 @@ impl<S: LogStore> RaftLog<S> {
     fn truncate_and_append(&mut self, entries: impl Iterator<Item = Entry>) {
         let mut entries = entries.peekable();
         let Some(first) = entries.peek().map(|e| e.index) else { return };
-        if first <= self.offset {
-            // Replaces durable entries too: they are logically gone from here on.
-            self.offset = first;
-            self.unstable.clear();
+        if first <= self.mem_first {
+            self.mem.clear();
+            self.mem_first = first;
+            self.retained_bytes = 0;
         } else {
-            self.unstable.truncate((first - self.offset) as usize);
+            self.mem.truncate((first - self.mem_first) as usize);
+            if first < self.offset {
+                self.retained_bytes = self.mem.iter().map(|e| e.size() as u64).sum();
+            }
         }
+        // Durable entries from `first` on are replaced too: logically gone from here on.
+        self.offset = self.offset.min(first);
         self.persist_from = self.persist_from.min(first);
-        self.unstable.extend(entries);
+        self.mem.extend(entries);
     }
 
     /// Hands out the entries not yet handed out for persisting.
@@ -198,7 +219,7 @@ impl<S: LogStore> RaftLog<S> {
             return Vec::new();
         }
         self.persist_from = last + 1;
-        self.unstable.range((from - self.offset) as usize..).cloned().collect()
+        self.mem.range((from - self.mem_first) as usize..).cloned().collect()
     }
 
     /// Whether entries wait to be handed out for persisting.
@@ -213,20 +234,36 @@ impl<S: LogStore> RaftLog<S> {
         if index < self.offset || index > self.last_index() {
             return false;
         }
-        if self.unstable[(index - self.offset) as usize].term != term {
+        if self.mem[(index - self.mem_first) as usize].term != term {
             return false;
         }
-        let n = (index + 1 - self.offset) as usize;
-        self.unstable.drain(..n);
+        let from = (self.offset - self.mem_first) as usize;
+        let to = (index + 1 - self.mem_first) as usize;
+        self.retained_bytes += self.mem.range(from..to).map(|e| e.size() as u64).sum::<u64>();
         self.offset = index + 1;
         self.persist_from = self.persist_from.max(self.offset);
+        self.release_retained();
         true
     }
 
-    /// Returns the spare capacity of the buffer of not-yet-durable entries (an idle
-    /// replica keeps none).
+    /// Drops durable entries from memory (storage has them) once they are handed out for
+    /// apply, and the oldest ones while more than [`RETAINED_BYTES_MAX`] are kept.
+    fn release_retained(&mut self) {
+        while self.mem_first < self.offset {
+            let Some(e) = self.mem.front() else { break };
+            if e.index > self.applying && self.retained_bytes <= RETAINED_BYTES_MAX {
+                break;
+            }
+            self.retained_bytes = self.retained_bytes.saturating_sub(e.size() as u64);
+            self.mem.pop_front();
+            self.mem_first += 1;
+        }
+    }
+
+    /// Returns the spare capacity of the buffer of entries in memory (an idle replica
+    /// keeps none).
     pub fn shrink(&mut self) {
-        self.unstable.shrink_to_fit();
+        self.mem.shrink_to_fit();
     }
 
     /// Raises the commit index (never lowers it; never past the last index).
@@ -252,6 +289,7 @@ impl<S: LogStore> RaftLog<S> {
                 if let Some(last) = ents.last() {
                     self.applying = last.index;
                 }
+                self.release_retained();
                 ents
             }
             Err(_) => Vec::new(),
@@ -266,8 +304,10 @@ impl<S: LogStore> RaftLog<S> {
     /// Replaces the whole log by a snapshot (follower restore).
     pub fn restore(&mut self, meta: SnapshotMeta) {
         self.offset = meta.index + 1;
+        self.mem_first = self.offset;
+        self.retained_bytes = 0;
         self.persist_from = self.offset;
-        self.unstable.clear();
+        self.mem.clear();
         self.committed = meta.index;
         self.applying = meta.index;
         self.applied = meta.index;
@@ -343,6 +383,103 @@ mod tests {
         st.append(&[ent(1, 1)]);
         let log = RaftLog::new(st, SnapshotMeta::default(), 0, 5).unwrap();
         assert_eq!((log.committed, log.applied), (1, 1));
+    }
+
+    /// A store that counts the reads of entries and terms (a read is a WAL lookup, a copy
+    /// and a decode per entry in the runtime's store).
+    #[derive(Default)]
+    struct CountingStore {
+        inner: MemStorage,
+        reads: std::cell::Cell<usize>,
+    }
+
+    impl LogStore for CountingStore {
+        fn initial_state(&self) -> Result<crate::raft::storage::InitialState, StorageError> {
+            self.inner.initial_state()
+        }
+        fn entries(&self, lo: u64, hi: u64, max: u64, out: &mut Vec<Entry>) -> Result<(), StorageError> {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.entries(lo, hi, max, out)
+        }
+        fn term(&self, index: u64) -> Result<u64, StorageError> {
+            self.reads.set(self.reads.get() + 1);
+            self.inner.term(index)
+        }
+        fn last_index(&self) -> Result<u64, StorageError> {
+            self.inner.last_index()
+        }
+    }
+
+    fn normal(index: u64, term: u64, len: usize) -> Entry {
+        Entry { index, term, payload: EntryPayload::Normal(bytes::Bytes::from(vec![7u8; len])) }
+    }
+
+    /// Persists what the log hands out, as the runtime does, and reports it durable.
+    fn persist(log: &mut RaftLog<CountingStore>) {
+        let written = log.take_unpersisted();
+        if let Some(last) = written.last().map(|e| (e.index, e.term)) {
+            log.storage.inner.append(&written);
+            assert!(log.stable_to(last.0, last.1));
+        }
+    }
+
+    /// Durable entries are handed out for apply (and to followers) from memory, not read
+    /// back from the store, and are let go once handed out for apply.
+    #[test]
+    fn durable_entries_are_handed_out_from_memory_until_applied() {
+        let mut log = RaftLog::new(CountingStore::default(), SnapshotMeta::default(), 0, 0).unwrap();
+        log.append((1..=4).map(|i| normal(i, 1, 100)));
+        persist(&mut log);
+        assert_eq!(log.stable_index(), 4);
+        assert_eq!(log.entries(1, 5, u64::MAX).unwrap().len(), 4);
+        assert_eq!(log.term(2), Ok(1));
+        log.commit_to(4);
+        let applied: Vec<u64> = log.take_committed(u64::MAX).iter().map(|e| e.index).collect();
+        assert_eq!(applied, vec![1, 2, 3, 4]);
+        assert_eq!(log.storage.reads.get(), 0, "durable entries were read back from the store");
+        // Handed out for apply: memory lets them go, the store serves them from now on.
+        assert_eq!((log.mem_first, log.retained_bytes), (5, 0));
+        assert_eq!(log.entries(2, 4, u64::MAX).unwrap().len(), 2);
+        assert_eq!(log.storage.reads.get(), 1);
+    }
+
+    /// At most `RETAINED_BYTES_MAX` of durable entries stay in memory: past it the oldest
+    /// go, and reads of them go to the store, with the same answers.
+    #[test]
+    fn retained_durable_entries_are_bounded_in_bytes() {
+        let mut log = RaftLog::new(CountingStore::default(), SnapshotMeta::default(), 0, 0).unwrap();
+        let len = 64 << 10;
+        let n = (RETAINED_BYTES_MAX / len as u64) * 2;
+        log.append((1..=n).map(|i| normal(i, 1, len)));
+        persist(&mut log);
+        assert!(log.retained_bytes <= RETAINED_BYTES_MAX, "{} retained", log.retained_bytes);
+        assert!(log.mem_first > 1 && log.mem_first <= n, "mem starts at {}", log.mem_first);
+        let all = log.entries(1, n + 1, u64::MAX).unwrap();
+        assert_eq!(all.iter().map(|e| e.index).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+        assert!(log.storage.reads.get() > 0);
+    }
+
+    /// A follower's conflicting append replaces retained durable entries: terms and entries
+    /// answer the new ones, and only the new ones are handed out for persisting.
+    #[test]
+    fn a_conflict_replaces_retained_durable_entries() {
+        let mut log = RaftLog::new(CountingStore::default(), SnapshotMeta::default(), 0, 0).unwrap();
+        log.append((1..=4).map(|i| normal(i, 1, 10)));
+        persist(&mut log);
+        log.commit_to(1);
+        assert_eq!(log.take_committed(u64::MAX).len(), 1);
+        // Entries 3 and 4 of term 1 are durable and retained; a term-2 leader replaces them.
+        assert_eq!(log.maybe_append(2, 1, vec![normal(3, 2, 10)]), Ok(Some(3)));
+        assert_eq!((log.last_index(), log.stable_index()), (3, 2));
+        assert_eq!(log.term(3), Ok(2));
+        assert_eq!(log.term(2), Ok(1));
+        assert_eq!(log.retained_bytes, normal(2, 1, 10).size() as u64);
+        let fresh = log.take_unpersisted();
+        assert_eq!(fresh.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(3, 2)]);
+        // Replacing from before the retained entries (an uncommitted index 2) clears them.
+        assert_eq!(log.maybe_append(1, 1, vec![normal(2, 3, 10)]), Ok(Some(2)));
+        assert_eq!((log.mem_first, log.retained_bytes, log.stable_index()), (2, 0, 1));
+        assert_eq!(log.entries(2, 3, u64::MAX).unwrap()[0].term, 3);
     }
 
     #[test]
