@@ -523,6 +523,10 @@ struct LoadResult {
     frames_per_s: f64,
     items_per_frame: f64,
     bytes_per_frame: f64,
+    /// CPU time (user + system) of the whole process during the measurement, per committed
+    /// write: the 3 engines and the client threads, summed over all threads. Steadier than
+    /// writes/s on a shared machine, where the cores' share this process gets varies.
+    cpu_us_per_write: f64,
     busy: u64,
     redirects: u64,
     errors: HashMap<String, u64>,
@@ -560,6 +564,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         .map(|t| c.groups.iter().copied().filter(|g| (*g as usize) % clients == t).collect())
         .collect();
     let terms0 = c.terms();
+    let cpu = std::cell::Cell::new(0.0);
     let (results, m0, m1, n0, n1, elapsed) = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .iter()
@@ -572,10 +577,12 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         let m0 = c.metrics();
         let n0 = c.net_totals();
         let t0 = Instant::now();
+        let cpu0 = process_cpu_secs();
         phase.store(MEASURE, Ordering::Relaxed);
         std::thread::sleep(Duration::from_secs_f64(secs));
         phase.store(STOP, Ordering::Relaxed);
         let elapsed = t0.elapsed().as_secs_f64();
+        cpu.set(process_cpu_secs() - cpu0);
         let m1 = c.metrics();
         std::thread::sleep(Duration::from_millis(30));
         let n1 = c.net_totals();
@@ -599,6 +606,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         frames_per_s: 0.0,
         items_per_frame: 0.0,
         bytes_per_frame: 0.0,
+        cpu_us_per_write: 0.0,
         busy: 0,
         redirects: 0,
         errors: HashMap::new(),
@@ -642,7 +650,19 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
     r.frames_per_s = frames as f64 / elapsed;
     r.items_per_frame = (n1[1] - n0[1]) as f64 / (n1[0] - n0[0]).max(1) as f64;
     r.bytes_per_frame = (n1[3] - n0[3]) as f64 / frames.max(1) as f64;
+    r.cpu_us_per_write = cpu.get() * 1e6 / r.writes.max(1) as f64;
     r
+}
+
+/// CPU seconds (user + system) this process has used so far, over all its threads.
+fn process_cpu_secs() -> f64 {
+    // SAFETY: `rusage` is plain data (all-zero is a valid value), and getrusage only
+    // writes into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF cannot fail with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -925,12 +945,12 @@ fn main() {
     println!("leaders per node at start: {leaders:?}; after: {leaders_after:?}");
     println!(
         "| payload | in flight | writes/s | p50 ms | p99 ms | p99.9 ms | max ms | entries/WAL batch | \
-         WAL batches/s/node | frames/s (all) | items/frame | bytes/frame |"
+         WAL batches/s/node | frames/s (all) | items/frame | bytes/frame | CPU us/write |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &loads {
         println!(
-            "| {} B | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} |",
+            "| {} B | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} |",
             r.payload,
             r.inflight,
             r.writes as f64 / r.secs,
@@ -943,6 +963,7 @@ fn main() {
             r.frames_per_s,
             r.items_per_frame,
             r.bytes_per_frame,
+            r.cpu_us_per_write,
         );
     }
     for r in &loads {
