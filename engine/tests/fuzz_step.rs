@@ -72,7 +72,7 @@ fn random_message(r: &mut Rng, raft: &Raft<MemStorage>) -> Message {
     let term = r.near(raft.term());
     let last = raft.last_index();
     let prev_index = r.near(last);
-    let body = match r.below(12) {
+    let body = match r.below(13) {
         0 | 1 => MessageBody::Append {
             prev_index,
             prev_term: r.near(term),
@@ -109,6 +109,7 @@ fn random_message(r: &mut Rng, raft: &Raft<MemStorage>) -> Message {
         8 => MessageBody::ReadIndex { ctx: r.below(5) },
         9 => MessageBody::ReadIndexResponse { ctx: r.below(5), index: r.near(last) },
         10 => MessageBody::SendSnapshot { meta: SnapshotMeta::default() },
+        11 => MessageBody::Commit { commit: r.near(raft.committed()) },
         _ => {
             let conf = if r.below(2) == 0 { raft.conf().clone() } else { ConfState::default() };
             MessageBody::SnapshotChunk(SnapshotChunk {

@@ -329,7 +329,9 @@ fn leader_starts_replication() {
 
 /// §5.3: "A log entry is committed once the leader that created the entry has replicated
 /// it on a majority of the servers ... the leader ... includes that index in future
-/// AppendEntries RPCs" (etcd TestLeaderCommitEntry).
+/// AppendEntries RPCs" (etcd TestLeaderCommitEntry). Here a follower that acknowledged the
+/// whole log and lacks only the commit index gets it in a `Commit` message, which needs no
+/// answer, not in an empty AppendEntries.
 #[test]
 fn leader_commits_entry() {
     let mut l = leader_with_noop_committed(three());
@@ -341,9 +343,57 @@ fn leader_commits_entry() {
     let out = drain(&mut l);
     assert_eq!(out.committed.len(), 1);
     assert_eq!(out.committed[0].payload, EntryPayload::Normal(data(9)));
-    let mut apps: Vec<Message> = of_kind(&out.messages, "Append").into_iter().cloned().collect();
-    apps.sort_by_key(|m| m.to);
-    assert_eq!(apps, vec![append(1, 2, 1, (2, 1), vec![], 2), append(1, 3, 1, (2, 1), vec![], 2)]);
+    assert!(of_kind(&out.messages, "Append").is_empty(), "{:?}", out.messages);
+    let mut notices: Vec<Message> = of_kind(&out.messages, "Commit").into_iter().cloned().collect();
+    notices.sort_by_key(|m| m.to);
+    let notice = |to| Message { from: 1, to, term: 1, body: MessageBody::Commit { commit: 2 } };
+    assert_eq!(notices, vec![notice(2), notice(3)]);
+}
+
+/// §5.3 with an append in flight: a follower that has not acknowledged the whole log gets
+/// the new commit index in an empty AppendEntries after its last entry, as before: its
+/// answer (or refusal) is how the leader finds an append that was lost.
+#[test]
+fn leader_sends_the_commit_in_an_append_to_a_follower_with_entries_in_flight() {
+    let mut l = leader_with_noop_committed(three());
+    l.propose(data(9)).unwrap();
+    drain(&mut l);
+    l.propose(data(10)).unwrap();
+    drain(&mut l);
+    // 2 acknowledges both entries, 3 only the first: index 2 commits.
+    l.step(append_ok(2, 1, 1, 3)).unwrap();
+    l.step(append_ok(3, 1, 1, 2)).unwrap();
+    assert_eq!(l.committed(), 3);
+    let out = drain(&mut l);
+    let notices: Vec<Message> = of_kind(&out.messages, "Commit").into_iter().cloned().collect();
+    assert_eq!(notices, vec![Message { from: 1, to: 2, term: 1, body: MessageBody::Commit { commit: 3 } }]);
+    let apps: Vec<Message> = of_kind(&out.messages, "Append").into_iter().cloned().collect();
+    assert_eq!(apps, vec![append(1, 3, 1, (3, 1), vec![], 3)]);
+}
+
+/// A follower takes a `Commit` from its leader like the commit of an append: it commits up
+/// to it (at most its last index) and answers nothing.
+#[test]
+fn follower_commits_on_a_commit_notice_without_answering() {
+    let mut f = new_raft(2, voters(&[1, 2, 3]), |_| {});
+    f.step(append(
+        1,
+        2,
+        1,
+        (0, 0),
+        vec![
+            Entry { index: 1, term: 1, payload: EntryPayload::Normal(data(1)) },
+            Entry { index: 2, term: 1, payload: EntryPayload::Normal(data(2)) },
+        ],
+        0,
+    ))
+    .unwrap();
+    drain(&mut f);
+    f.step(Message { from: 1, to: 2, term: 1, body: MessageBody::Commit { commit: 2 } }).unwrap();
+    let out = drain(&mut f);
+    assert_eq!(f.committed(), 2);
+    assert_eq!(out.committed.len(), 2);
+    assert!(out.messages.is_empty(), "answered a commit notice: {:?}", out.messages);
 }
 
 /// §5.3: the entry commits once a majority (leader included, once durable) has it

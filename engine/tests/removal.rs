@@ -36,7 +36,9 @@ fn hide_commit(from: ReplicaId, to: ReplicaId, index: u64) -> DropFn {
         m.from == from
             && m.to == to
             && match m.body {
-                MessageBody::Append { commit, .. } | MessageBody::Heartbeat { commit, .. } => commit >= index,
+                MessageBody::Append { commit, .. }
+                | MessageBody::Commit { commit }
+                | MessageBody::Heartbeat { commit, .. } => commit >= index,
                 _ => false,
             }
     })

@@ -1351,7 +1351,10 @@ impl Sim {
             self.c.dropped += 1;
             return Ok(());
         };
-        let replication = matches!(msg.body, MessageBody::Append { .. } | MessageBody::Heartbeat { .. });
+        let replication = matches!(
+            msg.body,
+            MessageBody::Append { .. } | MessageBody::Commit { .. } | MessageBody::Heartbeat { .. }
+        );
         if replication && self.narrowed.as_ref().is_some_and(|rows| !rows[from][to]) {
             self.c.dropped += 1;
             return Ok(());

@@ -137,6 +137,15 @@ pub enum MessageBody {
         /// The leader's commit index.
         commit: u64,
     },
+    /// A leader's new commit index for a follower that has acknowledged every committed
+    /// entry (its match is at least `commit`, so its log holds them: Raft §5.3's log
+    /// matching). Unanswered: it carries nothing to acknowledge. Sent instead of an empty
+    /// `Append` when the commit index advanced and nothing else is left to send, which
+    /// saves the follower's answer and the leader's turn to take it.
+    Commit {
+        /// The leader's commit index (at most the follower's match).
+        commit: u64,
+    },
     /// Answer to `Append` or to a snapshot.
     AppendResponse {
         /// Accepted: the last index now matching (durable). Rejected: the `prev_index`
@@ -227,6 +236,7 @@ impl MessageBody {
     pub fn kind(&self) -> &'static str {
         match self {
             MessageBody::Append { .. } => "Append",
+            MessageBody::Commit { .. } => "Commit",
             MessageBody::AppendResponse { .. } => "AppendResponse",
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResponse { .. } => "HeartbeatResponse",

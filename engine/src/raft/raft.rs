@@ -1099,13 +1099,14 @@ impl<S: LogStore> Raft<S> {
                 MessageBody::RequestVote { pre_vote: true, .. } => {}
                 MessageBody::RequestVoteResponse { pre_vote: true, reject: false, .. } => {}
                 MessageBody::Append { .. }
+                | MessageBody::Commit { .. }
                 | MessageBody::Heartbeat { .. }
                 | MessageBody::SnapshotChunk(_) => self.become_follower(m.term, m.from),
                 _ => self.become_follower(m.term, NO_REPLICA),
             }
         } else if m.term < self.term {
             match &m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::Append { .. } | MessageBody::Commit { .. } | MessageBody::Heartbeat { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
                     // Tell a stale leader (perhaps cut off and back) about the new term so
@@ -1154,7 +1155,7 @@ impl<S: LogStore> Raft<S> {
             MessageBody::AppendResponse { index, reject_hint, .. } => {
                 *index < MAX_INDEX && *reject_hint < MAX_INDEX
             }
-            MessageBody::Heartbeat { commit, .. } => *commit < MAX_INDEX,
+            MessageBody::Heartbeat { commit, .. } | MessageBody::Commit { commit } => *commit < MAX_INDEX,
             MessageBody::RequestVote { last_index, commit, .. } => {
                 *last_index < MAX_INDEX && *commit < MAX_INDEX
             }
@@ -1240,6 +1241,12 @@ impl<S: LogStore> Raft<S> {
             MessageBody::Heartbeat { commit, round, quiesce } => {
                 self.follower_heartbeat(m.from, commit, round, quiesce);
             }
+            MessageBody::Commit { commit } => {
+                self.election_elapsed = 0;
+                self.leader = m.from;
+                self.leader_heard(commit);
+                self.log.commit_to(commit);
+            }
             MessageBody::SnapshotChunk(chunk) => {
                 self.election_elapsed = 0;
                 self.leader = m.from;
@@ -1274,6 +1281,10 @@ impl<S: LogStore> Raft<S> {
             MessageBody::Heartbeat { commit, round, .. } => {
                 self.become_follower(m.term, m.from);
                 self.handle_heartbeat(m.from, commit, round);
+            }
+            MessageBody::Commit { commit } => {
+                self.become_follower(m.term, m.from);
+                self.log.commit_to(commit);
             }
             MessageBody::SnapshotChunk(chunk) => {
                 self.become_follower(m.term, m.from);

@@ -367,6 +367,7 @@ const K_READ_INDEX: u8 = 9;
 const K_READ_INDEX_RESP: u8 = 10;
 /// A heartbeat with the quiesce flag set.
 const K_HEARTBEAT_QUIESCE: u8 = 11;
+const K_COMMIT: u8 = 12;
 
 const P_NOOP: u8 = 0;
 const P_NORMAL: u8 = 1;
@@ -437,6 +438,10 @@ pub fn encode_message(b: &mut BytesMut, m: &Message) -> Result<(), EncodeError> 
                     }
                 }
             }
+        }
+        MessageBody::Commit { commit } => {
+            b.put_u8(K_COMMIT);
+            put_varint(b, *commit);
         }
         MessageBody::AppendResponse { index, reject, reject_hint, hint_term } => {
             b.put_u8(K_APPEND_RESP);
@@ -778,6 +783,7 @@ impl Reader<'_> {
                 MessageBody::Heartbeat { commit: self.varint()?, round: self.varint()?, quiesce: true }
             }
             K_HEARTBEAT_RESP => MessageBody::HeartbeatResponse { round: self.varint()? },
+            K_COMMIT => MessageBody::Commit { commit: self.varint()? },
             K_VOTE => {
                 let f = self.flags(2)?;
                 MessageBody::RequestVote {

@@ -129,6 +129,7 @@ fn every_kind() -> Vec<WireItem> {
         MessageBody::Append { prev_index: 10, prev_term: 8, entries, commit: 10 },
         MessageBody::Append { prev_index: u64::MAX, prev_term: 0, entries: vec![], commit: u64::MAX },
         MessageBody::AppendResponse { index: 13, reject: true, reject_hint: 4, hint_term: 3 },
+        MessageBody::Commit { commit: 12 },
         MessageBody::Heartbeat { commit: 5, round: 77, quiesce: false },
         MessageBody::Heartbeat { commit: 6, round: 78, quiesce: true },
         MessageBody::HeartbeatResponse { round: 77 },

@@ -211,9 +211,20 @@ impl<S: LogStore> Raft<S> {
         if entries.is_empty() && !send_if_empty {
             return false;
         }
+        let commit = self.log.committed;
+        if entries.is_empty() {
+            if let Some(p) = self.progress(to) {
+                if p.state == ProgressState::Replicate && p.matched == last && p.matched >= commit {
+                    // It has acknowledged the whole log: all it lacks is the commit index.
+                    // (With entries unacknowledged, the empty append stays: its answer
+                    // is how a lost append is found, as its `prev_index` is the last.)
+                    self.send(to, MessageBody::Commit { commit });
+                    return true;
+                }
+            }
+        }
         let bytes: u64 = entries.iter().map(|e| e.size() as u64).sum();
         let last_sent = entries.last().map(|e| e.index);
-        let commit = self.log.committed;
         let Some(p) = self.progress_mut(to) else { return false };
         p.sent_entries(last_sent, bytes);
         self.send(to, MessageBody::Append { prev_index, prev_term, entries, commit });
