@@ -275,10 +275,7 @@ struct Variant {
 
 fn flotilla_config(dir: &Path) -> WalConfig {
     let mut c = WalConfig::new(dir);
-    c.backend = match BackendChoice::from_env() {
-        BackendChoice::Auto => BackendChoice::Auto,
-        b => b,
-    };
+    c.backend = BackendChoice::from_env();
     c
 }
 

@@ -8,8 +8,9 @@
 //!   acknowledged only after a sync of its own.
 //! - The log is a sequence of fixed-size segment files, preallocated off the write path
 //!   (by writing zeros once, or by recycling freed segments) and memory-mapped for reads.
-//!   Writes go through io_uring or pwrite ([`BackendChoice`]), chosen at open and logged;
-//!   both sync with fdatasync (an io_uring fsync would go through a kernel worker thread).
+//!   Writes go through pwrite (the default) or io_uring ([`BackendChoice`]), chosen at
+//!   open and logged; both sync with fdatasync (an io_uring fsync would go through a
+//!   kernel worker thread).
 //! - Records carry CRC32C checksums seeded with their segment's sequence number and salt;
 //!   a batch header carries its own, verified before its length is believed, so opening
 //!   is linear in the log's size whatever the payloads hold

@@ -131,13 +131,7 @@ fn choose_backend(choice: BackendChoice) -> Result<Box<dyn IoBackend>, OpenError
             BackendChoice::IoUring => UringBackend::new()
                 .map(|b| Box::new(b) as Box<dyn IoBackend>)
                 .map_err(OpenError::IoUringUnavailable),
-            BackendChoice::Auto => match UringBackend::new() {
-                Ok(b) => Ok(Box::new(b)),
-                Err(e) => {
-                    tracing::warn!("io_uring refused ({e}); using pwrite + fdatasync");
-                    Ok(Box::new(PwriteBackend))
-                }
-            },
+            BackendChoice::Auto => Ok(Box::new(PwriteBackend)),
         }
     }
     #[cfg(not(target_os = "linux"))]
