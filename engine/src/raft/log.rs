@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::message::{Entry, SnapshotMeta};
+use super::message::{Entry, EntryPayload, SnapshotMeta};
 use super::storage::{LogStore, StorageError};
 
 /// At most this many bytes ([`Entry::size`]) of durable entries a replica keeps in memory
@@ -17,6 +17,20 @@ use super::storage::{LogStore, StorageError};
 /// Entries not yet durable are not counted (flow control and the runtime's proposal
 /// bounds limit them).
 pub const RETAINED_BYTES_MAX: u64 = 4 << 20;
+
+/// The entry with its payload's bytes in an allocation of their own. A leader's entries
+/// arrive as slices of the received frame, and an entry kept in memory would keep the whole
+/// frame (other groups' messages too) alive until it is applied: what a replica keeps is
+/// then bounded by its entries' bytes (`RETAINED_BYTES_MAX`), not by the frames they came in.
+fn own_payload(mut e: Entry) -> Entry {
+    match &mut e.payload {
+        EntryPayload::Normal(data) | EntryPayload::Session { data, .. } => {
+            *data = bytes::Bytes::copy_from_slice(data);
+        }
+        EntryPayload::Noop | EntryPayload::ConfChange(_) => {}
+    }
+    e
+}
 
 /// Storage + unstable tail + cursors.
 #[derive(Debug)]
@@ -187,7 +201,7 @@ impl<S: LogStore> RaftLog<S> {
             if at <= self.committed {
                 return Err(at);
             }
-            self.truncate_and_append(entries.into_iter().skip(i));
+            self.truncate_and_append(entries.into_iter().skip(i).map(own_payload));
         }
         Ok(Some(last_new))
     }
@@ -336,7 +350,6 @@ impl<S: LogStore> RaftLog<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::message::EntryPayload;
     use crate::raft::storage::MemStorage;
 
     fn ent(index: u64, term: u64) -> Entry {
@@ -420,6 +433,27 @@ mod tests {
         if let Some(last) = written.last().map(|e| (e.index, e.term)) {
             log.storage.inner.append(&written);
             assert!(log.stable_to(last.0, last.1));
+        }
+    }
+
+    /// A follower's appended entries do not share the buffer they arrived in (a received
+    /// frame): kept in memory until applied, they would keep all of it.
+    #[test]
+    fn appended_entries_do_not_keep_the_buffer_they_arrived_in() {
+        let mut log = RaftLog::new(CountingStore::default(), SnapshotMeta::default(), 0, 0).unwrap();
+        let frame = bytes::Bytes::from(vec![3u8; 1 << 16]);
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let ents = (1..=2).map(|i| Entry {
+            index: i,
+            term: 1,
+            payload: EntryPayload::Normal(frame.slice(i as usize * 100..i as usize * 100 + 10)),
+        });
+        assert_eq!(log.maybe_append(0, 0, ents.collect()), Ok(Some(2)));
+        persist(&mut log);
+        for e in log.entries(1, 3, u64::MAX).unwrap() {
+            let EntryPayload::Normal(d) = &e.payload else { panic!("{e:?}") };
+            assert_eq!(d.as_ref(), &[3u8; 10][..]);
+            assert!(!range.contains(&(d.as_ptr() as usize)), "entry {} shares the frame", e.index);
         }
     }
 
