@@ -29,6 +29,8 @@
 //! against in-flight count beside the raw fsync limit at each point's observed batch.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "support/plot.rs"]
 mod plot;
 
@@ -577,12 +579,12 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         let m0 = c.metrics();
         let n0 = c.net_totals();
         let t0 = Instant::now();
-        let cpu0 = process_cpu_secs();
+        let cpu0 = cpu::cpu_secs();
         phase.store(MEASURE, Ordering::Relaxed);
         std::thread::sleep(Duration::from_secs_f64(secs));
         phase.store(STOP, Ordering::Relaxed);
         let elapsed = t0.elapsed().as_secs_f64();
-        cpu.set(process_cpu_secs() - cpu0);
+        cpu.set(cpu::cpu_secs() - cpu0);
         let m1 = c.metrics();
         std::thread::sleep(Duration::from_millis(30));
         let n1 = c.net_totals();
@@ -652,17 +654,6 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
     r.bytes_per_frame = (n1[3] - n0[3]) as f64 / frames.max(1) as f64;
     r.cpu_us_per_write = cpu.get() * 1e6 / r.writes.max(1) as f64;
     r
-}
-
-/// CPU seconds (user + system) this process has used so far, over all its threads.
-fn process_cpu_secs() -> f64 {
-    // SAFETY: `rusage` is plain data (all-zero is a valid value), and getrusage only
-    // writes into the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; RUSAGE_SELF cannot fail with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    secs(u.ru_utime) + secs(u.ru_stime)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,6 +17,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../benches/support/cpu.rs"]
+mod cpu;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
@@ -117,18 +120,6 @@ impl StateMachine for Counter {
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
-}
-
-/// CPU seconds (user + system) this process used so far.
-fn cpu_secs() -> f64 {
-    // SAFETY: `getrusage` fills the zeroed struct it is given; RUSAGE_SELF is valid.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 /// The live allocations added since `base`, by size, largest share first: where the bytes
@@ -291,9 +282,9 @@ fn main() {
 
     // Idle window: CPU, Raft ticks and frames with every group quiesced.
     let m0: Vec<_> = engines.iter().map(|e| e.metrics()).collect();
-    let (c0, w0) = (cpu_secs(), Instant::now());
+    let (c0, w0) = (cpu::cpu_secs(), Instant::now());
     std::thread::sleep(Duration::from_secs(idle_secs));
-    let (c1, w1) = (cpu_secs(), Instant::now());
+    let (c1, w1) = (cpu::cpu_secs(), Instant::now());
     let m1: Vec<_> = engines.iter().map(|e| e.metrics()).collect();
     let secs = (w1 - w0).as_secs_f64();
     let cpu = (c1 - c0) / secs * 100.0;
