@@ -42,9 +42,7 @@ pub struct RaftLog<S> {
     /// Shared (`Raft::snapshot_shared`): a store that keeps the same compaction point
     /// holds a pointer, not a second copy.
     pub snap: Arc<SnapshotMeta>,
-    /// Index of the first entry of `mem`.
-    mem_first: u64,
-    /// The entries from `mem_first` to the last index: the durable ones not yet handed out
+    /// The entries from `mem_first()` to the last index: the durable ones not yet handed out
     /// for apply (also in storage: kept so that apply and appends to followers take them
     /// without reading and decoding the store, at most [`RETAINED_BYTES_MAX`] of them),
     /// then those not yet known durable (from `offset`).
@@ -75,7 +73,6 @@ impl<S: LogStore> RaftLog<S> {
         Ok(RaftLog {
             storage,
             offset: last + 1,
-            mem_first: last + 1,
             retained_bytes: 0,
             persist_from: last + 1,
             snap: Arc::new(snap),
@@ -91,9 +88,15 @@ impl<S: LogStore> RaftLog<S> {
         self.snap.index + 1
     }
 
+    /// Index of the first entry in memory (`offset`, the first one not known durable, when
+    /// none is: then every entry is durable and handed out for apply).
+    fn mem_first(&self) -> u64 {
+        self.mem.front().map_or(self.offset, |e| e.index)
+    }
+
     /// Last index in the log (durable or not).
     pub fn last_index(&self) -> u64 {
-        self.mem_first + self.mem.len() as u64 - 1
+        self.mem_first() + self.mem.len() as u64 - 1
     }
 
     /// Last index known durable.
@@ -114,10 +117,10 @@ impl<S: LogStore> RaftLog<S> {
         if index < self.snap.index {
             return Err(StorageError::Compacted(index));
         }
-        if index >= self.mem_first {
+        if index >= self.mem_first() {
             return self
                 .mem
-                .get((index - self.mem_first) as usize)
+                .get((index - self.mem_first()) as usize)
                 .map(|e| e.term)
                 .ok_or(StorageError::Unavailable(index));
         }
@@ -148,18 +151,18 @@ impl<S: LogStore> RaftLog<S> {
         if hi > self.last_index() + 1 {
             return Err(StorageError::Unavailable(hi - 1));
         }
-        if lo < self.mem_first {
-            self.storage.entries(lo, hi.min(self.mem_first), max_bytes, &mut out)?;
+        if lo < self.mem_first() {
+            self.storage.entries(lo, hi.min(self.mem_first()), max_bytes, &mut out)?;
             let got = out.len() as u64;
-            if lo + got < hi.min(self.mem_first) {
+            if lo + got < hi.min(self.mem_first()) {
                 return Ok(out); // stopped by the byte limit
             }
         }
-        if hi > self.mem_first {
+        if hi > self.mem_first() {
             let mut size: u64 = out.iter().map(|e| e.size() as u64).sum();
-            let start = lo.max(self.mem_first);
+            let start = lo.max(self.mem_first());
             for i in start..hi {
-                let e = &self.mem[(i - self.mem_first) as usize];
+                let e = &self.mem[(i - self.mem_first()) as usize];
                 size += e.size() as u64;
                 if size > max_bytes && !out.is_empty() {
                     break;
@@ -209,12 +212,11 @@ impl<S: LogStore> RaftLog<S> {
     fn truncate_and_append(&mut self, entries: impl Iterator<Item = Entry>) {
         let mut entries = entries.peekable();
         let Some(first) = entries.peek().map(|e| e.index) else { return };
-        if first <= self.mem_first {
+        if first <= self.mem_first() {
             self.mem.clear();
-            self.mem_first = first;
             self.retained_bytes = 0;
         } else {
-            self.mem.truncate((first - self.mem_first) as usize);
+            self.mem.truncate((first - self.mem_first()) as usize);
             if first < self.offset {
                 self.retained_bytes = self.mem.iter().map(|e| e.size() as u64).sum();
             }
@@ -233,7 +235,7 @@ impl<S: LogStore> RaftLog<S> {
             return Vec::new();
         }
         self.persist_from = last + 1;
-        self.mem.range((from - self.mem_first) as usize..).cloned().collect()
+        self.mem.range((from - self.mem_first()) as usize..).cloned().collect()
     }
 
     /// Whether entries wait to be handed out for persisting.
@@ -248,11 +250,11 @@ impl<S: LogStore> RaftLog<S> {
         if index < self.offset || index > self.last_index() {
             return false;
         }
-        if self.mem[(index - self.mem_first) as usize].term != term {
+        if self.mem[(index - self.mem_first()) as usize].term != term {
             return false;
         }
-        let from = (self.offset - self.mem_first) as usize;
-        let to = (index + 1 - self.mem_first) as usize;
+        let from = (self.offset - self.mem_first()) as usize;
+        let to = (index + 1 - self.mem_first()) as usize;
         self.retained_bytes += self.mem.range(from..to).map(|e| e.size() as u64).sum::<u64>();
         self.offset = index + 1;
         self.persist_from = self.persist_from.max(self.offset);
@@ -263,14 +265,13 @@ impl<S: LogStore> RaftLog<S> {
     /// Drops durable entries from memory (storage has them) once they are handed out for
     /// apply, and the oldest ones while more than [`RETAINED_BYTES_MAX`] are kept.
     fn release_retained(&mut self) {
-        while self.mem_first < self.offset {
+        while self.mem_first() < self.offset {
             let Some(e) = self.mem.front() else { break };
             if e.index > self.applying && self.retained_bytes <= RETAINED_BYTES_MAX {
                 break;
             }
             self.retained_bytes = self.retained_bytes.saturating_sub(e.size() as u64);
             self.mem.pop_front();
-            self.mem_first += 1;
         }
     }
 
@@ -318,7 +319,6 @@ impl<S: LogStore> RaftLog<S> {
     /// Replaces the whole log by a snapshot (follower restore).
     pub fn restore(&mut self, meta: SnapshotMeta) {
         self.offset = meta.index + 1;
-        self.mem_first = self.offset;
         self.retained_bytes = 0;
         self.persist_from = self.offset;
         self.mem.clear();
@@ -472,7 +472,7 @@ mod tests {
         assert_eq!(applied, vec![1, 2, 3, 4]);
         assert_eq!(log.storage.reads.get(), 0, "durable entries were read back from the store");
         // Handed out for apply: memory lets them go, the store serves them from now on.
-        assert_eq!((log.mem_first, log.retained_bytes), (5, 0));
+        assert_eq!((log.mem_first(), log.retained_bytes), (5, 0));
         assert_eq!(log.entries(2, 4, u64::MAX).unwrap().len(), 2);
         assert_eq!(log.storage.reads.get(), 1);
     }
@@ -487,7 +487,7 @@ mod tests {
         log.append((1..=n).map(|i| normal(i, 1, len)));
         persist(&mut log);
         assert!(log.retained_bytes <= RETAINED_BYTES_MAX, "{} retained", log.retained_bytes);
-        assert!(log.mem_first > 1 && log.mem_first <= n, "mem starts at {}", log.mem_first);
+        assert!(log.mem_first() > 1 && log.mem_first() <= n, "mem starts at {}", log.mem_first());
         let all = log.entries(1, n + 1, u64::MAX).unwrap();
         assert_eq!(all.iter().map(|e| e.index).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
         assert!(log.storage.reads.get() > 0);
@@ -512,7 +512,7 @@ mod tests {
         assert_eq!(fresh.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(3, 2)]);
         // Replacing from before the retained entries (an uncommitted index 2) clears them.
         assert_eq!(log.maybe_append(1, 1, vec![normal(2, 3, 10)]), Ok(Some(2)));
-        assert_eq!((log.mem_first, log.retained_bytes, log.stable_index()), (2, 0, 1));
+        assert_eq!((log.mem_first(), log.retained_bytes, log.stable_index()), (2, 0, 1));
         assert_eq!(log.entries(2, 3, u64::MAX).unwrap()[0].term, 3);
     }
 
