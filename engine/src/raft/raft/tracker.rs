@@ -214,8 +214,9 @@ impl<S: LogStore> Raft<S> {
         let commit = self.log.committed;
         if entries.is_empty() {
             if let Some(p) = self.progress(to) {
-                if p.state == ProgressState::Replicate && p.matched == last && p.matched >= commit {
-                    // It has acknowledged the whole log: all it lacks is the commit index.
+                if p.state == ProgressState::Replicate && p.matched == last {
+                    // It has acknowledged the whole log (so `commit` <= its match): all it
+                    // lacks is the commit index.
                     // (With entries unacknowledged, the empty append stays: its answer
                     // is how a lost append is found, as its `prev_index` is the last.)
                     self.send(to, MessageBody::Commit { commit });
