@@ -451,12 +451,20 @@ impl<S: LogStore> Raft<S> {
     // ----------------------------------------------------------------------------------
 
     fn send_term(&mut self, to: ReplicaId, term: u64, body: MessageBody) {
-        let m = Message { from: self.id, to, term, body };
         // A follower or candidate says nothing before its state is durable: votes are
         // granted and entries acknowledged only from disk. A leader whose term is durable
         // may send before its own writes are (thesis §10.2.1).
-        let immediate =
-            (self.role == Role::Leader && self.term_durable) || self.mutant(Mutant::GrantVoteBeforeDurable);
+        //
+        // Except a heartbeat's answer, which goes at once (as in etcd/raft, where only
+        // append and vote answers wait for the write): it promises nothing that is on
+        // disk (the round it echoes, a term it did not vote in), so a crash that loses the
+        // unsynced state cannot make it untrue. Held behind the write, every answer would
+        // wait for an fsync: on a slow disk, longer than the leader's CheckQuorum window,
+        // and the leader would step down with both followers alive.
+        let immediate = (self.role == Role::Leader && self.term_durable)
+            || matches!(body, MessageBody::HeartbeatResponse { .. })
+            || self.mutant(Mutant::GrantVoteBeforeDurable);
+        let m = Message { from: self.id, to, term, body };
         if immediate {
             self.msgs.push(m);
         } else {

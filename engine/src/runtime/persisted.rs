@@ -26,8 +26,10 @@ impl Worker {
 
     /// Submits the batch at the end of a turn: written and synced on this thread
     /// (`EngineConfig::inline_wal_writes`) when nothing else waits for the worker (its
-    /// mailboxes are empty, no write of its own in flight) and the WAL's last sync was
-    /// quick ([`INLINE_SYNC_MAX`]), after the turn's messages
+    /// mailboxes are empty, no write of its own in flight, and no active group other
+    /// than those waiting for this batch: a sync can stall for 100 ms on a busy disk, and
+    /// a worker inside it neither sends heartbeats nor answers them) and the WAL's last
+    /// sync was quick ([`INLINE_SYNC_MAX`]), after the turn's messages
     /// went out (a leader's appends leave before its own write is durable, thesis
     /// §10.2.1); otherwise handed to the WAL's writer.
     pub(super) fn submit_turn(&mut self) {
@@ -36,7 +38,8 @@ impl Worker {
             && self.sh.cfg.get().inline_wal_writes
             && self.sh.wal.last_sync_duration() <= INLINE_SYNC_MAX
             && self.rx.is_empty()
-            && self.ctl_rx.as_ref().map_or(true, |c| c.is_empty());
+            && self.ctl_rx.as_ref().map_or(true, |c| c.is_empty())
+            && self.writes.holds_all(self.active.iter());
         if inline {
             self.flush_outbox();
         }

@@ -102,6 +102,14 @@ impl WritePipeline {
         self.prune.push((gid, replica, below));
     }
 
+    /// Whether every group of `groups` waits for the batch being built (wrote entries to
+    /// it, or has messages to send after it). False at once when `groups` outnumbers the
+    /// batch's groups, so a busy worker pays one comparison.
+    pub(super) fn holds_all<'a>(&self, groups: impl ExactSizeIterator<Item = &'a u64>) -> bool {
+        let mut groups = groups;
+        groups.len() <= self.after.len() && groups.all(|g| self.after.iter().any(|(a, ..)| a == g))
+    }
+
     /// One more group added to the batch (metrics).
     pub(super) fn count_group(&mut self) {
         self.batch_groups += 1;

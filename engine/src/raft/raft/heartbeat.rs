@@ -306,4 +306,41 @@ mod tests {
         let plain = same_heartbeat(&quiesced, (2, 1, 3), 2, 7, false);
         assert!(plain.contains("quiesced=false"), "a plain heartbeat wakes the follower: {plain}");
     }
+
+    /// A follower answers its leader's heartbeat at once, even with a write in flight: the
+    /// answer promises nothing on disk, and held behind the write it would wait for an
+    /// fsync, which on a slow disk outlasts the leader's CheckQuorum window (the leader
+    /// then steps down with every follower alive). The append's answer still waits for
+    /// the write (etcd/raft holds back the same two kinds: append and vote answers).
+    #[test]
+    fn a_follower_answers_a_heartbeat_before_its_write_is_durable() {
+        let mut r = follower();
+        // Entry 3 arrives and is handed out to be written, not yet durable.
+        let entries = vec![Entry { term: 3, index: 3, payload: EntryPayload::Noop }];
+        let append = MessageBody::Append { prev_index: 2, prev_term: 3, entries, commit: 2 };
+        r.step(Message { from: 2, to: 1, term: 3, body: append }).unwrap();
+        let rd = r.ready();
+        assert_eq!(rd.entries.len(), 1, "entry 3 is to be written");
+        assert!(rd.messages.is_empty(), "the append's answer waits for the write: {:?}", rd.messages);
+        assert!(
+            matches!(
+                rd.persisted_messages[..],
+                [Message { body: MessageBody::AppendResponse { index: 3, .. }, .. }]
+            ),
+            "{:?}",
+            rd.persisted_messages
+        );
+        // The write is in flight when the heartbeat comes: its answer goes out now.
+        r.step_heartbeat(2, 1, 3, 2, 9, false).unwrap();
+        let rd = r.ready();
+        assert!(
+            matches!(
+                rd.messages[..],
+                [Message { to: 2, term: 3, body: MessageBody::HeartbeatResponse { round: 9 }, .. }]
+            ),
+            "the heartbeat is answered before the write is durable: {:?}",
+            rd.messages
+        );
+        assert!(rd.persisted_messages.is_empty(), "{:?}", rd.persisted_messages);
+    }
 }

@@ -1,0 +1,122 @@
+//! Leadership while the followers' disks stall (issue 16 point 2): three engines over the
+//! in-memory network, each on its own fault-injecting file system ([`FaultFs`]). Node 1
+//! leads two groups that share one worker everywhere: group A takes writes, group B only
+//! stays awake. Then both followers' fsyncs are held for several election timeouts while
+//! A has a write in flight on them.
+//!
+//! Both groups must keep their leader and term throughout:
+//! - a follower answers A's heartbeats at once, not after its stalled write (an answer
+//!   held behind the write never reaches the leader, whose CheckQuorum then finds no
+//!   quorum and steps down with both followers alive);
+//! - a follower's worker does not sync inline while B is active beside A (a worker inside
+//!   a stalled fsync neither answers B's heartbeats nor steps anything else).
+//!
+//! Once the syncs are released, A's write commits. Each fails without its rule; with
+//! both, neither group changes term.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common_engine;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common_engine::*;
+use flotilla_engine::api::*;
+use flotilla_engine::raft::{NodeId, Role};
+use flotilla_engine::transport::MemoryNetwork;
+use flotilla_wal::fault::FaultFs;
+
+const A: u64 = 1;
+const B: u64 = 2;
+/// How long the followers' syncs stay held: many CheckQuorum windows (50 ms each at the
+/// 5 ms tick) and several maximum election timeouts (100 ms).
+const STALL: Duration = Duration::from_millis(600);
+
+struct Node {
+    engine: Engine,
+    fs: Arc<FaultFs>,
+    reg: Registry,
+}
+
+fn open(net: &MemoryNetwork, id: NodeId, dir: &std::path::Path) -> Node {
+    let mut cfg = config(id, dir.join(format!("n{id}")), 10_000);
+    // One worker: A and B share it on every node.
+    cfg.workers = 1;
+    // B stays awake although it takes no writes (a quiesced group needs no heartbeats).
+    cfg.raft.quiesce = false;
+    cfg.wal.backend = flotilla_wal::BackendChoice::Pwrite;
+    let fs = Arc::new(FaultFs::new(dir.join(format!("trash{id}")), id).unwrap());
+    let reg = Registry::default();
+    let r = reg.clone();
+    let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&r, g));
+    let engine = Engine::open_with_fs(cfg, Box::new(net.join(id, 1 << 16)), factory, fs.clone()).unwrap();
+    Node { engine, fs, reg }
+}
+
+/// (role, term) of `group` on `node`.
+fn role_term(n: &Node, group: u64) -> (Role, u64) {
+    let s = n.engine.group_status(group).unwrap();
+    (s.role, s.term)
+}
+
+#[test]
+fn leaders_hold_while_the_followers_disks_stall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let nodes: Vec<Node> = (1..=3).map(|id| open(&net, id, tmp.path())).collect();
+    let members = [1, 2, 3];
+    for g in [A, B] {
+        for n in nodes.iter().rev() {
+            let sm = ChainSm::boxed(&n.reg, g);
+            n.engine.create_group_led_by(g, &members, 1, sm).unwrap();
+        }
+        wait_engine_leads(&nodes[0].engine, g, Duration::from_secs(20));
+    }
+    let leader = &nodes[0].engine;
+    for i in 0..10u8 {
+        let p = leader.propose(A, Bytes::from(vec![i; 64])).unwrap();
+        assert!(matches!(p.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))));
+    }
+    let before = [role_term(&nodes[0], A), role_term(&nodes[0], B)];
+    assert_eq!((before[0].0, before[1].0), (Role::Leader, Role::Leader));
+
+    // Stall both followers' next sync, then give them a write to make: A's next entry.
+    for n in &nodes[1..] {
+        n.fs.hold_next_sync();
+    }
+    let pending = leader.propose(A, Bytes::from_static(b"written during the stall")).unwrap();
+    wait_until("both followers' syncs held", Duration::from_secs(10), || {
+        nodes[1..].iter().all(|n| n.fs.sync_held())
+    });
+    // Watch without asserting: the held syncs must be released before anything panics
+    // (an engine shut down with a sync held waits for it).
+    let mut lost = None;
+    let until = Instant::now() + STALL;
+    while Instant::now() < until && lost.is_none() {
+        for (g, was) in [A, B].into_iter().zip(before) {
+            let now = role_term(&nodes[0], g);
+            if now != was && lost.is_none() {
+                lost = Some((g, now));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for n in &nodes[1..] {
+        n.fs.release_sync();
+    }
+    assert_eq!(
+        lost, None,
+        "a group lost its leader while the followers' disks stalled (group, (role, term))"
+    );
+    assert!(
+        matches!(pending.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))),
+        "A's write commits after the stall"
+    );
+    for (g, was) in [A, B].into_iter().zip(before) {
+        assert_eq!(role_term(&nodes[0], g), was, "group {g}: leader and term after the stall");
+    }
+    for n in nodes {
+        n.engine.shutdown();
+    }
+}
