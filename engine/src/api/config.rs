@@ -232,14 +232,15 @@ pub struct EngineConfig {
     /// worker turn (BENCHMARKS.md, "Load measuring"). Default on.
     pub measure_load: bool,
     /// A worker whose turn ends with nothing else queued (its mailboxes empty, no write
-    /// of its own in flight) writes and syncs the turn's batch on its own thread when the
-    /// WAL's writer is free, after handing its messages to the network, instead of
-    /// handing the batch to the WAL's writer thread and waiting to be woken. It saves
-    /// the hand-overs at low load (one proposal in flight); it blocks that worker for
-    /// the sync, so under load (a mailbox not empty), and while the WAL's last sync took
-    /// over 2 ms (a slow disk), batches are handed over as usual. A disk that stalls during
-    /// an inline sync stalls that worker with it (its leaders then stop heartbeating, so
-    /// their groups elect leaders elsewhere). Default on.
+    /// of its own in flight, and no active group besides those waiting for the turn's
+    /// batch) writes and syncs the batch on its own thread when the WAL's writer is free,
+    /// after handing its messages to the network, instead of handing the batch to the
+    /// WAL's writer thread and waiting to be woken. It saves the hand-overs when one
+    /// group is busy alone (one proposal in flight); it blocks that worker for the sync,
+    /// so under load (a mailbox not empty), beside other active groups (a sync can stall
+    /// for 100 ms, and a worker inside it neither sends nor answers their heartbeats),
+    /// and while the WAL's last sync took over 2 ms (a slow disk), batches are handed
+    /// over as usual. Default on.
     pub inline_wal_writes: bool,
     /// Workers send their batches through the transport themselves, and the transport's
     /// receiving threads hand received batches straight to the workers' mailboxes, where
