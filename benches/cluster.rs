@@ -315,6 +315,17 @@ impl Cluster {
         self.engines.iter().map(|e| e.metrics()).collect()
     }
 
+    /// Every node's WAL sync latencies so far, bucket by bucket, summed over the nodes.
+    fn wal_syncs(&self) -> Vec<u64> {
+        let mut sum = vec![0u64; flotilla_wal::LATENCY_BUCKETS];
+        for e in &self.engines {
+            for (s, b) in sum.iter_mut().zip(e.latency_histograms().wal_sync.buckets) {
+                *s += b;
+            }
+        }
+        sum
+    }
+
     fn net_totals(&self) -> [u64; 4] {
         let mut t = [0; 4];
         for c in &self.net {
@@ -541,6 +552,28 @@ struct LoadResult {
     elections: u64,
     /// Groups whose term changed between the start of the warm-up and the end of the drain.
     term_changes: u64,
+    /// The nodes' WAL syncs during the measurement: how many, and the power-of-two upper
+    /// bounds (ms) under which 99%, 99.9% and all of them ended. A commit waits for a
+    /// quorum's syncs, so their tail is a floor under the commit tail when the disk
+    /// stalls for every node at once.
+    wal_syncs: u64,
+    sync_p99_ms: f64,
+    sync_p999_ms: f64,
+    sync_max_ms: f64,
+}
+
+/// The upper bound (ms) of the power-of-two bucket holding quantile `q` of `buckets`.
+fn bucket_quantile_ms(buckets: &[u64], q: f64) -> f64 {
+    let total: u64 = buckets.iter().sum();
+    let want = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, b) in buckets.iter().enumerate() {
+        seen += b;
+        if seen >= want {
+            return flotilla_wal::LatencySnapshot::upper_bound_nanos(i) as f64 / 1e6;
+        }
+    }
+    0.0
 }
 
 impl LoadResult {
@@ -567,7 +600,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         .collect();
     let terms0 = c.terms();
     let cpu = std::cell::Cell::new(0.0);
-    let (results, m0, m1, n0, n1, elapsed) = std::thread::scope(|s| {
+    let (results, m0, m1, n0, n1, elapsed, syncs) = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .iter()
             .map(|share| {
@@ -577,6 +610,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
             .collect();
         std::thread::sleep(Duration::from_secs(1));
         let m0 = c.metrics();
+        let s0 = c.wal_syncs();
         let n0 = c.net_totals();
         let t0 = Instant::now();
         let cpu0 = cpu::cpu_secs();
@@ -586,10 +620,12 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         let elapsed = t0.elapsed().as_secs_f64();
         cpu.set(cpu::cpu_secs() - cpu0);
         let m1 = c.metrics();
+        let s1 = c.wal_syncs();
         std::thread::sleep(Duration::from_millis(30));
         let n1 = c.net_totals();
         let results: Vec<ClientResult> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        (results, m0, m1, n0, n1, elapsed)
+        let syncs: Vec<u64> = s0.iter().zip(&s1).map(|(a, b)| b - a).collect();
+        (results, m0, m1, n0, n1, elapsed, syncs)
     });
     let mut lat: Vec<u32> = Vec::new();
     let mut r = LoadResult {
@@ -618,6 +654,10 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         leaders_elected: 0,
         elections: 0,
         term_changes: 0,
+        wal_syncs: syncs.iter().sum(),
+        sync_p99_ms: bucket_quantile_ms(&syncs, 0.99),
+        sync_p999_ms: bucket_quantile_ms(&syncs, 0.999),
+        sync_max_ms: bucket_quantile_ms(&syncs, 1.0),
     };
     r.term_changes = c.terms().iter().zip(&terms0).filter(|(a, b)| a != b).count() as u64;
     for cr in results {
@@ -961,7 +1001,7 @@ fn main() {
         println!(
             "  {} B x {}: NotLeader answers {}, leaderships won {}, campaigns {}, groups whose term changed {}; \
              busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
-             left outstanding {}",
+             left outstanding {}; WAL syncs {} (all nodes), p99 < {} ms, p99.9 < {} ms, max < {} ms",
             r.payload,
             r.inflight,
             r.not_leader(),
@@ -973,7 +1013,11 @@ fn main() {
             r.errors,
             r.dropped_msgs,
             r.groups_per_batch,
-            r.left_outstanding
+            r.left_outstanding,
+            r.wal_syncs,
+            r.sync_p99_ms,
+            r.sync_p999_ms,
+            r.sync_max_ms
         );
     }
     println!();

@@ -455,14 +455,15 @@ impl<S: LogStore> Raft<S> {
         // granted and entries acknowledged only from disk. A leader whose term is durable
         // may send before its own writes are (thesis §10.2.1).
         //
-        // Except a heartbeat's answer, which goes at once (as in etcd/raft, where only
-        // append and vote answers wait for the write): it promises nothing that is on
-        // disk (the round it echoes, a term it did not vote in), so a crash that loses the
-        // unsynced state cannot make it untrue. Held behind the write, every answer would
-        // wait for an fsync: on a slow disk, longer than the leader's CheckQuorum window,
-        // and the leader would step down with both followers alive.
+        // Except a heartbeat's answer and a forwarded read, which go at once (as in
+        // etcd/raft, where only append and vote answers wait for the write): neither
+        // promises anything that is on disk (the round echoed, a term not voted in, a
+        // read's context), so a crash that loses the unsynced state cannot make them
+        // untrue. Held behind the write, each would wait for an fsync: a heartbeat answer
+        // on a slow disk longer than the leader's CheckQuorum window (the leader steps
+        // down with both followers alive), a follower read behind every write in flight.
         let immediate = (self.role == Role::Leader && self.term_durable)
-            || matches!(body, MessageBody::HeartbeatResponse { .. })
+            || matches!(body, MessageBody::HeartbeatResponse { .. } | MessageBody::ReadIndex { .. })
             || self.mutant(Mutant::GrantVoteBeforeDurable);
         let m = Message { from: self.id, to, term, body };
         if immediate {

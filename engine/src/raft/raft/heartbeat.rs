@@ -343,4 +343,28 @@ mod tests {
         );
         assert!(rd.persisted_messages.is_empty(), "{:?}", rd.persisted_messages);
     }
+
+    /// A follower forwards a read to its leader at once, with a write in flight: the
+    /// forward promises nothing on disk, and held behind the write every follower read
+    /// would wait for an fsync.
+    #[test]
+    fn a_follower_forwards_a_read_before_its_write_is_durable() {
+        let mut r = follower();
+        let entries = vec![Entry { term: 3, index: 3, payload: EntryPayload::Noop }];
+        let append = MessageBody::Append { prev_index: 2, prev_term: 3, entries, commit: 2 };
+        r.step(Message { from: 2, to: 1, term: 3, body: append }).unwrap();
+        let rd = r.ready();
+        assert_eq!(rd.entries.len(), 1, "entry 3 is to be written");
+        r.read_index(77).unwrap();
+        let rd = r.ready();
+        assert!(
+            matches!(
+                rd.messages[..],
+                [Message { to: 2, term: 3, body: MessageBody::ReadIndex { ctx: 77 }, .. }]
+            ),
+            "the read is forwarded before the write is durable: {:?}",
+            rd.messages
+        );
+        assert!(rd.persisted_messages.is_empty(), "{:?}", rd.persisted_messages);
+    }
 }
