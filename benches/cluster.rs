@@ -1001,7 +1001,7 @@ fn main() {
         println!(
             "  {} B x {}: NotLeader answers {}, leaderships won {}, campaigns {}, groups whose term changed {}; \
              busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
-             left outstanding {}; WAL syncs {} (all nodes), p99 < {} ms, p99.9 < {} ms, max < {} ms",
+             left outstanding {}; WAL syncs {} (all nodes), p99 < {:.1} ms, p99.9 < {:.1} ms, max < {:.1} ms",
             r.payload,
             r.inflight,
             r.not_leader(),
