@@ -20,6 +20,12 @@ use crate::fs::FileSystem;
 
 /// Bytes of zeros written per call while a segment is created.
 const ZERO_CHUNK: usize = 1 << 20;
+/// Zeros written between data syncs while a segment is created. The disk is shared with
+/// the log's own syncs: a whole segment's zeros flushed by one sync (64 MiB by default)
+/// sit in the device's queue ahead of every commit's flush for as long as they take to
+/// write (measured: WAL syncs of 67–134 ms at 256 B x 4,096 on the cluster bench). Synced
+/// in steps, at most this much is ever queued ahead of them.
+const ZERO_SYNC_STEP: u64 = 4 << 20;
 
 /// File-name suffix of a live segment.
 pub(crate) const SEGMENT_SUFFIX: &str = ".wal";
@@ -92,8 +98,9 @@ fn map_file(file: &File) -> io::Result<Mmap> {
 
 impl Segment {
     /// Creates segment `seq` of `size` bytes of log `wal_id` in `dir`: writes zeros over the whole file
-    /// (so later fdatasyncs do not pay for allocating blocks), writes the header, syncs
-    /// the data, renames it into place and syncs the directory.
+    /// (so later fdatasyncs do not pay for allocating blocks), syncing every
+    /// [`ZERO_SYNC_STEP`] of them, writes the header, syncs the data, renames it into
+    /// place and syncs the directory.
     pub(crate) fn create(
         fs: &dyn FileSystem,
         dir: &Path,
@@ -107,10 +114,16 @@ impl Segment {
         // Never a buffer larger than the segment.
         let zeros = vec![0u8; (size as usize).min(ZERO_CHUNK)];
         let mut off = SEGMENT_HEADER_LEN as u64;
+        let mut unsynced = 0u64;
         while off < size {
             let n = ((size - off) as usize).min(zeros.len());
             pwrite_all(fs, &tmp, &file, off, &zeros[..n])?;
             off += n as u64;
+            unsynced += n as u64;
+            if unsynced >= ZERO_SYNC_STEP && off < size {
+                datasync(fs, &tmp, &file)?;
+                unsynced = 0;
+            }
         }
         let salt = new_salt();
         let header = RecordCodec::encode_segment_header(&SegmentHeader { seq, salt, size, wal_id });
@@ -176,5 +189,27 @@ impl Segment {
     /// The mapped bytes (the whole file).
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.map[..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FaultFs;
+
+    /// A new segment's zeros reach the disk in steps of [`ZERO_SYNC_STEP`], never all
+    /// in one sync: 16 MiB of zeros take three intermediate syncs and the final one.
+    #[test]
+    fn a_new_segment_is_zero_filled_in_synced_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultFs::new(dir.path().join("trash"), 1).unwrap();
+        let size = 4 * ZERO_SYNC_STEP;
+        let seg = Segment::create(&fs, dir.path(), 1, size, 7).unwrap();
+        assert_eq!(seg.size, size);
+        assert_eq!(fs.syncs(), 4, "three syncs while zero-filling, one for the header");
+        // A segment no larger than one step is synced once.
+        let before = fs.syncs();
+        Segment::create(&fs, dir.path(), 2, ZERO_SYNC_STEP, 7).unwrap();
+        assert_eq!(fs.syncs() - before, 1);
     }
 }
