@@ -105,8 +105,7 @@ impl WritePipeline {
     /// Whether every group of `groups` waits for the batch being built (wrote entries to
     /// it, or has messages to send after it). False at once when `groups` outnumbers the
     /// batch's groups, so a busy worker pays one comparison.
-    pub(super) fn holds_all<'a>(&self, groups: impl ExactSizeIterator<Item = &'a u64>) -> bool {
-        let mut groups = groups;
+    pub(super) fn holds_all<'a>(&self, mut groups: impl ExactSizeIterator<Item = &'a u64>) -> bool {
         groups.len() <= self.after.len() && groups.all(|g| self.after.iter().any(|(a, ..)| a == g))
     }
 

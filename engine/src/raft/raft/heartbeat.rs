@@ -307,6 +307,18 @@ mod tests {
         assert!(plain.contains("quiesced=false"), "a plain heartbeat wakes the follower: {plain}");
     }
 
+    /// [`follower`] with entry 3 received and handed out to be written, not yet durable;
+    /// with the `Ready` that handed it out.
+    fn follower_writing() -> (Raft<MemStorage>, Ready) {
+        let mut r = follower();
+        let entries = vec![Entry { term: 3, index: 3, payload: EntryPayload::Noop }];
+        let append = MessageBody::Append { prev_index: 2, prev_term: 3, entries, commit: 2 };
+        r.step(Message { from: 2, to: 1, term: 3, body: append }).unwrap();
+        let rd = r.ready();
+        assert_eq!(rd.entries.len(), 1, "entry 3 is to be written");
+        (r, rd)
+    }
+
     /// A follower answers its leader's heartbeat at once, even with a write in flight: the
     /// answer promises nothing on disk, and held behind the write it would wait for an
     /// fsync, which on a slow disk outlasts the leader's CheckQuorum window (the leader
@@ -314,13 +326,7 @@ mod tests {
     /// the write (etcd/raft holds back the same two kinds: append and vote answers).
     #[test]
     fn a_follower_answers_a_heartbeat_before_its_write_is_durable() {
-        let mut r = follower();
-        // Entry 3 arrives and is handed out to be written, not yet durable.
-        let entries = vec![Entry { term: 3, index: 3, payload: EntryPayload::Noop }];
-        let append = MessageBody::Append { prev_index: 2, prev_term: 3, entries, commit: 2 };
-        r.step(Message { from: 2, to: 1, term: 3, body: append }).unwrap();
-        let rd = r.ready();
-        assert_eq!(rd.entries.len(), 1, "entry 3 is to be written");
+        let (mut r, rd) = follower_writing();
         assert!(rd.messages.is_empty(), "the append's answer waits for the write: {:?}", rd.messages);
         assert!(
             matches!(
@@ -349,12 +355,7 @@ mod tests {
     /// would wait for an fsync.
     #[test]
     fn a_follower_forwards_a_read_before_its_write_is_durable() {
-        let mut r = follower();
-        let entries = vec![Entry { term: 3, index: 3, payload: EntryPayload::Noop }];
-        let append = MessageBody::Append { prev_index: 2, prev_term: 3, entries, commit: 2 };
-        r.step(Message { from: 2, to: 1, term: 3, body: append }).unwrap();
-        let rd = r.ready();
-        assert_eq!(rd.entries.len(), 1, "entry 3 is to be written");
+        let (mut r, _) = follower_writing();
         r.read_index(77).unwrap();
         let rd = r.ready();
         assert!(
