@@ -5,7 +5,6 @@
 //! Never: encodes checksums or touches a file (the writer encodes it into a segment).
 
 use crate::codec::{ENTRIES_BODY_PREFIX, ENTRY_HEADER_LEN, RECORD_HEADER_LEN, REWRITE_BODY_PREFIX};
-use std::sync::Arc;
 
 use crate::types::HardState;
 
@@ -63,8 +62,8 @@ pub(crate) enum Op {
 pub struct WriteBatch {
     pub(crate) ops: Vec<Op>,
     pub(crate) entries: Vec<EntryRef>,
-    /// Payloads. Shared with the entry cache once the batch is durable.
-    pub(crate) data: Arc<Vec<u8>>,
+    /// Payloads (the entry cache keeps the encoded write instead, not this).
+    pub(crate) data: Vec<u8>,
     encoded: usize,
     oversize: bool,
 }
@@ -94,9 +93,7 @@ impl WriteBatch {
         if d.len() > u32::MAX as usize {
             self.oversize = true;
         }
-        // The arena is shared only after the batch is submitted; before that the batch
-        // owns it alone and `make_mut` never copies.
-        let data = Arc::make_mut(&mut self.data);
+        let data = &mut self.data;
         let start = data.len();
         data.extend_from_slice(d);
         start

@@ -1,304 +1,126 @@
-//! [`EntryCache`]: a bounded in-memory cache of the most recently written entry payloads
-//! of every group, so that reads of a group's tail (what Raft replicates) copy from
-//! memory instead of the segment maps.
+//! [`EntryCache`]: the most recently written bytes of the log, kept in memory as the
+//! writes that put them there, so that reads of the log's tail (what Raft replicates and
+//! applies) copy from memory instead of the segment maps.
 //!
-//! Owns: references to payloads and the global byte budget (FIFO eviction across all
-//! groups, so memory stays bounded whatever the number of groups). Payloads are not
-//! copied: an entry names its batch's data arena, which the cache holds (one reference
-//! per arena, not per entry) while any FIFO record made with it remains; arenas are
-//! released in insertion order (the budget charges each cached entry its payload, and
-//! the oldest entries are evicted while the arenas held exceed twice the budget). Eviction reads the FIFO and the group's run header, and the
-//! evicted entry only when the group lost entries otherwise since the record was made
-//! (reading it was a cache miss per entry). Never: is the source of truth (a miss falls
-//! back to the segment map) or holds an entry the log no longer has.
+//! Owns: the written rounds it holds (each the exact bytes one write put at a segment
+//! position, shared, never copied) and the byte budget (oldest rounds dropped first, so
+//! memory stays bounded whatever the number of groups). It is keyed by log location
+//! (segment sequence number and offset), not by group and index: a location is written
+//! once in a segment's life and a recycled segment gets a new sequence number, so a held
+//! round can never answer for bytes other than those at its location, and nothing here
+//! changes when a group's entries are overwritten, compacted or removed (the index stops
+//! naming their locations; their rounds simply age out). Writing costs one push per
+//! write, whatever the number of entries or groups in it. Never: is the source of truth
+//! (a miss falls back to the segment map), or holds a round larger than its budget.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::batch::EntryRef;
-use crate::hash::IdMap;
-
-/// Bookkeeping bytes charged per cached entry on top of its payload.
-const ENTRY_OVERHEAD: usize = 48;
-
-/// A cached payload: its batch's arena (by number), its range in it, and the FIFO record
-/// that inserted it.
-#[derive(Debug, Clone, Copy)]
-struct Cached {
-    arena: u64,
-    start: usize,
-    len: usize,
-    rec: u64,
+/// One cached write: `bytes` sit at `start..start + bytes.len()` of segment `seg`.
+#[derive(Debug, Clone)]
+struct CachedWrite {
+    seg: u64,
+    start: u64,
+    bytes: Arc<Vec<u8>>,
 }
 
-/// A group's cached run of contiguous indexes.
-#[derive(Debug)]
-struct Run {
-    /// Index of the first cached entry.
-    first: u64,
-    entries: VecDeque<Cached>,
-    /// Records made before this one may be stale for this run (the run lost entries
-    /// other than by eviction since, and an index may have been cached again).
-    fresh_from: u64,
+impl CachedWrite {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// The range of `bytes` holding `len` bytes at offset `off` of segment `seg`.
+    fn range(&self, seg: u64, off: u64, len: u64) -> Option<(usize, usize)> {
+        if seg != self.seg || off < self.start || off.checked_add(len)? > self.end() {
+            return None;
+        }
+        let from = usize::try_from(off - self.start).ok()?;
+        Some((from, from + usize::try_from(len).ok()?))
+    }
 }
 
-/// One insertion, in FIFO order.
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    group: u64,
-    index: u64,
-    arena: u64,
-    len: usize,
-    seq: u64,
-}
-
-/// Bounded cache of recent entries, per group a contiguous run of indexes.
+/// Bounded cache of the latest writes, in write order.
 #[derive(Debug, Default)]
 pub(crate) struct EntryCache {
     budget: usize,
     used: usize,
-    live: usize,
-    groups: IdMap<Run>,
-    fifo: VecDeque<Record>,
-    /// Sequence number of the next record.
-    next_rec: u64,
-    /// Arenas `first_arena..`, each with the number of its records still in the FIFO.
-    arenas: VecDeque<(Arc<Vec<u8>>, usize)>,
-    first_arena: u64,
-    /// Bytes of the arenas held (kept within twice the budget by evicting the oldest).
-    arena_bytes: usize,
+    /// Ascending by (segment, start): the log is written forward, and a new segment has
+    /// a higher sequence number than every earlier one.
+    writes: VecDeque<CachedWrite>,
 }
 
 impl EntryCache {
-    /// A cache holding at most `budget` bytes (payloads plus overhead).
+    /// A cache holding at most `budget` bytes (0 disables it).
     pub(crate) fn new(budget: usize) -> EntryCache {
         EntryCache { budget, ..EntryCache::default() }
     }
 
-    /// Bytes currently charged.
+    /// Bytes currently held (the written buffers' allocations).
     pub(crate) fn used(&self) -> usize {
         self.used
     }
 
-    /// The number of `arena` (registered unless it is the newest already).
-    fn arena_id(&mut self, arena: &Arc<Vec<u8>>) -> u64 {
-        if let Some((a, _)) = self.arenas.back() {
-            if Arc::ptr_eq(a, arena) {
-                return self.first_arena + self.arenas.len() as u64 - 1;
-            }
-        }
-        self.arena_bytes += arena.len();
-        self.arenas.push_back((arena.clone(), 0));
-        self.first_arena + self.arenas.len() as u64 - 1
-    }
-
-    fn arena(&self, id: u64) -> Option<&Arc<Vec<u8>>> {
-        let i = usize::try_from(id.checked_sub(self.first_arena)?).ok()?;
-        self.arenas.get(i).map(|(a, _)| a)
-    }
-
-    /// A FIFO record of arena `id` is gone: releases the oldest arenas left without
-    /// records (the newest stays registered: the next insertion likely uses it again).
-    fn release_record(&mut self, id: u64) {
-        if let Some(i) = id.checked_sub(self.first_arena).and_then(|i| usize::try_from(i).ok()) {
-            if let Some((_, n)) = self.arenas.get_mut(i) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        while self.arenas.len() > 1 && self.arenas.front().is_some_and(|(_, n)| *n == 0) {
-            if let Some((a, _)) = self.arenas.pop_front() {
-                self.arena_bytes -= a.len();
-            }
-            self.first_arena += 1;
-        }
-    }
-
-    /// Entries were removed from `run` other than by eviction.
-    fn mark_stale(run: &mut Run, next_rec: u64) {
-        run.fresh_from = next_rec;
-    }
-
-    /// Caches entry `index` of `group`, which must directly follow the group's cached run
-    /// (otherwise the run is dropped and restarts here).
-    #[cfg(test)]
-    pub(crate) fn insert(&mut self, group: u64, index: u64, arena: &Arc<Vec<u8>>, start: usize, len: usize) {
-        self.append(group, index, arena, &[EntryRef { term: 0, start, len }]);
-    }
-
-    /// Caches `refs` (payload ranges of `arena`) as entries `index..` of `group`, after
-    /// dropping the group's cached entries at or above `index` (a gap below `index`
-    /// restarts the run): one map lookup for the whole run.
-    pub(crate) fn append(&mut self, group: u64, index: u64, arena: &Arc<Vec<u8>>, refs: &[EntryRef]) {
-        // A payload larger than the whole cache is not cached, nor anything before it.
-        let cut = refs.iter().rposition(|e| e.len + ENTRY_OVERHEAD > self.budget).map_or(0, |p| p + 1);
-        if cut > 0 {
-            self.remove_group(group);
-        }
-        let index = index + cut as u64;
-        let refs = &refs[cut..];
-        if refs.is_empty() {
-            self.truncate_from(group, index);
+    /// Holds `bytes`, written at `start` of segment `seg`, dropping the oldest writes
+    /// while over budget. A write larger than the whole budget is not held.
+    pub(crate) fn push(&mut self, seg: u64, start: u64, bytes: Arc<Vec<u8>>) {
+        let charge = bytes.capacity();
+        if charge == 0 || charge > self.budget {
             return;
         }
-        let id = self.arena_id(arena);
-        let next_rec = self.next_rec;
-        let run = self.groups.entry(group).or_insert_with(|| Run {
-            first: index,
-            entries: VecDeque::new(),
-            fresh_from: next_rec,
-        });
-        if run.first + run.entries.len() as u64 > index
-            || (!run.entries.is_empty() && run.first + run.entries.len() as u64 != index)
-        {
-            // Overwritten tail, or a gap: drop what is at or above `index` (all of it
-            // for a gap).
-            let keep = if index >= run.first && run.first + run.entries.len() as u64 >= index {
-                (index - run.first) as usize
-            } else {
-                0
-            };
-            for d in run.entries.drain(keep..) {
-                self.used -= d.len + ENTRY_OVERHEAD;
-                self.live -= 1;
-            }
-            Self::mark_stale(run, next_rec);
+        if self.writes.back().is_some_and(|w| (seg, start) < (w.seg, w.end())) {
+            // Not after the newest write: cannot happen while the log is written
+            // forward; start over rather than break the ordering lookups rely on.
+            self.writes.clear();
+            self.used = 0;
         }
-        if run.entries.is_empty() {
-            run.first = index;
-        }
-        for (i, e) in refs.iter().enumerate() {
-            let rec = next_rec + i as u64;
-            run.entries.push_back(Cached { arena: id, start: e.start, len: e.len, rec });
-            self.fifo.push_back(Record { group, index: index + i as u64, arena: id, len: e.len, seq: rec });
-            self.used += e.len + ENTRY_OVERHEAD;
-        }
-        self.live += refs.len();
-        self.next_rec += refs.len() as u64;
-        if let Some((_, n)) = self.arenas.back_mut() {
-            *n += refs.len();
-        }
-        // Arenas are released oldest first: entries dropped otherwise than by eviction
-        // leave theirs held until the older ones go, so their bytes are bounded too.
-        let mut guard = self.fifo.len();
-        while (self.used > self.budget || self.arena_bytes > 2 * self.budget) && guard > 0 {
-            guard -= 1;
-            self.evict_one();
-        }
-        if self.fifo.len() > 2 * self.live + 1024 {
-            self.compact_fifo();
-        }
-    }
-
-    fn evict_one(&mut self) {
-        while let Some(r) = self.fifo.pop_front() {
-            self.release_record(r.arena);
-            if let Some(run) = self.groups.get_mut(&r.group) {
-                // A record made since the run last lost entries otherwise is the front
-                // entry's own record when the index matches: no need to read the entry.
-                let mine = run.first == r.index
-                    && !run.entries.is_empty()
-                    && (r.seq >= run.fresh_from || run.entries.front().is_some_and(|c| c.rec == r.seq));
-                if mine {
-                    run.entries.pop_front();
-                    self.used -= r.len + ENTRY_OVERHEAD;
-                    self.live -= 1;
-                    run.first += 1;
-                    if run.entries.is_empty() {
-                        self.groups.remove(&r.group);
-                    }
-                    return;
-                }
+        self.used += charge;
+        self.writes.push_back(CachedWrite { seg, start, bytes });
+        while self.used > self.budget {
+            match self.writes.pop_front() {
+                Some(w) => self.used -= w.bytes.capacity(),
+                None => break,
             }
         }
     }
 
-    /// Drops FIFO records of entries no longer cached.
-    fn compact_fifo(&mut self) {
-        let old = std::mem::take(&mut self.fifo);
-        let mut gone = Vec::new();
-        for r in old {
-            let live = match self.groups.get(&r.group) {
-                Some(run) => {
-                    r.index >= run.first
-                        && r.index < run.first + run.entries.len() as u64
-                        && run.entries.get((r.index - run.first) as usize).is_some_and(|c| c.rec == r.seq)
-                }
-                None => false,
-            };
-            if live {
-                self.fifo.push_back(r);
-            } else {
-                gone.push(r.arena);
-            }
-        }
-        for a in gone {
-            self.release_record(a);
-        }
+    /// Which held write covers `len` bytes at `off` of segment `seg`.
+    fn find(&self, seg: u64, off: u64, len: u64) -> Option<usize> {
+        // The first write starting after `off` (in log order); the one before it is the
+        // only candidate.
+        let i = self.writes.partition_point(|w| (w.seg, w.start) <= (seg, off));
+        let i = i.checked_sub(1)?;
+        self.writes[i].range(seg, off, len).map(|_| i)
     }
 
-    /// The cached payload of `index` of `group`.
+    /// The cached bytes `off..off + len` of segment `seg` as (write, start, len), to copy
+    /// after the caller released its locks. `hint` is the position of the write that
+    /// answered the caller's previous lookup (reads walk the log forward, so it usually
+    /// answers this one too); it is updated.
+    pub(crate) fn get_shared(
+        &self,
+        seg: u64,
+        off: u64,
+        len: u64,
+        hint: &mut Option<usize>,
+    ) -> Option<(Arc<Vec<u8>>, usize, usize)> {
+        let hit = hint.and_then(|i| self.writes.get(i).and_then(|w| w.range(seg, off, len)).map(|r| (i, r)));
+        let (i, (from, to)) = match hit {
+            Some(h) => h,
+            None => {
+                let i = self.find(seg, off, len)?;
+                (i, self.writes[i].range(seg, off, len)?)
+            }
+        };
+        *hint = Some(i);
+        Some((self.writes[i].bytes.clone(), from, to - from))
+    }
+
+    /// The cached bytes `off..off + len` of segment `seg`.
     #[cfg(test)]
-    pub(crate) fn get(&self, group: u64, index: u64) -> Option<&[u8]> {
-        let run = self.groups.get(&group)?;
-        let i = index.checked_sub(run.first)?;
-        let c = run.entries.get(usize::try_from(i).ok()?)?;
-        self.arena(c.arena)?.get(c.start..c.start + c.len)
-    }
-
-    /// The cached payload of `index` of `group` as (arena, start, len), to copy after
-    /// the caller released its locks.
-    pub(crate) fn get_shared(&self, group: u64, index: u64) -> Option<(Arc<Vec<u8>>, usize, usize)> {
-        let run = self.groups.get(&group)?;
-        let i = index.checked_sub(run.first)?;
-        let c = run.entries.get(usize::try_from(i).ok()?)?;
-        Some((self.arena(c.arena)?.clone(), c.start, c.len))
-    }
-
-    /// Drops cached entries of `group` at or above `index`.
-    pub(crate) fn truncate_from(&mut self, group: u64, index: u64) {
-        let next_rec = self.next_rec;
-        if let Some(run) = self.groups.get_mut(&group) {
-            let keep = index.saturating_sub(run.first).min(run.entries.len() as u64) as usize;
-            if keep < run.entries.len() {
-                for d in run.entries.drain(keep..) {
-                    self.used -= d.len + ENTRY_OVERHEAD;
-                    self.live -= 1;
-                }
-                Self::mark_stale(run, next_rec);
-            }
-            if run.entries.is_empty() {
-                self.groups.remove(&group);
-            }
-        }
-    }
-
-    /// Drops cached entries of `group` below `index`.
-    pub(crate) fn compact_below(&mut self, group: u64, index: u64) {
-        let next_rec = self.next_rec;
-        if let Some(run) = self.groups.get_mut(&group) {
-            let n = index.saturating_sub(run.first).min(run.entries.len() as u64) as usize;
-            if n > 0 {
-                for d in run.entries.drain(..n) {
-                    self.used -= d.len + ENTRY_OVERHEAD;
-                    self.live -= 1;
-                }
-                run.first += n as u64;
-                Self::mark_stale(run, next_rec);
-            }
-            if run.entries.is_empty() {
-                self.groups.remove(&group);
-            }
-        }
-    }
-
-    /// Drops every cached entry of `group`.
-    pub(crate) fn remove_group(&mut self, group: u64) {
-        if let Some(run) = self.groups.remove(&group) {
-            for d in run.entries {
-                self.used -= d.len + ENTRY_OVERHEAD;
-                self.live -= 1;
-            }
-        }
+    pub(crate) fn get(&self, seg: u64, off: u64, len: u64) -> Option<&[u8]> {
+        let i = self.find(seg, off, len)?;
+        let (from, to) = self.writes[i].range(seg, off, len)?;
+        self.writes[i].bytes.get(from..to)
     }
 }
 
@@ -306,128 +128,81 @@ impl EntryCache {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cache_stays_within_budget_with_many_groups() {
-        let mut c = EntryCache::new(100 * (16 + ENTRY_OVERHEAD));
-        let arena = Arc::new(vec![7u8; 16]);
-        for g in 0..100_000u64 {
-            c.insert(g, 1, &arena, 0, 16);
-            assert!(c.used() <= 100 * (16 + ENTRY_OVERHEAD));
-        }
-        assert_eq!(c.get(99_999, 1), Some(&[7u8; 16][..]));
-        assert_eq!(c.get(0, 1), None, "oldest evicted");
-        assert!(c.fifo.len() <= 2 * c.live + 1024);
+    fn write(byte: u8, len: usize) -> Arc<Vec<u8>> {
+        let mut v = Vec::with_capacity(len);
+        v.resize(len, byte);
+        Arc::new(v)
     }
 
     #[test]
-    fn append_replaces_the_tail_and_restarts_after_a_gap() {
+    fn serves_bytes_at_their_location_and_only_there() {
         let mut c = EntryCache::new(1 << 20);
-        let arena = Arc::new((0..=20u8).collect::<Vec<u8>>());
-        let refs =
-            |r: std::ops::Range<usize>| r.map(|i| EntryRef { term: 1, start: i, len: 1 }).collect::<Vec<_>>();
-        c.append(1, 1, &arena, &refs(1..6));
-        assert_eq!(c.get(1, 5), Some(&[5u8][..]));
-        // Overwrite from index 3: 3..=4 replaced, 5 dropped.
-        c.append(1, 3, &arena, &refs(13..15));
-        assert_eq!(c.get(1, 2), Some(&[2u8][..]));
-        assert_eq!(c.get(1, 3), Some(&[13u8][..]));
-        assert_eq!(c.get(1, 4), Some(&[14u8][..]));
-        assert_eq!(c.get(1, 5), None);
-        assert_eq!(c.used(), 4 * (1 + ENTRY_OVERHEAD));
-        // A gap restarts the run at the new index.
-        c.append(1, 10, &arena, &refs(20..21));
-        assert_eq!(c.get(1, 4), None);
-        assert_eq!(c.get(1, 10), Some(&[20u8][..]));
-        assert_eq!(c.used(), 1 + ENTRY_OVERHEAD);
-        // The budget holds across appends of many groups.
-        let mut small = EntryCache::new(10 * (1 + ENTRY_OVERHEAD));
-        for g in 0..100u64 {
-            small.append(g, 1, &arena, &refs(0..3));
-            assert!(small.used() <= 10 * (1 + ENTRY_OVERHEAD));
-        }
-        assert_eq!(small.get(99, 3), Some(&[2u8][..]));
-        assert_eq!(small.get(0, 1), None);
-    }
-
-    /// Random overwrites, compactions, removals and evictions (each index is cached again
-    /// and again, so stale FIFO records meet re-cached entries): the charge always equals
-    /// the entries held, cached payloads are the latest ones, and arenas are released.
-    #[test]
-    fn accounting_stays_exact_through_overwrites_and_evictions() {
-        let budget = 40 * (8 + ENTRY_OVERHEAD);
-        let mut c = EntryCache::new(budget);
-        let mut model: std::collections::HashMap<(u64, u64), Vec<u8>> = Default::default();
-        let mut last = [0u64; 4];
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        for step in 0..5000u64 {
-            let g = rand(4);
-            let op = rand(10);
-            if op < 7 {
-                // Append 1..4 entries from an index at most 3 below the end.
-                let from = (last[g as usize] + 1).saturating_sub(rand(4)).max(1);
-                let n = 1 + rand(4) as usize;
-                let arena: Arc<Vec<u8>> = Arc::new((0..n * 16).map(|i| (step as usize + i) as u8).collect());
-                let refs: Vec<EntryRef> =
-                    (0..n).map(|i| EntryRef { term: 1, start: i * 16, len: 1 + rand(16) as usize }).collect();
-                c.append(g, from, &arena, &refs);
-                model.retain(|(mg, mi), _| *mg != g || *mi < from);
-                for (i, e) in refs.iter().enumerate() {
-                    model.insert((g, from + i as u64), arena[e.start..e.start + e.len].to_vec());
-                }
-                last[g as usize] = from + n as u64 - 1;
-            } else if op < 8 {
-                let at = rand(last[g as usize] + 2);
-                c.compact_below(g, at);
-                model.retain(|(mg, mi), _| *mg != g || *mi >= at);
-            } else if op < 9 {
-                let at = rand(last[g as usize] + 2);
-                c.truncate_from(g, at);
-                model.retain(|(mg, mi), _| *mg != g || *mi < at);
-            } else {
-                c.remove_group(g);
-                model.retain(|(mg, _), _| *mg != g);
-            }
-            let held: usize =
-                c.groups.values().flat_map(|r| r.entries.iter()).map(|e| e.len + ENTRY_OVERHEAD).sum();
-            assert_eq!(c.used, held, "step {step}");
-            assert_eq!(c.live, c.groups.values().map(|r| r.entries.len()).sum::<usize>());
-            assert!(c.used <= budget);
-            if op < 7 {
-                // Stale records are dropped as entries are cached.
-                assert!(c.fifo.len() <= 2 * c.live + 1024);
-            }
-            assert!(c.arena_bytes <= 2 * budget + 64, "arenas not released");
-            assert_eq!(c.arena_bytes, c.arenas.iter().map(|(a, _)| a.len()).sum::<usize>());
-            for (g, run) in &c.groups {
-                for i in 0..run.entries.len() as u64 {
-                    let got = c.get(*g, run.first + i).map(|d| d.to_vec());
-                    assert_eq!(got.as_ref(), model.get(&(*g, run.first + i)), "step {step} group {g}");
-                }
-            }
-        }
+        let mut v = Vec::with_capacity(10);
+        v.extend(0..10u8);
+        c.push(3, 100, Arc::new(v));
+        c.push(3, 110, write(7, 5));
+        assert_eq!(c.get(3, 102, 3), Some(&[2u8, 3, 4][..]));
+        assert_eq!(c.get(3, 109, 1), Some(&[9u8][..]));
+        assert_eq!(c.get(3, 110, 5), Some(&[7u8; 5][..]));
+        // A range across two writes, outside every write, or of another segment: a miss.
+        assert_eq!(c.get(3, 108, 4), None);
+        assert_eq!(c.get(3, 99, 1), None);
+        assert_eq!(c.get(3, 114, 2), None);
+        assert_eq!(c.get(4, 102, 1), None);
+        // A later segment's writes sort after every earlier one.
+        c.push(4, 64, write(9, 4));
+        assert_eq!(c.get(4, 65, 2), Some(&[9u8, 9][..]));
+        assert_eq!(c.get(3, 101, 1), Some(&[1u8][..]));
     }
 
     #[test]
-    fn truncate_and_compact_drop_entries() {
+    fn the_hint_follows_a_forward_read_and_a_wrong_hint_is_only_slower() {
         let mut c = EntryCache::new(1 << 20);
-        let arena = Arc::new((0..=10u8).collect::<Vec<u8>>());
-        for i in 1..=10 {
-            c.insert(1, i, &arena, i as usize, 1);
+        for k in 0..8u64 {
+            c.push(1, k * 100, write(k as u8, 100));
         }
-        c.truncate_from(1, 6);
-        assert_eq!(c.get(1, 6), None);
-        assert_eq!(c.get(1, 5), Some(&[5u8][..]));
-        c.compact_below(1, 3);
-        assert_eq!(c.get(1, 2), None);
-        assert_eq!(c.get(1, 3), Some(&[3u8][..]));
-        let x = Arc::new(b"x".to_vec());
-        c.insert(1, 6, &x, 0, 1);
-        assert_eq!(c.get(1, 6), Some(&b"x"[..]));
+        let mut hint = None;
+        for off in (0..800u64).step_by(50) {
+            let (b, s, l) = c.get_shared(1, off, 10, &mut hint).unwrap();
+            assert_eq!(hint, Some(off as usize / 100));
+            assert_eq!(&b[s..s + l], &[(off / 100) as u8; 10][..]);
+        }
+        let mut wrong = Some(6);
+        let (b, s, l) = c.get_shared(1, 120, 10, &mut wrong).unwrap();
+        assert_eq!((&b[s..s + l], wrong), (&[1u8; 10][..], Some(1)));
+        let mut stale = Some(999);
+        assert!(c.get_shared(1, 799, 1, &mut stale).is_some());
+        assert!(c.get_shared(1, 800, 1, &mut stale).is_none());
+    }
+
+    #[test]
+    fn stays_within_budget_dropping_the_oldest_writes() {
+        let mut c = EntryCache::new(1000);
+        for k in 0..100u64 {
+            c.push(1, k * 300, write(k as u8, 300));
+            assert!(c.used() <= 1000);
+        }
+        assert_eq!(c.used(), 900);
+        assert_eq!(c.get(1, 99 * 300, 300), Some(&[99u8; 300][..]));
+        assert_eq!(c.get(1, 97 * 300, 1), Some(&[97u8][..]));
+        assert_eq!(c.get(1, 96 * 300, 1), None, "oldest dropped");
+        // Larger than the whole budget: not held, and nothing else is dropped for it.
+        c.push(2, 0, write(1, 1001));
+        assert_eq!(c.get(2, 0, 1), None);
+        assert_eq!(c.used(), 900);
+        // Disabled.
+        let mut off = EntryCache::new(0);
+        off.push(1, 0, write(1, 10));
+        assert_eq!((off.used(), off.get(1, 0, 1)), (0, None));
+    }
+
+    #[test]
+    fn a_write_behind_the_newest_restarts_the_cache() {
+        let mut c = EntryCache::new(1 << 20);
+        c.push(5, 100, write(1, 10));
+        c.push(5, 105, write(2, 10));
+        assert_eq!(c.get(5, 100, 1), None);
+        assert_eq!(c.get(5, 105, 10), Some(&[2u8; 10][..]));
+        assert_eq!(c.used(), 10);
     }
 }

@@ -99,20 +99,12 @@ pub(crate) fn to_applied<'a>(seg: &'a Segment, r: &Record) -> Option<Applied<'a>
     };
     let rec = RecLoc { seg: seq, len: r.len };
     Some(match &r.body {
-        RecordBody::Entries { first, entries } => Applied::Entries {
-            group: r.group,
-            first: *first,
-            locs: locs(entries),
-            rewrite_last: None,
-            payloads: None,
-        },
-        RecordBody::Rewrite { last, first, entries } => Applied::Entries {
-            group: r.group,
-            first: *first,
-            locs: locs(entries),
-            rewrite_last: Some(*last),
-            payloads: None,
-        },
+        RecordBody::Entries { first, entries } => {
+            Applied::Entries { group: r.group, first: *first, locs: locs(entries), rewrite_last: None }
+        }
+        RecordBody::Rewrite { last, first, entries } => {
+            Applied::Entries { group: r.group, first: *first, locs: locs(entries), rewrite_last: Some(*last) }
+        }
         RecordBody::HardState(hs) => Applied::HardState { group: r.group, hs: *hs, rec },
         RecordBody::Meta(off, len) => Applied::Meta {
             group: r.group,

@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     /// Group-commit gather waits, and those that nobody joined.
     pub gather_waits: AtomicU64,
     pub gather_waits_idle: AtomicU64,
+    /// Entries read, and those of them copied from the entry cache.
+    pub entries_read: AtomicU64,
+    pub entries_read_cached: AtomicU64,
     /// Set while the preallocator's last attempt failed (the writer then stops waiting
     /// for it).
     pub prealloc_failing: AtomicBool,

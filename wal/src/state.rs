@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::batch::EntryRef;
 use crate::cache::EntryCache;
 use crate::codec::ENTRY_HEADER_LEN;
 use crate::hash::{IdMap, IdSet};
@@ -67,8 +66,6 @@ pub(crate) enum Applied<'a> {
         locs: std::borrow::Cow<'a, [EntryLoc]>,
         /// `Some(last)` for rewritten entries.
         rewrite_last: Option<u64>,
-        /// The submission's data arena and its entries, to cache (None: not cached).
-        payloads: Option<(&'a Arc<Vec<u8>>, &'a [EntryRef])>,
     },
     HardState {
         group: u64,
@@ -172,7 +169,7 @@ impl LogState {
     /// Applies one operation (see the module documentation and `codec` for semantics).
     pub(crate) fn apply(&mut self, op: Applied<'_>) {
         match op {
-            Applied::Entries { group, first, locs, rewrite_last, payloads } => {
+            Applied::Entries { group, first, locs, rewrite_last } => {
                 let segs = &mut self.segs;
                 let g = self.groups.entry(group).or_default();
                 match rewrite_last {
@@ -186,21 +183,17 @@ impl LogState {
                             // make recovery allocate without limit: restart the log here.
                             let removed = g.compact_below(first);
                             Self::drop_entries(segs, group, &removed);
-                            self.cache.remove_group(group);
                         }
                         // Entries below the first index are skipped (recovery only).
                         let skip = g.first.saturating_sub(first).min(locs.len() as u64) as usize;
                         let kept = &locs[skip..];
-                        g.entries.extend(kept.iter().copied());
-                        let added: u64 = kept.iter().map(entry_bytes).sum();
-                        match payloads {
-                            // Caching drops cached entries at or above `first` first.
-                            Some((arena, refs)) => {
-                                let refs = refs.get(skip..).unwrap_or(&[]);
-                                self.cache.append(group, first + skip as u64, arena, refs)
-                            }
-                            None => self.cache.truncate_from(group, first),
+                        match kept {
+                            // The common case (one entry per record): `extend` is not
+                            // inlined, `push_back` is.
+                            [one] => g.entries.push_back(*one),
+                            _ => g.entries.extend(kept.iter().copied()),
                         }
+                        let added: u64 = kept.iter().map(entry_bytes).sum();
                         // All entries of one record are in the same segment.
                         if let Some(l) = locs.first() {
                             Self::add_live(segs, l.seg, group, added);
@@ -225,7 +218,6 @@ impl LogState {
                         }
                         let removed = g.truncate_from(last.saturating_add(1));
                         Self::drop_entries(segs, group, &removed);
-                        self.cache.truncate_from(group, last.saturating_add(1));
                     }
                 }
             }
@@ -248,11 +240,9 @@ impl LogState {
                 let g = self.groups.entry(group).or_default();
                 let removed = g.compact_below(index);
                 Self::drop_entries(segs, group, &removed);
-                self.cache.compact_below(group, index);
                 let cut = last.saturating_add(1).max(g.first);
                 let removed = g.truncate_from(cut);
                 Self::drop_entries(segs, group, &removed);
-                self.cache.truncate_from(group, cut);
                 if let Some(old) = g.compact.replace(rec) {
                     Self::sub_live(segs, old.seg, group, old.len as u64);
                 }
@@ -272,7 +262,6 @@ impl LogState {
                         Self::sub_live(&mut self.segs, r.seg, group, r.len as u64);
                     }
                 }
-                self.cache.remove_group(group);
                 if let Some(s) = self.segs.get_mut(&seg) {
                     s.tombstones.push(group);
                     s.groups_ever.insert(group);

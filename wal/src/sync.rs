@@ -52,8 +52,6 @@ pub(crate) enum Placed {
         /// Range of the round's entry locations ([`Round::locs`]).
         locs: (usize, usize),
         rewrite_last: Option<u64>,
-        /// Entries `from..to` of the submission, whose payloads are cached.
-        payloads: Option<(usize, usize)>,
     },
     HardState(u64, crate::types::HardState, RecLoc),
     Meta(u64, usize, usize, RecLoc),
@@ -71,6 +69,8 @@ pub(crate) struct Round {
     pub subs: Vec<(Submission, Vec<Placed>)>,
     /// Locations of the round's entries.
     pub locs: Vec<EntryLoc>,
+    /// The bytes written (they end at `end`), for the entry cache; None when it is off.
+    pub written: Option<Arc<Vec<u8>>>,
 }
 
 /// What the sync side needs of the rest of the log.
@@ -172,10 +172,11 @@ impl SyncQueue {
         end: u64,
         subs: Vec<(Submission, Vec<Placed>)>,
         locs: Vec<EntryLoc>,
+        written: Option<Arc<Vec<u8>>>,
     ) -> u64 {
         let mut q = self.pending.lock();
         let seq = self.written.load(Ordering::Relaxed) + 1;
-        q.push_back(Round { seq, seg, end, subs, locs });
+        q.push_back(Round { seq, seg, end, subs, locs, written });
         self.written.store(seq, Ordering::Release);
         drop(q);
         self.queued.notify_all();
@@ -316,17 +317,18 @@ impl SyncQueue {
         if let Some(info) = st.segs.get_mut(&r.seg.seq) {
             info.written = info.written.max(r.end);
         }
+        if let Some(w) = &r.written {
+            st.cache.push(r.seg.seq, r.end - w.len() as u64, w.clone());
+        }
         for (sub, placed) in r.subs.iter() {
             let data = &sub.batch.data;
-            let erefs = &sub.batch.entries;
             for p in placed {
                 let op = match *p {
-                    Placed::Entries { group, first, locs, rewrite_last, payloads } => Applied::Entries {
+                    Placed::Entries { group, first, locs, rewrite_last } => Applied::Entries {
                         group,
                         first,
                         locs: std::borrow::Cow::Borrowed(r.locs.get(locs.0..locs.1).unwrap_or(&[])),
                         rewrite_last,
-                        payloads: payloads.map(|(from, to)| (data, erefs.get(from..to).unwrap_or(&[]))),
                     },
                     Placed::HardState(g, hs, rec) => Applied::HardState { group: g, hs, rec },
                     Placed::Meta(g, s, l, rec) => {

@@ -102,6 +102,11 @@ pub struct WalStats {
     pub gather_waits: u64,
     /// Of those, the waits that nobody joined (wasted latency for the waiting batch).
     pub gather_waits_idle: u64,
+    /// Entries read since open ([`Wal::entries`] and [`Wal::entry`]).
+    pub entries_read: u64,
+    /// Of those, the entries copied from the entry cache (the others from the segment
+    /// maps).
+    pub entries_read_cached: u64,
 }
 
 /// One node's shared write-ahead log. Thread-safe: share it by reference or `Arc`.
@@ -185,6 +190,8 @@ impl Wal {
             recycled: AtomicU64::new(0),
             gather_waits: AtomicU64::new(0),
             gather_waits_idle: AtomicU64::new(0),
+            entries_read: AtomicU64::new(0),
+            entries_read_cached: AtomicU64::new(0),
             prealloc_failing: AtomicBool::new(false),
         });
         let seg_writer = Arc::new(Mutex::new(SegmentWriter::new(
@@ -384,6 +391,7 @@ impl Wal {
             }
             let mut bytes = 0u64;
             let mut seg: Option<Arc<Segment>> = None;
+            let mut hint = None;
             for index in lo..hi {
                 let loc = g.get(index).ok_or(ReadError::Lost { group, index })?;
                 if let Some(limit) = max_bytes {
@@ -392,7 +400,7 @@ impl Wal {
                     }
                 }
                 bytes += loc.len as u64;
-                let src = match st.cache.get_shared(group, index) {
+                let src = match st.cache.get_shared(loc.seg, loc.off as u64, loc.len as u64, &mut hint) {
                     Some((arena, start, len)) => Src::Cached(arena, start, len),
                     None => {
                         if seg.as_ref().map(|s| s.seq) != Some(loc.seg) {
@@ -405,6 +413,9 @@ impl Wal {
                 plan.push((index, loc.term, src));
             }
         }
+        let cached = plan.iter().filter(|(_, _, s)| matches!(s, Src::Cached(..))).count() as u64;
+        self.shared.entries_read.fetch_add(plan.len() as u64, Ordering::Relaxed);
+        self.shared.entries_read_cached.fetch_add(cached, Ordering::Relaxed);
         plan.into_iter()
             .map(|(index, term, src)| {
                 let data = match &src {
@@ -522,6 +533,8 @@ impl Wal {
             segments_recycled: self.shared.recycled.load(Ordering::Relaxed),
             gather_waits: self.shared.gather_waits.load(Ordering::Relaxed),
             gather_waits_idle: self.shared.gather_waits_idle.load(Ordering::Relaxed),
+            entries_read: self.shared.entries_read.load(Ordering::Relaxed),
+            entries_read_cached: self.shared.entries_read_cached.load(Ordering::Relaxed),
         }
     }
 }

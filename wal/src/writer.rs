@@ -385,7 +385,6 @@ impl SegmentWriter {
                         first: *first,
                         locs: (from_loc, self.locs.len()),
                         rewrite_last: last,
-                        payloads: if last.is_none() { Some((*from, *to)) } else { None },
                     });
                 }
                 Op::HardState { group, hs } => {
@@ -528,7 +527,16 @@ impl SegmentWriter {
         }
         self.pos += self.buf.len() as u64;
         let locs = std::mem::take(&mut self.locs);
-        self.last_round = self.shared.sync.push(self.active.clone(), self.pos, chunk, locs);
+        // The entry cache keeps the written bytes themselves: the buffer goes with the
+        // round (trimmed to its length, which glibc does in place) and a new one, sized
+        // for a round like this one, takes its place.
+        let written = (self.shared.cfg.cache_bytes > 0).then(|| {
+            let len = self.buf.len();
+            let mut w = std::mem::replace(&mut self.buf, Vec::with_capacity(len));
+            w.shrink_to_fit();
+            Arc::new(w)
+        });
+        self.last_round = self.shared.sync.push(self.active.clone(), self.pos, chunk, locs, written);
         Ok(())
     }
 
