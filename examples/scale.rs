@@ -291,10 +291,12 @@ fn main() {
     let frames: u64 = m0.iter().zip(&m1).map(|(a, b)| b.net_batches - a.net_batches).sum();
     let ticks: u64 = m0.iter().zip(&m1).map(|(a, b)| b.raft_ticks - a.raft_ticks).sum();
     let wticks: u64 = m0.iter().zip(&m1).map(|(a, b)| b.worker_ticks - a.worker_ticks).sum();
+    let probes: u64 = m0.iter().zip(&m1).map(|(a, b)| b.gc_probes_sent - a.gc_probes_sent).sum();
     println!(
-        "idle {secs:.1}s: CPU {cpu:.2}% of one core (goal <= 5%), {:.1} frames/s, {ticks} Raft ticks over \
-         {wticks} worker ticks",
-        frames as f64 / secs
+        "idle {secs:.1}s: CPU {cpu:.2}% of one core (goal <= 2%), {:.1} frames/s, {ticks} Raft ticks over \
+         {wticks} worker ticks, {:.0} stale-peer probes/s (paced: gc_replicas_per_tick)",
+        frames as f64 / secs,
+        probes as f64 / secs
     );
     for e in engines {
         e.shutdown();

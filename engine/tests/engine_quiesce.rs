@@ -197,3 +197,35 @@ fn lost_quiesce_heartbeats_cause_no_election() {
     assert_eq!(elections(), e0, "campaigns after quiescence");
     assert_eq!(leaders(), l0, "leaders elected after quiescence");
 }
+
+/// The stale-peer check of idle groups is paced (`gc_replicas_per_tick`, issue 16 point
+/// 7): 300 quiesced groups, a pass due every 20 ticks (`gc_interval_elections = 1`), at
+/// most one replica examined per worker tick. Unpaced, each of node 1's two workers would
+/// go over its ~150 replicas every 20 ticks (about 10 probes a tick); paced, node 1 sends
+/// at most 2 probes (one per other node) per worker tick, plus what its workers held
+/// before the window (at most 2 per replica), and still probes: a pass completes within
+/// the window.
+#[test]
+fn stale_peer_probes_of_idle_groups_are_paced_per_tick() {
+    let c = Cluster::new_tweaked(3, 10_000, |cfg| {
+        cfg.gc_interval_elections = 1;
+        cfg.gc_replicas_per_tick = 1;
+    });
+    let groups: Vec<u64> = (1..=300).collect();
+    create_led(&c, &groups, |g| g % 3 + 1);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
+    let m0 = c.engine(1).metrics();
+    let deadline = Instant::now() + LONG;
+    while ticks(&c, 1) < m0.worker_ticks / 2 + 300 {
+        assert!(Instant::now() < deadline, "workers stopped ticking");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let m1 = c.engine(1).metrics();
+    let probes = m1.gc_probes_sent - m0.gc_probes_sent;
+    let worker_ticks = m1.worker_ticks - m0.worker_ticks;
+    let bound = 2 * worker_ticks + 2 * groups.len() as u64;
+    eprintln!("{probes} probes over {worker_ticks} worker ticks (bound {bound})");
+    assert!(probes <= bound, "{probes} probes over {worker_ticks} worker ticks: not paced (bound {bound})");
+    assert!(probes >= 100, "only {probes} probes: the check stopped");
+    assert_eq!(m1.raft_ticks, m0.raft_ticks, "probes wake no group");
+}

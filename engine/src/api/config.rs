@@ -174,7 +174,18 @@ pub struct EngineConfig {
     /// quiesced followers and learners probe the members of their configuration (the
     /// stale-peer check), and leaders re-send a tombstone to every removed replica that
     /// has not confirmed its destruction. Default 10; bounds 1..=1,000.
+    ///
+    /// A pass is spread over the ticks of its interval, and each worker examines at most
+    /// `gc_replicas_per_tick` replicas per tick.
     pub gc_interval_elections: u32,
+    /// The most replicas one worker examines per tick for the passes of
+    /// `gc_interval_elections`: what bounds their cost on a node of many idle groups (a
+    /// probe per other member, sent and handled, for every quiesced follower). At the
+    /// default, 8 per 10 ms tick, a worker examines 800 replicas a second: with more
+    /// replicas than that times the interval (16,000 a worker at the defaults), a pass
+    /// takes longer than the interval (about two minutes for 100,000; TiKV's stale-peer
+    /// check runs every five). Default 8; bounds 1..=1,000,000.
+    pub gc_replicas_per_tick: u32,
     /// Decides whether a peer's message may create a replica of a group not hosted here
     /// (or record the removal of a replica never hosted here). Default
     /// [`CreatePolicy::allow_all`]; an embedder that knows its groups (e.g. from a
@@ -296,6 +307,7 @@ impl EngineConfig {
             compact_check_ticks: 100,
             max_wakes_per_tick: 1024,
             gc_interval_elections: 10,
+            gc_replicas_per_tick: 8,
             create_policy: CreatePolicy::allow_all(),
             max_creates_per_tick: 64,
             max_creates_per_node_per_tick: 16,
@@ -401,6 +413,9 @@ impl EngineConfig {
         }
         if !(1..=1000).contains(&self.gc_interval_elections) {
             return Err(ConfigError::GcIntervalOutOfBounds(self.gc_interval_elections));
+        }
+        if !(1..=1_000_000).contains(&self.gc_replicas_per_tick) {
+            return Err(ConfigError::GcReplicasPerTickOutOfBounds(self.gc_replicas_per_tick));
         }
         if !(1..=MAX_CREATES_PER_TICK).contains(&self.max_creates_per_tick) {
             return Err(ConfigError::MaxCreatesPerTickOutOfBounds(self.max_creates_per_tick));
@@ -556,6 +571,9 @@ pub enum ConfigError {
     /// `gc_interval_elections` outside 1..=1,000.
     #[error("gc_interval_elections {0} out of bounds 1..=1000")]
     GcIntervalOutOfBounds(u32),
+    /// `gc_replicas_per_tick` outside 1..=1,000,000.
+    #[error("gc_replicas_per_tick {0} out of bounds 1..=1000000")]
+    GcReplicasPerTickOutOfBounds(u32),
     /// `max_creates_per_tick` outside 1..=[`MAX_CREATES_PER_TICK`].
     #[error("max_creates_per_tick {0} out of bounds 1..={MAX_CREATES_PER_TICK}")]
     MaxCreatesPerTickOutOfBounds(u32),
@@ -702,6 +720,13 @@ mod tests {
         });
         check(&|c| c.max_wal_segments = 1, &|e| matches!(e, ConfigError::MaxWalSegmentsTooSmall(1)));
         check(&|c| c.compact_check_ticks = 0, &|e| matches!(e, ConfigError::ZeroCompactCheckTicks));
+        check(&|c| c.gc_interval_elections = 0, &|e| matches!(e, ConfigError::GcIntervalOutOfBounds(0)));
+        check(&|c| c.gc_replicas_per_tick = 0, &|e| {
+            matches!(e, ConfigError::GcReplicasPerTickOutOfBounds(0))
+        });
+        check(&|c| c.gc_replicas_per_tick = 1_000_001, &|e| {
+            matches!(e, ConfigError::GcReplicasPerTickOutOfBounds(_))
+        });
         check(&|c| c.max_creates_per_tick = 0, &|e| {
             matches!(e, ConfigError::MaxCreatesPerTickOutOfBounds(0))
         });

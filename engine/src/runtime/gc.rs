@@ -6,7 +6,9 @@
 //! tombstone (`Worker::answer_removed`). But a quiesced replica sends nothing and neither
 //! does a learner (it never campaigns), and the leader no longer addresses a replica its
 //! configuration dropped: once healed, such a replica would live on forever. So, on a slow
-//! timer (`EngineConfig::gc_interval_elections` maximum election timeouts, [`gc_due`]), every replica that is not a
+//! timer (a pass over the groups every `EngineConfig::gc_interval_elections` maximum
+//! election timeouts, spread over the interval and capped per tick by
+//! `EngineConfig::gc_replicas_per_tick`: [`GcPacer`]), every replica that is not a
 //! leader and is quiesced or not a voter in its own configuration sends a
 //! [`WireItem::GcProbe`] to each other node of its configuration; a member whose applied
 //! configuration removed it answers with a [`WireItem::Tombstone`], and the worker's
@@ -38,12 +40,57 @@ use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::WireItem;
 
-/// Whether the clean-up pass runs at worker tick `tick`: every `interval_elections`
+/// Ticks between the starts of two clean-up passes: `interval_elections`
 /// (`EngineConfig::gc_interval_elections`, slow: a message per member per group, and a
 /// removed replica that missed its removal is rare) maximum election timeouts.
-pub(crate) fn gc_due(tick: u64, interval_elections: u32, election_max_ticks: u32) -> bool {
-    let every = u64::from(interval_elections.max(1)) * u64::from(election_max_ticks.max(1));
-    tick > 0 && tick % every == 0
+pub(crate) fn gc_every(interval_elections: u32, election_max_ticks: u32) -> u64 {
+    u64::from(interval_elections.max(1)) * u64::from(election_max_ticks.max(1))
+}
+
+/// One worker's clean-up passes, paced: a pass is spread over the ticks of its interval
+/// (a slice of the groups per tick, at least one), and no tick examines more than
+/// `EngineConfig::gc_replicas_per_tick` replicas, so a node of idle groups pays a
+/// bounded, small amount of work per tick whatever their number (all in one tick, a
+/// pass over 100,000 groups every 2 s cost 15% of a core). A pass lists the groups when it
+/// begins; the next begins once it is done and a whole interval has passed since it
+/// began, so with more groups than the cap covers in an interval, passes take longer and
+/// follow each other at once.
+#[derive(Debug, Default)]
+pub(crate) struct GcPacer {
+    /// Groups of the pass in progress not yet examined (taken from the end).
+    left: Vec<u64>,
+    /// Groups to examine per tick in this pass.
+    per_tick: usize,
+    /// The tick the last pass began.
+    began: u64,
+}
+
+impl GcPacer {
+    /// The groups to examine at tick `now`: a slice of the pass in progress, after
+    /// beginning a new one over `groups()` when due (`every` ticks after the last began,
+    /// the first at tick `every`). At most `cap` (at least 1).
+    pub(crate) fn take(
+        &mut self,
+        now: u64,
+        every: u64,
+        cap: usize,
+        groups: impl FnOnce() -> Vec<u64>,
+    ) -> Vec<u64> {
+        let every = every.max(1);
+        if self.left.is_empty() && now >= self.began + every {
+            self.left = groups();
+            self.began = now;
+            let spread = self.left.len().div_ceil(usize::try_from(every).unwrap_or(usize::MAX));
+            self.per_tick = spread.clamp(1, cap.max(1));
+        }
+        let n = self.per_tick.min(self.left.len());
+        self.left.split_off(self.left.len() - n)
+    }
+
+    /// Whether the pass has no group left to examine.
+    pub(crate) fn pass_done(&self) -> bool {
+        self.left.is_empty()
+    }
 }
 
 /// Whether a replica in `role` probes: not a leader, and quiesced or not a voter of its
@@ -191,9 +238,49 @@ mod tests {
         let p = probes(9, 3, &conf, 3);
         assert_eq!(p.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2]);
         assert!(p.iter().all(|(_, it)| *it == WireItem::GcProbe { group: 9, replica: 3 }));
-        assert!(!gc_due(0, 10, 20));
-        assert!(gc_due(200, 10, 20) && !gc_due(201, 10, 20) && !gc_due(80, 10, 20));
-        assert!(gc_due(40, 2, 20), "the interval is configurable");
+        assert_eq!(gc_every(10, 20), 200);
+        assert_eq!(gc_every(2, 20), 40, "the interval is configurable");
+    }
+
+    /// Runs `ticks` ticks of a pacer over groups `0..n`; returns the groups examined at
+    /// each tick.
+    fn pace(n: u64, every: u64, cap: usize, ticks: u64) -> Vec<Vec<u64>> {
+        let mut p = GcPacer::default();
+        (0..ticks).map(|t| p.take(t, every, cap, || (0..n).collect())).collect()
+    }
+
+    /// A few groups: the first pass at tick `every`, as before pacing, one group a tick,
+    /// each group once per pass, one pass per interval.
+    #[test]
+    fn a_pass_over_few_groups_is_spread_over_its_interval() {
+        let seen = pace(3, 40, 16, 130);
+        assert!(seen[..40].iter().all(|s| s.is_empty()), "nothing before the first interval");
+        assert_eq!(seen[40..43].iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 1]);
+        assert!(seen[43..80].iter().all(|s| s.is_empty()));
+        let mut first: Vec<u64> = seen[40..43].concat();
+        first.sort_unstable();
+        assert_eq!(first, vec![0, 1, 2]);
+        assert_eq!(seen[80..83].concat().len(), 3, "the next pass an interval later");
+        assert_eq!(seen[120..123].concat().len(), 3);
+    }
+
+    /// Many groups: a slice per tick that finishes the pass within the interval, and never
+    /// more than the cap; past what the cap covers, passes take longer and follow each other.
+    #[test]
+    fn a_pass_over_many_groups_is_capped_per_tick() {
+        let seen = pace(1000, 100, 16, 300);
+        assert_eq!(seen[100].len(), 10, "1,000 groups over 100 ticks");
+        assert_eq!(seen[100..200].concat().len(), 1000);
+        let seen = pace(10_000, 100, 16, 1000);
+        assert!(seen.iter().all(|s| s.len() <= 16));
+        assert_eq!(seen[100].len(), 16);
+        // 10,000 groups at 16 a tick: the pass ends at tick 100 + 625 and the next begins
+        // at once.
+        let mut pass: Vec<u64> = seen[100..725].concat();
+        assert!(seen[724].len() == 16 && seen[725].len() == 16);
+        pass.sort_unstable();
+        pass.dedup();
+        assert_eq!(pass.len(), 10_000, "every group once");
     }
 
     #[test]

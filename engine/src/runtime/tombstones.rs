@@ -24,6 +24,17 @@ use crate::raft::conf::{ChangeKind, ConfChange, SingleChange, Transition};
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::WireItem;
 
+/// Clean-up items (probes and re-sent tombstones) a worker holds before sending them.
+pub(super) const GC_SEND_BATCH: usize = 1024;
+
+/// Clean-up items held for sending, by destination node (see `Worker::gc_pass`).
+#[derive(Debug, Default)]
+pub(super) struct GcOutbox {
+    probes: HashMap<NodeId, Vec<WireItem>>,
+    resent: HashMap<NodeId, Vec<WireItem>>,
+    held: usize,
+}
+
 impl Worker {
     /// Node `from` said `replica` of `group` was removed by its configuration at
     /// `conf_index` (an answer to this replica's messages or probes, or a leader's
@@ -152,21 +163,24 @@ impl Worker {
         true
     }
 
-    /// The clean-up pass (`gc`), every `gc_interval_elections` election timeouts: replicas
-    /// that send nothing ask the other members whether they still belong to their group
-    /// (the stale-peer check), and leaders re-send a tombstone to every removed replica
-    /// that has not confirmed its destruction. One pass over the groups.
-    pub(super) fn gc_pass(&mut self) {
+    /// The clean-up pass (`gc`) over `groups`, this tick's slice of the pass over every
+    /// group that begins each `gc_interval_elections` election timeouts (`gc::GcPacer`):
+    /// replicas that send nothing ask the other members whether they still belong to
+    /// their group (the stale-peer check), and leaders re-send a tombstone to every
+    /// removed replica that has not confirmed its destruction. What a slice produces is
+    /// held and sent with the next slices', once [`GC_SEND_BATCH`] items are held or the
+    /// pass is `done`: a pass paced over many ticks then costs a few sends, not one per tick
+    /// (each wakes the network threads and the receiving worker of every node).
+    pub(super) fn gc_pass(&mut self, groups: &[u64], done: bool) {
         let me = self.sh.node;
-        let mut probes: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
-        let mut resent: HashMap<NodeId, Vec<WireItem>> = HashMap::new();
-        for g in self.groups.values() {
+        for g in groups.iter().filter_map(|id| self.groups.get(id)) {
             let r = &g.raft;
             if r.role() == Role::Leader {
                 if !r.conf().removed.is_empty() {
                     let (items, local) = gc::resends(g.id, r.conf(), r.conf_index(), me);
                     for (node, item) in items {
-                        resent.entry(node).or_default().push(item);
+                        self.gc_out.resent.entry(node).or_default().push(item);
+                        self.gc_out.held += 1;
                     }
                     if !local.is_empty() {
                         self.forget.entry(g.id).or_default().extend(local);
@@ -174,15 +188,20 @@ impl Worker {
                 }
             } else if gc::should_probe(r.role(), r.is_quiesced(), r.conf().is_voter(r.id())) {
                 for (node, item) in gc::probes(g.id, r.id(), r.conf(), me) {
-                    probes.entry(node).or_default().push(item);
+                    self.gc_out.probes.entry(node).or_default().push(item);
+                    self.gc_out.held += 1;
                 }
             }
         }
-        for (to, items) in probes {
+        if !done && self.gc_out.held < GC_SEND_BATCH {
+            return;
+        }
+        let out = std::mem::take(&mut self.gc_out);
+        for (to, items) in out.probes {
             bump_by(&self.sh.counters.gc_probes_sent, items.len() as u64);
             let _ = self.sh.net.send(NetCmd::Send { to, items });
         }
-        for (to, items) in resent {
+        for (to, items) in out.resent {
             bump_by(&self.sh.counters.tombstones_resent, items.len() as u64);
             let _ = self.sh.net.send(NetCmd::Send { to, items });
         }

@@ -114,6 +114,9 @@ pub(crate) struct Worker {
     /// Groups whose replica asked its members about an unproven tombstone this tick (at
     /// most one probe round per group per tick, however many tombstones arrive).
     pub(super) probed: HashSet<u64>,
+    /// The clean-up pass in progress, paced over ticks, and what it holds to send.
+    pub(super) gc: gc::GcPacer,
+    pub(super) gc_out: super::tombstones::GcOutbox,
     /// Groups ticked: every group that is not quiesced (or has reads to time out).
     pub(super) active: HashSet<u64>,
     /// Quiesced groups to wake (node liveness), a bounded number per tick.
@@ -192,6 +195,8 @@ impl Worker {
             lazy_commits: HashSet::new(),
             admission: Admission::default(),
             probed: HashSet::new(),
+            gc: gc::GcPacer::default(),
+            gc_out: Default::default(),
             active: HashSet::new(),
             wake_queue: WakeQueue::default(),
             removing: Vec::new(),
@@ -456,8 +461,13 @@ impl Worker {
         }
         bump_by(&self.sh.counters.raft_ticks, ticked);
         let cfg = self.sh.cfg.get();
-        if gc::gc_due(now, cfg.gc_interval_elections, cfg.raft.election_timeout_max_ticks) {
-            self.gc_pass();
+        let every = gc::gc_every(cfg.gc_interval_elections, cfg.raft.election_timeout_max_ticks);
+        let cap = usize::try_from(cfg.gc_replicas_per_tick).unwrap_or(usize::MAX);
+        let groups = &self.groups;
+        let slice = self.gc.take(now, every, cap, || groups.keys().copied().collect());
+        if !slice.is_empty() {
+            let done = self.gc.pass_done();
+            self.gc_pass(&slice, done);
         }
         if !self.forget.is_empty() {
             self.propose_forgets();
