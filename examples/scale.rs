@@ -13,7 +13,8 @@
 //! Other knobs: `SCALE_RATE` (group creations per second, default 10,000),
 //! `SCALE_TRANSPORT` (`quic` or `memory`, default quic), `SCALE_IDLE_SECS` (idle window,
 //! default 5), `SCALE_WORKERS` (workers per engine, default 1), `SCALE_DIR` (data
-//! directory, default under the temporary directory).
+//! directory, default under the temporary directory), `SCALE_GC_PER_TICK`
+//! (`EngineConfig::gc_replicas_per_tick`, default 8).
 
 #![allow(clippy::unwrap_used)]
 
@@ -204,6 +205,7 @@ fn main() {
             c.workers = workers;
             c.wal.cache_bytes = (env("SCALE_WAL_CACHE_MIB", 8) as usize) << 20;
             c.mailbox_capacity = 1 << 20;
+            c.gc_replicas_per_tick = env("SCALE_GC_PER_TICK", u64::from(c.gc_replicas_per_tick)) as u32;
             Engine::open(c, t, factory.clone()).unwrap()
         })
         .collect();
