@@ -75,8 +75,9 @@ pub struct WalConfig {
     /// Capacity of the submission queue (batches waiting for the writer); submitters block
     /// (or `try_submit` fails with `Busy`) when it is full. Default 4096; bounds 1..=1,048,576.
     pub queue_len: usize,
-    /// Bytes of recent entry payloads kept in memory across all groups (FIFO eviction).
-    /// Default 64 MiB; bounds 0..=1 TiB (0 disables the cache).
+    /// Bytes of the latest writes kept in memory to serve reads of recent entries (the
+    /// written rounds themselves, oldest dropped first; a round larger than this is not
+    /// kept). Default 64 MiB; bounds 0..=1 TiB (0 disables the cache).
     #[cfg_attr(feature = "serde", serde(with = "crate::units::bytes_usize"))]
     pub cache_bytes: usize,
     /// A sealed segment whose live bytes are below this fraction of its written bytes is
