@@ -36,6 +36,8 @@
 //! replica, never steps Raft (a probe wakes no quiesced group) and never writes anything:
 //! the worker acts on the verdicts.
 
+use std::collections::HashMap;
+
 use crate::raft::conf::ConfState;
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::WireItem;
@@ -45,6 +47,42 @@ use crate::transport::WireItem;
 /// removed replica that missed its removal is rare) maximum election timeouts.
 pub(crate) fn gc_every(interval_elections: u32, election_max_ticks: u32) -> u64 {
     u64::from(interval_elections.max(1)) * u64::from(election_max_ticks.max(1))
+}
+
+/// Clean-up items (probes and re-sent tombstones) a worker holds before sending them.
+pub(crate) const GC_SEND_BATCH: usize = 1024;
+
+/// Clean-up items a worker holds for sending, by destination node: a paced pass sends
+/// them [`GC_SEND_BATCH`] at a time or at its end, not a few every tick.
+#[derive(Debug, Default)]
+pub(crate) struct GcOutbox {
+    probes: HashMap<NodeId, Vec<WireItem>>,
+    resent: HashMap<NodeId, Vec<WireItem>>,
+    held: usize,
+}
+
+impl GcOutbox {
+    /// Holds a stale-peer probe for node `to`.
+    pub(crate) fn hold_probe(&mut self, to: NodeId, item: WireItem) {
+        self.probes.entry(to).or_default().push(item);
+        self.held += 1;
+    }
+
+    /// Holds a leader's re-sent tombstone for node `to`.
+    pub(crate) fn hold_resent(&mut self, to: NodeId, item: WireItem) {
+        self.resent.entry(to).or_default().push(item);
+        self.held += 1;
+    }
+
+    /// Items held.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The probes and the re-sent tombstones, by destination node.
+    pub(crate) fn into_parts(self) -> (HashMap<NodeId, Vec<WireItem>>, HashMap<NodeId, Vec<WireItem>>) {
+        (self.probes, self.resent)
+    }
 }
 
 /// One worker's clean-up passes, paced: a pass is spread over the ticks of its interval

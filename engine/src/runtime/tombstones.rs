@@ -13,8 +13,6 @@
 //! The rules are pure functions in `gc`; this file carries them out. Never destroys a
 //! replica on an unproven claim.
 
-use std::collections::HashMap;
-
 use super::command::NetCmd;
 use super::gc;
 use super::shared::{bump, bump_by};
@@ -23,17 +21,6 @@ use super::worker::Worker;
 use crate::raft::conf::{ChangeKind, ConfChange, SingleChange, Transition};
 use crate::raft::types::{NodeId, Replica, ReplicaId, Role};
 use crate::transport::WireItem;
-
-/// Clean-up items (probes and re-sent tombstones) a worker holds before sending them.
-pub(super) const GC_SEND_BATCH: usize = 1024;
-
-/// Clean-up items held for sending, by destination node (see `Worker::gc_pass`).
-#[derive(Debug, Default)]
-pub(super) struct GcOutbox {
-    probes: HashMap<NodeId, Vec<WireItem>>,
-    resent: HashMap<NodeId, Vec<WireItem>>,
-    held: usize,
-}
 
 impl Worker {
     /// Node `from` said `replica` of `group` was removed by its configuration at
@@ -168,7 +155,7 @@ impl Worker {
     /// replicas that send nothing ask the other members whether they still belong to
     /// their group (the stale-peer check), and leaders re-send a tombstone to every
     /// removed replica that has not confirmed its destruction. What a slice produces is
-    /// held and sent with the next slices', once [`GC_SEND_BATCH`] items are held or the
+    /// held and sent with the next slices', once `gc::GC_SEND_BATCH` items are held or the
     /// pass is `done`: a pass paced over many ticks then costs a few sends, not one per tick
     /// (each wakes the network threads and the receiving worker of every node).
     pub(super) fn gc_pass(&mut self, groups: &[u64], done: bool) {
@@ -179,8 +166,7 @@ impl Worker {
                 if !r.conf().removed.is_empty() {
                     let (items, local) = gc::resends(g.id, r.conf(), r.conf_index(), me);
                     for (node, item) in items {
-                        self.gc_out.resent.entry(node).or_default().push(item);
-                        self.gc_out.held += 1;
+                        self.gc_out.hold_resent(node, item);
                     }
                     if !local.is_empty() {
                         self.forget.entry(g.id).or_default().extend(local);
@@ -188,20 +174,19 @@ impl Worker {
                 }
             } else if gc::should_probe(r.role(), r.is_quiesced(), r.conf().is_voter(r.id())) {
                 for (node, item) in gc::probes(g.id, r.id(), r.conf(), me) {
-                    self.gc_out.probes.entry(node).or_default().push(item);
-                    self.gc_out.held += 1;
+                    self.gc_out.hold_probe(node, item);
                 }
             }
         }
-        if !done && self.gc_out.held < GC_SEND_BATCH {
+        if !done && self.gc_out.held() < gc::GC_SEND_BATCH {
             return;
         }
-        let out = std::mem::take(&mut self.gc_out);
-        for (to, items) in out.probes {
+        let (probes, resent) = std::mem::take(&mut self.gc_out).into_parts();
+        for (to, items) in probes {
             bump_by(&self.sh.counters.gc_probes_sent, items.len() as u64);
             let _ = self.sh.net.send(NetCmd::Send { to, items });
         }
-        for (to, items) in out.resent {
+        for (to, items) in resent {
             bump_by(&self.sh.counters.tombstones_resent, items.len() as u64);
             let _ = self.sh.net.send(NetCmd::Send { to, items });
         }

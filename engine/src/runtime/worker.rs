@@ -116,7 +116,7 @@ pub(crate) struct Worker {
     pub(super) probed: HashSet<u64>,
     /// The clean-up pass in progress, paced over ticks, and what it holds to send.
     pub(super) gc: gc::GcPacer,
-    pub(super) gc_out: super::tombstones::GcOutbox,
+    pub(super) gc_out: gc::GcOutbox,
     /// Groups ticked: every group that is not quiesced (or has reads to time out).
     pub(super) active: HashSet<u64>,
     /// Quiesced groups to wake (node liveness), a bounded number per tick.
