@@ -11,13 +11,17 @@ mod file_sm;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "failpoints")]
+use std::time::Instant;
 
 use bytes::Bytes;
 use file_sm::FileSm;
 use flotilla_engine::api::*;
 use flotilla_engine::raft::{NodeId, Role};
-use flotilla_engine::transport::{FaultControl, MemoryNetwork};
+#[cfg(feature = "failpoints")]
+use flotilla_engine::transport::FaultControl;
+use flotilla_engine::transport::MemoryNetwork;
 
 const LONG: Duration = Duration::from_secs(60);
 const GROUP: u64 = 1;
