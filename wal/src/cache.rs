@@ -83,13 +83,14 @@ impl EntryCache {
         }
     }
 
-    /// Which held write covers `len` bytes at `off` of segment `seg`.
-    fn find(&self, seg: u64, off: u64, len: u64) -> Option<usize> {
+    /// Which held write covers `len` bytes at `off` of segment `seg`, and their range in
+    /// it.
+    fn find(&self, seg: u64, off: u64, len: u64) -> Option<(usize, (usize, usize))> {
         // The first write starting after `off` (in log order); the one before it is the
         // only candidate.
         let i = self.writes.partition_point(|w| (w.seg, w.start) <= (seg, off));
         let i = i.checked_sub(1)?;
-        self.writes[i].range(seg, off, len).map(|_| i)
+        self.writes[i].range(seg, off, len).map(|r| (i, r))
     }
 
     /// The cached bytes `off..off + len` of segment `seg` as (write, start, len), to copy
@@ -106,10 +107,7 @@ impl EntryCache {
         let hit = hint.and_then(|i| self.writes.get(i).and_then(|w| w.range(seg, off, len)).map(|r| (i, r)));
         let (i, (from, to)) = match hit {
             Some(h) => h,
-            None => {
-                let i = self.find(seg, off, len)?;
-                (i, self.writes[i].range(seg, off, len)?)
-            }
+            None => self.find(seg, off, len)?,
         };
         *hint = Some(i);
         Some((self.writes[i].bytes.clone(), from, to - from))
@@ -118,8 +116,7 @@ impl EntryCache {
     /// The cached bytes `off..off + len` of segment `seg`.
     #[cfg(test)]
     pub(crate) fn get(&self, seg: u64, off: u64, len: u64) -> Option<&[u8]> {
-        let i = self.find(seg, off, len)?;
-        let (from, to) = self.writes[i].range(seg, off, len)?;
+        let (i, (from, to)) = self.find(seg, off, len)?;
         self.writes[i].bytes.get(from..to)
     }
 }

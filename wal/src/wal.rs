@@ -392,6 +392,7 @@ impl Wal {
             let mut bytes = 0u64;
             let mut seg: Option<Arc<Segment>> = None;
             let mut hint = None;
+            let mut cached = 0u64;
             for index in lo..hi {
                 let loc = g.get(index).ok_or(ReadError::Lost { group, index })?;
                 if let Some(limit) = max_bytes {
@@ -401,7 +402,10 @@ impl Wal {
                 }
                 bytes += loc.len as u64;
                 let src = match st.cache.get_shared(loc.seg, loc.off as u64, loc.len as u64, &mut hint) {
-                    Some((arena, start, len)) => Src::Cached(arena, start, len),
+                    Some((arena, start, len)) => {
+                        cached += 1;
+                        Src::Cached(arena, start, len)
+                    }
                     None => {
                         if seg.as_ref().map(|s| s.seq) != Some(loc.seg) {
                             seg = st.segs.get(&loc.seg).and_then(|s| s.seg.clone());
@@ -412,10 +416,9 @@ impl Wal {
                 };
                 plan.push((index, loc.term, src));
             }
+            self.shared.entries_read.fetch_add(plan.len() as u64, Ordering::Relaxed);
+            self.shared.entries_read_cached.fetch_add(cached, Ordering::Relaxed);
         }
-        let cached = plan.iter().filter(|(_, _, s)| matches!(s, Src::Cached(..))).count() as u64;
-        self.shared.entries_read.fetch_add(plan.len() as u64, Ordering::Relaxed);
-        self.shared.entries_read_cached.fetch_add(cached, Ordering::Relaxed);
         plan.into_iter()
             .map(|(index, term, src)| {
                 let data = match &src {

@@ -529,9 +529,10 @@ impl SegmentWriter {
         let locs = std::mem::take(&mut self.locs);
         // The entry cache keeps the written bytes themselves: the buffer goes with the
         // round (trimmed to its length, which glibc does in place) and a new one, sized
-        // for a round like this one, takes its place.
-        let written = (self.shared.cfg.cache_bytes > 0).then(|| {
-            let len = self.buf.len();
+        // for a round like this one, takes its place. A round larger than the whole cache
+        // would not be kept: the buffer stays.
+        let len = self.buf.len();
+        let written = (len <= self.shared.cfg.cache_bytes).then(|| {
             let mut w = std::mem::replace(&mut self.buf, Vec::with_capacity(len));
             w.shrink_to_fit();
             Arc::new(w)
