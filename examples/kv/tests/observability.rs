@@ -126,6 +126,12 @@ fn json_logs_metrics_health_ready_and_info() {
     // A node not in any cluster yet knows no leader: alive, not ready.
     c.start(2, false);
     let m2 = c.nodes[&2].metrics.clone().unwrap();
+    // The metrics endpoint can answer a moment before the client port listens (then
+    // `/health` says so with a 503): wait for it, bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http_get(&m2, "/health").0 != 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(http_get(&m2, "/health"), (200, "ok\n".into()));
     let (status, why) = http_get(&m2, "/ready");
     assert_eq!(status, 503, "{why}");
