@@ -7,13 +7,17 @@
 //! to fsync, as flotilla-wal's io_uring backend does). Also the recovery speed of a large log as a
 //! fraction of sequential read bandwidth.
 //!
-//! Criterion measures each variant; a summary pass then runs the variants interleaved a
-//! few batches at a time (to share the machine's noise fairly) and prints entries/s, MB/s
-//! and the ratios.
+//! Criterion measures each variant; a summary pass then runs the variants interleaved in
+//! short turns (to share the machine's noise fairly), each variant's writers on long-lived
+//! threads, and prints entries/s, MB/s and the ratios.
 //! Environment: `FLOTILLA_WAL_BENCH_DIR` (default: a temp dir under the target dir's
-//! disk), `FLOTILLA_WAL_BENCH_SECS` (summary seconds per variant and round, default 3),
-//! `FLOTILLA_WAL_BENCH_RECOVERY_MB` (log size for the recovery figure, default 1024; 0
-//! skips it).
+//! disk), `FLOTILLA_WAL_BENCH_SECS` (length of the summary pass, default 30),
+//! `FLOTILLA_WAL_BENCH_TURN_MS` (length of one variant's turn in the summary, default 50;
+//! 0 for turns of 4 batches, as before 2026-12-05: with eight variants taking turns every
+//! millisecond or so, each turn starts with caches the other variants filled),
+//! `FLOTILLA_WAL_BENCH_STEADY=1` (the logs compacted as they go, so their files are
+//! recycled: see [`steady`]), `FLOTILLA_WAL_BENCH_RECOVERY_MB` (log size for the recovery
+//! figure, default 1024; 0 skips it).
 //! Pictures: the summary also writes `wal-latency.svg` and `wal-throughput.svg` to
 //! `target/flotilla-plots/` (benches/support/wal_plots.rs).
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -36,6 +40,20 @@ use raft::eraftpb::Entry as RaftEntry;
 const GROUPS: u64 = 1000;
 const ENTRY: usize = 128;
 const PER_BATCH: usize = 256;
+/// With `FLOTILLA_WAL_BENCH_STEADY=1`: every this many batches a writer compacts each of
+/// its groups to all but its last [`KEEP`] entries (as an engine does once entries are
+/// applied and snapshotted), so the logs free and recycle their files instead of growing.
+const COMPACT_EVERY: u64 = 64;
+/// Entries a group keeps past a compaction (steady state).
+const KEEP: u64 = 32;
+
+/// Whether the summary runs the logs in steady state (`FLOTILLA_WAL_BENCH_STEADY=1`):
+/// compacted as they go, so old files are recycled (flotilla-wal's freed segments,
+/// raft-engine's purged files) and writes land in already-written files, as the raw
+/// reference's do. Default off: a fresh, growing log (every new segment zero-filled).
+fn steady() -> bool {
+    std::env::var("FLOTILLA_WAL_BENCH_STEADY").is_ok_and(|v| v != "0")
+}
 
 fn bench_dir() -> tempfile::TempDir {
     let base = std::env::var("FLOTILLA_WAL_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| {
@@ -72,12 +90,36 @@ struct Stream {
     cursor: usize,
     p: usize,
     payloads: Arc<Vec<Vec<u8>>>,
+    batches: u64,
+    steady: bool,
 }
 
 impl Stream {
     fn new(writer: u64, writers: u64, payloads: Arc<Vec<Vec<u8>>>) -> Stream {
         let groups: Vec<u64> = (0..GROUPS).filter(|g| g % writers == writer).collect();
-        Stream { next: vec![1; groups.len()], groups, cursor: 0, p: writer as usize * 997, payloads }
+        Stream {
+            next: vec![1; groups.len()],
+            groups,
+            cursor: 0,
+            p: writer as usize * 997,
+            payloads,
+            batches: 0,
+            steady: steady(),
+        }
+    }
+
+    /// In steady state, every [`COMPACT_EVERY`] batches: (group, first index to keep) for
+    /// each group of this stream, keeping its last [`KEEP`] entries.
+    fn compactions(&self) -> Vec<(u64, u64)> {
+        if !self.steady || self.batches % COMPACT_EVERY != 0 {
+            return Vec::new();
+        }
+        self.groups
+            .iter()
+            .zip(&self.next)
+            .filter(|(_, &n)| n > KEEP + 1)
+            .map(|(&g, &n)| (g, n - KEEP))
+            .collect()
     }
 
     /// Calls `f(group, index, payload)` for the 256 entries of the next batch.
@@ -89,6 +131,7 @@ impl Stream {
             f(self.groups[i], self.next[i], &self.payloads[self.p]);
             self.next[i] += 1;
         }
+        self.batches += 1;
     }
 }
 
@@ -102,6 +145,9 @@ impl Target for Flotilla {
     fn write(&self, s: &mut Stream) {
         let mut b = WriteBatch::new();
         s.batch(|g, i, d| b.add_entry(g, i, 1, d));
+        for (g, i) in s.compactions() {
+            b.compact_to(g, i);
+        }
         self.0.write(b).unwrap();
     }
 }
@@ -126,6 +172,13 @@ impl Target for RaftEngine {
             lb.add_entries::<Ext>(g, &[e]).unwrap();
         });
         self.0.write(&mut lb, true).unwrap();
+        let compactions = s.compactions();
+        if !compactions.is_empty() {
+            for (g, i) in compactions {
+                self.0.compact_to(g, i);
+            }
+            self.0.purge_expired_files().unwrap();
+        }
     }
 }
 
@@ -236,34 +289,68 @@ fn run(t: &dyn Target, streams: &mut [Stream], batches_per_writer: u64) -> Durat
     start.elapsed()
 }
 
-/// [`run`], also recording each batch's latency (microseconds) in `lat`.
-fn run_timed(
-    t: &dyn Target,
-    streams: &mut [Stream],
-    batches_per_writer: u64,
-    lat: &mut Vec<u32>,
-) -> Duration {
-    let start = Instant::now();
-    let per_writer: Vec<Vec<u32>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = streams
-            .iter_mut()
-            .map(|s| {
-                sc.spawn(move || {
-                    (0..batches_per_writer)
-                        .map(|_| {
-                            let t0 = Instant::now();
-                            t.write(s);
-                            t0.elapsed().as_micros().min(u32::MAX as u128) as u32
-                        })
-                        .collect::<Vec<u32>>()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let elapsed = start.elapsed();
-    lat.extend(per_writer.into_iter().flatten());
-    elapsed
+/// How long one variant's turn lasts in the summary.
+#[derive(Clone, Copy)]
+enum Turn {
+    /// A fixed number of batches per writer (`FLOTILLA_WAL_BENCH_TURN_MS=0`).
+    Batches(u64),
+    /// Batches until this much time passed, per writer (the default: 50 ms).
+    For(Duration),
+}
+
+/// A long-lived writer thread of one variant's stream, for the summary's turns: an
+/// embedder writes from long-lived threads, so the turns do not pay for starting
+/// threads (or for their cold caches and allocator state).
+struct Writer {
+    go: crossbeam_channel::Sender<Turn>,
+    done: crossbeam_channel::Receiver<(u64, Instant, Instant, Vec<u32>)>,
+}
+
+impl Writer {
+    fn spawn<'s>(sc: &'s std::thread::Scope<'s, '_>, target: &'s dyn Target, s: &'s mut Stream) -> Writer {
+        let (go, go_rx) = crossbeam_channel::bounded::<Turn>(1);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        sc.spawn(move || {
+            for turn in go_rx {
+                let first = Instant::now();
+                let mut lat = Vec::new();
+                loop {
+                    let t0 = Instant::now();
+                    target.write(s);
+                    lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    let more = match turn {
+                        Turn::Batches(n) => (lat.len() as u64) < n,
+                        Turn::For(d) => first.elapsed() < d,
+                    };
+                    if !more {
+                        break;
+                    }
+                }
+                if done_tx.send((lat.len() as u64, first, Instant::now(), lat)).is_err() {
+                    return;
+                }
+            }
+        });
+        Writer { go, done }
+    }
+
+    /// One turn on each of `ws` at once; returns the batches written and the time from
+    /// the first batch's start to the last one's end (the threads' wake-ups not counted),
+    /// and records each batch's latency in `lat`.
+    fn turn(ws: &[Writer], turn: Turn, lat: &mut Vec<u32>) -> (u64, Duration) {
+        for w in ws {
+            w.go.send(turn).unwrap();
+        }
+        let mut batches = 0;
+        let mut span: Option<(Instant, Instant)> = None;
+        for w in ws {
+            let (n, a, b, l) = w.done.recv().unwrap();
+            batches += n;
+            lat.extend(l);
+            span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+        }
+        (batches, span.map_or(Duration::ZERO, |(a, b)| b - a))
+    }
 }
 
 struct Variant {
@@ -366,16 +453,30 @@ fn summary(vs: &mut [Variant], bytes: usize) {
     }
     let mut totals = vec![(0u64, Duration::ZERO); vs.len()];
     let mut lats = vec![Vec::new(); vs.len()];
+    let turn_ms: u64 =
+        std::env::var("FLOTILLA_WAL_BENCH_TURN_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let start = Instant::now();
-    while start.elapsed().as_secs_f64() < secs {
-        for (i, v) in vs.iter_mut().enumerate() {
-            totals[i].1 += run_timed(&*v.target, &mut v.streams, 4, &mut lats[i]);
-            totals[i].0 += 4 * v.streams.len() as u64;
+    let turn = if turn_ms == 0 { Turn::Batches(4) } else { Turn::For(Duration::from_millis(turn_ms)) };
+    std::thread::scope(|sc| {
+        let writers: Vec<Vec<Writer>> = vs
+            .iter_mut()
+            .map(|v| {
+                let target = &*v.target;
+                v.streams.iter_mut().map(|s| Writer::spawn(sc, target, s)).collect()
+            })
+            .collect();
+        while start.elapsed().as_secs_f64() < secs {
+            for (i, ws) in writers.iter().enumerate() {
+                let (batches, took) = Writer::turn(ws, turn, &mut lats[i]);
+                totals[i].0 += batches;
+                totals[i].1 += took;
+            }
         }
-    }
+    });
     let rate = |i: usize| totals[i].0 as f64 * PER_BATCH as f64 / totals[i].1.as_secs_f64();
     println!(
-        "\n## WAL summary ({bytes} bytes per batch; variants interleaved 4 batches at a time for {secs}s)\n"
+        "\n## WAL summary ({bytes} bytes per batch; variants interleaved {} for {secs}s)\n",
+        if turn_ms == 0 { "4 batches at a time".to_string() } else { format!("in turns of {turn_ms} ms") }
     );
     println!("| variant | entries/s | MB/s (payload) | MB/s (written) | vs raft-engine | vs raw pwrite | vs raw io_uring |");
     println!("|---|---:|---:|---:|---:|---:|---:|");

@@ -14,7 +14,8 @@
 //! `SCALE_TRANSPORT` (`quic` or `memory`, default quic), `SCALE_IDLE_SECS` (idle window,
 //! default 5), `SCALE_WORKERS` (workers per engine, default 1), `SCALE_DIR` (data
 //! directory, default under the temporary directory), `SCALE_GC_PER_TICK`
-//! (`EngineConfig::gc_replicas_per_tick`, default 8).
+//! (`EngineConfig::gc_replicas_per_tick`, default 8), `SCALE_IDLE_WAKE_TICKS`
+//! (`EngineConfig::idle_wake_ticks`, default 10).
 
 #![allow(clippy::unwrap_used)]
 
@@ -206,6 +207,7 @@ fn main() {
             c.wal.cache_bytes = (env("SCALE_WAL_CACHE_MIB", 8) as usize) << 20;
             c.mailbox_capacity = 1 << 20;
             c.gc_replicas_per_tick = env("SCALE_GC_PER_TICK", u64::from(c.gc_replicas_per_tick)) as u32;
+            c.idle_wake_ticks = env("SCALE_IDLE_WAKE_TICKS", u64::from(c.idle_wake_ticks)) as u32;
             Engine::open(c, t, factory.clone()).unwrap()
         })
         .collect();
@@ -294,9 +296,11 @@ fn main() {
     let ticks: u64 = m0.iter().zip(&m1).map(|(a, b)| b.raft_ticks - a.raft_ticks).sum();
     let wticks: u64 = m0.iter().zip(&m1).map(|(a, b)| b.worker_ticks - a.worker_ticks).sum();
     let probes: u64 = m0.iter().zip(&m1).map(|(a, b)| b.gc_probes_sent - a.gc_probes_sent).sum();
+    let wakes: u64 = m0.iter().zip(&m1).map(|(a, b)| b.worker_tick_wakes - a.worker_tick_wakes).sum();
     println!(
         "idle {secs:.1}s: CPU {cpu:.2}% of one core (goal <= 2%), {:.1} frames/s, {ticks} Raft ticks over \
-         {wticks} worker ticks, {:.0} stale-peer probes/s (paced: gc_replicas_per_tick)",
+         {wticks} worker ticks in {wakes} clock wake-ups (idle_wake_ticks), {:.0} stale-peer probes/s \
+         (paced: gc_replicas_per_tick)",
         frames as f64 / secs,
         probes as f64 / secs
     );

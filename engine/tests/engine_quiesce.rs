@@ -229,3 +229,51 @@ fn stale_peer_probes_of_idle_groups_are_paced_per_tick() {
     assert!(probes >= 100, "only {probes} probes: the check stopped");
     assert_eq!(m1.raft_ticks, m0.raft_ticks, "probes wake no group");
 }
+
+/// An idle worker sleeps `idle_wake_ticks` ticks at a time (issue 16 point 7): with
+/// every group quiesced, its clock wakes it about once per 10 ticks (the default), and it
+/// counts the ticks it slept (never more than the wall clock holds: at most one interval
+/// per 5 ms tick, plus a stride). A proposal after the sleep wakes its group at once,
+/// commits, and the group quiesces again. With `idle_wake_ticks = 1` the clock wakes the
+/// worker for every tick, as before.
+#[test]
+fn an_idle_worker_sleeps_several_ticks_at_a_time() {
+    fn window(c: &Cluster) -> (u64, u64, Duration) {
+        let m0 = c.engine(1).metrics();
+        let t0 = Instant::now();
+        let deadline = t0 + LONG;
+        while ticks(c, 1) < m0.worker_ticks / 2 + 400 {
+            assert!(Instant::now() < deadline, "workers stopped ticking");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let m1 = c.engine(1).metrics();
+        assert_eq!(m1.raft_ticks, m0.raft_ticks, "no group ticked while idle");
+        (m1.worker_ticks - m0.worker_ticks, m1.worker_tick_wakes - m0.worker_tick_wakes, t0.elapsed())
+    }
+    let groups: Vec<u64> = (1..=60).collect();
+
+    let c = Cluster::new(3, 10_000);
+    create_led(&c, &groups, |g| g % 3 + 1);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
+    let (worker_ticks, wakes, wall) = window(&c);
+    eprintln!("idle_wake_ticks 10: {worker_ticks} ticks in {wakes} wake-ups over {wall:?}");
+    assert!(
+        wakes * 4 <= worker_ticks,
+        "{wakes} clock wake-ups for {worker_ticks} ticks: the idle worker did not sleep"
+    );
+    // Two workers, one tick per 5 ms each at most, plus a stride each.
+    let wall_max = 2 * (wall.as_millis() as u64 / 5 + 10);
+    assert!(worker_ticks <= wall_max, "{worker_ticks} ticks in {wall:?}: more than the wall clock held");
+    let idx = c.propose(7, b"after sleeping");
+    assert!(idx > 1);
+    c.wait_converged(7, &[1, 2, 3], 1, LONG);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
+    drop(c);
+
+    let c = Cluster::new_tweaked(3, 10_000, |cfg| cfg.idle_wake_ticks = 1);
+    create_led(&c, &groups, |g| g % 3 + 1);
+    wait_all_quiesced(&c, groups.len() as u64, LONG);
+    let (worker_ticks, wakes, wall) = window(&c);
+    eprintln!("idle_wake_ticks 1: {worker_ticks} ticks in {wakes} wake-ups over {wall:?}");
+    assert_eq!(wakes, worker_ticks, "one wake-up per tick");
+}

@@ -159,6 +159,11 @@ pub struct Metrics {
     pub raft_ticks: u64,
     /// Worker ticks so far (summed over workers).
     pub worker_ticks: u64,
+    /// Worker turns that counted ticks so far (summed over workers): the wake-ups of
+    /// the workers' clocks. A worker with nothing that needs its clock counts
+    /// `EngineConfig::idle_wake_ticks` ticks per wake-up, so with every group quiesced
+    /// this grows that many times slower than `worker_ticks`.
+    pub worker_tick_wakes: u64,
     /// Groups quiesced now.
     pub quiesced_groups: u64,
     /// Quiesced groups woken because their leader's node went down or restarted (at most

@@ -7,7 +7,7 @@
 //! out and reports back.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::message::{Entry, EntryPayload, SnapshotMeta};
 use super::storage::{LogStore, StorageError};
@@ -61,6 +61,18 @@ pub struct RaftLog<S> {
     pub applied: u64,
 }
 
+/// `meta` as a log's compaction point. The empty one (index 0, term 0, no configuration:
+/// a log never compacted) is one allocation shared by every such log, so an idle replica
+/// of a group never compacted pays nothing for it (issue 16 point 7: 168 bytes each).
+pub(crate) fn shared_meta(meta: SnapshotMeta) -> Arc<SnapshotMeta> {
+    static EMPTY: OnceLock<Arc<SnapshotMeta>> = OnceLock::new();
+    if meta == SnapshotMeta::default() {
+        Arc::clone(EMPTY.get_or_init(|| Arc::new(SnapshotMeta::default())))
+    } else {
+        Arc::new(meta)
+    }
+}
+
 impl<S: LogStore> RaftLog<S> {
     /// A log recovered from `storage` with the given snapshot, commit and applied index.
     pub fn new(storage: S, snap: SnapshotMeta, committed: u64, applied: u64) -> Result<Self, StorageError> {
@@ -75,7 +87,7 @@ impl<S: LogStore> RaftLog<S> {
             offset: last + 1,
             retained_bytes: 0,
             persist_from: last + 1,
-            snap: Arc::new(snap),
+            snap: shared_meta(snap),
             mem: VecDeque::new(),
             committed,
             applying: applied,
@@ -325,7 +337,7 @@ impl<S: LogStore> RaftLog<S> {
         self.committed = meta.index;
         self.applying = meta.index;
         self.applied = meta.index;
-        self.snap = Arc::new(meta);
+        self.snap = shared_meta(meta);
     }
 
     /// The first index of the term-`term` run containing... (etcd's findConflictByTerm):
@@ -455,6 +467,24 @@ mod tests {
             assert_eq!(d.as_ref(), &[3u8; 10][..]);
             assert!(!range.contains(&(d.as_ptr() as usize)), "entry {} shares the frame", e.index);
         }
+    }
+
+    /// Logs never compacted share one empty compaction point (no allocation per
+    /// replica); a log compacted or restored to any other point holds its own, and one
+    /// restored to the empty point shares it again.
+    #[test]
+    fn logs_never_compacted_share_one_empty_compaction_point() {
+        let a = RaftLog::new(MemStorage::default(), SnapshotMeta::default(), 0, 0).unwrap();
+        let mut b = RaftLog::new(MemStorage::default(), SnapshotMeta::default(), 0, 0).unwrap();
+        assert!(Arc::ptr_eq(&a.snap, &b.snap), "two empty compaction points, two allocations");
+        let meta = SnapshotMeta { index: 5, term: 2, ..Default::default() };
+        b.restore(meta.clone());
+        assert!(!Arc::ptr_eq(&a.snap, &b.snap));
+        assert_eq!(*b.snap, meta);
+        let c = RaftLog::new(MemStorage::default(), meta.clone(), 0, 0).unwrap();
+        assert!(!Arc::ptr_eq(&b.snap, &c.snap), "only the empty point is shared");
+        b.restore(SnapshotMeta::default());
+        assert!(Arc::ptr_eq(&a.snap, &b.snap));
     }
 
     /// Durable entries are handed out for apply (and to followers) from memory, not read

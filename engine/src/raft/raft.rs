@@ -915,7 +915,7 @@ impl<S: LogStore> Raft<S> {
         let conf = self.conf_at(index);
         let meta = SnapshotMeta { index, term, conf };
         self.conf_history.retain(|(i, _)| *i > index);
-        self.log.snap = Arc::new(meta.clone());
+        self.log.snap = super::log::shared_meta(meta.clone());
         Ok(meta)
     }
 

@@ -50,10 +50,10 @@ impl Worker {
     /// Every `compact_check_ticks`: past `max_wal_segments` live WAL segments, snapshots
     /// and compacts this worker's groups that pin the oldest segments (at most
     /// [`MAX_FORCED_COMPACTIONS`] per check), so an idle group cannot hold the log's
-    /// oldest segments forever.
-    pub(super) fn compact_pinning_groups(&mut self) {
+    /// oldest segments forever. Called by a tick turn that counted `counted` ticks.
+    pub(super) fn compact_pinning_groups(&mut self, counted: u64) {
         let cfg = self.sh.cfg.get();
-        if !check_due(self.ticks, cfg.compact_check_ticks) {
+        if !check_due(self.ticks.saturating_sub(counted), self.ticks, cfg.compact_check_ticks) {
             return;
         }
         let live = self.sh.wal.segment_seqs().len();
@@ -170,10 +170,12 @@ pub(super) fn due(cfg: &EngineConfig, log: LogPast, last_snapshot: u64, force: b
     threshold && (bytes >= worth || entries >= cfg.compact_entries.saturating_mul(ENTRY_CAP_FACTOR))
 }
 
-/// Whether worker tick `ticks` checks for groups pinning old WAL segments (every
-/// `compact_check_ticks`, at least 1 by validation).
-fn check_due(ticks: u64, compact_check_ticks: u32) -> bool {
-    ticks % u64::from(compact_check_ticks) == 0
+/// Whether the worker's clock, moving from tick `before` to tick `ticks` (several at once
+/// when an idle worker slept: `EngineConfig::idle_wake_ticks`), passed a check for groups
+/// pinning old WAL segments (every `compact_check_ticks`, at least 1 by validation).
+fn check_due(before: u64, ticks: u64, compact_check_ticks: u32) -> bool {
+    let every = u64::from(compact_check_ticks.max(1));
+    ticks / every != before / every
 }
 
 #[cfg(test)]
@@ -239,8 +241,12 @@ mod tests {
 
     #[test]
     fn pinning_groups_checked_every_compact_check_ticks() {
-        let hits: Vec<u64> = (1..=30).filter(|&t| check_due(t, 10)).collect();
+        let hits: Vec<u64> = (1..=30).filter(|&t| check_due(t - 1, t, 10)).collect();
         assert_eq!(hits, vec![10, 20, 30]);
-        assert!((1..=5).all(|t| check_due(t, 1)));
+        assert!((1..=5).all(|t| check_due(t - 1, t, 1)));
+        // Ticks counted several at a time: a check is due when the stride passed one.
+        let hits: Vec<u64> = (1..=10).map(|w| w * 7).filter(|&t| check_due(t - 7, t, 10)).collect();
+        assert_eq!(hits, vec![14, 21, 35, 42, 56, 63, 70], "every multiple of 10 passed once");
+        assert!(!check_due(20, 20, 10), "no tick counted, nothing due");
     }
 }

@@ -104,12 +104,15 @@ pub(crate) struct GcPacer {
 }
 
 impl GcPacer {
-    /// The groups to examine at tick `now`: a slice of the pass in progress, after
-    /// beginning a new one over `groups()` when due (`every` ticks after the last began,
-    /// the first at tick `every`). At most `cap` (at least 1).
+    /// The groups to examine at tick `now`, which counts `ticks` ticks at once (more than
+    /// one when an idle worker slept several: `EngineConfig::idle_wake_ticks`): the
+    /// slices of those ticks of the pass in progress, after beginning a new one over
+    /// `groups()` when due (`every` ticks after the last began, the first at tick
+    /// `every`). At most `cap` (at least 1) per tick counted.
     pub(crate) fn take(
         &mut self,
         now: u64,
+        ticks: u64,
         every: u64,
         cap: usize,
         groups: impl FnOnce() -> Vec<u64>,
@@ -121,7 +124,8 @@ impl GcPacer {
             let spread = self.left.len().div_ceil(usize::try_from(every).unwrap_or(usize::MAX));
             self.per_tick = spread.clamp(1, cap.max(1));
         }
-        let n = self.per_tick.min(self.left.len());
+        let ticks = usize::try_from(ticks.max(1)).unwrap_or(usize::MAX);
+        let n = self.per_tick.saturating_mul(ticks).min(self.left.len());
         self.left.split_off(self.left.len() - n)
     }
 
@@ -284,7 +288,35 @@ mod tests {
     /// each tick.
     fn pace(n: u64, every: u64, cap: usize, ticks: u64) -> Vec<Vec<u64>> {
         let mut p = GcPacer::default();
-        (0..ticks).map(|t| p.take(t, every, cap, || (0..n).collect())).collect()
+        (0..ticks).map(|t| p.take(t, 1, every, cap, || (0..n).collect())).collect()
+    }
+
+    /// Ticks counted several at a time (an idle worker's wake-ups): each wake-up takes
+    /// the slices of all the ticks it counts, so a pass takes as many ticks as when every
+    /// tick is counted on its own, and no tick's cap is exceeded on average.
+    #[test]
+    fn ticks_counted_in_strides_take_every_ticks_slice() {
+        let mut p = GcPacer::default();
+        let mut seen = Vec::new();
+        let mut now = 0;
+        while now < 1200 {
+            now += 10;
+            seen.push((now, p.take(now, 10, 100, 16, || (0..10_000).collect())));
+        }
+        assert!(seen.iter().all(|(_, s)| s.len() <= 160), "at most 16 for each of the 10 ticks");
+        // The pass begins at tick 100 and ends 625 ticks later, as when counted one by one.
+        let pass: Vec<u64> =
+            seen.iter().filter(|(t, _)| (100..=720).contains(t)).flat_map(|(_, s)| s.clone()).collect();
+        assert_eq!(pass.len(), 10_000);
+        let mut sorted = pass;
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 10_000, "every group once");
+        assert_eq!(
+            seen.iter().find(|(t, _)| *t == 730).map(|(_, s)| s.len()),
+            Some(160),
+            "the next pass at once"
+        );
     }
 
     /// A few groups: the first pass at tick `every`, as before pacing, one group a tick,

@@ -424,6 +424,7 @@ impl Runtime {
             messages_dropped: l(&c.messages_dropped),
             raft_ticks: l(&c.raft_ticks),
             worker_ticks: l(&c.worker_ticks),
+            worker_tick_wakes: l(&c.worker_tick_wakes),
             quiesced_groups: l(&c.quiesced_groups),
             liveness_wakes: l(&c.liveness_wakes),
             net_batches: l(&c.net_batches),

@@ -55,6 +55,9 @@ pub(crate) struct Counters {
     pub raft_ticks: AtomicU64,
     /// Worker ticks (each visits only the groups that are not quiesced).
     pub worker_ticks: AtomicU64,
+    /// Worker turns that counted ticks: the clock's wake-ups (an idle worker counts
+    /// `EngineConfig::idle_wake_ticks` ticks per wake-up).
+    pub worker_tick_wakes: AtomicU64,
     /// Groups quiesced now (a gauge).
     pub quiesced_groups: AtomicU64,
     /// Quiesced groups woken by node liveness.

@@ -109,7 +109,7 @@ fn storage_err(e: ReadError) -> StorageError {
 impl WalStore {
     /// The store of `group`, compacted to `snap`.
     pub(crate) fn new(wal: Arc<Wal>, group: u64, snap: SnapshotMeta) -> WalStore {
-        WalStore { wal, group, snap: Arc::new(snap) }
+        WalStore { wal, group, snap: crate::raft::log::shared_meta(snap) }
     }
 
     /// Records `meta` as the durable compaction point, sharing `raft`'s copy (Raft's log
@@ -118,7 +118,7 @@ impl WalStore {
         if **raft == *meta {
             Arc::clone(raft)
         } else {
-            Arc::new(meta.clone())
+            crate::raft::log::shared_meta(meta.clone())
         }
     }
 }

@@ -34,6 +34,11 @@ impl WakeQueue {
         woken
     }
 
+    /// Whether no group is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Groups queued.
     #[cfg(test)]
     fn len(&self) -> usize {

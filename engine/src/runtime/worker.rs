@@ -218,12 +218,18 @@ impl Worker {
         tracing::debug!("worker {} starts with {} groups", self.idx, self.groups.len());
         while !self.stopping {
             let now = Instant::now();
+            let stride = self.clock_stride();
             let timeout = if self.touched.is_empty() {
-                next_tick.saturating_duration_since(now)
+                (next_tick + interval * (stride - 1)).saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
             self.wait(timeout);
+            if stride > 1 {
+                // Slept in strides: the ticks that passed are counted before any input is
+                // handled, so the input sees the clock as it is (idle credit, deadlines).
+                self.tick_if_due(&mut next_tick, interval, stride);
+            }
             self.load.turn();
             // One span per turn (after the wait, so idle time is not in it); with no
             // subscriber, a disabled callsite: one relaxed load.
@@ -254,14 +260,7 @@ impl Worker {
             self.poll_applied();
             self.send_effect_creates();
             self.poll_inflight();
-            if Instant::now() >= next_tick {
-                self.tick();
-                next_tick += interval;
-                let now = Instant::now();
-                if next_tick < now {
-                    next_tick = now + interval;
-                }
-            }
+            self.tick_if_due(&mut next_tick, interval, 1);
             self.process();
             self.snap.drop_uninstalled();
             self.flush_outbox();
@@ -271,6 +270,46 @@ impl Worker {
             }
         }
         self.finish();
+    }
+
+    /// How many ticks the worker may sleep at a time: `EngineConfig::idle_wake_ticks` when
+    /// nothing needs its clock (no group ticking or to step, nothing written or applied
+    /// in flight, no liveness wake, removal, forget, commit index or creation waiting for
+    /// a tick), else 1. Input wakes it at once either way.
+    fn clock_stride(&self) -> u32 {
+        let idle = self.active.is_empty()
+            && self.touched.is_empty()
+            && self.wake_queue.is_empty()
+            && self.removing.is_empty()
+            && self.forget.is_empty()
+            && self.lazy_commits.is_empty()
+            && self.writes.is_idle()
+            && self.apply_backlog == 0
+            && self.creates.is_empty()
+            && self.effect_creates.is_empty();
+        if idle {
+            self.sh.cfg.get().idle_wake_ticks.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Counts the ticks that passed once `next_tick` is due: one, or when the worker
+    /// slept in strides, each full interval since, up to `max`. Ticks a late worker missed
+    /// beyond that are dropped, not caught up (a long turn is not followed by a burst of
+    /// election ticks).
+    fn tick_if_due(&mut self, next_tick: &mut Instant, interval: Duration, max: u32) {
+        let now = Instant::now();
+        if now < *next_tick {
+            return;
+        }
+        let behind = now.duration_since(*next_tick).as_nanos() / interval.as_nanos().max(1);
+        let n = u32::try_from(behind).unwrap_or(u32::MAX).saturating_add(1).min(max.max(1));
+        self.tick(u64::from(n));
+        *next_tick += interval * n;
+        if *next_tick < now {
+            *next_tick = now + interval;
+        }
     }
 
     /// Handles what the control mailbox holds (at most `MAX_CMDS_PER_TURN`).
@@ -424,10 +463,14 @@ impl Worker {
 
     /// One worker tick: liveness wakes, Raft ticks of the active groups, waiters' and
     /// reads' deadlines, and the periodic work (clean-up pass, forgetting confirmed
-    /// removals, voter removals in progress, compaction of pinning groups).
-    fn tick(&mut self) {
-        self.ticks += 1;
-        bump(&self.sh.counters.worker_ticks);
+    /// removals, voter removals in progress, compaction of pinning groups). Counts `ticks`
+    /// ticks on the worker's clock: more than one only when an idle worker slept several
+    /// (`clock_stride`), and then no group was ticking, so each active group still gets
+    /// one Raft tick (a group that sleeps is credited its idle ticks by `credit_idle`).
+    fn tick(&mut self, ticks: u64) {
+        self.ticks += ticks;
+        bump_by(&self.sh.counters.worker_ticks, ticks);
+        bump(&self.sh.counters.worker_tick_wakes);
         self.admission.new_tick();
         self.probed.clear();
         let now = self.ticks;
@@ -464,7 +507,7 @@ impl Worker {
         let every = gc::gc_every(cfg.gc_interval_elections, cfg.raft.election_timeout_max_ticks);
         let cap = usize::try_from(cfg.gc_replicas_per_tick).unwrap_or(usize::MAX);
         let groups = &self.groups;
-        let slice = self.gc.take(now, every, cap, || groups.keys().copied().collect());
+        let slice = self.gc.take(now, ticks, every, cap, || groups.keys().copied().collect());
         if !slice.is_empty() {
             let done = self.gc.pass_done();
             self.gc_pass(&slice, done);
@@ -474,7 +517,7 @@ impl Worker {
         }
         self.tick_removals();
         self.flush_lazy_commits_when_idle();
-        self.compact_pinning_groups();
+        self.compact_pinning_groups(ticks);
         self.publish_loads();
     }
 

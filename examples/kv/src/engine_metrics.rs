@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 66] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 67] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -62,6 +62,7 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 66] {
         ("messages_dropped", m.messages_dropped, Counter, "Network messages dropped because a mailbox was full"),
         ("raft_ticks", m.raft_ticks, Counter, "Raft ticks given to groups so far; quiesced groups get none, so with every group quiesced this stops growing"),
         ("worker_ticks", m.worker_ticks, Counter, "Worker ticks so far (summed over workers)"),
+        ("worker_tick_wakes", m.worker_tick_wakes, Counter, "Worker clock wake-ups so far (summed over workers); an idle worker counts idle_wake_ticks ticks per wake-up"),
         ("quiesced_groups", m.quiesced_groups, Gauge, "Groups quiesced now"),
         ("liveness_wakes", m.liveness_wakes, Counter, "Quiesced groups woken because their leader's node went down or restarted (at most max_wakes_per_tick per worker tick)"),
         ("net_batches", m.net_batches, Counter, "Message batches sent (one frame per destination node per worker turn; heartbeats of all groups to one node share a batch)"),
