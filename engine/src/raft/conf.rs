@@ -17,7 +17,7 @@ use super::types::{Replica, ReplicaId};
 
 /// A group's configuration. In a joint configuration (`voters_outgoing` non-empty) a
 /// decision needs a majority of `voters` AND a majority of `voters_outgoing`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ConfState {
     /// The (incoming) voters.
     pub voters: Vec<Replica>,

@@ -8,6 +8,7 @@
 //! here: time is ticks, randomness is a seeded RNG, storage is read through [`LogStore`].
 
 pub mod conf;
+pub(crate) mod conf_pool;
 pub mod config;
 pub mod driver;
 pub mod error;

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use thin_vec::ThinVec;
 
 use super::conf::{ConfChange, ConfChangeError, ConfState};
 use super::config::{ReadMode, ValidConfig};
@@ -117,10 +118,10 @@ pub struct Raft<S> {
     conf: Arc<ConfState>,
     /// Per-member progress, kept by the leader only (empty on other roles, so an idle
     /// follower does not carry it); unsorted, groups are small.
-    progress: Vec<(ReplicaId, Progress)>,
-    votes: Vec<(ReplicaId, bool)>,
-    msgs: Vec<Message>,
-    msgs_after_persist: Vec<Message>,
+    progress: ThinVec<(ReplicaId, Progress)>,
+    votes: ThinVec<(ReplicaId, bool)>,
+    msgs: ThinVec<Message>,
+    msgs_after_persist: ThinVec<Message>,
     /// Whether this leader's term is known durable (so its messages may go before its
     /// writes are).
     term_durable: bool,
@@ -136,10 +137,10 @@ pub struct Raft<S> {
     /// Index of the last membership change in the log (or the last index at election).
     pending_conf_index: u64,
     /// Membership changes handed out for apply, not yet reported applied.
-    pending_conf_entries: Vec<(u64, ConfChange)>,
+    pending_conf_entries: ThinVec<(u64, ConfChange)>,
     /// The configuration after each applied change since the compaction point (the last
     /// one is `conf` itself, shared).
-    conf_history: Vec<(u64, Arc<ConfState>)>,
+    conf_history: ThinVec<(u64, Arc<ConfState>)>,
     round: u64,
     /// ReadIndex bookkeeping, allocated on the first read and dropped when the replica
     /// quiesces with none pending (an idle replica pays a pointer).
@@ -167,7 +168,7 @@ pub struct Raft<S> {
     /// pointer).
     stats: Option<Box<Stats>>,
     /// What happened since the last `Ready` (handed out in `Ready::events`).
-    events: Vec<Event>,
+    events: ThinVec<Event>,
     /// The current candidacy was ordered by TimeoutNow.
     transfer_campaign: bool,
     /// Quiesced (`Config::quiesce`): no heartbeats, no election timeout, until woken.
@@ -238,10 +239,10 @@ impl<S: LogStore> Raft<S> {
             role: Role::Follower,
             leader: NO_REPLICA,
             conf: Arc::default(),
-            progress: Vec::new(),
-            votes: Vec::new(),
-            msgs: Vec::new(),
-            msgs_after_persist: Vec::new(),
+            progress: ThinVec::new(),
+            votes: ThinVec::new(),
+            msgs: ThinVec::new(),
+            msgs_after_persist: ThinVec::new(),
             term_durable: false,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
@@ -250,8 +251,8 @@ impl<S: LogStore> Raft<S> {
             transferee: NO_REPLICA,
             transfer_elapsed: 0,
             pending_conf_index: 0,
-            pending_conf_entries: Vec::new(),
-            conf_history: Vec::new(),
+            pending_conf_entries: ThinVec::new(),
+            conf_history: ThinVec::new(),
             round: 0,
             reads: None,
             lease_until: 0,
@@ -263,7 +264,7 @@ impl<S: LogStore> Raft<S> {
             snapshot_ready: None,
             prev_hs: hs,
             stats: count_stats.then(Box::default),
-            events: Vec::new(),
+            events: ThinVec::new(),
             transfer_campaign: false,
             quiesced: false,
             quiesce_round: 0,
@@ -273,7 +274,7 @@ impl<S: LogStore> Raft<S> {
             leader_commit: 0,
             contact_age: u32::MAX,
         };
-        r.set_conf(Arc::new(conf));
+        r.set_conf(super::conf_pool::intern(conf));
         // Re-apply membership changes the state machine already applied.
         let (lo, hi) = (r.log.first_index(), r.log.applied);
         if hi >= lo {
@@ -533,7 +534,7 @@ impl<S: LogStore> Raft<S> {
         self.reset(term);
         self.role = Role::Follower;
         self.leader = leader;
-        self.progress = Vec::new();
+        self.progress = ThinVec::new();
     }
 
     fn become_pre_candidate(&mut self) {
@@ -541,14 +542,14 @@ impl<S: LogStore> Raft<S> {
             // Never in practice (a leader does not campaign); kept so the event holds.
             self.events.push(Event::SteppedDown { term: self.term });
         }
-        self.progress = Vec::new();
+        self.progress = ThinVec::new();
         self.votes.clear();
         self.leader = NO_REPLICA;
         self.role = Role::PreCandidate;
     }
 
     fn become_candidate(&mut self) {
-        self.progress = Vec::new();
+        self.progress = ThinVec::new();
         self.reset(self.term + 1);
         self.vote = self.id;
         self.role = Role::Candidate;
@@ -967,7 +968,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) {
-        let Ok(mut next) = self.conf.apply(cc) else {
+        let Ok(next) = self.conf.apply(cc) else {
             // Validated when proposed; a change that no longer applies is a no-op.
             return;
         };
@@ -982,8 +983,7 @@ impl<S: LogStore> Raft<S> {
             MembershipStep::Simple
         };
         self.events.push(Event::MembershipApplied { index, step });
-        next.shrink_to_fit();
-        let next = Arc::new(next);
+        let next = super::conf_pool::intern(next);
         self.conf_history.push((index, Arc::clone(&next)));
         self.set_conf(next);
     }
@@ -1026,7 +1026,7 @@ impl<S: LogStore> Raft<S> {
         self.conf = conf;
         if self.role != Role::Leader {
             // Progress is the leader's (rebuilt when it wins).
-            self.progress = Vec::new();
+            self.progress = ThinVec::new();
             return;
         }
         let members = self.conf.members();
@@ -1455,7 +1455,7 @@ impl<S: LogStore> Raft<S> {
         self.log.restore(meta.clone());
         self.pending_conf_entries.clear();
         self.conf_history.clear();
-        self.set_conf(Arc::new(meta.conf.clone()));
+        self.set_conf(super::conf_pool::intern(meta.conf.clone()));
         self.snapshot_ready = Some(Box::new(Snapshot { meta, data }));
         self.send(from, MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 });
     }
@@ -1531,13 +1531,22 @@ impl<S: LogStore> Raft<S> {
             hard_state_commit_only: hard_state.is_some() && hard_state_commit_only,
             entries,
             snapshot,
-            messages: std::mem::take(&mut self.msgs),
-            persisted_messages: std::mem::take(&mut self.msgs_after_persist),
+            messages: take_list(&mut self.msgs),
+            persisted_messages: take_list(&mut self.msgs_after_persist),
             committed_entries,
             read_states: self.reads.as_mut().map(|r| std::mem::take(&mut r.states)).unwrap_or_default(),
-            events: std::mem::take(&mut self.events),
+            events: take_list(&mut self.events),
         }
     }
+}
+
+/// A replica's list handed out in a [`Ready`] as a `Vec`, leaving the replica an empty
+/// list that costs no allocation (`ThinVec`: one pointer while the replica idles).
+fn take_list<T>(list: &mut ThinVec<T>) -> Vec<T> {
+    if list.is_empty() {
+        return Vec::new();
+    }
+    std::mem::take(list).into_iter().collect()
 }
 
 #[cfg(not(feature = "mutants"))]
@@ -1795,6 +1804,7 @@ mod event_tests {
 #[cfg(test)]
 mod idle_footprint {
     use super::*;
+    use crate::raft::conf::{ChangeKind, ConfChange};
     use crate::raft::config::Config;
     use crate::raft::storage::MemStorage;
 
@@ -1818,6 +1828,38 @@ mod idle_footprint {
         let (index, last) = r.conf_history.last().unwrap();
         assert_eq!(*index, 1);
         assert!(Arc::ptr_eq(last, r.conf_shared()), "the history's last entry is a copy");
+    }
+
+    #[test]
+    fn replicas_of_equal_memberships_share_one_configuration() {
+        let (a, b) = (founded(false), founded(false));
+        assert!(Arc::ptr_eq(a.conf_shared(), b.conf_shared()), "each replica holds its own copy");
+        // A membership change applied by each of two replicas: again one allocation.
+        let change = ConfChange::single(ChangeKind::AddLearner, Replica::new(4, 4));
+        let (mut a, mut b) = (a, b);
+        for r in [&mut a, &mut b] {
+            r.apply_conf_change(2, &change);
+        }
+        assert_eq!(a.conf().learners, vec![Replica::new(4, 4)]);
+        assert!(Arc::ptr_eq(a.conf_shared(), b.conf_shared()), "changed memberships are copies");
+        assert!(!Arc::ptr_eq(a.conf_shared(), founded(false).conf_shared()));
+    }
+
+    #[test]
+    fn an_idle_replica_s_lists_hold_no_allocation() {
+        let mut r = founded(false);
+        r.campaign(Campaign::Election);
+        assert!(r.msgs.len() + r.msgs_after_persist.len() >= 2, "a campaign asks both peers");
+        let rd = r.ready();
+        assert!(rd.messages.len() + rd.persisted_messages.len() >= 2);
+        for (name, cap) in [
+            ("msgs", r.msgs.capacity()),
+            ("msgs_after_persist", r.msgs_after_persist.capacity()),
+            ("events", r.events.capacity()),
+            ("pending_conf_entries", r.pending_conf_entries.capacity()),
+        ] {
+            assert_eq!(cap, 0, "{name} kept its allocation after the ready was taken");
+        }
     }
 
     #[test]

@@ -371,7 +371,7 @@ pub(crate) fn run(
                         slot.sessions = Some(Box::new(table));
                         slot.applied = meta.index;
                         slot.term = meta.term;
-                        slot.conf = Arc::new(meta.conf);
+                        slot.conf = crate::raft::conf_pool::intern(meta.conf);
                     }
                     Err(e) => {
                         let error = e.to_string();

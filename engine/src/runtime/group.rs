@@ -50,7 +50,7 @@ pub(crate) struct Group {
     /// Nodes of replicas learnt from received messages (for replicas not in the applied
     /// configuration yet, e.g. while a new replica has not applied the founding entry):
     /// the first node a replica id came from keeps it (`check_sender`).
-    pub(super) peers: Vec<(ReplicaId, NodeId)>,
+    pub(super) peers: thin_vec::ThinVec<(ReplicaId, NodeId)>,
     pub(super) waiters: Waiters<Done>,
     pub(super) reads: ReadWaiters<Completer<Result<u64, ReadError>>>,
     pub(super) touched: bool,
@@ -213,7 +213,7 @@ pub(super) fn new_group(
     Ok(Box::new(Group {
         id: group,
         raft,
-        peers: Vec::new(),
+        peers: thin_vec::ThinVec::new(),
         waiters: Waiters::new(),
         reads: ReadWaiters::new(),
         touched: true,
@@ -270,13 +270,14 @@ mod tests {
 
     /// The replica a worker keeps for every group it holds, boxed: at 100,000 groups per
     /// node, the largest part of an idle replica's memory (BENCHMARKS.md, "Scale"). The
-    /// bound is the size measured when it was set (672 bytes, 2026-12-04; 1,360 before),
-    /// rounded up to 64 bytes. Anything a replica needs only while busy belongs behind a
-    /// pointer (or in a map of the busy ones); each of these would break the bound again:
-    /// a `Stats` kept inline (176 bytes), a per-replica copy of the Raft configuration
+    /// bound is the size measured when it was set (536 bytes, 2026-12-05; 672 before the
+    /// lists an idle replica keeps empty became `ThinVec`s, 1,360 before that), rounded
+    /// up to 64 bytes. Anything a replica needs only while busy belongs behind a pointer
+    /// (or in a map of the busy ones); each of these would break the bound again: a
+    /// `Stats` kept inline (176 bytes), a per-replica copy of the Raft configuration
     /// (about 100 bytes) or of the membership (`ConfState`, 136 bytes), a second inline
-    /// `SnapshotMeta` (152 bytes).
-    const IDLE_GROUP_BYTES: usize = 704;
+    /// `SnapshotMeta` (152 bytes), the seven lists of `Raft` as `Vec`s (112 bytes more).
+    const IDLE_GROUP_BYTES: usize = 576;
 
     #[test]
     fn an_idle_replica_stays_small() {

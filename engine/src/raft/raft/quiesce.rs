@@ -205,7 +205,7 @@ impl<S: LogStore> Raft<S> {
     /// Returns the spare capacity of buffers an idle replica does not use, so a quiesced
     /// group stays small (the runtime holds many).
     pub(super) fn shed_idle_memory(&mut self) {
-        self.votes = Vec::new();
+        self.votes = ThinVec::new();
         if self.reads.as_ref().is_some_and(|r| r.is_idle()) {
             // Only lease history left, void once woken anyway.
             self.reads = None;

@@ -44,12 +44,12 @@ struct PendingRead<D> {
 /// The pending reads of one replica (see the module documentation for the rules).
 #[derive(Debug)]
 pub struct ReadWaiters<D> {
-    reads: Vec<PendingRead<D>>,
+    reads: thin_vec::ThinVec<PendingRead<D>>,
 }
 
 impl<D> Default for ReadWaiters<D> {
     fn default() -> Self {
-        ReadWaiters { reads: Vec::new() }
+        ReadWaiters { reads: thin_vec::ThinVec::new() }
     }
 }
 
