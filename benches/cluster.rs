@@ -14,8 +14,11 @@
 //!
 //! Run: `CARGO_TARGET_DIR=... cargo bench --bench cluster` (criterion's unloaded round
 //! trip, then the report). `CLUSTER_QUICK=1` skips criterion. Knobs: `CLUSTER_SECS`
-//! (measurement seconds per payload, default 4), `CLUSTER_WORKERS` (workers per engine,
-//! default 0: the engine's default, one per core), `CLUSTER_GROUPS` (default 64),
+//! (measurement seconds per payload, default 4), `CLUSTER_WORKERS` (workers per engine;
+//! default the machine's cores shared by the three engines, `cores / 3` and at least 1,
+//! thread-per-core for the cluster as one machine per node would give each node its own;
+//! 0: the engine's own default, one per core for each engine, so 3 x cores workers),
+//! `CLUSTER_GROUPS` (default 64),
 //! `FLOTILLA_WAL_BACKEND` (`io_uring` | `pwrite`; default auto), `CLUSTER_DIRECT=0` and
 //! `CLUSTER_INLINE=0` (the engine's `direct_network` and `inline_wal_writes` off), `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
 //! (`on`, the default: the engines measure per-group load; `off`; `both`: only the
@@ -873,7 +876,8 @@ fn main() {
     let secs: f64 = env_or("CLUSTER_SECS", 4.0);
     let clients: usize = env_or("CLUSTER_CLIENTS", 4);
     let inflight: usize = env_or("CLUSTER_INFLIGHT", 4096);
-    let workers: usize = env_or("CLUSTER_WORKERS", 0);
+    // Three engines share the machine's cores: thread-per-core across the cluster.
+    let workers: usize = env_or("CLUSTER_WORKERS", (cores / 3).max(1));
     let ngroups: u64 = env_or("CLUSTER_GROUPS", 64);
     let quick = std::env::var("CLUSTER_QUICK").is_ok_and(|v| v != "0");
     let root = data_root();
