@@ -119,6 +119,28 @@ mod tests {
     }
 
     #[test]
+    fn workers_interning_at_once_share_one_allocation_per_value() {
+        // Workers of several engines create and change groups at the same time; every
+        // thread must come away with the same allocation for the same value.
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    (0..2_000u64)
+                        .map(|i| intern(voters(&[9301, 9302, 9400 + (i + t) % 8])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let held: Vec<Vec<Arc<ConfState>>> = threads.into_iter().map(|h| h.join().unwrap()).collect();
+        for k in 0..8u64 {
+            let want = voters(&[9301, 9302, 9400 + k]);
+            let mut same = held.iter().flatten().filter(|c| ***c == want);
+            let first = same.next().expect("every value was interned");
+            assert!(same.all(|c| Arc::ptr_eq(c, first)), "threads got different allocations for one value");
+        }
+    }
+
+    #[test]
     fn the_table_stays_within_a_factor_of_what_lives() {
         let mut pool = ConfPool { sweep_at: SWEEP_FLOOR, ..ConfPool::default() };
         let kept: Vec<_> = (0..100).map(|i| pool.intern(voters(&[1, 2, 1000 + i]))).collect();
