@@ -137,6 +137,10 @@ impl Stream {
 
 trait Target: Sync {
     fn write(&self, s: &mut Stream);
+    /// For flotilla-wal: (data syncs, batches made durable, nanoseconds in syncs) so far.
+    fn sync_counts(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
 }
 
 struct Flotilla(Wal);
@@ -149,6 +153,11 @@ impl Target for Flotilla {
             b.compact_to(g, i);
         }
         self.0.write(b).unwrap();
+    }
+
+    fn sync_counts(&self) -> Option<(u64, u64, u64)> {
+        let st = self.0.stats();
+        Some((st.syncs, st.batches, st.sync_nanos_total))
     }
 }
 
@@ -455,6 +464,7 @@ fn summary(vs: &mut [Variant], bytes: usize) {
     let mut lats = vec![Vec::new(); vs.len()];
     let turn_ms: u64 =
         std::env::var("FLOTILLA_WAL_BENCH_TURN_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let syncs_before: Vec<_> = vs.iter().map(|v| v.target.sync_counts()).collect();
     let start = Instant::now();
     let turn = if turn_ms == 0 { Turn::Batches(4) } else { Turn::For(Duration::from_millis(turn_ms)) };
     std::thread::scope(|sc| {
@@ -493,6 +503,19 @@ fn summary(vs: &mut [Variant], bytes: usize) {
             100.0 * e / rate(base + 2),
             100.0 * e / rate(base + 3)
         );
+    }
+    // How the group commit went: batches per data sync and the sync's mean duration
+    // (two writers whose batches share a sync wait for it together).
+    for (v, before) in vs.iter().zip(syncs_before) {
+        if let (Some((s0, b0, n0)), Some((s1, b1, n1))) = (before, v.target.sync_counts()) {
+            let syncs = (s1 - s0).max(1);
+            println!(
+                "{}: {:.2} batches per data sync, mean sync {:.1} us",
+                v.name,
+                (b1 - b0) as f64 / syncs as f64,
+                (n1 - n0) as f64 / 1e3 / syncs as f64
+            );
+        }
     }
     let rows = vs.iter().zip(lats).enumerate().map(|(i, (v, lat_us))| wal_plots::Row {
         name: &v.name,

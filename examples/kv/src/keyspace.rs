@@ -15,6 +15,7 @@
 //! the apply thread and encoded elsewhere ([`KeyspaceStream`]), so apply never waits for
 //! the encoding of the whole map.
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -181,16 +182,41 @@ impl Keyspace {
         self.map.get(key).map(|e| &**e)
     }
 
-    /// Sets `key` to `val` with `expire_at`, replacing any value and expiry.
+    /// Sets `key` to `val` with `expire_at`, replacing any value and expiry. A key expired
+    /// at the apply time is removed first, as [`Keyspace::purge_if_expired`] would (a
+    /// replicated removal), so callers need not purge it. One lookup of the map; an entry
+    /// no snapshot shares is overwritten in place.
     pub fn put(&mut self, key: Vec<u8>, val: Val, expire_at: Option<u64>) {
-        let key = Bytes::from(key);
-        if let Some(old) = self.map.get(&key).and_then(|e| e.expire_at) {
-            self.expiries.remove(&(old, key.clone()));
+        let (index, now) = (self.index, self.now);
+        match self.map.entry(Bytes::from(key)) {
+            MapEntry::Occupied(mut o) => {
+                if o.get().expired(now) {
+                    self.removed = index;
+                }
+                if let Some(old) = o.get().expire_at {
+                    self.expiries.remove(&(old, o.key().clone()));
+                }
+                if let Some(t) = expire_at {
+                    self.expiries.insert((t, o.key().clone()));
+                }
+                let e = o.get_mut();
+                match Arc::get_mut(e) {
+                    Some(e) => {
+                        e.val = val;
+                        e.expire_at = expire_at;
+                        e.modified = index;
+                    }
+                    // Shared with a snapshot: the snapshot keeps the old entry.
+                    None => *e = Arc::new(Entry { val, expire_at, modified: index }),
+                }
+            }
+            MapEntry::Vacant(v) => {
+                if let Some(t) = expire_at {
+                    self.expiries.insert((t, v.key().clone()));
+                }
+                v.insert(Arc::new(Entry { val, expire_at, modified: index }));
+            }
         }
-        if let Some(t) = expire_at {
-            self.expiries.insert((t, key.clone()));
-        }
-        self.map.insert(key, Arc::new(Entry { val, expire_at, modified: self.index }));
     }
 
     /// Sets `key` to `val`, keeping a live key's expiry (KEEPTTL, and the writes that do
@@ -461,6 +487,32 @@ mod tests {
         ks.begin(4, Some(1_300));
         ks.remove(b"gone");
         ks
+    }
+
+    /// `put` over a key expired at the apply time is the replicated removal and a fresh
+    /// write, as purging it first was: an absent key's WATCH sees the removal, the old
+    /// expiry leaves the active-expire order, and a snapshot taken before keeps the old
+    /// entry while the live one is overwritten.
+    #[test]
+    fn put_over_an_expired_key_removes_it_first_and_spares_a_snapshot() {
+        let mut ks = sample();
+        let absent = ks.watch_state(b"nope", 6_000);
+        ks.begin(5, Some(6_000));
+        let before = ks.clone();
+        ks.put(b"h".to_vec(), Val::Str(b"new".to_vec()), Some(9_000));
+        assert!(!ks.watch_holds(b"nope", &absent), "the expired key's removal is seen by WATCH");
+        assert_eq!(ks.due(8_999, 10), Vec::<Vec<u8>>::new(), "the old expiry (5,000) is gone");
+        assert_eq!(ks.due(9_000, 10), vec![b"h".to_vec()]);
+        assert_eq!(ks.expires(), 1);
+        assert_eq!(ks.get(b"h", 6_000).map(|e| e.val.clone()), Some(Val::Str(b"new".to_vec())));
+        assert_eq!(ks.watch_state(b"h", 6_000).index, 5);
+        assert!(matches!(before.get(b"h", 4_000).map(|e| &e.val), Some(Val::Hash(_))), "the snapshot's copy");
+        // A live key is overwritten without a removal: an absent key's WATCH holds.
+        let absent = ks.watch_state(b"nope", 6_000);
+        ks.begin(6, Some(6_100));
+        ks.put(b"s".to_vec(), Val::Str(b"w".to_vec()), None);
+        assert!(ks.watch_holds(b"nope", &absent));
+        assert_eq!(ks.get(b"s", 6_100).map(|e| e.val.clone()), Some(Val::Str(b"w".to_vec())));
     }
 
     #[test]

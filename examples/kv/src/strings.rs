@@ -199,7 +199,8 @@ pub fn set(ks: &mut Keyspace, c: SetCmd) -> Value {
     } else {
         None
     };
-    let found = ks.live(&c.key).is_some();
+    // Only NX and XX look: `put` removes an expired key itself.
+    let found = c.cond != 0 && ks.live(&c.key).is_some();
     let reply = |old: Option<Option<Vec<u8>>>| match old {
         Some(v) => Value::Bulk(v),
         None => Value::ok(),
