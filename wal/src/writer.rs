@@ -259,10 +259,9 @@ impl SegmentWriter {
         self.last_round
     }
 
-    /// Runs the compaction pass a segment change asked for.
-    /// The automatic compaction pass, due after a rotation: it copies at most
-    /// [`AUTO_REWRITE_BYTES`], then goes on after the next round while a sparse segment is
-    /// left, so no round waits long behind it.
+    /// Runs the compaction pass a segment change asked for. It copies at most
+    /// [`AUTO_REWRITE_BYTES`] and goes on after the next round while a sparse segment is
+    /// left (or copies await their sync), so no round waits long behind it.
     fn after_round(&mut self) {
         if self.maintain_due && self.shared.cfg.auto_maintain {
             let (_, more) = self.maintain_pass(Some(AUTO_REWRITE_BYTES));
@@ -678,7 +677,14 @@ impl SegmentWriter {
                 }
                 let subs = batches.into_iter().map(|batch| Submission { batch, done: None }).collect();
                 self.write_round(subs, true);
-                self.sync_all();
+                if budget.is_some() {
+                    // The copies become durable with the next round's sync, which the
+                    // next pass waits for before it retires the segment: no sync of
+                    // their own here.
+                    more = true;
+                } else {
+                    self.sync_all();
+                }
                 // Crash tests: live records copied to the head, the old segment not retired.
                 fail::fail_point!("wal::rewrite_mid");
                 if self.shared.is_poisoned() {

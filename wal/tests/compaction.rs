@@ -348,7 +348,7 @@ fn an_automatic_rewrite_copies_a_bounded_share_per_round() {
     assert!(copied > 500_000, "the rotation's pass copied {copied} bytes");
     assert!(copied < (1 << 20) + 64 * 1024, "the rotation's pass copied {copied} bytes at once");
     // The next rounds copy the rest; then segment 1 goes.
-    for _ in 0..4 {
+    for _ in 0..6 {
         hot += 1;
         apply(&wal, &mut model, vec![MOp::Append(1, hot, vec![(1, vec![1; 100])]), MOp::Compact(1, hot)]);
         if wal.segment_seqs()[0] > 1 {
