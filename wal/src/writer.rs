@@ -680,8 +680,8 @@ impl SegmentWriter {
                 if budget.is_some() {
                     // The copies become durable with the next round's sync, which the
                     // next pass waits for before it retires the segment: no sync of
-                    // their own here.
-                    more = true;
+                    // their own here. (Nothing copied: nothing to wait for.)
+                    more |= bytes > 0;
                 } else {
                     self.sync_all();
                 }
