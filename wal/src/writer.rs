@@ -736,14 +736,14 @@ impl SegmentWriter {
         groups.sort_unstable();
         let mut out = Vec::new();
         let mut batch = WriteBatch::new();
-        let mut copied = 0usize;
+        // Bytes of the batches already full.
+        let mut pushed = 0usize;
         let mut whole = true;
         for g in groups {
-            if budget.is_some_and(|b| copied >= b) {
+            if budget.is_some_and(|b| pushed + batch.encoded_len() >= b) {
                 whole = false;
                 break;
             }
-            let before = out.iter().map(WriteBatch::encoded_len).sum::<usize>() + batch.encoded_len();
             let gi = match st.groups.get(&g) {
                 Some(gi) => gi,
                 None => continue,
@@ -770,6 +770,7 @@ impl SegmentWriter {
                             batch.add_rewrite(g, last, run_first, std::mem::take(&mut run));
                             run_bytes = 0;
                             if batch.encoded_len() >= limit {
+                                pushed += batch.encoded_len();
                                 out.push(std::mem::take(&mut batch));
                             }
                         }
@@ -799,8 +800,8 @@ impl SegmentWriter {
                     batch.add_compact_with_last(g, gi.first, last);
                 }
             }
-            copied += out.iter().map(WriteBatch::encoded_len).sum::<usize>() + batch.encoded_len() - before;
             if batch.encoded_len() >= limit {
+                pushed += batch.encoded_len();
                 out.push(std::mem::take(&mut batch));
             }
         }
