@@ -318,15 +318,21 @@ impl Cluster {
         self.engines.iter().map(|e| e.metrics()).collect()
     }
 
-    /// Every node's WAL sync latencies so far, bucket by bucket, summed over the nodes.
-    fn wal_syncs(&self) -> Vec<u64> {
-        let mut sum = vec![0u64; flotilla_wal::LATENCY_BUCKETS];
+    /// Every node's WAL sync latencies so far, then its WAL compaction pass durations,
+    /// bucket by bucket, summed over the nodes.
+    fn wal_syncs(&self) -> (Vec<u64>, Vec<u64>) {
+        let mut syncs = vec![0u64; flotilla_wal::LATENCY_BUCKETS];
+        let mut passes = vec![0u64; flotilla_wal::LATENCY_BUCKETS];
         for e in &self.engines {
-            for (s, b) in sum.iter_mut().zip(e.latency_histograms().wal_sync.buckets) {
+            let h = e.latency_histograms();
+            for (s, b) in syncs.iter_mut().zip(h.wal_sync.buckets) {
+                *s += b;
+            }
+            for (s, b) in passes.iter_mut().zip(h.wal_compaction.buckets) {
                 *s += b;
             }
         }
-        sum
+        (syncs, passes)
     }
 
     fn net_totals(&self) -> [u64; 4] {
@@ -563,6 +569,12 @@ struct LoadResult {
     sync_p99_ms: f64,
     sync_p999_ms: f64,
     sync_max_ms: f64,
+    /// The nodes' WAL compaction passes during the measurement (the writer makes no
+    /// group-commit write while one runs), the upper bound (ms) under which all of them
+    /// ended, and the bytes they copied.
+    compaction_passes: u64,
+    compaction_max_ms: f64,
+    compaction_bytes: u64,
 }
 
 /// The upper bound (ms) of the power-of-two bucket holding quantile `q` of `buckets`.
@@ -603,7 +615,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         .collect();
     let terms0 = c.terms();
     let cpu = std::cell::Cell::new(0.0);
-    let (results, m0, m1, n0, n1, elapsed, syncs) = std::thread::scope(|s| {
+    let (results, m0, m1, n0, n1, elapsed, (syncs, passes)) = std::thread::scope(|s| {
         let handles: Vec<_> = shares
             .iter()
             .map(|share| {
@@ -627,8 +639,9 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         std::thread::sleep(Duration::from_millis(30));
         let n1 = c.net_totals();
         let results: Vec<ClientResult> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        let syncs: Vec<u64> = s0.iter().zip(&s1).map(|(a, b)| b - a).collect();
-        (results, m0, m1, n0, n1, elapsed, syncs)
+        let syncs: Vec<u64> = s0.0.iter().zip(&s1.0).map(|(a, b)| b - a).collect();
+        let passes: Vec<u64> = s0.1.iter().zip(&s1.1).map(|(a, b)| b - a).collect();
+        (results, m0, m1, n0, n1, elapsed, (syncs, passes))
     });
     let mut lat: Vec<u32> = Vec::new();
     let mut r = LoadResult {
@@ -661,6 +674,13 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         sync_p99_ms: bucket_quantile_ms(&syncs, 0.99),
         sync_p999_ms: bucket_quantile_ms(&syncs, 0.999),
         sync_max_ms: bucket_quantile_ms(&syncs, 1.0),
+        compaction_passes: passes.iter().sum(),
+        compaction_max_ms: bucket_quantile_ms(&passes, 1.0),
+        compaction_bytes: m0
+            .iter()
+            .zip(&m1)
+            .map(|(a, b)| b.wal_compaction_bytes_rewritten - a.wal_compaction_bytes_rewritten)
+            .sum(),
     };
     r.term_changes = c.terms().iter().zip(&terms0).filter(|(a, b)| a != b).count() as u64;
     for cr in results {
@@ -1005,7 +1025,8 @@ fn main() {
         println!(
             "  {} B x {}: NotLeader answers {}, leaderships won {}, campaigns {}, groups whose term changed {}; \
              busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
-             left outstanding {}; WAL syncs {} (all nodes), p99 < {:.1} ms, p99.9 < {:.1} ms, max < {:.1} ms",
+             left outstanding {}; WAL syncs {} (all nodes), p99 < {:.1} ms, p99.9 < {:.1} ms, max < {:.1} ms; \
+             WAL compaction passes {}, longest < {:.1} ms, {:.1} MB copied",
             r.payload,
             r.inflight,
             r.not_leader(),
@@ -1021,7 +1042,10 @@ fn main() {
             r.wal_syncs,
             r.sync_p99_ms,
             r.sync_p999_ms,
-            r.sync_max_ms
+            r.sync_max_ms,
+            r.compaction_passes,
+            r.compaction_max_ms,
+            r.compaction_bytes as f64 / 1e6
         );
     }
     println!();

@@ -76,6 +76,10 @@ fn groups_pinning_old_segments_are_compacted() {
     }
     wait_until("forced compactions", || e().metrics().forced_compactions >= 2);
     wait_until("the log back within max_wal_segments (+ the active one)", || e().metrics().wal_segments <= 5);
+    // The WAL's compaction passes freed the segments, and each pass is timed.
+    let m = e().metrics();
+    assert!(m.wal_compaction_passes > 0 && m.wal_compaction_segments_freed > 0, "{m:?}");
+    assert!(e().latency_histograms().wal_compaction.count >= m.wal_compaction_passes);
     // Both groups still serve: compaction lost nothing.
     c.propose(1, b"after");
     c.propose(2, b"after");

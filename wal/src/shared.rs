@@ -52,9 +52,25 @@ pub(crate) struct Shared {
     /// Entries read, and those of them copied from the entry cache.
     pub entries_read: AtomicU64,
     pub entries_read_cached: AtomicU64,
+    /// Compaction passes run by the writer, and their counts and durations.
+    pub compaction: CompactionCounters,
     /// Set while the preallocator's last attempt failed (the writer then stops waiting
     /// for it).
     pub prealloc_failing: AtomicBool,
+}
+
+/// What the writer's compaction passes did, since open.
+#[derive(Default)]
+pub(crate) struct CompactionCounters {
+    /// Passes run (automatic after rounds, and explicit `Wal::maintain` calls).
+    pub passes: AtomicU64,
+    /// Bytes of live records they copied to the head of the log.
+    pub bytes_rewritten: AtomicU64,
+    /// Segments they found dead and handed over to be deleted or recycled.
+    pub segments_freed: AtomicU64,
+    /// Each pass's wall time on the writer after its leading sync (which the rounds it
+    /// covers wait for anyway): no round is written meanwhile.
+    pub latency: crate::latency::LatencyHistogram,
 }
 
 impl Shared {

@@ -107,6 +107,15 @@ pub struct WalStats {
     /// Of those, the entries copied from the entry cache (the others from the segment
     /// maps).
     pub entries_read_cached: u64,
+    /// Compaction passes run by the writer since open: the automatic ones after rounds
+    /// and those [`Wal::maintain`] asked for. Their durations are in
+    /// [`Wal::compaction_latency`].
+    pub compaction_passes: u64,
+    /// Bytes of live records those passes copied from sparse segments to the head of the
+    /// log.
+    pub compaction_bytes_rewritten: u64,
+    /// Segments those passes found dead and handed over to be deleted or recycled.
+    pub compaction_segments_freed: u64,
 }
 
 /// One node's shared write-ahead log. Thread-safe: share it by reference or `Arc`.
@@ -192,6 +201,7 @@ impl Wal {
             gather_waits_idle: AtomicU64::new(0),
             entries_read: AtomicU64::new(0),
             entries_read_cached: AtomicU64::new(0),
+            compaction: Default::default(),
             prealloc_failing: AtomicBool::new(false),
         });
         let seg_writer = Arc::new(Mutex::new(SegmentWriter::new(
@@ -517,6 +527,14 @@ impl Wal {
         self.shared.sync.counters.sync_latency.snapshot()
     }
 
+    /// The wall time of each compaction pass of the writer since open (one per
+    /// `WalStats::compaction_passes`), by power-of-two bucket, from the end of the sync
+    /// the pass starts with (which the rounds it covers wait for anyway): no group-commit
+    /// round is written while a pass runs, so a long one shows as a stall of every writer.
+    pub fn compaction_latency(&self) -> crate::LatencySnapshot {
+        self.shared.compaction.latency.snapshot()
+    }
+
     /// Counters and sizes.
     pub fn stats(&self) -> WalStats {
         let st = self.shared.state.read();
@@ -538,6 +556,9 @@ impl Wal {
             gather_waits_idle: self.shared.gather_waits_idle.load(Ordering::Relaxed),
             entries_read: self.shared.entries_read.load(Ordering::Relaxed),
             entries_read_cached: self.shared.entries_read_cached.load(Ordering::Relaxed),
+            compaction_passes: self.shared.compaction.passes.load(Ordering::Relaxed),
+            compaction_bytes_rewritten: self.shared.compaction.bytes_rewritten.load(Ordering::Relaxed),
+            compaction_segments_freed: self.shared.compaction.segments_freed.load(Ordering::Relaxed),
         }
     }
 }

@@ -72,6 +72,13 @@ pub struct Metrics {
     pub wal_pending_bytes: u64,
     /// Gauge: live WAL segments (see `EngineConfig::max_wal_segments`).
     pub wal_segments: u64,
+    /// Compaction passes of the WAL's writer (rewriting sparse old segments, freeing dead
+    /// ones); their durations are `LatencyHistograms::wal_compaction`.
+    pub wal_compaction_passes: u64,
+    /// Bytes of live records those passes copied from sparse segments to the log's head.
+    pub wal_compaction_bytes_rewritten: u64,
+    /// WAL segments those passes freed (deleted or recycled).
+    pub wal_compaction_segments_freed: u64,
     /// Entries applied by the state machines.
     pub applied_entries: u64,
     /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet

@@ -392,6 +392,9 @@ impl Runtime {
             wal_sync_nanos_max: wal.sync_nanos_max,
             wal_pending_bytes: gauge(|g| &g.wal_pending_bytes),
             wal_segments: self.shared.wal.segment_seqs().len() as u64,
+            wal_compaction_passes: wal.compaction_passes,
+            wal_compaction_bytes_rewritten: wal.compaction_bytes_rewritten,
+            wal_compaction_segments_freed: wal.compaction_segments_freed,
             applied_entries: l(&c.applied_entries),
             apply_lag: gauge(|g| &g.apply_lag),
             elections: l(&c.elections),
@@ -460,6 +463,7 @@ impl Runtime {
     pub(crate) fn latency_histograms(&self) -> crate::api::LatencyHistograms {
         crate::api::LatencyHistograms {
             wal_sync: self.shared.wal.sync_latency(),
+            wal_compaction: self.shared.wal.compaction_latency(),
             apply: self.shared.apply_latency.snapshot(),
         }
     }

@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 67] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 70] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -30,6 +30,9 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 67] {
         ("wal_sync_nanos_max", m.wal_sync_nanos_max, Gauge, "The longest WAL group-commit write+sync call, in nanoseconds"),
         ("wal_pending_bytes", m.wal_pending_bytes, Gauge, "Bytes of WAL batches submitted and not yet durable, over all workers"),
         ("wal_segments", m.wal_segments, Gauge, "Live WAL segments (see EngineConfig::max_wal_segments)"),
+        ("wal_compaction_passes", m.wal_compaction_passes, Counter, "Compaction passes of the WAL's writer (rewriting sparse old segments, freeing dead ones)"),
+        ("wal_compaction_bytes_rewritten", m.wal_compaction_bytes_rewritten, Counter, "Bytes of live records WAL compaction passes copied from sparse segments to the log's head"),
+        ("wal_compaction_segments_freed", m.wal_compaction_segments_freed, Counter, "WAL segments compaction passes freed (deleted or recycled)"),
         ("applied_entries", m.applied_entries, Counter, "Entries applied by the state machines"),
         ("apply_lag", m.apply_lag, Gauge, "Apply lag, in entries committed and handed to the apply threads but not yet applied, over all workers"),
         ("elections", m.elections, Counter, "Campaigns started by replicas here (PreVote rounds included)"),
@@ -167,6 +170,11 @@ pub fn families(m: &Metrics, h: &LatencyHistograms) -> Vec<MetricFamily> {
         "flotilla_engine_wal_sync_duration_seconds",
         "WAL group-commit write+sync calls (fsync latency)",
         &h.wal_sync,
+    ));
+    out.push(histogram_family(
+        "flotilla_engine_wal_compaction_duration_seconds",
+        "WAL compaction passes (no group-commit write is made while one runs)",
+        &h.wal_compaction,
     ));
     out.push(histogram_family(
         "flotilla_engine_apply_duration_seconds",

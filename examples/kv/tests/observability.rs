@@ -165,6 +165,13 @@ fn json_logs_metrics_health_ready_and_info() {
     assert!(after["flotilla_engine_wal_sync_duration_seconds_count"] > 0.0);
     assert!(after["flotilla_engine_wal_sync_duration_seconds_bucket{le=\"+Inf\"}"] > 0.0);
     assert!(after["flotilla_engine_apply_duration_seconds_count"] >= 40.0);
+    // WAL compaction passes: counted and timed (none may have run yet in so short a test).
+    assert_eq!(types["flotilla_engine_wal_compaction_duration_seconds"], "histogram");
+    assert_eq!(types["flotilla_engine_wal_compaction_passes_total"], "counter");
+    assert!(
+        after["flotilla_engine_wal_compaction_duration_seconds_count"]
+            >= after["flotilla_engine_wal_compaction_passes_total"]
+    );
     assert_eq!(types["flotilla_engine_wal_syncs_total"], "counter");
     assert!(after["flotilla_engine_wal_syncs_total"] > 0.0);
     assert_eq!(types["flotilla_engine_apply_lag"], "gauge");
