@@ -68,6 +68,7 @@ pub mod waiters;
 mod wake_queue;
 mod worker;
 mod write_pipeline;
+mod writeback;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

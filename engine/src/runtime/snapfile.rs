@@ -9,7 +9,9 @@
 //! sequence of chunks ([`chunks`]), so neither holds the whole snapshot in memory. A
 //! snapshot received from a leader is written in the same format to a `.partial` file
 //! ([`partial_path`], [`partial_header`]: the data length is filled in last), which is
-//! renamed into place only once complete and durable; recovery never takes a `.partial`
+//! renamed into place only once complete and durable (a snapshot written here reaches the
+//! disk in steps as it is written, [`super::writeback`]; a received one is synced in steps
+//! by `snap_receive`); recovery never takes a `.partial`
 //! (or `.tmp`) file for a snapshot and deletes it at open ([`remove_temporaries`]). Never
 //! decides when to snapshot or which file is current: the WAL's group metadata names the
 //! replica and index.
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
+use super::writeback::WritebackPacer;
 use crate::api::SnapshotSource;
 use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
 use crate::raft::types::ReplicaId;
@@ -122,6 +125,10 @@ pub(crate) fn save_from(
         f.write_all(&m)?;
         let len_at = (MAGIC.len() + 8 + m.len()) as u64;
         f.write_all(&0u64.to_le_bytes())?;
+        // The data's bytes reach the disk in steps as they are written, not in one burst
+        // at the fsync below that would hold every other write of the disk (the WAL's).
+        let mut pacer = WritebackPacer::new(0);
+        let data_at = len_at + 8;
         let mut buf = vec![0u8; chunk.max(1)];
         let mut failures = 0;
         loop {
@@ -132,6 +139,10 @@ pub(crate) fn save_from(
                     f.write_all(&buf[..n])?;
                     len += n as u64;
                     failures = 0;
+                    if pacer.due(data_at + len) {
+                        f.flush()?;
+                        pacer.written_to(f.get_ref(), data_at + len);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -403,6 +414,42 @@ mod tests {
             buf[..n].copy_from_slice(&self.data[at..at + n]);
             Ok(n)
         }
+    }
+
+    /// Gives `len` bytes of a pattern, in reads as large as asked.
+    struct Pattern {
+        len: u64,
+    }
+
+    impl SnapshotSource for Pattern {
+        fn reflects(&self) -> (u64, u64) {
+            (7, 2)
+        }
+        fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            let n = (buf.len() as u64).min(self.len.saturating_sub(offset)) as usize;
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = ((offset + i as u64) % 251) as u8;
+            }
+            Ok(n)
+        }
+    }
+
+    /// A large snapshot reaches the disk in steps as it is written (see `writeback`), and
+    /// reads back byte for byte.
+    #[test]
+    fn a_large_snapshot_is_written_back_in_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SnapshotMeta { index: 7, term: 2, conf: ConfState::with_voters([Replica::new(1, 1)]) };
+        let len = 3 * super::super::writeback::WRITEBACK_STEP + 12_345;
+        let steps = &super::super::writeback::STEPS_STARTED;
+        let before = steps.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(save_from(dir.path(), 3, 1, &meta, &mut Pattern { len }, 256 << 10).unwrap(), len);
+        // Other tests may write back steps meanwhile: at least this file's three.
+        assert!(steps.load(std::sync::atomic::Ordering::Relaxed) - before >= 3);
+        let (m, d) = load(dir.path(), 3, 1, 7).unwrap();
+        assert_eq!(m, meta);
+        assert_eq!(d.len() as u64, len);
+        assert!(d.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
     }
 
     #[test]
