@@ -575,6 +575,10 @@ struct LoadResult {
     compaction_passes: u64,
     compaction_max_ms: f64,
     compaction_bytes: u64,
+    /// WAL segments the nodes made during the measurement: zero-filled new ones, recycled
+    /// ones.
+    segments_created: u64,
+    segments_recycled: u64,
 }
 
 /// The upper bound (ms) of the power-of-two bucket holding quantile `q` of `buckets`.
@@ -680,6 +684,16 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
             .iter()
             .zip(&m1)
             .map(|(a, b)| b.wal_compaction_bytes_rewritten - a.wal_compaction_bytes_rewritten)
+            .sum(),
+        segments_created: m0
+            .iter()
+            .zip(&m1)
+            .map(|(a, b)| b.wal_segments_created - a.wal_segments_created)
+            .sum(),
+        segments_recycled: m0
+            .iter()
+            .zip(&m1)
+            .map(|(a, b)| b.wal_segments_recycled - a.wal_segments_recycled)
             .sum(),
     };
     r.term_changes = c.terms().iter().zip(&terms0).filter(|(a, b)| a != b).count() as u64;
@@ -1026,7 +1040,7 @@ fn main() {
             "  {} B x {}: NotLeader answers {}, leaderships won {}, campaigns {}, groups whose term changed {}; \
              busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
              left outstanding {}; WAL syncs {} (all nodes), p99 < {:.1} ms, p99.9 < {:.1} ms, max < {:.1} ms; \
-             WAL compaction passes {}, longest < {:.1} ms, {:.1} MB copied",
+             WAL compaction passes {}, longest < {:.1} ms, {:.1} MB copied; WAL segments zero-filled {}, recycled {}",
             r.payload,
             r.inflight,
             r.not_leader(),
@@ -1045,7 +1059,9 @@ fn main() {
             r.sync_max_ms,
             r.compaction_passes,
             r.compaction_max_ms,
-            r.compaction_bytes as f64 / 1e6
+            r.compaction_bytes as f64 / 1e6,
+            r.segments_created,
+            r.segments_recycled
         );
     }
     println!();

@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     pub writes: AtomicU64,
     /// Written rounds waiting for their sync; the sync counters.
     pub sync: SyncQueue,
-    /// Segments created by zero-filling.
+    /// Segments created by zero-filling (by the preallocator, or on the write path).
     pub created: AtomicU64,
     /// Segments recycled.
     pub recycled: AtomicU64,

@@ -94,7 +94,8 @@ pub struct WalStats {
     pub batches: u64,
     /// Groups known.
     pub groups: usize,
-    /// Segments created (zero-filled) by the preallocator since open.
+    /// Segments created (zero-filled) since open: by the preallocator, or on the write
+    /// path when it had no spare ready.
     pub segments_created: u64,
     /// Segments recycled since open.
     pub segments_recycled: u64,

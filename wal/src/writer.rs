@@ -602,8 +602,10 @@ impl SegmentWriter {
                     Err(seq) => {
                         tracing::warn!("no spare segment ready, creating one on the write path");
                         let (fs, cfg) = (&*self.shared.fs, &self.shared.cfg);
-                        Segment::create(fs, &cfg.dir, seq, cfg.segment_size, self.shared.wal_id)
-                            .map_err(|e| WriteError::io(&e))?
+                        let seg = Segment::create(fs, &cfg.dir, seq, cfg.segment_size, self.shared.wal_id)
+                            .map_err(|e| WriteError::io(&e))?;
+                        self.shared.created.fetch_add(1, Ordering::Relaxed);
+                        seg
                     }
                 }
             }

@@ -79,6 +79,11 @@ pub struct Metrics {
     pub wal_compaction_bytes_rewritten: u64,
     /// WAL segments those passes freed (deleted or recycled).
     pub wal_compaction_segments_freed: u64,
+    /// WAL segments created by zero-filling a new file (the log grew, or no freed segment
+    /// was left to recycle): each writes the segment's size to the disk beside the log.
+    pub wal_segments_created: u64,
+    /// WAL segments recycled from freed ones (no zero-filling).
+    pub wal_segments_recycled: u64,
     /// Entries applied by the state machines.
     pub applied_entries: u64,
     /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet

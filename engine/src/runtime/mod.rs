@@ -396,6 +396,8 @@ impl Runtime {
             wal_compaction_passes: wal.compaction_passes,
             wal_compaction_bytes_rewritten: wal.compaction_bytes_rewritten,
             wal_compaction_segments_freed: wal.compaction_segments_freed,
+            wal_segments_created: wal.segments_created,
+            wal_segments_recycled: wal.segments_recycled,
             applied_entries: l(&c.applied_entries),
             apply_lag: gauge(|g| &g.apply_lag),
             elections: l(&c.elections),

@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 70] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 72] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -33,6 +33,8 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 70] {
         ("wal_compaction_passes", m.wal_compaction_passes, Counter, "Compaction passes of the WAL's writer (rewriting sparse old segments, freeing dead ones)"),
         ("wal_compaction_bytes_rewritten", m.wal_compaction_bytes_rewritten, Counter, "Bytes of live records WAL compaction passes copied from sparse segments to the log's head"),
         ("wal_compaction_segments_freed", m.wal_compaction_segments_freed, Counter, "WAL segments compaction passes freed (deleted or recycled)"),
+        ("wal_segments_created", m.wal_segments_created, Counter, "WAL segments created by zero-filling a new file (each writes the segment's size to the disk)"),
+        ("wal_segments_recycled", m.wal_segments_recycled, Counter, "WAL segments recycled from freed ones (no zero-filling)"),
         ("applied_entries", m.applied_entries, Counter, "Entries applied by the state machines"),
         ("apply_lag", m.apply_lag, Gauge, "Apply lag, in entries committed and handed to the apply threads but not yet applied, over all workers"),
         ("elections", m.elections, Counter, "Campaigns started by replicas here (PreVote rounds included)"),

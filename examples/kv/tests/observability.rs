@@ -168,6 +168,8 @@ fn json_logs_metrics_health_ready_and_info() {
     // WAL compaction passes: counted and timed (none may have run yet in so short a test).
     assert_eq!(types["flotilla_engine_wal_compaction_duration_seconds"], "histogram");
     assert_eq!(types["flotilla_engine_wal_compaction_passes_total"], "counter");
+    assert_eq!(types["flotilla_engine_wal_segments_created_total"], "counter");
+    assert_eq!(types["flotilla_engine_wal_segments_recycled_total"], "counter");
     assert!(
         after["flotilla_engine_wal_compaction_duration_seconds_count"]
             >= after["flotilla_engine_wal_compaction_passes_total"]
