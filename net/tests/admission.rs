@@ -111,8 +111,15 @@ fn handshake_flood_from_one_address_is_bounded_and_a_real_peer_still_connects() 
     for c in &stalled {
         assert!(flooder.closed(c, Duration::from_secs(3)).is_some(), "a stalled connection stayed open");
     }
+    // Their admission slots are released when their connection tasks end, which can be a
+    // moment after the close reached the flooder.
+    assert!(
+        eventually(Duration::from_secs(3), || e1.stats().handshakes_in_progress == 0),
+        "{:?}",
+        e1.stats()
+    );
     let s = e1.stats();
-    assert!(s.handshakes_peak <= 5 && s.handshakes_in_progress == 0, "{s:?}");
+    assert!(s.handshakes_peak <= 5, "{s:?}");
 }
 
 #[test]
