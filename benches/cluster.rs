@@ -611,6 +611,11 @@ fn pct(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// The sum over the nodes of how much a counter of their `Metrics` grew from `m0` to `m1`.
+fn delta(m0: &[Metrics], m1: &[Metrics], f: fn(&Metrics) -> u64) -> u64 {
+    m0.iter().zip(m1).map(|(a, b)| f(b) - f(a)).sum()
+}
+
 fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: f64) -> LoadResult {
     let phase = AtomicU8::new(WARMUP);
     let window = (inflight / clients).max(1);
@@ -680,21 +685,9 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         sync_max_ms: bucket_quantile_ms(&syncs, 1.0),
         compaction_passes: passes.iter().sum(),
         compaction_max_ms: bucket_quantile_ms(&passes, 1.0),
-        compaction_bytes: m0
-            .iter()
-            .zip(&m1)
-            .map(|(a, b)| b.wal_compaction_bytes_rewritten - a.wal_compaction_bytes_rewritten)
-            .sum(),
-        segments_created: m0
-            .iter()
-            .zip(&m1)
-            .map(|(a, b)| b.wal_segments_created - a.wal_segments_created)
-            .sum(),
-        segments_recycled: m0
-            .iter()
-            .zip(&m1)
-            .map(|(a, b)| b.wal_segments_recycled - a.wal_segments_recycled)
-            .sum(),
+        compaction_bytes: delta(&m0, &m1, |m| m.wal_compaction_bytes_rewritten),
+        segments_created: delta(&m0, &m1, |m| m.wal_segments_created),
+        segments_recycled: delta(&m0, &m1, |m| m.wal_segments_recycled),
     };
     r.term_changes = c.terms().iter().zip(&terms0).filter(|(a, b)| a != b).count() as u64;
     for cr in results {
@@ -714,12 +707,12 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
     r.p999_us = pct(&lat, 0.999);
     r.max_us = lat.last().copied().unwrap_or(0);
     r.lat_us = lat;
-    let batches: u64 = m0.iter().zip(&m1).map(|(a, b)| b.wal_batches - a.wal_batches).sum();
-    let bgroups: u64 = m0.iter().zip(&m1).map(|(a, b)| b.wal_batch_groups - a.wal_batch_groups).sum();
-    let applied: u64 = m0.iter().zip(&m1).map(|(a, b)| b.applied_entries - a.applied_entries).sum();
-    r.dropped_msgs = m0.iter().zip(&m1).map(|(a, b)| b.messages_dropped - a.messages_dropped).sum();
-    r.leaders_elected = m0.iter().zip(&m1).map(|(a, b)| b.leaders_elected - a.leaders_elected).sum();
-    r.elections = m0.iter().zip(&m1).map(|(a, b)| b.elections - a.elections).sum();
+    let batches: u64 = delta(&m0, &m1, |m| m.wal_batches);
+    let bgroups: u64 = delta(&m0, &m1, |m| m.wal_batch_groups);
+    let applied: u64 = delta(&m0, &m1, |m| m.applied_entries);
+    r.dropped_msgs = delta(&m0, &m1, |m| m.messages_dropped);
+    r.leaders_elected = delta(&m0, &m1, |m| m.leaders_elected);
+    r.elections = delta(&m0, &m1, |m| m.elections);
     // Every node writes every entry once (as leader or follower): entries written across
     // the nodes ~= entries applied across them.
     r.entries_per_batch = applied as f64 / batches.max(1) as f64;
