@@ -94,6 +94,19 @@ impl Job {
 struct WakeQueue {
     ready: std::sync::Mutex<Vec<Token>>,
     mio: Arc<Waker>,
+    /// Times a completion woke the loop (a system call each).
+    wakes: std::sync::atomic::AtomicU64,
+}
+
+impl WakeQueue {
+    fn new(mio: Arc<Waker>) -> WakeQueue {
+        WakeQueue { ready: std::sync::Mutex::new(Vec::new()), mio, wakes: Default::default() }
+    }
+
+    /// Every connection woken since the last call (the loop calls it on every turn).
+    fn take(&self) -> Vec<Token> {
+        std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// The waker the engine's completions of a connection's in-flight batch call.
@@ -107,9 +120,18 @@ impl std::task::Wake for ConnWaker {
         self.wake_by_ref();
     }
 
+    /// Only the completion that makes the list non-empty wakes the loop (a system call);
+    /// the loop takes the whole list on every turn, so the others ride that wake-up.
     fn wake_by_ref(self: &Arc<Self>) {
-        self.queue.ready.lock().unwrap_or_else(|e| e.into_inner()).push(self.token);
-        let _ = self.queue.mio.wake();
+        let first = {
+            let mut ready = self.queue.ready.lock().unwrap_or_else(|e| e.into_inner());
+            ready.push(self.token);
+            ready.len() == 1
+        };
+        if first {
+            self.queue.wakes.fetch_add(1, Ordering::Relaxed);
+            let _ = self.queue.mio.wake();
+        }
     }
 }
 
@@ -387,7 +409,7 @@ fn run(
     let bounds = Bounds::new(node.config());
     let max_clients = node.config().max_clients;
     let fresh = Session::client(node.acl());
-    let wakes = Arc::new(WakeQueue { ready: std::sync::Mutex::new(Vec::new()), mio: waker.clone() });
+    let wakes = Arc::new(WakeQueue::new(waker.clone()));
     let protected = node.config().protected_mode;
     let mut conns: HashMap<Token, Conn> = HashMap::new();
     let mut next = 2usize;
@@ -513,7 +535,7 @@ fn run(
             }
         }
         // Batches in flight on the loop whose results arrived.
-        let woken: Vec<Token> = std::mem::take(&mut *wakes.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        let woken: Vec<Token> = wakes.take();
         for t in woken {
             let Some(c) = conns.get_mut(&t) else { continue };
             if c.settle(&node, t, &job_tx, now) {
@@ -754,4 +776,37 @@ fn drive(
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Wake;
+
+    use super::*;
+
+    fn conn_waker(token: usize, queue: &Arc<WakeQueue>) -> Arc<ConnWaker> {
+        Arc::new(ConnWaker { token: Token(token), queue: queue.clone() })
+    }
+
+    #[test]
+    fn completions_before_the_loop_takes_them_share_one_wake_up_and_none_is_lost() {
+        let mut poll = Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).expect("waker"));
+        let q = Arc::new(WakeQueue::new(waker));
+        let (a, b, c) = (conn_waker(10, &q), conn_waker(11, &q), conn_waker(12, &q));
+        a.wake_by_ref();
+        b.wake_by_ref();
+        a.clone().wake();
+        assert_eq!(q.wakes.load(Ordering::Relaxed), 1, "one system wake-up for three completions");
+        let mut events = Events::with_capacity(8);
+        poll.poll(&mut events, Some(Duration::from_secs(5))).expect("poll");
+        assert!(events.iter().any(|e| e.token() == Token(1)), "the loop was woken");
+        assert_eq!(q.take(), vec![Token(10), Token(11), Token(10)]);
+        // Taken: the next completion wakes the loop again.
+        c.wake_by_ref();
+        assert_eq!(q.wakes.load(Ordering::Relaxed), 2);
+        poll.poll(&mut events, Some(Duration::from_secs(5))).expect("poll");
+        assert!(events.iter().any(|e| e.token() == Token(1)), "woken again after the take");
+        assert_eq!(q.take(), vec![Token(12)]);
+    }
 }
