@@ -8,7 +8,11 @@
 # not pipelined and pipelined 16 deep, and stops everything. With CLUSTER_MODE=true (the
 # default) the nodes speak the Redis Cluster protocol and `redis-benchmark --cluster`
 # sends each key to its shard's leader; with CLUSTER_MODE=false every request goes to
-# node 1, which forwards writes for shards it does not lead.
+# node 1, which forwards writes for shards it does not lead. Each throughput line ends with
+# the CPU time the server processes used per request (the three nodes together; one
+# redis-server), from /proc: on these small machines the client and the servers share
+# the cores, so CPU per request is the steadier figure. LEASE_READS=true serves the
+# leaders' reads under their lease (`lease_reads`) instead of a ReadIndex round each.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-100000}
@@ -17,7 +21,13 @@ T=${CARGO_TARGET_DIR:-target}/release
 cargo build --release -q -p flotilla-kv -p flotilla-net
 DIR=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
+# Stops every server and waits for it to exit (a node shuts down cleanly within its
+# shutdown timeout), so that a run right after this one finds the ports free.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
 trap cleanup EXIT
 "$T/flotilla-certs" init "$DIR/certs" --nodes 1,2,3 >/dev/null
 for i in 1 2 3; do
@@ -32,33 +42,51 @@ node_cert = "$DIR/certs/node-$i.pem"
 node_key = "$DIR/certs/node-$i.key"
 bootstrap = $boot
 cluster_mode = $CLUSTER_MODE
+lease_reads = ${LEASE_READS:-false}
 TOML
   "$T/flotilla-kv" --config "$DIR/node$i.toml" > "$DIR/node$i.log" 2>&1 &
   PIDS+=($!)
 done
+KV_PIDS="${PIDS[*]}"
+# CPU time (clock ticks, user + system) of the processes listed.
+ticks() { local s=0 p u st; for p in "$@"; do read -r u st < <(awk '{print $14, $15}' "/proc/$p/stat"); s=$((s + u + st)); done; echo "$s"; }
+# One redis-benchmark test against the processes $1 (a list of pids), printing its
+# throughput line and the CPU µs they used per request.
+run_one() {
+  local pids=$1 c0 c1 line; shift
+  c0=$(ticks $pids)
+  line=$(redis-benchmark "$@" -q 2>&1 | tr "\r" "\n" | grep "requests per second" || true)
+  c1=$(ticks $pids)
+  awk -v l="$line" -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$N" \
+    'BEGIN { printf "%s; server CPU %.1f us/request\n", l, t * 1e6 / hz / n }'
+}
 sleep 1
 "$T/flotilla-admin" --seed 127.0.0.1:16001 add-servers 127.0.0.1:16002 127.0.0.1:16003
 "$T/flotilla-rebalance" --seed 127.0.0.1:16001 --by count --rate 100 | tail -4
 redis-server --port 16379 --save '' --appendonly no --daemonize no > "$DIR/redis.log" 2>&1 &
 PIDS+=($!)
+REDIS_PID=$!
 mkdir -p "$DIR/aof"
 redis-server --port 16380 --save '' --appendonly yes --appendfsync always --dir "$DIR/aof" --daemonize no > "$DIR/redis-aof.log" 2>&1 &
 PIDS+=($!)
+AOF_PID=$!
 sleep 0.5
-FLOTILLA="flotilla-kv (3 nodes, via node 1):16001:"
-[ "$CLUSTER_MODE" = true ] && FLOTILLA="flotilla-kv (3 nodes, cluster mode):16001:--cluster"
+FLOTILLA="flotilla-kv (3 nodes, via node 1):16001::$KV_PIDS"
+[ "$CLUSTER_MODE" = true ] && FLOTILLA="flotilla-kv (3 nodes, cluster mode):16001:--cluster:$KV_PIDS"
 # TAIL_ONLY=1 skips the throughput runs.
-for target in "$FLOTILLA" "redis-server (no persistence):16379:" "redis-server (appendfsync always):16380:"; do
+for target in "$FLOTILLA" "redis-server (no persistence):16379::$REDIS_PID" "redis-server (appendfsync always):16380::$AOF_PID"; do
   [ -n "${TAIL_ONLY:-}" ] && break
-  IFS=: read -r name port flag <<< "$target"
+  IFS=: read -r name port flag pids <<< "$target"
   for p in 1 16; do
     echo "== $name, 50 clients, pipeline $p"
-    redis-benchmark -p "$port" $flag -c 50 -n "$N" -P "$p" -r 100000 -t set,get -q 2>&1 | tr "\r" "\n" | grep "requests per second" || true
+    for t in set get; do
+      run_one "$pids" -p "$port" $flag -c 50 -n "$N" -P "$p" -r 100000 -t "$t"
+    done
   done
 done
 # The tail under load: 16 KiB values, pipelined 16 deep, 50 clients (latency in ms).
-for target in "$FLOTILLA" "redis-server (appendfsync always):16380:"; do
-  IFS=: read -r name port flag <<< "$target"
+for target in "$FLOTILLA" "redis-server (appendfsync always):16380::$AOF_PID"; do
+  IFS=: read -r name port flag _ <<< "$target"
   echo "== $name, SET of 16 KiB values, 50 clients, pipeline 16: avg min p50 p95 p99 max (ms)"
   redis-benchmark -p "$port" $flag -c 50 -n "$N" -P 16 -d 16384 -r 100000 -t set 2>&1 | tr "\r" "\n" \
     | grep -A2 "latency summary" | tail -1 || true
