@@ -65,14 +65,8 @@ fn leaders_hold_while_the_followers_disks_stall() {
     let tmp = tempfile::tempdir().unwrap();
     let net = MemoryNetwork::new();
     let nodes: Vec<Node> = (1..=3).map(|id| open(&net, id, tmp.path())).collect();
-    let members = [1, 2, 3];
-    for g in [A, B] {
-        for n in nodes.iter().rev() {
-            let sm = ChainSm::boxed(&n.reg, g);
-            n.engine.create_group_led_by(g, &members, 1, sm).unwrap();
-        }
-        wait_engine_leads(&nodes[0].engine, g, Duration::from_secs(20));
-    }
+    let pairs: Vec<(&Engine, &Registry)> = nodes.iter().map(|n| (&n.engine, &n.reg)).collect();
+    create_led_by_node1(&pairs, &[A, B]);
     let leader = &nodes[0].engine;
     for i in 0..10u8 {
         let p = leader.propose(A, Bytes::from(vec![i; 64])).unwrap();

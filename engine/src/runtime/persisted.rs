@@ -9,7 +9,6 @@
 //! `lifecycle`, `tombstones`). A failed write stops the engine (`stop`).
 
 use super::clock;
-use super::snapfile;
 use super::store::wal_hs;
 
 /// A worker writes and syncs inline only while the WAL's last sync took at most this long:
@@ -113,7 +112,7 @@ impl Worker {
                 self.tombstones_unsynced.retain(|_, seq| *seq > done.seq);
             }
             for (gid, replica, keep) in done.prune {
-                snapfile::prune(&self.sh.snap_dir, gid, |r, i| r == replica && i < keep);
+                self.snap.prune_below(gid, replica, keep);
             }
             if !done.creates.is_empty() {
                 self.start_created(done.creates);

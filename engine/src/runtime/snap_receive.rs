@@ -25,6 +25,11 @@
 //! the leader term and snapshot they belong to, and `snapshots::send_snapshot` starts a
 //! stream of that same snapshot there.
 //!
+//! The same I/O thread deletes the worker's superseded snapshot files
+//! ([`SnapshotReceiver::prune_below`]): unlinking a file of hundreds of MB can take over
+//! 100 ms on a busy disk (ext4 frees its extents, and with `discard` trims them), and a
+//! worker inside it neither sends heartbeats nor answers them.
+//!
 //! Owns the stream policy ([`Streams`], pure and unit-tested), the I/O thread and the
 //! resume points. Never steps Raft, sends or counts anything itself: the worker does,
 //! with what this returns (`snapshots`). Never reads or writes a finished snapshot file.
@@ -403,6 +408,8 @@ enum Job {
     Finish { id: u64, total: u64 },
     /// Close and delete file `id` (if open) at `path`.
     Discard { id: u64, path: PathBuf },
+    /// Delete the snapshot files of `replica` of `group` in `dir` below index `below`.
+    Prune { dir: PathBuf, group: u64, replica: ReplicaId, below: u64 },
 }
 
 impl Job {
@@ -412,7 +419,7 @@ impl Job {
         match self {
             Job::Create { .. } => CREATE_COST,
             Job::Write { data, .. } => (data.len() as u64).max(MIN_JOB_COST),
-            Job::Finish { .. } | Job::Discard { .. } => MIN_JOB_COST,
+            Job::Finish { .. } | Job::Discard { .. } | Job::Prune { .. } => MIN_JOB_COST,
         }
     }
 }
@@ -444,7 +451,8 @@ struct Open {
     dirty: bool,
 }
 
-/// The snapshot I/O thread: writes and fdatasyncs the partial files.
+/// The snapshot I/O thread: writes and fdatasyncs the partial files, and deletes
+/// superseded snapshot files.
 fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU64>) {
     let mut open: HashMap<u64, Open> = HashMap::new();
     let mut unsynced = 0u64;
@@ -497,6 +505,9 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
             Job::Discard { id, path } => {
                 open.remove(&id);
                 let _ = std::fs::remove_file(&path);
+            }
+            Job::Prune { dir, group, replica, below } => {
+                snapfile::prune(&dir, group, |r, i| r == replica && i < below);
             }
         }
         queued.fetch_sub(cost, Ordering::Relaxed);
@@ -613,6 +624,13 @@ impl SnapshotReceiver {
     /// The I/O thread's reports (the worker waits on them with its mailbox).
     pub(crate) fn reports(&self) -> &Receiver<IoReport> {
         self.io.reports()
+    }
+
+    /// Has the I/O thread delete the snapshot files of `replica` of `group` below index
+    /// `below` (their log compaction is durable, so nothing reads them again; a file left
+    /// by a crash before is deleted by the next open). Never waits for it.
+    pub(crate) fn prune_below(&self, group: u64, replica: ReplicaId, below: u64) {
+        self.io.send(Job::Prune { dir: self.dir.clone(), group, replica, below });
     }
 
     /// Takes the completed file of `group` for snapshot `meta`, if one was stepped into

@@ -324,8 +324,22 @@ pub(crate) fn remove_temporaries(dir: &Path) {
     }
 }
 
+/// Tests (failpoint `engine::snapshot_prune`, `return(<part>:<ms>)`): deleting files in a
+/// directory whose path contains `<part>` first sleeps `<ms>`, as unlinking a large file
+/// on a busy disk does.
+fn slow_prune_hook(dir: &Path) {
+    let _ = dir;
+    fail::fail_point!("engine::snapshot_prune", |arg: Option<String>| {
+        let Some((part, ms)) = arg.as_deref().and_then(|a| a.rsplit_once(':')) else { return };
+        if dir.to_string_lossy().contains(part) {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
+    });
+}
+
 /// Deletes the snapshot files of `group` that `doomed(replica, index)` selects.
 pub(crate) fn prune(dir: &Path, group: u64, doomed: impl Fn(u64, u64) -> bool) {
+    slow_prune_hook(dir);
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let name = e.file_name();

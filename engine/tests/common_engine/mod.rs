@@ -532,6 +532,19 @@ pub fn create_led(c: &Cluster, groups: &[u64], leader: impl Fn(u64) -> NodeId + 
     });
 }
 
+/// Creates each group of `groups` on the engines of nodes 1..=3 (`nodes[i]` is node
+/// `i + 1`: its engine and its state machines' registry), led by node 1, and waits until
+/// node 1 leads it.
+pub fn create_led_by_node1(nodes: &[(&Engine, &Registry)], groups: &[u64]) {
+    let members = [1, 2, 3];
+    for &g in groups {
+        for (engine, reg) in nodes.iter().rev() {
+            engine.create_group_led_by(g, &members, 1, ChainSm::boxed(reg, g)).unwrap();
+        }
+        wait_engine_leads(nodes[0].0, g, Duration::from_secs(20));
+    }
+}
+
 /// Waits until nodes 1..=3 each report `n` quiesced groups (no event or message of those
 /// groups is in flight then).
 pub fn wait_all_quiesced(c: &Cluster, n: u64, timeout: Duration) {
