@@ -72,7 +72,7 @@ fn workers_send_receive_and_sync_without_the_network_and_wal_threads() {
     // The defaults: `direct_network` and `inline_wal_writes` on. One proposal at a time
     // leaves each worker idle at the end of its turns, so it writes and syncs inline,
     // and every message is sent by a worker and handed to one by the receiving thread.
-    let c = Cluster::new_quic_plain(3, 10_000, None);
+    let c = Cluster::new_quic_plain(3, 10_000, Some(|cfg| cfg.max_entry_bytes = 256 << 10));
     c.create_group(1, &[1, 2, 3]);
     c.wait_leader(1, LONG);
     let m = one_at_a_time(&c, 1, 40);
@@ -85,6 +85,21 @@ fn workers_send_receive_and_sync_without_the_network_and_wal_threads() {
     let inline: u64 = m.iter().map(|m| m.wal_inline_writes).sum();
     let batches: u64 = m.iter().map(|m| m.wal_batches).sum();
     assert!(inline * 2 > batches, "most writes inline when idle: {inline} of {batches}");
+    // Entries of 96 KiB, one at a time: their batches are larger than a worker writes
+    // inline (64 KiB), so they go to the WAL's writer (20 to 21 of 24 batches per node
+    // went inline without that rule; with it none of the entries' batches do).
+    let before = m;
+    for i in 0..20u8 {
+        c.propose(1, &vec![i; 96 << 10]);
+    }
+    c.wait_converged(1, &[1, 2, 3], 60, LONG);
+    for (id, b) in (1..=3).zip(&before) {
+        let m = c.engine(id).metrics();
+        let (inline, batches) = (m.wal_inline_writes - b.wal_inline_writes, m.wal_batches - b.wal_batches);
+        let bytes = m.wal_batch_bytes - b.wal_batch_bytes;
+        assert!(bytes >= 20 * (96 << 10), "node {id}: {bytes} bytes written");
+        assert!(inline * 4 <= batches, "node {id}: {inline} of {batches} batches inline");
+    }
     drop(c);
 
     // Both off: everything through the network thread and the WAL's writer.
