@@ -54,12 +54,6 @@ fn open(net: &MemoryNetwork, id: NodeId, dir: &std::path::Path) -> Node {
     Node { engine, fs, reg }
 }
 
-/// (role, term) of `group` on `node`.
-fn role_term(n: &Node, group: u64) -> (Role, u64) {
-    let s = n.engine.group_status(group).unwrap();
-    (s.role, s.term)
-}
-
 #[test]
 fn leaders_hold_while_the_followers_disks_stall() {
     let tmp = tempfile::tempdir().unwrap();
@@ -72,7 +66,7 @@ fn leaders_hold_while_the_followers_disks_stall() {
         let p = leader.propose(A, Bytes::from(vec![i; 64])).unwrap();
         assert!(matches!(p.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))));
     }
-    let before = [role_term(&nodes[0], A), role_term(&nodes[0], B)];
+    let before = [role_term(&nodes[0].engine, A), role_term(&nodes[0].engine, B)];
     assert_eq!((before[0].0, before[1].0), (Role::Leader, Role::Leader));
 
     // Stall both followers' next sync, then give them a write to make: A's next entry.
@@ -89,7 +83,7 @@ fn leaders_hold_while_the_followers_disks_stall() {
     let until = Instant::now() + STALL;
     while Instant::now() < until && lost.is_none() {
         for (g, was) in [A, B].into_iter().zip(before) {
-            let now = role_term(&nodes[0], g);
+            let now = role_term(&nodes[0].engine, g);
             if now != was && lost.is_none() {
                 lost = Some((g, now));
             }
@@ -108,7 +102,7 @@ fn leaders_hold_while_the_followers_disks_stall() {
         "A's write commits after the stall"
     );
     for (g, was) in [A, B].into_iter().zip(before) {
-        assert_eq!(role_term(&nodes[0], g), was, "group {g}: leader and term after the stall");
+        assert_eq!(role_term(&nodes[0].engine, g), was, "group {g}: leader and term after the stall");
     }
     for n in nodes {
         n.engine.shutdown();

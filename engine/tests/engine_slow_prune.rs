@@ -54,12 +54,6 @@ fn open(net: &MemoryNetwork, id: NodeId, dir: &Path) -> Node {
     Node { engine, reg }
 }
 
-/// (role, term) of `group` on `node`.
-fn role_term(n: &Node, group: u64) -> (Role, u64) {
-    let s = n.engine.group_status(group).unwrap();
-    (s.role, s.term)
-}
-
 /// The snapshot files of `group` in node `id`'s snapshot directory.
 fn snapshot_files(dir: &Path, id: NodeId, group: u64) -> usize {
     let prefix = format!("{group:016x}-");
@@ -83,7 +77,7 @@ fn leaders_hold_while_deleting_old_snapshots_is_slow() {
     let pairs: Vec<(&Engine, &Registry)> = nodes.iter().map(|n| (&n.engine, &n.reg)).collect();
     create_led_by_node1(&pairs, &[A, B]);
     let leader = &nodes[0].engine;
-    let before = [role_term(&nodes[0], A), role_term(&nodes[0], B)];
+    let before = [role_term(&nodes[0].engine, A), role_term(&nodes[0].engine, B)];
     assert_eq!((before[0].0, before[1].0), (Role::Leader, Role::Leader));
     let compactions = |n: &Node| n.engine.metrics().compactions;
     let compacted_before: Vec<u64> = nodes.iter().map(compactions).collect();
@@ -96,7 +90,7 @@ fn leaders_hold_while_deleting_old_snapshots_is_slow() {
     let mut lost = None;
     let check = |lost: &mut Option<(u64, (Role, u64))>| {
         for (g, was) in [A, B].into_iter().zip(before) {
-            let now = role_term(&nodes[0], g);
+            let now = role_term(&nodes[0].engine, g);
             if now != was && lost.is_none() {
                 *lost = Some((g, now));
             }

@@ -532,6 +532,12 @@ pub fn create_led(c: &Cluster, groups: &[u64], leader: impl Fn(u64) -> NodeId + 
     });
 }
 
+/// (role, term) of `group` on engine `e`.
+pub fn role_term(e: &Engine, group: u64) -> (flotilla_engine::raft::Role, u64) {
+    let s = e.group_status(group).unwrap();
+    (s.role, s.term)
+}
+
 /// Creates each group of `groups` on the engines of nodes 1..=3 (`nodes[i]` is node
 /// `i + 1`: its engine and its state machines' registry), led by node 1, and waits until
 /// node 1 leads it.
