@@ -164,7 +164,12 @@ mod tests {
 
     /// Replica 1 following leader 2 in term 3, with entries 1..=2 of term 3 durable.
     fn follower() -> Raft<MemStorage> {
-        let mut r = fresh(Config::new(1));
+        follower_with(Config::new(1))
+    }
+
+    /// [`follower`] with its configuration given.
+    fn follower_with(cfg: Config) -> Raft<MemStorage> {
+        let mut r = fresh(cfg);
         let entries = (1..=2).map(|index| Entry { term: 3, index, payload: EntryPayload::Noop }).collect();
         let append = MessageBody::Append { prev_index: 0, prev_term: 0, entries, commit: 1 };
         r.step(Message { from: 2, to: 1, term: 3, body: append }).unwrap();
@@ -367,5 +372,69 @@ mod tests {
             rd.messages
         );
         assert!(rd.persisted_messages.is_empty(), "{:?}", rd.persisted_messages);
+    }
+
+    /// The lease promise across a crash (thesis §6.4.1, leases resting on §4.2.3's rule
+    /// that a replica which heard from a leader ignores campaigns for the minimum election
+    /// timeout). A follower answers a heartbeat of a term it has not yet made durable
+    /// (`a_follower_answers_a_heartbeat_before_its_write_is_durable`), and the leader
+    /// counts that answer towards its lease. If the follower then crashes and loses the
+    /// term, it restarts knowing no leader; it must still ignore campaigns for the minimum
+    /// election timeout (its startup lease), or a new leader could be elected, and write,
+    /// while the old one still serves reads under its lease. With ReadIndex reads there is
+    /// no lease to keep, and the restarted follower votes at once.
+    #[test]
+    fn a_follower_that_lost_an_answered_term_in_a_crash_keeps_the_lease_promise_after_restart() {
+        for lease in [true, false] {
+            let cfg = || {
+                let mut c = Config::new(1);
+                if lease {
+                    c.read_mode = ReadMode::LeaseBased;
+                }
+                c
+            };
+            let mut r = follower_with(cfg());
+            // Replica 3, elected in term 5 without replica 1, sends its first heartbeat.
+            let hb = MessageBody::Heartbeat { commit: 0, round: 1, quiesce: false };
+            r.step(Message { from: 3, to: 1, term: 5, body: hb }).unwrap();
+            let rd = r.ready();
+            assert!(
+                matches!(
+                    rd.messages[..],
+                    [Message { to: 3, term: 5, body: MessageBody::HeartbeatResponse { round: 1 }, .. }]
+                ),
+                "answered at once: {:?}",
+                rd.messages
+            );
+            assert_eq!(rd.hard_state.map(|h| h.term), Some(5), "term 5 is still to be written");
+            // The crash loses that write: the replica restarts from what is durable.
+            let mut r = Raft::new(cfg().validate().unwrap(), r.storage().clone()).unwrap();
+            assert_eq!((r.term(), r.leader()), (3, NO_REPLICA), "lease {lease}");
+            let campaign = |r: &mut Raft<MemStorage>| {
+                let body = MessageBody::RequestVote {
+                    pre_vote: false,
+                    last_index: 2,
+                    last_term: 3,
+                    transfer: false,
+                    commit: 0,
+                    commit_term: 0,
+                };
+                r.step(Message { from: 2, to: 1, term: 6, body }).unwrap();
+                let rd = r.ready();
+                rd.messages
+                    .iter()
+                    .chain(rd.persisted_messages.iter())
+                    .any(|m| matches!(m.body, MessageBody::RequestVoteResponse { reject: false, .. }))
+            };
+            if lease {
+                for t in 0..r.cfg.election_timeout_min_ticks {
+                    assert!(!campaign(&mut r), "vote granted {t} ticks after the restart, inside the lease");
+                    assert_eq!(r.term(), 3, "the campaign was ignored, term and all");
+                    r.tick();
+                }
+            }
+            assert!(campaign(&mut r), "lease {lease}: the vote is granted once no lease is left to keep");
+            assert_eq!(r.term(), 6);
+        }
     }
 }
