@@ -104,9 +104,33 @@ impl WriteBatch {
     /// the group's last index replace the log from there on (a follower's tail overwrite).
     pub fn add_entry(&mut self, group: u64, index: u64, term: u64, data: &[u8]) {
         let start = self.push_data(data);
-        self.encoded = self.encoded.saturating_add(ENTRY_HEADER_LEN + data.len());
+        self.push_entry(group, index, term, start, data.len());
+    }
+
+    /// Like [`WriteBatch::add_entry`], with the payload written by `write` straight into
+    /// the batch (a caller that encodes its payload needs no buffer of its own). `write`
+    /// appends the payload's bytes to the vector it is given and does nothing else to it;
+    /// a `write` that shortens it (other entries' payloads live there) makes the whole
+    /// batch refused at submission, like one with an entry too large to store.
+    pub fn add_entry_with(&mut self, group: u64, index: u64, term: u64, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.data.len();
+        write(&mut self.data);
+        if self.data.len() < start {
+            self.oversize = true;
+        }
+        let start = start.min(self.data.len());
+        let len = self.data.len() - start;
+        if len > u32::MAX as usize {
+            self.oversize = true;
+        }
+        self.push_entry(group, index, term, start, len);
+    }
+
+    /// Records the entry whose payload is `data[start..start + len]`.
+    fn push_entry(&mut self, group: u64, index: u64, term: u64, start: usize, len: usize) {
+        self.encoded = self.encoded.saturating_add(ENTRY_HEADER_LEN + len);
         let n = self.entries.len();
-        self.entries.push(EntryRef { term, start, len: data.len() });
+        self.entries.push(EntryRef { term, start, len });
         if let Some(Op::Entries { group: g, first, from, to }) = self.ops.last_mut() {
             // Checked: a caller's index near `u64::MAX` must not overflow (the writer
             // refuses such entries with a typed error).

@@ -321,3 +321,32 @@ fn creating_the_log_directory_syncs_each_new_directory_in_its_parent() {
         assert!(synced.contains(&d), "{} never synced: {synced:?}", d.display());
     }
 }
+
+/// An entry whose payload is written straight into the batch is the same record as one
+/// added from a slice; a writer that shortens the batch's payloads (against the contract)
+/// makes the whole batch refused, not a corrupt record.
+#[test]
+fn entries_written_into_the_batch_match_entries_added_and_a_shortening_writer_is_refused() {
+    let dir = scratch();
+    let wal = Wal::open(config(dir.path())).unwrap();
+    let mut b = WriteBatch::new();
+    b.add_entry(1, 1, 1, b"one");
+    b.add_entry_with(1, 2, 1, |d| d.extend_from_slice(b"two"));
+    b.add_entry_with(1, 3, 1, |d| d.extend_from_slice(b""));
+    let mut same = WriteBatch::new();
+    same.add_entry(1, 1, 1, b"one");
+    same.add_entry(1, 2, 1, b"two");
+    same.add_entry(1, 3, 1, b"");
+    assert_eq!(b.encoded_len(), same.encoded_len());
+    wal.write(b).unwrap();
+    let es = wal.entries(1, 1, 4, None).unwrap();
+    let datas: Vec<&[u8]> = es.iter().map(|e| &e.data[..]).collect();
+    assert_eq!(datas, [&b"one"[..], b"two", b""]);
+
+    let mut bad = WriteBatch::new();
+    bad.add_entry(2, 1, 1, b"kept");
+    bad.add_entry_with(2, 2, 1, |d| d.truncate(1));
+    assert_eq!(bad.encoded_len(), usize::MAX);
+    assert!(matches!(wal.write(bad), Err(WriteError::BatchTooLarge { .. })), "refused");
+    assert_eq!(wal.last_index(2), Err(ReadError::GroupNotFound(2)));
+}

@@ -18,18 +18,43 @@ use super::storage::{LogStore, StorageError};
 /// bounds limit them).
 pub const RETAINED_BYTES_MAX: u64 = 4 << 20;
 
-/// The entry with its payload's bytes in an allocation of their own. A leader's entries
-/// arrive as slices of the received frame, and an entry kept in memory would keep the whole
-/// frame (other groups' messages too) alive until it is applied: what a replica keeps is
-/// then bounded by its entries' bytes (`RETAINED_BYTES_MAX`), not by the frames they came in.
-fn own_payload(mut e: Entry) -> Entry {
-    match &mut e.payload {
-        EntryPayload::Normal(data) | EntryPayload::Session { data, .. } => {
-            *data = bytes::Bytes::copy_from_slice(data);
+/// Entries [`RaftLog::entries`] makes room for at once.
+const ENTRIES_RESERVE_MAX: usize = 256;
+
+/// The entries with their payloads' bytes in an allocation of their own, one for all of
+/// them (they came in one message). A leader's entries arrive as slices of the received
+/// frame, and an entry kept in memory would keep the whole frame (other groups' messages
+/// too) alive until it is applied: what a replica keeps is then bounded by its entries'
+/// bytes (`RETAINED_BYTES_MAX`), not by the frames they came in. The shared copy holds
+/// only these entries of this group, consecutive in its log, which are applied together;
+/// one allocation instead of one per entry (and one more for each entry's first share).
+fn own_payloads(mut entries: Vec<Entry>) -> Vec<Entry> {
+    fn data(e: &mut Entry) -> Option<&mut bytes::Bytes> {
+        match &mut e.payload {
+            EntryPayload::Normal(data) | EntryPayload::Session { data, .. } => Some(data),
+            EntryPayload::Noop | EntryPayload::ConfChange(_) => None,
         }
-        EntryPayload::Noop | EntryPayload::ConfChange(_) => {}
     }
-    e
+    let total: usize = entries.iter_mut().filter_map(|e| data(e).map(|d| d.len())).sum();
+    if total == 0 {
+        return entries;
+    }
+    let mut copy = Vec::with_capacity(total);
+    for e in entries.iter_mut() {
+        if let Some(d) = data(e) {
+            copy.extend_from_slice(d);
+        }
+    }
+    let copy = bytes::Bytes::from(copy);
+    let mut at = 0;
+    for e in entries.iter_mut() {
+        if let Some(d) = data(e) {
+            let len = d.len();
+            *d = copy.slice(at..at + len);
+            at += len;
+        }
+    }
+    entries
 }
 
 /// Storage + unstable tail + cursors.
@@ -173,6 +198,9 @@ impl<S: LogStore> RaftLog<S> {
         if hi > self.mem_first() {
             let mut size: u64 = out.iter().map(|e| e.size() as u64).sum();
             let start = lo.max(self.mem_first());
+            // Room for the usual case (no byte limit reached) up front, not grown by
+            // doubling; bounded, as the byte limit may stop it early.
+            out.reserve(((hi - start) as usize).min(ENTRIES_RESERVE_MAX));
             for i in start..hi {
                 let e = &self.mem[(i - self.mem_first()) as usize];
                 size += e.size() as u64;
@@ -216,7 +244,9 @@ impl<S: LogStore> RaftLog<S> {
             if at <= self.committed {
                 return Err(at);
             }
-            self.truncate_and_append(entries.into_iter().skip(i).map(own_payload));
+            let mut entries = entries;
+            entries.drain(..i);
+            self.truncate_and_append(own_payloads(entries).into_iter());
         }
         Ok(Some(last_new))
     }
@@ -381,6 +411,55 @@ mod tests {
         assert_eq!(log.take_unpersisted().len(), 1, "the replacement is handed out again");
         assert!(log.stable_to(2, 2));
         assert_eq!(log.stable_index(), 2);
+    }
+
+    /// A follower keeps appended payloads in a copy of its own, one per message, never
+    /// in the frame they came in (which holds other groups' messages too); only the new
+    /// entries past a matching prefix are copied.
+    #[test]
+    fn appended_payloads_leave_the_frame_for_one_copy_per_message() {
+        let frame = bytes::Bytes::from((0..=255u8).cycle().take(4096).collect::<Vec<u8>>());
+        let normal = |index: u64, at: usize, len: usize| Entry {
+            index,
+            term: 1,
+            payload: EntryPayload::Normal(frame.slice(at..at + len)),
+        };
+        let mut log = RaftLog::new(MemStorage::default(), SnapshotMeta::default(), 0, 0).unwrap();
+        log.append([normal(1, 0, 10)]);
+        let sent = vec![
+            normal(1, 0, 10),
+            normal(2, 100, 7),
+            ent(3, 1),
+            Entry {
+                index: 4,
+                term: 1,
+                payload: EntryPayload::Session {
+                    header: crate::session::SessionHeader {
+                        op: crate::session::SessionOp::Close { session: 9 },
+                        stamp_ms: 1,
+                    },
+                    data: frame.slice(300..305),
+                },
+            },
+            normal(5, 1000, 30),
+        ];
+        assert_eq!(log.maybe_append(0, 0, sent.clone()), Ok(Some(5)));
+        let kept = log.entries(1, 6, u64::MAX).unwrap();
+        assert_eq!(kept, sent, "the same entries, byte for byte");
+        let in_frame = |d: &bytes::Bytes| frame.as_ptr_range().contains(&d.as_ptr());
+        let data = |e: &Entry| match &e.payload {
+            EntryPayload::Normal(d) | EntryPayload::Session { data: d, .. } => Some(d.clone()),
+            _ => None,
+        };
+        let copied: Vec<bytes::Bytes> = kept[1..].iter().filter_map(data).collect();
+        assert_eq!(copied.len(), 3);
+        assert!(copied.iter().all(|d| !in_frame(d)), "no payload left in the frame");
+        // One copy: each payload follows the one before it.
+        for w in copied.windows(2) {
+            assert_eq!(w[0].as_ptr().wrapping_add(w[0].len()), w[1].as_ptr(), "one allocation");
+        }
+        // The entry already in the log (matched, not appended) is the leader's own.
+        assert!(in_frame(&data(&kept[0]).unwrap()), "entry 1 was not replaced");
     }
 
     #[test]

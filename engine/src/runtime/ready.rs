@@ -8,7 +8,7 @@
 use super::apply::ApplyCmd;
 use super::group::Group;
 use super::observe::observe;
-use super::store::{entry_bytes, wal_hs};
+use super::store::{add_entry, wal_hs};
 use super::worker::Worker;
 use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::{NodeId, ReplicaId, Role};
@@ -40,7 +40,7 @@ impl Worker {
         }
         let last = rd.entries.last().map(|e| (e.index, e.term));
         for e in &rd.entries {
-            self.writes.batch.add_entry(gid, e.index, e.term, &entry_bytes(e));
+            add_entry(&mut self.writes.batch, gid, e);
         }
         if let Some(hs) = rd.hard_state {
             if rd.hard_state_commit_only && rd.entries.is_empty() && rd.snapshot.is_none() {

@@ -16,7 +16,8 @@ use crate::raft::message::{Entry, HardState, SnapshotMeta};
 use crate::raft::storage::{InitialState, LogStore, StorageError};
 use crate::raft::types::ReplicaId;
 use crate::transport::codec::{
-    decode_payload, decode_snapshot_meta, encode_payload, encode_snapshot_meta, DecodeLimits,
+    decode_payload, decode_snapshot_meta, encode_payload, encode_payload_into, encode_snapshot_meta,
+    DecodeLimits,
 };
 
 const META_VERSION: u8 = 1;
@@ -81,6 +82,12 @@ pub(crate) fn wal_hs(hs: HardState) -> flotilla_wal::HardState {
 /// Encodes an entry's payload for the WAL.
 pub(crate) fn entry_bytes(e: &Entry) -> Bytes {
     encode_payload(&e.payload)
+}
+
+/// Adds `e` of `group` to `batch`, its payload encoded straight into the batch (the
+/// same bytes as [`entry_bytes`], without a buffer of their own).
+pub(crate) fn add_entry(batch: &mut flotilla_wal::WriteBatch, group: u64, e: &Entry) {
+    batch.add_entry_with(group, e.index, e.term, |d| encode_payload_into(d, &e.payload));
 }
 
 /// One group's durable log, read from the shared WAL.

@@ -299,7 +299,7 @@ fn put_varints<const N: usize>(b: &mut BytesMut, vs: [u64; N]) {
     b.truncate(len + n);
 }
 
-fn put_varint(b: &mut BytesMut, mut v: u64) {
+fn put_varint(b: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         b.put_u8((v as u8) | 0x80);
         v >>= 7;
@@ -307,7 +307,7 @@ fn put_varint(b: &mut BytesMut, mut v: u64) {
     b.put_u8(v as u8);
 }
 
-fn put_bytes(b: &mut BytesMut, d: &[u8]) {
+fn put_bytes(b: &mut impl BufMut, d: &[u8]) {
     put_varint(b, d.len() as u64);
     b.put_slice(d);
 }
@@ -336,7 +336,7 @@ fn put_meta(b: &mut BytesMut, m: &SnapshotMeta) {
     put_conf(b, &m.conf);
 }
 
-fn put_conf_change(b: &mut BytesMut, cc: &ConfChange) {
+fn put_conf_change(b: &mut impl BufMut, cc: &ConfChange) {
     b.put_u8(match cc.transition {
         Transition::Auto => 0,
         Transition::JointAuto => 1,
@@ -379,7 +379,7 @@ const S_PROPOSE: u8 = 1;
 const S_CLOSE: u8 = 2;
 
 /// A session entry: op tag, its fields, the stamp, then the data.
-fn put_session(b: &mut BytesMut, h: &SessionHeader, data: &Bytes) {
+fn put_session(b: &mut impl BufMut, h: &SessionHeader, data: &Bytes) {
     match h.op {
         SessionOp::Register { ttl_ms, max_sessions } => {
             b.put_u8(S_REGISTER);
@@ -908,22 +908,28 @@ pub fn decode_batch(buf: &Bytes, limits: DecodeLimits) -> Result<Vec<WireItem>, 
 /// Encodes an entry's payload as stored in the WAL (the WAL keeps index and term).
 pub fn encode_payload(p: &EntryPayload) -> Bytes {
     let mut b = BytesMut::with_capacity(8 + if let EntryPayload::Normal(d) = p { d.len() } else { 32 });
+    encode_payload_into(&mut b, p);
+    b.freeze()
+}
+
+/// Appends the encoding of [`encode_payload`] to `b` (the WAL adapter writes it straight
+/// into its write batch: no buffer of its own per entry).
+pub fn encode_payload_into(b: &mut impl BufMut, p: &EntryPayload) {
     match p {
         EntryPayload::Noop => b.put_u8(P_NOOP),
         EntryPayload::Normal(d) => {
             b.put_u8(P_NORMAL);
-            put_bytes(&mut b, d);
+            put_bytes(b, d);
         }
         EntryPayload::ConfChange(cc) => {
             b.put_u8(P_CONF);
-            put_conf_change(&mut b, cc);
+            put_conf_change(b, cc);
         }
         EntryPayload::Session { header, data } => {
             b.put_u8(P_SESSION);
-            put_session(&mut b, header, data);
+            put_session(b, header, data);
         }
     }
-    b.freeze()
 }
 
 /// Decodes a payload written by [`encode_payload`]; data is a slice of `buf` (no copy).
