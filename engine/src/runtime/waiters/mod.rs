@@ -42,7 +42,9 @@ use crate::raft::message::Entry;
 
 use super::pending::Completer;
 
+mod index_queue;
 pub mod reads;
+use index_queue::{IndexQueue, Indexed};
 pub use reads::{ReadDone, ReadWaiters};
 
 /// What a waiter learns about its entry.
@@ -80,6 +82,12 @@ pub struct Waiter<H> {
     pub handle: H,
 }
 
+impl<H> Indexed for Waiter<H> {
+    fn index(&self) -> u64 {
+        self.index
+    }
+}
+
 impl<H: Complete> Waiter<H> {
     /// Completes the waiter with `outcome`.
     pub fn complete(self, outcome: Outcome) {
@@ -108,7 +116,7 @@ impl Tally {
 /// The waiters of one term, by index.
 #[derive(Debug)]
 struct Term<H> {
-    by_index: BTreeMap<u64, Waiter<H>>,
+    by_index: IndexQueue<Waiter<H>>,
     bytes: u64,
 }
 
@@ -152,11 +160,11 @@ impl<H: Complete> Waiters<H> {
     /// which appends an index once per term) replaces the first, which completes
     /// `Indeterminate`.
     pub fn add(&mut self, tally: &mut Tally, index: u64, term: u64, size: u64, deadline: u64, handle: H) {
-        let t = self.terms.entry(term).or_insert_with(|| Term { by_index: BTreeMap::new(), bytes: 0 });
+        let t = self.terms.entry(term).or_insert_with(|| Term { by_index: IndexQueue::default(), bytes: 0 });
         t.bytes += size;
         self.len += 1;
         tally.waiting += 1;
-        if let Some(old) = t.by_index.insert(index, Waiter { index, term, size, deadline, handle }) {
+        if let Some(old) = t.by_index.insert(Waiter { index, term, size, deadline, handle }) {
             t.bytes = t.bytes.saturating_sub(old.size);
             self.len -= 1;
             tally.sub(1);
@@ -181,13 +189,12 @@ impl<H: Complete> Waiters<H> {
                 _ => entries.binary_search_by_key(&i, |e| e.index).ok().map(|k| entries[k].term),
             }
         };
-        let mut matched = Vec::new();
+        // At most one waiter per entry matches (and no more than there are waiters).
+        let mut matched = Vec::with_capacity(entries.len().min(self.len));
         let mut done = Vec::new();
         let mut emptied = Vec::new();
         for (&term, t) in self.terms.range_mut(..) {
-            let rest = t.by_index.split_off(&hi.saturating_add(1));
-            let upto = std::mem::replace(&mut t.by_index, rest);
-            for (_, w) in upto {
+            while let Some(w) = t.by_index.pop_upto(hi) {
                 t.bytes = t.bytes.saturating_sub(w.size);
                 let o = match term_at(w.index) {
                     Some(et) if et == term => {
@@ -202,7 +209,7 @@ impl<H: Complete> Waiters<H> {
             }
             if term < last_term {
                 // An entry of a newer term is committed before all of them.
-                for (_, w) in std::mem::take(&mut t.by_index) {
+                for w in t.by_index.drain() {
                     done.push((w, Outcome::Dropped));
                 }
                 t.bytes = 0;
@@ -234,9 +241,7 @@ impl<H: Complete> Waiters<H> {
         let mut done = Vec::new();
         let mut emptied = Vec::new();
         for (&wt, t) in self.terms.range_mut(..) {
-            let rest = t.by_index.split_off(&index.saturating_add(1));
-            let upto = std::mem::replace(&mut t.by_index, rest);
-            for (_, w) in upto {
+            while let Some(w) = t.by_index.pop_upto(index) {
                 t.bytes = t.bytes.saturating_sub(w.size);
                 let o = if (w.index == index && wt != term) || (w.index < index && wt > term) {
                     Outcome::Dropped
@@ -246,7 +251,7 @@ impl<H: Complete> Waiters<H> {
                 done.push((w, o));
             }
             if wt < term {
-                for (_, w) in std::mem::take(&mut t.by_index) {
+                for w in t.by_index.drain() {
                     done.push((w, Outcome::Dropped));
                 }
                 t.bytes = 0;
@@ -272,11 +277,7 @@ impl<H: Complete> Waiters<H> {
         let mut emptied = Vec::new();
         for (&wt, t) in self.terms.range_mut(..) {
             // Within a term, index order is proposal order: the oldest come first.
-            while let Some(e) = t.by_index.first_entry() {
-                if e.get().deadline > now {
-                    break;
-                }
-                let w = e.remove();
+            while let Some(w) = t.by_index.pop_front_if(|w| w.deadline <= now) {
                 t.bytes = t.bytes.saturating_sub(w.size);
                 done.push(w);
             }
@@ -303,7 +304,7 @@ impl<H: Complete> Waiters<H> {
         tally.sub(self.len);
         self.len = 0;
         for (_, t) in terms {
-            for (_, w) in t.by_index {
+            for w in t.by_index.into_waiters() {
                 w.complete(Outcome::Indeterminate);
             }
         }
