@@ -21,11 +21,18 @@ struct Slot<T> {
     value: Option<T>,
     taken: bool,
     waker: Option<Waker>,
+    /// Threads blocked in `wait`/`wait_timeout`: only then does a delivery notify the
+    /// condition variable (a notify is a system call even with no thread waiting, and
+    /// most results are awaited as futures, or taken once already there).
+    blocked: u32,
 }
 
 struct Inner<T> {
     slot: Mutex<Slot<T>>,
     cv: Condvar,
+    /// Tests: how many deliveries notified the condition variable.
+    #[cfg(test)]
+    notified: std::sync::atomic::AtomicU32,
 }
 
 impl<T> Inner<T> {
@@ -54,8 +61,10 @@ pub(crate) struct Completer<T: Abandoned> {
 /// A new pending result and the completer that resolves it.
 pub(crate) fn pending<T: Abandoned>() -> (Pending<T>, Completer<T>) {
     let inner = Arc::new(Inner {
-        slot: Mutex::new(Slot { value: None, taken: false, waker: None }),
+        slot: Mutex::new(Slot { value: None, taken: false, waker: None, blocked: 0 }),
         cv: Condvar::new(),
+        #[cfg(test)]
+        notified: std::sync::atomic::AtomicU32::new(0),
     });
     (Pending { inner: inner.clone() }, Completer { inner: Some(inner) })
 }
@@ -70,12 +79,17 @@ impl<T: Abandoned> Completer<T> {
 }
 
 fn deliver<T>(inner: &Inner<T>, v: T) {
-    let waker = {
+    let (waker, blocked) = {
         let mut s = inner.lock();
         s.value = Some(v);
-        s.waker.take()
+        (s.waker.take(), s.blocked > 0)
     };
-    inner.cv.notify_all();
+    // A thread that blocks later finds the value under the lock before it waits.
+    if blocked {
+        #[cfg(test)]
+        inner.notified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner.cv.notify_all();
+    }
     if let Some(w) = waker {
         w.wake();
     }
@@ -105,7 +119,9 @@ impl<T: Abandoned> Pending<T> {
                 s.taken = true;
                 return v;
             }
+            s.blocked += 1;
             s = self.inner.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.blocked -= 1;
         }
     }
 
@@ -120,7 +136,9 @@ impl<T: Abandoned> Pending<T> {
                     return Ok(v);
                 }
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+                s.blocked += 1;
                 s = self.inner.cv.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
+                s.blocked -= 1;
             }
         }
         Err(self)
@@ -170,6 +188,38 @@ mod tests {
         assert_eq!(p.wait(), 0);
         let (p, _c) = pending::<u32>();
         assert!(p.wait_timeout(Duration::from_millis(5)).is_err());
+    }
+
+    /// A delivery notifies the condition variable only when a thread is blocked on it;
+    /// the blocked thread still wakes, with or without a timeout.
+    #[test]
+    fn a_delivery_notifies_only_a_blocked_thread() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (p, c) = pending::<u32>();
+        let inner = p.inner.clone();
+        c.complete(5);
+        assert_eq!(p.wait(), 5);
+        assert_eq!(inner.notified.load(Relaxed), 0, "nobody was blocked");
+        for timed in [false, true] {
+            let (p, c) = pending::<u32>();
+            let inner = p.inner.clone();
+            let t = std::thread::spawn(move || {
+                if timed {
+                    p.wait_timeout(Duration::from_secs(30)).ok()
+                } else {
+                    Some(p.wait())
+                }
+            });
+            // Bounded: the waiter blocks within 10 s.
+            let start = Instant::now();
+            while inner.lock().blocked == 0 && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            c.complete(9);
+            assert_eq!(t.join().unwrap(), Some(9));
+            assert_eq!(inner.notified.load(Relaxed), 1, "the blocked thread was notified (timed: {timed})");
+            assert_eq!(inner.lock().blocked, 0);
+        }
     }
 
     #[test]
