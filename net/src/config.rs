@@ -129,6 +129,19 @@ pub struct NetConfig {
     /// socket cannot take every slot from real peers. Default 8; bounds 1 ..=
     /// `max_handshakes`.
     pub max_handshakes_per_address: usize,
+    /// Ack-eliciting packets a peer may receive from this node before it must send an
+    /// acknowledgement (requested from the peer with QUIC's ACK frequency extension,
+    /// draft-ietf-quic-ack-frequency, which quinn speaks; a peer without it keeps QUIC's
+    /// default of one acknowledgement every two packets). Raft's traffic is request and
+    /// answer: most acknowledgements can ride the answer, and an acknowledgement sent on
+    /// its own costs a datagram, a wake-up and a decryption at each end. Default 8; bounds
+    /// 0 (acknowledge every packet at once) ..= 1,024.
+    pub ack_eliciting_threshold: u32,
+    /// Longest a peer may hold back an acknowledgement of this node's packets (same
+    /// extension; QUIC's default is 25 ms). It also delays loss detection by up to as
+    /// much. Default 5 ms; bounds 1 ms ..= 25 ms.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub max_ack_delay: Duration,
 }
 
 const KIB: usize = 1024;
@@ -168,6 +181,8 @@ impl NetConfig {
             address_validation: true,
             max_handshakes: 64,
             max_handshakes_per_address: 8,
+            ack_eliciting_threshold: 8,
+            max_ack_delay: Duration::from_millis(5),
         }
     }
 
@@ -239,6 +254,12 @@ impl NetConfig {
         }
         if !(1..=c.max_handshakes).contains(&c.max_handshakes_per_address) {
             return Err(E::MaxHandshakesPerAddress(c.max_handshakes_per_address));
+        }
+        if c.ack_eliciting_threshold > 1024 {
+            return Err(E::AckElicitingThreshold(c.ack_eliciting_threshold));
+        }
+        if !(Duration::from_millis(1)..=Duration::from_millis(25)).contains(&c.max_ack_delay) {
+            return Err(E::MaxAckDelay(c.max_ack_delay));
         }
         Ok(ValidNetConfig(self))
     }
@@ -322,6 +343,12 @@ pub enum NetConfigError {
     /// `max_handshakes_per_address` is outside 1 ..= `max_handshakes`.
     #[error("max_handshakes_per_address {0} outside 1 ..= max_handshakes")]
     MaxHandshakesPerAddress(usize),
+    /// `ack_eliciting_threshold` is above 1,024.
+    #[error("ack_eliciting_threshold {0} above 1024")]
+    AckElicitingThreshold(u32),
+    /// `max_ack_delay` is outside 1 ms ..= 25 ms.
+    #[error("max_ack_delay {0:?} outside 1 ms ..= 25 ms")]
+    MaxAckDelay(Duration),
 }
 
 #[cfg(test)]
@@ -368,6 +395,15 @@ mod tests {
         let mut c = NetConfig::new(1);
         c.max_handshakes_per_address = c.max_handshakes + 1;
         assert!(matches!(c.validate(), Err(NetConfigError::MaxHandshakesPerAddress(65))));
+        let mut c = NetConfig::new(1);
+        c.ack_eliciting_threshold = 1025;
+        assert_eq!(c.clone().validate(), Err(NetConfigError::AckElicitingThreshold(1025)));
+        c.ack_eliciting_threshold = 0;
+        assert!(c.clone().validate().is_ok(), "0: acknowledge every packet");
+        for bad in [Duration::from_micros(999), Duration::from_millis(26)] {
+            c.max_ack_delay = bad;
+            assert_eq!(c.clone().validate(), Err(NetConfigError::MaxAckDelay(bad)));
+        }
     }
 }
 

@@ -24,6 +24,12 @@ struct LinkState {
 }
 
 type Links = Arc<Mutex<HashMap<(NodeId, NodeId), LinkState>>>;
+/// (from, to) -> datagrams forwarded from node `from` to node `to`.
+type Counts = Arc<Mutex<HashMap<(NodeId, NodeId), u64>>>;
+
+fn count(counts: &Counts, from: NodeId, to: NodeId) {
+    *counts.lock().unwrap_or_else(|e| e.into_inner()).entry((from, to)).or_default() += 1;
+}
 
 fn key(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
     (a.min(b), a.max(b))
@@ -37,6 +43,7 @@ fn state(links: &Links, a: NodeId, b: NodeId) -> LinkState {
 pub struct FaultyNet {
     rt: Option<tokio::runtime::Runtime>,
     links: Links,
+    counts: Counts,
     /// (from, to) -> the relay address `from` must use to reach `to`.
     relays: HashMap<(NodeId, NodeId), SocketAddr>,
 }
@@ -52,6 +59,7 @@ impl FaultyNet {
     pub fn start(nodes: &[(NodeId, SocketAddr)]) -> std::io::Result<FaultyNet> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let links: Links = Arc::default();
+        let counts: Counts = Arc::default();
         let mut relays = HashMap::new();
         for &(a, _) in nodes {
             for &(b, b_addr) in nodes {
@@ -64,10 +72,11 @@ impl FaultyNet {
                     Ok::<_, std::io::Error>((front, back))
                 })?;
                 relays.insert((a, b), front.local_addr()?);
-                rt.spawn(relay(Arc::new(front), Arc::new(back), b_addr, a, b, links.clone()));
+                let link = Link { a, b, links: links.clone(), counts: counts.clone() };
+                rt.spawn(relay(Arc::new(front), Arc::new(back), b_addr, link));
             }
         }
-        Ok(FaultyNet { rt: Some(rt), links, relays })
+        Ok(FaultyNet { rt: Some(rt), links, counts, relays })
     }
 
     /// The address node `from` must use for node `to`.
@@ -78,6 +87,12 @@ impl FaultyNet {
     /// Every (peer, address) node `from` must use.
     pub fn address_book(&self, from: NodeId) -> Vec<(NodeId, SocketAddr)> {
         self.relays.iter().filter(|((f, _), _)| *f == from).map(|((_, t), a)| (*t, *a)).collect()
+    }
+
+    /// Datagrams forwarded so far from node `from` to node `to` (on every relay between
+    /// them, whichever side dialed).
+    pub fn datagrams(&self, from: NodeId, to: NodeId) -> u64 {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).get(&(from, to)).copied().unwrap_or(0)
     }
 
     fn update(&self, a: NodeId, b: NodeId, f: impl FnOnce(&mut LinkState)) {
@@ -128,17 +143,19 @@ async fn forward(sock: Arc<UdpSocket>, data: Vec<u8>, to: SocketAddr, delay: Dur
     }
 }
 
-/// Relays datagrams of the link a -> b: `front` faces a, `back` faces b.
-async fn relay(
-    front: Arc<UdpSocket>,
-    back: Arc<UdpSocket>,
-    b_addr: SocketAddr,
+/// The relay of one ordered pair: node `a` reaches node `b` through it.
+struct Link {
     a: NodeId,
     b: NodeId,
     links: Links,
-) {
+    counts: Counts,
+}
+
+/// Relays datagrams of the link a -> b: `front` faces a, `back` faces b.
+async fn relay(front: Arc<UdpSocket>, back: Arc<UdpSocket>, b_addr: SocketAddr, link: Link) {
+    let Link { a, b, links, counts } = link;
     let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-    let (f2, b2, c2, l2) = (front.clone(), back.clone(), client.clone(), links.clone());
+    let (f2, b2, c2, l2, n2) = (front.clone(), back.clone(), client.clone(), links.clone(), counts.clone());
     // b -> a: answers coming back to the upstream socket.
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
@@ -146,6 +163,7 @@ async fn relay(
             let s = state(&l2, a, b);
             let to = *c2.lock().unwrap_or_else(|e| e.into_inner());
             if let (false, Some(to)) = (s.cut, to) {
+                count(&n2, b, a);
                 forward(f2.clone(), buf[..n].to_vec(), to, s.delay).await;
             }
         }
@@ -156,6 +174,7 @@ async fn relay(
         *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
         let s = state(&links, a, b);
         if !s.cut {
+            count(&counts, a, b);
             forward(back.clone(), buf[..n].to_vec(), b_addr, s.delay).await;
         }
     }

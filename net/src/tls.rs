@@ -247,6 +247,11 @@ fn transport_config(cfg: &ValidNetConfig) -> Arc<quinn::TransportConfig> {
     // Large datagrams already amortise a send call; a GSO batch of them would exceed the
     // kernel's 64 KiB limit, be lost, and make quinn fall back to 1200-byte packets.
     t.enable_segmentation_offload(cfg.max_udp_payload <= GSO_MAX_PAYLOAD);
+    // Fewer acknowledgements sent on their own (see `NetConfig::ack_eliciting_threshold`).
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(cfg.ack_eliciting_threshold.into());
+    acks.max_ack_delay(Some(cfg.max_ack_delay));
+    t.ack_frequency_config(Some(acks));
     Arc::new(t)
 }
 

@@ -82,3 +82,61 @@ fn cut_heal_and_delay_links_of_a_real_cluster() {
     net.delay(1, 3, Duration::ZERO);
     let _ = (e2, e3);
 }
+
+/// Runs `n` request and answer exchanges between nodes 1 and 2 (node 2 answers each frame
+/// as it arrives, node 1 sends the next once the answer is in), both configured by
+/// `tune`, and returns the datagrams that crossed the relay both ways.
+fn datagrams_for_exchanges(n: u32, tune: impl Fn(&mut flotilla_net::NetConfig)) -> u64 {
+    let ca = ClusterCa::generate().unwrap();
+    let mut eps: Vec<(Endpoint, Inbox)> = (1..=2)
+        .map(|id| {
+            let mut c = test_config(id, "127.0.0.1:0".parse().unwrap());
+            tune(&mut c);
+            start(c.validate().unwrap(), &identity(&ca, id))
+        })
+        .collect();
+    let real: Vec<(u64, std::net::SocketAddr)> =
+        eps.iter().map(|(e, _)| (e.node_id(), e.local_addr().unwrap())).collect();
+    let net = FaultyNet::start(&real).unwrap();
+    for (e, _) in &eps {
+        for (peer, addr) in net.address_book(e.node_id()) {
+            e.set_peer_addr(peer, addr);
+        }
+    }
+    let (e2, mut i2) = eps.pop().unwrap();
+    let (e1, mut i1) = eps.pop().unwrap();
+    assert!(reach(&e1, 2, &mut i2, Duration::from_secs(5)).is_some());
+    assert!(reach(&e2, 1, &mut i1, Duration::from_secs(5)).is_some());
+    // Settle (handshake, path MTU probes), then count only the exchanges.
+    std::thread::sleep(Duration::from_millis(300));
+    while i1.try_recv().is_some() {}
+    while i2.try_recv().is_some() {}
+    let before = net.datagrams(1, 2) + net.datagrams(2, 1);
+    let limit = Duration::from_secs(5);
+    for i in 0..n {
+        e1.send(2, u64::from(i), Bytes::from_static(b"request")).unwrap();
+        let got = wait_for(&mut i2, limit, |e| matches!(e, Event::Frame { from: 1, .. }));
+        assert!(got.is_some(), "request {i} not delivered");
+        e2.send(1, u64::from(i), Bytes::from_static(b"answer")).unwrap();
+        let got = wait_for(&mut i1, limit, |e| matches!(e, Event::Frame { from: 2, .. }));
+        assert!(got.is_some(), "answer {i} not delivered");
+    }
+    let sent = net.datagrams(1, 2) + net.datagrams(2, 1) - before;
+    drop((e1, e2));
+    sent
+}
+
+/// The ACK frequency settings (`ack_eliciting_threshold`, `max_ack_delay`) reach the peer:
+/// with the defaults, request and answer traffic lets acknowledgements ride the frames
+/// instead of going out on their own, so fewer datagrams cross than when the peer must
+/// acknowledge every packet at once (threshold 0, what each acknowledgement sent alone
+/// costs: a datagram, a wake-up and a decryption at each end).
+#[test]
+fn acknowledgements_ride_the_answers_with_the_default_ack_frequency() {
+    let n = 300;
+    let eager = datagrams_for_exchanges(n, |c| c.ack_eliciting_threshold = 0);
+    let lazy = datagrams_for_exchanges(n, |_| {});
+    eprintln!("{n} exchanges: {eager} datagrams acknowledging every packet, {lazy} with the defaults");
+    assert!(lazy >= u64::from(2 * n), "every frame is a datagram: {lazy}");
+    assert!(lazy * 10 < eager * 8, "defaults {lazy} not well below {eager}");
+}
