@@ -83,10 +83,10 @@ fn cut_heal_and_delay_links_of_a_real_cluster() {
     let _ = (e2, e3);
 }
 
-/// Runs `n` request and answer exchanges between nodes 1 and 2 (node 2 answers each frame
-/// as it arrives, node 1 sends the next once the answer is in), both configured by
-/// `tune`, and returns the datagrams that crossed the relay both ways.
-fn datagrams_for_exchanges(n: u32, tune: impl Fn(&mut flotilla_net::NetConfig)) -> u64 {
+/// Nodes 1 and 2 (configured by `tune`) through the fault relay, connected both ways.
+fn relayed_pair(
+    tune: &dyn Fn(&mut flotilla_net::NetConfig),
+) -> (FaultyNet, (Endpoint, Inbox), (Endpoint, Inbox)) {
     let ca = ClusterCa::generate().unwrap();
     let mut eps: Vec<(Endpoint, Inbox)> = (1..=2)
         .map(|id| {
@@ -103,14 +103,55 @@ fn datagrams_for_exchanges(n: u32, tune: impl Fn(&mut flotilla_net::NetConfig)) 
             e.set_peer_addr(peer, addr);
         }
     }
-    let (e2, mut i2) = eps.pop().unwrap();
-    let (e1, mut i1) = eps.pop().unwrap();
-    assert!(reach(&e1, 2, &mut i2, Duration::from_secs(5)).is_some());
-    assert!(reach(&e2, 1, &mut i1, Duration::from_secs(5)).is_some());
-    // Settle (handshake, path MTU probes), then count only the exchanges.
+    let (mut e2, mut e1) = (eps.pop().unwrap(), eps.pop().unwrap());
+    assert!(reach(&e1.0, 2, &mut e2.1, Duration::from_secs(5)).is_some());
+    assert!(reach(&e2.0, 1, &mut e1.1, Duration::from_secs(5)).is_some());
+    // Settle (handshake, path MTU probes) before anything is counted.
     std::thread::sleep(Duration::from_millis(300));
-    while i1.try_recv().is_some() {}
-    while i2.try_recv().is_some() {}
+    while e1.1.try_recv().is_some() {}
+    while e2.1.try_recv().is_some() {}
+    (net, e1, e2)
+}
+
+/// Node 1 sends `n` frames to node 2, one every 2 ms, with no answers; returns the
+/// datagrams node 2 sent back meanwhile (acknowledgements, bar a keep-alive or two).
+fn datagrams_back_for_one_way(n: u32, tune: impl Fn(&mut flotilla_net::NetConfig)) -> u64 {
+    let (net, (e1, _i1), (_e2, mut i2)) = relayed_pair(&tune);
+    let before = net.datagrams(2, 1);
+    for i in 0..n {
+        e1.send(2, u64::from(i), Bytes::from_static(b"one way")).unwrap();
+        let got = wait_for(&mut i2, Duration::from_secs(5), |e| matches!(e, Event::Frame { from: 1, .. }));
+        assert!(got.is_some(), "frame {i} not delivered");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    net.datagrams(2, 1) - before
+}
+
+/// `max_ack_delay` reaches the peer: with a threshold no burst reaches, the peer
+/// acknowledges on its delay timer alone, so a 1 ms delay brings far more acknowledgements
+/// of a slow one-way stream than QUIC's usual 25 ms.
+#[test]
+fn the_requested_ack_delay_paces_the_peers_acknowledgements() {
+    let n = 100;
+    let slow = |c: &mut flotilla_net::NetConfig| {
+        c.ack_eliciting_threshold = 1024;
+        c.max_ack_delay = Duration::from_millis(25);
+    };
+    let fast = |c: &mut flotilla_net::NetConfig| {
+        c.ack_eliciting_threshold = 1024;
+        c.max_ack_delay = Duration::from_millis(1);
+    };
+    let slow_acks = datagrams_back_for_one_way(n, slow);
+    let fast_acks = datagrams_back_for_one_way(n, fast);
+    eprintln!("{n} one-way frames: {fast_acks} datagrams back with a 1 ms delay, {slow_acks} with 25 ms");
+    assert!(fast_acks > 3 * slow_acks.max(1), "1 ms: {fast_acks}, 25 ms: {slow_acks}");
+}
+
+/// Runs `n` request and answer exchanges between nodes 1 and 2 (node 2 answers each frame
+/// as it arrives, node 1 sends the next once the answer is in), both configured by
+/// `tune`, and returns the datagrams that crossed the relay both ways.
+fn datagrams_for_exchanges(n: u32, tune: impl Fn(&mut flotilla_net::NetConfig)) -> u64 {
+    let (net, (e1, mut i1), (e2, mut i2)) = relayed_pair(&tune);
     let before = net.datagrams(1, 2) + net.datagrams(2, 1);
     let limit = Duration::from_secs(5);
     for i in 0..n {
