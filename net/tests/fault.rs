@@ -33,20 +33,7 @@ fn reach(e: &Endpoint, to: u64, inbox: &mut Inbox, limit: Duration) -> Option<Du
 
 #[test]
 fn cut_heal_and_delay_links_of_a_real_cluster() {
-    let ca = ClusterCa::generate().unwrap();
-    let mut eps: Vec<(Endpoint, Inbox)> = (1..=3)
-        .map(|id| {
-            start(test_config(id, "127.0.0.1:0".parse().unwrap()).validate().unwrap(), &identity(&ca, id))
-        })
-        .collect();
-    let real: Vec<(u64, std::net::SocketAddr)> =
-        eps.iter().map(|(e, _)| (e.node_id(), e.local_addr().unwrap())).collect();
-    let net = FaultyNet::start(&real).unwrap();
-    for (e, _) in &eps {
-        for (peer, addr) in net.address_book(e.node_id()) {
-            e.set_peer_addr(peer, addr);
-        }
-    }
+    let (net, mut eps) = relayed(3, &|_| {});
     let (e3, mut i3) = eps.pop().unwrap();
     let (e2, mut i2) = eps.pop().unwrap();
     let (e1, mut i1) = eps.pop().unwrap();
@@ -83,12 +70,11 @@ fn cut_heal_and_delay_links_of_a_real_cluster() {
     let _ = (e2, e3);
 }
 
-/// Nodes 1 and 2 (configured by `tune`) through the fault relay, connected both ways.
-fn relayed_pair(
-    tune: &dyn Fn(&mut flotilla_net::NetConfig),
-) -> (FaultyNet, (Endpoint, Inbox), (Endpoint, Inbox)) {
+/// Nodes 1..=`n` (each configured by `tune`), every one reaching the others through the
+/// fault relay.
+fn relayed(n: u64, tune: &dyn Fn(&mut flotilla_net::NetConfig)) -> (FaultyNet, Vec<(Endpoint, Inbox)>) {
     let ca = ClusterCa::generate().unwrap();
-    let mut eps: Vec<(Endpoint, Inbox)> = (1..=2)
+    let eps: Vec<(Endpoint, Inbox)> = (1..=n)
         .map(|id| {
             let mut c = test_config(id, "127.0.0.1:0".parse().unwrap());
             tune(&mut c);
@@ -103,6 +89,14 @@ fn relayed_pair(
             e.set_peer_addr(peer, addr);
         }
     }
+    (net, eps)
+}
+
+/// Nodes 1 and 2 (configured by `tune`) through the fault relay, connected both ways.
+fn relayed_pair(
+    tune: &dyn Fn(&mut flotilla_net::NetConfig),
+) -> (FaultyNet, (Endpoint, Inbox), (Endpoint, Inbox)) {
+    let (net, mut eps) = relayed(2, tune);
     let (mut e2, mut e1) = (eps.pop().unwrap(), eps.pop().unwrap());
     assert!(reach(&e1.0, 2, &mut e2.1, Duration::from_secs(5)).is_some());
     assert!(reach(&e2.0, 1, &mut e1.1, Duration::from_secs(5)).is_some());
