@@ -29,7 +29,7 @@ use super::group::{add_cmd, new_group, Group, PendingCreate, SenderCheck};
 use super::pending::{pending, Completer};
 use super::route::route;
 use super::shared::bump;
-use super::store::{entry_bytes, wal_hs, GroupMeta};
+use super::store::{add_entry, wal_hs, GroupMeta};
 use super::worker::Worker;
 use crate::api::{CreateGroupError, Effect, EngineEvent, ProposeError, ReadError};
 use crate::raft::conf::ConfState;
@@ -107,7 +107,7 @@ impl Worker {
             batch.set_meta(c.group, &meta.encode());
             let first =
                 Entry { index: 1, term: 1, payload: EntryPayload::ConfChange(c.conf.bootstrap_change()) };
-            batch.add_entry(c.group, 1, 1, &entry_bytes(&first));
+            add_entry(&mut batch, c.group, &first);
             batch.set_hard_state(c.group, wal_hs(HardState { term: 1, vote: 0, commit: 1 }));
             todo.push(c);
         }

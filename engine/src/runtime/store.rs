@@ -16,8 +16,7 @@ use crate::raft::message::{Entry, HardState, SnapshotMeta};
 use crate::raft::storage::{InitialState, LogStore, StorageError};
 use crate::raft::types::ReplicaId;
 use crate::transport::codec::{
-    decode_payload, decode_snapshot_meta, encode_payload, encode_payload_into, encode_snapshot_meta,
-    DecodeLimits,
+    decode_payload, decode_snapshot_meta, encode_payload_into, encode_snapshot_meta, DecodeLimits,
 };
 
 const META_VERSION: u8 = 1;
@@ -79,13 +78,8 @@ pub(crate) fn wal_hs(hs: HardState) -> flotilla_wal::HardState {
     flotilla_wal::HardState { term: hs.term, vote: hs.vote, commit: hs.commit }
 }
 
-/// Encodes an entry's payload for the WAL.
-pub(crate) fn entry_bytes(e: &Entry) -> Bytes {
-    encode_payload(&e.payload)
-}
-
 /// Adds `e` of `group` to `batch`, its payload encoded straight into the batch (the
-/// same bytes as [`entry_bytes`], without a buffer of their own).
+/// bytes of `codec::encode_payload`, without a buffer of their own).
 pub(crate) fn add_entry(batch: &mut flotilla_wal::WriteBatch, group: u64, e: &Entry) {
     batch.add_entry_with(group, e.index, e.term, |d| encode_payload_into(d, &e.payload));
 }
@@ -199,7 +193,12 @@ mod tests {
             },
         ] {
             let e = Entry { index: 3, term: 2, payload };
-            assert_eq!(decode_payload(&entry_bytes(&e), DecodeLimits::default()).unwrap(), e.payload);
+            // What `add_entry` writes into the batch is the codec's storage form.
+            let mut written = Vec::new();
+            encode_payload_into(&mut written, &e.payload);
+            let stored = crate::transport::codec::encode_payload(&e.payload);
+            assert_eq!(written, stored[..]);
+            assert_eq!(decode_payload(&stored, DecodeLimits::default()).unwrap(), e.payload);
         }
         for bad in [&b""[..], &[9u8][..], &[1u8, 5, 1][..], &[0u8, 0][..]] {
             assert!(decode_payload(&Bytes::copy_from_slice(bad), DecodeLimits::default()).is_err());

@@ -44,11 +44,7 @@ impl<W: Indexed> IndexQueue<W> {
 
     /// Removes and returns the first waiter if its index is at most `hi`.
     pub(super) fn pop_upto(&mut self, hi: u64) -> Option<W> {
-        if self.q.front()?.index() <= hi {
-            self.q.pop_front()
-        } else {
-            None
-        }
+        self.pop_front_if(|w| w.index() <= hi)
     }
 
     /// Removes and returns the first waiter if `expired` says so.
