@@ -67,7 +67,9 @@ pub(crate) enum ApplyCmd {
     Apply { group: u64, epoch: u64, entries: Vec<Entry>, waiters: Vec<Waiter<Done>> },
     /// Replaces the state of `group` with the snapshot in `file` (durable, opened by the
     /// worker; read as a stream, never whole in memory).
-    Restore { group: u64, meta: SnapshotMeta, file: std::fs::File },
+    /// (`meta` boxed, as in `ApplyDone::Snapshot`: a channel slot is as large as the
+    /// largest command, and every `Apply` is copied into one and out again.)
+    Restore { group: u64, meta: Box<SnapshotMeta>, file: std::fs::File },
     /// Snapshots the state of `group` as of every entry handed out before this command.
     Snapshot { group: u64, epoch: u64 },
     /// Replaces the session table of `group` (recovered from its snapshot file at open,
@@ -85,7 +87,7 @@ pub(crate) enum ApplyDone {
     RestoreFailed { group: u64, index: u64, error: String },
     /// The snapshot file of `group` at `meta` is written and durable (its data length),
     /// or why it failed.
-    Snapshot { group: u64, epoch: u64, meta: SnapshotMeta, result: Result<u64, String> },
+    Snapshot { group: u64, epoch: u64, meta: Box<SnapshotMeta>, result: Result<u64, String> },
 }
 
 /// What applying one `Apply` command did.
@@ -199,7 +201,12 @@ fn write_snapshots(dir: PathBuf, jobs: Receiver<Job>, tx: Sender<ApplyDone>) {
         let result =
             snapfile::save_from(&dir, job.group, job.replica, &job.meta, &mut *job.source, SOURCE_CHUNK)
                 .map_err(|e| e.to_string());
-        let _ = tx.send(ApplyDone::Snapshot { group: job.group, epoch: job.epoch, meta: job.meta, result });
+        let _ = tx.send(ApplyDone::Snapshot {
+            group: job.group,
+            epoch: job.epoch,
+            meta: Box::new(job.meta),
+            result,
+        });
     }
 }
 
@@ -356,7 +363,7 @@ pub(crate) fn run(
             ApplyCmd::Restore { group, meta, file } => {
                 let Some(slot) = sms.get_mut(&group) else { continue };
                 let restored = snapfile::read_file(file, meta.index).and_then(|(m, mut data)| {
-                    if m != meta {
+                    if m != *meta {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             "snapshot file holds other metadata",
@@ -385,7 +392,8 @@ pub(crate) fn run(
                 let meta = SnapshotMeta { index: at.0, term: at.1, conf: ConfState::clone(&slot.conf) };
                 if !split.may_snapshot(group) {
                     let e = "a split of this group is not durable here; a restart replays it".to_string();
-                    let _ = tx.send(ApplyDone::Snapshot { group, epoch, meta, result: Err(e) });
+                    let _ =
+                        tx.send(ApplyDone::Snapshot { group, epoch, meta: Box::new(meta), result: Err(e) });
                     continue;
                 }
                 let source = match slot.sm.snapshot_source() {
@@ -416,7 +424,8 @@ pub(crate) fn run(
                     Err(e) => Err(e),
                 };
                 if let Err(e) = sent {
-                    let _ = tx.send(ApplyDone::Snapshot { group, epoch, meta, result: Err(e) });
+                    let _ =
+                        tx.send(ApplyDone::Snapshot { group, epoch, meta: Box::new(meta), result: Err(e) });
                 }
             }
             ApplyCmd::Remove { group } => {

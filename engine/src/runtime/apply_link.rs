@@ -43,7 +43,7 @@ impl Worker {
                 }
                 ApplyDone::Snapshot { group, epoch, meta, result } => {
                     let failed = result.as_ref().err().cloned();
-                    self.on_snapshot(group, epoch, meta, result);
+                    self.on_snapshot(group, epoch, *meta, result);
                     if self.groups.get(&group).is_some_and(|g| g.epoch == epoch) {
                         self.answer_snapshot_requests(group, failed.as_deref());
                     }

@@ -117,15 +117,21 @@ impl Runtime {
         sm: Box<dyn StateMachine>,
         sessions: SessionTable,
     ) -> super::Pending<Result<(), CreateGroupError>> {
-        self.request(group, |done| Cmd::Import { group, replica, meta, sm, sessions, done }).unwrap_or_else(
-            |e| {
-                super::Pending::ready(Err(match e {
-                    Unavailable::Busy(_) => CreateGroupError::Busy,
-                    Unavailable::StorageFailed => CreateGroupError::StorageFailed,
-                    _ => CreateGroupError::Shutdown,
-                }))
-            },
-        )
+        self.request(group, |done| Cmd::Import {
+            group,
+            replica,
+            meta: Box::new(meta),
+            sm,
+            sessions: Box::new(sessions),
+            done,
+        })
+        .unwrap_or_else(|e| {
+            super::Pending::ready(Err(match e {
+                Unavailable::Busy(_) => CreateGroupError::Busy,
+                Unavailable::StorageFailed => CreateGroupError::StorageFailed,
+                _ => CreateGroupError::Shutdown,
+            }))
+        })
     }
 }
 

@@ -368,7 +368,7 @@ impl Worker {
                     });
                     return;
                 }
-                let cmd = Cmd::Create { group, replica, conf, sm, done, first_leader: None };
+                let cmd = Cmd::Create { group, replica, conf: Box::new(conf), sm, done, first_leader: None };
                 // A create-group effect must not be lost to a momentarily full mailbox, nor
                 // block this worker: retried each turn (bounded in time).
                 let deadline = Instant::now() + EFFECT_SEND_WAIT;

@@ -260,7 +260,7 @@ impl Runtime {
         sm: Box<dyn StateMachine>,
         first_leader: Option<bool>,
     ) -> Pending<Result<(), CreateGroupError>> {
-        let cmd = |done| Cmd::Create { group, replica, conf, sm, first_leader, done };
+        let cmd = |done| Cmd::Create { group, replica, conf: Box::new(conf), sm, first_leader, done };
         self.request(group, cmd).unwrap_or_else(|e| {
             Pending::ready(Err(match e {
                 Unavailable::Busy(_) => CreateGroupError::Busy,

@@ -58,7 +58,7 @@ impl Worker {
         // Persist, then apply: the restore (and every apply command after it) waits until
         // the write carrying the reset below is durable (`poll_inflight`), so a state
         // machine that persists its applied index is never ahead of the log.
-        let restore = ApplyCmd::Restore { group: g.id, meta: meta.clone(), file };
+        let restore = ApplyCmd::Restore { group: g.id, meta: Box::new(meta.clone()), file };
         self.apply_hold.hold_until(self.writes.next_seq(), restore);
         g.waiters.snapshot_installed(&mut self.tally, meta.index, meta.term);
         g.raft.storage_mut().snap = WalStore::shared_snap(meta, g.raft.snapshot_shared());

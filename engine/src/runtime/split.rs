@@ -144,7 +144,7 @@ impl SplitCtx {
         fail::fail_point!("engine::split_founding_file_written");
         let (answer, done) = pending::<Result<(), CreateGroupError>>();
         let first_leader = req.members.contains(&req.first_leader).then_some(req.first_leader == me);
-        let cmd = Cmd::SplitChild { group: req.child, replica, meta, sm, first_leader, done };
+        let cmd = Cmd::SplitChild { group: req.child, replica, meta: Box::new(meta), sm, first_leader, done };
         tracing::info!(
             parent = req.parent,
             index = req.index,

@@ -386,7 +386,7 @@ impl Worker {
                 self.creates.push(PendingCreate {
                     group,
                     replica,
-                    conf,
+                    conf: *conf,
                     sm,
                     first_leader,
                     snapshot: None,
@@ -426,11 +426,11 @@ impl Worker {
             Cmd::Shutdown => self.stopping = true,
             Cmd::RequestSnapshot { group, done } => self.request_snapshot(group, done),
             Cmd::Import { group, replica, meta, sm, sessions, done } => {
-                self.import_group(group, replica, meta, sm, sessions, done)
+                self.import_group(group, replica, *meta, sm, *sessions, done)
             }
             Cmd::ReadLocal { group, bound, done } => self.read_local(group, bound, done),
             Cmd::SplitChild { group, replica, meta, sm, first_leader, done } => {
-                self.split_child(group, replica, meta, sm, first_leader, done)
+                self.split_child(group, replica, *meta, sm, first_leader, done)
             }
         }
     }
