@@ -196,45 +196,122 @@ fn put(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn parts(mut b: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut v = Vec::new();
-    while !b.is_empty() {
-        if b.len() < 4 {
-            return None;
+/// The length-prefixed parts of an encoded command, the first [`INLINE_PARTS`] kept
+/// inline: decoding a single-key command (every one applied on every replica) allocates
+/// nothing for them.
+struct Parts<'a> {
+    inline: [&'a [u8]; INLINE_PARTS],
+    len: usize,
+    /// All of them, once there are more than fit inline.
+    spilled: Vec<&'a [u8]>,
+}
+
+/// Parts kept inline by [`Parts`] (SET has 3).
+const INLINE_PARTS: usize = 4;
+
+impl<'a> Parts<'a> {
+    fn as_slice(&self) -> &[&'a [u8]] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
         }
-        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        b = &b[4..];
-        if b.len() < n {
-            return None;
-        }
-        v.push(&b[..n]);
-        b = &b[n..];
     }
-    Some(v)
+
+    fn push(&mut self, part: &'a [u8]) {
+        if !self.spilled.is_empty() {
+            self.spilled.push(part);
+        } else if self.len < INLINE_PARTS {
+            self.inline[self.len] = part;
+            self.len += 1;
+        } else {
+            self.spilled = Vec::with_capacity(2 * INLINE_PARTS);
+            self.spilled.extend_from_slice(&self.inline);
+            self.spilled.push(part);
+        }
+    }
+}
+
+/// Splits `b` into its length-prefixed parts; `None` unless `b` is a whole sequence of
+/// them.
+fn parts(b: &[u8]) -> Option<Parts<'_>> {
+    let mut p = Parts { inline: [&[]; INLINE_PARTS], len: 0, spilled: Vec::new() };
+    let mut it = PartsIter(b);
+    for part in it.by_ref() {
+        p.push(part);
+    }
+    it.0.is_empty().then_some(p)
+}
+
+/// The length-prefixed parts of a byte string, in order, without collecting them; it
+/// stops at the end or at the first malformed part, leaving the rest in `.0`.
+struct PartsIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for PartsIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let b = self.0;
+        let (len, rest) = b.split_first_chunk::<4>()?;
+        let n = u32::from_le_bytes(*len) as usize;
+        let part = rest.get(..n)?;
+        self.0 = &rest[n..];
+        Some(part)
+    }
+}
+
+/// A batch entry's commands (tag 13), each still encoded, without copying them; `None`
+/// if `b` is not a well-formed batch (what [`WriteCmd::decode`] refuses as one).
+fn batch_commands(b: &[u8]) -> Option<PartsIter<'_>> {
+    let (&13, rest) = b.split_first()? else { return None };
+    let mut check = PartsIter(rest);
+    let count = check.by_ref().count();
+    (count > 0 && check.0.is_empty()).then_some(PartsIter(rest))
 }
 
 impl WriteCmd {
-    /// The keys it touches (none for FLUSHDB, which is the shard's whole keyspace).
-    pub fn keys(&self) -> Vec<&[u8]> {
+    /// The key of a single-key command.
+    fn single_key(&self) -> Option<&[u8]> {
         match self {
             WriteCmd::Set { key, .. }
             | WriteCmd::Incr { key, .. }
             | WriteCmd::Append { key, .. }
             | WriteCmd::GetSet { key, .. }
             | WriteCmd::GetDel(key)
-            | WriteCmd::SetNx { key, .. } => vec![key],
-            WriteCmd::Del(keys) => keys.iter().map(Vec::as_slice).collect(),
+            | WriteCmd::SetNx { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The keys it touches (none for FLUSHDB, which is the shard's whole keyspace).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        if let Some(key) = self.single_key() {
+            return vec![key];
+        }
+        match self {
+            WriteCmd::Del(keys) | WriteCmd::Purge(keys) => keys.iter().map(Vec::as_slice).collect(),
             WriteCmd::MSet(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
-            WriteCmd::Flush => Vec::new(),
             WriteCmd::Args(args) => args_keys(args),
             WriteCmd::Exec { watched, cmds } => watched
                 .iter()
                 .map(|(k, _)| k.as_slice())
                 .chain(cmds.iter().flat_map(|c| args_keys(c)))
                 .collect(),
-            WriteCmd::Purge(keys) => keys.iter().map(Vec::as_slice).collect(),
-            // Its commands' keys are checked one by one when it is applied.
-            WriteCmd::Batch(_) => Vec::new(),
+            // FLUSHDB; a batch's commands are checked one by one when it is applied.
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether every key it touches is in `slots` ([`check_slots`] over [`WriteCmd::keys`],
+    /// without collecting the keys of the commands applied most).
+    pub fn check_slots(&self, slots: &SlotSet) -> Result<(), Value> {
+        if let Some(key) = self.single_key() {
+            return check_slots(slots, [key]);
+        }
+        match self {
+            WriteCmd::Del(keys) | WriteCmd::Purge(keys) => check_slots(slots, keys.iter().map(Vec::as_slice)),
+            WriteCmd::MSet(pairs) => check_slots(slots, pairs.iter().map(|(k, _)| k.as_slice())),
+            _ => check_slots(slots, self.keys()),
         }
     }
 
@@ -340,7 +417,8 @@ impl WriteCmd {
                 }
                 let mut cmds = Vec::with_capacity(cs.len());
                 for c in cs {
-                    let args = parts(c)?;
+                    let p = parts(c)?;
+                    let args = p.as_slice();
                     if args.is_empty() {
                         return None;
                     }
@@ -432,7 +510,7 @@ impl ShardSm {
     /// keys are in the shard's slots.
     fn apply_one(&mut self, index: u64, stamp: Option<u64>, cmd: Option<WriteCmd>) -> Value {
         let Some(cmd) = cmd else { return Value::err("ERR malformed log entry") };
-        match check_slots(&lock_r(&self.slots), cmd.keys()) {
+        match cmd.check_slots(&lock_r(&self.slots)) {
             Ok(()) => {
                 let mut ks = lock_w(&self.data);
                 ks.begin(index, stamp);
@@ -465,19 +543,19 @@ impl StateMachine for ShardSm {
         if let Some(split) = crate::shard_split::SplitCmd::decode(c) {
             return self.split.apply(index, split, &self.data, &self.slots);
         }
-        let v = match WriteCmd::decode(c) {
-            Some(WriteCmd::Batch(cmds)) => Value::Array(Some(
-                cmds.iter()
-                    .map(|c| {
-                        self.apply_one(
-                            index,
-                            stamp,
-                            WriteCmd::decode(c).filter(|c| !matches!(c, WriteCmd::Batch(_))),
-                        )
-                    })
-                    .collect(),
+        // A batch's commands are decoded from the entry itself, one at a time.
+        let v = match batch_commands(c) {
+            Some(cmds) => Value::Array(Some(
+                cmds.map(|c| {
+                    self.apply_one(
+                        index,
+                        stamp,
+                        WriteCmd::decode(c).filter(|c| !matches!(c, WriteCmd::Batch(_))),
+                    )
+                })
+                .collect(),
             )),
-            cmd => self.apply_one(index, stamp, cmd),
+            None => self.apply_one(index, stamp, WriteCmd::decode(c)),
         };
         Bytes::from(v.to_bytes(Proto::Resp3))
     }
@@ -824,6 +902,10 @@ mod tests {
             },
             WriteCmd::Exec { watched: vec![], cmds: vec![] },
             WriteCmd::Purge(vec![b"a".to_vec()]),
+            // More parts than fit inline.
+            WriteCmd::Del((0..9u8).map(|i| vec![b'k', i]).collect()),
+            WriteCmd::MSet((0..5u8).map(|i| (vec![b'k', i], vec![i; 3])).collect()),
+            WriteCmd::Args((0..7u8).map(|i| vec![b'a' + i]).collect()),
         ];
         for c in cmds {
             assert_eq!(WriteCmd::decode(&c.encode()), Some(c));
@@ -835,6 +917,48 @@ mod tests {
         let c = WriteCmd::Del(vec![b"k".to_vec()]).encode();
         assert_eq!(unstamp(&stamp(&c, 42)), (Some(42), c.as_slice()));
         assert_eq!(unstamp(&c), (None, c.as_slice()), "an entry of older nodes has no stamp");
+    }
+
+    /// A command's parts are split without allocating up to [`INLINE_PARTS`], and spill in
+    /// order past it; a batch's commands are walked in place, and a batch that is not a
+    /// whole sequence of parts is not one.
+    #[test]
+    fn parts_stay_inline_for_single_key_commands_and_batches_are_walked_in_place() {
+        let set = WriteCmd::Set { key: b"k".to_vec(), val: b"v".to_vec(), cond: 0 }.encode();
+        let p = parts(&set[1..]).unwrap();
+        assert_eq!(p.as_slice(), [&b"k"[..], &b"v"[..], &[0u8][..]]);
+        assert_eq!(p.spilled.capacity(), 0, "nothing allocated for a SET's parts");
+        let del = WriteCmd::Del((0..6u8).map(|i| vec![i]).collect()).encode();
+        let p = parts(&del[1..]).unwrap();
+        assert_eq!(p.as_slice(), (0..6u8).map(|i| vec![i]).collect::<Vec<_>>());
+        assert!(parts(&del[1..del.len() - 1]).is_none(), "a cut part");
+        let cmds = vec![set.clone(), del.clone()];
+        let batch = WriteCmd::Batch(cmds.clone()).encode();
+        assert_eq!(batch_commands(&batch).unwrap().collect::<Vec<_>>(), cmds);
+        assert!(batch_commands(&batch[..batch.len() - 1]).is_none());
+        assert!(batch_commands(&[13]).is_none(), "an empty batch is malformed");
+        assert!(batch_commands(&set).is_none(), "not a batch");
+    }
+
+    /// The slot check without collecting keys refuses what the collected one refuses.
+    #[test]
+    fn every_key_of_a_multi_key_write_is_checked_against_the_slots() {
+        let own = crate::slots::default_range(0, 2);
+        let (inside, outside) = (b"x{hello}".to_vec(), b"foo".to_vec());
+        assert!(own.contains(key_slot(&inside)) && !own.contains(key_slot(&outside)));
+        let cmds = [
+            WriteCmd::Set { key: outside.clone(), val: vec![], cond: 0 },
+            WriteCmd::Del(vec![inside.clone(), outside.clone()]),
+            WriteCmd::MSet(vec![(inside.clone(), vec![]), (outside.clone(), vec![])]),
+            WriteCmd::Purge(vec![outside.clone()]),
+            WriteCmd::Args(vec![b"HSET".to_vec(), outside.clone(), b"f".to_vec(), b"v".to_vec()]),
+        ];
+        for c in &cmds {
+            assert!(c.check_slots(&own).is_err(), "{c:?}");
+            assert_eq!(c.check_slots(&own), check_slots(&own, c.keys()));
+        }
+        let fine = WriteCmd::Del(vec![inside.clone(), b"y{hello}".to_vec()]);
+        assert_eq!(fine.check_slots(&own), Ok(()));
     }
 
     /// Every replica computes the same expiry from the entry's stamp, whatever its own
