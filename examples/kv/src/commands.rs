@@ -85,6 +85,42 @@ fn upper(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_uppercase()
 }
 
+/// Bytes of a command name kept on the stack by [`upper_name`] (the longest command name
+/// is 20 bytes).
+const NAME_INLINE: usize = 24;
+
+/// A command name in upper case, on the stack unless it is long or not ASCII: every
+/// request's name is looked at on the fast path ([`single_op`]), which this spares an
+/// allocation.
+struct UpperName {
+    buf: [u8; NAME_INLINE],
+    len: usize,
+    long: Option<String>,
+}
+
+impl std::ops::Deref for UpperName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match &self.long {
+            Some(s) => s,
+            // ASCII by construction, so never the empty fallback.
+            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or(""),
+        }
+    }
+}
+
+fn upper_name(b: &[u8]) -> UpperName {
+    let mut buf = [0u8; NAME_INLINE];
+    if b.len() <= NAME_INLINE && b.is_ascii() {
+        buf[..b.len()].copy_from_slice(b);
+        buf[..b.len()].make_ascii_uppercase();
+        UpperName { buf, len: b.len(), long: None }
+    } else {
+        UpperName { buf, len: 0, long: Some(upper(b)) }
+    }
+}
+
 fn arity(name: &str) -> Value {
     Value::err(format!("ERR wrong number of arguments for '{}' command", name.to_ascii_lowercase()))
 }
@@ -98,12 +134,13 @@ fn int_arg(b: &[u8]) -> Result<i64, Value> {
 
 /// The one operation of a single-key command, if it is one (`Err` is a syntax error).
 fn single_op(node: &Node, args: &[Vec<u8>]) -> Option<Result<Op, Value>> {
-    let name = upper(args.first()?);
+    let upper = upper_name(args.first()?);
+    let name: &str = &upper;
     let write = |key: &[u8], cmd: WriteCmd| Op::write(node.group_of(key), cmd.encode());
-    if let Some(op) = crate::keycmd::single_op(node, &name, args) {
+    if let Some(op) = crate::keycmd::single_op(node, name, args) {
         return Some(op);
     }
-    Some(match (name.as_str(), &args[1..]) {
+    Some(match (name, &args[1..]) {
         ("GET", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Get(k.clone()) }),
         ("TYPE", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Type(k.clone()) }),
         ("STRLEN", [k]) => Ok(Op::Read { group: node.group_of(k), q: ReadQ::Strlen(k.clone()) }),
@@ -690,4 +727,29 @@ pub fn unknown_command(name: &[u8], args: &[Vec<u8>]) -> Value {
         "ERR unknown command '{}', with args beginning with: {listed}",
         String::from_utf8_lossy(&name[..name.len().min(128)])
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name on the stack reads as the allocated one does, for short and long names and
+    /// names that are not ASCII.
+    #[test]
+    fn an_upper_name_on_the_stack_reads_as_the_allocated_one() {
+        for name in [
+            &b"set"[..],
+            b"cLuStEr",
+            b"",
+            b"CONFIG",
+            &[b'x'; 24],
+            &[b'y'; 25],
+            "s\u{e9}t".as_bytes(),
+            &[0xff, b'a'],
+        ] {
+            let n = upper_name(name);
+            assert_eq!(&*n, upper(name).as_str(), "{name:?}");
+            assert_eq!(n.long.is_some(), name.len() > NAME_INLINE || !name.is_ascii(), "{name:?}");
+        }
+    }
 }

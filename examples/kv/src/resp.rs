@@ -37,8 +37,8 @@ impl Proto {
 /// protocol.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    /// `+text`
-    Simple(String),
+    /// `+text` (borrowed when static: `+OK` answers every SET on every replica)
+    Simple(std::borrow::Cow<'static, str>),
     /// `-text`
     Error(String),
     /// `:n`
@@ -710,7 +710,7 @@ pub fn parse_value(buf: &[u8], max: usize, depth: u32) -> Result<Option<(Value, 
         Ok(if n < 0 { None } else { Some(n as usize) })
     };
     match buf[0] {
-        b'+' => Ok(Some((Value::Simple(text()), next))),
+        b'+' => Ok(Some((Value::Simple(text().into()), next))),
         b'-' => Ok(Some((Value::Error(text()), next))),
         b':' => Ok(Some((Value::Int(parse_int(line)?), next))),
         b'_' if line.is_empty() => Ok(Some((Value::Bulk(None), next))),
@@ -776,6 +776,13 @@ pub fn parse_value(buf: &[u8], max: usize, depth: u32) -> Result<Option<(Value, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `+OK` answers every SET on every replica; it costs no allocation.
+    #[test]
+    fn the_ok_reply_is_borrowed() {
+        assert!(matches!(Value::ok(), Value::Simple(std::borrow::Cow::Borrowed("OK"))));
+        assert_eq!(Value::ok().to_bytes(Proto::Resp2), b"+OK\r\n");
+    }
 
     const LIM: Limits = Limits { max_request: 1024, max_args: 16 };
 

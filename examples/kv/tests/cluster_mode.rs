@@ -26,7 +26,8 @@ fn call(addr: &str, args: &[&str]) -> Value {
 fn text(v: &Value) -> String {
     match v {
         Value::Bulk(Some(b)) | Value::Verbatim(_, b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Simple(s) | Value::Error(s) => s.clone(),
+        Value::Simple(s) => s.to_string(),
+        Value::Error(s) => s.clone(),
         other => panic!("not text: {other:?}"),
     }
 }
