@@ -132,6 +132,7 @@ pub(crate) enum NetCmd {
     Snapshot { to: NodeId, group: u64, replica: ReplicaId, chunks: crate::transport::SnapshotChunks },
     Stop,
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

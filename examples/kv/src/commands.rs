@@ -85,8 +85,8 @@ fn upper(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_uppercase()
 }
 
-/// Bytes of a command name kept on the stack by [`upper_name`] (the longest command name
-/// is 20 bytes).
+/// Bytes of a command name kept on the stack by [`upper_name`] (Redis's longest command
+/// name is 20 bytes).
 const NAME_INLINE: usize = 24;
 
 /// A command name in upper case, on the stack unless it is long or not ASCII: every

@@ -270,7 +270,8 @@ fn batch_commands(b: &[u8]) -> Option<PartsIter<'_>> {
 }
 
 impl WriteCmd {
-    /// The key of a single-key command.
+    /// The key of a single-key command. Every variant is named, here and in
+    /// [`WriteCmd::keys`], so that a new one is never left out of the slot check.
     fn single_key(&self) -> Option<&[u8]> {
         match self {
             WriteCmd::Set { key, .. }
@@ -279,16 +280,25 @@ impl WriteCmd {
             | WriteCmd::GetSet { key, .. }
             | WriteCmd::GetDel(key)
             | WriteCmd::SetNx { key, .. } => Some(key),
-            _ => None,
+            WriteCmd::Del(_)
+            | WriteCmd::MSet(_)
+            | WriteCmd::Flush
+            | WriteCmd::Args(_)
+            | WriteCmd::Exec { .. }
+            | WriteCmd::Purge(_)
+            | WriteCmd::Batch(_) => None,
         }
     }
 
     /// The keys it touches (none for FLUSHDB, which is the shard's whole keyspace).
     pub fn keys(&self) -> Vec<&[u8]> {
-        if let Some(key) = self.single_key() {
-            return vec![key];
-        }
         match self {
+            WriteCmd::Set { .. }
+            | WriteCmd::Incr { .. }
+            | WriteCmd::Append { .. }
+            | WriteCmd::GetSet { .. }
+            | WriteCmd::GetDel(_)
+            | WriteCmd::SetNx { .. } => self.single_key().into_iter().collect(),
             WriteCmd::Del(keys) | WriteCmd::Purge(keys) => keys.iter().map(Vec::as_slice).collect(),
             WriteCmd::MSet(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
             WriteCmd::Args(args) => args_keys(args),
@@ -297,8 +307,8 @@ impl WriteCmd {
                 .map(|(k, _)| k.as_slice())
                 .chain(cmds.iter().flat_map(|c| args_keys(c)))
                 .collect(),
-            // FLUSHDB; a batch's commands are checked one by one when it is applied.
-            _ => Vec::new(),
+            // A batch's commands are checked one by one when it is applied.
+            WriteCmd::Flush | WriteCmd::Batch(_) => Vec::new(),
         }
     }
 
@@ -932,10 +942,15 @@ mod tests {
         let p = parts(&del[1..]).unwrap();
         assert_eq!(p.as_slice(), (0..6u8).map(|i| vec![i]).collect::<Vec<_>>());
         assert!(parts(&del[1..del.len() - 1]).is_none(), "a cut part");
+        assert!(
+            parts(&[1, 0]).is_none() && parts(&[&set[1..], &[0, 0][..]].concat()).is_none(),
+            "a cut header"
+        );
         let cmds = vec![set.clone(), del.clone()];
         let batch = WriteCmd::Batch(cmds.clone()).encode();
         assert_eq!(batch_commands(&batch).unwrap().collect::<Vec<_>>(), cmds);
         assert!(batch_commands(&batch[..batch.len() - 1]).is_none());
+        assert!(batch_commands(&[&batch[..], &[0, 0][..]].concat()).is_none(), "a cut header");
         assert!(batch_commands(&[13]).is_none(), "an empty batch is malformed");
         assert!(batch_commands(&set).is_none(), "not a batch");
     }
@@ -946,16 +961,30 @@ mod tests {
         let own = crate::slots::default_range(0, 2);
         let (inside, outside) = (b"x{hello}".to_vec(), b"foo".to_vec());
         assert!(own.contains(key_slot(&inside)) && !own.contains(key_slot(&outside)));
+        let o = || outside.clone();
         let cmds = [
-            WriteCmd::Set { key: outside.clone(), val: vec![], cond: 0 },
-            WriteCmd::Del(vec![inside.clone(), outside.clone()]),
-            WriteCmd::MSet(vec![(inside.clone(), vec![]), (outside.clone(), vec![])]),
-            WriteCmd::Purge(vec![outside.clone()]),
-            WriteCmd::Args(vec![b"HSET".to_vec(), outside.clone(), b"f".to_vec(), b"v".to_vec()]),
+            WriteCmd::Set { key: o(), val: vec![], cond: 0 },
+            WriteCmd::Incr { key: o(), by: 1 },
+            WriteCmd::Append { key: o(), val: vec![] },
+            WriteCmd::GetSet { key: o(), val: vec![] },
+            WriteCmd::GetDel(o()),
+            WriteCmd::SetNx { key: o(), val: vec![] },
+            WriteCmd::Del(vec![inside.clone(), o()]),
+            WriteCmd::MSet(vec![(inside.clone(), vec![]), (o(), vec![])]),
+            WriteCmd::Purge(vec![o()]),
+            WriteCmd::Args(vec![b"HSET".to_vec(), o(), b"f".to_vec(), b"v".to_vec()]),
+            WriteCmd::Exec {
+                watched: vec![(o(), WatchState { present: true, index: 1, live: true })],
+                cmds: vec![vec![b"INCR".to_vec(), inside.clone()]],
+            },
+            WriteCmd::Exec { watched: vec![], cmds: vec![vec![b"INCR".to_vec(), o()]] },
         ];
         for c in &cmds {
             assert!(c.check_slots(&own).is_err(), "{c:?}");
             assert_eq!(c.check_slots(&own), check_slots(&own, c.keys()));
+        }
+        for c in [WriteCmd::Flush, WriteCmd::Batch(vec![b"anything".to_vec()])] {
+            assert_eq!(c.check_slots(&own), Ok(()), "no keys of its own: {c:?}");
         }
         let fine = WriteCmd::Del(vec![inside.clone(), b"y{hello}".to_vec()]);
         assert_eq!(fine.check_slots(&own), Ok(()));
