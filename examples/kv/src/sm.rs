@@ -196,50 +196,15 @@ fn put(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// The length-prefixed parts of an encoded command, the first [`INLINE_PARTS`] kept
-/// inline: decoding a single-key command (every one applied on every replica) allocates
-/// nothing for them.
-struct Parts<'a> {
-    inline: [&'a [u8]; INLINE_PARTS],
-    len: usize,
-    /// All of them, once there are more than fit inline.
-    spilled: Vec<&'a [u8]>,
-}
-
-/// Parts kept inline by [`Parts`] (SET has 3).
+/// Parts of a command kept inline by [`parts`] (SET has 3): decoding a single-key
+/// command (every one applied on every replica) allocates nothing for them.
 const INLINE_PARTS: usize = 4;
-
-impl<'a> Parts<'a> {
-    fn as_slice(&self) -> &[&'a [u8]] {
-        if self.spilled.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.spilled
-        }
-    }
-
-    fn push(&mut self, part: &'a [u8]) {
-        if !self.spilled.is_empty() {
-            self.spilled.push(part);
-        } else if self.len < INLINE_PARTS {
-            self.inline[self.len] = part;
-            self.len += 1;
-        } else {
-            self.spilled = Vec::with_capacity(2 * INLINE_PARTS);
-            self.spilled.extend_from_slice(&self.inline);
-            self.spilled.push(part);
-        }
-    }
-}
 
 /// Splits `b` into its length-prefixed parts; `None` unless `b` is a whole sequence of
 /// them.
-fn parts(b: &[u8]) -> Option<Parts<'_>> {
-    let mut p = Parts { inline: [&[]; INLINE_PARTS], len: 0, spilled: Vec::new() };
+fn parts(b: &[u8]) -> Option<smallvec::SmallVec<[&[u8]; INLINE_PARTS]>> {
     let mut it = PartsIter(b);
-    for part in it.by_ref() {
-        p.push(part);
-    }
+    let p = it.by_ref().collect();
     it.0.is_empty().then_some(p)
 }
 
@@ -427,8 +392,7 @@ impl WriteCmd {
                 }
                 let mut cmds = Vec::with_capacity(cs.len());
                 for c in cs {
-                    let p = parts(c)?;
-                    let args = p.as_slice();
+                    let args = parts(c)?;
                     if args.is_empty() {
                         return None;
                     }
@@ -937,7 +901,7 @@ mod tests {
         let set = WriteCmd::Set { key: b"k".to_vec(), val: b"v".to_vec(), cond: 0 }.encode();
         let p = parts(&set[1..]).unwrap();
         assert_eq!(p.as_slice(), [&b"k"[..], &b"v"[..], &[0u8][..]]);
-        assert_eq!(p.spilled.capacity(), 0, "nothing allocated for a SET's parts");
+        assert!(!p.spilled(), "nothing allocated for a SET's parts");
         let del = WriteCmd::Del((0..6u8).map(|i| vec![i]).collect()).encode();
         let p = parts(&del[1..]).unwrap();
         assert_eq!(p.as_slice(), (0..6u8).map(|i| vec![i]).collect::<Vec<_>>());
