@@ -20,7 +20,7 @@
 //! 0: the engine's own default, one per core for each engine, so 3 x cores workers),
 //! `CLUSTER_GROUPS` (default 64),
 //! `FLOTILLA_WAL_BACKEND` (`io_uring` | `pwrite`; default auto), `CLUSTER_DIRECT=0` and
-//! `CLUSTER_INLINE=0` (the engine's `direct_network` and `inline_wal_writes` off), `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
+//! `CLUSTER_INLINE=0` (the engine's `direct_network` and `inline_wal_writes` off), `CLUSTER_INLINE_APPLY=0` (`inline_apply` off), `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
 //! (`on`, the default: the engines measure per-group load; `off`; `both`: only the
 //! load-measuring comparison, see [`load_on_off`]), `CLUSTER_LOAD_ROUNDS` (default 4),
 //! `CLUSTER_SWEEP` (extra 16-byte points' in-flight counts, comma-separated; default
@@ -88,6 +88,11 @@ impl StateMachine for CountSm {
             }
         }
         Bytes::new()
+    }
+
+    /// A hash of 8 bytes: quick (the engine may apply it on the worker).
+    fn is_quick(&self, _command: &[u8]) -> bool {
+        true
     }
 
     fn applied_index(&self) -> u64 {
@@ -242,6 +247,7 @@ impl Cluster {
             ec.wal.backend = flotilla_wal::BackendChoice::from_env();
             ec.direct_network = std::env::var("CLUSTER_DIRECT").map_or(true, |v| v != "0");
             ec.inline_wal_writes = std::env::var("CLUSTER_INLINE").map_or(true, |v| v != "0");
+            ec.inline_apply = std::env::var("CLUSTER_INLINE_APPLY").map_or(true, |v| v != "0");
             let factory: StateMachineFactory = Arc::new(|_| new_sm());
             engines.push(Engine::open(ec, Box::new(t), factory).unwrap());
             net.push(c);

@@ -86,6 +86,10 @@ pub struct Metrics {
     pub wal_segments_recycled: u64,
     /// Entries applied by the state machines.
     pub applied_entries: u64,
+    /// Committed batches a worker applied on its own thread (`EngineConfig::inline_apply`:
+    /// a few entries whose commands the state machine calls quick, while the apply thread
+    /// was idle) instead of handing them to its apply thread.
+    pub applied_inline: u64,
     /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet
     /// applied, over all workers.
     pub apply_lag: u64,

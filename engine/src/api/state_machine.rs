@@ -57,9 +57,11 @@ pub enum Effect {
     },
 }
 
-/// The application's replicated state of one group. Called only from the apply thread of
-/// the worker that owns the group (never from the worker itself, so a slow state machine
-/// does not stall Raft), in log order.
+/// The application's replicated state of one group. Called from one thread at a time, in
+/// log order: the apply thread of the worker that owns the group, so a slow state machine
+/// does not stall Raft; or, for a batch of a few entries whose every command
+/// [`StateMachine::is_quick`] calls quick while that thread is idle, the worker itself
+/// (`EngineConfig::inline_apply`), which saves a thread wake-up per commit.
 ///
 /// A counter kept in memory (rebuilt from the snapshot and the log on restart, so
 /// `applied_index` is 0), whose reads go through a shared handle:
@@ -149,6 +151,16 @@ pub trait StateMachine: Send + 'static {
     /// [`SessionRefusal::NotSupported`]: super::SessionRefusal::NotSupported
     fn supports_sessions(&self) -> bool {
         true
+    }
+
+    /// Whether applying `command` is quick: microseconds of CPU, no blocking I/O, no wait
+    /// on a lock held for long or on the engine, and no [`Effect::Split`] (a split waits
+    /// for the child to be durable). A batch of quick commands may be applied on the
+    /// worker thread itself, where a slow one would stall every group of that worker.
+    /// Default `false`: every command is applied on the apply thread.
+    fn is_quick(&self, command: &[u8]) -> bool {
+        let _ = command;
+        false
     }
 
     /// The effects of the entry just applied; called after every [`StateMachine::apply`]

@@ -1,6 +1,8 @@
-//! The apply thread of one worker: it owns the state machines of the worker's groups and
-//! applies their committed entries, so a slow state machine never stalls stepping, WAL
-//! batching or heartbeats on the worker.
+//! The applier of one worker ([`Applier`]): it owns the state machines of the worker's
+//! groups and applies their committed entries. It runs on the worker's apply thread
+//! (`apply_lane`), so a slow state machine never stalls stepping, WAL batching or
+//! heartbeats on the worker; a batch whose every command its state machine calls quick
+//! may be run by the worker itself while the thread is idle (`EngineConfig::inline_apply`).
 //!
 //! Owns the state machines and the order of everything done to them: commands arrive in
 //! one FIFO channel from the worker (register, apply, restore, snapshot, remove) and are
@@ -10,8 +12,9 @@
 //! proposal's waiter is completed here as soon as its entry is applied, with the state
 //! machine's result (`Indeterminate` if the entry is not applied here: already in a state
 //! machine that keeps its own storage, or the group is gone); a membership change's goes
-//! back to the worker, which completes it once Raft applied the change. Reports go back in one FIFO channel. Never touches Raft state
-//! or the WAL: the worker reports the applied index to Raft and writes the WAL records.
+//! back to the worker, which completes it once Raft applied the change. Reports go back in
+//! one FIFO channel. Never touches Raft state or the WAL: the worker reports the applied
+//! index to Raft and writes the WAL records.
 //!
 //! Client sessions: a session entry goes through the group's `SessionTable` (see
 //! `sessions.rs`): applied and recorded, answered with its first result, or refused,
@@ -34,7 +37,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::sessions::{session_step, SessionStep};
 use super::snapfile;
-use super::split::SplitRequest;
+use super::split::{SplitCtx, SplitRequest};
 use super::waiters::{Done, Outcome, Waiter};
 use crate::api::{Effect, SnapshotSource, StateMachine};
 use crate::raft::conf::ConfState;
@@ -215,227 +218,264 @@ fn is_command(e: &Entry) -> bool {
     matches!(e.payload, EntryPayload::Normal(_) | EntryPayload::Session { .. })
 }
 
-/// Runs until the worker drops its sender; then returns (after finishing what was
-/// queued, so a state machine with its own storage sees every entry handed out).
-/// Each entry's apply is timed into `timing`; `measure`: `EngineConfig::measure_load`
-/// (time each batch that applies a command).
-pub(crate) fn run(
-    rx: Receiver<ApplyCmd>,
+/// The state machines of one worker's groups and everything applying needs. The apply
+/// thread owns it (`apply_lane`) and lends it to the worker for a quick batch while the
+/// thread is idle; either way commands are executed one at a time, in the order sent.
+pub(crate) struct Applier {
+    /// Boxed: the map's spare capacity (up to half of its slots) costs a pointer a slot,
+    /// not a whole `Slot`.
+    sms: HashMap<u64, Box<Slot>>,
+    /// Reports to the worker.
     tx: Sender<ApplyDone>,
-    snap_dir: PathBuf,
-    timing: &flotilla_wal::LatencyHistogram,
+    /// Snapshots to write, for the snapshot-writer thread.
+    job_tx: Sender<Job>,
+    /// Each entry's apply is timed into it.
+    timing: Arc<flotilla_wal::LatencyHistogram>,
+    /// `EngineConfig::measure_load`: time each batch that applies a command.
     measure: bool,
-    mut split: super::split::SplitCtx,
-) {
-    let (job_tx, jobs) = unbounded();
-    let done = tx.clone();
-    let writer = std::thread::Builder::new()
-        .name("flotilla-snapshot-writer".into())
-        .spawn(move || write_snapshots(snap_dir, jobs, done));
-    if let Err(e) = &writer {
-        tracing::error!("cannot start the snapshot writer, snapshots fail: {e}");
+    split: SplitCtx,
+}
+
+impl Applier {
+    /// An applier without state machines, reporting into `tx`; starts its snapshot-writer
+    /// thread (writing into `snap_dir`), which ends once the applier is dropped.
+    pub(crate) fn new(
+        tx: Sender<ApplyDone>,
+        snap_dir: PathBuf,
+        timing: Arc<flotilla_wal::LatencyHistogram>,
+        measure: bool,
+        split: SplitCtx,
+    ) -> (Applier, Option<std::thread::JoinHandle<()>>) {
+        let (job_tx, jobs) = unbounded();
+        let done = tx.clone();
+        let writer = std::thread::Builder::new()
+            .name("flotilla-snapshot-writer".into())
+            .spawn(move || write_snapshots(snap_dir, jobs, done));
+        let writer = match writer {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!("cannot start the snapshot writer, snapshots fail: {e}");
+                None
+            }
+        };
+        (Applier { sms: HashMap::new(), tx, job_tx, timing, measure, split }, writer)
     }
-    // Boxed: the map's spare capacity (up to half of its slots) costs a pointer a slot,
-    // not a whole `Slot`.
-    let mut sms: HashMap<u64, Box<Slot>> = HashMap::new();
-    while let Ok(cmd) = rx.recv() {
+
+    /// Whether `cmd` is an `Apply` whose every command its group's state machine calls
+    /// quick (`StateMachine::is_quick`): one the worker may run itself. Entries without a
+    /// command (no-ops, membership changes) are quick; a group not here is not (the
+    /// thread decides its waiters).
+    pub(crate) fn is_quick(&self, cmd: &ApplyCmd) -> bool {
+        let ApplyCmd::Apply { group, entries, .. } = cmd else { return false };
+        let Some(slot) = self.sms.get(group) else { return false };
+        entries.iter().all(|e| match &e.payload {
+            EntryPayload::Normal(d) => slot.sm.is_quick(d),
+            EntryPayload::Session { data, .. } => slot.sm.is_quick(data),
+            EntryPayload::Noop | EntryPayload::ConfChange(_) => true,
+        })
+    }
+
+    /// Executes `cmd`.
+    pub(crate) fn handle(&mut self, cmd: ApplyCmd) {
         match cmd {
             ApplyCmd::Add { group, replica, applied, conf, sm } => {
                 let (applied, term) = applied;
                 let sessions_ok = sm.supports_sessions();
                 let sessions = None;
-                sms.insert(group, Box::new(Slot { sm, sessions, sessions_ok, replica, applied, term, conf }));
+                self.sms.insert(
+                    group,
+                    Box::new(Slot { sm, sessions, sessions_ok, replica, applied, term, conf }),
+                );
             }
             ApplyCmd::ShareConf { group, conf } => {
-                if let Some(slot) = sms.get_mut(&group) {
+                if let Some(slot) = self.sms.get_mut(&group) {
                     if *slot.conf == *conf {
                         slot.conf = conf;
                     }
                 }
             }
             ApplyCmd::Sessions { group, table } => {
-                if let Some(slot) = sms.get_mut(&group) {
+                if let Some(slot) = self.sms.get_mut(&group) {
                     slot.sessions = Some(Box::new(table));
                 }
             }
-            ApplyCmd::Apply { group, epoch, entries, waiters } => {
-                let count = entries.len() as u64;
-                let last = entries.last().map_or(0, |e| e.index);
-                let started = measure.then(std::time::Instant::now);
-                let mut done = Applied {
-                    last,
-                    count,
-                    applied: 0,
-                    effects: Vec::new(),
-                    deferred: Vec::new(),
-                    bytes: 0,
-                    nanos: 0,
-                };
-                let mut waiters = waiters.into_iter().peekable();
-                if let Some(slot) = sms.get_mut(&group) {
-                    for e in &entries {
-                        // Waiters of indexes passed without being applied here.
-                        while let Some(w) = waiters.next_if(|w| w.index < e.index) {
-                            decide(w, None, &mut done.deferred);
-                        }
-                        if e.index <= slot.applied {
-                            // Already in the state machine (it keeps its own storage and
-                            // applied this before a restart): never applied twice.
-                            continue;
-                        }
-                        let started = Instant::now();
-                        // A session entry's answer when the table decides it.
-                        let mut answer = None;
-                        let mut record = None;
-                        let cmd = match &e.payload {
-                            EntryPayload::Normal(d) => Some(&d[..]),
-                            EntryPayload::Session { header, data } => {
-                                match session_step(
-                                    slot.sessions.get_or_insert_with(Box::default),
-                                    slot.sessions_ok,
-                                    e.index,
-                                    header,
-                                ) {
-                                    SessionStep::Apply { session, seq } => {
-                                        record = Some((session, seq));
-                                        Some(&data[..])
-                                    }
-                                    // Not applied (a duplicate, a refusal, a register or
-                                    // close): the state machine sees an entry without a
-                                    // command, so its applied index still advances.
-                                    SessionStep::Answer(o) => {
-                                        answer = Some(o);
-                                        None
-                                    }
-                                }
-                            }
-                            EntryPayload::Noop => None,
-                            EntryPayload::ConfChange(cc) => {
-                                // As Raft does: a change that no longer applies is a no-op.
-                                if let Ok(next) = slot.conf.apply(cc) {
-                                    slot.conf = Arc::new(next);
-                                }
-                                None
-                            }
-                        };
-                        done.bytes += cmd.map_or(0, |c| c.len() as u64);
-                        let result = slot.sm.apply(e.index, e.term, cmd);
-                        if let Some((session, seq)) = record {
-                            slot.sessions.get_or_insert_with(Box::default).record(
-                                session,
-                                seq,
-                                result.clone(),
-                            );
-                        }
-                        let outcome = answer.unwrap_or(Outcome::Applied(result));
-                        for f in slot.sm.take_effects() {
-                            if let Effect::Split { group: child, members, first_leader } = &f {
-                                // Durable (or kept) before the next entry (`split`).
-                                let req = SplitRequest {
-                                    parent: group,
-                                    index: e.index,
-                                    child: *child,
-                                    members,
-                                    first_leader: *first_leader,
-                                };
-                                split.run(&req, &mut *slot.sm);
-                            }
-                            done.effects.push((e.index, f));
-                        }
-                        slot.applied = e.index;
-                        slot.term = e.term;
-                        done.applied += 1;
-                        timing.record(started.elapsed());
-                        while let Some(w) = waiters.next_if(|w| w.index == e.index) {
-                            decide(w, Some((e.index, e.term, &outcome)), &mut done.deferred);
-                        }
-                    }
-                }
-                // Destroyed meanwhile, or skipped: their outcome cannot be known here.
-                for w in waiters {
-                    decide(w, None, &mut done.deferred);
-                }
-                if let Some(t) = started.filter(|_| done.bytes > 0 || entries.iter().any(is_command)) {
-                    done.nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                }
-                let _ = tx.send(ApplyDone::Applied { group, epoch, done });
-            }
-            ApplyCmd::Restore { group, meta, file } => {
-                let Some(slot) = sms.get_mut(&group) else { continue };
-                let restored = snapfile::read_file(file, meta.index).and_then(|(m, mut data)| {
-                    if m != *meta {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "snapshot file holds other metadata",
-                        ));
-                    }
-                    let table = session_codec::read_section(&mut data)?;
-                    slot.sm.restore(meta.index, meta.term, &mut data)?;
-                    Ok(table)
-                });
-                match restored {
-                    Ok(table) => {
-                        slot.sessions = Some(Box::new(table));
-                        slot.applied = meta.index;
-                        slot.term = meta.term;
-                        slot.conf = crate::raft::conf_pool::intern(meta.conf);
-                    }
-                    Err(e) => {
-                        let error = e.to_string();
-                        let _ = tx.send(ApplyDone::RestoreFailed { group, index: meta.index, error });
-                    }
-                }
-            }
-            ApplyCmd::Snapshot { group, epoch } => {
-                let Some(slot) = sms.get_mut(&group) else { continue };
-                let at = (slot.applied, slot.term);
-                let meta = SnapshotMeta { index: at.0, term: at.1, conf: ConfState::clone(&slot.conf) };
-                if !split.may_snapshot(group) {
-                    let e = "a split of this group is not durable here; a restart replays it".to_string();
-                    let _ =
-                        tx.send(ApplyDone::Snapshot { group, epoch, meta: Box::new(meta), result: Err(e) });
-                    continue;
-                }
-                let source = match slot.sm.snapshot_source() {
-                    Some(s) if s.reflects() == at => Ok(s),
-                    Some(s) => Err(format!("snapshot source reflects {:?}, applied is {at:?}", s.reflects())),
-                    None => {
-                        let mut data = Vec::new();
-                        slot.sm
-                            .snapshot(&mut data)
-                            .map(|()| Box::new(BytesSource { data, at }) as Box<dyn SnapshotSource>)
-                            .map_err(|e| e.to_string())
-                    }
-                };
-                // The session table goes first in the stream, as of the same index.
-                let prefix = match &slot.sessions {
-                    Some(t) => session_codec::section(t),
-                    None => session_codec::section(&SessionTable::new()),
-                };
-                let job = source.map(|inner| Job {
-                    group,
-                    epoch,
-                    replica: slot.replica,
-                    meta: meta.clone(),
-                    source: Box::new(PrefixedSource { prefix, inner }),
-                });
-                let sent = match job {
-                    Ok(job) => job_tx.send(job).map_err(|_| "the snapshot writer is gone".to_string()),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = sent {
-                    let _ =
-                        tx.send(ApplyDone::Snapshot { group, epoch, meta: Box::new(meta), result: Err(e) });
-                }
-            }
+            ApplyCmd::Apply { group, epoch, entries, waiters } => self.apply(group, epoch, entries, waiters),
+            ApplyCmd::Restore { group, meta, file } => self.restore(group, *meta, file),
+            ApplyCmd::Snapshot { group, epoch } => self.snapshot(group, epoch),
             ApplyCmd::Remove { group } => {
-                sms.remove(&group);
+                self.sms.remove(&group);
             }
         }
     }
-    drop(job_tx);
-    if let Ok(w) = writer {
-        let _ = w.join();
+
+    /// Applies `entries` of `group` and completes `waiters` (see `ApplyCmd::Apply`).
+    fn apply(&mut self, group: u64, epoch: u64, entries: Vec<Entry>, waiters: Vec<Waiter<Done>>) {
+        let count = entries.len() as u64;
+        let last = entries.last().map_or(0, |e| e.index);
+        let started = self.measure.then(std::time::Instant::now);
+        let mut done = Applied {
+            last,
+            count,
+            applied: 0,
+            effects: Vec::new(),
+            deferred: Vec::new(),
+            bytes: 0,
+            nanos: 0,
+        };
+        let mut waiters = waiters.into_iter().peekable();
+        if let Some(slot) = self.sms.get_mut(&group) {
+            for e in &entries {
+                // Waiters of indexes passed without being applied here.
+                while let Some(w) = waiters.next_if(|w| w.index < e.index) {
+                    decide(w, None, &mut done.deferred);
+                }
+                if e.index <= slot.applied {
+                    // Already in the state machine (it keeps its own storage and
+                    // applied this before a restart): never applied twice.
+                    continue;
+                }
+                let started = Instant::now();
+                // A session entry's answer when the table decides it.
+                let mut answer = None;
+                let mut record = None;
+                let cmd = match &e.payload {
+                    EntryPayload::Normal(d) => Some(&d[..]),
+                    EntryPayload::Session { header, data } => {
+                        match session_step(
+                            slot.sessions.get_or_insert_with(Box::default),
+                            slot.sessions_ok,
+                            e.index,
+                            header,
+                        ) {
+                            SessionStep::Apply { session, seq } => {
+                                record = Some((session, seq));
+                                Some(&data[..])
+                            }
+                            // Not applied (a duplicate, a refusal, a register or
+                            // close): the state machine sees an entry without a
+                            // command, so its applied index still advances.
+                            SessionStep::Answer(o) => {
+                                answer = Some(o);
+                                None
+                            }
+                        }
+                    }
+                    EntryPayload::Noop => None,
+                    EntryPayload::ConfChange(cc) => {
+                        // As Raft does: a change that no longer applies is a no-op.
+                        if let Ok(next) = slot.conf.apply(cc) {
+                            slot.conf = Arc::new(next);
+                        }
+                        None
+                    }
+                };
+                done.bytes += cmd.map_or(0, |c| c.len() as u64);
+                let result = slot.sm.apply(e.index, e.term, cmd);
+                if let Some((session, seq)) = record {
+                    slot.sessions.get_or_insert_with(Box::default).record(session, seq, result.clone());
+                }
+                let outcome = answer.unwrap_or(Outcome::Applied(result));
+                for f in slot.sm.take_effects() {
+                    if let Effect::Split { group: child, members, first_leader } = &f {
+                        // Durable (or kept) before the next entry (`split`).
+                        let req = SplitRequest {
+                            parent: group,
+                            index: e.index,
+                            child: *child,
+                            members,
+                            first_leader: *first_leader,
+                        };
+                        self.split.run(&req, &mut *slot.sm);
+                    }
+                    done.effects.push((e.index, f));
+                }
+                slot.applied = e.index;
+                slot.term = e.term;
+                done.applied += 1;
+                self.timing.record(started.elapsed());
+                while let Some(w) = waiters.next_if(|w| w.index == e.index) {
+                    decide(w, Some((e.index, e.term, &outcome)), &mut done.deferred);
+                }
+            }
+        }
+        // Destroyed meanwhile, or skipped: their outcome cannot be known here.
+        for w in waiters {
+            decide(w, None, &mut done.deferred);
+        }
+        if let Some(t) = started.filter(|_| done.bytes > 0 || entries.iter().any(is_command)) {
+            done.nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        }
+        let _ = self.tx.send(ApplyDone::Applied { group, epoch, done });
+    }
+
+    /// Replaces the state of `group` with the snapshot in `file` (see `ApplyCmd::Restore`).
+    fn restore(&mut self, group: u64, meta: SnapshotMeta, file: std::fs::File) {
+        let Some(slot) = self.sms.get_mut(&group) else { return };
+        let restored = snapfile::read_file(file, meta.index).and_then(|(m, mut data)| {
+            if m != meta {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "snapshot file holds other metadata",
+                ));
+            }
+            let table = session_codec::read_section(&mut data)?;
+            slot.sm.restore(meta.index, meta.term, &mut data)?;
+            Ok(table)
+        });
+        match restored {
+            Ok(table) => {
+                slot.sessions = Some(Box::new(table));
+                slot.applied = meta.index;
+                slot.term = meta.term;
+                slot.conf = crate::raft::conf_pool::intern(meta.conf);
+            }
+            Err(e) => {
+                let error = e.to_string();
+                let _ = self.tx.send(ApplyDone::RestoreFailed { group, index: meta.index, error });
+            }
+        }
+    }
+
+    /// Snapshots the state of `group` (see `ApplyCmd::Snapshot`).
+    fn snapshot(&mut self, group: u64, epoch: u64) {
+        let Some(slot) = self.sms.get_mut(&group) else { return };
+        let at = (slot.applied, slot.term);
+        let meta = SnapshotMeta { index: at.0, term: at.1, conf: ConfState::clone(&slot.conf) };
+        if !self.split.may_snapshot(group) {
+            let e = "a split of this group is not durable here; a restart replays it".to_string();
+            let _ = self.tx.send(ApplyDone::Snapshot { group, epoch, meta: Box::new(meta), result: Err(e) });
+            return;
+        }
+        let source = match slot.sm.snapshot_source() {
+            Some(s) if s.reflects() == at => Ok(s),
+            Some(s) => Err(format!("snapshot source reflects {:?}, applied is {at:?}", s.reflects())),
+            None => {
+                let mut data = Vec::new();
+                slot.sm
+                    .snapshot(&mut data)
+                    .map(|()| Box::new(BytesSource { data, at }) as Box<dyn SnapshotSource>)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        // The session table goes first in the stream, as of the same index.
+        let prefix = match &slot.sessions {
+            Some(t) => session_codec::section(t),
+            None => session_codec::section(&SessionTable::new()),
+        };
+        let job = source.map(|inner| Job {
+            group,
+            epoch,
+            replica: slot.replica,
+            meta: meta.clone(),
+            source: Box::new(PrefixedSource { prefix, inner }),
+        });
+        let sent = match job {
+            Ok(job) => self.job_tx.send(job).map_err(|_| "the snapshot writer is gone".to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            let _ = self.tx.send(ApplyDone::Snapshot { group, epoch, meta: Box::new(meta), result: Err(e) });
+        }
     }
 }
 

@@ -4,11 +4,13 @@
 //! run, a replica that applied its own removal is destroyed), snapshots written, restores
 //! failed.
 //!
-//! Never calls a state machine: the apply thread owns them.
+//! Never calls a state machine itself: the applier does (`apply`), on the apply thread or,
+//! for a quick batch while that thread is idle, on this one (`apply_lane`).
 
 use super::apply::{Applied, ApplyCmd, ApplyDone};
+use super::apply_lane::Inline;
 use super::clock;
-use super::shared::bump_by;
+use super::shared::{bump, bump_by};
 use super::worker::Worker;
 
 impl Worker {
@@ -20,13 +22,32 @@ impl Worker {
         }
     }
 
-    /// Hands `cmd` to the apply thread now.
+    /// Hands `cmd` to the applier now: run on this thread when it is a quick batch and the
+    /// apply thread is idle (`EngineConfig::inline_apply`, `apply_lane`), else sent to the
+    /// apply thread.
     pub(super) fn send_apply_now(&mut self, cmd: ApplyCmd) {
-        let Some(tx) = &self.apply_tx else { return };
+        let cmd = if self.sh.cfg.get().inline_apply {
+            match self.apply.try_inline(cmd) {
+                Inline::Applied => {
+                    bump(&self.sh.counters.applied_inline);
+                    return;
+                }
+                Inline::Panicked => {
+                    if !self.failed {
+                        tracing::error!(worker = self.idx, "a state machine panicked; engine stops");
+                        self.storage_failed();
+                    }
+                    return;
+                }
+                Inline::No(cmd) => cmd,
+            }
+        } else {
+            cmd
+        };
         // The apply thread lives as long as the worker holds its sender; it exits early
         // only if a state machine panicked: nothing can be applied any more, so the
         // engine stops as on a storage failure.
-        if tx.send(cmd).is_err() && !self.failed {
+        if self.apply.send(cmd).is_err() && !self.failed {
             tracing::error!(worker = self.idx, "apply thread died; engine stops");
             self.storage_failed();
         }

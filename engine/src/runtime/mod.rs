@@ -20,6 +20,7 @@ mod admission;
 mod announce;
 mod apply;
 mod apply_hold;
+mod apply_lane;
 mod apply_link;
 mod clock;
 mod command;
@@ -399,6 +400,7 @@ impl Runtime {
             wal_segments_created: wal.segments_created,
             wal_segments_recycled: wal.segments_recycled,
             applied_entries: l(&c.applied_entries),
+            applied_inline: l(&c.applied_inline),
             apply_lag: gauge(|g| &g.apply_lag),
             elections: l(&c.elections),
             leaders_elected: l(&c.leaders_elected),

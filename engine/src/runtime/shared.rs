@@ -30,6 +30,7 @@ pub(crate) struct Counters {
     pub snapshots_sent: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub applied_entries: AtomicU64,
+    pub applied_inline: AtomicU64,
     pub elections: AtomicU64,
     pub leaders_elected: AtomicU64,
     pub transfers_started: AtomicU64,

@@ -59,11 +59,8 @@ impl Worker {
         self.flush_outbox();
         // The apply thread finishes what it was handed (a state machine with its own
         // storage sees every entry it was given); waiters of applied entries get results.
-        self.apply_tx = None;
-        if let Some(t) = self.apply_thread.take() {
-            if t.join().is_err() {
-                tracing::error!("worker {}: a state machine panicked", self.idx);
-            }
+        if !self.apply.shut_down() {
+            tracing::error!("worker {}: a state machine panicked", self.idx);
         }
         self.poll_applied();
         for g in self.groups.values_mut() {

@@ -31,11 +31,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, Select, TryRecvError};
 
 use super::admission::Admission;
-use super::apply::{ApplyCmd, ApplyDone};
+use super::apply::{Applier, ApplyDone};
 use super::apply_hold::ApplyHold;
+use super::apply_lane::ApplyLane;
 use super::command::Cmd;
 use super::gc;
 use super::group::{add_cmd, Group, PendingCreate};
@@ -123,10 +124,10 @@ pub(crate) struct Worker {
     pub(super) wake_queue: WakeQueue,
     /// Groups with a voter removal between its two steps (`Group::removal`).
     pub(super) removing: Vec<u64>,
-    /// The apply thread's queue (`None` once shut down) and its answers.
-    pub(super) apply_tx: Option<Sender<ApplyCmd>>,
+    /// The way to the applier (the apply thread, or this thread for a quick batch), and
+    /// its reports.
+    pub(super) apply: ApplyLane,
     pub(super) apply_rx: Receiver<ApplyDone>,
-    pub(super) apply_thread: Option<std::thread::JoinHandle<()>>,
     /// Entries handed to the apply thread and not yet reported applied.
     pub(super) apply_backlog: u64,
     /// Apply commands held until a snapshot's log reset is durable.
@@ -150,23 +151,24 @@ impl Worker {
         ctl_rx: Receiver<Cmd>,
         rec: Recovered,
     ) -> std::io::Result<Worker> {
-        let (apply_tx, apply_cmds) = unbounded();
         let (apply_done, apply_rx) = unbounded();
-        let apply_thread = std::thread::Builder::new().name(format!("flotilla-apply-{idx}")).spawn({
-            let (dir, timing) = (sh.snap_dir.clone(), sh.apply_latency.clone());
-            let measure = sh.cfg.get().measure_load;
-            let split = super::split::SplitCtx::new(sh.clone());
-            move || super::apply::run(apply_cmds, apply_done, dir, &timing, measure, split)
-        })?;
+        let (applier, writer) = Applier::new(
+            apply_done,
+            sh.snap_dir.clone(),
+            sh.apply_latency.clone(),
+            sh.cfg.get().measure_load,
+            super::split::SplitCtx::new(sh.clone()),
+        );
+        let apply = ApplyLane::start(format!("flotilla-apply-{idx}"), applier, writer)?;
         let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());
         let mut tables = rec.sessions;
         for (g, sm) in rec.groups {
             touched.push(g.id);
-            let _ = apply_tx.send(add_cmd(&g, sm));
+            let _ = apply.send(add_cmd(&g, sm));
             if let Some(table) = tables.remove(&g.id) {
-                let _ = apply_tx.send(super::apply::ApplyCmd::Sessions { group: g.id, table });
+                let _ = apply.send(super::apply::ApplyCmd::Sessions { group: g.id, table });
             }
             groups.insert(g.id, g);
         }
@@ -200,9 +202,8 @@ impl Worker {
             active: HashSet::new(),
             wake_queue: WakeQueue::default(),
             removing: Vec::new(),
-            apply_tx: Some(apply_tx),
+            apply,
             apply_rx,
-            apply_thread: Some(apply_thread),
             apply_backlog: 0,
             apply_hold: ApplyHold::default(),
             snap,

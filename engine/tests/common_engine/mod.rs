@@ -38,7 +38,7 @@ pub type Registry = Arc<Mutex<HashMap<u64, Arc<Mutex<SmState>>>>>;
 /// hash chain over them, in a [`SmState`] shared with the test; asserts it never applies
 /// an entry out of order or twice. Optionally it holds up the command "block" while a
 /// gate is closed ([`ChainSm::gated`]) and turns "split:<id>" into a create-group effect
-/// ([`ChainSm::splitting`]).
+/// ([`ChainSm::splitting`]). Every other command is quick (`StateMachine::is_quick`).
 pub struct ChainSm {
     st: Arc<Mutex<SmState>>,
     /// While closed (false), `apply` of the command "block" waits (bounded: it gives up
@@ -103,6 +103,13 @@ impl StateMachine for ChainSm {
             s.commands += 1;
         }
         Bytes::copy_from_slice(&index.to_le_bytes())
+    }
+
+    /// Every command but "block" (which may wait for its gate): so the engine tests run
+    /// most batches on the worker (`EngineConfig::inline_apply`), and the rest, and every
+    /// batch behind a blocked one, on the apply thread.
+    fn is_quick(&self, command: &[u8]) -> bool {
+        command != b"block"
     }
 
     fn applied_index(&self) -> u64 {

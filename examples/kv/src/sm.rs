@@ -534,6 +534,18 @@ impl StateMachine for ShardSm {
         Bytes::from(v.to_bytes(Proto::Resp3))
     }
 
+    /// Every write is a few map operations, except FLUSHDB (it drops the shard's whole
+    /// keyspace) and a split (it moves a slot range out and waits for the child to be
+    /// durable), which are applied on the engine's apply thread.
+    fn is_quick(&self, command: &[u8]) -> bool {
+        let (_, c) = unstamp(command);
+        let quick_tag = |c: &[u8]| !matches!(c.first(), Some(8) | None);
+        match batch_commands(c) {
+            Some(mut cmds) => cmds.all(quick_tag),
+            None => quick_tag(c) && crate::shard_split::SplitCmd::decode(c).is_none(),
+        }
+    }
+
     fn applied_index(&self) -> u64 {
         0
     }
@@ -952,6 +964,33 @@ mod tests {
         }
         let fine = WriteCmd::Del(vec![inside.clone(), b"y{hello}".to_vec()]);
         assert_eq!(fine.check_slots(&own), Ok(()));
+    }
+
+    /// The engine may apply a write on its worker thread only if the write is quick: every
+    /// write but FLUSHDB (alone or inside a pipelined batch) and a split, stamped or not.
+    #[test]
+    fn every_write_but_flushdb_and_a_split_is_quick() {
+        let sm = ShardSm::new(Default::default(), Arc::new(RwLock::new(crate::slots::default_range(0, 1))));
+        let set = WriteCmd::Set { key: b"k".to_vec(), val: b"v".to_vec(), cond: 0 }.encode();
+        let args =
+            WriteCmd::Args(["HSET", "h", "f", "v"].iter().map(|a| a.as_bytes().to_vec()).collect()).encode();
+        let flush = WriteCmd::Flush.encode();
+        assert!(sm.is_quick(&set));
+        assert!(sm.is_quick(&stamp(&set, 5)));
+        assert!(sm.is_quick(&args));
+        assert!(sm.is_quick(&WriteCmd::Batch(vec![set.clone(), args.clone()]).encode()));
+        assert!(!sm.is_quick(&flush));
+        assert!(!sm.is_quick(&stamp(&flush, 5)));
+        assert!(!sm.is_quick(&WriteCmd::Batch(vec![set.clone(), flush]).encode()));
+        let split = crate::shard_split::SplitCmd {
+            child: 9,
+            slots: crate::slots::default_range(0, 2),
+            first_leader: 1,
+            members: vec![1, 2, 3],
+        };
+        assert!(!sm.is_quick(&split.encode()));
+        assert!(!sm.is_quick(&stamp(&split.encode(), 5)));
+        assert!(!sm.is_quick(&[]));
     }
 
     /// Every replica computes the same expiry from the entry's stamp, whatever its own

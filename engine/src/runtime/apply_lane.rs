@@ -1,0 +1,301 @@
+//! [`ApplyLane`]: the worker's way to its [`Applier`]: the apply thread, fed through a
+//! FIFO channel, and the worker's own turn at a quick batch while that thread is idle.
+//!
+//! Why: every committed batch handed to the apply thread costs a thread wake-up (tens of
+//! microseconds on a small virtual machine), and with one proposal in flight that wake-up
+//! sits on the path from commit to the proposer's answer. A batch of a few entries whose
+//! every command the state machine calls quick (`StateMachine::is_quick`) is applied by
+//! the worker itself when nothing is queued for the thread: the proposer is answered from
+//! the worker, and the thread is not woken.
+//!
+//! Order: the worker counts every command it sends; the thread takes the applier's lock
+//! for each command and counts it done after releasing it. The worker runs a batch itself
+//! only when that count is zero (everything sent is done and the lock is free; only the
+//! worker sends, so nothing can come between), so commands run in the order the worker
+//! made them, whoever runs them. The report of a batch run here goes into the same
+//! channel as the thread's, behind every earlier report.
+//!
+//! Owns the apply thread's loop and that count. Never decides what is quick (the state
+//! machine does, through the applier) and never applies anything itself (the applier
+//! does).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use super::apply::{Applier, ApplyCmd};
+
+/// The most entries in a batch the worker applies itself.
+pub(crate) const INLINE_APPLY_MAX_ENTRIES: usize = 16;
+
+/// The most bytes (`Entry::size`) in a batch the worker applies itself.
+pub(crate) const INLINE_APPLY_MAX_BYTES: usize = 64 << 10;
+
+/// What a lane runs commands on: the [`Applier`] (a stand-in in tests).
+pub(crate) trait Handler: Send + 'static {
+    /// Executes `cmd`.
+    fn handle(&mut self, cmd: ApplyCmd);
+    /// Whether `cmd` may run on the worker (`Applier::is_quick`).
+    fn is_quick(&self, cmd: &ApplyCmd) -> bool;
+}
+
+impl Handler for Applier {
+    fn handle(&mut self, cmd: ApplyCmd) {
+        Applier::handle(self, cmd);
+    }
+
+    fn is_quick(&self, cmd: &ApplyCmd) -> bool {
+        Applier::is_quick(self, cmd)
+    }
+}
+
+/// What the worker and its apply thread share.
+struct Shared<A> {
+    /// `None` once the thread has ended (or a state machine panicked on the worker).
+    applier: Mutex<Option<A>>,
+    /// Commands sent to the thread and not yet done.
+    pending: AtomicU64,
+}
+
+/// What [`ApplyLane::send`] could not do.
+#[derive(Debug)]
+pub(crate) struct Gone;
+
+/// What [`ApplyLane::try_inline`] did with a batch.
+pub(crate) enum Inline {
+    /// Applied on this thread; its report is in the channel.
+    Applied,
+    /// A state machine panicked here: nothing can be applied any more.
+    Panicked,
+    /// Not run here (too large, not quick, or the thread busy): send it.
+    No(ApplyCmd),
+}
+
+/// The worker's end of its applier.
+pub(crate) struct ApplyLane<A: Handler = Applier> {
+    /// `None` once shut down.
+    tx: Option<Sender<ApplyCmd>>,
+    shared: Arc<Shared<A>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<A: Handler> ApplyLane<A> {
+    /// Starts the apply thread `name` with `applier` (and its snapshot writer `writer`,
+    /// joined once the applier is gone).
+    pub(crate) fn start(
+        name: String,
+        applier: A,
+        writer: Option<std::thread::JoinHandle<()>>,
+    ) -> std::io::Result<ApplyLane<A>> {
+        let shared = Arc::new(Shared { applier: Mutex::new(Some(applier)), pending: AtomicU64::new(0) });
+        let (tx, rx) = unbounded();
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new().name(name).spawn(move || run(rx, &sh, writer))?;
+        Ok(ApplyLane { tx: Some(tx), shared, thread: Some(thread) })
+    }
+
+    /// Hands `cmd` to the apply thread, behind everything sent before.
+    pub(crate) fn send(&self, cmd: ApplyCmd) -> Result<(), Gone> {
+        let Some(tx) = &self.tx else { return Err(Gone) };
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        tx.send(cmd).map_err(|_| {
+            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            Gone
+        })
+    }
+
+    /// Applies `cmd` on this thread if it is an `Apply` of at most
+    /// [`INLINE_APPLY_MAX_ENTRIES`] entries and [`INLINE_APPLY_MAX_BYTES`] of payload whose
+    /// commands are all quick, and the apply thread has nothing to do; else gives it back.
+    pub(crate) fn try_inline(&self, cmd: ApplyCmd) -> Inline {
+        let ApplyCmd::Apply { entries, .. } = &cmd else { return Inline::No(cmd) };
+        if entries.len() > INLINE_APPLY_MAX_ENTRIES
+            || entries.iter().map(|e| e.size()).sum::<usize>() > INLINE_APPLY_MAX_BYTES
+            || self.shared.pending.load(Ordering::Acquire) != 0
+        {
+            return Inline::No(cmd);
+        }
+        // Free unless the thread is between releasing it and counting its command done
+        // (then the count was not zero) or has ended.
+        let mut guard = match self.shared.applier.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return Inline::No(cmd),
+        };
+        let Some(applier) = guard.as_mut() else { return Inline::No(cmd) };
+        if !applier.is_quick(&cmd) {
+            return Inline::No(cmd);
+        }
+        match catch_unwind(AssertUnwindSafe(|| applier.handle(cmd))) {
+            Ok(()) => Inline::Applied,
+            Err(_) => {
+                // Its state may be half-changed: never used again.
+                *guard = None;
+                Inline::Panicked
+            }
+        }
+    }
+
+    /// Stops the thread once it has done everything sent (a state machine with its own
+    /// storage sees every entry it was given); false if a state machine panicked there.
+    pub(crate) fn shut_down(&mut self) -> bool {
+        self.tx = None;
+        let ok = self.thread.take().map_or(true, |t| t.join().is_ok());
+        // Left behind only if a state machine panicked on the thread: dropped here, which
+        // ends its snapshot writer.
+        drop(self.shared.applier.lock().unwrap_or_else(|e| e.into_inner()).take());
+        ok
+    }
+
+    /// Whether the apply thread has commands to do (for tests).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> u64 {
+        self.shared.pending.load(Ordering::Acquire)
+    }
+}
+
+/// The apply thread: executes each command under the applier's lock, in order, until the
+/// worker drops its sender; then drops the applier (ending its snapshot writer) and joins
+/// the writer.
+fn run<A: Handler>(rx: Receiver<ApplyCmd>, sh: &Shared<A>, writer: Option<std::thread::JoinHandle<()>>) {
+    while let Ok(cmd) = rx.recv() {
+        // Poisoned only by a panic in this very loop, which ends it.
+        if let Some(a) = sh.applier.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            a.handle(cmd);
+        }
+        // After the lock is released: a worker that reads zero finds it free.
+        sh.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+    drop(sh.applier.lock().unwrap_or_else(|e| e.into_inner()).take());
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::raft::message::{Entry, EntryPayload};
+
+    /// Records the groups of the batches it runs and on which thread; group 0's batch
+    /// waits for `gate`, group 99's panics, group 7's is not quick.
+    struct Fake {
+        ran: Arc<std::sync::Mutex<Vec<(u64, std::thread::ThreadId)>>>,
+        gate: Arc<AtomicBool>,
+    }
+
+    impl Handler for Fake {
+        fn handle(&mut self, cmd: ApplyCmd) {
+            let ApplyCmd::Apply { group, .. } = cmd else { return };
+            if group == 0 {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !self.gate.load(Ordering::Acquire) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            assert_ne!(group, 99, "a state machine panics");
+            self.ran.lock().unwrap().push((group, std::thread::current().id()));
+        }
+
+        fn is_quick(&self, cmd: &ApplyCmd) -> bool {
+            !matches!(cmd, ApplyCmd::Apply { group: 7, .. })
+        }
+    }
+
+    fn batch(group: u64, n: usize, bytes: usize) -> ApplyCmd {
+        let entries = (0..n as u64)
+            .map(|i| Entry {
+                term: 1,
+                index: i + 1,
+                payload: EntryPayload::Normal(bytes::Bytes::from(vec![0u8; bytes])),
+            })
+            .collect();
+        ApplyCmd::Apply { group, epoch: 1, entries, waiters: Vec::new() }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn lane() -> (ApplyLane<Fake>, Arc<std::sync::Mutex<Vec<(u64, std::thread::ThreadId)>>>, Arc<AtomicBool>)
+    {
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let gate = Arc::new(AtomicBool::new(false));
+        let fake = Fake { ran: ran.clone(), gate: gate.clone() };
+        (ApplyLane::start("test-apply".into(), fake, None).unwrap(), ran, gate)
+    }
+
+    fn wait_idle(l: &ApplyLane<Fake>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while l.pending() != 0 {
+            assert!(Instant::now() < deadline, "the apply thread never finished");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A quick batch runs on the calling thread while the apply thread is idle; batches
+    /// that are not quick, too many entries or too many bytes are given back, and run on
+    /// the apply thread once sent.
+    #[test]
+    fn a_small_quick_batch_runs_here_and_the_rest_is_given_back() {
+        let (mut l, ran, gate) = lane();
+        gate.store(true, Ordering::Release);
+        assert!(matches!(l.try_inline(batch(1, INLINE_APPLY_MAX_ENTRIES, 8)), Inline::Applied));
+        for cmd in [
+            batch(7, 1, 8),
+            batch(2, INLINE_APPLY_MAX_ENTRIES + 1, 8),
+            batch(3, 1, INLINE_APPLY_MAX_BYTES + 1),
+            ApplyCmd::Remove { group: 4 },
+        ] {
+            match l.try_inline(cmd) {
+                Inline::No(cmd) => l.send(cmd).unwrap(),
+                _ => panic!("ran a batch that must go to the apply thread"),
+            }
+        }
+        wait_idle(&l);
+        assert!(l.shut_down());
+        let ran = ran.lock().unwrap();
+        let me = std::thread::current().id();
+        assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 7, 2, 3]);
+        assert_eq!(ran[0].1, me, "the quick batch ran on the caller's thread");
+        assert!(ran[1..].iter().all(|r| r.1 != me), "the others ran on the apply thread");
+    }
+
+    /// While the apply thread has a command to do (here stuck in a state machine), a quick
+    /// batch is given back, so it runs behind that command, in the order sent: the worker
+    /// never applies ahead of its apply thread. Once the thread is idle again, quick batches
+    /// run on the caller's thread once more.
+    #[test]
+    fn nothing_runs_here_while_the_apply_thread_has_work() {
+        let (mut l, ran, gate) = lane();
+        l.send(batch(0, 1, 8)).unwrap();
+        for g in 1..=3 {
+            match l.try_inline(batch(g, 1, 8)) {
+                Inline::No(cmd) => l.send(cmd).unwrap(),
+                _ => panic!("batch {g} ran ahead of the apply thread's work"),
+            }
+        }
+        assert!(ran.lock().unwrap().is_empty());
+        gate.store(true, Ordering::Release);
+        wait_idle(&l);
+        assert!(matches!(l.try_inline(batch(5, 1, 8)), Inline::Applied));
+        assert!(l.shut_down());
+        assert_eq!(ran.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 5]);
+    }
+
+    /// A state machine that panics on the caller's thread is reported (the engine stops),
+    /// the applier is never used again, and the caller's thread lives on.
+    #[test]
+    fn a_panic_here_is_reported_and_nothing_runs_after_it() {
+        let (mut l, ran, gate) = lane();
+        gate.store(true, Ordering::Release);
+        assert!(matches!(l.try_inline(batch(99, 1, 8)), Inline::Panicked));
+        assert!(matches!(l.try_inline(batch(1, 1, 8)), Inline::No(_)));
+        l.send(batch(2, 1, 8)).unwrap();
+        wait_idle(&l);
+        assert!(l.shut_down());
+        assert!(ran.lock().unwrap().is_empty(), "nothing runs after a panic");
+    }
+}

@@ -1,0 +1,112 @@
+//! Quick batches applied on the worker (`EngineConfig::inline_apply`, `runtime/apply_lane.rs`):
+//! with few proposals in flight, every node applies its committed batches of quick
+//! commands on the worker itself, with the same results, in the same order, as the apply
+//! thread gives; with the option off, none is; a state machine that panics there stops the
+//! engine as one that panics on the apply thread does, and the worker lives on to shut
+//! down.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common_engine;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common_engine::*;
+use flotilla_engine::api::*;
+use flotilla_engine::raft::Role;
+use flotilla_engine::transport::MemoryNetwork;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Three nodes, one proposal at a time: every node applied most batches on its worker,
+/// and the replicas agree on every command (the hash chain), each proposer got its own
+/// entry's index, in order. With `inline_apply` off no batch is applied on a worker.
+#[test]
+fn quick_batches_are_applied_on_every_worker_with_the_same_results() {
+    for inline in [true, false] {
+        let c = if inline {
+            Cluster::new(3, 10_000)
+        } else {
+            Cluster::new_tweaked(3, 10_000, |c| c.inline_apply = false)
+        };
+        c.create_group(1, &[1, 2, 3]);
+        c.wait_leader(1, LONG);
+        let before: Vec<u64> = (1..=3).map(|n| c.engine(n).metrics().applied_inline).collect();
+        let n = 40u64;
+        let mut last = 0;
+        for i in 0..n {
+            let index = c.propose(1, format!("cmd-{i}").as_bytes());
+            assert!(index > last, "results in log order");
+            last = index;
+        }
+        let st = c.wait_converged(1, &[1, 2, 3], n, LONG);
+        assert_eq!(st.commands, n);
+        for (i, node) in (1..=3).enumerate() {
+            let inlined = c.engine(node).metrics().applied_inline - before[i];
+            if inline {
+                // One batch per commit at one proposal in flight (a follower may see two
+                // commits in one batch): most of them on the worker.
+                assert!(inlined >= n / 2, "node {node} applied only {inlined} of {n} batches on its worker");
+            } else {
+                assert_eq!(inlined, 0, "node {node} applied on its worker with inline_apply off");
+            }
+        }
+    }
+}
+
+/// A quick state machine that panics on the command "boom".
+struct Boom;
+
+impl StateMachine for Boom {
+    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        assert_ne!(command, Some(&b"boom"[..]), "the state machine panics");
+        Bytes::copy_from_slice(&index.to_le_bytes())
+    }
+
+    fn is_quick(&self, _command: &[u8]) -> bool {
+        true
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    fn snapshot(&mut self, _out: &mut dyn Write) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn restore(&mut self, _index: u64, _term: u64, _input: &mut dyn Read) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A state machine that panics while the worker applies for it: the engine stops (as
+/// when it panics on the apply thread: nothing can be applied any more), the proposal
+/// gets no result, later proposals are refused as fatal, and the engine still shuts down
+/// (the worker thread survived the panic).
+#[test]
+fn a_panic_on_the_worker_stops_the_engine_and_the_worker_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let factory: StateMachineFactory = std::sync::Arc::new(|_| Box::new(Boom));
+    let e =
+        Engine::open(config(1, dir.path().to_path_buf(), 10_000), Box::new(net.join(1, 1 << 12)), factory)
+            .unwrap();
+    e.create_group(1, &[1], Box::new(Boom)).unwrap();
+    wait_until("leader", LONG, || e.group_status(1).is_some_and(|s| s.role == Role::Leader));
+    let ok = e.propose(1, Bytes::from_static(b"fine")).unwrap().wait_timeout(LONG).unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+    assert!(e.metrics().applied_inline > 0, "the quick batch was applied on the worker");
+    let boom = e.propose(1, Bytes::from_static(b"boom")).unwrap().wait_timeout(LONG).unwrap();
+    assert!(boom.is_err(), "a panicked apply gives no result: {boom:?}");
+    wait_until("the engine stops", LONG, || e.storage_failed());
+    let after = e.propose(1, Bytes::from_static(b"later")).map(|p| p.wait_timeout(LONG));
+    let refused = match after {
+        Err(err) => err.class() == ErrorClass::Fatal,
+        Ok(Ok(Err(err))) => err.class() == ErrorClass::Fatal,
+        _ => false,
+    };
+    assert!(refused, "a proposal after the panic is refused as fatal");
+    e.shutdown();
+}
