@@ -100,6 +100,8 @@ fn a_panic_on_the_worker_stops_the_engine_and_the_worker_lives_on() {
     assert!(e.metrics().applied_inline > 0, "the quick batch was applied on the worker");
     let boom = e.propose(1, Bytes::from_static(b"boom")).unwrap().wait_timeout(LONG).unwrap();
     assert!(boom.is_err(), "a panicked apply gives no result: {boom:?}");
+    // At once, with nothing else proposed: on the apply thread the panic would show only
+    // when the next command is sent to it (and without the catch the worker would die).
     wait_until("the engine stops", LONG, || e.storage_failed());
     let after = e.propose(1, Bytes::from_static(b"later")).map(|p| p.wait_timeout(LONG));
     let refused = match after {

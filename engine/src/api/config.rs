@@ -268,9 +268,11 @@ pub struct EngineConfig {
     /// Saves a thread hand-over at each end of every message. Default on.
     pub direct_network: bool,
     /// A worker applies a committed batch itself, instead of handing it to its apply
-    /// thread, when the batch holds at most 16 entries and 64 KiB, the state machine calls
-    /// every command in it quick (`StateMachine::is_quick`; by default none is), and the
-    /// apply thread has nothing queued. Saves the apply thread's wake-up on the way from
+    /// thread, when the batch holds at most 16 entries and 64 KiB (and at most 16 entries a
+    /// turn are applied so: past them batches go to the apply thread, which then works
+    /// beside the worker), the state machine calls every command in it quick
+    /// (`StateMachine::is_quick`; by default none is), and the apply thread has nothing
+    /// queued. Saves the apply thread's wake-up on the way from
     /// commit to the proposer's answer when few proposals are in flight. Default on.
     pub inline_apply: bool,
     /// The half-life of the load rates: a replica that goes idle shows half its rates

@@ -33,6 +33,11 @@ pub(crate) const INLINE_APPLY_MAX_ENTRIES: usize = 16;
 /// The most bytes (`Entry::size`) in a batch the worker applies itself.
 pub(crate) const INLINE_APPLY_MAX_BYTES: usize = 64 << 10;
 
+/// The most entries the worker applies itself in one turn ([`ApplyLane::new_turn`]): past
+/// them, its batches go to the apply thread, which then works beside it (with many groups
+/// busy, applying them all on the worker would leave the apply thread idle).
+pub(crate) const INLINE_APPLY_MAX_PER_TURN: usize = INLINE_APPLY_MAX_ENTRIES;
+
 /// What a lane runs commands on: the [`Applier`] (a stand-in in tests).
 pub(crate) trait Handler: Send + 'static {
     /// Executes `cmd`.
@@ -79,6 +84,8 @@ pub(crate) struct ApplyLane<A: Handler = Applier> {
     tx: Option<Sender<ApplyCmd>>,
     shared: Arc<Shared<A>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Entries this thread may still apply itself this turn.
+    budget: usize,
 }
 
 impl<A: Handler> ApplyLane<A> {
@@ -93,12 +100,20 @@ impl<A: Handler> ApplyLane<A> {
         let (tx, rx) = unbounded();
         let sh = shared.clone();
         let thread = std::thread::Builder::new().name(name).spawn(move || run(rx, &sh, writer))?;
-        Ok(ApplyLane { tx: Some(tx), shared, thread: Some(thread) })
+        Ok(ApplyLane { tx: Some(tx), shared, thread: Some(thread), budget: INLINE_APPLY_MAX_PER_TURN })
     }
 
-    /// Hands `cmd` to the apply thread, behind everything sent before.
+    /// A new worker turn: the budget of entries applied here is full again.
+    pub(crate) fn new_turn(&mut self) {
+        self.budget = INLINE_APPLY_MAX_PER_TURN;
+    }
+
+    /// Hands `cmd` to the apply thread, behind everything sent before. After
+    /// [`ApplyLane::shut_down`] it is dropped (the reports handled last at shutdown may ask
+    /// for a snapshot or a removal, which no longer matter); `Gone` only if the thread
+    /// ended early (a state machine panicked there).
     pub(crate) fn send(&self, cmd: ApplyCmd) -> Result<(), Gone> {
-        let Some(tx) = &self.tx else { return Err(Gone) };
+        let Some(tx) = &self.tx else { return Ok(()) };
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         tx.send(cmd).map_err(|_| {
             self.shared.pending.fetch_sub(1, Ordering::AcqRel);
@@ -107,11 +122,14 @@ impl<A: Handler> ApplyLane<A> {
     }
 
     /// Applies `cmd` on this thread if it is an `Apply` of at most
-    /// [`INLINE_APPLY_MAX_ENTRIES`] entries and [`INLINE_APPLY_MAX_BYTES`] of payload whose
-    /// commands are all quick, and the apply thread has nothing to do; else gives it back.
-    pub(crate) fn try_inline(&self, cmd: ApplyCmd) -> Inline {
+    /// [`INLINE_APPLY_MAX_ENTRIES`] entries (and no more than this turn's budget left) and
+    /// [`INLINE_APPLY_MAX_BYTES`] of payload whose commands are all quick, and the apply
+    /// thread has nothing to do; else gives it back.
+    pub(crate) fn try_inline(&mut self, cmd: ApplyCmd) -> Inline {
         let ApplyCmd::Apply { entries, .. } = &cmd else { return Inline::No(cmd) };
-        if entries.len() > INLINE_APPLY_MAX_ENTRIES
+        let n = entries.len();
+        if n > INLINE_APPLY_MAX_ENTRIES
+            || n > self.budget
             || entries.iter().map(|e| e.size()).sum::<usize>() > INLINE_APPLY_MAX_BYTES
             || self.shared.pending.load(Ordering::Acquire) != 0
         {
@@ -124,14 +142,26 @@ impl<A: Handler> ApplyLane<A> {
             Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return Inline::No(cmd),
         };
         let Some(applier) = guard.as_mut() else { return Inline::No(cmd) };
-        if !applier.is_quick(&cmd) {
-            return Inline::No(cmd);
-        }
-        match catch_unwind(AssertUnwindSafe(|| applier.handle(cmd))) {
-            Ok(()) => Inline::Applied,
+        // The state machine's code runs on this thread from here: a panic in it is caught.
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            if applier.is_quick(&cmd) {
+                applier.handle(cmd);
+                None
+            } else {
+                Some(cmd)
+            }
+        }));
+        match ran {
+            Ok(None) => {
+                self.budget -= n;
+                Inline::Applied
+            }
+            Ok(Some(cmd)) => Inline::No(cmd),
             Err(_) => {
-                // Its state may be half-changed: never used again.
-                *guard = None;
+                // Its state may be half-changed: never used again (and its drop may panic
+                // too: caught as well).
+                let dead = guard.take();
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(dead)));
                 Inline::Panicked
             }
         }
@@ -249,6 +279,9 @@ mod tests {
             batch(3, 1, INLINE_APPLY_MAX_BYTES + 1),
             ApplyCmd::Remove { group: 4 },
         ] {
+            // Each with the thread idle and a full budget: given back for what it is.
+            wait_idle(&l);
+            l.new_turn();
             match l.try_inline(cmd) {
                 Inline::No(cmd) => l.send(cmd).unwrap(),
                 _ => panic!("ran a batch that must go to the apply thread"),
@@ -256,6 +289,8 @@ mod tests {
         }
         wait_idle(&l);
         assert!(l.shut_down());
+        // After shutdown a command is dropped, not an error.
+        assert!(l.send(batch(5, 1, 8)).is_ok());
         let ran = ran.lock().unwrap();
         let me = std::thread::current().id();
         assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 7, 2, 3]);
@@ -283,6 +318,29 @@ mod tests {
         assert!(matches!(l.try_inline(batch(5, 1, 8)), Inline::Applied));
         assert!(l.shut_down());
         assert_eq!(ran.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2, 3, 5]);
+    }
+
+    /// A turn applies at most `INLINE_APPLY_MAX_PER_TURN` entries here; past them batches go
+    /// to the apply thread until the next turn.
+    #[test]
+    fn a_turn_applies_at_most_its_budget_here() {
+        let (mut l, ran, gate) = lane();
+        gate.store(true, Ordering::Release);
+        let mut here = 0;
+        for g in 1..=(INLINE_APPLY_MAX_PER_TURN as u64 + 1) {
+            wait_idle(&l);
+            match l.try_inline(batch(g, 1, 8)) {
+                Inline::Applied => here += 1,
+                Inline::No(cmd) => l.send(cmd).unwrap(),
+                Inline::Panicked => panic!("no state machine panics here"),
+            }
+        }
+        assert_eq!(here, INLINE_APPLY_MAX_PER_TURN);
+        wait_idle(&l);
+        l.new_turn();
+        assert!(matches!(l.try_inline(batch(50, 1, 8)), Inline::Applied));
+        assert!(l.shut_down());
+        assert_eq!(ran.lock().unwrap().len(), INLINE_APPLY_MAX_PER_TURN + 2);
     }
 
     /// A state machine that panics on the caller's thread is reported (the engine stops),

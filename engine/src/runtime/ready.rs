@@ -57,7 +57,8 @@ impl Worker {
         if last.is_some() || !rd.persisted_messages.is_empty() {
             self.writes.after_write(gid, last, rd.persisted_messages);
         }
-        // 3. Apply, on the apply thread, with the waiters of these entries: it completes
+        // 3. Apply, on the apply thread (or here, for a small quick batch while that
+        // thread is idle: `apply_lane`), with the waiters of these entries: it completes
         // proposals as it applies them (one hop to the caller); membership changes come
         // back to complete here once Raft applied them (`poll_applied`).
         if !rd.committed_entries.is_empty() {

@@ -232,6 +232,7 @@ impl Worker {
                 self.tick_if_due(&mut next_tick, interval, stride);
             }
             self.load.turn();
+            self.apply.new_turn();
             // One span per turn (after the wait, so idle time is not in it); with no
             // subscriber, a disabled callsite: one relaxed load.
             let turn = tracing::trace_span!("turn", worker = self.idx);

@@ -225,6 +225,37 @@ impl<'a> Iterator for PartsIter<'a> {
     }
 }
 
+/// Whether the encoded write `c` is a string write whose cost does not grow with what the
+/// key holds: a plain SET (tag 0), SETNX (7), INCR (2), or one of the same family given as
+/// arguments (tag 9; a SET with options, INCRBY, EXPIRE, ...). Not GETSET or APPEND (they
+/// copy the old value), DEL (it may free a large hash), hashes, transactions or FLUSHDB.
+fn quick_write(c: &[u8]) -> bool {
+    /// Commands given as arguments that are quick (names as clients send them, any case).
+    const QUICK_ARGS: &[&str] = &[
+        "SET",
+        "SETNX",
+        "SETEX",
+        "PSETEX",
+        "INCR",
+        "INCRBY",
+        "DECR",
+        "DECRBY",
+        "INCRBYFLOAT",
+        "EXPIRE",
+        "PEXPIRE",
+        "EXPIREAT",
+        "PEXPIREAT",
+        "PERSIST",
+    ];
+    match c.split_first() {
+        Some((0 | 2 | 7, _)) => true,
+        Some((9, rest)) => PartsIter(rest)
+            .next()
+            .is_some_and(|name| QUICK_ARGS.iter().any(|q| q.as_bytes().eq_ignore_ascii_case(name))),
+        _ => false,
+    }
+}
+
 /// A batch entry's commands (tag 13), each still encoded, without copying them; `None`
 /// if `b` is not a well-formed batch (what [`WriteCmd::decode`] refuses as one).
 fn batch_commands(b: &[u8]) -> Option<PartsIter<'_>> {
@@ -534,16 +565,20 @@ impl StateMachine for ShardSm {
         Bytes::from(v.to_bytes(Proto::Resp3))
     }
 
-    /// Every write is a few map operations, except FLUSHDB (it drops the shard's whole
-    /// keyspace) and a split (it moves a slot range out and waits for the child to be
-    /// durable), which are applied on the engine's apply thread.
+    /// The string writes whose cost does not grow with what the key already holds (see
+    /// [`quick_write`]), alone or in a pipelined batch, while no reader holds the shard's
+    /// data (a write waits for its readers, and KEYS over a large keyspace reads for
+    /// milliseconds). Everything else (FLUSHDB, DEL of what may be a large hash, a write
+    /// to a hash that a snapshot still shares and that is copied first, a transaction, a
+    /// split that waits for its child) is applied on the engine's apply thread.
     fn is_quick(&self, command: &[u8]) -> bool {
         let (_, c) = unstamp(command);
-        let quick_tag = |c: &[u8]| !matches!(c.first(), Some(8) | None);
-        match batch_commands(c) {
-            Some(mut cmds) => cmds.all(quick_tag),
-            None => quick_tag(c) && crate::shard_split::SplitCmd::decode(c).is_none(),
-        }
+        let quick = match batch_commands(c) {
+            Some(mut cmds) => cmds.all(quick_write),
+            None => quick_write(c),
+        };
+        // A probe, not a guarantee: a reader may still come first.
+        quick && self.data.try_write().is_ok()
     }
 
     fn applied_index(&self) -> u64 {
@@ -966,22 +1001,37 @@ mod tests {
         assert_eq!(fine.check_slots(&own), Ok(()));
     }
 
-    /// The engine may apply a write on its worker thread only if the write is quick: every
-    /// write but FLUSHDB (alone or inside a pipelined batch) and a split, stamped or not.
+    /// The engine may apply a write on its worker thread only if the write is quick: the
+    /// string writes whose cost does not depend on what the key holds, alone or in a
+    /// pipelined batch, stamped or not, and only while no reader holds the shard's data.
     #[test]
-    fn every_write_but_flushdb_and_a_split_is_quick() {
-        let sm = ShardSm::new(Default::default(), Arc::new(RwLock::new(crate::slots::default_range(0, 1))));
+    fn string_writes_are_quick_and_the_rest_is_not() {
+        let d: ShardData = Default::default();
+        let sm = ShardSm::new(d.clone(), Arc::new(RwLock::new(crate::slots::default_range(0, 1))));
+        let args = |a: &[&str]| WriteCmd::Args(a.iter().map(|a| a.as_bytes().to_vec()).collect()).encode();
         let set = WriteCmd::Set { key: b"k".to_vec(), val: b"v".to_vec(), cond: 0 }.encode();
-        let args =
-            WriteCmd::Args(["HSET", "h", "f", "v"].iter().map(|a| a.as_bytes().to_vec()).collect()).encode();
+        let incr = args(&["incr", "n"]);
+        let hset = args(&["HSET", "h", "f", "v"]);
         let flush = WriteCmd::Flush.encode();
         assert!(sm.is_quick(&set));
         assert!(sm.is_quick(&stamp(&set, 5)));
-        assert!(sm.is_quick(&args));
-        assert!(sm.is_quick(&WriteCmd::Batch(vec![set.clone(), args.clone()]).encode()));
+        assert!(sm.is_quick(&incr));
+        assert!(sm.is_quick(&stamp(&args(&["SET", "k", "v", "EX", "10"]), 5)));
+        assert!(sm.is_quick(&WriteCmd::Incr { key: b"n".to_vec(), by: 1 }.encode()));
+        assert!(sm.is_quick(&WriteCmd::Batch(vec![set.clone(), incr.clone()]).encode()));
+        assert!(!sm.is_quick(&hset));
+        assert!(!sm.is_quick(&WriteCmd::Del(vec![b"h".to_vec()]).encode()));
+        assert!(!sm.is_quick(&WriteCmd::Append { key: b"k".to_vec(), val: b"v".to_vec() }.encode()));
+        assert!(!sm.is_quick(&WriteCmd::Batch(vec![set.clone(), hset]).encode()));
         assert!(!sm.is_quick(&flush));
         assert!(!sm.is_quick(&stamp(&flush, 5)));
         assert!(!sm.is_quick(&WriteCmd::Batch(vec![set.clone(), flush]).encode()));
+        {
+            // A reader (KEYS, say) holds the data: the write would wait for it.
+            let _reader = d.read().unwrap();
+            assert!(!sm.is_quick(&set));
+        }
+        assert!(sm.is_quick(&set));
         let split = crate::shard_split::SplitCmd {
             child: 9,
             slots: crate::slots::default_range(0, 2),
