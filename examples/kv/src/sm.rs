@@ -566,7 +566,7 @@ impl StateMachine for ShardSm {
     }
 
     /// The string writes whose cost does not grow with what the key already holds (see
-    /// [`quick_write`]), alone or in a pipelined batch, while no reader holds the shard's
+    /// `quick_write`), alone or in a pipelined batch, while no reader holds the shard's
     /// data (a write waits for its readers, and KEYS over a large keyspace reads for
     /// milliseconds). Everything else (FLUSHDB, DEL of what may be a large hash, a write
     /// to a hash that a snapshot still shares and that is copied first, a transaction, a
