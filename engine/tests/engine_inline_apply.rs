@@ -112,3 +112,55 @@ fn a_panic_on_the_worker_stops_the_engine_and_the_worker_lives_on() {
     assert!(refused, "a proposal after the panic is refused as fatal");
     e.shutdown();
 }
+
+/// Order across the two paths, within one group: while a command that is not quick
+/// ("block", held at its gate) is applied on the apply thread, the group's quick batches
+/// after it are not applied on the worker ahead of it (the counting state machine panics on
+/// an entry applied out of order, and the engine would stop); once it is released every
+/// proposal gets its own entry's index, in log order, and the worker applies quick
+/// batches itself again.
+#[test]
+fn quick_batches_never_overtake_a_batch_on_the_apply_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let mut cfg = config(1, dir.path().to_path_buf(), 10_000);
+    cfg.workers = 1;
+    let st = std::sync::Arc::new(std::sync::Mutex::new(SmState::default()));
+    let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, g) = (st.clone(), gate.clone());
+    let factory: StateMachineFactory =
+        std::sync::Arc::new(move |_| Box::new(ChainSm::new(s.clone()).gated(g.clone())));
+    let e = Engine::open(cfg, Box::new(net.join(1, 1 << 12)), factory).unwrap();
+    e.create_group(1, &[1], Box::new(ChainSm::new(st.clone()).gated(gate.clone()))).unwrap();
+    wait_until("leader", LONG, || e.group_status(1).is_some_and(|s| s.role == Role::Leader));
+    let stuck = e.propose(1, Bytes::from_static(b"block")).unwrap();
+    wait_until("the blocked apply", LONG, || e.metrics().apply_lag >= 1);
+    let inline_before = e.metrics().applied_inline;
+    let n = 30u64;
+    let commit0 = e.group_status(1).unwrap().commit;
+    let waiters: Vec<Proposal> =
+        (0..n).map(|i| e.propose(1, Bytes::from(format!("after-{i}"))).unwrap()).collect();
+    wait_until("the later proposals commit", LONG, || {
+        e.group_status(1).is_some_and(|s| s.commit >= commit0 + n)
+    });
+    assert_eq!(e.metrics().applied_inline, inline_before, "a quick batch overtook the blocked one");
+    gate.store(true, std::sync::atomic::Ordering::Release);
+    let block_index = u64::from_le_bytes(stuck.wait_timeout(LONG).unwrap().unwrap()[..8].try_into().unwrap());
+    let mut last = block_index;
+    for w in waiters {
+        let index = u64::from_le_bytes(w.wait_timeout(LONG).unwrap().unwrap()[..8].try_into().unwrap());
+        assert!(index > last, "results in log order");
+        last = index;
+    }
+    assert!(!e.storage_failed());
+    for i in 0..5 {
+        let r = e.propose(1, Bytes::from(format!("later-{i}"))).unwrap().wait_timeout(LONG).unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert!(
+        e.metrics().applied_inline > inline_before,
+        "quick batches on the worker again once the thread is idle"
+    );
+    assert_eq!(st.lock().unwrap().commands, n + 6);
+    e.shutdown();
+}
