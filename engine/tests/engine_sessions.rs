@@ -222,6 +222,11 @@ fn registering_past_the_bound_evicts_the_least_recently_used_session() {
     let mut first = open(&c);
     let mut second = open(&c);
     let mut third = open(&c);
+    // Activity is stamped in milliseconds by the leader's clock, ties going to the oldest
+    // session: the uses below must be stamped after `second`'s registration (quick
+    // batches are applied on the worker, and all of this can fit in one millisecond).
+    let opened = Instant::now();
+    wait_until("the stamps move on", WAIT, || opened.elapsed() >= Duration::from_millis(5));
     // `first` and `third` are used after `second` registered: `second` is the least
     // recently used when a fourth registers.
     for s in [&mut first, &mut third] {
