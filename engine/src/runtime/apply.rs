@@ -246,6 +246,9 @@ impl Applier {
         measure: bool,
         split: SplitCtx,
     ) -> (Applier, Option<std::thread::JoinHandle<()>>) {
+        // Unbounded, as before: a job is a snapshot asked by `ApplyCmd::Snapshot`, of which a
+        // group has at most one in flight (`Group::snapshotting`, set by `compaction.rs` and
+        // `snap_request.rs`): at most one job per group.
         let (job_tx, jobs) = unbounded();
         let done = tx.clone();
         let writer = std::thread::Builder::new()

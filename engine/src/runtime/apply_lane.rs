@@ -97,6 +97,11 @@ impl<A: Handler> ApplyLane<A> {
         writer: Option<std::thread::JoinHandle<()>>,
     ) -> std::io::Result<ApplyLane<A>> {
         let shared = Arc::new(Shared { applier: Mutex::new(Some(applier)), pending: AtomicU64::new(0) });
+        // Unbounded, as before this lane: what it holds is bounded upstream. Its entries are
+        // committed entries already in memory (shared, not copied), and a leader refuses
+        // proposals past `max_apply_backlog` entries handed out and not applied
+        // (`requests.rs`, `Busy(ApplyBacklog)`); the other commands are one per group event
+        // (create, restore, snapshot, remove).
         let (tx, rx) = unbounded();
         let sh = shared.clone();
         let thread = std::thread::Builder::new().name(name).spawn(move || run(rx, &sh, writer))?;
