@@ -108,3 +108,48 @@ fn leaders_hold_while_the_followers_disks_stall() {
         n.engine.shutdown();
     }
 }
+
+/// Proposes to a one-replica group on `e` and waits for the answer.
+fn commit(e: &Engine, data: &'static [u8]) {
+    let p = e.propose(A, Bytes::from_static(data)).unwrap();
+    assert!(matches!(p.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))), "{data:?} committed");
+}
+
+/// `EngineConfig::inline_sync_max`: after a sync held for 150 ms, an idle worker hands its
+/// next batch to the WAL's writer when the bound is 20 ms, and still writes it inline when
+/// the bound is past that sync (`MAX_INLINE_SYNC_MAX`). One replica, one worker, a tick of
+/// a second (so no tick's deferred commit index is written between the held sync and
+/// the write that follows it, which would make the WAL's last sync a quick one).
+#[test]
+fn a_worker_syncs_inline_only_while_the_last_sync_was_within_its_bound() {
+    for (bound, inline_after) in [(Duration::from_millis(20), false), (MAX_INLINE_SYNC_MAX, true)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let net = MemoryNetwork::new();
+        let mut cfg = config(1, tmp.path().join("n1"), 10_000);
+        cfg.workers = 1;
+        cfg.tick_interval = Duration::from_secs(1);
+        cfg.inline_sync_max = bound;
+        cfg.wal.backend = flotilla_wal::BackendChoice::Pwrite;
+        let fs = Arc::new(FaultFs::new(tmp.path().join("trash"), 1).unwrap());
+        let reg = Registry::default();
+        let r = reg.clone();
+        let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&r, g));
+        let e = Engine::open_with_fs(cfg, Box::new(net.join(1, 1 << 16)), factory, fs.clone()).unwrap();
+        e.create_group_led_by(A, &[1], 1, ChainSm::boxed(&reg, A)).unwrap();
+        wait_until("leader", Duration::from_secs(20), || {
+            e.group_status(A).is_some_and(|s| s.role == Role::Leader)
+        });
+        commit(&e, b"warm up");
+        fs.hold_next_sync();
+        let slow = e.propose(A, Bytes::from_static(b"written with a slow sync")).unwrap();
+        wait_until("the sync held", Duration::from_secs(20), || fs.sync_held());
+        std::thread::sleep(Duration::from_millis(150));
+        fs.release_sync();
+        assert!(matches!(slow.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))));
+        let before = e.metrics().wal_inline_writes;
+        commit(&e, b"right after it");
+        let inline = e.metrics().wal_inline_writes - before;
+        assert_eq!(inline > 0, inline_after, "bound {bound:?}: {inline} inline writes after a 150 ms sync");
+        e.shutdown();
+    }
+}

@@ -53,6 +53,9 @@ pub const MAX_SESSIONS: u64 = 1 << 20;
 pub const MIN_LOAD_FOLD_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest `load_half_life` allowed (one day).
 pub const MAX_LOAD_HALF_LIFE: Duration = Duration::from_secs(24 * 3600);
+/// Longest `inline_sync_max` allowed: a worker inside a sync neither sends nor answers
+/// heartbeats, so a disk slower than this never has syncs on a worker.
+pub const MAX_INLINE_SYNC_MAX: Duration = Duration::from_secs(1);
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -258,9 +261,15 @@ pub struct EngineConfig {
     /// group is busy alone (one proposal in flight); it blocks that worker for the sync,
     /// so under load (a mailbox not empty), beside other active groups (a sync can stall
     /// for 100 ms, and a worker inside it neither sends nor answers their heartbeats),
-    /// and while the WAL's last sync took over 2 ms (a slow disk), batches are handed
-    /// over as usual. Default on.
+    /// and while the WAL's last sync took longer than `inline_sync_max` (a slow disk),
+    /// batches are handed over as usual. Default on.
     pub inline_wal_writes: bool,
+    /// With `inline_wal_writes`, a worker writes and syncs inline only while the WAL's
+    /// last sync took at most this long: on a slow or stalling disk it hands its batches
+    /// to the WAL's writer and keeps stepping its groups. Default 2 ms; bounds
+    /// 0..=[`MAX_INLINE_SYNC_MAX`] (0: only until the first sync that takes any time).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub inline_sync_max: Duration,
     /// Workers send their batches through the transport themselves, and the transport's
     /// receiving threads hand received batches straight to the workers' mailboxes, where
     /// the transport allows it (QUIC: `Transport::sender`, `Transport::set_items_sink`);
@@ -337,6 +346,7 @@ impl EngineConfig {
             max_sessions: 10_000,
             measure_load: true,
             inline_wal_writes: true,
+            inline_sync_max: Duration::from_millis(2),
             direct_network: true,
             inline_apply: true,
             load_half_life: Duration::from_secs(10),
@@ -475,6 +485,9 @@ impl EngineConfig {
         }
         if !(1..=MAX_SESSIONS).contains(&self.max_sessions) {
             return Err(ConfigError::MaxSessionsOutOfBounds(self.max_sessions));
+        }
+        if self.inline_sync_max > MAX_INLINE_SYNC_MAX {
+            return Err(ConfigError::InlineSyncMaxOutOfBounds(self.inline_sync_max));
         }
         if !(MIN_LOAD_FOLD_INTERVAL..=MAX_LOAD_HALF_LIFE).contains(&self.load_half_life) {
             return Err(ConfigError::LoadHalfLifeOutOfBounds(self.load_half_life));
@@ -641,6 +654,9 @@ pub enum ConfigError {
     /// `max_sessions` outside 1..=[`MAX_SESSIONS`].
     #[error("max_sessions {0} out of bounds 1..={MAX_SESSIONS}")]
     MaxSessionsOutOfBounds(u64),
+    /// `inline_sync_max` above [`MAX_INLINE_SYNC_MAX`].
+    #[error("inline_sync_max {0:?} out of bounds 0..={MAX_INLINE_SYNC_MAX:?}")]
+    InlineSyncMaxOutOfBounds(Duration),
     /// `load_half_life` outside [`MIN_LOAD_FOLD_INTERVAL`]..=[`MAX_LOAD_HALF_LIFE`].
     #[error("load_half_life {0:?} out of bounds {MIN_LOAD_FOLD_INTERVAL:?}..={MAX_LOAD_HALF_LIFE:?}")]
     LoadHalfLifeOutOfBounds(Duration),
@@ -802,6 +818,9 @@ mod tests {
         check(&|c| c.max_sessions = 0, &|e| matches!(e, ConfigError::MaxSessionsOutOfBounds(0)));
         check(&|c| c.max_sessions = MAX_SESSIONS + 1, &|e| {
             matches!(e, ConfigError::MaxSessionsOutOfBounds(_))
+        });
+        check(&|c| c.inline_sync_max = MAX_INLINE_SYNC_MAX + Duration::from_nanos(1), &|e| {
+            matches!(e, ConfigError::InlineSyncMaxOutOfBounds(_))
         });
         check(&|c| c.load_half_life = Duration::from_millis(9), &|e| {
             matches!(e, ConfigError::LoadHalfLifeOutOfBounds(_))

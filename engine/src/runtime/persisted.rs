@@ -11,9 +11,6 @@
 use super::clock;
 use super::store::wal_hs;
 
-/// A worker writes and syncs inline only while the WAL's last sync took at most this long:
-/// on a slow or stalling disk it hands its batches over and keeps stepping its groups.
-const INLINE_SYNC_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 /// A worker writes and syncs inline only a batch of at most this many bytes. Inline
 /// writes save two thread hand-overs (about 0.1 ms) for a small write; a larger one takes
 /// long enough that they do not show, and its sync can take tens of ms on a busy disk
@@ -34,15 +31,20 @@ impl Worker {
     /// mailboxes are empty, no write of its own in flight, and no active group other
     /// than those waiting for this batch: a sync can stall for 100 ms on a busy disk, and
     /// a worker inside it neither sends heartbeats nor answers them) and the WAL's last
-    /// sync was quick ([`INLINE_SYNC_MAX`]) and the batch is small ([`INLINE_BATCH_MAX`]),
+    /// sync was quick (at most `EngineConfig::inline_sync_max`: on a slow or stalling disk
+    /// it hands its batches over and keeps stepping its groups) and the batch is small ([`INLINE_BATCH_MAX`]),
     /// after the turn's messages
     /// went out (a leader's appends leave before its own write is durable, thesis
     /// §10.2.1); otherwise handed to the WAL's writer.
     pub(super) fn submit_turn(&mut self) {
+        let (enabled, sync_max) = {
+            let cfg = self.sh.cfg.get();
+            (cfg.inline_wal_writes, cfg.inline_sync_max)
+        };
         let inline = !self.failed
             && !self.writes.batch.is_empty()
-            && self.sh.cfg.get().inline_wal_writes
-            && self.sh.wal.last_sync_duration() <= INLINE_SYNC_MAX
+            && enabled
+            && self.sh.wal.last_sync_duration() <= sync_max
             && self.writes.batch.encoded_len() <= INLINE_BATCH_MAX
             && self.rx.is_empty()
             && self.ctl_rx.as_ref().map_or(true, |c| c.is_empty())
