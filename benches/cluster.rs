@@ -585,6 +585,13 @@ struct LoadResult {
     /// ones.
     segments_created: u64,
     segments_recycled: u64,
+    /// WAL batches the nodes' workers wrote, and of those the ones a worker wrote and
+    /// synced on its own thread (`inline_wal_writes`); entries applied, and the batches
+    /// applied on a worker (`inline_apply`).
+    wal_batches: u64,
+    wal_inline: u64,
+    applied_entries: u64,
+    applied_inline: u64,
 }
 
 /// The upper bound (ms) of the power-of-two bucket holding quantile `q` of `buckets`.
@@ -694,6 +701,10 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         compaction_bytes: delta(&m0, &m1, |m| m.wal_compaction_bytes_rewritten),
         segments_created: delta(&m0, &m1, |m| m.wal_segments_created),
         segments_recycled: delta(&m0, &m1, |m| m.wal_segments_recycled),
+        wal_batches: delta(&m0, &m1, |m| m.wal_batches),
+        wal_inline: delta(&m0, &m1, |m| m.wal_inline_writes),
+        applied_entries: delta(&m0, &m1, |m| m.applied_entries),
+        applied_inline: delta(&m0, &m1, |m| m.applied_inline),
     };
     r.term_changes = c.terms().iter().zip(&terms0).filter(|(a, b)| a != b).count() as u64;
     for cr in results {
@@ -1039,7 +1050,8 @@ fn main() {
             "  {} B x {}: NotLeader answers {}, leaderships won {}, campaigns {}, groups whose term changed {}; \
              busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
              left outstanding {}; WAL syncs {} (all nodes), p99 < {:.1} ms, p99.9 < {:.1} ms, max < {:.1} ms; \
-             WAL compaction passes {}, longest < {:.1} ms, {:.1} MB copied; WAL segments zero-filled {}, recycled {}",
+             WAL compaction passes {}, longest < {:.1} ms, {:.1} MB copied; WAL segments zero-filled {}, recycled {}; \
+             worker WAL batches {}, written inline {}; entries applied {}, batches applied on a worker {}",
             r.payload,
             r.inflight,
             r.not_leader(),
@@ -1060,7 +1072,11 @@ fn main() {
             r.compaction_max_ms,
             r.compaction_bytes as f64 / 1e6,
             r.segments_created,
-            r.segments_recycled
+            r.segments_recycled,
+            r.wal_batches,
+            r.wal_inline,
+            r.applied_entries,
+            r.applied_inline
         );
     }
     println!();
