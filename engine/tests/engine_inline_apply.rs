@@ -164,3 +164,74 @@ fn quick_batches_never_overtake_a_batch_on_the_apply_thread() {
     assert_eq!(st.lock().unwrap().commands, n + 6);
     e.shutdown();
 }
+
+/// A state machine that calls every command quick and sleeps 30 ms on "slow".
+struct Sleepy;
+
+impl StateMachine for Sleepy {
+    fn apply(&mut self, index: u64, _term: u64, command: Option<&[u8]>) -> Bytes {
+        if command == Some(&b"slow"[..]) {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Bytes::copy_from_slice(&index.to_le_bytes())
+    }
+
+    fn is_quick(&self, _command: &[u8]) -> bool {
+        true
+    }
+
+    fn applied_index(&self) -> u64 {
+        0
+    }
+
+    fn snapshot(&mut self, _out: &mut dyn Write) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn restore(&mut self, _index: u64, _term: u64, _input: &mut dyn Read) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A state machine that calls quick a command that is not stalls its worker once: the
+/// batch is counted in `applied_inline_slow`, and the group's later batches go to the
+/// apply thread (no more `applied_inline`; for a minute), while another group on the same
+/// worker still has its batches applied there. Every proposal is answered.
+#[test]
+fn a_group_slow_on_the_worker_once_is_applied_on_the_apply_thread_for_a_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let mut cfg = config(1, dir.path().to_path_buf(), 10_000);
+    cfg.workers = 1;
+    let factory: StateMachineFactory = std::sync::Arc::new(|_| Box::new(Sleepy));
+    let e = Engine::open(cfg, Box::new(net.join(1, 1 << 12)), factory).unwrap();
+    for g in [1, 2] {
+        e.create_group(g, &[1], Box::new(Sleepy)).unwrap();
+        wait_until("leader", LONG, || e.group_status(g).is_some_and(|s| s.role == Role::Leader));
+    }
+    let propose = |g: u64, data: &'static [u8]| {
+        let r = e.propose(g, Bytes::from_static(data)).unwrap().wait_timeout(LONG).unwrap();
+        assert!(r.is_ok(), "{r:?}");
+    };
+    propose(1, b"fine");
+    let m0 = e.metrics();
+    assert!(m0.applied_inline > 0, "{m0:?}");
+    propose(1, b"slow");
+    let m1 = e.metrics();
+    // (More than one only if a quick batch was preempted past 10 ms on a loaded machine.)
+    assert!(
+        m1.applied_inline_slow > m0.applied_inline_slow,
+        "the slow batch was applied on the worker and reported"
+    );
+    for _ in 0..10 {
+        propose(1, b"fine again");
+    }
+    let m2 = e.metrics();
+    assert_eq!(m2.applied_inline, m1.applied_inline, "group 1's batches went to the apply thread");
+    for _ in 0..10 {
+        propose(2, b"another group");
+    }
+    assert!(e.metrics().applied_inline > m2.applied_inline, "group 2's batches still on the worker");
+    assert!(!e.storage_failed());
+    e.shutdown();
+}

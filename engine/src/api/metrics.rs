@@ -90,6 +90,10 @@ pub struct Metrics {
     /// a few entries whose commands the state machine calls quick, while the apply thread
     /// was idle) instead of handing them to its apply thread.
     pub applied_inline: u64,
+    /// Of those, batches that took longer than 10 ms on the worker (a state machine called
+    /// quick a command that was not, or the worker was preempted): each sends its group's
+    /// batches to the apply thread for a minute, and is logged as a warning.
+    pub applied_inline_slow: u64,
     /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet
     /// applied, over all workers.
     pub apply_lag: u64,

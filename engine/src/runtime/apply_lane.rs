@@ -15,13 +15,21 @@
 //! made them, whoever runs them. The report of a batch run here goes into the same
 //! channel as the thread's, behind every earlier report.
 //!
-//! Owns the apply thread's loop and that count. Never decides what is quick (the state
-//! machine does, through the applier) and never applies anything itself (the applier
-//! does).
+//! A state machine that calls a command quick and then takes long over it (past
+//! [`INLINE_APPLY_SLOW`]) stalls the worker once: its group's batches then all go to the
+//! apply thread for [`INLINE_APPLY_SLOW_PAUSE`] (or until the group is removed), so a
+//! state machine that misjudges a command stalls its worker at most once a pause, and a
+//! batch that was only preempted costs its group a pause of inline apply.
+//!
+//! Owns the apply thread's loop, that count and the groups found slow. Never decides what
+//! is quick (the state machine does, through the applier) and never applies anything
+//! itself (the applier does).
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
@@ -37,6 +45,15 @@ pub(crate) const INLINE_APPLY_MAX_BYTES: usize = 64 << 10;
 /// them, its batches go to the apply thread, which then works beside it (with many groups
 /// busy, applying them all on the worker would leave the apply thread idle).
 pub(crate) const INLINE_APPLY_MAX_PER_TURN: usize = INLINE_APPLY_MAX_ENTRIES;
+
+/// A batch applied on the worker that took longer than this marks its group slow: its
+/// later batches go to the apply thread (a state machine called a command quick that was
+/// not; the worker stepped nothing meanwhile).
+pub(crate) const INLINE_APPLY_SLOW: Duration = Duration::from_millis(10);
+
+/// How long a group found slow ([`INLINE_APPLY_SLOW`]) has its batches sent to the apply
+/// thread before the worker may apply them again.
+pub(crate) const INLINE_APPLY_SLOW_PAUSE: Duration = Duration::from_secs(60);
 
 /// What a lane runs commands on: the [`Applier`] (a stand-in in tests).
 pub(crate) trait Handler: Send + 'static {
@@ -72,6 +89,15 @@ pub(crate) struct Gone;
 pub(crate) enum Inline {
     /// Applied on this thread; its report is in the channel.
     Applied,
+    /// Applied on this thread, but it took this long (past [`INLINE_APPLY_SLOW`]): the
+    /// group's batches go to the apply thread for [`INLINE_APPLY_SLOW_PAUSE`]. Its report
+    /// is in the channel.
+    AppliedSlow {
+        /// The batch's group.
+        group: u64,
+        /// How long it took.
+        took: Duration,
+    },
     /// A state machine panicked here: nothing can be applied any more.
     Panicked,
     /// Not run here (too large, not quick, or the thread busy): send it.
@@ -86,6 +112,10 @@ pub(crate) struct ApplyLane<A: Handler = Applier> {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Entries this thread may still apply itself this turn.
     budget: usize,
+    /// Groups a batch of which took past [`INLINE_APPLY_SLOW`] here, and until when none
+    /// of theirs is applied here (forgotten then, or when the group is removed). At most
+    /// the groups of the worker.
+    slow: HashMap<u64, Instant>,
 }
 
 impl<A: Handler> ApplyLane<A> {
@@ -105,7 +135,13 @@ impl<A: Handler> ApplyLane<A> {
         let (tx, rx) = unbounded();
         let sh = shared.clone();
         let thread = std::thread::Builder::new().name(name).spawn(move || run(rx, &sh, writer))?;
-        Ok(ApplyLane { tx: Some(tx), shared, thread: Some(thread), budget: INLINE_APPLY_MAX_PER_TURN })
+        Ok(ApplyLane {
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
+            budget: INLINE_APPLY_MAX_PER_TURN,
+            slow: HashMap::new(),
+        })
     }
 
     /// A new worker turn: the budget of entries applied here is full again.
@@ -117,7 +153,10 @@ impl<A: Handler> ApplyLane<A> {
     /// [`ApplyLane::shut_down`] it is dropped (the reports handled last at shutdown may ask
     /// for a snapshot or a removal, which no longer matter); `Gone` only if the thread
     /// ended early (a state machine panicked there).
-    pub(crate) fn send(&self, cmd: ApplyCmd) -> Result<(), Gone> {
+    pub(crate) fn send(&mut self, cmd: ApplyCmd) -> Result<(), Gone> {
+        if let ApplyCmd::Remove { group } = &cmd {
+            self.slow.remove(group);
+        }
         let Some(tx) = &self.tx else { return Ok(()) };
         self.shared.pending.fetch_add(1, Ordering::AcqRel);
         tx.send(cmd).map_err(|_| {
@@ -131,8 +170,14 @@ impl<A: Handler> ApplyLane<A> {
     /// [`INLINE_APPLY_MAX_BYTES`] of payload whose commands are all quick, and the apply
     /// thread has nothing to do; else gives it back.
     pub(crate) fn try_inline(&mut self, cmd: ApplyCmd) -> Inline {
-        let ApplyCmd::Apply { entries, .. } = &cmd else { return Inline::No(cmd) };
-        let n = entries.len();
+        let ApplyCmd::Apply { group, entries, .. } = &cmd else { return Inline::No(cmd) };
+        let (group, n) = (*group, entries.len());
+        if let Some(until) = self.slow.get(&group) {
+            if Instant::now() < *until {
+                return Inline::No(cmd);
+            }
+            self.slow.remove(&group);
+        }
         if n > INLINE_APPLY_MAX_ENTRIES
             || n > self.budget
             || entries.iter().map(|e| e.size()).sum::<usize>() > INLINE_APPLY_MAX_BYTES
@@ -148,6 +193,7 @@ impl<A: Handler> ApplyLane<A> {
         };
         let Some(applier) = guard.as_mut() else { return Inline::No(cmd) };
         // The state machine's code runs on this thread from here: a panic in it is caught.
+        let start = Instant::now();
         let ran = catch_unwind(AssertUnwindSafe(|| {
             if applier.is_quick(&cmd) {
                 applier.handle(cmd);
@@ -159,7 +205,13 @@ impl<A: Handler> ApplyLane<A> {
         match ran {
             Ok(None) => {
                 self.budget -= n;
-                Inline::Applied
+                let took = start.elapsed();
+                if took > INLINE_APPLY_SLOW {
+                    self.slow.insert(group, Instant::now() + INLINE_APPLY_SLOW_PAUSE);
+                    Inline::AppliedSlow { group, took }
+                } else {
+                    Inline::Applied
+                }
             }
             Ok(Some(cmd)) => Inline::No(cmd),
             Err(_) => {
@@ -217,8 +269,12 @@ mod tests {
     use super::*;
     use crate::raft::message::{Entry, EntryPayload};
 
+    /// The fake's slow group (above every group the other tests use).
+    const SLOW: u64 = 1000;
+
     /// Records the groups of the batches it runs and on which thread; group 0's batch
-    /// waits for `gate`, group 99's panics, group 7's is not quick.
+    /// waits for `gate`, group 99's panics, group 7's is not quick, group `SLOW`'s is quick but
+    /// takes twice [`INLINE_APPLY_SLOW`].
     struct Fake {
         ran: Arc<std::sync::Mutex<Vec<(u64, std::thread::ThreadId)>>>,
         gate: Arc<AtomicBool>,
@@ -227,6 +283,9 @@ mod tests {
     impl Handler for Fake {
         fn handle(&mut self, cmd: ApplyCmd) {
             let ApplyCmd::Apply { group, .. } = cmd else { return };
+            if group == SLOW {
+                std::thread::sleep(INLINE_APPLY_SLOW * 2);
+            }
             if group == 0 {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while !self.gate.load(Ordering::Acquire) && Instant::now() < deadline {
@@ -337,7 +396,9 @@ mod tests {
             match l.try_inline(batch(g, 1, 8)) {
                 Inline::Applied => here += 1,
                 Inline::No(cmd) => l.send(cmd).unwrap(),
-                Inline::Panicked => panic!("no state machine panics here"),
+                Inline::Panicked | Inline::AppliedSlow { .. } => {
+                    panic!("no state machine panics or is slow here")
+                }
             }
         }
         assert_eq!(here, INLINE_APPLY_MAX_PER_TURN);
@@ -346,6 +407,42 @@ mod tests {
         assert!(matches!(l.try_inline(batch(50, 1, 8)), Inline::Applied));
         assert!(l.shut_down());
         assert_eq!(ran.lock().unwrap().len(), INLINE_APPLY_MAX_PER_TURN + 2);
+    }
+
+    /// A quick batch that takes past [`INLINE_APPLY_SLOW`] here is reported, and its group's
+    /// later batches are given back (other groups' still run here) until the group is
+    /// removed.
+    #[test]
+    fn a_group_slow_here_once_goes_to_the_apply_thread_for_a_pause() {
+        let (mut l, ran, gate) = lane();
+        gate.store(true, Ordering::Release);
+        match l.try_inline(batch(SLOW, 1, 8)) {
+            Inline::AppliedSlow { group: SLOW, took } => assert!(took > INLINE_APPLY_SLOW, "{took:?}"),
+            _ => panic!("the slow batch ran here and is reported slow"),
+        }
+        l.new_turn();
+        match l.try_inline(batch(SLOW, 1, 8)) {
+            Inline::No(cmd) => l.send(cmd).unwrap(),
+            _ => panic!("a batch of the slow group ran here again"),
+        }
+        wait_idle(&l);
+        // (Slow too if this thread was preempted for that long: it still ran here.)
+        assert!(
+            matches!(l.try_inline(batch(1, 1, 8)), Inline::Applied | Inline::AppliedSlow { group: 1, .. }),
+            "another group still runs here"
+        );
+        l.send(ApplyCmd::Remove { group: SLOW }).unwrap();
+        wait_idle(&l);
+        l.new_turn();
+        assert!(
+            matches!(l.try_inline(batch(SLOW, 1, 8)), Inline::AppliedSlow { group: SLOW, .. }),
+            "a group removed is forgotten (a new one of the same id runs here)"
+        );
+        assert!(l.shut_down());
+        let ran = ran.lock().unwrap();
+        let me = std::thread::current().id();
+        assert_eq!(ran.iter().map(|r| r.0).collect::<Vec<_>>(), vec![SLOW, SLOW, 1, SLOW]);
+        assert_eq!(ran.iter().map(|r| r.1 == me).collect::<Vec<_>>(), vec![true, false, true, true]);
     }
 
     /// A state machine that panics on the caller's thread is reported (the engine stops),

@@ -32,6 +32,18 @@ impl Worker {
                     bump(&self.sh.counters.applied_inline);
                     return;
                 }
+                Inline::AppliedSlow { group, took } => {
+                    bump(&self.sh.counters.applied_inline);
+                    bump(&self.sh.counters.applied_inline_slow);
+                    tracing::warn!(
+                        worker = self.idx,
+                        group,
+                        ?took,
+                        "a batch its state machine called quick took long on the worker; \
+                         this group's batches go to the apply thread for a minute"
+                    );
+                    return;
+                }
                 Inline::Panicked => {
                     if !self.failed {
                         tracing::error!(worker = self.idx, "a state machine panicked; engine stops");

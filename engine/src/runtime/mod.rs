@@ -401,6 +401,7 @@ impl Runtime {
             wal_segments_recycled: wal.segments_recycled,
             applied_entries: l(&c.applied_entries),
             applied_inline: l(&c.applied_inline),
+            applied_inline_slow: l(&c.applied_inline_slow),
             apply_lag: gauge(|g| &g.apply_lag),
             elections: l(&c.elections),
             leaders_elected: l(&c.leaders_elected),

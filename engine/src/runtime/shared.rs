@@ -31,6 +31,9 @@ pub(crate) struct Counters {
     pub snapshots_installed: AtomicU64,
     pub applied_entries: AtomicU64,
     pub applied_inline: AtomicU64,
+    /// Of those, batches that took past `apply_lane::INLINE_APPLY_SLOW` (each pauses inline
+    /// apply for its group).
+    pub applied_inline_slow: AtomicU64,
     pub elections: AtomicU64,
     pub leaders_elected: AtomicU64,
     pub transfers_started: AtomicU64,

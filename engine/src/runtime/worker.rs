@@ -159,7 +159,7 @@ impl Worker {
             sh.cfg.get().measure_load,
             super::split::SplitCtx::new(sh.clone()),
         );
-        let apply = ApplyLane::start(format!("flotilla-apply-{idx}"), applier, writer)?;
+        let mut apply = ApplyLane::start(format!("flotilla-apply-{idx}"), applier, writer)?;
         let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());
