@@ -56,6 +56,10 @@ pub const MAX_LOAD_HALF_LIFE: Duration = Duration::from_secs(24 * 3600);
 /// Longest `inline_sync_max` allowed: a worker inside a sync neither sends nor answers
 /// heartbeats, so a disk slower than this never has syncs on a worker.
 pub const MAX_INLINE_SYNC_MAX: Duration = Duration::from_secs(1);
+/// Shortest `inline_apply_slow` allowed.
+pub const MIN_INLINE_APPLY_SLOW: Duration = Duration::from_millis(1);
+/// Longest `inline_apply_slow` allowed.
+pub const MAX_INLINE_APPLY_SLOW: Duration = Duration::from_secs(10);
 
 /// The engine's configuration as a user writes it. Build with [`EngineConfig::new`], adjust
 /// fields, and hand it to [`Engine::open`] (which validates it with
@@ -284,6 +288,14 @@ pub struct EngineConfig {
     /// queued. Saves the apply thread's wake-up on the way from
     /// commit to the proposer's answer when few proposals are in flight. Default on.
     pub inline_apply: bool,
+    /// A batch applied on a worker (`inline_apply`) that takes longer than this (a state
+    /// machine called quick a command that was not, or the worker was preempted) sends its
+    /// group's batches to the apply thread for a minute, is counted in
+    /// `Metrics::applied_inline_slow` and logged as a warning: a state machine that
+    /// misjudges a command stalls its worker at most once a minute. Default 10 ms; bounds
+    /// [`MIN_INLINE_APPLY_SLOW`]..=[`MAX_INLINE_APPLY_SLOW`].
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub inline_apply_slow: Duration,
     /// The half-life of the load rates: a replica that goes idle shows half its rates
     /// after this long, and a steady rate is reached to 97% after five. Default 10 s;
     /// bounds `load_fold_interval`..=[`MAX_LOAD_HALF_LIFE`].
@@ -349,6 +361,7 @@ impl EngineConfig {
             inline_sync_max: Duration::from_millis(2),
             direct_network: true,
             inline_apply: true,
+            inline_apply_slow: Duration::from_millis(10),
             load_half_life: Duration::from_secs(10),
             load_fold_interval: Duration::from_secs(1),
         }
@@ -485,6 +498,9 @@ impl EngineConfig {
         }
         if !(1..=MAX_SESSIONS).contains(&self.max_sessions) {
             return Err(ConfigError::MaxSessionsOutOfBounds(self.max_sessions));
+        }
+        if !(MIN_INLINE_APPLY_SLOW..=MAX_INLINE_APPLY_SLOW).contains(&self.inline_apply_slow) {
+            return Err(ConfigError::InlineApplySlowOutOfBounds(self.inline_apply_slow));
         }
         if self.inline_sync_max > MAX_INLINE_SYNC_MAX {
             return Err(ConfigError::InlineSyncMaxOutOfBounds(self.inline_sync_max));
@@ -654,6 +670,9 @@ pub enum ConfigError {
     /// `max_sessions` outside 1..=[`MAX_SESSIONS`].
     #[error("max_sessions {0} out of bounds 1..={MAX_SESSIONS}")]
     MaxSessionsOutOfBounds(u64),
+    /// `inline_apply_slow` outside [`MIN_INLINE_APPLY_SLOW`]..=[`MAX_INLINE_APPLY_SLOW`].
+    #[error("inline_apply_slow {0:?} out of bounds {MIN_INLINE_APPLY_SLOW:?}..={MAX_INLINE_APPLY_SLOW:?}")]
+    InlineApplySlowOutOfBounds(Duration),
     /// `inline_sync_max` above [`MAX_INLINE_SYNC_MAX`].
     #[error("inline_sync_max {0:?} out of bounds 0..={MAX_INLINE_SYNC_MAX:?}")]
     InlineSyncMaxOutOfBounds(Duration),
@@ -818,6 +837,12 @@ mod tests {
         check(&|c| c.max_sessions = 0, &|e| matches!(e, ConfigError::MaxSessionsOutOfBounds(0)));
         check(&|c| c.max_sessions = MAX_SESSIONS + 1, &|e| {
             matches!(e, ConfigError::MaxSessionsOutOfBounds(_))
+        });
+        check(&|c| c.inline_apply_slow = Duration::from_micros(999), &|e| {
+            matches!(e, ConfigError::InlineApplySlowOutOfBounds(_))
+        });
+        check(&|c| c.inline_apply_slow = MAX_INLINE_APPLY_SLOW + Duration::from_nanos(1), &|e| {
+            matches!(e, ConfigError::InlineApplySlowOutOfBounds(_))
         });
         check(&|c| c.inline_sync_max = MAX_INLINE_SYNC_MAX + Duration::from_nanos(1), &|e| {
             matches!(e, ConfigError::InlineSyncMaxOutOfBounds(_))

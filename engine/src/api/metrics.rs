@@ -90,7 +90,8 @@ pub struct Metrics {
     /// a few entries whose commands the state machine calls quick, while the apply thread
     /// was idle) instead of handing them to its apply thread.
     pub applied_inline: u64,
-    /// Of those, batches that took longer than 10 ms on the worker (a state machine called
+    /// Of those, batches that took longer than `EngineConfig::inline_apply_slow` (10 ms by
+    /// default) on the worker (a state machine called
     /// quick a command that was not, or the worker was preempted): each sends its group's
     /// batches to the apply thread for a minute, and is logged as a warning.
     pub applied_inline_slow: u64,

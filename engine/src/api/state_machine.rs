@@ -157,8 +157,9 @@ pub trait StateMachine: Send + 'static {
     /// on a lock held for long or on the engine, and no [`Effect::Split`] (a split waits
     /// for the child to be durable). A batch of quick commands may be applied on the
     /// worker thread itself, where a slow one would stall every group of that worker: a
-    /// batch that takes over 10 ms there is counted (`Metrics::applied_inline_slow`),
-    /// logged, and sends the group's batches to the apply thread for a minute.
+    /// batch that takes longer there than `EngineConfig::inline_apply_slow` (10 ms by
+    /// default) is counted (`Metrics::applied_inline_slow`), logged, and sends the group's
+    /// batches to the apply thread for a minute.
     /// Default `false`: every command is applied on the apply thread.
     fn is_quick(&self, command: &[u8]) -> bool {
         let _ = command;

@@ -16,7 +16,7 @@
 //! channel as the thread's, behind every earlier report.
 //!
 //! A state machine that calls a command quick and then takes long over it (past
-//! [`INLINE_APPLY_SLOW`]) stalls the worker once: its group's batches then all go to the
+//! `EngineConfig::inline_apply_slow`, 10 ms by default) stalls the worker once: its group's batches then all go to the
 //! apply thread for [`INLINE_APPLY_SLOW_PAUSE`] (or until the group is removed), so a
 //! state machine that misjudges a command stalls its worker at most once a pause, and a
 //! batch that was only preempted costs its group a pause of inline apply.
@@ -46,12 +46,9 @@ pub(crate) const INLINE_APPLY_MAX_BYTES: usize = 64 << 10;
 /// busy, applying them all on the worker would leave the apply thread idle).
 pub(crate) const INLINE_APPLY_MAX_PER_TURN: usize = INLINE_APPLY_MAX_ENTRIES;
 
-/// A batch applied on the worker that took longer than this marks its group slow: its
-/// later batches go to the apply thread (a state machine called a command quick that was
-/// not; the worker stepped nothing meanwhile).
-pub(crate) const INLINE_APPLY_SLOW: Duration = Duration::from_millis(10);
-
-/// How long a group found slow ([`INLINE_APPLY_SLOW`]) has its batches sent to the apply
+/// How long a group found slow (a batch of it applied here took past the lane's `slow`
+/// bound, `EngineConfig::inline_apply_slow`: a state machine called a command quick that
+/// was not, and the worker stepped nothing meanwhile) has its batches sent to the apply
 /// thread before the worker may apply them again.
 pub(crate) const INLINE_APPLY_SLOW_PAUSE: Duration = Duration::from_secs(60);
 
@@ -89,7 +86,7 @@ pub(crate) struct Gone;
 pub(crate) enum Inline {
     /// Applied on this thread; its report is in the channel.
     Applied,
-    /// Applied on this thread, but it took this long (past [`INLINE_APPLY_SLOW`]): the
+    /// Applied on this thread, but it took this long (past the lane's `slow` bound): the
     /// group's batches go to the apply thread for [`INLINE_APPLY_SLOW_PAUSE`]. Its report
     /// is in the channel.
     AppliedSlow {
@@ -112,7 +109,9 @@ pub(crate) struct ApplyLane<A: Handler = Applier> {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Entries this thread may still apply itself this turn.
     budget: usize,
-    /// Groups a batch of which took past [`INLINE_APPLY_SLOW`] here, and until when none
+    /// How long a batch may take here before its group counts as slow.
+    slow_after: Duration,
+    /// Groups a batch of which took past `slow_after` here, and until when none
     /// of theirs is applied here (forgotten then, or when the group is removed). At most
     /// the groups of the worker.
     slow: HashMap<u64, Instant>,
@@ -120,11 +119,13 @@ pub(crate) struct ApplyLane<A: Handler = Applier> {
 
 impl<A: Handler> ApplyLane<A> {
     /// Starts the apply thread `name` with `applier` (and its snapshot writer `writer`,
-    /// joined once the applier is gone).
+    /// joined once the applier is gone); a batch applied on the worker that takes past
+    /// `slow_after` pauses inline apply for its group.
     pub(crate) fn start(
         name: String,
         applier: A,
         writer: Option<std::thread::JoinHandle<()>>,
+        slow_after: Duration,
     ) -> std::io::Result<ApplyLane<A>> {
         let shared = Arc::new(Shared { applier: Mutex::new(Some(applier)), pending: AtomicU64::new(0) });
         // Unbounded, as before this lane: what it holds is bounded upstream. Its entries are
@@ -140,6 +141,7 @@ impl<A: Handler> ApplyLane<A> {
             shared,
             thread: Some(thread),
             budget: INLINE_APPLY_MAX_PER_TURN,
+            slow_after,
             slow: HashMap::new(),
         })
     }
@@ -206,7 +208,7 @@ impl<A: Handler> ApplyLane<A> {
             Ok(None) => {
                 self.budget -= n;
                 let took = start.elapsed();
-                if took > INLINE_APPLY_SLOW {
+                if took > self.slow_after {
                     self.slow.insert(group, Instant::now() + INLINE_APPLY_SLOW_PAUSE);
                     Inline::AppliedSlow { group, took }
                 } else {
@@ -271,10 +273,12 @@ mod tests {
 
     /// The fake's slow group (above every group the other tests use).
     const SLOW: u64 = 1000;
+    /// The lanes' bound for a batch here (the engine's default).
+    const SLOW_AFTER: Duration = Duration::from_millis(10);
 
     /// Records the groups of the batches it runs and on which thread; group 0's batch
     /// waits for `gate`, group 99's panics, group 7's is not quick, group `SLOW`'s is quick but
-    /// takes twice [`INLINE_APPLY_SLOW`].
+    /// takes twice `SLOW_AFTER`.
     struct Fake {
         ran: Arc<std::sync::Mutex<Vec<(u64, std::thread::ThreadId)>>>,
         gate: Arc<AtomicBool>,
@@ -284,7 +288,7 @@ mod tests {
         fn handle(&mut self, cmd: ApplyCmd) {
             let ApplyCmd::Apply { group, .. } = cmd else { return };
             if group == SLOW {
-                std::thread::sleep(INLINE_APPLY_SLOW * 2);
+                std::thread::sleep(SLOW_AFTER * 2);
             }
             if group == 0 {
                 let deadline = Instant::now() + Duration::from_secs(60);
@@ -318,7 +322,7 @@ mod tests {
         let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
         let gate = Arc::new(AtomicBool::new(false));
         let fake = Fake { ran: ran.clone(), gate: gate.clone() };
-        (ApplyLane::start("test-apply".into(), fake, None).unwrap(), ran, gate)
+        (ApplyLane::start("test-apply".into(), fake, None, SLOW_AFTER).unwrap(), ran, gate)
     }
 
     fn wait_idle(l: &ApplyLane<Fake>) {
@@ -409,7 +413,7 @@ mod tests {
         assert_eq!(ran.lock().unwrap().len(), INLINE_APPLY_MAX_PER_TURN + 2);
     }
 
-    /// A quick batch that takes past [`INLINE_APPLY_SLOW`] here is reported, and its group's
+    /// A quick batch that takes past the lane's bound here is reported, and its group's
     /// later batches are given back (other groups' still run here) until the group is
     /// removed.
     #[test]
@@ -417,7 +421,7 @@ mod tests {
         let (mut l, ran, gate) = lane();
         gate.store(true, Ordering::Release);
         match l.try_inline(batch(SLOW, 1, 8)) {
-            Inline::AppliedSlow { group: SLOW, took } => assert!(took > INLINE_APPLY_SLOW, "{took:?}"),
+            Inline::AppliedSlow { group: SLOW, took } => assert!(took > SLOW_AFTER, "{took:?}"),
             _ => panic!("the slow batch ran here and is reported slow"),
         }
         l.new_turn();

@@ -31,8 +31,8 @@ pub(crate) struct Counters {
     pub snapshots_installed: AtomicU64,
     pub applied_entries: AtomicU64,
     pub applied_inline: AtomicU64,
-    /// Of those, batches that took past `apply_lane::INLINE_APPLY_SLOW` (each pauses inline
-    /// apply for its group).
+    /// Of those, batches that took past `EngineConfig::inline_apply_slow` (each pauses
+    /// inline apply for its group).
     pub applied_inline_slow: AtomicU64,
     pub elections: AtomicU64,
     pub leaders_elected: AtomicU64,

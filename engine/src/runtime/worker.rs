@@ -159,7 +159,12 @@ impl Worker {
             sh.cfg.get().measure_load,
             super::split::SplitCtx::new(sh.clone()),
         );
-        let mut apply = ApplyLane::start(format!("flotilla-apply-{idx}"), applier, writer)?;
+        let mut apply = ApplyLane::start(
+            format!("flotilla-apply-{idx}"),
+            applier,
+            writer,
+            sh.cfg.get().inline_apply_slow,
+        )?;
         let snap = SnapshotReceiver::new(&sh.snap_dir, idx)?;
         let mut groups = HashMap::with_capacity(rec.groups.len());
         let mut touched = Vec::with_capacity(rec.groups.len());

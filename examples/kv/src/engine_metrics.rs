@@ -37,7 +37,7 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 74] {
         ("wal_segments_recycled", m.wal_segments_recycled, Counter, "WAL segments recycled from freed ones (no zero-filling)"),
         ("applied_entries", m.applied_entries, Counter, "Entries applied by the state machines"),
         ("applied_inline", m.applied_inline, Counter, "Committed batches a worker applied on its own thread instead of its apply thread"),
-        ("applied_inline_slow", m.applied_inline_slow, Counter, "Batches applied on a worker that took over 10 ms (each sends its group's batches to the apply thread for a minute)"),
+        ("applied_inline_slow", m.applied_inline_slow, Counter, "Batches applied on a worker that took longer than inline_apply_slow (each sends its group's batches to the apply thread for a minute)"),
         ("apply_lag", m.apply_lag, Gauge, "Apply lag, in entries committed and handed to the apply threads but not yet applied, over all workers"),
         ("elections", m.elections, Counter, "Campaigns started by replicas here (PreVote rounds included)"),
         ("leaders_elected", m.leaders_elected, Counter, "Times a replica here became leader"),
