@@ -195,6 +195,8 @@ fn a_group_slow_on_the_worker_once_is_applied_on_the_apply_thread_for_a_pause() 
     let m0 = e.metrics();
     assert!(m0.applied_inline > 0 && m0.applied_inline_slow == 0, "{m0:?}");
     propose(1, b"slow");
+    // The proposer is answered while the batch is applied; the worker counts it after.
+    wait_until("the slow batch counted", LONG, || e.metrics().applied_inline_slow > 0);
     let m1 = e.metrics();
     assert_eq!(m1.applied_inline_slow, 1, "the slow batch was applied on the worker and reported");
     for _ in 0..10 {
