@@ -55,6 +55,19 @@ fn quick_batches_are_applied_on_every_worker_with_the_same_results() {
     }
 }
 
+/// One engine, node 1 with one worker, storing under `dir`, its configuration adjusted by
+/// `tweak`.
+fn single_node(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut EngineConfig),
+    factory: StateMachineFactory,
+) -> Engine {
+    let mut cfg = config(1, dir.to_path_buf(), 10_000);
+    cfg.workers = 1;
+    tweak(&mut cfg);
+    Engine::open(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 12)), factory).unwrap()
+}
+
 /// A state machine that calls every command quick, panics on "boom" and sleeps a second on
 /// "slow".
 struct Boom;
@@ -92,11 +105,7 @@ impl StateMachine for Boom {
 #[test]
 fn a_panic_on_the_worker_stops_the_engine_and_the_worker_lives_on() {
     let dir = tempfile::tempdir().unwrap();
-    let net = MemoryNetwork::new();
-    let factory: StateMachineFactory = std::sync::Arc::new(|_| Box::new(Boom));
-    let e =
-        Engine::open(config(1, dir.path().to_path_buf(), 10_000), Box::new(net.join(1, 1 << 12)), factory)
-            .unwrap();
+    let e = single_node(dir.path(), |_| {}, std::sync::Arc::new(|_| Box::new(Boom)));
     e.create_group(1, &[1], Box::new(Boom)).unwrap();
     wait_until("leader", LONG, || e.group_status(1).is_some_and(|s| s.role == Role::Leader));
     let ok = e.propose(1, Bytes::from_static(b"fine")).unwrap().wait_timeout(LONG).unwrap();
@@ -126,15 +135,12 @@ fn a_panic_on_the_worker_stops_the_engine_and_the_worker_lives_on() {
 #[test]
 fn quick_batches_never_overtake_a_batch_on_the_apply_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let net = MemoryNetwork::new();
-    let mut cfg = config(1, dir.path().to_path_buf(), 10_000);
-    cfg.workers = 1;
     let st = std::sync::Arc::new(std::sync::Mutex::new(SmState::default()));
     let gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (s, g) = (st.clone(), gate.clone());
     let factory: StateMachineFactory =
         std::sync::Arc::new(move |_| Box::new(ChainSm::new(s.clone()).gated(g.clone())));
-    let e = Engine::open(cfg, Box::new(net.join(1, 1 << 12)), factory).unwrap();
+    let e = single_node(dir.path(), |_| {}, factory);
     e.create_group(1, &[1], Box::new(ChainSm::new(st.clone()).gated(gate.clone()))).unwrap();
     wait_until("leader", LONG, || e.group_status(1).is_some_and(|s| s.role == Role::Leader));
     let stuck = e.propose(1, Bytes::from_static(b"block")).unwrap();
@@ -176,13 +182,9 @@ fn quick_batches_never_overtake_a_batch_on_the_apply_thread() {
 #[test]
 fn a_group_slow_on_the_worker_once_is_applied_on_the_apply_thread_for_a_pause() {
     let dir = tempfile::tempdir().unwrap();
-    let net = MemoryNetwork::new();
-    let mut cfg = config(1, dir.path().to_path_buf(), 10_000);
-    cfg.workers = 1;
     // Past any preemption of a worker on a loaded machine, below the "slow" command.
-    cfg.inline_apply_slow = Duration::from_millis(500);
-    let factory: StateMachineFactory = std::sync::Arc::new(|_| Box::new(Boom));
-    let e = Engine::open(cfg, Box::new(net.join(1, 1 << 12)), factory).unwrap();
+    let slow_after = |cfg: &mut EngineConfig| cfg.inline_apply_slow = Duration::from_millis(500);
+    let e = single_node(dir.path(), slow_after, std::sync::Arc::new(|_| Box::new(Boom)));
     for g in [1, 2] {
         e.create_group(g, &[1], Box::new(Boom)).unwrap();
         wait_until("leader", LONG, || e.group_status(g).is_some_and(|s| s.role == Role::Leader));

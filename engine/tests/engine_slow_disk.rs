@@ -39,13 +39,20 @@ struct Node {
     reg: Registry,
 }
 
-fn open(net: &MemoryNetwork, id: NodeId, dir: &std::path::Path) -> Node {
+/// Node `id` on its own fault-injecting file system, its configuration adjusted by `tweak`.
+fn open(
+    net: &MemoryNetwork,
+    id: NodeId,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut EngineConfig),
+) -> Node {
     let mut cfg = config(id, dir.join(format!("n{id}")), 10_000);
     // One worker: A and B share it on every node.
     cfg.workers = 1;
     // B stays awake although it takes no writes (a quiesced group needs no heartbeats).
     cfg.raft.quiesce = false;
     cfg.wal.backend = flotilla_wal::BackendChoice::Pwrite;
+    tweak(&mut cfg);
     let fs = Arc::new(FaultFs::new(dir.join(format!("trash{id}")), id).unwrap());
     let reg = Registry::default();
     let r = reg.clone();
@@ -58,7 +65,7 @@ fn open(net: &MemoryNetwork, id: NodeId, dir: &std::path::Path) -> Node {
 fn leaders_hold_while_the_followers_disks_stall() {
     let tmp = tempfile::tempdir().unwrap();
     let net = MemoryNetwork::new();
-    let nodes: Vec<Node> = (1..=3).map(|id| open(&net, id, tmp.path())).collect();
+    let nodes: Vec<Node> = (1..=3).map(|id| open(&net, id, tmp.path(), |_| {})).collect();
     let pairs: Vec<(&Engine, &Registry)> = nodes.iter().map(|n| (&n.engine, &n.reg)).collect();
     create_led_by_node1(&pairs, &[A, B]);
     let leader = &nodes[0].engine;
@@ -125,16 +132,10 @@ fn a_worker_syncs_inline_only_while_the_last_sync_was_within_its_bound() {
     for (bound, inline_after) in [(Duration::from_millis(20), false), (MAX_INLINE_SYNC_MAX, true)] {
         let tmp = tempfile::tempdir().unwrap();
         let net = MemoryNetwork::new();
-        let mut cfg = config(1, tmp.path().join("n1"), 10_000);
-        cfg.workers = 1;
-        cfg.tick_interval = Duration::from_secs(1);
-        cfg.inline_sync_max = bound;
-        cfg.wal.backend = flotilla_wal::BackendChoice::Pwrite;
-        let fs = Arc::new(FaultFs::new(tmp.path().join("trash"), 1).unwrap());
-        let reg = Registry::default();
-        let r = reg.clone();
-        let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&r, g));
-        let e = Engine::open_with_fs(cfg, Box::new(net.join(1, 1 << 16)), factory, fs.clone()).unwrap();
+        let Node { engine: e, fs, reg } = open(&net, 1, tmp.path(), |cfg| {
+            cfg.tick_interval = Duration::from_secs(1);
+            cfg.inline_sync_max = bound;
+        });
         e.create_group_led_by(A, &[1], 1, ChainSm::boxed(&reg, A)).unwrap();
         wait_until("leader", Duration::from_secs(20), || {
             e.group_status(A).is_some_and(|s| s.role == Role::Leader)

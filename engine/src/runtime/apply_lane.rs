@@ -16,10 +16,11 @@
 //! channel as the thread's, behind every earlier report.
 //!
 //! A state machine that calls a command quick and then takes long over it (past
-//! `EngineConfig::inline_apply_slow`, 10 ms by default) stalls the worker once: its group's batches then all go to the
-//! apply thread for [`INLINE_APPLY_SLOW_PAUSE`] (or until the group is removed), so a
-//! state machine that misjudges a command stalls its worker at most once a pause, and a
-//! batch that was only preempted costs its group a pause of inline apply.
+//! `EngineConfig::inline_apply_slow`, 10 ms by default) stalls the worker once: its
+//! group's batches then all go to the apply thread for [`INLINE_APPLY_SLOW_PAUSE`] (or
+//! until the group is removed), so a state machine that misjudges a command stalls its
+//! worker at most once a pause, and a batch that was only preempted costs its group a
+//! pause of inline apply.
 //!
 //! Owns the apply thread's loop, that count and the groups found slow. Never decides what
 //! is quick (the state machine does, through the applier) and never applies anything
@@ -207,9 +208,10 @@ impl<A: Handler> ApplyLane<A> {
         match ran {
             Ok(None) => {
                 self.budget -= n;
-                let took = start.elapsed();
+                let end = Instant::now();
+                let took = end.duration_since(start);
                 if took > self.slow_after {
-                    self.slow.insert(group, Instant::now() + INLINE_APPLY_SLOW_PAUSE);
+                    self.slow.insert(group, end + INLINE_APPLY_SLOW_PAUSE);
                     Inline::AppliedSlow { group, took }
                 } else {
                     Inline::Applied
