@@ -20,7 +20,7 @@
 //! 0: the engine's own default, one per core for each engine, so 3 x cores workers),
 //! `CLUSTER_GROUPS` (default 64),
 //! `FLOTILLA_WAL_BACKEND` (`io_uring` | `pwrite`; default auto), `CLUSTER_DIRECT=0` and
-//! `CLUSTER_INLINE=0` (the engine's `direct_network` and `inline_wal_writes` off), `CLUSTER_INLINE_APPLY=0` (`inline_apply` off), `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
+//! `CLUSTER_INLINE=0` (the engine's `direct_network` and `inline_wal_writes` off), `CLUSTER_INLINE_APPLY=0` (`inline_apply` off), `CLUSTER_DURABLE_ACKS=0` (`acks_when_durable` off), `CLUSTER_DIR` (default `$CARGO_TARGET_DIR/cluster-bench`, on disk), `CLUSTER_LOAD`
 //! (`on`, the default: the engines measure per-group load; `off`; `both`: only the
 //! load-measuring comparison, see [`load_on_off`]), `CLUSTER_LOAD_ROUNDS` (default 4),
 //! `CLUSTER_SWEEP` (extra 16-byte points' in-flight counts, comma-separated; default
@@ -248,6 +248,7 @@ impl Cluster {
             ec.direct_network = std::env::var("CLUSTER_DIRECT").map_or(true, |v| v != "0");
             ec.inline_wal_writes = std::env::var("CLUSTER_INLINE").map_or(true, |v| v != "0");
             ec.inline_apply = std::env::var("CLUSTER_INLINE_APPLY").map_or(true, |v| v != "0");
+            ec.acks_when_durable = std::env::var("CLUSTER_DURABLE_ACKS").map_or(true, |v| v != "0");
             let factory: StateMachineFactory = Arc::new(|_| new_sm());
             engines.push(Engine::open(ec, Box::new(t), factory).unwrap());
             net.push(c);
@@ -592,6 +593,9 @@ struct LoadResult {
     wal_inline: u64,
     applied_entries: u64,
     applied_inline: u64,
+    /// Append acknowledgements sent by the thread that made their write durable
+    /// (`acks_when_durable`).
+    acks_when_durable: u64,
 }
 
 /// The upper bound (ms) of the power-of-two bucket holding quantile `q` of `buckets`.
@@ -705,6 +709,7 @@ fn run_load(c: &Cluster, payload: usize, clients: usize, inflight: usize, secs: 
         wal_inline: delta(&m0, &m1, |m| m.wal_inline_writes),
         applied_entries: delta(&m0, &m1, |m| m.applied_entries),
         applied_inline: delta(&m0, &m1, |m| m.applied_inline),
+        acks_when_durable: delta(&m0, &m1, |m| m.acks_sent_when_durable),
     };
     r.term_changes = c.terms().iter().zip(&terms0).filter(|(a, b)| a != b).count() as u64;
     for cr in results {
@@ -1051,7 +1056,8 @@ fn main() {
              busy refusals {}, redirects {}, errors {:?}, messages dropped {}, groups/WAL batch {:.1}, \
              left outstanding {}; WAL syncs {} (all nodes), p99 < {:.1} ms, p99.9 < {:.1} ms, max < {:.1} ms; \
              WAL compaction passes {}, longest < {:.1} ms, {:.1} MB copied; WAL segments zero-filled {}, recycled {}; \
-             worker WAL batches {}, written inline {}; entries applied {}, batches applied on a worker {}",
+             worker WAL batches {}, written inline {}; entries applied {}, batches applied on a worker {}; \
+             acknowledgements sent when durable {}",
             r.payload,
             r.inflight,
             r.not_leader(),
@@ -1076,7 +1082,8 @@ fn main() {
             r.wal_batches,
             r.wal_inline,
             r.applied_entries,
-            r.applied_inline
+            r.applied_inline,
+            r.acks_when_durable
         );
     }
     println!();

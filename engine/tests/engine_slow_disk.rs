@@ -61,29 +61,40 @@ fn open(
     Node { engine, fs, reg }
 }
 
+/// Three nodes with A and B led by node 1, and ten writes to A committed.
+fn three_with_ten_writes(net: &MemoryNetwork, dir: &std::path::Path) -> Vec<Node> {
+    let nodes: Vec<Node> = (1..=3).map(|id| open(net, id, dir, |_| {})).collect();
+    let pairs: Vec<(&Engine, &Registry)> = nodes.iter().map(|n| (&n.engine, &n.reg)).collect();
+    create_led_by_node1(&pairs, &[A, B]);
+    for i in 0..10u8 {
+        let p = nodes[0].engine.propose(A, Bytes::from(vec![i; 64])).unwrap();
+        assert!(matches!(p.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))));
+    }
+    nodes
+}
+
+/// Stalls both followers' next sync, then gives them a write to make (A's next entry);
+/// returns once both syncs are held.
+fn write_while_the_followers_stall(nodes: &[Node]) -> Proposal {
+    for n in &nodes[1..] {
+        n.fs.hold_next_sync();
+    }
+    let pending = nodes[0].engine.propose(A, Bytes::from_static(b"written during the stall")).unwrap();
+    wait_until("both followers' syncs held", Duration::from_secs(10), || {
+        nodes[1..].iter().all(|n| n.fs.sync_held())
+    });
+    pending
+}
+
 #[test]
 fn leaders_hold_while_the_followers_disks_stall() {
     let tmp = tempfile::tempdir().unwrap();
     let net = MemoryNetwork::new();
-    let nodes: Vec<Node> = (1..=3).map(|id| open(&net, id, tmp.path(), |_| {})).collect();
-    let pairs: Vec<(&Engine, &Registry)> = nodes.iter().map(|n| (&n.engine, &n.reg)).collect();
-    create_led_by_node1(&pairs, &[A, B]);
-    let leader = &nodes[0].engine;
-    for i in 0..10u8 {
-        let p = leader.propose(A, Bytes::from(vec![i; 64])).unwrap();
-        assert!(matches!(p.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))));
-    }
+    let nodes = three_with_ten_writes(&net, tmp.path());
     let before = [role_term(&nodes[0].engine, A), role_term(&nodes[0].engine, B)];
     assert_eq!((before[0].0, before[1].0), (Role::Leader, Role::Leader));
 
-    // Stall both followers' next sync, then give them a write to make: A's next entry.
-    for n in &nodes[1..] {
-        n.fs.hold_next_sync();
-    }
-    let pending = leader.propose(A, Bytes::from_static(b"written during the stall")).unwrap();
-    wait_until("both followers' syncs held", Duration::from_secs(10), || {
-        nodes[1..].iter().all(|n| n.fs.sync_held())
-    });
+    let pending = write_while_the_followers_stall(&nodes);
     // Watch without asserting: the held syncs must be released before anything panics
     // (an engine shut down with a sync held waits for it).
     let mut lost = None;
@@ -163,5 +174,44 @@ fn a_worker_syncs_inline_only_while_the_last_sync_was_within_its_bound() {
         let inline = seen.expect("in three attempts, a tick's write came between every time");
         assert_eq!(inline > 0, inline_after, "bound {bound:?}: {inline} inline writes after a 150 ms sync");
         e.shutdown();
+    }
+}
+
+/// `EngineConfig::acks_when_durable`: a follower's acknowledgements of appends leave from
+/// the thread that made their write durable, and never before it is. Both followers'
+/// syncs are held while the leader has a write on them: the write must not commit
+/// (nobody acknowledged it; an acknowledgement sent before the sync would commit it),
+/// and commits once they are released. The followers count the acknowledgements sent so.
+#[test]
+fn a_follower_acknowledges_when_its_write_is_durable_and_never_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let nodes = three_with_ten_writes(&net, tmp.path());
+    for n in &nodes[1..] {
+        assert!(n.engine.metrics().acks_sent_when_durable > 0, "a follower acknowledged from its worker");
+    }
+    assert_eq!(nodes[0].engine.metrics().acks_sent_when_durable, 0, "the leader acknowledges nothing");
+
+    let pending = write_while_the_followers_stall(&nodes);
+    // Bounded: 40 polls of 5 ms while the syncs are held.
+    let mut answered = false;
+    for _ in 0..40 {
+        answered |= pending.is_ready();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let acks_held: Vec<u64> = nodes[1..].iter().map(|n| n.engine.metrics().acks_sent_when_durable).collect();
+    for n in &nodes[1..] {
+        n.fs.release_sync();
+    }
+    assert!(!answered, "the write committed while no follower had it durable");
+    assert!(
+        matches!(pending.wait_timeout(Duration::from_secs(20)), Ok(Ok(_))),
+        "the write commits once the followers' syncs return"
+    );
+    wait_until("the followers acknowledged it once durable", Duration::from_secs(10), || {
+        nodes[1..].iter().zip(&acks_held).any(|(n, held)| n.engine.metrics().acks_sent_when_durable > *held)
+    });
+    for n in nodes {
+        n.engine.shutdown();
     }
 }

@@ -79,6 +79,12 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
+    /// Whether the batch holds only entries and hard states (no metadata, compaction,
+    /// removal or rewrite).
+    pub fn only_entries_and_hard_states(&self) -> bool {
+        self.ops.iter().all(|op| matches!(op, Op::Entries { .. } | Op::HardState { .. }))
+    }
+
     /// Exact bytes the batch's records take in the log (saturates at `usize::MAX` when an
     /// entry is too large to be stored, so that submission refuses it).
     pub fn encoded_len(&self) -> usize {

@@ -74,6 +74,7 @@ pub use fs::{create_private_dir, FileSystem, StdFs, SyncFault, WriteFault, PRIVA
 pub use latency::{LatencyHistogram, LatencySnapshot, LATENCY_BUCKETS};
 pub use lock::{DirLock, LockError, LOCK_FILE, PRIVATE_FILE_MODE};
 pub use reader::{check_segment, SegmentCheck, SegmentCheckError};
+pub use sync::OnDurable;
 pub use types::{Entry, HardState, Position};
 pub use wal::{SegmentPins, Ticket, Wal, WalStats};
 pub use writer::MaintainReport;

@@ -28,17 +28,34 @@ use crate::segment::Segment;
 use crate::state::{Applied, LogState};
 use crate::types::Position;
 
+/// Run by the thread that made a submitted batch durable, before the batch's
+/// [`Ticket`](crate::Ticket) resolves; never run when the write fails (dropped instead).
+/// For what must happen as soon as the bytes are durable and cannot wait for the
+/// submitter to wake up (a follower's acknowledgement). It runs on the WAL's writer
+/// thread or on a thread inside [`Wal::write`](crate::Wal::write), so it must be quick
+/// and must not block or write to the log.
+pub type OnDurable = Box<dyn FnOnce() + Send>;
+
 /// A batch waiting for the writer.
 pub(crate) struct Submission {
     pub batch: WriteBatch,
     /// Told the outcome (None for the writer's own rewrite batches).
     pub done: Option<Sender<Result<(), WriteError>>>,
+    /// Run once the batch is durable, before `done` is told.
+    pub on_durable: Option<OnDurable>,
 }
 
 impl Submission {
-    /// Tells the submitter (if any) the outcome.
+    /// Tells the submitter (if any) the outcome, after running its [`OnDurable`] when the
+    /// batch is durable.
     pub(crate) fn tell(self, r: Result<(), WriteError>) {
-        if let Some(d) = self.done {
+        let Submission { done, on_durable, .. } = self;
+        if r.is_ok() {
+            if let Some(f) = on_durable {
+                f();
+            }
+        }
+        if let Some(d) = done {
             let _ = d.send(r);
         }
     }

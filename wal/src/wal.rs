@@ -23,7 +23,7 @@ use crate::prealloc::Preallocator;
 use crate::recovery::Recovery;
 use crate::segment::Segment;
 use crate::shared::Shared;
-use crate::sync::{Submission, SyncQueue};
+use crate::sync::{OnDurable, Submission, SyncQueue};
 use crate::types::{Entry, HardState};
 use crate::writer::{Cmd, MaintainReport, SegmentWriter};
 
@@ -261,11 +261,15 @@ impl Wal {
     }
 
     fn prepare(&self, batch: WriteBatch) -> Result<(Cmd, Ticket), WriteError> {
-        let (sub, ticket) = self.prepare_sub(batch)?;
+        let (sub, ticket) = self.prepare_sub(batch, None)?;
         Ok((Cmd::Write(sub), ticket))
     }
 
-    fn prepare_sub(&self, batch: WriteBatch) -> Result<(Submission, Ticket), WriteError> {
+    fn prepare_sub(
+        &self,
+        batch: WriteBatch,
+        on_durable: Option<OnDurable>,
+    ) -> Result<(Submission, Ticket), WriteError> {
         if self.shared.is_poisoned() {
             return Err(WriteError::Poisoned);
         }
@@ -274,16 +278,26 @@ impl Wal {
             return Err(WriteError::BatchTooLarge { len, max: self.max_batch });
         }
         let (done, rx) = bounded(1);
-        Ok((Submission { batch, done: Some(done) }, Ticket { rx }))
+        Ok((Submission { batch, done: Some(done), on_durable }, Ticket { rx }))
     }
 
     /// Queues `batch` for the next group commit and returns at once (blocking only while
     /// the queue is full); the [`Ticket`] tells when it is durable. Batches submitted by
     /// one thread are made durable in submission order.
     pub fn submit(&self, batch: WriteBatch) -> Result<Ticket, WriteError> {
-        let (cmd, ticket) = self.prepare(batch)?;
+        self.submit_then(batch, None)
+    }
+
+    /// As [`Wal::submit`], and `on_durable` (if any) runs as soon as the batch is durable,
+    /// on the thread that made it so, before the ticket resolves (see [`OnDurable`]).
+    pub fn submit_then(
+        &self,
+        batch: WriteBatch,
+        on_durable: Option<OnDurable>,
+    ) -> Result<Ticket, WriteError> {
+        let (sub, ticket) = self.prepare_sub(batch, on_durable)?;
         let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
-        tx.send(cmd).map_err(|_| WriteError::Shutdown)?;
+        tx.send(Cmd::Write(sub)).map_err(|_| WriteError::Shutdown)?;
         Ok(ticket)
     }
 
@@ -311,7 +325,7 @@ impl Wal {
         // Counted while inside, also while waiting for the writer to take the batch: a
         // sync about to start may wait a moment for it.
         let _in = InWrite::enter(&self.shared.sync.in_write);
-        match self.write_here_or_submit(batch, true)? {
+        match self.write_here_or_submit(batch, None, true)? {
             Some(ticket) => ticket.wait(),
             None => Ok(()),
         }
@@ -323,13 +337,28 @@ impl Wal {
     /// [`Ticket`] without waiting. For a caller with nothing else to do meanwhile: a free
     /// writer costs it no hand-over to the writer thread and back.
     pub fn write_or_submit(&self, batch: WriteBatch) -> Result<Option<Ticket>, WriteError> {
-        self.write_here_or_submit(batch, false)
+        self.write_here_or_submit(batch, None, false)
     }
 
-    /// The two above; `counted`: the caller is counted in `in_write` already.
-    fn write_here_or_submit(&self, batch: WriteBatch, counted: bool) -> Result<Option<Ticket>, WriteError> {
+    /// As [`Wal::write_or_submit`], with `on_durable` run as [`Wal::submit_then`] runs it
+    /// (on this thread when the batch is written here).
+    pub fn write_or_submit_then(
+        &self,
+        batch: WriteBatch,
+        on_durable: Option<OnDurable>,
+    ) -> Result<Option<Ticket>, WriteError> {
+        self.write_here_or_submit(batch, on_durable, false)
+    }
+
+    /// The three above; `counted`: the caller is counted in `in_write` already.
+    fn write_here_or_submit(
+        &self,
+        batch: WriteBatch,
+        on_durable: Option<OnDurable>,
+        counted: bool,
+    ) -> Result<Option<Ticket>, WriteError> {
         let tx = self.tx.as_ref().ok_or(WriteError::Shutdown)?;
-        let (sub, ticket) = self.prepare_sub(batch)?;
+        let (sub, ticket) = self.prepare_sub(batch, on_durable)?;
         let Some(mut w) = self.seg_writer.try_lock() else {
             tx.send(Cmd::Write(sub)).map_err(|_| WriteError::Shutdown)?;
             return Ok(Some(ticket));

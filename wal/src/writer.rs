@@ -682,7 +682,10 @@ impl SegmentWriter {
                 if let Some(l) = left.as_mut() {
                     *l = l.saturating_sub(bytes);
                 }
-                let subs = batches.into_iter().map(|batch| Submission { batch, done: None }).collect();
+                let subs = batches
+                    .into_iter()
+                    .map(|batch| Submission { batch, done: None, on_durable: None })
+                    .collect();
                 self.write_round(subs, true);
                 if budget.is_some() {
                     // The copies become durable with the next round's sync, which the

@@ -317,3 +317,62 @@ fn write_after_submit_keeps_the_threads_order() {
     }
     assert_eq!(wal.last_index(1), Ok(400));
 }
+
+/// `submit_then` / `write_or_submit_then`: the hook runs once, only after the batch's sync
+/// (a held sync holds it back), on the thread that made the batch durable, before the
+/// ticket resolves; a failed sync drops it unrun.
+#[test]
+fn a_durability_hook_runs_once_after_the_sync_and_never_for_a_failed_write() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = scratch();
+    let (fs, wal) = open_fault(dir.path(), 14);
+    let runs = Arc::new(AtomicU64::new(0));
+    let hook = |seen: &Arc<AtomicU64>| -> Option<flotilla_wal::OnDurable> {
+        let seen = seen.clone();
+        Some(Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }))
+    };
+    wal.write(one(1, 1, 1)).unwrap();
+
+    // Through the writer thread: not while the sync is held; once, before the ticket.
+    fs.hold_next_sync();
+    let t = wal.submit_then(one(1, 2, 2), hook(&runs)).unwrap();
+    wait_until("the sync to be held", || fs.sync_held());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "the hook ran before the batch was durable");
+    assert!(t.try_wait().is_none());
+    fs.release_sync();
+    t.wait().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the hook runs before the ticket resolves");
+
+    // On the calling thread (the writer is free): durable and run on return.
+    let caller = std::thread::current().id();
+    let on = Arc::new(parking_lot::Mutex::new(None));
+    let o = on.clone();
+    let r = wal
+        .write_or_submit_then(
+            one(1, 3, 3),
+            Some(Box::new(move || {
+                *o.lock() = Some(std::thread::current().id());
+            })),
+        )
+        .unwrap();
+    match r {
+        None => assert_eq!(*on.lock(), Some(caller), "written here: the hook ran here"),
+        Some(t) => {
+            // The writer was busy after all: it ran the hook on its thread.
+            t.wait().unwrap();
+            assert!(on.lock().is_some());
+        }
+    }
+
+    // A failed sync: the write fails and the hook never runs.
+    fs.fail_next_sync(SyncFault::Eio);
+    let t = wal.submit_then(one(1, 4, 4), hook(&runs)).unwrap();
+    assert!(matches!(t.wait(), Err(WriteError::Io { .. })));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a hook ran for a failed write");
+    // Refused writes never run theirs either.
+    assert!(wal.submit_then(one(2, 1, 5), hook(&runs)).is_err());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

@@ -196,6 +196,9 @@ pub struct Metrics {
     /// Of `net_batches`, those a worker sent through the transport itself
     /// (`EngineConfig::direct_network`), not through the network thread.
     pub net_direct_sends: u64,
+    /// Append acknowledgements a follower sent from the thread that made their write
+    /// durable (`EngineConfig::acks_when_durable`), not from its worker afterwards.
+    pub acks_sent_when_durable: u64,
     /// Received batches the transport's own threads handed straight to the workers
     /// (`EngineConfig::direct_network`), not through the network thread.
     pub net_direct_receives: u64,

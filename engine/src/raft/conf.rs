@@ -93,6 +93,12 @@ impl ConfState {
         contains(&self.voters, id) || contains(&self.voters_outgoing, id)
     }
 
+    /// Whether a replica other than `id` votes in either half of the configuration (else
+    /// `id`'s own vote, or its own durable log, is a quorum by itself).
+    pub fn has_voter_other_than(&self, id: ReplicaId) -> bool {
+        self.voters.iter().chain(&self.voters_outgoing).any(|r| r.id != id)
+    }
+
     /// Whether `id` is an incoming voter.
     pub fn is_incoming_voter(&self, id: ReplicaId) -> bool {
         contains(&self.voters, id)

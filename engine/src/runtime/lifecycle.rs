@@ -329,6 +329,10 @@ impl Worker {
             return self.receive_chunk(from, group, m);
         }
         Self::credit_idle(g, self.ticks);
+        if matches!(m.body, MessageBody::AppendResponse { .. }) {
+            // The leader's own write may now complete a quorum: wake for it.
+            self.writes.acked(group);
+        }
         if let Err(e) = g.raft.step(m) {
             tracing::debug!("group {group}: message refused: {e}");
         }

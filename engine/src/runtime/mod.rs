@@ -25,6 +25,7 @@ mod apply_link;
 mod clock;
 mod command;
 mod compaction;
+mod durable_acks;
 pub(crate) mod event_hub;
 mod export;
 mod export_file;
@@ -158,6 +159,7 @@ impl Runtime {
             apply_latency: Default::default(),
             loads: load_board::LoadBoard::new(n, load_book::ewma_of(c)),
             sender: if c.direct_network { transport.sender() } else { None },
+            acks_when_durable: Default::default(),
             inbound: Default::default(),
         });
         let mut recovered = recovery::recover(&shared)?;
@@ -438,6 +440,7 @@ impl Runtime {
             liveness_wakes: l(&c.liveness_wakes),
             net_batches: l(&c.net_batches),
             net_direct_sends: l(&c.net_direct_sends),
+            acks_sent_when_durable: l(&self.shared.acks_when_durable),
             net_direct_receives: l(&c.net_direct_receives),
             dropped_wrong_sender: l(&c.dropped_wrong_sender),
             creates_refused: l(&c.creates_refused),

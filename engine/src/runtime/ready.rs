@@ -6,6 +6,7 @@
 //! Never waits for the write: what must follow durability is handed on in `persisted`.
 
 use super::apply::ApplyCmd;
+use super::durable_acks;
 use super::group::Group;
 use super::observe::observe;
 use super::store::{add_entry, wal_hs};
@@ -55,7 +56,33 @@ impl Worker {
             self.writes.count_group();
         }
         if last.is_some() || !rd.persisted_messages.is_empty() {
-            self.writes.after_write(gid, last, rd.persisted_messages);
+            let mut msgs = rd.persisted_messages;
+            if self.writes.acks_when_durable() {
+                // Acknowledgements go from the thread that makes the write durable
+                // (`durable_acks`); the group still waits for the write (`after_write`).
+                let me = self.sh.node;
+                let mut kept = Vec::new();
+                for m in msgs {
+                    let to = g.node_of(m.to);
+                    match to {
+                        Some(to) if durable_acks::goes_when_durable(&m, Some(to), me) => {
+                            self.writes.send_when_durable(to, gid, m);
+                        }
+                        _ => kept.push(m),
+                    }
+                }
+                msgs = kept;
+            }
+            match g.raft.role() {
+                Role::Follower => {}
+                // Its own write completes a quorum only with an acknowledgement, whose
+                // arrival marks the write urgent (`WritePipeline::acked`).
+                Role::Leader if g.raft.conf().has_voter_other_than(g.raft.id()) => {
+                    self.writes.lazy_leader(gid)
+                }
+                _ => self.writes.wake_when_durable(),
+            }
+            self.writes.after_write(gid, last, msgs);
         }
         // 3. Apply, on the apply thread (or here, for a small quick batch while that
         // thread is idle: `apply_lane`), with the waiters of these entries: it completes

@@ -146,6 +146,9 @@ pub(crate) struct Shared {
     /// The transport's handle the workers send through themselves
     /// (`EngineConfig::direct_network`); `None`: through the network thread.
     pub sender: Option<Arc<dyn crate::transport::TransportSender>>,
+    /// Acknowledgements sent by the hooks that run when a write is durable
+    /// (`durable_acks`, `Metrics::acks_sent_when_durable`).
+    pub acks_when_durable: Arc<AtomicU64>,
     /// The mailboxes the transport's receiving threads hand batches to directly
     /// (`EngineConfig::direct_network`, `net_loop::deliver`); cleared at shutdown so the
     /// mailboxes disconnect.

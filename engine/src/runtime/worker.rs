@@ -177,6 +177,15 @@ impl Worker {
             }
             groups.insert(g.id, g);
         }
+        let mut writes = WritePipeline::new();
+        if sh.cfg.get().acks_when_durable {
+            writes.set_durable_acks(super::durable_acks::DurableAcks::new(
+                sh.sender.clone(),
+                sh.net_ctl.clone(),
+                sh.net.clone(),
+                sh.acks_when_durable.clone(),
+            ));
+        }
         let read_ctx = ReadCtx::new(sh.incarnation);
         let load = super::load_book::LoadBook::new(sh.cfg.get());
         Ok(Worker {
@@ -198,7 +207,7 @@ impl Worker {
             tally: Tally::default(),
             failed: false,
             stopping: false,
-            writes: WritePipeline::new(),
+            writes,
             lazy_commits: HashSet::new(),
             admission: Admission::default(),
             probed: HashSet::new(),
@@ -348,7 +357,7 @@ impl Worker {
         }
         sel.recv(&self.apply_rx);
         sel.recv(self.snap.reports());
-        if let Some(t) = self.writes.oldest_ticket() {
+        if let Some(t) = self.writes.wake_ticket() {
             sel.recv(t.receiver());
         }
         let _ = sel.ready_timeout(timeout);

@@ -8,17 +8,20 @@
 //! write (even one with nothing to write, only messages to send) never completes before
 //! an earlier one is durable.
 //!
-//! Never waits for a write (the worker selects on [`WritePipeline::oldest_ticket`]), never
-//! touches a group or sends anything: the worker hands durable writes on (`persisted`).
+//! Never waits for a write (the worker selects on [`WritePipeline::wake_ticket`]), never
+//! touches a group or sends anything itself: the worker hands durable writes on
+//! (`persisted`), and a follower's acknowledgements go from the hook `durable_acks`
+//! builds, run by the thread that made the write durable.
 
 use std::collections::VecDeque;
 
 use flotilla_wal::{Ticket, Wal, WriteBatch, WriteError};
 
+use super::durable_acks::DurableAcks;
 use super::group::PendingCreate;
 use super::shared::{bump, bump_by, Counters};
 use crate::raft::message::Message;
-use crate::raft::types::ReplicaId;
+use crate::raft::types::{NodeId, ReplicaId};
 
 /// What one group waits for from a write: the last entry written (for `on_persisted`)
 /// and the messages to send once it is durable.
@@ -44,6 +47,12 @@ pub(super) struct Inflight {
     pub(super) creates: Vec<PendingCreate>,
     /// The write's sequence number (see [`WritePipeline::next_seq`]).
     pub(super) seq: u64,
+    /// Whether the worker wakes as soon as it is durable (see
+    /// [`WritePipeline::wake_ticket`]).
+    urgent: bool,
+    /// Groups led here whose entries the write holds, while it is not urgent: an
+    /// acknowledgement for one makes it urgent ([`WritePipeline::acked`]).
+    leaders: Vec<u64>,
 }
 
 /// The batch being built and the writes in flight, oldest first.
@@ -51,6 +60,18 @@ pub(super) struct WritePipeline {
     /// This turn's batch: the groups' Ready writes, metadata, tombstones, compactions.
     pub(super) batch: WriteBatch,
     after: Vec<AfterWrite>,
+    /// Messages sent the moment the batch is durable, by the thread that made it so
+    /// (`durable_acks`): (destination node, group, message).
+    when_durable: Vec<(NodeId, u64, Message)>,
+    /// Builds the hook that sends `when_durable` (`EngineConfig::acks_when_durable`).
+    acks: Option<DurableAcks>,
+    /// A group of the batch being built needs the worker soon after it is durable (a
+    /// leader's own match, a candidate's vote: [`WritePipeline::wake_when_durable`]).
+    wake: bool,
+    /// Writes in flight that the worker wakes for.
+    urgent_inflight: usize,
+    /// Groups led here that wrote to the batch being built ([`WritePipeline::lazy_leader`]).
+    leaders: Vec<u64>,
     prune: Vec<Prune>,
     /// Groups that added to `batch` (for the `wal_batch_groups` metric).
     batch_groups: u64,
@@ -67,6 +88,11 @@ impl WritePipeline {
         WritePipeline {
             batch: WriteBatch::new(),
             after: Vec::new(),
+            when_durable: Vec::new(),
+            acks: None,
+            wake: false,
+            urgent_inflight: 0,
+            leaders: Vec::new(),
             prune: Vec::new(),
             batch_groups: 0,
             inflight: VecDeque::new(),
@@ -96,6 +122,53 @@ impl WritePipeline {
         self.after.push((gid, last, msgs));
     }
 
+    /// From now on, acknowledgements of appends go out from the thread that makes their
+    /// write durable ([`WritePipeline::send_when_durable`]), through `acks`' hooks.
+    pub(super) fn set_durable_acks(&mut self, acks: DurableAcks) {
+        self.acks = Some(acks);
+    }
+
+    /// Whether [`WritePipeline::send_when_durable`] is available.
+    pub(super) fn acks_when_durable(&self) -> bool {
+        self.acks.is_some()
+    }
+
+    /// The worker is needed soon after the batch being built is durable: a group in it
+    /// is not a follower (a leader's own match may commit entries; a candidate counts
+    /// its own vote).
+    pub(super) fn wake_when_durable(&mut self) {
+        self.wake = true;
+    }
+
+    /// Group `gid`, led here, wrote to the batch being built and needs the worker once the
+    /// write is durable only if an acknowledgement from a follower comes first (its own
+    /// match then may complete a quorum): [`WritePipeline::acked`] marks it urgent.
+    /// Without one, the worker takes the completion at its next turn, which the
+    /// acknowledgement that commits the entries starts.
+    pub(super) fn lazy_leader(&mut self, gid: u64) {
+        self.leaders.push(gid);
+    }
+
+    /// An acknowledgement of an append arrived for group `gid`: every write in flight that
+    /// holds `gid`'s entries as a lazy leader's becomes urgent, so that the leader's own
+    /// match, with the acknowledgement, commits as soon as the write is durable.
+    pub(super) fn acked(&mut self, gid: u64) {
+        for f in self.inflight.iter_mut() {
+            if !f.urgent && f.leaders.contains(&gid) {
+                f.urgent = true;
+                self.urgent_inflight += 1;
+            }
+        }
+    }
+
+    /// `msg` of group `gid` goes to node `to` the moment the batch being built is durable,
+    /// from the thread that made it so (or, when the batch writes nothing, from the
+    /// worker after the earlier writes, as [`WritePipeline::after_write`]'s messages).
+    /// Only after [`WritePipeline::set_durable_acks`].
+    pub(super) fn send_when_durable(&mut self, to: NodeId, gid: u64, msg: Message) {
+        self.when_durable.push((to, gid, msg));
+    }
+
     /// Once the batch is durable, the snapshot files of `replica` of `gid` below `below`
     /// are pruned.
     pub(super) fn prune_after(&mut self, gid: u64, replica: ReplicaId, below: u64) {
@@ -118,6 +191,9 @@ impl WritePipeline {
     pub(super) fn discard(&mut self) {
         self.batch = WriteBatch::new();
         self.after.clear();
+        self.when_durable.clear();
+        self.wake = false;
+        self.leaders.clear();
         self.prune.clear();
     }
 
@@ -126,6 +202,7 @@ impl WritePipeline {
     pub(super) fn fail(&mut self) -> Vec<PendingCreate> {
         let creates = self.inflight.drain(..).flat_map(|f| f.creates).collect();
         self.pending_bytes = 0;
+        self.urgent_inflight = 0;
         self.discard();
         creates
     }
@@ -147,10 +224,32 @@ impl WritePipeline {
 
     fn submit_as(&mut self, wal: &Wal, counters: &Counters, inline: bool) -> Result<(), WriteError> {
         let batch = std::mem::take(&mut self.batch);
-        let after = std::mem::take(&mut self.after);
+        let mut after = std::mem::take(&mut self.after);
         let prune = std::mem::take(&mut self.prune);
         let bytes = batch.encoded_len() as u64;
         let wrote = !batch.is_empty();
+        let when_durable = std::mem::take(&mut self.when_durable);
+        // Lazy (the worker takes its completion at its next turn, at the latest its next
+        // tick, instead of waking for it): a write of only entries and hard states, of
+        // followers whose acknowledgements go from the durability hook and of leaders
+        // (until an acknowledgement arrives: `acked`), with nothing else waiting for it.
+        // A candidate's write or a single voter's, messages left for the worker, files
+        // to prune, or any other record (metadata, a snapshot's reset, compaction,
+        // removal) keep it urgent.
+        let leaders = std::mem::take(&mut self.leaders);
+        let urgent = std::mem::take(&mut self.wake)
+            || self.acks.is_none()
+            || !batch.only_entries_and_hard_states()
+            || !prune.is_empty()
+            || after.iter().any(|(_, _, msgs)| !msgs.is_empty());
+        let hook = match &self.acks {
+            Some(acks) if wrote && !when_durable.is_empty() => Some(acks.hook(when_durable)),
+            _ => {
+                // Nothing written: they wait for the earlier writes, sent by the worker.
+                after.extend(when_durable.into_iter().map(|(_, gid, m)| (gid, None, vec![m])));
+                None
+            }
+        };
         let ticket = if !wrote {
             None
         } else {
@@ -162,7 +261,7 @@ impl WritePipeline {
             if inline {
                 // `None`: durable already. Nothing earlier is in flight, so the order
                 // of completions holds.
-                let t = wal.write_or_submit(batch)?;
+                let t = wal.write_or_submit_then(batch, hook)?;
                 if t.is_none() {
                     // Crash tests: durable, nothing acknowledged or sent for it yet.
                     fail::fail_point!("engine::after_fsync_before_send");
@@ -171,7 +270,7 @@ impl WritePipeline {
                 }
                 t
             } else {
-                Some(wal.submit(batch)?)
+                Some(wal.submit_then(batch, hook)?)
             }
         };
         // A write made durable inline (no ticket) is queued too: it takes its sequence
@@ -179,7 +278,19 @@ impl WritePipeline {
         if wrote || !after.is_empty() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.inflight.push_back(Inflight { ticket, after, prune, bytes, seq, creates: Vec::new() });
+            let urgent = urgent || ticket.is_none();
+            self.urgent_inflight += usize::from(urgent);
+            let leaders = if urgent { Vec::new() } else { leaders };
+            self.inflight.push_back(Inflight {
+                ticket,
+                after,
+                prune,
+                bytes,
+                seq,
+                creates: Vec::new(),
+                urgent,
+                leaders,
+            });
         }
         Ok(())
     }
@@ -212,7 +323,10 @@ impl WritePipeline {
                     bytes,
                     seq,
                     creates,
+                    urgent: true,
+                    leaders: Vec::new(),
                 };
+                self.urgent_inflight += 1;
                 self.inflight.push_back(f);
                 Ok(())
             }
@@ -233,6 +347,7 @@ impl WritePipeline {
             }
         }
         let done = self.inflight.pop_front()?;
+        self.urgent_inflight -= usize::from(done.urgent);
         if done.ticket.is_some() {
             self.pending_bytes = self.pending_bytes.saturating_sub(done.bytes);
         }
@@ -242,6 +357,20 @@ impl WritePipeline {
     /// The ticket of the oldest write in flight, to wait on.
     pub(super) fn oldest_ticket(&self) -> Option<&Ticket> {
         self.inflight.front().and_then(|f| f.ticket.as_ref())
+    }
+
+    /// The ticket the worker sleeps on: the oldest write's, while any write in flight is
+    /// urgent (writes complete in order, so an urgent one waits for the oldest). `None`
+    /// while every write in flight is lazy: a follower's write whose acknowledgements
+    /// went from the durability hook needs nothing of the worker at once (its
+    /// `on_persisted` is taken at the worker's next turn), so the worker is not woken
+    /// for it (one thread wake-up fewer per write on a follower).
+    pub(super) fn wake_ticket(&self) -> Option<&Ticket> {
+        if self.urgent_inflight > 0 {
+            self.oldest_ticket()
+        } else {
+            None
+        }
     }
 
     /// The oldest write in flight (shutdown takes its ticket to wait on it).
@@ -312,6 +441,87 @@ mod tests {
         assert_eq!(p.next_seq(), 3);
         assert_eq!(drain(&mut p, 3), vec![0, 1, 2]);
         assert!(p.poll_durable().is_none());
+    }
+
+    /// A follower's write whose acknowledgement goes from the durability hook is lazy
+    /// (the worker does not wake for it, and the hook sends the acknowledgement); a
+    /// leader's write, or one with a message left for the worker, is urgent, and an
+    /// urgent write behind a lazy one makes the worker wait on the oldest.
+    #[test]
+    fn a_followers_write_with_its_acknowledgement_hooked_does_not_wake_the_worker() {
+        use crate::raft::message::MessageBody;
+        let (_dir, wal, counters, mut p) = rig();
+        let (ctl, _ctl_rx) = crossbeam_channel::unbounded();
+        let (data, data_rx) = crossbeam_channel::unbounded();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        p.set_durable_acks(DurableAcks::new(None, ctl, data, sent));
+        let ack = |index| Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: MessageBody::AppendResponse { index, reject: false, reject_hint: 0, hint_term: 0 },
+        };
+        // A follower's entry, its acknowledgement hooked: lazy.
+        p.batch.add_entry(1, 1, 1, b"x");
+        p.send_when_durable(1, 1, ack(1));
+        p.after_write(1, Some((1, 1)), Vec::new());
+        p.submit(&wal, &counters).expect("submit");
+        assert!(p.oldest_ticket().is_some());
+        assert!(p.wake_ticket().is_none(), "the worker woke for a follower's hooked write");
+        let ack_sent = data_rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert!(ack_sent.is_ok(), "the hook sent the acknowledgement");
+        assert_eq!(drain(&mut p, 1), vec![0]);
+        // A leader's write: urgent.
+        p.batch.add_entry(2, 1, 1, b"y");
+        p.wake_when_durable();
+        p.after_write(2, Some((1, 1)), Vec::new());
+        p.submit(&wal, &counters).expect("submit");
+        assert!(p.wake_ticket().is_some(), "a leader's write must wake the worker");
+        assert_eq!(drain(&mut p, 1), vec![1]);
+        // A follower's write with a message left for the worker (a vote): urgent.
+        p.batch.add_entry(1, 2, 1, b"z");
+        let vote = Message {
+            from: 2,
+            to: 1,
+            term: 2,
+            body: MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                reject: false,
+                commit: 0,
+                commit_term: 0,
+            },
+        };
+        p.after_write(1, Some((2, 1)), vec![vote]);
+        p.submit(&wal, &counters).expect("submit");
+        assert!(p.wake_ticket().is_some());
+        assert_eq!(drain(&mut p, 1), vec![2]);
+        // A leader's write with followers to acknowledge it: lazy until an
+        // acknowledgement for its group arrives (one for another group changes nothing).
+        p.batch.add_entry(3, 1, 1, b"w");
+        p.lazy_leader(3);
+        p.after_write(3, Some((1, 1)), Vec::new());
+        p.submit(&wal, &counters).expect("submit");
+        assert!(p.wake_ticket().is_none(), "a leader's write woke the worker before any acknowledgement");
+        p.acked(4);
+        assert!(p.wake_ticket().is_none());
+        p.acked(3);
+        assert!(p.wake_ticket().is_some(), "an acknowledgement makes the leader's write urgent");
+        p.acked(3);
+        assert_eq!(drain(&mut p, 1), vec![3]);
+        // Lazy, then urgent behind it: the worker waits on the oldest (the lazy one).
+        p.batch.add_entry(1, 3, 1, b"l");
+        p.send_when_durable(1, 1, ack(3));
+        p.after_write(1, Some((3, 1)), Vec::new());
+        p.submit(&wal, &counters).expect("submit");
+        assert!(p.wake_ticket().is_none(), "an urgent write was counted twice");
+        p.batch.add_entry(2, 2, 1, b"u");
+        p.wake_when_durable();
+        p.after_write(2, Some((2, 1)), Vec::new());
+        p.submit(&wal, &counters).expect("submit");
+        let oldest = p.oldest_ticket().map(|t| t as *const Ticket);
+        assert_eq!(p.wake_ticket().map(|t| t as *const Ticket), oldest);
+        assert_eq!(drain(&mut p, 2), vec![4, 5]);
+        assert!(p.wake_ticket().is_none() && p.oldest_ticket().is_none());
     }
 
     #[test]

@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 74] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 75] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -74,6 +74,7 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 74] {
         ("liveness_wakes", m.liveness_wakes, Counter, "Quiesced groups woken because their leader's node went down or restarted (at most max_wakes_per_tick per worker tick)"),
         ("net_batches", m.net_batches, Counter, "Message batches sent (one frame per destination node per worker turn; heartbeats of all groups to one node share a batch)"),
         ("net_direct_sends", m.net_direct_sends, Counter, "Message batches a worker sent through the transport itself, not through the network thread"),
+        ("acks_sent_when_durable", m.acks_sent_when_durable, Counter, "Append acknowledgements sent by the thread that made their WAL write durable, not by the worker after"),
         ("net_direct_receives", m.net_direct_receives, Counter, "Received batches the transport's threads handed straight to the workers"),
         ("dropped_wrong_sender", m.dropped_wrong_sender, Counter, "Messages dropped because their sender replica lives on another node than the one they came from (by the group's applied configuration, or the node it was first learnt from), or names an unknown replica while the group's table of learned peers is full (max_learned_peers)"),
         ("creates_refused", m.creates_refused, Counter, "Messages for groups not hosted here that would have created a replica (or recorded a removal) but were refused: by the CreatePolicy, by the per-tick caps (max_creates_per_tick, max_creates_per_node_per_tick) or by the caps on unconfirmed replicas"),
