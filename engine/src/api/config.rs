@@ -283,7 +283,9 @@ pub struct EngineConfig {
     /// A follower's acknowledgements of appends go out from the thread that made their
     /// WAL write durable (the WAL's writer, or the worker when it wrote inline) the
     /// moment the sync returns, instead of from the worker once it wakes to the write's
-    /// completion: one thread hand-over less on the path of a commit. The rest of what
+    /// completion, when the worker was quiet as it submitted the write (empty mailboxes,
+    /// no other write in flight; a busy worker is awake anyway and coalesces them with
+    /// its other messages). The rest of what
     /// waits for the write (`on_persisted`, votes, other answers) stays on the worker.
     /// With it, a write nothing needs at once (a follower's whose acknowledgements so
     /// left, or a leader's until a follower's acknowledgement for the same group arrives)

@@ -41,14 +41,15 @@ impl Worker {
             let cfg = self.sh.cfg.get();
             (cfg.inline_wal_writes, cfg.inline_sync_max)
         };
+        let quiet = self.rx.is_empty() && self.ctl_rx.as_ref().map_or(true, |c| c.is_empty());
         let inline = !self.failed
             && !self.writes.batch.is_empty()
             && enabled
             && self.sh.wal.last_sync_duration() <= sync_max
             && self.writes.batch.encoded_len() <= INLINE_BATCH_MAX
-            && self.rx.is_empty()
-            && self.ctl_rx.as_ref().map_or(true, |c| c.is_empty())
+            && quiet
             && self.writes.holds_all(self.active.iter());
+        self.writes.set_quiet(quiet);
         if inline {
             self.flush_outbox();
         }
