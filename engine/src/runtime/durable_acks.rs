@@ -6,9 +6,11 @@
 //! `EngineConfig::acks_when_durable` turns it off.
 //!
 //! Owns which persisted messages go this way ([`goes_when_durable`]: acknowledgements of
-//! appends, to another node), the list a batch collects, and the hook that sends them
-//! (through the transport's sender where the workers send directly, else on the network
-//! thread's queues, as the worker would). Never sends before durability: the WAL runs the
+//! appends, those for another node), the list a batch collects, and the hook that sends
+//! them (through the transport's sender where the workers send directly, else on the
+//! network thread's queues, as the worker would; what a hook holds is one write's
+//! acknowledgements, bounded by the worker's writes in flight, and the queues are the
+//! worker's own). Never sends before durability: the WAL runs the
 //! hook only after the batch's sync succeeded (after every batch submitted before it),
 //! and drops it unrun when the write fails. Never touches a group: its `on_persisted`
 //! still runs on the worker afterwards, and every other persisted message (a vote, an
@@ -26,12 +28,12 @@ use crate::raft::message::{Message, MessageBody};
 use crate::raft::types::NodeId;
 use crate::transport::{TransportSender, WireItem};
 
-/// Whether a persisted message to node `to` (this node is `me`) goes out from the durability
-/// hook: an answer to an append (accepted or rejected) for another node. Such an answer
-/// says only what is durable in this replica's log, which is exactly what the hook waits
-/// for; the group's later state cannot make it untrue.
-pub(super) fn goes_when_durable(m: &Message, to: Option<NodeId>, me: NodeId) -> bool {
-    matches!(m.body, MessageBody::AppendResponse { .. }) && to.is_some_and(|n| n != me)
+/// Whether a persisted message goes out from the durability hook (to another node): an
+/// answer to an append (accepted or rejected). Such an answer says only what is durable
+/// in this replica's log, which is exactly what the hook waits for; the group's later
+/// state cannot make it untrue.
+pub(super) fn goes_when_durable(m: &Message) -> bool {
+    matches!(m.body, MessageBody::AppendResponse { .. })
 }
 
 /// Where the hook sends: the transport's sender (the workers send directly), or the
@@ -110,10 +112,8 @@ mod tests {
     }
 
     #[test]
-    fn only_append_answers_to_another_node_go_when_durable() {
-        assert!(goes_when_durable(&ack(5), Some(2), 1));
-        assert!(!goes_when_durable(&ack(5), Some(1), 1), "to this node");
-        assert!(!goes_when_durable(&ack(5), None, 1), "to an unknown node");
+    fn only_append_answers_go_when_durable() {
+        assert!(goes_when_durable(&ack(5)));
         let vote = Message {
             from: 1,
             to: 2,
@@ -125,7 +125,7 @@ mod tests {
                 commit_term: 0,
             },
         };
-        assert!(!goes_when_durable(&vote, Some(2), 1), "a vote stays with the worker");
+        assert!(!goes_when_durable(&vote), "a vote stays with the worker");
     }
 
     #[test]

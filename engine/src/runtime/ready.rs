@@ -63,12 +63,10 @@ impl Worker {
                 let me = self.sh.node;
                 let mut kept = Vec::new();
                 for m in msgs {
-                    let to = g.node_of(m.to);
-                    match to {
-                        Some(to) if durable_acks::goes_when_durable(&m, Some(to), me) => {
-                            self.writes.send_when_durable(to, gid, m);
-                        }
-                        _ => kept.push(m),
+                    let to = durable_acks::goes_when_durable(&m).then(|| g.node_of(m.to)).flatten();
+                    match to.filter(|&n| n != me) {
+                        Some(to) => self.writes.send_when_durable(to, gid, m),
+                        None => kept.push(m),
                     }
                 }
                 msgs = kept;

@@ -68,8 +68,6 @@ pub(super) struct WritePipeline {
     /// A group of the batch being built needs the worker soon after it is durable (a
     /// leader's own match, a candidate's vote: [`WritePipeline::wake_when_durable`]).
     wake: bool,
-    /// Writes in flight that the worker wakes for.
-    urgent_inflight: usize,
     /// Groups led here that wrote to the batch being built ([`WritePipeline::lazy_leader`]).
     leaders: Vec<u64>,
     /// The worker has nothing queued behind the batch being submitted
@@ -94,7 +92,6 @@ impl WritePipeline {
             when_durable: Vec::new(),
             acks: None,
             wake: false,
-            urgent_inflight: 0,
             leaders: Vec::new(),
             quiet: false,
             prune: Vec::new(),
@@ -170,9 +167,8 @@ impl WritePipeline {
     /// match, with the acknowledgement, commits as soon as the write is durable.
     pub(super) fn acked(&mut self, gid: u64) {
         for f in self.inflight.iter_mut() {
-            if !f.urgent && f.leaders.contains(&gid) {
+            if f.leaders.contains(&gid) {
                 f.urgent = true;
-                self.urgent_inflight += 1;
             }
         }
     }
@@ -218,7 +214,6 @@ impl WritePipeline {
     pub(super) fn fail(&mut self) -> Vec<PendingCreate> {
         let creates = self.inflight.drain(..).flat_map(|f| f.creates).collect();
         self.pending_bytes = 0;
-        self.urgent_inflight = 0;
         self.discard();
         creates
     }
@@ -299,7 +294,6 @@ impl WritePipeline {
             let seq = self.next_seq;
             self.next_seq += 1;
             let urgent = urgent || ticket.is_none();
-            self.urgent_inflight += usize::from(urgent);
             let leaders = if urgent { Vec::new() } else { leaders };
             self.inflight.push_back(Inflight {
                 ticket,
@@ -346,7 +340,6 @@ impl WritePipeline {
                     urgent: true,
                     leaders: Vec::new(),
                 };
-                self.urgent_inflight += 1;
                 self.inflight.push_back(f);
                 Ok(())
             }
@@ -367,7 +360,6 @@ impl WritePipeline {
             }
         }
         let done = self.inflight.pop_front()?;
-        self.urgent_inflight -= usize::from(done.urgent);
         if done.ticket.is_some() {
             self.pending_bytes = self.pending_bytes.saturating_sub(done.bytes);
         }
@@ -386,7 +378,7 @@ impl WritePipeline {
     /// `on_persisted` is taken at the worker's next turn), so the worker is not woken
     /// for it (one thread wake-up fewer per write on a follower).
     pub(super) fn wake_ticket(&self) -> Option<&Ticket> {
-        if self.urgent_inflight > 0 {
+        if self.inflight.iter().any(|f| f.urgent) {
             self.oldest_ticket()
         } else {
             None
