@@ -277,6 +277,10 @@ fn change(c: &Cluster, g: u64, nodes: &[NodeId], ch: MembershipChange) {
                 MembershipError::LeaderNotReady
                 | MembershipError::Dropped
                 | MembershipError::ChangePending
+                // A leader that handed off to `old[1]` and has not heard its new term yet
+                // still leads, with the transfer pending, and is found first among `nodes`.
+                | MembershipError::TransferInProgress
+                | MembershipError::Busy
                 | MembershipError::LearnerNotCaughtUp { .. }
                 | MembershipError::NotLeader { .. },
             ))) => {}
