@@ -89,6 +89,10 @@ impl Worker {
         if let Err(e) = raft_step(&mut g.raft) {
             tracing::debug!("group {group}: message refused: {e}");
         }
+        if g.raft.committed() > g.raft.stable_index() {
+            // As in `step`: committed entries wait for a write in flight.
+            self.writes.needed(group);
+        }
         Self::touch(&mut self.touched, g);
         true
     }

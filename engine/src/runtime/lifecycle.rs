@@ -331,10 +331,15 @@ impl Worker {
         Self::credit_idle(g, self.ticks);
         if matches!(m.body, MessageBody::AppendResponse { .. }) {
             // The leader's own write may now complete a quorum: wake for it.
-            self.writes.acked(group);
+            self.writes.needed(group);
         }
         if let Err(e) = g.raft.step(m) {
             tracing::debug!("group {group}: message refused: {e}");
+        }
+        if g.raft.committed() > g.raft.stable_index() {
+            // Committed entries wait for a write of this replica's in flight (a follower
+            // that learnt the commit index before its own write was durable): wake for it.
+            self.writes.needed(group);
         }
         Self::touch(&mut self.touched, g);
     }

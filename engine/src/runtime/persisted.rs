@@ -50,7 +50,10 @@ impl Worker {
             && quiet
             && self.writes.holds_all(self.active.iter());
         self.writes.set_quiet(quiet);
-        if inline {
+        if inline || quiet {
+            // Before the write: a quiet worker's batch may carry its acknowledgements in
+            // the durability hook, which must not overtake the messages of this turn and
+            // of the writes completed before it (one order per peer).
             self.flush_outbox();
         }
         self.submit_as(inline);

@@ -72,11 +72,13 @@ impl Worker {
                 msgs = kept;
             }
             match g.raft.role() {
-                Role::Follower => {}
+                // Its entries become appliable only with a commit index past what is
+                // durable, whose arrival marks the write urgent (`Worker::step`).
+                Role::Follower => self.writes.lazy_group(gid),
                 // Its own write completes a quorum only with an acknowledgement, whose
-                // arrival marks the write urgent (`WritePipeline::acked`).
+                // arrival marks the write urgent (`Worker::step`).
                 Role::Leader if g.raft.conf().has_voter_other_than(g.raft.id()) => {
-                    self.writes.lazy_leader(gid)
+                    self.writes.lazy_group(gid)
                 }
                 _ => self.writes.wake_when_durable(),
             }
@@ -102,6 +104,10 @@ impl Worker {
         if !rd.events.is_empty() {
             observe(&self.sh, g, &rd.events);
             if rd.events.iter().any(|e| matches!(e, crate::raft::Event::MembershipApplied { .. })) {
+                if g.raft.role() == Role::Leader && !g.raft.conf().has_voter_other_than(g.raft.id()) {
+                    // The only voter now: its own writes in flight commit alone.
+                    self.writes.needed(gid);
+                }
                 // The apply thread applied the same change to its own copy: it keeps
                 // Raft's instead (one membership per replica, not two).
                 let conf = std::sync::Arc::clone(g.raft.conf_shared());

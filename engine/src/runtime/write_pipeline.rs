@@ -50,9 +50,10 @@ pub(super) struct Inflight {
     /// Whether the worker wakes as soon as it is durable (see
     /// [`WritePipeline::wake_ticket`]).
     urgent: bool,
-    /// Groups led here whose entries the write holds, while it is not urgent: an
-    /// acknowledgement for one makes it urgent ([`WritePipeline::acked`]).
-    leaders: Vec<u64>,
+    /// Groups whose entries the write holds, while it is not urgent: a leader's that an
+    /// acknowledgement may now commit, a follower's that learnt a commit index past what
+    /// is durable here ([`WritePipeline::needed`] makes the write urgent).
+    lazy: Vec<u64>,
 }
 
 /// The batch being built and the writes in flight, oldest first.
@@ -68,8 +69,8 @@ pub(super) struct WritePipeline {
     /// A group of the batch being built needs the worker soon after it is durable (a
     /// leader's own match, a candidate's vote: [`WritePipeline::wake_when_durable`]).
     wake: bool,
-    /// Groups led here that wrote to the batch being built ([`WritePipeline::lazy_leader`]).
-    leaders: Vec<u64>,
+    /// Groups whose write to the batch being built may be lazy ([`WritePipeline::lazy_group`]).
+    lazy: Vec<u64>,
     /// The worker has nothing queued behind the batch being submitted
     /// ([`WritePipeline::set_quiet`]): only then do acknowledgements go from the hook.
     quiet: bool,
@@ -92,7 +93,7 @@ impl WritePipeline {
             when_durable: Vec::new(),
             acks: None,
             wake: false,
-            leaders: Vec::new(),
+            lazy: Vec::new(),
             quiet: false,
             prune: Vec::new(),
             batch_groups: 0,
@@ -153,21 +154,23 @@ impl WritePipeline {
         self.quiet = quiet;
     }
 
-    /// Group `gid`, led here, wrote to the batch being built and needs the worker once the
-    /// write is durable only if an acknowledgement from a follower comes first (its own
-    /// match then may complete a quorum): [`WritePipeline::acked`] marks it urgent.
-    /// Without one, the worker takes the completion at its next turn, which the
-    /// acknowledgement that commits the entries starts.
-    pub(super) fn lazy_leader(&mut self, gid: u64) {
-        self.leaders.push(gid);
+    /// Group `gid` wrote to the batch being built and needs the worker once the write is
+    /// durable only if something comes first that the durable entries then complete:
+    /// for a leader, an acknowledgement from a follower (its own match then may complete
+    /// a quorum); for a follower whose acknowledgements go from the durability hook, a
+    /// commit index past what is durable here (the entries then become appliable).
+    /// [`WritePipeline::needed`] marks the write urgent when that happens; until then
+    /// the worker takes the completion at its next turn, which such an arrival starts.
+    pub(super) fn lazy_group(&mut self, gid: u64) {
+        self.lazy.push(gid);
     }
 
-    /// An acknowledgement of an append arrived for group `gid`: every write in flight that
-    /// holds `gid`'s entries as a lazy leader's becomes urgent, so that the leader's own
-    /// match, with the acknowledgement, commits as soon as the write is durable.
-    pub(super) fn acked(&mut self, gid: u64) {
+    /// Group `gid` needs its writes in flight (see [`WritePipeline::lazy_group`]): every
+    /// write in flight that holds `gid`'s entries lazily becomes urgent, so that the
+    /// worker takes its completion as soon as it is durable.
+    pub(super) fn needed(&mut self, gid: u64) {
         for f in self.inflight.iter_mut() {
-            if f.leaders.contains(&gid) {
+            if f.lazy.contains(&gid) {
                 f.urgent = true;
             }
         }
@@ -205,7 +208,7 @@ impl WritePipeline {
         self.after.clear();
         self.when_durable.clear();
         self.wake = false;
-        self.leaders.clear();
+        self.lazy.clear();
         self.prune.clear();
     }
 
@@ -255,11 +258,13 @@ impl WritePipeline {
         // Lazy (the worker takes its completion at its next turn, at the latest its next
         // tick, instead of waking for it): a write of only entries and hard states, of
         // followers whose acknowledgements go from the durability hook and of leaders
-        // (until an acknowledgement arrives: `acked`), with nothing else waiting for it.
+        // (until an acknowledgement or a commit index arrives: `needed`), with nothing
+        // else waiting for it.
         // A candidate's write or a single voter's, messages left for the worker, files
         // to prune, or any other record (metadata, a snapshot's reset, compaction,
         // removal) keep it urgent.
-        let leaders = std::mem::take(&mut self.leaders);
+        let lazy = std::mem::take(&mut self.lazy);
+        let hooked = hook.is_some();
         let urgent = std::mem::take(&mut self.wake)
             || self.acks.is_none()
             || !batch.only_entries_and_hard_states()
@@ -278,8 +283,11 @@ impl WritePipeline {
                 // of completions holds.
                 let t = wal.write_or_submit_then(batch, hook)?;
                 if t.is_none() {
-                    // Crash tests: durable, nothing acknowledged or sent for it yet.
-                    fail::fail_point!("engine::after_fsync_before_send");
+                    if !hooked {
+                        // Crash tests: durable, nothing acknowledged or sent for it yet
+                        // (a hook has its own, before it sends).
+                        fail::fail_point!("engine::after_fsync_before_send");
+                    }
                     bump(&counters.wal_inline_writes);
                     self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
                 }
@@ -294,7 +302,7 @@ impl WritePipeline {
             let seq = self.next_seq;
             self.next_seq += 1;
             let urgent = urgent || ticket.is_none();
-            let leaders = if urgent { Vec::new() } else { leaders };
+            let lazy = if urgent { Vec::new() } else { lazy };
             self.inflight.push_back(Inflight {
                 ticket,
                 after,
@@ -303,7 +311,7 @@ impl WritePipeline {
                 seq,
                 creates: Vec::new(),
                 urgent,
-                leaders,
+                lazy,
             });
         }
         Ok(())
@@ -338,7 +346,7 @@ impl WritePipeline {
                     seq,
                     creates,
                     urgent: true,
-                    leaders: Vec::new(),
+                    lazy: Vec::new(),
                 };
                 self.inflight.push_back(f);
                 Ok(())
@@ -488,12 +496,19 @@ mod tests {
         p.batch.add_entry(1, 2, 1, b"x");
         p.send_when_durable(1, 1, ack(2));
         p.after_write(1, Some((2, 1)), Vec::new());
+        p.lazy_group(1);
         p.set_quiet(true);
         p.submit(&wal, &counters).expect("submit");
         assert!(p.oldest_ticket().is_some());
         assert!(p.wake_ticket().is_none(), "the worker woke for a follower's hooked write");
         let ack_sent = data_rx.recv_timeout(std::time::Duration::from_secs(10));
         assert!(ack_sent.is_ok(), "the hook sent the acknowledgement");
+        // The follower learns a commit index past its durable entries: they become
+        // appliable once the write is durable, so the worker wakes for it.
+        p.needed(2);
+        assert!(p.wake_ticket().is_none(), "another group's commit woke the worker");
+        p.needed(1);
+        assert!(p.wake_ticket().is_some(), "committed entries waiting for the write did not wake the worker");
         assert_eq!(drain(&mut p, 1), vec![1]);
         // A leader's write: urgent.
         p.batch.add_entry(2, 1, 1, b"y");
@@ -522,15 +537,15 @@ mod tests {
         // A leader's write with followers to acknowledge it: lazy until an
         // acknowledgement for its group arrives (one for another group changes nothing).
         p.batch.add_entry(3, 1, 1, b"w");
-        p.lazy_leader(3);
+        p.lazy_group(3);
         p.after_write(3, Some((1, 1)), Vec::new());
         p.submit(&wal, &counters).expect("submit");
         assert!(p.wake_ticket().is_none(), "a leader's write woke the worker before any acknowledgement");
-        p.acked(4);
+        p.needed(4);
         assert!(p.wake_ticket().is_none());
-        p.acked(3);
+        p.needed(3);
         assert!(p.wake_ticket().is_some(), "an acknowledgement makes the leader's write urgent");
-        p.acked(3);
+        p.needed(3);
         assert_eq!(drain(&mut p, 1), vec![4]);
         // Lazy, then urgent behind it: the worker waits on the oldest (the lazy one).
         p.batch.add_entry(1, 3, 1, b"l");
