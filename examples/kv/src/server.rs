@@ -211,6 +211,13 @@ struct Conn {
     /// Close once the write buffer is flushed.
     closing: bool,
     eof: bool,
+    /// The socket may hold unread bytes: set by a readable (or hang-up, or error) event,
+    /// and when accepted; cleared by a read that found nothing (`WouldBlock`) or that
+    /// returned less than it asked for, which drained the socket at that moment (its
+    /// events are edge-triggered, so bytes arriving later raise a new event). A
+    /// connection woken by its own results does not read again until then: that was
+    /// two `recvfrom` calls answered `EAGAIN` per non-pipelined request.
+    readable: bool,
     /// The server is stopping: nothing more is read; what was received is answered.
     draining: bool,
 }
@@ -514,6 +521,7 @@ fn run(
                                         poisoned: None,
                                         closing: false,
                                         eof: false,
+                                        readable: true,
                                         draining: drain.is_some(),
                                     },
                                 );
@@ -525,7 +533,14 @@ fn run(
                     }
                 },
                 WAKER => {}
-                t => touched.push(t),
+                t => {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        if let Some(c) = conns.get_mut(&t) {
+                            c.readable = true;
+                        }
+                    }
+                    touched.push(t)
+                }
             }
         }
         while let Ok(d) = done_rx.try_recv() {
@@ -659,6 +674,7 @@ fn drive(
             || c.closing
             || c.parse_paused()
             || c.queue.len() >= MAX_QUEUED
+            || !c.readable
         {
             break;
         }
@@ -676,8 +692,13 @@ fn drive(
             Ok(n) => {
                 c.rbuf.extend_from_slice(&chunk[..n]);
                 c.active = now;
+                // Less than asked for: the socket is drained (see `Conn::readable`).
+                c.readable = n == room;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                break;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
