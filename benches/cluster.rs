@@ -6,8 +6,8 @@
 //! two `flotilla-net` endpoints (frames of the engine's observed size, and one-message
 //! frames), and the machine's core count.
 //!
-//! Load: `CLUSTER_CLIENTS` client threads (default 4), each owning an equal share of the
-//! groups and keeping `CLUSTER_INFLIGHT / CLUSTER_CLIENTS` proposals outstanding (default
+//! Load: `CLUSTER_CLIENTS` client threads (default 4, at most one per group), each owning
+//! an equal share of the groups and keeping `CLUSTER_INFLIGHT / CLUSTER_CLIENTS` proposals outstanding (default
 //! 4,096 in all, 64 per group), each sent to the engine whose replica leads the group. A
 //! proposal's completion time is taken inside the waker the engine's worker calls when it
 //! resolves the proposal, so client scheduling does not inflate the latency.
@@ -923,11 +923,12 @@ fn main() {
     let t_start = Instant::now();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let secs: f64 = env_or("CLUSTER_SECS", 4.0);
-    let clients: usize = env_or("CLUSTER_CLIENTS", 4);
     let inflight: usize = env_or("CLUSTER_INFLIGHT", 4096);
     // Three engines share the machine's cores: thread-per-core across the cluster.
     let workers: usize = env_or("CLUSTER_WORKERS", (cores / 3).max(1));
-    let ngroups: u64 = env_or("CLUSTER_GROUPS", 64);
+    let ngroups: u64 = env_or("CLUSTER_GROUPS", 64).max(1);
+    // Each client owns a share of the groups: no more clients than groups.
+    let clients: usize = env_or("CLUSTER_CLIENTS", 4).clamp(1, ngroups as usize);
     let quick = std::env::var("CLUSTER_QUICK").is_ok_and(|v| v != "0");
     let root = data_root();
     std::fs::create_dir_all(&root).unwrap();
