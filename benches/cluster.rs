@@ -7,10 +7,11 @@
 //! frames), and the machine's core count.
 //!
 //! Load: `CLUSTER_CLIENTS` client threads (default 4, at most one per group), each owning
-//! an equal share of the groups and keeping `CLUSTER_INFLIGHT / CLUSTER_CLIENTS` proposals outstanding (default
-//! 4,096 in all, 64 per group), each sent to the engine whose replica leads the group. A
-//! proposal's completion time is taken inside the waker the engine's worker calls when it
-//! resolves the proposal, so client scheduling does not inflate the latency.
+//! an equal share of the groups and keeping `CLUSTER_INFLIGHT / CLUSTER_CLIENTS` proposals
+//! outstanding (default 4,096 in all, 64 per group), each sent to the engine whose replica
+//! leads the group. A proposal's completion time is taken inside the waker the engine's
+//! worker calls when it resolves the proposal, so client scheduling does not inflate the
+//! latency.
 //!
 //! Run: `CARGO_TARGET_DIR=... cargo bench --bench cluster` (criterion's unloaded round
 //! trip, then the report). `CLUSTER_QUICK=1` skips criterion. Knobs: `CLUSTER_SECS`
