@@ -89,10 +89,7 @@ impl Worker {
         if let Err(e) = raft_step(&mut g.raft) {
             tracing::debug!("group {group}: message refused: {e}");
         }
-        if g.raft.committed() > g.raft.stable_index() {
-            // As in `step`: committed entries wait for a write in flight.
-            self.writes.needed(group);
-        }
+        Self::wake_if_commit_waits(&mut self.writes, group, &g.raft);
         Self::touch(&mut self.touched, g);
         true
     }

@@ -29,12 +29,14 @@ use super::group::{add_cmd, new_group, Group, PendingCreate, SenderCheck};
 use super::pending::{pending, Completer};
 use super::route::route;
 use super::shared::bump;
-use super::store::{add_entry, wal_hs, GroupMeta};
+use super::store::{add_entry, wal_hs, GroupMeta, WalStore};
 use super::worker::Worker;
+use super::write_pipeline::WritePipeline;
 use crate::api::{CreateGroupError, Effect, EngineEvent, ProposeError, ReadError};
 use crate::raft::conf::ConfState;
 use crate::raft::message::{Entry, EntryPayload, HardState, Message, MessageBody, SnapshotMeta};
 use crate::raft::types::{NodeId, Replica, ReplicaId};
+use crate::raft::Raft;
 
 /// How long a worker keeps retrying (once a turn, never blocking) to hand another worker
 /// a group created by an effect while that worker's mailbox is full.
@@ -336,12 +338,17 @@ impl Worker {
         if let Err(e) = g.raft.step(m) {
             tracing::debug!("group {group}: message refused: {e}");
         }
-        if g.raft.committed() > g.raft.stable_index() {
-            // Committed entries wait for a write of this replica's in flight (a follower
-            // that learnt the commit index before its own write was durable): wake for it.
-            self.writes.needed(group);
-        }
+        Self::wake_if_commit_waits(&mut self.writes, group, &g.raft);
         Self::touch(&mut self.touched, g);
+    }
+
+    /// After a step: committed entries that wait for a write of this replica's in flight
+    /// (a follower that learnt the commit index before its own write was durable) make
+    /// that write wake the worker.
+    pub(super) fn wake_if_commit_waits(writes: &mut WritePipeline, group: u64, raft: &Raft<WalStore>) {
+        if raft.committed() > raft.stable_index() {
+            writes.needed(group);
+        }
     }
 
     /// Executes an effect returned by the state machine of `parent` at `index`.
