@@ -63,6 +63,12 @@ pub struct NodeConfig {
     /// comparison). Default true.
     #[serde(default = "d_joint_writes")]
     pub joint_writes: bool,
+    /// Reads of different connections from one shard, started in the same turn of the
+    /// client port's loop, share one read barrier (one ReadIndex request, or one lease
+    /// check; see `joint_read.rs`). `false` takes a barrier per read (for comparison).
+    /// Default true.
+    #[serde(default = "d_joint_writes")]
+    pub joint_reads: bool,
     /// Number of shards (Raft groups holding keys, each owning a share of the 16384 key
     /// slots). Default 16; 1..=16384. Must be the same
     /// on every node.
@@ -342,6 +348,8 @@ pub struct ValidNodeConfig {
     pub lease_reads: bool,
     /// Different connections' writes to one shard share entries (`joint_writes`).
     pub joint_writes: bool,
+    /// Different connections' reads from one shard share barriers (`joint_reads`).
+    pub joint_reads: bool,
     /// Shard count.
     pub shards: u32,
     /// Raft tick.
@@ -648,6 +656,7 @@ impl NodeConfig {
             cluster_mode: self.cluster_mode,
             lease_reads: self.lease_reads,
             joint_writes: self.joint_writes,
+            joint_reads: self.joint_reads,
             shards,
             tick,
             election_ticks,

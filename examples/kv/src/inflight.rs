@@ -14,10 +14,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use flotilla_engine::api::{Proposal, ProposeError, ReadBarrier, ReadError};
+use flotilla_engine::api::{Proposal, ProposeError, ReadBarrier};
 
 use crate::commands::{finish_read, finish_write, plan_here, run_batch, write_is_final, Session};
 use crate::joint::{Continuation, Joiner, JointWrite, Seat};
+use crate::joint_read::{JointRead, ReadJoiner};
 use crate::node::{Node, Op, Outcome};
 use crate::resp::Value;
 use crate::sm::WriteCmd;
@@ -37,7 +38,10 @@ enum State {
     Joined(std::sync::Arc<JointWrite>, Seat),
     /// A joint entry's final outcome for this connection's commands.
     JointDone(Outcome),
-    ReadDone(Result<u64, ReadError>),
+    /// A barrier shared with other connections' reads of the shard ([`crate::joint_read`]).
+    JointRead(std::sync::Arc<JointRead>),
+    /// Whether the read's barrier confirmed it.
+    ReadDone(bool),
 }
 
 /// A batch of commands, each as its arguments.
@@ -78,11 +82,14 @@ impl InFlight {
     /// pipeline sends) joins `joiner`'s entry for the shard instead (with `joint_writes`): writes of different
     /// connections in one turn of the loop share a Raft entry ([`crate::joint`]), proposed
     /// when the turn ends ([`Joiner::flush`]); `waker` is woken when its replies are known.
+    /// With `reads` (`joint_reads`), its reads share one barrier per shard with the other
+    /// reads of the turn ([`ReadJoiner::flush`]).
     pub fn start(
         node: &Node,
         cmds: Commands,
         sess: Session,
         joiner: Option<&mut Joiner>,
+        mut reads: Option<&mut ReadJoiner>,
         waker: &Waker,
     ) -> Result<InFlight, (Commands, Session)> {
         // The run: what may start here, untagged, all reads or all writes.
@@ -143,9 +150,12 @@ impl InFlight {
                         break;
                     }
                 },
-                Op::Read { group, .. } => match node.engine().read_index(*group) {
-                    Ok(b) => State::Read(b),
-                    Err(_) => break,
+                Op::Read { group, .. } => match reads.as_deref_mut() {
+                    Some(rj) => State::JointRead(rj.join(*group, waker)),
+                    None => match node.engine().read_index(*group) {
+                        Ok(b) => State::Read(b),
+                        Err(_) => break,
+                    },
                 },
                 _ => break,
             };
@@ -176,8 +186,12 @@ impl InFlight {
                     Poll::Pending => all = false,
                 },
                 State::Read(b) => match Pin::new(b).poll(&mut cx) {
-                    Poll::Ready(r) => *st = State::ReadDone(r),
+                    Poll::Ready(r) => *st = State::ReadDone(r.is_ok()),
                     Poll::Pending => all = false,
+                },
+                State::JointRead(j) => match j.poll() {
+                    Some(ok) => *st = State::ReadDone(ok),
+                    None => all = false,
                 },
                 State::Wrote(..) | State::ReadDone(_) | State::JointDone(_) => {}
             }
@@ -197,14 +211,14 @@ impl InFlight {
                     node.kv_metrics().observe_propose(took);
                     Resolved::Write(Node::proposal_outcome(r))
                 }
-                State::ReadDone(r) => Resolved::Read(r.is_ok()),
+                State::ReadDone(ok) => Resolved::Read(ok),
                 State::JointDone(o) => Resolved::Write(o),
                 // Not arrived: only reachable if called before `poll` said all arrived; the
                 // executor waits for nothing more, and treats it as unconfirmed.
                 State::Write(..) => Resolved::Write(Outcome::Fail(crate::outcome::indeterminate(
                     "answered before its result arrived",
                 ))),
-                State::Read(_) => Resolved::Read(false),
+                State::Read(_) | State::JointRead(_) => Resolved::Read(false),
                 State::Joined(..) => Resolved::Write(Outcome::Fail(crate::outcome::indeterminate(
                     "answered before its result arrived",
                 ))),
@@ -320,7 +334,7 @@ pub fn abandon(node: &Node, inf: InFlight) {
                 j.abandon(node);
                 continue;
             }
-            State::Read(_) | State::ReadDone(_) | State::JointDone(_) => continue,
+            State::Read(_) | State::JointRead(_) | State::ReadDone(_) | State::JointDone(_) => continue,
         };
         let _ = finish_write(node, op, false, o);
     }

@@ -49,6 +49,7 @@ pub mod http;
 pub mod inflight;
 pub mod info;
 pub mod joint;
+pub mod joint_read;
 pub mod keycmd;
 pub mod keyspace;
 pub mod leader_watch;

@@ -53,6 +53,7 @@ use crate::commands::{run_batch, Session};
 use crate::config::{ClientLimits, ValidNodeConfig};
 use crate::inflight::{Finish, InFlight};
 use crate::joint::{Continuation, Joiner};
+use crate::joint_read::ReadJoiner;
 use crate::node::Node;
 use crate::outcome::indeterminate;
 use crate::resp::{Limits, Proto, RequestLimits, RequestParser, UnauthLimits, Value};
@@ -427,6 +428,7 @@ fn run(
     let clients = &node.kv_metrics().clients;
     let mut drain: Option<Instant> = None;
     let mut joiner = Joiner::default();
+    let mut reads = ReadJoiner::default();
     loop {
         clients.connected.store(conns.len() as u64, Ordering::Relaxed);
         if stop.load(Ordering::Relaxed) && ctl.draining().is_none() {
@@ -561,17 +563,19 @@ fn run(
         touched.dedup();
         for t in touched {
             let Some(c) = conns.get_mut(&t) else { continue };
-            let alive = drive(c, t, &node, &bounds, &job_tx, &local_tx, now, &mut chunk, &mut joiner);
+            let alive =
+                drive(c, t, &node, &bounds, &job_tx, &local_tx, now, &mut chunk, &mut joiner, &mut reads);
             if !alive {
                 if let Some(c) = conns.remove(&t) {
                     retire(c, t, poll.registry(), &job_tx);
                 }
             }
         }
-        // The writes this turn started, one entry per shard.
+        // The writes this turn started, one entry per shard; its reads, one barrier per shard.
         for c in joiner.flush(&node) {
             let _ = job_tx.send(Job::joint(c));
         }
+        reads.flush(&node);
         if now >= next_sweep {
             next_sweep = now + bounds.sweep_every;
             let expired: Vec<Token> =
@@ -664,6 +668,7 @@ fn drive(
     now: Instant,
     chunk: &mut [u8],
     joiner: &mut Joiner,
+    reads: &mut ReadJoiner,
 ) -> bool {
     // Read while we accept more input (a draining connection only parses what it holds).
     loop {
@@ -734,7 +739,8 @@ fn drive(
                 // Started here when this node serves the first commands itself; else (or
                 // for what follows them) an executor runs them.
                 let joiner = node.config().joint_writes.then_some(&mut *joiner);
-                match InFlight::start(node, cmds, sess, joiner, &c.waker) {
+                let reads = node.config().joint_reads.then_some(&mut *reads);
+                match InFlight::start(node, cmds, sess, joiner, reads, &c.waker) {
                     Ok(inf) => {
                         c.inflight = Some(inf);
                         c.settle(node, t, jobs, now);
