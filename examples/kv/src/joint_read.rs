@@ -12,7 +12,7 @@
 //! Owns a shared barrier from its first member to its outcome: the members' wakers while
 //! the turn builds it ([`ReadJoiner`]), the engine's barrier, and the outcome. Never
 //! blocks the loop (polling is a lock and a check) and never reads the data itself: each
-//! member does, as with a barrier of its own ([`crate::commands::finish_read`]). A barrier
+//! member does, as with a barrier of its own (`commands::finish_read`). A barrier
 //! refused (not the leader, no leader) fails every member, which the executors retry one
 //! by one on the slow path, as they do a refused barrier of their own.
 
