@@ -523,15 +523,20 @@ impl ShardSm {
     /// Applies one command of the entry at `index` (`None`: it did not decode), if its
     /// keys are in the shard's slots.
     fn apply_one(&mut self, index: u64, stamp: Option<u64>, cmd: Option<WriteCmd>) -> Value {
-        let Some(cmd) = cmd else { return Value::err("ERR malformed log entry") };
-        match cmd.check_slots(&lock_r(&self.slots)) {
-            Ok(()) => {
-                let mut ks = lock_w(&self.data);
-                ks.begin(index, stamp);
-                apply_write(&mut ks, cmd)
-            }
-            Err(moved) => moved,
-        }
+        let slots = lock_r(&self.slots);
+        let mut ks = lock_w(&self.data);
+        ks.begin(index, stamp);
+        apply_checked(&slots, &mut ks, cmd)
+    }
+}
+
+/// Applies one decoded command (`None`: it did not decode) to `ks`, whose apply time is
+/// set, if its keys are in `slots`.
+fn apply_checked(slots: &SlotSet, ks: &mut Keyspace, cmd: Option<WriteCmd>) -> Value {
+    let Some(cmd) = cmd else { return Value::err("ERR malformed log entry") };
+    match cmd.check_slots(slots) {
+        Ok(()) => apply_write(ks, cmd),
+        Err(moved) => moved,
     }
 }
 
@@ -557,18 +562,16 @@ impl StateMachine for ShardSm {
         if let Some(split) = crate::shard_split::SplitCmd::decode(c) {
             return self.split.apply(index, split, &self.data, &self.slots);
         }
-        // A batch's commands are decoded from the entry itself, one at a time.
+        // A batch's commands are decoded from the entry itself, one at a time, and applied
+        // under one lock of the slots and the data (readers wait for the whole entry).
         let v = match batch_commands(c) {
-            Some(cmds) => Value::Array(Some(
-                cmds.map(|c| {
-                    self.apply_one(
-                        index,
-                        stamp,
-                        WriteCmd::decode(c).filter(|c| !matches!(c, WriteCmd::Batch(_))),
-                    )
-                })
-                .collect(),
-            )),
+            Some(cmds) => {
+                let slots = lock_r(&self.slots);
+                let mut ks = lock_w(&self.data);
+                ks.begin(index, stamp);
+                let one = |c| WriteCmd::decode(c).filter(|c| !matches!(c, WriteCmd::Batch(_)));
+                Value::Array(Some(cmds.map(|c| apply_checked(&slots, &mut ks, one(c))).collect()))
+            }
             None => self.apply_one(index, stamp, WriteCmd::decode(c)),
         };
         Bytes::from(v.to_bytes(Proto::Resp3))
