@@ -61,13 +61,13 @@ pub struct NodeConfig {
     /// client port's loop, share one Raft entry (each connection keeps its own reply; see
     /// `joint.rs`). `false` proposes each connection's writes as entries of their own (for
     /// comparison). Default true.
-    #[serde(default = "d_joint_writes")]
+    #[serde(default = "d_true")]
     pub joint_writes: bool,
     /// Reads of different connections from one shard, started in the same turn of the
     /// client port's loop, share one read barrier (one ReadIndex request, or one lease
     /// check; see `joint_read.rs`). `false` takes a barrier per read (for comparison).
     /// Default true.
-    #[serde(default = "d_joint_writes")]
+    #[serde(default = "d_true")]
     pub joint_reads: bool,
     /// Number of shards (Raft groups holding keys, each owning a share of the 16384 key
     /// slots). Default 16; 1..=16384. Must be the same
@@ -232,7 +232,7 @@ fn d_shutdown_timeout() -> u64 {
 fn d_admin_user() -> String {
     "admin".into()
 }
-fn d_joint_writes() -> bool {
+fn d_true() -> bool {
     true
 }
 

@@ -63,10 +63,25 @@ pub struct JointWrite {
 /// A joint entry the loop hands to an executor ([`JointWrite::run_on_executor`]).
 pub struct Continuation(pub(crate) Arc<JointWrite>);
 
-/// The waker of a joint entry's proposal: wakes every member.
-struct WakeAll(Arc<JointWrite>);
+/// What several connections wait on together (a joint entry, a shared read barrier,
+/// [`crate::joint_read`]): its members are woken together.
+pub(crate) trait Members: Send + Sync + 'static {
+    /// Wakes every member.
+    fn wake_members(&self);
+}
 
-impl Wake for WakeAll {
+/// The waker of what the members wait on (a joint entry's proposal, a shared read
+/// barrier): wakes every member.
+pub(crate) struct WakeAll<T>(Arc<T>);
+
+impl<T: Members> WakeAll<T> {
+    /// A waker that wakes every member of `of`.
+    pub(crate) fn waker(of: &Arc<T>) -> Waker {
+        Waker::from(Arc::new(WakeAll(of.clone())))
+    }
+}
+
+impl<T: Members> Wake for WakeAll<T> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -90,13 +105,6 @@ impl JointWrite {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn wake_members(&self) {
-        let members: Vec<Waker> = self.lock().members.clone();
-        for w in members {
-            w.wake();
-        }
-    }
-
     /// The member in `seat`'s outcome once the entry's final reply is known (its waker,
     /// given when it joined, is woken then). An outcome so far that needs a thread (a
     /// refusal to retry, an unknown outcome) goes to an executor once, through `cont`,
@@ -104,7 +112,7 @@ impl JointWrite {
     pub fn poll(self: &Arc<Self>, node: &Node, seat: Seat, cont: &mut Vec<Continuation>) -> Option<Outcome> {
         let mut g = self.lock();
         if let St::Proposed(p, at, _) = &mut g.st {
-            let waker = Waker::from(Arc::new(WakeAll(self.clone())));
+            let waker = WakeAll::waker(self);
             if let Poll::Ready(r) = Pin::new(p).poll(&mut Context::from_waker(&waker)) {
                 node.kv_metrics().observe_propose(at.elapsed());
                 let o = Node::proposal_outcome(r);
@@ -177,6 +185,15 @@ impl JointWrite {
     fn fits(&self, n: usize, bytes: usize) -> bool {
         let g = self.lock();
         matches!(g.st, St::Building(_)) && g.cmds + n <= MAX_BATCH_CMDS && g.bytes + bytes <= MAX_BATCH_BYTES
+    }
+}
+
+impl Members for JointWrite {
+    fn wake_members(&self) {
+        let members: Vec<Waker> = self.lock().members.clone();
+        for w in members {
+            w.wake();
+        }
     }
 }
 

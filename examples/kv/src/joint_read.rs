@@ -19,10 +19,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use flotilla_engine::api::ReadError;
 
+use crate::joint::{Members, WakeAll};
 use crate::node::Node;
 
 /// A requested barrier: the engine's [`flotilla_engine::api::ReadBarrier`] (boxed, so
@@ -50,22 +51,6 @@ pub struct JointRead {
     inner: Mutex<Inner>,
 }
 
-/// The waker of the shared barrier: wakes every member.
-struct WakeAll(Arc<JointRead>);
-
-impl Wake for WakeAll {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let members: Vec<Waker> = self.0.lock().members.clone();
-        for w in members {
-            w.wake();
-        }
-    }
-}
-
 impl JointRead {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -75,20 +60,28 @@ impl JointRead {
     /// waker, given when it joined, is woken then).
     pub fn poll(self: &Arc<Self>) -> Option<bool> {
         let mut g = self.lock();
-        if let St::Waiting(b) = &mut g.st {
-            let waker = Waker::from(Arc::new(WakeAll(self.clone())));
-            if let Poll::Ready(r) = b.as_mut().poll(&mut Context::from_waker(&waker)) {
-                g.st = St::Done(r.is_ok());
-                drop(g);
-                // Found here rather than woken (the barrier may complete before any waker
-                // is registered): the members look again.
-                Waker::from(Arc::new(WakeAll(self.clone()))).wake();
-                g = self.lock();
-            }
-        }
-        match g.st {
-            St::Done(ok) => Some(ok),
-            _ => None,
+        let ok = match &mut g.st {
+            St::Done(ok) => return Some(*ok),
+            St::Building => return None,
+            St::Waiting(b) => match b.as_mut().poll(&mut Context::from_waker(&WakeAll::waker(self))) {
+                Poll::Ready(r) => r.is_ok(),
+                Poll::Pending => return None,
+            },
+        };
+        g.st = St::Done(ok);
+        drop(g);
+        // Found here rather than woken (the barrier may complete before any waker is
+        // registered): the members look again.
+        self.wake_members();
+        Some(ok)
+    }
+}
+
+impl Members for JointRead {
+    fn wake_members(&self) {
+        let members: Vec<Waker> = self.lock().members.clone();
+        for w in members {
+            w.wake();
         }
     }
 }
@@ -130,10 +123,10 @@ impl ReadJoiner {
                 Ok(b) => St::Waiting(b),
                 Err(_) => St::Done(false),
             };
-            let done = matches!(st, St::Done(_));
+            let refused = matches!(st, St::Done(_));
             j.lock().st = st;
-            if done {
-                Waker::from(Arc::new(WakeAll(j.clone()))).wake();
+            if refused {
+                j.wake_members();
             } else {
                 let _ = j.poll();
             }
@@ -144,6 +137,7 @@ impl ReadJoiner {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
 
     use super::*;
 

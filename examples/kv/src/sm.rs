@@ -519,15 +519,6 @@ impl ShardSm {
     pub fn set_split(&mut self, split: crate::shard_split::SplitState) {
         self.split = split;
     }
-
-    /// Applies one command of the entry at `index` (`None`: it did not decode), if its
-    /// keys are in the shard's slots.
-    fn apply_one(&mut self, index: u64, stamp: Option<u64>, cmd: Option<WriteCmd>) -> Value {
-        let slots = lock_r(&self.slots);
-        let mut ks = lock_w(&self.data);
-        ks.begin(index, stamp);
-        apply_checked(&slots, &mut ks, cmd)
-    }
 }
 
 /// Applies one decoded command (`None`: it did not decode) to `ks`, whose apply time is
@@ -562,17 +553,17 @@ impl StateMachine for ShardSm {
         if let Some(split) = crate::shard_split::SplitCmd::decode(c) {
             return self.split.apply(index, split, &self.data, &self.slots);
         }
-        // A batch's commands are decoded from the entry itself, one at a time, and applied
-        // under one lock of the slots and the data (readers wait for the whole entry).
+        // The entry is applied under one lock of the slots and the data (readers wait for
+        // the whole entry); a batch's commands are decoded from the entry, one at a time.
+        let slots = lock_r(&self.slots);
+        let mut ks = lock_w(&self.data);
+        ks.begin(index, stamp);
         let v = match batch_commands(c) {
             Some(cmds) => {
-                let slots = lock_r(&self.slots);
-                let mut ks = lock_w(&self.data);
-                ks.begin(index, stamp);
                 let one = |c| WriteCmd::decode(c).filter(|c| !matches!(c, WriteCmd::Batch(_)));
                 Value::Array(Some(cmds.map(|c| apply_checked(&slots, &mut ks, one(c))).collect()))
             }
-            None => self.apply_one(index, stamp, WriteCmd::decode(c)),
+            None => apply_checked(&slots, &mut ks, WriteCmd::decode(c)),
         };
         Bytes::from(v.to_bytes(Proto::Resp3))
     }
