@@ -66,6 +66,10 @@ struct State {
     segment_syncs: u64,
     failed_syncs: u64,
     writes: u64,
+    /// Writebacks started on live segment files, and the unsynced bytes written to them
+    /// that such a start did not cover.
+    writeback_starts: u64,
+    writeback_uncovered: u64,
     trash_seq: u64,
     rng: u64,
 }
@@ -243,6 +247,17 @@ impl FaultFs {
     /// Write submissions so far.
     pub fn writes(&self) -> u64 {
         self.st.lock().writes
+    }
+
+    /// Writebacks started ([`FileSystem::start_writeback`]) on live segment files.
+    pub fn writeback_starts(&self) -> u64 {
+        self.st.lock().writeback_starts
+    }
+
+    /// Bytes written to a live segment file and not yet synced that lay outside the
+    /// range of a writeback started on that file, summed over the starts.
+    pub fn writeback_uncovered_bytes(&self) -> u64 {
+        self.st.lock().writeback_uncovered
     }
 
     /// Bytes written but not yet synced, over all files.
@@ -509,6 +524,23 @@ impl FileSystem for FaultFs {
         } else {
             SyncFault::None
         }
+    }
+
+    fn start_writeback(&self, path: &Path, file: &File, offset: u64, len: u64) {
+        let mut st = self.st.lock();
+        if is_segment(path) {
+            st.writeback_starts += 1;
+            let end = offset.saturating_add(len);
+            let uncovered: u64 = st.undo.get(path).map_or(0, |u| {
+                u.iter()
+                    .filter(|(o, b)| *o < offset || o.saturating_add(b.len() as u64) > end)
+                    .map(|(_, b)| b.len() as u64)
+                    .sum()
+            });
+            st.writeback_uncovered += uncovered;
+        }
+        drop(st);
+        self.inner.start_writeback(path, file, offset, len);
     }
 
     fn after_sync(&self, path: &Path, result: &io::Result<()>) {

@@ -91,7 +91,29 @@ pub trait FileSystem: Send + Sync + 'static {
     fn after_sync(&self, path: &Path, result: &io::Result<()>) {
         let _ = (path, result);
     }
+    /// Starts the writeback of `len` written bytes at `offset` of `path` without waiting
+    /// for it, ahead of a data sync (`sync_file_range(SYNC_FILE_RANGE_WRITE)` on Linux,
+    /// nothing elsewhere). A hint only: it makes nothing durable (the data sync that
+    /// follows does), and its errors are ignored (that sync reports them).
+    fn start_writeback(&self, path: &Path, file: &File, offset: u64, len: u64) {
+        let _ = path;
+        start_writeback(file, offset, len);
+    }
 }
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` of `len` bytes at `offset`: the kernel starts
+/// writing those dirty pages to the device and returns. Nothing on other systems.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: the descriptor is open for the whole call (borrowed from `file`), and the
+    // call reads no memory of this process.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]

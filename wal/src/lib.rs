@@ -5,7 +5,9 @@
 //!   sync (group commit); each submitter learns through its [`Ticket`] when its batch is
 //!   durable. A blocking [`Wal::write`] writes and syncs on the caller's thread when the
 //!   writer is free; a write may go out while an earlier one's sync is in flight, and is
-//!   acknowledged only after a sync of its own.
+//!   acknowledged only after a sync of its own. The thread that syncs starts the device's
+//!   writeback first and applies the batches to the in-memory index while the device
+//!   writes them, so a batch becomes readable when its sync begins, never before.
 //! - The log is a sequence of fixed-size segment files, preallocated off the write path
 //!   (by writing zeros once, or by recycling freed segments) and memory-mapped for reads.
 //!   Writes go through pwrite (the default) or io_uring ([`BackendChoice`]), chosen at

@@ -1,15 +1,20 @@
 //! [`SyncQueue`]: the durability half of writing. Rounds of batches the writer has written
-//! wait here until a data sync made them durable; then they are applied to the in-memory
-//! state and their submitters told, in the order they were written.
+//! wait here for a data sync. The thread that syncs them first starts the device's
+//! writeback of their bytes and applies them to the in-memory state while the device
+//! writes, then syncs, then tells their submitters, in the order they were written.
 //!
 //! Owns: the queue of written rounds, the backend that syncs, the durable position, the
 //! sync counters, and the rules: one data sync at a time (two syncs of one file in flight
 //! could report one's error to the other, and the failed range would go unnoticed); a
 //! round is acknowledged only after a sync that started after its write completed has
-//! succeeded, and after every round written before it; after a failed sync every round
-//! not yet acknowledged fails (the log is poisoned). Never: writes log bytes (the
-//! `SegmentWriter` does, possibly while a sync is in flight), or acknowledges anything
-//! when the log is poisoned.
+//! succeeded, and after every round written before it; a round is readable (applied)
+//! once the sync that covers it has begun, in write order, and never before: a write
+//! queued behind a sync in flight is neither readable nor acknowledged until a sync of
+//! its own begins and ends; after a failed sync every round not yet acknowledged fails
+//! (the log is poisoned and the engine stops), and what the failed rounds wrote stays
+//! readable until the log is reopened, when recovery reads what reached the disk, as it
+//! does after any crash. Never: writes log bytes (the `SegmentWriter` does, possibly
+//! while a sync is in flight), or acknowledges anything when the log is poisoned.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -148,8 +153,6 @@ pub(crate) struct SyncQueue {
     done: AtomicU64,
     /// The log position known durable.
     durable: Mutex<Position>,
-    /// Held while a sync's rounds are applied: taken before the next sync may start.
-    apply_turn: Mutex<()>,
     pub counters: SyncCounters,
 }
 
@@ -166,7 +169,6 @@ impl SyncQueue {
             written: AtomicU64::new(0),
             done: AtomicU64::new(0),
             durable: Mutex::new(durable),
-            apply_turn: Mutex::new(()),
             counters: SyncCounters::default(),
         }
     }
@@ -264,6 +266,21 @@ impl SyncQueue {
         // All rounds queued together are in one segment: the writer syncs what it wrote
         // before it moves to the next segment.
         debug_assert!(rounds.iter().all(|r| r.seg.seq == seg.seq));
+        // Start the device writing these rounds' bytes, and apply the rounds to the state
+        // while it does: the data sync below then waits only for the rest of the write and
+        // the device's cache flush (about 45 against 110 us per 43 KB round on the
+        // benchmark's disk), instead of following the apply.
+        let from = match self.durable() {
+            Position { seq, offset } if seq == seg.seq => offset.min(end),
+            _ => 0,
+        };
+        cx.fs.start_writeback(&seg.path, &seg.file, from, end - from);
+        {
+            let mut st = cx.state.write();
+            for r in rounds.iter() {
+                Self::apply(&mut st, r);
+            }
+        }
         let started = Instant::now();
         let res = backend.backend.sync(cx.fs, &seg.path, &seg.file);
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
@@ -274,10 +291,6 @@ impl SyncQueue {
             self.finish(last_seq);
             return;
         }
-        // The next sync may start while these rounds are applied; taking the apply turn
-        // before letting it start keeps the state applied in round order.
-        let turn = self.apply_turn.lock();
-        drop(backend);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let c = &self.counters;
         c.sync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
@@ -285,15 +298,10 @@ impl SyncQueue {
         c.sync_latency.record_nanos(nanos);
         c.last_sync_nanos.store(nanos, Ordering::Relaxed);
         *self.durable.lock() = Position { seq: seg.seq, offset: end };
-        let mut n = 0u64;
-        {
-            let mut st = cx.state.write();
-            for r in rounds.iter() {
-                Self::apply(&mut st, r);
-            }
-        }
+        // Resolved before the next sync may start, so rounds resolve in order.
         self.finish(last_seq);
-        drop(turn);
+        drop(backend);
+        let mut n = 0u64;
         for r in rounds {
             n += r.subs.len() as u64;
             for (sub, _) in r.subs {

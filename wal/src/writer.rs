@@ -1,7 +1,8 @@
 //! [`SegmentWriter`]: the writing half of the log. It merges the batches queued by every
 //! submitter into one write (group commit), validates them against the groups' logs,
-//! places them in segments and writes them; the [`SyncQueue`] then makes them durable,
-//! applies them to the in-memory state and tells each submitter. It also runs
+//! places them in segments and writes them; the [`SyncQueue`] then applies them to the
+//! in-memory state while the device writes them, makes them durable and tells each
+//! submitter. It also runs
 //! compaction: rewriting sparse segments and retiring dead ones.
 //!
 //! The writer lives behind a mutex. The writer thread takes it for batches queued by
