@@ -274,6 +274,9 @@ impl SyncQueue {
             Position { seq, offset } if seq == seg.seq => offset.min(end),
             _ => 0,
         };
+        // A sync's duration runs from here: the device's time for the rounds, which the
+        // gather waits are measured against, apply included.
+        let started = Instant::now();
         cx.fs.start_writeback(&seg.path, &seg.file, from, end - from);
         {
             let mut st = cx.state.write();
@@ -281,7 +284,6 @@ impl SyncQueue {
                 Self::apply(&mut st, r);
             }
         }
-        let started = Instant::now();
         let res = backend.backend.sync(cx.fs, &seg.path, &seg.file);
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = res {
