@@ -92,7 +92,9 @@ pub(crate) fn new_wal_id() -> io::Result<u64> {
 fn map_file(file: &File) -> io::Result<Mmap> {
     // SAFETY: the WAL never truncates a segment file (see the module comment), so the
     // mapping stays backed; bytes may change under it only in regions the WAL is
-    // writing, which readers never look at before the write is durable and indexed.
+    // writing, which readers never look at before the write completed and was indexed
+    // (an index entry points only at bytes whose write returned; a region is written once
+    // per segment life).
     unsafe { Mmap::map(file) }
 }
 
