@@ -255,6 +255,94 @@ fn apply_backlog_bound_answers_busy() {
     e.shutdown();
 }
 
+/// Node 3's state machine for `g`: its state counted in `counts`, held up by `gate`.
+fn gated_on_3(counts: &Counts, gate: &Arc<AtomicBool>, id: NodeId, g: u64) -> Box<dyn StateMachine> {
+    let st = counts.lock().unwrap().entry((id, g)).or_default().clone();
+    let m = ChainSm::new(st);
+    Box::new(if id == 3 { m.gated(gate.clone()) } else { m })
+}
+
+/// The apply-backlog bound holds on a follower too, where refusing proposals cannot
+/// enforce it (its leader commits at the other members' pace): with node 3's state
+/// machine stuck, node 3 hands at most `max_apply_backlog` committed entries to its apply
+/// thread and keeps the rest in its log, while the group commits hundreds more on nodes 1
+/// and 2; once released, node 3 applies every entry, in order, to the leader's state.
+#[test]
+fn a_slow_follower_holds_at_most_its_apply_backlog() {
+    const BOUND: u64 = 64;
+    const N: u64 = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let counts: Counts = Arc::default();
+    let gate = Arc::new(AtomicBool::new(false));
+    let engines: Vec<Engine> = (1..=3u64)
+        .map(|id| {
+            let (counts, gate) = (counts.clone(), gate.clone());
+            let factory: StateMachineFactory = Arc::new(move |g| gated_on_3(&counts, &gate, id, g));
+            let mut cfg = config(id, dir.path().join(format!("n{id}")), 10_000);
+            if id == 3 {
+                cfg.workers = 1;
+                cfg.max_apply_backlog = BOUND;
+            }
+            Engine::open(cfg, Box::new(net.join(id, 1 << 14)), factory).unwrap()
+        })
+        .collect();
+    for (i, e) in engines.iter().enumerate() {
+        e.create_group(1, &[1, 2, 3], gated_on_3(&counts, &gate, i as u64 + 1, 1)).unwrap();
+    }
+    // A leader on node 1 or 2 (node 3's own proposals would meet its backlog bound).
+    let leader = |engines: &[Engine]| {
+        engines.iter().position(|e| e.group_status(1).is_some_and(|s| s.role == Role::Leader))
+    };
+    wait_until("a leader", || leader(&engines).is_some());
+    if leader(&engines) == Some(2) {
+        let _ = engines[2].transfer_leader(1, 1);
+        wait_until("leadership off node 3", || leader(&engines).is_some_and(|l| l != 2));
+    }
+    let propose = |data: Vec<u8>| {
+        let deadline = Instant::now() + LONG;
+        loop {
+            assert!(Instant::now() < deadline, "proposal not applied");
+            if let Some(l) = leader(&engines).filter(|&l| l != 2) {
+                if let Ok(p) = engines[l].propose(1, Bytes::from(data.clone())) {
+                    if let Ok(Ok(_)) = p.wait_timeout(Duration::from_secs(5)) {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let lag3 = || engines[2].metrics().apply_lag;
+    propose(b"block".to_vec());
+    wait_until("node 3's apply stuck", || lag3() >= 1);
+    let mut most = 0;
+    for i in 0..N {
+        propose(i.to_le_bytes().to_vec());
+        most = most.max(lag3());
+    }
+    let commit = engines.iter().map(|e| e.group_status(1).unwrap().commit).max().unwrap();
+    wait_until("node 3 has every entry committed", || engines[2].group_status(1).unwrap().commit >= commit);
+    wait_until("node 3's backlog at its bound", || lag3() >= BOUND);
+    for _ in 0..20 {
+        most = most.max(lag3());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Released before the check, so a failing run does not wait out the gate's guard.
+    gate.store(true, Ordering::Release);
+    assert_eq!(most, BOUND, "node 3 handed {most} entries to its stuck apply thread, past {BOUND}");
+    let state = |node: NodeId| *counts.lock().unwrap()[&(node, 1)].lock().unwrap();
+    wait_until("node 3 applied everything", || state(3).commands == N + 1);
+    wait_until("nodes 1 and 2 applied everything", || {
+        state(1).commands == N + 1 && state(2).commands == N + 1
+    });
+    assert_eq!(state(3), state(1), "node 3 applied another sequence than node 1");
+    wait_until("node 3's backlog empty", || lag3() == 0);
+    for e in engines {
+        e.shutdown();
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Effects
 

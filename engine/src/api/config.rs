@@ -116,9 +116,10 @@ pub struct EngineConfig {
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_usize"))]
     pub max_entry_bytes: usize,
     /// Committed entries one worker may have handed to its apply thread and not seen
-    /// applied before `propose` answers `Busy` ([`BusyReason::ApplyBacklog`]): bounds the
-    /// memory a slow state machine makes the worker hold. Default 65,536; bounds
-    /// 1..=16,777,216.
+    /// applied: bounds the memory a slow state machine makes the worker hold. At the
+    /// bound `propose` answers `Busy` ([`BusyReason::ApplyBacklog`]), and committed
+    /// entries of every group of the worker, leader or follower, wait in the log until
+    /// the backlog falls. Default 65,536; bounds 1..=16,777,216.
     ///
     /// [`BusyReason::ApplyBacklog`]: super::BusyReason::ApplyBacklog
     pub max_apply_backlog: u64,

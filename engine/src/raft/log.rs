@@ -335,9 +335,9 @@ impl<S: LogStore> RaftLog<S> {
     }
 
     /// Hands out committed, durable entries not yet handed out for apply, up to
-    /// `max_bytes`.
-    pub fn take_committed(&mut self, max_bytes: u64) -> Vec<Entry> {
-        let hi = self.committed.min(self.stable_index());
+    /// `max_bytes` (at least one entry) and at most `max_entries` (none when 0).
+    pub fn take_committed(&mut self, max_bytes: u64, max_entries: u64) -> Vec<Entry> {
+        let hi = self.committed.min(self.stable_index()).min(self.applying.saturating_add(max_entries));
         if hi <= self.applying {
             return Vec::new();
         }
@@ -471,6 +471,22 @@ mod tests {
         assert_eq!(log.term(2), Ok(1));
     }
 
+    /// Committed entries are handed out at most `max_entries` at a time, none for 0; the
+    /// rest wait in the log (`has_committed`) for a later call.
+    #[test]
+    fn committed_entries_are_handed_out_within_the_apply_budget() {
+        let mut st = MemStorage::default();
+        st.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]);
+        let mut log = RaftLog::new(st, SnapshotMeta::default(), 0, 0).unwrap();
+        log.commit_to(3);
+        let idx = |v: Vec<Entry>| v.iter().map(|e| e.index).collect::<Vec<_>>();
+        assert!(log.take_committed(u64::MAX, 0).is_empty());
+        assert!(log.has_committed());
+        assert_eq!(idx(log.take_committed(u64::MAX, 2)), vec![1, 2]);
+        assert_eq!(idx(log.take_committed(u64::MAX, u64::MAX)), vec![3]);
+        assert!(!log.has_committed());
+    }
+
     /// A state machine that durably applied past the durable hard state's commit (the
     /// commit is written with a later batch) is not handed those entries again.
     #[test]
@@ -479,9 +495,12 @@ mod tests {
         st.append(&[ent(1, 1), ent(2, 1), ent(3, 1)]);
         let mut log = RaftLog::new(st, SnapshotMeta::default(), 1, 2).unwrap();
         assert_eq!((log.committed, log.applied), (2, 2));
-        assert!(log.take_committed(u64::MAX).is_empty(), "entries 1..=2 handed out again");
+        assert!(log.take_committed(u64::MAX, u64::MAX).is_empty(), "entries 1..=2 handed out again");
         log.commit_to(3);
-        assert_eq!(log.take_committed(u64::MAX).iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            log.take_committed(u64::MAX, u64::MAX).iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![3]
+        );
         // An applied index past the durable log is clamped to it.
         let mut st = MemStorage::default();
         st.append(&[ent(1, 1)]);
@@ -577,7 +596,7 @@ mod tests {
         assert_eq!(log.entries(1, 5, u64::MAX).unwrap().len(), 4);
         assert_eq!(log.term(2), Ok(1));
         log.commit_to(4);
-        let applied: Vec<u64> = log.take_committed(u64::MAX).iter().map(|e| e.index).collect();
+        let applied: Vec<u64> = log.take_committed(u64::MAX, u64::MAX).iter().map(|e| e.index).collect();
         assert_eq!(applied, vec![1, 2, 3, 4]);
         assert_eq!(log.storage.reads.get(), 0, "durable entries were read back from the store");
         // Handed out for apply: memory lets them go, the store serves them from now on.
@@ -610,7 +629,7 @@ mod tests {
         log.append((1..=4).map(|i| normal(i, 1, 10)));
         persist(&mut log);
         log.commit_to(1);
-        assert_eq!(log.take_committed(u64::MAX).len(), 1);
+        assert_eq!(log.take_committed(u64::MAX, u64::MAX).len(), 1);
         // Entries 3 and 4 of term 1 are durable and retained; a term-2 leader replaces them.
         assert_eq!(log.maybe_append(2, 1, vec![normal(3, 2, 10)]), Ok(Some(3)));
         assert_eq!((log.last_index(), log.stable_index()), (3, 2));
@@ -630,10 +649,10 @@ mod tests {
         let mut log = RaftLog::new(MemStorage::default(), SnapshotMeta::default(), 0, 0).unwrap();
         log.append([ent(1, 1), ent(2, 1)]);
         log.commit_to(2);
-        assert!(log.take_committed(u64::MAX).is_empty());
+        assert!(log.take_committed(u64::MAX, u64::MAX).is_empty());
         let written = log.take_unpersisted();
         log.storage.append(&written[..1]);
         log.stable_to(1, 1);
-        assert_eq!(log.take_committed(u64::MAX).len(), 1);
+        assert_eq!(log.take_committed(u64::MAX, u64::MAX).len(), 1);
     }
 }

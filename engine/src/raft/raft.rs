@@ -1485,21 +1485,40 @@ impl<S: LogStore> Raft<S> {
 
     /// Whether [`Raft::ready`] has anything to hand out.
     pub fn has_ready(&self) -> bool {
+        self.has_ready_within(u64::MAX)
+    }
+
+    /// Whether [`Raft::ready_within`] with this apply budget has anything to hand out.
+    pub fn has_ready_within(&self, apply_budget: u64) -> bool {
         self.need_bcast
             || self.need_heartbeat
             || !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
             || self.hard_state() != self.prev_hs
             || self.log.has_unpersisted()
-            || self.log.has_committed()
+            || (apply_budget > 0 && self.log.has_committed())
             || self.snapshot_ready.is_some()
             || self.reads.as_ref().is_some_and(|r| !r.states.is_empty())
             || self.should_auto_leave()
             || !self.events.is_empty()
     }
 
+    /// Whether committed entries wait to be handed out for apply (an apply budget of 0
+    /// held them back).
+    pub fn has_committed_to_apply(&self) -> bool {
+        self.log.has_committed()
+    }
+
     /// Hands out everything the runtime must do now (see [`Ready`] for the order).
     pub fn ready(&mut self) -> Ready {
+        self.ready_within(u64::MAX)
+    }
+
+    /// [`Raft::ready`], handing out at most `apply_budget` committed entries for apply
+    /// (none when 0; the rest stay committed in the log until a later `Ready`): the
+    /// runtime's bound on entries handed to a slow state machine, which a follower cannot
+    /// otherwise enforce (its leader commits at the pace of the other members).
+    pub fn ready_within(&mut self, apply_budget: u64) -> Ready {
         self.maybe_auto_leave();
         if self.need_heartbeat && self.role == Role::Leader {
             self.need_heartbeat = false;
@@ -1520,7 +1539,7 @@ impl<S: LogStore> Raft<S> {
         };
         let entries = self.log.take_unpersisted();
         let snapshot = self.snapshot_ready.take();
-        let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes);
+        let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes, apply_budget);
         for e in &committed_entries {
             if let EntryPayload::ConfChange(cc) = &e.payload {
                 self.pending_conf_entries.push((e.index, cc.clone()));

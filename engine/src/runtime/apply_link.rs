@@ -65,8 +65,20 @@ impl Worker {
         }
     }
 
-    /// Takes the apply thread's answers, in the order it did the work.
+    /// Takes the apply thread's answers, in the order it did the work; then steps the
+    /// groups whose committed entries waited for the backlog to fall, if it has.
     pub(super) fn poll_applied(&mut self) {
+        self.take_applied();
+        if !self.apply_waiting.is_empty() && self.apply_budget() > 0 {
+            for gid in std::mem::take(&mut self.apply_waiting) {
+                if let Some(g) = self.groups.get_mut(&gid) {
+                    Self::touch(&mut self.touched, g);
+                }
+            }
+        }
+    }
+
+    fn take_applied(&mut self) {
         while let Ok(done) = self.apply_rx.try_recv() {
             match done {
                 ApplyDone::Applied { group, epoch, done } => self.on_applied(group, epoch, done),

@@ -21,7 +21,7 @@ impl Worker {
         let gid = g.id;
         let span = tracing::trace_span!("ready", group = gid);
         let _ready = span.enter();
-        let rd = g.raft.ready();
+        let rd = g.raft.ready_within(self.apply_budget());
         // 1. Messages now.
         for m in rd.messages {
             self.send(g, m);

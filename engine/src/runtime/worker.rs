@@ -130,6 +130,9 @@ pub(crate) struct Worker {
     pub(super) apply_rx: Receiver<ApplyDone>,
     /// Entries handed to the apply thread and not yet reported applied.
     pub(super) apply_backlog: u64,
+    /// Groups whose committed entries wait for the apply backlog to fall below
+    /// `max_apply_backlog` (`Worker::apply_budget`); stepped again once it has.
+    pub(super) apply_waiting: HashSet<u64>,
     /// Apply commands held until a snapshot's log reset is durable.
     pub(super) apply_hold: ApplyHold,
     /// Snapshot streams received (to disk, on the snapshot I/O thread) and the resume
@@ -219,6 +222,7 @@ impl Worker {
             apply,
             apply_rx,
             apply_backlog: 0,
+            apply_waiting: HashSet::new(),
             apply_hold: ApplyHold::default(),
             snap,
             snap_requests: Default::default(),
@@ -545,7 +549,7 @@ impl Worker {
             let Some(mut g) = self.groups.remove(&gid) else { continue };
             g.touched = false;
             for _ in 0..READY_ROUNDS {
-                if self.failed || !g.raft.has_ready() {
+                if self.failed || !g.raft.has_ready_within(self.apply_budget()) {
                     break;
                 }
                 self.handle_ready(&mut g);
@@ -561,9 +565,12 @@ impl Worker {
                 g.first_campaign = false;
                 g.raft.campaign_now();
             }
-            if g.raft.has_ready() {
+            if g.raft.has_ready_within(self.apply_budget()) {
                 g.touched = true;
                 self.touched.push(gid);
+            } else if g.raft.has_committed_to_apply() {
+                // Held back by the apply backlog: stepped again once it falls.
+                self.apply_waiting.insert(gid);
             }
             self.announce_leader(&mut g);
             self.settle(&mut g);
@@ -575,6 +582,15 @@ impl Worker {
             }
         }
         self.submit_turn();
+    }
+
+    /// Committed entries this worker may still hand to its apply thread before the
+    /// backlog reaches `max_apply_backlog`. The bound holds for followers too: their
+    /// leader commits at the other members' pace, so only holding entries back in the log
+    /// (in memory up to `RETAINED_BYTES_MAX` per group, then on disk) bounds what a slow
+    /// state machine makes this node hold.
+    pub(super) fn apply_budget(&self) -> u64 {
+        self.sh.cfg.get().max_apply_backlog.saturating_sub(self.apply_backlog)
     }
 
     /// Sends the turn's coalesced messages, one batch per node: through the transport's
