@@ -107,7 +107,8 @@ pub(crate) struct SyncCtx<'a> {
 pub(crate) struct SyncCounters {
     /// Data syncs of group-commit writes.
     pub syncs: AtomicU64,
-    /// Nanoseconds spent in successful data syncs of group-commit writes, in total.
+    /// Nanoseconds spent in successful syncs of group-commit writes, in total: each from
+    /// the start of its writeback through the index apply to the end of the data sync.
     pub sync_nanos_total: AtomicU64,
     /// The longest of them, in nanoseconds.
     pub sync_nanos_max: AtomicU64,

@@ -85,10 +85,12 @@ pub struct WalStats {
     /// Data syncs issued for group-commit writes (one sync may cover several writes made
     /// while the sync before it was in flight).
     pub syncs: u64,
-    /// Nanoseconds spent in successful data syncs of group-commit writes (fdatasync, or
-    /// the io_uring fsync), in total: divide by `syncs` for the mean.
+    /// Nanoseconds spent in successful syncs of group-commit writes, in total: each from
+    /// the start of its rounds' writeback, through their index apply (which overlaps the
+    /// device's write), to the end of the data sync. Divide by `syncs` for the mean.
     pub sync_nanos_total: u64,
-    /// The longest successful data sync of group-commit writes, in nanoseconds.
+    /// The longest successful sync of group-commit writes (measured as above), in
+    /// nanoseconds.
     pub sync_nanos_max: u64,
     /// Batches made durable.
     pub batches: u64,
@@ -375,7 +377,8 @@ impl Wal {
         ticket.wait().map(|()| None)
     }
 
-    /// How long the last sync took (zero before the first one).
+    /// How long the last sync took, from its writeback start to the end of its data sync
+    /// (zero before the first one).
     pub fn last_sync_duration(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.shared.sync.counters.last_sync_nanos.load(Ordering::Relaxed))
     }

@@ -63,10 +63,11 @@ pub struct Metrics {
     /// Group-commit write+sync calls of the WAL (one covers the batches of all workers
     /// that were waiting).
     pub wal_syncs: u64,
-    /// Nanoseconds spent in those calls in total (mean fsync latency: divide by
+    /// Nanoseconds spent in those syncs in total, each from its writeback start through
+    /// the index apply to the end of its fdatasync (mean sync latency: divide by
     /// `wal_syncs`).
     pub wal_sync_nanos_total: u64,
-    /// The longest of those calls, in nanoseconds.
+    /// The longest of those syncs (measured as above), in nanoseconds.
     pub wal_sync_nanos_max: u64,
     /// Gauge: bytes of WAL batches submitted and not yet durable, over all workers.
     pub wal_pending_bytes: u64,
