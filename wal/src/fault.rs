@@ -500,6 +500,10 @@ impl FileSystem for FaultFs {
 
     fn before_sync(&self, path: &Path) -> SyncFault {
         let mut st = self.st.lock();
+        // A sync covers only the writes completed before it started (the writer may
+        // write the next batch while it is in flight, also while it is held).
+        let covered = st.undo.get(path).map_or(0, Vec::len);
+        st.sync_marks.insert(path.to_path_buf(), covered);
         if is_segment(path) && !st.power_off && std::mem::take(&mut st.hold_next_sync) {
             drop(st);
             let mut held = self.sync_held.lock();
@@ -512,10 +516,6 @@ impl FileSystem for FaultFs {
             drop(held);
             st = self.st.lock();
         }
-        // A sync covers only the writes completed before it started (the writer may
-        // write the next batch while it is in flight).
-        let covered = st.undo.get(path).map_or(0, Vec::len);
-        st.sync_marks.insert(path.to_path_buf(), covered);
         if st.spend() {
             return SyncFault::Eio;
         }
