@@ -85,6 +85,15 @@ pub struct Config {
     pub check_quorum: bool,
     /// How reads are confirmed. Default [`ReadMode::Safe`].
     pub read_mode: ReadMode,
+    /// A heartbeat round sent only to confirm reads goes to the voters that, with the
+    /// leader, made up the first quorum to answer the last round sent to every member,
+    /// instead of to every member (thesis §6.4 asks a quorum's answer, not everyone's):
+    /// half the messages per read round in a group of three. Rounds of the heartbeat
+    /// interval still go to every member, so a read whose quorum stopped answering is
+    /// confirmed by the next of those (at most `heartbeat_interval_ticks` later), and its
+    /// first answers become the quorum asked next. Joint configurations always ask every
+    /// member. Default true.
+    pub read_rounds_to_quorum: bool,
     /// Clock-drift margin subtracted from the lease (LeaseBased reads). Default 2 ticks;
     /// must be below `election_timeout_min_ticks`.
     pub lease_clock_drift_ticks: u32,
@@ -137,6 +146,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             read_mode: ReadMode::Safe,
+            read_rounds_to_quorum: true,
             lease_clock_drift_ticks: 2,
             tick_nanos: 10_000_000,
             step_down_on_removal: true,

@@ -93,6 +93,7 @@ static NO_STATS: Stats = Stats {
     reads_served: 0,
     reads_forwarded: 0,
     lease_reads: 0,
+    quorum_read_rounds: 0,
     lease_reads_expired: 0,
     append_conflicts_refused: 0,
     check_quorum_step_downs: 0,
@@ -159,6 +160,9 @@ pub struct Raft<S> {
     startup_lease: bool,
     need_bcast: bool,
     need_heartbeat: bool,
+    /// The next heartbeat round goes to every member (not only to the quorum that
+    /// confirms reads): set by the heartbeat interval and by every cause but a read.
+    full_heartbeat: bool,
     /// Boxed (rare): an idle replica pays a pointer for it.
     snapshot_recv: Option<Box<PartialSnapshot>>,
     /// Boxed (rare), as `snapshot_recv`.
@@ -260,6 +264,7 @@ impl<S: LogStore> Raft<S> {
             startup_lease: false,
             need_bcast: false,
             need_heartbeat: false,
+            full_heartbeat: false,
             snapshot_recv: None,
             snapshot_ready: None,
             prev_hs: hs,
@@ -519,11 +524,15 @@ impl<S: LogStore> Raft<S> {
             r.pending.clear();
             r.lease_waiting.clear();
             r.forwarded.clear();
+            r.full_round = 0;
+            r.answered_full.clear();
+            r.fast.clear();
         }
         self.lease_until = 0;
         self.lease_min_round = 0;
         self.need_bcast = false;
         self.need_heartbeat = false;
+        self.full_heartbeat = false;
         self.pending_conf_index = 0;
         self.quiesced = false;
         self.quiesce_round = 0;
@@ -724,6 +733,7 @@ impl<S: LogStore> Raft<S> {
                 self.quiesce_leader();
             } else {
                 self.need_heartbeat = true;
+                self.full_heartbeat = true;
             }
         }
     }
@@ -1522,7 +1532,8 @@ impl<S: LogStore> Raft<S> {
         self.maybe_auto_leave();
         if self.need_heartbeat && self.role == Role::Leader {
             self.need_heartbeat = false;
-            self.bcast_heartbeat();
+            let full = std::mem::take(&mut self.full_heartbeat);
+            self.bcast_heartbeat(full);
             self.process_reads();
         }
         if self.need_bcast && self.role == Role::Leader {

@@ -38,6 +38,14 @@ pub(super) struct Reads {
     pub(super) lease_waiting: VecDeque<PendingRead>,
     /// Reads released, for the next `Ready`.
     pub(super) states: Vec<ReadState>,
+    /// The latest heartbeat round this leader sent to every member.
+    pub(super) full_round: u64,
+    /// Voters that answered `full_round`, in the order they answered, until they and
+    /// the leader make up a quorum.
+    pub(super) answered_full: Vec<ReplicaId>,
+    /// The voters of the last full round whose answers completed a quorum first: a round
+    /// sent only to confirm reads goes to them (`Config::read_rounds_to_quorum`).
+    pub(super) fast: Vec<ReplicaId>,
 }
 
 impl Reads {

@@ -86,6 +86,9 @@ pub struct Stats {
     pub reads_forwarded: u64,
     /// Reads served from the lease without a heartbeat round.
     pub lease_reads: u64,
+    /// Heartbeat rounds sent only to a quorum, to confirm reads
+    /// (`Config::read_rounds_to_quorum`).
+    pub quorum_read_rounds: u64,
     /// Lease reads whose lease had expired when applied reached their index: confirmed
     /// by a heartbeat round instead.
     pub lease_reads_expired: u64,

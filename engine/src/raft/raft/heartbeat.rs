@@ -116,7 +116,30 @@ impl<S: LogStore> Raft<S> {
         if lagging {
             self.maybe_send_append(from, true);
         }
+        self.note_full_round_answer(from, round);
         self.process_reads();
+    }
+
+    /// Records `from`'s answer to the last round sent to every member: the first voters
+    /// that make up a quorum with this leader become the ones read rounds ask
+    /// (`Config::read_rounds_to_quorum`).
+    fn note_full_round_answer(&mut self, from: ReplicaId, round: u64) {
+        if !self.cfg.read_rounds_to_quorum || self.conf.is_joint() || !self.conf.is_voter(from) {
+            return;
+        }
+        let need = self.conf.voters.len() / 2;
+        let Some(r) = self.reads.as_mut() else { return };
+        if round == 0
+            || round != r.full_round
+            || r.answered_full.len() >= need
+            || r.answered_full.contains(&from)
+        {
+            return;
+        }
+        r.answered_full.push(from);
+        if r.answered_full.len() == need {
+            r.fast.clone_from(&r.answered_full);
+        }
     }
 }
 
@@ -136,7 +159,12 @@ mod tests {
     /// Replica 1 elected leader of term 1; replica 2 acknowledged the no-op, replica 3
     /// acknowledged nothing (it lags).
     fn leader() -> Raft<MemStorage> {
-        let mut r = fresh(Config::new(1));
+        leader_with(Config::new(1))
+    }
+
+    /// [`leader`] with its configuration given.
+    fn leader_with(cfg: Config) -> Raft<MemStorage> {
+        let mut r = fresh(cfg);
         for _ in 0..100 {
             r.tick();
             if r.role() == Role::PreCandidate {
@@ -160,6 +188,82 @@ mod tests {
         r.step(Message { from: 2, to: 1, term: r.term(), body: ack }).unwrap();
         drive(&mut r);
         r
+    }
+
+    /// The heartbeat rounds of a `Ready`: (round, members it went to, sorted).
+    fn rounds(rd: &Ready) -> Vec<(u64, Vec<ReplicaId>)> {
+        let mut out: Vec<(u64, Vec<ReplicaId>)> = Vec::new();
+        for m in &rd.messages {
+            if let MessageBody::Heartbeat { round, .. } = m.body {
+                match out.iter_mut().find(|(r, _)| *r == round) {
+                    Some((_, to)) => to.push(m.to),
+                    None => out.push((round, vec![m.to])),
+                }
+            }
+        }
+        for (_, to) in &mut out {
+            to.sort_unstable();
+        }
+        out
+    }
+
+    /// Reads ask a quorum, not every member (thesis §6.4 asks a quorum's answer): after a
+    /// round to every member whose first answer came from replica 3, a round sent only for
+    /// reads goes to replica 3 alone, and its answer releases the read. When replica 3
+    /// stops answering, the read waits for the next round of the heartbeat interval, which
+    /// goes to every member; replica 2's answer to it releases the read, and replica 2 is
+    /// the one asked from then on. With `read_rounds_to_quorum` off, every round goes to
+    /// both.
+    #[test]
+    fn read_rounds_go_to_the_first_quorum_of_the_last_round_to_all() {
+        for on in [true, false] {
+            let mut cfg = Config::new(1);
+            cfg.read_rounds_to_quorum = on;
+            let mut r = leader_with(cfg);
+            let term = r.term();
+            let answer = |r: &mut Raft<MemStorage>, from: ReplicaId, round: u64| {
+                r.step_heartbeat_response(from, 1, term, round).unwrap();
+                r.ready()
+            };
+            r.read_index(11).unwrap();
+            let rd = r.ready();
+            let [(r1, to)] = &rounds(&rd)[..] else { panic!("{on}: one round: {:?}", rd.messages) };
+            assert_eq!(to, &[2, 3], "{on}: the first round goes to every member");
+            let rd = answer(&mut r, 3, *r1);
+            assert_eq!(rd.read_states.iter().map(|s| s.ctx).collect::<Vec<_>>(), [11], "{on}");
+            answer(&mut r, 2, *r1);
+            r.read_index(12).unwrap();
+            let rd = r.ready();
+            let [(r2, to)] = &rounds(&rd)[..] else { panic!("{on}: one round: {:?}", rd.messages) };
+            let want: &[ReplicaId] = if on { &[3] } else { &[2, 3] };
+            assert_eq!(to, want, "{on}: a read round asks the quorum that answered first");
+            if !on {
+                let rd = answer(&mut r, 2, *r2);
+                assert_eq!(rd.read_states.iter().map(|s| s.ctx).collect::<Vec<_>>(), [12]);
+                continue;
+            }
+            assert_eq!(r.stats().quorum_read_rounds, 1);
+            // Replica 3 does not answer: the read waits for the heartbeat interval's round.
+            let mut full = None;
+            for _ in 0..r.cfg.heartbeat_interval_ticks {
+                r.tick();
+                let rd = r.ready();
+                assert!(rd.read_states.is_empty(), "released without a quorum's answer");
+                if let [(round, to)] = &rounds(&rd)[..] {
+                    assert_eq!(to, &[2, 3], "the interval's round goes to every member");
+                    full = Some(*round);
+                }
+            }
+            let r3 = full.expect("the heartbeat interval sent a round");
+            assert!(r3 > *r2);
+            let rd = answer(&mut r, 2, r3);
+            assert_eq!(rd.read_states.iter().map(|s| s.ctx).collect::<Vec<_>>(), [12]);
+            r.read_index(13).unwrap();
+            let rd = r.ready();
+            assert_eq!(rounds(&rd), [(r3 + 1, vec![2])], "the first to answer is asked next");
+            let rd = answer(&mut r, 2, r3 + 1);
+            assert_eq!(rd.read_states.iter().map(|s| s.ctx).collect::<Vec<_>>(), [13]);
+        }
     }
 
     /// Replica 1 following leader 2 in term 3, with entries 1..=2 of term 3 durable.

@@ -145,6 +145,7 @@ impl<S: LogStore> Raft<S> {
             }
             self.lease_until = 0;
             self.need_heartbeat = true;
+            self.full_heartbeat = true;
             return;
         }
         let extra = self.rng.range(

@@ -232,7 +232,26 @@ impl<S: LogStore> Raft<S> {
         true
     }
 
-    pub(super) fn bcast_heartbeat(&mut self) {
+    /// The voters a round sent only to confirm reads goes to, when
+    /// `Config::read_rounds_to_quorum` allows it: the first quorum to answer the last full
+    /// round (with this leader), all still voters of a configuration that is not joint.
+    /// None: send to every member.
+    fn read_round_targets(&self) -> Option<Vec<ReplicaId>> {
+        if !self.cfg.read_rounds_to_quorum || self.conf.is_joint() || !self.conf.is_voter(self.id) {
+            return None;
+        }
+        // Voters other than this leader needed for a quorum.
+        let need = self.conf.voters.len() / 2;
+        let fast = &self.reads.as_ref()?.fast;
+        let targets: Vec<ReplicaId> =
+            fast.iter().copied().filter(|&id| id != self.id && self.conf.is_voter(id)).collect();
+        (need > 0 && targets.len() >= need).then_some(targets)
+    }
+
+    /// Sends a heartbeat round: to every member when `full`, else (a round only reads
+    /// asked for) perhaps only to a quorum ([`Self::read_round_targets`]).
+    pub(super) fn bcast_heartbeat(&mut self, full: bool) {
+        let only = if full { None } else { self.read_round_targets() };
         self.round += 1;
         if let (ReadMode::LeaseBased, Some(now)) = (self.cfg.read_mode, self.now) {
             // Only leases need to know when each round went out.
@@ -248,12 +267,16 @@ impl<S: LogStore> Raft<S> {
         let targets: Vec<(ReplicaId, u64)> = self
             .progress
             .iter()
-            .filter(|(id, _)| *id != self.id)
+            .filter(|(id, _)| *id != self.id && only.as_ref().map_or(true, |o| o.contains(id)))
             .map(|(id, p)| (*id, if unclamped { committed } else { committed.min(p.matched) }))
             .collect();
         let round = self.round;
         let last = self.log.last_index();
-        if committed == last && targets.iter().all(|&(_, c)| c == last) {
+        if only.is_some() {
+            // A round to a quorum only tells nothing to the others: quiescence is decided
+            // by the rounds sent to every member.
+            self.count(|s| &mut s.quorum_read_rounds);
+        } else if committed == last && targets.iter().all(|&(_, c)| c == last) {
             // This round tells every member that `last` is committed: once all echo it (or
             // a later round), the group may quiesce (`can_quiesce`).
             if self.quiesce_round == 0 || self.quiesce_last != last {
@@ -262,6 +285,12 @@ impl<S: LogStore> Raft<S> {
             }
         } else {
             self.quiesce_round = 0;
+        }
+        if only.is_none() {
+            if let Some(r) = self.reads.as_mut() {
+                r.full_round = round;
+                r.answered_full.clear();
+            }
         }
         for (id, commit) in targets {
             self.send(id, MessageBody::Heartbeat { commit, round, quiesce: false });
