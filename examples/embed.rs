@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flotilla::engine::api::{Engine, EngineConfig, MembershipChange, StateMachine};
+use flotilla::engine::api::{Engine, EngineConfig, ErrorClass, MembershipChange, StateMachine};
 use flotilla::engine::raft::types::NodeId;
 use flotilla::engine::transport::QuicTransport;
 
@@ -213,7 +213,19 @@ fn main() -> Result<(), Error> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    lead.change_membership(group, MembershipChange::AddLearner(target))?.wait()?;
+    // The leader may still be settling the removal (it forgets the removed replica once
+    // that one confirms): `ChangePending`, class Retry, until then. Try again shortly.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match lead.change_membership(group, MembershipChange::AddLearner(target)).and_then(|p| p.wait()) {
+            Ok(()) => break,
+            Err(e) if e.class() == ErrorClass::Retry && Instant::now() < deadline => {
+                println!("add learner: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     lead.propose(group, Bytes::from_static(b"after=rejoin"))?.wait()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
