@@ -59,3 +59,10 @@ fn read_index_without_term_check_is_caught() {
 fn leader_counts_undurable_is_caught() {
     caught(Mutant::LeaderCountsUndurable);
 }
+
+/// The lease a leader keeps through a wake from quiescence still ends on the clock: served
+/// past its end, a read can miss a write a new leader committed meanwhile.
+#[test]
+fn lease_kept_past_its_end_after_wake_is_caught() {
+    caught(Mutant::LeaseKeptPastItsEndAfterWake);
+}

@@ -363,6 +363,8 @@ pub struct Counters {
     pub lease_reads: u64,
     /// Lease reads whose lease ran out before apply reached them (stats).
     pub lease_reads_expired: u64,
+    /// Lease reads served under a lease kept through a wake from quiescence (stats).
+    pub lease_reads_after_wake: u64,
     /// Heartbeat rounds sent only to a quorum to confirm reads (stats).
     pub quorum_read_rounds: u64,
     /// Node stalls (missed ticks and messages while the clock ran on).
@@ -438,6 +440,7 @@ impl Counters {
             quiet_periods,
             lease_reads,
             lease_reads_expired,
+            lease_reads_after_wake,
             quorum_read_rounds,
             stalls,
             reads_during_stall,
@@ -468,6 +471,7 @@ impl Counters {
         self.wakes += s.wakes;
         self.lease_reads += s.lease_reads;
         self.lease_reads_expired += s.lease_reads_expired;
+        self.lease_reads_after_wake += s.lease_reads_after_wake;
         self.quorum_read_rounds += s.quorum_read_rounds;
     }
 }

@@ -42,6 +42,9 @@ pub enum Mutant {
     ReadIndexWithoutTermCheck,
     /// Count the leader's own entries toward commit when appended, not when durable.
     LeaderCountsUndurable,
+    /// Keep serving lease reads past the lease's end once woken from quiescence with a
+    /// lease (the lease kept through a wake must still end on the clock).
+    LeaseKeptPastItsEndAfterWake,
 }
 
 /// The configuration of one replica. Build with [`Config::new`], adjust fields, then

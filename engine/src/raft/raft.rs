@@ -95,6 +95,7 @@ static NO_STATS: Stats = Stats {
     lease_reads: 0,
     quorum_read_rounds: 0,
     lease_reads_expired: 0,
+    lease_reads_after_wake: 0,
     append_conflicts_refused: 0,
     check_quorum_step_downs: 0,
     quiesces: 0,
@@ -154,6 +155,9 @@ pub struct Raft<S> {
     /// its target campaign past every lease, so this leader holds no lease again in its
     /// term (reads fall back to heartbeat rounds).
     lease_min_round: u64,
+    /// The lease was extended before this leader last woke from quiescence and by no
+    /// round since (counts `Stats::lease_reads_after_wake`).
+    lease_from_sleep: bool,
     /// Set at start-up under LeaseBased reads: refuse votes for one minimum election
     /// timeout, as if a leader had just been heard, since a leader may hold a lease that
     /// counted this replica before it restarted.
@@ -261,6 +265,7 @@ impl<S: LogStore> Raft<S> {
             reads: None,
             lease_until: 0,
             lease_min_round: 0,
+            lease_from_sleep: false,
             startup_lease: false,
             need_bcast: false,
             need_heartbeat: false,
@@ -530,6 +535,7 @@ impl<S: LogStore> Raft<S> {
         }
         self.lease_until = 0;
         self.lease_min_round = 0;
+        self.lease_from_sleep = false;
         self.need_bcast = false;
         self.need_heartbeat = false;
         self.full_heartbeat = false;
@@ -1587,6 +1593,7 @@ enum Mutant {
     HeartbeatCommitUnclamped,
     ReadIndexWithoutTermCheck,
     LeaderCountsUndurable,
+    LeaseKeptPastItsEndAfterWake,
 }
 
 /// Regressions found by the cluster simulator (tests/simulation.rs); each names the seed

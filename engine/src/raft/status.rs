@@ -92,6 +92,9 @@ pub struct Stats {
     /// Lease reads whose lease had expired when applied reached their index: confirmed
     /// by a heartbeat round instead.
     pub lease_reads_expired: u64,
+    /// Lease reads served under a lease this leader held before it last woke from
+    /// quiescence (no round has extended it since): the lease outlives the sleep.
+    pub lease_reads_after_wake: u64,
     /// Appends refused because they conflicted with committed entries.
     pub append_conflicts_refused: u64,
     /// Times a leader stepped down for lack of a quorum (CheckQuorum).

@@ -238,7 +238,10 @@ fn concurrent_writes_of_different_connections_share_an_entry_with_a_reply_each()
 /// heartbeat round (Raft thesis §6.4.1). Shown by taking its quorum away: right after both
 /// followers are killed, a GET at the leader is still answered (within the lease, about
 /// the election timeout), where ReadIndex could not confirm the read and would time out
-/// (with `lease_reads = false` this test fails on the GET).
+/// (with `lease_reads = false` this test fails on the GET). Whether or not the shard
+/// quiesced between the reads (its heartbeat interval is 600 ms here): a leader woken from
+/// quiescence keeps its lease to its end (in CI the GET once came after the quiesce, when
+/// waking voided the lease).
 #[test]
 fn lease_reads_are_served_by_the_leader_without_a_round() {
     // A 3 s election timeout: a long lease, so the GET lands inside it on a busy machine.

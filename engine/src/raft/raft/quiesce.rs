@@ -126,8 +126,12 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Wakes from quiescence. Leader: CheckQuorum activity starts afresh (every member
-    /// counts as heard from, and a full election timeout runs before the next check), any
-    /// lease is void (its ticks did not run while quiesced), and a heartbeat goes at once.
+    /// counts as heard from, and a full election timeout runs before the next check), and
+    /// a heartbeat goes at once. A lease it holds is kept to its end: it is measured on the
+    /// clock (`set_now`), which ran on while quiesced, and a follower that confirmed it
+    /// grants no vote until a minimum election timeout of wall ticks has passed since it
+    /// heard that round or a later heartbeat, quiesced or not: ticked if awake, and if
+    /// quiesced credited with its idle ticks only at a liveness wake (thesis §6.4.1).
     /// Follower: its election timer keeps the idle ticks credited (so it grants votes if
     /// the leader was silent long enough) but it campaigns only after a full randomized
     /// timeout from now; with `ping` it sends its leader a heartbeat answer (round 0) so a
@@ -143,7 +147,7 @@ impl<S: LogStore> Raft<S> {
             for (_, p) in &mut self.progress {
                 p.recent_active = true;
             }
-            self.lease_until = 0;
+            self.lease_from_sleep = self.lease_until > 0;
             self.need_heartbeat = true;
             self.full_heartbeat = true;
             return;
@@ -208,7 +212,8 @@ impl<S: LogStore> Raft<S> {
     pub(super) fn shed_idle_memory(&mut self) {
         self.votes = ThinVec::new();
         if self.reads.as_ref().is_some_and(|r| r.is_idle()) {
-            // Only lease history left, void once woken anyway.
+            // Only the history of rounds sent before quiescing left: a lease extended by
+            // them is in `lease_until` already.
             self.reads = None;
         }
         self.pending_conf_entries.shrink_to_fit();

@@ -14,7 +14,8 @@ impl<S: LogStore> Raft<S> {
     pub(super) fn lease_valid(&self) -> bool {
         self.cfg.read_mode == ReadMode::LeaseBased
             && self.transferee == NO_REPLICA
-            && self.now.is_some_and(|now| now < self.lease_until)
+            && (self.now.is_some_and(|now| now < self.lease_until)
+                || (self.lease_from_sleep && self.mutant(Mutant::LeaseKeptPastItsEndAfterWake)))
     }
 
     /// Requests a linearizable read (thesis §6.4). `ctx` must be unique across the
@@ -63,7 +64,7 @@ impl<S: LogStore> Raft<S> {
             }
             // A follower's read is answered now: the follower serves it after its own
             // apply, the lease cannot be checked there (another clock).
-            self.count(|s| &mut s.lease_reads);
+            self.count_lease_read();
             self.release_read(from, ctx, index);
             return;
         }
@@ -94,12 +95,19 @@ impl<S: LogStore> Raft<S> {
                 q.lease_waiting.pop_front();
             }
             if self.lease_valid() {
-                self.count(|s| &mut s.lease_reads);
+                self.count_lease_read();
                 self.release_read(r.from, r.ctx, r.index);
             } else {
                 self.count(|s| &mut s.lease_reads_expired);
                 self.read_by_round(r.from, r.ctx, r.index);
             }
+        }
+    }
+
+    fn count_lease_read(&mut self) {
+        self.count(|s| &mut s.lease_reads);
+        if self.lease_from_sleep {
+            self.count(|s| &mut s.lease_reads_after_wake);
         }
     }
 
@@ -145,6 +153,7 @@ impl<S: LogStore> Raft<S> {
             if let Some(sent) = sent {
                 let lease = self.cfg.lease_nanos();
                 self.lease_until = self.lease_until.max(sent.saturating_add(lease));
+                self.lease_from_sleep = false;
             }
         }
         while let Some(r) = self.reads.as_ref().and_then(|q| q.pending.front().copied()) {
