@@ -633,6 +633,52 @@ fn quorum_down_flood_is_bounded_and_answers_busy() {
     c.stop(1);
 }
 
+/// The bound counts the leader's log, not its waiters: proposals whose callers timed out
+/// (`Indeterminate`) stay in a leader's log until they commit or the leadership ends, so
+/// they keep counting. Without CheckQuorum the leader of a group whose quorum is down
+/// keeps leading; once its first flood timed out, a second flood is refused whole (it was
+/// taken again, another `max_uncommitted_bytes`, when the waiters were counted).
+#[test]
+fn timed_out_proposals_keep_counting_against_the_bound() {
+    let mut c = Cluster::new_tweaked(3, 10_000, |cfg| {
+        cfg.raft.check_quorum = false;
+        cfg.propose_timeout_ticks = cfg.raft.election_timeout_max_ticks;
+    });
+    let g = 42;
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"first");
+    c.stop(2);
+    c.stop(3);
+    let e = c.engine(1);
+    let flood = |e: &Engine| {
+        let mut pending = Vec::new();
+        let mut busy = 0u64;
+        for i in 0..2000u32 {
+            match e.propose(g, Bytes::from(vec![i as u8; 1024])) {
+                Ok(p) => pending.push(p),
+                Err(ProposeError::Busy(_)) => busy += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        let mut accepted = 0u64;
+        for p in pending {
+            match p.wait_timeout(Duration::from_secs(20)) {
+                Ok(Err(ProposeError::Busy(BusyReason::GroupUncommitted))) => busy += 1,
+                Ok(Err(ProposeError::Indeterminate)) => accepted += 1,
+                other => panic!("without a quorum: accepted and timed out, or busy: {other:?}"),
+            }
+        }
+        (accepted, busy)
+    };
+    let (first, _) = flood(e);
+    assert!(first > 0 && first <= (1 << 20) / 1024 + 1, "first flood: {first} KiB held");
+    let (second, busy) = flood(e);
+    assert_eq!(second, 0, "the timed-out proposals are still in the log: {second} KiB more taken");
+    assert_eq!(busy, 2000);
+    c.stop(1);
+}
+
 /// The real file system, whose data syncs wait while `slow` is set (at most 20 s).
 struct SlowSyncFs {
     slow: Arc<AtomicBool>,

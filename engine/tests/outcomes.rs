@@ -48,7 +48,7 @@ impl Proposer {
 
     fn wait(&mut self, at: (u64, u64)) {
         let h = Rec { at, log: self.log.clone() };
-        self.w.add(&mut self.tally, at.0, at.1, 16, u64::MAX, h);
+        self.w.add(&mut self.tally, at.0, at.1, u64::MAX, h);
     }
 
     /// Reports what replica 1 applied since the last call: the matched waiters complete

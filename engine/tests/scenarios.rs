@@ -2130,3 +2130,51 @@ fn a_ready_marks_a_hard_state_that_changed_only_its_commit_index() {
     assert_eq!(rd.hard_state.map(|h| (h.term, h.vote)), Some((2, 3)));
     assert!(!rd.hard_state_commit_only);
 }
+
+/// etcd/raft's `TestUncommittedEntryLimit`: a leader holds at most
+/// `max_uncommitted_bytes` of proposal payload appended in its term and not yet handed
+/// out for apply. With its followers cut off it takes proposals up to the limit (one of
+/// any size when it holds none) and refuses the next with `UncommittedFull`; once they
+/// commit and are handed out it takes more; a new leader starts from none. (Membership
+/// changes are not counted.)
+#[test]
+fn uncommitted_entry_limit() {
+    let mut net = net3(|c| c.max_uncommitted_bytes = 100);
+    net.isolate(2);
+    net.isolate(3);
+    let l = net.raft_mut(1);
+    assert_eq!(l.uncommitted_bytes(), 0, "the election's no-op does not count");
+    l.propose(Bytes::from(vec![1; 60])).unwrap();
+    l.propose(Bytes::from(vec![2; 40])).unwrap();
+    assert_eq!(l.uncommitted_bytes(), 100);
+    assert_eq!(
+        l.propose(Bytes::from(vec![3; 1])),
+        Err(ProposeError::UncommittedFull { held: 100, max: 100 })
+    );
+    assert_eq!(l.stats().proposals_refused_uncommitted, 1);
+
+    // Reconnected: the proposals commit and are handed out for apply, the limit frees.
+    net.heal();
+    net.tick_all_n(4);
+    assert_eq!(net.raft(1).uncommitted_bytes(), 0);
+    net.raft_mut(1).propose(Bytes::from(vec![4; 100])).unwrap();
+
+    // A leader holding none takes one proposal past the limit, then refuses.
+    net.tick_all_n(4);
+    net.isolate(2);
+    net.isolate(3);
+    let l = net.raft_mut(1);
+    l.propose(Bytes::from(vec![5; 500])).unwrap();
+    assert!(matches!(
+        l.propose(Bytes::from(vec![6; 1])),
+        Err(ProposeError::UncommittedFull { held: 500, .. })
+    ));
+
+    // A new leader starts from none (the old leader's tail is not its proposals).
+    net.heal();
+    net.isolate(1);
+    net.campaign(2);
+    assert_eq!(net.raft(2).role(), Role::Leader);
+    assert_eq!(net.raft(2).uncommitted_bytes(), 0);
+    assert_eq!(net.raft(1).uncommitted_bytes(), 500, "replica 1 never heard it lost the lead");
+}

@@ -162,6 +162,8 @@ impl Options {
 
 /// Salts the seed of the session proposers' RNG and the draw of `Profile::sessions`.
 const SESSION_SALT: u64 = 0x5e55_1025;
+/// Salt of the draw of `Profile::max_uncommitted` (off `rng`, like the sessions').
+const UNCOMMITTED_SALT: u64 = 0x0c0a_b1e5;
 
 /// An environment variable parsed as a number.
 pub fn env_u64(name: &str) -> Option<u64> {
@@ -215,6 +217,11 @@ struct Profile {
     /// whose answer they lack (drawn from their own RNG, so the other draws are as
     /// before).
     sessions: bool,
+    /// `Config::max_uncommitted_bytes`: the engine bounds a leader's uncommitted
+    /// proposals; without it a leader that cannot commit builds a tail its followers
+    /// take longer than the liveness phase to receive (1 to 2 entries per round trip with
+    /// one append in flight of 100 bytes).
+    max_uncommitted: u64,
 }
 
 impl Profile {
@@ -262,6 +269,7 @@ impl Profile {
             // Not drawn from `rng`: adding it left every seed's other draws as they were.
             propose_timeout: [60, 400, 5000][(mix64(seed) % 3) as usize],
             sessions: mix64(seed ^ SESSION_SALT) % 3 == 0,
+            max_uncommitted: [1 << 10, 4 << 10, 16 << 10][(mix64(seed ^ UNCOMMITTED_SALT) % 3) as usize],
         }
     }
 }
@@ -365,6 +373,8 @@ pub struct Counters {
     pub lease_reads_expired: u64,
     /// Lease reads served under a lease kept through a wake from quiescence (stats).
     pub lease_reads_after_wake: u64,
+    /// Proposals a leader refused holding `Config::max_uncommitted_bytes` (stats).
+    pub proposals_refused_uncommitted: u64,
     /// Heartbeat rounds sent only to a quorum to confirm reads (stats).
     pub quorum_read_rounds: u64,
     /// Node stalls (missed ticks and messages while the clock ran on).
@@ -441,6 +451,7 @@ impl Counters {
             lease_reads,
             lease_reads_expired,
             lease_reads_after_wake,
+            proposals_refused_uncommitted,
             quorum_read_rounds,
             stalls,
             reads_during_stall,
@@ -472,6 +483,7 @@ impl Counters {
         self.lease_reads += s.lease_reads;
         self.lease_reads_expired += s.lease_reads_expired;
         self.lease_reads_after_wake += s.lease_reads_after_wake;
+        self.proposals_refused_uncommitted += s.proposals_refused_uncommitted;
         self.quorum_read_rounds += s.quorum_read_rounds;
     }
 }
@@ -873,6 +885,7 @@ impl Sim {
         c.max_inflight_msgs = self.p.inflight;
         c.max_append_bytes = self.p.append_bytes;
         c.max_apply_bytes = self.p.apply_bytes;
+        c.max_uncommitted_bytes = self.p.max_uncommitted;
         c.pre_vote = self.p.pre_vote;
         c.check_quorum = self.p.check_quorum;
         c.quiesce = self.p.quiesce;
@@ -1306,7 +1319,7 @@ impl Sim {
                 };
                 let deadline = self.now + self.p.propose_timeout;
                 let node = &mut self.nodes[n];
-                node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
+                node.waiters.add(&mut node.tally, index, term, deadline, h);
             }
             return self.observe(n);
         }
@@ -1345,7 +1358,7 @@ impl Sim {
             };
             let deadline = self.now + self.p.propose_timeout;
             let node = &mut self.nodes[n];
-            node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
+            node.waiters.add(&mut node.tally, index, term, deadline, h);
         }
         self.observe(n)
     }
@@ -2314,7 +2327,7 @@ impl Sim {
                 let h = Rec { id: Some(id), session: None, index, term, out: self.outcomes.log.clone() };
                 let deadline = self.now + self.p.propose_timeout;
                 let node = &mut self.nodes[n];
-                node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
+                node.waiters.add(&mut node.tally, index, term, deadline, h);
             }
             Err(_) => {
                 self.outcomes.refused.insert(id);
@@ -2536,7 +2549,7 @@ impl Sim {
         let h = Rec { id: None, session: None, index, term, out: self.outcomes.log.clone() };
         let deadline = self.now + self.p.propose_timeout;
         let node = &mut self.nodes[l];
-        node.waiters.add(&mut node.tally, index, term, 0, deadline, h);
+        node.waiters.add(&mut node.tally, index, term, deadline, h);
         self.pending_changes.push((index, cc.changes.iter().map(|c| c.replica.id).collect()));
         self.c.conf_changes += 1;
         let joint = conf.apply(&cc).is_ok_and(|c| c.is_joint());

@@ -105,7 +105,9 @@ pub struct EngineConfig {
     /// 65,536; bounds 64..=16,777,216.
     pub mailbox_capacity: usize,
     /// Bytes of proposals appended but not yet applied that a group may hold before
-    /// `propose` answers `Busy`. Default 8 MiB; bounds 1..=`wal.segment_size / 4` (so one
+    /// `propose` answers `Busy`: counted by the leader over its log in its term (a
+    /// proposal whose caller timed out still counts until it is applied or the leadership
+    /// ends; `raft::Config::max_uncommitted_bytes`). Default 8 MiB; bounds 1..=`wal.segment_size / 4` (so one
     /// turn's write batch always fits in a WAL segment).
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub max_uncommitted_bytes: u64,
@@ -403,6 +405,8 @@ impl EngineConfig {
         raft.count_stats = false;
         // Leases are measured on the worker's clock in nanoseconds; a tick is the interval.
         raft.tick_nanos = u64::try_from(self.tick_interval.as_nanos()).unwrap_or(u64::MAX);
+        // The core bounds its leader's log by the same measure (0 gets its own error below).
+        raft.max_uncommitted_bytes = self.max_uncommitted_bytes.max(1);
         let raft = raft.validate().map_err(ConfigError::Raft)?;
         let mut wal = self.wal.clone();
         wal.dir = self.data_dir.join("wal");

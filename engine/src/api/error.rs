@@ -244,6 +244,7 @@ impl From<ProposeRefused<'_>> for ProposeError {
             CoreProposeError::TransferInProgress { to } => {
                 ProposeError::TransferInProgress { to: r.group.node_of(to) }
             }
+            CoreProposeError::UncommittedFull { .. } => ProposeError::Busy(BusyReason::GroupUncommitted),
             // Membership-only refusals; a data proposal never gets them.
             CoreProposeError::ConfChangePending
             | CoreProposeError::LeaderNotReady
@@ -594,6 +595,8 @@ impl From<CoreProposeError> for MembershipError {
             CoreProposeError::ConfChangePending => MembershipError::ChangePending,
             CoreProposeError::LeaderNotReady => MembershipError::LeaderNotReady,
             CoreProposeError::InvalidConfChange(c) => MembershipError::Conf(c),
+            // Data proposals only; a membership change never gets it.
+            CoreProposeError::UncommittedFull { .. } => MembershipError::Busy,
         }
     }
 }

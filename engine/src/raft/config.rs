@@ -81,6 +81,16 @@ pub struct Config {
     pub max_append_bytes: u64,
     /// Most entry bytes handed out for apply in one `Ready`. Default 16 MiB; at least 1.
     pub max_apply_bytes: u64,
+    /// Most payload bytes of proposals (data and session entries) a leader holds appended
+    /// in its term and not yet handed out for apply; past it `propose` answers
+    /// [`ProposeError::UncommittedFull`](super::error::ProposeError::UncommittedFull). A
+    /// leader holding none takes one proposal of any size. Bounds the log a leader that
+    /// cannot commit (or commits slower than it is asked to append) builds up, whatever
+    /// its callers do with their timeouts (etcd/raft's `MaxUncommittedEntriesSize`).
+    /// Default `u64::MAX` (no bound); at least 1. The engine sets it from
+    /// `EngineConfig::max_uncommitted_bytes`.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub max_uncommitted_bytes: u64,
     /// Run a PreVote round before raising the term (thesis §9.6). Default true.
     pub pre_vote: bool,
     /// Leader steps down when it has not heard from a quorum within an election timeout;
@@ -146,6 +156,7 @@ impl Config {
             max_inflight_bytes: 32 << 20,
             max_append_bytes: 1 << 20,
             max_apply_bytes: 16 << 20,
+            max_uncommitted_bytes: u64::MAX,
             pre_vote: true,
             check_quorum: true,
             read_mode: ReadMode::Safe,
@@ -200,6 +211,9 @@ impl Config {
         }
         if self.max_apply_bytes == 0 {
             return Err(ConfigError::ZeroMaxApplyBytes);
+        }
+        if self.max_uncommitted_bytes == 0 {
+            return Err(ConfigError::ZeroMaxUncommittedBytes);
         }
         if self.read_mode == ReadMode::LeaseBased && !self.check_quorum {
             return Err(ConfigError::LeaseWithoutCheckQuorum);
@@ -275,6 +289,9 @@ pub enum ConfigError {
     /// `max_apply_bytes` is 0.
     #[error("max_apply_bytes must be at least 1")]
     ZeroMaxApplyBytes,
+    /// `max_uncommitted_bytes` is 0.
+    #[error("max_uncommitted_bytes must be at least 1")]
+    ZeroMaxUncommittedBytes,
     /// Lease reads are only safe with CheckQuorum.
     #[error("read_mode LeaseBased requires check_quorum")]
     LeaseWithoutCheckQuorum,
@@ -322,6 +339,7 @@ mod tests {
         check(|c| c.max_inflight_bytes = 0, ConfigError::ZeroMaxInflightBytes);
         check(|c| c.max_append_bytes = 0, ConfigError::ZeroMaxAppendBytes);
         check(|c| c.max_apply_bytes = 0, ConfigError::ZeroMaxApplyBytes);
+        check(|c| c.max_uncommitted_bytes = 0, ConfigError::ZeroMaxUncommittedBytes);
         check(
             |c| {
                 c.read_mode = ReadMode::LeaseBased;

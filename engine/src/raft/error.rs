@@ -35,6 +35,15 @@ pub enum ProposeError {
     /// The membership change is invalid for the current configuration.
     #[error("invalid membership change: {0}")]
     InvalidConfChange(#[from] ConfChangeError),
+    /// The leader holds `Config::max_uncommitted_bytes` of proposals not yet handed out
+    /// for apply: retry once some commit.
+    #[error("{held} bytes of proposals not yet committed and applied (limit {max})")]
+    UncommittedFull {
+        /// Payload bytes held.
+        held: u64,
+        /// The limit (`Config::max_uncommitted_bytes`).
+        max: u64,
+    },
 }
 
 /// Why a leadership transfer was refused.

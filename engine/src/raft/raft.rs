@@ -96,6 +96,7 @@ static NO_STATS: Stats = Stats {
     quorum_read_rounds: 0,
     lease_reads_expired: 0,
     lease_reads_after_wake: 0,
+    proposals_refused_uncommitted: 0,
     append_conflicts_refused: 0,
     check_quorum_step_downs: 0,
     quiesces: 0,
@@ -158,6 +159,9 @@ pub struct Raft<S> {
     /// The lease was extended before this leader last woke from quiescence and by no
     /// round since (counts `Stats::lease_reads_after_wake`).
     lease_from_sleep: bool,
+    /// Payload bytes of the proposals this leader appended in its term and has not yet
+    /// handed out for apply (`Config::max_uncommitted_bytes`); 0 unless leader.
+    uncommitted_bytes: u64,
     /// Set at start-up under LeaseBased reads: refuse votes for one minimum election
     /// timeout, as if a leader had just been heard, since a leader may hold a lease that
     /// counted this replica before it restarted.
@@ -266,6 +270,7 @@ impl<S: LogStore> Raft<S> {
             lease_until: 0,
             lease_min_round: 0,
             lease_from_sleep: false,
+            uncommitted_bytes: 0,
             startup_lease: false,
             need_bcast: false,
             need_heartbeat: false,
@@ -504,6 +509,7 @@ impl<S: LogStore> Raft<S> {
             self.term_durable = false;
         }
         self.leader = NO_REPLICA;
+        self.uncommitted_bytes = 0;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.randomized_timeout = self.rng.range(
@@ -771,6 +777,7 @@ impl<S: LogStore> Raft<S> {
     pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64), ProposeError> {
         self.wake_for_input();
         self.check_can_propose()?;
+        self.hold_uncommitted(data.len())?;
         let index = self.append_entry(EntryPayload::Normal(data));
         Ok((index, self.term))
     }
@@ -784,8 +791,28 @@ impl<S: LogStore> Raft<S> {
     ) -> Result<(u64, u64), ProposeError> {
         self.wake_for_input();
         self.check_can_propose()?;
+        self.hold_uncommitted(data.len())?;
         let index = self.append_entry(EntryPayload::Session { header, data });
         Ok((index, self.term))
+    }
+
+    /// Counts a proposal of `size` payload bytes against `Config::max_uncommitted_bytes`,
+    /// or refuses it (a leader holding none takes one of any size).
+    fn hold_uncommitted(&mut self, size: usize) -> Result<(), ProposeError> {
+        let (held, max) = (self.uncommitted_bytes, self.cfg.max_uncommitted_bytes);
+        let size = size as u64;
+        if held > 0 && held.saturating_add(size) > max {
+            self.count(|s| &mut s.proposals_refused_uncommitted);
+            return Err(ProposeError::UncommittedFull { held, max });
+        }
+        self.uncommitted_bytes = held.saturating_add(size);
+        Ok(())
+    }
+
+    /// Payload bytes of the proposals this leader appended in its term and has not yet
+    /// handed out for apply (0 unless leader): what `Config::max_uncommitted_bytes` bounds.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.uncommitted_bytes
     }
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
@@ -1557,9 +1584,17 @@ impl<S: LogStore> Raft<S> {
         let entries = self.log.take_unpersisted();
         let snapshot = self.snapshot_ready.take();
         let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes, apply_budget);
+        let led = if self.role == Role::Leader { self.term } else { 0 };
         for e in &committed_entries {
-            if let EntryPayload::ConfChange(cc) = &e.payload {
-                self.pending_conf_entries.push((e.index, cc.clone()));
+            match &e.payload {
+                EntryPayload::ConfChange(cc) => self.pending_conf_entries.push((e.index, cc.clone())),
+                EntryPayload::Normal(d) if e.term == led => {
+                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(d.len() as u64);
+                }
+                EntryPayload::Session { data, .. } if e.term == led => {
+                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(data.len() as u64);
+                }
+                _ => {}
             }
         }
         Ready {

@@ -95,6 +95,8 @@ pub struct Stats {
     /// Lease reads served under a lease this leader held before it last woke from
     /// quiescence (no round has extended it since): the lease outlives the sleep.
     pub lease_reads_after_wake: u64,
+    /// Proposals refused because the leader held `Config::max_uncommitted_bytes`.
+    pub proposals_refused_uncommitted: u64,
     /// Appends refused because they conflicted with committed entries.
     pub append_conflicts_refused: u64,
     /// Times a leader stepped down for lack of a quorum (CheckQuorum).

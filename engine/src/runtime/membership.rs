@@ -101,7 +101,7 @@ impl Worker {
     ) -> Result<(), MembershipError> {
         match g.raft.propose_conf_change(cc) {
             Ok((index, term)) => {
-                g.waiters.add(tally, index, term, 0, deadline, Done::Conf(done));
+                g.waiters.add(tally, index, term, deadline, Done::Conf(done));
                 Ok(())
             }
             Err(e) => {

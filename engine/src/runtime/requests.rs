@@ -19,7 +19,7 @@ use super::worker::Worker;
 use crate::api::EngineConfig;
 use crate::api::{BusyReason, ProposeError, ReadError, TransferError};
 use crate::api::{Placement, ProposeRefused, TransferRefused};
-use crate::raft::types::{NodeId, ReplicaId, Role};
+use crate::raft::types::{NodeId, ReplicaId};
 use crate::session::{SessionHeader, SessionOp};
 
 impl Worker {
@@ -50,11 +50,10 @@ impl Worker {
         };
         Self::credit_idle(g, self.ticks);
         let size = data.len() as u64;
-        // Only this leadership's waiters count: a deposed leader's are released.
-        let led = (g.raft.role() == Role::Leader).then(|| g.raft.term());
-        let uncommitted = g.waiters.uncommitted_bytes(led);
+        // Counted by the core over its log (not over the waiters: one that timed out
+        // leaves its entry in the log): this leadership's proposals not yet applied.
         let load = Load {
-            uncommitted,
+            uncommitted: g.raft.uncommitted_bytes(),
             waiting: self.tally.waiting(),
             apply_backlog: self.apply_backlog,
             wal_bytes: self.writes.pending_bytes() + self.writes.batch.encoded_len() as u64,
@@ -71,7 +70,7 @@ impl Worker {
         match appended {
             Ok((index, term)) => {
                 let deadline = self.ticks + u64::from(cfg.propose_timeout_ticks);
-                g.waiters.add(&mut self.tally, index, term, size, deadline, Done::Propose(done));
+                g.waiters.add(&mut self.tally, index, term, deadline, Done::Propose(done));
                 self.load.proposal(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }
@@ -135,7 +134,8 @@ impl Placement for Group {
 
 /// What a proposal meets on its worker (the inputs of backpressure).
 pub(super) struct Load {
-    /// Bytes of this leadership's proposals in the group not yet committed.
+    /// Payload bytes of this leadership's proposals in the group not yet handed out for
+    /// apply (`Raft::uncommitted_bytes`).
     pub(super) uncommitted: u64,
     /// Proposals waiting for their outcome on the worker.
     pub(super) waiting: usize,

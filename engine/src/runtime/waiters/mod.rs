@@ -1,10 +1,9 @@
 //! Proposal and membership waiters: who waits for which log entry, what they count against
-//! the group's and the worker's limits, and every way they complete.
+//! the worker's limits, and every way they complete.
 //!
 //! Owns the waiters of one replica ([`Waiters`]), keyed by the (index, term) their entry
-//! got when the leader appended it, the bookkeeping they weigh on (the uncommitted bytes of
-//! the replica's current leadership, and the waiting count in a [`Tally`] shared by a
-//! worker's replicas), and the rules that decide them. An outcome is a promise:
+//! got when the leader appended it, the bookkeeping they weigh on (the waiting count in a
+//! [`Tally`] shared by a worker's replicas), and the rules that decide them. An outcome is a promise:
 //!
 //! - [`Outcome::Applied`]: the entry of the waiter's (index, term) is committed; the caller
 //!   completes it with the state machine's result once applied ([`Waiters::committed`]
@@ -24,8 +23,8 @@
 //! new ones at the same indexes, the queue is not ordered by index: waiters are grouped by
 //! term, and within one term by index (a leader appends each index once per term, in
 //! order, so within a term index order is also proposal order, hence deadline order).
-//! Only the waiters of the term this replica currently leads count as uncommitted bytes:
-//! stepping down releases them ([`Waiters::uncommitted_bytes`]).
+//! (The group's bound on uncommitted bytes is counted by the core over its log,
+//! `Raft::uncommitted_bytes`: a waiter that timed out leaves its entry there.)
 //!
 //! Read barriers (ReadIndex) wait in [`reads::ReadWaiters`], by the same design.
 //!
@@ -74,8 +73,6 @@ pub struct Waiter<H> {
     pub index: u64,
     /// Term of the entry.
     pub term: u64,
-    /// Bytes it counts as uncommitted while its term is led here.
-    size: u64,
     /// Tick at which it completes `Indeterminate` if still waiting.
     deadline: u64,
     /// Who learns the outcome.
@@ -117,7 +114,6 @@ impl Tally {
 #[derive(Debug)]
 struct Term<H> {
     by_index: IndexQueue<Waiter<H>>,
-    bytes: u64,
 }
 
 /// The waiters of one replica (see the module documentation for the rules).
@@ -149,23 +145,15 @@ impl<H: Complete> Waiters<H> {
         self.len == 0
     }
 
-    /// Bytes of the waiters of `leader_term`, the term this replica leads (`None`: it
-    /// leads none, so nothing it waits for counts against its proposals).
-    pub fn uncommitted_bytes(&self, leader_term: Option<u64>) -> u64 {
-        leader_term.and_then(|t| self.terms.get(&t)).map_or(0, |t| t.bytes)
-    }
-
-    /// Adds a waiter for the entry at (`index`, `term`) of `size` bytes, which times out
+    /// Adds a waiter for the entry at (`index`, `term`), which times out
     /// at tick `deadline`. A second waiter for the same entry (never made by a leader,
     /// which appends an index once per term) replaces the first, which completes
     /// `Indeterminate`.
-    pub fn add(&mut self, tally: &mut Tally, index: u64, term: u64, size: u64, deadline: u64, handle: H) {
-        let t = self.terms.entry(term).or_insert_with(|| Term { by_index: IndexQueue::default(), bytes: 0 });
-        t.bytes += size;
+    pub fn add(&mut self, tally: &mut Tally, index: u64, term: u64, deadline: u64, handle: H) {
+        let t = self.terms.entry(term).or_insert_with(|| Term { by_index: IndexQueue::default() });
         self.len += 1;
         tally.waiting += 1;
-        if let Some(old) = t.by_index.insert(Waiter { index, term, size, deadline, handle }) {
-            t.bytes = t.bytes.saturating_sub(old.size);
+        if let Some(old) = t.by_index.insert(Waiter { index, term, deadline, handle }) {
             self.len -= 1;
             tally.sub(1);
             old.complete(Outcome::Indeterminate);
@@ -195,7 +183,6 @@ impl<H: Complete> Waiters<H> {
         let mut emptied = Vec::new();
         for (&term, t) in self.terms.range_mut(..) {
             while let Some(w) = t.by_index.pop_upto(hi) {
-                t.bytes = t.bytes.saturating_sub(w.size);
                 let o = match term_at(w.index) {
                     Some(et) if et == term => {
                         matched.push(w);
@@ -212,7 +199,6 @@ impl<H: Complete> Waiters<H> {
                 for w in t.by_index.drain() {
                     done.push((w, Outcome::Dropped));
                 }
-                t.bytes = 0;
             }
             if t.by_index.is_empty() {
                 emptied.push(term);
@@ -242,7 +228,6 @@ impl<H: Complete> Waiters<H> {
         let mut emptied = Vec::new();
         for (&wt, t) in self.terms.range_mut(..) {
             while let Some(w) = t.by_index.pop_upto(index) {
-                t.bytes = t.bytes.saturating_sub(w.size);
                 let o = if (w.index == index && wt != term) || (w.index < index && wt > term) {
                     Outcome::Dropped
                 } else {
@@ -254,7 +239,6 @@ impl<H: Complete> Waiters<H> {
                 for w in t.by_index.drain() {
                     done.push((w, Outcome::Dropped));
                 }
-                t.bytes = 0;
             }
             if t.by_index.is_empty() {
                 emptied.push(wt);
@@ -278,7 +262,6 @@ impl<H: Complete> Waiters<H> {
         for (&wt, t) in self.terms.range_mut(..) {
             // Within a term, index order is proposal order: the oldest come first.
             while let Some(w) = t.by_index.pop_front_if(|w| w.deadline <= now) {
-                t.bytes = t.bytes.saturating_sub(w.size);
                 done.push(w);
             }
             if t.by_index.is_empty() {
@@ -375,9 +358,9 @@ mod tests {
         fn new() -> Fx {
             Fx { w: Waiters::new(), tally: Tally::default(), log: Log::default() }
         }
-        fn add(&mut self, index: u64, term: u64, size: u64, deadline: u64) {
+        fn add(&mut self, index: u64, term: u64, deadline: u64) {
             let h = Rec { index, term, log: self.log.clone() };
-            self.w.add(&mut self.tally, index, term, size, deadline, h);
+            self.w.add(&mut self.tally, index, term, deadline, h);
         }
         /// Commits `list`, completing the matched waiters `Applied` with their index.
         fn commit(&mut self, list: &[(u64, u64)]) -> Vec<(u64, u64)> {
@@ -403,10 +386,10 @@ mod tests {
     #[test]
     fn issue_example_resolves_dropped_dropped_ok_ok() {
         let mut f = Fx::new();
-        f.add(5, 2, 10, 100);
-        f.add(6, 2, 10, 100);
-        f.add(5, 5, 10, 100);
-        f.add(6, 5, 10, 100);
+        f.add(5, 2, 100);
+        f.add(6, 2, 100);
+        f.add(5, 5, 100);
+        f.add(6, 5, 100);
         assert_eq!(f.w.len(), 4);
         assert_eq!(f.tally.waiting(), 4);
         let matched = f.commit(&[(4, 3), (5, 5), (6, 5)]);
@@ -417,7 +400,6 @@ mod tests {
         assert_eq!(f.outcome(6, 5), Some(Fx::applied(6)));
         assert!(f.w.is_empty());
         assert_eq!(f.tally.waiting(), 0);
-        assert_eq!(f.w.uncommitted_bytes(Some(5)), 0);
     }
 
     /// A local truncation proves nothing: the same four waiters, but the old entries are
@@ -427,7 +409,7 @@ mod tests {
     fn old_term_entries_that_commit_are_ok() {
         let mut f = Fx::new();
         for (i, t) in [(5, 2), (6, 2), (5, 5), (6, 5)] {
-            f.add(i, t, 1, 100);
+            f.add(i, t, 100);
         }
         assert!(f.commit(&[(4, 2)]).is_empty());
         assert!(f.log.borrow().is_empty(), "an entry of the waiters' own older term decides nothing");
@@ -446,9 +428,9 @@ mod tests {
     #[test]
     fn newer_term_committed_before_drops_older_waiters_past_it() {
         let mut f = Fx::new();
-        f.add(8, 2, 1, 100);
-        f.add(9, 3, 1, 100);
-        f.add(10, 4, 1, 100);
+        f.add(8, 2, 100);
+        f.add(9, 3, 100);
+        f.add(10, 4, 100);
         assert!(f.commit(&[(6, 2), (7, 3)]).is_empty());
         assert_eq!(f.outcome(8, 2), Some(Outcome::Dropped));
         assert_eq!(f.outcome(9, 3), None, "same term past the commit: still possible");
@@ -463,8 +445,8 @@ mod tests {
     #[test]
     fn waiter_below_the_commit_batch() {
         let mut f = Fx::new();
-        f.add(3, 4, 1, 100);
-        f.add(2, 1, 1, 100);
+        f.add(3, 4, 100);
+        f.add(2, 1, 100);
         f.commit(&[(5, 3)]);
         assert_eq!(f.outcome(3, 4), Some(Outcome::Dropped));
         assert_eq!(f.outcome(2, 1), Some(Outcome::Indeterminate));
@@ -477,14 +459,14 @@ mod tests {
     #[test]
     fn snapshot_installed_past_waiters() {
         let mut f = Fx::new();
-        f.add(10, 3, 1, 100); // at, other term
-        f.add(10, 4, 1, 100); // at, same term
-        f.add(7, 5, 1, 100); // below, newer term
-        f.add(8, 4, 1, 100); // below, same term
-        f.add(9, 2, 1, 100); // below, older term
-        f.add(11, 3, 1, 100); // past, older term
-        f.add(11, 4, 1, 100); // past, same term
-        f.add(12, 6, 1, 100); // past, newer term
+        f.add(10, 3, 100); // at, other term
+        f.add(10, 4, 100); // at, same term
+        f.add(7, 5, 100); // below, newer term
+        f.add(8, 4, 100); // below, same term
+        f.add(9, 2, 100); // below, older term
+        f.add(11, 3, 100); // past, older term
+        f.add(11, 4, 100); // past, same term
+        f.add(12, 6, 100); // past, newer term
         f.w.snapshot_installed(&mut f.tally, 10, 4);
         assert_eq!(f.outcome(10, 3), Some(Outcome::Dropped));
         assert_eq!(f.outcome(10, 4), Some(Outcome::Indeterminate));
@@ -503,9 +485,9 @@ mod tests {
     #[test]
     fn expire_completes_indeterminate_at_the_deadline() {
         let mut f = Fx::new();
-        f.add(5, 2, 1, 10);
-        f.add(6, 2, 1, 20);
-        f.add(5, 3, 1, 15);
+        f.add(5, 2, 10);
+        f.add(6, 2, 20);
+        f.add(5, 3, 15);
         assert_eq!(f.w.expire(&mut f.tally, 9), 0);
         assert_eq!(f.w.expire(&mut f.tally, 15), 2);
         assert_eq!(f.outcome(5, 2), Some(Outcome::Indeterminate));
@@ -520,8 +502,8 @@ mod tests {
     #[test]
     fn fail_all_is_indeterminate() {
         let mut f = Fx::new();
-        f.add(5, 2, 1, 10);
-        f.add(5, 3, 1, 10);
+        f.add(5, 2, 10);
+        f.add(5, 3, 10);
         f.w.fail_all(&mut f.tally);
         assert_eq!(f.outcome(5, 2), Some(Outcome::Indeterminate));
         assert_eq!(f.outcome(5, 3), Some(Outcome::Indeterminate));
@@ -529,34 +511,15 @@ mod tests {
         assert!(f.w.is_empty());
     }
 
-    /// Only the waiters of the term this replica leads count as uncommitted bytes: a
-    /// deposed leader's old-term waiters stop counting (and count for nothing while it
-    /// leads no term), but keep waiting for their outcome.
-    #[test]
-    fn uncommitted_bytes_count_only_the_led_term() {
-        let mut f = Fx::new();
-        f.add(5, 2, 100, 50);
-        f.add(6, 2, 50, 50);
-        assert_eq!(f.w.uncommitted_bytes(Some(2)), 150);
-        assert_eq!(f.w.uncommitted_bytes(None), 0, "stepped down");
-        f.add(5, 4, 7, 50);
-        assert_eq!(f.w.uncommitted_bytes(Some(4)), 7, "leading term 4: term 2 waiters do not count");
-        assert_eq!(f.w.len(), 3);
-        f.commit(&[(5, 4)]);
-        assert_eq!(f.w.uncommitted_bytes(Some(4)), 0);
-        assert_eq!(f.outcome(6, 2), Some(Outcome::Dropped));
-    }
-
     /// Two waiters for one entry (never made by a leader): the first completes
     /// Indeterminate, the count stays exact.
     #[test]
     fn duplicate_entry_replaces_the_first() {
         let mut f = Fx::new();
-        f.add(5, 2, 1, 10);
-        f.add(5, 2, 1, 10);
+        f.add(5, 2, 10);
+        f.add(5, 2, 10);
         assert_eq!(f.outcome(5, 2), Some(Outcome::Indeterminate));
         assert_eq!(f.w.len(), 1);
         assert_eq!(f.tally.waiting(), 1);
-        assert_eq!(f.w.uncommitted_bytes(Some(2)), 1);
     }
 }
