@@ -128,6 +128,19 @@ impl Measured {
         }
     }
 
+    /// The spread of the nodes' loads (largest minus smallest) as a share of their mean:
+    /// the planner moves leaders only past `hysteresis` (0.2) of it.
+    fn spread_share(&self) -> f64 {
+        let max = self.node.values().cloned().fold(0.0, f64::max);
+        let min = self.node.values().cloned().fold(f64::INFINITY, f64::min);
+        let mean = self.node.values().sum::<f64>() / self.node.len().max(1) as f64;
+        if mean > 0.0 {
+            (max - min) / mean
+        } else {
+            f64::INFINITY
+        }
+    }
+
     fn hot_share(&self, hot: &[u64]) -> f64 {
         let total: f64 = self.shard.values().sum();
         hot.iter().map(|g| self.shard[g]).sum::<f64>() / total.max(1.0)
@@ -212,11 +225,13 @@ fn load_rebalance_spreads_hot_shards_and_a_second_pass_moves_nothing() {
     let after = Measured::take(&a, &seed);
     assert_eq!(after.hot_leaders(&HOT), [1, 2, 3], "one hot shard per node: {out}");
     // The measured rates follow within a few half-lives (they are noisy at the margin).
+    // Settled: within the planner's band with room to spare (a ratio of 1.3 alone can
+    // still be outside it, and the pass below then moves a cold shard; seen in a fast run).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m = Measured::take(&a, &seed);
         assert_eq!(m.leaders, after.leaders, "nothing moves by itself");
-        if m.ratio() <= 1.3 {
+        if m.ratio() <= 1.3 && m.spread_share() <= 0.15 {
             println!("leader write load per node: {:?} -> {:?}", skewed.node, m.node);
             break;
         }

@@ -124,10 +124,10 @@ impl<S: LogStore> Raft<S> {
     /// that make up a quorum with this leader become the ones read rounds ask
     /// (`Config::read_rounds_to_quorum`).
     fn note_full_round_answer(&mut self, from: ReplicaId, round: u64) {
-        if !self.cfg.read_rounds_to_quorum || self.conf.is_joint() || !self.conf.is_voter(from) {
+        let Some(need) = self.read_quorum_others() else { return };
+        if !self.conf.is_voter(from) {
             return;
         }
-        let need = self.conf.voters.len() / 2;
         let Some(r) = self.reads.as_mut() else { return };
         if round == 0
             || round != r.full_round

@@ -237,15 +237,19 @@ impl<S: LogStore> Raft<S> {
     /// round (with this leader), all still voters of a configuration that is not joint.
     /// None: send to every member.
     fn read_round_targets(&self) -> Option<Vec<ReplicaId>> {
-        if !self.cfg.read_rounds_to_quorum || self.conf.is_joint() || !self.conf.is_voter(self.id) {
-            return None;
-        }
-        // Voters other than this leader needed for a quorum.
-        let need = self.conf.voters.len() / 2;
+        let need = self.read_quorum_others()?;
         let fast = &self.reads.as_ref()?.fast;
         let targets: Vec<ReplicaId> =
             fast.iter().copied().filter(|&id| id != self.id && self.conf.is_voter(id)).collect();
         (need > 0 && targets.len() >= need).then_some(targets)
+    }
+
+    /// How many voters other than this leader make up a quorum with it, when a round sent
+    /// only for reads may go to a quorum: `Config::read_rounds_to_quorum` on, the
+    /// configuration not joint, this leader a voter. None: every round goes to everyone.
+    pub(super) fn read_quorum_others(&self) -> Option<usize> {
+        (self.cfg.read_rounds_to_quorum && !self.conf.is_joint() && self.conf.is_voter(self.id))
+            .then(|| self.conf.voters.len() / 2)
     }
 
     /// Sends a heartbeat round: to every member when `full`, else (a round only reads
