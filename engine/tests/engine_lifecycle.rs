@@ -270,7 +270,36 @@ fn gated_on_3(counts: &Counts, gate: &Arc<AtomicBool>, id: NodeId, g: u64) -> Bo
 #[test]
 fn a_slow_follower_holds_at_most_its_apply_backlog() {
     const BOUND: u64 = 64;
-    const N: u64 = 400;
+    let most = slow_follower(|cfg| cfg.max_apply_backlog = BOUND, 8, 400, |m| m.apply_lag, BOUND);
+    assert_eq!(most, BOUND, "node 3 handed {most} entries to its stuck apply thread, past {BOUND}");
+}
+
+/// The same in bytes (`max_apply_backlog_bytes`): entries of 4 KiB, a bound of 64 KiB;
+/// node 3 holds at most the bound plus one entry (a `Ready` hands out at most the bytes
+/// left, and at least one entry while any are left).
+#[test]
+fn a_slow_follower_holds_at_most_its_apply_backlog_bytes() {
+    const BOUND: u64 = 64 << 10;
+    const PAYLOAD: usize = 4 << 10;
+    let most =
+        slow_follower(|cfg| cfg.max_apply_backlog_bytes = BOUND, PAYLOAD, 100, |m| m.apply_lag_bytes, BOUND);
+    assert!(
+        most < BOUND + PAYLOAD as u64 + 64,
+        "node 3 handed {most} bytes to its stuck apply thread, past {BOUND} and one entry"
+    );
+}
+
+/// Runs the slow-follower scenario: node 3 (one worker, configured by `tweak`) has its
+/// state machine stuck while `n` proposals of `payload` bytes commit on nodes 1 and 2.
+/// Returns the most `lag` (a metric of node 3) seen, after waiting for it to reach `bound`;
+/// checks that node 3 then applies everything, as node 1 did.
+fn slow_follower(
+    tweak: fn(&mut EngineConfig),
+    payload: usize,
+    n: u64,
+    lag: fn(&Metrics) -> u64,
+    bound: u64,
+) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let net = MemoryNetwork::new();
     let counts: Counts = Arc::default();
@@ -282,7 +311,7 @@ fn a_slow_follower_holds_at_most_its_apply_backlog() {
             let mut cfg = config(id, dir.path().join(format!("n{id}")), 10_000);
             if id == 3 {
                 cfg.workers = 1;
-                cfg.max_apply_backlog = BOUND;
+                tweak(&mut cfg);
             }
             Engine::open(cfg, Box::new(net.join(id, 1 << 14)), factory).unwrap()
         })
@@ -313,34 +342,38 @@ fn a_slow_follower_holds_at_most_its_apply_backlog() {
             std::thread::sleep(Duration::from_millis(5));
         }
     };
-    let lag3 = || engines[2].metrics().apply_lag;
+    let lag3 = || lag(&engines[2].metrics());
     propose(b"block".to_vec());
-    wait_until("node 3's apply stuck", || lag3() >= 1);
+    wait_until("node 3's apply stuck", || engines[2].metrics().apply_lag >= 1);
     let mut most = 0;
-    for i in 0..N {
-        propose(i.to_le_bytes().to_vec());
+    for i in 0..n {
+        let mut data = i.to_le_bytes().to_vec();
+        data.resize(payload.max(8), i as u8);
+        propose(data);
         most = most.max(lag3());
     }
     let commit = engines.iter().map(|e| e.group_status(1).unwrap().commit).max().unwrap();
     wait_until("node 3 has every entry committed", || engines[2].group_status(1).unwrap().commit >= commit);
-    wait_until("node 3's backlog at its bound", || lag3() >= BOUND);
+    wait_until("node 3's backlog at its bound", || lag3() >= bound);
     for _ in 0..20 {
         most = most.max(lag3());
         std::thread::sleep(Duration::from_millis(5));
     }
-    // Released before the check, so a failing run does not wait out the gate's guard.
+    // Released before the caller's check, so a failing run does not wait out the gate's
+    // guard.
     gate.store(true, Ordering::Release);
-    assert_eq!(most, BOUND, "node 3 handed {most} entries to its stuck apply thread, past {BOUND}");
     let state = |node: NodeId| *counts.lock().unwrap()[&(node, 1)].lock().unwrap();
-    wait_until("node 3 applied everything", || state(3).commands == N + 1);
+    wait_until("node 3 applied everything", || state(3).commands == n + 1);
     wait_until("nodes 1 and 2 applied everything", || {
-        state(1).commands == N + 1 && state(2).commands == N + 1
+        state(1).commands == n + 1 && state(2).commands == n + 1
     });
     assert_eq!(state(3), state(1), "node 3 applied another sequence than node 1");
-    wait_until("node 3's backlog empty", || lag3() == 0);
+    wait_until("node 3's backlog empty", || engines[2].metrics().apply_lag == 0);
+    assert_eq!(engines[2].metrics().apply_lag_bytes, 0);
     for e in engines {
         e.shutdown();
     }
+    most
 }
 
 // ---------------------------------------------------------------------------------------

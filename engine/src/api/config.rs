@@ -29,6 +29,8 @@ pub const MAX_COMPACT_SNAPSHOT_PERCENT: u32 = 10_000;
 pub const MIN_COMPACT_BYTES: u64 = 4096;
 /// Largest `max_pending_wal_bytes` allowed (16 GiB).
 pub const MAX_PENDING_WAL_BYTES: u64 = 16 << 30;
+/// Largest `max_apply_backlog_bytes` allowed (16 GiB).
+pub const MAX_APPLY_BACKLOG_BYTES: u64 = 16 << 30;
 /// Largest `propose_timeout_ticks` allowed.
 pub const MAX_PROPOSE_TIMEOUT_TICKS: u32 = 1 << 24;
 /// Largest `max_creates_per_tick` allowed.
@@ -125,6 +127,13 @@ pub struct EngineConfig {
     ///
     /// [`BusyReason::ApplyBacklog`]: super::BusyReason::ApplyBacklog
     pub max_apply_backlog: u64,
+    /// Bytes of committed entries (`Entry::size`) one worker may have handed to its apply
+    /// thread and not seen applied: `max_apply_backlog` in bytes, with the same effects
+    /// (a `Ready` hands out at most the bytes left, and at least one entry while any are
+    /// left, so the worker holds at most this plus one entry). Default 256 MiB; bounds
+    /// 1..=[`MAX_APPLY_BACKLOG_BYTES`].
+    #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
+    pub max_apply_backlog_bytes: u64,
     /// Bytes of WAL batches one worker may have submitted and not seen durable before
     /// `propose` answers `Busy` ([`BusyReason::WalPending`]): bounds the memory a slow
     /// disk makes the worker hold. Default 64 MiB; bounds `wal.max_write_bytes`..=16 GiB.
@@ -349,6 +358,7 @@ impl EngineConfig {
             max_pending_proposals: 1 << 18,
             max_entry_bytes: 4 << 20,
             max_apply_backlog: 1 << 16,
+            max_apply_backlog_bytes: 256 << 20,
             max_pending_wal_bytes: 64 << 20,
             read_timeout_ticks: 200,
             propose_timeout_ticks: 3000,
@@ -431,6 +441,9 @@ impl EngineConfig {
         }
         if !(1..=1 << 24).contains(&self.max_apply_backlog) {
             return Err(ConfigError::MaxApplyBacklogOutOfBounds(self.max_apply_backlog));
+        }
+        if !(1..=MAX_APPLY_BACKLOG_BYTES).contains(&self.max_apply_backlog_bytes) {
+            return Err(ConfigError::MaxApplyBacklogBytesOutOfBounds(self.max_apply_backlog_bytes));
         }
         let min_wal = wal.max_write_bytes as u64;
         if self.max_pending_wal_bytes < min_wal || self.max_pending_wal_bytes > MAX_PENDING_WAL_BYTES {
@@ -610,6 +623,9 @@ pub enum ConfigError {
     /// `max_apply_backlog` outside 1..=16,777,216.
     #[error("max_apply_backlog {0} out of bounds 1..=16777216")]
     MaxApplyBacklogOutOfBounds(u64),
+    /// `max_apply_backlog_bytes` is 0 or above [`MAX_APPLY_BACKLOG_BYTES`].
+    #[error("max_apply_backlog_bytes {0} out of bounds 1..={MAX_APPLY_BACKLOG_BYTES}")]
+    MaxApplyBacklogBytesOutOfBounds(u64),
     /// `max_pending_wal_bytes` below the WAL's `max_write_bytes` (one batch could never
     /// be accepted) or above [`MAX_PENDING_WAL_BYTES`].
     #[error("max_pending_wal_bytes {value} out of bounds {min}..={MAX_PENDING_WAL_BYTES}")]
@@ -777,6 +793,12 @@ mod tests {
         check(&|c| c.max_apply_backlog = 0, &|e| matches!(e, ConfigError::MaxApplyBacklogOutOfBounds(0)));
         check(&|c| c.max_apply_backlog = 1 << 25, &|e| {
             matches!(e, ConfigError::MaxApplyBacklogOutOfBounds(_))
+        });
+        check(&|c| c.max_apply_backlog_bytes = 0, &|e| {
+            matches!(e, ConfigError::MaxApplyBacklogBytesOutOfBounds(0))
+        });
+        check(&|c| c.max_apply_backlog_bytes = MAX_APPLY_BACKLOG_BYTES + 1, &|e| {
+            matches!(e, ConfigError::MaxApplyBacklogBytesOutOfBounds(_))
         });
         check(&|c| c.max_pending_wal_bytes = 4096, &|e| {
             matches!(e, ConfigError::MaxPendingWalBytesOutOfBounds { .. })

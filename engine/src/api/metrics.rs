@@ -99,6 +99,9 @@ pub struct Metrics {
     /// Gauge: apply lag, in entries committed and handed to the apply threads but not yet
     /// applied, over all workers.
     pub apply_lag: u64,
+    /// Gauge: the same entries' bytes (`Entry::size`), bounded per worker by
+    /// `EngineConfig::max_apply_backlog_bytes`.
+    pub apply_lag_bytes: u64,
     /// Campaigns started by replicas here (PreVote rounds included).
     pub elections: u64,
     /// Times a replica here became leader.

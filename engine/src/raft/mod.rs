@@ -39,7 +39,7 @@ pub use message::{
 };
 pub use progress::ProgressState;
 pub use raft::{LocalReadView, Raft};
-pub use ready::Ready;
+pub use ready::{ApplyBudget, Ready};
 pub use status::{FollowerStatus, Stats, Status};
 pub use storage::{InitialState, LogStore, MemStorage, StorageError};
 pub use types::{NodeId, Replica, ReplicaId, Role, NO_REPLICA};

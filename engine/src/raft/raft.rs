@@ -23,7 +23,7 @@ use super::message::{
 };
 use super::progress::{Progress, ProgressState};
 use super::quorum::{joint_value, vote_result, VoteResult};
-use super::ready::Ready;
+use super::ready::{ApplyBudget, Ready};
 use super::rng::SplitMix64;
 use super::status::{FollowerStatus, Stats, Status};
 use super::storage::{LogStore, StorageError};
@@ -1528,18 +1528,18 @@ impl<S: LogStore> Raft<S> {
 
     /// Whether [`Raft::ready`] has anything to hand out.
     pub fn has_ready(&self) -> bool {
-        self.has_ready_within(u64::MAX)
+        self.has_ready_within(ApplyBudget::UNLIMITED)
     }
 
     /// Whether [`Raft::ready_within`] with this apply budget has anything to hand out.
-    pub fn has_ready_within(&self, apply_budget: u64) -> bool {
+    pub fn has_ready_within(&self, apply_budget: ApplyBudget) -> bool {
         self.need_bcast
             || self.need_heartbeat
             || !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
             || self.hard_state() != self.prev_hs
             || self.log.has_unpersisted()
-            || (apply_budget > 0 && self.log.has_committed())
+            || (!apply_budget.is_empty() && self.log.has_committed())
             || self.snapshot_ready.is_some()
             || self.reads.as_ref().is_some_and(|r| !r.states.is_empty())
             || self.should_auto_leave()
@@ -1554,14 +1554,15 @@ impl<S: LogStore> Raft<S> {
 
     /// Hands out everything the runtime must do now (see [`Ready`] for the order).
     pub fn ready(&mut self) -> Ready {
-        self.ready_within(u64::MAX)
+        self.ready_within(ApplyBudget::UNLIMITED)
     }
 
-    /// [`Raft::ready`], handing out at most `apply_budget` committed entries for apply
-    /// (none when 0; the rest stay committed in the log until a later `Ready`): the
-    /// runtime's bound on entries handed to a slow state machine, which a follower cannot
-    /// otherwise enforce (its leader commits at the pace of the other members).
-    pub fn ready_within(&mut self, apply_budget: u64) -> Ready {
+    /// [`Raft::ready`], handing out for apply at most `apply_budget`'s committed entries
+    /// and bytes (none when either is 0; the rest stay committed in the log until a later
+    /// `Ready`): the runtime's bound on what it hands a slow state machine, which a
+    /// follower cannot otherwise enforce (its leader commits at the pace of the other
+    /// members).
+    pub fn ready_within(&mut self, apply_budget: ApplyBudget) -> Ready {
         self.maybe_auto_leave();
         if self.need_heartbeat && self.role == Role::Leader {
             self.need_heartbeat = false;
@@ -1583,7 +1584,11 @@ impl<S: LogStore> Raft<S> {
         };
         let entries = self.log.take_unpersisted();
         let snapshot = self.snapshot_ready.take();
-        let committed_entries = self.log.take_committed(self.cfg.max_apply_bytes, apply_budget);
+        let committed_entries = if apply_budget.is_empty() {
+            Vec::new()
+        } else {
+            self.log.take_committed(self.cfg.max_apply_bytes.min(apply_budget.bytes), apply_budget.entries)
+        };
         let led = if self.role == Role::Leader { self.term } else { 0 };
         for e in &committed_entries {
             match &e.payload {

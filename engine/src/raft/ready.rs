@@ -65,3 +65,25 @@ impl Ready {
             && self.events.is_empty()
     }
 }
+
+/// What one `Ready` may hand out for apply ([`Raft::ready_within`](super::Raft::ready_within)):
+/// the runtime's bound on what a slow state machine makes it hold, which a follower
+/// cannot otherwise enforce (its leader commits at the pace of the other members).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyBudget {
+    /// Most committed entries handed out (none when 0).
+    pub entries: u64,
+    /// Most bytes of committed entries (`Entry::size`) handed out; at least one entry
+    /// goes when above 0, so an entry larger than the budget is not held back for good.
+    pub bytes: u64,
+}
+
+impl ApplyBudget {
+    /// No bound beyond `Config::max_apply_bytes`.
+    pub const UNLIMITED: ApplyBudget = ApplyBudget { entries: u64::MAX, bytes: u64::MAX };
+
+    /// Whether nothing may be handed out.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0 || self.bytes == 0
+    }
+}

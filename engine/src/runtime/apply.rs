@@ -99,6 +99,8 @@ pub(crate) struct Applied {
     pub last: u64,
     /// Entries handed out (the worker's apply backlog shrinks by this many).
     pub count: u64,
+    /// Their bytes (`Entry::size`; the backlog's bytes shrink by this much).
+    pub held_bytes: u64,
     /// Entries actually applied (not skipped as already in the state machine).
     pub applied: u64,
     /// Effects returned by the state machine, with the index of their entry.
@@ -314,11 +316,13 @@ impl Applier {
     /// Applies `entries` of `group` and completes `waiters` (see `ApplyCmd::Apply`).
     fn apply(&mut self, group: u64, epoch: u64, entries: Vec<Entry>, waiters: Vec<Waiter<Done>>) {
         let count = entries.len() as u64;
+        let held_bytes = entries.iter().map(|e| e.size() as u64).sum();
         let last = entries.last().map_or(0, |e| e.index);
         let started = self.measure.then(std::time::Instant::now);
         let mut done = Applied {
             last,
             count,
+            held_bytes,
             applied: 0,
             effects: Vec::new(),
             deferred: Vec::new(),

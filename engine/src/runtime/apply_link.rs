@@ -69,7 +69,7 @@ impl Worker {
     /// groups whose committed entries waited for the backlog to fall, if it has.
     pub(super) fn poll_applied(&mut self) {
         self.take_applied();
-        if !self.apply_waiting.is_empty() && self.apply_budget() > 0 {
+        if !self.apply_waiting.is_empty() && !self.apply_budget().is_empty() {
             for gid in std::mem::take(&mut self.apply_waiting) {
                 if let Some(g) = self.groups.get_mut(&gid) {
                     Self::touch(&mut self.touched, g);
@@ -102,8 +102,9 @@ impl Worker {
     /// replica whose removal was applied is destroyed; a log past the threshold is
     /// snapshotted.
     pub(super) fn on_applied(&mut self, group: u64, epoch: u64, done: Applied) {
-        let Applied { last, count, applied, effects, deferred, bytes, nanos } = done;
+        let Applied { last, count, held_bytes, applied, effects, deferred, bytes, nanos } = done;
         self.apply_backlog = self.apply_backlog.saturating_sub(count);
+        self.apply_backlog_bytes = self.apply_backlog_bytes.saturating_sub(held_bytes);
         bump_by(&self.sh.counters.applied_entries, applied);
         if self.failed || self.groups.get(&group).map_or(true, |g| g.epoch != epoch) {
             for (w, o) in deferred {

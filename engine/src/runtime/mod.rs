@@ -405,6 +405,7 @@ impl Runtime {
             applied_inline: l(&c.applied_inline),
             applied_inline_slow: l(&c.applied_inline_slow),
             apply_lag: gauge(|g| &g.apply_lag),
+            apply_lag_bytes: gauge(|g| &g.apply_lag_bytes),
             elections: l(&c.elections),
             leaders_elected: l(&c.leaders_elected),
             transfers_started: l(&c.transfers_started),

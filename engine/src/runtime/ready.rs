@@ -90,8 +90,10 @@ impl Worker {
         // back to complete here once Raft applied them (`poll_applied`).
         if !rd.committed_entries.is_empty() {
             let waiters = g.waiters.committed(&mut self.tally, &rd.committed_entries);
+            let bytes = rd.committed_entries.iter().map(|e| e.size() as u64).sum::<u64>();
             self.apply_backlog += rd.committed_entries.len() as u64;
-            g.log_bytes += rd.committed_entries.iter().map(|e| e.size() as u64).sum::<u64>();
+            self.apply_backlog_bytes += bytes;
+            g.log_bytes += bytes;
             let entries = rd.committed_entries;
             self.send_apply(ApplyCmd::Apply { group: gid, epoch: g.epoch, entries, waiters });
         }

@@ -56,6 +56,7 @@ impl Worker {
             uncommitted: g.raft.uncommitted_bytes(),
             waiting: self.tally.waiting(),
             apply_backlog: self.apply_backlog,
+            apply_backlog_bytes: self.apply_backlog_bytes,
             wal_bytes: self.writes.pending_bytes() + self.writes.batch.encoded_len() as u64,
         };
         let busy = busy_reason(cfg, &load, size);
@@ -141,6 +142,8 @@ pub(super) struct Load {
     pub(super) waiting: usize,
     /// Entries handed to the apply thread and not reported applied.
     pub(super) apply_backlog: u64,
+    /// Their bytes.
+    pub(super) apply_backlog_bytes: u64,
     /// WAL bytes submitted and not durable, plus the turn's batch.
     pub(super) wal_bytes: u64,
 }
@@ -153,7 +156,9 @@ fn busy_reason(cfg: &EngineConfig, load: &Load, size: u64) -> Option<BusyReason>
         Some(BusyReason::GroupUncommitted)
     } else if load.waiting >= cfg.max_pending_proposals {
         Some(BusyReason::WorkerPending)
-    } else if load.apply_backlog >= cfg.max_apply_backlog {
+    } else if load.apply_backlog >= cfg.max_apply_backlog
+        || load.apply_backlog_bytes >= cfg.max_apply_backlog_bytes
+    {
         Some(BusyReason::ApplyBacklog)
     } else if load.wal_bytes >= cfg.max_pending_wal_bytes {
         Some(BusyReason::WalPending)
@@ -171,11 +176,13 @@ mod tests {
         c.max_uncommitted_bytes = 1000;
         c.max_pending_proposals = 10;
         c.max_apply_backlog = 100;
+        c.max_apply_backlog_bytes = 3000;
         c.max_pending_wal_bytes = 5000;
         c
     }
 
-    const IDLE: Load = Load { uncommitted: 0, waiting: 0, apply_backlog: 0, wal_bytes: 0 };
+    const IDLE: Load =
+        Load { uncommitted: 0, waiting: 0, apply_backlog: 0, apply_backlog_bytes: 0, wal_bytes: 0 };
 
     #[test]
     fn an_idle_worker_takes_a_proposal_of_any_size() {
@@ -199,6 +206,8 @@ mod tests {
         assert_eq!(at(Load { waiting: 10, ..IDLE }), Some(BusyReason::WorkerPending));
         assert_eq!(at(Load { apply_backlog: 99, ..IDLE }), None);
         assert_eq!(at(Load { apply_backlog: 100, ..IDLE }), Some(BusyReason::ApplyBacklog));
+        assert_eq!(at(Load { apply_backlog_bytes: 2999, ..IDLE }), None);
+        assert_eq!(at(Load { apply_backlog_bytes: 3000, ..IDLE }), Some(BusyReason::ApplyBacklog));
         assert_eq!(at(Load { wal_bytes: 4999, ..IDLE }), None);
         assert_eq!(at(Load { wal_bytes: 5000, ..IDLE }), Some(BusyReason::WalPending));
     }
@@ -206,7 +215,13 @@ mod tests {
     #[test]
     fn the_first_reason_in_order_is_reported() {
         let c = cfg();
-        let all = Load { uncommitted: 1000, waiting: 10, apply_backlog: 100, wal_bytes: 5000 };
+        let all = Load {
+            uncommitted: 1000,
+            waiting: 10,
+            apply_backlog: 100,
+            apply_backlog_bytes: 0,
+            wal_bytes: 5000,
+        };
         assert_eq!(busy_reason(&c, &all, 1), Some(BusyReason::GroupUncommitted));
         assert_eq!(busy_reason(&c, &Load { uncommitted: 0, ..all }, 1), Some(BusyReason::WorkerPending));
         let l = Load { uncommitted: 0, waiting: 0, ..all };

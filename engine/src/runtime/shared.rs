@@ -111,6 +111,7 @@ impl Counters {
 #[derive(Default)]
 pub(crate) struct WorkerGauges {
     pub apply_lag: AtomicU64,
+    pub apply_lag_bytes: AtomicU64,
     pub wal_pending_bytes: AtomicU64,
 }
 

@@ -50,6 +50,7 @@ use super::wake_queue::WakeQueue;
 use super::write_pipeline::WritePipeline;
 use crate::api::{ProposeError, ReadError};
 use crate::raft::types::{Replica, ReplicaId};
+use crate::raft::ApplyBudget;
 use crate::transport::Outbox;
 
 /// Commands taken from the mailbox per loop turn (then the turn's work is done).
@@ -130,6 +131,8 @@ pub(crate) struct Worker {
     pub(super) apply_rx: Receiver<ApplyDone>,
     /// Entries handed to the apply thread and not yet reported applied.
     pub(super) apply_backlog: u64,
+    /// Their bytes (`Entry::size`), bounded by `max_apply_backlog_bytes`.
+    pub(super) apply_backlog_bytes: u64,
     /// Groups whose committed entries wait for the apply backlog to fall below
     /// `max_apply_backlog` (`Worker::apply_budget`); stepped again once it has.
     pub(super) apply_waiting: HashSet<u64>,
@@ -222,6 +225,7 @@ impl Worker {
             apply,
             apply_rx,
             apply_backlog: 0,
+            apply_backlog_bytes: 0,
             apply_waiting: HashSet::new(),
             apply_hold: ApplyHold::default(),
             snap,
@@ -286,6 +290,7 @@ impl Worker {
             self.flush_outbox();
             if let Some(gauges) = self.sh.gauges.get(self.idx) {
                 gauges.apply_lag.store(self.apply_backlog, Ordering::Relaxed);
+                gauges.apply_lag_bytes.store(self.apply_backlog_bytes, Ordering::Relaxed);
                 gauges.wal_pending_bytes.store(self.writes.pending_bytes(), Ordering::Relaxed);
             }
         }
@@ -584,13 +589,17 @@ impl Worker {
         self.submit_turn();
     }
 
-    /// Committed entries this worker may still hand to its apply thread before the
-    /// backlog reaches `max_apply_backlog`. The bound holds for followers too: their
-    /// leader commits at the other members' pace, so only holding entries back in the log
-    /// (in memory up to `RETAINED_BYTES_MAX` per group, then on disk) bounds what a slow
-    /// state machine makes this node hold.
-    pub(super) fn apply_budget(&self) -> u64 {
-        self.sh.cfg.get().max_apply_backlog.saturating_sub(self.apply_backlog)
+    /// Committed entries (and bytes) this worker may still hand to its apply thread
+    /// before the backlog reaches `max_apply_backlog` (`max_apply_backlog_bytes`). The
+    /// bound holds for followers too: their leader commits at the other members' pace, so
+    /// only holding entries back in the log (in memory up to `RETAINED_BYTES_MAX` per
+    /// group, then on disk) bounds what a slow state machine makes this node hold.
+    pub(super) fn apply_budget(&self) -> ApplyBudget {
+        let cfg = self.sh.cfg.get();
+        ApplyBudget {
+            entries: cfg.max_apply_backlog.saturating_sub(self.apply_backlog),
+            bytes: cfg.max_apply_backlog_bytes.saturating_sub(self.apply_backlog_bytes),
+        }
     }
 
     /// Sends the turn's coalesced messages, one batch per node: through the transport's

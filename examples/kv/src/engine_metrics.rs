@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 75] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 76] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -39,6 +39,7 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 75] {
         ("applied_inline", m.applied_inline, Counter, "Committed batches a worker applied on its own thread instead of its apply thread"),
         ("applied_inline_slow", m.applied_inline_slow, Counter, "Batches applied on a worker that took longer than inline_apply_slow (each sends its group's batches to the apply thread for a minute)"),
         ("apply_lag", m.apply_lag, Gauge, "Apply lag, in entries committed and handed to the apply threads but not yet applied, over all workers"),
+        ("apply_lag_bytes", m.apply_lag_bytes, Gauge, "The bytes of those entries (bounded per worker by max_apply_backlog_bytes)"),
         ("elections", m.elections, Counter, "Campaigns started by replicas here (PreVote rounds included)"),
         ("leaders_elected", m.leaders_elected, Counter, "Times a replica here became leader"),
         ("transfers_started", m.transfers_started, Counter, "Leadership transfers started by leaders here"),

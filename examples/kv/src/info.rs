@@ -263,6 +263,7 @@ pub fn gather(node: &Node, with_memory: bool) -> InfoData {
             ("wal_sync_nanos_total", m.wal_sync_nanos_total),
             ("wal_segments", m.wal_segments),
             ("apply_lag", m.apply_lag),
+            ("apply_lag_bytes", m.apply_lag_bytes),
             ("refused_busy", m.refused_busy),
             ("refused_not_leader", m.refused_not_leader),
         ],
