@@ -666,6 +666,18 @@ fn quorum_down_flood_is_bounded_and_answers_busy() {
     c.stop(1);
 }
 
+/// Three nodes configured by `tweak`, group `g` led by node 1 with one entry committed,
+/// then nodes 2 and 3 stopped: a leader that cannot commit or confirm anything.
+fn leader_without_quorum(g: u64, tweak: fn(&mut EngineConfig)) -> Cluster {
+    let mut c = Cluster::new_tweaked(3, 10_000, tweak);
+    c.create_group(g, &[1, 2, 3]);
+    c.transfer(g, 1, LONG);
+    c.propose(g, b"first");
+    c.stop(2);
+    c.stop(3);
+    c
+}
+
 /// The bound counts the leader's log, not its waiters: proposals whose callers timed out
 /// (`Indeterminate`) stay in a leader's log until they commit or the leadership ends, so
 /// they keep counting. Without CheckQuorum the leader of a group whose quorum is down
@@ -673,16 +685,11 @@ fn quorum_down_flood_is_bounded_and_answers_busy() {
 /// taken again, another `max_uncommitted_bytes`, when the waiters were counted).
 #[test]
 fn timed_out_proposals_keep_counting_against_the_bound() {
-    let mut c = Cluster::new_tweaked(3, 10_000, |cfg| {
+    let g = 42;
+    let mut c = leader_without_quorum(g, |cfg| {
         cfg.raft.check_quorum = false;
         cfg.propose_timeout_ticks = cfg.raft.election_timeout_max_ticks;
     });
-    let g = 42;
-    c.create_group(g, &[1, 2, 3]);
-    c.transfer(g, 1, LONG);
-    c.propose(g, b"first");
-    c.stop(2);
-    c.stop(3);
     let e = c.engine(1);
     let flood = |e: &Engine| {
         let mut pending = Vec::new();
@@ -709,6 +716,41 @@ fn timed_out_proposals_keep_counting_against_the_bound() {
     let (second, busy) = flood(e);
     assert_eq!(second, 0, "the timed-out proposals are still in the log: {second} KiB more taken");
     assert_eq!(busy, 2000);
+    c.stop(1);
+}
+
+/// Reads are bounded the same way (`max_pending_reads`): a leader that cannot confirm
+/// reads (its quorum down, no CheckQuorum) holds at most the bound, answering the rest
+/// `Busy`; once the held ones timed out here (`Timeout`), its core still holds them waiting
+/// for a round, so a second flood is refused whole (it was taken again when only the
+/// engine's waiters were counted).
+#[test]
+fn reads_a_leader_cannot_confirm_are_bounded() {
+    const BOUND: u64 = 300;
+    let g = 43;
+    let mut c = leader_without_quorum(g, |cfg| {
+        cfg.raft.check_quorum = false;
+        cfg.read_timeout_ticks = cfg.raft.election_timeout_max_ticks;
+        cfg.max_pending_reads = BOUND as usize;
+    });
+    let e = c.engine(1);
+    let flood = |e: &Engine| {
+        let (mut timed_out, mut busy) = (0u64, 0u64);
+        let reads: Vec<_> = (0..1000).map(|_| e.read_index(g)).collect();
+        for r in reads {
+            match r.map(|p| p.wait_timeout(Duration::from_secs(20))) {
+                Err(ReadError::Busy) | Ok(Ok(Err(ReadError::Busy))) => busy += 1,
+                Ok(Ok(Err(ReadError::Timeout))) => timed_out += 1,
+                other => panic!("without a quorum: timed out or busy: {other:?}"),
+            }
+        }
+        (timed_out, busy)
+    };
+    let (first, _) = flood(e);
+    assert!(first > 0 && first <= BOUND, "first flood: {first} reads held");
+    let (second, busy) = flood(e);
+    assert_eq!(second, 0, "the timed-out reads still wait in the core: {second} more taken");
+    assert_eq!(busy, 1000);
     c.stop(1);
 }
 

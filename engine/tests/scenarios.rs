@@ -2178,3 +2178,24 @@ fn uncommitted_entry_limit() {
     assert_eq!(net.raft(2).uncommitted_bytes(), 0);
     assert_eq!(net.raft(1).uncommitted_bytes(), 500, "replica 1 never heard it lost the lead");
 }
+
+/// A leader holds at most `max_pending_reads` reads waiting for confirmation: past it
+/// `read_index` answers `Busy` (nothing is queued); once a round confirms the held ones,
+/// it takes reads again.
+#[test]
+fn pending_read_limit() {
+    let mut net = net3(|c| c.max_pending_reads = 2);
+    net.isolate(2);
+    net.isolate(3);
+    let l = net.raft_mut(1);
+    l.read_index(1).unwrap();
+    l.read_index(2).unwrap();
+    assert_eq!(l.read_index(3), Err(ReadIndexError::Busy { held: 2 }));
+    assert_eq!(l.stats().reads_refused_full, 1);
+    net.process(1);
+    net.heal();
+    net.tick_all_n(4);
+    let served: Vec<u64> = net.node(1).read_states.iter().map(|r| r.ctx).collect();
+    assert_eq!(served, [1, 2], "the held reads are served, the refused one never");
+    net.raft_mut(1).read_index(4).unwrap();
+}

@@ -164,6 +164,8 @@ impl Options {
 const SESSION_SALT: u64 = 0x5e55_1025;
 /// Salt of the draw of `Profile::max_uncommitted` (off `rng`, like the sessions').
 const UNCOMMITTED_SALT: u64 = 0x0c0a_b1e5;
+/// Salt of the draw of `Profile::max_pending_reads`.
+const READS_SALT: u64 = 0x4ead_5a17;
 
 /// An environment variable parsed as a number.
 pub fn env_u64(name: &str) -> Option<u64> {
@@ -222,6 +224,9 @@ struct Profile {
     /// take longer than the liveness phase to receive (1 to 2 entries per round trip with
     /// one append in flight of 100 bytes).
     max_uncommitted: u64,
+    /// `Config::max_pending_reads`: small bounds make leaders refuse reads and drop
+    /// forwarded ones, which must never be answered.
+    max_pending_reads: usize,
 }
 
 impl Profile {
@@ -270,6 +275,7 @@ impl Profile {
             propose_timeout: [60, 400, 5000][(mix64(seed) % 3) as usize],
             sessions: mix64(seed ^ SESSION_SALT) % 3 == 0,
             max_uncommitted: [1 << 10, 4 << 10, 16 << 10][(mix64(seed ^ UNCOMMITTED_SALT) % 3) as usize],
+            max_pending_reads: [2, 8, 16_384][(mix64(seed ^ READS_SALT) % 3) as usize],
         }
     }
 }
@@ -375,6 +381,8 @@ pub struct Counters {
     pub lease_reads_after_wake: u64,
     /// Proposals a leader refused holding `Config::max_uncommitted_bytes` (stats).
     pub proposals_refused_uncommitted: u64,
+    /// Reads a leader refused or dropped holding `Config::max_pending_reads` (stats).
+    pub reads_refused_full: u64,
     /// Heartbeat rounds sent only to a quorum to confirm reads (stats).
     pub quorum_read_rounds: u64,
     /// Node stalls (missed ticks and messages while the clock ran on).
@@ -452,6 +460,7 @@ impl Counters {
             lease_reads_expired,
             lease_reads_after_wake,
             proposals_refused_uncommitted,
+            reads_refused_full,
             quorum_read_rounds,
             stalls,
             reads_during_stall,
@@ -484,6 +493,7 @@ impl Counters {
         self.lease_reads_expired += s.lease_reads_expired;
         self.lease_reads_after_wake += s.lease_reads_after_wake;
         self.proposals_refused_uncommitted += s.proposals_refused_uncommitted;
+        self.reads_refused_full += s.reads_refused_full;
         self.quorum_read_rounds += s.quorum_read_rounds;
     }
 }
@@ -886,6 +896,7 @@ impl Sim {
         c.max_append_bytes = self.p.append_bytes;
         c.max_apply_bytes = self.p.apply_bytes;
         c.max_uncommitted_bytes = self.p.max_uncommitted;
+        c.max_pending_reads = self.p.max_pending_reads;
         c.pre_vote = self.p.pre_vote;
         c.check_quorum = self.p.check_quorum;
         c.quiesce = self.p.quiesce;

@@ -116,6 +116,12 @@ pub struct EngineConfig {
     /// Proposals appended but not yet applied that one worker may hold before `propose`
     /// answers `Busy`. Default 262,144; bounds 1..=16,777,216.
     pub max_pending_proposals: usize,
+    /// Reads one group may hold waiting to be served before `read_index` answers
+    /// [`ReadError::Busy`](super::ReadError::Busy): the reads waiting here, and (its
+    /// leader's own bound, `raft::Config::max_pending_reads`) those its leader holds
+    /// waiting for confirmation, which a read that timed out here still counts in until
+    /// confirmed or the leadership ends. Default 16,384; bounds 1..=16,777,216.
+    pub max_pending_reads: usize,
     /// Largest proposal payload accepted. Default 4 MiB; bounds 1..=`wal.max_write_bytes / 2`.
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_usize"))]
     pub max_entry_bytes: usize,
@@ -356,6 +362,7 @@ impl EngineConfig {
             mailbox_capacity: 1 << 16,
             max_uncommitted_bytes: 8 << 20,
             max_pending_proposals: 1 << 18,
+            max_pending_reads: 1 << 14,
             max_entry_bytes: 4 << 20,
             max_apply_backlog: 1 << 16,
             max_apply_backlog_bytes: 256 << 20,
@@ -417,6 +424,7 @@ impl EngineConfig {
         raft.tick_nanos = u64::try_from(self.tick_interval.as_nanos()).unwrap_or(u64::MAX);
         // The core bounds its leader's log by the same measure (0 gets its own error below).
         raft.max_uncommitted_bytes = self.max_uncommitted_bytes.max(1);
+        raft.max_pending_reads = self.max_pending_reads.max(1);
         let raft = raft.validate().map_err(ConfigError::Raft)?;
         let mut wal = self.wal.clone();
         wal.dir = self.data_dir.join("wal");
@@ -432,6 +440,9 @@ impl EngineConfig {
         }
         if !(1..=1 << 24).contains(&self.max_pending_proposals) {
             return Err(ConfigError::MaxPendingProposalsOutOfBounds(self.max_pending_proposals));
+        }
+        if !(1..=1 << 24).contains(&self.max_pending_reads) {
+            return Err(ConfigError::MaxPendingReadsOutOfBounds(self.max_pending_reads));
         }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > wal.max_write_bytes / 2 {
             return Err(ConfigError::MaxEntryBytesOutOfBounds {
@@ -612,6 +623,9 @@ pub enum ConfigError {
     /// `max_pending_proposals` outside 1..=16,777,216.
     #[error("max_pending_proposals {0} out of bounds 1..=16777216")]
     MaxPendingProposalsOutOfBounds(usize),
+    /// `max_pending_reads` outside 1..=16,777,216.
+    #[error("max_pending_reads {0} out of bounds 1..=16777216")]
+    MaxPendingReadsOutOfBounds(usize),
     /// `max_entry_bytes` is 0 or above half the WAL's write size.
     #[error("max_entry_bytes {value} out of bounds 1..={max}")]
     MaxEntryBytesOutOfBounds {
@@ -789,6 +803,10 @@ mod tests {
         check(&|c| c.max_entry_bytes = 0, &|e| matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. }));
         check(&|c| c.max_entry_bytes = c.wal.max_write_bytes, &|e| {
             matches!(e, ConfigError::MaxEntryBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_pending_reads = 0, &|e| matches!(e, ConfigError::MaxPendingReadsOutOfBounds(0)));
+        check(&|c| c.max_pending_reads = 1 << 25, &|e| {
+            matches!(e, ConfigError::MaxPendingReadsOutOfBounds(_))
         });
         check(&|c| c.max_apply_backlog = 0, &|e| matches!(e, ConfigError::MaxApplyBacklogOutOfBounds(0)));
         check(&|c| c.max_apply_backlog = 1 << 25, &|e| {

@@ -274,7 +274,8 @@ pub enum ReadError {
     /// This node hosts no replica of the group.
     #[error("group {0} not found")]
     GroupNotFound(u64),
-    /// The worker's mailbox is full.
+    /// The worker's mailbox is full, or the group holds `EngineConfig::max_pending_reads`
+    /// reads (here, or at its leader waiting for confirmation); retry.
     #[error("busy")]
     Busy,
     /// The read was not confirmed within `read_timeout_ticks` (leadership changed or a
@@ -341,6 +342,7 @@ impl From<CoreReadIndexError> for ReadError {
             CoreReadIndexError::NotLeader { leader_hint } => {
                 ReadError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
             }
+            CoreReadIndexError::Busy { .. } => ReadError::Busy,
         }
     }
 }

@@ -91,6 +91,15 @@ pub struct Config {
     /// `EngineConfig::max_uncommitted_bytes`.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub max_uncommitted_bytes: u64,
+    /// Most reads a leader holds waiting for their confirmation (its term's first
+    /// commit, a heartbeat round, or apply under a lease); past it `read_index` answers
+    /// [`ReadIndexError::Busy`](super::error::ReadIndexError::Busy) and reads forwarded by
+    /// followers are dropped (their callers time out). Bounds what readers make a leader
+    /// hold when it cannot confirm reads, whatever its callers do with their timeouts.
+    /// Default 16,384; at least 1. The engine sets it from
+    /// `EngineConfig::max_pending_reads`.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub max_pending_reads: usize,
     /// Run a PreVote round before raising the term (thesis §9.6). Default true.
     pub pre_vote: bool,
     /// Leader steps down when it has not heard from a quorum within an election timeout;
@@ -157,6 +166,7 @@ impl Config {
             max_append_bytes: 1 << 20,
             max_apply_bytes: 16 << 20,
             max_uncommitted_bytes: u64::MAX,
+            max_pending_reads: 16_384,
             pre_vote: true,
             check_quorum: true,
             read_mode: ReadMode::Safe,
@@ -214,6 +224,9 @@ impl Config {
         }
         if self.max_uncommitted_bytes == 0 {
             return Err(ConfigError::ZeroMaxUncommittedBytes);
+        }
+        if self.max_pending_reads == 0 {
+            return Err(ConfigError::ZeroMaxPendingReads);
         }
         if self.read_mode == ReadMode::LeaseBased && !self.check_quorum {
             return Err(ConfigError::LeaseWithoutCheckQuorum);
@@ -292,6 +305,9 @@ pub enum ConfigError {
     /// `max_uncommitted_bytes` is 0.
     #[error("max_uncommitted_bytes must be at least 1")]
     ZeroMaxUncommittedBytes,
+    /// `max_pending_reads` is 0.
+    #[error("max_pending_reads must be at least 1")]
+    ZeroMaxPendingReads,
     /// Lease reads are only safe with CheckQuorum.
     #[error("read_mode LeaseBased requires check_quorum")]
     LeaseWithoutCheckQuorum,
@@ -340,6 +356,7 @@ mod tests {
         check(|c| c.max_append_bytes = 0, ConfigError::ZeroMaxAppendBytes);
         check(|c| c.max_apply_bytes = 0, ConfigError::ZeroMaxApplyBytes);
         check(|c| c.max_uncommitted_bytes = 0, ConfigError::ZeroMaxUncommittedBytes);
+        check(|c| c.max_pending_reads = 0, ConfigError::ZeroMaxPendingReads);
         check(
             |c| {
                 c.read_mode = ReadMode::LeaseBased;

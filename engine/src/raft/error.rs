@@ -83,6 +83,13 @@ pub enum ReadIndexError {
         /// The leader this replica knows of.
         leader_hint: Option<Replica>,
     },
+    /// The leader holds `Config::max_pending_reads` reads waiting for confirmation:
+    /// retry once some are confirmed.
+    #[error("{held} reads waiting for confirmation (limit reached)")]
+    Busy {
+        /// Reads held.
+        held: usize,
+    },
 }
 
 /// Why a message could not be stepped.

@@ -97,6 +97,7 @@ static NO_STATS: Stats = Stats {
     lease_reads_expired: 0,
     lease_reads_after_wake: 0,
     proposals_refused_uncommitted: 0,
+    reads_refused_full: 0,
     append_conflicts_refused: 0,
     check_quorum_step_downs: 0,
     quiesces: 0,
@@ -1370,7 +1371,12 @@ impl<S: LogStore> Raft<S> {
         match m.body {
             // A member's forwarded read, confirmed like our own.
             MessageBody::ReadIndex { ctx } if self.progress(m.from).is_some() => {
-                self.accept_read(m.from, ctx);
+                if self.reads_held() >= self.cfg.max_pending_reads {
+                    // Dropped: the follower's caller times out and retries.
+                    self.count(|s| &mut s.reads_refused_full);
+                } else {
+                    self.accept_read(m.from, ctx);
+                }
             }
             MessageBody::AppendResponse { index, reject, reject_hint, hint_term } => {
                 self.handle_append_response(m.from, index, reject, reject_hint, hint_term);

@@ -49,6 +49,12 @@ pub(super) struct Reads {
 }
 
 impl Reads {
+    /// Reads a leader holds waiting for confirmation: its term's first commit, a
+    /// heartbeat round, or apply under a lease (`Config::max_pending_reads`).
+    pub(super) fn held(&self) -> usize {
+        self.waiting_commit.len() + self.pending.len() + self.lease_waiting.len()
+    }
+
     /// Whether no read waits for anything.
     pub(super) fn is_idle(&self) -> bool {
         self.waiting_commit.is_empty()

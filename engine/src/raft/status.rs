@@ -97,6 +97,9 @@ pub struct Stats {
     pub lease_reads_after_wake: u64,
     /// Proposals refused because the leader held `Config::max_uncommitted_bytes`.
     pub proposals_refused_uncommitted: u64,
+    /// Reads a leader refused (its own) or dropped (forwarded) holding
+    /// `Config::max_pending_reads`.
+    pub reads_refused_full: u64,
     /// Appends refused because they conflicted with committed entries.
     pub append_conflicts_refused: u64,
     /// Times a leader stepped down for lack of a quorum (CheckQuorum).

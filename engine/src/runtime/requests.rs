@@ -88,10 +88,14 @@ impl Worker {
         if self.failed {
             return done.complete(Err(ReadError::StorageFailed));
         }
-        let timeout = u64::from(self.sh.cfg.get().read_timeout_ticks);
+        let cfg = self.sh.cfg.get();
+        let timeout = u64::from(cfg.read_timeout_ticks);
         let Some(g) = self.groups.get_mut(&group) else {
             return done.complete(Err(ReadError::GroupNotFound(group)));
         };
+        if g.reads.len() >= cfg.max_pending_reads {
+            return done.complete(Err(ReadError::Busy));
+        }
         Self::credit_idle(g, self.ticks);
         let ctx = self.read_ctx.next();
         match g.raft.read_index(ctx) {

@@ -41,8 +41,18 @@ impl<S: LogStore> Raft<S> {
             }
             return Err(ReadIndexError::NotLeader { leader_hint: self.leader_hint() });
         }
+        let held = self.reads_held();
+        if held >= self.cfg.max_pending_reads {
+            self.count(|s| &mut s.reads_refused_full);
+            return Err(ReadIndexError::Busy { held });
+        }
         self.accept_read(self.id, ctx);
         Ok(())
+    }
+
+    /// Reads this leader holds waiting for confirmation (`Config::max_pending_reads`).
+    pub(super) fn reads_held(&self) -> usize {
+        self.reads.as_ref().map_or(0, |r| r.held())
     }
 
     pub(super) fn accept_read(&mut self, from: ReplicaId, ctx: u64) {
