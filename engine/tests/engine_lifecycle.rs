@@ -739,7 +739,7 @@ fn reads_a_leader_cannot_confirm_are_bounded() {
         let reads: Vec<_> = (0..1000).map(|_| e.read_index(g)).collect();
         for r in reads {
             match r.map(|p| p.wait_timeout(Duration::from_secs(20))) {
-                Err(ReadError::Busy) | Ok(Ok(Err(ReadError::Busy))) => busy += 1,
+                Err(ReadError::Busy(_)) | Ok(Ok(Err(ReadError::Busy(BusyReason::PendingReads)))) => busy += 1,
                 Ok(Ok(Err(ReadError::Timeout))) => timed_out += 1,
                 other => panic!("without a quorum: timed out or busy: {other:?}"),
             }
@@ -751,6 +751,7 @@ fn reads_a_leader_cannot_confirm_are_bounded() {
     let (second, busy) = flood(e);
     assert_eq!(second, 0, "the timed-out reads still wait in the core: {second} more taken");
     assert_eq!(busy, 1000);
+    assert!(e.metrics().reads_refused_busy >= 1000, "{:?}", e.metrics().reads_refused_busy);
     c.stop(1);
 }
 

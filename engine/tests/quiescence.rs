@@ -467,3 +467,28 @@ fn lost_quiesce_heartbeat_is_resent_until_acknowledged() {
     }
     assert_eq!(net.leader(), 1);
 }
+
+/// Rule: a follower quiesces only once no read it forwarded waits for an answer; a read
+/// whose answer never comes (lost, or dropped by a leader holding `max_pending_reads`)
+/// holds it awake until its caller gives up (`abandon_read`, on the engine's read
+/// timeout), and then it quiesces with the group.
+#[test]
+fn an_abandoned_forwarded_read_lets_the_follower_quiesce() {
+    let run = |abandon: bool| {
+        let mut net = net3(|_| {});
+        tick_until_quiesced(&mut net, 20);
+        // The forwarded read is lost (everything else arrives).
+        net.drop_if = Some(Box::new(|m: &Message| matches!(m.body, MessageBody::ReadIndex { .. })));
+        net.raft_mut(2).read_index(7).unwrap();
+        net.settle();
+        if abandon {
+            net.raft_mut(2).abandon_read(7);
+        }
+        for _ in 0..40 {
+            net.tick_all();
+        }
+        net.raft(2).is_quiesced()
+    };
+    assert!(!run(false), "replica 2 waits for its forwarded read's answer");
+    assert!(run(true), "abandoned, the read no longer holds replica 2 awake");
+}

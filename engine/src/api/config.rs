@@ -108,8 +108,9 @@ pub struct EngineConfig {
     pub mailbox_capacity: usize,
     /// Bytes of proposals appended but not yet applied that a group may hold before
     /// `propose` answers `Busy`: counted by the leader over its log in its term (a
-    /// proposal whose caller timed out still counts until it is applied or the leadership
-    /// ends; `raft::Config::max_uncommitted_bytes`). Default 8 MiB; bounds 1..=`wal.segment_size / 4` (so one
+    /// proposal whose caller timed out still counts until it is handed out for apply, that
+    /// is committed, durable here and within the apply backlog, or the leadership ends;
+    /// `raft::Config::max_uncommitted_bytes`). Default 8 MiB; bounds 1..=`wal.segment_size / 4` (so one
     /// turn's write batch always fits in a WAL segment).
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub max_uncommitted_bytes: u64,
@@ -117,7 +118,7 @@ pub struct EngineConfig {
     /// answers `Busy`. Default 262,144; bounds 1..=16,777,216.
     pub max_pending_proposals: usize,
     /// Reads one group may hold waiting to be served before `read_index` answers
-    /// [`ReadError::Busy`](super::ReadError::Busy): the reads waiting here, and (its
+    /// `ReadError::Busy(BusyReason::PendingReads)`: the reads waiting here, and (its
     /// leader's own bound, `raft::Config::max_pending_reads`) those its leader holds
     /// waiting for confirmation, which a read that timed out here still counts in until
     /// confirmed or the leadership ends. Default 16,384; bounds 1..=16,777,216.

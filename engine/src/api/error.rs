@@ -57,15 +57,19 @@ pub enum ErrorClass {
 pub enum BusyReason {
     /// The worker's mailbox is full.
     Mailbox,
-    /// The group's appended but unapplied bytes exceed `max_uncommitted_bytes`.
+    /// The proposal bytes the group's leader appended in its term and has not handed out
+    /// for apply exceed `max_uncommitted_bytes`.
     GroupUncommitted,
     /// The worker's appended but unapplied proposals exceed `max_pending_proposals`.
     WorkerPending,
     /// The worker's committed entries waiting for its apply thread exceed
-    /// `max_apply_backlog`.
+    /// `max_apply_backlog` (or their bytes `max_apply_backlog_bytes`).
     ApplyBacklog,
     /// The worker's WAL bytes submitted and not yet durable exceed `max_pending_wal_bytes`.
     WalPending,
+    /// (Reads only.) The group holds `max_pending_reads` reads: waiting here, or at this
+    /// leader's core waiting for confirmation.
+    PendingReads,
 }
 
 /// The answers every operation on a group shares: the request reached no replica able to
@@ -84,8 +88,8 @@ pub enum Unavailable {
     /// This node hosts no replica of the group.
     #[error("group {0} not found")]
     GroupNotFound(u64),
-    /// A bound was reached (for every operation but a proposal, only the worker's
-    /// mailbox).
+    /// A bound was reached (for a read, the worker's mailbox or `max_pending_reads`; for
+    /// the other operations but a proposal, only the worker's mailbox).
     #[error("busy: {0:?}")]
     Busy(BusyReason),
     /// The WAL failed; the engine stopped.
@@ -274,10 +278,12 @@ pub enum ReadError {
     /// This node hosts no replica of the group.
     #[error("group {0} not found")]
     GroupNotFound(u64),
-    /// The worker's mailbox is full, or the group holds `EngineConfig::max_pending_reads`
-    /// reads (here, or at its leader waiting for confirmation); retry.
-    #[error("busy")]
-    Busy,
+    /// A bound was reached ([`BusyReason::Mailbox`], or [`BusyReason::PendingReads`]: the
+    /// group holds `EngineConfig::max_pending_reads` reads, waiting here or, on the leader,
+    /// for confirmation); retry. (A read a leader dropped for its bound, forwarded by a
+    /// follower, ends in `Timeout` at the follower.)
+    #[error("busy: {0:?}")]
+    Busy(BusyReason),
     /// The read was not confirmed within `read_timeout_ticks` (leadership changed or a
     /// message was lost); retry.
     #[error("read not confirmed in time")]
@@ -297,7 +303,7 @@ impl ReadError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ReadError::NotLeader { .. } | ReadError::GroupNotFound(_) => ErrorClass::Redirect,
-            ReadError::Busy | ReadError::Timeout => ErrorClass::Retry,
+            ReadError::Busy(_) | ReadError::Timeout => ErrorClass::Retry,
             ReadError::StorageFailed | ReadError::Shutdown => ErrorClass::Fatal,
         }
     }
@@ -315,7 +321,7 @@ impl ReadError {
         Some(match *self {
             ReadError::NotLeader { leader_hint } => Unavailable::NotLeader { leader_hint },
             ReadError::GroupNotFound(g) => Unavailable::GroupNotFound(g),
-            ReadError::Busy => Unavailable::Busy(BusyReason::Mailbox),
+            ReadError::Busy(reason) => Unavailable::Busy(reason),
             ReadError::StorageFailed => Unavailable::StorageFailed,
             ReadError::Shutdown => Unavailable::Shutdown,
             ReadError::Timeout => return None,
@@ -328,8 +334,7 @@ impl From<Unavailable> for ReadError {
         match u {
             Unavailable::NotLeader { leader_hint } => ReadError::NotLeader { leader_hint },
             Unavailable::GroupNotFound(g) => ReadError::GroupNotFound(g),
-            // Only the mailbox bounds a read.
-            Unavailable::Busy(_) => ReadError::Busy,
+            Unavailable::Busy(reason) => ReadError::Busy(reason),
             Unavailable::StorageFailed => ReadError::StorageFailed,
             Unavailable::Shutdown => ReadError::Shutdown,
         }
@@ -342,7 +347,7 @@ impl From<CoreReadIndexError> for ReadError {
             CoreReadIndexError::NotLeader { leader_hint } => {
                 ReadError::NotLeader { leader_hint: leader_hint.map(|r| r.node) }
             }
-            CoreReadIndexError::Busy { .. } => ReadError::Busy,
+            CoreReadIndexError::Busy { .. } => ReadError::Busy(BusyReason::PendingReads),
         }
     }
 }
@@ -791,6 +796,7 @@ mod tests {
             Unavailable::GroupNotFound(7),
             Unavailable::Busy(BusyReason::Mailbox),
             Unavailable::Busy(BusyReason::WalPending),
+            Unavailable::Busy(BusyReason::PendingReads),
             Unavailable::StorageFailed,
             Unavailable::Shutdown,
         ]
@@ -866,7 +872,8 @@ mod tests {
         let table = [
             (ReadError::NotLeader { leader_hint: Some(2) }, Redirect),
             (ReadError::GroupNotFound(7), Redirect),
-            (ReadError::Busy, Retry),
+            (ReadError::Busy(BusyReason::Mailbox), Retry),
+            (ReadError::Busy(BusyReason::PendingReads), Retry),
             (ReadError::Timeout, Retry),
             (ReadError::StorageFailed, Fatal),
             (ReadError::Shutdown, Fatal),
@@ -874,7 +881,7 @@ mod tests {
         let _ = |e: &ReadError| match e {
             ReadError::NotLeader { .. }
             | ReadError::GroupNotFound(_)
-            | ReadError::Busy
+            | ReadError::Busy(_)
             | ReadError::Timeout
             | ReadError::StorageFailed
             | ReadError::Shutdown => (),
@@ -1016,7 +1023,7 @@ mod tests {
 
     /// Each shared answer becomes the same-named variant of every group operation's
     /// error, with the same class, and reads back as itself (a busy reason other than the
-    /// mailbox only survives in a proposal's error: the others have none).
+    /// mailbox only survives in a proposal's and a read's error: the others have none).
     #[test]
     fn every_unavailable_converts_to_its_variant_in_every_operation() {
         for u in every_unavailable() {
@@ -1033,7 +1040,7 @@ mod tests {
                 (u.class(), u.class(), u.class(), u.class())
             );
             assert_eq!(p.unavailable(), Some(u), "{u:?}");
-            assert_eq!(r.unavailable(), Some(mailbox), "{u:?}");
+            assert_eq!(r.unavailable(), Some(u), "{u:?}");
             assert_eq!(t.unavailable(), Some(mailbox), "{u:?}");
             assert_eq!(m.unavailable(), Some(mailbox), "{u:?}");
             assert_eq!(p.leader_hint(), u.leader_hint());

@@ -146,6 +146,9 @@ pub struct Metrics {
     ///
     /// [`BusyReason::WalPending`]: super::BusyReason::WalPending
     pub refused_busy_wal_pending: u64,
+    /// Reads refused with `Busy(PendingReads)` (not in `refused_busy`, which counts
+    /// proposals): the group held `EngineConfig::max_pending_reads`.
+    pub reads_refused_busy: u64,
     /// Proposals refused with `NotLeader` or `TransferInProgress`.
     pub refused_not_leader: u64,
     /// Replicas created on a leader's first message.

@@ -1371,7 +1371,9 @@ impl<S: LogStore> Raft<S> {
         match m.body {
             // A member's forwarded read, confirmed like our own.
             MessageBody::ReadIndex { ctx } if self.progress(m.from).is_some() => {
-                if self.reads_held() >= self.cfg.max_pending_reads {
+                // Under a lease it is answered at once, never queued.
+                let at_once = self.lease_valid() && self.committed_in_current_term();
+                if self.reads_held() >= self.cfg.max_pending_reads && !at_once {
                     // Dropped: the follower's caller times out and retries.
                     self.count(|s| &mut s.reads_refused_full);
                 } else {

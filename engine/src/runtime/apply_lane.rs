@@ -131,7 +131,8 @@ impl<A: Handler> ApplyLane<A> {
         let shared = Arc::new(Shared { applier: Mutex::new(Some(applier)), pending: AtomicU64::new(0) });
         // Unbounded, as before this lane: what it holds is bounded upstream. Its entries are
         // committed entries already in memory (shared, not copied), and the worker hands
-        // out at most `max_apply_backlog` entries not yet applied (`Worker::apply_budget`:
+        // out at most `max_apply_backlog` entries (and `max_apply_backlog_bytes` bytes, plus
+        // one entry) not yet applied (`Worker::apply_budget`:
         // the rest wait in their logs, a follower's too; a leader also refuses proposals,
         // `requests.rs`, `Busy(ApplyBacklog)`); the other commands are one per group event
         // (create, restore, snapshot, remove).

@@ -423,6 +423,7 @@ impl Runtime {
             refused_busy_worker_pending: busy[2],
             refused_busy_apply_backlog: busy[3],
             refused_busy_wal_pending: busy[4],
+            reads_refused_busy: l(&c.reads_refused_busy),
             refused_not_leader: l(&c.refused_not_leader),
             replicas_created: l(&c.replicas_created),
             replicas_destroyed: l(&c.replicas_destroyed),

@@ -76,7 +76,12 @@ impl Worker {
                 Self::touch(&mut self.touched, g);
             }
             Err(e) => {
-                bump(&self.sh.counters.refused_not_leader);
+                if matches!(e, crate::raft::ProposeError::UncommittedFull { .. }) {
+                    // (The check above refuses first; the core's is the same bound.)
+                    self.sh.counters.refused(BusyReason::GroupUncommitted);
+                } else {
+                    bump(&self.sh.counters.refused_not_leader);
+                }
                 done.complete(Err(ProposeRefused { err: e, group: &**g }.into()));
             }
         }
@@ -94,7 +99,8 @@ impl Worker {
             return done.complete(Err(ReadError::GroupNotFound(group)));
         };
         if g.reads.len() >= cfg.max_pending_reads {
-            return done.complete(Err(ReadError::Busy));
+            self.sh.counters.refused(BusyReason::PendingReads);
+            return done.complete(Err(ReadError::Busy(BusyReason::PendingReads)));
         }
         Self::credit_idle(g, self.ticks);
         let ctx = self.read_ctx.next();
@@ -104,7 +110,12 @@ impl Worker {
                 self.load.read(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }
-            Err(e) => done.complete(Err(e.into())),
+            Err(e) => {
+                if matches!(e, crate::raft::ReadIndexError::Busy { .. }) {
+                    self.sh.counters.refused(BusyReason::PendingReads);
+                }
+                done.complete(Err(e.into()))
+            }
         }
     }
 

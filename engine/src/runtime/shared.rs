@@ -44,6 +44,7 @@ pub(crate) struct Counters {
     pub refused_busy_worker_pending: AtomicU64,
     pub refused_busy_apply_backlog: AtomicU64,
     pub refused_busy_wal_pending: AtomicU64,
+    pub reads_refused_busy: AtomicU64,
     pub refused_not_leader: AtomicU64,
     pub replicas_created: AtomicU64,
     pub replicas_destroyed: AtomicU64,
@@ -95,7 +96,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Counts a proposal refused with `Busy(reason)`.
+    /// Counts a proposal (a read, for `PendingReads`) refused with `Busy(reason)`.
     pub(crate) fn refused(&self, reason: BusyReason) {
         bump(match reason {
             BusyReason::Mailbox => &self.refused_busy_mailbox,
@@ -103,6 +104,7 @@ impl Counters {
             BusyReason::WorkerPending => &self.refused_busy_worker_pending,
             BusyReason::ApplyBacklog => &self.refused_busy_apply_backlog,
             BusyReason::WalPending => &self.refused_busy_wal_pending,
+            BusyReason::PendingReads => &self.reads_refused_busy,
         });
     }
 }

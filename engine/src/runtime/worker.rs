@@ -134,7 +134,8 @@ pub(crate) struct Worker {
     /// Their bytes (`Entry::size`), bounded by `max_apply_backlog_bytes`.
     pub(super) apply_backlog_bytes: u64,
     /// Groups whose committed entries wait for the apply backlog to fall below
-    /// `max_apply_backlog` (`Worker::apply_budget`); stepped again once it has.
+    /// `max_apply_backlog` and `max_apply_backlog_bytes` (`Worker::apply_budget`); stepped
+    /// again once it has.
     pub(super) apply_waiting: HashSet<u64>,
     /// Apply commands held until a snapshot's log reset is durable.
     pub(super) apply_hold: ApplyHold,
@@ -523,7 +524,10 @@ impl Worker {
                 g.waiters.expire(tally, now);
             }
             if !g.reads.is_empty() {
-                g.reads.expire(now);
+                // A follower forgets the reads it forwarded for them (the answer may
+                // never come: a lost message, a leader holding too many).
+                let raft = &mut g.raft;
+                g.reads.expire(now, |ctx| raft.abandon_read(ctx));
             }
             Self::touch(touched, g);
         }

@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 76] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 77] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -57,6 +57,7 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 76] {
         ("refused_busy_worker_pending", m.refused_busy_worker_pending, Counter, "Proposals refused with Busy because of the worker's pending proposals"),
         ("refused_busy_apply_backlog", m.refused_busy_apply_backlog, Counter, "Proposals refused with Busy because of the worker's apply backlog"),
         ("refused_busy_wal_pending", m.refused_busy_wal_pending, Counter, "Proposals refused with Busy because of the worker's pending WAL bytes"),
+        ("reads_refused_busy", m.reads_refused_busy, Counter, "Reads refused with Busy because the group held max_pending_reads"),
         ("refused_not_leader", m.refused_not_leader, Counter, "Proposals refused with NotLeader or TransferInProgress"),
         ("replicas_created", m.replicas_created, Counter, "Replicas created on a leader's first message"),
         ("replicas_destroyed", m.replicas_destroyed, Counter, "Replicas destroyed after their removal (applied, or proven by a member's tombstone message)"),

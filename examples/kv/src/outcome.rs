@@ -159,7 +159,7 @@ pub fn member_outcome(stage: Stage, e: MembershipError) -> Outcome {
 /// nothing: it is never an unknown outcome, and a failed node is `ERR node unavailable`.
 pub fn read_outcome(e: ReadError) -> Outcome {
     let why = || match &e {
-        ReadError::Busy => format!("{BUSY}{e}"),
+        ReadError::Busy(_) => format!("{BUSY}{e}"),
         e => e.to_string(),
     };
     by_class(Stage::Submit, e.class(), e.leader_hint(), &e, why, "read", || e.to_string())
@@ -331,11 +331,12 @@ mod tests {
         for e in [
             ReadError::NotLeader { leader_hint: None },
             ReadError::GroupNotFound(1000),
-            ReadError::Busy,
+            ReadError::Busy(flotilla_engine::api::BusyReason::Mailbox),
+            ReadError::Busy(flotilla_engine::api::BusyReason::PendingReads),
             ReadError::Timeout,
         ] {
             assert!(read_outcome(e.clone()).retryable(), "{e:?}");
-            let busy = matches!(&e, ReadError::Busy);
+            let busy = matches!(&e, ReadError::Busy(_));
             assert_eq!(matches!(read_outcome(e.clone()), Outcome::Retry(w, _) if is_busy(&w)), busy, "{e:?}");
         }
         for e in [ReadError::StorageFailed, ReadError::Shutdown] {

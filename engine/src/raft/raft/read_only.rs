@@ -50,6 +50,19 @@ impl<S: LogStore> Raft<S> {
         Ok(())
     }
 
+    /// The caller gave up waiting for read `ctx` (it timed out): a follower forgets that it
+    /// forwarded it, so it no longer waits for the leader's answer (which may never come:
+    /// a lost message, or a leader holding `Config::max_pending_reads`) and may quiesce.
+    /// A leader's own reads stay queued until confirmed (they count against
+    /// `max_pending_reads` until then).
+    pub fn abandon_read(&mut self, ctx: u64) {
+        if let Some(r) = self.reads.as_mut() {
+            if let Some(i) = r.forwarded.iter().position(|&c| c == ctx) {
+                r.forwarded.remove(i);
+            }
+        }
+    }
+
     /// Reads this leader holds waiting for confirmation (`Config::max_pending_reads`).
     pub(super) fn reads_held(&self) -> usize {
         self.reads.as_ref().map_or(0, |r| r.held())

@@ -95,9 +95,21 @@ impl<D: ReadDone> ReadWaiters<D> {
     }
 
     /// Fails every read whose deadline is at or before tick `now` with
-    /// [`ReadError::Timeout`]. Returns how many.
-    pub fn expire(&mut self, now: u64) -> usize {
-        self.complete_where(|r| r.deadline <= now, || Err(ReadError::Timeout))
+    /// [`ReadError::Timeout`], telling `expired` each one's context. Returns how many.
+    pub fn expire(&mut self, now: u64, mut expired: impl FnMut(u64)) -> usize {
+        let mut n = 0;
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].deadline <= now {
+                let r = self.reads.swap_remove(i);
+                expired(r.ctx);
+                r.done.finish(Err(ReadError::Timeout));
+                n += 1;
+            } else {
+                i += 1;
+            }
+        }
+        n
     }
 
     /// The replica can no longer serve reads: every read fails with `err()`.
@@ -175,8 +187,10 @@ mod tests {
         w.push(2, 20, Rec(2, log.clone()));
         w.push(3, 30, Rec(3, log.clone()));
         w.confirm(2, 5);
-        assert_eq!(w.expire(9), 0);
-        assert_eq!(w.expire(20), 2, "deadline at or before now, confirmed or not");
+        assert_eq!(w.expire(9, |_| panic!("none expired")), 0);
+        let mut gone = Vec::new();
+        assert_eq!(w.expire(20, |c| gone.push(c)), 2, "deadline at or before now, confirmed or not");
+        assert_eq!(gone.len(), 2);
         assert_eq!(sorted(&log), vec![(1, Err(ReadError::Timeout)), (2, Err(ReadError::Timeout))]);
         w.fail_all(|| ReadError::GroupNotFound(7));
         assert_eq!(sorted(&log), vec![(3, Err(ReadError::GroupNotFound(7)))]);
