@@ -45,6 +45,17 @@ pub struct Entry {
 /// Fixed per-entry overhead counted in byte limits (term, index, kind, length).
 pub const ENTRY_OVERHEAD: usize = 24;
 
+impl EntryPayload {
+    /// The application's bytes in a proposal (a data or session entry; 0 otherwise): what
+    /// `Config::max_uncommitted_bytes` counts.
+    pub fn proposal_bytes(&self) -> usize {
+        match self {
+            EntryPayload::Normal(d) | EntryPayload::Session { data: d, .. } => d.len(),
+            EntryPayload::Noop | EntryPayload::ConfChange(_) => 0,
+        }
+    }
+}
+
 impl Entry {
     /// Bytes this entry counts for in flow-control and batching limits.
     pub fn size(&self) -> usize {

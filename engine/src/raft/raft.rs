@@ -776,11 +776,7 @@ impl<S: LogStore> Raft<S> {
     /// Proposes application data. Returns the (index, term) the entry got; it is committed
     /// when an entry at that index with that term is applied.
     pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64), ProposeError> {
-        self.wake_for_input();
-        self.check_can_propose()?;
-        self.hold_uncommitted(data.len())?;
-        let index = self.append_entry(EntryPayload::Normal(data));
-        Ok((index, self.term))
+        self.propose_payload(EntryPayload::Normal(data))
     }
 
     /// Proposes a client-session entry (register, close, or a proposal in a session with
@@ -790,24 +786,24 @@ impl<S: LogStore> Raft<S> {
         header: crate::session::SessionHeader,
         data: Bytes,
     ) -> Result<(u64, u64), ProposeError> {
-        self.wake_for_input();
-        self.check_can_propose()?;
-        self.hold_uncommitted(data.len())?;
-        let index = self.append_entry(EntryPayload::Session { header, data });
-        Ok((index, self.term))
+        self.propose_payload(EntryPayload::Session { header, data })
     }
 
-    /// Counts a proposal of `size` payload bytes against `Config::max_uncommitted_bytes`,
-    /// or refuses it (a leader holding none takes one of any size).
-    fn hold_uncommitted(&mut self, size: usize) -> Result<(), ProposeError> {
+    /// Appends a proposal (a data or session entry) unless refused: not leader, a
+    /// transfer, or `Config::max_uncommitted_bytes` held (a leader holding none takes one
+    /// of any size).
+    fn propose_payload(&mut self, payload: EntryPayload) -> Result<(u64, u64), ProposeError> {
+        self.wake_for_input();
+        self.check_can_propose()?;
         let (held, max) = (self.uncommitted_bytes, self.cfg.max_uncommitted_bytes);
-        let size = size as u64;
+        let size = payload.proposal_bytes() as u64;
         if held > 0 && held.saturating_add(size) > max {
             self.count(|s| &mut s.proposals_refused_uncommitted);
             return Err(ProposeError::UncommittedFull { held, max });
         }
         self.uncommitted_bytes = held.saturating_add(size);
-        Ok(())
+        let index = self.append_entry(payload);
+        Ok((index, self.term))
     }
 
     /// Payload bytes of the proposals this leader appended in its term and has not yet
@@ -1371,14 +1367,8 @@ impl<S: LogStore> Raft<S> {
         match m.body {
             // A member's forwarded read, confirmed like our own.
             MessageBody::ReadIndex { ctx } if self.progress(m.from).is_some() => {
-                // Under a lease it is answered at once, never queued.
-                let at_once = self.lease_valid() && self.committed_in_current_term();
-                if self.reads_held() >= self.cfg.max_pending_reads && !at_once {
-                    // Dropped: the follower's caller times out and retries.
-                    self.count(|s| &mut s.reads_refused_full);
-                } else {
-                    self.accept_read(m.from, ctx);
-                }
+                // Refused past the bound: dropped, the follower's caller times out.
+                let _ = self.accept_read(m.from, ctx);
             }
             MessageBody::AppendResponse { index, reject, reject_hint, hint_term } => {
                 self.handle_append_response(m.from, index, reject, reject_hint, hint_term);
@@ -1599,15 +1589,11 @@ impl<S: LogStore> Raft<S> {
         };
         let led = if self.role == Role::Leader { self.term } else { 0 };
         for e in &committed_entries {
-            match &e.payload {
-                EntryPayload::ConfChange(cc) => self.pending_conf_entries.push((e.index, cc.clone())),
-                EntryPayload::Normal(d) if e.term == led => {
-                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(d.len() as u64);
-                }
-                EntryPayload::Session { data, .. } if e.term == led => {
-                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(data.len() as u64);
-                }
-                _ => {}
+            if let EntryPayload::ConfChange(cc) = &e.payload {
+                self.pending_conf_entries.push((e.index, cc.clone()));
+            } else if e.term == led {
+                let size = e.payload.proposal_bytes() as u64;
+                self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(size);
             }
         }
         Ready {

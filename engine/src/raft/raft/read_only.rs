@@ -41,13 +41,7 @@ impl<S: LogStore> Raft<S> {
             }
             return Err(ReadIndexError::NotLeader { leader_hint: self.leader_hint() });
         }
-        let held = self.reads_held();
-        if held >= self.cfg.max_pending_reads {
-            self.count(|s| &mut s.reads_refused_full);
-            return Err(ReadIndexError::Busy { held });
-        }
-        self.accept_read(self.id, ctx);
-        Ok(())
+        self.accept_read(self.id, ctx)
     }
 
     /// The caller gave up waiting for read `ctx` (it timed out): a follower forgets that it
@@ -68,13 +62,27 @@ impl<S: LogStore> Raft<S> {
         self.reads.as_ref().map_or(0, |r| r.held())
     }
 
-    pub(super) fn accept_read(&mut self, from: ReplicaId, ctx: u64) {
-        if !self.committed_in_current_term() && !self.mutant(Mutant::ReadIndexWithoutTermCheck) {
+    /// Takes a read of `from` (this leader, or a member that forwarded it): answered now
+    /// under the lease, or queued; refused past `Config::max_pending_reads` if it would
+    /// be queued (a forwarded one is then dropped: its caller times out).
+    pub(super) fn accept_read(&mut self, from: ReplicaId, ctx: u64) -> Result<(), ReadIndexError> {
+        let term_ok = self.committed_in_current_term() || self.mutant(Mutant::ReadIndexWithoutTermCheck);
+        let held = self.reads_held();
+        if held >= self.cfg.max_pending_reads {
+            let at_once =
+                term_ok && self.lease_valid() && (from != self.id || self.log.committed <= self.log.applied);
+            if !at_once {
+                self.count(|s| &mut s.reads_refused_full);
+                return Err(ReadIndexError::Busy { held });
+            }
+        }
+        if term_ok {
+            self.start_read(from, ctx);
+        } else {
             // The commit index of an earlier term may be stale: wait for our no-op.
             self.reads_mut().waiting_commit.push((from, ctx));
-            return;
         }
-        self.start_read(from, ctx);
+        Ok(())
     }
 
     pub(super) fn start_read(&mut self, from: ReplicaId, ctx: u64) {
