@@ -755,6 +755,167 @@ fn reads_a_leader_cannot_confirm_are_bounded() {
     c.stop(1);
 }
 
+/// Groups `groups` on nodes `1..=n`, each led by node 1 with one entry committed; then
+/// every node but `keep` stopped: a leader (node 1) that cannot commit or confirm
+/// anything in any of them.
+fn leaders_without_quorum(n: u64, groups: &[u64], keep: &[NodeId], tweak: fn(&mut EngineConfig)) -> Cluster {
+    let mut c = Cluster::new_tweaked(n, 10_000, tweak);
+    let members: Vec<NodeId> = (1..=n).collect();
+    for &g in groups {
+        for &m in members.iter().rev() {
+            let sm = ChainSm::boxed(&c.node(m).reg, g);
+            c.engine(m).create_group_led_by(g, &members, 1, sm).unwrap();
+        }
+    }
+    for &g in groups {
+        wait_engine_leads(c.engine(1), g, LONG);
+        c.propose(g, b"first");
+    }
+    for m in 2..=n {
+        if !keep.contains(&m) {
+            c.stop(m);
+        }
+    }
+    c
+}
+
+const WORKER_GROUPS: [u64; 8] = [60, 61, 62, 63, 64, 65, 66, 67];
+
+/// The worker's bound on the sum (`max_worker_uncommitted_bytes`), which a client
+/// reaching many groups meets where each group's own bound would let it hold `groups ×
+/// max_uncommitted_bytes`: eight groups of one worker whose leader cannot commit, each
+/// bounded at 128 KiB, take 512 KiB between them (not 1 MiB) and answer the rest
+/// `Busy(WorkerUncommitted)`; once the quorum is back the held entries commit, the sum
+/// falls to nothing and every group takes proposals again.
+#[test]
+fn a_worker_bounds_the_sum_of_its_groups_uncommitted_bytes() {
+    let mut c = leaders_without_quorum(3, &WORKER_GROUPS, &[], |cfg| {
+        cfg.workers = 1;
+        cfg.raft.check_quorum = false;
+        cfg.max_uncommitted_bytes = 128 << 10;
+        cfg.max_worker_uncommitted_bytes = 512 << 10;
+        cfg.propose_timeout_ticks = cfg.raft.election_timeout_max_ticks;
+    });
+    let e = c.engine(1);
+    let mut pending = Vec::new();
+    let mut busy: HashMap<BusyReason, u64> = HashMap::new();
+    for g in WORKER_GROUPS {
+        for i in 0..200u32 {
+            match e.propose(g, Bytes::from(vec![i as u8; 1024])) {
+                Ok(p) => pending.push(p),
+                Err(ProposeError::Busy(r)) => *busy.entry(r).or_default() += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+    wait_until("the flood handled", || e.metrics().mailbox_depth == 0);
+    let gauge = e.metrics().uncommitted_bytes;
+    let mut held = 0u64;
+    for p in pending {
+        match p.wait_timeout(Duration::from_secs(20)) {
+            Ok(Err(ProposeError::Busy(r))) => *busy.entry(r).or_default() += 1,
+            Ok(Err(ProposeError::Indeterminate)) => held += 1,
+            other => panic!("without a quorum: accepted and timed out, or busy: {other:?}"),
+        }
+    }
+    assert!(held > 256 && held <= 512, "{held} KiB held by the worker (bound 512 KiB)");
+    assert!(busy.get(&BusyReason::WorkerUncommitted).is_some_and(|&n| n > 0), "{busy:?}");
+    assert_eq!(held + busy.values().sum::<u64>(), 1600);
+    assert!(gauge > 256 << 10 && gauge <= 512 << 10, "uncommitted_bytes gauge {gauge}");
+    assert!(e.metrics().refused_busy_worker_uncommitted > 0);
+    c.start(2);
+    c.start(3);
+    let e = c.engine(1);
+    wait_until("the held entries commit", || e.metrics().uncommitted_bytes == 0);
+    for g in WORKER_GROUPS {
+        c.propose(g, &[7u8; 1024]);
+    }
+    c.stop(1);
+}
+
+/// Reads likewise (`max_worker_pending_reads`): eight groups of one worker whose
+/// leader cannot confirm reads, each bounded at 100, hold 300 read records between them
+/// (a leader's own read is two: the engine's waiter and the core's queue entry, so 150
+/// reads), not 800, and answer the rest `Busy(WorkerReads)`.
+#[test]
+fn a_worker_bounds_the_reads_all_its_groups_hold() {
+    let mut c = leaders_without_quorum(3, &WORKER_GROUPS, &[], |cfg| {
+        cfg.workers = 1;
+        cfg.raft.check_quorum = false;
+        cfg.read_timeout_ticks = cfg.raft.election_timeout_max_ticks;
+        cfg.max_pending_reads = 100;
+        cfg.max_worker_pending_reads = 300;
+    });
+    let e = c.engine(1);
+    let mut reads = Vec::new();
+    let mut busy: HashMap<BusyReason, u64> = HashMap::new();
+    for g in WORKER_GROUPS {
+        for _ in 0..150 {
+            match e.read_index(g) {
+                Ok(r) => reads.push(r),
+                Err(ReadError::Busy(r)) => *busy.entry(r).or_default() += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    }
+    wait_until("the flood handled", || e.metrics().mailbox_depth == 0);
+    let gauge = e.metrics().reads_held;
+    let mut held = 0u64;
+    for r in reads {
+        match r.wait_timeout(Duration::from_secs(20)) {
+            Ok(Err(ReadError::Busy(r))) => *busy.entry(r).or_default() += 1,
+            Ok(Err(ReadError::Timeout)) => held += 1,
+            other => panic!("without a quorum: timed out or busy: {other:?}"),
+        }
+    }
+    assert!(held > 100 && held <= 150, "{held} reads held by the worker (bound 300 records)");
+    assert!(busy.get(&BusyReason::WorkerReads).is_some_and(|&n| n > 0), "{busy:?}");
+    assert_eq!(held + busy.values().sum::<u64>(), 1200);
+    assert!(gauge > 200 && gauge <= 300, "reads_held gauge {gauge}");
+    c.stop(1);
+}
+
+/// Reads forwarded by followers count too: node 2 (larger bounds of its own) forwards
+/// 1,200 reads of eight groups to their leader on node 1, which cannot confirm them
+/// (three of five members down) and holds at most its worker's 300, dropping the rest.
+#[test]
+fn a_leader_drops_forwarded_reads_past_its_workers_bound() {
+    let mut c = leaders_without_quorum(5, &WORKER_GROUPS, &[2], |cfg| {
+        cfg.workers = 1;
+        cfg.raft.check_quorum = false;
+        cfg.read_timeout_ticks = cfg.raft.election_timeout_max_ticks;
+        if cfg.node_id == 1 {
+            cfg.max_pending_reads = 100;
+            cfg.max_worker_pending_reads = 300;
+        }
+    });
+    let follower = c.engine(2);
+    let mut reads = Vec::new();
+    for g in WORKER_GROUPS {
+        for _ in 0..150 {
+            reads.push(follower.read_index(g).expect("node 2 takes every read"));
+        }
+    }
+    let leader = c.engine(1);
+    wait_until("node 1 holds reads", || leader.metrics().reads_held > 0);
+    wait_until("the forwarded reads handled", || {
+        follower.metrics().mailbox_depth == 0 && leader.metrics().mailbox_depth == 0
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let m = leader.metrics();
+    assert!(m.reads_held > 200 && m.reads_held <= 300, "node 1 holds {} reads", m.reads_held);
+    assert!(m.reads_refused_busy > 0, "node 1 dropped no forwarded read");
+    for r in reads {
+        match r.wait_timeout(Duration::from_secs(20)) {
+            Ok(Err(ReadError::Timeout)) => {}
+            other => panic!("unconfirmed: timed out: {other:?}"),
+        }
+    }
+    assert!(leader.metrics().reads_held <= 300);
+    c.stop(1);
+    c.stop(2);
+}
+
 /// The real file system, whose data syncs wait while `slow` is set (at most 20 s).
 struct SlowSyncFs {
     slow: Arc<AtomicBool>,

@@ -31,6 +31,8 @@ pub const MIN_COMPACT_BYTES: u64 = 4096;
 pub const MAX_PENDING_WAL_BYTES: u64 = 16 << 30;
 /// Largest `max_apply_backlog_bytes` allowed (16 GiB).
 pub const MAX_APPLY_BACKLOG_BYTES: u64 = 16 << 30;
+/// Largest `max_worker_uncommitted_bytes` allowed (16 GiB).
+pub const MAX_WORKER_UNCOMMITTED_BYTES: u64 = 16 << 30;
 /// Largest `propose_timeout_ticks` allowed.
 pub const MAX_PROPOSE_TIMEOUT_TICKS: u32 = 1 << 24;
 /// Largest `max_creates_per_tick` allowed.
@@ -114,6 +116,16 @@ pub struct EngineConfig {
     /// turn's write batch always fits in a WAL segment).
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
     pub max_uncommitted_bytes: u64,
+    /// `max_uncommitted_bytes` summed over every group of one worker: at this sum
+    /// `propose` answers `Busy` ([`BusyReason::WorkerUncommitted`]) in every group of the
+    /// worker, so a client reaching many groups cannot make a node hold `groups ×
+    /// max_uncommitted_bytes`. (A worker holding nothing still takes one proposal of any
+    /// size, as a group does under the per-group bound.) Default 256 MiB; bounds
+    /// `max_uncommitted_bytes`..=[`MAX_WORKER_UNCOMMITTED_BYTES`].
+    ///
+    /// [`BusyReason::WorkerUncommitted`]: super::BusyReason::WorkerUncommitted
+    #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
+    pub max_worker_uncommitted_bytes: u64,
     /// Proposals appended but not yet applied that one worker may hold before `propose`
     /// answers `Busy`. Default 262,144; bounds 1..=16,777,216.
     pub max_pending_proposals: usize,
@@ -123,6 +135,12 @@ pub struct EngineConfig {
     /// waiting for confirmation, which a read that timed out here still counts in until
     /// confirmed or the leadership ends. Default 16,384; bounds 1..=16,777,216.
     pub max_pending_reads: usize,
+    /// `max_pending_reads` summed over every group of one worker (a read of this node's
+    /// own caller at its leader counts twice: it waits here and in the leader's queue).
+    /// At this sum `read_index` answers `ReadError::Busy(BusyReason::WorkerReads)` and
+    /// reads forwarded by followers to leaders here are dropped (their callers time
+    /// out). Default 262,144; bounds `max_pending_reads`..=16,777,216.
+    pub max_worker_pending_reads: usize,
     /// Largest proposal payload accepted. Default 4 MiB; bounds 1..=`wal.max_write_bytes / 2`.
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_usize"))]
     pub max_entry_bytes: usize,
@@ -362,8 +380,10 @@ impl EngineConfig {
             raft: RaftConfig::for_engine(),
             mailbox_capacity: 1 << 16,
             max_uncommitted_bytes: 8 << 20,
+            max_worker_uncommitted_bytes: 256 << 20,
             max_pending_proposals: 1 << 18,
             max_pending_reads: 1 << 14,
+            max_worker_pending_reads: 1 << 18,
             max_entry_bytes: 4 << 20,
             max_apply_backlog: 1 << 16,
             max_apply_backlog_bytes: 256 << 20,
@@ -439,11 +459,25 @@ impl EngineConfig {
                 max: wal.segment_size / 4,
             });
         }
+        if !(self.max_uncommitted_bytes..=MAX_WORKER_UNCOMMITTED_BYTES)
+            .contains(&self.max_worker_uncommitted_bytes)
+        {
+            return Err(ConfigError::MaxWorkerUncommittedBytesOutOfBounds {
+                value: self.max_worker_uncommitted_bytes,
+                min: self.max_uncommitted_bytes,
+            });
+        }
         if !(1..=1 << 24).contains(&self.max_pending_proposals) {
             return Err(ConfigError::MaxPendingProposalsOutOfBounds(self.max_pending_proposals));
         }
         if !(1..=1 << 24).contains(&self.max_pending_reads) {
             return Err(ConfigError::MaxPendingReadsOutOfBounds(self.max_pending_reads));
+        }
+        if !(self.max_pending_reads..=1 << 24).contains(&self.max_worker_pending_reads) {
+            return Err(ConfigError::MaxWorkerPendingReadsOutOfBounds {
+                value: self.max_worker_pending_reads,
+                min: self.max_pending_reads,
+            });
         }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > wal.max_write_bytes / 2 {
             return Err(ConfigError::MaxEntryBytesOutOfBounds {
@@ -621,12 +655,29 @@ pub enum ConfigError {
         /// The largest allowed.
         max: u64,
     },
+    /// `max_worker_uncommitted_bytes` below `max_uncommitted_bytes` or above
+    /// [`MAX_WORKER_UNCOMMITTED_BYTES`].
+    #[error("max_worker_uncommitted_bytes {value} out of bounds {min}..={MAX_WORKER_UNCOMMITTED_BYTES}")]
+    MaxWorkerUncommittedBytesOutOfBounds {
+        /// The value given.
+        value: u64,
+        /// The smallest allowed: `max_uncommitted_bytes`.
+        min: u64,
+    },
     /// `max_pending_proposals` outside 1..=16,777,216.
     #[error("max_pending_proposals {0} out of bounds 1..=16777216")]
     MaxPendingProposalsOutOfBounds(usize),
     /// `max_pending_reads` outside 1..=16,777,216.
     #[error("max_pending_reads {0} out of bounds 1..=16777216")]
     MaxPendingReadsOutOfBounds(usize),
+    /// `max_worker_pending_reads` below `max_pending_reads` or above 16,777,216.
+    #[error("max_worker_pending_reads {value} out of bounds {min}..=16777216")]
+    MaxWorkerPendingReadsOutOfBounds {
+        /// The value given.
+        value: usize,
+        /// The smallest allowed: `max_pending_reads`.
+        min: usize,
+    },
     /// `max_entry_bytes` is 0 or above half the WAL's write size.
     #[error("max_entry_bytes {value} out of bounds 1..={max}")]
     MaxEntryBytesOutOfBounds {
@@ -797,6 +848,18 @@ mod tests {
         });
         check(&|c| c.max_uncommitted_bytes = c.wal.segment_size, &|e| {
             matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_worker_uncommitted_bytes = c.max_uncommitted_bytes - 1, &|e| {
+            matches!(e, ConfigError::MaxWorkerUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_worker_uncommitted_bytes = MAX_WORKER_UNCOMMITTED_BYTES + 1, &|e| {
+            matches!(e, ConfigError::MaxWorkerUncommittedBytesOutOfBounds { .. })
+        });
+        check(&|c| c.max_worker_pending_reads = c.max_pending_reads - 1, &|e| {
+            matches!(e, ConfigError::MaxWorkerPendingReadsOutOfBounds { .. })
+        });
+        check(&|c| c.max_worker_pending_reads = (1 << 24) + 1, &|e| {
+            matches!(e, ConfigError::MaxWorkerPendingReadsOutOfBounds { .. })
         });
         check(&|c| c.max_pending_proposals = 0, &|e| {
             matches!(e, ConfigError::MaxPendingProposalsOutOfBounds(0))

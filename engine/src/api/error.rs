@@ -52,7 +52,7 @@ pub enum ErrorClass {
 }
 
 /// Why a bounded resource refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BusyReason {
     /// The worker's mailbox is full.
@@ -70,6 +70,11 @@ pub enum BusyReason {
     /// (Reads only.) The group holds `max_pending_reads` reads: waiting here, or at this
     /// leader's core waiting for confirmation.
     PendingReads,
+    /// The proposal bytes appended and not handed out for apply by the leaders of all the
+    /// worker's groups exceed `max_worker_uncommitted_bytes`.
+    WorkerUncommitted,
+    /// (Reads only.) The worker's groups hold `max_worker_pending_reads` reads.
+    WorkerReads,
 }
 
 /// The answers every operation on a group shares: the request reached no replica able to

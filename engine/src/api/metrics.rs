@@ -102,6 +102,14 @@ pub struct Metrics {
     /// Gauge: the same entries' bytes (`Entry::size`), bounded per worker by
     /// `EngineConfig::max_apply_backlog_bytes`.
     pub apply_lag_bytes: u64,
+    /// Gauge: proposal bytes the leaders here appended and have not handed out for
+    /// apply, bounded per worker by `EngineConfig::max_worker_uncommitted_bytes` (as of
+    /// each worker's latest turn).
+    pub uncommitted_bytes: u64,
+    /// Gauge: reads held here, waiting for their barrier or (at a leader) for
+    /// confirmation, bounded per worker by `EngineConfig::max_worker_pending_reads` (as
+    /// of each worker's latest turn).
+    pub reads_held: u64,
     /// Campaigns started by replicas here (PreVote rounds included).
     pub elections: u64,
     /// Times a replica here became leader.
@@ -146,8 +154,15 @@ pub struct Metrics {
     ///
     /// [`BusyReason::WalPending`]: super::BusyReason::WalPending
     pub refused_busy_wal_pending: u64,
-    /// Reads refused with `Busy(PendingReads)` (not in `refused_busy`, which counts
-    /// proposals): the group held `EngineConfig::max_pending_reads`.
+    /// ... because of the uncommitted bytes of all the worker's groups
+    /// ([`BusyReason::WorkerUncommitted`]).
+    ///
+    /// [`BusyReason::WorkerUncommitted`]: super::BusyReason::WorkerUncommitted
+    pub refused_busy_worker_uncommitted: u64,
+    /// Reads refused with `Busy` (not in `refused_busy`, which counts proposals): the
+    /// group held `EngineConfig::max_pending_reads` (`BusyReason::PendingReads`), or the
+    /// worker `max_worker_pending_reads` (`BusyReason::WorkerReads`; a forwarded read
+    /// dropped at that bound counts here too).
     pub reads_refused_busy: u64,
     /// Proposals refused with `NotLeader` or `TransferInProgress`.
     pub refused_not_leader: u64,

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::apply::ApplyCmd;
+use super::holdings::Held;
 use super::leader_view::LeaderCell;
 use super::pending::Completer;
 use super::removal::Removal;
@@ -81,6 +82,14 @@ pub(crate) struct Group {
 }
 
 impl Group {
+    /// What this replica holds for its callers now (`holdings`).
+    pub(super) fn held(&self) -> Held {
+        Held {
+            bytes: self.raft.uncommitted_bytes(),
+            reads: (self.reads.len() + self.raft.reads_held()) as u64,
+        }
+    }
+
     /// The node of `replica`: from the applied configuration, else from messages.
     pub(super) fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
         self.raft

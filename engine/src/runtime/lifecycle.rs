@@ -288,6 +288,7 @@ impl Worker {
         self.send_apply(ApplyCmd::Remove { group: gid });
         self.snap.remove_group(gid);
         self.forget_leader(&g);
+        self.holdings.forget(gid);
         bump(&self.sh.counters.unconfirmed_dropped);
     }
 
@@ -331,12 +332,24 @@ impl Worker {
             return self.receive_chunk(from, group, m);
         }
         Self::credit_idle(g, self.ticks);
+        if matches!(m.body, MessageBody::ReadIndex { .. }) && self.worker_reads_full(group) {
+            // A follower's read past `max_worker_pending_reads`: dropped, as the core
+            // drops one past the group's bound (its caller times out).
+            self.sh.counters.refused(crate::api::BusyReason::WorkerReads);
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&group) else { return };
         if matches!(m.body, MessageBody::AppendResponse { .. }) {
             // The leader's own write may now complete a quorum: wake for it.
             self.writes.needed(group);
         }
+        let read = matches!(m.body, MessageBody::ReadIndex { .. });
         if let Err(e) = g.raft.step(m) {
             tracing::debug!("group {group}: message refused: {e}");
+        }
+        if read {
+            // Counted at once: later requests of this turn see it.
+            self.holdings.set(group, g.held());
         }
         Self::wake_if_commit_waits(&mut self.writes, group, &g.raft);
         Self::touch(&mut self.touched, g);
@@ -443,6 +456,7 @@ impl Worker {
         self.send_apply(ApplyCmd::Remove { group: gid });
         self.snap.remove_group(gid);
         self.forget_leader(&g);
+        self.holdings.forget(gid);
         bump(&self.sh.counters.replicas_destroyed);
         tracing::info!(group = gid, replica = g.raft.id(), "replica destroyed after its removal");
     }

@@ -32,6 +32,7 @@ mod export_file;
 mod gc;
 mod group;
 mod heartbeats;
+mod holdings;
 mod import;
 mod incarnation;
 mod leader_view;
@@ -383,6 +384,7 @@ impl Runtime {
             l(&c.refused_busy_worker_pending),
             l(&c.refused_busy_apply_backlog),
             l(&c.refused_busy_wal_pending),
+            l(&c.refused_busy_worker_uncommitted),
         ];
         let net = self.net_stats.as_ref().map(|s| s.transport_stats()).unwrap_or_default();
         let load = self.shared.loads.total(clock::now_nanos());
@@ -406,6 +408,8 @@ impl Runtime {
             applied_inline_slow: l(&c.applied_inline_slow),
             apply_lag: gauge(|g| &g.apply_lag),
             apply_lag_bytes: gauge(|g| &g.apply_lag_bytes),
+            uncommitted_bytes: gauge(|g| &g.uncommitted_bytes),
+            reads_held: gauge(|g| &g.reads_held),
             elections: l(&c.elections),
             leaders_elected: l(&c.leaders_elected),
             transfers_started: l(&c.transfers_started),
@@ -423,6 +427,7 @@ impl Runtime {
             refused_busy_worker_pending: busy[2],
             refused_busy_apply_backlog: busy[3],
             refused_busy_wal_pending: busy[4],
+            refused_busy_worker_uncommitted: busy[5],
             reads_refused_busy: l(&c.reads_refused_busy),
             refused_not_leader: l(&c.refused_not_leader),
             replicas_created: l(&c.replicas_created),

@@ -11,6 +11,7 @@
 use bytes::Bytes;
 
 use super::group::Group;
+use super::holdings::Held;
 use super::pending::Completer;
 use super::sessions::session_stamp_ms;
 use super::shared::bump;
@@ -44,16 +45,23 @@ impl Worker {
         if self.stopping {
             return done.complete(Err(ProposeError::Shutdown));
         }
-        let cfg = self.sh.cfg.get();
         let Some(g) = self.groups.get_mut(&group) else {
             return done.complete(Err(ProposeError::GroupNotFound(group)));
         };
         Self::credit_idle(g, self.ticks);
         let size = data.len() as u64;
+        let max = self.sh.cfg.get().max_worker_uncommitted_bytes;
+        let worker = self.worker_held(group, |t| t.bytes > 0 && t.bytes + size > max).bytes;
+        let cfg = self.sh.cfg.get();
+        // (`worker_held` found the group.)
+        let Some(g) = self.groups.get_mut(&group) else {
+            return done.complete(Err(ProposeError::GroupNotFound(group)));
+        };
         // Counted by the core over its log (not over the waiters: one that timed out
         // leaves its entry in the log): this leadership's proposals not yet applied.
         let load = Load {
             uncommitted: g.raft.uncommitted_bytes(),
+            worker_uncommitted: worker,
             waiting: self.tally.waiting(),
             apply_backlog: self.apply_backlog,
             apply_backlog_bytes: self.apply_backlog_bytes,
@@ -72,6 +80,8 @@ impl Worker {
             Ok((index, term)) => {
                 let deadline = self.ticks + u64::from(cfg.propose_timeout_ticks);
                 g.waiters.add(&mut self.tally, index, term, deadline, Done::Propose(done));
+                // Counted at once: later requests of this turn see it.
+                self.holdings.set(group, g.held());
                 self.load.proposal(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }
@@ -102,11 +112,19 @@ impl Worker {
             self.sh.counters.refused(BusyReason::PendingReads);
             return done.complete(Err(ReadError::Busy(BusyReason::PendingReads)));
         }
+        if self.worker_reads_full(group) {
+            self.sh.counters.refused(BusyReason::WorkerReads);
+            return done.complete(Err(ReadError::Busy(BusyReason::WorkerReads)));
+        }
+        let Some(g) = self.groups.get_mut(&group) else {
+            return done.complete(Err(ReadError::GroupNotFound(group)));
+        };
         Self::credit_idle(g, self.ticks);
         let ctx = self.read_ctx.next();
         match g.raft.read_index(ctx) {
             Ok(()) => {
                 g.reads.push(ctx, self.ticks + timeout, done);
+                self.holdings.set(group, g.held());
                 self.load.read(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }
@@ -137,6 +155,28 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// The worker's holdings with `group`'s own figures taken now; when `over` says they
+    /// pass a bound, re-read first (`Holdings::refresh`, at most once per tick). Nothing
+    /// held if the group is not here.
+    pub(super) fn worker_held(&mut self, group: u64, over: impl Fn(Held) -> bool) -> Held {
+        let Some(now) = self.groups.get(&group).map(|g| g.held()) else { return Held::default() };
+        let total = self.holdings.total_with(group, now);
+        if !over(total) {
+            return total;
+        }
+        let groups = &self.groups;
+        self.holdings.refresh(self.ticks, |gid| groups.get(&gid).map(|g| g.held()));
+        self.holdings.total_with(group, now)
+    }
+
+    /// Whether the worker holds `max_worker_pending_reads` reads, `group`'s counted now.
+    pub(super) fn worker_reads_full(&mut self, group: u64) -> bool {
+        let max = self.sh.cfg.get().max_worker_pending_reads as u64;
+        self.worker_held(group, |t| t.reads >= max).reads >= max
+    }
+}
+
 /// How a group names its replicas' nodes, for the core's refusals ([`ProposeRefused`]).
 impl Placement for Group {
     fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
@@ -153,6 +193,8 @@ pub(super) struct Load {
     /// Payload bytes of this leadership's proposals in the group not yet handed out for
     /// apply (`Raft::uncommitted_bytes`).
     pub(super) uncommitted: u64,
+    /// The same summed over the worker's groups (`holdings`).
+    pub(super) worker_uncommitted: u64,
     /// Proposals waiting for their outcome on the worker.
     pub(super) waiting: usize,
     /// Entries handed to the apply thread and not reported applied.
@@ -164,11 +206,15 @@ pub(super) struct Load {
 }
 
 /// Why a proposal of `size` bytes is refused, if it is: the group's uncommitted bytes
-/// (a group with none takes one proposal of any size), the worker's pending proposals,
-/// its apply backlog, its pending WAL bytes, checked in that order.
+/// (a group with none takes one proposal of any size), the worker's (a worker with none
+/// likewise), the worker's pending proposals, its apply backlog, its pending WAL bytes,
+/// checked in that order.
 fn busy_reason(cfg: &EngineConfig, load: &Load, size: u64) -> Option<BusyReason> {
     if load.uncommitted + size > cfg.max_uncommitted_bytes && load.uncommitted > 0 {
         Some(BusyReason::GroupUncommitted)
+    } else if load.worker_uncommitted + size > cfg.max_worker_uncommitted_bytes && load.worker_uncommitted > 0
+    {
+        Some(BusyReason::WorkerUncommitted)
     } else if load.waiting >= cfg.max_pending_proposals {
         Some(BusyReason::WorkerPending)
     } else if load.apply_backlog >= cfg.max_apply_backlog
@@ -189,6 +235,7 @@ mod tests {
     fn cfg() -> EngineConfig {
         let mut c = EngineConfig::new(1, "/nonexistent");
         c.max_uncommitted_bytes = 1000;
+        c.max_worker_uncommitted_bytes = 2000;
         c.max_pending_proposals = 10;
         c.max_apply_backlog = 100;
         c.max_apply_backlog_bytes = 3000;
@@ -196,8 +243,14 @@ mod tests {
         c
     }
 
-    const IDLE: Load =
-        Load { uncommitted: 0, waiting: 0, apply_backlog: 0, apply_backlog_bytes: 0, wal_bytes: 0 };
+    const IDLE: Load = Load {
+        uncommitted: 0,
+        worker_uncommitted: 0,
+        waiting: 0,
+        apply_backlog: 0,
+        apply_backlog_bytes: 0,
+        wal_bytes: 0,
+    };
 
     #[test]
     fn an_idle_worker_takes_a_proposal_of_any_size() {
@@ -211,6 +264,16 @@ mod tests {
         let l = Load { uncommitted: 600, ..IDLE };
         assert_eq!(busy_reason(&c, &l, 400), None);
         assert_eq!(busy_reason(&c, &l, 401), Some(BusyReason::GroupUncommitted));
+    }
+
+    #[test]
+    fn worker_uncommitted_bytes_refuse_past_the_limit_only_with_something_uncommitted() {
+        let c = cfg();
+        // The group holds nothing, the worker (its other groups) 1,600 bytes.
+        let l = Load { worker_uncommitted: 1600, ..IDLE };
+        assert_eq!(busy_reason(&c, &l, 400), None);
+        assert_eq!(busy_reason(&c, &l, 401), Some(BusyReason::WorkerUncommitted));
+        assert_eq!(busy_reason(&c, &Load { worker_uncommitted: 0, ..IDLE }, 1 << 30), None);
     }
 
     #[test]
@@ -232,14 +295,17 @@ mod tests {
         let c = cfg();
         let all = Load {
             uncommitted: 1000,
+            worker_uncommitted: 2000,
             waiting: 10,
             apply_backlog: 100,
             apply_backlog_bytes: 0,
             wal_bytes: 5000,
         };
         assert_eq!(busy_reason(&c, &all, 1), Some(BusyReason::GroupUncommitted));
-        assert_eq!(busy_reason(&c, &Load { uncommitted: 0, ..all }, 1), Some(BusyReason::WorkerPending));
-        let l = Load { uncommitted: 0, waiting: 0, ..all };
+        let l = Load { uncommitted: 0, ..all };
+        assert_eq!(busy_reason(&c, &l, 1), Some(BusyReason::WorkerUncommitted));
+        assert_eq!(busy_reason(&c, &Load { worker_uncommitted: 0, ..l }, 1), Some(BusyReason::WorkerPending));
+        let l = Load { uncommitted: 0, worker_uncommitted: 0, waiting: 0, ..all };
         assert_eq!(busy_reason(&c, &l, 1), Some(BusyReason::ApplyBacklog));
         let l = Load { apply_backlog: 0, ..l };
         assert_eq!(busy_reason(&c, &l, 1), Some(BusyReason::WalPending));

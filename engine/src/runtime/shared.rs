@@ -44,6 +44,7 @@ pub(crate) struct Counters {
     pub refused_busy_worker_pending: AtomicU64,
     pub refused_busy_apply_backlog: AtomicU64,
     pub refused_busy_wal_pending: AtomicU64,
+    pub refused_busy_worker_uncommitted: AtomicU64,
     pub reads_refused_busy: AtomicU64,
     pub refused_not_leader: AtomicU64,
     pub replicas_created: AtomicU64,
@@ -104,7 +105,8 @@ impl Counters {
             BusyReason::WorkerPending => &self.refused_busy_worker_pending,
             BusyReason::ApplyBacklog => &self.refused_busy_apply_backlog,
             BusyReason::WalPending => &self.refused_busy_wal_pending,
-            BusyReason::PendingReads => &self.reads_refused_busy,
+            BusyReason::WorkerUncommitted => &self.refused_busy_worker_uncommitted,
+            BusyReason::PendingReads | BusyReason::WorkerReads => &self.reads_refused_busy,
         });
     }
 }
@@ -114,6 +116,8 @@ impl Counters {
 pub(crate) struct WorkerGauges {
     pub apply_lag: AtomicU64,
     pub apply_lag_bytes: AtomicU64,
+    pub uncommitted_bytes: AtomicU64,
+    pub reads_held: AtomicU64,
     pub wal_pending_bytes: AtomicU64,
 }
 

@@ -40,6 +40,7 @@ use super::apply_lane::ApplyLane;
 use super::command::Cmd;
 use super::gc;
 use super::group::{add_cmd, Group, PendingCreate};
+use super::holdings::Holdings;
 use super::incarnation::ReadCtx;
 use super::pending::Completer;
 use super::recovery::Recovered;
@@ -99,6 +100,9 @@ pub(crate) struct Worker {
     pub(super) ticks: u64,
     /// Waiters across all groups.
     pub(super) tally: Tally,
+    /// What the groups hold for their callers, summed (`max_worker_uncommitted_bytes`,
+    /// `max_worker_pending_reads`).
+    pub(super) holdings: Holdings,
     /// A WAL write failed: the engine stopped (`stop`).
     pub(super) failed: bool,
     /// Shutdown was asked, or the mailbox disconnected.
@@ -212,6 +216,7 @@ impl Worker {
             read_ctx,
             ticks: 0,
             tally: Tally::default(),
+            holdings: Holdings::default(),
             failed: false,
             stopping: false,
             writes,
@@ -293,6 +298,9 @@ impl Worker {
                 gauges.apply_lag.store(self.apply_backlog, Ordering::Relaxed);
                 gauges.apply_lag_bytes.store(self.apply_backlog_bytes, Ordering::Relaxed);
                 gauges.wal_pending_bytes.store(self.writes.pending_bytes(), Ordering::Relaxed);
+                let held = self.holdings.total();
+                gauges.uncommitted_bytes.store(held.bytes, Ordering::Relaxed);
+                gauges.reads_held.store(held.reads, Ordering::Relaxed);
             }
         }
         self.finish();
@@ -583,6 +591,7 @@ impl Worker {
             }
             self.announce_leader(&mut g);
             self.settle(&mut g);
+            self.holdings.set(gid, g.held());
             self.groups.insert(gid, g);
             // Submitted early once it holds half the WAL's write size (one group's Ready
             // adds at most `max_uncommitted_bytes` plus one append message).

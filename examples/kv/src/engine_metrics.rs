@@ -19,7 +19,7 @@ enum Kind {
 use Kind::{Counter, Gauge};
 
 /// Every field of `m`: (field name, value, kind, help).
-fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 77] {
+fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 80] {
     [
         ("wal_batches", m.wal_batches, Counter, "WAL write batches submitted by the workers"),
         ("wal_batch_groups", m.wal_batch_groups, Counter, "Group writes carried by the WAL write batches"),
@@ -40,6 +40,8 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 77] {
         ("applied_inline_slow", m.applied_inline_slow, Counter, "Batches applied on a worker that took longer than inline_apply_slow (each sends its group's batches to the apply thread for a minute)"),
         ("apply_lag", m.apply_lag, Gauge, "Apply lag, in entries committed and handed to the apply threads but not yet applied, over all workers"),
         ("apply_lag_bytes", m.apply_lag_bytes, Gauge, "The bytes of those entries (bounded per worker by max_apply_backlog_bytes)"),
+        ("uncommitted_bytes", m.uncommitted_bytes, Gauge, "Proposal bytes appended by leaders here and not handed out for apply (bounded per worker by max_worker_uncommitted_bytes)"),
+        ("reads_held", m.reads_held, Gauge, "Reads held here waiting for their barrier or for confirmation (bounded per worker by max_worker_pending_reads)"),
         ("elections", m.elections, Counter, "Campaigns started by replicas here (PreVote rounds included)"),
         ("leaders_elected", m.leaders_elected, Counter, "Times a replica here became leader"),
         ("transfers_started", m.transfers_started, Counter, "Leadership transfers started by leaders here"),
@@ -57,7 +59,8 @@ fn fields(m: &Metrics) -> [(&'static str, u64, Kind, &'static str); 77] {
         ("refused_busy_worker_pending", m.refused_busy_worker_pending, Counter, "Proposals refused with Busy because of the worker's pending proposals"),
         ("refused_busy_apply_backlog", m.refused_busy_apply_backlog, Counter, "Proposals refused with Busy because of the worker's apply backlog"),
         ("refused_busy_wal_pending", m.refused_busy_wal_pending, Counter, "Proposals refused with Busy because of the worker's pending WAL bytes"),
-        ("reads_refused_busy", m.reads_refused_busy, Counter, "Reads refused with Busy because the group held max_pending_reads"),
+        ("refused_busy_worker_uncommitted", m.refused_busy_worker_uncommitted, Counter, "Proposals refused with Busy because of the uncommitted bytes of all the worker's groups"),
+        ("reads_refused_busy", m.reads_refused_busy, Counter, "Reads refused with Busy because the group held max_pending_reads or the worker max_worker_pending_reads"),
         ("refused_not_leader", m.refused_not_leader, Counter, "Proposals refused with NotLeader or TransferInProgress"),
         ("replicas_created", m.replicas_created, Counter, "Replicas created on a leader's first message"),
         ("replicas_destroyed", m.replicas_destroyed, Counter, "Replicas destroyed after their removal (applied, or proven by a member's tombstone message)"),

@@ -264,6 +264,8 @@ pub fn gather(node: &Node, with_memory: bool) -> InfoData {
             ("wal_segments", m.wal_segments),
             ("apply_lag", m.apply_lag),
             ("apply_lag_bytes", m.apply_lag_bytes),
+            ("uncommitted_bytes", m.uncommitted_bytes),
+            ("reads_held", m.reads_held),
             ("refused_busy", m.refused_busy),
             ("refused_not_leader", m.refused_not_leader),
         ],

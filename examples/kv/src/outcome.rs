@@ -260,6 +260,7 @@ mod tests {
             (ProposeError::Busy(BusyReason::WorkerPending), Retry, Retry),
             (ProposeError::Busy(BusyReason::ApplyBacklog), Retry, Retry),
             (ProposeError::Busy(BusyReason::WalPending), Retry, Retry),
+            (ProposeError::Busy(BusyReason::WorkerUncommitted), Retry, Retry),
             (ProposeError::Dropped, Retry, Retry),
             (ProposeError::TooLarge { len: 10, max: 5 }, Final, Final),
             (ProposeError::Indeterminate, Indeterminate, Indeterminate),
@@ -333,6 +334,7 @@ mod tests {
             ReadError::GroupNotFound(1000),
             ReadError::Busy(flotilla_engine::api::BusyReason::Mailbox),
             ReadError::Busy(flotilla_engine::api::BusyReason::PendingReads),
+            ReadError::Busy(flotilla_engine::api::BusyReason::WorkerReads),
             ReadError::Timeout,
         ] {
             assert!(read_outcome(e.clone()).retryable(), "{e:?}");

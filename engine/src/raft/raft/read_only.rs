@@ -58,7 +58,7 @@ impl<S: LogStore> Raft<S> {
     }
 
     /// Reads this leader holds waiting for confirmation (`Config::max_pending_reads`).
-    pub(super) fn reads_held(&self) -> usize {
+    pub fn reads_held(&self) -> usize {
         self.reads.as_ref().map_or(0, |r| r.held())
     }
 
