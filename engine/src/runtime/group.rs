@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::apply::ApplyCmd;
-use super::holdings::Held;
+use super::holdings::{Held, Holdings};
 use super::leader_view::LeaderCell;
 use super::pending::Completer;
 use super::removal::Removal;
@@ -66,6 +66,9 @@ pub(crate) struct Group {
     pub(super) first_campaign: bool,
     /// A snapshot of the state machine was asked of the apply thread and not answered.
     pub(super) snapshotting: bool,
+    /// The worker's `Holdings` has figures of this replica (it held something when last
+    /// reported): a replica holding nothing, as most do, is reported without a lookup.
+    pub(super) holding: bool,
     /// This replica instance, unique in the process: answers of the apply thread for a
     /// destroyed replica of the same group are recognised and ignored.
     pub(super) epoch: u64,
@@ -87,6 +90,18 @@ impl Group {
         Held {
             bytes: self.raft.uncommitted_bytes(),
             reads: (self.reads.len() + self.raft.reads_held()) as u64,
+        }
+    }
+
+    /// Reports what this replica holds now to the worker's `holdings`, skipping the
+    /// lookup when it held nothing before and holds nothing now. (Only this and
+    /// `Holdings::forget` add or drop a replica's entry, so an entry implies `holding`.)
+    pub(super) fn report_held(&mut self, holdings: &mut Holdings) {
+        let now = self.held();
+        let holds = now != Held::default();
+        if holds || self.holding {
+            holdings.set(self.id, now);
+            self.holding = holds;
         }
     }
 
@@ -231,6 +246,7 @@ pub(super) fn new_group(
         quiesced_counted: false,
         first_campaign: false,
         snapshotting: false,
+        holding: false,
         log_bytes: 0,
         last_snapshot_bytes: 0,
         epoch: EPOCH.fetch_add(1, Ordering::Relaxed),

@@ -349,7 +349,7 @@ impl Worker {
         }
         if read {
             // Counted at once: later requests of this turn see it.
-            self.holdings.set(group, g.held());
+            g.report_held(&mut self.holdings);
         }
         Self::wake_if_commit_waits(&mut self.writes, group, &g.raft);
         Self::touch(&mut self.touched, g);

@@ -81,7 +81,7 @@ impl Worker {
                 let deadline = self.ticks + u64::from(cfg.propose_timeout_ticks);
                 g.waiters.add(&mut self.tally, index, term, deadline, Done::Propose(done));
                 // Counted at once: later requests of this turn see it.
-                self.holdings.set(group, g.held());
+                g.report_held(&mut self.holdings);
                 self.load.proposal(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }
@@ -124,7 +124,7 @@ impl Worker {
         match g.raft.read_index(ctx) {
             Ok(()) => {
                 g.reads.push(ctx, self.ticks + timeout, done);
-                self.holdings.set(group, g.held());
+                g.report_held(&mut self.holdings);
                 self.load.read(&mut g.load, group);
                 Self::touch(&mut self.touched, g);
             }

@@ -591,7 +591,7 @@ impl Worker {
             }
             self.announce_leader(&mut g);
             self.settle(&mut g);
-            self.holdings.set(gid, g.held());
+            g.report_held(&mut self.holdings);
             self.groups.insert(gid, g);
             // Submitted early once it holds half the WAL's write size (one group's Ready
             // adds at most `max_uncommitted_bytes` plus one append message).
