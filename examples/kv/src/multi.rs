@@ -9,6 +9,13 @@
 //! included, so they see the transaction's own writes. The entry is proposed like any
 //! write, in the node's client session, so a retried EXEC applies once. Never touches
 //! sockets.
+//!
+//! A transaction holds at most [`Node::max_tx_bytes`] (its queued commands and watched
+//! keys, each counted with [`ITEM_OVERHEAD`]): EXEC proposes it as one entry, which the
+//! engine refuses past that size anyway, and without the bound one connection could make
+//! the node hold any amount by queueing and never calling EXEC. Past it the command gets
+//! an error and the transaction is aborted at once (its queue dropped; EXEC answers
+//! EXECABORT, as after any queue-time error); a WATCH past it is refused and adds nothing.
 
 use crate::commands::Session;
 use crate::keycmd;
@@ -26,6 +33,24 @@ pub struct TxState {
     aborted: bool,
     /// The watched keys and what WATCH saw of each.
     watched: Vec<(Vec<u8>, WatchState)>,
+    /// What `queue` holds, bytes ([`command_bytes`]).
+    queued_bytes: usize,
+    /// What `watched` holds, bytes ([`watched_bytes`]).
+    watched_bytes: usize,
+}
+
+/// Bytes counted for each queued argument, each queued command and each watched key
+/// beside their own bytes: their buffers' headers and the watch state.
+pub const ITEM_OVERHEAD: usize = 32;
+
+/// What a queued command holds, bytes.
+fn command_bytes(args: &[Vec<u8>]) -> usize {
+    args.iter().map(|a| a.len() + ITEM_OVERHEAD).sum::<usize>() + ITEM_OVERHEAD
+}
+
+/// What watched keys hold, bytes.
+fn watched_bytes(w: &[(Vec<u8>, WatchState)]) -> usize {
+    w.iter().map(|(k, _)| k.len() + ITEM_OVERHEAD).sum()
 }
 
 impl TxState {
@@ -77,30 +102,48 @@ pub fn intercept(node: &Node, name: &str, args: &[Vec<u8>], s: &mut Session) -> 
         "WATCH" if tx.open() => Value::err("ERR WATCH inside MULTI is not allowed"),
         "WATCH" => match watch(node, &args[1..]) {
             Ok(w) => {
-                s.tx.watched.extend(w);
+                let max = node.max_tx_bytes();
+                let bytes = watched_bytes(&w);
+                let tx = &mut s.tx;
+                if tx.watched_bytes + bytes > max {
+                    return Some(Value::err(format!(
+                        "ERR too many watched keys: they would hold more than {max} bytes, the largest \
+                         transaction this server proposes"
+                    )));
+                }
+                tx.watched.extend(w);
+                tx.watched_bytes += bytes;
                 Value::ok()
             }
             Err(e) => e,
         },
         "UNWATCH" if !tx.open() && args.len() == 1 => {
-            tx.watched.clear();
+            tx.watched = Vec::new();
+            tx.watched_bytes = 0;
             Value::ok()
         }
         "QUIT" => return None,
-        _ if tx.open() => queue(tx, name, args),
+        _ if tx.open() => queue(tx, name, args, node.max_tx_bytes()),
         _ => return None,
     })
 }
 
 fn flag(tx: &mut TxState) {
     if tx.open() {
-        tx.aborted = true;
+        abort(tx);
     }
+}
+
+/// Marks the open transaction for EXECABORT and drops its queue: it will never run.
+fn abort(tx: &mut TxState) {
+    tx.aborted = true;
+    tx.queue = Some(Vec::new());
+    tx.queued_bytes = 0;
 }
 
 /// Queues a command inside MULTI: refused (and the transaction flagged) when unknown, of
 /// the wrong arity, or one a transaction cannot hold here.
-fn queue(tx: &mut TxState, name: &str, args: &[Vec<u8>]) -> Value {
+fn queue(tx: &mut TxState, name: &str, args: &[Vec<u8>], max: usize) -> Value {
     let refused = match keycmd::spec(name) {
         Some(spec) if keycmd::arity_ok(spec, args.len()) => None,
         Some(_) => Some(keycmd::arity_error(name)),
@@ -111,11 +154,24 @@ fn queue(tx: &mut TxState, name: &str, args: &[Vec<u8>]) -> Value {
         None => Some(crate::commands::unknown_command(&args[0], &args[1..])),
     };
     if let Some(e) = refused {
-        tx.aborted = true;
+        abort(tx);
         return e;
+    }
+    if tx.aborted {
+        // Answered as Redis answers it; kept nowhere: EXEC discards the transaction.
+        return Value::Simple("QUEUED".into());
+    }
+    let bytes = command_bytes(args);
+    if tx.queued_bytes + tx.watched_bytes + bytes > max {
+        abort(tx);
+        return Value::err(format!(
+            "ERR transaction too large: its commands and watched keys would hold more than {max} \
+             bytes, the largest entry this server proposes; EXEC will discard it"
+        ));
     }
     if let Some(q) = tx.queue.as_mut() {
         q.push(args.to_vec());
+        tx.queued_bytes += bytes;
     }
     Value::Simple("QUEUED".into())
 }
@@ -268,14 +324,46 @@ mod tests {
     #[test]
     fn queueing_refuses_unknown_and_wrong_arity_commands_and_flags_the_transaction() {
         let mut tx = TxState { queue: Some(vec![]), ..Default::default() };
-        assert_eq!(queue(&mut tx, "SET", &a(&["SET", "k", "v"])), Value::Simple("QUEUED".into()));
+        assert_eq!(queue(&mut tx, "SET", &a(&["SET", "k", "v"]), 1 << 20), Value::Simple("QUEUED".into()));
         assert!(!tx.aborted);
-        assert_eq!(queue(&mut tx, "GET", &a(&["GET"])), keycmd::arity_error("get"));
+        assert_eq!(queue(&mut tx, "GET", &a(&["GET"]), 1 << 20), keycmd::arity_error("get"));
         assert!(tx.aborted);
         let mut tx = TxState { queue: Some(vec![]), ..Default::default() };
         assert!(
-            matches!(queue(&mut tx, "NOSUCH", &a(&["NOSUCH"])), Value::Error(e) if e.contains("unknown command"))
+            matches!(queue(&mut tx, "NOSUCH", &a(&["NOSUCH"]), 1 << 20), Value::Error(e) if e.contains("unknown command"))
         );
         assert!(tx.aborted);
+    }
+
+    /// A transaction holds at most its bound: the command that would pass it is refused,
+    /// the queue is dropped at once (EXEC would answer EXECABORT), and later commands are
+    /// answered QUEUED but kept nowhere.
+    #[test]
+    fn a_transaction_past_its_bound_is_dropped_not_held() {
+        let set = a(&["SET", "k", &"v".repeat(1000)]);
+        let per = command_bytes(&set);
+        let max = 10 * per;
+        let mut tx = TxState { queue: Some(vec![]), ..Default::default() };
+        for _ in 0..10 {
+            assert_eq!(queue(&mut tx, "SET", &set, max), Value::Simple("QUEUED".into()));
+        }
+        assert_eq!(tx.queued_bytes, max);
+        assert!(!tx.aborted);
+        let over = queue(&mut tx, "SET", &set, max);
+        assert!(matches!(&over, Value::Error(e) if e.starts_with("ERR transaction too large")), "{over:?}");
+        assert!(tx.aborted);
+        assert_eq!((tx.queue.as_ref().map(Vec::len), tx.queued_bytes), (Some(0), 0));
+        for _ in 0..1000 {
+            assert_eq!(queue(&mut tx, "SET", &set, max), Value::Simple("QUEUED".into()));
+        }
+        assert_eq!((tx.queue.as_ref().map(Vec::len), tx.queued_bytes), (Some(0), 0));
+        // Watched keys count against the same bound.
+        let mut tx = TxState {
+            queue: Some(vec![]),
+            watched: vec![(vec![b'w'; 9 * per], WatchState { present: false, index: 0, live: false })],
+            watched_bytes: 9 * per + ITEM_OVERHEAD,
+            ..Default::default()
+        };
+        assert!(matches!(queue(&mut tx, "SET", &set, max), Value::Error(_)));
     }
 }

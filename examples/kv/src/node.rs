@@ -390,6 +390,18 @@ pub struct Node {
     acl: Acl,
     /// What the server counts about its work (`crate::metrics`).
     metrics: crate::metrics::KvMetrics,
+    /// The engine's largest proposal (`EngineConfig::max_entry_bytes`): what a
+    /// transaction may queue and watch (`crate::multi`), since EXEC proposes it whole.
+    max_entry_bytes: usize,
+}
+
+impl Node {
+    /// The most bytes a connection's transaction may hold (its queued commands and
+    /// watched keys, `crate::multi::TxState`): the engine's largest proposal, since EXEC
+    /// proposes the transaction as one entry.
+    pub fn max_tx_bytes(&self) -> usize {
+        self.max_entry_bytes
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -494,6 +506,7 @@ impl Node {
         ec.create_policy = CreatePolicy::new(move |group, _from| {
             known_group(group, shards) || read_routes(&proutes).get(group).is_some()
         });
+        let max_entry_bytes = ec.max_entry_bytes;
         let engine = Engine::open(
             ec,
             Box::new(QuicTransport::with_shared_endpoint(ep.clone(), inbox, DecodeLimits::default())),
@@ -531,6 +544,7 @@ impl Node {
             reload: Mutex::new(()),
             acl,
             metrics,
+            max_entry_bytes,
         });
         let weak = Arc::downgrade(&node);
         std::thread::Builder::new()

@@ -473,3 +473,66 @@ fn an_unauthenticated_client_that_does_not_read_is_closed_at_its_small_output_li
     let v: String = c.redis(1).get("k").unwrap();
     assert_eq!(v, "x");
 }
+
+/// A transaction is bounded by the largest entry the server proposes (the engine's
+/// `max_entry_bytes`, 4 MiB by default), not held whole until EXEC: a client opens MULTI
+/// and queues 256 MiB of SETs (4,096 of 64 KiB). The command that passes the bound gets an
+/// error and the queue is dropped at once; every other SET is answered `+QUEUED`; EXEC
+/// answers Redis's EXECABORT. The server's peak resident memory grows by less than 128
+/// MiB (a server that queues everything holds the 256 MiB).
+#[test]
+fn a_transaction_is_bounded_by_the_largest_entry_not_held_until_exec() {
+    const SETS: usize = 4096;
+    let mut c = Cluster::new(Some("pw"), "shards = 1");
+    c.start(1, true);
+    c.wait_writable(1, "k");
+    let pid = c.nodes[&1].child.as_ref().unwrap().id();
+    let mut s = TcpStream::connect(c.addr(1)).unwrap();
+    let (before, _) = rss(pid);
+    let mut writer = s.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let value = vec![b'v'; 64 << 10];
+        writer.write_all(&command(&[b"AUTH", b"pw"])).unwrap();
+        writer.write_all(&command(&[b"MULTI"])).unwrap();
+        let set = command(&[b"SET", b"tx-key", &value]);
+        for _ in 0..SETS {
+            writer.write_all(&set).unwrap();
+        }
+        writer.write_all(&command(&[b"EXEC"])).unwrap();
+    });
+    let abort = b"-EXECABORT Transaction discarded because of previous errors.\r\n";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 64 << 10];
+    let mut peak = 0;
+    while !out.ends_with(abort) {
+        assert!(Instant::now() < deadline, "no EXEC reply; read {} bytes", out.len());
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("closed; read {:?}", String::from_utf8_lossy(&out)),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("{e}"),
+        }
+        peak = peak.max(rss(pid).1);
+    }
+    flood.join().unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("+OK\r\n+OK\r\n"), "{}", &text[..text.len().min(200)]);
+    assert_eq!(text.matches("+QUEUED\r\n").count(), SETS - 1);
+    assert_eq!(text.matches("-ERR transaction too large").count(), 1);
+    let grew = peak.saturating_sub(before);
+    eprintln!("MULTI flood: 256 MiB queued by the client, server peak RSS grew {} MiB", grew >> 20);
+    assert!(grew < 128 << 20, "server memory grew {} MiB for one transaction", grew >> 20);
+    // The connection and the server still serve.
+    let mut con = c.redis(1);
+    let v: Option<String> = con.get("tx-key").unwrap();
+    assert_eq!(v, None, "the aborted transaction wrote nothing");
+    // Watched keys count against the same bound: 70 keys of 64 KiB are refused whole.
+    let keys: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 64 << 10]).collect();
+    let r: redis::RedisResult<()> = redis::cmd("WATCH").arg(&keys).query(&mut con);
+    let e = r.expect_err("a WATCH past the bound");
+    assert!(e.to_string().contains("too many watched keys"), "{e}");
+    let r: redis::RedisResult<()> = redis::cmd("WATCH").arg(&keys[..8]).query(&mut con);
+    r.expect("a WATCH within the bound");
+}
