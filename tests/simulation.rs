@@ -98,6 +98,7 @@ fn assert_minimums(c: &Counters) {
     min("lease reads under a lease kept through a wake", c.lease_reads_after_wake, 800.0);
     min("proposals refused past max_uncommitted_bytes", c.proposals_refused_uncommitted, 10_000.0);
     min("reads refused or dropped past max_pending_reads", c.reads_refused_full, 5_000.0);
+    min("reads given up at a follower (abandon_read)", c.reads_abandoned, 1_000.0);
     min("node stalls", c.stalls, 4_000.0);
     min("reads sent to a stalled node", c.reads_during_stall, 300.0);
     min("session writes applied (exactly once each)", c.session_writes_applied, 20_000.0);

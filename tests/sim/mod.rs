@@ -166,6 +166,8 @@ const SESSION_SALT: u64 = 0x5e55_1025;
 const UNCOMMITTED_SALT: u64 = 0x0c0a_b1e5;
 /// Salt of the draw of `Profile::max_pending_reads`.
 const READS_SALT: u64 = 0x4ead_5a17;
+/// Salts the seed of the RNG of callers that give up on their reads (`Raft::abandon_read`).
+const ABANDON_SALT: u64 = 0xab4d_0e4d;
 
 /// An environment variable parsed as a number.
 pub fn env_u64(name: &str) -> Option<u64> {
@@ -385,6 +387,9 @@ pub struct Counters {
     pub reads_refused_full: u64,
     /// Heartbeat rounds sent only to a quorum to confirm reads (stats).
     pub quorum_read_rounds: u64,
+    /// Reads whose caller gave up while a follower waited for its leader's answer
+    /// (`Raft::abandon_read`, as the engine's read timeout does).
+    pub reads_abandoned: u64,
     /// Node stalls (missed ticks and messages while the clock ran on).
     pub stalls: u64,
     /// Reads that reached a stalled node (handled when it resumed).
@@ -462,6 +467,7 @@ impl Counters {
             proposals_refused_uncommitted,
             reads_refused_full,
             quorum_read_rounds,
+            reads_abandoned,
             stalls,
             reads_during_stall,
             sessions_registered,
@@ -788,6 +794,14 @@ pub struct Sim {
     outcomes: Outcomes,
     /// The session proposers' own randomness.
     srng: Rng,
+    /// The randomness of callers that give up on reads (its own, so the other draws of a
+    /// seed's schedule stay as they were).
+    arng: Rng,
+    /// Reads whose caller will give up: (step, node, incarnation, ctx).
+    abandons: Vec<(u64, usize, u64, u64)>,
+    /// Reads given up at a follower: if released after all (the answer was already in
+    /// the follower's Ready), checked but not served.
+    abandoned: HashSet<u64>,
     /// The proposers' sessions.
     sim_sessions: Vec<SimSession>,
     /// The checker's record of session writes.
@@ -834,6 +848,9 @@ impl Sim {
             quiet_until: 0,
             outcomes: Outcomes::default(),
             srng: Rng::new(seed ^ SESSION_SALT),
+            arng: Rng::new(seed ^ ABANDON_SALT),
+            abandons: Vec::new(),
+            abandoned: HashSet::new(),
             sim_sessions: Vec::new(),
             scheck: SessionCheck::default(),
             c: Counters::default(),
@@ -1797,6 +1814,11 @@ impl Sim {
                         start.required
                     );
                 }
+                if self.abandoned.contains(&rs.ctx) {
+                    // Its caller gave up (the answer was on its way): nobody serves it, as
+                    // the engine finds no waiter for it.
+                    continue;
+                }
                 self.nodes[n].reads.push((rs.ctx, rs.index));
             }
             self.serve_reads(n);
@@ -2268,6 +2290,9 @@ impl Sim {
         for n in 0..self.nodes.len() {
             self.credit(n);
         }
+        if !self.abandons.is_empty() {
+            self.abandon_due_reads();
+        }
         if self.p.quiesce && self.faults {
             // Quiet periods let groups go idle and quiesce.
             if self.now < self.quiet_until {
@@ -2363,7 +2388,32 @@ impl Sim {
             return Ok(());
         }
         self.read_starts.insert(ctx, start);
+        let follower = self.nodes[n].raft.as_ref().is_some_and(|r| r.role() == Role::Follower);
+        if follower && self.arng.chance(0.2) {
+            // Its caller gives up before or after the leader's answer (the engine's read
+            // timeout calls `abandon_read`).
+            let at = self.now + self.arng.range(1, 40);
+            self.abandons.push((at, n, self.nodes[n].incarnation, ctx));
+        }
         self.read_ctx(n, ctx)
+    }
+
+    /// Callers whose time is up give up on their reads: a follower forgets them.
+    fn abandon_due_reads(&mut self) {
+        let now = self.now;
+        let due: Vec<_> = self.abandons.iter().copied().filter(|a| a.0 <= now).collect();
+        self.abandons.retain(|a| a.0 > now);
+        for (_, n, incarnation, ctx) in due {
+            let node = &mut self.nodes[n];
+            let Some(r) = node.raft.as_mut().filter(|_| node.incarnation == incarnation) else { continue };
+            let follower = r.role() == Role::Follower;
+            r.abandon_read(ctx);
+            if follower {
+                self.abandoned.insert(ctx);
+                self.c.reads_abandoned += 1;
+                self.trace(|| format!("node {n}: the caller of read {ctx} gives up"));
+            }
+        }
     }
 
     /// Node `n` takes read `ctx` (its start already recorded).

@@ -3,11 +3,28 @@
 //! `[^abc]` and `[a-z]` classes, `\` quoting the next byte. Matching is on bytes, optionally
 //! ignoring ASCII case.
 //!
-//! Owns matching only. Never allocates; the recursion on `*` is bounded by collapsing runs
-//! of stars and by the pattern's length (Redis bounds its own the same way).
+//! Owns matching only. Never allocates. The work is bounded as Redis bounds its own
+//! since CVE-2022-36021 and CVE-2024-31228: a `*` whose rest of the pattern matched
+//! nowhere in the rest of the string ends the search (no earlier `*` can do better by
+//! taking more), which keeps a pattern like `*a*a*a…b` from exponential time; and at most
+//! [`MAX_NESTING`] `*` deep (a deeper match is no match), which bounds the recursion, so a
+//! long pattern cannot overflow a thread's stack.
+
+/// The most `*` a match recurses through (Redis's limit): past it, no match.
+pub const MAX_NESTING: u32 = 1000;
 
 /// Whether `s` matches the Redis glob `p` (ASCII case ignored when `nocase`).
 pub fn matches(p: &[u8], s: &[u8], nocase: bool) -> bool {
+    let mut skip_longer = false;
+    match_from(p, s, nocase, &mut skip_longer, 0)
+}
+
+/// `matches`, `nesting` stars deep; sets `skip_longer` once the rest of the pattern after a
+/// `*` matched nowhere in the rest of the string.
+fn match_from(p: &[u8], s: &[u8], nocase: bool, skip_longer: &mut bool, nesting: u32) -> bool {
+    if nesting > MAX_NESTING {
+        return false;
+    }
     let eq = |a: u8, b: u8| if nocase { a.eq_ignore_ascii_case(&b) } else { a == b };
     let (mut p, mut s) = (p, s);
     while !p.is_empty() && !s.is_empty() {
@@ -20,11 +37,17 @@ pub fn matches(p: &[u8], s: &[u8], nocase: bool) -> bool {
                     return true;
                 }
                 while !s.is_empty() {
-                    if matches(&p[1..], s, nocase) {
+                    if match_from(&p[1..], s, nocase, skip_longer, nesting + 1) {
                         return true;
+                    }
+                    if *skip_longer {
+                        return false;
                     }
                     s = &s[1..];
                 }
+                // The rest matched from nowhere in the rest of the string: an earlier `*`
+                // taking more would only start it later.
+                *skip_longer = true;
                 return false;
             }
             b'?' => s = &s[1..],
@@ -116,7 +139,7 @@ pub fn key_matches(pattern: &[u8], key: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{matches, MAX_NESTING};
 
     /// The cases of Redis's own util.c tests and its KEYS documentation.
     #[test]
@@ -155,5 +178,29 @@ mod tests {
         // Many stars on a long miss stay quick (collapsed runs).
         let long = "a".repeat(200);
         no(&format!("{}b", "*".repeat(50)), &long);
+    }
+
+    /// Patterns that take exponential time or overflow a stack with plain backtracking
+    /// (Redis's CVE-2022-36021 and CVE-2024-31228) are answered at once, and as Redis
+    /// answers them.
+    #[test]
+    fn abusive_patterns_are_bounded() {
+        let t = std::time::Instant::now();
+        // Exponential with plain backtracking: 62 s for 12 stars against 40 bytes.
+        let p = format!("{}b", "*a".repeat(30));
+        assert!(!matches(p.as_bytes(), "a".repeat(60).as_bytes(), false));
+        assert!(matches(p.as_bytes(), format!("{}b", "a".repeat(60)).as_bytes(), false));
+        // Recursion as deep as the key with plain backtracking: a stack overflow.
+        let key = "a".repeat(40_000);
+        let deep = "*a".repeat(40_000);
+        assert!(!matches(deep.as_bytes(), key.as_bytes(), false), "deeper than MAX_NESTING: no match");
+        let within = "*a".repeat(MAX_NESTING as usize);
+        assert!(matches(within.as_bytes(), key.as_bytes(), false));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+        // Still a full matcher: the later stars find their matches.
+        assert!(matches(b"*a*b*c", b"xxaxxbxxc", false));
+        assert!(!matches(b"*a*b*c", b"xxaxxcxxb", false));
+        assert!(matches(b"*ab*ab", b"abab", false));
+        assert!(matches(b"a*b*", b"ab", false));
     }
 }
