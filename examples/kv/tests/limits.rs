@@ -536,3 +536,35 @@ fn a_transaction_is_bounded_by_the_largest_entry_not_held_until_exec() {
     let r: redis::RedisResult<()> = redis::cmd("WATCH").arg(&keys[..8]).query(&mut con);
     r.expect("a WATCH within the bound");
 }
+
+/// Abusive glob patterns (Redis's CVE-2022-36021 and CVE-2024-31228) cost a node neither
+/// its process nor minutes: against a 40,000-byte key, a KEYS pattern of 40,000 stars
+/// (which recursed once per star, past a thread's stack) and `*a` thirty times then `b`
+/// (exponential with plain backtracking) are answered, empty, and the node serves on.
+#[test]
+fn abusive_glob_patterns_are_answered_at_once() {
+    let mut c = Cluster::new(None, "shards = 2");
+    c.start(1, true);
+    c.wait_writable(1, "k");
+    let mut con = c.redis(1);
+    let key = "a".repeat(40_000);
+    let _: () = con.set(&key, "v").unwrap();
+    let t = Instant::now();
+    let deep: Vec<String> = con.keys("*a".repeat(40_000)).unwrap();
+    assert!(deep.is_empty(), "deeper than Redis's nesting limit: no match");
+    let slow: Vec<String> = con.keys(format!("{}b", "*a".repeat(30))).unwrap();
+    assert!(slow.is_empty());
+    let (_, found): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg(format!("{}b", "*a".repeat(30)))
+        .arg("COUNT")
+        .arg(1000)
+        .query(&mut con)
+        .unwrap();
+    assert!(found.is_empty());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let hit: Vec<String> = con.keys("*a".repeat(100)).unwrap();
+    assert_eq!(hit, vec![key]);
+    let _: i64 = con.incr("served", 1).unwrap();
+}
