@@ -25,7 +25,10 @@
 //!   key can hold), so a batch of large replies overshoots the bound by at most one batch.
 //! - A connection still unauthenticated after `auth_timeout_ms`, or idle (nothing received
 //!   or sent and no command running) for `idle_timeout_ms`, is closed.
-//! - Connections past `max_clients` get an error and are closed; with no password set,
+//! - Connections past `max_clients` get an error and are closed; a connection that is
+//!   gone while a job of it is still queued for or running on an executor keeps counting
+//!   until the job is done (`Conn::lease`), so clients that close with work queued cannot
+//!   pile up jobs while the executors are busy. With no password set,
 //!   clients from other hosts get protected mode's `-DENIED` and are closed
 //!   ([`crate::acl`]).
 //!
@@ -79,11 +82,18 @@ struct Job {
     /// A joint entry of several connections' writes to see through (its members are woken
     /// when done; nothing is sent back on the done channel).
     joint: Option<Continuation>,
+    /// The connection's lease ([`Conn::lease`]), held while the job is queued or runs.
+    _lease: Option<Arc<()>>,
 }
 
 impl Job {
     fn batch(token: Token, cmds: Vec<Vec<Vec<u8>>>, sess: Session) -> Job {
-        Job { token, cmds, sess, finish: None, abandoned: None, joint: None }
+        Job { token, cmds, sess, finish: None, abandoned: None, joint: None, _lease: None }
+    }
+
+    /// The job holds `lease` until it is done (dropped).
+    fn leased(self, lease: &Arc<()>) -> Job {
+        Job { _lease: Some(Arc::clone(lease)), ..self }
     }
 
     fn joint(c: Continuation) -> Job {
@@ -198,6 +208,11 @@ struct Conn {
     waker: std::task::Waker,
     /// Size as received of the batch at an executor.
     in_flight_bytes: usize,
+    /// Shared with every job of this connection queued for or running on an executor: a
+    /// connection that is gone while such a job is still held keeps counting against
+    /// `max_clients` (as an orphan) until the job is done, so closing connections with
+    /// work queued cannot pile up unbounded jobs while the executors are busy.
+    lease: Arc<()>,
     /// `None` while a batch is at an executor.
     sess: Option<Session>,
     /// AUTH succeeded or no password is set (as of the last batch answered).
@@ -269,7 +284,8 @@ impl Conn {
             Err(f) => {
                 // The executor answers through the done channel; if the pool is gone the
                 // loop is stopping.
-                let _ = jobs.send(Job { finish: Some(f), ..Job::batch(t, Vec::new(), Session::default()) });
+                let job = Job { finish: Some(f), ..Job::batch(t, Vec::new(), Session::default()) };
+                let _ = jobs.send(job.leased(&self.lease));
                 false
             }
         }
@@ -420,6 +436,8 @@ fn run(
     let wakes = Arc::new(WakeQueue::new(waker.clone()));
     let protected = node.config().protected_mode;
     let mut conns: HashMap<Token, Conn> = HashMap::new();
+    // Leases of gone connections with jobs still held (`Conn::lease`).
+    let mut orphans: Vec<Arc<()>> = Vec::new();
     let mut next = 2usize;
     let mut events = Events::with_capacity(1024);
     let mut next_sweep = Instant::now() + bounds.sweep_every;
@@ -458,7 +476,7 @@ fn run(
             if Instant::now() >= d {
                 tracing::warn!(connections = conns.len(), "drain deadline passed: closing the rest");
                 for (t, c) in conns.drain() {
-                    retire(c, t, poll.registry(), &job_tx);
+                    retire(c, t, poll.registry(), &job_tx, &mut orphans);
                 }
                 break;
             }
@@ -483,7 +501,9 @@ fn run(
                                 clients.rejected.fetch_add(1, Ordering::Relaxed);
                                 continue;
                             }
-                            if conns.len() >= max_clients {
+                            // Gone connections whose jobs are still queued or running count.
+                            orphans.retain(|l| Arc::strong_count(l) > 1);
+                            if conns.len() + orphans.len() >= max_clients {
                                 let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
                                 clients.rejected.fetch_add(1, Ordering::Relaxed);
                                 continue;
@@ -506,6 +526,7 @@ fn run(
                                         queue: VecDeque::new(),
                                         queued_bytes: 0,
                                         in_flight_bytes: 0,
+                                        lease: Arc::new(()),
                                         sess: Some(Session {
                                             id: crate::hello::next_client_id(),
                                             ..fresh.clone()
@@ -567,7 +588,7 @@ fn run(
                 drive(c, t, &node, &bounds, &job_tx, &local_tx, now, &mut chunk, &mut joiner, &mut reads);
             if !alive {
                 if let Some(c) = conns.remove(&t) {
-                    retire(c, t, poll.registry(), &job_tx);
+                    retire(c, t, poll.registry(), &job_tx, &mut orphans);
                 }
             }
         }
@@ -582,7 +603,7 @@ fn run(
                 conns.iter().filter(|(_, c)| c.expired(&bounds, now)).map(|(t, _)| *t).collect();
             for t in expired {
                 if let Some(c) = conns.remove(&t) {
-                    retire(c, t, poll.registry(), &job_tx);
+                    retire(c, t, poll.registry(), &job_tx, &mut orphans);
                 }
             }
         }
@@ -623,11 +644,15 @@ fn raise_backlog(listener: &std::net::TcpListener) {
 }
 
 /// Forgets a finished connection; a batch it had in flight on the loop goes to an executor
-/// to be seen through.
-fn retire(mut c: Conn, t: Token, registry: &mio::Registry, jobs: &Sender<Job>) {
+/// to be seen through. While a job of it is still held, its lease joins `orphans`.
+fn retire(mut c: Conn, t: Token, registry: &mio::Registry, jobs: &Sender<Job>, orphans: &mut Vec<Arc<()>>) {
     let _ = registry.deregister(&mut c.stream);
     if let Some(inf) = c.inflight.take() {
-        let _ = jobs.send(Job { abandoned: Some(inf), ..Job::batch(t, Vec::new(), Session::default()) });
+        let job = Job { abandoned: Some(inf), ..Job::batch(t, Vec::new(), Session::default()) };
+        let _ = jobs.send(job.leased(&c.lease));
+    }
+    if Arc::strong_count(&c.lease) > 1 {
+        orphans.push(c.lease);
     }
 }
 
@@ -732,7 +757,7 @@ fn drive(
                 })
             });
             if internal {
-                if local.send(Job::batch(t, cmds, sess)).is_err() {
+                if local.send(Job::batch(t, cmds, sess).leased(&c.lease)).is_err() {
                     return false;
                 }
             } else {
@@ -746,7 +771,7 @@ fn drive(
                         c.settle(node, t, jobs, now);
                     }
                     Err((cmds, sess)) => {
-                        if jobs.send(Job::batch(t, cmds, sess)).is_err() {
+                        if jobs.send(Job::batch(t, cmds, sess).leased(&c.lease)).is_err() {
                             return false;
                         }
                     }

@@ -568,3 +568,78 @@ fn abusive_glob_patterns_are_answered_at_once() {
     assert_eq!(hit, vec![key]);
     let _: i64 = con.incr("served", 1).unwrap();
 }
+
+/// Connections that close with a job still queued for the executors keep counting against
+/// `max_clients` until the job is done: with one executor kept busy by `KEYS *` over
+/// 200,000 keys, clients that send it and reset their connections at once cannot pile up
+/// jobs (each holding up to a query buffer); once 8 (`max_clients`) are held, a new
+/// connection is refused with Redis's error, and once the jobs are done one is served.
+#[test]
+fn closed_connections_with_queued_jobs_count_against_max_clients() {
+    let mut c = Cluster::new(None, "shards = 1\nexecutor_threads = 1\nmax_clients = 8");
+    c.start(1, true);
+    c.wait_writable(1, "k");
+    let mut con = c.redis(1);
+    for b in 0..200 {
+        let mut cmd = redis::cmd("MSET");
+        for i in 0..1000 {
+            cmd.arg(format!("key:{b}:{i}")).arg("v");
+        }
+        let _: () = cmd.query(&mut con).unwrap();
+    }
+    drop(con);
+    let keys = command(&[b"KEYS", b"*"]);
+    let mut refused = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refused == 0 && Instant::now() < deadline {
+        for _ in 0..16 {
+            let s = TcpStream::connect(c.addr(1)).unwrap();
+            let _ = (&s).write_all(&keys);
+            // Closed with a reset: the server sees it gone at once.
+            reset_on_close(&s);
+            drop(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut probe = TcpStream::connect(c.addr(1)).unwrap();
+        probe.write_all(&command(&[b"PING"])).unwrap();
+        let (out, _) = read_until_closed(&mut probe, Duration::from_millis(500));
+        if String::from_utf8_lossy(&out).starts_with("-ERR max number of clients reached") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "gone connections' queued jobs never counted against max_clients");
+    wait_until_served(&c.addr(1), Duration::from_secs(60));
+}
+
+/// Waits until a new connection is answered PONG (at most `within`).
+fn wait_until_served(addr: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&command(&[b"PING"])).unwrap();
+        let (out, _) = read_until_closed(&mut s, Duration::from_millis(300));
+        if out.starts_with(b"+PONG\r\n") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never served again: {:?}", String::from_utf8_lossy(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Makes closing `s` send a reset (SO_LINGER with a zero timeout).
+fn reset_on_close(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt on a socket `s` owns and keeps open for the call, with a pointer
+    // to a `linger` value and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
