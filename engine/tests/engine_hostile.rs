@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common_engine::*;
 use flotilla_engine::api::*;
-use flotilla_engine::raft::{Message, MessageBody, NodeId, Role};
+use flotilla_engine::raft::{Entry, EntryPayload, Message, MessageBody, NodeId, Role};
 use flotilla_engine::transport::{
     HeartbeatAck, MemoryNetwork, MemoryTransport, Transport, TransportEvent, WireItem,
 };
@@ -396,4 +396,55 @@ fn a_learnt_replica_cannot_be_re_pointed_to_another_node() {
         });
     }
     e1.shutdown();
+}
+
+/// One peer frame with more entries than one WAL write takes does not stop the engine:
+/// node 2 (a raw peer) founds group 77 on node 1 with one frame of eight Appends, 400,000
+/// Noop entries in all (about 6 MB in the WAL, past the 4 MiB segments here).
+/// The follower writes them in several batches, acknowledges the whole append once it is
+/// durable, and the engine goes on serving its other groups.
+#[test]
+fn an_append_larger_than_a_wal_write_is_written_in_several() {
+    const N: u64 = 400_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |_| {});
+    let mut p2 = net.join(2, 1 << 16);
+    // Appends of 50,000 entries each (the codec takes at most 65,536 in one), all in one
+    // frame.
+    let items = (0..N / 50_000)
+        .map(|k| {
+            let first = k * 50_000 + 1;
+            let entries: Vec<Entry> = (first..first + 50_000)
+                .map(|i| Entry { term: 1, index: i, payload: EntryPayload::Noop })
+                .collect();
+            let prev_term = if first == 1 { 0 } else { 1 };
+            let body = MessageBody::Append { prev_index: first - 1, prev_term, entries, commit: 0 };
+            msg(77, 1, 2, 1, body)
+        })
+        .collect();
+    send(&p2, 1, items);
+    let deadline = Instant::now() + LONG;
+    let mut acked = 0;
+    while acked < N {
+        assert!(Instant::now() < deadline, "append acknowledged up to {acked} of {N}: {:?}", e1.metrics());
+        let Some(TransportEvent::Items { items, .. }) = p2.recv_timeout(Duration::from_millis(10)) else {
+            continue;
+        };
+        for it in items {
+            if let WireItem::Msg { group: 77, msg } = it {
+                if let MessageBody::AppendResponse { index, reject: false, .. } = msg.body {
+                    acked = acked.max(index);
+                }
+            }
+        }
+    }
+    let m = e1.metrics();
+    assert!(m.wal_batches >= 2, "{m:?}");
+    // The engine still runs: a group of its own takes a proposal.
+    let sm = ChainSm::boxed(&reg, 5);
+    e1.create_group(5, &[1], sm).unwrap();
+    wait_engine_leads(&e1, 5, LONG);
+    e1.propose(5, Bytes::from_static(b"after")).unwrap().wait_timeout(LONG).unwrap().unwrap();
 }

@@ -40,8 +40,21 @@ impl Worker {
             self.writes.batch.set_meta(gid, &g.meta().encode());
         }
         let last = rd.entries.last().map(|e| (e.index, e.term));
+        let split_at = self.sh.cfg.get().wal.max_write_bytes / 2;
         for e in &rd.entries {
             add_entry(&mut self.writes.batch, gid, e);
+            if self.writes.batch.encoded_len() >= split_at {
+                // More entries than one WAL write takes (a follower handed a turn's worth
+                // of appends; a peer's single frame can carry millions of tiny entries):
+                // written in several batches, each within the WAL's size. The group's
+                // acknowledgements wait for the last (one thread's batches are durable in
+                // order); what completes meanwhile is seen at the turn's end.
+                if let Err(e) = self.writes.submit(&self.sh.wal, &self.sh.counters) {
+                    tracing::error!(%e, "wal submit failed; engine stops");
+                    self.storage_failed();
+                    return;
+                }
+            }
         }
         if let Some(hs) = rd.hard_state {
             if rd.hard_state_commit_only && rd.entries.is_empty() && rd.snapshot.is_none() {
