@@ -105,16 +105,23 @@ impl<S: LogStore> Raft<S> {
         let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
         let Some(p) = self.progress_mut(from) else { return };
         p.recent_active = true;
-        p.probe_sent = false;
+        // Only an answer to a round not answered before says anything new about the
+        // follower's appends: a repeated one (a duplicate, or a peer repeating it a million
+        // times in one coalesced item) must not make this leader free a window slot or
+        // build an append for each.
+        let fresh = round > p.acked_round;
         p.acked_round = p.acked_round.max(round);
-        // The follower is alive: if a full window holds appends that were lost, free one so
-        // the next append resynchronizes (etcd's FreeFirstOne).
-        if p.state == ProgressState::Replicate && p.inflights.full(max_msgs, max_bytes) {
-            p.inflights.free_first_one();
-        }
-        let lagging = p.matched < last;
-        if lagging {
-            self.maybe_send_append(from, true);
+        if fresh {
+            p.probe_sent = false;
+            // The follower is alive: if a full window holds appends that were lost, free
+            // one so the next append resynchronizes (etcd's FreeFirstOne).
+            if p.state == ProgressState::Replicate && p.inflights.full(max_msgs, max_bytes) {
+                p.inflights.free_first_one();
+            }
+            let lagging = p.matched < last;
+            if lagging {
+                self.maybe_send_append(from, true);
+            }
         }
         self.note_full_round_answer(from, round);
         self.process_reads();
@@ -264,6 +271,37 @@ mod tests {
             let rd = answer(&mut r, 2, r3 + 1);
             assert_eq!(rd.read_states.iter().map(|s| s.ctx).collect::<Vec<_>>(), [13]);
         }
+    }
+
+    /// A lagging follower's answer to a heartbeat round gets it an append (its probe is
+    /// answered); the same answer repeated (a duplicate, or a peer repeating it in one
+    /// coalesced item) gets nothing more, and the answer to the next round gets the next.
+    #[test]
+    fn only_an_answer_to_a_new_round_sends_a_lagging_follower_an_append() {
+        let mut r = leader();
+        let term = r.term();
+        let appends_to_3 = |rd: &Ready| {
+            rd.messages.iter().filter(|m| m.to == 3 && matches!(m.body, MessageBody::Append { .. })).count()
+        };
+        let mut round = |r: &mut Raft<MemStorage>| {
+            for _ in 0..=r.cfg.heartbeat_interval_ticks {
+                r.tick();
+                if let Some((round, _)) = rounds(&r.ready()).first() {
+                    return *round;
+                }
+            }
+            panic!("no heartbeat round");
+        };
+        let r1 = round(&mut r);
+        r.step_heartbeat_response(3, 1, term, r1).unwrap();
+        assert_eq!(appends_to_3(&r.ready()), 1, "the answer to a new round probes the lagging follower");
+        for _ in 0..1000 {
+            r.step_heartbeat_response(3, 1, term, r1).unwrap();
+        }
+        assert_eq!(appends_to_3(&r.ready()), 0, "repeated answers to the same round send nothing");
+        let r2 = round(&mut r);
+        r.step_heartbeat_response(3, 1, term, r2).unwrap();
+        assert_eq!(appends_to_3(&r.ready()), 1, "the next round's answer probes again");
     }
 
     /// Replica 1 following leader 2 in term 3, with entries 1..=2 of term 3 durable.
