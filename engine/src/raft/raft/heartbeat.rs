@@ -283,7 +283,7 @@ mod tests {
         let appends_to_3 = |rd: &Ready| {
             rd.messages.iter().filter(|m| m.to == 3 && matches!(m.body, MessageBody::Append { .. })).count()
         };
-        let mut round = |r: &mut Raft<MemStorage>| {
+        let round = |r: &mut Raft<MemStorage>| {
             for _ in 0..=r.cfg.heartbeat_interval_ticks {
                 r.tick();
                 if let Some((round, _)) = rounds(&r.ready()).first() {
