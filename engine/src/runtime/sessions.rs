@@ -37,6 +37,11 @@ pub(super) enum SessionStep {
     Answer(Outcome),
 }
 
+/// `EngineConfig::session_ttl`'s bounds in ms, which a register entry's TTL is clamped to.
+const MIN_TTL_MS: u64 = crate::api::MIN_SESSION_TTL.as_millis() as u64;
+const MAX_TTL_MS: u64 = crate::api::MAX_SESSION_TTL.as_millis() as u64;
+use crate::api::MAX_SESSIONS;
+
 /// Runs a session entry at `index` through `table` (`supported`: the state machine
 /// holds sessions, see `StateMachine::supports_sessions`).
 pub(super) fn session_step(
@@ -50,7 +55,15 @@ pub(super) fn session_step(
     }
     match h.op {
         SessionOp::Register { ttl_ms, max_sessions } => {
-            table.register(index, h.stamp_ms, SessionLimits { ttl_ms, max_sessions });
+            // Clamped to the bounds `EngineConfig` validates (constants, so every replica
+            // applies the same): the entry comes from whichever leader wrote it, and a
+            // leader carrying `max_sessions = u64::MAX` or an endless TTL must not turn
+            // off eviction and expiry.
+            let limits = SessionLimits {
+                ttl_ms: ttl_ms.clamp(MIN_TTL_MS, MAX_TTL_MS),
+                max_sessions: max_sessions.clamp(1, MAX_SESSIONS),
+            };
+            table.register(index, h.stamp_ms, limits);
             SessionStep::Answer(Outcome::Applied(crate::api::encode_session_id(index)))
         }
         SessionOp::Close { session } => {
@@ -66,5 +79,27 @@ pub(super) fn session_step(
             Decision::Acked => SessionStep::Answer(Outcome::Refused(SessionRefusal::Acked)),
             Decision::Unknown => SessionStep::Answer(Outcome::Refused(SessionRefusal::Unknown)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A register entry's limits are clamped to the configuration's bounds: a leader that
+    /// writes `max_sessions = u64::MAX` or an endless TTL does not turn off eviction or
+    /// expiry on the replicas that apply it (the same on each: the bounds are constants).
+    #[test]
+    fn register_limits_are_clamped_to_the_configured_bounds() {
+        let mut t = SessionTable::new();
+        let h = |ttl_ms, max_sessions| SessionHeader {
+            op: SessionOp::Register { ttl_ms, max_sessions },
+            stamp_ms: 1000,
+        };
+        session_step(&mut t, true, 5, &h(u64::MAX, u64::MAX));
+        assert_eq!(t.limits(), SessionLimits { ttl_ms: MAX_TTL_MS, max_sessions: MAX_SESSIONS });
+        session_step(&mut t, true, 6, &h(0, 0));
+        assert_eq!(t.limits(), SessionLimits { ttl_ms: MIN_TTL_MS, max_sessions: 1 });
+        assert_eq!(t.len(), 1, "one session at most: the older one was evicted");
     }
 }
