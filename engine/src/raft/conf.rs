@@ -262,7 +262,10 @@ impl ConfState {
                             max: self.max_replica_id,
                         });
                     }
-                    if let Some(other) = self.members().into_iter().find(|m| m.node == r.node) {
+                    // One pass over the lists, no allocation: an entry may carry thousands of
+                    // changes.
+                    let mut on_node = self.voters.iter().chain(&self.voters_outgoing).chain(&self.learners);
+                    if let Some(other) = on_node.find(|m| m.node == r.node) {
                         return Err(ConfChangeError::NodeAlreadyMember { node: r.node, replica: other.id });
                     }
                     self.max_replica_id = r.id;
@@ -274,6 +277,9 @@ impl ConfState {
                 ChangeKind::Remove => self.remove(r),
                 // `apply` sends every change list holding a `Forget` to `forget`.
                 ChangeKind::Forget => return Err(ConfChangeError::ForgetMixed),
+            }
+            if self.voters.len() + self.learners.len() + self.learners_next.len() > MAX_MEMBERS {
+                return Err(ConfChangeError::TooManyMembers { max: MAX_MEMBERS });
             }
         }
         if self.voters.is_empty() {
@@ -390,6 +396,12 @@ impl ConfChange {
     }
 }
 
+/// Most replicas (voters and learners) one configuration may hold: the codec's default
+/// limit on a member list (a larger configuration could not travel in a snapshot), and a
+/// bound on the work a membership entry makes every replica do when it applies it (a
+/// hostile or buggy leader's entry of thousands of changes to an ever larger group).
+pub const MAX_MEMBERS: usize = 4096;
+
 /// Why a membership change cannot be applied to a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -455,6 +467,12 @@ pub enum ConfChangeError {
         /// Its existing replica.
         replica: ReplicaId,
     },
+    /// The configuration would hold more than [`MAX_MEMBERS`] replicas.
+    #[error("a configuration holds at most {max} replicas")]
+    TooManyMembers {
+        /// [`MAX_MEMBERS`].
+        max: usize,
+    },
 }
 
 #[cfg(test)]
@@ -463,6 +481,30 @@ mod tests {
 
     fn r(i: u64) -> Replica {
         Replica::new(i, i)
+    }
+
+    /// A configuration holds at most `MAX_MEMBERS` replicas: a change that would pass it is
+    /// refused whole (so every replica applying the entry keeps the same configuration).
+    #[test]
+    fn a_configuration_holds_at_most_max_members() {
+        let base = ConfState::with_voters([r(1), r(2), r(3)]);
+        let learners = |n: u64| ConfChange {
+            changes: (4..4 + n)
+                .map(|i| SingleChange { kind: ChangeKind::AddLearner, replica: r(i) })
+                .collect(),
+            ..Default::default()
+        };
+        let full = base.apply(&learners(MAX_MEMBERS as u64 - 3)).unwrap();
+        assert_eq!(full.members().len(), MAX_MEMBERS);
+        assert_eq!(
+            base.apply(&learners(MAX_MEMBERS as u64 - 2)),
+            Err(ConfChangeError::TooManyMembers { max: MAX_MEMBERS })
+        );
+        let one_more = ConfChange {
+            changes: vec![SingleChange { kind: ChangeKind::AddLearner, replica: r(10_000) }],
+            ..Default::default()
+        };
+        assert_eq!(full.apply(&one_more), Err(ConfChangeError::TooManyMembers { max: MAX_MEMBERS }));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod status;
 pub mod storage;
 pub mod types;
 
-pub use conf::{ChangeKind, ConfChange, ConfChangeError, ConfState, SingleChange, Transition};
+pub use conf::{ChangeKind, ConfChange, ConfChangeError, ConfState, SingleChange, Transition, MAX_MEMBERS};
 #[cfg(feature = "mutants")]
 pub use config::Mutant;
 pub use config::{Config, ConfigError, ReadMode, ValidConfig};
