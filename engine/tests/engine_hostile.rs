@@ -448,3 +448,55 @@ fn an_append_larger_than_a_wal_write_is_written_in_several() {
     wait_engine_leads(&e1, 5, LONG);
     e1.propose(5, Bytes::from_static(b"after")).unwrap().wait_timeout(LONG).unwrap().unwrap();
 }
+
+/// Removal records of groups never hosted here are bounded (`max_tombstone_records`):
+/// a raw peer reports, twenty times over many ticks (past the per-tick creation caps), the
+/// removal of replicas of 2,000 groups node 1 never hosted; node 1 records and
+/// acknowledges at most 50, and refuses the rest.
+#[test]
+fn removal_records_of_groups_never_hosted_are_bounded() {
+    const CAP: usize = 50;
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |c| {
+        c.workers = 1;
+        c.max_tombstone_records = CAP;
+    });
+    let mut p2 = net.join(2, 1 << 16);
+    let mut acked = std::collections::HashSet::new();
+    let deadline = Instant::now() + LONG;
+    // Every round reports all of them again, as a leader re-sends until acknowledged: a
+    // record is acknowledged at the report after it is durable.
+    for _ in 0..20 {
+        let items =
+            (0..2_000).map(|i| WireItem::Tombstone { group: 5_000 + i, replica: 3, conf_index: 9 }).collect();
+        send(&p2, 1, items);
+        // Past this tick's caps: the next round comes a few ticks later.
+        let until = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < until {
+            if let Some(TransportEvent::Items { items, .. }) = p2.recv_timeout(Duration::from_millis(5)) {
+                for it in items {
+                    if let WireItem::TombstoneAck { group, .. } = it {
+                        acked.insert(group);
+                    }
+                }
+            }
+        }
+    }
+    // Late acknowledgements (records made durable after the last round).
+    while Instant::now() < deadline {
+        let Some(TransportEvent::Items { items, .. }) = p2.recv_timeout(Duration::from_millis(200)) else {
+            break;
+        };
+        for it in items {
+            if let WireItem::TombstoneAck { group, .. } = it {
+                acked.insert(group);
+            }
+        }
+    }
+    let m = e1.metrics();
+    assert!(acked.len() <= CAP, "{} removals recorded past the cap of {CAP}", acked.len());
+    assert!(acked.len() >= CAP / 2, "the records under the cap were taken: {}", acked.len());
+    assert!(m.creates_refused > 0, "{m:?}");
+}

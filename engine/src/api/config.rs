@@ -259,6 +259,13 @@ pub struct EngineConfig {
     /// Of `max_unconfirmed_replicas`, how many one creating node may hold per worker.
     /// Default 256; bounds 1..=`max_unconfirmed_replicas`.
     pub max_unconfirmed_replicas_per_node: usize,
+    /// Tombstone records one worker may hold (replicas destroyed here, and removals that
+    /// peers reported of replicas never hosted here) before it stops recording the latter:
+    /// a peer's tombstone for a group not hosted here is then neither recorded nor
+    /// acknowledged (its sender keeps re-sending; its removal record stays). Records are
+    /// kept forever, so without it a peer could make a node hold any number. Default
+    /// 1,048,576; bounds 1..=67,108,864.
+    pub max_tombstone_records: usize,
     /// Ticks after which a replica created from a message that is still unconfirmed is
     /// dropped (its records leave the WAL, no tombstone stays: a real leader's next
     /// message creates it again). Default 6,000 (60 s at the default tick); bounds
@@ -405,6 +412,7 @@ impl EngineConfig {
             max_creates_per_node_per_tick: 16,
             max_unconfirmed_replicas: 1024,
             max_unconfirmed_replicas_per_node: 256,
+            max_tombstone_records: 1 << 20,
             unconfirmed_replica_ticks: 6000,
             max_learned_peers: 16,
             max_snapshot_bytes: 4 << 30,
@@ -550,6 +558,9 @@ impl EngineConfig {
         }
         if !(1..=MAX_UNCONFIRMED_REPLICAS).contains(&self.max_unconfirmed_replicas) {
             return Err(ConfigError::MaxUnconfirmedReplicasOutOfBounds(self.max_unconfirmed_replicas));
+        }
+        if !(1..=1 << 26).contains(&self.max_tombstone_records) {
+            return Err(ConfigError::MaxTombstoneRecordsOutOfBounds(self.max_tombstone_records));
         }
         if !(1..=self.max_unconfirmed_replicas).contains(&self.max_unconfirmed_replicas_per_node) {
             return Err(ConfigError::MaxUnconfirmedPerNodeOutOfBounds {
@@ -742,6 +753,9 @@ pub enum ConfigError {
     /// `max_unconfirmed_replicas` outside 1..=[`MAX_UNCONFIRMED_REPLICAS`].
     #[error("max_unconfirmed_replicas {0} out of bounds 1..={MAX_UNCONFIRMED_REPLICAS}")]
     MaxUnconfirmedReplicasOutOfBounds(usize),
+    /// `max_tombstone_records` outside 1..=67,108,864.
+    #[error("max_tombstone_records {0} out of bounds 1..=67108864")]
+    MaxTombstoneRecordsOutOfBounds(usize),
     /// `max_unconfirmed_replicas_per_node` is 0 or above `max_unconfirmed_replicas`.
     #[error("max_unconfirmed_replicas_per_node {value} out of bounds 1..={max}")]
     MaxUnconfirmedPerNodeOutOfBounds {
@@ -928,6 +942,12 @@ mod tests {
         });
         check(&|c| c.max_unconfirmed_replicas = MAX_UNCONFIRMED_REPLICAS + 1, &|e| {
             matches!(e, ConfigError::MaxUnconfirmedReplicasOutOfBounds(_))
+        });
+        check(&|c| c.max_tombstone_records = 0, &|e| {
+            matches!(e, ConfigError::MaxTombstoneRecordsOutOfBounds(0))
+        });
+        check(&|c| c.max_tombstone_records = (1 << 26) + 1, &|e| {
+            matches!(e, ConfigError::MaxTombstoneRecordsOutOfBounds(_))
         });
         check(&|c| c.max_unconfirmed_replicas_per_node = 0, &|e| {
             matches!(e, ConfigError::MaxUnconfirmedPerNodeOutOfBounds { .. })

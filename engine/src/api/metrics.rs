@@ -231,8 +231,8 @@ pub struct Metrics {
     pub dropped_wrong_sender: u64,
     /// Messages for groups not hosted here that would have created a replica (or
     /// recorded a removal) but were refused: by the [`CreatePolicy`], by the per-tick caps
-    /// (`max_creates_per_tick`, `max_creates_per_node_per_tick`) or by the caps on
-    /// unconfirmed replicas.
+    /// (`max_creates_per_tick`, `max_creates_per_node_per_tick`), by the caps on
+    /// unconfirmed replicas or (a removal record) by `max_tombstone_records`.
     ///
     /// [`CreatePolicy`]: super::CreatePolicy
     pub creates_refused: u64,

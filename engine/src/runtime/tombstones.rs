@@ -64,6 +64,16 @@ impl Worker {
             }
             gc::Verdict::Record => {
                 let cfg = self.sh.cfg.get();
+                if self.tombstones.len() >= cfg.max_tombstone_records {
+                    bump(&self.sh.counters.creates_refused);
+                    tracing::debug!(
+                        group,
+                        replica,
+                        node = from,
+                        "removal record refused: max_tombstone_records"
+                    );
+                    return;
+                }
                 if let Err(why) = self.admission.admit(cfg, &cfg.create_policy, group, from, false) {
                     bump(&self.sh.counters.creates_refused);
                     tracing::debug!(group, replica, node = from, ?why, "removal record refused");
