@@ -99,6 +99,11 @@ pub struct Keyspace {
 const MAGIC: &[u8; 8] = b"FKVKS001";
 const NO_EXPIRY: u64 = u64::MAX;
 
+/// How many keys [`Keyspace::approx_bytes`] looks at.
+pub const SIZE_SAMPLE: usize = 4096;
+/// How many fields of one hash [`Keyspace::approx_bytes`] looks at.
+pub const FIELD_SAMPLE: usize = 64;
+
 impl Keyspace {
     /// Starts applying the entry at `index` stamped `stamp` (unix ms, `None` for an entry
     /// without one): the apply time becomes `max(stamp, last apply time)`.
@@ -129,13 +134,21 @@ impl Keyspace {
         self.map.is_empty()
     }
 
-    /// The bytes of the keys and values (INFO's `used_memory`, approximately).
+    /// The bytes of the keys and values (INFO's `used_memory`, approximately): exact up to
+    /// [`SIZE_SAMPLE`] keys (and [`FIELD_SAMPLE`] fields per hash), else the mean of that
+    /// many times the count. Bounded work, as Redis's INFO is: it runs under the shard's
+    /// read lock, which apply waits for, and monitoring calls INFO often.
     pub fn approx_bytes(&self) -> u64 {
         let val = |v: &Val| match v {
-            Val::Str(s) => s.len(),
-            Val::Hash(h) => h.iter().map(|(f, v)| f.len() + v.len()).sum(),
+            Val::Str(s) => s.len() as u64,
+            Val::Hash(h) => {
+                let sampled =
+                    h.iter().take(FIELD_SAMPLE).map(|(f, v)| (f.len() + v.len()) as u64).sum::<u64>();
+                sampled * h.len() as u64 / h.len().clamp(1, FIELD_SAMPLE) as u64
+            }
         };
-        self.map.iter().map(|(k, e)| (k.len() + val(&e.val)) as u64).sum()
+        let sampled: u64 = self.map.iter().take(SIZE_SAMPLE).map(|(k, e)| k.len() as u64 + val(&e.val)).sum();
+        sampled * self.map.len() as u64 / self.map.len().clamp(1, SIZE_SAMPLE) as u64
     }
 
     /// Keys with an expiry (INFO keyspace's `expires=`).
@@ -472,6 +485,22 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
+    /// INFO's size: exact for a small keyspace, and for a large one an estimate from a
+    /// bounded sample (equal here, every key and value being the same size).
+    #[test]
+    fn approx_bytes_is_exact_when_small_and_sampled_when_large() {
+        let mut ks = Keyspace::default();
+        ks.begin(1, Some(1));
+        for i in 0..100u32 {
+            ks.put(format!("k{i:05}").into_bytes(), Val::Str(vec![b'v'; 10]), None);
+        }
+        assert_eq!(ks.approx_bytes(), 100 * (6 + 10));
+        for i in 100..20_000u32 {
+            ks.put(format!("k{i:05}").into_bytes(), Val::Str(vec![b'v'; 10]), None);
+        }
+        assert_eq!(ks.approx_bytes(), 20_000 * (6 + 10));
+    }
+
     use super::*;
 
     fn sample() -> Keyspace {

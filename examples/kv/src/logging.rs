@@ -99,6 +99,15 @@ impl ClientErrorLog {
         if !is_failure(error) {
             return false;
         }
+        let Some(suppressed) = self.allow() else { return false };
+        let error: String = error.chars().take(256).collect();
+        tracing::warn!(command, error = %error, suppressed, "request failed");
+        true
+    }
+
+    /// Whether the limit allows a line now; if so, how many were suppressed since the last
+    /// one (counted here otherwise). For any line a client can cause again and again.
+    pub fn allow(&self) -> Option<u64> {
         let now = Instant::now();
         let allowed = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -110,12 +119,9 @@ impl ClientErrorLog {
         };
         if !allowed {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return None;
         }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        let error: String = error.chars().take(256).collect();
-        tracing::warn!(command, error = %error, suppressed, "request failed");
-        true
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -157,6 +163,18 @@ mod tests {
         let log = ClientErrorLog::new(1, Duration::ZERO);
         assert!(log.report("GET", "TRYAGAIN busy"));
         assert!(log.report("GET", "TRYAGAIN busy"));
+    }
+
+    /// Any line a client can cause again and again goes through the same limit: the
+    /// first `per_window` pass, the rest are counted and reported with the next one.
+    #[test]
+    fn allow_counts_what_it_suppresses() {
+        let log = ClientErrorLog::new(2, Duration::from_secs(3600));
+        assert_eq!((log.allow(), log.allow(), log.allow(), log.allow()), (Some(0), Some(0), None, None));
+        let log = ClientErrorLog::new(1, Duration::ZERO);
+        log.suppressed.store(5, Ordering::Relaxed);
+        assert_eq!(log.allow(), Some(5));
+        assert_eq!(log.allow(), Some(0));
     }
 
     #[test]

@@ -643,6 +643,10 @@ fn raise_backlog(listener: &std::net::TcpListener) {
     }
 }
 
+/// The log of clients closed at their output limit: at most 10 lines a second.
+static OUTPUT_LIMIT_LOG: std::sync::LazyLock<crate::logging::ClientErrorLog> =
+    std::sync::LazyLock::new(crate::logging::ClientErrorLog::default);
+
 /// Forgets a finished connection; a batch it had in flight on the loop goes to an executor
 /// to be seen through. While a job of it is still held, its lease joins `orphans`.
 fn retire(mut c: Conn, t: Token, registry: &mio::Registry, jobs: &Sender<Job>, orphans: &mut Vec<Arc<()>>) {
@@ -804,12 +808,16 @@ fn drive(
     // Replies the client leaves unread past its limit: close (as Redis's
     // client-output-buffer-limit does), dropping them.
     if c.wbuf.len() > c.output_limit(b) {
-        tracing::warn!(
-            unread = c.wbuf.len(),
-            limit = c.output_limit(b),
-            authenticated = c.authed,
-            "closing a client that reached its output buffer limit"
-        );
+        // Rate-limited: a client (even before AUTH) can cause this at its connect rate.
+        if let Some(suppressed) = OUTPUT_LIMIT_LOG.allow() {
+            tracing::warn!(
+                unread = c.wbuf.len(),
+                limit = c.output_limit(b),
+                authenticated = c.authed,
+                suppressed,
+                "closing a client that reached its output buffer limit"
+            );
+        }
         return false;
     }
     if c.closing && c.wbuf.is_empty() && c.sess.is_some() {
