@@ -814,7 +814,17 @@ fn failed_snapshot_report_moves_follower_to_probe() {
     assert_eq!(f.state, ProgressState::Probe);
     let out = drain(&mut l);
     assert!(to(&out.messages, 3).is_empty(), "paused until the follower is heard from");
-    let out = step_drain(&mut l, msg(3, 1, 2, MessageBody::HeartbeatResponse { round: 0 }));
+    // The answer to the next heartbeat round (a repeated answer says nothing new).
+    let round = (0..100)
+        .find_map(|_| {
+            l.tick();
+            drain(&mut l).messages.iter().find_map(|m| match m.body {
+                MessageBody::Heartbeat { round, .. } if m.to == 3 => Some(round),
+                _ => None,
+            })
+        })
+        .expect("a heartbeat round within 100 ticks");
+    let out = step_drain(&mut l, msg(3, 1, 2, MessageBody::HeartbeatResponse { round }));
     let sends = of_kind(&out.messages, "SendSnapshot");
     assert_eq!(sends.len(), 1, "{:?}", kinds(&out.messages));
     assert_eq!(follower(&l, 3).state, ProgressState::Snapshot);
