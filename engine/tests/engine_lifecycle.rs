@@ -842,7 +842,9 @@ fn a_worker_bounds_the_reads_all_its_groups_hold() {
     let mut c = leaders_without_quorum(3, &WORKER_GROUPS, &[], |cfg| {
         cfg.workers = 1;
         cfg.raft.check_quorum = false;
-        cfg.read_timeout_ticks = cfg.raft.election_timeout_max_ticks;
+        // Long enough that no waiter here expires while the flood is taken and the
+        // gauge read, even on a loaded machine (an expiry would free room).
+        cfg.read_timeout_ticks = cfg.raft.election_timeout_max_ticks * 20;
         cfg.max_pending_reads = 100;
         cfg.max_worker_pending_reads = 300;
     });

@@ -120,8 +120,9 @@ pub struct EngineConfig {
     /// `propose` answers `Busy` ([`BusyReason::WorkerUncommitted`]) in every group of the
     /// worker, so a client reaching many groups cannot make a node hold `groups ×
     /// max_uncommitted_bytes`. (A worker holding nothing still takes one proposal of any
-    /// size, as a group does under the per-group bound.) Default 256 MiB; bounds
-    /// `max_uncommitted_bytes`..=[`MAX_WORKER_UNCOMMITTED_BYTES`].
+    /// size, as a group does under the per-group bound; a value below
+    /// `max_uncommitted_bytes` caps each group too.) Default 256 MiB; bounds
+    /// 1..=[`MAX_WORKER_UNCOMMITTED_BYTES`].
     ///
     /// [`BusyReason::WorkerUncommitted`]: super::BusyReason::WorkerUncommitted
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_u64"))]
@@ -139,7 +140,8 @@ pub struct EngineConfig {
     /// own caller at its leader counts twice: it waits here and in the leader's queue).
     /// At this sum `read_index` answers `ReadError::Busy(BusyReason::WorkerReads)` and
     /// reads forwarded by followers to leaders here are dropped (their callers time
-    /// out). Default 262,144; bounds `max_pending_reads`..=16,777,216.
+    /// out). Default 262,144; bounds 1..=16,777,216 (a value below `max_pending_reads`
+    /// caps each group too).
     pub max_worker_pending_reads: usize,
     /// Largest proposal payload accepted. Default 4 MiB; bounds 1..=`wal.max_write_bytes / 2`.
     #[cfg_attr(feature = "serde", serde(with = "flotilla_wal::units::bytes_usize"))]
@@ -467,13 +469,8 @@ impl EngineConfig {
                 max: wal.segment_size / 4,
             });
         }
-        if !(self.max_uncommitted_bytes..=MAX_WORKER_UNCOMMITTED_BYTES)
-            .contains(&self.max_worker_uncommitted_bytes)
-        {
-            return Err(ConfigError::MaxWorkerUncommittedBytesOutOfBounds {
-                value: self.max_worker_uncommitted_bytes,
-                min: self.max_uncommitted_bytes,
-            });
+        if !(1..=MAX_WORKER_UNCOMMITTED_BYTES).contains(&self.max_worker_uncommitted_bytes) {
+            return Err(ConfigError::MaxWorkerUncommittedBytesOutOfBounds(self.max_worker_uncommitted_bytes));
         }
         if !(1..=1 << 24).contains(&self.max_pending_proposals) {
             return Err(ConfigError::MaxPendingProposalsOutOfBounds(self.max_pending_proposals));
@@ -481,11 +478,8 @@ impl EngineConfig {
         if !(1..=1 << 24).contains(&self.max_pending_reads) {
             return Err(ConfigError::MaxPendingReadsOutOfBounds(self.max_pending_reads));
         }
-        if !(self.max_pending_reads..=1 << 24).contains(&self.max_worker_pending_reads) {
-            return Err(ConfigError::MaxWorkerPendingReadsOutOfBounds {
-                value: self.max_worker_pending_reads,
-                min: self.max_pending_reads,
-            });
+        if !(1..=1 << 24).contains(&self.max_worker_pending_reads) {
+            return Err(ConfigError::MaxWorkerPendingReadsOutOfBounds(self.max_worker_pending_reads));
         }
         if self.max_entry_bytes == 0 || self.max_entry_bytes > wal.max_write_bytes / 2 {
             return Err(ConfigError::MaxEntryBytesOutOfBounds {
@@ -666,29 +660,18 @@ pub enum ConfigError {
         /// The largest allowed.
         max: u64,
     },
-    /// `max_worker_uncommitted_bytes` below `max_uncommitted_bytes` or above
-    /// [`MAX_WORKER_UNCOMMITTED_BYTES`].
-    #[error("max_worker_uncommitted_bytes {value} out of bounds {min}..={MAX_WORKER_UNCOMMITTED_BYTES}")]
-    MaxWorkerUncommittedBytesOutOfBounds {
-        /// The value given.
-        value: u64,
-        /// The smallest allowed: `max_uncommitted_bytes`.
-        min: u64,
-    },
+    /// `max_worker_uncommitted_bytes` is 0 or above [`MAX_WORKER_UNCOMMITTED_BYTES`].
+    #[error("max_worker_uncommitted_bytes {0} out of bounds 1..={MAX_WORKER_UNCOMMITTED_BYTES}")]
+    MaxWorkerUncommittedBytesOutOfBounds(u64),
     /// `max_pending_proposals` outside 1..=16,777,216.
     #[error("max_pending_proposals {0} out of bounds 1..=16777216")]
     MaxPendingProposalsOutOfBounds(usize),
     /// `max_pending_reads` outside 1..=16,777,216.
     #[error("max_pending_reads {0} out of bounds 1..=16777216")]
     MaxPendingReadsOutOfBounds(usize),
-    /// `max_worker_pending_reads` below `max_pending_reads` or above 16,777,216.
-    #[error("max_worker_pending_reads {value} out of bounds {min}..=16777216")]
-    MaxWorkerPendingReadsOutOfBounds {
-        /// The value given.
-        value: usize,
-        /// The smallest allowed: `max_pending_reads`.
-        min: usize,
-    },
+    /// `max_worker_pending_reads` outside 1..=16,777,216.
+    #[error("max_worker_pending_reads {0} out of bounds 1..=16777216")]
+    MaxWorkerPendingReadsOutOfBounds(usize),
     /// `max_entry_bytes` is 0 or above half the WAL's write size.
     #[error("max_entry_bytes {value} out of bounds 1..={max}")]
     MaxEntryBytesOutOfBounds {
@@ -863,17 +846,17 @@ mod tests {
         check(&|c| c.max_uncommitted_bytes = c.wal.segment_size, &|e| {
             matches!(e, ConfigError::MaxUncommittedBytesOutOfBounds { .. })
         });
-        check(&|c| c.max_worker_uncommitted_bytes = c.max_uncommitted_bytes - 1, &|e| {
-            matches!(e, ConfigError::MaxWorkerUncommittedBytesOutOfBounds { .. })
+        check(&|c| c.max_worker_uncommitted_bytes = 0, &|e| {
+            matches!(e, ConfigError::MaxWorkerUncommittedBytesOutOfBounds(0))
         });
         check(&|c| c.max_worker_uncommitted_bytes = MAX_WORKER_UNCOMMITTED_BYTES + 1, &|e| {
-            matches!(e, ConfigError::MaxWorkerUncommittedBytesOutOfBounds { .. })
+            matches!(e, ConfigError::MaxWorkerUncommittedBytesOutOfBounds(_))
         });
-        check(&|c| c.max_worker_pending_reads = c.max_pending_reads - 1, &|e| {
-            matches!(e, ConfigError::MaxWorkerPendingReadsOutOfBounds { .. })
+        check(&|c| c.max_worker_pending_reads = 0, &|e| {
+            matches!(e, ConfigError::MaxWorkerPendingReadsOutOfBounds(0))
         });
         check(&|c| c.max_worker_pending_reads = (1 << 24) + 1, &|e| {
-            matches!(e, ConfigError::MaxWorkerPendingReadsOutOfBounds { .. })
+            matches!(e, ConfigError::MaxWorkerPendingReadsOutOfBounds(_))
         });
         check(&|c| c.max_pending_proposals = 0, &|e| {
             matches!(e, ConfigError::MaxPendingProposalsOutOfBounds(0))

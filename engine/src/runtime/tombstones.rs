@@ -64,7 +64,11 @@ impl Worker {
             }
             gc::Verdict::Record => {
                 let cfg = self.sh.cfg.get();
-                if self.tombstones.len() >= cfg.max_tombstone_records {
+                // Only a new record counts (one replacing an older record of the group
+                // takes no room, and must not be refused: the older one would let the
+                // newer removed replica be created again).
+                if !self.tombstones.contains_key(&group) && self.tombstones.len() >= cfg.max_tombstone_records
+                {
                     bump(&self.sh.counters.creates_refused);
                     tracing::debug!(
                         group,

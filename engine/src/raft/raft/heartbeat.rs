@@ -103,6 +103,11 @@ impl<S: LogStore> Raft<S> {
     pub(super) fn leader_heartbeat_response(&mut self, from: ReplicaId, round: u64) {
         let last = self.log.last_index();
         let (max_msgs, max_bytes) = (self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
+        if round > self.round {
+            // An answer to a round this leader never sent (a buggy or hostile peer): it
+            // would confirm reads it never saw and make every later answer look old.
+            return;
+        }
         let Some(p) = self.progress_mut(from) else { return };
         p.recent_active = true;
         // Only an answer to a round not answered before says anything new about the
@@ -387,10 +392,18 @@ mod tests {
     #[test]
     fn heartbeat_answers_step_as_the_full_message_does() {
         let t = leader().term();
-        let up_to_date = same_answer(&leader, 2, 1, t, 1);
+        // A leader that sent round 1 (an answer to a round never sent is ignored).
+        let sent = || {
+            let mut r = leader();
+            r.round = r.round.max(1);
+            r
+        };
+        let up_to_date = same_answer(&sent, 2, 1, t, 1);
         assert!(up_to_date.contains("ready=Ready {") && up_to_date.contains("messages: []"), "{up_to_date}");
-        let lagging = same_answer(&leader, 3, 1, t, 1);
+        let lagging = same_answer(&sent, 3, 1, t, 1);
         assert!(lagging.contains("Append {"), "a lagging member gets an append: {lagging}");
+        let unsent = same_answer(&leader, 3, 1, t, u64::MAX / 2);
+        assert!(!unsent.contains("Append {"), "an answer to a round never sent is ignored: {unsent}");
         let stale = same_answer(&leader, 2, 1, t - 1, 1);
         assert!(stale.contains("messages: []"), "a stale answer changes nothing: {stale}");
         let newer = same_answer(&leader, 2, 1, t + 1, 1);
