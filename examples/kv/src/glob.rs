@@ -181,11 +181,10 @@ mod tests {
     }
 
     /// Patterns that take exponential time or overflow a stack with plain backtracking
-    /// (Redis's CVE-2022-36021 and CVE-2024-31228) are answered at once, and as Redis
-    /// answers them.
+    /// (Redis's CVE-2022-36021 and CVE-2024-31228) are answered as Redis answers them (with
+    /// plain backtracking this test runs for hours or aborts on a stack overflow).
     #[test]
     fn abusive_patterns_are_bounded() {
-        let t = std::time::Instant::now();
         // Exponential with plain backtracking: 62 s for 12 stars against 40 bytes.
         let p = format!("{}b", "*a".repeat(30));
         assert!(!matches(p.as_bytes(), "a".repeat(60).as_bytes(), false));
@@ -196,7 +195,6 @@ mod tests {
         assert!(!matches(deep.as_bytes(), key.as_bytes(), false), "deeper than MAX_NESTING: no match");
         let within = "*a".repeat(MAX_NESTING as usize);
         assert!(matches(within.as_bytes(), key.as_bytes(), false));
-        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
         // Still a full matcher: the later stars find their matches.
         assert!(matches(b"*a*b*c", b"xxaxxbxxc", false));
         assert!(!matches(b"*a*b*c", b"xxaxxcxxb", false));
