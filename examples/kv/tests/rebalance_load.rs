@@ -156,9 +156,10 @@ impl Measured {
 
 /// 3 nodes, 16 shards, 60% of the writes on 3 shards node 1 leads: the measured per-node
 /// leader write load goes from a max/min ratio above 3 to at most 1.3 (each node leading
-/// one hot shard), no client request fails, and two more passes (as `--watch` runs them)
-/// keep that layout, the second moving nothing. `--dry-run` prints every node's load before -> after and
-/// changes nothing.
+/// one hot shard), no client request fails, and a `--watch` keeps that layout, its last
+/// pass moving nothing; when the hot spot shifts, the watch waits for steady loads and
+/// spreads the new hot shards one per node. `--dry-run` prints every node's load before ->
+/// after and changes nothing.
 #[test]
 fn load_rebalance_spreads_hot_shards_and_a_second_pass_moves_nothing() {
     let started = Instant::now();
@@ -244,15 +245,17 @@ fn load_rebalance_spreads_hot_shards_and_a_second_pass_moves_nothing() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // Two more passes, as --watch runs them: the rebalanced layout stands. (At most one
-    // marginal move of a cold shard in the first, if the measured rates still drift at the
-    // band's edge; never one in the second: no oscillation.)
-    let (code, out, err) = rebalance(&["--seed", &seed, "--watch", "0.2", "--count", "2"]);
+    // A watch of three passes (the first only measures): the rebalanced layout stands. (At
+    // most one marginal move of a cold shard in the second, if the measured rates still
+    // drift at the band's edge; never one in the third: no oscillation.)
+    let (code, out, err) = rebalance(&["--seed", &seed, "--watch", "0.5", "--count", "3"]);
     assert_eq!(code, 0, "{out}{err}");
     println!("watch:\n{out}");
-    let second = out.split("pass 2").nth(1).unwrap_or("");
-    assert!(second.trim_start().starts_with("plan: 0 replica moves, 0 leader moves"), "{out}");
-    assert!(out.contains("watch: 2 passes, 0 moves") || out.contains("watch: 2 passes, 1 moves"), "{out}");
+    let first = out.split("pass 1").nth(1).unwrap_or("");
+    assert!(first.trim_start().starts_with("measuring: "), "{out}");
+    let third = out.split("pass 3").nth(1).unwrap_or("");
+    assert!(third.trim_start().starts_with("plan: 0 replica moves, 0 leader moves"), "{out}");
+    assert!(out.contains("watch: 3 passes, 0 moves") || out.contains("watch: 3 passes, 1 moves"), "{out}");
     let now = Measured::take(&a, &seed);
     assert_eq!(now.hot_leaders(&HOT), [1, 2, 3], "the hot shards stay one per node: {out}");
     let after = now;
@@ -271,11 +274,16 @@ fn load_rebalance_spreads_hot_shards_and_a_second_pass_moves_nothing() {
         .take(3)
         .collect();
     let shifted: [u64; 3] = shifted.try_into().unwrap();
+    // The watch waits while the measured rates follow the shift (each pass a load
+    // half-life after the last), then moves on steady loads: moves made on rising and
+    // falling rates once left two hot shards on one node, which no later pass could
+    // improve by the planner's margin (seen in CI).
     *hot.lock().unwrap() = shifted;
-    let (code, out, err) = rebalance(&["--seed", &seed, "--watch", "1", "--count", "10"]);
+    let (code, out, err) = rebalance(&["--seed", &seed, "--watch", "2", "--count", "12"]);
     assert_eq!(code, 0, "{out}{err}");
     println!("watch after the shift:\n{out}");
-    assert!(!out.contains("watch: 10 passes, 0 moves"), "the watch moved leaders: {out}");
+    assert!(out.contains("loads still shifting"), "the watch waited for steady loads: {out}");
+    assert!(!out.contains("watch: 12 passes, 0 moves"), "the watch moved leaders: {out}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m = Measured::take(&a, &seed);

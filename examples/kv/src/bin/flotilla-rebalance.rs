@@ -22,7 +22,10 @@
 //! Otherwise a progress bar (and a line per move) shows the moves, started at most
 //! `--rate` per second, and a summary of each node's load before -> after ends the run.
 //! `--watch` runs a pass every SECONDS (default 30) as load shifts, until Ctrl-C or
-//! `--count` passes; a pass that fails prints its error and the watch goes on.
+//! `--count` passes; a pass that fails prints its error and the watch goes on. By load, a
+//! watch moves only on steady loads: its first pass measures, and a pass whose loads moved
+//! by more than half the band since the last pass (the rates still follow a shift of the
+//! workload) waits for the next.
 //!
 //! Exit codes: 0 done (or dry run); 1 a move failed (the message names it); 2 usage error;
 //! 3 a node could not be reached; 4 authentication failed.
@@ -33,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use flotilla_kv::cluster::{plan_leaders, plan_replicas, Admin, AdminError, ClusterView, Move, ToolArgs};
-use flotilla_kv::load_plan::{max_min_ratio, plan, plan_leaders_by_load, LoadView, LoadWeights, NodeLoad};
+use flotilla_kv::load_plan::{
+    max_min_ratio, plan, plan_leaders_by_load, unsteady, LoadView, LoadWeights, NodeLoad,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// What the rebalancer evens out.
@@ -211,11 +216,32 @@ fn count_pass(a: &Admin, args: &Args, before: &ClusterView) -> Result<usize, Adm
     Ok(mover.done)
 }
 
-/// One pass by load; returns the moves made.
-fn load_pass(a: &Admin, args: &Args, before: &ClusterView) -> Result<usize, AdminError> {
+/// One pass by load; returns the moves made. In a watch, `last` holds the loads of the
+/// last pass, and a pass moves only when the loads are steady since then.
+fn load_pass(
+    a: &Admin,
+    args: &Args,
+    before: &ClusterView,
+    last: Option<&mut Option<LoadView>>,
+) -> Result<usize, AdminError> {
     let seed = args.tool.seed.as_str();
     let w = args.weights();
     let view = LoadView::from_cluster(before);
+    if let Some(last) = last {
+        let Some(prev) = last.replace(view.clone()) else {
+            println!("measuring: a watch moves only on loads steady since its last pass");
+            print!("{}", load_table(&view.node_loads(&w), &view.node_loads(&w)));
+            return Ok(0);
+        };
+        if let Some((l, r)) = unsteady(&prev, &view, &w) {
+            println!(
+                "loads still shifting (since the last pass, leader loads moved {l:.1} and replica \
+                 loads {r:.1} times half the band): no moves this pass"
+            );
+            print!("{}", load_table(&view.node_loads(&w), &view.node_loads(&w)));
+            return Ok(0);
+        }
+    }
     let p = plan(&view, &w);
     println!("plan: {} replica moves, {} leader moves", p.replica_moves.len(), p.leader_moves.len());
     for m in p.replica_moves.iter().chain(&p.leader_moves) {
@@ -254,26 +280,26 @@ fn load_pass(a: &Admin, args: &Args, before: &ClusterView) -> Result<usize, Admi
     Ok(mover.done)
 }
 
-/// One pass: the layout, then the plan and its moves.
-fn pass(a: &Admin, args: &Args) -> Result<usize, AdminError> {
+/// One pass: the layout, then the plan and its moves. `last` as for [`load_pass`].
+fn pass(a: &Admin, args: &Args, last: Option<&mut Option<LoadView>>) -> Result<usize, AdminError> {
     let before = a.view(&args.tool.seed)?;
     if let Some(g) = before.shard_groups().find(|g| g.leader.is_none()) {
         return Err(AdminError::Invalid(format!("group {} has no leader now; try again later", g.group)));
     }
     match args.by {
-        By::Load => load_pass(a, args, &before),
+        By::Load => load_pass(a, args, &before, last),
         By::Count => count_pass(a, args, &before),
     }
 }
 
 fn run(a: &Admin, args: &Args) -> Result<(), AdminError> {
     let Some(secs) = args.watch else {
-        return pass(a, args).map(|_| ());
+        return pass(a, args, None).map(|_| ());
     };
-    let mut total = 0;
+    let (mut total, mut last) = (0, None);
     for n in 1.. {
         println!("pass {n}");
-        match pass(a, args) {
+        match pass(a, args, Some(&mut last)) {
             Ok(moved) => total += moved,
             Err(e @ AdminError::Auth { .. }) => return Err(e),
             Err(e) => eprintln!("flotilla-rebalance: pass {n}: {e}"),
