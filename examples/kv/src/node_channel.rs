@@ -255,7 +255,12 @@ pub fn serve(node: Weak<Node>, tls: NodeTls, listener: TcpListener, limits: Chan
         if node.strong_count() == 0 {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of file descriptors, say: the connection stays queued, and accepting
+            // again at once would fail at once, spinning.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         if open.load(Ordering::Acquire) >= limits.max_connections {
             drop(stream);
             continue;

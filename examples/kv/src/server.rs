@@ -375,6 +375,8 @@ fn run(
     listener.set_nonblocking(true)?;
     raise_backlog(&listener);
     let mut listener = Some(TcpListener::from_std(listener));
+    // When to accept again after a failed `accept`.
+    let mut accept_retry: Option<Instant> = None;
     let mut poll = Poll::new()?;
     if let Some(l) = listener.as_mut() {
         poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -481,7 +483,17 @@ fn run(
                 break;
             }
         }
-        let wait = next_sweep.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        if accept_retry.is_some_and(|at| Instant::now() >= at) {
+            // Re-armed: readable again at once if connections still wait.
+            accept_retry = None;
+            if let Some(l) = listener.as_mut() {
+                poll.registry().reregister(l, LISTENER, Interest::READABLE)?;
+            }
+        }
+        let mut wait = next_sweep.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        if let Some(at) = accept_retry {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
         if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
@@ -552,7 +564,16 @@ fn run(
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(_) => break,
+                        Err(e) => {
+                            // Out of file descriptors, say: the connection stays queued,
+                            // and no new event comes for it (edge-triggered). Tried again
+                            // after a pause, not at once (that would spin).
+                            if let Some(suppressed) = ACCEPT_LOG.allow() {
+                                tracing::warn!(error = %e, suppressed, "accept failed; trying again in 50 ms");
+                            }
+                            accept_retry = Some(now + ACCEPT_RETRY);
+                            break;
+                        }
                     }
                 },
                 WAKER => {}
@@ -646,6 +667,13 @@ fn raise_backlog(listener: &std::net::TcpListener) {
 /// The log of clients closed at their output limit: at most 10 lines a second.
 static OUTPUT_LIMIT_LOG: std::sync::LazyLock<crate::logging::ClientErrorLog> =
     std::sync::LazyLock::new(crate::logging::ClientErrorLog::default);
+
+/// The rate limit of the failed-accept warning (one per failure, every 50 ms at most).
+static ACCEPT_LOG: std::sync::LazyLock<crate::logging::ClientErrorLog> =
+    std::sync::LazyLock::new(crate::logging::ClientErrorLog::default);
+
+/// The pause before accepting again after a failed `accept`.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// Forgets a finished connection; a batch it had in flight on the loop goes to an executor
 /// to be seen through. While a job of it is still held, its lease joins `orphans`.

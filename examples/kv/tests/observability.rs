@@ -28,6 +28,17 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// The status of `GET path` on `addr` (0 if none came): a refusal may close the
+/// connection before the request is even written.
+fn status_of(addr: &str, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut text = Vec::new();
+    let _ = s.read_to_end(&mut text);
+    String::from_utf8_lossy(&text).split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 /// Waits until `GET path` answers `status`, at most 30 s; returns the body.
 fn wait_status(addr: &str, path: &str, status: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -240,4 +251,57 @@ fn rust_log_overrides_the_configured_level() {
     let lines = json_lines(&down, 1);
     assert!(!has_message(&lines, "flotilla-kv starting"), "{lines:?}");
     assert!(lines.iter().all(|l| l["level"] == "ERROR"), "{lines:?}");
+}
+
+/// Clients that trickle a request byte by byte (one a second, each read within the
+/// endpoint's timeout) hold its 8 request slots only until the request's deadline
+/// (`IO_TIMEOUT`, 5 s, on the whole request): `/health` answers 200 again while they go on
+/// trickling. (Before the deadline covered the whole request, each byte renewed it, 8 such
+/// clients held every slot for hours and every probe got a 503.)
+#[test]
+fn clients_trickling_requests_cannot_hold_the_endpoint() {
+    let mut c = Cluster::new(None, "shards = 1\n");
+    c.metrics = true;
+    c.start(1, true);
+    c.wait_writable(1, "w");
+    let m = c.nodes[&1].metrics.clone().unwrap();
+    assert_eq!(http_get(&m, "/health").0, 200);
+    // (Its handler's slot is given back just after the reply.)
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..8)
+        .map(|_| {
+            let (m, stop) = (m.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&m).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                // Never a blank line: the head is never complete.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                    if s.write_all(b"X").is_err() {
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                false
+            })
+        })
+        .collect();
+    // Every slot is held now.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status_of(&m, "/health"), 503, "8 requests in progress take every slot");
+    // Past the deadline the slots are free again, while the tricklers go on.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let status = status_of(&m, "/health");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/health stays {status} while clients trickle");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // (A write to a closed connection fails only at the second try.)
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cut = tricklers.into_iter().map(|t| t.join().unwrap()).filter(|&cut| cut).count();
+    assert_eq!(cut, 8, "the endpoint closed every trickling connection");
 }
