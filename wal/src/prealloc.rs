@@ -4,8 +4,11 @@
 //!
 //! Owns: turning retired segments into spares (recycling: new sequence number and salt)
 //! or deleting them, and creating zero-filled spares when none can be recycled. A segment
-//! is recycled or deleted only once no reader holds its map (its `Arc` is unique) and only
-//! then leaves the log state, after its old identity is durably gone. A spare finished
+//! is recycled or deleted only once no reader holds its map (its `Arc` is unique) and the
+//! log is durable past the operations that retired it (never while the log is poisoned:
+//! after a failed sync those operations may never be durable, and the retired segment
+//! may hold the only durable copy of its records), and only then leaves the log state,
+//! after its old identity is durably gone. A spare finished
 //! after the writer gave up waiting and created a later segment itself is deleted, not
 //! published: it would sit below the active segment. Never: touches the active segment,
 //! or truncates a file.
@@ -58,13 +61,21 @@ impl Preallocator {
     pub(crate) fn step(&self) -> std::io::Result<bool> {
         let cfg = &self.shared.cfg;
         let fs = &*self.shared.fs;
-        // Take one retired segment no reader maps any more.
+        // Take one retired segment no reader maps any more, once what retired it is
+        // durable.
         let taken = {
+            let poisoned = self.shared.is_poisoned();
+            let durable = self.shared.sync.durable();
             let mut st = self.shared.state.write();
             let seq = st
                 .segs
                 .iter()
-                .find(|(_, s)| s.retired && s.seg.as_ref().is_some_and(|a| Arc::strong_count(a) == 1))
+                .find(|(_, s)| {
+                    s.retired
+                        && !poisoned
+                        && s.retired_at <= durable
+                        && s.seg.as_ref().is_some_and(|a| Arc::strong_count(a) == 1)
+                })
                 .map(|(k, _)| *k);
             seq.and_then(|k| st.segs.get_mut(&k).and_then(|s| s.seg.take().map(|a| (k, a))))
         };

@@ -24,6 +24,7 @@ use crate::hash::{IdMap, IdSet};
 use crate::index::{EntryLoc, GroupIndex, RecLoc};
 use crate::segment::Segment;
 use crate::types::HardState;
+use crate::types::Position;
 
 /// Usage of one segment.
 pub(crate) struct SegInfo {
@@ -41,6 +42,11 @@ pub(crate) struct SegInfo {
     pub tombstones: Vec<u64>,
     /// Dead: waiting to be deleted or recycled.
     pub retired: bool,
+    /// The log's applied end when it was retired ([`LogState::applied_to`]): the
+    /// operations that made it dead lie before it, and it is freed only once the log is
+    /// durable that far (rounds are applied before their sync, so a dead segment can hold
+    /// the only durable copy of what newer, not yet durable records replace).
+    pub retired_at: Position,
 }
 
 impl SegInfo {
@@ -53,6 +59,7 @@ impl SegInfo {
             groups_ever: IdSet::default(),
             tombstones: Vec::new(),
             retired: false,
+            retired_at: Position::default(),
         }
     }
 }
@@ -96,6 +103,9 @@ pub(crate) struct LogState {
     pub cache: EntryCache,
     /// Sequence number of the segment being written.
     pub active: u64,
+    /// The end of the last round applied to this state (its records may not be durable
+    /// yet: rounds are applied while their sync runs).
+    pub applied_to: Position,
 }
 
 /// Most holes recovery leaves for entries whose records come later in the log.
@@ -112,6 +122,7 @@ impl LogState {
             segs: BTreeMap::new(),
             cache: EntryCache::new(cache_bytes),
             active: 0,
+            applied_to: Position::default(),
         }
     }
 

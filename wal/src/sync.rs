@@ -345,6 +345,7 @@ impl SyncQueue {
         if let Some(info) = st.segs.get_mut(&r.seg.seq) {
             info.written = info.written.max(r.end);
         }
+        st.applied_to = st.applied_to.max(Position { seq: r.seg.seq, offset: r.end });
         if let Some(w) = &r.written {
             st.cache.push(r.seg.seq, r.end - w.len() as u64, w.clone());
         }

@@ -710,14 +710,20 @@ impl SegmentWriter {
                 report.segments_rewritten += 1;
             }
         }
-        {
+        // Nothing is retired once the log is poisoned: the rounds applied to the state
+        // may not be durable (a failed sync), so a segment they made dead may hold the
+        // only durable copy of its records. (The preallocator checks it again, and frees
+        // a segment only once the log is durable past its retirement.)
+        if !self.shared.is_poisoned() {
             let mut st = self.shared.state.write();
+            let applied_to = st.applied_to;
             let seqs: Vec<u64> = st.segs.keys().copied().collect();
             for seq in seqs {
                 let dead = st.is_dead(seq);
                 if let Some(s) = st.segs.get_mut(&seq) {
                     if dead && !s.retired {
                         s.retired = true;
+                        s.retired_at = applied_to;
                         report.segments_freed += 1;
                     }
                 }
