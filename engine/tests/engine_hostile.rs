@@ -500,3 +500,131 @@ fn removal_records_of_groups_never_hosted_are_bounded() {
     assert!(acked.len() >= CAP / 2, "the records under the cap were taken: {}", acked.len());
     assert!(m.creates_refused > 0, "{m:?}");
 }
+
+/// A one-chunk snapshot stream of `group` from node 2's replica 2 in `term`, data `data`.
+fn snapshot_chunk(
+    group: u64,
+    term: u64,
+    meta: flotilla_engine::raft::SnapshotMeta,
+    data: &'static [u8],
+) -> WireItem {
+    let c = flotilla_engine::raft::SnapshotChunk {
+        meta,
+        seq: 0,
+        offset: 0,
+        last: true,
+        data: Bytes::from_static(data),
+    };
+    msg(group, 2, 1, term, MessageBody::SnapshotChunk(c))
+}
+
+/// A peer's malformed snapshot is refused as bad input before Raft takes it: neither for a
+/// group the peer creates here by its message (the default create policy) nor for a group
+/// it is a member of (a higher term). (Before, the file was installed, the log reset made
+/// durable, and the restore that failed on it stopped the whole engine, every group, and
+/// every later open of the node. Found by a review.)
+#[test]
+fn a_malformed_snapshot_from_a_peer_is_refused_and_stops_nothing() {
+    use flotilla_engine::raft::{ConfState, Replica, SnapshotMeta};
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |c| c.workers = 1);
+    let p2 = net.join(2, 1 << 16);
+    e1.create_group(5, &[1], ChainSm::boxed(&reg, 5)).unwrap();
+    wait_engine_leads(&e1, 5, LONG);
+    e1.create_group_led_by(6, &[1, 2], 2, ChainSm::boxed(&reg, 6)).unwrap();
+    wait_until("group 6", LONG, || e1.group_status(6).is_some());
+    let both = ConfState::with_voters([Replica::new(1, 1), Replica::new(2, 2)]);
+    // A group unknown here, and a member's group: bytes that are no snapshot, and none.
+    send(
+        &p2,
+        1,
+        vec![snapshot_chunk(
+            777,
+            3,
+            SnapshotMeta { index: 10, term: 2, conf: both.clone() },
+            b"not a snapshot",
+        )],
+    );
+    send(&p2, 1, vec![snapshot_chunk(6, 5, SnapshotMeta { index: 50, term: 4, conf: both }, b"")]);
+    wait_until("both streams failed", LONG, || e1.metrics().snapshot_streams_failed >= 2);
+    assert!(!e1.storage_failed(), "a peer's snapshot bytes stopped the engine");
+    assert_eq!(e1.metrics().snapshots_installed, 0);
+    let p = e1.propose(5, Bytes::from_static(b"x")).unwrap();
+    assert!(p.wait_timeout(LONG).is_ok_and(|r| r.is_ok()), "group 5 goes on");
+    e1.shutdown();
+    // And the node opens again.
+    let mut cfg = config(1, tmp.path().join("n1"), 10_000);
+    cfg.workers = 1;
+    let r = reg.clone();
+    let factory: StateMachineFactory = Arc::new(move |g| ChainSm::boxed(&r, g));
+    let again = Engine::open(cfg, Box::new(MemoryNetwork::new().join(1, 1 << 16)), factory);
+    assert!(again.is_ok(), "the node cannot open after a peer's snapshot: {:?}", again.err());
+    again.unwrap().shutdown();
+}
+
+/// Files in `dir` whose name ends with `.partial`.
+fn partials(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".partial"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A peer that starts a snapshot stream in every slot it can take on a worker (groups it
+/// creates by its chunks), and keeps repeating them, holds at most half the worker's 32
+/// slots: the honest leader of group 6 still gets one. (One peer held all 32 for as long
+/// as it repeated its chunks, and the honest leader's chunks were dropped. Found by a
+/// review.)
+#[test]
+fn a_peer_holds_at_most_half_the_snapshot_stream_slots() {
+    use flotilla_engine::raft::{ConfState, Replica, SnapshotChunk, SnapshotMeta};
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let e1 = engine(&net, tmp.path(), &reg, |c| c.workers = 1);
+    let (p2, p3) = (net.join(2, 1 << 16), net.join(3, 1 << 16));
+    e1.create_group_led_by(6, &[1, 3], 3, ChainSm::boxed(&reg, 6)).unwrap();
+    wait_until("group 6", LONG, || e1.group_status(6).is_some());
+    let snap = tmp.path().join("n1").join("snap");
+    let held = |g: u64| {
+        let meta = SnapshotMeta { index: 10, term: 2, conf: ConfState::with_voters([Replica::new(2, 2)]) };
+        let c = SnapshotChunk { meta, seq: 0, offset: 0, last: false, data: Bytes::from_static(b"x") };
+        msg(g, 2, 1, 3, MessageBody::SnapshotChunk(c))
+    };
+    wait_until("the peer's slots held", LONG, || {
+        send(&p2, 1, (1000..1040).map(held).collect());
+        std::thread::sleep(Duration::from_millis(50));
+        partials(&snap).len() >= 16
+    });
+    let honest = || {
+        let meta = SnapshotMeta {
+            index: 50,
+            term: 4,
+            conf: ConfState::with_voters([Replica::new(1, 1), Replica::new(3, 2)]),
+        };
+        let c = SnapshotChunk { meta, seq: 0, offset: 0, last: false, data: Bytes::from_static(b"y") };
+        vec![WireItem::Msg {
+            group: 6,
+            msg: Message { from: 2, to: 1, term: 5, body: MessageBody::SnapshotChunk(c) },
+        }]
+    };
+    let deadline = Instant::now() + LONG;
+    loop {
+        send(&p2, 1, (1000..1040).map(held).collect());
+        send(&p3, 1, honest());
+        std::thread::sleep(Duration::from_millis(200));
+        let files = partials(&snap);
+        assert!(files.len() <= 17, "the peer took more than half the slots: {}", files.len());
+        if files.iter().any(|n| n.starts_with("0000000000000006-")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the honest leader's stream never got a slot");
+    }
+    e1.shutdown();
+}

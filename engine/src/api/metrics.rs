@@ -251,8 +251,9 @@ pub struct Metrics {
     /// `max_snapshot_bytes` (the partial file is deleted, the stream's further chunks
     /// dropped).
     pub snapshot_streams_refused: u64,
-    /// Received snapshot streams dropped on a write error, or after their leader went
-    /// silent (their partial file is deleted).
+    /// Received snapshot streams dropped on a write error, when the complete file was
+    /// malformed (its header or session section), or after their leader went silent or
+    /// only repeated chunks already held (their partial file is deleted).
     pub snapshot_streams_failed: u64,
     /// Received snapshot chunks not written: held already, past a gap, of a refused
     /// stream, stale, or the snapshot I/O queue was full (the stream resumes).

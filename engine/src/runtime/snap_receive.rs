@@ -15,8 +15,15 @@
 //! with the durable offset. A stream whose chunk would end past `max_snapshot_bytes` is
 //! refused: its partial file is deleted and its further chunks dropped; and a worker
 //! receives at most `MAX_RECEIVING_STREAMS` streams to files at once, so the disk taken is
-//! bounded too (a stream starting past it is dropped; its leader retries). Once the last
-//! chunk is durable, ONE synthesized data-less last chunk is stepped into Raft, which runs
+//! bounded too (a stream starting past it is dropped; its leader retries), of which one
+//! sending node holds at most half (`MAX_RECEIVING_PER_NODE`); only progress (a chunk
+//! that writes or ends the file) keeps a stream from expiring. A stream's metadata is its
+//! first chunk's (the file header's); chunks naming other metadata are dropped. Once the
+//! last chunk is durable, the I/O thread checks what the engine itself reads of the file
+//! (the header's metadata, the session section whole and decodable: `check_received`),
+//! and a file that fails is deleted and its stream dropped, never installed: a restore
+//! that fails after Raft took a snapshot stops the engine. Then ONE synthesized data-less
+//! last chunk is stepped into Raft, which runs
 //! its term, leader and commit checks as for any snapshot; the runtime then renames the
 //! partial file into place (`snapshots::install_snapshot`) or, if Raft did not take the
 //! snapshot, deletes it. A crash leaves only a `.partial` file, which open deletes.
@@ -32,7 +39,8 @@
 //!
 //! Owns the stream policy ([`Streams`], pure and unit-tested), the I/O thread and the
 //! resume points. Never steps Raft, sends or counts anything itself: the worker does,
-//! with what this returns (`snapshots`). Never reads or writes a finished snapshot file.
+//! with what this returns (`snapshots`). Never writes a finished snapshot file (it reads
+//! a received one once, to check it).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -67,6 +75,9 @@ const SYNC_EVERY_BYTES: u64 = 4 << 20;
 /// most this many times `max_snapshot_bytes` per worker); a stream starting past it is
 /// dropped (its leader retries once one ends).
 const MAX_RECEIVING_STREAMS: usize = 32;
+/// Of those, the most one sending node may hold: a peer that starts streams in every slot
+/// it can (and restarts them as they expire) leaves the other half to other leaders.
+const MAX_RECEIVING_PER_NODE: usize = MAX_RECEIVING_STREAMS / 2;
 /// Resume points kept at most per worker (one per follower receiving a snapshot from a
 /// group led here); past it new ones are not recorded (those streams start at 0).
 const MAX_RESUME_POINTS: usize = 4096;
@@ -146,6 +157,8 @@ pub(crate) struct Streams {
     by_group: HashMap<u64, Stream>,
     /// Streams in `State::Receiving` (with a partial file).
     receiving: usize,
+    /// Of those, by the node sending them.
+    receiving_from: HashMap<NodeId, usize>,
     /// Partial file paths by id (also of completed streams until installed or dropped).
     paths: HashMap<u64, PathBuf>,
     next_id: u64,
@@ -174,11 +187,12 @@ impl Streams {
             if let Some(old) = self.by_group.remove(&group) {
                 if let State::Receiving { id, .. } = old.state {
                     step.discard = Some(id);
-                    self.receiving = self.receiving.saturating_sub(1);
+                    ended(&mut self.receiving, &mut self.receiving_from, old.node);
                 }
             }
         }
-        let full = self.receiving >= MAX_RECEIVING_STREAMS;
+        let full = self.receiving >= MAX_RECEIVING_STREAMS
+            || self.receiving_from.get(&node).is_some_and(|&n| n >= MAX_RECEIVING_PER_NODE);
         let s = self.by_group.entry(group).or_insert_with(|| Stream {
             key,
             meta: chunk.meta.clone(),
@@ -188,7 +202,6 @@ impl Streams {
             reported: None,
             seen: now,
         });
-        s.seen = now;
         let len = chunk.data.len() as u64;
         let end = chunk.offset.saturating_add(len);
         match &mut s.state {
@@ -208,6 +221,8 @@ impl Streams {
             }
             State::Waiting if full || len.saturating_add(CREATE_COST) > room => step.dropped = true,
             State::Waiting => {
+                // The file's header is written from this chunk's metadata: the stream's.
+                s.meta = chunk.meta.clone();
                 let id = self.next_id;
                 self.next_id += 1;
                 self.paths.insert(id, path(group, to, chunk.meta.index));
@@ -221,15 +236,19 @@ impl Streams {
                 }
                 s.state = State::Receiving { id, next: end, durable: 0, total };
                 self.receiving += 1;
+                *self.receiving_from.entry(s.node).or_default() += 1;
             }
             State::Receiving { id, .. } if end > max => {
                 step.discard = Some(*id);
                 s.state = State::Refused;
-                self.receiving = self.receiving.saturating_sub(1);
+                ended(&mut self.receiving, &mut self.receiving_from, s.node);
                 step.refused = true;
                 step.dropped = true;
             }
             State::Receiving { total: Some(_), .. } => step.dropped = true,
+            // Another snapshot under the same key (its configuration differs): not this
+            // file's.
+            State::Receiving { .. } if chunk.meta != s.meta => step.dropped = true,
             State::Receiving { durable, next, .. } if chunk.offset > *next => {
                 // A gap: the leader resumes at what is durable here.
                 step.dropped = true;
@@ -257,7 +276,17 @@ impl Streams {
                 }
             }
         }
+        // Only progress keeps a stream from expiring: a sender repeating chunks already
+        // held cannot keep a stream slot forever.
+        if step.create.is_some() || step.write.is_some() || step.finish.is_some() {
+            s.seen = now;
+        }
         step
+    }
+
+    /// The metadata of `group`'s stream (its file's header), if it has one.
+    pub(crate) fn meta_of(&self, group: u64) -> Option<&SnapshotMeta> {
+        self.by_group.get(&group).map(|s| &s.meta)
     }
 
     /// The path of partial file `id`, if known.
@@ -298,7 +327,7 @@ impl Streams {
             return None;
         }
         let s = self.by_group.remove(&group)?;
-        self.receiving = self.receiving.saturating_sub(1);
+        ended(&mut self.receiving, &mut self.receiving_from, s.node);
         let msg = Message {
             from: s.key.from,
             to: s.to,
@@ -321,9 +350,8 @@ impl Streams {
             .by_group
             .get(&group)
             .is_some_and(|s| matches!(s.state, State::Receiving { id: sid, .. } if sid == id));
-        if ours {
-            self.by_group.remove(&group);
-            self.receiving = self.receiving.saturating_sub(1);
+        if let Some(s) = ours.then(|| self.by_group.remove(&group)).flatten() {
+            ended(&mut self.receiving, &mut self.receiving_from, s.node);
         }
         self.paths.remove(&id);
         ours
@@ -331,9 +359,10 @@ impl Streams {
 
     /// Ends the stream of `group` (its replica is gone): the id of its partial file.
     pub(crate) fn remove_group(&mut self, group: u64) -> Option<u64> {
-        match self.by_group.remove(&group)?.state {
+        let s = self.by_group.remove(&group)?;
+        match s.state {
             State::Receiving { id, .. } => {
-                self.receiving = self.receiving.saturating_sub(1);
+                ended(&mut self.receiving, &mut self.receiving_from, s.node);
                 Some(id)
             }
             _ => None,
@@ -344,22 +373,34 @@ impl Streams {
     /// ids of their partial files.
     pub(crate) fn expire(&mut self, now: u64, ttl: u64) -> Vec<u64> {
         let mut ids = Vec::new();
+        let (receiving, from) = (&mut self.receiving, &mut self.receiving_from);
         self.by_group.retain(|_, s| {
             let keep = now.saturating_sub(s.seen) < ttl;
             if !keep {
                 if let State::Receiving { id, .. } = s.state {
                     ids.push(id);
+                    ended(receiving, from, s.node);
                 }
             }
             keep
         });
-        self.receiving = self.receiving.saturating_sub(ids.len());
         ids
     }
 
     /// Streams tracked now.
     pub(crate) fn len(&self) -> usize {
         self.by_group.len()
+    }
+}
+
+/// A stream from `node` left `State::Receiving`: the counts fall.
+fn ended(receiving: &mut usize, from: &mut HashMap<NodeId, usize>, node: NodeId) {
+    *receiving = receiving.saturating_sub(1);
+    if let Some(n) = from.get_mut(&node) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            from.remove(&node);
+        }
     }
 }
 
@@ -404,8 +445,10 @@ enum Job {
     Create { group: u64, id: u64, path: PathBuf, header: Bytes, len_at: u64 },
     /// Write `data` at data offset `at` of file `id`.
     Write { id: u64, at: u64, data: Bytes },
-    /// Fill in the data length `total`, fdatasync, close; report it complete.
-    Finish { id: u64, total: u64 },
+    /// Fill in the data length `total`, fdatasync, close; check what the engine itself
+    /// reads of it (the header's metadata is `meta`, the session section is well formed:
+    /// [`check_received`]); report it complete, or failed (and delete it) if not.
+    Finish { id: u64, total: u64, meta: Box<SnapshotMeta> },
     /// Close and delete file `id` (if open) at `path`.
     Discard { id: u64, path: PathBuf },
     /// Delete the snapshot files of `replica` of `group` in `dir` below index `below`.
@@ -485,13 +528,14 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
                     }
                 }
             }
-            Job::Finish { id, total } => {
+            Job::Finish { id, total, meta } => {
                 if let Some(o) = open.get_mut(&id) {
                     let r = o
                         .file
                         .write_all_at(&total.to_le_bytes(), o.len_at)
                         .and_then(|()| o.file.set_len(o.data_at + total))
-                        .and_then(|()| o.file.sync_data());
+                        .and_then(|()| o.file.sync_data())
+                        .and_then(|()| check_received(&o.path, &meta));
                     match r {
                         Ok(()) => {
                             if let Some(o) = open.remove(&id) {
@@ -526,6 +570,22 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
             }
         }
     }
+}
+
+/// Checks a received snapshot file before it is handed to Raft: its header names `meta`,
+/// and its session section (the engine's part of every snapshot) is whole and decodes. A
+/// file that fails is never installed: the restore of a snapshot Raft took runs after the
+/// log's reset is durable, and a failed restore stops the engine (and the next open), so
+/// a peer's malformed snapshot must be refused here, as bad input, not found there.
+fn check_received(path: &Path, meta: &SnapshotMeta) -> std::io::Result<()> {
+    let (m, mut data) = snapfile::read_file(File::open(path)?, meta.index)?;
+    if &m != meta {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "snapshot file holds other metadata",
+        ));
+    }
+    crate::session::codec::read_section(&mut data).map(|_| ())
 }
 
 /// Closes and deletes file `id` after a failed write, and reports it.
@@ -704,7 +764,8 @@ impl SnapshotReceiver {
             self.io.send(Job::Write { id, at, data });
         }
         if let Some((id, total)) = step.finish {
-            self.io.send(Job::Finish { id, total });
+            let meta = Box::new(self.streams.meta_of(group).cloned().unwrap_or_else(|| chunk.meta.clone()));
+            self.io.send(Job::Finish { id, total, meta });
         }
         Received { report: step.report, refused: step.refused, dropped: step.dropped }
     }
@@ -917,13 +978,22 @@ mod tests {
     }
 
     #[test]
-    fn streams_with_files_are_capped_per_worker() {
+    fn streams_with_files_are_capped_per_worker_and_per_sending_node() {
         let mut s = Streams::default();
+        // Group g's stream comes from node 1 + g % 2.
         let feed_group = |s: &mut Streams, g: u64, c: SnapshotChunk| {
-            s.chunk(g, key(5), 1, 2, &c, ROOM, MAX, 0, |g, r, i| PathBuf::from(format!("{g}-{r}-{i}")))
+            s.chunk(g, key(5), 1 + g % 2, 2, &c, ROOM, MAX, 0, |g, r, i| {
+                PathBuf::from(format!("{g}-{r}-{i}"))
+            })
         };
-        for g in 0..MAX_RECEIVING_STREAMS as u64 {
+        // One node alone takes at most half the slots.
+        for g in (0..MAX_RECEIVING_STREAMS as u64).step_by(2) {
             assert!(feed_group(&mut s, g, chunk(5, 0, 10, false)).create.is_some());
+        }
+        let x = feed_group(&mut s, MAX_RECEIVING_STREAMS as u64 + 2, chunk(5, 0, 10, false));
+        assert!(x.dropped && x.create.is_none(), "node 1 holds its half");
+        for g in (1..MAX_RECEIVING_STREAMS as u64).step_by(2) {
+            assert!(feed_group(&mut s, g, chunk(5, 0, 10, false)).create.is_some(), "node 2 takes the rest");
         }
         let over = MAX_RECEIVING_STREAMS as u64;
         let x = feed_group(&mut s, over, chunk(5, 0, 10, false));
@@ -932,18 +1002,29 @@ mod tests {
         feed_group(&mut s, 0, chunk(5, 10, 0, true));
         assert!(s.complete(0, 0).is_some());
         assert!(feed_group(&mut s, over, chunk(5, 0, 10, false)).create.is_some());
-        assert!(s.failed(1, 1));
+        let id_of = |s: &Streams, g: u64| match s.by_group[&g].state {
+            State::Receiving { id, .. } => id,
+            _ => panic!("group {g} receives nothing"),
+        };
+        assert!(s.failed(1, id_of(&s, 1)));
         assert!(feed_group(&mut s, 3, chunk(5, 95, 10, false)).refused);
-        assert_eq!(s.remove_group(2), Some(2));
+        let two = id_of(&s, 2);
+        assert_eq!(s.remove_group(2), Some(two));
         assert_eq!(s.receiving, MAX_RECEIVING_STREAMS - 3);
         assert_eq!(s.expire(100, 10).len(), MAX_RECEIVING_STREAMS - 3);
         assert_eq!(s.receiving, 0);
+        assert!(s.receiving_from.is_empty(), "{:?}", s.receiving_from);
     }
 
     #[test]
     fn idle_streams_expire_and_failed_ones_end() {
         let mut s = Streams::default();
         feed(&mut s, key(5), chunk(5, 0, 10, false), ROOM);
+        // A chunk already held, repeated, is no progress: it does not keep the stream.
+        let again = s.chunk(9, key(5), 1, 2, &chunk(5, 0, 10, false), ROOM, MAX, 8, |g, r, i| {
+            PathBuf::from(format!("{g}-{r}-{i}"))
+        });
+        assert!(again.dropped);
         assert!(s.expire(5, 10).is_empty());
         assert_eq!(s.expire(10, 10), vec![0]);
         assert_eq!(s.len(), 0);

@@ -186,7 +186,7 @@ impl Worker {
                 }
                 Polled::Failed { group, error } => {
                     bump(&self.sh.counters.snapshot_streams_failed);
-                    tracing::warn!(group, %error, "writing a received snapshot failed; the stream is dropped");
+                    tracing::warn!(group, %error, "a received snapshot failed (written or checked); the stream is dropped");
                 }
             }
         }
