@@ -628,3 +628,48 @@ fn a_peer_holds_at_most_half_the_snapshot_stream_slots() {
     }
     e1.shutdown();
 }
+
+/// A snapshot whose engine parts are sound but whose state machine part the embedder's
+/// `SnapshotCheck` refuses is refused like a malformed one: checked once, not installed,
+/// and the engine goes on.
+#[test]
+fn the_embedders_snapshot_check_refuses_what_its_restore_would_not_take() {
+    use flotilla_engine::raft::{ConfState, Replica, SnapshotChunk, SnapshotMeta};
+    let tmp = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let reg = Registry::default();
+    let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = checked.clone();
+    let e1 = engine(&net, tmp.path(), &reg, move |c| {
+        c.workers = 1;
+        let seen = seen.clone();
+        c.snapshot_check = SnapshotCheck::new(move |_group, data| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut all = Vec::new();
+            data.read_to_end(&mut all)?;
+            if all.starts_with(b"garbage") {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not this machine's"));
+            }
+            Ok(())
+        });
+    });
+    let p2 = net.join(2, 1 << 16);
+    e1.create_group_led_by(6, &[1, 2], 2, ChainSm::boxed(&reg, 6)).unwrap();
+    wait_until("group 6", LONG, || e1.group_status(6).is_some());
+    let both = ConfState::with_voters([Replica::new(1, 1), Replica::new(2, 2)]);
+    let session = flotilla_engine::session::codec::section(&flotilla_engine::session::SessionTable::new());
+    let data = [session.as_slice(), b"garbage"].concat();
+    let c = SnapshotChunk {
+        meta: SnapshotMeta { index: 50, term: 4, conf: both },
+        seq: 0,
+        offset: 0,
+        last: true,
+        data: Bytes::from(data),
+    };
+    send(&p2, 1, vec![msg(6, 2, 1, 5, MessageBody::SnapshotChunk(c))]);
+    wait_until("the stream failed", LONG, || e1.metrics().snapshot_streams_failed >= 1);
+    assert_eq!(checked.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(!e1.storage_failed());
+    assert_eq!(e1.metrics().snapshots_installed, 0);
+    e1.shutdown();
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::CreatePolicy;
+use super::{CreatePolicy, SnapshotCheck};
 use crate::raft::config::{Config as RaftConfig, ConfigError as RaftConfigError, ValidConfig};
 use crate::raft::types::NodeId;
 
@@ -246,6 +246,12 @@ pub struct EngineConfig {
     /// directory) should refuse the others. The caps below apply whatever it answers.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub create_policy: CreatePolicy,
+    /// Checks the state machine's part of a snapshot received from a peer before Raft may
+    /// take it (a snapshot restore that fails stops the engine). Default
+    /// [`SnapshotCheck::none`] (the engine checks only its own parts); an embedder whose
+    /// restore can fail on malformed bytes should check what it would restore.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub snapshot_check: SnapshotCheck,
     /// Replicas each worker creates from peers' messages per tick, all senders together;
     /// further messages for unknown groups are dropped until the next tick (the leader
     /// retries). Default 64; bounds 1..=65,536.
@@ -410,6 +416,7 @@ impl EngineConfig {
             gc_replicas_per_tick: 8,
             idle_wake_ticks: 10,
             create_policy: CreatePolicy::allow_all(),
+            snapshot_check: SnapshotCheck::none(),
             max_creates_per_tick: 64,
             max_creates_per_node_per_tick: 16,
             max_unconfirmed_replicas: 1024,

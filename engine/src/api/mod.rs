@@ -21,6 +21,7 @@ mod metrics;
 mod read_local;
 mod request;
 mod session;
+mod snapshot_check;
 mod snapshot_io;
 mod state_machine;
 
@@ -35,6 +36,7 @@ pub use metrics::*;
 pub use read_local::*;
 pub use request::*;
 pub use session::*;
+pub use snapshot_check::SnapshotCheck;
 pub use snapshot_io::*;
 pub use state_machine::*;
 

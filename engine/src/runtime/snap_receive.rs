@@ -53,6 +53,7 @@ use bytes::Bytes;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::snapfile;
+use crate::api::SnapshotCheck;
 use crate::raft::message::{Message, MessageBody, SnapshotChunk, SnapshotMeta};
 use crate::raft::types::{NodeId, ReplicaId};
 use crate::transport::WireItem;
@@ -448,7 +449,7 @@ enum Job {
     /// Fill in the data length `total`, fdatasync, close; check what the engine itself
     /// reads of it (the header's metadata is `meta`, the session section is well formed:
     /// [`check_received`]); report it complete, or failed (and delete it) if not.
-    Finish { id: u64, total: u64, meta: Box<SnapshotMeta> },
+    Finish { id: u64, total: u64, meta: Box<SnapshotMeta>, check: SnapshotCheck },
     /// Close and delete file `id` (if open) at `path`.
     Discard { id: u64, path: PathBuf },
     /// Delete the snapshot files of `replica` of `group` in `dir` below index `below`.
@@ -528,14 +529,14 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
                     }
                 }
             }
-            Job::Finish { id, total, meta } => {
+            Job::Finish { id, total, meta, check } => {
                 if let Some(o) = open.get_mut(&id) {
                     let r = o
                         .file
                         .write_all_at(&total.to_le_bytes(), o.len_at)
                         .and_then(|()| o.file.set_len(o.data_at + total))
                         .and_then(|()| o.file.sync_data())
-                        .and_then(|()| check_received(&o.path, &meta));
+                        .and_then(|()| check_received(&o.path, o.group, &meta, &check));
                     match r {
                         Ok(()) => {
                             if let Some(o) = open.remove(&id) {
@@ -572,12 +573,18 @@ fn io_thread(jobs: Receiver<Job>, reports: Sender<IoReport>, queued: Arc<AtomicU
     }
 }
 
-/// Checks a received snapshot file before it is handed to Raft: its header names `meta`,
-/// and its session section (the engine's part of every snapshot) is whole and decodes. A
-/// file that fails is never installed: the restore of a snapshot Raft took runs after the
-/// log's reset is durable, and a failed restore stops the engine (and the next open), so
-/// a peer's malformed snapshot must be refused here, as bad input, not found there.
-fn check_received(path: &Path, meta: &SnapshotMeta) -> std::io::Result<()> {
+/// Checks a received snapshot file of `group` before it is handed to Raft: its header
+/// names `meta`, its session section (the engine's part of every snapshot) is whole and
+/// decodes, and the embedder's `check` takes the state machine's part. A file that fails
+/// is never installed: the restore of a snapshot Raft took runs after the log's reset is
+/// durable, and a failed restore stops the engine (and the next open), so a peer's
+/// malformed snapshot must be refused here, as bad input, not found there.
+fn check_received(
+    path: &Path,
+    group: u64,
+    meta: &SnapshotMeta,
+    check: &SnapshotCheck,
+) -> std::io::Result<()> {
     let (m, mut data) = snapfile::read_file(File::open(path)?, meta.index)?;
     if &m != meta {
         return Err(std::io::Error::new(
@@ -585,7 +592,8 @@ fn check_received(path: &Path, meta: &SnapshotMeta) -> std::io::Result<()> {
             "snapshot file holds other metadata",
         ));
     }
-    crate::session::codec::read_section(&mut data).map(|_| ())
+    crate::session::codec::read_section(&mut data)?;
+    check.check(group, &mut data)
 }
 
 /// Closes and deletes file `id` after a failed write, and reports it.
@@ -745,6 +753,7 @@ impl SnapshotReceiver {
         chunk: &SnapshotChunk,
         max: u64,
         now: u64,
+        check: &SnapshotCheck,
     ) -> Received {
         let room = self.io.room();
         let dir = &self.dir;
@@ -765,7 +774,7 @@ impl SnapshotReceiver {
         }
         if let Some((id, total)) = step.finish {
             let meta = Box::new(self.streams.meta_of(group).cloned().unwrap_or_else(|| chunk.meta.clone()));
-            self.io.send(Job::Finish { id, total, meta });
+            self.io.send(Job::Finish { id, total, meta, check: check.clone() });
         }
         Received { report: step.report, refused: step.refused, dropped: step.dropped }
     }

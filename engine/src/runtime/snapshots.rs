@@ -128,8 +128,17 @@ impl Worker {
         }
         let key =
             StreamKey { from: m.from, leader_term: m.term, index: chunk.meta.index, term: chunk.meta.term };
-        let max = self.sh.cfg.get().max_snapshot_bytes;
-        let r = self.snap.receive(group, key, from, m.to, chunk, max, self.ticks);
+        let cfg = self.sh.cfg.get();
+        let r = self.snap.receive(
+            group,
+            key,
+            from,
+            m.to,
+            chunk,
+            cfg.max_snapshot_bytes,
+            self.ticks,
+            &cfg.snapshot_check,
+        );
         if r.refused {
             bump(&self.sh.counters.snapshot_streams_refused);
             tracing::warn!(
@@ -137,7 +146,7 @@ impl Worker {
                 index = chunk.meta.index,
                 node = from,
                 offset = chunk.offset,
-                max,
+                max = cfg.max_snapshot_bytes,
                 "snapshot stream refused: it exceeds max_snapshot_bytes"
             );
         }

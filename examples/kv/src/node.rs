@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flotilla_engine::api::{
-    CreatePolicy, Engine, EngineConfig, MembershipChange, OpenError, ProposeError, StateMachineFactory,
+    CreatePolicy, Engine, EngineConfig, MembershipChange, OpenError, ProposeError, SnapshotCheck,
+    StateMachineFactory,
 };
 use flotilla_engine::transport::{DecodeLimits, QuicTransport};
 use flotilla_net::{Endpoint, NetConfig};
@@ -506,6 +507,9 @@ impl Node {
         ec.create_policy = CreatePolicy::new(move |group, _from| {
             known_group(group, shards) || read_routes(&proutes).get(group).is_some()
         });
+        // A snapshot a peer sends is decoded before Raft may take it: one this node could
+        // not restore would stop its engine.
+        ec.snapshot_check = SnapshotCheck::new(crate::sm::check_snapshot);
         let max_entry_bytes = ec.max_entry_bytes;
         let engine = Engine::open(
             ec,

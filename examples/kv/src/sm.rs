@@ -630,6 +630,32 @@ impl StateMachine for ShardSm {
     }
 }
 
+/// Whether `data` is a snapshot the state machine of `group` would restore: the engine's
+/// `SnapshotCheck` of a snapshot received from a peer, before Raft may take it (a restore
+/// that fails after would stop the engine). The same decoding as `restore`, into values
+/// dropped at once (the meta group's directory and routes; a shard's slots and keyspace).
+pub fn check_snapshot(group: u64, data: &mut dyn Read) -> std::io::Result<()> {
+    let mut all = Vec::new();
+    data.read_to_end(&mut all)?;
+    let bad = |what: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed {what} snapshot"))
+    };
+    if group == META_GROUP {
+        if serde_json::from_slice::<MetaSnapshot>(&all).is_ok()
+            || serde_json::from_slice::<BTreeMap<u64, NodeInfo>>(&all).is_ok()
+        {
+            return Ok(());
+        }
+        return Err(bad("meta group"));
+    }
+    let mut rest = all.as_slice();
+    if let Some(r) = rest.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+        let (_, n) = SlotSet::decode(r).ok_or_else(|| bad("shard"))?;
+        rest = r.get(n..).ok_or_else(|| bad("shard"))?;
+    }
+    Keyspace::read_from(&mut rest).map(|_| ())
+}
+
 /// A node as the directory knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -1297,5 +1323,24 @@ mod tests {
         drop((a, b));
         assert_eq!(slots2.read().unwrap().len(), SLOTS as usize, "the slots come back with the data");
         assert!(sm2.restore(1, 1, &mut &snap[..snap.len() - 1]).is_err());
+        // The engine's check of a received snapshot says what restore would do.
+        let g = shard_group(0);
+        assert!(check_snapshot(g, &mut snap.as_slice()).is_ok());
+        assert!(check_snapshot(g, &mut &snap[..snap.len() - 1]).is_err());
+        assert!(check_snapshot(g, &mut &b"not a snapshot"[..]).is_err());
+        assert!(sm2.restore(1, 1, &mut &b"not a snapshot"[..]).is_err());
+        // The meta group's, likewise.
+        let (dir, routes): (Directory, Routes) =
+            (Default::default(), Arc::new(RwLock::new(RouteTable::new(4))));
+        let mut meta = MetaSm::new(dir, Arc::new(|_: &BTreeMap<u64, NodeInfo>| {}), routes);
+        let mut msnap = Vec::new();
+        meta.snapshot(&mut msnap).unwrap();
+        assert!(check_snapshot(META_GROUP, &mut msnap.as_slice()).is_ok());
+        assert!(meta.restore(1, 1, &mut msnap.as_slice()).is_ok());
+        assert!(
+            check_snapshot(META_GROUP, &mut &snap[..]).is_err(),
+            "a shard's snapshot is no meta snapshot"
+        );
+        assert!(meta.restore(1, 1, &mut &snap[..]).is_err());
     }
 }
