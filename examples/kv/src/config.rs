@@ -106,7 +106,10 @@ pub struct NodeConfig {
     /// Largest request accepted, bytes. Default 16 MiB; 1 KiB..=512 MiB.
     #[serde(default = "d_max_request")]
     pub max_request_bytes: usize,
-    /// Most client connections at once. Default 10000; 1..=1000000.
+    /// Most client connections at once. Default 10000; 1..=1000000. At start the node
+    /// raises its open-file limit (up to the hard limit) to fit these, the node channel's
+    /// connections and a reserve for its own files, or lowers this to fit
+    /// (`crate::fd_limit`).
     #[serde(default = "d_max_clients")]
     pub max_clients: usize,
     /// Threads executing client requests (they wait for Raft), and as many again for

@@ -42,6 +42,7 @@ pub mod config_get;
 pub mod engine_metrics;
 pub mod event_log;
 pub mod expiry;
+pub mod fd_limit;
 pub mod glob;
 pub mod hashes;
 pub mod hello;

@@ -643,3 +643,47 @@ fn reset_on_close(s: &TcpStream) {
     };
     assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
+
+/// The open-file limit process `pid` runs with (soft).
+fn open_file_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// A node started with the usual soft limit of 1,024 open files raises it to fit its
+/// connections (`max_clients` 10,000, the node channel's 1,024 and a reserve of 1,024 for
+/// its own files), as Redis does; under a hard limit too low for that, it lowers
+/// `max_clients` to what fits (CONFIG GET shows it) instead of letting a flood of clients
+/// take the descriptors its write-ahead log needs for its next segment (which stops the
+/// engine for good).
+#[test]
+fn the_open_file_limit_is_raised_to_fit_max_clients_or_max_clients_lowered_to_fit_it() {
+    // The hard limit stays this process's (raising it takes a privilege).
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let hard = lim.rlim_max;
+    assert!(hard >= 2100, "this test needs a hard limit of 2,100 open files at least");
+    let mut c = Cluster::new(None, "shards = 1\n");
+    c.nofile = Some((1024, hard));
+    c.start(1, true);
+    let pid = c.nodes[&1].child.as_ref().unwrap().id();
+    let need = 10_000 + 1024 + 1024;
+    assert_eq!(open_file_limit(pid), need.min(hard), "raised from 1,024");
+    let mut con = redis::Client::open(c.url(1)).unwrap().get_connection().unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclients").query(&mut con).unwrap();
+    let fits = if hard >= need { 10_000 } else { hard - 2048 };
+    assert_eq!(got, ["maxclients", fits.to_string().as_str()]);
+    drop(con);
+    c.kill(1);
+
+    let mut c = Cluster::new(None, "shards = 1\n");
+    c.nofile = Some((2100, 2100));
+    c.start(1, true);
+    let pid = c.nodes[&1].child.as_ref().unwrap().id();
+    assert_eq!(open_file_limit(pid), 2100);
+    let mut con = redis::Client::open(c.url(1)).unwrap().get_connection().unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclients").query(&mut con).unwrap();
+    assert_eq!(got, ["maxclients", (2100 - 1024 - 1024).to_string().as_str()]);
+}

@@ -33,7 +33,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match NodeConfig::from_file(&args.config).and_then(NodeConfig::validate) {
+    let mut cfg = match NodeConfig::from_file(&args.config).and_then(NodeConfig::validate) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("flotilla-kv: {e}");
@@ -44,6 +44,8 @@ fn main() -> ExitCode {
         eprintln!("flotilla-kv: logs: {e}");
         return ExitCode::from(2);
     }
+    // The open-file limit fits the connections allowed, or max_clients fits the limit.
+    cfg.max_clients = flotilla_kv::fd_limit::adjust(cfg.max_clients, cfg.node_channel_max_connections);
     let metrics_listener = match cfg.observability.metrics_addr.map(std::net::TcpListener::bind).transpose() {
         Ok(l) => l,
         Err(e) => {

@@ -38,6 +38,8 @@ pub struct Cluster {
     /// Send every node's stderr to `node-<id>.stderr` in `dir` (appended) instead of the
     /// test's.
     pub capture_stderr: bool,
+    /// Start every node with this open-file limit (soft, hard).
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// Ports handed out in this test process (tests run in parallel threads).
@@ -84,6 +86,7 @@ impl Cluster {
             env: Vec::new(),
             metrics: false,
             capture_stderr: false,
+            nofile: None,
         }
     }
 
@@ -140,10 +143,26 @@ impl Cluster {
         // Uncaptured nodes log warnings and errors only (CI's output stays short);
         // captured ones log as their config says, unless the test sets RUST_LOG.
         let rust_log = if self.capture_stderr { "" } else { "warn" };
+        let nofile = self.nofile;
         let p = self.nodes.get_mut(&id).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla-kv"))
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla-kv"));
+            if let Some((soft, hard)) = nofile {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: setrlimit is async-signal-safe; only lowering, which needs no
+                // privilege.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        let lim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let mut child = cmd
                 .arg("--config")
                 .arg(&p.config)
                 .env_remove("FLOTILLA_PASSWORD")
