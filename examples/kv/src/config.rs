@@ -146,7 +146,8 @@ pub struct NodeConfig {
     #[serde(default = "d_protected_mode")]
     pub protected_mode: bool,
     /// Most connections at once on the node channel (TLS over TCP at `peer_addr`, for
-    /// requests forwarded by other nodes). Default 1024; 1..=65536.
+    /// requests forwarded by other nodes), of which at most an eighth (at least 1) in
+    /// their TLS handshake. Default 1024; 1..=65536.
     #[serde(default = "d_node_channel_max_connections")]
     pub node_channel_max_connections: usize,
     /// How long a node channel connection may take to complete its TLS handshake, ms.

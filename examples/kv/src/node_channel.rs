@@ -251,6 +251,7 @@ pub struct ChannelLimits {
 /// the limit) until the node is dropped. Runs on the calling thread.
 pub fn serve(node: Weak<Node>, tls: NodeTls, listener: TcpListener, limits: ChannelLimits) {
     let open = Arc::new(AtomicUsize::new(0));
+    let handshaking = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         if node.strong_count() == 0 {
             return;
@@ -261,33 +262,68 @@ pub fn serve(node: Weak<Node>, tls: NodeTls, listener: TcpListener, limits: Chan
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        if open.load(Ordering::Acquire) >= limits.max_connections {
+        // Connections not yet authenticated take at most an eighth of the slots: anyone
+        // who reaches the port can hold a handshake until its deadline, and reconnect.
+        if open.load(Ordering::Acquire) >= limits.max_connections
+            || handshaking.load(Ordering::Acquire) >= max_handshaking(limits.max_connections)
+        {
             drop(stream);
             continue;
         }
         open.fetch_add(1, Ordering::AcqRel);
-        let (node, tls, open2) = (node.clone(), tls.server(), open.clone());
+        handshaking.fetch_add(1, Ordering::AcqRel);
+        let (node, tls, open2, hs) = (node.clone(), tls.server(), open.clone(), handshaking.clone());
         let spawned = std::thread::Builder::new().name("kv-node-chan".into()).spawn(move || {
-            serve_conn(&node, tls, stream, limits);
+            serve_conn(&node, tls, stream, limits, &hs);
             open2.fetch_sub(1, Ordering::AcqRel);
         });
         if spawned.is_err() {
             open.fetch_sub(1, Ordering::AcqRel);
+            handshaking.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
+/// Takes one from its counter when dropped.
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The most a node off the allow-list may have buffered before it is refused and closed.
+const NOT_ALLOWED_BUFFER: usize = 64 << 10;
+
+/// Connections in their handshake at once, of `max_connections`: an eighth (at least 1).
+pub fn max_handshaking(max_connections: usize) -> usize {
+    (max_connections / 8).max(1)
+}
+
 /// One accepted connection: handshake, identify the peer node, then read requests and
 /// answer them in order until the peer closes, goes idle, or sends something malformed.
-fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, limits: ChannelLimits) {
-    let Ok(mut conn) = ServerConnection::new(tls) else { return };
-    let _ = sock.set_nodelay(true);
-    if sock.set_write_timeout(Some(limits.handshake)).is_err()
-        || handshake(&mut conn, &mut sock, Instant::now() + limits.handshake).is_err()
-    {
-        return;
-    }
-    let Some(peer) = conn.peer_certificates().and_then(peer_node_id) else { return };
+/// `handshaking` counts it until its handshake ended.
+fn serve_conn(
+    node: &Weak<Node>,
+    tls: Arc<ServerConfig>,
+    mut sock: TcpStream,
+    limits: ChannelLimits,
+    handshaking: &AtomicUsize,
+) {
+    let peer = {
+        let _counted = Decrement(handshaking);
+        let Ok(mut conn) = ServerConnection::new(tls) else { return };
+        let _ = sock.set_nodelay(true);
+        if sock.set_write_timeout(Some(limits.handshake)).is_err()
+            || handshake(&mut conn, &mut sock, Instant::now() + limits.handshake).is_err()
+        {
+            return;
+        }
+        let Some(peer) = conn.peer_certificates().and_then(peer_node_id) else { return };
+        (peer, conn)
+    };
+    let (peer, conn) = peer;
     if sock.set_read_timeout(Some(limits.idle)).is_err() || sock.set_write_timeout(Some(limits.idle)).is_err()
     {
         return;
@@ -302,6 +338,19 @@ fn serve_conn(node: &Weak<Node>, tls: Arc<ServerConfig>, mut sock: TcpStream, li
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
+        // A node off the allow-list (removed, its certificate still valid) is refused, not
+        // buffered: it could otherwise park a request of up to `max_request_bytes` on each
+        // of its connections.
+        if buf.len() > NOT_ALLOWED_BUFFER && !node.upgrade().is_some_and(|n| n.allow_list().allows(peer)) {
+            let why =
+                node.upgrade().map_or_else(|| "node stopped".to_string(), |n| not_allowed(peer, n.id()));
+            let mut out = Vec::new();
+            Outcome::Retry(why, None).to_value().encode(Proto::Resp3, &mut out);
+            let _ = s.write_all(&out).and_then(|()| s.flush());
+            s.conn.send_close_notify();
+            let _ = s.flush();
+            return;
+        }
         let (mut cmds, mut used, mut bad) = (Vec::new(), 0, None);
         loop {
             match parse_command(&buf[used..], limits.request) {

@@ -253,13 +253,14 @@ fn tools_refuse_a_password_on_the_command_line() {
     }
 }
 
-/// The node channel's bounds: connections past `node_channel_max_connections` are closed
-/// at once, a connection that never completes its TLS handshake is closed at the
-/// deadline, and a real node connection still gets in afterwards.
+/// The node channel's bounds: connections in their handshake past an eighth of
+/// `node_channel_max_connections` (4 of 32 here) are closed at once, a connection that
+/// never completes its TLS handshake is closed at the deadline, and a real node
+/// connection still gets in afterwards.
 #[test]
 fn node_channel_caps_connections_and_handshake_time() {
     let mut c =
-        Cluster::new(None, "shards = 1\nnode_channel_max_connections = 4\nnode_channel_handshake_ms = 300");
+        Cluster::new(None, "shards = 1\nnode_channel_max_connections = 32\nnode_channel_handshake_ms = 300");
     c.start(1, true);
     let peer = c.nodes[&1].peer.clone();
     let idle: Vec<std::net::TcpStream> =
@@ -401,6 +402,19 @@ fn a_removed_node_s_certificate_is_refused_over_quic_and_the_node_channel() {
     assert!(matches!(after.call(&w).unwrap(), Value::Error(e) if e.contains("NOPERM node 2")));
     let v: Option<String> = c.redis(1).get("removed").unwrap();
     assert_eq!(v, None, "the refused write did not run");
+    // Nor does node 1 buffer the removed node's requests: the start of a 16 MB one is
+    // refused and the connection closed (each of up to 1,024 connections held up to
+    // `max_request_bytes` before).
+    let mut big = connect(&tls2, &peer1, 1, Duration::from_secs(5)).unwrap();
+    let head = format!("*4\r\n$14\r\nFLOTILLA.LOCAL\r\n$1\r\nR\r\n$16000000\r\n{}", "x".repeat(200_000));
+    // (Refused mid-send: the send may fail, and the reply may be lost to a reset.)
+    let _ = big.send_raw(head.as_bytes());
+    match big.read_reply() {
+        Ok(Value::Error(e)) => assert!(e.contains("NOPERM node 2"), "{e}"),
+        Err(flotilla_kv::client::ClientError::Io(e))
+            if !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+        other => panic!("a removed node's partial request was held: {other:?}"),
+    }
 
     // QUIC: an endpoint with node 2's still-valid certificate is refused in the handshake.
     let refused_before = info_u64(&c, 1, "net_policy_refused");
@@ -511,4 +525,34 @@ fn certificates_reload_without_a_restart() {
     );
     // Still serving, and still a working node.
     let _: () = c.redis(1).set("after-reload", "1").unwrap();
+}
+
+/// Connections that never finish their handshake (anyone who reaches the port can open
+/// them, and reopen them at each deadline) hold at most an eighth of the node channel's
+/// slots (2 of 16 here); the others are closed at once, and a node of the cluster
+/// connected meanwhile is served. (They could hold every slot before.)
+#[test]
+fn unauthenticated_connections_hold_at_most_an_eighth_of_the_node_channel() {
+    let mut c = Cluster::new(
+        None,
+        "shards = 1\nnode_channel_max_connections = 16\nnode_channel_handshake_ms = 10000",
+    );
+    c.start(1, true);
+    let peer = c.nodes[&1].peer.clone();
+    // (Node 1's own certificate: the directory's only node.)
+    let mut member = connect(&tls_for(&c.ca, 1), &peer, 1, Duration::from_secs(5)).unwrap();
+    let group = shard_group(0).to_string();
+    let mut idle: Vec<std::net::TcpStream> =
+        (0..10).map(|_| std::net::TcpStream::connect(&peer).unwrap()).collect();
+    // Closed at once (EOF within a second) or held (no byte, no EOF: the deadline is 10 s).
+    let held = idle
+        .iter_mut()
+        .map(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            !matches!(s.read(&mut [0u8; 1]), Ok(0))
+        })
+        .filter(|&held| held)
+        .count();
+    assert_eq!(held, 2, "unauthenticated connections held");
+    assert!(matches!(local_count(&mut member, &group), Value::Int(_)));
 }
