@@ -209,21 +209,41 @@ async fn run_send(
         }
     };
     let conn = conn.ok_or(BulkError::Unreachable { to, tag })?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(e.to_string()))?;
+    // Every wait on the receiver (a stream granted, flow-control credit) is bounded: a
+    // peer that lets nothing through ends the stream, and the thread feeding it.
+    let stall = ctx.cfg.bulk_stall_timeout;
+    let stalled = || fail(format!("the receiver let nothing through for {stall:?}"));
+    let (mut send, mut recv) = tokio::time::timeout(stall, conn.open_bi())
+        .await
+        .map_err(|_| stalled())?
+        .map_err(|e| fail(e.to_string()))?;
     let _ = send.set_priority(0);
-    send.write_all(&encode_bulk_start(tag)).await.map_err(|e| write_failed(to, tag, e))?;
+    let written = tokio::time::timeout(stall, send.write_all(&encode_bulk_start(tag))).await;
+    written.map_err(|_| stalled())?.map_err(|e| write_failed(to, tag, e))?;
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Cmd::Chunk(b) => {
                 let mut h = BytesMut::with_capacity(HEADER_LEN);
                 h.put_slice(&encode_header(FrameKind::BulkChunk, b.len()));
                 let mut parts = [h.freeze(), b];
-                send.write_all_chunks(&mut parts).await.map_err(|e| write_failed(to, tag, e))?;
+                let mut at = 0;
+                // Progress, not the whole chunk, is what the deadline waits for.
+                while at < parts.len() {
+                    let w = tokio::time::timeout(stall, send.write_chunks(&mut parts[at..])).await;
+                    match w {
+                        Err(_) => {
+                            let _ = send.reset(CODE_ABANDONED.into());
+                            return Err(stalled());
+                        }
+                        Ok(Err(e)) => return Err(write_failed(to, tag, e)),
+                        Ok(Ok(n)) => at += n.chunks,
+                    }
+                }
             }
             Cmd::Finish => {
-                send.write_all(&encode_frame(FrameKind::BulkEnd, &[]))
-                    .await
-                    .map_err(|e| write_failed(to, tag, e))?;
+                let w =
+                    tokio::time::timeout(stall, send.write_all(&encode_frame(FrameKind::BulkEnd, &[]))).await;
+                w.map_err(|_| stalled())?.map_err(|e| write_failed(to, tag, e))?;
                 let _ = send.finish();
                 let wait = ctx.cfg.idle_timeout.max(ctx.cfg.connect_timeout);
                 return match tokio::time::timeout(wait, read_frame(&mut recv, CONTROL_MAX)).await {

@@ -92,6 +92,12 @@ pub struct NetConfig {
     /// Concurrent bulk streams a peer may open towards this node. Default 8; bounds 1 ..=
     /// 1024.
     pub max_bulk_streams: u32,
+    /// A bulk stream this node sends fails when the receiver has let no byte of it through
+    /// (no stream granted, no flow-control credit) for this long: a peer that withholds
+    /// credit cannot keep a sender, and the thread feeding it, forever. Default 60 s;
+    /// bounds 1 s ..= 3600 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub bulk_stall_timeout: Duration,
     /// Threads of the transport's own tokio runtime. Default 1; bounds 1 ..= 16.
     pub threads: usize,
     /// Largest UDP payload this node sends or accepts: the upper bound of path MTU discovery
@@ -174,6 +180,7 @@ impl NetConfig {
             backoff_max: Duration::from_secs(5),
             bulk_chunk_size: MIB,
             max_bulk_streams: 8,
+            bulk_stall_timeout: Duration::from_secs(60),
             threads: 1,
             max_udp_payload: 1452,
             udp_buffer_bytes: 4 * MIB,
@@ -236,6 +243,9 @@ impl NetConfig {
         }
         if !(1..=1024).contains(&c.max_bulk_streams) {
             return Err(E::MaxBulkStreams(c.max_bulk_streams));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&c.bulk_stall_timeout) {
+            return Err(E::BulkStallTimeout(c.bulk_stall_timeout));
         }
         if !(1..=16).contains(&c.threads) {
             return Err(E::Threads(c.threads));
@@ -325,6 +335,9 @@ pub enum NetConfigError {
     /// `max_bulk_streams` is outside 1 ..= 1024.
     #[error("max_bulk_streams {0} outside 1 ..= 1024")]
     MaxBulkStreams(u32),
+    /// `bulk_stall_timeout` is outside 1 s ..= 3600 s.
+    #[error("bulk_stall_timeout {0:?} outside 1 s ..= 3600 s")]
+    BulkStallTimeout(Duration),
     /// `threads` is outside 1 ..= 16.
     #[error("threads {0} outside 1 ..= 16")]
     Threads(usize),

@@ -497,3 +497,41 @@ fn a_frame_hook_takes_frames_as_they_are_read_and_declined_ones_reach_the_inbox(
     assert!(matches!(got, Some(Event::Frame { payload, .. }) if payload[0] == 2));
     assert!(rx.try_recv().is_err(), "the removed hook saw nothing more");
 }
+
+/// A receiver that lets nothing of a bulk stream through (it never reads, so QUIC flow
+/// control grants no credit) ends the stream after `bulk_stall_timeout` (1 s here): the
+/// sender's `send_chunk` or `finish` fails, and the thread feeding it is free. (It waited
+/// for credit forever: a peer could keep one thread per snapshot sent to it.) A frame
+/// still goes through.
+#[test]
+fn a_bulk_stream_the_receiver_lets_nothing_through_fails_after_the_stall_timeout() {
+    let ca = ClusterCa::generate().unwrap();
+    let mut c1 = test_config(1, "127.0.0.1:0".parse().unwrap());
+    c1.bulk_stall_timeout = Duration::from_secs(1);
+    let (e1, _i1) = start(c1.validate().unwrap(), &identity(&ca, 1));
+    let (e2, mut inbox2) =
+        start(test_config(2, "127.0.0.1:0".parse().unwrap()).validate().unwrap(), &identity(&ca, 2));
+    e1.set_peer_addr(2, e2.local_addr().unwrap());
+    e2.set_peer_addr(1, e1.local_addr().unwrap());
+    e1.send(2, 0, Bytes::from_static(b"warm")).unwrap();
+    assert!(wait_for(&mut inbox2, WAIT, |e| matches!(e, Event::Frame { .. })).is_some());
+    // Node 2 reads nothing from now on.
+    let bulk = e1.open_bulk(2, 5).unwrap();
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = Ok(());
+        for i in 0..256u32 {
+            r = bulk.send_chunk(Bytes::from(vec![i as u8; 1 << 20]));
+            if r.is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(if r.is_ok() { bulk.finish() } else { r });
+    });
+    let t = Instant::now();
+    let got = rx.recv_timeout(Duration::from_secs(20)).expect("the sender still waits for credit after 20 s");
+    assert!(matches!(got, Err(BulkError::Failed { to: 2, tag: 5, .. })), "{got:?}");
+    eprintln!("stalled stream failed after {:?}", t.elapsed());
+    e1.send(2, 1, Bytes::from_static(b"after")).unwrap();
+    assert!(wait_for(&mut inbox2, WAIT, |e| matches!(e, Event::Frame { from: 1, .. })).is_some());
+}
