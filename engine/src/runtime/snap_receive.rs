@@ -263,7 +263,12 @@ impl Streams {
                 // until it reaches the frontier.
                 step.dropped = true;
             }
-            State::Receiving { next, .. } if end - *next > room => step.dropped = true,
+            State::Receiving { next, .. } if end - *next > room => {
+                // New bytes this node has no room for yet (its disk is behind): the
+                // sender is not at fault, and the stream is kept.
+                step.dropped = true;
+                s.seen = now;
+            }
             State::Receiving { id, next, total, .. } => {
                 // chunk.offset <= next <= end: write what is new.
                 let skip = usize::try_from(*next - chunk.offset).unwrap_or(usize::MAX).min(chunk.data.len());
@@ -277,8 +282,8 @@ impl Streams {
                 }
             }
         }
-        // Only progress keeps a stream from expiring: a sender repeating chunks already
-        // held cannot keep a stream slot forever.
+        // Only progress (or new bytes waiting for room) keeps a stream from expiring: a
+        // sender repeating chunks already held cannot keep a stream slot forever.
         if step.create.is_some() || step.write.is_some() || step.finish.is_some() {
             s.seen = now;
         }
@@ -984,6 +989,16 @@ mod tests {
         let mut s = Streams::default();
         let e = feed(&mut s, key(5), chunk(5, 0, 0, true), ROOM);
         assert_eq!((e.create, e.write.is_none(), e.finish), (Some(0), true, Some((0, 0))));
+        // New bytes dropped for want of room keep the stream (the disk is behind, not
+        // the sender): it does not expire while they come.
+        let mut s = Streams::default();
+        feed(&mut s, key(5), chunk(5, 0, 10, false), ROOM);
+        let late = s.chunk(9, key(5), 1, 2, &chunk(5, 10, 10, false), 5, MAX, 8, |g, r, i| {
+            PathBuf::from(format!("{g}-{r}-{i}"))
+        });
+        assert!(late.dropped && late.write.is_none());
+        assert!(s.expire(12, 10).is_empty(), "kept by the new bytes at tick 8");
+        assert_eq!(s.expire(18, 10).len(), 1);
     }
 
     #[test]
