@@ -602,16 +602,7 @@ impl StateMachine for ShardSm {
     }
 
     fn restore(&mut self, index: u64, term: u64, input: &mut dyn Read) -> std::io::Result<()> {
-        let mut all = Vec::new();
-        input.read_to_end(&mut all)?;
-        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed shard snapshot");
-        let mut slots = None;
-        if let Some(rest) = all.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
-            let (set, n) = SlotSet::decode(rest).ok_or_else(bad)?;
-            slots = Some(set);
-            all.drain(..SNAPSHOT_MAGIC.len() + n);
-        }
-        let ks = Keyspace::read_from(&mut all.as_slice())?;
+        let (slots, ks) = decode_shard_snapshot(input)?;
         *lock_w(&self.data) = ks;
         if let Some(set) = slots {
             *lock_w(&self.slots) = set;
@@ -635,25 +626,42 @@ impl StateMachine for ShardSm {
 /// that fails after would stop the engine). The same decoding as `restore`, into values
 /// dropped at once (the meta group's directory and routes; a shard's slots and keyspace).
 pub fn check_snapshot(group: u64, data: &mut dyn Read) -> std::io::Result<()> {
-    let mut all = Vec::new();
-    data.read_to_end(&mut all)?;
-    let bad = |what: &str| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed {what} snapshot"))
-    };
     if group == META_GROUP {
-        if serde_json::from_slice::<MetaSnapshot>(&all).is_ok()
-            || serde_json::from_slice::<BTreeMap<u64, NodeInfo>>(&all).is_ok()
-        {
-            return Ok(());
+        decode_meta_snapshot(data).map(|_| ())
+    } else {
+        decode_shard_snapshot(data).map(|_| ())
+    }
+}
+
+/// A shard snapshot decoded (what `ShardSm::restore` installs): its slots (absent in
+/// snapshots from before slots were carried) and its keyspace.
+fn decode_shard_snapshot(input: &mut dyn Read) -> std::io::Result<(Option<SlotSet>, Keyspace)> {
+    let mut all = Vec::new();
+    input.read_to_end(&mut all)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed shard snapshot");
+    let mut slots = None;
+    if let Some(rest) = all.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+        let (set, n) = SlotSet::decode(rest).ok_or_else(bad)?;
+        slots = Some(set);
+        all.drain(..SNAPSHOT_MAGIC.len() + n);
+    }
+    Ok((slots, Keyspace::read_from(&mut all.as_slice())?))
+}
+
+/// A meta snapshot decoded (what `MetaSm::restore` installs), and whether it carries
+/// routes (a snapshot from before routes is the directory alone: then its routes are empty
+/// and not to be installed).
+fn decode_meta_snapshot(input: &mut dyn Read) -> std::io::Result<(MetaSnapshot, bool)> {
+    let mut all = Vec::new();
+    input.read_to_end(&mut all)?;
+    let bad = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    Ok(match serde_json::from_slice::<MetaSnapshot>(&all) {
+        Ok(s) => (s, true),
+        Err(_) => {
+            let directory = serde_json::from_slice::<BTreeMap<u64, NodeInfo>>(&all).map_err(bad)?;
+            (MetaSnapshot { directory, routes: BTreeMap::new(), next_shard: 0 }, false)
         }
-        return Err(bad("meta group"));
-    }
-    let mut rest = all.as_slice();
-    if let Some(r) = rest.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
-        let (_, n) = SlotSet::decode(r).ok_or_else(|| bad("shard"))?;
-        rest = r.get(n..).ok_or_else(|| bad("shard"))?;
-    }
-    Keyspace::read_from(&mut rest).map(|_| ())
+    })
 }
 
 /// A node as the directory knows it.
@@ -866,19 +874,12 @@ impl StateMachine for MetaSm {
     }
 
     fn restore(&mut self, _index: u64, _term: u64, input: &mut dyn Read) -> std::io::Result<()> {
-        let mut all = Vec::new();
-        input.read_to_end(&mut all)?;
-        let bad = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         // Before routes, the snapshot was the directory alone: the routes stay as created.
-        let (map, routes) = match serde_json::from_slice::<MetaSnapshot>(&all) {
-            Ok(s) => {
-                self.next_shard = s.next_shard;
-                (s.directory, Some(s.routes))
-            }
-            Err(_) => (serde_json::from_slice::<BTreeMap<u64, NodeInfo>>(&all).map_err(bad)?, None),
-        };
-        if let Some(r) = routes {
-            *lock_w(&self.routes) = RouteTable::from_routes(r);
+        let (snap, has_routes) = decode_meta_snapshot(input)?;
+        let map = snap.directory;
+        if has_routes {
+            self.next_shard = snap.next_shard;
+            *lock_w(&self.routes) = RouteTable::from_routes(snap.routes);
         }
         let mut d = lock_w(&self.dir);
         *d = map;
