@@ -341,9 +341,13 @@ fn serve_conn(
         // A node off the allow-list (removed, its certificate still valid) is refused, not
         // buffered: it could otherwise park a request of up to `max_request_bytes` on each
         // of its connections.
-        if buf.len() > NOT_ALLOWED_BUFFER && !node.upgrade().is_some_and(|n| n.allow_list().allows(peer)) {
-            let why =
-                node.upgrade().map_or_else(|| "node stopped".to_string(), |n| not_allowed(peer, n.id()));
+        let refused = (buf.len() > NOT_ALLOWED_BUFFER)
+            .then(|| match node.upgrade() {
+                None => Some("node stopped".to_string()),
+                Some(n) => (!n.allow_list().allows(peer)).then(|| not_allowed(peer, n.id())),
+            })
+            .flatten();
+        if let Some(why) = refused {
             let mut out = Vec::new();
             Outcome::Retry(why, None).to_value().encode(Proto::Resp3, &mut out);
             let _ = s.write_all(&out).and_then(|()| s.flush());
