@@ -21,32 +21,10 @@ T=${CARGO_TARGET_DIR:-target}/release
 cargo build --release -q -p flotilla-kv -p flotilla-net
 DIR=$(mktemp -d)
 PIDS=()
-# Stops every server and waits for it to exit (a node shuts down cleanly within its
-# shutdown timeout), so that a run right after this one finds the ports free.
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
+source examples/kv/cluster3.sh
 trap cleanup EXIT
-"$T/flotilla-certs" init "$DIR/certs" --nodes 1,2,3 >/dev/null
-for i in 1 2 3; do
-  boot=false; [ "$i" = 1 ] && boot=true
-  cat > "$DIR/node$i.toml" <<TOML
-node_id = $i
-data_dir = "$DIR/data$i"
-peer_addr = "127.0.0.1:$((17000 + i))"
-client_addr = "127.0.0.1:$((16000 + i))"
-ca_cert = "$DIR/certs/ca.pem"
-node_cert = "$DIR/certs/node-$i.pem"
-node_key = "$DIR/certs/node-$i.key"
-bootstrap = $boot
-cluster_mode = $CLUSTER_MODE
-lease_reads = ${LEASE_READS:-false}
-TOML
-  "$T/flotilla-kv" --config "$DIR/node$i.toml" > "$DIR/node$i.log" 2>&1 &
-  PIDS+=($!)
-done
+start_three_nodes "cluster_mode = $CLUSTER_MODE
+lease_reads = ${LEASE_READS:-false}"
 KV_PIDS="${PIDS[*]}"
 # CPU time (clock ticks, user + system) of the processes listed.
 ticks() { local s=0 p u st; for p in "$@"; do read -r u st < <(awk '{print $14, $15}' "/proc/$p/stat"); s=$((s + u + st)); done; echo "$s"; }

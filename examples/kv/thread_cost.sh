@@ -16,31 +16,11 @@ T=${CARGO_TARGET_DIR:-target}/release
 cargo build --release -q -p flotilla-kv -p flotilla-net
 DIR=$(mktemp -d)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
+source examples/kv/cluster3.sh
 trap cleanup EXIT
-"$T/flotilla-certs" init "$DIR/certs" --nodes 1,2,3 >/dev/null
-for i in 1 2 3; do
-  boot=false; [ "$i" = 1 ] && boot=true
-  cat > "$DIR/node$i.toml" <<TOML
-node_id = $i
-data_dir = "$DIR/data$i"
-peer_addr = "127.0.0.1:$((17000 + i))"
-client_addr = "127.0.0.1:$((16000 + i))"
-metrics_addr = "127.0.0.1:$((18100 + i))"
-ca_cert = "$DIR/certs/ca.pem"
-node_cert = "$DIR/certs/node-$i.pem"
-node_key = "$DIR/certs/node-$i.key"
-bootstrap = $boot
+start_three_nodes "metrics_addr = \"127.0.0.1:1810@ID@\"
 cluster_mode = true
-${EXTRA:-}
-TOML
-  "$T/flotilla-kv" --config "$DIR/node$i.toml" > "$DIR/node$i.log" 2>&1 &
-  PIDS+=($!)
-done
+${EXTRA:-}"
 sleep 1
 "$T/flotilla-admin" --seed 127.0.0.1:16001 add-servers 127.0.0.1:16002 127.0.0.1:16003 >/dev/null
 "$T/flotilla-rebalance" --seed 127.0.0.1:16001 --by count --rate 100 >/dev/null
